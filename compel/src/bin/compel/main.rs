@@ -1,0 +1,37 @@
+//! The `compel` command line: a thin layer over the compel and compel-builder libraries.
+
+use clap::{Parser, Subcommand};
+
+mod build;
+mod syscall;
+
+/// compel: parasite code injection for Linux.
+#[derive(Parser, Debug)]
+#[command(name = "compel", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one syscall inside a live task and print its result.
+    Syscall(syscall::Args),
+    #[command(flatten)]
+    Build(build::Command),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Syscall(args) => syscall::run(args),
+        Command::Build(cmd) => build::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("compel: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

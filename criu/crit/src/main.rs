@@ -1,0 +1,5 @@
+//! `crit`: decode, encode and explore CRIU checkpoint images.
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("not implemented yet")
+}

@@ -1,0 +1,2 @@
+//! CRIU's on-disk image format (layer: data, no unsafe).
+#![forbid(unsafe_code)]

@@ -1,0 +1,5 @@
+//! The `criu` command line.
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("not implemented yet")
+}

@@ -1,0 +1,1 @@
+//! criu: checkpoint/restore of Linux process trees, built as one consumer of compel.

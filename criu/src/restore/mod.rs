@@ -1,0 +1,1 @@
+//! `criu restore`: bring a dumped process back from its images.

@@ -1,0 +1,155 @@
+//! The register sets ptrace exchanges with the kernel, with arch-neutral accessors.
+
+/// The general-purpose registers as `PTRACE_GETREGS`/`PTRACE_SETREGS` (and the
+/// `NT_PRSTATUS` regset) exchange them: the kernel's `struct user_regs_struct`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct UserRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    /// The syscall number the task entered the kernel with, or -1 when it is not in a syscall.
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<UserRegs>() == 27 * 8);
+
+/// The trap flag in `eflags`: the CPU traps after each instruction (single stepping).
+pub const EFLAGS_TF: u64 = 1 << 8;
+
+impl UserRegs {
+    /// The instruction pointer.
+    pub fn ip(&self) -> u64 {
+        self.rip
+    }
+
+    /// Sets the instruction pointer.
+    pub fn set_ip(&mut self, ip: u64) {
+        self.rip = ip;
+    }
+
+    /// The stack pointer.
+    pub fn sp(&self) -> u64 {
+        self.rsp
+    }
+
+    /// Sets the stack pointer.
+    pub fn set_sp(&mut self, sp: u64) {
+        self.rsp = sp;
+    }
+
+    /// The number of the syscall the task is in (as the kernel saw it on entry), or `None` when
+    /// the task did not stop inside a syscall.
+    pub fn syscall_nr(&self) -> Option<u64> {
+        (self.orig_rax as i64 >= 0).then_some(self.orig_rax)
+    }
+
+    /// Marks the task as not being inside a syscall, so that the kernel does not apply its
+    /// syscall-restart logic when the task resumes with these registers.
+    pub fn clear_syscall_nr(&mut self) {
+        self.orig_rax = u64::MAX;
+    }
+
+    /// The syscall return value register (`-errno` on failure).
+    pub fn syscall_ret(&self) -> i64 {
+        self.rax as i64
+    }
+
+    /// Sets the syscall return value register.
+    pub fn set_syscall_ret(&mut self, v: i64) {
+        self.rax = v as u64;
+    }
+
+    /// The six syscall argument registers, in ABI order.
+    pub fn syscall_args(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
+    }
+
+    /// Loads registers so that a `syscall` instruction executed next runs call `nr` with `args`.
+    /// The task is marked as not in a syscall, so no restart logic interferes.
+    pub fn set_syscall(&mut self, nr: u64, args: [u64; 6]) {
+        self.rax = nr;
+        self.orig_rax = u64::MAX;
+        [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9] = args;
+    }
+
+    /// Sets the registers that carry a function's first six integer arguments (SysV ABI).
+    pub fn set_call_args(&mut self, args: [u64; 6]) {
+        [self.rdi, self.rsi, self.rdx, self.rcx, self.r8, self.r9] = args;
+    }
+
+    /// The thread pointer (TLS base).
+    pub fn tls(&self) -> u64 {
+        self.fs_base
+    }
+
+    /// Whether single stepping (the trap flag) is on.
+    pub fn single_step_flag(&self) -> bool {
+        self.eflags & EFLAGS_TF != 0
+    }
+}
+
+/// The legacy FPU/SSE area as `PTRACE_GETFPREGS` exchanges it (`struct user_fpregs_struct`,
+/// the 512-byte `fxsave` format).
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct FpRegs {
+    pub cwd: u16,
+    pub swd: u16,
+    pub ftw: u16,
+    pub fop: u16,
+    pub rip: u64,
+    pub rdp: u64,
+    pub mxcsr: u32,
+    pub mxcsr_mask: u32,
+    /// x87 registers: 8 registers of 16 bytes, as 32 words.
+    pub st_space: [u32; 32],
+    /// xmm0..xmm15: 16 registers of 16 bytes, as 64 words.
+    pub xmm_space: [u32; 64],
+    pub padding: [u32; 24],
+}
+
+const _: () = assert!(core::mem::size_of::<FpRegs>() == 512);
+
+impl Default for FpRegs {
+    fn default() -> Self {
+        FpRegs {
+            cwd: 0,
+            swd: 0,
+            ftw: 0,
+            fop: 0,
+            rip: 0,
+            rdp: 0,
+            mxcsr: 0,
+            mxcsr_mask: 0,
+            st_space: [0; 32],
+            xmm_space: [0; 64],
+            padding: [0; 24],
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Facts about the xsave area (`NT_X86_XSTATE`, the standard, non-compacted format that ptrace
+//! and signal frames use) and the CPUID queries that size it.
+
+use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
+
+/// Size of the legacy (fxsave) region at the start of the xsave area.
+pub const XSAVE_LEGACY_SIZE: usize = 512;
+/// Offset of the xsave header (right after the legacy region).
+pub const XSAVE_HDR_OFFSET: usize = 512;
+/// Size of the xsave header.
+pub const XSAVE_HDR_SIZE: usize = 64;
+/// Offset of `XSTATE_BV` (which components hold non-init state) inside the area.
+pub const XSTATE_BV_OFFSET: usize = XSAVE_HDR_OFFSET;
+/// An upper bound on the standard-format area for every feature a task can use; the real size
+/// comes from [`xsave_size`] or from the kernel.
+pub const XSAVE_MAX_SIZE: usize = 16 * 1024;
+
+/// Component 0: x87 state.
+pub const XFEATURE_FP: u32 = 0;
+/// Component 1: SSE (xmm0..15, mxcsr).
+pub const XFEATURE_SSE: u32 = 1;
+/// Component 2: the upper 128 bits of ymm0..15.
+pub const XFEATURE_YMM: u32 = 2;
+/// Component 5: AVX-512 opmask registers k0..k7.
+pub const XFEATURE_AVX512_OPMASK: u32 = 5;
+/// Component 6: the upper 256 bits of zmm0..15.
+pub const XFEATURE_AVX512_ZMM_HI256: u32 = 6;
+/// Component 7: zmm16..31 (all 512 bits).
+pub const XFEATURE_AVX512_HI16_ZMM: u32 = 7;
+
+fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 CPU and has no side effects.
+    unsafe {
+        if sub == 0 {
+            __cpuid(leaf)
+        } else {
+            __cpuid_count(leaf, sub)
+        }
+    }
+}
+
+fn osxsave() -> bool {
+    cpuid(1, 0).ecx & (1 << 27) != 0
+}
+
+/// The feature mask the OS enabled (XCR0), or 0 when the OS does not use xsave.
+pub fn xsave_enabled_features() -> u64 {
+    if !osxsave() {
+        return 0;
+    }
+    let (lo, hi): (u32, u32);
+    // SAFETY: CR4.OSXSAVE is set (checked above), so xgetbv with ecx=0 is permitted in user mode
+    // and only reads XCR0.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+                         options(nomem, nostack, preserves_flags));
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// The size of the standard-format xsave area for the features enabled in XCR0, or `None` when
+/// the CPU or OS has no xsave.
+pub fn xsave_size() -> Option<usize> {
+    if !osxsave() {
+        return None;
+    }
+    Some(cpuid(0xd, 0).ebx as usize)
+}
+
+/// `(offset, size)` of xsave component `n` (2 and up) in the standard format, or `None` when the
+/// CPU does not have it.
+pub fn xsave_component(n: u32) -> Option<(usize, usize)> {
+    if !osxsave() || !(2..=62).contains(&n) {
+        return None;
+    }
+    let r = cpuid(0xd, n);
+    (r.eax != 0).then_some((r.ebx as usize, r.eax as usize))
+}
+
+/// Whether AVX (ymm registers) is usable: CPU support and OS-enabled state.
+pub fn cpu_has_avx() -> bool {
+    osxsave() && cpuid(1, 0).ecx & (1 << 28) != 0 && xsave_enabled_features() & 0b110 == 0b110
+}
+
+/// Whether AVX-512F (zmm registers, opmasks) is usable: CPU support and OS-enabled state.
+pub fn cpu_has_avx512f() -> bool {
+    cpu_has_avx() && cpuid(7, 0).ebx & (1 << 16) != 0 && xsave_enabled_features() & 0xe6 == 0xe6
+}

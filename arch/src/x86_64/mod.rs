@@ -4,11 +4,13 @@
 //! planned), so that callers never need a `cfg(target_arch)`.
 
 mod regs;
+mod sigframe;
 mod syscall;
 mod syscall_table;
 mod xsave;
 
 pub use regs::{FpRegs, UserRegs};
+pub use sigframe::*;
 pub use syscall::{syscall0, syscall1, syscall2, syscall3, syscall4, syscall5, syscall6};
 pub use syscall_table::{SYSCALLS, nr};
 pub use xsave::{

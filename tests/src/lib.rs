@@ -1,1 +1,516 @@
-//! Helpers shared by the integration tests: spawning victims, a subreaper, a process-wide lock.
+//! Helpers shared by the integration tests: a process-wide lock, a subreaper, victim processes
+//! that are always reaped, skip macros that say why, and running code as an unprivileged user.
+//!
+//! Layer: test support (not shipped). Every test that forks, ptraces or changes process-wide
+//! state takes [`test_lock`] first, so that the tests of one test binary run one at a time where
+//! it matters.
+//!
+//! ```no_run
+//! use compel_criu_tests::{Victim, become_subreaper, test_lock};
+//! use std::time::Duration;
+//!
+//! let _guard = test_lock();
+//! become_subreaper();
+//! let mut victim = Victim::spawn(env!("CARGO_BIN_EXE_victim-busy"), &[]).unwrap();
+//! let line = victim.expect_line("ready", Duration::from_secs(5)).unwrap();
+//! println!("victim {} said {line}", victim.pid());
+//! // ... act on victim.pid() ...
+//! // Dropping the guard kills and reaps the victim if it still runs.
+//! ```
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Takes the process-wide test lock (tolerating a poisoned lock left by a failed test).
+pub fn test_lock() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`), so that orphaned
+/// grandchildren are re-parented to it and can be reaped here (PID 1 of this machine does not
+/// reap). Idempotent.
+///
+/// # Panics
+/// If the kernel refuses (it never does for this flag).
+pub fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(
+        rc,
+        0,
+        "prctl(PR_SET_CHILD_SUBREAPER): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Whether this process runs with effective uid 0.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Skips the rest of the current test (returns from it) unless running as root, printing why.
+#[macro_export]
+macro_rules! skip_if_not_root {
+    ($name:expr) => {
+        if !$crate::is_root() {
+            eprintln!("skipped {}: needs root (effective uid 0)", $name);
+            return;
+        }
+    };
+}
+
+/// Skips the rest of the current test (returns from it) unless `cond` holds, printing `why`.
+///
+/// ```ignore
+/// skip_unless!(compel_arch::cpu_has_avx512f(), "the CPU has no AVX-512F");
+/// ```
+#[macro_export]
+macro_rules! skip_unless {
+    ($cond:expr, $($why:tt)+) => {
+        if !$cond {
+            eprintln!("skipped: {}", format_args!($($why)+));
+            return;
+        }
+    };
+}
+
+/// How a process ended, as `waitid` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It called exit with this status.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+/// Waits for process `pid` (a child of this process) to exit and reaps it. Waits for that pid
+/// only (`waitid(P_PID, WEXITED)`), so ptrace stops and other children are left alone.
+///
+/// # Errors
+/// `ECHILD` if `pid` is not a child (or was reaped already).
+pub fn wait_exit(pid: i32) -> nix::Result<Exit> {
+    loop {
+        // SAFETY: siginfo_t is plain old data; all-zero is a valid value for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: info is a valid, writable siginfo_t; waitid only writes into it.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::__WALL,
+            )
+        };
+        if rc < 0 {
+            let e = nix::errno::Errno::last();
+            if e == nix::errno::Errno::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: waitid succeeded with WEXITED, so si_status is the valid member.
+        let status = unsafe { info.si_status() };
+        return Ok(if info.si_code == libc::CLD_EXITED {
+            Exit::Code(status)
+        } else {
+            Exit::Signal(status)
+        });
+    }
+}
+
+/// Like [`wait_exit`] but gives up after `timeout` (returns `Ok(None)`, the process still runs).
+///
+/// # Errors
+/// As for [`wait_exit`].
+pub fn wait_exit_timeout(pid: i32, timeout: Duration) -> nix::Result<Option<Exit>> {
+    let end = Instant::now() + timeout;
+    loop {
+        // SAFETY: as in wait_exit.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: info is a valid, writable siginfo_t; WNOHANG makes waitid return at once.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::__WALL | libc::WNOHANG,
+            )
+        };
+        if rc < 0 {
+            let e = nix::errno::Errno::last();
+            if e == nix::errno::Errno::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: waitid filled info (si_pid is 0 when nothing was ready).
+        if unsafe { info.si_pid() } != 0 {
+            // SAFETY: a child was reaped, so si_status is valid.
+            let status = unsafe { info.si_status() };
+            return Ok(Some(if info.si_code == libc::CLD_EXITED {
+                Exit::Code(status)
+            } else {
+                Exit::Signal(status)
+            }));
+        }
+        if Instant::now() >= end {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The directory that holds this workspace's built binaries for the current profile
+/// (`target/<profile>/`), derived from the running test executable
+/// (`target/<profile>/deps/<test>-<hash>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("test exe has a directory");
+    if dir.file_name() == Some(OsStr::new("deps")) {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// The path of the workspace binary `name` built for the current profile (see [`bin_dir`]).
+/// Binaries of other packages are only there if they were built: see [`workspace_bin`].
+pub fn bin_path(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// The path of binary `name` of workspace package `package`, building it first
+/// (`cargo build -p PACKAGE --bin NAME`, same profile and target dir as this test) so that it is
+/// never stale. `env!("CARGO_BIN_EXE_...")` only covers this package's own binaries; this is how
+/// tests reach `compel` and `criu`. Cargo is found through `$CARGO` (set by `cargo test`).
+///
+/// # Panics
+/// If the build fails (the test cannot run without the binary).
+pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let path = bin_path(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|b| b == name) {
+        return path;
+    }
+    let dir = bin_dir();
+    let profile = dir
+        .file_name()
+        .and_then(|p| p.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let target_dir = dir
+        .parent()
+        .expect("profile dir has a parent")
+        .to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", name])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build -p {package} --bin {name} failed"
+    );
+    assert!(path.exists(), "{} missing after build", path.display());
+    built.push(name.to_string());
+    path
+}
+
+/// A victim process with piped stdin/stdout. Its stdout lines are read by a background thread
+/// and handed out by [`Victim::read_line`]; on drop the victim is killed (if still alive) and
+/// reaped by pid.
+pub struct Victim {
+    pid: i32,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    reaped: bool,
+    // Keep the Child so std does not close anything early; it is never waited through std.
+    _child: std::process::Child,
+}
+
+impl Victim {
+    /// Spawns `path` with `args`, stdin and stdout piped, stderr inherited.
+    ///
+    /// # Errors
+    /// If the program cannot be started.
+    pub fn spawn(path: impl AsRef<Path>, args: &[&str]) -> std::io::Result<Victim> {
+        let mut cmd = Command::new(path.as_ref());
+        cmd.args(args);
+        Victim::spawn_command(cmd)
+    }
+
+    /// Spawns a prepared command (e.g. with `uid()`/`gid()` or `pre_exec` set); stdin and stdout
+    /// are replaced by pipes, stderr is inherited unless the command sets it.
+    ///
+    /// # Errors
+    /// If the program cannot be started.
+    pub fn spawn_command(mut cmd: Command) -> std::io::Result<Victim> {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        // Die with the test process if it is killed outright, so nothing is left behind.
+        // SAFETY: the closure only calls prctl, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Victim {
+            pid,
+            stdin,
+            lines: rx,
+            reaped: false,
+            _child: child,
+        })
+    }
+
+    /// The victim's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The next line the victim printed, waiting up to `timeout`. `None` on timeout or when the
+    /// victim closed its stdout.
+    pub fn read_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Reads lines until one starts with `prefix` and returns it.
+    ///
+    /// # Errors
+    /// A message with every line seen, if none matched within `timeout`.
+    pub fn expect_line(&mut self, prefix: &str, timeout: Duration) -> Result<String, String> {
+        let end = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.read_line(left) {
+                Some(l) if l.starts_with(prefix) => return Ok(l),
+                Some(l) => seen.push(l),
+                None => {
+                    return Err(format!(
+                        "victim {}: no line starting with {prefix:?} within {timeout:?}; saw {seen:?}",
+                        self.pid
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Every line the victim prints until it closes stdout (or `timeout` passes).
+    pub fn read_rest(&mut self, timeout: Duration) -> Vec<String> {
+        let end = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while let Some(l) = self.read_line(end.saturating_duration_since(Instant::now())) {
+            out.push(l);
+        }
+        out
+    }
+
+    /// Writes `data` to the victim's stdin.
+    ///
+    /// # Errors
+    /// If the pipe is closed.
+    pub fn write_stdin(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(s) => {
+                s.write_all(data)?;
+                s.flush()
+            }
+            None => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+        }
+    }
+
+    /// Closes the victim's stdin (it reads end-of-file).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Sends `sig` to the victim.
+    ///
+    /// # Errors
+    /// If the victim is gone.
+    pub fn signal(&self, sig: Signal) -> nix::Result<()> {
+        kill(Pid::from_raw(self.pid), sig)
+    }
+
+    /// Waits (up to `timeout`) for the victim to exit, reaps it and returns how it ended;
+    /// `None` if it is still running after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<Exit> {
+        if self.reaped {
+            return None;
+        }
+        match wait_exit_timeout(self.pid, timeout) {
+            Ok(Some(e)) => {
+                self.reaped = true;
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+
+    /// The victim's state letter from `/proc/PID/stat` (`R`, `S`, `T`, `t`, `Z`, ...).
+    pub fn state(&self) -> Option<char> {
+        proc_state(self.pid)
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            let _ = wait_exit(self.pid);
+            self.reaped = true;
+        }
+    }
+}
+
+/// The state letter of task `pid` from `/proc/PID/stat`.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.trim_start().chars().next()
+}
+
+/// The `TracerPid` of task `pid` (0 when not traced).
+pub fn tracer_pid(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits until task `pid`'s state letter is one of `states` (e.g. "S" for sleeping), up to
+/// `timeout`. Returns the state seen last.
+pub fn wait_state(pid: i32, states: &str, timeout: Duration) -> Option<char> {
+    let end = Instant::now() + timeout;
+    loop {
+        let s = proc_state(pid);
+        if s.is_some_and(|c| states.contains(c)) || Instant::now() >= end {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs `f` in a forked child that first drops to `uid`/`gid` (no supplementary groups, via
+/// `setgroups`, `setresgid`, `setresuid`) and exits with `f`'s return value (101 if it
+/// panics). Waits for that child only and returns its exit status. The child runs with this
+/// process's memory image: only the forking thread exists there, so `f` must not rely on locks
+/// held by other threads (take [`test_lock`] before calling this).
+///
+/// # Errors
+/// If fork fails, or the child ends by a signal (then `Err` names it).
+pub fn run_as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> Result<i32, String> {
+    // SAFETY: the child only calls async-signal-safe credential syscalls before running `f`,
+    // which the caller guarantees does not depend on other threads; it always ends in _exit.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            // SAFETY: plain credential syscalls on this (child) process.
+            let ok = unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                libc::setgroups(0, std::ptr::null()) == 0
+                    && libc::setresgid(gid, gid, gid) == 0
+                    && libc::setresuid(uid, uid, uid) == 0
+            };
+            let code = if ok {
+                // Changing credentials made us non-dumpable; a normal user's process is
+                // dumpable, so match that (it only matters for who may ptrace us).
+                // SAFETY: PR_SET_DUMPABLE only sets a flag on this process.
+                unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101)
+            } else {
+                eprintln!(
+                    "run_as_user: dropping to {uid}:{gid}: {}",
+                    std::io::Error::last_os_error()
+                );
+                102
+            };
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            // SAFETY: _exit ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        child => match wait_exit(child) {
+            Ok(Exit::Code(c)) => Ok(c),
+            Ok(Exit::Signal(s)) => Err(format!("child {child} killed by signal {s}")),
+            Err(e) => Err(format!("waitid {child}: {e}")),
+        },
+    }
+}
+
+/// A uid/gid that no account uses here (`nobody`), for tests that drop privileges.
+pub const UNPRIVILEGED_ID: u32 = 65534;
+
+/// Makes `path` and every directory above it traversable and readable by everyone, so that an
+/// unprivileged test child can execute a binary from the target dir.
+///
+/// # Errors
+/// If a permission change fails.
+pub fn make_world_executable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut p = Some(path);
+    while let Some(cur) = p {
+        let meta = std::fs::metadata(cur)?;
+        let mode = meta.permissions().mode();
+        if mode & 0o005 != 0o005 {
+            std::fs::set_permissions(cur, std::fs::Permissions::from_mode(mode | 0o005))?;
+        }
+        p = cur.parent();
+    }
+    Ok(())
+}
+
+/// A command that runs `path` as `uid`/`gid` (std clears the supplementary groups when root
+/// drops to another uid), for spawning a victim as an unprivileged user.
+pub fn command_as_user(path: impl AsRef<Path>, uid: u32, gid: u32) -> Command {
+    let mut cmd = Command::new(path.as_ref());
+    cmd.uid(uid).gid(gid);
+    cmd
+}
+
+/// The byte that `victim-avx` loads into byte `byte` of vector register `reg` (zmm/ymm).
+pub fn avx_pattern(reg: usize, byte: usize) -> u8 {
+    ((reg as u8).wrapping_mul(37) ^ (byte as u8).wrapping_mul(11) ^ 0x5a).wrapping_add(reg as u8)
+}
+
+/// The value that `victim-avx` loads into opmask register `k` (k1..k7; k0 unused).
+pub fn avx_kmask(k: usize) -> u16 {
+    0x1111u16.wrapping_mul(k as u16) ^ 0x0f0f
+}

@@ -11,6 +11,7 @@
 //! - [`pb`]: one prost struct per message (`PstreeEntry`, `CoreEntry`, `MmEntry`, ...), each with
 //!   a static descriptor ([`schema`]) used by [`json`] to convert any image to and from the JSON
 //!   that CRIU's `crit` prints.
+//! - [`ImageDir`]: typed read/write of the usual images of a directory by pid or id.
 //! - [`names`]: the file names (`core-PID.img`, `pages-N.img`, ...).
 //!
 //! ```no_run
@@ -30,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dir;
 pub mod error;
 pub mod image;
 pub mod magic;
@@ -38,6 +40,7 @@ pub mod pagemap;
 pub mod pb;
 pub mod schema;
 
+pub use dir::{ImageDir, SIGACTION_SLOTS, sigaction_slot};
 pub use error::ImageError;
 pub use image::{ImageReader, ImageWriter, read_all, read_single, write_all};
 pub use pagemap::Pagemap;

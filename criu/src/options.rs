@@ -1,0 +1,1041 @@
+//! The options of a criu run, parsed the way `criu(8)` parses them.
+//!
+//! Options come from up to five sources, read in this order, later ones overriding earlier ones
+//! (the same order CRIU uses):
+//!
+//! 1. `/etc/criu/default.conf`,
+//! 2. `$HOME/.criu/default.conf`,
+//! 3. the file named by the `CRIU_CONFIG_FILE` environment variable,
+//! 4. the file given with `--config FILE`,
+//! 5. the command line.
+//!
+//! The two default files are skipped with `--no-default-config` and also whenever `--config` is
+//! given. A configuration file holds one option per line, without the leading `--`: `tree 42`,
+//! `leave-running`, `log-file "dump.log"`; `#` starts a comment.
+//!
+//! The command line follows `getopt_long` rules: short options may be bundled (`-Rj`), a short
+//! option's argument may be attached (`-t42`) or separate (`-t 42`), `-v` takes an optional
+//! attached argument (`-v4`, `-vvv`, and the odd `-verbosity=0` that real tools pass, which is
+//! `-v` with the argument `erbosity=0`, i.e. level 0), long options take `--name=value` or
+//! `--name value`, and a long option may be abbreviated to any unambiguous prefix.
+//!
+//! ```
+//! use criu::options::{Command, FinalState, Options};
+//!
+//! let args = ["criu", "dump", "-t", "42", "-D", "/tmp/img", "-R", "-v4", "--no-default-config"];
+//! let opts = Options::parse(args.iter().map(|s| s.to_string())).unwrap();
+//! assert_eq!(opts.command, Some(Command::Dump));
+//! assert_eq!(opts.tree, Some(42));
+//! assert_eq!(opts.final_state, FinalState::Alive);
+//! assert_eq!(opts.log_level, 4);
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// Errors from parsing options or reading configuration files.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// An option that criu does not know.
+    #[error("unrecognized option '{option}'")]
+    Unknown {
+        /// The option as written.
+        option: String,
+    },
+    /// A long option prefix that matches several options.
+    #[error("option '{option}' is ambiguous")]
+    Ambiguous {
+        /// The option as written.
+        option: String,
+    },
+    /// An option that needs an argument was last.
+    #[error("option '{option}' requires an argument")]
+    MissingArgument {
+        /// The option as written.
+        option: String,
+    },
+    /// A flag given an argument with `--flag=value`.
+    #[error("option '--{option}' doesn't allow an argument")]
+    UnexpectedArgument {
+        /// The option's name.
+        option: String,
+    },
+    /// An argument that does not parse for its option.
+    #[error("invalid argument for {option}: {value}")]
+    BadValue {
+        /// The option.
+        option: String,
+        /// The argument given.
+        value: String,
+    },
+    /// An unknown command word.
+    #[error("unknown command '{command}'")]
+    UnknownCommand {
+        /// The word given.
+        command: String,
+    },
+    /// More than one command word.
+    #[error("excessive parameter for command {command}: {extra}")]
+    Excessive {
+        /// The command.
+        command: String,
+        /// The first extra word.
+        extra: String,
+    },
+    /// A configuration file that exists but cannot be read.
+    #[error("cannot read configuration file {path}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration file line criu cannot parse.
+    #[error("unsupported configuration file format in {path} line {line}")]
+    ConfigSyntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+}
+
+/// The command word of a criu run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `criu check`: does the kernel have what criu needs.
+    Check,
+    /// `criu dump`: checkpoint a process.
+    Dump,
+    /// `criu pre-dump`: copy memory ahead of a dump (not supported yet).
+    PreDump,
+    /// `criu restore`: bring a process back.
+    Restore,
+    /// `criu page-server` (not supported yet).
+    PageServer,
+    /// `criu lazy-pages` (not supported yet).
+    LazyPages,
+    /// `criu service` (not supported yet).
+    Service,
+    /// `criu swrk FD` (not supported yet).
+    Swrk,
+    /// `criu cpuinfo` (not supported yet).
+    CpuInfo,
+}
+
+impl Command {
+    /// Parses a command word as criu(8) spells it.
+    pub fn from_word(word: &str) -> Option<Command> {
+        Some(match word {
+            "check" => Command::Check,
+            "dump" => Command::Dump,
+            "pre-dump" => Command::PreDump,
+            "restore" => Command::Restore,
+            "page-server" => Command::PageServer,
+            "lazy-pages" => Command::LazyPages,
+            "service" => Command::Service,
+            "swrk" => Command::Swrk,
+            "cpuinfo" => Command::CpuInfo,
+            _ => return None,
+        })
+    }
+
+    /// The command word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Command::Check => "check",
+            Command::Dump => "dump",
+            Command::PreDump => "pre-dump",
+            Command::Restore => "restore",
+            Command::PageServer => "page-server",
+            Command::LazyPages => "lazy-pages",
+            Command::Service => "service",
+            Command::Swrk => "swrk",
+            Command::CpuInfo => "cpuinfo",
+        }
+    }
+}
+
+/// What becomes of the dumped process after a successful dump (and of a restored one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FinalState {
+    /// Killed (the default for dump).
+    #[default]
+    Dead,
+    /// Left running (`-R/--leave-running`).
+    Alive,
+    /// Left stopped with `SIGSTOP` (`-s/--leave-stopped`).
+    Stopped,
+}
+
+/// CRIU's log levels: 0 messages only, 1 errors, 2 warnings (default), 3 info, 4 debug.
+pub const DEFAULT_LOG_LEVEL: i32 = 2;
+/// CRIU's default `--timeout` (seconds allowed to freeze the tree).
+pub const DEFAULT_TIMEOUT: u32 = 10;
+
+/// Every option of one criu run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// The command word (`None` when only `--help`/`--version` style options were given).
+    pub command: Option<Command>,
+    /// Words after the command (only `swrk FD` takes one).
+    pub command_args: Vec<String>,
+    /// `-t/--tree PID`: the root of the tree to dump.
+    pub tree: Option<i32>,
+    /// `-D/--images-dir DIR` (default `.`).
+    pub images_dir: PathBuf,
+    /// `-W/--work-dir DIR` (default: the images directory): logs and pidfiles go here.
+    pub work_dir: Option<PathBuf>,
+    /// `-o/--log-file FILE`, relative to the work dir; `None` logs to stderr.
+    pub log_file: Option<PathBuf>,
+    /// `-v[N]`, `--verbosity[=N]`: 0..4.
+    pub log_level: i32,
+    /// `--pidfile FILE`: where restore writes the restored root's pid.
+    pub pidfile: Option<PathBuf>,
+    /// `-d/--restore-detached` (also `--daemon`).
+    pub restore_detached: bool,
+    /// `--restore-sibling` / `-S`.
+    pub restore_sibling: bool,
+    /// `-R` / `-s`: what to do with the dumped process at the end.
+    pub final_state: FinalState,
+    /// `-j/--shell-job`: the task's session and terminal are the caller's.
+    pub shell_job: bool,
+    /// `--action-script FILE`, repeatable, in the order given.
+    pub action_scripts: Vec<PathBuf>,
+    /// `--timeout SECONDS`.
+    pub timeout: u32,
+    /// `--no-default-config` was given (or implied by `--config`).
+    pub no_default_config: bool,
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// `--feature NAME` for `criu check`.
+    pub feature: Option<String>,
+    /// `--extra` / `--all` for `criu check`.
+    pub check_extra: bool,
+    /// `--tcp-established`.
+    pub tcp_established: bool,
+    /// `-l/--file-locks`.
+    pub file_locks: bool,
+    /// `-x/--ext-unix-sk[=INODES]`.
+    pub ext_unix_sk: bool,
+    /// `--track-mem`.
+    pub track_mem: bool,
+    /// `--prev-images-dir DIR`.
+    pub prev_images_dir: Option<PathBuf>,
+    /// `--link-remap`.
+    pub link_remap: bool,
+    /// `--ghost-limit SIZE` in bytes (default 1 MiB, as CRIU).
+    pub ghost_limit: u64,
+    /// `-r/--root DIR` for restore.
+    pub root: Option<PathBuf>,
+    /// `--inherit-fd fd[N]:RESOURCE`, repeatable.
+    pub inherit_fds: Vec<String>,
+    /// `--external RES`, repeatable.
+    pub external: Vec<String>,
+    /// `--status-fd FD`.
+    pub status_fd: Option<i32>,
+    /// `--unprivileged`.
+    pub unprivileged: bool,
+    /// Options accepted for compatibility that change nothing here, as `(name, argument)`, so
+    /// the run can log them.
+    pub ignored: Vec<(String, Option<String>)>,
+    /// `-h/--help` was given.
+    pub help: bool,
+    /// `-V/--version` was given.
+    pub version: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            command: None,
+            command_args: Vec::new(),
+            tree: None,
+            images_dir: PathBuf::from("."),
+            work_dir: None,
+            log_file: None,
+            log_level: DEFAULT_LOG_LEVEL,
+            pidfile: None,
+            restore_detached: false,
+            restore_sibling: false,
+            final_state: FinalState::Dead,
+            shell_job: false,
+            action_scripts: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            no_default_config: false,
+            config_file: None,
+            feature: None,
+            check_extra: false,
+            tcp_established: false,
+            file_locks: false,
+            ext_unix_sk: false,
+            track_mem: false,
+            prev_images_dir: None,
+            link_remap: false,
+            ghost_limit: 1 << 20,
+            root: None,
+            inherit_fds: Vec::new(),
+            external: Vec::new(),
+            status_fd: None,
+            unprivileged: false,
+            ignored: Vec::new(),
+            help: false,
+            version: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arg {
+    No,
+    Required,
+    Optional,
+}
+
+/// One option criu knows: its long name, its short letter, whether it takes an argument, and
+/// whether it is a boolean that also has a `no-NAME` form.
+struct Spec {
+    long: &'static str,
+    short: Option<char>,
+    arg: Arg,
+    negatable: bool,
+}
+
+const fn s(long: &'static str, short: Option<char>, arg: Arg) -> Spec {
+    Spec {
+        long,
+        short,
+        arg,
+        negatable: false,
+    }
+}
+
+const fn b(long: &'static str) -> Spec {
+    Spec {
+        long,
+        short: None,
+        arg: Arg::No,
+        negatable: true,
+    }
+}
+
+/// The option table: the options CRIU 4.x knows, so that everything real tools pass parses.
+static SPECS: &[Spec] = &[
+    s("tree", Some('t'), Arg::Required),
+    s("leave-stopped", Some('s'), Arg::No),
+    s("leave-running", Some('R'), Arg::No),
+    b("restore-detached"),
+    b("restore-sibling"),
+    b("daemon"),
+    s("images-dir", Some('D'), Arg::Required),
+    s("work-dir", Some('W'), Arg::Required),
+    s("log-file", Some('o'), Arg::Required),
+    s("join-ns", Some('J'), Arg::Required),
+    s("root", Some('r'), Arg::Required),
+    s("ext-unix-sk", Some('x'), Arg::Optional),
+    s("help", Some('h'), Arg::No),
+    b("tcp-established"),
+    s("close", None, Arg::Required),
+    b("log-pid"),
+    s("version", Some('V'), Arg::No),
+    b("evasive-devices"),
+    s("pidfile", None, Arg::Required),
+    s("veth-pair", None, Arg::Required),
+    s("action-script", None, Arg::Required),
+    b("link-remap"),
+    b("shell-job"),
+    b("file-locks"),
+    b("page-server"),
+    s("address", None, Arg::Required),
+    s("port", None, Arg::Required),
+    s("prev-images-dir", None, Arg::Required),
+    s("ms", None, Arg::No),
+    b("track-mem"),
+    b("auto-dedup"),
+    s("libdir", Some('L'), Arg::Required),
+    s("cpu-cap", None, Arg::Optional),
+    b("force-irmap"),
+    s("ext-mount-map", Some('M'), Arg::Required),
+    s("exec-cmd", None, Arg::No),
+    s("manage-cgroups", None, Arg::Optional),
+    s("cgroup-root", None, Arg::Required),
+    s("inherit-fd", None, Arg::Required),
+    s("feature", None, Arg::Required),
+    s("skip-mnt", None, Arg::Required),
+    s("enable-fs", None, Arg::Required),
+    s("enable-external-sharing", None, Arg::No),
+    s("enable-external-masters", None, Arg::No),
+    s("freeze-cgroup", None, Arg::Required),
+    s("ghost-limit", None, Arg::Required),
+    s("irmap-scan-path", None, Arg::Required),
+    s("lsm-profile", None, Arg::Required),
+    s("timeout", None, Arg::Required),
+    s("external", None, Arg::Required),
+    s("empty-ns", None, Arg::Required),
+    s("lazy-pages", None, Arg::No),
+    b("extra"),
+    b("experimental"),
+    s("all", None, Arg::No),
+    s("cgroup-props", None, Arg::Required),
+    s("cgroup-props-file", None, Arg::Required),
+    s("cgroup-dump-controller", None, Arg::Required),
+    b("skip-in-flight"),
+    b("deprecated"),
+    b("display-stats"),
+    b("weak-sysctls"),
+    s("status-fd", None, Arg::Required),
+    b("tcp-close"),
+    s("verbosity", Some('v'), Arg::Optional),
+    s("ps-socket", None, Arg::Required),
+    b("stream"),
+    s("config", None, Arg::Required),
+    s("no-default-config", None, Arg::No),
+    s("tls-cacert", None, Arg::Required),
+    s("tls-cacrl", None, Arg::Required),
+    s("tls-cert", None, Arg::Required),
+    s("tls-key", None, Arg::Required),
+    b("tls"),
+    s("tls-no-cn-verify", None, Arg::No),
+    s("cgroup-yard", None, Arg::Required),
+    s("pre-dump-mode", None, Arg::Required),
+    s("file-validation", None, Arg::Required),
+    b("skip-file-rwx-check"),
+    s("lsm-mount-context", None, Arg::Required),
+    s("network-lock", None, Arg::Required),
+    b("mntns-compat-mode"),
+    b("unprivileged"),
+    b("ghost-fiemap"),
+    b("allow-uprobes"),
+    // Short-only options.
+    s("", Some('d'), Arg::No),
+    s("", Some('S'), Arg::No),
+    s("", Some('j'), Arg::No),
+    s("", Some('l'), Arg::No),
+];
+
+/// CRIU's default configuration files, in reading order, for a given `$HOME`.
+pub fn default_config_files(home: Option<&Path>) -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from("/etc/criu/default.conf")];
+    if let Some(h) = home {
+        v.push(h.join(".criu/default.conf"));
+    }
+    v
+}
+
+/// Parses one configuration file's text into command-line style arguments (`--name`, `value`).
+///
+/// # Errors
+/// [`OptionsError::ConfigSyntax`] for a lone quote or an unterminated quoted value.
+pub fn parse_config_text(path: &Path, text: &str) -> Result<Vec<String>, OptionsError> {
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, rest) = match line.find([' ', '\t']) {
+            Some(i) => (&line[..i], line[i + 1..].trim_start()),
+            None => (line.trim_end(), ""),
+        };
+        out.push(format!("--{name}"));
+        if rest.is_empty() || rest.starts_with('#') {
+            continue;
+        }
+        let bad = || OptionsError::ConfigSyntax {
+            path: path.to_path_buf(),
+            line: n + 1,
+        };
+        if let Some(q) = rest.strip_prefix('"') {
+            // A quoted value: `\"` escapes a quote; anything after the closing quote must be
+            // blank or a comment.
+            let mut val = String::new();
+            let mut chars = q.chars();
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some('"') => val.push('"'),
+                        Some(o) => {
+                            val.push('\\');
+                            val.push(o);
+                        }
+                        None => val.push('\\'),
+                    },
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    o => val.push(o),
+                }
+            }
+            if !closed {
+                return Err(bad());
+            }
+            let tail = chars.as_str().trim_start();
+            if !(tail.is_empty() || tail.starts_with('#')) {
+                return Err(bad());
+            }
+            out.push(val);
+        } else {
+            let word = rest.split([' ', '\t']).next().unwrap_or("");
+            let tail = rest[word.len()..].trim_start();
+            if !(tail.is_empty() || tail.starts_with('#')) {
+                return Err(bad());
+            }
+            out.push(word.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn read_config(path: &Path, must_exist: bool) -> Result<Option<Vec<String>>, OptionsError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_config_text(path, &text).map(Some),
+        Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(OptionsError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// `atoi`: the leading decimal digits (with an optional sign), 0 if none.
+fn atoi(s: &str) -> i64 {
+    let t = s.trim_start();
+    let (neg, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let n: i64 = digits
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .fold(0i64, |a, d| {
+            a.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+        });
+    if neg { -n } else { n }
+}
+
+/// CRIU's size syntax: a number with an optional K, M or G suffix.
+fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let (num, mul) = match t.chars().last()? {
+        'K' | 'k' => (&t[..t.len() - 1], 1u64 << 10),
+        'M' | 'm' => (&t[..t.len() - 1], 1 << 20),
+        'G' | 'g' => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+impl Options {
+    /// Parses `argv` (program name first) together with the configuration files criu reads,
+    /// taking `$HOME` and `$CRIU_CONFIG_FILE` from the environment.
+    ///
+    /// # Errors
+    /// Unknown or malformed options, unreadable or malformed configuration files.
+    pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Options, OptionsError> {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let env_cfg = std::env::var_os("CRIU_CONFIG_FILE").map(PathBuf::from);
+        Self::parse_with(argv, home.as_deref(), env_cfg.as_deref())
+    }
+
+    /// [`Options::parse`] with `$HOME` and `$CRIU_CONFIG_FILE` given explicitly.
+    ///
+    /// # Errors
+    /// As [`Options::parse`].
+    pub fn parse_with<I: IntoIterator<Item = String>>(
+        argv: I,
+        home: Option<&Path>,
+        env_config: Option<&Path>,
+    ) -> Result<Options, OptionsError> {
+        let argv: Vec<String> = argv.into_iter().skip(1).collect();
+        // Pre-parse, as CRIU does: --config and --no-default-config decide which files count.
+        let mut no_default = false;
+        let mut cfg_file: Option<PathBuf> = None;
+        for (i, a) in argv.iter().enumerate() {
+            if a == "--no-default-config" {
+                no_default = true;
+            } else if a == "--config" {
+                cfg_file = argv.get(i + 1).map(PathBuf::from);
+                no_default = true;
+            } else if let Some(v) = a.strip_prefix("--config=") {
+                cfg_file = Some(PathBuf::from(v));
+                no_default = true;
+            }
+        }
+        let mut opts = Options {
+            no_default_config: no_default,
+            ..Options::default()
+        };
+        if !no_default {
+            for f in default_config_files(home) {
+                if let Some(args) = read_config(&f, false)? {
+                    opts.apply(&args, false)?;
+                }
+            }
+        }
+        if let Some(f) = env_config
+            && let Some(args) = read_config(f, false)?
+        {
+            opts.apply(&args, false)?;
+        }
+        if let Some(f) = &cfg_file {
+            if let Some(args) = read_config(f, true)? {
+                opts.apply(&args, false)?;
+            }
+            opts.config_file = Some(f.clone());
+        }
+        opts.apply(&argv, true)?;
+        if let Some(cmd) = opts.command
+            && cmd != Command::Swrk
+            && let Some(extra) = opts.command_args.first()
+        {
+            return Err(OptionsError::Excessive {
+                command: cmd.word().to_string(),
+                extra: extra.clone(),
+            });
+        }
+        Ok(opts)
+    }
+
+    /// The directory criu changes into: `-W`, else the images directory.
+    pub fn effective_work_dir(&self) -> &Path {
+        self.work_dir.as_deref().unwrap_or(&self.images_dir)
+    }
+
+    /// Applies one list of arguments (a config file's, or the command line's).
+    fn apply(&mut self, args: &[String], positional_ok: bool) -> Result<(), OptionsError> {
+        let mut i = 0;
+        let mut only_positional = false;
+        while i < args.len() {
+            let a = &args[i];
+            i += 1;
+            if only_positional || a == "-" || !a.starts_with('-') {
+                if !positional_ok {
+                    // getopt stops at the first non-option; CRIU ignores what follows in a file.
+                    continue;
+                }
+                if self.command.is_none() {
+                    self.command = Some(
+                        Command::from_word(a)
+                            .ok_or_else(|| OptionsError::UnknownCommand { command: a.clone() })?,
+                    );
+                } else {
+                    self.command_args.push(a.clone());
+                }
+                continue;
+            }
+            if a == "--" {
+                only_positional = true;
+                continue;
+            }
+            if let Some(body) = a.strip_prefix("--") {
+                let (name, inline) = match body.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_string())),
+                    None => (body, None),
+                };
+                let (spec, negated) = find_long(name, a)?;
+                let value = match spec.arg {
+                    Arg::No => {
+                        if inline.is_some() {
+                            return Err(OptionsError::UnexpectedArgument {
+                                option: spec.long.to_string(),
+                            });
+                        }
+                        None
+                    }
+                    // In a configuration file `verbosity 4` means level 4: the statement's
+                    // value belongs to the option even where getopt would want `=`.
+                    Arg::Optional if inline.is_none() && !positional_ok => match args.get(i) {
+                        Some(v) if !v.starts_with("--") => {
+                            i += 1;
+                            Some(v.clone())
+                        }
+                        _ => None,
+                    },
+                    Arg::Optional => inline,
+                    Arg::Required => match inline {
+                        Some(v) => Some(v),
+                        None => {
+                            let v = args.get(i).cloned().ok_or_else(|| {
+                                OptionsError::MissingArgument { option: a.clone() }
+                            })?;
+                            i += 1;
+                            Some(v)
+                        }
+                    },
+                };
+                self.set(spec, negated, value, &format!("--{}", spec.long))?;
+                continue;
+            }
+            // A bundle of short options.
+            let chars: Vec<char> = a[1..].chars().collect();
+            let mut k = 0;
+            while k < chars.len() {
+                let c = chars[k];
+                k += 1;
+                let spec = SPECS.iter().find(|s| s.short == Some(c)).ok_or_else(|| {
+                    OptionsError::Unknown {
+                        option: format!("-{c}"),
+                    }
+                })?;
+                let attached: String = chars[k..].iter().collect();
+                let value = match spec.arg {
+                    Arg::No => None,
+                    Arg::Optional => {
+                        k = chars.len();
+                        (!attached.is_empty()).then_some(attached)
+                    }
+                    Arg::Required => {
+                        k = chars.len();
+                        if attached.is_empty() {
+                            let v = args.get(i).cloned().ok_or_else(|| {
+                                OptionsError::MissingArgument {
+                                    option: format!("-{c}"),
+                                }
+                            })?;
+                            i += 1;
+                            Some(v)
+                        } else {
+                            Some(attached)
+                        }
+                    }
+                };
+                self.set(spec, false, value, &format!("-{c}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set(
+        &mut self,
+        spec: &Spec,
+        negated: bool,
+        value: Option<String>,
+        shown: &str,
+    ) -> Result<(), OptionsError> {
+        let on = !negated;
+        let bad = |v: &str| OptionsError::BadValue {
+            option: shown.to_string(),
+            value: v.to_string(),
+        };
+        let req = |v: &Option<String>| v.clone().unwrap_or_default();
+        let key = if spec.long.is_empty() {
+            spec.short.map(String::from).unwrap_or_default()
+        } else {
+            spec.long.to_string()
+        };
+        match key.as_str() {
+            "tree" => {
+                let v = req(&value);
+                let pid = atoi(&v);
+                if pid <= 0 || pid > i64::from(i32::MAX) {
+                    return Err(bad(&v));
+                }
+                self.tree = Some(pid as i32);
+            }
+            "leave-stopped" => self.final_state = FinalState::Stopped,
+            "leave-running" => self.final_state = FinalState::Alive,
+            "restore-detached" | "daemon" | "d" => self.restore_detached = on,
+            "restore-sibling" | "S" => self.restore_sibling = on,
+            "images-dir" => self.images_dir = PathBuf::from(req(&value)),
+            "work-dir" => self.work_dir = Some(PathBuf::from(req(&value))),
+            "log-file" => self.log_file = Some(PathBuf::from(req(&value))),
+            "root" => self.root = Some(PathBuf::from(req(&value))),
+            "ext-unix-sk" => self.ext_unix_sk = true,
+            "help" => self.help = true,
+            "version" => self.version = true,
+            "tcp-established" => self.tcp_established = on,
+            "pidfile" => self.pidfile = Some(PathBuf::from(req(&value))),
+            "action-script" => self.action_scripts.push(PathBuf::from(req(&value))),
+            "link-remap" => self.link_remap = on,
+            "shell-job" | "j" => self.shell_job = on,
+            "file-locks" | "l" => self.file_locks = on,
+            "prev-images-dir" => self.prev_images_dir = Some(PathBuf::from(req(&value))),
+            "track-mem" => self.track_mem = on,
+            "inherit-fd" => self.inherit_fds.push(req(&value)),
+            "feature" => self.feature = Some(req(&value)),
+            "ghost-limit" => {
+                let v = req(&value);
+                self.ghost_limit = parse_size(&v).ok_or_else(|| bad(&v))?;
+            }
+            "timeout" => {
+                let v = req(&value);
+                self.timeout = u32::try_from(atoi(&v)).map_err(|_| bad(&v))?;
+            }
+            "external" => self.external.push(req(&value)),
+            "extra" => self.check_extra = on,
+            "all" => self.check_extra = true,
+            "status-fd" => {
+                let v = req(&value);
+                self.status_fd = Some(v.trim().parse().map_err(|_| bad(&v))?);
+            }
+            "verbosity" => match value {
+                Some(v) if v.starts_with('v') => {
+                    // -vvvv: one for the -v itself and one per further v.
+                    self.log_level += v.len() as i32 + 1;
+                }
+                Some(v) => self.log_level = atoi(&v).clamp(0, 100) as i32,
+                None => self.log_level += 1,
+            },
+            "config" | "no-default-config" => {}
+            "unprivileged" => self.unprivileged = on,
+            "ms" => {
+                return Err(bad("--ms is deprecated"));
+            }
+            _ => {
+                let name = if negated {
+                    format!("no-{}", spec.long)
+                } else {
+                    key.clone()
+                };
+                self.ignored.push((name, value));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn find_long(name: &str, shown: &str) -> Result<(&'static Spec, bool), OptionsError> {
+    let longs = || SPECS.iter().filter(|s| !s.long.is_empty());
+    // Exact names (including `no-NAME` for booleans) win over prefixes.
+    if let Some(sp) = longs().find(|s| s.long == name) {
+        return Ok((sp, false));
+    }
+    if let Some(rest) = name.strip_prefix("no-")
+        && let Some(sp) = longs().find(|s| s.negatable && s.long == rest)
+    {
+        return Ok((sp, true));
+    }
+    let mut found: Vec<(&'static Spec, bool)> = longs()
+        .filter(|s| s.long.starts_with(name))
+        .map(|s| (s, false))
+        .collect();
+    if let Some(rest) = name.strip_prefix("no-") {
+        found.extend(
+            longs()
+                .filter(|s| s.negatable && s.long.starts_with(rest))
+                .map(|s| (s, true)),
+        );
+    }
+    match found.len() {
+        0 => Err(OptionsError::Unknown {
+            option: shown.to_string(),
+        }),
+        1 => Ok(found[0]),
+        _ => Err(OptionsError::Ambiguous {
+            option: shown.to_string(),
+        }),
+    }
+}
+
+/// The usage text `criu --help` prints.
+pub const USAGE: &str = "\
+Usage:
+  criu dump|pre-dump -t PID [<options>]
+  criu restore [<options>]
+  criu check [--feature FEAT]
+
+Commands:
+  dump           checkpoint a process tree identified by pid
+  restore        restore a process tree
+  check          checks whether the kernel supports what criu needs
+
+Options:
+  -t|--tree PID         checkpoint the process tree rooted at PID
+  -D|--images-dir DIR   directory for image files (default .)
+  -W|--work-dir DIR     directory to cd into and to write logs and pidfiles in
+  -o|--log-file FILE    log file name (relative to the work dir)
+  -v[v...]|-vNUM|--verbosity=NUM
+                        verbosity: 0 messages, 1 errors, 2 warnings (default),
+                        3 info, 4 debug
+  -R|--leave-running    leave the dumped tasks running
+  -s|--leave-stopped    leave the dumped tasks stopped
+  -d|--restore-detached detach from the restored tasks
+  -j|--shell-job        allow a process attached to the caller's terminal
+  --pidfile FILE        write the restored root task's pid to FILE
+  --action-script FILE  run FILE at each stage (repeatable)
+  --timeout SECONDS     how long freezing may take (default 10)
+  --config FILE         read options from FILE (no default config files then)
+  --no-default-config   do not read /etc/criu/default.conf and ~/.criu/default.conf
+  --feature NAME        with check: check one kernel feature
+  -h|--help             show this text
+  -V|--version          show the version
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Options, OptionsError> {
+        let mut v = vec!["criu".to_string()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        Options::parse_with(v, None, None)
+    }
+
+    #[test]
+    fn dump_basics() {
+        let o = p(&["dump", "-t", "12", "-D", "img", "-W", "wd", "-o", "d.log"]).unwrap();
+        assert_eq!(o.command, Some(Command::Dump));
+        assert_eq!(o.tree, Some(12));
+        assert_eq!(o.images_dir, PathBuf::from("img"));
+        assert_eq!(o.effective_work_dir(), Path::new("wd"));
+        assert_eq!(o.log_file, Some(PathBuf::from("d.log")));
+        assert_eq!(o.final_state, FinalState::Dead);
+        let o = p(&["-t12", "--images-dir=x", "dump"]).unwrap();
+        assert_eq!(o.tree, Some(12));
+        assert_eq!(o.effective_work_dir(), Path::new("x"));
+        assert!(p(&["dump", "-t", "0"]).is_err());
+        assert!(p(&["dump", "-t", "abc"]).is_err());
+        assert!(p(&["dump", "-t"]).is_err());
+    }
+
+    #[test]
+    fn verbosity_spellings() {
+        assert_eq!(p(&["check"]).unwrap().log_level, 2);
+        assert_eq!(p(&["check", "-v"]).unwrap().log_level, 3);
+        assert_eq!(p(&["check", "-v4"]).unwrap().log_level, 4);
+        assert_eq!(p(&["check", "-vvv"]).unwrap().log_level, 5);
+        assert_eq!(p(&["check", "-v", "-v"]).unwrap().log_level, 4);
+        assert_eq!(p(&["check", "--verbosity=1"]).unwrap().log_level, 1);
+        assert_eq!(p(&["check", "--verbosity"]).unwrap().log_level, 3);
+        assert_eq!(p(&["check", "-verbosity=0"]).unwrap().log_level, 0);
+        assert_eq!(p(&["check", "-v0"]).unwrap().log_level, 0);
+    }
+
+    #[test]
+    fn bundles_flags_and_states() {
+        let o = p(&["dump", "-Rj", "-t1"]).unwrap();
+        assert_eq!(o.final_state, FinalState::Alive);
+        assert!(o.shell_job);
+        assert_eq!(p(&["dump", "-s"]).unwrap().final_state, FinalState::Stopped);
+        let o = p(&["restore", "-d", "--pidfile", "pf"]).unwrap();
+        assert!(o.restore_detached);
+        assert_eq!(o.pidfile, Some(PathBuf::from("pf")));
+        let o = p(&["restore", "--restore-detached", "--no-restore-detached"]).unwrap();
+        assert!(!o.restore_detached);
+        let o = p(&["dump", "--shell-job", "--tcp-established", "--file-locks"]).unwrap();
+        assert!(o.shell_job && o.tcp_established && o.file_locks);
+        // Unambiguous prefix, ambiguous prefix, unknown.
+        assert_eq!(p(&["dump", "--tre", "5"]).unwrap().tree, Some(5));
+        assert!(matches!(
+            p(&["dump", "--tcp"]),
+            Err(OptionsError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            p(&["dump", "--bogus"]),
+            Err(OptionsError::Unknown { .. })
+        ));
+        assert!(matches!(
+            p(&["dump", "-q"]),
+            Err(OptionsError::Unknown { .. })
+        ));
+        assert!(matches!(
+            p(&["frobnicate"]),
+            Err(OptionsError::UnknownCommand { .. })
+        ));
+        assert!(matches!(
+            p(&["dump", "extra"]),
+            Err(OptionsError::Excessive { .. })
+        ));
+        assert!(matches!(
+            p(&["dump", "--leave-running=1"]),
+            Err(OptionsError::UnexpectedArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn repeatable_and_ignored() {
+        let o = p(&[
+            "dump",
+            "--action-script",
+            "/a",
+            "--action-script=/b",
+            "--timeout",
+            "30",
+            "--manage-cgroups=ignore",
+            "--ext-mount-map",
+            "auto",
+            "--no-evasive-devices",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.action_scripts,
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert_eq!(o.timeout, 30);
+        assert!(
+            o.ignored
+                .contains(&("manage-cgroups".to_string(), Some("ignore".to_string())))
+        );
+        assert!(
+            o.ignored
+                .contains(&("ext-mount-map".to_string(), Some("auto".to_string())))
+        );
+        assert!(
+            o.ignored
+                .contains(&("no-evasive-devices".to_string(), None))
+        );
+    }
+
+    #[test]
+    fn config_text() {
+        let t = "# comment\n\n  tree 42\nleave-running\nlog-file \"a \\\"b\\\" c\" # trailing\n\tverbosity\t4\n";
+        let args = parse_config_text(Path::new("x"), t).unwrap();
+        assert_eq!(
+            args,
+            vec![
+                "--tree",
+                "42",
+                "--leave-running",
+                "--log-file",
+                "a \"b\" c",
+                "--verbosity",
+                "4"
+            ]
+        );
+        assert!(parse_config_text(Path::new("x"), "log-file \"open\n").is_err());
+        assert!(parse_config_text(Path::new("x"), "tree 1 2\n").is_err());
+    }
+
+    #[test]
+    fn config_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".criu")).unwrap();
+        std::fs::write(home.join(".criu/default.conf"), "tree 7\nverbosity 1\n").unwrap();
+        let envf = dir.path().join("env.conf");
+        std::fs::write(&envf, "verbosity 3\nleave-running\n").unwrap();
+        let cmdf = dir.path().join("cmd.conf");
+        std::fs::write(&cmdf, "timeout 99\n").unwrap();
+        let run = |args: &[&str]| {
+            let mut v = vec!["criu".to_string()];
+            v.extend(args.iter().map(|s| s.to_string()));
+            Options::parse_with(v, Some(&home), Some(&envf)).unwrap()
+        };
+        // User file, then env file (overrides verbosity), then the command line.
+        let o = run(&["dump"]);
+        assert_eq!(
+            (o.tree, o.log_level, o.final_state),
+            (Some(7), 3, FinalState::Alive)
+        );
+        let o = run(&["dump", "-t", "8"]);
+        assert_eq!(o.tree, Some(8));
+        // --no-default-config skips the user file but not CRIU_CONFIG_FILE.
+        let o = run(&["dump", "--no-default-config"]);
+        assert_eq!((o.tree, o.log_level), (None, 3));
+        // --config also skips the default files.
+        let cfg = cmdf.to_str().unwrap();
+        let o = run(&["dump", "--config", cfg]);
+        assert_eq!((o.tree, o.timeout, o.log_level), (None, 99, 3));
+        // A missing --config file is an error; a missing default file is not.
+        let mut v = vec![
+            "criu".to_string(),
+            "dump".into(),
+            "--config=/nonexistent/x".into(),
+        ];
+        v.truncate(3);
+        assert!(Options::parse_with(v, Some(&home), None).is_err());
+    }
+}

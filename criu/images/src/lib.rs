@@ -34,6 +34,7 @@
 pub mod dir;
 pub mod error;
 pub mod image;
+pub mod json;
 pub mod magic;
 pub mod names;
 pub mod pagemap;

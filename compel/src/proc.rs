@@ -1,0 +1,198 @@
+//! What the task layer reads from `/proc`: task states, tracers, seccomp modes, threads, the
+//! vDSO and executable mappings. Everything here is untrusted input and parsed defensively.
+
+use std::io::{self, ErrorKind};
+
+use crate::{RemoteAddr, TaskError};
+
+fn proc_err(path: String) -> impl FnOnce(io::Error) -> TaskError {
+    move |source| TaskError::Proc { path, source }
+}
+
+fn bad(path: String, what: &'static str) -> TaskError {
+    TaskError::Proc {
+        path,
+        source: io::Error::new(ErrorKind::InvalidData, what),
+    }
+}
+
+/// Reads a /proc file; a missing file (the task is gone) becomes [`TaskError::NoSuchTask`].
+fn read(pid: i32, path: String) -> Result<String, TaskError> {
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            Err(TaskError::NoSuchTask { pid })
+        }
+        Err(e) => Err(proc_err(path)(e)),
+    }
+}
+
+/// The state letter of task `tid` (`R`, `S`, `D`, `T`, `t`, `Z`, `X`, `I`, ...) from
+/// `/proc/TID/stat`.
+pub fn state_letter(tid: i32) -> Result<char, TaskError> {
+    let path = format!("/proc/{tid}/stat");
+    let stat = read(tid, path.clone())?;
+    // The command name is in parentheses and may itself contain ") ".
+    let after = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| bad(path.clone(), "no ')'"))?;
+    after
+        .trim_start()
+        .chars()
+        .next()
+        .ok_or_else(|| bad(path, "no state"))
+}
+
+/// A field of `/proc/TID/status` (e.g. `"TracerPid"`), as text.
+pub fn status_field(tid: i32, field: &str) -> Result<Option<String>, TaskError> {
+    let status = read(tid, format!("/proc/{tid}/status"))?;
+    Ok(status.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == field).then(|| v.trim().to_string())
+    }))
+}
+
+/// The pid tracing `tid`, 0 if none.
+pub fn tracer_pid(tid: i32) -> Result<i32, TaskError> {
+    Ok(status_field(tid, "TracerPid")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The seccomp mode of thread `tid`: 0 none, 1 strict, 2 filter.
+pub fn seccomp_mode(tid: i32) -> Result<u32, TaskError> {
+    Ok(status_field(tid, "Seccomp")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Whether this process has `CAP_SYS_ADMIN` in its effective set.
+pub fn self_has_cap_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    status_field(std::process::id() as i32, "CapEff")
+        .ok()
+        .flatten()
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// The thread ids of process `pid` (`/proc/PID/task`).
+pub fn threads(pid: i32) -> Result<Vec<i32>, TaskError> {
+    let path = format!("/proc/{pid}/task");
+    let dir = match std::fs::read_dir(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(TaskError::NoSuchTask { pid }),
+        Err(e) => return Err(proc_err(path)(e)),
+    };
+    let mut out = Vec::new();
+    for ent in dir {
+        let ent = ent.map_err(proc_err(path.clone()))?;
+        if let Some(tid) = ent.file_name().to_str().and_then(|s| s.parse().ok()) {
+            out.push(tid);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The vDSO base address from the task's auxiliary vector (`AT_SYSINFO_EHDR`), if any.
+pub fn auxv_vdso(pid: i32) -> Result<Option<RemoteAddr>, TaskError> {
+    const AT_SYSINFO_EHDR: u64 = 33;
+    let path = format!("/proc/{pid}/auxv");
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(TaskError::NoSuchTask { pid }),
+        Err(e) => return Err(proc_err(path)(e)),
+    };
+    Ok(data.chunks_exact(16).find_map(|c| {
+        let key = u64::from_ne_bytes(c[..8].try_into().ok()?);
+        let val = u64::from_ne_bytes(c[8..].try_into().ok()?);
+        (key == AT_SYSINFO_EHDR && val != 0).then_some(RemoteAddr(val))
+    }))
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// First address.
+    pub start: RemoteAddr,
+    /// One past the last address.
+    pub end: RemoteAddr,
+    /// The `rwxp` permission string.
+    pub perms: String,
+    /// File offset.
+    pub offset: u64,
+    /// Path or pseudo-name (`[vdso]`, `[stack]`), empty for anonymous memory.
+    pub name: String,
+}
+
+impl Mapping {
+    /// Whether the mapping is executable.
+    pub fn executable(&self) -> bool {
+        self.perms.as_bytes().get(2) == Some(&b'x')
+    }
+}
+
+/// Parses `/proc/PID/maps` text. Lines that do not parse are skipped.
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(6, ' ');
+            let range = it.next()?;
+            let perms = it.next()?.to_string();
+            let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+            let _dev = it.next()?;
+            let _inode = it.next()?;
+            let name = it.next().unwrap_or("").trim_start().to_string();
+            let (s, e) = range.split_once('-')?;
+            Some(Mapping {
+                start: RemoteAddr(u64::from_str_radix(s, 16).ok()?),
+                end: RemoteAddr(u64::from_str_radix(e, 16).ok()?),
+                perms,
+                offset,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// The task's memory mappings (`/proc/PID/maps`).
+pub fn maps(pid: i32) -> Result<Vec<Mapping>, TaskError> {
+    Ok(parse_maps(&read(pid, format!("/proc/{pid}/maps"))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_parse() {
+        let text = "55d0a0000000-55d0a0001000 r-xp 00001000 fd:01 1234   /usr/bin/x y\n\
+                    7ffd1000-7ffd3000 r-xp 00000000 00:00 0                  [vdso]\n\
+                    7ffd5000-7ffd6000 rw-p 00000000 00:00 0 \n\
+                    garbage\n";
+        let m = parse_maps(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].name, "/usr/bin/x y");
+        assert_eq!(m[0].offset, 0x1000);
+        assert!(m[0].executable());
+        assert_eq!(m[1].name, "[vdso]");
+        assert_eq!(m[1].start, RemoteAddr(0x7ffd1000));
+        assert_eq!(m[2].name, "");
+        assert!(!m[2].executable());
+    }
+
+    #[test]
+    fn own_state() {
+        let me = std::process::id() as i32;
+        assert_eq!(state_letter(me).unwrap(), 'R');
+        assert_eq!(tracer_pid(me).unwrap(), 0);
+        assert!(threads(me).unwrap().contains(&me));
+        assert!(auxv_vdso(me).unwrap().is_some());
+        assert!(matches!(
+            state_letter(i32::MAX),
+            Err(TaskError::NoSuchTask { .. })
+        ));
+    }
+}

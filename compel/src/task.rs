@@ -1,0 +1,906 @@
+//! Seizing a task and keeping it consistent while we work on it: [`Task`].
+
+use std::marker::PhantomData;
+use std::sync::OnceLock;
+
+use compel_arch::{SYSCALL_INSN, SYSCALL_TRAP_STUB, UserRegs, restart};
+use nix::errno::Errno;
+
+use crate::mem::RemoteMem;
+use crate::ptrace::{self, Stop};
+use crate::{RemoteAddr, TaskError, proc};
+
+/// What a task is doing, as seen from outside without touching it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    /// Running or sleeping (also blocked in a syscall).
+    Running,
+    /// Job-control stopped (`SIGSTOP`, `SIGTSTP`, ...).
+    Stopped,
+    /// Traced by another process.
+    Traced {
+        /// The tracer.
+        tracer: i32,
+    },
+    /// Exited, not yet reaped.
+    Zombie,
+    /// Gone (or never existed).
+    Dead,
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskState::Running => f.write_str("running"),
+            TaskState::Stopped => f.write_str("stopped"),
+            TaskState::Traced { tracer } => write!(f, "traced by {tracer}"),
+            TaskState::Zombie => f.write_str("zombie"),
+            TaskState::Dead => f.write_str("dead"),
+        }
+    }
+}
+
+/// Classifies task `pid` from `/proc` without touching it.
+///
+/// # Errors
+/// If `/proc/PID` exists but cannot be read.
+pub fn classify(pid: i32) -> Result<TaskState, TaskError> {
+    if pid <= 0 {
+        return Ok(TaskState::Dead);
+    }
+    let letter = match proc::state_letter(pid) {
+        Ok(c) => c,
+        Err(TaskError::NoSuchTask { .. }) => return Ok(TaskState::Dead),
+        Err(e) => return Err(e),
+    };
+    match letter {
+        'Z' => return Ok(TaskState::Zombie),
+        'X' | 'x' => return Ok(TaskState::Dead),
+        _ => {}
+    }
+    let tracer = match proc::tracer_pid(pid) {
+        Ok(t) => t,
+        Err(TaskError::NoSuchTask { .. }) => return Ok(TaskState::Dead),
+        Err(e) => return Err(e),
+    };
+    Ok(if tracer != 0 {
+        TaskState::Traced { tracer }
+    } else if letter == 'T' {
+        TaskState::Stopped
+    } else {
+        TaskState::Running
+    })
+}
+
+/// How a thread was stopped when it was seized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialStop {
+    /// Stopped by our `PTRACE_INTERRUPT` (it was running or sleeping).
+    Interrupted,
+    /// It was (or just became) job-control stopped by this signal.
+    GroupStopped(i32),
+    /// A signal was being delivered to it at that moment; it is kept and delivered on detach.
+    Signal(i32),
+}
+
+/// Where remote syscalls are executed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyscallMethod {
+    /// The vDSO's own `syscall` instruction if there is a vDSO, else [`SyscallMethod::PatchCode`].
+    #[default]
+    Auto,
+    /// Only the vDSO's `syscall` instruction (single-stepped over); nothing is written into the
+    /// task.
+    Vdso,
+    /// Plant `syscall; int3` at the start of the task's first executable mapping for the
+    /// duration of each call (all threads are stopped), restoring the bytes afterwards.
+    PatchCode,
+}
+
+/// Options of [`Task::seize_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct SeizeOptions {
+    /// Seize every thread of the process (default), or only the one given.
+    pub all_threads: bool,
+    /// Where remote syscalls run.
+    pub method: SyscallMethod,
+}
+
+impl Default for SeizeOptions {
+    fn default() -> Self {
+        SeizeOptions {
+            all_threads: true,
+            method: SyscallMethod::Auto,
+        }
+    }
+}
+
+/// The 512-byte-aligned extended register state of one thread (`NT_X86_XSTATE`: the standard
+/// xsave format, legacy FPU/SSE area, header, then the components at their CPUID offsets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Xsave {
+    bytes: Vec<u8>,
+}
+
+impl Xsave {
+    /// The raw area.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The raw area, writable (write it back with [`Task::set_xsave`]).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+
+    /// `XSTATE_BV`: which components hold non-initial state.
+    pub fn xstate_bv(&self) -> u64 {
+        let off = compel_arch::XSTATE_BV_OFFSET;
+        self.bytes
+            .get(off..off + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0)
+    }
+
+    /// The bytes of component `n` (2 and up: 2 = upper ymm halves, 5 = opmasks, 6 = upper zmm
+    /// halves of zmm0..15, 7 = zmm16..31), if the CPU has it and the area holds it.
+    pub fn component(&self, n: u32) -> Option<&[u8]> {
+        let (off, size) = compel_arch::xsave_component(n)?;
+        self.bytes.get(off..off + size)
+    }
+
+    /// Component `n`, writable.
+    pub fn component_mut(&mut self, n: u32) -> Option<&mut [u8]> {
+        let (off, size) = compel_arch::xsave_component(n)?;
+        self.bytes.get_mut(off..off + size)
+    }
+
+    /// xmm register `i` (0..16) from the legacy area.
+    pub fn xmm(&self, i: usize) -> Option<&[u8]> {
+        let off = 160 + 16 * i;
+        if i >= 16 {
+            None
+        } else {
+            self.bytes.get(off..off + 16)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SiteKind {
+    /// A `syscall` instruction that exists in the task (the vDSO's): single-step over it.
+    Existing,
+    /// Our `syscall; int3` stub written over these original bytes.
+    Patched([u8; 3]),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SyscallSite {
+    addr: RemoteAddr,
+    kind: SiteKind,
+}
+
+type ResumeFn = fn(i32, i32) -> Result<(), Errno>;
+
+#[derive(Debug)]
+struct ThreadCtl {
+    tid: i32,
+    initial: InitialStop,
+    /// We saw it stop and have not resumed it since.
+    stopped: bool,
+    /// The current stop is a signal-delivery-stop (so a signal can be injected on detach).
+    in_signal_stop: bool,
+    /// Registers as found (or as last set through `set_regs`), once read.
+    regs: Option<UserRegs>,
+    /// Blocked-signal mask as found (or as last set), once read.
+    sigmask: Option<u64>,
+    /// Signals taken from the thread while we held it, to deliver again on detach.
+    reinject: Vec<libc::siginfo_t>,
+}
+
+/// How to resume a thread in [`Task::resume`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// `PTRACE_CONT`.
+    Continue,
+    /// `PTRACE_SINGLESTEP`.
+    SingleStep,
+    /// `PTRACE_SYSCALL`.
+    Syscall,
+}
+
+/// A seized task: every thread of a process stopped under `PTRACE_SEIZE`.
+///
+/// While a `Task` exists its threads stay stopped (except inside the calls that run them). It
+/// must be used from the thread that created it (ptrace attaches a tracee to one tracer thread),
+/// so it is neither `Send` nor `Sync`. Dropping it detaches like [`Task::detach`], logging
+/// errors instead of returning them.
+///
+/// Putting the task back as found: registers and signal mask are restored after each remote
+/// syscall; a signal that was being delivered when we seized the task (or that arrived and could
+/// not be blocked while we ran code in it) is delivered again, with its original siginfo, when
+/// we detach; a task that was job-control stopped stays stopped; a thread interrupted inside a
+/// syscall restarts (or completes) it as the kernel would after any stop.
+#[derive(Debug)]
+pub struct Task {
+    pid: i32,
+    state: TaskState,
+    threads: Vec<ThreadCtl>,
+    mem: RemoteMem,
+    site: Option<SyscallSite>,
+    opts: SeizeOptions,
+    seccomp_suspended: bool,
+    released: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+fn privileged() -> bool {
+    static CAP: OnceLock<bool> = OnceLock::new();
+    *CAP.get_or_init(proc::self_has_cap_sys_admin)
+}
+
+fn how(stop: Stop) -> String {
+    match stop {
+        Stop::Exited(c) => format!("exited with status {c}"),
+        Stop::Killed(s) => format!("killed by signal {s}"),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Task {
+    /// Seizes every thread of process `pid` with default options.
+    ///
+    /// # Errors
+    /// [`TaskError::NoSuchTask`], [`TaskError::Zombie`], [`TaskError::TracedByOther`],
+    /// [`TaskError::PermissionDenied`], [`TaskError::SeccompNeedsCapSysAdmin`], or a ptrace/wait
+    /// failure. On error every thread seized so far is released as it was.
+    pub fn seize(pid: i32) -> Result<Task, TaskError> {
+        Task::seize_with(pid, SeizeOptions::default())
+    }
+
+    /// Seizes process `pid` (or only thread `pid`, see [`SeizeOptions::all_threads`]):
+    /// `PTRACE_SEIZE` + `PTRACE_INTERRUPT` on each thread, then waits for each of them only,
+    /// re-listing `/proc/PID/task` until no new thread appears. Seccomp filters are suspended
+    /// for the duration when we have `CAP_SYS_ADMIN`.
+    ///
+    /// # Errors
+    /// As for [`Task::seize`].
+    pub fn seize_with(pid: i32, opts: SeizeOptions) -> Result<Task, TaskError> {
+        if pid <= 0 {
+            return Err(TaskError::NoSuchTask { pid });
+        }
+        let state = match proc::state_letter(pid)? {
+            'Z' => return Err(TaskError::Zombie { pid }),
+            'X' | 'x' => return Err(TaskError::NoSuchTask { pid }),
+            'T' => TaskState::Stopped,
+            _ => TaskState::Running,
+        };
+        let mut task = Task {
+            pid,
+            state,
+            threads: Vec::new(),
+            mem: RemoteMem::new(pid),
+            site: None,
+            opts,
+            seccomp_suspended: privileged(),
+            released: false,
+            _not_send: PhantomData,
+        };
+        let mut pending = vec![pid];
+        loop {
+            for &tid in &pending {
+                task.attach(tid)?;
+            }
+            for &tid in &pending {
+                task.wait_initial(tid)?;
+            }
+            if !opts.all_threads {
+                break;
+            }
+            let all = proc::threads(pid)?;
+            pending = all
+                .into_iter()
+                .filter(|t| task.index(*t).is_none())
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+        }
+        if !task.seccomp_suspended {
+            for th in &task.threads {
+                if proc::seccomp_mode(th.tid).unwrap_or(0) == 2 {
+                    return Err(TaskError::SeccompNeedsCapSysAdmin { tid: th.tid });
+                }
+            }
+        }
+        if task
+            .threads
+            .iter()
+            .any(|t| matches!(t.initial, InitialStop::GroupStopped(_)))
+        {
+            task.state = TaskState::Stopped;
+        }
+        tracing::debug!(pid, threads = task.threads.len(), state = %task.state, "seized");
+        Ok(task)
+    }
+
+    fn attach(&mut self, tid: i32) -> Result<(), TaskError> {
+        let mut opts = 0;
+        if self.seccomp_suspended {
+            opts |= ptrace::options::SUSPEND_SECCOMP;
+        }
+        let mut res = ptrace::seize(tid, opts);
+        if res == Err(Errno::EPERM) && self.seccomp_suspended {
+            // Our own seccomp state (or an LSM) may forbid suspending: try plainly, and check
+            // for filters afterwards.
+            res = ptrace::seize(tid, 0);
+            if res.is_ok() {
+                tracing::debug!(tid, "seize with SUSPEND_SECCOMP refused; seized without");
+                self.seccomp_suspended = false;
+            }
+        }
+        match res {
+            Ok(()) => {}
+            Err(Errno::ESRCH) if tid != self.pid => return Ok(()), // the thread just exited
+            Err(Errno::ESRCH) => return Err(TaskError::NoSuchTask { pid: tid }),
+            Err(source @ Errno::EPERM) => {
+                return Err(match classify(tid)? {
+                    TaskState::Zombie => TaskError::Zombie { pid: tid },
+                    TaskState::Dead => TaskError::NoSuchTask { pid: tid },
+                    TaskState::Traced { tracer } => TaskError::TracedByOther { pid: tid, tracer },
+                    _ => TaskError::PermissionDenied { pid: tid, source },
+                });
+            }
+            Err(source) => {
+                return Err(TaskError::Ptrace {
+                    op: "SEIZE",
+                    tid,
+                    source,
+                });
+            }
+        }
+        self.threads.push(ThreadCtl {
+            tid,
+            initial: InitialStop::Interrupted,
+            stopped: false,
+            in_signal_stop: false,
+            regs: None,
+            sigmask: None,
+            reinject: Vec::new(),
+        });
+        match ptrace::interrupt(tid) {
+            Ok(()) => Ok(()),
+            Err(source) => Err(TaskError::Ptrace {
+                op: "INTERRUPT",
+                tid,
+                source,
+            }),
+        }
+    }
+
+    /// Waits for the first stop of a freshly seized thread and records how it stopped.
+    fn wait_initial(&mut self, tid: i32) -> Result<(), TaskError> {
+        let Some(i) = self.index(tid) else {
+            return Ok(());
+        };
+        let stop = ptrace::wait(tid).map_err(|source| TaskError::Wait { tid, source })?;
+        let th = &mut self.threads[i];
+        match stop {
+            Stop::Interrupt | Stop::Syscall | Stop::Event(_) => {
+                th.initial = InitialStop::Interrupted
+            }
+            Stop::Group(sig) => th.initial = InitialStop::GroupStopped(sig),
+            Stop::Signal(sig) => {
+                let si = ptrace::get_siginfo(tid).map_err(TaskError::ptrace("GETSIGINFO", tid))?;
+                tracing::debug!(
+                    tid,
+                    sig,
+                    "seized in signal-delivery-stop; signal kept for detach"
+                );
+                th.initial = InitialStop::Signal(sig);
+                th.in_signal_stop = true;
+                th.reinject.push(si);
+            }
+            Stop::Exited(_) | Stop::Killed(_) => {
+                self.threads.remove(i);
+                if tid == self.pid {
+                    return Err(TaskError::Died {
+                        tid,
+                        how: how(stop),
+                    });
+                }
+                return Ok(());
+            }
+        }
+        th.stopped = true;
+        Ok(())
+    }
+
+    fn index(&self, tid: i32) -> Option<usize> {
+        self.threads.iter().position(|t| t.tid == tid)
+    }
+
+    fn thread_index(&self, tid: i32) -> Result<usize, TaskError> {
+        self.index(tid)
+            .ok_or(TaskError::NotOurThread { pid: self.pid, tid })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// [`TaskState::Running`] or [`TaskState::Stopped`]: what the task was doing when seized
+    /// (and what it goes back to on detach).
+    pub fn state(&self) -> TaskState {
+        self.state
+    }
+
+    /// The seized threads' ids, the thread-group leader first.
+    pub fn threads(&self) -> Vec<i32> {
+        let mut tids: Vec<i32> = self.threads.iter().map(|t| t.tid).collect();
+        tids.sort_by_key(|&t| (t != self.pid, t));
+        tids
+    }
+
+    /// How thread `tid` was stopped when seized.
+    pub fn initial_stop(&self, tid: i32) -> Option<InitialStop> {
+        self.index(tid).map(|i| self.threads[i].initial)
+    }
+
+    /// Whether seccomp filters are suspended for this task (we had `CAP_SYS_ADMIN`).
+    pub fn seccomp_suspended(&self) -> bool {
+        self.seccomp_suspended
+    }
+
+    /// Thread `tid`'s general registers as found (or as last set with [`Task::set_regs`]).
+    ///
+    /// # Errors
+    /// [`TaskError::NotOurThread`] or a ptrace failure.
+    pub fn regs(&mut self, tid: i32) -> Result<UserRegs, TaskError> {
+        let i = self.thread_index(tid)?;
+        if let Some(r) = self.threads[i].regs {
+            return Ok(r);
+        }
+        let r = ptrace::get_regs(tid).map_err(TaskError::ptrace("GETREGS", tid))?;
+        self.threads[i].regs = Some(r);
+        Ok(r)
+    }
+
+    /// Sets thread `tid`'s general registers (they stay set after detach).
+    ///
+    /// # Errors
+    /// [`TaskError::NotOurThread`] or a ptrace failure.
+    pub fn set_regs(&mut self, tid: i32, regs: &UserRegs) -> Result<(), TaskError> {
+        let i = self.thread_index(tid)?;
+        ptrace::set_regs(tid, regs).map_err(TaskError::ptrace("SETREGS", tid))?;
+        self.threads[i].regs = Some(*regs);
+        Ok(())
+    }
+
+    /// Thread `tid`'s complete extended register state (FPU, SSE, AVX, AVX-512, ... as the
+    /// kernel's `NT_X86_XSTATE` regset holds it).
+    ///
+    /// # Errors
+    /// [`TaskError::NotOurThread`] or a ptrace failure.
+    pub fn xsave(&mut self, tid: i32) -> Result<Xsave, TaskError> {
+        self.thread_index(tid)?;
+        let mut bytes = vec![0u8; compel_arch::XSAVE_MAX_SIZE];
+        let n = ptrace::get_regset(tid, ptrace::NT_XSTATE, &mut bytes)
+            .map_err(TaskError::ptrace("GETREGSET(NT_X86_XSTATE)", tid))?;
+        bytes.truncate(n);
+        Ok(Xsave { bytes })
+    }
+
+    /// Writes thread `tid`'s extended register state (as returned by [`Task::xsave`],
+    /// possibly modified).
+    ///
+    /// # Errors
+    /// [`TaskError::NotOurThread`], [`TaskError::XsaveSize`] if the area is too small to hold
+    /// the header, or a ptrace failure (the kernel rejects inconsistent headers with `EINVAL`).
+    pub fn set_xsave(&mut self, tid: i32, xsave: &Xsave) -> Result<(), TaskError> {
+        self.thread_index(tid)?;
+        let min = compel_arch::XSAVE_HDR_OFFSET + compel_arch::XSAVE_HDR_SIZE;
+        if xsave.bytes.len() < min {
+            return Err(TaskError::XsaveSize {
+                tid,
+                got: xsave.bytes.len(),
+                expected: min,
+            });
+        }
+        ptrace::set_regset(tid, ptrace::NT_XSTATE, &xsave.bytes)
+            .map_err(TaskError::ptrace("SETREGSET(NT_X86_XSTATE)", tid))
+    }
+
+    /// Thread `tid`'s TLS base (`fs_base` on x86_64).
+    ///
+    /// # Errors
+    /// As for [`Task::regs`].
+    pub fn tls(&mut self, tid: i32) -> Result<u64, TaskError> {
+        Ok(self.regs(tid)?.tls())
+    }
+
+    /// Thread `tid`'s blocked-signal mask (bit `n-1` for signal `n`) as found.
+    ///
+    /// # Errors
+    /// [`TaskError::NotOurThread`] or a ptrace failure.
+    pub fn sigmask(&mut self, tid: i32) -> Result<u64, TaskError> {
+        let i = self.thread_index(tid)?;
+        if let Some(m) = self.threads[i].sigmask {
+            return Ok(m);
+        }
+        let m = ptrace::get_sigmask(tid).map_err(TaskError::ptrace("GETSIGMASK", tid))?;
+        self.threads[i].sigmask = Some(m);
+        Ok(m)
+    }
+
+    /// Sets thread `tid`'s blocked-signal mask (it stays set after detach).
+    ///
+    /// # Errors
+    /// [`TaskError::NotOurThread`] or a ptrace failure.
+    pub fn set_sigmask(&mut self, tid: i32, mask: u64) -> Result<(), TaskError> {
+        let i = self.thread_index(tid)?;
+        ptrace::set_sigmask(tid, mask).map_err(TaskError::ptrace("SETSIGMASK", tid))?;
+        self.threads[i].sigmask = Some(mask);
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes of the task's memory at `addr`.
+    ///
+    /// # Errors
+    /// [`TaskError::Memory`] if any byte is unreadable.
+    pub fn read_mem(&mut self, addr: RemoteAddr, buf: &mut [u8]) -> Result<(), TaskError> {
+        self.mem.read(addr, buf)
+    }
+
+    /// Reads up to `buf.len()` bytes at `addr`, stopping at the first unreadable page; returns
+    /// how many bytes were read.
+    ///
+    /// # Errors
+    /// [`TaskError::Memory`] if not even the first byte is readable.
+    pub fn read_mem_partial(
+        &mut self,
+        addr: RemoteAddr,
+        buf: &mut [u8],
+    ) -> Result<usize, TaskError> {
+        self.mem.read_partial(addr, buf)
+    }
+
+    /// Writes `data` into the task's memory at `addr` (read-only pages included, through
+    /// `/proc/PID/mem`).
+    ///
+    /// # Errors
+    /// [`TaskError::Memory`] if the range is not writable even that way.
+    pub fn write_mem(&mut self, addr: RemoteAddr, data: &[u8]) -> Result<(), TaskError> {
+        self.mem.write(addr, data)
+    }
+
+    /// The task's memory mappings.
+    ///
+    /// # Errors
+    /// If `/proc/PID/maps` cannot be read.
+    pub fn maps(&self) -> Result<Vec<proc::Mapping>, TaskError> {
+        proc::maps(self.pid)
+    }
+
+    fn find_site(&mut self) -> Result<SyscallSite, TaskError> {
+        if let Some(s) = self.site {
+            return Ok(s);
+        }
+        let pid = self.pid;
+        let mut site = None;
+        if self.opts.method != SyscallMethod::PatchCode {
+            if let Some(addr) = self.find_vdso_syscall()? {
+                site = Some(SyscallSite {
+                    addr,
+                    kind: SiteKind::Existing,
+                });
+            } else if self.opts.method == SyscallMethod::Vdso {
+                return Err(TaskError::NoSyscallSite {
+                    pid,
+                    why: "no syscall instruction in a vdso",
+                });
+            }
+        }
+        let site = match site {
+            Some(s) => s,
+            None => {
+                let maps = proc::maps(pid)?;
+                let m = maps
+                    .iter()
+                    .find(|m| m.executable() && !m.name.starts_with('['))
+                    .ok_or(TaskError::NoSyscallSite {
+                        pid,
+                        why: "no executable mapping",
+                    })?;
+                let mut orig = [0u8; 3];
+                self.mem.read(m.start, &mut orig)?;
+                SyscallSite {
+                    addr: m.start,
+                    kind: SiteKind::Patched(orig),
+                }
+            }
+        };
+        tracing::debug!(pid, addr = %site.addr, kind = ?site.kind, "syscall site");
+        self.site = Some(site);
+        Ok(site)
+    }
+
+    /// Finds a `syscall` instruction in the task's vDSO (located through the auxiliary vector,
+    /// checked to be an ELF image, falling back to `/proc/PID/maps`).
+    fn find_vdso_syscall(&mut self) -> Result<Option<RemoteAddr>, TaskError> {
+        let mut bases = Vec::new();
+        if let Some(b) = proc::auxv_vdso(self.pid)? {
+            bases.push((b, 2 * 4096));
+        }
+        let mut tried_maps = false;
+        loop {
+            for &(base, len) in &bases {
+                let mut img = vec![0u8; len];
+                let n = self.mem.read_partial(base, &mut img).unwrap_or(0);
+                let img = &img[..n];
+                if !img.starts_with(b"\x7fELF") {
+                    continue;
+                }
+                if let Some(off) = img.windows(2).position(|w| w == SYSCALL_INSN) {
+                    return Ok(Some(base.offset(off as u64)));
+                }
+            }
+            if tried_maps {
+                return Ok(None);
+            }
+            tried_maps = true;
+            bases = proc::maps(self.pid)?
+                .into_iter()
+                .filter(|m| m.name == "[vdso]" && m.executable())
+                .map(|m| (m.start, (m.end.0 - m.start.0).min(64 * 1024) as usize))
+                .collect();
+        }
+    }
+
+    /// Runs system call `nr` with `args` in the thread-group leader; see
+    /// [`Task::remote_syscall_in`].
+    ///
+    /// # Errors
+    /// As for [`Task::remote_syscall_in`].
+    pub fn remote_syscall(&mut self, nr: usize, args: [u64; 6]) -> Result<i64, TaskError> {
+        self.remote_syscall_in(self.pid, nr, args)
+    }
+
+    /// Runs system call `nr` with `args` in thread `tid` and returns the kernel's raw result
+    /// (`-errno` on failure).
+    ///
+    /// The thread's registers are loaded with the call, its instruction pointer set to a
+    /// `syscall` instruction (the vDSO's, else a planted `syscall; int3`), all signals blocked,
+    /// and it is single-stepped (or continued to the `int3`) until the syscall has returned;
+    /// then registers and signal mask are put back. A thread that was stopped inside an
+    /// interrupted syscall (`-ERESTART*` pending) therefore restarts it when it resumes. If the
+    /// remote call itself is interrupted by an unblockable stop, it is restarted too. The mask
+    /// is restored after the call, so a remote `rt_sigprocmask` has no lasting effect: use
+    /// [`Task::set_sigmask`].
+    ///
+    /// # Errors
+    /// [`TaskError::NotOurThread`], [`TaskError::NoSyscallSite`], [`TaskError::Died`] if the
+    /// task dies meanwhile, [`TaskError::UnexpectedStop`] if the thread ends up elsewhere (e.g.
+    /// after a remote `execve`), or a ptrace failure.
+    pub fn remote_syscall_in(
+        &mut self,
+        tid: i32,
+        nr: usize,
+        args: [u64; 6],
+    ) -> Result<i64, TaskError> {
+        let i = self.thread_index(tid)?;
+        let site = self.find_site()?;
+        let orig = self.regs(tid)?;
+        let mask = self.sigmask(tid)?;
+        ptrace::set_sigmask(tid, u64::MAX).map_err(TaskError::ptrace("SETSIGMASK", tid))?;
+        let mut r = orig;
+        r.set_syscall(nr as u64, args);
+        r.set_ip(site.addr.0);
+        let mut result = ptrace::set_regs(tid, &r).map_err(TaskError::ptrace("SETREGS", tid));
+        if result.is_ok()
+            && let SiteKind::Patched(_) = site.kind
+        {
+            result = self.mem.write(site.addr, &SYSCALL_TRAP_STUB);
+        }
+        let ret = match result {
+            Ok(()) => self.step_syscall(i, site),
+            Err(e) => Err(e),
+        };
+        // Put everything back, even after a failure (unless the thread is gone).
+        if let SiteKind::Patched(bytes) = site.kind
+            && let Err(e) = self.mem.write(site.addr, &bytes)
+        {
+            tracing::error!(pid = self.pid, addr = %site.addr, error = %e, "cannot restore patched code");
+        }
+        if ret.as_ref().is_err_and(TaskError::is_gone) {
+            return ret;
+        }
+        ptrace::set_regs(tid, &orig).map_err(TaskError::ptrace("SETREGS", tid))?;
+        ptrace::set_sigmask(tid, mask).map_err(TaskError::ptrace("SETSIGMASK", tid))?;
+        ret
+    }
+
+    /// Resumes thread `i` at the prepared syscall site until the syscall has run; returns its
+    /// result.
+    fn step_syscall(&mut self, i: usize, site: SyscallSite) -> Result<i64, TaskError> {
+        let tid = self.threads[i].tid;
+        let (resume, done_ip): (ResumeFn, u64) = match site.kind {
+            SiteKind::Existing => (ptrace::single_step, site.addr.0 + SYSCALL_INSN.len() as u64),
+            SiteKind::Patched(_) => (ptrace::cont, site.addr.0 + SYSCALL_TRAP_STUB.len() as u64),
+        };
+        loop {
+            resume(tid, 0).map_err(TaskError::ptrace("resume", tid))?;
+            self.threads[i].stopped = false;
+            self.threads[i].in_signal_stop = false;
+            let stop = ptrace::wait(tid).map_err(|source| TaskError::Wait { tid, source })?;
+            if let Stop::Exited(_) | Stop::Killed(_) = stop {
+                self.threads.remove(i);
+                return Err(TaskError::Died {
+                    tid,
+                    how: how(stop),
+                });
+            }
+            let th = &mut self.threads[i];
+            th.stopped = true;
+            let regs = ptrace::get_regs(tid).map_err(TaskError::ptrace("GETREGS", tid))?;
+            if let Stop::Signal(sig) = stop {
+                th.in_signal_stop = true;
+                if sig != libc::SIGTRAP {
+                    // An unblockable signal (SIGSTOP) or one forced on the task: keep it for
+                    // detach, as blocking would have.
+                    let si =
+                        ptrace::get_siginfo(tid).map_err(TaskError::ptrace("GETSIGINFO", tid))?;
+                    tracing::debug!(tid, sig, "signal during remote syscall kept for detach");
+                    th.reinject.push(si);
+                }
+            }
+            if regs.ip() == done_ip {
+                // The syscall ran; if it was cut short by a stop and wants a restart, let the
+                // kernel rewind and run it again.
+                if regs.syscall_nr().is_some() && restart::is_restart(regs.syscall_ret()) {
+                    continue;
+                }
+                return Ok(regs.syscall_ret());
+            }
+            if regs.ip() == site.addr.0 {
+                continue; // stopped before the syscall ran (interrupt, group stop, signal)
+            }
+            return Err(TaskError::UnexpectedStop {
+                tid,
+                stop: format!("{stop:?} at ip {:#x}", regs.ip()),
+                during: "remote syscall",
+            });
+        }
+    }
+
+    /// Resumes thread `tid` without delivering a signal. Low-level: the caller has set up
+    /// registers (e.g. to run injected code) and must wait with [`Task::wait_stop`].
+    ///
+    /// # Errors
+    /// [`TaskError::NotOurThread`] or a ptrace failure.
+    pub fn resume(&mut self, tid: i32, how: Resume) -> Result<(), TaskError> {
+        let i = self.thread_index(tid)?;
+        let res = match how {
+            Resume::Continue => ptrace::cont(tid, 0),
+            Resume::SingleStep => ptrace::single_step(tid, 0),
+            Resume::Syscall => ptrace::syscall(tid, 0),
+        };
+        res.map_err(TaskError::ptrace("resume", tid))?;
+        self.threads[i].stopped = false;
+        self.threads[i].in_signal_stop = false;
+        Ok(())
+    }
+
+    /// Waits until thread `tid` stops again and returns how. Signal-delivery-stops for signals
+    /// other than `SIGTRAP` are recorded for delivery at detach (the next resume suppresses
+    /// them).
+    ///
+    /// # Errors
+    /// [`TaskError::Died`] if the thread is gone, or a wait/ptrace failure.
+    pub fn wait_stop(&mut self, tid: i32) -> Result<Stop, TaskError> {
+        let i = self.thread_index(tid)?;
+        let stop = ptrace::wait(tid).map_err(|source| TaskError::Wait { tid, source })?;
+        if let Stop::Exited(_) | Stop::Killed(_) = stop {
+            self.threads.remove(i);
+            return Err(TaskError::Died {
+                tid,
+                how: how(stop),
+            });
+        }
+        let th = &mut self.threads[i];
+        th.stopped = true;
+        if let Stop::Signal(sig) = stop {
+            th.in_signal_stop = true;
+            if sig != libc::SIGTRAP {
+                let si = ptrace::get_siginfo(tid).map_err(TaskError::ptrace("GETSIGINFO", tid))?;
+                th.reinject.push(si);
+            }
+        }
+        Ok(stop)
+    }
+
+    /// Releases every thread: re-delivers kept signals and detaches. A task that was
+    /// job-control stopped stays stopped.
+    ///
+    /// # Errors
+    /// The first failure (every thread is still attempted).
+    pub fn detach(mut self) -> Result<(), TaskError> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<(), TaskError> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        let mut first = None;
+        let threads = std::mem::take(&mut self.threads);
+        for th in threads {
+            if let Err(e) = self.release_thread(th)
+                && first.is_none()
+            {
+                first = Some(e);
+            }
+        }
+        tracing::debug!(pid = self.pid, ok = first.is_none(), "detached");
+        first.map_or(Ok(()), Err)
+    }
+
+    fn release_thread(&mut self, mut th: ThreadCtl) -> Result<(), TaskError> {
+        let tid = th.tid;
+        if !th.stopped {
+            // Seized and interrupted but never waited for (an error path): wait for the stop.
+            match ptrace::wait(tid) {
+                Ok(Stop::Exited(_) | Stop::Killed(_)) => return Ok(()),
+                Ok(Stop::Signal(_)) => {
+                    th.in_signal_stop = true;
+                    if let Ok(si) = ptrace::get_siginfo(tid) {
+                        th.reinject.push(si);
+                    }
+                }
+                Ok(_) => {}
+                Err(source) => return Err(TaskError::Wait { tid, source }),
+            }
+        }
+        let mut pending = th.reinject.into_iter();
+        let mut sig = 0;
+        if th.in_signal_stop
+            && let Some(si) = pending.next()
+        {
+            match ptrace::set_siginfo(tid, &si) {
+                Ok(()) => sig = si.si_signo,
+                Err(e) => tracing::warn!(tid, error = %e, "cannot restore siginfo"),
+            }
+        }
+        match ptrace::detach(tid, sig) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(source) => {
+                return Err(TaskError::Ptrace {
+                    op: "DETACH",
+                    tid,
+                    source,
+                });
+            }
+        }
+        for si in pending {
+            // More than one kept signal (rare): send the rest again; their siginfo is lost.
+            tracing::warn!(
+                tid,
+                sig = si.si_signo,
+                "re-sending kept signal without its siginfo"
+            );
+            let _ = ptrace::tgkill(self.pid, tid, si.si_signo);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            tracing::error!(pid = self.pid, error = %e, "detaching on drop failed");
+        }
+    }
+}

@@ -1030,9 +1030,9 @@ pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Quoted-printable as Python's `quopri.encodestring` (no header mode, quote tabs/spaces at line
+/// Quoted-printable as Python's `quopri.encodestring` (how crit shows unix socket names) (no header mode, quote tabs/spaces at line
 /// ends, soft line breaks at 76 characters).
-fn quopri_encode(data: &[u8]) -> String {
+pub fn quopri_encode(data: &[u8]) -> String {
     let needs = |c: u8| c == b'=' || !(b' '..=b'~').contains(&c) && c != b'\t' && c != b'\n';
     let mut out = String::new();
     let lines: Vec<&[u8]> = data.split_inclusive(|&c| c == b'\n').collect();

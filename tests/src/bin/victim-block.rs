@@ -4,6 +4,8 @@
 //! `victim-block MODE [MS]`, MODE one of:
 //! - `read`: loops in `read(0)`; prints `got LINE` per line, `eof` and exits 0 at end of input;
 //!   a read failing with EINTR prints `eintr` and exits 3.
+//! - `read-sig`: like `read`, with `SA_RESTART` handlers counting SIGUSR1 and SIGRTMIN+1
+//!   deliveries; prints `got LINE usr1=A rt=B`.
 //! - `nanosleep MS`: sleeps MS ms; prints `slept ELAPSED_MS` and exits 0, or exits 3 on EINTR and
 //!   4 if it woke early.
 //! - `futex MS`: `FUTEX_WAIT` with an MS timeout on a word that nobody changes; prints
@@ -40,14 +42,39 @@ fn lines(pending: &mut Vec<u8>, buf: &[u8]) -> Vec<String> {
 }
 
 static WORD: AtomicU32 = AtomicU32::new(0);
+static USR1: AtomicU32 = AtomicU32::new(0);
+static RT: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGUSR1 {
+        USR1.fetch_add(1, Ordering::SeqCst);
+    } else {
+        RT.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn install_counters() {
+    for sig in [libc::SIGUSR1, libc::SIGRTMIN() + 1] {
+        // SAFETY: a zeroed sigaction is valid; the handler only touches atomics.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("read");
     let ms: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500);
+    if mode == "read-sig" {
+        install_counters();
+    }
     say(&format!("ready {}", std::process::id()));
     match mode {
-        "read" => {
+        "read" | "read-sig" => {
             let mut pending = Vec::new();
             loop {
                 let mut buf = [0u8; 256];
@@ -66,7 +93,12 @@ fn main() {
                     return;
                 }
                 for l in lines(&mut pending, &buf[..n as usize]) {
-                    say(&format!("got {l}"));
+                    if mode == "read-sig" {
+                        let (u, r) = (USR1.load(Ordering::SeqCst), RT.load(Ordering::SeqCst));
+                        say(&format!("got {l} usr1={u} rt={r}"));
+                    } else {
+                        say(&format!("got {l}"));
+                    }
                 }
             }
         }

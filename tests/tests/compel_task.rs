@@ -618,6 +618,8 @@ fn bad_targets_fail_cleanly() {
     assert_eq!(compel::classify(i32::MAX).unwrap(), TaskState::Dead);
     assert!(matches!(Task::seize(0), Err(TaskError::NoSuchTask { .. })));
     // Zombie: a child that exited and is not reaped yet.
+    // Reaped below by pid with wait_exit, after the zombie checks.
+    #[allow(clippy::zombie_processes)]
     let z = std::process::Command::new("true").spawn().unwrap();
     let zpid = z.id() as i32;
     assert_eq!(wait_state(zpid, "Z", T), Some('Z'));

@@ -1,23 +1,655 @@
 //! `criu dump`: checkpoint one live process into an images directory in CRIU's format.
+//!
+//! The flow, each step named in the error if it fails:
+//!
+//! 1. mark the images directory incomplete (an `inventory.img` left from an earlier dump is
+//!    removed and a [`INCOMPLETE_MARKER`] file written; `inventory.img` is written last), run the
+//!    `pre-dump` action scripts;
+//! 2. seize the task with compel (every thread stopped under `PTRACE_SEIZE`);
+//! 3. collect: `/proc` (stat, status, smaps, fds, cwd/root, auxv, timers), registers with xsave
+//!    and the blocked mask, rseq, the robust list, and what only the task may read about itself
+//!    through remote syscalls ([`inside`]);
+//! 4. write the images: `core`, `mm`, `pagemap` + `pages` (memory read with
+//!    `process_vm_readv`), `ids`, `fs`, `files`, `fdinfo`, ghost files, `pstree`, `seccomp`,
+//!    `timens`, `stats-dump`, and last `inventory`;
+//! 5. run the `post-dump` scripts, then kill the task (default), leave it running (`-R`) or
+//!    stopped (`-s`), and detach.
+//!
+//! Whatever fails, the task is detached and runs on as it was (it is never killed then), and the
+//! images directory keeps no `inventory.img` and holds the marker with the error.
+//!
+//! ```no_run
+//! let opts = criu::options::Options::parse(
+//!     ["criu", "dump", "-t", "4242", "-D", "/tmp/img", "-R"].iter().map(|s| s.to_string()),
+//! ).unwrap();
+//! let log = criu::log::LogSink::open(None).unwrap();
+//! let summary = criu::dump::dump(&opts, &log).unwrap();
+//! println!("{} pages written", summary.pages_written);
+//! ```
 
+pub mod core;
+pub mod files;
+pub mod inside;
+pub mod mm;
 pub mod proc;
 
-use crate::log::LogSink;
-use crate::options::Options;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-/// Errors of a dump, each naming the step that failed.
+use compel::{InitialStop, Task, TaskError, TaskState};
+use criu_images::pb::{
+    DumpStatsEntry, FsEntry, InventoryEntry, Lsmtype, MmEntry, PluginsEntry, PstreeEntry,
+    SeccompEntry, StatsEntry, TaskKobjIdsEntry, TimensEntry, Timespec,
+};
+use criu_images::{ImageDir, ImageError, magic, names};
+
+use crate::log::LogSink;
+use crate::options::{FinalState, Options};
+use crate::scripts::{ActionScripts, ScriptAction, ScriptError};
+
+/// The file a dump leaves in the images directory while it runs and when it fails (holding the
+/// error); a complete dump has `inventory.img` and no marker.
+pub const INCOMPLETE_MARKER: &str = "criu-dump-incomplete";
+
+/// Errors of a dump.
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
     /// No `-t PID`.
     #[error("no pid to dump: use -t PID")]
     NoPid,
+    /// The pid does not exist.
+    #[error("no process {pid} to dump")]
+    NoProcess {
+        /// The pid.
+        pid: i32,
+    },
+    /// The process is a zombie.
+    #[error("process {pid} is a zombie")]
+    Zombie {
+        /// The pid.
+        pid: i32,
+    },
+    /// A multi-threaded process (issue 6).
+    #[error("process {pid} has {threads} threads; only single-threaded processes are supported")]
+    Threads {
+        /// The pid.
+        pid: i32,
+        /// How many.
+        threads: usize,
+    },
+    /// Seizing failed.
+    #[error("cannot seize process {pid}")]
+    Seize {
+        /// The pid.
+        pid: i32,
+        /// Why.
+        #[source]
+        source: TaskError,
+    },
+    /// Registers could not be read.
+    #[error("cannot read the registers of {pid}")]
+    Registers {
+        /// The pid.
+        pid: i32,
+        /// Why.
+        #[source]
+        source: TaskError,
+    },
+    /// A remote syscall could not run.
+    #[error("remote {what} in {pid}")]
+    Remote {
+        /// The pid.
+        pid: i32,
+        /// Which call.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: TaskError,
+    },
+    /// A remote syscall failed.
+    #[error("remote {what} in {pid} failed with errno {errno}")]
+    RemoteFailed {
+        /// The pid.
+        pid: i32,
+        /// Which call.
+        what: &'static str,
+        /// The errno.
+        errno: i32,
+    },
+    /// `/proc` reading failed.
+    #[error(transparent)]
+    Proc(#[from] proc::ProcError),
+    /// A file operation failed.
+    #[error("{what}")]
+    File {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// State criu cannot dump yet.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What.
+        what: String,
+    },
+    /// The task's memory could not be read.
+    #[error("cannot read memory of {pid} at {addr:#x}")]
+    Memory {
+        /// The pid.
+        pid: i32,
+        /// Where.
+        addr: u64,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing an image failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// An action script failed.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
+    /// A step of the dump failed.
+    #[error("{step} failed")]
+    Step {
+        /// The step.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: Box<DumpError>,
+    },
 }
 
-/// Dumps the process `opts.tree` into `opts.images_dir`.
+impl DumpError {
+    fn at(self, step: &'static str) -> DumpError {
+        DumpError::Step {
+            step,
+            source: Box::new(self),
+        }
+    }
+}
+
+/// What a successful dump did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DumpSummary {
+    /// The dumped pid.
+    pub pid: i32,
+    /// Pages scanned in private VMAs.
+    pub pages_scanned: u64,
+    /// Pages written into `pages-1.img`.
+    pub pages_written: u64,
+    /// Time the task was frozen, in microseconds.
+    pub frozen_us: u64,
+}
+
+fn file_err(what: String) -> impl FnOnce(std::io::Error) -> DumpError {
+    move |source| DumpError::File { what, source }
+}
+
+/// Dumps the process `opts.tree` into `opts.images_dir` (see the module docs for the steps).
 ///
 /// # Errors
-/// [`DumpError`] naming the failed step.
-pub fn dump(opts: &Options, _log: &LogSink) -> Result<(), DumpError> {
-    let _pid = opts.tree.ok_or(DumpError::NoPid)?;
+/// [`DumpError::Step`] naming the step that failed; the task then runs on.
+pub fn dump(opts: &Options, log: &LogSink) -> Result<DumpSummary, DumpError> {
+    let pid = opts.tree.ok_or(DumpError::NoPid)?;
+    let dir = opts.images_dir.clone();
+    let marker = dir.join(INCOMPLETE_MARKER);
+    let result = (|| {
+        begin_images(&dir).map_err(|e| e.at("preparing the images directory"))?;
+        let scripts = ActionScripts::new(opts.action_scripts.clone(), &dir, log)
+            .map_err(|e| DumpError::from(e).at("setting up action scripts"))?;
+        dump_inner(opts, pid, &dir, &scripts)
+    })();
+    match &result {
+        Ok(s) => {
+            let _ = std::fs::remove_file(&marker);
+            tracing::info!(pid, pages = s.pages_written, "dump finished");
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(dir.join(names::INVENTORY));
+            let _ = std::fs::write(&marker, format!("dump of {pid} failed: {}\n", chain(e)));
+            tracing::debug!("dump of {pid} failed: {}", chain(e));
+        }
+    }
+    result
+}
+
+/// The error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn begin_images(dir: &Path) -> Result<(), DumpError> {
+    let md =
+        std::fs::metadata(dir).map_err(file_err(format!("images directory {}", dir.display())))?;
+    if !md.is_dir() {
+        return Err(DumpError::Unsupported {
+            what: format!("images directory {} is not a directory", dir.display()),
+        });
+    }
+    std::fs::write(dir.join(INCOMPLETE_MARKER), "dump in progress\n").map_err(file_err(
+        format!("write {}", dir.join(INCOMPLETE_MARKER).display()),
+    ))?;
+    match std::fs::remove_file(dir.join(names::INVENTORY)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(file_err(format!("remove old {}", names::INVENTORY))(e)),
+    }
+}
+
+fn dump_inner(
+    opts: &Options,
+    pid: i32,
+    dir: &Path,
+    scripts: &ActionScripts,
+) -> Result<DumpSummary, DumpError> {
+    match compel::classify(pid) {
+        Ok(TaskState::Dead) | Err(_) => {
+            return Err(DumpError::NoProcess { pid }.at("checking the process"));
+        }
+        Ok(TaskState::Zombie) => return Err(DumpError::Zombie { pid }.at("checking the process")),
+        Ok(_) => {}
+    }
+    scripts
+        .run(ScriptAction::PreDump, Some(pid))
+        .map_err(|e| DumpError::from(e).at("pre-dump action script"))?;
+
+    let t0 = Instant::now();
+    let mut task = Task::seize(pid).map_err(|source| match source {
+        TaskError::NoSuchTask { .. } => DumpError::NoProcess { pid }.at("seizing the process"),
+        source => DumpError::Seize { pid, source }.at("seizing the process"),
+    })?;
+    tracing::info!(pid, "seized");
+    // From here on `task` detaches on every return path (compel's Task does on drop), so the
+    // process runs on if anything fails.
+    let threads = task.threads();
+    if threads.len() != 1 {
+        return Err(DumpError::Threads {
+            pid,
+            threads: threads.len(),
+        }
+        .at("checking the process"));
+    }
+    let collected =
+        collect(&mut task, pid, opts).map_err(|e| e.at("collecting the process state"))?;
+    let stats = write_images(pid, dir, &collected, opts).map_err(|e| e.at("writing the images"))?;
+    let frozen_us = t0.elapsed().as_micros() as u64;
+    write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
+    write_inventory(dir, &collected).map_err(|e| e.at("writing the images"))?;
+
+    if let Err(e) = scripts.run(ScriptAction::PostDump, Some(pid)) {
+        // The task resumes (dropping `task` detaches it) and the dump fails.
+        drop(task);
+        return Err(DumpError::from(e).at("post-dump action script"));
+    }
+    match opts.final_state {
+        FinalState::Dead => {
+            tracing::info!(pid, "killing the dumped process");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        FinalState::Stopped => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
+        }
+        FinalState::Alive => {}
+    }
+    if let Err(e) = task.detach()
+        && opts.final_state != FinalState::Dead
+    {
+        tracing::warn!(pid, "detaching after the dump: {e}");
+    }
+    Ok(DumpSummary {
+        pid,
+        pages_scanned: stats.scanned,
+        pages_written: stats.written,
+        frozen_us,
+    })
+}
+
+/// Everything collected from a frozen task.
+struct Collected {
+    stat: proc::ProcStat,
+    vmas: Vec<mm::Vma>,
+    files: files::FileTable,
+    fdinfo: Vec<criu_images::pb::FdinfoEntry>,
+    exe_id: u32,
+    cwd_id: u32,
+    root_id: u32,
+    umask: u32,
+    auxv: Vec<u64>,
+    core: criu_images::pb::CoreEntry,
+    dumpable: i32,
+    thp_disabled: bool,
+    brk: u64,
+    ns: Vec<(String, u64)>,
+    own_ns: Vec<(String, u64)>,
+}
+
+/// Namespace kinds in the order CRIU numbers them in `ids`.
+const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
+
+fn ns_inodes(pid: &str) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    NS_KINDS
+        .iter()
+        .filter_map(|k| {
+            let md = std::fs::metadata(format!("/proc/{pid}/ns/{k}")).ok()?;
+            Some(((*k).to_string(), md.ino()))
+        })
+        .collect()
+}
+
+fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpError> {
+    let stat = proc::read_stat(pid)?;
+    let status = proc::read_status(pid)?;
+    let maps = proc::read_smaps(pid)?;
+    let mut files = files::FileTable::new(opts.ghost_limit);
+    let exe_id = files.add_exe(pid)?;
+    let vmas = mm::classify(pid, &maps, &mut files)?;
+    let fdinfo = files.add_fds(pid)?;
+    let cwd_id = files.add_dir_link(pid, "cwd")?;
+    let root_id = files.add_dir_link(pid, "root")?;
+    let auxv = proc::read_auxv(pid)?;
+    let timers = proc::read_posix_timers(pid)?;
+    let personality = proc::read_personality(pid)?;
+    let loginuid = proc::read_number(pid, "loginuid").ok().map(|v| v as u32);
+    let oom_score_adj = proc::read_number(pid, "oom_score_adj")
+        .ok()
+        .map(|v| v as i32);
+
+    let regs = task
+        .regs(pid)
+        .map_err(|source| DumpError::Registers { pid, source })?;
+    let xsave = task
+        .xsave(pid)
+        .map_err(|source| DumpError::Registers { pid, source })?;
+    let sigmask = task
+        .sigmask(pid)
+        .map_err(|source| DumpError::Registers { pid, source })?;
+    let (task_state, stop_signo) = match task.initial_stop(pid) {
+        Some(InitialStop::GroupStopped(sig)) => (core::task_state::STOPPED, Some(sig as u32)),
+        _ => (core::task_state::ALIVE, None),
+    };
+    let rseq = rseq_configuration(pid);
+    let robust_list = robust_list(pid);
+
+    let scratch = inside::Scratch::map(task, pid)?;
+    let timer_ids: Vec<i32> = timers.iter().map(|t| t.id).collect();
+    let inside = inside::read_inside(task, pid, &scratch, &timer_ids);
+    // Unmap before returning either way, so the task keeps no trace of us.
+    let unmapped = scratch.unmap(task, pid);
+    let inside = inside?;
+    unmapped?;
+
+    let core = core::core_entry(&core::CoreInput {
+        regs: &regs,
+        xsave: &xsave,
+        sigmask,
+        stat: &stat,
+        status: &status,
+        inside: &inside,
+        timers: &timers,
+        personality,
+        loginuid,
+        oom_score_adj,
+        robust_list,
+        rseq,
+        task_state,
+        stop_signo,
+    });
+    Ok(Collected {
+        stat,
+        vmas,
+        files,
+        fdinfo,
+        exe_id,
+        cwd_id,
+        root_id,
+        umask: status.umask,
+        auxv,
+        core,
+        dumpable: inside.dumpable,
+        thp_disabled: inside.thp_disabled,
+        brk: inside.brk,
+        ns: ns_inodes(&pid.to_string()),
+        own_ns: ns_inodes("self"),
+    })
+}
+
+/// `PTRACE_GET_RSEQ_CONFIGURATION` for a thread we hold stopped under ptrace.
+fn rseq_configuration(tid: i32) -> Option<(u64, u32, u32)> {
+    const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+    #[repr(C)]
+    #[derive(Default)]
+    struct RseqConf {
+        rseq_abi_pointer: u64,
+        rseq_abi_size: u32,
+        signature: u32,
+        flags: u32,
+        pad: u32,
+    }
+    let mut conf = RseqConf::default();
+    // SAFETY: the request writes at most `size_of::<RseqConf>()` bytes (the size passed) into
+    // `conf`, which lives for the call; `tid` is a thread this process holds under ptrace.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            tid,
+            std::mem::size_of::<RseqConf>(),
+            &mut conf as *mut RseqConf,
+        )
+    };
+    (r > 0 && conf.rseq_abi_pointer != 0).then_some((
+        conf.rseq_abi_pointer,
+        conf.rseq_abi_size,
+        conf.signature,
+    ))
+}
+
+/// `get_robust_list(tid)`: the head address and its length.
+fn robust_list(tid: i32) -> (u64, u32) {
+    let mut head: u64 = 0;
+    let mut len: libc::size_t = 0;
+    // SAFETY: the kernel writes one pointer into `head` and one size into `len`, both locals.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid as libc::c_long,
+            &mut head as *mut u64,
+            &mut len as *mut libc::size_t,
+        )
+    };
+    if r == 0 { (head, len as u32) } else { (0, 0) }
+}
+
+fn write_images(
+    pid: i32,
+    dir: &Path,
+    c: &Collected,
+    _opts: &Options,
+) -> Result<mm::PageStats, DumpError> {
+    let img = ImageDir::new(dir);
+    let upid = pid as u32;
+    let stats = mm::dump_pages(pid, &c.vmas, dir)?;
+    let heap_end = c
+        .vmas
+        .iter()
+        .find(|v| v.entry.status & mm::status::HEAP != 0)
+        .map(|v| v.entry.end);
+    let mm_entry = MmEntry {
+        mm_start_code: c.stat.start_code,
+        mm_end_code: c.stat.end_code,
+        mm_start_data: c.stat.start_data,
+        mm_end_data: c.stat.end_data,
+        mm_start_stack: c.stat.start_stack,
+        mm_start_brk: c.stat.start_brk,
+        mm_brk: if c.brk != 0 {
+            c.brk
+        } else {
+            heap_end.unwrap_or(c.stat.start_brk)
+        },
+        mm_arg_start: c.stat.arg_start,
+        mm_arg_end: c.stat.arg_end,
+        mm_env_start: c.stat.env_start,
+        mm_env_end: c.stat.env_end,
+        exe_file_id: c.exe_id,
+        mm_saved_auxv: c.auxv.clone(),
+        vmas: c.vmas.iter().map(|v| v.entry.clone()).collect(),
+        dumpable: Some(c.dumpable),
+        aios: Vec::new(),
+        thp_disabled: Some(c.thp_disabled),
+    };
+    img.write_mm(upid, &mm_entry)?;
+    img.write_core(upid, &c.core)?;
+    img.write_ids(upid, &task_ids(&c.ns, &c.own_ns, 2))?;
+    img.write_fs(
+        upid,
+        &FsEntry {
+            cwd_id: c.cwd_id,
+            root_id: c.root_id,
+            umask: Some(c.umask),
+        },
+    )?;
+    c.files.write(dir)?;
+    img.write_fdinfo(2, &c.fdinfo)?;
+    img.write_pstree(&[PstreeEntry {
+        pid: upid,
+        ppid: 0,
+        pgid: c.stat.pgid as u32,
+        sid: c.stat.sid as u32,
+        threads: vec![upid],
+    }])?;
+    img.write_seccomp(&SeccompEntry::default())?;
+    img.write_timens(0, &timens_now())?;
+    Ok(stats)
+}
+
+/// Ids of a task's kernel objects: its own mm/files/fs/sighand get `own`, namespaces are
+/// numbered 1.. in [`NS_KINDS`] order after criu's own (a namespace shared with criu gets the
+/// same number criu's has).
+fn task_ids(ns: &[(String, u64)], own_ns: &[(String, u64)], own: u32) -> TaskKobjIdsEntry {
+    let id_of = |kind: &str| -> Option<u32> {
+        let ino = ns.iter().find(|(k, _)| k == kind)?.1;
+        let mut next = 1u32;
+        for k in NS_KINDS {
+            let criu_ino = own_ns.iter().find(|(kk, _)| kk == k).map(|e| e.1);
+            if k == kind && criu_ino == Some(ino) {
+                return Some(next);
+            }
+            next += 1;
+        }
+        // A namespace of its own: numbered after criu's.
+        Some(next + NS_KINDS.iter().position(|k| *k == kind).unwrap_or(0) as u32)
+    };
+    TaskKobjIdsEntry {
+        vm_id: own,
+        files_id: own,
+        fs_id: own,
+        sighand_id: own,
+        pid_ns_id: id_of("pid"),
+        net_ns_id: id_of("net"),
+        ipc_ns_id: id_of("ipc"),
+        uts_ns_id: id_of("uts"),
+        mnt_ns_id: id_of("mnt"),
+        user_ns_id: id_of("user"),
+        cgroup_ns_id: id_of("cgroup"),
+        time_ns_id: id_of("time"),
+    }
+}
+
+fn timens_now() -> TimensEntry {
+    let now = |clk| {
+        let t = nix::time::clock_gettime(clk).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+        Timespec {
+            tv_sec: t.tv_sec() as u64,
+            tv_nsec: t.tv_nsec() as u64,
+        }
+    };
+    TimensEntry {
+        monotonic: now(nix::time::ClockId::CLOCK_MONOTONIC),
+        boottime: now(nix::time::ClockId::CLOCK_BOOTTIME),
+    }
+}
+
+fn write_stats(dir: &Path, s: &mm::PageStats, frozen_us: u64) -> Result<(), DumpError> {
+    let e = StatsEntry {
+        dump: Some(DumpStatsEntry {
+            freezing_time: 0,
+            frozen_time: frozen_us as u32,
+            memdump_time: 0,
+            memwrite_time: 0,
+            pages_scanned: s.scanned,
+            pages_skipped_parent: 0,
+            pages_written: s.written,
+            ..DumpStatsEntry::default()
+        }),
+        restore: None,
+    };
+    criu_images::write_all(dir.join(names::STATS_DUMP), magic::STATS, [&e])?;
     Ok(())
+}
+
+fn write_inventory(dir: &Path, c: &Collected) -> Result<(), DumpError> {
+    let inv = InventoryEntry {
+        img_version: magic::IMAGES_V1_1,
+        fdinfo_per_id: Some(true),
+        root_ids: Some(task_ids(&c.own_ns, &c.own_ns, 1)),
+        ns_per_id: Some(true),
+        root_cg_set: None,
+        lsmtype: Some(Lsmtype::NoLsm as i32),
+        dump_uptime: None,
+        pre_dump_mode: None,
+        tcp_close: None,
+        network_lock_method: Some(0),
+        plugins_entry: Some(PluginsEntry::default()),
+        dump_criu_run_id: Some(run_id()),
+        allow_uprobes: None,
+    };
+    ImageDir::new(dir).write_inventory(&inv)?;
+    Ok(())
+}
+
+/// A random UUID-shaped run id, as CRIU writes into the inventory.
+fn run_id() -> String {
+    let mut b = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = t.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Where a dump of `opts` writes (the images directory).
+pub fn images_dir(opts: &Options) -> PathBuf {
+    opts.images_dir.clone()
 }

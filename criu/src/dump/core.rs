@@ -1,0 +1,380 @@
+//! Building `core-PID.img`: registers (general, FPU/SSE/AVX/AVX-512 from xsave), TLS, the task
+//! and thread core (signals, timers, rlimits, creds, rseq, ...).
+
+use compel::{UserRegs, Xsave};
+use compel_arch::{
+    XFEATURE_AVX512_HI16_ZMM, XFEATURE_AVX512_OPMASK, XFEATURE_AVX512_ZMM_HI256, XFEATURE_YMM,
+    restart,
+};
+use criu_images::pb::{
+    CoreEntry, CoreEntryMarch, CredsEntry, ItimerEntry, PosixTimerEntry, RlimitEntry, RseqEntry,
+    SaEntry, SignalQueueEntry, TaskCoreEntry, TaskRlimitsEntry, TaskTimersEntry, ThreadCoreEntry,
+    ThreadInfoX86, ThreadSasEntry, UserDescT, UserX86FpregsEntry, UserX86RegsEntry,
+    UserX86RegsMode, UserX86XsaveEntry,
+};
+
+use super::inside::InsideState;
+use super::proc::{PosixTimerInfo, ProcStat, ProcStatus};
+
+/// CRIU's task states (`task_core_entry.task_state`).
+pub mod task_state {
+    /// Running.
+    pub const ALIVE: u32 = 1;
+    /// Dead (zombie).
+    pub const DEAD: u32 = 2;
+    /// Job-control stopped.
+    pub const STOPPED: u32 = 3;
+}
+
+/// `__NR_restart_syscall`.
+const NR_RESTART_SYSCALL: u64 = 219;
+
+/// The registers to save for a thread stopped in the kernel: a syscall interrupted by our stop
+/// with a restart code is rewound so that it runs again when the task resumes (as the kernel
+/// would have done on the way out), like CRIU saves them.
+pub fn saved_regs(r: &UserRegs) -> UserRegs {
+    let mut r = *r;
+    let ret = r.rax as i64;
+    if (r.orig_rax as i64) >= 0 && restart::is_restart(ret) {
+        if -ret == restart::ERESTART_RESTARTBLOCK {
+            r.rax = NR_RESTART_SYSCALL;
+        } else {
+            r.rax = r.orig_rax;
+        }
+        r.rip = r.rip.wrapping_sub(compel_arch::SYSCALL_INSN_LEN);
+    }
+    r
+}
+
+fn u32s(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+        .collect()
+}
+
+fn u64s(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect()
+}
+
+fn le16(b: &[u8], o: usize) -> u32 {
+    b.get(o..o + 2)
+        .map(|s| u32::from(u16::from_le_bytes([s[0], s[1]])))
+        .unwrap_or(0)
+}
+
+fn le32(b: &[u8], o: usize) -> u32 {
+    b.get(o..o + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0)
+}
+
+fn le64(b: &[u8], o: usize) -> u64 {
+    b.get(o..o + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+/// The FPU/SSE legacy area and the xsave components, as CRIU's `user_x86_fpregs_entry`.
+pub fn fpregs(x: &Xsave) -> UserX86FpregsEntry {
+    let b = x.bytes();
+    let legacy = |o: usize, n: usize| b.get(o..o + n).map(u32s).unwrap_or_else(|| vec![0; n / 4]);
+    let comp = |n: u32| x.component(n).map(u64s).unwrap_or_default();
+    let xsave = UserX86XsaveEntry {
+        xstate_bv: x.xstate_bv(),
+        ymmh_space: x.component(XFEATURE_YMM).map(u32s).unwrap_or_default(),
+        bndreg_state: Vec::new(),
+        bndcsr_state: Vec::new(),
+        opmask_reg: comp(XFEATURE_AVX512_OPMASK),
+        zmm_upper: comp(XFEATURE_AVX512_ZMM_HI256),
+        hi16_zmm: comp(XFEATURE_AVX512_HI16_ZMM),
+        pkru: x.component(9).map(u32s).unwrap_or_default(),
+        cet: None,
+    };
+    UserX86FpregsEntry {
+        cwd: le16(b, 0),
+        swd: le16(b, 2),
+        twd: le16(b, 4),
+        fop: le16(b, 6),
+        rip: le64(b, 8),
+        rdp: le64(b, 16),
+        mxcsr: le32(b, 24),
+        mxcsr_mask: le32(b, 28),
+        st_space: legacy(32, 128),
+        xmm_space: legacy(160, 256),
+        padding: Vec::new(),
+        xsave: (b.len() > 512).then_some(xsave),
+    }
+}
+
+/// General registers as `user_x86_regs_entry`.
+pub fn gpregs(r: &UserRegs) -> UserX86RegsEntry {
+    UserX86RegsEntry {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        bp: r.rbp,
+        bx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        ax: r.rax,
+        cx: r.rcx,
+        dx: r.rdx,
+        si: r.rsi,
+        di: r.rdi,
+        orig_ax: r.orig_rax,
+        ip: r.rip,
+        cs: r.cs,
+        flags: r.eflags,
+        sp: r.rsp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        ds: r.ds,
+        es: r.es,
+        fs: r.fs,
+        gs: r.gs,
+        mode: Some(UserX86RegsMode::Native as i32),
+    }
+}
+
+/// The three GDT TLS slots of a 64-bit task that never called `set_thread_area` (CRIU saves
+/// them as empty, not-present entries).
+pub fn empty_tls() -> Vec<UserDescT> {
+    (12..15)
+        .map(|n| UserDescT {
+            entry_number: n,
+            base_addr: 0,
+            limit: 0,
+            seg_32bit: false,
+            contents_h: false,
+            contents_l: false,
+            read_exec_only: true,
+            limit_in_pages: false,
+            seg_not_present: true,
+            usable: false,
+        })
+        .collect()
+}
+
+fn split_caps(v: u64) -> Vec<u32> {
+    vec![v as u32, (v >> 32) as u32]
+}
+
+/// Credentials as `creds_entry`.
+pub fn creds(st: &ProcStatus, securebits: u32) -> CredsEntry {
+    CredsEntry {
+        uid: st.uids[0],
+        gid: st.gids[0],
+        euid: st.uids[1],
+        egid: st.gids[1],
+        suid: st.uids[2],
+        sgid: st.gids[2],
+        fsuid: st.uids[3],
+        fsgid: st.gids[3],
+        cap_inh: split_caps(st.cap_inh),
+        cap_prm: split_caps(st.cap_prm),
+        cap_eff: split_caps(st.cap_eff),
+        cap_bnd: split_caps(st.cap_bnd),
+        secbits: securebits,
+        groups: st.groups.clone(),
+        lsm_profile: None,
+        lsm_sockcreate: None,
+        apparmor_data: None,
+        no_new_privs: st.no_new_privs.then_some(1),
+        cap_amb: split_caps(st.cap_amb),
+    }
+}
+
+/// Everything [`core_entry`] needs.
+pub struct CoreInput<'a> {
+    /// Registers as found.
+    pub regs: &'a UserRegs,
+    /// Extended state.
+    pub xsave: &'a Xsave,
+    /// Blocked signals.
+    pub sigmask: u64,
+    /// `/proc/PID/stat`.
+    pub stat: &'a ProcStat,
+    /// `/proc/PID/status`.
+    pub status: &'a ProcStatus,
+    /// State read from inside.
+    pub inside: &'a InsideState,
+    /// `/proc/PID/timers`.
+    pub timers: &'a [PosixTimerInfo],
+    /// `/proc/PID/personality`.
+    pub personality: u32,
+    /// `/proc/PID/loginuid`.
+    pub loginuid: Option<u32>,
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: Option<i32>,
+    /// `get_robust_list`.
+    pub robust_list: (u64, u32),
+    /// `PTRACE_GET_RSEQ_CONFIGURATION`: `(pointer, size, signature)` when registered.
+    pub rseq: Option<(u64, u32, u32)>,
+    /// [`task_state`] value.
+    pub task_state: u32,
+    /// The stop signal of a stopped task.
+    pub stop_signo: Option<u32>,
+}
+
+/// Builds `core-PID.img`'s entry.
+pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
+    let inside = c.inside;
+    let it = |v: [u64; 4]| ItimerEntry {
+        isec: v[0],
+        iusec: v[1],
+        vsec: v[2],
+        vusec: v[3],
+    };
+    let posix = c
+        .timers
+        .iter()
+        .filter_map(|t| {
+            let (_, v, overrun) = inside.posix_timers.iter().find(|(id, _, _)| *id == t.id)?;
+            Some(PosixTimerEntry {
+                it_id: t.id as u32,
+                clock_id: t.clock_id as u32,
+                si_signo: t.signo as u32,
+                it_sigev_notify: t.notify as u32,
+                sival_ptr: t.sigev_value,
+                overrun: *overrun,
+                isec: v[0],
+                insec: v[1],
+                vsec: v[2],
+                vnsec: v[3],
+                notify_thread_id: (t.notify & 4 != 0).then_some(t.notify_thread),
+            })
+        })
+        .collect();
+    let sigactions = inside
+        .sigactions
+        .iter()
+        .map(|a| SaEntry {
+            sigaction: a[0],
+            flags: a[1],
+            restorer: a[2],
+            mask: a[3],
+            compat_sigaction: Some(false),
+            mask_extended: None,
+        })
+        .collect();
+    let tc = TaskCoreEntry {
+        task_state: c.task_state,
+        exit_code: 0,
+        personality: c.personality,
+        flags: c.stat.flags,
+        blk_sigset: c.sigmask,
+        comm: c.stat.comm.clone(),
+        timers: Some(TaskTimersEntry {
+            real: it(inside.itimers[0]),
+            virt: it(inside.itimers[1]),
+            prof: it(inside.itimers[2]),
+            posix,
+        }),
+        rlimits: Some(TaskRlimitsEntry {
+            rlimits: inside
+                .rlimits
+                .iter()
+                .map(|&(cur, max)| RlimitEntry { cur, max })
+                .collect(),
+        }),
+        cg_set: None,
+        signals_s: Some(SignalQueueEntry::default()),
+        old_seccomp_mode: None,
+        old_seccomp_filter: None,
+        loginuid: c.loginuid,
+        oom_score_adj: c.oom_score_adj,
+        sigactions,
+        child_subreaper: Some(inside.child_subreaper),
+        blk_sigset_extended: None,
+        stop_signo: c.stop_signo,
+        membarrier_registration_mask: None,
+    };
+    let thread_core = ThreadCoreEntry {
+        futex_rla: c.robust_list.0,
+        futex_rla_len: c.robust_list.1,
+        sched_nice: Some(c.stat.nice),
+        sched_policy: Some(c.stat.policy),
+        sched_prio: (c.stat.policy != 0).then_some(c.stat.rt_priority),
+        blk_sigset: None,
+        sas: Some(ThreadSasEntry {
+            ss_sp: inside.sas.0,
+            ss_size: inside.sas.2,
+            ss_flags: inside.sas.1,
+        }),
+        pdeath_sig: (inside.pdeath_sig != 0).then_some(inside.pdeath_sig),
+        signals_p: Some(SignalQueueEntry::default()),
+        creds: Some(creds(c.status, inside.securebits)),
+        seccomp_mode: None,
+        seccomp_filter: None,
+        comm: Some(c.stat.comm.clone()),
+        blk_sigset_extended: None,
+        rseq_entry: c.rseq.map(|(p, size, sig)| RseqEntry {
+            rseq_abi_pointer: p,
+            rseq_abi_size: size,
+            signature: sig,
+            rseq_cs_pointer: None,
+        }),
+        cg_set: None,
+    };
+    CoreEntry {
+        mtype: CoreEntryMarch::X8664 as i32,
+        thread_info: Some(ThreadInfoX86 {
+            clear_tid_addr: inside.clear_tid_addr,
+            gpregs: gpregs(&saved_regs(c.regs)),
+            fpregs: fpregs(c.xsave),
+            tls: empty_tls(),
+        }),
+        tc: Some(tc),
+        ids: None,
+        thread_core: Some(thread_core),
+        ..CoreEntry::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_rewinds() {
+        let r = UserRegs {
+            rax: (-(restart::ERESTARTNOHAND)) as u64,
+            orig_rax: 34,
+            rip: 0x1002,
+            ..UserRegs::default()
+        };
+        let s = saved_regs(&r);
+        assert_eq!((s.rax, s.rip), (34, 0x1000));
+        let r = UserRegs {
+            rax: (-(restart::ERESTART_RESTARTBLOCK)) as u64,
+            orig_rax: 35,
+            rip: 0x2002,
+            ..UserRegs::default()
+        };
+        let s = saved_regs(&r);
+        assert_eq!((s.rax, s.rip), (NR_RESTART_SYSCALL, 0x2000));
+        // Not in a syscall, or a syscall that returned: untouched.
+        let r = UserRegs {
+            rax: (-4i64) as u64,
+            orig_rax: u64::MAX,
+            rip: 0x3000,
+            ..UserRegs::default()
+        };
+        assert_eq!(saved_regs(&r), r);
+        let r = UserRegs {
+            rax: 5,
+            orig_rax: 0,
+            rip: 0x3000,
+            ..UserRegs::default()
+        };
+        assert_eq!(saved_regs(&r), r);
+    }
+}

@@ -1,0 +1,457 @@
+//! Files of a task: the executable, mapped files, open descriptors, cwd and root, as CRIU's
+//! `files.img` entries (`REG` entries for regular files, directories and character devices such
+//! as `/dev/null`), `fdinfo-N.img`, and ghost files for files deleted while open.
+//!
+//! Ids are handed out in discovery order from 1, as CRIU does: the executable first, then mapped
+//! files (one id per file, shared by its mappings), then descriptors (one id per open file
+//! description: `dup`ed descriptors share it), then cwd and root.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use criu_images::pb::{
+    FdTypes, FdinfoEntry, FileEntry, FownEntry, GhostChunkEntry, GhostFileEntry, RegFileEntry,
+    RemapFilePathEntry, RemapType, Timeval,
+};
+use criu_images::{ImageWriter, magic, names};
+
+use super::DumpError;
+use super::proc::{self, FdInfo};
+
+/// CRIU writes ghost files of at least this size in chunks.
+const GHOST_CHUNKS_THRESH: u64 = 3 * 4096;
+
+/// What a file was opened as, for the key that dedups mapped files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    flags: u32,
+}
+
+/// A ghost file to write: a file deleted while open, saved with its content.
+#[derive(Debug)]
+struct Ghost {
+    id: u32,
+    orig_id: u32,
+    /// Where criu can read it (`/proc/PID/fd/N` or `/proc/PID/map_files/...`).
+    source: PathBuf,
+    meta: std::fs::Metadata,
+}
+
+/// The file table being built for one dump.
+#[derive(Debug, Default)]
+pub struct FileTable {
+    entries: Vec<FileEntry>,
+    mapped: HashMap<FileKey, u32>,
+    ghosts: Vec<Ghost>,
+    ghost_by_inode: HashMap<(u64, u64), u32>,
+    remaps: Vec<RemapFilePathEntry>,
+    ghost_limit: u64,
+}
+
+fn fown_zero() -> FownEntry {
+    FownEntry {
+        uid: 0,
+        euid: 0,
+        signum: 0,
+        pid_type: 0,
+        pid: 0,
+    }
+}
+
+/// Strips the ` (deleted)` suffix the kernel appends to unlinked files' paths.
+fn split_deleted(name: &str) -> (&str, bool) {
+    match name.strip_suffix(" (deleted)") {
+        Some(n) => (n, true),
+        None => (name, false),
+    }
+}
+
+impl FileTable {
+    /// An empty table; deleted files larger than `ghost_limit` bytes are refused, as CRIU does.
+    pub fn new(ghost_limit: u64) -> FileTable {
+        FileTable {
+            ghost_limit,
+            ..FileTable::default()
+        }
+    }
+
+    fn next_id(&self) -> u32 {
+        self.entries.len() as u32 + 1
+    }
+
+    /// All `files.img` entries, in id order.
+    pub fn entries(&self) -> &[FileEntry] {
+        &self.entries
+    }
+
+    /// Adds (or finds) a file reached through `source` (a `/proc` link that opens it) whose name
+    /// the kernel reports as `name`, opened with `flags`, at `pos`. Mapped files and the
+    /// executable are shared by (device, inode, flags); descriptors always get a new id.
+    fn add_reg(
+        &mut self,
+        source: &Path,
+        name: &str,
+        flags: u32,
+        pos: u64,
+        dedup: bool,
+    ) -> Result<u32, DumpError> {
+        let meta = std::fs::metadata(source).map_err(|e| DumpError::File {
+            what: format!("stat {} ({name})", source.display()),
+            source: e,
+        })?;
+        let key = FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            flags,
+        };
+        if dedup && let Some(&id) = self.mapped.get(&key) {
+            return Ok(id);
+        }
+        let id = self.next_id();
+        let (path, deleted) = split_deleted(name);
+        let ft = meta.file_type();
+        let size = (ft.is_file()).then_some(meta.size());
+        self.entries.push(FileEntry {
+            r#type: FdTypes::Reg as i32,
+            id,
+            reg: Some(RegFileEntry {
+                id,
+                flags,
+                pos,
+                fown: fown_zero(),
+                name: path.to_string(),
+                mnt_id: None,
+                size,
+                ext: None,
+                mode: Some(meta.mode()),
+                build_id: Vec::new(),
+                checksum: None,
+                checksum_config: None,
+                checksum_parameter: None,
+            }),
+            ..FileEntry::default()
+        });
+        if dedup {
+            self.mapped.insert(key, id);
+        }
+        // A file deleted while open (nlink 0) is saved with its contents.
+        if deleted && meta.nlink() == 0 {
+            self.add_ghost(id, source, meta)?;
+        }
+        Ok(id)
+    }
+
+    fn add_ghost(
+        &mut self,
+        orig_id: u32,
+        source: &Path,
+        meta: std::fs::Metadata,
+    ) -> Result<(), DumpError> {
+        if !(meta.file_type().is_file() || meta.file_type().is_dir()) {
+            return Err(DumpError::Unsupported {
+                what: format!(
+                    "deleted special file {} (only regular files and directories)",
+                    source.display()
+                ),
+            });
+        }
+        if meta.blocks() * 512 > self.ghost_limit {
+            return Err(DumpError::Unsupported {
+                what: format!(
+                    "deleted file {} of {} bytes is over the ghost limit {} (--ghost-limit)",
+                    source.display(),
+                    meta.blocks() * 512,
+                    self.ghost_limit
+                ),
+            });
+        }
+        let key = (meta.dev(), meta.ino());
+        let id = match self.ghost_by_inode.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id = self.ghosts.len() as u32 + 1;
+                self.ghost_by_inode.insert(key, id);
+                self.ghosts.push(Ghost {
+                    id,
+                    orig_id,
+                    source: source.to_path_buf(),
+                    meta,
+                });
+                id
+            }
+        };
+        self.remaps.push(RemapFilePathEntry {
+            orig_id,
+            remap_id: id,
+            remap_type: Some(RemapType::Ghost as i32),
+        });
+        Ok(())
+    }
+
+    /// Adds the executable (`/proc/PID/exe`); returns its id.
+    ///
+    /// # Errors
+    /// [`DumpError::File`] if the executable cannot be reached.
+    pub fn add_exe(&mut self, pid: i32) -> Result<u32, DumpError> {
+        let src = PathBuf::from(format!("/proc/{pid}/exe"));
+        let name = std::fs::read_link(&src).map_err(|e| DumpError::File {
+            what: format!("readlink {}", src.display()),
+            source: e,
+        })?;
+        self.add_reg(&src, &name.to_string_lossy(), 0, 0, true)
+    }
+
+    /// Adds a mapped file (through `/proc/PID/map_files/START-END`); returns its id.
+    ///
+    /// # Errors
+    /// [`DumpError::File`].
+    pub fn add_mapped(
+        &mut self,
+        pid: i32,
+        start: u64,
+        end: u64,
+        name: &str,
+        flags: u32,
+    ) -> Result<u32, DumpError> {
+        let src = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+        self.add_reg(&src, name, flags, 0, true)
+    }
+
+    /// Adds a directory reached through a `/proc/PID/{cwd,root}` link; returns its id.
+    ///
+    /// # Errors
+    /// [`DumpError::File`].
+    pub fn add_dir_link(&mut self, pid: i32, which: &str) -> Result<u32, DumpError> {
+        let src = PathBuf::from(format!("/proc/{pid}/{which}"));
+        let name = std::fs::read_link(&src).map_err(|e| DumpError::File {
+            what: format!("readlink {}", src.display()),
+            source: e,
+        })?;
+        self.add_reg(&src, &name.to_string_lossy(), 0, 0, false)
+    }
+
+    /// Adds every open descriptor of `pid`; returns the `fdinfo` entries in fd order.
+    ///
+    /// # Errors
+    /// [`DumpError::Unsupported`] for descriptors of a kind not handled yet (pipes, sockets,
+    /// ...), [`DumpError::File`], [`DumpError::Proc`].
+    pub fn add_fds(&mut self, pid: i32) -> Result<Vec<FdinfoEntry>, DumpError> {
+        let fds = proc::list_fds(pid)?;
+        let mut out = Vec::with_capacity(fds.len());
+        // Open file descriptions seen so far: (dev, ino) -> [(fd, id)], for kcmp.
+        let mut seen: HashMap<(u64, u64), Vec<(i32, u32)>> = HashMap::new();
+        for (fd, target) in fds {
+            let name = target.to_string_lossy().into_owned();
+            let src = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+            let info: FdInfo = proc::read_fdinfo(pid, fd)?;
+            let meta = std::fs::metadata(&src).map_err(|e| DumpError::File {
+                what: format!("stat fd {fd} of {pid} ({name})"),
+                source: e,
+            })?;
+            let ft = meta.file_type();
+            if !name.starts_with('/') || !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
+                return Err(DumpError::Unsupported {
+                    what: format!(
+                        "fd {fd} of {pid}: {name} (only files, directories and character devices are supported)"
+                    ),
+                });
+            }
+            let key = (meta.dev(), meta.ino());
+            let mut id = None;
+            if let Some(prev) = seen.get(&key) {
+                for &(pfd, pid_id) in prev {
+                    if same_file(pid, fd, pfd) {
+                        id = Some(pid_id);
+                        break;
+                    }
+                }
+            }
+            let id = match id {
+                Some(i) => i,
+                None => {
+                    let flags = info.flags & !(libc::O_CLOEXEC as u32);
+                    let i = self.add_reg(&src, &name, flags, info.pos, false)?;
+                    seen.entry(key).or_default().push((fd, i));
+                    i
+                }
+            };
+            out.push(FdinfoEntry {
+                id,
+                flags: if info.flags & libc::O_CLOEXEC as u32 != 0 {
+                    libc::FD_CLOEXEC as u32
+                } else {
+                    0
+                },
+                r#type: FdTypes::Reg as i32,
+                fd: fd as u32,
+                xattr_security_selinux: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Writes `files.img`, `remap-fpath.img` and the ghost files into `dir`.
+    ///
+    /// # Errors
+    /// [`DumpError::Image`], [`DumpError::File`].
+    pub fn write(&self, dir: &Path) -> Result<(), DumpError> {
+        criu_images::write_all(dir.join(names::FILES), magic::FILES, &self.entries)?;
+        if !self.remaps.is_empty() {
+            criu_images::write_all(
+                dir.join(names::REMAP_FPATH),
+                magic::REMAP_FPATH,
+                &self.remaps,
+            )?;
+        }
+        for g in &self.ghosts {
+            self.write_ghost(dir, g)?;
+        }
+        Ok(())
+    }
+
+    fn write_ghost(&self, dir: &Path, g: &Ghost) -> Result<(), DumpError> {
+        let m = &g.meta;
+        let chunks = m.file_type().is_file() && m.size() >= GHOST_CHUNKS_THRESH;
+        let gfe = GhostFileEntry {
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode(),
+            dev: Some(m.dev() as u32),
+            ino: Some(m.ino()),
+            rdev: None,
+            atim: Some(Timeval {
+                tv_sec: m.atime() as u64,
+                tv_usec: (m.atime_nsec() / 1000) as u64,
+            }),
+            mtim: Some(Timeval {
+                tv_sec: m.mtime() as u64,
+                tv_usec: (m.mtime_nsec() / 1000) as u64,
+            }),
+            chunks: chunks.then_some(true),
+            size: chunks.then_some(m.size()),
+            symlnk_target: None,
+        };
+        let mut w = ImageWriter::create_in(dir, &names::ghost_file(g.id), magic::GHOST_FILE)?;
+        w.write_entry(&gfe)?;
+        if m.file_type().is_file() {
+            let ferr = |e| DumpError::File {
+                what: format!("read ghost file (id {}) {}", g.orig_id, g.source.display()),
+                source: e,
+            };
+            let mut f = File::open(&g.source).map_err(ferr)?;
+            if chunks {
+                // Data regions only (holes stay holes), each as a chunk header then its bytes.
+                for (off, len) in data_regions(&mut f, m.size()).map_err(ferr)? {
+                    w.write_entry(&GhostChunkEntry { len, off })?;
+                    f.seek(SeekFrom::Start(off)).map_err(ferr)?;
+                    let mut buf = vec![0u8; len as usize];
+                    f.read_exact(&mut buf).map_err(ferr)?;
+                    w.write_extra(&buf)?;
+                }
+            } else {
+                let mut buf = Vec::with_capacity(m.size() as usize);
+                f.read_to_end(&mut buf).map_err(ferr)?;
+                w.write_extra(&buf)?;
+            }
+        }
+        w.finish()?;
+        Ok(())
+    }
+}
+
+/// The data regions of a file (SEEK_DATA/SEEK_HOLE), or the whole file if the file system
+/// cannot tell.
+fn data_regions(f: &mut File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut off: i64 = 0;
+    while (off as u64) < size {
+        // SAFETY: lseek on a descriptor we own; it only moves the file offset.
+        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            return Ok(vec![(0, size)]);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let hole = if hole < 0 { size as i64 } else { hole };
+        out.push((data as u64, (hole - data) as u64));
+        off = hole;
+    }
+    Ok(out)
+}
+
+/// Whether `fd1` and `fd2` of `pid` are the same open file description (kcmp).
+fn same_file(pid: i32, fd1: i32, fd2: i32) -> bool {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp compares kernel objects by ids and touches no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid as libc::c_long,
+            pid as libc::c_long,
+            KCMP_FILE,
+            fd1 as libc::c_long,
+            fd2 as libc::c_long,
+        )
+    };
+    r == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn exe_dedup_dup_sharing_and_ghosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"hello world").unwrap();
+        let f = File::open(&p).unwrap();
+        let dup = f.try_clone().unwrap();
+        let pid = std::process::id() as i32;
+        assert!(same_file(pid, f.as_raw_fd(), dup.as_raw_fd()));
+        let other = File::open(&p).unwrap();
+        assert!(!same_file(pid, f.as_raw_fd(), other.as_raw_fd()));
+        let mut t = FileTable::new(1 << 20);
+        assert_eq!(t.add_exe(pid).unwrap(), 1);
+        assert_eq!(t.add_exe(pid).unwrap(), 1);
+        let src = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+        let id = t.add_reg(&src, p.to_str().unwrap(), 0, 3, false).unwrap();
+        assert_eq!(id, 2);
+        let reg = t.entries()[1].reg.as_ref().unwrap();
+        assert_eq!((reg.pos, reg.size), (3, Some(11)));
+        // Deleted while open: a ghost with the contents.
+        std::fs::remove_file(&p).unwrap();
+        let name = format!("{} (deleted)", p.display());
+        let gid = t.add_reg(&src, &name, 0, 0, false).unwrap();
+        assert_eq!(
+            t.entries()[2].reg.as_ref().unwrap().name,
+            p.to_str().unwrap()
+        );
+        let out = tempfile::tempdir().unwrap();
+        t.write(out.path()).unwrap();
+        let remaps: Vec<RemapFilePathEntry> =
+            criu_images::read_all(out.path().join(names::REMAP_FPATH), magic::REMAP_FPATH).unwrap();
+        assert_eq!((remaps[0].orig_id, remaps[0].remap_id), (gid, 1));
+        let mut r = criu_images::ImageReader::open_expect(
+            out.path().join(names::ghost_file(1)),
+            magic::GHOST_FILE,
+        )
+        .unwrap();
+        let g: GhostFileEntry = r.read_one().unwrap();
+        assert_eq!(g.chunks, None);
+        assert_eq!(r.read_rest().unwrap(), b"hello world");
+        drop((f, dup, other));
+    }
+}

@@ -1,0 +1,280 @@
+//! State only the task itself can read, read from inside it with compel's remote syscalls:
+//! signal handlers, interval and POSIX timers, alternate signal stack, resource limits (so a
+//! dumper without `CAP_SYS_RESOURCE` can dump another uid's task), parent-death signal,
+//! dumpable, child-subreaper, securebits, THP, the clear-tid address, and the program break.
+//!
+//! Results the kernel writes into memory land in a scratch page mapped in the task for the
+//! duration ([`Scratch`]), and are read back with compel's memory access. When issue 4's dump
+//! parasite exists this is the part that moves into it.
+
+use compel::{RemoteAddr, Task, TaskError};
+use compel_arch::nr;
+
+use super::DumpError;
+
+/// A page mapped in the task for syscall results.
+#[derive(Debug)]
+pub struct Scratch {
+    addr: u64,
+}
+
+/// Everything [`read_inside`] collects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InsideState {
+    /// `(handler, flags, restorer, mask)` of signals 1..=64 in CRIU's order (SIGKILL and SIGSTOP
+    /// skipped: 62 entries).
+    pub sigactions: Vec<[u64; 4]>,
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF` as `(interval sec, usec, value sec, usec)`.
+    pub itimers: [[u64; 4]; 3],
+    /// POSIX timers: `(id, interval sec, nsec, value sec, nsec, overrun)`.
+    pub posix_timers: Vec<(i32, [u64; 4], u32)>,
+    /// `sigaltstack`: `(sp, flags, size)`.
+    pub sas: (u64, u32, u64),
+    /// `(soft, hard)` for each `RLIMIT_*`, 0..16.
+    pub rlimits: Vec<(u64, u64)>,
+    /// `PR_GET_PDEATHSIG`.
+    pub pdeath_sig: u32,
+    /// `PR_GET_DUMPABLE`.
+    pub dumpable: i32,
+    /// `PR_GET_CHILD_SUBREAPER`.
+    pub child_subreaper: bool,
+    /// `PR_GET_SECUREBITS`.
+    pub securebits: u32,
+    /// `PR_GET_THP_DISABLE`.
+    pub thp_disabled: bool,
+    /// `PR_GET_TID_ADDRESS`.
+    pub clear_tid_addr: u64,
+    /// `brk(0)`.
+    pub brk: u64,
+}
+
+fn sc(
+    task: &mut Task,
+    pid: i32,
+    what: &'static str,
+    nr: usize,
+    args: [u64; 6],
+) -> Result<i64, DumpError> {
+    let r = task
+        .remote_syscall(nr, args)
+        .map_err(|source| DumpError::Remote { pid, what, source })?;
+    Ok(r)
+}
+
+fn sc_ok(
+    task: &mut Task,
+    pid: i32,
+    what: &'static str,
+    nr: usize,
+    args: [u64; 6],
+) -> Result<i64, DumpError> {
+    let r = sc(task, pid, what, nr, args)?;
+    if r < 0 {
+        return Err(DumpError::RemoteFailed {
+            pid,
+            what,
+            errno: -r as i32,
+        });
+    }
+    Ok(r)
+}
+
+impl Scratch {
+    /// Maps one read-write anonymous page in the task.
+    ///
+    /// # Errors
+    /// [`DumpError::Remote`], [`DumpError::RemoteFailed`].
+    pub fn map(task: &mut Task, pid: i32) -> Result<Scratch, DumpError> {
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let addr = sc_ok(
+            task,
+            pid,
+            "mmap a scratch page",
+            nr::MMAP,
+            [0, 4096, prot, flags, u64::MAX, 0],
+        )?;
+        Ok(Scratch { addr: addr as u64 })
+    }
+
+    /// The scratch page's address in the task (so the dump can leave it out).
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// Unmaps the page.
+    ///
+    /// # Errors
+    /// [`DumpError::Remote`], [`DumpError::RemoteFailed`].
+    pub fn unmap(self, task: &mut Task, pid: i32) -> Result<(), DumpError> {
+        sc_ok(
+            task,
+            pid,
+            "munmap the scratch page",
+            nr::MUNMAP,
+            [self.addr, 4096, 0, 0, 0, 0],
+        )?;
+        Ok(())
+    }
+
+    fn read(&self, task: &mut Task, pid: i32, len: usize) -> Result<Vec<u8>, DumpError> {
+        let mut buf = vec![0u8; len];
+        task.read_mem(RemoteAddr(self.addr), &mut buf)
+            .map_err(|source: TaskError| DumpError::Remote {
+                pid,
+                what: "read the scratch page",
+                source,
+            })?;
+        Ok(buf)
+    }
+
+    fn clear(&self, task: &mut Task, pid: i32, len: usize) -> Result<(), DumpError> {
+        task.write_mem(RemoteAddr(self.addr), &vec![0u8; len])
+            .map_err(|source| DumpError::Remote {
+                pid,
+                what: "clear the scratch page",
+                source,
+            })
+    }
+}
+
+fn words(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect()
+}
+
+/// Reads the task's inside state through remote syscalls; `timer_ids` are the POSIX timer ids
+/// listed in `/proc/PID/timers`.
+///
+/// # Errors
+/// [`DumpError::Remote`] if a remote syscall cannot run, [`DumpError::RemoteFailed`] if one
+/// that must succeed fails.
+pub fn read_inside(
+    task: &mut Task,
+    pid: i32,
+    scratch: &Scratch,
+    timer_ids: &[i32],
+) -> Result<InsideState, DumpError> {
+    let s = scratch.addr;
+    let mut st = InsideState::default();
+    for sig in 1..=64u64 {
+        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+            continue;
+        }
+        sc_ok(
+            task,
+            pid,
+            "rt_sigaction",
+            nr::RT_SIGACTION,
+            [sig, 0, s, 8, 0, 0],
+        )?;
+        let w = words(&scratch.read(task, pid, 32)?);
+        st.sigactions.push([w[0], w[1], w[2], w[3]]);
+    }
+    for (i, which) in [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF]
+        .into_iter()
+        .enumerate()
+    {
+        sc_ok(
+            task,
+            pid,
+            "getitimer",
+            nr::GETITIMER,
+            [which as u64, s, 0, 0, 0, 0],
+        )?;
+        let w = words(&scratch.read(task, pid, 32)?);
+        st.itimers[i] = [w[0], w[1], w[2], w[3]];
+    }
+    for &id in timer_ids {
+        sc_ok(
+            task,
+            pid,
+            "timer_gettime",
+            nr::TIMER_GETTIME,
+            [id as u64, s, 0, 0, 0, 0],
+        )?;
+        let w = words(&scratch.read(task, pid, 32)?);
+        let overrun = sc_ok(
+            task,
+            pid,
+            "timer_getoverrun",
+            nr::TIMER_GETOVERRUN,
+            [id as u64, 0, 0, 0, 0, 0],
+        )?;
+        st.posix_timers
+            .push((id, [w[0], w[1], w[2], w[3]], overrun as u32));
+    }
+    sc_ok(
+        task,
+        pid,
+        "sigaltstack",
+        nr::SIGALTSTACK,
+        [0, s, 0, 0, 0, 0],
+    )?;
+    let b = scratch.read(task, pid, 24)?;
+    let w = words(&b);
+    st.sas = (
+        w[0],
+        u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4])),
+        w[2],
+    );
+    for res in 0..16u64 {
+        sc_ok(task, pid, "prlimit64", nr::PRLIMIT64, [0, res, 0, s, 0, 0])?;
+        let w = words(&scratch.read(task, pid, 16)?);
+        st.rlimits.push((w[0], w[1]));
+    }
+    scratch.clear(task, pid, 8)?;
+    sc_ok(
+        task,
+        pid,
+        "prctl(PR_GET_PDEATHSIG)",
+        nr::PRCTL,
+        [libc::PR_GET_PDEATHSIG as u64, s, 0, 0, 0, 0],
+    )?;
+    st.pdeath_sig = words(&scratch.read(task, pid, 8)?)[0] as u32;
+    st.dumpable = sc_ok(
+        task,
+        pid,
+        "prctl(PR_GET_DUMPABLE)",
+        nr::PRCTL,
+        [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+    )? as i32;
+    scratch.clear(task, pid, 8)?;
+    sc_ok(
+        task,
+        pid,
+        "prctl(PR_GET_CHILD_SUBREAPER)",
+        nr::PRCTL,
+        [libc::PR_GET_CHILD_SUBREAPER as u64, s, 0, 0, 0, 0],
+    )?;
+    st.child_subreaper = words(&scratch.read(task, pid, 8)?)[0] as u32 != 0;
+    st.securebits = sc_ok(
+        task,
+        pid,
+        "prctl(PR_GET_SECUREBITS)",
+        nr::PRCTL,
+        [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+    )? as u32;
+    st.thp_disabled = sc_ok(
+        task,
+        pid,
+        "prctl(PR_GET_THP_DISABLE)",
+        nr::PRCTL,
+        [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0],
+    )? != 0;
+    scratch.clear(task, pid, 8)?;
+    // PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE; without it the address stays 0.
+    if sc(
+        task,
+        pid,
+        "prctl(PR_GET_TID_ADDRESS)",
+        nr::PRCTL,
+        [libc::PR_GET_TID_ADDRESS as u64, s, 0, 0, 0, 0],
+    )? == 0
+    {
+        st.clear_tid_addr = words(&scratch.read(task, pid, 8)?)[0];
+    }
+    st.brk = sc_ok(task, pid, "brk", nr::BRK, [0; 6])? as u64;
+    Ok(st)
+}

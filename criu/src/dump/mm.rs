@@ -1,0 +1,404 @@
+//! The memory of a task: its VMAs as CRIU's `vma_entry`s, and the contents of its private pages
+//! as `pagemap-PID.img` + `pages-N.img`.
+//!
+//! VMAs are classified the way CRIU classifies them (`VMA_AREA_REGULAR`, `VMA_ANON_PRIVATE`,
+//! `VMA_FILE_PRIVATE`, `VMA_FILE_SHARED`, heap, vDSO, `[vvar]` + `[vvar_vclock]` merged into one
+//! `VMA_AREA_VVAR`, vsyscall). Pages are dumped for private VMAs only: every present or swapped
+//! page of an anonymous private VMA, and the copied-on-write (anonymous) pages of a private file
+//! mapping; shared file mappings live in their files and `[vvar]` is the kernel's. Contents are
+//! read with `process_vm_readv` in large batches (the fast path), or through `/proc/PID/mem` for
+//! VMAs the task itself cannot read (`PROT_NONE` holding data).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PRESENT};
+use criu_images::pb::VmaEntry;
+use criu_images::{Pagemap, names};
+
+use super::DumpError;
+use super::files::FileTable;
+use super::proc::MapLine;
+
+/// CRIU's VMA status bits (`vma_entry.status`).
+pub mod status {
+    /// A mapping criu restores.
+    pub const REGULAR: u32 = 1 << 0;
+    /// The stack.
+    pub const STACK: u32 = 1 << 1;
+    /// `[vsyscall]`.
+    pub const VSYSCALL: u32 = 1 << 2;
+    /// `[vdso]`.
+    pub const VDSO: u32 = 1 << 3;
+    /// `[heap]`.
+    pub const HEAP: u32 = 1 << 5;
+    /// Private file mapping.
+    pub const FILE_PRIVATE: u32 = 1 << 6;
+    /// Shared file mapping.
+    pub const FILE_SHARED: u32 = 1 << 7;
+    /// Shared anonymous mapping.
+    pub const ANON_SHARED: u32 = 1 << 8;
+    /// Private anonymous mapping.
+    pub const ANON_PRIVATE: u32 = 1 << 9;
+    /// `[vvar]` (and `[vvar_vclock]`).
+    pub const VVAR: u32 = 1 << 12;
+    /// memfd-backed mapping.
+    pub const MEMFD: u32 = 1 << 14;
+}
+
+/// The task size of x86_64 with 4-level page tables: VMAs above it (vsyscall) are the kernel's.
+pub const TASK_SIZE: u64 = (1 << 47) - PAGE_SIZE;
+
+const MAP_SHARED: u32 = libc::MAP_SHARED as u32;
+const MAP_PRIVATE: u32 = libc::MAP_PRIVATE as u32;
+const MAP_ANONYMOUS: u32 = libc::MAP_ANONYMOUS as u32;
+
+/// One VMA of the dump with what its pages need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vma {
+    /// The image entry.
+    pub entry: VmaEntry,
+    /// Whether the task itself may read it (`r` permission).
+    pub readable: bool,
+}
+
+impl Vma {
+    fn is(&self, bits: u32) -> bool {
+        self.entry.status & bits == bits
+    }
+
+    /// Whether this VMA's pages go into the pages image.
+    pub fn dumps_pages(&self) -> bool {
+        (self.is(status::ANON_PRIVATE) || self.is(status::FILE_PRIVATE))
+            && !self.is(status::VVAR)
+            && self.entry.end <= TASK_SIZE
+    }
+}
+
+/// Turns `/proc/PID/smaps` lines into CRIU's VMA entries, registering mapped files in `files`.
+///
+/// # Errors
+/// [`DumpError::Unsupported`] for mappings criu cannot dump (devices, shared anonymous memory,
+/// SysV shm), [`DumpError::File`] if a mapped file cannot be reached.
+pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec<Vma>, DumpError> {
+    let mut out: Vec<Vma> = Vec::with_capacity(maps.len());
+    for m in maps {
+        let mut prot = 0u32;
+        if m.read {
+            prot |= libc::PROT_READ as u32;
+        }
+        if m.write {
+            prot |= libc::PROT_WRITE as u32;
+        }
+        if m.exec {
+            prot |= libc::PROT_EXEC as u32;
+        }
+        let mut flags = if m.shared { MAP_SHARED } else { MAP_PRIVATE };
+        let mut madv = 0u64;
+        for f in &m.vm_flags {
+            match f {
+                b"gd" => flags |= libc::MAP_GROWSDOWN as u32,
+                b"lo" => flags |= libc::MAP_LOCKED as u32,
+                b"nr" => flags |= libc::MAP_NORESERVE as u32,
+                b"ht" => flags |= libc::MAP_HUGETLB as u32,
+                b"sr" => madv |= 1 << libc::MADV_SEQUENTIAL,
+                b"rr" => madv |= 1 << libc::MADV_RANDOM,
+                b"dc" => madv |= 1 << libc::MADV_DONTFORK,
+                b"dd" => madv |= 1 << libc::MADV_DONTDUMP,
+                b"mg" => madv |= 1 << libc::MADV_MERGEABLE,
+                b"hg" => madv |= 1 << libc::MADV_HUGEPAGE,
+                b"nh" => madv |= 1 << libc::MADV_NOHUGEPAGE,
+                b"wf" => madv |= 1 << libc::MADV_WIPEONFORK,
+                _ => {}
+            }
+        }
+        let mut e = VmaEntry {
+            start: m.start,
+            end: m.end,
+            pgoff: m.pgoff,
+            shmid: 0,
+            prot,
+            flags,
+            status: 0,
+            fd: -1,
+            madv: (madv != 0).then_some(madv),
+            fdflags: None,
+        };
+        let anon = |e: &mut VmaEntry| {
+            e.flags |= MAP_ANONYMOUS;
+            e.status |= status::ANON_PRIVATE;
+        };
+        match m.name.as_str() {
+            "[vsyscall]" => {
+                e.status = status::VSYSCALL;
+                anon(&mut e);
+            }
+            "[vdso]" => {
+                e.status = status::REGULAR | status::VDSO;
+                anon(&mut e);
+            }
+            "[vvar]" | "[vvar_vclock]" => {
+                // CRIU merges the adjacent vvar areas into one.
+                if let Some(prev) = out.last_mut()
+                    && prev.is(status::VVAR)
+                    && prev.entry.end == e.start
+                {
+                    prev.entry.end = e.end;
+                    continue;
+                }
+                e.status = status::REGULAR | status::VVAR;
+                anon(&mut e);
+            }
+            "[heap]" => {
+                e.status = status::REGULAR | status::HEAP;
+                anon(&mut e);
+            }
+            "[uprobes]" => {
+                return Err(DumpError::Unsupported {
+                    what: format!("uprobes vma {:#x}-{:#x}", m.start, m.end),
+                });
+            }
+            _ if m.inode == 0 && !m.name.starts_with('/') => {
+                // Anonymous ([stack], [anon:...], or unnamed).
+                if m.shared {
+                    return Err(DumpError::Unsupported {
+                        what: format!(
+                            "shared anonymous mapping {:#x}-{:#x} of {pid}",
+                            m.start, m.end
+                        ),
+                    });
+                }
+                e.status = status::REGULAR;
+                anon(&mut e);
+            }
+            name => {
+                if name.starts_with("/SYSV")
+                    || name.starts_with("/dev/zero")
+                    || name.starts_with("/memfd:")
+                {
+                    return Err(DumpError::Unsupported {
+                        what: format!("shared memory mapping {name} at {:#x} of {pid}", m.start),
+                    });
+                }
+                let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+                let meta = std::fs::metadata(&src).map_err(|e| DumpError::File {
+                    what: format!("stat mapped file {name} at {:#x}", m.start),
+                    source: e,
+                })?;
+                if !meta.is_file() {
+                    return Err(DumpError::Unsupported {
+                        what: format!("mapping of non-regular file {name} at {:#x}", m.start),
+                    });
+                }
+                let fdflags = if m.shared && m.write {
+                    libc::O_RDWR as u32
+                } else {
+                    libc::O_RDONLY as u32
+                };
+                e.shmid = u64::from(files.add_mapped(pid, m.start, m.end, name, fdflags)?);
+                e.fdflags = Some(fdflags);
+                e.status = status::REGULAR
+                    | if m.shared {
+                        status::FILE_SHARED
+                    } else {
+                        status::FILE_PRIVATE
+                    };
+            }
+        }
+        out.push(Vma {
+            entry: e,
+            readable: m.read,
+        });
+    }
+    Ok(out)
+}
+
+/// Page bits of `/proc/PID/pagemap`.
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAP: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+const PM_GUARD: u64 = 1 << 58;
+
+/// Counters of one page dump.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageStats {
+    /// Pages looked at.
+    pub scanned: u64,
+    /// Pages written.
+    pub written: u64,
+}
+
+/// The biggest batch read from the task at once.
+const BATCH: usize = 64 << 20;
+
+/// Writes `pagemap-PID.img` and `pages-1.img` for the private pages of `vmas`.
+///
+/// # Errors
+/// [`DumpError::Memory`] if the task's memory or pagemap cannot be read, [`DumpError::Image`],
+/// [`DumpError::File`] on write errors.
+pub fn dump_pages(pid: i32, vmas: &[Vma], dir: &Path) -> Result<PageStats, DumpError> {
+    let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| DumpError::Memory {
+        pid,
+        addr: 0,
+        source: e,
+    })?;
+    let pages_id = 1;
+    let pages_path = dir.join(names::pages(pages_id));
+    let pages_file = File::create(&pages_path).map_err(|e| DumpError::File {
+        what: format!("create {}", pages_path.display()),
+        source: e,
+    })?;
+    let mut out = BufWriter::with_capacity(1 << 20, pages_file);
+    let mut pm = Pagemap {
+        pages_id,
+        entries: Vec::new(),
+    };
+    let mut stats = PageStats::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut words: Vec<u8> = Vec::new();
+    let mut mem: Option<File> = None;
+    for v in vmas.iter().filter(|v| v.dumps_pages()) {
+        let lazy = if v.is(status::ANON_PRIVATE) && !v.is(status::VDSO) {
+            PE_LAZY
+        } else {
+            0
+        };
+        let file_backed = v.is(status::FILE_PRIVATE);
+        let npages = (v.entry.end - v.entry.start) / PAGE_SIZE;
+        stats.scanned += npages;
+        // Read the pagemap words of the whole VMA, then select the runs to dump.
+        words.resize(npages as usize * 8, 0);
+        pagemap
+            .read_exact_at(&mut words, v.entry.start / PAGE_SIZE * 8)
+            .map_err(|e| DumpError::Memory {
+                pid,
+                addr: v.entry.start,
+                source: e,
+            })?;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (i, w) in words.chunks_exact(8).enumerate() {
+            let w = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+            let wanted = (w & (PM_PRESENT | PM_SWAP) != 0)
+                && w & PM_GUARD == 0
+                && !(file_backed && w & PM_FILE != 0 && w & PM_SWAP == 0);
+            if !wanted {
+                continue;
+            }
+            let addr = v.entry.start + i as u64 * PAGE_SIZE;
+            match runs.last_mut() {
+                Some((s, n)) if *s + *n * PAGE_SIZE == addr => *n += 1,
+                _ => runs.push((addr, 1)),
+            }
+        }
+        for &(start, n) in &runs {
+            pm.push(start, n, PE_PRESENT | lazy);
+            stats.written += n;
+            let mut off = 0u64;
+            let total = n * PAGE_SIZE;
+            while off < total {
+                let len = (total - off).min(BATCH as u64) as usize;
+                buf.resize(len, 0);
+                let addr = start + off;
+                if v.readable {
+                    read_remote(pid, addr, &mut buf)?;
+                } else {
+                    let f = match &mem {
+                        Some(f) => f,
+                        None => {
+                            mem.insert(File::open(format!("/proc/{pid}/mem")).map_err(|e| {
+                                DumpError::Memory {
+                                    pid,
+                                    addr,
+                                    source: e,
+                                }
+                            })?)
+                        }
+                    };
+                    f.read_exact_at(&mut buf, addr)
+                        .map_err(|e| DumpError::Memory {
+                            pid,
+                            addr,
+                            source: e,
+                        })?;
+                }
+                out.write_all(&buf).map_err(|e| DumpError::File {
+                    what: format!("write {}", pages_path.display()),
+                    source: e,
+                })?;
+                off += len as u64;
+            }
+        }
+    }
+    out.flush().map_err(|e| DumpError::File {
+        what: format!("write {}", pages_path.display()),
+        source: e,
+    })?;
+    pm.write(dir.join(names::pagemap(pid as u32)))?;
+    Ok(stats)
+}
+
+/// Reads `buf.len()` bytes at `addr` of `pid` with `process_vm_readv`, falling back to
+/// `/proc/PID/mem` for what it cannot read.
+fn read_remote(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), DumpError> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let remote = [nix::sys::uio::RemoteIoVec {
+            base: (addr as usize) + done,
+            len: buf.len() - done,
+        }];
+        let mut local = [std::io::IoSliceMut::new(&mut buf[done..])];
+        match nix::sys::uio::process_vm_readv(nix::unistd::Pid::from_raw(pid), &mut local, &remote)
+        {
+            Ok(0) | Err(_) => {
+                // A page the task cannot read right now: /proc/PID/mem forces access.
+                let f = File::open(format!("/proc/{pid}/mem")).map_err(|e| DumpError::Memory {
+                    pid,
+                    addr: addr + done as u64,
+                    source: e,
+                })?;
+                f.read_exact_at(&mut buf[done..], addr + done as u64)
+                    .map_err(|e| DumpError::Memory {
+                        pid,
+                        addr: addr + done as u64,
+                        source: e,
+                    })?;
+                return Ok(());
+            }
+            Ok(n) => done += n,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dump::proc::read_smaps;
+
+    #[test]
+    fn classify_own_maps() {
+        let pid = std::process::id() as i32;
+        let maps = read_smaps(pid).unwrap();
+        let mut files = FileTable::new(1 << 20);
+        let vmas = classify(pid, &maps, &mut files).unwrap();
+        let vdso = vmas.iter().find(|v| v.is(status::VDSO)).unwrap();
+        assert!(vdso.dumps_pages());
+        assert_eq!(vdso.entry.flags, MAP_PRIVATE | MAP_ANONYMOUS);
+        let vvars: Vec<_> = vmas.iter().filter(|v| v.is(status::VVAR)).collect();
+        assert_eq!(vvars.len(), 1, "vvar areas are merged");
+        assert!(!vvars[0].dumps_pages());
+        let stack = vmas
+            .iter()
+            .find(|v| v.entry.flags & libc::MAP_GROWSDOWN as u32 != 0)
+            .unwrap();
+        assert_eq!(stack.entry.status, status::REGULAR | status::ANON_PRIVATE);
+        let exe = vmas.iter().find(|v| v.is(status::FILE_PRIVATE)).unwrap();
+        assert_eq!(exe.entry.fdflags, Some(0));
+        assert!(exe.entry.shmid >= 1);
+        if let Some(vs) = vmas.iter().find(|v| v.is(status::VSYSCALL)) {
+            assert!(!vs.dumps_pages());
+        }
+    }
+}

@@ -1,1 +1,17 @@
-//! The parasites compel and criu ship, built at build time into position-independent blobs.
+//! The parasites compel and criu ship (layer: above compel-plugins), built at build time into
+//! position-independent blobs by `build.rs` through compel's builder.
+//!
+//! Each crate under `parasite-blobs/parasites/` becomes a module here with the generated
+//! description of its blob: `blob()` (a [`compel_proto::blob::BlobDesc`] for the runtime),
+//! `ENTRY`, `TEXT_SIZE`, `BSS_SIZE`, one `SYM_<NAME>` offset per `__export_<name>` symbol, and
+//! `proto` with the commands it shares with the host.
+//!
+//! ```
+//! let blob = parasite_blobs::demo::blob();
+//! assert_eq!(blob.entry, parasite_blobs::demo::SYM_PARASITE_HEAD);
+//! assert!(blob.validate().is_ok());
+//! let hello = parasite_blobs::demo::proto::CMD_HELLO;
+//! # let _ = hello;
+//! ```
+
+include!(concat!(env!("OUT_DIR"), "/parasites.rs"));

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// An I/O call on the file failed.
-    #[error("{}: {op}: {source}", file.display())]
+    #[error("{}: {op} failed", file.display())]
     Io {
         /// The image file.
         file: PathBuf,

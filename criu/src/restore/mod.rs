@@ -1,1 +1,506 @@
-//! `criu restore`: bring a dumped process back from its images.
+//! `criu restore`: bring a dumped process back from its images (single process, one thread).
+//!
+//! The sequence:
+//! 1. [`images::load`] reads and checks every image into a [`plan::TaskPlan`]; then the plan is
+//!    checked against this machine (pid free, limits reachable, same vDSO layout, FPU state
+//!    fits). Nothing runs before all of that passed.
+//! 2. The `pre-restore` action scripts run.
+//! 3. [`prepare`] reserves an address range free both here and in the task's layout, lays the
+//!    restorer blob, its argument block and the final signal frame out in it, and prepares the
+//!    child's work list.
+//! 4. The task is cloned with its old pid (`clone3` with `set_tid`; `ns_last_pid` as a
+//!    fallback) and traced; the child ([`child`]) premaps and fills its memory, reopens its
+//!    files and jumps into the restorer, which puts everything in place and reports.
+//! 5. `post-restore` and `pre-resume` run while the task waits; then [`trace`] lets it return
+//!    into its saved registers, unmaps the restorer and detaches; `post-resume` runs.
+//! 6. Without `--restore-detached` criu waits for the task and reports how it ended.
+//!
+//! ```no_run
+//! use criu::restore::{restore, RestoreOptions};
+//! let opts = RestoreOptions::new("/tmp/img");
+//! let outcome = restore(&opts, None).unwrap();
+//! println!("{outcome:?}");
+//! ```
+#![allow(unsafe_code)]
+
+#[path = "../../../parasite-blobs/parasites/restorer/src/abi.rs"]
+pub mod abi;
+pub mod child;
+pub mod fpu;
+pub mod images;
+pub mod layout;
+pub mod plan;
+pub mod prepare;
+pub mod trace;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::scripts::{ActionScripts, ScriptAction, ScriptError};
+
+/// What went wrong in a restore.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// An image cannot be read or decoded.
+    #[error("image {file}: {source}")]
+    Image {
+        /// The image file.
+        file: String,
+        /// The reader's error.
+        #[source]
+        source: criu_images::ImageError,
+    },
+    /// An image decodes but its content is wrong.
+    #[error("image {file}: {reason}")]
+    BadImage {
+        /// The image file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The images hold state this restore cannot bring back.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What.
+        what: String,
+    },
+    /// A file the task had open or mapped is missing.
+    #[error("file {path} is missing")]
+    MissingFile {
+        /// The file.
+        path: PathBuf,
+        /// The lookup error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file the task mapped changed since the dump.
+    #[error("file {path} changed since the dump: {found} bytes, {expected} expected")]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// The size at dump time.
+        expected: u64,
+        /// The size now.
+        found: u64,
+    },
+    /// The pid is taken.
+    #[error("pid {pid} is in use")]
+    PidBusy {
+        /// The pid.
+        pid: i32,
+    },
+    /// A resource limit cannot be restored here.
+    #[error("rlimit {resource}: hard limit {wanted} is above ours ({have}) and we lack CAP_SYS_RESOURCE")]
+    Rlimit {
+        /// The resource number.
+        resource: usize,
+        /// The saved hard limit.
+        wanted: u64,
+        /// Our hard limit.
+        have: u64,
+    },
+    /// The FPU state does not fit this CPU.
+    #[error("fpu state: {reason}")]
+    Fpu {
+        /// Why.
+        reason: String,
+    },
+    /// The vDSO of this kernel does not match the task's.
+    #[error("vdso: {reason}")]
+    Vdso {
+        /// Why.
+        reason: String,
+    },
+    /// No free address range for the restorer and the premapped memory.
+    #[error("no free address range of {size:#x} bytes for the restore")]
+    NoRoom {
+        /// The size needed.
+        size: u64,
+    },
+    /// The restorer blob is unusable.
+    #[error("restorer blob: {reason}")]
+    Blob {
+        /// Why.
+        reason: String,
+    },
+    /// An I/O error in criu itself.
+    #[error("{what}: {source}")]
+    Io {
+        /// What criu was doing.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call in criu itself failed.
+    #[error("{what}: {errno}")]
+    Sys {
+        /// What criu was doing.
+        what: &'static str,
+        /// The error.
+        errno: Errno,
+    },
+    /// The task could not be created with its pid.
+    #[error("cannot create pid {pid}: {errno}")]
+    Clone {
+        /// The pid.
+        pid: i32,
+        /// The error.
+        errno: Errno,
+    },
+    /// The task failed while restoring itself.
+    #[error("pid {pid}: {stage} failed: {errno} (detail {detail:#x})")]
+    Task {
+        /// The pid.
+        pid: i32,
+        /// The step.
+        stage: &'static str,
+        /// The error.
+        errno: Errno,
+        /// The address, fd or signal involved.
+        detail: u64,
+    },
+    /// The task died while being restored.
+    #[error("pid {pid} died during restore: {status}")]
+    Died {
+        /// The pid.
+        pid: i32,
+        /// How.
+        status: String,
+    },
+    /// Tracing the task at the end of the restore failed.
+    #[error("pid {pid}: {what}: {errno}")]
+    Trace {
+        /// The pid.
+        pid: i32,
+        /// The step.
+        what: &'static str,
+        /// The error.
+        errno: Errno,
+    },
+    /// An action script failed.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
+    /// The pidfile could not be written.
+    #[error(transparent)]
+    Pidfile(#[from] crate::pidfile::PidfileError),
+}
+
+/// How to restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// The images directory.
+    pub images_dir: PathBuf,
+    /// `-d`: do not wait for the task, leave it to run on its own.
+    pub detach: bool,
+    /// `--shell-job`: the task keeps criu's session and terminal.
+    pub shell_job: bool,
+    /// `--pidfile`: where to write the restored pid.
+    pub pidfile: Option<PathBuf>,
+}
+
+impl RestoreOptions {
+    /// Restore from `dir`, waiting for the task, not a shell job, no pidfile.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RestoreOptions {
+            images_dir: dir.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The restore options of a parsed command line (a relative pidfile is relative to the
+    /// work directory).
+    pub fn from_options(o: &crate::options::Options) -> Self {
+        RestoreOptions {
+            images_dir: o.images_dir.clone(),
+            detach: o.restore_detached,
+            shell_job: o.shell_job,
+            pidfile: o.pidfile.as_ref().map(|p| o.effective_work_dir().join(p)),
+        }
+    }
+}
+
+/// How a restore ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// The task runs on its own (`-d`).
+    Detached {
+        /// Its pid.
+        pid: i32,
+    },
+    /// The task ran and exited with `code`.
+    Exited {
+        /// Its pid.
+        pid: i32,
+        /// Exit code.
+        code: i32,
+    },
+    /// The task was killed by `signal`.
+    Killed {
+        /// Its pid.
+        pid: i32,
+        /// The signal.
+        signal: i32,
+    },
+}
+
+impl RestoreOutcome {
+    /// The exit code `criu restore` reports for this outcome (CRIU's convention for a killed
+    /// task: 128 + signal).
+    pub fn exit_code(&self) -> i32 {
+        match *self {
+            RestoreOutcome::Detached { .. } => 0,
+            RestoreOutcome::Exited { code, .. } => code,
+            RestoreOutcome::Killed { signal, .. } => 128 + signal,
+        }
+    }
+}
+
+fn run_scripts(
+    scripts: Option<&ActionScripts>,
+    action: ScriptAction,
+    pid: Option<i32>,
+) -> Result<(), RestoreError> {
+    match scripts {
+        Some(s) if !s.is_empty() => Ok(s.run(action, pid)?),
+        _ => Ok(()),
+    }
+}
+
+/// Restores the process in `opts.images_dir`.
+///
+/// # Errors
+/// Any [`RestoreError`]. Errors found in the images or on this machine come before anything
+/// was created; a failure after the task was created kills and reaps it.
+pub fn restore(
+    opts: &RestoreOptions,
+    scripts: Option<&ActionScripts>,
+) -> Result<RestoreOutcome, RestoreError> {
+    let plan = images::load(&opts.images_dir, opts.shell_job)?;
+    tracing::info!(pid = plan.pid, vmas = plan.vmas.len(), fds = plan.fds.len(), "images read");
+    prepare::preflight(&plan)?;
+    run_scripts(scripts, ScriptAction::PreRestore, None)?;
+    let prep = prepare::prepare(&plan, opts)?;
+    let spawned = spawn(&plan, prep)?;
+    let task = spawned.pid;
+    let pid = match finish(spawned, opts, scripts) {
+        Ok(pid) => pid,
+        Err(e) => {
+            reap_killed(task);
+            return Err(e);
+        }
+    };
+    if let Err(e) = run_scripts(scripts, ScriptAction::PostResume, Some(pid)) {
+        tracing::warn!(error = %e, "post-resume scripts failed");
+    }
+    if opts.detach {
+        return Ok(RestoreOutcome::Detached { pid });
+    }
+    wait_exit(pid)
+}
+
+/// The task once created: its pid and the parent's ends of the pipes.
+struct Spawned {
+    pid: i32,
+    status_r: OwnedFd,
+    syscall_insn: u64,
+    restorer: (u64, u64),
+}
+
+fn spawn(plan: &plan::TaskPlan, prep: prepare::Prepared) -> Result<Spawned, RestoreError> {
+    let prepare::Prepared {
+        child,
+        status_r,
+        go_w,
+        child_only,
+        resv,
+        syscall_insn,
+        restorer,
+    } = prep;
+    let pid = match clone_task(plan.pid) {
+        Ok(0) => child::run(&child),
+        Ok(pid) => pid,
+        Err(e) => {
+            prepare::unmap(resv);
+            return Err(e);
+        }
+    };
+    drop(child_only);
+    prepare::unmap(resv);
+    tracing::debug!(pid, "task created");
+    let spawned = Spawned {
+        pid,
+        status_r,
+        syscall_insn,
+        restorer,
+    };
+    if let Err(e) = trace::seize(pid) {
+        reap_killed(pid);
+        return Err(e);
+    }
+    // Let the child go: it waits for this byte so that it is traced from its first step.
+    let b = [1u8];
+    // SAFETY: writes one byte from a live buffer to our own pipe.
+    let n = unsafe { libc::write(go_w.as_raw_fd(), b.as_ptr().cast(), 1) };
+    drop(go_w);
+    if n != 1 {
+        reap_killed(pid);
+        return Err(RestoreError::Sys {
+            what: "releasing the new task",
+            errno: Errno::last(),
+        });
+    }
+    Ok(spawned)
+}
+
+fn finish(
+    s: Spawned,
+    opts: &RestoreOptions,
+    scripts: Option<&ActionScripts>,
+) -> Result<i32, RestoreError> {
+    let pid = s.pid;
+    trace::wait_ready(pid, &s.status_r)?;
+    drop(s.status_r);
+    tracing::info!(pid, "task restored, waiting to resume");
+    if let Some(p) = &opts.pidfile {
+        crate::pidfile::write_pidfile(p, pid)?;
+    }
+    run_scripts(scripts, ScriptAction::PostRestore, Some(pid))?;
+    run_scripts(scripts, ScriptAction::PreResume, Some(pid))?;
+    trace::resume(pid, s.syscall_insn, s.restorer)?;
+    tracing::info!(pid, "task resumed");
+    Ok(pid)
+}
+
+/// Kills and reaps a task we created.
+fn reap_killed(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => break,
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+}
+
+fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(RestoreOutcome::Exited { pid, code }),
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return Ok(RestoreOutcome::Killed {
+                    pid,
+                    signal: sig as i32,
+                });
+            }
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(errno) => {
+                return Err(RestoreError::Sys {
+                    what: "waiting for the restored task",
+                    errno,
+                });
+            }
+        }
+    }
+}
+
+/// `struct clone_args` (version 2, with `set_tid`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
+
+/// Forks this process into a child with pid `pid`. Returns 0 in the child.
+fn clone_task(pid: i32) -> Result<i32, RestoreError> {
+    let tid = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM and without a new stack behaves like fork: the child gets
+    // a copy of this address space and returns here with 0; `args` and `tid` are live.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw const args,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r >= 0 {
+        return Ok(r as i32);
+    }
+    match Errno::last() {
+        Errno::EEXIST => Err(RestoreError::PidBusy { pid }),
+        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL => clone_via_last_pid(pid),
+        errno => Err(RestoreError::Clone { pid, errno }),
+    }
+}
+
+/// The fallback: set `ns_last_pid` to `pid - 1` and fork; the kernel hands out `pid` next
+/// unless another process forks in between (then the new task is killed and this fails).
+fn clone_via_last_pid(pid: i32) -> Result<i32, RestoreError> {
+    let path = Path::new("/proc/sys/kernel/ns_last_pid");
+    std::fs::write(path, format!("{}", pid - 1)).map_err(|e| RestoreError::Io {
+        what: format!("writing {}", path.display()),
+        source: e,
+    })?;
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: as in clone_task, a fork-like clone3.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw const args,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(RestoreError::Clone {
+            pid,
+            errno: Errno::last(),
+        });
+    }
+    if r == 0 {
+        // SAFETY: getpid has no preconditions.
+        if unsafe { libc::getpid() } != pid {
+            // SAFETY: the wrong child ends at once without running any exit handlers.
+            unsafe { libc::_exit(1) };
+        }
+        return Ok(0);
+    }
+    if r as i32 != pid {
+        let _ = waitpid(Pid::from_raw(r as i32), None);
+        return Err(RestoreError::PidBusy { pid });
+    }
+    Ok(r as i32)
+}
+
+/// Wraps a raw descriptor the caller owns.
+pub(crate) fn owned(fd: i32) -> OwnedFd {
+    // SAFETY: callers pass a descriptor they just created and own exclusively.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,528 @@
+//! The restored task's first life: the code the freshly cloned child runs, still inside criu's
+//! address space, before it jumps into the restorer.
+//!
+//! The child sets up its session, premaps every memory area inside the reservation the engine
+//! made and fills it from the page files, reopens the task's descriptors at their numbers, sets
+//! its directories and umask, and jumps onto the restorer's stack. Everything it needs was
+//! prepared by the parent before the clone ([`ChildPlan`]); the child itself only issues system
+//! calls through `libc` and never allocates, so a parent with other threads cannot leave it
+//! stuck on a lock.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+
+use super::abi;
+
+/// Child stages, reported in [`abi::Status::stage`] (the restorer's own stages are below 100).
+pub const CHILD_SESSION: u32 = 100;
+/// Premapping an area.
+pub const CHILD_PREMAP: u32 = 101;
+/// Reading page contents.
+pub const CHILD_FILL: u32 = 102;
+/// Final protections and madvise.
+pub const CHILD_PROTECT: u32 = 103;
+/// Reopening descriptors.
+pub const CHILD_FDS: u32 = 104;
+/// Root, cwd, umask.
+pub const CHILD_FS: u32 = 105;
+/// oom_score_adj.
+pub const CHILD_OOM: u32 = 106;
+
+/// A short name for a child stage.
+pub fn stage_name(stage: u32) -> &'static str {
+    match stage {
+        CHILD_SESSION => "session setup",
+        CHILD_PREMAP => "premapping memory",
+        CHILD_FILL => "reading page contents",
+        CHILD_PROTECT => "memory protections",
+        CHILD_FDS => "reopening files",
+        CHILD_FS => "root, cwd and umask",
+        CHILD_OOM => "oom_score_adj",
+        s => abi::stage_name(s),
+    }
+}
+
+/// One area to premap.
+#[derive(Debug)]
+pub struct PremapOp {
+    /// Address inside the reservation.
+    pub addr: u64,
+    /// Length.
+    pub len: u64,
+    /// Final protection.
+    pub prot: i32,
+    /// `MAP_*` flags (without `MAP_FIXED`).
+    pub map_flags: i32,
+    /// File to map: path and open flags.
+    pub file: Option<(CString, i32)>,
+    /// File offset.
+    pub pgoff: u64,
+    /// Pages will be written into it (map it writable first).
+    pub fill: bool,
+    /// madvise advice bits.
+    pub madv: u64,
+}
+
+/// One run of page contents to read.
+#[derive(Debug)]
+pub struct FillOp {
+    /// Index into [`ChildPlan::page_files`].
+    pub file: usize,
+    /// Offset in that file.
+    pub offset: u64,
+    /// Destination (premapped address).
+    pub addr: u64,
+    /// Length.
+    pub len: u64,
+}
+
+/// One descriptor to create.
+#[derive(Debug)]
+pub enum FdOp {
+    /// Open a path and seek.
+    Open {
+        /// Target fd.
+        fd: i32,
+        /// Path.
+        path: CString,
+        /// open flags.
+        flags: i32,
+        /// Offset.
+        pos: u64,
+        /// `FD_CLOEXEC`.
+        cloexec: bool,
+    },
+    /// Recreate a deleted file from its content, open it, unlink it.
+    Deleted {
+        /// Target fd.
+        fd: i32,
+        /// Path.
+        path: CString,
+        /// open flags.
+        flags: i32,
+        /// Offset.
+        pos: u64,
+        /// Permission bits.
+        mode: u32,
+        /// Content.
+        content: Vec<u8>,
+        /// `FD_CLOEXEC`.
+        cloexec: bool,
+    },
+    /// Duplicate an fd created earlier (same open file description).
+    Dup {
+        /// Target fd.
+        fd: i32,
+        /// The fd it shares its file with.
+        of: i32,
+        /// `FD_CLOEXEC`.
+        cloexec: bool,
+    },
+    /// A pipe: ends at the given fds.
+    Pipe {
+        /// Read end fd and its cloexec.
+        read: Option<(i32, bool)>,
+        /// Write end fd and its cloexec.
+        write: Option<(i32, bool)>,
+        /// Status flags (`O_NONBLOCK`).
+        flags: i32,
+    },
+}
+
+/// Everything the child does, prepared by the parent.
+#[derive(Debug)]
+pub struct ChildPlan {
+    /// Become a session leader.
+    pub setsid: bool,
+    /// Become a process group leader.
+    pub setpgid: bool,
+    /// Areas to premap, in address order.
+    pub premap: Vec<PremapOp>,
+    /// Page runs.
+    pub fills: Vec<FillOp>,
+    /// Page files.
+    pub page_files: Vec<CString>,
+    /// Descriptors, in creation order.
+    pub fds: Vec<FdOp>,
+    /// Descriptors the restorer needs (status pipe, exe); kept open.
+    pub service_fds: Vec<i32>,
+    /// Temporary descriptors go at or above this number.
+    pub tmp_fd_base: i32,
+    /// chroot target.
+    pub root: Option<CString>,
+    /// chdir target.
+    pub cwd: Option<CString>,
+    /// umask.
+    pub umask: u32,
+    /// oom_score_adj to write.
+    pub oom_score_adj: Option<CString>,
+    /// Where the status pipe is.
+    pub status_fd: i32,
+    /// The go pipe: the child waits for one byte on it before doing anything.
+    pub go_fd: i32,
+    /// The engine's rseq registration to drop before the jump: (area, len, signature).
+    pub old_rseq: Option<(u64, u32, u32)>,
+    /// Restorer entry point.
+    pub entry: u64,
+    /// Restorer stack top (16-byte aligned).
+    pub stack_top: u64,
+    /// Argument block address.
+    pub args: u64,
+}
+
+struct Fail(u32, i32, u64);
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn ok(stage: u32, ret: libc::c_long, detail: u64) -> Result<libc::c_long, Fail> {
+    if ret < 0 {
+        Err(Fail(stage, errno(), detail))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Runs the child's part. Never returns: it jumps into the restorer or exits.
+pub fn run(p: &ChildPlan) -> ! {
+    let r = setup(p);
+    if let Err(Fail(stage, e, detail)) = r {
+        let st = abi::Status {
+            stage,
+            errno: e,
+            detail,
+        };
+        // SAFETY: writes the bytes of a live repr(C) value to our status pipe, then ends this
+        // process without running any of the parent's exit handlers.
+        unsafe {
+            libc::write(
+                p.status_fd,
+                (&raw const st).cast(),
+                std::mem::size_of::<abi::Status>(),
+            );
+            libc::_exit(1);
+        }
+    }
+    jump(p)
+}
+
+fn setup(p: &ChildPlan) -> Result<(), Fail> {
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reads one byte into a live local from our own pipe.
+        let n = unsafe { libc::read(p.go_fd, b.as_mut_ptr().cast(), 1) };
+        if n == 1 {
+            break;
+        }
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return Err(Fail(CHILD_SESSION, libc::EPIPE, 0));
+    }
+    // SAFETY: the go pipe is not needed any more.
+    unsafe { libc::close(p.go_fd) };
+    // SAFETY: setsid/setpgid only change this process's session and group.
+    unsafe {
+        if p.setsid {
+            ok(CHILD_SESSION, libc::setsid() as libc::c_long, 0)?;
+        } else if p.setpgid {
+            ok(CHILD_SESSION, libc::setpgid(0, 0) as libc::c_long, 0)?;
+        }
+    }
+    premap(p)?;
+    fill(p)?;
+    protect(p)?;
+    close_others(p);
+    fds(p)?;
+    fs(p)?;
+    if let Some(v) = &p.oom_score_adj {
+        let path = c"/proc/self/oom_score_adj";
+        // SAFETY: plain open/write/close of a proc file with NUL-terminated strings we own.
+        unsafe {
+            let fd = ok(CHILD_OOM, libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) as _, 0)?;
+            let n = libc::write(fd as i32, v.as_ptr().cast(), v.as_bytes().len());
+            libc::close(fd as i32);
+            ok(CHILD_OOM, n as _, 0)?;
+        }
+    }
+    Ok(())
+}
+
+fn premap(p: &ChildPlan) -> Result<(), Fail> {
+    for op in &p.premap {
+        let prot = if op.fill {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            op.prot
+        };
+        let flags = op.map_flags | libc::MAP_FIXED;
+        let fd = match &op.file {
+            Some((path, oflags)) => {
+                // SAFETY: open with a NUL-terminated path we own.
+                let fd = unsafe { libc::open(path.as_ptr(), oflags | libc::O_CLOEXEC) };
+                ok(CHILD_PREMAP, fd as _, op.addr)? as i32
+            }
+            None => -1,
+        };
+        // SAFETY: the target range lies inside the reservation this process inherited from the
+        // engine, which holds nothing else; MAP_FIXED replaces the reservation there.
+        let r = unsafe {
+            libc::mmap(
+                op.addr as *mut libc::c_void,
+                op.len as usize,
+                prot,
+                flags,
+                fd,
+                op.pgoff as libc::off_t,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: closing the descriptor opened above; the mapping keeps the file.
+            unsafe { libc::close(fd) };
+        }
+        if r == libc::MAP_FAILED {
+            return Err(Fail(CHILD_PREMAP, errno(), op.addr));
+        }
+    }
+    Ok(())
+}
+
+fn fill(p: &ChildPlan) -> Result<(), Fail> {
+    let mut fds = [-1i32; 16];
+    if p.page_files.len() > fds.len() {
+        return Err(Fail(CHILD_FILL, libc::E2BIG, 0));
+    }
+    for (i, path) in p.page_files.iter().enumerate() {
+        // SAFETY: open with a NUL-terminated path we own.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        fds[i] = ok(CHILD_FILL, fd as _, i as u64)? as i32;
+    }
+    for f in &p.fills {
+        let fd = fds[f.file];
+        let mut done = 0u64;
+        while done < f.len {
+            // SAFETY: the destination is a writable premapped range of at least `len` bytes
+            // (the parent checked every run against the areas).
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    (f.addr + done) as *mut libc::c_void,
+                    (f.len - done) as usize,
+                    (f.offset + done) as libc::off_t,
+                )
+            };
+            let n = ok(CHILD_FILL, n as _, f.addr + done)?;
+            if n == 0 {
+                return Err(Fail(CHILD_FILL, libc::ENODATA, f.addr + done));
+            }
+            done += n as u64;
+        }
+    }
+    for fd in fds.iter().filter(|fd| **fd >= 0) {
+        // SAFETY: closing page files opened above.
+        unsafe { libc::close(*fd) };
+    }
+    Ok(())
+}
+
+fn protect(p: &ChildPlan) -> Result<(), Fail> {
+    for op in &p.premap {
+        if op.fill {
+            // SAFETY: changes the protection of an area this process premapped itself.
+            let r = unsafe { libc::mprotect(op.addr as *mut libc::c_void, op.len as usize, op.prot) };
+            ok(CHILD_PROTECT, r as _, op.addr)?;
+        }
+        for advice in 0..64 {
+            if op.madv & (1u64 << advice) != 0 {
+                // SAFETY: advice on an area this process premapped itself.
+                let r = unsafe { libc::madvise(op.addr as *mut libc::c_void, op.len as usize, advice) };
+                ok(CHILD_PROTECT, r as _, op.addr)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn close_others(p: &ChildPlan) {
+    // Close everything but the service descriptors (sorted ascending by the parent).
+    let mut lo: u32 = 0;
+    for &fd in &p.service_fds {
+        if fd as u32 > lo {
+            // SAFETY: the child owns its copy of the descriptor table; nothing it still needs
+            // lives in this range.
+            unsafe { libc::syscall(libc::SYS_close_range, lo, fd as u32 - 1, 0) };
+        }
+        lo = fd as u32 + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0) };
+}
+
+/// Moves `tmp` to `fd` with the given close-on-exec flag.
+fn place(tmp: i32, fd: i32, cloexec: bool) -> Result<(), Fail> {
+    let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
+    if tmp == fd {
+        // SAFETY: fcntl on a descriptor we own.
+        let r = unsafe { libc::fcntl(fd, libc::F_SETFD, if cloexec { libc::FD_CLOEXEC } else { 0 }) };
+        return ok(CHILD_FDS, r as _, fd as u64).map(|_| ());
+    }
+    // SAFETY: dup3 onto a number that is free (descriptors are made in order and temporaries
+    // live above every target number); then the temporary is closed.
+    unsafe {
+        let r = libc::dup3(tmp, fd, fl);
+        libc::close(tmp);
+        ok(CHILD_FDS, r as _, fd as u64)?;
+    }
+    Ok(())
+}
+
+/// Moves a fresh descriptor above every target number.
+fn lift(p: &ChildPlan, fd: i32, target: i32) -> Result<i32, Fail> {
+    // SAFETY: fcntl/close on a descriptor this child just created.
+    unsafe {
+        let t = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, p.tmp_fd_base);
+        libc::close(fd);
+        Ok(ok(CHILD_FDS, t as _, target as u64)? as i32)
+    }
+}
+
+fn open_seek(p: &ChildPlan, path: &CString, flags: i32, pos: u64, fd: i32) -> Result<i32, Fail> {
+    let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    // SAFETY: open with a NUL-terminated path we own.
+    let t = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    let t = ok(CHILD_FDS, t as _, fd as u64)? as i32;
+    let t = lift(p, t, fd)?;
+    if pos != 0 {
+        // SAFETY: lseek on a descriptor we own.
+        let r = unsafe { libc::lseek(t, pos as libc::off_t, libc::SEEK_SET) };
+        ok(CHILD_FDS, r as _, fd as u64)?;
+    }
+    Ok(t)
+}
+
+fn fds(p: &ChildPlan) -> Result<(), Fail> {
+    for op in &p.fds {
+        match op {
+            FdOp::Open {
+                fd,
+                path,
+                flags,
+                pos,
+                cloexec,
+            } => {
+                let t = open_seek(p, path, *flags, *pos, *fd)?;
+                place(t, *fd, *cloexec)?;
+            }
+            FdOp::Deleted {
+                fd,
+                path,
+                flags,
+                pos,
+                mode,
+                content,
+                cloexec,
+            } => {
+                // SAFETY: creates a new file at a path we own the string of, writes the saved
+                // content from a live buffer, and closes it.
+                unsafe {
+                    let w = libc::open(
+                        path.as_ptr(),
+                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                        *mode,
+                    );
+                    let w = ok(CHILD_FDS, w as _, *fd as u64)? as i32;
+                    let mut done = 0usize;
+                    while done < content.len() {
+                        let n = libc::write(
+                            w,
+                            content[done..].as_ptr().cast(),
+                            content.len() - done,
+                        );
+                        if n <= 0 {
+                            libc::close(w);
+                            libc::unlink(path.as_ptr());
+                            return Err(Fail(CHILD_FDS, errno(), *fd as u64));
+                        }
+                        done += n as usize;
+                    }
+                    libc::close(w);
+                }
+                let t = open_seek(p, path, *flags, *pos, *fd);
+                // SAFETY: removes the file we just recreated, as it was deleted when dumped.
+                unsafe { libc::unlink(path.as_ptr()) };
+                place(t?, *fd, *cloexec)?;
+            }
+            FdOp::Dup { fd, of, cloexec } => {
+                // SAFETY: fcntl on a descriptor created earlier in this loop.
+                let t = unsafe { libc::fcntl(*of, libc::F_DUPFD_CLOEXEC, p.tmp_fd_base) };
+                let t = ok(CHILD_FDS, t as _, *fd as u64)? as i32;
+                place(t, *fd, *cloexec)?;
+            }
+            FdOp::Pipe { read, write, flags } => {
+                let mut ends = [0i32; 2];
+                // SAFETY: pipe2 writes two descriptors into a live local array.
+                let r = unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | flags) };
+                let first = read.or(*write).map(|x| x.0).unwrap_or(-1);
+                ok(CHILD_FDS, r as _, first as u64)?;
+                let rt = lift(p, ends[0], first)?;
+                let wt = lift(p, ends[1], first)?;
+                match read {
+                    Some((fd, ce)) => place(rt, *fd, *ce)?,
+                    // SAFETY: closing the unused end we own.
+                    None => unsafe {
+                        libc::close(rt);
+                    },
+                }
+                match write {
+                    Some((fd, ce)) => place(wt, *fd, *ce)?,
+                    // SAFETY: closing the unused end we own.
+                    None => unsafe {
+                        libc::close(wt);
+                    },
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fs(p: &ChildPlan) -> Result<(), Fail> {
+    // SAFETY: chroot/chdir/umask with NUL-terminated strings we own; they change only this
+    // process's filesystem context.
+    unsafe {
+        if let Some(root) = &p.root {
+            ok(CHILD_FS, libc::chroot(root.as_ptr()) as _, 1)?;
+        }
+        if let Some(cwd) = &p.cwd {
+            ok(CHILD_FS, libc::chdir(cwd.as_ptr()) as _, 2)?;
+        }
+        libc::umask(p.umask as libc::mode_t);
+    }
+    Ok(())
+}
+
+fn jump(p: &ChildPlan) -> ! {
+    if let Some((area, len, sig)) = p.old_rseq {
+        // SAFETY: unregisters the rseq area glibc registered for this thread, with the
+        // values it used; nothing in this process relies on rseq from here on.
+        unsafe {
+            if libc::syscall(libc::SYS_rseq, area, len, 1, sig) != 0 {
+                libc::syscall(libc::SYS_rseq, area, 32u32, 1, sig);
+            }
+        }
+    }
+    // SAFETY: the stack, the entry point and the argument block were laid out by the parent in
+    // the reservation this process inherited; the restorer never returns.
+    unsafe {
+        std::arch::asm!(
+            "mov rsp, {stack}",
+            "call {entry}",
+            "ud2",
+            stack = in(reg) p.stack_top,
+            entry = in(reg) p.entry,
+            in("rdi") p.args,
+            options(noreturn)
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! The saved FPU state as the standard-format xsave area this CPU's kernel expects in a signal
+//! frame: the legacy region, the header, and each saved component at the offset CPUID gives.
+
+use compel_arch::{
+    XSAVE_HDR_OFFSET, XSAVE_HDR_SIZE, XSAVE_LEGACY_SIZE, xsave_component, xsave_enabled_features,
+};
+
+use super::RestoreError;
+use super::plan::FpuPlan;
+
+/// Components that the kernel enables per process on request (AMX tile config and data): left
+/// out of the frame, whose size must fit the task's default buffer.
+const DYNAMIC: u64 = (1 << 17) | (1 << 18);
+
+/// The area and the feature mask to declare in the frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Xsave {
+    /// Standard-format bytes.
+    pub bytes: Vec<u8>,
+    /// The features the area describes.
+    pub xfeatures: u64,
+}
+
+/// Lays `fpu` out for this CPU.
+///
+/// # Errors
+/// [`RestoreError::Fpu`] when the image holds state for a component this CPU does not have,
+/// or a component's size differs from this CPU's.
+pub fn build(fpu: &FpuPlan) -> Result<Xsave, RestoreError> {
+    let enabled = xsave_enabled_features() & !DYNAMIC;
+    let xfeatures = if enabled == 0 { 0b11 } else { enabled };
+    let mut size = XSAVE_LEGACY_SIZE + XSAVE_HDR_SIZE;
+    for n in 2..63u32 {
+        if xfeatures & (1 << n) == 0 {
+            continue;
+        }
+        if let Some((off, len)) = xsave_component(n) {
+            size = size.max(off + len);
+        }
+    }
+    let mut bytes = vec![0u8; size];
+    if !fpu.legacy.is_empty() {
+        if fpu.legacy.len() != XSAVE_LEGACY_SIZE {
+            return Err(RestoreError::Fpu {
+                reason: format!("legacy area is {} bytes, not 512", fpu.legacy.len()),
+            });
+        }
+        bytes[..XSAVE_LEGACY_SIZE].copy_from_slice(&fpu.legacy);
+    } else {
+        // Power-on defaults: x87 control word 0x37f, MXCSR 0x1f80.
+        bytes[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        bytes[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    }
+    let mut bv = (fpu.xstate_bv | 0b11) & xfeatures;
+    for (n, data) in &fpu.components {
+        let present = xfeatures & (1 << n) != 0;
+        let Some((off, len)) = xsave_component(*n).filter(|_| present) else {
+            if data.iter().any(|b| *b != 0) && fpu.xstate_bv & (1 << n) != 0 {
+                return Err(RestoreError::Fpu {
+                    reason: format!("the image has state for xsave component {n}, this CPU does not"),
+                });
+            }
+            bv &= !(1 << n);
+            continue;
+        };
+        if data.len() != len {
+            return Err(RestoreError::Fpu {
+                reason: format!(
+                    "xsave component {n} is {} bytes in the image, {len} on this CPU",
+                    data.len()
+                ),
+            });
+        }
+        bytes[off..off + len].copy_from_slice(data);
+    }
+    bytes[XSAVE_HDR_OFFSET..XSAVE_HDR_OFFSET + 8].copy_from_slice(&bv.to_le_bytes());
+    Ok(Xsave { bytes, xfeatures })
+}
+
+/// Packs little-endian `u32` words.
+pub fn words32(w: &[u32]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Packs little-endian `u64` words.
+pub fn words64(w: &[u64]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_and_header_land_in_place() {
+        let mut legacy = vec![0u8; 512];
+        legacy[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        legacy[160] = 0x42; // xmm0 low byte
+        let x = build(&FpuPlan {
+            legacy,
+            xstate_bv: 0,
+            components: vec![],
+        })
+        .unwrap();
+        assert_eq!(x.bytes[160], 0x42);
+        assert!(x.bytes.len() >= 576);
+        let bv = u64::from_le_bytes(x.bytes[512..520].try_into().unwrap());
+        assert_eq!(bv & 0b11, 0b11);
+        assert_eq!(bv & !x.xfeatures, 0);
+    }
+
+    #[test]
+    fn ymm_goes_to_its_cpuid_offset() {
+        let Some((off, len)) = xsave_component(2) else {
+            return; // no AVX here: nothing to place
+        };
+        let x = build(&FpuPlan {
+            legacy: vec![0; 512],
+            xstate_bv: 0b111,
+            components: vec![(2, vec![0x5a; len])],
+        })
+        .unwrap();
+        assert!(x.bytes[off..off + len].iter().all(|b| *b == 0x5a));
+        assert!(
+            build(&FpuPlan {
+                legacy: vec![0; 512],
+                xstate_bv: 0b111,
+                components: vec![(2, vec![1; len + 1])],
+            })
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,714 @@
+//! From an image directory to a [`TaskPlan`]: reads every image a single-process restore needs
+//! and checks it against itself and against this machine (files present with the recorded size,
+//! page files long enough, areas sane), so that nothing is created from bad images.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
+use criu_images::pb::{
+    self, CoreEntry, FileEntry, GhostFileEntry, MmEntry, RegFileEntry, RemapFilePathEntry,
+};
+use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot};
+
+use super::RestoreError;
+use super::abi;
+use super::fpu::{words32, words64};
+use super::layout::{PAGE, TASK_SIZE};
+use super::plan::*;
+
+const VMA_AREA_REGULAR: u32 = 1 << 0;
+const VMA_AREA_VSYSCALL: u32 = 1 << 2;
+const VMA_AREA_VDSO: u32 = 1 << 3;
+const VMA_FILE_PRIVATE: u32 = 1 << 6;
+const VMA_FILE_SHARED: u32 = 1 << 7;
+const VMA_ANON_SHARED: u32 = 1 << 8;
+const VMA_ANON_PRIVATE: u32 = 1 << 9;
+const VMA_AREA_SYSVIPC: u32 = 1 << 10;
+const VMA_AREA_SOCKET: u32 = 1 << 11;
+const VMA_AREA_VVAR: u32 = 1 << 12;
+const VMA_AREA_AIORING: u32 = 1 << 13;
+const VMA_AREA_MEMFD: u32 = 1 << 14;
+const VMA_AREA_SHSTK: u32 = 1 << 15;
+const VMA_UNSUPP: u32 = 1 << 31;
+
+const FD_REG: i32 = 1;
+const FD_PIPE: i32 = 2;
+const FD_TTY: i32 = 11;
+
+fn img(file: &str, e: criu_images::ImageError) -> RestoreError {
+    RestoreError::Image {
+        file: file.to_string(),
+        source: e,
+    }
+}
+
+fn bad(file: &str, reason: impl Into<String>) -> RestoreError {
+    RestoreError::BadImage {
+        file: file.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn cpath(s: &str) -> Result<CString, RestoreError> {
+    CString::new(s.as_bytes()).map_err(|_| bad("files.img", format!("path {s:?} holds a NUL byte")))
+}
+
+/// Reads the images of `dir` into a plan for its single task.
+///
+/// # Errors
+/// [`RestoreError::Image`] for unreadable or malformed files, [`RestoreError::BadImage`] for
+/// content that contradicts itself or this machine, [`RestoreError::Unsupported`] for state this
+/// restore cannot bring back.
+pub fn load(dir: &Path, shell_job: bool) -> Result<TaskPlan, RestoreError> {
+    let d = ImageDir::new(dir);
+    let inv = d.read_inventory().map_err(|e| img(names::INVENTORY, e))?;
+    if inv.img_version != 2 {
+        return Err(bad(
+            names::INVENTORY,
+            format!("image version {} (expected 2)", inv.img_version),
+        ));
+    }
+    let tree = d.read_pstree().map_err(|e| img(names::PSTREE, e))?;
+    let [task] = tree.as_slice() else {
+        return Err(RestoreError::Unsupported {
+            what: format!("a tree of {} processes (only single processes for now)", tree.len()),
+        });
+    };
+    if task.threads.len() > 1 {
+        return Err(RestoreError::Unsupported {
+            what: format!("{} threads in pid {}", task.threads.len(), task.pid),
+        });
+    }
+    let pid = task.pid;
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Err(bad(names::PSTREE, format!("pid {pid}")));
+    }
+    let core_name = names::core(pid);
+    let core = d.read_core(pid).map_err(|e| img(&core_name, e))?;
+    let mm_name = names::mm(pid);
+    let mm = d.read_mm(pid).map_err(|e| img(&mm_name, e))?;
+    let ids = d.read_ids(pid).map_err(|e| img(&names::ids(pid), e))?;
+    let fs = d.read_fs(pid).map_err(|e| img(&names::fs(pid), e))?;
+    let files = if d.file(names::FILES).exists() {
+        d.read_files().map_err(|e| img(names::FILES, e))?
+    } else {
+        Vec::new()
+    };
+    let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
+    let remaps = read_remaps(&d)?;
+
+    let mut plan = TaskPlan {
+        pid: pid as i32,
+        pgid: task.pgid as i32,
+        sid: task.sid as i32,
+        ..TaskPlan::default()
+    };
+    task_state(&mut plan, &core, &core_name)?;
+    memory(&mut plan, &d, &mm, &by_id, &mm_name)?;
+    let files_id = ids.files_id;
+    let fdinfo_name = names::fdinfo(files_id);
+    let fdinfo = if d.file(&fdinfo_name).exists() {
+        d.read_fdinfo(files_id).map_err(|e| img(&fdinfo_name, e))?
+    } else {
+        Vec::new()
+    };
+    descriptors(&mut plan, &d, &fdinfo, &by_id, &remaps, shell_job)?;
+    let reg_path = |id: u32, what: &str| -> Result<CString, RestoreError> {
+        match by_id.get(&id).and_then(|f| f.reg.as_ref()) {
+            Some(r) => cpath(&r.name),
+            None => Err(bad(&names::fs(pid), format!("{what} refers to missing file id {id}"))),
+        }
+    };
+    plan.cwd = Some(reg_path(fs.cwd_id, "cwd")?);
+    let root = reg_path(fs.root_id, "root")?;
+    if root.as_bytes() != b"/" {
+        plan.root = Some(root);
+    }
+    plan.umask = fs.umask.unwrap_or(0o022);
+    Ok(plan)
+}
+
+fn read_remaps(d: &ImageDir) -> Result<HashMap<u32, RemapFilePathEntry>, RestoreError> {
+    let name = "remap-fpath.img";
+    if !d.file(name).exists() {
+        return Ok(HashMap::new());
+    }
+    let v: Vec<RemapFilePathEntry> =
+        criu_images::read_all(d.file(name), magic::REMAP_FPATH).map_err(|e| img(name, e))?;
+    Ok(v.into_iter().map(|r| (r.orig_id, r)).collect())
+}
+
+fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), RestoreError> {
+    if core.mtype != pb::CoreEntryMarch::X8664 as i32 {
+        return Err(RestoreError::Unsupported {
+            what: format!("architecture {} in {file}", core.mtype),
+        });
+    }
+    let ti = core
+        .thread_info
+        .as_ref()
+        .ok_or_else(|| bad(file, "no x86 thread info"))?;
+    let tc = core.tc.as_ref().ok_or_else(|| bad(file, "no task core"))?;
+    let th = core.thread_core.as_ref();
+    let g = &ti.gpregs;
+    if g.mode.unwrap_or(1) != 1 {
+        return Err(RestoreError::Unsupported {
+            what: "a 32-bit (compat) task".into(),
+        });
+    }
+    plan.regs = compel_arch::UserRegs {
+        r15: g.r15,
+        r14: g.r14,
+        r13: g.r13,
+        r12: g.r12,
+        rbp: g.bp,
+        rbx: g.bx,
+        r11: g.r11,
+        r10: g.r10,
+        r9: g.r9,
+        r8: g.r8,
+        rax: g.ax,
+        rcx: g.cx,
+        rdx: g.dx,
+        rsi: g.si,
+        rdi: g.di,
+        orig_rax: g.orig_ax,
+        rip: g.ip,
+        cs: g.cs,
+        eflags: g.flags,
+        rsp: g.sp,
+        ss: g.ss,
+        fs_base: g.fs_base,
+        gs_base: g.gs_base,
+        ds: g.ds,
+        es: g.es,
+        fs: g.fs,
+        gs: g.gs,
+    };
+    let f = &ti.fpregs;
+    let mut legacy = vec![0u8; 512];
+    legacy[0..2].copy_from_slice(&(f.cwd as u16).to_le_bytes());
+    legacy[2..4].copy_from_slice(&(f.swd as u16).to_le_bytes());
+    legacy[4..6].copy_from_slice(&(f.twd as u16).to_le_bytes());
+    legacy[6..8].copy_from_slice(&(f.fop as u16).to_le_bytes());
+    legacy[8..16].copy_from_slice(&f.rip.to_le_bytes());
+    legacy[16..24].copy_from_slice(&f.rdp.to_le_bytes());
+    legacy[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
+    legacy[28..32].copy_from_slice(&f.mxcsr_mask.to_le_bytes());
+    if f.st_space.len() > 32 || f.xmm_space.len() > 64 {
+        return Err(bad(file, "oversized x87/SSE register arrays"));
+    }
+    let st = words32(&f.st_space);
+    legacy[32..32 + st.len()].copy_from_slice(&st);
+    let xmm = words32(&f.xmm_space);
+    legacy[160..160 + xmm.len()].copy_from_slice(&xmm);
+    let mut fpu = FpuPlan {
+        legacy,
+        xstate_bv: 0b11,
+        components: Vec::new(),
+    };
+    if let Some(x) = &f.xsave {
+        fpu.xstate_bv = x.xstate_bv;
+        let comps: [(u32, Vec<u8>); 7] = [
+            (2, words32(&x.ymmh_space)),
+            (3, words64(&x.bndreg_state)),
+            (4, words64(&x.bndcsr_state)),
+            (5, words64(&x.opmask_reg)),
+            (6, words64(&x.zmm_upper)),
+            (7, words64(&x.hi16_zmm)),
+            (9, words32(&x.pkru)),
+        ];
+        fpu.components = comps.into_iter().filter(|(_, b)| !b.is_empty()).collect();
+    }
+    plan.fpu = fpu;
+    plan.clear_tid_addr = ti.clear_tid_addr;
+    plan.comm = tc.comm.clone();
+    plan.personality = Some(tc.personality);
+    plan.sigmask = th
+        .and_then(|t| t.blk_sigset)
+        .unwrap_or(tc.blk_sigset);
+    // Handlers.
+    if !tc.sigactions.is_empty() {
+        let mut acts = vec![abi::KSigaction::default(); abi::NSIG];
+        for sig in 1..=abi::NSIG as u32 {
+            let Some(slot) = sigaction_slot(sig) else { continue };
+            if let Some(sa) = tc.sigactions.get(slot) {
+                acts[sig as usize - 1] = abi::KSigaction {
+                    handler: sa.sigaction,
+                    flags: sa.flags,
+                    restorer: sa.restorer,
+                    mask: sa.mask,
+                };
+            }
+        }
+        plan.sigactions = acts;
+    }
+    if let Some(rl) = &tc.rlimits {
+        if rl.rlimits.len() > abi::NRLIMITS {
+            return Err(bad(file, format!("{} rlimits", rl.rlimits.len())));
+        }
+        plan.rlimits = rl
+            .rlimits
+            .iter()
+            .map(|r| abi::Rlimit {
+                cur: r.cur,
+                max: r.max,
+            })
+            .collect();
+    }
+    if let Some(t) = &tc.timers {
+        for (i, it) in [&t.real, &t.virt, &t.prof].into_iter().enumerate() {
+            plan.itimers[i] = Some(abi::Itimerval {
+                interval_sec: it.isec as i64,
+                interval_usec: it.iusec as i64,
+                value_sec: it.vsec as i64,
+                value_usec: it.vusec as i64,
+            });
+        }
+        for p in &t.posix {
+            plan.posix_timers.push(abi::PosixTimer {
+                id: p.it_id as i32,
+                clock_id: p.clock_id as i32,
+                notify: p.it_sigev_notify as i32,
+                signo: p.si_signo as i32,
+                notify_tid: p.notify_thread_id.unwrap_or(0),
+                pad: 0,
+                value: p.sival_ptr,
+                interval_sec: p.isec as i64,
+                interval_nsec: p.insec as i64,
+                value_sec: p.vsec as i64,
+                value_nsec: p.vnsec as i64,
+            });
+        }
+    }
+    plan.child_subreaper = tc.child_subreaper;
+    plan.oom_score_adj = tc.oom_score_adj.filter(|v| *v != 0);
+    let siginfos = |q: Option<&pb::SignalQueueEntry>| -> Result<Vec<[u8; 128]>, RestoreError> {
+        let mut out = Vec::new();
+        for s in q.map(|q| q.signals.as_slice()).unwrap_or(&[]) {
+            let arr: [u8; 128] = s
+                .siginfo
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad(file, format!("siginfo of {} bytes", s.siginfo.len())))?;
+            out.push(arr);
+        }
+        Ok(out)
+    };
+    plan.pending_shared = siginfos(tc.signals_s.as_ref())?;
+    if let Some(th) = th {
+        plan.pending_thread = siginfos(th.signals_p.as_ref())?;
+        plan.robust_list = (th.futex_rla, th.futex_rla_len as u64);
+        plan.pdeath_sig = th.pdeath_sig.map(|s| s as i32);
+        if let Some(sas) = &th.sas {
+            plan.altstack = Some((sas.ss_sp, sas.ss_flags as i32, sas.ss_size));
+        }
+        if let Some(r) = &th.rseq_entry
+            && r.rseq_abi_pointer != 0
+        {
+            plan.rseq = Some((r.rseq_abi_pointer, r.rseq_abi_size, r.signature));
+        }
+        if let Some(c) = &th.creds {
+            let two = |v: &[u32]| [v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0)];
+            plan.no_new_privs = c.no_new_privs.unwrap_or(0) != 0;
+            plan.creds = Some(CredsPlan {
+                creds: abi::Creds {
+                    uid: c.uid,
+                    euid: c.euid,
+                    suid: c.suid,
+                    fsuid: c.fsuid,
+                    gid: c.gid,
+                    egid: c.egid,
+                    sgid: c.sgid,
+                    fsgid: c.fsgid,
+                    secbits: c.secbits,
+                    ngroups: 0,
+                    groups: 0,
+                    cap_inh: two(&c.cap_inh),
+                    cap_prm: two(&c.cap_prm),
+                    cap_eff: two(&c.cap_eff),
+                    cap_bnd: two(&c.cap_bnd),
+                    cap_amb: two(&c.cap_amb),
+                },
+                groups: c.groups.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn reg_of<'a>(
+    by_id: &HashMap<u32, &'a FileEntry>,
+    id: u32,
+    file: &str,
+) -> Result<&'a RegFileEntry, RestoreError> {
+    by_id
+        .get(&id)
+        .and_then(|f| f.reg.as_ref())
+        .ok_or_else(|| bad(file, format!("file id {id} is not a regular file in files.img")))
+}
+
+/// Checks that a file the task maps is still the one it mapped (same size).
+fn check_mapped_file(r: &RegFileEntry) -> Result<(), RestoreError> {
+    let md = std::fs::metadata(&r.name).map_err(|e| RestoreError::MissingFile {
+        path: r.name.clone().into(),
+        source: e,
+    })?;
+    if let Some(size) = r.size
+        && md.is_file()
+        && md.len() != size
+    {
+        return Err(RestoreError::FileChanged {
+            path: r.name.clone().into(),
+            expected: size,
+            found: md.len(),
+        });
+    }
+    Ok(())
+}
+
+fn memory(
+    plan: &mut TaskPlan,
+    d: &ImageDir,
+    mm: &MmEntry,
+    by_id: &HashMap<u32, &FileEntry>,
+    file: &str,
+) -> Result<(), RestoreError> {
+    let mut prev_end = 0u64;
+    for v in &mm.vmas {
+        let st = v.status;
+        if v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 {
+            return Err(bad(file, format!("area {:#x}-{:#x} is malformed", v.start, v.end)));
+        }
+        if v.start < prev_end {
+            return Err(bad(file, format!("area {:#x} overlaps the previous one", v.start)));
+        }
+        prev_end = v.end;
+        let unsupported = |what: &str| RestoreError::Unsupported {
+            what: format!("{what} at {:#x}", v.start),
+        };
+        if st & VMA_AREA_VSYSCALL != 0 {
+            plan.vmas.push(mk_vma(v, VmaKind::Vsyscall));
+            continue;
+        }
+        if v.end > TASK_SIZE {
+            return Err(bad(file, format!("area {:#x}-{:#x} beyond user space", v.start, v.end)));
+        }
+        if st & VMA_UNSUPP != 0 {
+            return Err(unsupported("an area CRIU marked unsupported"));
+        }
+        if st & (VMA_AREA_SYSVIPC | VMA_AREA_SOCKET | VMA_AREA_AIORING | VMA_AREA_MEMFD | VMA_AREA_SHSTK)
+            != 0
+        {
+            return Err(unsupported("a System V shm, socket, aio, memfd or shadow-stack mapping"));
+        }
+        if st & VMA_AREA_REGULAR == 0 {
+            return Err(unsupported("an irregular area"));
+        }
+        let kind = if st & VMA_AREA_VVAR != 0 {
+            VmaKind::Vvar
+        } else if st & VMA_AREA_VDSO != 0 {
+            VmaKind::Vdso
+        } else if st & VMA_FILE_PRIVATE != 0 {
+            let r = reg_of(by_id, v.shmid as u32, file)?;
+            check_mapped_file(r)?;
+            VmaKind::FilePrivate {
+                path: cpath(&r.name)?,
+            }
+        } else if st & VMA_FILE_SHARED != 0 {
+            let r = reg_of(by_id, v.shmid as u32, file)?;
+            check_mapped_file(r)?;
+            let acc = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32 & libc::O_ACCMODE;
+            VmaKind::FileShared {
+                path: cpath(&r.name)?,
+                writable: acc != libc::O_RDONLY,
+            }
+        } else if st & VMA_ANON_SHARED != 0 {
+            VmaKind::AnonShared { shmid: v.shmid }
+        } else if st & VMA_ANON_PRIVATE != 0 {
+            VmaKind::AnonPrivate
+        } else {
+            return Err(unsupported("an area of unknown kind"));
+        };
+        plan.vmas.push(mk_vma(v, kind));
+    }
+    plan.auxv = mm.mm_saved_auxv.clone();
+    plan.dumpable = mm.dumpable;
+    plan.thp_disabled = mm.thp_disabled;
+    let exe = reg_of(by_id, mm.exe_file_id, file)?;
+    check_mapped_file(exe)?;
+    plan.exe = Some(cpath(&exe.name)?);
+    plan.mm = Some(abi::MmMap {
+        start_code: mm.mm_start_code,
+        end_code: mm.mm_end_code,
+        start_data: mm.mm_start_data,
+        end_data: mm.mm_end_data,
+        start_brk: mm.mm_start_brk,
+        brk: mm.mm_brk,
+        start_stack: mm.mm_start_stack,
+        arg_start: mm.mm_arg_start,
+        arg_end: mm.mm_arg_end,
+        env_start: mm.mm_env_start,
+        env_end: mm.mm_env_end,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: u32::MAX,
+    });
+    pages(plan, d)?;
+    Ok(())
+}
+
+fn mk_vma(v: &pb::VmaEntry, kind: VmaKind) -> Vma {
+    Vma {
+        start: v.start,
+        end: v.end,
+        pgoff: v.pgoff,
+        prot: v.prot as i32,
+        flags: v.flags as i32,
+        madv: v.madv.unwrap_or(0),
+        kind,
+    }
+}
+
+/// Reads the task's pagemap (and the shared-memory pagemaps) into page runs, checking each
+/// run against the areas and the page files' sizes.
+fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
+    let pid = plan.pid as u32;
+    let pm_name = names::pagemap(pid);
+    let pm = d.read_pagemap(pid).map_err(|e| img(&pm_name, e))?;
+    let add_file = |plan: &mut TaskPlan, pages_id: u32| -> usize {
+        let p = d.pages_path(pages_id);
+        match plan.page_files.iter().position(|f| *f == p) {
+            Some(i) => i,
+            None => {
+                plan.page_files.push(p);
+                plan.page_files.len() - 1
+            }
+        }
+    };
+    let mut used: HashMap<usize, u64> = HashMap::new();
+    let fi = add_file(plan, pm.pages_id);
+    let mut off = 0u64;
+    for e in &pm.entries {
+        let flags = e.effective_flags();
+        let n = e.pages();
+        let end = e
+            .end()
+            .ok_or_else(|| bad(&pm_name, format!("entry at {:#x} overflows", e.vaddr)))?;
+        if flags & PE_PARENT != 0 {
+            return Err(RestoreError::Unsupported {
+                what: format!("pages in a parent image ({pm_name} at {:#x})", e.vaddr),
+            });
+        }
+        if flags & PE_PRESENT == 0 {
+            continue;
+        }
+        if !covered(&plan.vmas, e.vaddr, end) {
+            return Err(bad(
+                &pm_name,
+                format!("pages {:#x}-{end:#x} lie outside the task's areas", e.vaddr),
+            ));
+        }
+        plan.pages.push(PageRun {
+            vaddr: e.vaddr,
+            nr_pages: n,
+            file: fi,
+            offset: off,
+        });
+        off += n * PAGE;
+    }
+    used.insert(fi, off);
+    // Shared anonymous memory: pagemap-shmem-SHMID.img, offsets relative to the object.
+    let shared: Vec<(u64, u64, u64, u64)> = plan
+        .vmas
+        .iter()
+        .filter_map(|v| match v.kind {
+            VmaKind::AnonShared { shmid } => Some((shmid, v.start, v.end, v.pgoff)),
+            _ => None,
+        })
+        .collect();
+    for (shmid, start, vend, pgoff) in shared {
+        let name = names::pagemap_shmem(shmid);
+        if !d.file(&name).exists() {
+            continue;
+        }
+        let pm = criu_images::Pagemap::read(d.file(&name)).map_err(|e| img(&name, e))?;
+        let fi = add_file(plan, pm.pages_id);
+        let mut off = used.get(&fi).copied().unwrap_or(0);
+        for e in &pm.entries {
+            if e.effective_flags() & PE_PRESENT == 0 {
+                continue;
+            }
+            let len = e.pages() * PAGE;
+            // The run's part that falls inside this mapping of the object.
+            let a = e.vaddr.max(pgoff);
+            let b = (e.vaddr + len).min(pgoff + (vend - start));
+            if a < b {
+                plan.pages.push(PageRun {
+                    vaddr: start + (a - pgoff),
+                    nr_pages: (b - a) / PAGE,
+                    file: fi,
+                    offset: off + (a - e.vaddr),
+                });
+            }
+            off += len;
+        }
+        used.insert(fi, off);
+    }
+    for (fi, need) in used {
+        let path = &plan.page_files[fi];
+        let have = std::fs::metadata(path)
+            .map_err(|e| RestoreError::MissingFile {
+                path: path.clone(),
+                source: e,
+            })?
+            .len();
+        if have < need {
+            return Err(bad(
+                &path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                format!("holds {have} bytes, the pagemap needs {need}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `[a, b)` is entirely inside areas (adjacent areas may share a run).
+fn covered(vmas: &[Vma], a: u64, b: u64) -> bool {
+    let mut cur = a;
+    for v in vmas {
+        if v.start <= cur && cur < v.end {
+            cur = v.end;
+            if cur >= b {
+                return true;
+            }
+        }
+    }
+    cur >= b
+}
+
+fn descriptors(
+    plan: &mut TaskPlan,
+    d: &ImageDir,
+    fdinfo: &[pb::FdinfoEntry],
+    by_id: &HashMap<u32, &FileEntry>,
+    remaps: &HashMap<u32, RemapFilePathEntry>,
+    shell_job: bool,
+) -> Result<(), RestoreError> {
+    let mut first_fd_of: HashMap<u32, i32> = HashMap::new();
+    let mut fds: Vec<Fd> = Vec::new();
+    let mut sorted: Vec<&pb::FdinfoEntry> = fdinfo.iter().collect();
+    sorted.sort_by_key(|f| f.fd);
+    for fi in sorted {
+        let fd = i32::try_from(fi.fd).map_err(|_| bad("fdinfo", format!("fd {}", fi.fd)))?;
+        let cloexec = fi.flags & libc::FD_CLOEXEC as u32 != 0;
+        if let Some(&of) = first_fd_of.get(&fi.id) {
+            fds.push(Fd {
+                fd,
+                cloexec,
+                source: FdSource::Dup { of },
+            });
+            continue;
+        }
+        first_fd_of.insert(fi.id, fd);
+        let Some(fe) = by_id.get(&fi.id) else {
+            return Err(bad(names::FILES, format!("fd {fd} refers to missing file id {}", fi.id)));
+        };
+        let source = match fi.r#type {
+            FD_REG => {
+                let r = fe
+                    .reg
+                    .as_ref()
+                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no regular file entry")))?;
+                let flags = r.flags as i32;
+                if let Some(rm) = remaps.get(&r.id) {
+                    let content = ghost_content(d, rm.remap_id)?;
+                    let name = r.name.trim_end_matches(" (deleted)");
+                    FdSource::Deleted {
+                        path: cpath(&format!("{name}.criu-ghost.{}", rm.remap_id))?,
+                        flags,
+                        pos: r.pos,
+                        mode: r.mode.unwrap_or(0o600) & 0o7777,
+                        content,
+                    }
+                } else {
+                    if std::fs::symlink_metadata(&r.name).is_err() {
+                        return Err(RestoreError::MissingFile {
+                            path: r.name.clone().into(),
+                            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                        });
+                    }
+                    FdSource::Path {
+                        path: cpath(&r.name)?,
+                        flags,
+                        pos: r.pos,
+                    }
+                }
+            }
+            FD_PIPE => {
+                let p = fe
+                    .pipe
+                    .as_ref()
+                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no pipe entry")))?;
+                let acc = p.flags as i32 & libc::O_ACCMODE;
+                FdSource::Pipe {
+                    id: p.pipe_id,
+                    write: acc == libc::O_WRONLY,
+                    flags: p.flags as i32 & libc::O_NONBLOCK,
+                }
+            }
+            FD_TTY => {
+                if !shell_job {
+                    return Err(RestoreError::Unsupported {
+                        what: format!("terminal at fd {fd} without --shell-job"),
+                    });
+                }
+                let flags = fe.tty.as_ref().map(|t| t.flags as i32).unwrap_or(libc::O_RDWR);
+                FdSource::Tty { flags }
+            }
+            t => {
+                return Err(RestoreError::Unsupported {
+                    what: format!("fd {fd} of type {t}"),
+                });
+            }
+        };
+        fds.push(Fd {
+            fd,
+            cloexec,
+            source,
+        });
+    }
+    plan.fds = fds;
+    Ok(())
+}
+
+fn ghost_content(d: &ImageDir, id: u32) -> Result<Vec<u8>, RestoreError> {
+    let name = names::ghost_file(id);
+    let mut r = ImageReader::open_expect(d.file(&name), magic::GHOST_FILE).map_err(|e| img(&name, e))?;
+    let g: GhostFileEntry = r.read_one().map_err(|e| img(&name, e))?;
+    if g.chunks.unwrap_or(false) {
+        let mut out = Vec::new();
+        while let Some(c) = r.read_entry::<pb::GhostChunkEntry>().map_err(|e| img(&name, e))? {
+            let data = r.read_extra(c.len).map_err(|e| img(&name, e))?;
+            let at = c.off as usize;
+            if out.len() < at + data.len() {
+                out.resize(at + data.len(), 0);
+            }
+            out[at..at + data.len()].copy_from_slice(&data);
+        }
+        if let Some(size) = g.size {
+            out.resize(size as usize, 0);
+        }
+        Ok(out)
+    } else {
+        r.read_rest().map_err(|e| img(&name, e))
+    }
+}
+
+/// Whether a path names something on this machine (used for the exe in messages).
+pub fn exists(p: &CString) -> bool {
+    Path::new(std::ffi::OsStr::from_bytes(p.as_bytes())).exists()
+}

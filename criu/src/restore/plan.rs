@@ -1,0 +1,241 @@
+//! What a restore will do, decoded and checked: the task's memory layout, page contents, files,
+//! and the state the restorer installs. Built from the images ([`super::images`]) before anything
+//! runs, so that every problem with the images shows up while nothing has been created yet.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+
+use compel_arch::UserRegs;
+
+use super::abi;
+
+/// The kind of a memory area.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmaKind {
+    /// Private anonymous memory (heap, stack, guard pages, ...).
+    AnonPrivate,
+    /// Shared anonymous memory; `shmid` names its content (`pagemap-shmem-SHMID.img`).
+    AnonShared {
+        /// The id of the shared object.
+        shmid: u64,
+    },
+    /// A private mapping of a file (modified pages come from the images).
+    FilePrivate {
+        /// The file.
+        path: CString,
+    },
+    /// A shared mapping of a file (the content lives in the file).
+    FileShared {
+        /// The file.
+        path: CString,
+        /// Open it for writing too.
+        writable: bool,
+    },
+    /// The kernel's vDSO code.
+    Vdso,
+    /// The kernel's vDSO data (`[vvar]` and `[vvar_vclock]`).
+    Vvar,
+    /// `[vsyscall]` (fixed by the kernel, nothing to do).
+    Vsyscall,
+}
+
+/// One memory area of the task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vma {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// File offset of `start` for file mappings.
+    pub pgoff: u64,
+    /// `PROT_*`.
+    pub prot: i32,
+    /// `MAP_*` flags as dumped (`MAP_PRIVATE`/`MAP_SHARED`, `MAP_ANONYMOUS`, `MAP_GROWSDOWN`).
+    pub flags: i32,
+    /// Bit `n` set: `madvise(MADV n)` applies.
+    pub madv: u64,
+    /// What it is.
+    pub kind: VmaKind,
+}
+
+impl Vma {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether the area is empty.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// Whether the area is rebuilt by premapping (as opposed to the kernel's special areas).
+    pub fn premapped(&self) -> bool {
+        !matches!(self.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::Vsyscall)
+    }
+}
+
+/// A run of saved pages: `nr_pages` pages for `vaddr..` stored at `offset` in page file `file`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRun {
+    /// First address.
+    pub vaddr: u64,
+    /// Number of pages.
+    pub nr_pages: u64,
+    /// Index into [`TaskPlan::page_files`].
+    pub file: usize,
+    /// Byte offset in that file.
+    pub offset: u64,
+}
+
+/// How one descriptor is reopened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FdSource {
+    /// Open a path (regular file, directory, device).
+    Path {
+        /// The path.
+        path: CString,
+        /// `open` flags (access mode, `O_APPEND`, `O_NONBLOCK`, ...).
+        flags: i32,
+        /// The offset to seek to.
+        pos: u64,
+    },
+    /// A file deleted while open: recreate it at `path` from `content`, open, unlink.
+    Deleted {
+        /// Where to recreate it (its old path).
+        path: CString,
+        /// `open` flags.
+        flags: i32,
+        /// The offset to seek to.
+        pos: u64,
+        /// Permission bits.
+        mode: u32,
+        /// Its saved content.
+        content: Vec<u8>,
+    },
+    /// The same open file as an earlier descriptor.
+    Dup {
+        /// That descriptor.
+        of: i32,
+    },
+    /// One end of a pipe (ends with the same `id` are connected).
+    Pipe {
+        /// The pipe's id in the image.
+        id: u32,
+        /// The write end (else the read end).
+        write: bool,
+        /// `O_NONBLOCK` and friends.
+        flags: i32,
+    },
+    /// The controlling terminal (`--shell-job`): criu's own terminal descriptor.
+    Tty {
+        /// `open` flags.
+        flags: i32,
+    },
+}
+
+/// One descriptor of the task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fd {
+    /// The descriptor number.
+    pub fd: i32,
+    /// `FD_CLOEXEC`.
+    pub cloexec: bool,
+    /// Where it comes from.
+    pub source: FdSource,
+}
+
+/// Credentials with the supplementary groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CredsPlan {
+    /// Everything but the groups (`groups`/`ngroups` are filled when laid out).
+    pub creds: abi::Creds,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// The FPU state as saved: the legacy fxsave area and the extended components.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FpuPlan {
+    /// The 512-byte legacy area (x87, SSE).
+    pub legacy: Vec<u8>,
+    /// `XSTATE_BV`: which components hold state.
+    pub xstate_bv: u64,
+    /// Extended components: (component number, bytes).
+    pub components: Vec<(u32, Vec<u8>)>,
+}
+
+/// Everything needed to bring back one single-threaded task.
+#[derive(Clone, Debug, Default)]
+pub struct TaskPlan {
+    /// The pid to recreate.
+    pub pid: i32,
+    /// Its process group.
+    pub pgid: i32,
+    /// Its session.
+    pub sid: i32,
+    /// Its name.
+    pub comm: String,
+    /// All memory areas, sorted by address.
+    pub vmas: Vec<Vma>,
+    /// Saved page contents.
+    pub pages: Vec<PageRun>,
+    /// The page files the runs point into.
+    pub page_files: Vec<PathBuf>,
+    /// Descriptors, sorted by number.
+    pub fds: Vec<Fd>,
+    /// Working directory.
+    pub cwd: Option<CString>,
+    /// Root directory.
+    pub root: Option<CString>,
+    /// umask.
+    pub umask: u32,
+    /// The executable (for `/proc/PID/exe`).
+    pub exe: Option<CString>,
+    /// mm descriptors (auxv, exe fd are filled when laid out).
+    pub mm: Option<abi::MmMap>,
+    /// Saved auxiliary vector words.
+    pub auxv: Vec<u64>,
+    /// General registers.
+    pub regs: UserRegs,
+    /// FPU state.
+    pub fpu: FpuPlan,
+    /// Blocked signals.
+    pub sigmask: u64,
+    /// Alternate signal stack (`ss_sp`, `ss_flags`, `ss_size`).
+    pub altstack: Option<(u64, i32, u64)>,
+    /// Handlers of signals 1..=64 (empty: leave).
+    pub sigactions: Vec<abi::KSigaction>,
+    /// Resource limits (resource `i` at index `i`).
+    pub rlimits: Vec<abi::Rlimit>,
+    /// Interval timers real, virtual, prof (None: leave).
+    pub itimers: [Option<abi::Itimerval>; 3],
+    /// POSIX timers.
+    pub posix_timers: Vec<abi::PosixTimer>,
+    /// Credentials.
+    pub creds: Option<CredsPlan>,
+    /// Personality.
+    pub personality: Option<u32>,
+    /// Dumpable.
+    pub dumpable: Option<i32>,
+    /// Parent-death signal.
+    pub pdeath_sig: Option<i32>,
+    /// no_new_privs.
+    pub no_new_privs: bool,
+    /// THP disabled.
+    pub thp_disabled: Option<bool>,
+    /// Child subreaper.
+    pub child_subreaper: Option<bool>,
+    /// `set_tid_address` value.
+    pub clear_tid_addr: u64,
+    /// Robust futex list (head, len).
+    pub robust_list: (u64, u64),
+    /// rseq registration (area, len, signature).
+    pub rseq: Option<(u64, u32, u32)>,
+    /// Process-wide pending signals (raw `siginfo_t`s).
+    pub pending_shared: Vec<[u8; abi::SIGINFO_SIZE]>,
+    /// Thread pending signals.
+    pub pending_thread: Vec<[u8; abi::SIGINFO_SIZE]>,
+    /// `oom_score_adj`.
+    pub oom_score_adj: Option<i32>,
+}

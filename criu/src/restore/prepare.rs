@@ -1,0 +1,742 @@
+//! Everything the parent sets up before the clone: checks against this machine, the reservation
+//! that will hold the premapped memory and the restorer, the restorer's image, argument block
+//! and final signal frame, and the child's work list.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use compel_arch::{SigStack, SigframeState, rt_sigframe_size, write_rt_sigframe};
+use compel_arch::RT_SIGFRAME_UC_OFFSET;
+use compel_proto::blob::BlobDesc;
+use nix::errno::Errno;
+
+use super::abi::{self, RestorerArgs};
+use super::child::{ChildPlan, FdOp, FillOp, PremapOp};
+use super::layout::{self, PAGE, Special, TASK_SIZE, page_up};
+use super::plan::{FdSource, TaskPlan, VmaKind};
+use super::{RestoreError, RestoreOptions, fpu, owned};
+
+/// Stack of the restorer.
+const STACK_SIZE: u64 = 64 << 10;
+/// glibc's rseq signature on x86_64.
+const GLIBC_RSEQ_SIG: u32 = 0x5305_3053;
+
+/// What the parent made ready for the clone.
+pub struct Prepared {
+    /// The child's work list.
+    pub child: ChildPlan,
+    /// Our end of the status pipe.
+    pub status_r: OwnedFd,
+    /// Our end of the go pipe.
+    pub go_w: OwnedFd,
+    /// Descriptors only the child needs (closed in the parent after the clone).
+    pub child_only: Vec<OwnedFd>,
+    /// The reservation `(start, len)`.
+    pub resv: (u64, u64),
+    /// Address of the restorer's `syscall` instruction.
+    pub syscall_insn: u64,
+    /// The restorer's own area `(start, len)` (unmapped once the task is back).
+    pub restorer: (u64, u64),
+}
+
+/// Checks the plan against this machine: pid free, hard limits reachable, FPU state fitting,
+/// vDSO layout the same.
+///
+/// # Errors
+/// [`RestoreError::PidBusy`], [`RestoreError::Rlimit`], [`RestoreError::Fpu`],
+/// [`RestoreError::Vdso`].
+pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
+    if std::path::Path::new(&format!("/proc/{}", plan.pid)).exists() {
+        return Err(RestoreError::PidBusy { pid: plan.pid });
+    }
+    let cap_resource = has_cap(24);
+    for (res, l) in plan.rlimits.iter().enumerate() {
+        if l.cur > l.max {
+            return Err(RestoreError::BadImage {
+                file: format!("core-{}.img", plan.pid),
+                reason: format!("rlimit {res}: soft {} above hard {}", l.cur, l.max),
+            });
+        }
+        let mut have = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit64 writes one struct into a live local.
+        if unsafe { libc::getrlimit64(res as _, &mut have) } == 0
+            && l.max > have.rlim_max
+            && !cap_resource
+        {
+            return Err(RestoreError::Rlimit {
+                resource: res,
+                wanted: l.max,
+                have: have.rlim_max,
+            });
+        }
+    }
+    fpu::build(&plan.fpu)?;
+    let maps = layout::self_maps()?;
+    vdso_moves(plan, &Special::from_maps(&maps))?;
+    Ok(())
+}
+
+fn has_cap(cap: u32) -> bool {
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|v| v & (1 << cap) != 0)
+}
+
+/// The moves that put this kernel's special mappings where the task had them.
+fn vdso_moves(plan: &TaskPlan, cur: &Special) -> Result<Vec<abi::Move>, RestoreError> {
+    let span = |k: VmaKind| -> Option<(u64, u64)> {
+        let mut it = plan.vmas.iter().filter(|v| v.kind == k);
+        let first = it.next()?;
+        let mut s = (first.start, first.end);
+        for v in it {
+            if v.start == s.1 {
+                s.1 = v.end;
+            }
+        }
+        Some(s)
+    };
+    let t_vdso = span(VmaKind::Vdso);
+    let t_vvar = span(VmaKind::Vvar);
+    let mut moves = Vec::new();
+    let vdso_err = |reason: String| RestoreError::Vdso { reason };
+    if let Some((ts, te)) = t_vdso {
+        let (cs, ce) = cur
+            .vdso
+            .ok_or_else(|| vdso_err("this process has no vdso".into()))?;
+        if ce - cs != te - ts {
+            return Err(vdso_err(format!(
+                "vdso is {:#x} bytes here, {:#x} in the image (another kernel?)",
+                ce - cs,
+                te - ts
+            )));
+        }
+        moves.push(abi::Move {
+            from: cs,
+            to: ts,
+            len: te - ts,
+        });
+    }
+    if let Some((ts, te)) = t_vvar {
+        let (cs, ce) = cur
+            .vvar_span()
+            .ok_or_else(|| vdso_err("this process has no vvar".into()))?;
+        if ce - cs != te - ts {
+            return Err(vdso_err(format!(
+                "vvar is {:#x} bytes here, {:#x} in the image (another kernel?)",
+                ce - cs,
+                te - ts
+            )));
+        }
+        if let (Some((tds, _)), Some((cds, _))) = (t_vdso, cur.vdso)
+            && tds.wrapping_sub(ts) != cds.wrapping_sub(cs)
+        {
+            return Err(vdso_err("vvar and vdso are placed differently by this kernel".into()));
+        }
+        for part in [cur.vvar, cur.vvar_vclock].into_iter().flatten() {
+            moves.push(abi::Move {
+                from: part.0,
+                to: ts + (part.0 - cs),
+                len: part.1 - part.0,
+            });
+        }
+    } else {
+        // The task had no vvar: this kernel's is unmapped with the rest.
+    }
+    if moves.len() > abi::MAX_VDSO {
+        return Err(vdso_err("too many special mappings".into()));
+    }
+    Ok(moves)
+}
+
+/// A growable byte area with a known base address in the task.
+struct Area {
+    base: u64,
+    bytes: Vec<u8>,
+}
+
+impl Area {
+    fn align(&mut self, a: usize) {
+        let n = self.bytes.len().next_multiple_of(a);
+        self.bytes.resize(n, 0);
+    }
+
+    fn push(&mut self, data: &[u8], align: usize) -> u64 {
+        self.align(align);
+        let at = self.base + self.bytes.len() as u64;
+        self.bytes.extend_from_slice(data);
+        at
+    }
+}
+
+/// Bytes of a plain `repr(C)` value made only of integers.
+fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: callers pass `repr(C)` types of integer fields without padding (the abi types,
+    // whose sizes are pinned to the sum of their fields), so every byte is initialised.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+        .to_vec()
+}
+
+fn slice_bytes<T: Copy>(v: &[T]) -> Vec<u8> {
+    v.iter().flat_map(|x| bytes_of(x)).collect()
+}
+
+fn restorer_blob() -> Result<BlobDesc<'static>, RestoreError> {
+    // A blob file named by CRIU_RESTORER_BLOB replaces the built-in one (for debugging).
+    let b = match std::env::var_os("CRIU_RESTORER_BLOB") {
+        Some(path) => {
+            let data = std::fs::read(&path).map_err(|e| RestoreError::Io {
+                what: format!("reading {}", std::path::Path::new(&path).display()),
+                source: e,
+            })?;
+            let data: &'static [u8] = Box::leak(data.into_boxed_slice());
+            BlobDesc::parse(data).map_err(|e| RestoreError::Blob {
+                reason: format!("{e:?}"),
+            })?
+        }
+        None => builtin_blob()?,
+    };
+    b.validate().map_err(|e| RestoreError::Blob {
+        reason: format!("{e:?}"),
+    })?;
+    Ok(b)
+}
+
+fn builtin_blob() -> Result<BlobDesc<'static>, RestoreError> {
+    Ok(parasite_blobs::restorer::blob())
+}
+
+fn sym(b: &BlobDesc<'_>, name: &str) -> Result<u64, RestoreError> {
+    b.symbol(name).map(|o| o as u64).ok_or_else(|| RestoreError::Blob {
+        reason: format!("no symbol {name}"),
+    })
+}
+
+fn sys_err(what: &'static str) -> RestoreError {
+    RestoreError::Sys {
+        what,
+        errno: Errno::last(),
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RestoreError> {
+    let mut p = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into a live local array.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(sys_err("creating a pipe"));
+    }
+    Ok((owned(p[0]), owned(p[1])))
+}
+
+/// Duplicates `fd` at or above `min`.
+fn dup_above(fd: &OwnedFd, min: i32) -> Result<OwnedFd, RestoreError> {
+    // SAFETY: fcntl F_DUPFD_CLOEXEC on a descriptor we own creates a new one we own.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if r < 0 {
+        return Err(sys_err("moving a service descriptor"));
+    }
+    Ok(owned(r))
+}
+
+/// Unmaps the reservation in this process.
+pub fn unmap(resv: (u64, u64)) {
+    // SAFETY: the range is the reservation this module mapped; nothing of ours points into it.
+    unsafe { libc::munmap(resv.0 as *mut libc::c_void, resv.1 as usize) };
+}
+
+/// Builds everything for the clone.
+///
+/// # Errors
+/// [`RestoreError::NoRoom`], [`RestoreError::Blob`], [`RestoreError::Sys`], and the checks of
+/// [`preflight`] again.
+pub fn prepare(plan: &TaskPlan, opts: &RestoreOptions) -> Result<Prepared, RestoreError> {
+    let blob = restorer_blob()?;
+    let entry_off = sym(&blob, "__export_restorer_main")?;
+    let syscall_off = sym(&blob, "__export_restorer_syscall")?;
+    let maps = layout::self_maps()?;
+    let special = Special::from_maps(&maps);
+    let vdso = vdso_moves(plan, &special)?;
+    let xsave = fpu::build(&plan.fpu)?;
+
+    // Sizes.
+    let premapped: Vec<&super::plan::Vma> = plan.vmas.iter().filter(|v| v.premapped()).collect();
+    let premap_size: u64 = premapped.iter().map(|v| v.len()).sum();
+    let blob_size = page_up(blob.map_size() as u64);
+    let frame_size = rt_sigframe_size(xsave.bytes.len()) as u64;
+    let extra = (premapped.len() * 24
+        + plan.posix_timers.len() * 64
+        + plan.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
+        + (plan.pending_shared.len() + plan.pending_thread.len()) * abi::SIGINFO_SIZE
+        + plan.auxv.len() * 8) as u64;
+    let args_size = page_up(std::mem::size_of::<RestorerArgs>() as u64 + extra + frame_size + 1024);
+    let scratch_size: u64 = vdso.iter().map(|m| m.len).sum::<u64>().max(PAGE);
+    let restorer_len = blob_size + args_size + STACK_SIZE;
+    let total = premap_size + PAGE + restorer_len + scratch_size;
+
+    let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
+    busy.extend(plan.vmas.iter().map(|v| (v.start, v.end)));
+    let base = layout::find_gap(&busy, total)?;
+    // SAFETY: MAP_FIXED_NOREPLACE only takes the range if nothing is mapped there.
+    let r = unsafe {
+        libc::mmap(
+            base as *mut libc::c_void,
+            total as usize,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if r == libc::MAP_FAILED || r as u64 != base {
+        return Err(sys_err("reserving the restore area"));
+    }
+    let resv = (base, total);
+    match build(plan, opts, &blob, base, premap_size, blob_size, args_size, restorer_len, &vdso, &xsave, &premapped) {
+        Ok(mut p) => {
+            p.resv = resv;
+            p.syscall_insn = base + premap_size + PAGE + syscall_off;
+            p.child.entry = base + premap_size + PAGE + entry_off;
+            Ok(p)
+        }
+        Err(e) => {
+            unmap(resv);
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    plan: &TaskPlan,
+    opts: &RestoreOptions,
+    blob: &BlobDesc<'_>,
+    base: u64,
+    premap_size: u64,
+    blob_size: u64,
+    args_size: u64,
+    restorer_len: u64,
+    vdso: &[abi::Move],
+    xsave: &fpu::Xsave,
+    premapped: &[&super::plan::Vma],
+) -> Result<Prepared, RestoreError> {
+    let rbase = base + premap_size + PAGE;
+    let args_base = rbase + blob_size;
+    let stack_top = args_base + args_size + STACK_SIZE;
+    let scratch = rbase + restorer_len;
+
+    // Premap addresses, in order.
+    let mut premap_addr = Vec::with_capacity(premapped.len());
+    let mut off = 0;
+    for v in premapped {
+        premap_addr.push(base + off);
+        off += v.len();
+    }
+    let to_premap = |addr: u64| -> Option<(usize, u64)> {
+        premapped
+            .iter()
+            .position(|v| v.start <= addr && addr < v.end)
+            .map(|i| (i, premap_addr[i] + (addr - premapped[i].start)))
+    };
+
+    // Page runs, split at area boundaries.
+    let mut fills = Vec::new();
+    let mut filled = vec![false; premapped.len()];
+    for run in &plan.pages {
+        let mut a = run.vaddr;
+        let end = run.vaddr + run.nr_pages * PAGE;
+        while a < end {
+            let Some((i, pa)) = to_premap(a) else {
+                // A special area (vdso): its pages are the kernel's.
+                a = plan
+                    .vmas
+                    .iter()
+                    .find(|v| v.start <= a && a < v.end)
+                    .map_or(end, |v| v.end.min(end));
+                continue;
+            };
+            let v = premapped[i];
+            let b = v.end.min(end);
+            if !matches!(v.kind, VmaKind::FileShared { .. }) {
+                fills.push(FillOp {
+                    file: run.file,
+                    offset: run.offset + (a - run.vaddr),
+                    addr: pa,
+                    len: b - a,
+                });
+                filled[i] = true;
+            }
+            a = b;
+        }
+    }
+    let premap: Vec<PremapOp> = premapped
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let grows = v.flags & libc::MAP_GROWSDOWN;
+            let (map_flags, file) = match &v.kind {
+                VmaKind::AnonShared { .. } => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, None),
+                VmaKind::FilePrivate { path } => (libc::MAP_PRIVATE, Some((path.clone(), libc::O_RDONLY))),
+                VmaKind::FileShared { path, writable } => (
+                    libc::MAP_SHARED,
+                    Some((path.clone(), if *writable { libc::O_RDWR } else { libc::O_RDONLY })),
+                ),
+                _ => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows, None),
+            };
+            PremapOp {
+                addr: premap_addr[i],
+                len: v.len(),
+                prot: v.prot,
+                map_flags,
+                file,
+                pgoff: v.pgoff,
+                fill: filled[i],
+                madv: v.madv,
+            }
+        })
+        .collect();
+
+    // Service descriptors above every target number.
+    let max_fd = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
+    let (status_r, status_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let status_w = dup_above(&status_w, max_fd + 1)?;
+    let go_r = dup_above(&go_r, max_fd + 1)?;
+    let mut child_only = vec![status_w, go_r];
+    let mut exe_fd = u32::MAX;
+    if let Some(exe) = &plan.exe {
+        // SAFETY: open with a NUL-terminated path we own.
+        let fd = unsafe { libc::open(exe.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(RestoreError::MissingFile {
+                path: String::from_utf8_lossy(exe.as_bytes()).into_owned().into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let fd = dup_above(&owned(fd), max_fd + 1)?;
+        exe_fd = fd.as_raw_fd() as u32;
+        child_only.push(fd);
+    }
+    let mut service_fds: Vec<i32> = child_only.iter().map(|f| f.as_raw_fd()).collect();
+    service_fds.sort_unstable();
+    let status_fd = child_only[0].as_raw_fd();
+    let go_fd = child_only[1].as_raw_fd();
+    let tmp_fd_base = service_fds.last().copied().unwrap_or(max_fd) + 1;
+
+    // Descriptors.
+    let mut fds = Vec::new();
+    let mut pipes_done: Vec<u32> = Vec::new();
+    for f in &plan.fds {
+        match &f.source {
+            FdSource::Path { path, flags, pos } => fds.push(FdOp::Open {
+                fd: f.fd,
+                path: path.clone(),
+                flags: *flags,
+                pos: *pos,
+                cloexec: f.cloexec,
+            }),
+            FdSource::Deleted {
+                path,
+                flags,
+                pos,
+                mode,
+                content,
+            } => fds.push(FdOp::Deleted {
+                fd: f.fd,
+                path: path.clone(),
+                flags: *flags,
+                pos: *pos,
+                mode: *mode,
+                content: content.clone(),
+                cloexec: f.cloexec,
+            }),
+            FdSource::Dup { of } => fds.push(FdOp::Dup {
+                fd: f.fd,
+                of: *of,
+                cloexec: f.cloexec,
+            }),
+            FdSource::Tty { flags } => fds.push(FdOp::Open {
+                fd: f.fd,
+                path: CString::from(c"/dev/tty"),
+                flags: *flags,
+                pos: 0,
+                cloexec: f.cloexec,
+            }),
+            FdSource::Pipe { id, flags, .. } => {
+                if pipes_done.contains(id) {
+                    continue;
+                }
+                pipes_done.push(*id);
+                let mut read: Option<(i32, bool)> = None;
+                let mut write: Option<(i32, bool)> = None;
+                let mut dups = Vec::new();
+                for g in &plan.fds {
+                    if let FdSource::Pipe { id: gid, write: w, .. } = &g.source
+                        && gid == id
+                    {
+                        let slot = if *w { &mut write } else { &mut read };
+                        match slot {
+                            None => *slot = Some((g.fd, g.cloexec)),
+                            // A second fd on the same end: a dup of the first.
+                            Some((first, _)) => dups.push(FdOp::Dup {
+                                fd: g.fd,
+                                of: *first,
+                                cloexec: g.cloexec,
+                            }),
+                        }
+                    }
+                }
+                fds.push(FdOp::Pipe {
+                    read,
+                    write,
+                    flags: *flags,
+                });
+                fds.extend(dups);
+            }
+        }
+    }
+
+    // The argument block and everything it points at.
+    let mut area = Area {
+        base: args_base,
+        bytes: vec![0u8; std::mem::size_of::<RestorerArgs>()],
+    };
+    let moves: Vec<abi::Move> = premapped
+        .iter()
+        .enumerate()
+        .map(|(i, v)| abi::Move {
+            from: premap_addr[i],
+            to: v.start,
+            len: v.len(),
+        })
+        .collect();
+    let vmas_at = area.push(&slice_bytes(&moves), 8);
+    let timers_at = area.push(&slice_bytes(&plan.posix_timers), 8);
+    let mut creds = abi::Creds::default();
+    if let Some(c) = &plan.creds {
+        creds = c.creds;
+        creds.ngroups = c.groups.len() as u32;
+        creds.groups = area.push(&slice_bytes(&c.groups), 8);
+    }
+    let mut sig_bytes = Vec::new();
+    for s in plan.pending_shared.iter().chain(&plan.pending_thread) {
+        sig_bytes.extend_from_slice(s);
+    }
+    let siginfo_at = area.push(&sig_bytes, 8);
+    let auxv_at = area.push(&slice_bytes(&plan.auxv), 8);
+    area.align(compel_arch::FPSTATE_ALIGN);
+    let frame_at = area.base + area.bytes.len() as u64;
+    let mut frame = vec![0u8; rt_sigframe_size(xsave.bytes.len())];
+    let state = SigframeState {
+        regs: &plan.regs,
+        xsave: &xsave.bytes,
+        xfeatures: xsave.xfeatures,
+        sigmask: plan.sigmask,
+        altstack: plan.altstack.map(|(sp, flags, size)| SigStack {
+            ss_sp: sp,
+            ss_flags: flags,
+            pad: 0,
+            ss_size: size,
+        }),
+    };
+    write_rt_sigframe(&mut frame, frame_at, &state).map_err(|e| RestoreError::Fpu {
+        reason: format!("signal frame: {e:?}"),
+    })?;
+    area.bytes.extend_from_slice(&frame);
+    if area.bytes.len() as u64 > args_size {
+        return Err(RestoreError::Blob {
+            reason: "argument area overflow".into(),
+        });
+    }
+
+    let opt = |v: Option<i32>| v.unwrap_or(abi::KEEP);
+    let mut comm = [0u8; 16];
+    for (d, s) in comm.iter_mut().zip(plan.comm.bytes().take(15)) {
+        *d = s;
+    }
+    let mut keep = [abi::Range::default(); abi::MAX_KEEP];
+    keep[0] = abi::Range {
+        start: base,
+        end: base + premap_size + PAGE + restorer_len + vdso.iter().map(|m| m.len).sum::<u64>().max(PAGE),
+    };
+    let mut vdso_arr = [abi::Move::default(); abi::MAX_VDSO];
+    vdso_arr[..vdso.len()].copy_from_slice(vdso);
+    let mut sigactions = [abi::KSigaction::default(); abi::NSIG];
+    if !plan.sigactions.is_empty() {
+        sigactions.copy_from_slice(&plan.sigactions[..abi::NSIG]);
+    }
+    let mut rlimits = [abi::Rlimit::default(); abi::NRLIMITS];
+    rlimits[..plan.rlimits.len()].copy_from_slice(&plan.rlimits);
+    let mut itimers = [abi::Itimerval::default(); 3];
+    let mut itimers_mask = 0;
+    for (i, t) in plan.itimers.iter().enumerate() {
+        if let Some(t) = t {
+            itimers[i] = *t;
+            itimers_mask |= 1 << i;
+        }
+    }
+    let mm = plan.mm.map(|mut m| {
+        m.auxv = auxv_at;
+        m.auxv_size = (plan.auxv.len() * 8) as u32;
+        m.exe_fd = exe_fd;
+        m
+    });
+    let args = RestorerArgs {
+        magic: abi::ARGS_MAGIC,
+        version: abi::ARGS_VERSION,
+        size: std::mem::size_of::<RestorerArgs>() as u32,
+        status_fd,
+        n_keep: 1,
+        keep,
+        task_size: TASK_SIZE,
+        old_rseq: 0,
+        old_rseq_len: 0,
+        old_rseq_sig: 0,
+        n_vdso: vdso.len() as u32,
+        pad0: 0,
+        vdso: vdso_arr,
+        vdso_scratch: scratch,
+        vmas: vmas_at,
+        n_vmas: moves.len() as u64,
+        mm: mm.unwrap_or_default(),
+        set_mm: mm.is_some() as u32,
+        set_sigactions: !plan.sigactions.is_empty() as u32,
+        sigactions,
+        n_rlimits: plan.rlimits.len() as u32,
+        itimers_mask,
+        rlimits,
+        itimers,
+        posix_timers: timers_at,
+        n_posix_timers: plan.posix_timers.len() as u32,
+        set_creds: plan.creds.is_some() as u32,
+        creds,
+        personality: plan.personality.map_or(abi::KEEP, |p| p as i32),
+        dumpable: opt(plan.dumpable),
+        pdeath_sig: opt(plan.pdeath_sig),
+        no_new_privs: plan.no_new_privs as i32,
+        thp_disabled: opt(plan.thp_disabled.map(i32::from)),
+        child_subreaper: opt(plan.child_subreaper.map(i32::from)),
+        comm,
+        clear_tid_addr: plan.clear_tid_addr,
+        robust_list: plan.robust_list.0,
+        robust_list_len: plan.robust_list.1,
+        rseq: plan.rseq.map_or(0, |r| r.0),
+        rseq_len: plan.rseq.map_or(0, |r| r.1),
+        rseq_sig: plan.rseq.map_or(0, |r| r.2),
+        siginfo: siginfo_at,
+        n_siginfo_shared: plan.pending_shared.len() as u32,
+        n_siginfo_thread: plan.pending_thread.len() as u32,
+        fs_base: plan.regs.fs_base,
+        gs_base: plan.regs.gs_base,
+        sigframe_sp: frame_at + RT_SIGFRAME_UC_OFFSET as u64,
+        stop_before_return: 1,
+        pad1: 0,
+    };
+    let ab = bytes_of(&args);
+    area.bytes[..ab.len()].copy_from_slice(&ab);
+
+    // Map the restorer's area (blob, arguments, stack) and fill it.
+    let rw_len = (blob_size + args_size + STACK_SIZE) as usize;
+    // SAFETY: the range is inside our own reservation, which nothing else uses.
+    let r = unsafe {
+        libc::mmap(
+            rbase as *mut libc::c_void,
+            rw_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if r == libc::MAP_FAILED {
+        return Err(sys_err("mapping the restorer"));
+    }
+    // SAFETY: the range was just mapped readable and writable and is ours alone.
+    let mem = unsafe { std::slice::from_raw_parts_mut(rbase as *mut u8, rw_len) };
+    blob.copy_into(&mut mem[..blob_size as usize]).map_err(|e| RestoreError::Blob {
+        reason: format!("{e:?}"),
+    })?;
+    blob.apply_relocs(&mut mem[..blob_size as usize], rbase)
+        .map_err(|e| RestoreError::Blob {
+            reason: format!("{e:?}"),
+        })?;
+    mem[blob_size as usize..blob_size as usize + area.bytes.len()].copy_from_slice(&area.bytes);
+    let text = page_up(blob.text_size as u64) as usize;
+    // SAFETY: changes the protection of the blob's text inside our reservation.
+    if unsafe { libc::mprotect(rbase as *mut libc::c_void, text, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
+        return Err(sys_err("protecting the restorer's code"));
+    }
+
+    let old_rseq = glibc_rseq();
+    let setsid = plan.sid == plan.pid && !opts.shell_job;
+    if plan.sid != plan.pid && !opts.shell_job {
+        tracing::warn!(pid = plan.pid, sid = plan.sid, "task was not a session leader; it joins criu's session");
+    }
+    let child = ChildPlan {
+        setsid,
+        setpgid: !setsid && plan.pgid == plan.pid,
+        premap,
+        fills,
+        page_files: plan
+            .page_files
+            .iter()
+            .map(|p| CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default())
+            .collect(),
+        fds,
+        service_fds,
+        tmp_fd_base,
+        root: plan.root.clone(),
+        cwd: plan.cwd.clone(),
+        umask: plan.umask,
+        oom_score_adj: plan.oom_score_adj.and_then(|v| CString::new(v.to_string()).ok()),
+        status_fd,
+        go_fd,
+        old_rseq,
+        entry: 0,
+        stack_top: stack_top & !15,
+        args: args_base,
+    };
+    Ok(Prepared {
+        child,
+        status_r,
+        go_w,
+        child_only,
+        resv: (base, 0),
+        syscall_insn: 0,
+        restorer: (rbase, restorer_len),
+    })
+}
+
+unsafe extern "C" {
+    static __rseq_offset: isize;
+    static __rseq_size: u32;
+}
+
+/// The rseq area glibc registered for this thread, if any.
+fn glibc_rseq() -> Option<(u64, u32, u32)> {
+    // SAFETY: glibc (2.35 and later) exports these two read-only variables, set at start-up.
+    let (off, size) = unsafe { (__rseq_offset, __rseq_size) };
+    if size == 0 {
+        return None;
+    }
+    // SAFETY: pthread_self has no preconditions; with glibc it is the thread pointer.
+    let tp = unsafe { libc::pthread_self() } as u64;
+    Some((tp.wrapping_add(off as u64), size.max(32), GLIBC_RSEQ_SIG))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_bytes_match_struct_size() {
+        let r = abi::Range { start: 1, end: 2 };
+        assert_eq!(bytes_of(&r).len(), 16);
+        assert_eq!(slice_bytes(&[r, r]).len(), 32);
+    }
+}

@@ -1,0 +1,256 @@
+//! Tracing the task while it restores itself: from its first instruction (so that no signal
+//! stop is lost) to its final `rt_sigreturn`, after which the restorer's area is unmapped by a
+//! system call run through ptrace (nothing inside the task can unmap the code it runs on).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use compel_arch::nr;
+use nix::errno::Errno;
+use nix::sys::ptrace::{self, Options};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::abi::{self, Status};
+use super::{RestoreError, child};
+
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+const SYSCALL_INFO_ENTRY: u8 = 1;
+const SYSCALL_INFO_EXIT: u8 = 2;
+
+fn terr(pid: i32, what: &'static str) -> impl Fn(Errno) -> RestoreError {
+    move |errno| RestoreError::Trace { pid, what, errno }
+}
+
+/// Attaches to the new task (it waits on its go pipe, so it has done nothing yet). The task
+/// dies with us if criu dies while tracing it.
+///
+/// # Errors
+/// [`RestoreError::Trace`].
+pub fn seize(pid: i32) -> Result<(), RestoreError> {
+    ptrace::seize(
+        Pid::from_raw(pid),
+        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_EXITKILL,
+    )
+    .map_err(terr(pid, "PTRACE_SEIZE"))
+}
+
+fn died(pid: i32, ws: WaitStatus) -> RestoreError {
+    let status = match ws {
+        WaitStatus::Exited(_, c) => format!("exited with {c}"),
+        WaitStatus::Signaled(_, s, _) => format!("killed by {s}"),
+        other => format!("{other:?}"),
+    };
+    RestoreError::Died { pid, status }
+}
+
+fn read_status(fd: &OwnedFd) -> Result<Option<Status>, Errno> {
+    let mut st = Status::default();
+    // SAFETY: reads at most size_of::<Status>() bytes into a live repr(C) value of integers.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&raw mut st).cast(),
+            std::mem::size_of::<Status>(),
+        )
+    };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    Ok((n as usize == std::mem::size_of::<Status>()).then_some(st))
+}
+
+fn task_error(pid: i32, st: &Status) -> RestoreError {
+    RestoreError::Task {
+        pid,
+        stage: child::stage_name(st.stage),
+        errno: Errno::from_raw(st.errno),
+        detail: st.detail,
+    }
+}
+
+/// Waits until the task reports that everything is in place and has stopped itself before its
+/// final return. Signals it receives meanwhile are passed on.
+///
+/// # Errors
+/// [`RestoreError::Task`] with the failed step, [`RestoreError::Died`], [`RestoreError::Trace`].
+pub fn wait_ready(pid: i32, status_r: &OwnedFd) -> Result<(), RestoreError> {
+    let p = Pid::from_raw(pid);
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: status_r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one live pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 20) };
+        if n > 0 {
+            match read_status(status_r) {
+                Ok(Some(st)) if st.stage == abi::STAGE_READY => break,
+                Ok(Some(st)) => return Err(task_error(pid, &st)),
+                Ok(None) => {
+                    // End of file without a report: the task is gone.
+                    loop {
+                        match waitpid(p, Some(WaitPidFlag::__WALL)) {
+                            Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                                return Err(died(pid, ws));
+                            }
+                            Ok(WaitStatus::Stopped(_, sig)) => {
+                                let _ = ptrace::cont(p, sig);
+                            }
+                            Ok(_) | Err(Errno::EINTR) => {
+                                let _ = ptrace::cont(p, None);
+                            }
+                            Err(e) => return Err(terr(pid, "waitpid")(e)),
+                        }
+                    }
+                }
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(e) => return Err(terr(pid, "reading the status pipe")(e)),
+            }
+        }
+        match waitpid(p, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                if let Ok(Some(st)) = read_status(status_r)
+                    && st.stage != abi::STAGE_READY
+                {
+                    return Err(task_error(pid, &st));
+                }
+                return Err(died(pid, ws));
+            }
+            Ok(WaitStatus::Stopped(_, sig)) => {
+                tracing::debug!(pid, ?sig, "signal during restore, passed on");
+                ptrace::cont(p, sig).map_err(terr(pid, "PTRACE_CONT"))?;
+            }
+            Ok(_) => {
+                ptrace::cont(p, None).map_err(terr(pid, "PTRACE_CONT"))?;
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(terr(pid, "waitpid")(e)),
+        }
+    }
+    // The restorer stops itself with SIGSTOP right after the report.
+    loop {
+        match waitpid(p, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => return Ok(()),
+            Ok(WaitStatus::Stopped(_, sig)) => {
+                ptrace::cont(p, sig).map_err(terr(pid, "PTRACE_CONT"))?;
+            }
+            Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                return Err(died(pid, ws));
+            }
+            Ok(_) => {
+                ptrace::cont(p, None).map_err(terr(pid, "PTRACE_CONT"))?;
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(terr(pid, "waitpid")(e)),
+        }
+    }
+}
+
+/// `struct ptrace_syscall_info`, the parts we read.
+#[repr(C)]
+#[derive(Default)]
+struct SyscallInfo {
+    op: u8,
+    pad: [u8; 3],
+    arch: u32,
+    instruction_pointer: u64,
+    stack_pointer: u64,
+    /// entry: nr, args[6]; exit: rval, is_error.
+    data: [u64; 7],
+}
+
+fn syscall_info(pid: i32) -> Result<SyscallInfo, RestoreError> {
+    let mut info = SyscallInfo::default();
+    // SAFETY: the kernel writes at most size_of::<SyscallInfo>() bytes into a live local.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GET_SYSCALL_INFO,
+            pid,
+            std::mem::size_of::<SyscallInfo>(),
+            &raw mut info,
+        )
+    };
+    if r < 0 {
+        return Err(terr(pid, "PTRACE_GET_SYSCALL_INFO")(Errno::last()));
+    }
+    Ok(info)
+}
+
+/// Continues to the next syscall stop, passing on signals.
+fn next_syscall_stop(pid: i32, sig: Option<Signal>) -> Result<(), RestoreError> {
+    let p = Pid::from_raw(pid);
+    let mut sig = sig;
+    loop {
+        ptrace::syscall(p, sig).map_err(terr(pid, "PTRACE_SYSCALL"))?;
+        sig = None;
+        match waitpid(p, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::PtraceSyscall(_)) => return Ok(()),
+            Ok(WaitStatus::Stopped(_, s)) => sig = Some(s),
+            Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                return Err(died(pid, ws));
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(terr(pid, "waitpid")(e)),
+        }
+    }
+}
+
+fn sigmask(pid: i32, req: libc::c_uint, mask: &mut u64) -> Result<(), RestoreError> {
+    // SAFETY: the kernel reads or writes one 8-byte mask in a live local.
+    let r = unsafe { libc::ptrace(req, pid, 8usize, mask as *mut u64) };
+    if r < 0 {
+        return Err(terr(pid, "PTRACE_{GET,SET}SIGMASK")(Errno::last()));
+    }
+    Ok(())
+}
+
+/// Lets the stopped task run into its final `rt_sigreturn`, then unmaps the restorer's area
+/// `(start, len)` through its `syscall` instruction at `syscall_insn`, and detaches.
+///
+/// # Errors
+/// [`RestoreError::Trace`], [`RestoreError::Died`].
+pub fn resume(pid: i32, syscall_insn: u64, restorer: (u64, u64)) -> Result<(), RestoreError> {
+    let p = Pid::from_raw(pid);
+    // Swallow the SIGSTOP, then follow syscalls up to the exit of rt_sigreturn.
+    let mut last_nr = u64::MAX;
+    let mut first = true;
+    loop {
+        // The first resume suppresses the SIGSTOP (signal 0).
+        next_syscall_stop(pid, None)?;
+        let _ = first;
+        first = false;
+        let info = syscall_info(pid)?;
+        match info.op {
+            SYSCALL_INFO_ENTRY => last_nr = info.data[0],
+            SYSCALL_INFO_EXIT if last_nr == nr::RT_SIGRETURN as u64 => break,
+            _ => {}
+        }
+    }
+    let saved = ptrace::getregs(p).map_err(terr(pid, "PTRACE_GETREGS"))?;
+    let mut mask = 0u64;
+    sigmask(pid, PTRACE_GETSIGMASK, &mut mask)?;
+    let mut all = !0u64;
+    sigmask(pid, PTRACE_SETSIGMASK, &mut all)?;
+    let mut r = saved;
+    r.rip = syscall_insn;
+    r.rax = nr::MUNMAP as u64;
+    r.orig_rax = u64::MAX;
+    r.rdi = restorer.0;
+    r.rsi = restorer.1;
+    ptrace::setregs(p, r).map_err(terr(pid, "PTRACE_SETREGS"))?;
+    next_syscall_stop(pid, None)?; // entry of munmap
+    next_syscall_stop(pid, None)?; // exit of munmap
+    let after = ptrace::getregs(p).map_err(terr(pid, "PTRACE_GETREGS"))?;
+    if after.rax != 0 {
+        tracing::warn!(pid, ret = after.rax as i64, "unmapping the restorer failed");
+    }
+    ptrace::setregs(p, saved).map_err(terr(pid, "PTRACE_SETREGS"))?;
+    sigmask(pid, PTRACE_SETSIGMASK, &mut mask)?;
+    ptrace::detach(p, None).map_err(terr(pid, "PTRACE_DETACH"))?;
+    Ok(())
+}

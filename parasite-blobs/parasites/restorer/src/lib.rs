@@ -1,0 +1,514 @@
+//! criu's restorer: the last code a restored task runs before it becomes itself again.
+//!
+//! criu's restore engine clones the task with its old pid, reopens its files and premaps its
+//! memory at addresses free in the final layout, then jumps here with the stack pointer inside
+//! this blob's own area and the address of a [`abi::RestorerArgs`] block in the first argument
+//! register. From here on only raw system calls run: unmap everything that belonged to the engine,
+//! move the vDSO and the premapped memory into place, install the mm descriptors, handlers,
+//! limits, timers, credentials and thread settings, queue pending signals, report to the engine
+//! and `rt_sigreturn` into the saved registers.
+//!
+//! Failures are reported as a [`abi::Status`] on the engine's pipe and end the task: once the
+//! engine's memory is gone there is nothing to return to.
+#![no_std]
+
+// The plugin crate brings the parasite runtime: memcpy & co and the panic handler.
+use compel_plugins as _;
+
+pub mod abi;
+
+use abi::*;
+use compel_arch::nr;
+use compel_arch::{syscall1, syscall2, syscall3, syscall4, syscall5};
+
+const PAGE: u64 = 4096;
+const MREMAP_MAYMOVE: usize = 1;
+const MREMAP_FIXED: usize = 2;
+const SIGKILL: usize = 9;
+const SIGSTOP: usize = 19;
+const PR_SET_PDEATHSIG: usize = 1;
+const PR_SET_DUMPABLE: usize = 4;
+const PR_SET_NAME: usize = 15;
+const PR_CAPBSET_DROP: usize = 24;
+const PR_SET_SECUREBITS: usize = 28;
+const PR_SET_MM: usize = 35;
+const PR_SET_MM_MAP: usize = 14;
+const PR_SET_CHILD_SUBREAPER: usize = 36;
+const PR_SET_NO_NEW_PRIVS: usize = 38;
+const PR_SET_THP_DISABLE: usize = 41;
+const PR_CAP_AMBIENT: usize = 47;
+const PR_CAP_AMBIENT_RAISE: usize = 2;
+const PR_CAP_AMBIENT_CLEAR_ALL: usize = 4;
+const PR_TIMER_CREATE_RESTORE_IDS: usize = 77;
+const SECBIT_NO_SETUID_FIXUP: usize = 1 << 2;
+const ARCH_SET_GS: usize = 0x1001;
+const ARCH_SET_FS: usize = 0x1002;
+const RSEQ_FLAG_UNREGISTER: usize = 1;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// A failed step: the stage, the errno and a detail.
+struct Fail(u32, isize, u64);
+
+type Res = Result<(), Fail>;
+
+fn check(stage: u32, ret: isize, detail: u64) -> Res {
+    if (-4095..0).contains(&ret) {
+        Err(Fail(stage, -ret, detail))
+    } else {
+        Ok(())
+    }
+}
+
+fn report(fd: i32, st: &Status) {
+    // SAFETY: `st` is a live `repr(C)` value of exactly `size_of::<Status>()` bytes; a failed
+    // write only loses the report.
+    unsafe {
+        syscall3(
+            nr::WRITE,
+            fd as usize,
+            (st as *const Status) as usize,
+            core::mem::size_of::<Status>(),
+        );
+    }
+}
+
+fn die(fd: i32, f: Fail) -> ! {
+    report(
+        fd,
+        &Status {
+            stage: f.0,
+            errno: f.1 as i32,
+            detail: f.2,
+        },
+    );
+    loop {
+        // SAFETY: exit_group ends the task; nothing of it is used afterwards.
+        unsafe {
+            syscall1(nr::EXIT_GROUP, 128 + f.0 as usize);
+        }
+    }
+}
+
+/// The entry point: `args` is the argument block the engine laid out in this blob's data area.
+///
+/// # Safety
+/// Called only by criu's engine on its own stack inside the blob area, with a valid block.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __export_restorer_main(args: *const RestorerArgs) -> ! {
+    // SAFETY: the engine passes the address of a complete, live argument block.
+    let a = unsafe { &*args };
+    if let Err(f) = restore(a) {
+        die(a.status_fd, f);
+    }
+    report(a.status_fd, &Status::default());
+    // SAFETY: closing our own status pipe; the engine sees end of file after the report.
+    unsafe {
+        syscall1(nr::CLOSE, a.status_fd as usize);
+    }
+    if a.stop_before_return != 0 {
+        // SAFETY: stopping ourselves; the tracing engine resumes us.
+        unsafe {
+            let pid = syscall1(nr::GETPID, 0);
+            syscall2(nr::KILL, pid as usize, SIGSTOP);
+        }
+    }
+    // SAFETY: from here on no code of ours uses the thread pointer; the bases are the task's.
+    unsafe {
+        syscall2(nr::ARCH_PRCTL, ARCH_SET_FS, a.fs_base as usize);
+        if a.gs_base != 0 {
+            syscall2(nr::ARCH_PRCTL, ARCH_SET_GS, a.gs_base as usize);
+        }
+    }
+    // SAFETY: the engine built a complete frame at `sigframe_sp` (with `write_rt_sigframe`).
+    unsafe { compel_arch::rt_sigreturn(a.sigframe_sp as usize) }
+}
+
+fn restore(a: &RestorerArgs) -> Res {
+    if a.magic != ARGS_MAGIC
+        || a.version != ARGS_VERSION
+        || a.size as usize != core::mem::size_of::<RestorerArgs>()
+        || a.n_keep as usize > MAX_KEEP
+        || a.n_vdso as usize > MAX_VDSO
+    {
+        return Err(Fail(STAGE_ARGS, 22, a.magic));
+    }
+    // Block everything: the engine's handlers are about to lose their code.
+    let all: u64 = !0;
+    // SAFETY: rt_sigprocmask reads one 8-byte mask from a live local.
+    check(STAGE_ARGS, unsafe { syscall4(nr::RT_SIGPROCMASK, 2, (&raw const all) as usize, 0, 8) }, 0)?;
+    if a.old_rseq != 0 {
+        // SAFETY: unregistering the area the kernel has for this thread; no memory is touched.
+        let r = unsafe {
+            syscall4(
+                nr::RSEQ,
+                a.old_rseq as usize,
+                a.old_rseq_len as usize,
+                RSEQ_FLAG_UNREGISTER,
+                a.old_rseq_sig as usize,
+            )
+        };
+        check(STAGE_OLD_RSEQ, r, a.old_rseq)?;
+    }
+    unmap_host(a)?;
+    move_vdso(a)?;
+    move_vmas(a)?;
+    if a.set_mm != 0 {
+        // SAFETY: `mm` is a complete prctl_mm_map whose auxv points into the argument area.
+        let r = unsafe {
+            syscall5(
+                nr::PRCTL,
+                PR_SET_MM,
+                PR_SET_MM_MAP,
+                (&raw const a.mm) as usize,
+                core::mem::size_of::<MmMap>(),
+                0,
+            )
+        };
+        check(STAGE_MM, r, a.mm.start_code)?;
+        if a.mm.exe_fd != u32::MAX {
+            // SAFETY: the engine opened this fd only for PR_SET_MM_MAP.
+            unsafe {
+                syscall1(nr::CLOSE, a.mm.exe_fd as usize);
+            }
+        }
+    }
+    sigactions(a)?;
+    rlimits(a)?;
+    timers(a)?;
+    if a.set_creds != 0 {
+        creds(&a.creds)?;
+    }
+    misc(a)?;
+    thread(a)?;
+    sigqueue(a)
+}
+
+/// Unmaps every range below `task_size` that is not in `keep` (nor the current special
+/// mappings, which `vdso` moves later).
+fn unmap_host(a: &RestorerArgs) -> Res {
+    // Gather the kept ranges: `keep` plus the sources of the vdso moves, sorted by start.
+    let mut ranges = [Range::default(); MAX_KEEP + MAX_VDSO];
+    let mut n = 0;
+    for r in &a.keep[..a.n_keep as usize] {
+        ranges[n] = *r;
+        n += 1;
+    }
+    for m in &a.vdso[..a.n_vdso as usize] {
+        ranges[n] = Range {
+            start: m.from,
+            end: m.from + m.len,
+        };
+        n += 1;
+    }
+    // Insertion sort: at most a dozen entries.
+    for i in 1..n {
+        let mut j = i;
+        while j > 0 && ranges[j - 1].start > ranges[j].start {
+            ranges.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    let mut cursor = PAGE;
+    for r in &ranges[..n] {
+        if r.start > cursor {
+            munmap(cursor, r.start)?;
+        }
+        if r.end > cursor {
+            cursor = r.end;
+        }
+    }
+    if a.task_size > cursor {
+        munmap(cursor, a.task_size)?;
+    }
+    Ok(())
+}
+
+fn munmap(start: u64, end: u64) -> Res {
+    // SAFETY: the range holds only the engine's memory, which nothing below uses any more
+    // (the blob, its stack and the premapped memory are in kept ranges).
+    let r = unsafe { syscall2(nr::MUNMAP, start as usize, (end - start) as usize) };
+    check(STAGE_UNMAP, r, start)
+}
+
+fn mremap(stage: u32, m: &Move) -> Res {
+    // SAFETY: both ranges were set up by the engine: the source holds only this move's
+    // mapping and the destination is either free or a reservation meant to be replaced.
+    let r = unsafe {
+        syscall5(
+            nr::MREMAP,
+            m.from as usize,
+            m.len as usize,
+            m.len as usize,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            m.to as usize,
+        )
+    };
+    check(stage, r, m.to)
+}
+
+/// Moves this kernel's vvar/vdso onto the saved addresses, through the scratch area so that a
+/// source overlapping a destination does no harm.
+fn move_vdso(a: &RestorerArgs) -> Res {
+    let mut off = 0;
+    let mut scratch = [0u64; MAX_VDSO];
+    for (i, m) in a.vdso[..a.n_vdso as usize].iter().enumerate() {
+        scratch[i] = a.vdso_scratch + off;
+        mremap(
+            STAGE_VDSO,
+            &Move {
+                from: m.from,
+                to: scratch[i],
+                len: m.len,
+            },
+        )?;
+        off += m.len;
+    }
+    for (i, m) in a.vdso[..a.n_vdso as usize].iter().enumerate() {
+        mremap(
+            STAGE_VDSO,
+            &Move {
+                from: scratch[i],
+                to: m.to,
+                len: m.len,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn move_vmas(a: &RestorerArgs) -> Res {
+    if a.n_vmas == 0 {
+        return Ok(());
+    }
+    // SAFETY: the engine placed `n_vmas` moves at `vmas`, inside the kept argument area.
+    let moves = unsafe { core::slice::from_raw_parts(a.vmas as *const Move, a.n_vmas as usize) };
+    for m in moves {
+        if m.from != m.to {
+            mremap(STAGE_VMA, m)?;
+        }
+    }
+    Ok(())
+}
+
+fn sigactions(a: &RestorerArgs) -> Res {
+    if a.set_sigactions == 0 {
+        return Ok(());
+    }
+    for (i, act) in a.sigactions.iter().enumerate() {
+        let sig = i + 1;
+        if sig == SIGKILL || sig == SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel sigaction from the argument area.
+        let r = unsafe { syscall4(nr::RT_SIGACTION, sig, act as *const KSigaction as usize, 0, 8) };
+        check(STAGE_SIGACTION, r, sig as u64)?;
+    }
+    Ok(())
+}
+
+fn rlimits(a: &RestorerArgs) -> Res {
+    for (res, l) in a.rlimits[..(a.n_rlimits as usize).min(NRLIMITS)].iter().enumerate() {
+        // SAFETY: prlimit64 on ourselves reads one rlimit64 from the argument area.
+        let r = unsafe { syscall4(nr::PRLIMIT64, 0, res, l as *const Rlimit as usize, 0) };
+        check(STAGE_RLIMIT, r, res as u64)?;
+    }
+    Ok(())
+}
+
+fn timers(a: &RestorerArgs) -> Res {
+    for (which, it) in a.itimers.iter().enumerate() {
+        if a.itimers_mask & (1 << which) == 0 {
+            continue;
+        }
+        // SAFETY: setitimer reads one itimerval from the argument area.
+        let r = unsafe { syscall3(nr::SETITIMER, which, it as *const Itimerval as usize, 0) };
+        check(STAGE_ITIMER, r, which as u64)?;
+    }
+    if a.n_posix_timers == 0 {
+        return Ok(());
+    }
+    // SAFETY: the engine placed `n_posix_timers` entries at `posix_timers`.
+    let timers = unsafe {
+        core::slice::from_raw_parts(a.posix_timers as *const PosixTimer, a.n_posix_timers as usize)
+    };
+    // SAFETY: a prctl that only switches how timer_create picks ids for this process.
+    let r = unsafe { syscall2(nr::PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 1) };
+    check(STAGE_POSIX_TIMER, r, 0)?;
+    for t in timers {
+        // struct sigevent: value, signo, notify, tid, padding to 64 bytes.
+        let mut sev = [0u64; 8];
+        sev[0] = t.value;
+        sev[1] = (t.signo as u32 as u64) | ((t.notify as u32 as u64) << 32);
+        sev[2] = t.notify_tid as u32 as u64;
+        let mut id: i32 = t.id;
+        // SAFETY: timer_create reads the local sigevent and reads/writes the local id.
+        let r = unsafe {
+            syscall3(
+                nr::TIMER_CREATE,
+                t.clock_id as usize,
+                sev.as_ptr() as usize,
+                (&raw mut id) as usize,
+            )
+        };
+        check(STAGE_POSIX_TIMER, r, t.id as u64)?;
+        if id != t.id {
+            return Err(Fail(STAGE_POSIX_TIMER, 17, t.id as u64));
+        }
+        let spec = [t.interval_sec, t.interval_nsec, t.value_sec, t.value_nsec];
+        // SAFETY: timer_settime reads one itimerspec from a live local.
+        let r = unsafe { syscall4(nr::TIMER_SETTIME, id as usize, 0, spec.as_ptr() as usize, 0) };
+        check(STAGE_POSIX_TIMER, r, t.id as u64)?;
+    }
+    // SAFETY: as above, switching the id mode back.
+    let r = unsafe { syscall2(nr::PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 0) };
+    check(STAGE_POSIX_TIMER, r, 0)
+}
+
+fn creds(c: &Creds) -> Res {
+    // SAFETY (whole function): each call changes only this task's credentials and reads
+    // nothing but live locals or the argument area.
+    unsafe {
+        // Keep the capabilities across the uid change; the final securebits come later.
+        check(STAGE_CREDS, syscall2(nr::PRCTL, PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP), 1)?;
+        check(STAGE_CREDS, syscall2(nr::SETGROUPS, c.ngroups as usize, c.groups as usize), 2)?;
+        check(
+            STAGE_CREDS,
+            syscall3(nr::SETRESGID, c.gid as usize, c.egid as usize, c.sgid as usize),
+            3,
+        )?;
+        syscall1(nr::SETFSGID, c.fsgid as usize);
+        check(
+            STAGE_CREDS,
+            syscall3(nr::SETRESUID, c.uid as usize, c.euid as usize, c.suid as usize),
+            4,
+        )?;
+        syscall1(nr::SETFSUID, c.fsuid as usize);
+        let bnd = (c.cap_bnd[0] as u64) | ((c.cap_bnd[1] as u64) << 32);
+        for cap in 0..64usize {
+            if bnd & (1 << cap) != 0 {
+                continue;
+            }
+            let r = syscall2(nr::PRCTL, PR_CAPBSET_DROP, cap);
+            if r == -22 {
+                break; // past the kernel's last capability
+            }
+            check(STAGE_CREDS, r, 5)?;
+        }
+        check(STAGE_CREDS, syscall2(nr::PRCTL, PR_SET_SECUREBITS, c.secbits as usize), 6)?;
+        let hdr: [u32; 2] = [LINUX_CAPABILITY_VERSION_3, 0];
+        let data: [u32; 6] = [
+            c.cap_eff[0],
+            c.cap_prm[0],
+            c.cap_inh[0],
+            c.cap_eff[1],
+            c.cap_prm[1],
+            c.cap_inh[1],
+        ];
+        check(
+            STAGE_CREDS,
+            syscall2(nr::CAPSET, hdr.as_ptr() as usize, data.as_ptr() as usize),
+            7,
+        )?;
+        let amb = (c.cap_amb[0] as u64) | ((c.cap_amb[1] as u64) << 32);
+        if amb != 0 {
+            syscall2(nr::PRCTL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
+            for cap in 0..64usize {
+                if amb & (1 << cap) != 0 {
+                    check(
+                        STAGE_CREDS,
+                        syscall3(nr::PRCTL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap),
+                        8,
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn prctl2(opt: usize, v: i32) -> Res {
+    if v == KEEP {
+        return Ok(());
+    }
+    // SAFETY: a prctl that sets one integer attribute of this task.
+    let r = unsafe { syscall2(nr::PRCTL, opt, v as usize) };
+    check(STAGE_PRCTL, r, opt as u64)
+}
+
+fn misc(a: &RestorerArgs) -> Res {
+    if a.personality != KEEP {
+        // SAFETY: personality only changes this task's execution domain flags.
+        let r = unsafe { syscall1(nr::PERSONALITY, a.personality as u32 as usize) };
+        check(STAGE_PRCTL, r, 0)?;
+    }
+    if a.comm[0] != 0 {
+        // SAFETY: PR_SET_NAME reads at most 16 bytes of the argument area.
+        let r = unsafe { syscall2(nr::PRCTL, PR_SET_NAME, a.comm.as_ptr() as usize) };
+        check(STAGE_PRCTL, r, PR_SET_NAME as u64)?;
+    }
+    prctl2(PR_SET_DUMPABLE, a.dumpable)?;
+    prctl2(PR_SET_PDEATHSIG, a.pdeath_sig)?;
+    prctl2(PR_SET_THP_DISABLE, a.thp_disabled)?;
+    prctl2(PR_SET_CHILD_SUBREAPER, a.child_subreaper)?;
+    if a.no_new_privs == 1 {
+        // SAFETY: no_new_privs is a one-way flag on this task.
+        let r = unsafe { syscall5(nr::PRCTL, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        check(STAGE_PRCTL, r, PR_SET_NO_NEW_PRIVS as u64)?;
+    }
+    Ok(())
+}
+
+fn thread(a: &RestorerArgs) -> Res {
+    // SAFETY (whole function): these calls record user addresses of the task in the kernel;
+    // they are the task's own saved values.
+    unsafe {
+        if a.clear_tid_addr != 0 {
+            syscall1(nr::SET_TID_ADDRESS, a.clear_tid_addr as usize);
+        }
+        if a.robust_list != 0 {
+            let r = syscall2(nr::SET_ROBUST_LIST, a.robust_list as usize, a.robust_list_len as usize);
+            check(STAGE_THREAD, r, a.robust_list)?;
+        }
+        if a.rseq != 0 {
+            let r = syscall4(nr::RSEQ, a.rseq as usize, a.rseq_len as usize, 0, a.rseq_sig as usize);
+            check(STAGE_THREAD, r, a.rseq)?;
+        }
+    }
+    Ok(())
+}
+
+fn sigqueue(a: &RestorerArgs) -> Res {
+    let n = (a.n_siginfo_shared + a.n_siginfo_thread) as usize;
+    if n == 0 {
+        return Ok(());
+    }
+    // SAFETY: getpid/gettid have no arguments.
+    let (pid, tid) = unsafe { (syscall1(nr::GETPID, 0), syscall1(nr::GETTID, 0)) };
+    for i in 0..n {
+        let info = a.siginfo + (i * SIGINFO_SIZE) as u64;
+        // SAFETY: `info` is one siginfo_t in the argument area; its first word is si_signo.
+        let sig = unsafe { *(info as *const i32) } as usize;
+        // SAFETY: queueing a signal to ourselves with the saved siginfo (read by the kernel).
+        let r = unsafe {
+            if i < a.n_siginfo_shared as usize {
+                syscall3(nr::RT_SIGQUEUEINFO, pid as usize, sig, info as usize)
+            } else {
+                syscall4(nr::RT_TGSIGQUEUEINFO, pid as usize, tid as usize, sig, info as usize)
+            }
+        };
+        check(STAGE_SIGQUEUE, r, sig as u64)?;
+    }
+    Ok(())
+}
+
+// A `syscall` instruction the engine points the restored task at, through ptrace, to unmap this
+// blob once the task is back in its own registers (the task never returns here).
+core::arch::global_asm!(
+    ".pushsection .text.__export_restorer_syscall,\"ax\",@progbits",
+    ".globl __export_restorer_syscall",
+    ".type __export_restorer_syscall,@function",
+    "__export_restorer_syscall:",
+    "syscall",
+    "ud2",
+    ".popsection",
+);

@@ -235,6 +235,21 @@ pub struct Task {
     _not_send: PhantomData<*const ()>,
 }
 
+/// The offset of the first `syscall` instruction in this process's own vDSO.
+fn own_vdso_syscall_offset() -> Option<u64> {
+    static OFF: OnceLock<Option<u64>> = OnceLock::new();
+    *OFF.get_or_init(|| {
+        let me = std::process::id() as i32;
+        let base = proc::auxv_vdso(me).ok()??;
+        let mut img = vec![0u8; 2 * 4096];
+        let n = RemoteMem::new(me).read_partial(base, &mut img).ok()?;
+        img[..n]
+            .windows(2)
+            .position(|w| w == SYSCALL_INSN)
+            .map(|o| o as u64)
+    })
+}
+
 fn privileged() -> bool {
     static CAP: OnceLock<bool> = OnceLock::new();
     *CAP.get_or_init(proc::self_has_cap_sys_admin)
@@ -270,15 +285,11 @@ impl Task {
         if pid <= 0 {
             return Err(TaskError::NoSuchTask { pid });
         }
-        let state = match proc::state_letter(pid)? {
-            'Z' => return Err(TaskError::Zombie { pid }),
-            'X' | 'x' => return Err(TaskError::NoSuchTask { pid }),
-            'T' => TaskState::Stopped,
-            _ => TaskState::Running,
-        };
+        // No /proc look-up up front: a failed PTRACE_SEIZE is classified afterwards, and a
+        // job-control stop shows as a group-stop when we wait.
         let mut task = Task {
             pid,
-            state,
+            state: TaskState::Running,
             threads: Vec::new(),
             mem: RemoteMem::new(pid),
             site: None,
@@ -442,6 +453,14 @@ impl Task {
         let mut tids: Vec<i32> = self.threads.iter().map(|t| t.tid).collect();
         tids.sort_by_key(|&t| (t != self.pid, t));
         tids
+    }
+
+    /// Forgets the signal most recently kept for delivery at detach on thread `tid` and
+    /// returns its number: for a fault raised by code we injected (a parasite), which the task
+    /// itself never caused and must never see.
+    pub fn discard_last_kept_signal(&mut self, tid: i32) -> Option<i32> {
+        let i = self.index(tid)?;
+        self.threads[i].reinject.pop().map(|si| si.si_signo)
     }
 
     /// How thread `tid` was stopped when seized.
@@ -632,6 +651,18 @@ impl Task {
     fn find_vdso_syscall(&mut self) -> Result<Option<RemoteAddr>, TaskError> {
         let mut bases = Vec::new();
         if let Some(b) = proc::auxv_vdso(self.pid)? {
+            // Every task of this kernel maps the same vDSO image: try where our own has its
+            // `syscall` (a check of 6 bytes) before scanning theirs.
+            if let Some(off) = own_vdso_syscall_offset() {
+                let (mut magic, mut insn) = ([0u8; 4], [0u8; 2]);
+                if self.mem.read(b, &mut magic).is_ok()
+                    && &magic == b"\x7fELF"
+                    && self.mem.read(b.offset(off), &mut insn).is_ok()
+                    && insn == SYSCALL_INSN
+                {
+                    return Ok(Some(b.offset(off)));
+                }
+            }
             bases.push((b, 2 * 4096));
         }
         let mut tried_maps = false;
@@ -747,6 +778,20 @@ impl Task {
             let regs = ptrace::get_regs(tid).map_err(TaskError::ptrace("GETREGS", tid))?;
             if let Stop::Signal(sig) = stop {
                 th.in_signal_stop = true;
+                let at_site = regs.ip() == site.addr.0 || regs.ip() == done_ip;
+                if at_site
+                    && matches!(
+                        sig,
+                        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+                    )
+                {
+                    // Our own doing (the site is not executable code after all): suppress it.
+                    return Err(TaskError::UnexpectedStop {
+                        tid,
+                        stop: format!("{stop:?} at ip {:#x}", regs.ip()),
+                        during: "remote syscall",
+                    });
+                }
                 if sig != libc::SIGTRAP {
                     // An unblockable signal (SIGSTOP) or one forced on the task: keep it for
                     // detach, as blocking would have.

@@ -300,6 +300,8 @@ pub fn prepare(plan: &TaskPlan, opts: &RestoreOptions) -> Result<Prepared, Resto
     match build(plan, opts, &blob, base, premap_size, blob_size, args_size, restorer_len, &vdso, &xsave, &premapped) {
         Ok(mut p) => {
             p.resv = resv;
+            // Unmapped as a whole at the end: by then only the restorer and the gap page are left.
+            p.restorer = resv;
             p.syscall_insn = base + premap_size + PAGE + syscall_off;
             p.child.entry = base + premap_size + PAGE + entry_off;
             Ok(p)

@@ -332,7 +332,7 @@ fn timers(a: &RestorerArgs) -> Res {
         core::slice::from_raw_parts(a.posix_timers as *const PosixTimer, a.n_posix_timers as usize)
     };
     // SAFETY: a prctl that only switches how timer_create picks ids for this process.
-    let r = unsafe { syscall2(nr::PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 1) };
+    let r = unsafe { syscall5(nr::PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) };
     check(STAGE_POSIX_TIMER, r, 0)?;
     for t in timers {
         // struct sigevent: value, signo, notify, tid, padding to 64 bytes.
@@ -360,7 +360,7 @@ fn timers(a: &RestorerArgs) -> Res {
         check(STAGE_POSIX_TIMER, r, t.id as u64)?;
     }
     // SAFETY: as above, switching the id mode back.
-    let r = unsafe { syscall2(nr::PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 0) };
+    let r = unsafe { syscall5(nr::PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0) };
     check(STAGE_POSIX_TIMER, r, 0)
 }
 
@@ -369,7 +369,7 @@ fn creds(c: &Creds) -> Res {
     // nothing but live locals or the argument area.
     unsafe {
         // Keep the capabilities across the uid change; the final securebits come later.
-        check(STAGE_CREDS, syscall2(nr::PRCTL, PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP), 1)?;
+        check(STAGE_CREDS, syscall5(nr::PRCTL, PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0), 1)?;
         check(STAGE_CREDS, syscall2(nr::SETGROUPS, c.ngroups as usize, c.groups as usize), 2)?;
         check(
             STAGE_CREDS,
@@ -388,13 +388,13 @@ fn creds(c: &Creds) -> Res {
             if bnd & (1 << cap) != 0 {
                 continue;
             }
-            let r = syscall2(nr::PRCTL, PR_CAPBSET_DROP, cap);
+            let r = syscall5(nr::PRCTL, PR_CAPBSET_DROP, cap, 0, 0, 0);
             if r == -22 {
                 break; // past the kernel's last capability
             }
             check(STAGE_CREDS, r, 5)?;
         }
-        check(STAGE_CREDS, syscall2(nr::PRCTL, PR_SET_SECUREBITS, c.secbits as usize), 6)?;
+        check(STAGE_CREDS, syscall5(nr::PRCTL, PR_SET_SECUREBITS, c.secbits as usize, 0, 0, 0), 6)?;
         let hdr: [u32; 2] = [LINUX_CAPABILITY_VERSION_3, 0];
         let data: [u32; 6] = [
             c.cap_eff[0],
@@ -411,12 +411,12 @@ fn creds(c: &Creds) -> Res {
         )?;
         let amb = (c.cap_amb[0] as u64) | ((c.cap_amb[1] as u64) << 32);
         if amb != 0 {
-            syscall2(nr::PRCTL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
+            syscall5(nr::PRCTL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
             for cap in 0..64usize {
                 if amb & (1 << cap) != 0 {
                     check(
                         STAGE_CREDS,
-                        syscall3(nr::PRCTL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap),
+                        syscall5(nr::PRCTL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0),
                         8,
                     )?;
                 }
@@ -431,7 +431,7 @@ fn prctl2(opt: usize, v: i32) -> Res {
         return Ok(());
     }
     // SAFETY: a prctl that sets one integer attribute of this task.
-    let r = unsafe { syscall2(nr::PRCTL, opt, v as usize) };
+    let r = unsafe { syscall5(nr::PRCTL, opt, v as usize, 0, 0, 0) };
     check(STAGE_PRCTL, r, opt as u64)
 }
 

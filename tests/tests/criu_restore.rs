@@ -1,0 +1,247 @@
+//! criu restore: bringing back processes from images, CRIU 4.2's own first.
+//!
+//! Every test runs as root, under the test lock and as a child subreaper, restores with
+//! `--restore-detached` semantics through the library (the restored task is this process's
+//! child), checks what a user would check in /proc and in the task's memory, then kills and
+//! reaps it.
+
+use std::fs;
+use std::io::IoSliceMut;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use compel_criu_tests::{
+    become_subreaper, skip_if_not_root, test_lock, wait_exit, wait_exit_timeout, wait_state,
+};
+use criu::restore::{restore, RestoreError, RestoreOptions, RestoreOutcome};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
+
+const FIXTURES: &str = "/work/shared/fixtures/criu-4.2";
+const SINGLE_PID: i32 = 12791;
+
+/// Puts CRIU's fixture binary where its images say it was (`/tmp/fx/single`), same bytes.
+/// Returns whether this call created it (then the test removes it).
+fn install_fixture_binary() -> bool {
+    let dst = Path::new("/tmp/fx/single");
+    let src = Path::new(FIXTURES).join("programs/single");
+    let want = fs::read(&src).expect("fixture binary");
+    if fs::read(dst).ok().as_deref() == Some(&want[..]) {
+        return false;
+    }
+    fs::create_dir_all("/tmp/fx").unwrap();
+    let tmp = dst.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, &want).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::rename(&tmp, dst).unwrap();
+    true
+}
+
+fn pid_free(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn status_field(pid: i32, key: &str) -> String {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+fn hex_field(pid: i32, key: &str) -> u64 {
+    u64::from_str_radix(&status_field(pid, key), 16).unwrap()
+}
+
+fn read_mem(pid: i32, addr: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let n = process_vm_readv(
+        Pid::from_raw(pid),
+        &mut [IoSliceMut::new(&mut buf)],
+        &[RemoteIoVec {
+            base: addr as usize,
+            len,
+        }],
+    )
+    .unwrap_or_else(|e| panic!("process_vm_readv {addr:#x}: {e}"));
+    assert_eq!(n, len);
+    buf
+}
+
+/// Kills and reaps a restored task (our child: we restored it).
+struct Restored(i32);
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        let _ = wait_exit(self.0);
+    }
+}
+
+fn detached(dir: &Path) -> RestoreOptions {
+    RestoreOptions {
+        images_dir: dir.to_path_buf(),
+        detach: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn restores_criu_4_2_single_fixture() {
+    skip_if_not_root!("restores_criu_4_2_single_fixture");
+    let _g = test_lock();
+    become_subreaper();
+    if !pid_free(SINGLE_PID) {
+        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+        return;
+    }
+    let created = install_fixture_binary();
+    let dir = PathBuf::from(FIXTURES).join("single");
+    let out = restore(&detached(&dir), None);
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => panic!("restore failed: {e} ({e:?})"),
+    };
+    assert_eq!(out, RestoreOutcome::Detached { pid: SINGLE_PID });
+    let task = Restored(SINGLE_PID);
+    let pid = task.0;
+
+    // Alive and sleeping in pause().
+    assert_eq!(
+        wait_state(pid, "S", Duration::from_secs(5)),
+        Some('S'),
+        "restored task is not sleeping"
+    );
+    assert_eq!(status_field(pid, "Name:"), "single");
+    // SIGHUP blocked; SIGUSR1 caught; SIGALRM ignored.
+    assert_eq!(hex_field(pid, "SigBlk:"), 1 << (libc::SIGHUP - 1));
+    assert_ne!(hex_field(pid, "SigCgt:") & (1 << (libc::SIGUSR1 - 1)), 0);
+    assert_ne!(hex_field(pid, "SigIgn:") & (1 << (libc::SIGALRM - 1)), 0);
+    // /etc/hostname at offset 3 on fd 3, /dev/null on 0..2 and 10.
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/fd/3")).unwrap(),
+        Path::new("/etc/hostname")
+    );
+    let fdinfo = fs::read_to_string(format!("/proc/{pid}/fdinfo/3")).unwrap();
+    assert!(fdinfo.starts_with("pos:\t3\n"), "fdinfo/3: {fdinfo}");
+    for fd in [0, 1, 2, 10] {
+        assert_eq!(
+            fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap(),
+            Path::new("/dev/null")
+        );
+    }
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        Path::new("/tmp/fx/single")
+    );
+    // The anonymous mapping: 0x17 on both sides of the PROT_NONE hole.
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(maps.contains("7fdfc0b55000-7fdfc0b56000 ---p"), "{maps}");
+    assert!(read_mem(pid, 0x7fdf_c0b5_4000, 4096).iter().all(|b| *b == 0x17));
+    assert!(read_mem(pid, 0x7fdf_c0b5_6000, 4096).iter().all(|b| *b == 0x17));
+    // The heap holds the 64 KiB 0x42 pattern.
+    let heap = read_mem(pid, 0x562c_345f_a000, 0x21000);
+    let run = heap
+        .split(|b| *b != 0x42)
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(run >= 1 << 16, "longest 0x42 run in the heap: {run}");
+    // This kernel's vDSO sits where the task had it, and nothing of the restorer is left: the
+    // image's 25 areas, with the data area shown as [vvar] + [vvar_vclock].
+    assert!(maps.contains("7fdfc0b5f000-7fdfc0b61000 r-xp 00000000 00:00 0                          [vdso]"), "{maps}");
+    assert!(maps.contains("7fdfc0b59000-7fdfc0b5d000 r--p 00000000 00:00 0                          [vvar]"), "{maps}");
+    assert_eq!(maps.lines().count(), 26, "{maps}");
+
+    // Its handler runs and it goes back to pause().
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(wait_exit_timeout(pid, Duration::from_millis(10)), Ok(None));
+    assert_eq!(wait_state(pid, "S", Duration::from_secs(5)), Some('S'));
+    drop(task);
+    if created {
+        let _ = fs::remove_file("/tmp/fx/single");
+    }
+}
+
+#[test]
+fn busy_pid_fails_before_anything_runs() {
+    skip_if_not_root!("busy_pid_fails_before_anything_runs");
+    let _g = test_lock();
+    // Our own pid is certainly taken: point a copy of the fixture at it.
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(FIXTURES).join("single"), t.path());
+    let me = std::process::id();
+    let pstree = criu_images::pb::PstreeEntry {
+        pid: me,
+        ppid: 0,
+        pgid: me,
+        sid: me,
+        threads: vec![me],
+    };
+    let d = criu_images::ImageDir::new(t.path());
+    d.write_pstree(&[pstree]).unwrap();
+    for name in ["core", "mm", "ids", "fs", "pagemap"] {
+        fs::rename(
+            t.path().join(format!("{name}-{SINGLE_PID}.img")),
+            t.path().join(format!("{name}-{me}.img")),
+        )
+        .unwrap();
+    }
+    let created = install_fixture_binary();
+    let err = restore(&detached(t.path()), None).unwrap_err();
+    assert!(matches!(err, RestoreError::PidBusy { pid } if pid == me as i32), "{err:?}");
+    assert!(err.to_string().contains(&me.to_string()));
+    if created {
+        let _ = fs::remove_file("/tmp/fx/single");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            fs::set_permissions(to.join(e.file_name()), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn corrupt_or_truncated_images_fail_cleanly() {
+    skip_if_not_root!("corrupt_or_truncated_images_fail_cleanly");
+    let _g = test_lock();
+    let created = install_fixture_binary();
+    let src = Path::new(FIXTURES).join("single");
+    // (file, damage, what the message must name)
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(&str, Damage, &str); 5] = [
+        ("core-12791.img", |b| b.truncate(b.len() / 2), "core-12791.img"),
+        ("mm-12791.img", |b| b[0] ^= 0xff, "mm-12791.img"),
+        ("pagemap-12791.img", |b| b.truncate(20), "pagemap-12791.img"),
+        ("pages-1.img", |b| b.truncate(4096), "pages-1.img"),
+        ("inventory.img", |b| b.clear(), "inventory.img"),
+    ];
+    for (file, damage, needle) in cases {
+        let t = tempfile::tempdir().unwrap();
+        copy_dir(&src, t.path());
+        let p = t.path().join(file);
+        let mut b = fs::read(&p).unwrap();
+        damage(&mut b);
+        fs::write(&p, &b).unwrap();
+        let err = restore(&detached(t.path()), None).expect_err(file);
+        let msg = err.to_string();
+        assert!(msg.contains(needle), "{file}: {msg}");
+        assert!(pid_free(SINGLE_PID) || !matches!(err, RestoreError::Task { .. }));
+    }
+    // A missing image.
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&src, t.path());
+    fs::remove_file(t.path().join("fs-12791.img")).unwrap();
+    let err = restore(&detached(t.path()), None).unwrap_err();
+    assert!(err.to_string().contains("fs-12791.img"), "{err}");
+    if created {
+        let _ = fs::remove_file("/tmp/fx/single");
+    }
+}

@@ -260,9 +260,9 @@ impl Builder {
         })?;
 
         let data = std::fs::read(&elf).map_err(BuildError::io(&elf))?;
-        let blob = Blob::from_elf(&data).map_err(|source| BuildError::Elf {
+        let blob = Blob::from_elf(&data).map_err(|cause| BuildError::Elf {
             path: elf.clone(),
-            source,
+            cause,
         })?;
         tracing::debug!(parasite = %name, image = blob.image.len(), relocs = blob.relocs.len(), "built parasite");
         Ok(Built {
@@ -363,10 +363,10 @@ fn run(
     what: &str,
 ) -> Result<Vec<String>, BuildError> {
     tracing::debug!(?cmd, "running");
-    let out = cmd.output().map_err(|source| BuildError::Spawn {
+    let out = cmd.output().map_err(|cause| BuildError::Spawn {
         tool: cmd.get_program().to_string_lossy().into_owned(),
         env,
-        source,
+        cause,
     })?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {

@@ -60,7 +60,7 @@ impl CSupport {
         if !support.archive.is_file() {
             return Err(BuildError::Io {
                 path: support.archive,
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                cause: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
         tracing::info!(dir = %dir.display(), "built compel plugins for C");
@@ -115,10 +115,10 @@ fn cache_key(tc: &Toolchain, sources: &Sources) -> Result<u64, BuildError> {
     let version = Command::new(&tc.rustc)
         .arg("-vV")
         .output()
-        .map_err(|source| BuildError::Spawn {
+        .map_err(|cause| BuildError::Spawn {
             tool: tc.rustc.display().to_string(),
             env: "RUSTC",
-            source,
+            cause,
         })?;
     h.write(&version.stdout);
     h.write(LINKER_SCRIPT.as_bytes());

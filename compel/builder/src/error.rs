@@ -143,33 +143,30 @@ fn reloc_site(offset: &Option<u64>, section: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+        /// The cause (part of this error's message, so not a `source`).
+        cause: std::io::Error,
     },
     /// A linked image was rejected.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Elf {
         /// The image.
         path: PathBuf,
-        /// What is wrong with it.
-        #[source]
-        source: ElfError,
+        /// What is wrong with it (part of this error's message, so not a `source`).
+        cause: ElfError,
     },
     /// A tool could not be started.
-    #[error("cannot run `{tool}`: {source} (is it installed? set {env} to its path)")]
+    #[error("cannot run `{tool}`: {cause} (is it installed? set {env} to its path)")]
     Spawn {
         /// The tool.
         tool: String,
         /// The environment variable that overrides it.
         env: &'static str,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+        /// The cause (part of this error's message).
+        cause: std::io::Error,
     },
     /// A tool failed.
     #[error("{tool} failed building {what}: {message}")]
@@ -204,6 +201,6 @@ pub enum BuildError {
 impl BuildError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io { path, source }
+        move |cause| Self::Io { path, cause }
     }
 }

@@ -25,7 +25,7 @@
 //!     println!("cargo::rerun-if-changed={}", src.display());
 //! }
 //! compel_builder::write_atomic(&out.join("hello.rs"), built.blob.to_rust("", "hello").as_bytes())
-//!     .map_err(|source| compel_builder::BuildError::Io { path: out.join("hello.rs"), source })?;
+//!     .map_err(|cause| compel_builder::BuildError::Io { path: out.join("hello.rs"), cause })?;
 //! # Ok::<(), compel_builder::BuildError>(())
 //! ```
 
@@ -69,4 +69,41 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Reads a linked parasite image from a file.
+///
+/// # Errors
+/// [`BuildError::Io`] or [`BuildError::Elf`], naming the file.
+pub fn read_elf_file(path: &Path) -> Result<Blob, BuildError> {
+    let data = std::fs::read(path).map_err(BuildError::io(path))?;
+    Blob::from_elf(&data).map_err(|cause| BuildError::Elf {
+        path: path.to_owned(),
+        cause,
+    })
+}
+
+/// `compel hgen`: reads the image at `input` and writes its description to `output` in `lang`.
+/// Nothing is written unless the input is accepted.
+///
+/// # Errors
+/// As [`read_elf_file`], or the output cannot be written.
+pub fn hgen_file(input: &Path, output: &Path, lang: Lang, prefix: &str) -> Result<(), BuildError> {
+    let blob = read_elf_file(input)?;
+    let source = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = blob.generate(lang, prefix, &source);
+    write_atomic(output, text.as_bytes()).map_err(BuildError::io(output))
+}
+
+/// `compel pack`: reads the image at `input` and writes the run-time loadable blob file to
+/// `output` ([`Blob::to_bytes`]). Nothing is written unless the input is accepted.
+///
+/// # Errors
+/// As [`read_elf_file`], or the output cannot be written.
+pub fn pack_file(input: &Path, output: &Path) -> Result<(), BuildError> {
+    let blob = read_elf_file(input)?;
+    write_atomic(output, &blob.to_bytes()).map_err(BuildError::io(output))
 }

@@ -79,6 +79,28 @@ impl Drop for Restored {
     }
 }
 
+/// The task's general registers and xsave area, read by seizing and interrupting it.
+fn regs_and_xstate(pid: i32) -> (libc::user_regs_struct, Vec<u8>) {
+    use nix::sys::ptrace;
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    let p = Pid::from_raw(pid);
+    ptrace::seize(p, ptrace::Options::empty()).unwrap();
+    ptrace::interrupt(p).unwrap();
+    waitpid(p, Some(WaitPidFlag::__WALL)).unwrap();
+    let regs = ptrace::getregs(p).unwrap();
+    let mut buf = vec![0u8; 16384];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: PTRACE_GETREGSET writes at most iov_len bytes into buf, a live buffer.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, pid, 0x202usize, &mut iov) };
+    assert_eq!(r, 0, "PTRACE_GETREGSET: {}", std::io::Error::last_os_error());
+    buf.truncate(iov.iov_len);
+    ptrace::detach(p, None).unwrap();
+    (regs, buf)
+}
+
 fn detached(dir: &Path) -> RestoreOptions {
     RestoreOptions {
         images_dir: dir.to_path_buf(),
@@ -153,6 +175,21 @@ fn restores_criu_4_2_single_fixture() {
     assert!(maps.contains("7fdfc0b5f000-7fdfc0b61000 r-xp 00000000 00:00 0                          [vdso]"), "{maps}");
     assert!(maps.contains("7fdfc0b59000-7fdfc0b5d000 r--p 00000000 00:00 0                          [vvar]"), "{maps}");
     assert_eq!(maps.lines().count(), 26, "{maps}");
+
+    // Registers and the extended FPU state are the image's (read through ptrace).
+    let (regs, xstate) = regs_and_xstate(pid);
+    assert_eq!(regs.r15, 0x7fdf_c0b9_4020);
+    assert_eq!(regs.r14, 0x562c_1115_1dd8);
+    assert_eq!(regs.r13, 0x7ffc_e1b7_98b8);
+    assert_eq!(regs.rbx, 0x7ffc_e1b7_9670);
+    assert_eq!(regs.fs_base, 0x7fdf_c096_9740);
+    if let Some((off, len)) = compel_arch::xsave_component(7) {
+        let core: criu_images::pb::CoreEntry = criu_images::ImageDir::new(&dir).read_core(SINGLE_PID as u32).unwrap();
+        let want: Vec<u8> = core.thread_info.unwrap().fpregs.xsave.unwrap().hi16_zmm.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(want.len(), len);
+        assert!(want.iter().any(|b| *b != 0));
+        assert_eq!(&xstate[off..off + len], &want[..], "zmm16..31 differ from the image");
+    }
 
     // Its handler runs and it goes back to pause().
     kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
@@ -241,6 +278,124 @@ fn corrupt_or_truncated_images_fail_cleanly() {
     fs::remove_file(t.path().join("fs-12791.img")).unwrap();
     let err = restore(&detached(t.path()), None).unwrap_err();
     assert!(err.to_string().contains("fs-12791.img"), "{err}");
+    if created {
+        let _ = fs::remove_file("/tmp/fx/single");
+    }
+}
+
+/// An action script that records `ACTION PID` lines into `log` and fails at `fail_at`.
+fn hook_script(dir: &Path, log: &Path, fail_at: &str) -> PathBuf {
+    let p = dir.join("hook.sh");
+    fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\necho \"$CRTOOLS_SCRIPT_ACTION ${{CRTOOLS_INIT_PID:-none}}\" >> {}\n\
+             [ \"$CRTOOLS_SCRIPT_ACTION\" = \"{fail_at}\" ] && exit 3\nexit 0\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn scripts_for(script: &Path, dir: &Path) -> criu::scripts::ActionScripts {
+    let sink = criu::log::LogSink::open(None).unwrap();
+    criu::scripts::ActionScripts::new(vec![script.to_path_buf()], dir, &sink).unwrap()
+}
+
+#[test]
+fn action_scripts_run_at_each_stage_and_abort_on_failure() {
+    skip_if_not_root!("action_scripts_run_at_each_stage_and_abort_on_failure");
+    let _g = test_lock();
+    become_subreaper();
+    if !pid_free(SINGLE_PID) {
+        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+        return;
+    }
+    let created = install_fixture_binary();
+    let dir = PathBuf::from(FIXTURES).join("single");
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("stages");
+
+    // A failing pre-restore aborts before anything is created.
+    let s = scripts_for(&hook_script(t.path(), &log, "pre-restore"), &dir);
+    let err = restore(&detached(&dir), Some(&s)).unwrap_err();
+    assert!(err.to_string().contains("pre-restore"), "{err}");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "pre-restore none\n");
+    assert!(pid_free(SINGLE_PID));
+
+    // A failing post-restore kills the restored task.
+    fs::remove_file(&log).unwrap();
+    let s = scripts_for(&hook_script(t.path(), &log, "post-restore"), &dir);
+    let err = restore(&detached(&dir), Some(&s)).unwrap_err();
+    assert!(err.to_string().contains("post-restore"), "{err}");
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        format!("pre-restore none\npost-restore {SINGLE_PID}\n")
+    );
+    assert!(pid_free(SINGLE_PID), "the task was left behind");
+
+    // All stages, in order, with the restored pid.
+    fs::remove_file(&log).unwrap();
+    let s = scripts_for(&hook_script(t.path(), &log, "never"), &dir);
+    let out = restore(&detached(&dir), Some(&s)).unwrap();
+    let task = Restored(SINGLE_PID);
+    assert_eq!(out, RestoreOutcome::Detached { pid: SINGLE_PID });
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        format!(
+            "pre-restore none\npost-restore {p}\npre-resume {p}\npost-resume {p}\n",
+            p = SINGLE_PID
+        )
+    );
+    assert_eq!(wait_state(task.0, "S", Duration::from_secs(5)), Some('S'));
+    drop(task);
+    if created {
+        let _ = fs::remove_file("/tmp/fx/single");
+    }
+}
+
+#[test]
+fn without_detach_restore_waits_and_reports_how_the_task_ended() {
+    skip_if_not_root!("without_detach_restore_waits_and_reports_how_the_task_ended");
+    let _g = test_lock();
+    become_subreaper();
+    if !pid_free(SINGLE_PID) {
+        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+        return;
+    }
+    let created = install_fixture_binary();
+    let dir = PathBuf::from(FIXTURES).join("single");
+    let t = tempfile::tempdir().unwrap();
+    let pidfile = t.path().join("pid");
+    let opts = RestoreOptions {
+        images_dir: dir,
+        detach: false,
+        pidfile: Some(pidfile.clone()),
+        ..Default::default()
+    };
+    let waiter = std::thread::spawn(move || restore(&opts, None));
+    // The pidfile appears once the task is restored.
+    let mut n = 0;
+    while !pidfile.exists() && n < 500 {
+        std::thread::sleep(Duration::from_millis(10));
+        n += 1;
+    }
+    assert_eq!(fs::read_to_string(&pidfile).unwrap(), SINGLE_PID.to_string());
+    assert_eq!(wait_state(SINGLE_PID, "S", Duration::from_secs(5)), Some('S'));
+    assert!(!waiter.is_finished(), "restore returned while the task runs");
+    kill(Pid::from_raw(SINGLE_PID), Signal::SIGTERM).unwrap();
+    let out = waiter.join().unwrap().unwrap();
+    assert_eq!(
+        out,
+        RestoreOutcome::Killed {
+            pid: SINGLE_PID,
+            signal: libc::SIGTERM
+        }
+    );
+    assert_eq!(out.exit_code(), 128 + libc::SIGTERM);
+    assert!(pid_free(SINGLE_PID));
     if created {
         let _ = fs::remove_file("/tmp/fx/single");
     }

@@ -29,6 +29,7 @@
 //! ptrace rules allow it; suspending a task's seccomp filter needs `CAP_SYS_ADMIN`.
 
 mod error;
+pub mod infect;
 mod mem;
 pub mod proc;
 pub mod ptrace;

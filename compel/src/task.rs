@@ -724,6 +724,12 @@ impl Task {
         let i = self.thread_index(tid)?;
         let site = self.find_site()?;
         let orig = self.regs(tid)?;
+        if !orig.is_native() {
+            return Err(TaskError::Unsupported {
+                tid,
+                why: "not a 64-bit task (compat mode)",
+            });
+        }
         let mask = self.sigmask(tid)?;
         ptrace::set_sigmask(tid, u64::MAX).map_err(TaskError::ptrace("SETSIGMASK", tid))?;
         let mut r = orig;

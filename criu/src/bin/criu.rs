@@ -33,24 +33,38 @@ fn main() -> ExitCode {
     };
     match run(cmd, opts) {
         Ok(code) => code,
-        Err((e, logged_to)) => {
-            tracing::error!("{e:#}");
-            if let Some(path) = logged_to {
-                eprintln!("Error: {e:#} (log: {})", path.display());
+        Err((e, logged)) => {
+            match logged {
+                Logged::Not => eprintln!("Error: {e:#}"),
+                Logged::ToStderr => tracing::error!("{e:#}"),
+                Logged::To(path) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("Error: {e:#} (log: {})", path.display());
+                }
             }
             ExitCode::from(1)
         }
     }
 }
 
-type Failure = (anyhow::Error, Option<std::path::PathBuf>);
+/// Where a failure has been (or will be) logged.
+enum Logged {
+    /// The log is not set up yet.
+    Not,
+    /// The log is stderr.
+    ToStderr,
+    /// The log is this file.
+    To(std::path::PathBuf),
+}
+
+type Failure = (anyhow::Error, Logged);
 
 fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
     // The images directory is resolved before changing into the work dir, as CRIU opens it first.
     if matches!(cmd, Command::Dump | Command::PreDump | Command::Restore) {
         let dir = std::fs::canonicalize(&opts.images_dir)
             .with_context(|| format!("couldn't open image dir {}", opts.images_dir.display()))
-            .map_err(|e| (e, None))?;
+            .map_err(|e| (e, Logged::Not))?;
         if opts.work_dir.is_none() {
             opts.work_dir = Some(dir.clone());
         }
@@ -59,13 +73,16 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
     let work = opts.effective_work_dir().to_path_buf();
     std::env::set_current_dir(&work)
         .with_context(|| format!("can't change directory to {}", work.display()))
-        .map_err(|e| (e, None))?;
+        .map_err(|e| (e, Logged::Not))?;
     let sink = criu::log::LogSink::open(opts.log_file.as_deref())
         .context("cannot set up the log")
-        .map_err(|e| (e, None))?;
+        .map_err(|e| (e, Logged::Not))?;
     criu::log::install(opts.log_level, &sink);
     let logged_to = sink.path().map(|p| work.join(p));
-    let fail = |e: anyhow::Error| (e, logged_to.clone());
+    let fail = |e: anyhow::Error| match &logged_to {
+        Some(p) => (e, Logged::To(p.clone())),
+        None => (e, Logged::ToStderr),
+    };
     tracing::info!(
         "criu {} {} (work dir {})",
         env!("CARGO_PKG_VERSION"),

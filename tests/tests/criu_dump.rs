@@ -1,0 +1,803 @@
+//! `criu dump` on real victims: the images decode with criu-images and hold the victims' state,
+//! the victim is killed (or left running / stopped), and failures leave it running untouched.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use compel_criu_tests::{
+    Exit, UNPRIVILEGED_ID, become_subreaper, make_world_executable, proc_state, test_lock,
+    tracer_pid, wait_exit, wait_exit_timeout, workspace_bin,
+};
+use criu_images::pb::{CoreEntry, FdTypes, FileEntry, GhostFileEntry, RemapFilePathEntry};
+use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot};
+
+/// A victim spawned with stdin from /dev/null, output into a file, no inherited descriptors
+/// beyond 0..2; killed and reaped on drop.
+struct Spawned {
+    pid: i32,
+    reaped: bool,
+}
+
+impl Spawned {
+    fn spawn(bin: &str, args: &[&str], log: &Path, uid: Option<u32>) -> Spawned {
+        let path = PathBuf::from(bin);
+        let out = std::fs::File::create(log).unwrap();
+        let mut cmd = Command::new(&path);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        if let Some(u) = uid {
+            make_world_executable(&path).unwrap();
+            cmd.uid(u).gid(u);
+        }
+        // SAFETY: the closure only makes async-signal-safe syscalls in the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        Spawned {
+            pid: child.id() as i32,
+            reaped: false,
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Option<Exit> {
+        let r = wait_exit_timeout(self.pid, timeout).ok().flatten();
+        if r.is_some() {
+            self.reaped = true;
+        }
+        r
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = wait_exit(self.pid);
+        }
+    }
+}
+
+fn bin(name: &str) -> String {
+    match name {
+        "counter" => env!("CARGO_BIN_EXE_criu-victim-counter"),
+        "memory" => env!("CARGO_BIN_EXE_criu-victim-memory"),
+        "state" => env!("CARGO_BIN_EXE_criu-victim-state"),
+        "files" => env!("CARGO_BIN_EXE_criu-victim-files"),
+        _ => unreachable!(),
+    }
+    .to_string()
+}
+
+fn wait_file(p: &Path, timeout: Duration) -> String {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(p)
+            && !s.is_empty()
+        {
+            return s;
+        }
+        assert!(Instant::now() < end, "{} did not appear", p.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn criu(args: &[&str]) -> Output {
+    Command::new(workspace_bin("criu", "criu"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn lines_of(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// A fresh directory every user may write (victims may run as nobody).
+fn open_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    d
+}
+
+fn images(d: &Path) -> PathBuf {
+    let p = d.join("img");
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn reg_by_name<'a>(files: &'a [FileEntry], name: &str) -> Vec<&'a FileEntry> {
+    files
+        .iter()
+        .filter(|f| f.reg.as_ref().is_some_and(|r| r.name == name))
+        .collect()
+}
+
+/// vaddr -> offset in pages-N.img, per page.
+fn page_index(img: &ImageDir, pid: i32) -> (BTreeMap<u64, u64>, Vec<u8>) {
+    let pm = img.read_pagemap(pid as u32).unwrap();
+    let pages = std::fs::read(img.pages_path(pm.pages_id)).unwrap();
+    let mut idx = BTreeMap::new();
+    for run in pm.runs().unwrap() {
+        for i in 0..run.nr_pages {
+            idx.insert(run.vaddr + i * 4096, run.file_offset + i * 4096);
+        }
+    }
+    (idx, pages)
+}
+
+#[test]
+fn dump_kills_counter_and_images_decode() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let out = d.path().join("count");
+    let ready = d.path().join("ready");
+    let mut v = Spawned::spawn(
+        &bin("counter"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-o",
+        "dump.log",
+        "-v4",
+    ]);
+    assert_ok(&o, "dump");
+    // Killed by the dump.
+    assert_eq!(
+        v.wait(Duration::from_secs(5)),
+        Some(Exit::Signal(libc::SIGKILL))
+    );
+    let dir = ImageDir::new(&img);
+    assert!(img.join(names::INVENTORY).exists());
+    assert!(!img.join(criu::dump::INCOMPLETE_MARKER).exists());
+    let inv = dir.read_inventory().unwrap();
+    assert_eq!(inv.img_version, 2);
+    let tree = dir.read_pstree().unwrap();
+    assert_eq!(tree.len(), 1);
+    assert_eq!(
+        (tree[0].pid, tree[0].ppid, &tree[0].threads),
+        (v.pid as u32, 0, &vec![v.pid as u32])
+    );
+    let core: CoreEntry = dir.read_core(v.pid as u32).unwrap();
+    let tc = core.tc.as_ref().unwrap();
+    assert_eq!(tc.comm, "criu-victim-cou");
+    assert_eq!(tc.sigactions.len(), 62);
+    let ti = core.thread_info.as_ref().unwrap();
+    assert_ne!(ti.gpregs.ip, 0);
+    assert_ne!(ti.gpregs.fs_base, 0);
+    assert_eq!(ti.fpregs.xmm_space.len(), 64);
+    // The output file: open for appending at its end (the victim wrote nothing after the dump).
+    let files = dir.read_files().unwrap();
+    let outs = reg_by_name(&files, out.to_str().unwrap());
+    assert_eq!(outs.len(), 1, "{files:?}");
+    let reg = outs[0].reg.as_ref().unwrap();
+    let size = std::fs::metadata(&out).unwrap().len();
+    assert_eq!(reg.pos, size);
+    assert_eq!(
+        reg.flags & (libc::O_ACCMODE | libc::O_APPEND) as u32,
+        (libc::O_WRONLY | libc::O_APPEND) as u32
+    );
+    let ids = dir.read_ids(v.pid as u32).unwrap();
+    let fds = dir.read_fdinfo(ids.files_id).unwrap();
+    let fd_of_out: Vec<_> = fds.iter().filter(|f| f.id == outs[0].id).collect();
+    assert_eq!(fd_of_out.len(), 1);
+    assert_eq!(fd_of_out[0].r#type, FdTypes::Reg as i32);
+    // stdin/stdout/stderr are there too.
+    for fd in 0..3 {
+        assert!(fds.iter().any(|f| f.fd == fd), "fd {fd} missing: {fds:?}");
+    }
+    // Memory: VMAs, the executable, pages.
+    let mm = dir.read_mm(v.pid as u32).unwrap();
+    let exe = files.iter().find(|f| f.id == mm.exe_file_id).unwrap();
+    assert_eq!(exe.reg.as_ref().unwrap().name, bin("counter"));
+    assert!(mm.vmas.iter().any(|v| v.status & (1 << 3) != 0), "no vdso");
+    assert!(mm.vmas.iter().any(|v| v.status & (1 << 12) != 0), "no vvar");
+    let pm = dir.read_pagemap(v.pid as u32).unwrap();
+    let pages = std::fs::metadata(dir.pages_path(pm.pages_id))
+        .unwrap()
+        .len();
+    assert_eq!(pages, pm.present_pages() * 4096);
+    assert!(pm.present_pages() > 3);
+    // Every dumped page lies inside a private VMA (runs may span adjacent VMAs, as CRIU's do).
+    for run in pm.runs().unwrap() {
+        for p in 0..run.nr_pages {
+            let a = run.vaddr + p * 4096;
+            assert!(
+                mm.vmas
+                    .iter()
+                    .any(|v| v.start <= a && a < v.end && v.flags & libc::MAP_PRIVATE as u32 != 0),
+                "page {a:#x} outside the private vmas"
+            );
+        }
+    }
+    let fs = dir.read_fs(v.pid as u32).unwrap();
+    let cwd = files.iter().find(|f| f.id == fs.cwd_id).unwrap();
+    assert!(cwd.reg.as_ref().unwrap().mode.unwrap() & libc::S_IFMT == libc::S_IFDIR);
+    // The log: every line timestamped and with our pid.
+    let log = std::fs::read_to_string(img.join("dump.log")).unwrap();
+    assert!(!log.is_empty());
+    for l in log.lines() {
+        let b = l.as_bytes();
+        assert!(
+            b.len() > 12 && b[0] == b'(' && b[3] == b'.' && b[10] == b')',
+            "untimestamped log line {l:?}"
+        );
+    }
+}
+
+#[test]
+fn leave_running_and_leave_stopped() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let out = d.path().join("count");
+    let ready = d.path().join("ready");
+    let v = Spawned::spawn(
+        &bin("counter"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert_ok(&o, "dump -R");
+    assert_eq!(tracer_pid(v.pid), Some(0));
+    let n = lines_of(&out);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        lines_of(&out) > n,
+        "the victim stopped counting after dump -R"
+    );
+    assert!(img.join(names::INVENTORY).exists());
+
+    let img2 = d.path().join("img2");
+    std::fs::create_dir(&img2).unwrap();
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img2.to_str().unwrap(),
+        "--leave-stopped",
+    ]);
+    assert_ok(&o, "dump -s");
+    let end = Instant::now() + Duration::from_secs(5);
+    while proc_state(v.pid) != Some('T') && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(proc_state(v.pid), Some('T'));
+    assert_eq!(tracer_pid(v.pid), Some(0));
+    let n = lines_of(&out);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(lines_of(&out), n, "a stopped victim kept counting");
+}
+
+#[test]
+fn memory_patterns_are_in_the_pages() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let data = d.path().join("data");
+    let ready = d.path().join("ready");
+    let v = Spawned::spawn(
+        &bin("memory"),
+        &[data.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    let r = wait_file(&ready, Duration::from_secs(10));
+    let regions: BTreeMap<String, (u64, u64)> = r
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].to_string(),
+                (
+                    u64::from_str_radix(&f[1][2..], 16).unwrap(),
+                    f[2].parse().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert_ok(&o, "dump");
+    let dir = ImageDir::new(&img);
+    let (idx, pages) = page_index(&dir, v.pid);
+    let pat = |i: u64, seed: u8| (i as u8).wrapping_mul(7).wrapping_add(seed);
+    let check_page = |addr: u64, base: u64, seed: u8| {
+        let off = *idx
+            .get(&addr)
+            .unwrap_or_else(|| panic!("page {addr:#x} not dumped")) as usize;
+        for k in 0..4096u64 {
+            assert_eq!(
+                pages[off + k as usize],
+                pat(addr - base + k, seed),
+                "byte {k} of page {addr:#x}"
+            );
+        }
+    };
+    // Heap: every whole page of the buffer.
+    let (h, hl) = regions["heap"];
+    let mut a = (h + 4095) & !4095;
+    while a + 4096 <= h + hl {
+        check_page(a, h, 1);
+        a += 4096;
+    }
+    // Anonymous: touched (even) pages present, untouched (odd) pages absent.
+    let (an, al) = regions["anon"];
+    for p in 0..al / 4096 {
+        let addr = an + p * 4096;
+        if p % 2 == 0 {
+            check_page(addr, an, 2);
+        } else {
+            assert!(!idx.contains_key(&addr), "untouched page {addr:#x} dumped");
+        }
+    }
+    // PROT_NONE pages with data.
+    let (pn, _) = regions["prot_none"];
+    check_page(pn, pn, 3);
+    check_page(pn + 4096, pn, 3);
+    // Private file mapping: the written page is dumped, the clean one is not.
+    let (cow, _) = regions["file_cow"];
+    check_page(cow, cow, 4);
+    assert!(!idx.contains_key(&(cow + 4096)), "clean file page dumped");
+    // Shared file mapping: no pages, a FILE_SHARED vma on the data file.
+    let (sh, _) = regions["shared"];
+    assert!(!idx.contains_key(&sh));
+    let mm = dir.read_mm(v.pid as u32).unwrap();
+    let vma = mm.vmas.iter().find(|x| x.start == sh).unwrap();
+    assert_eq!(vma.status & (1 << 7), 1 << 7, "not VMA_FILE_SHARED");
+    assert_eq!(vma.fdflags, Some(libc::O_RDWR as u32));
+    let files = dir.read_files().unwrap();
+    let f = files.iter().find(|f| f.id as u64 == vma.shmid).unwrap();
+    assert_eq!(f.reg.as_ref().unwrap().name, data.to_str().unwrap());
+    let pn_vma = mm.vmas.iter().find(|x| x.start == pn).unwrap();
+    assert_eq!(pn_vma.prot, 0);
+    // The victim is untouched: its own check passes.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v.pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let res = wait_file(&d.path().join("ready.2"), Duration::from_secs(10));
+    assert_eq!(res, "check ok");
+}
+
+fn check_state_core(core: &CoreEntry, ready: &str, uid: u32) {
+    let f: Vec<&str> = ready.split(' ').collect();
+    let handler = u64::from_str_radix(&f[2][2..], 16).unwrap();
+    let alt = u64::from_str_radix(&f[3][2..], 16).unwrap();
+    let timer_id: u32 = f[4].parse().unwrap();
+    let tc = core.tc.as_ref().unwrap();
+    let th = core.thread_core.as_ref().unwrap();
+    let usr1 = &tc.sigactions[sigaction_slot(libc::SIGUSR1 as u32).unwrap()];
+    assert_eq!(usr1.sigaction, handler);
+    assert_eq!(
+        usr1.flags & (libc::SA_RESTART | libc::SA_SIGINFO) as u64,
+        (libc::SA_RESTART | libc::SA_SIGINFO) as u64
+    );
+    assert_eq!(usr1.mask, 1 << (libc::SIGUSR2 - 1));
+    assert_ne!(usr1.restorer, 0);
+    let usr2 = &tc.sigactions[sigaction_slot(libc::SIGUSR2 as u32).unwrap()];
+    assert_eq!(usr2.sigaction, libc::SIG_IGN as u64);
+    assert_eq!(
+        tc.blk_sigset & (1 << (libc::SIGHUP - 1)),
+        1 << (libc::SIGHUP - 1)
+    );
+    let timers = tc.timers.as_ref().unwrap();
+    assert_eq!(timers.real.isec, 500);
+    assert!(
+        (900..=1000).contains(&timers.real.vsec),
+        "{:?}",
+        timers.real
+    );
+    assert_eq!(timers.posix.len(), 1);
+    let pt = &timers.posix[0];
+    assert_eq!(pt.it_id, timer_id);
+    assert_eq!(pt.clock_id, libc::CLOCK_MONOTONIC as u32);
+    assert_eq!(pt.si_signo, (libc::SIGRTMIN() + 1) as u32);
+    assert_eq!(pt.sival_ptr, 0x1234);
+    assert_eq!(pt.isec, 400);
+    assert!((700..=800).contains(&pt.vsec));
+    let rl = &tc.rlimits.as_ref().unwrap().rlimits;
+    assert_eq!(rl.len(), 16);
+    assert_eq!(rl[libc::RLIMIT_NOFILE as usize].cur, 1000);
+    assert_eq!(rl[libc::RLIMIT_CORE as usize].cur, 0);
+    assert_eq!(tc.comm, "statevic");
+    assert_eq!(tc.child_subreaper, Some(true));
+    let sas = th.sas.as_ref().unwrap();
+    assert_eq!((sas.ss_sp, sas.ss_size), (alt, 64 << 10));
+    assert_eq!(th.pdeath_sig, Some(libc::SIGKILL as u32));
+    let creds = th.creds.as_ref().unwrap();
+    assert_eq!((creds.uid, creds.euid, creds.gid), (uid, uid, uid));
+    assert_eq!(creds.no_new_privs, Some(1));
+    assert!(th.rseq_entry.is_some(), "glibc registers rseq");
+}
+
+#[test]
+fn handlers_timers_limits_and_creds() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let ready = d.path().join("ready");
+    let mut v = Spawned::spawn(
+        &bin("state"),
+        &[ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    let r = wait_file(&ready, Duration::from_secs(10));
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+        "-v4",
+        "-o",
+        "d.log",
+    ]);
+    assert_ok(&o, "dump");
+    let dir = ImageDir::new(&img);
+    let core = dir.read_core(v.pid as u32).unwrap();
+    check_state_core(&core, &r, 0);
+    assert_eq!(dir.read_fs(v.pid as u32).unwrap().umask, Some(0o027));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v.pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    assert_eq!(
+        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
+        "check ok"
+    );
+    // A default dump of it kills it.
+    let img2 = d.path().join("img2");
+    std::fs::create_dir(&img2).unwrap();
+    assert_ok(
+        &criu(&[
+            "dump",
+            "-t",
+            &v.pid.to_string(),
+            "-D",
+            img2.to_str().unwrap(),
+        ]),
+        "dump",
+    );
+    assert_eq!(
+        v.wait(Duration::from_secs(5)),
+        Some(Exit::Signal(libc::SIGKILL))
+    );
+}
+
+#[test]
+fn other_uid_without_cap_sys_resource() {
+    let _g = test_lock();
+    compel_criu_tests::skip_if_not_root!("other_uid_without_cap_sys_resource");
+    become_subreaper();
+    let d = open_dir();
+    let ready = d.path().join("ready");
+    let v = Spawned::spawn(
+        &bin("state"),
+        &[ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        Some(UNPRIVILEGED_ID),
+    );
+    let r = wait_file(&ready, Duration::from_secs(10));
+    // prlimit on another uid's process needs CAP_SYS_RESOURCE; this machine's root lacks it, so
+    // the limits must come from inside the task.
+    let mut rl = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit64 reads into rl, which we own.
+    let direct = unsafe { libc::prlimit64(v.pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut rl) };
+    eprintln!("prlimit on the victim from outside: {direct}");
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert_ok(&o, "dump of another uid");
+    let core = ImageDir::new(&img).read_core(v.pid as u32).unwrap();
+    check_state_core(&core, &r, UNPRIVILEGED_ID);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v.pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    assert_eq!(
+        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
+        "check ok"
+    );
+}
+
+#[test]
+fn files_at_offsets_and_a_deleted_file() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let fdir = d.path().join("files");
+    std::fs::create_dir(&fdir).unwrap();
+    let ready = d.path().join("ready");
+    let v = Spawned::spawn(
+        &bin("files"),
+        &[fdir.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert_ok(&o, "dump");
+    let dir = ImageDir::new(&img);
+    let files = dir.read_files().unwrap();
+    let fds = dir
+        .read_fdinfo(dir.read_ids(v.pid as u32).unwrap().files_id)
+        .unwrap();
+    let file_of = |fd: u32| {
+        let e = fds
+            .iter()
+            .find(|e| e.fd == fd)
+            .unwrap_or_else(|| panic!("fd {fd} missing"));
+        let f = files.iter().find(|f| f.id == e.id).unwrap();
+        (e, f.reg.clone().unwrap())
+    };
+    let p = |n: &str| fdir.join(n).to_str().unwrap().to_string();
+    let acc = |flags: u32| flags & libc::O_ACCMODE as u32;
+    let (e10, r10) = file_of(10);
+    assert_eq!(
+        (r10.name.as_str(), r10.pos, acc(r10.flags)),
+        (p("a").as_str(), 3, libc::O_RDONLY as u32)
+    );
+    assert_eq!(e10.flags, 0);
+    let (_, r11) = file_of(11);
+    assert_eq!((r11.name.as_str(), r11.pos), (p("b").as_str(), 3));
+    assert_eq!(
+        r11.flags & (libc::O_APPEND | libc::O_ACCMODE) as u32,
+        (libc::O_APPEND | libc::O_WRONLY) as u32
+    );
+    let (e12, r12) = file_of(12);
+    let (e13, _) = file_of(13);
+    assert_eq!(e12.id, e13.id, "dup'ed fds share one file entry");
+    assert_eq!((r12.pos, acc(r12.flags)), (5, libc::O_RDWR as u32));
+    let (_, r14) = file_of(14);
+    assert_eq!(r14.name, fdir.to_str().unwrap());
+    assert_eq!(r14.mode.unwrap() & libc::S_IFMT, libc::S_IFDIR);
+    let (_, r15) = file_of(15);
+    assert_eq!(r15.name, "/dev/null");
+    assert_eq!(r15.mode.unwrap() & libc::S_IFMT, libc::S_IFCHR);
+    let (e16, r16) = file_of(16);
+    assert_eq!((r16.name.as_str(), r16.pos), (p("gone").as_str(), 2));
+    let (e17, r17) = file_of(17);
+    assert_eq!(e17.flags, libc::FD_CLOEXEC as u32);
+    assert_eq!((r17.name.as_str(), r17.pos), (p("a").as_str(), 0));
+    assert_ne!(e17.id, e10.id);
+    // The deleted file: a ghost with its contents.
+    let remaps: Vec<RemapFilePathEntry> =
+        criu_images::read_all(img.join(names::REMAP_FPATH), magic::REMAP_FPATH).unwrap();
+    let rp = remaps
+        .iter()
+        .find(|r| r.orig_id == e16.id)
+        .expect("remap for the deleted file");
+    let mut rd =
+        ImageReader::open_expect(img.join(names::ghost_file(rp.remap_id)), magic::GHOST_FILE)
+            .unwrap();
+    let g: GhostFileEntry = rd.read_one().unwrap();
+    assert_eq!(g.mode & libc::S_IFMT, libc::S_IFREG);
+    assert_eq!(rd.read_rest().unwrap(), b"ghost data 42");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v.pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    assert_eq!(
+        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
+        "check ok"
+    );
+}
+
+fn script(d: &Path, name: &str, body: &str) -> PathBuf {
+    let p = d.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn action_scripts_see_stage_pid_and_images() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let out = d.path().join("count");
+    let ready = d.path().join("ready");
+    let mut v = Spawned::spawn(
+        &bin("counter"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    let rec = d.path().join("record");
+    let s = script(
+        d.path(),
+        "hook",
+        &format!(
+            "echo \"$CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID $(ls $CRTOOLS_IMAGE_DIR | grep -c '^core-')\" >> {}\necho hook-output",
+            rec.display()
+        ),
+    );
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-o",
+        "d.log",
+        "--action-script",
+        s.to_str().unwrap(),
+    ]);
+    assert_ok(&o, "dump");
+    assert_eq!(
+        std::fs::read_to_string(&rec).unwrap(),
+        format!("pre-dump {0} 0\npost-dump {0} 1\n", v.pid)
+    );
+    assert!(
+        std::fs::read_to_string(img.join("d.log"))
+            .unwrap()
+            .contains("hook-output")
+    );
+    assert_eq!(
+        v.wait(Duration::from_secs(5)),
+        Some(Exit::Signal(libc::SIGKILL))
+    );
+}
+
+#[test]
+fn failing_scripts_leave_the_victim_running() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let out = d.path().join("count");
+    let ready = d.path().join("ready");
+    let v = Spawned::spawn(
+        &bin("counter"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    for (stage, body) in [
+        ("pre-dump", "exit 3"),
+        ("post-dump", "[ \"$CRTOOLS_SCRIPT_ACTION\" != post-dump ]"),
+    ] {
+        let s = script(d.path(), stage, body);
+        let img = d.path().join(format!("img-{stage}"));
+        std::fs::create_dir(&img).unwrap();
+        // A stale inventory from an earlier dump must not survive a failed one.
+        std::fs::write(img.join(names::INVENTORY), b"stale").unwrap();
+        let o = criu(&[
+            "dump",
+            "-t",
+            &v.pid.to_string(),
+            "-D",
+            img.to_str().unwrap(),
+            "-o",
+            "d.log",
+            "--action-script",
+            s.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "{stage}: dump succeeded");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("{stage} action script failed")),
+            "{stage}: {err}"
+        );
+        // Not killed, not traced, still counting.
+        assert_eq!(tracer_pid(v.pid), Some(0));
+        let n = lines_of(&out);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(lines_of(&out) > n, "{stage}: the victim stopped counting");
+        assert!(
+            !img.join(names::INVENTORY).exists(),
+            "{stage}: inventory left behind"
+        );
+        let marker = std::fs::read_to_string(img.join(criu::dump::INCOMPLETE_MARKER)).unwrap();
+        assert!(marker.contains("action script"), "{marker}");
+    }
+}
+
+#[test]
+fn dead_pid_fails_clearly() {
+    let _g = test_lock();
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id() as i32;
+    child.wait().unwrap();
+    let d = open_dir();
+    let img = images(d.path());
+    let o = criu(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("no process {pid}")), "{err}");
+    assert!(!img.join(names::INVENTORY).exists());
+    assert!(img.join(criu::dump::INCOMPLETE_MARKER).exists());
+    // A missing images directory is refused before anything happens.
+    let o = criu(&[
+        "dump",
+        "-t",
+        "1",
+        "-D",
+        d.path().join("nope").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("image dir"));
+}

@@ -121,6 +121,14 @@ pub enum TaskError {
         /// Why.
         why: &'static str,
     },
+    /// The thread runs in a mode compel does not drive (e.g. a 32-bit compat task).
+    #[error("thread {tid}: {why}")]
+    Unsupported {
+        /// The thread.
+        tid: i32,
+        /// What is not supported.
+        why: &'static str,
+    },
     /// The kernel's xsave area for the thread has an unexpected size.
     #[error("thread {tid}: xsave area of {got} bytes, expected {expected}")]
     XsaveSize {

@@ -437,7 +437,8 @@ impl Task {
             .ok_or(TaskError::NotOurThread { pid: self.pid, tid })
     }
 
-    /// The process id.
+    /// The id the task was seized by: a process id, or the id of one of its threads (then that
+    /// thread is the one [`Task::remote_syscall`] uses and [`Task::threads`] lists first).
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -448,7 +449,7 @@ impl Task {
         self.state
     }
 
-    /// The seized threads' ids, the thread-group leader first.
+    /// The seized threads' ids, the one given to [`Task::seize`] first.
     pub fn threads(&self) -> Vec<i32> {
         let mut tids: Vec<i32> = self.threads.iter().map(|t| t.tid).collect();
         tids.sort_by_key(|&t| (t != self.pid, t));
@@ -690,7 +691,7 @@ impl Task {
         }
     }
 
-    /// Runs system call `nr` with `args` in the thread-group leader; see
+    /// Runs system call `nr` with `args` in the thread given to [`Task::seize`]; see
     /// [`Task::remote_syscall_in`].
     ///
     /// # Errors

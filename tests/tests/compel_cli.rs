@@ -221,6 +221,22 @@ fn unprivileged_user_on_own_task() {
 }
 
 #[test]
+fn runs_in_the_thread_given() {
+    let (_g, bin) = setup();
+    let threads = env!("CARGO_BIN_EXE_victim-threads");
+    let mut v = Victim::spawn(threads, &["2"]).unwrap();
+    v.expect_line("ready", T).unwrap();
+    let tid = v.expect_line("tid", T).unwrap()[4..].to_string();
+    let o = compel(&bin, &["syscall", "-t", &tid, "gettid"]);
+    assert_eq!(stdout(&o), tid, "{}", stderr(&o));
+    let o = compel(&bin, &["syscall", "-t", &tid, "getpid"]);
+    assert_eq!(stdout(&o), v.pid().to_string());
+    v.close_stdin();
+    assert_eq!(v.expect_line("done", T).as_deref(), Ok("done"));
+    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+}
+
+#[test]
 fn version_and_help() {
     let (_g, bin) = setup();
     let o = compel(&bin, &["--version"]);

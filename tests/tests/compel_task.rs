@@ -286,6 +286,32 @@ fn every_thread_is_seized_and_usable() {
     assert_eq!(v.wait(T), Some(Exit::Code(0)));
 }
 
+#[test]
+fn seize_while_threads_come_and_go() {
+    let _g = setup();
+    let (mut v, pid) = spawn(THREADS, &["churn"]);
+    std::thread::sleep(Duration::from_millis(50));
+    for _ in 0..30 {
+        let mut task = Task::seize(pid).unwrap();
+        let tids = task.threads();
+        assert!(tids.len() >= 2, "leader and spawner at least: {tids:?}");
+        for tid in tids {
+            // Every thread we hold is stopped and usable (none of them can exit meanwhile).
+            assert_eq!(
+                task.remote_syscall_in(tid, nr::GETTID, [0; 6]).unwrap(),
+                tid as i64
+            );
+        }
+        task.detach().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    v.close_stdin();
+    let done = v.expect_line("done", T).unwrap();
+    let created: u64 = done[5..].parse().unwrap();
+    assert!(created > 0, "{done}");
+    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+}
+
 /// Spawns victim-avx; returns it, its flag address and whether it uses AVX-512.
 fn spawn_avx() -> Option<(Victim, i32, RemoteAddr, bool)> {
     let mut v = Victim::spawn(AVX, &[]).unwrap();

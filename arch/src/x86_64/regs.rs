@@ -107,6 +107,12 @@ impl UserRegs {
         self.fs_base
     }
 
+    /// Whether the task runs in this architecture's native 64-bit mode (x86_64: the user code
+    /// segment is `__USER_CS`, not the 32-bit compat one).
+    pub fn is_native(&self) -> bool {
+        self.cs == 0x33
+    }
+
     /// Whether single stepping (the trap flag) is on.
     pub fn single_step_flag(&self) -> bool {
         self.eflags & EFLAGS_TF != 0

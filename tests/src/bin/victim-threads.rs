@@ -2,13 +2,47 @@
 //! count rounds, while the main thread reads stdin. Prints `ready PID`, then `tid TID` for every
 //! worker; on the line `count` prints `counts C1 C2 ...`; at end of input stops the workers,
 //! joins them and prints `done`, exit 0.
+//!
+//! `victim-threads churn`: one thread keeps creating short-lived threads (each exits at once)
+//! while the main thread reads stdin; at end of input prints `done CREATED` and exits 0.
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
+fn churn() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let created = Arc::new(AtomicU64::new(0));
+    let spawner = {
+        let (stop, created) = (stop.clone(), created.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let hs: Vec<_> = (0..4).map(|_| std::thread::spawn(|| ())).collect();
+                for h in hs {
+                    h.join().unwrap();
+                    created.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let mut out = std::io::stdout();
+    writeln!(out, "ready {}", std::process::id()).unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    spawner.join().unwrap();
+    writeln!(out, "done {}", created.load(Ordering::Relaxed)).unwrap();
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("churn") {
+        return churn();
+    }
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

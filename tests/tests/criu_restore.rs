@@ -14,9 +14,9 @@ use std::time::Duration;
 use compel_criu_tests::{
     become_subreaper, skip_if_not_root, test_lock, wait_exit, wait_exit_timeout, wait_state,
 };
-use criu::restore::{restore, RestoreError, RestoreOptions, RestoreOutcome};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use criu::restore::{RestoreError, RestoreOptions, RestoreOutcome, restore};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
 
 const FIXTURES: &str = "/work/shared/fixtures/criu-4.2";
@@ -82,7 +82,7 @@ impl Drop for Restored {
 /// The task's general registers and xsave area, read by seizing and interrupting it.
 fn regs_and_xstate(pid: i32) -> (libc::user_regs_struct, Vec<u8>) {
     use nix::sys::ptrace;
-    use nix::sys::wait::{waitpid, WaitPidFlag};
+    use nix::sys::wait::{WaitPidFlag, waitpid};
     let p = Pid::from_raw(pid);
     ptrace::seize(p, ptrace::Options::empty()).unwrap();
     ptrace::interrupt(p).unwrap();
@@ -95,7 +95,12 @@ fn regs_and_xstate(pid: i32) -> (libc::user_regs_struct, Vec<u8>) {
     };
     // SAFETY: PTRACE_GETREGSET writes at most iov_len bytes into buf, a live buffer.
     let r = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, pid, 0x202usize, &mut iov) };
-    assert_eq!(r, 0, "PTRACE_GETREGSET: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "PTRACE_GETREGSET: {}",
+        std::io::Error::last_os_error()
+    );
     buf.truncate(iov.iov_len);
     ptrace::detach(p, None).unwrap();
     (regs, buf)
@@ -160,8 +165,16 @@ fn restores_criu_4_2_single_fixture() {
     // The anonymous mapping: 0x17 on both sides of the PROT_NONE hole.
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     assert!(maps.contains("7fdfc0b55000-7fdfc0b56000 ---p"), "{maps}");
-    assert!(read_mem(pid, 0x7fdf_c0b5_4000, 4096).iter().all(|b| *b == 0x17));
-    assert!(read_mem(pid, 0x7fdf_c0b5_6000, 4096).iter().all(|b| *b == 0x17));
+    assert!(
+        read_mem(pid, 0x7fdf_c0b5_4000, 4096)
+            .iter()
+            .all(|b| *b == 0x17)
+    );
+    assert!(
+        read_mem(pid, 0x7fdf_c0b5_6000, 4096)
+            .iter()
+            .all(|b| *b == 0x17)
+    );
     // The heap holds the 64 KiB 0x42 pattern.
     let heap = read_mem(pid, 0x562c_345f_a000, 0x21000);
     let run = heap
@@ -172,8 +185,18 @@ fn restores_criu_4_2_single_fixture() {
     assert!(run >= 1 << 16, "longest 0x42 run in the heap: {run}");
     // This kernel's vDSO sits where the task had it, and nothing of the restorer is left: the
     // image's 25 areas, with the data area shown as [vvar] + [vvar_vclock].
-    assert!(maps.contains("7fdfc0b5f000-7fdfc0b61000 r-xp 00000000 00:00 0                          [vdso]"), "{maps}");
-    assert!(maps.contains("7fdfc0b59000-7fdfc0b5d000 r--p 00000000 00:00 0                          [vvar]"), "{maps}");
+    assert!(
+        maps.contains(
+            "7fdfc0b5f000-7fdfc0b61000 r-xp 00000000 00:00 0                          [vdso]"
+        ),
+        "{maps}"
+    );
+    assert!(
+        maps.contains(
+            "7fdfc0b59000-7fdfc0b5d000 r--p 00000000 00:00 0                          [vvar]"
+        ),
+        "{maps}"
+    );
     assert_eq!(maps.lines().count(), 26, "{maps}");
 
     // Registers and the extended FPU state are the image's (read through ptrace).
@@ -184,11 +207,26 @@ fn restores_criu_4_2_single_fixture() {
     assert_eq!(regs.rbx, 0x7ffc_e1b7_9670);
     assert_eq!(regs.fs_base, 0x7fdf_c096_9740);
     if let Some((off, len)) = compel_arch::xsave_component(7) {
-        let core: criu_images::pb::CoreEntry = criu_images::ImageDir::new(&dir).read_core(SINGLE_PID as u32).unwrap();
-        let want: Vec<u8> = core.thread_info.unwrap().fpregs.xsave.unwrap().hi16_zmm.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let core: criu_images::pb::CoreEntry = criu_images::ImageDir::new(&dir)
+            .read_core(SINGLE_PID as u32)
+            .unwrap();
+        let want: Vec<u8> = core
+            .thread_info
+            .unwrap()
+            .fpregs
+            .xsave
+            .unwrap()
+            .hi16_zmm
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
         assert_eq!(want.len(), len);
         assert!(want.iter().any(|b| *b != 0));
-        assert_eq!(&xstate[off..off + len], &want[..], "zmm16..31 differ from the image");
+        assert_eq!(
+            &xstate[off..off + len],
+            &want[..],
+            "zmm16..31 differ from the image"
+        );
     }
 
     // Its handler runs and it goes back to pause().
@@ -228,7 +266,10 @@ fn busy_pid_fails_before_anything_runs() {
     }
     let created = install_fixture_binary();
     let err = restore(&detached(t.path()), None).unwrap_err();
-    assert!(matches!(err, RestoreError::PidBusy { pid } if pid == me as i32), "{err:?}");
+    assert!(
+        matches!(err, RestoreError::PidBusy { pid } if pid == me as i32),
+        "{err:?}"
+    );
     assert!(err.to_string().contains(&me.to_string()));
     if created {
         let _ = fs::remove_file("/tmp/fx/single");
@@ -254,7 +295,11 @@ fn corrupt_or_truncated_images_fail_cleanly() {
     // (file, damage, what the message must name)
     type Damage = fn(&mut Vec<u8>);
     let cases: [(&str, Damage, &str); 5] = [
-        ("core-12791.img", |b| b.truncate(b.len() / 2), "core-12791.img"),
+        (
+            "core-12791.img",
+            |b| b.truncate(b.len() / 2),
+            "core-12791.img",
+        ),
         ("mm-12791.img", |b| b[0] ^= 0xff, "mm-12791.img"),
         ("pagemap-12791.img", |b| b.truncate(20), "pagemap-12791.img"),
         ("pages-1.img", |b| b.truncate(4096), "pages-1.img"),
@@ -382,9 +427,18 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
         std::thread::sleep(Duration::from_millis(10));
         n += 1;
     }
-    assert_eq!(fs::read_to_string(&pidfile).unwrap(), SINGLE_PID.to_string());
-    assert_eq!(wait_state(SINGLE_PID, "S", Duration::from_secs(5)), Some('S'));
-    assert!(!waiter.is_finished(), "restore returned while the task runs");
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap(),
+        SINGLE_PID.to_string()
+    );
+    assert_eq!(
+        wait_state(SINGLE_PID, "S", Duration::from_secs(5)),
+        Some('S')
+    );
+    assert!(
+        !waiter.is_finished(),
+        "restore returned while the task runs"
+    );
     kill(Pid::from_raw(SINGLE_PID), Signal::SIGTERM).unwrap();
     let out = waiter.join().unwrap().unwrap();
     assert_eq!(

@@ -173,7 +173,9 @@ pub struct ChildPlan {
 struct Fail(u32, i32, u64);
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn ok(stage: u32, ret: libc::c_long, detail: u64) -> Result<libc::c_long, Fail> {
@@ -240,7 +242,11 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
         let path = c"/proc/self/oom_score_adj";
         // SAFETY: plain open/write/close of a proc file with NUL-terminated strings we own.
         unsafe {
-            let fd = ok(CHILD_OOM, libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) as _, 0)?;
+            let fd = ok(
+                CHILD_OOM,
+                libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) as _,
+                0,
+            )?;
             let n = libc::write(fd as i32, v.as_ptr().cast(), v.as_bytes().len());
             libc::close(fd as i32);
             ok(CHILD_OOM, n as _, 0)?;
@@ -330,13 +336,15 @@ fn protect(p: &ChildPlan) -> Result<(), Fail> {
     for op in &p.premap {
         if op.fill {
             // SAFETY: changes the protection of an area this process premapped itself.
-            let r = unsafe { libc::mprotect(op.addr as *mut libc::c_void, op.len as usize, op.prot) };
+            let r =
+                unsafe { libc::mprotect(op.addr as *mut libc::c_void, op.len as usize, op.prot) };
             ok(CHILD_PROTECT, r as _, op.addr)?;
         }
         for advice in 0..64 {
             if op.madv & (1u64 << advice) != 0 {
                 // SAFETY: advice on an area this process premapped itself.
-                let r = unsafe { libc::madvise(op.addr as *mut libc::c_void, op.len as usize, advice) };
+                let r =
+                    unsafe { libc::madvise(op.addr as *mut libc::c_void, op.len as usize, advice) };
                 ok(CHILD_PROTECT, r as _, op.addr)?;
             }
         }
@@ -364,7 +372,13 @@ fn place(tmp: i32, fd: i32, cloexec: bool) -> Result<(), Fail> {
     let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
     if tmp == fd {
         // SAFETY: fcntl on a descriptor we own.
-        let r = unsafe { libc::fcntl(fd, libc::F_SETFD, if cloexec { libc::FD_CLOEXEC } else { 0 }) };
+        let r = unsafe {
+            libc::fcntl(
+                fd,
+                libc::F_SETFD,
+                if cloexec { libc::FD_CLOEXEC } else { 0 },
+            )
+        };
         return ok(CHILD_FDS, r as _, fd as u64).map(|_| ());
     }
     // SAFETY: dup3 onto a number that is free (descriptors are made in order and temporaries
@@ -434,11 +448,8 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                     let w = ok(CHILD_FDS, w as _, *fd as u64)? as i32;
                     let mut done = 0usize;
                     while done < content.len() {
-                        let n = libc::write(
-                            w,
-                            content[done..].as_ptr().cast(),
-                            content.len() - done,
-                        );
+                        let n =
+                            libc::write(w, content[done..].as_ptr().cast(), content.len() - done);
                         if n <= 0 {
                             libc::close(w);
                             libc::unlink(path.as_ptr());

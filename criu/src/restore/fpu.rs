@@ -57,7 +57,9 @@ pub fn build(fpu: &FpuPlan) -> Result<Xsave, RestoreError> {
         let Some((off, len)) = xsave_component(*n).filter(|_| present) else {
             if data.iter().any(|b| *b != 0) && fpu.xstate_bv & (1 << n) != 0 {
                 return Err(RestoreError::Fpu {
-                    reason: format!("the image has state for xsave component {n}, this CPU does not"),
+                    reason: format!(
+                        "the image has state for xsave component {n}, this CPU does not"
+                    ),
                 });
             }
             bv &= !(1 << n);

@@ -74,7 +74,10 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TaskPlan, RestoreError> {
     let tree = d.read_pstree().map_err(|e| img(names::PSTREE, e))?;
     let [task] = tree.as_slice() else {
         return Err(RestoreError::Unsupported {
-            what: format!("a tree of {} processes (only single processes for now)", tree.len()),
+            what: format!(
+                "a tree of {} processes (only single processes for now)",
+                tree.len()
+            ),
         });
     };
     if task.threads.len() > 1 {
@@ -119,7 +122,10 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TaskPlan, RestoreError> {
     let reg_path = |id: u32, what: &str| -> Result<CString, RestoreError> {
         match by_id.get(&id).and_then(|f| f.reg.as_ref()) {
             Some(r) => cpath(&r.name),
-            None => Err(bad(&names::fs(pid), format!("{what} refers to missing file id {id}"))),
+            None => Err(bad(
+                &names::fs(pid),
+                format!("{what} refers to missing file id {id}"),
+            )),
         }
     };
     plan.cwd = Some(reg_path(fs.cwd_id, "cwd")?);
@@ -227,14 +233,14 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
     plan.clear_tid_addr = ti.clear_tid_addr;
     plan.comm = tc.comm.clone();
     plan.personality = Some(tc.personality);
-    plan.sigmask = th
-        .and_then(|t| t.blk_sigset)
-        .unwrap_or(tc.blk_sigset);
+    plan.sigmask = th.and_then(|t| t.blk_sigset).unwrap_or(tc.blk_sigset);
     // Handlers.
     if !tc.sigactions.is_empty() {
         let mut acts = vec![abi::KSigaction::default(); abi::NSIG];
         for sig in 1..=abi::NSIG as u32 {
-            let Some(slot) = sigaction_slot(sig) else { continue };
+            let Some(slot) = sigaction_slot(sig) else {
+                continue;
+            };
             if let Some(sa) = tc.sigactions.get(slot) {
                 acts[sig as usize - 1] = abi::KSigaction {
                     handler: sa.sigaction,
@@ -312,7 +318,12 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
             plan.rseq = Some((r.rseq_abi_pointer, r.rseq_abi_size, r.signature));
         }
         if let Some(c) = &th.creds {
-            let two = |v: &[u32]| [v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0)];
+            let two = |v: &[u32]| {
+                [
+                    v.first().copied().unwrap_or(0),
+                    v.get(1).copied().unwrap_or(0),
+                ]
+            };
             plan.no_new_privs = c.no_new_privs.unwrap_or(0) != 0;
             plan.creds = Some(CredsPlan {
                 creds: abi::Creds {
@@ -345,10 +356,12 @@ fn reg_of<'a>(
     id: u32,
     file: &str,
 ) -> Result<&'a RegFileEntry, RestoreError> {
-    by_id
-        .get(&id)
-        .and_then(|f| f.reg.as_ref())
-        .ok_or_else(|| bad(file, format!("file id {id} is not a regular file in files.img")))
+    by_id.get(&id).and_then(|f| f.reg.as_ref()).ok_or_else(|| {
+        bad(
+            file,
+            format!("file id {id} is not a regular file in files.img"),
+        )
+    })
 }
 
 /// Checks that a file the task maps is still the one it mapped (same size).
@@ -381,10 +394,16 @@ fn memory(
     for v in &mm.vmas {
         let st = v.status;
         if v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 {
-            return Err(bad(file, format!("area {:#x}-{:#x} is malformed", v.start, v.end)));
+            return Err(bad(
+                file,
+                format!("area {:#x}-{:#x} is malformed", v.start, v.end),
+            ));
         }
         if v.start < prev_end {
-            return Err(bad(file, format!("area {:#x} overlaps the previous one", v.start)));
+            return Err(bad(
+                file,
+                format!("area {:#x} overlaps the previous one", v.start),
+            ));
         }
         prev_end = v.end;
         let unsupported = |what: &str| RestoreError::Unsupported {
@@ -395,15 +414,25 @@ fn memory(
             continue;
         }
         if v.end > TASK_SIZE {
-            return Err(bad(file, format!("area {:#x}-{:#x} beyond user space", v.start, v.end)));
+            return Err(bad(
+                file,
+                format!("area {:#x}-{:#x} beyond user space", v.start, v.end),
+            ));
         }
         if st & VMA_UNSUPP != 0 {
             return Err(unsupported("an area CRIU marked unsupported"));
         }
-        if st & (VMA_AREA_SYSVIPC | VMA_AREA_SOCKET | VMA_AREA_AIORING | VMA_AREA_MEMFD | VMA_AREA_SHSTK)
+        if st
+            & (VMA_AREA_SYSVIPC
+                | VMA_AREA_SOCKET
+                | VMA_AREA_AIORING
+                | VMA_AREA_MEMFD
+                | VMA_AREA_SHSTK)
             != 0
         {
-            return Err(unsupported("a System V shm, socket, aio, memfd or shadow-stack mapping"));
+            return Err(unsupported(
+                "a System V shm, socket, aio, memfd or shadow-stack mapping",
+            ));
         }
         if st & VMA_AREA_REGULAR == 0 {
             return Err(unsupported("an irregular area"));
@@ -568,7 +597,10 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
             .len();
         if have < need {
             return Err(bad(
-                &path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                &path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 format!("holds {have} bytes, the pagemap needs {need}"),
             ));
         }
@@ -615,7 +647,10 @@ fn descriptors(
         }
         first_fd_of.insert(fi.id, fd);
         let Some(fe) = by_id.get(&fi.id) else {
-            return Err(bad(names::FILES, format!("fd {fd} refers to missing file id {}", fi.id)));
+            return Err(bad(
+                names::FILES,
+                format!("fd {fd} refers to missing file id {}", fi.id),
+            ));
         };
         let source = match fi.r#type {
             FD_REG => {
@@ -666,7 +701,11 @@ fn descriptors(
                         what: format!("terminal at fd {fd} without --shell-job"),
                     });
                 }
-                let flags = fe.tty.as_ref().map(|t| t.flags as i32).unwrap_or(libc::O_RDWR);
+                let flags = fe
+                    .tty
+                    .as_ref()
+                    .map(|t| t.flags as i32)
+                    .unwrap_or(libc::O_RDWR);
                 FdSource::Tty { flags }
             }
             t => {
@@ -687,11 +726,15 @@ fn descriptors(
 
 fn ghost_content(d: &ImageDir, id: u32) -> Result<Vec<u8>, RestoreError> {
     let name = names::ghost_file(id);
-    let mut r = ImageReader::open_expect(d.file(&name), magic::GHOST_FILE).map_err(|e| img(&name, e))?;
+    let mut r =
+        ImageReader::open_expect(d.file(&name), magic::GHOST_FILE).map_err(|e| img(&name, e))?;
     let g: GhostFileEntry = r.read_one().map_err(|e| img(&name, e))?;
     if g.chunks.unwrap_or(false) {
         let mut out = Vec::new();
-        while let Some(c) = r.read_entry::<pb::GhostChunkEntry>().map_err(|e| img(&name, e))? {
+        while let Some(c) = r
+            .read_entry::<pb::GhostChunkEntry>()
+            .map_err(|e| img(&name, e))?
+        {
             let data = r.read_extra(c.len).map_err(|e| img(&name, e))?;
             let at = c.off as usize;
             if out.len() < at + data.len() {

@@ -75,11 +75,7 @@ pub struct Special {
 impl Special {
     /// Finds the special mappings in `maps`.
     pub fn from_maps(maps: &[MapLine]) -> Special {
-        let find = |n: &str| {
-            maps.iter()
-                .find(|m| m.name == n)
-                .map(|m| (m.start, m.end))
-        };
+        let find = |n: &str| maps.iter().find(|m| m.name == n).map(|m| (m.start, m.end));
         Special {
             vvar: find("[vvar]"),
             vvar_vclock: find("[vvar_vclock]"),
@@ -105,11 +101,7 @@ impl Special {
 /// # Errors
 /// [`RestoreError::NoRoom`] when no gap is large enough.
 pub fn find_gap(busy: &[(u64, u64)], size: u64) -> Result<u64, RestoreError> {
-    let mut v: Vec<(u64, u64)> = busy
-        .iter()
-        .copied()
-        .filter(|r| r.0 < TASK_SIZE)
-        .collect();
+    let mut v: Vec<(u64, u64)> = busy.iter().copied().filter(|r| r.0 < TASK_SIZE).collect();
     v.sort_unstable();
     // Walk gaps from the top: between each range's end and the next range's start.
     let mut upper = TASK_SIZE;
@@ -167,7 +159,10 @@ mod tests {
         let size = 64 << 20;
         let a = find_gap(&busy, size).unwrap();
         for b in busy {
-            assert!(a + size + MARGIN <= b.0 || a >= b.1 + MARGIN, "{a:#x} overlaps {b:x?}");
+            assert!(
+                a + size + MARGIN <= b.0 || a >= b.1 + MARGIN,
+                "{a:#x} overlaps {b:x?}"
+            );
         }
         assert!(a >= LOW_LIMIT);
         // Nothing fits when the whole space is busy.

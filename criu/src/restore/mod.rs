@@ -95,7 +95,9 @@ pub enum RestoreError {
         pid: i32,
     },
     /// A resource limit cannot be restored here.
-    #[error("rlimit {resource}: hard limit {wanted} is above ours ({have}) and we lack CAP_SYS_RESOURCE")]
+    #[error(
+        "rlimit {resource}: hard limit {wanted} is above ours ({have}) and we lack CAP_SYS_RESOURCE"
+    )]
     Rlimit {
         /// The resource number.
         resource: usize,
@@ -282,7 +284,12 @@ pub fn restore(
     scripts: Option<&ActionScripts>,
 ) -> Result<RestoreOutcome, RestoreError> {
     let plan = images::load(&opts.images_dir, opts.shell_job)?;
-    tracing::info!(pid = plan.pid, vmas = plan.vmas.len(), fds = plan.fds.len(), "images read");
+    tracing::info!(
+        pid = plan.pid,
+        vmas = plan.vmas.len(),
+        fds = plan.fds.len(),
+        "images read"
+    );
     prepare::preflight(&plan)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
     let prep = prepare::prepare(&plan, opts)?;

@@ -5,8 +5,8 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use compel_arch::{SigStack, SigframeState, rt_sigframe_size, write_rt_sigframe};
 use compel_arch::RT_SIGFRAME_UC_OFFSET;
+use compel_arch::{SigStack, SigframeState, rt_sigframe_size, write_rt_sigframe};
 use compel_proto::blob::BlobDesc;
 use nix::errno::Errno;
 
@@ -137,7 +137,9 @@ fn vdso_moves(plan: &TaskPlan, cur: &Special) -> Result<Vec<abi::Move>, RestoreE
         if let (Some((tds, _)), Some((cds, _))) = (t_vdso, cur.vdso)
             && tds.wrapping_sub(ts) != cds.wrapping_sub(cs)
         {
-            return Err(vdso_err("vvar and vdso are placed differently by this kernel".into()));
+            return Err(vdso_err(
+                "vvar and vdso are placed differently by this kernel".into(),
+            ));
         }
         for part in [cur.vvar, cur.vvar_vclock].into_iter().flatten() {
             moves.push(abi::Move {
@@ -213,9 +215,11 @@ fn builtin_blob() -> Result<BlobDesc<'static>, RestoreError> {
 }
 
 fn sym(b: &BlobDesc<'_>, name: &str) -> Result<u64, RestoreError> {
-    b.symbol(name).map(|o| o as u64).ok_or_else(|| RestoreError::Blob {
-        reason: format!("no symbol {name}"),
-    })
+    b.symbol(name)
+        .map(|o| o as u64)
+        .ok_or_else(|| RestoreError::Blob {
+            reason: format!("no symbol {name}"),
+        })
 }
 
 fn sys_err(what: &'static str) -> RestoreError {
@@ -288,7 +292,10 @@ pub fn prepare(plan: &TaskPlan, opts: &RestoreOptions) -> Result<Prepared, Resto
             base as *mut libc::c_void,
             total as usize,
             libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_FIXED_NOREPLACE,
             -1,
             0,
         )
@@ -297,7 +304,19 @@ pub fn prepare(plan: &TaskPlan, opts: &RestoreOptions) -> Result<Prepared, Resto
         return Err(sys_err("reserving the restore area"));
     }
     let resv = (base, total);
-    match build(plan, opts, &blob, base, premap_size, blob_size, args_size, restorer_len, &vdso, &xsave, &premapped) {
+    match build(
+        plan,
+        opts,
+        &blob,
+        base,
+        premap_size,
+        blob_size,
+        args_size,
+        restorer_len,
+        &vdso,
+        &xsave,
+        &premapped,
+    ) {
         Ok(mut p) => {
             p.resv = resv;
             // Unmapped as a whole at the end: by then only the restorer and the gap page are left.
@@ -383,10 +402,19 @@ fn build(
             let grows = v.flags & libc::MAP_GROWSDOWN;
             let (map_flags, file) = match &v.kind {
                 VmaKind::AnonShared { .. } => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, None),
-                VmaKind::FilePrivate { path } => (libc::MAP_PRIVATE, Some((path.clone(), libc::O_RDONLY))),
+                VmaKind::FilePrivate { path } => {
+                    (libc::MAP_PRIVATE, Some((path.clone(), libc::O_RDONLY)))
+                }
                 VmaKind::FileShared { path, writable } => (
                     libc::MAP_SHARED,
-                    Some((path.clone(), if *writable { libc::O_RDWR } else { libc::O_RDONLY })),
+                    Some((
+                        path.clone(),
+                        if *writable {
+                            libc::O_RDWR
+                        } else {
+                            libc::O_RDONLY
+                        },
+                    )),
                 ),
                 _ => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows, None),
             };
@@ -478,7 +506,9 @@ fn build(
                 let mut write: Option<(i32, bool)> = None;
                 let mut dups = Vec::new();
                 for g in &plan.fds {
-                    if let FdSource::Pipe { id: gid, write: w, .. } = &g.source
+                    if let FdSource::Pipe {
+                        id: gid, write: w, ..
+                    } = &g.source
                         && gid == id
                     {
                         let slot = if *w { &mut write } else { &mut read };
@@ -564,7 +594,11 @@ fn build(
     let mut keep = [abi::Range::default(); abi::MAX_KEEP];
     keep[0] = abi::Range {
         start: base,
-        end: base + premap_size + PAGE + restorer_len + vdso.iter().map(|m| m.len).sum::<u64>().max(PAGE),
+        end: base
+            + premap_size
+            + PAGE
+            + restorer_len
+            + vdso.iter().map(|m| m.len).sum::<u64>().max(PAGE),
     };
     let mut vdso_arr = [abi::Move::default(); abi::MAX_VDSO];
     vdso_arr[..vdso.len()].copy_from_slice(vdso);
@@ -660,9 +694,10 @@ fn build(
     }
     // SAFETY: the range was just mapped readable and writable and is ours alone.
     let mem = unsafe { std::slice::from_raw_parts_mut(rbase as *mut u8, rw_len) };
-    blob.copy_into(&mut mem[..blob_size as usize]).map_err(|e| RestoreError::Blob {
-        reason: format!("{e:?}"),
-    })?;
+    blob.copy_into(&mut mem[..blob_size as usize])
+        .map_err(|e| RestoreError::Blob {
+            reason: format!("{e:?}"),
+        })?;
     blob.apply_relocs(&mut mem[..blob_size as usize], rbase)
         .map_err(|e| RestoreError::Blob {
             reason: format!("{e:?}"),
@@ -670,14 +705,25 @@ fn build(
     mem[blob_size as usize..blob_size as usize + area.bytes.len()].copy_from_slice(&area.bytes);
     let text = page_up(blob.text_size as u64) as usize;
     // SAFETY: changes the protection of the blob's text inside our reservation.
-    if unsafe { libc::mprotect(rbase as *mut libc::c_void, text, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
+    if unsafe {
+        libc::mprotect(
+            rbase as *mut libc::c_void,
+            text,
+            libc::PROT_READ | libc::PROT_EXEC,
+        )
+    } != 0
+    {
         return Err(sys_err("protecting the restorer's code"));
     }
 
     let old_rseq = glibc_rseq();
     let setsid = plan.sid == plan.pid && !opts.shell_job;
     if plan.sid != plan.pid && !opts.shell_job {
-        tracing::warn!(pid = plan.pid, sid = plan.sid, "task was not a session leader; it joins criu's session");
+        tracing::warn!(
+            pid = plan.pid,
+            sid = plan.sid,
+            "task was not a session leader; it joins criu's session"
+        );
     }
     let child = ChildPlan {
         setsid,
@@ -695,7 +741,9 @@ fn build(
         root: plan.root.clone(),
         cwd: plan.cwd.clone(),
         umask: plan.umask,
-        oom_score_adj: plan.oom_score_adj.and_then(|v| CString::new(v.to_string()).ok()),
+        oom_score_adj: plan
+            .oom_score_adj
+            .and_then(|v| CString::new(v.to_string()).ok()),
         status_fd,
         go_fd,
         old_rseq,

@@ -135,7 +135,11 @@ fn restore(a: &RestorerArgs) -> Res {
     // Block everything: the engine's handlers are about to lose their code.
     let all: u64 = !0;
     // SAFETY: rt_sigprocmask reads one 8-byte mask from a live local.
-    check(STAGE_ARGS, unsafe { syscall4(nr::RT_SIGPROCMASK, 2, (&raw const all) as usize, 0, 8) }, 0)?;
+    check(
+        STAGE_ARGS,
+        unsafe { syscall4(nr::RT_SIGPROCMASK, 2, (&raw const all) as usize, 0, 8) },
+        0,
+    )?;
     if a.old_rseq != 0 {
         // SAFETY: unregistering the area the kernel has for this thread; no memory is touched.
         let r = unsafe {
@@ -300,14 +304,25 @@ fn sigactions(a: &RestorerArgs) -> Res {
             continue;
         }
         // SAFETY: rt_sigaction reads one kernel sigaction from the argument area.
-        let r = unsafe { syscall4(nr::RT_SIGACTION, sig, act as *const KSigaction as usize, 0, 8) };
+        let r = unsafe {
+            syscall4(
+                nr::RT_SIGACTION,
+                sig,
+                act as *const KSigaction as usize,
+                0,
+                8,
+            )
+        };
         check(STAGE_SIGACTION, r, sig as u64)?;
     }
     Ok(())
 }
 
 fn rlimits(a: &RestorerArgs) -> Res {
-    for (res, l) in a.rlimits[..(a.n_rlimits as usize).min(NRLIMITS)].iter().enumerate() {
+    for (res, l) in a.rlimits[..(a.n_rlimits as usize).min(NRLIMITS)]
+        .iter()
+        .enumerate()
+    {
         // SAFETY: prlimit64 on ourselves reads one rlimit64 from the argument area.
         let r = unsafe { syscall4(nr::PRLIMIT64, 0, res, l as *const Rlimit as usize, 0) };
         check(STAGE_RLIMIT, r, res as u64)?;
@@ -329,7 +344,10 @@ fn timers(a: &RestorerArgs) -> Res {
     }
     // SAFETY: the engine placed `n_posix_timers` entries at `posix_timers`.
     let timers = unsafe {
-        core::slice::from_raw_parts(a.posix_timers as *const PosixTimer, a.n_posix_timers as usize)
+        core::slice::from_raw_parts(
+            a.posix_timers as *const PosixTimer,
+            a.n_posix_timers as usize,
+        )
     };
     // SAFETY: a prctl that only switches how timer_create picks ids for this process.
     let r = unsafe { syscall5(nr::PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) };
@@ -369,17 +387,42 @@ fn creds(c: &Creds) -> Res {
     // nothing but live locals or the argument area.
     unsafe {
         // Keep the capabilities across the uid change; the final securebits come later.
-        check(STAGE_CREDS, syscall5(nr::PRCTL, PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0), 1)?;
-        check(STAGE_CREDS, syscall2(nr::SETGROUPS, c.ngroups as usize, c.groups as usize), 2)?;
         check(
             STAGE_CREDS,
-            syscall3(nr::SETRESGID, c.gid as usize, c.egid as usize, c.sgid as usize),
+            syscall5(
+                nr::PRCTL,
+                PR_SET_SECUREBITS,
+                SECBIT_NO_SETUID_FIXUP,
+                0,
+                0,
+                0,
+            ),
+            1,
+        )?;
+        check(
+            STAGE_CREDS,
+            syscall2(nr::SETGROUPS, c.ngroups as usize, c.groups as usize),
+            2,
+        )?;
+        check(
+            STAGE_CREDS,
+            syscall3(
+                nr::SETRESGID,
+                c.gid as usize,
+                c.egid as usize,
+                c.sgid as usize,
+            ),
             3,
         )?;
         syscall1(nr::SETFSGID, c.fsgid as usize);
         check(
             STAGE_CREDS,
-            syscall3(nr::SETRESUID, c.uid as usize, c.euid as usize, c.suid as usize),
+            syscall3(
+                nr::SETRESUID,
+                c.uid as usize,
+                c.euid as usize,
+                c.suid as usize,
+            ),
             4,
         )?;
         syscall1(nr::SETFSUID, c.fsuid as usize);
@@ -394,7 +437,11 @@ fn creds(c: &Creds) -> Res {
             }
             check(STAGE_CREDS, r, 5)?;
         }
-        check(STAGE_CREDS, syscall5(nr::PRCTL, PR_SET_SECUREBITS, c.secbits as usize, 0, 0, 0), 6)?;
+        check(
+            STAGE_CREDS,
+            syscall5(nr::PRCTL, PR_SET_SECUREBITS, c.secbits as usize, 0, 0, 0),
+            6,
+        )?;
         let hdr: [u32; 2] = [LINUX_CAPABILITY_VERSION_3, 0];
         let data: [u32; 6] = [
             c.cap_eff[0],
@@ -466,11 +513,21 @@ fn thread(a: &RestorerArgs) -> Res {
             syscall1(nr::SET_TID_ADDRESS, a.clear_tid_addr as usize);
         }
         if a.robust_list != 0 {
-            let r = syscall2(nr::SET_ROBUST_LIST, a.robust_list as usize, a.robust_list_len as usize);
+            let r = syscall2(
+                nr::SET_ROBUST_LIST,
+                a.robust_list as usize,
+                a.robust_list_len as usize,
+            );
             check(STAGE_THREAD, r, a.robust_list)?;
         }
         if a.rseq != 0 {
-            let r = syscall4(nr::RSEQ, a.rseq as usize, a.rseq_len as usize, 0, a.rseq_sig as usize);
+            let r = syscall4(
+                nr::RSEQ,
+                a.rseq as usize,
+                a.rseq_len as usize,
+                0,
+                a.rseq_sig as usize,
+            );
             check(STAGE_THREAD, r, a.rseq)?;
         }
     }
@@ -493,7 +550,13 @@ fn sigqueue(a: &RestorerArgs) -> Res {
             if i < a.n_siginfo_shared as usize {
                 syscall3(nr::RT_SIGQUEUEINFO, pid as usize, sig, info as usize)
             } else {
-                syscall4(nr::RT_TGSIGQUEUEINFO, pid as usize, tid as usize, sig, info as usize)
+                syscall4(
+                    nr::RT_TGSIGQUEUEINFO,
+                    pid as usize,
+                    tid as usize,
+                    sig,
+                    info as usize,
+                )
             }
         };
         check(STAGE_SIGQUEUE, r, sig as u64)?;

@@ -36,9 +36,9 @@ pub enum TaskError {
         #[source]
         source: Errno,
     },
-    /// The task has a seccomp filter and suspending it (`PTRACE_O_SUSPEND_SECCOMP`) needs
+    /// The task is under seccomp (a filter, or strict mode) and suspending it (`PTRACE_O_SUSPEND_SECCOMP`) needs
     /// `CAP_SYS_ADMIN`, which we lack; remote syscalls would otherwise be filtered.
-    #[error("task {tid} has a seccomp filter; suspending it needs CAP_SYS_ADMIN (run as root)")]
+    #[error("task {tid} is under seccomp; suspending it needs CAP_SYS_ADMIN (run as root)")]
     SeccompNeedsCapSysAdmin {
         /// The thread with the filter.
         tid: i32,

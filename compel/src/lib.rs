@@ -28,6 +28,8 @@
 //! a task at a time. Unprivileged use works on the caller's own processes where the kernel's
 //! ptrace rules allow it; suspending a task's seccomp filter needs `CAP_SYS_ADMIN`.
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod infect;
 mod mem;

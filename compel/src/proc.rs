@@ -186,7 +186,8 @@ mod tests {
     #[test]
     fn own_state() {
         let me = std::process::id() as i32;
-        assert_eq!(state_letter(me).unwrap(), 'R');
+        // This thread is running (the process's main thread waits for the test harness).
+        assert_eq!(state_letter(nix::unistd::gettid().as_raw()).unwrap(), 'R');
         assert_eq!(tracer_pid(me).unwrap(), 0);
         assert!(threads(me).unwrap().contains(&me));
         assert!(auxv_vdso(me).unwrap().is_some());

@@ -320,7 +320,8 @@ impl Task {
         }
         if !task.seccomp_suspended {
             for th in &task.threads {
-                if proc::seccomp_mode(th.tid).unwrap_or(0) == 2 {
+                // Filter (2) or strict (1) mode: either would filter or kill our syscalls.
+                if proc::seccomp_mode(th.tid).unwrap_or(0) != 0 {
                     return Err(TaskError::SeccompNeedsCapSysAdmin { tid: th.tid });
                 }
             }

@@ -43,6 +43,9 @@ pub fn connect_unix(addr: &[u8]) -> Result<i32, Errno> {
     }
 }
 
+/// A command handler: runs command `cmd` with the payload area.
+pub type Handler<'a> = dyn FnMut(u32, &mut [u8]) -> Result<(), Errno> + 'a;
+
 /// Why [`serve`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {
@@ -60,7 +63,7 @@ pub fn dispatch(
     sock: i32,
     cmd: u32,
     payload: &mut [u8],
-    handler: &mut dyn FnMut(u32, &mut [u8]) -> Result<(), Errno>,
+    handler: &mut Handler<'_>,
 ) -> Result<(), Errno> {
     match cmd {
         CMD_PING => Ok(()),
@@ -84,11 +87,7 @@ pub fn dispatch(
 
 /// Serves commands on `sock` until [`CMD_FINI`] or the host goes away: each command header is
 /// answered `{cmd, ack: cmd, err}` after running it with `payload`.
-pub fn serve(
-    sock: i32,
-    payload: &mut [u8],
-    handler: &mut dyn FnMut(u32, &mut [u8]) -> Result<(), Errno>,
-) -> Ended {
+pub fn serve(sock: i32, payload: &mut [u8], handler: &mut Handler<'_>) -> Ended {
     loop {
         let mut buf = [0u8; core::mem::size_of::<CtlMsg>() + 4];
         let mut no_fds = [0i32; 0];

@@ -5,15 +5,22 @@ use compel_builder::{Lang, hgen_file, pack_file};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
+
+type Run<'a> = dyn Fn(&Path) -> Result<(), compel_builder::BuildError> + 'a;
 
 /// Runs hgen (both languages) and pack on `input`; each must fail with a one-line message
 /// containing `want` and leave no file in the output directory.
 fn rejects(input: &Path, want: &str) {
     let out = tempfile::tempdir().unwrap();
-    let runs: [(&str, Box<dyn Fn(&Path) -> Result<(), compel_builder::BuildError>>); 3] = [
-        ("hgen rust", Box::new(|o| hgen_file(input, o, Lang::Rust, ""))),
+    let runs: [(&str, Box<Run<'_>>); 3] = [
+        (
+            "hgen rust",
+            Box::new(|o| hgen_file(input, o, Lang::Rust, "")),
+        ),
         ("hgen c", Box::new(|o| hgen_file(input, o, Lang::C, "p"))),
         ("pack", Box::new(|o| pack_file(input, o))),
     ];
@@ -22,7 +29,10 @@ fn rejects(input: &Path, want: &str) {
         let err = run(&output).expect_err(what).to_string();
         assert!(!err.contains('\n'), "{what}: not one line: {err:?}");
         assert!(err.contains(want), "{what}: {err:?} does not say {want:?}");
-        assert!(err.starts_with(&input.display().to_string()), "{what}: {err:?} does not name the file");
+        assert!(
+            err.starts_with(&input.display().to_string()),
+            "{what}: {err:?} does not name the file"
+        );
         let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
         assert!(left.is_empty(), "{what}: left {left:?} behind");
     }
@@ -51,27 +61,43 @@ fn elf32() {
 fn wrong_machine() {
     let dir = tempfile::tempdir().unwrap();
     // e_machine = 183 (aarch64).
-    rejects(&variant(dir.path(), "aarch64", |d| d[18..20].copy_from_slice(&183u16.to_le_bytes())), "wrong machine 183");
+    rejects(
+        &variant(dir.path(), "aarch64", |d| {
+            d[18..20].copy_from_slice(&183u16.to_le_bytes())
+        }),
+        "wrong machine 183",
+    );
 }
 
 #[test]
 fn truncated() {
     let dir = tempfile::tempdir().unwrap();
     for len in [10, 63, 100, 0x1010, 0x2050] {
-        rejects(&variant(dir.path(), &format!("cut{len}"), |d| d.truncate(len)), "truncated or malformed ELF");
+        rejects(
+            &variant(dir.path(), &format!("cut{len}"), |d| d.truncate(len)),
+            "truncated or malformed ELF",
+        );
     }
 }
 
 #[test]
 fn undefined_symbol() {
-    rejects(&fixture("undefined.elf"), "undefined symbol `missing_function`");
+    rejects(
+        &fixture("undefined.elf"),
+        "undefined symbol `missing_function`",
+    );
 }
 
 #[test]
 fn relocatable_object_and_missing_file() {
     let dir = tempfile::tempdir().unwrap();
     // e_type = ET_REL.
-    rejects(&variant(dir.path(), "rel", |d| d[16..18].copy_from_slice(&1u16.to_le_bytes())), "relocatable object");
+    rejects(
+        &variant(dir.path(), "rel", |d| {
+            d[16..18].copy_from_slice(&1u16.to_le_bytes())
+        }),
+        "relocatable object",
+    );
     rejects(&dir.path().join("does-not-exist"), "No such file");
 }
 

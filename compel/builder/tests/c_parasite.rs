@@ -79,18 +79,38 @@ int main(void)
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn build_c_parasite(dir: &Path) -> std::path::PathBuf {
     let cache = dir.join("cache");
-    let support = CSupport::ensure(&Toolchain::from_env(), &Sources::from_workspace(), &cache).unwrap();
+    let support =
+        CSupport::ensure(&Toolchain::from_env(), &Sources::from_workspace(), &cache).unwrap();
     std::fs::write(dir.join("parasite.c"), PARASITE).unwrap();
-    run(Command::new("gcc").args(support.cflags()).arg("-Wall").arg("-Werror").arg("-c").arg(dir.join("parasite.c")).arg("-o").arg(dir.join("parasite.o")));
-    let plugins = support.plugins(&["std".into(), "fds".into(), "shmem".into()]).unwrap();
-    run(Command::new("ld").args(support.ldflags()).arg("-o").arg(dir.join("parasite.elf")).arg(dir.join("parasite.o")).args(plugins));
+    run(Command::new("gcc")
+        .args(support.cflags())
+        .arg("-Wall")
+        .arg("-Werror")
+        .arg("-c")
+        .arg(dir.join("parasite.c"))
+        .arg("-o")
+        .arg(dir.join("parasite.o")));
+    let plugins = support
+        .plugins(&["std".into(), "fds".into(), "shmem".into()])
+        .unwrap();
+    run(Command::new("ld")
+        .args(support.ldflags())
+        .arg("-o")
+        .arg(dir.join("parasite.elf"))
+        .arg(dir.join("parasite.o"))
+        .args(plugins));
     // A second call finds the cached archive instead of building it again.
-    let again = CSupport::ensure(&Toolchain::from_env(), &Sources::from_workspace(), &cache).unwrap();
+    let again =
+        CSupport::ensure(&Toolchain::from_env(), &Sources::from_workspace(), &cache).unwrap();
     assert_eq!(again.archive, support.archive);
     dir.join("parasite.elf")
 }
@@ -115,7 +135,8 @@ fn c_parasite_runs_at_a_random_address() {
         assert_eq!(&buf[..n as usize], want.as_bytes());
     }
     // SAFETY: the counter is an int in the placed blob's data.
-    assert_eq!(unsafe { std::ptr::read_volatile(placed.addr(counter) as *const i32) }, 3);
+    let count = unsafe { std::ptr::read_volatile(placed.addr(counter) as *const i32) };
+    assert_eq!(count, 3);
 }
 
 #[test]
@@ -125,7 +146,14 @@ fn c_header_from_hgen_works_in_a_c_host() {
     hgen_file(&elf, &dir.path().join("parasite.h"), Lang::C, "cpar").unwrap();
     std::fs::write(dir.path().join("host.c"), HOST).unwrap();
     let include = Sources::from_workspace().include_dir();
-    run(Command::new("gcc").arg("-Wall").arg("-Werror").arg(format!("-I{}", include.display())).arg(format!("-I{}", dir.path().display())).arg(dir.path().join("host.c")).arg("-o").arg(dir.path().join("host")));
+    run(Command::new("gcc")
+        .arg("-Wall")
+        .arg("-Werror")
+        .arg(format!("-I{}", include.display()))
+        .arg(format!("-I{}", dir.path().display()))
+        .arg(dir.path().join("host.c"))
+        .arg("-o")
+        .arg(dir.path().join("host")));
     let out = Command::new(dir.path().join("host")).output().unwrap();
     assert!(out.status.success(), "host exited with {}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "5 One#1\n5 two#2 2\n");

@@ -10,7 +10,9 @@ use compel_builder::{Blob, Lang, hgen_file};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn read(name: &str) -> Blob {
@@ -31,8 +33,14 @@ fn check_golden(elf: &str) {
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&golden, &text).unwrap();
         }
-        let want = std::fs::read_to_string(&golden).unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
-        assert!(text == want, "{} differs from {}:\n{text}", generated.display(), golden.display());
+        let want = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
+        assert!(
+            text == want,
+            "{} differs from {}:\n{text}",
+            generated.display(),
+            golden.display()
+        );
     }
 }
 
@@ -40,16 +48,42 @@ fn check_golden(elf: &str) {
 fn symbolic_relocations_of_a_shared_object() {
     let blob = read("relocs-shared.elf");
     // GLOB_DAT value, JUMP_SLOT func, R_X86_64_64 func, RELATIVE msg, msg + 3, R_X86_64_64 table.
-    assert_eq!(blob.relocs, vec![0x1120, 0x1140, 0x1148, 0x1150, 0x1158, 0x1178]);
-    assert_eq!(word(&blob, 0x1120), 0x1170, "GLOB_DAT resolves to the symbol");
-    assert_eq!(word(&blob, 0x1140), 0x14, "JUMP_SLOT resolves to the function");
-    assert_eq!(word(&blob, 0x1148), 0x14, "R_X86_64_64 resolves to the function");
+    assert_eq!(
+        blob.relocs,
+        vec![0x1120, 0x1140, 0x1148, 0x1150, 0x1158, 0x1178]
+    );
+    assert_eq!(
+        word(&blob, 0x1120),
+        0x1170,
+        "GLOB_DAT resolves to the symbol"
+    );
+    assert_eq!(
+        word(&blob, 0x1140),
+        0x14,
+        "JUMP_SLOT resolves to the function"
+    );
+    assert_eq!(
+        word(&blob, 0x1148),
+        0x14,
+        "R_X86_64_64 resolves to the function"
+    );
     assert_eq!(word(&blob, 0x1158), word(&blob, 0x1150) + 3, "addend kept");
-    assert_eq!(word(&blob, 0x1160), 0x1234, "absolute symbol: value, no relocation");
-    assert_eq!(word(&blob, 0x1168), 0, "undefined weak: zero, no relocation");
+    assert_eq!(
+        word(&blob, 0x1160),
+        0x1234,
+        "absolute symbol: value, no relocation"
+    );
+    assert_eq!(
+        word(&blob, 0x1168),
+        0,
+        "undefined weak: zero, no relocation"
+    );
     assert_eq!(blob.text_size, 0x1000);
     assert_eq!(blob.symbol("__export_value"), Some(0x1178));
-    assert!(blob.symbol("__export_scratch").unwrap() >= blob.image.len(), "bss symbol after the image");
+    assert!(
+        blob.symbol("__export_scratch").unwrap() >= blob.image.len(),
+        "bss symbol after the image"
+    );
     assert_eq!(blob.mem_size(), 0x11e4);
     check_golden("relocs-shared.elf");
 }

@@ -28,12 +28,18 @@ fn rust_parasite_runs_at_a_random_address() {
     assert!(!blob.relocs.is_empty(), "a pointer table needs relocations");
     let describe_off = blob.symbol("__export_describe").expect("exported describe");
     let calls_off = blob.symbol("__export_calls").expect("exported counter");
-    assert!(calls_off >= blob.text_size, "a mutable static lives in data");
+    assert!(
+        calls_off >= blob.text_size,
+        "a mutable static lives in data"
+    );
 
     let placed = Placed::new(&blob.desc());
     assert_eq!(describe(&placed, describe_off, 7), EXPECTED_7);
     let second = describe(&placed, describe_off, 3);
-    assert!(second.starts_with("relocated #2: double(3)=6 square(3)=9"), "{second}");
+    assert!(
+        second.starts_with("relocated #2: double(3)=6 square(3)=9"),
+        "{second}"
+    );
     // SAFETY: the counter is a u32 in the placed blob's data.
     let calls = unsafe { std::ptr::read_volatile(placed.addr(calls_off) as *const u32) };
     assert_eq!(calls, 2);

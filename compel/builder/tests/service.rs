@@ -64,19 +64,26 @@ impl Args {
     fn new() -> Args {
         // SAFETY: a fresh shared anonymous mapping replaces nothing.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), ARGS_SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                ARGS_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         assert_ne!(p, libc::MAP_FAILED);
         Args { base: p.cast() }
     }
 
-    fn bytes(&self) -> &mut [u8] {
+    fn bytes(&mut self) -> &mut [u8] {
         // SAFETY: the mapping is ARGS_SIZE bytes, alive as long as self; the child only writes
         // it while a command runs, when this side does not look.
         unsafe { std::slice::from_raw_parts_mut(self.base, ARGS_SIZE) }
     }
 
-    fn payload(&self) -> &mut [u8] {
+    fn payload(&mut self) -> &mut [u8] {
         &mut self.bytes()[ARGS_PAYLOAD_OFFSET..]
     }
 }
@@ -89,10 +96,24 @@ impl Drop for Args {
 }
 
 /// Starts the demo's service loop in a forked child, connected to a fresh listening socket.
-fn start(placed: &Placed, main_off: usize, args: &Args) -> (Child, OwnedFd) {
-    let name = format!("compel-builder-test-{}-{:?}", std::process::id(), std::time::Instant::now());
-    let listener = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
-    bind(listener.as_raw_fd(), &UnixAddr::new_abstract(name.as_bytes()).unwrap()).unwrap();
+fn start(placed: &Placed, main_off: usize, args: &mut Args) -> (Child, OwnedFd) {
+    let name = format!(
+        "compel-builder-test-{}-{:?}",
+        std::process::id(),
+        std::time::Instant::now()
+    );
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        listener.as_raw_fd(),
+        &UnixAddr::new_abstract(name.as_bytes()).unwrap(),
+    )
+    .unwrap();
     listen(&listener, Backlog::new(1).unwrap()).unwrap();
 
     let mut init = ParasiteInit::new();
@@ -117,26 +138,49 @@ fn start(placed: &Placed, main_off: usize, args: &Args) -> (Child, OwnedFd) {
         unsafe { libc::_exit(if ret == 0 { 0 } else { 3 }) };
     }
     let child = Child(pid);
-    let mut fds = [libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    let mut fds = [libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
     // SAFETY: polls one valid fd.
-    assert_eq!(unsafe { libc::poll(fds.as_mut_ptr(), 1, 10_000) }, 1, "the parasite did not connect");
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 10_000) };
+    assert_eq!(ready, 1, "the parasite did not connect");
     // SAFETY: accept returned a new fd that nothing else owns.
     let conn = unsafe { OwnedFd::from_raw_fd(accept(listener.as_raw_fd()).unwrap()) };
-    setsockopt(&conn, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(10, 0)).unwrap();
+    setsockopt(
+        &conn,
+        sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(10, 0),
+    )
+    .unwrap();
     (child, conn)
 }
 
 fn send(sock: &OwnedFd, data: &[u8], fds: &[RawFd]) {
     let cmsg = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
-    sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(data)], cmsgs, MsgFlags::empty(), None).unwrap();
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(data)],
+        cmsgs,
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
 }
 
 fn recv(sock: &OwnedFd) -> (Vec<u8>, Vec<OwnedFd>) {
     let mut buf = [0u8; 64];
     let mut space = nix::cmsg_space!([RawFd; 16]);
     let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .unwrap();
     let mut fds = Vec::new();
     for c in msg.cmsgs().unwrap() {
         if let ControlMessageOwned::ScmRights(v) = c {
@@ -152,7 +196,14 @@ fn recv(sock: &OwnedFd) -> (Vec<u8>, Vec<OwnedFd>) {
 fn call(sock: &OwnedFd, cmd: u32, fds: &[RawFd]) -> i32 {
     send(sock, as_bytes(&CtlMsg::cmd(cmd)), &[]);
     if !fds.is_empty() {
-        send(sock, as_bytes(&FdsMsg { count: fds.len() as u32, reserved: 0 }), fds);
+        send(
+            sock,
+            as_bytes(&FdsMsg {
+                count: fds.len() as u32,
+                reserved: 0,
+            }),
+            fds,
+        );
     }
     answer(sock, cmd)
 }
@@ -174,7 +225,16 @@ fn memfd(name: &str, data: &[u8]) -> OwnedFd {
 
 fn map_shared(fd: RawFd, len: usize) -> &'static mut [u8] {
     // SAFETY: a new shared mapping of a memfd replaces nothing; leaked for the test's duration.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
     assert_ne!(p, libc::MAP_FAILED);
     // SAFETY: the mapping is len bytes and never unmapped.
     unsafe { std::slice::from_raw_parts_mut(p.cast(), len) }
@@ -182,7 +242,12 @@ fn map_shared(fd: RawFd, len: usize) -> &'static mut [u8] {
 
 fn demo() -> (compel_builder::Built, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
-    let built = build(&Sources::from_workspace().root.join("parasite-blobs/parasites/demo"), out.path());
+    let built = build(
+        &Sources::from_workspace()
+            .root
+            .join("parasite-blobs/parasites/demo"),
+        out.path(),
+    );
     (built, out)
 }
 
@@ -192,9 +257,9 @@ fn demo_serves_hello_fds_shmem_and_fini() {
     let (built, _out) = demo();
     let main_off = built.blob.symbol("__export_parasite_main").unwrap();
     let placed = Placed::new(&built.blob.desc());
-    let args = Args::new();
+    let mut args = Args::new();
     let secret = memfd("secret", b"the parasite's secret");
-    let (child, sock) = start(&placed, main_off, &args);
+    let (child, sock) = start(&placed, main_off, &mut args);
 
     // Log channel: a pipe, level DEBUG.
     let (log_r, log_w) = nix::unistd::pipe().unwrap();
@@ -208,10 +273,19 @@ fn demo_serves_hello_fds_shmem_and_fini() {
     let hello: proto::HelloReply = read_plain(args.payload()).unwrap();
     assert_eq!(hello.pid, child.0);
     let cwd = std::env::current_dir().unwrap();
-    assert_eq!(&hello.cwd[..hello.cwd_len as usize], cwd.as_os_str().as_encoded_bytes());
+    assert_eq!(
+        &hello.cwd[..hello.cwd_len as usize],
+        cwd.as_os_str().as_encoded_bytes()
+    );
 
     // Steal an fd of the task: the fd message comes before the answer.
-    write_plain(args.payload(), &proto::FdArgs { fd: secret.as_raw_fd(), reserved: 0 });
+    write_plain(
+        args.payload(),
+        &proto::FdArgs {
+            fd: secret.as_raw_fd(),
+            reserved: 0,
+        },
+    );
     send(&sock, as_bytes(&CtlMsg::cmd(proto::CMD_SEND_FD)), &[]);
     let (data, mut fds) = recv(&sock);
     assert_eq!(read_plain::<FdsMsg>(&data).unwrap().count, 1);
@@ -231,7 +305,14 @@ fn demo_serves_hello_fds_shmem_and_fini() {
     assert_eq!(theirs, ours);
 
     // Shared memory made by the parasite.
-    write_plain(args.payload(), &proto::ShmemArgs { len: 8192, fill: 0x5a, sum: 0 });
+    write_plain(
+        args.payload(),
+        &proto::ShmemArgs {
+            len: 8192,
+            fill: 0x5a,
+            sum: 0,
+        },
+    );
     send(&sock, as_bytes(&CtlMsg::cmd(proto::CMD_SHMEM_CREATE)), &[]);
     let (data, mut fds) = recv(&sock);
     let msg: ShmemMsg = read_plain(&data).unwrap();
@@ -245,9 +326,20 @@ fn demo_serves_hello_fds_shmem_and_fini() {
     let content: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
     let mine = memfd("host-shmem", &content);
     let view = map_shared(mine.as_raw_fd(), 4096);
-    write_plain(args.payload(), &proto::ShmemArgs { len: 0, fill: 0x77, sum: 0 });
+    write_plain(
+        args.payload(),
+        &proto::ShmemArgs {
+            len: 0,
+            fill: 0x77,
+            sum: 0,
+        },
+    );
     send(&sock, as_bytes(&CtlMsg::cmd(proto::CMD_SHMEM_SUM)), &[]);
-    send(&sock, as_bytes(&ShmemMsg { addr: 0, len: 4096 }), &[mine.as_raw_fd()]);
+    send(
+        &sock,
+        as_bytes(&ShmemMsg { addr: 0, len: 4096 }),
+        &[mine.as_raw_fd()],
+    );
     assert_eq!(answer(&sock, proto::CMD_SHMEM_SUM), 0);
     let sum: proto::ShmemArgs = read_plain(args.payload()).unwrap();
     assert_eq!(sum.sum, content.iter().map(|&b| u64::from(b)).sum::<u64>());
@@ -260,7 +352,10 @@ fn demo_serves_hello_fds_shmem_and_fini() {
 
     let mut log = String::new();
     std::fs::File::from(log_r).read_to_string(&mut log).unwrap();
-    assert!(log.contains(&format!("pie: {}: hello from pid {}", hello.pid, hello.pid)), "{log}");
+    assert!(
+        log.contains(&format!("pie: {}: hello from pid {}", hello.pid, hello.pid)),
+        "{log}"
+    );
     assert!(log.contains("fini"), "{log}");
 }
 
@@ -270,8 +365,8 @@ fn parasite_cures_itself_when_the_host_goes_away() {
     let (built, _out) = demo();
     let main_off = built.blob.symbol("__export_parasite_main").unwrap();
     let placed = Placed::new(&built.blob.desc());
-    let args = Args::new();
-    let (child, sock) = start(&placed, main_off, &args);
+    let mut args = Args::new();
+    let (child, sock) = start(&placed, main_off, &mut args);
     assert_eq!(call(&sock, CMD_PING, &[]), 0);
     drop(sock);
     let started = std::time::Instant::now();

@@ -350,7 +350,7 @@ impl<'a> BlobDesc<'a> {
                 what: "text larger than the image",
             });
         }
-        if self.text_size % BLOB_PAGE_SIZE != 0 && self.text_size != self.image.len() {
+        if !self.text_size.is_multiple_of(BLOB_PAGE_SIZE) && self.text_size != self.image.len() {
             return Err(BlobError::BadLayout {
                 what: "text size not page-aligned",
             });

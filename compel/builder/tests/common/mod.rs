@@ -37,7 +37,9 @@ impl Placed {
             .unwrap_or(12345);
         let mut base = 0;
         for attempt in 0..16usize {
-            let hint = 0x2000_0000_0000 + ((nanos.wrapping_mul(2654435761).wrapping_add(attempt * 7919)) & 0xff_ffff) * BLOB_PAGE_SIZE;
+            let hint = 0x2000_0000_0000
+                + ((nanos.wrapping_mul(2654435761).wrapping_add(attempt * 7919)) & 0xff_ffff)
+                    * BLOB_PAGE_SIZE;
             // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
             let p = unsafe {
                 libc::mmap(
@@ -61,7 +63,13 @@ impl Placed {
         blob.apply_relocs(mem, base as u64).expect("relocate");
         if blob.text_size > 0 {
             // SAFETY: the text part of our own mapping; nothing writes it any more.
-            let r = unsafe { libc::mprotect(base as *mut libc::c_void, blob.text_size.div_ceil(BLOB_PAGE_SIZE) * BLOB_PAGE_SIZE, libc::PROT_READ | libc::PROT_EXEC) };
+            let r = unsafe {
+                libc::mprotect(
+                    base as *mut libc::c_void,
+                    blob.text_size.div_ceil(BLOB_PAGE_SIZE) * BLOB_PAGE_SIZE,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                )
+            };
             assert_eq!(r, 0, "mprotect");
         }
         Placed { base, size }

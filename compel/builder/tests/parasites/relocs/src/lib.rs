@@ -22,7 +22,8 @@ fn negate(x: u64) -> u64 {
     x.wrapping_neg()
 }
 
-static OPS: [(&str, fn(u64) -> u64); 3] = [("double", double), ("square", square), ("negate", negate)];
+static OPS: [(&str, fn(u64) -> u64); 3] =
+    [("double", double), ("square", square), ("negate", negate)];
 static GREETING: &str = "relocated";
 
 /// Counts calls of `__export_describe`; exported so that the host can read it.

@@ -475,7 +475,9 @@ impl Task {
         self.seccomp_suspended
     }
 
-    /// Thread `tid`'s general registers as found (or as last set with [`Task::set_regs`]).
+    /// Thread `tid`'s general registers: as found at seize, or as last set with
+    /// [`Task::set_regs`], or as the thread left them after the last [`Task::resume`]. Remote
+    /// syscalls leave them unchanged. Read once and cached while the thread stays stopped.
     ///
     /// # Errors
     /// [`TaskError::NotOurThread`] or a ptrace failure.
@@ -542,7 +544,8 @@ impl Task {
         Ok(self.regs(tid)?.tls())
     }
 
-    /// Thread `tid`'s blocked-signal mask (bit `n-1` for signal `n`) as found.
+    /// Thread `tid`'s blocked-signal mask (bit `n-1` for signal `n`), cached like
+    /// [`Task::regs`].
     ///
     /// # Errors
     /// [`TaskError::NotOurThread`] or a ptrace failure.
@@ -829,7 +832,8 @@ impl Task {
     }
 
     /// Resumes thread `tid` without delivering a signal. Low-level: the caller has set up
-    /// registers (e.g. to run injected code) and must wait with [`Task::wait_stop`].
+    /// registers (e.g. to run injected code), must wait with [`Task::wait_stop`], and is
+    /// responsible for restoring registers it saved before (with [`Task::set_regs`]).
     ///
     /// # Errors
     /// [`TaskError::NotOurThread`] or a ptrace failure.
@@ -841,8 +845,12 @@ impl Task {
             Resume::Syscall => ptrace::syscall(tid, 0),
         };
         res.map_err(TaskError::ptrace("resume", tid))?;
-        self.threads[i].stopped = false;
-        self.threads[i].in_signal_stop = false;
+        let th = &mut self.threads[i];
+        th.stopped = false;
+        th.in_signal_stop = false;
+        // The thread runs its own code now: what we cached is stale.
+        th.regs = None;
+        th.sigmask = None;
         Ok(())
     }
 

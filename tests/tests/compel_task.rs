@@ -600,6 +600,46 @@ fn patched_code_method_restores_the_bytes() {
 }
 
 #[test]
+fn low_level_resume_and_wait() {
+    let _g = setup();
+    let (mut v, pid) = spawn(BLOCK, &["read"]);
+    wait_state(pid, "S", T);
+    let mut task = Task::seize(pid).unwrap();
+    let saved = task.regs(pid).unwrap();
+    // Run getpid by hand at the vDSO's syscall instruction, as injection code does.
+    let auxv = compel::proc::auxv_vdso(pid).unwrap().unwrap();
+    let mut img = vec![0u8; 8192];
+    let n = task.read_mem_partial(auxv, &mut img).unwrap();
+    let off = img[..n]
+        .windows(2)
+        .position(|w| w == compel_arch::SYSCALL_INSN)
+        .unwrap();
+    let mut r = saved;
+    r.set_syscall(nr::GETPID as u64, [0; 6]);
+    r.set_ip(auxv.0 + off as u64);
+    task.set_regs(pid, &r).unwrap();
+    task.resume(pid, compel::Resume::SingleStep).unwrap();
+    assert_eq!(
+        task.wait_stop(pid).unwrap(),
+        compel::ptrace::Stop::Signal(libc::SIGTRAP)
+    );
+    let after = task.regs(pid).unwrap();
+    assert_eq!(after.syscall_ret(), pid as i64);
+    assert_eq!(after.ip(), auxv.0 + off as u64 + 2);
+    task.set_regs(pid, &saved).unwrap();
+    task.detach().unwrap();
+    v.write_stdin(b"x\n").unwrap();
+    assert_eq!(
+        v.read_line(T).as_deref(),
+        Some("got x"),
+        "read restarted after manual restore"
+    );
+    v.close_stdin();
+    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
+    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+}
+
+#[test]
 fn sigmask_and_tls_match_proc() {
     let _g = setup();
     let (mut v, pid) = spawn(BLOCK, &["read"]);

@@ -454,3 +454,288 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
         let _ = fs::remove_file("/tmp/fx/single");
     }
 }
+
+// ---- our own dump, then restore: the victims check themselves ----
+
+/// A victim spawned with stdin from /dev/null, output into a file and no descriptor beyond
+/// 0..2; killed and reaped on drop unless already reaped.
+struct Victim {
+    pid: i32,
+    reaped: bool,
+}
+
+impl Victim {
+    fn spawn(bin: &str, args: &[&str], log: &Path) -> Victim {
+        use std::os::unix::process::CommandExt;
+        let out = fs::File::create(log).unwrap();
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        // SAFETY: the closure only makes an async-signal-safe syscall in the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        Victim {
+            pid: cmd.spawn().unwrap().id() as i32,
+            reaped: false,
+        }
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            let _ = wait_exit(self.pid);
+        }
+    }
+}
+
+fn criu_bin() -> PathBuf {
+    compel_criu_tests::workspace_bin("criu", "criu")
+}
+
+fn wait_file(p: &Path, timeout: Duration) -> String {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(s) = fs::read_to_string(p)
+            && !s.is_empty()
+        {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{} did not appear",
+            p.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn run_criu(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(criu_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn assert_ok(o: &std::process::Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: {:?}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Dumps `v` into `img` (killing it) and reaps it, so that its pid is free again.
+fn dump_and_reap(v: &mut Victim, img: &Path) {
+    let pid = v.pid.to_string();
+    let o = run_criu(&[
+        "dump",
+        "-t",
+        &pid,
+        "-D",
+        img.to_str().unwrap(),
+        "-o",
+        "dump.log",
+        "-v4",
+    ]);
+    assert_ok(&o, "criu dump");
+    assert_eq!(
+        wait_exit_timeout(v.pid, Duration::from_secs(5)).unwrap(),
+        Some(compel_criu_tests::Exit::Signal(libc::SIGKILL)),
+        "the dumped victim was not killed"
+    );
+    v.reaped = true;
+}
+
+/// `criu restore` without `-d`, in the background: it stays the task's parent.
+fn restore_in_background(img: &Path) -> std::process::Child {
+    std::process::Command::new(criu_bin())
+        .args([
+            "restore",
+            "-D",
+            img.to_str().unwrap(),
+            "-o",
+            "restore.log",
+            "-v4",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `pid` runs untraced (the restore is over), or panics with criu's log.
+fn wait_resumed(pid: i32, img: &Path, criu: &mut std::process::Child) {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let traced = st
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .map(|v| v.trim() != "0")
+            .unwrap_or(true);
+        if !st.is_empty() && !traced && !st.contains("State:\tZ") {
+            return;
+        }
+        if let Ok(Some(status)) = criu.try_wait() {
+            let log = fs::read_to_string(img.join("restore.log")).unwrap_or_default();
+            panic!("criu restore ended early ({status:?}):\n{log}");
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "pid {pid} did not resume:\n{}",
+            fs::read_to_string(img.join("restore.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Restores `img` with criu staying the parent, asks the victim (pid `pid`) to check itself
+/// with SIGUSR1, expects `check ok` in `ready.2`, then kills it and checks criu's exit code.
+fn restore_and_check(pid: i32, img: &Path, ready: &Path) {
+    let mut criu = restore_in_background(img);
+    wait_resumed(pid, img, &mut criu);
+    let check = ready.with_extension("2");
+    let _ = fs::remove_file(&check);
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    let verdict = wait_file(&check, Duration::from_secs(10));
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let status = criu.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGKILL),
+        "criu restore's exit status"
+    );
+    assert!(pid_free(pid));
+    assert_eq!(
+        verdict.trim(),
+        "check ok",
+        "the restored victim's own check"
+    );
+}
+
+#[test]
+fn dump_then_restore_memory_victim() {
+    skip_if_not_root!("dump_then_restore_memory_victim");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let (data, ready) = (d.path().join("data"), d.path().join("ready"));
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-memory"),
+        &[data.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(50));
+    dump_and_reap(&mut v, &img);
+    restore_and_check(v.pid, &img, &ready);
+}
+
+#[test]
+fn dump_then_restore_state_victim() {
+    skip_if_not_root!("dump_then_restore_state_victim");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let ready = d.path().join("ready");
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-state"),
+        &[ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(50));
+    dump_and_reap(&mut v, &img);
+    restore_and_check(v.pid, &img, &ready);
+}
+
+#[test]
+fn dump_then_restore_files_victim() {
+    skip_if_not_root!("dump_then_restore_files_victim");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let (work, ready) = (d.path().join("w"), d.path().join("ready"));
+    fs::create_dir(&work).unwrap();
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-files"),
+        &[work.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(50));
+    dump_and_reap(&mut v, &img);
+    restore_and_check(v.pid, &img, &ready);
+    // The deleted file's stand-in is gone again.
+    let left: Vec<_> = fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("ghost"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn dump_then_detached_restore_counter_keeps_counting() {
+    skip_if_not_root!("dump_then_detached_restore_counter_keeps_counting");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let (out, ready) = (d.path().join("out"), d.path().join("ready"));
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-counter"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(100));
+    dump_and_reap(&mut v, &img);
+    let at_dump = fs::read_to_string(&out).unwrap().lines().count();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(fs::read_to_string(&out).unwrap().lines().count(), at_dump);
+    let pidfile = d.path().join("pidfile");
+    let o = run_criu(&[
+        "restore",
+        "-d",
+        "-D",
+        img.to_str().unwrap(),
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+        "-o",
+        "restore.log",
+    ]);
+    assert_ok(&o, "criu restore -d");
+    let task = Restored(v.pid);
+    assert_eq!(fs::read_to_string(&pidfile).unwrap(), v.pid.to_string());
+    std::thread::sleep(Duration::from_millis(200));
+    let text = fs::read_to_string(&out).unwrap();
+    let nums: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(
+        nums.len() > at_dump + 5,
+        "it did not keep counting: {} -> {}",
+        at_dump,
+        nums.len()
+    );
+    for (i, n) in nums.iter().enumerate() {
+        assert_eq!(*n, i as u64 + 1, "the sequence broke at line {}", i + 1);
+    }
+    drop(task);
+}

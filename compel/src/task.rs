@@ -630,6 +630,12 @@ impl Task {
         let site = match site {
             Some(s) => s,
             None => {
+                if !self.opts.all_threads {
+                    return Err(TaskError::NoSyscallSite {
+                        pid,
+                        why: "patching code needs every thread stopped (all_threads)",
+                    });
+                }
                 let maps = proc::maps(pid)?;
                 let m = maps
                     .iter()

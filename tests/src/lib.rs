@@ -251,7 +251,9 @@ pub struct Victim {
 }
 
 impl Victim {
-    /// Spawns `path` with `args`, stdin and stdout piped, stderr inherited.
+    /// Spawns `path` with `args`, stdin and stdout piped, stderr inherited. The victim gets
+    /// `PR_SET_PDEATHSIG(SIGKILL)`: it dies when the *thread* that spawned it exits, so spawn
+    /// it from the thread that keeps the guard (the test's own thread).
     ///
     /// # Errors
     /// If the program cannot be started.

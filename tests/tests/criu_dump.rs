@@ -461,7 +461,7 @@ fn check_state_core(core: &CoreEntry, ready: &str, uid: u32) {
     assert_eq!(tc.child_subreaper, Some(true));
     let sas = th.sas.as_ref().unwrap();
     assert_eq!((sas.ss_sp, sas.ss_size), (alt, 64 << 10));
-    assert_eq!(th.pdeath_sig, Some(libc::SIGKILL as u32));
+    assert_eq!(th.pdeath_sig, Some(libc::SIGWINCH as u32));
     let creds = th.creds.as_ref().unwrap();
     assert_eq!((creds.uid, creds.euid, creds.gid), (uid, uid, uid));
     assert_eq!(creds.no_new_privs, Some(1));

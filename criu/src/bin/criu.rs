@@ -70,7 +70,17 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
         }
         opts.images_dir = dir;
     }
-    let work = opts.effective_work_dir().to_path_buf();
+    // The work dir is made absolute before changing into it, so that paths derived from it
+    // later (pidfile, log) do not apply it twice.
+    let work = std::fs::canonicalize(opts.effective_work_dir())
+        .with_context(|| {
+            format!(
+                "can't change directory to {}",
+                opts.effective_work_dir().display()
+            )
+        })
+        .map_err(|e| (e, Logged::Not))?;
+    opts.work_dir = Some(work.clone());
     std::env::set_current_dir(&work)
         .with_context(|| format!("can't change directory to {}", work.display()))
         .map_err(|e| (e, Logged::Not))?;
@@ -124,8 +134,12 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
     }
 }
 
-fn restore(_opts: &Options, _sink: &criu::log::LogSink) -> anyhow::Result<ExitCode> {
-    anyhow::bail!(
-        "restore is not available yet in this build (criu/src/restore has no entry point)"
-    )
+fn restore(opts: &Options, sink: &criu::log::LogSink) -> anyhow::Result<ExitCode> {
+    let scripts =
+        criu::scripts::ActionScripts::new(opts.action_scripts.clone(), &opts.images_dir, sink)
+            .context("setting up action scripts")?;
+    let ropts = criu::restore::RestoreOptions::from_options(opts);
+    let outcome = criu::restore::restore(&ropts, Some(&scripts)).context("restore failed")?;
+    tracing::info!("restore finished: {outcome:?}");
+    Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))
 }

@@ -74,7 +74,7 @@ fn main() {
             // SAFETY: queries on our own descriptors into owned buffers.
             unsafe {
                 let pos = |fd| libc::lseek(fd, 0, libc::SEEK_CUR);
-                let fl = |fd| libc::fcntl(fd, libc::F_GETFL) & !libc::O_LARGEFILE;
+                let fl = |fd| libc::fcntl(fd, libc::F_GETFL) & !0o100000; // the kernel's O_LARGEFILE
                 if pos(10) != 3 || fl(10) & libc::O_ACCMODE != libc::O_RDONLY {
                     bad.push("10");
                 }

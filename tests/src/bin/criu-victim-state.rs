@@ -8,7 +8,7 @@
 //!   signalling `SIGRTMIN+1` with value `0x1234`, armed for 800 s with a 400 s interval;
 //! - `RLIMIT_NOFILE` soft limit 1000, `RLIMIT_CORE` soft limit 0;
 //! - umask 027, an alternate signal stack of 64 KiB, the name `statevic`, `no_new_privs`,
-//!   parent-death signal `SIGKILL`, child-subreaper;
+//!   parent-death signal `SIGWINCH` (ignored by default, so a restored task survives criu's exit), child-subreaper;
 //!
 //! writes `ready PID HANDLER ALTSTACK TIMERID` into READY and waits. On `SIGUSR1` it checks all of
 //! it again and writes `check ok` (or `check bad WHAT...`) into READY.2.
@@ -100,7 +100,7 @@ fn main() {
             0,
         );
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGWINCH, 0, 0, 0);
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     let tmp = format!("{ready}.tmp");
@@ -205,7 +205,7 @@ fn check(timer: libc::timer_t, alt: usize) -> Vec<&'static str> {
             0,
             0,
         );
-        if sig != libc::SIGKILL {
+        if sig != libc::SIGWINCH {
             bad.push("pdeathsig");
         }
         let mut sub: libc::c_int = 0;

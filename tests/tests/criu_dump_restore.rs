@@ -1,0 +1,278 @@
+//! `criu dump` then `criu restore`: the victim comes back with the same pid and continues, and
+//! its own checks of its state pass.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use compel_criu_tests::{
+    Exit, UNPRIVILEGED_ID, become_subreaper, make_world_executable, test_lock, wait_exit_timeout,
+    workspace_bin,
+};
+
+fn bin(name: &str) -> &'static str {
+    match name {
+        "counter" => env!("CARGO_BIN_EXE_criu-victim-counter"),
+        "memory" => env!("CARGO_BIN_EXE_criu-victim-memory"),
+        "state" => env!("CARGO_BIN_EXE_criu-victim-state"),
+        "files" => env!("CARGO_BIN_EXE_criu-victim-files"),
+        _ => unreachable!(),
+    }
+}
+
+/// Kills and reaps `pid` on drop unless it was reaped.
+struct Reap(i32, bool);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if !self.1 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = wait_exit_timeout(self.0, Duration::from_secs(5));
+        }
+    }
+}
+
+fn spawn(name: &str, args: &[&str], log: &Path, uid: Option<u32>) -> Reap {
+    let out = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(bin(name));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    if let Some(u) = uid {
+        make_world_executable(Path::new(bin(name))).unwrap();
+        cmd.uid(u).gid(u);
+    }
+    // No parent-death signal here: it is part of the dumped state, and the restored task's
+    // parent (criu, with -d) exits right away. `Reap` kills the victim instead.
+    // SAFETY: the closure only makes an async-signal-safe syscall in the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    Reap(cmd.spawn().unwrap().id() as i32, false)
+}
+
+fn wait_file(p: &Path, timeout: Duration) -> String {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(p)
+            && !s.is_empty()
+        {
+            return s;
+        }
+        assert!(Instant::now() < end, "{} did not appear", p.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn criu(args: &[&str]) -> Output {
+    Command::new(workspace_bin("criu", "criu"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn assert_ok(o: &Output, what: &str, log: &Path) {
+    assert!(
+        o.status.success(),
+        "{what}: {:?}\nstderr: {}\nlog: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn open_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    d
+}
+
+/// Dumps `v` (killing it), checks it died, restores it detached, and returns the restored
+/// process (a child of this subreaper once criu exits).
+fn dump_and_restore(v: &mut Reap, d: &Path) -> Reap {
+    let img = d.join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let pid = v.0.to_string();
+    let o = criu(&[
+        "dump",
+        "-t",
+        &pid,
+        "-D",
+        img.to_str().unwrap(),
+        "-o",
+        "dump.log",
+        "-v4",
+    ]);
+    assert_ok(&o, "dump", &img.join("dump.log"));
+    assert_eq!(
+        wait_exit_timeout(v.0, Duration::from_secs(5)).unwrap(),
+        Some(Exit::Signal(libc::SIGKILL)),
+        "the dump did not kill the victim"
+    );
+    v.1 = true;
+    let o = criu(&[
+        "restore",
+        "-D",
+        img.to_str().unwrap(),
+        "-o",
+        "restore.log",
+        "-v4",
+        "-d",
+        "--pidfile",
+        "restored.pid",
+    ]);
+    assert_ok(&o, "restore", &img.join("restore.log"));
+    let restored: i32 = std::fs::read_to_string(img.join("restored.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(restored, v.0, "restored with another pid");
+    Reap(restored, false)
+}
+
+fn usr1(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+}
+
+#[test]
+fn counter_continues_after_restore() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let out = d.path().join("count");
+    let ready = d.path().join("ready");
+    let mut v = spawn(
+        "counter",
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(50));
+    let r = dump_and_restore(&mut v, d.path());
+    let before = std::fs::read_to_string(&out).unwrap().lines().count();
+    std::thread::sleep(Duration::from_millis(200));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let nums: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(
+        nums.len() > before + 5,
+        "not counting after restore: {before} -> {}",
+        nums.len()
+    );
+    for w in nums.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "the sequence broke across dump/restore");
+    }
+    drop(r);
+}
+
+#[test]
+fn memory_patterns_survive() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let ready = d.path().join("ready");
+    let mut v = spawn(
+        "memory",
+        &[
+            d.path().join("data").to_str().unwrap(),
+            ready.to_str().unwrap(),
+        ],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    let r = dump_and_restore(&mut v, d.path());
+    usr1(r.0);
+    assert_eq!(
+        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
+        "check ok"
+    );
+}
+
+#[test]
+fn handlers_timers_limits_survive() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let ready = d.path().join("ready");
+    let mut v = spawn(
+        "state",
+        &[ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    let r = dump_and_restore(&mut v, d.path());
+    usr1(r.0);
+    assert_eq!(
+        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
+        "check ok"
+    );
+}
+
+#[test]
+fn files_survive_with_offsets_and_ghost() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let fdir: PathBuf = d.path().join("files");
+    std::fs::create_dir(&fdir).unwrap();
+    let ready = d.path().join("ready");
+    let mut v = spawn(
+        "files",
+        &[fdir.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    let r = dump_and_restore(&mut v, d.path());
+    usr1(r.0);
+    assert_eq!(
+        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
+        "check ok"
+    );
+    // The ghost file is not left visible.
+    assert!(!fdir.join("gone").exists());
+}
+
+#[test]
+fn other_uid_survives() {
+    let _g = test_lock();
+    compel_criu_tests::skip_if_not_root!("other_uid_survives");
+    become_subreaper();
+    let d = open_dir();
+    let ready = d.path().join("ready");
+    let mut v = spawn(
+        "state",
+        &[ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        Some(UNPRIVILEGED_ID),
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    let r = dump_and_restore(&mut v, d.path());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", r.0)).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().skip(1).collect::<Vec<_>>(),
+        vec!["65534"; 4]
+    );
+    usr1(r.0);
+    assert_eq!(
+        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
+        "check ok"
+    );
+}

@@ -12,12 +12,13 @@
 //!   threads, find the vDSO and check seccomp as needed).
 //! - **seize/detach**: the cycle without the call.
 //!
-//! Prints the median and 90th percentile of each, and compel's ratio to the baseline.
+//! Baseline and compel alternate in rounds. Prints the median and 90th percentile of each, and
+//! compel's ratio to the baseline.
 
 use std::time::Instant;
 
 use compel::Task;
-use compel_arch::{UserRegs, nr};
+use compel_arch::nr;
 
 /// The minimal raw-ptrace baseline, independent of compel's own ptrace layer.
 mod raw {
@@ -125,18 +126,25 @@ struct Stats {
     p90: f64,
 }
 
-fn measure(n: usize, mut f: impl FnMut()) -> Stats {
+const ROUNDS: usize = 10;
+
+/// Runs `f` `n` times after a short warm-up; returns each run's time in microseconds.
+fn time(n: usize, mut f: impl FnMut()) -> Vec<f64> {
     for _ in 0..n / 10 + 1 {
-        f(); // warm up
+        f();
     }
-    let mut v: Vec<f64> = (0..n)
+    (0..n)
         .map(|_| {
             let t = Instant::now();
             f();
             t.elapsed().as_nanos() as f64 / 1000.0
         })
-        .collect();
+        .collect()
+}
+
+fn stats(mut v: Vec<f64>) -> Stats {
     v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
     Stats {
         median: v[n / 2],
         p90: v[n * 9 / 10],
@@ -186,47 +194,51 @@ fn main() {
         std::thread::sleep(std::time::Duration::from_millis(20));
         println!("{label} (tracer on CPU {tracer_cpu}, victim on CPU {victim_cpu}):");
 
-        // call: within a seized task.
-        raw::seize_interrupt(child);
-        let base_call = measure(n, || {
-            assert_eq!(raw::inject(child, site, nr::GETPID as u64), child as i64);
-        });
-        raw::detach(child);
-        let mut task = Task::seize(child).expect("seize");
-        let ours_call = measure(n, || {
-            assert_eq!(
-                task.remote_syscall(nr::GETPID, [0; 6]).unwrap(),
-                child as i64
-            );
-        });
-        task.detach().expect("detach");
-        row("call", &base_call, &ours_call);
-        worst_call_ratio = worst_call_ratio.max(ours_call.median / base_call.median);
-
-        // cycle: seize + call + detach.
-        let base_cycle = measure(n / 2, || {
+        // Baseline and compel alternate in ROUNDS chunks so that drift in the machine's load
+        // (other work on these CPUs) hits both alike.
+        let mut samples: [Vec<f64>; 6] = Default::default();
+        let chunk = n.div_ceil(ROUNDS);
+        for _ in 0..ROUNDS {
+            // call: within a seized task.
             raw::seize_interrupt(child);
-            assert_eq!(raw::inject(child, site, nr::GETPID as u64), child as i64);
+            samples[0].extend(time(chunk, || {
+                assert_eq!(raw::inject(child, site, nr::GETPID as u64), child as i64);
+            }));
             raw::detach(child);
-        });
-        let ours_cycle = measure(n / 2, || {
-            let mut t = Task::seize(child).unwrap();
-            assert_eq!(t.remote_syscall(nr::GETPID, [0; 6]).unwrap(), child as i64);
-            t.detach().unwrap();
-        });
-        row("cycle", &base_cycle, &ours_cycle);
-
-        // seize/detach only.
-        let base_sd = measure(n / 2, || {
-            raw::seize_interrupt(child);
-            raw::detach(child);
-        });
-        let ours_sd = measure(n / 2, || {
-            Task::seize(child).unwrap().detach().unwrap();
-        });
-        row("seize/detach", &base_sd, &ours_sd);
+            let mut task = Task::seize(child).expect("seize");
+            samples[1].extend(time(chunk, || {
+                assert_eq!(
+                    task.remote_syscall(nr::GETPID, [0; 6]).unwrap(),
+                    child as i64
+                );
+            }));
+            task.detach().expect("detach");
+            // cycle: seize + call + detach.
+            samples[2].extend(time(chunk / 2, || {
+                raw::seize_interrupt(child);
+                assert_eq!(raw::inject(child, site, nr::GETPID as u64), child as i64);
+                raw::detach(child);
+            }));
+            samples[3].extend(time(chunk / 2, || {
+                let mut t = Task::seize(child).unwrap();
+                assert_eq!(t.remote_syscall(nr::GETPID, [0; 6]).unwrap(), child as i64);
+                t.detach().unwrap();
+            }));
+            // seize/detach only.
+            samples[4].extend(time(chunk / 2, || {
+                raw::seize_interrupt(child);
+                raw::detach(child);
+            }));
+            samples[5].extend(time(chunk / 2, || {
+                Task::seize(child).unwrap().detach().unwrap();
+            }));
+        }
+        let st: Vec<Stats> = samples.into_iter().map(stats).collect();
+        row("call", &st[0], &st[1]);
+        worst_call_ratio = worst_call_ratio.max(st[1].median / st[0].median);
+        row("cycle", &st[2], &st[3]);
+        row("seize/detach", &st[4], &st[5]);
     }
-    let _ = UserRegs::default();
     println!(
         "target: remote syscall within 1.20x of the baseline; worst measured call ratio {:.2}x ({})",
         worst_call_ratio,

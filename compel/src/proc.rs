@@ -100,11 +100,17 @@ pub fn threads(pid: i32) -> Result<Vec<i32>, TaskError> {
 pub fn auxv_vdso(pid: i32) -> Result<Option<RemoteAddr>, TaskError> {
     const AT_SYSINFO_EHDR: u64 = 33;
     let path = format!("/proc/{pid}/auxv");
-    let data = match std::fs::read(&path) {
-        Ok(d) => d,
+    // One open and (usually) two reads: the vector is a few hundred bytes.
+    let mut data = Vec::with_capacity(1024);
+    let res = std::fs::File::open(&path).and_then(|mut f| {
+        use std::io::Read;
+        f.read_to_end(&mut data)
+    });
+    match res {
+        Ok(_) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => return Err(TaskError::NoSuchTask { pid }),
         Err(e) => return Err(proc_err(path)(e)),
-    };
+    }
     Ok(data.chunks_exact(16).find_map(|c| {
         let key = u64::from_ne_bytes(c[..8].try_into().ok()?);
         let val = u64::from_ne_bytes(c[8..].try_into().ok()?);

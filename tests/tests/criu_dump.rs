@@ -20,6 +20,8 @@ use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot};
 struct Spawned {
     pid: i32,
     reaped: bool,
+    // Kept so std does not close anything early; reaped by pid, never through std.
+    _child: std::process::Child,
 }
 
 impl Spawned {
@@ -47,6 +49,7 @@ impl Spawned {
         Spawned {
             pid: child.id() as i32,
             reaped: false,
+            _child: child,
         }
     }
 

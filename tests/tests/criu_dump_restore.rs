@@ -22,8 +22,9 @@ fn bin(name: &str) -> &'static str {
     }
 }
 
-/// Kills and reaps `pid` on drop unless it was reaped.
-struct Reap(i32, bool);
+/// Kills and reaps `pid` on drop unless it was reaped (by pid; the `Child`, if any, is kept
+/// only so that std closes nothing early).
+struct Reap(i32, bool, #[allow(dead_code)] Option<std::process::Child>);
 
 impl Drop for Reap {
     fn drop(&mut self) {
@@ -57,7 +58,8 @@ fn spawn(name: &str, args: &[&str], log: &Path, uid: Option<u32>) -> Reap {
             Ok(())
         });
     }
-    Reap(cmd.spawn().unwrap().id() as i32, false)
+    let child = cmd.spawn().unwrap();
+    Reap(child.id() as i32, false, Some(child))
 }
 
 fn wait_file(p: &Path, timeout: Duration) -> String {
@@ -137,7 +139,7 @@ fn dump_and_restore(v: &mut Reap, d: &Path) -> Reap {
         .parse()
         .unwrap();
     assert_eq!(restored, v.0, "restored with another pid");
-    Reap(restored, false)
+    Reap(restored, false, None)
 }
 
 fn usr1(pid: i32) {

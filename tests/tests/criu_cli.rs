@@ -1,0 +1,218 @@
+//! The `criu` command line as tools drive it: `check`, options and their odd spellings, the log,
+//! configuration files.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use compel_criu_tests::workspace_bin;
+
+fn criu_in(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(workspace_bin("criu", "criu"));
+    c.args(args)
+        .stdin(Stdio::null())
+        .env_remove("CRIU_CONFIG_FILE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn criu(args: &[&str]) -> Output {
+    criu_in(args, &[])
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn check_says_looks_good() {
+    let o = criu(&["check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "Looks good.\n");
+}
+
+#[test]
+fn check_features() {
+    let o = criu(&["check", "--feature", "timens"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "timens is supported\n");
+    let o = criu(&["check", "--feature=clone3_set_tid"]);
+    assert!(o.status.success());
+    // This kernel has no soft-dirty tracking.
+    let o = criu(&["check", "--feature", "mem_dirty_track"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("mem_dirty_track is not supported"),
+        "{}",
+        stderr(&o)
+    );
+    let o = criu(&["check", "--feature", "no_such_feature"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unknown feature no_such_feature"));
+    let o = criu(&["check", "--feature", "list"]);
+    assert!(stdout(&o).contains("timens") && stdout(&o).contains("pidfd_store"));
+}
+
+#[test]
+fn help_version_and_bad_usage() {
+    let o = criu(&["--help"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("criu dump"));
+    let o = criu(&["-V"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).starts_with("Version: "));
+    let o = criu(&["check", "--bogus-option"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unrecognized option '--bogus-option'"));
+    let o = criu(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unknown command"));
+    let o = criu(&["dump", "extra", "-D", "/tmp"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("excessive parameter"));
+    let o = criu(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    let d = tempfile::tempdir().unwrap();
+    let o = criu(&["dump", "-D", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("-t PID"), "{}", stderr(&o));
+}
+
+fn log_lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn log_file_is_relative_to_the_work_dir_and_timestamped() {
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path().join("work");
+    std::fs::create_dir(&w).unwrap();
+    let o = criu(&["check", "-W", w.to_str().unwrap(), "-o", "check.log", "-v4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = log_lines(&w.join("check.log"));
+    assert!(lines.len() >= 3, "{lines:?}");
+    let pid_field = |l: &str| l.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
+    for l in &lines {
+        let b = l.as_bytes();
+        assert!(b[0] == b'(' && b[3] == b'.' && b[10] == b')', "{l}");
+        assert!(pid_field(l).is_some(), "no pid in {l}");
+    }
+    // -v0 (and the -verbosity=0 spelling) logs nothing; -v2 (default) no debug lines.
+    for quiet in ["-v0", "-verbosity=0", "--verbosity=0"] {
+        let o = criu(&["check", "-W", w.to_str().unwrap(), "-o", "quiet.log", quiet]);
+        assert!(o.status.success());
+        assert_eq!(
+            std::fs::read_to_string(w.join("quiet.log")).unwrap(),
+            "",
+            "{quiet}"
+        );
+    }
+    let o = criu(&["check", "-W", w.to_str().unwrap(), "-o", "default.log"]);
+    assert!(o.status.success());
+    assert!(
+        !std::fs::read_to_string(w.join("default.log"))
+            .unwrap()
+            .contains("DEBUG")
+    );
+    // Options real runtimes pass are accepted and logged.
+    let o = criu(&[
+        "check",
+        "-W",
+        w.to_str().unwrap(),
+        "-o",
+        "opts.log",
+        "-v4",
+        "--manage-cgroups=ignore",
+        "--tcp-established",
+        "--file-locks",
+        "--ext-unix-sk",
+        "--evasive-devices",
+        "-j",
+        "--timeout",
+        "30",
+        "--no-default-config",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = std::fs::read_to_string(w.join("opts.log")).unwrap();
+    assert!(log.contains("--manage-cgroups=ignore accepted"), "{log}");
+}
+
+#[test]
+fn configuration_files() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    std::fs::create_dir_all(home.join(".criu")).unwrap();
+    let w = d.path().join("w");
+    std::fs::create_dir(&w).unwrap();
+    std::fs::write(
+        home.join(".criu/default.conf"),
+        format!(
+            "# user defaults\nwork-dir {}\nlog-file home.log\nverbosity 4\n",
+            w.display()
+        ),
+    )
+    .unwrap();
+    // $HOME/.criu/default.conf is read.
+    let o = criu_in(&["check"], &[("HOME", &home)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        log_lines(&w.join("home.log"))
+            .iter()
+            .any(|l| l.contains("DEBUG"))
+    );
+    // --no-default-config skips it.
+    std::fs::remove_file(w.join("home.log")).unwrap();
+    let o = criu_in(
+        &["check", "--no-default-config", "-W", w.to_str().unwrap()],
+        &[("HOME", &home)],
+    );
+    assert!(o.status.success());
+    assert!(!w.join("home.log").exists());
+    // CRIU_CONFIG_FILE is read after the default files and overrides them.
+    let env_cfg = d.path().join("env.conf");
+    std::fs::write(&env_cfg, "log-file \"env file.log\"\n").unwrap();
+    let o = criu_in(
+        &["check"],
+        &[("HOME", &home), ("CRIU_CONFIG_FILE", &env_cfg)],
+    );
+    assert!(o.status.success());
+    assert!(w.join("env file.log").exists());
+    assert!(!w.join("home.log").exists());
+    // --config FILE is read (and the default files are not); the command line wins over it.
+    let cfg = d.path().join("cmd.conf");
+    std::fs::write(
+        &cfg,
+        format!("work-dir {}\nlog-file cfg.log\n", w.display()),
+    )
+    .unwrap();
+    let o = criu_in(
+        &["check", "--config", cfg.to_str().unwrap()],
+        &[("HOME", &home)],
+    );
+    assert!(o.status.success());
+    assert!(w.join("cfg.log").exists());
+    assert!(!w.join("home.log").exists());
+    let o = criu_in(
+        &["check", "--config", cfg.to_str().unwrap(), "-o", "cli.log"],
+        &[("HOME", &home)],
+    );
+    assert!(o.status.success());
+    assert!(w.join("cli.log").exists());
+    // A broken configuration file is an error that names it.
+    std::fs::write(&cfg, "log-file \"unterminated\n").unwrap();
+    let o = criu_in(
+        &["check", "--config", cfg.to_str().unwrap()],
+        &[("HOME", &home)],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cmd.conf"), "{}", stderr(&o));
+}

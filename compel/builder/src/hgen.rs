@@ -24,6 +24,11 @@ fn sym_suffix(name: &str) -> String {
         .collect()
 }
 
+/// `s` with every character that cannot be in an identifier replaced by `_`.
+fn ident(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}
+
 impl Blob {
     /// A Rust module describing the blob: `ENTRY`, `TEXT_SIZE`, `BSS_SIZE`, one `SYM_<NAME>`
     /// offset per exported symbol (`__export_` stripped, upper case), the `IMAGE` bytes, the
@@ -32,6 +37,7 @@ impl Blob {
     /// in the header comment. Deterministic; refers to `compel_proto` by path, so the including
     /// crate depends on compel-proto.
     pub fn to_rust(&self, prefix: &str, source: &str) -> String {
+        let prefix = &ident(prefix);
         let up = if prefix.is_empty() {
             String::new()
         } else {
@@ -137,6 +143,7 @@ impl Blob {
     /// `<prefix>_get_blob_desc()` filling a `struct compel_blob_desc` from `<compel/blob.h>`).
     /// An empty `prefix` means `parasite`.
     pub fn to_c(&self, prefix: &str, source: &str) -> String {
+        let prefix = &ident(prefix);
         let p = if prefix.is_empty() {
             "parasite"
         } else {

@@ -158,3 +158,39 @@ fn c_header_from_hgen_works_in_a_c_host() {
     assert!(out.status.success(), "host exited with {}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "5 One#1\n5 two#2 2\n");
 }
+
+#[test]
+fn thread_local_storage_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let support = CSupport::ensure(
+        &Toolchain::from_env(),
+        &Sources::from_workspace(),
+        &dir.path().join("cache"),
+    )
+    .unwrap();
+    let src = "__thread int per_thread = 3;\nint __export_get(void) { return per_thread; }\n\
+               int compel_parasite_handle(unsigned int c, void *p, unsigned long l) { return per_thread; }\n";
+    std::fs::write(dir.path().join("tls.c"), src).unwrap();
+    run(Command::new("gcc")
+        .args(support.cflags())
+        .arg("-c")
+        .arg(dir.path().join("tls.c"))
+        .arg("-o")
+        .arg(dir.path().join("tls.o")));
+    let elf = dir.path().join("tls.elf");
+    let out = Command::new("ld")
+        .args(support.ldflags())
+        .arg("-o")
+        .arg(&elf)
+        .arg(dir.path().join("tls.o"))
+        .args(support.plugins(&[]).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = read_elf_file(&elf).unwrap_err().to_string();
+    assert!(err.contains("thread-local storage in section .t"), "{err}");
+}

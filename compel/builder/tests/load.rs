@@ -64,3 +64,48 @@ fn packed_file_loads_like_the_compiled_blob_and_builds_are_deterministic() {
     let placed = Placed::new(&desc);
     assert_eq!(describe(&placed, off, 7), EXPECTED_7);
 }
+
+#[test]
+fn parasite_without_handler_or_entry_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("lonely");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::write(
+        krate.join("src/lib.rs"),
+        "#![no_std]\n#[unsafe(no_mangle)]\npub extern \"C\" fn __export_start() -> u32 { \
+         compel_plugins::std::sys::getpid() as u32 }\n",
+    )
+    .unwrap();
+    let builder = compel_builder::Builder::new(&dir.path().join("out"));
+    let err = builder
+        .build_rust(&krate, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("defines no command handler"), "{err}");
+
+    // With its own entry point it builds, without the service loop.
+    let opts = compel_builder::ParasiteOptions {
+        entry: "__export_start".into(),
+        ..Default::default()
+    };
+    let built = builder.build_rust(&krate, &opts).unwrap();
+    assert_eq!(
+        built.blob.entry,
+        built.blob.symbol("__export_start").unwrap()
+    );
+    assert_eq!(
+        built.blob.symbol("__export_parasite_main"),
+        None,
+        "no service loop linked in"
+    );
+    assert!(
+        built.sources.iter().any(|s| s.ends_with("src/lib.rs")),
+        "{:?}",
+        built.sources
+    );
+
+    // A crate that does not compile: the compiler's message is in the error.
+    std::fs::write(krate.join("src/lib.rs"), "#![no_std]\nfn broken( {}\n").unwrap();
+    let err = builder.build_rust(&krate, &opts).unwrap_err().to_string();
+    assert!(err.starts_with("rustc failed building lonely:"), "{err}");
+}

@@ -5,7 +5,8 @@
 //! live after it, at [`ARGS_PAYLOAD_OFFSET`].
 //!
 //! The parasite starts at its entry point with `rdi` = the args area's address (in the task) and
-//! `rsp` = the top of a stack the host provides. Then, by [`ParasiteInit::mode`]:
+//! `rsp` = the top of a stack the host provides (16 KiB or more; the blob, the args area and the
+//! stack are the host's to map). Then, by [`ParasiteInit::mode`]:
 //! - [`MODE_TRAP`]: it runs [`ParasiteInit::trap_cmd`] once, stores the result in
 //!   [`ParasiteInit::trap_ret`] and executes a breakpoint (`SIGTRAP`).
 //! - [`MODE_DAEMON`]: it uses the control socket ([`ParasiteInit::ctl_fd`], or connects a
@@ -76,8 +77,9 @@ pub struct ParasiteInit {
     pub log_fd: i32,
     /// The most verbose level written ([`LOG_ERROR`]..=[`LOG_DEBUG`]).
     pub log_level: u32,
-    /// Address (in the task) of the `rt_sigframe` to return through when the service loop
-    /// ends, or 0 to end with a breakpoint instead.
+    /// The stack pointer for the final `rt_sigreturn` when the service loop ends: the address
+    /// (in the task) of the `uc` member of an `rt_sigframe` the host wrote (frame address +
+    /// `compel_arch::RT_SIGFRAME_UC_OFFSET`), or 0 to end with a breakpoint instead.
     pub sigframe: u64,
     /// Bytes of the args area after [`ARGS_PAYLOAD_OFFSET`].
     pub payload_size: u64,

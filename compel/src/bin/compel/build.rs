@@ -62,6 +62,16 @@ fn c_support() -> anyhow::Result<CSupport> {
         .with_context(|| format!("building the C plugin archive in {}", cache.display()))
 }
 
+/// The language asked for, else C for a `.h` output and Rust otherwise.
+fn infer_lang(lang: Option<LangArg>, output: &std::path::Path) -> Lang {
+    match lang {
+        Some(LangArg::Rust) => Lang::Rust,
+        Some(LangArg::C) => Lang::C,
+        None if output.extension().is_some_and(|e| e == "h") => Lang::C,
+        None => Lang::Rust,
+    }
+}
+
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Hgen {
@@ -70,13 +80,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             prefix,
             lang,
         } => {
-            let lang = match lang {
-                Some(LangArg::Rust) => Lang::Rust,
-                Some(LangArg::C) => Lang::C,
-                None if output.extension().is_some_and(|e| e == "h") => Lang::C,
-                None => Lang::Rust,
-            };
-            compel_builder::hgen_file(&input, &output, lang, &prefix)?;
+            compel_builder::hgen_file(&input, &output, infer_lang(lang, &output), &prefix)?;
         }
         Command::Pack { input, output } => compel_builder::pack_file(&input, &output)?,
         Command::Cflags => println!("{}", c_support()?.cflags().join(" ")),
@@ -99,4 +103,106 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("compel").chain(args.iter().copied()))
+            .map(|c| c.command)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn hgen_arguments() {
+        match parse(&["hgen", "-f", "p.elf", "-o", "p.h", "-p", "demo"]) {
+            Command::Hgen {
+                input,
+                output,
+                prefix,
+                lang: None,
+            } => {
+                assert_eq!(
+                    (input.to_str(), output.to_str(), prefix.as_str()),
+                    (Some("p.elf"), Some("p.h"), "demo")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["hgen", "--file", "p.elf", "--output", "p.rs", "--lang", "c"]),
+            Command::Hgen {
+                lang: Some(LangArg::C),
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["compel", "hgen", "-o", "x"]).is_err(),
+            "-f is required"
+        );
+        assert!(
+            Cli::try_parse_from(["compel", "hgen", "-f", "a", "-o", "b", "--lang", "go"]).is_err()
+        );
+    }
+
+    #[test]
+    fn flag_commands_parse() {
+        assert!(matches!(
+            parse(&["pack", "-f", "a", "-o", "b"]),
+            Command::Pack { .. }
+        ));
+        assert!(matches!(parse(&["cflags"]), Command::Cflags));
+        assert!(matches!(parse(&["ldflags"]), Command::Ldflags));
+        assert!(matches!(parse(&["includes"]), Command::Includes));
+        assert!(matches!(parse(&["libs"]), Command::Libs));
+        match parse(&["plugins", "std", "fds"]) {
+            Command::Plugins { names } => assert_eq!(names, ["std", "fds"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hgen_language_from_the_output_name() {
+        assert_eq!(infer_lang(None, "x/parasite.h".as_ref()), Lang::C);
+        assert_eq!(infer_lang(None, "parasite.rs".as_ref()), Lang::Rust);
+        assert_eq!(
+            infer_lang(Some(LangArg::Rust), "parasite.h".as_ref()),
+            Lang::Rust
+        );
+        assert_eq!(
+            infer_lang(Some(LangArg::C), "parasite.inc".as_ref()),
+            Lang::C
+        );
+    }
+
+    #[test]
+    fn hgen_fails_cleanly_on_a_bad_input() {
+        let dir = std::env::temp_dir().join(format!("compel-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("not-elf.txt");
+        std::fs::write(&input, "hello").unwrap();
+        let output = dir.join("out.h");
+        let err = run(Command::Hgen {
+            input: input.clone(),
+            output: output.clone(),
+            prefix: String::new(),
+            lang: None,
+        })
+        .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!("{}: not an ELF file", input.display())
+        );
+        assert!(!output.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -43,7 +43,9 @@ pub enum TaskError {
         /// The thread with the filter.
         tid: i32,
     },
-    /// The task died while we worked on it.
+    /// The task died while we worked on it. compel's wait saw the death; if the task was a
+    /// child of this process, that wait also reaped it, and `how` is all that is left of its
+    /// exit status.
     #[error("task {tid} died ({how})")]
     Died {
         /// The thread that was found dead.

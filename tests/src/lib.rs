@@ -385,6 +385,12 @@ impl Victim {
         }
     }
 
+    /// Records that the victim was reaped elsewhere (e.g. by a tracer's wait that saw it die),
+    /// so that drop neither signals nor waits for its pid.
+    pub fn mark_reaped(&mut self) {
+        self.reaped = true;
+    }
+
     /// The victim's state letter from `/proc/PID/stat` (`R`, `S`, `T`, `t`, `Z`, ...).
     pub fn state(&self) -> Option<char> {
         proc_state(self.pid)

@@ -674,6 +674,27 @@ fn sigmask_and_tls_match_proc() {
 }
 
 #[test]
+fn task_killed_while_seized_is_reported_gone() {
+    let _g = setup();
+    let (mut v, pid) = spawn(BLOCK, &["read"]);
+    wait_state(pid, "S", T);
+    let mut task = Task::seize(pid).unwrap();
+    assert_eq!(task.remote_syscall(nr::GETPID, [0; 6]).unwrap(), pid as i64);
+    v.signal(Signal::SIGKILL).unwrap();
+    let e = task.remote_syscall(nr::GETPID, [0; 6]).unwrap_err();
+    assert!(e.is_gone(), "{e}");
+    drop(task); // detaching a dead task neither hangs nor panics
+    match e {
+        // compel's own wait saw the death (and, the victim being our child, reaped it).
+        TaskError::Died { how, .. } => {
+            assert_eq!(how, "killed by signal 9");
+            v.mark_reaped();
+        }
+        _ => assert_eq!(v.wait(T), Some(Exit::Signal(libc::SIGKILL))),
+    }
+}
+
+#[test]
 fn bad_targets_fail_cleanly() {
     let _g = setup();
     // Nonexistent.

@@ -26,7 +26,15 @@ fn sym_suffix(name: &str) -> String {
 
 /// `s` with every character that cannot be in an identifier replaced by `_`.
 fn ident(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Blob {

@@ -10,7 +10,7 @@
 //! - fd 16: `gone`, holding `ghost data 42`, unlinked while open, at offset 2;
 //! - fd 17: `a` again, read-only with `O_CLOEXEC`, at offset 0;
 //!
-//! writes `ready PID` into READY and waits. On `SIGUSR1` it checks offsets, flags and the
+//! writes `ready PID` into READY and waits (polling, every 10 ms). On `SIGUSR1` it checks offsets, flags and the
 //! deleted file's contents and writes `check ok` (or `check bad FD...`) into READY.2.
 
 use std::ffi::CString;
@@ -67,8 +67,8 @@ fn main() {
     std::fs::write(&tmp, format!("ready {}", std::process::id())).unwrap();
     std::fs::rename(&tmp, ready).unwrap();
     loop {
-        // SAFETY: pause just waits for a signal.
-        unsafe { libc::pause() };
+        // Poll the flag (a pause() loop could miss a signal that lands just before it).
+        std::thread::sleep(std::time::Duration::from_millis(10));
         if CHECK.swap(false, Ordering::SeqCst) {
             let mut bad = Vec::new();
             // SAFETY: queries on our own descriptors into owned buffers.

@@ -122,8 +122,8 @@ fn main() {
     drop(r);
     std::fs::rename(format!("{ready}.tmp"), ready).expect("rename ready");
     loop {
-        // SAFETY: pause just waits for a signal.
-        unsafe { libc::pause() };
+        // Poll the flag (a pause() loop could miss a signal that lands just before it).
+        std::thread::sleep(std::time::Duration::from_millis(10));
         if CHECK.swap(false, Ordering::SeqCst) {
             // SAFETY: pn is our mapping; make it readable to check it.
             unsafe { libc::mprotect(pn as *mut libc::c_void, 2 * PAGE, libc::PROT_READ) };

@@ -17,6 +17,14 @@
 //! let pid = unsafe { syscall0(nr::GETPID) };
 //! assert_eq!(pid as u32, std::process::id());
 //! ```
+//!
+//! # Adding an architecture (aarch64 is next)
+//! Add `src/<arch>/` with the same public names: `ARCH_NAME`, `ELF_MACHINE`, `syscall0..6`,
+//! `SYSCALLS` + `nr` (that arch's own numbers), `syscall_number`/`syscall_name`, `UserRegs`
+//! with the same accessor methods (`ip`, `sp`, `syscall_nr`, `set_syscall`, `syscall_ret`,
+//! `tls`, `is_native`, ...), the stub constants (`SYSCALL_INSN`, `BREAKPOINT_INSN`,
+//! `SYSCALL_TRAP_STUB`, `SYSCALL_INSN_LEN`) and the extended-state facts; then add its `cfg`
+//! lines below. Callers compile unchanged.
 #![no_std]
 #![warn(missing_docs)]
 

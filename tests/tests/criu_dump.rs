@@ -408,6 +408,38 @@ fn memory_patterns_are_in_the_pages() {
     let files = dir.read_files().unwrap();
     let f = files.iter().find(|f| f.id as u64 == vma.shmid).unwrap();
     assert_eq!(f.reg.as_ref().unwrap().name, data.to_str().unwrap());
+    // Shared anonymous memory: an ANON_SHARED vma and the object's written pages (by offset in
+    // the object) in pagemap-shmem-SHMID.img.
+    let (sa, _) = regions["shared_anon"];
+    let sa_vma = mm.vmas.iter().find(|x| x.start == sa).unwrap();
+    assert_eq!(sa_vma.status & (1 << 8), 1 << 8, "not VMA_ANON_SHARED");
+    assert_eq!(
+        sa_vma.flags & libc::MAP_SHARED as u32,
+        libc::MAP_SHARED as u32
+    );
+    assert!(
+        !idx.contains_key(&sa),
+        "shared pages in the private pagemap"
+    );
+    let spm = criu_images::Pagemap::read(img.join(names::pagemap_shmem(sa_vma.shmid))).unwrap();
+    let sp = std::fs::read(dir.pages_path(spm.pages_id)).unwrap();
+    let offs: Vec<u64> = spm
+        .runs()
+        .unwrap()
+        .iter()
+        .flat_map(|r| (0..r.nr_pages).map(move |i| r.vaddr + i * 4096))
+        .collect();
+    assert_eq!(offs, vec![0, 4096, 3 * 4096]);
+    assert_eq!(sp.len(), 3 * 4096);
+    for (k, &o) in offs.iter().enumerate() {
+        for b in 0..4096u64 {
+            assert_eq!(
+                sp[k * 4096 + b as usize],
+                pat(o + b, 6),
+                "shared byte {b} at {o:#x}"
+            );
+        }
+    }
     let pn_vma = mm.vmas.iter().find(|x| x.start == pn).unwrap();
     assert_eq!(pn_vma.prot, 0);
     // The victim is untouched: its own check passes.

@@ -173,11 +173,15 @@ pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec
                 e.status = status::REGULAR;
                 anon(&mut e);
             }
+            name if m.shared && name.starts_with("/dev/zero") => {
+                // Shared anonymous memory (`MAP_SHARED | MAP_ANONYMOUS`): a shmem object named by
+                // its inode; its pages go to pagemap-shmem-SHMID.img.
+                e.flags |= MAP_ANONYMOUS;
+                e.status = status::REGULAR | status::ANON_SHARED;
+                e.shmid = m.inode;
+            }
             name => {
-                if name.starts_with("/SYSV")
-                    || name.starts_with("/dev/zero")
-                    || name.starts_with("/memfd:")
-                {
+                if name.starts_with("/SYSV") || name.starts_with("/memfd:") {
                     return Err(DumpError::Unsupported {
                         what: format!("shared memory mapping {name} at {:#x} of {pid}", m.start),
                     });
@@ -233,7 +237,8 @@ pub struct PageStats {
 /// The biggest batch read from the task at once.
 const BATCH: usize = 64 << 20;
 
-/// Writes `pagemap-PID.img` and `pages-1.img` for the private pages of `vmas`.
+/// Writes `pagemap-PID.img` and `pages-1.img` for the private pages of `vmas`, and
+/// `pagemap-shmem-SHMID.img` + `pages-N.img` (N = 2, 3, ...) for each shared anonymous object.
 ///
 /// # Errors
 /// [`DumpError::Memory`] if the task's memory or pagemap cannot be read, [`DumpError::Image`],
@@ -244,99 +249,187 @@ pub fn dump_pages(pid: i32, vmas: &[Vma], dir: &Path) -> Result<PageStats, DumpE
         addr: 0,
         source: e,
     })?;
-    let pages_id = 1;
-    let pages_path = dir.join(names::pages(pages_id));
-    let pages_file = File::create(&pages_path).map_err(|e| DumpError::File {
-        what: format!("create {}", pages_path.display()),
-        source: e,
-    })?;
-    let mut out = BufWriter::with_capacity(1 << 20, pages_file);
+    let mut stats = PageStats::default();
+    let mut copier = Copier::new(pid);
+    let mut out = PagesFile::create(dir, 1)?;
     let mut pm = Pagemap {
-        pages_id,
+        pages_id: 1,
         entries: Vec::new(),
     };
-    let mut stats = PageStats::default();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut words: Vec<u8> = Vec::new();
-    let mut mem: Option<File> = None;
     for v in vmas.iter().filter(|v| v.dumps_pages()) {
         let lazy = if v.is(status::ANON_PRIVATE) && !v.is(status::VDSO) {
             PE_LAZY
         } else {
             0
         };
-        let file_backed = v.is(status::FILE_PRIVATE);
-        let npages = (v.entry.end - v.entry.start) / PAGE_SIZE;
-        stats.scanned += npages;
-        // Read the pagemap words of the whole VMA, then select the runs to dump.
-        words.resize(npages as usize * 8, 0);
-        pagemap
-            .read_exact_at(&mut words, v.entry.start / PAGE_SIZE * 8)
-            .map_err(|e| DumpError::Memory {
-                pid,
-                addr: v.entry.start,
-                source: e,
-            })?;
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        for (i, w) in words.chunks_exact(8).enumerate() {
-            let w = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
-            let wanted = (w & (PM_PRESENT | PM_SWAP) != 0)
-                && w & PM_GUARD == 0
-                && !(file_backed && w & PM_FILE != 0 && w & PM_SWAP == 0);
-            if !wanted {
-                continue;
-            }
-            let addr = v.entry.start + i as u64 * PAGE_SIZE;
-            match runs.last_mut() {
-                Some((s, n)) if *s + *n * PAGE_SIZE == addr => *n += 1,
-                _ => runs.push((addr, 1)),
-            }
-        }
+        let runs = select_pages(pid, &pagemap, v, &mut stats)?;
         for &(start, n) in &runs {
             pm.push(start, n, PE_PRESENT | lazy);
             stats.written += n;
-            let mut off = 0u64;
-            let total = n * PAGE_SIZE;
-            while off < total {
-                let len = (total - off).min(BATCH as u64) as usize;
-                buf.resize(len, 0);
-                let addr = start + off;
-                if v.readable {
-                    read_remote(pid, addr, &mut buf)?;
-                } else {
-                    let f = match &mem {
-                        Some(f) => f,
-                        None => {
-                            mem.insert(File::open(format!("/proc/{pid}/mem")).map_err(|e| {
-                                DumpError::Memory {
-                                    pid,
-                                    addr,
-                                    source: e,
-                                }
-                            })?)
-                        }
-                    };
-                    f.read_exact_at(&mut buf, addr)
-                        .map_err(|e| DumpError::Memory {
-                            pid,
-                            addr,
-                            source: e,
-                        })?;
-                }
-                out.write_all(&buf).map_err(|e| DumpError::File {
-                    what: format!("write {}", pages_path.display()),
-                    source: e,
-                })?;
-                off += len as u64;
+            copier.copy(v.readable, start, n * PAGE_SIZE, &mut out)?;
+        }
+    }
+    out.finish()?;
+    pm.write(dir.join(names::pagemap(pid as u32)))?;
+
+    // Shared anonymous objects: the pages present in any of their mappings, by object offset.
+    let mut objects: std::collections::BTreeMap<u64, std::collections::BTreeMap<u64, (u64, bool)>> =
+        std::collections::BTreeMap::new();
+    for v in vmas.iter().filter(|v| v.is(status::ANON_SHARED)) {
+        let runs = select_pages(pid, &pagemap, v, &mut stats)?;
+        let obj = objects.entry(v.entry.shmid).or_default();
+        for (start, n) in runs {
+            for i in 0..n {
+                let addr = start + i * PAGE_SIZE;
+                let off = v.entry.pgoff + (addr - v.entry.start);
+                obj.entry(off).or_insert((addr, v.readable));
             }
         }
     }
-    out.flush().map_err(|e| DumpError::File {
-        what: format!("write {}", pages_path.display()),
-        source: e,
-    })?;
-    pm.write(dir.join(names::pagemap(pid as u32)))?;
+    for (k, (shmid, pages)) in objects.iter().enumerate() {
+        let pages_id = 2 + k as u32;
+        let mut out = PagesFile::create(dir, pages_id)?;
+        let mut spm = Pagemap {
+            pages_id,
+            entries: Vec::new(),
+        };
+        for (&off, &(addr, readable)) in pages {
+            spm.push(off, 1, PE_PRESENT);
+            stats.written += 1;
+            copier.copy(readable, addr, PAGE_SIZE, &mut out)?;
+        }
+        out.finish()?;
+        spm.write(dir.join(names::pagemap_shmem(*shmid)))?;
+    }
     Ok(stats)
+}
+
+/// The runs `(start, pages)` of `v` whose pages the dump saves.
+fn select_pages(
+    pid: i32,
+    pagemap: &File,
+    v: &Vma,
+    stats: &mut PageStats,
+) -> Result<Vec<(u64, u64)>, DumpError> {
+    let file_backed = v.is(status::FILE_PRIVATE);
+    let npages = (v.entry.end - v.entry.start) / PAGE_SIZE;
+    stats.scanned += npages;
+    let mut words = vec![0u8; npages as usize * 8];
+    pagemap
+        .read_exact_at(&mut words, v.entry.start / PAGE_SIZE * 8)
+        .map_err(|e| DumpError::Memory {
+            pid,
+            addr: v.entry.start,
+            source: e,
+        })?;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for (i, w) in words.chunks_exact(8).enumerate() {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        let wanted = (w & (PM_PRESENT | PM_SWAP) != 0)
+            && w & PM_GUARD == 0
+            && !(file_backed && w & PM_FILE != 0 && w & PM_SWAP == 0);
+        if !wanted {
+            continue;
+        }
+        let addr = v.entry.start + i as u64 * PAGE_SIZE;
+        match runs.last_mut() {
+            Some((s, n)) if *s + *n * PAGE_SIZE == addr => *n += 1,
+            _ => runs.push((addr, 1)),
+        }
+    }
+    Ok(runs)
+}
+
+/// A `pages-N.img` being written.
+struct PagesFile {
+    path: std::path::PathBuf,
+    out: BufWriter<File>,
+}
+
+impl PagesFile {
+    fn create(dir: &Path, id: u32) -> Result<PagesFile, DumpError> {
+        let path = dir.join(names::pages(id));
+        let f = File::create(&path).map_err(|e| DumpError::File {
+            what: format!("create {}", path.display()),
+            source: e,
+        })?;
+        Ok(PagesFile {
+            path,
+            out: BufWriter::with_capacity(1 << 20, f),
+        })
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<(), DumpError> {
+        self.out.write_all(b).map_err(|e| DumpError::File {
+            what: format!("write {}", self.path.display()),
+            source: e,
+        })
+    }
+
+    fn finish(mut self) -> Result<(), DumpError> {
+        self.out.flush().map_err(|e| DumpError::File {
+            what: format!("write {}", self.path.display()),
+            source: e,
+        })
+    }
+}
+
+/// Copies task memory into pages files through one reusable buffer.
+struct Copier {
+    pid: i32,
+    buf: Vec<u8>,
+    mem: Option<File>,
+}
+
+impl Copier {
+    fn new(pid: i32) -> Copier {
+        Copier {
+            pid,
+            buf: Vec::new(),
+            mem: None,
+        }
+    }
+
+    fn copy(
+        &mut self,
+        readable: bool,
+        start: u64,
+        total: u64,
+        out: &mut PagesFile,
+    ) -> Result<(), DumpError> {
+        let pid = self.pid;
+        let mut off = 0u64;
+        while off < total {
+            let len = (total - off).min(BATCH as u64) as usize;
+            self.buf.resize(len, 0);
+            let addr = start + off;
+            if readable {
+                read_remote(pid, addr, &mut self.buf)?;
+            } else {
+                let f = match &self.mem {
+                    Some(f) => f,
+                    None => self
+                        .mem
+                        .insert(File::open(format!("/proc/{pid}/mem")).map_err(|e| {
+                            DumpError::Memory {
+                                pid,
+                                addr,
+                                source: e,
+                            }
+                        })?),
+                };
+                f.read_exact_at(&mut self.buf, addr)
+                    .map_err(|e| DumpError::Memory {
+                        pid,
+                        addr,
+                        source: e,
+                    })?;
+            }
+            out.write(&self.buf)?;
+            off += len as u64;
+        }
+        Ok(())
+    }
 }
 
 /// Reads `buf.len()` bytes at `addr` of `pid` with `process_vm_readv`, falling back to

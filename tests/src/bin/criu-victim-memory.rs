@@ -10,6 +10,8 @@
 //!   overwritten (seed 4) and second left as the file has it,
 //! - `shared`: a shared mapping of DATAFILE's third page, written through (seed 5, so the file
 //!   holds it),
+//! - `shared_anon`: 4 pages of shared anonymous memory, pages 0, 1 and 3 written (seed 6), page
+//!   2 never touched,
 //!
 //! then writes `ready PID` and one `NAME ADDR LEN` line per region into READY, and sleeps. On
 //! `SIGUSR1` it checks every pattern and writes `check ok` or `check bad NAME` to READY.2.
@@ -109,6 +111,16 @@ fn main() {
         2 * PAGE as i64,
     );
     fill(shared, PAGE, 5, 1);
+    let sha = map(
+        4 * PAGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+        -1,
+        0,
+    );
+    fill(sha, 2 * PAGE, 6, 1);
+    // SAFETY: page 3 of our 4-page mapping.
+    fill(unsafe { sha.add(3 * PAGE) }, PAGE, 6 + (3 * PAGE as u8), 1);
 
     // SAFETY: installing a handler that only stores into an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
@@ -119,6 +131,7 @@ fn main() {
     writeln!(r, "prot_none {:#x} {}", pn as usize, 2 * PAGE).unwrap();
     writeln!(r, "file_cow {:#x} {}", cow as usize, 2 * PAGE).unwrap();
     writeln!(r, "shared {:#x} {}", shared as usize, PAGE).unwrap();
+    writeln!(r, "shared_anon {:#x} {}", sha as usize, 4 * PAGE).unwrap();
     drop(r);
     std::fs::rename(format!("{ready}.tmp"), ready).expect("rename ready");
     loop {
@@ -146,6 +159,14 @@ fn main() {
             }
             if !check(shared, PAGE, 5, 1) {
                 bad.push("shared");
+            }
+            // SAFETY: pages of our 4-page shared anonymous mapping.
+            let (p2, p3) = unsafe { (sha.add(2 * PAGE), sha.add(3 * PAGE)) };
+            // SAFETY: as above; page 2 must read as zeros.
+            let p2_zero = (0..PAGE).all(|i| unsafe { *p2.add(i) } == 0);
+            if !check(sha, 2 * PAGE, 6, 1) || !check(p3, PAGE, 6 + (3 * PAGE as u8), 1) || !p2_zero
+            {
+                bad.push("shared_anon");
             }
             // SAFETY: as above.
             unsafe { libc::mprotect(pn as *mut libc::c_void, 2 * PAGE, libc::PROT_NONE) };

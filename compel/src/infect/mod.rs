@@ -361,6 +361,8 @@ pub struct Parasite<T: BorrowMut<Task>> {
     cured: bool,
     /// The parasite closed its control socket itself (it ended through its frame).
     ctl_closed: bool,
+    /// A command was sent and its answer not (yet) received.
+    in_flight: bool,
 }
 
 /// The task inside a parasite's `Option` (present until the parasite is consumed).
@@ -401,12 +403,13 @@ pub fn frame_regs(saved: &UserRegs) -> UserRegs {
     r
 }
 
-/// Whether the daemon, stopped in `stop` with registers `regs`, waits for a command: an
-/// interrupt stop inside its `recvmsg`.
-fn daemon_idle(stop: Stop, regs: &UserRegs) -> bool {
-    stop == Stop::Interrupt
-        && regs.syscall_nr() == Some(nr::RECVMSG as u64)
-        && restart::is_restart(regs.syscall_ret())
+/// Whether the daemon, stopped in `stop` at instruction `ip`, is between commands: no command
+/// is in flight (its answer came), and it was stopped in its own code by our interrupt. It then
+/// reaches its `recvmsg` with nothing else to do.
+fn daemon_quiet(stop: Stop, ip: u64, region: (u64, u64), in_flight: bool) -> bool {
+    !in_flight
+        && matches!(stop, Stop::Interrupt | Stop::Group(_))
+        && (region.0..region.1).contains(&ip)
 }
 
 fn needs_restart_block(regs: &UserRegs) -> bool {
@@ -515,6 +518,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         let pid = t.pid();
         let tid = opts.thread.unwrap_or(pid);
         let mut hook = opts.hook.take();
+        let hooked = hook.is_some();
         let mut stage = |s: Stage| {
             if let Some(h) = hook.as_mut() {
                 h(s)
@@ -526,7 +530,16 @@ impl<T: BorrowMut<Task>> Parasite<T> {
             remote_fds: Vec::new(),
             base: None,
         };
-        let built = build(t, tid, blob, &opts, &saved, &mut partial, &mut stage);
+        let built = build(
+            t,
+            tid,
+            blob,
+            &opts,
+            &saved,
+            &mut partial,
+            &mut stage,
+            hooked,
+        );
         let (layout, base, map, ctl, remote_ctl, remote_log) = match built {
             Ok(b) => b,
             Err(e) => {
@@ -550,6 +563,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
             running: false,
             cured: false,
             ctl_closed: false,
+            in_flight: false,
         };
         if let Err(e) = p.start() {
             if let Err(c) = p.cure_inner() {
@@ -580,6 +594,10 @@ impl<T: BorrowMut<Task>> Parasite<T> {
     /// The region's address in the task (the blob's load base).
     pub fn remote_base(&self) -> RemoteAddr {
         self.base
+    }
+
+    fn region(&self) -> (u64, u64) {
+        (self.base.0, self.base.0 + self.layout.len as u64)
     }
 
     /// The region's layout.
@@ -696,6 +714,15 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         cmd: u32,
         send: &[BorrowedFd<'_>],
     ) -> Result<Vec<OwnedFd>, RpcError> {
+        self.in_flight = true;
+        let res = self.exchange(cmd, send);
+        if matches!(res, Ok(_) | Err(RpcError::Failed { .. })) {
+            self.in_flight = false;
+        }
+        res
+    }
+
+    fn exchange(&mut self, cmd: u32, send: &[BorrowedFd<'_>]) -> Result<Vec<OwnedFd>, RpcError> {
         self.ctl()?.send(&CtlMsg::cmd(cmd), &[])?;
         self.stage(Stage::CommandSent(cmd));
         let ctl = self.ctl()?;
@@ -773,7 +800,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         let pid = self.pid;
         let trap = |source| RpcError::Trap { pid, tid, source };
         let (stop, now) = self.stop_daemon().map_err(trap)?;
-        if !daemon_idle(stop, &now) {
+        if !daemon_quiet(stop, now.ip(), self.region(), self.in_flight) {
             let e = RpcError::ThreadStopped {
                 pid,
                 tid,
@@ -861,9 +888,11 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         task.resume(tid, Resume::Continue)?;
         self.running = true;
         tracing::debug!(pid = self.pid, tid, base = %self.base, "parasite started");
+        self.in_flight = true;
         let ctl = self.ctl()?;
         ctl.send(&CtlMsg::cmd(CMD_PING), &[])?;
         ctl.recv_ack(CMD_PING)?;
+        self.in_flight = false;
         Ok(())
     }
 
@@ -948,6 +977,9 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         ) {
             first.get_or_insert(e);
         }
+        if let Err(e) = park(task, tid) {
+            first.get_or_insert(e);
+        }
         self.stage(Stage::Cured);
         tracing::debug!(pid = self.pid, ok = first.is_none(), "cured");
         first.map_or(Ok(()), Err)
@@ -977,7 +1009,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
             task.set_sigmask(tid, mask)?;
             return Ok(());
         }
-        if !daemon_idle(stop, &now) {
+        if !daemon_quiet(stop, now.ip(), self.region(), self.in_flight) {
             // Crashed, stuck, or busy in a command: do not wait for it.
             return self.force_restore(stop);
         }
@@ -1055,10 +1087,20 @@ impl<T: BorrowMut<Task>> Parasite<T> {
             // A fault of the parasite's own: it must not reach the task.
             tk(&mut self.task).discard_last_kept_signal(tid);
         }
+        let at = crate::ptrace::get_regs(tid)
+            .map(|r| {
+                format!(
+                    " at ip {:#x}, syscall {:?} returning {}",
+                    r.ip(),
+                    r.syscall_nr(),
+                    r.syscall_ret()
+                )
+            })
+            .unwrap_or_default();
         self.restore_by_ptrace()?;
         Err(InfectError::Cure {
             pid: self.pid,
-            what: format!("{stop:?}"),
+            what: format!("{stop:?}{at}"),
         })
     }
 
@@ -1078,6 +1120,27 @@ impl<T: BorrowMut<Task>> Drop for Parasite<T> {
             && let Err(e) = self.cure_inner()
         {
             tracing::error!(pid = self.pid, error = %e, "cure on drop failed");
+        }
+    }
+}
+
+/// Leaves thread `tid` in an interrupt stop instead of the signal-delivery-stop (`SIGTRAP`) a
+/// remote syscall ends in: if this process dies while the task is held there, the kernel
+/// resumes the thread without delivering anything, instead of delivering that `SIGTRAP`.
+fn park(task: &mut Task, tid: i32) -> Result<(), InfectError> {
+    crate::ptrace::interrupt(tid).map_err(TaskError::ptrace("INTERRUPT", tid))?;
+    loop {
+        task.resume(tid, Resume::Continue)?;
+        match task.wait_stop(tid)? {
+            Stop::Interrupt | Stop::Group(_) => return Ok(()),
+            Stop::Signal(libc::SIGTRAP) => continue,
+            other => {
+                return Err(InfectError::Task(TaskError::UnexpectedStop {
+                    tid,
+                    stop: format!("{other:?}"),
+                    during: "parking the thread",
+                }));
+            }
         }
     }
 }
@@ -1131,6 +1194,10 @@ fn with_stack_scratch<R>(
     r
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one private step of infect, called once"
+)]
 fn build(
     task: &mut Task,
     tid: i32,
@@ -1139,6 +1206,7 @@ fn build(
     saved: &SavedState,
     partial: &mut Partial,
     stage: &mut dyn FnMut(Stage),
+    hooked: bool,
 ) -> Result<Built, InfectError> {
     let pid = task.pid();
     let layout = Layout::new(
@@ -1220,6 +1288,9 @@ fn build(
             )?;
         }
     }
+    if hooked {
+        park(task, tid)?;
+    }
     stage(Stage::Mapped);
     // 2. The blob.
     let mem = map.bytes_mut();
@@ -1282,6 +1353,9 @@ fn build(
     partial.remote_fds.clear();
     partial.base = None;
     let ctl = Ctl::new(pid, tid, host_ctl, host_log, opts.timeout);
+    if hooked {
+        park(task, tid)?;
+    }
     stage(Stage::Loaded);
     Ok((layout, base, map, ctl, remote_ctl, remote_log))
 }

@@ -94,7 +94,8 @@ pub fn serve(sock: i32, payload: &mut [u8], handler: &mut Handler<'_>) -> Ended 
         let msg = match sys::recv_with_fds(sock, &mut buf, &mut no_fds) {
             Ok((0, _)) => return Ended::HostGone,
             Ok((n, _)) if n == core::mem::size_of::<CtlMsg>() => read_plain::<CtlMsg>(&buf),
-            Ok(_) => None,
+            // A message of the wrong size, or with fds attached (closed on receipt): refused.
+            Ok(_) | Err(Errno::EMSGSIZE) => None,
             Err(Errno::ENOTCONN) => return Ended::HostGone,
             Err(e) => return Ended::Error(e),
         };

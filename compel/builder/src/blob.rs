@@ -140,4 +140,42 @@ mod tests {
             assert!(BlobDesc::parse(&bytes[..len]).is_err(), "len {len}");
         }
     }
+
+    #[test]
+    fn corrupted_files_are_rejected_or_safe() {
+        let mut image = vec![0u8; 4096 + 64];
+        image[4096..4104].copy_from_slice(&0x10u64.to_le_bytes());
+        let blob = Blob {
+            image,
+            text_size: 4096,
+            bss_size: 10,
+            entry: 0,
+            relocs: vec![4096, 4104],
+            symbols: vec![("__export_x".into(), 8)],
+        };
+        let clean = blob.to_bytes();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..5000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut bytes = clean.clone();
+            // The header and the tables after the image.
+            let at = if state % 2 == 0 {
+                (state >> 8) as usize % 64
+            } else {
+                4096 + 64 + (state >> 8) as usize % (clean.len() - 4160)
+            };
+            bytes[at] = (state >> 40) as u8;
+            if let Ok(desc) = BlobDesc::parse(&bytes) {
+                if desc.mem_size() > 1 << 20 {
+                    continue; // a corrupted bss size: valid, but not worth filling here
+                }
+                let mut mem = vec![0u8; desc.mem_size()];
+                desc.copy_into(&mut mem).unwrap();
+                desc.apply_relocs(&mut mem, 0x1000).unwrap();
+                let _ = desc.symbols.iter().count();
+            }
+        }
+    }
 }

@@ -10,6 +10,10 @@ type Header = FileHeader64<Endianness>;
 type Phdr = ProgramHeader64<Endianness>;
 type Shdr = SectionHeader64<Endianness>;
 
+/// The most memory a blob may occupy (parasites are a few pages; this bounds what a malformed
+/// image can make the reader allocate).
+const MAX_MEM: u64 = 64 << 20;
+
 /// A loadable segment, reduced to what the layout needs.
 struct Seg {
     vaddr: u64,
@@ -181,7 +185,7 @@ fn layout(img: &Image<'_>, segs: &[Seg], entry: u64) -> Result<Blob, ElfError> {
         .map(|s| s.vaddr.saturating_add(s.memsz))
         .max()
         .unwrap_or(0);
-    if mem_end == 0 || mem_end >= u64::from(u32::MAX) {
+    if mem_end == 0 || mem_end > MAX_MEM {
         return Err(ElfError::BadSize { size: mem_end });
     }
     // Text: every segment before the first writable one. Data: the rest, all writable.

@@ -125,7 +125,7 @@ pub enum ElfError {
         entry: u64,
     },
     /// The image is empty or too large for the blob format.
-    #[error("image size {size:#x} is not supported (empty, or 4 GiB and more)")]
+    #[error("image size {size:#x} is not supported (empty, or more than 64 MiB)")]
     BadSize {
         /// Bytes of memory it needs.
         size: u64,

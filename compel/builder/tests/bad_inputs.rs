@@ -111,3 +111,45 @@ fn writable_and_executable_segment() {
     });
     rejects(&path, "writable and executable (sections .text");
 }
+
+/// Corrupted images (bytes of the headers and tables overwritten, pseudo-randomly but
+/// reproducibly) are rejected or read, never a panic.
+#[test]
+fn corrupted_images_never_panic() {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for name in [
+        "relocs-pie.elf",
+        "relocs-relr.elf",
+        "relocs-shared.elf",
+        "undefined.elf",
+    ] {
+        let clean = std::fs::read(fixture(name)).unwrap();
+        let mut accepted = 0;
+        for _ in 0..3000 {
+            let mut data = clean.clone();
+            for _ in 0..1 + next() % 4 {
+                // Mostly the ELF and program headers, sometimes anywhere (section headers,
+                // dynamic relocations, symbol tables).
+                let at = if next() % 2 == 0 {
+                    next() as usize % 0x100
+                } else {
+                    next() as usize % data.len()
+                };
+                data[at] = next() as u8;
+            }
+            if let Ok(blob) = compel_builder::Blob::from_elf(&data) {
+                accepted += 1;
+                // Whatever was accepted is a consistent blob.
+                let bytes = blob.to_bytes();
+                compel_proto::blob::BlobDesc::parse(&bytes).unwrap();
+            }
+        }
+        assert!(accepted < 3000, "{name}: corruption was never noticed");
+    }
+}

@@ -1,0 +1,200 @@
+//! Restore benchmark: `criu restore -d` of a tiny process and of one with 1 GiB of touched
+//! memory, images on tmpfs, against the floor of reading the same page bytes back into fresh
+//! memory in the same run.
+//!
+//! `cargo test -p compel-criu-tests --test criu_restore_bench` runs a quick sanity round (one
+//! restore of a tiny and a 64 MiB process, each checking its memory itself). With
+//! `CRIU_BENCH=1` (best with `--release`) it measures: 20 tiny restores and 7 restores of 1 GiB
+//! (`CRIU_BENCH_MIB` to change), and prints medians, GB/s and the ratio to the floor.
+//!
+//! Needs root; prints why and exits 0 otherwise.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use compel_criu_tests::{become_subreaper, is_root, wait_exit, workspace_bin};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn wait_file(p: &Path, timeout: Duration) -> String {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = fs::read_to_string(p)
+            && !s.is_empty()
+        {
+            return s;
+        }
+        assert!(Instant::now() < end, "{} did not appear", p.display());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn criu(args: &[&str]) {
+    let o = Command::new(workspace_bin("criu", "criu"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "criu {args:?}: {:?}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Dumps a `mib` MiB victim into `img` and returns its pid (free again: the victim is reaped).
+fn make_images(mib: usize, work: &Path, img: &Path) -> i32 {
+    fs::create_dir_all(img).unwrap();
+    let ready = work.join(format!("ready-{mib}"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_criu-rvictim-big"));
+    cmd.args([mib.to_string(), ready.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure only makes an async-signal-safe syscall in the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let pid = cmd.spawn().unwrap().id() as i32;
+    let guard = Guard(pid);
+    wait_file(&ready, Duration::from_secs(60));
+    criu(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    wait_exit(pid).unwrap();
+    std::mem::forget(guard);
+    pid
+}
+
+/// One `criu restore -d`; returns its wall time. The task is left running.
+fn restore_once(img: &Path) -> f64 {
+    let t = Instant::now();
+    criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    t.elapsed().as_secs_f64()
+}
+
+fn check_and_kill(pid: i32, ready: &Path) {
+    let verdict = ready.with_extension("2");
+    let _ = fs::remove_file(&verdict);
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    let v = wait_file(&verdict, Duration::from_secs(60));
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    wait_exit(pid).unwrap();
+    assert_eq!(v.trim(), "check ok", "restored victim's memory check");
+}
+
+fn kill_and_reap(pid: i32) {
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    wait_exit(pid).unwrap();
+}
+
+/// The floor: read the page files of `img` into fresh anonymous memory.
+fn floor_once(img: &Path) -> f64 {
+    let files: Vec<PathBuf> = fs::read_dir(img)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("pages-"))
+        })
+        .collect();
+    let t = Instant::now();
+    for f in files {
+        let len = fs::metadata(&f).unwrap().len() as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        fs::File::open(&f).unwrap().read_to_end(&mut buf).unwrap();
+        assert_eq!(buf.len(), len);
+        std::hint::black_box(&buf);
+    }
+    t.elapsed().as_secs_f64()
+}
+
+fn pages_bytes(img: &Path) -> u64 {
+    fs::read_dir(img)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("pages-"))
+        })
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// Kills and reaps the (restored) task on the way out, also when a check panics.
+struct Guard(i32);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if kill(Pid::from_raw(self.0), Signal::SIGKILL).is_ok() {
+            let _ = wait_exit(self.0);
+        }
+    }
+}
+
+fn bench(mib: usize, runs: usize, base: &Path) {
+    let img = base.join(format!("img-{mib}"));
+    let pid = make_images(mib, base, &img);
+    let _guard = Guard(pid);
+    // First restore: the victim checks its memory.
+    restore_once(&img);
+    check_and_kill(pid, &base.join(format!("ready-{mib}")));
+    let mut times = Vec::new();
+    let mut floors = Vec::new();
+    for _ in 0..runs {
+        times.push(restore_once(&img));
+        kill_and_reap(pid);
+        floors.push(floor_once(&img));
+    }
+    let t = median(&mut times);
+    let f = median(&mut floors);
+    let bytes = pages_bytes(&img);
+    let gbs = |s: f64| bytes as f64 / s / 1e9;
+    println!(
+        "restore {mib:>5} MiB: median {:8.2} ms ({:5.2} GB/s) | floor {:7.2} ms ({:5.2} GB/s) | ratio {:5.2} | {} runs, {} page bytes",
+        t * 1e3,
+        gbs(t),
+        f * 1e3,
+        gbs(f),
+        t / f.max(1e-9),
+        runs,
+        bytes
+    );
+}
+
+fn main() {
+    if !is_root() {
+        eprintln!("skipped criu_restore_bench: needs root");
+        return;
+    }
+    become_subreaper();
+    let full = std::env::var_os("CRIU_BENCH").is_some_and(|v| v == "1");
+    let big: usize = std::env::var("CRIU_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 1024 } else { 64 });
+    let base = PathBuf::from(format!(
+        "/dev/shm/criu-restore-bench-{}",
+        std::process::id()
+    ));
+    fs::create_dir_all(&base).unwrap();
+    let result = std::panic::catch_unwind(|| {
+        bench(0, if full { 20 } else { 1 }, &base);
+        bench(big, if full { 7 } else { 1 }, &base);
+    });
+    let _ = fs::remove_dir_all(&base);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

@@ -161,7 +161,7 @@ mod tests {
             state ^= state << 17;
             let mut bytes = clean.clone();
             // The header and the tables after the image.
-            let at = if state % 2 == 0 {
+            let at = if state.is_multiple_of(2) {
                 (state >> 8) as usize % 64
             } else {
                 4096 + 64 + (state >> 8) as usize % (clean.len() - 4160)

@@ -136,7 +136,7 @@ fn corrupted_images_never_panic() {
             for _ in 0..1 + next() % 4 {
                 // Mostly the ELF and program headers, sometimes anywhere (section headers,
                 // dynamic relocations, symbol tables).
-                let at = if next() % 2 == 0 {
+                let at = if next().is_multiple_of(2) {
                     next() as usize % 0x100
                 } else {
                     next() as usize % data.len()

@@ -466,9 +466,17 @@ struct Victim {
 
 impl Victim {
     fn spawn(bin: &str, args: &[&str], log: &Path) -> Victim {
+        Victim::spawn_as(bin, args, log, None)
+    }
+
+    fn spawn_as(bin: &str, args: &[&str], log: &Path, uid: Option<u32>) -> Victim {
         use std::os::unix::process::CommandExt;
         let out = fs::File::create(log).unwrap();
         let mut cmd = std::process::Command::new(bin);
+        if let Some(u) = uid {
+            compel_criu_tests::make_world_executable(Path::new(bin)).unwrap();
+            cmd.uid(u).gid(u);
+        }
         cmd.args(args)
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -738,4 +746,38 @@ fn dump_then_detached_restore_counter_keeps_counting() {
         assert_eq!(*n, i as u64 + 1, "the sequence broke at line {}", i + 1);
     }
     drop(task);
+}
+
+#[test]
+fn dump_then_restore_state_victim_of_another_uid() {
+    skip_if_not_root!("dump_then_restore_state_victim_of_another_uid");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let ready = d.path().join("ready");
+    let uid = compel_criu_tests::UNPRIVILEGED_ID;
+    let mut v = Victim::spawn_as(
+        env!("CARGO_BIN_EXE_criu-victim-state"),
+        &[ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        Some(uid),
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(50));
+    dump_and_reap(&mut v, &img);
+    let mut criu = restore_in_background(&img);
+    wait_resumed(v.pid, &img, &mut criu);
+    // Its credentials are the victim's, not criu's.
+    let uids = status_field(v.pid, "Uid:");
+    assert_eq!(uids, format!("{uid}\t{uid}\t{uid}\t{uid}"));
+    assert_eq!(hex_field(v.pid, "CapEff:"), 0);
+    assert_eq!(status_field(v.pid, "NoNewPrivs:"), "1");
+    kill(Pid::from_raw(v.pid), Signal::SIGUSR1).unwrap();
+    let verdict = wait_file(&ready.with_extension("2"), Duration::from_secs(10));
+    kill(Pid::from_raw(v.pid), Signal::SIGKILL).unwrap();
+    criu.wait().unwrap();
+    assert_eq!(verdict.trim(), "check ok");
 }

@@ -46,8 +46,8 @@ use crate::scripts::{ActionScripts, ScriptAction, ScriptError};
 /// What went wrong in a restore.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    /// An image cannot be read or decoded.
-    #[error("image {file}: {source}")]
+    /// An image cannot be read or decoded (the reader's message names the file).
+    #[error("reading images: {source}")]
     Image {
         /// The image file.
         file: String,

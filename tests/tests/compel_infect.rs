@@ -625,3 +625,96 @@ fn other_children_of_the_host_are_not_reaped() {
     let _ = other.try_wait();
     check_and_quit(&mut v);
 }
+
+/// Everything of one thread an infection could change.
+#[derive(Debug, PartialEq)]
+struct ThreadSnap {
+    regs: compel::UserRegs,
+    /// The xsave area without its header and software bytes (which describe, not hold, state).
+    xsave: Vec<u8>,
+    sigmask: u64,
+}
+
+fn snap_thread(task: &mut Task, tid: i32) -> ThreadSnap {
+    let regs = compel::ptrace::get_regs(tid).unwrap();
+    let sigmask = compel::ptrace::get_sigmask(tid).unwrap();
+    let x = task.xsave(tid).unwrap();
+    let b = x.bytes();
+    let mut xsave = b[..compel_arch::FPX_SW_BYTES_OFFSET].to_vec();
+    xsave.extend_from_slice(&b[compel_arch::XSAVE_HDR_OFFSET + compel_arch::XSAVE_HDR_SIZE..]);
+    ThreadSnap {
+        regs,
+        xsave,
+        sigmask,
+    }
+}
+
+/// The fd table: number, what it points at, its flags and position.
+fn snap_fds(pid: i32) -> Vec<(i32, String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let e = e.unwrap();
+        let fd: i32 = e.file_name().to_str().unwrap().parse().unwrap();
+        let target = std::fs::read_link(e.path()).unwrap();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+        let keep: Vec<&str> = info
+            .lines()
+            .filter(|l| l.starts_with("pos:") || l.starts_with("flags:"))
+            .collect();
+        out.push((fd, target.display().to_string(), keep.join(" ")));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn transparency_registers_xsave_mask_maps_fds() {
+    let _g = test_lock();
+    become_subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut v, pid, counter, pipe_fd, file_fd) = spawn_state(dir.path());
+    let mut task = Task::seize(pid).unwrap();
+    let tids = task.threads();
+    assert_eq!(tids.len(), 2, "main and worker");
+    let worker = tids[1];
+    let before: Vec<ThreadSnap> = tids.iter().map(|&t| snap_thread(&mut task, t)).collect();
+    let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let fds_before = snap_fds(pid);
+    let mut p = Parasite::infect(&mut task, &testkit::blob(), InfectOptions::default()).unwrap();
+    // While infected, the region and two sockets are visible: the snapshots can tell.
+    let maps_during = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(maps_during.contains("compel-parasite"), "{maps_during}");
+    assert_ne!(snap_fds(pid), fds_before);
+    let _: Args = p.call_with(tk::CMD_CLOBBER, &args(0, 0)).unwrap();
+    let _: Args = p.call_with(tk::CMD_LOG, &args(2, 0)).unwrap();
+    let _: Args = p.call_with(tk::CMD_PEEK, &args(counter, 8)).unwrap();
+    for fd in [pipe_fd, file_fd] {
+        write_args(&mut p, &args(fd as u64, 0));
+        assert_eq!(p.call_fds(tk::CMD_SEND_FD, &[]).unwrap().len(), 1);
+    }
+    write_args(&mut p, &args(0, 0));
+    p.run_in_thread(worker, tk::CMD_CLOBBER).unwrap();
+    p.cure().unwrap();
+    let after: Vec<ThreadSnap> = tids.iter().map(|&t| snap_thread(&mut task, t)).collect();
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert_eq!(b.regs, a.regs, "thread {} registers", tids[i]);
+        assert_eq!(b.sigmask, a.sigmask, "thread {} signal mask", tids[i]);
+        if let Some(off) = b.xsave.iter().zip(&a.xsave).position(|(x, y)| x != y) {
+            panic!("thread {}: xsave differs at byte {off}", tids[i]);
+        }
+        assert_eq!(b.xsave.len(), a.xsave.len());
+    }
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
+        maps_before
+    );
+    assert_eq!(snap_fds(pid), fds_before);
+    task.detach().unwrap();
+    // The victim's own view: mask, alternate stack, handler; and the handler still runs on the
+    // alternate stack.
+    v.signal(Signal::SIGUSR1).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    v.write_stdin(b"usr1\n").unwrap();
+    assert_eq!(v.expect_line("usr1", T).unwrap(), "usr1 1 offstack 0");
+    check_and_quit(&mut v);
+}

@@ -781,3 +781,22 @@ fn dump_then_restore_state_victim_of_another_uid() {
     criu.wait().unwrap();
     assert_eq!(verdict.trim(), "check ok");
 }
+
+#[test]
+fn dump_then_restore_shared_anonymous_memory() {
+    skip_if_not_root!("dump_then_restore_shared_anonymous_memory");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let ready = d.path().join("ready");
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-rvictim-shared"),
+        &[ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    dump_and_reap(&mut v, &img);
+    restore_and_check(v.pid, &img, &ready);
+}

@@ -422,16 +422,18 @@ fn memory(
         if st & VMA_UNSUPP != 0 {
             return Err(unsupported("an area CRIU marked unsupported"));
         }
-        if st
-            & (VMA_AREA_SYSVIPC
-                | VMA_AREA_SOCKET
-                | VMA_AREA_AIORING
-                | VMA_AREA_MEMFD
-                | VMA_AREA_SHSTK)
-            != 0
-        {
+        if st & VMA_AREA_MEMFD != 0 {
+            // CRIU writes shared anonymous memory as a mapping of a memfd named /dev/zero.
+            let shmid = anon_shared_memfd(d, by_id, v.shmid as u32, file)?
+                .ok_or_else(|| unsupported("a memfd mapping"))?;
+            let mut vma = mk_vma(v, VmaKind::AnonShared { shmid });
+            vma.flags |= libc::MAP_ANONYMOUS;
+            plan.vmas.push(vma);
+            continue;
+        }
+        if st & (VMA_AREA_SYSVIPC | VMA_AREA_SOCKET | VMA_AREA_AIORING | VMA_AREA_SHSTK) != 0 {
             return Err(unsupported(
-                "a System V shm, socket, aio, memfd or shadow-stack mapping",
+                "a System V shm, socket, aio or shadow-stack mapping",
             ));
         }
         if st & VMA_AREA_REGULAR == 0 {
@@ -488,6 +490,31 @@ fn memory(
     });
     pages(plan, d)?;
     Ok(())
+}
+
+/// The shmem id of the shared anonymous object behind CRIU's memfd file `id`, or `None` when
+/// it is a real memfd.
+fn anon_shared_memfd(
+    d: &ImageDir,
+    by_id: &HashMap<u32, &FileEntry>,
+    id: u32,
+    file: &str,
+) -> Result<Option<u64>, RestoreError> {
+    let m = by_id
+        .get(&id)
+        .and_then(|f| f.memfd.as_ref())
+        .ok_or_else(|| {
+            bad(
+                file,
+                format!("memfd mapping refers to missing file id {id}"),
+            )
+        })?;
+    let inodes = d.read_memfd().map_err(|e| img("memfd.img", e))?;
+    let inode = inodes
+        .iter()
+        .find(|i| i.inode_id == u64::from(m.inode_id))
+        .ok_or_else(|| bad("memfd.img", format!("no inode {}", m.inode_id)))?;
+    Ok((inode.name == "/dev/zero").then_some(u64::from(inode.shmid)))
 }
 
 fn mk_vma(v: &pb::VmaEntry, kind: VmaKind) -> Vma {

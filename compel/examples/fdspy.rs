@@ -65,7 +65,10 @@ fn run() -> anyhow::Result<()> {
     task.detach().context("detach")?;
     let fds = match got {
         Ok(f) => f,
-        Err(RpcError::Failed { errno, .. }) if errno == nix::errno::Errno::EBADF => {
+        Err(RpcError::Failed {
+            errno: nix::errno::Errno::EBADF,
+            ..
+        }) => {
             bail!("fd {fd} is not open in process {pid}")
         }
         Err(e) => return Err(e).context("spy command"),

@@ -59,6 +59,8 @@ pub struct PremapOp {
     pub pgoff: u64,
     /// Pages will be written into it (map it writable first).
     pub fill: bool,
+    /// Allocate its pages at once (`MAP_POPULATE`).
+    pub populate: bool,
     /// madvise advice bits.
     pub madv: u64,
 }
@@ -262,7 +264,13 @@ fn premap(p: &ChildPlan) -> Result<(), Fail> {
         } else {
             op.prot
         };
-        let flags = op.map_flags | libc::MAP_FIXED;
+        let flags = op.map_flags
+            | libc::MAP_FIXED
+            | if op.populate && op.fill {
+                libc::MAP_POPULATE
+            } else {
+                0
+            };
         let fd = match &op.file {
             Some((path, oflags)) => {
                 // SAFETY: open with a NUL-terminated path we own.

@@ -368,6 +368,7 @@ fn build(
     // Page runs, split at area boundaries.
     let mut fills = Vec::new();
     let mut filled = vec![false; premapped.len()];
+    let mut fill_bytes = vec![0u64; premapped.len()];
     for run in &plan.pages {
         let mut a = run.vaddr;
         let end = run.vaddr + run.nr_pages * PAGE;
@@ -391,6 +392,7 @@ fn build(
                     len: b - a,
                 });
                 filled[i] = true;
+                fill_bytes[i] += b - a;
             }
             a = b;
         }
@@ -426,6 +428,10 @@ fn build(
                 file,
                 pgoff: v.pgoff,
                 fill: filled[i],
+                // Mostly saved anonymous memory: allocate it in one go (cheaper than a fault
+                // per page while filling); sparse areas stay sparse.
+                populate: matches!(v.kind, VmaKind::AnonPrivate)
+                    && fill_bytes[i] * 4 >= v.len() * 3,
                 madv: v.madv,
             }
         })

@@ -218,12 +218,9 @@ pub fn resume(pid: i32, syscall_insn: u64, restorer: (u64, u64)) -> Result<(), R
     let p = Pid::from_raw(pid);
     // Swallow the SIGSTOP, then follow syscalls up to the exit of rt_sigreturn.
     let mut last_nr = u64::MAX;
-    let mut first = true;
     loop {
-        // The first resume suppresses the SIGSTOP (signal 0).
+        // Resuming with signal 0 suppresses the SIGSTOP the task is stopped with.
         next_syscall_stop(pid, None)?;
-        let _ = first;
-        first = false;
         let info = syscall_info(pid)?;
         match info.op {
             SYSCALL_INFO_ENTRY => last_nr = info.data[0],

@@ -52,9 +52,11 @@ pub struct Sources {
 impl Sources {
     /// The sources of the workspace this builder was compiled from.
     pub fn from_workspace() -> Self {
+        // compel/builder -> compel -> the workspace root.
         let builder = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = builder.parent().and_then(Path::parent).unwrap_or(builder);
         Self {
-            root: builder.join("../.."),
+            root: root.to_owned(),
         }
     }
 
@@ -205,6 +207,11 @@ impl Builder {
             return Err(BuildError::BadName { name });
         }
         let crate_name = name.replace('-', "_");
+        // Canonical paths, so that the source paths rustc records (panic locations) match the
+        // remapping and the blob does not depend on how the directory was named.
+        let crate_dir = &crate_dir
+            .canonicalize()
+            .unwrap_or_else(|_| crate_dir.to_owned());
         let root = ["src/lib.rs", "src/main.rs"]
             .iter()
             .map(|r| crate_dir.join(r))
@@ -286,6 +293,7 @@ pub(crate) fn build_plugin_crates(
     std::fs::create_dir_all(deps).map_err(BuildError::io(deps))?;
     let crates = sources.crates();
     for (i, (krate, root)) in crates.iter().enumerate() {
+        let root = &root.canonicalize().unwrap_or_else(|_| root.clone());
         let mut cmd = rustc_base(tc, 2);
         cmd.arg("--crate-name").arg(krate);
         if i + 1 == crates.len() {

@@ -6,6 +6,13 @@
 //! `ENTRY`, `TEXT_SIZE`, `BSS_SIZE`, one `SYM_<NAME>` offset per `__export_<name>` symbol, and
 //! `proto` with the commands it shares with the host.
 //!
+//! Adding a parasite: create `parasites/<name>/src/lib.rs`, a `#![no_std]` crate that can use
+//! `compel_plugins`, `compel_proto` and `compel_arch` as extern crates and defines its command
+//! handler with `compel_plugins::parasite_handler!` (or names its own entry point in
+//! `parasites/<name>/compel.toml`: `entry = "symbol"`). Put the types its commands exchange with
+//! the host in `src/proto.rs` (`mod proto;` in the parasite): they become
+//! `parasite_blobs::<name>::proto` here. build.rs finds the new directory by itself.
+//!
 //! ```
 //! let blob = parasite_blobs::demo::blob();
 //! assert_eq!(blob.entry, parasite_blobs::demo::SYM_PARASITE_HEAD);

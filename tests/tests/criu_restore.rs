@@ -800,3 +800,106 @@ fn dump_then_restore_shared_anonymous_memory() {
     dump_and_reap(&mut v, &img);
     restore_and_check(v.pid, &img, &ready);
 }
+
+/// A `siginfo_t` for a signal sent by `kill` from pid `from`.
+fn siginfo_user(sig: i32, from: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 128];
+    b[0..4].copy_from_slice(&sig.to_le_bytes());
+    // si_errno = 0, si_code = SI_USER (0), then si_pid and si_uid.
+    b[16..20].copy_from_slice(&from.to_le_bytes());
+    b
+}
+
+#[test]
+fn pending_signals_in_the_images_are_pending_again() {
+    skip_if_not_root!("pending_signals_in_the_images_are_pending_again");
+    let _g = test_lock();
+    become_subreaper();
+    if !pid_free(SINGLE_PID) {
+        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+        return;
+    }
+    let created = install_fixture_binary();
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(FIXTURES).join("single"), t.path());
+    let d = criu_images::ImageDir::new(t.path());
+    let mut core = d.read_core(SINGLE_PID as u32).unwrap();
+    // SIGHUP is blocked in the fixture: one process-wide and one thread-directed instance.
+    let q = |sig| criu_images::pb::SignalQueueEntry {
+        signals: vec![criu_images::pb::SiginfoEntry {
+            siginfo: siginfo_user(sig, 1),
+        }],
+    };
+    core.tc.as_mut().unwrap().signals_s = Some(q(libc::SIGHUP));
+    core.thread_core.as_mut().unwrap().signals_p = Some(q(libc::SIGHUP));
+    d.write_core(SINGLE_PID as u32, &core).unwrap();
+    restore(&detached(t.path()), None).unwrap();
+    let task = Restored(SINGLE_PID);
+    assert_eq!(wait_state(task.0, "S", Duration::from_secs(5)), Some('S'));
+    assert_eq!(hex_field(task.0, "ShdPnd:"), 1 << (libc::SIGHUP - 1));
+    assert_eq!(hex_field(task.0, "SigPnd:"), 1 << (libc::SIGHUP - 1));
+    drop(task);
+
+    // A seccomp filter cannot be brought back: refused before anything runs.
+    core.thread_core.as_mut().unwrap().seccomp_mode = Some(2);
+    d.write_core(SINGLE_PID as u32, &core).unwrap();
+    let err = restore(&detached(t.path()), None).unwrap_err();
+    assert!(matches!(err, RestoreError::Unsupported { .. }), "{err:?}");
+    assert!(err.to_string().contains("seccomp"), "{err}");
+    assert!(pid_free(SINGLE_PID));
+    if created {
+        let _ = fs::remove_file("/tmp/fx/single");
+    }
+}
+
+#[test]
+fn cli_restore_of_the_fixture_and_a_failing_pre_restore_script() {
+    skip_if_not_root!("cli_restore_of_the_fixture_and_a_failing_pre_restore_script");
+    let _g = test_lock();
+    become_subreaper();
+    if !pid_free(SINGLE_PID) {
+        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+        return;
+    }
+    let created = install_fixture_binary();
+    let t = tempfile::tempdir().unwrap();
+    let dir = Path::new(FIXTURES).join("single");
+    let log = t.path().join("stages");
+    let hook = hook_script(t.path(), &log, "pre-restore");
+    let o = run_criu(&[
+        "restore",
+        "-d",
+        "-D",
+        dir.to_str().unwrap(),
+        "-W",
+        t.path().to_str().unwrap(),
+        "--action-script",
+        hook.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("pre-restore"), "{err}");
+    assert!(pid_free(SINGLE_PID));
+
+    let o = run_criu(&[
+        "restore",
+        "-d",
+        "-D",
+        dir.to_str().unwrap(),
+        "-W",
+        t.path().to_str().unwrap(),
+        "-o",
+        "restore.log",
+        "-v4",
+    ]);
+    assert_ok(&o, "criu restore -d of the fixture");
+    let task = Restored(SINGLE_PID);
+    assert_eq!(wait_state(task.0, "S", Duration::from_secs(5)), Some('S'));
+    assert_eq!(hex_field(task.0, "SigBlk:"), 1 << (libc::SIGHUP - 1));
+    let rlog = fs::read_to_string(t.path().join("restore.log")).unwrap();
+    assert!(rlog.contains("task resumed"), "{rlog}");
+    drop(task);
+    if created {
+        let _ = fs::remove_file("/tmp/fx/single");
+    }
+}

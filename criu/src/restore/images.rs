@@ -159,6 +159,15 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
         .ok_or_else(|| bad(file, "no x86 thread info"))?;
     let tc = core.tc.as_ref().ok_or_else(|| bad(file, "no task core"))?;
     let th = core.thread_core.as_ref();
+    let seccomp = th
+        .and_then(|t| t.seccomp_mode)
+        .or(tc.old_seccomp_mode)
+        .unwrap_or(0);
+    if seccomp != 0 {
+        return Err(RestoreError::Unsupported {
+            what: format!("seccomp mode {seccomp} in {file}"),
+        });
+    }
     let g = &ti.gpregs;
     if g.mode.unwrap_or(1) != 1 {
         return Err(RestoreError::Unsupported {

@@ -14,9 +14,9 @@
 //!
 //! A parasite is a `#![no_std]` crate that names its command handler:
 //!
-//! ```ignore
-//! #![no_std]
-//! use compel_plugins::std::{sys, Errno};
+//! ```no_run
+//! // In the parasite crate (`#![no_std]`, built by compel's builder):
+//! use compel_plugins::std::{Errno, sys};
 //!
 //! compel_plugins::parasite_handler!(handle);
 //!

@@ -234,9 +234,6 @@ pub struct PageStats {
     pub written: u64,
 }
 
-/// The biggest batch read from the task at once.
-const BATCH: usize = 64 << 20;
-
 /// Writes `pagemap-PID.img` and `pages-1.img` for the private pages of `vmas`, and
 /// `pagemap-shmem-SHMID.img` + `pages-N.img` (N = 2, 3, ...) for each shared anonymous object.
 ///
@@ -250,12 +247,11 @@ pub fn dump_pages(pid: i32, vmas: &[Vma], dir: &Path) -> Result<PageStats, DumpE
         source: e,
     })?;
     let mut stats = PageStats::default();
-    let mut copier = Copier::new(pid);
-    let mut out = PagesFile::create(dir, 1)?;
     let mut pm = Pagemap {
         pages_id: 1,
         entries: Vec::new(),
     };
+    let mut segs: Vec<Segment> = Vec::new();
     for v in vmas.iter().filter(|v| v.dumps_pages()) {
         let lazy = if v.is(status::ANON_PRIVATE) && !v.is(status::VDSO) {
             PE_LAZY
@@ -266,9 +262,15 @@ pub fn dump_pages(pid: i32, vmas: &[Vma], dir: &Path) -> Result<PageStats, DumpE
         for &(start, n) in &runs {
             pm.push(start, n, PE_PRESENT | lazy);
             stats.written += n;
-            copier.copy(v.readable, start, n * PAGE_SIZE, &mut out)?;
+            segs.push(Segment {
+                readable: v.readable,
+                addr: start,
+                len: n * PAGE_SIZE,
+            });
         }
     }
+    let mut out = PagesFile::create(dir, 1)?;
+    copy_segments(pid, &segs, &mut out)?;
     out.finish()?;
     pm.write(dir.join(names::pagemap(pid as u32)))?;
 
@@ -288,20 +290,137 @@ pub fn dump_pages(pid: i32, vmas: &[Vma], dir: &Path) -> Result<PageStats, DumpE
     }
     for (k, (shmid, pages)) in objects.iter().enumerate() {
         let pages_id = 2 + k as u32;
-        let mut out = PagesFile::create(dir, pages_id)?;
         let mut spm = Pagemap {
             pages_id,
             entries: Vec::new(),
         };
+        let mut segs: Vec<Segment> = Vec::new();
         for (&off, &(addr, readable)) in pages {
             spm.push(off, 1, PE_PRESENT);
             stats.written += 1;
-            copier.copy(readable, addr, PAGE_SIZE, &mut out)?;
+            match segs.last_mut() {
+                Some(sg) if sg.readable == readable && sg.addr + sg.len == addr => {
+                    sg.len += PAGE_SIZE
+                }
+                _ => segs.push(Segment {
+                    readable,
+                    addr,
+                    len: PAGE_SIZE,
+                }),
+            }
         }
+        let mut out = PagesFile::create(dir, pages_id)?;
+        copy_segments(pid, &segs, &mut out)?;
         out.finish()?;
         spm.write(dir.join(names::pagemap_shmem(*shmid)))?;
     }
     Ok(stats)
+}
+
+/// A range of task memory to copy into a pages file.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    readable: bool,
+    addr: u64,
+    len: u64,
+}
+
+/// The size of the buffers the copy pipeline passes around.
+const CHUNK: usize = 2 << 20;
+
+/// Copies `segs` of task memory, in order, into `out` (a fresh pages file).
+fn copy_segments(pid: i32, segs: &[Segment], out: &mut PagesFile) -> Result<(), DumpError> {
+    let total: u64 = segs.iter().map(|s| s.len).sum();
+    let mut mem: Option<File> = None;
+    if total <= 2 * CHUNK as u64 {
+        let mut buf = vec![0u8; total as usize];
+        let mut at = 0usize;
+        for sg in segs {
+            let n = sg.len as usize;
+            read_into(pid, sg.readable, sg.addr, &mut buf[at..at + n], &mut mem)?;
+            at += n;
+        }
+        return out.write(&buf);
+    }
+    // Big copies run as a pipeline: a reader thread fills buffers from the task while this
+    // thread writes the previous ones out, so reading and writing overlap.
+    std::thread::scope(|sc| {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>, DumpError>>(2);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..3 {
+            let _ = empty_tx.send(vec![0u8; CHUNK]);
+        }
+        sc.spawn(move || {
+            let mut mem: Option<File> = None;
+            let Ok(mut buf) = empty_rx.recv() else {
+                return;
+            };
+            let mut fill = 0usize;
+            for sg in segs {
+                let mut done = 0u64;
+                while done < sg.len {
+                    let n = ((sg.len - done) as usize).min(CHUNK - fill);
+                    let dst = &mut buf[fill..fill + n];
+                    if let Err(e) = read_into(pid, sg.readable, sg.addr + done, dst, &mut mem) {
+                        let _ = full_tx.send(Err(e));
+                        return;
+                    }
+                    fill += n;
+                    done += n as u64;
+                    if fill == CHUNK {
+                        if full_tx.send(Ok(buf)).is_err() {
+                            return;
+                        }
+                        let Ok(b) = empty_rx.recv() else {
+                            return;
+                        };
+                        buf = b;
+                        fill = 0;
+                    }
+                }
+            }
+            if fill > 0 {
+                buf.truncate(fill);
+                let _ = full_tx.send(Ok(buf));
+            }
+        });
+        for msg in full_rx {
+            let b = msg?;
+            out.write(&b)?;
+            let _ = empty_tx.send(b);
+        }
+        Ok(())
+    })
+}
+
+/// Reads task memory at `addr` into `buf`: `process_vm_readv` for what the task can read,
+/// `/proc/PID/mem` (opened once, into `mem`) for the rest.
+fn read_into(
+    pid: i32,
+    readable: bool,
+    addr: u64,
+    buf: &mut [u8],
+    mem: &mut Option<File>,
+) -> Result<(), DumpError> {
+    if readable {
+        return read_remote(pid, addr, buf);
+    }
+    let f =
+        match mem {
+            Some(f) => f,
+            None => mem.insert(File::open(format!("/proc/{pid}/mem")).map_err(|e| {
+                DumpError::Memory {
+                    pid,
+                    addr,
+                    source: e,
+                }
+            })?),
+        };
+    f.read_exact_at(buf, addr).map_err(|e| DumpError::Memory {
+        pid,
+        addr,
+        source: e,
+    })
 }
 
 /// The runs `(start, pages)` of `v` whose pages the dump saves.
@@ -371,64 +490,6 @@ impl PagesFile {
             what: format!("write {}", self.path.display()),
             source: e,
         })
-    }
-}
-
-/// Copies task memory into pages files through one reusable buffer.
-struct Copier {
-    pid: i32,
-    buf: Vec<u8>,
-    mem: Option<File>,
-}
-
-impl Copier {
-    fn new(pid: i32) -> Copier {
-        Copier {
-            pid,
-            buf: Vec::new(),
-            mem: None,
-        }
-    }
-
-    fn copy(
-        &mut self,
-        readable: bool,
-        start: u64,
-        total: u64,
-        out: &mut PagesFile,
-    ) -> Result<(), DumpError> {
-        let pid = self.pid;
-        let mut off = 0u64;
-        while off < total {
-            let len = (total - off).min(BATCH as u64) as usize;
-            self.buf.resize(len, 0);
-            let addr = start + off;
-            if readable {
-                read_remote(pid, addr, &mut self.buf)?;
-            } else {
-                let f = match &self.mem {
-                    Some(f) => f,
-                    None => self
-                        .mem
-                        .insert(File::open(format!("/proc/{pid}/mem")).map_err(|e| {
-                            DumpError::Memory {
-                                pid,
-                                addr,
-                                source: e,
-                            }
-                        })?),
-                };
-                f.read_exact_at(&mut self.buf, addr)
-                    .map_err(|e| DumpError::Memory {
-                        pid,
-                        addr,
-                        source: e,
-                    })?;
-            }
-            out.write(&self.buf)?;
-            off += len as u64;
-        }
-        Ok(())
     }
 }
 

@@ -1,0 +1,188 @@
+//! Dump time and throughput: a tiny process and one with 1 GiB of touched memory, images on
+//! tmpfs, with the floor measured in the same run.
+//!
+//! `cargo bench -p criu --bench dump` (full: 20 tiny dumps, 7 dumps of 1 GiB);
+//! run without `--bench` (as `cargo test --benches` does) it makes one quick sanity round.
+//!
+//! - **tiny**: `/bin/sleep` (libc, a few dozen pages).
+//! - **1 GiB**: a forked child that maps 1 GiB anonymous memory and writes every page.
+//! - **floor**: writing the same number of bytes from memory into a file on the same tmpfs
+//!   (what any dump must at least do), measured between the dumps.
+//!
+//! The dumps use the library (`criu::dump::dump`) with `--leave-running`, so one victim serves
+//! every round. Prints medians, GB/s and the ratio to the floor.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criu::options::{FinalState, Options};
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn dump_once(pid: i32, dir: &Path, log: &criu::log::LogSink) -> (Duration, u64) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let opts = Options {
+        tree: Some(pid),
+        images_dir: dir.to_path_buf(),
+        final_state: FinalState::Alive,
+        ..Options::default()
+    };
+    let t = Instant::now();
+    let s = criu::dump::dump(&opts, log).expect("dump");
+    (t.elapsed(), s.pages_written)
+}
+
+/// A child holding `bytes` of written anonymous memory, stdio on /dev/null, no other fds.
+fn big_child(bytes: usize) -> i32 {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into fds.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the bench is single-threaded here; the child only makes raw syscalls.
+    match unsafe { libc::fork() } {
+        // SAFETY: raw syscalls on the child's own descriptors, and writes into the mapping it
+        // just created.
+        0 => unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            ) as *mut u8;
+            let mut i = 0;
+            while i < bytes {
+                *p.add(i) = (i / 4096) as u8 | 1;
+                i += 4096;
+            }
+            libc::write(fds[1], b"r".as_ptr() as *const libc::c_void, 1);
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            loop {
+                libc::pause();
+            }
+        },
+        pid => {
+            let mut b = [0u8; 1];
+            // SAFETY: reading one byte into b; closing our pipe ends.
+            unsafe {
+                libc::close(fds[1]);
+                libc::read(fds[0], b.as_mut_ptr() as *mut libc::c_void, 1);
+                libc::close(fds[0]);
+            }
+            pid
+        }
+    }
+}
+
+fn tiny_child() -> std::process::Child {
+    let mut c = Command::new("sleep");
+    c.arg("1000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: close_range is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    child
+}
+
+fn floor(bytes: usize, buf: &[u8], dir: &Path) -> Duration {
+    let p = dir.join("floor.img");
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&p).unwrap();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len());
+        f.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+    drop(f);
+    let d = t.elapsed();
+    std::fs::remove_file(&p).unwrap();
+    d
+}
+
+fn kill(pid: i32) {
+    // SAFETY: kill and waitpid on our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (tiny_runs, big_runs, big) = if full {
+        (20, 7, 1usize << 30)
+    } else {
+        (2, 1, 64usize << 20)
+    };
+    let base: PathBuf = PathBuf::from("/dev/shm").join(format!("criu-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&base).unwrap();
+    let log = criu::log::LogSink::open(None).unwrap();
+
+    let mut tiny = tiny_child();
+    let tpid = tiny.id() as i32;
+    let mut times = Vec::new();
+    let mut pages = 0;
+    for _ in 0..tiny_runs {
+        let (t, p) = dump_once(tpid, &base.join("tiny"), &log);
+        times.push(t);
+        pages = p;
+    }
+    let _ = tiny.kill();
+    let _ = tiny.wait();
+    let tiny_med = median(&mut times);
+    println!(
+        "dump tiny (sleep, {pages} pages): median {:.2} ms over {tiny_runs} runs (target < 15 ms)",
+        tiny_med.as_secs_f64() * 1e3
+    );
+
+    let pid = big_child(big);
+    let buf = vec![0x5au8; 64 << 20];
+    let mut dumps = Vec::new();
+    let mut floors = Vec::new();
+    let mut written = 0;
+    for _ in 0..big_runs {
+        let (t, p) = dump_once(pid, &base.join("big"), &log);
+        dumps.push(t);
+        written = p * 4096;
+        let _ = std::fs::remove_dir_all(base.join("big"));
+        floors.push(floor(written as usize, &buf, &base));
+    }
+    kill(pid);
+    let _ = std::fs::remove_dir_all(&base);
+    let d = median(&mut dumps);
+    let f = median(&mut floors);
+    let gbs = |t: Duration| written as f64 / t.as_secs_f64() / 1e9;
+    println!(
+        "dump {} MiB touched: median {:.3} s, {:.2} GB/s over {big_runs} runs (target < 0.35 s for 1 GiB)",
+        big >> 20,
+        d.as_secs_f64(),
+        gbs(d)
+    );
+    println!(
+        "floor (write {} MiB to tmpfs): median {:.3} s, {:.2} GB/s; dump/floor = {:.2}",
+        written >> 20,
+        f.as_secs_f64(),
+        gbs(f),
+        d.as_secs_f64() / f.as_secs_f64()
+    );
+}

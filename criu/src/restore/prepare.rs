@@ -593,6 +593,19 @@ fn build(
     }
 
     let opt = |v: Option<i32>| v.unwrap_or(abi::KEEP);
+    // The parent-death signal fires when the task's parent goes: criu, right away, when it
+    // detaches. Then the task keeps running without it, like a child of init.
+    let pdeath_sig = match plan.pdeath_sig {
+        Some(sig) if sig != 0 && opts.detach => {
+            tracing::warn!(
+                pid = plan.pid,
+                sig,
+                "parent-death signal not restored: criu detaches and would trigger it"
+            );
+            abi::KEEP
+        }
+        other => opt(other),
+    };
     let mut comm = [0u8; 16];
     for (d, s) in comm.iter_mut().zip(plan.comm.bytes().take(15)) {
         *d = s;
@@ -659,7 +672,7 @@ fn build(
         creds,
         personality: plan.personality.map_or(abi::KEEP, |p| p as i32),
         dumpable: opt(plan.dumpable),
-        pdeath_sig: opt(plan.pdeath_sig),
+        pdeath_sig,
         no_new_privs: plan.no_new_privs as i32,
         thp_disabled: opt(plan.thp_disabled.map(i32::from)),
         child_subreaper: opt(plan.child_subreaper.map(i32::from)),
@@ -733,7 +746,8 @@ fn build(
     }
     let child = ChildPlan {
         setsid,
-        setpgid: !setsid && plan.pgid == plan.pid,
+        // A shell job stays in criu's session and process group (the terminal's job).
+        setpgid: !opts.shell_job && !setsid && plan.pgid == plan.pid,
         premap,
         fills,
         page_files: plan

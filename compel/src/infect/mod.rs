@@ -714,21 +714,41 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         cmd: u32,
         send: &[BorrowedFd<'_>],
     ) -> Result<Vec<OwnedFd>, RpcError> {
+        self.send_command(cmd)?;
+        if !send.is_empty() {
+            self.ctl()?.send_fds(send)?;
+        }
+        self.wait_answer(cmd)
+    }
+
+    /// Sends command `cmd` without waiting for its answer (then exchange fds with
+    /// [`Parasite::send_fds`]/[`Parasite::recv_fds`] as the command expects, and finish with
+    /// [`Parasite::wait_answer`]). [`Parasite::call`] does all of that in one go.
+    ///
+    /// # Errors
+    /// A transport error.
+    pub fn send_command(&mut self, cmd: u32) -> Result<(), RpcError> {
         self.in_flight = true;
-        let res = self.exchange(cmd, send);
+        self.ctl()?.send(&CtlMsg::cmd(cmd), &[])?;
+        self.stage(Stage::CommandSent(cmd));
+        Ok(())
+    }
+
+    /// Waits for the answer to `cmd` (sent with [`Parasite::send_command`]) and returns the fds
+    /// the parasite sent before answering.
+    ///
+    /// # Errors
+    /// [`RpcError::Failed`] with the parasite's errno, or a transport error.
+    pub fn wait_answer(&mut self, cmd: u32) -> Result<Vec<OwnedFd>, RpcError> {
+        let res = self.collect_answer(cmd);
         if matches!(res, Ok(_) | Err(RpcError::Failed { .. })) {
             self.in_flight = false;
         }
         res
     }
 
-    fn exchange(&mut self, cmd: u32, send: &[BorrowedFd<'_>]) -> Result<Vec<OwnedFd>, RpcError> {
-        self.ctl()?.send(&CtlMsg::cmd(cmd), &[])?;
-        self.stage(Stage::CommandSent(cmd));
+    fn collect_answer(&mut self, cmd: u32) -> Result<Vec<OwnedFd>, RpcError> {
         let ctl = self.ctl()?;
-        if !send.is_empty() {
-            ctl.send_fds(send)?;
-        }
         let pid = ctl.pid;
         let mut fds = Vec::new();
         loop {

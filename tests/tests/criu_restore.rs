@@ -158,6 +158,14 @@ fn restores_criu_4_2_single_fixture() {
             Path::new("/dev/null")
         );
     }
+    // fd 251 was the write end of a pipe whose reader is not in the image: a fresh pipe.
+    let p251 = fs::read_link(format!("/proc/{pid}/fd/251")).unwrap();
+    assert!(p251.to_string_lossy().starts_with("pipe:"), "{p251:?}");
+    let fdinfo = fs::read_to_string(format!("/proc/{pid}/fdinfo/251")).unwrap();
+    assert!(
+        fdinfo.contains("flags:\t01\n") || fdinfo.contains("flags:\t02000001\n"),
+        "{fdinfo}"
+    );
     assert_eq!(
         fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
         Path::new("/tmp/fx/single")

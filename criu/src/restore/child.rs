@@ -303,7 +303,7 @@ fn premap(p: &ChildPlan) -> Result<(), Fail> {
 }
 
 fn fill(p: &ChildPlan) -> Result<(), Fail> {
-    let mut fds = [-1i32; 16];
+    let mut fds = [-1i32; 256];
     if p.page_files.len() > fds.len() {
         return Err(Fail(CHILD_FILL, libc::E2BIG, 0));
     }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
@@ -785,9 +784,4 @@ fn ghost_content(d: &ImageDir, id: u32) -> Result<Vec<u8>, RestoreError> {
     } else {
         r.read_rest().map_err(|e| img(&name, e))
     }
-}
-
-/// Whether a path names something on this machine (used for the exe in messages).
-pub fn exists(p: &CString) -> bool {
-    Path::new(std::ffi::OsStr::from_bytes(p.as_bytes())).exists()
 }

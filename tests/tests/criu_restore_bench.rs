@@ -121,7 +121,7 @@ fn floor_once(img: &Path) -> f64 {
 }
 
 /// The raw read bandwidth: the page files into one buffer allocated and touched beforehand.
-fn raw_read_once(img: &Path, buf: &mut Vec<u8>) -> f64 {
+fn raw_read_once(img: &Path, buf: &mut [u8]) -> f64 {
     let t = Instant::now();
     for e in fs::read_dir(img).unwrap() {
         let p = e.unwrap().path();

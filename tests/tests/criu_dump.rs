@@ -99,11 +99,16 @@ fn wait_file(p: &Path, timeout: Duration) -> String {
 }
 
 fn criu(args: &[&str]) -> Output {
-    Command::new(workspace_bin("criu", "criu"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    criu_env(args, &[])
+}
+
+fn criu_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(workspace_bin("criu", "criu"));
+    c.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
 }
 
 fn lines_of(p: &Path) -> usize {
@@ -533,6 +538,55 @@ fn handlers_timers_limits_and_creds() {
     let core = dir.read_core(v.pid as u32).unwrap();
     check_state_core(&core, &r, 0);
     assert_eq!(dir.read_fs(v.pid as u32).unwrap().umask, Some(0o027));
+    let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+    let log = std::fs::read_to_string(img.join("d.log")).unwrap();
+    assert!(
+        log.contains("inside state read by the dump parasite"),
+        "{log}"
+    );
+    // The remote-syscall way (the fallback) reads the same state.
+    let img3 = d.path().join("img3");
+    std::fs::create_dir(&img3).unwrap();
+    let o = criu_env(
+        &[
+            "dump",
+            "-t",
+            &v.pid.to_string(),
+            "-D",
+            img3.to_str().unwrap(),
+            "-R",
+            "-v4",
+            "-o",
+            "d.log",
+        ],
+        &[(criu::dump::INSIDE_METHOD_ENV, "syscalls")],
+    );
+    assert_ok(&o, "dump with remote syscalls");
+    let log = std::fs::read_to_string(img3.join("d.log")).unwrap();
+    assert!(
+        log.contains("inside state read with remote syscalls"),
+        "{log}"
+    );
+    let core3 = ImageDir::new(&img3).read_core(v.pid as u32).unwrap();
+    check_state_core(&core3, &r, 0);
+    let (tc, tc3) = (core.tc.as_ref().unwrap(), core3.tc.as_ref().unwrap());
+    assert_eq!(tc.sigactions, tc3.sigactions);
+    assert_eq!(tc.rlimits, tc3.rlimits);
+    assert_eq!(tc.child_subreaper, tc3.child_subreaper);
+    let (th, th3) = (
+        core.thread_core.as_ref().unwrap(),
+        core3.thread_core.as_ref().unwrap(),
+    );
+    assert_eq!((&th.sas, th.pdeath_sig), (&th3.sas, th3.pdeath_sig));
+    assert_eq!(
+        core.thread_info.as_ref().unwrap().clear_tid_addr,
+        core3.thread_info.as_ref().unwrap().clear_tid_addr
+    );
+    // Neither way leaves anything mapped in the task.
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap(),
+        maps_before
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(v.pid),
         nix::sys::signal::Signal::SIGUSR1,

@@ -3,12 +3,18 @@
 //! dumper without `CAP_SYS_RESOURCE` can dump another uid's task), parent-death signal,
 //! dumpable, child-subreaper, securebits, THP, the clear-tid address, and the program break.
 //!
-//! Results the kernel writes into memory land in a scratch page mapped in the task for the
-//! duration ([`Scratch`]), and are read back with compel's memory access. When issue 4's dump
-//! parasite exists this is the part that moves into it.
+//! Two ways, same result ([`InsideState`]):
+//!
+//! - [`read_inside_parasite`]: infect the task with criu's dump parasite
+//!   (`parasite-blobs/parasites/dump`) through compel, run its one `CMD_DUMP_MISC` command, cure.
+//! - [`read_inside`]: compel remote syscalls, one per value; results the kernel writes into
+//!   memory land in a scratch page mapped in the task for the duration ([`Scratch`]). The dump
+//!   falls back to this when infection is not possible.
 
+use compel::infect::{InfectError, InfectOptions, Parasite, RpcError};
 use compel::{RemoteAddr, Task, TaskError};
 use compel_arch::nr;
+use parasite_blobs::dump::proto::{CMD_DUMP_MISC, MAX_TIMERS, Misc};
 
 use super::DumpError;
 
@@ -276,5 +282,91 @@ pub fn read_inside(
         st.clear_tid_addr = words(&scratch.read(task, pid, 8)?)[0];
     }
     st.brk = sc_ok(task, pid, "brk", nr::BRK, [0; 6])? as u64;
+    Ok(st)
+}
+
+/// Why the dump parasite could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum ParasiteError {
+    /// Infection (or cure) failed.
+    #[error("dump parasite in {pid}")]
+    Infect {
+        /// The task.
+        pid: i32,
+        /// Why.
+        #[source]
+        source: InfectError,
+    },
+    /// The command failed.
+    #[error("dump parasite command in {pid}")]
+    Rpc {
+        /// The task.
+        pid: i32,
+        /// Why.
+        #[source]
+        source: RpcError,
+    },
+    /// More POSIX timers than one command carries.
+    #[error("{pid} has {n} POSIX timers, the dump parasite reads at most {max}")]
+    TooManyTimers {
+        /// The task.
+        pid: i32,
+        /// How many.
+        n: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Reads the task's inside state with the dump parasite: infect, one command, cure. The task
+/// stays seized.
+///
+/// # Errors
+/// [`ParasiteError`]; the task is cured (left as it was) in every case compel can cure it.
+pub fn read_inside_parasite(
+    task: &mut Task,
+    pid: i32,
+    timer_ids: &[i32],
+) -> Result<InsideState, ParasiteError> {
+    if timer_ids.len() > MAX_TIMERS {
+        return Err(ParasiteError::TooManyTimers {
+            pid,
+            n: timer_ids.len(),
+            max: MAX_TIMERS,
+        });
+    }
+    let blob = parasite_blobs::dump::blob();
+    let mut p = Parasite::infect(&mut *task, &blob, InfectOptions::default())
+        .map_err(|source| ParasiteError::Infect { pid, source })?;
+    let mut args = Misc {
+        n_timers: timer_ids.len() as u32,
+        ..Misc::default()
+    };
+    args.timer_ids[..timer_ids.len()].copy_from_slice(timer_ids);
+    let answer: Result<Misc, RpcError> = p.call_with(CMD_DUMP_MISC, &args);
+    // Cure before looking at the answer, so the task is back in its own code either way.
+    let cured = p.cure();
+    let m = answer.map_err(|source| ParasiteError::Rpc { pid, source })?;
+    cured.map_err(|source| ParasiteError::Infect { pid, source })?;
+    let mut st = InsideState::default();
+    for sig in 1..=64usize {
+        if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
+            continue;
+        }
+        st.sigactions.push(m.sigactions[sig - 1]);
+    }
+    st.itimers = m.itimers;
+    for (i, &id) in timer_ids.iter().enumerate() {
+        st.posix_timers.push((id, m.timers[i], m.overruns[i]));
+    }
+    st.sas = (m.sas[0], m.sas[1] as u32, m.sas[2]);
+    st.rlimits = m.rlimits.iter().map(|r| (r[0], r[1])).collect();
+    st.pdeath_sig = m.pdeath_sig;
+    st.dumpable = m.dumpable as i32;
+    st.child_subreaper = m.child_subreaper != 0;
+    st.securebits = m.securebits;
+    st.thp_disabled = m.thp_disabled != 0;
+    st.clear_tid_addr = m.clear_tid_addr;
+    st.brk = m.brk;
     Ok(st)
 }

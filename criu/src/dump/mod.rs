@@ -387,13 +387,8 @@ fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpE
     let rseq = rseq_configuration(pid);
     let robust_list = robust_list(pid);
 
-    let scratch = inside::Scratch::map(task, pid)?;
     let timer_ids: Vec<i32> = timers.iter().map(|t| t.id).collect();
-    let inside = inside::read_inside(task, pid, &scratch, &timer_ids);
-    // Unmap before returning either way, so the task keeps no trace of us.
-    let unmapped = scratch.unmap(task, pid);
-    let inside = inside?;
-    unmapped?;
+    let inside = read_inside(task, pid, &timer_ids)?;
 
     let core = core::core_entry(&core::CoreInput {
         regs: &regs,
@@ -428,6 +423,42 @@ fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpE
         ns: ns_inodes(&pid.to_string()),
         own_ns: ns_inodes("self"),
     })
+}
+
+/// Environment variable choosing how the dump reads the task's inside state: `parasite` (the
+/// default: the dump parasite, falling back to remote syscalls if infection fails) or
+/// `syscalls` (compel remote syscalls only).
+pub const INSIDE_METHOD_ENV: &str = "CRIU_DUMP_INSIDE";
+
+fn read_inside(
+    task: &mut Task,
+    pid: i32,
+    timer_ids: &[i32],
+) -> Result<inside::InsideState, DumpError> {
+    let method = std::env::var(INSIDE_METHOD_ENV).unwrap_or_default();
+    if method != "syscalls" {
+        match inside::read_inside_parasite(task, pid, timer_ids) {
+            Ok(st) => {
+                tracing::debug!(pid, "inside state read by the dump parasite");
+                return Ok(st);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    pid,
+                    "dump parasite failed, reading with remote syscalls: {}",
+                    chain(&e)
+                );
+            }
+        }
+    }
+    let scratch = inside::Scratch::map(task, pid)?;
+    let st = inside::read_inside(task, pid, &scratch, timer_ids);
+    // Unmap before returning either way, so the task keeps no trace of us.
+    let unmapped = scratch.unmap(task, pid);
+    let st = st?;
+    unmapped?;
+    tracing::debug!(pid, "inside state read with remote syscalls");
+    Ok(st)
 }
 
 /// `PTRACE_GET_RSEQ_CONFIGURATION` for a thread we hold stopped under ptrace.

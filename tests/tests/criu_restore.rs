@@ -964,3 +964,46 @@ fn detached_restore_survives_criu_exit_despite_a_parent_death_signal() {
     assert_eq!(status_field(task.0, "Name:"), "statevic");
     drop(task);
 }
+
+#[test]
+fn a_stopped_task_comes_back_stopped() {
+    skip_if_not_root!("a_stopped_task_comes_back_stopped");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let (out, ready) = (d.path().join("out"), d.path().join("ready"));
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-counter"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    kill(Pid::from_raw(v.pid), Signal::SIGSTOP).unwrap();
+    assert_eq!(wait_state(v.pid, "T", Duration::from_secs(5)), Some('T'));
+    dump_and_reap(&mut v, &img);
+    let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert_ok(&o, "criu restore -d");
+    let task = Restored(v.pid);
+    assert_eq!(wait_state(task.0, "T", Duration::from_secs(5)), Some('T'));
+    let n = fs::read_to_string(&out).unwrap().lines().count();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        fs::read_to_string(&out).unwrap().lines().count(),
+        n,
+        "it ran while stopped"
+    );
+    kill(Pid::from_raw(task.0), Signal::SIGCONT).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let nums: Vec<u64> = fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(nums.len() > n, "it did not continue after SIGCONT");
+    for (i, k) in nums.iter().enumerate() {
+        assert_eq!(*k, i as u64 + 1);
+    }
+    drop(task);
+}

@@ -33,6 +33,9 @@ const VMA_AREA_MEMFD: u32 = 1 << 14;
 const VMA_AREA_SHSTK: u32 = 1 << 15;
 const VMA_UNSUPP: u32 = 1 << 31;
 
+const TASK_ALIVE: u32 = 1;
+const TASK_STOPPED: u32 = 3;
+
 const FD_REG: i32 = 1;
 const FD_PIPE: i32 = 2;
 const FD_TTY: i32 = 11;
@@ -238,6 +241,24 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
         fpu.components = comps.into_iter().filter(|(_, b)| !b.is_empty()).collect();
     }
     plan.fpu = fpu;
+    match tc.task_state {
+        TASK_ALIVE => {}
+        TASK_STOPPED => {
+            let sig = tc.stop_signo.map_or(libc::SIGSTOP, |s| s as i32);
+            // A stop signal the task blocks would only pend: stop it with SIGSTOP then.
+            let blocked = sig > 0 && sig <= 64 && plan.sigmask & (1 << (sig - 1)) != 0;
+            plan.stop_signal = Some(if blocked || !(1..=64).contains(&sig) {
+                libc::SIGSTOP
+            } else {
+                sig
+            });
+        }
+        other => {
+            return Err(RestoreError::Unsupported {
+                what: format!("task state {other} in {file} (only alive and stopped tasks)"),
+            });
+        }
+    }
     plan.clear_tid_addr = ti.clear_tid_addr;
     plan.comm = tc.comm.clone();
     plan.personality = Some(tc.personality);

@@ -295,7 +295,7 @@ pub fn restore(
     let prep = prepare::prepare(&plan, opts)?;
     let spawned = spawn(&plan, prep)?;
     let task = spawned.pid;
-    let pid = match finish(spawned, opts, scripts) {
+    let pid = match finish(spawned, opts, scripts, plan.stop_signal) {
         Ok(pid) => pid,
         Err(e) => {
             reap_killed(task);
@@ -369,6 +369,7 @@ fn finish(
     s: Spawned,
     opts: &RestoreOptions,
     scripts: Option<&ActionScripts>,
+    stop_signal: Option<i32>,
 ) -> Result<i32, RestoreError> {
     let pid = s.pid;
     trace::wait_ready(pid, &s.status_r)?;
@@ -379,7 +380,7 @@ fn finish(
     }
     run_scripts(scripts, ScriptAction::PostRestore, Some(pid))?;
     run_scripts(scripts, ScriptAction::PreResume, Some(pid))?;
-    trace::resume(pid, s.syscall_insn, s.restorer)?;
+    trace::resume(pid, s.syscall_insn, s.restorer, stop_signal)?;
     tracing::info!(pid, "task resumed");
     Ok(pid)
 }

@@ -238,4 +238,6 @@ pub struct TaskPlan {
     pub pending_thread: Vec<[u8; abi::SIGINFO_SIZE]>,
     /// `oom_score_adj`.
     pub oom_score_adj: Option<i32>,
+    /// The task was job-control stopped by this signal: it is stopped again after the restore.
+    pub stop_signal: Option<i32>,
 }

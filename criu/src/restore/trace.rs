@@ -210,11 +210,17 @@ fn sigmask(pid: i32, req: libc::c_uint, mask: &mut u64) -> Result<(), RestoreErr
 }
 
 /// Lets the stopped task run into its final `rt_sigreturn`, then unmaps the restorer's area
-/// `(start, len)` through its `syscall` instruction at `syscall_insn`, and detaches.
+/// `(start, len)` through its `syscall` instruction at `syscall_insn`, and detaches (with
+/// `stop_signal`, for a task that was job-control stopped when dumped).
 ///
 /// # Errors
 /// [`RestoreError::Trace`], [`RestoreError::Died`].
-pub fn resume(pid: i32, syscall_insn: u64, restorer: (u64, u64)) -> Result<(), RestoreError> {
+pub fn resume(
+    pid: i32,
+    syscall_insn: u64,
+    restorer: (u64, u64),
+    stop_signal: Option<i32>,
+) -> Result<(), RestoreError> {
     let p = Pid::from_raw(pid);
     // Swallow the SIGSTOP, then follow syscalls up to the exit of rt_sigreturn.
     let mut last_nr = u64::MAX;
@@ -248,6 +254,7 @@ pub fn resume(pid: i32, syscall_insn: u64, restorer: (u64, u64)) -> Result<(), R
     }
     ptrace::setregs(p, saved).map_err(terr(pid, "PTRACE_SETREGS"))?;
     sigmask(pid, PTRACE_SETSIGMASK, &mut mask)?;
-    ptrace::detach(p, None).map_err(terr(pid, "PTRACE_DETACH"))?;
+    let sig = stop_signal.and_then(|s| Signal::try_from(s).ok());
+    ptrace::detach(p, sig).map_err(terr(pid, "PTRACE_DETACH"))?;
     Ok(())
 }

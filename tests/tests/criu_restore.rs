@@ -1007,3 +1007,112 @@ fn a_stopped_task_comes_back_stopped() {
     }
     drop(task);
 }
+
+/// Field 7 of /proc/PID/stat: the controlling terminal's device number (0: none).
+fn tty_nr(pid: i32) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(4).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_session_leader_gets_its_terminal_back() {
+    skip_if_not_root!("a_session_leader_gets_its_terminal_back");
+    let _g = test_lock();
+    become_subreaper();
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into live locals; name, termios, winsize are null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0);
+    let pts = fs::read_link(format!("/proc/self/fd/{slave}")).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let (out, ready) = (d.path().join("out"), d.path().join("ready"));
+    let v_pid = {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_criu-victim-counter"));
+        cmd.args([out.to_str().unwrap(), ready.to_str().unwrap()]);
+        // SAFETY: only async-signal-safe syscalls in the child: a new session whose
+        // controlling terminal is the pty, on fds 0..2, nothing else inherited.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::setsid();
+                libc::ioctl(slave, libc::TIOCSCTTY, 0);
+                for fd in 0..3 {
+                    libc::dup2(slave, fd);
+                }
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        cmd.spawn().unwrap().id() as i32
+    };
+    // SAFETY: the slave end is the child's now; the master stays open for the whole test.
+    unsafe { libc::close(slave) };
+    let mut v = Victim {
+        pid: v_pid,
+        reaped: false,
+    };
+    wait_file(&ready, Duration::from_secs(10));
+    let tty = tty_nr(v.pid);
+    assert_ne!(tty, 0);
+    dump_and_reap(&mut v, &img);
+    let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert_ok(&o, "criu restore -d");
+    let task = Restored(v.pid);
+    assert_eq!(
+        fs::read_link(format!("/proc/{}/fd/0", task.0)).unwrap(),
+        pts
+    );
+    assert_eq!(
+        tty_nr(task.0),
+        tty,
+        "the terminal is not its controlling terminal again"
+    );
+    assert_eq!(status_field(task.0, "NSsid:"), task.0.to_string());
+    drop(task);
+
+    // As a shell job: criu runs in the terminal's session and the task joins it.
+    let mut criu = {
+        use std::os::unix::process::CommandExt;
+        let path = std::ffi::CString::new(pts.as_os_str().as_encoded_bytes()).unwrap();
+        let mut cmd = std::process::Command::new(criu_bin());
+        cmd.args([
+            "restore",
+            "--shell-job",
+            "-D",
+            img.to_str().unwrap(),
+            "-o",
+            "restore.log",
+        ])
+        .stdin(std::process::Stdio::null());
+        // SAFETY: only async-signal-safe calls: a new session with the pty as its terminal.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::setsid();
+                let fd = libc::open(path.as_ptr(), libc::O_RDWR);
+                libc::ioctl(fd, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        cmd.spawn().unwrap()
+    };
+    wait_resumed(v.pid, &img, &mut criu);
+    assert_eq!(status_field(v.pid, "NSsid:"), criu.id().to_string());
+    assert_eq!(tty_nr(v.pid), tty);
+    assert_eq!(fs::read_link(format!("/proc/{}/fd/1", v.pid)).unwrap(), pts);
+    kill(Pid::from_raw(v.pid), Signal::SIGKILL).unwrap();
+    assert_eq!(criu.wait().unwrap().code(), Some(128 + libc::SIGKILL));
+    assert!(pid_free(v.pid));
+    // SAFETY: closing our master end.
+    unsafe { libc::close(master) };
+}

@@ -521,6 +521,12 @@ fn handlers_timers_limits_and_creds() {
         None,
     );
     let r = wait_file(&ready, Duration::from_secs(10));
+    // A blocked signal pending for the process: it must be in the image, not lost.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v.pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
     let img = images(d.path());
     let o = criu(&[
         "dump",
@@ -538,6 +544,32 @@ fn handlers_timers_limits_and_creds() {
     let core = dir.read_core(v.pid as u32).unwrap();
     check_state_core(&core, &r, 0);
     assert_eq!(dir.read_fs(v.pid as u32).unwrap().umask, Some(0o027));
+    let shared = &core
+        .tc
+        .as_ref()
+        .unwrap()
+        .signals_s
+        .as_ref()
+        .unwrap()
+        .signals;
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert_eq!(shared[0].siginfo.len(), 128);
+    assert_eq!(
+        &shared[0].siginfo[..4],
+        &(libc::SIGHUP as u32).to_le_bytes()
+    );
+    let own = &core
+        .thread_core
+        .as_ref()
+        .unwrap()
+        .signals_p
+        .as_ref()
+        .unwrap()
+        .signals;
+    assert!(own.is_empty());
+    // Still pending in the task after the dump (peeked, not taken).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", v.pid)).unwrap();
+    assert!(status.contains("ShdPnd:\t0000000000000001"), "{status}");
     let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
     let log = std::fs::read_to_string(img.join("d.log")).unwrap();
     assert!(

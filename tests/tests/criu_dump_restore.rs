@@ -218,7 +218,15 @@ fn handlers_timers_limits_survive() {
         None,
     );
     wait_file(&ready, Duration::from_secs(10));
+    // A blocked pending signal comes back pending.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v.0),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
     let r = dump_and_restore(&mut v, d.path());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", r.0)).unwrap();
+    assert!(status.contains("ShdPnd:\t0000000000000001"), "{status}");
     usr1(r.0);
     assert_eq!(
         wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),

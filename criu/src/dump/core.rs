@@ -8,9 +8,9 @@ use compel_arch::{
 };
 use criu_images::pb::{
     CoreEntry, CoreEntryMarch, CredsEntry, ItimerEntry, PosixTimerEntry, RlimitEntry, RseqEntry,
-    SaEntry, SignalQueueEntry, TaskCoreEntry, TaskRlimitsEntry, TaskTimersEntry, ThreadCoreEntry,
-    ThreadInfoX86, ThreadSasEntry, UserDescT, UserX86FpregsEntry, UserX86RegsEntry,
-    UserX86RegsMode, UserX86XsaveEntry,
+    SaEntry, SiginfoEntry, SignalQueueEntry, TaskCoreEntry, TaskRlimitsEntry, TaskTimersEntry,
+    ThreadCoreEntry, ThreadInfoX86, ThreadSasEntry, UserDescT, UserX86FpregsEntry,
+    UserX86RegsEntry, UserX86RegsMode, UserX86XsaveEntry,
 };
 
 use super::inside::InsideState;
@@ -222,6 +222,19 @@ pub struct CoreInput<'a> {
     pub task_state: u32,
     /// The stop signal of a stopped task.
     pub stop_signo: Option<u32>,
+    /// Signals pending for the thread, raw `siginfo_t`s.
+    pub pending_thread: Vec<Vec<u8>>,
+    /// Signals pending for the process, raw `siginfo_t`s.
+    pub pending_shared: Vec<Vec<u8>>,
+}
+
+fn queue(sigs: &[Vec<u8>]) -> SignalQueueEntry {
+    SignalQueueEntry {
+        signals: sigs
+            .iter()
+            .map(|s| SiginfoEntry { siginfo: s.clone() })
+            .collect(),
+    }
 }
 
 /// Builds `core-PID.img`'s entry.
@@ -286,7 +299,7 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
                 .collect(),
         }),
         cg_set: None,
-        signals_s: Some(SignalQueueEntry::default()),
+        signals_s: Some(queue(&c.pending_shared)),
         old_seccomp_mode: None,
         old_seccomp_filter: None,
         loginuid: c.loginuid,
@@ -310,7 +323,7 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
             ss_flags: inside.sas.1,
         }),
         pdeath_sig: (inside.pdeath_sig != 0).then_some(inside.pdeath_sig),
-        signals_p: Some(SignalQueueEntry::default()),
+        signals_p: Some(queue(&c.pending_thread)),
         creds: Some(creds(c.status, inside.securebits)),
         seccomp_mode: None,
         seccomp_filter: None,

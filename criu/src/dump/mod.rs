@@ -385,6 +385,8 @@ fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpE
         _ => (core::task_state::ALIVE, None),
     };
     let rseq = rseq_configuration(pid);
+    let pending_thread = pending_signals(pid, false)?;
+    let pending_shared = pending_signals(pid, true)?;
     let robust_list = robust_list(pid);
 
     let timer_ids: Vec<i32> = timers.iter().map(|t| t.id).collect();
@@ -405,6 +407,8 @@ fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpE
         rseq,
         task_state,
         stop_signo,
+        pending_thread,
+        pending_shared,
     });
     Ok(Collected {
         stat,
@@ -489,6 +493,59 @@ fn rseq_configuration(tid: i32) -> Option<(u64, u32, u32)> {
         conf.rseq_abi_size,
         conf.signature,
     ))
+}
+
+/// The pending signals of thread `tid` (held under ptrace): its own queue, or with `shared` the
+/// process-wide one, as raw 128-byte `siginfo_t`s, read with `PTRACE_PEEKSIGINFO` without
+/// dequeuing them.
+fn pending_signals(tid: i32, shared: bool) -> Result<Vec<Vec<u8>>, DumpError> {
+    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+    const SIGINFO_SIZE: usize = 128;
+    const BATCH: usize = 32;
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; SIGINFO_SIZE * BATCH];
+    loop {
+        let args = PeekArgs {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: BATCH as i32,
+        };
+        // SAFETY: the kernel reads `args` and writes at most `nr` siginfos (128 bytes each)
+        // into `buf`, which holds BATCH of them; both live for the call, and `tid` is a thread
+        // this process holds under ptrace.
+        let n = unsafe {
+            libc::ptrace(
+                PTRACE_PEEKSIGINFO,
+                tid,
+                &args as *const PeekArgs,
+                buf.as_mut_ptr(),
+            )
+        };
+        if n < 0 {
+            return Err(DumpError::Registers {
+                pid: tid,
+                source: compel::TaskError::Ptrace {
+                    op: "PEEKSIGINFO",
+                    tid,
+                    source: nix::errno::Errno::last(),
+                },
+            });
+        }
+        let n = n as usize;
+        for i in 0..n.min(BATCH) {
+            out.push(buf[i * SIGINFO_SIZE..(i + 1) * SIGINFO_SIZE].to_vec());
+        }
+        if n < BATCH {
+            return Ok(out);
+        }
+    }
 }
 
 /// `get_robust_list(tid)`: the head address and its length.

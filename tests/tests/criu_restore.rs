@@ -1116,3 +1116,46 @@ fn a_session_leader_gets_its_terminal_back() {
     // SAFETY: closing our master end.
     unsafe { libc::close(master) };
 }
+
+#[test]
+fn vector_registers_survive_dump_and_restore_of_a_spinning_task() {
+    skip_if_not_root!("vector_registers_survive_dump_and_restore_of_a_spinning_task");
+    if !compel_arch::cpu_has_avx() {
+        eprintln!("skipped: the CPU has no AVX");
+        return;
+    }
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let log = d.path().join("victim.log");
+    // It fills ymm/zmm and k registers, then spins in user code (no syscall) until its flag is
+    // set, then compares the registers and prints `ok`.
+    let mut v = Victim::spawn(env!("CARGO_BIN_EXE_victim-avx"), &[], &log);
+    let ready = wait_file(&log, Duration::from_secs(10));
+    let f: Vec<&str> = ready.split_whitespace().collect();
+    assert_eq!(f[0], "ready", "{ready}");
+    let flag = u64::from_str_radix(f[2], 16).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    dump_and_reap(&mut v, &img);
+    let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert_ok(&o, "criu restore -d");
+    let task = Restored(v.pid);
+    std::thread::sleep(Duration::from_millis(50));
+    let one = 1u32.to_ne_bytes();
+    nix::sys::uio::process_vm_writev(
+        Pid::from_raw(task.0),
+        &[std::io::IoSlice::new(&one)],
+        &[RemoteIoVec {
+            base: flag as usize,
+            len: 4,
+        }],
+    )
+    .unwrap();
+    let exit = wait_exit_timeout(task.0, Duration::from_secs(20)).unwrap();
+    std::mem::forget(task);
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(exit, Some(compel_criu_tests::Exit::Code(0)), "{text}");
+    assert!(text.ends_with("ok\n"), "{text}");
+}

@@ -88,6 +88,18 @@ fn regs_and_xstate(pid: i32) -> (libc::user_regs_struct, Vec<u8>) {
     ptrace::interrupt(p).unwrap();
     waitpid(p, Some(WaitPidFlag::__WALL)).unwrap();
     let regs = ptrace::getregs(p).unwrap();
+    // The rseq registration (PTRACE_GET_RSEQ_CONFIGURATION): area, size, signature.
+    let mut rseq = [0u64; 3];
+    // SAFETY: the kernel writes at most 24 bytes (pointer, size, signature, flags) into rseq.
+    let n = unsafe { libc::ptrace(0x420f, pid, 24usize, rseq.as_mut_ptr()) };
+    assert!(
+        n > 0,
+        "PTRACE_GET_RSEQ_CONFIGURATION: {}",
+        std::io::Error::last_os_error()
+    );
+    assert_eq!(rseq[0], 140_598_985_531_488, "rseq area");
+    assert_eq!(rseq[1] & 0xffff_ffff, 32, "rseq size");
+    assert_eq!(rseq[1] >> 32, 1_392_848_979, "rseq signature");
     let mut buf = vec![0u8; 16384];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -206,6 +218,25 @@ fn restores_criu_4_2_single_fixture() {
         "{maps}"
     );
     assert_eq!(maps.lines().count(), 26, "{maps}");
+
+    // Directories, umask, limits as dumped.
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        Path::new("/tmp/fx")
+    );
+    assert_eq!(status_field(pid, "Umask:"), "0022");
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let limit = |name: &str| -> Vec<String> {
+        let l = limits.lines().find(|l| l.starts_with(name)).unwrap();
+        l[name.len()..]
+            .split_whitespace()
+            .take(2)
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(limit("Max open files"), ["20000", "20000"]);
+    assert_eq!(limit("Max stack size"), ["8388608", "unlimited"]);
+    assert_eq!(limit("Max core file size"), ["0", "unlimited"]);
 
     // Registers and the extended FPU state are the image's (read through ptrace).
     let (regs, xstate) = regs_and_xstate(pid);

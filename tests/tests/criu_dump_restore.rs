@@ -286,3 +286,109 @@ fn other_uid_survives() {
         "check ok"
     );
 }
+
+/// A pty pair: the master stays here, the slave's path is returned.
+fn open_pty() -> (std::fs::File, PathBuf) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: posix_openpt returns a new descriptor we own (checked); grantpt/unlockpt/ptsname_r
+    // act on it and write the name into a local buffer of the size given.
+    unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(m >= 0);
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut name = [0 as libc::c_char; 64];
+        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        (std::fs::File::from_raw_fd(m), PathBuf::from(path))
+    }
+}
+
+#[test]
+fn shell_job_on_a_terminal() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let (_master, pts) = open_pty();
+    let out = d.path().join("count");
+    let ready = d.path().join("ready");
+    let tty = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&pts)
+            .unwrap()
+    };
+    let mut cmd = Command::new(bin("counter"));
+    cmd.args([out.to_str().unwrap(), ready.to_str().unwrap()])
+        .stdin(tty())
+        .stdout(tty())
+        .stderr(tty());
+    // SAFETY: close_range is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let mut v = Reap(child.id() as i32, false, Some(child));
+    wait_file(&ready, Duration::from_secs(10));
+    let img = d.path().join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let pid = v.0.to_string();
+    // Without --shell-job a terminal is refused, and the task runs on.
+    let o = criu(&["dump", "-t", &pid, "-D", img.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--shell-job"), "{err}");
+    assert!(std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok());
+    // With it, the terminal is saved by path and the task comes back on it.
+    let o = criu(&[
+        "dump",
+        "-t",
+        &pid,
+        "-D",
+        img.to_str().unwrap(),
+        "--shell-job",
+        "-o",
+        "dump.log",
+        "-v4",
+    ]);
+    assert_ok(&o, "dump --shell-job", &img.join("dump.log"));
+    assert_eq!(
+        wait_exit_timeout(v.0, Duration::from_secs(5)).unwrap(),
+        Some(Exit::Signal(libc::SIGKILL))
+    );
+    v.1 = true;
+    let files = criu_images::ImageDir::new(&img).read_files().unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.reg.as_ref().is_some_and(|r| Path::new(&r.name) == pts)),
+        "{files:?}"
+    );
+    let o = criu(&[
+        "restore",
+        "-D",
+        img.to_str().unwrap(),
+        "--shell-job",
+        "-d",
+        "-o",
+        "restore.log",
+        "-v4",
+        "--pidfile",
+        "p",
+    ]);
+    assert_ok(&o, "restore --shell-job", &img.join("restore.log"));
+    let r = Reap(v.0, false, None);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/fd/0", r.0)).unwrap(),
+        pts
+    );
+    let n = std::fs::read_to_string(&out).unwrap().lines().count();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(std::fs::read_to_string(&out).unwrap().lines().count() > n);
+}

@@ -240,7 +240,10 @@ impl FileTable {
     /// # Errors
     /// [`DumpError::Unsupported`] for descriptors of a kind not handled yet (pipes, sockets,
     /// ...), [`DumpError::File`], [`DumpError::Proc`].
-    pub fn add_fds(&mut self, pid: i32) -> Result<Vec<FdinfoEntry>, DumpError> {
+    ///
+    /// Terminals (the controlling terminal of a shell job, any pty or tty) are only dumped with
+    /// `shell_job` (`--shell-job`), as their path: the restored task reopens its terminal.
+    pub fn add_fds(&mut self, pid: i32, shell_job: bool) -> Result<Vec<FdinfoEntry>, DumpError> {
         let fds = proc::list_fds(pid)?;
         let mut out = Vec::with_capacity(fds.len());
         // Open file descriptions seen so far: (dev, ino) -> [(fd, id)], for kcmp.
@@ -260,6 +263,26 @@ impl FileTable {
                         "fd {fd} of {pid}: {name} (only files, directories and character devices are supported)"
                     ),
                 });
+            }
+            if ft.is_char_device() {
+                let major = libc::major(meta.rdev());
+                let minor = libc::minor(meta.rdev());
+                // 4: virtual consoles and serial ttys, 5: /dev/tty, /dev/console, /dev/ptmx,
+                // 136..=143: pty slaves (/dev/pts/N).
+                let ptmx = major == 5 && minor == 2;
+                let tty = major == 4 || major == 5 || (136..=143).contains(&major);
+                if ptmx {
+                    return Err(DumpError::Unsupported {
+                        what: format!("fd {fd} of {pid} is a pty master ({name})"),
+                    });
+                }
+                if tty && !shell_job {
+                    return Err(DumpError::Unsupported {
+                        what: format!(
+                            "fd {fd} of {pid} is the terminal {name}: dump a shell job with --shell-job"
+                        ),
+                    });
+                }
             }
             let key = (meta.dev(), meta.ino());
             let mut id = None;

@@ -360,7 +360,7 @@ fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpE
     let mut files = files::FileTable::new(opts.ghost_limit);
     let exe_id = files.add_exe(pid)?;
     let vmas = mm::classify(pid, &maps, &mut files)?;
-    let fdinfo = files.add_fds(pid)?;
+    let fdinfo = files.add_fds(pid, opts.shell_job)?;
     let cwd_id = files.add_dir_link(pid, "cwd")?;
     let root_id = files.add_dir_link(pid, "root")?;
     let auxv = proc::read_auxv(pid)?;

@@ -135,11 +135,8 @@ fn restore(a: &RestorerArgs) -> Res {
     // Block everything: the engine's handlers are about to lose their code.
     let all: u64 = !0;
     // SAFETY: rt_sigprocmask reads one 8-byte mask from a live local.
-    check(
-        STAGE_ARGS,
-        unsafe { syscall4(nr::RT_SIGPROCMASK, 2, (&raw const all) as usize, 0, 8) },
-        0,
-    )?;
+    let r = unsafe { syscall4(nr::RT_SIGPROCMASK, 2, (&raw const all) as usize, 0, 8) };
+    check(STAGE_ARGS, r, 0)?;
     if a.old_rseq != 0 {
         // SAFETY: unregistering the area the kernel has for this thread; no memory is touched.
         let r = unsafe {
@@ -383,8 +380,8 @@ fn timers(a: &RestorerArgs) -> Res {
 }
 
 fn creds(c: &Creds) -> Res {
-    // SAFETY (whole function): each call changes only this task's credentials and reads
-    // nothing but live locals or the argument area.
+    // SAFETY: each call changes only this task's credentials and reads nothing but live
+    // locals or the argument area.
     unsafe {
         // Keep the capabilities across the uid change; the final securebits come later.
         check(
@@ -506,8 +503,8 @@ fn misc(a: &RestorerArgs) -> Res {
 }
 
 fn thread(a: &RestorerArgs) -> Res {
-    // SAFETY (whole function): these calls record user addresses of the task in the kernel;
-    // they are the task's own saved values.
+    // SAFETY: these calls record user addresses of the task in the kernel; they are the
+    // task's own saved values, and nothing of ours is read or written.
     unsafe {
         if a.clear_tid_addr != 0 {
             syscall1(nr::SET_TID_ADDRESS, a.clear_tid_addr as usize);

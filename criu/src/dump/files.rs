@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use criu_images::pb::{
@@ -138,6 +138,14 @@ impl FileTable {
         });
         if dedup {
             self.mapped.insert(key, id);
+            // Mapped files and the executable carry their ELF build-id, as CRIU saves it (the
+            // restore side checks it instead of only the size).
+            if ft.is_file()
+                && let Some(bid) = elf_build_id(source)
+                && let Some(FileEntry { reg: Some(r), .. }) = self.entries.last_mut()
+            {
+                r.build_id = bid;
+            }
         }
         // A file deleted while open (nlink 0) is saved with its contents.
         if deleted && meta.nlink() == 0 {
@@ -387,6 +395,65 @@ impl FileTable {
     }
 }
 
+/// The GNU build-id of an ELF file (its `NT_GNU_BUILD_ID` note) as CRIU saves it: the id's
+/// bytes as little-endian 32-bit words. `None` for anything else or anything malformed.
+pub fn elf_build_id(path: &Path) -> Option<Vec<u32>> {
+    let f = File::open(path).ok()?;
+    let mut hdr = [0u8; 64];
+    f.read_exact_at(&mut hdr, 0).ok()?;
+    if &hdr[..4] != b"\x7fELF" || hdr[4] != 2 || hdr[5] != 1 {
+        return None; // not ELF64 little-endian
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    let (phoff, phentsize, phnum) = (u64_at(&hdr, 0x20), u16_at(&hdr, 0x36), u16_at(&hdr, 0x38));
+    if phentsize < 56 || phnum > 256 {
+        return None;
+    }
+    let mut phdrs = vec![0u8; (phentsize * phnum) as usize];
+    f.read_exact_at(&mut phdrs, phoff).ok()?;
+    for ph in phdrs.chunks_exact(phentsize as usize) {
+        const PT_NOTE: u32 = 4;
+        if u32_at(ph, 0) != PT_NOTE {
+            continue;
+        }
+        let (off, size) = (u64_at(ph, 0x08), u64_at(ph, 0x20));
+        if size > 64 << 10 {
+            continue;
+        }
+        let mut notes = vec![0u8; size as usize];
+        f.read_exact_at(&mut notes, off).ok()?;
+        let mut at = 0usize;
+        while at + 12 <= notes.len() {
+            let namesz = u32_at(&notes, at) as usize;
+            let descsz = u32_at(&notes, at + 4) as usize;
+            let ty = u32_at(&notes, at + 8);
+            let name_at = at + 12;
+            let desc_at = name_at + namesz.div_ceil(4) * 4;
+            let end = desc_at + descsz.div_ceil(4) * 4;
+            if end > notes.len() || desc_at + descsz > notes.len() {
+                break;
+            }
+            const NT_GNU_BUILD_ID: u32 = 3;
+            if ty == NT_GNU_BUILD_ID && notes.get(name_at..name_at + namesz) == Some(b"GNU\0") {
+                let id = &notes[desc_at..desc_at + descsz];
+                return Some(
+                    id.chunks(4)
+                        .map(|c| {
+                            let mut w = [0u8; 4];
+                            w[..c.len()].copy_from_slice(c);
+                            u32::from_le_bytes(w)
+                        })
+                        .collect(),
+                );
+            }
+            at = end;
+        }
+    }
+    None
+}
+
 /// The data regions of a file (SEEK_DATA/SEEK_HOLE), or the whole file if the file system
 /// cannot tell.
 fn data_regions(f: &mut File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
@@ -449,6 +516,18 @@ mod tests {
         let mut t = FileTable::new(1 << 20);
         assert_eq!(t.add_exe(pid).unwrap(), 1);
         assert_eq!(t.add_exe(pid).unwrap(), 1);
+        // The test binary is an ELF with a GNU build-id (rustc passes --build-id).
+        let exe_bid = &t.entries()[0].reg.as_ref().unwrap().build_id;
+        assert!(exe_bid.len() >= 4, "{exe_bid:?}");
+        // CRIU's fixture program: the build-id CRIU recorded for it.
+        let fixture = Path::new("/work/shared/fixtures/criu-4.2/programs/single");
+        if fixture.exists() {
+            assert_eq!(
+                elf_build_id(fixture).unwrap(),
+                vec![2401136925, 3187992955, 718202396, 3666075703, 2743893105]
+            );
+        }
+        assert_eq!(elf_build_id(Path::new("/etc/hostname")), None);
         let src = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
         let id = t.add_reg(&src, p.to_str().unwrap(), 0, 3, false).unwrap();
         assert_eq!(id, 2);

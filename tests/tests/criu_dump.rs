@@ -911,6 +911,18 @@ fn dead_pid_fails_clearly() {
     assert!(err.contains(&format!("no process {pid}")), "{err}");
     assert!(!img.join(names::INVENTORY).exists());
     assert!(img.join(criu::dump::INCOMPLETE_MARKER).exists());
+    // A zombie is refused.
+    let child = Command::new("true").spawn().unwrap();
+    let zpid = child.id() as i32;
+    let end = Instant::now() + Duration::from_secs(5);
+    while proc_state(zpid) != Some('Z') && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let o = criu(&["dump", "-t", &zpid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("zombie"));
+    assert_eq!(wait_exit(zpid), Ok(Exit::Code(0)));
+    drop(child);
     // A missing images directory is refused before anything happens.
     let o = criu(&[
         "dump",
@@ -921,4 +933,47 @@ fn dead_pid_fails_clearly() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("image dir"));
+}
+
+#[test]
+fn stopped_task_is_dumped_as_stopped() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let out = d.path().join("count");
+    let ready = d.path().join("ready");
+    let v = Spawned::spawn(
+        &bin("counter"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v.pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    while proc_state(v.pid) != Some('T') && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert_ok(&o, "dump of a stopped task");
+    let core = ImageDir::new(&img).read_core(v.pid as u32).unwrap();
+    let tc = core.tc.as_ref().unwrap();
+    assert_eq!(tc.task_state, 3, "TASK_STOPPED");
+    assert_eq!(tc.stop_signo, Some(libc::SIGSTOP as u32));
+    // Left as it was: stopped, not traced.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(proc_state(v.pid), Some('T'));
+    assert_eq!(tracer_pid(v.pid), Some(0));
 }

@@ -112,13 +112,19 @@ impl Layout {
         self.tstack_off + self.tstack_size
     }
 
-    /// The ranges whose protection differs from read+write: `(offset, len, prot)`.
-    pub fn protections(&self) -> [(usize, usize, i32); 3] {
+    /// The ranges whose protection differs from read+write and that infection sets up:
+    /// `(offset, len, prot)`. The trap stack's guard ([`Layout::trap_guard`]) is only made when a
+    /// command first runs in trap mode.
+    pub fn protections(&self) -> [(usize, usize, i32); 2] {
         [
             (0, self.text_size, libc::PROT_READ | libc::PROT_EXEC),
             (self.guard_off, PAGE, libc::PROT_NONE),
-            (self.tguard_off, PAGE, libc::PROT_NONE),
         ]
+    }
+
+    /// The trap stack's guard page: `(offset, len, prot)`.
+    pub fn trap_guard(&self) -> (usize, usize, i32) {
+        (self.tguard_off, PAGE, libc::PROT_NONE)
     }
 }
 

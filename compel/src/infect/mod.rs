@@ -363,6 +363,8 @@ pub struct Parasite<T: BorrowMut<Task>> {
     ctl_closed: bool,
     /// A command was sent and its answer not (yet) received.
     in_flight: bool,
+    /// The trap stack's guard page is in place (made on the first trap-mode run).
+    trap_guarded: bool,
 }
 
 /// The task inside a parasite's `Option` (present until the parasite is consumed).
@@ -564,6 +566,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
             cured: false,
             ctl_closed: false,
             in_flight: false,
+            trap_guarded: false,
         };
         if let Err(e) = p.start() {
             if let Err(c) = p.cure_inner() {
@@ -863,6 +866,24 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         let trap = |source| RpcError::Trap { pid, tid, source };
         if tid == self.tid {
             return Err(trap(TaskError::NotOurThread { pid, tid }));
+        }
+        if !self.trap_guarded {
+            let (off, len, prot) = self.layout.trap_guard();
+            let addr = self.base.offset(off as u64).0;
+            let task = tk(&mut self.task);
+            match rsys(
+                task,
+                tid,
+                "mprotect",
+                nr::MPROTECT,
+                [addr, len as u64, prot as u64, 0, 0, 0],
+            ) {
+                Ok(_) => self.trap_guarded = true,
+                Err(InfectError::Task(e)) => return Err(trap(e)),
+                Err(e) => {
+                    tracing::warn!(pid, tid, error = %e, "no guard page below the trap stack")
+                }
+            }
         }
         let mut init = self.init_mut();
         init.mode = MODE_TRAP;

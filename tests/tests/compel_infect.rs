@@ -718,3 +718,40 @@ fn transparency_registers_xsave_mask_maps_fds() {
     assert_eq!(v.expect_line("usr1", T).unwrap(), "usr1 1 offstack 0");
     check_and_quit(&mut v);
 }
+
+#[test]
+fn daemon_in_a_worker_thread_and_trap_in_the_leader() {
+    let _g = test_lock();
+    become_subreaper();
+    let mut v = Victim::spawn(env!("CARGO_BIN_EXE_victim-threads"), &["2"]).unwrap();
+    let pid: i32 = fields(&v.expect_line("ready", T).unwrap())[1]
+        .parse()
+        .unwrap();
+    let worker: i32 = fields(&v.expect_line("tid", T).unwrap())[1]
+        .parse()
+        .unwrap();
+    v.expect_line("tid", T).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let mut task = Task::seize(pid).unwrap();
+    let opts = InfectOptions {
+        thread: Some(worker),
+        ..InfectOptions::default()
+    };
+    let mut p = Parasite::infect(&mut task, &testkit::blob(), opts).unwrap();
+    assert_eq!(p.tid(), worker);
+    let r: Args = p.call_with(tk::CMD_ADD, &args(1, 2)).unwrap();
+    assert_eq!((r.r, r.pid, r.tid), (3, pid, worker));
+    write_args(&mut p, &args(4, 5));
+    p.run_in_thread(pid, tk::CMD_ADD).unwrap();
+    let r: Args = compel_proto::read_plain(p.payload()).unwrap();
+    assert_eq!((r.r, r.tid), (9, pid));
+    let _: Args = p.call_with(tk::CMD_CLOBBER, &args(0, 0)).unwrap();
+    p.cure().unwrap();
+    task.detach().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    v.write_stdin(b"count\n").unwrap();
+    v.expect_line("counts", T).unwrap();
+    v.close_stdin();
+    assert_eq!(v.expect_line("done", T).unwrap(), "done");
+    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+}

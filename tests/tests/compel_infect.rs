@@ -755,3 +755,28 @@ fn daemon_in_a_worker_thread_and_trap_in_the_leader() {
     assert_eq!(v.expect_line("done", T).unwrap(), "done");
     assert_eq!(v.wait(T), Some(Exit::Code(0)));
 }
+
+#[test]
+fn seccomp_filtered_victim() {
+    let _g = test_lock();
+    become_subreaper();
+    skip_unless!(is_root(), "suspending seccomp needs CAP_SYS_ADMIN");
+    let mut v = Victim::spawn(env!("CARGO_BIN_EXE_victim-seccomp"), &[]).unwrap();
+    let pid: i32 = fields(&v.expect_line("ready", T).unwrap())[1]
+        .parse()
+        .unwrap();
+    wait_state(pid, "S", T);
+    let mut task = Task::seize(pid).unwrap();
+    assert!(task.seccomp_suspended());
+    let mut p = Parasite::infect(&mut task, &testkit::blob(), InfectOptions::default()).unwrap();
+    // The filter makes getpid fail for the task; the parasite runs with it suspended.
+    let r: Args = p.call_with(tk::CMD_ADD, &args(1, 1)).unwrap();
+    assert_eq!((r.r, r.pid), (2, pid));
+    p.cure().unwrap();
+    task.detach().unwrap();
+    v.write_stdin(b"getpid\n").unwrap();
+    assert_eq!(v.expect_line("getpid", T).unwrap(), "getpid -1 1");
+    v.close_stdin();
+    v.expect_line("eof", T).unwrap();
+    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+}

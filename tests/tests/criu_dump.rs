@@ -977,3 +977,69 @@ fn stopped_task_is_dumped_as_stopped() {
     assert_eq!(proc_state(v.pid), Some('T'));
     assert_eq!(tracer_pid(v.pid), Some(0));
 }
+
+#[test]
+fn pipes_are_dumped_with_their_waiting_bytes() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let out = d.path().join("count");
+    let ready = d.path().join("ready");
+    // stdin and stdout are pipes to this test; stdin holds bytes the victim never reads.
+    let mut v = compel_criu_tests::Victim::spawn(
+        bin("counter"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+    )
+    .unwrap();
+    wait_file(&ready, Duration::from_secs(10));
+    v.write_stdin(b"hello pipe").unwrap();
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid().to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert_ok(&o, "dump with pipes");
+    let dir = ImageDir::new(&img);
+    let files = dir.read_files().unwrap();
+    let fds = dir
+        .read_fdinfo(dir.read_ids(v.pid() as u32).unwrap().files_id)
+        .unwrap();
+    let pipe_of = |fd: u32| {
+        let e = fds.iter().find(|e| e.fd == fd).unwrap();
+        assert_eq!(e.r#type, FdTypes::Pipe as i32);
+        files
+            .iter()
+            .find(|f| f.id == e.id)
+            .unwrap()
+            .pipe
+            .clone()
+            .unwrap()
+    };
+    let stdin = pipe_of(0);
+    let stdout = pipe_of(1);
+    assert_eq!(stdin.flags & libc::O_ACCMODE as u32, libc::O_RDONLY as u32);
+    assert_eq!(stdout.flags & libc::O_ACCMODE as u32, libc::O_WRONLY as u32);
+    assert_ne!(stdin.pipe_id, stdout.pipe_id);
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(format!("/proc/{}/fd/0", v.pid()))
+        .unwrap()
+        .ino();
+    assert_eq!(u64::from(stdin.pipe_id), ino);
+    let mut r = ImageReader::open_expect(img.join(names::PIPES_DATA), magic::PIPES_DATA).unwrap();
+    let e: criu_images::pb::PipeDataEntry = r.read_one().unwrap();
+    assert_eq!((e.pipe_id, e.bytes), (stdin.pipe_id, 10));
+    assert_eq!(r.read_extra(10).unwrap(), b"hello pipe");
+    // The bytes are still in the pipe for the task: read them back through /proc.
+    use std::io::Read;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .open(format!("/proc/{}/fd/0", v.pid()))
+        .unwrap();
+    let mut buf = [0u8; 10];
+    f.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello pipe");
+}

@@ -13,8 +13,8 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use criu_images::pb::{
-    FdTypes, FdinfoEntry, FileEntry, FownEntry, GhostChunkEntry, GhostFileEntry, RegFileEntry,
-    RemapFilePathEntry, RemapType, Timeval,
+    FdTypes, FdinfoEntry, FileEntry, FownEntry, GhostChunkEntry, GhostFileEntry, PipeDataEntry,
+    PipeEntry, RegFileEntry, RemapFilePathEntry, RemapType, Timeval,
 };
 use criu_images::{ImageWriter, magic, names};
 
@@ -51,6 +51,9 @@ pub struct FileTable {
     ghost_by_inode: HashMap<(u64, u64), u32>,
     remaps: Vec<RemapFilePathEntry>,
     ghost_limit: u64,
+    pipes_seen: Vec<u64>,
+    /// `(pipe inode, pipe size, waiting bytes)` of pipes holding data.
+    pipe_data: Vec<(u32, u32, Vec<u8>)>,
 }
 
 fn fown_zero() -> FownEntry {
@@ -265,6 +268,32 @@ impl FileTable {
                 source: e,
             })?;
             let ft = meta.file_type();
+            if name.starts_with("pipe:[") && ft.is_fifo() {
+                let key = (meta.dev(), meta.ino());
+                let id = match seen
+                    .get(&key)
+                    .and_then(|prev| prev.iter().find(|&&(pfd, _)| same_file(pid, fd, pfd)))
+                {
+                    Some(&(_, id)) => id,
+                    None => {
+                        let id = self.add_pipe(pid, fd, &info, meta.ino())?;
+                        seen.entry(key).or_default().push((fd, id));
+                        id
+                    }
+                };
+                out.push(FdinfoEntry {
+                    id,
+                    flags: if info.flags & libc::O_CLOEXEC as u32 != 0 {
+                        libc::FD_CLOEXEC as u32
+                    } else {
+                        0
+                    },
+                    r#type: FdTypes::Pipe as i32,
+                    fd: fd as u32,
+                    xattr_security_selinux: None,
+                });
+                continue;
+            }
             if !name.starts_with('/') || !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
                 return Err(DumpError::Unsupported {
                     what: format!(
@@ -326,6 +355,31 @@ impl FileTable {
         Ok(out)
     }
 
+    /// Adds a pipe end (fd `fd` of `pid`) and, the first time a pipe is seen, the bytes waiting
+    /// in it (copied with `tee`, so the task still has them).
+    fn add_pipe(&mut self, pid: i32, fd: i32, info: &FdInfo, ino: u64) -> Result<u32, DumpError> {
+        let id = self.next_id();
+        self.entries.push(FileEntry {
+            r#type: FdTypes::Pipe as i32,
+            id,
+            pipe: Some(PipeEntry {
+                id,
+                pipe_id: ino as u32,
+                flags: info.flags & !(libc::O_CLOEXEC as u32),
+                fown: fown_zero(),
+            }),
+            ..FileEntry::default()
+        });
+        if !self.pipes_seen.contains(&ino) {
+            self.pipes_seen.push(ino);
+            let (data, size) = peek_pipe(pid, fd)?;
+            if !data.is_empty() {
+                self.pipe_data.push((ino as u32, size, data));
+            }
+        }
+        Ok(id)
+    }
+
     /// Writes `files.img`, `remap-fpath.img` and the ghost files into `dir`.
     ///
     /// # Errors
@@ -341,6 +395,18 @@ impl FileTable {
         }
         for g in &self.ghosts {
             self.write_ghost(dir, g)?;
+        }
+        if !self.pipe_data.is_empty() {
+            let mut w = ImageWriter::create_in(dir, names::PIPES_DATA, magic::PIPES_DATA)?;
+            for (pipe_id, size, data) in &self.pipe_data {
+                w.write_entry(&PipeDataEntry {
+                    pipe_id: *pipe_id,
+                    bytes: data.len() as u32,
+                    size: Some(*size),
+                })?;
+                w.write_extra(data)?;
+            }
+            w.finish()?;
         }
         Ok(())
     }
@@ -452,6 +518,59 @@ pub fn elf_build_id(path: &Path) -> Option<Vec<u32>> {
         }
     }
     None
+}
+
+/// The bytes waiting in the pipe behind fd `fd` of `pid`, without taking them: the pipe is
+/// opened through `/proc/PID/fd/FD` and `tee`d into a pipe of ours. Also returns the pipe's
+/// size (`F_GETPIPE_SZ`).
+fn peek_pipe(pid: i32, fd: i32) -> Result<(Vec<u8>, u32), DumpError> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    let src_path = format!("/proc/{pid}/fd/{fd}");
+    let err = |what: &str| {
+        let what = format!("{what} (pipe fd {fd} of {pid})");
+        move |source| DumpError::File { what, source }
+    };
+    let src = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&src_path)
+        .map_err(err("open"))?;
+    // SAFETY: fcntl queries the pipe size of a descriptor we own.
+    let size = unsafe { libc::fcntl(src.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    if size < 0 {
+        return Err(err("F_GETPIPE_SZ")(std::io::Error::last_os_error()));
+    }
+    let mut ends = [0i32; 2];
+    // SAFETY: pipe2 writes two new descriptors into `ends`.
+    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(err("pipe2")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    // SAFETY: fcntl on our own pipe; make it as big as the source so one tee takes it all.
+    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+    // SAFETY: tee duplicates pipe contents between two descriptors we own; no memory involved.
+    let n = unsafe {
+        libc::tee(
+            src.as_raw_fd(),
+            w.as_raw_fd(),
+            size as usize,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EAGAIN) {
+            return Ok((Vec::new(), size as u32));
+        }
+        return Err(err("tee")(e));
+    }
+    drop(w);
+    let mut data = Vec::with_capacity(n as usize);
+    let mut f = File::from(r);
+    f.read_to_end(&mut data).map_err(err("read"))?;
+    Ok((data, size as u32))
 }
 
 /// The data regions of a file (SEEK_DATA/SEEK_HOLE), or the whole file if the file system

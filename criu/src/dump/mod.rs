@@ -33,7 +33,7 @@ pub mod inside;
 pub mod mm;
 pub mod proc;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use compel::{InitialStop, Task, TaskError, TaskState};
@@ -94,6 +94,17 @@ pub enum DumpError {
         /// Why.
         #[source]
         source: TaskError,
+    },
+    /// A ptrace request criu makes itself (rseq, pending signals) failed.
+    #[error("ptrace {what} on {pid}")]
+    Ptrace {
+        /// The thread.
+        pid: i32,
+        /// The request.
+        what: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: nix::errno::Errno,
     },
     /// A remote syscall could not run.
     #[error("remote {what} in {pid}")]
@@ -281,7 +292,7 @@ fn dump_inner(
     }
     let collected =
         collect(&mut task, pid, opts).map_err(|e| e.at("collecting the process state"))?;
-    let stats = write_images(pid, dir, &collected, opts).map_err(|e| e.at("writing the images"))?;
+    let stats = write_images(pid, dir, &collected).map_err(|e| e.at("writing the images"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;
     write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
     write_inventory(dir, &collected).map_err(|e| e.at("writing the images"))?;
@@ -529,13 +540,10 @@ fn pending_signals(tid: i32, shared: bool) -> Result<Vec<Vec<u8>>, DumpError> {
             )
         };
         if n < 0 {
-            return Err(DumpError::Registers {
+            return Err(DumpError::Ptrace {
                 pid: tid,
-                source: compel::TaskError::Ptrace {
-                    op: "PEEKSIGINFO",
-                    tid,
-                    source: nix::errno::Errno::last(),
-                },
+                what: "PEEKSIGINFO",
+                source: nix::errno::Errno::last(),
             });
         }
         let n = n as usize;
@@ -564,12 +572,7 @@ fn robust_list(tid: i32) -> (u64, u32) {
     if r == 0 { (head, len as u32) } else { (0, 0) }
 }
 
-fn write_images(
-    pid: i32,
-    dir: &Path,
-    c: &Collected,
-    _opts: &Options,
-) -> Result<mm::PageStats, DumpError> {
+fn write_images(pid: i32, dir: &Path, c: &Collected) -> Result<mm::PageStats, DumpError> {
     let img = ImageDir::new(dir);
     let upid = pid as u32;
     let stats = mm::dump_pages(pid, &c.vmas, dir)?;
@@ -735,9 +738,4 @@ fn run_id() -> String {
         &h[16..20],
         &h[20..32]
     )
-}
-
-/// Where a dump of `opts` writes (the images directory).
-pub fn images_dir(opts: &Options) -> PathBuf {
-    opts.images_dir.clone()
 }

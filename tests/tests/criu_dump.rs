@@ -1043,3 +1043,31 @@ fn pipes_are_dumped_with_their_waiting_bytes() {
     f.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"hello pipe");
 }
+
+#[test]
+fn threads_are_refused_for_now() {
+    let _g = test_lock();
+    become_subreaper();
+    let mut v =
+        compel_criu_tests::Victim::spawn(env!("CARGO_BIN_EXE_victim-threads"), &["2"]).unwrap();
+    v.expect_line("ready", Duration::from_secs(10)).unwrap();
+    v.expect_line("tid", Duration::from_secs(10)).unwrap();
+    v.expect_line("tid", Duration::from_secs(10)).unwrap();
+    let d = open_dir();
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid().to_string(),
+        "-D",
+        img.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("has 3 threads"), "{err}");
+    // It runs on untouched: its threads still count.
+    assert_eq!(tracer_pid(v.pid()), Some(0));
+    v.write_stdin(b"count\n").unwrap();
+    v.expect_line("counts", Duration::from_secs(10)).unwrap();
+    assert!(!img.join(names::INVENTORY).exists());
+}

@@ -395,6 +395,11 @@ fn memory_patterns_are_in_the_pages() {
             assert!(!idx.contains_key(&addr), "untouched page {addr:#x} dumped");
         }
     }
+    // Pages only ever read (the zero page) are not saved.
+    let (z, _) = regions["zero"];
+    for p in 0..4 {
+        assert!(!idx.contains_key(&(z + p * 4096)), "zero page {p} dumped");
+    }
     // PROT_NONE pages with data.
     let (pn, _) = regions["prot_none"];
     check_page(pn, pn, 3);

@@ -224,6 +224,7 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 const PM_GUARD: u64 = 1 << 58;
+const PM_PFN: u64 = (1 << 55) - 1;
 
 /// Counters of one page dump.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -441,11 +442,20 @@ fn select_pages(
             addr: v.entry.start,
             source: e,
         })?;
+    // Anonymous pages only ever read are the kernel's shared zero page: nothing to save (the
+    // restored area reads as zeros anyway), as CRIU skips them.
+    let zero = if v.is(status::ANON_PRIVATE) {
+        zero_pfn()
+    } else {
+        None
+    };
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for (i, w) in words.chunks_exact(8).enumerate() {
         let w = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        let is_zero_page = w & PM_PRESENT != 0 && zero == Some(w & PM_PFN);
         let wanted = (w & (PM_PRESENT | PM_SWAP) != 0)
             && w & PM_GUARD == 0
+            && !is_zero_page
             && !(file_backed && w & PM_FILE != 0 && w & PM_SWAP == 0);
         if !wanted {
             continue;
@@ -457,6 +467,38 @@ fn select_pages(
         }
     }
     Ok(runs)
+}
+
+/// The page frame number of the kernel's zero page, found once by reading a fresh anonymous
+/// page of our own; `None` where `/proc/self/pagemap` hides frame numbers (no
+/// `CAP_SYS_ADMIN`), and then no page is skipped.
+fn zero_pfn() -> Option<u64> {
+    static ZERO: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *ZERO.get_or_init(|| {
+        // SAFETY: a fresh private read-only anonymous page, read once and unmapped; it aliases
+        // no Rust object.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                PAGE_SIZE as usize,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            std::ptr::read_volatile(p as *const u8);
+            let mut w = [0u8; 8];
+            let ok = File::open("/proc/self/pagemap")
+                .and_then(|f| f.read_exact_at(&mut w, p as u64 / PAGE_SIZE * 8))
+                .is_ok();
+            libc::munmap(p, PAGE_SIZE as usize);
+            let w = u64::from_le_bytes(w);
+            (ok && w & PM_PRESENT != 0 && w & PM_PFN != 0).then_some(w & PM_PFN)
+        }
+    })
 }
 
 /// A `pages-N.img` being written.

@@ -12,6 +12,7 @@
 //!   holds it),
 //! - `shared_anon`: 4 pages of shared anonymous memory, pages 0, 1 and 3 written (seed 6), page
 //!   2 never touched,
+//! - `zero`: 4 pages of anonymous private memory only ever read (the kernel's zero page),
 //!
 //! then writes `ready PID` and one `NAME ADDR LEN` line per region into READY, and sleeps. On
 //! `SIGUSR1` it checks every pattern and writes `check ok` or `check bad NAME` to READY.2.
@@ -122,6 +123,19 @@ fn main() {
     // SAFETY: page 3 of our 4-page mapping.
     fill(unsafe { sha.add(3 * PAGE) }, PAGE, 6 + (3 * PAGE as u8), 1);
 
+    let zero = map(
+        4 * PAGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+        0,
+    );
+    let mut sum = 0u64;
+    for i in 0..4 {
+        // SAFETY: reading our own mapping (faults in the zero page).
+        sum += u64::from(unsafe { std::ptr::read_volatile(zero.add(i * PAGE)) });
+    }
+    assert_eq!(sum, 0);
     // SAFETY: installing a handler that only stores into an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
     let mut r = std::fs::File::create(format!("{ready}.tmp")).expect("ready");
@@ -132,6 +146,7 @@ fn main() {
     writeln!(r, "file_cow {:#x} {}", cow as usize, 2 * PAGE).unwrap();
     writeln!(r, "shared {:#x} {}", shared as usize, PAGE).unwrap();
     writeln!(r, "shared_anon {:#x} {}", sha as usize, 4 * PAGE).unwrap();
+    writeln!(r, "zero {:#x} {}", zero as usize, 4 * PAGE).unwrap();
     drop(r);
     std::fs::rename(format!("{ready}.tmp"), ready).expect("rename ready");
     loop {
@@ -159,6 +174,10 @@ fn main() {
             }
             if !check(shared, PAGE, 5, 1) {
                 bad.push("shared");
+            }
+            // SAFETY: our 4-page mapping, read only.
+            if (0..4 * PAGE).any(|i| unsafe { *zero.add(i) } != 0) {
+                bad.push("zero");
             }
             // SAFETY: pages of our 4-page shared anonymous mapping.
             let (p2, p3) = unsafe { (sha.add(2 * PAGE), sha.add(3 * PAGE)) };

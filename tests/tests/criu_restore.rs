@@ -583,8 +583,13 @@ fn assert_ok(o: &std::process::Output, what: &str) {
 
 /// Dumps `v` into `img` (killing it) and reaps it, so that its pid is free again.
 fn dump_and_reap(v: &mut Victim, img: &Path) {
+    dump_and_reap_with(v, img, &[]);
+}
+
+/// [`dump_and_reap`] with extra dump options.
+fn dump_and_reap_with(v: &mut Victim, img: &Path, extra: &[&str]) {
     let pid = v.pid.to_string();
-    let o = run_criu(&[
+    let mut args = vec![
         "dump",
         "-t",
         &pid,
@@ -593,7 +598,9 @@ fn dump_and_reap(v: &mut Victim, img: &Path) {
         "-o",
         "dump.log",
         "-v4",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = run_criu(&args);
     assert_ok(&o, "criu dump");
     assert_eq!(
         wait_exit_timeout(v.pid, Duration::from_secs(5)).unwrap(),
@@ -620,7 +627,7 @@ fn restore_in_background(img: &Path) -> std::process::Child {
         .unwrap()
 }
 
-/// Waits until `pid` runs untraced (the restore is over), or panics with criu's log.
+/// Waits until `pid` runs as itself, untraced (the restore is over), or panics with criu's log.
 fn wait_resumed(pid: i32, img: &Path, criu: &mut std::process::Child) {
     let end = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -630,7 +637,10 @@ fn wait_resumed(pid: i32, img: &Path, criu: &mut std::process::Child) {
             .find_map(|l| l.strip_prefix("TracerPid:"))
             .map(|v| v.trim() != "0")
             .unwrap_or(true);
-        if !st.is_empty() && !traced && !st.contains("State:\tZ") {
+        // Before the restorer renames it, the new task is a copy of criu (and untraced for a
+        // moment right after the clone): wait for its own name and no tracer.
+        let own_name = !st.is_empty() && !st.starts_with("Name:\tcriu\n");
+        if own_name && !traced && !st.contains("State:\tZ") {
             return;
         }
         if let Ok(Some(status)) = criu.try_wait() {
@@ -1096,7 +1106,8 @@ fn a_session_leader_gets_its_terminal_back() {
     wait_file(&ready, Duration::from_secs(10));
     let tty = tty_nr(v.pid);
     assert_ne!(tty, 0);
-    dump_and_reap(&mut v, &img);
+    // A task on a terminal is dumped as a shell job (its terminal saved by path).
+    dump_and_reap_with(&mut v, &img, &["--shell-job"]);
     let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
     assert_ok(&o, "criu restore -d");
     let task = Restored(v.pid);
@@ -1189,4 +1200,45 @@ fn vector_registers_survive_dump_and_restore_of_a_spinning_task() {
     let text = fs::read_to_string(&log).unwrap();
     assert_eq!(exit, Some(compel_criu_tests::Exit::Code(0)), "{text}");
     assert!(text.ends_with("ok\n"), "{text}");
+}
+
+#[test]
+fn a_signal_sent_while_restoring_reaches_the_tasks_own_handler() {
+    skip_if_not_root!("a_signal_sent_while_restoring_reaches_the_tasks_own_handler");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let ready = d.path().join("ready");
+    // Enough memory that the restore takes a while.
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-rvictim-big"),
+        &["256", ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    wait_file(&ready, Duration::from_secs(30));
+    dump_and_reap(&mut v, &img);
+    let mut criu = restore_in_background(&img);
+    // As soon as the pid exists (still criu's copy, restoring), send SIGUSR1.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while pid_free(v.pid) {
+        assert!(std::time::Instant::now() < end, "the task never appeared");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let name = status_field(v.pid, "Name:");
+    kill(Pid::from_raw(v.pid), Signal::SIGUSR1).unwrap();
+    assert_eq!(
+        name, "criu",
+        "the signal came after the restore: the test proves nothing"
+    );
+    let verdict = wait_file(&ready.with_extension("2"), Duration::from_secs(30));
+    kill(Pid::from_raw(v.pid), Signal::SIGKILL).unwrap();
+    let status = criu.wait().unwrap();
+    assert_eq!(
+        verdict.trim(),
+        "check ok",
+        "(signal sent while its name was {name:?})"
+    );
+    assert_eq!(status.code(), Some(128 + libc::SIGKILL));
 }

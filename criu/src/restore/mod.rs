@@ -329,8 +329,29 @@ fn spawn(plan: &plan::TaskPlan, prep: prepare::Prepared) -> Result<Spawned, Rest
         syscall_insn,
         restorer,
     } = prep;
-    let pid = match clone_task(plan.pid) {
-        Ok(0) => child::run(&child),
+    // The new task starts with every signal blocked (inherited from this thread around the
+    // clone): a signal sent to it while it restores stays pending and reaches the task's own
+    // handlers once its mask is back, instead of criu's.
+    let all = nix::sys::signal::SigSet::all();
+    let mut old = nix::sys::signal::SigSet::empty();
+    let blocked = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&all),
+        Some(&mut old),
+    )
+    .is_ok();
+    let cloned = clone_task(plan.pid);
+    if let Ok(0) = cloned {
+        child::run(&child);
+    }
+    if blocked {
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&old),
+            None,
+        );
+    }
+    let pid = match cloned {
         Ok(pid) => pid,
         Err(e) => {
             prepare::unmap(resv);

@@ -323,10 +323,13 @@ pub enum ParasiteError {
 ///
 /// # Errors
 /// [`ParasiteError`]; the task is cured (left as it was) in every case compel can cure it.
+///
+/// `timeout` bounds every wait for the parasite (`--timeout`).
 pub fn read_inside_parasite(
     task: &mut Task,
     pid: i32,
     timer_ids: &[i32],
+    timeout: std::time::Duration,
 ) -> Result<InsideState, ParasiteError> {
     if timer_ids.len() > MAX_TIMERS {
         return Err(ParasiteError::TooManyTimers {
@@ -336,7 +339,11 @@ pub fn read_inside_parasite(
         });
     }
     let blob = parasite_blobs::dump::blob();
-    let mut p = Parasite::infect(&mut *task, &blob, InfectOptions::default())
+    let opts = InfectOptions {
+        timeout,
+        ..InfectOptions::default()
+    };
+    let mut p = Parasite::infect(&mut *task, &blob, opts)
         .map_err(|source| ParasiteError::Infect { pid, source })?;
     let mut args = Misc {
         n_timers: timer_ids.len() as u32,

@@ -401,7 +401,7 @@ fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpE
     let robust_list = robust_list(pid);
 
     let timer_ids: Vec<i32> = timers.iter().map(|t| t.id).collect();
-    let inside = read_inside(task, pid, &timer_ids)?;
+    let inside = read_inside(task, pid, &timer_ids, opts.timeout)?;
 
     let core = core::core_entry(&core::CoreInput {
         regs: &regs,
@@ -449,10 +449,12 @@ fn read_inside(
     task: &mut Task,
     pid: i32,
     timer_ids: &[i32],
+    timeout_s: u32,
 ) -> Result<inside::InsideState, DumpError> {
     let method = std::env::var(INSIDE_METHOD_ENV).unwrap_or_default();
     if method != "syscalls" {
-        match inside::read_inside_parasite(task, pid, timer_ids) {
+        let timeout = std::time::Duration::from_secs(u64::from(timeout_s.max(1)));
+        match inside::read_inside_parasite(task, pid, timer_ids, timeout) {
             Ok(st) => {
                 tracing::debug!(pid, "inside state read by the dump parasite");
                 return Ok(st);

@@ -1214,7 +1214,7 @@ fn a_signal_sent_while_restoring_reaches_the_tasks_own_handler() {
     // Enough memory that the restore takes a while.
     let mut v = Victim::spawn(
         env!("CARGO_BIN_EXE_criu-rvictim-big"),
-        &["256", ready.to_str().unwrap()],
+        &["96", ready.to_str().unwrap()],
         &d.path().join("victim.log"),
     );
     wait_file(&ready, Duration::from_secs(30));

@@ -3,12 +3,14 @@
 //! Every item here has a twin with the same name in each other architecture's module (aarch64 is
 //! planned), so that callers never need a `cfg(target_arch)`.
 
+mod batch;
 mod regs;
 mod sigframe;
 mod syscall;
 mod syscall_table;
 mod xsave;
 
+pub use batch::{BATCH_ENTRY_WORDS, SYSCALL_BATCH_STUB, SYSCALL_BATCH_TRAP};
 pub use regs::{FpRegs, UserRegs};
 pub use sigframe::*;
 pub use syscall::{syscall0, syscall1, syscall2, syscall3, syscall4, syscall5, syscall6};

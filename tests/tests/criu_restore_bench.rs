@@ -33,8 +33,16 @@ fn wait_file(p: &Path, timeout: Duration) -> String {
     }
 }
 
+/// The criu binary: `CRIU_BENCH_BIN` if set (e.g. a release build), else this profile's build.
+fn criu_bin() -> PathBuf {
+    match std::env::var_os("CRIU_BENCH_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => workspace_bin("criu", "criu"),
+    }
+}
+
 fn criu(args: &[&str]) {
-    let o = Command::new(workspace_bin("criu", "criu"))
+    let o = Command::new(criu_bin())
         .args(args)
         .stdin(Stdio::null())
         .output()

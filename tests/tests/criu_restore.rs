@@ -1242,3 +1242,39 @@ fn a_signal_sent_while_restoring_reaches_the_tasks_own_handler() {
     );
     assert_eq!(status.code(), Some(128 + libc::SIGKILL));
 }
+
+#[test]
+fn the_ns_last_pid_fallback_gives_the_same_pid() {
+    skip_if_not_root!("the_ns_last_pid_fallback_gives_the_same_pid");
+    let _g = test_lock();
+    become_subreaper();
+    if !pid_free(SINGLE_PID) {
+        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+        return;
+    }
+    let created = install_fixture_binary();
+    let t = tempfile::tempdir().unwrap();
+    let dir = Path::new(FIXTURES).join("single");
+    let o = std::process::Command::new(criu_bin())
+        .args(["restore", "-d", "-D", dir.to_str().unwrap()])
+        .args(["-W", t.path().to_str().unwrap(), "-o", "restore.log", "-v4"])
+        .env("CRIU_RESTORE_PID_METHOD", "ns_last_pid")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    // Another process may take the pid between the write and the fork: then it fails cleanly.
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("in use"), "{err}");
+        assert!(pid_free(SINGLE_PID));
+        eprintln!("ns_last_pid race lost: {err}");
+    } else {
+        let task = Restored(SINGLE_PID);
+        assert_eq!(wait_state(task.0, "S", Duration::from_secs(5)), Some('S'));
+        assert_eq!(status_field(task.0, "Name:"), "single");
+        drop(task);
+    }
+    if created {
+        let _ = fs::remove_file("/tmp/fx/single");
+    }
+}

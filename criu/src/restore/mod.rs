@@ -167,6 +167,12 @@ pub enum RestoreError {
         /// The address, fd or signal involved.
         detail: u64,
     },
+    /// The task did not finish restoring itself in time (it was killed).
+    #[error("pid {pid} did not finish restoring in time")]
+    Timeout {
+        /// The pid.
+        pid: i32,
+    },
     /// The task died while being restored.
     #[error("pid {pid} died during restore: {status}")]
     Died {
@@ -314,6 +320,8 @@ pub fn restore(
 /// The task once created: its pid and the parent's ends of the pipes.
 struct Spawned {
     pid: i32,
+    /// When to give up waiting for the task to restore itself.
+    deadline: std::time::Instant,
     status_r: OwnedFd,
     syscall_insn: u64,
     restorer: (u64, u64),
@@ -361,8 +369,12 @@ fn spawn(plan: &plan::TaskPlan, prep: prepare::Prepared) -> Result<Spawned, Rest
     drop(child_only);
     prepare::unmap(resv);
     tracing::debug!(pid, "task created");
+    // Generous: a minute, plus a second per 100 MiB of pages to read.
+    let pages: u64 = plan.pages.iter().map(|r| r.nr_pages).sum();
     let spawned = Spawned {
         pid,
+        deadline: std::time::Instant::now()
+            + std::time::Duration::from_secs(60 + pages * 4096 / (100 << 20)),
         status_r,
         syscall_insn,
         restorer,
@@ -393,7 +405,7 @@ fn finish(
     stop_signal: Option<i32>,
 ) -> Result<i32, RestoreError> {
     let pid = s.pid;
-    trace::wait_ready(pid, &s.status_r)?;
+    trace::wait_ready(pid, &s.status_r, s.deadline)?;
     drop(s.status_r);
     tracing::info!(pid, "task restored, waiting to resume");
     if let Some(p) = &opts.pidfile {
@@ -460,7 +472,13 @@ struct CloneArgs {
 const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
 
 /// Forks this process into a child with pid `pid`. Returns 0 in the child.
+/// How the pid is obtained: `clone3` with `set_tid`, unless the environment variable
+/// `CRIU_RESTORE_PID_METHOD` is `ns_last_pid` (the fallback for kernels without `set_tid`, also
+/// selectable to exercise it).
 fn clone_task(pid: i32) -> Result<i32, RestoreError> {
+    if std::env::var_os("CRIU_RESTORE_PID_METHOD").is_some_and(|m| m == "ns_last_pid") {
+        return clone_via_last_pid(pid);
+    }
     let tid = [pid];
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,

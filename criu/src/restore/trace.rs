@@ -75,10 +75,18 @@ fn task_error(pid: i32, st: &Status) -> RestoreError {
 /// final return. Signals it receives meanwhile are passed on.
 ///
 /// # Errors
-/// [`RestoreError::Task`] with the failed step, [`RestoreError::Died`], [`RestoreError::Trace`].
-pub fn wait_ready(pid: i32, status_r: &OwnedFd) -> Result<(), RestoreError> {
+/// [`RestoreError::Task`] with the failed step, [`RestoreError::Died`], [`RestoreError::Trace`],
+/// [`RestoreError::Timeout`] after `deadline`.
+pub fn wait_ready(
+    pid: i32,
+    status_r: &OwnedFd,
+    deadline: std::time::Instant,
+) -> Result<(), RestoreError> {
     let p = Pid::from_raw(pid);
     loop {
+        if std::time::Instant::now() > deadline {
+            return Err(RestoreError::Timeout { pid });
+        }
         let mut pfd = libc::pollfd {
             fd: status_r.as_raw_fd(),
             events: libc::POLLIN,

@@ -395,6 +395,12 @@ fn memory_patterns_are_in_the_pages() {
             assert!(!idx.contains_key(&addr), "untouched page {addr:#x} dumped");
         }
     }
+    // A 1 TiB PROT_NONE reservation is one vma and no pages (and does not make the dump slow).
+    let (res, res_len) = regions["reserve"];
+    let mm0 = dir.read_mm(v.pid as u32).unwrap();
+    let rv = mm0.vmas.iter().find(|x| x.start == res).unwrap();
+    assert_eq!((rv.end - rv.start, rv.prot), (res_len, 0));
+    assert!(idx.range(res..res + res_len).next().is_none());
     // Pages only ever read (the zero page) are not saved.
     let (z, _) = regions["zero"];
     for p in 0..4 {

@@ -13,6 +13,7 @@
 //! - `shared_anon`: 4 pages of shared anonymous memory, pages 0, 1 and 3 written (seed 6), page
 //!   2 never touched,
 //! - `zero`: 4 pages of anonymous private memory only ever read (the kernel's zero page),
+//! - `reserve`: a 1 TiB `PROT_NONE` reservation (as language runtimes make), never touched,
 //!
 //! then writes `ready PID` and one `NAME ADDR LEN` line per region into READY, and sleeps. On
 //! `SIGUSR1` it checks every pattern and writes `check ok` or `check bad NAME` to READY.2.
@@ -136,6 +137,14 @@ fn main() {
         sum += u64::from(unsafe { std::ptr::read_volatile(zero.add(i * PAGE)) });
     }
     assert_eq!(sum, 0);
+    const RESERVE: usize = 1 << 40;
+    let reserve = map(
+        RESERVE,
+        libc::PROT_NONE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        -1,
+        0,
+    );
     // SAFETY: installing a handler that only stores into an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
     let mut r = std::fs::File::create(format!("{ready}.tmp")).expect("ready");
@@ -147,6 +156,7 @@ fn main() {
     writeln!(r, "shared {:#x} {}", shared as usize, PAGE).unwrap();
     writeln!(r, "shared_anon {:#x} {}", sha as usize, 4 * PAGE).unwrap();
     writeln!(r, "zero {:#x} {}", zero as usize, 4 * PAGE).unwrap();
+    writeln!(r, "reserve {:#x} {}", reserve as usize, RESERVE).unwrap();
     drop(r);
     std::fs::rename(format!("{ready}.tmp"), ready).expect("rename ready");
     loop {

@@ -1098,3 +1098,32 @@ fn threads_are_refused_for_now() {
     v.expect_line("counts", Duration::from_secs(10)).unwrap();
     assert!(!img.join(names::INVENTORY).exists());
 }
+
+#[test]
+fn seccomp_task_is_refused_and_runs_on() {
+    let _g = test_lock();
+    become_subreaper();
+    let mut v =
+        compel_criu_tests::Victim::spawn(env!("CARGO_BIN_EXE_victim-seccomp"), &[]).unwrap();
+    v.expect_line("ready", Duration::from_secs(10)).unwrap();
+    let d = open_dir();
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid().to_string(),
+        "-D",
+        img.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("seccomp"), "{err}");
+    assert_eq!(tracer_pid(v.pid()), Some(0));
+    assert!(!img.join(names::INVENTORY).exists());
+    // Its filter is still in force and it still answers.
+    v.write_stdin(b"getpid\n").unwrap();
+    assert_eq!(
+        v.expect_line("getpid", Duration::from_secs(10)).unwrap(),
+        "getpid -1 1"
+    );
+}

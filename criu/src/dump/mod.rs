@@ -367,6 +367,15 @@ fn ns_inodes(pid: &str) -> Vec<(String, u64)> {
 fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpError> {
     let stat = proc::read_stat(pid)?;
     let status = proc::read_status(pid)?;
+    if status.seccomp != 0 {
+        // The filters are not saved yet; restoring without them would lift the sandbox.
+        return Err(DumpError::Unsupported {
+            what: format!(
+                "{pid} runs under seccomp (mode {}): its filters cannot be dumped yet",
+                status.seccomp
+            ),
+        });
+    }
     let maps = proc::read_smaps(pid)?;
     let mut files = files::FileTable::new(opts.ghost_limit);
     let exe_id = files.add_exe(pid)?;

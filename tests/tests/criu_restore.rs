@@ -1278,3 +1278,66 @@ fn the_ns_last_pid_fallback_gives_the_same_pid() {
         let _ = fs::remove_file("/tmp/fx/single");
     }
 }
+
+#[test]
+fn damaged_images_never_panic_the_reader() {
+    // Deterministic pseudo-random damage (xorshift) to every image but the raw pages: reading
+    // must end in a result, never a panic.
+    let _g = test_lock();
+    let created = install_fixture_binary();
+    let src = Path::new(FIXTURES).join("single");
+    assert!(criu::restore::images::load(&src, false).is_ok());
+    let files: Vec<PathBuf> = fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "img"))
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pages-")
+        })
+        .collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&src, t.path());
+    let mut errors = 0;
+    for round in 0..300 {
+        let f = &files[(next() % files.len() as u64) as usize];
+        let name = f.file_name().unwrap();
+        let orig = fs::read(f).unwrap();
+        let mut b = orig.clone();
+        match round % 3 {
+            0 => b.truncate((next() % (b.len() as u64 + 1)) as usize),
+            1 => {
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() % b.len().max(1) as u64) as usize;
+                    if let Some(v) = b.get_mut(i) {
+                        *v ^= (next() % 255 + 1) as u8;
+                    }
+                }
+            }
+            _ => {
+                let i = (next() % (b.len() as u64 + 1)) as usize;
+                let junk: Vec<u8> = (0..next() % 16).map(|_| next() as u8).collect();
+                b.splice(i..i, junk);
+            }
+        }
+        fs::write(t.path().join(name), &b).unwrap();
+        let r = std::panic::catch_unwind(|| criu::restore::images::load(t.path(), false));
+        let r =
+            r.unwrap_or_else(|_| panic!("the reader panicked on damaged {name:?} (round {round})"));
+        errors += r.is_err() as usize;
+        fs::write(t.path().join(name), &orig).unwrap();
+    }
+    assert!(
+        errors > 100,
+        "only {errors} of 300 damaged image sets were refused"
+    );
+}

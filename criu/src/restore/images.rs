@@ -495,6 +495,10 @@ fn memory(
         };
         plan.vmas.push(mk_vma(v, kind));
     }
+    // The kernel keeps at most AT_VECTOR_SIZE (52 on x86_64) auxv words.
+    if mm.mm_saved_auxv.len() > 52 {
+        return Err(bad(file, format!("{} auxv words", mm.mm_saved_auxv.len())));
+    }
     plan.auxv = mm.mm_saved_auxv.clone();
     plan.dumpable = mm.dumpable;
     plan.thp_disabled = mm.thp_disabled;
@@ -627,7 +631,10 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
             if e.effective_flags() & PE_PRESENT == 0 {
                 continue;
             }
-            let len = e.pages() * PAGE;
+            let len = e
+                .end()
+                .ok_or_else(|| bad(&name, format!("entry at {:#x} overflows", e.vaddr)))?
+                - e.vaddr;
             // The run's part that falls inside this mapping of the object.
             let a = e.vaddr.max(pgoff);
             let b = (e.vaddr + len).min(pgoff + (vend - start));
@@ -780,6 +787,9 @@ fn descriptors(
     Ok(())
 }
 
+/// The largest deleted file restored from an image (it is held in memory while restoring).
+const MAX_GHOST: u64 = 1 << 30;
+
 fn ghost_content(d: &ImageDir, id: u32) -> Result<Vec<u8>, RestoreError> {
     let name = names::ghost_file(id);
     let mut r =
@@ -793,12 +803,22 @@ fn ghost_content(d: &ImageDir, id: u32) -> Result<Vec<u8>, RestoreError> {
         {
             let data = r.read_extra(c.len).map_err(|e| img(&name, e))?;
             let at = c.off as usize;
-            if out.len() < at + data.len() {
-                out.resize(at + data.len(), 0);
+            let end = at.saturating_add(data.len());
+            if end as u64 > MAX_GHOST {
+                return Err(bad(
+                    &name,
+                    format!("chunk at {at} beyond {MAX_GHOST} bytes"),
+                ));
             }
-            out[at..at + data.len()].copy_from_slice(&data);
+            if out.len() < end {
+                out.resize(end, 0);
+            }
+            out[at..end].copy_from_slice(&data);
         }
         if let Some(size) = g.size {
+            if size > MAX_GHOST {
+                return Err(bad(&name, format!("size {size} beyond {MAX_GHOST} bytes")));
+            }
             out.resize(size as usize, 0);
         }
         Ok(out)

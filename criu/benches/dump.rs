@@ -134,7 +134,8 @@ fn main() {
     } else {
         (2, 1, 64usize << 20)
     };
-    let base: PathBuf = PathBuf::from("/dev/shm").join(format!("criu-bench-{}", std::process::id()));
+    let base: PathBuf =
+        PathBuf::from("/dev/shm").join(format!("criu-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).unwrap();
     let log = criu::log::LogSink::open(None).unwrap();
 

@@ -1127,3 +1127,63 @@ fn seccomp_task_is_refused_and_runs_on() {
         "getpid -1 1"
     );
 }
+
+#[test]
+fn eventfd_epoll_timerfd_signalfd() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let ready = d.path().join("ready");
+    let v = Spawned::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-anonfd"),
+        &[ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    let r = wait_file(&ready, Duration::from_secs(10));
+    let f: Vec<u32> = r.split(' ').skip(2).map(|x| x.parse().unwrap()).collect();
+    let (efd, epfd, tfd, sfd) = (f[0], f[1], f[2], f[3]);
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert_ok(&o, "dump");
+    let dir = ImageDir::new(&img);
+    let files = dir.read_files().unwrap();
+    let fds = dir
+        .read_fdinfo(dir.read_ids(v.pid as u32).unwrap().files_id)
+        .unwrap();
+    let entry = |fd: u32, ty: FdTypes| {
+        let e = fds.iter().find(|e| e.fd == fd).unwrap();
+        assert_eq!(e.r#type, ty as i32, "fd {fd}");
+        (
+            e.clone(),
+            files.iter().find(|f| f.id == e.id).unwrap().clone(),
+        )
+    };
+    let (_, ef) = entry(efd, FdTypes::Eventfd);
+    let efe = ef.efd.unwrap();
+    assert_eq!(efe.counter, 5);
+    assert_eq!(efe.flags & libc::O_NONBLOCK as u32, libc::O_NONBLOCK as u32);
+    let (epe, ep) = entry(epfd, FdTypes::Eventpoll);
+    assert_eq!(epe.flags, libc::FD_CLOEXEC as u32);
+    let ep = ep.epfd.unwrap();
+    assert_eq!(ep.tfd.len(), 1);
+    // The kernel always adds EPOLLERR | EPOLLHUP to what was asked.
+    assert_eq!(
+        (ep.tfd[0].tfd, ep.tfd[0].events & !0x18, ep.tfd[0].data),
+        (efd, libc::EPOLLIN as u32, 0xabc)
+    );
+    let (_, tf) = entry(tfd, FdTypes::Timerfd);
+    let t = tf.tfd.unwrap();
+    assert_eq!(t.clockid, libc::CLOCK_MONOTONIC as u32);
+    assert_eq!((t.isec, t.insec), (3, 0));
+    assert!((90..=100).contains(&t.vsec), "{t:?}");
+    let (_, sf) = entry(sfd, FdTypes::Signalfd);
+    assert_eq!(sf.sgfd.unwrap().sigmask, 1 << (libc::SIGUSR2 - 1));
+}

@@ -13,8 +13,9 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use criu_images::pb::{
-    FdTypes, FdinfoEntry, FileEntry, FownEntry, GhostChunkEntry, GhostFileEntry, PipeDataEntry,
-    PipeEntry, RegFileEntry, RemapFilePathEntry, RemapType, Timeval,
+    EventfdFileEntry, EventpollFileEntry, EventpollTfdEntry, FdTypes, FdinfoEntry, FileEntry,
+    FownEntry, GhostChunkEntry, GhostFileEntry, PipeDataEntry, PipeEntry, RegFileEntry,
+    RemapFilePathEntry, RemapType, SignalfdEntry, TimerfdEntry, Timeval,
 };
 use criu_images::{ImageWriter, magic, names};
 
@@ -294,6 +295,33 @@ impl FileTable {
                 });
                 continue;
             }
+            if let Some(kind) = name.strip_prefix("anon_inode:") {
+                let key = (meta.dev(), meta.ino());
+                let found = seen
+                    .get(&key)
+                    .and_then(|prev| prev.iter().find(|&&(pfd, _)| same_file(pid, fd, pfd)))
+                    .map(|&(_, id)| id);
+                let (id, ty) = match found {
+                    Some(id) => (id, self.type_of(id)),
+                    None => {
+                        let (id, ty) = self.add_anon(pid, fd, kind, &info)?;
+                        seen.entry(key).or_default().push((fd, id));
+                        (id, ty)
+                    }
+                };
+                out.push(FdinfoEntry {
+                    id,
+                    flags: if info.flags & libc::O_CLOEXEC as u32 != 0 {
+                        libc::FD_CLOEXEC as u32
+                    } else {
+                        0
+                    },
+                    r#type: ty,
+                    fd: fd as u32,
+                    xattr_security_selinux: None,
+                });
+                continue;
+            }
             if !name.starts_with('/') || !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
                 return Err(DumpError::Unsupported {
                     what: format!(
@@ -353,6 +381,134 @@ impl FileTable {
             });
         }
         Ok(out)
+    }
+
+    fn type_of(&self, id: u32) -> i32 {
+        self.entries
+            .get(id as usize - 1)
+            .map(|e| e.r#type)
+            .unwrap_or(FdTypes::Und as i32)
+    }
+
+    /// Adds an anonymous-inode file: eventfd (its counter), signalfd (its mask), timerfd (clock,
+    /// ticks, flags and settings) or epoll (its targets), from `/proc/PID/fdinfo/FD`.
+    fn add_anon(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        kind: &str,
+        info: &FdInfo,
+    ) -> Result<(u32, i32), DumpError> {
+        let text = proc::read_fdinfo_text(pid, fd)?;
+        let bad = |what: &str| DumpError::Unsupported {
+            what: format!("fd {fd} of {pid} ({kind}): cannot parse {what} in its fdinfo"),
+        };
+        let field = |key: &str| -> Option<&str> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim_start_matches(':').trim())
+        };
+        let id = self.next_id();
+        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let mut e = FileEntry {
+            id,
+            ..FileEntry::default()
+        };
+        match kind {
+            "[eventfd]" => {
+                let count = field("eventfd-count")
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .ok_or_else(|| bad("eventfd-count"))?;
+                e.r#type = FdTypes::Eventfd as i32;
+                e.efd = Some(EventfdFileEntry {
+                    id,
+                    flags,
+                    fown: fown_zero(),
+                    counter: count,
+                });
+            }
+            "[signalfd]" => {
+                let mask = field("sigmask")
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .ok_or_else(|| bad("sigmask"))?;
+                e.r#type = FdTypes::Signalfd as i32;
+                e.sgfd = Some(SignalfdEntry {
+                    id,
+                    flags,
+                    fown: fown_zero(),
+                    sigmask: mask,
+                });
+            }
+            "[timerfd]" => {
+                let num = |k: &str| field(k).and_then(|v| v.parse::<u64>().ok());
+                let pair = |k: &str| -> Option<(u64, u64)> {
+                    let v = field(k)?.trim_start_matches('(').trim_end_matches(')');
+                    let (a, b) = v.split_once(',')?;
+                    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+                };
+                let (vsec, vnsec) = pair("it_value").ok_or_else(|| bad("it_value"))?;
+                let (isec, insec) = pair("it_interval").ok_or_else(|| bad("it_interval"))?;
+                e.r#type = FdTypes::Timerfd as i32;
+                e.tfd = Some(TimerfdEntry {
+                    id,
+                    flags,
+                    fown: fown_zero(),
+                    clockid: num("clockid").ok_or_else(|| bad("clockid"))? as u32,
+                    ticks: num("ticks").ok_or_else(|| bad("ticks"))?,
+                    settime_flags: field("settime flags")
+                        .and_then(|v| u32::from_str_radix(v, 8).ok())
+                        .ok_or_else(|| bad("settime flags"))?,
+                    vsec,
+                    vnsec,
+                    isec,
+                    insec,
+                });
+            }
+            "[eventpoll]" => {
+                let mut tfds = Vec::new();
+                for l in text.lines().filter(|l| l.starts_with("tfd:")) {
+                    // tfd: N events: HEX data: HEX  pos:N ino:HEX sdev:HEX
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    let after = |k: &str| {
+                        words
+                            .iter()
+                            .position(|w| *w == k)
+                            .and_then(|i| words.get(i + 1).copied())
+                    };
+                    let inline = |k: &str| words.iter().find_map(|w| w.strip_prefix(k));
+                    let tfd = after("tfd:").and_then(|v| v.parse::<u32>().ok());
+                    let events = after("events:").and_then(|v| u32::from_str_radix(v, 16).ok());
+                    let data = after("data:").and_then(|v| u64::from_str_radix(v, 16).ok());
+                    let (Some(tfd), Some(events), Some(data)) = (tfd, events, data) else {
+                        return Err(bad("an epoll target"));
+                    };
+                    tfds.push(EventpollTfdEntry {
+                        id,
+                        tfd,
+                        events,
+                        data,
+                        dev: inline("sdev:").and_then(|v| u32::from_str_radix(v, 16).ok()),
+                        inode: inline("ino:").and_then(|v| u64::from_str_radix(v, 16).ok()),
+                        pos: inline("pos:").and_then(|v| v.parse().ok()),
+                    });
+                }
+                e.r#type = FdTypes::Eventpoll as i32;
+                e.epfd = Some(EventpollFileEntry {
+                    id,
+                    flags,
+                    fown: fown_zero(),
+                    tfd: tfds,
+                });
+            }
+            other => {
+                return Err(DumpError::Unsupported {
+                    what: format!("fd {fd} of {pid}: anon_inode:{other}"),
+                });
+            }
+        }
+        let ty = e.r#type;
+        self.entries.push(e);
+        Ok((id, ty))
     }
 
     /// Adds a pipe end (fd `fd` of `pid`) and, the first time a pipe is seen, the bytes waiting

@@ -399,6 +399,15 @@ pub fn read_fdinfo(pid: i32, fd: i32) -> Result<FdInfo, ProcError> {
     Ok(info)
 }
 
+/// The whole text of `/proc/PID/fdinfo/FD`, for the kind-specific lines (eventfd count, epoll
+/// targets, timerfd settings, signalfd mask).
+///
+/// # Errors
+/// [`ProcError::Read`].
+pub fn read_fdinfo_text(pid: i32, fd: i32) -> Result<String, ProcError> {
+    read_text(&proc_path(pid, &format!("fdinfo/{fd}")))
+}
+
 /// The open descriptors of a task, sorted, with their link targets.
 ///
 /// # Errors

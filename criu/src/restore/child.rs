@@ -63,6 +63,12 @@ pub struct PremapOp {
     pub populate: bool,
     /// madvise advice bits.
     pub madv: u64,
+    /// Instead of mapping: share `len` bytes at this address of a shared object mapped earlier
+    /// (`mremap` with old size 0), so that several areas map one object.
+    pub dup_of: Option<u64>,
+    /// A whole shared object mapped only to be filled and shared by `dup_of` areas; unmapped
+    /// before the jump.
+    pub temporary: bool,
 }
 
 /// One run of page contents to read.
@@ -236,6 +242,7 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
     }
     premap(p)?;
     fill(p)?;
+    dups(p)?;
     protect(p)?;
     close_others(p);
     fds(p)?;
@@ -258,7 +265,7 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
 }
 
 fn premap(p: &ChildPlan) -> Result<(), Fail> {
-    for op in &p.premap {
+    for op in p.premap.iter().filter(|op| op.dup_of.is_none()) {
         let prot = if op.fill {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
@@ -340,9 +347,35 @@ fn fill(p: &ChildPlan) -> Result<(), Fail> {
     Ok(())
 }
 
-fn protect(p: &ChildPlan) -> Result<(), Fail> {
+/// Maps the areas that share an object filled earlier.
+fn dups(p: &ChildPlan) -> Result<(), Fail> {
     for op in &p.premap {
-        if op.fill {
+        let Some(from) = op.dup_of else { continue };
+        // SAFETY: `from` lies in a shared object this process mapped; old size 0 makes mremap
+        // create a second mapping of it at `addr`, inside our reservation (MREMAP_FIXED).
+        let r = unsafe {
+            libc::mremap(
+                from as *mut libc::c_void,
+                0,
+                op.len as usize,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                op.addr as *mut libc::c_void,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            return Err(Fail(CHILD_PREMAP, errno(), op.addr));
+        }
+    }
+    for op in p.premap.iter().filter(|op| op.temporary) {
+        // SAFETY: the temporary object mapping is ours; the dups keep the object alive.
+        unsafe { libc::munmap(op.addr as *mut libc::c_void, op.len as usize) };
+    }
+    Ok(())
+}
+
+fn protect(p: &ChildPlan) -> Result<(), Fail> {
+    for op in p.premap.iter().filter(|op| !op.temporary) {
+        if op.fill || op.dup_of.is_some() {
             // SAFETY: changes the protection of an area this process premapped itself.
             let r =
                 unsafe { libc::mprotect(op.addr as *mut libc::c_void, op.len as usize, op.prot) };

@@ -610,7 +610,8 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
         off += n * PAGE;
     }
     used.insert(fi, off);
-    // Shared anonymous memory: pagemap-shmem-SHMID.img, offsets relative to the object.
+    // Shared anonymous memory: pagemap-shmem-SHMID.img, offsets relative to the object; each
+    // object's pages go to every area that maps them.
     let shared: Vec<(u64, u64, u64, u64)> = plan
         .vmas
         .iter()
@@ -619,7 +620,10 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
             _ => None,
         })
         .collect();
-    for (shmid, start, vend, pgoff) in shared {
+    let mut shmids: Vec<u64> = shared.iter().map(|s| s.0).collect();
+    shmids.sort_unstable();
+    shmids.dedup();
+    for shmid in shmids {
         let name = names::pagemap_shmem(shmid);
         if !d.file(&name).exists() {
             continue;
@@ -635,18 +639,23 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
                 .end()
                 .ok_or_else(|| bad(&name, format!("entry at {:#x} overflows", e.vaddr)))?
                 - e.vaddr;
-            // The run's part that falls inside this mapping of the object.
-            let a = e.vaddr.max(pgoff);
-            let b = (e.vaddr + len).min(pgoff + (vend - start));
-            if a < b {
-                plan.pages.push(PageRun {
-                    vaddr: start + (a - pgoff),
-                    nr_pages: (b - a) / PAGE,
-                    file: fi,
-                    offset: off + (a - e.vaddr),
-                });
+            for &(_, start, vend, pgoff) in shared.iter().filter(|s| s.0 == shmid) {
+                // The run's part that falls inside this mapping of the object.
+                let a = e.vaddr.max(pgoff);
+                let b = e
+                    .vaddr
+                    .saturating_add(len)
+                    .min(pgoff.saturating_add(vend - start));
+                if a < b {
+                    plan.pages.push(PageRun {
+                        vaddr: start + (a - pgoff),
+                        nr_pages: (b - a) / PAGE,
+                        file: fi,
+                        offset: off + (a - e.vaddr),
+                    });
+                }
             }
-            off += len;
+            off = off.saturating_add(len);
         }
         used.insert(fi, off);
     }

@@ -157,6 +157,28 @@ fn vdso_moves(plan: &TaskPlan, cur: &Special) -> Result<Vec<abi::Move>, RestoreE
     Ok(moves)
 }
 
+/// Shared anonymous objects mapped by more than one area: `(shmid, size)`. They are made once
+/// and shared by every area that maps them; an object mapped by one area is just that area.
+fn shared_objects(premapped: &[&super::plan::Vma]) -> Vec<(u64, u64)> {
+    let mut seen: Vec<(u64, u64, usize)> = Vec::new();
+    for v in premapped {
+        if let VmaKind::AnonShared { shmid } = v.kind {
+            let end = v.pgoff + v.len();
+            match seen.iter_mut().find(|o| o.0 == shmid) {
+                Some(o) => {
+                    o.1 = o.1.max(end);
+                    o.2 += 1;
+                }
+                None => seen.push((shmid, end, 1)),
+            }
+        }
+    }
+    seen.into_iter()
+        .filter(|o| o.2 > 1)
+        .map(|o| (o.0, page_up(o.1)))
+        .collect()
+}
+
 /// A growable byte area with a known base address in the task.
 struct Area {
     base: u64,
@@ -270,7 +292,8 @@ pub fn prepare(plan: &TaskPlan, opts: &RestoreOptions) -> Result<Prepared, Resto
 
     // Sizes.
     let premapped: Vec<&super::plan::Vma> = plan.vmas.iter().filter(|v| v.premapped()).collect();
-    let premap_size: u64 = premapped.iter().map(|v| v.len()).sum();
+    let premap_size: u64 = premapped.iter().map(|v| v.len()).sum::<u64>()
+        + shared_objects(&premapped).iter().map(|o| o.1).sum::<u64>();
     let blob_size = page_up(blob.map_size() as u64);
     let frame_size = rt_sigframe_size(xsave.bytes.len()) as u64;
     let extra = (premapped.len() * 24
@@ -351,18 +374,33 @@ fn build(
     let stack_top = args_base + args_size + STACK_SIZE;
     let scratch = rbase + restorer_len;
 
-    // Premap addresses, in order.
+    // Premap addresses, in order; then the shared objects that several areas map.
     let mut premap_addr = Vec::with_capacity(premapped.len());
     let mut off = 0;
     for v in premapped {
         premap_addr.push(base + off);
         off += v.len();
     }
+    let objects = shared_objects(premapped);
+    let mut object_addr = std::collections::HashMap::new();
+    for (shmid, size) in &objects {
+        object_addr.insert(*shmid, base + off);
+        off += size;
+    }
+    let shared_at = |v: &super::plan::Vma| match v.kind {
+        VmaKind::AnonShared { shmid } => object_addr.get(&shmid).map(|a| a + v.pgoff),
+        _ => None,
+    };
+    // Where the bytes for `addr` go: the area's premapped copy, or its shared object.
     let to_premap = |addr: u64| -> Option<(usize, u64)> {
         premapped
             .iter()
             .position(|v| v.start <= addr && addr < v.end)
-            .map(|i| (i, premap_addr[i] + (addr - premapped[i].start)))
+            .map(|i| {
+                let v = premapped[i];
+                let at = shared_at(v).unwrap_or(premap_addr[i]);
+                (i, at + (addr - v.start))
+            })
     };
 
     // Page runs, split at area boundaries.
@@ -397,7 +435,7 @@ fn build(
             a = b;
         }
     }
-    let premap: Vec<PremapOp> = premapped
+    let mut premap: Vec<PremapOp> = premapped
         .iter()
         .enumerate()
         .map(|(i, v)| {
@@ -432,10 +470,27 @@ fn build(
                 // per page while filling); sparse areas stay sparse.
                 populate: matches!(v.kind, VmaKind::AnonPrivate)
                     && fill_bytes[i] * 4 >= v.len() * 3,
+                dup_of: shared_at(v),
+                temporary: false,
                 madv: v.madv,
             }
         })
         .collect();
+    for (shmid, size) in &objects {
+        premap.push(PremapOp {
+            addr: object_addr[shmid],
+            len: *size,
+            prot: libc::PROT_READ | libc::PROT_WRITE,
+            map_flags: libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            file: None,
+            pgoff: 0,
+            fill: true,
+            populate: false,
+            madv: 0,
+            dup_of: None,
+            temporary: true,
+        });
+    }
 
     // Service descriptors above every target number.
     let max_fd = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);

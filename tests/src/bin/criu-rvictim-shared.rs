@@ -1,11 +1,12 @@
 //! criu restore victim: shared anonymous memory that checks itself.
 //!
 //! `criu-rvictim-shared READY`: maps 4 pages `MAP_SHARED | MAP_ANONYMOUS`, writes byte
-//! `(page * 13 + i) & 0xff` into pages 0, 1 and 3 (page 2 stays untouched), writes
-//! `ready PID ADDR` into READY and polls. On `SIGUSR1` it checks the bytes (page 2 must read as
-//! zeros), that the area is still one shared mapping (`rw-s` in its own maps) and that a write
-//! through it is seen through a second view of the same object (`/proc/self/map_files`), then
-//! writes `check ok` (or `check bad WHAT`) into READY.2.
+//! `(page * 13 + i) & 0xff` into pages 0, 1 and 3 (page 2 stays untouched) and makes page 1
+//! read-only, so that one shared object backs three areas; writes `ready PID ADDR` into READY
+//! and polls. On `SIGUSR1` it checks the bytes (page 2 must read as zeros), that the areas are
+//! still shared mappings (`rw-s`, `r--s`, `rw-s` in its own maps) of one object: a view of the
+//! whole object, opened through the first area's `/proc/self/map_files` entry, sees a write
+//! made through the last area. Then it writes `check ok` (or `check bad WHAT`) into READY.2.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -36,26 +37,34 @@ fn check(base: *mut u8) -> Result<(), String> {
     }
     let start = base as usize;
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
-    let line = maps
-        .lines()
-        .find(|l| l.starts_with(&format!("{start:x}-{:x} ", start + PAGES * PAGE)))
-        .ok_or("mapping")?;
-    if !line.contains(" rw-s ") {
-        return Err(format!("mapping is {line}"));
+    for (page, perms) in [(0, " rw-s "), (1, " r--s "), (2, " rw-s ")] {
+        let a = start + page * PAGE;
+        let e = if page == 2 {
+            start + PAGES * PAGE
+        } else {
+            a + PAGE
+        };
+        let line = maps
+            .lines()
+            .find(|l| l.starts_with(&format!("{a:x}-{e:x} ")))
+            .ok_or(format!("no area {a:x}-{e:x}"))?;
+        if !line.contains(perms) {
+            return Err(format!("area is {line}"));
+        }
     }
-    // A second view of the same object sees writes through the first.
-    let path = format!("/proc/self/map_files/{start:x}-{:x}", start + PAGES * PAGE);
+    // A view of the whole object through the first area sees writes through the last one.
+    let path = format!("/proc/self/map_files/{start:x}-{:x}", start + PAGE);
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
         .map_err(|e| format!("{path}: {e}"))?;
     use std::os::fd::AsRawFd;
-    // SAFETY: maps one page of the object read-only at a fresh address.
+    // SAFETY: maps the whole object read-only at a fresh address.
     let view = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            PAGE,
+            PAGES * PAGE,
             libc::PROT_READ,
             libc::MAP_SHARED,
             f.as_raw_fd(),
@@ -65,14 +74,15 @@ fn check(base: *mut u8) -> Result<(), String> {
     if view == libc::MAP_FAILED {
         return Err("second view".into());
     }
-    mem[7] = 0xa5;
-    // SAFETY: `view` is one readable page.
-    let seen = unsafe { *view.cast::<u8>().add(7) };
-    mem[7] = byte(0, 7);
+    let at = 3 * PAGE + 7;
+    mem[at] = 0xa5;
+    // SAFETY: `view` is PAGES readable pages.
+    let seen = unsafe { *view.cast::<u8>().add(at) };
+    mem[at] = byte(3, 7);
     // SAFETY: unmapping the view mapped above.
-    unsafe { libc::munmap(view, PAGE) };
+    unsafe { libc::munmap(view, PAGES * PAGE) };
     if seen != 0xa5 {
-        return Err("not shared".into());
+        return Err("areas do not share one object".into());
     }
     Ok(())
 }
@@ -104,6 +114,9 @@ fn main() {
             }
         }
     }
+    // SAFETY: page 1 of the mapping above; read-only from now on (it is only read).
+    let r = unsafe { libc::mprotect(p.cast::<u8>().add(PAGE).cast(), PAGE, libc::PROT_READ) };
+    assert_eq!(r, 0);
     // SAFETY: installs a handler that only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t);

@@ -95,7 +95,7 @@ impl Special {
     }
 }
 
-/// Finds `size` bytes (page multiple) free of every range in `busy`, with [`MARGIN`] on both
+/// Finds `size` bytes (page multiple) free of every range in `busy`, with a 2 MiB margin on both
 /// sides, searching from the top of the address space down.
 ///
 /// # Errors

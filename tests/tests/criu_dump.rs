@@ -1187,3 +1187,69 @@ fn eventfd_epoll_timerfd_signalfd() {
     let (_, sf) = entry(sfd, FdTypes::Signalfd);
     assert_eq!(sf.sgfd.unwrap().sigmask, 1 << (libc::SIGUSR2 - 1));
 }
+
+#[test]
+fn vector_registers_are_in_the_core_image() {
+    let _g = test_lock();
+    become_subreaper();
+    let mut v = compel_criu_tests::Victim::spawn(env!("CARGO_BIN_EXE_victim-avx"), &[]).unwrap();
+    let line = v.expect_line("", Duration::from_secs(10)).unwrap();
+    compel_criu_tests::skip_unless!(line.starts_with("ready"), "the CPU has no AVX: {line}");
+    let f: Vec<&str> = line.split(' ').collect();
+    let flag = u64::from_str_radix(f[2], 16).unwrap();
+    let avx512 = f[3] == "avx512";
+    // Let it load its registers and start spinning.
+    std::thread::sleep(Duration::from_millis(200));
+    let d = open_dir();
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid().to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert_ok(&o, "dump");
+    let core = ImageDir::new(&img).read_core(v.pid() as u32).unwrap();
+    let fp = core.thread_info.unwrap().fpregs;
+    let xs = fp.xsave.expect("xsave state in the image");
+    let le32 = |v: &[u32]| v.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
+    let le64 = |v: &[u64]| v.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
+    let (xmm, ymmh) = (le32(&fp.xmm_space), le32(&xs.ymmh_space));
+    let (zmmh, hi16) = (le64(&xs.zmm_upper), le64(&xs.hi16_zmm));
+    let width = if avx512 { 64 } else { 32 };
+    let nregs = if avx512 { 32 } else { 16 };
+    for r in 0..nregs {
+        for b in 0..width {
+            let got = match (r, b) {
+                (0..16, 0..16) => xmm[r * 16 + b],
+                (0..16, 16..32) => ymmh[r * 16 + b - 16],
+                (0..16, _) => zmmh[r * 32 + b - 32],
+                _ => hi16[(r - 16) * 64 + b],
+            };
+            assert_eq!(
+                got,
+                compel_criu_tests::avx_pattern(r, b),
+                "register {r} byte {b}"
+            );
+        }
+    }
+    if avx512 {
+        for k in 1..8 {
+            assert_eq!(
+                xs.opmask_reg[k],
+                u64::from(compel_criu_tests::avx_kmask(k)),
+                "k{k}"
+            );
+        }
+    }
+    // The victim, left running, still holds them: set its flag and let it check.
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{}/mem", v.pid()))
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    mem.write_all_at(&1u32.to_le_bytes(), flag).unwrap();
+    assert_eq!(v.expect_line("", Duration::from_secs(10)).unwrap(), "ok");
+}

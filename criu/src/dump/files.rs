@@ -322,6 +322,12 @@ impl FileTable {
                 });
                 continue;
             }
+            if name.starts_with("/memfd:") {
+                // Not a deleted file of that name: a memfd, which needs its own image kind.
+                return Err(DumpError::Unsupported {
+                    what: format!("fd {fd} of {pid} is a memfd ({name})"),
+                });
+            }
             if !name.starts_with('/') || !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
                 return Err(DumpError::Unsupported {
                     what: format!(

@@ -1348,3 +1348,37 @@ fn damaged_images_never_panic_the_reader() {
         let _ = fs::remove_file("/tmp/fx/single");
     }
 }
+
+#[test]
+fn the_nice_value_comes_back() {
+    skip_if_not_root!("the_nice_value_comes_back");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let (out, ready) = (d.path().join("out"), d.path().join("ready"));
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-counter"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    // SAFETY: setpriority on our own child.
+    assert_eq!(
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, v.pid as u32, 7) },
+        0
+    );
+    let nice = |pid: i32| -> i64 {
+        let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = &s[s.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    assert_eq!(nice(v.pid), 7);
+    dump_and_reap(&mut v, &img);
+    let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert_ok(&o, "criu restore -d");
+    let task = Restored(v.pid);
+    assert_eq!(nice(task.0), 7);
+    drop(task);
+}

@@ -27,6 +27,8 @@ pub const CHILD_FDS: u32 = 104;
 pub const CHILD_FS: u32 = 105;
 /// oom_score_adj.
 pub const CHILD_OOM: u32 = 106;
+/// Scheduling policy and nice value.
+pub const CHILD_SCHED: u32 = 107;
 
 /// A short name for a child stage.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -38,6 +40,7 @@ pub fn stage_name(stage: u32) -> &'static str {
         CHILD_FDS => "reopening files",
         CHILD_FS => "root, cwd and umask",
         CHILD_OOM => "oom_score_adj",
+        CHILD_SCHED => "scheduling policy and nice value",
         s => abi::stage_name(s),
     }
 }
@@ -164,6 +167,8 @@ pub struct ChildPlan {
     pub umask: u32,
     /// oom_score_adj to write.
     pub oom_score_adj: Option<CString>,
+    /// Scheduling: nice value, policy, real-time priority.
+    pub sched: Option<(i32, u32, u32)>,
     /// Where the status pipe is.
     pub status_fd: i32,
     /// The go pipe: the child waits for one byte on it before doing anything.
@@ -247,6 +252,20 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
     close_others(p);
     fds(p)?;
     fs(p)?;
+    if let Some((nice, policy, prio)) = p.sched {
+        // SAFETY: scheduling calls on this process with a live local parameter.
+        unsafe {
+            if policy != 0 {
+                let param = libc::sched_param {
+                    sched_priority: prio as i32,
+                };
+                let r = libc::sched_setscheduler(0, policy as i32, &param);
+                ok(CHILD_SCHED, r as _, policy as u64)?;
+            }
+            let r = libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            ok(CHILD_SCHED, r as _, nice as u64)?;
+        }
+    }
     if let Some(v) = &p.oom_score_adj {
         let path = c"/proc/self/oom_score_adj";
         // SAFETY: plain open/write/close of a proc file with NUL-terminated strings we own.

@@ -337,6 +337,14 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
     if let Some(th) = th {
         plan.pending_thread = siginfos(th.signals_p.as_ref())?;
         plan.robust_list = (th.futex_rla, th.futex_rla_len as u64);
+        let nice = th.sched_nice.unwrap_or(0);
+        let policy = th.sched_policy.unwrap_or(0);
+        if !(-20..=19).contains(&nice) {
+            return Err(bad(file, format!("nice value {nice}")));
+        }
+        if nice != 0 || policy != 0 {
+            plan.sched = Some((nice, policy, th.sched_prio.unwrap_or(0)));
+        }
         plan.pdeath_sig = th.pdeath_sig.map(|s| s as i32);
         if let Some(sas) = &th.sas {
             plan.altstack = Some((sas.ss_sp, sas.ss_flags as i32, sas.ss_size));

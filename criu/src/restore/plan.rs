@@ -240,4 +240,6 @@ pub struct TaskPlan {
     pub oom_score_adj: Option<i32>,
     /// The task was job-control stopped by this signal: it is stopped again after the restore.
     pub stop_signal: Option<i32>,
+    /// Scheduling: nice value, policy and real-time priority.
+    pub sched: Option<(i32, u32, u32)>,
 }

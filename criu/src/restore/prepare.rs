@@ -816,6 +816,7 @@ fn build(
         root: plan.root.clone(),
         cwd: plan.cwd.clone(),
         umask: plan.umask,
+        sched: plan.sched,
         oom_score_adj: plan
             .oom_score_adj
             .and_then(|v| CString::new(v.to_string()).ok()),

@@ -1365,10 +1365,8 @@ fn the_nice_value_comes_back() {
     );
     wait_file(&ready, Duration::from_secs(10));
     // SAFETY: setpriority on our own child.
-    assert_eq!(
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, v.pid as u32, 7) },
-        0
-    );
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, v.pid as u32, 7) };
+    assert_eq!(r, 0);
     let nice = |pid: i32| -> i64 {
         let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let rest = &s[s.rfind(')').unwrap() + 2..];

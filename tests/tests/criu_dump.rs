@@ -1072,31 +1072,71 @@ fn pipes_are_dumped_with_their_waiting_bytes() {
 }
 
 #[test]
-fn threads_are_refused_for_now() {
+fn threads_each_get_a_core() {
     let _g = test_lock();
     become_subreaper();
     let mut v =
         compel_criu_tests::Victim::spawn(env!("CARGO_BIN_EXE_victim-threads"), &["2"]).unwrap();
     v.expect_line("ready", Duration::from_secs(10)).unwrap();
-    v.expect_line("tid", Duration::from_secs(10)).unwrap();
-    v.expect_line("tid", Duration::from_secs(10)).unwrap();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let l = v.expect_line("tid", Duration::from_secs(10)).unwrap();
+        workers.push(l[4..].trim().parse::<u32>().unwrap());
+    }
     let d = open_dir();
     let img = images(d.path());
+    let pid = v.pid() as u32;
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid().to_string(),
+        &pid.to_string(),
         "-D",
         img.to_str().unwrap(),
+        "-R",
     ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("has 3 threads"), "{err}");
+    assert_ok(&o, "dump of a threaded process");
+    let dir = ImageDir::new(&img);
+    let tree = dir.read_pstree().unwrap();
+    assert_eq!(tree[0].threads[0], pid, "the leader comes first");
+    let mut got = tree[0].threads[1..].to_vec();
+    got.sort();
+    workers.sort();
+    assert_eq!(got, workers);
+    let leader = dir.read_core(pid).unwrap();
+    assert!(leader.tc.is_some());
+    assert_eq!(leader.thread_core.as_ref().unwrap().blk_sigset, None);
+    for &t in &workers {
+        let c = dir.read_core(t).unwrap();
+        assert!(c.tc.is_none(), "thread {t} has a task core");
+        let th = c.thread_core.as_ref().unwrap();
+        assert!(th.blk_sigset.is_some());
+        assert!(th.creds.is_some());
+        let ti = c.thread_info.as_ref().unwrap();
+        // Each worker has its own stack and TLS.
+        assert_ne!(ti.gpregs.sp, leader.thread_info.as_ref().unwrap().gpregs.sp);
+        assert_ne!(
+            ti.gpregs.fs_base,
+            leader.thread_info.as_ref().unwrap().gpregs.fs_base
+        );
+        assert_ne!(ti.clear_tid_addr, 0);
+        assert!(th.rseq_entry.is_some());
+    }
     // It runs on untouched: its threads still count.
     assert_eq!(tracer_pid(v.pid()), Some(0));
     v.write_stdin(b"count\n").unwrap();
     v.expect_line("counts", Duration::from_secs(10)).unwrap();
-    assert!(!img.join(names::INVENTORY).exists());
+    assert!(img.join(names::INVENTORY).exists());
+    // A default dump kills every thread.
+    let img2 = d.path().join("img2");
+    std::fs::create_dir(&img2).unwrap();
+    assert_ok(
+        &criu(&["dump", "-t", &pid.to_string(), "-D", img2.to_str().unwrap()]),
+        "dump",
+    );
+    assert_eq!(
+        v.wait(Duration::from_secs(5)),
+        Some(Exit::Signal(libc::SIGKILL))
+    );
 }
 
 #[test]

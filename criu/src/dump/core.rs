@@ -226,6 +226,14 @@ pub struct CoreInput<'a> {
     pub pending_thread: Vec<Vec<u8>>,
     /// Signals pending for the process, raw `siginfo_t`s.
     pub pending_shared: Vec<Vec<u8>>,
+    /// Whether this is the thread-group leader (whose core also holds the process-wide `tc`).
+    pub leader: bool,
+    /// This thread's alternate signal stack: sp, flags, size.
+    pub sas: (u64, u32, u64),
+    /// This thread's parent-death signal.
+    pub pdeath_sig: u32,
+    /// This thread's clear-tid address.
+    pub clear_tid_addr: u64,
 }
 
 fn queue(sigs: &[Vec<u8>]) -> SignalQueueEntry {
@@ -316,13 +324,13 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
         sched_nice: Some(c.stat.nice),
         sched_policy: Some(c.stat.policy),
         sched_prio: (c.stat.policy != 0).then_some(c.stat.rt_priority),
-        blk_sigset: None,
+        blk_sigset: (!c.leader).then_some(c.sigmask),
         sas: Some(ThreadSasEntry {
-            ss_sp: inside.sas.0,
-            ss_size: inside.sas.2,
-            ss_flags: inside.sas.1,
+            ss_sp: c.sas.0,
+            ss_size: c.sas.2,
+            ss_flags: c.sas.1,
         }),
-        pdeath_sig: (inside.pdeath_sig != 0).then_some(inside.pdeath_sig),
+        pdeath_sig: (c.pdeath_sig != 0).then_some(c.pdeath_sig),
         signals_p: Some(queue(&c.pending_thread)),
         creds: Some(creds(c.status, inside.securebits)),
         seccomp_mode: None,
@@ -340,12 +348,12 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
     CoreEntry {
         mtype: CoreEntryMarch::X8664 as i32,
         thread_info: Some(ThreadInfoX86 {
-            clear_tid_addr: inside.clear_tid_addr,
+            clear_tid_addr: c.clear_tid_addr,
             gpregs: gpregs(&saved_regs(c.regs)),
             fpregs: fpregs(c.xsave),
             tls: empty_tls(),
         }),
-        tc: Some(tc),
+        tc: c.leader.then_some(tc),
         ids: None,
         thread_core: Some(thread_core),
         ..CoreEntry::default()

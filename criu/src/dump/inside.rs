@@ -377,3 +377,69 @@ pub fn read_inside_parasite(
     st.brk = m.brk;
     Ok(st)
 }
+
+/// What each thread keeps for itself: alternate signal stack `(sp, flags, size)`, parent-death
+/// signal, clear-tid address.
+pub type ThreadInside = ((u64, u32, u64), u32, u64);
+
+/// Reads the per-thread inside state of thread `tid` with remote syscalls run in that thread.
+///
+/// # Errors
+/// [`DumpError::Remote`], [`DumpError::RemoteFailed`].
+pub fn read_thread_inside(
+    task: &mut Task,
+    tid: i32,
+    scratch: &Scratch,
+) -> Result<ThreadInside, DumpError> {
+    let s = scratch.addr;
+    let sc_in = |task: &mut Task, what: &'static str, nr: usize, args: [u64; 6]| {
+        task.remote_syscall_in(tid, nr, args)
+            .map_err(|source| DumpError::Remote {
+                pid: tid,
+                what,
+                source,
+            })
+    };
+    let ok = |r: i64, what: &'static str| {
+        if r < 0 {
+            Err(DumpError::RemoteFailed {
+                pid: tid,
+                what,
+                errno: -r as i32,
+            })
+        } else {
+            Ok(r)
+        }
+    };
+    let r = sc_in(task, "sigaltstack", nr::SIGALTSTACK, [0, s, 0, 0, 0, 0])?;
+    ok(r, "sigaltstack")?;
+    let b = scratch.read(task, tid, 24)?;
+    let w = words(&b);
+    let sas = (
+        w[0],
+        u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4])),
+        w[2],
+    );
+    scratch.clear(task, tid, 8)?;
+    let r = sc_in(
+        task,
+        "prctl(PR_GET_PDEATHSIG)",
+        nr::PRCTL,
+        [libc::PR_GET_PDEATHSIG as u64, s, 0, 0, 0, 0],
+    )?;
+    ok(r, "prctl(PR_GET_PDEATHSIG)")?;
+    let pdeath = words(&scratch.read(task, tid, 8)?)[0] as u32;
+    scratch.clear(task, tid, 8)?;
+    let r = sc_in(
+        task,
+        "prctl(PR_GET_TID_ADDRESS)",
+        nr::PRCTL,
+        [libc::PR_GET_TID_ADDRESS as u64, s, 0, 0, 0, 0],
+    )?;
+    let clear_tid = if r == 0 {
+        words(&scratch.read(task, tid, 8)?)[0]
+    } else {
+        0
+    };
+    Ok((sas, pdeath, clear_tid))
+}

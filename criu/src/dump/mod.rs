@@ -69,14 +69,6 @@ pub enum DumpError {
         /// The pid.
         pid: i32,
     },
-    /// A multi-threaded process (issue 6).
-    #[error("process {pid} has {threads} threads; only single-threaded processes are supported")]
-    Threads {
-        /// The pid.
-        pid: i32,
-        /// How many.
-        threads: usize,
-    },
     /// Seizing failed.
     #[error("cannot seize process {pid}")]
     Seize {
@@ -282,14 +274,6 @@ fn dump_inner(
     tracing::info!(pid, "seized");
     // From here on `task` detaches on every return path (compel's Task does on drop), so the
     // process runs on if anything fails.
-    let threads = task.threads();
-    if threads.len() != 1 {
-        return Err(DumpError::Threads {
-            pid,
-            threads: threads.len(),
-        }
-        .at("checking the process"));
-    }
     let collected =
         collect(&mut task, pid, opts).map_err(|e| e.at("collecting the process state"))?;
     let stats = write_images(pid, dir, &collected).map_err(|e| e.at("writing the images"))?;
@@ -342,7 +326,8 @@ struct Collected {
     root_id: u32,
     umask: u32,
     auxv: Vec<u64>,
-    core: criu_images::pb::CoreEntry,
+    /// Every thread's core, the leader first.
+    cores: Vec<(i32, criu_images::pb::CoreEntry)>,
     dumpable: i32,
     thp_disabled: bool,
     brk: u64,
@@ -391,45 +376,94 @@ fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpE
         .ok()
         .map(|v| v as i32);
 
-    let regs = task
-        .regs(pid)
-        .map_err(|source| DumpError::Registers { pid, source })?;
-    let xsave = task
-        .xsave(pid)
-        .map_err(|source| DumpError::Registers { pid, source })?;
-    let sigmask = task
-        .sigmask(pid)
-        .map_err(|source| DumpError::Registers { pid, source })?;
     let (task_state, stop_signo) = match task.initial_stop(pid) {
         Some(InitialStop::GroupStopped(sig)) => (core::task_state::STOPPED, Some(sig as u32)),
         _ => (core::task_state::ALIVE, None),
     };
-    let rseq = rseq_configuration(pid);
-    let pending_thread = pending_signals(pid, false)?;
     let pending_shared = pending_signals(pid, true)?;
-    let robust_list = robust_list(pid);
-
     let timer_ids: Vec<i32> = timers.iter().map(|t| t.id).collect();
     let inside = read_inside(task, pid, &timer_ids, opts.timeout)?;
 
-    let core = core::core_entry(&core::CoreInput {
-        regs: &regs,
-        xsave: &xsave,
-        sigmask,
-        stat: &stat,
-        status: &status,
-        inside: &inside,
-        timers: &timers,
-        personality,
-        loginuid,
-        oom_score_adj,
-        robust_list,
-        rseq,
-        task_state,
-        stop_signo,
-        pending_thread,
-        pending_shared,
-    });
+    // The leader first, then the other threads in /proc/PID/task order.
+    let mut tids = task.threads();
+    tids.sort_by_key(|&t| t != pid);
+    // What each other thread keeps for itself is read in that thread, through a scratch page.
+    let others: Vec<(i32, inside::ThreadInside)> = if tids.len() > 1 {
+        let scratch = inside::Scratch::map(task, pid)?;
+        let mut v = Vec::new();
+        let mut err = None;
+        for &tid in tids.iter().filter(|&&t| t != pid) {
+            match inside::read_thread_inside(task, tid, &scratch) {
+                Ok(st) => v.push((tid, st)),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        let unmapped = scratch.unmap(task, pid);
+        if let Some(e) = err {
+            return Err(e);
+        }
+        unmapped?;
+        v
+    } else {
+        Vec::new()
+    };
+    let mut cores = Vec::with_capacity(tids.len());
+    for &tid in &tids {
+        let leader = tid == pid;
+        let (tstat, tstatus) = if leader {
+            (stat.clone(), status.clone())
+        } else {
+            (proc::read_stat(tid)?, proc::read_status(tid)?)
+        };
+        let regs = task
+            .regs(tid)
+            .map_err(|source| DumpError::Registers { pid: tid, source })?;
+        let xsave = task
+            .xsave(tid)
+            .map_err(|source| DumpError::Registers { pid: tid, source })?;
+        let sigmask = task
+            .sigmask(tid)
+            .map_err(|source| DumpError::Registers { pid: tid, source })?;
+        let (sas, pdeath_sig, clear_tid_addr) = if leader {
+            (inside.sas, inside.pdeath_sig, inside.clear_tid_addr)
+        } else {
+            others
+                .iter()
+                .find(|(t, _)| *t == tid)
+                .map(|(_, st)| *st)
+                .unwrap_or_default()
+        };
+        let core = core::core_entry(&core::CoreInput {
+            regs: &regs,
+            xsave: &xsave,
+            sigmask,
+            stat: &tstat,
+            status: &tstatus,
+            inside: &inside,
+            timers: &timers,
+            personality,
+            loginuid,
+            oom_score_adj,
+            robust_list: robust_list(tid),
+            rseq: rseq_configuration(tid),
+            task_state,
+            stop_signo,
+            pending_thread: pending_signals(tid, false)?,
+            pending_shared: if leader {
+                pending_shared.clone()
+            } else {
+                Vec::new()
+            },
+            leader,
+            sas,
+            pdeath_sig,
+            clear_tid_addr,
+        });
+        cores.push((tid, core));
+    }
     Ok(Collected {
         stat,
         vmas,
@@ -440,7 +474,7 @@ fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpE
         root_id,
         umask: status.umask,
         auxv,
-        core,
+        cores,
         dumpable: inside.dumpable,
         thp_disabled: inside.thp_disabled,
         brk: inside.brk,
@@ -616,7 +650,9 @@ fn write_images(pid: i32, dir: &Path, c: &Collected) -> Result<mm::PageStats, Du
         thp_disabled: Some(c.thp_disabled),
     };
     img.write_mm(upid, &mm_entry)?;
-    img.write_core(upid, &c.core)?;
+    for (tid, core) in &c.cores {
+        img.write_core(*tid as u32, core)?;
+    }
     img.write_ids(upid, &task_ids(&c.ns, &c.own_ns, 2))?;
     img.write_fs(
         upid,
@@ -633,7 +669,7 @@ fn write_images(pid: i32, dir: &Path, c: &Collected) -> Result<mm::PageStats, Du
         ppid: 0,
         pgid: c.stat.pgid as u32,
         sid: c.stat.sid as u32,
-        threads: vec![upid],
+        threads: c.cores.iter().map(|(t, _)| *t as u32).collect(),
     }])?;
     img.write_seccomp(&SeccompEntry::default())?;
     img.write_timens(0, &timens_now())?;

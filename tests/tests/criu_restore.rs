@@ -1380,3 +1380,68 @@ fn the_nice_value_comes_back() {
     assert_eq!(nice(task.0), 7);
     drop(task);
 }
+
+#[test]
+fn failures_inside_the_new_task_name_the_step_and_leave_nothing() {
+    skip_if_not_root!("failures_inside_the_new_task_name_the_step_and_leave_nothing");
+    let _g = test_lock();
+    become_subreaper();
+    if !pid_free(SINGLE_PID) {
+        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+        return;
+    }
+    let created = install_fixture_binary();
+    let src = Path::new(FIXTURES).join("single");
+
+    // A working directory that is gone: the child fails while setting up its directories.
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&src, t.path());
+    let d = criu_images::ImageDir::new(t.path());
+    let mut files = d.read_files().unwrap();
+    let cwd = files.iter_mut().find(|f| f.id == 9).unwrap();
+    cwd.reg.as_mut().unwrap().name = "/nonexistent-criu-cwd".into();
+    d.write_files(&files).unwrap();
+    let err = restore(&detached(t.path()), None).unwrap_err();
+    assert!(
+        matches!(&err, RestoreError::Task { stage, .. } if *stage == "root, cwd and umask"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("ENOENT"), "{err}");
+    assert!(pid_free(SINGLE_PID), "the failed task was left behind");
+
+    // A POSIX timer on a clock that does not exist: the restorer fails at its timers.
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&src, t.path());
+    let d = criu_images::ImageDir::new(t.path());
+    let mut core = d.read_core(SINGLE_PID as u32).unwrap();
+    core.tc
+        .as_mut()
+        .unwrap()
+        .timers
+        .as_mut()
+        .unwrap()
+        .posix
+        .push(criu_images::pb::PosixTimerEntry {
+            it_id: 0,
+            clock_id: 99,
+            si_signo: libc::SIGALRM as u32,
+            it_sigev_notify: 0,
+            sival_ptr: 0,
+            overrun: 0,
+            isec: 0,
+            insec: 0,
+            vsec: 1,
+            vnsec: 0,
+            notify_thread_id: None,
+        });
+    d.write_core(SINGLE_PID as u32, &core).unwrap();
+    let err = restore(&detached(t.path()), None).unwrap_err();
+    assert!(
+        matches!(&err, RestoreError::Task { stage, .. } if *stage == "posix timers"),
+        "{err:?}"
+    );
+    assert!(pid_free(SINGLE_PID), "the failed task was left behind");
+    if created {
+        let _ = fs::remove_file("/tmp/fx/single");
+    }
+}

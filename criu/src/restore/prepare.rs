@@ -823,7 +823,7 @@ fn build(
         status_fd,
         go_fd,
         old_rseq,
-        entry: 0,
+        entry: 0, // set by prepare(), which knows the blob's symbols
         stack_top: stack_top & !15,
         args: args_base,
     };
@@ -832,8 +832,8 @@ fn build(
         status_r,
         go_w,
         child_only,
-        resv: (base, 0),
-        syscall_insn: 0,
+        resv: (base, 0), // set by prepare()
+        syscall_insn: 0, // set by prepare()
         restorer: (rbase, restorer_len),
     })
 }

@@ -33,6 +33,9 @@ struct FileKey {
     flags: u32,
 }
 
+/// An open file description met by the dump: `(pid, fd, file id)`.
+type OpenDesc = (i32, i32, u32);
+
 /// A ghost file to write: a file deleted while open, saved with its content.
 #[derive(Debug)]
 struct Ghost {
@@ -53,6 +56,10 @@ pub struct FileTable {
     remaps: Vec<RemapFilePathEntry>,
     ghost_limit: u64,
     pipes_seen: Vec<u64>,
+    /// Open file descriptions met so far, by (device, inode): `(pid, fd, file id)`, compared
+    /// with kcmp so that a description shared by descriptors (dup, or inherited across fork)
+    /// gets one id.
+    seen: HashMap<(u64, u64), Vec<OpenDesc>>,
     /// `(pipe inode, pipe size, waiting bytes)` of pipes holding data.
     pipe_data: Vec<(u32, u32, Vec<u8>)>,
 }
@@ -258,8 +265,6 @@ impl FileTable {
     pub fn add_fds(&mut self, pid: i32, shell_job: bool) -> Result<Vec<FdinfoEntry>, DumpError> {
         let fds = proc::list_fds(pid)?;
         let mut out = Vec::with_capacity(fds.len());
-        // Open file descriptions seen so far: (dev, ino) -> [(fd, id)], for kcmp.
-        let mut seen: HashMap<(u64, u64), Vec<(i32, u32)>> = HashMap::new();
         for (fd, target) in fds {
             let name = target.to_string_lossy().into_owned();
             let src = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
@@ -271,14 +276,11 @@ impl FileTable {
             let ft = meta.file_type();
             if name.starts_with("pipe:[") && ft.is_fifo() {
                 let key = (meta.dev(), meta.ino());
-                let id = match seen
-                    .get(&key)
-                    .and_then(|prev| prev.iter().find(|&&(pfd, _)| same_file(pid, fd, pfd)))
-                {
-                    Some(&(_, id)) => id,
+                let id = match self.find_open(key, pid, fd) {
+                    Some(id) => id,
                     None => {
                         let id = self.add_pipe(pid, fd, &info, meta.ino())?;
-                        seen.entry(key).or_default().push((fd, id));
+                        self.seen.entry(key).or_default().push((pid, fd, id));
                         id
                     }
                 };
@@ -297,15 +299,11 @@ impl FileTable {
             }
             if let Some(kind) = name.strip_prefix("anon_inode:") {
                 let key = (meta.dev(), meta.ino());
-                let found = seen
-                    .get(&key)
-                    .and_then(|prev| prev.iter().find(|&&(pfd, _)| same_file(pid, fd, pfd)))
-                    .map(|&(_, id)| id);
-                let (id, ty) = match found {
+                let (id, ty) = match self.find_open(key, pid, fd) {
                     Some(id) => (id, self.type_of(id)),
                     None => {
                         let (id, ty) = self.add_anon(pid, fd, kind, &info)?;
-                        seen.entry(key).or_default().push((fd, id));
+                        self.seen.entry(key).or_default().push((pid, fd, id));
                         (id, ty)
                     }
                 };
@@ -356,21 +354,12 @@ impl FileTable {
                 }
             }
             let key = (meta.dev(), meta.ino());
-            let mut id = None;
-            if let Some(prev) = seen.get(&key) {
-                for &(pfd, pid_id) in prev {
-                    if same_file(pid, fd, pfd) {
-                        id = Some(pid_id);
-                        break;
-                    }
-                }
-            }
-            let id = match id {
+            let id = match self.find_open(key, pid, fd) {
                 Some(i) => i,
                 None => {
                     let flags = info.flags & !(libc::O_CLOEXEC as u32);
                     let i = self.add_reg(&src, &name, flags, info.pos, false)?;
-                    seen.entry(key).or_default().push((fd, i));
+                    self.seen.entry(key).or_default().push((pid, fd, i));
                     i
                 }
             };
@@ -387,6 +376,15 @@ impl FileTable {
             });
         }
         Ok(out)
+    }
+
+    /// The id of an already added open file description that fd `fd` of `pid` also refers to.
+    fn find_open(&self, key: (u64, u64), pid: i32, fd: i32) -> Option<u32> {
+        self.seen
+            .get(&key)?
+            .iter()
+            .find(|&&(p, f, _)| same_file(pid, fd, p, f))
+            .map(|&(_, _, id)| id)
     }
 
     fn type_of(&self, id: u32) -> i32 {
@@ -761,15 +759,16 @@ fn data_regions(f: &mut File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
-/// Whether `fd1` and `fd2` of `pid` are the same open file description (kcmp).
-fn same_file(pid: i32, fd1: i32, fd2: i32) -> bool {
+/// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` are the same open file description
+/// (kcmp).
+fn same_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> bool {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: kcmp compares kernel objects by ids and touches no memory of ours.
     let r = unsafe {
         libc::syscall(
             libc::SYS_kcmp,
-            pid as libc::c_long,
-            pid as libc::c_long,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
             KCMP_FILE,
             fd1 as libc::c_long,
             fd2 as libc::c_long,
@@ -791,9 +790,9 @@ mod tests {
         let f = File::open(&p).unwrap();
         let dup = f.try_clone().unwrap();
         let pid = std::process::id() as i32;
-        assert!(same_file(pid, f.as_raw_fd(), dup.as_raw_fd()));
+        assert!(same_file(pid, f.as_raw_fd(), pid, dup.as_raw_fd()));
         let other = File::open(&p).unwrap();
-        assert!(!same_file(pid, f.as_raw_fd(), other.as_raw_fd()));
+        assert!(!same_file(pid, f.as_raw_fd(), pid, other.as_raw_fd()));
         let mut t = FileTable::new(1 << 20);
         assert_eq!(t.add_exe(pid).unwrap(), 1);
         assert_eq!(t.add_exe(pid).unwrap(), 1);

@@ -242,14 +242,37 @@ pub struct PageStats {
 /// [`DumpError::Memory`] if the task's memory or pagemap cannot be read, [`DumpError::Image`],
 /// [`DumpError::File`] on write errors.
 pub fn dump_pages(pid: i32, vmas: &[Vma], dir: &Path) -> Result<PageStats, DumpError> {
-    let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| DumpError::Memory {
+    let mut stats = dump_private_pages(pid, vmas, dir, 1)?;
+    let mut shared = SharedObjects::default();
+    shared.add(pid, vmas)?;
+    let s = shared.write(dir, 2)?;
+    stats.scanned += s.scanned;
+    stats.written += s.written;
+    Ok(stats)
+}
+
+fn open_pagemap(pid: i32) -> Result<File, DumpError> {
+    File::open(format!("/proc/{pid}/pagemap")).map_err(|e| DumpError::Memory {
         pid,
         addr: 0,
         source: e,
-    })?;
+    })
+}
+
+/// Writes `pagemap-PID.img` and `pages-PAGES_ID.img` for the private pages of `vmas` of `pid`.
+///
+/// # Errors
+/// As [`dump_pages`].
+pub fn dump_private_pages(
+    pid: i32,
+    vmas: &[Vma],
+    dir: &Path,
+    pages_id: u32,
+) -> Result<PageStats, DumpError> {
+    let pagemap = open_pagemap(pid)?;
     let mut stats = PageStats::default();
     let mut pm = Pagemap {
-        pages_id: 1,
+        pages_id,
         entries: Vec::new(),
     };
     let mut segs: Vec<Segment> = Vec::new();
@@ -270,52 +293,101 @@ pub fn dump_pages(pid: i32, vmas: &[Vma], dir: &Path) -> Result<PageStats, DumpE
             });
         }
     }
-    let mut out = PagesFile::create(dir, 1)?;
+    let mut out = PagesFile::create(dir, pages_id)?;
     copy_segments(pid, &segs, &mut out)?;
     out.finish()?;
     pm.write(dir.join(names::pagemap(pid as u32)))?;
-
-    // Shared anonymous objects: the pages present in any of their mappings, by object offset.
-    let mut objects: std::collections::BTreeMap<u64, std::collections::BTreeMap<u64, (u64, bool)>> =
-        std::collections::BTreeMap::new();
-    for v in vmas.iter().filter(|v| v.is(status::ANON_SHARED)) {
-        let runs = select_pages(pid, &pagemap, v, &mut stats)?;
-        let obj = objects.entry(v.entry.shmid).or_default();
-        for (start, n) in runs {
-            for i in 0..n {
-                let addr = start + i * PAGE_SIZE;
-                let off = v.entry.pgoff + (addr - v.entry.start);
-                obj.entry(off).or_insert((addr, v.readable));
-            }
-        }
-    }
-    for (k, (shmid, pages)) in objects.iter().enumerate() {
-        let pages_id = 2 + k as u32;
-        let mut spm = Pagemap {
-            pages_id,
-            entries: Vec::new(),
-        };
-        let mut segs: Vec<Segment> = Vec::new();
-        for (&off, &(addr, readable)) in pages {
-            spm.push(off, 1, PE_PRESENT);
-            stats.written += 1;
-            match segs.last_mut() {
-                Some(sg) if sg.readable == readable && sg.addr + sg.len == addr => {
-                    sg.len += PAGE_SIZE
-                }
-                _ => segs.push(Segment {
-                    readable,
-                    addr,
-                    len: PAGE_SIZE,
-                }),
-            }
-        }
-        let mut out = PagesFile::create(dir, pages_id)?;
-        copy_segments(pid, &segs, &mut out)?;
-        out.finish()?;
-        spm.write(dir.join(names::pagemap_shmem(*shmid)))?;
-    }
     Ok(stats)
+}
+
+/// Shared anonymous objects met in one or more processes: for each object (by shmid) the pages
+/// present in any of its mappings, by offset in the object, with where to read each.
+#[derive(Debug, Default)]
+pub struct SharedObjects {
+    objects: std::collections::BTreeMap<u64, std::collections::BTreeMap<u64, (i32, u64, bool)>>,
+    stats: PageStats,
+}
+
+impl SharedObjects {
+    /// Adds the shared anonymous mappings of `vmas` of `pid`.
+    ///
+    /// # Errors
+    /// [`DumpError::Memory`] if the pagemap cannot be read.
+    pub fn add(&mut self, pid: i32, vmas: &[Vma]) -> Result<(), DumpError> {
+        let shared: Vec<&Vma> = vmas.iter().filter(|v| v.is(status::ANON_SHARED)).collect();
+        if shared.is_empty() {
+            return Ok(());
+        }
+        let pagemap = open_pagemap(pid)?;
+        for v in shared {
+            let runs = select_pages(pid, &pagemap, v, &mut self.stats)?;
+            let obj = self.objects.entry(v.entry.shmid).or_default();
+            for (start, n) in runs {
+                for i in 0..n {
+                    let addr = start + i * PAGE_SIZE;
+                    let off = v.entry.pgoff + (addr - v.entry.start);
+                    obj.entry(off).or_insert((pid, addr, v.readable));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `pagemap-shmem-SHMID.img` and a pages file for each object, with pages ids from
+    /// `first_pages_id` on; returns the pages counted.
+    ///
+    /// # Errors
+    /// As [`dump_pages`].
+    pub fn write(self, dir: &Path, first_pages_id: u32) -> Result<PageStats, DumpError> {
+        let mut stats = self.stats;
+        for (k, (shmid, pages)) in self.objects.iter().enumerate() {
+            let pages_id = first_pages_id + k as u32;
+            let mut spm = Pagemap {
+                pages_id,
+                entries: Vec::new(),
+            };
+            // Runs of pages readable from one process, in object order.
+            let mut groups: Vec<(i32, Vec<Segment>)> = Vec::new();
+            for (&off, &(pid, addr, readable)) in pages {
+                spm.push(off, 1, PE_PRESENT);
+                stats.written += 1;
+                if groups.last().is_none_or(|g| g.0 != pid) {
+                    groups.push((pid, Vec::new()));
+                }
+                let segs = match groups.last_mut() {
+                    Some(g) => &mut g.1,
+                    None => continue,
+                };
+                match segs.last_mut() {
+                    Some(sg) if sg.readable == readable && sg.addr + sg.len == addr => {
+                        sg.len += PAGE_SIZE
+                    }
+                    _ => segs.push(Segment {
+                        readable,
+                        addr,
+                        len: PAGE_SIZE,
+                    }),
+                }
+            }
+            let mut out = PagesFile::create(dir, pages_id)?;
+            for (pid, segs) in &groups {
+                copy_segments(*pid, segs, &mut out)?;
+            }
+            out.finish()?;
+            spm.write(dir.join(names::pagemap_shmem(*shmid)))?;
+        }
+        Ok(stats)
+    }
+
+    /// How many objects there are (each takes one pages id).
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
 }
 
 /// A range of task memory to copy into a pages file.

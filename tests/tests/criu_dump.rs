@@ -1293,3 +1293,171 @@ fn vector_registers_are_in_the_core_image() {
     mem.write_all_at(&1u32.to_le_bytes(), flag).unwrap();
     assert_eq!(v.expect_line("", Duration::from_secs(10)).unwrap(), "ok");
 }
+
+#[test]
+fn a_process_tree() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let data = d.path().join("data");
+    let ready = d.path().join("ready");
+    let mut v = Spawned::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-tree"),
+        &[data.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    let r = wait_file(&ready, Duration::from_secs(10));
+    let p: Vec<i32> = r.split(' ').skip(1).map(|x| x.parse().unwrap()).collect();
+    let (root, c1, c2) = (p[0], p[1], p[2]);
+    // The children become ours when the root dies; reap them then.
+    struct Kids(i32, i32);
+    impl Drop for Kids {
+        fn drop(&mut self) {
+            for k in [self.0, self.1] {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(k),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = wait_exit_timeout(k, Duration::from_secs(5));
+            }
+        }
+    }
+    let _kids = Kids(c1, c2);
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert_ok(&o, "dump of a tree");
+    let dir = ImageDir::new(&img);
+    let tree = dir.read_pstree().unwrap();
+    assert_eq!(tree.len(), 3, "{tree:?}");
+    assert_eq!((tree[0].pid, tree[0].ppid), (root as u32, 0));
+    let e = |pid: i32| tree.iter().find(|t| t.pid == pid as u32).unwrap();
+    assert_eq!(e(c1).ppid, root as u32);
+    assert_eq!(e(c2).ppid, root as u32);
+    assert_eq!(e(c1).pgid, tree[0].pgid);
+    assert_eq!(e(c2).pgid, c2 as u32, "child 2 leads its own group");
+    // One descriptor table each, and an fdinfo image for each.
+    let ids: Vec<_> = [root, c1, c2]
+        .iter()
+        .map(|&p| dir.read_ids(p as u32).unwrap())
+        .collect();
+    let mut tables: Vec<u32> = ids.iter().map(|i| i.files_id).collect();
+    tables.sort();
+    tables.dedup();
+    assert_eq!(tables.len(), 3);
+    let files = dir.read_files().unwrap();
+    let fdinfo = |k: usize| dir.read_fdinfo(ids[k].files_id).unwrap();
+    // The inherited data file is one open file description: one file id in all three.
+    let data_ids: Vec<u32> = (0..3)
+        .map(|k| {
+            fdinfo(k)
+                .iter()
+                .find(|e| {
+                    files.iter().any(|f| {
+                        f.id == e.id
+                            && f.reg
+                                .as_ref()
+                                .is_some_and(|r| r.name == data.to_str().unwrap())
+                    })
+                })
+                .unwrap()
+                .id
+        })
+        .collect();
+    assert!(data_ids.iter().all(|&i| i == data_ids[0]), "{data_ids:?}");
+    let reg = files
+        .iter()
+        .find(|f| f.id == data_ids[0])
+        .unwrap()
+        .reg
+        .clone()
+        .unwrap();
+    assert_eq!(reg.pos, 7);
+    // The pipe between the root (read end) and child 1 (write end), with its unread bytes.
+    let pipe_of = |k: usize| {
+        fdinfo(k)
+            .iter()
+            .filter(|e| e.r#type == FdTypes::Pipe as i32)
+            .map(|e| {
+                files
+                    .iter()
+                    .find(|f| f.id == e.id)
+                    .unwrap()
+                    .pipe
+                    .clone()
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (rp, wp) = (pipe_of(0), pipe_of(1));
+    assert_eq!((rp.len(), wp.len()), (1, 1));
+    assert_eq!(rp[0].pipe_id, wp[0].pipe_id);
+    assert_ne!(rp[0].id, wp[0].id);
+    let mut rd = ImageReader::open_expect(img.join(names::PIPES_DATA), magic::PIPES_DATA).unwrap();
+    let pd: criu_images::pb::PipeDataEntry = rd.read_one().unwrap();
+    assert_eq!((pd.pipe_id, pd.bytes), (rp[0].pipe_id, 2));
+    assert_eq!(rd.read_extra(2).unwrap(), b"hi");
+    // The shared anonymous page: one object mapped by all three, saved once.
+    let shmids: Vec<u64> = [root, c1, c2]
+        .iter()
+        .map(|&p| {
+            dir.read_mm(p as u32)
+                .unwrap()
+                .vmas
+                .iter()
+                .find(|v| v.status & (1 << 8) != 0)
+                .unwrap()
+                .shmid
+        })
+        .collect();
+    assert!(shmids.iter().all(|&s| s == shmids[0]));
+    let spm = criu_images::Pagemap::read(img.join(names::pagemap_shmem(shmids[0]))).unwrap();
+    assert_eq!(spm.present_pages(), 1);
+    let sp = std::fs::read(dir.pages_path(spm.pages_id)).unwrap();
+    assert!(sp.len() == 4096 && sp.iter().all(|&b| b == 0x42));
+    // Each process has its own pages file.
+    let mut page_files: Vec<u32> = [root, c1, c2]
+        .iter()
+        .map(|&p| dir.read_pagemap(p as u32).unwrap().pages_id)
+        .collect();
+    page_files.push(spm.pages_id);
+    page_files.sort();
+    page_files.dedup();
+    assert_eq!(page_files.len(), 4);
+    // All three run on untouched.
+    for p in [root, c1, c2] {
+        assert_eq!(tracer_pid(p), Some(0), "{p}");
+        assert_ne!(proc_state(p), Some('T'));
+    }
+    // A default dump kills the whole tree.
+    let img2 = d.path().join("img2");
+    std::fs::create_dir(&img2).unwrap();
+    assert_ok(
+        &criu(&[
+            "dump",
+            "-t",
+            &root.to_string(),
+            "-D",
+            img2.to_str().unwrap(),
+        ]),
+        "dump",
+    );
+    assert_eq!(
+        v.wait(Duration::from_secs(5)),
+        Some(Exit::Signal(libc::SIGKILL))
+    );
+    for k in [c1, c2] {
+        assert_eq!(
+            wait_exit_timeout(k, Duration::from_secs(5)).unwrap(),
+            Some(Exit::Signal(libc::SIGKILL)),
+            "child {k}"
+        );
+    }
+}

@@ -1,22 +1,26 @@
-//! `criu dump`: checkpoint one live process into an images directory in CRIU's format.
+//! `criu dump`: checkpoint a live process tree (the process `-t PID`, its threads and its
+//! descendants) into an images directory in CRIU's format.
 //!
 //! The flow, each step named in the error if it fails:
 //!
 //! 1. mark the images directory incomplete (an `inventory.img` left from an earlier dump is
 //!    removed and a [`INCOMPLETE_MARKER`] file written; `inventory.img` is written last), run the
 //!    `pre-dump` action scripts;
-//! 2. seize the task with compel (every thread stopped under `PTRACE_SEIZE`);
+//! 2. seize the tree with compel, breadth first (every thread of every process stopped under
+//!    `PTRACE_SEIZE`, each process before its children are listed);
 //! 3. collect: `/proc` (stat, status, smaps, fds, cwd/root, auxv, timers), registers with xsave
 //!    and the blocked mask, rseq, the robust list, and what only the task may read about itself
 //!    through remote syscalls ([`inside`]);
-//! 4. write the images: `core`, `mm`, `pagemap` + `pages` (memory read with
-//!    `process_vm_readv`), `ids`, `fs`, `files`, `fdinfo`, ghost files, `pstree`, `seccomp`,
-//!    `timens`, `stats-dump`, and last `inventory`;
-//! 5. run the `post-dump` scripts, then kill the task (default), leave it running (`-R`) or
+//! 4. write the images: per process `core` (one per thread), `mm`, `pagemap` + `pages` (memory
+//!    read with `process_vm_readv`), `ids`, `fs`, `fdinfo`; for the tree `files` (one id per
+//!    open file description, shared ones found with kcmp), ghost files, pipe data, shared
+//!    anonymous memory once per object, `pstree`, `seccomp`, `timens`, `stats-dump`, and last
+//!    `inventory`;
+//! 5. run the `post-dump` scripts, then kill the tree (default), leave it running (`-R`) or
 //!    stopped (`-s`), and detach.
 //!
-//! Whatever fails, the task is detached and runs on as it was (it is never killed then), and the
-//! images directory keeps no `inventory.img` and holds the marker with the error.
+//! Whatever fails, every process is detached and runs on as it was (none is killed then), and
+//! the images directory keeps no `inventory.img` and holds the marker with the error.
 //!
 //! ```no_run
 //! let opts = criu::options::Options::parse(
@@ -267,45 +271,50 @@ fn dump_inner(
         .map_err(|e| DumpError::from(e).at("pre-dump action script"))?;
 
     let t0 = Instant::now();
-    let mut task = Task::seize(pid).map_err(|source| match source {
-        TaskError::NoSuchTask { .. } => DumpError::NoProcess { pid }.at("seizing the process"),
-        source => DumpError::Seize { pid, source }.at("seizing the process"),
-    })?;
-    tracing::info!(pid, "seized");
-    // From here on `task` detaches on every return path (compel's Task does on drop), so the
-    // process runs on if anything fails.
-    let collected =
-        collect(&mut task, pid, opts).map_err(|e| e.at("collecting the process state"))?;
-    let stats = write_images(pid, dir, &collected).map_err(|e| e.at("writing the images"))?;
+    // Every process of the tree, the root first; each detaches on every return path (compel's
+    // Task does on drop), so the tree runs on if anything fails.
+    let mut tasks = seize_tree(pid).map_err(|e| e.at("seizing the process tree"))?;
+    tracing::info!(pid, processes = tasks.len(), "seized");
+    let mut files = files::FileTable::new(opts.ghost_limit);
+    let mut procs = Vec::with_capacity(tasks.len());
+    for (p, task) in tasks.iter_mut() {
+        procs.push(
+            collect(task, *p, opts, &mut files)
+                .map_err(|e| e.at("collecting the process state"))?,
+        );
+    }
+    let stats = write_images(dir, &procs, &files).map_err(|e| e.at("writing the images"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;
     write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
-    write_inventory(dir, &collected).map_err(|e| e.at("writing the images"))?;
+    write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
 
     if let Err(e) = scripts.run(ScriptAction::PostDump, Some(pid)) {
-        // The task resumes (dropping `task` detaches it) and the dump fails.
-        drop(task);
+        // The tree resumes (dropping the tasks detaches them) and the dump fails.
+        drop(tasks);
         return Err(DumpError::from(e).at("post-dump action script"));
     }
-    match opts.final_state {
-        FinalState::Dead => {
-            tracing::info!(pid, "killing the dumped process");
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+    for (p, task) in tasks {
+        match opts.final_state {
+            FinalState::Dead => {
+                tracing::info!(pid = p, "killing the dumped process");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            FinalState::Stopped => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGSTOP,
+                );
+            }
+            FinalState::Alive => {}
         }
-        FinalState::Stopped => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGSTOP,
-            );
+        if let Err(e) = task.detach()
+            && opts.final_state != FinalState::Dead
+        {
+            tracing::warn!(pid = p, "detaching after the dump: {e}");
         }
-        FinalState::Alive => {}
-    }
-    if let Err(e) = task.detach()
-        && opts.final_state != FinalState::Dead
-    {
-        tracing::warn!(pid, "detaching after the dump: {e}");
     }
     Ok(DumpSummary {
         pid,
@@ -315,11 +324,57 @@ fn dump_inner(
     })
 }
 
+/// Seizes `root` and, breadth first, every descendant: each process is seized before its
+/// children are listed, so none can fork unseen.
+fn seize_tree(root: i32) -> Result<Vec<(i32, Task)>, DumpError> {
+    let mut out: Vec<(i32, Task)> = Vec::new();
+    let mut queue = std::collections::VecDeque::from([root]);
+    while let Some(p) = queue.pop_front() {
+        let task = Task::seize(p).map_err(|source| match source {
+            TaskError::NoSuchTask { .. } => DumpError::NoProcess { pid: p },
+            TaskError::Zombie { .. } if p != root => DumpError::Unsupported {
+                what: format!("child {p} is a zombie"),
+            },
+            TaskError::Zombie { .. } => DumpError::Zombie { pid: p },
+            source => DumpError::Seize { pid: p, source },
+        })?;
+        let kids = children(p)?;
+        out.push((p, task));
+        for k in kids {
+            if !out.iter().any(|(q, _)| *q == k) && !queue.contains(&k) {
+                queue.push_back(k);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The children of every thread of `pid` (`/proc/PID/task/TID/children`).
+fn children(pid: i32) -> Result<Vec<i32>, DumpError> {
+    let dir = format!("/proc/{pid}/task");
+    let rd = std::fs::read_dir(&dir).map_err(file_err(format!("list {dir}")))?;
+    let mut kids = Vec::new();
+    for e in rd.flatten() {
+        let path = e.path().join("children");
+        // A thread that exited meanwhile has no file any more.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        kids.extend(
+            text.split_whitespace()
+                .filter_map(|w| w.parse::<i32>().ok()),
+        );
+    }
+    kids.sort_unstable();
+    kids.dedup();
+    Ok(kids)
+}
+
 /// Everything collected from a frozen task.
 struct Collected {
+    pid: i32,
     stat: proc::ProcStat,
     vmas: Vec<mm::Vma>,
-    files: files::FileTable,
     fdinfo: Vec<criu_images::pb::FdinfoEntry>,
     exe_id: u32,
     cwd_id: u32,
@@ -349,7 +404,12 @@ fn ns_inodes(pid: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpError> {
+fn collect(
+    task: &mut Task,
+    pid: i32,
+    opts: &Options,
+    files: &mut files::FileTable,
+) -> Result<Collected, DumpError> {
     let stat = proc::read_stat(pid)?;
     let status = proc::read_status(pid)?;
     if status.seccomp != 0 {
@@ -362,9 +422,8 @@ fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpE
         });
     }
     let maps = proc::read_smaps(pid)?;
-    let mut files = files::FileTable::new(opts.ghost_limit);
     let exe_id = files.add_exe(pid)?;
-    let vmas = mm::classify(pid, &maps, &mut files)?;
+    let vmas = mm::classify(pid, &maps, files)?;
     let fdinfo = files.add_fds(pid, opts.shell_job)?;
     let cwd_id = files.add_dir_link(pid, "cwd")?;
     let root_id = files.add_dir_link(pid, "root")?;
@@ -465,9 +524,9 @@ fn collect(task: &mut Task, pid: i32, opts: &Options) -> Result<Collected, DumpE
         cores.push((tid, core));
     }
     Ok(Collected {
+        pid,
         stat,
         vmas,
-        files,
         fdinfo,
         exe_id,
         cwd_id,
@@ -617,63 +676,141 @@ fn robust_list(tid: i32) -> (u64, u32) {
     if r == 0 { (head, len as u32) } else { (0, 0) }
 }
 
-fn write_images(pid: i32, dir: &Path, c: &Collected) -> Result<mm::PageStats, DumpError> {
+fn write_images(
+    dir: &Path,
+    procs: &[Collected],
+    files: &files::FileTable,
+) -> Result<mm::PageStats, DumpError> {
     let img = ImageDir::new(dir);
-    let upid = pid as u32;
-    let stats = mm::dump_pages(pid, &c.vmas, dir)?;
-    let heap_end = c
-        .vmas
-        .iter()
-        .find(|v| v.entry.status & mm::status::HEAP != 0)
-        .map(|v| v.entry.end);
-    let mm_entry = MmEntry {
-        mm_start_code: c.stat.start_code,
-        mm_end_code: c.stat.end_code,
-        mm_start_data: c.stat.start_data,
-        mm_end_data: c.stat.end_data,
-        mm_start_stack: c.stat.start_stack,
-        mm_start_brk: c.stat.start_brk,
-        mm_brk: if c.brk != 0 {
-            c.brk
+    let mut stats = mm::PageStats::default();
+    let mut shared = mm::SharedObjects::default();
+    let mut ids = KobjIds::default();
+    let mut fdinfo_written = Vec::new();
+    let own_ns = &procs[0].own_ns;
+    let in_tree = |p: i32| procs.iter().any(|c| c.pid == p);
+    let mut tree = Vec::with_capacity(procs.len());
+    for (k, c) in procs.iter().enumerate() {
+        let pid = c.pid;
+        let upid = pid as u32;
+        let s = mm::dump_private_pages(pid, &c.vmas, dir, 1 + k as u32)?;
+        stats.scanned += s.scanned;
+        stats.written += s.written;
+        shared.add(pid, &c.vmas)?;
+        let heap_end = c
+            .vmas
+            .iter()
+            .find(|v| v.entry.status & mm::status::HEAP != 0)
+            .map(|v| v.entry.end);
+        let mm_entry = MmEntry {
+            mm_start_code: c.stat.start_code,
+            mm_end_code: c.stat.end_code,
+            mm_start_data: c.stat.start_data,
+            mm_end_data: c.stat.end_data,
+            mm_start_stack: c.stat.start_stack,
+            mm_start_brk: c.stat.start_brk,
+            mm_brk: if c.brk != 0 {
+                c.brk
+            } else {
+                heap_end.unwrap_or(c.stat.start_brk)
+            },
+            mm_arg_start: c.stat.arg_start,
+            mm_arg_end: c.stat.arg_end,
+            mm_env_start: c.stat.env_start,
+            mm_env_end: c.stat.env_end,
+            exe_file_id: c.exe_id,
+            mm_saved_auxv: c.auxv.clone(),
+            vmas: c.vmas.iter().map(|v| v.entry.clone()).collect(),
+            dumpable: Some(c.dumpable),
+            aios: Vec::new(),
+            thp_disabled: Some(c.thp_disabled),
+        };
+        img.write_mm(upid, &mm_entry)?;
+        for (tid, core) in &c.cores {
+            img.write_core(*tid as u32, core)?;
+        }
+        let mut task_ids = task_ids(&c.ns, own_ns, 0);
+        ids.assign(pid, &mut task_ids);
+        img.write_ids(upid, &task_ids)?;
+        img.write_fs(
+            upid,
+            &FsEntry {
+                cwd_id: c.cwd_id,
+                root_id: c.root_id,
+                umask: Some(c.umask),
+            },
+        )?;
+        // Processes sharing one descriptor table (CLONE_FILES) share one fdinfo image.
+        if !fdinfo_written.contains(&task_ids.files_id) {
+            img.write_fdinfo(task_ids.files_id, &c.fdinfo)?;
+            fdinfo_written.push(task_ids.files_id);
+        }
+        let ppid = if k == 0 || !in_tree(c.stat.ppid) {
+            0
         } else {
-            heap_end.unwrap_or(c.stat.start_brk)
-        },
-        mm_arg_start: c.stat.arg_start,
-        mm_arg_end: c.stat.arg_end,
-        mm_env_start: c.stat.env_start,
-        mm_env_end: c.stat.env_end,
-        exe_file_id: c.exe_id,
-        mm_saved_auxv: c.auxv.clone(),
-        vmas: c.vmas.iter().map(|v| v.entry.clone()).collect(),
-        dumpable: Some(c.dumpable),
-        aios: Vec::new(),
-        thp_disabled: Some(c.thp_disabled),
-    };
-    img.write_mm(upid, &mm_entry)?;
-    for (tid, core) in &c.cores {
-        img.write_core(*tid as u32, core)?;
+            c.stat.ppid as u32
+        };
+        tree.push(PstreeEntry {
+            pid: upid,
+            ppid,
+            pgid: c.stat.pgid as u32,
+            sid: c.stat.sid as u32,
+            threads: c.cores.iter().map(|(t, _)| *t as u32).collect(),
+        });
     }
-    img.write_ids(upid, &task_ids(&c.ns, &c.own_ns, 2))?;
-    img.write_fs(
-        upid,
-        &FsEntry {
-            cwd_id: c.cwd_id,
-            root_id: c.root_id,
-            umask: Some(c.umask),
-        },
-    )?;
-    c.files.write(dir)?;
-    img.write_fdinfo(2, &c.fdinfo)?;
-    img.write_pstree(&[PstreeEntry {
-        pid: upid,
-        ppid: 0,
-        pgid: c.stat.pgid as u32,
-        sid: c.stat.sid as u32,
-        threads: c.cores.iter().map(|(t, _)| *t as u32).collect(),
-    }])?;
+    let s = shared.write(dir, 1 + procs.len() as u32)?;
+    stats.scanned += s.scanned;
+    stats.written += s.written;
+    files.write(dir)?;
+    img.write_pstree(&tree)?;
     img.write_seccomp(&SeccompEntry::default())?;
     img.write_timens(0, &timens_now())?;
     Ok(stats)
+}
+
+/// Numbers the mm, fd table, fs and signal handlers of each process from 2 on (criu's own are
+/// 1), giving the same number to processes that share one (kcmp).
+#[derive(Default)]
+struct KobjIds {
+    /// For each kind (vm, files, fs, sighand): `(representative pid, id)`.
+    seen: [Vec<(i32, u32)>; 4],
+    next: [u32; 4],
+}
+
+impl KobjIds {
+    fn assign(&mut self, pid: i32, ids: &mut TaskKobjIdsEntry) {
+        // KCMP_VM, KCMP_FILES, KCMP_FS, KCMP_SIGHAND.
+        const KINDS: [libc::c_long; 4] = [1, 2, 3, 4];
+        let mut got = [0u32; 4];
+        for (i, kind) in KINDS.into_iter().enumerate() {
+            let same = self.seen[i].iter().find(|&&(rep, _)| {
+                // SAFETY: kcmp compares kernel objects by ids and touches no memory of ours.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_kcmp,
+                        pid as libc::c_long,
+                        rep as libc::c_long,
+                        kind,
+                        0,
+                        0,
+                    )
+                };
+                r == 0
+            });
+            got[i] = match same {
+                Some(&(_, id)) => id,
+                None => {
+                    let id = self.next[i].max(2);
+                    self.next[i] = id + 1;
+                    self.seen[i].push((pid, id));
+                    id
+                }
+            };
+        }
+        ids.vm_id = got[0];
+        ids.files_id = got[1];
+        ids.fs_id = got[2];
+        ids.sighand_id = got[3];
+    }
 }
 
 /// Ids of a task's kernel objects: its own mm/files/fs/sighand get `own`, namespaces are

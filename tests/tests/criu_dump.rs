@@ -1461,3 +1461,52 @@ fn a_process_tree() {
         );
     }
 }
+
+#[test]
+fn own_namespace_is_refused_and_runs_on() {
+    let _g = test_lock();
+    compel_criu_tests::skip_if_not_root!("own_namespace_is_refused_and_runs_on");
+    become_subreaper();
+    let d = open_dir();
+    let out = d.path().join("count");
+    let ready = d.path().join("ready");
+    // The counter in a UTS namespace of its own.
+    let path = bin("counter");
+    let mut cmd = Command::new(&path);
+    cmd.args([out.to_str().unwrap(), ready.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: unshare and close_range are async-signal-safe syscalls on the child itself.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUTS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let v = Spawned {
+        pid: child.id() as i32,
+        reaped: false,
+        _child: child,
+    };
+    wait_file(&ready, Duration::from_secs(10));
+    let img = images(d.path());
+    let o = criu(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("uts namespace of its own"), "{err}");
+    assert_eq!(tracer_pid(v.pid), Some(0));
+    let n = lines_of(&out);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(lines_of(&out) > n);
+}

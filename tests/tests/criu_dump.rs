@@ -1309,12 +1309,12 @@ fn a_process_tree() {
     );
     let r = wait_file(&ready, Duration::from_secs(10));
     let p: Vec<i32> = r.split(' ').skip(1).map(|x| x.parse().unwrap()).collect();
-    let (root, c1, c2) = (p[0], p[1], p[2]);
+    let (root, c1, c2, c3) = (p[0], p[1], p[2], p[3]);
     // The children become ours when the root dies; reap them then.
-    struct Kids(i32, i32);
+    struct Kids(i32, i32, i32);
     impl Drop for Kids {
         fn drop(&mut self) {
-            for k in [self.0, self.1] {
+            for k in [self.0, self.1, self.2] {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(k),
                     nix::sys::signal::Signal::SIGKILL,
@@ -1323,7 +1323,7 @@ fn a_process_tree() {
             }
         }
     }
-    let _kids = Kids(c1, c2);
+    let _kids = Kids(c1, c2, c3);
     let img = images(d.path());
     let o = criu(&[
         "dump",
@@ -1336,13 +1336,21 @@ fn a_process_tree() {
     assert_ok(&o, "dump of a tree");
     let dir = ImageDir::new(&img);
     let tree = dir.read_pstree().unwrap();
-    assert_eq!(tree.len(), 3, "{tree:?}");
+    assert_eq!(tree.len(), 4, "{tree:?}");
     assert_eq!((tree[0].pid, tree[0].ppid), (root as u32, 0));
     let e = |pid: i32| tree.iter().find(|t| t.pid == pid as u32).unwrap();
     assert_eq!(e(c1).ppid, root as u32);
     assert_eq!(e(c2).ppid, root as u32);
     assert_eq!(e(c1).pgid, tree[0].pgid);
     assert_eq!(e(c2).pgid, c2 as u32, "child 2 leads its own group");
+    // The zombie: in the tree with a core that holds its end only.
+    assert_eq!(e(c3).ppid, root as u32);
+    let zc = dir.read_core(c3 as u32).unwrap();
+    let ztc = zc.tc.as_ref().unwrap();
+    assert_eq!(ztc.task_state, 2, "TASK_DEAD");
+    assert_eq!(ztc.exit_code, 7 << 8, "the wait status of exit(7)");
+    assert!(zc.thread_info.is_none());
+    assert!(!img.join(names::mm(c3 as u32)).exists());
     // One descriptor table each, and an fdinfo image for each.
     let ids: Vec<_> = [root, c1, c2]
         .iter()
@@ -1452,6 +1460,11 @@ fn a_process_tree() {
     assert_eq!(
         v.wait(Duration::from_secs(5)),
         Some(Exit::Signal(libc::SIGKILL))
+    );
+    assert_eq!(
+        wait_exit_timeout(c3, Duration::from_secs(5)).unwrap(),
+        Some(Exit::Code(7)),
+        "the zombie"
     );
     for k in [c1, c2] {
         assert_eq!(

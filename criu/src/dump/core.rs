@@ -360,6 +360,23 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
     }
 }
 
+/// The core of a zombie: only its end (state, exit status as the kernel reports it, comm).
+pub fn zombie_core(st: &ProcStat) -> CoreEntry {
+    CoreEntry {
+        mtype: CoreEntryMarch::X8664 as i32,
+        tc: Some(TaskCoreEntry {
+            task_state: task_state::DEAD,
+            exit_code: st.exit_code,
+            personality: 0,
+            flags: st.flags,
+            blk_sigset: 0,
+            comm: st.comm.clone(),
+            ..TaskCoreEntry::default()
+        }),
+        ..CoreEntry::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -273,8 +273,21 @@ fn dump_inner(
     let t0 = Instant::now();
     // Every process of the tree, the root first; each detaches on every return path (compel's
     // Task does on drop), so the tree runs on if anything fails.
-    let mut tasks = seize_tree(pid).map_err(|e| e.at("seizing the process tree"))?;
-    tracing::info!(pid, processes = tasks.len(), "seized");
+    let (mut tasks, zombie_pids) = seize_tree(pid).map_err(|e| e.at("seizing the process tree"))?;
+    tracing::info!(
+        pid,
+        processes = tasks.len(),
+        zombies = zombie_pids.len(),
+        "seized"
+    );
+    let mut zombies = Vec::with_capacity(zombie_pids.len());
+    for z in zombie_pids {
+        zombies.push((
+            z,
+            proc::read_stat(z)
+                .map_err(|e| DumpError::from(e).at("collecting the process state"))?,
+        ));
+    }
     let mut files = files::FileTable::new(opts.ghost_limit);
     let mut procs = Vec::with_capacity(tasks.len());
     for (p, task) in tasks.iter_mut() {
@@ -283,7 +296,8 @@ fn dump_inner(
                 .map_err(|e| e.at("collecting the process state"))?,
         );
     }
-    let stats = write_images(dir, &procs, &files).map_err(|e| e.at("writing the images"))?;
+    let stats =
+        write_images(dir, &procs, &zombies, &files).map_err(|e| e.at("writing the images"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;
     write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
     write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
@@ -324,29 +338,41 @@ fn dump_inner(
     })
 }
 
+/// The seized processes of a tree, the root first, and the pids of its zombies.
+type SeizedTree = (Vec<(i32, Task)>, Vec<i32>);
+
 /// Seizes `root` and, breadth first, every descendant: each process is seized before its
 /// children are listed, so none can fork unseen.
-fn seize_tree(root: i32) -> Result<Vec<(i32, Task)>, DumpError> {
+fn seize_tree(root: i32) -> Result<SeizedTree, DumpError> {
     let mut out: Vec<(i32, Task)> = Vec::new();
+    let mut zombies: Vec<i32> = Vec::new();
     let mut queue = std::collections::VecDeque::from([root]);
     while let Some(p) = queue.pop_front() {
-        let task = Task::seize(p).map_err(|source| match source {
-            TaskError::NoSuchTask { .. } => DumpError::NoProcess { pid: p },
-            TaskError::Zombie { .. } if p != root => DumpError::Unsupported {
-                what: format!("child {p} is a zombie"),
-            },
-            TaskError::Zombie { .. } => DumpError::Zombie { pid: p },
-            source => DumpError::Seize { pid: p, source },
-        })?;
+        let task = match Task::seize(p) {
+            Ok(t) => t,
+            // A child that exited and was not reaped yet is saved as a zombie (it has no
+            // children of its own: they went to a reaper).
+            Err(TaskError::Zombie { .. }) if p != root => {
+                zombies.push(p);
+                continue;
+            }
+            Err(source) => {
+                return Err(match source {
+                    TaskError::NoSuchTask { .. } => DumpError::NoProcess { pid: p },
+                    TaskError::Zombie { .. } => DumpError::Zombie { pid: p },
+                    source => DumpError::Seize { pid: p, source },
+                });
+            }
+        };
         let kids = children(p)?;
         out.push((p, task));
         for k in kids {
-            if !out.iter().any(|(q, _)| *q == k) && !queue.contains(&k) {
+            if !out.iter().any(|(q, _)| *q == k) && !zombies.contains(&k) && !queue.contains(&k) {
                 queue.push_back(k);
             }
         }
     }
-    Ok(out)
+    Ok((out, zombies))
 }
 
 /// The children of every thread of `pid` (`/proc/PID/task/TID/children`).
@@ -694,6 +720,7 @@ fn robust_list(tid: i32) -> (u64, u32) {
 fn write_images(
     dir: &Path,
     procs: &[Collected],
+    zombies: &[(i32, proc::ProcStat)],
     files: &files::FileTable,
 ) -> Result<mm::PageStats, DumpError> {
     let img = ImageDir::new(dir);
@@ -771,6 +798,17 @@ fn write_images(
             sid: c.stat.sid as u32,
             threads: c.cores.iter().map(|(t, _)| *t as u32).collect(),
         });
+    }
+    // Zombies: a pstree entry and a core with the task's end, as CRIU saves them.
+    for (z, st) in zombies {
+        tree.push(PstreeEntry {
+            pid: *z as u32,
+            ppid: if in_tree(st.ppid) { st.ppid as u32 } else { 0 },
+            pgid: st.pgid as u32,
+            sid: st.sid as u32,
+            threads: vec![*z as u32],
+        });
+        img.write_core(*z as u32, &core::zombie_core(st))?;
     }
     let s = shared.write(dir, 1 + procs.len() as u32)?;
     stats.scanned += s.scanned;

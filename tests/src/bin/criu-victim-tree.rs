@@ -5,8 +5,9 @@
 //!
 //! - child 1, which writes `hi` into the pipe (the parent never reads it) and sleeps;
 //! - child 2, which moves to its own process group and sleeps;
+//! - child 3, which exits with status 7 at once (the parent never reaps it: a zombie);
 //!
-//! and writes `ready PID CHILD1 CHILD2` into READY, and sleeps.
+//! and writes `ready PID CHILD1 CHILD2 CHILD3` into READY, and sleeps.
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -56,13 +57,19 @@ fn main() {
         unsafe { libc::setpgid(0, 0) };
         sleep_forever();
     }
+    // SAFETY: as above; the child exits at once.
+    let c3 = unsafe { libc::fork() };
+    if c3 == 0 {
+        // SAFETY: ending the child without running the parent's exit handlers.
+        unsafe { libc::_exit(7) };
+    }
     // SAFETY: the parent keeps only the read end.
     unsafe { libc::close(pipe[1]) };
     std::hint::black_box((shared, &f));
     // Let child 2 move to its group and child 1 write before saying ready.
     std::thread::sleep(std::time::Duration::from_millis(100));
     let tmp = format!("{ready}.tmp");
-    std::fs::write(&tmp, format!("ready {} {c1} {c2}", std::process::id())).unwrap();
+    std::fs::write(&tmp, format!("ready {} {c1} {c2} {c3}", std::process::id())).unwrap();
     std::fs::rename(&tmp, ready).unwrap();
     sleep_forever();
 }

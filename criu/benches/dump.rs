@@ -137,6 +137,14 @@ fn main() {
     let base: PathBuf =
         PathBuf::from("/dev/shm").join(format!("criu-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).unwrap();
+    // Removes the images from tmpfs even if a dump panics.
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(base.clone());
     let log = criu::log::LogSink::open(None).unwrap();
 
     let mut tiny = tiny_child();

@@ -3,7 +3,8 @@
 //! The `criu` binary is a thin shell around this library: [`options`] parses the command line
 //! and configuration files the way `criu(8)` does, [`log`] sets up the timestamped log,
 //! [`scripts`] runs action scripts, [`check`] answers `criu check`, [`dump`] checkpoints a live
-//! process into an images directory in CRIU's format, [`restore`] brings it back, and
+//! process tree (with its threads) into an images directory in CRIU's format, [`restore`] brings
+//! a process back, and
 //! [`pidfile`] writes `--pidfile` the way CRIU does.
 //!
 //! ```no_run

@@ -1445,3 +1445,48 @@ fn failures_inside_the_new_task_name_the_step_and_leave_nothing() {
         let _ = fs::remove_file("/tmp/fx/single");
     }
 }
+
+#[test]
+fn dump_then_restore_a_task_with_threads() {
+    skip_if_not_root!("dump_then_restore_a_task_with_threads");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let ready = d.path().join("ready");
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-rvictim-threads"),
+        &["3", ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    let r = wait_file(&ready, Duration::from_secs(10));
+    let tids: Vec<i32> = r
+        .split_whitespace()
+        .skip(2)
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert_eq!(tids.len(), 3, "{r}");
+    std::thread::sleep(Duration::from_millis(50));
+    dump_and_reap(&mut v, &img);
+    for t in &tids {
+        assert!(pid_free(*t));
+    }
+    let mut criu = restore_in_background(&img);
+    wait_resumed(v.pid, &img, &mut criu);
+    let mut task: Vec<i32> = fs::read_dir(format!("/proc/{}/task", v.pid))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    task.sort_unstable();
+    let mut want = tids.clone();
+    want.push(v.pid);
+    want.sort_unstable();
+    assert_eq!(task, want, "the threads did not come back with their tids");
+    kill(Pid::from_raw(v.pid), Signal::SIGUSR1).unwrap();
+    let verdict = wait_file(&ready.with_extension("2"), Duration::from_secs(30));
+    kill(Pid::from_raw(v.pid), Signal::SIGKILL).unwrap();
+    let status = criu.wait().unwrap();
+    assert_eq!(verdict.trim(), "check ok");
+    assert_eq!(status.code(), Some(128 + libc::SIGKILL));
+}

@@ -82,10 +82,14 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TaskPlan, RestoreError> {
             ),
         });
     };
-    if task.threads.len() > 1 {
-        return Err(RestoreError::Unsupported {
-            what: format!("{} threads in pid {}", task.threads.len(), task.pid),
-        });
+    if !task.threads.contains(&task.pid) {
+        return Err(bad(
+            names::PSTREE,
+            format!(
+                "pid {} is not among its threads {:?}",
+                task.pid, task.threads
+            ),
+        ));
     }
     let pid = task.pid;
     if pid == 0 || pid > i32::MAX as u32 {
@@ -112,6 +116,11 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TaskPlan, RestoreError> {
         ..TaskPlan::default()
     };
     task_state(&mut plan, &core, &core_name)?;
+    for &tid in task.threads.iter().filter(|t| **t != pid) {
+        let name = names::core(tid);
+        let tcore = d.read_core(tid).map_err(|e| img(&name, e))?;
+        plan.threads.push(thread_plan(&core, &tcore, tid, &name)?);
+    }
     memory(&mut plan, &d, &mm, &by_id, &mm_name)?;
     let files_id = ids.files_id;
     let fdinfo_name = names::fdinfo(files_id);
@@ -147,6 +156,40 @@ fn read_remaps(d: &ImageDir) -> Result<HashMap<u32, RemapFilePathEntry>, Restore
     let v: Vec<RemapFilePathEntry> =
         criu_images::read_all(d.file(name), magic::REMAP_FPATH).map_err(|e| img(name, e))?;
     Ok(v.into_iter().map(|r| (r.orig_id, r)).collect())
+}
+
+/// The state of a thread other than the leader (whose core alone holds the task-wide part).
+fn thread_plan(
+    leader: &CoreEntry,
+    core: &CoreEntry,
+    tid: u32,
+    file: &str,
+) -> Result<ThreadPlan, RestoreError> {
+    let tid = i32::try_from(tid).map_err(|_| bad(names::PSTREE, format!("tid {tid}")))?;
+    let mut c = core.clone();
+    let mut tc = c.tc.take().or_else(|| leader.tc.clone());
+    if let Some(tc) = tc.as_mut() {
+        // Process-wide pending signals belong to the leader.
+        tc.signals_s = None;
+    }
+    c.tc = tc;
+    let mut p = TaskPlan::default();
+    task_state(&mut p, &c, file)?;
+    Ok(ThreadPlan {
+        tid,
+        regs: p.regs,
+        fpu: p.fpu,
+        sigmask: p.sigmask,
+        altstack: p.altstack,
+        clear_tid_addr: p.clear_tid_addr,
+        robust_list: p.robust_list,
+        rseq: p.rseq,
+        pending: p.pending_thread,
+        creds: p.creds,
+        no_new_privs: p.no_new_privs,
+        pdeath_sig: p.pdeath_sig,
+        comm: core.thread_core.as_ref().and_then(|t| t.comm.clone()),
+    })
 }
 
 fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), RestoreError> {

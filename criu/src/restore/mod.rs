@@ -320,6 +320,8 @@ pub fn restore(
 /// The task once created: its pid and the parent's ends of the pipes.
 struct Spawned {
     pid: i32,
+    /// The other threads' ids.
+    threads: Vec<i32>,
     /// When to give up waiting for the task to restore itself.
     deadline: std::time::Instant,
     status_r: OwnedFd,
@@ -373,6 +375,7 @@ fn spawn(plan: &plan::TaskPlan, prep: prepare::Prepared) -> Result<Spawned, Rest
     let pages: u64 = plan.pages.iter().map(|r| r.nr_pages).sum();
     let spawned = Spawned {
         pid,
+        threads: plan.threads.iter().map(|t| t.tid).collect(),
         deadline: std::time::Instant::now()
             + std::time::Duration::from_secs(60 + pages * 4096 / (100 << 20)),
         status_r,
@@ -405,7 +408,7 @@ fn finish(
     stop_signal: Option<i32>,
 ) -> Result<i32, RestoreError> {
     let pid = s.pid;
-    trace::wait_ready(pid, &s.status_r, s.deadline)?;
+    trace::wait_ready(pid, &s.threads, &s.status_r, s.deadline)?;
     drop(s.status_r);
     tracing::info!(pid, "task restored, waiting to resume");
     if let Some(p) = &opts.pidfile {
@@ -413,7 +416,7 @@ fn finish(
     }
     run_scripts(scripts, ScriptAction::PostRestore, Some(pid))?;
     run_scripts(scripts, ScriptAction::PreResume, Some(pid))?;
-    trace::resume(pid, s.syscall_insn, s.restorer, stop_signal)?;
+    trace::resume(pid, &s.threads, s.syscall_insn, s.restorer, stop_signal)?;
     tracing::info!(pid, "task resumed");
     Ok(pid)
 }

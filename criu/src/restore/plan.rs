@@ -165,7 +165,39 @@ pub struct FpuPlan {
     pub components: Vec<(u32, Vec<u8>)>,
 }
 
-/// Everything needed to bring back one single-threaded task.
+/// One more thread of the task (besides the leader, whose state is in [`TaskPlan`]).
+#[derive(Clone, Debug, Default)]
+pub struct ThreadPlan {
+    /// Its thread id.
+    pub tid: i32,
+    /// General registers.
+    pub regs: UserRegs,
+    /// FPU state.
+    pub fpu: FpuPlan,
+    /// Blocked signals.
+    pub sigmask: u64,
+    /// Alternate signal stack (`ss_sp`, `ss_flags`, `ss_size`).
+    pub altstack: Option<(u64, i32, u64)>,
+    /// `set_tid_address` value.
+    pub clear_tid_addr: u64,
+    /// Robust futex list (head, len).
+    pub robust_list: (u64, u64),
+    /// rseq registration (area, len, signature).
+    pub rseq: Option<(u64, u32, u32)>,
+    /// Pending signals of this thread.
+    pub pending: Vec<[u8; abi::SIGINFO_SIZE]>,
+    /// Credentials.
+    pub creds: Option<CredsPlan>,
+    /// no_new_privs.
+    pub no_new_privs: bool,
+    /// Parent-death signal.
+    pub pdeath_sig: Option<i32>,
+    /// Its name.
+    pub comm: Option<String>,
+}
+
+/// Everything needed to bring back one task (its leader thread here, the others in
+/// [`TaskPlan::threads`]).
 #[derive(Clone, Debug, Default)]
 pub struct TaskPlan {
     /// The pid to recreate.
@@ -242,4 +274,6 @@ pub struct TaskPlan {
     pub stop_signal: Option<i32>,
     /// Scheduling: nice value, policy and real-time priority.
     pub sched: Option<(i32, u32, u32)>,
+    /// The other threads.
+    pub threads: Vec<ThreadPlan>,
 }

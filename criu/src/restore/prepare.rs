@@ -18,6 +18,8 @@ use super::{RestoreError, RestoreOptions, fpu, owned};
 
 /// Stack of the restorer.
 const STACK_SIZE: u64 = 64 << 10;
+/// Stack of each other thread in the restorer.
+const THREAD_STACK_SIZE: u64 = 16 << 10;
 /// glibc's rseq signature on x86_64.
 const GLIBC_RSEQ_SIG: u32 = 0x5305_3053;
 
@@ -46,8 +48,13 @@ pub struct Prepared {
 /// [`RestoreError::PidBusy`], [`RestoreError::Rlimit`], [`RestoreError::Fpu`],
 /// [`RestoreError::Vdso`].
 pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
-    if std::path::Path::new(&format!("/proc/{}", plan.pid)).exists() {
-        return Err(RestoreError::PidBusy { pid: plan.pid });
+    for id in std::iter::once(plan.pid).chain(plan.threads.iter().map(|t| t.tid)) {
+        if std::path::Path::new(&format!("/proc/{id}")).exists() {
+            return Err(RestoreError::PidBusy { pid: id });
+        }
+    }
+    for t in &plan.threads {
+        fpu::build(&t.fpu)?;
     }
     let cap_resource = has_cap(24);
     for (res, l) in plan.rlimits.iter().enumerate() {
@@ -301,9 +308,24 @@ pub fn prepare(plan: &TaskPlan, opts: &RestoreOptions) -> Result<Prepared, Resto
         + plan.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
         + (plan.pending_shared.len() + plan.pending_thread.len()) * abi::SIGINFO_SIZE
         + plan.auxv.len() * 8) as u64;
-    let args_size = page_up(std::mem::size_of::<RestorerArgs>() as u64 + extra + frame_size + 1024);
+    let thread_extra: u64 = plan
+        .threads
+        .iter()
+        .map(|t| {
+            (std::mem::size_of::<abi::ThreadArgs>()
+                + t.pending.len() * abi::SIGINFO_SIZE
+                + t.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
+                + 64) as u64
+                + frame_size
+                + 64
+        })
+        .sum();
+    let args_size = page_up(
+        std::mem::size_of::<RestorerArgs>() as u64 + extra + frame_size + thread_extra + 1024,
+    );
     let scratch_size: u64 = vdso.iter().map(|m| m.len).sum::<u64>().max(PAGE);
-    let restorer_len = blob_size + args_size + STACK_SIZE;
+    let restorer_len =
+        blob_size + args_size + STACK_SIZE + plan.threads.len() as u64 * THREAD_STACK_SIZE;
     let total = premap_size + PAGE + restorer_len + scratch_size;
 
     let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
@@ -641,6 +663,73 @@ fn build(
         reason: format!("signal frame: {e:?}"),
     })?;
     area.bytes.extend_from_slice(&frame);
+
+    // The other threads: their frames, signals, groups and argument records.
+    let mut targs: Vec<abi::ThreadArgs> = Vec::with_capacity(plan.threads.len());
+    for (i, t) in plan.threads.iter().enumerate() {
+        let tx = fpu::build(&t.fpu)?;
+        area.align(compel_arch::FPSTATE_ALIGN);
+        let t_frame_at = area.base + area.bytes.len() as u64;
+        let mut frame = vec![0u8; rt_sigframe_size(tx.bytes.len())];
+        let state = SigframeState {
+            regs: &t.regs,
+            xsave: &tx.bytes,
+            xfeatures: tx.xfeatures,
+            sigmask: t.sigmask,
+            altstack: t.altstack.map(|(sp, flags, size)| SigStack {
+                ss_sp: sp,
+                ss_flags: flags,
+                pad: 0,
+                ss_size: size,
+            }),
+        };
+        write_rt_sigframe(&mut frame, t_frame_at, &state).map_err(|e| RestoreError::Fpu {
+            reason: format!("signal frame of thread {}: {e:?}", t.tid),
+        })?;
+        area.bytes.extend_from_slice(&frame);
+        let sig: Vec<u8> = t.pending.iter().flatten().copied().collect();
+        let t_siginfo = area.push(&sig, 8);
+        let mut creds = abi::Creds::default();
+        if let Some(c) = &t.creds {
+            creds = c.creds;
+            creds.ngroups = c.groups.len() as u32;
+            creds.groups = area.push(&slice_bytes(&c.groups), 8);
+        }
+        let mut comm = [0u8; 16];
+        if let Some(name) = &t.comm {
+            for (d, s) in comm.iter_mut().zip(name.bytes().take(15)) {
+                *d = s;
+            }
+        }
+        let stack_top = args_base + args_size + STACK_SIZE + (i as u64 + 1) * THREAD_STACK_SIZE;
+        targs.push(abi::ThreadArgs {
+            tid: t.tid,
+            set_creds: t.creds.is_some() as u32,
+            stack_top,
+            stack_size: THREAD_STACK_SIZE,
+            sigframe_sp: t_frame_at + RT_SIGFRAME_UC_OFFSET as u64,
+            fs_base: t.regs.fs_base,
+            gs_base: t.regs.gs_base,
+            clear_tid_addr: t.clear_tid_addr,
+            robust_list: t.robust_list.0,
+            robust_list_len: t.robust_list.1,
+            rseq: t.rseq.map_or(0, |r| r.0),
+            rseq_len: t.rseq.map_or(0, |r| r.1),
+            rseq_sig: t.rseq.map_or(0, |r| r.2),
+            siginfo: t_siginfo,
+            n_siginfo: t.pending.len() as u32,
+            pdeath_sig: if opts.detach {
+                abi::KEEP
+            } else {
+                t.pdeath_sig.unwrap_or(abi::KEEP)
+            },
+            comm,
+            creds,
+            no_new_privs: t.no_new_privs as i32,
+            pad: 0,
+        });
+    }
+    let threads_at = area.push(&slice_bytes(&targs), 8);
     if area.bytes.len() as u64 > args_size {
         return Err(RestoreError::Blob {
             reason: "argument area overflow".into(),
@@ -745,13 +834,17 @@ fn build(
         gs_base: plan.regs.gs_base,
         sigframe_sp: frame_at + RT_SIGFRAME_UC_OFFSET as u64,
         stop_before_return: 1,
-        pad1: 0,
+        n_threads: targs.len() as u32,
+        threads: threads_at,
+        threads_ready: 0,
+        pad2: 0,
     };
     let ab = bytes_of(&args);
     area.bytes[..ab.len()].copy_from_slice(&ab);
 
     // Map the restorer's area (blob, arguments, stack) and fill it.
-    let rw_len = (blob_size + args_size + STACK_SIZE) as usize;
+    let rw_len = (blob_size + args_size + STACK_SIZE) as usize
+        + plan.threads.len() * THREAD_STACK_SIZE as usize;
     // SAFETY: the range is inside our own reservation, which nothing else uses.
     let r = unsafe {
         libc::mmap(

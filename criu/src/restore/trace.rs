@@ -32,7 +32,7 @@ fn terr(pid: i32, what: &'static str) -> impl Fn(Errno) -> RestoreError {
 pub fn seize(pid: i32) -> Result<(), RestoreError> {
     ptrace::seize(
         Pid::from_raw(pid),
-        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_EXITKILL,
+        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACECLONE,
     )
     .map_err(terr(pid, "PTRACE_SEIZE"))
 }
@@ -79,10 +79,15 @@ fn task_error(pid: i32, st: &Status) -> RestoreError {
 /// [`RestoreError::Timeout`] after `deadline`.
 pub fn wait_ready(
     pid: i32,
+    threads: &[i32],
     status_r: &OwnedFd,
     deadline: std::time::Instant,
 ) -> Result<(), RestoreError> {
     let p = Pid::from_raw(pid);
+    // Threads that stopped themselves for us (they may get there before the leader reports).
+    let mut parked: Vec<i32> = Vec::new();
+    // Each new thread holds the leader in a clone event until we see it: look often then.
+    let poll_ms = if threads.is_empty() { 20 } else { 1 };
     loop {
         if std::time::Instant::now() > deadline {
             return Err(RestoreError::Timeout { pid });
@@ -93,7 +98,7 @@ pub fn wait_ready(
             revents: 0,
         };
         // SAFETY: polls one live pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, 20) };
+        let n = unsafe { libc::poll(&mut pfd, 1, poll_ms) };
         if n > 0 {
             match read_status(status_r) {
                 Ok(Some(st)) if st.stage == abi::STAGE_READY => break,
@@ -119,6 +124,11 @@ pub fn wait_ready(
                 Err(e) => return Err(terr(pid, "reading the status pipe")(e)),
             }
         }
+        for &tid in threads {
+            if !parked.contains(&tid) {
+                poll_thread(tid, &mut parked)?;
+            }
+        }
         match waitpid(p, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
             Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
@@ -134,28 +144,54 @@ pub fn wait_ready(
                 ptrace::cont(p, sig).map_err(terr(pid, "PTRACE_CONT"))?;
             }
             Ok(_) => {
+                // Clone events of the leader and the like.
                 ptrace::cont(p, None).map_err(terr(pid, "PTRACE_CONT"))?;
             }
             Err(Errno::EINTR) => {}
             Err(e) => return Err(terr(pid, "waitpid")(e)),
         }
     }
-    // The restorer stops itself with SIGSTOP right after the report.
-    loop {
-        match waitpid(p, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => return Ok(()),
-            Ok(WaitStatus::Stopped(_, sig)) => {
-                ptrace::cont(p, sig).map_err(terr(pid, "PTRACE_CONT"))?;
-            }
-            Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                return Err(died(pid, ws));
-            }
-            Ok(_) => {
-                ptrace::cont(p, None).map_err(terr(pid, "PTRACE_CONT"))?;
-            }
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(terr(pid, "waitpid")(e)),
+    // The leader and every thread stop themselves with SIGSTOP right after they are ready.
+    for &tid in std::iter::once(&pid).chain(threads) {
+        if parked.contains(&tid) {
+            continue;
         }
+        let t = Pid::from_raw(tid);
+        loop {
+            match waitpid(t, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => break,
+                Ok(WaitStatus::Stopped(_, sig)) => {
+                    ptrace::cont(t, sig).map_err(terr(tid, "PTRACE_CONT"))?;
+                }
+                Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    return Err(died(pid, ws));
+                }
+                Ok(_) => {
+                    ptrace::cont(t, None).map_err(terr(tid, "PTRACE_CONT"))?;
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(terr(tid, "waitpid")(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Looks at one thread without blocking: lets it run on, or parks it once it stopped itself.
+fn poll_thread(tid: i32, parked: &mut Vec<i32>) -> Result<(), RestoreError> {
+    let t = Pid::from_raw(tid);
+    match waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+        // Not created yet, or still running.
+        Err(Errno::ECHILD) | Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => Ok(()),
+        Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => {
+            parked.push(tid);
+            Ok(())
+        }
+        Ok(WaitStatus::Stopped(_, sig)) => ptrace::cont(t, sig).map_err(terr(tid, "PTRACE_CONT")),
+        // The leader reports how the task ended.
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => Ok(()),
+        Ok(_) => ptrace::cont(t, None).map_err(terr(tid, "PTRACE_CONT")),
+        Err(e) => Err(terr(tid, "waitpid")(e)),
     }
 }
 
@@ -225,21 +261,25 @@ fn sigmask(pid: i32, req: libc::c_uint, mask: &mut u64) -> Result<(), RestoreErr
 /// [`RestoreError::Trace`], [`RestoreError::Died`].
 pub fn resume(
     pid: i32,
+    threads: &[i32],
     syscall_insn: u64,
     restorer: (u64, u64),
     stop_signal: Option<i32>,
 ) -> Result<(), RestoreError> {
     let p = Pid::from_raw(pid);
-    // Swallow the SIGSTOP, then follow syscalls up to the exit of rt_sigreturn.
-    let mut last_nr = u64::MAX;
-    loop {
-        // Resuming with signal 0 suppresses the SIGSTOP the task is stopped with.
-        next_syscall_stop(pid, None)?;
-        let info = syscall_info(pid)?;
-        match info.op {
-            SYSCALL_INFO_ENTRY => last_nr = info.data[0],
-            SYSCALL_INFO_EXIT if last_nr == nr::RT_SIGRETURN as u64 => break,
-            _ => {}
+    // Every thread, then the leader: swallow its SIGSTOP and follow it to the exit of its
+    // rt_sigreturn, where it stays stopped (out of the restorer's code) until the detach.
+    for &tid in threads.iter().chain(std::iter::once(&pid)) {
+        let mut last_nr = u64::MAX;
+        loop {
+            // Resuming with signal 0 suppresses the SIGSTOP the thread is stopped with.
+            next_syscall_stop(tid, None)?;
+            let info = syscall_info(tid)?;
+            match info.op {
+                SYSCALL_INFO_ENTRY => last_nr = info.data[0],
+                SYSCALL_INFO_EXIT if last_nr == nr::RT_SIGRETURN as u64 => break,
+                _ => {}
+            }
         }
     }
     let saved = ptrace::getregs(p).map_err(terr(pid, "PTRACE_GETREGS"))?;
@@ -262,6 +302,9 @@ pub fn resume(
     }
     ptrace::setregs(p, saved).map_err(terr(pid, "PTRACE_SETREGS"))?;
     sigmask(pid, PTRACE_SETSIGMASK, &mut mask)?;
+    for &tid in threads {
+        ptrace::detach(Pid::from_raw(tid), None).map_err(terr(tid, "PTRACE_DETACH"))?;
+    }
     let sig = stop_signal.and_then(|s| Signal::try_from(s).ok());
     ptrace::detach(p, sig).map_err(terr(pid, "PTRACE_DETACH"))?;
     Ok(())

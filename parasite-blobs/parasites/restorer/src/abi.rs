@@ -12,7 +12,7 @@ use core::mem::size_of;
 /// `RestorerArgs::magic`: "RSTORER1" (little-endian bytes).
 pub const ARGS_MAGIC: u64 = u64::from_le_bytes(*b"RSTORER1");
 /// `RestorerArgs::version`: bumped on every layout change.
-pub const ARGS_VERSION: u32 = 1;
+pub const ARGS_VERSION: u32 = 2;
 /// The most address ranges the restorer keeps while it unmaps everything else.
 pub const MAX_KEEP: usize = 8;
 /// The most special mappings (`[vvar]`, `[vvar_vclock]`, `[vdso]`) moved into place.
@@ -278,9 +278,65 @@ pub struct RestorerArgs {
     /// Stop (`SIGSTOP` to itself) after reporting [`STAGE_READY`], so that the engine, which
     /// traces the task, can run its hooks and catch the final `rt_sigreturn`.
     pub stop_before_return: u32,
+    /// Number of [`ThreadArgs`] at `threads` (the threads besides this one).
+    pub n_threads: u32,
+    /// Address of the other threads' [`ThreadArgs`].
+    pub threads: u64,
+    /// How many other threads are in place (each adds one; a futex word for the leader).
+    pub threads_ready: u32,
     /// Padding.
-    pub pad1: u32,
+    pub pad2: u32,
 }
+
+/// One more thread of the task: created by the leader with its old tid, it installs its own
+/// state and returns into its own registers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadArgs {
+    /// The thread id to recreate.
+    pub tid: i32,
+    /// Whether `creds` is to be applied.
+    pub set_creds: u32,
+    /// Top of the thread's restorer stack (16-byte aligned).
+    pub stack_top: u64,
+    /// Its size.
+    pub stack_size: u64,
+    /// The stack pointer for its final `rt_sigreturn`.
+    pub sigframe_sp: u64,
+    /// Its fs base.
+    pub fs_base: u64,
+    /// Its gs base.
+    pub gs_base: u64,
+    /// `set_tid_address` value, or 0.
+    pub clear_tid_addr: u64,
+    /// `set_robust_list` head, or 0.
+    pub robust_list: u64,
+    /// Its length.
+    pub robust_list_len: u64,
+    /// Its rseq area, or 0.
+    pub rseq: u64,
+    /// Its length.
+    pub rseq_len: u32,
+    /// Its signature.
+    pub rseq_sig: u32,
+    /// Address of its pending signals' `siginfo_t`s.
+    pub siginfo: u64,
+    /// How many.
+    pub n_siginfo: u32,
+    /// `PR_SET_PDEATHSIG` value, or [`KEEP`].
+    pub pdeath_sig: i32,
+    /// Its name (`PR_SET_NAME`), NUL-padded; empty: keep.
+    pub comm: [u8; 16],
+    /// Its credentials.
+    pub creds: Creds,
+    /// 1: set no_new_privs.
+    pub no_new_privs: i32,
+    /// Padding.
+    pub pad: u32,
+}
+
+/// The address of `RestorerArgs::threads_ready` relative to the block (for the futex).
+pub const THREADS_READY_OFFSET: usize = core::mem::offset_of!(RestorerArgs, threads_ready);
 
 /// What the restorer writes to `status_fd`: a stage and, on failure, the errno.
 #[repr(C)]
@@ -324,6 +380,8 @@ pub const STAGE_PRCTL: u32 = 12;
 pub const STAGE_THREAD: u32 = 13;
 /// Queueing pending signals.
 pub const STAGE_SIGQUEUE: u32 = 14;
+/// Creating the other threads.
+pub const STAGE_THREADS: u32 = 15;
 
 /// A short name for a stage, for error messages.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -343,6 +401,7 @@ pub fn stage_name(stage: u32) -> &'static str {
         STAGE_PRCTL => "personality and prctl settings",
         STAGE_THREAD => "thread settings",
         STAGE_SIGQUEUE => "pending signals",
+        STAGE_THREADS => "creating threads",
         _ => "unknown stage",
     }
 }
@@ -356,4 +415,5 @@ const _: () = assert!(size_of::<PosixTimer>() == 64);
 const _: () = assert!(size_of::<Creds>() == 88);
 const _: () = assert!(size_of::<MmMap>() == 104);
 const _: () = assert!(size_of::<Status>() == 16);
-const _: () = assert!(size_of::<RestorerArgs>() == 3056);
+const _: () = assert!(size_of::<RestorerArgs>() == 3072);
+const _: () = assert!(size_of::<ThreadArgs>() == 216);

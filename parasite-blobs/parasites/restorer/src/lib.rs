@@ -45,6 +45,12 @@ const ARCH_SET_GS: usize = 0x1001;
 const ARCH_SET_FS: usize = 0x1002;
 const RSEQ_FLAG_UNREGISTER: usize = 1;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const FUTEX_WAIT_PRIVATE: usize = 128;
+const FUTEX_WAKE_PRIVATE: usize = 129;
+const THREAD_FLAGS: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x1_0000 | 0x4_0000; // VM FS FILES SIGHAND THREAD SYSVSEM
+
+/// The argument block, for the other threads (which get only their own [`ThreadArgs`]).
+static ARGS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// A failed step: the stage, the errno and a detail.
 struct Fail(u32, isize, u64);
@@ -106,10 +112,11 @@ pub unsafe extern "C" fn __export_restorer_main(args: *const RestorerArgs) -> ! 
         syscall1(nr::CLOSE, a.status_fd as usize);
     }
     if a.stop_before_return != 0 {
-        // SAFETY: stopping ourselves; the tracing engine resumes us.
+        // SAFETY: stopping this thread (not any thread of the process); the tracing engine
+        // resumes us.
         unsafe {
             let pid = syscall1(nr::GETPID, 0);
-            syscall2(nr::KILL, pid as usize, SIGSTOP);
+            syscall3(nr::TGKILL, pid as usize, pid as usize, SIGSTOP);
         }
     }
     // SAFETY: from here on no code of ours uses the thread pointer; the bases are the task's.
@@ -176,12 +183,17 @@ fn restore(a: &RestorerArgs) -> Res {
     sigactions(a)?;
     rlimits(a)?;
     timers(a)?;
+    // The other threads, created while this one still has the capabilities clone3 with set_tid
+    // needs; each then installs its own credentials.
+    threads(a)?;
     if a.set_creds != 0 {
         creds(&a.creds)?;
     }
     misc(a)?;
     thread(a)?;
-    sigqueue(a)
+    sigqueue(a)?;
+    wait_threads(a);
+    Ok(())
 }
 
 /// Unmaps every range below `task_size` that is not in `keep` (nor the current special
@@ -555,6 +567,182 @@ fn sigqueue(a: &RestorerArgs) -> Res {
                     info as usize,
                 )
             }
+        };
+        check(STAGE_SIGQUEUE, r, sig as u64)?;
+    }
+    Ok(())
+}
+
+fn threads_ready(a: &RestorerArgs) -> &core::sync::atomic::AtomicU32 {
+    // SAFETY: `threads_ready` is an aligned u32 in the live argument block; all threads access
+    // it atomically only.
+    unsafe { core::sync::atomic::AtomicU32::from_ptr((&raw const a.threads_ready).cast_mut()) }
+}
+
+/// Creates the other threads with their old tids; each starts in [`thread_main`].
+fn threads(a: &RestorerArgs) -> Res {
+    if a.n_threads == 0 {
+        return Ok(());
+    }
+    ARGS.store(
+        a as *const RestorerArgs as u64,
+        core::sync::atomic::Ordering::SeqCst,
+    );
+    // SAFETY: the engine placed `n_threads` entries at `threads`, inside the argument area.
+    let ts = unsafe {
+        core::slice::from_raw_parts(a.threads as *const ThreadArgs, a.n_threads as usize)
+    };
+    for t in ts {
+        let tid: [i32; 1] = [t.tid];
+        // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+        // stack_size, tls, set_tid, set_tid_size, cgroup.
+        let cargs: [u64; 11] = [
+            THREAD_FLAGS,
+            0,
+            0,
+            0,
+            0,
+            t.stack_top - t.stack_size,
+            t.stack_size,
+            0,
+            tid.as_ptr() as u64,
+            1,
+            0,
+        ];
+        let r: isize;
+        // SAFETY: clone3 creates a thread sharing this memory on the stack the engine reserved
+        // for it; the new thread (rax 0) calls thread_main with its ThreadArgs (r12, preserved
+        // by the kernel) and never comes back here; this thread gets the new tid and goes on.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "mov rdi, r12",
+                "call {entry}",
+                "ud2",
+                "2:",
+                entry = sym thread_main,
+                inlateout("rax") nr::CLONE3 as isize => r,
+                in("rdi") cargs.as_ptr(),
+                in("rsi") core::mem::size_of_val(&cargs),
+                in("r12") t as *const ThreadArgs,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        check(STAGE_THREADS, r, t.tid as u64)?;
+    }
+    Ok(())
+}
+
+/// Waits until every other thread is in place.
+fn wait_threads(a: &RestorerArgs) {
+    let ready = threads_ready(a);
+    loop {
+        let v = ready.load(core::sync::atomic::Ordering::SeqCst);
+        if v >= a.n_threads {
+            return;
+        }
+        // SAFETY: a futex wait on the live counter word; spurious wake-ups loop.
+        unsafe {
+            syscall4(
+                nr::FUTEX,
+                ready.as_ptr() as usize,
+                FUTEX_WAIT_PRIVATE,
+                v as usize,
+                0,
+            );
+        }
+    }
+}
+
+/// The life of every other thread: its credentials and settings, its pending signals, a stop
+/// for the engine, then its own registers.
+extern "C" fn thread_main(t: &ThreadArgs) -> ! {
+    let a_addr = ARGS.load(core::sync::atomic::Ordering::SeqCst);
+    // SAFETY: the leader stored the address of the live argument block before the clone.
+    let a = unsafe { &*(a_addr as *const RestorerArgs) };
+    if let Err(f) = thread_setup(t) {
+        die(a.status_fd, Fail(f.0, f.1, t.tid as u64));
+    }
+    let ready = threads_ready(a);
+    ready.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    // SAFETY: wakes the leader waiting on the counter; then this thread stops itself for the
+    // engine (thread-directed SIGSTOP) and installs its fs/gs bases.
+    unsafe {
+        syscall3(
+            nr::FUTEX,
+            ready.as_ptr() as usize,
+            FUTEX_WAKE_PRIVATE,
+            i32::MAX as usize,
+        );
+        let pid = syscall1(nr::GETPID, 0);
+        syscall3(nr::TGKILL, pid as usize, t.tid as usize, SIGSTOP);
+        syscall2(nr::ARCH_PRCTL, ARCH_SET_FS, t.fs_base as usize);
+        if t.gs_base != 0 {
+            syscall2(nr::ARCH_PRCTL, ARCH_SET_GS, t.gs_base as usize);
+        }
+    }
+    // SAFETY: the engine built a complete frame for this thread at `sigframe_sp`.
+    unsafe { compel_arch::rt_sigreturn(t.sigframe_sp as usize) }
+}
+
+fn thread_setup(t: &ThreadArgs) -> Res {
+    if t.set_creds != 0 {
+        creds(&t.creds)?;
+    }
+    if t.comm[0] != 0 {
+        // SAFETY: PR_SET_NAME reads at most 16 bytes of the thread's arguments.
+        let r = unsafe { syscall5(nr::PRCTL, PR_SET_NAME, t.comm.as_ptr() as usize, 0, 0, 0) };
+        check(STAGE_PRCTL, r, PR_SET_NAME as u64)?;
+    }
+    prctl2(PR_SET_PDEATHSIG, t.pdeath_sig)?;
+    if t.no_new_privs == 1 {
+        // SAFETY: no_new_privs is a one-way flag on this thread.
+        let r = unsafe { syscall5(nr::PRCTL, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        check(STAGE_PRCTL, r, PR_SET_NO_NEW_PRIVS as u64)?;
+    }
+    // SAFETY: these calls record the thread's own saved user addresses in the kernel.
+    unsafe {
+        if t.clear_tid_addr != 0 {
+            syscall1(nr::SET_TID_ADDRESS, t.clear_tid_addr as usize);
+        }
+        if t.robust_list != 0 {
+            let r = syscall2(
+                nr::SET_ROBUST_LIST,
+                t.robust_list as usize,
+                t.robust_list_len as usize,
+            );
+            check(STAGE_THREAD, r, t.robust_list)?;
+        }
+        if t.rseq != 0 {
+            let r = syscall4(
+                nr::RSEQ,
+                t.rseq as usize,
+                t.rseq_len as usize,
+                0,
+                t.rseq_sig as usize,
+            );
+            check(STAGE_THREAD, r, t.rseq)?;
+        }
+    }
+    // SAFETY: getpid has no arguments.
+    let pid = unsafe { syscall1(nr::GETPID, 0) };
+    for i in 0..t.n_siginfo as usize {
+        let info = t.siginfo + (i * SIGINFO_SIZE) as u64;
+        // SAFETY: `info` is one siginfo_t in the argument area; its first word is si_signo.
+        let sig = unsafe { *(info as *const i32) } as usize;
+        // SAFETY: queues a signal to this thread with the saved siginfo (read by the kernel).
+        let r = unsafe {
+            syscall4(
+                nr::RT_TGSIGQUEUEINFO,
+                pid as usize,
+                t.tid as usize,
+                sig,
+                info as usize,
+            )
         };
         check(STAGE_SIGQUEUE, r, sig as u64)?;
     }

@@ -11,7 +11,7 @@
 //!
 //! let _guard = test_lock();
 //! become_subreaper();
-//! let mut victim = Victim::spawn(env!("CARGO_BIN_EXE_victim-busy"), &[]).unwrap();
+//! let mut victim = Victim::spawn("/path/to/victim-busy", &[]).unwrap();
 //! let line = victim.expect_line("ready", Duration::from_secs(5)).unwrap();
 //! println!("victim {} said {line}", victim.pid());
 //! // ... act on victim.pid() ...

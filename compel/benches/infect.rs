@@ -158,6 +158,58 @@ fn no_log() -> InfectOptions {
 
 const ROUNDS: usize = 10;
 
+/// Median time from seize to each stage of a cycle (the hook records instants).
+fn breakdown(pid: i32, n: usize) {
+    use compel::infect::Stage;
+    use std::sync::{Arc, Mutex};
+    let names = [
+        "seized", "saved", "mapped", "loaded", "started", "answered", "returned", "cured",
+        "detached",
+    ];
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for _ in 0..n {
+        let marks = Arc::new(Mutex::new(Vec::new()));
+        let m2 = marks.clone();
+        let t0 = Instant::now();
+        let mut t = Task::seize(pid).expect("seize");
+        let seized = t0.elapsed();
+        let opts = InfectOptions {
+            hook: Some(Box::new(move |s| {
+                if !matches!(s, Stage::CommandSent(_) | Stage::FiniSent) {
+                    m2.lock().unwrap().push(t0.elapsed());
+                }
+            })),
+            ..InfectOptions::default()
+        };
+        let mut p = Parasite::infect(&mut t, &testkit::blob(), opts).expect("infect");
+        let _: tk::Args = p
+            .call_with(tk::CMD_ADD, &tk::Args::default())
+            .expect("call");
+        let answered = t0.elapsed();
+        p.cure().expect("cure");
+        t.detach().expect("detach");
+        let detached = t0.elapsed();
+        let m = marks.lock().unwrap().clone();
+        let mut all = vec![seized];
+        all.extend(&m[..4]);
+        all.push(answered);
+        all.extend(&m[4..]);
+        all.push(detached);
+        for (v, d) in per.iter_mut().zip(all) {
+            v.push(d.as_nanos() as f64 / 1000.0);
+        }
+    }
+    let line: Vec<String> = names
+        .iter()
+        .zip(per)
+        .map(|(n, v)| format!("{n} {:.0}", stats(v).0))
+        .collect();
+    println!(
+        "  breakdown (median us since seize started): {}",
+        line.join(", ")
+    );
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
@@ -223,6 +275,7 @@ fn main() {
             );
         }
         worst = worst.max(cycle.0);
+        breakdown(child, chunk * 2);
     }
     println!(
         "target: the whole cycle under 500 us; worst median {worst:.1} us ({})",

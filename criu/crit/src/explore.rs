@@ -112,6 +112,18 @@ impl Explorer {
         Ok(s)
     }
 
+    /// Whether the task was a zombie when dumped: its core image says `TASK_DEAD` (2; CRIU's
+    /// crit has names for the values 1, 3 and 6 only) and it has no ids, mm, pagemap or fs
+    /// images, so the per-task listings skip it.
+    fn is_zombie(&self, pid: u32) -> Result<bool> {
+        const TASK_DEAD: u32 = 2;
+        Ok(self
+            .dir
+            .read_core(pid)?
+            .tc
+            .is_some_and(|t| t.task_state == TASK_DEAD))
+    }
+
     /// The process tree: pid, pgid, sid and comm, children indented under their parent.
     ///
     /// # Errors
@@ -180,6 +192,9 @@ impl Explorer {
     /// Unreadable images.
     pub fn fds(&self, out: &mut dyn Write) -> Result<()> {
         for p in self.dir.read_pstree()? {
+            if self.is_zombie(p.pid)? {
+                continue;
+            }
             let ids = self.dir.read_ids(p.pid)?;
             let fds = self.dir.read_fdinfo(ids.files_id)?;
             writeln!(out, "{}", p.pid)?;
@@ -214,6 +229,9 @@ impl Explorer {
             *vids.entry(shmid).or_insert(n)
         };
         for p in self.dir.read_pstree()? {
+            if self.is_zombie(p.pid)? {
+                continue;
+            }
             let mm = self.dir.read_mm(p.pid)?;
             writeln!(out, "{}", p.pid)?;
             writeln!(
@@ -272,6 +290,9 @@ impl Explorer {
     /// Unreadable images.
     pub fn rss(&self, out: &mut dyn Write) -> Result<()> {
         for p in self.dir.read_pstree()? {
+            if self.is_zombie(p.pid)? {
+                continue;
+            }
             let vmas = self.dir.read_mm(p.pid)?.vmas;
             let pm = self.dir.read_pagemap(p.pid)?;
             writeln!(out, "{}", p.pid)?;

@@ -137,6 +137,16 @@ fn main() {
     }
     // Worker thread (spawned before the mask change: it keeps the default mask).
     let worker = std::thread::spawn(|| {
+        // The alternate stack is the main thread's only (sigaltstack is per thread): keep
+        // process-directed SIGUSR1 away from the worker so the handler always runs on it.
+        // SAFETY: a sigset_t on the stack, filled by sigemptyset/sigaddset before use; changing
+        // this thread's own mask has no other effect.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
         while !STOP.load(Ordering::Relaxed) {
             COUNTER.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(1));

@@ -1,0 +1,177 @@
+//! `criu dump` of process trees that change while they are frozen: a victim that keeps forking,
+//! exiting and starting threads is dumped many times in a row (leaving it running); every dump
+//! either succeeds with a consistent tree or fails with a clear error, and the victim runs on,
+//! untraced and still checking its own results.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use compel_criu_tests::{
+    Victim, become_subreaper, test_lock, tracer_pid, wait_exit_timeout, workspace_bin,
+};
+use criu_images::ImageDir;
+
+fn criu(args: &[&str]) -> Output {
+    Command::new(workspace_bin("criu", "criu"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn rounds(counter: &Path) -> u64 {
+    std::fs::read_to_string(counter)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the victim's round counter passes `after`.
+fn advances(counter: &Path, after: u64) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if rounds(counter) > after {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Our children (orphans re-parented to us as subreaper) whose name starts with `comm`.
+fn our_children(comm: &str) -> Vec<i32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{me}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(e.path().join("children")).unwrap_or_default();
+        for p in text
+            .split_whitespace()
+            .filter_map(|w| w.parse::<i32>().ok())
+        {
+            let c = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            if c.starts_with(comm) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn churning_tree_dumps_consistently_or_fails_cleanly() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let counter = d.path().join("rounds");
+    // Whatever happens, the victim's last child and grandchild (re-parented to us when it
+    // dies) are reaped by pid before the test returns.
+    struct ReapOrphans;
+    impl Drop for ReapOrphans {
+        fn drop(&mut self) {
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                let kids = our_children("criu-dvictim");
+                if kids.is_empty() {
+                    return;
+                }
+                for k in kids {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(k),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    let _ = wait_exit_timeout(k, Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    let _orphans = ReapOrphans;
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-dvictim-churn"),
+        &[counter.to_str().unwrap()],
+    )
+    .unwrap();
+    let root = v.pid();
+    assert!(advances(&counter, 0), "victim never started churning");
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..40 {
+        let img = d.path().join(format!("img{i}"));
+        std::fs::create_dir_all(&img).unwrap();
+        let o = criu(&[
+            "dump",
+            "-t",
+            &root.to_string(),
+            "-D",
+            img.to_str().unwrap(),
+            "-R",
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        if o.status.success() {
+            ok += 1;
+            let dir = ImageDir::new(&img);
+            let tree = dir.read_pstree().unwrap();
+            assert_eq!((tree[0].pid, tree[0].ppid), (root as u32, 0), "{tree:?}");
+            // At most the root, one child and that child's child at any moment.
+            assert!((1..=3).contains(&tree.len()), "{tree:?}");
+            let pids: Vec<u32> = tree.iter().map(|t| t.pid).collect();
+            for t in &tree[1..] {
+                assert!(
+                    pids.contains(&t.ppid),
+                    "parent of {} not in the tree: {tree:?}",
+                    t.pid
+                );
+                assert_eq!(t.sid, tree[0].sid);
+            }
+            // The root's threads: main and the spinner, plus at most one short thread of each.
+            assert!((2..=4).contains(&tree[0].threads.len()), "{tree:?}");
+            assert_eq!(tree[0].threads[0], root as u32);
+            for t in &tree {
+                for &tid in &t.threads {
+                    let core = dir.read_core(tid).unwrap();
+                    assert!(
+                        core.thread_core.is_some() || core.tc.is_some(),
+                        "core of {tid}"
+                    );
+                }
+            }
+        } else {
+            failed += 1;
+            assert!(
+                stderr.contains("not stable") || stderr.contains("no process"),
+                "dump {i} failed unclearly: {stderr}"
+            );
+        }
+        // Either way the victim runs on, untraced, and its own checks still pass.
+        assert_eq!(tracer_pid(root), Some(0), "dump {i} left the victim traced");
+        let before = rounds(&counter);
+        assert!(
+            advances(&counter, before),
+            "victim stalled after dump {i}: {stderr}"
+        );
+        assert_eq!(v.state().map(|c| c != 'Z'), Some(true));
+    }
+    eprintln!("{ok} dumps succeeded, {failed} failed cleanly");
+    assert!(ok > 0, "no dump succeeded ({failed} failed)");
+    v.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+    let e = v.wait(Duration::from_secs(10));
+    assert!(e.is_some(), "victim not reaped");
+    // Its last child (and grandchild) come to us: reap them by pid.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let kids = our_children("criu-dvictim");
+        if kids.is_empty() {
+            break;
+        }
+        for k in kids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(k),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = wait_exit_timeout(k, Duration::from_secs(5));
+        }
+        assert!(Instant::now() < end, "children left behind");
+    }
+}

@@ -61,33 +61,34 @@ fn our_children(comm: &str) -> Vec<i32> {
     out
 }
 
+// Whatever happens, the victim's last child and grandchild (re-parented to us when it
+// dies) are reaped by pid before the test returns.
+struct ReapOrphans;
+impl Drop for ReapOrphans {
+    fn drop(&mut self) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            let kids = our_children("criu-dvictim");
+            if kids.is_empty() {
+                return;
+            }
+            for k in kids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(k),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = wait_exit_timeout(k, Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 #[test]
 fn churning_tree_dumps_consistently_or_fails_cleanly() {
     let _g = test_lock();
     become_subreaper();
     let d = tempfile::tempdir().unwrap();
     let counter = d.path().join("rounds");
-    // Whatever happens, the victim's last child and grandchild (re-parented to us when it
-    // dies) are reaped by pid before the test returns.
-    struct ReapOrphans;
-    impl Drop for ReapOrphans {
-        fn drop(&mut self) {
-            let end = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < end {
-                let kids = our_children("criu-dvictim");
-                if kids.is_empty() {
-                    return;
-                }
-                for k in kids {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(k),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    let _ = wait_exit_timeout(k, Duration::from_secs(5));
-                }
-            }
-        }
-    }
     let _orphans = ReapOrphans;
     let mut v = Victim::spawn(
         env!("CARGO_BIN_EXE_criu-dvictim-churn"),
@@ -174,4 +175,132 @@ fn churning_tree_dumps_consistently_or_fails_cleanly() {
         }
         assert!(Instant::now() < end, "children left behind");
     }
+}
+
+/// `(state, ppid, pgid, sid)` from `/proc/PID/stat`.
+fn stat_of(pid: i32) -> (char, u32, u32, u32) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &text[text.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    (
+        f[0].chars().next().unwrap(),
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+        f[3].parse().unwrap(),
+    )
+}
+
+fn signos(q: Option<&criu_images::pb::SignalQueueEntry>) -> Vec<i32> {
+    q.map(|q| {
+        q.signals
+            .iter()
+            .map(|s| i32::from_ne_bytes(s.siginfo[..4].try_into().unwrap()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+#[test]
+fn parent_in_waitpid_and_zombie_child_match_proc() {
+    let _g = test_lock();
+    become_subreaper();
+    let _orphans = ReapOrphans;
+    let d = tempfile::tempdir().unwrap();
+    let ready = d.path().join("ready");
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-dvictim-wait"),
+        &[ready.to_str().unwrap()],
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let t = std::fs::read_to_string(&ready).unwrap_or_default();
+        if let Some(l) = t.lines().next() {
+            break l.to_string();
+        }
+        assert!(Instant::now() < end, "victim never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let p: Vec<i32> = line
+        .split(' ')
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (root, a, b) = (p[0], p[1], p[2]);
+    assert_eq!(root, v.pid());
+    // Let the root reach its waitpid sleep and A its pause.
+    let end = Instant::now() + Duration::from_secs(10);
+    while stat_of(root).0 != 'S' || stat_of(a).0 != 'S' {
+        assert!(Instant::now() < end, "victim never blocked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before: Vec<_> = [root, a, b].iter().map(|&p| (p, stat_of(p))).collect();
+    assert_eq!(before[2].1.0, 'Z');
+
+    let img = d.path().join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let o = criu(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert!(
+        o.status.success(),
+        "dump: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dir = ImageDir::new(&img);
+    let tree = dir.read_pstree().unwrap();
+    assert_eq!(tree.len(), 3, "{tree:?}");
+    assert_eq!(tree[0].pid, root as u32);
+    for (pid, (_, ppid, pgid, sid)) in &before {
+        let e = tree.iter().find(|t| t.pid == *pid as u32).unwrap();
+        let want_ppid = if *pid == root { 0 } else { *ppid };
+        assert_eq!(
+            (e.ppid, e.pgid, e.sid),
+            (want_ppid, *pgid, *sid),
+            "pid {pid}"
+        );
+    }
+    assert_eq!(before[0].1.3, root as u32, "the root leads its session");
+    assert_eq!(before[2].1.2, b as u32, "B leads its own group");
+
+    // The root: alive, SIGUSR1 pending on the process, its 1000 s real timer.
+    let rc = dir.read_core(root as u32).unwrap();
+    let rtc = rc.tc.as_ref().unwrap();
+    assert_eq!(rtc.task_state, 1, "TASK_ALIVE");
+    assert!(signos(rtc.signals_s.as_ref()).contains(&libc::SIGUSR1));
+    let rt = &rtc.timers.as_ref().unwrap().real;
+    assert_eq!(rt.isec, 1000);
+    assert!((900..=1000).contains(&rt.vsec), "{rt:?}");
+    // A: alive, SIGUSR2 pending on its thread, its 500 s timer.
+    let ac = dir.read_core(a as u32).unwrap();
+    let atc = ac.tc.as_ref().unwrap();
+    assert_eq!(atc.task_state, 1);
+    let ath = ac.thread_core.as_ref().unwrap();
+    assert!(signos(ath.signals_p.as_ref()).contains(&libc::SIGUSR2));
+    assert!(!signos(atc.signals_s.as_ref()).contains(&libc::SIGUSR2));
+    assert_eq!(atc.timers.as_ref().unwrap().real.isec, 500);
+    // B: dead, with the wait status of exit(5).
+    let bc = dir.read_core(b as u32).unwrap();
+    let btc = bc.tc.as_ref().unwrap();
+    assert_eq!((btc.task_state, btc.exit_code), (2, 5 << 8));
+
+    // The dump left everything running: the root's waitpid still gets A's end.
+    for &p in &[root, a] {
+        assert_eq!(tracer_pid(p), Some(0));
+    }
+    assert_eq!(stat_of(b).0, 'Z', "the zombie is still unreaped");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let e = v.wait(Duration::from_secs(10));
+    assert!(e.is_some(), "root did not return from waitpid");
+    let t = std::fs::read_to_string(&ready).unwrap();
+    assert!(t.contains(&format!("reaped {a} 9")), "{t}");
 }

@@ -304,3 +304,72 @@ fn parent_in_waitpid_and_zombie_child_match_proc() {
     let t = std::fs::read_to_string(&ready).unwrap();
     assert!(t.contains(&format!("reaped {a} 9")), "{t}");
 }
+
+#[test]
+fn action_scripts_run_once_for_the_tree_in_order() {
+    let _g = test_lock();
+    become_subreaper();
+    let _orphans = ReapOrphans;
+    let d = tempfile::tempdir().unwrap();
+    let ready = d.path().join("ready");
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-dvictim-wait"),
+        &[ready.to_str().unwrap()],
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&ready)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(Instant::now() < end, "victim never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let root = v.pid();
+    let rec = d.path().join("record");
+    let mut scripts = Vec::new();
+    for name in ["first", "second"] {
+        let s = d.path().join(name);
+        std::fs::write(
+            &s,
+            format!(
+                "#!/bin/sh\necho \"{name} $CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID $(ls $CRTOOLS_IMAGE_DIR | grep -c '^core-')\" >> {}\n",
+                rec.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&s, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        scripts.push(s);
+    }
+    let img = d.path().join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let o = criu(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "--action-script",
+        scripts[0].to_str().unwrap(),
+        "--action-script",
+        scripts[1].to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "dump: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // One run per script and action, the root as CRTOOLS_INIT_PID, all three cores (root,
+    // sleeper, zombie) written before post-dump.
+    assert_eq!(
+        std::fs::read_to_string(&rec).unwrap(),
+        format!(
+            "second pre-dump {root} 0\nfirst pre-dump {root} 0\nsecond post-dump {root} 3\nfirst post-dump {root} 3\n"
+        )
+    );
+    // The dump killed the tree.
+    assert!(
+        v.wait(Duration::from_secs(10)).is_some(),
+        "root still running"
+    );
+}

@@ -6,6 +6,8 @@
 //!
 //! - **tiny**: `/bin/sleep` (libc, a few dozen pages).
 //! - **1 GiB**: a forked child that maps 1 GiB anonymous memory and writes every page.
+//! - **tree of 50**: a root with 7 children, each with 6 children of its own, all asleep.
+//! - **100 threads**: one process whose 100 threads (and main thread) sleep.
 //! - **floor**: writing the same number of bytes from memory into a file on the same tmpfs
 //!   (what any dump must at least do), measured between the dumps.
 //!
@@ -119,6 +121,119 @@ fn floor(bytes: usize, buf: &[u8], dir: &Path) -> Duration {
     d
 }
 
+/// Forks the 50-process tree (own process group, led by its root); returns every pid, the
+/// root first, then its children, then theirs (the order they must be reaped in).
+fn tree_child() -> Vec<i32> {
+    const KIDS: usize = 7;
+    const GRANDKIDS: usize = 6;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into fds.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // Each process reports (level, pid) through the pipe, 8 bytes, atomic under PIPE_BUF.
+    // SAFETY: the child only makes raw syscalls (fork, write, pause).
+    let root = unsafe { libc::fork() };
+    if root == 0 {
+        // SAFETY: raw syscalls in the forked children, no allocation, no locks.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            libc::setpgid(0, 0);
+            let report = |level: i32| {
+                let rec = [level, libc::getpid()];
+                libc::write(fds[1], rec.as_ptr() as *const libc::c_void, 8);
+            };
+            for _ in 0..KIDS {
+                if libc::fork() == 0 {
+                    for _ in 0..GRANDKIDS {
+                        if libc::fork() == 0 {
+                            report(2);
+                            loop {
+                                libc::pause();
+                            }
+                        }
+                    }
+                    report(1);
+                    loop {
+                        libc::pause();
+                    }
+                }
+            }
+            report(0);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    // SAFETY: closing our write end so reads end if the tree dies.
+    unsafe { libc::close(fds[1]) };
+    let total = 1 + KIDS + KIDS * GRANDKIDS;
+    let mut by_level: [Vec<i32>; 3] = Default::default();
+    for _ in 0..total {
+        let mut rec = [0i32; 2];
+        // SAFETY: reads 8 bytes into rec.
+        let n = unsafe { libc::read(fds[0], rec.as_mut_ptr() as *mut libc::c_void, 8) };
+        assert_eq!(n, 8, "tree child died while starting");
+        by_level[rec[0] as usize].push(rec[1]);
+    }
+    // SAFETY: closing our read end.
+    unsafe { libc::close(fds[0]) };
+    by_level.concat()
+}
+
+/// A child with `n` sleeping threads besides its main thread.
+fn threads_child(n: usize) -> i32 {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into fds.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: called before any dump, while the bench has no other thread, so the child may
+    // start threads (no lock can be held by a thread that did not come along).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        for _ in 0..n {
+            std::thread::spawn(|| {
+                loop {
+                    std::thread::sleep(Duration::from_secs(1000));
+                }
+            });
+        }
+        // SAFETY: raw syscalls on the child's own descriptors.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            libc::write(fds[1], b"r".as_ptr() as *const libc::c_void, 1);
+            libc::close(fds[1]);
+            libc::close(fds[0]);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into b; closing our pipe ends.
+    unsafe {
+        libc::close(fds[1]);
+        libc::read(fds[0], b.as_mut_ptr() as *mut libc::c_void, 1);
+        libc::close(fds[0]);
+    }
+    pid
+}
+
+/// Kills the tree's process group and reaps root, children, grandchildren in that order
+/// (each level is re-parented to us, a subreaper, once its parent is reaped).
+fn kill_tree(pids: &[i32]) {
+    // SAFETY: signals the tree's own process group, then reaps each of its pids.
+    unsafe {
+        libc::kill(-pids[0], libc::SIGKILL);
+        for &p in pids {
+            libc::waitpid(p, std::ptr::null_mut(), libc::__WALL);
+        }
+    }
+}
+
 fn kill(pid: i32) {
     // SAFETY: kill and waitpid on our own child.
     unsafe {
@@ -146,6 +261,37 @@ fn main() {
     }
     let _cleanup = Cleanup(base.clone());
     let log = criu::log::LogSink::open(None).unwrap();
+    // The tree's grandchildren come to us when their parents die: reap them here.
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // Forked before any dump has started a thread (the 100-thread child starts threads).
+    let tree = tree_child();
+    let threaded = threads_child(100);
+    struct Victims(Vec<i32>, i32);
+    impl Drop for Victims {
+        fn drop(&mut self) {
+            kill_tree(&self.0);
+            kill(self.1);
+        }
+    }
+    let victims = Victims(tree, threaded);
+    let many_runs = if full { 9 } else { 1 };
+    for (what, pid, tasks) in [
+        ("tree of 50 processes", victims.0[0], 50.0),
+        ("process with 100 threads", victims.1, 101.0),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..many_runs {
+            times.push(dump_once(pid, &base.join("many"), &log).0);
+        }
+        let m = median(&mut times);
+        println!(
+            "dump {what}: median {:.2} ms over {many_runs} runs, {:.3} ms per task",
+            m.as_secs_f64() * 1e3,
+            m.as_secs_f64() * 1e3 / tasks
+        );
+    }
+    drop(victims);
 
     let mut tiny = tiny_child();
     let tpid = tiny.id() as i32;

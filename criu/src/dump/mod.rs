@@ -7,7 +7,9 @@
 //!    removed and a [`INCOMPLETE_MARKER`] file written; `inventory.img` is written last), run the
 //!    `pre-dump` action scripts;
 //! 2. seize the tree with compel, breadth first (every thread of every process stopped under
-//!    `PTRACE_SEIZE`, each process before its children are listed);
+//!    `PTRACE_SEIZE`, each process before its children are listed; children that exit while
+//!    they are seized are kept as zombies, auto-reaped ones skipped), then re-list the frozen
+//!    tree until a pass finds nothing new ([`DumpError::Unstable`] after a few passes);
 //! 3. collect: `/proc` (stat, status, smaps, fds, cwd/root, auxv, timers), registers with xsave
 //!    and the blocked mask, rseq, the robust list, and what only the task may read about itself
 //!    through remote syscalls ([`inside`]);

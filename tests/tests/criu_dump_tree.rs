@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Victim, become_subreaper, test_lock, tracer_pid, wait_exit_timeout, workspace_bin,
+    Victim, become_subreaper, proc_state, test_lock, tracer_pid, wait_exit_timeout, workspace_bin,
 };
 use criu_images::ImageDir;
 
@@ -37,6 +37,33 @@ fn advances(counter: &Path, after: u64) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     false
+}
+
+/// The thread ids of `pid`.
+fn tids_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The children of every thread of `pid`.
+fn kids_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in tids_of(pid) {
+        let text =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{t}/children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|w| w.parse::<i32>().ok()),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Our children (orphans re-parented to us as subreaper) whose name starts with `comm`.
@@ -107,9 +134,48 @@ fn churning_tree_dumps_consistently_or_fails_cleanly() {
             &root.to_string(),
             "-D",
             img.to_str().unwrap(),
-            "-R",
+            // Every other dump leaves the tree stopped, so /proc can be compared with it.
+            if i % 2 == 1 { "-s" } else { "-R" },
         ]);
         let stderr = String::from_utf8_lossy(&o.stderr);
+        let stopped = i % 2 == 1 && o.status.success();
+        if stopped {
+            // The tree /proc shows while it is stopped is the tree in the images, process for
+            // process (zombies included) and thread for thread.
+            let tree = ImageDir::new(&img).read_pstree().unwrap();
+            let mut seen = Vec::new();
+            let mut todo = vec![root];
+            while let Some(p) = todo.pop() {
+                let end = Instant::now() + Duration::from_secs(5);
+                while !matches!(proc_state(p), Some('T' | 'Z') | None) {
+                    assert!(Instant::now() < end, "{p} never stopped after dump {i}");
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                let mut tids = tids_of(p);
+                let e = tree
+                    .iter()
+                    .find(|t| t.pid == p as u32)
+                    .unwrap_or_else(|| panic!("{p} in /proc but not in the images: {tree:?}"));
+                let mut want: Vec<i32> = e.threads.iter().map(|&t| t as i32).collect();
+                want.sort();
+                tids.sort();
+                if proc_state(p) != Some('Z') {
+                    assert_eq!(tids, want, "threads of {p} after dump {i}");
+                }
+                seen.push(p as u32);
+                todo.extend(kids_of(p));
+            }
+            let mut imaged: Vec<u32> = tree.iter().map(|t| t.pid).collect();
+            imaged.sort();
+            seen.sort();
+            assert_eq!(seen, imaged, "processes after dump {i}");
+            for p in seen {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p as i32),
+                    nix::sys::signal::Signal::SIGCONT,
+                );
+            }
+        }
         if o.status.success() {
             ok += 1;
             let dir = ImageDir::new(&img);

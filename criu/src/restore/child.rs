@@ -137,6 +137,10 @@ pub enum FdOp {
         write: Option<(i32, bool)>,
         /// Status flags (`O_NONBLOCK`).
         flags: i32,
+        /// Bytes to put back into the pipe before its ends are placed.
+        data: Vec<u8>,
+        /// Capacity to set first when the data needs more than the default (0: leave it).
+        size: u32,
     },
 }
 
@@ -451,6 +455,28 @@ fn place(tmp: i32, fd: i32, cloexec: bool) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Gives a new pipe its dumped capacity `size` (when above the default; a refused grow is left to
+/// the write to report) and writes its saved bytes into its write end `wt`.
+fn refill(wt: i32, data: &[u8], size: u32, first: i32) -> Result<(), Fail> {
+    if size > 65536 {
+        // SAFETY: fcntl on the pipe end we just created; failure only leaves the default size.
+        unsafe {
+            libc::fcntl(wt, libc::F_SETPIPE_SZ, size as libc::c_int);
+        }
+    }
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: writes from a live slice's remainder to the pipe end we own.
+        let n = unsafe { libc::write(wt, data[off..].as_ptr().cast(), data.len() - off) };
+        let n = ok(CHILD_FDS, n as _, first as u64)?;
+        if n == 0 {
+            return Err(Fail(CHILD_FDS, libc::EAGAIN, first as u64));
+        }
+        off += n as usize;
+    }
+    Ok(())
+}
+
 /// Moves a fresh descriptor above every target number.
 fn lift(p: &ChildPlan, fd: i32, target: i32) -> Result<i32, Fail> {
     // SAFETY: fcntl/close on a descriptor this child just created.
@@ -530,7 +556,13 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                 let t = ok(CHILD_FDS, t as _, *fd as u64)? as i32;
                 place(t, *fd, *cloexec)?;
             }
-            FdOp::Pipe { read, write, flags } => {
+            FdOp::Pipe {
+                read,
+                write,
+                flags,
+                data,
+                size,
+            } => {
                 let mut ends = [0i32; 2];
                 // SAFETY: pipe2 writes two descriptors into a live local array.
                 let r = unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | flags) };
@@ -538,6 +570,7 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                 ok(CHILD_FDS, r as _, first as u64)?;
                 let rt = lift(p, ends[0], first)?;
                 let wt = lift(p, ends[1], first)?;
+                refill(wt, data, *size, first)?;
                 match read {
                     Some((fd, ce)) => place(rt, *fd, *ce)?,
                     // SAFETY: closing the unused end we own.

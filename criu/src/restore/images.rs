@@ -754,6 +754,7 @@ fn descriptors(
     shell_job: bool,
 ) -> Result<(), RestoreError> {
     let mut first_fd_of: HashMap<u32, i32> = HashMap::new();
+    let mut pipe_data: Option<HashMap<u32, (u32, Vec<u8>)>> = None;
     let mut fds: Vec<Fd> = Vec::new();
     let mut sorted: Vec<&pb::FdinfoEntry> = fdinfo.iter().collect();
     sorted.sort_by_key(|f| f.fd);
@@ -812,10 +813,20 @@ fn descriptors(
                     .as_ref()
                     .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no pipe entry")))?;
                 let acc = p.flags as i32 & libc::O_ACCMODE;
+                if pipe_data.is_none() {
+                    pipe_data = Some(pipes_data(d)?);
+                }
+                let (size, data) = pipe_data
+                    .as_ref()
+                    .and_then(|m| m.get(&p.pipe_id))
+                    .cloned()
+                    .unwrap_or_default();
                 FdSource::Pipe {
                     id: p.pipe_id,
                     write: acc == libc::O_WRONLY,
                     flags: p.flags as i32 & libc::O_NONBLOCK,
+                    data,
+                    size,
                 }
             }
             FD_TTY => {
@@ -845,6 +856,37 @@ fn descriptors(
     }
     plan.fds = fds;
     Ok(())
+}
+
+/// The most bytes one pipe may hold on restore (the kernel's default maximum pipe size).
+const MAX_PIPE_DATA: u32 = 1 << 20;
+
+/// Reads `pipes-data.img` (absent: no pipe had data) into pipe id -> (capacity, bytes).
+fn pipes_data(d: &ImageDir) -> Result<HashMap<u32, (u32, Vec<u8>)>, RestoreError> {
+    let name = names::PIPES_DATA;
+    let mut out = HashMap::new();
+    let path = d.file(name);
+    if !path.exists() {
+        return Ok(out);
+    }
+    let mut r = ImageReader::open_expect(path, magic::PIPES_DATA).map_err(|e| img(name, e))?;
+    while let Some(e) = r
+        .read_entry::<pb::PipeDataEntry>()
+        .map_err(|e| img(name, e))?
+    {
+        if e.bytes > MAX_PIPE_DATA {
+            return Err(bad(
+                name,
+                format!(
+                    "pipe {} holds {} bytes (max {MAX_PIPE_DATA})",
+                    e.pipe_id, e.bytes
+                ),
+            ));
+        }
+        let data = r.read_extra(u64::from(e.bytes)).map_err(|x| img(name, x))?;
+        out.insert(e.pipe_id, (e.size.unwrap_or(0), data));
+    }
+    Ok(out)
 }
 
 /// The largest deleted file restored from an image (it is held in memory while restoring).

@@ -126,6 +126,10 @@ pub enum FdSource {
         write: bool,
         /// `O_NONBLOCK` and friends.
         flags: i32,
+        /// Bytes that were buffered in the pipe (from `pipes-data.img`), refilled on creation.
+        data: Vec<u8>,
+        /// The pipe's capacity when dumped (0: unknown).
+        size: u32,
     },
     /// The controlling terminal (`--shell-job`): criu's own terminal descriptor.
     Tty {

@@ -580,7 +580,13 @@ fn build(
                 pos: 0,
                 cloexec: f.cloexec,
             }),
-            FdSource::Pipe { id, flags, .. } => {
+            FdSource::Pipe {
+                id,
+                flags,
+                data,
+                size,
+                ..
+            } => {
                 if pipes_done.contains(id) {
                     continue;
                 }
@@ -610,6 +616,8 @@ fn build(
                     read,
                     write,
                     flags: *flags,
+                    data: data.clone(),
+                    size: *size,
                 });
                 fds.extend(dups);
             }

@@ -39,6 +39,30 @@ fn install_fixture_binary() -> bool {
     true
 }
 
+/// Whether the `single` fixture can be restored here: its pid is free and this CPU has the
+/// vector state it saved (it was written on a machine with AVX-512; glibc there runs AVX-512
+/// code, so restoring it on a CPU without would be wrong, and criu refuses). Says why not.
+/// Installs the fixture's binary when it is usable; returns whether that created it.
+fn fixture_usable() -> Option<bool> {
+    if !pid_free(SINGLE_PID) {
+        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+        return None;
+    }
+    let created = install_fixture_binary();
+    let dir = Path::new(FIXTURES).join("single");
+    let tree = criu::restore::images::load(&dir, false).expect("fixture images load");
+    for (_, t) in tree.alive() {
+        if let Err(RestoreError::Fpu { reason }) = criu::restore::prepare::preflight(t) {
+            eprintln!("skipped: the fixture's FPU state does not fit this CPU: {reason}");
+            if created {
+                let _ = fs::remove_file("/tmp/fx/single");
+            }
+            return None;
+        }
+    }
+    Some(created)
+}
+
 fn pid_free(pid: i32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -131,11 +155,9 @@ fn restores_criu_4_2_single_fixture() {
     skip_if_not_root!("restores_criu_4_2_single_fixture");
     let _g = test_lock();
     become_subreaper();
-    if !pid_free(SINGLE_PID) {
-        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+    let Some(created) = fixture_usable() else {
         return;
-    }
-    let created = install_fixture_binary();
+    };
     let dir = PathBuf::from(FIXTURES).join("single");
     let out = restore(&detached(&dir), None);
     let out = match out {
@@ -393,11 +415,9 @@ fn action_scripts_run_at_each_stage_and_abort_on_failure() {
     skip_if_not_root!("action_scripts_run_at_each_stage_and_abort_on_failure");
     let _g = test_lock();
     become_subreaper();
-    if !pid_free(SINGLE_PID) {
-        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+    let Some(created) = fixture_usable() else {
         return;
-    }
-    let created = install_fixture_binary();
+    };
     let dir = PathBuf::from(FIXTURES).join("single");
     let t = tempfile::tempdir().unwrap();
     let log = t.path().join("stages");
@@ -445,11 +465,9 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
     skip_if_not_root!("without_detach_restore_waits_and_reports_how_the_task_ended");
     let _g = test_lock();
     become_subreaper();
-    if !pid_free(SINGLE_PID) {
-        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+    let Some(created) = fixture_usable() else {
         return;
-    }
-    let created = install_fixture_binary();
+    };
     let dir = PathBuf::from(FIXTURES).join("single");
     let t = tempfile::tempdir().unwrap();
     let pidfile = t.path().join("pid");
@@ -883,11 +901,9 @@ fn pending_signals_in_the_images_are_pending_again() {
     skip_if_not_root!("pending_signals_in_the_images_are_pending_again");
     let _g = test_lock();
     become_subreaper();
-    if !pid_free(SINGLE_PID) {
-        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+    let Some(created) = fixture_usable() else {
         return;
-    }
-    let created = install_fixture_binary();
+    };
     let t = tempfile::tempdir().unwrap();
     copy_dir(&Path::new(FIXTURES).join("single"), t.path());
     let d = criu_images::ImageDir::new(t.path());
@@ -925,11 +941,9 @@ fn cli_restore_of_the_fixture_and_a_failing_pre_restore_script() {
     skip_if_not_root!("cli_restore_of_the_fixture_and_a_failing_pre_restore_script");
     let _g = test_lock();
     become_subreaper();
-    if !pid_free(SINGLE_PID) {
-        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+    let Some(created) = fixture_usable() else {
         return;
-    }
-    let created = install_fixture_binary();
+    };
     let t = tempfile::tempdir().unwrap();
     let dir = Path::new(FIXTURES).join("single");
     let log = t.path().join("stages");
@@ -1248,11 +1262,9 @@ fn the_ns_last_pid_fallback_gives_the_same_pid() {
     skip_if_not_root!("the_ns_last_pid_fallback_gives_the_same_pid");
     let _g = test_lock();
     become_subreaper();
-    if !pid_free(SINGLE_PID) {
-        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+    let Some(created) = fixture_usable() else {
         return;
-    }
-    let created = install_fixture_binary();
+    };
     let t = tempfile::tempdir().unwrap();
     let dir = Path::new(FIXTURES).join("single");
     let o = std::process::Command::new(criu_bin())
@@ -1386,11 +1398,9 @@ fn failures_inside_the_new_task_name_the_step_and_leave_nothing() {
     skip_if_not_root!("failures_inside_the_new_task_name_the_step_and_leave_nothing");
     let _g = test_lock();
     become_subreaper();
-    if !pid_free(SINGLE_PID) {
-        eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
+    let Some(created) = fixture_usable() else {
         return;
-    }
-    let created = install_fixture_binary();
+    };
     let src = Path::new(FIXTURES).join("single");
 
     // A working directory that is gone: the child fails while setting up its directories.

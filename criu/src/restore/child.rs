@@ -10,8 +10,10 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::abi;
+use super::plan::SessionOp;
 
 /// Child stages, reported in [`abi::Status::stage`] (the restorer's own stages are below 100).
 pub const CHILD_SESSION: u32 = 100;
@@ -29,6 +31,10 @@ pub const CHILD_FS: u32 = 105;
 pub const CHILD_OOM: u32 = 106;
 /// Scheduling policy and nice value.
 pub const CHILD_SCHED: u32 = 107;
+/// Creating a child with its pid.
+pub const CHILD_CLONE: u32 = 108;
+/// Waiting for a zombie child to end.
+pub const CHILD_ZOMBIE: u32 = 109;
 
 /// A short name for a child stage.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -41,6 +47,8 @@ pub fn stage_name(stage: u32) -> &'static str {
         CHILD_FS => "root, cwd and umask",
         CHILD_OOM => "oom_score_adj",
         CHILD_SCHED => "scheduling policy and nice value",
+        CHILD_CLONE => "creating a child with its pid",
+        CHILD_ZOMBIE => "making a zombie child",
         s => abi::stage_name(s),
     }
 }
@@ -120,6 +128,16 @@ pub enum FdOp {
         /// `FD_CLOEXEC`.
         cloexec: bool,
     },
+    /// Take an open file the engine made for several tasks (`from`, inherited, closed after
+    /// all descriptors are placed).
+    Inherit {
+        /// Target fd.
+        fd: i32,
+        /// The inherited descriptor.
+        from: i32,
+        /// `FD_CLOEXEC`.
+        cloexec: bool,
+    },
     /// Duplicate an fd created earlier (same open file description).
     Dup {
         /// Target fd.
@@ -147,10 +165,6 @@ pub enum FdOp {
 /// Everything the child does, prepared by the parent.
 #[derive(Debug)]
 pub struct ChildPlan {
-    /// Become a session leader.
-    pub setsid: bool,
-    /// Become a process group leader.
-    pub setpgid: bool,
     /// Areas to premap, in address order.
     pub premap: Vec<PremapOp>,
     /// Page runs.
@@ -159,8 +173,11 @@ pub struct ChildPlan {
     pub page_files: Vec<CString>,
     /// Descriptors, in creation order.
     pub fds: Vec<FdOp>,
-    /// Descriptors the restorer needs (status pipe, exe); kept open.
+    /// Descriptors kept open while the others are closed: the ones the restorer needs (status
+    /// pipe, exe) and the shared ones in [`ChildPlan::inherited`].
     pub service_fds: Vec<i32>,
+    /// Open files made by the engine for several tasks, closed once placed.
+    pub inherited: Vec<i32>,
     /// Temporary descriptors go at or above this number.
     pub tmp_fd_base: i32,
     /// chroot target.
@@ -175,8 +192,6 @@ pub struct ChildPlan {
     pub sched: Option<(i32, u32, u32)>,
     /// Where the status pipe is.
     pub status_fd: i32,
-    /// The go pipe: the child waits for one byte on it before doing anything.
-    pub go_fd: i32,
     /// The engine's rseq registration to drop before the jump: (area, len, signature).
     pub old_rseq: Option<(u64, u32, u32)>,
     /// Restorer entry point.
@@ -203,10 +218,298 @@ fn ok(stage: u32, ret: libc::c_long, detail: u64) -> Result<libc::c_long, Fail> 
     }
 }
 
-/// Runs the child's part. Never returns: it jumps into the restorer or exits.
-pub fn run(p: &ChildPlan) -> ! {
-    let r = setup(p);
-    if let Err(Fail(stage, e, detail)) = r {
+/// The state one task shares with the engine and the other tasks while the tree is created
+/// (one slot per task in a shared page; the words are futexes).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SyncSlot {
+    /// Set by the task once it exists (its pid is taken).
+    pub born: AtomicU32,
+    /// Set by the engine once it traces the task: it may go on.
+    pub go: AtomicU32,
+    /// Set by the task once it and all its descendants exist with their sessions and groups.
+    pub created: AtomicU32,
+    /// Set by the task when it failed before its restorer ran (then `stage`, `errno`,
+    /// `detail` say why); in the slot after the last task: everybody gives up.
+    pub failed: AtomicU32,
+    /// The failed step.
+    pub stage: AtomicU32,
+    /// Its errno.
+    pub errno: AtomicU32,
+    /// The address, fd or pid involved.
+    pub detail: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<SyncSlot>() == 32);
+
+/// One task of the tree as its creator sees it.
+#[derive(Debug)]
+pub struct Node {
+    /// Its pid.
+    pub pid: i32,
+    /// How it gets its session and group.
+    pub session: SessionOp,
+    /// Its children (indices), created in this order.
+    pub children: Vec<usize>,
+    /// A zombie: ends at once with this raw wait status.
+    pub zombie: Option<u32>,
+    /// What a live task does next (`None` for zombies).
+    pub plan: Option<ChildPlan>,
+}
+
+/// The shared slots: `n` tasks and the abort slot.
+#[derive(Clone, Copy, Debug)]
+pub struct Slots {
+    /// Address of slot 0 in a shared mapping every task inherits.
+    pub addr: u64,
+    /// Number of tasks.
+    pub n: usize,
+}
+
+impl Slots {
+    /// Slot `i` (`i == n`: the abort slot).
+    pub fn slot(&self, i: usize) -> &SyncSlot {
+        assert!(i <= self.n);
+        // SAFETY: the engine mapped n + 1 zeroed slots at `addr`, shared and never unmapped while
+        // tasks run criu's code; every field is an atomic, so shared access is sound.
+        unsafe { &*((self.addr as *const SyncSlot).add(i)) }
+    }
+
+    /// Whether someone gave up.
+    pub fn aborted(&self) -> bool {
+        self.slot(self.n).failed.load(Ordering::SeqCst) != 0
+    }
+
+    /// Makes everybody give up (waiters notice within their poll interval).
+    pub fn abort(&self) {
+        self.slot(self.n).failed.store(1, Ordering::SeqCst);
+    }
+}
+
+/// Sets `word` and wakes whoever waits on it.
+pub fn raise(word: &AtomicU32) {
+    word.store(1, Ordering::SeqCst);
+    // SAFETY: FUTEX_WAKE on a live, aligned u32 in shared memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
+    }
+}
+
+/// Waits up to `ms` milliseconds for `word` to become non-zero; returns whether it is.
+pub fn wait_word(word: &AtomicU32, ms: i64) -> bool {
+    if word.load(Ordering::SeqCst) != 0 {
+        return true;
+    }
+    let ts = libc::timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    };
+    // SAFETY: FUTEX_WAIT on a live, aligned u32 in shared memory with a live timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            0u32,
+            &raw const ts,
+            0usize,
+            0u32,
+        );
+    }
+    word.load(Ordering::SeqCst) != 0
+}
+
+/// How long a task waits for the engine or a child before giving up (the engine's own
+/// deadlines are shorter; this only ends tasks the engine forgot).
+const TASK_WAIT_MS: i64 = 300_000;
+
+/// Waits for `word`; gives up (ends this process) when the tree aborts or after a long time.
+fn wait_or_quit(s: &Slots, word: &AtomicU32) {
+    let mut waited = 0;
+    while !wait_word(word, 100) {
+        waited += 100;
+        if s.aborted() || waited > TASK_WAIT_MS {
+            // SAFETY: ends this process without running the engine's exit handlers.
+            unsafe { libc::_exit(1) };
+        }
+    }
+}
+
+/// Records a failure in task `i`'s slot, makes the tree give up and ends this process.
+fn fail_slot(s: &Slots, i: usize, f: Fail) -> ! {
+    let slot = s.slot(i);
+    slot.stage.store(f.0, Ordering::SeqCst);
+    slot.errno.store(f.1 as u32, Ordering::SeqCst);
+    slot.detail.store(f.2, Ordering::SeqCst);
+    raise(&slot.failed);
+    s.abort();
+    // SAFETY: ends this process without running the engine's exit handlers.
+    unsafe { libc::_exit(1) }
+}
+
+/// `struct clone_args` up to `set_tid_size`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+}
+
+/// Forks a child with pid `pid`; 0 in the child.
+fn fork_with_pid(pid: i32) -> Result<i32, Fail> {
+    let tid = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack): the child continues here on its
+    // own copy of this address space; `args` and `tid` are live.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw const args,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    ok(CHILD_CLONE, r, pid as u64).map(|r| r as i32)
+}
+
+fn session(op: SessionOp) -> Result<(), Fail> {
+    // SAFETY: setsid/setpgid only change this process's session and group.
+    let r = unsafe {
+        match op {
+            SessionOp::Inherit => 0,
+            SessionOp::Setsid => libc::setsid(),
+            SessionOp::Setpgid(g) => libc::setpgid(0, g),
+        }
+    };
+    ok(CHILD_SESSION, r as libc::c_long, 0).map(|_| ())
+}
+
+/// Waits until zombie child `pid` has ended (without reaping it).
+fn await_zombie(pid: i32) -> Result<(), Fail> {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid buffer for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child with a live buffer; WNOWAIT leaves it a zombie.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        if errno() != libc::EINTR {
+            return Err(Fail(CHILD_ZOMBIE, errno(), pid as u64));
+        }
+    }
+}
+
+/// Takes the `SIGCHLD`s our zombie children sent off the queue: the task gets back the
+/// pending signals it had when dumped, not new ones.
+fn drain_sigchld() {
+    let set: u64 = 1 << (libc::SIGCHLD - 1);
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        // SAFETY: rt_sigtimedwait with a live 8-byte set and a zero timeout; no siginfo wanted.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                &raw const set,
+                0usize,
+                &raw const zero,
+                8usize,
+            )
+        };
+        if r < 0 {
+            break;
+        }
+    }
+}
+
+/// Ends this process the way a zombie ended: killed by its signal (without a core file) or
+/// with its exit code.
+fn die(status: u32) -> ! {
+    let sig = (status & 0x7f) as i32;
+    // SAFETY: plain calls on this process alone; it ends here.
+    unsafe {
+        if sig != 0 && sig != 0x7f {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+        libc::_exit(((status >> 8) & 0xff) as i32)
+    }
+}
+
+/// Runs task `i` of the tree: announces itself, waits until the engine traces it, takes its
+/// session and group, creates its children one after the other (each with its whole subtree),
+/// then either ends as a zombie or restores itself. Never returns.
+pub fn run(nodes: &[Node], s: Slots, i: usize) -> ! {
+    let me = &nodes[i];
+    let slot = s.slot(i);
+    raise(&slot.born);
+    if me.zombie.is_none() {
+        wait_or_quit(&s, &slot.go);
+    }
+    if let Err(f) = session(me.session) {
+        fail_slot(&s, i, f);
+    }
+    for &c in &me.children {
+        match fork_with_pid(nodes[c].pid) {
+            Ok(0) => run(nodes, s, c),
+            Ok(_) => wait_or_quit(&s, &s.slot(c).created),
+            Err(f) => fail_slot(&s, i, f),
+        }
+    }
+    let mut zombies = false;
+    for &c in me.children.iter().filter(|c| nodes[**c].zombie.is_some()) {
+        if let Err(f) = await_zombie(nodes[c].pid) {
+            fail_slot(&s, i, f);
+        }
+        zombies = true;
+    }
+    if zombies {
+        drain_sigchld();
+    }
+    raise(&slot.created);
+    let Some(p) = &me.plan else {
+        die(me.zombie.unwrap_or(0))
+    };
+    if let Err(Fail(stage, e, detail)) = setup(p) {
         let st = abi::Status {
             stage,
             errno: e,
@@ -227,34 +530,16 @@ pub fn run(p: &ChildPlan) -> ! {
 }
 
 fn setup(p: &ChildPlan) -> Result<(), Fail> {
-    let mut b = [0u8; 1];
-    loop {
-        // SAFETY: reads one byte into a live local from our own pipe.
-        let n = unsafe { libc::read(p.go_fd, b.as_mut_ptr().cast(), 1) };
-        if n == 1 {
-            break;
-        }
-        if n < 0 && errno() == libc::EINTR {
-            continue;
-        }
-        return Err(Fail(CHILD_SESSION, libc::EPIPE, 0));
-    }
-    // SAFETY: the go pipe is not needed any more.
-    unsafe { libc::close(p.go_fd) };
-    // SAFETY: setsid/setpgid only change this process's session and group.
-    unsafe {
-        if p.setsid {
-            ok(CHILD_SESSION, libc::setsid() as libc::c_long, 0)?;
-        } else if p.setpgid {
-            ok(CHILD_SESSION, libc::setpgid(0, 0) as libc::c_long, 0)?;
-        }
-    }
     premap(p)?;
     fill(p)?;
     dups(p)?;
     protect(p)?;
     close_others(p);
     fds(p)?;
+    for &fd in &p.inherited {
+        // SAFETY: the engine's shared descriptors are placed by now; the copies go.
+        unsafe { libc::close(fd) };
+    }
     fs(p)?;
     if let Some((nice, policy, prio)) = p.sched {
         // SAFETY: scheduling calls on this process with a live local parameter.
@@ -549,6 +834,12 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                 // SAFETY: removes the file we just recreated, as it was deleted when dumped.
                 unsafe { libc::unlink(path.as_ptr()) };
                 place(t?, *fd, *cloexec)?;
+            }
+            FdOp::Inherit { fd, from, cloexec } => {
+                // SAFETY: fcntl on a descriptor inherited from the engine and kept open.
+                let t = unsafe { libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, p.tmp_fd_base) };
+                let t = ok(CHILD_FDS, t as _, *fd as u64)? as i32;
+                place(t, *fd, *cloexec)?;
             }
             FdOp::Dup { fd, of, cloexec } => {
                 // SAFETY: fcntl on a descriptor created earlier in this loop.

@@ -34,6 +34,7 @@ const VMA_AREA_SHSTK: u32 = 1 << 15;
 const VMA_UNSUPP: u32 = 1 << 31;
 
 const TASK_ALIVE: u32 = 1;
+const TASK_DEAD: u32 = 2;
 const TASK_STOPPED: u32 = 3;
 
 const FD_REG: i32 = 1;
@@ -58,13 +59,13 @@ fn cpath(s: &str) -> Result<CString, RestoreError> {
     CString::new(s.as_bytes()).map_err(|_| bad("files.img", format!("path {s:?} holds a NUL byte")))
 }
 
-/// Reads the images of `dir` into a plan for its single task.
+/// Reads the images of `dir` into a plan for its whole tree.
 ///
 /// # Errors
 /// [`RestoreError::Image`] for unreadable or malformed files, [`RestoreError::BadImage`] for
 /// content that contradicts itself or this machine, [`RestoreError::Unsupported`] for state this
 /// restore cannot bring back.
-pub fn load(dir: &Path, shell_job: bool) -> Result<TaskPlan, RestoreError> {
+pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
     let d = ImageDir::new(dir);
     let inv = d.read_inventory().map_err(|e| img(names::INVENTORY, e))?;
     if inv.img_version != 2 {
@@ -74,14 +75,113 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TaskPlan, RestoreError> {
         ));
     }
     let tree = d.read_pstree().map_err(|e| img(names::PSTREE, e))?;
-    let [task] = tree.as_slice() else {
-        return Err(RestoreError::Unsupported {
-            what: format!(
-                "a tree of {} processes (only single processes for now)",
-                tree.len()
-            ),
-        });
+    if tree.is_empty() {
+        return Err(bad(names::PSTREE, "no processes"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in &tree {
+        if t.pid == 0 || t.pid > i32::MAX as u32 {
+            return Err(bad(names::PSTREE, format!("pid {}", t.pid)));
+        }
+        for id in std::iter::once(t.pid).chain(t.threads.iter().copied().filter(|x| *x != t.pid))
+        {
+            if id == 0 || id > i32::MAX as u32 || !seen.insert(id) {
+                return Err(bad(names::PSTREE, format!("id {id} is invalid or twice")));
+            }
+        }
+    }
+    let files = if d.file(names::FILES).exists() {
+        d.read_files().map_err(|e| img(names::FILES, e))?
+    } else {
+        Vec::new()
     };
+    let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
+    let remaps = read_remaps(&d)?;
+    let mut plan = TreePlan::default();
+    for (i, task) in tree.iter().enumerate() {
+        let t = load_task(&d, task, &by_id, &remaps, shell_job)?;
+        if i == 0 && t.zombie.is_some() {
+            return Err(bad(names::PSTREE, format!("the root {} is a zombie", t.pid)));
+        }
+        plan.tasks.push(t);
+    }
+    link_tree(&mut plan)?;
+    Ok(plan)
+}
+
+/// Finds every task's parent and children and the creation order; every task must hang below
+/// the root.
+fn link_tree(plan: &mut TreePlan) -> Result<(), RestoreError> {
+    let n = plan.tasks.len();
+    let index: HashMap<i32, usize> = plan
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.pid, i))
+        .collect();
+    plan.parent = vec![None; n];
+    plan.children = vec![Vec::new(); n];
+    for i in 1..n {
+        let t = &plan.tasks[i];
+        let p = *index.get(&t.ppid).ok_or_else(|| {
+            bad(
+                names::PSTREE,
+                format!("parent {} of pid {} is not in the tree", t.ppid, t.pid),
+            )
+        })?;
+        if plan.tasks[p].zombie.is_some() {
+            return Err(bad(
+                names::PSTREE,
+                format!("pid {} has the zombie {} as parent", t.pid, t.ppid),
+            ));
+        }
+        plan.parent[i] = Some(p);
+        plan.children[p].push(i);
+    }
+    let mut order = Vec::with_capacity(n);
+    let mut stack = vec![0usize];
+    while let Some(i) = stack.pop() {
+        if order.len() > n {
+            break;
+        }
+        order.push(i);
+        stack.extend(plan.children[i].iter().rev());
+    }
+    if order.len() != n {
+        return Err(bad(
+            names::PSTREE,
+            "some processes do not descend from the root",
+        ));
+    }
+    plan.order = order;
+    Ok(())
+}
+
+/// The plan of one task of the tree.
+fn load_task(
+    d: &ImageDir,
+    task: &pb::PstreeEntry,
+    by_id: &HashMap<u32, &FileEntry>,
+    remaps: &HashMap<u32, RemapFilePathEntry>,
+    shell_job: bool,
+) -> Result<TaskPlan, RestoreError> {
+    let pid = task.pid;
+    let core_name = names::core(pid);
+    let core = d.read_core(pid).map_err(|e| img(&core_name, e))?;
+    let mut plan = TaskPlan {
+        pid: pid as i32,
+        ppid: i32::try_from(task.ppid).map_err(|_| bad(names::PSTREE, "ppid"))?,
+        pgid: i32::try_from(task.pgid).map_err(|_| bad(names::PSTREE, "pgid"))?,
+        sid: i32::try_from(task.sid).map_err(|_| bad(names::PSTREE, "sid"))?,
+        ..TaskPlan::default()
+    };
+    if let Some(tc) = &core.tc
+        && tc.task_state == TASK_DEAD
+    {
+        plan.zombie = Some(tc.exit_code);
+        plan.comm = tc.comm.clone();
+        return Ok(plan);
+    }
     if !task.threads.contains(&task.pid) {
         return Err(bad(
             names::PSTREE,
@@ -91,37 +191,17 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TaskPlan, RestoreError> {
             ),
         ));
     }
-    let pid = task.pid;
-    if pid == 0 || pid > i32::MAX as u32 {
-        return Err(bad(names::PSTREE, format!("pid {pid}")));
-    }
-    let core_name = names::core(pid);
-    let core = d.read_core(pid).map_err(|e| img(&core_name, e))?;
     let mm_name = names::mm(pid);
     let mm = d.read_mm(pid).map_err(|e| img(&mm_name, e))?;
     let ids = d.read_ids(pid).map_err(|e| img(&names::ids(pid), e))?;
     let fs = d.read_fs(pid).map_err(|e| img(&names::fs(pid), e))?;
-    let files = if d.file(names::FILES).exists() {
-        d.read_files().map_err(|e| img(names::FILES, e))?
-    } else {
-        Vec::new()
-    };
-    let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
-    let remaps = read_remaps(&d)?;
-
-    let mut plan = TaskPlan {
-        pid: pid as i32,
-        pgid: task.pgid as i32,
-        sid: task.sid as i32,
-        ..TaskPlan::default()
-    };
     task_state(&mut plan, &core, &core_name)?;
     for &tid in task.threads.iter().filter(|t| **t != pid) {
         let name = names::core(tid);
         let tcore = d.read_core(tid).map_err(|e| img(&name, e))?;
         plan.threads.push(thread_plan(&core, &tcore, tid, &name)?);
     }
-    memory(&mut plan, &d, &mm, &by_id, &mm_name)?;
+    memory(&mut plan, d, &mm, by_id, &mm_name)?;
     let files_id = ids.files_id;
     let fdinfo_name = names::fdinfo(files_id);
     let fdinfo = if d.file(&fdinfo_name).exists() {
@@ -129,7 +209,7 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TaskPlan, RestoreError> {
     } else {
         Vec::new()
     };
-    descriptors(&mut plan, &d, &fdinfo, &by_id, &remaps, shell_job)?;
+    descriptors(&mut plan, d, &fdinfo, by_id, remaps, shell_job)?;
     let reg_path = |id: u32, what: &str| -> Result<CString, RestoreError> {
         match by_id.get(&id).and_then(|f| f.reg.as_ref()) {
             Some(r) => cpath(&r.name),
@@ -764,6 +844,7 @@ fn descriptors(
         if let Some(&of) = first_fd_of.get(&fi.id) {
             fds.push(Fd {
                 fd,
+                file_id: fi.id,
                 cloexec,
                 source: FdSource::Dup { of },
             });
@@ -850,6 +931,7 @@ fn descriptors(
         };
         fds.push(Fd {
             fd,
+            file_id: fi.id,
             cloexec,
             source,
         });

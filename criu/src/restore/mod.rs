@@ -1,4 +1,4 @@
-//! `criu restore`: bring a dumped process back from its images (single process, one thread).
+//! `criu restore`: bring a dumped process tree back from its images.
 //!
 //! The sequence:
 //! 1. [`images::load`] reads and checks every image into a [`plan::TaskPlan`]; then the plan is
@@ -32,8 +32,9 @@ pub mod layout;
 pub mod plan;
 pub mod prepare;
 pub mod trace;
+pub mod tree;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -280,34 +281,72 @@ fn run_scripts(
     }
 }
 
-/// Restores the process in `opts.images_dir`.
+/// Restores the process tree in `opts.images_dir`.
 ///
 /// # Errors
 /// Any [`RestoreError`]. Errors found in the images or on this machine come before anything
-/// was created; a failure after the task was created kills and reaps it.
+/// was created; a failure after the first task was created kills and reaps every task.
 pub fn restore(
     opts: &RestoreOptions,
     scripts: Option<&ActionScripts>,
 ) -> Result<RestoreOutcome, RestoreError> {
-    let plan = images::load(&opts.images_dir, opts.shell_job)?;
+    let tree = images::load(&opts.images_dir, opts.shell_job)?;
     tracing::info!(
-        pid = plan.pid,
-        vmas = plan.vmas.len(),
-        fds = plan.fds.len(),
+        root = tree.root().pid,
+        tasks = tree.tasks.len(),
+        zombies = tree.tasks.iter().filter(|t| t.zombie.is_some()).count(),
         "images read"
     );
-    prepare::preflight(&plan)?;
+    for (_, t) in tree.alive() {
+        prepare::preflight(t)?;
+    }
+    for t in tree.tasks.iter().filter(|t| t.zombie.is_some()) {
+        if Path::new(&format!("/proc/{}", t.pid)).exists() {
+            return Err(RestoreError::PidBusy { pid: t.pid });
+        }
+    }
+    let sessions = tree::session_ops(&tree, opts.shell_job)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
-    let prep = prepare::prepare(&plan, opts)?;
-    let spawned = spawn(&plan, prep)?;
-    let task = spawned.pid;
-    let pid = match finish(spawned, opts, scripts, plan.stop_signal) {
+    raise_nofile();
+    let shared = tree::Shared::build(&tree)?;
+    let mut preps: Vec<Option<prepare::Prepared>> = Vec::with_capacity(tree.tasks.len());
+    for (i, t) in tree.tasks.iter().enumerate() {
+        if t.zombie.is_some() {
+            preps.push(None);
+            continue;
+        }
+        let ctx = prepare::TaskCtx {
+            root: i == 0,
+            fd_floor: shared.fd_floor,
+            shared_fds: shared.fds[i].clone(),
+            shm: shared.shm.clone(),
+        };
+        match prepare::prepare(t, opts, &ctx) {
+            Ok(p) => {
+                tracing::debug!(pid = t.pid, "task prepared");
+                preps.push(Some(p));
+            }
+            Err(e) => {
+                for p in preps.into_iter().flatten() {
+                    prepare::unmap(p.resv);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let sync = tree::SyncPage::new(tree.tasks.len())?;
+    let subreaper = Subreaper::set();
+    let created = spawn(&tree, &sessions, preps, shared, &sync)?;
+    let root = created.root;
+    let pid = match finish(&tree, &created, &sync, opts, scripts) {
         Ok(pid) => pid,
         Err(e) => {
-            reap_killed(task);
+            kill_tree(&tree, &sync, root);
+            drop(subreaper);
             return Err(e);
         }
     };
+    drop(subreaper);
     if let Err(e) = run_scripts(scripts, ScriptAction::PostResume, Some(pid)) {
         tracing::warn!(error = %e, "post-resume scripts failed");
     }
@@ -317,29 +356,101 @@ pub fn restore(
     wait_exit(pid)
 }
 
-/// The task once created: its pid and the parent's ends of the pipes.
-struct Spawned {
-    pid: i32,
-    /// The other threads' ids.
-    threads: Vec<i32>,
-    /// When to give up waiting for the task to restore itself.
+/// Lifts our soft descriptor limit to the hard one: the engine holds a few descriptors per
+/// task of the tree until it is created (the tasks get their own limits back).
+fn raise_nofile() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a live local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+/// criu is a child subreaper while it restores: tasks orphaned by a failed restore come to it
+/// and are reaped. The old setting comes back on drop.
+struct Subreaper {
+    old: libc::c_int,
+}
+
+impl Subreaper {
+    fn set() -> Subreaper {
+        let mut old: libc::c_int = 0;
+        // SAFETY: prctl reads our flag into a live local, then sets it.
+        unsafe {
+            libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &raw mut old);
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+        }
+        Subreaper { old }
+    }
+}
+
+impl Drop for Subreaper {
+    fn drop(&mut self) {
+        // SAFETY: prctl on our own flag.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, self.old) };
+    }
+}
+
+/// The tree once its root exists: the root's pid and, for each live task, the parent's end of
+/// its status pipe and what resuming it needs.
+struct Created {
+    root: i32,
+    tasks: Vec<Option<Resumable>>,
+    /// When to give up waiting for the tasks to restore themselves.
     deadline: std::time::Instant,
+}
+
+struct Resumable {
     status_r: OwnedFd,
     syscall_insn: u64,
     restorer: (u64, u64),
 }
 
-fn spawn(plan: &plan::TaskPlan, prep: prepare::Prepared) -> Result<Spawned, RestoreError> {
-    let prepare::Prepared {
-        child,
-        status_r,
-        go_w,
-        child_only,
-        resv,
-        syscall_insn,
-        restorer,
-    } = prep;
-    // The new task starts with every signal blocked (inherited from this thread around the
+fn spawn(
+    tree: &plan::TreePlan,
+    sessions: &[plan::SessionOp],
+    preps: Vec<Option<prepare::Prepared>>,
+    shared: tree::Shared,
+    sync: &tree::SyncPage,
+) -> Result<Created, RestoreError> {
+    let mut nodes = Vec::with_capacity(preps.len());
+    let mut rest = Vec::with_capacity(preps.len());
+    let mut keep = Vec::new();
+    let mut resvs = Vec::new();
+    for (i, p) in preps.into_iter().enumerate() {
+        let t = &tree.tasks[i];
+        let (plan, r) = match p {
+            Some(p) => {
+                keep.push(p.child_only);
+                resvs.push(p.resv);
+                (
+                    Some(p.child),
+                    Some(Resumable {
+                        status_r: p.status_r,
+                        syscall_insn: p.syscall_insn,
+                        restorer: p.restorer,
+                    }),
+                )
+            }
+            None => (None, None),
+        };
+        nodes.push(child::Node {
+            pid: t.pid,
+            session: sessions[i],
+            children: tree.children[i].clone(),
+            zombie: t.zombie,
+            plan,
+        });
+        rest.push(r);
+    }
+    let slots = sync.slots();
+    // A new task starts with every signal blocked (inherited from this thread around the
     // clone): a signal sent to it while it restores stays pending and reaches the task's own
     // handlers once its mask is back, instead of criu's.
     let all = nix::sys::signal::SigSet::all();
@@ -350,9 +461,9 @@ fn spawn(plan: &plan::TaskPlan, prep: prepare::Prepared) -> Result<Spawned, Rest
         Some(&mut old),
     )
     .is_ok();
-    let cloned = clone_task(plan.pid);
+    let cloned = clone_task(tree.root().pid);
     if let Ok(0) = cloned {
-        child::run(&child);
+        child::run(&nodes, slots, 0);
     }
     if blocked {
         let _ = nix::sys::signal::pthread_sigmask(
@@ -361,76 +472,168 @@ fn spawn(plan: &plan::TaskPlan, prep: prepare::Prepared) -> Result<Spawned, Rest
             None,
         );
     }
-    let pid = match cloned {
-        Ok(pid) => pid,
-        Err(e) => {
-            prepare::unmap(resv);
-            return Err(e);
-        }
-    };
-    drop(child_only);
-    prepare::unmap(resv);
-    tracing::debug!(pid, "task created");
+    // The tasks have their copies of all of this now.
+    drop(keep);
+    drop(shared);
+    for r in resvs {
+        prepare::unmap(r);
+    }
+    let pid = cloned?;
+    tracing::debug!(pid, "root created");
     // Generous: a minute, plus a second per 100 MiB of pages to read.
-    let pages: u64 = plan.pages.iter().map(|r| r.nr_pages).sum();
-    let spawned = Spawned {
-        pid,
-        threads: plan.threads.iter().map(|t| t.tid).collect(),
+    let pages: u64 = tree
+        .tasks
+        .iter()
+        .flat_map(|t| t.pages.iter())
+        .map(|r| r.nr_pages)
+        .sum();
+    Ok(Created {
+        root: pid,
+        tasks: rest,
         deadline: std::time::Instant::now()
             + std::time::Duration::from_secs(60 + pages * 4096 / (100 << 20)),
-        status_r,
-        syscall_insn,
-        restorer,
-    };
-    if let Err(e) = trace::seize(pid) {
-        reap_killed(pid);
-        return Err(e);
+    })
+}
+
+/// The error a task recorded in its slot, if any.
+fn slot_error(tree: &plan::TreePlan, slots: child::Slots) -> Option<RestoreError> {
+    use std::sync::atomic::Ordering;
+    (0..tree.tasks.len()).find_map(|i| {
+        let s = slots.slot(i);
+        (s.failed.load(Ordering::SeqCst) != 0).then(|| RestoreError::Task {
+            pid: tree.tasks[i].pid,
+            stage: child::stage_name(s.stage.load(Ordering::SeqCst)),
+            errno: Errno::from_raw(s.errno.load(Ordering::SeqCst) as i32),
+            detail: s.detail.load(Ordering::SeqCst),
+        })
+    })
+}
+
+/// Waits for `word` of task `i`, watching for failures of any task and for the root's death.
+fn await_word(
+    tree: &plan::TreePlan,
+    slots: child::Slots,
+    word: &std::sync::atomic::AtomicU32,
+    root: i32,
+    deadline: std::time::Instant,
+) -> Result<(), RestoreError> {
+    while !child::wait_word(word, 20) {
+        if let Some(e) = slot_error(tree, slots) {
+            return Err(e);
+        }
+        match waitpid(
+            Pid::from_raw(root),
+            Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
+        ) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+            Ok(WaitStatus::Exited(_, c)) => {
+                return Err(slot_error(tree, slots).unwrap_or(RestoreError::Died {
+                    pid: root,
+                    status: format!("exited with {c}"),
+                }));
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return Err(RestoreError::Died {
+                    pid: root,
+                    status: format!("killed by {sig}"),
+                });
+            }
+            Ok(WaitStatus::Stopped(_, sig)) => {
+                let _ = nix::sys::ptrace::cont(Pid::from_raw(root), sig);
+            }
+            Ok(_) => {
+                let _ = nix::sys::ptrace::cont(Pid::from_raw(root), None);
+            }
+            Err(errno) => {
+                return Err(RestoreError::Sys {
+                    what: "watching the root task",
+                    errno,
+                });
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(RestoreError::Timeout { pid: root });
+        }
     }
-    // Let the child go: it waits for this byte so that it is traced from its first step.
-    let b = [1u8];
-    // SAFETY: writes one byte from a live buffer to our own pipe.
-    let n = unsafe { libc::write(go_w.as_raw_fd(), b.as_ptr().cast(), 1) };
-    drop(go_w);
-    if n != 1 {
-        reap_killed(pid);
-        return Err(RestoreError::Sys {
-            what: "releasing the new task",
-            errno: Errno::last(),
-        });
-    }
-    Ok(spawned)
+    Ok(())
 }
 
 fn finish(
-    s: Spawned,
+    tree: &plan::TreePlan,
+    c: &Created,
+    sync: &tree::SyncPage,
     opts: &RestoreOptions,
     scripts: Option<&ActionScripts>,
-    stop_signal: Option<i32>,
 ) -> Result<i32, RestoreError> {
-    let pid = s.pid;
-    trace::wait_ready(pid, &s.threads, &s.status_r, s.deadline)?;
-    drop(s.status_r);
-    tracing::info!(pid, "task restored, waiting to resume");
-    if let Some(p) = &opts.pidfile {
-        crate::pidfile::write_pidfile(p, pid)?;
+    let slots = sync.slots();
+    let root = c.root;
+    let create_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Trace every live task from its first step, in the order they are created, and let it go.
+    for &i in &tree.order {
+        let t = &tree.tasks[i];
+        if t.zombie.is_some() {
+            continue;
+        }
+        let slot = slots.slot(i);
+        if i != 0 {
+            await_word(tree, slots, &slot.born, root, create_by)?;
+        }
+        trace::seize(t.pid)?;
+        child::raise(&slot.go);
     }
-    run_scripts(scripts, ScriptAction::PostRestore, Some(pid))?;
-    run_scripts(scripts, ScriptAction::PreResume, Some(pid))?;
-    trace::resume(pid, &s.threads, s.syscall_insn, s.restorer, stop_signal)?;
-    tracing::info!(pid, "task resumed");
-    Ok(pid)
+    await_word(tree, slots, &slots.slot(0).created, root, create_by)?;
+    tracing::debug!(root, "tree created");
+    for (i, t) in tree.alive() {
+        let Some(r) = &c.tasks[i] else { continue };
+        let threads: Vec<i32> = t.threads.iter().map(|t| t.tid).collect();
+        trace::wait_ready(t.pid, &threads, &r.status_r, c.deadline)?;
+    }
+    tracing::info!(root, "tree restored, waiting to resume");
+    if let Some(p) = &opts.pidfile {
+        crate::pidfile::write_pidfile(p, root)?;
+    }
+    run_scripts(scripts, ScriptAction::PostRestore, Some(root))?;
+    run_scripts(scripts, ScriptAction::PreResume, Some(root))?;
+    // Children first: when a parent runs on, its children are back already.
+    for &i in tree.order.iter().rev() {
+        let t = &tree.tasks[i];
+        let Some(r) = &c.tasks[i] else { continue };
+        let threads: Vec<i32> = t.threads.iter().map(|t| t.tid).collect();
+        trace::resume(t.pid, &threads, r.syscall_insn, r.restorer, t.stop_signal)?;
+    }
+    tracing::info!(root, tasks = tree.tasks.len(), "tree resumed");
+    Ok(root)
 }
 
-/// Kills and reaps a task we created.
-fn reap_killed(pid: i32) {
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    loop {
-        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => break,
-            Ok(_) => continue,
-            Err(Errno::EINTR) => continue,
-            Err(_) => break,
+/// Kills every task of the tree that exists (announced itself in its slot) and reaps them all:
+/// the root as our child, the others as tracees or as orphans handed to us (we are a child
+/// subreaper while restoring).
+fn kill_tree(tree: &plan::TreePlan, sync: &tree::SyncPage, root: i32) {
+    use std::sync::atomic::Ordering;
+    let slots = sync.slots();
+    slots.abort();
+    let mut pids = vec![root];
+    for (i, t) in tree.tasks.iter().enumerate().skip(1) {
+        if slots.slot(i).born.load(Ordering::SeqCst) != 0 {
+            pids.push(t.pid);
         }
+    }
+    for &p in &pids {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut left = pids;
+    while !left.is_empty() && std::time::Instant::now() < until {
+        left.retain(|&p| {
+            !matches!(
+                waitpid(
+                    Pid::from_raw(p),
+                    Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)
+                ),
+                Err(Errno::ECHILD)
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 

@@ -143,6 +143,9 @@ pub enum FdSource {
 pub struct Fd {
     /// The descriptor number.
     pub fd: i32,
+    /// The open file's id in `files.img` (descriptors of several tasks with one id share one
+    /// open file).
+    pub file_id: u32,
     /// `FD_CLOEXEC`.
     pub cloexec: bool,
     /// Where it comes from.
@@ -206,6 +209,11 @@ pub struct ThreadPlan {
 pub struct TaskPlan {
     /// The pid to recreate.
     pub pid: i32,
+    /// Its parent's pid (0 for the root of the tree).
+    pub ppid: i32,
+    /// A zombie: the raw exit status it ends with (`exit_code` of its core); nothing else of
+    /// the plan is used then.
+    pub zombie: Option<u32>,
     /// Its process group.
     pub pgid: i32,
     /// Its session.
@@ -280,4 +288,51 @@ pub struct TaskPlan {
     pub sched: Option<(i32, u32, u32)>,
     /// The other threads.
     pub threads: Vec<ThreadPlan>,
+}
+
+/// How a task gets its session and process group when it is created (by its parent, which has
+/// its own already).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionOp {
+    /// Keep the parent's (or, for the root, criu's) session and group.
+    Inherit,
+    /// `setsid()`: lead a new session (and its group).
+    Setsid,
+    /// `setpgid(0, pgid)` (0: lead a new group).
+    Setpgid(i32),
+}
+
+/// A whole tree to restore: its tasks in `pstree.img` order, the root first.
+#[derive(Clone, Debug, Default)]
+pub struct TreePlan {
+    /// The tasks; zombies have only their ids and exit status.
+    pub tasks: Vec<TaskPlan>,
+    /// For each task, the index of its parent (`None` for the root).
+    pub parent: Vec<Option<usize>>,
+    /// For each task, its children's indices in image order.
+    pub children: Vec<Vec<usize>>,
+    /// Task indices in the order they are created: depth first, parents before children.
+    pub order: Vec<usize>,
+}
+
+impl TreePlan {
+    /// The root task.
+    pub fn root(&self) -> &TaskPlan {
+        &self.tasks[0]
+    }
+
+    /// Every pid and thread id the tree needs.
+    pub fn all_ids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.tasks
+            .iter()
+            .flat_map(|t| std::iter::once(t.pid).chain(t.threads.iter().map(|th| th.tid)))
+    }
+
+    /// The tasks that come back alive (not zombies).
+    pub fn alive(&self) -> impl Iterator<Item = (usize, &TaskPlan)> + '_ {
+        self.tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.zombie.is_none())
+    }
 }

@@ -29,8 +29,6 @@ pub struct Prepared {
     pub child: ChildPlan,
     /// Our end of the status pipe.
     pub status_r: OwnedFd,
-    /// Our end of the go pipe.
-    pub go_w: OwnedFd,
     /// Descriptors only the child needs (closed in the parent after the clone).
     pub child_only: Vec<OwnedFd>,
     /// The reservation `(start, len)`.
@@ -72,6 +70,7 @@ pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
         if unsafe { libc::getrlimit64(res as _, &mut have) } == 0
             && l.max > have.rlim_max
             && !cap_resource
+            && !MACHINE_SIZED_RLIMITS.contains(&res)
         {
             return Err(RestoreError::Rlimit {
                 resource: res,
@@ -84,6 +83,41 @@ pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
     let maps = layout::self_maps()?;
     vdso_moves(plan, &Special::from_maps(&maps))?;
     Ok(())
+}
+
+/// `RLIMIT_NPROC` and `RLIMIT_SIGPENDING`: their default hard limits follow the machine's memory
+/// size, so a task dumped on a slightly bigger machine comes back with ours (and a warning)
+/// instead of failing.
+const MACHINE_SIZED_RLIMITS: [usize; 2] = [6, 11];
+
+/// The limits to install: the saved ones, except that a machine-sized hard limit above ours is
+/// lowered to ours when we cannot raise it.
+fn reachable_rlimits(plan: &TaskPlan) -> Vec<abi::Rlimit> {
+    let cap_resource = has_cap(24);
+    let mut out = plan.rlimits.clone();
+    for &res in &MACHINE_SIZED_RLIMITS {
+        let Some(l) = out.get_mut(res) else { continue };
+        let mut have = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit64 writes one struct into a live local.
+        if unsafe { libc::getrlimit64(res as _, &mut have) } == 0
+            && l.max > have.rlim_max
+            && !cap_resource
+        {
+            tracing::warn!(
+                pid = plan.pid,
+                resource = res,
+                saved = l.max,
+                ours = have.rlim_max,
+                "hard limit lowered to this machine's"
+            );
+            l.max = have.rlim_max;
+            l.cur = l.cur.min(l.max);
+        }
+    }
+    out
 }
 
 fn has_cap(cap: u32) -> bool {
@@ -164,12 +198,31 @@ fn vdso_moves(plan: &TaskPlan, cur: &Special) -> Result<Vec<abi::Move>, RestoreE
     Ok(moves)
 }
 
-/// Shared anonymous objects mapped by more than one area: `(shmid, size)`. They are made once
-/// and shared by every area that maps them; an object mapped by one area is just that area.
-fn shared_objects(premapped: &[&super::plan::Vma]) -> Vec<(u64, u64)> {
+/// What a task shares with the others of its tree, made by the engine before the first task
+/// is created.
+#[derive(Debug, Default)]
+pub struct TaskCtx {
+    /// The root of the tree (criu is its parent).
+    pub root: bool,
+    /// Service descriptors go at or above this number (above every task's descriptors and the
+    /// shared ones).
+    pub fd_floor: i32,
+    /// Target fd -> the engine's descriptor of the open file it shares with other tasks.
+    pub shared_fds: std::collections::HashMap<i32, i32>,
+    /// shmid -> the engine's mapping of a shared anonymous object other tasks map too (already
+    /// filled).
+    pub shm: std::collections::HashMap<u64, u64>,
+}
+
+/// Shared anonymous objects mapped by more than one area of this task and not made by the
+/// engine: `(shmid, size)`. They are made once and shared by every area that maps them; an
+/// object mapped by one area is just that area.
+fn shared_objects(premapped: &[&super::plan::Vma], ctx: &TaskCtx) -> Vec<(u64, u64)> {
     let mut seen: Vec<(u64, u64, usize)> = Vec::new();
     for v in premapped {
-        if let VmaKind::AnonShared { shmid } = v.kind {
+        if let VmaKind::AnonShared { shmid } = v.kind
+            && !ctx.shm.contains_key(&shmid)
+        {
             let end = v.pgoff + v.len();
             match seen.iter_mut().find(|o| o.0 == shmid) {
                 Some(o) => {
@@ -288,7 +341,11 @@ pub fn unmap(resv: (u64, u64)) {
 /// # Errors
 /// [`RestoreError::NoRoom`], [`RestoreError::Blob`], [`RestoreError::Sys`], and the checks of
 /// [`preflight`] again.
-pub fn prepare(plan: &TaskPlan, opts: &RestoreOptions) -> Result<Prepared, RestoreError> {
+pub fn prepare(
+    plan: &TaskPlan,
+    opts: &RestoreOptions,
+    ctx: &TaskCtx,
+) -> Result<Prepared, RestoreError> {
     let blob = restorer_blob()?;
     let entry_off = sym(&blob, "__export_restorer_main")?;
     let syscall_off = sym(&blob, "__export_restorer_syscall")?;
@@ -300,7 +357,7 @@ pub fn prepare(plan: &TaskPlan, opts: &RestoreOptions) -> Result<Prepared, Resto
     // Sizes.
     let premapped: Vec<&super::plan::Vma> = plan.vmas.iter().filter(|v| v.premapped()).collect();
     let premap_size: u64 = premapped.iter().map(|v| v.len()).sum::<u64>()
-        + shared_objects(&premapped).iter().map(|o| o.1).sum::<u64>();
+        + shared_objects(&premapped, ctx).iter().map(|o| o.1).sum::<u64>();
     let blob_size = page_up(blob.map_size() as u64);
     let frame_size = rt_sigframe_size(xsave.bytes.len()) as u64;
     let extra = (premapped.len() * 24
@@ -352,6 +409,7 @@ pub fn prepare(plan: &TaskPlan, opts: &RestoreOptions) -> Result<Prepared, Resto
     match build(
         plan,
         opts,
+        ctx,
         &blob,
         base,
         premap_size,
@@ -381,6 +439,7 @@ pub fn prepare(plan: &TaskPlan, opts: &RestoreOptions) -> Result<Prepared, Resto
 fn build(
     plan: &TaskPlan,
     opts: &RestoreOptions,
+    ctx: &TaskCtx,
     blob: &BlobDesc<'_>,
     base: u64,
     premap_size: u64,
@@ -403,15 +462,23 @@ fn build(
         premap_addr.push(base + off);
         off += v.len();
     }
-    let objects = shared_objects(premapped);
+    let objects = shared_objects(premapped, ctx);
     let mut object_addr = std::collections::HashMap::new();
     for (shmid, size) in &objects {
         object_addr.insert(*shmid, base + off);
         off += size;
     }
     let shared_at = |v: &super::plan::Vma| match v.kind {
-        VmaKind::AnonShared { shmid } => object_addr.get(&shmid).map(|a| a + v.pgoff),
+        VmaKind::AnonShared { shmid } => object_addr
+            .get(&shmid)
+            .or(ctx.shm.get(&shmid))
+            .map(|a| a + v.pgoff),
         _ => None,
+    };
+    // Objects the engine made and filled for the whole tree.
+    let engine_filled = |v: &super::plan::Vma| match v.kind {
+        VmaKind::AnonShared { shmid } => ctx.shm.contains_key(&shmid),
+        _ => false,
     };
     // Where the bytes for `addr` go: the area's premapped copy, or its shared object.
     let to_premap = |addr: u64| -> Option<(usize, u64)> {
@@ -444,7 +511,7 @@ fn build(
             };
             let v = premapped[i];
             let b = v.end.min(end);
-            if !matches!(v.kind, VmaKind::FileShared { .. }) {
+            if !matches!(v.kind, VmaKind::FileShared { .. }) && !engine_filled(v) {
                 fills.push(FillOp {
                     file: run.file,
                     offset: run.offset + (a - run.vaddr),
@@ -514,13 +581,12 @@ fn build(
         });
     }
 
-    // Service descriptors above every target number.
+    // Service descriptors above every target number (and above the shared ones).
     let max_fd = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
+    let floor = ctx.fd_floor.max(max_fd + 1);
     let (status_r, status_w) = pipe()?;
-    let (go_r, go_w) = pipe()?;
-    let status_w = dup_above(&status_w, max_fd + 1)?;
-    let go_r = dup_above(&go_r, max_fd + 1)?;
-    let mut child_only = vec![status_w, go_r];
+    let status_w = dup_above(&status_w, floor)?;
+    let mut child_only = vec![status_w];
     let mut exe_fd = u32::MAX;
     if let Some(exe) = &plan.exe {
         // SAFETY: open with a NUL-terminated path we own.
@@ -531,20 +597,36 @@ fn build(
                 source: std::io::Error::last_os_error(),
             });
         }
-        let fd = dup_above(&owned(fd), max_fd + 1)?;
+        let fd = dup_above(&owned(fd), floor)?;
         exe_fd = fd.as_raw_fd() as u32;
         child_only.push(fd);
     }
+    let mut inherited: Vec<i32> = plan
+        .fds
+        .iter()
+        .filter_map(|f| ctx.shared_fds.get(&f.fd).copied())
+        .collect();
+    inherited.sort_unstable();
+    inherited.dedup();
     let mut service_fds: Vec<i32> = child_only.iter().map(|f| f.as_raw_fd()).collect();
+    service_fds.extend(&inherited);
     service_fds.sort_unstable();
+    service_fds.dedup();
     let status_fd = child_only[0].as_raw_fd();
-    let go_fd = child_only[1].as_raw_fd();
     let tmp_fd_base = service_fds.last().copied().unwrap_or(max_fd) + 1;
 
     // Descriptors.
     let mut fds = Vec::new();
     let mut pipes_done: Vec<u32> = Vec::new();
     for f in &plan.fds {
+        if let Some(&from) = ctx.shared_fds.get(&f.fd) {
+            fds.push(FdOp::Inherit {
+                fd: f.fd,
+                from,
+                cloexec: f.cloexec,
+            });
+            continue;
+        }
         match &f.source {
             FdSource::Path { path, flags, pos } => fds.push(FdOp::Open {
                 fd: f.fd,
@@ -726,7 +808,7 @@ fn build(
             rseq_sig: t.rseq.map_or(0, |r| r.2),
             siginfo: t_siginfo,
             n_siginfo: t.pending.len() as u32,
-            pdeath_sig: if opts.detach {
+            pdeath_sig: if opts.detach && ctx.root {
                 abi::KEEP
             } else {
                 t.pdeath_sig.unwrap_or(abi::KEEP)
@@ -748,7 +830,7 @@ fn build(
     // The parent-death signal fires when the task's parent goes: criu, right away, when it
     // detaches. Then the task keeps running without it, like a child of init.
     let pdeath_sig = match plan.pdeath_sig {
-        Some(sig) if sig != 0 && opts.detach => {
+        Some(sig) if sig != 0 && opts.detach && ctx.root => {
             tracing::warn!(
                 pid = plan.pid,
                 sig,
@@ -778,7 +860,7 @@ fn build(
         sigactions.copy_from_slice(&plan.sigactions[..abi::NSIG]);
     }
     let mut rlimits = [abi::Rlimit::default(); abi::NRLIMITS];
-    rlimits[..plan.rlimits.len()].copy_from_slice(&plan.rlimits);
+    rlimits[..plan.rlimits.len()].copy_from_slice(&reachable_rlimits(plan));
     let mut itimers = [abi::Itimerval::default(); 3];
     let mut itimers_mask = 0;
     for (i, t) in plan.itimers.iter().enumerate() {
@@ -892,18 +974,7 @@ fn build(
     }
 
     let old_rseq = glibc_rseq();
-    let setsid = plan.sid == plan.pid && !opts.shell_job;
-    if plan.sid != plan.pid && !opts.shell_job {
-        tracing::warn!(
-            pid = plan.pid,
-            sid = plan.sid,
-            "task was not a session leader; it joins criu's session"
-        );
-    }
     let child = ChildPlan {
-        setsid,
-        // A shell job stays in criu's session and process group (the terminal's job).
-        setpgid: !opts.shell_job && !setsid && plan.pgid == plan.pid,
         premap,
         fills,
         page_files: plan
@@ -913,6 +984,7 @@ fn build(
             .collect(),
         fds,
         service_fds,
+        inherited,
         tmp_fd_base,
         root: plan.root.clone(),
         cwd: plan.cwd.clone(),
@@ -922,7 +994,6 @@ fn build(
             .oom_score_adj
             .and_then(|v| CString::new(v.to_string()).ok()),
         status_fd,
-        go_fd,
         old_rseq,
         entry: 0, // set by prepare(), which knows the blob's symbols
         stack_top: stack_top & !15,
@@ -931,7 +1002,6 @@ fn build(
     Ok(Prepared {
         child,
         status_r,
-        go_w,
         child_only,
         resv: (base, 0), // set by prepare()
         syscall_insn: 0, // set by prepare()

@@ -1,0 +1,449 @@
+//! What the tasks of a tree share, worked out and made by the engine before the first task is
+//! created: how every task gets its session and process group, the open files and pipes several
+//! tasks hold, the shared anonymous memory several tasks map, and the shared page the tasks
+//! and the engine synchronise through.
+//!
+//! Everything here is inherited: the engine creates it, the root inherits it when it is cloned
+//! and passes it down as it forks its children; each task keeps what it needs and drops the
+//! rest before its restorer runs.
+#![allow(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::child::{Slots, SyncSlot};
+use super::layout::{PAGE, page_up};
+use super::plan::{FdSource, SessionOp, TreePlan, VmaKind};
+use super::{RestoreError, owned};
+
+/// Works out how each task of `tree` gets its session and group when its parent creates it.
+///
+/// # Errors
+/// [`RestoreError::Unsupported`] for a task whose session or group cannot be reached that way
+/// (a session led by no task of the tree, a group whose leader comes later).
+pub fn session_ops(tree: &TreePlan, shell_job: bool) -> Result<Vec<SessionOp>, RestoreError> {
+    let mut ops = vec![SessionOp::Inherit; tree.tasks.len()];
+    let root = tree.root();
+    ops[0] = if shell_job {
+        // A shell job stays in criu's session and process group (the terminal's job).
+        SessionOp::Inherit
+    } else if root.sid == root.pid {
+        SessionOp::Setsid
+    } else if root.pgid == root.pid {
+        SessionOp::Setpgid(0)
+    } else {
+        SessionOp::Inherit
+    };
+    if !shell_job && root.sid != root.pid {
+        tracing::warn!(
+            pid = root.pid,
+            sid = root.sid,
+            "the root was not a session leader; it joins criu's session"
+        );
+    }
+    let position: HashMap<usize, usize> = tree
+        .order
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| (i, k))
+        .collect();
+    let by_pid: HashMap<i32, usize> = tree
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.pid, i))
+        .collect();
+    for &i in tree.order.iter().skip(1) {
+        let t = &tree.tasks[i];
+        let Some(p) = tree.parent[i] else { continue };
+        let parent = &tree.tasks[p];
+        let unsupported = |what: String| RestoreError::Unsupported { what };
+        ops[i] = if t.sid == t.pid {
+            if t.pgid != t.pid {
+                return Err(unsupported(format!(
+                    "pid {} leads session {} but is in group {}",
+                    t.pid, t.sid, t.pgid
+                )));
+            }
+            SessionOp::Setsid
+        } else if t.sid != parent.sid {
+            return Err(unsupported(format!(
+                "pid {} is in session {}, its parent {} in session {} (no task of the tree \
+                 leads it)",
+                t.pid, t.sid, parent.pid, parent.sid
+            )));
+        } else if t.pgid == parent.pgid {
+            SessionOp::Inherit
+        } else if t.pgid == t.pid {
+            SessionOp::Setpgid(0)
+        } else {
+            let leader = by_pid.get(&t.pgid).copied().filter(|&l| {
+                position[&l] < position[&i]
+                    && tree.tasks[l].pgid == t.pgid
+                    && tree.tasks[l].sid == t.sid
+            });
+            if leader.is_none() {
+                return Err(unsupported(format!(
+                    "pid {} is in process group {}, which has no leader restored before it",
+                    t.pid, t.pgid
+                )));
+            }
+            SessionOp::Setpgid(t.pgid)
+        };
+    }
+    Ok(ops)
+}
+
+/// What one open file is, for sharing: a pipe by its pipe id, anything else by its file id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Pipe(u32),
+    File(u32),
+}
+
+fn key_of(source: &FdSource, file_id: u32) -> Option<Key> {
+    match source {
+        FdSource::Dup { .. } => None,
+        FdSource::Pipe { id, .. } => Some(Key::Pipe(*id)),
+        _ => Some(Key::File(file_id)),
+    }
+}
+
+/// The objects the engine made for several tasks.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// For each task: target fd -> engine descriptor.
+    pub fds: Vec<HashMap<i32, i32>>,
+    /// shmid -> engine address of the object.
+    pub shm: HashMap<u64, u64>,
+    /// The lowest number the tasks' service descriptors may use.
+    pub fd_floor: i32,
+    owned: Vec<OwnedFd>,
+    maps: Vec<(u64, u64)>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for &(a, len) in &self.maps {
+            // SAFETY: a mapping this module made and nothing of ours points into any more
+            // (tasks have their own copies).
+            unsafe { libc::munmap(a as *mut libc::c_void, len as usize) };
+        }
+    }
+}
+
+fn sys(what: &'static str) -> RestoreError {
+    RestoreError::Sys {
+        what,
+        errno: nix::errno::Errno::last(),
+    }
+}
+
+fn dup_at_least(fd: OwnedFd, min: i32) -> Result<OwnedFd, RestoreError> {
+    // SAFETY: fcntl on a descriptor we own; the copy is ours too.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if r < 0 {
+        return Err(sys("moving a shared descriptor up"));
+    }
+    Ok(owned(r))
+}
+
+fn open_at(
+    path: &std::ffi::CStr,
+    flags: i32,
+    pos: u64,
+    min: i32,
+) -> Result<OwnedFd, RestoreError> {
+    let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    // SAFETY: open with a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(RestoreError::MissingFile {
+            path: String::from_utf8_lossy(path.to_bytes()).into_owned().into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let fd = dup_at_least(owned(fd), min)?;
+    if pos != 0 {
+        // SAFETY: lseek on a descriptor we own.
+        if unsafe { libc::lseek(fd.as_raw_fd(), pos as libc::off_t, libc::SEEK_SET) } < 0 {
+            return Err(sys("seeking a shared file"));
+        }
+    }
+    Ok(fd)
+}
+
+fn write_all(fd: i32, data: &[u8], what: &'static str) -> Result<(), RestoreError> {
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: writes from a live slice's remainder to a descriptor we own.
+        let n = unsafe { libc::write(fd, data[off..].as_ptr().cast(), data.len() - off) };
+        if n <= 0 {
+            return Err(sys(what));
+        }
+        off += n as usize;
+    }
+    Ok(())
+}
+
+impl Shared {
+    /// Makes every open file, pipe and shared anonymous object that more than one task of
+    /// `tree` holds.
+    ///
+    /// # Errors
+    /// [`RestoreError::MissingFile`], [`RestoreError::Sys`], [`RestoreError::Io`].
+    pub fn build(tree: &TreePlan) -> Result<Shared, RestoreError> {
+        let n = tree.tasks.len();
+        let mut out = Shared::default();
+        out.fds = vec![HashMap::new(); n];
+        let max_fd = tree
+            .tasks
+            .iter()
+            .flat_map(|t| t.fds.iter().map(|f| f.fd))
+            .max()
+            .unwrap_or(2)
+            .max(2);
+        let floor = max_fd + 1;
+        // Which tasks hold each open file.
+        let mut holders: HashMap<Key, HashSet<usize>> = HashMap::new();
+        for (i, t) in tree.alive() {
+            for f in &t.fds {
+                if let Some(k) = key_of(&f.source, f.file_id) {
+                    holders.entry(k).or_default().insert(i);
+                }
+            }
+        }
+        let mut made: HashMap<Key, (i32, Option<i32>)> = HashMap::new();
+        for (i, t) in tree.alive() {
+            for f in &t.fds {
+                let Some(k) = key_of(&f.source, f.file_id) else {
+                    continue;
+                };
+                if holders.get(&k).is_none_or(|h| h.len() < 2) {
+                    continue;
+                }
+                if !made.contains_key(&k) {
+                    let obj = out.make(&f.source, floor)?;
+                    made.insert(k, obj);
+                }
+                let (a, b) = made[&k];
+                let from = match f.source {
+                    FdSource::Pipe { write: true, .. } => b.unwrap_or(a),
+                    _ => a,
+                };
+                out.fds[i].insert(f.fd, from);
+            }
+        }
+        out.fd_floor = out
+            .owned
+            .iter()
+            .map(|f| f.as_raw_fd() + 1)
+            .max()
+            .unwrap_or(floor)
+            .max(floor);
+        out.shared_memory(tree)?;
+        Ok(out)
+    }
+
+    /// Opens one shared file: `(descriptor, write end for pipes)`.
+    fn make(&mut self, source: &FdSource, min: i32) -> Result<(i32, Option<i32>), RestoreError> {
+        let fd = match source {
+            FdSource::Path { path, flags, pos } => open_at(path, *flags, *pos, min)?,
+            FdSource::Tty { flags } => open_at(c"/dev/tty", *flags, 0, min)?,
+            FdSource::Deleted {
+                path,
+                flags,
+                pos,
+                mode,
+                content,
+            } => {
+                // SAFETY: creates a new file at a NUL-terminated path.
+                let w = unsafe {
+                    libc::open(
+                        path.as_ptr(),
+                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                        *mode,
+                    )
+                };
+                if w < 0 {
+                    return Err(sys("recreating a deleted shared file"));
+                }
+                let w = owned(w);
+                let r = write_all(w.as_raw_fd(), content, "writing a deleted shared file")
+                    .and_then(|()| open_at(path, *flags, *pos, min));
+                // SAFETY: removes the file just recreated, as it was deleted when dumped.
+                unsafe { libc::unlink(path.as_ptr()) };
+                r?
+            }
+            FdSource::Pipe {
+                flags, data, size, ..
+            } => {
+                let mut ends = [0i32; 2];
+                // SAFETY: pipe2 writes two descriptors into a live local array.
+                if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | *flags) } != 0 {
+                    return Err(sys("creating a shared pipe"));
+                }
+                let r = dup_at_least(owned(ends[0]), min)?;
+                let w = dup_at_least(owned(ends[1]), min)?;
+                if *size > 65536 {
+                    // SAFETY: fcntl on our pipe; a refused grow leaves the default size.
+                    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, *size as i32) };
+                }
+                write_all(w.as_raw_fd(), data, "refilling a shared pipe")?;
+                let (a, b) = (r.as_raw_fd(), w.as_raw_fd());
+                self.owned.push(r);
+                self.owned.push(w);
+                return Ok((a, Some(b)));
+            }
+            FdSource::Dup { .. } => {
+                return Err(RestoreError::Unsupported {
+                    what: "a shared dup".into(),
+                });
+            }
+        };
+        let a = fd.as_raw_fd();
+        self.owned.push(fd);
+        Ok((a, None))
+    }
+
+    /// Maps and fills every shared anonymous object that more than one task maps.
+    fn shared_memory(&mut self, tree: &TreePlan) -> Result<(), RestoreError> {
+        let mut users: HashMap<u64, (HashSet<usize>, u64)> = HashMap::new();
+        for (i, t) in tree.alive() {
+            for v in &t.vmas {
+                if let VmaKind::AnonShared { shmid } = v.kind {
+                    let e = users.entry(shmid).or_default();
+                    e.0.insert(i);
+                    e.1 = e.1.max(v.pgoff + v.len());
+                }
+            }
+        }
+        let mut ids: Vec<u64> = users
+            .iter()
+            .filter(|(_, (who, _))| who.len() > 1)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for shmid in ids {
+            let size = page_up(users[&shmid].1);
+            // SAFETY: a fresh shared anonymous mapping wherever the kernel likes.
+            let a = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    size as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if a == libc::MAP_FAILED {
+                return Err(sys("mapping shared anonymous memory"));
+            }
+            self.maps.push((a as u64, size));
+            self.shm.insert(shmid, a as u64);
+            self.fill(tree, shmid, a as u64, size)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the saved pages of object `shmid` into its mapping at `base`.
+    fn fill(&self, tree: &TreePlan, shmid: u64, base: u64, size: u64) -> Result<(), RestoreError> {
+        let mut done: HashSet<u64> = HashSet::new();
+        let mut files: HashMap<std::path::PathBuf, std::fs::File> = HashMap::new();
+        for (_, t) in tree.alive() {
+            for v in &t.vmas {
+                if v.kind != (VmaKind::AnonShared { shmid }) {
+                    continue;
+                }
+                for run in &t.pages {
+                    let a = run.vaddr.max(v.start);
+                    let b = (run.vaddr + run.nr_pages * PAGE).min(v.end);
+                    if a >= b {
+                        continue;
+                    }
+                    let obj_off = v.pgoff + (a - v.start);
+                    if !done.insert(obj_off) || obj_off + (b - a) > size {
+                        continue;
+                    }
+                    let path = &t.page_files[run.file];
+                    if !files.contains_key(path) {
+                        let f = std::fs::File::open(path).map_err(|e| RestoreError::Io {
+                            what: format!("opening {}", path.display()),
+                            source: e,
+                        })?;
+                        files.insert(path.clone(), f);
+                    }
+                    // SAFETY: the destination lies inside the mapping of `size` bytes made
+                    // above, readable and writable, ours alone until the tasks are created.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            (base + obj_off) as *mut u8,
+                            (b - a) as usize,
+                        )
+                    };
+                    let off = run.offset + (a - run.vaddr);
+                    std::os::unix::fs::FileExt::read_exact_at(&files[path], dst, off).map_err(
+                        |e| RestoreError::Io {
+                            what: format!("reading shared memory from {}", path.display()),
+                            source: e,
+                        },
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The shared page of [`SyncSlot`]s.
+pub struct SyncPage {
+    addr: u64,
+    len: u64,
+    /// Number of tasks.
+    pub n: usize,
+}
+
+impl SyncPage {
+    /// Maps zeroed slots for `n` tasks and the abort slot.
+    ///
+    /// # Errors
+    /// [`RestoreError::Sys`].
+    pub fn new(n: usize) -> Result<SyncPage, RestoreError> {
+        let len = page_up(((n + 1) * std::mem::size_of::<SyncSlot>()) as u64);
+        // SAFETY: a fresh shared anonymous mapping (zeroed) wherever the kernel likes.
+        let a = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if a == libc::MAP_FAILED {
+            return Err(sys("mapping the tree's sync page"));
+        }
+        Ok(SyncPage {
+            addr: a as u64,
+            len,
+            n,
+        })
+    }
+
+    /// The slots.
+    pub fn slots(&self) -> Slots {
+        Slots {
+            addr: self.addr,
+            n: self.n,
+        }
+    }
+}
+
+impl Drop for SyncPage {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new(); the borrows of Slots end with self.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
+    }
+}

@@ -1,0 +1,602 @@
+//! `criu restore` of process trees, through the command line: a tree is dumped (and killed),
+//! every process of it is gone, `criu restore -d` brings it back with the same pids, parents,
+//! process groups and sessions (zombies as zombies), and the victims check their own memory,
+//! identity and shared pages again. A tree whose pids are still taken is refused with a clear
+//! error and nothing created.
+//!
+//! Every test runs as root, under the test lock and as a child subreaper (the restored root is
+//! re-parented to this process when `criu restore -d` exits). A guard kills every process of
+//! the victim's session and every victim child of this process and reaps them, whatever the
+//! test's outcome.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use compel_criu_tests::{
+    Exit, become_subreaper, proc_state, skip_if_not_root, test_lock, tracer_pid, wait_exit_timeout,
+    workspace_bin,
+};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn criu(args: &[&str]) -> Output {
+    Command::new(workspace_bin("criu", "criu"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run criu")
+}
+
+/// The last 60 lines of `path`, for failure messages.
+fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// `(state, ppid, pgid, sid)` as `/proc/PID/stat` shows them.
+type Stat = (char, i32, i32, i32);
+
+/// The [`Stat`] of `pid`, `None` if it is gone.
+fn stat_of(pid: i32) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some((
+        f.first()?.chars().next()?,
+        f.get(1)?.parse().ok()?,
+        f.get(2)?.parse().ok()?,
+        f.get(3)?.parse().ok()?,
+    ))
+}
+
+fn exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Every process whose session is `sid`.
+fn session_members(sid: i32) -> Vec<i32> {
+    let mut out: Vec<i32> = fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .filter(|&p| stat_of(p).is_some_and(|s| s.3 == sid))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The children of this process (all its threads).
+fn our_children() -> Vec<i32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in fs::read_dir(format!("/proc/{me}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = fs::read_to_string(e.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|w| w.parse::<i32>().ok()),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn comm(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Kills a victim tree and reaps it on drop, whatever happened: every recorded pid, every
+/// process of the victim's session and every victim child of ours get SIGKILL, then children
+/// of ours are reaped with `waitpid(-1, WNOHANG)` until none is left (`ECHILD`) or 10 s pass.
+struct Tree {
+    pids: Vec<i32>,
+    sid: i32,
+}
+
+impl Tree {
+    fn kill_all(&self) {
+        let mut targets = self.pids.clone();
+        if self.sid > 0 {
+            targets.extend(session_members(self.sid));
+        }
+        targets.extend(
+            our_children()
+                .into_iter()
+                .filter(|&p| comm(p).starts_with("criu-rvictim")),
+        );
+        for p in targets {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+
+    /// Kills and reaps everything; whether nothing of the tree is left.
+    fn kill_and_reap(&self) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.kill_all();
+            loop {
+                let mut st = 0;
+                // SAFETY: reaps any exited child of ours; st is a valid int.
+                let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) };
+                if r <= 0 {
+                    break;
+                }
+            }
+            let left = self.pids.iter().any(|&p| exists(p))
+                || (self.sid > 0 && !session_members(self.sid).is_empty());
+            if !left {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        self.kill_and_reap();
+    }
+}
+
+/// Starts `bin` with stdin from /dev/null, output into `log` and no descriptor beyond 0..2,
+/// recorded in a fresh guard; `own_session` says that the victim calls `setsid()` (then the
+/// guard also kills every process of the session named by its pid).
+fn spawn(bin: &str, args: &[&str], log: &Path, own_session: bool) -> Tree {
+    let out = fs::File::create(log).expect("victim log");
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log fd"))
+        .stderr(out);
+    // SAFETY: the closure only makes an async-signal-safe syscall in the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let pid = cmd.spawn().expect("spawn victim").id() as i32;
+    Tree {
+        pids: vec![pid],
+        sid: if own_session { pid } else { 0 },
+    }
+}
+
+/// The pids of the `ready PID...` line the victim writes into `ready`.
+fn wait_ready(ready: &Path, log: &Path) -> Vec<i32> {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = fs::read_to_string(ready).unwrap_or_default();
+        if let Some(rest) = text.lines().next().and_then(|l| l.strip_prefix("ready ")) {
+            return rest.split(' ').filter_map(|w| w.parse().ok()).collect();
+        }
+        assert!(
+            Instant::now() < end,
+            "the victim never got ready; log:\n{}",
+            tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sends SIGUSR1 to every pid and waits for one line per pid in `result`; asserts that each is
+/// `check ok PID`. Removes `result` first.
+fn expect_checks_ok(pids: &[i32], result: &Path, when: &str) {
+    let _ = fs::remove_file(result);
+    for &p in pids {
+        kill(Pid::from_raw(p), Signal::SIGUSR1)
+            .unwrap_or_else(|e| panic!("{when}: SIGUSR1 to {p}: {e}"));
+    }
+    // Generous: debug-built victims on a loaded machine.
+    let end = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let text = fs::read_to_string(result).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let answered = pids.iter().all(|p| {
+            lines
+                .iter()
+                .any(|l| l.split(' ').nth(2) == Some(&p.to_string()))
+        });
+        if answered {
+            break lines;
+        }
+        if Instant::now() >= end {
+            let states: Vec<_> = pids.iter().map(|&p| (p, stat_of(p))).collect();
+            panic!("{when}: not every process answered SIGUSR1: {lines:?}; states {states:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    for &p in pids {
+        let l = lines
+            .iter()
+            .find(|l| l.split(' ').nth(2) == Some(&p.to_string()))
+            .expect("answered");
+        assert_eq!(
+            *l,
+            format!("check ok {p}"),
+            "{when}: the check of {p}: {lines:?}"
+        );
+    }
+}
+
+/// Dumps the tree of `root` into `img` with `criu dump` (which kills it), then reaps the root and
+/// every orphan (re-parented to us) and asserts that none of `pids` is left, not even a zombie.
+fn dump_and_reap(root: i32, pids: &[i32], img: &Path) {
+    fs::create_dir_all(img).expect("image dir");
+    let o = criu(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        img.to_str().expect("utf-8 path"),
+        "-o",
+        "dump.log",
+        "-v4",
+    ]);
+    assert!(
+        o.status.success(),
+        "criu dump: {:?}\nstderr: {}\nlog:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr),
+        tail(&img.join("dump.log"))
+    );
+    assert_eq!(
+        wait_exit_timeout(root, Duration::from_secs(10)),
+        Ok(Some(Exit::Signal(libc::SIGKILL))),
+        "the dumped root was not killed"
+    );
+    // The others die after (or before) the root; whatever is left of them is ours to reap.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut left: Vec<i32> = pids.iter().copied().filter(|&p| p != root).collect();
+    while !left.is_empty() {
+        left.retain(|&p| match wait_exit_timeout(p, Duration::ZERO) {
+            Ok(Some(_)) => false,
+            Ok(None) => true,
+            // Not (yet) our child: gone if /proc no longer has it.
+            Err(_) => exists(p),
+        });
+        assert!(
+            Instant::now() < end,
+            "processes of the dumped tree left: {:?}",
+            left.iter().map(|&p| (p, stat_of(p))).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for &p in pids {
+        assert!(!exists(p), "pid {p} is still there after the dump");
+    }
+}
+
+/// `criu restore -D img -d --pidfile img/rpid`; asserts it succeeded and that the pidfile names
+/// `root`.
+fn restore_detached(img: &Path, root: i32) {
+    let pidfile = img.join("rpid");
+    let o = criu(&[
+        "restore",
+        "-D",
+        img.to_str().expect("utf-8 path"),
+        "-d",
+        "--pidfile",
+        pidfile.to_str().expect("utf-8 path"),
+        "-o",
+        "restore.log",
+        "-v4",
+    ]);
+    assert!(
+        o.status.success(),
+        "criu restore -d: {:?}\nstderr: {}\nlog:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr),
+        tail(&img.join("restore.log"))
+    );
+    assert_eq!(
+        fs::read_to_string(&pidfile).expect("pidfile").trim(),
+        root.to_string(),
+        "the pidfile"
+    );
+}
+
+/// Asserts that every process has the `(ppid, pgid, sid)` it had before the dump and is alive
+/// (running or sleeping, untraced), or a zombie again if it was one.
+fn assert_same_tree(before: &[(i32, Stat)]) {
+    for &(p, (state, ppid, pgid, sid)) in before {
+        let want = if state == 'Z' { "Z" } else { "RS" };
+        let end = Instant::now() + Duration::from_secs(10);
+        let now = loop {
+            let now = stat_of(p);
+            if now.is_some_and(|s| want.contains(s.0)) || Instant::now() >= end {
+                break now;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let Some((st, pp, pg, si)) = now else {
+            panic!("pid {p} was not restored");
+        };
+        assert!(
+            want.contains(st),
+            "pid {p} is in state {st}, want one of {want:?}"
+        );
+        assert_eq!(
+            (pp, pg, si),
+            (ppid, pgid, sid),
+            "(ppid, pgid, sid) of {p} after restore"
+        );
+        if state != 'Z' {
+            assert_eq!(tracer_pid(p), Some(0), "{p} is still traced");
+        }
+    }
+}
+
+fn record(pids: &[i32]) -> Vec<(i32, Stat)> {
+    pids.iter()
+        .map(|&p| (p, stat_of(p).unwrap_or_else(|| panic!("pid {p} vanished"))))
+        .collect()
+}
+
+fn bin(name: &str) -> &'static str {
+    match name {
+        "tree3" => env!("CARGO_BIN_EXE_criu-rvictim-tree3"),
+        "shcount" => env!("CARGO_BIN_EXE_criu-rvictim-shcount"),
+        "zwait" => env!("CARGO_BIN_EXE_criu-rvictim-zwait"),
+        other => panic!("no victim {other}"),
+    }
+}
+
+/// Paths of one test: work dir, image dir, ready, result and log files.
+struct Files {
+    _dir: tempfile::TempDir,
+    img: PathBuf,
+    ready: PathBuf,
+    result: PathBuf,
+    log: PathBuf,
+}
+
+fn files() -> Files {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().to_path_buf();
+    Files {
+        img: p.join("img"),
+        ready: p.join("ready"),
+        result: p.join("result"),
+        log: p.join("victim.log"),
+        _dir: dir,
+    }
+}
+
+fn arg(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Starts tree3 and checks its shape in /proc: `[root, a, a1, b, b1, b2]`.
+fn start_tree3(f: &Files) -> (Tree, Vec<i32>) {
+    let mut tree = spawn(bin("tree3"), &[arg(&f.ready), arg(&f.result)], &f.log, true);
+    let pids = wait_ready(&f.ready, &f.log);
+    assert_eq!(pids.len(), 6, "ready line {pids:?}");
+    assert_eq!(pids[0], tree.pids[0], "the root is the process we started");
+    tree.pids = pids.clone();
+    let (root, a, a1, b, b1, b2) = (pids[0], pids[1], pids[2], pids[3], pids[4], pids[5]);
+    let me = std::process::id() as i32;
+    let want = [
+        (root, me, root),
+        (a, root, root),
+        (a1, a, root),
+        (b, root, b),
+        (b1, b, b),
+        (b2, b, b),
+    ];
+    for (p, ppid, pgid) in want {
+        let (st, pp, pg, si) = stat_of(p).unwrap_or_else(|| panic!("{p} vanished"));
+        assert_ne!(st, 'Z', "{p}");
+        assert_eq!((pp, pg, si), (ppid, pgid, root), "(ppid, pgid, sid) of {p}");
+    }
+    (tree, pids)
+}
+
+#[test]
+fn a_three_level_tree_with_two_groups_comes_back() {
+    skip_if_not_root!("a_three_level_tree_with_two_groups_comes_back");
+    let _g = test_lock();
+    become_subreaper();
+    let f = files();
+    let (tree, pids) = start_tree3(&f);
+    let root = pids[0];
+    // The victims' own check works before any dump.
+    expect_checks_ok(&pids, &f.result, "before the dump");
+    let before = record(&pids);
+
+    dump_and_reap(root, &pids, &f.img);
+    restore_detached(&f.img, root);
+    assert_same_tree(&before);
+    let mut sorted = pids.clone();
+    sorted.sort();
+    assert_eq!(
+        session_members(root),
+        sorted,
+        "the restored session holds the tree and nothing else"
+    );
+    expect_checks_ok(&pids, &f.result, "after restore");
+
+    assert!(
+        tree.kill_and_reap(),
+        "the restored tree could not be killed"
+    );
+    for &p in &pids {
+        assert!(!exists(p), "{p} left behind");
+    }
+}
+
+#[test]
+fn a_page_shared_by_parent_and_child_is_shared_again() {
+    skip_if_not_root!("a_page_shared_by_parent_and_child_is_shared_again");
+    let _g = test_lock();
+    become_subreaper();
+    let f = files();
+    let mut tree = spawn(
+        bin("shcount"),
+        &[arg(&f.ready), arg(&f.result)],
+        &f.log,
+        false,
+    );
+    let line = wait_ready(&f.ready, &f.log);
+    let ready = fs::read_to_string(&f.ready).expect("ready");
+    let addr = ready
+        .split(' ')
+        .nth(3)
+        .and_then(|a| u64::from_str_radix(a.trim().trim_start_matches("0x"), 16).ok())
+        .expect("address in the ready line");
+    let (parent, child) = (line[0], line[1]);
+    assert_eq!(parent, tree.pids[0]);
+    tree.pids.push(child);
+    let pids = [parent, child];
+    // Both map one shmem object at `addr`: the same inode behind map_files.
+    let object = |p: i32| {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(format!("/proc/{p}/map_files/{addr:x}-{:x}", addr + 4096))
+            .unwrap_or_else(|e| panic!("map_files of {p}: {e}"));
+        (m.dev(), m.ino())
+    };
+    assert_eq!(object(parent), object(child), "one object before the dump");
+    expect_checks_ok(&pids, &f.result, "before the dump");
+    let before = record(&pids);
+
+    dump_and_reap(parent, &pids, &f.img);
+    restore_detached(&f.img, parent);
+    assert_same_tree(&before);
+    assert_eq!(
+        object(parent),
+        object(child),
+        "parent and child map one object after restore"
+    );
+    expect_checks_ok(&pids, &f.result, "after restore");
+
+    assert!(
+        tree.kill_and_reap(),
+        "the restored pair could not be killed"
+    );
+    for &p in &pids {
+        assert!(!exists(p), "{p} left behind");
+    }
+}
+
+#[test]
+fn a_parent_in_waitpid_reaps_its_children_after_restore() {
+    skip_if_not_root!("a_parent_in_waitpid_reaps_its_children_after_restore");
+    let _g = test_lock();
+    become_subreaper();
+    let f = files();
+    let mut tree = spawn(bin("zwait"), &[arg(&f.ready), arg(&f.result)], &f.log, true);
+    let pids = wait_ready(&f.ready, &f.log);
+    assert_eq!(pids.len(), 3, "ready line {pids:?}");
+    let (root, z, w) = (pids[0], pids[1], pids[2]);
+    assert_eq!(root, tree.pids[0]);
+    tree.pids = pids.clone();
+    // Let the root reach its waitpid sleep.
+    assert_eq!(
+        compel_criu_tests::wait_state(root, "S", Duration::from_secs(10)),
+        Some('S')
+    );
+    let before = record(&pids);
+    assert_eq!(before[1].1.0, 'Z', "Z is a zombie before the dump");
+    assert_eq!(before[1].1.1, root);
+    assert_eq!(before[2].1.1, root);
+    assert_eq!((before[0].1.2, before[0].1.3), (root, root), "root leads");
+
+    dump_and_reap(root, &pids, &f.img);
+    restore_detached(&f.img, root);
+    assert_same_tree(&before);
+    assert_eq!(proc_state(z), Some('Z'), "Z is a zombie again");
+    // Nothing ran on yet: the root is still in waitpid.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        fs::read_to_string(&f.result).unwrap_or_default().is_empty(),
+        "the root returned from waitpid before W exited"
+    );
+
+    kill(Pid::from_raw(w), Signal::SIGUSR2).expect("SIGUSR2 to W");
+    let exit = wait_exit_timeout(root, Duration::from_secs(20));
+    let result = fs::read_to_string(&f.result).unwrap_or_default();
+    assert_eq!(
+        exit,
+        Ok(Some(Exit::Code(0))),
+        "the root's end; result: {result:?}; states {:?}",
+        pids.iter().map(|&p| (p, stat_of(p))).collect::<Vec<_>>()
+    );
+    let lines: Vec<&str> = result.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("reaped W {}", 9 << 8).as_str(),
+            format!("reaped Z {}", 5 << 8).as_str()
+        ],
+        "what the restored root reaped"
+    );
+    for &p in &pids {
+        assert!(!exists(p), "{p} left behind");
+    }
+    assert!(tree.kill_and_reap());
+}
+
+#[test]
+fn restoring_over_a_running_tree_fails_and_creates_nothing() {
+    skip_if_not_root!("restoring_over_a_running_tree_fails_and_creates_nothing");
+    let _g = test_lock();
+    become_subreaper();
+    let f = files();
+    let (tree, pids) = start_tree3(&f);
+    let root = pids[0];
+    fs::create_dir_all(&f.img).expect("image dir");
+    let o = criu(&["dump", "-t", &root.to_string(), "-D", arg(&f.img), "-R"]);
+    assert!(
+        o.status.success(),
+        "criu dump -R: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let before = record(&pids);
+    let children_before = our_children();
+
+    let pidfile = f.img.join("rpid");
+    let o = criu(&[
+        "restore",
+        "-D",
+        arg(&f.img),
+        "-d",
+        "--pidfile",
+        arg(&pidfile),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "restore over a running tree succeeded");
+    let busy = pids
+        .iter()
+        .find(|p| stderr.contains(&format!("pid {p} is in use")));
+    assert!(busy.is_some(), "no \"pid N is in use\" error: {stderr}");
+    assert!(!pidfile.exists(), "a pidfile was written");
+    // Nothing new: the same children of ours, the same session, the same running tree.
+    assert_eq!(our_children(), children_before, "children of ours");
+    let mut sorted = pids.clone();
+    sorted.sort();
+    assert_eq!(session_members(root), sorted, "the victim's session");
+    for (p, (_, ppid, pgid, sid)) in before {
+        let (st, pp, pg, si) = stat_of(p).unwrap_or_else(|| panic!("{p} died"));
+        assert!("RS".contains(st), "{p} in state {st}");
+        assert_eq!((pp, pg, si), (ppid, pgid, sid), "{p}");
+        assert_eq!(tracer_pid(p), Some(0), "{p} traced");
+    }
+    expect_checks_ok(&pids, &f.result, "after the refused restore");
+    assert!(tree.kill_and_reap(), "the tree could not be killed");
+}

@@ -600,3 +600,33 @@ fn restoring_over_a_running_tree_fails_and_creates_nothing() {
     expect_checks_ok(&pids, &f.result, "after the refused restore");
     assert!(tree.kill_and_reap(), "the tree could not be killed");
 }
+
+#[test]
+fn a_restored_tree_dumps_and_restores_again() {
+    skip_if_not_root!("a_restored_tree_dumps_and_restores_again");
+    let _g = test_lock();
+    become_subreaper();
+    let f = files();
+    let (tree, pids) = start_tree3(&f);
+    let root = pids[0];
+    let before = record(&pids);
+    dump_and_reap(root, &pids, &f.img);
+    restore_detached(&f.img, root);
+    assert_same_tree(&before);
+    expect_checks_ok(&pids, &f.result, "after the first restore");
+
+    // The restored tree is an ordinary tree again: dump it, and it comes back once more.
+    let img2 = f.img.with_file_name("img2");
+    dump_and_reap(root, &pids, &img2);
+    restore_detached(&img2, root);
+    assert_same_tree(&before);
+    expect_checks_ok(&pids, &f.result, "after the second restore");
+
+    assert!(
+        tree.kill_and_reap(),
+        "the restored tree could not be killed"
+    );
+    for &p in &pids {
+        assert!(!exists(p), "{p} left behind");
+    }
+}

@@ -1,12 +1,17 @@
 //! Restore benchmark: `criu restore -d` of a tiny process and of one with 1 GiB of touched
 //! memory, images on tmpfs, against the floor of reading the same page bytes back into fresh
-//! memory in the same run.
+//! memory in the same run; and restore of many tasks (one process with 100 threads, a tree of
+//! 50 processes: `criu-bvictim-pool`) against spawning the same victim fresh (fork+exec until
+//! it reports ready), with the cost per task and the ratio restore/spawn.
 //!
 //! `cargo test -p compel-criu-tests --test criu_restore_bench` runs a quick sanity round (one
-//! restore of a tiny and a 64 MiB process, each checking its memory itself). With
-//! `CRIU_BENCH=1` (best with `--release`) it measures: 20 tiny restores and 7 restores of 1 GiB
-//! (`CRIU_BENCH_MIB` to change), and prints medians, GB/s and the ratio to the floor.
+//! restore of a tiny and a 64 MiB process, each checking its memory itself; one restore of 4
+//! threads and of a tree of 4). With `CRIU_BENCH=1` (best with `--release`) it measures: 20
+//! tiny restores and 7 restores of 1 GiB (`CRIU_BENCH_MIB` to change), 9 of each many-task
+//! victim, and prints medians, GB/s and the ratios. A victim `criu restore` says it cannot
+//! restore yet ("unsupported") is reported as skipped.
 //!
+//! Every restored task is killed and reaped by pid (the bench is a subreaper), also on panic.
 //! Needs root; prints why and exits 0 otherwise.
 
 use std::fs;
@@ -42,17 +47,21 @@ fn criu_bin() -> PathBuf {
 }
 
 fn criu(args: &[&str]) {
-    let o = Command::new(criu_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = criu_output(args);
     assert!(
         o.status.success(),
         "criu {args:?}: {:?}\n{}",
         o.status,
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+fn criu_output(args: &[&str]) -> std::process::Output {
+    Command::new(criu_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run criu")
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -203,6 +212,193 @@ fn bench(mib: usize, runs: usize, base: &Path) {
     );
 }
 
+/// The tasks of one pool victim (`criu-bvictim-pool`): its pids, root first, then children,
+/// then grandchildren. Dropping it kills them all and reaps them in that order (each level is
+/// ours once its parent has exited, the bench being a subreaper), unless that was done already.
+struct Pool {
+    pids: Vec<i32>,
+}
+
+impl Pool {
+    fn kill_and_reap(&mut self) {
+        for &p in &self.pids {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        for &p in &self.pids {
+            let _ = wait_exit(p);
+        }
+        self.pids.clear();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.kill_and_reap();
+    }
+}
+
+/// Starts `criu-bvictim-pool KIND N READY` and waits (polling every 20 µs) until it wrote
+/// READY; returns the pool and the time from fork to READY.
+fn spawn_pool(kind: &str, n: usize, ready: &Path) -> (Pool, f64) {
+    let _ = fs::remove_file(ready);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_criu-bvictim-pool"));
+    cmd.args([kind, &n.to_string(), ready.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure only makes an async-signal-safe syscall in the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let t = Instant::now();
+    // Reaped by pid through `Pool`, not through `Child`.
+    let root = cmd.spawn().expect("spawn criu-bvictim-pool").id() as i32;
+    let mut pool = Pool { pids: vec![root] };
+    let end = t + Duration::from_secs(60);
+    let text = loop {
+        if let Ok(s) = fs::read_to_string(ready)
+            && !s.is_empty()
+        {
+            break s;
+        }
+        assert!(Instant::now() < end, "{} did not appear", ready.display());
+        std::thread::sleep(Duration::from_micros(20));
+    };
+    let took = t.elapsed().as_secs_f64();
+    let pids: Vec<i32> = text
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.parse().expect("pid in READY"))
+        .collect();
+    assert_eq!(pids.first(), Some(&pool.pids[0]), "READY names the root");
+    pool.pids = pids;
+    (pool, took)
+}
+
+/// `/proc/PID/status`'s `Threads:` count, or None if the process is gone.
+fn thread_count(pid: i32) -> Option<usize> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Checks that a restored pool is all there: every pid runs (not a zombie), with the thread
+/// count it had; returns the pool that now owns the restored tasks.
+fn check_restored(pids: &[i32], threads: usize) -> Pool {
+    let pool = Pool {
+        pids: pids.to_vec(),
+    };
+    for &p in pids {
+        let st = compel_criu_tests::proc_state(p);
+        assert!(
+            st.is_some_and(|c| c != 'Z' && c != 'X'),
+            "restored pid {p} is not running ({st:?})"
+        );
+    }
+    assert_eq!(
+        thread_count(pids[0]),
+        Some(threads),
+        "threads of restored pid {}",
+        pids[0]
+    );
+    pool
+}
+
+/// After a failed restore: kills and reaps whatever of `pids` was created, i.e. those that run
+/// as children of this process or of another of `pids` (a pid that belongs to someone else is
+/// left alone).
+fn kill_leftovers(pids: &[i32]) {
+    let me = std::process::id() as i32;
+    let ppid = |p: i32| -> Option<i32> {
+        let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let ours: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|&p| ppid(p).is_some_and(|pp| pp == me || pids.contains(&pp)))
+        .collect();
+    drop(Pool { pids: ours });
+}
+
+/// Restore of a pool victim (`threads` or `tree` with `n`) against spawning it fresh.
+fn bench_pool(kind: &str, n: usize, runs: usize, base: &Path) {
+    // (label, tasks, processes, threads per process)
+    let (what, tasks, procs, threads) = match kind {
+        "threads" => (format!("process with {n} threads"), n + 1, 1, n + 1),
+        _ => (format!("tree of {n} processes"), n, n, 1),
+    };
+    let ready = base.join(format!("ready-{kind}-{n}"));
+    let mut spawns = Vec::new();
+    for _ in 0..runs {
+        let (mut pool, t) = spawn_pool(kind, n, &ready);
+        assert_eq!(pool.pids.len(), procs, "pids in READY");
+        assert_eq!(thread_count(pool.pids[0]), Some(threads), "threads");
+        spawns.push(t);
+        pool.kill_and_reap();
+    }
+
+    let img = base.join(format!("img-{kind}-{n}"));
+    fs::create_dir_all(&img).unwrap();
+    let (mut pool, _) = spawn_pool(kind, n, &ready);
+    let pids = pool.pids.clone();
+    criu(&[
+        "dump",
+        "-t",
+        &pids[0].to_string(),
+        "-D",
+        img.to_str().unwrap(),
+    ]);
+    // The dump killed the tree; reap it.
+    pool.kill_and_reap();
+
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let o = criu_output(&["restore", "-d", "-D", img.to_str().unwrap()]);
+        let took = t.elapsed().as_secs_f64();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if !o.status.success() {
+            kill_leftovers(&pids);
+        }
+        if !o.status.success() && err.contains("unsupported") {
+            let why = err
+                .lines()
+                .find(|l| l.contains("unsupported"))
+                .unwrap_or("")
+                .trim();
+            println!("restore {what}: skipped, criu cannot restore it yet ({why})");
+            return;
+        }
+        assert!(o.status.success(), "criu restore: {:?}\n{err}", o.status);
+        let mut restored = check_restored(&pids, threads);
+        times.push(took);
+        restored.kill_and_reap();
+    }
+    let r = median(&mut times);
+    let s = median(&mut spawns);
+    println!(
+        "restore {what} ({tasks} tasks): median {:7.2} ms, {:6.3} ms per task | spawn fresh (fork+exec until ready) {:7.2} ms, {:6.3} ms per task | restore/spawn {:5.2} | {runs} runs",
+        r * 1e3,
+        r * 1e3 / tasks as f64,
+        s * 1e3,
+        s * 1e3 / tasks as f64,
+        r / s.max(1e-9),
+    );
+}
+
 fn main() {
     if !is_root() {
         eprintln!("skipped criu_restore_bench: needs root");
@@ -222,6 +418,9 @@ fn main() {
     let result = std::panic::catch_unwind(|| {
         bench(0, if full { 20 } else { 1 }, &base);
         bench(big, if full { 7 } else { 1 }, &base);
+        let (many, many_runs) = if full { (100, 9) } else { (4, 1) };
+        bench_pool("threads", many, many_runs, &base);
+        bench_pool("tree", if full { 50 } else { 4 }, many_runs, &base);
     });
     let _ = fs::remove_dir_all(&base);
     if let Err(e) = result {

@@ -1500,3 +1500,96 @@ fn dump_then_restore_a_task_with_threads() {
     assert_eq!(verdict.trim(), "check ok");
     assert_eq!(status.code(), Some(128 + libc::SIGKILL));
 }
+
+/// `stat` fields of a live process: (state, ppid, pgid, sid).
+fn stat_ids(pid: i32) -> Option<(char, i32, i32, i32)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        f.first()?.chars().next()?,
+        f.get(1)?.parse().ok()?,
+        f.get(2)?.parse().ok()?,
+        f.get(3)?.parse().ok()?,
+    ))
+}
+
+/// CRIU 4.2's `tree` fixture: a session leader with a thread, a child in its group, a child
+/// leading its own group, and one shared anonymous page (written by CRIU as a memfd). The plan
+/// must see all of that; where this CPU fits the saved vector state and the pids are free, the
+/// tree comes back with every pid, parent, group and session, still sharing its page.
+#[test]
+fn criu_4_2_tree_fixture_plans_and_restores() {
+    use criu::restore::plan::{SessionOp, VmaKind};
+    skip_if_not_root!("criu_4_2_tree_fixture_plans_and_restores");
+    let _g = test_lock();
+    become_subreaper();
+    let dir = Path::new(FIXTURES).join("tree");
+    let bin = Path::new("/tmp/fx/tree");
+    let want = fs::read(Path::new(FIXTURES).join("programs/tree")).expect("fixture binary");
+    let created = fs::read(bin).ok().as_deref() != Some(&want[..]);
+    if created {
+        fs::create_dir_all("/tmp/fx").unwrap();
+        fs::write(bin, &want).unwrap();
+        fs::set_permissions(bin, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cleanup = || {
+        if created {
+            let _ = fs::remove_file(bin);
+        }
+    };
+    let tree = criu::restore::images::load(&dir, false).expect("tree fixture loads");
+    let pids: Vec<i32> = tree.tasks.iter().map(|t| t.pid).collect();
+    assert_eq!(pids, [12809, 12811, 12812]);
+    assert_eq!(tree.parent, [None, Some(0), Some(0)]);
+    assert_eq!(tree.order, [0, 1, 2]);
+    assert_eq!(tree.tasks[0].threads.len(), 1, "the root's second thread");
+    let ops = criu::restore::tree::session_ops(&tree, false).unwrap();
+    assert_eq!(
+        ops,
+        [SessionOp::Setsid, SessionOp::Inherit, SessionOp::Setpgid(0)]
+    );
+    let shm: Vec<Vec<u64>> = tree
+        .tasks
+        .iter()
+        .map(|t| {
+            t.vmas
+                .iter()
+                .filter_map(|v| match v.kind {
+                    VmaKind::AnonShared { shmid } => Some(shmid),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(shm[0].len(), 1, "{shm:?}");
+    assert!(
+        shm.iter().all(|s| *s == shm[0]),
+        "one object in all: {shm:?}"
+    );
+
+    let fits = tree.alive().all(|(_, t)| {
+        !matches!(
+            criu::restore::prepare::preflight(t),
+            Err(RestoreError::Fpu { .. })
+        )
+    });
+    if !fits || !pids.iter().chain(&[12813]).all(|p| pid_free(*p)) {
+        eprintln!("restore part skipped: CPU lacks the fixture's vector state or a pid is taken");
+        cleanup();
+        return;
+    }
+    let out = restore(&detached(&dir), None);
+    // Dropped root first: its children then come to us (the subreaper) to be reaped.
+    let guards: Vec<Restored> = pids.iter().map(|p| Restored(*p)).collect();
+    let out = out.unwrap_or_else(|e| panic!("restore failed: {e} ({e:?})"));
+    assert_eq!(out, RestoreOutcome::Detached { pid: 12809 });
+    let ids: Vec<_> = pids.iter().map(|p| stat_ids(*p).unwrap()).collect();
+    assert_eq!(ids[0].2, 12809);
+    assert_eq!(ids[0].3, 12809);
+    assert_eq!((ids[1].1, ids[1].2, ids[1].3), (12809, 12809, 12809));
+    assert_eq!((ids[2].1, ids[2].2, ids[2].3), (12809, 12812, 12809));
+    assert!(Path::new("/proc/12809/task/12813").exists());
+    drop(guards);
+    cleanup();
+}

@@ -83,8 +83,7 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
         if t.pid == 0 || t.pid > i32::MAX as u32 {
             return Err(bad(names::PSTREE, format!("pid {}", t.pid)));
         }
-        for id in std::iter::once(t.pid).chain(t.threads.iter().copied().filter(|x| *x != t.pid))
-        {
+        for id in std::iter::once(t.pid).chain(t.threads.iter().copied().filter(|x| *x != t.pid)) {
             if id == 0 || id > i32::MAX as u32 || !seen.insert(id) {
                 return Err(bad(names::PSTREE, format!("id {id} is invalid or twice")));
             }
@@ -101,7 +100,10 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
     for (i, task) in tree.iter().enumerate() {
         let t = load_task(&d, task, &by_id, &remaps, shell_job)?;
         if i == 0 && t.zombie.is_some() {
-            return Err(bad(names::PSTREE, format!("the root {} is a zombie", t.pid)));
+            return Err(bad(
+                names::PSTREE,
+                format!("the root {} is a zombie", t.pid),
+            ));
         }
         plan.tasks.push(t);
     }

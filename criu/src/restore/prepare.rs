@@ -357,7 +357,10 @@ pub fn prepare(
     // Sizes.
     let premapped: Vec<&super::plan::Vma> = plan.vmas.iter().filter(|v| v.premapped()).collect();
     let premap_size: u64 = premapped.iter().map(|v| v.len()).sum::<u64>()
-        + shared_objects(&premapped, ctx).iter().map(|o| o.1).sum::<u64>();
+        + shared_objects(&premapped, ctx)
+            .iter()
+            .map(|o| o.1)
+            .sum::<u64>();
     let blob_size = page_up(blob.map_size() as u64);
     let frame_size = rt_sigframe_size(xsave.bytes.len()) as u64;
     let extra = (premapped.len() * 24

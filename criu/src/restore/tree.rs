@@ -148,12 +148,7 @@ fn dup_at_least(fd: OwnedFd, min: i32) -> Result<OwnedFd, RestoreError> {
     Ok(owned(r))
 }
 
-fn open_at(
-    path: &std::ffi::CStr,
-    flags: i32,
-    pos: u64,
-    min: i32,
-) -> Result<OwnedFd, RestoreError> {
+fn open_at(path: &std::ffi::CStr, flags: i32, pos: u64, min: i32) -> Result<OwnedFd, RestoreError> {
     let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
     // SAFETY: open with a NUL-terminated path.
     let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
@@ -222,11 +217,14 @@ impl Shared {
                 if holders.get(&k).is_none_or(|h| h.len() < 2) {
                     continue;
                 }
-                if !made.contains_key(&k) {
-                    let obj = out.make(&f.source, floor)?;
-                    made.insert(k, obj);
-                }
-                let (a, b) = made[&k];
+                let (a, b) = match made.get(&k) {
+                    Some(&obj) => obj,
+                    None => {
+                        let obj = out.make(&f.source, floor)?;
+                        made.insert(k, obj);
+                        obj
+                    }
+                };
                 let from = match f.source {
                     FdSource::Pipe { write: true, .. } => b.unwrap_or(a),
                     _ => a,

@@ -630,3 +630,72 @@ fn a_restored_tree_dumps_and_restores_again() {
         assert!(!exists(p), "{p} left behind");
     }
 }
+
+/// The number the churn victim last wrote into its counter file.
+fn churn_rounds(counter: &Path) -> u64 {
+    fs::read_to_string(counter)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// A program that never stops forking children (which fork grandchildren) and starting threads
+/// is dumped mid-change, three times over: each time the restored tree runs on from the
+/// dumped state, its counter keeps growing, and its own checks of every child's exit code and
+/// thread's result keep passing (it exits 3 the moment one is wrong).
+#[test]
+fn a_tree_dumped_while_it_forks_runs_on_after_restore() {
+    skip_if_not_root!("a_tree_dumped_while_it_forks_runs_on_after_restore");
+    let _g = test_lock();
+    become_subreaper();
+    for round in 0..3 {
+        let f = files();
+        let counter = f.result.clone();
+        let tree = spawn(
+            env!("CARGO_BIN_EXE_criu-dvictim-churn"),
+            &[arg(&counter)],
+            &f.log,
+            false,
+        );
+        let root = tree.pids[0];
+        let end = Instant::now() + Duration::from_secs(10);
+        while churn_rounds(&counter) < 20 {
+            assert!(
+                Instant::now() < end,
+                "churn never counted; log:\n{}",
+                tail(&f.log)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        dump_and_reap(root, &[root], &f.img);
+        // Children and grandchildren of the killed tree come to us: reap them all.
+        assert!(
+            tree.kill_and_reap(),
+            "round {round}: the dumped tree left processes"
+        );
+        let dumped = churn_rounds(&counter);
+        restore_detached(&f.img, root);
+        let end = Instant::now() + Duration::from_secs(10);
+        while churn_rounds(&counter) < dumped + 50 {
+            assert!(
+                Instant::now() < end,
+                "round {round}: the restored churn stopped at {} (dumped at {dumped}); log:\n{}",
+                churn_rounds(&counter),
+                tail(&f.log)
+            );
+            assert_eq!(
+                wait_exit_timeout(root, Duration::ZERO),
+                Ok(None),
+                "round {round}: the restored churn ended; log:\n{}",
+                tail(&f.log)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(proc_state(root).map(|s| s != 'Z'), Some(true));
+        assert!(
+            tree.kill_and_reap(),
+            "round {round}: the restored tree left processes"
+        );
+    }
+}

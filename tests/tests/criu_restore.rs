@@ -1457,8 +1457,8 @@ fn failures_inside_the_new_task_name_the_step_and_leave_nothing() {
 }
 
 #[test]
-fn dump_then_restore_a_task_with_threads() {
-    skip_if_not_root!("dump_then_restore_a_task_with_threads");
+fn dump_then_restore_a_pool_of_eight_threads() {
+    skip_if_not_root!("dump_then_restore_a_pool_of_eight_threads");
     let _g = test_lock();
     become_subreaper();
     let d = tempfile::tempdir().unwrap();
@@ -1467,7 +1467,7 @@ fn dump_then_restore_a_task_with_threads() {
     let ready = d.path().join("ready");
     let mut v = Victim::spawn(
         env!("CARGO_BIN_EXE_criu-rvictim-threads"),
-        &["3", ready.to_str().unwrap()],
+        &["8", ready.to_str().unwrap()],
         &d.path().join("victim.log"),
     );
     let r = wait_file(&ready, Duration::from_secs(10));
@@ -1476,7 +1476,7 @@ fn dump_then_restore_a_task_with_threads() {
         .skip(2)
         .map(|t| t.parse().unwrap())
         .collect();
-    assert_eq!(tids.len(), 3, "{r}");
+    assert_eq!(tids.len(), 8, "{r}");
     std::thread::sleep(Duration::from_millis(50));
     dump_and_reap(&mut v, &img);
     for t in &tids {

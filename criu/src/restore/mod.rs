@@ -1,19 +1,26 @@
 //! `criu restore`: bring a dumped process tree back from its images.
 //!
 //! The sequence:
-//! 1. [`images::load`] reads and checks every image into a [`plan::TaskPlan`]; then the plan is
-//!    checked against this machine (pid free, limits reachable, same vDSO layout, FPU state
-//!    fits). Nothing runs before all of that passed.
+//! 1. [`images::load`] reads and checks every image into a [`plan::TreePlan`] (one
+//!    [`plan::TaskPlan`] per process, zombies included); then every task is checked against
+//!    this machine (pids free, limits reachable, same vDSO layout, FPU state fits) and
+//!    [`tree::session_ops`] works out how each task gets its session and group. Nothing runs
+//!    before all of that passed.
 //! 2. The `pre-restore` action scripts run.
-//! 3. [`prepare`] reserves an address range free both here and in the task's layout, lays the
-//!    restorer blob, its argument block and the final signal frame out in it, and prepares the
-//!    child's work list.
-//! 4. The task is cloned with its old pid (`clone3` with `set_tid`; `ns_last_pid` as a
-//!    fallback) and traced; the child ([`child`]) premaps and fills its memory, reopens its
-//!    files and jumps into the restorer, which puts everything in place and reports.
-//! 5. `post-restore` and `pre-resume` run while the task waits; then [`trace`] lets it return
-//!    into its saved registers, unmaps the restorer and detaches; `post-resume` runs.
-//! 6. Without `--restore-detached` criu waits for the task and reports how it ended.
+//! 3. [`tree::Shared`] makes what several tasks share (open files, pipes, shared anonymous
+//!    memory) once; [`prepare`] reserves, for each task, an address range free both here and in
+//!    the task's layout, lays the restorer blob, its argument block and the final signal frames
+//!    out in it, and prepares the task's work list.
+//! 4. The root is cloned with its old pid (`clone3` with `set_tid`; `ns_last_pid` as a
+//!    fallback); each task ([`child::run`]) waits until criu traces it, takes its session and
+//!    group, creates its children the same way (one subtree after the other, synchronised
+//!    through a shared page of futexes), then ends as a zombie or premaps and fills its memory,
+//!    reopens its files and jumps into the restorer, which puts everything in place, starts the
+//!    threads and reports.
+//! 5. `post-restore` and `pre-resume` run once for the tree while every task waits; then
+//!    [`trace`] lets each task return into its saved registers (children before parents),
+//!    unmaps its restorer and detaches; `post-resume` runs.
+//! 6. Without `--restore-detached` criu waits for the root and reports how it ended.
 //!
 //! ```no_run
 //! use criu::restore::{restore, RestoreOptions};

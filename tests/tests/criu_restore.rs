@@ -737,6 +737,27 @@ fn dump_then_restore_memory_victim() {
     restore_and_check(v.pid, &img, &ready);
 }
 
+/// 96 MiB of saved pages: the restore shares the fill with a helper process (above 64 MiB),
+/// and every byte must still land where it belongs.
+#[test]
+fn dump_then_restore_a_big_memory_victim() {
+    skip_if_not_root!("dump_then_restore_a_big_memory_victim");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let ready = d.path().join("ready");
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-rvictim-big"),
+        &["96", ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    wait_file(&ready, Duration::from_secs(30));
+    dump_and_reap(&mut v, &img);
+    restore_and_check(v.pid, &img, &ready);
+}
+
 #[test]
 fn dump_then_restore_state_victim() {
     skip_if_not_root!("dump_then_restore_state_victim");

@@ -699,3 +699,66 @@ fn a_tree_dumped_while_it_forks_runs_on_after_restore() {
         );
     }
 }
+
+/// A task deep in the tree fails while restoring itself (its working directory is gone): the
+/// restore fails naming that pid and step, and every task already created, the root and its
+/// other descendants included, is killed and reaped: none of the pids is left, not even as a
+/// zombie, and this process has no children left.
+#[test]
+fn a_grandchild_failing_takes_the_whole_restore_down_cleanly() {
+    skip_if_not_root!("a_grandchild_failing_takes_the_whole_restore_down_cleanly");
+    let _g = test_lock();
+    become_subreaper();
+    let f = files();
+    let (tree, pids) = start_tree3(&f);
+    let (root, b2) = (pids[0], pids[5]);
+    dump_and_reap(root, &pids, &f.img);
+    // Give B2 a working directory of its own that does not exist.
+    let d = criu_images::ImageDir::new(&f.img);
+    let mut files = d.read_files().expect("files.img");
+    let fs_entry = d.read_fs(b2 as u32).expect("fs image of b2");
+    let mut cwd = files
+        .iter()
+        .find(|e| e.id == fs_entry.cwd_id)
+        .expect("b2's cwd in files.img")
+        .clone();
+    let new_id = files.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+    cwd.id = new_id;
+    let reg = cwd.reg.as_mut().expect("cwd is a regular file entry");
+    reg.id = new_id;
+    reg.name = "/nonexistent-criu-tree-cwd".into();
+    files.push(cwd);
+    d.write_files(&files).expect("write files.img");
+    let mut fs_entry = fs_entry;
+    fs_entry.cwd_id = new_id;
+    d.write_fs(b2 as u32, &fs_entry).expect("write fs image");
+
+    let o = criu(&[
+        "restore",
+        "-D",
+        arg(&f.img),
+        "-d",
+        "-o",
+        "restore.log",
+        "-v4",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success(),
+        "restore succeeded despite a missing cwd"
+    );
+    assert!(
+        err.contains(&format!("pid {b2}")) && err.contains("root, cwd and umask"),
+        "the error names the task and the step: {err}"
+    );
+    // Everything is gone at once: criu reaped what it created before it exited.
+    for &p in &pids {
+        assert!(!exists(p), "pid {p} left behind: {:?}", stat_of(p));
+    }
+    assert!(
+        our_children().is_empty(),
+        "children left: {:?}",
+        our_children()
+    );
+    assert!(tree.kill_and_reap());
+}

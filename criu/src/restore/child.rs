@@ -171,6 +171,10 @@ pub struct ChildPlan {
     pub fills: Vec<FillOp>,
     /// Page files.
     pub page_files: Vec<CString>,
+    /// Share the fill with a helper process.
+    pub fill_helper: Option<FillHelper>,
+    /// Fault each run's destination in before reading it (the areas are not populated).
+    pub prefault: bool,
     /// Descriptors, in creation order.
     pub fds: Vec<FdOp>,
     /// Descriptors kept open while the others are closed: the ones the restorer needs (status
@@ -627,32 +631,203 @@ fn fill(p: &ChildPlan) -> Result<(), Fail> {
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         fds[i] = ok(CHILD_FILL, fd as _, i as u64)? as i32;
     }
-    for f in &p.fills {
+    // Big fills are shared with a helper on the other CPU: it takes the second half of the
+    // bytes (the runs from `split` on).
+    let mut split = p.fills.len();
+    if let Some(h) = &p.fill_helper {
+        let total: u64 = p.fills.iter().map(|f| f.len).sum();
+        let mut acc = 0;
+        split = p
+            .fills
+            .iter()
+            .position(|f| {
+                acc += f.len;
+                acc * 2 >= total
+            })
+            .map_or(p.fills.len(), |k| k + 1);
+        if split < p.fills.len() {
+            let job = HelperJob {
+                fds: &fds,
+                runs: &p.fills[split..],
+                prefault: p.prefault,
+                result: AtomicU64::new(0),
+            };
+            match spawn_helper(h, &job) {
+                Some(pid) => {
+                    let mine = fill_runs(&fds, &p.fills[..split], p.prefault);
+                    let waited = reap_helper(pid);
+                    drain_sigchld();
+                    close_all(&fds);
+                    mine?;
+                    waited?;
+                    let r = job.result.load(Ordering::SeqCst);
+                    if r != 0 {
+                        return Err(Fail(CHILD_FILL, (r >> 48) as i32, r & ((1 << 48) - 1)));
+                    }
+                    return Ok(());
+                }
+                None => split = p.fills.len(),
+            }
+        }
+    }
+    let r = fill_runs(&fds, &p.fills[..split], p.prefault);
+    close_all(&fds);
+    r
+}
+
+fn close_all(fds: &[i32]) {
+    for fd in fds.iter().filter(|fd| **fd >= 0) {
+        // SAFETY: closing page files opened by fill().
+        unsafe { libc::close(*fd) };
+    }
+}
+
+/// Reads `runs` from the page files into place; with `prefault`, each destination is faulted
+/// in writable first (one call per run instead of a fault per page while copying).
+fn fill_runs(fds: &[i32], runs: &[FillOp], prefault: bool) -> Result<(), Fail> {
+    for f in runs {
         let fd = fds[f.file];
+        if prefault {
+            // SAFETY: advice on a writable premapped range of this process; a kernel without
+            // MADV_POPULATE_WRITE refuses it and the copy below faults the pages instead.
+            unsafe {
+                compel_arch::syscall3(
+                    compel_arch::nr::MADVISE,
+                    f.addr as usize,
+                    f.len as usize,
+                    MADV_POPULATE_WRITE,
+                )
+            };
+        }
         let mut done = 0u64;
         while done < f.len {
             // SAFETY: the destination is a writable premapped range of at least `len` bytes
-            // (the parent checked every run against the areas).
+            // (the parent checked every run against the areas). A raw system call: the fill
+            // helper shares this thread's TLS, so nothing here may touch errno.
             let n = unsafe {
-                libc::pread(
-                    fd,
-                    (f.addr + done) as *mut libc::c_void,
+                compel_arch::syscall4(
+                    compel_arch::nr::PREAD64,
+                    fd as usize,
+                    (f.addr + done) as usize,
                     (f.len - done) as usize,
-                    (f.offset + done) as libc::off_t,
+                    (f.offset + done) as usize,
                 )
             };
-            let n = ok(CHILD_FILL, n as _, f.addr + done)?;
+            if n == -(libc::EINTR as isize) {
+                continue;
+            }
+            if n < 0 {
+                return Err(Fail(CHILD_FILL, -n as i32, f.addr + done));
+            }
             if n == 0 {
                 return Err(Fail(CHILD_FILL, libc::ENODATA, f.addr + done));
             }
             done += n as u64;
         }
     }
-    for fd in fds.iter().filter(|fd| **fd >= 0) {
-        // SAFETY: closing page files opened above.
-        unsafe { libc::close(*fd) };
-    }
     Ok(())
+}
+
+/// `madvise` advice: fault a range in writable.
+const MADV_POPULATE_WRITE: usize = 23;
+
+/// Where the fill helper runs: its pid (free, chosen by the engine) and its stack.
+#[derive(Debug)]
+pub struct FillHelper {
+    /// The pid to create it with (`set_tid`), so that it cannot take a pid the tree needs.
+    pub pid: i32,
+    /// The top of a stack nothing else uses while it runs (16-byte aligned).
+    pub stack_top: u64,
+}
+
+/// What the helper does; lives on the task's stack until the helper was reaped.
+struct HelperJob<'a> {
+    fds: &'a [i32],
+    runs: &'a [FillOp],
+    prefault: bool,
+    /// 0, or errno << 48 | address of the failure.
+    result: AtomicU64,
+}
+
+extern "C" fn helper_main(job: u64) -> ! {
+    // SAFETY: the task passed the address of a HelperJob it keeps alive until it reaped us; we
+    // share its memory (CLONE_VM).
+    let job = unsafe { &*(job as *const HelperJob<'_>) };
+    if let Err(Fail(_, e, detail)) = fill_runs(job.fds, job.runs, job.prefault) {
+        job.result.store(
+            ((e as u64) << 48) | (detail & ((1 << 48) - 1)),
+            Ordering::SeqCst,
+        );
+    }
+    // SAFETY: ends this helper process (raw exit: no libc state of the task is touched).
+    unsafe {
+        compel_arch::syscall1(compel_arch::nr::EXIT, 0);
+    }
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// Starts the fill helper: a process sharing our memory (not a thread: the engine does not
+/// trace it), with the engine's pid for it, on its own stack. `None` if it cannot be made
+/// (the task then fills everything itself).
+fn spawn_helper(h: &FillHelper, job: &HelperJob<'_>) -> Option<i32> {
+    let tid = [h.pid];
+    let args = CloneArgs {
+        flags: libc::CLONE_VM as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: h.stack_top - HELPER_STACK,
+        stack_size: HELPER_STACK,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    let ret: i64;
+    // SAFETY: clone3 with CLONE_VM and a stack of our own: the new process starts on that
+    // stack at the instruction after `syscall` with rax = 0 and calls helper_main, which never
+    // returns; this side gets its pid (or an error) in rax. `args`, `tid` and `job` outlive the
+    // helper, which is reaped before this frame ends.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &raw const args,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") job as *const HelperJob<'_> as u64,
+            in("r13") helper_main as extern "C" fn(u64) -> ! as usize,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    (ret > 0).then_some(ret as i32)
+}
+
+/// The fill helper's stack.
+pub const HELPER_STACK: u64 = 32 << 10;
+
+/// Waits for the fill helper to end.
+fn reap_helper(pid: i32) -> Result<(), Fail> {
+    loop {
+        let mut st = 0;
+        // SAFETY: waits for our own child with a live status word.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::__WALL) };
+        if r == pid {
+            return if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
+                Ok(())
+            } else {
+                Err(Fail(CHILD_FILL, libc::ECHILD, pid as u64))
+            };
+        }
+        if r < 0 && errno() != libc::EINTR {
+            return Err(Fail(CHILD_FILL, errno(), pid as u64));
+        }
+    }
 }
 
 /// Maps the areas that share an object filled earlier.

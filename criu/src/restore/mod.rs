@@ -316,6 +316,7 @@ pub fn restore(
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
     raise_nofile();
     let shared = tree::Shared::build(&tree)?;
+    let mut helpers = tree::helper_pids(&tree, tree.tasks.len()).into_iter();
     let mut preps: Vec<Option<prepare::Prepared>> = Vec::with_capacity(tree.tasks.len());
     for (i, t) in tree.tasks.iter().enumerate() {
         if t.zombie.is_some() {
@@ -327,6 +328,7 @@ pub fn restore(
             fd_floor: shared.fd_floor,
             shared_fds: shared.fds[i].clone(),
             shm: shared.shm.clone(),
+            helper_pid: helpers.next(),
         };
         match prepare::prepare(t, opts, &ctx) {
             Ok(p) => {

@@ -212,7 +212,12 @@ pub struct TaskCtx {
     /// shmid -> the engine's mapping of a shared anonymous object other tasks map too (already
     /// filled).
     pub shm: std::collections::HashMap<u64, u64>,
+    /// A free pid for a helper process that shares a big fill (none: the task fills alone).
+    pub helper_pid: Option<i32>,
 }
+
+/// Fills of at least this many bytes are shared with a helper process.
+const HELPER_MIN_FILL: u64 = 64 << 20;
 
 /// Shared anonymous objects mapped by more than one area of this task and not made by the
 /// engine: `(shmid, size)`. They are made once and shared by every area that maps them; an
@@ -527,6 +532,9 @@ fn build(
             a = b;
         }
     }
+    let helper = ctx
+        .helper_pid
+        .filter(|_| fill_bytes.iter().sum::<u64>() >= HELPER_MIN_FILL);
     let mut premap: Vec<PremapOp> = premapped
         .iter()
         .enumerate()
@@ -560,7 +568,9 @@ fn build(
                 fill: filled[i],
                 // Mostly saved anonymous memory: allocate it in one go (cheaper than a fault
                 // per page while filling); sparse areas stay sparse.
-                populate: matches!(v.kind, VmaKind::AnonPrivate)
+                // With a helper both fault their halves in as they go, in parallel.
+                populate: helper.is_none()
+                    && matches!(v.kind, VmaKind::AnonPrivate)
                     && fill_bytes[i] * 4 >= v.len() * 3,
                 dup_of: shared_at(v),
                 temporary: false,
@@ -985,6 +995,12 @@ fn build(
             .iter()
             .map(|p| CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default())
             .collect(),
+        fill_helper: helper.map(|pid| super::child::FillHelper {
+            pid,
+            // The restorer's stack: unused until the jump, after the helper ended.
+            stack_top: stack_top & !15,
+        }),
+        prefault: helper.is_some(),
         fds,
         service_fds,
         inherited,

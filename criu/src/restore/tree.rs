@@ -445,3 +445,20 @@ impl Drop for SyncPage {
         unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
     }
 }
+
+/// Up to `n` pids that are free and that the tree does not need, from the top of the pid range
+/// down, for the helpers that share big fills: a pid there is handed out by the kernel only
+/// when it wraps around, so a helper neither takes a pid the tree needs nor races another
+/// process for one.
+pub fn helper_pids(tree: &TreePlan, n: usize) -> Vec<i32> {
+    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    let taken: HashSet<i32> = tree.all_ids().collect();
+    (300..max)
+        .rev()
+        .filter(|p| !taken.contains(p) && !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .take(n)
+        .collect()
+}

@@ -86,20 +86,32 @@ pub fn wait_ready(
     let p = Pid::from_raw(pid);
     // Threads that stopped themselves for us (they may get there before the leader reports).
     let mut parked: Vec<i32> = Vec::new();
-    // Each new thread holds the leader in a clone event until we see it: look often then.
-    let poll_ms = if threads.is_empty() { 20 } else { 1 };
+    // Each new thread holds the leader in a clone event until we see it: wake up on every
+    // stop of a tracee (they come as SIGCHLD) as well as on the status pipe.
+    let chld = ChldFd::new();
     loop {
         if std::time::Instant::now() > deadline {
             return Err(RestoreError::Timeout { pid });
         }
-        let mut pfd = libc::pollfd {
-            fd: status_r.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: polls one live pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, poll_ms) };
-        if n > 0 {
+        let mut pfd = [
+            libc::pollfd {
+                fd: status_r.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: chld.as_ref().map_or(-1, |c| c.fd.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let poll_ms = if chld.is_some() { 50 } else { 1 };
+        // SAFETY: polls two live pollfds (a negative fd is ignored).
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, poll_ms) };
+        if let Some(c) = &chld {
+            c.drain();
+        }
+        if n > 0 && pfd[0].revents != 0 {
             match read_status(status_r) {
                 Ok(Some(st)) if st.stage == abi::STAGE_READY => break,
                 Ok(Some(st)) => return Err(task_error(pid, &st)),
@@ -175,6 +187,53 @@ pub fn wait_ready(
         }
     }
     Ok(())
+}
+
+/// A signalfd for `SIGCHLD` (blocked in this thread while it lives), so that a wait for the
+/// status pipe also wakes up when a tracee stops.
+struct ChldFd {
+    fd: OwnedFd,
+    old: libc::sigset_t,
+}
+
+impl ChldFd {
+    fn new() -> Option<ChldFd> {
+        // SAFETY: sigset manipulation on live locals; pthread_sigmask and signalfd only affect
+        // this thread's mask and a new descriptor we own.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
+                return None;
+            }
+            let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+            if fd < 0 {
+                libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+                return None;
+            }
+            Some(ChldFd {
+                fd: super::owned(fd),
+                old,
+            })
+        }
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 128 * 8];
+        // SAFETY: non-blocking reads into a live buffer from our signalfd.
+        while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {
+        }
+    }
+}
+
+impl Drop for ChldFd {
+    fn drop(&mut self) {
+        // SAFETY: restores this thread's mask as it was (a pending SIGCHLD is then delivered to
+        // whatever criu's disposition is: the default ignores it).
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+    }
 }
 
 /// Looks at one thread without blocking: lets it run on, or parks it once it stopped itself.

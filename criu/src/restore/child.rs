@@ -242,9 +242,14 @@ pub struct SyncSlot {
     pub errno: AtomicU32,
     /// The address, fd or pid involved.
     pub detail: AtomicU64,
+    /// Set by the task once it has its session and group (members of its group wait for it).
+    /// In the slot after the last task: the number of tasks born so far.
+    pub grouped: AtomicU32,
+    /// Padding.
+    pub pad: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<SyncSlot>() == 32);
+const _: () = assert!(std::mem::size_of::<SyncSlot>() == 40);
 
 /// One task of the tree as its creator sees it.
 #[derive(Debug)]
@@ -253,6 +258,9 @@ pub struct Node {
     pub pid: i32,
     /// How it gets its session and group.
     pub session: SessionOp,
+    /// For [`SessionOp::Setpgid`] of another task's group: that task (it must have its group
+    /// before this one joins it).
+    pub leader: Option<usize>,
     /// Its children (indices), created in this order.
     pub children: Vec<usize>,
     /// A zombie: ends at once with this raw wait status.
@@ -293,6 +301,11 @@ impl Slots {
 /// Sets `word` and wakes whoever waits on it.
 pub fn raise(word: &AtomicU32) {
     word.store(1, Ordering::SeqCst);
+    wake(word);
+}
+
+/// Wakes whoever waits on `word`.
+fn wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE on a live, aligned u32 in shared memory.
     unsafe {
         libc::syscall(
@@ -312,6 +325,12 @@ pub fn wait_word(word: &AtomicU32, ms: i64) -> bool {
     if word.load(Ordering::SeqCst) != 0 {
         return true;
     }
+    wait_change(word, 0, ms);
+    word.load(Ordering::SeqCst) != 0
+}
+
+/// Waits up to `ms` milliseconds while `word` still holds `seen`.
+pub fn wait_change(word: &AtomicU32, seen: u32, ms: i64) {
     let ts = libc::timespec {
         tv_sec: ms / 1000,
         tv_nsec: (ms % 1000) * 1_000_000,
@@ -322,13 +341,12 @@ pub fn wait_word(word: &AtomicU32, ms: i64) -> bool {
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT,
-            0u32,
+            seen,
             &raw const ts,
             0usize,
             0u32,
         );
     }
-    word.load(Ordering::SeqCst) != 0
 }
 
 /// How long a task waits for the engine or a child before giving up (the engine's own
@@ -480,24 +498,35 @@ fn die(status: u32) -> ! {
 }
 
 /// Runs task `i` of the tree: announces itself, waits until the engine traces it, takes its
-/// session and group, creates its children one after the other (each with its whole subtree),
-/// then either ends as a zombie or restores itself. Never returns.
+/// session and group, creates its children (each then goes on in parallel, with its own
+/// subtree) and waits until they all exist, then either ends as a zombie or restores itself.
+/// Never returns.
 pub fn run(nodes: &[Node], s: Slots, i: usize) -> ! {
     let me = &nodes[i];
     let slot = s.slot(i);
     raise(&slot.born);
+    let births = &s.slot(s.n).grouped;
+    births.fetch_add(1, Ordering::SeqCst);
+    wake(births);
     if me.zombie.is_none() {
         wait_or_quit(&s, &slot.go);
+    }
+    if let Some(l) = me.leader {
+        wait_or_quit(&s, &s.slot(l).grouped);
     }
     if let Err(f) = session(me.session) {
         fail_slot(&s, i, f);
     }
+    raise(&slot.grouped);
     for &c in &me.children {
         match fork_with_pid(nodes[c].pid) {
             Ok(0) => run(nodes, s, c),
-            Ok(_) => wait_or_quit(&s, &s.slot(c).created),
+            Ok(_) => {}
             Err(f) => fail_slot(&s, i, f),
         }
+    }
+    for &c in &me.children {
+        wait_or_quit(&s, &s.slot(c).created);
     }
     let mut zombies = false;
     for &c in me.children.iter().filter(|c| nodes[**c].zombie.is_some()) {

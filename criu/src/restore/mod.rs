@@ -449,9 +449,16 @@ fn spawn(
             }
             None => (None, None),
         };
+        let leader = match sessions[i] {
+            plan::SessionOp::Setpgid(g) if g != 0 && g != t.pid => {
+                tree.tasks.iter().position(|l| l.pid == g)
+            }
+            _ => None,
+        };
         nodes.push(child::Node {
             pid: t.pid,
             session: sessions[i],
+            leader,
             children: tree.children[i].clone(),
             zombie: t.zombie,
             plan,
@@ -527,42 +534,53 @@ fn await_word(
     deadline: std::time::Instant,
 ) -> Result<(), RestoreError> {
     while !child::wait_word(word, 20) {
-        if let Some(e) = slot_error(tree, slots) {
-            return Err(e);
+        check_creation(tree, slots, root, deadline)?;
+    }
+    Ok(())
+}
+
+/// Fails when a task recorded a failure, the root died or the deadline passed.
+fn check_creation(
+    tree: &plan::TreePlan,
+    slots: child::Slots,
+    root: i32,
+    deadline: std::time::Instant,
+) -> Result<(), RestoreError> {
+    if let Some(e) = slot_error(tree, slots) {
+        return Err(e);
+    }
+    match waitpid(
+        Pid::from_raw(root),
+        Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
+    ) {
+        Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+        Ok(WaitStatus::Exited(_, c)) => {
+            return Err(slot_error(tree, slots).unwrap_or(RestoreError::Died {
+                pid: root,
+                status: format!("exited with {c}"),
+            }));
         }
-        match waitpid(
-            Pid::from_raw(root),
-            Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
-        ) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
-            Ok(WaitStatus::Exited(_, c)) => {
-                return Err(slot_error(tree, slots).unwrap_or(RestoreError::Died {
-                    pid: root,
-                    status: format!("exited with {c}"),
-                }));
-            }
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                return Err(RestoreError::Died {
-                    pid: root,
-                    status: format!("killed by {sig}"),
-                });
-            }
-            Ok(WaitStatus::Stopped(_, sig)) => {
-                let _ = nix::sys::ptrace::cont(Pid::from_raw(root), sig);
-            }
-            Ok(_) => {
-                let _ = nix::sys::ptrace::cont(Pid::from_raw(root), None);
-            }
-            Err(errno) => {
-                return Err(RestoreError::Sys {
-                    what: "watching the root task",
-                    errno,
-                });
-            }
+        Ok(WaitStatus::Signaled(_, sig, _)) => {
+            return Err(RestoreError::Died {
+                pid: root,
+                status: format!("killed by {sig}"),
+            });
         }
-        if std::time::Instant::now() > deadline {
-            return Err(RestoreError::Timeout { pid: root });
+        Ok(WaitStatus::Stopped(_, sig)) => {
+            let _ = nix::sys::ptrace::cont(Pid::from_raw(root), sig);
         }
+        Ok(_) => {
+            let _ = nix::sys::ptrace::cont(Pid::from_raw(root), None);
+        }
+        Err(errno) => {
+            return Err(RestoreError::Sys {
+                what: "watching the root task",
+                errno,
+            });
+        }
+    }
+    if std::time::Instant::now() > deadline {
+        return Err(RestoreError::Timeout { pid: root });
     }
     Ok(())
 }
@@ -577,18 +595,28 @@ fn finish(
     let slots = sync.slots();
     let root = c.root;
     let create_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    // Trace every live task from its first step, in the order they are created, and let it go.
-    for &i in &tree.order {
-        let t = &tree.tasks[i];
-        if t.zombie.is_some() {
-            continue;
+    // Trace every live task from its first step, as they are born, and let it go.
+    let births = &slots.slot(slots.n).grouped;
+    let mut waiting: Vec<usize> = tree.alive().map(|(i, _)| i).collect();
+    while !waiting.is_empty() {
+        let seen = births.load(std::sync::atomic::Ordering::SeqCst);
+        let before = waiting.len();
+        let mut k = 0;
+        while k < waiting.len() {
+            let i = waiting[k];
+            let slot = slots.slot(i);
+            if i == 0 || slot.born.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+                trace::seize(tree.tasks[i].pid)?;
+                child::raise(&slot.go);
+                waiting.swap_remove(k);
+            } else {
+                k += 1;
+            }
         }
-        let slot = slots.slot(i);
-        if i != 0 {
-            await_word(tree, slots, &slot.born, root, create_by)?;
+        if waiting.len() == before {
+            child::wait_change(births, seen, 20);
+            check_creation(tree, slots, root, create_by)?;
         }
-        trace::seize(t.pid)?;
-        child::raise(&slot.go);
     }
     await_word(tree, slots, &slots.slot(0).created, root, create_by)?;
     tracing::debug!(root, "tree created");

@@ -223,8 +223,7 @@ impl ChldFd {
     fn drain(&self) {
         let mut buf = [0u8; 128 * 8];
         // SAFETY: non-blocking reads into a live buffer from our signalfd.
-        while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {
-        }
+        while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
 }
 

@@ -377,20 +377,36 @@ fn fail_slot(s: &Slots, i: usize, f: Fail) -> ! {
     unsafe { libc::_exit(1) }
 }
 
-/// `struct clone_args` up to `set_tid_size`.
+/// `struct clone_args` up to `set_tid_size` (`CLONE_ARGS_SIZE_VER1`).
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
+pub(crate) struct CloneArgs {
+    pub(crate) flags: u64,
+    pub(crate) pidfd: u64,
+    pub(crate) child_tid: u64,
+    pub(crate) parent_tid: u64,
+    pub(crate) exit_signal: u64,
+    pub(crate) stack: u64,
+    pub(crate) stack_size: u64,
+    pub(crate) tls: u64,
+    pub(crate) set_tid: u64,
+    pub(crate) set_tid_size: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<CloneArgs>() == 80);
+
+/// A fork-like `clone3` (no `CLONE_VM`, no new stack): the child continues here on its own
+/// copy of this address space with 0; the parent gets the child's pid, or -1 and errno.
+pub(crate) fn fork3(args: &CloneArgs) -> i64 {
+    // SAFETY: without CLONE_VM and a stack the child returns here like after fork(); `args`
+    // (and the set_tid array it points at, owned by the caller) is live.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    }
 }
 
 /// Forks a child with pid `pid`; 0 in the child.
@@ -402,16 +418,7 @@ fn fork_with_pid(pid: i32) -> Result<i32, Fail> {
         set_tid_size: 1,
         ..Default::default()
     };
-    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack): the child continues here on its
-    // own copy of this address space; `args` and `tid` are live.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &raw const args,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    ok(CHILD_CLONE, r, pid as u64).map(|r| r as i32)
+    ok(CHILD_CLONE, fork3(&args), pid as u64).map(|r| r as i32)
 }
 
 fn session(op: SessionOp) -> Result<(), Fail> {

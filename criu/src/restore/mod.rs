@@ -316,7 +316,10 @@ pub fn restore(
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
     raise_nofile();
     let shared = tree::Shared::build(&tree)?;
-    let mut helpers = tree::helper_pids(&tree, tree.tasks.len()).into_iter();
+    // `CRIU_RESTORE_FILL_HELPER=0` turns the fill helpers off (to measure what they bring).
+    let no_helpers = std::env::var_os("CRIU_RESTORE_FILL_HELPER").is_some_and(|v| v == "0");
+    let helper_count = if no_helpers { 0 } else { tree.tasks.len() };
+    let mut helpers = tree::helper_pids(&tree, helper_count).into_iter();
     let mut preps: Vec<Option<prepare::Prepared>> = Vec::with_capacity(tree.tasks.len());
     for (i, t) in tree.tasks.iter().enumerate() {
         if t.zombie.is_some() {
@@ -695,25 +698,6 @@ fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
     }
 }
 
-/// `struct clone_args` (version 2, with `set_tid`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
-
 /// Forks this process into a child with pid `pid`. Returns 0 in the child.
 /// How the pid is obtained: `clone3` with `set_tid`, unless the environment variable
 /// `CRIU_RESTORE_PID_METHOD` is `ns_last_pid` (the fallback for kernels without `set_tid`, also
@@ -723,21 +707,13 @@ fn clone_task(pid: i32) -> Result<i32, RestoreError> {
         return clone_via_last_pid(pid);
     }
     let tid = [pid];
-    let args = CloneArgs {
+    let args = child::CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
         set_tid: tid.as_ptr() as u64,
         set_tid_size: 1,
         ..Default::default()
     };
-    // SAFETY: clone3 without CLONE_VM and without a new stack behaves like fork: the child gets
-    // a copy of this address space and returns here with 0; `args` and `tid` are live.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &raw const args,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    let r = child::fork3(&args);
     if r >= 0 {
         return Ok(r as i32);
     }
@@ -756,18 +732,11 @@ fn clone_via_last_pid(pid: i32) -> Result<i32, RestoreError> {
         what: format!("writing {}", path.display()),
         source: e,
     })?;
-    let args = CloneArgs {
+    let args = child::CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
-    // SAFETY: as in clone_task, a fork-like clone3.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &raw const args,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    let r = child::fork3(&args);
     if r < 0 {
         return Err(RestoreError::Clone {
             pid,

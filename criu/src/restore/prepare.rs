@@ -62,20 +62,15 @@ pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
                 reason: format!("rlimit {res}: soft {} above hard {}", l.cur, l.max),
             });
         }
-        let mut have = libc::rlimit64 {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit64 writes one struct into a live local.
-        if unsafe { libc::getrlimit64(res as _, &mut have) } == 0
-            && l.max > have.rlim_max
+        if let Some(have) = our_hard_limit(res)
+            && l.max > have
             && !cap_resource
             && !MACHINE_SIZED_RLIMITS.contains(&res)
         {
             return Err(RestoreError::Rlimit {
                 resource: res,
                 wanted: l.max,
-                have: have.rlim_max,
+                have,
             });
         }
     }
@@ -83,6 +78,16 @@ pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
     let maps = layout::self_maps()?;
     vdso_moves(plan, &Special::from_maps(&maps))?;
     Ok(())
+}
+
+/// Our own hard limit of `res`.
+fn our_hard_limit(res: usize) -> Option<u64> {
+    let mut have = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit64 writes one struct into a live local.
+    (unsafe { libc::getrlimit64(res as _, &mut have) } == 0).then_some(have.rlim_max)
 }
 
 /// `RLIMIT_NPROC` and `RLIMIT_SIGPENDING`: their default hard limits follow the machine's memory
@@ -97,23 +102,18 @@ fn reachable_rlimits(plan: &TaskPlan) -> Vec<abi::Rlimit> {
     let mut out = plan.rlimits.clone();
     for &res in &MACHINE_SIZED_RLIMITS {
         let Some(l) = out.get_mut(res) else { continue };
-        let mut have = libc::rlimit64 {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit64 writes one struct into a live local.
-        if unsafe { libc::getrlimit64(res as _, &mut have) } == 0
-            && l.max > have.rlim_max
+        if let Some(have) = our_hard_limit(res)
+            && l.max > have
             && !cap_resource
         {
             tracing::warn!(
                 pid = plan.pid,
                 resource = res,
                 saved = l.max,
-                ours = have.rlim_max,
+                ours = have,
                 "hard limit lowered to this machine's"
             );
-            l.max = have.rlim_max;
+            l.max = have;
             l.cur = l.cur.min(l.max);
         }
     }

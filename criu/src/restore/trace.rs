@@ -151,6 +151,11 @@ pub fn wait_ready(
                 }
                 return Err(died(pid, ws));
             }
+            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) if ready_now(pid, status_r)? => {
+                // The restorer's own stop, seen before its report (which it wrote first).
+                parked.push(pid);
+                break;
+            }
             Ok(WaitStatus::Stopped(_, sig)) => {
                 tracing::debug!(pid, ?sig, "signal during restore, passed on");
                 ptrace::cont(p, sig).map_err(terr(pid, "PTRACE_CONT"))?;
@@ -187,6 +192,28 @@ pub fn wait_ready(
         }
     }
     Ok(())
+}
+
+/// Whether the task's report is waiting in the status pipe (read then): a stop with SIGSTOP
+/// that comes after it is the restorer's own.
+///
+/// # Errors
+/// [`RestoreError::Task`] when the report is a failure.
+fn ready_now(pid: i32, status_r: &OwnedFd) -> Result<bool, RestoreError> {
+    let mut pfd = libc::pollfd {
+        fd: status_r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polls one live pollfd without waiting.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } != 1 || pfd.revents & libc::POLLIN == 0 {
+        return Ok(false);
+    }
+    match read_status(status_r) {
+        Ok(Some(st)) if st.stage == abi::STAGE_READY => Ok(true),
+        Ok(Some(st)) => Err(task_error(pid, &st)),
+        _ => Ok(false),
+    }
 }
 
 /// A signalfd for `SIGCHLD` (blocked in this thread while it lives), so that a wait for the

@@ -762,3 +762,74 @@ fn a_grandchild_failing_takes_the_whole_restore_down_cleanly() {
     );
     assert!(tree.kill_and_reap());
 }
+
+/// A child subreaper that adopted an orphan: the orphan comes back as the root's child and the
+/// root is still a subreaper: when the orphan forks and exits after the restore, the root
+/// reaps it (it was blocked in `waitpid(-1)`) and adopts the new orphan, instead of init.
+#[test]
+fn a_subreaper_keeps_its_adopted_orphan_and_adopts_again() {
+    skip_if_not_root!("a_subreaper_keeps_its_adopted_orphan_and_adopts_again");
+    let _g = test_lock();
+    become_subreaper();
+    let f = files();
+    let mut tree = spawn(
+        env!("CARGO_BIN_EXE_criu-rvictim-orphan"),
+        &[arg(&f.ready), arg(&f.result)],
+        &f.log,
+        false,
+    );
+    let pids = wait_ready(&f.ready, &f.log);
+    assert_eq!(pids.len(), 2, "ready line {pids:?}");
+    tree.pids = pids.clone();
+    let (root, b) = (pids[0], pids[1]);
+    assert_eq!(
+        stat_of(b).map(|s| s.1),
+        Some(root),
+        "b is the root's adopted child"
+    );
+    let before = record(&pids);
+    dump_and_reap(root, &pids, &f.img);
+    let _ = fs::remove_file(&f.result);
+    restore_detached(&f.img, root);
+    assert_same_tree(&before);
+
+    kill(Pid::from_raw(b), Signal::SIGUSR1).expect("signal b");
+    let end = Instant::now() + Duration::from_secs(10);
+    let (reaped, orphan) = loop {
+        let text = fs::read_to_string(&f.result).unwrap_or_default();
+        let reaped = text
+            .lines()
+            .find(|l| l.starts_with("reaped "))
+            .map(String::from);
+        let orphan = text
+            .lines()
+            .find(|l| l.starts_with("orphan "))
+            .map(String::from);
+        if let (Some(r), Some(o)) = (&reaped, &orphan) {
+            break (r.clone(), o.clone());
+        }
+        assert!(
+            Instant::now() < end,
+            "no verdict; result: {text:?}; log:\n{}",
+            tail(&f.log)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        reaped,
+        format!("reaped {b} {}", 4 << 8),
+        "the root reaped b"
+    );
+    let w: Vec<&str> = orphan.split_whitespace().collect();
+    let c: i32 = w[1].parse().expect("c's pid");
+    tree.pids.push(c);
+    assert_eq!(
+        w[2],
+        root.to_string(),
+        "c was adopted by the restored subreaper: {orphan}"
+    );
+    assert!(
+        tree.kill_and_reap(),
+        "the restored tree could not be killed"
+    );
+}

@@ -431,6 +431,19 @@ fn a_three_level_tree_with_two_groups_comes_back() {
         "the restored session holds the tree and nothing else"
     );
     expect_checks_ok(&pids, &f.result, "after restore");
+    // The engine keeps each task from inheriting the others' restore areas (MADV_DONTFORK);
+    // nothing of that may stay on the restored memory, or its next fork would lose it.
+    for &p in &pids {
+        let smaps = fs::read_to_string(format!("/proc/{p}/smaps")).expect("smaps");
+        let marked: Vec<&str> = smaps
+            .lines()
+            .filter(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|w| w == "dc"))
+            .collect();
+        assert!(
+            marked.is_empty(),
+            "pid {p} has do-not-copy areas: {marked:?}"
+        );
+    }
 
     assert!(
         tree.kill_and_reap(),

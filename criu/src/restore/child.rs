@@ -267,6 +267,33 @@ pub struct Node {
     pub zombie: Option<u32>,
     /// What a live task does next (`None` for zombies).
     pub plan: Option<ChildPlan>,
+    /// Its reservation `(start, len)` in the engine's address space (empty for zombies).
+    pub resv: (u64, u64),
+    /// Its position in the creation order (depth first: its subtree follows it).
+    pub pre: usize,
+    /// The size of its subtree, itself included.
+    pub size: usize,
+}
+
+/// Says which reservations the next fork copies: only those of the subtree of the child
+/// about to be made (`order[from..to]`), not the parent's own or its other children's, so that
+/// each task inherits (and later unmaps) only what it and its descendants need.
+fn inherit_only(nodes: &[Node], order: &[usize], me: &Node, from: usize, to: usize) {
+    for (k, &d) in order[me.pre..me.pre + me.size].iter().enumerate() {
+        let at = me.pre + k;
+        let (start, len) = nodes[d].resv;
+        if len == 0 {
+            continue;
+        }
+        let advice = if (from..to).contains(&at) {
+            libc::MADV_DOFORK
+        } else {
+            libc::MADV_DONTFORK
+        };
+        // SAFETY: advice on a reservation the engine made in this (inherited) address space;
+        // it changes only whether the next fork copies it.
+        unsafe { libc::madvise(start as *mut libc::c_void, len as usize, advice) };
+    }
 }
 
 /// The shared slots: `n` tasks and the abort slot.
@@ -508,7 +535,7 @@ fn die(status: u32) -> ! {
 /// session and group, creates its children (each then goes on in parallel, with its own
 /// subtree) and waits until they all exist, then either ends as a zombie or restores itself.
 /// Never returns.
-pub fn run(nodes: &[Node], s: Slots, i: usize) -> ! {
+pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     let me = &nodes[i];
     let slot = s.slot(i);
     raise(&slot.born);
@@ -526,8 +553,10 @@ pub fn run(nodes: &[Node], s: Slots, i: usize) -> ! {
     }
     raise(&slot.grouped);
     for &c in &me.children {
-        match fork_with_pid(nodes[c].pid) {
-            Ok(0) => run(nodes, s, c),
+        let child = &nodes[c];
+        inherit_only(nodes, order, me, child.pre, child.pre + child.size);
+        match fork_with_pid(child.pid) {
+            Ok(0) => run(nodes, order, s, c),
             Ok(_) => {}
             Err(f) => fail_slot(&s, i, f),
         }

@@ -437,10 +437,12 @@ fn spawn(
     let mut resvs = Vec::new();
     for (i, p) in preps.into_iter().enumerate() {
         let t = &tree.tasks[i];
+        let mut resv = (0, 0);
         let (plan, r) = match p {
             Some(p) => {
                 keep.push(p.child_only);
                 resvs.push(p.resv);
+                resv = p.resv;
                 (
                     Some(p.child),
                     Some(Resumable {
@@ -465,8 +467,20 @@ fn spawn(
             children: tree.children[i].clone(),
             zombie: t.zombie,
             plan,
+            resv,
+            pre: 0,
+            size: 1,
         });
         rest.push(r);
+    }
+    // Subtree sizes, children after parents in `order`: add each task's size to its parent's.
+    for (k, &i) in tree.order.iter().enumerate() {
+        nodes[i].pre = k;
+    }
+    for &i in tree.order.iter().rev() {
+        if let Some(p) = tree.parent[i] {
+            nodes[p].size += nodes[i].size;
+        }
     }
     let slots = sync.slots();
     // A new task starts with every signal blocked (inherited from this thread around the
@@ -482,7 +496,7 @@ fn spawn(
     .is_ok();
     let cloned = clone_task(tree.root().pid);
     if let Ok(0) = cloned {
-        child::run(&nodes, slots, 0);
+        child::run(&nodes, &tree.order, slots, 0);
     }
     if blocked {
         let _ = nix::sys::signal::pthread_sigmask(

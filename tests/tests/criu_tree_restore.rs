@@ -846,3 +846,68 @@ fn a_subreaper_keeps_its_adopted_orphan_and_adopts_again() {
         "the restored tree could not be killed"
     );
 }
+
+/// A hex mask field of `/proc/PID/status`.
+fn status_mask(pid: i32, key: &str) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no {key} for {pid}"))
+}
+
+/// Signal state per process and per thread group across a tree: the root's process-wide
+/// pending SIGUSR1 and the child's thread-pending SIGUSR2 (both blocked) are pending again
+/// where they were, with the same masks, next to a zombie; and the root, restored inside
+/// `waitpid`, gets the child's status when it dies.
+#[test]
+fn pending_signals_stay_with_their_process_and_thread() {
+    skip_if_not_root!("pending_signals_stay_with_their_process_and_thread");
+    let _g = test_lock();
+    become_subreaper();
+    let f = files();
+    let mut tree = spawn(
+        env!("CARGO_BIN_EXE_criu-dvictim-wait"),
+        &[arg(&f.ready)],
+        &f.log,
+        true,
+    );
+    let pids = wait_ready(&f.ready, &f.log);
+    assert_eq!(pids.len(), 3, "ready line {pids:?}");
+    tree.pids = pids.clone();
+    let (root, a) = (pids[0], pids[1]);
+    let usr1 = 1u64 << (libc::SIGUSR1 - 1);
+    let usr2 = 1u64 << (libc::SIGUSR2 - 1);
+    let masks = |p: i32| {
+        (
+            status_mask(p, "SigPnd:"),
+            status_mask(p, "ShdPnd:"),
+            status_mask(p, "SigBlk:"),
+        )
+    };
+    let before = (masks(root), masks(a));
+    assert_eq!(before.0, (0, usr1, usr1), "root before the dump");
+    assert_eq!(before.1, (usr2, 0, usr2), "a before the dump");
+    let ids = record(&pids);
+    dump_and_reap(root, &pids, &f.img);
+    restore_detached(&f.img, root);
+    assert_same_tree(&ids);
+    assert_eq!(
+        (masks(root), masks(a)),
+        before,
+        "pending and blocked after restore"
+    );
+    // A's exit still reaches the root's waitpid.
+    kill(Pid::from_raw(a), Signal::SIGKILL).expect("kill a");
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fs::read_to_string(&f.ready).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.starts_with("reaped ")) {
+            assert_eq!(l, format!("reaped {a} {}", libc::SIGKILL), "{text}");
+            break;
+        }
+        assert!(Instant::now() < end, "the root never reaped a: {text}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(tree.kill_and_reap());
+}

@@ -1614,3 +1614,101 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
     drop(guards);
     cleanup();
 }
+
+/// The fields of `/proc/PID/fdinfo/FD`, line by line.
+fn fdinfo(pid: i32, fd: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default()
+}
+
+/// An eventfd (counter 5, non-blocking), an epoll watching it (EPOLLIN, data 0xabc), a
+/// monotonic timerfd (100 s, interval 3 s) and a signalfd for SIGUSR2 come back at their
+/// numbers with their counter, targets, clock and setting, and mask.
+#[test]
+fn eventfd_epoll_timerfd_and_signalfd_come_back() {
+    skip_if_not_root!("eventfd_epoll_timerfd_and_signalfd_come_back");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let ready = d.path().join("ready");
+    let mut v = Victim::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-anonfd"),
+        &[ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+    );
+    let r = wait_file(&ready, Duration::from_secs(10));
+    let fds: Vec<i32> = r
+        .split_whitespace()
+        .skip(2)
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let [efd, epfd, tfd, sfd] = fds[..] else {
+        panic!("ready line {r}");
+    };
+    dump_and_reap(&mut v, &img);
+    let o = run_criu(&[
+        "restore",
+        "-d",
+        "-D",
+        img.to_str().unwrap(),
+        "-o",
+        "restore.log",
+    ]);
+    assert_ok(&o, "criu restore -d");
+    let task = Restored(v.pid);
+    let pid = task.0;
+    for (fd, what) in [
+        (efd, "anon_inode:[eventfd]"),
+        (epfd, "anon_inode:[eventpoll]"),
+        (tfd, "anon_inode:[timerfd]"),
+        (sfd, "anon_inode:[signalfd]"),
+    ] {
+        let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        assert_eq!(link.to_string_lossy(), what, "fd {fd}");
+    }
+    let e = fdinfo(pid, efd);
+    assert!(
+        e.contains("eventfd-count:                5\n") || e.contains("eventfd-count: 5"),
+        "{e}"
+    );
+    let flags = e
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(
+        flags & libc::O_NONBLOCK as u32,
+        0,
+        "eventfd flags {flags:o}"
+    );
+    let ep = fdinfo(pid, epfd);
+    let target = ep
+        .lines()
+        .find(|l| l.starts_with("tfd:"))
+        .unwrap_or_else(|| panic!("no epoll target: {ep}"));
+    let w: Vec<&str> = target.split_whitespace().collect();
+    assert_eq!(w[1], efd.to_string(), "{target}");
+    // The kernel always adds EPOLLERR and EPOLLHUP to what was asked.
+    let events = (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32;
+    assert_eq!(u32::from_str_radix(w[3], 16).unwrap(), events, "{target}");
+    assert_eq!(u64::from_str_radix(w[5], 16).unwrap(), 0xabc, "{target}");
+    let t = fdinfo(pid, tfd);
+    assert!(t.contains("clockid: 1\n"), "{t}");
+    assert!(t.contains("it_interval: (3, 0)"), "{t}");
+    let secs: i64 = t
+        .lines()
+        .find_map(|l| l.strip_prefix("it_value: ("))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!((80..=100).contains(&secs), "timer left {secs} s: {t}");
+    let s = fdinfo(pid, sfd);
+    let mask = s
+        .lines()
+        .find_map(|l| l.strip_prefix("sigmask:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap_or_else(|| panic!("{s}"));
+    assert_eq!(mask, 1 << (libc::SIGUSR2 - 1), "{s}");
+    drop(task);
+}

@@ -13,7 +13,7 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::abi;
-use super::plan::SessionOp;
+use super::plan::{FdSource, SessionOp};
 
 /// Child stages, reported in [`abi::Status::stage`] (the restorer's own stages are below 100).
 pub const CHILD_SESSION: u32 = 100;
@@ -137,6 +137,15 @@ pub enum FdOp {
         from: i32,
         /// `FD_CLOEXEC`.
         cloexec: bool,
+    },
+    /// An eventfd, signalfd, timerfd or epoll instance made anew.
+    Anon {
+        /// Target fd.
+        fd: i32,
+        /// `FD_CLOEXEC`.
+        cloexec: bool,
+        /// What to make.
+        source: FdSource,
     },
     /// Duplicate an fd created earlier (same open file description).
     Dup {
@@ -1081,6 +1090,15 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                 let t = ok(CHILD_FDS, t as _, *fd as u64)? as i32;
                 place(t, *fd, *cloexec)?;
             }
+            FdOp::Anon {
+                fd,
+                cloexec,
+                source,
+            } => {
+                let t = make_anon(source, *fd)?;
+                let t = lift(p, t, *fd)?;
+                place(t, *fd, *cloexec)?;
+            }
             FdOp::Dup { fd, of, cloexec } => {
                 // SAFETY: fcntl on a descriptor created earlier in this loop.
                 let t = unsafe { libc::fcntl(*of, libc::F_DUPFD_CLOEXEC, p.tmp_fd_base) };
@@ -1120,6 +1138,87 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// `TFD_IOC_SET_TICKS`: `_IOW('T', 0, u64)`.
+const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+
+/// Makes an eventfd, signalfd, timerfd or epoll instance (for target `fd`) as saved.
+fn make_anon(source: &FdSource, fd: i32) -> Result<i32, Fail> {
+    let d = fd as u64;
+    // SAFETY: each arm calls the kernel with live locals and descriptors this process owns.
+    unsafe {
+        match source {
+            FdSource::EventFd { counter, flags } => {
+                // Made empty and non-blocking, the counter written in (it may not fit the
+                // initial value's 32 bits), then the saved flags.
+                let t = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+                let t = ok(CHILD_FDS, t as _, d)? as i32;
+                if *counter != 0 {
+                    let n = libc::write(t, (counter as *const u64).cast(), 8);
+                    ok(CHILD_FDS, n as _, d)?;
+                }
+                let r = libc::fcntl(t, libc::F_SETFL, *flags);
+                ok(CHILD_FDS, r as _, d)?;
+                Ok(t)
+            }
+            FdSource::SignalFd { mask, flags } => {
+                let t = libc::syscall(
+                    libc::SYS_signalfd4,
+                    -1,
+                    mask as *const u64,
+                    8usize,
+                    libc::SFD_CLOEXEC | flags,
+                );
+                Ok(ok(CHILD_FDS, t as _, d)? as i32)
+            }
+            FdSource::TimerFd {
+                clock,
+                flags,
+                ticks,
+                settime_flags,
+                value,
+                interval,
+            } => {
+                let t = libc::timerfd_create(*clock, libc::TFD_CLOEXEC | flags);
+                let t = ok(CHILD_FDS, t as _, d)? as i32;
+                if value.0 != 0 || value.1 != 0 {
+                    let spec = libc::itimerspec {
+                        it_interval: libc::timespec {
+                            tv_sec: interval.0,
+                            tv_nsec: interval.1,
+                        },
+                        it_value: libc::timespec {
+                            tv_sec: value.0,
+                            tv_nsec: value.1,
+                        },
+                    };
+                    let r = libc::timerfd_settime(t, *settime_flags, &spec, std::ptr::null_mut());
+                    ok(CHILD_FDS, r as _, d)?;
+                }
+                if *ticks != 0 {
+                    let r = libc::ioctl(t, TFD_IOC_SET_TICKS as _, ticks as *const u64);
+                    ok(CHILD_FDS, r as _, d)?;
+                }
+                Ok(t)
+            }
+            FdSource::Epoll { flags, targets } => {
+                let t = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+                let t = ok(CHILD_FDS, t as _, d)? as i32;
+                if *flags != 0 {
+                    let r = libc::fcntl(t, libc::F_SETFL, *flags);
+                    ok(CHILD_FDS, r as _, d)?;
+                }
+                for &(tfd, events, data) in targets {
+                    let mut ev = libc::epoll_event { events, u64: data };
+                    let r = libc::epoll_ctl(t, libc::EPOLL_CTL_ADD, tfd, &mut ev);
+                    ok(CHILD_FDS, r as _, tfd as u64)?;
+                }
+                Ok(t)
+            }
+            _ => Err(Fail(CHILD_FDS, libc::EINVAL, d)),
+        }
+    }
 }
 
 fn fs(p: &ChildPlan) -> Result<(), Fail> {

@@ -925,6 +925,59 @@ fn descriptors(
                     .unwrap_or(libc::O_RDWR);
                 FdSource::Tty { flags }
             }
+            t if t == pb::FdTypes::Eventfd as i32 => {
+                let e = fe
+                    .efd
+                    .as_ref()
+                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no eventfd entry")))?;
+                FdSource::EventFd {
+                    counter: e.counter,
+                    flags: e.flags as i32 & libc::O_NONBLOCK,
+                }
+            }
+            t if t == pb::FdTypes::Signalfd as i32 => {
+                let e = fe
+                    .sgfd
+                    .as_ref()
+                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no signalfd entry")))?;
+                FdSource::SignalFd {
+                    mask: e.sigmask,
+                    flags: e.flags as i32 & libc::O_NONBLOCK,
+                }
+            }
+            t if t == pb::FdTypes::Timerfd as i32 => {
+                let e = fe
+                    .tfd
+                    .as_ref()
+                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no timerfd entry")))?;
+                if e.vnsec >= 1_000_000_000 || e.insec >= 1_000_000_000 {
+                    return Err(bad(names::FILES, format!("fd {fd}: timerfd nanoseconds")));
+                }
+                FdSource::TimerFd {
+                    clock: e.clockid as i32,
+                    flags: e.flags as i32 & libc::O_NONBLOCK,
+                    ticks: e.ticks,
+                    settime_flags: e.settime_flags as i32 & !libc::TFD_TIMER_ABSTIME,
+                    value: (e.vsec as i64, e.vnsec as i64),
+                    interval: (e.isec as i64, e.insec as i64),
+                }
+            }
+            t if t == pb::FdTypes::Eventpoll as i32 => {
+                let e = fe
+                    .epfd
+                    .as_ref()
+                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no epoll entry")))?;
+                let mut targets = Vec::with_capacity(e.tfd.len());
+                for t in &e.tfd {
+                    let tfd = i32::try_from(t.tfd)
+                        .map_err(|_| bad(names::FILES, format!("fd {fd}: epoll target")))?;
+                    targets.push((tfd, t.events, t.data));
+                }
+                FdSource::Epoll {
+                    flags: e.flags as i32 & libc::O_NONBLOCK,
+                    targets,
+                }
+            }
             t => {
                 return Err(RestoreError::Unsupported {
                     what: format!("fd {fd} of type {t}"),

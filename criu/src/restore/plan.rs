@@ -136,6 +136,43 @@ pub enum FdSource {
         /// `open` flags.
         flags: i32,
     },
+    /// An eventfd with its counter.
+    EventFd {
+        /// The counter.
+        counter: u64,
+        /// File status flags (`O_NONBLOCK`).
+        flags: i32,
+    },
+    /// A signalfd with its mask.
+    SignalFd {
+        /// Signals it reads.
+        mask: u64,
+        /// File status flags (`O_NONBLOCK`).
+        flags: i32,
+    },
+    /// A timerfd with its clock, expirations not yet read and its setting.
+    TimerFd {
+        /// `CLOCK_*`.
+        clock: i32,
+        /// File status flags (`O_NONBLOCK`).
+        flags: i32,
+        /// Expirations not read yet.
+        ticks: u64,
+        /// `TFD_TIMER_*` flags it was set with.
+        settime_flags: i32,
+        /// Time left until the next expiration (seconds, nanoseconds).
+        value: (i64, i64),
+        /// Interval (seconds, nanoseconds).
+        interval: (i64, i64),
+    },
+    /// An epoll instance and what it watches: (fd, events, data), placed after every other
+    /// descriptor of the task.
+    Epoll {
+        /// File status flags.
+        flags: i32,
+        /// Watched descriptors of this task.
+        targets: Vec<(i32, u32, u64)>,
+    },
 }
 
 /// One descriptor of the task.

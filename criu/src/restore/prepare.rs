@@ -631,6 +631,7 @@ fn build(
     // Descriptors.
     let mut fds = Vec::new();
     let mut pipes_done: Vec<u32> = Vec::new();
+    let mut epolls = Vec::new();
     for f in &plan.fds {
         if let Some(&from) = ctx.shared_fds.get(&f.fd) {
             fds.push(FdOp::Inherit {
@@ -667,6 +668,18 @@ fn build(
                 fd: f.fd,
                 of: *of,
                 cloexec: f.cloexec,
+            }),
+            FdSource::EventFd { .. } | FdSource::SignalFd { .. } | FdSource::TimerFd { .. } => fds
+                .push(FdOp::Anon {
+                    fd: f.fd,
+                    cloexec: f.cloexec,
+                    source: f.source.clone(),
+                }),
+            // Last, once every descriptor it watches exists.
+            FdSource::Epoll { .. } => epolls.push(FdOp::Anon {
+                fd: f.fd,
+                cloexec: f.cloexec,
+                source: f.source.clone(),
             }),
             FdSource::Tty { flags } => fds.push(FdOp::Open {
                 fd: f.fd,
@@ -718,6 +731,8 @@ fn build(
             }
         }
     }
+
+    fds.extend(epolls);
 
     // The argument block and everything it points at.
     let mut area = Area {

@@ -293,9 +293,14 @@ impl Shared {
                 self.owned.push(w);
                 return Ok((a, Some(b)));
             }
-            FdSource::Dup { .. } => {
+            FdSource::Dup { .. }
+            | FdSource::EventFd { .. }
+            | FdSource::SignalFd { .. }
+            | FdSource::TimerFd { .. }
+            | FdSource::Epoll { .. } => {
                 return Err(RestoreError::Unsupported {
-                    what: "a shared dup".into(),
+                    what: "an eventfd, signalfd, timerfd or epoll shared by several processes"
+                        .into(),
                 });
             }
         };

@@ -695,7 +695,10 @@ fn a_tree_dumped_while_it_forks_runs_on_after_restore() {
         // The root is back with its ids (its children come and go by design).
         let r = &tree_img[0];
         let st = stat_of(root).expect("restored root");
-        assert_eq!((r.pid as i32, st.2, st.3), (root, r.pgid as i32, r.sid as i32));
+        assert_eq!(
+            (r.pid as i32, st.2, st.3),
+            (root, r.pgid as i32, r.sid as i32)
+        );
         let end = Instant::now() + Duration::from_secs(10);
         while churn_rounds(&counter) < dumped + 50 {
             assert!(

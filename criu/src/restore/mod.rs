@@ -675,19 +675,24 @@ fn kill_tree(tree: &plan::TreePlan, sync: &tree::SyncPage, root: i32) {
     for &p in &pids {
         let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
     }
+    // A task is gone once its pid is: until then it is ours to reap, as a child, a tracee, or
+    // an orphan handed to us when its parent died (not yet our child is no reason to stop).
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut left = pids;
     while !left.is_empty() && std::time::Instant::now() < until {
         left.retain(|&p| {
-            !matches!(
-                waitpid(
-                    Pid::from_raw(p),
-                    Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)
-                ),
-                Err(Errno::ECHILD)
-            )
+            let _ = waitpid(
+                Pid::from_raw(p),
+                Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
+            );
+            Path::new(&format!("/proc/{p}")).exists()
         });
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        if !left.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    if !left.is_empty() {
+        tracing::warn!(?left, "tasks of the failed restore could not be reaped");
     }
 }
 

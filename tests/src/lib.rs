@@ -22,7 +22,7 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -481,6 +481,274 @@ pub fn run_as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> Result<i32, S
             Err(e) => Err(format!("waitid {child}: {e}")),
         },
     }
+}
+
+/// Whether `/proc/PID` exists: the task runs, or is a zombie not yet reaped.
+pub fn pid_exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `(state, ppid, pgid, sid)` as `/proc/PID/stat` shows them.
+pub type StatIds = (char, i32, i32, i32);
+
+/// The [`StatIds`] of task `pid`; `None` if it is gone (or the line does not parse).
+pub fn stat_ids(pid: i32) -> Option<StatIds> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let rest = text.get(text.rfind(')')? + 2..)?;
+    let mut f = rest.split_whitespace();
+    Some((
+        f.next()?.chars().next()?,
+        f.next()?.parse().ok()?,
+        f.next()?.parse().ok()?,
+        f.next()?.parse().ok()?,
+    ))
+}
+
+/// Waits until file `p` exists and is not empty and returns its text.
+///
+/// # Panics
+/// If that does not happen within `timeout`.
+pub fn wait_file(p: &Path, timeout: Duration) -> String {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(p)
+            && !s.is_empty()
+        {
+            return s;
+        }
+        assert!(Instant::now() < end, "{} did not appear", p.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The last `n` lines of file `path` (empty if it cannot be read), for failure messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The workspace's `criu` binary, built first if needed (see [`workspace_bin`]).
+pub fn criu_bin() -> PathBuf {
+    workspace_bin("criu", "criu")
+}
+
+/// Runs `criu ARGS` with stdin from /dev/null and returns what it did (status, stdout, stderr).
+///
+/// # Panics
+/// If criu cannot be started.
+pub fn criu(args: &[&str]) -> Output {
+    criu_env(args, &[])
+}
+
+/// [`criu`] with extra environment variables.
+///
+/// # Panics
+/// If criu cannot be started.
+pub fn criu_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(criu_bin());
+    c.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run criu")
+}
+
+/// Asserts that a command succeeded; the message names `what` and shows its status, stdout
+/// and stderr.
+pub fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// [`assert_ok`] that also shows the log file `log` (criu's `-o` log, say) when it fails.
+pub fn assert_ok_log(o: &Output, what: &str, log: &Path) {
+    assert!(
+        o.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}\nlog: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A process for `criu` to dump: started with stdin from /dev/null, stdout and stderr into a log
+/// file and no descriptor beyond 0..2 (closed in the child before exec). Or any process this
+/// test must not leave behind ([`Spawned::guard`], e.g. a restored task). On drop it is killed
+/// and reaped by pid, unless it was reaped already.
+pub struct Spawned {
+    pid: i32,
+    reaped: bool,
+    // Kept so that std closes nothing early; the process is reaped by pid, never through std.
+    _child: Option<Child>,
+}
+
+impl Spawned {
+    /// Starts `bin ARGS` with its output into `log`, as user and group `uid` if given (then the
+    /// binary is made world-executable first). No parent-death signal: it would be part of the
+    /// dumped state, and a restored task's parent (`criu restore -d`) exits right away.
+    ///
+    /// # Panics
+    /// If the log cannot be created or the program cannot be started.
+    pub fn spawn(bin: impl AsRef<Path>, args: &[&str], log: &Path, uid: Option<u32>) -> Spawned {
+        Spawned::start(bin.as_ref(), args, log, uid, false)
+    }
+
+    /// [`Spawned::spawn`], but the process also gets `PR_SET_PDEATHSIG(SIGKILL)`, so that it
+    /// dies with the spawning thread if the test process is killed outright.
+    ///
+    /// # Panics
+    /// As for [`Spawned::spawn`].
+    pub fn spawn_dying_with_us(
+        bin: impl AsRef<Path>,
+        args: &[&str],
+        log: &Path,
+        uid: Option<u32>,
+    ) -> Spawned {
+        Spawned::start(bin.as_ref(), args, log, uid, true)
+    }
+
+    fn start(bin: &Path, args: &[&str], log: &Path, uid: Option<u32>, pdeathsig: bool) -> Spawned {
+        let out = std::fs::File::create(log).expect("create the victim's log");
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("duplicate the log descriptor"))
+            .stderr(out);
+        if let Some(u) = uid {
+            make_world_executable(bin).expect("make the victim world-executable");
+            cmd.uid(u).gid(u);
+        }
+        // SAFETY: the closure only makes async-signal-safe syscalls in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                if pdeathsig {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                }
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn the victim");
+        Spawned {
+            pid: child.id() as i32,
+            reaped: false,
+            _child: Some(child),
+        }
+    }
+
+    /// A guard for a child started with a command of the test's own (and the same care: output
+    /// into a file, no descriptor beyond 0..2).
+    pub fn from_child(child: Child) -> Spawned {
+        Spawned {
+            pid: child.id() as i32,
+            reaped: false,
+            _child: Some(child),
+        }
+    }
+
+    /// A guard for process `pid` started some other way (a restored task, say): killed and
+    /// reaped on drop like a spawned one.
+    pub fn guard(pid: i32) -> Spawned {
+        Spawned {
+            pid,
+            reaped: false,
+            _child: None,
+        }
+    }
+
+    /// The process's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits (up to `timeout`) for the process to exit and reaps it; `None` if it still runs
+    /// (or is not a child of ours).
+    pub fn wait(&mut self, timeout: Duration) -> Option<Exit> {
+        let r = wait_exit_timeout(self.pid, timeout).ok().flatten();
+        if r.is_some() {
+            self.reaped = true;
+        }
+        r
+    }
+
+    /// Records that the process was reaped elsewhere, so that drop leaves its pid alone.
+    pub fn mark_reaped(&mut self) {
+        self.reaped = true;
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            // Waits for that pid only; returns at once (ECHILD) if it is not our child.
+            let _ = wait_exit(self.pid);
+            self.reaped = true;
+        }
+    }
+}
+
+/// Sends `sig` to `pid`.
+///
+/// # Panics
+/// If the process is gone (or may not be signalled).
+pub fn signal(pid: i32, sig: Signal) {
+    kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("{sig:?} to {pid}: {e}"));
+}
+
+/// Dumps `v` into `img` (created if needed) with `criu dump -t PID -D IMG -o dump.log -v4
+/// EXTRA...`, which kills it; asserts that the dump succeeded (showing `dump.log` if not) and
+/// that the victim died of SIGKILL within 5 s, and reaps it, so that its pid is free again.
+pub fn dump_and_reap(v: &mut Spawned, img: &Path, extra: &[&str]) {
+    std::fs::create_dir_all(img).expect("create the image directory");
+    let pid = v.pid().to_string();
+    let mut args = vec![
+        "dump",
+        "-t",
+        &pid,
+        "-D",
+        img.to_str().expect("utf-8 image path"),
+        "-o",
+        "dump.log",
+        "-v4",
+    ];
+    args.extend_from_slice(extra);
+    assert_ok_log(&criu(&args), "criu dump", &img.join("dump.log"));
+    assert_eq!(
+        wait_exit_timeout(v.pid(), Duration::from_secs(5)),
+        Ok(Some(Exit::Signal(libc::SIGKILL))),
+        "the dump did not kill the victim"
+    );
+    v.mark_reaped();
+}
+
+/// Restores `img` with `criu restore -D IMG -o restore.log -v4 EXTRA... -d --pidfile
+/// restored.pid`; asserts that it succeeded (showing `restore.log` if not) and returns the pid
+/// that criu wrote into the pidfile.
+pub fn restore_detached(img: &Path, extra: &[&str]) -> i32 {
+    let mut args = vec![
+        "restore",
+        "-D",
+        img.to_str().expect("utf-8 image path"),
+        "-o",
+        "restore.log",
+        "-v4",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-d", "--pidfile", "restored.pid"]);
+    assert_ok_log(&criu(&args), "criu restore", &img.join("restore.log"));
+    let text = std::fs::read_to_string(img.join("restored.pid")).expect("read the pidfile");
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("pidfile {text:?}: {e}"))
 }
 
 /// A uid/gid that no account uses here (`nobody`), for tests that drop privileges.

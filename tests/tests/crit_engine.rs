@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use compel_criu_tests::{become_subreaper, test_lock, wait_exit_timeout, workspace_bin};
+use compel_criu_tests::{become_subreaper, test_lock, wait_exit_timeout, wait_file, workspace_bin};
 
 fn run(bin: &Path, args: &[&str], stdin: Option<&Path>) -> Output {
     let mut c = Command::new(bin);
@@ -29,19 +29,6 @@ fn ok(bin: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout).unwrap()
-}
-
-fn wait_file(p: &Path) -> String {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(s) = std::fs::read_to_string(p)
-            && !s.is_empty()
-        {
-            return s;
-        }
-        assert!(Instant::now() < end, "{} did not appear", p.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// `(pgid, sid, comm)` of a process as `/proc/PID/stat` shows it (zombies included).
@@ -87,7 +74,7 @@ fn crit_reads_and_rewrites_what_criu_dump_wrote() {
         .spawn()
         .unwrap();
     let mut tree = Tree(vec![root.id() as i32]);
-    let pids: Vec<i32> = wait_file(&ready)
+    let pids: Vec<i32> = wait_file(&ready, Duration::from_secs(10))
         .split_whitespace()
         .skip(1)
         .map(|x| x.parse().unwrap())

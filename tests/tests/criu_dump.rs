@@ -5,74 +5,15 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Exit, UNPRIVILEGED_ID, become_subreaper, make_world_executable, proc_state, test_lock,
-    tracer_pid, wait_exit, wait_exit_timeout, workspace_bin,
+    Exit, Spawned, UNPRIVILEGED_ID, assert_ok, become_subreaper, criu, criu_env, proc_state,
+    test_lock, tracer_pid, wait_exit, wait_exit_timeout, wait_file,
 };
 use criu_images::pb::{CoreEntry, FdTypes, FileEntry, GhostFileEntry, RemapFilePathEntry};
 use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot};
-
-/// A victim spawned with stdin from /dev/null, output into a file, no inherited descriptors
-/// beyond 0..2; killed and reaped on drop.
-struct Spawned {
-    pid: i32,
-    reaped: bool,
-    // Kept so std does not close anything early; reaped by pid, never through std.
-    _child: std::process::Child,
-}
-
-impl Spawned {
-    fn spawn(bin: &str, args: &[&str], log: &Path, uid: Option<u32>) -> Spawned {
-        let path = PathBuf::from(bin);
-        let out = std::fs::File::create(log).unwrap();
-        let mut cmd = Command::new(&path);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        if let Some(u) = uid {
-            make_world_executable(&path).unwrap();
-            cmd.uid(u).gid(u);
-        }
-        // SAFETY: the closure only makes async-signal-safe syscalls in the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().unwrap();
-        Spawned {
-            pid: child.id() as i32,
-            reaped: false,
-            _child: child,
-        }
-    }
-
-    fn wait(&mut self, timeout: Duration) -> Option<Exit> {
-        let r = wait_exit_timeout(self.pid, timeout).ok().flatten();
-        if r.is_some() {
-            self.reaped = true;
-        }
-        r
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = wait_exit(self.pid);
-        }
-    }
-}
 
 fn bin(name: &str) -> String {
     match name {
@@ -83,32 +24,6 @@ fn bin(name: &str) -> String {
         _ => unreachable!(),
     }
     .to_string()
-}
-
-fn wait_file(p: &Path, timeout: Duration) -> String {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(p)
-            && !s.is_empty()
-        {
-            return s;
-        }
-        assert!(Instant::now() < end, "{} did not appear", p.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn criu(args: &[&str]) -> Output {
-    criu_env(args, &[])
-}
-
-fn criu_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(workspace_bin("criu", "criu"));
-    c.args(args).stdin(Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
 }
 
 fn lines_of(p: &Path) -> usize {
@@ -129,16 +44,6 @@ fn images(d: &Path) -> PathBuf {
     let p = d.join("img");
     std::fs::create_dir_all(&p).unwrap();
     p
-}
-
-fn assert_ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what}: {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 fn reg_by_name<'a>(files: &'a [FileEntry], name: &str) -> Vec<&'a FileEntry> {
@@ -168,8 +73,8 @@ fn dump_kills_counter_and_images_decode() {
     let d = open_dir();
     let out = d.path().join("count");
     let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
-        &bin("counter"),
+    let mut v = Spawned::spawn_dying_with_us(
+        bin("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -179,7 +84,7 @@ fn dump_kills_counter_and_images_decode() {
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img.to_str().unwrap(),
         "-o",
@@ -201,9 +106,9 @@ fn dump_kills_counter_and_images_decode() {
     assert_eq!(tree.len(), 1);
     assert_eq!(
         (tree[0].pid, tree[0].ppid, &tree[0].threads),
-        (v.pid as u32, 0, &vec![v.pid as u32])
+        (v.pid() as u32, 0, &vec![v.pid() as u32])
     );
-    let core: CoreEntry = dir.read_core(v.pid as u32).unwrap();
+    let core: CoreEntry = dir.read_core(v.pid() as u32).unwrap();
     let tc = core.tc.as_ref().unwrap();
     assert_eq!(tc.comm, "criu-victim-cou");
     assert_eq!(tc.sigactions.len(), 62);
@@ -222,7 +127,7 @@ fn dump_kills_counter_and_images_decode() {
         reg.flags & (libc::O_ACCMODE | libc::O_APPEND) as u32,
         (libc::O_WRONLY | libc::O_APPEND) as u32
     );
-    let ids = dir.read_ids(v.pid as u32).unwrap();
+    let ids = dir.read_ids(v.pid() as u32).unwrap();
     let fds = dir.read_fdinfo(ids.files_id).unwrap();
     let fd_of_out: Vec<_> = fds.iter().filter(|f| f.id == outs[0].id).collect();
     assert_eq!(fd_of_out.len(), 1);
@@ -232,12 +137,12 @@ fn dump_kills_counter_and_images_decode() {
         assert!(fds.iter().any(|f| f.fd == fd), "fd {fd} missing: {fds:?}");
     }
     // Memory: VMAs, the executable, pages.
-    let mm = dir.read_mm(v.pid as u32).unwrap();
+    let mm = dir.read_mm(v.pid() as u32).unwrap();
     let exe = files.iter().find(|f| f.id == mm.exe_file_id).unwrap();
     assert_eq!(exe.reg.as_ref().unwrap().name, bin("counter"));
     assert!(mm.vmas.iter().any(|v| v.status & (1 << 3) != 0), "no vdso");
     assert!(mm.vmas.iter().any(|v| v.status & (1 << 12) != 0), "no vvar");
-    let pm = dir.read_pagemap(v.pid as u32).unwrap();
+    let pm = dir.read_pagemap(v.pid() as u32).unwrap();
     let pages = std::fs::metadata(dir.pages_path(pm.pages_id))
         .unwrap()
         .len();
@@ -255,7 +160,7 @@ fn dump_kills_counter_and_images_decode() {
             );
         }
     }
-    let fs = dir.read_fs(v.pid as u32).unwrap();
+    let fs = dir.read_fs(v.pid() as u32).unwrap();
     let cwd = files.iter().find(|f| f.id == fs.cwd_id).unwrap();
     assert!(cwd.reg.as_ref().unwrap().mode.unwrap() & libc::S_IFMT == libc::S_IFDIR);
     // The log: every line timestamped and with our pid.
@@ -277,8 +182,8 @@ fn leave_running_and_leave_stopped() {
     let d = open_dir();
     let out = d.path().join("count");
     let ready = d.path().join("ready");
-    let v = Spawned::spawn(
-        &bin("counter"),
+    let v = Spawned::spawn_dying_with_us(
+        bin("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -288,13 +193,13 @@ fn leave_running_and_leave_stopped() {
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img.to_str().unwrap(),
         "-R",
     ]);
     assert_ok(&o, "dump -R");
-    assert_eq!(tracer_pid(v.pid), Some(0));
+    assert_eq!(tracer_pid(v.pid()), Some(0));
     let n = lines_of(&out);
     std::thread::sleep(Duration::from_millis(100));
     assert!(
@@ -308,18 +213,18 @@ fn leave_running_and_leave_stopped() {
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img2.to_str().unwrap(),
         "--leave-stopped",
     ]);
     assert_ok(&o, "dump -s");
     let end = Instant::now() + Duration::from_secs(5);
-    while proc_state(v.pid) != Some('T') && Instant::now() < end {
+    while proc_state(v.pid()) != Some('T') && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(proc_state(v.pid), Some('T'));
-    assert_eq!(tracer_pid(v.pid), Some(0));
+    assert_eq!(proc_state(v.pid()), Some('T'));
+    assert_eq!(tracer_pid(v.pid()), Some(0));
     let n = lines_of(&out);
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(lines_of(&out), n, "a stopped victim kept counting");
@@ -332,8 +237,8 @@ fn memory_patterns_are_in_the_pages() {
     let d = open_dir();
     let data = d.path().join("data");
     let ready = d.path().join("ready");
-    let v = Spawned::spawn(
-        &bin("memory"),
+    let v = Spawned::spawn_dying_with_us(
+        bin("memory"),
         &[data.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -357,14 +262,14 @@ fn memory_patterns_are_in_the_pages() {
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img.to_str().unwrap(),
         "-R",
     ]);
     assert_ok(&o, "dump");
     let dir = ImageDir::new(&img);
-    let (idx, pages) = page_index(&dir, v.pid);
+    let (idx, pages) = page_index(&dir, v.pid());
     let pat = |i: u64, seed: u8| (i as u8).wrapping_mul(7).wrapping_add(seed);
     let check_page = |addr: u64, base: u64, seed: u8| {
         let off = *idx
@@ -397,7 +302,7 @@ fn memory_patterns_are_in_the_pages() {
     }
     // A 1 TiB PROT_NONE reservation is one vma and no pages (and does not make the dump slow).
     let (res, res_len) = regions["reserve"];
-    let mm0 = dir.read_mm(v.pid as u32).unwrap();
+    let mm0 = dir.read_mm(v.pid() as u32).unwrap();
     let rv = mm0.vmas.iter().find(|x| x.start == res).unwrap();
     assert_eq!((rv.end - rv.start, rv.prot), (res_len, 0));
     assert!(idx.range(res..res + res_len).next().is_none());
@@ -417,7 +322,7 @@ fn memory_patterns_are_in_the_pages() {
     // Shared file mapping: no pages, a FILE_SHARED vma on the data file.
     let (sh, _) = regions["shared"];
     assert!(!idx.contains_key(&sh));
-    let mm = dir.read_mm(v.pid as u32).unwrap();
+    let mm = dir.read_mm(v.pid() as u32).unwrap();
     let vma = mm.vmas.iter().find(|x| x.start == sh).unwrap();
     assert_eq!(vma.status & (1 << 7), 1 << 7, "not VMA_FILE_SHARED");
     assert_eq!(vma.fdflags, Some(libc::O_RDWR as u32));
@@ -460,7 +365,7 @@ fn memory_patterns_are_in_the_pages() {
     assert_eq!(pn_vma.prot, 0);
     // The victim is untouched: its own check passes.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid),
+        nix::unistd::Pid::from_raw(v.pid()),
         nix::sys::signal::Signal::SIGUSR1,
     )
     .unwrap();
@@ -525,8 +430,8 @@ fn handlers_timers_limits_and_creds() {
     become_subreaper();
     let d = open_dir();
     let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
-        &bin("state"),
+    let mut v = Spawned::spawn_dying_with_us(
+        bin("state"),
         &[ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -534,7 +439,7 @@ fn handlers_timers_limits_and_creds() {
     let r = wait_file(&ready, Duration::from_secs(10));
     // A blocked signal pending for the process: it must be in the image, not lost.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid),
+        nix::unistd::Pid::from_raw(v.pid()),
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
@@ -542,7 +447,7 @@ fn handlers_timers_limits_and_creds() {
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img.to_str().unwrap(),
         "-R",
@@ -552,9 +457,9 @@ fn handlers_timers_limits_and_creds() {
     ]);
     assert_ok(&o, "dump");
     let dir = ImageDir::new(&img);
-    let core = dir.read_core(v.pid as u32).unwrap();
+    let core = dir.read_core(v.pid() as u32).unwrap();
     check_state_core(&core, &r, 0);
-    assert_eq!(dir.read_fs(v.pid as u32).unwrap().umask, Some(0o027));
+    assert_eq!(dir.read_fs(v.pid() as u32).unwrap().umask, Some(0o027));
     let shared = &core
         .tc
         .as_ref()
@@ -579,9 +484,9 @@ fn handlers_timers_limits_and_creds() {
         .signals;
     assert!(own.is_empty());
     // Still pending in the task after the dump (peeked, not taken).
-    let status = std::fs::read_to_string(format!("/proc/{}/status", v.pid)).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", v.pid())).unwrap();
     assert!(status.contains("ShdPnd:\t0000000000000001"), "{status}");
-    let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+    let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid())).unwrap();
     let log = std::fs::read_to_string(img.join("d.log")).unwrap();
     assert!(
         log.contains("inside state read by the dump parasite"),
@@ -594,7 +499,7 @@ fn handlers_timers_limits_and_creds() {
         &[
             "dump",
             "-t",
-            &v.pid.to_string(),
+            &v.pid().to_string(),
             "-D",
             img3.to_str().unwrap(),
             "-R",
@@ -610,7 +515,7 @@ fn handlers_timers_limits_and_creds() {
         log.contains("inside state read with remote syscalls"),
         "{log}"
     );
-    let core3 = ImageDir::new(&img3).read_core(v.pid as u32).unwrap();
+    let core3 = ImageDir::new(&img3).read_core(v.pid() as u32).unwrap();
     check_state_core(&core3, &r, 0);
     let (tc, tc3) = (core.tc.as_ref().unwrap(), core3.tc.as_ref().unwrap());
     assert_eq!(tc.sigactions, tc3.sigactions);
@@ -627,11 +532,11 @@ fn handlers_timers_limits_and_creds() {
     );
     // Neither way leaves anything mapped in the task.
     assert_eq!(
-        std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap(),
+        std::fs::read_to_string(format!("/proc/{}/maps", v.pid())).unwrap(),
         maps_before
     );
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid),
+        nix::unistd::Pid::from_raw(v.pid()),
         nix::sys::signal::Signal::SIGUSR1,
     )
     .unwrap();
@@ -646,7 +551,7 @@ fn handlers_timers_limits_and_creds() {
         &criu(&[
             "dump",
             "-t",
-            &v.pid.to_string(),
+            &v.pid().to_string(),
             "-D",
             img2.to_str().unwrap(),
         ]),
@@ -665,8 +570,8 @@ fn other_uid_without_cap_sys_resource() {
     become_subreaper();
     let d = open_dir();
     let ready = d.path().join("ready");
-    let v = Spawned::spawn(
-        &bin("state"),
+    let v = Spawned::spawn_dying_with_us(
+        bin("state"),
         &[ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         Some(UNPRIVILEGED_ID),
@@ -679,7 +584,8 @@ fn other_uid_without_cap_sys_resource() {
         rlim_max: 0,
     };
     // SAFETY: prlimit64 reads into rl, which we own.
-    let direct = unsafe { libc::prlimit64(v.pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut rl) };
+    let direct =
+        unsafe { libc::prlimit64(v.pid(), libc::RLIMIT_NOFILE, std::ptr::null(), &mut rl) };
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let cap_eff = status
         .lines()
@@ -701,16 +607,16 @@ fn other_uid_without_cap_sys_resource() {
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img.to_str().unwrap(),
         "-R",
     ]);
     assert_ok(&o, "dump of another uid");
-    let core = ImageDir::new(&img).read_core(v.pid as u32).unwrap();
+    let core = ImageDir::new(&img).read_core(v.pid() as u32).unwrap();
     check_state_core(&core, &r, UNPRIVILEGED_ID);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid),
+        nix::unistd::Pid::from_raw(v.pid()),
         nix::sys::signal::Signal::SIGUSR1,
     )
     .unwrap();
@@ -728,8 +634,8 @@ fn files_at_offsets_and_a_deleted_file() {
     let fdir = d.path().join("files");
     std::fs::create_dir(&fdir).unwrap();
     let ready = d.path().join("ready");
-    let v = Spawned::spawn(
-        &bin("files"),
+    let v = Spawned::spawn_dying_with_us(
+        bin("files"),
         &[fdir.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -739,7 +645,7 @@ fn files_at_offsets_and_a_deleted_file() {
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img.to_str().unwrap(),
         "-R",
@@ -748,7 +654,7 @@ fn files_at_offsets_and_a_deleted_file() {
     let dir = ImageDir::new(&img);
     let files = dir.read_files().unwrap();
     let fds = dir
-        .read_fdinfo(dir.read_ids(v.pid as u32).unwrap().files_id)
+        .read_fdinfo(dir.read_ids(v.pid() as u32).unwrap().files_id)
         .unwrap();
     let file_of = |fd: u32| {
         let e = fds
@@ -802,7 +708,7 @@ fn files_at_offsets_and_a_deleted_file() {
     assert_eq!(g.mode & libc::S_IFMT, libc::S_IFREG);
     assert_eq!(rd.read_rest().unwrap(), b"ghost data 42");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid),
+        nix::unistd::Pid::from_raw(v.pid()),
         nix::sys::signal::Signal::SIGUSR1,
     )
     .unwrap();
@@ -826,8 +732,8 @@ fn action_scripts_see_stage_pid_and_images() {
     let d = open_dir();
     let out = d.path().join("count");
     let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
-        &bin("counter"),
+    let mut v = Spawned::spawn_dying_with_us(
+        bin("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -846,7 +752,7 @@ fn action_scripts_see_stage_pid_and_images() {
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img.to_str().unwrap(),
         "-o",
@@ -857,7 +763,7 @@ fn action_scripts_see_stage_pid_and_images() {
     assert_ok(&o, "dump");
     assert_eq!(
         std::fs::read_to_string(&rec).unwrap(),
-        format!("pre-dump {0} 0\npost-dump {0} 1\n", v.pid)
+        format!("pre-dump {0} 0\npost-dump {0} 1\n", v.pid())
     );
     assert!(
         std::fs::read_to_string(img.join("d.log"))
@@ -877,8 +783,8 @@ fn failing_scripts_leave_the_victim_running() {
     let d = open_dir();
     let out = d.path().join("count");
     let ready = d.path().join("ready");
-    let v = Spawned::spawn(
-        &bin("counter"),
+    let v = Spawned::spawn_dying_with_us(
+        bin("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -896,7 +802,7 @@ fn failing_scripts_leave_the_victim_running() {
         let o = criu(&[
             "dump",
             "-t",
-            &v.pid.to_string(),
+            &v.pid().to_string(),
             "-D",
             img.to_str().unwrap(),
             "-o",
@@ -911,7 +817,7 @@ fn failing_scripts_leave_the_victim_running() {
             "{stage}: {err}"
         );
         // Not killed, not traced, still counting.
-        assert_eq!(tracer_pid(v.pid), Some(0));
+        assert_eq!(tracer_pid(v.pid()), Some(0));
         let n = lines_of(&out);
         std::thread::sleep(Duration::from_millis(100));
         assert!(lines_of(&out) > n, "{stage}: the victim stopped counting");
@@ -969,40 +875,40 @@ fn stopped_task_is_dumped_as_stopped() {
     let d = open_dir();
     let out = d.path().join("count");
     let ready = d.path().join("ready");
-    let v = Spawned::spawn(
-        &bin("counter"),
+    let v = Spawned::spawn_dying_with_us(
+        bin("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
     );
     wait_file(&ready, Duration::from_secs(10));
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid),
+        nix::unistd::Pid::from_raw(v.pid()),
         nix::sys::signal::Signal::SIGSTOP,
     )
     .unwrap();
     let end = Instant::now() + Duration::from_secs(5);
-    while proc_state(v.pid) != Some('T') && Instant::now() < end {
+    while proc_state(v.pid()) != Some('T') && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(2));
     }
     let img = images(d.path());
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img.to_str().unwrap(),
         "-R",
     ]);
     assert_ok(&o, "dump of a stopped task");
-    let core = ImageDir::new(&img).read_core(v.pid as u32).unwrap();
+    let core = ImageDir::new(&img).read_core(v.pid() as u32).unwrap();
     let tc = core.tc.as_ref().unwrap();
     assert_eq!(tc.task_state, 3, "TASK_STOPPED");
     assert_eq!(tc.stop_signo, Some(libc::SIGSTOP as u32));
     // Left as it was: stopped, not traced.
     std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(proc_state(v.pid), Some('T'));
-    assert_eq!(tracer_pid(v.pid), Some(0));
+    assert_eq!(proc_state(v.pid()), Some('T'));
+    assert_eq!(tracer_pid(v.pid()), Some(0));
 }
 
 #[test]
@@ -1174,7 +1080,7 @@ fn eventfd_epoll_timerfd_signalfd() {
     become_subreaper();
     let d = open_dir();
     let ready = d.path().join("ready");
-    let v = Spawned::spawn(
+    let v = Spawned::spawn_dying_with_us(
         env!("CARGO_BIN_EXE_criu-victim-anonfd"),
         &[ready.to_str().unwrap()],
         &d.path().join("victim.log"),
@@ -1187,7 +1093,7 @@ fn eventfd_epoll_timerfd_signalfd() {
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img.to_str().unwrap(),
         "-R",
@@ -1196,7 +1102,7 @@ fn eventfd_epoll_timerfd_signalfd() {
     let dir = ImageDir::new(&img);
     let files = dir.read_files().unwrap();
     let fds = dir
-        .read_fdinfo(dir.read_ids(v.pid as u32).unwrap().files_id)
+        .read_fdinfo(dir.read_ids(v.pid() as u32).unwrap().files_id)
         .unwrap();
     let entry = |fd: u32, ty: FdTypes| {
         let e = fds.iter().find(|e| e.fd == fd).unwrap();
@@ -1301,7 +1207,7 @@ fn a_process_tree() {
     let d = open_dir();
     let data = d.path().join("data");
     let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
+    let mut v = Spawned::spawn_dying_with_us(
         env!("CARGO_BIN_EXE_criu-victim-tree"),
         &[data.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
@@ -1501,24 +1407,20 @@ fn own_namespace_is_refused_and_runs_on() {
         });
     }
     let child = cmd.spawn().unwrap();
-    let v = Spawned {
-        pid: child.id() as i32,
-        reaped: false,
-        _child: child,
-    };
+    let v = Spawned::from_child(child);
     wait_file(&ready, Duration::from_secs(10));
     let img = images(d.path());
     let o = criu(&[
         "dump",
         "-t",
-        &v.pid.to_string(),
+        &v.pid().to_string(),
         "-D",
         img.to_str().unwrap(),
     ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("uts namespace of its own"), "{err}");
-    assert_eq!(tracer_pid(v.pid), Some(0));
+    assert_eq!(tracer_pid(v.pid()), Some(0));
     let n = lines_of(&out);
     std::thread::sleep(Duration::from_millis(100));
     assert!(lines_of(&out) > n);

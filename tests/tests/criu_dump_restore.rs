@@ -4,13 +4,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, UNPRIVILEGED_ID, become_subreaper, make_world_executable, test_lock, wait_exit_timeout,
-    workspace_bin,
+    Spawned, UNPRIVILEGED_ID, assert_ok_log, become_subreaper, criu, dump_and_reap,
+    restore_detached, signal, test_lock, wait_file,
 };
+use nix::sys::signal::Signal;
 
 fn bin(name: &str) -> &'static str {
     match name {
@@ -22,75 +23,8 @@ fn bin(name: &str) -> &'static str {
     }
 }
 
-/// Kills and reaps `pid` on drop unless it was reaped (by pid; the `Child`, if any, is kept
-/// only so that std closes nothing early).
-struct Reap(i32, bool, #[allow(dead_code)] Option<std::process::Child>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if !self.1 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = wait_exit_timeout(self.0, Duration::from_secs(5));
-        }
-    }
-}
-
-fn spawn(name: &str, args: &[&str], log: &Path, uid: Option<u32>) -> Reap {
-    let out = std::fs::File::create(log).unwrap();
-    let mut cmd = Command::new(bin(name));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    if let Some(u) = uid {
-        make_world_executable(Path::new(bin(name))).unwrap();
-        cmd.uid(u).gid(u);
-    }
-    // No parent-death signal here: it is part of the dumped state, and the restored task's
-    // parent (criu, with -d) exits right away. `Reap` kills the victim instead.
-    // SAFETY: the closure only makes an async-signal-safe syscall in the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().unwrap();
-    Reap(child.id() as i32, false, Some(child))
-}
-
-fn wait_file(p: &Path, timeout: Duration) -> String {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(p)
-            && !s.is_empty()
-        {
-            return s;
-        }
-        assert!(Instant::now() < end, "{} did not appear", p.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn criu(args: &[&str]) -> Output {
-    Command::new(workspace_bin("criu", "criu"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn assert_ok(o: &Output, what: &str, log: &Path) {
-    assert!(
-        o.status.success(),
-        "{what}: {:?}\nstderr: {}\nlog: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr),
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
+fn spawn(name: &str, args: &[&str], log: &Path, uid: Option<u32>) -> Spawned {
+    Spawned::spawn(bin(name), args, log, uid)
 }
 
 fn open_dir() -> tempfile::TempDir {
@@ -101,53 +35,12 @@ fn open_dir() -> tempfile::TempDir {
 
 /// Dumps `v` (killing it), checks it died, restores it detached, and returns the restored
 /// process (a child of this subreaper once criu exits).
-fn dump_and_restore(v: &mut Reap, d: &Path) -> Reap {
+fn dump_and_restore(v: &mut Spawned, d: &Path) -> Spawned {
     let img = d.join("img");
-    std::fs::create_dir_all(&img).unwrap();
-    let pid = v.0.to_string();
-    let o = criu(&[
-        "dump",
-        "-t",
-        &pid,
-        "-D",
-        img.to_str().unwrap(),
-        "-o",
-        "dump.log",
-        "-v4",
-    ]);
-    assert_ok(&o, "dump", &img.join("dump.log"));
-    assert_eq!(
-        wait_exit_timeout(v.0, Duration::from_secs(5)).unwrap(),
-        Some(Exit::Signal(libc::SIGKILL)),
-        "the dump did not kill the victim"
-    );
-    v.1 = true;
-    let o = criu(&[
-        "restore",
-        "-D",
-        img.to_str().unwrap(),
-        "-o",
-        "restore.log",
-        "-v4",
-        "-d",
-        "--pidfile",
-        "restored.pid",
-    ]);
-    assert_ok(&o, "restore", &img.join("restore.log"));
-    let restored: i32 = std::fs::read_to_string(img.join("restored.pid"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(restored, v.0, "restored with another pid");
-    Reap(restored, false, None)
-}
-
-fn usr1(pid: i32) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .unwrap();
+    dump_and_reap(v, &img, &[]);
+    let restored = Spawned::guard(restore_detached(&img, &[]));
+    assert_eq!(restored.pid(), v.pid(), "restored with another pid");
+    restored
 }
 
 #[test]
@@ -198,7 +91,7 @@ fn memory_patterns_survive() {
     );
     wait_file(&ready, Duration::from_secs(10));
     let r = dump_and_restore(&mut v, d.path());
-    usr1(r.0);
+    signal(r.pid(), Signal::SIGUSR1);
     assert_eq!(
         wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
         "check ok"
@@ -220,14 +113,14 @@ fn handlers_timers_limits_survive() {
     wait_file(&ready, Duration::from_secs(10));
     // A blocked pending signal comes back pending.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.0),
+        nix::unistd::Pid::from_raw(v.pid()),
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
     let r = dump_and_restore(&mut v, d.path());
-    let status = std::fs::read_to_string(format!("/proc/{}/status", r.0)).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", r.pid())).unwrap();
     assert!(status.contains("ShdPnd:\t0000000000000001"), "{status}");
-    usr1(r.0);
+    signal(r.pid(), Signal::SIGUSR1);
     assert_eq!(
         wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
         "check ok"
@@ -250,7 +143,7 @@ fn files_survive_with_offsets_and_ghost() {
     );
     wait_file(&ready, Duration::from_secs(10));
     let r = dump_and_restore(&mut v, d.path());
-    usr1(r.0);
+    signal(r.pid(), Signal::SIGUSR1);
     assert_eq!(
         wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
         "check ok"
@@ -274,13 +167,13 @@ fn other_uid_survives() {
     );
     wait_file(&ready, Duration::from_secs(10));
     let r = dump_and_restore(&mut v, d.path());
-    let status = std::fs::read_to_string(format!("/proc/{}/status", r.0)).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", r.pid())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert_eq!(
         uid_line.split_whitespace().skip(1).collect::<Vec<_>>(),
         vec!["65534"; 4]
     );
-    usr1(r.0);
+    signal(r.pid(), Signal::SIGUSR1);
     assert_eq!(
         wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
         "check ok"
@@ -334,11 +227,11 @@ fn shell_job_on_a_terminal() {
         });
     }
     let child = cmd.spawn().unwrap();
-    let mut v = Reap(child.id() as i32, false, Some(child));
+    let mut v = Spawned::from_child(child);
     wait_file(&ready, Duration::from_secs(10));
     let img = d.path().join("img");
     std::fs::create_dir_all(&img).unwrap();
-    let pid = v.0.to_string();
+    let pid = v.pid().to_string();
     // Without --shell-job a terminal is refused, and the task runs on.
     let o = criu(&["dump", "-t", &pid, "-D", img.to_str().unwrap()]);
     assert!(!o.status.success());
@@ -346,23 +239,7 @@ fn shell_job_on_a_terminal() {
     assert!(err.contains("--shell-job"), "{err}");
     assert!(std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok());
     // With it, the terminal is saved by path and the task comes back on it.
-    let o = criu(&[
-        "dump",
-        "-t",
-        &pid,
-        "-D",
-        img.to_str().unwrap(),
-        "--shell-job",
-        "-o",
-        "dump.log",
-        "-v4",
-    ]);
-    assert_ok(&o, "dump --shell-job", &img.join("dump.log"));
-    assert_eq!(
-        wait_exit_timeout(v.0, Duration::from_secs(5)).unwrap(),
-        Some(Exit::Signal(libc::SIGKILL))
-    );
-    v.1 = true;
+    dump_and_reap(&mut v, &img, &["--shell-job"]);
     let files = criu_images::ImageDir::new(&img).read_files().unwrap();
     assert!(
         files
@@ -382,10 +259,10 @@ fn shell_job_on_a_terminal() {
         "--pidfile",
         "p",
     ]);
-    assert_ok(&o, "restore --shell-job", &img.join("restore.log"));
-    let r = Reap(v.0, false, None);
+    assert_ok_log(&o, "restore --shell-job", &img.join("restore.log"));
+    let r = Spawned::guard(v.pid());
     assert_eq!(
-        std::fs::read_link(format!("/proc/{}/fd/0", r.0)).unwrap(),
+        std::fs::read_link(format!("/proc/{}/fd/0", r.pid())).unwrap(),
         pts
     );
     let n = std::fs::read_to_string(&out).unwrap().lines().count();

@@ -4,21 +4,12 @@
 //! untraced and still checking its own results.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Victim, become_subreaper, proc_state, test_lock, tracer_pid, wait_exit_timeout, workspace_bin,
+    Victim, become_subreaper, criu, proc_state, stat_ids, test_lock, tracer_pid, wait_exit_timeout,
 };
 use criu_images::ImageDir;
-
-fn criu(args: &[&str]) -> Output {
-    Command::new(workspace_bin("criu", "criu"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 fn rounds(counter: &Path) -> u64 {
     std::fs::read_to_string(counter)
@@ -243,17 +234,10 @@ fn churning_tree_dumps_consistently_or_fails_cleanly() {
     }
 }
 
-/// `(state, ppid, pgid, sid)` from `/proc/PID/stat`.
+/// `(state, ppid, pgid, sid)` from `/proc/PID/stat`, the ids typed as the images hold them.
 fn stat_of(pid: i32) -> (char, u32, u32, u32) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &text[text.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    (
-        f[0].chars().next().unwrap(),
-        f[1].parse().unwrap(),
-        f[2].parse().unwrap(),
-        f[3].parse().unwrap(),
-    )
+    let (state, ppid, pgid, sid) = stat_ids(pid).unwrap_or_else(|| panic!("no stat of {pid}"));
+    (state, ppid as u32, pgid as u32, sid as u32)
 }
 
 fn signos(q: Option<&criu_images::pb::SignalQueueEntry>) -> Vec<i32> {

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    become_subreaper, skip_if_not_root, test_lock, wait_exit, wait_exit_timeout, wait_state,
+    Spawned, assert_ok, become_subreaper, criu as run_criu, criu_bin, dump_and_reap, pid_exists,
+    skip_if_not_root, stat_ids, test_lock, wait_exit_timeout, wait_file, wait_state,
 };
 use criu::restore::{RestoreError, RestoreOptions, RestoreOutcome, restore};
 use nix::sys::signal::{Signal, kill};
@@ -44,7 +45,7 @@ fn install_fixture_binary() -> bool {
 /// code, so restoring it on a CPU without would be wrong, and criu refuses). Says why not.
 /// Installs the fixture's binary when it is usable; returns whether that created it.
 fn fixture_usable() -> Option<bool> {
-    if !pid_free(SINGLE_PID) {
+    if pid_exists(SINGLE_PID) {
         eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
         return None;
     }
@@ -61,10 +62,6 @@ fn fixture_usable() -> Option<bool> {
         }
     }
     Some(created)
-}
-
-fn pid_free(pid: i32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn status_field(pid: i32, key: &str) -> String {
@@ -91,16 +88,6 @@ fn read_mem(pid: i32, addr: u64, len: usize) -> Vec<u8> {
     .unwrap_or_else(|e| panic!("process_vm_readv {addr:#x}: {e}"));
     assert_eq!(n, len);
     buf
-}
-
-/// Kills and reaps a restored task (our child: we restored it).
-struct Restored(i32);
-
-impl Drop for Restored {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
-        let _ = wait_exit(self.0);
-    }
 }
 
 /// The task's general registers and xsave area, read by seizing and interrupting it.
@@ -165,8 +152,8 @@ fn restores_criu_4_2_single_fixture() {
         Err(e) => panic!("restore failed: {e} ({e:?})"),
     };
     assert_eq!(out, RestoreOutcome::Detached { pid: SINGLE_PID });
-    let task = Restored(SINGLE_PID);
-    let pid = task.0;
+    let task = Spawned::guard(SINGLE_PID);
+    let pid = task.pid();
 
     // Alive and sleeping in pause().
     assert_eq!(
@@ -376,7 +363,7 @@ fn corrupt_or_truncated_images_fail_cleanly() {
         let err = restore(&detached(t.path()), None).expect_err(file);
         let msg = err.to_string();
         assert!(msg.contains(needle), "{file}: {msg}");
-        assert!(pid_free(SINGLE_PID) || !matches!(err, RestoreError::Task { .. }));
+        assert!(!pid_exists(SINGLE_PID) || !matches!(err, RestoreError::Task { .. }));
     }
     // A missing image.
     let t = tempfile::tempdir().unwrap();
@@ -427,7 +414,7 @@ fn action_scripts_run_at_each_stage_and_abort_on_failure() {
     let err = restore(&detached(&dir), Some(&s)).unwrap_err();
     assert!(err.to_string().contains("pre-restore"), "{err}");
     assert_eq!(fs::read_to_string(&log).unwrap(), "pre-restore none\n");
-    assert!(pid_free(SINGLE_PID));
+    assert!(!pid_exists(SINGLE_PID));
 
     // A failing post-restore kills the restored task.
     fs::remove_file(&log).unwrap();
@@ -438,13 +425,13 @@ fn action_scripts_run_at_each_stage_and_abort_on_failure() {
         fs::read_to_string(&log).unwrap(),
         format!("pre-restore none\npost-restore {SINGLE_PID}\n")
     );
-    assert!(pid_free(SINGLE_PID), "the task was left behind");
+    assert!(!pid_exists(SINGLE_PID), "the task was left behind");
 
     // All stages, in order, with the restored pid.
     fs::remove_file(&log).unwrap();
     let s = scripts_for(&hook_script(t.path(), &log, "never"), &dir);
     let out = restore(&detached(&dir), Some(&s)).unwrap();
-    let task = Restored(SINGLE_PID);
+    let task = Spawned::guard(SINGLE_PID);
     assert_eq!(out, RestoreOutcome::Detached { pid: SINGLE_PID });
     assert_eq!(
         fs::read_to_string(&log).unwrap(),
@@ -453,7 +440,10 @@ fn action_scripts_run_at_each_stage_and_abort_on_failure() {
             p = SINGLE_PID
         )
     );
-    assert_eq!(wait_state(task.0, "S", Duration::from_secs(5)), Some('S'));
+    assert_eq!(
+        wait_state(task.pid(), "S", Duration::from_secs(5)),
+        Some('S')
+    );
     drop(task);
     if created {
         let _ = fs::remove_file("/tmp/fx/single");
@@ -506,127 +496,13 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
         }
     );
     assert_eq!(out.exit_code(), 128 + libc::SIGTERM);
-    assert!(pid_free(SINGLE_PID));
+    assert!(!pid_exists(SINGLE_PID));
     if created {
         let _ = fs::remove_file("/tmp/fx/single");
     }
 }
 
 // ---- our own dump, then restore: the victims check themselves ----
-
-/// A victim spawned with stdin from /dev/null, output into a file and no descriptor beyond
-/// 0..2; killed and reaped on drop unless already reaped.
-struct Victim {
-    pid: i32,
-    reaped: bool,
-}
-
-impl Victim {
-    fn spawn(bin: &str, args: &[&str], log: &Path) -> Victim {
-        Victim::spawn_as(bin, args, log, None)
-    }
-
-    fn spawn_as(bin: &str, args: &[&str], log: &Path, uid: Option<u32>) -> Victim {
-        use std::os::unix::process::CommandExt;
-        let out = fs::File::create(log).unwrap();
-        let mut cmd = std::process::Command::new(bin);
-        if let Some(u) = uid {
-            compel_criu_tests::make_world_executable(Path::new(bin)).unwrap();
-            cmd.uid(u).gid(u);
-        }
-        cmd.args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        // SAFETY: the closure only makes an async-signal-safe syscall in the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-                Ok(())
-            });
-        }
-        Victim {
-            pid: cmd.spawn().unwrap().id() as i32,
-            reaped: false,
-        }
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-            let _ = wait_exit(self.pid);
-        }
-    }
-}
-
-fn criu_bin() -> PathBuf {
-    compel_criu_tests::workspace_bin("criu", "criu")
-}
-
-fn wait_file(p: &Path, timeout: Duration) -> String {
-    let end = std::time::Instant::now() + timeout;
-    loop {
-        if let Ok(s) = fs::read_to_string(p)
-            && !s.is_empty()
-        {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "{} did not appear",
-            p.display()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn run_criu(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(criu_bin())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn assert_ok(o: &std::process::Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what}: {:?}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Dumps `v` into `img` (killing it) and reaps it, so that its pid is free again.
-fn dump_and_reap(v: &mut Victim, img: &Path) {
-    dump_and_reap_with(v, img, &[]);
-}
-
-/// [`dump_and_reap`] with extra dump options.
-fn dump_and_reap_with(v: &mut Victim, img: &Path, extra: &[&str]) {
-    let pid = v.pid.to_string();
-    let mut args = vec![
-        "dump",
-        "-t",
-        &pid,
-        "-D",
-        img.to_str().unwrap(),
-        "-o",
-        "dump.log",
-        "-v4",
-    ];
-    args.extend_from_slice(extra);
-    let o = run_criu(&args);
-    assert_ok(&o, "criu dump");
-    assert_eq!(
-        wait_exit_timeout(v.pid, Duration::from_secs(5)).unwrap(),
-        Some(compel_criu_tests::Exit::Signal(libc::SIGKILL)),
-        "the dumped victim was not killed"
-    );
-    v.reaped = true;
-}
 
 /// `criu restore` without `-d`, in the background: it stays the task's parent.
 fn restore_in_background(img: &Path) -> std::process::Child {
@@ -709,7 +585,7 @@ fn restore_and_check(pid: i32, img: &Path, ready: &Path) {
         Some(128 + libc::SIGKILL),
         "criu restore's exit status"
     );
-    assert!(pid_free(pid));
+    assert!(!pid_exists(pid));
     assert_eq!(
         verdict.trim(),
         "check ok",
@@ -726,15 +602,16 @@ fn dump_then_restore_memory_victim() {
     let img = d.path().join("img");
     fs::create_dir(&img).unwrap();
     let (data, ready) = (d.path().join("data"), d.path().join("ready"));
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-memory"),
         &[data.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     wait_file(&ready, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img);
-    restore_and_check(v.pid, &img, &ready);
+    dump_and_reap(&mut v, &img, &[]);
+    restore_and_check(v.pid(), &img, &ready);
 }
 
 /// 96 MiB of saved pages: the restore shares the fill with a helper process (above 64 MiB),
@@ -748,14 +625,15 @@ fn dump_then_restore_a_big_memory_victim() {
     let img = d.path().join("img");
     fs::create_dir(&img).unwrap();
     let ready = d.path().join("ready");
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-rvictim-big"),
         &["96", ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     wait_file(&ready, Duration::from_secs(30));
-    dump_and_reap(&mut v, &img);
-    restore_and_check(v.pid, &img, &ready);
+    dump_and_reap(&mut v, &img, &[]);
+    restore_and_check(v.pid(), &img, &ready);
 }
 
 #[test]
@@ -767,15 +645,16 @@ fn dump_then_restore_state_victim() {
     let img = d.path().join("img");
     fs::create_dir(&img).unwrap();
     let ready = d.path().join("ready");
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-state"),
         &[ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     wait_file(&ready, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img);
-    restore_and_check(v.pid, &img, &ready);
+    dump_and_reap(&mut v, &img, &[]);
+    restore_and_check(v.pid(), &img, &ready);
 }
 
 #[test]
@@ -788,15 +667,16 @@ fn dump_then_restore_files_victim() {
     fs::create_dir(&img).unwrap();
     let (work, ready) = (d.path().join("w"), d.path().join("ready"));
     fs::create_dir(&work).unwrap();
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-files"),
         &[work.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     wait_file(&ready, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img);
-    restore_and_check(v.pid, &img, &ready);
+    dump_and_reap(&mut v, &img, &[]);
+    restore_and_check(v.pid(), &img, &ready);
     // The deleted file's stand-in is gone again.
     let left: Vec<_> = fs::read_dir(&work)
         .unwrap()
@@ -815,14 +695,15 @@ fn dump_then_detached_restore_counter_keeps_counting() {
     let img = d.path().join("img");
     fs::create_dir(&img).unwrap();
     let (out, ready) = (d.path().join("out"), d.path().join("ready"));
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     wait_file(&ready, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(100));
-    dump_and_reap(&mut v, &img);
+    dump_and_reap(&mut v, &img, &[]);
     let at_dump = fs::read_to_string(&out).unwrap().lines().count();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(fs::read_to_string(&out).unwrap().lines().count(), at_dump);
@@ -838,8 +719,8 @@ fn dump_then_detached_restore_counter_keeps_counting() {
         "restore.log",
     ]);
     assert_ok(&o, "criu restore -d");
-    let task = Restored(v.pid);
-    assert_eq!(fs::read_to_string(&pidfile).unwrap(), v.pid.to_string());
+    let task = Spawned::guard(v.pid());
+    assert_eq!(fs::read_to_string(&pidfile).unwrap(), v.pid().to_string());
     std::thread::sleep(Duration::from_millis(200));
     let text = fs::read_to_string(&out).unwrap();
     let nums: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
@@ -866,7 +747,7 @@ fn dump_then_restore_state_victim_of_another_uid() {
     fs::create_dir(&img).unwrap();
     let ready = d.path().join("ready");
     let uid = compel_criu_tests::UNPRIVILEGED_ID;
-    let mut v = Victim::spawn_as(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-state"),
         &[ready.to_str().unwrap()],
         &d.path().join("victim.log"),
@@ -874,17 +755,17 @@ fn dump_then_restore_state_victim_of_another_uid() {
     );
     wait_file(&ready, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img);
+    dump_and_reap(&mut v, &img, &[]);
     let mut criu = restore_in_background(&img);
-    wait_resumed(v.pid, &img, &mut criu);
+    wait_resumed(v.pid(), &img, &mut criu);
     // Its credentials are the victim's, not criu's.
-    let uids = status_field(v.pid, "Uid:");
+    let uids = status_field(v.pid(), "Uid:");
     assert_eq!(uids, format!("{uid}\t{uid}\t{uid}\t{uid}"));
-    assert_eq!(hex_field(v.pid, "CapEff:"), 0);
-    assert_eq!(status_field(v.pid, "NoNewPrivs:"), "1");
-    kill(Pid::from_raw(v.pid), Signal::SIGUSR1).unwrap();
+    assert_eq!(hex_field(v.pid(), "CapEff:"), 0);
+    assert_eq!(status_field(v.pid(), "NoNewPrivs:"), "1");
+    kill(Pid::from_raw(v.pid()), Signal::SIGUSR1).unwrap();
     let verdict = wait_file(&ready.with_extension("2"), Duration::from_secs(10));
-    kill(Pid::from_raw(v.pid), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(v.pid()), Signal::SIGKILL).unwrap();
     criu.wait().unwrap();
     assert_eq!(verdict.trim(), "check ok");
 }
@@ -898,14 +779,15 @@ fn dump_then_restore_shared_anonymous_memory() {
     let img = d.path().join("img");
     fs::create_dir(&img).unwrap();
     let ready = d.path().join("ready");
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-rvictim-shared"),
         &[ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     wait_file(&ready, Duration::from_secs(10));
-    dump_and_reap(&mut v, &img);
-    restore_and_check(v.pid, &img, &ready);
+    dump_and_reap(&mut v, &img, &[]);
+    restore_and_check(v.pid(), &img, &ready);
 }
 
 /// A `siginfo_t` for a signal sent by `kill` from pid `from`.
@@ -939,10 +821,13 @@ fn pending_signals_in_the_images_are_pending_again() {
     core.thread_core.as_mut().unwrap().signals_p = Some(q(libc::SIGHUP));
     d.write_core(SINGLE_PID as u32, &core).unwrap();
     restore(&detached(t.path()), None).unwrap();
-    let task = Restored(SINGLE_PID);
-    assert_eq!(wait_state(task.0, "S", Duration::from_secs(5)), Some('S'));
-    assert_eq!(hex_field(task.0, "ShdPnd:"), 1 << (libc::SIGHUP - 1));
-    assert_eq!(hex_field(task.0, "SigPnd:"), 1 << (libc::SIGHUP - 1));
+    let task = Spawned::guard(SINGLE_PID);
+    assert_eq!(
+        wait_state(task.pid(), "S", Duration::from_secs(5)),
+        Some('S')
+    );
+    assert_eq!(hex_field(task.pid(), "ShdPnd:"), 1 << (libc::SIGHUP - 1));
+    assert_eq!(hex_field(task.pid(), "SigPnd:"), 1 << (libc::SIGHUP - 1));
     drop(task);
 
     // A seccomp filter cannot be brought back: refused before anything runs.
@@ -951,7 +836,7 @@ fn pending_signals_in_the_images_are_pending_again() {
     let err = restore(&detached(t.path()), None).unwrap_err();
     assert!(matches!(err, RestoreError::Unsupported { .. }), "{err:?}");
     assert!(err.to_string().contains("seccomp"), "{err}");
-    assert!(pid_free(SINGLE_PID));
+    assert!(!pid_exists(SINGLE_PID));
     if created {
         let _ = fs::remove_file("/tmp/fx/single");
     }
@@ -982,7 +867,7 @@ fn cli_restore_of_the_fixture_and_a_failing_pre_restore_script() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("pre-restore"), "{err}");
-    assert!(pid_free(SINGLE_PID));
+    assert!(!pid_exists(SINGLE_PID));
 
     let o = run_criu(&[
         "restore",
@@ -996,9 +881,12 @@ fn cli_restore_of_the_fixture_and_a_failing_pre_restore_script() {
         "-v4",
     ]);
     assert_ok(&o, "criu restore -d of the fixture");
-    let task = Restored(SINGLE_PID);
-    assert_eq!(wait_state(task.0, "S", Duration::from_secs(5)), Some('S'));
-    assert_eq!(hex_field(task.0, "SigBlk:"), 1 << (libc::SIGHUP - 1));
+    let task = Spawned::guard(SINGLE_PID);
+    assert_eq!(
+        wait_state(task.pid(), "S", Duration::from_secs(5)),
+        Some('S')
+    );
+    assert_eq!(hex_field(task.pid(), "SigBlk:"), 1 << (libc::SIGHUP - 1));
     let rlog = fs::read_to_string(t.path().join("restore.log")).unwrap();
     assert!(rlog.contains("task resumed"), "{rlog}");
     drop(task);
@@ -1017,27 +905,28 @@ fn detached_restore_survives_criu_exit_despite_a_parent_death_signal() {
     fs::create_dir(&img).unwrap();
     let ready = d.path().join("ready");
     // The state victim sets PR_SET_PDEATHSIG(SIGKILL) on itself.
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-state"),
         &[ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     wait_file(&ready, Duration::from_secs(10));
-    dump_and_reap(&mut v, &img);
+    dump_and_reap(&mut v, &img, &[]);
     let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
     assert_ok(&o, "criu restore -d");
-    let task = Restored(v.pid);
+    let task = Spawned::guard(v.pid());
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
-        wait_exit_timeout(task.0, Duration::from_millis(10)),
+        wait_exit_timeout(task.pid(), Duration::from_millis(10)),
         Ok(None),
         "the task died"
     );
     assert!(matches!(
-        wait_state(task.0, "S", Duration::from_secs(5)),
+        wait_state(task.pid(), "S", Duration::from_secs(5)),
         Some('S')
     ));
-    assert_eq!(status_field(task.0, "Name:"), "statevic");
+    assert_eq!(status_field(task.pid(), "Name:"), "statevic");
     drop(task);
 }
 
@@ -1050,19 +939,23 @@ fn a_stopped_task_comes_back_stopped() {
     let img = d.path().join("img");
     fs::create_dir(&img).unwrap();
     let (out, ready) = (d.path().join("out"), d.path().join("ready"));
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     wait_file(&ready, Duration::from_secs(10));
-    kill(Pid::from_raw(v.pid), Signal::SIGSTOP).unwrap();
-    assert_eq!(wait_state(v.pid, "T", Duration::from_secs(5)), Some('T'));
-    dump_and_reap(&mut v, &img);
+    kill(Pid::from_raw(v.pid()), Signal::SIGSTOP).unwrap();
+    assert_eq!(wait_state(v.pid(), "T", Duration::from_secs(5)), Some('T'));
+    dump_and_reap(&mut v, &img, &[]);
     let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
     assert_ok(&o, "criu restore -d");
-    let task = Restored(v.pid);
-    assert_eq!(wait_state(task.0, "T", Duration::from_secs(5)), Some('T'));
+    let task = Spawned::guard(v.pid());
+    assert_eq!(
+        wait_state(task.pid(), "T", Duration::from_secs(5)),
+        Some('T')
+    );
     let n = fs::read_to_string(&out).unwrap().lines().count();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
@@ -1070,7 +963,7 @@ fn a_stopped_task_comes_back_stopped() {
         n,
         "it ran while stopped"
     );
-    kill(Pid::from_raw(task.0), Signal::SIGCONT).unwrap();
+    kill(Pid::from_raw(task.pid()), Signal::SIGCONT).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let nums: Vec<u64> = fs::read_to_string(&out)
         .unwrap()
@@ -1134,28 +1027,25 @@ fn a_session_leader_gets_its_terminal_back() {
     };
     // SAFETY: the slave end is the child's now; the master stays open for the whole test.
     unsafe { libc::close(slave) };
-    let mut v = Victim {
-        pid: v_pid,
-        reaped: false,
-    };
+    let mut v = Spawned::guard(v_pid);
     wait_file(&ready, Duration::from_secs(10));
-    let tty = tty_nr(v.pid);
+    let tty = tty_nr(v.pid());
     assert_ne!(tty, 0);
     // A task on a terminal is dumped as a shell job (its terminal saved by path).
-    dump_and_reap_with(&mut v, &img, &["--shell-job"]);
+    dump_and_reap(&mut v, &img, &["--shell-job"]);
     let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
     assert_ok(&o, "criu restore -d");
-    let task = Restored(v.pid);
+    let task = Spawned::guard(v.pid());
     assert_eq!(
-        fs::read_link(format!("/proc/{}/fd/0", task.0)).unwrap(),
+        fs::read_link(format!("/proc/{}/fd/0", task.pid())).unwrap(),
         pts
     );
     assert_eq!(
-        tty_nr(task.0),
+        tty_nr(task.pid()),
         tty,
         "the terminal is not its controlling terminal again"
     );
-    assert_eq!(status_field(task.0, "NSsid:"), task.0.to_string());
+    assert_eq!(status_field(task.pid(), "NSsid:"), task.pid().to_string());
     drop(task);
 
     // As a shell job: criu runs in the terminal's session and the task joins it.
@@ -1183,13 +1073,16 @@ fn a_session_leader_gets_its_terminal_back() {
         }
         cmd.spawn().unwrap()
     };
-    wait_resumed(v.pid, &img, &mut criu);
-    assert_eq!(status_field(v.pid, "NSsid:"), criu.id().to_string());
-    assert_eq!(tty_nr(v.pid), tty);
-    assert_eq!(fs::read_link(format!("/proc/{}/fd/1", v.pid)).unwrap(), pts);
-    kill(Pid::from_raw(v.pid), Signal::SIGKILL).unwrap();
+    wait_resumed(v.pid(), &img, &mut criu);
+    assert_eq!(status_field(v.pid(), "NSsid:"), criu.id().to_string());
+    assert_eq!(tty_nr(v.pid()), tty);
+    assert_eq!(
+        fs::read_link(format!("/proc/{}/fd/1", v.pid())).unwrap(),
+        pts
+    );
+    kill(Pid::from_raw(v.pid()), Signal::SIGKILL).unwrap();
     assert_eq!(criu.wait().unwrap().code(), Some(128 + libc::SIGKILL));
-    assert!(pid_free(v.pid));
+    assert!(!pid_exists(v.pid()));
     // SAFETY: closing our master end.
     unsafe { libc::close(master) };
 }
@@ -1209,20 +1102,20 @@ fn vector_registers_survive_dump_and_restore_of_a_spinning_task() {
     let log = d.path().join("victim.log");
     // It fills ymm/zmm and k registers, then spins in user code (no syscall) until its flag is
     // set, then compares the registers and prints `ok`.
-    let mut v = Victim::spawn(env!("CARGO_BIN_EXE_victim-avx"), &[], &log);
+    let mut v = Spawned::spawn(env!("CARGO_BIN_EXE_victim-avx"), &[], &log, None);
     let ready = wait_file(&log, Duration::from_secs(10));
     let f: Vec<&str> = ready.split_whitespace().collect();
     assert_eq!(f[0], "ready", "{ready}");
     let flag = u64::from_str_radix(f[2], 16).unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img);
+    dump_and_reap(&mut v, &img, &[]);
     let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
     assert_ok(&o, "criu restore -d");
-    let task = Restored(v.pid);
+    let task = Spawned::guard(v.pid());
     std::thread::sleep(Duration::from_millis(50));
     let one = 1u32.to_ne_bytes();
     nix::sys::uio::process_vm_writev(
-        Pid::from_raw(task.0),
+        Pid::from_raw(task.pid()),
         &[std::io::IoSlice::new(&one)],
         &[RemoteIoVec {
             base: flag as usize,
@@ -1230,7 +1123,7 @@ fn vector_registers_survive_dump_and_restore_of_a_spinning_task() {
         }],
     )
     .unwrap();
-    let exit = wait_exit_timeout(task.0, Duration::from_secs(20)).unwrap();
+    let exit = wait_exit_timeout(task.pid(), Duration::from_secs(20)).unwrap();
     std::mem::forget(task);
     let text = fs::read_to_string(&log).unwrap();
     assert_eq!(exit, Some(compel_criu_tests::Exit::Code(0)), "{text}");
@@ -1247,28 +1140,29 @@ fn a_signal_sent_while_restoring_reaches_the_tasks_own_handler() {
     fs::create_dir(&img).unwrap();
     let ready = d.path().join("ready");
     // Enough memory that the restore takes a while.
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-rvictim-big"),
         &["96", ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     wait_file(&ready, Duration::from_secs(30));
-    dump_and_reap(&mut v, &img);
+    dump_and_reap(&mut v, &img, &[]);
     let mut criu = restore_in_background(&img);
     // As soon as the pid exists (still criu's copy, restoring), send SIGUSR1.
     let end = std::time::Instant::now() + Duration::from_secs(10);
-    while pid_free(v.pid) {
+    while !pid_exists(v.pid()) {
         assert!(std::time::Instant::now() < end, "the task never appeared");
         std::thread::sleep(Duration::from_micros(200));
     }
-    let name = status_field(v.pid, "Name:");
-    kill(Pid::from_raw(v.pid), Signal::SIGUSR1).unwrap();
+    let name = status_field(v.pid(), "Name:");
+    kill(Pid::from_raw(v.pid()), Signal::SIGUSR1).unwrap();
     assert_eq!(
         name, "criu",
         "the signal came after the restore: the test proves nothing"
     );
     let verdict = wait_file(&ready.with_extension("2"), Duration::from_secs(30));
-    kill(Pid::from_raw(v.pid), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(v.pid()), Signal::SIGKILL).unwrap();
     let status = criu.wait().unwrap();
     assert_eq!(
         verdict.trim(),
@@ -1299,12 +1193,15 @@ fn the_ns_last_pid_fallback_gives_the_same_pid() {
     if !o.status.success() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("in use"), "{err}");
-        assert!(pid_free(SINGLE_PID));
+        assert!(!pid_exists(SINGLE_PID));
         eprintln!("ns_last_pid race lost: {err}");
     } else {
-        let task = Restored(SINGLE_PID);
-        assert_eq!(wait_state(task.0, "S", Duration::from_secs(5)), Some('S'));
-        assert_eq!(status_field(task.0, "Name:"), "single");
+        let task = Spawned::guard(SINGLE_PID);
+        assert_eq!(
+            wait_state(task.pid(), "S", Duration::from_secs(5)),
+            Some('S')
+        );
+        assert_eq!(status_field(task.pid(), "Name:"), "single");
         drop(task);
     }
     if created {
@@ -1391,26 +1288,27 @@ fn the_nice_value_comes_back() {
     let img = d.path().join("img");
     fs::create_dir(&img).unwrap();
     let (out, ready) = (d.path().join("out"), d.path().join("ready"));
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     wait_file(&ready, Duration::from_secs(10));
     // SAFETY: setpriority on our own child.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, v.pid as u32, 7) };
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, v.pid() as u32, 7) };
     assert_eq!(r, 0);
     let nice = |pid: i32| -> i64 {
         let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let rest = &s[s.rfind(')').unwrap() + 2..];
         rest.split(' ').nth(16).unwrap().parse().unwrap()
     };
-    assert_eq!(nice(v.pid), 7);
-    dump_and_reap(&mut v, &img);
+    assert_eq!(nice(v.pid()), 7);
+    dump_and_reap(&mut v, &img, &[]);
     let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
     assert_ok(&o, "criu restore -d");
-    let task = Restored(v.pid);
-    assert_eq!(nice(task.0), 7);
+    let task = Spawned::guard(v.pid());
+    assert_eq!(nice(task.pid()), 7);
     drop(task);
 }
 
@@ -1438,7 +1336,7 @@ fn failures_inside_the_new_task_name_the_step_and_leave_nothing() {
         "{err:?}"
     );
     assert!(err.to_string().contains("ENOENT"), "{err}");
-    assert!(pid_free(SINGLE_PID), "the failed task was left behind");
+    assert!(!pid_exists(SINGLE_PID), "the failed task was left behind");
 
     // A POSIX timer on a clock that does not exist: the restorer fails at its timers.
     let t = tempfile::tempdir().unwrap();
@@ -1471,7 +1369,7 @@ fn failures_inside_the_new_task_name_the_step_and_leave_nothing() {
         matches!(&err, RestoreError::Task { stage, .. } if *stage == "posix timers"),
         "{err:?}"
     );
-    assert!(pid_free(SINGLE_PID), "the failed task was left behind");
+    assert!(!pid_exists(SINGLE_PID), "the failed task was left behind");
     if created {
         let _ = fs::remove_file("/tmp/fx/single");
     }
@@ -1486,10 +1384,11 @@ fn dump_then_restore_a_pool_of_eight_threads() {
     let img = d.path().join("img");
     fs::create_dir(&img).unwrap();
     let ready = d.path().join("ready");
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-rvictim-threads"),
         &["8", ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     let r = wait_file(&ready, Duration::from_secs(10));
     let tids: Vec<i32> = r
@@ -1499,40 +1398,27 @@ fn dump_then_restore_a_pool_of_eight_threads() {
         .collect();
     assert_eq!(tids.len(), 8, "{r}");
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img);
+    dump_and_reap(&mut v, &img, &[]);
     for t in &tids {
-        assert!(pid_free(*t));
+        assert!(!pid_exists(*t));
     }
     let mut criu = restore_in_background(&img);
-    wait_resumed(v.pid, &img, &mut criu);
-    let mut task: Vec<i32> = fs::read_dir(format!("/proc/{}/task", v.pid))
+    wait_resumed(v.pid(), &img, &mut criu);
+    let mut task: Vec<i32> = fs::read_dir(format!("/proc/{}/task", v.pid()))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
         .collect();
     task.sort_unstable();
     let mut want = tids.clone();
-    want.push(v.pid);
+    want.push(v.pid());
     want.sort_unstable();
     assert_eq!(task, want, "the threads did not come back with their tids");
-    kill(Pid::from_raw(v.pid), Signal::SIGUSR1).unwrap();
+    kill(Pid::from_raw(v.pid()), Signal::SIGUSR1).unwrap();
     let verdict = wait_file(&ready.with_extension("2"), Duration::from_secs(30));
-    kill(Pid::from_raw(v.pid), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(v.pid()), Signal::SIGKILL).unwrap();
     let status = criu.wait().unwrap();
     assert_eq!(verdict.trim(), "check ok");
     assert_eq!(status.code(), Some(128 + libc::SIGKILL));
-}
-
-/// `stat` fields of a live process: (state, ppid, pgid, sid).
-fn stat_ids(pid: i32) -> Option<(char, i32, i32, i32)> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((
-        f.first()?.chars().next()?,
-        f.get(1)?.parse().ok()?,
-        f.get(2)?.parse().ok()?,
-        f.get(3)?.parse().ok()?,
-    ))
 }
 
 /// CRIU 4.2's `tree` fixture: a session leader with a thread, a child in its group, a child
@@ -1595,14 +1481,14 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
             Err(RestoreError::Fpu { .. })
         )
     });
-    if !fits || !pids.iter().chain(&[12813]).all(|p| pid_free(*p)) {
+    if !fits || !pids.iter().chain(&[12813]).all(|p| !pid_exists(*p)) {
         eprintln!("restore part skipped: CPU lacks the fixture's vector state or a pid is taken");
         cleanup();
         return;
     }
     let out = restore(&detached(&dir), None);
     // Dropped root first: its children then come to us (the subreaper) to be reaped.
-    let guards: Vec<Restored> = pids.iter().map(|p| Restored(*p)).collect();
+    let guards: Vec<Spawned> = pids.iter().map(|p| Spawned::guard(*p)).collect();
     let out = out.unwrap_or_else(|e| panic!("restore failed: {e} ({e:?})"));
     assert_eq!(out, RestoreOutcome::Detached { pid: 12809 });
     let ids: Vec<_> = pids.iter().map(|p| stat_ids(*p).unwrap()).collect();
@@ -1632,10 +1518,11 @@ fn eventfd_epoll_timerfd_and_signalfd_come_back() {
     let img = d.path().join("img");
     fs::create_dir(&img).unwrap();
     let ready = d.path().join("ready");
-    let mut v = Victim::spawn(
+    let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-anonfd"),
         &[ready.to_str().unwrap()],
         &d.path().join("victim.log"),
+        None,
     );
     let r = wait_file(&ready, Duration::from_secs(10));
     let fds: Vec<i32> = r
@@ -1646,7 +1533,7 @@ fn eventfd_epoll_timerfd_and_signalfd_come_back() {
     let [efd, epfd, tfd, sfd] = fds[..] else {
         panic!("ready line {r}");
     };
-    dump_and_reap(&mut v, &img);
+    dump_and_reap(&mut v, &img, &[]);
     let o = run_criu(&[
         "restore",
         "-d",
@@ -1656,8 +1543,8 @@ fn eventfd_epoll_timerfd_and_signalfd_come_back() {
         "restore.log",
     ]);
     assert_ok(&o, "criu restore -d");
-    let task = Restored(v.pid);
-    let pid = task.0;
+    let task = Spawned::guard(v.pid());
+    let pid = task.pid();
     for (fd, what) in [
         (efd, "anon_inode:[eventfd]"),
         (epfd, "anon_inode:[eventpoll]"),

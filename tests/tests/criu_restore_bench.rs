@@ -21,22 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use compel_criu_tests::{become_subreaper, is_root, wait_exit, workspace_bin};
+use compel_criu_tests::{Spawned, become_subreaper, is_root, wait_exit, wait_file, workspace_bin};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-fn wait_file(p: &Path, timeout: Duration) -> String {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = fs::read_to_string(p)
-            && !s.is_empty()
-        {
-            return s;
-        }
-        assert!(Instant::now() < end, "{} did not appear", p.display());
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// The criu binary: `CRIU_BENCH_BIN` if set (e.g. a release build), else this profile's build.
 fn criu_bin() -> PathBuf {
@@ -73,24 +60,17 @@ fn median(v: &mut [f64]) -> f64 {
 fn make_images(mib: usize, work: &Path, img: &Path) -> i32 {
     fs::create_dir_all(img).unwrap();
     let ready = work.join(format!("ready-{mib}"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_criu-rvictim-big"));
-    cmd.args([mib.to_string(), ready.display().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: the closure only makes an async-signal-safe syscall in the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    let pid = cmd.spawn().unwrap().id() as i32;
-    let guard = Guard(pid);
+    let mut victim = Spawned::spawn(
+        env!("CARGO_BIN_EXE_criu-rvictim-big"),
+        &[&mib.to_string(), &ready.display().to_string()],
+        Path::new("/dev/null"),
+        None,
+    );
+    let pid = victim.pid();
     wait_file(&ready, Duration::from_secs(60));
     criu(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
     wait_exit(pid).unwrap();
-    std::mem::forget(guard);
+    victim.mark_reaped();
     pid
 }
 
@@ -165,21 +145,10 @@ fn pages_bytes(img: &Path) -> u64 {
         .sum()
 }
 
-/// Kills and reaps the (restored) task on the way out, also when a check panics.
-struct Guard(i32);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if kill(Pid::from_raw(self.0), Signal::SIGKILL).is_ok() {
-            let _ = wait_exit(self.0);
-        }
-    }
-}
-
 fn bench(mib: usize, runs: usize, base: &Path) {
     let img = base.join(format!("img-{mib}"));
     let pid = make_images(mib, base, &img);
-    let _guard = Guard(pid);
+    let _guard = Spawned::guard(pid);
     // First restore: the victim checks its memory.
     restore_once(&img);
     check_and_kill(pid, &base.join(format!("ready-{mib}")));

@@ -12,50 +12,15 @@
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Exit, become_subreaper, proc_state, skip_if_not_root, test_lock, tracer_pid, wait_exit_timeout,
-    workspace_bin,
+    Exit, StatIds, become_subreaper, criu, pid_exists, proc_state, skip_if_not_root, stat_ids,
+    tail, test_lock, tracer_pid, wait_exit_timeout,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-fn criu(args: &[&str]) -> Output {
-    Command::new(workspace_bin("criu", "criu"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run criu")
-}
-
-/// The last 60 lines of `path`, for failure messages.
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-/// `(state, ppid, pgid, sid)` as `/proc/PID/stat` shows them.
-type Stat = (char, i32, i32, i32);
-
-/// The [`Stat`] of `pid`, `None` if it is gone.
-fn stat_of(pid: i32) -> Option<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    Some((
-        f.first()?.chars().next()?,
-        f.get(1)?.parse().ok()?,
-        f.get(2)?.parse().ok()?,
-        f.get(3)?.parse().ok()?,
-    ))
-}
-
-fn exists(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
 
 /// Every process whose session is `sid`.
 fn session_members(sid: i32) -> Vec<i32> {
@@ -63,7 +28,7 @@ fn session_members(sid: i32) -> Vec<i32> {
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-                .filter(|&p| stat_of(p).is_some_and(|s| s.3 == sid))
+                .filter(|&p| stat_ids(p).is_some_and(|s| s.3 == sid))
                 .collect()
         })
         .unwrap_or_default();
@@ -135,7 +100,7 @@ impl Tree {
                     break;
                 }
             }
-            let left = self.pids.iter().any(|&p| exists(p))
+            let left = self.pids.iter().any(|&p| pid_exists(p))
                 || (self.sid > 0 && !session_members(self.sid).is_empty());
             if !left {
                 return true;
@@ -189,7 +154,7 @@ fn wait_ready(ready: &Path, log: &Path) -> Vec<i32> {
         assert!(
             Instant::now() < end,
             "the victim never got ready; log:\n{}",
-            tail(log)
+            tail(log, 60)
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -217,7 +182,7 @@ fn expect_checks_ok(pids: &[i32], result: &Path, when: &str) {
             break lines;
         }
         if Instant::now() >= end {
-            let states: Vec<_> = pids.iter().map(|&p| (p, stat_of(p))).collect();
+            let states: Vec<_> = pids.iter().map(|&p| (p, stat_ids(p))).collect();
             panic!("{when}: not every process answered SIGUSR1: {lines:?}; states {states:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -254,7 +219,7 @@ fn dump_and_reap(root: i32, pids: &[i32], img: &Path) {
         "criu dump: {:?}\nstderr: {}\nlog:\n{}",
         o.status,
         String::from_utf8_lossy(&o.stderr),
-        tail(&img.join("dump.log"))
+        tail(&img.join("dump.log"), 60)
     );
     assert_eq!(
         wait_exit_timeout(root, Duration::from_secs(10)),
@@ -269,17 +234,17 @@ fn dump_and_reap(root: i32, pids: &[i32], img: &Path) {
             Ok(Some(_)) => false,
             Ok(None) => true,
             // Not (yet) our child: gone if /proc no longer has it.
-            Err(_) => exists(p),
+            Err(_) => pid_exists(p),
         });
         assert!(
             Instant::now() < end,
             "processes of the dumped tree left: {:?}",
-            left.iter().map(|&p| (p, stat_of(p))).collect::<Vec<_>>()
+            left.iter().map(|&p| (p, stat_ids(p))).collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
     for &p in pids {
-        assert!(!exists(p), "pid {p} is still there after the dump");
+        assert!(!pid_exists(p), "pid {p} is still there after the dump");
     }
 }
 
@@ -303,7 +268,7 @@ fn restore_detached(img: &Path, root: i32) {
         "criu restore -d: {:?}\nstderr: {}\nlog:\n{}",
         o.status,
         String::from_utf8_lossy(&o.stderr),
-        tail(&img.join("restore.log"))
+        tail(&img.join("restore.log"), 60)
     );
     assert_eq!(
         fs::read_to_string(&pidfile).expect("pidfile").trim(),
@@ -314,12 +279,12 @@ fn restore_detached(img: &Path, root: i32) {
 
 /// Asserts that every process has the `(ppid, pgid, sid)` it had before the dump and is alive
 /// (running or sleeping, untraced), or a zombie again if it was one.
-fn assert_same_tree(before: &[(i32, Stat)]) {
+fn assert_same_tree(before: &[(i32, StatIds)]) {
     for &(p, (state, ppid, pgid, sid)) in before {
         let want = if state == 'Z' { "Z" } else { "RS" };
         let end = Instant::now() + Duration::from_secs(10);
         let now = loop {
-            let now = stat_of(p);
+            let now = stat_ids(p);
             if now.is_some_and(|s| want.contains(s.0)) || Instant::now() >= end {
                 break now;
             }
@@ -343,9 +308,9 @@ fn assert_same_tree(before: &[(i32, Stat)]) {
     }
 }
 
-fn record(pids: &[i32]) -> Vec<(i32, Stat)> {
+fn record(pids: &[i32]) -> Vec<(i32, StatIds)> {
     pids.iter()
-        .map(|&p| (p, stat_of(p).unwrap_or_else(|| panic!("pid {p} vanished"))))
+        .map(|&p| (p, stat_ids(p).unwrap_or_else(|| panic!("pid {p} vanished"))))
         .collect()
 }
 
@@ -401,7 +366,7 @@ fn start_tree3(f: &Files) -> (Tree, Vec<i32>) {
         (b2, b, b),
     ];
     for (p, ppid, pgid) in want {
-        let (st, pp, pg, si) = stat_of(p).unwrap_or_else(|| panic!("{p} vanished"));
+        let (st, pp, pg, si) = stat_ids(p).unwrap_or_else(|| panic!("{p} vanished"));
         assert_ne!(st, 'Z', "{p}");
         assert_eq!((pp, pg, si), (ppid, pgid, root), "(ppid, pgid, sid) of {p}");
     }
@@ -450,7 +415,7 @@ fn a_three_level_tree_with_two_groups_comes_back() {
         "the restored tree could not be killed"
     );
     for &p in &pids {
-        assert!(!exists(p), "{p} left behind");
+        assert!(!pid_exists(p), "{p} left behind");
     }
 }
 
@@ -503,7 +468,7 @@ fn a_page_shared_by_parent_and_child_is_shared_again() {
         "the restored pair could not be killed"
     );
     for &p in &pids {
-        assert!(!exists(p), "{p} left behind");
+        assert!(!pid_exists(p), "{p} left behind");
     }
 }
 
@@ -548,7 +513,7 @@ fn a_parent_in_waitpid_reaps_its_children_after_restore() {
         exit,
         Ok(Some(Exit::Code(0))),
         "the root's end; result: {result:?}; states {:?}",
-        pids.iter().map(|&p| (p, stat_of(p))).collect::<Vec<_>>()
+        pids.iter().map(|&p| (p, stat_ids(p))).collect::<Vec<_>>()
     );
     let lines: Vec<&str> = result.lines().collect();
     assert_eq!(
@@ -560,7 +525,7 @@ fn a_parent_in_waitpid_reaps_its_children_after_restore() {
         "what the restored root reaped"
     );
     for &p in &pids {
-        assert!(!exists(p), "{p} left behind");
+        assert!(!pid_exists(p), "{p} left behind");
     }
     assert!(tree.kill_and_reap());
 }
@@ -605,7 +570,7 @@ fn restoring_over_a_running_tree_fails_and_creates_nothing() {
     sorted.sort();
     assert_eq!(session_members(root), sorted, "the victim's session");
     for (p, (_, ppid, pgid, sid)) in before {
-        let (st, pp, pg, si) = stat_of(p).unwrap_or_else(|| panic!("{p} died"));
+        let (st, pp, pg, si) = stat_ids(p).unwrap_or_else(|| panic!("{p} died"));
         assert!("RS".contains(st), "{p} in state {st}");
         assert_eq!((pp, pg, si), (ppid, pgid, sid), "{p}");
         assert_eq!(tracer_pid(p), Some(0), "{p} traced");
@@ -640,7 +605,7 @@ fn a_restored_tree_dumps_and_restores_again() {
         "the restored tree could not be killed"
     );
     for &p in &pids {
-        assert!(!exists(p), "{p} left behind");
+        assert!(!pid_exists(p), "{p} left behind");
     }
 }
 
@@ -677,7 +642,7 @@ fn a_tree_dumped_while_it_forks_runs_on_after_restore() {
             assert!(
                 Instant::now() < end,
                 "churn never counted; log:\n{}",
-                tail(&f.log)
+                tail(&f.log, 60)
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -694,7 +659,7 @@ fn a_tree_dumped_while_it_forks_runs_on_after_restore() {
         restore_detached(&f.img, root);
         // The root is back with its ids (its children come and go by design).
         let r = &tree_img[0];
-        let st = stat_of(root).expect("restored root");
+        let st = stat_ids(root).expect("restored root");
         assert_eq!(
             (r.pid as i32, st.2, st.3),
             (root, r.pgid as i32, r.sid as i32)
@@ -705,13 +670,13 @@ fn a_tree_dumped_while_it_forks_runs_on_after_restore() {
                 Instant::now() < end,
                 "round {round}: the restored churn stopped at {} (dumped at {dumped}); log:\n{}",
                 churn_rounds(&counter),
-                tail(&f.log)
+                tail(&f.log, 60)
             );
             assert_eq!(
                 wait_exit_timeout(root, Duration::ZERO),
                 Ok(None),
                 "round {round}: the restored churn ended; log:\n{}",
-                tail(&f.log)
+                tail(&f.log, 60)
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -776,7 +741,7 @@ fn a_grandchild_failing_takes_the_whole_restore_down_cleanly() {
     );
     // Everything is gone at once: criu reaped what it created before it exited.
     for &p in &pids {
-        assert!(!exists(p), "pid {p} left behind: {:?}", stat_of(p));
+        assert!(!pid_exists(p), "pid {p} left behind: {:?}", stat_ids(p));
     }
     assert!(
         our_children().is_empty(),
@@ -806,7 +771,7 @@ fn a_subreaper_keeps_its_adopted_orphan_and_adopts_again() {
     tree.pids = pids.clone();
     let (root, b) = (pids[0], pids[1]);
     assert_eq!(
-        stat_of(b).map(|s| s.1),
+        stat_ids(b).map(|s| s.1),
         Some(root),
         "b is the root's adopted child"
     );
@@ -834,7 +799,7 @@ fn a_subreaper_keeps_its_adopted_orphan_and_adopts_again() {
         assert!(
             Instant::now() < end,
             "no verdict; result: {text:?}; log:\n{}",
-            tail(&f.log)
+            tail(&f.log, 60)
         );
         std::thread::sleep(Duration::from_millis(5));
     };

@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::sync::atomic::AtomicU32;
 
-use compel_criu_tests::{avx_kmask, avx_pattern};
+use compel_criu_tests::{asm_holding_avx512, avx_kmasks, avx_mismatch, avx_source};
 
 static FLAG: AtomicU32 = AtomicU32::new(0);
 
@@ -26,140 +26,26 @@ unsafe fn spin_avx512(
 ) -> u64 {
     let mut budget = BUDGET;
     // SAFETY: src/dst/kin/kout are valid for the sizes accessed; every vector and mask register
-    // written is declared clobbered; FLAG is a valid u32.
+    // written is declared clobbered (by the macro); FLAG is a valid u32.
     unsafe {
-        core::arch::asm!(
-            "vmovdqu64 zmm0, [{src} + 0]",
-            "vmovdqu64 zmm1, [{src} + 64]",
-            "vmovdqu64 zmm2, [{src} + 128]",
-            "vmovdqu64 zmm3, [{src} + 192]",
-            "vmovdqu64 zmm4, [{src} + 256]",
-            "vmovdqu64 zmm5, [{src} + 320]",
-            "vmovdqu64 zmm6, [{src} + 384]",
-            "vmovdqu64 zmm7, [{src} + 448]",
-            "vmovdqu64 zmm8, [{src} + 512]",
-            "vmovdqu64 zmm9, [{src} + 576]",
-            "vmovdqu64 zmm10, [{src} + 640]",
-            "vmovdqu64 zmm11, [{src} + 704]",
-            "vmovdqu64 zmm12, [{src} + 768]",
-            "vmovdqu64 zmm13, [{src} + 832]",
-            "vmovdqu64 zmm14, [{src} + 896]",
-            "vmovdqu64 zmm15, [{src} + 960]",
-            "vmovdqu64 zmm16, [{src} + 1024]",
-            "vmovdqu64 zmm17, [{src} + 1088]",
-            "vmovdqu64 zmm18, [{src} + 1152]",
-            "vmovdqu64 zmm19, [{src} + 1216]",
-            "vmovdqu64 zmm20, [{src} + 1280]",
-            "vmovdqu64 zmm21, [{src} + 1344]",
-            "vmovdqu64 zmm22, [{src} + 1408]",
-            "vmovdqu64 zmm23, [{src} + 1472]",
-            "vmovdqu64 zmm24, [{src} + 1536]",
-            "vmovdqu64 zmm25, [{src} + 1600]",
-            "vmovdqu64 zmm26, [{src} + 1664]",
-            "vmovdqu64 zmm27, [{src} + 1728]",
-            "vmovdqu64 zmm28, [{src} + 1792]",
-            "vmovdqu64 zmm29, [{src} + 1856]",
-            "vmovdqu64 zmm30, [{src} + 1920]",
-            "vmovdqu64 zmm31, [{src} + 1984]",
-            "kmovw k1, [{kin} + 2]",
-            "kmovw k2, [{kin} + 4]",
-            "kmovw k3, [{kin} + 6]",
-            "kmovw k4, [{kin} + 8]",
-            "kmovw k5, [{kin} + 10]",
-            "kmovw k6, [{kin} + 12]",
-            "kmovw k7, [{kin} + 14]",
-            "2:",
-            "pause",
-            "cmp dword ptr [{flag}], 0",
-            "jne 3f",
-            "dec {budget}",
-            "jnz 2b",
-            "3:",
-            "vmovdqu64 [{dst} + 0], zmm0",
-            "vmovdqu64 [{dst} + 64], zmm1",
-            "vmovdqu64 [{dst} + 128], zmm2",
-            "vmovdqu64 [{dst} + 192], zmm3",
-            "vmovdqu64 [{dst} + 256], zmm4",
-            "vmovdqu64 [{dst} + 320], zmm5",
-            "vmovdqu64 [{dst} + 384], zmm6",
-            "vmovdqu64 [{dst} + 448], zmm7",
-            "vmovdqu64 [{dst} + 512], zmm8",
-            "vmovdqu64 [{dst} + 576], zmm9",
-            "vmovdqu64 [{dst} + 640], zmm10",
-            "vmovdqu64 [{dst} + 704], zmm11",
-            "vmovdqu64 [{dst} + 768], zmm12",
-            "vmovdqu64 [{dst} + 832], zmm13",
-            "vmovdqu64 [{dst} + 896], zmm14",
-            "vmovdqu64 [{dst} + 960], zmm15",
-            "vmovdqu64 [{dst} + 1024], zmm16",
-            "vmovdqu64 [{dst} + 1088], zmm17",
-            "vmovdqu64 [{dst} + 1152], zmm18",
-            "vmovdqu64 [{dst} + 1216], zmm19",
-            "vmovdqu64 [{dst} + 1280], zmm20",
-            "vmovdqu64 [{dst} + 1344], zmm21",
-            "vmovdqu64 [{dst} + 1408], zmm22",
-            "vmovdqu64 [{dst} + 1472], zmm23",
-            "vmovdqu64 [{dst} + 1536], zmm24",
-            "vmovdqu64 [{dst} + 1600], zmm25",
-            "vmovdqu64 [{dst} + 1664], zmm26",
-            "vmovdqu64 [{dst} + 1728], zmm27",
-            "vmovdqu64 [{dst} + 1792], zmm28",
-            "vmovdqu64 [{dst} + 1856], zmm29",
-            "vmovdqu64 [{dst} + 1920], zmm30",
-            "vmovdqu64 [{dst} + 1984], zmm31",
-            "kmovw [{kout} + 2], k1",
-            "kmovw [{kout} + 4], k2",
-            "kmovw [{kout} + 6], k3",
-            "kmovw [{kout} + 8], k4",
-            "kmovw [{kout} + 10], k5",
-            "kmovw [{kout} + 12], k6",
-            "kmovw [{kout} + 14], k7",
-            src = in(reg) src.as_ptr(),
-            dst = in(reg) dst.as_mut_ptr(),
-            kin = in(reg) kin.as_ptr(),
-            kout = in(reg) kout.as_mut_ptr(),
-            flag = in(reg) FLAG.as_ptr(),
-            budget = inout(reg) budget,
-            out("zmm0") _,
-            out("zmm1") _,
-            out("zmm2") _,
-            out("zmm3") _,
-            out("zmm4") _,
-            out("zmm5") _,
-            out("zmm6") _,
-            out("zmm7") _,
-            out("zmm8") _,
-            out("zmm9") _,
-            out("zmm10") _,
-            out("zmm11") _,
-            out("zmm12") _,
-            out("zmm13") _,
-            out("zmm14") _,
-            out("zmm15") _,
-            out("zmm16") _,
-            out("zmm17") _,
-            out("zmm18") _,
-            out("zmm19") _,
-            out("zmm20") _,
-            out("zmm21") _,
-            out("zmm22") _,
-            out("zmm23") _,
-            out("zmm24") _,
-            out("zmm25") _,
-            out("zmm26") _,
-            out("zmm27") _,
-            out("zmm28") _,
-            out("zmm29") _,
-            out("zmm30") _,
-            out("zmm31") _,
-            out("k1") _,
-            out("k2") _,
-            out("k3") _,
-            out("k4") _,
-            out("k5") _,
-            out("k6") _,
-            out("k7") _,
-            options(nostack),
+        asm_holding_avx512!(
+            src = src.as_ptr(),
+            dst = dst.as_mut_ptr(),
+            kin = kin.as_ptr(),
+            kout = kout.as_mut_ptr(),
+            code = [
+                "2:",
+                "pause",
+                "cmp dword ptr [{flag}], 0",
+                "jne 3f",
+                "dec {budget}",
+                "jnz 2b",
+                "3:",
+            ],
+            operands = [
+                flag = in(reg) FLAG.as_ptr(),
+                budget = inout(reg) budget,
+            ],
         );
     }
     budget
@@ -244,13 +130,8 @@ fn main() {
         std::process::exit(2);
     }
     let (width, nregs) = if avx512 { (64, 32) } else { (32, 16) };
-    let mut src = [0u8; 32 * 64];
-    for r in 0..nregs {
-        for b in 0..width {
-            src[r * width + b] = avx_pattern(r, b);
-        }
-    }
-    let kin: [u16; 8] = std::array::from_fn(avx_kmask);
+    let src = avx_source(nregs, width);
+    let kin = avx_kmasks();
     let mut dst = [0u8; 32 * 64];
     let mut kout = [0u16; 8];
     let mut out = std::io::stdout();
@@ -274,19 +155,11 @@ fn main() {
         println!("timeout");
         std::process::exit(6);
     }
-    for r in 0..nregs {
-        if src[r * width..(r + 1) * width] != dst[r * width..(r + 1) * width] {
-            println!("mismatch {}{r}", if avx512 { "zmm" } else { "ymm" });
-            std::process::exit(1);
-        }
-    }
-    if avx512 {
-        for k in 1..8 {
-            if kin[k] != kout[k] {
-                println!("mismatch k{k}");
-                std::process::exit(1);
-            }
-        }
+    let prefix = if avx512 { "zmm" } else { "ymm" };
+    let masks = avx512.then_some((&kin, &kout));
+    if let Some(what) = avx_mismatch(prefix, nregs, width, &src, &dst, masks) {
+        println!("mismatch {what}");
+        std::process::exit(1);
     }
     println!("ok");
 }

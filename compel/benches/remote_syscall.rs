@@ -15,141 +15,12 @@
 //! Baseline and compel alternate in rounds. Prints the median and 90th percentile of each, and
 //! compel's ratio to the baseline.
 
-use std::time::Instant;
-
 use compel::Task;
 use compel_arch::nr;
 
-/// The minimal raw-ptrace baseline, independent of compel's own ptrace layer.
-mod raw {
-    use compel_arch::UserRegs;
-
-    fn pt(req: libc::c_uint, pid: i32, addr: usize, data: usize) {
-        // SAFETY: callers pass integers or pointers to live, correctly sized locals.
-        let rc = unsafe {
-            libc::ptrace(
-                req,
-                pid,
-                addr as *mut libc::c_void,
-                data as *mut libc::c_void,
-            )
-        };
-        assert!(
-            rc != -1,
-            "ptrace {req:#x}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-
-    fn wait(pid: i32) -> i32 {
-        let mut st = 0;
-        // SAFETY: st is a live local.
-        let rc = unsafe { libc::waitpid(pid, &mut st, libc::__WALL) };
-        assert_eq!(rc, pid, "waitpid: {}", std::io::Error::last_os_error());
-        st
-    }
-
-    pub fn seize_interrupt(pid: i32) {
-        pt(libc::PTRACE_SEIZE, pid, 0, 0);
-        pt(libc::PTRACE_INTERRUPT, pid, 0, 0);
-        let st = wait(pid);
-        assert!(libc::WIFSTOPPED(st));
-    }
-
-    pub fn detach(pid: i32) {
-        pt(libc::PTRACE_DETACH, pid, 0, 0);
-    }
-
-    pub fn getregs(pid: i32) -> UserRegs {
-        let mut r = UserRegs::default();
-        pt(
-            libc::PTRACE_GETREGS,
-            pid,
-            0,
-            &mut r as *mut UserRegs as usize,
-        );
-        r
-    }
-
-    pub fn setregs(pid: i32, r: &UserRegs) {
-        pt(libc::PTRACE_SETREGS, pid, 0, r as *const UserRegs as usize);
-    }
-
-    /// One injected syscall through the `syscall` instruction at `site`.
-    pub fn inject(pid: i32, site: u64, nr: u64) -> i64 {
-        let saved = getregs(pid);
-        let mut r = saved;
-        r.rax = nr;
-        r.orig_rax = u64::MAX;
-        r.rip = site;
-        setregs(pid, &r);
-        pt(libc::PTRACE_SINGLESTEP, pid, 0, 0);
-        let st = wait(pid);
-        assert!(libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == libc::SIGTRAP);
-        let ret = getregs(pid).rax as i64;
-        setregs(pid, &saved);
-        ret
-    }
-}
-
-fn pin(pid: i32, cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let rc = libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        assert_eq!(
-            rc,
-            0,
-            "sched_setaffinity({pid}, {cpu}): {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-/// The vDSO's first `syscall` instruction in this process (the child inherits the mapping).
-fn vdso_syscall() -> u64 {
-    // SAFETY: getauxval only reads the auxiliary vector.
-    let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as usize;
-    assert_ne!(base, 0, "no vDSO");
-    // SAFETY: the vDSO image is mapped readable at `base`; two pages hold its code here.
-    let img = unsafe { std::slice::from_raw_parts(base as *const u8, 8192) };
-    let off = img
-        .windows(2)
-        .position(|w| w == compel_arch::SYSCALL_INSN)
-        .expect("syscall in vDSO");
-    (base + off) as u64
-}
-
-struct Stats {
-    median: f64,
-    p90: f64,
-}
-
-const ROUNDS: usize = 10;
-
-/// Runs `f` `n` times after a short warm-up; returns each run's time in microseconds.
-fn time(n: usize, mut f: impl FnMut()) -> Vec<f64> {
-    for _ in 0..n / 10 + 1 {
-        f();
-    }
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_nanos() as f64 / 1000.0
-        })
-        .collect()
-}
-
-fn stats(mut v: Vec<f64>) -> Stats {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Stats {
-        median: v[n / 2],
-        p90: v[n * 9 / 10],
-    }
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{ROUNDS, Stats, fork_paused_child, kill_child, pin, raw, stats, time, vdso_syscall};
 
 fn row(what: &str, base: &Stats, ours: &Stats) {
     println!(
@@ -169,15 +40,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(3000);
     let site = vdso_syscall();
-    // SAFETY: the child only loops in pause() until killed.
-    let child = match unsafe { libc::fork() } {
-        0 => loop {
-            // SAFETY: pause has no arguments.
-            unsafe { libc::pause() };
-        },
-        c if c > 0 => c,
-        _ => panic!("fork: {}", std::io::Error::last_os_error()),
-    };
+    let child = fork_paused_child();
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -215,9 +78,7 @@ fn main() {
             task.detach().expect("detach");
             // cycle: seize + call + detach.
             samples[2].extend(time(chunk / 2, || {
-                raw::seize_interrupt(child);
-                assert_eq!(raw::inject(child, site, nr::GETPID as u64), child as i64);
-                raw::detach(child);
+                assert_eq!(raw::cycle(child, site, nr::GETPID as u64), child as i64);
             }));
             samples[3].extend(time(chunk / 2, || {
                 let mut t = Task::seize(child).unwrap();
@@ -248,10 +109,5 @@ fn main() {
             "NOT met"
         }
     );
-    // SAFETY: kill and waitpid on our own child.
-    unsafe {
-        libc::kill(child, libc::SIGKILL);
-        let mut st = 0;
-        libc::waitpid(child, &mut st, 0);
-    }
+    kill_child(child);
 }

@@ -94,12 +94,9 @@ pub enum Exit {
     Signal(i32),
 }
 
-/// Waits for process `pid` (a child of this process) to exit and reaps it. Waits for that pid
-/// only (`waitid(P_PID, WEXITED)`), so ptrace stops and other children are left alone.
-///
-/// # Errors
-/// `ECHILD` if `pid` is not a child (or was reaped already).
-pub fn wait_exit(pid: i32) -> nix::Result<Exit> {
+/// One `waitid(P_PID, pid, WEXITED | __WALL | extra)`, retried on `EINTR`: how the process
+/// ended if it was reaped, `None` if it has not exited yet (only with `WNOHANG` in `extra`).
+fn waitid_exit(pid: i32, extra: libc::c_int) -> nix::Result<Option<Exit>> {
     loop {
         // SAFETY: siginfo_t is plain old data; all-zero is a valid value for waitid to fill.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -109,7 +106,7 @@ pub fn wait_exit(pid: i32) -> nix::Result<Exit> {
                 libc::P_PID,
                 pid as libc::id_t,
                 &mut info,
-                libc::WEXITED | libc::__WALL,
+                libc::WEXITED | libc::__WALL | extra,
             )
         };
         if rc < 0 {
@@ -119,13 +116,31 @@ pub fn wait_exit(pid: i32) -> nix::Result<Exit> {
             }
             return Err(e);
         }
-        // SAFETY: waitid succeeded with WEXITED, so si_status is the valid member.
+        // SAFETY: waitid filled info (si_pid is 0 when WNOHANG found nothing ready).
+        if unsafe { info.si_pid() } == 0 {
+            return Ok(None);
+        }
+        // SAFETY: a child was reaped, so si_status is the valid member.
         let status = unsafe { info.si_status() };
-        return Ok(if info.si_code == libc::CLD_EXITED {
+        return Ok(Some(if info.si_code == libc::CLD_EXITED {
             Exit::Code(status)
         } else {
             Exit::Signal(status)
-        });
+        }));
+    }
+}
+
+/// Waits for process `pid` (a child of this process) to exit and reaps it. Waits for that pid
+/// only (`waitid(P_PID, WEXITED)`), so ptrace stops and other children are left alone.
+///
+/// # Errors
+/// `ECHILD` if `pid` is not a child (or was reaped already).
+pub fn wait_exit(pid: i32) -> nix::Result<Exit> {
+    loop {
+        // Without WNOHANG, waitid returns only once the process was reaped.
+        if let Some(e) = waitid_exit(pid, 0)? {
+            return Ok(e);
+        }
     }
 }
 
@@ -136,33 +151,8 @@ pub fn wait_exit(pid: i32) -> nix::Result<Exit> {
 pub fn wait_exit_timeout(pid: i32, timeout: Duration) -> nix::Result<Option<Exit>> {
     let end = Instant::now() + timeout;
     loop {
-        // SAFETY: as in wait_exit.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: info is a valid, writable siginfo_t; WNOHANG makes waitid return at once.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::__WALL | libc::WNOHANG,
-            )
-        };
-        if rc < 0 {
-            let e = nix::errno::Errno::last();
-            if e == nix::errno::Errno::EINTR {
-                continue;
-            }
-            return Err(e);
-        }
-        // SAFETY: waitid filled info (si_pid is 0 when nothing was ready).
-        if unsafe { info.si_pid() } != 0 {
-            // SAFETY: a child was reaped, so si_status is valid.
-            let status = unsafe { info.si_status() };
-            return Ok(Some(if info.si_code == libc::CLD_EXITED {
-                Exit::Code(status)
-            } else {
-                Exit::Signal(status)
-            }));
+        if let Some(e) = waitid_exit(pid, libc::WNOHANG)? {
+            return Ok(Some(e));
         }
         if Instant::now() >= end {
             return Ok(None);
@@ -488,6 +478,46 @@ pub fn pid_exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The thread ids of `pid` (empty if it is gone).
+pub fn tids_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The children of every thread of `pid`, sorted (empty if it is gone).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in tids_of(pid) {
+        let text =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{t}/children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|w| w.parse::<i32>().ok()),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The children of this process (all its threads), orphans re-parented to it included.
+pub fn our_children() -> Vec<i32> {
+    children_of(std::process::id() as i32)
+}
+
+/// The command name of `pid` from `/proc/PID/comm` (empty if it is gone).
+pub fn comm_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// `(state, ppid, pgid, sid)` as `/proc/PID/stat` shows them.
 pub type StatIds = (char, i32, i32, i32);
 
@@ -704,6 +734,16 @@ pub fn signal(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("{sig:?} to {pid}: {e}"));
 }
 
+/// Asks a criu test victim to check its own state (SIGUSR1) and returns the verdict it writes
+/// into `file` (`check ok` when all is well), waiting up to 10 s for it.
+///
+/// # Panics
+/// If the victim is gone or writes nothing in time.
+pub fn ask_check(pid: i32, file: &Path) -> String {
+    signal(pid, Signal::SIGUSR1);
+    wait_file(file, Duration::from_secs(10))
+}
+
 /// Dumps `v` into `img` (created if needed) with `criu dump -t PID -D IMG -o dump.log -v4
 /// EXTRA...`, which kills it; asserts that the dump succeeded (showing `dump.log` if not) and
 /// that the victim died of SIGKILL within 5 s, and reaps it, so that its pid is free again.
@@ -749,6 +789,40 @@ pub fn restore_detached(img: &Path, extra: &[&str]) -> i32 {
     text.trim()
         .parse()
         .unwrap_or_else(|e| panic!("pidfile {text:?}: {e}"))
+}
+
+/// Makes `pid` traced by another process: forks a helper that seizes it (`PTRACE_SEIZE`, no
+/// options), reports through a pipe whether that worked, and then sleeps in `pause()` until
+/// killed. Returns the helper's pid and whether it seized `pid`; the caller kills and reaps the
+/// helper (its death releases `pid`).
+///
+/// # Panics
+/// If the pipe or the fork fails, or the helper reports nothing.
+pub fn fork_other_tracer(pid: i32) -> (i32, bool) {
+    let (rd, wr) = nix::unistd::pipe().expect("pipe");
+    // SAFETY: the child only calls ptrace, write and pause, then _exit.
+    let helper = match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: PTRACE_SEIZE with integer arguments only.
+            let ok = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, 0usize) } == 0;
+            let _ = nix::unistd::write(&wr, &[ok as u8]);
+            // SAFETY: pause and _exit are async-signal-safe.
+            unsafe {
+                libc::pause();
+                libc::_exit(0)
+            }
+        }
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        h => h,
+    };
+    drop(wr);
+    let mut b = [0u8; 1];
+    assert_eq!(
+        nix::unistd::read(&rd, &mut b).expect("read the helper's report"),
+        1,
+        "the tracer helper said nothing"
+    );
+    (helper, b[0] == 1)
 }
 
 /// A uid/gid that no account uses here (`nobody`), for tests that drop privileges.

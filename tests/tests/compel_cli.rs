@@ -10,8 +10,9 @@ use std::sync::MutexGuard;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, UNPRIVILEGED_ID, Victim, become_subreaper, command_as_user, make_world_executable,
-    proc_state, skip_if_not_root, tracer_pid, wait_exit, wait_state, workspace_bin,
+    Exit, UNPRIVILEGED_ID, Victim, become_subreaper, command_as_user, fork_other_tracer,
+    make_world_executable, proc_state, signal, skip_if_not_root, tracer_pid, wait_exit, wait_state,
+    workspace_bin,
 };
 use nix::sys::signal::Signal;
 
@@ -152,27 +153,11 @@ fn bad_input_is_a_one_line_error_and_leaves_the_task_alone() {
     );
     assert_eq!(wait_exit(zpid).unwrap(), Exit::Code(0));
     // Traced by someone else: a compel-independent tracer (a forked helper).
-    let (rd, wr) = nix::unistd::pipe().unwrap();
-    // SAFETY: the child only calls ptrace, write and pause, then _exit.
-    let helper = match unsafe { libc::fork() } {
-        0 => {
-            let ok = compel::ptrace::seize(pid, 0).is_ok();
-            let _ = nix::unistd::write(&wr, &[ok as u8]);
-            // SAFETY: async-signal-safe calls only.
-            unsafe {
-                libc::pause();
-                libc::_exit(0)
-            }
-        }
-        h => h,
-    };
-    drop(wr);
-    let mut b = [0u8; 1];
-    assert_eq!(nix::unistd::read(&rd, &mut b).unwrap(), 1);
-    assert_eq!(b[0], 1);
+    let (helper, seized) = fork_other_tracer(pid);
+    assert!(seized, "the helper seized the victim");
     let o = compel(&bin, &["syscall", "-t", &p, "getpid"]);
     assert_one_line_error(&o, &format!("already traced by pid {helper}"));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(helper), Signal::SIGKILL).unwrap();
+    signal(helper, Signal::SIGKILL);
     assert_eq!(wait_exit(helper).unwrap(), Exit::Signal(libc::SIGKILL));
     assert_eq!(wait_state(pid, "S", T), Some('S'));
     finish(v);

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use compel::{InitialStop, RemoteAddr, SeizeOptions, SyscallMethod, Task, TaskError, TaskState};
 use compel_arch::nr;
 use compel_criu_tests::{
-    Exit, UNPRIVILEGED_ID, Victim, avx_kmask, avx_pattern, become_subreaper, make_world_executable,
-    proc_state, run_as_user, skip_if_not_root, skip_unless, tracer_pid, wait_exit, wait_state,
+    Exit, UNPRIVILEGED_ID, Victim, avx_kmask, avx_pattern, become_subreaper, fork_other_tracer,
+    make_world_executable, proc_state, run_as_user, signal, skip_if_not_root, skip_unless,
+    tracer_pid, wait_exit, wait_state,
 };
 use nix::sys::signal::Signal;
 
@@ -717,24 +718,8 @@ fn bad_targets_fail_cleanly() {
     // Traced by another process: a forked helper seizes the victim first.
     let (mut v, pid) = spawn(BLOCK, &["read"]);
     wait_state(pid, "S", T);
-    let (rd, wr) = nix::unistd::pipe().unwrap();
-    // SAFETY: the child only calls ptrace, write and pause, then _exit.
-    let helper = match unsafe { libc::fork() } {
-        0 => {
-            let ok = compel::ptrace::seize(pid, 0).is_ok();
-            let _ = nix::unistd::write(&wr, &[ok as u8]);
-            // SAFETY: pause and _exit are async-signal-safe.
-            unsafe {
-                libc::pause();
-                libc::_exit(0)
-            }
-        }
-        h => h,
-    };
-    drop(wr);
-    let mut b = [0u8; 1];
-    assert_eq!(nix::unistd::read(&rd, &mut b).unwrap(), 1);
-    assert_eq!(b[0], 1, "helper seized the victim");
+    let (helper, seized) = fork_other_tracer(pid);
+    assert!(seized, "helper seized the victim");
     assert_eq!(
         compel::classify(pid).unwrap(),
         TaskState::Traced { tracer: helper }
@@ -745,7 +730,7 @@ fn bad_targets_fail_cleanly() {
         }
         other => panic!("expected TracedByOther, got {other:?}"),
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(helper), Signal::SIGKILL).unwrap();
+    signal(helper, Signal::SIGKILL);
     assert_eq!(wait_exit(helper).unwrap(), Exit::Signal(libc::SIGKILL));
     // The victim was untouched by us and released by the dead helper.
     assert_eq!(wait_state(pid, "S", T), Some('S'));

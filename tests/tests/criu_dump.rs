@@ -9,11 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Exit, Spawned, UNPRIVILEGED_ID, assert_ok, become_subreaper, criu, criu_env, proc_state,
-    test_lock, tracer_pid, wait_exit, wait_exit_timeout, wait_file,
+    Exit, Spawned, UNPRIVILEGED_ID, ask_check, assert_ok, become_subreaper, criu, criu_env,
+    proc_state, signal, test_lock, tracer_pid, wait_exit, wait_exit_timeout, wait_file,
 };
 use criu_images::pb::{CoreEntry, FdTypes, FileEntry, GhostFileEntry, RemapFilePathEntry};
 use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot};
+use nix::sys::signal::Signal;
 
 fn bin(name: &str) -> String {
     match name {
@@ -364,12 +365,7 @@ fn memory_patterns_are_in_the_pages() {
     let pn_vma = mm.vmas.iter().find(|x| x.start == pn).unwrap();
     assert_eq!(pn_vma.prot, 0);
     // The victim is untouched: its own check passes.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid()),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .unwrap();
-    let res = wait_file(&d.path().join("ready.2"), Duration::from_secs(10));
+    let res = ask_check(v.pid(), &d.path().join("ready.2"));
     assert_eq!(res, "check ok");
 }
 
@@ -438,11 +434,7 @@ fn handlers_timers_limits_and_creds() {
     );
     let r = wait_file(&ready, Duration::from_secs(10));
     // A blocked signal pending for the process: it must be in the image, not lost.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid()),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
+    signal(v.pid(), Signal::SIGHUP);
     let img = images(d.path());
     let o = criu(&[
         "dump",
@@ -535,15 +527,7 @@ fn handlers_timers_limits_and_creds() {
         std::fs::read_to_string(format!("/proc/{}/maps", v.pid())).unwrap(),
         maps_before
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid()),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .unwrap();
-    assert_eq!(
-        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
-        "check ok"
-    );
+    assert_eq!(ask_check(v.pid(), &d.path().join("ready.2")), "check ok");
     // A default dump of it kills it.
     let img2 = d.path().join("img2");
     std::fs::create_dir(&img2).unwrap();
@@ -615,15 +599,7 @@ fn other_uid_without_cap_sys_resource() {
     assert_ok(&o, "dump of another uid");
     let core = ImageDir::new(&img).read_core(v.pid() as u32).unwrap();
     check_state_core(&core, &r, UNPRIVILEGED_ID);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid()),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .unwrap();
-    assert_eq!(
-        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
-        "check ok"
-    );
+    assert_eq!(ask_check(v.pid(), &d.path().join("ready.2")), "check ok");
 }
 
 #[test]
@@ -707,15 +683,7 @@ fn files_at_offsets_and_a_deleted_file() {
     let g: GhostFileEntry = rd.read_one().unwrap();
     assert_eq!(g.mode & libc::S_IFMT, libc::S_IFREG);
     assert_eq!(rd.read_rest().unwrap(), b"ghost data 42");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid()),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .unwrap();
-    assert_eq!(
-        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
-        "check ok"
-    );
+    assert_eq!(ask_check(v.pid(), &d.path().join("ready.2")), "check ok");
 }
 
 fn script(d: &Path, name: &str, body: &str) -> PathBuf {
@@ -882,11 +850,7 @@ fn stopped_task_is_dumped_as_stopped() {
         None,
     );
     wait_file(&ready, Duration::from_secs(10));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid()),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .unwrap();
+    signal(v.pid(), Signal::SIGSTOP);
     let end = Instant::now() + Duration::from_secs(5);
     while proc_state(v.pid()) != Some('T') && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(2));

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, UNPRIVILEGED_ID, assert_ok_log, become_subreaper, criu, dump_and_reap,
+    Spawned, UNPRIVILEGED_ID, ask_check, assert_ok_log, become_subreaper, criu, dump_and_reap,
     restore_detached, signal, test_lock, wait_file,
 };
 use nix::sys::signal::Signal;
@@ -91,11 +91,7 @@ fn memory_patterns_survive() {
     );
     wait_file(&ready, Duration::from_secs(10));
     let r = dump_and_restore(&mut v, d.path());
-    signal(r.pid(), Signal::SIGUSR1);
-    assert_eq!(
-        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
-        "check ok"
-    );
+    assert_eq!(ask_check(r.pid(), &d.path().join("ready.2")), "check ok");
 }
 
 #[test]
@@ -112,19 +108,11 @@ fn handlers_timers_limits_survive() {
     );
     wait_file(&ready, Duration::from_secs(10));
     // A blocked pending signal comes back pending.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(v.pid()),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
+    signal(v.pid(), Signal::SIGHUP);
     let r = dump_and_restore(&mut v, d.path());
     let status = std::fs::read_to_string(format!("/proc/{}/status", r.pid())).unwrap();
     assert!(status.contains("ShdPnd:\t0000000000000001"), "{status}");
-    signal(r.pid(), Signal::SIGUSR1);
-    assert_eq!(
-        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
-        "check ok"
-    );
+    assert_eq!(ask_check(r.pid(), &d.path().join("ready.2")), "check ok");
 }
 
 #[test]
@@ -143,11 +131,7 @@ fn files_survive_with_offsets_and_ghost() {
     );
     wait_file(&ready, Duration::from_secs(10));
     let r = dump_and_restore(&mut v, d.path());
-    signal(r.pid(), Signal::SIGUSR1);
-    assert_eq!(
-        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
-        "check ok"
-    );
+    assert_eq!(ask_check(r.pid(), &d.path().join("ready.2")), "check ok");
     // The ghost file is not left visible.
     assert!(!fdir.join("gone").exists());
 }
@@ -173,11 +157,7 @@ fn other_uid_survives() {
         uid_line.split_whitespace().skip(1).collect::<Vec<_>>(),
         vec!["65534"; 4]
     );
-    signal(r.pid(), Signal::SIGUSR1);
-    assert_eq!(
-        wait_file(&d.path().join("ready.2"), Duration::from_secs(10)),
-        "check ok"
-    );
+    assert_eq!(ask_check(r.pid(), &d.path().join("ready.2")), "check ok");
 }
 
 /// A pty pair: the master stays here, the slave's path is returned.

@@ -7,9 +7,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Victim, become_subreaper, criu, proc_state, stat_ids, test_lock, tracer_pid, wait_exit_timeout,
+    Victim, become_subreaper, children_of, comm_of, criu, our_children, proc_state, signal,
+    stat_ids, test_lock, tids_of, tracer_pid, wait_exit_timeout,
 };
 use criu_images::ImageDir;
+use nix::sys::signal::Signal;
 
 fn rounds(counter: &Path) -> u64 {
     std::fs::read_to_string(counter)
@@ -30,53 +32,12 @@ fn advances(counter: &Path, after: u64) -> bool {
     false
 }
 
-/// The thread ids of `pid`.
-fn tids_of(pid: i32) -> Vec<i32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The children of every thread of `pid`.
-fn kids_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for t in tids_of(pid) {
-        let text =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{t}/children")).unwrap_or_default();
-        out.extend(
-            text.split_whitespace()
-                .filter_map(|w| w.parse::<i32>().ok()),
-        );
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Our children (orphans re-parented to us as subreaper) whose name starts with `comm`.
-fn our_children(comm: &str) -> Vec<i32> {
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{me}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let text = std::fs::read_to_string(e.path().join("children")).unwrap_or_default();
-        for p in text
-            .split_whitespace()
-            .filter_map(|w| w.parse::<i32>().ok())
-        {
-            let c = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-            if c.starts_with(comm) {
-                out.push(p);
-            }
-        }
-    }
-    out
+/// Our children (orphans re-parented to us as subreaper) that are victims of this file.
+fn our_victims() -> Vec<i32> {
+    our_children()
+        .into_iter()
+        .filter(|&p| comm_of(p).starts_with("criu-dvictim"))
+        .collect()
 }
 
 // Whatever happens, the victim's last child and grandchild (re-parented to us when it
@@ -86,7 +47,7 @@ impl Drop for ReapOrphans {
     fn drop(&mut self) {
         let end = Instant::now() + Duration::from_secs(5);
         while Instant::now() < end {
-            let kids = our_children("criu-dvictim");
+            let kids = our_victims();
             if kids.is_empty() {
                 return;
             }
@@ -154,7 +115,7 @@ fn churning_tree_dumps_consistently_or_fails_cleanly() {
                     assert_eq!(tids, want, "threads of {p} after dump {i}");
                 }
                 seen.push(p as u32);
-                todo.extend(kids_of(p));
+                todo.extend(children_of(p));
             }
             let mut imaged: Vec<u32> = tree.iter().map(|t| t.pid).collect();
             imaged.sort();
@@ -219,7 +180,7 @@ fn churning_tree_dumps_consistently_or_fails_cleanly() {
     // Its last child (and grandchild) come to us: reap them by pid.
     let end = Instant::now() + Duration::from_secs(5);
     loop {
-        let kids = our_children("criu-dvictim");
+        let kids = our_victims();
         if kids.is_empty() {
             break;
         }
@@ -344,11 +305,7 @@ fn parent_in_waitpid_and_zombie_child_match_proc() {
         assert_eq!(tracer_pid(p), Some(0));
     }
     assert_eq!(stat_of(b).0, 'Z', "the zombie is still unreaped");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(a),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    signal(a, Signal::SIGKILL);
     let e = v.wait(Duration::from_secs(10));
     assert!(e.is_some(), "root did not return from waitpid");
     let t = std::fs::read_to_string(&ready).unwrap();

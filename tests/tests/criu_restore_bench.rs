@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use compel_criu_tests::{Spawned, become_subreaper, is_root, wait_exit, wait_file, workspace_bin};
+use compel_criu_tests::{
+    Spawned, become_subreaper, is_root, stat_ids, wait_exit, wait_file, workspace_bin,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -285,15 +287,7 @@ fn check_restored(pids: &[i32], threads: usize) -> Pool {
 /// left alone).
 fn kill_leftovers(pids: &[i32]) {
     let me = std::process::id() as i32;
-    let ppid = |p: i32| -> Option<i32> {
-        let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
+    let ppid = |p: i32| stat_ids(p).map(|s| s.1);
     let ours: Vec<i32> = pids
         .iter()
         .copied()

@@ -6,9 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, become_subreaper, dump_and_reap, restore_detached, signal, test_lock, wait_file,
+    Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, test_lock, wait_file,
 };
-use nix::sys::signal::Signal;
 
 fn spawn_victim(out: &Path, ready: &Path, log: &Path) -> Spawned {
     Spawned::spawn(
@@ -28,8 +27,7 @@ fn pipe_victim_checks_pass_untouched() {
     let (out, ready) = (d.path().join("out"), d.path().join("ready"));
     let v = spawn_victim(&out, &ready, &d.path().join("victim.log"));
     wait_file(&ready, Duration::from_secs(10));
-    signal(v.pid(), Signal::SIGUSR1);
-    assert_eq!(wait_file(&out, Duration::from_secs(10)), "ok");
+    assert_eq!(ask_check(v.pid(), &out), "ok");
 }
 
 #[test]
@@ -49,6 +47,5 @@ fn pipe_data_survives_dump_and_restore() {
     let restored = restore_detached(&img, &[]);
     let r = Spawned::guard(restored);
     assert_eq!(restored, v.pid(), "restored with another pid");
-    signal(r.pid(), Signal::SIGUSR1);
-    assert_eq!(wait_file(&out, Duration::from_secs(10)), "ok");
+    assert_eq!(ask_check(r.pid(), &out), "ok");
 }

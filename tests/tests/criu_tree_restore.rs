@@ -16,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Exit, StatIds, become_subreaper, criu, pid_exists, proc_state, skip_if_not_root, stat_ids,
-    tail, test_lock, tracer_pid, wait_exit_timeout,
+    Exit, StatIds, become_subreaper, comm_of, criu, our_children, pid_exists, proc_state,
+    skip_if_not_root, stat_ids, tail, test_lock, tracer_pid, wait_exit_timeout,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -34,33 +34,6 @@ fn session_members(sid: i32) -> Vec<i32> {
         .unwrap_or_default();
     out.sort();
     out
-}
-
-/// The children of this process (all its threads).
-fn our_children() -> Vec<i32> {
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for e in fs::read_dir(format!("/proc/{me}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let text = fs::read_to_string(e.path().join("children")).unwrap_or_default();
-        out.extend(
-            text.split_whitespace()
-                .filter_map(|w| w.parse::<i32>().ok()),
-        );
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-fn comm(pid: i32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 /// Kills a victim tree and reaps it on drop, whatever happened: every recorded pid, every
@@ -80,7 +53,7 @@ impl Tree {
         targets.extend(
             our_children()
                 .into_iter()
-                .filter(|&p| comm(p).starts_with("criu-rvictim")),
+                .filter(|&p| comm_of(p).starts_with("criu-rvictim")),
         );
         for p in targets {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);

@@ -375,6 +375,15 @@ impl Victim {
         }
     }
 
+    /// Closes the victim's stdin and asserts that it prints `eof` and then exits with status 0,
+    /// each within `timeout` (how the victims that read their stdin end).
+    #[track_caller]
+    pub fn expect_eof_exit(&mut self, timeout: Duration) {
+        self.close_stdin();
+        assert_eq!(self.read_line(timeout).as_deref(), Some("eof"));
+        assert_eq!(self.wait(timeout), Some(Exit::Code(0)));
+    }
+
     /// Records that the victim was reaped elsewhere (e.g. by a tracer's wait that saw it die),
     /// so that drop neither signals nor waits for its pid.
     pub fn mark_reaped(&mut self) {

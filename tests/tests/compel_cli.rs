@@ -50,9 +50,7 @@ fn finish(mut v: Victim) {
     assert_eq!(tracer_pid(v.pid()), Some(0));
     v.write_stdin(b"still-here\n").unwrap();
     assert_eq!(v.read_line(T).as_deref(), Some("got still-here"));
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 #[test]

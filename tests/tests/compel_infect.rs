@@ -220,9 +220,7 @@ fn avx512_state_survives_while_blocked_in_read() {
     task.detach().unwrap();
     v.write_stdin(b"xy\n").unwrap();
     assert_eq!(v.read_line(T).as_deref(), Some("ok 3"));
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 #[test]

@@ -120,9 +120,7 @@ fn remote_memory_and_six_argument_syscalls() {
     assert_eq!(v.read_line(T).as_deref(), Some("got from-remote-page"));
     v.write_stdin(b"after\n").unwrap();
     assert_eq!(v.read_line(T).as_deref(), Some("got after"));
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 #[test]
@@ -157,9 +155,7 @@ fn blocked_read_restarts() {
     drop(Task::seize(pid).unwrap());
     v.write_stdin(b"again\n").unwrap();
     assert_eq!(v.read_line(T).as_deref(), Some("got again"));
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 fn check_timed(mode: &str, word: &str) {
@@ -235,9 +231,7 @@ fn epoll_wait_completes() {
     // after SIGSTOP/SIGCONT, and the victim retries.
     let eintr: u32 = line.rsplit('=').next().unwrap().parse().unwrap();
     assert!(eintr <= 1, "{line}");
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 #[test]
@@ -447,9 +441,7 @@ fn stopped_task_stays_stopped() {
     );
     v.signal(Signal::SIGCONT).unwrap();
     assert_eq!(v.read_line(T).as_deref(), Some("got while-stopped"));
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 #[test]
@@ -515,9 +507,7 @@ fn queued_signals_are_neither_lost_nor_duplicated() {
         v.expect_line("got z", T).unwrap(),
         format!("got z usr1=1 rt={}", 4 + rounds)
     );
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 #[test]
@@ -536,9 +526,7 @@ fn seize_during_sigstop_delivery_keeps_the_stop() {
         v.signal(Signal::SIGCONT).unwrap();
         v.write_stdin(b"x\n").unwrap();
         assert_eq!(v.read_line(T).as_deref(), Some("got x"));
-        v.close_stdin();
-        assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-        assert_eq!(v.wait(T), Some(Exit::Code(0)));
+        v.expect_eof_exit(T);
     }
 }
 
@@ -564,9 +552,7 @@ fn seccomp_filter_is_suspended_for_remote_syscalls() {
         Some("getpid -1 1"),
         "the filter is back"
     );
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 #[test]
@@ -595,9 +581,7 @@ fn patched_code_method_restores_the_bytes() {
     task.detach().unwrap();
     v.write_stdin(b"x\n").unwrap();
     assert_eq!(v.read_line(T).as_deref(), Some("got x"));
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 #[test]
@@ -635,9 +619,7 @@ fn low_level_resume_and_wait() {
         Some("got x"),
         "read restarted after manual restore"
     );
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 #[test]
@@ -736,9 +718,7 @@ fn bad_targets_fail_cleanly() {
     assert_eq!(wait_state(pid, "S", T), Some('S'));
     v.write_stdin(b"x\n").unwrap();
     assert_eq!(v.read_line(T).as_deref(), Some("got x"));
-    v.close_stdin();
-    assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+    v.expect_eof_exit(T);
 }
 
 #[test]
@@ -763,9 +743,7 @@ fn unprivileged_user_on_own_process() {
         task.detach().unwrap();
         v.write_stdin(b"x\n").unwrap();
         assert_eq!(v.read_line(T).as_deref(), Some("got x"));
-        v.close_stdin();
-        assert_eq!(v.read_line(T).as_deref(), Some("eof"));
-        assert_eq!(v.wait(T), Some(Exit::Code(0)));
+        v.expect_eof_exit(T);
         // Root's process (the test runner): refused, cleanly.
         match Task::seize(me) {
             Err(TaskError::PermissionDenied { pid, .. }) => assert_eq!(pid, me),

@@ -594,6 +594,23 @@ pub fn criu_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().expect("run criu")
 }
 
+/// Runs `criu dump -t PID -D IMG EXTRA...` (see [`criu`]).
+///
+/// # Panics
+/// If criu cannot be started or `img` is not UTF-8.
+pub fn criu_dump(pid: i32, img: &Path, extra: &[&str]) -> Output {
+    let pid = pid.to_string();
+    let mut args = vec![
+        "dump",
+        "-t",
+        &pid,
+        "-D",
+        img.to_str().expect("utf-8 image path"),
+    ];
+    args.extend_from_slice(extra);
+    criu(&args)
+}
+
 /// Asserts that a command succeeded; the message names `what` and shows its status, stdout
 /// and stderr.
 pub fn assert_ok(o: &Output, what: &str) {
@@ -758,19 +775,13 @@ pub fn ask_check(pid: i32, file: &Path) -> String {
 /// that the victim died of SIGKILL within 5 s, and reaps it, so that its pid is free again.
 pub fn dump_and_reap(v: &mut Spawned, img: &Path, extra: &[&str]) {
     std::fs::create_dir_all(img).expect("create the image directory");
-    let pid = v.pid().to_string();
-    let mut args = vec![
-        "dump",
-        "-t",
-        &pid,
-        "-D",
-        img.to_str().expect("utf-8 image path"),
-        "-o",
-        "dump.log",
-        "-v4",
-    ];
+    let mut args = vec!["-o", "dump.log", "-v4"];
     args.extend_from_slice(extra);
-    assert_ok_log(&criu(&args), "criu dump", &img.join("dump.log"));
+    assert_ok_log(
+        &criu_dump(v.pid(), img, &args),
+        "criu dump",
+        &img.join("dump.log"),
+    );
     assert_eq!(
         wait_exit_timeout(v.pid(), Duration::from_secs(5)),
         Ok(Some(Exit::Signal(libc::SIGKILL))),

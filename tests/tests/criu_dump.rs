@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Exit, Spawned, UNPRIVILEGED_ID, ask_check, assert_ok, become_subreaper, criu, criu_env,
-    proc_state, signal, test_lock, tracer_pid, wait_exit, wait_exit_timeout, wait_file,
+    Exit, Spawned, UNPRIVILEGED_ID, ask_check, assert_ok, become_subreaper, criu, criu_dump,
+    criu_env, proc_state, signal, test_lock, tracer_pid, wait_exit, wait_exit_timeout, wait_file,
 };
 use criu_images::pb::{CoreEntry, FdTypes, FileEntry, GhostFileEntry, RemapFilePathEntry};
 use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot};
@@ -82,16 +82,7 @@ fn dump_kills_counter_and_images_decode() {
     );
     wait_file(&ready, Duration::from_secs(10));
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-o",
-        "dump.log",
-        "-v4",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-o", "dump.log", "-v4"]);
     assert_ok(&o, "dump");
     // Killed by the dump.
     assert_eq!(
@@ -191,14 +182,7 @@ fn leave_running_and_leave_stopped() {
     );
     wait_file(&ready, Duration::from_secs(10));
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-R"]);
     assert_ok(&o, "dump -R");
     assert_eq!(tracer_pid(v.pid()), Some(0));
     let n = lines_of(&out);
@@ -211,14 +195,7 @@ fn leave_running_and_leave_stopped() {
 
     let img2 = d.path().join("img2");
     std::fs::create_dir(&img2).unwrap();
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img2.to_str().unwrap(),
-        "--leave-stopped",
-    ]);
+    let o = criu_dump(v.pid(), &img2, &["--leave-stopped"]);
     assert_ok(&o, "dump -s");
     let end = Instant::now() + Duration::from_secs(5);
     while proc_state(v.pid()) != Some('T') && Instant::now() < end {
@@ -260,14 +237,7 @@ fn memory_patterns_are_in_the_pages() {
         })
         .collect();
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-R"]);
     assert_ok(&o, "dump");
     let dir = ImageDir::new(&img);
     let (idx, pages) = page_index(&dir, v.pid());
@@ -436,17 +406,7 @@ fn handlers_timers_limits_and_creds() {
     // A blocked signal pending for the process: it must be in the image, not lost.
     signal(v.pid(), Signal::SIGHUP);
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-        "-v4",
-        "-o",
-        "d.log",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-R", "-v4", "-o", "d.log"]);
     assert_ok(&o, "dump");
     let dir = ImageDir::new(&img);
     let core = dir.read_core(v.pid() as u32).unwrap();
@@ -531,16 +491,7 @@ fn handlers_timers_limits_and_creds() {
     // A default dump of it kills it.
     let img2 = d.path().join("img2");
     std::fs::create_dir(&img2).unwrap();
-    assert_ok(
-        &criu(&[
-            "dump",
-            "-t",
-            &v.pid().to_string(),
-            "-D",
-            img2.to_str().unwrap(),
-        ]),
-        "dump",
-    );
+    assert_ok(&criu_dump(v.pid(), &img2, &[]), "dump");
     assert_eq!(
         v.wait(Duration::from_secs(5)),
         Some(Exit::Signal(libc::SIGKILL))
@@ -588,14 +539,7 @@ fn other_uid_without_cap_sys_resource() {
         eprintln!("note: this run has CAP_SYS_RESOURCE, so prlimit from outside works too");
     }
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-R"]);
     assert_ok(&o, "dump of another uid");
     let core = ImageDir::new(&img).read_core(v.pid() as u32).unwrap();
     check_state_core(&core, &r, UNPRIVILEGED_ID);
@@ -618,14 +562,7 @@ fn files_at_offsets_and_a_deleted_file() {
     );
     wait_file(&ready, Duration::from_secs(10));
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-R"]);
     assert_ok(&o, "dump");
     let dir = ImageDir::new(&img);
     let files = dir.read_files().unwrap();
@@ -717,17 +654,11 @@ fn action_scripts_see_stage_pid_and_images() {
         ),
     );
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-o",
-        "d.log",
-        "--action-script",
-        s.to_str().unwrap(),
-    ]);
+    let o = criu_dump(
+        v.pid(),
+        &img,
+        &["-o", "d.log", "--action-script", s.to_str().unwrap()],
+    );
     assert_ok(&o, "dump");
     assert_eq!(
         std::fs::read_to_string(&rec).unwrap(),
@@ -767,17 +698,11 @@ fn failing_scripts_leave_the_victim_running() {
         std::fs::create_dir(&img).unwrap();
         // A stale inventory from an earlier dump must not survive a failed one.
         std::fs::write(img.join(names::INVENTORY), b"stale").unwrap();
-        let o = criu(&[
-            "dump",
-            "-t",
-            &v.pid().to_string(),
-            "-D",
-            img.to_str().unwrap(),
-            "-o",
-            "d.log",
-            "--action-script",
-            s.to_str().unwrap(),
-        ]);
+        let o = criu_dump(
+            v.pid(),
+            &img,
+            &["-o", "d.log", "--action-script", s.to_str().unwrap()],
+        );
         assert!(!o.status.success(), "{stage}: dump succeeded");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
@@ -806,7 +731,7 @@ fn dead_pid_fails_clearly() {
     child.wait().unwrap();
     let d = open_dir();
     let img = images(d.path());
-    let o = criu(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    let o = criu_dump(pid, &img, &[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&format!("no process {pid}")), "{err}");
@@ -819,7 +744,7 @@ fn dead_pid_fails_clearly() {
     while proc_state(zpid) != Some('Z') && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(2));
     }
-    let o = criu(&["dump", "-t", &zpid.to_string(), "-D", img.to_str().unwrap()]);
+    let o = criu_dump(zpid, &img, &[]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("zombie"));
     assert_eq!(wait_exit(zpid), Ok(Exit::Code(0)));
@@ -856,14 +781,7 @@ fn stopped_task_is_dumped_as_stopped() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-R"]);
     assert_ok(&o, "dump of a stopped task");
     let core = ImageDir::new(&img).read_core(v.pid() as u32).unwrap();
     let tc = core.tc.as_ref().unwrap();
@@ -891,14 +809,7 @@ fn pipes_are_dumped_with_their_waiting_bytes() {
     wait_file(&ready, Duration::from_secs(10));
     v.write_stdin(b"hello pipe").unwrap();
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-R"]);
     assert_ok(&o, "dump with pipes");
     let dir = ImageDir::new(&img);
     let files = dir.read_files().unwrap();
@@ -956,14 +867,7 @@ fn threads_each_get_a_core() {
     let d = open_dir();
     let img = images(d.path());
     let pid = v.pid() as u32;
-    let o = criu(&[
-        "dump",
-        "-t",
-        &pid.to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-R"]);
     assert_ok(&o, "dump of a threaded process");
     let dir = ImageDir::new(&img);
     let tree = dir.read_pstree().unwrap();
@@ -999,10 +903,7 @@ fn threads_each_get_a_core() {
     // A default dump kills every thread.
     let img2 = d.path().join("img2");
     std::fs::create_dir(&img2).unwrap();
-    assert_ok(
-        &criu(&["dump", "-t", &pid.to_string(), "-D", img2.to_str().unwrap()]),
-        "dump",
-    );
+    assert_ok(&criu_dump(v.pid(), &img2, &[]), "dump");
     assert_eq!(
         v.wait(Duration::from_secs(5)),
         Some(Exit::Signal(libc::SIGKILL))
@@ -1018,13 +919,7 @@ fn seccomp_task_is_refused_and_runs_on() {
     v.expect_line("ready", Duration::from_secs(10)).unwrap();
     let d = open_dir();
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-    ]);
+    let o = criu_dump(v.pid(), &img, &[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("seccomp"), "{err}");
@@ -1054,14 +949,7 @@ fn eventfd_epoll_timerfd_signalfd() {
     let f: Vec<u32> = r.split(' ').skip(2).map(|x| x.parse().unwrap()).collect();
     let (efd, epfd, tfd, sfd) = (f[0], f[1], f[2], f[3]);
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-R"]);
     assert_ok(&o, "dump");
     let dir = ImageDir::new(&img);
     let files = dir.read_files().unwrap();
@@ -1112,14 +1000,7 @@ fn vector_registers_are_in_the_core_image() {
     std::thread::sleep(Duration::from_millis(200));
     let d = open_dir();
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(v.pid(), &img, &["-R"]);
     assert_ok(&o, "dump");
     let core = ImageDir::new(&img).read_core(v.pid() as u32).unwrap();
     let fp = core.thread_info.unwrap().fpregs;
@@ -1195,14 +1076,7 @@ fn a_process_tree() {
     }
     let _kids = Kids(c1, c2, c3);
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &root.to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(root, &img, &["-R"]);
     assert_ok(&o, "dump of a tree");
     let dir = ImageDir::new(&img);
     let tree = dir.read_pstree().unwrap();
@@ -1317,16 +1191,7 @@ fn a_process_tree() {
     // A default dump kills the whole tree.
     let img2 = d.path().join("img2");
     std::fs::create_dir(&img2).unwrap();
-    assert_ok(
-        &criu(&[
-            "dump",
-            "-t",
-            &root.to_string(),
-            "-D",
-            img2.to_str().unwrap(),
-        ]),
-        "dump",
-    );
+    assert_ok(&criu_dump(root, &img2, &[]), "dump");
     assert_eq!(
         v.wait(Duration::from_secs(5)),
         Some(Exit::Signal(libc::SIGKILL))
@@ -1374,13 +1239,7 @@ fn own_namespace_is_refused_and_runs_on() {
     let v = Spawned::from_child(child);
     wait_file(&ready, Duration::from_secs(10));
     let img = images(d.path());
-    let o = criu(&[
-        "dump",
-        "-t",
-        &v.pid().to_string(),
-        "-D",
-        img.to_str().unwrap(),
-    ]);
+    let o = criu_dump(v.pid(), &img, &[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("uts namespace of its own"), "{err}");

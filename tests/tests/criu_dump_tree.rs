@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Victim, become_subreaper, children_of, comm_of, criu, our_children, proc_state, signal,
+    Victim, become_subreaper, children_of, comm_of, criu_dump, our_children, proc_state, signal,
     stat_ids, test_lock, tids_of, tracer_pid, wait_exit_timeout,
 };
 use criu_images::ImageDir;
@@ -80,15 +80,14 @@ fn churning_tree_dumps_consistently_or_fails_cleanly() {
     for i in 0..40 {
         let img = d.path().join(format!("img{i}"));
         std::fs::create_dir_all(&img).unwrap();
-        let o = criu(&[
-            "dump",
-            "-t",
-            &root.to_string(),
-            "-D",
-            img.to_str().unwrap(),
-            // Every other dump leaves the tree stopped, so /proc can be compared with it.
-            if i % 2 == 1 { "-s" } else { "-R" },
-        ]);
+        let o = criu_dump(
+            root,
+            &img,
+            &[
+                // Every other dump leaves the tree stopped, so /proc can be compared with it.
+                if i % 2 == 1 { "-s" } else { "-R" },
+            ],
+        );
         let stderr = String::from_utf8_lossy(&o.stderr);
         let stopped = i % 2 == 1 && o.status.success();
         if stopped {
@@ -250,14 +249,7 @@ fn parent_in_waitpid_and_zombie_child_match_proc() {
 
     let img = d.path().join("img");
     std::fs::create_dir_all(&img).unwrap();
-    let o = criu(&[
-        "dump",
-        "-t",
-        &root.to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "-R",
-    ]);
+    let o = criu_dump(root, &img, &["-R"]);
     assert!(
         o.status.success(),
         "dump: {}",
@@ -350,17 +342,16 @@ fn action_scripts_run_once_for_the_tree_in_order() {
     }
     let img = d.path().join("img");
     std::fs::create_dir_all(&img).unwrap();
-    let o = criu(&[
-        "dump",
-        "-t",
-        &root.to_string(),
-        "-D",
-        img.to_str().unwrap(),
-        "--action-script",
-        scripts[0].to_str().unwrap(),
-        "--action-script",
-        scripts[1].to_str().unwrap(),
-    ]);
+    let o = criu_dump(
+        root,
+        &img,
+        &[
+            "--action-script",
+            scripts[0].to_str().unwrap(),
+            "--action-script",
+            scripts[1].to_str().unwrap(),
+        ],
+    );
     assert!(
         o.status.success(),
         "dump: {}",

@@ -504,6 +504,13 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
 
 // ---- our own dump, then restore: the victims check themselves ----
 
+/// `criu restore -d -D IMG`, asserted to succeed; returns a guard for the restored task `pid`.
+fn restore_d(img: &Path, pid: i32) -> Spawned {
+    let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert_ok(&o, "criu restore -d");
+    Spawned::guard(pid)
+}
+
 /// `criu restore` without `-d`, in the background: it stays the task's parent.
 fn restore_in_background(img: &Path) -> std::process::Child {
     std::process::Command::new(criu_bin())
@@ -913,9 +920,7 @@ fn detached_restore_survives_criu_exit_despite_a_parent_death_signal() {
     );
     wait_file(&ready, Duration::from_secs(10));
     dump_and_reap(&mut v, &img, &[]);
-    let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
-    assert_ok(&o, "criu restore -d");
-    let task = Spawned::guard(v.pid());
+    let task = restore_d(&img, v.pid());
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
         wait_exit_timeout(task.pid(), Duration::from_millis(10)),
@@ -949,9 +954,7 @@ fn a_stopped_task_comes_back_stopped() {
     kill(Pid::from_raw(v.pid()), Signal::SIGSTOP).unwrap();
     assert_eq!(wait_state(v.pid(), "T", Duration::from_secs(5)), Some('T'));
     dump_and_reap(&mut v, &img, &[]);
-    let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
-    assert_ok(&o, "criu restore -d");
-    let task = Spawned::guard(v.pid());
+    let task = restore_d(&img, v.pid());
     assert_eq!(
         wait_state(task.pid(), "T", Duration::from_secs(5)),
         Some('T')
@@ -1033,9 +1036,7 @@ fn a_session_leader_gets_its_terminal_back() {
     assert_ne!(tty, 0);
     // A task on a terminal is dumped as a shell job (its terminal saved by path).
     dump_and_reap(&mut v, &img, &["--shell-job"]);
-    let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
-    assert_ok(&o, "criu restore -d");
-    let task = Spawned::guard(v.pid());
+    let task = restore_d(&img, v.pid());
     assert_eq!(
         fs::read_link(format!("/proc/{}/fd/0", task.pid())).unwrap(),
         pts
@@ -1109,9 +1110,7 @@ fn vector_registers_survive_dump_and_restore_of_a_spinning_task() {
     let flag = u64::from_str_radix(f[2], 16).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     dump_and_reap(&mut v, &img, &[]);
-    let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
-    assert_ok(&o, "criu restore -d");
-    let task = Spawned::guard(v.pid());
+    let task = restore_d(&img, v.pid());
     std::thread::sleep(Duration::from_millis(50));
     let one = 1u32.to_ne_bytes();
     nix::sys::uio::process_vm_writev(
@@ -1305,9 +1304,7 @@ fn the_nice_value_comes_back() {
     };
     assert_eq!(nice(v.pid()), 7);
     dump_and_reap(&mut v, &img, &[]);
-    let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
-    assert_ok(&o, "criu restore -d");
-    let task = Spawned::guard(v.pid());
+    let task = restore_d(&img, v.pid());
     assert_eq!(nice(task.pid()), 7);
     drop(task);
 }

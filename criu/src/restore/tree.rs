@@ -352,7 +352,8 @@ impl Shared {
 
     /// Reads the saved pages of object `shmid` into its mapping at `base`.
     fn fill(&self, tree: &TreePlan, shmid: u64, base: u64, size: u64) -> Result<(), RestoreError> {
-        let mut done: HashSet<u64> = HashSet::new();
+        // Pages of the object already read (several tasks' runs cover the same pages).
+        let mut filled = vec![false; (size / PAGE) as usize];
         let mut files: HashMap<std::path::PathBuf, std::fs::File> = HashMap::new();
         for (_, t) in tree.alive() {
             for v in &t.vmas {
@@ -365,10 +366,6 @@ impl Shared {
                     if a >= b {
                         continue;
                     }
-                    let obj_off = v.pgoff + (a - v.start);
-                    if !done.insert(obj_off) || obj_off + (b - a) > size {
-                        continue;
-                    }
                     let path = &t.page_files[run.file];
                     if !files.contains_key(path) {
                         let f = std::fs::File::open(path).map_err(|e| RestoreError::Io {
@@ -377,21 +374,42 @@ impl Shared {
                         })?;
                         files.insert(path.clone(), f);
                     }
-                    // SAFETY: the destination lies inside the mapping of `size` bytes made
-                    // above, readable and writable, ours alone until the tasks are created.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            (base + obj_off) as *mut u8,
-                            (b - a) as usize,
-                        )
-                    };
-                    let off = run.offset + (a - run.vaddr);
-                    std::os::unix::fs::FileExt::read_exact_at(&files[path], dst, off).map_err(
-                        |e| RestoreError::Io {
-                            what: format!("reading shared memory from {}", path.display()),
-                            source: e,
-                        },
-                    )?;
+                    // Each stretch of pages of [a, b) not read yet, in one read.
+                    let mut page = a;
+                    while page < b {
+                        let first = ((v.pgoff + (page - v.start)) / PAGE) as usize;
+                        if filled.get(first).is_none_or(|f| *f) {
+                            page += PAGE;
+                            continue;
+                        }
+                        let mut end = page;
+                        while end < b {
+                            let k = ((v.pgoff + (end - v.start)) / PAGE) as usize;
+                            match filled.get_mut(k) {
+                                Some(f) if !*f => *f = true,
+                                _ => break,
+                            }
+                            end += PAGE;
+                        }
+                        let obj_off = v.pgoff + (page - v.start);
+                        // SAFETY: [obj_off, obj_off + (end - page)) are pages of the object
+                        // (checked against `filled`, sized by it), mapped readable and
+                        // writable above and ours alone until the tasks are created.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                (base + obj_off) as *mut u8,
+                                (end - page) as usize,
+                            )
+                        };
+                        let off = run.offset + (page - run.vaddr);
+                        std::os::unix::fs::FileExt::read_exact_at(&files[path], dst, off).map_err(
+                            |e| RestoreError::Io {
+                                what: format!("reading shared memory from {}", path.display()),
+                                source: e,
+                            },
+                        )?;
+                        page = end;
+                    }
                 }
             }
         }

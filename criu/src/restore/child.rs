@@ -128,16 +128,6 @@ pub enum FdOp {
         /// `FD_CLOEXEC`.
         cloexec: bool,
     },
-    /// Take an open file the engine made for several tasks (`from`, inherited, closed after
-    /// all descriptors are placed).
-    Inherit {
-        /// Target fd.
-        fd: i32,
-        /// The inherited descriptor.
-        from: i32,
-        /// `FD_CLOEXEC`.
-        cloexec: bool,
-    },
     /// An eventfd, signalfd, timerfd or epoll instance made anew.
     Anon {
         /// Target fd.
@@ -147,7 +137,8 @@ pub enum FdOp {
         /// What to make.
         source: FdSource,
     },
-    /// Duplicate an fd created earlier (same open file description).
+    /// Duplicate an fd created earlier, or one the engine made for several tasks and this
+    /// task inherited (same open file description).
     Dup {
         /// Target fd.
         fd: i32,
@@ -215,7 +206,8 @@ pub struct ChildPlan {
     pub args: u64,
 }
 
-struct Fail(u32, i32, u64);
+/// A failed step: stage, errno, detail.
+pub(crate) struct Fail(pub(crate) u32, pub(crate) i32, pub(crate) u64);
 
 fn errno() -> i32 {
     std::io::Error::last_os_error()
@@ -991,7 +983,7 @@ fn place(tmp: i32, fd: i32, cloexec: bool) -> Result<(), Fail> {
 
 /// Gives a new pipe its dumped capacity `size` (when above the default; a refused grow is left to
 /// the write to report) and writes its saved bytes into its write end `wt`.
-fn refill(wt: i32, data: &[u8], size: u32, first: i32) -> Result<(), Fail> {
+pub(crate) fn refill(wt: i32, data: &[u8], size: u32, first: i32) -> Result<(), Fail> {
     if size > 65536 {
         // SAFETY: fcntl on the pipe end we just created; failure only leaves the default size.
         unsafe {
@@ -1084,12 +1076,6 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                 unsafe { libc::unlink(path.as_ptr()) };
                 place(t?, *fd, *cloexec)?;
             }
-            FdOp::Inherit { fd, from, cloexec } => {
-                // SAFETY: fcntl on a descriptor inherited from the engine and kept open.
-                let t = unsafe { libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, p.tmp_fd_base) };
-                let t = ok(CHILD_FDS, t as _, *fd as u64)? as i32;
-                place(t, *fd, *cloexec)?;
-            }
             FdOp::Anon {
                 fd,
                 cloexec,
@@ -1100,7 +1086,8 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                 place(t, *fd, *cloexec)?;
             }
             FdOp::Dup { fd, of, cloexec } => {
-                // SAFETY: fcntl on a descriptor created earlier in this loop.
+                // SAFETY: fcntl on a descriptor created earlier in this loop or inherited from
+                // the engine and kept open.
                 let t = unsafe { libc::fcntl(*of, libc::F_DUPFD_CLOEXEC, p.tmp_fd_base) };
                 let t = ok(CHILD_FDS, t as _, *fd as u64)? as i32;
                 place(t, *fd, *cloexec)?;

@@ -634,9 +634,9 @@ fn build(
     let mut epolls = Vec::new();
     for f in &plan.fds {
         if let Some(&from) = ctx.shared_fds.get(&f.fd) {
-            fds.push(FdOp::Inherit {
+            fds.push(FdOp::Dup {
                 fd: f.fd,
-                from,
+                of: from,
                 cloexec: f.cloexec,
             });
             continue;

@@ -283,11 +283,12 @@ impl Shared {
                 }
                 let r = dup_at_least(owned(ends[0]), min)?;
                 let w = dup_at_least(owned(ends[1]), min)?;
-                if *size > 65536 {
-                    // SAFETY: fcntl on our pipe; a refused grow leaves the default size.
-                    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, *size as i32) };
-                }
-                write_all(w.as_raw_fd(), data, "refilling a shared pipe")?;
+                super::child::refill(w.as_raw_fd(), data, *size, 0).map_err(|f| {
+                    RestoreError::Sys {
+                        what: "refilling a shared pipe",
+                        errno: nix::errno::Errno::from_raw(f.1),
+                    }
+                })?;
                 let (a, b) = (r.as_raw_fd(), w.as_raw_fd());
                 self.owned.push(r);
                 self.owned.push(w);

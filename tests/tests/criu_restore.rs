@@ -1596,3 +1596,56 @@ fn eventfd_epoll_timerfd_and_signalfd_come_back() {
     assert_eq!(mask, 1 << (libc::SIGUSR2 - 1), "{s}");
     drop(task);
 }
+
+/// A timerfd set with an absolute time and `TFD_TIMER_CANCEL_ON_SET` comes back set the same
+/// way, with the time it had left.
+#[test]
+fn an_absolute_timerfd_comes_back_absolute() {
+    skip_if_not_root!("an_absolute_timerfd_comes_back_absolute");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let ready = d.path().join("ready");
+    let mut v = Spawned::spawn(
+        env!("CARGO_BIN_EXE_criu-rvictim-abstimer"),
+        &[ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    let r = wait_file(&ready, Duration::from_secs(10));
+    let tfd: i32 = r
+        .split_whitespace()
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("ready line {r}"));
+    dump_and_reap(&mut v, &img, &[]);
+    let o = run_criu(&[
+        "restore",
+        "-d",
+        "-D",
+        img.to_str().unwrap(),
+        "-o",
+        "restore.log",
+    ]);
+    assert_ok(&o, "criu restore -d");
+    let task = Spawned::guard(v.pid());
+    let t = fdinfo(task.pid(), tfd);
+    assert!(t.contains("clockid: 0\n"), "{t}");
+    let flags = t
+        .lines()
+        .find_map(|l| l.strip_prefix("settime flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .unwrap_or_else(|| panic!("{t}"));
+    let want = (libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET) as u32;
+    assert_eq!(flags, want, "{t}");
+    let secs: i64 = t
+        .lines()
+        .find_map(|l| l.strip_prefix("it_value: ("))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!((80..=100).contains(&secs), "timer left {secs} s: {t}");
+    drop(task);
+}

@@ -1170,15 +1170,29 @@ fn make_anon(source: &FdSource, fd: i32) -> Result<i32, Fail> {
                 let t = libc::timerfd_create(*clock, libc::TFD_CLOEXEC | flags);
                 let t = ok(CHILD_FDS, t as _, d)? as i32;
                 if value.0 != 0 || value.1 != 0 {
+                    let mut at = libc::timespec {
+                        tv_sec: value.0,
+                        tv_nsec: value.1,
+                    };
+                    if settime_flags & libc::TFD_TIMER_ABSTIME != 0 {
+                        // Set with an absolute time (and maybe TFD_TIMER_CANCEL_ON_SET, which
+                        // needs one): now on its clock plus the time that was left.
+                        let mut now: libc::timespec = std::mem::zeroed();
+                        let r = libc::clock_gettime(*clock, &mut now);
+                        ok(CHILD_FDS, r as _, d)?;
+                        at.tv_sec += now.tv_sec;
+                        at.tv_nsec += now.tv_nsec;
+                        if at.tv_nsec >= 1_000_000_000 {
+                            at.tv_sec += 1;
+                            at.tv_nsec -= 1_000_000_000;
+                        }
+                    }
                     let spec = libc::itimerspec {
                         it_interval: libc::timespec {
                             tv_sec: interval.0,
                             tv_nsec: interval.1,
                         },
-                        it_value: libc::timespec {
-                            tv_sec: value.0,
-                            tv_nsec: value.1,
-                        },
+                        it_value: at,
                     };
                     let r = libc::timerfd_settime(t, *settime_flags, &spec, std::ptr::null_mut());
                     ok(CHILD_FDS, r as _, d)?;

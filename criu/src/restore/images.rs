@@ -957,7 +957,7 @@ fn descriptors(
                     clock: e.clockid as i32,
                     flags: e.flags as i32 & libc::O_NONBLOCK,
                     ticks: e.ticks,
-                    settime_flags: e.settime_flags as i32 & !libc::TFD_TIMER_ABSTIME,
+                    settime_flags: e.settime_flags as i32,
                     value: (e.vsec as i64, e.vnsec as i64),
                     interval: (e.isec as i64, e.insec as i64),
                 }

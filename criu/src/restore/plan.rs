@@ -160,7 +160,8 @@ pub enum FdSource {
         ticks: u64,
         /// `TFD_TIMER_*` flags it was set with.
         settime_flags: i32,
-        /// Time left until the next expiration (seconds, nanoseconds).
+        /// Time left until the next expiration (seconds, nanoseconds), relative even when the
+        /// timer was set with an absolute time.
         value: (i64, i64),
         /// Interval (seconds, nanoseconds).
         interval: (i64, i64),

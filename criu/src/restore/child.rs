@@ -957,6 +957,35 @@ fn close_others(p: &ChildPlan) {
     unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0) };
 }
 
+/// Creates the file of a descriptor whose file was deleted while open: at `path` (which must
+/// not exist), with permission bits `mode` and the saved `content`. On failure nothing is left
+/// at `path`; `fd` is the target descriptor, for the report.
+pub(crate) fn recreate(path: &CString, mode: u32, content: &[u8], fd: i32) -> Result<(), Fail> {
+    // SAFETY: creates a new file at a NUL-terminated path we own, writes the saved content from
+    // a live slice and closes it; on a failed write the half-written file is removed.
+    unsafe {
+        let w = libc::open(
+            path.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+            mode,
+        );
+        let w = ok(CHILD_FDS, w as _, fd as u64)? as i32;
+        let mut done = 0usize;
+        while done < content.len() {
+            let n = libc::write(w, content[done..].as_ptr().cast(), content.len() - done);
+            if n <= 0 {
+                let e = if n < 0 { errno() } else { libc::EIO };
+                libc::close(w);
+                libc::unlink(path.as_ptr());
+                return Err(Fail(CHILD_FDS, e, fd as u64));
+            }
+            done += n as usize;
+        }
+        libc::close(w);
+    }
+    Ok(())
+}
+
 /// Moves `tmp` to `fd` with the given close-on-exec flag.
 fn place(tmp: i32, fd: i32, cloexec: bool) -> Result<(), Fail> {
     let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
@@ -1049,28 +1078,7 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                 content,
                 cloexec,
             } => {
-                // SAFETY: creates a new file at a path we own the string of, writes the saved
-                // content from a live buffer, and closes it.
-                unsafe {
-                    let w = libc::open(
-                        path.as_ptr(),
-                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-                        *mode,
-                    );
-                    let w = ok(CHILD_FDS, w as _, *fd as u64)? as i32;
-                    let mut done = 0usize;
-                    while done < content.len() {
-                        let n =
-                            libc::write(w, content[done..].as_ptr().cast(), content.len() - done);
-                        if n <= 0 {
-                            libc::close(w);
-                            libc::unlink(path.as_ptr());
-                            return Err(Fail(CHILD_FDS, errno(), *fd as u64));
-                        }
-                        done += n as usize;
-                    }
-                    libc::close(w);
-                }
+                recreate(path, *mode, content, *fd)?;
                 let t = open_seek(p, path, *flags, *pos, *fd);
                 // SAFETY: removes the file we just recreated, as it was deleted when dumped.
                 unsafe { libc::unlink(path.as_ptr()) };

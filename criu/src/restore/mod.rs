@@ -318,7 +318,15 @@ pub fn restore(
     let shared = tree::Shared::build(&tree)?;
     // `CRIU_RESTORE_FILL_HELPER=0` turns the fill helpers off (to measure what they bring).
     let no_helpers = std::env::var_os("CRIU_RESTORE_FILL_HELPER").is_some_and(|v| v == "0");
-    let helper_count = if no_helpers { 0 } else { tree.tasks.len() };
+    // Only tasks with that much saved memory can use one: a pid for each of them.
+    let big = |t: &plan::TaskPlan| {
+        t.pages.iter().map(|r| r.nr_pages).sum::<u64>() * layout::PAGE >= prepare::HELPER_MIN_FILL
+    };
+    let helper_count = if no_helpers {
+        0
+    } else {
+        tree.tasks.iter().filter(|t| big(t)).count()
+    };
     let mut helpers = tree::helper_pids(&tree, helper_count).into_iter();
     let mut preps: Vec<Option<prepare::Prepared>> = Vec::with_capacity(tree.tasks.len());
     for (i, t) in tree.tasks.iter().enumerate() {
@@ -331,7 +339,7 @@ pub fn restore(
             fd_floor: shared.fd_floor,
             shared_fds: shared.fds[i].clone(),
             shm: shared.shm.clone(),
-            helper_pid: helpers.next(),
+            helper_pid: if big(t) { helpers.next() } else { None },
         };
         match prepare::prepare(t, opts, &ctx) {
             Ok(p) => {

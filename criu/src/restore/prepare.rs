@@ -217,7 +217,7 @@ pub struct TaskCtx {
 }
 
 /// Fills of at least this many bytes are shared with a helper process.
-const HELPER_MIN_FILL: u64 = 64 << 20;
+pub(crate) const HELPER_MIN_FILL: u64 = 64 << 20;
 
 /// Shared anonymous objects mapped by more than one area of this task and not made by the
 /// engine: `(shmid, size)`. They are made once and shared by every area that maps them; an

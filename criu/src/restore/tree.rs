@@ -168,19 +168,6 @@ fn open_at(path: &std::ffi::CStr, flags: i32, pos: u64, min: i32) -> Result<Owne
     Ok(fd)
 }
 
-fn write_all(fd: i32, data: &[u8], what: &'static str) -> Result<(), RestoreError> {
-    let mut off = 0;
-    while off < data.len() {
-        // SAFETY: writes from a live slice's remainder to a descriptor we own.
-        let n = unsafe { libc::write(fd, data[off..].as_ptr().cast(), data.len() - off) };
-        if n <= 0 {
-            return Err(sys(what));
-        }
-        off += n as usize;
-    }
-    Ok(())
-}
-
 impl Shared {
     /// Makes every open file, pipe and shared anonymous object that more than one task of
     /// `tree` holds.
@@ -255,20 +242,13 @@ impl Shared {
                 mode,
                 content,
             } => {
-                // SAFETY: creates a new file at a NUL-terminated path.
-                let w = unsafe {
-                    libc::open(
-                        path.as_ptr(),
-                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-                        *mode,
-                    )
-                };
-                if w < 0 {
-                    return Err(sys("recreating a deleted shared file"));
-                }
-                let w = owned(w);
-                let r = write_all(w.as_raw_fd(), content, "writing a deleted shared file")
-                    .and_then(|()| open_at(path, *flags, *pos, min));
+                super::child::recreate(path, *mode, content, -1).map_err(|f| {
+                    RestoreError::Sys {
+                        what: "recreating a deleted shared file",
+                        errno: nix::errno::Errno::from_raw(f.1),
+                    }
+                })?;
+                let r = open_at(path, *flags, *pos, min);
                 // SAFETY: removes the file just recreated, as it was deleted when dumped.
                 unsafe { libc::unlink(path.as_ptr()) };
                 r?

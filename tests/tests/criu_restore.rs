@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, assert_ok, become_subreaper, criu as run_criu, criu_bin, dump_and_reap, pid_exists,
-    skip_if_not_root, stat_ids, test_lock, wait_exit_timeout, wait_file, wait_state,
+    Spawned, ask_check, assert_ok, become_subreaper, criu as run_criu, criu_bin, criu_env,
+    dump_and_reap, pid_exists, skip_if_not_root, stat_ids, test_lock, wait_exit_timeout, wait_file,
+    wait_state,
 };
 use criu::restore::{RestoreError, RestoreOptions, RestoreOutcome, restore};
 use nix::sys::signal::{Signal, kill};
@@ -641,6 +642,116 @@ fn dump_then_restore_a_big_memory_victim() {
     wait_file(&ready, Duration::from_secs(30));
     dump_and_reap(&mut v, &img, &[]);
     restore_and_check(v.pid(), &img, &ready);
+}
+
+/// One area as /proc/PID/smaps shows it: flags, resident and huge-page kB.
+#[derive(Debug, PartialEq)]
+struct AreaSmaps {
+    flags: String,
+    rss_kb: u64,
+    huge_kb: u64,
+}
+
+/// The smaps entry of the area `start..end` of `pid` (it must be an area of its own).
+fn area_smaps(pid: i32, start: u64, end: u64) -> AreaSmaps {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let head = format!("{start:x}-{end:x} ");
+    // The entry: its header line, then `Key: value` lines up to and including VmFlags.
+    let body: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with(&head))
+        .skip(1)
+        .scan(false, |done, l| {
+            let take = !*done;
+            *done |= l.starts_with("VmFlags:");
+            take.then_some(l)
+        })
+        .collect();
+    assert!(!body.is_empty(), "no area {head}in\n{text}");
+    let kb = |key: &str| {
+        body.iter()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+            .unwrap()
+    };
+    AreaSmaps {
+        flags: body
+            .iter()
+            .find_map(|l| l.strip_prefix("VmFlags:"))
+            .unwrap()
+            .trim()
+            .to_string(),
+        rss_kb: kb("Rss:"),
+        huge_kb: kb("AnonHugePages:"),
+    }
+}
+
+/// The 2 MiB blocks of `start..end` that hold no hole of criu-rvictim-big's `holes` pattern
+/// (page 700 of every 1024), in kB: what can come back on huge pages.
+fn whole_blocks_kb(start: u64, end: u64) -> u64 {
+    const BLOCK: u64 = 2 << 20;
+    let hole_in = |b: u64| {
+        (b..b + BLOCK)
+            .step_by(4096)
+            .any(|a| ((a - start) / 4096) % 1024 == 700)
+    };
+    (start.next_multiple_of(BLOCK)..end & !(BLOCK - 1))
+        .step_by(BLOCK as usize)
+        .filter(|&b| !hole_in(b))
+        .count() as u64
+        * 2048
+}
+
+/// A 40 MiB area with a hole in every 4 MiB comes back with each wholly saved 2 MiB block on
+/// a huge page and the blocks with a hole on small pages: the same flags (nothing like `hg`
+/// added), the same resident size, every byte (and hole) intact. With `CRIU_RESTORE_THP=0`
+/// it comes back on small pages only.
+#[test]
+fn whole_blocks_of_saved_memory_come_back_on_huge_pages() {
+    skip_if_not_root!("whole_blocks_of_saved_memory_come_back_on_huge_pages");
+    let _g = test_lock();
+    become_subreaper();
+    let thp = fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| !s.contains("[never]"));
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let ready = d.path().join("ready");
+    let mut v = Spawned::spawn(
+        env!("CARGO_BIN_EXE_criu-rvictim-big"),
+        &["40", ready.to_str().unwrap(), "holes"],
+        &d.path().join("victim.log"),
+        None,
+    );
+    let said = wait_file(&ready, Duration::from_secs(30));
+    let start = u64::from_str_radix(said.split_whitespace().nth(2).unwrap(), 16).unwrap();
+    let end = start + (40 << 20);
+    let before = area_smaps(v.pid(), start, end);
+    assert_eq!(before.rss_kb, 40 * 1024 - 10 * 4, "{before:?}");
+    dump_and_reap(&mut v, &img, &[]);
+    let check = ready.with_extension("2");
+    for small_only in [false, true] {
+        let env: &[(&str, &str)] = if small_only {
+            &[("CRIU_RESTORE_THP", "0")]
+        } else {
+            &[]
+        };
+        let o = criu_env(&["restore", "-d", "-D", img.to_str().unwrap()], env);
+        assert_ok(&o, "criu restore -d");
+        let task = Spawned::guard(v.pid());
+        let after = area_smaps(task.pid(), start, end);
+        assert_eq!(after.flags, before.flags, "{env:?}");
+        assert_eq!(after.rss_kb, before.rss_kb, "{env:?}");
+        let want = if thp && !small_only {
+            whole_blocks_kb(start, end)
+        } else {
+            0
+        };
+        assert_eq!(after.huge_kb, want, "{env:?}: {after:?}");
+        let _ = fs::remove_file(&check);
+        assert_eq!(ask_check(task.pid(), &check).trim(), "check ok", "{env:?}");
+        drop(task);
+    }
 }
 
 #[test]

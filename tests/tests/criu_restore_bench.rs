@@ -78,9 +78,26 @@ fn make_images(mib: usize, work: &Path, img: &Path) -> i32 {
 
 /// One `criu restore -d`; returns its wall time. The task is left running.
 fn restore_once(img: &Path) -> f64 {
+    restore_with(img, &[])
+}
+
+/// One `criu restore -d` with extra environment; returns its wall time.
+fn restore_with(img: &Path, env: &[(&str, &str)]) -> f64 {
     let t = Instant::now();
-    criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
-    t.elapsed().as_secs_f64()
+    let o = Command::new(criu_bin())
+        .args(["restore", "-d", "-D", img.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run criu");
+    let el = t.elapsed().as_secs_f64();
+    assert!(
+        o.status.success(),
+        "criu restore {env:?}: {:?}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    el
 }
 
 fn check_and_kill(pid: i32, ready: &Path) {
@@ -100,14 +117,60 @@ fn kill_and_reap(pid: i32) {
 
 /// The floor: read the page files of `img` into fresh anonymous memory.
 fn floor_once(img: &Path) -> f64 {
-    let files: Vec<PathBuf> = fs::read_dir(img)
+    floor_with(img, false)
+}
+
+/// Reads the page files of `img` into fresh anonymous memory, with `huge` into memory advised
+/// `MADV_HUGEPAGE` (2 MiB aligned), the best a plain program can do with huge pages.
+fn floor_with(img: &Path, huge: bool) -> f64 {
+    if !huge {
+        return floor_4k(img);
+    }
+    let files = page_files(img);
+    let t = Instant::now();
+    for f in files {
+        let len = fs::metadata(&f).unwrap().len() as usize;
+        let map = len + (2 << 20);
+        // SAFETY: a fresh private anonymous mapping of our own, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let at = (p as usize).next_multiple_of(2 << 20);
+        // SAFETY: advice on that mapping; `at..at + len` lies inside it and nothing else
+        // refers to it while the slice lives.
+        let buf = unsafe {
+            libc::madvise(at as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            std::slice::from_raw_parts_mut(at as *mut u8, len)
+        };
+        fs::File::open(&f).unwrap().read_exact(buf).unwrap();
+        std::hint::black_box(&buf);
+        // SAFETY: unmaps the mapping made above; `buf` is not used after this.
+        unsafe { libc::munmap(p, map) };
+    }
+    t.elapsed().as_secs_f64()
+}
+
+fn page_files(img: &Path) -> Vec<PathBuf> {
+    fs::read_dir(img)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("pages-"))
         })
-        .collect();
+        .collect()
+}
+
+fn floor_4k(img: &Path) -> f64 {
+    let files = page_files(img);
     let t = Instant::now();
     for f in files {
         let len = fs::metadata(&f).unwrap().len() as usize;
@@ -157,18 +220,39 @@ fn bench(mib: usize, runs: usize, base: &Path) {
     let bytes = pages_bytes(&img);
     let mut buf = vec![1u8; bytes as usize];
     let mut times = Vec::new();
+    let mut small = Vec::new();
     let mut floors = Vec::new();
+    let mut huge_floors = Vec::new();
     let mut raws = Vec::new();
     for _ in 0..runs {
         times.push(restore_once(&img));
         kill_and_reap(pid);
         floors.push(floor_once(&img));
+        if mib > 0 {
+            small.push(restore_with(&img, &[("CRIU_RESTORE_THP", "0")]));
+            kill_and_reap(pid);
+            huge_floors.push(floor_with(&img, true));
+        }
         raws.push(raw_read_once(&img, &mut buf));
     }
     let t = median(&mut times);
     let f = median(&mut floors);
     let r = median(&mut raws);
     let gbs = |s: f64| bytes as f64 / s / 1e9;
+    if mib > 0 {
+        let s = median(&mut small);
+        let h = median(&mut huge_floors);
+        println!(
+            "restore {mib:>5} MiB, small pages only (CRIU_RESTORE_THP=0): median {:8.2} ms ({:5.2} GB/s), ratio to the floor {:5.2} | floor into huge pages (MADV_HUGEPAGE) {:7.2} ms ({:5.2} GB/s), restore/that {:5.2} | huge/small restore {:5.2}",
+            s * 1e3,
+            gbs(s),
+            s / f.max(1e-9),
+            h * 1e3,
+            gbs(h),
+            t / h.max(1e-9),
+            t / s.max(1e-9),
+        );
+    }
     println!(
         "restore {mib:>5} MiB: median {:8.2} ms ({:5.2} GB/s) | floor (read into fresh memory) {:7.2} ms ({:5.2} GB/s), ratio {:5.2} | raw read {:7.2} ms ({:5.2} GB/s), ratio {:5.2} | {} runs",
         t * 1e3,

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::abi;
 use super::plan::{FdSource, SessionOp};
+use super::prepare::HUGE;
 
 /// Child stages, reported in [`abi::Status::stage`] (the restorer's own stages are below 100).
 pub const CHILD_SESSION: u32 = 100;
@@ -70,8 +71,6 @@ pub struct PremapOp {
     pub pgoff: u64,
     /// Pages will be written into it (map it writable first).
     pub fill: bool,
-    /// Allocate its pages at once (`MAP_POPULATE`).
-    pub populate: bool,
     /// madvise advice bits.
     pub madv: u64,
     /// Instead of mapping: share `len` bytes at this address of a shared object mapped earlier
@@ -173,8 +172,8 @@ pub struct ChildPlan {
     pub page_files: Vec<CString>,
     /// Share the fill with a helper process.
     pub fill_helper: Option<FillHelper>,
-    /// Fault each run's destination in before reading it (the areas are not populated).
-    pub prefault: bool,
+    /// Sorted ranges of whole 2 MiB blocks that get a huge page each before they are filled.
+    pub collapse: Vec<(u64, u64)>,
     /// Descriptors, in creation order.
     pub fds: Vec<FdOp>,
     /// Descriptors kept open while the others are closed: the ones the restorer needs (status
@@ -649,13 +648,7 @@ fn premap(p: &ChildPlan) -> Result<(), Fail> {
         } else {
             op.prot
         };
-        let flags = op.map_flags
-            | libc::MAP_FIXED
-            | if op.populate && op.fill {
-                libc::MAP_POPULATE
-            } else {
-                0
-            };
+        let flags = op.map_flags | libc::MAP_FIXED;
         let fd = match &op.file {
             Some((path, oflags)) => {
                 // SAFETY: open with a NUL-terminated path we own.
@@ -697,46 +690,44 @@ fn fill(p: &ChildPlan) -> Result<(), Fail> {
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         fds[i] = ok(CHILD_FILL, fd as _, i as u64)? as i32;
     }
-    // Big fills are shared with a helper on the other CPU: it takes the second half of the
-    // bytes (the runs from `split` on).
-    let mut split = p.fills.len();
-    if let Some(h) = &p.fill_helper {
-        let total: u64 = p.fills.iter().map(|f| f.len).sum();
-        let mut acc = 0;
-        split = p
-            .fills
-            .iter()
-            .position(|f| {
-                acc += f.len;
-                acc * 2 >= total
-            })
-            .map_or(p.fills.len(), |k| k + 1);
-        if split < p.fills.len() {
-            let job = HelperJob {
-                fds: &fds,
+    // Big fills are shared with a helper on the other CPU: it takes the runs from `from` on
+    // (about half the bytes, cut at a 2 MiB boundary).
+    let split = p.fill_helper.as_ref().map_or(p.fills.len(), |h| h.from);
+    let mine = Worker {
+        fds: &fds,
+        runs: &p.fills[..split],
+        collapse: &p.collapse,
+    };
+    if let Some(h) = &p.fill_helper
+        && 0 < split
+        && split < p.fills.len()
+    {
+        let job = HelperJob {
+            work: Worker {
                 runs: &p.fills[split..],
-                prefault: p.prefault,
-                result: AtomicU64::new(0),
-            };
-            match spawn_helper(h, &job) {
-                Some(pid) => {
-                    let mine = fill_runs(&fds, &p.fills[..split], p.prefault);
-                    let waited = reap_helper(pid);
-                    drain_sigchld();
-                    close_all(&fds);
-                    mine?;
-                    waited?;
-                    let r = job.result.load(Ordering::SeqCst);
-                    if r != 0 {
-                        return Err(Fail(CHILD_FILL, (r >> 48) as i32, r & ((1 << 48) - 1)));
-                    }
-                    return Ok(());
-                }
-                None => split = p.fills.len(),
+                ..mine
+            },
+            result: AtomicU64::new(0),
+        };
+        if let Some(pid) = spawn_helper(h, &job) {
+            let r = mine.fill();
+            let waited = reap_helper(pid);
+            drain_sigchld();
+            close_all(&fds);
+            r?;
+            waited?;
+            let r = job.result.load(Ordering::SeqCst);
+            if r != 0 {
+                return Err(Fail(CHILD_FILL, (r >> 48) as i32, r & ((1 << 48) - 1)));
             }
+            return Ok(());
         }
     }
-    let r = fill_runs(&fds, &p.fills[..split], p.prefault);
+    let r = Worker {
+        runs: &p.fills,
+        ..mine
+    }
+    .fill();
     close_all(&fds);
     r
 }
@@ -748,51 +739,110 @@ fn close_all(fds: &[i32]) {
     }
 }
 
-/// Reads `runs` from the page files into place; with `prefault`, each destination is faulted
-/// in writable first (one call per run instead of a fault per page while copying).
-fn fill_runs(fds: &[i32], runs: &[FillOp], prefault: bool) -> Result<(), Fail> {
-    for f in runs {
-        let fd = fds[f.file];
-        if prefault {
-            // SAFETY: advice on a writable premapped range of this process; a kernel without
-            // MADV_POPULATE_WRITE refuses it and the copy below faults the pages instead.
-            unsafe {
-                compel_arch::syscall3(
-                    compel_arch::nr::MADVISE,
-                    f.addr as usize,
-                    f.len as usize,
-                    MADV_POPULATE_WRITE,
-                )
-            };
+/// One share of a fill: runs to read from the page files into place.
+#[derive(Clone, Copy)]
+struct Worker<'a> {
+    fds: &'a [i32],
+    runs: &'a [FillOp],
+    /// Whole 2 MiB blocks to give a huge page first (sorted).
+    collapse: &'a [(u64, u64)],
+}
+
+impl Worker<'_> {
+    /// Reads the runs 2 MiB block by block: a block in `collapse` first gets a huge page (one
+    /// page table entry instead of 512, which is most of the cost of fresh memory), any other
+    /// piece of 64 KiB or more is faulted in writable (one call instead of a fault per page
+    /// while copying; only what is saved, so that holes stay holes); then the bytes are read
+    /// into it.
+    fn fill(&self) -> Result<(), Fail> {
+        for f in self.runs {
+            let fd = self.fds[f.file];
+            let end = f.addr + f.len;
+            let mut a = f.addr;
+            while a < end {
+                let b = end.min((a | (HUGE - 1)) + 1);
+                if b - a >= PREFAULT_MIN && !(a % HUGE == 0 && self.huge(a) && collapse(a)) {
+                    // SAFETY: advice on a writable premapped range of this process; a kernel
+                    // without MADV_POPULATE_WRITE refuses it and the read faults the pages.
+                    unsafe {
+                        compel_arch::syscall3(
+                            compel_arch::nr::MADVISE,
+                            a as usize,
+                            (b - a) as usize,
+                            MADV_POPULATE_WRITE,
+                        )
+                    };
+                }
+                read_at(fd, a, b - a, f.offset + (a - f.addr))?;
+                a = b;
+            }
         }
-        let mut done = 0u64;
-        while done < f.len {
-            // SAFETY: the destination is a writable premapped range of at least `len` bytes
-            // (the parent checked every run against the areas). A raw system call: the fill
-            // helper shares this thread's TLS, so nothing here may touch errno.
-            let n = unsafe {
-                compel_arch::syscall4(
-                    compel_arch::nr::PREAD64,
-                    fd as usize,
-                    (f.addr + done) as usize,
-                    (f.len - done) as usize,
-                    (f.offset + done) as usize,
-                )
-            };
-            if n == -(libc::EINTR as isize) {
-                continue;
-            }
-            if n < 0 {
-                return Err(Fail(CHILD_FILL, -n as i32, f.addr + done));
-            }
-            if n == 0 {
-                return Err(Fail(CHILD_FILL, libc::ENODATA, f.addr + done));
-            }
-            done += n as u64;
+        Ok(())
+    }
+
+    /// Whether the 2 MiB block at `a` is one to give a huge page.
+    fn huge(&self, a: u64) -> bool {
+        let i = self.collapse.partition_point(|r| r.0 + r.1 <= a);
+        self.collapse.get(i).is_some_and(|r| r.0 <= a)
+    }
+}
+
+/// Gives the 2 MiB block at `a` (writable, premapped, still empty) one huge page: its first
+/// page is written so that there is something to collapse, then `MADV_COLLAPSE` replaces it.
+/// False when the kernel would not (no THP, no huge page free, an older kernel): the block
+/// then gets small pages as it is filled.
+fn collapse(a: u64) -> bool {
+    // SAFETY: `a` is the start of a writable premapped block of this process that is filled
+    // right after; the zero written is overwritten by that fill.
+    unsafe { std::ptr::write_volatile(a as *mut u8, 0) };
+    // SAFETY: advice on that block of our own memory; it changes which pages back the block,
+    // not what it holds.
+    let r = unsafe {
+        compel_arch::syscall3(
+            compel_arch::nr::MADVISE,
+            a as usize,
+            HUGE as usize,
+            MADV_COLLAPSE,
+        )
+    };
+    r == 0
+}
+
+/// Reads `len` bytes at `off` of `fd` to `addr`. A raw system call: the fill helper shares
+/// this thread's TLS, so nothing here may touch errno.
+fn read_at(fd: i32, addr: u64, len: u64, off: u64) -> Result<(), Fail> {
+    let mut done = 0u64;
+    while done < len {
+        // SAFETY: the destination is a writable premapped range of at least `len` bytes (the
+        // parent checked every run against the areas).
+        let n = unsafe {
+            compel_arch::syscall4(
+                compel_arch::nr::PREAD64,
+                fd as usize,
+                (addr + done) as usize,
+                (len - done) as usize,
+                (off + done) as usize,
+            )
+        };
+        if n == -(libc::EINTR as isize) {
+            continue;
         }
+        if n < 0 {
+            return Err(Fail(CHILD_FILL, -n as i32, addr + done));
+        }
+        if n == 0 {
+            return Err(Fail(CHILD_FILL, libc::ENODATA, addr + done));
+        }
+        done += n as u64;
     }
     Ok(())
 }
+
+/// Pieces at least this long are faulted in before they are read.
+const PREFAULT_MIN: u64 = 64 << 10;
+
+/// `madvise` advice: make huge pages of a range now, whatever the THP settings say.
+const MADV_COLLAPSE: usize = 25;
 
 /// `madvise` advice: fault a range in writable.
 const MADV_POPULATE_WRITE: usize = 23;
@@ -804,13 +854,13 @@ pub struct FillHelper {
     pub pid: i32,
     /// The top of a stack nothing else uses while it runs (16-byte aligned).
     pub stack_top: u64,
+    /// Its share: the runs from this index on.
+    pub from: usize,
 }
 
 /// What the helper does; lives on the task's stack until the helper was reaped.
 struct HelperJob<'a> {
-    fds: &'a [i32],
-    runs: &'a [FillOp],
-    prefault: bool,
+    work: Worker<'a>,
     /// 0, or errno << 48 | address of the failure.
     result: AtomicU64,
 }
@@ -819,7 +869,7 @@ extern "C" fn helper_main(job: u64) -> ! {
     // SAFETY: the task passed the address of a HelperJob it keeps alive until it reaped us; we
     // share its memory (CLONE_VM).
     let job = unsafe { &*(job as *const HelperJob<'_>) };
-    if let Err(Fail(_, e, detail)) = fill_runs(job.fds, job.runs, job.prefault) {
+    if let Err(Fail(_, e, detail)) = job.work.fill() {
         job.result.store(
             ((e as u64) << 48) | (detail & ((1 << 48) - 1)),
             Ordering::SeqCst,

@@ -328,6 +328,7 @@ pub fn restore(
         tree.tasks.iter().filter(|t| big(t)).count()
     };
     let mut helpers = tree::helper_pids(&tree, helper_count).into_iter();
+    let huge_pages = huge_pages_allowed();
     let mut preps: Vec<Option<prepare::Prepared>> = Vec::with_capacity(tree.tasks.len());
     for (i, t) in tree.tasks.iter().enumerate() {
         if t.zombie.is_some() {
@@ -340,6 +341,7 @@ pub fn restore(
             shared_fds: shared.fds[i].clone(),
             shm: shared.shm.clone(),
             helper_pid: if big(t) { helpers.next() } else { None },
+            huge_pages,
         };
         match prepare::prepare(t, opts, &ctx) {
             Ok(p) => {
@@ -789,4 +791,15 @@ fn clone_via_last_pid(pid: i32) -> Result<i32, RestoreError> {
 pub(crate) fn owned(fd: i32) -> OwnedFd {
     // SAFETY: callers pass a descriptor they just created and own exclusively.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Whether wholly saved 2 MiB blocks of private anonymous memory are given huge pages when
+/// they are filled: not when the administrator turned transparent huge pages off
+/// (`never`), nor with `CRIU_RESTORE_THP=0`.
+fn huge_pages_allowed() -> bool {
+    if std::env::var_os("CRIU_RESTORE_THP").is_some_and(|v| v == "0") {
+        return false;
+    }
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| !s.contains("[never]"))
 }

@@ -214,6 +214,9 @@ pub struct TaskCtx {
     pub shm: std::collections::HashMap<u64, u64>,
     /// A free pid for a helper process that shares a big fill (none: the task fills alone).
     pub helper_pid: Option<i32>,
+    /// Give wholly saved 2 MiB blocks of private anonymous memory a huge page each
+    /// (`MADV_COLLAPSE`) before filling them.
+    pub huge_pages: bool,
 }
 
 /// Fills of at least this many bytes are shared with a helper process.
@@ -243,6 +246,95 @@ fn shared_objects(premapped: &[&super::plan::Vma], ctx: &TaskCtx) -> Vec<(u64, u
         .map(|o| (o.0, page_up(o.1)))
         .collect()
 }
+
+/// Where each premapped area and each shared object goes, as offsets from the 2 MiB aligned
+/// base of the reservation, and the size of it all. An area of 2 MiB or more is placed at the
+/// same offset within a 2 MiB block as its final address, so that moving it into place moves
+/// whole page tables and huge pages instead of splitting them.
+fn premap_layout(
+    premapped: &[&super::plan::Vma],
+    objects: &[(u64, u64)],
+) -> (Vec<u64>, Vec<u64>, u64) {
+    let mut off = 0;
+    let mut areas = Vec::with_capacity(premapped.len());
+    for v in premapped {
+        if v.len() >= HUGE {
+            off += (v.start.wrapping_sub(off)) & (HUGE - 1);
+        }
+        areas.push(off);
+        off += v.len();
+    }
+    let mut objs = Vec::with_capacity(objects.len());
+    for (_, size) in objects {
+        objs.push(off);
+        off += size;
+    }
+    (areas, objs, off)
+}
+
+/// The 2 MiB blocks (premap addresses, merged into sorted ranges) that the fills cover whole
+/// inside areas `eligible` accepts: these get a huge page each before they are filled.
+fn huge_chunks(
+    fills: &[FillOp],
+    fill_area: &[usize],
+    eligible: impl Fn(usize) -> bool,
+) -> Vec<(u64, u64)> {
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for (f, &i) in fills.iter().zip(fill_area) {
+        if !eligible(i) {
+            continue;
+        }
+        match spans.last_mut() {
+            Some(s) if s.1 == f.addr => s.1 += f.len,
+            _ => spans.push((f.addr, f.addr + f.len)),
+        }
+    }
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in spans {
+        let (a, b) = (s.next_multiple_of(HUGE), e & !(HUGE - 1));
+        if a < b {
+            out.push((a, b - a));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Splits the fills in two halves of about the same bytes for the task and its fill helper,
+/// cutting a run at a 2 MiB boundary when one straddles the middle; returns where the
+/// helper's half starts.
+fn split_fills(fills: &mut Vec<FillOp>) -> usize {
+    let total: u64 = fills.iter().map(|f| f.len).sum();
+    let mut acc = 0;
+    for k in 0..fills.len() {
+        let f = &fills[k];
+        if (acc + f.len) * 2 <= total {
+            acc += f.len;
+            continue;
+        }
+        let cut = (f.addr + (total / 2 - acc)) & !(HUGE - 1);
+        if cut <= f.addr {
+            return k;
+        }
+        if cut >= f.addr + f.len {
+            return k + 1;
+        }
+        let head = cut - f.addr;
+        let tail = FillOp {
+            file: f.file,
+            offset: f.offset + head,
+            addr: cut,
+            len: f.len - head,
+        };
+        fills[k].len = head;
+        fills.insert(k + 1, tail);
+        return k + 1;
+    }
+    fills.len()
+}
+
+/// The PMD size on x86_64: what one huge page or one page table covers.
+pub(crate) const HUGE: u64 = 2 << 20;
 
 /// A growable byte area with a known base address in the task.
 struct Area {
@@ -361,11 +453,7 @@ pub fn prepare(
 
     // Sizes.
     let premapped: Vec<&super::plan::Vma> = plan.vmas.iter().filter(|v| v.premapped()).collect();
-    let premap_size: u64 = premapped.iter().map(|v| v.len()).sum::<u64>()
-        + shared_objects(&premapped, ctx)
-            .iter()
-            .map(|o| o.1)
-            .sum::<u64>();
+    let premap_size = premap_layout(&premapped, &shared_objects(&premapped, ctx)).2;
     let blob_size = page_up(blob.map_size() as u64);
     let frame_size = rt_sigframe_size(xsave.bytes.len()) as u64;
     let extra = (premapped.len() * 24
@@ -464,18 +552,14 @@ fn build(
     let scratch = rbase + restorer_len;
 
     // Premap addresses, in order; then the shared objects that several areas map.
-    let mut premap_addr = Vec::with_capacity(premapped.len());
-    let mut off = 0;
-    for v in premapped {
-        premap_addr.push(base + off);
-        off += v.len();
-    }
     let objects = shared_objects(premapped, ctx);
-    let mut object_addr = std::collections::HashMap::new();
-    for (shmid, size) in &objects {
-        object_addr.insert(*shmid, base + off);
-        off += size;
-    }
+    let (area_off, object_off, _) = premap_layout(premapped, &objects);
+    let premap_addr: Vec<u64> = area_off.iter().map(|o| base + o).collect();
+    let object_addr: std::collections::HashMap<u64, u64> = objects
+        .iter()
+        .zip(&object_off)
+        .map(|((shmid, _), o)| (*shmid, base + o))
+        .collect();
     let shared_at = |v: &super::plan::Vma| match v.kind {
         VmaKind::AnonShared { shmid } => object_addr
             .get(&shmid)
@@ -503,7 +587,8 @@ fn build(
     // Page runs, split at area boundaries.
     let mut fills = Vec::new();
     let mut filled = vec![false; premapped.len()];
-    let mut fill_bytes = vec![0u64; premapped.len()];
+    let mut fill_bytes = 0u64;
+    let mut fill_area = Vec::new();
     for run in &plan.pages {
         let mut a = run.vaddr;
         let end = run.vaddr + run.nr_pages * PAGE;
@@ -526,15 +611,29 @@ fn build(
                     addr: pa,
                     len: b - a,
                 });
+                fill_area.push(i);
                 filled[i] = true;
-                fill_bytes[i] += b - a;
+                fill_bytes += b - a;
             }
             a = b;
         }
     }
-    let helper = ctx
-        .helper_pid
-        .filter(|_| fill_bytes.iter().sum::<u64>() >= HELPER_MIN_FILL);
+    let helper = ctx.helper_pid.filter(|_| fill_bytes >= HELPER_MIN_FILL);
+    let collapse = if ctx.huge_pages {
+        huge_chunks(&fills, &fill_area, |i| {
+            let v = premapped[i];
+            matches!(v.kind, VmaKind::AnonPrivate)
+                && v.flags & libc::MAP_GROWSDOWN == 0
+                && v.madv & (1 << libc::MADV_NOHUGEPAGE) == 0
+        })
+    } else {
+        Vec::new()
+    };
+    let helper_from = if helper.is_some() {
+        split_fills(&mut fills)
+    } else {
+        fills.len()
+    };
     let mut premap: Vec<PremapOp> = premapped
         .iter()
         .enumerate()
@@ -566,12 +665,6 @@ fn build(
                 file,
                 pgoff: v.pgoff,
                 fill: filled[i],
-                // Mostly saved anonymous memory: allocate it in one go (cheaper than a fault
-                // per page while filling); sparse areas stay sparse.
-                // With a helper both fault their halves in as they go, in parallel.
-                populate: helper.is_none()
-                    && matches!(v.kind, VmaKind::AnonPrivate)
-                    && fill_bytes[i] * 4 >= v.len() * 3,
                 dup_of: shared_at(v),
                 temporary: false,
                 madv: v.madv,
@@ -587,7 +680,6 @@ fn build(
             file: None,
             pgoff: 0,
             fill: true,
-            populate: false,
             madv: 0,
             dup_of: None,
             temporary: true,
@@ -1014,8 +1106,9 @@ fn build(
             pid,
             // The restorer's stack: unused until the jump, after the helper ended.
             stack_top: stack_top & !15,
+            from: helper_from,
         }),
-        prefault: helper.is_some(),
+        collapse,
         fds,
         service_fds,
         inherited,
@@ -1069,5 +1162,74 @@ mod tests {
         let r = abi::Range { start: 1, end: 2 };
         assert_eq!(bytes_of(&r).len(), 16);
         assert_eq!(slice_bytes(&[r, r]).len(), 32);
+    }
+
+    fn run(addr: u64, len: u64) -> FillOp {
+        FillOp {
+            file: 0,
+            offset: addr,
+            addr,
+            len,
+        }
+    }
+
+    #[test]
+    fn huge_chunks_are_whole_covered_blocks_of_eligible_areas() {
+        let m = 1 << 20;
+        // Area 0: runs 1..4 MiB and 4..9 MiB (contiguous), then 11..13.5 MiB; area 1 not
+        // eligible.
+        let fills = [
+            run(m, 3 * m),
+            run(4 * m, 5 * m),
+            run(11 * m, 5 * m / 2),
+            run(20 * m, 4 * m),
+        ];
+        let got = huge_chunks(&fills, &[0, 0, 0, 1], |i| i == 0);
+        // 2..8 MiB from the first span; 12..13.5 MiB holds no whole block.
+        assert_eq!(got, vec![(2 * m, 6 * m)]);
+        assert!(huge_chunks(&fills, &[0, 0, 0, 1], |_| false).is_empty());
+    }
+
+    #[test]
+    fn split_fills_halves_at_a_block_boundary() {
+        let m = 1 << 20;
+        let mut fills = vec![run(3 * m, 100 * m)];
+        let k = split_fills(&mut fills);
+        assert_eq!(k, 1);
+        assert_eq!(fills.len(), 2);
+        assert_eq!(fills[1].addr % HUGE, 0);
+        assert_eq!(fills[0].len + fills[1].len, 100 * m);
+        assert_eq!(fills[1].offset, fills[1].addr);
+        assert!(fills[0].len.abs_diff(fills[1].len) <= HUGE * 2);
+        // Many small runs: cut between them.
+        let mut fills: Vec<FillOp> = (0..10).map(|i| run(i * 8 * m, 4096)).collect();
+        assert_eq!(split_fills(&mut fills), 5);
+        assert_eq!(fills.len(), 10);
+    }
+
+    #[test]
+    fn big_areas_keep_their_offset_within_a_block() {
+        let m = 1 << 20;
+        let vma = |start: u64, len: u64| super::super::plan::Vma {
+            start,
+            end: start + len,
+            pgoff: 0,
+            prot: 0,
+            flags: 0,
+            madv: 0,
+            kind: VmaKind::AnonPrivate,
+        };
+        let (a, b, c) = (
+            vma(0x1000, 0x3000),
+            vma(0x7f00_0012_3000, 64 * m),
+            vma(0x7f10_0000_5000, 0x2000),
+        );
+        let (areas, objs, total) = premap_layout(&[&a, &b, &c], &[(7, 4 * m)]);
+        assert_eq!(areas[0], 0);
+        assert_eq!(areas[1] % HUGE, b.start % HUGE);
+        assert!(areas[1] >= 0x3000);
+        assert_eq!(areas[2], areas[1] + 64 * m);
+        assert_eq!(objs, vec![areas[2] + 0x2000]);
+        assert_eq!(total, objs[0] + 4 * m);
     }
 }

@@ -702,10 +702,10 @@ fn whole_blocks_kb(start: u64, end: u64) -> u64 {
         * 2048
 }
 
-/// A 40 MiB area with a hole in every 4 MiB comes back with each wholly saved 2 MiB block on
-/// a huge page and the blocks with a hole on small pages: the same flags (nothing like `hg`
-/// added), the same resident size, every byte (and hole) intact. With `CRIU_RESTORE_THP=0`
-/// it comes back on small pages only.
+/// A 40 MiB area with a hole in every 4 MiB comes back with wholly saved 2 MiB blocks on huge
+/// pages and the blocks with a hole on small pages: the same flags (nothing like `hg` added),
+/// the same resident size, every byte (and hole) intact. With `CRIU_RESTORE_THP=0` it comes
+/// back on small pages only.
 #[test]
 fn whole_blocks_of_saved_memory_come_back_on_huge_pages() {
     skip_if_not_root!("whole_blocks_of_saved_memory_come_back_on_huge_pages");
@@ -742,12 +742,17 @@ fn whole_blocks_of_saved_memory_come_back_on_huge_pages() {
         let after = area_smaps(task.pid(), start, end);
         assert_eq!(after.flags, before.flags, "{env:?}");
         assert_eq!(after.rss_kb, before.rss_kb, "{env:?}");
-        let want = if thp && !small_only {
-            whole_blocks_kb(start, end)
+        if thp && !small_only {
+            // Blocks with a hole never; whole blocks until two in a row come slow (a host that
+            // must back the huge pages first), so at least two.
+            let whole = whole_blocks_kb(start, end);
+            assert!(
+                after.huge_kb <= whole && after.huge_kb >= whole.min(2 * 2048),
+                "{after:?}, whole blocks {whole} kB"
+            );
         } else {
-            0
-        };
-        assert_eq!(after.huge_kb, want, "{env:?}: {after:?}");
+            assert_eq!(after.huge_kb, 0, "{env:?}: {after:?}");
+        }
         let _ = fs::remove_file(&check);
         assert_eq!(ask_check(task.pid(), &check).trim(), "check ok", "{env:?}");
         drop(task);

@@ -235,6 +235,18 @@ fn bench(mib: usize, runs: usize, base: &Path) {
         }
         raws.push(raw_read_once(&img, &mut buf));
     }
+    if mib > 0 {
+        let ms = |v: &[f64]| {
+            v.iter()
+                .map(|s| format!("{:.0}", s * 1e3))
+                .collect::<Vec<_>>()
+        };
+        println!(
+            "restore {mib:>5} MiB, every run in order (ms): {:?}; small pages only: {:?}",
+            ms(&times),
+            ms(&small),
+        );
+    }
     let t = median(&mut times);
     let f = median(&mut floors);
     let r = median(&mut raws);

@@ -759,6 +759,44 @@ fn whole_blocks_of_saved_memory_come_back_on_huge_pages() {
     }
 }
 
+/// A process that turned huge pages off for itself (PR_SET_THP_DISABLE) gets none from the
+/// restore either, and still has them off.
+#[test]
+fn a_process_without_huge_pages_gets_none_back() {
+    skip_if_not_root!("a_process_without_huge_pages_gets_none_back");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    fs::create_dir(&img).unwrap();
+    let ready = d.path().join("ready");
+    let mut v = Spawned::spawn(
+        env!("CARGO_BIN_EXE_criu-rvictim-big"),
+        &["16", ready.to_str().unwrap(), "nothp"],
+        &d.path().join("victim.log"),
+        None,
+    );
+    let said = wait_file(&ready, Duration::from_secs(30));
+    let start = u64::from_str_radix(said.split_whitespace().nth(2).unwrap(), 16).unwrap();
+    let thp_line = |pid: i32| {
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("THP_enabled:"))
+            .map(str::to_string)
+    };
+    let before = thp_line(v.pid());
+    dump_and_reap(&mut v, &img, &[]);
+    let task = restore_d(&img, v.pid());
+    let after = area_smaps(task.pid(), start, start + (16 << 20));
+    assert_eq!(after.huge_kb, 0, "{after:?}");
+    assert_eq!(after.rss_kb, 16 << 10);
+    assert_eq!(thp_line(task.pid()), before);
+    let check = ready.with_extension("2");
+    let _ = fs::remove_file(&check);
+    assert_eq!(ask_check(task.pid(), &check).trim(), "check ok");
+}
+
 #[test]
 fn dump_then_restore_state_victim() {
     skip_if_not_root!("dump_then_restore_state_victim");

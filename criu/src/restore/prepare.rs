@@ -619,7 +619,8 @@ fn build(
         }
     }
     let helper = ctx.helper_pid.filter(|_| fill_bytes >= HELPER_MIN_FILL);
-    let collapse = if ctx.huge_pages {
+    // Not for a process that turned huge pages off for itself (PR_SET_THP_DISABLE).
+    let collapse = if ctx.huge_pages && plan.thp_disabled != Some(true) {
         huge_chunks(&fills, &fill_area, |i| {
             let v = premapped[i];
             matches!(v.kind, VmaKind::AnonPrivate)

@@ -1,9 +1,10 @@
 //! criu restore victim: a process with a lot of touched memory that checks it itself.
 //!
-//! `criu-rvictim-big MIB READY [holes]`: maps MIB MiB of anonymous private memory, writes byte
-//! `(page * 31 + i) & 0xff` at offset `i` of every page, writes `ready PID ADDR` (the area's
-//! start, hex) into READY and sleeps. With `holes`, page 700 of every 1024 (one page in each
-//! 4 MiB) is dropped again and must read as zeros. On `SIGUSR1` it checks every byte and
+//! `criu-rvictim-big MIB READY [holes] [nothp]`: maps MIB MiB of anonymous private memory,
+//! writes byte `(page * 31 + i) & 0xff` at offset `i` of every page, writes `ready PID ADDR`
+//! (the area's start, hex) into READY and sleeps. With `holes`, page 700 of every 1024 (one
+//! page in each 4 MiB) is dropped again and must read as zeros; with `nothp` it turns huge
+//! pages off for itself first (`PR_SET_THP_DISABLE`). On `SIGUSR1` it checks every byte and
 //! writes `check ok` (or `check bad PAGE`) into READY.2.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,10 +30,15 @@ fn main() {
         args.get(1).and_then(|s| s.parse::<usize>().ok()),
         args.get(2),
     ) else {
-        eprintln!("usage: criu-rvictim-big MIB READY [holes]");
+        eprintln!("usage: criu-rvictim-big MIB READY [holes] [nothp]");
         std::process::exit(2);
     };
-    let holes = args.get(3).is_some_and(|a| a == "holes");
+    let holes = args.iter().skip(3).any(|a| a == "holes");
+    if args.iter().skip(3).any(|a| a == "nothp") {
+        // SAFETY: a prctl with plain integer arguments.
+        let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        assert_eq!(r, 0, "PR_SET_THP_DISABLE");
+    }
     let len = mib << 20;
     let p = if len == 0 {
         std::ptr::NonNull::<u8>::dangling().as_ptr().cast()

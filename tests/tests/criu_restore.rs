@@ -505,6 +505,43 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
 
 // ---- our own dump, then restore: the victims check themselves ----
 
+/// A test's scratch directory: `img/` for the images, `ready` for the victim's ready file, and
+/// `victim.log` for its output (where [`restore_and_check`] looks for it).
+struct Scratch {
+    tmp: tempfile::TempDir,
+    img: PathBuf,
+    ready: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("img");
+        fs::create_dir(&img).unwrap();
+        let ready = tmp.path().join("ready");
+        Scratch { tmp, img, ready }
+    }
+
+    /// `name` in the scratch directory.
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Starts `bin ARGS` (as user and group `uid` if given) with its output into `victim.log`,
+    /// waits up to `timeout` for the ready file and returns the victim and what the file says.
+    fn spawn_victim(
+        &self,
+        bin: &str,
+        args: &[&str],
+        uid: Option<u32>,
+        timeout: Duration,
+    ) -> (Spawned, String) {
+        let v = Spawned::spawn(bin, args, &self.path("victim.log"), uid);
+        let said = wait_file(&self.ready, timeout);
+        (v, said)
+    }
+}
+
 /// `criu restore -d -D IMG`, asserted to succeed; returns a guard for the restored task `pid`.
 fn restore_d(img: &Path, pid: i32) -> Spawned {
     let o = run_criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
@@ -606,20 +643,17 @@ fn dump_then_restore_memory_victim() {
     skip_if_not_root!("dump_then_restore_memory_victim");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let (data, ready) = (d.path().join("data"), d.path().join("ready"));
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let data = dir.path("data");
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-victim-memory"),
-        &[data.to_str().unwrap(), ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[data.to_str().unwrap(), dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&ready, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img, &[]);
-    restore_and_check(v.pid(), &img, &ready);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    restore_and_check(v.pid(), &dir.img, &dir.ready);
 }
 
 /// 96 MiB of saved pages: the restore shares the fill with a helper process (above 64 MiB),
@@ -629,19 +663,15 @@ fn dump_then_restore_a_big_memory_victim() {
     skip_if_not_root!("dump_then_restore_a_big_memory_victim");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-rvictim-big"),
-        &["96", ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &["96", dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(30),
     );
-    wait_file(&ready, Duration::from_secs(30));
-    dump_and_reap(&mut v, &img, &[]);
-    restore_and_check(v.pid(), &img, &ready);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    restore_and_check(v.pid(), &dir.img, &dir.ready);
 }
 
 /// One area as /proc/PID/smaps shows it: flags, resident and huge-page kB.
@@ -713,30 +743,26 @@ fn whole_blocks_of_saved_memory_come_back_on_huge_pages() {
     become_subreaper();
     let thp = fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .is_ok_and(|s| !s.contains("[never]"));
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let (mut v, said) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-rvictim-big"),
-        &["40", ready.to_str().unwrap(), "holes"],
-        &d.path().join("victim.log"),
+        &["40", dir.ready.to_str().unwrap(), "holes"],
         None,
+        Duration::from_secs(30),
     );
-    let said = wait_file(&ready, Duration::from_secs(30));
     let start = u64::from_str_radix(said.split_whitespace().nth(2).unwrap(), 16).unwrap();
     let end = start + (40 << 20);
     let before = area_smaps(v.pid(), start, end);
     assert_eq!(before.rss_kb, 40 * 1024 - 10 * 4, "{before:?}");
-    dump_and_reap(&mut v, &img, &[]);
-    let check = ready.with_extension("2");
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let check = dir.ready.with_extension("2");
     for small_only in [false, true] {
         let env: &[(&str, &str)] = if small_only {
             &[("CRIU_RESTORE_THP", "0")]
         } else {
             &[]
         };
-        let o = criu_env(&["restore", "-d", "-D", img.to_str().unwrap()], env);
+        let o = criu_env(&["restore", "-d", "-D", dir.img.to_str().unwrap()], env);
         assert_ok(&o, "criu restore -d");
         let task = Spawned::guard(v.pid());
         let after = area_smaps(task.pid(), start, end);
@@ -766,17 +792,13 @@ fn a_process_without_huge_pages_gets_none_back() {
     skip_if_not_root!("a_process_without_huge_pages_gets_none_back");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let (mut v, said) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-rvictim-big"),
-        &["16", ready.to_str().unwrap(), "nothp"],
-        &d.path().join("victim.log"),
+        &["16", dir.ready.to_str().unwrap(), "nothp"],
         None,
+        Duration::from_secs(30),
     );
-    let said = wait_file(&ready, Duration::from_secs(30));
     let start = u64::from_str_radix(said.split_whitespace().nth(2).unwrap(), 16).unwrap();
     let thp_line = |pid: i32| {
         fs::read_to_string(format!("/proc/{pid}/status"))
@@ -786,13 +808,13 @@ fn a_process_without_huge_pages_gets_none_back() {
             .map(str::to_string)
     };
     let before = thp_line(v.pid());
-    dump_and_reap(&mut v, &img, &[]);
-    let task = restore_d(&img, v.pid());
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let task = restore_d(&dir.img, v.pid());
     let after = area_smaps(task.pid(), start, start + (16 << 20));
     assert_eq!(after.huge_kb, 0, "{after:?}");
     assert_eq!(after.rss_kb, 16 << 10);
     assert_eq!(thp_line(task.pid()), before);
-    let check = ready.with_extension("2");
+    let check = dir.ready.with_extension("2");
     let _ = fs::remove_file(&check);
     assert_eq!(ask_check(task.pid(), &check).trim(), "check ok");
 }
@@ -802,20 +824,16 @@ fn dump_then_restore_state_victim() {
     skip_if_not_root!("dump_then_restore_state_victim");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-victim-state"),
-        &[ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&ready, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img, &[]);
-    restore_and_check(v.pid(), &img, &ready);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    restore_and_check(v.pid(), &dir.img, &dir.ready);
 }
 
 #[test]
@@ -823,21 +841,18 @@ fn dump_then_restore_files_victim() {
     skip_if_not_root!("dump_then_restore_files_victim");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let (work, ready) = (d.path().join("w"), d.path().join("ready"));
+    let dir = Scratch::new();
+    let work = dir.path("w");
     fs::create_dir(&work).unwrap();
-    let mut v = Spawned::spawn(
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-victim-files"),
-        &[work.to_str().unwrap(), ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[work.to_str().unwrap(), dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&ready, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img, &[]);
-    restore_and_check(v.pid(), &img, &ready);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    restore_and_check(v.pid(), &dir.img, &dir.ready);
     // The deleted file's stand-in is gone again.
     let left: Vec<_> = fs::read_dir(&work)
         .unwrap()
@@ -852,28 +867,25 @@ fn dump_then_detached_restore_counter_keeps_counting() {
     skip_if_not_root!("dump_then_detached_restore_counter_keeps_counting");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let (out, ready) = (d.path().join("out"), d.path().join("ready"));
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let out = dir.path("out");
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-victim-counter"),
-        &[out.to_str().unwrap(), ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[out.to_str().unwrap(), dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&ready, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(100));
-    dump_and_reap(&mut v, &img, &[]);
+    dump_and_reap(&mut v, &dir.img, &[]);
     let at_dump = fs::read_to_string(&out).unwrap().lines().count();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(fs::read_to_string(&out).unwrap().lines().count(), at_dump);
-    let pidfile = d.path().join("pidfile");
+    let pidfile = dir.path("pidfile");
     let o = run_criu(&[
         "restore",
         "-d",
         "-D",
-        img.to_str().unwrap(),
+        dir.img.to_str().unwrap(),
         "--pidfile",
         pidfile.to_str().unwrap(),
         "-o",
@@ -902,30 +914,26 @@ fn dump_then_restore_state_victim_of_another_uid() {
     skip_if_not_root!("dump_then_restore_state_victim_of_another_uid");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
+    let dir = Scratch::new();
+    fs::set_permissions(dir.tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
     let uid = compel_criu_tests::UNPRIVILEGED_ID;
-    let mut v = Spawned::spawn(
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-victim-state"),
-        &[ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[dir.ready.to_str().unwrap()],
         Some(uid),
+        Duration::from_secs(10),
     );
-    wait_file(&ready, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img, &[]);
-    let mut criu = restore_in_background(&img);
-    wait_resumed(v.pid(), &img, &mut criu);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let mut criu = restore_in_background(&dir.img);
+    wait_resumed(v.pid(), &dir.img, &mut criu);
     // Its credentials are the victim's, not criu's.
     let uids = status_field(v.pid(), "Uid:");
     assert_eq!(uids, format!("{uid}\t{uid}\t{uid}\t{uid}"));
     assert_eq!(hex_field(v.pid(), "CapEff:"), 0);
     assert_eq!(status_field(v.pid(), "NoNewPrivs:"), "1");
     kill(Pid::from_raw(v.pid()), Signal::SIGUSR1).unwrap();
-    let verdict = wait_file(&ready.with_extension("2"), Duration::from_secs(10));
+    let verdict = wait_file(&dir.ready.with_extension("2"), Duration::from_secs(10));
     kill(Pid::from_raw(v.pid()), Signal::SIGKILL).unwrap();
     criu.wait().unwrap();
     assert_eq!(verdict.trim(), "check ok");
@@ -936,19 +944,15 @@ fn dump_then_restore_shared_anonymous_memory() {
     skip_if_not_root!("dump_then_restore_shared_anonymous_memory");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-rvictim-shared"),
-        &[ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&ready, Duration::from_secs(10));
-    dump_and_reap(&mut v, &img, &[]);
-    restore_and_check(v.pid(), &img, &ready);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    restore_and_check(v.pid(), &dir.img, &dir.ready);
 }
 
 /// A `siginfo_t` for a signal sent by `kill` from pid `from`.
@@ -1061,20 +1065,16 @@ fn detached_restore_survives_criu_exit_despite_a_parent_death_signal() {
     skip_if_not_root!("detached_restore_survives_criu_exit_despite_a_parent_death_signal");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
+    let dir = Scratch::new();
     // The state victim sets PR_SET_PDEATHSIG(SIGKILL) on itself.
-    let mut v = Spawned::spawn(
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-victim-state"),
-        &[ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&ready, Duration::from_secs(10));
-    dump_and_reap(&mut v, &img, &[]);
-    let task = restore_d(&img, v.pid());
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let task = restore_d(&dir.img, v.pid());
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
         wait_exit_timeout(task.pid(), Duration::from_millis(10)),
@@ -1094,21 +1094,18 @@ fn a_stopped_task_comes_back_stopped() {
     skip_if_not_root!("a_stopped_task_comes_back_stopped");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let (out, ready) = (d.path().join("out"), d.path().join("ready"));
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let out = dir.path("out");
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-victim-counter"),
-        &[out.to_str().unwrap(), ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[out.to_str().unwrap(), dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&ready, Duration::from_secs(10));
     kill(Pid::from_raw(v.pid()), Signal::SIGSTOP).unwrap();
     assert_eq!(wait_state(v.pid(), "T", Duration::from_secs(5)), Some('T'));
-    dump_and_reap(&mut v, &img, &[]);
-    let task = restore_d(&img, v.pid());
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let task = restore_d(&dir.img, v.pid());
     assert_eq!(
         wait_state(task.pid(), "T", Duration::from_secs(5)),
         Some('T')
@@ -1159,14 +1156,12 @@ fn a_session_leader_gets_its_terminal_back() {
     };
     assert_eq!(r, 0);
     let pts = fs::read_link(format!("/proc/self/fd/{slave}")).unwrap();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let (out, ready) = (d.path().join("out"), d.path().join("ready"));
+    let dir = Scratch::new();
+    let out = dir.path("out");
     let v_pid = {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_criu-victim-counter"));
-        cmd.args([out.to_str().unwrap(), ready.to_str().unwrap()]);
+        cmd.args([out.to_str().unwrap(), dir.ready.to_str().unwrap()]);
         // SAFETY: only async-signal-safe syscalls in the child: a new session whose
         // controlling terminal is the pty, on fds 0..2, nothing else inherited.
         unsafe {
@@ -1185,12 +1180,12 @@ fn a_session_leader_gets_its_terminal_back() {
     // SAFETY: the slave end is the child's now; the master stays open for the whole test.
     unsafe { libc::close(slave) };
     let mut v = Spawned::guard(v_pid);
-    wait_file(&ready, Duration::from_secs(10));
+    wait_file(&dir.ready, Duration::from_secs(10));
     let tty = tty_nr(v.pid());
     assert_ne!(tty, 0);
     // A task on a terminal is dumped as a shell job (its terminal saved by path).
-    dump_and_reap(&mut v, &img, &["--shell-job"]);
-    let task = restore_d(&img, v.pid());
+    dump_and_reap(&mut v, &dir.img, &["--shell-job"]);
+    let task = restore_d(&dir.img, v.pid());
     assert_eq!(
         fs::read_link(format!("/proc/{}/fd/0", task.pid())).unwrap(),
         pts
@@ -1212,7 +1207,7 @@ fn a_session_leader_gets_its_terminal_back() {
             "restore",
             "--shell-job",
             "-D",
-            img.to_str().unwrap(),
+            dir.img.to_str().unwrap(),
             "-o",
             "restore.log",
         ])
@@ -1228,7 +1223,7 @@ fn a_session_leader_gets_its_terminal_back() {
         }
         cmd.spawn().unwrap()
     };
-    wait_resumed(v.pid(), &img, &mut criu);
+    wait_resumed(v.pid(), &dir.img, &mut criu);
     assert_eq!(status_field(v.pid(), "NSsid:"), criu.id().to_string());
     assert_eq!(tty_nr(v.pid()), tty);
     assert_eq!(
@@ -1251,10 +1246,8 @@ fn vector_registers_survive_dump_and_restore_of_a_spinning_task() {
     }
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let log = d.path().join("victim.log");
+    let dir = Scratch::new();
+    let log = dir.path("victim.log");
     // It fills ymm/zmm and k registers, then spins in user code (no syscall) until its flag is
     // set, then compares the registers and prints `ok`.
     let mut v = Spawned::spawn(env!("CARGO_BIN_EXE_victim-avx"), &[], &log, None);
@@ -1263,8 +1256,8 @@ fn vector_registers_survive_dump_and_restore_of_a_spinning_task() {
     assert_eq!(f[0], "ready", "{ready}");
     let flag = u64::from_str_radix(f[2], 16).unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img, &[]);
-    let task = restore_d(&img, v.pid());
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let task = restore_d(&dir.img, v.pid());
     std::thread::sleep(Duration::from_millis(50));
     let one = 1u32.to_ne_bytes();
     nix::sys::uio::process_vm_writev(
@@ -1288,20 +1281,16 @@ fn a_signal_sent_while_restoring_reaches_the_tasks_own_handler() {
     skip_if_not_root!("a_signal_sent_while_restoring_reaches_the_tasks_own_handler");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
+    let dir = Scratch::new();
     // Enough memory that the restore takes a while.
-    let mut v = Spawned::spawn(
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-rvictim-big"),
-        &["96", ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &["96", dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(30),
     );
-    wait_file(&ready, Duration::from_secs(30));
-    dump_and_reap(&mut v, &img, &[]);
-    let mut criu = restore_in_background(&img);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let mut criu = restore_in_background(&dir.img);
     // As soon as the pid exists (still criu's copy, restoring), send SIGUSR1.
     let end = std::time::Instant::now() + Duration::from_secs(10);
     while !pid_exists(v.pid()) {
@@ -1314,7 +1303,7 @@ fn a_signal_sent_while_restoring_reaches_the_tasks_own_handler() {
         name, "criu",
         "the signal came after the restore: the test proves nothing"
     );
-    let verdict = wait_file(&ready.with_extension("2"), Duration::from_secs(30));
+    let verdict = wait_file(&dir.ready.with_extension("2"), Duration::from_secs(30));
     kill(Pid::from_raw(v.pid()), Signal::SIGKILL).unwrap();
     let status = criu.wait().unwrap();
     assert_eq!(
@@ -1437,17 +1426,14 @@ fn the_nice_value_comes_back() {
     skip_if_not_root!("the_nice_value_comes_back");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let (out, ready) = (d.path().join("out"), d.path().join("ready"));
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let out = dir.path("out");
+    let (mut v, _) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-victim-counter"),
-        &[out.to_str().unwrap(), ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[out.to_str().unwrap(), dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&ready, Duration::from_secs(10));
     // SAFETY: setpriority on our own child.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, v.pid() as u32, 7) };
     assert_eq!(r, 0);
@@ -1457,8 +1443,8 @@ fn the_nice_value_comes_back() {
         rest.split(' ').nth(16).unwrap().parse().unwrap()
     };
     assert_eq!(nice(v.pid()), 7);
-    dump_and_reap(&mut v, &img, &[]);
-    let task = restore_d(&img, v.pid());
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let task = restore_d(&dir.img, v.pid());
     assert_eq!(nice(task.pid()), 7);
     drop(task);
 }
@@ -1531,17 +1517,13 @@ fn dump_then_restore_a_pool_of_eight_threads() {
     skip_if_not_root!("dump_then_restore_a_pool_of_eight_threads");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let (mut v, r) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-rvictim-threads"),
-        &["8", ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &["8", dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    let r = wait_file(&ready, Duration::from_secs(10));
     let tids: Vec<i32> = r
         .split_whitespace()
         .skip(2)
@@ -1549,12 +1531,12 @@ fn dump_then_restore_a_pool_of_eight_threads() {
         .collect();
     assert_eq!(tids.len(), 8, "{r}");
     std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &img, &[]);
+    dump_and_reap(&mut v, &dir.img, &[]);
     for t in &tids {
         assert!(!pid_exists(*t));
     }
-    let mut criu = restore_in_background(&img);
-    wait_resumed(v.pid(), &img, &mut criu);
+    let mut criu = restore_in_background(&dir.img);
+    wait_resumed(v.pid(), &dir.img, &mut criu);
     let mut task: Vec<i32> = fs::read_dir(format!("/proc/{}/task", v.pid()))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
@@ -1565,7 +1547,7 @@ fn dump_then_restore_a_pool_of_eight_threads() {
     want.sort_unstable();
     assert_eq!(task, want, "the threads did not come back with their tids");
     kill(Pid::from_raw(v.pid()), Signal::SIGUSR1).unwrap();
-    let verdict = wait_file(&ready.with_extension("2"), Duration::from_secs(30));
+    let verdict = wait_file(&dir.ready.with_extension("2"), Duration::from_secs(30));
     kill(Pid::from_raw(v.pid()), Signal::SIGKILL).unwrap();
     let status = criu.wait().unwrap();
     assert_eq!(verdict.trim(), "check ok");
@@ -1665,17 +1647,13 @@ fn eventfd_epoll_timerfd_and_signalfd_come_back() {
     skip_if_not_root!("eventfd_epoll_timerfd_and_signalfd_come_back");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let (mut v, r) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-victim-anonfd"),
-        &[ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    let r = wait_file(&ready, Duration::from_secs(10));
     let fds: Vec<i32> = r
         .split_whitespace()
         .skip(2)
@@ -1684,12 +1662,12 @@ fn eventfd_epoll_timerfd_and_signalfd_come_back() {
     let [efd, epfd, tfd, sfd] = fds[..] else {
         panic!("ready line {r}");
     };
-    dump_and_reap(&mut v, &img, &[]);
+    dump_and_reap(&mut v, &dir.img, &[]);
     let o = run_criu(&[
         "restore",
         "-d",
         "-D",
-        img.to_str().unwrap(),
+        dir.img.to_str().unwrap(),
         "-o",
         "restore.log",
     ]);
@@ -1758,28 +1736,24 @@ fn an_absolute_timerfd_comes_back_absolute() {
     skip_if_not_root!("an_absolute_timerfd_comes_back_absolute");
     let _g = test_lock();
     become_subreaper();
-    let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("img");
-    fs::create_dir(&img).unwrap();
-    let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
+    let dir = Scratch::new();
+    let (mut v, r) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-rvictim-abstimer"),
-        &[ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
+        &[dir.ready.to_str().unwrap()],
         None,
+        Duration::from_secs(10),
     );
-    let r = wait_file(&ready, Duration::from_secs(10));
     let tfd: i32 = r
         .split_whitespace()
         .nth(2)
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("ready line {r}"));
-    dump_and_reap(&mut v, &img, &[]);
+    dump_and_reap(&mut v, &dir.img, &[]);
     let o = run_criu(&[
         "restore",
         "-d",
         "-D",
-        img.to_str().unwrap(),
+        dir.img.to_str().unwrap(),
         "-o",
         "restore.log",
     ]);

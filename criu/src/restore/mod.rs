@@ -653,6 +653,11 @@ fn finish(
         trace::wait_ready(t.pid, &threads, &r.status_r, c.deadline)?;
     }
     tracing::info!(root, "tree restored, waiting to resume");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for (_, t) in tree.alive() {
+            log_memory(t.pid);
+        }
+    }
     if let Some(p) = &opts.pidfile {
         crate::pidfile::write_pidfile(p, root)?;
     }
@@ -802,4 +807,23 @@ fn huge_pages_allowed() -> bool {
     }
     std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .is_ok_and(|s| !s.contains("[never]"))
+}
+
+/// Logs how a restored task's memory came back: resident and on huge pages.
+fn log_memory(pid: i32) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        return;
+    };
+    let kb = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tracing::debug!(
+        pid,
+        rss_kb = kb("Rss:"),
+        anon_huge_kb = kb("AnonHugePages:"),
+        "memory restored"
+    );
 }

@@ -734,8 +734,8 @@ fn whole_blocks_kb(start: u64, end: u64) -> u64 {
 
 /// A 40 MiB area with a hole in every 4 MiB comes back with wholly saved 2 MiB blocks on huge
 /// pages and the blocks with a hole on small pages: the same flags (nothing like `hg` added),
-/// the same resident size, every byte (and hole) intact. With `CRIU_RESTORE_THP=0` it comes
-/// back on small pages only.
+/// the same resident size, every byte (and hole) intact, no userfaultfd left open. With
+/// `CRIU_RESTORE_THP=0` it comes back on small pages only.
 #[test]
 fn whole_blocks_of_saved_memory_come_back_on_huge_pages() {
     skip_if_not_root!("whole_blocks_of_saved_memory_come_back_on_huge_pages");
@@ -781,6 +781,14 @@ fn whole_blocks_of_saved_memory_come_back_on_huge_pages() {
         }
         let _ = fs::remove_file(&check);
         assert_eq!(ask_check(task.pid(), &check).trim(), "check ok", "{env:?}");
+        // The userfaultfd that filled small pages is gone.
+        for e in fs::read_dir(format!("/proc/{}/fd", task.pid())).unwrap() {
+            let target = fs::read_link(e.unwrap().path()).unwrap_or_default();
+            assert!(
+                !target.to_string_lossy().contains("userfaultfd"),
+                "{env:?}: {target:?}"
+            );
+        }
         drop(task);
     }
 }

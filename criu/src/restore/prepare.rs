@@ -325,6 +325,7 @@ fn split_fills(fills: &mut Vec<FillOp>) -> usize {
             offset: f.offset + head,
             addr: cut,
             len: f.len - head,
+            anon: f.anon,
         };
         fills[k].len = head;
         fills.insert(k + 1, tail);
@@ -610,6 +611,8 @@ fn build(
                     offset: run.offset + (a - run.vaddr),
                     addr: pa,
                     len: b - a,
+                    anon: matches!(v.kind, VmaKind::AnonPrivate)
+                        && v.flags & libc::MAP_GROWSDOWN == 0,
                 });
                 fill_area.push(i);
                 filled[i] = true;
@@ -1171,6 +1174,7 @@ mod tests {
             offset: addr,
             addr,
             len,
+            anon: true,
         }
     }
 

@@ -759,7 +759,7 @@ impl Worker<'_> {
     /// stay holes; small pieces are just read.
     ///
     /// Huge pages stop for the rest of this share when the kernel refuses one, or when they
-    /// have taken more than [`SLOW_HUGE_NS`] each on average (with two blocks of slack): under
+    /// have taken more than [`SLOW_HUGE_NS`] each on average (with one block of slack): under
     /// a hypervisor that has taken back the guest's free memory, a huge page can cost more
     /// than 512 small pages. So they never cost much more in all than small pages would have.
     fn fill(&self) -> Result<(), Fail> {
@@ -771,7 +771,7 @@ impl Worker<'_> {
 
     fn fill_with(&self, uffd: &mut Uffd) -> Result<(), Fail> {
         let mut huge_ok = !self.collapse.is_empty();
-        let (mut spent, mut budget) = (0u64, 2 * SLOW_HUGE_NS);
+        let (mut spent, mut budget) = (0u64, SLOW_HUGE_NS);
         for f in self.runs {
             let fd = self.fds[f.file];
             let end = f.addr + f.len;
@@ -1089,10 +1089,11 @@ fn read_at(fd: i32, addr: u64, len: u64, off: u64) -> Result<(), Fail> {
     Ok(())
 }
 
-/// What 512 small pages (2 MiB) may cost: a huge page that takes longer costs more. Measured
-/// on a 2-vCPU VM: 0.25 ms for a huge page the host still backs, 3 to 8 ms for one it must
-/// back again first, 1.3 ms for 512 small pages.
-const SLOW_HUGE_NS: u64 = 1_000_000;
+/// What getting a huge page may cost to be worth it: about what 512 small pages cost beyond
+/// the copy into them. Measured on a 2-vCPU VM: 0.25 to 0.5 ms for a huge page the host still
+/// backs, 3 to 8 ms for one it must back again first; a 2 MiB block on small pages with
+/// `UFFDIO_COPY` 1.3 ms, of which about half is the copy.
+const SLOW_HUGE_NS: u64 = 600_000;
 
 /// CLOCK_MONOTONIC in nanoseconds (a raw system call: no errno, see [`read_at`]).
 fn now_ns() -> u64 {

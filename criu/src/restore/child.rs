@@ -837,6 +837,9 @@ struct Uffd {
 /// At most this many page files.
 const MAX_PAGE_FILES: usize = 256;
 
+/// [`Uffd::maps`] entry of a page file that could not be mapped.
+const UNMAPPABLE: u64 = u64::MAX;
+
 impl Uffd {
     fn new() -> Uffd {
         Uffd {
@@ -933,6 +936,8 @@ impl Uffd {
     /// use); None if the file is shorter or cannot be mapped.
     fn source(&mut self, file: usize, fd: i32, off: u64, len: u64) -> Option<u64> {
         if self.maps[file].0 == 0 {
+            // Tried once: a file that cannot be mapped stays unmapped (size 0).
+            self.maps[file] = (UNMAPPABLE, 0);
             // SAFETY: fstat of our own descriptor into a stat we own (all-zero is a valid
             // `struct stat`).
             let size = unsafe {
@@ -966,7 +971,7 @@ impl Uffd {
             self.maps[file] = (m as u64, size);
         }
         let (base, size) = self.maps[file];
-        (off.checked_add(len)? <= size).then_some(base + off)
+        (base != UNMAPPABLE && off.checked_add(len)? <= size).then_some(base + off)
     }
 
     fn disable(&mut self) {
@@ -979,7 +984,11 @@ impl Uffd {
 
     /// Unmaps the page files and closes the userfaultfd.
     fn close(&mut self) {
-        for m in self.maps.iter_mut().filter(|m| m.0 != 0) {
+        for m in self
+            .maps
+            .iter_mut()
+            .filter(|m| m.0 != 0 && m.0 != UNMAPPABLE)
+        {
             // SAFETY: unmaps a page-file mapping made in source().
             unsafe { compel_arch::syscall2(compel_arch::nr::MUNMAP, m.0 as usize, m.1 as usize) };
             *m = (0, 0);

@@ -735,7 +735,8 @@ fn whole_blocks_kb(start: u64, end: u64) -> u64 {
 /// A 40 MiB area with a hole in every 4 MiB comes back with wholly saved 2 MiB blocks on huge
 /// pages and the blocks with a hole on small pages: the same flags (nothing like `hg` added),
 /// the same resident size, every byte (and hole) intact, no userfaultfd left open. With
-/// `CRIU_RESTORE_THP=0` it comes back on small pages only.
+/// `CRIU_RESTORE_THP=0` it comes back on small pages only, filled with `UFFDIO_COPY` and,
+/// with `CRIU_RESTORE_UFFD=0` too, by faulting pages in and reading into them.
 #[test]
 fn whole_blocks_of_saved_memory_come_back_on_huge_pages() {
     skip_if_not_root!("whole_blocks_of_saved_memory_come_back_on_huge_pages");
@@ -756,12 +757,13 @@ fn whole_blocks_of_saved_memory_come_back_on_huge_pages() {
     assert_eq!(before.rss_kb, 40 * 1024 - 10 * 4, "{before:?}");
     dump_and_reap(&mut v, &dir.img, &[]);
     let check = dir.ready.with_extension("2");
-    for small_only in [false, true] {
-        let env: &[(&str, &str)] = if small_only {
-            &[("CRIU_RESTORE_THP", "0")]
-        } else {
-            &[]
-        };
+    let variants: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("CRIU_RESTORE_THP", "0")],
+        &[("CRIU_RESTORE_THP", "0"), ("CRIU_RESTORE_UFFD", "0")],
+    ];
+    for env in variants {
+        let small_only = !env.is_empty();
         let o = criu_env(&["restore", "-d", "-D", dir.img.to_str().unwrap()], env);
         assert_ok(&o, "criu restore -d");
         let task = Spawned::guard(v.pid());

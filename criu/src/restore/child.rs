@@ -176,6 +176,8 @@ pub struct ChildPlan {
     pub fill_helper: Option<FillHelper>,
     /// Sorted ranges of whole 2 MiB blocks that get a huge page each before they are filled.
     pub collapse: Vec<(u64, u64)>,
+    /// Fill private anonymous memory with `UFFDIO_COPY` where it can.
+    pub uffd: bool,
     /// Descriptors, in creation order.
     pub fds: Vec<FdOp>,
     /// Descriptors kept open while the others are closed: the ones the restorer needs (status
@@ -699,6 +701,7 @@ fn fill(p: &ChildPlan) -> Result<(), Fail> {
         fds: &fds,
         runs: &p.fills[..split],
         collapse: &p.collapse,
+        uffd: p.uffd,
     };
     if let Some(h) = &p.fill_helper
         && 0 < split
@@ -748,6 +751,8 @@ struct Worker<'a> {
     runs: &'a [FillOp],
     /// Whole 2 MiB blocks to give a huge page first (sorted).
     collapse: &'a [(u64, u64)],
+    /// Use `UFFDIO_COPY` for small pages of private anonymous memory.
+    uffd: bool,
 }
 
 impl Worker<'_> {
@@ -789,6 +794,7 @@ impl Worker<'_> {
                 }
                 // A block tried for a huge page holds a page already: read into it.
                 if huge.is_none()
+                    && self.uffd
                     && f.anon
                     && b - a >= PREFAULT_MIN
                     && uffd.copy(f.file, fd, a, b - a, off)

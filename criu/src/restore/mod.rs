@@ -329,6 +329,8 @@ pub fn restore(
     };
     let mut helpers = tree::helper_pids(&tree, helper_count).into_iter();
     let huge_pages = huge_pages_allowed();
+    // `CRIU_RESTORE_UFFD=0`: fault pages in and read into them instead (to measure).
+    let uffd = std::env::var_os("CRIU_RESTORE_UFFD").is_none_or(|v| v != "0");
     let mut preps: Vec<Option<prepare::Prepared>> = Vec::with_capacity(tree.tasks.len());
     for (i, t) in tree.tasks.iter().enumerate() {
         if t.zombie.is_some() {
@@ -342,6 +344,7 @@ pub fn restore(
             shm: shared.shm.clone(),
             helper_pid: if big(t) { helpers.next() } else { None },
             huge_pages,
+            uffd,
         };
         match prepare::prepare(t, opts, &ctx) {
             Ok(p) => {

@@ -217,6 +217,8 @@ pub struct TaskCtx {
     /// Give wholly saved 2 MiB blocks of private anonymous memory a huge page each
     /// (`MADV_COLLAPSE`) before filling them.
     pub huge_pages: bool,
+    /// Fill small pages of private anonymous memory with `UFFDIO_COPY` where it can.
+    pub uffd: bool,
 }
 
 /// Fills of at least this many bytes are shared with a helper process.
@@ -1113,6 +1115,7 @@ fn build(
             from: helper_from,
         }),
         collapse,
+        uffd: ctx.uffd,
         fds,
         service_fds,
         inherited,

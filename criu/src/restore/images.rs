@@ -97,8 +97,10 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
     let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
     let remaps = read_remaps(&d)?;
     let mut plan = TreePlan::default();
+    // Files the tasks map, checked once each (the tasks of a tree share most of them).
+    let mut checked = std::collections::HashSet::new();
     for (i, task) in tree.iter().enumerate() {
-        let t = load_task(&d, task, &by_id, &remaps, shell_job)?;
+        let t = load_task(&d, task, &by_id, &remaps, shell_job, &mut checked)?;
         if i == 0 && t.zombie.is_some() {
             return Err(bad(
                 names::PSTREE,
@@ -166,6 +168,7 @@ fn load_task(
     by_id: &HashMap<u32, &FileEntry>,
     remaps: &HashMap<u32, RemapFilePathEntry>,
     shell_job: bool,
+    checked: &mut std::collections::HashSet<u32>,
 ) -> Result<TaskPlan, RestoreError> {
     let pid = task.pid;
     let core_name = names::core(pid);
@@ -203,7 +206,7 @@ fn load_task(
         let tcore = d.read_core(tid).map_err(|e| img(&name, e))?;
         plan.threads.push(thread_plan(&core, &tcore, tid, &name)?);
     }
-    memory(&mut plan, d, &mm, by_id, &mm_name)?;
+    memory(&mut plan, d, &mm, by_id, &mm_name, checked)?;
     let files_id = ids.files_id;
     let fdinfo_name = names::fdinfo(files_id);
     let fdinfo = if d.file(&fdinfo_name).exists() {
@@ -551,7 +554,15 @@ fn memory(
     mm: &MmEntry,
     by_id: &HashMap<u32, &FileEntry>,
     file: &str,
+    checked: &mut std::collections::HashSet<u32>,
 ) -> Result<(), RestoreError> {
+    let mut check = |id: u32| -> Result<&RegFileEntry, RestoreError> {
+        let r = reg_of(by_id, id, file)?;
+        if checked.insert(id) {
+            check_mapped_file(r)?;
+        }
+        Ok(r)
+    };
     let mut prev_end = 0u64;
     for v in &mm.vmas {
         let st = v.status;
@@ -606,14 +617,12 @@ fn memory(
         } else if st & VMA_AREA_VDSO != 0 {
             VmaKind::Vdso
         } else if st & VMA_FILE_PRIVATE != 0 {
-            let r = reg_of(by_id, v.shmid as u32, file)?;
-            check_mapped_file(r)?;
+            let r = check(v.shmid as u32)?;
             VmaKind::FilePrivate {
                 path: cpath(&r.name)?,
             }
         } else if st & VMA_FILE_SHARED != 0 {
-            let r = reg_of(by_id, v.shmid as u32, file)?;
-            check_mapped_file(r)?;
+            let r = check(v.shmid as u32)?;
             let acc = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32 & libc::O_ACCMODE;
             VmaKind::FileShared {
                 path: cpath(&r.name)?,
@@ -635,8 +644,7 @@ fn memory(
     plan.auxv = mm.mm_saved_auxv.clone();
     plan.dumpable = mm.dumpable;
     plan.thp_disabled = mm.thp_disabled;
-    let exe = reg_of(by_id, mm.exe_file_id, file)?;
-    check_mapped_file(exe)?;
+    let exe = check(mm.exe_file_id)?;
     plan.exe = Some(cpath(&exe.name)?);
     plan.mm = Some(abi::MmMap {
         start_code: mm.mm_start_code,

@@ -304,8 +304,9 @@ pub fn restore(
         zombies = tree.tasks.iter().filter(|t| t.zombie.is_some()).count(),
         "images read"
     );
+    let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
-        prepare::preflight(t)?;
+        prepare::preflight_against(t, &ours)?;
     }
     for t in tree.tasks.iter().filter(|t| t.zombie.is_some()) {
         if Path::new(&format!("/proc/{}", t.pid)).exists() {

@@ -44,8 +44,17 @@ pub struct Prepared {
 ///
 /// # Errors
 /// [`RestoreError::PidBusy`], [`RestoreError::Rlimit`], [`RestoreError::Fpu`],
-/// [`RestoreError::Vdso`].
+/// [`RestoreError::Vdso`], [`RestoreError::Io`] (our own maps unreadable).
 pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
+    preflight_against(plan, &Special::from_maps(&layout::self_maps()?))
+}
+
+/// [`preflight`] against `ours`, our own special mappings ([`Special::from_maps`]), read once
+/// for all the tasks of a tree.
+///
+/// # Errors
+/// As [`preflight`].
+pub fn preflight_against(plan: &TaskPlan, ours: &Special) -> Result<(), RestoreError> {
     for id in std::iter::once(plan.pid).chain(plan.threads.iter().map(|t| t.tid)) {
         if std::path::Path::new(&format!("/proc/{id}")).exists() {
             return Err(RestoreError::PidBusy { pid: id });
@@ -75,8 +84,7 @@ pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
         }
     }
     fpu::build(&plan.fpu)?;
-    let maps = layout::self_maps()?;
-    vdso_moves(plan, &Special::from_maps(&maps))?;
+    vdso_moves(plan, ours)?;
     Ok(())
 }
 
@@ -121,13 +129,19 @@ fn reachable_rlimits(plan: &TaskPlan) -> Vec<abi::Rlimit> {
 }
 
 fn has_cap(cap: u32) -> bool {
-    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    s.lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|v| v & (1 << cap) != 0)
+    // Our capabilities do not change while we restore: read them once.
+    static EFFECTIVE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let eff = EFFECTIVE.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(0)
+    });
+    eff & (1 << cap) != 0
 }
 
 /// The moves that put this kernel's special mappings where the task had them.

@@ -252,29 +252,26 @@ fn bench(mib: usize, runs: usize, base: &Path) {
     let f = median(&mut floors);
     let r = median(&mut raws);
     let gbs = |s: f64| bytes as f64 / s / 1e9;
+    // "ms (GB/s)" of a time for the page bytes.
+    let at = |s: f64| format!("{:8.2} ms ({:5.2} GB/s)", s * 1e3, gbs(s));
     if mib > 0 {
         let s = median(&mut small);
         let h = median(&mut huge_floors);
         println!(
-            "restore {mib:>5} MiB, small pages only (CRIU_RESTORE_THP=0): median {:8.2} ms ({:5.2} GB/s), ratio to the floor {:5.2} | floor into huge pages (MADV_HUGEPAGE) {:7.2} ms ({:5.2} GB/s), restore/that {:5.2} | huge/small restore {:5.2}",
-            s * 1e3,
-            gbs(s),
+            "restore {mib:>5} MiB, small pages only (CRIU_RESTORE_THP=0): median {}, ratio to the floor {:5.2} | floor into huge pages (MADV_HUGEPAGE) {}, restore/that {:5.2} | huge/small restore {:5.2}",
+            at(s),
             s / f.max(1e-9),
-            h * 1e3,
-            gbs(h),
+            at(h),
             t / h.max(1e-9),
             t / s.max(1e-9),
         );
     }
     println!(
-        "restore {mib:>5} MiB: median {:8.2} ms ({:5.2} GB/s) | floor (read into fresh memory) {:7.2} ms ({:5.2} GB/s), ratio {:5.2} | raw read {:7.2} ms ({:5.2} GB/s), ratio {:5.2} | {} runs",
-        t * 1e3,
-        gbs(t),
-        f * 1e3,
-        gbs(f),
+        "restore {mib:>5} MiB: median {} | floor (read into fresh memory) {}, ratio {:5.2} | raw read {}, ratio {:5.2} | {} runs",
+        at(t),
+        at(f),
         t / f.max(1e-9),
-        r * 1e3,
-        gbs(r),
+        at(r),
         t / r.max(1e-9),
         runs,
     );

@@ -20,7 +20,7 @@ use criu_images::pb::{
 use criu_images::{ImageWriter, magic, names};
 
 use super::DumpError;
-use super::proc::{self, FdInfo};
+use super::proc::{self, FdInfo, MapLine};
 
 /// CRIU writes ghost files of at least this size in chunks.
 const GHOST_CHUNKS_THRESH: u64 = 3 * 4096;
@@ -51,6 +51,9 @@ struct Ghost {
 pub struct FileTable {
     entries: Vec<FileEntry>,
     mapped: HashMap<FileKey, u32>,
+    /// Mapped files by what `/proc/PID/maps` says of them (device, inode, path) and the open
+    /// flags: the id they got, so that the areas of a tree that map one file stat it once.
+    mapped_by_maps: HashMap<(u32, u32, u64, u32, String), u32>,
     ghosts: Vec<Ghost>,
     ghost_by_inode: HashMap<(u64, u64), u32>,
     remaps: Vec<RemapFilePathEntry>,
@@ -115,6 +118,19 @@ impl FileTable {
             what: format!("stat {} ({name})", source.display()),
             source: e,
         })?;
+        self.add_reg_stat(source, meta, name, flags, pos, dedup)
+    }
+
+    /// [`FileTable::add_reg`] with `source` stat'ed already.
+    fn add_reg_stat(
+        &mut self,
+        source: &Path,
+        meta: std::fs::Metadata,
+        name: &str,
+        flags: u32,
+        pos: u64,
+        dedup: bool,
+    ) -> Result<u32, DumpError> {
         let key = FileKey {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -225,20 +241,29 @@ impl FileTable {
         self.add_reg(&src, &name.to_string_lossy(), 0, 0, true)
     }
 
-    /// Adds a mapped file (through `/proc/PID/map_files/START-END`); returns its id.
+    /// Adds the file area `m` of `pid` maps (through `/proc/PID/map_files/START-END`, stat'ed
+    /// once per file and flags for the whole tree); returns its id.
     ///
     /// # Errors
-    /// [`DumpError::File`].
-    pub fn add_mapped(
-        &mut self,
-        pid: i32,
-        start: u64,
-        end: u64,
-        name: &str,
-        flags: u32,
-    ) -> Result<u32, DumpError> {
-        let src = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
-        self.add_reg(&src, name, flags, 0, true)
+    /// [`DumpError::File`], [`DumpError::Unsupported`] for a file that is not regular.
+    pub fn add_mapped(&mut self, pid: i32, m: &MapLine, flags: u32) -> Result<u32, DumpError> {
+        let key = (m.dev_major, m.dev_minor, m.inode, flags, m.name.clone());
+        if let Some(&id) = self.mapped_by_maps.get(&key) {
+            return Ok(id);
+        }
+        let src = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+        let meta = std::fs::metadata(&src).map_err(|e| DumpError::File {
+            what: format!("stat mapped file {} at {:#x}", m.name, m.start),
+            source: e,
+        })?;
+        if !meta.is_file() {
+            return Err(DumpError::Unsupported {
+                what: format!("mapping of non-regular file {} at {:#x}", m.name, m.start),
+            });
+        }
+        let id = self.add_reg_stat(&src, meta, &m.name, flags, 0, true)?;
+        self.mapped_by_maps.insert(key, id);
+        Ok(id)
     }
 
     /// Adds a directory reached through a `/proc/PID/{cwd,root}` link; returns its id.

@@ -186,22 +186,12 @@ pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec
                         what: format!("shared memory mapping {name} at {:#x} of {pid}", m.start),
                     });
                 }
-                let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-                let meta = std::fs::metadata(&src).map_err(|e| DumpError::File {
-                    what: format!("stat mapped file {name} at {:#x}", m.start),
-                    source: e,
-                })?;
-                if !meta.is_file() {
-                    return Err(DumpError::Unsupported {
-                        what: format!("mapping of non-regular file {name} at {:#x}", m.start),
-                    });
-                }
                 let fdflags = if m.shared && m.write {
                     libc::O_RDWR as u32
                 } else {
                     libc::O_RDONLY as u32
                 };
-                e.shmid = u64::from(files.add_mapped(pid, m.start, m.end, name, fdflags)?);
+                e.shmid = u64::from(files.add_mapped(pid, m, fdflags)?);
                 e.fdflags = Some(fdflags);
                 e.status = status::REGULAR
                     | if m.shared {

@@ -236,6 +236,10 @@ pub struct Options {
     pub status_fd: Option<i32>,
     /// `--unprivileged`.
     pub unprivileged: bool,
+    /// `--cpu-cap` keeps the FPU check (`fpu`, `all`, the default); `--cpu-cap=none` (or a list
+    /// without `fpu`) turns it off: restore leaves out saved register state this CPU has no
+    /// registers for.
+    pub fpu_check: bool,
     /// Options accepted for compatibility that change nothing here, as `(name, argument)`, so
     /// the run can log them.
     pub ignored: Vec<(String, Option<String>)>,
@@ -278,6 +282,7 @@ impl Default for Options {
             external: Vec::new(),
             status_fd: None,
             unprivileged: false,
+            fpu_check: true,
             ignored: Vec::new(),
             help: false,
             version: false,
@@ -781,6 +786,18 @@ impl Options {
             },
             "config" | "no-default-config" => {}
             "unprivileged" => self.unprivileged = on,
+            "cpu-cap" => {
+                // Bare `--cpu-cap` means `all`.
+                let v = value.unwrap_or_else(|| "all".to_string());
+                let caps: Vec<&str> = v.split(',').map(str::trim).collect();
+                if caps
+                    .iter()
+                    .any(|c| !matches!(*c, "all" | "fpu" | "cpu" | "ins" | "none"))
+                {
+                    return Err(bad(&v));
+                }
+                self.fpu_check = caps.iter().any(|c| matches!(*c, "all" | "fpu"));
+            }
             "ms" => {
                 return Err(bad("--ms is deprecated"));
             }
@@ -977,6 +994,16 @@ mod tests {
             o.ignored
                 .contains(&("no-evasive-devices".to_string(), None))
         );
+    }
+
+    #[test]
+    fn cpu_cap() {
+        assert!(p(&["restore"]).unwrap().fpu_check);
+        assert!(p(&["restore", "--cpu-cap"]).unwrap().fpu_check);
+        assert!(p(&["restore", "--cpu-cap=fpu,cpu"]).unwrap().fpu_check);
+        assert!(!p(&["restore", "--cpu-cap=none"]).unwrap().fpu_check);
+        assert!(!p(&["restore", "--cpu-cap=cpu,ins"]).unwrap().fpu_check);
+        assert!(p(&["restore", "--cpu-cap=avx"]).is_err());
     }
 
     #[test]

@@ -27,6 +27,19 @@ pub struct Xsave {
 /// [`RestoreError::Fpu`] when the image holds state for a component this CPU does not have,
 /// or a component's size differs from this CPU's.
 pub fn build(fpu: &FpuPlan) -> Result<Xsave, RestoreError> {
+    build_checked(fpu, true).map(|(x, _)| x)
+}
+
+/// [`build`]; with `strict` false (`--cpu-cap=none`), state for a component this CPU does not
+/// have is left out instead of refused, and the component numbers left out are returned.
+/// Vector and mask registers are caller-saved, so a task stopped in a system call made through
+/// a C library function does not need them; hand-written code that keeps them live across a
+/// raw `syscall` would, and so would code that picked instructions of this feature at startup
+/// and runs them again.
+///
+/// # Errors
+/// As [`build`], except for components this CPU lacks when not `strict`.
+pub fn build_checked(fpu: &FpuPlan, strict: bool) -> Result<(Xsave, Vec<u32>), RestoreError> {
     let enabled = xsave_enabled_features() & !DYNAMIC;
     let xfeatures = if enabled == 0 { 0b11 } else { enabled };
     let mut size = XSAVE_LEGACY_SIZE + XSAVE_HDR_SIZE;
@@ -52,15 +65,21 @@ pub fn build(fpu: &FpuPlan) -> Result<Xsave, RestoreError> {
         bytes[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
     }
     let mut bv = (fpu.xstate_bv | 0b11) & xfeatures;
+    let mut dropped = Vec::new();
     for (n, data) in &fpu.components {
         let present = xfeatures & (1 << n) != 0;
         let Some((off, len)) = xsave_component(*n).filter(|_| present) else {
             if data.iter().any(|b| *b != 0) && fpu.xstate_bv & (1 << n) != 0 {
-                return Err(RestoreError::Fpu {
-                    reason: format!(
-                        "the image has state for xsave component {n}, this CPU does not"
-                    ),
-                });
+                if strict {
+                    return Err(RestoreError::Fpu {
+                        reason: format!(
+                            "the image has state for xsave component {n} ({}), this CPU does \
+                             not (--cpu-cap=none leaves it out, if the task does not need it)",
+                            component_name(*n)
+                        ),
+                    });
+                }
+                dropped.push(*n);
             }
             bv &= !(1 << n);
             continue;
@@ -76,7 +95,21 @@ pub fn build(fpu: &FpuPlan) -> Result<Xsave, RestoreError> {
         bytes[off..off + len].copy_from_slice(data);
     }
     bytes[XSAVE_HDR_OFFSET..XSAVE_HDR_OFFSET + 8].copy_from_slice(&bv.to_le_bytes());
-    Ok(Xsave { bytes, xfeatures })
+    Ok((Xsave { bytes, xfeatures }, dropped))
+}
+
+/// What xsave component `n` holds (Intel SDM vol. 1, 13.1).
+pub fn component_name(n: u32) -> &'static str {
+    match n {
+        2 => "AVX upper halves",
+        3 | 4 => "MPX",
+        5 => "AVX-512 opmask registers",
+        6 => "AVX-512 upper halves of zmm0-15",
+        7 => "AVX-512 zmm16-31",
+        9 => "protection keys",
+        17 | 18 => "AMX tiles",
+        _ => "other state",
+    }
 }
 
 /// Packs little-endian `u32` words.
@@ -131,5 +164,27 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn state_this_cpu_lacks_is_refused_or_left_out() {
+        // Component 62 exists on no CPU: its state can never be placed.
+        let plan = FpuPlan {
+            legacy: vec![0; 512],
+            xstate_bv: 0b11 | 1 << 62,
+            components: vec![(62, vec![7; 64])],
+        };
+        let err = build(&plan).unwrap_err().to_string();
+        assert!(err.contains("--cpu-cap=none"), "{err}");
+        let (x, dropped) = build_checked(&plan, false).unwrap();
+        assert_eq!(dropped, vec![62]);
+        let bv = u64::from_le_bytes(x.bytes[512..520].try_into().unwrap());
+        assert_eq!(bv & 1 << 62, 0);
+        // All-zero (init) state is left out either way, without a word.
+        let zero = FpuPlan {
+            components: vec![(62, vec![0; 64])],
+            ..plan
+        };
+        assert!(build_checked(&zero, true).unwrap().1.is_empty());
     }
 }

@@ -218,6 +218,9 @@ pub struct RestoreOptions {
     pub shell_job: bool,
     /// `--pidfile`: where to write the restored pid.
     pub pidfile: Option<PathBuf>,
+    /// `--cpu-cap=none`: leave out saved register state this CPU has no registers for, instead
+    /// of refusing (see [`fpu::build_checked`]).
+    pub no_fpu_check: bool,
 }
 
 impl RestoreOptions {
@@ -237,6 +240,7 @@ impl RestoreOptions {
             detach: o.restore_detached,
             shell_job: o.shell_job,
             pidfile: o.pidfile.as_ref().map(|p| o.effective_work_dir().join(p)),
+            no_fpu_check: !o.fpu_check,
         }
     }
 }
@@ -306,7 +310,7 @@ pub fn restore(
     );
     let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
-        prepare::preflight_against(t, &ours)?;
+        prepare::preflight_against(t, &ours, !opts.no_fpu_check)?;
     }
     for t in tree.tasks.iter().filter(|t| t.zombie.is_some()) {
         if Path::new(&format!("/proc/{}", t.pid)).exists() {

@@ -46,22 +46,27 @@ pub struct Prepared {
 /// [`RestoreError::PidBusy`], [`RestoreError::Rlimit`], [`RestoreError::Fpu`],
 /// [`RestoreError::Vdso`], [`RestoreError::Io`] (our own maps unreadable).
 pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
-    preflight_against(plan, &Special::from_maps(&layout::self_maps()?))
+    preflight_against(plan, &Special::from_maps(&layout::self_maps()?), true)
 }
 
 /// [`preflight`] against `ours`, our own special mappings ([`Special::from_maps`]), read once
-/// for all the tasks of a tree.
+/// for all the tasks of a tree; FPU state this CPU cannot hold is refused only when
+/// `fpu_check` (see [`fpu::build_checked`]).
 ///
 /// # Errors
 /// As [`preflight`].
-pub fn preflight_against(plan: &TaskPlan, ours: &Special) -> Result<(), RestoreError> {
+pub fn preflight_against(
+    plan: &TaskPlan,
+    ours: &Special,
+    fpu_check: bool,
+) -> Result<(), RestoreError> {
     for id in std::iter::once(plan.pid).chain(plan.threads.iter().map(|t| t.tid)) {
         if std::path::Path::new(&format!("/proc/{id}")).exists() {
             return Err(RestoreError::PidBusy { pid: id });
         }
     }
     for t in &plan.threads {
-        fpu::build(&t.fpu)?;
+        fpu::build_checked(&t.fpu, fpu_check)?;
     }
     let cap_resource = has_cap(24);
     for (res, l) in plan.rlimits.iter().enumerate() {
@@ -83,9 +88,28 @@ pub fn preflight_against(plan: &TaskPlan, ours: &Special) -> Result<(), RestoreE
             });
         }
     }
-    fpu::build(&plan.fpu)?;
+    fpu::build_checked(&plan.fpu, fpu_check)?;
     vdso_moves(plan, ours)?;
     Ok(())
+}
+
+/// The xsave area of thread `tid`: with `--cpu-cap=none`, state this CPU has no registers for
+/// is left out, with a warning naming it.
+fn task_fpu(
+    tid: i32,
+    fpu: &super::plan::FpuPlan,
+    opts: &RestoreOptions,
+) -> Result<fpu::Xsave, RestoreError> {
+    let (x, dropped) = fpu::build_checked(fpu, !opts.no_fpu_check)?;
+    for n in dropped {
+        tracing::warn!(
+            tid,
+            component = n,
+            what = fpu::component_name(n),
+            "saved register state left out: this CPU has no such registers (--cpu-cap=none)"
+        );
+    }
+    Ok(x)
 }
 
 /// Our own hard limit of `res`.
@@ -466,7 +490,7 @@ pub fn prepare(
     let maps = layout::self_maps()?;
     let special = Special::from_maps(&maps);
     let vdso = vdso_moves(plan, &special)?;
-    let xsave = fpu::build(&plan.fpu)?;
+    let xsave = task_fpu(plan.pid, &plan.fpu, opts)?;
 
     // Sizes.
     let premapped: Vec<&super::plan::Vma> = plan.vmas.iter().filter(|v| v.premapped()).collect();
@@ -897,7 +921,7 @@ fn build(
     // The other threads: their frames, signals, groups and argument records.
     let mut targs: Vec<abi::ThreadArgs> = Vec::with_capacity(plan.threads.len());
     for (i, t) in plan.threads.iter().enumerate() {
-        let tx = fpu::build(&t.fpu)?;
+        let tx = task_fpu(t.tid, &t.fpu, opts)?;
         area.align(compel_arch::FPSTATE_ALIGN);
         let t_frame_at = area.base + area.bytes.len() as u64;
         let mut frame = vec![0u8; rt_sigframe_size(tx.bytes.len())];

@@ -24,6 +24,12 @@ use nix::unistd::Pid;
 const FIXTURES: &str = "/work/shared/fixtures/criu-4.2";
 const SINGLE_PID: i32 = 12791;
 
+/// Removes the fixture binary a test put in place, and `/tmp/fx` once it is empty.
+fn remove_fixture_binary() {
+    let _ = fs::remove_file("/tmp/fx/single");
+    let _ = fs::remove_dir("/tmp/fx");
+}
+
 /// Puts CRIU's fixture binary where its images say it was (`/tmp/fx/single`), same bytes.
 /// Returns whether this call created it (then the test removes it).
 fn install_fixture_binary() -> bool {
@@ -63,7 +69,7 @@ fn fixture_usable() -> Option<bool> {
         {
             eprintln!("skipped: the fixture's FPU state does not fit this CPU: {reason}");
             if created {
-                let _ = fs::remove_file("/tmp/fx/single");
+                remove_fixture_binary();
             }
             return None;
         }
@@ -321,7 +327,7 @@ fn restores_criu_4_2_single_fixture() {
     assert_eq!(wait_state(pid, "S", Duration::from_secs(5)), Some('S'));
     drop(task);
     if created {
-        let _ = fs::remove_file("/tmp/fx/single");
+        remove_fixture_binary();
     }
 }
 
@@ -357,7 +363,7 @@ fn busy_pid_fails_before_anything_runs() {
     );
     assert!(err.to_string().contains(&me.to_string()));
     if created {
-        let _ = fs::remove_file("/tmp/fx/single");
+        remove_fixture_binary();
     }
 }
 
@@ -409,7 +415,7 @@ fn corrupt_or_truncated_images_fail_cleanly() {
     let err = restore(&detached(t.path()), None).unwrap_err();
     assert!(err.to_string().contains("fs-12791.img"), "{err}");
     if created {
-        let _ = fs::remove_file("/tmp/fx/single");
+        remove_fixture_binary();
     }
 }
 
@@ -483,7 +489,7 @@ fn action_scripts_run_at_each_stage_and_abort_on_failure() {
     );
     drop(task);
     if created {
-        let _ = fs::remove_file("/tmp/fx/single");
+        remove_fixture_binary();
     }
 }
 
@@ -536,7 +542,7 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
     assert_eq!(out.exit_code(), 128 + libc::SIGTERM);
     assert!(!pid_exists(SINGLE_PID));
     if created {
-        let _ = fs::remove_file("/tmp/fx/single");
+        remove_fixture_binary();
     }
 }
 
@@ -1050,7 +1056,7 @@ fn pending_signals_in_the_images_are_pending_again() {
     assert!(err.to_string().contains("seccomp"), "{err}");
     assert!(!pid_exists(SINGLE_PID));
     if created {
-        let _ = fs::remove_file("/tmp/fx/single");
+        remove_fixture_binary();
     }
 }
 
@@ -1115,7 +1121,7 @@ fn cli_restore_of_the_fixture_and_a_failing_pre_restore_script() {
     assert!(rlog.contains("tree resumed"), "{rlog}");
     drop(task);
     if created {
-        let _ = fs::remove_file("/tmp/fx/single");
+        remove_fixture_binary();
     }
 }
 
@@ -1407,7 +1413,7 @@ fn the_ns_last_pid_fallback_gives_the_same_pid() {
         drop(task);
     }
     if created {
-        let _ = fs::remove_file("/tmp/fx/single");
+        remove_fixture_binary();
     }
 }
 
@@ -1477,7 +1483,7 @@ fn damaged_images_never_panic_the_reader() {
         "every damaged set was refused: the undamaged parts never loaded"
     );
     if created {
-        let _ = fs::remove_file("/tmp/fx/single");
+        remove_fixture_binary();
     }
 }
 
@@ -1568,7 +1574,7 @@ fn failures_inside_the_new_task_name_the_step_and_leave_nothing() {
     );
     assert!(!pid_exists(SINGLE_PID), "the failed task was left behind");
     if created {
-        let _ = fs::remove_file("/tmp/fx/single");
+        remove_fixture_binary();
     }
 }
 
@@ -1636,6 +1642,7 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
     let cleanup = || {
         if created {
             let _ = fs::remove_file(bin);
+            let _ = fs::remove_dir("/tmp/fx");
         }
     };
     let tree = criu::restore::images::load(&dir, false).expect("tree fixture loads");

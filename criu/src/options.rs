@@ -874,6 +874,8 @@ Options:
   --pidfile FILE        write the restored root task's pid to FILE
   --action-script FILE  run FILE at each stage (repeatable)
   --timeout SECONDS     how long freezing may take (default 10)
+  --cpu-cap[=CAPS]      restore: with none, leave out saved register state this
+                        CPU has no registers for instead of refusing
   --config FILE         read options from FILE (no default config files then)
   --no-default-config   do not read /etc/criu/default.conf and ~/.criu/default.conf
   --feature NAME        with check: check one kernel feature

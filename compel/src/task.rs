@@ -357,7 +357,12 @@ impl Task {
             Err(Errno::ESRCH) if tid != self.pid => return Ok(()), // the thread just exited
             Err(Errno::ESRCH) => return Err(TaskError::NoSuchTask { pid: tid }),
             Err(source @ Errno::EPERM) => {
-                return Err(match classify(tid)? {
+                let state = classify(tid)?;
+                if tid != self.pid && matches!(state, TaskState::Zombie | TaskState::Dead) {
+                    // A thread that is exiting refuses to be seized: it is gone.
+                    return Ok(());
+                }
+                return Err(match state {
                     TaskState::Zombie => TaskError::Zombie { pid: tid },
                     TaskState::Dead => TaskError::NoSuchTask { pid: tid },
                     TaskState::Traced { tracer } => TaskError::TracedByOther { pid: tid, tracer },
@@ -383,6 +388,8 @@ impl Task {
         });
         match ptrace::interrupt(tid) {
             Ok(()) => Ok(()),
+            // A thread exiting right after the seize: waiting for it sees it exit.
+            Err(Errno::ESRCH) if tid != self.pid => Ok(()),
             Err(source) => Err(TaskError::Ptrace {
                 op: "INTERRUPT",
                 tid,

@@ -67,14 +67,18 @@ pub fn seccomp_mode(tid: i32) -> Result<u32, TaskError> {
         .unwrap_or(0))
 }
 
-/// Whether this process has `CAP_SYS_ADMIN` in its effective set.
-pub fn self_has_cap_sys_admin() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
+/// This process's effective capability set (`CapEff`), if `/proc/self/status` shows it.
+pub fn self_effective_caps() -> Option<u64> {
     status_field(std::process::id() as i32, "CapEff")
         .ok()
         .flatten()
         .and_then(|v| u64::from_str_radix(&v, 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// Whether this process has `CAP_SYS_ADMIN` in its effective set.
+pub fn self_has_cap_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    self_effective_caps().is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 /// The thread ids of process `pid` (`/proc/PID/task`).

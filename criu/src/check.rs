@@ -71,13 +71,7 @@ fn raw_syscall_works(nr: libc::c_long, args: [libc::c_long; 5], name: &str) -> R
 }
 
 fn has_checkpoint_cap() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| format!("/proc/self/status: {e}"))?;
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .ok_or("no CapEff in /proc/self/status")?;
+    let eff = compel::proc::self_effective_caps().ok_or("no CapEff in /proc/self/status")?;
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_SYS_PTRACE: u32 = 19;
     const CAP_CHECKPOINT_RESTORE: u32 = 40;

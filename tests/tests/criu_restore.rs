@@ -47,10 +47,11 @@ fn install_fixture_binary() -> bool {
     true
 }
 
-/// Whether the `single` fixture can be restored here: its pid is free and this CPU has the
-/// vector state it saved (it was written on a machine with AVX-512; glibc there runs AVX-512
-/// code, so restoring it on a CPU without would be wrong, and criu refuses). Says why not.
-/// Installs the fixture's binary when it is usable; returns whether that created it.
+/// Whether the `single` fixture can be restored here: its pid is free and its saved register
+/// state fits this CPU, leaving out what this CPU has no registers for (it was written on an
+/// AVX-512 machine; its restores pass `--cpu-cap=none` where needed: it sits in pause(), where
+/// vector registers are dead). Says why not. Installs the fixture's binary when it is usable;
+/// returns whether that created it.
 fn fixture_usable() -> Option<bool> {
     if pid_exists(SINGLE_PID) {
         eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
@@ -59,28 +60,34 @@ fn fixture_usable() -> Option<bool> {
     let created = install_fixture_binary();
     let dir = Path::new(FIXTURES).join("single");
     let tree = criu::restore::images::load(&dir, false).expect("fixture images load");
-    let ours =
-        criu::restore::layout::Special::from_maps(&criu::restore::layout::self_maps().unwrap());
-    for (_, t) in tree.alive() {
-        // Register state this CPU cannot hold is left out with --cpu-cap=none (the fixture
-        // sits in pause(), where vector registers are dead): only more than that skips.
-        if let Err(RestoreError::Fpu { reason }) =
-            criu::restore::prepare::preflight_against(t, &ours, !fixture_needs_cpu_cap_none())
-        {
-            eprintln!("skipped: the fixture's FPU state does not fit this CPU: {reason}");
-            if created {
-                remove_fixture_binary();
-            }
-            return None;
+    if let Some(reason) = fpu_misfit(&tree) {
+        eprintln!("skipped: the fixture's FPU state does not fit this CPU: {reason}");
+        if created {
+            remove_fixture_binary();
         }
+        return None;
     }
     Some(created)
 }
 
+/// Why the tasks of `tree` cannot be restored on this CPU even with `--cpu-cap=none` (saved
+/// register state this CPU lays out differently), if they cannot.
+fn fpu_misfit(tree: &criu::restore::plan::TreePlan) -> Option<String> {
+    let ours =
+        criu::restore::layout::Special::from_maps(&criu::restore::layout::self_maps().unwrap());
+    tree.alive().find_map(|(_, t)| {
+        match criu::restore::prepare::preflight_against(t, &ours, false) {
+            Err(RestoreError::Fpu { reason }) => Some(reason),
+            _ => None,
+        }
+    })
+}
+
 /// Whether this CPU lacks registers the `single` fixture has saved state for (it was written
-/// on an AVX-512 machine): its restores then need `--cpu-cap=none`.
+/// on an AVX-512 machine): its restores then need `--cpu-cap=none`. Worked out once.
 fn fixture_needs_cpu_cap_none() -> bool {
-    needs_cpu_cap_none(&Path::new(FIXTURES).join("single"))
+    static NEEDS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NEEDS.get_or_init(|| needs_cpu_cap_none(&Path::new(FIXTURES).join("single")))
 }
 
 /// Whether a task or thread in the images in `dir` has saved state for registers this CPU
@@ -583,6 +590,15 @@ impl Scratch {
         let said = wait_file(&self.ready, timeout);
         (v, said)
     }
+
+    /// Starts `bin ARGS`, lets it run `settle` once it is ready, dumps it (which kills it),
+    /// restores it and has it check itself ([`restore_and_check`]).
+    fn round_trip(&self, bin: &str, args: &[&str], timeout: Duration, settle: Duration) {
+        let (mut v, _) = self.spawn_victim(bin, args, None, timeout);
+        std::thread::sleep(settle);
+        dump_and_reap(&mut v, &self.img, &[]);
+        restore_and_check(v.pid(), &self.img, &self.ready);
+    }
 }
 
 /// `criu restore -d -D IMG`, asserted to succeed; returns a guard for the restored task `pid`.
@@ -688,15 +704,12 @@ fn dump_then_restore_memory_victim() {
     become_subreaper();
     let dir = Scratch::new();
     let data = dir.path("data");
-    let (mut v, _) = dir.spawn_victim(
+    dir.round_trip(
         env!("CARGO_BIN_EXE_criu-victim-memory"),
         &[data.to_str().unwrap(), dir.ready.to_str().unwrap()],
-        None,
         Duration::from_secs(10),
+        Duration::from_millis(50),
     );
-    std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &dir.img, &[]);
-    restore_and_check(v.pid(), &dir.img, &dir.ready);
 }
 
 /// 96 MiB of saved pages: the restore shares the fill with a helper process (above 64 MiB),
@@ -707,14 +720,12 @@ fn dump_then_restore_a_big_memory_victim() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let (mut v, _) = dir.spawn_victim(
+    dir.round_trip(
         env!("CARGO_BIN_EXE_criu-rvictim-big"),
         &["96", dir.ready.to_str().unwrap()],
-        None,
         Duration::from_secs(30),
+        Duration::ZERO,
     );
-    dump_and_reap(&mut v, &dir.img, &[]);
-    restore_and_check(v.pid(), &dir.img, &dir.ready);
 }
 
 /// One area as /proc/PID/smaps shows it: flags, resident and huge-page kB.
@@ -878,15 +889,12 @@ fn dump_then_restore_state_victim() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let (mut v, _) = dir.spawn_victim(
+    dir.round_trip(
         env!("CARGO_BIN_EXE_criu-victim-state"),
         &[dir.ready.to_str().unwrap()],
-        None,
         Duration::from_secs(10),
+        Duration::from_millis(50),
     );
-    std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &dir.img, &[]);
-    restore_and_check(v.pid(), &dir.img, &dir.ready);
 }
 
 #[test]
@@ -897,15 +905,12 @@ fn dump_then_restore_files_victim() {
     let dir = Scratch::new();
     let work = dir.path("w");
     fs::create_dir(&work).unwrap();
-    let (mut v, _) = dir.spawn_victim(
+    dir.round_trip(
         env!("CARGO_BIN_EXE_criu-victim-files"),
         &[work.to_str().unwrap(), dir.ready.to_str().unwrap()],
-        None,
         Duration::from_secs(10),
+        Duration::from_millis(50),
     );
-    std::thread::sleep(Duration::from_millis(50));
-    dump_and_reap(&mut v, &dir.img, &[]);
-    restore_and_check(v.pid(), &dir.img, &dir.ready);
     // The deleted file's stand-in is gone again.
     let left: Vec<_> = fs::read_dir(&work)
         .unwrap()
@@ -998,14 +1003,12 @@ fn dump_then_restore_shared_anonymous_memory() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let (mut v, _) = dir.spawn_victim(
+    dir.round_trip(
         env!("CARGO_BIN_EXE_criu-rvictim-shared"),
         &[dir.ready.to_str().unwrap()],
-        None,
         Duration::from_secs(10),
+        Duration::ZERO,
     );
-    dump_and_reap(&mut v, &dir.img, &[]);
-    restore_and_check(v.pid(), &dir.img, &dir.ready);
 }
 
 /// A `siginfo_t` for a signal sent by `kill` from pid `from`.
@@ -1677,14 +1680,7 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
 
     // With --cpu-cap=none where this CPU lacks the fixture's vector registers: every task sits
     // in pause(), where they are dead.
-    let ours =
-        criu::restore::layout::Special::from_maps(&criu::restore::layout::self_maps().unwrap());
-    let fits = tree.alive().all(|(_, t)| {
-        !matches!(
-            criu::restore::prepare::preflight_against(t, &ours, false),
-            Err(RestoreError::Fpu { .. })
-        )
-    });
+    let fits = fpu_misfit(&tree).is_none();
     if !fits || !pids.iter().chain(&[12813]).all(|p| !pid_exists(*p)) {
         eprintln!("restore part skipped: CPU lacks the fixture's vector state or a pid is taken");
         cleanup();

@@ -117,15 +117,21 @@ fn kill_and_reap(pid: i32) {
 
 /// The floor: read the page files of `img` into fresh anonymous memory.
 fn floor_once(img: &Path) -> f64 {
-    floor_with(img, false)
+    let files = page_files(img);
+    let t = Instant::now();
+    for f in files {
+        let len = fs::metadata(&f).unwrap().len() as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        fs::File::open(&f).unwrap().read_to_end(&mut buf).unwrap();
+        assert_eq!(buf.len(), len);
+        std::hint::black_box(&buf);
+    }
+    t.elapsed().as_secs_f64()
 }
 
-/// Reads the page files of `img` into fresh anonymous memory, with `huge` into memory advised
+/// The floor with huge pages: read the page files of `img` into fresh anonymous memory advised
 /// `MADV_HUGEPAGE` (2 MiB aligned), the best a plain program can do with huge pages.
-fn floor_with(img: &Path, huge: bool) -> f64 {
-    if !huge {
-        return floor_4k(img);
-    }
+fn floor_huge(img: &Path) -> f64 {
     let files = page_files(img);
     let t = Instant::now();
     for f in files {
@@ -169,43 +175,21 @@ fn page_files(img: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn floor_4k(img: &Path) -> f64 {
-    let files = page_files(img);
-    let t = Instant::now();
-    for f in files {
-        let len = fs::metadata(&f).unwrap().len() as usize;
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
-        fs::File::open(&f).unwrap().read_to_end(&mut buf).unwrap();
-        assert_eq!(buf.len(), len);
-        std::hint::black_box(&buf);
-    }
-    t.elapsed().as_secs_f64()
-}
-
 /// The raw read bandwidth: the page files into one buffer allocated and touched beforehand.
 fn raw_read_once(img: &Path, buf: &mut [u8]) -> f64 {
+    let files = page_files(img);
     let t = Instant::now();
-    for e in fs::read_dir(img).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("pages-"))
-        {
-            let mut f = fs::File::open(&p).unwrap();
-            let len = fs::metadata(&p).unwrap().len() as usize;
-            f.read_exact(&mut buf[..len]).unwrap();
-        }
+    for p in files {
+        let mut f = fs::File::open(&p).unwrap();
+        let len = fs::metadata(&p).unwrap().len() as usize;
+        f.read_exact(&mut buf[..len]).unwrap();
     }
     t.elapsed().as_secs_f64()
 }
 
 fn pages_bytes(img: &Path) -> u64 {
-    fs::read_dir(img)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("pages-"))
-        })
+    page_files(img)
+        .into_iter()
         .map(|p| fs::metadata(p).unwrap().len())
         .sum()
 }
@@ -232,7 +216,7 @@ fn bench(mib: usize, runs: usize, base: &Path) {
         if mib > 0 {
             small.push(restore_with(&img, &[("CRIU_RESTORE_THP", "0")]));
             kill_and_reap(pid);
-            huge_floors.push(floor_with(&img, true));
+            huge_floors.push(floor_huge(&img));
         }
         raws.push(raw_read_once(&img, &mut buf));
     }

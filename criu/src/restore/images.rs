@@ -529,6 +529,12 @@ fn reg_of<'a>(
     })
 }
 
+/// The kind-specific part of descriptor `fd`'s file entry (`what` names it in the error).
+fn kind_entry<'a, T>(part: &'a Option<T>, fd: i32, what: &str) -> Result<&'a T, RestoreError> {
+    part.as_ref()
+        .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no {what} entry")))
+}
+
 /// Checks that a file the task maps is still the one it mapped (same size).
 fn check_mapped_file(r: &RegFileEntry) -> Result<(), RestoreError> {
     let md = std::fs::metadata(&r.name).map_err(|e| RestoreError::MissingFile {
@@ -869,10 +875,7 @@ fn descriptors(
         };
         let source = match fi.r#type {
             FD_REG => {
-                let r = fe
-                    .reg
-                    .as_ref()
-                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no regular file entry")))?;
+                let r = kind_entry(&fe.reg, fd, "regular file")?;
                 let flags = r.flags as i32;
                 if let Some(rm) = remaps.get(&r.id) {
                     let content = ghost_content(d, rm.remap_id)?;
@@ -899,10 +902,7 @@ fn descriptors(
                 }
             }
             FD_PIPE => {
-                let p = fe
-                    .pipe
-                    .as_ref()
-                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no pipe entry")))?;
+                let p = kind_entry(&fe.pipe, fd, "pipe")?;
                 let acc = p.flags as i32 & libc::O_ACCMODE;
                 if pipe_data.is_none() {
                     pipe_data = Some(pipes_data(d)?);
@@ -934,30 +934,21 @@ fn descriptors(
                 FdSource::Tty { flags }
             }
             t if t == pb::FdTypes::Eventfd as i32 => {
-                let e = fe
-                    .efd
-                    .as_ref()
-                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no eventfd entry")))?;
+                let e = kind_entry(&fe.efd, fd, "eventfd")?;
                 FdSource::EventFd {
                     counter: e.counter,
                     flags: e.flags as i32 & libc::O_NONBLOCK,
                 }
             }
             t if t == pb::FdTypes::Signalfd as i32 => {
-                let e = fe
-                    .sgfd
-                    .as_ref()
-                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no signalfd entry")))?;
+                let e = kind_entry(&fe.sgfd, fd, "signalfd")?;
                 FdSource::SignalFd {
                     mask: e.sigmask,
                     flags: e.flags as i32 & libc::O_NONBLOCK,
                 }
             }
             t if t == pb::FdTypes::Timerfd as i32 => {
-                let e = fe
-                    .tfd
-                    .as_ref()
-                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no timerfd entry")))?;
+                let e = kind_entry(&fe.tfd, fd, "timerfd")?;
                 if e.vnsec >= 1_000_000_000 || e.insec >= 1_000_000_000 {
                     return Err(bad(names::FILES, format!("fd {fd}: timerfd nanoseconds")));
                 }
@@ -971,10 +962,7 @@ fn descriptors(
                 }
             }
             t if t == pb::FdTypes::Eventpoll as i32 => {
-                let e = fe
-                    .epfd
-                    .as_ref()
-                    .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no epoll entry")))?;
+                let e = kind_entry(&fe.epfd, fd, "epoll")?;
                 let mut targets = Vec::with_capacity(e.tfd.len());
                 for t in &e.tfd {
                     let tfd = i32::try_from(t.tfd)

@@ -155,16 +155,7 @@ fn reachable_rlimits(plan: &TaskPlan) -> Vec<abi::Rlimit> {
 fn has_cap(cap: u32) -> bool {
     // Our capabilities do not change while we restore: read them once.
     static EFFECTIVE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let eff = EFFECTIVE.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapEff:"))
-                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            })
-            .unwrap_or(0)
-    });
+    let eff = EFFECTIVE.get_or_init(|| compel::proc::self_effective_caps().unwrap_or(0));
     eff & (1 << cap) != 0
 }
 

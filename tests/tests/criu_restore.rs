@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, assert_ok, become_subreaper, criu as run_criu, criu_bin, criu_env,
-    dump_and_reap, pid_exists, skip_if_not_root, stat_ids, test_lock, wait_exit_timeout, wait_file,
-    wait_state,
+    Spawned, ask_check, assert_ok, become_subreaper, criu as run_criu, criu_bin, criu_dump,
+    criu_env, dump_and_reap, pid_exists, skip_if_not_root, stat_ids, test_lock, wait_exit_timeout,
+    wait_file, wait_state,
 };
 use criu::restore::{RestoreError, RestoreOptions, RestoreOutcome, restore};
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
@@ -847,6 +849,141 @@ fn whole_blocks_of_saved_memory_come_back_on_huge_pages() {
         }
         drop(task);
     }
+}
+
+/// The pages `img` saved for `pid` in all, and the saved bytes of its 40 MiB area at `start`
+/// in address order.
+fn saved_area(img: &Path, pid: i32, start: u64) -> (u64, Vec<u8>) {
+    let pm = criu_images::Pagemap::read(img.join(format!("pagemap-{pid}.img"))).unwrap();
+    let pages = fs::read(img.join(pm.pages_file_name())).unwrap();
+    let mut area = Vec::new();
+    for r in pm.runs().unwrap() {
+        let (lo, hi) = (
+            r.vaddr.max(start),
+            (r.vaddr + r.len()).min(start + (40 << 20)),
+        );
+        if lo < hi && r.flags & criu_images::pagemap::PE_PRESENT != 0 {
+            let off = (r.file_offset + lo - r.vaddr) as usize;
+            area.extend_from_slice(&pages[off..off + (hi - lo) as usize]);
+        }
+    }
+    (pm.present_pages(), area)
+}
+
+/// Runs `f` on a thread of its own in a new mount namespace where a tmpfs with `opts` is
+/// mounted on `at` (created). Only that thread and what it starts (victims, criu) see the tmpfs;
+/// it is unmounted when `f` returns, and the namespace goes away with the last of them.
+fn in_own_tmpfs(at: &Path, opts: &str, f: impl FnOnce() + Send) {
+    fs::create_dir(at).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            unshare(CloneFlags::CLONE_NEWNS).unwrap();
+            let none = None::<&str>;
+            mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap();
+            mount(
+                Some("tmpfs"),
+                at,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some(opts),
+            )
+            .unwrap();
+            struct Unmount<'a>(&'a Path);
+            impl Drop for Unmount<'_> {
+                fn drop(&mut self) {
+                    let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+            let _unmount = Unmount(at);
+            f();
+        });
+    });
+}
+
+/// A dump whose image file system fills up (a 16 MiB tmpfs for 40 MiB of pages; with huge
+/// pages the pages file is allocated whole and fails there, without them a write fails) says
+/// so, marks the images incomplete and leaves the victim running untouched.
+#[test]
+fn a_dump_onto_a_full_tmpfs_fails_and_the_victim_runs_on() {
+    skip_if_not_root!("a_dump_onto_a_full_tmpfs_fails_and_the_victim_runs_on");
+    let _g = test_lock();
+    become_subreaper();
+    for opts in ["huge=within_size,size=16m", "size=16m"] {
+        let dir = Scratch::new();
+        let small = dir.path("small");
+        in_own_tmpfs(&small, opts, || {
+            let (v, _) = dir.spawn_victim(
+                env!("CARGO_BIN_EXE_criu-rvictim-big"),
+                &["40", dir.ready.to_str().unwrap()],
+                None,
+                Duration::from_secs(30),
+            );
+            let o = criu_dump(v.pid(), &small, &[]);
+            assert!(!o.status.success(), "{opts}: the dump succeeded");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("pages-1.img") && err.contains("No space left"),
+                "{opts}: {err}"
+            );
+            let marker = small.join(criu::dump::INCOMPLETE_MARKER);
+            assert!(marker.exists(), "{opts}: no {marker:?}");
+            assert!(!small.join("inventory.img").exists(), "{opts}");
+            // The partial pages file is gone, so the marker could say why.
+            assert!(!small.join("pages-1.img").exists(), "{opts}");
+            let why = fs::read_to_string(&marker).unwrap();
+            assert!(why.contains("No space left"), "{opts}: {why}");
+            assert_eq!(compel_criu_tests::tracer_pid(v.pid()), Some(0), "{opts}");
+            let check = dir.ready.with_extension("2");
+            assert_eq!(ask_check(v.pid(), &check).trim(), "check ok", "{opts}");
+            drop(v);
+        });
+    }
+}
+
+/// A dump onto a tmpfs mounted with huge folios (`huge=within_size`) fills its pages file through
+/// a shared mapping, two threads at a time: the images must hold exactly the bytes a dump that
+/// writes them with write(2) saves, and restore.
+#[test]
+fn a_dump_onto_a_huge_page_tmpfs_saves_the_same_bytes() {
+    skip_if_not_root!("a_dump_onto_a_huge_page_tmpfs_saves_the_same_bytes");
+    let _g = test_lock();
+    become_subreaper();
+    let dir = Scratch::new();
+    let huge = dir.path("huge");
+    in_own_tmpfs(&huge, "huge=within_size,size=256m", || {
+        let (mut v, said) = dir.spawn_victim(
+            env!("CARGO_BIN_EXE_criu-rvictim-big"),
+            &["40", dir.ready.to_str().unwrap(), "holes"],
+            None,
+            Duration::from_secs(30),
+        );
+        let pid = v.pid();
+        let start = u64::from_str_radix(said.split_whitespace().nth(2).unwrap(), 16).unwrap();
+        // The reference, written with write(2): the scratch directory is not on tmpfs.
+        assert_ok(&criu_dump(pid, &dir.img, &["-R"]), "criu dump -R");
+        let img = huge.join("img");
+        fs::create_dir(&img).unwrap();
+        dump_and_reap(&mut v, &img, &["-v4", "-o", "dump.log"]);
+        let log = fs::read_to_string(img.join("dump.log")).unwrap();
+        assert!(
+            log.contains("pages-1.img filled through a mapping"),
+            "{log}"
+        );
+        // The victim ran on between the dumps (its stack may differ): the 40 MiB area it
+        // leaves alone must be saved byte for byte the same, and as many pages in all.
+        let (written, mapped) = (
+            saved_area(&dir.img, pid, start),
+            saved_area(&img, pid, start),
+        );
+        assert_eq!(written.0, mapped.0, "pages in all");
+        assert_eq!(
+            written.1.len(),
+            (40 << 20) - 10 * 4096,
+            "the area without its holes"
+        );
+        assert!(written.1 == mapped.1, "the area's saved bytes differ");
+        restore_and_check(pid, &img, &dir.ready);
+    });
 }
 
 /// A process that turned huge pages off for itself (PR_SET_THP_DISABLE) gets none from the

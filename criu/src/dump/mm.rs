@@ -283,11 +283,180 @@ pub fn dump_private_pages(
             });
         }
     }
-    let mut out = PagesFile::create(dir, pages_id)?;
-    copy_segments(pid, &segs, &mut out)?;
-    out.finish()?;
+    let total: u64 = segs.iter().map(|s| s.len).sum();
+    let path = dir.join(names::pages(pages_id));
+    removed_on_error(&path, || {
+        if total >= MAPPED_MIN && huge_tmpfs(dir) {
+            copy_segments_mapped(pid, &segs, &path, total)?;
+            tracing::debug!(
+                pid,
+                bytes = total,
+                "pages-{pages_id}.img filled through a mapping (tmpfs with huge pages)"
+            );
+            Ok(())
+        } else {
+            let mut out = PagesFile::create(dir, pages_id)?;
+            copy_segments(pid, &segs, &mut out)?;
+            out.finish()
+        }
+    })?;
     pm.write(dir.join(names::pagemap(pid as u32)))?;
     Ok(stats)
+}
+
+/// Runs `fill`, which writes the pages file `path`; if it fails, the partial file is removed so
+/// that its space (memory, on tmpfs) is given back, and the dump can record its failure.
+fn removed_on_error(
+    path: &Path,
+    fill: impl FnOnce() -> Result<(), DumpError>,
+) -> Result<(), DumpError> {
+    let r = fill();
+    if r.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    r
+}
+
+/// From this many bytes on, a pages file on a huge-page tmpfs is filled through a mapping of it.
+const MAPPED_MIN: u64 = 8 << 20;
+
+/// Whether `dir` is on a tmpfs that backs files with huge folios: mounted `huge=always` or
+/// `huge=within_size`, or any tmpfs when `shmem_enabled` is `force`. There the pages file is
+/// best filled through a mapping ([`copy_segments_mapped`]); on small-page tmpfs `write(2)` wins,
+/// as it need not clear the pages it fills.
+fn huge_tmpfs(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let tmpfs = nix::sys::statfs::statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if !tmpfs {
+        return false;
+    }
+    let policy = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        .unwrap_or_default();
+    if policy.contains("[deny]") {
+        return false;
+    }
+    if policy.contains("[force]") {
+        return true;
+    }
+    let Ok(dev) = std::fs::metadata(dir).map(|m| m.dev()) else {
+        return false;
+    };
+    let dev = (libc::major(dev), libc::minor(dev));
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|mi| mount_huge(&mi, dev))
+}
+
+/// Whether the file system `dev` (major, minor) of `mountinfo` is mounted with huge folios for
+/// all files (`huge=always` or `huge=within_size` among its super options).
+fn mount_huge(mountinfo: &str, dev: (u32, u32)) -> bool {
+    let want = format!("{}:{}", dev.0, dev.1);
+    mountinfo.lines().any(|l| {
+        let mut f = l.split(' ');
+        if f.nth(2) != Some(want.as_str()) {
+            return false;
+        }
+        // After the optional fields: "- fstype source super-options".
+        let mut rest = l.split(" - ").nth(1).unwrap_or("").split(' ');
+        rest.nth(2)
+            .unwrap_or("")
+            .split(',')
+            .any(|o| o == "huge=always" || o == "huge=within_size")
+    })
+}
+
+/// Copies `segs` of task memory (`total` bytes), in order, into a new pages file at `path` on
+/// a huge-page tmpfs: the file is allocated whole first (so a full file system fails here,
+/// cleanly), mapped shared, and the task's memory is read straight into the mapping by two
+/// threads, each taking half. This saves the copy through a buffer, and the threads do not queue
+/// on the file's lock as writers do.
+fn copy_segments_mapped(
+    pid: i32,
+    segs: &[Segment],
+    path: &Path,
+    total: u64,
+) -> Result<(), DumpError> {
+    use std::os::fd::AsRawFd;
+    let file_err = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| DumpError::File { what, source }
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(file_err("create"))?;
+    let len = usize::try_from(total)
+        .map_err(|_| file_err("size")(std::io::Error::from_raw_os_error(libc::EFBIG)))?;
+    // SAFETY: fallocate on our own descriptor.
+    if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, total as libc::off_t) } != 0 {
+        return Err(file_err("allocate")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new shared mapping of the whole file just allocated; checked below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(file_err("map")(std::io::Error::last_os_error()));
+    }
+    struct Unmap(*mut libc::c_void, usize);
+    impl Drop for Unmap {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made above, used by nothing once this runs.
+            unsafe { libc::munmap(self.0, self.1) };
+        }
+    }
+    let map = Unmap(p, len);
+    // SAFETY: the mapping is ours, `len` bytes, readable and writable, and only reached through
+    // this slice until `map` unmaps it. The file is fully allocated, so no page of it is
+    // missing; the kernel fills it (process_vm_readv, pread), and a fault there fails the copy
+    // instead of raising SIGBUS.
+    let all = unsafe { std::slice::from_raw_parts_mut(map.0 as *mut u8, len) };
+    // Each thread fills one half of the file, split at a multiple of CHUNK.
+    let mid = (len / 2) / CHUNK * CHUNK;
+    let (a, b) = all.split_at_mut(mid);
+    let copy = |buf: &mut [u8], from: usize| -> Result<(), DumpError> {
+        let mut mem: Option<File> = None;
+        let mut at = 0usize; // offset in the file of the current segment
+        for sg in segs {
+            let n = sg.len as usize;
+            // The part of this segment in [from, from + buf.len()).
+            let lo = at.max(from);
+            let hi = (at + n).min(from + buf.len());
+            if lo < hi {
+                let addr = sg.addr + (lo - at) as u64;
+                read_into(
+                    pid,
+                    sg.readable,
+                    addr,
+                    &mut buf[lo - from..hi - from],
+                    &mut mem,
+                )?;
+            }
+            at += n;
+        }
+        Ok(())
+    };
+    std::thread::scope(|sc| {
+        let second = sc.spawn(|| copy(b, mid));
+        let first = copy(a, 0);
+        let second = second.join().unwrap_or_else(|_| {
+            Err(file_err("fill")(std::io::Error::other(
+                "copy thread panicked",
+            )))
+        });
+        first.and(second)
+    })?;
+    drop(map);
+    Ok(())
 }
 
 /// Shared anonymous objects met in one or more processes: for each object (by shmid) the pages
@@ -359,11 +528,13 @@ impl SharedObjects {
                     }),
                 }
             }
-            let mut out = PagesFile::create(dir, pages_id)?;
-            for (pid, segs) in &groups {
-                copy_segments(*pid, segs, &mut out)?;
-            }
-            out.finish()?;
+            removed_on_error(&dir.join(names::pages(pages_id)), || {
+                let mut out = PagesFile::create(dir, pages_id)?;
+                for (pid, segs) in &groups {
+                    copy_segments(*pid, segs, &mut out)?;
+                }
+                out.finish()
+            })?;
             spm.write(dir.join(names::pagemap_shmem(*shmid)))?;
         }
         Ok(stats)
@@ -748,6 +919,22 @@ fn read_remote(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), DumpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_huge_reads_super_options() {
+        let mi = "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+                  30 22 0:25 / /dev/shm rw,relatime shared:5 - tmpfs tmpfs rw,size=100k\n\
+                  31 22 0:26 / /tmp/h rw master:3 - tmpfs x rw,size=2g,huge=within_size\n\
+                  32 22 0:27 / /tmp/a rw - tmpfs x rw,huge=always,inode64\n\
+                  33 22 0:28 / /tmp/d rw - tmpfs x rw,huge=advise\n";
+        assert!(!mount_huge(mi, (0, 21)));
+        assert!(!mount_huge(mi, (0, 25)));
+        assert!(mount_huge(mi, (0, 26)));
+        assert!(mount_huge(mi, (0, 27)));
+        assert!(!mount_huge(mi, (0, 28)));
+        assert!(!mount_huge(mi, (0, 99)));
+        assert!(!mount_huge("garbage\n\n - -", (0, 26)));
+    }
     use crate::dump::proc::read_smaps;
 
     #[test]

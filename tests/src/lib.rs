@@ -1067,3 +1067,47 @@ pub fn avx_mismatch(
     let (kin, kout) = masks?;
     (1..8).find(|&k| kin[k] != kout[k]).map(|k| format!("k{k}"))
 }
+
+/// A tmpfs mounted with `opts` on a directory in a new mount namespace of the calling thread:
+/// only this thread and what it starts from then on (victims, criu) see it. Dropping it
+/// unmounts it and removes the directory.
+pub struct OwnTmpfs {
+    at: PathBuf,
+}
+
+impl OwnTmpfs {
+    /// Creates `at` and mounts the tmpfs there (after moving this thread to a mount namespace
+    /// of its own, whose mounts do not propagate back).
+    ///
+    /// # Errors
+    /// A description of the step that failed (the directory is removed again).
+    pub fn mount(at: &Path, opts: &str) -> Result<OwnTmpfs, String> {
+        use nix::mount::{MsFlags, mount};
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+        let none = None::<&str>;
+        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+            .map_err(|e| format!("make / private: {e}"))?;
+        std::fs::create_dir_all(at).map_err(|e| format!("mkdir {}: {e}", at.display()))?;
+        let tmpfs = Some("tmpfs");
+        if let Err(e) = mount(tmpfs, at, tmpfs, MsFlags::empty(), Some(opts)) {
+            let _ = std::fs::remove_dir(at);
+            return Err(format!("mount tmpfs ({opts}) on {}: {e}", at.display()));
+        }
+        Ok(OwnTmpfs {
+            at: at.to_path_buf(),
+        })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.at
+    }
+}
+
+impl Drop for OwnTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.at, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.at);
+    }
+}

@@ -12,13 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, assert_ok, become_subreaper, criu as run_criu, criu_bin, criu_dump,
-    criu_env, dump_and_reap, pid_exists, skip_if_not_root, stat_ids, test_lock, wait_exit_timeout,
-    wait_file, wait_state,
+    OwnTmpfs, Spawned, ask_check, assert_ok, become_subreaper, criu as run_criu, criu_bin,
+    criu_dump, criu_env, dump_and_reap, pid_exists, skip_if_not_root, stat_ids, test_lock,
+    wait_exit_timeout, wait_file, wait_state,
 };
 use criu::restore::{RestoreError, RestoreOptions, RestoreOutcome, restore};
-use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
@@ -871,30 +869,11 @@ fn saved_area(img: &Path, pid: i32, start: u64) -> (u64, Vec<u8>) {
 }
 
 /// Runs `f` on a thread of its own in a new mount namespace where a tmpfs with `opts` is
-/// mounted on `at` (created). Only that thread and what it starts (victims, criu) see the tmpfs;
-/// it is unmounted when `f` returns, and the namespace goes away with the last of them.
+/// mounted on `at` ([`OwnTmpfs`]); the namespace goes away with the last task in it.
 fn in_own_tmpfs(at: &Path, opts: &str, f: impl FnOnce() + Send) {
-    fs::create_dir(at).unwrap();
     std::thread::scope(|s| {
         s.spawn(|| {
-            unshare(CloneFlags::CLONE_NEWNS).unwrap();
-            let none = None::<&str>;
-            mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap();
-            mount(
-                Some("tmpfs"),
-                at,
-                Some("tmpfs"),
-                MsFlags::empty(),
-                Some(opts),
-            )
-            .unwrap();
-            struct Unmount<'a>(&'a Path);
-            impl Drop for Unmount<'_> {
-                fn drop(&mut self) {
-                    let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
-            let _unmount = Unmount(at);
+            let _tmpfs = OwnTmpfs::mount(at, opts).unwrap();
             f();
         });
     });

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Spawned, become_subreaper, is_root, stat_ids, wait_exit, wait_file, workspace_bin,
+    OwnTmpfs, Spawned, become_subreaper, is_root, stat_ids, wait_exit, wait_file, workspace_bin,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -194,7 +194,7 @@ fn pages_bytes(img: &Path) -> u64 {
         .sum()
 }
 
-fn bench(mib: usize, runs: usize, base: &Path) {
+fn bench(mib: usize, runs: usize, base: &Path, on: &str) {
     let img = base.join(format!("img-{mib}"));
     let pid = make_images(mib, base, &img);
     let _guard = Spawned::guard(pid);
@@ -227,7 +227,7 @@ fn bench(mib: usize, runs: usize, base: &Path) {
                 .collect::<Vec<_>>()
         };
         println!(
-            "restore {mib:>5} MiB, every run in order (ms): {:?}; small pages only: {:?}",
+            "restore {mib:>5} MiB{on}, every run in order (ms): {:?}; small pages only: {:?}",
             ms(&times),
             ms(&small),
         );
@@ -242,7 +242,7 @@ fn bench(mib: usize, runs: usize, base: &Path) {
         let s = median(&mut small);
         let h = median(&mut huge_floors);
         println!(
-            "restore {mib:>5} MiB, small pages only (CRIU_RESTORE_THP=0): median {}, ratio to the floor {:5.2} | floor into huge pages (MADV_HUGEPAGE) {}, restore/that {:5.2} | huge/small restore {:5.2}",
+            "restore {mib:>5} MiB{on}, small pages only (CRIU_RESTORE_THP=0): median {}, ratio to the floor {:5.2} | floor into huge pages (MADV_HUGEPAGE) {}, restore/that {:5.2} | huge/small restore {:5.2}",
             at(s),
             s / f.max(1e-9),
             at(h),
@@ -251,7 +251,7 @@ fn bench(mib: usize, runs: usize, base: &Path) {
         );
     }
     println!(
-        "restore {mib:>5} MiB: median {} | floor (read into fresh memory) {}, ratio {:5.2} | raw read {}, ratio {:5.2} | {} runs",
+        "restore {mib:>5} MiB{on}: median {} | floor (read into fresh memory) {}, ratio {:5.2} | raw read {}, ratio {:5.2} | {} runs",
         at(t),
         at(f),
         t / f.max(1e-9),
@@ -259,6 +259,7 @@ fn bench(mib: usize, runs: usize, base: &Path) {
         t / r.max(1e-9),
         runs,
     );
+    let _ = fs::remove_dir_all(&img);
 }
 
 /// The tasks of one pool victim (`criu-bvictim-pool`): its pids, root first, then children,
@@ -456,9 +457,27 @@ fn main() {
         std::process::id()
     ));
     fs::create_dir_all(&base).unwrap();
+    // A tmpfs with huge folios (huge=within_size) in a mount namespace of the bench's own:
+    // images there are read from huge pages. Made before any victim, so all share it.
+    let huge = OwnTmpfs::mount(
+        Path::new(&format!(
+            "/tmp/criu-restore-bench-huge-{}",
+            std::process::id()
+        )),
+        &format!("huge=within_size,size={}m,mode=0700", 2 * big + 256),
+    );
     let result = std::panic::catch_unwind(|| {
-        bench(0, if full { 20 } else { 1 }, &base);
-        bench(big, if full { 7 } else { 1 }, &base);
+        bench(0, if full { 20 } else { 1 }, &base, "");
+        bench(big, if full { 7 } else { 1 }, &base, "");
+        match &huge {
+            Ok(h) => bench(
+                big,
+                if full { 7 } else { 1 },
+                h.path(),
+                " (huge-page tmpfs)",
+            ),
+            Err(e) => println!("no huge-page tmpfs ({e}): its round is left out"),
+        }
         let (many, many_runs) = if full { (100, 9) } else { (4, 1) };
         bench_pool("threads", many, many_runs, &base);
         bench_pool("tree", if full { 50 } else { 4 }, many_runs, &base);

@@ -286,7 +286,19 @@ pub fn dump_private_pages(
     let total: u64 = segs.iter().map(|s| s.len).sum();
     let path = dir.join(names::pages(pages_id));
     removed_on_error(&path, || {
-        if total >= MAPPED_MIN && huge_tmpfs(dir) {
+        let huge = if total >= MAPPED_MIN {
+            tmpfs_huge(dir)
+        } else {
+            None
+        };
+        if total >= HINT_MIN && huge == Some(false) {
+            tracing::info!(
+                "{} MiB of pages onto a tmpfs without huge pages: a tmpfs mounted with \
+                 huge=within_size takes them several times faster",
+                total >> 20
+            );
+        }
+        if huge == Some(true) {
             copy_segments_mapped(pid, &segs, &path, total)?;
             tracing::debug!(
                 pid,
@@ -320,17 +332,22 @@ fn removed_on_error(
 /// From this many bytes on, a pages file on a huge-page tmpfs is filled through a mapping of it.
 const MAPPED_MIN: u64 = 8 << 20;
 
-/// Whether `dir` is on a tmpfs that backs files with huge folios: mounted `huge=always` or
-/// `huge=within_size`, or any tmpfs when `shmem_enabled` is `force`. There the pages file is
-/// best filled through a mapping ([`copy_segments_mapped`]); on small-page tmpfs `write(2)` wins,
-/// as it need not clear the pages it fills.
-fn huge_tmpfs(dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
+/// From this many bytes on, a dump onto a small-page tmpfs says that huge pages would help.
+const HINT_MIN: u64 = 64 << 20;
+
+/// For `dir` on tmpfs, whether that tmpfs backs files with huge folios (mounted `huge=always` or
+/// `huge=within_size`, or any tmpfs when `shmem_enabled` is `force`); `None` off tmpfs. With
+/// huge folios the pages file is best filled through a mapping ([`copy_segments_mapped`]); on
+/// small-page tmpfs `write(2)` wins, as it need not clear the pages it fills.
+fn tmpfs_huge(dir: &Path) -> Option<bool> {
     let tmpfs = nix::sys::statfs::statfs(dir)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-    if !tmpfs {
-        return false;
-    }
+    tmpfs.then(|| huge_folios(dir))
+}
+
+/// Whether the tmpfs of `dir` backs files with huge folios (see [`tmpfs_huge`]).
+fn huge_folios(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
     let policy = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
         .unwrap_or_default();
     if policy.contains("[deny]") {

@@ -13,16 +13,7 @@ fn crit() -> PathBuf {
 }
 
 fn fixtures() -> PathBuf {
-    if let Some(p) = std::env::var_os("CRIU_FIXTURES") {
-        return p.into();
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/criu-4.2");
-    assert!(
-        p.is_dir(),
-        "fixtures not found at {} (set CRIU_FIXTURES)",
-        p.display()
-    );
-    p
+    compel_criu_tests::fixtures_dir()
 }
 
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {

@@ -207,8 +207,7 @@ fn wrong_json() {
 
 #[test]
 fn fixture_bytes_cut_anywhere_fail_cleanly() {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/criu-4.2/single");
+    let dir = compel_criu_tests::fixtures_dir().join("single");
     let t = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(dir.join("core-12791.img")).unwrap();
     // Every cut inside the header, the size or the single entry is an error naming an offset.

@@ -13,15 +13,14 @@ use std::time::Duration;
 
 use compel_criu_tests::{
     OwnTmpfs, Spawned, ask_check, assert_ok, become_subreaper, criu as run_criu, criu_bin,
-    criu_dump, criu_env, dump_and_reap, pid_exists, skip_if_not_root, stat_ids, test_lock,
-    wait_exit_timeout, wait_file, wait_state,
+    criu_dump, criu_env, dump_and_reap, fixtures_dir, pid_exists, skip_if_not_root, stat_ids,
+    test_lock, wait_exit_timeout, wait_file, wait_state,
 };
 use criu::restore::{RestoreError, RestoreOptions, RestoreOutcome, restore};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
 
-const FIXTURES: &str = "/work/shared/fixtures/criu-4.2";
 const SINGLE_PID: i32 = 12791;
 
 /// Removes the fixture binary a test put in place, and `/tmp/fx` once it is empty.
@@ -34,7 +33,7 @@ fn remove_fixture_binary() {
 /// Returns whether this call created it (then the test removes it).
 fn install_fixture_binary() -> bool {
     let dst = Path::new("/tmp/fx/single");
-    let src = Path::new(FIXTURES).join("programs/single");
+    let src = fixtures_dir().join("programs/single");
     let want = fs::read(&src).expect("fixture binary");
     if fs::read(dst).ok().as_deref() == Some(&want[..]) {
         return false;
@@ -58,7 +57,7 @@ fn fixture_usable() -> Option<bool> {
         return None;
     }
     let created = install_fixture_binary();
-    let dir = Path::new(FIXTURES).join("single");
+    let dir = fixtures_dir().join("single");
     let tree = criu::restore::images::load(&dir, false).expect("fixture images load");
     if let Some(reason) = fpu_misfit(&tree) {
         eprintln!("skipped: the fixture's FPU state does not fit this CPU: {reason}");
@@ -87,7 +86,7 @@ fn fpu_misfit(tree: &criu::restore::plan::TreePlan) -> Option<String> {
 /// on an AVX-512 machine): its restores then need `--cpu-cap=none`. Worked out once.
 fn fixture_needs_cpu_cap_none() -> bool {
     static NEEDS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *NEEDS.get_or_init(|| needs_cpu_cap_none(&Path::new(FIXTURES).join("single")))
+    *NEEDS.get_or_init(|| needs_cpu_cap_none(&fixtures_dir().join("single")))
 }
 
 /// Whether a task or thread in the images in `dir` has saved state for registers this CPU
@@ -195,7 +194,7 @@ fn restores_criu_4_2_single_fixture() {
     let Some(created) = fixture_usable() else {
         return;
     };
-    let dir = PathBuf::from(FIXTURES).join("single");
+    let dir = fixtures_dir().join("single");
     let out = restore(&detached(&dir), None);
     let out = match out {
         Ok(o) => o,
@@ -344,7 +343,7 @@ fn busy_pid_fails_before_anything_runs() {
     let _g = test_lock();
     // Our own pid is certainly taken: point a copy of the fixture at it.
     let t = tempfile::tempdir().unwrap();
-    copy_dir(&Path::new(FIXTURES).join("single"), t.path());
+    copy_dir(&fixtures_dir().join("single"), t.path());
     let me = std::process::id();
     let pstree = criu_images::pb::PstreeEntry {
         pid: me,
@@ -389,7 +388,7 @@ fn corrupt_or_truncated_images_fail_cleanly() {
     skip_if_not_root!("corrupt_or_truncated_images_fail_cleanly");
     let _g = test_lock();
     let created = install_fixture_binary();
-    let src = Path::new(FIXTURES).join("single");
+    let src = fixtures_dir().join("single");
     // (file, damage, what the message must name)
     type Damage = fn(&mut Vec<u8>);
     let cases: [(&str, Damage, &str); 5] = [
@@ -455,7 +454,7 @@ fn action_scripts_run_at_each_stage_and_abort_on_failure() {
     let Some(created) = fixture_usable() else {
         return;
     };
-    let dir = PathBuf::from(FIXTURES).join("single");
+    let dir = fixtures_dir().join("single");
     let t = tempfile::tempdir().unwrap();
     let log = t.path().join("stages");
 
@@ -508,7 +507,7 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
     let Some(created) = fixture_usable() else {
         return;
     };
-    let dir = PathBuf::from(FIXTURES).join("single");
+    let dir = fixtures_dir().join("single");
     let t = tempfile::tempdir().unwrap();
     let pidfile = t.path().join("pid");
     let opts = RestoreOptions {
@@ -1145,7 +1144,7 @@ fn pending_signals_in_the_images_are_pending_again() {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    copy_dir(&Path::new(FIXTURES).join("single"), t.path());
+    copy_dir(&fixtures_dir().join("single"), t.path());
     let d = criu_images::ImageDir::new(t.path());
     let mut core = d.read_core(SINGLE_PID as u32).unwrap();
     // SIGHUP is blocked in the fixture: one process-wide and one thread-directed instance.
@@ -1188,7 +1187,7 @@ fn cli_restore_of_the_fixture_and_a_failing_pre_restore_script() {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let dir = Path::new(FIXTURES).join("single");
+    let dir = fixtures_dir().join("single");
     let log = t.path().join("stages");
     let hook = hook_script(t.path(), &log, "pre-restore");
     let o = run_criu(
@@ -1507,7 +1506,7 @@ fn the_ns_last_pid_fallback_gives_the_same_pid() {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let dir = Path::new(FIXTURES).join("single");
+    let dir = fixtures_dir().join("single");
     let o = std::process::Command::new(criu_bin())
         .args(["restore", "-d", "-D", dir.to_str().unwrap()])
         .args(["-W", t.path().to_str().unwrap(), "-o", "restore.log", "-v4"])
@@ -1542,7 +1541,7 @@ fn damaged_images_never_panic_the_reader() {
     // must end in a result, never a panic.
     let _g = test_lock();
     let created = install_fixture_binary();
-    let src = Path::new(FIXTURES).join("single");
+    let src = fixtures_dir().join("single");
     assert!(criu::restore::images::load(&src, false).is_ok());
     let files: Vec<PathBuf> = fs::read_dir(&src)
         .unwrap()
@@ -1642,7 +1641,7 @@ fn failures_inside_the_new_task_name_the_step_and_leave_nothing() {
     let Some(created) = fixture_usable() else {
         return;
     };
-    let src = Path::new(FIXTURES).join("single");
+    let src = fixtures_dir().join("single");
 
     // A working directory that is gone: the child fails while setting up its directories.
     let t = tempfile::tempdir().unwrap();
@@ -1749,9 +1748,9 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
     skip_if_not_root!("criu_4_2_tree_fixture_plans_and_restores");
     let _g = test_lock();
     become_subreaper();
-    let dir = Path::new(FIXTURES).join("tree");
+    let dir = fixtures_dir().join("tree");
     let bin = Path::new("/tmp/fx/tree");
-    let want = fs::read(Path::new(FIXTURES).join("programs/tree")).expect("fixture binary");
+    let want = fs::read(fixtures_dir().join("programs/tree")).expect("fixture binary");
     let created = fs::read(bin).ok().as_deref() != Some(&want[..]);
     if created {
         fs::create_dir_all("/tmp/fx").unwrap();

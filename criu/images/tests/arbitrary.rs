@@ -6,6 +6,7 @@
 //! inserted. Each call must return `Ok` or an error that names the file; a panic fails the test.
 //! A successful decode must also encode back without a panic.
 
+mod fixture_dir;
 use std::path::{Path, PathBuf};
 
 use criu_images::json::{self, DecodeOptions};
@@ -31,10 +32,7 @@ impl Rng {
 }
 
 fn fixture_files() -> Vec<PathBuf> {
-    let root = std::env::var_os("CRIU_FIXTURES").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/criu-4.2"),
-        PathBuf::from,
-    );
+    let root = fixture_dir::fixtures();
     let mut out = Vec::new();
     for sub in ["single", "tree"] {
         let Ok(rd) = std::fs::read_dir(root.join(sub)) else {

@@ -1,23 +1,11 @@
 //! Every image CRIU 4.2 wrote for the fixture programs decodes with our typed messages, and
 //! re-encodes to the same bytes.
 
-use std::path::PathBuf;
+mod fixture_dir;
+use fixture_dir::fixtures;
 
 use criu_images::pb::*;
 use criu_images::{ImageReader, ImageWriter, Pagemap, magic, names, pagemap, read_single};
-
-fn fixtures() -> PathBuf {
-    if let Some(p) = std::env::var_os("CRIU_FIXTURES") {
-        return p.into();
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/criu-4.2");
-    assert!(
-        p.is_dir(),
-        "fixtures not found at {} (set CRIU_FIXTURES)",
-        p.display()
-    );
-    p
-}
 
 /// Decodes all entries of an image as `M` and re-encodes them: the bytes must be identical.
 fn roundtrip<M: criu_images::Described>(path: &std::path::Path, magic: u32) -> Vec<M> {

@@ -1,22 +1,10 @@
 //! Our JSON for every CRIU 4.2 fixture image equals what CRIU's own `crit decode --pretty`
 //! printed, value for value and character for character; and JSON encodes back to the same bytes.
 
-use std::path::PathBuf;
+mod fixture_dir;
+use fixture_dir::fixtures;
 
 use criu_images::json::{self, DecodeOptions};
-
-fn fixtures() -> PathBuf {
-    if let Some(p) = std::env::var_os("CRIU_FIXTURES") {
-        return p.into();
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/criu-4.2");
-    assert!(
-        p.is_dir(),
-        "fixtures not found at {} (set CRIU_FIXTURES)",
-        p.display()
-    );
-    p
-}
 
 #[test]
 fn pretty_json_equals_crit_output_for_every_fixture() {

@@ -16,7 +16,8 @@
 //! (left out, with the reason printed, where it may not mount).
 //!
 //! The dumps use the library (`criu::dump::dump`) with `--leave-running`, so one victim serves
-//! every round. Prints medians, GB/s and the ratio to the floor.
+//! every round; one more dump of 1 GiB per file system runs the `criu` binary, for its peak
+//! resident memory (`VmHWM`, which it logs at `-v4`). Prints medians, GB/s and the ratio to the floor.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -246,6 +247,40 @@ fn kill(pid: i32) {
     }
 }
 
+/// Runs the `criu` binary to dump `pid` into `dir` (`-R`); returns its wall time and the peak
+/// resident memory it logs (`VmHWM` in kB, the file pages it mapped included). Not
+/// `ru_maxrss`: that also holds what the bench had resident when it spawned criu.
+fn dumper_peak(pid: i32, dir: &Path) -> (Duration, u64) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let t = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_criu"))
+        .args([
+            "dump",
+            "-R",
+            "-v4",
+            "-o",
+            "peak.log",
+            "-t",
+            &pid.to_string(),
+            "-D",
+        ])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let t = t.elapsed();
+    assert!(o.status.success(), "criu dump: {o:?}");
+    let log = std::fs::read_to_string(dir.join("peak.log")).unwrap();
+    let kb = log
+        .lines()
+        .find_map(|l| l.split("peak memory of this criu: ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("criu logs its peak memory at -v4");
+    (t, kb)
+}
+
 /// Medians of `runs` dumps of the 1 GiB victim into `dir`, each followed by its floor.
 struct BigRounds {
     dump: Duration,
@@ -443,6 +478,13 @@ fn main() {
             r.floor.as_secs_f64(),
             gbs(r.floor),
             r.dump.as_secs_f64() / r.floor.as_secs_f64()
+        );
+        let (t, kb) = dumper_peak(pid, &dir.join("big"));
+        let _ = std::fs::remove_dir_all(dir.join("big"));
+        println!(
+            "criu dump binary, images on {what}: peak RSS {} MiB (VmHWM), {:.3} s",
+            kb >> 10,
+            t.as_secs_f64()
         );
     }
     kill(pid);

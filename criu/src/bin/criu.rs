@@ -124,6 +124,9 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             criu::dump::dump(&opts, &sink)
                 .map_err(|e| fail(anyhow::Error::new(e).context("dump failed")))?;
             tracing::info!("Dumping finished successfully");
+            if let Some(kb) = peak_rss_kb() {
+                tracing::debug!("peak memory of this criu: {kb} kB (VmHWM)");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore => restore(&opts, &sink).map_err(fail),
@@ -132,6 +135,13 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             other.word()
         ))),
     }
+}
+
+/// This process's peak resident memory (`VmHWM`), in kB.
+fn peak_rss_kb() -> Option<u64> {
+    let st = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = st.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn restore(opts: &Options, sink: &criu::log::LogSink) -> anyhow::Result<ExitCode> {

@@ -383,8 +383,8 @@ fn mount_huge(mountinfo: &str, dev: (u32, u32)) -> bool {
 
 /// Copies `segs` of task memory (`total` bytes), in order, into a new pages file at `path` on
 /// a huge-page tmpfs: the file is allocated whole first (so a full file system fails here,
-/// cleanly), mapped shared, and the task's memory is read straight into the mapping by two
-/// threads, each taking half. This saves the copy through a buffer, and the threads do not queue
+/// cleanly), and two threads, each taking half, read the task's memory straight into shared
+/// mappings of it, [`WINDOW`] bytes at a time. This saves the copy through a buffer, and the threads do not queue
 /// on the file's lock as writers do.
 fn copy_segments_mapped(
     pid: i32,
@@ -410,70 +410,95 @@ fn copy_segments_mapped(
     if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, total as libc::off_t) } != 0 {
         return Err(file_err("allocate")(std::io::Error::last_os_error()));
     }
-    // SAFETY: a new shared mapping of the whole file just allocated; checked below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(file_err("map")(std::io::Error::last_os_error()));
-    }
-    struct Unmap(*mut libc::c_void, usize);
-    impl Drop for Unmap {
-        fn drop(&mut self) {
-            // SAFETY: the mapping made above, used by nothing once this runs.
-            unsafe { libc::munmap(self.0, self.1) };
-        }
-    }
-    let map = Unmap(p, len);
-    // SAFETY: the mapping is ours, `len` bytes, readable and writable, and only reached through
-    // this slice until `map` unmaps it. The file is fully allocated, so no page of it is
-    // missing; the kernel fills it (process_vm_readv, pread), and a fault there fails the copy
-    // instead of raising SIGBUS.
-    let all = unsafe { std::slice::from_raw_parts_mut(map.0 as *mut u8, len) };
-    // Each thread fills one half of the file, split at a multiple of CHUNK.
+    let fd = f.as_raw_fd();
+    // Each thread fills one half of the file, split at a multiple of CHUNK, one window at a time.
     let mid = (len / 2) / CHUNK * CHUNK;
-    let (a, b) = all.split_at_mut(mid);
-    let copy = |buf: &mut [u8], from: usize| -> Result<(), DumpError> {
+    let fill = |from: usize, to: usize| -> Result<(), DumpError> {
         let mut mem: Option<File> = None;
-        let mut at = 0usize; // offset in the file of the current segment
-        for sg in segs {
-            let n = sg.len as usize;
-            // The part of this segment in [from, from + buf.len()).
-            let lo = at.max(from);
-            let hi = (at + n).min(from + buf.len());
-            if lo < hi {
-                let addr = sg.addr + (lo - at) as u64;
-                read_into(
-                    pid,
-                    sg.readable,
-                    addr,
-                    &mut buf[lo - from..hi - from],
-                    &mut mem,
-                )?;
+        let mut w = from;
+        while w < to {
+            let n = (to - w).min(WINDOW);
+            let mut win = Window::map(fd, w, n).map_err(file_err("map"))?;
+            let buf = win.bytes();
+            let mut at = 0usize; // offset in the file of the current segment
+            for sg in segs {
+                let sl = sg.len as usize;
+                // The part of this segment in the window [w, w + n).
+                let (lo, hi) = (at.max(w), (at + sl).min(w + n));
+                if lo < hi {
+                    let addr = sg.addr + (lo - at) as u64;
+                    read_into(pid, sg.readable, addr, &mut buf[lo - w..hi - w], &mut mem)?;
+                }
+                at += sl;
+                if at >= w + n {
+                    break;
+                }
             }
-            at += n;
+            w += n;
         }
         Ok(())
     };
     std::thread::scope(|sc| {
-        let second = sc.spawn(|| copy(b, mid));
-        let first = copy(a, 0);
+        let second = sc.spawn(|| fill(mid, len));
+        let first = fill(0, mid);
         let second = second.join().unwrap_or_else(|_| {
             Err(file_err("fill")(std::io::Error::other(
                 "copy thread panicked",
             )))
         });
         first.and(second)
-    })?;
-    drop(map);
-    Ok(())
+    })
+}
+
+/// How much of a pages file each thread maps at a time: the dumper's resident memory for the
+/// copy stays at twice this, whatever the size of the file.
+const WINDOW: usize = 16 << 20;
+
+/// A shared read-write mapping of `len` bytes of a file at offset `off` (a multiple of 2 MiB, so
+/// huge folios are mapped whole), unmapped on drop.
+struct Window {
+    at: *mut u8,
+    len: usize,
+}
+
+impl Window {
+    fn map(fd: std::os::fd::RawFd, off: usize, len: usize) -> std::io::Result<Window> {
+        let off = libc::off_t::try_from(off).map_err(|_| std::io::Error::other("offset"))?;
+        // SAFETY: a new shared mapping of part of our own file; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                off,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Window {
+            at: p as *mut u8,
+            len,
+        })
+    }
+
+    /// The mapped bytes.
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is ours, `len` bytes, readable and writable, and reached only
+        // through this borrow of the window. The caller allocated the file in full, so no page
+        // of it is missing; the kernel fills it (process_vm_readv, pread), and a fault there
+        // fails that call instead of raising SIGBUS.
+        unsafe { std::slice::from_raw_parts_mut(self.at, self.len) }
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, no longer borrowed once this runs.
+        unsafe { libc::munmap(self.at as *mut libc::c_void, self.len) };
+    }
 }
 
 /// Shared anonymous objects met in one or more processes: for each object (by shmid) the pages

@@ -2,6 +2,7 @@
 //! and signal frames use) and the CPUID queries that size it.
 
 use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Size of the legacy (fxsave) region at the start of the xsave area.
 pub const XSAVE_LEGACY_SIZE: usize = 512;
@@ -28,7 +29,52 @@ pub const XFEATURE_AVX512_ZMM_HI256: u32 = 6;
 /// Component 7: zmm16..31 (all 512 bits).
 pub const XFEATURE_AVX512_HI16_ZMM: u32 = 7;
 
+/// CPUID, remembered: the leaves asked here (1, 7 and every subleaf of 0xd) are answered from a
+/// cache after the first time. Under a hypervisor each CPUID is a trap to the host (about 6 us on
+/// the VMs this was measured on), and a restore asks for the xsave layout once per task.
 fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
+    let slot = match (leaf, sub) {
+        (1, 0) => Some(0),
+        (7, 0) => Some(1),
+        (0xd, n) if n < 64 => Some(2 + n as usize),
+        _ => None,
+    };
+    let Some(slot) = slot else {
+        return raw_cpuid(leaf, sub);
+    };
+    let c = &CPUID_CACHE[slot];
+    if c.ready.load(Ordering::Acquire) {
+        return CpuidResult {
+            eax: c.regs[0].load(Ordering::Relaxed),
+            ebx: c.regs[1].load(Ordering::Relaxed),
+            ecx: c.regs[2].load(Ordering::Relaxed),
+            edx: c.regs[3].load(Ordering::Relaxed),
+        };
+    }
+    let r = raw_cpuid(leaf, sub);
+    // Threads racing here store the same values; `ready` is published after them.
+    for (a, v) in c.regs.iter().zip([r.eax, r.ebx, r.ecx, r.edx]) {
+        a.store(v, Ordering::Relaxed);
+    }
+    c.ready.store(true, Ordering::Release);
+    r
+}
+
+/// One remembered CPUID answer.
+struct CpuidSlot {
+    ready: AtomicBool,
+    regs: [AtomicU32; 4],
+}
+
+/// Leaf 1, leaf 7, then leaf 0xd subleaves 0..=63.
+static CPUID_CACHE: [CpuidSlot; 66] = [const {
+    CpuidSlot {
+        ready: AtomicBool::new(false),
+        regs: [const { AtomicU32::new(0) }; 4],
+    }
+}; 66];
+
+fn raw_cpuid(leaf: u32, sub: u32) -> CpuidResult {
     #[allow(unused_unsafe)]
     // SAFETY: CPUID exists on every x86_64 CPU and has no side effects.
     unsafe {

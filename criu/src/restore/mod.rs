@@ -671,13 +671,36 @@ fn finish(
     }
     run_scripts(scripts, ScriptAction::PostRestore, Some(root))?;
     run_scripts(scripts, ScriptAction::PreResume, Some(root))?;
-    // Children first: when a parent runs on, its children are back already.
-    for &i in tree.order.iter().rev() {
-        let t = &tree.tasks[i];
-        let Some(r) = &c.tasks[i] else { continue };
-        let threads: Vec<i32> = t.threads.iter().map(|t| t.tid).collect();
-        trace::resume(t.pid, &threads, r.syscall_insn, r.restorer, t.stop_signal)?;
-    }
+    // Every thread of every task out of its restorer at once, then the restorers unmapped and the
+    // tasks detached, children first: when a parent runs on, its children are back already.
+    let stopped: Vec<i32> = tree
+        .alive()
+        .filter(|&(i, _)| c.tasks[i].is_some())
+        .flat_map(|(_, t)| {
+            t.threads
+                .iter()
+                .map(|t| t.tid)
+                .chain(std::iter::once(t.pid))
+        })
+        .collect();
+    trace::run_to_sigreturn(&stopped)?;
+    let resumable: Vec<trace::Resumable> = tree
+        .order
+        .iter()
+        .rev()
+        .filter_map(|&i| {
+            let t = &tree.tasks[i];
+            let r = c.tasks[i].as_ref()?;
+            Some(trace::Resumable {
+                pid: t.pid,
+                threads: t.threads.iter().map(|t| t.tid).collect(),
+                syscall_insn: r.syscall_insn,
+                restorer: r.restorer,
+                stop_signal: t.stop_signal,
+            })
+        })
+        .collect();
+    trace::unmap_and_detach(&resumable)?;
     tracing::info!(root, tasks = tree.tasks.len(), "tree resumed");
     Ok(root)
 }

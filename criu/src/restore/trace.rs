@@ -311,22 +311,27 @@ fn syscall_info(pid: i32) -> Result<SyscallInfo, RestoreError> {
 }
 
 /// Continues to the next syscall stop, passing on signals.
-fn next_syscall_stop(pid: i32, sig: Option<Signal>) -> Result<(), RestoreError> {
-    let p = Pid::from_raw(pid);
-    let mut sig = sig;
+/// Waits for the next syscall stop of `tid`, which the caller let run with `PTRACE_SYSCALL`;
+/// a signal stop on the way is passed on to the thread, which is let run on.
+fn await_syscall_stop(tid: i32) -> Result<(), RestoreError> {
+    let p = Pid::from_raw(tid);
     loop {
-        ptrace::syscall(p, sig).map_err(terr(pid, "PTRACE_SYSCALL"))?;
-        sig = None;
         match waitpid(p, Some(WaitPidFlag::__WALL)) {
             Ok(WaitStatus::PtraceSyscall(_)) => return Ok(()),
-            Ok(WaitStatus::Stopped(_, s)) => sig = Some(s),
+            Ok(WaitStatus::Stopped(_, s)) => {
+                ptrace::syscall(p, Some(s)).map_err(terr(tid, "PTRACE_SYSCALL"))?
+            }
             Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                return Err(died(pid, ws));
+                return Err(died(tid, ws));
             }
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(terr(pid, "waitpid")(e)),
+            Err(e) => return Err(terr(tid, "waitpid")(e)),
         }
     }
+}
+
+fn syscall_on(tid: i32) -> Result<(), RestoreError> {
+    ptrace::syscall(Pid::from_raw(tid), None).map_err(terr(tid, "PTRACE_SYSCALL"))
 }
 
 fn sigmask(pid: i32, req: libc::c_uint, mask: &mut u64) -> Result<(), RestoreError> {
@@ -338,59 +343,102 @@ fn sigmask(pid: i32, req: libc::c_uint, mask: &mut u64) -> Result<(), RestoreErr
     Ok(())
 }
 
-/// Lets the stopped task run into its final `rt_sigreturn`, then unmaps the restorer's area
-/// `(start, len)` through its `syscall` instruction at `syscall_insn`, and detaches (with
-/// `stop_signal`, for a task that was job-control stopped when dumped).
+/// Lets every thread of `tids` (the stopped threads of any number of tasks) run into its final
+/// `rt_sigreturn` and stops it at the exit of that call, out of the restorer's code. Resuming
+/// with signal 0 swallows the SIGSTOP each is stopped with; other signals are passed on.
+///
+/// All of them run at once: each is let go to its next syscall stop, and the stops are taken
+/// in turn, so the ptrace round trips of different tasks overlap instead of adding up (a
+/// restorer makes a few system calls after its release, two stops each).
 ///
 /// # Errors
 /// [`RestoreError::Trace`], [`RestoreError::Died`].
-pub fn resume(
-    pid: i32,
-    threads: &[i32],
-    syscall_insn: u64,
-    restorer: (u64, u64),
-    stop_signal: Option<i32>,
-) -> Result<(), RestoreError> {
-    let p = Pid::from_raw(pid);
-    // Every thread, then the leader: swallow its SIGSTOP and follow it to the exit of its
-    // rt_sigreturn, where it stays stopped (out of the restorer's code) until the detach.
-    for &tid in threads.iter().chain(std::iter::once(&pid)) {
-        let mut last_nr = u64::MAX;
-        loop {
-            // Resuming with signal 0 suppresses the SIGSTOP the thread is stopped with.
-            next_syscall_stop(tid, None)?;
-            let info = syscall_info(tid)?;
+pub fn run_to_sigreturn(tids: &[i32]) -> Result<(), RestoreError> {
+    // (tid, number of the syscall it last entered, whether it is at the exit of rt_sigreturn)
+    let mut ts: Vec<(i32, u64, bool)> = tids.iter().map(|&t| (t, u64::MAX, false)).collect();
+    for &(tid, ..) in &ts {
+        syscall_on(tid)?;
+    }
+    let mut left = ts.len();
+    while left > 0 {
+        for (tid, last_nr, done) in ts.iter_mut().filter(|t| !t.2) {
+            await_syscall_stop(*tid)?;
+            let info = syscall_info(*tid)?;
             match info.op {
-                SYSCALL_INFO_ENTRY => last_nr = info.data[0],
-                SYSCALL_INFO_EXIT if last_nr == nr::RT_SIGRETURN as u64 => break,
+                SYSCALL_INFO_ENTRY => *last_nr = info.data[0],
+                SYSCALL_INFO_EXIT if *last_nr == nr::RT_SIGRETURN as u64 => {
+                    *done = true;
+                    left -= 1;
+                    continue;
+                }
                 _ => {}
             }
+            syscall_on(*tid)?;
         }
     }
-    let saved = ptrace::getregs(p).map_err(terr(pid, "PTRACE_GETREGS"))?;
-    let mut mask = 0u64;
-    sigmask(pid, PTRACE_GETSIGMASK, &mut mask)?;
-    let mut all = !0u64;
-    sigmask(pid, PTRACE_SETSIGMASK, &mut all)?;
-    let mut r = saved;
-    r.rip = syscall_insn;
-    r.rax = nr::MUNMAP as u64;
-    r.orig_rax = u64::MAX;
-    r.rdi = restorer.0;
-    r.rsi = restorer.1;
-    ptrace::setregs(p, r).map_err(terr(pid, "PTRACE_SETREGS"))?;
-    next_syscall_stop(pid, None)?; // entry of munmap
-    next_syscall_stop(pid, None)?; // exit of munmap
-    let after = ptrace::getregs(p).map_err(terr(pid, "PTRACE_GETREGS"))?;
-    if after.rax != 0 {
-        tracing::warn!(pid, ret = after.rax as i64, "unmapping the restorer failed");
+    Ok(())
+}
+
+/// A task stopped by [`run_to_sigreturn`], to be let go by [`unmap_and_detach`].
+pub struct Resumable {
+    /// The leader.
+    pub pid: i32,
+    /// The other threads.
+    pub threads: Vec<i32>,
+    /// A `syscall` instruction in the task, outside the restorer's area.
+    pub syscall_insn: u64,
+    /// The restorer's area `(start, len)`.
+    pub restorer: (u64, u64),
+    /// The signal to detach with (a task that was job-control stopped when dumped).
+    pub stop_signal: Option<i32>,
+}
+
+/// For tasks whose threads [`run_to_sigreturn`] stopped at the exit of their `rt_sigreturn`:
+/// unmaps each restorer's area through the task's `syscall` instruction (all tasks at once, with
+/// every signal blocked meanwhile; registers and mask put back after), then detaches them in the
+/// order given.
+///
+/// # Errors
+/// [`RestoreError::Trace`], [`RestoreError::Died`].
+pub fn unmap_and_detach(tasks: &[Resumable]) -> Result<(), RestoreError> {
+    let mut saved = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let (pid, p) = (t.pid, Pid::from_raw(t.pid));
+        let regs = ptrace::getregs(p).map_err(terr(pid, "PTRACE_GETREGS"))?;
+        let mut mask = 0u64;
+        sigmask(pid, PTRACE_GETSIGMASK, &mut mask)?;
+        let mut all = !0u64;
+        sigmask(pid, PTRACE_SETSIGMASK, &mut all)?;
+        let mut r = regs;
+        r.rip = t.syscall_insn;
+        r.rax = nr::MUNMAP as u64;
+        r.orig_rax = u64::MAX;
+        r.rdi = t.restorer.0;
+        r.rsi = t.restorer.1;
+        ptrace::setregs(p, r).map_err(terr(pid, "PTRACE_SETREGS"))?;
+        syscall_on(pid)?;
+        saved.push((regs, mask));
     }
-    ptrace::setregs(p, saved).map_err(terr(pid, "PTRACE_SETREGS"))?;
-    sigmask(pid, PTRACE_SETSIGMASK, &mut mask)?;
-    for &tid in threads {
-        ptrace::detach(Pid::from_raw(tid), None).map_err(terr(tid, "PTRACE_DETACH"))?;
+    for t in tasks {
+        await_syscall_stop(t.pid)?; // entry of munmap
+        syscall_on(t.pid)?;
     }
-    let sig = stop_signal.and_then(|s| Signal::try_from(s).ok());
-    ptrace::detach(p, sig).map_err(terr(pid, "PTRACE_DETACH"))?;
+    for (t, (regs, mut mask)) in tasks.iter().zip(saved) {
+        let (pid, p) = (t.pid, Pid::from_raw(t.pid));
+        await_syscall_stop(pid)?; // exit of munmap
+        let after = ptrace::getregs(p).map_err(terr(pid, "PTRACE_GETREGS"))?;
+        if after.rax != 0 {
+            tracing::warn!(pid, ret = after.rax as i64, "unmapping the restorer failed");
+        }
+        ptrace::setregs(p, regs).map_err(terr(pid, "PTRACE_SETREGS"))?;
+        sigmask(pid, PTRACE_SETSIGMASK, &mut mask)?;
+    }
+    for t in tasks {
+        for &tid in &t.threads {
+            ptrace::detach(Pid::from_raw(tid), None).map_err(terr(tid, "PTRACE_DETACH"))?;
+        }
+        let sig = t.stop_signal.and_then(|s| Signal::try_from(s).ok());
+        ptrace::detach(Pid::from_raw(t.pid), sig).map_err(terr(t.pid, "PTRACE_DETACH"))?;
+    }
     Ok(())
 }

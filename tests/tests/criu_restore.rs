@@ -964,6 +964,64 @@ fn a_dump_onto_a_huge_page_tmpfs_saves_the_same_bytes() {
     });
 }
 
+/// `Seccomp` and `Seccomp_filters` of thread `tid` of `pid`, as /proc shows them.
+fn seccomp_of(pid: i32, tid: i32) -> (String, String) {
+    let st = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    let field = |k: &str| {
+        st.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    (field("Seccomp:"), field("Seccomp_filters:"))
+}
+
+/// Threads under seccomp come back under it: filter mode with the same two filters (the
+/// second with its LOG flag) for the main thread and a thread started after them, strict mode
+/// for a thread blocked in read, none for a thread started before; the victim checks that the
+/// filters still bind it.
+#[test]
+fn threads_under_seccomp_come_back_under_the_same_filters() {
+    skip_if_not_root!("threads_under_seccomp_come_back_under_the_same_filters");
+    let _g = test_lock();
+    become_subreaper();
+    let dir = Scratch::new();
+    let (mut v, said) = dir.spawn_victim(
+        env!("CARGO_BIN_EXE_criu-rvictim-seccomp"),
+        &[dir.ready.to_str().unwrap()],
+        None,
+        Duration::from_secs(30),
+    );
+    let ids: Vec<i32> = said
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let pid = ids[0];
+    let before: Vec<_> = ids.iter().map(|&t| seccomp_of(pid, t)).collect();
+    let s = |m: &str, n: &str| (m.to_string(), n.to_string());
+    // main, early, late, strict
+    assert_eq!(
+        before,
+        [s("2", "2"), s("0", "0"), s("2", "2"), s("1", "0")],
+        "{said}"
+    );
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let table = criu_images::ImageDir::new(&dir.img)
+        .read_seccomp()
+        .unwrap()
+        .seccomp_filters;
+    assert_eq!(table.len(), 2, "one entry per filter: {table:?}");
+    assert_eq!((table[0].prev, table[0].flags), (None, None));
+    assert_eq!((table[1].prev, table[1].flags), (Some(0), Some(2)));
+    let task = restore_d(&dir.img, pid);
+    let after: Vec<_> = ids.iter().map(|&t| seccomp_of(pid, t)).collect();
+    assert_eq!(after, before);
+    let check = dir.ready.with_extension("2");
+    assert_eq!(ask_check(task.pid(), &check).trim(), "check ok");
+    drop(task);
+}
+
 /// A process that turned huge pages off for itself (PR_SET_THP_DISABLE) gets none from the
 /// restore either, and still has them off.
 #[test]

@@ -43,9 +43,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use compel::{InitialStop, Task, TaskError, TaskState};
+use std::collections::HashMap;
+
 use criu_images::pb::{
     DumpStatsEntry, FsEntry, InventoryEntry, Lsmtype, MmEntry, PluginsEntry, PstreeEntry,
-    SeccompEntry, StatsEntry, TaskKobjIdsEntry, TimensEntry, Timespec,
+    SeccompEntry, SeccompFilter, StatsEntry, TaskKobjIdsEntry, TimensEntry, Timespec,
 };
 use criu_images::{ImageDir, ImageError, magic, names};
 
@@ -512,6 +514,8 @@ struct Collected {
     auxv: Vec<u64>,
     /// Every thread's core, the leader first.
     cores: Vec<(i32, criu_images::pb::CoreEntry)>,
+    /// Every thread's seccomp mode and filters (oldest first), in the order of `cores`.
+    seccomp: Vec<(u32, Vec<SeccompFilter>)>,
     dumpable: i32,
     thp_disabled: bool,
     brk: u64,
@@ -541,15 +545,6 @@ fn collect(
 ) -> Result<Collected, DumpError> {
     let stat = proc::read_stat(pid)?;
     let status = proc::read_status(pid)?;
-    if status.seccomp != 0 {
-        // The filters are not saved yet; restoring without them would lift the sandbox.
-        return Err(DumpError::Unsupported {
-            what: format!(
-                "{pid} runs under seccomp (mode {}): its filters cannot be dumped yet",
-                status.seccomp
-            ),
-        });
-    }
     // Namespaces are not dumped yet: a process in namespaces of its own would come back in
     // criu's, silently. The time namespace only shifts clocks and is recorded in timens-0.img.
     let (ns, own_ns) = (ns_inodes(&pid.to_string()), ns_inodes("self"));
@@ -614,6 +609,7 @@ fn collect(
         Vec::new()
     };
     let mut cores = Vec::with_capacity(tids.len());
+    let mut seccomp = Vec::with_capacity(tids.len());
     for &tid in &tids {
         let leader = tid == pid;
         let (tstat, tstatus) = if leader {
@@ -666,6 +662,13 @@ fn collect(
             clear_tid_addr,
         });
         cores.push((tid, core));
+        let mode = tstatus.seccomp;
+        let filters = if mode == 2 {
+            seccomp_filters(tid)?
+        } else {
+            Vec::new()
+        };
+        seccomp.push((mode, filters));
     }
     Ok(Collected {
         pid,
@@ -678,6 +681,7 @@ fn collect(
         umask: status.umask,
         auxv,
         cores,
+        seccomp,
         dumpable: inside.dumpable,
         thp_disabled: inside.thp_disabled,
         brk: inside.brk,
@@ -830,6 +834,7 @@ fn write_images(
     let mut stats = mm::PageStats::default();
     let mut shared = mm::SharedObjects::default();
     let mut ids = KobjIds::default();
+    let mut seccomp_table = SeccompTable::default();
     let mut fdinfo_written = Vec::new();
     let own_ns = &procs[0].own_ns;
     let in_tree = |p: i32| procs.iter().any(|c| c.pid == p);
@@ -870,8 +875,15 @@ fn write_images(
             thp_disabled: Some(c.thp_disabled),
         };
         img.write_mm(upid, &mm_entry)?;
-        for (tid, core) in &c.cores {
-            img.write_core(*tid as u32, core)?;
+        for ((tid, core), (mode, filters)) in c.cores.iter().zip(&c.seccomp) {
+            let mut core = core.clone();
+            if let Some(th) = core.thread_core.as_mut()
+                && *mode != 0
+            {
+                th.seccomp_mode = Some(*mode as i32);
+                th.seccomp_filter = seccomp_table.add(filters);
+            }
+            img.write_core(*tid as u32, &core)?;
         }
         let mut task_ids = task_ids(&c.ns, own_ns, 0);
         ids.assign(pid, &mut task_ids);
@@ -918,9 +930,116 @@ fn write_images(
     stats.written += s.written;
     files.write(dir)?;
     img.write_pstree(&tree)?;
-    img.write_seccomp(&SeccompEntry::default())?;
+    img.write_seccomp(&SeccompEntry {
+        seccomp_filters: seccomp_table.filters,
+    })?;
     img.write_timens(0, &timens_now())?;
     Ok(stats)
+}
+
+/// The seccomp filters of the tree as `seccomp.img` lists them: each once, naming the filter
+/// installed before it (`prev`); chains that start alike share their entries.
+#[derive(Default)]
+struct SeccompTable {
+    filters: Vec<SeccompFilter>,
+    index: HashMap<FilterKey, u32>,
+}
+
+/// A filter as the table knows it: program, the filter before it, flags.
+type FilterKey = (Vec<u8>, Option<u32>, Option<u32>);
+
+impl SeccompTable {
+    /// Adds a thread's chain (oldest first); returns the index of its newest filter.
+    fn add(&mut self, chain: &[SeccompFilter]) -> Option<u32> {
+        let mut prev = None;
+        for f in chain {
+            let key = (f.filter.clone(), prev, f.flags);
+            let i = match self.index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let i = self.filters.len() as u32;
+                    self.filters.push(SeccompFilter {
+                        filter: f.filter.clone(),
+                        prev,
+                        flags: f.flags,
+                    });
+                    self.index.insert(key, i);
+                    i
+                }
+            };
+            prev = Some(i);
+        }
+        prev
+    }
+}
+
+/// The seccomp filters of the stopped thread `tid`, oldest first (the kernel numbers them from
+/// the first installed), with their flags (`PTRACE_SECCOMP_GET_FILTER` and `_GET_METADATA`,
+/// which need CAP_SYS_ADMIN).
+fn seccomp_filters(tid: i32) -> Result<Vec<SeccompFilter>, DumpError> {
+    const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+    const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+    let fail = |what: &str, e: std::io::Error| DumpError::Unsupported {
+        what: format!(
+            "thread {tid} runs under seccomp filters and {what} failed: {e}{}",
+            if e.raw_os_error() == Some(libc::EACCES) {
+                " (reading them needs CAP_SYS_ADMIN)"
+            } else {
+                ""
+            }
+        ),
+    };
+    let mut out = Vec::new();
+    for i in 0u64.. {
+        // SAFETY: with a null buffer the kernel only returns the program's length.
+        let n = unsafe {
+            libc::ptrace(
+                PTRACE_SECCOMP_GET_FILTER,
+                tid,
+                i as usize,
+                std::ptr::null_mut::<u8>(),
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) && i > 0 {
+                break;
+            }
+            return Err(fail("PTRACE_SECCOMP_GET_FILTER", e));
+        }
+        let mut prog = vec![0u8; n as usize * 8];
+        // SAFETY: the buffer holds the `n` 8-byte instructions the kernel said it has.
+        let m = unsafe {
+            libc::ptrace(
+                PTRACE_SECCOMP_GET_FILTER,
+                tid,
+                i as usize,
+                prog.as_mut_ptr(),
+            )
+        };
+        if m != n {
+            return Err(fail(
+                "PTRACE_SECCOMP_GET_FILTER",
+                std::io::Error::other(format!("filter {i} changed length")),
+            ));
+        }
+        // struct seccomp_metadata { u64 filter_off; u64 flags; }
+        let mut md = [i, 0u64];
+        // SAFETY: the kernel reads the offset and writes the flags of the 16-byte record.
+        let r = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_METADATA, tid, 16usize, md.as_mut_ptr()) };
+        if r < 0 {
+            return Err(fail(
+                "PTRACE_SECCOMP_GET_METADATA",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        out.push(SeccompFilter {
+            filter: prog,
+            prev: None,
+            flags: (md[1] != 0).then_some(md[1] as u32),
+        });
+    }
+    Ok(out)
 }
 
 /// Numbers the mm, fd table, fs and signal handlers of each process from 2 on (criu's own are

@@ -110,7 +110,67 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
         plan.tasks.push(t);
     }
     link_tree(&mut plan)?;
+    resolve_seccomp(&d, &mut plan)?;
     Ok(plan)
+}
+
+/// Most instructions a seccomp program may have (`BPF_MAXINSNS`).
+const BPF_MAXINSNS: usize = 4096;
+/// The `SECCOMP_FILTER_FLAG_*`s a saved filter may carry: `LOG` and `SPEC_ALLOW` (what
+/// `PTRACE_SECCOMP_GET_METADATA` reports).
+const SECCOMP_FLAGS_KNOWN: u32 = 2 | 4;
+
+/// Gives every thread in filter mode its filters, oldest first, from `seccomp.img` (each
+/// filter names the one before it with `prev`).
+fn resolve_seccomp(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError> {
+    let name = names::SECCOMP;
+    let wanted = plan.tasks.iter().any(|t| {
+        t.seccomp.as_ref().is_some_and(|s| s.mode == 2)
+            || t.threads
+                .iter()
+                .any(|th| th.seccomp.as_ref().is_some_and(|s| s.mode == 2))
+    });
+    if !wanted {
+        return Ok(());
+    }
+    if !d.file(name).exists() {
+        return Err(bad(name, "missing, but tasks run under seccomp filters"));
+    }
+    let table = d.read_seccomp().map_err(|e| img(name, e))?.seccomp_filters;
+    let chain = |newest: u32| -> Result<Vec<(Vec<u8>, u32)>, RestoreError> {
+        let mut out = Vec::new();
+        let mut at = Some(newest);
+        while let Some(i) = at {
+            let f = table
+                .get(i as usize)
+                .ok_or_else(|| bad(name, format!("filter {i} of {}", table.len())))?;
+            if out.len() >= table.len() {
+                return Err(bad(name, format!("filter {newest}: its chain loops")));
+            }
+            let n = f.filter.len() / 8;
+            if f.filter.len() % 8 != 0 || n == 0 || n > BPF_MAXINSNS {
+                return Err(bad(name, format!("filter {i} of {} bytes", f.filter.len())));
+            }
+            let flags = f.flags.unwrap_or(0);
+            if flags & !SECCOMP_FLAGS_KNOWN != 0 {
+                return Err(bad(name, format!("filter {i} with flags {flags:#x}")));
+            }
+            out.push((f.filter.clone(), flags));
+            at = f.prev;
+        }
+        out.reverse();
+        Ok(out)
+    };
+    for t in &mut plan.tasks {
+        let seccomps =
+            std::iter::once(&mut t.seccomp).chain(t.threads.iter_mut().map(|th| &mut th.seccomp));
+        for s in seccomps.flatten() {
+            if let Some(newest) = s.newest {
+                s.filters = chain(newest)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Finds every task's parent and children and the creation order; every task must hang below
@@ -274,6 +334,7 @@ fn thread_plan(
         no_new_privs: p.no_new_privs,
         pdeath_sig: p.pdeath_sig,
         comm: core.thread_core.as_ref().and_then(|t| t.comm.clone()),
+        seccomp: p.seccomp,
     })
 }
 
@@ -289,13 +350,10 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
         .ok_or_else(|| bad(file, "no x86 thread info"))?;
     let tc = core.tc.as_ref().ok_or_else(|| bad(file, "no task core"))?;
     let th = core.thread_core.as_ref();
-    let seccomp = th
-        .and_then(|t| t.seccomp_mode)
-        .or(tc.old_seccomp_mode)
-        .unwrap_or(0);
-    if seccomp != 0 {
+    // Seccomp state in the task core is the layout of old images (per thread since CRIU 3.x).
+    if let Some(m) = tc.old_seccomp_mode.filter(|m| *m != 0) {
         return Err(RestoreError::Unsupported {
-            what: format!("seccomp mode {seccomp} in {file}"),
+            what: format!("seccomp mode {m} in the task core of {file} (an old image layout)"),
         });
     }
     let g = &ti.gpregs;
@@ -481,6 +539,24 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
             && r.rseq_abi_pointer != 0
         {
             plan.rseq = Some((r.rseq_abi_pointer, r.rseq_abi_size, r.signature));
+        }
+        match (th.seccomp_mode.unwrap_or(0), th.seccomp_filter) {
+            (0, _) => {}
+            (1, _) => {
+                plan.seccomp = Some(SeccompPlan {
+                    mode: 1,
+                    ..SeccompPlan::default()
+                })
+            }
+            (2, Some(newest)) => {
+                plan.seccomp = Some(SeccompPlan {
+                    mode: 2,
+                    newest: Some(newest),
+                    filters: Vec::new(),
+                })
+            }
+            (2, None) => return Err(bad(file, "seccomp filter mode without a filter")),
+            (m, _) => return Err(bad(file, format!("seccomp mode {m}"))),
         }
         if let Some(c) = &th.creds {
             let two = |v: &[u32]| {

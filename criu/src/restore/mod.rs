@@ -641,7 +641,7 @@ fn finish(
             let i = waiting[k];
             let slot = slots.slot(i);
             if i == 0 || slot.born.load(std::sync::atomic::Ordering::SeqCst) != 0 {
-                trace::seize(tree.tasks[i].pid)?;
+                trace::seize(tree.tasks[i].pid, tree.tasks[i].under_seccomp())?;
                 child::raise(&slot.go);
                 waiting.swap_remove(k);
             } else {

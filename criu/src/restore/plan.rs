@@ -239,6 +239,27 @@ pub struct ThreadPlan {
     pub pdeath_sig: Option<i32>,
     /// Its name.
     pub comm: Option<String>,
+    /// Its seccomp mode and filters.
+    pub seccomp: Option<SeccompPlan>,
+}
+
+impl TaskPlan {
+    /// Whether the leader or another thread goes back under seccomp.
+    pub fn under_seccomp(&self) -> bool {
+        self.seccomp.is_some() || self.threads.iter().any(|t| t.seccomp.is_some())
+    }
+}
+
+/// A thread's seccomp state: strict mode, or filter mode with its filters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SeccompPlan {
+    /// `SECCOMP_MODE_STRICT` (1) or `SECCOMP_MODE_FILTER` (2).
+    pub mode: u32,
+    /// In filter mode, the index of the thread's newest filter in `seccomp.img`.
+    pub newest: Option<u32>,
+    /// Its filters, oldest first (resolved from `newest` once `seccomp.img` is read): the
+    /// program (`struct sock_filter`s, 8 bytes each) and the `SECCOMP_FILTER_FLAG_*`s.
+    pub filters: Vec<(Vec<u8>, u32)>,
 }
 
 /// Everything needed to bring back one task (its leader thread here, the others in
@@ -304,6 +325,8 @@ pub struct TaskPlan {
     pub pdeath_sig: Option<i32>,
     /// no_new_privs.
     pub no_new_privs: bool,
+    /// The leader's seccomp mode and filters.
+    pub seccomp: Option<SeccompPlan>,
     /// THP disabled.
     pub thp_disabled: Option<bool>,
     /// Child subreaper.

@@ -388,6 +388,39 @@ impl Area {
     }
 }
 
+/// Bytes the argument area needs for a thread's seccomp filters (records and programs).
+fn seccomp_size(s: Option<&super::plan::SeccompPlan>) -> usize {
+    s.map_or(0, |s| {
+        s.filters
+            .iter()
+            .map(|(prog, _)| prog.len() + std::mem::size_of::<abi::SeccompFilter>() + 8)
+            .sum::<usize>()
+            + 8
+    })
+}
+
+/// Places a thread's seccomp filters in the argument area; returns its record for the
+/// restorer.
+fn push_seccomp(area: &mut Area, s: Option<&super::plan::SeccompPlan>) -> abi::Seccomp {
+    let Some(s) = s else {
+        return abi::Seccomp::default();
+    };
+    let recs: Vec<abi::SeccompFilter> = s
+        .filters
+        .iter()
+        .map(|(prog, flags)| abi::SeccompFilter {
+            prog: area.push(prog, 8),
+            len: (prog.len() / 8) as u32,
+            flags: *flags,
+        })
+        .collect();
+    abi::Seccomp {
+        mode: s.mode,
+        n_filters: recs.len() as u32,
+        filters: area.push(&slice_bytes(&recs), 8),
+    }
+}
+
 /// Bytes of a plain `repr(C)` value made only of integers.
 fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
     // SAFETY: callers pass `repr(C)` types of integer fields without padding (the abi types,
@@ -492,7 +525,8 @@ pub fn prepare(
         + plan.posix_timers.len() * 64
         + plan.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
         + (plan.pending_shared.len() + plan.pending_thread.len()) * abi::SIGINFO_SIZE
-        + plan.auxv.len() * 8) as u64;
+        + plan.auxv.len() * 8
+        + seccomp_size(plan.seccomp.as_ref())) as u64;
     let thread_extra: u64 = plan
         .threads
         .iter()
@@ -500,6 +534,7 @@ pub fn prepare(
             (std::mem::size_of::<abi::ThreadArgs>()
                 + t.pending.len() * abi::SIGINFO_SIZE
                 + t.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
+                + seccomp_size(t.seccomp.as_ref())
                 + 64) as u64
                 + frame_size
                 + 64
@@ -888,6 +923,7 @@ fn build(
         sig_bytes.extend_from_slice(s);
     }
     let siginfo_at = area.push(&sig_bytes, 8);
+    let seccomp = push_seccomp(&mut area, plan.seccomp.as_ref());
     let auxv_at = area.push(&slice_bytes(&plan.auxv), 8);
     area.align(compel_arch::FPSTATE_ALIGN);
     let frame_at = area.base + area.bytes.len() as u64;
@@ -934,6 +970,7 @@ fn build(
         area.bytes.extend_from_slice(&frame);
         let sig: Vec<u8> = t.pending.iter().flatten().copied().collect();
         let t_siginfo = area.push(&sig, 8);
+        let t_seccomp = push_seccomp(&mut area, t.seccomp.as_ref());
         let mut creds = abi::Creds::default();
         if let Some(c) = &t.creds {
             creds = c.creds;
@@ -972,6 +1009,7 @@ fn build(
             creds,
             no_new_privs: t.no_new_privs as i32,
             pad: 0,
+            seccomp: t_seccomp,
         });
     }
     let threads_at = area.push(&slice_bytes(&targs), 8);
@@ -1083,6 +1121,7 @@ fn build(
         threads: threads_at,
         threads_ready: 0,
         pad2: 0,
+        seccomp,
     };
     let ab = bytes_of(&args);
     area.bytes[..ab.len()].copy_from_slice(&ab);

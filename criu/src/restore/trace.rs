@@ -29,12 +29,25 @@ fn terr(pid: i32, what: &'static str) -> impl Fn(Errno) -> RestoreError {
 ///
 /// # Errors
 /// [`RestoreError::Trace`].
-pub fn seize(pid: i32) -> Result<(), RestoreError> {
-    ptrace::seize(
-        Pid::from_raw(pid),
-        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACECLONE,
-    )
-    .map_err(terr(pid, "PTRACE_SEIZE"))
+///
+/// With `suspend_seccomp` (a task whose threads go back under seccomp), the filters the
+/// restorer installs bind only once the task is let go (`PTRACE_O_SUSPEND_SECCOMP`, which needs
+/// CAP_SYS_ADMIN): the restorer's own last steps and the engine's remote calls stay free.
+pub fn seize(pid: i32, suspend_seccomp: bool) -> Result<(), RestoreError> {
+    let mut opts =
+        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACECLONE;
+    if suspend_seccomp {
+        opts |= Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP);
+    }
+    ptrace::seize(Pid::from_raw(pid), opts).map_err(|e| match e {
+        Errno::EPERM if suspend_seccomp => RestoreError::Unsupported {
+            what: format!(
+                "task {pid} runs under seccomp: restoring it needs CAP_SYS_ADMIN \
+                 (PTRACE_O_SUSPEND_SECCOMP)"
+            ),
+        },
+        e => terr(pid, "PTRACE_SEIZE")(e),
+    })
 }
 
 fn died(pid: i32, ws: WaitStatus) -> RestoreError {

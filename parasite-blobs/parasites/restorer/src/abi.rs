@@ -12,7 +12,7 @@ use core::mem::size_of;
 /// `RestorerArgs::magic`: "RSTORER1" (little-endian bytes).
 pub const ARGS_MAGIC: u64 = u64::from_le_bytes(*b"RSTORER1");
 /// `RestorerArgs::version`: bumped on every layout change.
-pub const ARGS_VERSION: u32 = 2;
+pub const ARGS_VERSION: u32 = 3;
 /// The most address ranges the restorer keeps while it unmaps everything else.
 pub const MAX_KEEP: usize = 8;
 /// The most special mappings (`[vvar]`, `[vvar_vclock]`, `[vdso]`) moved into place.
@@ -286,6 +286,33 @@ pub struct RestorerArgs {
     pub threads_ready: u32,
     /// Padding.
     pub pad2: u32,
+    /// This thread's seccomp state, installed after the other threads exist.
+    pub seccomp: Seccomp,
+}
+
+/// A thread's seccomp state. Installed while the engine traces the task with
+/// `PTRACE_O_SUSPEND_SECCOMP`, so the filters bind only once it lets the task go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seccomp {
+    /// 0: none, 1: `SECCOMP_MODE_STRICT`, 2: `SECCOMP_MODE_FILTER`.
+    pub mode: u32,
+    /// Number of [`SeccompFilter`]s at `filters`.
+    pub n_filters: u32,
+    /// Address of the filters, oldest first.
+    pub filters: u64,
+}
+
+/// One seccomp filter program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeccompFilter {
+    /// Address of its `struct sock_filter`s.
+    pub prog: u64,
+    /// How many.
+    pub len: u32,
+    /// `SECCOMP_FILTER_FLAG_*`.
+    pub flags: u32,
 }
 
 /// One more thread of the task: created by the leader with its old tid, it installs its own
@@ -333,6 +360,8 @@ pub struct ThreadArgs {
     pub no_new_privs: i32,
     /// Padding.
     pub pad: u32,
+    /// Its seccomp state.
+    pub seccomp: Seccomp,
 }
 
 /// The address of `RestorerArgs::threads_ready` relative to the block (for the futex).
@@ -382,6 +411,8 @@ pub const STAGE_THREAD: u32 = 13;
 pub const STAGE_SIGQUEUE: u32 = 14;
 /// Creating the other threads.
 pub const STAGE_THREADS: u32 = 15;
+/// Installing seccomp filters.
+pub const STAGE_SECCOMP: u32 = 16;
 
 /// A short name for a stage, for error messages.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -402,6 +433,7 @@ pub fn stage_name(stage: u32) -> &'static str {
         STAGE_THREAD => "thread settings",
         STAGE_SIGQUEUE => "pending signals",
         STAGE_THREADS => "creating threads",
+        STAGE_SECCOMP => "seccomp filters",
         _ => "unknown stage",
     }
 }
@@ -415,5 +447,7 @@ const _: () = assert!(size_of::<PosixTimer>() == 64);
 const _: () = assert!(size_of::<Creds>() == 88);
 const _: () = assert!(size_of::<MmMap>() == 104);
 const _: () = assert!(size_of::<Status>() == 16);
-const _: () = assert!(size_of::<RestorerArgs>() == 3072);
-const _: () = assert!(size_of::<ThreadArgs>() == 216);
+const _: () = assert!(size_of::<Seccomp>() == 16);
+const _: () = assert!(size_of::<SeccompFilter>() == 16);
+const _: () = assert!(size_of::<RestorerArgs>() == 3088);
+const _: () = assert!(size_of::<ThreadArgs>() == 232);

@@ -1014,6 +1014,24 @@ fn threads_under_seccomp_come_back_under_the_same_filters() {
     assert_eq!(table.len(), 2, "one entry per filter: {table:?}");
     assert_eq!((table[0].prev, table[0].flags), (None, None));
     assert_eq!((table[1].prev, table[1].flags), (Some(0), Some(2)));
+    // A damaged seccomp.img (two filters naming each other) is refused before anything runs.
+    let bad = dir.path("bad");
+    fs::create_dir(&bad).unwrap();
+    copy_dir(&dir.img, &bad);
+    let mut looped = table.clone();
+    looped[0].prev = Some(1);
+    criu_images::ImageDir::new(&bad)
+        .write_seccomp(&criu_images::pb::SeccompEntry {
+            seccomp_filters: looped,
+        })
+        .unwrap();
+    let o = run_criu(&["restore", "-d", "-D", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("seccomp.img") && err.contains("loops"),
+        "{err}"
+    );
+    assert!(!pid_exists(pid));
     let task = restore_d(&dir.img, pid);
     let after: Vec<_> = ids.iter().map(|&t| seccomp_of(pid, t)).collect();
     assert_eq!(after, before);

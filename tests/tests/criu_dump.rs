@@ -910,8 +910,10 @@ fn threads_each_get_a_core() {
     );
 }
 
+/// A task under a seccomp filter is dumped with it (seccomp mode and filter in its core, the
+/// program in `seccomp.img`) and, with `-R`, runs on under the same filter, untraced.
 #[test]
-fn seccomp_task_is_refused_and_runs_on() {
+fn seccomp_task_is_dumped_with_its_filter_and_runs_on() {
     let _g = test_lock();
     become_subreaper();
     let mut v =
@@ -919,12 +921,17 @@ fn seccomp_task_is_refused_and_runs_on() {
     v.expect_line("ready", Duration::from_secs(10)).unwrap();
     let d = open_dir();
     let img = images(d.path());
-    let o = criu_dump(v.pid(), &img, &[]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("seccomp"), "{err}");
+    let o = criu_dump(v.pid(), &img, &["-R"]);
+    assert_ok(&o, "dump -R");
+    let dir = ImageDir::new(&img);
+    let th = dir.read_core(v.pid() as u32).unwrap().thread_core.unwrap();
+    assert_eq!((th.seccomp_mode, th.seccomp_filter), (Some(2), Some(0)));
+    let filters = dir.read_seccomp().unwrap().seccomp_filters;
+    assert_eq!(filters.len(), 1);
+    // The victim's program: 7 instructions of 8 bytes.
+    assert_eq!(filters[0].filter.len(), 7 * 8);
+    assert_eq!(filters[0].prev, None);
     assert_eq!(tracer_pid(v.pid()), Some(0));
-    assert!(!img.join(names::INVENTORY).exists());
     // Its filter is still in force and it still answers.
     v.write_stdin(b"getpid\n").unwrap();
     assert_eq!(

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use criu_images::pb::{
     EventfdFileEntry, EventpollFileEntry, EventpollTfdEntry, FdTypes, FdinfoEntry, FileEntry,
-    FownEntry, GhostChunkEntry, GhostFileEntry, PipeDataEntry, PipeEntry, RegFileEntry,
-    RemapFilePathEntry, RemapType, SignalfdEntry, TimerfdEntry, Timeval,
+    FileLockEntry, FownEntry, GhostChunkEntry, GhostFileEntry, PipeDataEntry, PipeEntry,
+    RegFileEntry, RemapFilePathEntry, RemapType, SignalfdEntry, TimerfdEntry, Timeval,
 };
 use criu_images::{ImageWriter, magic, names};
 
@@ -65,6 +65,20 @@ pub struct FileTable {
     seen: HashMap<(u64, u64), Vec<OpenDesc>>,
     /// `(pipe inode, pipe size, waiting bytes)` of pipes holding data.
     pipe_data: Vec<(u32, u32, Vec<u8>)>,
+    /// File locks held by the tree, as `filelocks.img` lists them.
+    locks: Vec<FileLockEntry>,
+    /// What makes each of `locks` one lock (flock/OFD: open file; POSIX: process and inode).
+    lock_keys: std::collections::HashSet<(u32, i32, u64, u32, i64, i64)>,
+}
+
+/// CRIU's lock kinds (`file_lock_entry.flag`).
+pub mod lock_kind {
+    /// fcntl(F_SETLK) record locks, owned by the process.
+    pub const POSIX: u32 = 1;
+    /// flock(2) locks, owned by the open file.
+    pub const FLOCK: u32 = 2;
+    /// Open file description record locks (F_OFD_SETLK).
+    pub const OFD: u32 = 4;
 }
 
 fn fown_zero() -> FownEntry {
@@ -101,6 +115,67 @@ impl FileTable {
     /// All `files.img` entries, in id order.
     pub fn entries(&self) -> &[FileEntry] {
         &self.entries
+    }
+
+    /// The file locks held by the tree (see [`FileTable::add_fds`]).
+    pub fn locks(&self) -> &[FileLockEntry] {
+        &self.locks
+    }
+
+    /// Notes the locks descriptor `fd` (file id `id`) of `pid` holds, each lock once: a flock or
+    /// OFD lock is its open file's, however many descriptors share it; a POSIX lock is the
+    /// process's, whichever of its descriptors on the file shows it.
+    fn note_locks(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        id: u32,
+        ino: u64,
+        locks: &[super::proc::FdLock],
+    ) -> Result<(), DumpError> {
+        for l in locks {
+            let kind = match l.class.as_str() {
+                "POSIX" => lock_kind::POSIX,
+                "FLOCK" => lock_kind::FLOCK,
+                "OFDLCK" => lock_kind::OFD,
+                other => {
+                    return Err(DumpError::Unsupported {
+                        what: format!(
+                            "fd {fd} of {pid} holds a {other} lock (only flock, POSIX and OFD locks are dumped)"
+                        ),
+                    });
+                }
+            };
+            let ltype = match l.kind.as_str() {
+                "READ" => libc::F_RDLCK as u32,
+                "WRITE" => libc::F_WRLCK as u32,
+                other => {
+                    return Err(DumpError::Unsupported {
+                        what: format!("fd {fd} of {pid} holds a {} lock of type {other}", l.class),
+                    });
+                }
+            };
+            let len = match l.end {
+                None => 0,
+                Some(e) => e + 1 - l.start,
+            };
+            let key = if kind == lock_kind::POSIX {
+                (kind, pid, ino, ltype, l.start, len)
+            } else {
+                (kind, 0, u64::from(id), ltype, l.start, len)
+            };
+            if self.lock_keys.insert(key) {
+                self.locks.push(FileLockEntry {
+                    flag: kind,
+                    r#type: ltype,
+                    pid,
+                    fd,
+                    start: l.start,
+                    len,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Adds (or finds) a file reached through `source` (a `/proc` link that opens it) whose name
@@ -290,6 +365,8 @@ impl FileTable {
     pub fn add_fds(&mut self, pid: i32, shell_job: bool) -> Result<Vec<FdinfoEntry>, DumpError> {
         let fds = proc::list_fds(pid)?;
         let mut out = Vec::with_capacity(fds.len());
+        // Descriptors holding locks: (fd, inode, locks), noted once their file ids are known.
+        let mut locked = Vec::new();
         for (fd, target) in fds {
             let name = target.to_string_lossy().into_owned();
             let src = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
@@ -299,6 +376,9 @@ impl FileTable {
                 source: e,
             })?;
             let ft = meta.file_type();
+            if !info.locks.is_empty() {
+                locked.push((fd, meta.ino(), info.locks.clone()));
+            }
             if name.starts_with("pipe:[") && ft.is_fifo() {
                 let key = (meta.dev(), meta.ino());
                 let id = match self.find_open(key, pid, fd) {
@@ -399,6 +479,12 @@ impl FileTable {
                 fd: fd as u32,
                 xattr_security_selinux: None,
             });
+        }
+        for (fd, ino, locks) in locked {
+            if let Some(e) = out.iter().find(|e| e.fd == fd as u32) {
+                let id = e.id;
+                self.note_locks(pid, fd, id, ino, &locks)?;
+            }
         }
         Ok(out)
     }

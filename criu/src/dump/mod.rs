@@ -564,6 +564,16 @@ fn collect(
     let exe_id = files.add_exe(pid)?;
     let vmas = mm::classify(pid, &maps, files)?;
     let fdinfo = files.add_fds(pid, opts.shell_job)?;
+    if !opts.file_locks
+        && let Some(l) = files.locks().first()
+    {
+        return Err(DumpError::Unsupported {
+            what: format!(
+                "pid {} holds file locks (fd {} first); dump them with --file-locks",
+                l.pid, l.fd
+            ),
+        });
+    }
     let cwd_id = files.add_dir_link(pid, "cwd")?;
     let root_id = files.add_dir_link(pid, "root")?;
     let auxv = proc::read_auxv(pid)?;
@@ -930,6 +940,13 @@ fn write_images(
     stats.written += s.written;
     files.write(dir)?;
     img.write_pstree(&tree)?;
+    if !files.locks().is_empty() {
+        criu_images::write_all(
+            dir.join(names::FILE_LOCKS),
+            magic::FILE_LOCKS,
+            files.locks(),
+        )?;
+    }
     img.write_seccomp(&SeccompEntry {
         seccomp_filters: seccomp_table.filters,
     })?;

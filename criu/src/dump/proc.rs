@@ -363,6 +363,42 @@ pub struct FdInfo {
     pub mnt_id: i32,
     /// Inode number.
     pub ino: u64,
+    /// The file locks this descriptor holds (its `lock:` lines).
+    pub locks: Vec<FdLock>,
+}
+
+/// One `lock:` line of an fdinfo file: a lock held through this descriptor (flock and OFD
+/// locks: by its open file; POSIX locks: by its process, on its file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FdLock {
+    /// `FLOCK`, `POSIX`, `OFDLCK`, `LEASE`, ...
+    pub class: String,
+    /// `READ` or `WRITE` (or a lease's state).
+    pub kind: String,
+    /// First byte.
+    pub start: i64,
+    /// Last byte, `None` for `EOF` (to the end, whatever it is).
+    pub end: Option<i64>,
+}
+
+/// Parses what follows `lock:` in fdinfo: `ID: CLASS MODE TYPE PID DEV:INO START END`.
+fn parse_fd_lock(v: &str) -> Option<FdLock> {
+    let rest = v.split_once(':')?.1;
+    let w: Vec<&str> = rest.split_whitespace().collect();
+    // LEASEs have a state word between class and type ("LEASE  ACTIVE    READ").
+    let [class, _mode, kind, _pid, _dev_ino, start, end] = w.as_slice() else {
+        return None;
+    };
+    Some(FdLock {
+        class: (*class).to_string(),
+        kind: (*kind).to_string(),
+        start: start.parse().ok()?,
+        end: if *end == "EOF" {
+            None
+        } else {
+            Some(end.parse().ok()?)
+        },
+    })
 }
 
 /// Parses `/proc/PID/fdinfo/FD`.
@@ -390,6 +426,10 @@ pub fn read_fdinfo(pid: i32, fd: i32) -> Result<FdInfo, ProcError> {
             }
             "mnt_id" => info.mnt_id = v.parse().unwrap_or(0),
             "ino" => info.ino = v.parse().unwrap_or(0),
+            "lock" => info.locks.push(parse_fd_lock(v).unwrap_or_else(|| FdLock {
+                class: format!("unparsed ({v})"),
+                ..FdLock::default()
+            })),
             _ => {}
         }
     }

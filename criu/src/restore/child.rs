@@ -36,6 +36,8 @@ pub const CHILD_SCHED: u32 = 107;
 pub const CHILD_CLONE: u32 = 108;
 /// Waiting for a zombie child to end.
 pub const CHILD_ZOMBIE: u32 = 109;
+/// Taking file locks.
+pub const CHILD_LOCKS: u32 = 110;
 
 /// A short name for a child stage.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -50,8 +52,24 @@ pub fn stage_name(stage: u32) -> &'static str {
         CHILD_SCHED => "scheduling policy and nice value",
         CHILD_CLONE => "creating a child with its pid",
         CHILD_ZOMBIE => "making a zombie child",
+        CHILD_LOCKS => "taking file locks",
         s => abi::stage_name(s),
     }
+}
+
+/// A file lock to take through a descriptor of the new task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockOp {
+    /// `flock` (2), a POSIX record lock (1) or an OFD record lock (4): CRIU's kinds.
+    pub kind: u32,
+    /// `F_RDLCK` or `F_WRLCK`.
+    pub ltype: u32,
+    /// The descriptor.
+    pub fd: i32,
+    /// First byte (record locks).
+    pub start: i64,
+    /// Length, 0 for "to the end" (record locks).
+    pub len: i64,
 }
 
 /// One area to premap.
@@ -197,6 +215,8 @@ pub struct ChildPlan {
     pub oom_score_adj: Option<CString>,
     /// Scheduling: nice value, policy, real-time priority.
     pub sched: Option<(i32, u32, u32)>,
+    /// File locks to take once the descriptors are in place.
+    pub locks: Vec<LockOp>,
     /// Where the status pipe is.
     pub status_fd: i32,
     /// The engine's rseq registration to drop before the jump: (area, len, signature).
@@ -614,6 +634,7 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
         unsafe { libc::close(fd) };
     }
     fs(p)?;
+    locks(p)?;
     if let Some((nice, policy, prio)) = p.sched {
         // SAFETY: scheduling calls on this process with a live local parameter.
         unsafe {
@@ -641,6 +662,40 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
             libc::close(fd as i32);
             ok(CHILD_OOM, n as _, 0)?;
         }
+    }
+    Ok(())
+}
+
+/// Takes the task's file locks, without waiting: a lock someone else holds now fails the
+/// restore (naming the descriptor) instead of hanging it. POSIX locks are taken here because
+/// they belong to the process that takes them, which is the restored task itself.
+fn locks(p: &ChildPlan) -> Result<(), Fail> {
+    const F_OFD_SETLK: i32 = 37;
+    for l in &p.locks {
+        let r = if l.kind == 2 {
+            let op = if l.ltype == libc::F_RDLCK as u32 {
+                libc::LOCK_SH
+            } else {
+                libc::LOCK_EX
+            };
+            // SAFETY: flock on a descriptor of this process.
+            unsafe { libc::flock(l.fd, op | libc::LOCK_NB) }
+        } else {
+            // SAFETY: a zeroed struct flock is valid; fcntl reads the one filled in here.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = l.ltype as libc::c_short;
+            fl.l_whence = libc::SEEK_SET as libc::c_short;
+            fl.l_start = l.start;
+            fl.l_len = l.len;
+            let cmd = if l.kind == 4 {
+                F_OFD_SETLK
+            } else {
+                libc::F_SETLK
+            };
+            // SAFETY: as above, on a descriptor of this process.
+            unsafe { libc::fcntl(l.fd, cmd, &fl) }
+        };
+        ok(CHILD_LOCKS, r as _, l.fd as u64)?;
     }
     Ok(())
 }

@@ -111,7 +111,49 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
     }
     link_tree(&mut plan)?;
     resolve_seccomp(&d, &mut plan)?;
+    file_locks(&d, &mut plan)?;
     Ok(plan)
+}
+
+/// Hands each lock of `filelocks.img` to the task that holds it, checking that it names one of
+/// that task's descriptors.
+fn file_locks(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError> {
+    let name = names::FILE_LOCKS;
+    if !d.file(name).exists() {
+        return Ok(());
+    }
+    let locks: Vec<pb::FileLockEntry> =
+        criu_images::read_all(d.file(name), magic::FILE_LOCKS).map_err(|e| img(name, e))?;
+    for l in locks {
+        let what = |why: &str| bad(name, format!("lock of pid {} on fd {}: {why}", l.pid, l.fd));
+        if ![1, 2, 4].contains(&l.flag) {
+            return Err(RestoreError::Unsupported {
+                what: format!("a file lock of kind {} in {name}", l.flag),
+            });
+        }
+        if l.r#type != libc::F_RDLCK as u32 && l.r#type != libc::F_WRLCK as u32 {
+            return Err(what(&format!("type {}", l.r#type)));
+        }
+        if l.start < 0 || l.len < 0 {
+            return Err(what(&format!("range {} + {}", l.start, l.len)));
+        }
+        let task = plan
+            .tasks
+            .iter_mut()
+            .find(|t| t.pid == l.pid && t.zombie.is_none())
+            .ok_or_else(|| what("no such task"))?;
+        if !task.fds.iter().any(|f| f.fd == l.fd) {
+            return Err(what("no such descriptor"));
+        }
+        task.locks.push(crate::restore::child::LockOp {
+            kind: l.flag,
+            ltype: l.r#type,
+            fd: l.fd,
+            start: l.start,
+            len: l.len,
+        });
+    }
+    Ok(())
 }
 
 /// Most instructions a seccomp program may have (`BPF_MAXINSNS`).

@@ -327,6 +327,8 @@ pub struct TaskPlan {
     pub no_new_privs: bool,
     /// The leader's seccomp mode and filters.
     pub seccomp: Option<SeccompPlan>,
+    /// File locks to take once its descriptors are in place.
+    pub locks: Vec<crate::restore::child::LockOp>,
     /// THP disabled.
     pub thp_disabled: Option<bool>,
     /// Child subreaper.

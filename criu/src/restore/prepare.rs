@@ -1201,6 +1201,7 @@ fn build(
         cwd: plan.cwd.clone(),
         umask: plan.umask,
         sched: plan.sched,
+        locks: plan.locks.clone(),
         oom_score_adj: plan
             .oom_score_adj
             .and_then(|v| CString::new(v.to_string()).ok()),

@@ -1344,12 +1344,17 @@ fn pending_signals_in_the_images_are_pending_again() {
     assert_eq!(hex_field(task.pid(), "SigPnd:"), 1 << (libc::SIGHUP - 1));
     drop(task);
 
-    // A seccomp filter cannot be brought back: refused before anything runs.
-    core.thread_core.as_mut().unwrap().seccomp_mode = Some(2);
-    d.write_core(SINGLE_PID as u32, &core).unwrap();
-    let err = restore(&detached(t.path()), None).unwrap_err();
-    assert!(matches!(err, RestoreError::Unsupported { .. }), "{err:?}");
-    assert!(err.to_string().contains("seccomp"), "{err}");
+    // Seccomp filter mode naming no filter, or a filter seccomp.img does not have: refused
+    // before anything runs.
+    for filter in [None, Some(5)] {
+        let th = core.thread_core.as_mut().unwrap();
+        (th.seccomp_mode, th.seccomp_filter) = (Some(2), filter);
+        d.write_core(SINGLE_PID as u32, &core).unwrap();
+        let err = restore(&detached(t.path()), None).unwrap_err();
+        assert!(matches!(err, RestoreError::BadImage { .. }), "{err:?}");
+        assert!(err.to_string().contains("seccomp"), "{err}");
+        assert!(!pid_exists(SINGLE_PID));
+    }
     assert!(!pid_exists(SINGLE_PID));
     if created {
         remove_fixture_binary();

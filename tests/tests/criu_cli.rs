@@ -216,3 +216,19 @@ fn configuration_files() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("cmd.conf"), "{}", stderr(&o));
 }
+
+/// A restore from a directory without images says which file is missing and why, once: the
+/// printed chain of causes does not repeat itself.
+#[test]
+fn restore_from_an_empty_directory_says_what_is_missing_once() {
+    let d = tempfile::tempdir().unwrap();
+    let o = criu(&["restore", "-D", d.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("inventory.img: open failed: No such file or directory"),
+        "{err}"
+    );
+    assert_eq!(err.matches("open failed").count(), 1, "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}

@@ -44,7 +44,7 @@ const FD_TTY: i32 = 11;
 fn img(file: &str, e: criu_images::ImageError) -> RestoreError {
     RestoreError::Image {
         file: file.to_string(),
-        source: e,
+        error: e,
     }
 }
 

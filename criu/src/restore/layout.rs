@@ -56,7 +56,7 @@ pub fn parse_maps(text: &str) -> Vec<MapLine> {
 pub fn self_maps() -> Result<Vec<MapLine>, RestoreError> {
     let text = fs::read_to_string("/proc/self/maps").map_err(|e| RestoreError::Io {
         what: "/proc/self/maps".into(),
-        source: e,
+        error: e,
     })?;
     Ok(parse_maps(&text))
 }

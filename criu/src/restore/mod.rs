@@ -51,17 +51,23 @@ use nix::unistd::Pid;
 
 use crate::scripts::{ActionScripts, ScriptAction, ScriptError};
 
+/// `": CAUSE"` for an image error that has an underlying (OS) error.
+fn os_cause(e: &criu_images::ImageError) -> String {
+    std::error::Error::source(e).map_or(String::new(), |c| format!(": {c}"))
+}
+
 /// What went wrong in a restore.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    /// An image cannot be read or decoded (the reader's message names the file).
-    #[error("reading images: {source}")]
+    /// An image cannot be read or decoded (the reader's message names the file, and the
+    /// message ends with the OS error, if any: it is not a separate cause, so that a printed
+    /// chain of causes does not say it twice).
+    #[error("reading images: {error}{}", os_cause(error))]
     Image {
         /// The image file.
         file: String,
         /// The reader's error.
-        #[source]
-        source: criu_images::ImageError,
+        error: criu_images::ImageError,
     },
     /// An image decodes but its content is wrong.
     #[error("image {file}: {reason}")]
@@ -138,14 +144,13 @@ pub enum RestoreError {
         /// Why.
         reason: String,
     },
-    /// An I/O error in criu itself.
-    #[error("{what}: {source}")]
+    /// An I/O error in criu itself (the OS error is part of the message, not a separate cause).
+    #[error("{what}: {error}")]
     Io {
         /// What criu was doing.
         what: String,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A system call in criu itself failed.
     #[error("{what}: {errno}")]
@@ -795,7 +800,7 @@ fn clone_via_last_pid(pid: i32) -> Result<i32, RestoreError> {
     let path = Path::new("/proc/sys/kernel/ns_last_pid");
     std::fs::write(path, format!("{}", pid - 1)).map_err(|e| RestoreError::Io {
         what: format!("writing {}", path.display()),
-        source: e,
+        error: e,
     })?;
     let args = child::CloneArgs {
         exit_signal: libc::SIGCHLD as u64,

@@ -448,7 +448,7 @@ fn restorer_blob() -> Result<BlobDesc<'static>, RestoreError> {
         Some(path) => {
             let data = std::fs::read(&path).map_err(|e| RestoreError::Io {
                 what: format!("reading {}", std::path::Path::new(&path).display()),
-                source: e,
+                error: e,
             })?;
             let data: &'static [u8] = Box::leak(data.into_boxed_slice());
             BlobDesc::parse(data).map_err(|e| RestoreError::Blob {

@@ -351,7 +351,7 @@ impl Shared {
                     if !files.contains_key(path) {
                         let f = std::fs::File::open(path).map_err(|e| RestoreError::Io {
                             what: format!("opening {}", path.display()),
-                            source: e,
+                            error: e,
                         })?;
                         files.insert(path.clone(), f);
                     }
@@ -386,7 +386,7 @@ impl Shared {
                         std::os::unix::fs::FileExt::read_exact_at(&files[path], dst, off).map_err(
                             |e| RestoreError::Io {
                                 what: format!("reading shared memory from {}", path.display()),
-                                source: e,
+                                error: e,
                             },
                         )?;
                         page = end;

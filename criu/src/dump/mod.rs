@@ -1050,6 +1050,14 @@ fn seccomp_filters(tid: i32) -> Result<Vec<SeccompFilter>, DumpError> {
                 std::io::Error::last_os_error(),
             ));
         }
+        if notifies_user_space(&prog) {
+            return Err(DumpError::Unsupported {
+                what: format!(
+                    "thread {tid}: seccomp filter {i} hands system calls to a supervisor \
+                     (SECCOMP_RET_USER_NOTIF), whose listener cannot be dumped"
+                ),
+            });
+        }
         out.push(SeccompFilter {
             filter: prog,
             prev: None,
@@ -1057,6 +1065,19 @@ fn seccomp_filters(tid: i32) -> Result<Vec<SeccompFilter>, DumpError> {
         });
     }
     Ok(out)
+}
+
+/// Whether a seccomp program (`struct sock_filter`s: u16 code, u8 jt, u8 jf, u32 k) can
+/// return `SECCOMP_RET_USER_NOTIF`: a `BPF_RET | BPF_K` with that action.
+fn notifies_user_space(prog: &[u8]) -> bool {
+    const BPF_RET_K: u16 = 0x06;
+    const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+    const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
+    prog.chunks_exact(8).any(|i| {
+        let code = u16::from_le_bytes([i[0], i[1]]);
+        let k = u32::from_le_bytes([i[4], i[5], i[6], i[7]]);
+        code == BPF_RET_K && k & SECCOMP_RET_ACTION_FULL == SECCOMP_RET_USER_NOTIF
+    })
 }
 
 /// Numbers the mm, fd table, fs and signal handlers of each process from 2 on (criu's own are
@@ -1282,6 +1303,30 @@ mod tests {
         }
         assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
         pid as i32
+    }
+
+    #[test]
+    fn user_notification_filters_are_recognised() {
+        let insn = |code: u16, k: u32| {
+            let mut b = code.to_le_bytes().to_vec();
+            b.extend_from_slice(&[0, 0]);
+            b.extend_from_slice(&k.to_le_bytes());
+            b
+        };
+        let allow = [insn(0x20, 0), insn(0x06, 0x7fff_0000)].concat();
+        let errno = [insn(0x20, 0), insn(0x06, 0x0005_0001)].concat();
+        let notif = [
+            insn(0x20, 0),
+            insn(0x06, 0x7fc0_0000),
+            insn(0x06, 0x7fff_0000),
+        ]
+        .concat();
+        // A load whose constant looks like the action is no return.
+        let load = insn(0x00, 0x7fc0_0000);
+        assert!(!notifies_user_space(&allow));
+        assert!(!notifies_user_space(&errno));
+        assert!(!notifies_user_space(&load));
+        assert!(notifies_user_space(&notif));
     }
 
     fn ids(k: &mut KobjIds, pid: i32) -> [u32; 4] {

@@ -155,10 +155,10 @@ impl FileTable {
                     });
                 }
             };
-            let len = match l.end {
-                None => 0,
-                Some(e) => e + 1 - l.start,
-            };
+            // The last byte is below OFFSET_MAX (which the kernel shows as EOF).
+            let len = l
+                .end
+                .map_or(0, |e| e.saturating_sub(l.start).saturating_add(1));
             let key = if kind == lock_kind::POSIX {
                 (kind, pid, ino, ltype, l.start, len)
             } else {

@@ -1054,9 +1054,10 @@ fn fd_locks(pid: i32, fd: i32) -> Vec<String> {
         .collect()
 }
 
-/// A flock, a POSIX record lock (its file open twice) and an OFD lock: a dump without
-/// --file-locks refuses and leaves the process running; with it the locks are saved once each
-/// and come back held by the same descriptors; a lock taken by someone else meanwhile fails the
+/// A flock, a POSIX record lock (its file open twice) and an OFD lock, the flock and the OFD
+/// lock shared with a child through inherited open files: a dump without --file-locks refuses
+/// and leaves the processes running; with it the locks are saved once each and come back held
+/// by the same descriptors in both processes; a lock taken by someone else meanwhile fails the
 /// restore cleanly.
 #[test]
 fn file_locks_come_back_with_file_locks() {
@@ -1066,14 +1067,23 @@ fn file_locks_come_back_with_file_locks() {
     let dir = Scratch::new();
     let files = dir.path("files");
     fs::create_dir(&files).unwrap();
-    let (mut v, _) = dir.spawn_victim(
+    let (mut v, said) = dir.spawn_victim(
         env!("CARGO_BIN_EXE_criu-rvictim-locks"),
         &[files.to_str().unwrap(), dir.ready.to_str().unwrap()],
         None,
         Duration::from_secs(30),
     );
     let pid = v.pid();
+    let child: i32 = said.split_whitespace().nth(2).unwrap().parse().unwrap();
+    // Killed and reaped whatever happens (after the parent, whose death hands it to us).
+    let _child_guard = Spawned::guard(child);
     let before: Vec<Vec<String>> = (3..=6).map(|fd| fd_locks(pid, fd)).collect();
+    // The child shares the open files, so their flock and OFD lock, not the POSIX lock.
+    let child_before: Vec<Vec<String>> = (3..=6).map(|fd| fd_locks(child, fd)).collect();
+    assert_eq!(
+        child_before,
+        [before[0].clone(), vec![], vec![], before[3].clone()]
+    );
     // fdinfo shows a lock on the descriptor it was taken through (not on fd 5, on `b` too).
     let counts: Vec<usize> = before.iter().map(|l| l.len()).collect();
     assert_eq!(counts, [1, 1, 0, 1], "{before:?}");
@@ -1100,6 +1110,7 @@ fn file_locks_come_back_with_file_locks() {
     );
 
     dump_and_reap(&mut v, &dir.img, &["--file-locks"]);
+    let _ = compel_criu_tests::wait_exit(child);
     let saved: Vec<criu_images::pb::FileLockEntry> = criu_images::read_all(
         dir.img.join("filelocks.img"),
         criu_images::magic::FILE_LOCKS,
@@ -1134,6 +1145,8 @@ fn file_locks_come_back_with_file_locks() {
     let task = restore_d(&dir.img, pid);
     let after: Vec<Vec<String>> = (3..=6).map(|fd| fd_locks(pid, fd)).collect();
     assert_eq!(after, before);
+    let child_after: Vec<Vec<String>> = (3..=6).map(|fd| fd_locks(child, fd)).collect();
+    assert_eq!(child_after, child_before);
     // And they bind: another open file of `a` cannot take the flock.
     let probe = fs::File::open(files.join("a")).unwrap();
     // SAFETY: flock on our own descriptor.

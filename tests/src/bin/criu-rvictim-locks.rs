@@ -3,7 +3,9 @@
 //! `criu-rvictim-locks DIR READY` creates `DIR/a`, `DIR/b` and `DIR/c` (64 bytes each), then
 //! holds an exclusive flock on `a` (fd 3), a POSIX write lock on bytes 10..30 of `b` (fd 4; fd 5
 //! is `b` again, read-only: closing it would drop the process's lock), and an OFD read
-//! lock on all of `c` (fd 6). It writes `ready PID` into READY and sleeps.
+//! lock on all of `c` (fd 6). Then it forks a child that inherits the descriptors (and so shares
+//! the flock and the OFD lock, not the POSIX lock) and sleeps. It writes `ready PID CHILD` into
+//! READY and sleeps.
 
 use std::os::fd::AsRawFd;
 
@@ -51,7 +53,16 @@ fn main() {
     lock(b.as_raw_fd(), libc::F_SETLK, libc::F_WRLCK, 10, 20);
     const F_OFD_SETLK: i32 = 37;
     lock(c.as_raw_fd(), F_OFD_SETLK, libc::F_RDLCK, 0, 0);
-    std::fs::write(ready, format!("ready {}", std::process::id())).expect("ready");
+    // SAFETY: the child only sleeps (pause) until it is killed; nothing else runs in it.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        loop {
+            // SAFETY: pause has no arguments.
+            unsafe { libc::pause() };
+        }
+    }
+    assert!(child > 0, "fork");
+    std::fs::write(ready, format!("ready {} {child}", std::process::id())).expect("ready");
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1000));
     }

@@ -978,9 +978,9 @@ fn seccomp_of(pid: i32, tid: i32) -> (String, String) {
 }
 
 /// Threads under seccomp come back under it: filter mode with the same two filters (the
-/// second with its LOG flag) for the main thread and a thread started after them, strict mode
-/// for a thread blocked in read, none for a thread started before; the victim checks that the
-/// filters still bind it.
+/// second with its LOG flag) for the main thread, a thread started after them and a child
+/// forked after them, strict mode for a thread blocked in read, none for a thread started
+/// before; the victim checks that the filters still bind it.
 #[test]
 fn threads_under_seccomp_come_back_under_the_same_filters() {
     skip_if_not_root!("threads_under_seccomp_come_back_under_the_same_filters");
@@ -998,8 +998,11 @@ fn threads_under_seccomp_come_back_under_the_same_filters() {
         .skip(1)
         .map(|w| w.parse().unwrap())
         .collect();
-    let pid = ids[0];
-    let before: Vec<_> = ids.iter().map(|&t| seccomp_of(pid, t)).collect();
+    let (pid, child) = (ids[0], ids[4]);
+    // Killed and reaped whatever happens (after the parent, whose death hands it to us).
+    let _child_guard = Spawned::guard(child);
+    let threads = &ids[..4];
+    let before: Vec<_> = threads.iter().map(|&t| seccomp_of(pid, t)).collect();
     let s = |m: &str, n: &str| (m.to_string(), n.to_string());
     // main, early, late, strict
     assert_eq!(
@@ -1007,12 +1010,15 @@ fn threads_under_seccomp_come_back_under_the_same_filters() {
         [s("2", "2"), s("0", "0"), s("2", "2"), s("1", "0")],
         "{said}"
     );
+    assert_eq!(seccomp_of(child, child), s("2", "2"));
     dump_and_reap(&mut v, &dir.img, &[]);
+    let _ = compel_criu_tests::wait_exit(child);
     let table = criu_images::ImageDir::new(&dir.img)
         .read_seccomp()
         .unwrap()
         .seccomp_filters;
-    assert_eq!(table.len(), 2, "one entry per filter: {table:?}");
+    // Main thread, late thread and child share one chain: one entry per filter.
+    assert_eq!(table.len(), 2, "{table:?}");
     assert_eq!((table[0].prev, table[0].flags), (None, None));
     assert_eq!((table[1].prev, table[1].flags), (Some(0), Some(2)));
     // A damaged seccomp.img (two filters naming each other) is refused before anything runs.
@@ -1034,8 +1040,9 @@ fn threads_under_seccomp_come_back_under_the_same_filters() {
     );
     assert!(!pid_exists(pid));
     let task = restore_d(&dir.img, pid);
-    let after: Vec<_> = ids.iter().map(|&t| seccomp_of(pid, t)).collect();
+    let after: Vec<_> = threads.iter().map(|&t| seccomp_of(pid, t)).collect();
     assert_eq!(after, before);
+    assert_eq!(seccomp_of(child, child), s("2", "2"));
     let check = dir.ready.with_extension("2");
     assert_eq!(ask_check(task.pid(), &check).trim(), "check ok");
     drop(task);

@@ -5,9 +5,10 @@
 //! - a `strict` thread enters strict mode and blocks reading a pipe nobody writes;
 //! - the process sets no_new_privs and installs two filters: the first makes `getppid` fail
 //!   with ENOTTY, the second (with `SECCOMP_FILTER_FLAG_LOG`) makes `getpgid` fail with EMLINK;
-//! - a `late` thread is started after them and inherits both.
+//! - a `late` thread is started after them and inherits both, and so does a child process.
 //!
-//! It writes `ready PID EARLY LATE STRICT` (the thread ids) into READY and sleeps. On `SIGUSR1`
+//! It writes `ready PID EARLY LATE STRICT CHILD` (thread ids, the child's pid) into READY and
+//! sleeps. On `SIGUSR1`
 //! the main thread checks that both filters still bind it and that other calls work, and writes
 //! `check ok` (or what differs) into READY.2.
 
@@ -125,13 +126,25 @@ fn main() {
         SECCOMP_FILTER_FLAG_LOG,
     );
     let late = thread(sleep_forever);
+    // SAFETY: the child only sleeps (pause) until it is killed; nothing else runs in it.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        loop {
+            // SAFETY: pause has no arguments.
+            unsafe { libc::pause() };
+        }
+    }
+    assert!(child > 0, "fork");
     // SAFETY: installs a handler that only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t);
     }
     std::fs::write(
         &ready,
-        format!("ready {} {early} {late} {strict}", std::process::id()),
+        format!(
+            "ready {} {early} {late} {strict} {child}",
+            std::process::id()
+        ),
     )
     .expect("ready");
     loop {

@@ -16,9 +16,34 @@ fn bad(path: String, what: &'static str) -> TaskError {
     }
 }
 
+/// Reads a whole /proc (or /sys) file. Unlike `fs::read`, it does not stat the file first to
+/// size its buffer: /proc files say they are empty anyway, and a dump reads a few dozen of them
+/// per task.
+///
+/// # Errors
+/// Opening or reading the file.
+pub fn read_file(path: impl AsRef<std::path::Path>) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut bytes = Vec::with_capacity(4096);
+    // Through `Take`, whose read_to_end asks for no size hint (File's would fstat).
+    (&f).take(u64::MAX).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`read_file`] as text (invalid UTF-8 replaced).
+///
+/// # Errors
+/// Opening or reading the file.
+pub fn read_text(path: impl AsRef<std::path::Path>) -> io::Result<String> {
+    let bytes = read_file(path)?;
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
 /// Reads a /proc file; a missing file (the task is gone) becomes [`TaskError::NoSuchTask`].
 fn read(pid: i32, path: String) -> Result<String, TaskError> {
-    match std::fs::read_to_string(&path) {
+    match read_text(&path) {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
             Err(TaskError::NoSuchTask { pid })
@@ -191,6 +216,29 @@ mod tests {
         assert_eq!(m[1].start, RemoteAddr(0x7ffd1000));
         assert_eq!(m[2].name, "");
         assert!(!m[2].executable());
+    }
+
+    #[test]
+    fn read_file_reads_whole_proc_files() {
+        // A /proc file (which reports size 0) well past one 4 KiB buffer, read to its end.
+        let smaps = read_text("/proc/self/smaps").unwrap();
+        assert!(
+            smaps.len() > 4096 && smaps.ends_with('\n'),
+            "{}",
+            smaps.len()
+        );
+        assert!(smaps.contains("VmFlags:"));
+        // A plain file comes back byte for byte.
+        let path = std::env::temp_dir().join(format!("compel-read-file-{}", std::process::id()));
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let back = read_file(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(back.unwrap(), data);
+        assert_eq!(
+            read_file("/proc/does-not-exist").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
     }
 
     #[test]

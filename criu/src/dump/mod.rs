@@ -302,9 +302,11 @@ fn dump_inner(
     }
     let mut files = files::FileTable::new(opts.ghost_limit);
     let mut procs = Vec::with_capacity(tasks.len());
+    // criu's own namespaces, read once for the whole tree.
+    let own_ns = ns_inodes("self");
     for (p, task) in tasks.iter_mut() {
         procs.push(
-            collect(task, *p, opts, &mut files)
+            collect(task, *p, opts, &mut files, &own_ns)
                 .map_err(|e| e.at("collecting the process state"))?,
         );
     }
@@ -488,7 +490,7 @@ fn children(pid: i32) -> Result<Vec<i32>, DumpError> {
     for e in rd.flatten() {
         let path = e.path().join("children");
         // A thread that exited meanwhile has no file any more.
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        let Ok(text) = compel::proc::read_text(&path) else {
             continue;
         };
         kids.extend(
@@ -542,12 +544,13 @@ fn collect(
     pid: i32,
     opts: &Options,
     files: &mut files::FileTable,
+    own_ns: &[(String, u64)],
 ) -> Result<Collected, DumpError> {
     let stat = proc::read_stat(pid)?;
     let status = proc::read_status(pid)?;
     // Namespaces are not dumped yet: a process in namespaces of its own would come back in
     // criu's, silently. The time namespace only shifts clocks and is recorded in timens-0.img.
-    let (ns, own_ns) = (ns_inodes(&pid.to_string()), ns_inodes("self"));
+    let ns = ns_inodes(&pid.to_string());
     for (kind, ino) in &ns {
         if kind != "time"
             && let Some((_, mine)) = own_ns.iter().find(|(k, _)| k == kind)
@@ -696,7 +699,7 @@ fn collect(
         thp_disabled: inside.thp_disabled,
         brk: inside.brk,
         ns,
-        own_ns,
+        own_ns: own_ns.to_vec(),
     })
 }
 

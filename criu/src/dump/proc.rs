@@ -32,11 +32,10 @@ fn proc_path(pid: i32, what: &str) -> PathBuf {
 }
 
 fn read_text(path: &Path) -> Result<String, ProcError> {
-    let bytes = std::fs::read(path).map_err(|source| ProcError::Read {
+    compel::proc::read_text(path).map_err(|source| ProcError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    })
 }
 
 fn parse_err(path: &Path, what: impl Into<String>) -> ProcError {
@@ -483,7 +482,8 @@ pub fn list_fds(pid: i32) -> Result<Vec<(i32, PathBuf)>, ProcError> {
 /// [`ProcError::Read`].
 pub fn read_auxv(pid: i32) -> Result<Vec<u64>, ProcError> {
     let path = proc_path(pid, "auxv");
-    let bytes = std::fs::read(&path).map_err(|source| ProcError::Read { path, source })?;
+    let bytes =
+        compel::proc::read_file(&path).map_err(|source| ProcError::Read { path, source })?;
     let mut words: Vec<u64> = bytes
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))

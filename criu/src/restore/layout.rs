@@ -2,7 +2,6 @@
 //! this kernel, and a place free both here and in the restored task's layout where the premapped
 //! memory and the restorer live until everything moves into place.
 
-use std::fs;
 
 use super::RestoreError;
 
@@ -54,7 +53,7 @@ pub fn parse_maps(text: &str) -> Vec<MapLine> {
 /// # Errors
 /// [`RestoreError::Io`] when `/proc/self/maps` cannot be read.
 pub fn self_maps() -> Result<Vec<MapLine>, RestoreError> {
-    let text = fs::read_to_string("/proc/self/maps").map_err(|e| RestoreError::Io {
+    let text = compel::proc::read_text("/proc/self/maps").map_err(|e| RestoreError::Io {
         what: "/proc/self/maps".into(),
         error: e,
     })?;

@@ -847,7 +847,7 @@ fn huge_pages_allowed() -> bool {
 
 /// Logs how a restored task's memory came back: resident and on huge pages.
 fn log_memory(pid: i32) {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+    let Ok(text) = compel::proc::read_text(format!("/proc/{pid}/smaps_rollup")) else {
         return;
     };
     let kb = |key: &str| {

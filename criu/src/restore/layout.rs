@@ -2,7 +2,6 @@
 //! this kernel, and a place free both here and in the restored task's layout where the premapped
 //! memory and the restorer live until everything moves into place.
 
-
 use super::RestoreError;
 
 /// Page size.

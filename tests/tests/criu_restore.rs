@@ -24,50 +24,62 @@ use nix::unistd::Pid;
 
 const SINGLE_PID: i32 = 12791;
 
-/// Removes the fixture binary a test put in place, and `/tmp/fx` once it is empty.
-fn remove_fixture_binary() {
-    let _ = fs::remove_file("/tmp/fx/single");
-    let _ = fs::remove_dir("/tmp/fx");
+/// CRIU's fixture program `NAME` put where its images say it was (`/tmp/fx/NAME`), same
+/// bytes. Dropping it removes the file again if this test put it there, and `/tmp/fx` once it
+/// is empty, also when the test fails.
+struct FixtureBinary {
+    path: PathBuf,
+    created: bool,
 }
 
-/// Puts CRIU's fixture binary where its images say it was (`/tmp/fx/single`), same bytes.
-/// Returns whether this call created it (then the test removes it).
-fn install_fixture_binary() -> bool {
-    let dst = Path::new("/tmp/fx/single");
-    let src = fixtures_dir().join("programs/single");
-    let want = fs::read(&src).expect("fixture binary");
-    if fs::read(dst).ok().as_deref() == Some(&want[..]) {
-        return false;
+impl FixtureBinary {
+    fn install(name: &str) -> FixtureBinary {
+        let path = Path::new("/tmp/fx").join(name);
+        let want = fs::read(fixtures_dir().join("programs").join(name)).expect("fixture binary");
+        let created = fs::read(&path).ok().as_deref() != Some(&want[..]);
+        if created {
+            fs::create_dir_all("/tmp/fx").unwrap();
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            fs::write(&tmp, &want).unwrap();
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+            fs::rename(&tmp, &path).unwrap();
+        }
+        FixtureBinary { path, created }
     }
-    fs::create_dir_all("/tmp/fx").unwrap();
-    let tmp = dst.with_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, &want).unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::rename(&tmp, dst).unwrap();
-    true
+}
+
+impl Drop for FixtureBinary {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = fs::remove_file(&self.path);
+            let _ = fs::remove_dir("/tmp/fx");
+        }
+    }
+}
+
+/// [`FixtureBinary::install`] of the `single` fixture's program.
+fn install_fixture_binary() -> FixtureBinary {
+    FixtureBinary::install("single")
 }
 
 /// Whether the `single` fixture can be restored here: its pid is free and its saved register
 /// state fits this CPU, leaving out what this CPU has no registers for (it was written on an
 /// AVX-512 machine; its restores pass `--cpu-cap=none` where needed: it sits in pause(), where
-/// vector registers are dead). Says why not. Installs the fixture's binary when it is usable;
-/// returns whether that created it.
-fn fixture_usable() -> Option<bool> {
+/// vector registers are dead). Says why not. Installs the fixture's binary; the guard returned
+/// when it is usable removes it again.
+fn fixture_usable() -> Option<FixtureBinary> {
     if pid_exists(SINGLE_PID) {
         eprintln!("skipped: pid {SINGLE_PID} recorded in the fixture is taken");
         return None;
     }
-    let created = install_fixture_binary();
+    let bin = install_fixture_binary();
     let dir = fixtures_dir().join("single");
     let tree = criu::restore::images::load(&dir, false).expect("fixture images load");
     if let Some(reason) = fpu_misfit(&tree) {
         eprintln!("skipped: the fixture's FPU state does not fit this CPU: {reason}");
-        if created {
-            remove_fixture_binary();
-        }
         return None;
     }
-    Some(created)
+    Some(bin)
 }
 
 /// Why the tasks of `tree` cannot be restored on this CPU even with `--cpu-cap=none` (saved
@@ -192,7 +204,7 @@ fn restores_criu_4_2_single_fixture() {
     skip_if_not_root!("restores_criu_4_2_single_fixture");
     let _g = test_lock();
     become_subreaper();
-    let Some(created) = fixture_usable() else {
+    let Some(_bin) = fixture_usable() else {
         return;
     };
     let dir = fixtures_dir().join("single");
@@ -333,9 +345,6 @@ fn restores_criu_4_2_single_fixture() {
     assert_eq!(wait_exit_timeout(pid, Duration::from_millis(10)), Ok(None));
     assert_eq!(wait_state(pid, "S", Duration::from_secs(5)), Some('S'));
     drop(task);
-    if created {
-        remove_fixture_binary();
-    }
 }
 
 #[test]
@@ -362,16 +371,13 @@ fn busy_pid_fails_before_anything_runs() {
         )
         .unwrap();
     }
-    let created = install_fixture_binary();
+    let _bin = install_fixture_binary();
     let err = restore(&detached(t.path()), None).unwrap_err();
     assert!(
         matches!(err, RestoreError::PidBusy { pid } if pid == me as i32),
         "{err:?}"
     );
     assert!(err.to_string().contains(&me.to_string()));
-    if created {
-        remove_fixture_binary();
-    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -388,7 +394,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn corrupt_or_truncated_images_fail_cleanly() {
     skip_if_not_root!("corrupt_or_truncated_images_fail_cleanly");
     let _g = test_lock();
-    let created = install_fixture_binary();
+    let _bin = install_fixture_binary();
     let src = fixtures_dir().join("single");
     // (file, damage, what the message must name)
     type Damage = fn(&mut Vec<u8>);
@@ -421,9 +427,6 @@ fn corrupt_or_truncated_images_fail_cleanly() {
     fs::remove_file(t.path().join("fs-12791.img")).unwrap();
     let err = restore(&detached(t.path()), None).unwrap_err();
     assert!(err.to_string().contains("fs-12791.img"), "{err}");
-    if created {
-        remove_fixture_binary();
-    }
 }
 
 /// An action script that records `ACTION PID` lines into `log` and fails at `fail_at`.
@@ -452,7 +455,7 @@ fn action_scripts_run_at_each_stage_and_abort_on_failure() {
     skip_if_not_root!("action_scripts_run_at_each_stage_and_abort_on_failure");
     let _g = test_lock();
     become_subreaper();
-    let Some(created) = fixture_usable() else {
+    let Some(_bin) = fixture_usable() else {
         return;
     };
     let dir = fixtures_dir().join("single");
@@ -495,9 +498,6 @@ fn action_scripts_run_at_each_stage_and_abort_on_failure() {
         Some('S')
     );
     drop(task);
-    if created {
-        remove_fixture_binary();
-    }
 }
 
 #[test]
@@ -505,7 +505,7 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
     skip_if_not_root!("without_detach_restore_waits_and_reports_how_the_task_ended");
     let _g = test_lock();
     become_subreaper();
-    let Some(created) = fixture_usable() else {
+    let Some(_bin) = fixture_usable() else {
         return;
     };
     let dir = fixtures_dir().join("single");
@@ -548,9 +548,6 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
     );
     assert_eq!(out.exit_code(), 128 + libc::SIGTERM);
     assert!(!pid_exists(SINGLE_PID));
-    if created {
-        remove_fixture_binary();
-    }
 }
 
 // ---- our own dump, then restore: the victims check themselves ----
@@ -1338,7 +1335,7 @@ fn pending_signals_in_the_images_are_pending_again() {
     skip_if_not_root!("pending_signals_in_the_images_are_pending_again");
     let _g = test_lock();
     become_subreaper();
-    let Some(created) = fixture_usable() else {
+    let Some(_bin) = fixture_usable() else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -1376,9 +1373,6 @@ fn pending_signals_in_the_images_are_pending_again() {
         assert!(!pid_exists(SINGLE_PID));
     }
     assert!(!pid_exists(SINGLE_PID));
-    if created {
-        remove_fixture_binary();
-    }
 }
 
 #[test]
@@ -1386,7 +1380,7 @@ fn cli_restore_of_the_fixture_and_a_failing_pre_restore_script() {
     skip_if_not_root!("cli_restore_of_the_fixture_and_a_failing_pre_restore_script");
     let _g = test_lock();
     become_subreaper();
-    let Some(created) = fixture_usable() else {
+    let Some(_bin) = fixture_usable() else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -1441,9 +1435,6 @@ fn cli_restore_of_the_fixture_and_a_failing_pre_restore_script() {
     let rlog = fs::read_to_string(t.path().join("restore.log")).unwrap();
     assert!(rlog.contains("tree resumed"), "{rlog}");
     drop(task);
-    if created {
-        remove_fixture_binary();
-    }
 }
 
 #[test]
@@ -1705,7 +1696,7 @@ fn the_ns_last_pid_fallback_gives_the_same_pid() {
     skip_if_not_root!("the_ns_last_pid_fallback_gives_the_same_pid");
     let _g = test_lock();
     become_subreaper();
-    let Some(created) = fixture_usable() else {
+    let Some(_bin) = fixture_usable() else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -1733,9 +1724,6 @@ fn the_ns_last_pid_fallback_gives_the_same_pid() {
         assert_eq!(status_field(task.pid(), "Name:"), "single");
         drop(task);
     }
-    if created {
-        remove_fixture_binary();
-    }
 }
 
 #[test]
@@ -1743,7 +1731,7 @@ fn damaged_images_never_panic_the_reader() {
     // Deterministic pseudo-random damage (xorshift) to every image but the raw pages: reading
     // must end in a result, never a panic.
     let _g = test_lock();
-    let created = install_fixture_binary();
+    let _bin = install_fixture_binary();
     let src = fixtures_dir().join("single");
     assert!(criu::restore::images::load(&src, false).is_ok());
     let files: Vec<PathBuf> = fs::read_dir(&src)
@@ -1803,9 +1791,6 @@ fn damaged_images_never_panic_the_reader() {
         errors < 300,
         "every damaged set was refused: the undamaged parts never loaded"
     );
-    if created {
-        remove_fixture_binary();
-    }
 }
 
 #[test]
@@ -1841,7 +1826,7 @@ fn failures_inside_the_new_task_name_the_step_and_leave_nothing() {
     skip_if_not_root!("failures_inside_the_new_task_name_the_step_and_leave_nothing");
     let _g = test_lock();
     become_subreaper();
-    let Some(created) = fixture_usable() else {
+    let Some(_bin) = fixture_usable() else {
         return;
     };
     let src = fixtures_dir().join("single");
@@ -1894,9 +1879,6 @@ fn failures_inside_the_new_task_name_the_step_and_leave_nothing() {
         "{err:?}"
     );
     assert!(!pid_exists(SINGLE_PID), "the failed task was left behind");
-    if created {
-        remove_fixture_binary();
-    }
 }
 
 #[test]
@@ -1952,20 +1934,7 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
     let _g = test_lock();
     become_subreaper();
     let dir = fixtures_dir().join("tree");
-    let bin = Path::new("/tmp/fx/tree");
-    let want = fs::read(fixtures_dir().join("programs/tree")).expect("fixture binary");
-    let created = fs::read(bin).ok().as_deref() != Some(&want[..]);
-    if created {
-        fs::create_dir_all("/tmp/fx").unwrap();
-        fs::write(bin, &want).unwrap();
-        fs::set_permissions(bin, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let cleanup = || {
-        if created {
-            let _ = fs::remove_file(bin);
-            let _ = fs::remove_dir("/tmp/fx");
-        }
-    };
+    let _bin = FixtureBinary::install("tree");
     let tree = criu::restore::images::load(&dir, false).expect("tree fixture loads");
     let pids: Vec<i32> = tree.tasks.iter().map(|t| t.pid).collect();
     assert_eq!(pids, [12809, 12811, 12812]);
@@ -2001,7 +1970,6 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
     let fits = fpu_misfit(&tree).is_none();
     if !fits || !pids.iter().chain(&[12813]).all(|p| !pid_exists(*p)) {
         eprintln!("restore part skipped: CPU lacks the fixture's vector state or a pid is taken");
-        cleanup();
         return;
     }
     let out = restore(&detached(&dir), None);
@@ -2016,7 +1984,6 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
     assert_eq!((ids[2].1, ids[2].2, ids[2].3), (12809, 12812, 12809));
     assert!(Path::new("/proc/12809/task/12813").exists());
     drop(guards);
-    cleanup();
 }
 
 /// The fields of `/proc/PID/fdinfo/FD`, line by line.

@@ -552,6 +552,14 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
 
 // ---- our own dump, then restore: the victims check themselves ----
 
+/// The numbers of a victim's ready line after its first `skip` words (`ready PID A B ...`).
+fn ready_numbers(said: &str, skip: usize) -> Vec<i32> {
+    said.split_whitespace()
+        .skip(skip)
+        .map(|w| w.parse().unwrap_or_else(|_| panic!("ready line {said}")))
+        .collect()
+}
+
 /// A test's scratch directory: `img/` for the images, `ready` for the victim's ready file, and
 /// `victim.log` for its output (where [`restore_and_check`] looks for it).
 struct Scratch {
@@ -990,11 +998,7 @@ fn threads_under_seccomp_come_back_under_the_same_filters() {
         None,
         Duration::from_secs(30),
     );
-    let ids: Vec<i32> = said
-        .split_whitespace()
-        .skip(1)
-        .map(|w| w.parse().unwrap())
-        .collect();
+    let ids = ready_numbers(&said, 1);
     let (pid, child) = (ids[0], ids[4]);
     // Killed and reaped whatever happens (after the parent, whose death hands it to us).
     let _child_guard = Spawned::guard(child);
@@ -1893,11 +1897,7 @@ fn dump_then_restore_a_pool_of_eight_threads() {
         None,
         Duration::from_secs(10),
     );
-    let tids: Vec<i32> = r
-        .split_whitespace()
-        .skip(2)
-        .map(|t| t.parse().unwrap())
-        .collect();
+    let tids = ready_numbers(&r, 2);
     assert_eq!(tids.len(), 8, "{r}");
     std::thread::sleep(Duration::from_millis(50));
     dump_and_reap(&mut v, &dir.img, &[]);
@@ -2006,11 +2006,7 @@ fn eventfd_epoll_timerfd_and_signalfd_come_back() {
         None,
         Duration::from_secs(10),
     );
-    let fds: Vec<i32> = r
-        .split_whitespace()
-        .skip(2)
-        .map(|w| w.parse().unwrap())
-        .collect();
+    let fds = ready_numbers(&r, 2);
     let [efd, epfd, tfd, sfd] = fds[..] else {
         panic!("ready line {r}");
     };

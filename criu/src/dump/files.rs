@@ -874,18 +874,7 @@ fn data_regions(f: &mut File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
 /// (kcmp).
 fn same_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> bool {
     const KCMP_FILE: libc::c_long = 0;
-    // SAFETY: kcmp compares kernel objects by ids and touches no memory of ours.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid1 as libc::c_long,
-            pid2 as libc::c_long,
-            KCMP_FILE,
-            fd1 as libc::c_long,
-            fd2 as libc::c_long,
-        )
-    };
-    r == 0
+    super::kcmp(pid1, pid2, KCMP_FILE, fd1, fd2) == Some(std::cmp::Ordering::Equal)
 }
 
 #[cfg(test)]

@@ -1098,9 +1098,16 @@ struct KobjIds {
     linear: [bool; 4],
 }
 
-/// kcmp of `kind` between the objects of `a` and `b`: `Some(Equal)` when they share it, the
-/// kernel's order otherwise, `None` when it cannot tell.
-fn kcmp_order(a: i32, b: i32, kind: libc::c_long) -> Option<std::cmp::Ordering> {
+/// kcmp of `kind` between object `ia` of `a` and `ib` of `b` (the indexes are descriptor
+/// numbers for `KCMP_FILE`, unused for the per-task kinds): `Some(Equal)` when they are one
+/// object, the kernel's order otherwise, `None` when it cannot tell.
+pub(crate) fn kcmp(
+    a: i32,
+    b: i32,
+    kind: libc::c_long,
+    ia: i32,
+    ib: i32,
+) -> Option<std::cmp::Ordering> {
     // SAFETY: kcmp compares kernel objects by ids and touches no memory of ours.
     let r = unsafe {
         libc::syscall(
@@ -1108,8 +1115,8 @@ fn kcmp_order(a: i32, b: i32, kind: libc::c_long) -> Option<std::cmp::Ordering> 
             a as libc::c_long,
             b as libc::c_long,
             kind,
-            0,
-            0,
+            ia as libc::c_long,
+            ib as libc::c_long,
         )
     };
     match r {
@@ -1132,7 +1139,7 @@ impl KobjIds {
                 let mut unordered = false;
                 let found = seen.binary_search_by(|&(rep, _)| {
                     // The order of `rep` against `pid`, as binary_search_by wants it.
-                    kcmp_order(rep, pid, kind).unwrap_or_else(|| {
+                    kcmp(rep, pid, kind, 0, 0).unwrap_or_else(|| {
                         unordered = true;
                         std::cmp::Ordering::Less
                     })
@@ -1146,7 +1153,7 @@ impl KobjIds {
             // Without an order (an error, or none given), compare with each one.
             let at = at.unwrap_or_else(|| {
                 match seen.iter().find(|&&(rep, _)| {
-                    kcmp_order(pid, rep, kind) == Some(std::cmp::Ordering::Equal)
+                    kcmp(pid, rep, kind, 0, 0) == Some(std::cmp::Ordering::Equal)
                 }) {
                     Some(&(_, id)) => Ok(id),
                     None => Err(seen.len()),

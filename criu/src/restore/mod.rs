@@ -30,8 +30,8 @@
 //! ```
 #![allow(unsafe_code)]
 
-#[path = "../../../parasite-blobs/parasites/restorer/src/abi.rs"]
-pub mod abi;
+/// The restorer's ABI: the argument block and status records shared with the restorer blob.
+pub use parasite_blobs::restorer::proto as abi;
 pub mod child;
 pub mod fpu;
 pub mod images;

@@ -15,7 +15,9 @@
 // The plugin crate brings the parasite runtime: memcpy & co and the panic handler.
 use compel_plugins as _;
 
-pub mod abi;
+pub mod proto;
+/// The restorer's ABI under the name the rest of this crate uses.
+use proto as abi;
 
 use abi::*;
 use compel_arch::nr;

@@ -2,8 +2,9 @@
 //! engine lays out in the restored task and the status records the restorer sends back.
 //!
 //! This one `no_std` module is compiled by both sides (the restorer crate owns it; the engine
-//! includes the same file), every type is `#[repr(C)]` with its size pinned by a `const`
-//! assertion, and every address is a plain `u64` in the restored task's address space.
+//! uses it as `parasite_blobs::restorer::proto`, like every parasite's `proto`), every type is
+//! `#[repr(C)]` with its size pinned by a `const` assertion, and every address is a plain `u64`
+//! in the restored task's address space.
 
 #![allow(dead_code)]
 

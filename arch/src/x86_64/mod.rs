@@ -19,7 +19,7 @@ pub use xsave::{
     XFEATURE_AVX512_HI16_ZMM, XFEATURE_AVX512_OPMASK, XFEATURE_AVX512_ZMM_HI256, XFEATURE_FP,
     XFEATURE_SSE, XFEATURE_YMM, XSAVE_HDR_OFFSET, XSAVE_HDR_SIZE, XSAVE_LEGACY_SIZE,
     XSAVE_MAX_SIZE, XSTATE_BV_OFFSET, cpu_has_avx, cpu_has_avx512f, xsave_component,
-    xsave_enabled_features, xsave_size,
+    xsave_dynamic_features, xsave_enabled_features, xsave_frame_extent, xsave_size, xsave_size_for,
 };
 
 /// The name of this architecture as CRIU's images spell it.

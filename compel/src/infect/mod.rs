@@ -1199,22 +1199,6 @@ fn save_state(task: &mut Task, tid: i32) -> Result<SavedState, InfectError> {
     })
 }
 
-/// The features an xsave area holds, from its software-reserved bytes (or XCR0).
-fn xsave_features(xsave: &[u8]) -> u64 {
-    let sw = compel_arch::FPX_SW_BYTES_OFFSET;
-    let magic = xsave
-        .get(sw..sw + 4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    if magic == Some(compel_arch::FP_XSTATE_MAGIC1)
-        && let Some(f) = xsave.get(sw + 8..sw + 16)
-    {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(f);
-        return u64::from_le_bytes(w);
-    }
-    compel_arch::xsave_enabled_features()
-}
-
 type Built = (Layout, RemoteAddr, LocalMap, Ctl, i32, i32);
 
 /// Writes `data` on the thread's stack below the red zone, runs `f` with its address, and
@@ -1366,10 +1350,13 @@ fn build(
     // 5. The frame and the init header.
     let frame_addr = base.offset(layout.frame_off as u64);
     let fregs = frame_regs(&saved.regs);
+    // The frame carries only what the task's own xsave buffer can take back (see
+    // `xsave_frame_extent`): a larger one makes `rt_sigreturn` reset the vector registers.
+    let (xfeatures, xlen) = compel_arch::xsave_frame_extent(saved.xsave.xstate_bv());
     let state = SigframeState {
         regs: &fregs,
-        xsave: saved.xsave.bytes(),
-        xfeatures: xsave_features(saved.xsave.bytes()),
+        xsave: &saved.xsave.bytes()[..xlen.min(saved.xsave.bytes().len())],
+        xfeatures,
         sigmask: saved.sigmask,
         altstack: Some(altstack),
     };
@@ -1578,14 +1565,5 @@ mod tests {
         r.rax = 5;
         assert_eq!(frame_regs(&r).rax, 5);
         assert_eq!(frame_regs(&r).rip, 0x1002);
-    }
-
-    #[test]
-    fn xsave_features_from_sw_bytes() {
-        let mut x = vec![0u8; 1024];
-        let sw = compel_arch::FPX_SW_BYTES_OFFSET;
-        x[sw..sw + 4].copy_from_slice(&compel_arch::FP_XSTATE_MAGIC1.to_le_bytes());
-        x[sw + 8..sw + 16].copy_from_slice(&0xe7u64.to_le_bytes());
-        assert_eq!(xsave_features(&x), 0xe7);
     }
 }

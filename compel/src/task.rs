@@ -721,8 +721,9 @@ impl Task {
     /// (`-errno` on failure).
     ///
     /// The thread's registers are loaded with the call, its instruction pointer set to a
-    /// `syscall` instruction (the vDSO's, else a planted `syscall; int3`), all signals blocked,
-    /// and it is single-stepped (or continued to the `int3`) until the syscall has returned;
+    /// `syscall` instruction (the vDSO's, else a planted `syscall; int3`), all signals but
+    /// `SIGTRAP` blocked ([`ptrace::REMOTE_CODE_SIGMASK`]), and it is single-stepped (or
+    /// continued to the `int3`) until the syscall has returned;
     /// then registers and signal mask are put back. A thread that was stopped inside an
     /// interrupted syscall (`-ERESTART*` pending) therefore restarts it when it resumes. If the
     /// remote call itself is interrupted by an unblockable stop, it is restarted too. The mask
@@ -749,7 +750,8 @@ impl Task {
             });
         }
         let mask = self.sigmask(tid)?;
-        ptrace::set_sigmask(tid, u64::MAX).map_err(TaskError::ptrace("SETSIGMASK", tid))?;
+        ptrace::set_sigmask(tid, ptrace::REMOTE_CODE_SIGMASK)
+            .map_err(TaskError::ptrace("SETSIGMASK", tid))?;
         let mut r = orig;
         r.set_syscall(nr as u64, args);
         r.set_ip(site.addr.0);

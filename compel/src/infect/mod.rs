@@ -12,7 +12,8 @@
 //!    [`ParasiteInit`] header and a signal frame that restores the saved state;
 //! 4. creates the control socket pair (`SOCK_SEQPACKET`) and a log socket pair inside the task
 //!    and takes the host's ends out of it, so nothing depends on paths or network namespaces;
-//! 5. starts the parasite at its entry with all signals blocked, and checks it answers.
+//! 5. starts the parasite at its entry with all signals but `SIGTRAP` blocked, and checks it
+//!    answers.
 //!
 //! Then [`Parasite::call`] and friends run commands (errno on failure, fds over `SCM_RIGHTS`,
 //! parasite log lines forwarded to `tracing` under the target `compel::parasite`), and
@@ -924,7 +925,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         regs.eflags &= !(EFLAGS_TF_DF); // no trap flag, direction flag clear
         let task = tk(&mut self.task);
         set_trace_options(tid, task.seccomp_suspended())?;
-        task.set_sigmask(tid, u64::MAX)?;
+        task.set_sigmask(tid, crate::ptrace::REMOTE_CODE_SIGMASK)?;
         task.set_regs(tid, &regs)?;
         task.resume(tid, Resume::Continue)?;
         self.running = true;
@@ -1496,7 +1497,7 @@ fn run_trap(
     r.rdi = args;
     r.rax = 0;
     r.eflags &= !(EFLAGS_TF_DF);
-    task.set_sigmask(tid, u64::MAX)?;
+    task.set_sigmask(tid, crate::ptrace::REMOTE_CODE_SIGMASK)?;
     task.set_regs(tid, &r)?;
     let mut result = Ok(());
     loop {

@@ -4,6 +4,8 @@
 //! planned), so that callers never need a `cfg(target_arch)`.
 
 mod batch;
+#[cfg(feature = "decode")]
+mod decode;
 mod regs;
 mod sigframe;
 mod syscall;
@@ -11,6 +13,8 @@ mod syscall_table;
 mod xsave;
 
 pub use batch::{BATCH_ENTRY_WORDS, SYSCALL_BATCH_STUB, SYSCALL_BATCH_TRAP};
+#[cfg(feature = "decode")]
+pub use decode::{first_syscall_insn, is_syscall_insn};
 pub use regs::{FpRegs, UserRegs};
 pub use sigframe::*;
 pub use syscall::{syscall0, syscall1, syscall2, syscall3, syscall4, syscall5, syscall6};

@@ -6,6 +6,7 @@
 mod batch;
 #[cfg(feature = "decode")]
 mod decode;
+mod jump;
 mod regs;
 mod sigframe;
 mod syscall;
@@ -15,7 +16,8 @@ mod xsave;
 pub use batch::{BATCH_ENTRY_WORDS, SYSCALL_BATCH_STUB, SYSCALL_BATCH_TRAP};
 #[cfg(feature = "decode")]
 pub use decode::{first_syscall_insn, is_syscall_insn};
-pub use regs::{FpRegs, UserRegs};
+pub use jump::{CloneArgs, call_on_stack, clone3_on_new_stack};
+pub use regs::{FpRegs, RESTART_SYSCALL_NR, UserRegs};
 pub use sigframe::*;
 pub use syscall::{syscall0, syscall1, syscall2, syscall3, syscall4, syscall5, syscall6};
 pub use syscall_table::{SYSCALLS, nr};

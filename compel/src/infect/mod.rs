@@ -53,8 +53,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use compel_arch::{
-    RED_ZONE, RT_SIGFRAME_UC_OFFSET, SYSCALL_INSN_LEN, SigStack, SigframeState, UserRegs, nr,
-    restart, write_rt_sigframe,
+    RED_ZONE, RT_SIGFRAME_UC_OFFSET, SigStack, SigframeState, UserRegs, nr, restart,
+    write_rt_sigframe,
 };
 use compel_proto::blob::{BlobDesc, BlobError};
 use compel_proto::rpc::{
@@ -393,16 +393,7 @@ impl<T: BorrowMut<Task>> std::fmt::Debug for Parasite<T> {
 /// cleared by `rt_sigreturn`): it returns `EINTR`, as after a signal handler.
 pub fn frame_regs(saved: &UserRegs) -> UserRegs {
     let mut r = *saved;
-    if r.syscall_nr().is_some() {
-        let ret = r.syscall_ret();
-        if ret == -restart::ERESTART_RESTARTBLOCK {
-            r.set_syscall_ret(-(libc::EINTR as i64));
-        } else if restart::is_restart(ret) {
-            r.rax = r.orig_rax;
-            r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
-        }
-    }
-    r.clear_syscall_nr();
+    r.rewind_restart_for_sigreturn();
     r
 }
 
@@ -416,7 +407,7 @@ fn daemon_quiet(stop: Stop, ip: u64, region: (u64, u64), in_flight: bool) -> boo
 }
 
 fn needs_restart_block(regs: &UserRegs) -> bool {
-    regs.syscall_nr().is_some() && regs.syscall_ret() == -restart::ERESTART_RESTARTBLOCK
+    regs.pending_restart() == Some(restart::ERESTART_RESTARTBLOCK)
 }
 
 /// `PTRACE_GET_SYSCALL_INFO`: `(op, nr)` of the current syscall stop (`op` 1 entry, 2 exit).

@@ -116,7 +116,7 @@ mod tests {
         unsafe {
             call_on_stack(
                 SECOND_STACK.load(Ordering::SeqCst),
-                second as usize as u64,
+                second as extern "C" fn(u64) -> ! as usize as u64,
                 arg,
             )
         }

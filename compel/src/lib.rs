@@ -36,6 +36,7 @@ mod mem;
 pub mod proc;
 pub mod ptrace;
 mod task;
+pub mod vdso;
 
 pub use compel_arch::{UserRegs, syscall_name, syscall_number};
 pub use error::TaskError;

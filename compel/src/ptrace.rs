@@ -20,6 +20,16 @@ pub mod options {
 /// `PTRACE_SEIZE`.
 pub const PTRACE_EVENT_STOP: i32 = 128;
 
+/// The signal mask a thread gets while compel runs code in it (a remote syscall, the parasite):
+/// every signal blocked except `SIGTRAP`.
+///
+/// Single-stepping and `int3` make the kernel force a `SIGTRAP` on the thread, and forcing a
+/// signal the thread blocks (or ignores) resets its handler to `SIG_DFL`: with `SIGTRAP`
+/// blocked, a program's own `SIGTRAP` handler would be gone after compel let go of it, and its
+/// next `raise(SIGTRAP)` would kill it. Left unblocked, the forced `SIGTRAP` only reaches the
+/// tracer (a signal-delivery-stop), which discards it.
+pub const REMOTE_CODE_SIGMASK: u64 = !(1 << (libc::SIGTRAP - 1));
+
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 

@@ -12,7 +12,8 @@
 //!    [`ParasiteInit`] header and a signal frame that restores the saved state;
 //! 4. creates the control socket pair (`SOCK_SEQPACKET`) and a log socket pair inside the task
 //!    and takes the host's ends out of it, so nothing depends on paths or network namespaces;
-//! 5. starts the parasite at its entry with all signals blocked, and checks it answers.
+//! 5. starts the parasite at its entry with all signals but `SIGTRAP` blocked, and checks it
+//!    answers.
 //!
 //! Then [`Parasite::call`] and friends run commands (errno on failure, fds over `SCM_RIGHTS`,
 //! parasite log lines forwarded to `tracing` under the target `compel::parasite`), and
@@ -52,8 +53,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use compel_arch::{
-    RED_ZONE, RT_SIGFRAME_UC_OFFSET, SYSCALL_INSN_LEN, SigStack, SigframeState, UserRegs, nr,
-    restart, write_rt_sigframe,
+    RED_ZONE, RT_SIGFRAME_UC_OFFSET, SigStack, SigframeState, UserRegs, nr, restart,
+    write_rt_sigframe,
 };
 use compel_proto::blob::{BlobDesc, BlobError};
 use compel_proto::rpc::{
@@ -392,16 +393,7 @@ impl<T: BorrowMut<Task>> std::fmt::Debug for Parasite<T> {
 /// cleared by `rt_sigreturn`): it returns `EINTR`, as after a signal handler.
 pub fn frame_regs(saved: &UserRegs) -> UserRegs {
     let mut r = *saved;
-    if r.syscall_nr().is_some() {
-        let ret = r.syscall_ret();
-        if ret == -restart::ERESTART_RESTARTBLOCK {
-            r.set_syscall_ret(-(libc::EINTR as i64));
-        } else if restart::is_restart(ret) {
-            r.rax = r.orig_rax;
-            r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
-        }
-    }
-    r.clear_syscall_nr();
+    r.rewind_restart_for_sigreturn();
     r
 }
 
@@ -415,7 +407,7 @@ fn daemon_quiet(stop: Stop, ip: u64, region: (u64, u64), in_flight: bool) -> boo
 }
 
 fn needs_restart_block(regs: &UserRegs) -> bool {
-    regs.syscall_nr().is_some() && regs.syscall_ret() == -restart::ERESTART_RESTARTBLOCK
+    regs.pending_restart() == Some(restart::ERESTART_RESTARTBLOCK)
 }
 
 /// `PTRACE_GET_SYSCALL_INFO`: `(op, nr)` of the current syscall stop (`op` 1 entry, 2 exit).
@@ -924,7 +916,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         regs.eflags &= !(EFLAGS_TF_DF); // no trap flag, direction flag clear
         let task = tk(&mut self.task);
         set_trace_options(tid, task.seccomp_suspended())?;
-        task.set_sigmask(tid, u64::MAX)?;
+        task.set_sigmask(tid, crate::ptrace::REMOTE_CODE_SIGMASK)?;
         task.set_regs(tid, &regs)?;
         task.resume(tid, Resume::Continue)?;
         self.running = true;
@@ -1199,22 +1191,6 @@ fn save_state(task: &mut Task, tid: i32) -> Result<SavedState, InfectError> {
     })
 }
 
-/// The features an xsave area holds, from its software-reserved bytes (or XCR0).
-fn xsave_features(xsave: &[u8]) -> u64 {
-    let sw = compel_arch::FPX_SW_BYTES_OFFSET;
-    let magic = xsave
-        .get(sw..sw + 4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    if magic == Some(compel_arch::FP_XSTATE_MAGIC1)
-        && let Some(f) = xsave.get(sw + 8..sw + 16)
-    {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(f);
-        return u64::from_le_bytes(w);
-    }
-    compel_arch::xsave_enabled_features()
-}
-
 type Built = (Layout, RemoteAddr, LocalMap, Ctl, i32, i32);
 
 /// Writes `data` on the thread's stack below the red zone, runs `f` with its address, and
@@ -1366,10 +1342,13 @@ fn build(
     // 5. The frame and the init header.
     let frame_addr = base.offset(layout.frame_off as u64);
     let fregs = frame_regs(&saved.regs);
+    // The frame carries only what the task's own xsave buffer can take back (see
+    // `xsave_frame_extent`): a larger one makes `rt_sigreturn` reset the vector registers.
+    let (xfeatures, xlen) = compel_arch::xsave_frame_extent(saved.xsave.xstate_bv());
     let state = SigframeState {
         regs: &fregs,
-        xsave: saved.xsave.bytes(),
-        xfeatures: xsave_features(saved.xsave.bytes()),
+        xsave: &saved.xsave.bytes()[..xlen.min(saved.xsave.bytes().len())],
+        xfeatures,
         sigmask: saved.sigmask,
         altstack: Some(altstack),
     };
@@ -1509,7 +1488,7 @@ fn run_trap(
     r.rdi = args;
     r.rax = 0;
     r.eflags &= !(EFLAGS_TF_DF);
-    task.set_sigmask(tid, u64::MAX)?;
+    task.set_sigmask(tid, crate::ptrace::REMOTE_CODE_SIGMASK)?;
     task.set_regs(tid, &r)?;
     let mut result = Ok(());
     loop {
@@ -1578,14 +1557,5 @@ mod tests {
         r.rax = 5;
         assert_eq!(frame_regs(&r).rax, 5);
         assert_eq!(frame_regs(&r).rip, 0x1002);
-    }
-
-    #[test]
-    fn xsave_features_from_sw_bytes() {
-        let mut x = vec![0u8; 1024];
-        let sw = compel_arch::FPX_SW_BYTES_OFFSET;
-        x[sw..sw + 4].copy_from_slice(&compel_arch::FP_XSTATE_MAGIC1.to_le_bytes());
-        x[sw + 8..sw + 16].copy_from_slice(&0xe7u64.to_le_bytes());
-        assert_eq!(xsave_features(&x), 0xe7);
     }
 }

@@ -311,3 +311,10 @@ pub(crate) fn sys(what: &'static str) -> RestoreError {
         errno: nix::errno::Errno::last(),
     }
 }
+
+/// Wraps a raw descriptor the caller owns.
+pub(crate) fn owned(fd: i32) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: callers pass a descriptor they just created and own exclusively.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -10,9 +10,8 @@ use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
 use criu_images::pb::{self, CoreEntry, FileEntry, MmEntry, RegFileEntry, RemapFilePathEntry};
 use criu_images::{ImageDir, magic, names, sigaction_slot};
 
-use super::RestoreError;
 use super::abi;
-use super::fpu::{words32, words64};
+use super::error::RestoreError;
 use super::layout::{PAGE, TASK_SIZE};
 use super::plan::*;
 
@@ -139,7 +138,7 @@ fn file_locks(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError> {
         if !task.fds.iter().any(|f| f.fd == l.fd) {
             return Err(what("no such descriptor"));
         }
-        task.locks.push(crate::restore::child::LockOp {
+        task.locks.push(LockOp {
             kind: l.flag,
             ltype: l.r#type,
             fd: l.fd,
@@ -1011,4 +1010,14 @@ fn descriptors(
     }
     plan.fds = fds;
     Ok(())
+}
+
+/// Packs little-endian `u32` words.
+pub fn words32(w: &[u32]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Packs little-endian `u64` words.
+pub fn words64(w: &[u64]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

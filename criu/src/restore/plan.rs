@@ -255,7 +255,7 @@ pub struct TaskPlan {
     /// The leader's seccomp mode and filters.
     pub seccomp: Option<SeccompPlan>,
     /// File locks to take once its descriptors are in place.
-    pub locks: Vec<crate::restore::child::LockOp>,
+    pub locks: Vec<LockOp>,
     /// THP disabled.
     pub thp_disabled: Option<bool>,
     /// Child subreaper.
@@ -325,4 +325,19 @@ impl TreePlan {
             .enumerate()
             .filter(|(_, t)| t.zombie.is_none())
     }
+}
+
+/// A file lock to take through a descriptor of the new task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockOp {
+    /// `flock` (2), a POSIX record lock (1) or an OFD record lock (4): CRIU's kinds.
+    pub kind: u32,
+    /// `F_RDLCK` or `F_WRLCK`.
+    pub ltype: u32,
+    /// The descriptor.
+    pub fd: i32,
+    /// First byte (record locks).
+    pub start: i64,
+    /// Length, 0 for "to the end" (record locks).
+    pub len: i64,
 }

@@ -12,11 +12,13 @@ use compel_proto::blob::BlobDesc;
 use nix::errno::Errno;
 
 use super::abi::{self, RestorerArgs};
-use super::child::{ChildPlan, FdOp, FillOp, PremapOp};
-use super::layout::{self, PAGE, Special, TASK_SIZE, page_up};
+use super::error::RestoreError;
+use super::layout::{self, HUGE, PAGE, Special, TASK_SIZE, page_up};
+use super::ops::{ChildPlan, FdOp, FillHelper, FillOp, PremapOp};
 use super::plan::{FdSource, TaskPlan, VmaKind};
-use super::{RestoreError, RestoreOptions, fpu, owned};
+use super::{RestoreOptions, fpu};
 use crate::files::MAX_ENDS;
+use crate::files::owned;
 
 /// Stack of the restorer.
 const STACK_SIZE: u64 = 64 << 10;
@@ -465,9 +467,6 @@ fn split_fills(fills: &mut Vec<FillOp>) -> usize {
     }
     fills.len()
 }
-
-/// The PMD size on x86_64: what one huge page or one page table covers.
-pub(crate) const HUGE: u64 = 2 << 20;
 
 /// A growable byte area with a known base address in the task.
 struct Area {
@@ -1174,7 +1173,7 @@ fn build(
             .iter()
             .map(|p| CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default())
             .collect(),
-        fill_helper: helper.map(|pid| super::child::FillHelper {
+        fill_helper: helper.map(|pid| FillHelper {
             pid,
             // The restorer's stack: unused until the jump, after the helper ended.
             stack_top: stack_top & !15,

@@ -1,7 +1,8 @@
 //! What the tasks of a tree share, worked out and made by the engine before the first task is
 //! created: how every task gets its session and process group, the open files and pipes several
-//! tasks hold, the shared anonymous memory several tasks map, and the shared page the tasks
-//! and the engine synchronise through.
+//! tasks hold (each made by its kind, see [`crate::files`]), and the shared anonymous memory
+//! several tasks map. The page the tasks and the engine synchronise through is in
+//! [`super::sync`].
 //!
 //! Everything here is inherited: the engine creates it, the root inherits it when it is cloned
 //! and passes it down as it forks its children; each task keeps what it needs and drops the
@@ -13,10 +14,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use std::sync::Arc;
 
-use super::child::{Slots, SyncSlot};
+use super::error::RestoreError;
 use super::layout::{PAGE, page_up};
 use super::plan::{FdSource, SessionOp, TreePlan, VmaKind};
-use super::{RestoreError, owned};
+use crate::files::owned;
 use crate::files::{RestoreFile, kind_name};
 
 /// Works out how each task of `tree` gets its session and group when its parent creates it.
@@ -383,58 +384,6 @@ impl Shared {
             }
         }
         Ok(())
-    }
-}
-
-/// The shared page of [`SyncSlot`]s.
-pub struct SyncPage {
-    addr: u64,
-    len: u64,
-    /// Number of tasks.
-    pub n: usize,
-}
-
-impl SyncPage {
-    /// Maps zeroed slots for `n` tasks and the abort slot.
-    ///
-    /// # Errors
-    /// [`RestoreError::Sys`].
-    pub fn new(n: usize) -> Result<SyncPage, RestoreError> {
-        let len = page_up(((n + 1) * std::mem::size_of::<SyncSlot>()) as u64);
-        // SAFETY: a fresh shared anonymous mapping (zeroed) wherever the kernel likes.
-        let a = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if a == libc::MAP_FAILED {
-            return Err(sys("mapping the tree's sync page"));
-        }
-        Ok(SyncPage {
-            addr: a as u64,
-            len,
-            n,
-        })
-    }
-
-    /// The slots.
-    pub fn slots(&self) -> Slots {
-        Slots {
-            addr: self.addr,
-            n: self.n,
-        }
-    }
-}
-
-impl Drop for SyncPage {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in new(); the borrows of Slots end with self.
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
     }
 }
 

@@ -13,18 +13,10 @@ use criu_images::pb::{
     UserX86RegsEntry, UserX86RegsMode, UserX86XsaveEntry,
 };
 
+use criu_images::task_state;
+
 use super::inside::InsideState;
 use super::proc::{PosixTimerInfo, ProcStat, ProcStatus};
-
-/// CRIU's task states (`task_core_entry.task_state`).
-pub mod task_state {
-    /// Running.
-    pub const ALIVE: u32 = 1;
-    /// Dead (zombie).
-    pub const DEAD: u32 = 2;
-    /// Job-control stopped.
-    pub const STOPPED: u32 = 3;
-}
 
 /// `__NR_restart_syscall`.
 const NR_RESTART_SYSCALL: u64 = 219;

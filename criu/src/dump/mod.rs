@@ -55,7 +55,7 @@ use criu_images::pb::{
     DumpStatsEntry, FsEntry, InventoryEntry, Lsmtype, MmEntry, PluginsEntry, PstreeEntry,
     SeccompEntry, StatsEntry,
 };
-use criu_images::{ImageDir, ImageError, magic, names};
+use criu_images::{ImageDir, ImageError, magic, names, task_state};
 
 use crate::log::LogSink;
 use crate::options::{FinalState, Options};
@@ -415,8 +415,8 @@ fn collect(
         .map(|v| v as i32);
 
     let (task_state, stop_signo) = match task.initial_stop(pid) {
-        Some(InitialStop::GroupStopped(sig)) => (core::task_state::STOPPED, Some(sig as u32)),
-        _ => (core::task_state::ALIVE, None),
+        Some(InitialStop::GroupStopped(sig)) => (task_state::STOPPED, Some(sig as u32)),
+        _ => (task_state::ALIVE, None),
     };
     let pending_shared = thread::pending_signals(pid, true)?;
     let timer_ids: Vec<i32> = timers.iter().map(|t| t.id).collect();
@@ -520,7 +520,7 @@ fn write_images(
         let heap_end = c
             .vmas
             .iter()
-            .find(|v| v.entry.status & vma::status::HEAP != 0)
+            .find(|v| v.is(criu_images::vma::status::HEAP))
             .map(|v| v.entry.end);
         let mm_entry = MmEntry {
             mm_start_code: c.stat.start_code,

@@ -14,10 +14,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PRESENT};
+use criu_images::vma::status;
 use criu_images::{Pagemap, names};
 
 use super::DumpError;
-use super::vma::{Vma, status};
+use super::vma::Vma;
 
 /// Page bits of `/proc/PID/pagemap`.
 const PM_PRESENT: u64 = 1 << 63;

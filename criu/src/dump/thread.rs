@@ -29,7 +29,7 @@ pub(super) struct ProcessState<'a> {
     pub loginuid: Option<u32>,
     /// `/proc/PID/oom_score_adj`.
     pub oom_score_adj: Option<i32>,
-    /// [`core::task_state`] of the process.
+    /// [`criu_images::task_state`] of the process.
     pub task_state: u32,
     /// The stop signal of a stopped process.
     pub stop_signo: Option<u32>,

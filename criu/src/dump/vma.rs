@@ -4,41 +4,12 @@
 //! `VMA_AREA_VVAR`, vsyscall), with its protection, flags and madvise bits, and the files it maps
 //! registered in the file table. Which of their pages are saved, and how, is [`super::pages`].
 
-use criu_images::pagemap::PAGE_SIZE;
 use criu_images::pb::VmaEntry;
+use criu_images::vma::{TASK_SIZE, status};
 
 use super::DumpError;
 use super::files::FileTable;
 use super::proc::MapLine;
-
-/// CRIU's VMA status bits (`vma_entry.status`).
-pub mod status {
-    /// A mapping criu restores.
-    pub const REGULAR: u32 = 1 << 0;
-    /// The stack.
-    pub const STACK: u32 = 1 << 1;
-    /// `[vsyscall]`.
-    pub const VSYSCALL: u32 = 1 << 2;
-    /// `[vdso]`.
-    pub const VDSO: u32 = 1 << 3;
-    /// `[heap]`.
-    pub const HEAP: u32 = 1 << 5;
-    /// Private file mapping.
-    pub const FILE_PRIVATE: u32 = 1 << 6;
-    /// Shared file mapping.
-    pub const FILE_SHARED: u32 = 1 << 7;
-    /// Shared anonymous mapping.
-    pub const ANON_SHARED: u32 = 1 << 8;
-    /// Private anonymous mapping.
-    pub const ANON_PRIVATE: u32 = 1 << 9;
-    /// `[vvar]` (and `[vvar_vclock]`).
-    pub const VVAR: u32 = 1 << 12;
-    /// memfd-backed mapping.
-    pub const MEMFD: u32 = 1 << 14;
-}
-
-/// The task size of x86_64 with 4-level page tables: VMAs above it (vsyscall) are the kernel's.
-pub const TASK_SIZE: u64 = (1 << 47) - PAGE_SIZE;
 
 const MAP_SHARED: u32 = libc::MAP_SHARED as u32;
 const MAP_PRIVATE: u32 = libc::MAP_PRIVATE as u32;
@@ -56,7 +27,7 @@ pub struct Vma {
 impl Vma {
     /// Whether all of `bits` ([`status`]) are set.
     pub fn is(&self, bits: u32) -> bool {
-        self.entry.status & bits == bits
+        self.entry.has_status(bits)
     }
 
     /// Whether this VMA's pages go into the pages image.

@@ -10,36 +10,14 @@ use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
 use criu_images::pb::{
     self, CoreEntry, FileEntry, GhostFileEntry, MmEntry, RegFileEntry, RemapFilePathEntry,
 };
-use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot};
+use criu_images::vma::status;
+use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot, task_state};
 
 use super::RestoreError;
 use super::abi;
 use super::fpu::{words32, words64};
 use super::layout::{PAGE, TASK_SIZE};
 use super::plan::*;
-
-const VMA_AREA_REGULAR: u32 = 1 << 0;
-const VMA_AREA_VSYSCALL: u32 = 1 << 2;
-const VMA_AREA_VDSO: u32 = 1 << 3;
-const VMA_FILE_PRIVATE: u32 = 1 << 6;
-const VMA_FILE_SHARED: u32 = 1 << 7;
-const VMA_ANON_SHARED: u32 = 1 << 8;
-const VMA_ANON_PRIVATE: u32 = 1 << 9;
-const VMA_AREA_SYSVIPC: u32 = 1 << 10;
-const VMA_AREA_SOCKET: u32 = 1 << 11;
-const VMA_AREA_VVAR: u32 = 1 << 12;
-const VMA_AREA_AIORING: u32 = 1 << 13;
-const VMA_AREA_MEMFD: u32 = 1 << 14;
-const VMA_AREA_SHSTK: u32 = 1 << 15;
-const VMA_UNSUPP: u32 = 1 << 31;
-
-const TASK_ALIVE: u32 = 1;
-const TASK_DEAD: u32 = 2;
-const TASK_STOPPED: u32 = 3;
-
-const FD_REG: i32 = 1;
-const FD_PIPE: i32 = 2;
-const FD_TTY: i32 = 11;
 
 fn img(file: &str, e: criu_images::ImageError) -> RestoreError {
     RestoreError::Image {
@@ -283,7 +261,7 @@ fn load_task(
         ..TaskPlan::default()
     };
     if let Some(tc) = &core.tc
-        && tc.task_state == TASK_DEAD
+        && tc.task_state == task_state::DEAD
     {
         plan.zombie = Some(tc.exit_code);
         plan.comm = tc.comm.clone();
@@ -470,8 +448,8 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
     }
     plan.fpu = fpu;
     match tc.task_state {
-        TASK_ALIVE => {}
-        TASK_STOPPED => {
+        task_state::ALIVE => {}
+        task_state::STOPPED => {
             let sig = tc.stop_signo.map_or(libc::SIGSTOP, |s| s as i32);
             // A stop signal the task blocks would only pend: stop it with SIGSTOP then.
             let blocked = sig > 0 && sig <= 64 && plan.sigmask & (1 << (sig - 1)) != 0;
@@ -706,7 +684,7 @@ fn memory(
         let unsupported = |what: &str| RestoreError::Unsupported {
             what: format!("{what} at {:#x}", v.start),
         };
-        if st & VMA_AREA_VSYSCALL != 0 {
+        if st & status::VSYSCALL != 0 {
             plan.vmas.push(mk_vma(v, VmaKind::Vsyscall));
             continue;
         }
@@ -716,10 +694,10 @@ fn memory(
                 format!("area {:#x}-{:#x} beyond user space", v.start, v.end),
             ));
         }
-        if st & VMA_UNSUPP != 0 {
+        if st & status::UNSUPP != 0 {
             return Err(unsupported("an area CRIU marked unsupported"));
         }
-        if st & VMA_AREA_MEMFD != 0 {
+        if st & status::MEMFD != 0 {
             // CRIU writes shared anonymous memory as a mapping of a memfd named /dev/zero.
             let shmid = anon_shared_memfd(d, by_id, v.shmid as u32, file)?
                 .ok_or_else(|| unsupported("a memfd mapping"))?;
@@ -728,33 +706,33 @@ fn memory(
             plan.vmas.push(vma);
             continue;
         }
-        if st & (VMA_AREA_SYSVIPC | VMA_AREA_SOCKET | VMA_AREA_AIORING | VMA_AREA_SHSTK) != 0 {
+        if st & (status::SYSVIPC | status::SOCKET | status::AIORING | status::SHSTK) != 0 {
             return Err(unsupported(
                 "a System V shm, socket, aio or shadow-stack mapping",
             ));
         }
-        if st & VMA_AREA_REGULAR == 0 {
+        if st & status::REGULAR == 0 {
             return Err(unsupported("an irregular area"));
         }
-        let kind = if st & VMA_AREA_VVAR != 0 {
+        let kind = if st & status::VVAR != 0 {
             VmaKind::Vvar
-        } else if st & VMA_AREA_VDSO != 0 {
+        } else if st & status::VDSO != 0 {
             VmaKind::Vdso
-        } else if st & VMA_FILE_PRIVATE != 0 {
+        } else if st & status::FILE_PRIVATE != 0 {
             let r = check(v.shmid as u32)?;
             VmaKind::FilePrivate {
                 path: cpath(&r.name)?,
             }
-        } else if st & VMA_FILE_SHARED != 0 {
+        } else if st & status::FILE_SHARED != 0 {
             let r = check(v.shmid as u32)?;
             let acc = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32 & libc::O_ACCMODE;
             VmaKind::FileShared {
                 path: cpath(&r.name)?,
                 writable: acc != libc::O_RDONLY,
             }
-        } else if st & VMA_ANON_SHARED != 0 {
+        } else if st & status::ANON_SHARED != 0 {
             VmaKind::AnonShared { shmid: v.shmid }
-        } else if st & VMA_ANON_PRIVATE != 0 {
+        } else if st & status::ANON_PRIVATE != 0 {
             VmaKind::AnonPrivate
         } else {
             return Err(unsupported("an area of unknown kind"));
@@ -991,8 +969,8 @@ fn descriptors(
                 format!("fd {fd} refers to missing file id {}", fi.id),
             ));
         };
-        let source = match fi.r#type {
-            FD_REG => {
+        let source = match pb::FdTypes::try_from(fi.r#type) {
+            Ok(pb::FdTypes::Reg) => {
                 let r = kind_entry(&fe.reg, fd, "regular file")?;
                 let flags = r.flags as i32;
                 if let Some(rm) = remaps.get(&r.id) {
@@ -1019,7 +997,7 @@ fn descriptors(
                     }
                 }
             }
-            FD_PIPE => {
+            Ok(pb::FdTypes::Pipe) => {
                 let p = kind_entry(&fe.pipe, fd, "pipe")?;
                 let acc = p.flags as i32 & libc::O_ACCMODE;
                 if pipe_data.is_none() {
@@ -1038,7 +1016,7 @@ fn descriptors(
                     size,
                 }
             }
-            FD_TTY => {
+            Ok(pb::FdTypes::Tty) => {
                 if !shell_job {
                     return Err(RestoreError::Unsupported {
                         what: format!("terminal at fd {fd} without --shell-job"),
@@ -1051,21 +1029,21 @@ fn descriptors(
                     .unwrap_or(libc::O_RDWR);
                 FdSource::Tty { flags }
             }
-            t if t == pb::FdTypes::Eventfd as i32 => {
+            Ok(pb::FdTypes::Eventfd) => {
                 let e = kind_entry(&fe.efd, fd, "eventfd")?;
                 FdSource::EventFd {
                     counter: e.counter,
                     flags: e.flags as i32 & libc::O_NONBLOCK,
                 }
             }
-            t if t == pb::FdTypes::Signalfd as i32 => {
+            Ok(pb::FdTypes::Signalfd) => {
                 let e = kind_entry(&fe.sgfd, fd, "signalfd")?;
                 FdSource::SignalFd {
                     mask: e.sigmask,
                     flags: e.flags as i32 & libc::O_NONBLOCK,
                 }
             }
-            t if t == pb::FdTypes::Timerfd as i32 => {
+            Ok(pb::FdTypes::Timerfd) => {
                 let e = kind_entry(&fe.tfd, fd, "timerfd")?;
                 if e.vnsec >= 1_000_000_000 || e.insec >= 1_000_000_000 {
                     return Err(bad(names::FILES, format!("fd {fd}: timerfd nanoseconds")));
@@ -1079,7 +1057,7 @@ fn descriptors(
                     interval: (e.isec as i64, e.insec as i64),
                 }
             }
-            t if t == pb::FdTypes::Eventpoll as i32 => {
+            Ok(pb::FdTypes::Eventpoll) => {
                 let e = kind_entry(&fe.epfd, fd, "epoll")?;
                 let mut targets = Vec::with_capacity(e.tfd.len());
                 for t in &e.tfd {
@@ -1092,9 +1070,9 @@ fn descriptors(
                     targets,
                 }
             }
-            t => {
+            _ => {
                 return Err(RestoreError::Unsupported {
-                    what: format!("fd {fd} of type {t}"),
+                    what: format!("fd {fd} of type {}", fi.r#type),
                 });
             }
         };

@@ -7,7 +7,7 @@ use super::RestoreError;
 /// Page size.
 pub const PAGE: u64 = 4096;
 /// The top of the 47-bit user address space.
-pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+pub use criu_images::vma::TASK_SIZE;
 /// Lowest address a reservation may use.
 const LOW_LIMIT: u64 = 0x1000_0000;
 /// Distance kept from any neighbour (stack guard gaps are 1 MiB).

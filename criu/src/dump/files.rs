@@ -20,7 +20,7 @@ use criu_images::pb::{
 use criu_images::{ImageWriter, magic, names};
 
 use super::DumpError;
-use super::proc::{self, FdInfo, MapLine};
+use super::proc::{self, FdInfo, Mapping};
 
 /// CRIU writes ghost files of at least this size in chunks.
 const GHOST_CHUNKS_THRESH: u64 = 3 * 4096;
@@ -321,7 +321,7 @@ impl FileTable {
     ///
     /// # Errors
     /// [`DumpError::File`], [`DumpError::Unsupported`] for a file that is not regular.
-    pub fn add_mapped(&mut self, pid: i32, m: &MapLine, flags: u32) -> Result<u32, DumpError> {
+    pub fn add_mapped(&mut self, pid: i32, m: &Mapping, flags: u32) -> Result<u32, DumpError> {
         let key = (m.dev_major, m.dev_minor, m.inode, flags, m.name.clone());
         if let Some(&id) = self.mapped_by_maps.get(&key) {
             return Ok(id);

@@ -9,7 +9,7 @@ use criu_images::vma::{TASK_SIZE, status};
 
 use super::DumpError;
 use super::files::FileTable;
-use super::proc::MapLine;
+use super::proc::Mapping;
 
 const MAP_SHARED: u32 = libc::MAP_SHARED as u32;
 const MAP_PRIVATE: u32 = libc::MAP_PRIVATE as u32;
@@ -43,20 +43,20 @@ impl Vma {
 /// # Errors
 /// [`DumpError::Unsupported`] for mappings criu cannot dump (devices, shared anonymous memory,
 /// SysV shm), [`DumpError::File`] if a mapped file cannot be reached.
-pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec<Vma>, DumpError> {
+pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec<Vma>, DumpError> {
     let mut out: Vec<Vma> = Vec::with_capacity(maps.len());
     for m in maps {
         let mut prot = 0u32;
-        if m.read {
+        if m.readable() {
             prot |= libc::PROT_READ as u32;
         }
-        if m.write {
+        if m.writable() {
             prot |= libc::PROT_WRITE as u32;
         }
-        if m.exec {
+        if m.executable() {
             prot |= libc::PROT_EXEC as u32;
         }
-        let mut flags = if m.shared { MAP_SHARED } else { MAP_PRIVATE };
+        let mut flags = if m.shared() { MAP_SHARED } else { MAP_PRIVATE };
         let mut madv = 0u64;
         for f in &m.vm_flags {
             match f {
@@ -76,9 +76,9 @@ pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec
             }
         }
         let mut e = VmaEntry {
-            start: m.start,
-            end: m.end,
-            pgoff: m.pgoff,
+            start: m.start.0,
+            end: m.end.0,
+            pgoff: m.offset,
             shmid: 0,
             prot,
             flags,
@@ -123,7 +123,7 @@ pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec
             }
             _ if m.inode == 0 && !m.name.starts_with('/') => {
                 // Anonymous ([stack], [anon:...], or unnamed).
-                if m.shared {
+                if m.shared() {
                     return Err(DumpError::Unsupported {
                         what: format!(
                             "shared anonymous mapping {:#x}-{:#x} of {pid}",
@@ -134,7 +134,7 @@ pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec
                 e.status = status::REGULAR;
                 anon(&mut e);
             }
-            name if m.shared && name.starts_with("/dev/zero") => {
+            name if m.shared() && name.starts_with("/dev/zero") => {
                 // Shared anonymous memory (`MAP_SHARED | MAP_ANONYMOUS`): a shmem object named by
                 // its inode; its pages go to pagemap-shmem-SHMID.img.
                 e.flags |= MAP_ANONYMOUS;
@@ -147,7 +147,7 @@ pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec
                         what: format!("shared memory mapping {name} at {:#x} of {pid}", m.start),
                     });
                 }
-                let fdflags = if m.shared && m.write {
+                let fdflags = if m.shared() && m.writable() {
                     libc::O_RDWR as u32
                 } else {
                     libc::O_RDONLY as u32
@@ -155,7 +155,7 @@ pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec
                 e.shmid = u64::from(files.add_mapped(pid, m, fdflags)?);
                 e.fdflags = Some(fdflags);
                 e.status = status::REGULAR
-                    | if m.shared {
+                    | if m.shared() {
                         status::FILE_SHARED
                     } else {
                         status::FILE_PRIVATE
@@ -164,7 +164,7 @@ pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec
         }
         out.push(Vma {
             entry: e,
-            readable: m.read,
+            readable: m.readable(),
         });
     }
     Ok(out)

@@ -12,7 +12,7 @@
 //!    tree until a pass finds nothing new ([`DumpError::Unstable`] after a few passes);
 //! 3. collect: `/proc` (stat, status, smaps, fds, cwd/root, auxv, timers), registers with xsave
 //!    and the blocked mask, rseq, the robust list, and what only the task may read about itself
-//!    through remote syscalls ([`inside`]);
+//!    through remote syscalls ([`self_state`]);
 //! 4. write the images: per process `core` (one per thread), `mm`, `pagemap` + `pages` (memory
 //!    read with `process_vm_readv`), `ids`, `fs`, `fdinfo`; for the tree `files` (one id per
 //!    open file description, shared ones found with kcmp), ghost files, pipe data, shared
@@ -36,15 +36,16 @@
 pub mod core;
 pub mod files;
 mod ids;
-pub mod inside;
 pub mod pages;
 pub mod proc;
 mod seccomp;
 mod seize;
+pub mod self_state;
 mod thread;
 pub mod vma;
 
 pub(crate) use ids::kcmp;
+pub use self_state::INSIDE_METHOD_ENV;
 
 use std::path::Path;
 use std::time::Instant;
@@ -420,7 +421,7 @@ fn collect(
     };
     let pending_shared = thread::pending_signals(pid, true)?;
     let timer_ids: Vec<i32> = timers.iter().map(|t| t.id).collect();
-    let inside = read_inside(task, pid, &timer_ids, opts.timeout)?;
+    let own = self_state::read(task, pid, &timer_ids, opts.timeout)?;
 
     let threads = thread::dump_threads(
         task,
@@ -428,7 +429,7 @@ fn collect(
         &thread::ProcessState {
             stat: &stat,
             status: &status,
-            inside: &inside,
+            self_state: &own,
             timers: &timers,
             personality,
             loginuid,
@@ -449,50 +450,12 @@ fn collect(
         umask: status.umask,
         auxv,
         threads,
-        dumpable: inside.dumpable,
-        thp_disabled: inside.thp_disabled,
-        brk: inside.brk,
+        dumpable: own.dumpable,
+        thp_disabled: own.thp_disabled,
+        brk: own.brk,
         ns,
         own_ns: own_ns.to_vec(),
     })
-}
-
-/// Environment variable choosing how the dump reads the task's inside state: `parasite` (the
-/// default: the dump parasite, falling back to remote syscalls if infection fails) or
-/// `syscalls` (compel remote syscalls only).
-pub const INSIDE_METHOD_ENV: &str = "CRIU_DUMP_INSIDE";
-
-fn read_inside(
-    task: &mut Task,
-    pid: i32,
-    timer_ids: &[i32],
-    timeout_s: u32,
-) -> Result<inside::InsideState, DumpError> {
-    let method = std::env::var(INSIDE_METHOD_ENV).unwrap_or_default();
-    if method != "syscalls" {
-        let timeout = std::time::Duration::from_secs(u64::from(timeout_s.max(1)));
-        match inside::read_inside_parasite(task, pid, timer_ids, timeout) {
-            Ok(st) => {
-                tracing::debug!(pid, "inside state read by the dump parasite");
-                return Ok(st);
-            }
-            Err(e) => {
-                tracing::warn!(
-                    pid,
-                    "dump parasite failed, reading with remote syscalls: {}",
-                    chain(&e)
-                );
-            }
-        }
-    }
-    let scratch = inside::Scratch::map(task, pid)?;
-    let st = inside::read_inside(task, pid, &scratch, timer_ids);
-    // Unmap before returning either way, so the task keeps no trace of us.
-    let unmapped = scratch.unmap(task, pid);
-    let st = st?;
-    unmapped?;
-    tracing::debug!(pid, "inside state read with remote syscalls");
-    Ok(st)
 }
 
 fn write_images(
@@ -508,45 +471,45 @@ fn write_images(
     let mut seccomp_table = seccomp::SeccompTable::default();
     let mut fdinfo_written = Vec::new();
     let own_ns = &procs[0].own_ns;
-    let in_tree = |p: i32| procs.iter().any(|c| c.pid == p);
+    let in_tree = |pid: i32| procs.iter().any(|p| p.pid == pid);
     let mut tree = Vec::with_capacity(procs.len());
-    for (k, c) in procs.iter().enumerate() {
-        let pid = c.pid;
+    for (n, process) in procs.iter().enumerate() {
+        let pid = process.pid;
         let upid = pid as u32;
-        let s = pages::dump_private_pages(pid, &c.vmas, dir, 1 + k as u32)?;
-        stats.scanned += s.scanned;
-        stats.written += s.written;
-        shared.add(pid, &c.vmas)?;
-        let heap_end = c
+        let private = pages::dump_private_pages(pid, &process.vmas, dir, 1 + n as u32)?;
+        stats.scanned += private.scanned;
+        stats.written += private.written;
+        shared.add(pid, &process.vmas)?;
+        let heap_end = process
             .vmas
             .iter()
             .find(|v| v.is(criu_images::vma::status::HEAP))
             .map(|v| v.entry.end);
         let mm_entry = MmEntry {
-            mm_start_code: c.stat.start_code,
-            mm_end_code: c.stat.end_code,
-            mm_start_data: c.stat.start_data,
-            mm_end_data: c.stat.end_data,
-            mm_start_stack: c.stat.start_stack,
-            mm_start_brk: c.stat.start_brk,
-            mm_brk: if c.brk != 0 {
-                c.brk
+            mm_start_code: process.stat.start_code,
+            mm_end_code: process.stat.end_code,
+            mm_start_data: process.stat.start_data,
+            mm_end_data: process.stat.end_data,
+            mm_start_stack: process.stat.start_stack,
+            mm_start_brk: process.stat.start_brk,
+            mm_brk: if process.brk != 0 {
+                process.brk
             } else {
-                heap_end.unwrap_or(c.stat.start_brk)
+                heap_end.unwrap_or(process.stat.start_brk)
             },
-            mm_arg_start: c.stat.arg_start,
-            mm_arg_end: c.stat.arg_end,
-            mm_env_start: c.stat.env_start,
-            mm_env_end: c.stat.env_end,
-            exe_file_id: c.exe_id,
-            mm_saved_auxv: c.auxv.clone(),
-            vmas: c.vmas.iter().map(|v| v.entry.clone()).collect(),
-            dumpable: Some(c.dumpable),
+            mm_arg_start: process.stat.arg_start,
+            mm_arg_end: process.stat.arg_end,
+            mm_env_start: process.stat.env_start,
+            mm_env_end: process.stat.env_end,
+            exe_file_id: process.exe_id,
+            mm_saved_auxv: process.auxv.clone(),
+            vmas: process.vmas.iter().map(|v| v.entry.clone()).collect(),
+            dumpable: Some(process.dumpable),
             aios: Vec::new(),
-            thp_disabled: Some(c.thp_disabled),
+            thp_disabled: Some(process.thp_disabled),
         };
         img.write_mm(upid, &mm_entry)?;
-        for t in &c.threads {
+        for t in &process.threads {
             let mut core = t.core.clone();
             if let Some(th) = core.thread_core.as_mut()
                 && t.seccomp_mode != 0
@@ -556,33 +519,33 @@ fn write_images(
             }
             img.write_core(t.tid as u32, &core)?;
         }
-        let mut task_ids = ids::task_ids(&c.ns, own_ns, 0);
+        let mut task_ids = ids::task_ids(&process.ns, own_ns, 0);
         kobj_ids.assign(pid, &mut task_ids);
         img.write_ids(upid, &task_ids)?;
         img.write_fs(
             upid,
             &FsEntry {
-                cwd_id: c.cwd_id,
-                root_id: c.root_id,
-                umask: Some(c.umask),
+                cwd_id: process.cwd_id,
+                root_id: process.root_id,
+                umask: Some(process.umask),
             },
         )?;
         // Processes sharing one descriptor table (CLONE_FILES) share one fdinfo image.
         if !fdinfo_written.contains(&task_ids.files_id) {
-            img.write_fdinfo(task_ids.files_id, &c.fdinfo)?;
+            img.write_fdinfo(task_ids.files_id, &process.fdinfo)?;
             fdinfo_written.push(task_ids.files_id);
         }
-        let ppid = if k == 0 || !in_tree(c.stat.ppid) {
+        let ppid = if n == 0 || !in_tree(process.stat.ppid) {
             0
         } else {
-            c.stat.ppid as u32
+            process.stat.ppid as u32
         };
         tree.push(PstreeEntry {
             pid: upid,
             ppid,
-            pgid: c.stat.pgid as u32,
-            sid: c.stat.sid as u32,
-            threads: c.threads.iter().map(|t| t.tid as u32).collect(),
+            pgid: process.stat.pgid as u32,
+            sid: process.stat.sid as u32,
+            threads: process.threads.iter().map(|t| t.tid as u32).collect(),
         });
     }
     // Zombies: a pstree entry and a core with the task's end, as CRIU saves them.
@@ -596,9 +559,9 @@ fn write_images(
         });
         img.write_core(*z as u32, &core::zombie_core(st))?;
     }
-    let s = shared.write(dir, 1 + procs.len() as u32)?;
-    stats.scanned += s.scanned;
-    stats.written += s.written;
+    let shared_stats = shared.write(dir, 1 + procs.len() as u32)?;
+    stats.scanned += shared_stats.scanned;
+    stats.written += shared_stats.written;
     files.write(dir)?;
     img.write_pstree(&tree)?;
     if !files.locks().is_empty() {
@@ -633,11 +596,11 @@ fn write_stats(dir: &Path, s: &pages::PageStats, frozen_us: u64) -> Result<(), D
     Ok(())
 }
 
-fn write_inventory(dir: &Path, c: &Collected) -> Result<(), DumpError> {
+fn write_inventory(dir: &Path, root: &Collected) -> Result<(), DumpError> {
     let inv = InventoryEntry {
         img_version: magic::IMAGES_V1_1,
         fdinfo_per_id: Some(true),
-        root_ids: Some(ids::task_ids(&c.own_ns, &c.own_ns, 1)),
+        root_ids: Some(ids::task_ids(&root.own_ns, &root.own_ns, 1)),
         ns_per_id: Some(true),
         root_cg_set: None,
         lsmtype: Some(Lsmtype::NoLsm as i32),

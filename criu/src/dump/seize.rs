@@ -71,7 +71,7 @@ fn settle_tree(out: &mut Vec<(i32, Task)>, zombies: &mut Vec<i32>) -> Result<(),
         let mut fresh = Vec::new();
         for (p, task) in out.iter() {
             let known = task.threads();
-            let listed = compel_threads(*p)?;
+            let listed = listed_threads(*p)?;
             if let Some(tid) = listed.iter().find(|t| !known.contains(t)) {
                 return Err(DumpError::Unstable {
                     pid: *p,
@@ -127,7 +127,7 @@ fn settle_tree(out: &mut Vec<(i32, Task)>, zombies: &mut Vec<i32>) -> Result<(),
 }
 
 /// The thread ids listed in `/proc/PID/task`.
-fn compel_threads(pid: i32) -> Result<Vec<i32>, DumpError> {
+fn listed_threads(pid: i32) -> Result<Vec<i32>, DumpError> {
     let dir = format!("/proc/{pid}/task");
     let rd = std::fs::read_dir(&dir).map_err(file_err(format!("list {dir}")))?;
     Ok(rd

@@ -8,19 +8,19 @@ use criu_images::pb::{CoreEntry, SeccompFilter};
 
 use super::DumpError;
 use super::core::{self, CoreInput};
-use super::inside::{self, InsideState};
 use super::proc::{self, PosixTimerInfo, ProcStat, ProcStatus};
 use super::seccomp;
+use super::self_state::{self, Scratch, SelfState, ThreadSelfState};
 
 /// What the threads of one process share: the leader's `/proc` files, the process-wide state
-/// read from inside, and the process-wide signal queue.
+/// reads about itself, and the process-wide signal queue.
 pub(super) struct ProcessState<'a> {
     /// The leader's `/proc/PID/stat`.
     pub stat: &'a ProcStat,
     /// The leader's `/proc/PID/status`.
     pub status: &'a ProcStatus,
-    /// The process's inside state (the leader's own per-thread values included).
-    pub inside: &'a InsideState,
+    /// What the process reads about itself (the leader's own thread state included).
+    pub self_state: &'a SelfState,
     /// `/proc/PID/timers`.
     pub timers: &'a [PosixTimerInfo],
     /// `/proc/PID/personality`.
@@ -63,12 +63,12 @@ pub(super) fn dump_threads(
     let mut tids = task.threads();
     tids.sort_by_key(|&t| t != pid);
     // What each other thread keeps for itself is read in that thread, through a scratch page.
-    let others: Vec<(i32, inside::ThreadInside)> = if tids.len() > 1 {
-        let scratch = inside::Scratch::map(task, pid)?;
+    let others: Vec<(i32, ThreadSelfState)> = if tids.len() > 1 {
+        let scratch = Scratch::map(task, pid)?;
         let mut v = Vec::new();
         let mut err = None;
         for &tid in tids.iter().filter(|&&t| t != pid) {
-            match inside::read_thread_inside(task, tid, &scratch) {
+            match self_state::read_thread(task, tid, &scratch) {
                 Ok(st) => v.push((tid, st)),
                 Err(e) => {
                     err = Some(e);
@@ -88,7 +88,7 @@ pub(super) fn dump_threads(
     let mut out = Vec::with_capacity(tids.len());
     for &tid in &tids {
         let leader = tid == pid;
-        let (tstat, tstatus) = if leader {
+        let (stat, status) = if leader {
             (p.stat.clone(), p.status.clone())
         } else {
             (proc::read_stat(tid)?, proc::read_status(tid)?)
@@ -102,8 +102,8 @@ pub(super) fn dump_threads(
         let sigmask = task
             .sigmask(tid)
             .map_err(|source| DumpError::Registers { pid: tid, source })?;
-        let (sas, pdeath_sig, clear_tid_addr) = if leader {
-            (p.inside.sas, p.inside.pdeath_sig, p.inside.clear_tid_addr)
+        let own = if leader {
+            p.self_state.leader
         } else {
             others
                 .iter()
@@ -115,9 +115,9 @@ pub(super) fn dump_threads(
             regs: &regs,
             xsave: &xsave,
             sigmask,
-            stat: &tstat,
-            status: &tstatus,
-            inside: p.inside,
+            stat: &stat,
+            status: &status,
+            self_state: p.self_state,
             timers: p.timers,
             personality: p.personality,
             loginuid: p.loginuid,
@@ -133,11 +133,9 @@ pub(super) fn dump_threads(
                 Vec::new()
             },
             leader,
-            sas,
-            pdeath_sig,
-            clear_tid_addr,
+            thread: own,
         });
-        let mode = tstatus.seccomp;
+        let mode = status.seccomp;
         let filters = if mode == 2 {
             seccomp::filters(tid)?
         } else {

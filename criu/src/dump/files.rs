@@ -18,7 +18,7 @@ use criu_images::pb::{FdTypes, FdinfoEntry, FileEntry, FileLockEntry};
 use criu_images::{magic, names};
 
 use super::DumpError;
-use super::proc::{self, FdInfo, MapLine};
+use super::proc::{self, FdInfo, Mapping};
 use crate::files::regular::{self, Opened, Regular};
 use crate::files::{DumpFd, FileKind};
 
@@ -229,7 +229,7 @@ impl FileTable {
     ///
     /// # Errors
     /// [`DumpError::File`], [`DumpError::Unsupported`] for a file that is not regular.
-    pub fn add_mapped(&mut self, pid: i32, m: &MapLine, flags: u32) -> Result<u32, DumpError> {
+    pub fn add_mapped(&mut self, pid: i32, m: &Mapping, flags: u32) -> Result<u32, DumpError> {
         let key = (m.dev_major, m.dev_minor, m.inode, flags, m.name.clone());
         if let Some(&id) = self.mapped_by_maps.get(&key) {
             return Ok(id);

@@ -8,31 +8,13 @@ use std::path::Path;
 
 use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
 use criu_images::pb::{self, CoreEntry, FileEntry, MmEntry, RegFileEntry, RemapFilePathEntry};
-use criu_images::{ImageDir, magic, names, sigaction_slot};
+use criu_images::vma::status;
+use criu_images::{ImageDir, magic, names, sigaction_slot, task_state};
 
 use super::abi;
 use super::error::RestoreError;
 use super::layout::{PAGE, TASK_SIZE};
 use super::plan::*;
-
-const VMA_AREA_REGULAR: u32 = 1 << 0;
-const VMA_AREA_VSYSCALL: u32 = 1 << 2;
-const VMA_AREA_VDSO: u32 = 1 << 3;
-const VMA_FILE_PRIVATE: u32 = 1 << 6;
-const VMA_FILE_SHARED: u32 = 1 << 7;
-const VMA_ANON_SHARED: u32 = 1 << 8;
-const VMA_ANON_PRIVATE: u32 = 1 << 9;
-const VMA_AREA_SYSVIPC: u32 = 1 << 10;
-const VMA_AREA_SOCKET: u32 = 1 << 11;
-const VMA_AREA_VVAR: u32 = 1 << 12;
-const VMA_AREA_AIORING: u32 = 1 << 13;
-const VMA_AREA_MEMFD: u32 = 1 << 14;
-const VMA_AREA_SHSTK: u32 = 1 << 15;
-const VMA_UNSUPP: u32 = 1 << 31;
-
-const TASK_ALIVE: u32 = 1;
-const TASK_DEAD: u32 = 2;
-const TASK_STOPPED: u32 = 3;
 
 pub(crate) fn img(file: &str, e: criu_images::ImageError) -> RestoreError {
     RestoreError::Image {
@@ -276,7 +258,7 @@ fn load_task(
         ..TaskPlan::default()
     };
     if let Some(tc) = &core.tc
-        && tc.task_state == TASK_DEAD
+        && tc.task_state == task_state::DEAD
     {
         plan.zombie = Some(tc.exit_code);
         plan.comm = tc.comm.clone();
@@ -463,8 +445,8 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
     }
     plan.fpu = fpu;
     match tc.task_state {
-        TASK_ALIVE => {}
-        TASK_STOPPED => {
+        task_state::ALIVE => {}
+        task_state::STOPPED => {
             let sig = tc.stop_signo.map_or(libc::SIGSTOP, |s| s as i32);
             // A stop signal the task blocks would only pend: stop it with SIGSTOP then.
             let blocked = sig > 0 && sig <= 64 && plan.sigmask & (1 << (sig - 1)) != 0;
@@ -703,7 +685,7 @@ fn memory(
         let unsupported = |what: &str| RestoreError::Unsupported {
             what: format!("{what} at {:#x}", v.start),
         };
-        if st & VMA_AREA_VSYSCALL != 0 {
+        if st & status::VSYSCALL != 0 {
             plan.vmas.push(mk_vma(v, VmaKind::Vsyscall));
             continue;
         }
@@ -713,10 +695,10 @@ fn memory(
                 format!("area {:#x}-{:#x} beyond user space", v.start, v.end),
             ));
         }
-        if st & VMA_UNSUPP != 0 {
+        if st & status::UNSUPP != 0 {
             return Err(unsupported("an area CRIU marked unsupported"));
         }
-        if st & VMA_AREA_MEMFD != 0 {
+        if st & status::MEMFD != 0 {
             // CRIU writes shared anonymous memory as a mapping of a memfd named /dev/zero.
             let shmid = anon_shared_memfd(d, by_id, v.shmid as u32, file)?
                 .ok_or_else(|| unsupported("a memfd mapping"))?;
@@ -725,33 +707,33 @@ fn memory(
             plan.vmas.push(vma);
             continue;
         }
-        if st & (VMA_AREA_SYSVIPC | VMA_AREA_SOCKET | VMA_AREA_AIORING | VMA_AREA_SHSTK) != 0 {
+        if st & (status::SYSVIPC | status::SOCKET | status::AIORING | status::SHSTK) != 0 {
             return Err(unsupported(
                 "a System V shm, socket, aio or shadow-stack mapping",
             ));
         }
-        if st & VMA_AREA_REGULAR == 0 {
+        if st & status::REGULAR == 0 {
             return Err(unsupported("an irregular area"));
         }
-        let kind = if st & VMA_AREA_VVAR != 0 {
+        let kind = if st & status::VVAR != 0 {
             VmaKind::Vvar
-        } else if st & VMA_AREA_VDSO != 0 {
+        } else if st & status::VDSO != 0 {
             VmaKind::Vdso
-        } else if st & VMA_FILE_PRIVATE != 0 {
+        } else if st & status::FILE_PRIVATE != 0 {
             let r = check(v.shmid as u32)?;
             VmaKind::FilePrivate {
                 path: cpath(&r.name)?,
             }
-        } else if st & VMA_FILE_SHARED != 0 {
+        } else if st & status::FILE_SHARED != 0 {
             let r = check(v.shmid as u32)?;
             let acc = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32 & libc::O_ACCMODE;
             VmaKind::FileShared {
                 path: cpath(&r.name)?,
                 writable: acc != libc::O_RDONLY,
             }
-        } else if st & VMA_ANON_SHARED != 0 {
+        } else if st & status::ANON_SHARED != 0 {
             VmaKind::AnonShared { shmid: v.shmid }
-        } else if st & VMA_ANON_PRIVATE != 0 {
+        } else if st & status::ANON_PRIVATE != 0 {
             VmaKind::AnonPrivate
         } else {
             return Err(unsupported("an area of unknown kind"));

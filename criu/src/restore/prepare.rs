@@ -648,7 +648,7 @@ pub fn prepare(
         blob_size + args_size + STACK_SIZE + plan.threads.len() as u64 * THREAD_STACK_SIZE;
     let total = premap_size + PAGE + restorer_len + scratch_size;
 
-    let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
+    let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start.0, m.end.0)).collect();
     busy.extend(plan.vmas.iter().map(|v| (v.start, v.end)));
     let base = layout::find_gap(&busy, total)?;
     // SAFETY: MAP_FIXED_NOREPLACE only takes the range if nothing is mapped there.

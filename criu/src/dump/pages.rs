@@ -1,13 +1,12 @@
-//! The memory of a task: its VMAs as CRIU's `vma_entry`s, and the contents of its private pages
-//! as `pagemap-PID.img` + `pages-N.img`.
+//! The contents of a task's memory: which pages of its VMAs ([`super::vma`]) are saved, written
+//! as `pagemap-PID.img` + `pages-N.img`, and shared anonymous memory once per object as
+//! `pagemap-shmem-SHMID.img`. This is where incremental dumps (pre-dump, a parent's pages) go.
 //!
-//! VMAs are classified the way CRIU classifies them (`VMA_AREA_REGULAR`, `VMA_ANON_PRIVATE`,
-//! `VMA_FILE_PRIVATE`, `VMA_FILE_SHARED`, heap, vDSO, `[vvar]` + `[vvar_vclock]` merged into one
-//! `VMA_AREA_VVAR`, vsyscall). Pages are dumped for private VMAs only: every present or swapped
-//! page of an anonymous private VMA, and the copied-on-write (anonymous) pages of a private file
-//! mapping; shared file mappings live in their files and `[vvar]` is the kernel's. Contents are
-//! read with `process_vm_readv` in large batches (the fast path), or through `/proc/PID/mem` for
-//! VMAs the task itself cannot read (`PROT_NONE` holding data).
+//! Pages are dumped for private VMAs only: every present or swapped page of an anonymous private
+//! VMA, and the copied-on-write (anonymous) pages of a private file mapping; shared file mappings
+//! live in their files and `[vvar]` is the kernel's. Contents are read with `process_vm_readv` in
+//! large batches (the fast path), or through `/proc/PID/mem` for VMAs the task itself cannot read
+//! (`PROT_NONE` holding data).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -15,199 +14,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PRESENT};
-use criu_images::pb::VmaEntry;
+use criu_images::vma::status;
 use criu_images::{Pagemap, names};
 
 use super::DumpError;
-use super::files::FileTable;
-use super::proc::MapLine;
-
-/// CRIU's VMA status bits (`vma_entry.status`).
-pub mod status {
-    /// A mapping criu restores.
-    pub const REGULAR: u32 = 1 << 0;
-    /// The stack.
-    pub const STACK: u32 = 1 << 1;
-    /// `[vsyscall]`.
-    pub const VSYSCALL: u32 = 1 << 2;
-    /// `[vdso]`.
-    pub const VDSO: u32 = 1 << 3;
-    /// `[heap]`.
-    pub const HEAP: u32 = 1 << 5;
-    /// Private file mapping.
-    pub const FILE_PRIVATE: u32 = 1 << 6;
-    /// Shared file mapping.
-    pub const FILE_SHARED: u32 = 1 << 7;
-    /// Shared anonymous mapping.
-    pub const ANON_SHARED: u32 = 1 << 8;
-    /// Private anonymous mapping.
-    pub const ANON_PRIVATE: u32 = 1 << 9;
-    /// `[vvar]` (and `[vvar_vclock]`).
-    pub const VVAR: u32 = 1 << 12;
-    /// memfd-backed mapping.
-    pub const MEMFD: u32 = 1 << 14;
-}
-
-/// The task size of x86_64 with 4-level page tables: VMAs above it (vsyscall) are the kernel's.
-pub const TASK_SIZE: u64 = (1 << 47) - PAGE_SIZE;
-
-const MAP_SHARED: u32 = libc::MAP_SHARED as u32;
-const MAP_PRIVATE: u32 = libc::MAP_PRIVATE as u32;
-const MAP_ANONYMOUS: u32 = libc::MAP_ANONYMOUS as u32;
-
-/// One VMA of the dump with what its pages need.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Vma {
-    /// The image entry.
-    pub entry: VmaEntry,
-    /// Whether the task itself may read it (`r` permission).
-    pub readable: bool,
-}
-
-impl Vma {
-    fn is(&self, bits: u32) -> bool {
-        self.entry.status & bits == bits
-    }
-
-    /// Whether this VMA's pages go into the pages image.
-    pub fn dumps_pages(&self) -> bool {
-        (self.is(status::ANON_PRIVATE) || self.is(status::FILE_PRIVATE))
-            && !self.is(status::VVAR)
-            && self.entry.end <= TASK_SIZE
-    }
-}
-
-/// Turns `/proc/PID/smaps` lines into CRIU's VMA entries, registering mapped files in `files`.
-///
-/// # Errors
-/// [`DumpError::Unsupported`] for mappings criu cannot dump (devices, shared anonymous memory,
-/// SysV shm), [`DumpError::File`] if a mapped file cannot be reached.
-pub fn classify(pid: i32, maps: &[MapLine], files: &mut FileTable) -> Result<Vec<Vma>, DumpError> {
-    let mut out: Vec<Vma> = Vec::with_capacity(maps.len());
-    for m in maps {
-        let mut prot = 0u32;
-        if m.read {
-            prot |= libc::PROT_READ as u32;
-        }
-        if m.write {
-            prot |= libc::PROT_WRITE as u32;
-        }
-        if m.exec {
-            prot |= libc::PROT_EXEC as u32;
-        }
-        let mut flags = if m.shared { MAP_SHARED } else { MAP_PRIVATE };
-        let mut madv = 0u64;
-        for f in &m.vm_flags {
-            match f {
-                b"gd" => flags |= libc::MAP_GROWSDOWN as u32,
-                b"lo" => flags |= libc::MAP_LOCKED as u32,
-                b"nr" => flags |= libc::MAP_NORESERVE as u32,
-                b"ht" => flags |= libc::MAP_HUGETLB as u32,
-                b"sr" => madv |= 1 << libc::MADV_SEQUENTIAL,
-                b"rr" => madv |= 1 << libc::MADV_RANDOM,
-                b"dc" => madv |= 1 << libc::MADV_DONTFORK,
-                b"dd" => madv |= 1 << libc::MADV_DONTDUMP,
-                b"mg" => madv |= 1 << libc::MADV_MERGEABLE,
-                b"hg" => madv |= 1 << libc::MADV_HUGEPAGE,
-                b"nh" => madv |= 1 << libc::MADV_NOHUGEPAGE,
-                b"wf" => madv |= 1 << libc::MADV_WIPEONFORK,
-                _ => {}
-            }
-        }
-        let mut e = VmaEntry {
-            start: m.start,
-            end: m.end,
-            pgoff: m.pgoff,
-            shmid: 0,
-            prot,
-            flags,
-            status: 0,
-            fd: -1,
-            madv: (madv != 0).then_some(madv),
-            fdflags: None,
-        };
-        let anon = |e: &mut VmaEntry| {
-            e.flags |= MAP_ANONYMOUS;
-            e.status |= status::ANON_PRIVATE;
-        };
-        match m.name.as_str() {
-            "[vsyscall]" => {
-                e.status = status::VSYSCALL;
-                anon(&mut e);
-            }
-            "[vdso]" => {
-                e.status = status::REGULAR | status::VDSO;
-                anon(&mut e);
-            }
-            "[vvar]" | "[vvar_vclock]" => {
-                // CRIU merges the adjacent vvar areas into one.
-                if let Some(prev) = out.last_mut()
-                    && prev.is(status::VVAR)
-                    && prev.entry.end == e.start
-                {
-                    prev.entry.end = e.end;
-                    continue;
-                }
-                e.status = status::REGULAR | status::VVAR;
-                anon(&mut e);
-            }
-            "[heap]" => {
-                e.status = status::REGULAR | status::HEAP;
-                anon(&mut e);
-            }
-            "[uprobes]" => {
-                return Err(DumpError::Unsupported {
-                    what: format!("uprobes vma {:#x}-{:#x}", m.start, m.end),
-                });
-            }
-            _ if m.inode == 0 && !m.name.starts_with('/') => {
-                // Anonymous ([stack], [anon:...], or unnamed).
-                if m.shared {
-                    return Err(DumpError::Unsupported {
-                        what: format!(
-                            "shared anonymous mapping {:#x}-{:#x} of {pid}",
-                            m.start, m.end
-                        ),
-                    });
-                }
-                e.status = status::REGULAR;
-                anon(&mut e);
-            }
-            name if m.shared && name.starts_with("/dev/zero") => {
-                // Shared anonymous memory (`MAP_SHARED | MAP_ANONYMOUS`): a shmem object named by
-                // its inode; its pages go to pagemap-shmem-SHMID.img.
-                e.flags |= MAP_ANONYMOUS;
-                e.status = status::REGULAR | status::ANON_SHARED;
-                e.shmid = m.inode;
-            }
-            name => {
-                if name.starts_with("/SYSV") || name.starts_with("/memfd:") {
-                    return Err(DumpError::Unsupported {
-                        what: format!("shared memory mapping {name} at {:#x} of {pid}", m.start),
-                    });
-                }
-                let fdflags = if m.shared && m.write {
-                    libc::O_RDWR as u32
-                } else {
-                    libc::O_RDONLY as u32
-                };
-                e.shmid = u64::from(files.add_mapped(pid, m, fdflags)?);
-                e.fdflags = Some(fdflags);
-                e.status = status::REGULAR
-                    | if m.shared {
-                        status::FILE_SHARED
-                    } else {
-                        status::FILE_PRIVATE
-                    };
-            }
-        }
-        out.push(Vma {
-            entry: e,
-            readable: m.read,
-        });
-    }
-    Ok(out)
-}
+use super::vma::Vma;
 
 /// Page bits of `/proc/PID/pagemap`.
 const PM_PRESENT: u64 = 1 << 63;
@@ -961,6 +772,9 @@ fn read_remote(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), DumpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dump::files::FileTable;
+    use crate::dump::proc::read_smaps;
+    use crate::dump::vma::classify;
 
     #[test]
     fn mount_huge_reads_super_options() {
@@ -977,8 +791,6 @@ mod tests {
         assert!(!mount_huge(mi, (0, 99)));
         assert!(!mount_huge("garbage\n\n - -", (0, 26)));
     }
-    use crate::dump::proc::read_smaps;
-
     #[test]
     fn scan_and_pagemap_agree() {
         use std::os::fd::AsRawFd;
@@ -1046,31 +858,6 @@ mod tests {
         unsafe {
             libc::munmap(a as *mut libc::c_void, 16 * 4096);
             libc::munmap(fm as *mut libc::c_void, 4 * 4096);
-        }
-    }
-
-    #[test]
-    fn classify_own_maps() {
-        let pid = std::process::id() as i32;
-        let maps = read_smaps(pid).unwrap();
-        let mut files = FileTable::new(1 << 20);
-        let vmas = classify(pid, &maps, &mut files).unwrap();
-        let vdso = vmas.iter().find(|v| v.is(status::VDSO)).unwrap();
-        assert!(vdso.dumps_pages());
-        assert_eq!(vdso.entry.flags, MAP_PRIVATE | MAP_ANONYMOUS);
-        let vvars: Vec<_> = vmas.iter().filter(|v| v.is(status::VVAR)).collect();
-        assert_eq!(vvars.len(), 1, "vvar areas are merged");
-        assert!(!vvars[0].dumps_pages());
-        let stack = vmas
-            .iter()
-            .find(|v| v.entry.flags & libc::MAP_GROWSDOWN as u32 != 0)
-            .unwrap();
-        assert_eq!(stack.entry.status, status::REGULAR | status::ANON_PRIVATE);
-        let exe = vmas.iter().find(|v| v.is(status::FILE_PRIVATE)).unwrap();
-        assert_eq!(exe.entry.fdflags, Some(0));
-        assert!(exe.entry.shmid >= 1);
-        if let Some(vs) = vmas.iter().find(|v| v.is(status::VSYSCALL)) {
-            assert!(!vs.dumps_pages());
         }
     }
 }

@@ -23,6 +23,10 @@ fn main() -> ExitCode {
     };
     if opts.help {
         print!("{USAGE}");
+        println!(
+            "\nFeatures for check --feature (or list):\n  {}",
+            criu::check::feature_names().join(", ")
+        );
         return ExitCode::SUCCESS;
     }
     if opts.version {
@@ -113,7 +117,13 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
         Command::Check => {
             if let Some(f) = &opts.feature {
                 if f == "list" {
-                    println!("{}", criu::check::feature_names().join(" "));
+                    // CRIU 3.x's `--feature list`: every name followed by a space.
+                    let mut line = String::new();
+                    for n in criu::check::feature_names() {
+                        line.push_str(n);
+                        line.push(' ');
+                    }
+                    println!("{line}");
                     return Ok(ExitCode::SUCCESS);
                 }
                 criu::check::check_feature(f).map_err(|e| fail(e.into()))?;

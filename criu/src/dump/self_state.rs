@@ -20,6 +20,7 @@ use compel_arch::nr;
 use parasite_blobs::dump::proto::{CMD_DUMP_MISC, MAX_TIMERS, Misc};
 
 use super::{DumpError, chain};
+use crate::options::InsideMethod;
 
 /// A page mapped in the task for syscall results.
 #[derive(Debug)]
@@ -86,13 +87,15 @@ pub struct SelfState {
     pub leader: ThreadSelfState,
 }
 
-/// Environment variable choosing how the dump reads what the task reads about itself:
-/// `parasite` (the default: the dump parasite, falling back to remote syscalls if infection
-/// fails) or `syscalls` (compel remote syscalls only).
+/// Environment variable the `criu` binary maps into [`DumpOptions::inside_method`]: `parasite`
+/// (the default: the dump parasite, falling back to remote syscalls if infection fails) or
+/// `syscalls` (compel remote syscalls only).
+///
+/// [`DumpOptions::inside_method`]: crate::options::DumpOptions::inside_method
 pub const INSIDE_METHOD_ENV: &str = "CRIU_DUMP_INSIDE";
 
-/// Reads the task's [`SelfState`] with the dump parasite or, if that fails or
-/// [`INSIDE_METHOD_ENV`] says `syscalls`, with remote syscalls; `timer_ids` are the POSIX timer
+/// Reads the task's [`SelfState`] with the dump parasite or, if that fails or `method` says
+/// [`InsideMethod::Syscalls`], with remote syscalls; `timer_ids` are the POSIX timer
 /// ids listed in `/proc/PID/timers`, `timeout_s` bounds every wait for the parasite.
 ///
 /// # Errors
@@ -102,9 +105,9 @@ pub(super) fn read(
     pid: i32,
     timer_ids: &[i32],
     timeout_s: u32,
+    method: InsideMethod,
 ) -> Result<SelfState, DumpError> {
-    let method = std::env::var(INSIDE_METHOD_ENV).unwrap_or_default();
-    if method != "syscalls" {
+    if method == InsideMethod::Parasite {
         let timeout = std::time::Duration::from_secs(u64::from(timeout_s.max(1)));
         match read_by_parasite(task, pid, timer_ids, timeout) {
             Ok(st) => {

@@ -18,6 +18,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod files;
 pub mod log;
 pub mod options;
 pub mod pidfile;

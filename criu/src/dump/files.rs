@@ -65,6 +65,8 @@ pub struct FileTable {
     seen: HashMap<(u64, u64), Vec<OpenDesc>>,
     /// `(pipe inode, pipe size, waiting bytes)` of pipes holding data.
     pipe_data: Vec<(u32, u32, Vec<u8>)>,
+    /// Sockets of the tree (unix, netlink, packet).
+    sockets: crate::files::sockets::SocketDump,
     /// File locks held by the tree, as `filelocks.img` lists them.
     locks: Vec<FileLockEntry>,
     /// What makes each of `locks` one lock (flock/OFD: open file; POSIX: process and inode).
@@ -88,6 +90,18 @@ fn fown_zero() -> FownEntry {
         signum: 0,
         pid_type: 0,
         pid: 0,
+    }
+}
+
+/// A socket module's error as a dump error.
+fn socket_err(e: crate::files::socket::SocketError) -> DumpError {
+    use crate::files::socket::SocketError as S;
+    match e {
+        S::Unsupported { what } => DumpError::Unsupported { what },
+        S::Sys { what, source } => DumpError::File { what, source },
+        other => DumpError::Unsupported {
+            what: other.to_string(),
+        },
     }
 }
 
@@ -425,6 +439,39 @@ impl FileTable {
                 });
                 continue;
             }
+            if let Some(ino) = name
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                let key = (meta.dev(), meta.ino());
+                let (id, ty) = match self.find_open(key, pid, fd) {
+                    Some(id) => (id, self.type_of(id)),
+                    None => {
+                        let id = self.next_id();
+                        let e = self
+                            .sockets
+                            .add(pid, fd, ino, info.flags, id)
+                            .map_err(socket_err)?;
+                        let ty = e.r#type;
+                        self.entries.push(e);
+                        self.seen.entry(key).or_default().push((pid, fd, id));
+                        (id, ty)
+                    }
+                };
+                out.push(FdinfoEntry {
+                    id,
+                    flags: if info.flags & libc::O_CLOEXEC as u32 != 0 {
+                        libc::FD_CLOEXEC as u32
+                    } else {
+                        0
+                    },
+                    r#type: ty,
+                    fd: fd as u32,
+                    xattr_security_selinux: None,
+                });
+                continue;
+            }
             if name.starts_with("/memfd:") {
                 // Not a deleted file of that name: a memfd, which needs its own image kind.
                 return Err(DumpError::Unsupported {
@@ -651,6 +698,41 @@ impl FileTable {
         Ok(id)
     }
 
+    /// Finishes the sockets once every process was collected: checks that each unix socket's
+    /// peer is in the tree (or, with `ext_unix_sk`, adds the outside peer as an external
+    /// entry) and puts the final unix entries in place.
+    ///
+    /// # Errors
+    /// [`DumpError::Unsupported`] naming the socket.
+    pub fn finish_sockets(&mut self, ext_unix_sk: Option<&[u32]>) -> Result<(), DumpError> {
+        let mut next = self.next_id();
+        let extra = self
+            .sockets
+            .unix
+            .finish(ext_unix_sk, || {
+                let id = next;
+                next += 1;
+                id
+            })
+            .map_err(socket_err)?;
+        for e in self.entries.iter_mut() {
+            if let Some(u) = e.usk.as_mut()
+                && let Some(f) = self.sockets.unix.entry(u.ino)
+            {
+                *u = f.clone();
+            }
+        }
+        for u in extra {
+            self.entries.push(FileEntry {
+                r#type: FdTypes::Unixsk as i32,
+                id: u.id,
+                usk: Some(u),
+                ..FileEntry::default()
+            });
+        }
+        Ok(())
+    }
+
     /// Writes `files.img`, `remap-fpath.img` and the ghost files into `dir`.
     ///
     /// # Errors
@@ -667,6 +749,7 @@ impl FileTable {
         for g in &self.ghosts {
             self.write_ghost(dir, g)?;
         }
+        self.sockets.write(dir)?;
         if !self.pipe_data.is_empty() {
             let mut w = ImageWriter::create_in(dir, names::PIPES_DATA, magic::PIPES_DATA)?;
             for (pipe_id, size, data) in &self.pipe_data {

@@ -7,6 +7,12 @@
 //! a process back, and
 //! [`pidfile`] writes `--pidfile` the way CRIU does.
 //!
+//! Open files are in [`files`], one module per kind (regular files, pipes, eventfd, epoll, ...)
+//! holding both its dump and its restore behind one interface ([`files::FileKind`] and
+//! [`files::RestoreFile`]). A new kind of file is one new module there plus one line in
+//! [`files::kinds`]; the dump ([`dump::files`]) and the restore only dispatch on the kind and
+//! keep what all kinds share (file ids, shared open files, ordering).
+//!
 //! ```no_run
 //! use criu::options::Options;
 //!

@@ -12,9 +12,12 @@
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use std::sync::Arc;
+
 use super::abi;
-use super::plan::{FdSource, SessionOp};
+use super::plan::SessionOp;
 use super::prepare::HUGE;
+use crate::files::{MAX_ENDS, RestoreFile};
 
 /// Child stages, reported in [`abi::Status::stage`] (the restorer's own stages are below 100).
 pub const CHILD_SESSION: u32 = 100;
@@ -117,44 +120,15 @@ pub struct FillOp {
 /// One descriptor to create.
 #[derive(Debug)]
 pub enum FdOp {
-    /// Open a path and seek.
-    Open {
-        /// Target fd.
-        fd: i32,
-        /// Path.
-        path: CString,
-        /// open flags.
-        flags: i32,
-        /// Offset.
-        pos: u64,
-        /// `FD_CLOEXEC`.
-        cloexec: bool,
-    },
-    /// Recreate a deleted file from its content, open it, unlink it.
-    Deleted {
-        /// Target fd.
-        fd: i32,
-        /// Path.
-        path: CString,
-        /// open flags.
-        flags: i32,
-        /// Offset.
-        pos: u64,
-        /// Permission bits.
-        mode: u32,
-        /// Content.
-        content: Vec<u8>,
-        /// `FD_CLOEXEC`.
-        cloexec: bool,
-    },
-    /// An eventfd, signalfd, timerfd or epoll instance made anew.
-    Anon {
-        /// Target fd.
-        fd: i32,
-        /// `FD_CLOEXEC`.
-        cloexec: bool,
+    /// Make an open file of some kind (all of its ends at once) and place the ends this task
+    /// holds; the others are closed.
+    Make {
         /// What to make.
-        source: FdSource,
+        file: Arc<dyn RestoreFile>,
+        /// For each end: its target fd and `FD_CLOEXEC`.
+        at: [Option<(i32, bool)>; MAX_ENDS],
+        /// The first target fd, for reports.
+        first: i32,
     },
     /// Duplicate an fd created earlier, or one the engine made for several tasks and this
     /// task inherited (same open file description).
@@ -165,19 +139,6 @@ pub enum FdOp {
         of: i32,
         /// `FD_CLOEXEC`.
         cloexec: bool,
-    },
-    /// A pipe: ends at the given fds.
-    Pipe {
-        /// Read end fd and its cloexec.
-        read: Option<(i32, bool)>,
-        /// Write end fd and its cloexec.
-        write: Option<(i32, bool)>,
-        /// Status flags (`O_NONBLOCK`).
-        flags: i32,
-        /// Bytes to put back into the pipe before its ends are placed.
-        data: Vec<u8>,
-        /// Capacity to set first when the data needs more than the default (0: leave it).
-        size: u32,
     },
 }
 
@@ -1351,35 +1312,6 @@ fn close_others(p: &ChildPlan) {
     unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0) };
 }
 
-/// Creates the file of a descriptor whose file was deleted while open: at `path` (which must
-/// not exist), with permission bits `mode` and the saved `content`. On failure nothing is left
-/// at `path`; `fd` is the target descriptor, for the report.
-pub(crate) fn recreate(path: &CString, mode: u32, content: &[u8], fd: i32) -> Result<(), Fail> {
-    // SAFETY: creates a new file at a NUL-terminated path we own, writes the saved content from
-    // a live slice and closes it; on a failed write the half-written file is removed.
-    unsafe {
-        let w = libc::open(
-            path.as_ptr(),
-            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-            mode,
-        );
-        let w = ok(CHILD_FDS, w as _, fd as u64)? as i32;
-        let mut done = 0usize;
-        while done < content.len() {
-            let n = libc::write(w, content[done..].as_ptr().cast(), content.len() - done);
-            if n <= 0 {
-                let e = if n < 0 { errno() } else { libc::EIO };
-                libc::close(w);
-                libc::unlink(path.as_ptr());
-                return Err(Fail(CHILD_FDS, e, fd as u64));
-            }
-            done += n as usize;
-        }
-        libc::close(w);
-    }
-    Ok(())
-}
-
 /// Moves `tmp` to `fd` with the given close-on-exec flag.
 fn place(tmp: i32, fd: i32, cloexec: bool) -> Result<(), Fail> {
     let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
@@ -1404,28 +1336,6 @@ fn place(tmp: i32, fd: i32, cloexec: bool) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Gives a new pipe its dumped capacity `size` (when above the default; a refused grow is left to
-/// the write to report) and writes its saved bytes into its write end `wt`.
-pub(crate) fn refill(wt: i32, data: &[u8], size: u32, first: i32) -> Result<(), Fail> {
-    if size > 65536 {
-        // SAFETY: fcntl on the pipe end we just created; failure only leaves the default size.
-        unsafe {
-            libc::fcntl(wt, libc::F_SETPIPE_SZ, size as libc::c_int);
-        }
-    }
-    let mut off = 0;
-    while off < data.len() {
-        // SAFETY: writes from a live slice's remainder to the pipe end we own.
-        let n = unsafe { libc::write(wt, data[off..].as_ptr().cast(), data.len() - off) };
-        let n = ok(CHILD_FDS, n as _, first as u64)?;
-        if n == 0 {
-            return Err(Fail(CHILD_FDS, libc::EAGAIN, first as u64));
-        }
-        off += n as usize;
-    }
-    Ok(())
-}
-
 /// Moves a fresh descriptor above every target number.
 fn lift(p: &ChildPlan, fd: i32, target: i32) -> Result<i32, Fail> {
     // SAFETY: fcntl/close on a descriptor this child just created.
@@ -1436,56 +1346,27 @@ fn lift(p: &ChildPlan, fd: i32, target: i32) -> Result<i32, Fail> {
     }
 }
 
-fn open_seek(p: &ChildPlan, path: &CString, flags: i32, pos: u64, fd: i32) -> Result<i32, Fail> {
-    let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-    // SAFETY: open with a NUL-terminated path we own.
-    let t = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
-    let t = ok(CHILD_FDS, t as _, fd as u64)? as i32;
-    let t = lift(p, t, fd)?;
-    if pos != 0 {
-        // SAFETY: lseek on a descriptor we own.
-        let r = unsafe { libc::lseek(t, pos as libc::off_t, libc::SEEK_SET) };
-        ok(CHILD_FDS, r as _, fd as u64)?;
-    }
-    Ok(t)
-}
-
 fn fds(p: &ChildPlan) -> Result<(), Fail> {
     for op in &p.fds {
         match op {
-            FdOp::Open {
-                fd,
-                path,
-                flags,
-                pos,
-                cloexec,
-            } => {
-                let t = open_seek(p, path, *flags, *pos, *fd)?;
-                place(t, *fd, *cloexec)?;
-            }
-            FdOp::Deleted {
-                fd,
-                path,
-                flags,
-                pos,
-                mode,
-                content,
-                cloexec,
-            } => {
-                recreate(path, *mode, content, *fd)?;
-                let t = open_seek(p, path, *flags, *pos, *fd);
-                // SAFETY: removes the file we just recreated, as it was deleted when dumped.
-                unsafe { libc::unlink(path.as_ptr()) };
-                place(t?, *fd, *cloexec)?;
-            }
-            FdOp::Anon {
-                fd,
-                cloexec,
-                source,
-            } => {
-                let t = make_anon(source, *fd)?;
-                let t = lift(p, t, *fd)?;
-                place(t, *fd, *cloexec)?;
+            FdOp::Make { file, at, first } => {
+                let ends = file
+                    .make_in_task(*first)
+                    .map_err(|e| Fail(CHILD_FDS, e.errno, e.detail))?;
+                let n = ends.n.min(MAX_ENDS);
+                let mut tmp = [-1i32; MAX_ENDS];
+                for (t, &made) in tmp.iter_mut().zip(&ends.fds[..n]) {
+                    *t = lift(p, made, *first)?;
+                }
+                for (&t, end) in tmp[..n].iter().zip(at) {
+                    match *end {
+                        Some((fd, ce)) => place(t, fd, ce)?,
+                        // SAFETY: closing an end this task does not hold, which we own.
+                        None => unsafe {
+                            libc::close(t);
+                        },
+                    }
+                }
             }
             FdOp::Dup { fd, of, cloexec } => {
                 // SAFETY: fcntl on a descriptor created earlier in this loop or inherited from
@@ -1494,134 +1375,9 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                 let t = ok(CHILD_FDS, t as _, *fd as u64)? as i32;
                 place(t, *fd, *cloexec)?;
             }
-            FdOp::Pipe {
-                read,
-                write,
-                flags,
-                data,
-                size,
-            } => {
-                let mut ends = [0i32; 2];
-                // SAFETY: pipe2 writes two descriptors into a live local array.
-                let r = unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | flags) };
-                let first = read.or(*write).map(|x| x.0).unwrap_or(-1);
-                ok(CHILD_FDS, r as _, first as u64)?;
-                let rt = lift(p, ends[0], first)?;
-                let wt = lift(p, ends[1], first)?;
-                refill(wt, data, *size, first)?;
-                match read {
-                    Some((fd, ce)) => place(rt, *fd, *ce)?,
-                    // SAFETY: closing the unused end we own.
-                    None => unsafe {
-                        libc::close(rt);
-                    },
-                }
-                match write {
-                    Some((fd, ce)) => place(wt, *fd, *ce)?,
-                    // SAFETY: closing the unused end we own.
-                    None => unsafe {
-                        libc::close(wt);
-                    },
-                }
-            }
         }
     }
     Ok(())
-}
-
-/// `TFD_IOC_SET_TICKS`: `_IOW('T', 0, u64)`.
-const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
-
-/// Makes an eventfd, signalfd, timerfd or epoll instance (for target `fd`) as saved.
-fn make_anon(source: &FdSource, fd: i32) -> Result<i32, Fail> {
-    let d = fd as u64;
-    // SAFETY: each arm calls the kernel with live locals and descriptors this process owns.
-    unsafe {
-        match source {
-            FdSource::EventFd { counter, flags } => {
-                // Made empty and non-blocking, the counter written in (it may not fit the
-                // initial value's 32 bits), then the saved flags.
-                let t = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
-                let t = ok(CHILD_FDS, t as _, d)? as i32;
-                if *counter != 0 {
-                    let n = libc::write(t, (counter as *const u64).cast(), 8);
-                    ok(CHILD_FDS, n as _, d)?;
-                }
-                let r = libc::fcntl(t, libc::F_SETFL, *flags);
-                ok(CHILD_FDS, r as _, d)?;
-                Ok(t)
-            }
-            FdSource::SignalFd { mask, flags } => {
-                let t = libc::syscall(
-                    libc::SYS_signalfd4,
-                    -1,
-                    mask as *const u64,
-                    8usize,
-                    libc::SFD_CLOEXEC | flags,
-                );
-                Ok(ok(CHILD_FDS, t as _, d)? as i32)
-            }
-            FdSource::TimerFd {
-                clock,
-                flags,
-                ticks,
-                settime_flags,
-                value,
-                interval,
-            } => {
-                let t = libc::timerfd_create(*clock, libc::TFD_CLOEXEC | flags);
-                let t = ok(CHILD_FDS, t as _, d)? as i32;
-                if value.0 != 0 || value.1 != 0 {
-                    let mut at = libc::timespec {
-                        tv_sec: value.0,
-                        tv_nsec: value.1,
-                    };
-                    if settime_flags & libc::TFD_TIMER_ABSTIME != 0 {
-                        // Set with an absolute time (and maybe TFD_TIMER_CANCEL_ON_SET, which
-                        // needs one): now on its clock plus the time that was left.
-                        let mut now: libc::timespec = std::mem::zeroed();
-                        let r = libc::clock_gettime(*clock, &mut now);
-                        ok(CHILD_FDS, r as _, d)?;
-                        at.tv_sec += now.tv_sec;
-                        at.tv_nsec += now.tv_nsec;
-                        if at.tv_nsec >= 1_000_000_000 {
-                            at.tv_sec += 1;
-                            at.tv_nsec -= 1_000_000_000;
-                        }
-                    }
-                    let spec = libc::itimerspec {
-                        it_interval: libc::timespec {
-                            tv_sec: interval.0,
-                            tv_nsec: interval.1,
-                        },
-                        it_value: at,
-                    };
-                    let r = libc::timerfd_settime(t, *settime_flags, &spec, std::ptr::null_mut());
-                    ok(CHILD_FDS, r as _, d)?;
-                }
-                if *ticks != 0 {
-                    let r = libc::ioctl(t, TFD_IOC_SET_TICKS as _, ticks as *const u64);
-                    ok(CHILD_FDS, r as _, d)?;
-                }
-                Ok(t)
-            }
-            FdSource::Epoll { flags, targets } => {
-                let t = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-                let t = ok(CHILD_FDS, t as _, d)? as i32;
-                if *flags != 0 {
-                    let r = libc::fcntl(t, libc::F_SETFL, *flags);
-                    ok(CHILD_FDS, r as _, d)?;
-                }
-                for &(tfd, events, data) in targets {
-                    let mut ev = libc::epoll_event { events, u64: data };
-                    let r = libc::epoll_ctl(t, libc::EPOLL_CTL_ADD, tfd, &mut ev);
-                    ok(CHILD_FDS, r as _, tfd as u64)?;
-                }
-                Ok(t)
-            }
-            _ => Err(Fail(CHILD_FDS, libc::EINVAL, d)),
-        }
-    }
 }
 
 fn fs(p: &ChildPlan) -> Result<(), Fail> {

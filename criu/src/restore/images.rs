@@ -7,10 +7,8 @@ use std::ffi::CString;
 use std::path::Path;
 
 use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
-use criu_images::pb::{
-    self, CoreEntry, FileEntry, GhostFileEntry, MmEntry, RegFileEntry, RemapFilePathEntry,
-};
-use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot};
+use criu_images::pb::{self, CoreEntry, FileEntry, MmEntry, RegFileEntry, RemapFilePathEntry};
+use criu_images::{ImageDir, magic, names, sigaction_slot};
 
 use super::RestoreError;
 use super::abi;
@@ -37,25 +35,21 @@ const TASK_ALIVE: u32 = 1;
 const TASK_DEAD: u32 = 2;
 const TASK_STOPPED: u32 = 3;
 
-const FD_REG: i32 = 1;
-const FD_PIPE: i32 = 2;
-const FD_TTY: i32 = 11;
-
-fn img(file: &str, e: criu_images::ImageError) -> RestoreError {
+pub(crate) fn img(file: &str, e: criu_images::ImageError) -> RestoreError {
     RestoreError::Image {
         file: file.to_string(),
         error: e,
     }
 }
 
-fn bad(file: &str, reason: impl Into<String>) -> RestoreError {
+pub(crate) fn bad(file: &str, reason: impl Into<String>) -> RestoreError {
     RestoreError::BadImage {
         file: file.to_string(),
         reason: reason.into(),
     }
 }
 
-fn cpath(s: &str) -> Result<CString, RestoreError> {
+pub(crate) fn cpath(s: &str) -> Result<CString, RestoreError> {
     CString::new(s.as_bytes()).map_err(|_| bad("files.img", format!("path {s:?} holds a NUL byte")))
 }
 
@@ -648,7 +642,11 @@ fn reg_of<'a>(
 }
 
 /// The kind-specific part of descriptor `fd`'s file entry (`what` names it in the error).
-fn kind_entry<'a, T>(part: &'a Option<T>, fd: i32, what: &str) -> Result<&'a T, RestoreError> {
+pub(crate) fn kind_entry<'a, T>(
+    part: &'a Option<T>,
+    fd: i32,
+    what: &str,
+) -> Result<&'a T, RestoreError> {
     part.as_ref()
         .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no {what} entry")))
 }
@@ -968,7 +966,14 @@ fn descriptors(
     shell_job: bool,
 ) -> Result<(), RestoreError> {
     let mut first_fd_of: HashMap<u32, i32> = HashMap::new();
-    let mut pipe_data: Option<HashMap<u32, (u32, Vec<u8>)>> = None;
+    // Every kind but the regular one, then that one: each parses the entries of its type.
+    let mut kinds = crate::files::kinds();
+    kinds.push(Box::new(crate::files::regular::Regular::default()));
+    let ctx = crate::files::ImageCtx {
+        dir: d,
+        remaps,
+        shell_job,
+    };
     let mut fds: Vec<Fd> = Vec::new();
     let mut sorted: Vec<&pb::FdinfoEntry> = fdinfo.iter().collect();
     sorted.sort_by_key(|f| f.fd);
@@ -991,113 +996,12 @@ fn descriptors(
                 format!("fd {fd} refers to missing file id {}", fi.id),
             ));
         };
-        let source = match fi.r#type {
-            FD_REG => {
-                let r = kind_entry(&fe.reg, fd, "regular file")?;
-                let flags = r.flags as i32;
-                if let Some(rm) = remaps.get(&r.id) {
-                    let content = ghost_content(d, rm.remap_id)?;
-                    let name = r.name.trim_end_matches(" (deleted)");
-                    FdSource::Deleted {
-                        path: cpath(&format!("{name}.criu-ghost.{}", rm.remap_id))?,
-                        flags,
-                        pos: r.pos,
-                        mode: r.mode.unwrap_or(0o600) & 0o7777,
-                        content,
-                    }
-                } else {
-                    if std::fs::symlink_metadata(&r.name).is_err() {
-                        return Err(RestoreError::MissingFile {
-                            path: r.name.clone().into(),
-                            source: std::io::Error::from_raw_os_error(libc::ENOENT),
-                        });
-                    }
-                    FdSource::Path {
-                        path: cpath(&r.name)?,
-                        flags,
-                        pos: r.pos,
-                    }
-                }
-            }
-            FD_PIPE => {
-                let p = kind_entry(&fe.pipe, fd, "pipe")?;
-                let acc = p.flags as i32 & libc::O_ACCMODE;
-                if pipe_data.is_none() {
-                    pipe_data = Some(pipes_data(d)?);
-                }
-                let (size, data) = pipe_data
-                    .as_ref()
-                    .and_then(|m| m.get(&p.pipe_id))
-                    .cloned()
-                    .unwrap_or_default();
-                FdSource::Pipe {
-                    id: p.pipe_id,
-                    write: acc == libc::O_WRONLY,
-                    flags: p.flags as i32 & libc::O_NONBLOCK,
-                    data,
-                    size,
-                }
-            }
-            FD_TTY => {
-                if !shell_job {
-                    return Err(RestoreError::Unsupported {
-                        what: format!("terminal at fd {fd} without --shell-job"),
-                    });
-                }
-                let flags = fe
-                    .tty
-                    .as_ref()
-                    .map(|t| t.flags as i32)
-                    .unwrap_or(libc::O_RDWR);
-                FdSource::Tty { flags }
-            }
-            t if t == pb::FdTypes::Eventfd as i32 => {
-                let e = kind_entry(&fe.efd, fd, "eventfd")?;
-                FdSource::EventFd {
-                    counter: e.counter,
-                    flags: e.flags as i32 & libc::O_NONBLOCK,
-                }
-            }
-            t if t == pb::FdTypes::Signalfd as i32 => {
-                let e = kind_entry(&fe.sgfd, fd, "signalfd")?;
-                FdSource::SignalFd {
-                    mask: e.sigmask,
-                    flags: e.flags as i32 & libc::O_NONBLOCK,
-                }
-            }
-            t if t == pb::FdTypes::Timerfd as i32 => {
-                let e = kind_entry(&fe.tfd, fd, "timerfd")?;
-                if e.vnsec >= 1_000_000_000 || e.insec >= 1_000_000_000 {
-                    return Err(bad(names::FILES, format!("fd {fd}: timerfd nanoseconds")));
-                }
-                FdSource::TimerFd {
-                    clock: e.clockid as i32,
-                    flags: e.flags as i32 & libc::O_NONBLOCK,
-                    ticks: e.ticks,
-                    settime_flags: e.settime_flags as i32,
-                    value: (e.vsec as i64, e.vnsec as i64),
-                    interval: (e.isec as i64, e.insec as i64),
-                }
-            }
-            t if t == pb::FdTypes::Eventpoll as i32 => {
-                let e = kind_entry(&fe.epfd, fd, "epoll")?;
-                let mut targets = Vec::with_capacity(e.tfd.len());
-                for t in &e.tfd {
-                    let tfd = i32::try_from(t.tfd)
-                        .map_err(|_| bad(names::FILES, format!("fd {fd}: epoll target")))?;
-                    targets.push((tfd, t.events, t.data));
-                }
-                FdSource::Epoll {
-                    flags: e.flags as i32 & libc::O_NONBLOCK,
-                    targets,
-                }
-            }
-            t => {
-                return Err(RestoreError::Unsupported {
-                    what: format!("fd {fd} of type {t}"),
-                });
-            }
+        let Some(kind) = kinds.iter_mut().find(|k| k.fd_type() as i32 == fi.r#type) else {
+            return Err(RestoreError::Unsupported {
+                what: format!("fd {fd} of type {}", fi.r#type),
+            });
         };
+        let source = FdSource::File(kind.parse(&ctx, fe, fd)?);
         fds.push(Fd {
             fd,
             file_id: fi.id,
@@ -1107,75 +1011,4 @@ fn descriptors(
     }
     plan.fds = fds;
     Ok(())
-}
-
-/// The most bytes one pipe may hold on restore (the kernel's default maximum pipe size).
-const MAX_PIPE_DATA: u32 = 1 << 20;
-
-/// Reads `pipes-data.img` (absent: no pipe had data) into pipe id -> (capacity, bytes).
-fn pipes_data(d: &ImageDir) -> Result<HashMap<u32, (u32, Vec<u8>)>, RestoreError> {
-    let name = names::PIPES_DATA;
-    let mut out = HashMap::new();
-    let path = d.file(name);
-    if !path.exists() {
-        return Ok(out);
-    }
-    let mut r = ImageReader::open_expect(path, magic::PIPES_DATA).map_err(|e| img(name, e))?;
-    while let Some(e) = r
-        .read_entry::<pb::PipeDataEntry>()
-        .map_err(|e| img(name, e))?
-    {
-        if e.bytes > MAX_PIPE_DATA {
-            return Err(bad(
-                name,
-                format!(
-                    "pipe {} holds {} bytes (max {MAX_PIPE_DATA})",
-                    e.pipe_id, e.bytes
-                ),
-            ));
-        }
-        let data = r.read_extra(u64::from(e.bytes)).map_err(|x| img(name, x))?;
-        out.insert(e.pipe_id, (e.size.unwrap_or(0), data));
-    }
-    Ok(out)
-}
-
-/// The largest deleted file restored from an image (it is held in memory while restoring).
-const MAX_GHOST: u64 = 1 << 30;
-
-fn ghost_content(d: &ImageDir, id: u32) -> Result<Vec<u8>, RestoreError> {
-    let name = names::ghost_file(id);
-    let mut r =
-        ImageReader::open_expect(d.file(&name), magic::GHOST_FILE).map_err(|e| img(&name, e))?;
-    let g: GhostFileEntry = r.read_one().map_err(|e| img(&name, e))?;
-    if g.chunks.unwrap_or(false) {
-        let mut out = Vec::new();
-        while let Some(c) = r
-            .read_entry::<pb::GhostChunkEntry>()
-            .map_err(|e| img(&name, e))?
-        {
-            let data = r.read_extra(c.len).map_err(|e| img(&name, e))?;
-            let at = c.off as usize;
-            let end = at.saturating_add(data.len());
-            if end as u64 > MAX_GHOST {
-                return Err(bad(
-                    &name,
-                    format!("chunk at {at} beyond {MAX_GHOST} bytes"),
-                ));
-            }
-            if out.len() < end {
-                out.resize(end, 0);
-            }
-            out[at..end].copy_from_slice(&data);
-        }
-        if let Some(size) = g.size {
-            if size > MAX_GHOST {
-                return Err(bad(&name, format!("size {size} beyond {MAX_GHOST} bytes")));
-            }
-            out.resize(size as usize, 0);
-        }
-        Ok(out)
-    } else {
-        r.read_rest().map_err(|e| img(&name, e))
-    }
 }

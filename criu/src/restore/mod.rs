@@ -8,7 +8,7 @@
 //!    before all of that passed.
 //! 2. The `pre-restore` action scripts run.
 //! 3. [`tree::Shared`] makes what several tasks share (open files, pipes, shared anonymous
-//!    memory) once; [`prepare`] reserves, for each task, an address range free both here and in
+//!    memory) once, each open file through its kind's module in [`crate::files`]; [`prepare`] reserves, for each task, an address range free both here and in
 //!    the task's layout, lays the restorer blob, its argument block and the final signal frames
 //!    out in it, and prepares the task's work list.
 //! 4. The root is cloned with its old pid (`clone3` with `set_tid`; `ns_last_pid` as a

@@ -4,10 +4,12 @@
 
 use std::ffi::CString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use compel_arch::UserRegs;
 
 use super::abi;
+use crate::files::RestoreFile;
 
 /// The kind of a memory area.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,96 +90,21 @@ pub struct PageRun {
     pub offset: u64,
 }
 
-/// How one descriptor is reopened.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a descriptor comes from: an open file of some kind (see [`crate::files`]), or the
+/// same open file as an earlier descriptor of the task.
+#[derive(Clone, Debug)]
 pub enum FdSource {
-    /// Open a path (regular file, directory, device).
-    Path {
-        /// The path.
-        path: CString,
-        /// `open` flags (access mode, `O_APPEND`, `O_NONBLOCK`, ...).
-        flags: i32,
-        /// The offset to seek to.
-        pos: u64,
-    },
-    /// A file deleted while open: recreate it at `path` from `content`, open, unlink.
-    Deleted {
-        /// Where to recreate it (its old path).
-        path: CString,
-        /// `open` flags.
-        flags: i32,
-        /// The offset to seek to.
-        pos: u64,
-        /// Permission bits.
-        mode: u32,
-        /// Its saved content.
-        content: Vec<u8>,
-    },
     /// The same open file as an earlier descriptor.
     Dup {
         /// That descriptor.
         of: i32,
     },
-    /// One end of a pipe (ends with the same `id` are connected).
-    Pipe {
-        /// The pipe's id in the image.
-        id: u32,
-        /// The write end (else the read end).
-        write: bool,
-        /// `O_NONBLOCK` and friends.
-        flags: i32,
-        /// Bytes that were buffered in the pipe (from `pipes-data.img`), refilled on creation.
-        data: Vec<u8>,
-        /// The pipe's capacity when dumped (0: unknown).
-        size: u32,
-    },
-    /// The controlling terminal (`--shell-job`): criu's own terminal descriptor.
-    Tty {
-        /// `open` flags.
-        flags: i32,
-    },
-    /// An eventfd with its counter.
-    EventFd {
-        /// The counter.
-        counter: u64,
-        /// File status flags (`O_NONBLOCK`).
-        flags: i32,
-    },
-    /// A signalfd with its mask.
-    SignalFd {
-        /// Signals it reads.
-        mask: u64,
-        /// File status flags (`O_NONBLOCK`).
-        flags: i32,
-    },
-    /// A timerfd with its clock, expirations not yet read and its setting.
-    TimerFd {
-        /// `CLOCK_*`.
-        clock: i32,
-        /// File status flags (`O_NONBLOCK`).
-        flags: i32,
-        /// Expirations not read yet.
-        ticks: u64,
-        /// `TFD_TIMER_*` flags it was set with.
-        settime_flags: i32,
-        /// Time left until the next expiration (seconds, nanoseconds), relative even when the
-        /// timer was set with an absolute time.
-        value: (i64, i64),
-        /// Interval (seconds, nanoseconds).
-        interval: (i64, i64),
-    },
-    /// An epoll instance and what it watches: (fd, events, data), placed after every other
-    /// descriptor of the task.
-    Epoll {
-        /// File status flags.
-        flags: i32,
-        /// Watched descriptors of this task.
-        targets: Vec<(i32, u32, u64)>,
-    },
+    /// An open file, parsed by its kind.
+    File(Arc<dyn RestoreFile>),
 }
 
 /// One descriptor of the task.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Fd {
     /// The descriptor number.
     pub fd: i32,

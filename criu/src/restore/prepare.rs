@@ -2,6 +2,7 @@
 //! that will hold the premapped memory and the restorer, the restorer's image, argument block
 //! and final signal frame, and the child's work list.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -15,6 +16,7 @@ use super::child::{ChildPlan, FdOp, FillOp, PremapOp};
 use super::layout::{self, PAGE, Special, TASK_SIZE, page_up};
 use super::plan::{FdSource, TaskPlan, VmaKind};
 use super::{RestoreError, RestoreOptions, fpu, owned};
+use crate::files::MAX_ENDS;
 
 /// Stack of the restorer.
 const STACK_SIZE: u64 = 64 << 10;
@@ -261,6 +263,96 @@ pub struct TaskCtx {
 
 /// Fills of at least this many bytes are shared with a helper process.
 pub(crate) const HELPER_MIN_FILL: u64 = 64 << 20;
+
+/// The descriptors a task makes, in order: each open file once with all of its ends this task
+/// holds (other descriptors of an end are dups of the first), the ones the engine made
+/// (`shared_fds`: target fd -> inherited descriptor) as dups; files that need other
+/// descriptors first ([`crate::files::RestoreFile::after_fds`], an epoll's targets), and dups of
+/// them, after all the others.
+fn fd_ops(plan: &TaskPlan, shared_fds: &HashMap<i32, i32>) -> Vec<FdOp> {
+    let mut fds = Vec::new();
+    let mut late = Vec::new();
+    let mut late_fds: Vec<i32> = Vec::new();
+    // Groups made already: (kind, group).
+    let mut groups_done: Vec<(i32, u64)> = Vec::new();
+    for f in &plan.fds {
+        if let Some(&from) = shared_fds.get(&f.fd) {
+            fds.push(FdOp::Dup {
+                fd: f.fd,
+                of: from,
+                cloexec: f.cloexec,
+            });
+            continue;
+        }
+        let file = match &f.source {
+            FdSource::Dup { of } => {
+                let op = FdOp::Dup {
+                    fd: f.fd,
+                    of: *of,
+                    cloexec: f.cloexec,
+                };
+                if late_fds.contains(of) {
+                    late_fds.push(f.fd);
+                    late.push(op);
+                } else {
+                    fds.push(op);
+                }
+                continue;
+            }
+            FdSource::File(file) => file,
+        };
+        let out = if file.after_fds().is_empty() {
+            &mut fds
+        } else {
+            late_fds.push(f.fd);
+            &mut late
+        };
+        let mut at = [None; MAX_ENDS];
+        let Some(group) = file.group() else {
+            at[0] = Some((f.fd, f.cloexec));
+            out.push(FdOp::Make {
+                file: file.clone(),
+                at,
+                first: f.fd,
+            });
+            continue;
+        };
+        let key = (file.fd_type() as i32, group);
+        if groups_done.contains(&key) {
+            continue;
+        }
+        groups_done.push(key);
+        // Every descriptor of this task on the object: the first of each end is placed when
+        // it is made, the others are dups of it.
+        let mut dups = Vec::new();
+        for g in &plan.fds {
+            let FdSource::File(o) = &g.source else {
+                continue;
+            };
+            if o.group() != Some(group) || o.fd_type() != file.fd_type() {
+                continue;
+            }
+            match at.get_mut(o.end()) {
+                Some(slot @ None) => *slot = Some((g.fd, g.cloexec)),
+                Some(Some((first, _))) => dups.push(FdOp::Dup {
+                    fd: g.fd,
+                    of: *first,
+                    cloexec: g.cloexec,
+                }),
+                None => {}
+            }
+        }
+        let first = at.iter().flatten().next().map_or(f.fd, |&(fd, _)| fd);
+        out.push(FdOp::Make {
+            file: file.clone(),
+            at,
+            first,
+        });
+        out.extend(dups);
+    }
+    fds.extend(late);
+    fds
+}
 
 /// Shared anonymous objects mapped by more than one area of this task and not made by the
 /// engine: `(shmid, size)`. They are made once and shared by every area that maps them; an
@@ -800,110 +892,7 @@ fn build(
     let tmp_fd_base = service_fds.last().copied().unwrap_or(max_fd) + 1;
 
     // Descriptors.
-    let mut fds = Vec::new();
-    let mut pipes_done: Vec<u32> = Vec::new();
-    let mut epolls = Vec::new();
-    for f in &plan.fds {
-        if let Some(&from) = ctx.shared_fds.get(&f.fd) {
-            fds.push(FdOp::Dup {
-                fd: f.fd,
-                of: from,
-                cloexec: f.cloexec,
-            });
-            continue;
-        }
-        match &f.source {
-            FdSource::Path { path, flags, pos } => fds.push(FdOp::Open {
-                fd: f.fd,
-                path: path.clone(),
-                flags: *flags,
-                pos: *pos,
-                cloexec: f.cloexec,
-            }),
-            FdSource::Deleted {
-                path,
-                flags,
-                pos,
-                mode,
-                content,
-            } => fds.push(FdOp::Deleted {
-                fd: f.fd,
-                path: path.clone(),
-                flags: *flags,
-                pos: *pos,
-                mode: *mode,
-                content: content.clone(),
-                cloexec: f.cloexec,
-            }),
-            FdSource::Dup { of } => fds.push(FdOp::Dup {
-                fd: f.fd,
-                of: *of,
-                cloexec: f.cloexec,
-            }),
-            FdSource::EventFd { .. } | FdSource::SignalFd { .. } | FdSource::TimerFd { .. } => fds
-                .push(FdOp::Anon {
-                    fd: f.fd,
-                    cloexec: f.cloexec,
-                    source: f.source.clone(),
-                }),
-            // Last, once every descriptor it watches exists.
-            FdSource::Epoll { .. } => epolls.push(FdOp::Anon {
-                fd: f.fd,
-                cloexec: f.cloexec,
-                source: f.source.clone(),
-            }),
-            FdSource::Tty { flags } => fds.push(FdOp::Open {
-                fd: f.fd,
-                path: CString::from(c"/dev/tty"),
-                flags: *flags,
-                pos: 0,
-                cloexec: f.cloexec,
-            }),
-            FdSource::Pipe {
-                id,
-                flags,
-                data,
-                size,
-                ..
-            } => {
-                if pipes_done.contains(id) {
-                    continue;
-                }
-                pipes_done.push(*id);
-                let mut read: Option<(i32, bool)> = None;
-                let mut write: Option<(i32, bool)> = None;
-                let mut dups = Vec::new();
-                for g in &plan.fds {
-                    if let FdSource::Pipe {
-                        id: gid, write: w, ..
-                    } = &g.source
-                        && gid == id
-                    {
-                        let slot = if *w { &mut write } else { &mut read };
-                        match slot {
-                            None => *slot = Some((g.fd, g.cloexec)),
-                            // A second fd on the same end: a dup of the first.
-                            Some((first, _)) => dups.push(FdOp::Dup {
-                                fd: g.fd,
-                                of: *first,
-                                cloexec: g.cloexec,
-                            }),
-                        }
-                    }
-                }
-                fds.push(FdOp::Pipe {
-                    read,
-                    write,
-                    flags: *flags,
-                    data: data.clone(),
-                    size: *size,
-                });
-                fds.extend(dups);
-            }
-        }
-    }
-
-    fds.extend(epolls);
+    let fds = fd_ops(plan, &ctx.shared_fds);
 
     // The argument block and everything it points at.
     let mut area = Area {

@@ -11,10 +11,13 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use std::sync::Arc;
+
 use super::child::{Slots, SyncSlot};
 use super::layout::{PAGE, page_up};
 use super::plan::{FdSource, SessionOp, TreePlan, VmaKind};
 use super::{RestoreError, owned};
+use crate::files::{RestoreFile, kind_name};
 
 /// Works out how each task of `tree` gets its session and group when its parent creates it.
 ///
@@ -94,18 +97,24 @@ pub fn session_ops(tree: &TreePlan, shell_job: bool) -> Result<Vec<SessionOp>, R
     Ok(ops)
 }
 
-/// What one open file is, for sharing: a pipe by its pipe id, anything else by its file id.
+/// What one open file is, for sharing: an object made with several files (a pipe) by its kind
+/// and group, anything else by its file id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Key {
-    Pipe(u32),
+    Group(i32, u64),
     File(u32),
 }
 
-fn key_of(source: &FdSource, file_id: u32) -> Option<Key> {
+fn key_of(source: &FdSource, file_id: u32) -> Option<(Key, &Arc<dyn RestoreFile>)> {
     match source {
         FdSource::Dup { .. } => None,
-        FdSource::Pipe { id, .. } => Some(Key::Pipe(*id)),
-        _ => Some(Key::File(file_id)),
+        FdSource::File(f) => {
+            let key = match f.group() {
+                Some(g) => Key::Group(f.fd_type() as i32, g),
+                None => Key::File(file_id),
+            };
+            Some((key, f))
+        }
     }
 }
 
@@ -148,26 +157,6 @@ fn dup_at_least(fd: OwnedFd, min: i32) -> Result<OwnedFd, RestoreError> {
     Ok(owned(r))
 }
 
-fn open_at(path: &std::ffi::CStr, flags: i32, pos: u64, min: i32) -> Result<OwnedFd, RestoreError> {
-    let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-    // SAFETY: open with a NUL-terminated path.
-    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(RestoreError::MissingFile {
-            path: String::from_utf8_lossy(path.to_bytes()).into_owned().into(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    let fd = dup_at_least(owned(fd), min)?;
-    if pos != 0 {
-        // SAFETY: lseek on a descriptor we own.
-        if unsafe { libc::lseek(fd.as_raw_fd(), pos as libc::off_t, libc::SEEK_SET) } < 0 {
-            return Err(sys("seeking a shared file"));
-        }
-    }
-    Ok(fd)
-}
-
 impl Shared {
     /// Makes every open file, pipe and shared anonymous object that more than one task of
     /// `tree` holds.
@@ -186,37 +175,54 @@ impl Shared {
             .unwrap_or(2)
             .max(2);
         let floor = max_fd + 1;
-        // Which tasks hold each open file.
+        // Which tasks hold each open file, and the file ids of each object.
         let mut holders: HashMap<Key, HashSet<usize>> = HashMap::new();
+        let mut objects: HashMap<Key, &Arc<dyn RestoreFile>> = HashMap::new();
+        let mut key_of_file: HashMap<u32, Key> = HashMap::new();
         for (i, t) in tree.alive() {
             for f in &t.fds {
-                if let Some(k) = key_of(&f.source, f.file_id) {
+                if let Some((k, file)) = key_of(&f.source, f.file_id) {
                     holders.entry(k).or_default().insert(i);
+                    objects.entry(k).or_insert(file);
+                    key_of_file.insert(f.file_id, k);
                 }
             }
         }
-        let mut made: HashMap<Key, (i32, Option<i32>)> = HashMap::new();
+        // What the engine makes: objects several tasks hold, and those their kind has the
+        // engine make.
+        let in_engine = |k: &Key| {
+            holders.get(k).is_some_and(|h| h.len() > 1)
+                || objects.get(k).is_some_and(|f| f.made_by_engine())
+        };
+        let mut made: HashMap<Key, Vec<i32>> = HashMap::new();
+        for (_, t) in tree.alive() {
+            for f in &t.fds {
+                let Some((k, _)) = key_of(&f.source, f.file_id) else {
+                    continue;
+                };
+                if in_engine(&k) {
+                    out.make_with_deps(
+                        k,
+                        &objects,
+                        &key_of_file,
+                        &mut made,
+                        floor,
+                        &mut Vec::new(),
+                    )?;
+                }
+            }
+        }
         for (i, t) in tree.alive() {
             for f in &t.fds {
-                let Some(k) = key_of(&f.source, f.file_id) else {
+                let Some((k, file)) = key_of(&f.source, f.file_id) else {
                     continue;
                 };
-                if holders.get(&k).is_none_or(|h| h.len() < 2) {
-                    continue;
-                }
-                let (a, b) = match made.get(&k) {
-                    Some(&obj) => obj,
-                    None => {
-                        let obj = out.make(&f.source, floor)?;
-                        made.insert(k, obj);
-                        obj
+                if let Some(ends) = made.get(&k) {
+                    let from = ends.get(file.end()).or(ends.first());
+                    if let Some(&from) = from {
+                        out.fds[i].insert(f.fd, from);
                     }
-                };
-                let from = match f.source {
-                    FdSource::Pipe { write: true, .. } => b.unwrap_or(a),
-                    _ => a,
-                };
-                out.fds[i].insert(f.fd, from);
+                }
             }
         }
         out.fd_floor = out
@@ -230,64 +236,46 @@ impl Shared {
         Ok(out)
     }
 
-    /// Opens one shared file: `(descriptor, write end for pipes)`.
-    fn make(&mut self, source: &FdSource, min: i32) -> Result<(i32, Option<i32>), RestoreError> {
-        let fd = match source {
-            FdSource::Path { path, flags, pos } => open_at(path, *flags, *pos, min)?,
-            FdSource::Tty { flags } => open_at(c"/dev/tty", *flags, 0, min)?,
-            FdSource::Deleted {
-                path,
-                flags,
-                pos,
-                mode,
-                content,
-            } => {
-                super::child::recreate(path, *mode, content, -1).map_err(|f| {
-                    RestoreError::Sys {
-                        what: "recreating a deleted shared file",
-                        errno: nix::errno::Errno::from_raw(f.1),
-                    }
-                })?;
-                let r = open_at(path, *flags, *pos, min);
-                // SAFETY: removes the file just recreated, as it was deleted when dumped.
-                unsafe { libc::unlink(path.as_ptr()) };
-                r?
-            }
-            FdSource::Pipe {
-                flags, data, size, ..
-            } => {
-                let mut ends = [0i32; 2];
-                // SAFETY: pipe2 writes two descriptors into a live local array.
-                if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | *flags) } != 0 {
-                    return Err(sys("creating a shared pipe"));
-                }
-                let r = dup_at_least(owned(ends[0]), min)?;
-                let w = dup_at_least(owned(ends[1]), min)?;
-                super::child::refill(w.as_raw_fd(), data, *size, 0).map_err(|f| {
-                    RestoreError::Sys {
-                        what: "refilling a shared pipe",
-                        errno: nix::errno::Errno::from_raw(f.1),
-                    }
-                })?;
-                let (a, b) = (r.as_raw_fd(), w.as_raw_fd());
-                self.owned.push(r);
-                self.owned.push(w);
-                return Ok((a, Some(b)));
-            }
-            FdSource::Dup { .. }
-            | FdSource::EventFd { .. }
-            | FdSource::SignalFd { .. }
-            | FdSource::TimerFd { .. }
-            | FdSource::Epoll { .. } => {
-                return Err(RestoreError::Unsupported {
-                    what: "an eventfd, signalfd, timerfd or epoll shared by several processes"
-                        .into(),
-                });
-            }
+    /// Makes object `k` in the engine (once), after the objects of the file ids it needs
+    /// ([`RestoreFile::after_files`]); `path` holds the objects being made, to refuse a loop.
+    fn make_with_deps(
+        &mut self,
+        k: Key,
+        objects: &HashMap<Key, &Arc<dyn RestoreFile>>,
+        key_of_file: &HashMap<u32, Key>,
+        made: &mut HashMap<Key, Vec<i32>>,
+        min: i32,
+        path: &mut Vec<Key>,
+    ) -> Result<(), RestoreError> {
+        if made.contains_key(&k) {
+            return Ok(());
+        }
+        let Some(file) = objects.get(&k) else {
+            return Ok(());
         };
-        let a = fd.as_raw_fd();
-        self.owned.push(fd);
-        Ok((a, None))
+        if path.contains(&k) {
+            return Err(RestoreError::Unsupported {
+                what: format!(
+                    "an open file of type {} that depends on itself",
+                    kind_name(file.fd_type())
+                ),
+            });
+        }
+        path.push(k);
+        for id in file.after_files() {
+            if let Some(&dep) = key_of_file.get(id) {
+                self.make_with_deps(dep, objects, key_of_file, made, min, path)?;
+            }
+        }
+        path.pop();
+        let mut ends = Vec::new();
+        for fd in file.make_in_engine()? {
+            let fd = dup_at_least(fd, min)?;
+            ends.push(fd.as_raw_fd());
+            self.owned.push(fd);
+        }
+        made.insert(k, ends);
+        Ok(())
     }
 
     /// Maps and fills every shared anonymous object that more than one task maps.

@@ -348,6 +348,18 @@ impl FileTable {
             .unwrap_or(FdTypes::Und as i32)
     }
 
+    /// Finishes the kinds once every process was collected ([`FileKind::finish`]: each unix
+    /// socket's peer is in the tree, or with `ext_unix_sk` an outside peer gets an entry).
+    ///
+    /// # Errors
+    /// [`DumpError::Unsupported`] naming the file.
+    pub fn finish_sockets(&mut self, ext_unix_sk: Option<&[u32]>) -> Result<(), DumpError> {
+        for k in self.kinds.iter_mut() {
+            k.finish(&mut self.entries, ext_unix_sk)?;
+        }
+        Ok(())
+    }
+
     /// Writes `files.img`, `remap-fpath.img` and the ghost files into `dir`.
     ///
     /// # Errors

@@ -316,6 +316,9 @@ fn dump_inner(
                 .map_err(|e| e.at("collecting the process state"))?,
         );
     }
+    files
+        .finish_sockets(opts.ext_unix_sk.then_some(&[][..]))
+        .map_err(|e| e.at("collecting the process state"))?;
     let stats =
         write_images(dir, &procs, &zombies, &files).map_err(|e| e.at("writing the images"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;

@@ -10,6 +10,10 @@
 //! | [`timerfd`] | timerfd with its clock, setting and ticks | `TIMERFD` |
 //! | [`epoll`] | epoll instance with its targets (made after them) | `EVENTPOLL` |
 //! | [`tty`] | the terminal of a shell job (`--shell-job`) | `TTY` (restore) |
+//! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`]; others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK` |
+//!
+//! The socket modules share [`sockdiag`] (one sock_diag dump per family and criu dump) and
+//! [`socket`] (a copy of the task's socket taken with `pidfd_getfd`, socket options).
 //!
 //! # Adding a kind
 //! A new kind of open file is one new module here plus one line in [`kinds`]:
@@ -51,11 +55,17 @@ use crate::restore::RestoreError;
 
 pub mod epoll;
 pub mod eventfd;
+pub mod netlink;
+pub mod packet;
 pub mod pipe;
 pub mod regular;
 pub mod signalfd;
+pub mod sockdiag;
+pub mod socket;
+pub mod sockets;
 pub mod timerfd;
 pub mod tty;
+pub mod unix;
 
 /// The kinds of open file, in the order the dump asks them whether they take a descriptor.
 /// [`regular::Regular`] is not listed: it is the dump's fallback (and also holds the executable
@@ -68,6 +78,9 @@ pub fn kinds() -> Vec<Box<dyn FileKind>> {
         Box::new(timerfd::TimerFd),
         Box::new(epoll::Epoll),
         Box::new(tty::Tty),
+        Box::new(sockets::Sockets::default()),
+        Box::new(sockets::NetlinkKind),
+        Box::new(sockets::PacketKind),
     ]
 }
 
@@ -176,6 +189,21 @@ pub trait FileKind {
     /// [`DumpError::Unsupported`] for a state of the kind that cannot be dumped, and whatever
     /// reading it fails with.
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError>;
+
+    /// Dump: called once every process of the tree was collected, before the images are
+    /// written: a kind whose files link across processes (a socket and its peer) checks them
+    /// here, and may fix its entries or add some (ids follow the last entry). `ext_unix_sk`:
+    /// `--ext-unix-sk` (the inodes it lists; empty: all).
+    ///
+    /// # Errors
+    /// [`DumpError::Unsupported`] naming the file.
+    fn finish(
+        &mut self,
+        _entries: &mut Vec<FileEntry>,
+        _ext_unix_sk: Option<&[u32]>,
+    ) -> Result<(), DumpError> {
+        Ok(())
+    }
 
     /// Dump: writes the images of the kind's own (besides `files.img`) into `dir`.
     ///

@@ -76,13 +76,14 @@ pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
             Incoming::Malformed(why) => {
                 tracing::warn!("RPC error: {why}");
                 let f = Failure::new(Some(libc::EBADMSG), why);
-                wire::send_response(sk, &fail(CriuReqType::Empty, f), None)?;
-                continue;
+                // Whether the client meant to keep the connection open is unknowable: the
+                // session ends after the answer, as after any request without keep_open.
+                return wire::send_response(sk, &fail(CriuReqType::Empty, f), None);
             }
             Incoming::Request(r) => *r,
         };
         let keep_open = req.keep_open == Some(true);
-        if let Some(r) = handle(sk, &req, mode, peer) {
+        if let Some(r) = handle(&req, mode, peer) {
             wire::send_response(sk, &r, None)?;
         }
         if !keep_open {
@@ -92,7 +93,7 @@ pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
 }
 
 /// Answers one request; `None` when no answer is due (a client that dumped itself and is gone).
-fn handle(sk: BorrowedFd<'_>, req: &CriuReq, mode: Mode, peer: i32) -> Option<CriuResp> {
+fn handle(req: &CriuReq, mode: Mode, peer: i32) -> Option<CriuResp> {
     let Ok(ty) = CriuReqType::try_from(req.r#type) else {
         let f = Failure::new(
             Some(libc::EBADRQC),
@@ -116,7 +117,7 @@ fn handle(sk: BorrowedFd<'_>, req: &CriuReq, mode: Mode, peer: i32) -> Option<Cr
             Ok(()) => resp(ty, true),
             Err(f) => fail(ty, f),
         },
-        CriuReqType::Dump => return dump(sk, opts, mode, peer),
+        CriuReqType::Dump => return dump(opts, mode, peer),
         CriuReqType::Restore => restore(opts, mode, peer),
         CriuReqType::WaitPid => wait_pid(req.pid),
         CriuReqType::Notify => fail(
@@ -206,34 +207,27 @@ fn check(req: &CriuOpts, mode: Mode, peer: i32) -> Result<(), Failure> {
     })
 }
 
-fn dump(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32) -> Option<CriuResp> {
-    let _ = sk;
+fn dump(req: &CriuOpts, mode: Mode, peer: i32) -> Option<CriuResp> {
     let ty = CriuReqType::Dump;
-    let mut opts = match to_options(req, Command::Dump, mode, peer) {
-        Ok(o) => o,
-        Err(e) => return Some(fail(ty, e.into())),
+    let mut gone = false;
+    let result = to_options(req, Command::Dump, mode, peer)
+        .map_err(Failure::from)
+        .and_then(|mut opts| {
+            // A client that dumped itself without leave_running is dead: no answer is due.
+            gone = opts.tree == Some(peer) && opts.final_state == FinalState::Dead;
+            with_run(&mut opts, |o, sink| {
+                crate::dump::dump(o, sink).map_err(|e| Failure::new(None, chain(&e)))
+            })
+        });
+    let mut r = match result {
+        Ok(_) if gone => return None,
+        Ok(_) => resp(ty, true),
+        Err(f) => fail(ty, f),
     };
-    let self_dump = opts.tree == Some(peer);
-    let killed = opts.final_state == FinalState::Dead;
-    match with_run(&mut opts, |o, sink| {
-        crate::dump::dump(o, sink).map_err(|e| Failure::new(None, chain(&e)))
-    }) {
-        Ok(_) if self_dump && killed => None,
-        Ok(_) => {
-            let mut r = resp(ty, true);
-            r.dump = Some(CriuDumpResp {
-                restored: Some(false),
-            });
-            Some(r)
-        }
-        Err(f) => {
-            let mut r = fail(ty, f);
-            r.dump = Some(CriuDumpResp {
-                restored: Some(false),
-            });
-            Some(r)
-        }
-    }
+    r.dump = Some(CriuDumpResp {
+        restored: Some(false),
+    });
+    Some(r)
 }
 
 fn restore(req: &CriuOpts, mode: Mode, peer: i32) -> CriuResp {

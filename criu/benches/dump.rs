@@ -25,24 +25,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use criu::options::{FinalState, Options};
+use criu::options::{DumpOptions, FinalState};
 
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn dump_once(pid: i32, dir: &Path, log: &criu::log::LogSink) -> (Duration, u64) {
+fn dump_once(pid: i32, dir: &Path, _log: &criu::log::LogSink) -> (Duration, u64) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
-    let opts = Options {
-        tree: Some(pid),
-        images_dir: dir.to_path_buf(),
+    let opts = DumpOptions {
         final_state: FinalState::Alive,
-        ..Options::default()
+        ..DumpOptions::new(pid, dir)
     };
     let t = Instant::now();
-    let s = criu::dump::dump(&opts, log).expect("dump");
+    let s = criu::dump::dump(&opts, None).expect("dump");
     (t.elapsed(), s.pages_written)
 }
 

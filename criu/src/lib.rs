@@ -8,12 +8,13 @@
 //! [`pidfile`] writes `--pidfile` the way CRIU does.
 //!
 //! ```no_run
-//! use criu::options::Options;
+//! use criu::options::{DumpOptions, Options};
 //!
 //! let opts = Options::parse(["criu", "dump", "-t", "1234", "-D", "/tmp/img", "-R"]
 //!     .iter().map(|s| s.to_string())).unwrap();
-//! let log = criu::log::LogSink::open(None).unwrap();
-//! criu::dump::dump(&opts, &log).unwrap();
+//! let dump_opts = DumpOptions::from_options(&opts);
+//! dump_opts.validate().unwrap();
+//! criu::dump::dump(&dump_opts, None).unwrap();
 //! ```
 
 pub mod check;

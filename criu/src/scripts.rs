@@ -115,6 +115,48 @@ pub enum ScriptError {
         /// How many scripts failed at this stage.
         failed: usize,
     },
+    /// A notification receiver (an RPC client, a library callback) said no.
+    #[error("notification {action} refused")]
+    Refused {
+        /// The stage.
+        action: &'static str,
+    },
+}
+
+/// The one notification callback dump and restore call at each stage (`action`, with the
+/// tree's root pid once known). An error aborts the dump or restore the way a failing action
+/// script does. [`ActionScripts`] is one; an RPC session (a `NOTIFY` round trip), libcriu's
+/// callback or any closure `Fn(ScriptAction, Option<i32>) -> Result<(), ScriptError>` is
+/// another.
+///
+/// ```
+/// use criu::scripts::{Notify, ScriptAction, ScriptError};
+/// let refuse_restore = |a: ScriptAction, _pid: Option<i32>| match a {
+///     ScriptAction::PreRestore => Err(ScriptError::Refused { action: a.name() }),
+///     _ => Ok(()),
+/// };
+/// assert!(refuse_restore.notify(ScriptAction::PreDump, Some(1)).is_ok());
+/// assert!(refuse_restore.notify(ScriptAction::PreRestore, None).is_err());
+/// ```
+pub trait Notify {
+    /// Tells the stage `action`; an error stops the run.
+    ///
+    /// # Errors
+    /// Whatever the receiver says: [`ScriptError::Failed`] for scripts,
+    /// [`ScriptError::Refused`] for a callback that says no.
+    fn notify(&self, action: ScriptAction, pid: Option<i32>) -> Result<(), ScriptError>;
+}
+
+impl<F: Fn(ScriptAction, Option<i32>) -> Result<(), ScriptError>> Notify for F {
+    fn notify(&self, action: ScriptAction, pid: Option<i32>) -> Result<(), ScriptError> {
+        self(action, pid)
+    }
+}
+
+impl Notify for ActionScripts {
+    fn notify(&self, action: ScriptAction, pid: Option<i32>) -> Result<(), ScriptError> {
+        self.run(action, pid)
+    }
 }
 
 /// The scripts of one criu run.

@@ -5,6 +5,9 @@
 //! - A raw client (a socketpair, `criu swrk FD`, hand-made packets) checks the answers to bad
 //!   input: a packet that is no `criu_req`, an unknown request type, a request for something
 //!   not built yet, a dump without an images directory; and `keep_open` sessions.
+//! - Notifications (`notify_scripts`): rust-criu sees every stage of a dump and a restore and
+//!   acknowledges it; a raw client that refuses `post-dump`, or goes away at `pre-dump`, stops
+//!   the dump and the victim runs on.
 //! - `criu service` listens on a 0600 socket, serves a connection, and removes the socket file
 //!   when told to stop.
 
@@ -409,4 +412,158 @@ fn the_service_serves_connections_on_a_private_socket_and_removes_it_on_exit() {
     let st = svc.wait().unwrap();
     assert!(st.success(), "criu service ended with {st:?}");
     assert!(!addr.exists(), "the socket file is left behind");
+}
+
+/// The stages rust-criu's callback saw (a plain `fn` pointer: it cannot capture).
+static SEEN: std::sync::Mutex<Vec<(String, i32)>> = std::sync::Mutex::new(Vec::new());
+
+fn record(
+    script: &str,
+    n: &rust_criu::rust_criu_protobuf::rpc::Criu_notify,
+    _fd: Option<i32>,
+) -> i32 {
+    SEEN.lock().unwrap().push((script.to_string(), n.pid()));
+    0
+}
+
+fn take_seen() -> Vec<String> {
+    std::mem::take(&mut *SEEN.lock().unwrap())
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// Asserts `want` appears in `seen` in this order (other stages may come between).
+fn assert_in_order(seen: &[String], want: &[&str]) {
+    let mut it = seen.iter();
+    for w in want {
+        assert!(
+            it.any(|s| s == w),
+            "stage {w} missing or out of order in {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn rust_criu_sees_and_acknowledges_every_stage() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let img = d.path().join("img");
+    std::fs::create_dir(&img).unwrap();
+    let mut v = spawn_counter(d.path());
+    let dir = std::fs::File::open(&img).unwrap();
+
+    let mut c = rust_criu();
+    c.set_pid(v.pid());
+    c.set_images_dir_fd(dir.as_raw_fd());
+    c.set_log_file("dump.log".into());
+    c.set_log_level(4);
+    c.set_notify_scripts(true);
+    c.set_notify_cb(record);
+    take_seen();
+    let dumped = c.dump();
+    let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
+    assert!(dumped.is_ok(), "dump over RPC: {dumped:?}\nlog:\n{log}");
+    assert_eq!(
+        wait_exit_timeout(v.pid(), Duration::from_secs(5)),
+        Ok(Some(Exit::Signal(libc::SIGKILL)))
+    );
+    v.mark_reaped();
+    assert_in_order(&take_seen(), &["pre-dump", "post-dump"]);
+
+    c.set_images_dir_fd(dir.as_raw_fd());
+    c.set_log_file("restore.log".into());
+    c.set_log_level(4);
+    c.set_notify_scripts(true);
+    c.set_notify_cb(record);
+    let restored = c.restore();
+    let log = std::fs::read_to_string(img.join("restore.log")).unwrap_or_default();
+    assert!(
+        restored.is_ok(),
+        "restore over RPC: {restored:?}\nlog:\n{log}"
+    );
+    let r = Spawned::guard(v.pid());
+    let seen = take_seen();
+    assert_in_order(
+        &seen,
+        &["pre-restore", "post-restore", "pre-resume", "post-resume"],
+    );
+    assert_counting_on(d.path());
+    drop(r);
+}
+
+/// Sends a DUMP of `pid` into `dir` with notifications and leave_running.
+fn dump_with_notify(s: &Swrk, pid: i32, dir: &std::fs::File) {
+    let mut q = req(CriuReqType::Dump);
+    q.opts = Some(CriuOpts {
+        images_dir_fd: dir.as_raw_fd(),
+        pid: Some(pid),
+        leave_running: Some(true),
+        notify_scripts: Some(true),
+        log_file: Some("dump.log".into()),
+        log_level: Some(4),
+        ..Default::default()
+    });
+    s.send(&q);
+}
+
+fn expect_notify(s: &Swrk, action: &str) {
+    let r = s.recv().expect("a notification");
+    assert_eq!(r.r#type, CriuReqType::Notify as i32, "{r:?}");
+    assert!(r.success);
+    assert_eq!(r.notify.and_then(|n| n.script).as_deref(), Some(action));
+}
+
+fn ack(s: &Swrk, ok: bool) {
+    let mut q = req(CriuReqType::Notify);
+    q.notify_success = Some(ok);
+    s.send(&q);
+}
+
+#[test]
+fn a_client_that_refuses_post_dump_stops_the_dump_and_the_victim_runs_on() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let img = d.path().join("img");
+    std::fs::create_dir(&img).unwrap();
+    let v = spawn_counter(d.path());
+    let dir = std::fs::File::open(&img).unwrap();
+    let s = Swrk::start();
+    dump_with_notify(&s, v.pid(), &dir);
+    expect_notify(&s, "pre-dump");
+    ack(&s, true);
+    expect_notify(&s, "post-dump");
+    ack(&s, false);
+    let r = s.recv().expect("the dump's answer");
+    assert_eq!(r.r#type, CriuReqType::Dump as i32);
+    assert!(!r.success);
+    let msg = r.cr_errmsg.unwrap_or_default();
+    assert!(msg.contains("post-dump"), "{msg}");
+    assert_eq!(s.finish(), Some(0));
+    assert!(
+        !img.join("inventory.img").exists(),
+        "a refused dump left a complete image set"
+    );
+    assert_counting_on(d.path());
+    drop(v);
+}
+
+#[test]
+fn a_client_that_goes_away_at_pre_dump_leaves_the_victim_running() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let img = d.path().join("img");
+    std::fs::create_dir(&img).unwrap();
+    let v = spawn_counter(d.path());
+    let dir = std::fs::File::open(&img).unwrap();
+    let s = Swrk::start();
+    dump_with_notify(&s, v.pid(), &dir);
+    expect_notify(&s, "pre-dump");
+    s.finish();
+    assert!(!img.join("inventory.img").exists());
+    assert_counting_on(d.path());
+    drop(v);
 }

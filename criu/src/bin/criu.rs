@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use criu::options::{Command, Options, USAGE};
+use criu::options::{
+    CgroupMode, Command, DirRef, DumpOptions, InsideMethod, Options, OptionsError, PidMethod,
+    RestoreOptions, USAGE,
+};
 
 fn main() -> ExitCode {
     // Writing into a closed log pipe must fail a write, not kill criu.
@@ -27,7 +30,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let Some(cmd) = opts.command else {
-        eprintln!("Error: command is required");
+        eprintln!("Error: {}", OptionsError::NoCommand);
         eprint!("{USAGE}");
         return ExitCode::from(1);
     };
@@ -62,13 +65,13 @@ type Failure = (anyhow::Error, Logged);
 fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
     // The images directory is resolved before changing into the work dir, as CRIU opens it first.
     if matches!(cmd, Command::Dump | Command::PreDump | Command::Restore) {
-        let dir = std::fs::canonicalize(&opts.images_dir)
-            .with_context(|| format!("couldn't open image dir {}", opts.images_dir.display()))
+        let dir = std::fs::canonicalize(opts.images_dir.path())
+            .with_context(|| format!("couldn't open image dir {}", opts.images_dir))
             .map_err(|e| (e, Logged::Not))?;
         if opts.work_dir.is_none() {
-            opts.work_dir = Some(dir.clone());
+            opts.work_dir = Some(DirRef::Path(dir.clone()));
         }
-        opts.images_dir = dir;
+        opts.images_dir = DirRef::Path(dir);
     }
     // The work dir is made absolute before changing into it, so that paths derived from it
     // later (pidfile, log) do not apply it twice.
@@ -80,7 +83,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             )
         })
         .map_err(|e| (e, Logged::Not))?;
-    opts.work_dir = Some(work.clone());
+    opts.work_dir = Some(DirRef::Path(work.clone()));
     std::env::set_current_dir(&work)
         .with_context(|| format!("can't change directory to {}", work.display()))
         .map_err(|e| (e, Logged::Not))?;
@@ -105,6 +108,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             None => tracing::info!("option --{name} accepted, it changes nothing here"),
         }
     }
+    warn_unmanaged_cgroups(&opts);
     match cmd {
         Command::Check => {
             if let Some(f) = &opts.feature {
@@ -121,7 +125,19 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dump => {
-            criu::dump::dump(&opts, &sink)
+            let mut dopts = DumpOptions::from_options(&opts);
+            if std::env::var(criu::dump::INSIDE_METHOD_ENV).is_ok_and(|m| m == "syscalls") {
+                dopts.inside_method = InsideMethod::Syscalls;
+            }
+            dopts.validate().map_err(|e| fail(e.into()))?;
+            let scripts = criu::scripts::ActionScripts::new(
+                opts.action_scripts.clone(),
+                &dopts.images_dir,
+                &sink,
+            )
+            .context("setting up action scripts")
+            .map_err(fail)?;
+            criu::dump::dump(&dopts, Some(&scripts))
                 .map_err(|e| fail(anyhow::Error::new(e).context("dump failed")))?;
             tracing::info!("Dumping finished successfully");
             if let Some(kb) = peak_rss_kb() {
@@ -149,10 +165,12 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             criu::rpc::service(&service).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(fail(anyhow::anyhow!(
-            "the {} command is not supported by this criu",
-            other.word()
-        ))),
+        other => Err(fail(
+            OptionsError::CommandNotSupported {
+                command: other.word(),
+            }
+            .into(),
+        )),
     }
 }
 
@@ -164,11 +182,64 @@ fn peak_rss_kb() -> Option<u64> {
 }
 
 fn restore(opts: &Options, sink: &criu::log::LogSink) -> anyhow::Result<ExitCode> {
+    let mut ropts = RestoreOptions::from_options(opts);
+    restore_switches_from_env(&mut ropts);
+    ropts.validate()?;
     let scripts =
-        criu::scripts::ActionScripts::new(opts.action_scripts.clone(), &opts.images_dir, sink)
+        criu::scripts::ActionScripts::new(opts.action_scripts.clone(), &ropts.images_dir, sink)
             .context("setting up action scripts")?;
-    let ropts = criu::restore::RestoreOptions::from_options(opts);
     let outcome = criu::restore::restore(&ropts, Some(&scripts)).context("restore failed")?;
     tracing::info!("restore finished: {outcome:?}");
     Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))
+}
+
+/// The environment variables that tune a restore (for measuring and debugging), mapped into
+/// its options: `CRIU_RESTORE_FILL_HELPER=0`, `CRIU_RESTORE_UFFD=0`, `CRIU_RESTORE_THP=0`,
+/// `CRIU_RESTORE_PID_METHOD=ns_last_pid`, `CRIU_RESTORER_BLOB=FILE`.
+fn restore_switches_from_env(r: &mut RestoreOptions) {
+    let zero = |name: &str| std::env::var_os(name).is_some_and(|v| v == "0");
+    if zero("CRIU_RESTORE_FILL_HELPER") {
+        r.fill_helpers = false;
+    }
+    if zero("CRIU_RESTORE_UFFD") {
+        r.uffd = false;
+    }
+    if zero("CRIU_RESTORE_THP") {
+        r.huge_pages = false;
+    }
+    if std::env::var_os("CRIU_RESTORE_PID_METHOD").is_some_and(|m| m == "ns_last_pid") {
+        r.pid_method = PidMethod::NsLastPid;
+    }
+    if let Some(blob) = std::env::var_os("CRIU_RESTORER_BLOB") {
+        r.restorer_blob = Some(blob.into());
+    }
+}
+
+/// The cgroup options are accepted but not acted on yet: say so at `-v2` (warning), since a
+/// tree restored with them comes back in criu's cgroup, not where the options put it.
+/// `--manage-cgroups=ignore` asks for what happens anyway.
+fn warn_unmanaged_cgroups(opts: &Options) {
+    const WHY: &str = "this criu does not manage cgroups: restored tasks join criu's cgroup";
+    match opts.manage_cgroups {
+        Some(CgroupMode::Ignore) => {
+            tracing::info!("option --manage-cgroups=ignore accepted, it changes nothing here")
+        }
+        Some(m) => tracing::warn!("option --manage-cgroups={} accepted, but {WHY}", m.word()),
+        None => {}
+    }
+    for r in &opts.cgroup_roots {
+        match &r.controller {
+            Some(c) => tracing::warn!(
+                "option --cgroup-root={c}:{} accepted, but {WHY}",
+                r.path.display()
+            ),
+            None => tracing::warn!(
+                "option --cgroup-root={} accepted, but {WHY}",
+                r.path.display()
+            ),
+        }
+    }
+    if let Some(y) = &opts.cgroup_yard {
+        tracing::warn!("option --cgroup-yard={} accepted, but {WHY}", y.display());
+    }
 }

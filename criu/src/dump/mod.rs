@@ -28,8 +28,8 @@
 //! let opts = criu::options::Options::parse(
 //!     ["criu", "dump", "-t", "4242", "-D", "/tmp/img", "-R"].iter().map(|s| s.to_string()),
 //! ).unwrap();
-//! let log = criu::log::LogSink::open(None).unwrap();
-//! let summary = criu::dump::dump(&opts, &log).unwrap();
+//! let dump_opts = criu::options::DumpOptions::from_options(&opts);
+//! let summary = criu::dump::dump(&dump_opts, None).unwrap();
 //! println!("{} pages written", summary.pages_written);
 //! ```
 
@@ -51,9 +51,8 @@ use criu_images::pb::{
 };
 use criu_images::{ImageDir, ImageError, magic, names};
 
-use crate::log::LogSink;
-use crate::options::{FinalState, Options};
-use crate::scripts::{ActionScripts, ScriptAction, ScriptError};
+use crate::options::{DumpOptions, FinalState, InsideMethod};
+use crate::scripts::{Notify, ScriptAction, ScriptError};
 
 /// The file a dump leaves in the images directory while it runs and when it fails (holding the
 /// error); a complete dump has `inventory.img` and no marker.
@@ -211,15 +210,14 @@ fn file_err(what: String) -> impl FnOnce(std::io::Error) -> DumpError {
 ///
 /// # Errors
 /// [`DumpError::Step`] naming the step that failed; the task then runs on.
-pub fn dump(opts: &Options, log: &LogSink) -> Result<DumpSummary, DumpError> {
+pub fn dump(opts: &DumpOptions, notify: Option<&dyn Notify>) -> Result<DumpSummary, DumpError> {
     let pid = opts.tree.ok_or(DumpError::NoPid)?;
     let dir = opts.images_dir.clone();
     let marker = dir.join(INCOMPLETE_MARKER);
     let result = (|| {
         begin_images(&dir).map_err(|e| e.at("preparing the images directory"))?;
-        let scripts = ActionScripts::new(opts.action_scripts.clone(), &dir, log)
-            .map_err(|e| DumpError::from(e).at("setting up action scripts"))?;
-        dump_inner(opts, pid, &dir, &scripts)
+        let quiet = |_: ScriptAction, _: Option<i32>| -> Result<(), ScriptError> { Ok(()) };
+        dump_inner(opts, pid, &dir, notify.unwrap_or(&quiet))
     })();
     match &result {
         Ok(s) => {
@@ -266,10 +264,10 @@ fn begin_images(dir: &Path) -> Result<(), DumpError> {
 }
 
 fn dump_inner(
-    opts: &Options,
+    opts: &DumpOptions,
     pid: i32,
     dir: &Path,
-    scripts: &ActionScripts,
+    scripts: &dyn Notify,
 ) -> Result<DumpSummary, DumpError> {
     match compel::classify(pid) {
         Ok(TaskState::Dead) | Err(_) => {
@@ -279,7 +277,7 @@ fn dump_inner(
         Ok(_) => {}
     }
     scripts
-        .run(ScriptAction::PreDump, Some(pid))
+        .notify(ScriptAction::PreDump, Some(pid))
         .map_err(|e| DumpError::from(e).at("pre-dump action script"))?;
 
     let t0 = Instant::now();
@@ -316,7 +314,7 @@ fn dump_inner(
     write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
     write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
 
-    if let Err(e) = scripts.run(ScriptAction::PostDump, Some(pid)) {
+    if let Err(e) = scripts.notify(ScriptAction::PostDump, Some(pid)) {
         // The tree resumes (dropping the tasks detaches them) and the dump fails.
         drop(tasks);
         return Err(DumpError::from(e).at("post-dump action script"));
@@ -542,7 +540,7 @@ fn ns_inodes(pid: &str) -> Vec<(String, u64)> {
 fn collect(
     task: &mut Task,
     pid: i32,
-    opts: &Options,
+    opts: &DumpOptions,
     files: &mut files::FileTable,
     own_ns: &[(String, u64)],
 ) -> Result<Collected, DumpError> {
@@ -593,7 +591,7 @@ fn collect(
     };
     let pending_shared = pending_signals(pid, true)?;
     let timer_ids: Vec<i32> = timers.iter().map(|t| t.id).collect();
-    let inside = read_inside(task, pid, &timer_ids, opts.timeout)?;
+    let inside = read_inside(task, pid, &timer_ids, opts.timeout, opts.inside_method)?;
 
     // The leader first, then the other threads in /proc/PID/task order.
     let mut tids = task.threads();
@@ -703,8 +701,8 @@ fn collect(
     })
 }
 
-/// Environment variable choosing how the dump reads the task's inside state: `parasite` (the
-/// default: the dump parasite, falling back to remote syscalls if infection fails) or
+/// Environment variable the `criu` binary maps into [`DumpOptions::inside_method`]: `parasite`
+/// (the default: the dump parasite, falling back to remote syscalls if infection fails) or
 /// `syscalls` (compel remote syscalls only).
 pub const INSIDE_METHOD_ENV: &str = "CRIU_DUMP_INSIDE";
 
@@ -713,9 +711,9 @@ fn read_inside(
     pid: i32,
     timer_ids: &[i32],
     timeout_s: u32,
+    method: InsideMethod,
 ) -> Result<inside::InsideState, DumpError> {
-    let method = std::env::var(INSIDE_METHOD_ENV).unwrap_or_default();
-    if method != "syscalls" {
+    if method == InsideMethod::Parasite {
         let timeout = std::time::Duration::from_secs(u64::from(timeout_s.max(1)));
         match inside::read_inside_parasite(task, pid, timer_ids, timeout) {
             Ok(st) => {

@@ -49,7 +49,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::scripts::{ActionScripts, ScriptAction, ScriptError};
+pub use crate::options::{PidMethod, RestoreOptions};
+use crate::scripts::{Notify, ScriptAction, ScriptError};
 
 /// `": CAUSE"` for an image error that has an underlying (OS) error.
 fn os_cause(e: &criu_images::ImageError) -> String {
@@ -212,44 +213,6 @@ pub enum RestoreError {
     Pidfile(#[from] crate::pidfile::PidfileError),
 }
 
-/// How to restore.
-#[derive(Clone, Debug, Default)]
-pub struct RestoreOptions {
-    /// The images directory.
-    pub images_dir: PathBuf,
-    /// `-d`: do not wait for the task, leave it to run on its own.
-    pub detach: bool,
-    /// `--shell-job`: the task keeps criu's session and terminal.
-    pub shell_job: bool,
-    /// `--pidfile`: where to write the restored pid.
-    pub pidfile: Option<PathBuf>,
-    /// `--cpu-cap=none`: leave out saved register state this CPU has no registers for, instead
-    /// of refusing (see [`fpu::build_checked`]).
-    pub no_fpu_check: bool,
-}
-
-impl RestoreOptions {
-    /// Restore from `dir`, waiting for the task, not a shell job, no pidfile.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        RestoreOptions {
-            images_dir: dir.into(),
-            ..Default::default()
-        }
-    }
-
-    /// The restore options of a parsed command line (a relative pidfile is relative to the
-    /// work directory).
-    pub fn from_options(o: &crate::options::Options) -> Self {
-        RestoreOptions {
-            images_dir: o.images_dir.clone(),
-            detach: o.restore_detached,
-            shell_job: o.shell_job,
-            pidfile: o.pidfile.as_ref().map(|p| o.effective_work_dir().join(p)),
-            no_fpu_check: !o.fpu_check,
-        }
-    }
-}
-
 /// How a restore ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RestoreOutcome {
@@ -287,13 +250,13 @@ impl RestoreOutcome {
 }
 
 fn run_scripts(
-    scripts: Option<&ActionScripts>,
+    scripts: Option<&dyn Notify>,
     action: ScriptAction,
     pid: Option<i32>,
 ) -> Result<(), RestoreError> {
     match scripts {
-        Some(s) if !s.is_empty() => Ok(s.run(action, pid)?),
-        _ => Ok(()),
+        Some(s) => Ok(s.notify(action, pid)?),
+        None => Ok(()),
     }
 }
 
@@ -304,7 +267,7 @@ fn run_scripts(
 /// was created; a failure after the first task was created kills and reaps every task.
 pub fn restore(
     opts: &RestoreOptions,
-    scripts: Option<&ActionScripts>,
+    scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
     let tree = images::load(&opts.images_dir, opts.shell_job)?;
     tracing::info!(
@@ -326,8 +289,8 @@ pub fn restore(
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
     raise_nofile();
     let shared = tree::Shared::build(&tree)?;
-    // `CRIU_RESTORE_FILL_HELPER=0` turns the fill helpers off (to measure what they bring).
-    let no_helpers = std::env::var_os("CRIU_RESTORE_FILL_HELPER").is_some_and(|v| v == "0");
+    // The fill helpers can be turned off (to measure what they bring).
+    let no_helpers = !opts.fill_helpers;
     // Only tasks with that much saved memory can use one: a pid for each of them.
     let big = |t: &plan::TaskPlan| {
         t.pages.iter().map(|r| r.nr_pages).sum::<u64>() * layout::PAGE >= prepare::HELPER_MIN_FILL
@@ -338,9 +301,9 @@ pub fn restore(
         tree.tasks.iter().filter(|t| big(t)).count()
     };
     let mut helpers = tree::helper_pids(&tree, helper_count).into_iter();
-    let huge_pages = huge_pages_allowed();
-    // `CRIU_RESTORE_UFFD=0`: fault pages in and read into them instead (to measure).
-    let uffd = std::env::var_os("CRIU_RESTORE_UFFD").is_none_or(|v| v != "0");
+    let huge_pages = huge_pages_allowed(opts.huge_pages);
+    // Without: fault pages in and read into them instead (to measure).
+    let uffd = opts.uffd;
     let mut preps: Vec<Option<prepare::Prepared>> = Vec::with_capacity(tree.tasks.len());
     for (i, t) in tree.tasks.iter().enumerate() {
         if t.zombie.is_some() {
@@ -371,7 +334,7 @@ pub fn restore(
     }
     let sync = tree::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
-    let created = spawn(&tree, &sessions, preps, shared, &sync)?;
+    let created = spawn(&tree, &sessions, preps, shared, &sync, opts.pid_method)?;
     let root = created.root;
     let pid = match finish(&tree, &created, &sync, opts, scripts) {
         Ok(pid) => pid,
@@ -453,6 +416,7 @@ fn spawn(
     preps: Vec<Option<prepare::Prepared>>,
     shared: tree::Shared,
     sync: &tree::SyncPage,
+    pid_method: PidMethod,
 ) -> Result<Created, RestoreError> {
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());
@@ -517,7 +481,7 @@ fn spawn(
         Some(&mut old),
     )
     .is_ok();
-    let cloned = clone_task(tree.root().pid);
+    let cloned = clone_task(tree.root().pid, pid_method);
     if let Ok(0) = cloned {
         child::run(&nodes, &tree.order, slots, 0);
     }
@@ -630,7 +594,7 @@ fn finish(
     c: &Created,
     sync: &tree::SyncPage,
     opts: &RestoreOptions,
-    scripts: Option<&ActionScripts>,
+    scripts: Option<&dyn Notify>,
 ) -> Result<i32, RestoreError> {
     let slots = sync.slots();
     let root = c.root;
@@ -769,11 +733,11 @@ fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
 }
 
 /// Forks this process into a child with pid `pid`. Returns 0 in the child.
-/// How the pid is obtained: `clone3` with `set_tid`, unless the environment variable
-/// `CRIU_RESTORE_PID_METHOD` is `ns_last_pid` (the fallback for kernels without `set_tid`, also
-/// selectable to exercise it).
-fn clone_task(pid: i32) -> Result<i32, RestoreError> {
-    if std::env::var_os("CRIU_RESTORE_PID_METHOD").is_some_and(|m| m == "ns_last_pid") {
+/// How the pid is obtained: `clone3` with `set_tid`, unless `method` is
+/// [`PidMethod::NsLastPid`] (the fallback for kernels without `set_tid`, also selectable to
+/// exercise it).
+fn clone_task(pid: i32, method: PidMethod) -> Result<i32, RestoreError> {
+    if method == PidMethod::NsLastPid {
         return clone_via_last_pid(pid);
     }
     let tid = [pid];
@@ -836,9 +800,9 @@ pub(crate) fn owned(fd: i32) -> OwnedFd {
 
 /// Whether wholly saved 2 MiB blocks of private anonymous memory are given huge pages when
 /// they are filled: not when the administrator turned transparent huge pages off
-/// (`never`), nor with `CRIU_RESTORE_THP=0`.
-fn huge_pages_allowed() -> bool {
-    if std::env::var_os("CRIU_RESTORE_THP").is_some_and(|v| v == "0") {
+/// (`never`), nor when the options turn them off (`wanted`).
+fn huge_pages_allowed(wanted: bool) -> bool {
+    if !wanted {
         return false;
     }
     std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")

@@ -442,12 +442,12 @@ fn slice_bytes<T: Copy>(v: &[T]) -> Vec<u8> {
     v.iter().flat_map(|x| bytes_of(x)).collect()
 }
 
-fn restorer_blob() -> Result<BlobDesc<'static>, RestoreError> {
-    // A blob file named by CRIU_RESTORER_BLOB replaces the built-in one (for debugging).
-    let b = match std::env::var_os("CRIU_RESTORER_BLOB") {
+fn restorer_blob(file: Option<&std::path::Path>) -> Result<BlobDesc<'static>, RestoreError> {
+    // A blob file named in the options replaces the built-in one (for debugging).
+    let b = match file {
         Some(path) => {
-            let data = std::fs::read(&path).map_err(|e| RestoreError::Io {
-                what: format!("reading {}", std::path::Path::new(&path).display()),
+            let data = std::fs::read(path).map_err(|e| RestoreError::Io {
+                what: format!("reading {}", path.display()),
                 error: e,
             })?;
             let data: &'static [u8] = Box::leak(data.into_boxed_slice());
@@ -517,7 +517,7 @@ pub fn prepare(
     opts: &RestoreOptions,
     ctx: &TaskCtx,
 ) -> Result<Prepared, RestoreError> {
-    let blob = restorer_blob()?;
+    let blob = restorer_blob(opts.restorer_blob.as_deref())?;
     let entry_off = sym(&blob, "__export_restorer_main")?;
     let syscall_off = sym(&blob, "__export_restorer_syscall")?;
     let maps = layout::self_maps()?;

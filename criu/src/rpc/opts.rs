@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use criu_images::pb::CriuOpts;
 
-use crate::options::{Command, FinalState, Options};
+use crate::options::{
+    CgroupMode, CgroupRoot, Command, CpuCap, DirRef, External, FinalState, InheritFd, Options,
+};
 
 /// How criu was started for this client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +46,14 @@ pub enum OptsError {
     /// An option only `criu swrk` can honour.
     #[error("{0} is not allowed in a standalone service")]
     SwrkOnly(&'static str),
+    /// A value that does not parse.
+    #[error("invalid {option} {value:?}")]
+    BadValue {
+        /// The field.
+        option: &'static str,
+        /// The value given.
+        value: String,
+    },
     /// An option for work still to come.
     #[error("{what} is not supported by this criu yet")]
     Unsupported {
@@ -64,8 +74,27 @@ impl OptsError {
 
 /// CRIU's default log file name in RPC mode (in the work directory).
 pub const DEFAULT_LOG_FILE: &str = "criu.log";
-/// `cpu_cap` bit for the FPU check (CRIU's `CPU_CAP_FPU`).
-const CPU_CAP_FPU: u32 = 1;
+
+/// `criu_cg_mode` as the command line's `--manage-cgroups=MODE`.
+fn cgroup_mode(m: i32) -> Result<CgroupMode, OptsError> {
+    use criu_images::pb::CriuCgMode as M;
+    Ok(match M::try_from(m) {
+        Ok(M::Ignore) => CgroupMode::Ignore,
+        Ok(M::CgNone) => CgroupMode::None,
+        Ok(M::Props) => CgroupMode::Props,
+        Ok(M::Soft) => CgroupMode::Soft,
+        Ok(M::Full) => CgroupMode::Full,
+        Ok(M::Strict) => CgroupMode::Strict,
+        // CRIU's "whatever the default is": soft.
+        Ok(M::Default) => CgroupMode::Soft,
+        Err(_) => {
+            return Err(OptsError::BadValue {
+                option: "manage_cgroups_mode",
+                value: m.to_string(),
+            });
+        }
+    })
+}
 
 fn unsupported(what: impl Into<String>) -> OptsError {
     OptsError::Unsupported { what: what.into() }
@@ -101,22 +130,25 @@ pub fn to_options(
     };
     match images {
         Some(p) => {
-            o.images_dir = std::fs::canonicalize(&p).map_err(|source| OptsError::Dir {
-                what: "images dir",
-                path: p.clone(),
-                source,
-            })?;
+            o.images_dir =
+                DirRef::Path(std::fs::canonicalize(&p).map_err(|source| OptsError::Dir {
+                    what: "images dir",
+                    path: p.clone(),
+                    source,
+                })?);
         }
-        None if cmd == Command::Check => o.images_dir = PathBuf::from("."),
+        None if cmd == Command::Check => o.images_dir = DirRef::default(),
         None => return Err(OptsError::NoImagesDir),
     }
     if let Some(fd) = req.work_dir_fd {
         let p = peer_fd(fd);
-        o.work_dir = Some(std::fs::canonicalize(&p).map_err(|source| OptsError::Dir {
-            what: "work dir",
-            path: p.clone(),
-            source,
-        })?);
+        o.work_dir = Some(DirRef::Path(std::fs::canonicalize(&p).map_err(
+            |source| OptsError::Dir {
+                what: "work dir",
+                path: p.clone(),
+                source,
+            },
+        )?));
     }
 
     // The log.
@@ -166,7 +198,7 @@ pub fn to_options(
         o.timeout = t;
     }
     if let Some(cap) = req.cpu_cap {
-        o.fpu_check = cap & CPU_CAP_FPU != 0;
+        o.cpu_cap = CpuCap(cap);
     }
     if let Some(r) = &req.root {
         o.root = Some(PathBuf::from(r));
@@ -174,16 +206,45 @@ pub fn to_options(
     if let Some(p) = &req.parent_img {
         o.prev_images_dir = Some(PathBuf::from(p));
     }
-    o.external.extend(req.external.iter().cloned());
+    for e in &req.external {
+        o.external
+            .push(External::parse(e).ok_or_else(|| OptsError::BadValue {
+                option: "external",
+                value: e.clone(),
+            })?);
+    }
     for m in &req.ext_mnt {
-        o.external.push(format!("mnt[{}]:{}", m.key, m.val));
+        o.external.push(External {
+            kind: "mnt".into(),
+            id: m.key.clone(),
+            value: Some(m.val.clone()),
+        });
+    }
+    o.ext_unix_sk_inodes
+        .extend(req.unix_sk_ino.iter().map(|u| u64::from(u.inode)));
+    if let Some(m) = req.manage_cgroups_mode {
+        o.manage_cgroups = Some(cgroup_mode(m)?);
+    } else if req.manage_cgroups == Some(true) {
+        o.manage_cgroups = Some(CgroupMode::Soft);
+    }
+    for r in &req.cg_root {
+        o.cgroup_roots.push(CgroupRoot {
+            controller: r.ctrl.clone(),
+            path: PathBuf::from(&r.path),
+        });
+    }
+    if let Some(y) = &req.cgroup_yard {
+        o.cgroup_yard = Some(PathBuf::from(y));
     }
     if !req.inherit_fd.is_empty() {
         if mode == Mode::Service {
             return Err(OptsError::SwrkOnly("inherit_fd"));
         }
         for i in &req.inherit_fd {
-            o.inherit_fds.push(format!("fd[{}]:{}", i.fd, i.key));
+            o.inherit_fds.push(InheritFd {
+                fd: i.fd,
+                key: i.key.clone(),
+            });
         }
     }
     if let Some(fd) = req.status_fd {
@@ -207,7 +268,6 @@ pub fn to_options(
     refuse_if(req.lsm_mount_context.is_some(), "lsm_mount_context")?;
     refuse_if(req.config_file.is_some(), "config_file")?;
     refuse_if(req.auto_dedup == Some(true), "auto_dedup")?;
-    refuse_if(!req.unix_sk_ino.is_empty(), "unix_sk_ino")?;
 
     // Accepted and logged: they change nothing in what this criu does (no cgroup, mount or
     // network-namespace handling yet, ptrace freezes the tree either way).
@@ -216,16 +276,12 @@ pub fn to_options(
             o.ignored.push((name.to_string(), None));
         }
     };
-    ignored("manage-cgroups", req.manage_cgroups.is_some());
-    ignored("manage-cgroups-mode", req.manage_cgroups_mode.is_some());
-    ignored("cg-root", !req.cg_root.is_empty());
     ignored("cgroup-props", req.cgroup_props.is_some());
     ignored("cgroup-props-file", req.cgroup_props_file.is_some());
     ignored(
         "cgroup-dump-controller",
         !req.cgroup_dump_controller.is_empty(),
     );
-    ignored("cgroup-yard", req.cgroup_yard.is_some());
     ignored("freeze-cgroup", req.freeze_cgroup.is_some());
     ignored("evasive-devices", req.evasive_devices.is_some());
     ignored("force-irmap", req.force_irmap.is_some());
@@ -278,8 +334,11 @@ mod tests {
         assert!(o.shell_job);
         assert_eq!(o.log_level, 4);
         assert_eq!(o.log_file, Some(PathBuf::from("dump.log")));
-        assert_eq!(o.images_dir, std::fs::canonicalize(d.path()).unwrap());
-        assert_eq!(o.external, vec!["mnt[/a]:A".to_string()]);
+        assert_eq!(
+            o.images_dir,
+            DirRef::Path(std::fs::canonicalize(d.path()).unwrap())
+        );
+        assert_eq!(o.external, vec![External::parse("mnt[/a]:A").unwrap()]);
     }
 
     #[test]

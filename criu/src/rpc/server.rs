@@ -13,7 +13,8 @@ use super::opts::{Mode, OptsError, to_options};
 use super::wire::{self, Incoming};
 use super::{RpcError, version};
 use crate::log::LogSink;
-use crate::options::{Command, FinalState, Options};
+use crate::options::{Command, DumpOptions, FinalState, Options, RestoreOptions};
+use crate::scripts::{Notify, ScriptAction, ScriptError};
 
 /// A failed request: what the client reads in `cr_errno` (when known) and `cr_errmsg`.
 struct Failure {
@@ -83,7 +84,7 @@ pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
             Incoming::Request(r) => *r,
         };
         let keep_open = req.keep_open == Some(true);
-        if let Some(r) = handle(&req, mode, peer) {
+        if let Some(r) = handle(sk, &req, mode, peer) {
             wire::send_response(sk, &r, None)?;
         }
         if !keep_open {
@@ -93,7 +94,7 @@ pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
 }
 
 /// Answers one request; `None` when no answer is due (a client that dumped itself and is gone).
-fn handle(req: &CriuReq, mode: Mode, peer: i32) -> Option<CriuResp> {
+fn handle(sk: BorrowedFd<'_>, req: &CriuReq, mode: Mode, peer: i32) -> Option<CriuResp> {
     let Ok(ty) = CriuReqType::try_from(req.r#type) else {
         let f = Failure::new(
             Some(libc::EBADRQC),
@@ -117,8 +118,8 @@ fn handle(req: &CriuReq, mode: Mode, peer: i32) -> Option<CriuResp> {
             Ok(()) => resp(ty, true),
             Err(f) => fail(ty, f),
         },
-        CriuReqType::Dump => return dump(opts, mode, peer),
-        CriuReqType::Restore => restore(opts, mode, peer),
+        CriuReqType::Dump => return dump(sk, opts, mode, peer),
+        CriuReqType::Restore => restore(sk, opts, mode, peer),
         CriuReqType::WaitPid => wait_pid(req.pid),
         CriuReqType::Notify => fail(
             ty,
@@ -168,7 +169,7 @@ fn with_run<T>(
     if opts.work_dir.is_none() {
         opts.work_dir = Some(opts.images_dir.clone());
     }
-    let work = opts.effective_work_dir().to_path_buf();
+    let work = opts.effective_work_dir();
     std::env::set_current_dir(&work).map_err(|e| {
         Failure::new(
             e.raw_os_error(),
@@ -207,7 +208,8 @@ fn check(req: &CriuOpts, mode: Mode, peer: i32) -> Result<(), Failure> {
     })
 }
 
-fn dump(req: &CriuOpts, mode: Mode, peer: i32) -> Option<CriuResp> {
+fn dump(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32) -> Option<CriuResp> {
+    let notifier = (req.notify_scripts == Some(true)).then_some(RpcNotify { sk });
     let ty = CriuReqType::Dump;
     let mut gone = false;
     let result = to_options(req, Command::Dump, mode, peer)
@@ -215,8 +217,11 @@ fn dump(req: &CriuOpts, mode: Mode, peer: i32) -> Option<CriuResp> {
         .and_then(|mut opts| {
             // A client that dumped itself without leave_running is dead: no answer is due.
             gone = opts.tree == Some(peer) && opts.final_state == FinalState::Dead;
-            with_run(&mut opts, |o, sink| {
-                crate::dump::dump(o, sink).map_err(|e| Failure::new(None, chain(&e)))
+            with_run(&mut opts, |o, _| {
+                let dopts = DumpOptions::from_options(o);
+                dopts.validate().map_err(options_failure)?;
+                crate::dump::dump(&dopts, notifier.as_ref().map(|n| n as &dyn Notify))
+                    .map_err(|e| Failure::new(None, chain(&e)))
             })
         });
     let mut r = match result {
@@ -230,16 +235,19 @@ fn dump(req: &CriuOpts, mode: Mode, peer: i32) -> Option<CriuResp> {
     Some(r)
 }
 
-fn restore(req: &CriuOpts, mode: Mode, peer: i32) -> CriuResp {
+fn restore(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32) -> CriuResp {
+    let notifier = (req.notify_scripts == Some(true)).then_some(RpcNotify { sk });
     let ty = CriuReqType::Restore;
     let result = to_options(req, Command::Restore, mode, peer)
         .map_err(Failure::from)
         .and_then(|mut opts| {
             with_run(&mut opts, |o, _| {
                 // A restore over RPC always leaves the tree to run on its own.
-                let mut ropts = crate::restore::RestoreOptions::from_options(o);
+                let mut ropts = RestoreOptions::from_options(o);
                 ropts.detach = true;
-                crate::restore::restore(&ropts, None).map_err(|e| Failure::new(None, chain(&e)))
+                ropts.validate().map_err(options_failure)?;
+                crate::restore::restore(&ropts, notifier.as_ref().map(|n| n as &dyn Notify))
+                    .map_err(|e| Failure::new(None, chain(&e)))
             })
         });
     match result {
@@ -289,6 +297,28 @@ fn wait_pid(pid: Option<u32>) -> CriuResp {
     let mut r = resp(ty, true);
     r.status = Some(status);
     r
+}
+
+fn options_failure(e: crate::options::OptionsError) -> Failure {
+    Failure::new(Some(e.errno()), chain(&e))
+}
+
+/// Notifications of a dump or restore whose client asked for them (`notify_scripts`): each
+/// stage is a `NOTIFY` round trip; a client that says no (or goes away) stops the run the way
+/// a failing action script does.
+struct RpcNotify<'a> {
+    sk: BorrowedFd<'a>,
+}
+
+impl Notify for RpcNotify<'_> {
+    fn notify(&self, action: ScriptAction, pid: Option<i32>) -> Result<(), ScriptError> {
+        notify(self.sk, action.name(), pid, None).map_err(|e| {
+            tracing::error!("{e}");
+            ScriptError::Refused {
+                action: action.name(),
+            }
+        })
+    }
 }
 
 /// Sends the notification for `action` (with `pid` and an optional descriptor) and waits for the

@@ -30,9 +30,19 @@
 //! assert_eq!(opts.log_level, 4);
 //! ```
 
+mod engine;
+mod table;
+pub mod values;
+
 use std::path::{Path, PathBuf};
 
-/// Errors from parsing options or reading configuration files.
+pub use engine::{DumpOptions, InsideMethod, PidMethod, RestoreOptions};
+pub use values::{CgroupMode, CgroupRoot, CpuCap, DirRef, External, InheritFd};
+
+use table::{Arg, Given};
+
+/// Errors from parsing options, reading configuration files or checking the options of a
+/// command. [`OptionsError::errno`] is the errno an RPC reply carries for each.
 #[derive(Debug, thiserror::Error)]
 pub enum OptionsError {
     /// An option that criu does not know.
@@ -67,11 +77,26 @@ pub enum OptionsError {
         /// The argument given.
         value: String,
     },
+    /// An option CRIU has retired (`--ms`).
+    #[error("{option} is deprecated; see \"Check options\" of criu --help")]
+    Deprecated {
+        /// The option as written.
+        option: String,
+    },
     /// An unknown command word.
     #[error("unknown command '{command}'")]
     UnknownCommand {
         /// The word given.
         command: String,
+    },
+    /// No command word.
+    #[error("command is required")]
+    NoCommand,
+    /// A command this criu does not have yet.
+    #[error("the {command} command is not supported by this criu")]
+    CommandNotSupported {
+        /// The command word.
+        command: &'static str,
     },
     /// More than one command word.
     #[error("excessive parameter for command {command}: {extra}")]
@@ -80,6 +105,22 @@ pub enum OptionsError {
         command: String,
         /// The first extra word.
         extra: String,
+    },
+    /// A command that needs an option run without it (`dump` without `-t`).
+    #[error("{command} needs {option}")]
+    Missing {
+        /// The command word.
+        command: &'static str,
+        /// The option it needs.
+        option: &'static str,
+    },
+    /// Two options that exclude each other.
+    #[error("{first} and {second} cannot be used together")]
+    Conflict {
+        /// One option.
+        first: &'static str,
+        /// The other.
+        second: &'static str,
     },
     /// A configuration file that exists but cannot be read.
     #[error("cannot read configuration file {path}")]
@@ -98,6 +139,31 @@ pub enum OptionsError {
         /// 1-based line number.
         line: usize,
     },
+}
+
+impl OptionsError {
+    /// The errno a reply to an RPC request carries for this error (`cr_errno`): `EINVAL` for
+    /// what the request said wrong, `EOPNOTSUPP` for what this criu does not do, the OS error
+    /// for an unreadable configuration file.
+    pub fn errno(&self) -> i32 {
+        match self {
+            OptionsError::Unknown { .. }
+            | OptionsError::Ambiguous { .. }
+            | OptionsError::MissingArgument { .. }
+            | OptionsError::UnexpectedArgument { .. }
+            | OptionsError::BadValue { .. }
+            | OptionsError::UnknownCommand { .. }
+            | OptionsError::NoCommand
+            | OptionsError::Excessive { .. }
+            | OptionsError::Missing { .. }
+            | OptionsError::Conflict { .. }
+            | OptionsError::ConfigSyntax { .. } => libc::EINVAL,
+            OptionsError::Deprecated { .. } | OptionsError::CommandNotSupported { .. } => {
+                libc::EOPNOTSUPP
+            }
+            OptionsError::ConfigRead { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
 }
 
 /// The command word of a criu run.
@@ -173,7 +239,9 @@ pub const DEFAULT_LOG_LEVEL: i32 = 2;
 /// CRIU's default `--timeout` (seconds allowed to freeze the tree).
 pub const DEFAULT_TIMEOUT: u32 = 10;
 
-/// Every option of one criu run.
+/// Every option of one criu run, whatever filled it (command line, configuration files, an RPC
+/// request through [`Options::set`]). The engine takes the per-command views
+/// [`DumpOptions`] and [`RestoreOptions`] built from it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
     /// The command word (`None` when only `--help`/`--version` style options were given).
@@ -182,10 +250,10 @@ pub struct Options {
     pub command_args: Vec<String>,
     /// `-t/--tree PID`: the root of the tree to dump.
     pub tree: Option<i32>,
-    /// `-D/--images-dir DIR` (default `.`).
-    pub images_dir: PathBuf,
+    /// `-D/--images-dir DIR` (default `.`), or a descriptor (RPC `images_dir_fd`).
+    pub images_dir: DirRef,
     /// `-W/--work-dir DIR` (default: the images directory): logs and pidfiles go here.
-    pub work_dir: Option<PathBuf>,
+    pub work_dir: Option<DirRef>,
     /// `-o/--log-file FILE`, relative to the work dir; `None` logs to stderr.
     pub log_file: Option<PathBuf>,
     /// `-v[N]`, `--verbosity[=N]`: 0..4.
@@ -216,8 +284,10 @@ pub struct Options {
     pub tcp_established: bool,
     /// `-l/--file-locks`.
     pub file_locks: bool,
-    /// `-x/--ext-unix-sk[=INODES]`.
+    /// `-x/--ext-unix-sk[=INODES]`: external unix sockets are allowed.
     pub ext_unix_sk: bool,
+    /// The inodes given with `--ext-unix-sk=INO,INO` (empty: any).
+    pub ext_unix_sk_inodes: Vec<u64>,
     /// `--track-mem`.
     pub track_mem: bool,
     /// `--prev-images-dir DIR`.
@@ -229,17 +299,22 @@ pub struct Options {
     /// `-r/--root DIR` for restore.
     pub root: Option<PathBuf>,
     /// `--inherit-fd fd[N]:RESOURCE`, repeatable.
-    pub inherit_fds: Vec<String>,
-    /// `--external RES`, repeatable.
-    pub external: Vec<String>,
+    pub inherit_fds: Vec<InheritFd>,
+    /// `--external KIND[ID]:VALUE`, repeatable.
+    pub external: Vec<External>,
     /// `--status-fd FD`.
     pub status_fd: Option<i32>,
     /// `--unprivileged`.
     pub unprivileged: bool,
-    /// `--cpu-cap` keeps the FPU check (`fpu`, `all`, the default); `--cpu-cap=none` (or a list
-    /// without `fpu`) turns it off: restore leaves out saved register state this CPU has no
-    /// registers for.
-    pub fpu_check: bool,
+    /// `--cpu-cap[=CAPS]`: CRIU's mask; without the FPU bit (`--cpu-cap=none`) restore leaves
+    /// out saved register state this CPU has no registers for.
+    pub cpu_cap: CpuCap,
+    /// `--manage-cgroups[=MODE]` (not acted on yet: restored tasks stay in criu's cgroup).
+    pub manage_cgroups: Option<CgroupMode>,
+    /// `--cgroup-root [CTL:]PATH`, repeatable (not acted on yet).
+    pub cgroup_roots: Vec<CgroupRoot>,
+    /// `--cgroup-yard PATH` (not acted on yet).
+    pub cgroup_yard: Option<PathBuf>,
     /// Options accepted for compatibility that change nothing here, as `(name, argument)`, so
     /// the run can log them.
     pub ignored: Vec<(String, Option<String>)>,
@@ -255,7 +330,7 @@ impl Default for Options {
             command: None,
             command_args: Vec::new(),
             tree: None,
-            images_dir: PathBuf::from("."),
+            images_dir: DirRef::default(),
             work_dir: None,
             log_file: None,
             log_level: DEFAULT_LOG_LEVEL,
@@ -273,6 +348,7 @@ impl Default for Options {
             tcp_established: false,
             file_locks: false,
             ext_unix_sk: false,
+            ext_unix_sk_inodes: Vec::new(),
             track_mem: false,
             prev_images_dir: None,
             link_remap: false,
@@ -282,141 +358,16 @@ impl Default for Options {
             external: Vec::new(),
             status_fd: None,
             unprivileged: false,
-            fpu_check: true,
+            cpu_cap: CpuCap::default(),
+            manage_cgroups: None,
+            cgroup_roots: Vec::new(),
+            cgroup_yard: None,
             ignored: Vec::new(),
             help: false,
             version: false,
         }
     }
 }
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Arg {
-    No,
-    Required,
-    Optional,
-}
-
-/// One option criu knows: its long name, its short letter, whether it takes an argument, and
-/// whether it is a boolean that also has a `no-NAME` form.
-struct Spec {
-    long: &'static str,
-    short: Option<char>,
-    arg: Arg,
-    negatable: bool,
-}
-
-const fn s(long: &'static str, short: Option<char>, arg: Arg) -> Spec {
-    Spec {
-        long,
-        short,
-        arg,
-        negatable: false,
-    }
-}
-
-const fn b(long: &'static str) -> Spec {
-    Spec {
-        long,
-        short: None,
-        arg: Arg::No,
-        negatable: true,
-    }
-}
-
-/// The option table: the options CRIU 4.x knows, so that everything real tools pass parses.
-static SPECS: &[Spec] = &[
-    s("tree", Some('t'), Arg::Required),
-    s("leave-stopped", Some('s'), Arg::No),
-    s("leave-running", Some('R'), Arg::No),
-    b("restore-detached"),
-    b("restore-sibling"),
-    b("daemon"),
-    s("images-dir", Some('D'), Arg::Required),
-    s("work-dir", Some('W'), Arg::Required),
-    s("log-file", Some('o'), Arg::Required),
-    s("join-ns", Some('J'), Arg::Required),
-    s("root", Some('r'), Arg::Required),
-    s("ext-unix-sk", Some('x'), Arg::Optional),
-    s("help", Some('h'), Arg::No),
-    b("tcp-established"),
-    s("close", None, Arg::Required),
-    b("log-pid"),
-    s("version", Some('V'), Arg::No),
-    b("evasive-devices"),
-    s("pidfile", None, Arg::Required),
-    s("veth-pair", None, Arg::Required),
-    s("action-script", None, Arg::Required),
-    b("link-remap"),
-    b("shell-job"),
-    b("file-locks"),
-    b("page-server"),
-    s("address", None, Arg::Required),
-    s("port", None, Arg::Required),
-    s("prev-images-dir", None, Arg::Required),
-    s("ms", None, Arg::No),
-    b("track-mem"),
-    b("auto-dedup"),
-    s("libdir", Some('L'), Arg::Required),
-    s("cpu-cap", None, Arg::Optional),
-    b("force-irmap"),
-    s("ext-mount-map", Some('M'), Arg::Required),
-    s("exec-cmd", None, Arg::No),
-    s("manage-cgroups", None, Arg::Optional),
-    s("cgroup-root", None, Arg::Required),
-    s("inherit-fd", None, Arg::Required),
-    s("feature", None, Arg::Required),
-    s("skip-mnt", None, Arg::Required),
-    s("enable-fs", None, Arg::Required),
-    s("enable-external-sharing", None, Arg::No),
-    s("enable-external-masters", None, Arg::No),
-    s("freeze-cgroup", None, Arg::Required),
-    s("ghost-limit", None, Arg::Required),
-    s("irmap-scan-path", None, Arg::Required),
-    s("lsm-profile", None, Arg::Required),
-    s("timeout", None, Arg::Required),
-    s("external", None, Arg::Required),
-    s("empty-ns", None, Arg::Required),
-    s("lazy-pages", None, Arg::No),
-    b("extra"),
-    b("experimental"),
-    s("all", None, Arg::No),
-    s("cgroup-props", None, Arg::Required),
-    s("cgroup-props-file", None, Arg::Required),
-    s("cgroup-dump-controller", None, Arg::Required),
-    b("skip-in-flight"),
-    b("deprecated"),
-    b("display-stats"),
-    b("weak-sysctls"),
-    s("status-fd", None, Arg::Required),
-    b("tcp-close"),
-    s("verbosity", Some('v'), Arg::Optional),
-    s("ps-socket", None, Arg::Required),
-    b("stream"),
-    s("config", None, Arg::Required),
-    s("no-default-config", None, Arg::No),
-    s("tls-cacert", None, Arg::Required),
-    s("tls-cacrl", None, Arg::Required),
-    s("tls-cert", None, Arg::Required),
-    s("tls-key", None, Arg::Required),
-    b("tls"),
-    s("tls-no-cn-verify", None, Arg::No),
-    s("cgroup-yard", None, Arg::Required),
-    s("pre-dump-mode", None, Arg::Required),
-    s("file-validation", None, Arg::Required),
-    b("skip-file-rwx-check"),
-    s("lsm-mount-context", None, Arg::Required),
-    s("network-lock", None, Arg::Required),
-    b("mntns-compat-mode"),
-    b("unprivileged"),
-    b("ghost-fiemap"),
-    b("allow-uprobes"),
-    // Short-only options.
-    s("", Some('d'), Arg::No),
-    s("", Some('S'), Arg::No),
-    s("", Some('j'), Arg::No),
-    s("", Some('l'), Arg::No),
-];
 
 /// CRIU's default configuration files, in reading order, for a given `$HOME`.
 pub fn default_config_files(home: Option<&Path>) -> Vec<PathBuf> {
@@ -504,35 +455,6 @@ fn read_config(path: &Path, must_exist: bool) -> Result<Option<Vec<String>>, Opt
     }
 }
 
-/// `atoi`: the leading decimal digits (with an optional sign), 0 if none.
-fn atoi(s: &str) -> i64 {
-    let t = s.trim_start();
-    let (neg, digits) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    let n: i64 = digits
-        .bytes()
-        .take_while(u8::is_ascii_digit)
-        .fold(0i64, |a, d| {
-            a.saturating_mul(10).saturating_add(i64::from(d - b'0'))
-        });
-    if neg { -n } else { n }
-}
-
-/// CRIU's size syntax: a number with an optional K, M or G suffix.
-fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim();
-    let (num, mul) = match t.chars().last()? {
-        'K' | 'k' => (&t[..t.len() - 1], 1u64 << 10),
-        'M' | 'm' => (&t[..t.len() - 1], 1 << 20),
-        'G' | 'g' => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.parse::<u64>().ok()?.checked_mul(mul)
-}
-
 impl Options {
     /// Parses `argv` (program name first) together with the configuration files criu reads,
     /// taking `$HOME` and `$CRIU_CONFIG_FILE` from the environment.
@@ -605,8 +527,63 @@ impl Options {
     }
 
     /// The directory criu changes into: `-W`, else the images directory.
-    pub fn effective_work_dir(&self) -> &Path {
-        self.work_dir.as_deref().unwrap_or(&self.images_dir)
+    pub fn effective_work_dir(&self) -> PathBuf {
+        self.work_dir.as_ref().unwrap_or(&self.images_dir).path()
+    }
+
+    /// Sets one option by its criu(8) long name (`tree`, `leave-running`, `no-shell-job`,
+    /// `ext-unix-sk`, ...), with its argument as text: the way an RPC request's fields or a
+    /// library caller fill the same options the command line does. Prefixes are not accepted
+    /// here.
+    ///
+    /// # Errors
+    /// [`OptionsError::Unknown`] for a name criu does not know, [`OptionsError::BadValue`] and
+    /// friends as on the command line.
+    pub fn set(&mut self, name: &str, value: Option<&str>) -> Result<(), OptionsError> {
+        let shown = format!("--{name}");
+        let (def, negated) = match table::TABLE.iter().find(|d| d.long == name) {
+            Some(d) => (d, false),
+            None => match name
+                .strip_prefix("no-")
+                .and_then(|rest| table::TABLE.iter().find(|d| d.negatable && d.long == rest))
+            {
+                Some(d) => (d, true),
+                None => return Err(OptionsError::Unknown { option: shown }),
+            },
+        };
+        match (def.arg, value) {
+            (Arg::No, Some(_)) => {
+                return Err(OptionsError::UnexpectedArgument {
+                    option: name.to_string(),
+                });
+            }
+            (Arg::Required, None) => return Err(OptionsError::MissingArgument { option: shown }),
+            _ => {}
+        }
+        self.apply_one(def, negated, value, &shown)
+    }
+
+    fn apply_one(
+        &mut self,
+        def: &table::OptDef,
+        negated: bool,
+        value: Option<&str>,
+        shown: &str,
+    ) -> Result<(), OptionsError> {
+        let name = if negated {
+            format!("no-{}", def.long)
+        } else {
+            def.long.to_string()
+        };
+        (def.set)(
+            self,
+            &Given {
+                on: !negated,
+                value,
+                shown,
+                name: &name,
+            },
+        )
     }
 
     /// Applies one list of arguments (a config file's, or the command line's).
@@ -640,7 +617,7 @@ impl Options {
                     Some((n, v)) => (n, Some(v.to_string())),
                     None => (body, None),
                 };
-                let (spec, negated) = find_long(name, a)?;
+                let (spec, negated) = table::find_long(name, a)?;
                 let value = match spec.arg {
                     Arg::No => {
                         if inline.is_some() {
@@ -671,7 +648,7 @@ impl Options {
                         }
                     },
                 };
-                self.set(spec, negated, value, &format!("--{}", spec.long))?;
+                self.apply_one(spec, negated, value.as_deref(), &format!("--{}", spec.long))?;
                 continue;
             }
             // A bundle of short options.
@@ -680,11 +657,7 @@ impl Options {
             while k < chars.len() {
                 let c = chars[k];
                 k += 1;
-                let spec = SPECS.iter().find(|s| s.short == Some(c)).ok_or_else(|| {
-                    OptionsError::Unknown {
-                        option: format!("-{c}"),
-                    }
-                })?;
+                let spec = table::find_short(c)?;
                 let attached: String = chars[k..].iter().collect();
                 let value = match spec.arg {
                     Arg::No => None,
@@ -707,143 +680,10 @@ impl Options {
                         }
                     }
                 };
-                self.set(spec, false, value, &format!("-{c}"))?;
+                self.apply_one(spec, false, value.as_deref(), &format!("-{c}"))?;
             }
         }
         Ok(())
-    }
-
-    fn set(
-        &mut self,
-        spec: &Spec,
-        negated: bool,
-        value: Option<String>,
-        shown: &str,
-    ) -> Result<(), OptionsError> {
-        let on = !negated;
-        let bad = |v: &str| OptionsError::BadValue {
-            option: shown.to_string(),
-            value: v.to_string(),
-        };
-        let req = |v: &Option<String>| v.clone().unwrap_or_default();
-        let key = if spec.long.is_empty() {
-            spec.short.map(String::from).unwrap_or_default()
-        } else {
-            spec.long.to_string()
-        };
-        match key.as_str() {
-            "tree" => {
-                let v = req(&value);
-                let pid = atoi(&v);
-                if pid <= 0 || pid > i64::from(i32::MAX) {
-                    return Err(bad(&v));
-                }
-                self.tree = Some(pid as i32);
-            }
-            "leave-stopped" => self.final_state = FinalState::Stopped,
-            "leave-running" => self.final_state = FinalState::Alive,
-            "restore-detached" | "daemon" | "d" => self.restore_detached = on,
-            "restore-sibling" | "S" => self.restore_sibling = on,
-            "images-dir" => self.images_dir = PathBuf::from(req(&value)),
-            "work-dir" => self.work_dir = Some(PathBuf::from(req(&value))),
-            "log-file" => self.log_file = Some(PathBuf::from(req(&value))),
-            "root" => self.root = Some(PathBuf::from(req(&value))),
-            "ext-unix-sk" => self.ext_unix_sk = true,
-            "help" => self.help = true,
-            "version" => self.version = true,
-            "tcp-established" => self.tcp_established = on,
-            "pidfile" => self.pidfile = Some(PathBuf::from(req(&value))),
-            "action-script" => self.action_scripts.push(PathBuf::from(req(&value))),
-            "link-remap" => self.link_remap = on,
-            "shell-job" | "j" => self.shell_job = on,
-            "file-locks" | "l" => self.file_locks = on,
-            "prev-images-dir" => self.prev_images_dir = Some(PathBuf::from(req(&value))),
-            "track-mem" => self.track_mem = on,
-            "inherit-fd" => self.inherit_fds.push(req(&value)),
-            "feature" => self.feature = Some(req(&value)),
-            "ghost-limit" => {
-                let v = req(&value);
-                self.ghost_limit = parse_size(&v).ok_or_else(|| bad(&v))?;
-            }
-            "timeout" => {
-                let v = req(&value);
-                self.timeout = u32::try_from(atoi(&v)).map_err(|_| bad(&v))?;
-            }
-            "external" => self.external.push(req(&value)),
-            "extra" => self.check_extra = on,
-            "all" => self.check_extra = true,
-            "status-fd" => {
-                let v = req(&value);
-                self.status_fd = Some(v.trim().parse().map_err(|_| bad(&v))?);
-            }
-            "verbosity" => match value {
-                Some(v) if v.starts_with('v') => {
-                    // -vvvv: one for the -v itself and one per further v.
-                    self.log_level += v.len() as i32 + 1;
-                }
-                Some(v) => self.log_level = atoi(&v).clamp(0, 100) as i32,
-                None => self.log_level += 1,
-            },
-            "config" | "no-default-config" => {}
-            "unprivileged" => self.unprivileged = on,
-            "cpu-cap" => {
-                // Bare `--cpu-cap` means `all`.
-                let v = value.unwrap_or_else(|| "all".to_string());
-                let caps: Vec<&str> = v.split(',').map(str::trim).collect();
-                if caps
-                    .iter()
-                    .any(|c| !matches!(*c, "all" | "fpu" | "cpu" | "ins" | "none"))
-                {
-                    return Err(bad(&v));
-                }
-                self.fpu_check = caps.iter().any(|c| matches!(*c, "all" | "fpu"));
-            }
-            "ms" => {
-                return Err(bad("--ms is deprecated"));
-            }
-            _ => {
-                let name = if negated {
-                    format!("no-{}", spec.long)
-                } else {
-                    key.clone()
-                };
-                self.ignored.push((name, value));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn find_long(name: &str, shown: &str) -> Result<(&'static Spec, bool), OptionsError> {
-    let longs = || SPECS.iter().filter(|s| !s.long.is_empty());
-    // Exact names (including `no-NAME` for booleans) win over prefixes.
-    if let Some(sp) = longs().find(|s| s.long == name) {
-        return Ok((sp, false));
-    }
-    if let Some(rest) = name.strip_prefix("no-")
-        && let Some(sp) = longs().find(|s| s.negatable && s.long == rest)
-    {
-        return Ok((sp, true));
-    }
-    let mut found: Vec<(&'static Spec, bool)> = longs()
-        .filter(|s| s.long.starts_with(name))
-        .map(|s| (s, false))
-        .collect();
-    if let Some(rest) = name.strip_prefix("no-") {
-        found.extend(
-            longs()
-                .filter(|s| s.negatable && s.long.starts_with(rest))
-                .map(|s| (s, true)),
-        );
-    }
-    match found.len() {
-        0 => Err(OptionsError::Unknown {
-            option: shown.to_string(),
-        }),
-        1 => Ok(found[0]),
-        _ => Err(OptionsError::Ambiguous {
-            option: shown.to_string(),
-        }),
     }
 }
 
@@ -898,7 +738,7 @@ mod tests {
         let o = p(&["dump", "-t", "12", "-D", "img", "-W", "wd", "-o", "d.log"]).unwrap();
         assert_eq!(o.command, Some(Command::Dump));
         assert_eq!(o.tree, Some(12));
-        assert_eq!(o.images_dir, PathBuf::from("img"));
+        assert_eq!(o.images_dir, DirRef::Path(PathBuf::from("img")));
         assert_eq!(o.effective_work_dir(), Path::new("wd"));
         assert_eq!(o.log_file, Some(PathBuf::from("d.log")));
         assert_eq!(o.final_state, FinalState::Dead);
@@ -984,10 +824,7 @@ mod tests {
             vec![PathBuf::from("/a"), PathBuf::from("/b")]
         );
         assert_eq!(o.timeout, 30);
-        assert!(
-            o.ignored
-                .contains(&("manage-cgroups".to_string(), Some("ignore".to_string())))
-        );
+        assert_eq!(o.manage_cgroups, Some(CgroupMode::Ignore));
         assert!(
             o.ignored
                 .contains(&("ext-mount-map".to_string(), Some("auto".to_string())))
@@ -1000,12 +837,67 @@ mod tests {
 
     #[test]
     fn cpu_cap() {
-        assert!(p(&["restore"]).unwrap().fpu_check);
-        assert!(p(&["restore", "--cpu-cap"]).unwrap().fpu_check);
-        assert!(p(&["restore", "--cpu-cap=fpu,cpu"]).unwrap().fpu_check);
-        assert!(!p(&["restore", "--cpu-cap=none"]).unwrap().fpu_check);
-        assert!(!p(&["restore", "--cpu-cap=cpu,ins"]).unwrap().fpu_check);
+        assert!(p(&["restore"]).unwrap().cpu_cap.fpu());
+        assert!(p(&["restore", "--cpu-cap"]).unwrap().cpu_cap.fpu());
+        assert!(p(&["restore", "--cpu-cap=fpu,cpu"]).unwrap().cpu_cap.fpu());
+        assert!(!p(&["restore", "--cpu-cap=none"]).unwrap().cpu_cap.fpu());
+        assert!(!p(&["restore", "--cpu-cap=cpu,ins"]).unwrap().cpu_cap.fpu());
         assert!(p(&["restore", "--cpu-cap=avx"]).is_err());
+    }
+
+    #[test]
+    fn typed_values_and_set() {
+        let o = p(&[
+            "restore",
+            "--inherit-fd",
+            "fd[5]:pipe:[77]",
+            "--external",
+            "mnt[/data]:vol",
+            "-x12,13",
+            "--cgroup-root",
+            "cpu:/new",
+            "--cgroup-yard",
+            "/yard",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.inherit_fds,
+            vec![InheritFd {
+                fd: 5,
+                key: "pipe:[77]".into()
+            }]
+        );
+        assert_eq!(o.external[0].kind, "mnt");
+        assert!(o.ext_unix_sk);
+        assert_eq!(o.ext_unix_sk_inodes, vec![12, 13]);
+        assert_eq!(o.cgroup_roots[0].controller.as_deref(), Some("cpu"));
+        assert_eq!(o.cgroup_yard, Some(PathBuf::from("/yard")));
+        assert!(matches!(
+            p(&["restore", "--inherit-fd", "5:x"]),
+            Err(OptionsError::BadValue { .. })
+        ));
+        assert!(matches!(
+            p(&["restore", "--external", "noshape"]),
+            Err(OptionsError::BadValue { .. })
+        ));
+        assert!(matches!(
+            p(&["dump", "--ms"]),
+            Err(OptionsError::Deprecated { .. })
+        ));
+        // The same options filled by name, as an RPC request does.
+        let mut o = Options::default();
+        o.set("tree", Some("42")).unwrap();
+        o.set("leave-running", None).unwrap();
+        o.set("shell-job", None).unwrap();
+        o.set("no-shell-job", None).unwrap();
+        o.set("cpu-cap", Some("none")).unwrap();
+        assert_eq!(o.tree, Some(42));
+        assert_eq!(o.final_state, FinalState::Alive);
+        assert!(!o.shell_job && !o.cpu_cap.fpu());
+        assert_eq!(o.set("tre", Some("1")).unwrap_err().errno(), libc::EINVAL);
+        assert!(o.set("tree", None).is_err());
+        assert!(o.set("leave-running", Some("1")).is_err());
+        assert_eq!(o.set("ms", None).unwrap_err().errno(), libc::EOPNOTSUPP);
     }
 
     #[test]

@@ -30,4 +30,5 @@ pub mod log;
 pub mod options;
 pub mod pidfile;
 pub mod restore;
+pub mod rpc;
 pub mod scripts;

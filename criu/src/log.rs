@@ -137,8 +137,14 @@ pub fn level_filter(verbosity: i32) -> tracing_subscriber::filter::LevelFilter {
 /// Installs the global subscriber writing into `sink` at `verbosity`. Returns `false` when a
 /// subscriber was already installed (then nothing changes).
 pub fn install(verbosity: i32, sink: &LogSink) -> bool {
+    tracing::subscriber::set_global_default(subscriber(verbosity, sink)).is_ok()
+}
+
+/// The subscriber [`install`] installs, for a caller that scopes it itself (the RPC server logs
+/// each request into that request's own log file).
+pub fn subscriber(verbosity: i32, sink: &LogSink) -> impl tracing::Subscriber + Send + Sync {
     let file = sink.file.clone();
-    let sub = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_max_level(level_filter(verbosity))
         .with_timer(Stamp {
             start: Instant::now(),
@@ -147,6 +153,5 @@ pub fn install(verbosity: i32, sink: &LogSink) -> bool {
         .with_ansi(false)
         .with_target(false)
         .with_writer(move || SinkWriter(file.clone()))
-        .finish();
-    tracing::subscriber::set_global_default(sub).is_ok()
+        .finish()
 }

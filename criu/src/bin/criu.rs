@@ -156,6 +156,25 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore => restore(&opts, &sink).map_err(fail),
+        Command::Swrk => {
+            let fd = opts.command_args.first().map_or("", String::as_str);
+            criu::rpc::swrk(fd).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Service => {
+            // --address is not a field of Options yet: it is among the accepted options.
+            let address = opts.ignored.iter().rev().find(|(n, _)| n == "address");
+            let address = address
+                .and_then(|(_, v)| v.as_deref())
+                .map(std::path::Path::new);
+            let service = criu::rpc::ServiceOptions {
+                address: criu::rpc::service::address_or_default(address),
+                daemon: opts.restore_detached,
+                pidfile: opts.pidfile.clone(),
+            };
+            criu::rpc::service(&service).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         other => Err(fail(
             OptionsError::CommandNotSupported {
                 command: other.word(),

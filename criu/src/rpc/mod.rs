@@ -1,0 +1,110 @@
+//! criu as a service (layer: engine front end): CRIU's RPC protocol (`rpc.proto`: `criu_req`,
+//! `criu_resp`, `criu_opts`, `criu_notify`, ...) over a unix `SOCK_SEQPACKET` socket, one
+//! protobuf message per packet.
+//!
+//! Two ways in, as with CRIU:
+//!
+//! - [`swrk`]: `criu swrk FD`, started by a client (rust-criu, libcriu, go-criu, runc) that
+//!   made a socketpair and handed one end over as descriptor `FD`. criu answers one request,
+//!   and more while the client sets `keep_open`, then exits.
+//! - [`service`]: `criu service --address PATH [--daemon] [--pidfile FILE]`, a listening
+//!   socket; every connection is served by a process of its own.
+//!
+//! A request's `criu_opts` fill the same [`crate::options::Options`] the command line fills
+//! ([`opts::to_options`]), so dump and restore run exactly as `criu dump`/`criu restore` would.
+//! Every request type gets an answer; those not built yet (`PRE_DUMP`, `PAGE_SERVER`,
+//! `CPUINFO_*`, ...) are answered with `success = false`, `cr_errno` and `cr_errmsg`.
+//!
+//! ```no_run
+//! // What `criu swrk 3` does.
+//! criu::rpc::swrk("3").unwrap();
+//! ```
+
+pub mod opts;
+mod server;
+pub mod service;
+pub mod wire;
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+pub use opts::Mode;
+pub use server::{criu_version as version, notify, serve};
+pub use service::ServiceOptions;
+
+/// The CRIU release whose formats and behaviour this criu matches (what `VERSION` reports).
+pub const CRIU_VERSION_MAJOR: i32 = 4;
+/// See [`CRIU_VERSION_MAJOR`].
+pub const CRIU_VERSION_MINOR: i32 = 2;
+
+/// Errors of the RPC front end (a bad request is answered, not one of these).
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// `criu swrk` was given something that is not a usable descriptor.
+    #[error("swrk: {arg:?} is not a SOCK_SEQPACKET socket descriptor")]
+    BadSwrkFd {
+        /// The argument.
+        arg: String,
+    },
+    /// A socket call failed.
+    #[error("rpc socket: {what} failed")]
+    Socket {
+        /// The call.
+        what: &'static str,
+        /// Why.
+        #[source]
+        errno: nix::errno::Errno,
+    },
+    /// Another system call failed.
+    #[error("{what} failed")]
+    Io {
+        /// What was done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The client did not acknowledge a notification.
+    #[error("notification {action}: {why}")]
+    NotifyRefused {
+        /// The action (`pre-dump`, `post-restore`, ...).
+        action: String,
+        /// What the client did instead.
+        why: String,
+    },
+}
+
+/// `criu swrk FD`: serves the client on the socket descriptor `FD` it passed down.
+///
+/// # Errors
+/// [`RpcError::BadSwrkFd`] when `fd` names no `SOCK_SEQPACKET` socket; [`RpcError::Socket`]
+/// when the socket fails.
+pub fn swrk(fd: &str) -> Result<(), RpcError> {
+    let bad = || RpcError::BadSwrkFd {
+        arg: fd.to_string(),
+    };
+    let raw: i32 = fd.trim().parse().map_err(|_| bad())?;
+    // SAFETY: F_GETFD only asks whether `raw` is an open descriptor.
+    if raw < 0 || unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+        return Err(bad());
+    }
+    // SAFETY: `raw` is open (checked above) and was handed to this process to own: nothing
+    // else in criu uses it.
+    let sk = unsafe { OwnedFd::from_raw_fd(raw) };
+    if !wire::is_seqpacket(sk.as_fd()) {
+        // Not ours to close after all.
+        std::mem::forget(sk);
+        return Err(bad());
+    }
+    // Tasks criu starts (restored trees, action scripts) must not inherit the client's socket.
+    // SAFETY: F_SETFD on a descriptor we own.
+    unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) };
+    serve(sk.as_fd(), Mode::Swrk)
+}
+
+/// `criu service`: see [`service::run`].
+///
+/// # Errors
+/// As [`service::run`].
+pub fn service(opts: &ServiceOptions) -> Result<(), RpcError> {
+    service::run(opts)
+}

@@ -1,0 +1,389 @@
+//! `criu_opts` onto the engine's [`Options`]: the same structure the command line and the
+//! configuration files fill, so the engine never knows which way a run came in.
+//!
+//! Descriptors in a request (`images_dir_fd`, `work_dir_fd`) are the client's: criu reaches
+//! them as `/proc/<client pid>/fd/<N>`, in `swrk` and `service` mode alike. Descriptors that
+//! must be criu's own (`inherit_fd`, `status_fd`) only make sense in `swrk` mode, where criu
+//! inherited them from the client; the service refuses them, as CRIU's does.
+
+use std::path::PathBuf;
+
+use criu_images::pb::CriuOpts;
+
+use crate::options::{
+    CgroupMode, CgroupRoot, Command, CpuCap, DirRef, External, FinalState, InheritFd, Options,
+};
+
+/// How criu was started for this client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `criu swrk FD`: a child of the client, sharing its descriptors.
+    Swrk,
+    /// A worker of `criu service`: a stranger to the client.
+    Service,
+}
+
+/// Why a request's options were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OptsError {
+    /// The request named no images directory.
+    #[error("neither images_dir_fd nor images_dir was passed by the RPC client")]
+    NoImagesDir,
+    /// The images or work directory cannot be reached.
+    #[error("cannot open {what} {path}")]
+    Dir {
+        /// `images dir` or `work dir`.
+        what: &'static str,
+        /// The path tried.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `log_file` named a path, not a file name.
+    #[error("log_file {0:?}: no subdirectories are allowed in the log file name")]
+    LogFileSubdir(String),
+    /// An option only `criu swrk` can honour.
+    #[error("{0} is not allowed in a standalone service")]
+    SwrkOnly(&'static str),
+    /// A value that does not parse.
+    #[error("invalid {option} {value:?}")]
+    BadValue {
+        /// The field.
+        option: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// An option for work still to come.
+    #[error("{what} is not supported by this criu yet")]
+    Unsupported {
+        /// The option and, where it helps, its value.
+        what: String,
+    },
+}
+
+impl OptsError {
+    /// The errno a client sees in `cr_errno` (CRIU answers option errors with `EBADRQC`).
+    pub fn errno(&self) -> i32 {
+        match self {
+            OptsError::Unsupported { .. } => libc::EOPNOTSUPP,
+            _ => libc::EBADRQC,
+        }
+    }
+}
+
+/// CRIU's default log file name in RPC mode (in the work directory).
+pub const DEFAULT_LOG_FILE: &str = "criu.log";
+
+/// `criu_cg_mode` as the command line's `--manage-cgroups=MODE`.
+fn cgroup_mode(m: i32) -> Result<CgroupMode, OptsError> {
+    use criu_images::pb::CriuCgMode as M;
+    Ok(match M::try_from(m) {
+        Ok(M::Ignore) => CgroupMode::Ignore,
+        Ok(M::CgNone) => CgroupMode::None,
+        Ok(M::Props) => CgroupMode::Props,
+        Ok(M::Soft) => CgroupMode::Soft,
+        Ok(M::Full) => CgroupMode::Full,
+        Ok(M::Strict) => CgroupMode::Strict,
+        // CRIU's "whatever the default is": soft.
+        Ok(M::Default) => CgroupMode::Soft,
+        Err(_) => {
+            return Err(OptsError::BadValue {
+                option: "manage_cgroups_mode",
+                value: m.to_string(),
+            });
+        }
+    })
+}
+
+fn unsupported(what: impl Into<String>) -> OptsError {
+    OptsError::Unsupported { what: what.into() }
+}
+
+/// The engine options for one request of `cmd` from the client `peer`.
+///
+/// The images directory is resolved (and must exist) except for `CHECK`; the work directory is
+/// `work_dir_fd`, else the images directory. The log goes to `log_file` in the work directory
+/// (default [`DEFAULT_LOG_FILE`]), or to stderr with `log_to_stderr`.
+///
+/// # Errors
+/// [`OptsError`] for a missing or unreachable directory and for options this criu cannot honour.
+pub fn to_options(
+    req: &CriuOpts,
+    cmd: Command,
+    mode: Mode,
+    peer: i32,
+) -> Result<Options, OptsError> {
+    let mut o = Options {
+        command: Some(cmd),
+        no_default_config: true,
+        ..Options::default()
+    };
+    let peer_fd = |fd: i32| PathBuf::from(format!("/proc/{peer}/fd/{fd}"));
+
+    // Directories. prost gives 0 for a missing required `images_dir_fd`; CRIU's clients send -1
+    // for "none".
+    let images = if req.images_dir_fd >= 0 {
+        Some(peer_fd(req.images_dir_fd))
+    } else {
+        req.images_dir.as_ref().map(PathBuf::from)
+    };
+    match images {
+        Some(p) => {
+            o.images_dir =
+                DirRef::Path(std::fs::canonicalize(&p).map_err(|source| OptsError::Dir {
+                    what: "images dir",
+                    path: p.clone(),
+                    source,
+                })?);
+        }
+        None if cmd == Command::Check => o.images_dir = DirRef::default(),
+        None => return Err(OptsError::NoImagesDir),
+    }
+    if let Some(fd) = req.work_dir_fd {
+        let p = peer_fd(fd);
+        o.work_dir = Some(DirRef::Path(std::fs::canonicalize(&p).map_err(
+            |source| OptsError::Dir {
+                what: "work dir",
+                path: p.clone(),
+                source,
+            },
+        )?));
+    }
+
+    // The log.
+    if req.log_to_stderr == Some(true) && req.log_file.is_none() {
+        o.log_file = None;
+    } else {
+        let name = req.log_file.as_deref().unwrap_or(DEFAULT_LOG_FILE);
+        if name.contains('/') {
+            return Err(OptsError::LogFileSubdir(name.to_string()));
+        }
+        o.log_file = Some(PathBuf::from(name));
+    }
+    o.log_level = req.log_level.unwrap_or(crate::options::DEFAULT_LOG_LEVEL);
+
+    // The process and what becomes of it.
+    o.tree = Some(req.pid.unwrap_or(peer));
+    if req.leave_running == Some(true) {
+        o.final_state = FinalState::Alive;
+    }
+    if req.leave_stopped == Some(true) {
+        o.final_state = FinalState::Stopped;
+    }
+    if req.rst_sibling == Some(true) {
+        if mode == Mode::Service {
+            return Err(OptsError::SwrkOnly("rst_sibling"));
+        }
+        // The restored root would have to be made the client's child (CLONE_PARENT); the
+        // engine does not do that yet.
+        return Err(unsupported(
+            "rst_sibling (restoring the tree as the client's child)",
+        ));
+    }
+
+    // Flags the engine knows.
+    let flag = |v: Option<bool>, dflt: bool| v.unwrap_or(dflt);
+    o.shell_job = flag(req.shell_job, false);
+    o.ext_unix_sk = flag(req.ext_unix_sk, false);
+    o.tcp_established = flag(req.tcp_established, false);
+    o.file_locks = flag(req.file_locks, false);
+    o.track_mem = flag(req.track_mem, false);
+    o.link_remap = flag(req.link_remap, false);
+    o.unprivileged = flag(req.unprivileged, false);
+    if let Some(g) = req.ghost_limit {
+        o.ghost_limit = u64::from(g);
+    }
+    if let Some(t) = req.timeout {
+        o.timeout = t;
+    }
+    if let Some(cap) = req.cpu_cap {
+        o.cpu_cap = CpuCap(cap);
+    }
+    if let Some(r) = &req.root {
+        o.root = Some(PathBuf::from(r));
+    }
+    if let Some(p) = &req.parent_img {
+        o.prev_images_dir = Some(PathBuf::from(p));
+    }
+    for e in &req.external {
+        o.external
+            .push(External::parse(e).ok_or_else(|| OptsError::BadValue {
+                option: "external",
+                value: e.clone(),
+            })?);
+    }
+    for m in &req.ext_mnt {
+        o.external.push(External {
+            kind: "mnt".into(),
+            id: m.key.clone(),
+            value: Some(m.val.clone()),
+        });
+    }
+    o.ext_unix_sk_inodes
+        .extend(req.unix_sk_ino.iter().map(|u| u64::from(u.inode)));
+    if let Some(m) = req.manage_cgroups_mode {
+        o.manage_cgroups = Some(cgroup_mode(m)?);
+    } else if req.manage_cgroups == Some(true) {
+        o.manage_cgroups = Some(CgroupMode::Soft);
+    }
+    for r in &req.cg_root {
+        o.cgroup_roots.push(CgroupRoot {
+            controller: r.ctrl.clone(),
+            path: PathBuf::from(&r.path),
+        });
+    }
+    if let Some(y) = &req.cgroup_yard {
+        o.cgroup_yard = Some(PathBuf::from(y));
+    }
+    if !req.inherit_fd.is_empty() {
+        if mode == Mode::Service {
+            return Err(OptsError::SwrkOnly("inherit_fd"));
+        }
+        for i in &req.inherit_fd {
+            o.inherit_fds.push(InheritFd {
+                fd: i.fd,
+                key: i.key.clone(),
+            });
+        }
+    }
+    if let Some(fd) = req.status_fd {
+        if mode == Mode::Service {
+            return Err(OptsError::SwrkOnly("status_fd"));
+        }
+        o.status_fd = Some(fd);
+    }
+
+    // Options for work still to come: refused when set to something that would matter.
+    let refuse_if = |set: bool, what: &str| if set { Err(unsupported(what)) } else { Ok(()) };
+    refuse_if(req.ps.is_some(), "page server (ps)")?;
+    refuse_if(req.lazy_pages == Some(true), "lazy_pages")?;
+    refuse_if(req.tls == Some(true), "tls")?;
+    refuse_if(!req.exec_cmd.is_empty(), "exec_cmd")?;
+    refuse_if(!req.join_ns.is_empty(), "join_ns")?;
+    refuse_if(!req.veths.is_empty(), "veths")?;
+    refuse_if(req.empty_ns.is_some_and(|n| n != 0), "empty_ns")?;
+    refuse_if(req.orphan_pts_master == Some(true), "orphan_pts_master")?;
+    refuse_if(req.lsm_profile.is_some(), "lsm_profile")?;
+    refuse_if(req.lsm_mount_context.is_some(), "lsm_mount_context")?;
+    refuse_if(req.config_file.is_some(), "config_file")?;
+    refuse_if(req.auto_dedup == Some(true), "auto_dedup")?;
+
+    // Accepted and logged: they change nothing in what this criu does (no cgroup, mount or
+    // network-namespace handling yet, ptrace freezes the tree either way).
+    let mut ignored = |name: &str, set: bool| {
+        if set {
+            o.ignored.push((name.to_string(), None));
+        }
+    };
+    ignored("cgroup-props", req.cgroup_props.is_some());
+    ignored("cgroup-props-file", req.cgroup_props_file.is_some());
+    ignored(
+        "cgroup-dump-controller",
+        !req.cgroup_dump_controller.is_empty(),
+    );
+    ignored("freeze-cgroup", req.freeze_cgroup.is_some());
+    ignored("evasive-devices", req.evasive_devices.is_some());
+    ignored("force-irmap", req.force_irmap.is_some());
+    ignored("irmap-scan-path", !req.irmap_scan_paths.is_empty());
+    ignored("auto-ext-mnt", req.auto_ext_mnt.is_some());
+    ignored("ext-sharing", req.ext_sharing.is_some());
+    ignored("ext-masters", req.ext_masters.is_some());
+    ignored("skip-mnt", !req.skip_mnt.is_empty());
+    ignored("enable-fs", !req.enable_fs.is_empty());
+    ignored("tcp-skip-in-flight", req.tcp_skip_in_flight.is_some());
+    ignored("tcp-close", req.tcp_close.is_some());
+    ignored("weak-sysctls", req.weak_sysctls.is_some());
+    ignored("network-lock", req.network_lock.is_some());
+    ignored("pre-dump-mode", req.pre_dump_mode.is_some());
+    ignored("pidfd-store", req.pidfd_store_sk.is_some());
+    ignored("mntns-compat-mode", req.mntns_compat_mode.is_some());
+    ignored("skip-file-rwx-check", req.skip_file_rwx_check.is_some());
+    ignored("display-stats", req.display_stats.is_some());
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(dir: &std::path::Path) -> CriuOpts {
+        CriuOpts {
+            images_dir_fd: -1,
+            images_dir: Some(dir.display().to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_request_fills_the_same_options_as_the_command_line() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = opts(d.path());
+        r.pid = Some(42);
+        r.leave_running = Some(true);
+        r.shell_job = Some(true);
+        r.log_level = Some(4);
+        r.log_file = Some("dump.log".into());
+        r.ext_mnt.push(criu_images::pb::ExtMountMap {
+            key: "/a".into(),
+            val: "A".into(),
+        });
+        let o = to_options(&r, Command::Dump, Mode::Swrk, 7).unwrap();
+        assert_eq!(o.tree, Some(42));
+        assert_eq!(o.final_state, FinalState::Alive);
+        assert!(o.shell_job);
+        assert_eq!(o.log_level, 4);
+        assert_eq!(o.log_file, Some(PathBuf::from("dump.log")));
+        assert_eq!(
+            o.images_dir,
+            DirRef::Path(std::fs::canonicalize(d.path()).unwrap())
+        );
+        assert_eq!(o.external, vec![External::parse("mnt[/a]:A").unwrap()]);
+    }
+
+    #[test]
+    fn the_defaults_are_criu_s_rpc_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let o = to_options(&opts(d.path()), Command::Dump, Mode::Swrk, 7).unwrap();
+        assert_eq!(o.tree, Some(7), "no pid: the client dumps itself");
+        assert_eq!(o.final_state, FinalState::Dead);
+        assert_eq!(o.log_file, Some(PathBuf::from(DEFAULT_LOG_FILE)));
+        assert_eq!(o.log_level, crate::options::DEFAULT_LOG_LEVEL);
+    }
+
+    #[test]
+    fn bad_and_unsupported_options_are_refused_with_a_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let none = CriuOpts {
+            images_dir_fd: -1,
+            ..Default::default()
+        };
+        assert!(matches!(
+            to_options(&none, Command::Dump, Mode::Swrk, 1),
+            Err(OptsError::NoImagesDir)
+        ));
+        assert!(to_options(&none, Command::Check, Mode::Swrk, 1).is_ok());
+        let mut r = opts(d.path());
+        r.log_file = Some("../x.log".into());
+        assert!(matches!(
+            to_options(&r, Command::Dump, Mode::Swrk, 1),
+            Err(OptsError::LogFileSubdir(_))
+        ));
+        let mut r = opts(d.path());
+        r.inherit_fd.push(criu_images::pb::InheritFd {
+            key: "k".into(),
+            fd: 3,
+        });
+        let e = to_options(&r, Command::Restore, Mode::Service, 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "inherit_fd is not allowed in a standalone service"
+        );
+        assert_eq!(e.errno(), libc::EBADRQC);
+        let mut r = opts(d.path());
+        r.lazy_pages = Some(true);
+        let e = to_options(&r, Command::Restore, Mode::Swrk, 1).unwrap_err();
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        assert!(e.to_string().contains("lazy_pages"), "{e}");
+    }
+}

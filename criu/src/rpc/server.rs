@@ -1,0 +1,369 @@
+//! One client's session: read a request, answer it, and go on while the client asks to keep the
+//! connection open (`keep_open`), as CRIU's `swrk` does. Every request gets an answer: what is
+//! not built yet is answered with `success = false`, `cr_errno` and `cr_errmsg` naming it.
+
+use std::os::fd::BorrowedFd;
+
+use criu_images::pb::{
+    CriuDumpResp, CriuFeatures, CriuNotify, CriuOpts, CriuReq, CriuReqType, CriuResp,
+    CriuRestoreResp, CriuVersion,
+};
+
+use super::opts::{Mode, OptsError, to_options};
+use super::wire::{self, Incoming};
+use super::{RpcError, version};
+use crate::log::LogSink;
+use crate::options::{Command, DumpOptions, FinalState, Options, RestoreOptions};
+use crate::scripts::{Notify, ScriptAction, ScriptError};
+
+/// A failed request: what the client reads in `cr_errno` (when known) and `cr_errmsg`.
+struct Failure {
+    errno: Option<i32>,
+    msg: String,
+}
+
+impl Failure {
+    fn new(errno: Option<i32>, msg: impl Into<String>) -> Failure {
+        Failure {
+            errno,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<OptsError> for Failure {
+    fn from(e: OptsError) -> Failure {
+        Failure::new(Some(e.errno()), chain(&e))
+    }
+}
+
+/// The error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn resp(ty: CriuReqType, success: bool) -> CriuResp {
+    CriuResp {
+        r#type: ty as i32,
+        success,
+        ..Default::default()
+    }
+}
+
+fn fail(ty: CriuReqType, f: Failure) -> CriuResp {
+    let mut r = resp(ty, false);
+    r.cr_errno = f.errno;
+    r.cr_errmsg = Some(f.msg);
+    r
+}
+
+/// A client's session on `sk`, until it closes the socket or a request without `keep_open`
+/// has been answered. `mode` says whether criu is the client's `swrk` child or a service worker.
+///
+/// # Errors
+/// [`RpcError`] when the socket fails; a bad request is answered, not an error here.
+pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
+    let peer = wire::peer_pid(sk)?;
+    loop {
+        let req = match wire::recv_request(sk)? {
+            Incoming::Closed => return Ok(()),
+            Incoming::Malformed(why) => {
+                tracing::warn!("RPC error: {why}");
+                let f = Failure::new(Some(libc::EBADMSG), why);
+                // Whether the client meant to keep the connection open is unknowable: the
+                // session ends after the answer, as after any request without keep_open.
+                return wire::send_response(sk, &fail(CriuReqType::Empty, f), None);
+            }
+            Incoming::Request(r) => *r,
+        };
+        let keep_open = req.keep_open == Some(true);
+        if let Some(r) = handle(sk, &req, mode, peer) {
+            wire::send_response(sk, &r, None)?;
+        }
+        if !keep_open {
+            return Ok(());
+        }
+    }
+}
+
+/// Answers one request; `None` when no answer is due (a client that dumped itself and is gone).
+fn handle(sk: BorrowedFd<'_>, req: &CriuReq, mode: Mode, peer: i32) -> Option<CriuResp> {
+    let Ok(ty) = CriuReqType::try_from(req.r#type) else {
+        let f = Failure::new(
+            Some(libc::EBADRQC),
+            format!("invalid request type {}", req.r#type),
+        );
+        return Some(fail(CriuReqType::Empty, f));
+    };
+    let no_opts = CriuOpts {
+        images_dir_fd: -1,
+        ..Default::default()
+    };
+    let opts = req.opts.as_ref().unwrap_or(&no_opts);
+    Some(match ty {
+        CriuReqType::Version => {
+            let mut r = resp(ty, true);
+            r.version = Some(version());
+            r
+        }
+        CriuReqType::FeatureCheck => feature_check(req.features.as_ref()),
+        CriuReqType::Check => match check(opts, mode, peer) {
+            Ok(()) => resp(ty, true),
+            Err(f) => fail(ty, f),
+        },
+        CriuReqType::Dump => return dump(sk, opts, mode, peer),
+        CriuReqType::Restore => restore(sk, opts, mode, peer),
+        CriuReqType::WaitPid => wait_pid(req.pid),
+        CriuReqType::Notify => fail(
+            ty,
+            Failure::new(
+                Some(libc::EBADRQC),
+                "a NOTIFY request answers a notification; none was sent",
+            ),
+        ),
+        CriuReqType::Empty => fail(
+            ty,
+            Failure::new(Some(libc::EBADRQC), "invalid request type EMPTY"),
+        ),
+        CriuReqType::PreDump
+        | CriuReqType::SinglePreDump
+        | CriuReqType::PageServer
+        | CriuReqType::PageServerChld
+        | CriuReqType::CpuinfoDump
+        | CriuReqType::CpuinfoCheck => fail(
+            ty,
+            Failure::new(
+                Some(libc::EOPNOTSUPP),
+                format!("{} is not supported by this criu yet", ty.as_str_name()),
+            ),
+        ),
+    })
+}
+
+/// The features a client can ask about; none of them is built yet (memory tracking needs
+/// pre-dump, lazy pages a page server, the pidfd store iterative dumps), so each asked is false.
+fn feature_check(asked: Option<&CriuFeatures>) -> CriuResp {
+    let asked = asked.cloned().unwrap_or_default();
+    let mut r = resp(CriuReqType::FeatureCheck, true);
+    r.features = Some(CriuFeatures {
+        mem_track: asked.mem_track.map(|_| false),
+        lazy_pages: asked.lazy_pages.map(|_| false),
+        pidfd_store: asked.pidfd_store.map(|_| false),
+    });
+    r
+}
+
+/// Changes into the run's work directory, opens its log, and runs `f` with the log installed
+/// for this request.
+fn with_run<T>(
+    opts: &mut Options,
+    f: impl FnOnce(&Options, &LogSink) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    if opts.work_dir.is_none() {
+        opts.work_dir = Some(opts.images_dir.clone());
+    }
+    let work = opts.effective_work_dir();
+    std::env::set_current_dir(&work).map_err(|e| {
+        Failure::new(
+            e.raw_os_error(),
+            format!("can't change directory to {}: {e}", work.display()),
+        )
+    })?;
+    let sink = LogSink::open(opts.log_file.as_deref())
+        .map_err(|e| Failure::new(Some(libc::EBADRQC), chain(&e)))?;
+    let sub = crate::log::subscriber(opts.log_level, &sink);
+    tracing::subscriber::with_default(sub, || {
+        tracing::info!(
+            "criu {} {} --rpc (work dir {})",
+            env!("CARGO_PKG_VERSION"),
+            opts.command.map_or("?", Command::word),
+            work.display()
+        );
+        for (name, _) in &opts.ignored {
+            tracing::info!("option {name} accepted, it changes nothing here");
+        }
+        let r = f(opts, &sink);
+        if let Err(e) = &r {
+            tracing::error!("{}", e.msg);
+        }
+        r
+    })
+}
+
+fn check(req: &CriuOpts, mode: Mode, peer: i32) -> Result<(), Failure> {
+    let mut opts = to_options(req, Command::Check, mode, peer)?;
+    if req.log_file.is_none() {
+        // Nothing asks for a log file: CRIU then needs no directory for a check.
+        opts.log_file = None;
+    }
+    with_run(&mut opts, |_, _| {
+        crate::check::check_all().map_err(|e| Failure::new(None, chain(&e)))
+    })
+}
+
+fn dump(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32) -> Option<CriuResp> {
+    let notifier = (req.notify_scripts == Some(true)).then_some(RpcNotify { sk });
+    let ty = CriuReqType::Dump;
+    let mut gone = false;
+    let result = to_options(req, Command::Dump, mode, peer)
+        .map_err(Failure::from)
+        .and_then(|mut opts| {
+            // A client that dumped itself without leave_running is dead: no answer is due.
+            gone = opts.tree == Some(peer) && opts.final_state == FinalState::Dead;
+            with_run(&mut opts, |o, _| {
+                let dopts = DumpOptions::from_options(o);
+                dopts.validate().map_err(options_failure)?;
+                crate::dump::dump(&dopts, notifier.as_ref().map(|n| n as &dyn Notify))
+                    .map_err(|e| Failure::new(None, chain(&e)))
+            })
+        });
+    let mut r = match result {
+        Ok(_) if gone => return None,
+        Ok(_) => resp(ty, true),
+        Err(f) => fail(ty, f),
+    };
+    r.dump = Some(CriuDumpResp {
+        restored: Some(false),
+    });
+    Some(r)
+}
+
+fn restore(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32) -> CriuResp {
+    let notifier = (req.notify_scripts == Some(true)).then_some(RpcNotify { sk });
+    let ty = CriuReqType::Restore;
+    let result = to_options(req, Command::Restore, mode, peer)
+        .map_err(Failure::from)
+        .and_then(|mut opts| {
+            with_run(&mut opts, |o, _| {
+                // A restore over RPC always leaves the tree to run on its own.
+                let mut ropts = RestoreOptions::from_options(o);
+                ropts.detach = true;
+                ropts.validate().map_err(options_failure)?;
+                crate::restore::restore(&ropts, notifier.as_ref().map(|n| n as &dyn Notify))
+                    .map_err(|e| Failure::new(None, chain(&e)))
+            })
+        });
+    match result {
+        Ok(outcome) => {
+            let pid = match outcome {
+                crate::restore::RestoreOutcome::Detached { pid }
+                | crate::restore::RestoreOutcome::Exited { pid, .. }
+                | crate::restore::RestoreOutcome::Killed { pid, .. } => pid,
+            };
+            let mut r = resp(ty, true);
+            r.restore = Some(CriuRestoreResp { pid });
+            r
+        }
+        Err(f) => {
+            let mut r = fail(ty, f);
+            r.restore = Some(CriuRestoreResp { pid: -1 });
+            r
+        }
+    }
+}
+
+fn wait_pid(pid: Option<u32>) -> CriuResp {
+    let ty = CriuReqType::WaitPid;
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) else {
+        return fail(
+            ty,
+            Failure::new(Some(libc::EINVAL), "WAIT_PID needs the pid to wait for"),
+        );
+    };
+    let mut status: libc::c_int = 0;
+    let r = loop {
+        // SAFETY: waitpid writes the status into a live local; it waits only for `pid`, which
+        // must be our child (a page server or a tree restored as criu's child).
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        break r;
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return fail(
+            ty,
+            Failure::new(e.raw_os_error(), format!("unable to wait {pid}: {e}")),
+        );
+    }
+    let mut r = resp(ty, true);
+    r.status = Some(status);
+    r
+}
+
+fn options_failure(e: crate::options::OptionsError) -> Failure {
+    Failure::new(Some(e.errno()), chain(&e))
+}
+
+/// Notifications of a dump or restore whose client asked for them (`notify_scripts`): each
+/// stage is a `NOTIFY` round trip; a client that says no (or goes away) stops the run the way
+/// a failing action script does.
+struct RpcNotify<'a> {
+    sk: BorrowedFd<'a>,
+}
+
+impl Notify for RpcNotify<'_> {
+    fn notify(&self, action: ScriptAction, pid: Option<i32>) -> Result<(), ScriptError> {
+        notify(self.sk, action.name(), pid, None).map_err(|e| {
+            tracing::error!("{e}");
+            ScriptError::Refused {
+                action: action.name(),
+            }
+        })
+    }
+}
+
+/// Sends the notification for `action` (with `pid` and an optional descriptor) and waits for the
+/// client's acknowledgement: a `NOTIFY` request with `notify_success` set.
+///
+/// # Errors
+/// [`RpcError::NotifyRefused`] when the client answers anything else, closes the socket or
+/// sends garbage; [`RpcError::Socket`] when the socket fails.
+pub fn notify(
+    sk: BorrowedFd<'_>,
+    action: &str,
+    pid: Option<i32>,
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<(), RpcError> {
+    let mut r = resp(CriuReqType::Notify, true);
+    r.notify = Some(CriuNotify {
+        script: Some(action.to_string()),
+        pid,
+    });
+    wire::send_response(sk, &r, fd)?;
+    let refused = |why: &str| RpcError::NotifyRefused {
+        action: action.to_string(),
+        why: why.to_string(),
+    };
+    match wire::recv_request(sk)? {
+        Incoming::Request(req)
+            if req.r#type == CriuReqType::Notify as i32 && req.notify_success == Some(true) =>
+        {
+            Ok(())
+        }
+        Incoming::Request(_) => Err(refused("the client reported a failure")),
+        Incoming::Malformed(why) => Err(refused(&why)),
+        Incoming::Closed => Err(refused("the client went away")),
+    }
+}
+
+/// The `criu_version` criu reports: the CRIU release whose formats and behaviour it matches,
+/// with this implementation's own version as the git id.
+pub fn criu_version() -> CriuVersion {
+    CriuVersion {
+        major_number: super::CRIU_VERSION_MAJOR,
+        minor_number: super::CRIU_VERSION_MINOR,
+        gitid: Some(format!("compel-criu-{}", env!("CARGO_PKG_VERSION"))),
+        sublevel: None,
+        extra: None,
+        name: None,
+    }
+}

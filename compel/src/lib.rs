@@ -35,6 +35,7 @@ pub mod infect;
 mod mem;
 pub mod proc;
 pub mod ptrace;
+pub mod syscall_stop;
 mod task;
 pub mod vdso;
 

@@ -63,7 +63,7 @@ use compel_proto::rpc::{
 use compel_proto::{Plain, read_plain, write_plain};
 use nix::errno::Errno;
 
-use crate::ptrace::Stop;
+use crate::ptrace::{Stop, SyscallInfo};
 use crate::{RemoteAddr, Resume, Task, TaskError, Xsave};
 use ctl::Ctl;
 use layout::Layout;
@@ -408,28 +408,6 @@ fn daemon_quiet(stop: Stop, ip: u64, region: (u64, u64), in_flight: bool) -> boo
 
 fn needs_restart_block(regs: &UserRegs) -> bool {
     regs.pending_restart() == Some(restart::ERESTART_RESTARTBLOCK)
-}
-
-/// `PTRACE_GET_SYSCALL_INFO`: `(op, nr)` of the current syscall stop (`op` 1 entry, 2 exit).
-fn syscall_info(tid: i32) -> Result<(u8, u64), TaskError> {
-    let mut info = [0u64; 12];
-    // SAFETY: the kernel writes at most size_of_val(&info) bytes into the local buffer.
-    let rc = unsafe {
-        libc::ptrace(
-            0x420e, // PTRACE_GET_SYSCALL_INFO
-            tid,
-            std::mem::size_of_val(&info),
-            info.as_mut_ptr(),
-        )
-    };
-    if rc < 0 {
-        return Err(TaskError::Ptrace {
-            op: "GET_SYSCALL_INFO",
-            tid,
-            source: Errno::last(),
-        });
-    }
-    Ok(((info[0] & 0xff) as u8, info[3]))
 }
 
 /// The trap flag and the direction flag: both cleared for parasite code (the ABI wants DF
@@ -1061,8 +1039,11 @@ impl<T: BorrowMut<Task>> Parasite<T> {
             let stop = tk(&mut self.task).wait_stop(tid)?;
             match stop {
                 Stop::Syscall => {
-                    let (op, nr_now) = syscall_info(tid)?;
-                    if op == 1 && nr_now == nr::RT_SIGRETURN as u64 {
+                    let info = crate::ptrace::syscall_info(tid)
+                        .map_err(TaskError::ptrace("GET_SYSCALL_INFO", tid))?;
+                    if let SyscallInfo::Entry { nr: n, .. } = info
+                        && n == nr::RT_SIGRETURN as u64
+                    {
                         break;
                     }
                 }

@@ -1,6 +1,6 @@
 //! Infection: put a parasite blob into a seized task, talk to it, and cure the task.
 //!
-//! [`Parasite::infect`] takes a seized [`Task`] and a [`BlobDesc`]:
+//! [`Parasite::infect`] takes a seized [`Task`] and a [`BlobDesc`](compel_proto::blob::BlobDesc):
 //!
 //! 1. saves the daemon thread's complete state (general registers, the whole xsave area, the
 //!    signal mask, the alternate signal stack);

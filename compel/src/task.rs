@@ -351,6 +351,85 @@ impl Task {
         Ok(task)
     }
 
+    /// Takes over process `pid`, whose threads `tids` this process already traces (seized by
+    /// other code, e.g. a restore engine that seized them at their first instruction with
+    /// [`ptrace::seize`]) and which are all in a ptrace-stop now: no `PTRACE_SEIZE`, no
+    /// interrupt. `ptrace_options` (bits of [`ptrace::options`], e.g. `TRACESYSGOOD |
+    /// EXITKILL | TRACECLONE`, with `SUSPEND_SECCOMP` for a task under seccomp) are set on
+    /// every thread, so the task is traced the way the caller needs whatever its seizer chose.
+    /// [`Task::detach`] lets the threads go as it does for seized ones.
+    ///
+    /// # Errors
+    /// [`TaskError::NoSuchTask`] when `tids` does not hold `pid` or holds a thread this process
+    /// does not trace in a stop (`SETOPTIONS` fails with `ESRCH`), or a ptrace failure.
+    pub fn adopt(
+        pid: i32,
+        tids: &[i32],
+        ptrace_options: u64,
+        opts: SeizeOptions,
+    ) -> Result<Task, TaskError> {
+        if pid <= 0 || !tids.contains(&pid) {
+            return Err(TaskError::NoSuchTask { pid });
+        }
+        let mut task = Task {
+            pid,
+            state: TaskState::Running,
+            threads: Vec::new(),
+            mem: RemoteMem::new(pid),
+            site: None,
+            opts,
+            seccomp_suspended: ptrace_options & ptrace::options::SUSPEND_SECCOMP != 0,
+            released: false,
+            _not_send: PhantomData,
+        };
+        // The thread the task is known by comes first, as after a seize.
+        let order = std::iter::once(pid).chain(tids.iter().copied().filter(|&t| t != pid));
+        for tid in order {
+            ptrace::set_options(tid, ptrace_options).map_err(|e| match e {
+                Errno::ESRCH => TaskError::NoSuchTask { pid: tid },
+                source => TaskError::Ptrace {
+                    op: "SETOPTIONS",
+                    tid,
+                    source,
+                },
+            })?;
+            task.threads.push(ThreadCtl {
+                tid,
+                initial: InitialStop::Interrupted,
+                stopped: true,
+                in_signal_stop: false,
+                regs: None,
+                sigmask: None,
+                reinject: Vec::new(),
+            });
+        }
+        tracing::debug!(pid, threads = task.threads.len(), "adopted");
+        Ok(task)
+    }
+
+    /// Makes remote syscalls go through the `syscall` instruction at `addr` (one the caller
+    /// knows, e.g. in code it mapped into the task) instead of searching the vDSO. The bytes
+    /// there are decoded first.
+    ///
+    /// # Errors
+    /// [`TaskError::NoSyscallSite`] if no `syscall` instruction starts at `addr`, or a memory
+    /// read failure.
+    pub fn use_syscall_insn(&mut self, addr: RemoteAddr) -> Result<(), TaskError> {
+        let mut code = [0u8; SYSCALL_INSN.len()];
+        self.mem.read(addr, &mut code)?;
+        if !compel_arch::is_syscall_insn(&code) {
+            return Err(TaskError::NoSyscallSite {
+                pid: self.pid,
+                why: "no syscall instruction at the address given",
+            });
+        }
+        self.site = Some(SyscallSite {
+            addr,
+            kind: SiteKind::Existing,
+        });
+        Ok(())
+    }
+
     fn attach(&mut self, tid: i32) -> Result<(), TaskError> {
         let mut opts = 0;
         if self.seccomp_suspended {

@@ -97,7 +97,7 @@ pub const INSIDE_METHOD_ENV: &str = "CRIU_DUMP_INSIDE";
 ///
 /// # Errors
 /// As [`read_by_syscalls`] (the parasite's errors are logged and fall back).
-pub(super) fn read(
+pub fn read(
     task: &mut Task,
     pid: i32,
     timer_ids: &[i32],

@@ -432,9 +432,9 @@ fn collect(
     let threads = thread::dump_threads(
         task,
         pid,
-        &thread::ProcessState {
-            stat: &stat,
-            status: &status,
+        &stat,
+        &status,
+        &core::ProcessInput {
             self_state: &own,
             timers: &timers,
             personality,

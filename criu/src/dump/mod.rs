@@ -19,7 +19,8 @@
 //!    blocked mask, rseq, the robust list, queued signals, the alternate signal stack, and the
 //!    seccomp filters (`seccomp`);
 //! 4. write the images: per process `core` ([`core`], one per thread), `mm`, `pagemap` +
-//!    `pages` ([`pages`]: memory read with `process_vm_readv`), `ids` (`ids`: mm, fd table, fs
+//!    `pages` ([`pages`] picks the pages, `pages_file` copies them, read with
+//!    `process_vm_readv`), `ids` (`ids`: mm, fd table, fs
 //!    and signal handlers shared between processes found with kcmp), `fs`, `fdinfo`; for the
 //!    tree `files` (one id per open file description, shared ones found with kcmp), ghost
 //!    files, pipe data, shared anonymous memory once per object, `pstree`, `seccomp` (each
@@ -43,6 +44,7 @@ pub mod core;
 pub mod files;
 mod ids;
 pub mod pages;
+mod pages_file;
 pub mod proc;
 mod seccomp;
 mod seize;

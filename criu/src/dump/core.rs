@@ -184,18 +184,8 @@ pub fn creds(st: &ProcStatus, securebits: u32) -> CredsEntry {
     }
 }
 
-/// Everything [`core_entry`] needs.
-pub struct CoreInput<'a> {
-    /// Registers as found.
-    pub regs: &'a UserRegs,
-    /// Extended state.
-    pub xsave: &'a Xsave,
-    /// Blocked signals.
-    pub sigmask: u64,
-    /// `/proc/PID/stat`.
-    pub stat: &'a ProcStat,
-    /// `/proc/PID/status`.
-    pub status: &'a ProcStatus,
+/// What the cores of every thread of one process share.
+pub struct ProcessInput<'a> {
     /// What the process reads about itself.
     pub self_state: &'a SelfState,
     /// `/proc/PID/timers`.
@@ -206,18 +196,34 @@ pub struct CoreInput<'a> {
     pub loginuid: Option<u32>,
     /// `/proc/PID/oom_score_adj`.
     pub oom_score_adj: Option<i32>,
-    /// `get_robust_list`.
-    pub robust_list: (u64, u32),
-    /// `PTRACE_GET_RSEQ_CONFIGURATION`: `(pointer, size, signature)` when registered.
-    pub rseq: Option<(u64, u32, u32)>,
     /// [`task_state`] value.
     pub task_state: u32,
     /// The stop signal of a stopped task.
     pub stop_signo: Option<u32>,
-    /// Signals pending for the thread, raw `siginfo_t`s.
-    pub pending_thread: Vec<Vec<u8>>,
     /// Signals pending for the process, raw `siginfo_t`s.
     pub pending_shared: Vec<Vec<u8>>,
+}
+
+/// Everything [`core_entry`] needs for one thread.
+pub struct CoreInput<'a> {
+    /// What the thread's process gives every core.
+    pub process: &'a ProcessInput<'a>,
+    /// Registers as found.
+    pub regs: &'a UserRegs,
+    /// Extended state.
+    pub xsave: &'a Xsave,
+    /// Blocked signals.
+    pub sigmask: u64,
+    /// `/proc/TID/stat`.
+    pub stat: &'a ProcStat,
+    /// `/proc/TID/status`.
+    pub status: &'a ProcStatus,
+    /// `get_robust_list`.
+    pub robust_list: (u64, u32),
+    /// `PTRACE_GET_RSEQ_CONFIGURATION`: `(pointer, size, signature)` when registered.
+    pub rseq: Option<(u64, u32, u32)>,
+    /// Signals pending for the thread, raw `siginfo_t`s.
+    pub pending_thread: Vec<Vec<u8>>,
     /// Whether this is the thread-group leader (whose core also holds the process-wide `tc`).
     pub leader: bool,
     /// What this thread keeps for itself (alternate signal stack, parent-death signal,
@@ -236,14 +242,15 @@ fn queue(sigs: &[Vec<u8>]) -> SignalQueueEntry {
 
 /// Builds `core-PID.img`'s entry.
 pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
-    let own = c.self_state;
+    let process = c.process;
+    let own = process.self_state;
     let it = |v: [u64; 4]| ItimerEntry {
         isec: v[0],
         iusec: v[1],
         vsec: v[2],
         vusec: v[3],
     };
-    let posix = c
+    let posix = process
         .timers
         .iter()
         .filter_map(|t| {
@@ -277,9 +284,9 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
         })
         .collect();
     let tc = TaskCoreEntry {
-        task_state: c.task_state,
+        task_state: process.task_state,
         exit_code: 0,
-        personality: c.personality,
+        personality: process.personality,
         flags: c.stat.flags,
         blk_sigset: c.sigmask,
         comm: c.stat.comm.clone(),
@@ -297,15 +304,15 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
                 .collect(),
         }),
         cg_set: None,
-        signals_s: Some(queue(&c.pending_shared)),
+        signals_s: Some(queue(&process.pending_shared)),
         old_seccomp_mode: None,
         old_seccomp_filter: None,
-        loginuid: c.loginuid,
-        oom_score_adj: c.oom_score_adj,
+        loginuid: process.loginuid,
+        oom_score_adj: process.oom_score_adj,
         sigactions,
         child_subreaper: Some(own.child_subreaper),
         blk_sigset_extended: None,
-        stop_signo: c.stop_signo,
+        stop_signo: process.stop_signo,
         membarrier_registration_mask: None,
     };
     let thread_core = ThreadCoreEntry {

@@ -1,7 +1,8 @@
 //! Ids of the kernel objects a task holds: its mm, fd table, fs and signal handlers (shared ones
 //! found with kcmp) and its namespaces (numbered against criu's own), as `ids-PID.img` and the
 //! inventory's root ids record them, and the time namespace's clocks (`timens-0.img`).
-//! Namespaces are not dumped yet: a task in one of its own is refused here, by name.
+//! Namespaces are not dumped yet: a task in one of its own, or one that made a time namespace
+//! for its children, is refused here, by name.
 
 use criu_images::pb::{TaskKobjIdsEntry, TimensEntry, Timespec};
 
@@ -11,10 +12,17 @@ use super::DumpError;
 pub(super) const NS_KINDS: [&str; 8] =
     ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
 
+/// The namespace a task gives the children it creates from now on, where `unshare` can make it
+/// differ from its own (`/proc/PID/ns/time_for_children` after `unshare(CLONE_NEWTIME)`).
+const TIME_FOR_CHILDREN: &str = "time_for_children";
+
+/// The inodes of a task's namespaces ([`NS_KINDS`], then [`TIME_FOR_CHILDREN`]), each kind the
+/// kernel shows; `pid` is a pid or `self`.
 pub(super) fn ns_inodes(pid: &str) -> Vec<(String, u64)> {
     use std::os::unix::fs::MetadataExt;
     NS_KINDS
         .iter()
+        .chain(&[TIME_FOR_CHILDREN])
         .filter_map(|k| {
             let md = std::fs::metadata(format!("/proc/{pid}/ns/{k}")).ok()?;
             Some(((*k).to_string(), md.ino()))
@@ -22,9 +30,9 @@ pub(super) fn ns_inodes(pid: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Refuses a process in a namespace of its own (not criu's): namespaces are not dumped yet, so
-/// it would come back in criu's, silently. The time namespace only shifts clocks and is
-/// recorded in `timens-0.img`.
+/// Refuses a process in a namespace of its own (not criu's), or one that made a time namespace
+/// for its children (`unshare(CLONE_NEWTIME)`): namespaces are not dumped yet, so it, or the
+/// children it creates after a restore, would come back in criu's, silently.
 ///
 /// # Errors
 /// [`DumpError::Unsupported`] naming the process and the namespace kind.
@@ -34,15 +42,18 @@ pub(super) fn refuse_own_namespaces(
     own_ns: &[(String, u64)],
 ) -> Result<(), DumpError> {
     for (kind, ino) in ns {
-        if kind != "time"
-            && let Some((_, mine)) = own_ns.iter().find(|(k, _)| k == kind)
+        if let Some((_, mine)) = own_ns.iter().find(|(k, _)| k == kind)
             && mine != ino
         {
-            return Err(DumpError::Unsupported {
-                what: format!(
-                    "{pid} is in a {kind} namespace of its own (namespaces are not dumped yet)"
-                ),
-            });
+            let what = if kind == TIME_FOR_CHILDREN {
+                format!(
+                    "{pid} made a time namespace for its children (unshare(CLONE_NEWTIME)); \
+                     namespaces are not dumped yet"
+                )
+            } else {
+                format!("{pid} is in a {kind} namespace of its own (namespaces are not dumped yet)")
+            };
+            return Err(DumpError::Unsupported { what });
         }
     }
     Ok(())

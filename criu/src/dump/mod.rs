@@ -1,23 +1,30 @@
 //! `criu dump`: checkpoint a live process tree (the process `-t PID`, its threads and its
 //! descendants) into an images directory in CRIU's format.
 //!
-//! The flow, each step named in the error if it fails:
+//! The flow, each step named in the error if it fails (this module keeps the flow; each job
+//! has a module of its own):
 //!
 //! 1. mark the images directory incomplete (an `inventory.img` left from an earlier dump is
 //!    removed and a [`INCOMPLETE_MARKER`] file written; `inventory.img` is written last), run the
 //!    `pre-dump` action scripts;
-//! 2. seize the tree with compel, breadth first (every thread of every process stopped under
-//!    `PTRACE_SEIZE`, each process before its children are listed; children that exit while
-//!    they are seized are kept as zombies, auto-reaped ones skipped), then re-list the frozen
-//!    tree until a pass finds nothing new ([`DumpError::Unstable`] after a few passes);
-//! 3. collect: `/proc` (stat, status, smaps, fds, cwd/root, auxv, timers), registers with xsave
-//!    and the blocked mask, rseq, the robust list, and what only the task may read about itself
-//!    through remote syscalls ([`self_state`]);
-//! 4. write the images: per process `core` (one per thread), `mm`, `pagemap` + `pages` (memory
-//!    read with `process_vm_readv`), `ids`, `fs`, `fdinfo`; for the tree `files` (one id per
-//!    open file description, shared ones found with kcmp), ghost files, pipe data, shared
-//!    anonymous memory once per object, `pstree`, `seccomp`, `timens`, `stats-dump`, and last
-//!    `inventory`;
+//! 2. seize the tree with compel (`seize`), breadth first (every thread of every process stopped
+//!    under `PTRACE_SEIZE`, each process before its children are listed; children that exit
+//!    while they are seized are kept as zombies, auto-reaped ones skipped), then re-list the
+//!    frozen tree until a pass finds nothing new ([`DumpError::Unstable`] after a few passes);
+//! 3. collect each process: `/proc` ([`proc`]: stat, status, smaps, fds, cwd/root, auxv,
+//!    timers); its namespaces against criu's (`ids`: one of its own, or a time namespace made
+//!    for its children, is refused by name); its VMAs classified ([`vma`]) and its open files
+//!    ([`files`]); what only the task can read about itself, through the dump parasite or
+//!    remote syscalls ([`self_state`]); per thread (`thread`): registers with xsave and the
+//!    blocked mask, rseq, the robust list, queued signals, the alternate signal stack, and the
+//!    seccomp filters (`seccomp`);
+//! 4. write the images: per process `core` ([`core`], one per thread), `mm`, `pagemap` +
+//!    `pages` ([`pages`] picks the pages, `pages_file` copies them, read with
+//!    `process_vm_readv`), `ids` (`ids`: mm, fd table, fs
+//!    and signal handlers shared between processes found with kcmp), `fs`, `fdinfo`; for the
+//!    tree `files` (one id per open file description, shared ones found with kcmp), ghost
+//!    files, pipe data, shared anonymous memory once per object, `pstree`, `seccomp` (each
+//!    filter once), `timens`, `stats-dump`, and last `inventory`;
 //! 5. run the `post-dump` scripts, then kill the tree (default), leave it running (`-R`) or
 //!    stopped (`-s`), and detach.
 //!
@@ -37,6 +44,7 @@ pub mod core;
 pub mod files;
 mod ids;
 pub mod pages;
+mod pages_file;
 pub mod proc;
 mod seccomp;
 mod seize;
@@ -427,9 +435,9 @@ fn collect(
     let threads = thread::dump_threads(
         task,
         pid,
-        &thread::ProcessState {
-            stat: &stat,
-            status: &status,
+        &stat,
+        &status,
+        &core::ProcessInput {
             self_state: &own,
             timers: &timers,
             personality,

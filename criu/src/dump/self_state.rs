@@ -100,7 +100,7 @@ pub const INSIDE_METHOD_ENV: &str = "CRIU_DUMP_INSIDE";
 ///
 /// # Errors
 /// As [`read_by_syscalls`] (the parasite's errors are logged and fall back).
-pub(super) fn read(
+pub fn read(
     task: &mut Task,
     pid: i32,
     timer_ids: &[i32],
@@ -133,30 +133,35 @@ pub(super) fn read(
     Ok(st)
 }
 
+/// Runs syscall `nr` in thread `tid` (`what` names it in errors); the kernel's raw result.
 fn remote(
     task: &mut Task,
-    pid: i32,
+    tid: i32,
     what: &'static str,
     nr: usize,
     args: [u64; 6],
 ) -> Result<i64, DumpError> {
-    let r = task
-        .remote_syscall(nr, args)
-        .map_err(|source| DumpError::Remote { pid, what, source })?;
-    Ok(r)
+    task.remote_syscall_in(tid, nr, args)
+        .map_err(|source| DumpError::Remote {
+            pid: tid,
+            what,
+            source,
+        })
 }
 
+/// [`remote`] for a syscall that must succeed: a negative result is
+/// [`DumpError::RemoteFailed`].
 fn remote_ok(
     task: &mut Task,
-    pid: i32,
+    tid: i32,
     what: &'static str,
     nr: usize,
     args: [u64; 6],
 ) -> Result<i64, DumpError> {
-    let r = remote(task, pid, what, nr, args)?;
+    let r = remote(task, tid, what, nr, args)?;
     if r < 0 {
         return Err(DumpError::RemoteFailed {
-            pid,
+            pid: tid,
             what,
             errno: -r as i32,
         });
@@ -293,34 +298,11 @@ pub fn read_by_syscalls(
             overrun: overrun as u32,
         });
     }
-    remote_ok(
-        task,
-        pid,
-        "sigaltstack",
-        nr::SIGALTSTACK,
-        [0, s, 0, 0, 0, 0],
-    )?;
-    let b = scratch.read(task, pid, 24)?;
-    let w = words(&b);
-    st.leader.altstack = AltStack {
-        sp: w[0],
-        flags: u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4])),
-        size: w[2],
-    };
     for res in 0..16u64 {
         remote_ok(task, pid, "prlimit64", nr::PRLIMIT64, [0, res, 0, s, 0, 0])?;
         let w = words(&scratch.read(task, pid, 16)?);
         st.rlimits.push((w[0], w[1]));
     }
-    scratch.clear(task, pid, 8)?;
-    remote_ok(
-        task,
-        pid,
-        "prctl(PR_GET_PDEATHSIG)",
-        nr::PRCTL,
-        [libc::PR_GET_PDEATHSIG as u64, s, 0, 0, 0, 0],
-    )?;
-    st.leader.pdeath_sig = words(&scratch.read(task, pid, 8)?)[0] as u32;
     st.dumpable = remote_ok(
         task,
         pid,
@@ -351,19 +333,8 @@ pub fn read_by_syscalls(
         nr::PRCTL,
         [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0],
     )? != 0;
-    scratch.clear(task, pid, 8)?;
-    // PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE; without it the address stays 0.
-    if remote(
-        task,
-        pid,
-        "prctl(PR_GET_TID_ADDRESS)",
-        nr::PRCTL,
-        [libc::PR_GET_TID_ADDRESS as u64, s, 0, 0, 0, 0],
-    )? == 0
-    {
-        st.leader.clear_tid_addr = words(&scratch.read(task, pid, 8)?)[0];
-    }
     st.brk = remote_ok(task, pid, "brk", nr::BRK, [0; 6])? as u64;
+    st.leader = read_thread(task, pid, scratch)?;
     Ok(st)
 }
 
@@ -478,27 +449,13 @@ pub fn read_thread(
     scratch: &Scratch,
 ) -> Result<ThreadSelfState, DumpError> {
     let s = scratch.addr;
-    let in_thread = |task: &mut Task, what: &'static str, nr: usize, args: [u64; 6]| {
-        task.remote_syscall_in(tid, nr, args)
-            .map_err(|source| DumpError::Remote {
-                pid: tid,
-                what,
-                source,
-            })
-    };
-    let ok = |r: i64, what: &'static str| {
-        if r < 0 {
-            Err(DumpError::RemoteFailed {
-                pid: tid,
-                what,
-                errno: -r as i32,
-            })
-        } else {
-            Ok(r)
-        }
-    };
-    let r = in_thread(task, "sigaltstack", nr::SIGALTSTACK, [0, s, 0, 0, 0, 0])?;
-    ok(r, "sigaltstack")?;
+    remote_ok(
+        task,
+        tid,
+        "sigaltstack",
+        nr::SIGALTSTACK,
+        [0, s, 0, 0, 0, 0],
+    )?;
     let b = scratch.read(task, tid, 24)?;
     let w = words(&b);
     let altstack = AltStack {
@@ -507,22 +464,24 @@ pub fn read_thread(
         size: w[2],
     };
     scratch.clear(task, tid, 8)?;
-    let r = in_thread(
+    remote_ok(
         task,
+        tid,
         "prctl(PR_GET_PDEATHSIG)",
         nr::PRCTL,
         [libc::PR_GET_PDEATHSIG as u64, s, 0, 0, 0, 0],
     )?;
-    ok(r, "prctl(PR_GET_PDEATHSIG)")?;
     let pdeath_sig = words(&scratch.read(task, tid, 8)?)[0] as u32;
     scratch.clear(task, tid, 8)?;
-    let r = in_thread(
+    // PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE; without it the address stays 0.
+    let clear_tid_addr = if remote(
         task,
+        tid,
         "prctl(PR_GET_TID_ADDRESS)",
         nr::PRCTL,
         [libc::PR_GET_TID_ADDRESS as u64, s, 0, 0, 0, 0],
-    )?;
-    let clear_tid_addr = if r == 0 {
+    )? == 0
+    {
         words(&scratch.read(task, tid, 8)?)[0]
     } else {
         0

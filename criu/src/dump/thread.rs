@@ -7,35 +7,10 @@ use compel::Task;
 use criu_images::pb::{CoreEntry, SeccompFilter};
 
 use super::DumpError;
-use super::core::{self, CoreInput};
-use super::proc::{self, PosixTimerInfo, ProcStat, ProcStatus};
+use super::core::{self, CoreInput, ProcessInput};
+use super::proc::{self, ProcStat, ProcStatus};
 use super::seccomp;
-use super::self_state::{self, Scratch, SelfState, ThreadSelfState};
-
-/// What the threads of one process share: the leader's `/proc` files, the process-wide state
-/// reads about itself, and the process-wide signal queue.
-pub(super) struct ProcessState<'a> {
-    /// The leader's `/proc/PID/stat`.
-    pub stat: &'a ProcStat,
-    /// The leader's `/proc/PID/status`.
-    pub status: &'a ProcStatus,
-    /// What the process reads about itself (the leader's own thread state included).
-    pub self_state: &'a SelfState,
-    /// `/proc/PID/timers`.
-    pub timers: &'a [PosixTimerInfo],
-    /// `/proc/PID/personality`.
-    pub personality: u32,
-    /// `/proc/PID/loginuid`.
-    pub loginuid: Option<u32>,
-    /// `/proc/PID/oom_score_adj`.
-    pub oom_score_adj: Option<i32>,
-    /// [`criu_images::task_state`] of the process.
-    pub task_state: u32,
-    /// The stop signal of a stopped process.
-    pub stop_signo: Option<u32>,
-    /// Signals pending for the process, raw `siginfo_t`s.
-    pub pending_shared: Vec<Vec<u8>>,
-}
+use super::self_state::{self, Scratch, ThreadSelfState};
 
 /// One thread as the dump saves it.
 pub(super) struct ThreadDump {
@@ -58,7 +33,9 @@ pub(super) struct ThreadDump {
 pub(super) fn dump_threads(
     task: &mut Task,
     pid: i32,
-    p: &ProcessState<'_>,
+    leader_stat: &ProcStat,
+    leader_status: &ProcStatus,
+    process: &ProcessInput<'_>,
 ) -> Result<Vec<ThreadDump>, DumpError> {
     let mut tids = task.threads();
     tids.sort_by_key(|&t| t != pid);
@@ -89,7 +66,7 @@ pub(super) fn dump_threads(
     for &tid in &tids {
         let leader = tid == pid;
         let (stat, status) = if leader {
-            (p.stat.clone(), p.status.clone())
+            (leader_stat.clone(), leader_status.clone())
         } else {
             (proc::read_stat(tid)?, proc::read_status(tid)?)
         };
@@ -103,7 +80,7 @@ pub(super) fn dump_threads(
             .sigmask(tid)
             .map_err(|source| DumpError::Registers { pid: tid, source })?;
         let own = if leader {
-            p.self_state.leader
+            process.self_state.leader
         } else {
             others
                 .iter()
@@ -112,26 +89,15 @@ pub(super) fn dump_threads(
                 .unwrap_or_default()
         };
         let core = core::core_entry(&CoreInput {
+            process,
             regs: &regs,
             xsave: &xsave,
             sigmask,
             stat: &stat,
             status: &status,
-            self_state: p.self_state,
-            timers: p.timers,
-            personality: p.personality,
-            loginuid: p.loginuid,
-            oom_score_adj: p.oom_score_adj,
             robust_list: robust_list(tid),
             rseq: rseq_configuration(tid),
-            task_state: p.task_state,
-            stop_signo: p.stop_signo,
             pending_thread: pending_signals(tid, false)?,
-            pending_shared: if leader {
-                p.pending_shared.clone()
-            } else {
-                Vec::new()
-            },
             leader,
             thread: own,
         });

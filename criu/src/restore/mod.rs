@@ -37,8 +37,10 @@ mod error;
 pub mod fpu;
 pub mod images;
 pub mod layout;
+mod mem;
 pub mod ops;
 pub mod plan;
+pub mod preflight;
 pub mod prepare;
 pub mod sync;
 pub mod trace;
@@ -159,7 +161,7 @@ pub fn restore(
     );
     let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
-        prepare::preflight_against(t, &ours, !opts.no_fpu_check)?;
+        preflight::preflight_against(t, &ours, !opts.no_fpu_check)?;
     }
     for t in tree.tasks.iter().filter(|t| t.zombie.is_some()) {
         if Path::new(&format!("/proc/{}", t.pid)).exists() {

@@ -16,6 +16,8 @@ use super::error::RestoreError;
 use super::layout::{self, HUGE, PAGE, Special, TASK_SIZE, page_up};
 use super::ops::{ChildPlan, FdOp, FillHelper, FillOp, PremapOp};
 use super::plan::{FdSource, TaskPlan, VmaKind};
+pub use super::preflight::{preflight, preflight_against};
+use super::preflight::{reachable_rlimits, vdso_moves};
 use super::{RestoreOptions, fpu};
 use crate::files::MAX_ENDS;
 use crate::files::owned;
@@ -43,69 +45,6 @@ pub struct Prepared {
     pub restorer: (u64, u64),
 }
 
-/// Checks the plan against this machine: pid free, hard limits reachable, FPU state fitting,
-/// vDSO layout the same.
-///
-/// # Errors
-/// [`RestoreError::PidBusy`], [`RestoreError::Rlimit`], [`RestoreError::Fpu`],
-/// [`RestoreError::Vdso`], [`RestoreError::Io`] (our own maps unreadable).
-pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
-    preflight_against(plan, &Special::from_maps(&layout::self_maps()?), true)
-}
-
-/// [`preflight`] against `ours`, our own special mappings ([`Special::from_maps`]), read once
-/// for all the tasks of a tree; FPU state this CPU cannot hold is refused only when
-/// `fpu_check` (see [`fpu::build_checked`]).
-///
-/// # Errors
-/// As [`preflight`].
-pub fn preflight_against(
-    plan: &TaskPlan,
-    ours: &Special,
-    fpu_check: bool,
-) -> Result<(), RestoreError> {
-    for id in std::iter::once(plan.pid).chain(plan.threads.iter().map(|t| t.tid)) {
-        if std::path::Path::new(&format!("/proc/{id}")).exists() {
-            return Err(RestoreError::PidBusy { pid: id });
-        }
-    }
-    for t in &plan.threads {
-        fpu::build_checked(&t.fpu, fpu_check)?;
-    }
-    let cap_resource = has_cap(24);
-    for (res, l) in plan.rlimits.iter().enumerate() {
-        if l.cur > l.max {
-            return Err(RestoreError::BadImage {
-                file: format!("core-{}.img", plan.pid),
-                reason: format!("rlimit {res}: soft {} above hard {}", l.cur, l.max),
-            });
-        }
-        if let Some(have) = our_hard_limit(res)
-            && l.max > have
-            && !cap_resource
-            && !MACHINE_SIZED_RLIMITS.contains(&res)
-        {
-            return Err(RestoreError::Rlimit {
-                resource: res,
-                wanted: l.max,
-                have,
-            });
-        }
-    }
-    fpu::build_checked(&plan.fpu, fpu_check)?;
-    vdso_moves(plan, ours)?;
-    // CAP_SYS_ADMIN (21): the engine traces tasks under seccomp with PTRACE_O_SUSPEND_SECCOMP.
-    if plan.under_seccomp() && !has_cap(21) {
-        return Err(RestoreError::Unsupported {
-            what: format!(
-                "task {} runs under seccomp: restoring it needs CAP_SYS_ADMIN",
-                plan.pid
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// The xsave area of thread `tid`: with `--cpu-cap=none`, state this CPU has no registers for
 /// is left out, with a warning naming it.
 fn task_fpu(
@@ -123,121 +62,6 @@ fn task_fpu(
         );
     }
     Ok(x)
-}
-
-/// Our own hard limit of `res`.
-fn our_hard_limit(res: usize) -> Option<u64> {
-    let mut have = libc::rlimit64 {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit64 writes one struct into a live local.
-    (unsafe { libc::getrlimit64(res as _, &mut have) } == 0).then_some(have.rlim_max)
-}
-
-/// `RLIMIT_NPROC` and `RLIMIT_SIGPENDING`: their default hard limits follow the machine's memory
-/// size, so a task dumped on a slightly bigger machine comes back with ours (and a warning)
-/// instead of failing.
-const MACHINE_SIZED_RLIMITS: [usize; 2] = [6, 11];
-
-/// The limits to install: the saved ones, except that a machine-sized hard limit above ours is
-/// lowered to ours when we cannot raise it.
-fn reachable_rlimits(plan: &TaskPlan) -> Vec<abi::Rlimit> {
-    let cap_resource = has_cap(24);
-    let mut out = plan.rlimits.clone();
-    for &res in &MACHINE_SIZED_RLIMITS {
-        let Some(l) = out.get_mut(res) else { continue };
-        if let Some(have) = our_hard_limit(res)
-            && l.max > have
-            && !cap_resource
-        {
-            tracing::warn!(
-                pid = plan.pid,
-                resource = res,
-                saved = l.max,
-                ours = have,
-                "hard limit lowered to this machine's"
-            );
-            l.max = have;
-            l.cur = l.cur.min(l.max);
-        }
-    }
-    out
-}
-
-fn has_cap(cap: u32) -> bool {
-    // Our capabilities do not change while we restore: read them once.
-    static EFFECTIVE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let eff = EFFECTIVE.get_or_init(|| compel::proc::self_effective_caps().unwrap_or(0));
-    eff & (1 << cap) != 0
-}
-
-/// The moves that put this kernel's special mappings where the task had them.
-fn vdso_moves(plan: &TaskPlan, cur: &Special) -> Result<Vec<abi::Move>, RestoreError> {
-    let span = |k: VmaKind| -> Option<(u64, u64)> {
-        let mut it = plan.vmas.iter().filter(|v| v.kind == k);
-        let first = it.next()?;
-        let mut s = (first.start, first.end);
-        for v in it {
-            if v.start == s.1 {
-                s.1 = v.end;
-            }
-        }
-        Some(s)
-    };
-    let t_vdso = span(VmaKind::Vdso);
-    let t_vvar = span(VmaKind::Vvar);
-    let mut moves = Vec::new();
-    let vdso_err = |reason: String| RestoreError::Vdso { reason };
-    if let Some((ts, te)) = t_vdso {
-        let (cs, ce) = cur
-            .vdso
-            .ok_or_else(|| vdso_err("this process has no vdso".into()))?;
-        if ce - cs != te - ts {
-            return Err(vdso_err(format!(
-                "vdso is {:#x} bytes here, {:#x} in the image (another kernel?)",
-                ce - cs,
-                te - ts
-            )));
-        }
-        moves.push(abi::Move {
-            from: cs,
-            to: ts,
-            len: te - ts,
-        });
-    }
-    if let Some((ts, te)) = t_vvar {
-        let (cs, ce) = cur
-            .vvar_span()
-            .ok_or_else(|| vdso_err("this process has no vvar".into()))?;
-        if ce - cs != te - ts {
-            return Err(vdso_err(format!(
-                "vvar is {:#x} bytes here, {:#x} in the image (another kernel?)",
-                ce - cs,
-                te - ts
-            )));
-        }
-        if let (Some((tds, _)), Some((cds, _))) = (t_vdso, cur.vdso)
-            && tds.wrapping_sub(ts) != cds.wrapping_sub(cs)
-        {
-            return Err(vdso_err(
-                "vvar and vdso are placed differently by this kernel".into(),
-            ));
-        }
-        for part in [cur.vvar, cur.vvar_vclock].into_iter().flatten() {
-            moves.push(abi::Move {
-                from: part.0,
-                to: ts + (part.0 - cs),
-                len: part.1 - part.0,
-            });
-        }
-    } else {
-        // The task had no vvar: this kernel's is unmapped with the rest.
-    }
-    if moves.len() > abi::MAX_VDSO {
-        return Err(vdso_err("too many special mappings".into()));
-    }
-    Ok(moves)
 }
 
 /// What a task shares with the others of its tree, made by the engine before the first task
@@ -669,20 +493,15 @@ pub fn prepare(
         return Err(sys_err("reserving the restore area"));
     }
     let resv = (base, total);
-    match build(
-        plan,
-        opts,
-        ctx,
-        &blob,
+    let lay = Reservation {
         base,
         premap_size,
         blob_size,
         args_size,
         restorer_len,
-        &vdso,
-        &xsave,
-        &premapped,
-    ) {
+    };
+    let task = Task { plan, opts, ctx };
+    match build(task, &blob, &lay, &vdso, &xsave, &premapped) {
         Ok(mut p) => {
             p.resv = resv;
             // Unmapped as a whole at the end: by then only the restorer and the gap page are left.
@@ -698,26 +517,62 @@ pub fn prepare(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build(
-    plan: &TaskPlan,
-    opts: &RestoreOptions,
-    ctx: &TaskCtx,
-    blob: &BlobDesc<'_>,
+/// Where the parts of a task's reservation are: the premapped areas first, a gap page, then
+/// the restorer (blob, argument area, stacks) and the scratch room for the vDSO moves.
+#[derive(Clone, Copy, Debug)]
+struct Reservation {
+    /// Start of the reservation (the premapped areas).
     base: u64,
+    /// Bytes of premapped areas and shared objects.
     premap_size: u64,
+    /// Bytes of the restorer blob (page aligned).
     blob_size: u64,
+    /// Bytes of the argument area (page aligned).
     args_size: u64,
+    /// Bytes of the restorer's own area: blob, arguments, stacks.
     restorer_len: u64,
-    vdso: &[abi::Move],
-    xsave: &fpu::Xsave,
-    premapped: &[&super::plan::Vma],
-) -> Result<Prepared, RestoreError> {
-    let rbase = base + premap_size + PAGE;
-    let args_base = rbase + blob_size;
-    let stack_top = args_base + args_size + STACK_SIZE;
-    let scratch = rbase + restorer_len;
+}
 
+impl Reservation {
+    /// Where the restorer blob starts.
+    fn rbase(&self) -> u64 {
+        self.base + self.premap_size + PAGE
+    }
+
+    /// Where the argument area starts.
+    fn args_base(&self) -> u64 {
+        self.rbase() + self.blob_size
+    }
+
+    /// The top of the restorer's stack (of its main thread).
+    fn stack_top(&self) -> u64 {
+        self.args_base() + self.args_size + STACK_SIZE
+    }
+}
+
+/// The task's memory work: the areas to premap and the page runs to read into them.
+struct MemoryPlan {
+    /// Premap addresses of the premapped areas, in order.
+    premap_addr: Vec<u64>,
+    /// The areas and temporary shared objects to premap.
+    premap: Vec<PremapOp>,
+    /// The page runs.
+    fills: Vec<FillOp>,
+    /// Whole 2 MiB blocks to give a huge page first.
+    collapse: Vec<(u64, u64)>,
+    /// The fill helper's pid, when the fill is big enough to share.
+    helper: Option<i32>,
+    /// The helper's share: the runs from this index on.
+    helper_from: usize,
+}
+
+/// Lays out the premapped areas of the task at `base` and splits its page runs over them.
+fn memory_plan(
+    plan: &TaskPlan,
+    ctx: &TaskCtx,
+    premapped: &[&super::plan::Vma],
+    base: u64,
+) -> MemoryPlan {
     // Premap addresses, in order; then the shared objects that several areas map.
     let objects = shared_objects(premapped, ctx);
     let (area_off, object_off, _) = premap_layout(premapped, &objects);
@@ -856,6 +711,36 @@ fn build(
         });
     }
 
+    MemoryPlan {
+        premap_addr,
+        premap,
+        fills,
+        collapse,
+        helper,
+        helper_from,
+    }
+}
+
+/// The descriptors the task keeps while it closes the others.
+struct ServiceFds {
+    /// Our end of the status pipe.
+    status_r: OwnedFd,
+    /// Descriptors only the child needs (the status pipe's write end first, the executable).
+    child_only: Vec<OwnedFd>,
+    /// The executable's descriptor (`u32::MAX`: none).
+    exe_fd: u32,
+    /// The engine's shared descriptors this task inherits.
+    inherited: Vec<i32>,
+    /// All descriptors kept, sorted.
+    service_fds: Vec<i32>,
+    /// The status pipe's write end.
+    status_fd: i32,
+    /// Temporary descriptors go at or above this number.
+    tmp_fd_base: i32,
+}
+
+/// Opens the status pipe and the executable above every descriptor number the task uses.
+fn service_fds(plan: &TaskPlan, ctx: &TaskCtx) -> Result<ServiceFds, RestoreError> {
     // Service descriptors above every target number (and above the shared ones).
     let max_fd = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
     let floor = ctx.fd_floor.max(max_fd + 1);
@@ -890,24 +775,54 @@ fn build(
     let status_fd = child_only[0].as_raw_fd();
     let tmp_fd_base = service_fds.last().copied().unwrap_or(max_fd) + 1;
 
-    // Descriptors.
-    let fds = fd_ops(plan, &ctx.shared_fds);
+    Ok(ServiceFds {
+        status_r,
+        child_only,
+        exe_fd,
+        inherited,
+        service_fds,
+        status_fd,
+        tmp_fd_base,
+    })
+}
 
+/// The task being prepared: its plan, the options and what it shares with its tree.
+#[derive(Clone, Copy)]
+struct Task<'a> {
+    plan: &'a TaskPlan,
+    opts: &'a RestoreOptions,
+    ctx: &'a TaskCtx,
+}
+
+/// The leader's state as the restorer sets it: its signal frame and the restorer's register
+/// independent state.
+struct LeaderState<'a> {
+    vdso: &'a [abi::Move],
+    xsave: &'a fpu::Xsave,
+    /// Where the premapped areas go.
+    moves: &'a [abi::Move],
+    /// The service descriptors.
+    fds: &'a ServiceFds,
+}
+
+/// The restorer's argument area: [`RestorerArgs`] and everything it points at (areas to move,
+/// timers, groups, signals, seccomp filters, auxv, the signal frames, the threads' records).
+fn restorer_args(
+    t: Task<'_>,
+    lay: &Reservation,
+    leader: &LeaderState<'_>,
+) -> Result<Area, RestoreError> {
+    let Task { plan, opts, ctx } = t;
+    let (vdso, xsave, moves) = (leader.vdso, leader.xsave, leader.moves);
+    let (status_fd, exe_fd) = (leader.fds.status_fd, leader.fds.exe_fd);
+    let (base, premap_size, restorer_len) = (lay.base, lay.premap_size, lay.restorer_len);
+    let scratch = lay.rbase() + restorer_len;
     // The argument block and everything it points at.
     let mut area = Area {
-        base: args_base,
+        base: lay.args_base(),
         bytes: vec![0u8; std::mem::size_of::<RestorerArgs>()],
     };
-    let moves: Vec<abi::Move> = premapped
-        .iter()
-        .enumerate()
-        .map(|(i, v)| abi::Move {
-            from: premap_addr[i],
-            to: v.start,
-            len: v.len(),
-        })
-        .collect();
-    let vmas_at = area.push(&slice_bytes(&moves), 8);
+    let vmas_at = area.push(&slice_bytes(moves), 8);
     let timers_at = area.push(&slice_bytes(&plan.posix_timers), 8);
     let mut creds = abi::Creds::default();
     if let Some(c) = &plan.creds {
@@ -942,75 +857,9 @@ fn build(
     })?;
     area.bytes.extend_from_slice(&frame);
 
-    // The other threads: their frames, signals, groups and argument records.
-    let mut targs: Vec<abi::ThreadArgs> = Vec::with_capacity(plan.threads.len());
-    for (i, t) in plan.threads.iter().enumerate() {
-        let tx = task_fpu(t.tid, &t.fpu, opts)?;
-        area.align(compel_arch::FPSTATE_ALIGN);
-        let t_frame_at = area.base + area.bytes.len() as u64;
-        let mut frame = vec![0u8; rt_sigframe_size(tx.bytes.len())];
-        let state = SigframeState {
-            regs: &t.regs,
-            xsave: &tx.bytes,
-            xfeatures: tx.xfeatures,
-            sigmask: t.sigmask,
-            altstack: t.altstack.map(|(sp, flags, size)| SigStack {
-                ss_sp: sp,
-                ss_flags: flags,
-                pad: 0,
-                ss_size: size,
-            }),
-        };
-        write_rt_sigframe(&mut frame, t_frame_at, &state).map_err(|e| RestoreError::Fpu {
-            reason: format!("signal frame of thread {}: {e:?}", t.tid),
-        })?;
-        area.bytes.extend_from_slice(&frame);
-        let sig: Vec<u8> = t.pending.iter().flatten().copied().collect();
-        let t_siginfo = area.push(&sig, 8);
-        let t_seccomp = push_seccomp(&mut area, t.seccomp.as_ref());
-        let mut creds = abi::Creds::default();
-        if let Some(c) = &t.creds {
-            creds = c.creds;
-            creds.ngroups = c.groups.len() as u32;
-            creds.groups = area.push(&slice_bytes(&c.groups), 8);
-        }
-        let mut comm = [0u8; 16];
-        if let Some(name) = &t.comm {
-            for (d, s) in comm.iter_mut().zip(name.bytes().take(15)) {
-                *d = s;
-            }
-        }
-        let stack_top = args_base + args_size + STACK_SIZE + (i as u64 + 1) * THREAD_STACK_SIZE;
-        targs.push(abi::ThreadArgs {
-            tid: t.tid,
-            set_creds: t.creds.is_some() as u32,
-            stack_top,
-            stack_size: THREAD_STACK_SIZE,
-            sigframe_sp: t_frame_at + RT_SIGFRAME_UC_OFFSET as u64,
-            fs_base: t.regs.fs_base,
-            gs_base: t.regs.gs_base,
-            clear_tid_addr: t.clear_tid_addr,
-            robust_list: t.robust_list.0,
-            robust_list_len: t.robust_list.1,
-            rseq: t.rseq.map_or(0, |r| r.0),
-            rseq_len: t.rseq.map_or(0, |r| r.1),
-            rseq_sig: t.rseq.map_or(0, |r| r.2),
-            siginfo: t_siginfo,
-            n_siginfo: t.pending.len() as u32,
-            pdeath_sig: if opts.detach && ctx.root {
-                abi::KEEP
-            } else {
-                t.pdeath_sig.unwrap_or(abi::KEEP)
-            },
-            comm,
-            creds,
-            no_new_privs: t.no_new_privs as i32,
-            pad: 0,
-            seccomp: t_seccomp,
-        });
-    }
+    let targs = thread_args(t, lay, &mut area)?;
     let threads_at = area.push(&slice_bytes(&targs), 8);
-    if area.bytes.len() as u64 > args_size {
+    if area.bytes.len() as u64 > lay.args_size {
         return Err(RestoreError::Blob {
             reason: "argument area overflow".into(),
         });
@@ -1123,9 +972,97 @@ fn build(
     let ab = bytes_of(&args);
     area.bytes[..ab.len()].copy_from_slice(&ab);
 
-    // Map the restorer's area (blob, arguments, stack) and fill it.
-    let rw_len = (blob_size + args_size + STACK_SIZE) as usize
-        + plan.threads.len() * THREAD_STACK_SIZE as usize;
+    Ok(area)
+}
+
+/// Each other thread's signal frame, pending signals, seccomp filters and groups into `area`;
+/// returns their records.
+fn thread_args(
+    t: Task<'_>,
+    lay: &Reservation,
+    area: &mut Area,
+) -> Result<Vec<abi::ThreadArgs>, RestoreError> {
+    let Task { plan, opts, ctx } = t;
+    let mut targs: Vec<abi::ThreadArgs> = Vec::with_capacity(plan.threads.len());
+    for (i, t) in plan.threads.iter().enumerate() {
+        let tx = task_fpu(t.tid, &t.fpu, opts)?;
+        area.align(compel_arch::FPSTATE_ALIGN);
+        let t_frame_at = area.base + area.bytes.len() as u64;
+        let mut frame = vec![0u8; rt_sigframe_size(tx.bytes.len())];
+        let state = SigframeState {
+            regs: &t.regs,
+            xsave: &tx.bytes,
+            xfeatures: tx.xfeatures,
+            sigmask: t.sigmask,
+            altstack: t.altstack.map(|(sp, flags, size)| SigStack {
+                ss_sp: sp,
+                ss_flags: flags,
+                pad: 0,
+                ss_size: size,
+            }),
+        };
+        write_rt_sigframe(&mut frame, t_frame_at, &state).map_err(|e| RestoreError::Fpu {
+            reason: format!("signal frame of thread {}: {e:?}", t.tid),
+        })?;
+        area.bytes.extend_from_slice(&frame);
+        let sig: Vec<u8> = t.pending.iter().flatten().copied().collect();
+        let t_siginfo = area.push(&sig, 8);
+        let t_seccomp = push_seccomp(area, t.seccomp.as_ref());
+        let mut creds = abi::Creds::default();
+        if let Some(c) = &t.creds {
+            creds = c.creds;
+            creds.ngroups = c.groups.len() as u32;
+            creds.groups = area.push(&slice_bytes(&c.groups), 8);
+        }
+        let mut comm = [0u8; 16];
+        if let Some(name) = &t.comm {
+            for (d, s) in comm.iter_mut().zip(name.bytes().take(15)) {
+                *d = s;
+            }
+        }
+        let stack_top = lay.stack_top() + (i as u64 + 1) * THREAD_STACK_SIZE;
+        targs.push(abi::ThreadArgs {
+            tid: t.tid,
+            set_creds: t.creds.is_some() as u32,
+            stack_top,
+            stack_size: THREAD_STACK_SIZE,
+            sigframe_sp: t_frame_at + RT_SIGFRAME_UC_OFFSET as u64,
+            fs_base: t.regs.fs_base,
+            gs_base: t.regs.gs_base,
+            clear_tid_addr: t.clear_tid_addr,
+            robust_list: t.robust_list.0,
+            robust_list_len: t.robust_list.1,
+            rseq: t.rseq.map_or(0, |r| r.0),
+            rseq_len: t.rseq.map_or(0, |r| r.1),
+            rseq_sig: t.rseq.map_or(0, |r| r.2),
+            siginfo: t_siginfo,
+            n_siginfo: t.pending.len() as u32,
+            pdeath_sig: if opts.detach && ctx.root {
+                abi::KEEP
+            } else {
+                t.pdeath_sig.unwrap_or(abi::KEEP)
+            },
+            comm,
+            creds,
+            no_new_privs: t.no_new_privs as i32,
+            pad: 0,
+            seccomp: t_seccomp,
+        });
+    }
+    Ok(targs)
+}
+
+/// Maps the restorer's area (blob, arguments, stacks) at its place in the reservation, copies
+/// the relocated blob and the argument area in and makes the blob's code executable.
+fn map_restorer(
+    blob: &BlobDesc<'_>,
+    lay: &Reservation,
+    area: &Area,
+    threads: usize,
+) -> Result<(), RestoreError> {
+    let (rbase, blob_size, args_size) = (lay.rbase(), lay.blob_size, lay.args_size);
+    let rw_len =
+        (blob_size + args_size + STACK_SIZE) as usize + threads * THREAD_STACK_SIZE as usize;
     // SAFETY: the range is inside our own reservation, which nothing else uses.
     let r = unsafe {
         libc::mmap(
@@ -1164,6 +1101,57 @@ fn build(
         return Err(sys_err("protecting the restorer's code"));
     }
 
+    Ok(())
+}
+
+/// Builds the task's work list and its restorer's area inside the reservation `lay`.
+fn build(
+    t: Task<'_>,
+    blob: &BlobDesc<'_>,
+    lay: &Reservation,
+    vdso: &[abi::Move],
+    xsave: &fpu::Xsave,
+    premapped: &[&super::plan::Vma],
+) -> Result<Prepared, RestoreError> {
+    let Task { plan, ctx, .. } = t;
+    let mem = memory_plan(plan, ctx, premapped, lay.base);
+    let fds = service_fds(plan, ctx)?;
+    let moves: Vec<abi::Move> = premapped
+        .iter()
+        .zip(&mem.premap_addr)
+        .map(|(v, &from)| abi::Move {
+            from,
+            to: v.start,
+            len: v.len(),
+        })
+        .collect();
+    let leader = LeaderState {
+        vdso,
+        xsave,
+        moves: &moves,
+        fds: &fds,
+    };
+    let area = restorer_args(t, lay, &leader)?;
+    map_restorer(blob, lay, &area, plan.threads.len())?;
+    let stack_top = lay.stack_top();
+    let args_base = lay.args_base();
+    let ServiceFds {
+        status_r,
+        child_only,
+        inherited,
+        service_fds,
+        status_fd,
+        tmp_fd_base,
+        ..
+    } = fds;
+    let MemoryPlan {
+        premap,
+        fills,
+        collapse,
+        helper,
+        helper_from,
+        ..
+    } = mem;
     let old_rseq = glibc_rseq();
     let child = ChildPlan {
         premap,
@@ -1181,7 +1169,7 @@ fn build(
         }),
         collapse,
         uffd: ctx.uffd,
-        fds,
+        fds: fd_ops(plan, &ctx.shared_fds),
         service_fds,
         inherited,
         tmp_fd_base,
@@ -1203,9 +1191,9 @@ fn build(
         child,
         status_r,
         child_only,
-        resv: (base, 0), // set by prepare()
-        syscall_insn: 0, // set by prepare()
-        restorer: (rbase, restorer_len),
+        resv: (lay.base, 0), // set by prepare()
+        syscall_insn: 0,     // set by prepare()
+        restorer: (lay.rbase(), lay.restorer_len),
     })
 }
 

@@ -42,6 +42,7 @@ pub mod ops;
 pub mod plan;
 pub mod preflight;
 pub mod prepare;
+mod restorer;
 pub mod sync;
 pub mod trace;
 pub mod tree;
@@ -193,7 +194,7 @@ pub fn restore(
             preps.push(None);
             continue;
         }
-        let ctx = prepare::TaskCtx {
+        let ctx = ops::TaskCtx {
             root: i == 0,
             fd_floor: shared.fd_floor,
             shared_fds: shared.fds[i].clone(),

@@ -238,3 +238,26 @@ pub(crate) fn ok(stage: u32, ret: libc::c_long, detail: u64) -> Result<libc::c_l
         Ok(ret)
     }
 }
+
+/// What a task shares with the others of its tree, made by the engine before the first task
+/// is created.
+#[derive(Debug, Default)]
+pub struct TaskCtx {
+    /// The root of the tree (criu is its parent).
+    pub root: bool,
+    /// Service descriptors go at or above this number (above every task's descriptors and the
+    /// shared ones).
+    pub fd_floor: i32,
+    /// Target fd -> the engine's descriptor of the open file it shares with other tasks.
+    pub shared_fds: std::collections::HashMap<i32, i32>,
+    /// shmid -> the engine's mapping of a shared anonymous object other tasks map too (already
+    /// filled).
+    pub shm: std::collections::HashMap<u64, u64>,
+    /// A free pid for a helper process that shares a big fill (none: the task fills alone).
+    pub helper_pid: Option<i32>,
+    /// Give wholly saved 2 MiB blocks of private anonymous memory a huge page each
+    /// (`MADV_COLLAPSE`) before filling them.
+    pub huge_pages: bool,
+    /// Fill small pages of private anonymous memory with `UFFDIO_COPY` where it can.
+    pub uffd: bool,
+}

@@ -20,7 +20,7 @@ use super::layout::HELPER_STACK;
 use super::mem::{MAX_PAGE_FILES, Worker, close_all, dups, premap, protect};
 pub use super::ops::stage_name;
 use super::ops::*;
-use super::plan::SessionOp;
+use super::plan::{Rseq, Sched, SessionOp};
 use super::sync::{Slots, raise, wait_word, wake};
 use crate::files::MAX_ENDS;
 
@@ -285,7 +285,7 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
     }
     fs(p)?;
     locks(p)?;
-    if let Some((nice, policy, prio)) = p.sched {
+    if let Some(Sched { nice, policy, prio }) = p.sched {
         // SAFETY: scheduling calls on this process with a live local parameter.
         unsafe {
             if policy != 0 {
@@ -604,7 +604,7 @@ fn fs(p: &ChildPlan) -> Result<(), Fail> {
 }
 
 fn jump(p: &ChildPlan) -> ! {
-    if let Some((area, len, sig)) = p.old_rseq {
+    if let Some(Rseq { area, len, sig }) = p.old_rseq {
         // SAFETY: unregisters the rseq area glibc registered for this thread, with the
         // values it used; nothing in this process relies on rseq from here on.
         unsafe {

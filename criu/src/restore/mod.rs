@@ -4,10 +4,10 @@
 //! 1. [`images::load`] reads and checks every image into a [`plan::TreePlan`] (one
 //!    [`plan::TaskPlan`] per process, zombies included); then every task is checked against
 //!    this machine (pids free, limits reachable, same vDSO layout, FPU state fits) and
-//!    [`tree::session_ops`] works out how each task gets its session and group. Nothing runs
+//!    [`session::session_ops`] works out how each task gets its session and group. Nothing runs
 //!    before all of that passed.
 //! 2. The `pre-restore` action scripts run.
-//! 3. [`tree::Shared`] makes what several tasks share (open files, pipes, shared anonymous
+//! 3. [`shared::Shared`] makes what several tasks share (open files, pipes, shared anonymous
 //!    memory) once, each open file through its kind's module in [`crate::files`]; [`prepare`] reserves, for each task, an address range free both here and in
 //!    the task's layout, lays the restorer blob, its argument block and the final signal frames
 //!    out in it, and prepares the task's work list.
@@ -43,9 +43,10 @@ pub mod plan;
 pub mod preflight;
 pub mod prepare;
 mod restorer;
+pub mod session;
+pub mod shared;
 pub mod sync;
 pub mod trace;
-pub mod tree;
 
 pub use error::RestoreError;
 
@@ -169,10 +170,10 @@ pub fn restore(
             return Err(RestoreError::PidBusy { pid: t.pid });
         }
     }
-    let sessions = tree::session_ops(&tree, opts.shell_job)?;
+    let sessions = session::session_ops(&tree, opts.shell_job)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
     raise_nofile();
-    let shared = tree::Shared::build(&tree)?;
+    let shared = shared::Shared::build(&tree)?;
     // `CRIU_RESTORE_FILL_HELPER=0` turns the fill helpers off (to measure what they bring).
     let no_helpers = std::env::var_os("CRIU_RESTORE_FILL_HELPER").is_some_and(|v| v == "0");
     // Only tasks with that much saved memory can use one: a pid for each of them.
@@ -184,7 +185,7 @@ pub fn restore(
     } else {
         tree.tasks.iter().filter(|t| big(t)).count()
     };
-    let mut helpers = tree::helper_pids(&tree, helper_count).into_iter();
+    let mut helpers = shared::helper_pids(&tree, helper_count).into_iter();
     let huge_pages = huge_pages_allowed();
     // `CRIU_RESTORE_UFFD=0`: fault pages in and read into them instead (to measure).
     let uffd = std::env::var_os("CRIU_RESTORE_UFFD").is_none_or(|v| v != "0");
@@ -298,7 +299,7 @@ fn spawn(
     tree: &plan::TreePlan,
     sessions: &[plan::SessionOp],
     preps: Vec<Option<prepare::Prepared>>,
-    shared: tree::Shared,
+    shared: shared::Shared,
     sync: &sync::SyncPage,
 ) -> Result<Created, RestoreError> {
     let mut nodes = Vec::with_capacity(preps.len());

@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::sync::Arc;
 
 use super::abi;
-use super::plan::{LockOp, SessionOp};
+use super::plan::{LockOp, Rseq, Sched, SessionOp};
 use crate::files::{MAX_ENDS, RestoreFile};
 
 /// Child stages, reported in [`abi::Status::stage`] (the restorer's own stages are below 100).
@@ -151,13 +151,13 @@ pub struct ChildPlan {
     /// oom_score_adj to write.
     pub oom_score_adj: Option<CString>,
     /// Scheduling: nice value, policy, real-time priority.
-    pub sched: Option<(i32, u32, u32)>,
+    pub sched: Option<Sched>,
     /// File locks to take once the descriptors are in place.
     pub locks: Vec<LockOp>,
     /// Where the status pipe is.
     pub status_fd: i32,
-    /// The engine's rseq registration to drop before the jump: (area, len, signature).
-    pub old_rseq: Option<(u64, u32, u32)>,
+    /// The engine's rseq registration to drop before the jump.
+    pub old_rseq: Option<Rseq>,
     /// Restorer entry point.
     pub entry: u64,
     /// Restorer stack top (16-byte aligned).

@@ -13,7 +13,7 @@ use super::abi::{self, RestorerArgs};
 use super::error::RestoreError;
 use super::layout::{self, HUGE, PAGE, Special, page_up};
 use super::ops::{ChildPlan, FdOp, FillHelper, FillOp, PremapOp, TaskCtx};
-use super::plan::{FdSource, TaskPlan, VmaKind};
+use super::plan::{FdSource, Rseq, TaskPlan, VmaKind};
 use super::preflight::vdso_moves;
 pub use super::preflight::{preflight, preflight_against};
 use super::restorer::{
@@ -704,7 +704,7 @@ unsafe extern "C" {
 }
 
 /// The rseq area glibc registered for this thread, if any.
-fn glibc_rseq() -> Option<(u64, u32, u32)> {
+fn glibc_rseq() -> Option<Rseq> {
     // SAFETY: glibc (2.35 and later) exports these two read-only variables, set at start-up.
     let (off, size) = unsafe { (__rseq_offset, __rseq_size) };
     if size == 0 {
@@ -712,7 +712,11 @@ fn glibc_rseq() -> Option<(u64, u32, u32)> {
     }
     // SAFETY: pthread_self has no preconditions; with glibc it is the thread pointer.
     let tp = unsafe { libc::pthread_self() } as u64;
-    Some((tp.wrapping_add(off as u64), size.max(32), GLIBC_RSEQ_SIG))
+    Some(Rseq {
+        area: tp.wrapping_add(off as u64),
+        len: size.max(32),
+        sig: GLIBC_RSEQ_SIG,
+    })
 }
 
 #[cfg(test)]

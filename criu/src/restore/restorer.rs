@@ -13,7 +13,7 @@ use super::error::RestoreError;
 use super::fpu;
 use super::layout::{PAGE, TASK_SIZE, page_up};
 use super::ops::TaskCtx;
-use super::plan::TaskPlan;
+use super::plan::{AltStack, TaskPlan};
 use super::preflight::reachable_rlimits;
 
 /// Stack of the restorer.
@@ -231,7 +231,7 @@ pub(super) fn restorer_args(
         xsave: &xsave.bytes,
         xfeatures: xsave.xfeatures,
         sigmask: plan.sigmask,
-        altstack: plan.altstack.map(|(sp, flags, size)| SigStack {
+        altstack: plan.altstack.map(|AltStack { sp, flags, size }| SigStack {
             ss_sp: sp,
             ss_flags: flags,
             pad: 0,
@@ -337,11 +337,11 @@ pub(super) fn restorer_args(
         child_subreaper: opt(plan.child_subreaper.map(i32::from)),
         comm,
         clear_tid_addr: plan.clear_tid_addr,
-        robust_list: plan.robust_list.0,
-        robust_list_len: plan.robust_list.1,
-        rseq: plan.rseq.map_or(0, |r| r.0),
-        rseq_len: plan.rseq.map_or(0, |r| r.1),
-        rseq_sig: plan.rseq.map_or(0, |r| r.2),
+        robust_list: plan.robust_list.head,
+        robust_list_len: plan.robust_list.len,
+        rseq: plan.rseq.map_or(0, |r| r.area),
+        rseq_len: plan.rseq.map_or(0, |r| r.len),
+        rseq_sig: plan.rseq.map_or(0, |r| r.sig),
         siginfo: siginfo_at,
         n_siginfo_shared: plan.pending_shared.len() as u32,
         n_siginfo_thread: plan.pending_thread.len() as u32,
@@ -380,7 +380,7 @@ fn thread_args(
             xsave: &tx.bytes,
             xfeatures: tx.xfeatures,
             sigmask: t.sigmask,
-            altstack: t.altstack.map(|(sp, flags, size)| SigStack {
+            altstack: t.altstack.map(|AltStack { sp, flags, size }| SigStack {
                 ss_sp: sp,
                 ss_flags: flags,
                 pad: 0,
@@ -416,11 +416,11 @@ fn thread_args(
             fs_base: t.regs.fs_base,
             gs_base: t.regs.gs_base,
             clear_tid_addr: t.clear_tid_addr,
-            robust_list: t.robust_list.0,
-            robust_list_len: t.robust_list.1,
-            rseq: t.rseq.map_or(0, |r| r.0),
-            rseq_len: t.rseq.map_or(0, |r| r.1),
-            rseq_sig: t.rseq.map_or(0, |r| r.2),
+            robust_list: t.robust_list.head,
+            robust_list_len: t.robust_list.len,
+            rseq: t.rseq.map_or(0, |r| r.area),
+            rseq_len: t.rseq.map_or(0, |r| r.len),
+            rseq_sig: t.rseq.map_or(0, |r| r.sig),
             siginfo: t_siginfo,
             n_siginfo: t.pending.len() as u32,
             pdeath_sig: if opts.detach && ctx.root {

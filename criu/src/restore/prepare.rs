@@ -111,6 +111,9 @@ fn fd_ops(plan: &TaskPlan, shared_fds: &HashMap<i32, i32>) -> Vec<FdOp> {
             let FdSource::File(o) = &g.source else {
                 continue;
             };
+            if shared_fds.contains_key(&g.fd) {
+                continue;
+            }
             if o.group() != Some(group) || o.fd_type() != file.fd_type() {
                 continue;
             }
@@ -722,6 +725,78 @@ fn glibc_rseq() -> Option<Rseq> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_ops_make_each_object_once_and_epolls_after_their_targets() {
+        use crate::files::epoll::{EpollFile, EpollTarget};
+        use crate::files::eventfd::EventFdFile;
+        use crate::files::pipe::PipeEnd;
+        use crate::restore::plan::Fd;
+        use std::sync::Arc;
+        let end = |write| {
+            FdSource::File(Arc::new(PipeEnd {
+                id: 9,
+                write,
+                flags: 0,
+                data: Vec::new(),
+                size: 0,
+            }))
+        };
+        let epoll = FdSource::File(Arc::new(EpollFile::new(
+            0,
+            vec![EpollTarget {
+                fd: 5,
+                events: 1,
+                data: 7,
+            }],
+        )));
+        let efd = FdSource::File(Arc::new(EventFdFile {
+            counter: 0,
+            flags: 0,
+        }));
+        let fd = |fd, file_id, source| Fd {
+            fd,
+            file_id,
+            cloexec: false,
+            source,
+        };
+        let plan = TaskPlan {
+            fds: vec![
+                fd(3, 1, end(false)),
+                fd(4, 2, epoll),
+                fd(5, 3, efd),
+                fd(6, 2, FdSource::Dup { of: 4 }),
+                fd(7, 4, end(true)),
+                // A second open file on the read end: a dup of the first.
+                fd(8, 5, end(false)),
+                fd(9, 6, end(true)),
+            ],
+            ..TaskPlan::default()
+        };
+        // fd 9 was made by the engine for several tasks: inherited as engine fd 100.
+        let shared = HashMap::from([(9, 100)]);
+        let ops = fd_ops(&plan, &shared);
+        let shape: Vec<String> = ops
+            .iter()
+            .map(|op| match op {
+                FdOp::Make { file, at, first } => {
+                    format!("make {:?} {at:?} first {first}", file.fd_type())
+                }
+                FdOp::Dup { fd, of, .. } => format!("dup {fd} of {of}"),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "make Pipe [Some((3, false)), Some((7, false))] first 3",
+                "dup 8 of 3",
+                "make Eventfd [Some((5, false)), None] first 5",
+                "dup 9 of 100",
+                "make Eventpoll [Some((4, false)), None] first 4",
+                "dup 6 of 4",
+            ]
+        );
+    }
 
     fn run(addr: u64, len: u64) -> FillOp {
         FillOp {

@@ -325,3 +325,64 @@ pub fn helper_pids(tree: &TreePlan, n: usize) -> Vec<i32> {
         .take(n)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::pipe::PipeEnd;
+    use crate::restore::plan::{Fd, TaskPlan};
+
+    #[test]
+    fn a_pipe_two_tasks_hold_is_made_once_with_an_fd_per_end() {
+        let end = |write| {
+            FdSource::File(Arc::new(PipeEnd {
+                id: 5,
+                write,
+                flags: 0,
+                data: b"queued".to_vec(),
+                size: 0,
+            }))
+        };
+        let task = |pid, fds: Vec<(i32, u32, bool)>| TaskPlan {
+            pid,
+            fds: fds
+                .into_iter()
+                .map(|(fd, file_id, write)| Fd {
+                    fd,
+                    file_id,
+                    cloexec: false,
+                    source: end(write),
+                })
+                .collect(),
+            ..TaskPlan::default()
+        };
+        // The parent reads at fd 3; the child writes at fd 4 and also holds the read end at 5.
+        let tree = TreePlan {
+            tasks: vec![
+                task(100, vec![(3, 1, false)]),
+                task(101, vec![(4, 2, true), (5, 1, false)]),
+            ],
+            parent: vec![None, Some(0)],
+            children: vec![vec![1], vec![]],
+            order: vec![0, 1],
+        };
+        let shared = Shared::build(&tree).unwrap();
+        let (r, w) = (shared.fds[0][&3], shared.fds[1][&4]);
+        assert_eq!(shared.fds[1][&5], r, "one read end for both tasks");
+        assert_ne!(r, w);
+        assert!(
+            r > 5 && w > 5 && shared.fd_floor > r.max(w),
+            "above every task fd"
+        );
+        // The saved bytes were put back, and the ends are connected.
+        let mut buf = [0u8; 16];
+        // SAFETY: reads from the engine's read end into a live local buffer.
+        let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(&buf[..n as usize], b"queued");
+        // SAFETY: writes a live local buffer to the engine's write end.
+        assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
+        // SAFETY: as above.
+        let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(&buf[..n as usize], b"x");
+    }
+}

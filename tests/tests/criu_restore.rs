@@ -1941,7 +1941,7 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
     assert_eq!(tree.parent, [None, Some(0), Some(0)]);
     assert_eq!(tree.order, [0, 1, 2]);
     assert_eq!(tree.tasks[0].threads.len(), 1, "the root's second thread");
-    let ops = criu::restore::tree::session_ops(&tree, false).unwrap();
+    let ops = criu::restore::session::session_ops(&tree, false).unwrap();
     assert_eq!(
         ops,
         [SessionOp::Setsid, SessionOp::Inherit, SessionOp::Setpgid(0)]

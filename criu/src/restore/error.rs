@@ -166,3 +166,13 @@ pub enum RestoreError {
     #[error(transparent)]
     Pidfile(#[from] crate::pidfile::PidfileError),
 }
+
+impl RestoreError {
+    /// A failed system call of the engine: `what` it did, with the last errno.
+    pub(crate) fn last_sys(what: &'static str) -> RestoreError {
+        RestoreError::Sys {
+            what,
+            errno: Errno::last(),
+        }
+    }
+}

@@ -539,23 +539,38 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
     plan.pending_shared = siginfos(tc.signals_s.as_ref())?;
     if let Some(th) = th {
         plan.pending_thread = siginfos(th.signals_p.as_ref())?;
-        plan.robust_list = (th.futex_rla, th.futex_rla_len as u64);
+        plan.robust_list = RobustList {
+            head: th.futex_rla,
+            len: th.futex_rla_len as u64,
+        };
         let nice = th.sched_nice.unwrap_or(0);
         let policy = th.sched_policy.unwrap_or(0);
         if !(-20..=19).contains(&nice) {
             return Err(bad(file, format!("nice value {nice}")));
         }
         if nice != 0 || policy != 0 {
-            plan.sched = Some((nice, policy, th.sched_prio.unwrap_or(0)));
+            plan.sched = Some(Sched {
+                nice,
+                policy,
+                prio: th.sched_prio.unwrap_or(0),
+            });
         }
         plan.pdeath_sig = th.pdeath_sig.map(|s| s as i32);
         if let Some(sas) = &th.sas {
-            plan.altstack = Some((sas.ss_sp, sas.ss_flags as i32, sas.ss_size));
+            plan.altstack = Some(AltStack {
+                sp: sas.ss_sp,
+                flags: sas.ss_flags as i32,
+                size: sas.ss_size,
+            });
         }
         if let Some(r) = &th.rseq_entry
             && r.rseq_abi_pointer != 0
         {
-            plan.rseq = Some((r.rseq_abi_pointer, r.rseq_abi_size, r.signature));
+            plan.rseq = Some(Rseq {
+                area: r.rseq_abi_pointer,
+                len: r.rseq_abi_size,
+                sig: r.signature,
+            });
         }
         match (th.seccomp_mode.unwrap_or(0), th.seccomp_filter) {
             (0, _) => {}

@@ -4,10 +4,10 @@
 //! 1. [`images::load`] reads and checks every image into a [`plan::TreePlan`] (one
 //!    [`plan::TaskPlan`] per process, zombies included); then every task is checked against
 //!    this machine (pids free, limits reachable, same vDSO layout, FPU state fits) and
-//!    [`tree::session_ops`] works out how each task gets its session and group. Nothing runs
+//!    [`session::session_ops`] works out how each task gets its session and group. Nothing runs
 //!    before all of that passed.
 //! 2. The `pre-restore` action scripts run.
-//! 3. [`tree::Shared`] makes what several tasks share (open files, pipes, shared anonymous
+//! 3. [`shared::Shared`] makes what several tasks share (open files, pipes, shared anonymous
 //!    memory) once, each open file through its kind's module in [`crate::files`]; [`prepare`] reserves, for each task, an address range free both here and in
 //!    the task's layout, lays the restorer blob, its argument block and the final signal frames
 //!    out in it, and prepares the task's work list.
@@ -37,12 +37,16 @@ mod error;
 pub mod fpu;
 pub mod images;
 pub mod layout;
+mod mem;
 pub mod ops;
 pub mod plan;
+pub mod preflight;
 pub mod prepare;
+mod restorer;
+pub mod session;
+pub mod shared;
 pub mod sync;
 pub mod trace;
-pub mod tree;
 
 pub use error::RestoreError;
 
@@ -122,17 +126,17 @@ pub fn restore(
     );
     let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
-        prepare::preflight_against(t, &ours, !opts.no_fpu_check)?;
+        preflight::preflight_against(t, &ours, !opts.no_fpu_check)?;
     }
     for t in tree.tasks.iter().filter(|t| t.zombie.is_some()) {
         if Path::new(&format!("/proc/{}", t.pid)).exists() {
             return Err(RestoreError::PidBusy { pid: t.pid });
         }
     }
-    let sessions = tree::session_ops(&tree, opts.shell_job)?;
+    let sessions = session::session_ops(&tree, opts.shell_job)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
     raise_nofile();
-    let shared = tree::Shared::build(&tree)?;
+    let shared = shared::Shared::build(&tree)?;
     // The fill helpers can be turned off (to measure what they bring).
     let no_helpers = !opts.fill_helpers;
     // Only tasks with that much saved memory can use one: a pid for each of them.
@@ -144,7 +148,7 @@ pub fn restore(
     } else {
         tree.tasks.iter().filter(|t| big(t)).count()
     };
-    let mut helpers = tree::helper_pids(&tree, helper_count).into_iter();
+    let mut helpers = shared::helper_pids(&tree, helper_count).into_iter();
     let huge_pages = huge_pages_allowed(opts.huge_pages);
     // Without: fault pages in and read into them instead (to measure).
     let uffd = opts.uffd;
@@ -154,7 +158,7 @@ pub fn restore(
             preps.push(None);
             continue;
         }
-        let ctx = prepare::TaskCtx {
+        let ctx = ops::TaskCtx {
             root: i == 0,
             fd_floor: shared.fd_floor,
             shared_fds: shared.fds[i].clone(),
@@ -258,7 +262,7 @@ fn spawn(
     tree: &plan::TreePlan,
     sessions: &[plan::SessionOp],
     preps: Vec<Option<prepare::Prepared>>,
-    shared: tree::Shared,
+    shared: shared::Shared,
     sync: &sync::SyncPage,
     pid_method: PidMethod,
 ) -> Result<Created, RestoreError> {

@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::sync::Arc;
 
 use super::abi;
-use super::plan::{LockOp, SessionOp};
+use super::plan::{LockOp, Rseq, Sched, SessionOp};
 use crate::files::{MAX_ENDS, RestoreFile};
 
 /// Child stages, reported in [`abi::Status::stage`] (the restorer's own stages are below 100).
@@ -151,13 +151,13 @@ pub struct ChildPlan {
     /// oom_score_adj to write.
     pub oom_score_adj: Option<CString>,
     /// Scheduling: nice value, policy, real-time priority.
-    pub sched: Option<(i32, u32, u32)>,
+    pub sched: Option<Sched>,
     /// File locks to take once the descriptors are in place.
     pub locks: Vec<LockOp>,
     /// Where the status pipe is.
     pub status_fd: i32,
-    /// The engine's rseq registration to drop before the jump: (area, len, signature).
-    pub old_rseq: Option<(u64, u32, u32)>,
+    /// The engine's rseq registration to drop before the jump.
+    pub old_rseq: Option<Rseq>,
     /// Restorer entry point.
     pub entry: u64,
     /// Restorer stack top (16-byte aligned).
@@ -237,4 +237,27 @@ pub(crate) fn ok(stage: u32, ret: libc::c_long, detail: u64) -> Result<libc::c_l
     } else {
         Ok(ret)
     }
+}
+
+/// What a task shares with the others of its tree, made by the engine before the first task
+/// is created.
+#[derive(Debug, Default)]
+pub struct TaskCtx {
+    /// The root of the tree (criu is its parent).
+    pub root: bool,
+    /// Service descriptors go at or above this number (above every task's descriptors and the
+    /// shared ones).
+    pub fd_floor: i32,
+    /// Target fd -> the engine's descriptor of the open file it shares with other tasks.
+    pub shared_fds: std::collections::HashMap<i32, i32>,
+    /// shmid -> the engine's mapping of a shared anonymous object other tasks map too (already
+    /// filled).
+    pub shm: std::collections::HashMap<u64, u64>,
+    /// A free pid for a helper process that shares a big fill (none: the task fills alone).
+    pub helper_pid: Option<i32>,
+    /// Give wholly saved 2 MiB blocks of private anonymous memory a huge page each
+    /// (`MADV_COLLAPSE`) before filling them.
+    pub huge_pages: bool,
+    /// Fill small pages of private anonymous memory with `UFFDIO_COPY` where it can.
+    pub uffd: bool,
 }

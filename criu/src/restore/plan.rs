@@ -149,13 +149,13 @@ pub struct ThreadPlan {
     /// Blocked signals.
     pub sigmask: u64,
     /// Alternate signal stack (`ss_sp`, `ss_flags`, `ss_size`).
-    pub altstack: Option<(u64, i32, u64)>,
+    pub altstack: Option<AltStack>,
     /// `set_tid_address` value.
     pub clear_tid_addr: u64,
     /// Robust futex list (head, len).
-    pub robust_list: (u64, u64),
+    pub robust_list: RobustList,
     /// rseq registration (area, len, signature).
-    pub rseq: Option<(u64, u32, u32)>,
+    pub rseq: Option<Rseq>,
     /// Pending signals of this thread.
     pub pending: Vec<[u8; abi::SIGINFO_SIZE]>,
     /// Credentials.
@@ -233,7 +233,7 @@ pub struct TaskPlan {
     /// Blocked signals.
     pub sigmask: u64,
     /// Alternate signal stack (`ss_sp`, `ss_flags`, `ss_size`).
-    pub altstack: Option<(u64, i32, u64)>,
+    pub altstack: Option<AltStack>,
     /// Handlers of signals 1..=64 (empty: leave).
     pub sigactions: Vec<abi::KSigaction>,
     /// Resource limits (resource `i` at index `i`).
@@ -263,9 +263,9 @@ pub struct TaskPlan {
     /// `set_tid_address` value.
     pub clear_tid_addr: u64,
     /// Robust futex list (head, len).
-    pub robust_list: (u64, u64),
+    pub robust_list: RobustList,
     /// rseq registration (area, len, signature).
-    pub rseq: Option<(u64, u32, u32)>,
+    pub rseq: Option<Rseq>,
     /// Process-wide pending signals (raw `siginfo_t`s).
     pub pending_shared: Vec<[u8; abi::SIGINFO_SIZE]>,
     /// Thread pending signals.
@@ -275,7 +275,7 @@ pub struct TaskPlan {
     /// The task was job-control stopped by this signal: it is stopped again after the restore.
     pub stop_signal: Option<i32>,
     /// Scheduling: nice value, policy and real-time priority.
-    pub sched: Option<(i32, u32, u32)>,
+    pub sched: Option<Sched>,
     /// The other threads.
     pub threads: Vec<ThreadPlan>,
 }
@@ -340,4 +340,46 @@ pub struct LockOp {
     pub start: i64,
     /// Length, 0 for "to the end" (record locks).
     pub len: i64,
+}
+
+/// An rseq registration: the area, its length and the signature of its abort handlers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rseq {
+    /// The `struct rseq` area.
+    pub area: u64,
+    /// Its registered length.
+    pub len: u32,
+    /// The signature.
+    pub sig: u32,
+}
+
+/// An alternate signal stack (`sigaltstack`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AltStack {
+    /// `ss_sp`.
+    pub sp: u64,
+    /// `ss_flags`.
+    pub flags: i32,
+    /// `ss_size`.
+    pub size: u64,
+}
+
+/// A robust futex list (`set_robust_list`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RobustList {
+    /// The list head.
+    pub head: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+/// Scheduling: nice value, policy and real-time priority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sched {
+    /// The nice value.
+    pub nice: i32,
+    /// `SCHED_*`.
+    pub policy: u32,
+    /// Real-time priority.
+    pub prio: u32,
 }

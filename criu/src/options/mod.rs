@@ -957,6 +957,8 @@ mod tests {
             "--config=/nonexistent/x".into(),
         ];
         v.truncate(3);
-        assert!(Options::parse_with(v, Some(&home), None).is_err());
+        let e = Options::parse_with(v, Some(&home), None).unwrap_err();
+        assert!(matches!(e, OptionsError::ConfigRead { .. }), "{e}");
+        assert_eq!(e.errno(), libc::ENOENT);
     }
 }

@@ -264,7 +264,7 @@ static FEATURES: &[Feature] = &[
         "threads caught inside an rseq critical section",
     ),
     not_yet("ipv6_freebind", ipv6_freebind, "IPv6 sockets"),
-    handled("pagemap_scan", || kernel_at_least(6, 7)),
+    handled("pagemap_scan", pagemap_scan),
     not_yet(
         "timer_cr_ids",
         || kernel_at_least(6, 15),

@@ -385,3 +385,23 @@ pub(super) fn pidfd_open() -> Result<(), Missing> {
         true,
     )
 }
+
+/// The `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap` exists (an empty range is scanned; only
+/// `ENOTTY` means the kernel lacks it).
+pub(super) fn pagemap_scan() -> Result<(), Missing> {
+    // struct pm_scan_arg: twelve u64s, the first its size.
+    const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+    let f = std::fs::File::open("/proc/self/pagemap").map_err(io("opening pagemap"))?;
+    let mut arg = [0u64; 12];
+    arg[0] = std::mem::size_of_val(&arg) as u64;
+    // SAFETY: the kernel reads and updates a live 96-byte pm_scan_arg; the range is empty and
+    // no output vector is given, so nothing else is written.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), PAGEMAP_SCAN as _, arg.as_mut_ptr()) };
+    if r < 0 && Errno::last() == Errno::ENOTTY {
+        return Err(Missing::Sys {
+            what: "PAGEMAP_SCAN",
+            errno: Errno::ENOTTY,
+        });
+    }
+    Ok(())
+}

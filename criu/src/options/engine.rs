@@ -264,5 +264,14 @@ mod tests {
         assert!(matches!(r.validate(), Err(OptionsError::Requires { .. })));
         r.detach = true;
         r.validate().unwrap();
+        // An RPC request names the images directory by descriptor.
+        let mut o = Options {
+            images_dir: super::super::DirRef::Fd(7),
+            ..Options::default()
+        };
+        o.set("tree", Some("9")).unwrap();
+        let d = DumpOptions::from_options(&o);
+        assert_eq!(d.images_dir, PathBuf::from("/proc/self/fd/7"));
+        d.validate().unwrap();
     }
 }

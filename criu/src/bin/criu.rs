@@ -140,6 +140,9 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 dopts.inside_method = InsideMethod::Syscalls;
             }
             dopts.validate().map_err(|e| fail(e.into()))?;
+            if let Some(pid) = dopts.tree {
+                warn_foreign_cgroups(pid);
+            }
             let scripts = criu::scripts::ActionScripts::new(
                 opts.action_scripts.clone(),
                 &dopts.images_dir,
@@ -251,5 +254,24 @@ fn warn_unmanaged_cgroups(opts: &Options) {
     }
     if let Some(y) = &opts.cgroup_yard {
         tracing::warn!("option --cgroup-yard={} accepted, but {WHY}", y.display());
+    }
+}
+
+/// Cgroups are not dumped yet: warn (`-v2`) for every task of the tree whose cgroup differs
+/// from criu's, since a restore puts it in the restoring criu's cgroup instead.
+fn warn_foreign_cgroups(root: i32) {
+    for d in criu::cgroups::differing(root) {
+        let ours = if d.ours.is_empty() { "none" } else { &d.ours };
+        tracing::warn!(
+            "pid {} is in cgroup {} ({}), criu in {ours}: cgroups are not dumped, a restore puts \
+             the task in the restoring criu's cgroup",
+            d.pid,
+            d.theirs,
+            if d.controllers.is_empty() {
+                "v2"
+            } else {
+                &d.controllers
+            },
+        );
     }
 }

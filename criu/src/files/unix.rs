@@ -56,6 +56,9 @@ struct Dumped {
     pid: i32,
     fd: i32,
     entry: UnixSkEntry,
+    /// For a client whose connection is still queued on a listener (not accepted: the server
+    /// end has no inode, so sock_diag shows peer 0): the listener's name (`getpeername`).
+    queued_on: Option<Vec<u8>>,
 }
 
 /// The unix sockets met by one dump.
@@ -89,6 +92,19 @@ fn trim_nul(name: &[u8]) -> &[u8] {
         n = rest;
     }
     n
+}
+
+/// The name of the socket `sk` is connected to (`getpeername`), raw; empty if none.
+fn peer_name(sk: RawFd) -> Vec<u8> {
+    // SAFETY: a zeroed sockaddr_un is a valid value.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: getpeername writes at most `len` bytes into a live sockaddr_un.
+    if unsafe { libc::getpeername(sk, (&mut a as *mut libc::sockaddr_un).cast(), &mut len) } < 0 {
+        return Vec::new();
+    }
+    let n = (len as usize).saturating_sub(2).min(108);
+    a.sun_path[..n].iter().map(|&c| c as u8).collect()
 }
 
 /// Kernel `dev_t` (major << 20 | minor) to the `st_dev` encoding.
@@ -147,22 +163,22 @@ impl UnixDump {
             });
         }
         let state = u32::from(d.state);
-        if state == ST_LISTEN {
-            let diag = self.diag()?;
-            for icon in &d.icons {
-                if diag
-                    .get(icon)
-                    .and_then(|e| e.rqlen)
-                    .is_some_and(|r| r.0 > 0)
-                {
-                    return Err(SocketError::Unsupported {
-                        what: format!(
-                            "{w}: listening socket {} has a connection not accepted yet with unread data (socket:[{icon}]; its data cannot be read without accepting it)",
-                            printable(&d.name)
-                        ),
-                    });
-                }
+        // A stream client connected to a connection not accepted yet: the server end (an
+        // embryo without inode) shows as peer 0 without the shutdown of a closed peer. Its
+        // listener is found by name; data it sent cannot be read without accepting.
+        let stream = ty != libc::SOCK_DGRAM;
+        let mut queued_on = None;
+        if stream && state == ST_ESTABLISHED && d.peer == Some(0) && d.shutdown != 3 {
+            let name = peer_name(sk.as_raw_fd());
+            if d.rqlen.is_some_and(|r| r.1 > 0) {
+                return Err(SocketError::Unsupported {
+                    what: format!(
+                        "{w}: its connection to {} is not accepted yet and holds unread data (it cannot be read without accepting it)",
+                        printable(&name)
+                    ),
+                });
             }
+            queued_on = Some(name);
         }
         let mut entry = UnixSkEntry {
             id,
@@ -201,6 +217,7 @@ impl UnixDump {
                 pid,
                 fd,
                 entry: entry.clone(),
+                queued_on,
             },
         );
         self.order.push(ino);
@@ -370,32 +387,57 @@ impl UnixDump {
         let Some(diag) = self.diag.as_ref() else {
             return Ok(Vec::new());
         };
-        let mut embryos: HashMap<u32, u32> = HashMap::new();
-        for d in self.socks.values() {
-            if d.entry.state == ST_LISTEN
-                && let Some(dd) = diag.get(&d.entry.ino)
+        // A client whose connection is still queued names the listener as its peer (the
+        // queued server end has no descriptor and no entry).
+        let listeners: Vec<(Vec<u8>, u32, u32)> = self
+            .socks
+            .values()
+            .filter(|d| d.entry.state == ST_LISTEN)
+            .map(|d| (d.entry.name.clone(), d.entry.r#type, d.entry.ino))
+            .collect();
+        let mut queued: HashMap<u32, usize> = HashMap::new();
+        for ino in self.order.clone() {
+            let Some(d) = self.socks.get_mut(&ino) else {
+                continue;
+            };
+            let Some(name) = d.queued_on.clone() else {
+                continue;
+            };
+            match listeners
+                .iter()
+                .find(|(n, t, _)| *n == name && *t == d.entry.r#type)
             {
-                for &i in &dd.icons {
-                    embryos.insert(i, d.entry.ino);
-                    // The client of a queued connection must be ours too.
-                    let client = diag.get(&i).and_then(|e| e.peer).unwrap_or(0);
-                    if client != 0 && !self.socks.contains_key(&client) {
-                        return Err(SocketError::Unsupported {
-                            what: format!(
-                                "{}: listening socket {} has a connection queued from outside the tree (socket:[{client}])",
-                                who(d.pid, d.fd, d.entry.ino),
-                                printable(&d.entry.name)
-                            ),
-                        });
-                    }
+                Some(&(_, _, l)) => {
+                    d.entry.peer = l;
+                    *queued.entry(l).or_default() += 1;
+                }
+                None => {
+                    return Err(SocketError::Unsupported {
+                        what: format!(
+                            "{}: connection to {} outside the tree, not accepted yet",
+                            who(d.pid, d.fd, ino),
+                            printable(&name)
+                        ),
+                    });
                 }
             }
         }
-        // A client whose connection is still queued names the listener as its peer (the
-        // queued server end has no descriptor and no entry), as CRIU writes it.
-        for d in self.socks.values_mut() {
-            if let Some(&l) = embryos.get(&d.entry.peer) {
-                d.entry.peer = l;
+        // Every connection queued on a listener of the tree comes from a client of the tree.
+        for d in self.socks.values() {
+            if d.entry.state != ST_LISTEN {
+                continue;
+            }
+            let n = diag.get(&d.entry.ino).map_or(0, |e| e.icons.len());
+            let ours = queued.get(&d.entry.ino).copied().unwrap_or(0);
+            if n > ours {
+                return Err(SocketError::Unsupported {
+                    what: format!(
+                        "{}: listening socket {} has {} connection(s) queued from outside the tree",
+                        who(d.pid, d.fd, d.entry.ino),
+                        printable(&d.entry.name),
+                        n - ours
+                    ),
+                });
             }
         }
         let mut extra = Vec::new();
@@ -403,7 +445,7 @@ impl UnixDump {
         for ino in self.order.clone() {
             let d = &self.socks[&ino];
             let peer = d.entry.peer;
-            if peer == 0 || self.socks.contains_key(&peer) || embryos.contains_key(&peer) {
+            if peer == 0 || self.socks.contains_key(&peer) {
                 continue;
             }
             let pd = diag.get(&peer).cloned().unwrap_or_default();
@@ -688,9 +730,9 @@ fn aside_name(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Whether something listens on `name` (a connect succeeds).
+/// Whether a live socket holds `name` (a connect of some type succeeds).
 fn listening(name: &[u8]) -> bool {
-    for ty in [libc::SOCK_STREAM, libc::SOCK_SEQPACKET] {
+    for ty in [libc::SOCK_STREAM, libc::SOCK_SEQPACKET, libc::SOCK_DGRAM] {
         if let Ok(s) = new_socket(ty as u32)
             && connect_to(s.as_raw_fd(), name).is_ok()
         {
@@ -808,8 +850,8 @@ pub fn create_all(
         if e.name.is_empty() || listener_of(e).is_some() {
             continue;
         }
-        if !fds.contains_key(&e.ino) {
-            fds.insert(e.ino, new_socket(e.r#type)?);
+        if let std::collections::hash_map::Entry::Vacant(v) = fds.entry(e.ino) {
+            v.insert(new_socket(e.r#type)?);
         }
         let s = fds[&e.ino].as_raw_fd();
         socket::write_opts(s, &e.opts, &format!("unix socket id {}", e.id))?;
@@ -949,8 +991,8 @@ pub fn create_all(
     }
     // Everything else: unbound, unconnected sockets.
     for e in &mine {
-        if !fds.contains_key(&e.ino) {
-            fds.insert(e.ino, new_socket(e.r#type)?);
+        if let std::collections::hash_map::Entry::Vacant(v) = fds.entry(e.ino) {
+            v.insert(new_socket(e.r#type)?);
         }
     }
     // Options of the sockets not set in B, before their data comes.

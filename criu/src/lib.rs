@@ -2,7 +2,8 @@
 //!
 //! The `criu` binary is a thin shell around this library: [`options`] parses the command line
 //! and configuration files the way `criu(8)` does, [`log`] sets up the timestamped log,
-//! [`scripts`] runs action scripts, [`check`] answers `criu check`, [`dump`] checkpoints a live
+//! [`scripts`] runs action scripts, [`check`] answers `criu check`, [`cgroups`] compares a tree's
+//! cgroups with criu's, [`dump`] checkpoints a live
 //! process tree (with its threads) into an images directory in CRIU's format, [`restore`] brings
 //! a process back, and
 //! [`pidfile`] writes `--pidfile` the way CRIU does.
@@ -17,6 +18,7 @@
 //! criu::dump::dump(&dump_opts, None).unwrap();
 //! ```
 
+pub mod cgroups;
 pub mod check;
 pub mod dump;
 pub mod log;

@@ -39,6 +39,17 @@ pub enum LogError {
     Stderr(#[source] std::io::Error),
 }
 
+impl LogError {
+    /// The errno an RPC reply carries: the OS error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            LogError::Open { source, .. } | LogError::Stderr(source) => {
+                source.raw_os_error().unwrap_or(libc::EIO)
+            }
+        }
+    }
+}
+
 /// The open log destination.
 #[derive(Clone, Debug)]
 pub struct LogSink {

@@ -32,6 +32,17 @@ pub enum PidfileError {
     },
 }
 
+impl PidfileError {
+    /// The errno an RPC reply carries: the OS error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            PidfileError::Create { source, .. } | PidfileError::Write { source, .. } => {
+                source.raw_os_error().unwrap_or(libc::EIO)
+            }
+        }
+    }
+}
+
 /// Creates `path` exclusively (mode 0600) and writes `pid` into it, without a newline.
 ///
 /// # Errors

@@ -110,8 +110,8 @@ pub enum ScriptError {
         action: &'static str,
         /// The first script that failed.
         script: PathBuf,
-        /// How it failed (`exited with 3`, `killed by signal 9`, `cannot run: ...`).
-        status: String,
+        /// How it failed.
+        status: ScriptStatus,
         /// How many scripts failed at this stage.
         failed: usize,
     },
@@ -121,6 +121,37 @@ pub enum ScriptError {
         /// The stage.
         action: &'static str,
     },
+}
+
+/// How one action script failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptStatus {
+    /// It exited with a non-zero code.
+    #[error("exited with {0}")]
+    Exited(i32),
+    /// A signal killed it.
+    #[error("killed by signal {0}")]
+    Killed(i32),
+    /// It could not be started.
+    #[error("cannot run: {0}")]
+    CannotRun(#[source] std::io::Error),
+}
+
+impl ScriptError {
+    /// The errno an RPC reply carries: the OS error where there is one, `ECANCELED` for a
+    /// script or receiver that said no.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ScriptError::ImageDir { source, .. } | ScriptError::LogFd(source) => {
+                source.raw_os_error().unwrap_or(libc::EIO)
+            }
+            ScriptError::Failed {
+                status: ScriptStatus::CannotRun(e),
+                ..
+            } => e.raw_os_error().unwrap_or(libc::EIO),
+            ScriptError::Failed { .. } | ScriptError::Refused { .. } => libc::ECANCELED,
+        }
+    }
 }
 
 /// The one notification callback dump and restore call at each stage (`action`, with the
@@ -224,7 +255,7 @@ impl ActionScripts {
         }
         tracing::debug!("running {} scripts", action.name());
         let image_dir = self.image_dir_env();
-        let mut first: Option<(PathBuf, String)> = None;
+        let mut first: Option<(PathBuf, ScriptStatus)> = None;
         let mut failed = 0;
         for script in self.scripts.iter().rev() {
             tracing::debug!("\t[{}]", script.display());
@@ -254,7 +285,7 @@ impl ActionScripts {
         action: ScriptAction,
         image_dir: &str,
         init_pid: Option<i32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ScriptStatus> {
         let mut cmd = Command::new(script);
         cmd.env("CRTOOLS_SCRIPT_ACTION", action.name())
             .env("CRTOOLS_IMAGE_DIR", image_dir);
@@ -262,8 +293,8 @@ impl ActionScripts {
             cmd.env("CRTOOLS_INIT_PID", pid.to_string());
         }
         if let Some(log) = &self.log {
-            let out = log.try_clone().map_err(|e| format!("cannot run: {e}"))?;
-            let err = log.try_clone().map_err(|e| format!("cannot run: {e}"))?;
+            let out = log.try_clone().map_err(ScriptStatus::CannotRun)?;
+            let err = log.try_clone().map_err(ScriptStatus::CannotRun)?;
             cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
         }
         // SAFETY: the closure runs in the forked child before exec and only calls close(2),
@@ -274,16 +305,13 @@ impl ActionScripts {
                 Ok(())
             });
         }
-        let status = cmd.status().map_err(|e| format!("cannot run: {e}"))?;
+        let status = cmd.status().map_err(ScriptStatus::CannotRun)?;
         if status.success() {
             Ok(())
         } else if let Some(code) = status.code() {
-            Err(format!("exited with {code}"))
+            Err(ScriptStatus::Exited(code))
         } else {
-            Err(format!(
-                "killed by signal {}",
-                status.signal().unwrap_or_default()
-            ))
+            Err(ScriptStatus::Killed(status.signal().unwrap_or_default()))
         }
     }
 }
@@ -339,9 +367,20 @@ mod tests {
                 action,
                 script,
                 failed,
-                ..
+                status,
             }) => {
                 assert_eq!((action, script, failed), ("post-dump", b, 1));
+                assert!(matches!(status, ScriptStatus::Exited(1)), "{status}");
+                assert_eq!(
+                    ScriptError::Failed {
+                        action,
+                        script: PathBuf::new(),
+                        status,
+                        failed
+                    }
+                    .errno(),
+                    libc::ECANCELED
+                );
             }
             other => panic!("{other:?}"),
         }

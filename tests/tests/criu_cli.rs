@@ -38,9 +38,9 @@ fn check_says_looks_good() {
 
 #[test]
 fn check_features() {
-    let o = criu(&["check", "--feature", "timens"]);
+    let o = criu(&["check", "--feature", "seccomp_filters"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "timens is supported\n");
+    assert_eq!(stdout(&o), "seccomp_filters is supported\n");
     let o = criu(&["check", "--feature=clone3_set_tid"]);
     assert!(o.status.success());
     // This kernel has no soft-dirty tracking.

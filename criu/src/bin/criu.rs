@@ -23,6 +23,10 @@ fn main() -> ExitCode {
     };
     if opts.help {
         print!("{USAGE}");
+        println!(
+            "\nFeatures for check --feature (or list):\n  {}",
+            criu::check::feature_names().join(", ")
+        );
         return ExitCode::SUCCESS;
     }
     if opts.version {
@@ -113,7 +117,13 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
         Command::Check => {
             if let Some(f) = &opts.feature {
                 if f == "list" {
-                    println!("{}", criu::check::feature_names().join(" "));
+                    // CRIU 3.x's `--feature list`: every name followed by a space.
+                    let mut line = String::new();
+                    for n in criu::check::feature_names() {
+                        line.push_str(n);
+                        line.push(' ');
+                    }
+                    println!("{line}");
                     return Ok(ExitCode::SUCCESS);
                 }
                 criu::check::check_feature(f).map_err(|e| fail(e.into()))?;
@@ -130,6 +140,9 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 dopts.inside_method = InsideMethod::Syscalls;
             }
             dopts.validate().map_err(|e| fail(e.into()))?;
+            if let Some(pid) = dopts.tree {
+                warn_foreign_cgroups(pid);
+            }
             let scripts = criu::scripts::ActionScripts::new(
                 opts.action_scripts.clone(),
                 &dopts.images_dir,
@@ -241,5 +254,24 @@ fn warn_unmanaged_cgroups(opts: &Options) {
     }
     if let Some(y) = &opts.cgroup_yard {
         tracing::warn!("option --cgroup-yard={} accepted, but {WHY}", y.display());
+    }
+}
+
+/// Cgroups are not dumped yet: warn (`-v2`) for every task of the tree whose cgroup differs
+/// from criu's, since a restore puts it in the restoring criu's cgroup instead.
+fn warn_foreign_cgroups(root: i32) {
+    for d in criu::cgroups::differing(root) {
+        let ours = if d.ours.is_empty() { "none" } else { &d.ours };
+        tracing::warn!(
+            "pid {} is in cgroup {} ({}), criu in {ours}: cgroups are not dumped, a restore puts \
+             the task in the restoring criu's cgroup",
+            d.pid,
+            d.theirs,
+            if d.controllers.is_empty() {
+                "v2"
+            } else {
+                &d.controllers
+            },
+        );
     }
 }

@@ -222,8 +222,15 @@ impl RestoreOptions {
     /// Checks the options make a restore.
     ///
     /// # Errors
-    /// [`OptionsError::BadValue`] for a descriptor given twice to `--inherit-fd`.
+    /// [`OptionsError::Requires`] for `--restore-sibling` without `--restore-detached` (as
+    /// CRIU), [`OptionsError::BadValue`] for a descriptor given twice to `--inherit-fd`.
     pub fn validate(&self) -> Result<(), OptionsError> {
+        if self.sibling && !self.detach {
+            return Err(OptionsError::Requires {
+                option: "--restore-sibling",
+                needs: "--restore-detached",
+            });
+        }
         for (i, a) in self.inherit_fds.iter().enumerate() {
             if self.inherit_fds[..i].iter().any(|b| b.fd == a.fd) {
                 return Err(OptionsError::BadValue {
@@ -252,5 +259,19 @@ mod tests {
         r.validate().unwrap();
         o.set("inherit-fd", Some("fd[3]:b")).unwrap();
         assert!(RestoreOptions::from_options(&o).validate().is_err());
+        let mut r = RestoreOptions::new("/x");
+        r.sibling = true;
+        assert!(matches!(r.validate(), Err(OptionsError::Requires { .. })));
+        r.detach = true;
+        r.validate().unwrap();
+        // An RPC request names the images directory by descriptor.
+        let mut o = Options {
+            images_dir: super::super::DirRef::Fd(7),
+            ..Options::default()
+        };
+        o.set("tree", Some("9")).unwrap();
+        let d = DumpOptions::from_options(&o);
+        assert_eq!(d.images_dir, PathBuf::from("/proc/self/fd/7"));
+        d.validate().unwrap();
     }
 }

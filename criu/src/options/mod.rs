@@ -114,13 +114,13 @@ pub enum OptionsError {
         /// The option it needs.
         option: &'static str,
     },
-    /// Two options that exclude each other.
-    #[error("{first} and {second} cannot be used together")]
-    Conflict {
-        /// One option.
-        first: &'static str,
-        /// The other.
-        second: &'static str,
+    /// An option that only makes sense with another one.
+    #[error("{option} only makes sense with {needs}")]
+    Requires {
+        /// The option given.
+        option: &'static str,
+        /// The one it needs.
+        needs: &'static str,
     },
     /// A configuration file that exists but cannot be read.
     #[error("cannot read configuration file {path}")]
@@ -156,7 +156,7 @@ impl OptionsError {
             | OptionsError::NoCommand
             | OptionsError::Excessive { .. }
             | OptionsError::Missing { .. }
-            | OptionsError::Conflict { .. }
+            | OptionsError::Requires { .. }
             | OptionsError::ConfigSyntax { .. } => libc::EINVAL,
             OptionsError::Deprecated { .. } | OptionsError::CommandNotSupported { .. } => {
                 libc::EOPNOTSUPP
@@ -957,6 +957,8 @@ mod tests {
             "--config=/nonexistent/x".into(),
         ];
         v.truncate(3);
-        assert!(Options::parse_with(v, Some(&home), None).is_err());
+        let e = Options::parse_with(v, Some(&home), None).unwrap_err();
+        assert!(matches!(e, OptionsError::ConfigRead { .. }), "{e}");
+        assert_eq!(e.errno(), libc::ENOENT);
     }
 }

@@ -567,3 +567,78 @@ fn a_client_that_goes_away_at_pre_dump_leaves_the_victim_running() {
     assert_counting_on(d.path());
     drop(v);
 }
+
+#[test]
+fn the_service_goes_to_the_background_with_daemon_and_writes_its_pidfile() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let addr = d.path().join("criu.sk");
+    let pidfile = d.path().join("service.pid");
+    let mut starter = Command::new(criu_bin())
+        .arg("service")
+        .arg("--address")
+        .arg(&addr)
+        .arg("--daemon")
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .arg("-W")
+        .arg(d.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = starter.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        let _ = tx.send(s);
+    });
+    assert!(starter.wait().unwrap().success());
+    let pid: i32 = wait_file(&pidfile, Duration::from_secs(10))
+        .trim()
+        .parse()
+        .unwrap();
+    // Whatever happens below, the service does not outlive the test.
+    let service = Spawned::guard(pid);
+    // The daemon let go of the starter's stderr (its log went to stderr).
+    assert!(
+        rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "the daemon still holds the stderr of the process that started it"
+    );
+    let sk = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(sk.as_raw_fd(), &UnixAddr::new(&addr).unwrap()).unwrap();
+    setsockopt(&sk, sockopt::ReceiveTimeout, &TimeVal::new(10, 0)).unwrap();
+    let mut q = req(CriuReqType::Check);
+    q.keep_open = Some(true);
+    send(sk.as_raw_fd(), &q.encode_to_vec(), MsgFlags::empty()).unwrap();
+    let r = recv_resp(sk.as_fd()).expect("an answer");
+    assert_eq!(r.r#type, CriuReqType::Check as i32);
+    send(
+        sk.as_raw_fd(),
+        &req(CriuReqType::Version).encode_to_vec(),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    assert!(recv_resp(sk.as_fd()).expect("an answer").success);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        wait_exit_timeout(pid, Duration::from_secs(5)),
+        Ok(Some(Exit::Code(0)))
+    );
+    let mut service = service;
+    service.mark_reaped();
+    assert!(!addr.exists(), "the socket file is left behind");
+}

@@ -175,7 +175,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 daemon: opts.restore_detached,
                 pidfile: opts.pidfile.clone(),
             };
-            criu::rpc::service(&service).map_err(|e| fail(e.into()))?;
+            criu::rpc::service(&service, &sink).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
         other => Err(fail(

@@ -105,6 +105,6 @@ pub fn swrk(fd: &str) -> Result<(), RpcError> {
 ///
 /// # Errors
 /// As [`service::run`].
-pub fn service(opts: &ServiceOptions) -> Result<(), RpcError> {
-    service::run(opts)
+pub fn service(opts: &ServiceOptions, log: &crate::log::LogSink) -> Result<(), RpcError> {
+    service::run(opts, log)
 }

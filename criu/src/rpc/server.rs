@@ -177,7 +177,7 @@ fn with_run<T>(
         )
     })?;
     let sink = LogSink::open(opts.log_file.as_deref())
-        .map_err(|e| Failure::new(Some(libc::EBADRQC), chain(&e)))?;
+        .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))?;
     let sub = crate::log::subscriber(opts.log_level, &sink);
     tracing::subscriber::with_default(sub, || {
         tracing::info!(
@@ -204,7 +204,7 @@ fn check(req: &CriuOpts, mode: Mode, peer: i32) -> Result<(), Failure> {
         opts.log_file = None;
     }
     with_run(&mut opts, |_, _| {
-        crate::check::check_all().map_err(|e| Failure::new(None, chain(&e)))
+        crate::check::check_all().map_err(|e| Failure::new(Some(e.errno()), chain(&e)))
     })
 }
 

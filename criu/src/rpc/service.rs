@@ -16,6 +16,7 @@ use nix::unistd::{ForkResult, fork};
 
 use super::RpcError;
 use super::opts::Mode;
+use crate::log::LogSink;
 
 /// CRIU's default service address (relative to the work directory).
 pub const DEFAULT_ADDRESS: &str = "./criu_service.socket";
@@ -44,12 +45,13 @@ fn sock_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> RpcError {
     move |errno| RpcError::Socket { what, errno }
 }
 
-/// Binds the socket, then serves connections until `SIGTERM` or `SIGINT`.
+/// Binds the socket, then serves connections until `SIGTERM` or `SIGINT`; `log` is the
+/// service's own log (each request logs where its options say).
 ///
 /// # Errors
 /// [`RpcError`] when the socket cannot be set up, going to the background or writing the
 /// pidfile fails, or waiting for connections fails.
-pub fn run(opts: &ServiceOptions) -> Result<(), RpcError> {
+pub fn run(opts: &ServiceOptions, log: &LogSink) -> Result<(), RpcError> {
     let listener = socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -79,6 +81,14 @@ pub fn run(opts: &ServiceOptions) -> Result<(), RpcError> {
                 what: "going to the background".into(),
                 source: std::io::Error::last_os_error(),
             });
+        }
+        // daemon() pointed stdin, stdout and stderr at /dev/null; a log that went to stderr
+        // holds its own duplicate of the old stderr, which would keep the caller's terminal or
+        // pipe open: it follows stderr to /dev/null.
+        if log.path().is_none() {
+            // SAFETY: dup2 replaces the log's own descriptor with a duplicate of stderr (now
+            // /dev/null); the descriptor stays open and owned by the log.
+            unsafe { libc::dup2(libc::STDERR_FILENO, log.fd().as_raw_fd()) };
         }
     }
     if let Some(p) = &opts.pidfile {

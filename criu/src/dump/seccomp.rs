@@ -47,12 +47,11 @@ impl SeccompTable {
 /// the first installed), with their flags (`PTRACE_SECCOMP_GET_FILTER` and `_GET_METADATA`,
 /// which need CAP_SYS_ADMIN).
 pub(super) fn filters(tid: i32) -> Result<Vec<SeccompFilter>, DumpError> {
-    const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
-    const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
-    let fail = |what: &str, e: std::io::Error| DumpError::Unsupported {
+    let fail = |what: &str, e: nix::errno::Errno| DumpError::Unsupported {
         what: format!(
-            "thread {tid} runs under seccomp filters and {what} failed: {e}{}",
-            if e.raw_os_error() == Some(libc::EACCES) {
+            "thread {tid} runs under seccomp filters and {what} failed: {}{}",
+            std::io::Error::from(e),
+            if e == nix::errno::Errno::EACCES {
                 " (reading them needs CAP_SYS_ADMIN)"
             } else {
                 ""
@@ -61,48 +60,13 @@ pub(super) fn filters(tid: i32) -> Result<Vec<SeccompFilter>, DumpError> {
     };
     let mut out = Vec::new();
     for i in 0u64.. {
-        // SAFETY: with a null buffer the kernel only returns the program's length.
-        let n = unsafe {
-            libc::ptrace(
-                PTRACE_SECCOMP_GET_FILTER,
-                tid,
-                i as usize,
-                std::ptr::null_mut::<u8>(),
-            )
+        let prog = match compel::ptrace::seccomp_filter(tid, i) {
+            Ok(p) => p,
+            Err(nix::errno::Errno::ENOENT) if i > 0 => break,
+            Err(e) => return Err(fail("PTRACE_SECCOMP_GET_FILTER", e)),
         };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOENT) && i > 0 {
-                break;
-            }
-            return Err(fail("PTRACE_SECCOMP_GET_FILTER", e));
-        }
-        let mut prog = vec![0u8; n as usize * 8];
-        // SAFETY: the buffer holds the `n` 8-byte instructions the kernel said it has.
-        let m = unsafe {
-            libc::ptrace(
-                PTRACE_SECCOMP_GET_FILTER,
-                tid,
-                i as usize,
-                prog.as_mut_ptr(),
-            )
-        };
-        if m != n {
-            return Err(fail(
-                "PTRACE_SECCOMP_GET_FILTER",
-                std::io::Error::other(format!("filter {i} changed length")),
-            ));
-        }
-        // struct seccomp_metadata { u64 filter_off; u64 flags; }
-        let mut md = [i, 0u64];
-        // SAFETY: the kernel reads the offset and writes the flags of the 16-byte record.
-        let r = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_METADATA, tid, 16usize, md.as_mut_ptr()) };
-        if r < 0 {
-            return Err(fail(
-                "PTRACE_SECCOMP_GET_METADATA",
-                std::io::Error::last_os_error(),
-            ));
-        }
+        let flags = compel::ptrace::seccomp_filter_flags(tid, i)
+            .map_err(|e| fail("PTRACE_SECCOMP_GET_METADATA", e))?;
         if notifies_user_space(&prog) {
             return Err(DumpError::Unsupported {
                 what: format!(
@@ -114,7 +78,7 @@ pub(super) fn filters(tid: i32) -> Result<Vec<SeccompFilter>, DumpError> {
         out.push(SeccompFilter {
             filter: prog,
             prev: None,
-            flags: (md[1] != 0).then_some(md[1] as u32),
+            flags: (flags != 0).then_some(flags as u32),
         });
     }
     Ok(out)

@@ -117,84 +117,32 @@ pub(super) fn dump_threads(
     Ok(out)
 }
 
-/// `PTRACE_GET_RSEQ_CONFIGURATION` for a thread we hold stopped under ptrace.
+/// The rseq registration of a thread we hold stopped under ptrace (compel's
+/// `PTRACE_GET_RSEQ_CONFIGURATION`): `(pointer, size, signature)`, `None` when it has none or
+/// the kernel cannot say.
 fn rseq_configuration(tid: i32) -> Option<(u64, u32, u32)> {
-    const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
-    #[repr(C)]
-    #[derive(Default)]
-    struct RseqConf {
-        rseq_abi_pointer: u64,
-        rseq_abi_size: u32,
-        signature: u32,
-        flags: u32,
-        pad: u32,
-    }
-    let mut conf = RseqConf::default();
-    // SAFETY: the request writes at most `size_of::<RseqConf>()` bytes (the size passed) into
-    // `conf`, which lives for the call; `tid` is a thread this process holds under ptrace.
-    let r = unsafe {
-        libc::ptrace(
-            PTRACE_GET_RSEQ_CONFIGURATION,
-            tid,
-            std::mem::size_of::<RseqConf>(),
-            &mut conf as *mut RseqConf,
-        )
-    };
-    (r > 0 && conf.rseq_abi_pointer != 0).then_some((
-        conf.rseq_abi_pointer,
-        conf.rseq_abi_size,
-        conf.signature,
-    ))
+    compel::ptrace::rseq_configuration(tid)
+        .ok()
+        .flatten()
+        .map(|c| (c.abi_pointer, c.abi_size, c.signature))
 }
 
 /// The pending signals of thread `tid` (held under ptrace): its own queue, or with `shared` the
-/// process-wide one, as raw 128-byte `siginfo_t`s, read with `PTRACE_PEEKSIGINFO` without
-/// dequeuing them.
+/// process-wide one, as raw 128-byte `siginfo_t`s, read without dequeuing them (compel's
+/// `PTRACE_PEEKSIGINFO`).
 pub(super) fn pending_signals(tid: i32, shared: bool) -> Result<Vec<Vec<u8>>, DumpError> {
-    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
-    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
-    const SIGINFO_SIZE: usize = 128;
-    const BATCH: usize = 32;
-    #[repr(C)]
-    struct PeekArgs {
-        off: u64,
-        flags: u32,
-        nr: i32,
-    }
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; SIGINFO_SIZE * BATCH];
-    loop {
-        let args = PeekArgs {
-            off: out.len() as u64,
-            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
-            nr: BATCH as i32,
-        };
-        // SAFETY: the kernel reads `args` and writes at most `nr` siginfos (128 bytes each)
-        // into `buf`, which holds BATCH of them; both live for the call, and `tid` is a thread
-        // this process holds under ptrace.
-        let n = unsafe {
-            libc::ptrace(
-                PTRACE_PEEKSIGINFO,
-                tid,
-                &args as *const PeekArgs,
-                buf.as_mut_ptr(),
-            )
-        };
-        if n < 0 {
-            return Err(DumpError::Ptrace {
-                pid: tid,
-                what: "PEEKSIGINFO",
-                source: nix::errno::Errno::last(),
-            });
-        }
-        let n = n as usize;
-        for i in 0..n.min(BATCH) {
-            out.push(buf[i * SIGINFO_SIZE..(i + 1) * SIGINFO_SIZE].to_vec());
-        }
-        if n < BATCH {
-            return Ok(out);
-        }
-    }
+    let queue = if shared {
+        compel::ptrace::SigQueue::Shared
+    } else {
+        compel::ptrace::SigQueue::Thread
+    };
+    compel::ptrace::peek_siginfo(tid, queue)
+        .map(|v| v.iter().map(|si| si.to_vec()).collect())
+        .map_err(|e| DumpError::Ptrace {
+            pid: tid,
+            what: "PEEKSIGINFO",
+            source: e,
+        })
 }
 
 /// `get_robust_list(tid)`: the head address and its length.

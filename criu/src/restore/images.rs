@@ -142,10 +142,9 @@ const SECCOMP_FLAGS_KNOWN: u32 = 2 | 4;
 fn resolve_seccomp(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError> {
     let name = names::SECCOMP;
     let wanted = plan.tasks.iter().any(|t| {
-        t.seccomp.as_ref().is_some_and(|s| s.mode == 2)
-            || t.threads
-                .iter()
-                .any(|th| th.seccomp.as_ref().is_some_and(|s| s.mode == 2))
+        t.threads
+            .iter()
+            .any(|th| th.seccomp.as_ref().is_some_and(|s| s.mode == 2))
     });
     if !wanted {
         return Ok(());
@@ -179,9 +178,7 @@ fn resolve_seccomp(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError
         Ok(out)
     };
     for t in &mut plan.tasks {
-        let seccomps =
-            std::iter::once(&mut t.seccomp).chain(t.threads.iter_mut().map(|th| &mut th.seccomp));
-        for s in seccomps.flatten() {
+        for s in t.threads.iter_mut().filter_map(|th| th.seccomp.as_mut()) {
             if let Some(newest) = s.newest {
                 s.filters = chain(newest)?;
             }
@@ -277,7 +274,12 @@ fn load_task(
     let mm = d.read_mm(pid).map_err(|e| img(&mm_name, e))?;
     let ids = d.read_ids(pid).map_err(|e| img(&names::ids(pid), e))?;
     let fs = d.read_fs(pid).map_err(|e| img(&names::fs(pid), e))?;
-    task_state(&mut plan, &core, &core_name)?;
+    let mut leader = ThreadPlan {
+        tid: pid as i32,
+        ..ThreadPlan::default()
+    };
+    task_state(&mut plan, &mut leader, &core, &core_name)?;
+    plan.threads.push(leader);
     for &tid in task.threads.iter().filter(|t| **t != pid) {
         let name = names::core(tid);
         let tcore = d.read_core(tid).map_err(|e| img(&name, e))?;
@@ -335,27 +337,21 @@ fn thread_plan(
         tc.signals_s = None;
     }
     c.tc = tc;
-    let mut p = TaskPlan::default();
-    task_state(&mut p, &c, file)?;
-    Ok(ThreadPlan {
+    let mut thr = ThreadPlan {
         tid,
-        regs: p.regs,
-        fpu: p.fpu,
-        sigmask: p.sigmask,
-        altstack: p.altstack,
-        clear_tid_addr: p.clear_tid_addr,
-        robust_list: p.robust_list,
-        rseq: p.rseq,
-        pending: p.pending_thread,
-        creds: p.creds,
-        no_new_privs: p.no_new_privs,
-        pdeath_sig: p.pdeath_sig,
         comm: core.thread_core.as_ref().and_then(|t| t.comm.clone()),
-        seccomp: p.seccomp,
-    })
+        ..ThreadPlan::default()
+    };
+    task_state(&mut TaskPlan::default(), &mut thr, &c, file)?;
+    Ok(thr)
 }
 
-fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), RestoreError> {
+fn task_state(
+    plan: &mut TaskPlan,
+    thr: &mut ThreadPlan,
+    core: &CoreEntry,
+    file: &str,
+) -> Result<(), RestoreError> {
     if core.mtype != pb::CoreEntryMarch::X8664 as i32 {
         return Err(RestoreError::Unsupported {
             what: format!("architecture {} in {file}", core.mtype),
@@ -379,7 +375,7 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
             what: "a 32-bit (compat) task".into(),
         });
     }
-    plan.regs = compel_arch::UserRegs {
+    thr.regs = compel_arch::UserRegs {
         r15: g.r15,
         r14: g.r14,
         r13: g.r13,
@@ -443,13 +439,13 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
         ];
         fpu.components = comps.into_iter().filter(|(_, b)| !b.is_empty()).collect();
     }
-    plan.fpu = fpu;
+    thr.fpu = fpu;
     match tc.task_state {
         task_state::ALIVE => {}
         task_state::STOPPED => {
             let sig = tc.stop_signo.map_or(libc::SIGSTOP, |s| s as i32);
             // A stop signal the task blocks would only pend: stop it with SIGSTOP then.
-            let blocked = sig > 0 && sig <= 64 && plan.sigmask & (1 << (sig - 1)) != 0;
+            let blocked = sig > 0 && sig <= 64 && thr.sigmask & (1 << (sig - 1)) != 0;
             plan.stop_signal = Some(if blocked || !(1..=64).contains(&sig) {
                 libc::SIGSTOP
             } else {
@@ -462,10 +458,10 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
             });
         }
     }
-    plan.clear_tid_addr = ti.clear_tid_addr;
+    thr.clear_tid_addr = ti.clear_tid_addr;
     plan.comm = tc.comm.clone();
     plan.personality = Some(tc.personality);
-    plan.sigmask = th.and_then(|t| t.blk_sigset).unwrap_or(tc.blk_sigset);
+    thr.sigmask = th.and_then(|t| t.blk_sigset).unwrap_or(tc.blk_sigset);
     // Handlers.
     if !tc.sigactions.is_empty() {
         let mut acts = vec![abi::KSigaction::default(); abi::NSIG];
@@ -538,8 +534,8 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
     };
     plan.pending_shared = siginfos(tc.signals_s.as_ref())?;
     if let Some(th) = th {
-        plan.pending_thread = siginfos(th.signals_p.as_ref())?;
-        plan.robust_list = RobustList {
+        thr.pending = siginfos(th.signals_p.as_ref())?;
+        thr.robust_list = RobustList {
             head: th.futex_rla,
             len: th.futex_rla_len as u64,
         };
@@ -555,9 +551,9 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
                 prio: th.sched_prio.unwrap_or(0),
             });
         }
-        plan.pdeath_sig = th.pdeath_sig.map(|s| s as i32);
+        thr.pdeath_sig = th.pdeath_sig.map(|s| s as i32);
         if let Some(sas) = &th.sas {
-            plan.altstack = Some(AltStack {
+            thr.altstack = Some(AltStack {
                 sp: sas.ss_sp,
                 flags: sas.ss_flags as i32,
                 size: sas.ss_size,
@@ -566,7 +562,7 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
         if let Some(r) = &th.rseq_entry
             && r.rseq_abi_pointer != 0
         {
-            plan.rseq = Some(Rseq {
+            thr.rseq = Some(Rseq {
                 area: r.rseq_abi_pointer,
                 len: r.rseq_abi_size,
                 sig: r.signature,
@@ -575,13 +571,13 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
         match (th.seccomp_mode.unwrap_or(0), th.seccomp_filter) {
             (0, _) => {}
             (1, _) => {
-                plan.seccomp = Some(SeccompPlan {
+                thr.seccomp = Some(SeccompPlan {
                     mode: 1,
                     ..SeccompPlan::default()
                 })
             }
             (2, Some(newest)) => {
-                plan.seccomp = Some(SeccompPlan {
+                thr.seccomp = Some(SeccompPlan {
                     mode: 2,
                     newest: Some(newest),
                     filters: Vec::new(),
@@ -597,8 +593,8 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
                     v.get(1).copied().unwrap_or(0),
                 ]
             };
-            plan.no_new_privs = c.no_new_privs.unwrap_or(0) != 0;
-            plan.creds = Some(CredsPlan {
+            thr.no_new_privs = c.no_new_privs.unwrap_or(0) != 0;
+            thr.creds = Some(CredsPlan {
                 creds: abi::Creds {
                     uid: c.uid,
                     euid: c.euid,

@@ -474,7 +474,7 @@ fn finish(
     tracing::debug!(root, "tree created");
     for (i, t) in tree.alive() {
         let Some(r) = &c.tasks[i] else { continue };
-        let threads: Vec<i32> = t.threads.iter().map(|t| t.tid).collect();
+        let threads: Vec<i32> = t.others().iter().map(|t| t.tid).collect();
         trace::wait_ready(t.pid, &threads, &r.status_r, c.deadline)?;
     }
     tracing::info!(root, "tree restored, waiting to resume");
@@ -494,7 +494,7 @@ fn finish(
         .alive()
         .filter(|&(i, _)| c.tasks[i].is_some())
         .flat_map(|(_, t)| {
-            t.threads
+            t.others()
                 .iter()
                 .map(|t| t.tid)
                 .chain(std::iter::once(t.pid))
@@ -510,7 +510,7 @@ fn finish(
             let r = c.tasks[i].as_ref()?;
             Some(trace::Resumable {
                 pid: t.pid,
-                threads: t.threads.iter().map(|t| t.tid).collect(),
+                threads: t.others().iter().map(|t| t.tid).collect(),
                 syscall_insn: r.syscall_insn,
                 restorer: r.restorer,
                 stop_signal: t.stop_signal,

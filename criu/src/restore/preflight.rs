@@ -30,12 +30,12 @@ pub fn preflight_against(
     ours: &Special,
     fpu_check: bool,
 ) -> Result<(), RestoreError> {
-    for id in std::iter::once(plan.pid).chain(plan.threads.iter().map(|t| t.tid)) {
+    for id in std::iter::once(plan.pid).chain(plan.others().iter().map(|t| t.tid)) {
         if std::path::Path::new(&format!("/proc/{id}")).exists() {
             return Err(RestoreError::PidBusy { pid: id });
         }
     }
-    for t in &plan.threads {
+    for t in plan.others() {
         fpu::build_checked(&t.fpu, fpu_check)?;
     }
     let cap_resource = has_cap(24);
@@ -58,7 +58,9 @@ pub fn preflight_against(
             });
         }
     }
-    fpu::build_checked(&plan.fpu, fpu_check)?;
+    if let Some(leader) = plan.leader() {
+        fpu::build_checked(&leader.fpu, fpu_check)?;
+    }
     vdso_moves(plan, ours)?;
     // CAP_SYS_ADMIN (21): the engine traces tasks under seccomp with PTRACE_O_SUSPEND_SECCOMP.
     if plan.under_seccomp() && !has_cap(21) {

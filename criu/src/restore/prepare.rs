@@ -292,7 +292,11 @@ pub fn prepare(
     let maps = layout::self_maps()?;
     let special = Special::from_maps(&maps);
     let vdso = vdso_moves(plan, &special)?;
-    let xsave = task_fpu(plan.pid, &plan.fpu, opts)?;
+    let leader = plan.leader().ok_or_else(|| RestoreError::BadImage {
+        file: format!("core-{}.img", plan.pid),
+        reason: "a live task without threads".into(),
+    })?;
+    let xsave = task_fpu(plan.pid, &leader.fpu, opts)?;
 
     // Sizes.
     let premapped: Vec<&super::plan::Vma> = plan.vmas.iter().filter(|v| v.premapped()).collect();
@@ -301,12 +305,12 @@ pub fn prepare(
     let frame_size = rt_sigframe_size(xsave.bytes.len()) as u64;
     let extra = (premapped.len() * 24
         + plan.posix_timers.len() * 64
-        + plan.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
-        + (plan.pending_shared.len() + plan.pending_thread.len()) * abi::SIGINFO_SIZE
+        + leader.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
+        + (plan.pending_shared.len() + leader.pending.len()) * abi::SIGINFO_SIZE
         + plan.auxv.len() * 8
-        + seccomp_size(plan.seccomp.as_ref())) as u64;
+        + seccomp_size(leader.seccomp.as_ref())) as u64;
     let thread_extra: u64 = plan
-        .threads
+        .others()
         .iter()
         .map(|t| {
             (std::mem::size_of::<abi::ThreadArgs>()
@@ -323,7 +327,7 @@ pub fn prepare(
     );
     let scratch_size: u64 = vdso.iter().map(|m| m.len).sum::<u64>().max(PAGE);
     let restorer_len =
-        blob_size + args_size + STACK_SIZE + plan.threads.len() as u64 * THREAD_STACK_SIZE;
+        blob_size + args_size + STACK_SIZE + plan.others().len() as u64 * THREAD_STACK_SIZE;
     let total = premap_size + PAGE + restorer_len + scratch_size;
 
     let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start.0, m.end.0)).collect();
@@ -628,7 +632,12 @@ fn build(
             len: v.len(),
         })
         .collect();
+    let thread = plan.leader().ok_or_else(|| RestoreError::BadImage {
+        file: format!("core-{}.img", plan.pid),
+        reason: "a live task without threads".into(),
+    })?;
     let leader = LeaderState {
+        thread,
         vdso,
         xsave,
         moves: &moves,
@@ -636,7 +645,7 @@ fn build(
         exe_fd: fds.exe_fd,
     };
     let area = restorer_args(t, lay, &leader)?;
-    map_restorer(blob, lay, &area, plan.threads.len())?;
+    map_restorer(blob, lay, &area, plan.others().len())?;
     let stack_top = lay.stack_top();
     let args_base = lay.args_base();
     let ServiceFds {

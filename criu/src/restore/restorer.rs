@@ -13,7 +13,7 @@ use super::error::RestoreError;
 use super::fpu;
 use super::layout::{PAGE, TASK_SIZE, page_up};
 use super::ops::TaskCtx;
-use super::plan::{AltStack, TaskPlan};
+use super::plan::{AltStack, TaskPlan, ThreadPlan};
 use super::preflight::reachable_rlimits;
 
 /// Stack of the restorer.
@@ -183,6 +183,8 @@ pub(super) struct Task<'a> {
 /// The leader's state as the restorer sets it: its signal frame and the restorer's register
 /// independent state.
 pub(super) struct LeaderState<'a> {
+    /// The leader thread.
+    pub(super) thread: &'a ThreadPlan,
     pub(super) vdso: &'a [abi::Move],
     pub(super) xsave: &'a fpu::Xsave,
     /// Where the premapped areas go.
@@ -201,6 +203,7 @@ pub(super) fn restorer_args(
     leader: &LeaderState<'_>,
 ) -> Result<Area, RestoreError> {
     let Task { plan, opts, ctx } = t;
+    let th = leader.thread;
     let (vdso, xsave, moves) = (leader.vdso, leader.xsave, leader.moves);
     let (status_fd, exe_fd) = (leader.status_fd, leader.exe_fd);
     let (base, premap_size, restorer_len) = (lay.base, lay.premap_size, lay.restorer_len);
@@ -213,27 +216,27 @@ pub(super) fn restorer_args(
     let vmas_at = area.push(&slice_bytes(moves), 8);
     let timers_at = area.push(&slice_bytes(&plan.posix_timers), 8);
     let mut creds = abi::Creds::default();
-    if let Some(c) = &plan.creds {
+    if let Some(c) = &th.creds {
         creds = c.creds;
         creds.ngroups = c.groups.len() as u32;
         creds.groups = area.push(&slice_bytes(&c.groups), 8);
     }
     let mut sig_bytes = Vec::new();
-    for s in plan.pending_shared.iter().chain(&plan.pending_thread) {
+    for s in plan.pending_shared.iter().chain(&th.pending) {
         sig_bytes.extend_from_slice(s);
     }
     let siginfo_at = area.push(&sig_bytes, 8);
-    let seccomp = push_seccomp(&mut area, plan.seccomp.as_ref());
+    let seccomp = push_seccomp(&mut area, th.seccomp.as_ref());
     let auxv_at = area.push(&slice_bytes(&plan.auxv), 8);
     area.align(compel_arch::FPSTATE_ALIGN);
     let frame_at = area.base + area.bytes.len() as u64;
     let mut frame = vec![0u8; rt_sigframe_size(xsave.bytes.len())];
     let state = SigframeState {
-        regs: &plan.regs,
+        regs: &th.regs,
         xsave: &xsave.bytes,
         xfeatures: xsave.xfeatures,
-        sigmask: plan.sigmask,
-        altstack: plan.altstack.map(|AltStack { sp, flags, size }| SigStack {
+        sigmask: th.sigmask,
+        altstack: th.altstack.map(|AltStack { sp, flags, size }| SigStack {
             ss_sp: sp,
             ss_flags: flags,
             pad: 0,
@@ -256,7 +259,7 @@ pub(super) fn restorer_args(
     let opt = |v: Option<i32>| v.unwrap_or(abi::KEEP);
     // The parent-death signal fires when the task's parent goes: criu, right away, when it
     // detaches. Then the task keeps running without it, like a child of init.
-    let pdeath_sig = match plan.pdeath_sig {
+    let pdeath_sig = match th.pdeath_sig {
         Some(sig) if sig != 0 && opts.detach && ctx.root => {
             tracing::warn!(
                 pid = plan.pid,
@@ -329,26 +332,26 @@ pub(super) fn restorer_args(
         itimers,
         posix_timers: timers_at,
         n_posix_timers: plan.posix_timers.len() as u32,
-        set_creds: plan.creds.is_some() as u32,
+        set_creds: th.creds.is_some() as u32,
         creds,
         personality: plan.personality.map_or(abi::KEEP, |p| p as i32),
         dumpable: opt(plan.dumpable),
         pdeath_sig,
-        no_new_privs: plan.no_new_privs as i32,
+        no_new_privs: th.no_new_privs as i32,
         thp_disabled: opt(plan.thp_disabled.map(i32::from)),
         child_subreaper: opt(plan.child_subreaper.map(i32::from)),
         comm,
-        clear_tid_addr: plan.clear_tid_addr,
-        robust_list: plan.robust_list.head,
-        robust_list_len: plan.robust_list.len,
-        rseq: plan.rseq.map_or(0, |r| r.area),
-        rseq_len: plan.rseq.map_or(0, |r| r.len),
-        rseq_sig: plan.rseq.map_or(0, |r| r.sig),
+        clear_tid_addr: th.clear_tid_addr,
+        robust_list: th.robust_list.head,
+        robust_list_len: th.robust_list.len,
+        rseq: th.rseq.map_or(0, |r| r.area),
+        rseq_len: th.rseq.map_or(0, |r| r.len),
+        rseq_sig: th.rseq.map_or(0, |r| r.sig),
         siginfo: siginfo_at,
         n_siginfo_shared: plan.pending_shared.len() as u32,
-        n_siginfo_thread: plan.pending_thread.len() as u32,
-        fs_base: plan.regs.fs_base,
-        gs_base: plan.regs.gs_base,
+        n_siginfo_thread: th.pending.len() as u32,
+        fs_base: th.regs.fs_base,
+        gs_base: th.regs.gs_base,
         sigframe_sp: frame_at + RT_SIGFRAME_UC_OFFSET as u64,
         stop_before_return: 1,
         n_threads: targs.len() as u32,
@@ -371,8 +374,8 @@ fn thread_args(
     area: &mut Area,
 ) -> Result<Vec<abi::ThreadArgs>, RestoreError> {
     let Task { plan, opts, ctx } = t;
-    let mut targs: Vec<abi::ThreadArgs> = Vec::with_capacity(plan.threads.len());
-    for (i, t) in plan.threads.iter().enumerate() {
+    let mut targs: Vec<abi::ThreadArgs> = Vec::with_capacity(plan.others().len());
+    for (i, t) in plan.others().iter().enumerate() {
         let tx = task_fpu(t.tid, &t.fpu, opts)?;
         area.align(compel_arch::FPSTATE_ALIGN);
         let t_frame_at = area.base + area.bytes.len() as u64;

@@ -73,23 +73,8 @@ fn fail_slot(s: &Slots, i: usize, f: Fail) -> ! {
     unsafe { libc::_exit(1) }
 }
 
-/// `struct clone_args` up to `set_tid_size` (`CLONE_ARGS_SIZE_VER1`).
-#[repr(C)]
-#[derive(Default)]
-pub(crate) struct CloneArgs {
-    pub(crate) flags: u64,
-    pub(crate) pidfd: u64,
-    pub(crate) child_tid: u64,
-    pub(crate) parent_tid: u64,
-    pub(crate) exit_signal: u64,
-    pub(crate) stack: u64,
-    pub(crate) stack_size: u64,
-    pub(crate) tls: u64,
-    pub(crate) set_tid: u64,
-    pub(crate) set_tid_size: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<CloneArgs>() == 80);
+/// `struct clone_args` (arch's definition, shared with its `clone3_on_new_stack`).
+pub(crate) use compel_arch::CloneArgs;
 
 /// A fork-like `clone3` (no `CLONE_VM`, no new stack): the child continues here on its own
 /// copy of this address space with 0; the parent gets the child's pid, or -1 and errno.
@@ -454,29 +439,12 @@ fn spawn_helper(h: &FillHelper, job: &HelperJob<'_>) -> Option<i32> {
         set_tid_size: 1,
         ..Default::default()
     };
-    let ret: i64;
-    // SAFETY: clone3 with CLONE_VM and a stack of our own: the new process starts on that
-    // stack at the instruction after `syscall` with rax = 0 and calls helper_main, which never
-    // returns; this side gets its pid (or an error) in rax. `args`, `tid` and `job` outlive the
-    // helper, which is reaped before this frame ends.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            "test rax, rax",
-            "jnz 2f",
-            "mov rdi, r12",
-            "call r13",
-            "ud2",
-            "2:",
-            inlateout("rax") libc::SYS_clone3 => ret,
-            in("rdi") &raw const args,
-            in("rsi") std::mem::size_of::<CloneArgs>(),
-            in("r12") job as *const HelperJob<'_> as u64,
-            in("r13") helper_main as extern "C" fn(u64) -> ! as usize,
-            out("rcx") _,
-            out("r11") _,
-        );
-    }
+    // SAFETY: CLONE_VM with a stack of our own (the helper stack the parent reserved, which
+    // nothing else uses): the helper starts there in helper_main, which never returns. `args`,
+    // `tid` and `job` outlive the helper, which is reaped before this frame ends.
+    let ret = unsafe {
+        compel_arch::clone3_on_new_stack(&args, helper_main, job as *const HelperJob<'_> as u64)
+    };
     (ret > 0).then_some(ret as i32)
 }
 
@@ -613,17 +581,8 @@ fn jump(p: &ChildPlan) -> ! {
             }
         }
     }
-    // SAFETY: the stack, the entry point and the argument block were laid out by the parent in
-    // the reservation this process inherited; the restorer never returns.
-    unsafe {
-        std::arch::asm!(
-            "mov rsp, {stack}",
-            "call {entry}",
-            "ud2",
-            stack = in(reg) p.stack_top,
-            entry = in(reg) p.entry,
-            in("rdi") p.args,
-            options(noreturn)
-        );
-    }
+    // SAFETY: the stack (16-byte aligned top), the entry point and the argument block were laid
+    // out by the parent in the reservation this process inherited; the restorer follows the
+    // SysV convention, takes the argument block and never returns.
+    unsafe { compel_arch::call_on_stack(p.stack_top, p.entry, p.args) }
 }

@@ -8,7 +8,7 @@
 //! calls through `libc` and never allocates, so a parent with other threads cannot leave it
 //! stuck on a lock.
 //!
-//! This module holds the sequence of stages; the memory work is in [`super::mem`], the page
+//! This module holds the sequence of stages; the memory work is in `mem.rs`, the page
 //! shared with the engine and the other tasks in [`super::sync`], and each kind of open file
 //! makes itself ([`crate::files::RestoreFile::make_in_task`]).
 #![allow(unsafe_code)]

@@ -6,7 +6,6 @@
 //! each thread's core (registers, signals, creds, seccomp) in `thread.rs`, each open file by
 //! its kind in [`crate::files`].
 
-use criu_images::task_state;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::Path;
@@ -22,8 +21,6 @@ mod thread;
 
 use memory::memory;
 use thread::{task_state, thread_plan};
-
-/// `task_state` values of a task core.
 
 pub(crate) fn img(file: &str, e: criu_images::ImageError) -> RestoreError {
     RestoreError::Image {
@@ -264,7 +261,7 @@ fn load_task(
         ..TaskPlan::default()
     };
     if let Some(tc) = &core.tc
-        && tc.task_state == task_state::DEAD
+        && tc.task_state == criu_images::task_state::DEAD
     {
         plan.zombie = Some(tc.exit_code);
         plan.comm = tc.comm.clone();

@@ -9,7 +9,6 @@ use super::super::abi;
 use super::super::error::RestoreError;
 use super::super::plan::*;
 use super::bad;
-use criu_images::task_state;
 
 /// The state of a thread other than the leader (whose core alone holds the task-wide part).
 pub(super) fn thread_plan(
@@ -130,8 +129,8 @@ pub(super) fn task_state(
     }
     thr.fpu = fpu;
     match tc.task_state {
-        task_state::ALIVE => {}
-        task_state::STOPPED => {
+        criu_images::task_state::ALIVE => {}
+        criu_images::task_state::STOPPED => {
             let sig = tc.stop_signo.map_or(libc::SIGSTOP, |s| s as i32);
             // A stop signal the task blocks would only pend: stop it with SIGSTOP then.
             let blocked = sig > 0 && sig <= 64 && thr.sigmask & (1 << (sig - 1)) != 0;

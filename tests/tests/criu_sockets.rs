@@ -137,6 +137,8 @@ fn unix_sockets_come_back_twice_from_the_same_images() {
     assert!(queued >= 10, "{queued} queued messages");
     assert!(total >= 3000 + 4 + 4, "{total} queued bytes");
 
+    same_json_shape_as_criu(&img);
+
     for round in 0..2 {
         let (rv, rk) = restore(&img, pid, kid);
         assert_eq!(run.verdict(rv.pid()), "check ok", "round {round}");
@@ -167,4 +169,49 @@ fn a_tcp_socket_is_refused_by_name_and_the_victim_runs_on() {
         Ok(None)
     );
     assert_eq!(run.verdict(v.pid()), "check ok");
+}
+
+/// The keys of every `usk` object (and of its `opts`) in crit's JSON of `files.img` in `dir`.
+fn usk_keys(dir: &Path) -> Vec<(Vec<String>, Vec<String>)> {
+    let p = dir.join(names::FILES);
+    let v = criu_images::json::decode_image(
+        &std::fs::read(&p).unwrap(),
+        &p,
+        criu_images::json::DecodeOptions::pretty(),
+    )
+    .unwrap();
+    let keys = |o: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.get("usk"))
+        .map(|u| (keys(u), keys(&u["opts"])))
+        .collect()
+}
+
+/// Our `files.img` read by our crit prints unix sockets with the keys CRIU's crit prints for
+/// CRIU 4.2's own (the `files` fixture): the same option keys, and entry keys among CRIU's
+/// (plus the optional `shutdown`, `deleted`, `name_dir` CRIU writes for such sockets).
+fn same_json_shape_as_criu(img: &Path) {
+    let theirs = usk_keys(&compel_criu_tests::fixtures_dir().join("files"));
+    let ours = usk_keys(img);
+    let their_opts = &theirs[0].1;
+    let mut allowed: Vec<String> = theirs.iter().flat_map(|(k, _)| k.clone()).collect();
+    allowed.extend(["shutdown", "deleted", "name_dir"].map(String::from));
+    for (k, o) in &ours {
+        assert_eq!(o, their_opts, "opts keys");
+        for key in k {
+            assert!(allowed.contains(key), "key {key} in our usk entries");
+        }
+        for must in [
+            "id", "ino", "type", "state", "flags", "peer", "opts", "name",
+        ] {
+            assert!(k.iter().any(|x| x == must), "{must} missing");
+        }
+    }
 }

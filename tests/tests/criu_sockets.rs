@@ -215,3 +215,41 @@ fn same_json_shape_as_criu(img: &Path) {
         }
     }
 }
+
+#[test]
+fn netlink_and_packet_sockets_come_back() {
+    skip_if_not_root!("netlink_and_packet_sockets_come_back");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let (out, ready) = (d.path().join("out"), d.path().join("ready"));
+    let mut v = Spawned::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-sockets-nl"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    assert_eq!(ask_check(v.pid(), &out), "check ok", "before the dump");
+    let _ = std::fs::remove_file(&out);
+    let img = d.path().join("img");
+    dump_and_reap(&mut v, &img, &[]);
+    let files: Vec<FileEntry> =
+        criu_images::read_all(img.join(names::FILES), magic::FILES).unwrap();
+    let nl: Vec<_> = files.iter().filter_map(|f| f.nlsk.as_ref()).collect();
+    let pk: Vec<_> = files.iter().filter_map(|f| f.psk.as_ref()).collect();
+    assert_eq!((nl.len(), pk.len()), (3, 2));
+    assert!(
+        nl.iter()
+            .any(|n| n.portid == v.pid() as u32 && n.groups == [1])
+    );
+    let raw = pk
+        .iter()
+        .find(|p| p.r#type == libc::SOCK_RAW as u32)
+        .unwrap();
+    assert!(raw.aux_data && raw.ifindex != 0 && raw.fanout == Some(0x4242));
+    assert_eq!(raw.mclist.len(), 1);
+    let r = Spawned::guard(restore_detached(&img, &[]));
+    assert_eq!(r.pid(), v.pid());
+    assert_eq!(ask_check(r.pid(), &out), "check ok", "after the restore");
+}

@@ -327,6 +327,10 @@ pub fn netlink_sockets() -> Result<HashMap<u32, NetlinkDiag>, DiagError> {
                     .chunks_exact(4)
                     .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
+                // The kernel sends whole longs: no trailing empty words.
+                while d.groups.last() == Some(&0) {
+                    d.groups.pop();
+                }
             }
         }
         out.insert(d.ino, d);

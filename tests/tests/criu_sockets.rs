@@ -253,3 +253,62 @@ fn netlink_and_packet_sockets_come_back() {
     assert_eq!(r.pid(), v.pid());
     assert_eq!(ask_check(r.pid(), &out), "check ok", "after the restore");
 }
+
+#[test]
+fn descriptors_in_flight_are_refused_by_name_and_the_victim_runs_on() {
+    skip_if_not_root!("descriptors_in_flight_are_refused_by_name_and_the_victim_runs_on");
+    let _g = test_lock();
+    become_subreaper();
+    let run = Run::new();
+    let (v, _k) = run.spawn(&["scm"]);
+    let img = run.p("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let o = criu_dump(v.pid(), &img, &["-o", "dump.log", "-v4"]);
+    assert!(!o.status.success(), "the dump of an fd in flight succeeded");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("SCM_RIGHTS"), "stderr: {err}");
+    assert_eq!(run.verdict(v.pid()), "check ok");
+}
+
+#[test]
+fn a_peer_outside_the_tree_needs_ext_unix_sk_and_is_connected_again() {
+    skip_if_not_root!("a_peer_outside_the_tree_needs_ext_unix_sk_and_is_connected_again");
+    let _g = test_lock();
+    become_subreaper();
+    let run = Run::new();
+    let lpath = run.p("outside.sock");
+    let l = std::os::unix::net::UnixListener::bind(&lpath).unwrap();
+    let arg = format!("ext={}", lpath.display());
+    let (mut v, mut k) = run.spawn(&[&arg]);
+    let (pid, kid) = (v.pid(), k.pid());
+    let (_first, _) = l.accept().unwrap();
+    let img = run.p("img");
+    std::fs::create_dir_all(&img).unwrap();
+    // Refused by name without the option; the victim runs on.
+    let o = criu_dump(pid, &img, &["-o", "dump.log", "-v4"]);
+    assert!(!o.status.success(), "a dump with an outside peer succeeded");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("outside the dumped tree") && err.contains("outside.sock"),
+        "stderr: {err}"
+    );
+    assert_eq!(wait_exit_timeout(pid, Duration::from_millis(100)), Ok(None));
+    dump_and_reap(&mut v, &img, &["--ext-unix-sk"]);
+    assert!(k.wait(Duration::from_secs(5)).is_some());
+    let (rv, _rk) = restore(&img, pid, kid);
+    // The restored socket is a new connection to the same listener.
+    l.set_nonblocking(false).unwrap();
+    let _ = std::fs::remove_file(run.p("out"));
+    compel_criu_tests::signal(rv.pid(), nix::sys::signal::Signal::SIGUSR1);
+    let (mut again, _) = l.accept().unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 5];
+    std::io::Read::read_exact(&mut again, &mut b).unwrap();
+    assert_eq!(&b, b"again");
+    assert_eq!(
+        wait_file(&run.p("out"), Duration::from_secs(10)),
+        "check ok"
+    );
+}

@@ -137,6 +137,8 @@ fn unix_sockets_come_back_twice_from_the_same_images() {
     assert!(queued >= 10, "{queued} queued messages");
     assert!(total >= 3000 + 4 + 4, "{total} queued bytes");
 
+    same_json_shape_as_criu(&img);
+
     for round in 0..2 {
         let (rv, rk) = restore(&img, pid, kid);
         assert_eq!(run.verdict(rv.pid()), "check ok", "round {round}");
@@ -167,4 +169,146 @@ fn a_tcp_socket_is_refused_by_name_and_the_victim_runs_on() {
         Ok(None)
     );
     assert_eq!(run.verdict(v.pid()), "check ok");
+}
+
+/// The keys of every `usk` object (and of its `opts`) in crit's JSON of `files.img` in `dir`.
+fn usk_keys(dir: &Path) -> Vec<(Vec<String>, Vec<String>)> {
+    let p = dir.join(names::FILES);
+    let v = criu_images::json::decode_image(
+        &std::fs::read(&p).unwrap(),
+        &p,
+        criu_images::json::DecodeOptions::pretty(),
+    )
+    .unwrap();
+    let keys = |o: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.get("usk"))
+        .map(|u| (keys(u), keys(&u["opts"])))
+        .collect()
+}
+
+/// Our `files.img` read by our crit prints unix sockets with the keys CRIU's crit prints for
+/// CRIU 4.2's own (the `files` fixture): the same option keys, and entry keys among CRIU's
+/// (plus the optional `shutdown`, `deleted`, `name_dir` CRIU writes for such sockets).
+fn same_json_shape_as_criu(img: &Path) {
+    let theirs = usk_keys(&compel_criu_tests::fixtures_dir().join("files"));
+    let ours = usk_keys(img);
+    let their_opts = &theirs[0].1;
+    let mut allowed: Vec<String> = theirs.iter().flat_map(|(k, _)| k.clone()).collect();
+    allowed.extend(["shutdown", "deleted", "name_dir"].map(String::from));
+    for (k, o) in &ours {
+        assert_eq!(o, their_opts, "opts keys");
+        for key in k {
+            assert!(allowed.contains(key), "key {key} in our usk entries");
+        }
+        for must in [
+            "id", "ino", "type", "state", "flags", "peer", "opts", "name",
+        ] {
+            assert!(k.iter().any(|x| x == must), "{must} missing");
+        }
+    }
+}
+
+#[test]
+fn netlink_and_packet_sockets_come_back() {
+    skip_if_not_root!("netlink_and_packet_sockets_come_back");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let (out, ready) = (d.path().join("out"), d.path().join("ready"));
+    let mut v = Spawned::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-sockets-nl"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.path().join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    assert_eq!(ask_check(v.pid(), &out), "check ok", "before the dump");
+    let _ = std::fs::remove_file(&out);
+    let img = d.path().join("img");
+    dump_and_reap(&mut v, &img, &[]);
+    let files: Vec<FileEntry> =
+        criu_images::read_all(img.join(names::FILES), magic::FILES).unwrap();
+    let nl: Vec<_> = files.iter().filter_map(|f| f.nlsk.as_ref()).collect();
+    let pk: Vec<_> = files.iter().filter_map(|f| f.psk.as_ref()).collect();
+    assert_eq!((nl.len(), pk.len()), (3, 2));
+    assert!(
+        nl.iter()
+            .any(|n| n.portid == v.pid() as u32 && n.groups == [1])
+    );
+    let raw = pk
+        .iter()
+        .find(|p| p.r#type == libc::SOCK_RAW as u32)
+        .unwrap();
+    assert!(raw.aux_data && raw.ifindex != 0 && raw.fanout == Some(0x4242));
+    assert_eq!(raw.mclist.len(), 1);
+    let r = Spawned::guard(restore_detached(&img, &[]));
+    assert_eq!(r.pid(), v.pid());
+    assert_eq!(ask_check(r.pid(), &out), "check ok", "after the restore");
+}
+
+#[test]
+fn descriptors_in_flight_are_refused_by_name_and_the_victim_runs_on() {
+    skip_if_not_root!("descriptors_in_flight_are_refused_by_name_and_the_victim_runs_on");
+    let _g = test_lock();
+    become_subreaper();
+    let run = Run::new();
+    let (v, _k) = run.spawn(&["scm"]);
+    let img = run.p("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let o = criu_dump(v.pid(), &img, &["-o", "dump.log", "-v4"]);
+    assert!(!o.status.success(), "the dump of an fd in flight succeeded");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("SCM_RIGHTS"), "stderr: {err}");
+    assert_eq!(run.verdict(v.pid()), "check ok");
+}
+
+#[test]
+fn a_peer_outside_the_tree_needs_ext_unix_sk_and_is_connected_again() {
+    skip_if_not_root!("a_peer_outside_the_tree_needs_ext_unix_sk_and_is_connected_again");
+    let _g = test_lock();
+    become_subreaper();
+    let run = Run::new();
+    let lpath = run.p("outside.sock");
+    let l = std::os::unix::net::UnixListener::bind(&lpath).unwrap();
+    let arg = format!("ext={}", lpath.display());
+    let (mut v, mut k) = run.spawn(&[&arg]);
+    let (pid, kid) = (v.pid(), k.pid());
+    let (_first, _) = l.accept().unwrap();
+    let img = run.p("img");
+    std::fs::create_dir_all(&img).unwrap();
+    // Refused by name without the option; the victim runs on.
+    let o = criu_dump(pid, &img, &["-o", "dump.log", "-v4"]);
+    assert!(!o.status.success(), "a dump with an outside peer succeeded");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("outside the dumped tree") && err.contains("outside.sock"),
+        "stderr: {err}"
+    );
+    assert_eq!(wait_exit_timeout(pid, Duration::from_millis(100)), Ok(None));
+    dump_and_reap(&mut v, &img, &["--ext-unix-sk"]);
+    assert!(k.wait(Duration::from_secs(5)).is_some());
+    let (rv, _rk) = restore(&img, pid, kid);
+    // The restored socket is a new connection to the same listener.
+    l.set_nonblocking(false).unwrap();
+    let _ = std::fs::remove_file(run.p("out"));
+    compel_criu_tests::signal(rv.pid(), nix::sys::signal::Signal::SIGUSR1);
+    let (mut again, _) = l.accept().unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 5];
+    std::io::Read::read_exact(&mut again, &mut b).unwrap();
+    assert_eq!(&b, b"again");
+    assert_eq!(
+        wait_file(&run.p("out"), Duration::from_secs(10)),
+        "check ok"
+    );
 }

@@ -210,6 +210,19 @@ pub fn read_opts(fd: RawFd, who: &str) -> Result<SkOptsEntry, SocketError> {
         move |source| SocketError::Sys { what, source }
     };
     let int = |opt: i32, name: &str| get_int(fd, libc::SOL_SOCKET, opt).map_err(e(name));
+    // Options some families do not have (SO_PASSCRED/SO_PASSSEC on packet sockets): absent.
+    let maybe = |opt: i32, name: &str| match get_int(fd, libc::SOL_SOCKET, opt) {
+        Ok(v) => Ok(Some(v != 0)),
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOPROTOOPT)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(e(name)(err)),
+    };
     let (snd_s, snd_us) = get_timeval(fd, libc::SO_SNDTIMEO).map_err(e("SO_SNDTIMEO"))?;
     let (rcv_s, rcv_us) = get_timeval(fd, libc::SO_RCVTIMEO).map_err(e("SO_RCVTIMEO"))?;
     let mark = int(libc::SO_MARK, "SO_MARK")? as u32;
@@ -225,8 +238,8 @@ pub fn read_opts(fd: RawFd, who: &str) -> Result<SkOptsEntry, SocketError> {
         so_priority: Some(int(libc::SO_PRIORITY, "SO_PRIORITY")? as u32),
         so_rcvlowat: Some(int(libc::SO_RCVLOWAT, "SO_RCVLOWAT")? as u32),
         so_mark: (mark != 0).then_some(mark),
-        so_passcred: Some(int(libc::SO_PASSCRED, "SO_PASSCRED")? != 0),
-        so_passsec: Some(int(libc::SO_PASSSEC, "SO_PASSSEC")? != 0),
+        so_passcred: maybe(libc::SO_PASSCRED, "SO_PASSCRED")?,
+        so_passsec: maybe(libc::SO_PASSSEC, "SO_PASSSEC")?,
         so_dontroute: Some(int(libc::SO_DONTROUTE, "SO_DONTROUTE")? != 0),
         so_no_check: Some(int(libc::SO_NO_CHECK, "SO_NO_CHECK")? != 0),
         so_bound_dev: None,

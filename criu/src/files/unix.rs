@@ -460,6 +460,15 @@ impl UnixDump {
                     ),
                 });
             }
+            if self.queues.iter().any(|(q, _)| q.id_for == d.entry.id) {
+                return Err(SocketError::Unsupported {
+                    what: format!(
+                        "{}: data queued from its peer {} outside the tree (it could not be sent again)",
+                        who(d.pid, d.fd, ino),
+                        printable(&pd.name)
+                    ),
+                });
+            }
             if pd.name.is_empty() {
                 return Err(SocketError::Unsupported {
                     what: format!(

@@ -17,7 +17,9 @@
 //! - a stream pair with one end shut down for writing;
 //! - a child process holding one end of a stream pair, echoing what it reads in upper case;
 //!
-//! with `tcp`, also a TCP socket (which criu refuses). Writes `ready PID` into READY. On
+//! with `tcp`, also a TCP socket (which criu refuses); with `scm`, a stream pair with a pipe's
+//! descriptor in flight (refused too); with `ext=PATH`, a stream socket connected to the
+//! listener at PATH outside the tree, which sends "again" on it when checking. Writes `ready PID` into READY. On
 //! SIGUSR1 it checks every socket (queued bytes in order and once, both directions, names,
 //! options, nothing left on disk) and writes `check ok` or `bad: WHY` into OUT.
 
@@ -105,6 +107,7 @@ struct Shapes {
     closed: RawFd,
     shut: (RawFd, RawFd),
     echo: RawFd,
+    ext: Option<UnixStream>,
     snd_buf: i32,
     dir: String,
 }
@@ -296,6 +299,10 @@ fn check(s: &Shapes) -> Result<(), String> {
     if n != 5 || &e[..5] != b"HELLO" {
         return Err("child echo".into());
     }
+    if let Some(mut e) = s.ext.as_ref() {
+        e.write_all(b"again")
+            .map_err(|e| format!("outside peer: {e}"))?;
+    }
     // Nothing left on disk but the names that were there.
     let mut left: Vec<String> = std::fs::read_dir(&s.dir)
         .map_err(|e| e.to_string())?
@@ -430,6 +437,36 @@ fn main() {
         .any(|a| a == "tcp")
         .then(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
 
+    if rest.iter().any(|a| a == "scm") {
+        let (a, b) = pair(libc::SOCK_STREAM);
+        let mut p = [0i32; 2];
+        // SAFETY: pipe/sendmsg with live local buffers; the control buffer holds one fd.
+        unsafe {
+            libc::pipe(p.as_mut_ptr());
+            let mut ctl = [0u64; 4];
+            let mut iov = libc::iovec {
+                iov_base: b"f".as_ptr() as *mut libc::c_void,
+                iov_len: 1,
+            };
+            let mut mh: libc::msghdr = std::mem::zeroed();
+            mh.msg_iov = &mut iov;
+            mh.msg_iovlen = 1;
+            mh.msg_control = ctl.as_mut_ptr().cast();
+            mh.msg_controllen = libc::CMSG_SPACE(4) as usize;
+            let c = libc::CMSG_FIRSTHDR(&mh);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, p[0]);
+            assert_eq!(libc::sendmsg(a, &mh, 0), 1, "sendmsg");
+        }
+        let _ = b;
+    }
+    let ext = rest
+        .iter()
+        .find_map(|a| a.strip_prefix("ext="))
+        .map(|p| UnixStream::connect(p).unwrap());
+
     let shapes = Shapes {
         sp,
         sq,
@@ -442,6 +479,7 @@ fn main() {
         closed: cl.0,
         shut,
         echo: echo.0,
+        ext,
         snd_buf,
         dir: dir.clone(),
     };

@@ -722,3 +722,47 @@ fn the_service_dumps_and_restores_with_the_client_s_images_descriptor() {
     drop(restored);
     svc.stop();
 }
+
+#[test]
+fn a_client_that_refuses_pre_restore_gets_nothing_restored() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let img = d.path().join("img");
+    std::fs::create_dir(&img).unwrap();
+    let mut v = spawn_counter(d.path());
+    let dir = std::fs::File::open(&img).unwrap();
+    let mut c = rust_criu();
+    c.set_pid(v.pid());
+    c.set_images_dir_fd(dir.as_raw_fd());
+    c.set_log_file("dump.log".into());
+    assert!(c.dump().is_ok());
+    assert_eq!(
+        wait_exit_timeout(v.pid(), Duration::from_secs(5)),
+        Ok(Some(Exit::Signal(libc::SIGKILL)))
+    );
+    v.mark_reaped();
+
+    let s = Swrk::start();
+    let mut q = req(CriuReqType::Restore);
+    q.opts = Some(CriuOpts {
+        images_dir_fd: dir.as_raw_fd(),
+        notify_scripts: Some(true),
+        log_file: Some("restore.log".into()),
+        log_level: Some(4),
+        ..Default::default()
+    });
+    s.send(&q);
+    expect_notify(&s, "pre-restore");
+    ack(&s, false);
+    let r = s.recv().expect("the restore's answer");
+    assert_eq!(r.r#type, CriuReqType::Restore as i32);
+    assert!(!r.success);
+    assert_eq!(r.restore.map(|x| x.pid), Some(-1));
+    assert!(r.cr_errmsg.unwrap_or_default().contains("pre-restore"));
+    assert_eq!(s.finish(), Some(0));
+    assert!(
+        !Path::new(&format!("/proc/{}", v.pid())).exists(),
+        "a refused restore brought the process back"
+    );
+}

@@ -24,6 +24,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The `compel` command line is the `compel-cli` crate (`compel/cli`); this library has no
+//! binary of its own.
+//!
 //! A `Task` must stay on the thread that seized it (ptrace's rule), and only one tracer may hold
 //! a task at a time. Unprivileged use works on the caller's own processes where the kernel's
 //! ptrace rules allow it; suspending a task's seccomp filter needs `CAP_SYS_ADMIN`.
@@ -35,7 +38,9 @@ pub mod infect;
 mod mem;
 pub mod proc;
 pub mod ptrace;
+pub mod syscall_stop;
 mod task;
+pub mod vdso;
 
 pub use compel_arch::{UserRegs, syscall_name, syscall_number};
 pub use error::TaskError;

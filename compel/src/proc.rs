@@ -147,49 +147,133 @@ pub fn auxv_vdso(pid: i32) -> Result<Option<RemoteAddr>, TaskError> {
     }))
 }
 
-/// One line of `/proc/PID/maps`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One line of `/proc/PID/maps`, or one area of `/proc/PID/smaps` with its `VmFlags`: the one
+/// parser of these files, for compel (syscall sites, the vDSO) and criu (dump classifies every
+/// area, restore finds its own special mappings).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Mapping {
     /// First address.
     pub start: RemoteAddr,
     /// One past the last address.
     pub end: RemoteAddr,
-    /// The `rwxp` permission string.
+    /// The `rwxp` (or `rwxs`) permission string.
     pub perms: String,
     /// File offset.
     pub offset: u64,
-    /// Path or pseudo-name (`[vdso]`, `[stack]`), empty for anonymous memory.
+    /// Device major of the mapped file (0 for anonymous memory).
+    pub dev_major: u32,
+    /// Device minor of the mapped file.
+    pub dev_minor: u32,
+    /// Inode of the mapped file (0 for anonymous memory).
+    pub inode: u64,
+    /// Path or pseudo-name (`[vdso]`, `[stack]`, `[heap]`), empty for anonymous memory.
     pub name: String,
+    /// The two-letter `VmFlags` of the area (`gd`, `lo`, `ht`, ...): filled from
+    /// `/proc/PID/smaps` ([`parse_smaps`]), empty from `/proc/PID/maps`.
+    pub vm_flags: Vec<[u8; 2]>,
 }
 
 impl Mapping {
-    /// Whether the mapping is executable.
-    pub fn executable(&self) -> bool {
-        self.perms.as_bytes().get(2) == Some(&b'x')
+    fn perm(&self, i: usize, c: u8) -> bool {
+        self.perms.as_bytes().get(i) == Some(&c)
     }
+
+    /// Whether the mapping is readable (`r`).
+    pub fn readable(&self) -> bool {
+        self.perm(0, b'r')
+    }
+
+    /// Whether the mapping is writable (`w`).
+    pub fn writable(&self) -> bool {
+        self.perm(1, b'w')
+    }
+
+    /// Whether the mapping is executable (`x`).
+    pub fn executable(&self) -> bool {
+        self.perm(2, b'x')
+    }
+
+    /// Whether the mapping is shared (`s`) rather than private (`p`).
+    pub fn shared(&self) -> bool {
+        self.perm(3, b's')
+    }
+
+    /// Whether `VmFlags` holds `flag` (e.g. `b"gd"`).
+    pub fn has_flag(&self, flag: &[u8; 2]) -> bool {
+        self.vm_flags.iter().any(|f| f == flag)
+    }
+}
+
+/// Parses one `/proc/PID/maps` line (`start-end perms offset major:minor inode [name]`, the
+/// name possibly holding spaces); `None` if it is not one.
+pub fn parse_map_line(line: &str) -> Option<Mapping> {
+    let mut it = line.splitn(6, ' ');
+    let range = it.next()?;
+    let perms = it.next()?;
+    let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+    let (major, minor) = it.next()?.split_once(':')?;
+    let inode = it.next()?.parse().ok()?;
+    let name = it.next().unwrap_or("").trim_start().to_string();
+    let (s, e) = range.split_once('-')?;
+    if perms.len() < 4 {
+        return None;
+    }
+    Some(Mapping {
+        start: RemoteAddr(u64::from_str_radix(s, 16).ok()?),
+        end: RemoteAddr(u64::from_str_radix(e, 16).ok()?),
+        perms: perms.to_string(),
+        offset,
+        dev_major: u32::from_str_radix(major, 16).ok()?,
+        dev_minor: u32::from_str_radix(minor, 16).ok()?,
+        inode,
+        name,
+        vm_flags: Vec::new(),
+    })
 }
 
 /// Parses `/proc/PID/maps` text. Lines that do not parse are skipped.
 pub fn parse_maps(text: &str) -> Vec<Mapping> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(6, ' ');
-            let range = it.next()?;
-            let perms = it.next()?.to_string();
-            let offset = u64::from_str_radix(it.next()?, 16).ok()?;
-            let _dev = it.next()?;
-            let _inode = it.next()?;
-            let name = it.next().unwrap_or("").trim_start().to_string();
-            let (s, e) = range.split_once('-')?;
-            Some(Mapping {
-                start: RemoteAddr(u64::from_str_radix(s, 16).ok()?),
-                end: RemoteAddr(u64::from_str_radix(e, 16).ok()?),
-                perms,
-                offset,
-                name,
-            })
-        })
-        .collect()
+    text.lines().filter_map(parse_map_line).collect()
+}
+
+/// A range line of `/proc/PID/smaps` that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad map line: {line}")]
+pub struct BadMapLine {
+    /// The line.
+    pub line: String,
+}
+
+/// Parses `/proc/PID/smaps` text: each area's range line, with the `VmFlags` line that follows
+/// it; the other `Key: value` lines are passed over.
+///
+/// # Errors
+/// [`BadMapLine`] for a range line (one starting `hex-hex`) that does not parse: unlike
+/// [`parse_maps`], every area counts here.
+pub fn parse_smaps(text: &str) -> Result<Vec<Mapping>, BadMapLine> {
+    let mut out: Vec<Mapping> = Vec::new();
+    for line in text.lines() {
+        if is_range_line(line) {
+            out.push(parse_map_line(line).ok_or_else(|| BadMapLine {
+                line: line.to_string(),
+            })?);
+        } else if let Some(fl) = line.strip_prefix("VmFlags:")
+            && let Some(last) = out.last_mut()
+        {
+            last.vm_flags = fl
+                .split_whitespace()
+                .filter_map(|t| <[u8; 2]>::try_from(t.as_bytes()).ok())
+                .collect();
+        }
+    }
+    Ok(out)
+}
+
+/// Whether an smaps line is an area's range line (`start-end perms ...`, hex addresses) rather
+/// than one of its `Key: value` lines.
+fn is_range_line(line: &str) -> bool {
+    let first = line.split(' ').next().unwrap_or("");
+    first.contains('-') && first.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 /// The task's memory mappings (`/proc/PID/maps`).
@@ -205,17 +289,58 @@ mod tests {
     fn maps_parse() {
         let text = "55d0a0000000-55d0a0001000 r-xp 00001000 fd:01 1234   /usr/bin/x y\n\
                     7ffd1000-7ffd3000 r-xp 00000000 00:00 0                  [vdso]\n\
-                    7ffd5000-7ffd6000 rw-p 00000000 00:00 0 \n\
-                    garbage\n";
+                    7ffd5000-7ffd6000 rw-s 00000000 00:00 0 \n\
+                    7ffd7000-7ffd8000 rw-p 00000000 103:0a 99 /memfd:x (deleted)\n\
+                    garbage\n\
+                    7ffd9000-7ffda000 rw 00000000 00:00 0\n\
+                    7ffd9000-7ffda000 rw-p 00000000 00:00 x\n";
         let m = parse_maps(text);
-        assert_eq!(m.len(), 3);
+        assert_eq!(m.len(), 4, "malformed lines are skipped");
         assert_eq!(m[0].name, "/usr/bin/x y");
         assert_eq!(m[0].offset, 0x1000);
-        assert!(m[0].executable());
+        assert_eq!(
+            (m[0].dev_major, m[0].dev_minor, m[0].inode),
+            (0xfd, 1, 1234)
+        );
+        assert!(m[0].readable() && !m[0].writable() && m[0].executable() && !m[0].shared());
         assert_eq!(m[1].name, "[vdso]");
         assert_eq!(m[1].start, RemoteAddr(0x7ffd1000));
+        assert_eq!(m[1].end, RemoteAddr(0x7ffd3000));
         assert_eq!(m[2].name, "");
-        assert!(!m[2].executable());
+        assert!(!m[2].executable() && m[2].writable() && m[2].shared());
+        assert_eq!((m[3].dev_major, m[3].dev_minor), (0x103, 0xa));
+        assert_eq!(m[3].name, "/memfd:x (deleted)");
+        assert!(m.iter().all(|m| m.vm_flags.is_empty()));
+    }
+
+    #[test]
+    fn smaps_parse() {
+        let text = "7ffd1000-7ffd3000 rw-p 00000000 00:00 0          [stack]\n\
+                    Size:                132 kB\n\
+                    VmFlags: rd wr mr mw me gd ac \n\
+                    7ffd5000-7ffd6000 r--s 00002000 08:02 77 /a b\n\
+                    Rss:                   4 kB\n\
+                    VmFlags: rd sh mr mw me ms sd\n";
+        let m = parse_smaps(text).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].name, "[stack]");
+        assert!(m[0].has_flag(b"gd") && !m[0].has_flag(b"sh"));
+        assert_eq!(m[0].vm_flags.len(), 7);
+        assert_eq!(
+            (m[1].offset, m[1].inode, m[1].name.as_str()),
+            (0x2000, 77, "/a b")
+        );
+        assert!(m[1].shared() && m[1].has_flag(b"sh"));
+        // A range line that does not parse is an error, not a skipped area.
+        let bad = "7ffd1000-7ffd3000 rw-p zz 00:00 0\nVmFlags: rd\n";
+        assert_eq!(
+            parse_smaps(bad).unwrap_err().line,
+            "7ffd1000-7ffd3000 rw-p zz 00:00 0"
+        );
+        // Our own smaps: every area has its flags, the stack grows down.
+        let own = parse_smaps(&read_text("/proc/self/smaps").unwrap()).unwrap();
+        assert!(own.iter().all(|m| !m.vm_flags.is_empty()));
+        assert!(own.iter().any(|m| m.name == "[stack]" && m.has_flag(b"gd")));
     }
 
     #[test]

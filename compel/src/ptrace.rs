@@ -14,11 +14,25 @@ pub mod options {
     pub const SUSPEND_SECCOMP: u64 = 1 << 21;
     /// Report syscall stops with `SIGTRAP | 0x80`.
     pub const TRACESYSGOOD: u64 = 1;
+    /// Trace new threads and children made with `clone` (they start seized).
+    pub const TRACECLONE: u64 = 1 << 3;
+    /// Kill the tracee if the tracer exits.
+    pub const EXITKILL: u64 = 1 << 20;
 }
 
 /// `PTRACE_EVENT_STOP`: the event of group-stops and `PTRACE_INTERRUPT` stops under
 /// `PTRACE_SEIZE`.
 pub const PTRACE_EVENT_STOP: i32 = 128;
+
+/// The signal mask a thread gets while compel runs code in it (a remote syscall, the parasite):
+/// every signal blocked except `SIGTRAP`.
+///
+/// Single-stepping and `int3` make the kernel force a `SIGTRAP` on the thread, and forcing a
+/// signal the thread blocks (or ignores) resets its handler to `SIG_DFL`: with `SIGTRAP`
+/// blocked, a program's own `SIGTRAP` handler would be gone after compel let go of it, and its
+/// next `raise(SIGTRAP)` would kill it. Left unblocked, the forced `SIGTRAP` only reaches the
+/// tracer (a signal-delivery-stop), which discards it.
+pub const REMOTE_CODE_SIGMASK: u64 = !(1 << (libc::SIGTRAP - 1));
 
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
@@ -166,6 +180,245 @@ pub fn set_siginfo(tid: i32, si: &libc::siginfo_t) -> Result<(), Errno> {
         si as *const libc::siginfo_t as usize,
     )
     .map(drop)
+}
+
+/// `PTRACE_SETOPTIONS`: replaces the options of a tracee this process already traces (for
+/// a task seized by someone else's code, e.g. [`crate::Task::adopt`]).
+pub fn set_options(tid: i32, opts: u64) -> Result<(), Errno> {
+    req(libc::PTRACE_SETOPTIONS, tid, 0, opts as usize).map(drop)
+}
+
+/// A thread's restartable-sequences registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RseqConfig {
+    /// Address of the thread's `struct rseq`.
+    pub abi_pointer: u64,
+    /// Its registered size.
+    pub abi_size: u32,
+    /// The signature abort handlers are marked with.
+    pub signature: u32,
+    /// Registration flags.
+    pub flags: u32,
+}
+
+/// `PTRACE_GET_RSEQ_CONFIGURATION`: the rseq area thread `tid` registered, or `None` if it has
+/// none.
+///
+/// # Errors
+/// The ptrace error (`EIO` on kernels before 5.13).
+pub fn rseq_configuration(tid: i32) -> Result<Option<RseqConfig>, Errno> {
+    const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+    #[repr(C)]
+    #[derive(Default)]
+    struct Raw {
+        rseq_abi_pointer: u64,
+        rseq_abi_size: u32,
+        signature: u32,
+        flags: u32,
+        pad: u32,
+    }
+    let mut raw = Raw::default();
+    let n = req(
+        PTRACE_GET_RSEQ_CONFIGURATION,
+        tid,
+        std::mem::size_of::<Raw>(),
+        &mut raw as *mut Raw as usize,
+    )?;
+    Ok((n > 0 && raw.rseq_abi_pointer != 0).then_some(RseqConfig {
+        abi_pointer: raw.rseq_abi_pointer,
+        abi_size: raw.rseq_abi_size,
+        signature: raw.signature,
+        flags: raw.flags,
+    }))
+}
+
+/// The size of a raw `siginfo_t`.
+pub const SIGINFO_SIZE: usize = 128;
+
+/// Which queue of pending signals [`peek_siginfo`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigQueue {
+    /// The thread's own queue (signals sent to the thread).
+    Thread,
+    /// The process-wide queue (signals sent to the process), shared by its threads.
+    Shared,
+}
+
+/// `PTRACE_PEEKSIGINFO`: the signals pending in `queue` of thread `tid`, oldest first, as raw
+/// `siginfo_t`s, without dequeuing them.
+///
+/// # Errors
+/// The ptrace error.
+pub fn peek_siginfo(tid: i32, queue: SigQueue) -> Result<Vec<[u8; SIGINFO_SIZE]>, Errno> {
+    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+    const BATCH: usize = 32;
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    let mut out = Vec::new();
+    let mut buf = [[0u8; SIGINFO_SIZE]; BATCH];
+    loop {
+        let args = PeekArgs {
+            off: out.len() as u64,
+            flags: match queue {
+                SigQueue::Thread => 0,
+                SigQueue::Shared => PTRACE_PEEKSIGINFO_SHARED,
+            },
+            nr: BATCH as i32,
+        };
+        // The kernel reads `args` and writes at most `nr` siginfos into `buf`, which holds
+        // BATCH of them.
+        let n = req(
+            PTRACE_PEEKSIGINFO,
+            tid,
+            &args as *const PeekArgs as usize,
+            buf.as_mut_ptr() as usize,
+        )?;
+        let n = (n as usize).min(BATCH);
+        out.extend_from_slice(&buf[..n]);
+        if n < BATCH {
+            return Ok(out);
+        }
+    }
+}
+
+/// `PTRACE_SECCOMP_GET_FILTER`: the classic-BPF program (8-byte `struct sock_filter`s) of
+/// seccomp filter `index` of thread `tid`, counted from the first one installed (0 is the
+/// oldest). Needs `CAP_SYS_ADMIN`.
+///
+/// # Errors
+/// `ENOENT` past the last filter, `EACCES` without the capability, `EINVAL` for a thread that
+/// has no filter; [`Errno::EAGAIN`] if the filter changed size between the two reads.
+pub fn seccomp_filter(tid: i32, index: u64) -> Result<Vec<u8>, Errno> {
+    const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+    // With no buffer the kernel only says how many instructions the program has.
+    let n = req(PTRACE_SECCOMP_GET_FILTER, tid, index as usize, 0)? as usize;
+    let mut prog = vec![0u8; n * 8];
+    let m = req(
+        PTRACE_SECCOMP_GET_FILTER,
+        tid,
+        index as usize,
+        prog.as_mut_ptr() as usize,
+    )? as usize;
+    if m != n {
+        return Err(Errno::EAGAIN);
+    }
+    Ok(prog)
+}
+
+/// `PTRACE_SECCOMP_GET_METADATA`: the flags (`SECCOMP_FILTER_FLAG_*`) seccomp filter `index`
+/// of thread `tid` was installed with.
+///
+/// # Errors
+/// As [`seccomp_filter`].
+pub fn seccomp_filter_flags(tid: i32, index: u64) -> Result<u64, Errno> {
+    const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+    // struct seccomp_metadata { u64 filter_off; u64 flags; }
+    let mut md = [index, 0u64];
+    req(
+        PTRACE_SECCOMP_GET_METADATA,
+        tid,
+        16,
+        md.as_mut_ptr() as usize,
+    )?;
+    Ok(md[1])
+}
+
+/// One seccomp filter of a thread: its program and the flags it was installed with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeccompFilter {
+    /// Classic-BPF instructions, 8 bytes each.
+    pub prog: Vec<u8>,
+    /// `SECCOMP_FILTER_FLAG_*`.
+    pub flags: u64,
+}
+
+/// Every seccomp filter of thread `tid`, oldest first ([`seccomp_filter`] and
+/// [`seccomp_filter_flags`] for each index until `ENOENT`).
+///
+/// # Errors
+/// As [`seccomp_filter`], except `ENOENT` after the first filter, which ends the list.
+pub fn seccomp_filters(tid: i32) -> Result<Vec<SeccompFilter>, Errno> {
+    let mut out = Vec::new();
+    for i in 0u64.. {
+        let prog = match seccomp_filter(tid, i) {
+            Ok(p) => p,
+            Err(Errno::ENOENT) if i > 0 => break,
+            Err(e) => return Err(e),
+        };
+        out.push(SeccompFilter {
+            prog,
+            flags: seccomp_filter_flags(tid, i)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Where a thread stopped for a syscall stands (`PTRACE_GET_SYSCALL_INFO`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallInfo {
+    /// Not a syscall stop.
+    None,
+    /// Syscall-entry stop: the call about to run.
+    Entry {
+        /// The syscall number.
+        nr: u64,
+        /// Its arguments.
+        args: [u64; 6],
+    },
+    /// Syscall-exit stop: the value it returns.
+    Exit {
+        /// The return value (`-errno` when `is_error`).
+        rval: i64,
+        /// Whether it failed.
+        is_error: bool,
+    },
+    /// `PTRACE_EVENT_SECCOMP` stop: a filter returned `SECCOMP_RET_TRACE` for this call.
+    Seccomp {
+        /// The syscall number.
+        nr: u64,
+        /// Its arguments.
+        args: [u64; 6],
+        /// The filter's `SECCOMP_RET_DATA`.
+        ret_data: u32,
+    },
+}
+
+/// `PTRACE_GET_SYSCALL_INFO` for thread `tid`.
+///
+/// # Errors
+/// The ptrace error (`EIO` on kernels before 5.3).
+pub fn syscall_info(tid: i32) -> Result<SyscallInfo, Errno> {
+    const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+    // struct ptrace_syscall_info: u8 op, 3 pad, u32 arch, u64 ip, u64 sp, then the union
+    // (entry: nr, args[6]; exit: s64 rval, u8 is_error; seccomp: nr, args[6], u32 ret_data).
+    let mut raw = [0u64; 11];
+    req(
+        PTRACE_GET_SYSCALL_INFO,
+        tid,
+        std::mem::size_of_val(&raw),
+        raw.as_mut_ptr() as usize,
+    )?;
+    let op = raw[0] as u8;
+    let u = &raw[3..];
+    let args = [u[1], u[2], u[3], u[4], u[5], u[6]];
+    Ok(match op {
+        1 => SyscallInfo::Entry { nr: u[0], args },
+        2 => SyscallInfo::Exit {
+            rval: u[0] as i64,
+            is_error: u[1] as u8 != 0,
+        },
+        3 => SyscallInfo::Seccomp {
+            nr: u[0],
+            args,
+            ret_data: u[7] as u32,
+        },
+        _ => SyscallInfo::None,
+    })
 }
 
 /// How a traced task reported itself to `waitpid`.

@@ -8,7 +8,7 @@ use nix::errno::Errno;
 
 use crate::mem::RemoteMem;
 use crate::ptrace::{self, Stop};
-use crate::{RemoteAddr, TaskError, proc};
+use crate::{RemoteAddr, TaskError, proc, vdso};
 
 /// What a task is doing, as seen from outside without touching it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,19 +235,33 @@ pub struct Task {
     _not_send: PhantomData<*const ()>,
 }
 
-/// The offset of the first `syscall` instruction in this process's own vDSO.
-fn own_vdso_syscall_offset() -> Option<u64> {
-    static OFF: OnceLock<Option<u64>> = OnceLock::new();
-    *OFF.get_or_init(|| {
+/// This process's own vDSO image and the offset of the `syscall` instruction compel borrows in
+/// it (see [`crate::vdso::syscall_offset`]).
+fn own_vdso() -> Option<&'static (Vec<u8>, usize)> {
+    static OWN: OnceLock<Option<(Vec<u8>, usize)>> = OnceLock::new();
+    OWN.get_or_init(|| {
         let me = std::process::id() as i32;
         let base = proc::auxv_vdso(me).ok()??;
-        let mut img = vec![0u8; 2 * 4096];
-        let n = RemoteMem::new(me).read_partial(base, &mut img).ok()?;
-        img[..n]
-            .windows(2)
-            .position(|w| w == SYSCALL_INSN)
-            .map(|o| o as u64)
+        let img = read_vdso_image(&mut RemoteMem::new(me), base, vdso::MAX_IMAGE)?;
+        let off = vdso::syscall_offset(&img)?;
+        Some((img, off))
     })
+    .as_ref()
+}
+
+/// The ELF image at `base` (at most `max` bytes; its length from its ELF header when that can
+/// be read), or `None` if no ELF header is there.
+fn read_vdso_image(mem: &mut RemoteMem, base: RemoteAddr, max: usize) -> Option<Vec<u8>> {
+    let mut header = [0u8; 64];
+    mem.read(base, &mut header).ok()?;
+    if !header.starts_with(b"\x7fELF") {
+        return None;
+    }
+    let len = vdso::image_len(&header).unwrap_or(max).min(max);
+    let mut img = vec![0u8; len];
+    let n = mem.read_partial(base, &mut img).ok()?;
+    img.truncate(n);
+    Some(img)
 }
 
 fn privileged() -> bool {
@@ -335,6 +349,85 @@ impl Task {
         }
         tracing::debug!(pid, threads = task.threads.len(), state = %task.state, "seized");
         Ok(task)
+    }
+
+    /// Takes over process `pid`, whose threads `tids` this process already traces (seized by
+    /// other code, e.g. a restore engine that seized them at their first instruction with
+    /// [`ptrace::seize`]) and which are all in a ptrace-stop now: no `PTRACE_SEIZE`, no
+    /// interrupt. `ptrace_options` (bits of [`ptrace::options`], e.g. `TRACESYSGOOD |
+    /// EXITKILL | TRACECLONE`, with `SUSPEND_SECCOMP` for a task under seccomp) are set on
+    /// every thread, so the task is traced the way the caller needs whatever its seizer chose.
+    /// [`Task::detach`] lets the threads go as it does for seized ones.
+    ///
+    /// # Errors
+    /// [`TaskError::NoSuchTask`] when `tids` does not hold `pid` or holds a thread this process
+    /// does not trace in a stop (`SETOPTIONS` fails with `ESRCH`), or a ptrace failure.
+    pub fn adopt(
+        pid: i32,
+        tids: &[i32],
+        ptrace_options: u64,
+        opts: SeizeOptions,
+    ) -> Result<Task, TaskError> {
+        if pid <= 0 || !tids.contains(&pid) {
+            return Err(TaskError::NoSuchTask { pid });
+        }
+        let mut task = Task {
+            pid,
+            state: TaskState::Running,
+            threads: Vec::new(),
+            mem: RemoteMem::new(pid),
+            site: None,
+            opts,
+            seccomp_suspended: ptrace_options & ptrace::options::SUSPEND_SECCOMP != 0,
+            released: false,
+            _not_send: PhantomData,
+        };
+        // The thread the task is known by comes first, as after a seize.
+        let order = std::iter::once(pid).chain(tids.iter().copied().filter(|&t| t != pid));
+        for tid in order {
+            ptrace::set_options(tid, ptrace_options).map_err(|e| match e {
+                Errno::ESRCH => TaskError::NoSuchTask { pid: tid },
+                source => TaskError::Ptrace {
+                    op: "SETOPTIONS",
+                    tid,
+                    source,
+                },
+            })?;
+            task.threads.push(ThreadCtl {
+                tid,
+                initial: InitialStop::Interrupted,
+                stopped: true,
+                in_signal_stop: false,
+                regs: None,
+                sigmask: None,
+                reinject: Vec::new(),
+            });
+        }
+        tracing::debug!(pid, threads = task.threads.len(), "adopted");
+        Ok(task)
+    }
+
+    /// Makes remote syscalls go through the `syscall` instruction at `addr` (one the caller
+    /// knows, e.g. in code it mapped into the task) instead of searching the vDSO. The bytes
+    /// there are decoded first.
+    ///
+    /// # Errors
+    /// [`TaskError::NoSyscallSite`] if no `syscall` instruction starts at `addr`, or a memory
+    /// read failure.
+    pub fn use_syscall_insn(&mut self, addr: RemoteAddr) -> Result<(), TaskError> {
+        let mut code = [0u8; SYSCALL_INSN.len()];
+        self.mem.read(addr, &mut code)?;
+        if !compel_arch::is_syscall_insn(&code) {
+            return Err(TaskError::NoSyscallSite {
+                pid: self.pid,
+                why: "no syscall instruction at the address given",
+            });
+        }
+        self.site = Some(SyscallSite {
+            addr,
+            kind: SiteKind::Existing,
+        });
+        Ok(())
     }
 
     fn attach(&mut self, tid: i32) -> Result<(), TaskError> {
@@ -665,34 +758,26 @@ impl Task {
     }
 
     /// Finds a `syscall` instruction in the task's vDSO (located through the auxiliary vector,
-    /// checked to be an ELF image, falling back to `/proc/PID/maps`).
+    /// checked to be an ELF image, falling back to `/proc/PID/maps`), decoded from the entry of
+    /// one of its exported functions so that it starts an instruction.
     fn find_vdso_syscall(&mut self) -> Result<Option<RemoteAddr>, TaskError> {
         let mut bases = Vec::new();
         if let Some(b) = proc::auxv_vdso(self.pid)? {
-            // Every task of this kernel maps the same vDSO image: try where our own has its
-            // `syscall` (a check of 6 bytes) before scanning theirs.
-            if let Some(off) = own_vdso_syscall_offset() {
-                let (mut magic, mut insn) = ([0u8; 4], [0u8; 2]);
-                if self.mem.read(b, &mut magic).is_ok()
-                    && &magic == b"\x7fELF"
-                    && self.mem.read(b.offset(off), &mut insn).is_ok()
-                    && insn == SYSCALL_INSN
-                {
-                    return Ok(Some(b.offset(off)));
-                }
-            }
-            bases.push((b, 2 * 4096));
+            bases.push((b, vdso::MAX_IMAGE));
         }
         let mut tried_maps = false;
         loop {
-            for &(base, len) in &bases {
-                let mut img = vec![0u8; len];
-                let n = self.mem.read_partial(base, &mut img).unwrap_or(0);
-                let img = &img[..n];
-                if !img.starts_with(b"\x7fELF") {
+            for &(base, max) in &bases {
+                let Some(img) = read_vdso_image(&mut self.mem, base, max) else {
                     continue;
-                }
-                if let Some(off) = img.windows(2).position(|w| w == SYSCALL_INSN) {
+                };
+                // Usually the task maps the very image this process does (same kernel): its
+                // decoded offset is known already.
+                let off = match own_vdso() {
+                    Some((own, off)) if *own == img => Some(*off),
+                    _ => vdso::syscall_offset(&img),
+                };
+                if let Some(off) = off {
                     return Ok(Some(base.offset(off as u64)));
                 }
             }
@@ -703,7 +788,10 @@ impl Task {
             bases = proc::maps(self.pid)?
                 .into_iter()
                 .filter(|m| m.name == "[vdso]" && m.executable())
-                .map(|m| (m.start, (m.end.0 - m.start.0).min(64 * 1024) as usize))
+                .map(|m| {
+                    let len = (m.end.0 - m.start.0) as usize;
+                    (m.start, len.min(vdso::MAX_IMAGE))
+                })
                 .collect();
         }
     }
@@ -721,8 +809,9 @@ impl Task {
     /// (`-errno` on failure).
     ///
     /// The thread's registers are loaded with the call, its instruction pointer set to a
-    /// `syscall` instruction (the vDSO's, else a planted `syscall; int3`), all signals blocked,
-    /// and it is single-stepped (or continued to the `int3`) until the syscall has returned;
+    /// `syscall` instruction (the vDSO's, else a planted `syscall; int3`), all signals but
+    /// `SIGTRAP` blocked ([`ptrace::REMOTE_CODE_SIGMASK`]), and it is single-stepped (or
+    /// continued to the `int3`) until the syscall has returned;
     /// then registers and signal mask are put back. A thread that was stopped inside an
     /// interrupted syscall (`-ERESTART*` pending) therefore restarts it when it resumes. If the
     /// remote call itself is interrupted by an unblockable stop, it is restarted too. The mask
@@ -749,7 +838,8 @@ impl Task {
             });
         }
         let mask = self.sigmask(tid)?;
-        ptrace::set_sigmask(tid, u64::MAX).map_err(TaskError::ptrace("SETSIGMASK", tid))?;
+        ptrace::set_sigmask(tid, ptrace::REMOTE_CODE_SIGMASK)
+            .map_err(TaskError::ptrace("SETSIGMASK", tid))?;
         let mut r = orig;
         r.set_syscall(nr as u64, args);
         r.set_ip(site.addr.0);

@@ -12,7 +12,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn compel(args: &[&str]) -> Output {
-    Command::new(workspace_bin("compel", "compel"))
+    Command::new(workspace_bin("compel-cli", "compel"))
         .args(args)
         .output()
         .unwrap()

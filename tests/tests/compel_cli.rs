@@ -22,7 +22,7 @@ const BLOCK: &str = env!("CARGO_BIN_EXE_victim-block");
 fn setup() -> (MutexGuard<'static, ()>, PathBuf) {
     let g = compel_criu_tests::test_lock();
     become_subreaper();
-    (g, workspace_bin("compel", "compel"))
+    (g, workspace_bin("compel-cli", "compel"))
 }
 
 fn compel(bin: &PathBuf, args: &[&str]) -> Output {

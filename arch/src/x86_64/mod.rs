@@ -4,6 +4,9 @@
 //! planned), so that callers never need a `cfg(target_arch)`.
 
 mod batch;
+#[cfg(feature = "decode")]
+mod decode;
+mod jump;
 mod regs;
 mod sigframe;
 mod syscall;
@@ -11,7 +14,10 @@ mod syscall_table;
 mod xsave;
 
 pub use batch::{BATCH_ENTRY_WORDS, SYSCALL_BATCH_STUB, SYSCALL_BATCH_TRAP};
-pub use regs::{FpRegs, UserRegs};
+#[cfg(feature = "decode")]
+pub use decode::{first_syscall_insn, is_syscall_insn};
+pub use jump::{CloneArgs, call_on_stack, clone3_on_new_stack};
+pub use regs::{FpRegs, RESTART_SYSCALL_NR, UserRegs};
 pub use sigframe::*;
 pub use syscall::{syscall0, syscall1, syscall2, syscall3, syscall4, syscall5, syscall6};
 pub use syscall_table::{SYSCALLS, nr};
@@ -19,7 +25,7 @@ pub use xsave::{
     XFEATURE_AVX512_HI16_ZMM, XFEATURE_AVX512_OPMASK, XFEATURE_AVX512_ZMM_HI256, XFEATURE_FP,
     XFEATURE_SSE, XFEATURE_YMM, XSAVE_HDR_OFFSET, XSAVE_HDR_SIZE, XSAVE_LEGACY_SIZE,
     XSAVE_MAX_SIZE, XSTATE_BV_OFFSET, cpu_has_avx, cpu_has_avx512f, xsave_component,
-    xsave_enabled_features, xsave_size,
+    xsave_dynamic_features, xsave_enabled_features, xsave_frame_extent, xsave_size, xsave_size_for,
 };
 
 /// The name of this architecture as CRIU's images spell it.

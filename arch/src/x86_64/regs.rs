@@ -117,7 +117,56 @@ impl UserRegs {
     pub fn single_step_flag(&self) -> bool {
         self.eflags & EFLAGS_TF != 0
     }
+
+    /// The restart code (`-ERESTART*`, see [`crate::restart`]) of a syscall the task is
+    /// stopped in, or `None` when it is not stopped in an interrupted syscall.
+    pub fn pending_restart(&self) -> Option<i64> {
+        let ret = self.syscall_ret();
+        (self.syscall_nr().is_some() && crate::restart::is_restart(ret)).then_some(-ret)
+    }
+
+    /// Sets up an interrupted syscall to run again when the task resumes with these registers,
+    /// as the kernel does on its way back to user mode when no signal handler runs: the
+    /// syscall number is reloaded (for `-ERESTART_RESTARTBLOCK`, [`RESTART_SYSCALL_NR`], which
+    /// continues from the kernel's saved restart block) and the instruction pointer goes back
+    /// over the `syscall` instruction. Returns whether there was anything to rewind; the
+    /// registers still say "in a syscall", so the kernel would rewind them again if they were
+    /// set back into a thread stopped in one.
+    pub fn rewind_restart(&mut self) -> bool {
+        let Some(code) = self.pending_restart() else {
+            return false;
+        };
+        self.rax = if code == crate::restart::ERESTART_RESTARTBLOCK {
+            RESTART_SYSCALL_NR
+        } else {
+            self.orig_rax
+        };
+        self.rip = self.rip.wrapping_sub(crate::SYSCALL_INSN_LEN);
+        true
+    }
+
+    /// The registers for an `rt_sigreturn` frame (which turns the kernel's restart logic off):
+    /// an interrupted syscall is rewound to run again, except one interrupted with
+    /// `-ERESTART_RESTARTBLOCK`, whose restart block `rt_sigreturn` discards: it returns
+    /// `EINTR` instead, as after a signal handler. The task is then marked as not in a syscall.
+    pub fn rewind_restart_for_sigreturn(&mut self) {
+        match self.pending_restart() {
+            Some(crate::restart::ERESTART_RESTARTBLOCK) => self.set_syscall_ret(-EINTR),
+            Some(_) => {
+                self.rewind_restart();
+            }
+            None => {}
+        }
+        self.clear_syscall_nr();
+    }
 }
+
+/// The number of `restart_syscall`, which resumes a syscall interrupted with
+/// `-ERESTART_RESTARTBLOCK` (nanosleep, poll, futex with a timeout).
+pub const RESTART_SYSCALL_NR: u64 = crate::nr::RESTART_SYSCALL as u64;
+
+/// `EINTR`, the same on every Linux architecture.
+const EINTR: i64 = 4;
 
 /// The legacy FPU/SSE area as `PTRACE_GETFPREGS` exchanges it (`struct user_fpregs_struct`,
 /// the 512-byte `fxsave` format).
@@ -157,5 +206,51 @@ impl Default for FpRegs {
             xmm_space: [0; 64],
             padding: [0; 24],
         }
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+    use crate::restart::{ERESTART_RESTARTBLOCK, ERESTARTSYS};
+
+    fn in_syscall(nr: u64, ret: i64) -> UserRegs {
+        UserRegs {
+            orig_rax: nr,
+            rax: ret as u64,
+            rip: 0x2002,
+            ..UserRegs::default()
+        }
+    }
+
+    #[test]
+    fn rewinding() {
+        let mut r = in_syscall(0, -ERESTARTSYS);
+        assert_eq!(r.pending_restart(), Some(ERESTARTSYS));
+        assert!(r.rewind_restart());
+        assert_eq!((r.rax, r.rip, r.orig_rax), (0, 0x2000, 0));
+        let mut r = in_syscall(35, -ERESTART_RESTARTBLOCK);
+        assert!(r.rewind_restart());
+        assert_eq!((r.rax, r.rip), (RESTART_SYSCALL_NR, 0x2000));
+        // Finished syscalls and user code are left alone.
+        let mut r = in_syscall(0, 5);
+        assert!(!r.rewind_restart());
+        assert_eq!((r.rax, r.rip), (5, 0x2002));
+        let mut r = in_syscall(u64::MAX, -ERESTARTSYS);
+        assert_eq!(r.pending_restart(), None);
+        assert!(!r.rewind_restart());
+    }
+
+    #[test]
+    fn rewinding_for_sigreturn() {
+        let mut r = in_syscall(0, -ERESTARTSYS);
+        r.rewind_restart_for_sigreturn();
+        assert_eq!((r.rax, r.rip, r.orig_rax), (0, 0x2000, u64::MAX));
+        let mut r = in_syscall(35, -ERESTART_RESTARTBLOCK);
+        r.rewind_restart_for_sigreturn();
+        assert_eq!((r.rax as i64, r.rip, r.orig_rax), (-4, 0x2002, u64::MAX));
+        let mut r = in_syscall(u64::MAX, 7);
+        r.rewind_restart_for_sigreturn();
+        assert_eq!((r.rax, r.rip), (7, 0x2002));
     }
 }

@@ -124,6 +124,49 @@ pub fn xsave_component(n: u32) -> Option<(usize, usize)> {
     (r.eax != 0).then_some((r.ebx as usize, r.eax as usize))
 }
 
+/// The components the kernel gives a task only when it asks for them (`arch_prctl(
+/// ARCH_REQ_XCOMP_PERM)`): those CPUID marks as supporting extended feature disable (leaf 0xd,
+/// subleaf n, ECX bit 2), i.e. AMX tile data. A task that never used them has a buffer without
+/// them, and an `rt_sigreturn` frame that declares them is refused.
+pub fn xsave_dynamic_features() -> u64 {
+    let enabled = xsave_enabled_features();
+    (2..=62u32)
+        .filter(|n| enabled & (1 << n) != 0 && cpuid(0xd, *n).ecx & (1 << 2) != 0)
+        .fold(0, |m, n| m | 1 << n)
+}
+
+/// The size of a standard-format area that holds `features`: the legacy region and header,
+/// and every component of `features` this CPU has at its CPUID offset.
+pub fn xsave_size_for(features: u64) -> usize {
+    (2..=62u32)
+        .filter(|n| features & (1 << n) != 0)
+        .filter_map(xsave_component)
+        .map(|(off, size)| off + size)
+        .fold(XSAVE_LEGACY_SIZE + XSAVE_HDR_SIZE, usize::max)
+}
+
+/// The features and the length a signal frame may declare for a task whose ptrace xsave area
+/// has `xstate_bv` in its header.
+///
+/// `PTRACE_GETREGSET(NT_X86_XSTATE)` always returns the area for every feature in XCR0 (with
+/// AMX: 11008 bytes). `rt_sigreturn` takes a frame's xsave area only if it is no larger than
+/// the task's own buffer, which lacks the dynamic components unless the task uses them;
+/// otherwise it silently restores x87/SSE alone and resets every ymm/zmm/opmask register. So
+/// a frame leaves the dynamic components out unless the area holds state for them.
+pub fn xsave_frame_extent(xstate_bv: u64) -> (u64, usize) {
+    let enabled = xsave_enabled_features();
+    if enabled == 0 {
+        return (0b11, XSAVE_LEGACY_SIZE + XSAVE_HDR_SIZE);
+    }
+    let dynamic = xsave_dynamic_features();
+    let features = if xstate_bv & dynamic != 0 {
+        enabled
+    } else {
+        enabled & !dynamic
+    };
+    (features, xsave_size_for(features))
+}
+
 /// Whether AVX (ymm registers) is usable: CPU support and OS-enabled state.
 pub fn cpu_has_avx() -> bool {
     osxsave() && cpuid(1, 0).ecx & (1 << 28) != 0 && xsave_enabled_features() & 0b110 == 0b110
@@ -132,4 +175,41 @@ pub fn cpu_has_avx() -> bool {
 /// Whether AVX-512F (zmm registers, opmasks) is usable: CPU support and OS-enabled state.
 pub fn cpu_has_avx512f() -> bool {
     cpu_has_avx() && cpuid(7, 0).ebx & (1 << 16) != 0 && xsave_enabled_features() & 0xe6 == 0xe6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_extent_leaves_unused_dynamic_state_out() {
+        let enabled = xsave_enabled_features();
+        if enabled == 0 {
+            return; // no xsave: nothing to size
+        }
+        let dynamic = xsave_dynamic_features();
+        assert_eq!(dynamic & !enabled, 0);
+        let (features, len) = xsave_frame_extent(0b111);
+        assert_eq!(features, enabled & !dynamic);
+        assert_eq!(len, xsave_size_for(features));
+        assert!(len <= xsave_size().unwrap_or(0));
+        // Every component declared lies inside the frame's area.
+        for n in 2..=62 {
+            if features & (1 << n) != 0
+                && let Some((off, size)) = xsave_component(n)
+            {
+                assert!(off + size <= len, "component {n}");
+            }
+        }
+        if dynamic != 0 {
+            // A task that holds tile data gets the whole area.
+            assert_eq!(
+                xsave_frame_extent(0b11 | dynamic),
+                (enabled, xsave_size_for(enabled))
+            );
+            assert!(xsave_size_for(enabled) > len);
+        } else {
+            assert_eq!(Some(len), xsave_size());
+        }
+    }
 }

@@ -8,17 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use criu_images::json::quopri_encode;
 use criu_images::pb::{FdTypes, FileEntry, PipeEntry, RegFileEntry, UnixSkEntry};
+use criu_images::vma::status;
 use criu_images::{ImageDir, magic, names, read_all};
 
-const VMA_AREA_REGULAR: u32 = 1 << 0;
-const VMA_AREA_STACK: u32 = 1 << 1;
-const VMA_AREA_VSYSCALL: u32 = 1 << 2;
-const VMA_AREA_VDSO: u32 = 1 << 3;
-const VMA_FILE_PRIVATE: u32 = 1 << 6;
-const VMA_FILE_SHARED: u32 = 1 << 7;
-const VMA_ANON_SHARED: u32 = 1 << 8;
-const VMA_AREA_SYSVIPC: u32 = 1 << 10;
-const VMA_AREA_SOCKET: u32 = 1 << 11;
 const MAP_GROWSDOWN: u32 = 0x100;
 
 /// An image directory being explored, with the file tables loaded on demand.
@@ -242,35 +234,35 @@ impl Explorer {
             )?;
             for vma in &mm.vmas {
                 let st = vma.status;
-                let mut f = if st & VMA_AREA_SYSVIPC != 0 {
+                let mut f = if st & status::SYSVIPC != 0 {
                     format!(" ips[{:x}]", vid(vma.shmid))
-                } else if st & VMA_ANON_SHARED != 0 {
+                } else if st & status::ANON_SHARED != 0 {
                     format!(" shmem[{:x}]", vid(vma.shmid))
-                } else if st & VMA_AREA_SOCKET != 0 {
+                } else if st & status::SOCKET != 0 {
                     format!(" packet[{:x}]", vid(vma.shmid))
-                } else if st & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
+                } else if st & (status::FILE_PRIVATE | status::FILE_SHARED) != 0 {
                     let id = u32::try_from(vma.shmid)
                         .context("file id of a file mapping out of range")?;
                     let mut s = format!(" {}", self.file_str(FdTypes::Reg as i32, id)?);
                     if vma.pgoff != 0 {
                         s += &format!(" + {:#x}", vma.pgoff);
                     }
-                    if st & VMA_FILE_SHARED != 0 {
+                    if st & status::FILE_SHARED != 0 {
                         s += " (s)";
                     }
                     s
-                } else if st & VMA_AREA_STACK != 0 {
+                } else if st & status::STACK != 0 {
                     " [stack]".into()
-                } else if st & VMA_AREA_VSYSCALL != 0 {
+                } else if st & status::VSYSCALL != 0 {
                     " [vsyscall]".into()
-                } else if st & VMA_AREA_VDSO != 0 {
+                } else if st & status::VDSO != 0 {
                     " [vdso]".into()
                 } else if vma.flags & MAP_GROWSDOWN != 0 {
                     " [stack?]".into()
                 } else {
                     String::new()
                 };
-                if st & VMA_AREA_REGULAR == 0 {
+                if st & status::REGULAR == 0 {
                     f += " *";
                 }
                 let prot: String = [(1, 'r'), (2, 'w'), (4, 'x')]
@@ -315,7 +307,7 @@ impl Explorer {
                             vma.start,
                             (vma.end.saturating_sub(vma.start)) >> 12
                         );
-                        if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
+                        if vma.status & (status::FILE_PRIVATE | status::FILE_SHARED) != 0 {
                             let id = u32::try_from(vma.shmid)
                                 .context("file id of a file mapping out of range")?;
                             vstr += &format!(" {}", self.file_str(FdTypes::Reg as i32, id)?);

@@ -28,6 +28,7 @@ use crate::image::{ImageReader, ImageWriter};
 use crate::magic;
 use crate::pb;
 use crate::schema::{FieldDesc, Kind, Label, MessageDesc};
+use crate::vma::status;
 
 /// Errors of the JSON conversion.
 #[derive(Debug, thiserror::Error)]
@@ -211,23 +212,23 @@ const MMAP_FLAGS: &[(&str, u64)] = &[
 ];
 const MMAP_STATUS: &[(&str, u64)] = &[
     ("VMA_AREA_NONE", 0),
-    ("VMA_AREA_REGULAR", 1 << 0),
-    ("VMA_AREA_STACK", 1 << 1),
-    ("VMA_AREA_VSYSCALL", 1 << 2),
-    ("VMA_AREA_VDSO", 1 << 3),
-    ("VMA_AREA_HEAP", 1 << 5),
-    ("VMA_FILE_PRIVATE", 1 << 6),
-    ("VMA_FILE_SHARED", 1 << 7),
-    ("VMA_ANON_SHARED", 1 << 8),
-    ("VMA_ANON_PRIVATE", 1 << 9),
-    ("VMA_AREA_SYSVIPC", 1 << 10),
-    ("VMA_AREA_SOCKET", 1 << 11),
-    ("VMA_AREA_VVAR", 1 << 12),
-    ("VMA_AREA_AIORING", 1 << 13),
-    ("VMA_AREA_MEMFD", 1 << 14),
-    ("VMA_AREA_SHSTK", 1 << 15),
-    ("VMA_AREA_UPROBES", 1 << 17),
-    ("VMA_UNSUPP", 1 << 31),
+    ("VMA_AREA_REGULAR", status::REGULAR as u64),
+    ("VMA_AREA_STACK", status::STACK as u64),
+    ("VMA_AREA_VSYSCALL", status::VSYSCALL as u64),
+    ("VMA_AREA_VDSO", status::VDSO as u64),
+    ("VMA_AREA_HEAP", status::HEAP as u64),
+    ("VMA_FILE_PRIVATE", status::FILE_PRIVATE as u64),
+    ("VMA_FILE_SHARED", status::FILE_SHARED as u64),
+    ("VMA_ANON_SHARED", status::ANON_SHARED as u64),
+    ("VMA_ANON_PRIVATE", status::ANON_PRIVATE as u64),
+    ("VMA_AREA_SYSVIPC", status::SYSVIPC as u64),
+    ("VMA_AREA_SOCKET", status::SOCKET as u64),
+    ("VMA_AREA_VVAR", status::VVAR as u64),
+    ("VMA_AREA_AIORING", status::AIORING as u64),
+    ("VMA_AREA_MEMFD", status::MEMFD as u64),
+    ("VMA_AREA_SHSTK", status::SHSTK as u64),
+    ("VMA_AREA_UPROBES", status::UPROBES as u64),
+    ("VMA_UNSUPP", status::UNSUPP as u64),
 ];
 const RFILE_FLAGS: &[(&str, u64)] = &[
     ("O_WRONLY", 0o1),

@@ -13,6 +13,8 @@
 //!   that CRIU's `crit` prints.
 //! - [`ImageDir`]: typed read/write of the usual images of a directory by pid or id.
 //! - [`names`]: the file names (`core-PID.img`, `pages-N.img`, ...).
+//! - Format facts the engine's dump and restore share: [`vma`] (VMA status bits, `TASK_SIZE`),
+//!   [`task_state`]; fd types are the generated [`pb::FdTypes`].
 //!
 //! ```no_run
 //! use criu_images::{magic, names, pb, ImageWriter, read_single};
@@ -40,6 +42,8 @@ pub mod names;
 pub mod pagemap;
 pub mod pb;
 pub mod schema;
+pub mod task_state;
+pub mod vma;
 
 pub use dir::{ImageDir, SIGACTION_SLOTS, sigaction_slot};
 pub use error::ImageError;

@@ -13,18 +13,10 @@ use criu_images::pb::{
     UserX86RegsEntry, UserX86RegsMode, UserX86XsaveEntry,
 };
 
-use super::inside::InsideState;
-use super::proc::{PosixTimerInfo, ProcStat, ProcStatus};
+use criu_images::task_state;
 
-/// CRIU's task states (`task_core_entry.task_state`).
-pub mod task_state {
-    /// Running.
-    pub const ALIVE: u32 = 1;
-    /// Dead (zombie).
-    pub const DEAD: u32 = 2;
-    /// Job-control stopped.
-    pub const STOPPED: u32 = 3;
-}
+use super::proc::{PosixTimerInfo, ProcStat, ProcStatus};
+use super::self_state::{SelfState, ThreadSelfState};
 
 /// `__NR_restart_syscall`.
 const NR_RESTART_SYSCALL: u64 = 219;
@@ -192,20 +184,10 @@ pub fn creds(st: &ProcStatus, securebits: u32) -> CredsEntry {
     }
 }
 
-/// Everything [`core_entry`] needs.
-pub struct CoreInput<'a> {
-    /// Registers as found.
-    pub regs: &'a UserRegs,
-    /// Extended state.
-    pub xsave: &'a Xsave,
-    /// Blocked signals.
-    pub sigmask: u64,
-    /// `/proc/PID/stat`.
-    pub stat: &'a ProcStat,
-    /// `/proc/PID/status`.
-    pub status: &'a ProcStatus,
-    /// State read from inside.
-    pub inside: &'a InsideState,
+/// What the cores of every thread of one process share.
+pub struct ProcessInput<'a> {
+    /// What the process reads about itself.
+    pub self_state: &'a SelfState,
     /// `/proc/PID/timers`.
     pub timers: &'a [PosixTimerInfo],
     /// `/proc/PID/personality`.
@@ -214,26 +196,39 @@ pub struct CoreInput<'a> {
     pub loginuid: Option<u32>,
     /// `/proc/PID/oom_score_adj`.
     pub oom_score_adj: Option<i32>,
-    /// `get_robust_list`.
-    pub robust_list: (u64, u32),
-    /// `PTRACE_GET_RSEQ_CONFIGURATION`: `(pointer, size, signature)` when registered.
-    pub rseq: Option<(u64, u32, u32)>,
     /// [`task_state`] value.
     pub task_state: u32,
     /// The stop signal of a stopped task.
     pub stop_signo: Option<u32>,
-    /// Signals pending for the thread, raw `siginfo_t`s.
-    pub pending_thread: Vec<Vec<u8>>,
     /// Signals pending for the process, raw `siginfo_t`s.
     pub pending_shared: Vec<Vec<u8>>,
+}
+
+/// Everything [`core_entry`] needs for one thread.
+pub struct CoreInput<'a> {
+    /// What the thread's process gives every core.
+    pub process: &'a ProcessInput<'a>,
+    /// Registers as found.
+    pub regs: &'a UserRegs,
+    /// Extended state.
+    pub xsave: &'a Xsave,
+    /// Blocked signals.
+    pub sigmask: u64,
+    /// `/proc/TID/stat`.
+    pub stat: &'a ProcStat,
+    /// `/proc/TID/status`.
+    pub status: &'a ProcStatus,
+    /// `get_robust_list`.
+    pub robust_list: (u64, u32),
+    /// `PTRACE_GET_RSEQ_CONFIGURATION`: `(pointer, size, signature)` when registered.
+    pub rseq: Option<(u64, u32, u32)>,
+    /// Signals pending for the thread, raw `siginfo_t`s.
+    pub pending_thread: Vec<Vec<u8>>,
     /// Whether this is the thread-group leader (whose core also holds the process-wide `tc`).
     pub leader: bool,
-    /// This thread's alternate signal stack: sp, flags, size.
-    pub sas: (u64, u32, u64),
-    /// This thread's parent-death signal.
-    pub pdeath_sig: u32,
-    /// This thread's clear-tid address.
-    pub clear_tid_addr: u64,
+    /// What this thread keeps for itself (alternate signal stack, parent-death signal,
+    /// clear-tid address).
+    pub thread: ThreadSelfState,
 }
 
 fn queue(sigs: &[Vec<u8>]) -> SignalQueueEntry {
@@ -247,25 +242,27 @@ fn queue(sigs: &[Vec<u8>]) -> SignalQueueEntry {
 
 /// Builds `core-PID.img`'s entry.
 pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
-    let inside = c.inside;
+    let process = c.process;
+    let own = process.self_state;
     let it = |v: [u64; 4]| ItimerEntry {
         isec: v[0],
         iusec: v[1],
         vsec: v[2],
         vusec: v[3],
     };
-    let posix = c
+    let posix = process
         .timers
         .iter()
         .filter_map(|t| {
-            let (_, v, overrun) = inside.posix_timers.iter().find(|(id, _, _)| *id == t.id)?;
+            let s = own.posix_timers.iter().find(|s| s.id == t.id)?;
+            let v = s.times;
             Some(PosixTimerEntry {
                 it_id: t.id as u32,
                 clock_id: t.clock_id as u32,
                 si_signo: t.signo as u32,
                 it_sigev_notify: t.notify as u32,
                 sival_ptr: t.sigev_value,
-                overrun: *overrun,
+                overrun: s.overrun,
                 isec: v[0],
                 insec: v[1],
                 vsec: v[2],
@@ -274,7 +271,7 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
             })
         })
         .collect();
-    let sigactions = inside
+    let sigactions = own
         .sigactions
         .iter()
         .map(|a| SaEntry {
@@ -287,35 +284,35 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
         })
         .collect();
     let tc = TaskCoreEntry {
-        task_state: c.task_state,
+        task_state: process.task_state,
         exit_code: 0,
-        personality: c.personality,
+        personality: process.personality,
         flags: c.stat.flags,
         blk_sigset: c.sigmask,
         comm: c.stat.comm.clone(),
         timers: Some(TaskTimersEntry {
-            real: it(inside.itimers[0]),
-            virt: it(inside.itimers[1]),
-            prof: it(inside.itimers[2]),
+            real: it(own.itimers[0]),
+            virt: it(own.itimers[1]),
+            prof: it(own.itimers[2]),
             posix,
         }),
         rlimits: Some(TaskRlimitsEntry {
-            rlimits: inside
+            rlimits: own
                 .rlimits
                 .iter()
                 .map(|&(cur, max)| RlimitEntry { cur, max })
                 .collect(),
         }),
         cg_set: None,
-        signals_s: Some(queue(&c.pending_shared)),
+        signals_s: Some(queue(&process.pending_shared)),
         old_seccomp_mode: None,
         old_seccomp_filter: None,
-        loginuid: c.loginuid,
-        oom_score_adj: c.oom_score_adj,
+        loginuid: process.loginuid,
+        oom_score_adj: process.oom_score_adj,
         sigactions,
-        child_subreaper: Some(inside.child_subreaper),
+        child_subreaper: Some(own.child_subreaper),
         blk_sigset_extended: None,
-        stop_signo: c.stop_signo,
+        stop_signo: process.stop_signo,
         membarrier_registration_mask: None,
     };
     let thread_core = ThreadCoreEntry {
@@ -326,13 +323,13 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
         sched_prio: (c.stat.policy != 0).then_some(c.stat.rt_priority),
         blk_sigset: (!c.leader).then_some(c.sigmask),
         sas: Some(ThreadSasEntry {
-            ss_sp: c.sas.0,
-            ss_size: c.sas.2,
-            ss_flags: c.sas.1,
+            ss_sp: c.thread.altstack.sp,
+            ss_size: c.thread.altstack.size,
+            ss_flags: c.thread.altstack.flags,
         }),
-        pdeath_sig: (c.pdeath_sig != 0).then_some(c.pdeath_sig),
+        pdeath_sig: (c.thread.pdeath_sig != 0).then_some(c.thread.pdeath_sig),
         signals_p: Some(queue(&c.pending_thread)),
-        creds: Some(creds(c.status, inside.securebits)),
+        creds: Some(creds(c.status, own.securebits)),
         seccomp_mode: None,
         seccomp_filter: None,
         comm: Some(c.stat.comm.clone()),
@@ -348,7 +345,7 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
     CoreEntry {
         mtype: CoreEntryMarch::X8664 as i32,
         thread_info: Some(ThreadInfoX86 {
-            clear_tid_addr: c.clear_tid_addr,
+            clear_tid_addr: c.thread.clear_tid_addr,
             gpregs: gpregs(&saved_regs(c.regs)),
             fpregs: fpregs(c.xsave),
             tls: empty_tls(),

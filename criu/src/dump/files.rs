@@ -5,25 +5,29 @@
 //! Ids are handed out in discovery order from 1, as CRIU does: the executable first, then mapped
 //! files (one id per file, shared by its mappings), then descriptors (one id per open file
 //! description: `dup`ed descriptors share it), then cwd and root.
+//!
+//! This module keeps only what all kinds of file share: ids, open file descriptions shared by
+//! several descriptors or tasks (kcmp), file locks. What each kind reads and writes is in its
+//! module under [`crate::files`], asked through [`crate::files::FileKind`].
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use criu_images::pb::{
-    EventfdFileEntry, EventpollFileEntry, EventpollTfdEntry, FdTypes, FdinfoEntry, FileEntry,
-    FileLockEntry, FownEntry, GhostChunkEntry, GhostFileEntry, PipeDataEntry, PipeEntry,
-    RegFileEntry, RemapFilePathEntry, RemapType, SignalfdEntry, TimerfdEntry, Timeval,
-};
-use criu_images::{ImageWriter, magic, names};
+use criu_images::pb::{FdTypes, FdinfoEntry, FileEntry, FileLockEntry};
+use criu_images::{magic, names};
 
 use super::DumpError;
-use super::proc::{self, FdInfo, MapLine};
+use super::proc::{self, FdInfo, Mapping};
+use crate::files::regular::{self, Opened, Regular};
+use crate::files::{DumpFd, FileKind};
 
-/// CRIU writes ghost files of at least this size in chunks.
-const GHOST_CHUNKS_THRESH: u64 = 3 * 4096;
+pub use crate::files::regular::elf_build_id;
+
+#[cfg(test)]
+use criu_images::pb::{GhostFileEntry, RemapFilePathEntry};
+#[cfg(test)]
+use std::fs::File;
 
 /// What a file was opened as, for the key that dedups mapped files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,35 +40,21 @@ struct FileKey {
 /// An open file description met by the dump: `(pid, fd, file id)`.
 type OpenDesc = (i32, i32, u32);
 
-/// A ghost file to write: a file deleted while open, saved with its content.
-#[derive(Debug)]
-struct Ghost {
-    id: u32,
-    orig_id: u32,
-    /// Where criu can read it (`/proc/PID/fd/N` or `/proc/PID/map_files/...`).
-    source: PathBuf,
-    meta: std::fs::Metadata,
-}
-
 /// The file table being built for one dump.
-#[derive(Debug, Default)]
 pub struct FileTable {
     entries: Vec<FileEntry>,
     mapped: HashMap<FileKey, u32>,
     /// Mapped files by what `/proc/PID/maps` says of them (device, inode, path) and the open
     /// flags: the id they got, so that the areas of a tree that map one file stat it once.
     mapped_by_maps: HashMap<(u32, u32, u64, u32, String), u32>,
-    ghosts: Vec<Ghost>,
-    ghost_by_inode: HashMap<(u64, u64), u32>,
-    remaps: Vec<RemapFilePathEntry>,
-    ghost_limit: u64,
-    pipes_seen: Vec<u64>,
+    /// Regular files: the dump's fallback kind, also the executable's and mapped files'.
+    regular: Regular,
+    /// Every other kind, asked in order whether it takes a descriptor.
+    kinds: Vec<Box<dyn FileKind>>,
     /// Open file descriptions met so far, by (device, inode): `(pid, fd, file id)`, compared
     /// with kcmp so that a description shared by descriptors (dup, or inherited across fork)
     /// gets one id.
     seen: HashMap<(u64, u64), Vec<OpenDesc>>,
-    /// `(pipe inode, pipe size, waiting bytes)` of pipes holding data.
-    pipe_data: Vec<(u32, u32, Vec<u8>)>,
     /// File locks held by the tree, as `filelocks.img` lists them.
     locks: Vec<FileLockEntry>,
     /// What makes each of `locks` one lock (flock/OFD: open file; POSIX: process and inode).
@@ -81,30 +71,18 @@ pub mod lock_kind {
     pub const OFD: u32 = 4;
 }
 
-fn fown_zero() -> FownEntry {
-    FownEntry {
-        uid: 0,
-        euid: 0,
-        signum: 0,
-        pid_type: 0,
-        pid: 0,
-    }
-}
-
-/// Strips the ` (deleted)` suffix the kernel appends to unlinked files' paths.
-fn split_deleted(name: &str) -> (&str, bool) {
-    match name.strip_suffix(" (deleted)") {
-        Some(n) => (n, true),
-        None => (name, false),
-    }
-}
-
 impl FileTable {
     /// An empty table; deleted files larger than `ghost_limit` bytes are refused, as CRIU does.
     pub fn new(ghost_limit: u64) -> FileTable {
         FileTable {
-            ghost_limit,
-            ..FileTable::default()
+            entries: Vec::new(),
+            mapped: HashMap::new(),
+            mapped_by_maps: HashMap::new(),
+            regular: Regular::new(ghost_limit),
+            kinds: crate::files::kinds(),
+            seen: HashMap::new(),
+            locks: Vec::new(),
+            lock_keys: Default::default(),
         }
     }
 
@@ -215,92 +193,22 @@ impl FileTable {
             return Ok(id);
         }
         let id = self.next_id();
-        let (path, deleted) = split_deleted(name);
-        let ft = meta.file_type();
-        let size = (ft.is_file()).then_some(meta.size());
-        self.entries.push(FileEntry {
-            r#type: FdTypes::Reg as i32,
-            id,
-            reg: Some(RegFileEntry {
-                id,
+        let e = self.regular.entry(
+            source,
+            meta,
+            name,
+            Opened {
                 flags,
                 pos,
-                fown: fown_zero(),
-                name: path.to_string(),
-                mnt_id: None,
-                size,
-                ext: None,
-                mode: Some(meta.mode()),
-                build_id: Vec::new(),
-                checksum: None,
-                checksum_config: None,
-                checksum_parameter: None,
-            }),
-            ..FileEntry::default()
-        });
+                mapped: dedup,
+            },
+            id,
+        )?;
+        self.entries.push(e);
         if dedup {
             self.mapped.insert(key, id);
-            // Mapped files and the executable carry their ELF build-id, as CRIU saves it (the
-            // restore side checks it instead of only the size).
-            if ft.is_file()
-                && let Some(bid) = elf_build_id(source)
-                && let Some(FileEntry { reg: Some(r), .. }) = self.entries.last_mut()
-            {
-                r.build_id = bid;
-            }
-        }
-        // A file deleted while open (nlink 0) is saved with its contents.
-        if deleted && meta.nlink() == 0 {
-            self.add_ghost(id, source, meta)?;
         }
         Ok(id)
-    }
-
-    fn add_ghost(
-        &mut self,
-        orig_id: u32,
-        source: &Path,
-        meta: std::fs::Metadata,
-    ) -> Result<(), DumpError> {
-        if !(meta.file_type().is_file() || meta.file_type().is_dir()) {
-            return Err(DumpError::Unsupported {
-                what: format!(
-                    "deleted special file {} (only regular files and directories)",
-                    source.display()
-                ),
-            });
-        }
-        if meta.blocks() * 512 > self.ghost_limit {
-            return Err(DumpError::Unsupported {
-                what: format!(
-                    "deleted file {} of {} bytes is over the ghost limit {} (--ghost-limit)",
-                    source.display(),
-                    meta.blocks() * 512,
-                    self.ghost_limit
-                ),
-            });
-        }
-        let key = (meta.dev(), meta.ino());
-        let id = match self.ghost_by_inode.get(&key) {
-            Some(&id) => id,
-            None => {
-                let id = self.ghosts.len() as u32 + 1;
-                self.ghost_by_inode.insert(key, id);
-                self.ghosts.push(Ghost {
-                    id,
-                    orig_id,
-                    source: source.to_path_buf(),
-                    meta,
-                });
-                id
-            }
-        };
-        self.remaps.push(RemapFilePathEntry {
-            orig_id,
-            remap_id: id,
-            remap_type: Some(RemapType::Ghost as i32),
-        });
-        Ok(())
     }
 
     /// Adds the executable (`/proc/PID/exe`); returns its id.
@@ -321,7 +229,7 @@ impl FileTable {
     ///
     /// # Errors
     /// [`DumpError::File`], [`DumpError::Unsupported`] for a file that is not regular.
-    pub fn add_mapped(&mut self, pid: i32, m: &MapLine, flags: u32) -> Result<u32, DumpError> {
+    pub fn add_mapped(&mut self, pid: i32, m: &Mapping, flags: u32) -> Result<u32, DumpError> {
         let key = (m.dev_major, m.dev_minor, m.inode, flags, m.name.clone());
         if let Some(&id) = self.mapped_by_maps.get(&key) {
             return Ok(id);
@@ -375,97 +283,32 @@ impl FileTable {
                 what: format!("stat fd {fd} of {pid} ({name})"),
                 source: e,
             })?;
-            let ft = meta.file_type();
             if !info.locks.is_empty() {
                 locked.push((fd, meta.ino(), info.locks.clone()));
             }
-            if name.starts_with("pipe:[") && ft.is_fifo() {
-                let key = (meta.dev(), meta.ino());
-                let id = match self.find_open(key, pid, fd) {
-                    Some(id) => id,
-                    None => {
-                        let id = self.add_pipe(pid, fd, &info, meta.ino())?;
-                        self.seen.entry(key).or_default().push((pid, fd, id));
-                        id
-                    }
-                };
-                out.push(FdinfoEntry {
-                    id,
-                    flags: if info.flags & libc::O_CLOEXEC as u32 != 0 {
-                        libc::FD_CLOEXEC as u32
-                    } else {
-                        0
-                    },
-                    r#type: FdTypes::Pipe as i32,
-                    fd: fd as u32,
-                    xattr_security_selinux: None,
-                });
-                continue;
-            }
-            if let Some(kind) = name.strip_prefix("anon_inode:") {
-                let key = (meta.dev(), meta.ino());
-                let (id, ty) = match self.find_open(key, pid, fd) {
-                    Some(id) => (id, self.type_of(id)),
-                    None => {
-                        let (id, ty) = self.add_anon(pid, fd, kind, &info)?;
-                        self.seen.entry(key).or_default().push((pid, fd, id));
-                        (id, ty)
-                    }
-                };
-                out.push(FdinfoEntry {
-                    id,
-                    flags: if info.flags & libc::O_CLOEXEC as u32 != 0 {
-                        libc::FD_CLOEXEC as u32
-                    } else {
-                        0
-                    },
-                    r#type: ty,
-                    fd: fd as u32,
-                    xattr_security_selinux: None,
-                });
-                continue;
-            }
-            if name.starts_with("/memfd:") {
-                // Not a deleted file of that name: a memfd, which needs its own image kind.
-                return Err(DumpError::Unsupported {
-                    what: format!("fd {fd} of {pid} is a memfd ({name})"),
-                });
-            }
-            if !name.starts_with('/') || !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
-                return Err(DumpError::Unsupported {
-                    what: format!(
-                        "fd {fd} of {pid}: {name} (only files, directories and character devices are supported)"
-                    ),
-                });
-            }
-            if ft.is_char_device() {
-                let major = libc::major(meta.rdev());
-                let minor = libc::minor(meta.rdev());
-                // 4: virtual consoles and serial ttys, 5: /dev/tty, /dev/console, /dev/ptmx,
-                // 136..=143: pty slaves (/dev/pts/N).
-                let ptmx = major == 5 && minor == 2;
-                let tty = major == 4 || major == 5 || (136..=143).contains(&major);
-                if ptmx {
-                    return Err(DumpError::Unsupported {
-                        what: format!("fd {fd} of {pid} is a pty master ({name})"),
-                    });
-                }
-                if tty && !shell_job {
-                    return Err(DumpError::Unsupported {
-                        what: format!(
-                            "fd {fd} of {pid} is the terminal {name}: dump a shell job with --shell-job"
-                        ),
-                    });
-                }
-            }
+            let probe = DumpFd {
+                pid,
+                fd,
+                name: &name,
+                source: &src,
+                meta: &meta,
+                info: &info,
+                shell_job,
+            };
             let key = (meta.dev(), meta.ino());
-            let id = match self.find_open(key, pid, fd) {
-                Some(i) => i,
+            let (id, ty) = match self.find_open(key, pid, fd) {
+                Some(id) => (id, self.type_of(id)),
                 None => {
-                    let flags = info.flags & !(libc::O_CLOEXEC as u32);
-                    let i = self.add_reg(&src, &name, flags, info.pos, false)?;
-                    self.seen.entry(key).or_default().push((pid, fd, i));
-                    i
+                    let id = self.next_id();
+                    let e = match self.kinds.iter_mut().find(|k| k.claims(&probe)) {
+                        Some(kind) => kind.dump(&probe, id)?,
+                        None if self.regular.claims(&probe) => self.regular.dump(&probe, id)?,
+                        None => return Err(regular::refuse(&probe)),
+                    };
+                    let ty = e.r#type;
+                    self.entries.push(e);
+                    self.seen.entry(key).or_default().push((pid, fd, id));
+                    (id, ty)
                 }
             };
             out.push(FdinfoEntry {
@@ -475,7 +318,7 @@ impl FileTable {
                 } else {
                     0
                 },
-                r#type: FdTypes::Reg as i32,
+                r#type: ty,
                 fd: fd as u32,
                 xattr_security_selinux: None,
             });
@@ -505,150 +348,16 @@ impl FileTable {
             .unwrap_or(FdTypes::Und as i32)
     }
 
-    /// Adds an anonymous-inode file: eventfd (its counter), signalfd (its mask), timerfd (clock,
-    /// ticks, flags and settings) or epoll (its targets), from `/proc/PID/fdinfo/FD`.
-    fn add_anon(
-        &mut self,
-        pid: i32,
-        fd: i32,
-        kind: &str,
-        info: &FdInfo,
-    ) -> Result<(u32, i32), DumpError> {
-        let text = proc::read_fdinfo_text(pid, fd)?;
-        let bad = |what: &str| DumpError::Unsupported {
-            what: format!("fd {fd} of {pid} ({kind}): cannot parse {what} in its fdinfo"),
-        };
-        let field = |key: &str| -> Option<&str> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim_start_matches(':').trim())
-        };
-        let id = self.next_id();
-        let flags = info.flags & !(libc::O_CLOEXEC as u32);
-        let mut e = FileEntry {
-            id,
-            ..FileEntry::default()
-        };
-        match kind {
-            "[eventfd]" => {
-                let count = field("eventfd-count")
-                    .and_then(|v| u64::from_str_radix(v, 16).ok())
-                    .ok_or_else(|| bad("eventfd-count"))?;
-                e.r#type = FdTypes::Eventfd as i32;
-                e.efd = Some(EventfdFileEntry {
-                    id,
-                    flags,
-                    fown: fown_zero(),
-                    counter: count,
-                });
-            }
-            "[signalfd]" => {
-                let mask = field("sigmask")
-                    .and_then(|v| u64::from_str_radix(v, 16).ok())
-                    .ok_or_else(|| bad("sigmask"))?;
-                e.r#type = FdTypes::Signalfd as i32;
-                e.sgfd = Some(SignalfdEntry {
-                    id,
-                    flags,
-                    fown: fown_zero(),
-                    sigmask: mask,
-                });
-            }
-            "[timerfd]" => {
-                let num = |k: &str| field(k).and_then(|v| v.parse::<u64>().ok());
-                let pair = |k: &str| -> Option<(u64, u64)> {
-                    let v = field(k)?.trim_start_matches('(').trim_end_matches(')');
-                    let (a, b) = v.split_once(',')?;
-                    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
-                };
-                let (vsec, vnsec) = pair("it_value").ok_or_else(|| bad("it_value"))?;
-                let (isec, insec) = pair("it_interval").ok_or_else(|| bad("it_interval"))?;
-                e.r#type = FdTypes::Timerfd as i32;
-                e.tfd = Some(TimerfdEntry {
-                    id,
-                    flags,
-                    fown: fown_zero(),
-                    clockid: num("clockid").ok_or_else(|| bad("clockid"))? as u32,
-                    ticks: num("ticks").ok_or_else(|| bad("ticks"))?,
-                    settime_flags: field("settime flags")
-                        .and_then(|v| u32::from_str_radix(v, 8).ok())
-                        .ok_or_else(|| bad("settime flags"))?,
-                    vsec,
-                    vnsec,
-                    isec,
-                    insec,
-                });
-            }
-            "[eventpoll]" => {
-                let mut tfds = Vec::new();
-                for l in text.lines().filter(|l| l.starts_with("tfd:")) {
-                    // tfd: N events: HEX data: HEX  pos:N ino:HEX sdev:HEX
-                    let words: Vec<&str> = l.split_whitespace().collect();
-                    let after = |k: &str| {
-                        words
-                            .iter()
-                            .position(|w| *w == k)
-                            .and_then(|i| words.get(i + 1).copied())
-                    };
-                    let inline = |k: &str| words.iter().find_map(|w| w.strip_prefix(k));
-                    let tfd = after("tfd:").and_then(|v| v.parse::<u32>().ok());
-                    let events = after("events:").and_then(|v| u32::from_str_radix(v, 16).ok());
-                    let data = after("data:").and_then(|v| u64::from_str_radix(v, 16).ok());
-                    let (Some(tfd), Some(events), Some(data)) = (tfd, events, data) else {
-                        return Err(bad("an epoll target"));
-                    };
-                    tfds.push(EventpollTfdEntry {
-                        id,
-                        tfd,
-                        events,
-                        data,
-                        dev: inline("sdev:").and_then(|v| u32::from_str_radix(v, 16).ok()),
-                        inode: inline("ino:").and_then(|v| u64::from_str_radix(v, 16).ok()),
-                        pos: inline("pos:").and_then(|v| v.parse().ok()),
-                    });
-                }
-                e.r#type = FdTypes::Eventpoll as i32;
-                e.epfd = Some(EventpollFileEntry {
-                    id,
-                    flags,
-                    fown: fown_zero(),
-                    tfd: tfds,
-                });
-            }
-            other => {
-                return Err(DumpError::Unsupported {
-                    what: format!("fd {fd} of {pid}: anon_inode:{other}"),
-                });
-            }
+    /// Finishes the kinds once every process was collected ([`FileKind::finish`]: each unix
+    /// socket's peer is in the tree, or with `ext_unix_sk` an outside peer gets an entry).
+    ///
+    /// # Errors
+    /// [`DumpError::Unsupported`] naming the file.
+    pub fn finish_sockets(&mut self, ext_unix_sk: Option<&[u32]>) -> Result<(), DumpError> {
+        for k in self.kinds.iter_mut() {
+            k.finish(&mut self.entries, ext_unix_sk)?;
         }
-        let ty = e.r#type;
-        self.entries.push(e);
-        Ok((id, ty))
-    }
-
-    /// Adds a pipe end (fd `fd` of `pid`) and, the first time a pipe is seen, the bytes waiting
-    /// in it (copied with `tee`, so the task still has them).
-    fn add_pipe(&mut self, pid: i32, fd: i32, info: &FdInfo, ino: u64) -> Result<u32, DumpError> {
-        let id = self.next_id();
-        self.entries.push(FileEntry {
-            r#type: FdTypes::Pipe as i32,
-            id,
-            pipe: Some(PipeEntry {
-                id,
-                pipe_id: ino as u32,
-                flags: info.flags & !(libc::O_CLOEXEC as u32),
-                fown: fown_zero(),
-            }),
-            ..FileEntry::default()
-        });
-        if !self.pipes_seen.contains(&ino) {
-            self.pipes_seen.push(ino);
-            let (data, size) = peek_pipe(pid, fd)?;
-            if !data.is_empty() {
-                self.pipe_data.push((ino as u32, size, data));
-            }
-        }
-        Ok(id)
+        Ok(())
     }
 
     /// Writes `files.img`, `remap-fpath.img` and the ghost files into `dir`.
@@ -657,217 +366,21 @@ impl FileTable {
     /// [`DumpError::Image`], [`DumpError::File`].
     pub fn write(&self, dir: &Path) -> Result<(), DumpError> {
         criu_images::write_all(dir.join(names::FILES), magic::FILES, &self.entries)?;
-        if !self.remaps.is_empty() {
-            criu_images::write_all(
-                dir.join(names::REMAP_FPATH),
-                magic::REMAP_FPATH,
-                &self.remaps,
-            )?;
-        }
-        for g in &self.ghosts {
-            self.write_ghost(dir, g)?;
-        }
-        if !self.pipe_data.is_empty() {
-            let mut w = ImageWriter::create_in(dir, names::PIPES_DATA, magic::PIPES_DATA)?;
-            for (pipe_id, size, data) in &self.pipe_data {
-                w.write_entry(&PipeDataEntry {
-                    pipe_id: *pipe_id,
-                    bytes: data.len() as u32,
-                    size: Some(*size),
-                })?;
-                w.write_extra(data)?;
-            }
-            w.finish()?;
+        self.regular.write(dir)?;
+        for k in &self.kinds {
+            k.write(dir)?;
         }
         Ok(())
     }
-
-    fn write_ghost(&self, dir: &Path, g: &Ghost) -> Result<(), DumpError> {
-        let m = &g.meta;
-        let chunks = m.file_type().is_file() && m.size() >= GHOST_CHUNKS_THRESH;
-        let gfe = GhostFileEntry {
-            uid: m.uid(),
-            gid: m.gid(),
-            mode: m.mode(),
-            dev: Some(m.dev() as u32),
-            ino: Some(m.ino()),
-            rdev: None,
-            atim: Some(Timeval {
-                tv_sec: m.atime() as u64,
-                tv_usec: (m.atime_nsec() / 1000) as u64,
-            }),
-            mtim: Some(Timeval {
-                tv_sec: m.mtime() as u64,
-                tv_usec: (m.mtime_nsec() / 1000) as u64,
-            }),
-            chunks: chunks.then_some(true),
-            size: chunks.then_some(m.size()),
-            symlnk_target: None,
-        };
-        let mut w = ImageWriter::create_in(dir, &names::ghost_file(g.id), magic::GHOST_FILE)?;
-        w.write_entry(&gfe)?;
-        if m.file_type().is_file() {
-            let ferr = |e| DumpError::File {
-                what: format!("read ghost file (id {}) {}", g.orig_id, g.source.display()),
-                source: e,
-            };
-            let mut f = File::open(&g.source).map_err(ferr)?;
-            if chunks {
-                // Data regions only (holes stay holes), each as a chunk header then its bytes.
-                for (off, len) in data_regions(&mut f, m.size()).map_err(ferr)? {
-                    w.write_entry(&GhostChunkEntry { len, off })?;
-                    f.seek(SeekFrom::Start(off)).map_err(ferr)?;
-                    let mut buf = vec![0u8; len as usize];
-                    f.read_exact(&mut buf).map_err(ferr)?;
-                    w.write_extra(&buf)?;
-                }
-            } else {
-                let mut buf = Vec::with_capacity(m.size() as usize);
-                f.read_to_end(&mut buf).map_err(ferr)?;
-                w.write_extra(&buf)?;
-            }
-        }
-        w.finish()?;
-        Ok(())
-    }
 }
 
-/// The GNU build-id of an ELF file (its `NT_GNU_BUILD_ID` note) as CRIU saves it: the id's
-/// bytes as little-endian 32-bit words. `None` for anything else or anything malformed.
-pub fn elf_build_id(path: &Path) -> Option<Vec<u32>> {
-    let f = File::open(path).ok()?;
-    let mut hdr = [0u8; 64];
-    f.read_exact_at(&mut hdr, 0).ok()?;
-    if &hdr[..4] != b"\x7fELF" || hdr[4] != 2 || hdr[5] != 1 {
-        return None; // not ELF64 little-endian
+impl std::fmt::Debug for FileTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileTable")
+            .field("entries", &self.entries.len())
+            .field("locks", &self.locks.len())
+            .finish_non_exhaustive()
     }
-    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
-    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
-    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-    let (phoff, phentsize, phnum) = (u64_at(&hdr, 0x20), u16_at(&hdr, 0x36), u16_at(&hdr, 0x38));
-    if phentsize < 56 || phnum > 256 {
-        return None;
-    }
-    let mut phdrs = vec![0u8; (phentsize * phnum) as usize];
-    f.read_exact_at(&mut phdrs, phoff).ok()?;
-    for ph in phdrs.chunks_exact(phentsize as usize) {
-        const PT_NOTE: u32 = 4;
-        if u32_at(ph, 0) != PT_NOTE {
-            continue;
-        }
-        let (off, size) = (u64_at(ph, 0x08), u64_at(ph, 0x20));
-        if size > 64 << 10 {
-            continue;
-        }
-        let mut notes = vec![0u8; size as usize];
-        f.read_exact_at(&mut notes, off).ok()?;
-        let mut at = 0usize;
-        while at + 12 <= notes.len() {
-            let namesz = u32_at(&notes, at) as usize;
-            let descsz = u32_at(&notes, at + 4) as usize;
-            let ty = u32_at(&notes, at + 8);
-            let name_at = at + 12;
-            let desc_at = name_at + namesz.div_ceil(4) * 4;
-            let end = desc_at + descsz.div_ceil(4) * 4;
-            if end > notes.len() || desc_at + descsz > notes.len() {
-                break;
-            }
-            const NT_GNU_BUILD_ID: u32 = 3;
-            if ty == NT_GNU_BUILD_ID && notes.get(name_at..name_at + namesz) == Some(b"GNU\0") {
-                let id = &notes[desc_at..desc_at + descsz];
-                return Some(
-                    id.chunks(4)
-                        .map(|c| {
-                            let mut w = [0u8; 4];
-                            w[..c.len()].copy_from_slice(c);
-                            u32::from_le_bytes(w)
-                        })
-                        .collect(),
-                );
-            }
-            at = end;
-        }
-    }
-    None
-}
-
-/// The bytes waiting in the pipe behind fd `fd` of `pid`, without taking them: the pipe is
-/// opened through `/proc/PID/fd/FD` and `tee`d into a pipe of ours. Also returns the pipe's
-/// size (`F_GETPIPE_SZ`).
-fn peek_pipe(pid: i32, fd: i32) -> Result<(Vec<u8>, u32), DumpError> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::os::unix::fs::OpenOptionsExt;
-    let src_path = format!("/proc/{pid}/fd/{fd}");
-    let err = |what: &str| {
-        let what = format!("{what} (pipe fd {fd} of {pid})");
-        move |source| DumpError::File { what, source }
-    };
-    let src = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&src_path)
-        .map_err(err("open"))?;
-    // SAFETY: fcntl queries the pipe size of a descriptor we own.
-    let size = unsafe { libc::fcntl(src.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    if size < 0 {
-        return Err(err("F_GETPIPE_SZ")(std::io::Error::last_os_error()));
-    }
-    let mut ends = [0i32; 2];
-    // SAFETY: pipe2 writes two new descriptors into `ends`.
-    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(err("pipe2")(std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors were just created and are owned by nothing else.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
-    // SAFETY: fcntl on our own pipe; make it as big as the source so one tee takes it all.
-    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
-    // SAFETY: tee duplicates pipe contents between two descriptors we own; no memory involved.
-    let n = unsafe {
-        libc::tee(
-            src.as_raw_fd(),
-            w.as_raw_fd(),
-            size as usize,
-            libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EAGAIN) {
-            return Ok((Vec::new(), size as u32));
-        }
-        return Err(err("tee")(e));
-    }
-    drop(w);
-    let mut data = Vec::with_capacity(n as usize);
-    let mut f = File::from(r);
-    f.read_to_end(&mut data).map_err(err("read"))?;
-    Ok((data, size as u32))
-}
-
-/// The data regions of a file (SEEK_DATA/SEEK_HOLE), or the whole file if the file system
-/// cannot tell.
-fn data_regions(f: &mut File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
-    let mut out = Vec::new();
-    let mut off: i64 = 0;
-    while (off as u64) < size {
-        // SAFETY: lseek on a descriptor we own; it only moves the file offset.
-        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break;
-            }
-            return Ok(vec![(0, size)]);
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        let hole = if hole < 0 { size as i64 } else { hole };
-        out.push((data as u64, (hole - data) as u64));
-        off = hole;
-    }
-    Ok(out)
 }
 
 /// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` are the same open file description

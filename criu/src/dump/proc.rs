@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub use compel::proc::Mapping;
+
 /// Errors reading `/proc`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -253,102 +255,13 @@ fn parse_status(path: &Path, text: &str) -> Result<ProcStatus, ProcError> {
     Ok(st)
 }
 
-/// One line of `/proc/PID/smaps` with its `VmFlags`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MapLine {
-    /// First address.
-    pub start: u64,
-    /// One past the last address.
-    pub end: u64,
-    /// `r` permission.
-    pub read: bool,
-    /// `w` permission.
-    pub write: bool,
-    /// `x` permission.
-    pub exec: bool,
-    /// `s` (shared) rather than `p`.
-    pub shared: bool,
-    /// File offset.
-    pub pgoff: u64,
-    /// Device major.
-    pub dev_major: u32,
-    /// Device minor.
-    pub dev_minor: u32,
-    /// Inode (0 for anonymous mappings).
-    pub inode: u64,
-    /// The path or pseudo name (`[heap]`, `[stack]`, `[vdso]`, ...), empty for anonymous.
-    pub name: String,
-    /// The two-letter `VmFlags` of the mapping.
-    pub vm_flags: Vec<[u8; 2]>,
-}
-
-impl MapLine {
-    /// Whether `VmFlags` holds `flag` (e.g. `b"gd"`).
-    pub fn has_flag(&self, flag: &[u8; 2]) -> bool {
-        self.vm_flags.iter().any(|f| f == flag)
-    }
-}
-
-/// Parses `/proc/PID/smaps`.
+/// Parses `/proc/PID/smaps` (with compel's parser: each area with its `VmFlags`).
 ///
 /// # Errors
 /// [`ProcError`] if it cannot be read or a range line is malformed.
-pub fn read_smaps(pid: i32) -> Result<Vec<MapLine>, ProcError> {
+pub fn read_smaps(pid: i32) -> Result<Vec<Mapping>, ProcError> {
     let path = proc_path(pid, "smaps");
-    parse_smaps(&path, &read_text(&path)?)
-}
-
-fn is_range_line(line: &str) -> bool {
-    // "start-end perms ..." where start is hex: smaps' other lines are "Key: value".
-    let first = line.split(' ').next().unwrap_or("");
-    first.contains('-') && first.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-}
-
-fn parse_smaps(path: &Path, text: &str) -> Result<Vec<MapLine>, ProcError> {
-    let mut out: Vec<MapLine> = Vec::new();
-    for line in text.lines() {
-        if is_range_line(line) {
-            out.push(parse_map_line(path, line)?);
-        } else if let Some(fl) = line.strip_prefix("VmFlags:")
-            && let Some(last) = out.last_mut()
-        {
-            last.vm_flags = fl
-                .split_whitespace()
-                .filter_map(|t| <[u8; 2]>::try_from(t.as_bytes()).ok())
-                .collect();
-        }
-    }
-    Ok(out)
-}
-
-fn parse_map_line(path: &Path, line: &str) -> Result<MapLine, ProcError> {
-    let bad = || parse_err(path, format!("bad map line: {line}"));
-    let mut it = line.splitn(6, ' ');
-    let range = it.next().ok_or_else(bad)?;
-    let perms = it.next().ok_or_else(bad)?.as_bytes();
-    let off = it.next().ok_or_else(bad)?;
-    let dev = it.next().ok_or_else(bad)?;
-    let ino = it.next().ok_or_else(bad)?;
-    let name = it.next().unwrap_or("").trim_start().to_string();
-    let (s, e) = range.split_once('-').ok_or_else(bad)?;
-    let (ma, mi) = dev.split_once(':').ok_or_else(bad)?;
-    if perms.len() < 4 {
-        return Err(bad());
-    }
-    Ok(MapLine {
-        start: u64::from_str_radix(s, 16).map_err(|_| bad())?,
-        end: u64::from_str_radix(e, 16).map_err(|_| bad())?,
-        read: perms[0] == b'r',
-        write: perms[1] == b'w',
-        exec: perms[2] == b'x',
-        shared: perms[3] == b's',
-        pgoff: u64::from_str_radix(off, 16).map_err(|_| bad())?,
-        dev_major: u32::from_str_radix(ma, 16).map_err(|_| bad())?,
-        dev_minor: u32::from_str_radix(mi, 16).map_err(|_| bad())?,
-        inode: ino.parse().map_err(|_| bad())?,
-        name,
-        vm_flags: Vec::new(),
-    })
+    compel::proc::parse_smaps(&read_text(&path)?).map_err(|e| parse_err(&path, e.to_string()))
 }
 
 /// `/proc/PID/fdinfo/FD`.
@@ -678,7 +591,7 @@ mod tests {
             maps.iter()
                 .any(|m| m.name == "[stack]" && m.has_flag(b"gd"))
         );
-        assert!(maps.iter().any(|m| m.name == "[vdso]" && m.exec));
+        assert!(maps.iter().any(|m| m.name == "[vdso]" && m.executable()));
         assert!(maps.iter().all(|m| !m.vm_flags.is_empty()));
         let fds = list_fds(pid).unwrap();
         assert!(!fds.is_empty());

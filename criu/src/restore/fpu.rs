@@ -2,15 +2,12 @@
 //! frame: the legacy region, the header, and each saved component at the offset CPUID gives.
 
 use compel_arch::{
-    XSAVE_HDR_OFFSET, XSAVE_HDR_SIZE, XSAVE_LEGACY_SIZE, xsave_component, xsave_enabled_features,
+    XSAVE_HDR_OFFSET, XSAVE_LEGACY_SIZE, xsave_component, xsave_dynamic_features,
+    xsave_enabled_features, xsave_size_for,
 };
 
 use super::RestoreError;
 use super::plan::FpuPlan;
-
-/// Components that the kernel enables per process on request (AMX tile config and data): left
-/// out of the frame, whose size must fit the task's default buffer.
-const DYNAMIC: u64 = (1 << 17) | (1 << 18);
 
 /// The area and the feature mask to declare in the frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,17 +37,11 @@ pub fn build(fpu: &FpuPlan) -> Result<Xsave, RestoreError> {
 /// # Errors
 /// As [`build`], except for components this CPU lacks when not `strict`.
 pub fn build_checked(fpu: &FpuPlan, strict: bool) -> Result<(Xsave, Vec<u32>), RestoreError> {
-    let enabled = xsave_enabled_features() & !DYNAMIC;
+    // The components the kernel enables per process on request (AMX tile data) are left out:
+    // the frame must fit the new task's default buffer (see `compel_arch::xsave_frame_extent`).
+    let enabled = xsave_enabled_features() & !xsave_dynamic_features();
     let xfeatures = if enabled == 0 { 0b11 } else { enabled };
-    let mut size = XSAVE_LEGACY_SIZE + XSAVE_HDR_SIZE;
-    for n in 2..63u32 {
-        if xfeatures & (1 << n) == 0 {
-            continue;
-        }
-        if let Some((off, len)) = xsave_component(n) {
-            size = size.max(off + len);
-        }
-    }
+    let size = xsave_size_for(xfeatures);
     let mut bytes = vec![0u8; size];
     if !fpu.legacy.is_empty() {
         if fpu.legacy.len() != XSAVE_LEGACY_SIZE {
@@ -110,16 +101,6 @@ pub fn component_name(n: u32) -> &'static str {
         17 | 18 => "AMX tiles",
         _ => "other state",
     }
-}
-
-/// Packs little-endian `u32` words.
-pub fn words32(w: &[u32]) -> Vec<u8> {
-    w.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Packs little-endian `u64` words.
-pub fn words64(w: &[u64]) -> Vec<u8> {
-    w.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 #[cfg(test)]

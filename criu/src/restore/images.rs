@@ -7,55 +7,30 @@ use std::ffi::CString;
 use std::path::Path;
 
 use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
-use criu_images::pb::{
-    self, CoreEntry, FileEntry, GhostFileEntry, MmEntry, RegFileEntry, RemapFilePathEntry,
-};
-use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot};
+use criu_images::pb::{self, CoreEntry, FileEntry, MmEntry, RegFileEntry, RemapFilePathEntry};
+use criu_images::vma::status;
+use criu_images::{ImageDir, magic, names, sigaction_slot, task_state};
 
-use super::RestoreError;
 use super::abi;
-use super::fpu::{words32, words64};
+use super::error::RestoreError;
 use super::layout::{PAGE, TASK_SIZE};
 use super::plan::*;
 
-const VMA_AREA_REGULAR: u32 = 1 << 0;
-const VMA_AREA_VSYSCALL: u32 = 1 << 2;
-const VMA_AREA_VDSO: u32 = 1 << 3;
-const VMA_FILE_PRIVATE: u32 = 1 << 6;
-const VMA_FILE_SHARED: u32 = 1 << 7;
-const VMA_ANON_SHARED: u32 = 1 << 8;
-const VMA_ANON_PRIVATE: u32 = 1 << 9;
-const VMA_AREA_SYSVIPC: u32 = 1 << 10;
-const VMA_AREA_SOCKET: u32 = 1 << 11;
-const VMA_AREA_VVAR: u32 = 1 << 12;
-const VMA_AREA_AIORING: u32 = 1 << 13;
-const VMA_AREA_MEMFD: u32 = 1 << 14;
-const VMA_AREA_SHSTK: u32 = 1 << 15;
-const VMA_UNSUPP: u32 = 1 << 31;
-
-const TASK_ALIVE: u32 = 1;
-const TASK_DEAD: u32 = 2;
-const TASK_STOPPED: u32 = 3;
-
-const FD_REG: i32 = 1;
-const FD_PIPE: i32 = 2;
-const FD_TTY: i32 = 11;
-
-fn img(file: &str, e: criu_images::ImageError) -> RestoreError {
+pub(crate) fn img(file: &str, e: criu_images::ImageError) -> RestoreError {
     RestoreError::Image {
         file: file.to_string(),
         error: e,
     }
 }
 
-fn bad(file: &str, reason: impl Into<String>) -> RestoreError {
+pub(crate) fn bad(file: &str, reason: impl Into<String>) -> RestoreError {
     RestoreError::BadImage {
         file: file.to_string(),
         reason: reason.into(),
     }
 }
 
-fn cpath(s: &str) -> Result<CString, RestoreError> {
+pub(crate) fn cpath(s: &str) -> Result<CString, RestoreError> {
     CString::new(s.as_bytes()).map_err(|_| bad("files.img", format!("path {s:?} holds a NUL byte")))
 }
 
@@ -145,7 +120,7 @@ fn file_locks(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError> {
         if !task.fds.iter().any(|f| f.fd == l.fd) {
             return Err(what("no such descriptor"));
         }
-        task.locks.push(crate::restore::child::LockOp {
+        task.locks.push(LockOp {
             kind: l.flag,
             ltype: l.r#type,
             fd: l.fd,
@@ -167,10 +142,9 @@ const SECCOMP_FLAGS_KNOWN: u32 = 2 | 4;
 fn resolve_seccomp(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError> {
     let name = names::SECCOMP;
     let wanted = plan.tasks.iter().any(|t| {
-        t.seccomp.as_ref().is_some_and(|s| s.mode == 2)
-            || t.threads
-                .iter()
-                .any(|th| th.seccomp.as_ref().is_some_and(|s| s.mode == 2))
+        t.threads
+            .iter()
+            .any(|th| th.seccomp.as_ref().is_some_and(|s| s.mode == 2))
     });
     if !wanted {
         return Ok(());
@@ -204,9 +178,7 @@ fn resolve_seccomp(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError
         Ok(out)
     };
     for t in &mut plan.tasks {
-        let seccomps =
-            std::iter::once(&mut t.seccomp).chain(t.threads.iter_mut().map(|th| &mut th.seccomp));
-        for s in seccomps.flatten() {
+        for s in t.threads.iter_mut().filter_map(|th| th.seccomp.as_mut()) {
             if let Some(newest) = s.newest {
                 s.filters = chain(newest)?;
             }
@@ -283,7 +255,7 @@ fn load_task(
         ..TaskPlan::default()
     };
     if let Some(tc) = &core.tc
-        && tc.task_state == TASK_DEAD
+        && tc.task_state == task_state::DEAD
     {
         plan.zombie = Some(tc.exit_code);
         plan.comm = tc.comm.clone();
@@ -302,7 +274,12 @@ fn load_task(
     let mm = d.read_mm(pid).map_err(|e| img(&mm_name, e))?;
     let ids = d.read_ids(pid).map_err(|e| img(&names::ids(pid), e))?;
     let fs = d.read_fs(pid).map_err(|e| img(&names::fs(pid), e))?;
-    task_state(&mut plan, &core, &core_name)?;
+    let mut leader = ThreadPlan {
+        tid: pid as i32,
+        ..ThreadPlan::default()
+    };
+    task_state(&mut plan, &mut leader, &core, &core_name)?;
+    plan.threads.push(leader);
     for &tid in task.threads.iter().filter(|t| **t != pid) {
         let name = names::core(tid);
         let tcore = d.read_core(tid).map_err(|e| img(&name, e))?;
@@ -360,27 +337,21 @@ fn thread_plan(
         tc.signals_s = None;
     }
     c.tc = tc;
-    let mut p = TaskPlan::default();
-    task_state(&mut p, &c, file)?;
-    Ok(ThreadPlan {
+    let mut thr = ThreadPlan {
         tid,
-        regs: p.regs,
-        fpu: p.fpu,
-        sigmask: p.sigmask,
-        altstack: p.altstack,
-        clear_tid_addr: p.clear_tid_addr,
-        robust_list: p.robust_list,
-        rseq: p.rseq,
-        pending: p.pending_thread,
-        creds: p.creds,
-        no_new_privs: p.no_new_privs,
-        pdeath_sig: p.pdeath_sig,
         comm: core.thread_core.as_ref().and_then(|t| t.comm.clone()),
-        seccomp: p.seccomp,
-    })
+        ..ThreadPlan::default()
+    };
+    task_state(&mut TaskPlan::default(), &mut thr, &c, file)?;
+    Ok(thr)
 }
 
-fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), RestoreError> {
+fn task_state(
+    plan: &mut TaskPlan,
+    thr: &mut ThreadPlan,
+    core: &CoreEntry,
+    file: &str,
+) -> Result<(), RestoreError> {
     if core.mtype != pb::CoreEntryMarch::X8664 as i32 {
         return Err(RestoreError::Unsupported {
             what: format!("architecture {} in {file}", core.mtype),
@@ -404,7 +375,7 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
             what: "a 32-bit (compat) task".into(),
         });
     }
-    plan.regs = compel_arch::UserRegs {
+    thr.regs = compel_arch::UserRegs {
         r15: g.r15,
         r14: g.r14,
         r13: g.r13,
@@ -468,13 +439,13 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
         ];
         fpu.components = comps.into_iter().filter(|(_, b)| !b.is_empty()).collect();
     }
-    plan.fpu = fpu;
+    thr.fpu = fpu;
     match tc.task_state {
-        TASK_ALIVE => {}
-        TASK_STOPPED => {
+        task_state::ALIVE => {}
+        task_state::STOPPED => {
             let sig = tc.stop_signo.map_or(libc::SIGSTOP, |s| s as i32);
             // A stop signal the task blocks would only pend: stop it with SIGSTOP then.
-            let blocked = sig > 0 && sig <= 64 && plan.sigmask & (1 << (sig - 1)) != 0;
+            let blocked = sig > 0 && sig <= 64 && thr.sigmask & (1 << (sig - 1)) != 0;
             plan.stop_signal = Some(if blocked || !(1..=64).contains(&sig) {
                 libc::SIGSTOP
             } else {
@@ -487,10 +458,10 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
             });
         }
     }
-    plan.clear_tid_addr = ti.clear_tid_addr;
+    thr.clear_tid_addr = ti.clear_tid_addr;
     plan.comm = tc.comm.clone();
     plan.personality = Some(tc.personality);
-    plan.sigmask = th.and_then(|t| t.blk_sigset).unwrap_or(tc.blk_sigset);
+    thr.sigmask = th.and_then(|t| t.blk_sigset).unwrap_or(tc.blk_sigset);
     // Handlers.
     if !tc.sigactions.is_empty() {
         let mut acts = vec![abi::KSigaction::default(); abi::NSIG];
@@ -563,35 +534,50 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
     };
     plan.pending_shared = siginfos(tc.signals_s.as_ref())?;
     if let Some(th) = th {
-        plan.pending_thread = siginfos(th.signals_p.as_ref())?;
-        plan.robust_list = (th.futex_rla, th.futex_rla_len as u64);
+        thr.pending = siginfos(th.signals_p.as_ref())?;
+        thr.robust_list = RobustList {
+            head: th.futex_rla,
+            len: th.futex_rla_len as u64,
+        };
         let nice = th.sched_nice.unwrap_or(0);
         let policy = th.sched_policy.unwrap_or(0);
         if !(-20..=19).contains(&nice) {
             return Err(bad(file, format!("nice value {nice}")));
         }
         if nice != 0 || policy != 0 {
-            plan.sched = Some((nice, policy, th.sched_prio.unwrap_or(0)));
+            plan.sched = Some(Sched {
+                nice,
+                policy,
+                prio: th.sched_prio.unwrap_or(0),
+            });
         }
-        plan.pdeath_sig = th.pdeath_sig.map(|s| s as i32);
+        thr.pdeath_sig = th.pdeath_sig.map(|s| s as i32);
         if let Some(sas) = &th.sas {
-            plan.altstack = Some((sas.ss_sp, sas.ss_flags as i32, sas.ss_size));
+            thr.altstack = Some(AltStack {
+                sp: sas.ss_sp,
+                flags: sas.ss_flags as i32,
+                size: sas.ss_size,
+            });
         }
         if let Some(r) = &th.rseq_entry
             && r.rseq_abi_pointer != 0
         {
-            plan.rseq = Some((r.rseq_abi_pointer, r.rseq_abi_size, r.signature));
+            thr.rseq = Some(Rseq {
+                area: r.rseq_abi_pointer,
+                len: r.rseq_abi_size,
+                sig: r.signature,
+            });
         }
         match (th.seccomp_mode.unwrap_or(0), th.seccomp_filter) {
             (0, _) => {}
             (1, _) => {
-                plan.seccomp = Some(SeccompPlan {
+                thr.seccomp = Some(SeccompPlan {
                     mode: 1,
                     ..SeccompPlan::default()
                 })
             }
             (2, Some(newest)) => {
-                plan.seccomp = Some(SeccompPlan {
+                thr.seccomp = Some(SeccompPlan {
                     mode: 2,
                     newest: Some(newest),
                     filters: Vec::new(),
@@ -607,8 +593,8 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
                     v.get(1).copied().unwrap_or(0),
                 ]
             };
-            plan.no_new_privs = c.no_new_privs.unwrap_or(0) != 0;
-            plan.creds = Some(CredsPlan {
+            thr.no_new_privs = c.no_new_privs.unwrap_or(0) != 0;
+            thr.creds = Some(CredsPlan {
                 creds: abi::Creds {
                     uid: c.uid,
                     euid: c.euid,
@@ -648,7 +634,11 @@ fn reg_of<'a>(
 }
 
 /// The kind-specific part of descriptor `fd`'s file entry (`what` names it in the error).
-fn kind_entry<'a, T>(part: &'a Option<T>, fd: i32, what: &str) -> Result<&'a T, RestoreError> {
+pub(crate) fn kind_entry<'a, T>(
+    part: &'a Option<T>,
+    fd: i32,
+    what: &str,
+) -> Result<&'a T, RestoreError> {
     part.as_ref()
         .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no {what} entry")))
 }
@@ -706,7 +696,7 @@ fn memory(
         let unsupported = |what: &str| RestoreError::Unsupported {
             what: format!("{what} at {:#x}", v.start),
         };
-        if st & VMA_AREA_VSYSCALL != 0 {
+        if st & status::VSYSCALL != 0 {
             plan.vmas.push(mk_vma(v, VmaKind::Vsyscall));
             continue;
         }
@@ -716,10 +706,10 @@ fn memory(
                 format!("area {:#x}-{:#x} beyond user space", v.start, v.end),
             ));
         }
-        if st & VMA_UNSUPP != 0 {
+        if st & status::UNSUPP != 0 {
             return Err(unsupported("an area CRIU marked unsupported"));
         }
-        if st & VMA_AREA_MEMFD != 0 {
+        if st & status::MEMFD != 0 {
             // CRIU writes shared anonymous memory as a mapping of a memfd named /dev/zero.
             let shmid = anon_shared_memfd(d, by_id, v.shmid as u32, file)?
                 .ok_or_else(|| unsupported("a memfd mapping"))?;
@@ -728,33 +718,33 @@ fn memory(
             plan.vmas.push(vma);
             continue;
         }
-        if st & (VMA_AREA_SYSVIPC | VMA_AREA_SOCKET | VMA_AREA_AIORING | VMA_AREA_SHSTK) != 0 {
+        if st & (status::SYSVIPC | status::SOCKET | status::AIORING | status::SHSTK) != 0 {
             return Err(unsupported(
                 "a System V shm, socket, aio or shadow-stack mapping",
             ));
         }
-        if st & VMA_AREA_REGULAR == 0 {
+        if st & status::REGULAR == 0 {
             return Err(unsupported("an irregular area"));
         }
-        let kind = if st & VMA_AREA_VVAR != 0 {
+        let kind = if st & status::VVAR != 0 {
             VmaKind::Vvar
-        } else if st & VMA_AREA_VDSO != 0 {
+        } else if st & status::VDSO != 0 {
             VmaKind::Vdso
-        } else if st & VMA_FILE_PRIVATE != 0 {
+        } else if st & status::FILE_PRIVATE != 0 {
             let r = check(v.shmid as u32)?;
             VmaKind::FilePrivate {
                 path: cpath(&r.name)?,
             }
-        } else if st & VMA_FILE_SHARED != 0 {
+        } else if st & status::FILE_SHARED != 0 {
             let r = check(v.shmid as u32)?;
             let acc = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32 & libc::O_ACCMODE;
             VmaKind::FileShared {
                 path: cpath(&r.name)?,
                 writable: acc != libc::O_RDONLY,
             }
-        } else if st & VMA_ANON_SHARED != 0 {
+        } else if st & status::ANON_SHARED != 0 {
             VmaKind::AnonShared { shmid: v.shmid }
-        } else if st & VMA_ANON_PRIVATE != 0 {
+        } else if st & status::ANON_PRIVATE != 0 {
             VmaKind::AnonPrivate
         } else {
             return Err(unsupported("an area of unknown kind"));
@@ -968,7 +958,14 @@ fn descriptors(
     shell_job: bool,
 ) -> Result<(), RestoreError> {
     let mut first_fd_of: HashMap<u32, i32> = HashMap::new();
-    let mut pipe_data: Option<HashMap<u32, (u32, Vec<u8>)>> = None;
+    // Every kind but the regular one, then that one: each parses the entries of its type.
+    let mut kinds = crate::files::kinds();
+    kinds.push(Box::new(crate::files::regular::Regular::default()));
+    let ctx = crate::files::ImageCtx {
+        dir: d,
+        remaps,
+        shell_job,
+    };
     let mut fds: Vec<Fd> = Vec::new();
     let mut sorted: Vec<&pb::FdinfoEntry> = fdinfo.iter().collect();
     sorted.sort_by_key(|f| f.fd);
@@ -991,113 +988,12 @@ fn descriptors(
                 format!("fd {fd} refers to missing file id {}", fi.id),
             ));
         };
-        let source = match fi.r#type {
-            FD_REG => {
-                let r = kind_entry(&fe.reg, fd, "regular file")?;
-                let flags = r.flags as i32;
-                if let Some(rm) = remaps.get(&r.id) {
-                    let content = ghost_content(d, rm.remap_id)?;
-                    let name = r.name.trim_end_matches(" (deleted)");
-                    FdSource::Deleted {
-                        path: cpath(&format!("{name}.criu-ghost.{}", rm.remap_id))?,
-                        flags,
-                        pos: r.pos,
-                        mode: r.mode.unwrap_or(0o600) & 0o7777,
-                        content,
-                    }
-                } else {
-                    if std::fs::symlink_metadata(&r.name).is_err() {
-                        return Err(RestoreError::MissingFile {
-                            path: r.name.clone().into(),
-                            source: std::io::Error::from_raw_os_error(libc::ENOENT),
-                        });
-                    }
-                    FdSource::Path {
-                        path: cpath(&r.name)?,
-                        flags,
-                        pos: r.pos,
-                    }
-                }
-            }
-            FD_PIPE => {
-                let p = kind_entry(&fe.pipe, fd, "pipe")?;
-                let acc = p.flags as i32 & libc::O_ACCMODE;
-                if pipe_data.is_none() {
-                    pipe_data = Some(pipes_data(d)?);
-                }
-                let (size, data) = pipe_data
-                    .as_ref()
-                    .and_then(|m| m.get(&p.pipe_id))
-                    .cloned()
-                    .unwrap_or_default();
-                FdSource::Pipe {
-                    id: p.pipe_id,
-                    write: acc == libc::O_WRONLY,
-                    flags: p.flags as i32 & libc::O_NONBLOCK,
-                    data,
-                    size,
-                }
-            }
-            FD_TTY => {
-                if !shell_job {
-                    return Err(RestoreError::Unsupported {
-                        what: format!("terminal at fd {fd} without --shell-job"),
-                    });
-                }
-                let flags = fe
-                    .tty
-                    .as_ref()
-                    .map(|t| t.flags as i32)
-                    .unwrap_or(libc::O_RDWR);
-                FdSource::Tty { flags }
-            }
-            t if t == pb::FdTypes::Eventfd as i32 => {
-                let e = kind_entry(&fe.efd, fd, "eventfd")?;
-                FdSource::EventFd {
-                    counter: e.counter,
-                    flags: e.flags as i32 & libc::O_NONBLOCK,
-                }
-            }
-            t if t == pb::FdTypes::Signalfd as i32 => {
-                let e = kind_entry(&fe.sgfd, fd, "signalfd")?;
-                FdSource::SignalFd {
-                    mask: e.sigmask,
-                    flags: e.flags as i32 & libc::O_NONBLOCK,
-                }
-            }
-            t if t == pb::FdTypes::Timerfd as i32 => {
-                let e = kind_entry(&fe.tfd, fd, "timerfd")?;
-                if e.vnsec >= 1_000_000_000 || e.insec >= 1_000_000_000 {
-                    return Err(bad(names::FILES, format!("fd {fd}: timerfd nanoseconds")));
-                }
-                FdSource::TimerFd {
-                    clock: e.clockid as i32,
-                    flags: e.flags as i32 & libc::O_NONBLOCK,
-                    ticks: e.ticks,
-                    settime_flags: e.settime_flags as i32,
-                    value: (e.vsec as i64, e.vnsec as i64),
-                    interval: (e.isec as i64, e.insec as i64),
-                }
-            }
-            t if t == pb::FdTypes::Eventpoll as i32 => {
-                let e = kind_entry(&fe.epfd, fd, "epoll")?;
-                let mut targets = Vec::with_capacity(e.tfd.len());
-                for t in &e.tfd {
-                    let tfd = i32::try_from(t.tfd)
-                        .map_err(|_| bad(names::FILES, format!("fd {fd}: epoll target")))?;
-                    targets.push((tfd, t.events, t.data));
-                }
-                FdSource::Epoll {
-                    flags: e.flags as i32 & libc::O_NONBLOCK,
-                    targets,
-                }
-            }
-            t => {
-                return Err(RestoreError::Unsupported {
-                    what: format!("fd {fd} of type {t}"),
-                });
-            }
+        let Some(kind) = kinds.iter_mut().find(|k| k.fd_type() as i32 == fi.r#type) else {
+            return Err(RestoreError::Unsupported {
+                what: format!("fd {fd} of type {}", fi.r#type),
+            });
         };
+        let source = FdSource::File(kind.parse(&ctx, fe, fd)?);
         fds.push(Fd {
             fd,
             file_id: fi.id,
@@ -1109,73 +1005,12 @@ fn descriptors(
     Ok(())
 }
 
-/// The most bytes one pipe may hold on restore (the kernel's default maximum pipe size).
-const MAX_PIPE_DATA: u32 = 1 << 20;
-
-/// Reads `pipes-data.img` (absent: no pipe had data) into pipe id -> (capacity, bytes).
-fn pipes_data(d: &ImageDir) -> Result<HashMap<u32, (u32, Vec<u8>)>, RestoreError> {
-    let name = names::PIPES_DATA;
-    let mut out = HashMap::new();
-    let path = d.file(name);
-    if !path.exists() {
-        return Ok(out);
-    }
-    let mut r = ImageReader::open_expect(path, magic::PIPES_DATA).map_err(|e| img(name, e))?;
-    while let Some(e) = r
-        .read_entry::<pb::PipeDataEntry>()
-        .map_err(|e| img(name, e))?
-    {
-        if e.bytes > MAX_PIPE_DATA {
-            return Err(bad(
-                name,
-                format!(
-                    "pipe {} holds {} bytes (max {MAX_PIPE_DATA})",
-                    e.pipe_id, e.bytes
-                ),
-            ));
-        }
-        let data = r.read_extra(u64::from(e.bytes)).map_err(|x| img(name, x))?;
-        out.insert(e.pipe_id, (e.size.unwrap_or(0), data));
-    }
-    Ok(out)
+/// Packs little-endian `u32` words.
+pub fn words32(w: &[u32]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// The largest deleted file restored from an image (it is held in memory while restoring).
-const MAX_GHOST: u64 = 1 << 30;
-
-fn ghost_content(d: &ImageDir, id: u32) -> Result<Vec<u8>, RestoreError> {
-    let name = names::ghost_file(id);
-    let mut r =
-        ImageReader::open_expect(d.file(&name), magic::GHOST_FILE).map_err(|e| img(&name, e))?;
-    let g: GhostFileEntry = r.read_one().map_err(|e| img(&name, e))?;
-    if g.chunks.unwrap_or(false) {
-        let mut out = Vec::new();
-        while let Some(c) = r
-            .read_entry::<pb::GhostChunkEntry>()
-            .map_err(|e| img(&name, e))?
-        {
-            let data = r.read_extra(c.len).map_err(|e| img(&name, e))?;
-            let at = c.off as usize;
-            let end = at.saturating_add(data.len());
-            if end as u64 > MAX_GHOST {
-                return Err(bad(
-                    &name,
-                    format!("chunk at {at} beyond {MAX_GHOST} bytes"),
-                ));
-            }
-            if out.len() < end {
-                out.resize(end, 0);
-            }
-            out[at..end].copy_from_slice(&data);
-        }
-        if let Some(size) = g.size {
-            if size > MAX_GHOST {
-                return Err(bad(&name, format!("size {size} beyond {MAX_GHOST} bytes")));
-            }
-            out.resize(size as usize, 0);
-        }
-        Ok(out)
-    } else {
-        r.read_rest().map_err(|e| img(&name, e))
-    }
+/// Packs little-endian `u64` words.
+pub fn words64(w: &[u64]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

@@ -2,61 +2,29 @@
 //! this kernel, and a place free both here and in the restored task's layout where the premapped
 //! memory and the restorer live until everything moves into place.
 
-use super::RestoreError;
+use compel::proc::Mapping;
+
+use super::error::RestoreError;
 
 /// Page size.
 pub const PAGE: u64 = 4096;
 /// The top of the 47-bit user address space.
-pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+pub use criu_images::vma::TASK_SIZE;
 /// Lowest address a reservation may use.
 const LOW_LIMIT: u64 = 0x1000_0000;
 /// Distance kept from any neighbour (stack guard gaps are 1 MiB).
 const MARGIN: u64 = 2 << 20;
 
-/// One line of `/proc/self/maps`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapLine {
-    /// First byte.
-    pub start: u64,
-    /// One past the last byte.
-    pub end: u64,
-    /// The name column (path or `[vdso]`-style tag), possibly empty.
-    pub name: String,
-}
-
-/// Parses `/proc/PID/maps` text.
-pub fn parse_maps(text: &str) -> Vec<MapLine> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        let Some(range) = it.next() else { continue };
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
-            continue;
-        };
-        // perms, offset, dev, inode, then the name (which may contain spaces).
-        let name = line
-            .splitn(6, char::is_whitespace)
-            .nth(5)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
-        out.push(MapLine { start, end, name });
-    }
-    out
-}
-
 /// This process's mappings.
 ///
 /// # Errors
 /// [`RestoreError::Io`] when `/proc/self/maps` cannot be read.
-pub fn self_maps() -> Result<Vec<MapLine>, RestoreError> {
+pub fn self_maps() -> Result<Vec<Mapping>, RestoreError> {
     let text = compel::proc::read_text("/proc/self/maps").map_err(|e| RestoreError::Io {
         what: "/proc/self/maps".into(),
         error: e,
     })?;
-    Ok(parse_maps(&text))
+    Ok(compel::proc::parse_maps(&text))
 }
 
 /// This kernel's special mappings in this process.
@@ -72,8 +40,12 @@ pub struct Special {
 
 impl Special {
     /// Finds the special mappings in `maps`.
-    pub fn from_maps(maps: &[MapLine]) -> Special {
-        let find = |n: &str| maps.iter().find(|m| m.name == n).map(|m| (m.start, m.end));
+    pub fn from_maps(maps: &[Mapping]) -> Special {
+        let find = |n: &str| {
+            maps.iter()
+                .find(|m| m.name == n)
+                .map(|m| (m.start.0, m.end.0))
+        };
         Special {
             vvar: find("[vvar]"),
             vvar_vclock: find("[vvar_vclock]"),
@@ -128,6 +100,12 @@ pub fn page_up(v: u64) -> u64 {
     v.div_ceil(PAGE) * PAGE
 }
 
+/// The PMD size on x86_64: what one huge page or one page table covers.
+pub const HUGE: u64 = 2 << 20;
+
+/// The fill helper's stack (see [`super::ops::FillHelper`]).
+pub const HELPER_STACK: u64 = 32 << 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,7 +117,7 @@ mod tests {
                  7f3b1f185000-7f3b1f187000 r--p 00000000 00:00 0  [vvar_vclock]\n\
                  7f3b1f187000-7f3b1f189000 r-xp 00000000 00:00 0 [vdso]\n\
                  7f00-7f10 rw-p 00000000 00:00 0\n";
-        let m = parse_maps(t);
+        let m = compel::proc::parse_maps(t);
         assert_eq!(m.len(), 5);
         assert_eq!(m[0].name, "/usr/bin/a b");
         assert_eq!(m[4].name, "");

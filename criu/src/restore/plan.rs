@@ -4,10 +4,12 @@
 
 use std::ffi::CString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use compel_arch::UserRegs;
 
 use super::abi;
+use crate::files::RestoreFile;
 
 /// The kind of a memory area.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,96 +90,21 @@ pub struct PageRun {
     pub offset: u64,
 }
 
-/// How one descriptor is reopened.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a descriptor comes from: an open file of some kind (see [`crate::files`]), or the
+/// same open file as an earlier descriptor of the task.
+#[derive(Clone, Debug)]
 pub enum FdSource {
-    /// Open a path (regular file, directory, device).
-    Path {
-        /// The path.
-        path: CString,
-        /// `open` flags (access mode, `O_APPEND`, `O_NONBLOCK`, ...).
-        flags: i32,
-        /// The offset to seek to.
-        pos: u64,
-    },
-    /// A file deleted while open: recreate it at `path` from `content`, open, unlink.
-    Deleted {
-        /// Where to recreate it (its old path).
-        path: CString,
-        /// `open` flags.
-        flags: i32,
-        /// The offset to seek to.
-        pos: u64,
-        /// Permission bits.
-        mode: u32,
-        /// Its saved content.
-        content: Vec<u8>,
-    },
     /// The same open file as an earlier descriptor.
     Dup {
         /// That descriptor.
         of: i32,
     },
-    /// One end of a pipe (ends with the same `id` are connected).
-    Pipe {
-        /// The pipe's id in the image.
-        id: u32,
-        /// The write end (else the read end).
-        write: bool,
-        /// `O_NONBLOCK` and friends.
-        flags: i32,
-        /// Bytes that were buffered in the pipe (from `pipes-data.img`), refilled on creation.
-        data: Vec<u8>,
-        /// The pipe's capacity when dumped (0: unknown).
-        size: u32,
-    },
-    /// The controlling terminal (`--shell-job`): criu's own terminal descriptor.
-    Tty {
-        /// `open` flags.
-        flags: i32,
-    },
-    /// An eventfd with its counter.
-    EventFd {
-        /// The counter.
-        counter: u64,
-        /// File status flags (`O_NONBLOCK`).
-        flags: i32,
-    },
-    /// A signalfd with its mask.
-    SignalFd {
-        /// Signals it reads.
-        mask: u64,
-        /// File status flags (`O_NONBLOCK`).
-        flags: i32,
-    },
-    /// A timerfd with its clock, expirations not yet read and its setting.
-    TimerFd {
-        /// `CLOCK_*`.
-        clock: i32,
-        /// File status flags (`O_NONBLOCK`).
-        flags: i32,
-        /// Expirations not read yet.
-        ticks: u64,
-        /// `TFD_TIMER_*` flags it was set with.
-        settime_flags: i32,
-        /// Time left until the next expiration (seconds, nanoseconds), relative even when the
-        /// timer was set with an absolute time.
-        value: (i64, i64),
-        /// Interval (seconds, nanoseconds).
-        interval: (i64, i64),
-    },
-    /// An epoll instance and what it watches: (fd, events, data), placed after every other
-    /// descriptor of the task.
-    Epoll {
-        /// File status flags.
-        flags: i32,
-        /// Watched descriptors of this task.
-        targets: Vec<(i32, u32, u64)>,
-    },
+    /// An open file, parsed by its kind.
+    File(Arc<dyn RestoreFile>),
 }
 
 /// One descriptor of the task.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Fd {
     /// The descriptor number.
     pub fd: i32,
@@ -210,7 +137,7 @@ pub struct FpuPlan {
     pub components: Vec<(u32, Vec<u8>)>,
 }
 
-/// One more thread of the task (besides the leader, whose state is in [`TaskPlan`]).
+/// One thread of a task: its registers and what the kernel keeps per thread.
 #[derive(Clone, Debug, Default)]
 pub struct ThreadPlan {
     /// Its thread id.
@@ -222,13 +149,13 @@ pub struct ThreadPlan {
     /// Blocked signals.
     pub sigmask: u64,
     /// Alternate signal stack (`ss_sp`, `ss_flags`, `ss_size`).
-    pub altstack: Option<(u64, i32, u64)>,
+    pub altstack: Option<AltStack>,
     /// `set_tid_address` value.
     pub clear_tid_addr: u64,
     /// Robust futex list (head, len).
-    pub robust_list: (u64, u64),
+    pub robust_list: RobustList,
     /// rseq registration (area, len, signature).
-    pub rseq: Option<(u64, u32, u32)>,
+    pub rseq: Option<Rseq>,
     /// Pending signals of this thread.
     pub pending: Vec<[u8; abi::SIGINFO_SIZE]>,
     /// Credentials.
@@ -244,9 +171,19 @@ pub struct ThreadPlan {
 }
 
 impl TaskPlan {
-    /// Whether the leader or another thread goes back under seccomp.
+    /// Whether a thread goes back under seccomp.
     pub fn under_seccomp(&self) -> bool {
-        self.seccomp.is_some() || self.threads.iter().any(|t| t.seccomp.is_some())
+        self.threads.iter().any(|t| t.seccomp.is_some())
+    }
+
+    /// The leader thread (`None` only for a zombie).
+    pub fn leader(&self) -> Option<&ThreadPlan> {
+        self.threads.first()
+    }
+
+    /// The threads besides the leader.
+    pub fn others(&self) -> &[ThreadPlan] {
+        self.threads.get(1..).unwrap_or(&[])
     }
 }
 
@@ -262,8 +199,8 @@ pub struct SeccompPlan {
     pub filters: Vec<(Vec<u8>, u32)>,
 }
 
-/// Everything needed to bring back one task (its leader thread here, the others in
-/// [`TaskPlan::threads`]).
+/// Everything needed to bring back one task: what the whole process shares here, what each
+/// thread has of its own in [`TaskPlan::threads`] (the leader first).
 #[derive(Clone, Debug, Default)]
 pub struct TaskPlan {
     /// The pid to recreate.
@@ -299,14 +236,6 @@ pub struct TaskPlan {
     pub mm: Option<abi::MmMap>,
     /// Saved auxiliary vector words.
     pub auxv: Vec<u64>,
-    /// General registers.
-    pub regs: UserRegs,
-    /// FPU state.
-    pub fpu: FpuPlan,
-    /// Blocked signals.
-    pub sigmask: u64,
-    /// Alternate signal stack (`ss_sp`, `ss_flags`, `ss_size`).
-    pub altstack: Option<(u64, i32, u64)>,
     /// Handlers of signals 1..=64 (empty: leave).
     pub sigactions: Vec<abi::KSigaction>,
     /// Resource limits (resource `i` at index `i`).
@@ -315,41 +244,25 @@ pub struct TaskPlan {
     pub itimers: [Option<abi::Itimerval>; 3],
     /// POSIX timers.
     pub posix_timers: Vec<abi::PosixTimer>,
-    /// Credentials.
-    pub creds: Option<CredsPlan>,
     /// Personality.
     pub personality: Option<u32>,
     /// Dumpable.
     pub dumpable: Option<i32>,
-    /// Parent-death signal.
-    pub pdeath_sig: Option<i32>,
-    /// no_new_privs.
-    pub no_new_privs: bool,
-    /// The leader's seccomp mode and filters.
-    pub seccomp: Option<SeccompPlan>,
     /// File locks to take once its descriptors are in place.
-    pub locks: Vec<crate::restore::child::LockOp>,
+    pub locks: Vec<LockOp>,
     /// THP disabled.
     pub thp_disabled: Option<bool>,
     /// Child subreaper.
     pub child_subreaper: Option<bool>,
-    /// `set_tid_address` value.
-    pub clear_tid_addr: u64,
-    /// Robust futex list (head, len).
-    pub robust_list: (u64, u64),
-    /// rseq registration (area, len, signature).
-    pub rseq: Option<(u64, u32, u32)>,
     /// Process-wide pending signals (raw `siginfo_t`s).
     pub pending_shared: Vec<[u8; abi::SIGINFO_SIZE]>,
-    /// Thread pending signals.
-    pub pending_thread: Vec<[u8; abi::SIGINFO_SIZE]>,
     /// `oom_score_adj`.
     pub oom_score_adj: Option<i32>,
     /// The task was job-control stopped by this signal: it is stopped again after the restore.
     pub stop_signal: Option<i32>,
     /// Scheduling: nice value, policy and real-time priority.
-    pub sched: Option<(i32, u32, u32)>,
-    /// The other threads.
+    pub sched: Option<Sched>,
+    /// Its threads, the leader first (none for a zombie).
     pub threads: Vec<ThreadPlan>,
 }
 
@@ -388,7 +301,7 @@ impl TreePlan {
     pub fn all_ids(&self) -> impl Iterator<Item = i32> + '_ {
         self.tasks
             .iter()
-            .flat_map(|t| std::iter::once(t.pid).chain(t.threads.iter().map(|th| th.tid)))
+            .flat_map(|t| std::iter::once(t.pid).chain(t.others().iter().map(|th| th.tid)))
     }
 
     /// The tasks that come back alive (not zombies).
@@ -398,4 +311,61 @@ impl TreePlan {
             .enumerate()
             .filter(|(_, t)| t.zombie.is_none())
     }
+}
+
+/// A file lock to take through a descriptor of the new task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockOp {
+    /// `flock` (2), a POSIX record lock (1) or an OFD record lock (4): CRIU's kinds.
+    pub kind: u32,
+    /// `F_RDLCK` or `F_WRLCK`.
+    pub ltype: u32,
+    /// The descriptor.
+    pub fd: i32,
+    /// First byte (record locks).
+    pub start: i64,
+    /// Length, 0 for "to the end" (record locks).
+    pub len: i64,
+}
+
+/// An rseq registration: the area, its length and the signature of its abort handlers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rseq {
+    /// The `struct rseq` area.
+    pub area: u64,
+    /// Its registered length.
+    pub len: u32,
+    /// The signature.
+    pub sig: u32,
+}
+
+/// An alternate signal stack (`sigaltstack`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AltStack {
+    /// `ss_sp`.
+    pub sp: u64,
+    /// `ss_flags`.
+    pub flags: i32,
+    /// `ss_size`.
+    pub size: u64,
+}
+
+/// A robust futex list (`set_robust_list`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RobustList {
+    /// The list head.
+    pub head: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+/// Scheduling: nice value, policy and real-time priority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sched {
+    /// The nice value.
+    pub nice: i32,
+    /// `SCHED_*`.
+    pub policy: u32,
+    /// Real-time priority.
+    pub prio: u32,
 }

@@ -4,9 +4,12 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use compel::ptrace::{self as cptrace, SyscallInfo, options};
+use compel::syscall_stop::{SyscallRun, await_syscall_stop};
+use compel::{RemoteAddr, TaskError};
 use compel_arch::nr;
 use nix::errno::Errno;
-use nix::sys::ptrace::{self, Options};
+use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -14,14 +17,36 @@ use nix::unistd::Pid;
 use super::abi::{self, Status};
 use super::{RestoreError, child};
 
-const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
-const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
-const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
-const SYSCALL_INFO_ENTRY: u8 = 1;
-const SYSCALL_INFO_EXIT: u8 = 2;
-
 fn terr(pid: i32, what: &'static str) -> impl Fn(Errno) -> RestoreError {
     move |errno| RestoreError::Trace { pid, what, errno }
+}
+
+/// A failure of compel's tracing runtime, as the restore reports it.
+fn compel_err(e: TaskError) -> RestoreError {
+    match e {
+        TaskError::Died { tid, how } => RestoreError::Died {
+            pid: tid,
+            status: how,
+        },
+        TaskError::Ptrace { op, tid, source } => RestoreError::Trace {
+            pid: tid,
+            what: op,
+            errno: source,
+        },
+        TaskError::Wait { tid, source } => RestoreError::Trace {
+            pid: tid,
+            what: "waitpid",
+            errno: source,
+        },
+        other => RestoreError::Trace {
+            pid: 0,
+            what: "tracing",
+            errno: match other {
+                TaskError::NoSuchTask { .. } => Errno::ESRCH,
+                _ => Errno::EIO,
+            },
+        },
+    }
 }
 
 /// Attaches to the new task (it waits on its go pipe, so it has done nothing yet). The task
@@ -34,12 +59,11 @@ fn terr(pid: i32, what: &'static str) -> impl Fn(Errno) -> RestoreError {
 /// restorer installs bind only once the task is let go (`PTRACE_O_SUSPEND_SECCOMP`, which needs
 /// CAP_SYS_ADMIN): the restorer's own last steps and the engine's remote calls stay free.
 pub fn seize(pid: i32, suspend_seccomp: bool) -> Result<(), RestoreError> {
-    let mut opts =
-        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACECLONE;
+    let mut opts = options::TRACESYSGOOD | options::EXITKILL | options::TRACECLONE;
     if suspend_seccomp {
-        opts |= Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP);
+        opts |= options::SUSPEND_SECCOMP;
     }
-    ptrace::seize(Pid::from_raw(pid), opts).map_err(|e| match e {
+    cptrace::seize(pid, opts).map_err(|e| match e {
         Errno::EPERM if suspend_seccomp => RestoreError::Unsupported {
             what: format!(
                 "task {pid} runs under seccomp: restoring it needs CAP_SYS_ADMIN \
@@ -293,67 +317,8 @@ fn poll_thread(tid: i32, parked: &mut Vec<i32>) -> Result<(), RestoreError> {
     }
 }
 
-/// `struct ptrace_syscall_info`, the parts we read.
-#[repr(C)]
-#[derive(Default)]
-struct SyscallInfo {
-    op: u8,
-    pad: [u8; 3],
-    arch: u32,
-    instruction_pointer: u64,
-    stack_pointer: u64,
-    /// entry: nr, args[6]; exit: rval, is_error.
-    data: [u64; 7],
-}
-
-fn syscall_info(pid: i32) -> Result<SyscallInfo, RestoreError> {
-    let mut info = SyscallInfo::default();
-    // SAFETY: the kernel writes at most size_of::<SyscallInfo>() bytes into a live local.
-    let r = unsafe {
-        libc::ptrace(
-            PTRACE_GET_SYSCALL_INFO,
-            pid,
-            std::mem::size_of::<SyscallInfo>(),
-            &raw mut info,
-        )
-    };
-    if r < 0 {
-        return Err(terr(pid, "PTRACE_GET_SYSCALL_INFO")(Errno::last()));
-    }
-    Ok(info)
-}
-
-/// Continues to the next syscall stop, passing on signals.
-/// Waits for the next syscall stop of `tid`, which the caller let run with `PTRACE_SYSCALL`;
-/// a signal stop on the way is passed on to the thread, which is let run on.
-fn await_syscall_stop(tid: i32) -> Result<(), RestoreError> {
-    let p = Pid::from_raw(tid);
-    loop {
-        match waitpid(p, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::PtraceSyscall(_)) => return Ok(()),
-            Ok(WaitStatus::Stopped(_, s)) => {
-                ptrace::syscall(p, Some(s)).map_err(terr(tid, "PTRACE_SYSCALL"))?
-            }
-            Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                return Err(died(tid, ws));
-            }
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(terr(tid, "waitpid")(e)),
-        }
-    }
-}
-
 fn syscall_on(tid: i32) -> Result<(), RestoreError> {
-    ptrace::syscall(Pid::from_raw(tid), None).map_err(terr(tid, "PTRACE_SYSCALL"))
-}
-
-fn sigmask(pid: i32, req: libc::c_uint, mask: &mut u64) -> Result<(), RestoreError> {
-    // SAFETY: the kernel reads or writes one 8-byte mask in a live local.
-    let r = unsafe { libc::ptrace(req, pid, 8usize, mask as *mut u64) };
-    if r < 0 {
-        return Err(terr(pid, "PTRACE_{GET,SET}SIGMASK")(Errno::last()));
-    }
-    Ok(())
+    cptrace::syscall(tid, 0).map_err(terr(tid, "PTRACE_SYSCALL"))
 }
 
 /// Lets every thread of `tids` (the stopped threads of any number of tasks) run into its final
@@ -375,11 +340,12 @@ pub fn run_to_sigreturn(tids: &[i32]) -> Result<(), RestoreError> {
     let mut left = ts.len();
     while left > 0 {
         for (tid, last_nr, done) in ts.iter_mut().filter(|t| !t.2) {
-            await_syscall_stop(*tid)?;
-            let info = syscall_info(*tid)?;
-            match info.op {
-                SYSCALL_INFO_ENTRY => *last_nr = info.data[0],
-                SYSCALL_INFO_EXIT if *last_nr == nr::RT_SIGRETURN as u64 => {
+            await_syscall_stop(*tid).map_err(compel_err)?;
+            let info =
+                cptrace::syscall_info(*tid).map_err(terr(*tid, "PTRACE_GET_SYSCALL_INFO"))?;
+            match info {
+                SyscallInfo::Entry { nr, .. } => *last_nr = nr,
+                SyscallInfo::Exit { .. } if *last_nr == nr::RT_SIGRETURN as u64 => {
                     *done = true;
                     left -= 1;
                     continue;
@@ -414,44 +380,29 @@ pub struct Resumable {
 /// # Errors
 /// [`RestoreError::Trace`], [`RestoreError::Died`].
 pub fn unmap_and_detach(tasks: &[Resumable]) -> Result<(), RestoreError> {
-    let mut saved = Vec::with_capacity(tasks.len());
+    let mut runs = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let (pid, p) = (t.pid, Pid::from_raw(t.pid));
-        let regs = ptrace::getregs(p).map_err(terr(pid, "PTRACE_GETREGS"))?;
-        let mut mask = 0u64;
-        sigmask(pid, PTRACE_GETSIGMASK, &mut mask)?;
-        let mut all = !0u64;
-        sigmask(pid, PTRACE_SETSIGMASK, &mut all)?;
-        let mut r = regs;
-        r.rip = t.syscall_insn;
-        r.rax = nr::MUNMAP as u64;
-        r.orig_rax = u64::MAX;
-        r.rdi = t.restorer.0;
-        r.rsi = t.restorer.1;
-        ptrace::setregs(p, r).map_err(terr(pid, "PTRACE_SETREGS"))?;
-        syscall_on(pid)?;
-        saved.push((regs, mask));
+        let args = [t.restorer.0, t.restorer.1, 0, 0, 0, 0];
+        let run = SyscallRun::start(t.pid, RemoteAddr(t.syscall_insn), nr::MUNMAP, args)
+            .map_err(compel_err)?;
+        runs.push(run);
     }
-    for t in tasks {
-        await_syscall_stop(t.pid)?; // entry of munmap
-        syscall_on(t.pid)?;
+    for run in &mut runs {
+        run.enter().map_err(compel_err)?; // entry of munmap
     }
-    for (t, (regs, mut mask)) in tasks.iter().zip(saved) {
-        let (pid, p) = (t.pid, Pid::from_raw(t.pid));
-        await_syscall_stop(pid)?; // exit of munmap
-        let after = ptrace::getregs(p).map_err(terr(pid, "PTRACE_GETREGS"))?;
-        if after.rax != 0 {
-            tracing::warn!(pid, ret = after.rax as i64, "unmapping the restorer failed");
+    for run in runs {
+        let pid = run.tid();
+        let ret = run.finish().map_err(compel_err)?; // exit of munmap
+        if ret != 0 {
+            tracing::warn!(pid, ret, "unmapping the restorer failed");
         }
-        ptrace::setregs(p, regs).map_err(terr(pid, "PTRACE_SETREGS"))?;
-        sigmask(pid, PTRACE_SETSIGMASK, &mut mask)?;
     }
     for t in tasks {
         for &tid in &t.threads {
-            ptrace::detach(Pid::from_raw(tid), None).map_err(terr(tid, "PTRACE_DETACH"))?;
+            cptrace::detach(tid, 0).map_err(terr(tid, "PTRACE_DETACH"))?;
         }
-        let sig = t.stop_signal.and_then(|s| Signal::try_from(s).ok());
-        ptrace::detach(Pid::from_raw(t.pid), sig).map_err(terr(t.pid, "PTRACE_DETACH"))?;
+        let sig = t.stop_signal.filter(|s| Signal::try_from(*s).is_ok());
+        cptrace::detach(t.pid, sig.unwrap_or(0)).map_err(terr(t.pid, "PTRACE_DETACH"))?;
     }
     Ok(())
 }

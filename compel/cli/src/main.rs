@@ -1,4 +1,6 @@
-//! The `compel` command line: a thin layer over the compel and compel-builder libraries.
+//! The `compel` command line (package `compel-cli`, binary `compel`): a thin layer over the
+//! compel and compel-builder libraries. It lives in its own crate so that the `compel` library
+//! does not pull in clap, anyhow, tracing-subscriber and the builder for its users.
 
 use clap::{Parser, Subcommand};
 

@@ -1,0 +1,456 @@
+//! The contents of a task's memory: which pages of its VMAs ([`super::vma`]) are saved, written
+//! as `pagemap-PID.img` + `pages-N.img`, and shared anonymous memory once per object as
+//! `pagemap-shmem-SHMID.img`. This is where incremental dumps (pre-dump, a parent's pages) go.
+//!
+//! Pages are dumped for private VMAs only: every present or swapped page of an anonymous private
+//! VMA, and the copied-on-write (anonymous) pages of a private file mapping; shared file mappings
+//! live in their files and `[vvar]` is the kernel's. Which pages of a VMA hold data comes from the
+//! `PAGEMAP_SCAN` ioctl (or `/proc/PID/pagemap`); their contents are copied into the pages files
+//! by the `pages_file` module.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PRESENT};
+use criu_images::vma::status;
+use criu_images::{Pagemap, names};
+
+use super::DumpError;
+use super::pages_file::{self, Segment};
+use super::vma::Vma;
+
+/// Page bits of `/proc/PID/pagemap`.
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAP: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+const PM_GUARD: u64 = 1 << 58;
+const PM_PFN: u64 = (1 << 55) - 1;
+
+/// Counters of one page dump.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageStats {
+    /// Pages looked at.
+    pub scanned: u64,
+    /// Pages written.
+    pub written: u64,
+}
+
+/// Writes `pagemap-PID.img` and `pages-1.img` for the private pages of `vmas`, and
+/// `pagemap-shmem-SHMID.img` + `pages-N.img` (N = 2, 3, ...) for each shared anonymous object.
+///
+/// # Errors
+/// [`DumpError::Memory`] if the task's memory or pagemap cannot be read, [`DumpError::Image`],
+/// [`DumpError::File`] on write errors.
+pub fn dump_pages(pid: i32, vmas: &[Vma], dir: &Path) -> Result<PageStats, DumpError> {
+    let mut stats = dump_private_pages(pid, vmas, dir, 1)?;
+    let mut shared = SharedObjects::default();
+    shared.add(pid, vmas)?;
+    let s = shared.write(dir, 2)?;
+    stats.scanned += s.scanned;
+    stats.written += s.written;
+    Ok(stats)
+}
+
+fn open_pagemap(pid: i32) -> Result<File, DumpError> {
+    File::open(format!("/proc/{pid}/pagemap")).map_err(|e| DumpError::Memory {
+        pid,
+        addr: 0,
+        source: e,
+    })
+}
+
+/// Writes `pagemap-PID.img` and `pages-PAGES_ID.img` for the private pages of `vmas` of `pid`.
+///
+/// # Errors
+/// As [`dump_pages`].
+pub fn dump_private_pages(
+    pid: i32,
+    vmas: &[Vma],
+    dir: &Path,
+    pages_id: u32,
+) -> Result<PageStats, DumpError> {
+    let pagemap = open_pagemap(pid)?;
+    let mut stats = PageStats::default();
+    let mut pm = Pagemap {
+        pages_id,
+        entries: Vec::new(),
+    };
+    let mut segs: Vec<Segment> = Vec::new();
+    for v in vmas.iter().filter(|v| v.dumps_pages()) {
+        let lazy = if v.is(status::ANON_PRIVATE) && !v.is(status::VDSO) {
+            PE_LAZY
+        } else {
+            0
+        };
+        let runs = select_pages(pid, &pagemap, v, &mut stats)?;
+        for &(start, n) in &runs {
+            pm.push(start, n, PE_PRESENT | lazy);
+            stats.written += n;
+            segs.push(Segment {
+                readable: v.readable,
+                addr: start,
+                len: n * PAGE_SIZE,
+            });
+        }
+    }
+    pages_file::write_one(pid, &segs, dir, pages_id)?;
+    pm.write(dir.join(names::pagemap(pid as u32)))?;
+    Ok(stats)
+}
+
+/// Shared anonymous objects met in one or more processes: for each object (by shmid) the pages
+/// present in any of its mappings, by offset in the object, with where to read each.
+#[derive(Debug, Default)]
+pub struct SharedObjects {
+    objects: std::collections::BTreeMap<u64, std::collections::BTreeMap<u64, (i32, u64, bool)>>,
+    stats: PageStats,
+}
+
+impl SharedObjects {
+    /// Adds the shared anonymous mappings of `vmas` of `pid`.
+    ///
+    /// # Errors
+    /// [`DumpError::Memory`] if the pagemap cannot be read.
+    pub fn add(&mut self, pid: i32, vmas: &[Vma]) -> Result<(), DumpError> {
+        let shared: Vec<&Vma> = vmas.iter().filter(|v| v.is(status::ANON_SHARED)).collect();
+        if shared.is_empty() {
+            return Ok(());
+        }
+        let pagemap = open_pagemap(pid)?;
+        for v in shared {
+            let runs = select_pages(pid, &pagemap, v, &mut self.stats)?;
+            let obj = self.objects.entry(v.entry.shmid).or_default();
+            for (start, n) in runs {
+                for i in 0..n {
+                    let addr = start + i * PAGE_SIZE;
+                    let off = v.entry.pgoff + (addr - v.entry.start);
+                    obj.entry(off).or_insert((pid, addr, v.readable));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `pagemap-shmem-SHMID.img` and a pages file for each object, with pages ids from
+    /// `first_pages_id` on; returns the pages counted.
+    ///
+    /// # Errors
+    /// As [`dump_pages`].
+    pub fn write(self, dir: &Path, first_pages_id: u32) -> Result<PageStats, DumpError> {
+        let mut stats = self.stats;
+        for (k, (shmid, pages)) in self.objects.iter().enumerate() {
+            let pages_id = first_pages_id + k as u32;
+            let mut spm = Pagemap {
+                pages_id,
+                entries: Vec::new(),
+            };
+            // Runs of pages readable from one process, in object order.
+            let mut groups: Vec<(i32, Vec<Segment>)> = Vec::new();
+            for (&off, &(pid, addr, readable)) in pages {
+                spm.push(off, 1, PE_PRESENT);
+                stats.written += 1;
+                if groups.last().is_none_or(|g| g.0 != pid) {
+                    groups.push((pid, Vec::new()));
+                }
+                let segs = match groups.last_mut() {
+                    Some(g) => &mut g.1,
+                    None => continue,
+                };
+                match segs.last_mut() {
+                    Some(sg) if sg.readable == readable && sg.addr + sg.len == addr => {
+                        sg.len += PAGE_SIZE
+                    }
+                    _ => segs.push(Segment {
+                        readable,
+                        addr,
+                        len: PAGE_SIZE,
+                    }),
+                }
+            }
+            pages_file::write_many(&groups, dir, pages_id)?;
+            spm.write(dir.join(names::pagemap_shmem(*shmid)))?;
+        }
+        Ok(stats)
+    }
+
+    /// How many objects there are (each takes one pages id).
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+/// The runs `(start, pages)` of `v` whose pages the dump saves: every present or swapped page,
+/// except the zero page, guard pages, and (in private file mappings) pages still the file's.
+/// Uses the `PAGEMAP_SCAN` ioctl, which skips unpopulated ranges at once (a huge `PROT_NONE`
+/// reservation costs nothing), and falls back to reading `/proc/PID/pagemap` in windows.
+fn select_pages(
+    pid: i32,
+    pagemap: &File,
+    v: &Vma,
+    stats: &mut PageStats,
+) -> Result<Vec<(u64, u64)>, DumpError> {
+    stats.scanned += (v.entry.end - v.entry.start) / PAGE_SIZE;
+    match scan_pages(pagemap, v) {
+        Ok(runs) => Ok(runs),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
+            ) =>
+        {
+            read_pages(pid, pagemap, v)
+        }
+        Err(e) => Err(DumpError::Memory {
+            pid,
+            addr: v.entry.start,
+            source: e,
+        }),
+    }
+}
+
+// PAGEMAP_SCAN (linux/fs.h): _IOWR('f', 16, struct pm_scan_arg).
+const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+const PAGE_IS_FILE: u64 = 1 << 2;
+const PAGE_IS_PRESENT: u64 = 1 << 3;
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
+const PAGE_IS_PFNZERO: u64 = 1 << 5;
+const PAGE_IS_GUARD: u64 = 1 << 8;
+
+#[repr(C)]
+#[derive(Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+fn scan_pages(pagemap: &File, v: &Vma) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    // Wanted: present or swapped; and none of: the zero page, a guard page, and (private file
+    // mappings) a page that is still the file's.
+    let mut unwanted = PAGE_IS_PFNZERO | PAGE_IS_GUARD;
+    if v.is(status::FILE_PRIVATE) {
+        unwanted |= PAGE_IS_FILE;
+    }
+    let mut regions = vec![PageRegion::default(); 512];
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut at = v.entry.start;
+    while at < v.entry.end {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            start: at,
+            end: v.entry.end,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            category_inverted: unwanted,
+            category_mask: unwanted,
+            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            ..PmScanArg::default()
+        };
+        // SAFETY: the kernel reads `arg` and writes at most `vec_len` page regions into
+        // `regions` (its length), both alive for the call.
+        let n = unsafe {
+            libc::ioctl(
+                pagemap.as_raw_fd(),
+                PAGEMAP_SCAN,
+                &mut arg as *mut PmScanArg,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for r in &regions[..(n as usize).min(regions.len())] {
+            let pages = (r.end - r.start) / PAGE_SIZE;
+            match runs.last_mut() {
+                Some((s, k)) if *s + *k * PAGE_SIZE == r.start => *k += pages,
+                _ => runs.push((r.start, pages)),
+            }
+        }
+        if arg.walk_end <= at {
+            break;
+        }
+        at = arg.walk_end;
+    }
+    Ok(runs)
+}
+
+/// [`scan_pages`] the slow way: `/proc/PID/pagemap` words, 64 Ki pages at a time.
+fn read_pages(pid: i32, pagemap: &File, v: &Vma) -> Result<Vec<(u64, u64)>, DumpError> {
+    const WINDOW: u64 = 64 << 10;
+    let file_backed = v.is(status::FILE_PRIVATE);
+    // Anonymous pages only ever read are the kernel's shared zero page: nothing to save (the
+    // restored area reads as zeros anyway), as CRIU skips them.
+    let zero = if v.is(status::ANON_PRIVATE) {
+        zero_pfn()
+    } else {
+        None
+    };
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut words = Vec::new();
+    let mut first = v.entry.start / PAGE_SIZE;
+    let last = v.entry.end / PAGE_SIZE;
+    while first < last {
+        let n = (last - first).min(WINDOW);
+        words.resize(n as usize * 8, 0);
+        pagemap
+            .read_exact_at(&mut words, first * 8)
+            .map_err(|e| DumpError::Memory {
+                pid,
+                addr: first * PAGE_SIZE,
+                source: e,
+            })?;
+        for (i, w) in words.chunks_exact(8).enumerate() {
+            let w = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+            let is_zero_page = w & PM_PRESENT != 0 && zero == Some(w & PM_PFN);
+            let wanted = (w & (PM_PRESENT | PM_SWAP) != 0)
+                && w & PM_GUARD == 0
+                && !is_zero_page
+                && !(file_backed && w & PM_FILE != 0 && w & PM_SWAP == 0);
+            if !wanted {
+                continue;
+            }
+            let addr = (first + i as u64) * PAGE_SIZE;
+            match runs.last_mut() {
+                Some((s, k)) if *s + *k * PAGE_SIZE == addr => *k += 1,
+                _ => runs.push((addr, 1)),
+            }
+        }
+        first += n;
+    }
+    Ok(runs)
+}
+
+/// The page frame number of the kernel's zero page, found once by reading a fresh anonymous
+/// page of our own; `None` where `/proc/self/pagemap` hides frame numbers (no
+/// `CAP_SYS_ADMIN`), and then no page is skipped.
+fn zero_pfn() -> Option<u64> {
+    static ZERO: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *ZERO.get_or_init(|| {
+        // SAFETY: a fresh private read-only anonymous page, read once and unmapped; it aliases
+        // no Rust object.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                PAGE_SIZE as usize,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            std::ptr::read_volatile(p as *const u8);
+            let mut w = [0u8; 8];
+            let ok = File::open("/proc/self/pagemap")
+                .and_then(|f| f.read_exact_at(&mut w, p as u64 / PAGE_SIZE * 8))
+                .is_ok();
+            libc::munmap(p, PAGE_SIZE as usize);
+            let w = u64::from_le_bytes(w);
+            (ok && w & PM_PRESENT != 0 && w & PM_PFN != 0).then_some(w & PM_PFN)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dump::files::FileTable;
+    use crate::dump::proc::read_smaps;
+    use crate::dump::vma::classify;
+
+    #[test]
+    fn scan_and_pagemap_agree() {
+        use std::os::fd::AsRawFd;
+        let pid = std::process::id() as i32;
+        let map = |len: usize, prot: i32, flags: i32, fd: i32| {
+            // SAFETY: a fresh mapping chosen by the kernel, owned by this test.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
+            assert_ne!(p, libc::MAP_FAILED);
+            p as *mut u8
+        };
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        // Anonymous: pages 0, 1, 5 written, 2 and 3 only read (zero page), the rest untouched.
+        let a = map(16 * 4096, rw, anon, -1);
+        // A private file mapping with its second page copied on write.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), vec![7u8; 4 * 4096]).unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let fm = map(4 * 4096, rw, libc::MAP_PRIVATE, f.as_raw_fd());
+        // SAFETY: all accesses are inside the mappings above.
+        unsafe {
+            for p in [0, 1, 5] {
+                a.add(p * 4096).write_volatile(1);
+            }
+            for p in [2, 3] {
+                a.add(p * 4096).read_volatile();
+            }
+            fm.read_volatile();
+            fm.add(4096).write_volatile(9);
+        }
+        let maps = read_smaps(pid).unwrap();
+        let mut files = FileTable::new(1 << 20);
+        let vmas = classify(pid, &maps, &mut files).unwrap();
+        let pagemap = File::open(format!("/proc/{pid}/pagemap")).unwrap();
+        // Our mappings may have merged with neighbours: look at their own range only.
+        let within = |addr: *mut u8, len: u64| {
+            let (lo, hi) = (addr as u64, addr as u64 + len);
+            let v = vmas
+                .iter()
+                .find(|v| v.entry.start <= lo && hi <= v.entry.end)
+                .unwrap();
+            let cut = |runs: Vec<(u64, u64)>| -> Vec<u64> {
+                runs.into_iter()
+                    .flat_map(|(s, n)| (0..n).map(move |i| s + i * 4096))
+                    .filter(|&p| lo <= p && p < hi)
+                    .map(|p| (p - lo) / 4096)
+                    .collect()
+            };
+            (
+                cut(scan_pages(&pagemap, v).unwrap()),
+                cut(read_pages(pid, &pagemap, v).unwrap()),
+            )
+        };
+        let (scan, read) = within(a, 16 * 4096);
+        assert_eq!(scan, vec![0, 1, 5]);
+        assert_eq!(read, scan);
+        let (scan, read) = within(fm, 4 * 4096);
+        assert_eq!(scan, vec![1]);
+        assert_eq!(read, scan);
+        // SAFETY: unmapping our own mappings.
+        unsafe {
+            libc::munmap(a as *mut libc::c_void, 16 * 4096);
+            libc::munmap(fm as *mut libc::c_void, 4 * 4096);
+        }
+    }
+}

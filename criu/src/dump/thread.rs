@@ -1,0 +1,162 @@
+//! Per-thread state of a frozen process: registers (general and xsave), the blocked mask, rseq,
+//! the robust list, queued signals, and what each thread keeps for itself (alternate signal
+//! stack, parent-death signal, clear-tid address, read in that thread through a scratch page);
+//! one `core` entry per thread, the leader first, with its seccomp mode and filters.
+
+use compel::Task;
+use criu_images::pb::{CoreEntry, SeccompFilter};
+
+use super::DumpError;
+use super::core::{self, CoreInput, ProcessInput};
+use super::proc::{self, ProcStat, ProcStatus};
+use super::seccomp;
+use super::self_state::{self, Scratch, ThreadSelfState};
+
+/// One thread as the dump saves it.
+pub(super) struct ThreadDump {
+    /// Thread id.
+    pub tid: i32,
+    /// Its `core` entry (seccomp fields still unset: they index the tree's filter table).
+    pub core: CoreEntry,
+    /// Seccomp mode (0 none, 1 strict, 2 filter).
+    pub seccomp_mode: u32,
+    /// Its seccomp filters, oldest first.
+    pub seccomp_filters: Vec<SeccompFilter>,
+}
+
+/// Reads every thread of the seized process `pid`, the leader first, then the others in
+/// `/proc/PID/task` order.
+///
+/// # Errors
+/// [`DumpError::Registers`], [`DumpError::Ptrace`], [`DumpError::Remote`],
+/// [`DumpError::Proc`], [`DumpError::Unsupported`] for seccomp filters that cannot be read.
+pub(super) fn dump_threads(
+    task: &mut Task,
+    pid: i32,
+    leader_stat: &ProcStat,
+    leader_status: &ProcStatus,
+    process: &ProcessInput<'_>,
+) -> Result<Vec<ThreadDump>, DumpError> {
+    let mut tids = task.threads();
+    tids.sort_by_key(|&t| t != pid);
+    // What each other thread keeps for itself is read in that thread, through a scratch page.
+    let others: Vec<(i32, ThreadSelfState)> = if tids.len() > 1 {
+        let scratch = Scratch::map(task, pid)?;
+        let mut v = Vec::new();
+        let mut err = None;
+        for &tid in tids.iter().filter(|&&t| t != pid) {
+            match self_state::read_thread(task, tid, &scratch) {
+                Ok(st) => v.push((tid, st)),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        let unmapped = scratch.unmap(task, pid);
+        if let Some(e) = err {
+            return Err(e);
+        }
+        unmapped?;
+        v
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::with_capacity(tids.len());
+    for &tid in &tids {
+        let leader = tid == pid;
+        let (stat, status) = if leader {
+            (leader_stat.clone(), leader_status.clone())
+        } else {
+            (proc::read_stat(tid)?, proc::read_status(tid)?)
+        };
+        let regs = task
+            .regs(tid)
+            .map_err(|source| DumpError::Registers { pid: tid, source })?;
+        let xsave = task
+            .xsave(tid)
+            .map_err(|source| DumpError::Registers { pid: tid, source })?;
+        let sigmask = task
+            .sigmask(tid)
+            .map_err(|source| DumpError::Registers { pid: tid, source })?;
+        let own = if leader {
+            process.self_state.leader
+        } else {
+            others
+                .iter()
+                .find(|(t, _)| *t == tid)
+                .map(|(_, st)| *st)
+                .unwrap_or_default()
+        };
+        let core = core::core_entry(&CoreInput {
+            process,
+            regs: &regs,
+            xsave: &xsave,
+            sigmask,
+            stat: &stat,
+            status: &status,
+            robust_list: robust_list(tid),
+            rseq: rseq_configuration(tid),
+            pending_thread: pending_signals(tid, false)?,
+            leader,
+            thread: own,
+        });
+        let mode = status.seccomp;
+        let filters = if mode == 2 {
+            seccomp::filters(tid)?
+        } else {
+            Vec::new()
+        };
+        out.push(ThreadDump {
+            tid,
+            core,
+            seccomp_mode: mode,
+            seccomp_filters: filters,
+        });
+    }
+    Ok(out)
+}
+
+/// The rseq registration of a thread we hold stopped under ptrace (compel's
+/// `PTRACE_GET_RSEQ_CONFIGURATION`): `(pointer, size, signature)`, `None` when it has none or
+/// the kernel cannot say.
+fn rseq_configuration(tid: i32) -> Option<(u64, u32, u32)> {
+    compel::ptrace::rseq_configuration(tid)
+        .ok()
+        .flatten()
+        .map(|c| (c.abi_pointer, c.abi_size, c.signature))
+}
+
+/// The pending signals of thread `tid` (held under ptrace): its own queue, or with `shared` the
+/// process-wide one, as raw 128-byte `siginfo_t`s, read without dequeuing them (compel's
+/// `PTRACE_PEEKSIGINFO`).
+pub(super) fn pending_signals(tid: i32, shared: bool) -> Result<Vec<Vec<u8>>, DumpError> {
+    let queue = if shared {
+        compel::ptrace::SigQueue::Shared
+    } else {
+        compel::ptrace::SigQueue::Thread
+    };
+    compel::ptrace::peek_siginfo(tid, queue)
+        .map(|v| v.iter().map(|si| si.to_vec()).collect())
+        .map_err(|e| DumpError::Ptrace {
+            pid: tid,
+            what: "PEEKSIGINFO",
+            source: e,
+        })
+}
+
+/// `get_robust_list(tid)`: the head address and its length.
+fn robust_list(tid: i32) -> (u64, u32) {
+    let mut head: u64 = 0;
+    let mut len: libc::size_t = 0;
+    // SAFETY: the kernel writes one pointer into `head` and one size into `len`, both locals.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid as libc::c_long,
+            &mut head as *mut u64,
+            &mut len as *mut libc::size_t,
+        )
+    };
+    if r == 0 { (head, len as u32) } else { (0, 0) }
+}

@@ -1,0 +1,202 @@
+//! The VMAs of a task as CRIU's `vma_entry`s: each `/proc/PID/smaps` line classified the way
+//! CRIU classifies it (`VMA_AREA_REGULAR`, `VMA_ANON_PRIVATE`, `VMA_FILE_PRIVATE`,
+//! `VMA_FILE_SHARED`, `VMA_ANON_SHARED`, heap, vDSO, `[vvar]` + `[vvar_vclock]` merged into one
+//! `VMA_AREA_VVAR`, vsyscall), with its protection, flags and madvise bits, and the files it maps
+//! registered in the file table. Which of their pages are saved, and how, is [`super::pages`].
+
+use criu_images::pb::VmaEntry;
+use criu_images::vma::{TASK_SIZE, status};
+
+use super::DumpError;
+use super::files::FileTable;
+use super::proc::Mapping;
+
+const MAP_SHARED: u32 = libc::MAP_SHARED as u32;
+const MAP_PRIVATE: u32 = libc::MAP_PRIVATE as u32;
+const MAP_ANONYMOUS: u32 = libc::MAP_ANONYMOUS as u32;
+
+/// One VMA of the dump with what its pages need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vma {
+    /// The image entry.
+    pub entry: VmaEntry,
+    /// Whether the task itself may read it (`r` permission).
+    pub readable: bool,
+}
+
+impl Vma {
+    /// Whether all of `bits` ([`status`]) are set.
+    pub fn is(&self, bits: u32) -> bool {
+        self.entry.has_status(bits)
+    }
+
+    /// Whether this VMA's pages go into the pages image.
+    pub fn dumps_pages(&self) -> bool {
+        (self.is(status::ANON_PRIVATE) || self.is(status::FILE_PRIVATE))
+            && !self.is(status::VVAR)
+            && self.entry.end <= TASK_SIZE
+    }
+}
+
+/// Turns `/proc/PID/smaps` lines into CRIU's VMA entries, registering mapped files in `files`.
+///
+/// # Errors
+/// [`DumpError::Unsupported`] for mappings criu cannot dump (devices, shared anonymous memory,
+/// SysV shm), [`DumpError::File`] if a mapped file cannot be reached.
+pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec<Vma>, DumpError> {
+    let mut out: Vec<Vma> = Vec::with_capacity(maps.len());
+    for m in maps {
+        let mut prot = 0u32;
+        if m.readable() {
+            prot |= libc::PROT_READ as u32;
+        }
+        if m.writable() {
+            prot |= libc::PROT_WRITE as u32;
+        }
+        if m.executable() {
+            prot |= libc::PROT_EXEC as u32;
+        }
+        let mut flags = if m.shared() { MAP_SHARED } else { MAP_PRIVATE };
+        let mut madv = 0u64;
+        for f in &m.vm_flags {
+            match f {
+                b"gd" => flags |= libc::MAP_GROWSDOWN as u32,
+                b"lo" => flags |= libc::MAP_LOCKED as u32,
+                b"nr" => flags |= libc::MAP_NORESERVE as u32,
+                b"ht" => flags |= libc::MAP_HUGETLB as u32,
+                b"sr" => madv |= 1 << libc::MADV_SEQUENTIAL,
+                b"rr" => madv |= 1 << libc::MADV_RANDOM,
+                b"dc" => madv |= 1 << libc::MADV_DONTFORK,
+                b"dd" => madv |= 1 << libc::MADV_DONTDUMP,
+                b"mg" => madv |= 1 << libc::MADV_MERGEABLE,
+                b"hg" => madv |= 1 << libc::MADV_HUGEPAGE,
+                b"nh" => madv |= 1 << libc::MADV_NOHUGEPAGE,
+                b"wf" => madv |= 1 << libc::MADV_WIPEONFORK,
+                _ => {}
+            }
+        }
+        let mut e = VmaEntry {
+            start: m.start.0,
+            end: m.end.0,
+            pgoff: m.offset,
+            shmid: 0,
+            prot,
+            flags,
+            status: 0,
+            fd: -1,
+            madv: (madv != 0).then_some(madv),
+            fdflags: None,
+        };
+        let anon = |e: &mut VmaEntry| {
+            e.flags |= MAP_ANONYMOUS;
+            e.status |= status::ANON_PRIVATE;
+        };
+        match m.name.as_str() {
+            "[vsyscall]" => {
+                e.status = status::VSYSCALL;
+                anon(&mut e);
+            }
+            "[vdso]" => {
+                e.status = status::REGULAR | status::VDSO;
+                anon(&mut e);
+            }
+            "[vvar]" | "[vvar_vclock]" => {
+                // CRIU merges the adjacent vvar areas into one.
+                if let Some(prev) = out.last_mut()
+                    && prev.is(status::VVAR)
+                    && prev.entry.end == e.start
+                {
+                    prev.entry.end = e.end;
+                    continue;
+                }
+                e.status = status::REGULAR | status::VVAR;
+                anon(&mut e);
+            }
+            "[heap]" => {
+                e.status = status::REGULAR | status::HEAP;
+                anon(&mut e);
+            }
+            "[uprobes]" => {
+                return Err(DumpError::Unsupported {
+                    what: format!("uprobes vma {:#x}-{:#x}", m.start, m.end),
+                });
+            }
+            _ if m.inode == 0 && !m.name.starts_with('/') => {
+                // Anonymous ([stack], [anon:...], or unnamed).
+                if m.shared() {
+                    return Err(DumpError::Unsupported {
+                        what: format!(
+                            "shared anonymous mapping {:#x}-{:#x} of {pid}",
+                            m.start, m.end
+                        ),
+                    });
+                }
+                e.status = status::REGULAR;
+                anon(&mut e);
+            }
+            name if m.shared() && name.starts_with("/dev/zero") => {
+                // Shared anonymous memory (`MAP_SHARED | MAP_ANONYMOUS`): a shmem object named by
+                // its inode; its pages go to pagemap-shmem-SHMID.img.
+                e.flags |= MAP_ANONYMOUS;
+                e.status = status::REGULAR | status::ANON_SHARED;
+                e.shmid = m.inode;
+            }
+            name => {
+                if name.starts_with("/SYSV") || name.starts_with("/memfd:") {
+                    return Err(DumpError::Unsupported {
+                        what: format!("shared memory mapping {name} at {:#x} of {pid}", m.start),
+                    });
+                }
+                let fdflags = if m.shared() && m.writable() {
+                    libc::O_RDWR as u32
+                } else {
+                    libc::O_RDONLY as u32
+                };
+                e.shmid = u64::from(files.add_mapped(pid, m, fdflags)?);
+                e.fdflags = Some(fdflags);
+                e.status = status::REGULAR
+                    | if m.shared() {
+                        status::FILE_SHARED
+                    } else {
+                        status::FILE_PRIVATE
+                    };
+            }
+        }
+        out.push(Vma {
+            entry: e,
+            readable: m.readable(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dump::proc::read_smaps;
+
+    #[test]
+    fn classify_own_maps() {
+        let pid = std::process::id() as i32;
+        let maps = read_smaps(pid).unwrap();
+        let mut files = FileTable::new(1 << 20);
+        let vmas = classify(pid, &maps, &mut files).unwrap();
+        let vdso = vmas.iter().find(|v| v.is(status::VDSO)).unwrap();
+        assert!(vdso.dumps_pages());
+        assert_eq!(vdso.entry.flags, MAP_PRIVATE | MAP_ANONYMOUS);
+        let vvars: Vec<_> = vmas.iter().filter(|v| v.is(status::VVAR)).collect();
+        assert_eq!(vvars.len(), 1, "vvar areas are merged");
+        assert!(!vvars[0].dumps_pages());
+        let stack = vmas
+            .iter()
+            .find(|v| v.entry.flags & libc::MAP_GROWSDOWN as u32 != 0)
+            .unwrap();
+        assert_eq!(stack.entry.status, status::REGULAR | status::ANON_PRIVATE);
+        let exe = vmas.iter().find(|v| v.is(status::FILE_PRIVATE)).unwrap();
+        assert_eq!(exe.entry.fdflags, Some(0));
+        assert!(exe.entry.shmid >= 1);
+        if let Some(vs) = vmas.iter().find(|v| v.is(status::VSYSCALL)) {
+            assert!(!vs.dumps_pages());
+        }
+    }
+}

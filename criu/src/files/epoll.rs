@@ -1,0 +1,167 @@
+//! epoll instances (`EVENTPOLL` entries) and what they watch.
+//!
+//! Dump: the `tfd:` lines of fdinfo (target descriptor, events, data). Restore: made in the
+//! task after its targets ([`RestoreFile::after_fds`]), each target added with its events and
+//! data.
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+
+use criu_images::names;
+use criu_images::pb::{EventpollFileEntry, EventpollTfdEntry, FdTypes, FileEntry};
+
+use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use crate::dump::DumpError;
+use crate::restore::RestoreError;
+use crate::restore::images::{bad, kind_entry};
+
+/// The epoll kind.
+#[derive(Debug, Default)]
+pub struct Epoll;
+
+impl FileKind for Epoll {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Eventpoll
+    }
+
+    fn claims(&self, fd: &DumpFd<'_>) -> bool {
+        fd.name == "anon_inode:[eventpoll]"
+    }
+
+    fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
+        let text = fd.fdinfo_text()?;
+        let mut tfds = Vec::new();
+        for l in text.text.lines().filter(|l| l.starts_with("tfd:")) {
+            // tfd: N events: HEX data: HEX  pos:N ino:HEX sdev:HEX
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let after = |k: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == k)
+                    .and_then(|i| words.get(i + 1).copied())
+            };
+            let inline = |k: &str| words.iter().find_map(|w| w.strip_prefix(k));
+            let tfd = after("tfd:").and_then(|v| v.parse::<u32>().ok());
+            let events = after("events:").and_then(|v| u32::from_str_radix(v, 16).ok());
+            let data = after("data:").and_then(|v| u64::from_str_radix(v, 16).ok());
+            let (Some(tfd), Some(events), Some(data)) = (tfd, events, data) else {
+                return Err(text.bad("[eventpoll]", "an epoll target"));
+            };
+            tfds.push(EventpollTfdEntry {
+                id,
+                tfd,
+                events,
+                data,
+                dev: inline("sdev:").and_then(|v| u32::from_str_radix(v, 16).ok()),
+                inode: inline("ino:").and_then(|v| u64::from_str_radix(v, 16).ok()),
+                pos: inline("pos:").and_then(|v| v.parse().ok()),
+            });
+        }
+        Ok(FileEntry {
+            id,
+            r#type: FdTypes::Eventpoll as i32,
+            epfd: Some(EventpollFileEntry {
+                id,
+                flags: fd.flags(),
+                fown: fown_zero(),
+                tfd: tfds,
+            }),
+            ..FileEntry::default()
+        })
+    }
+
+    fn parse(
+        &mut self,
+        _img: &ImageCtx<'_>,
+        e: &FileEntry,
+        fd: i32,
+    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+        let e = kind_entry(&e.epfd, fd, "epoll")?;
+        let mut targets = Vec::with_capacity(e.tfd.len());
+        for t in &e.tfd {
+            let tfd = i32::try_from(t.tfd)
+                .map_err(|_| bad(names::FILES, format!("fd {fd}: epoll target")))?;
+            targets.push(EpollTarget {
+                fd: tfd,
+                events: t.events,
+                data: t.data,
+            });
+        }
+        Ok(Arc::new(EpollFile::new(
+            e.flags as i32 & libc::O_NONBLOCK,
+            targets,
+        )))
+    }
+}
+
+/// One descriptor an epoll instance watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpollTarget {
+    /// The watched descriptor (of the same task).
+    pub fd: i32,
+    /// `EPOLL*` events.
+    pub events: u32,
+    /// The data returned with its events.
+    pub data: u64,
+}
+
+/// An epoll instance to make again, after every descriptor it watches.
+#[derive(Debug)]
+pub struct EpollFile {
+    /// File status flags.
+    pub flags: i32,
+    /// What it watches.
+    pub targets: Vec<EpollTarget>,
+    /// The watched descriptors ([`RestoreFile::after_fds`]).
+    target_fds: Vec<i32>,
+}
+
+impl EpollFile {
+    /// An epoll instance with status flags `flags` watching `targets`.
+    pub fn new(flags: i32, targets: Vec<EpollTarget>) -> EpollFile {
+        let target_fds = targets.iter().map(|t| t.fd).collect();
+        EpollFile {
+            flags,
+            targets,
+            target_fds,
+        }
+    }
+}
+
+impl RestoreFile for EpollFile {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Eventpoll
+    }
+
+    fn after_fds(&self) -> &[i32] {
+        &self.target_fds
+    }
+
+    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
+        let d = fd as u64;
+        // SAFETY: epoll_create1/fcntl/epoll_ctl on the instance made here, with live locals.
+        unsafe {
+            let t = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            let t = check(t as _, d)? as i32;
+            let done = (|| {
+                if self.flags != 0 {
+                    check(libc::fcntl(t, libc::F_SETFL, self.flags) as _, d)?;
+                }
+                for tg in &self.targets {
+                    let mut ev = libc::epoll_event {
+                        events: tg.events,
+                        u64: tg.data,
+                    };
+                    let r = libc::epoll_ctl(t, libc::EPOLL_CTL_ADD, tg.fd, &mut ev);
+                    check(r as _, tg.fd as u64)?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = done {
+                libc::close(t);
+                return Err(e);
+            }
+            Ok(Ends::one(t))
+        }
+    }
+}

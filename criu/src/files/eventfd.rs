@@ -1,0 +1,96 @@
+//! eventfd (`EVENTFD` entries): its counter and flags.
+//!
+//! Dump: `eventfd-count` from fdinfo. Restore: made empty and non-blocking in the task, the
+//! counter written in (it may not fit the initial value's 32 bits), then the saved flags.
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+
+use criu_images::pb::{EventfdFileEntry, FdTypes, FileEntry};
+
+use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use crate::dump::DumpError;
+use crate::restore::RestoreError;
+use crate::restore::images::kind_entry;
+
+/// The eventfd kind.
+#[derive(Debug, Default)]
+pub struct EventFd;
+
+impl FileKind for EventFd {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Eventfd
+    }
+
+    fn claims(&self, fd: &DumpFd<'_>) -> bool {
+        fd.name == "anon_inode:[eventfd]"
+    }
+
+    fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
+        let text = fd.fdinfo_text()?;
+        let counter = text
+            .field("eventfd-count")
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .ok_or_else(|| text.bad("[eventfd]", "eventfd-count"))?;
+        Ok(FileEntry {
+            id,
+            r#type: FdTypes::Eventfd as i32,
+            efd: Some(EventfdFileEntry {
+                id,
+                flags: fd.flags(),
+                fown: fown_zero(),
+                counter,
+            }),
+            ..FileEntry::default()
+        })
+    }
+
+    fn parse(
+        &mut self,
+        _img: &ImageCtx<'_>,
+        e: &FileEntry,
+        fd: i32,
+    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+        let e = kind_entry(&e.efd, fd, "eventfd")?;
+        Ok(Arc::new(EventFdFile {
+            counter: e.counter,
+            flags: e.flags as i32 & libc::O_NONBLOCK,
+        }))
+    }
+}
+
+/// An eventfd to make again.
+#[derive(Debug)]
+pub struct EventFdFile {
+    /// The counter.
+    pub counter: u64,
+    /// File status flags (`O_NONBLOCK`).
+    pub flags: i32,
+}
+
+impl RestoreFile for EventFdFile {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Eventfd
+    }
+
+    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
+        let d = fd as u64;
+        // SAFETY: eventfd/write/fcntl on a descriptor made here, from a live local counter.
+        unsafe {
+            let t = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+            let t = check(t as _, d)? as i32;
+            let done = (|| {
+                if self.counter != 0 {
+                    let n = libc::write(t, (&self.counter as *const u64).cast(), 8);
+                    check(n as _, d)?;
+                }
+                check(libc::fcntl(t, libc::F_SETFL, self.flags) as _, d)
+            })();
+            if let Err(e) = done {
+                libc::close(t);
+                return Err(e);
+            }
+            Ok(Ends::one(t))
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Open files, one module per kind, each holding both sides of its kind, as CRIU keeps
+//! `files-reg.c`, `pipes.c`, `eventfd.c`, ... behind one table of operations.
+//!
+//! | module | kind | `files.img` entry |
+//! |---|---|---|
+//! | [`regular`] | regular files, directories, character devices; files deleted while open (ghosts) | `REG` |
+//! | [`pipe`] | pipe ends, with the bytes waiting in the pipe (`pipes-data.img`) | `PIPE` |
+//! | [`eventfd`] | eventfd with its counter | `EVENTFD` |
+//! | [`signalfd`] | signalfd with its mask | `SIGNALFD` |
+//! | [`timerfd`] | timerfd with its clock, setting and ticks | `TIMERFD` |
+//! | [`epoll`] | epoll instance with its targets (made after them) | `EVENTPOLL` |
+//! | [`tty`] | the terminal of a shell job (`--shell-job`) | `TTY` (restore) |
+//! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`]; others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK` |
+//!
+//! The socket modules share [`sockdiag`] (one sock_diag dump per family and criu dump) and
+//! [`socket`] (a copy of the task's socket taken with `pidfd_getfd`, socket options).
+//!
+//! # Adding a kind
+//! A new kind of open file is one new module here plus one line in [`kinds`]:
+//! 1. a type implementing [`FileKind`]: at dump time, [`FileKind::claims`] says whether a
+//!    descriptor (what `/proc/PID/fd/N` links to, its `stat`, its fdinfo) is of this kind and
+//!    [`FileKind::dump`] turns a new open file description into its `files.img` entry (keeping
+//!    what the kind writes into images of its own, written by [`FileKind::write`]); at restore
+//!    time [`FileKind::parse`] turns an entry into a [`RestoreFile`];
+//! 2. a type implementing [`RestoreFile`]: what a task must do to get the file back. It is made
+//!    either by the task that holds it ([`RestoreFile::make_in_task`], after `fork`, so it must
+//!    not allocate) or, when several tasks hold it or the kind asks for it
+//!    ([`RestoreFile::made_by_engine`]), by the engine before the tasks exist
+//!    ([`RestoreFile::make_in_engine`]); the tasks then inherit it.
+//!
+//! Files made as one object (the two ends of a pipe, or of a socketpair) name a common
+//! [`RestoreFile::group`] and each its [`RestoreFile::end`]: the object is made once, by the
+//! first of its files met, and each file gets the descriptor of its end. What must exist before
+//! a file is said by [`RestoreFile::after_fds`] (descriptors of the same task, made first: an
+//! epoll's targets) and [`RestoreFile::after_files`] (file ids the engine makes first: a
+//! listening socket before a connection to it).
+//!
+//! The dump ([`crate::dump::files`]) and the restore (`restore::images`, `restore::prepare`,
+//! `restore::shared`, `restore::child`) keep only what all kinds share: file ids, descriptions
+//! shared by several descriptors or tasks (kcmp), file locks, the order descriptors are made in,
+//! and placing each made descriptor at its number.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use criu_images::ImageDir;
+use criu_images::pb::{FdTypes, FileEntry, FownEntry, RemapFilePathEntry};
+
+use crate::dump::DumpError;
+use crate::dump::proc::FdInfo;
+use crate::restore::RestoreError;
+
+pub mod epoll;
+pub mod eventfd;
+pub mod netlink;
+pub mod packet;
+pub mod pipe;
+pub mod regular;
+pub mod signalfd;
+pub mod sockdiag;
+pub mod socket;
+pub mod sockets;
+pub mod timerfd;
+pub mod tty;
+pub mod unix;
+
+/// The kinds of open file, in the order the dump asks them whether they take a descriptor.
+/// [`regular::Regular`] is not listed: it is the dump's fallback (and also holds the executable
+/// and the mapped files), kept apart by the file table.
+pub fn kinds() -> Vec<Box<dyn FileKind>> {
+    vec![
+        Box::new(pipe::Pipe::default()),
+        Box::new(eventfd::EventFd),
+        Box::new(signalfd::SignalFd),
+        Box::new(timerfd::TimerFd),
+        Box::new(epoll::Epoll),
+        Box::new(tty::Tty),
+        Box::new(sockets::Sockets::default()),
+        Box::new(sockets::NetlinkKind),
+        Box::new(sockets::PacketKind),
+    ]
+}
+
+/// One descriptor of a task being dumped, as the dump found it.
+#[derive(Debug)]
+pub struct DumpFd<'a> {
+    /// The task.
+    pub pid: i32,
+    /// The descriptor number.
+    pub fd: i32,
+    /// What `/proc/PID/fd/FD` links to (`/path`, `pipe:[INO]`, `anon_inode:[eventfd]`, ...).
+    pub name: &'a str,
+    /// `/proc/PID/fd/FD`, which opens the same file.
+    pub source: &'a Path,
+    /// Its `stat`.
+    pub meta: &'a Metadata,
+    /// Its fdinfo (flags with `O_CLOEXEC`, position, locks).
+    pub info: &'a FdInfo,
+    /// `--shell-job`: the task's terminal may be dumped.
+    pub shell_job: bool,
+}
+
+impl DumpFd<'_> {
+    /// The file status flags the entry records (without the descriptor's `O_CLOEXEC`).
+    pub fn flags(&self) -> u32 {
+        self.info.flags & !(libc::O_CLOEXEC as u32)
+    }
+
+    /// The text of `/proc/PID/fdinfo/FD`, for kinds that read more than [`FdInfo`] holds.
+    ///
+    /// # Errors
+    /// [`DumpError::Proc`].
+    pub fn fdinfo_text(&self) -> Result<FdinfoText, DumpError> {
+        Ok(FdinfoText {
+            text: crate::dump::proc::read_fdinfo_text(self.pid, self.fd)?,
+            pid: self.pid,
+            fd: self.fd,
+        })
+    }
+}
+
+/// The text of one fdinfo file, with its `key: value` lines at hand.
+#[derive(Debug)]
+pub struct FdinfoText {
+    /// The whole text.
+    pub text: String,
+    pid: i32,
+    fd: i32,
+}
+
+impl FdinfoText {
+    /// The value of the first `key:` line, trimmed.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.text
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim_start_matches(':').trim())
+    }
+
+    /// The error for a value of a `kind` descriptor (`[eventfd]`, ...) that cannot be parsed.
+    pub fn bad(&self, kind: &str, what: &str) -> DumpError {
+        DumpError::Unsupported {
+            what: format!(
+                "fd {} of {} ({kind}): cannot parse {what} in its fdinfo",
+                self.fd, self.pid
+            ),
+        }
+    }
+}
+
+/// The `fown` of an entry: nobody owns the file (`F_SETOWN` is not dumped yet).
+pub fn fown_zero() -> FownEntry {
+    FownEntry {
+        uid: 0,
+        euid: 0,
+        signum: 0,
+        pid_type: 0,
+        pid: 0,
+    }
+}
+
+/// What the restore side of a kind reads besides the entry: the images directory and what
+/// several kinds need from it.
+#[derive(Debug)]
+pub struct ImageCtx<'a> {
+    /// The images directory.
+    pub dir: &'a ImageDir,
+    /// `remap-fpath.img` by original file id (ghost files).
+    pub remaps: &'a HashMap<u32, RemapFilePathEntry>,
+    /// `--shell-job`.
+    pub shell_job: bool,
+}
+
+/// One kind of open file: its dump side and how its image entries are read back.
+pub trait FileKind {
+    /// The `files.img` (and `fdinfo`) type of its entries.
+    fn fd_type(&self) -> FdTypes;
+
+    /// Dump: whether descriptor `fd` is of this kind.
+    fn claims(&self, fd: &DumpFd<'_>) -> bool;
+
+    /// Dump: the `files.img` entry (file id `id`) of the open file description behind `fd`,
+    /// met for the first time in the tree.
+    ///
+    /// # Errors
+    /// [`DumpError::Unsupported`] for a state of the kind that cannot be dumped, and whatever
+    /// reading it fails with.
+    fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError>;
+
+    /// Dump: called once every process of the tree was collected, before the images are
+    /// written: a kind whose files link across processes (a socket and its peer) checks them
+    /// here, and may fix its entries or add some (ids follow the last entry). `ext_unix_sk`:
+    /// `--ext-unix-sk` (the inodes it lists; empty: all).
+    ///
+    /// # Errors
+    /// [`DumpError::Unsupported`] naming the file.
+    fn finish(
+        &mut self,
+        _entries: &mut Vec<FileEntry>,
+        _ext_unix_sk: Option<&[u32]>,
+    ) -> Result<(), DumpError> {
+        Ok(())
+    }
+
+    /// Dump: writes the images of the kind's own (besides `files.img`) into `dir`.
+    ///
+    /// # Errors
+    /// [`DumpError::Image`], [`DumpError::File`].
+    fn write(&self, _dir: &Path) -> Result<(), DumpError> {
+        Ok(())
+    }
+
+    /// Restore: what the task holding `e` at descriptor `fd` must do to get it back.
+    ///
+    /// # Errors
+    /// [`RestoreError::BadImage`] for an entry that contradicts itself,
+    /// [`RestoreError::Unsupported`] for one this restore cannot bring back.
+    fn parse(
+        &mut self,
+        img: &ImageCtx<'_>,
+        e: &FileEntry,
+        fd: i32,
+    ) -> Result<Arc<dyn RestoreFile>, RestoreError>;
+}
+
+/// The most descriptors one object is made with (a pipe's two ends).
+pub const MAX_ENDS: usize = 2;
+
+/// The descriptors one object was made with, in end order, at whatever numbers the kernel gave.
+#[derive(Clone, Copy, Debug)]
+pub struct Ends {
+    /// The descriptors (`fds[..n]`).
+    pub fds: [i32; MAX_ENDS],
+    /// How many.
+    pub n: usize,
+}
+
+impl Ends {
+    /// One descriptor.
+    pub fn one(fd: i32) -> Ends {
+        Ends {
+            fds: [fd, -1],
+            n: 1,
+        }
+    }
+}
+
+/// A failed call while a task makes a file: the errno and a detail for the report (the target
+/// descriptor, or what the call was about).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskError {
+    /// The errno.
+    pub errno: i32,
+    /// The descriptor (or object) it concerns.
+    pub detail: u64,
+}
+
+/// The errno of the last failed call.
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// `ret` when it is not negative, else the errno as a [`TaskError`] about `detail`.
+pub fn check(ret: libc::c_long, detail: u64) -> Result<libc::c_long, TaskError> {
+    if ret < 0 {
+        Err(TaskError {
+            errno: errno(),
+            detail,
+        })
+    } else {
+        Ok(ret)
+    }
+}
+
+/// One open file to bring back, as parsed from the images.
+pub trait RestoreFile: std::fmt::Debug + Send + Sync {
+    /// Its kind.
+    fn fd_type(&self) -> FdTypes;
+
+    /// The object it is one end of, with other files of the same kind and group (a pipe: its
+    /// pipe id); `None` for a file that is an object of its own.
+    fn group(&self) -> Option<u64> {
+        None
+    }
+
+    /// Which end of its group's object it is (index into [`Ends`]).
+    fn end(&self) -> usize {
+        0
+    }
+
+    /// Descriptors of the same task that must exist before it is made (an epoll's targets).
+    fn after_fds(&self) -> &[i32] {
+        &[]
+    }
+
+    /// File ids the engine must make before it (when the engine makes it).
+    fn after_files(&self) -> &[u32] {
+        &[]
+    }
+
+    /// Whether the engine always makes it, even when one task holds it (objects whose ends
+    /// must be made together across tasks, or that need other tasks' files first).
+    fn made_by_engine(&self) -> bool {
+        false
+    }
+
+    /// Makes the object in the task that holds it (target descriptor `fd`, for reports): all
+    /// its ends, close-on-exec, at any numbers. Runs in a freshly forked task: no allocation,
+    /// no locks.
+    ///
+    /// # Errors
+    /// The failing call's errno.
+    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError>;
+
+    /// Makes the object in the engine, for tasks to inherit: one descriptor per end.
+    ///
+    /// # Errors
+    /// [`RestoreError::Unsupported`] for kinds the engine cannot make (the default), and what
+    /// making it fails with.
+    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+        Err(RestoreError::Unsupported {
+            what: format!("{} shared by several processes", kind_name(self.fd_type())),
+        })
+    }
+}
+
+/// The name of a kind in messages: its `files.img` type, in lower case (`pipe`, `eventfd`).
+pub fn kind_name(t: FdTypes) -> String {
+    t.as_str_name().to_ascii_lowercase()
+}
+
+/// An engine-side error from the last failed call.
+pub(crate) fn sys(what: &'static str) -> RestoreError {
+    RestoreError::Sys {
+        what,
+        errno: nix::errno::Errno::last(),
+    }
+}
+
+/// Wraps a raw descriptor the caller owns.
+pub(crate) fn owned(fd: i32) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: callers pass a descriptor they just created and own exclusively.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,589 @@
+//! Regular files, directories and character devices (`REG` entries), and files deleted while
+//! open, saved with their content as ghost files (`ghost-file-N.img`, `remap-fpath.img`).
+//!
+//! Dump: the entry records the path, open flags, position, mode and size (and, for the
+//! executable and mapped files, the ELF build-id); a file deleted while open (link count 0) is
+//! a ghost: its content is written, and the restore recreates it beside its old path, opens it
+//! and removes it again. Restore: the task (or the engine, for a file several tasks hold)
+//! opens the path and seeks. This kind is also the dump's fallback: a descriptor no other kind
+//! claims is refused here by name.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use criu_images::pb::{
+    self, FdTypes, FileEntry, GhostChunkEntry, GhostFileEntry, RegFileEntry, RemapFilePathEntry,
+    RemapType, Timeval,
+};
+use criu_images::{ImageReader, ImageWriter, magic, names};
+
+use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, errno, fown_zero};
+use crate::dump::DumpError;
+use crate::restore::RestoreError;
+use crate::restore::images::{bad, cpath, img, kind_entry};
+
+/// CRIU writes ghost files of at least this size in chunks.
+const GHOST_CHUNKS_THRESH: u64 = 3 * 4096;
+
+/// A ghost file to write: a file deleted while open, saved with its content.
+#[derive(Debug)]
+struct Ghost {
+    id: u32,
+    orig_id: u32,
+    /// Where criu can read it (`/proc/PID/fd/N` or `/proc/PID/map_files/...`).
+    source: PathBuf,
+    meta: std::fs::Metadata,
+}
+
+/// Strips the ` (deleted)` suffix the kernel appends to unlinked files' paths.
+fn split_deleted(name: &str) -> (&str, bool) {
+    match name.strip_suffix(" (deleted)") {
+        Some(n) => (n, true),
+        None => (name, false),
+    }
+}
+
+/// How a file was opened, for its entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// Open flags (without `O_CLOEXEC`).
+    pub flags: u32,
+    /// File position.
+    pub pos: u64,
+    /// The executable or a mapped file, which carries its ELF build-id.
+    pub mapped: bool,
+}
+
+/// The regular files of one dump: the ghosts to write.
+#[derive(Debug, Default)]
+pub struct Regular {
+    ghosts: Vec<Ghost>,
+    ghost_by_inode: HashMap<(u64, u64), u32>,
+    remaps: Vec<RemapFilePathEntry>,
+    ghost_limit: u64,
+}
+
+impl Regular {
+    /// For a dump that refuses deleted files larger than `ghost_limit` bytes, as CRIU does.
+    pub fn new(ghost_limit: u64) -> Regular {
+        Regular {
+            ghost_limit,
+            ..Regular::default()
+        }
+    }
+
+    /// The entry (file id `id`) of a file reached through `source` (a `/proc` link that opens
+    /// it, stat'ed as `meta`) whose name the kernel reports as `name`, opened as `how` says. A
+    /// file deleted while open (link count 0) becomes a ghost.
+    ///
+    /// # Errors
+    /// [`DumpError::Unsupported`] for a deleted special file or one over the ghost limit.
+    pub fn entry(
+        &mut self,
+        source: &Path,
+        meta: std::fs::Metadata,
+        name: &str,
+        how: Opened,
+        id: u32,
+    ) -> Result<FileEntry, DumpError> {
+        let Opened { flags, pos, mapped } = how;
+        let (path, deleted) = split_deleted(name);
+        let ft = meta.file_type();
+        let size = (ft.is_file()).then_some(meta.size());
+        let mut reg = RegFileEntry {
+            id,
+            flags,
+            pos,
+            fown: fown_zero(),
+            name: path.to_string(),
+            mnt_id: None,
+            size,
+            ext: None,
+            mode: Some(meta.mode()),
+            build_id: Vec::new(),
+            checksum: None,
+            checksum_config: None,
+            checksum_parameter: None,
+        };
+        // Mapped files and the executable carry their ELF build-id, as CRIU saves it (the
+        // restore side checks it instead of only the size).
+        if mapped
+            && ft.is_file()
+            && let Some(bid) = elf_build_id(source)
+        {
+            reg.build_id = bid;
+        }
+        // A file deleted while open (nlink 0) is saved with its contents.
+        if deleted && meta.nlink() == 0 {
+            self.add_ghost(id, source, meta)?;
+        }
+        Ok(FileEntry {
+            r#type: FdTypes::Reg as i32,
+            id,
+            reg: Some(reg),
+            ..FileEntry::default()
+        })
+    }
+
+    fn add_ghost(
+        &mut self,
+        orig_id: u32,
+        source: &Path,
+        meta: std::fs::Metadata,
+    ) -> Result<(), DumpError> {
+        if !(meta.file_type().is_file() || meta.file_type().is_dir()) {
+            return Err(DumpError::Unsupported {
+                what: format!(
+                    "deleted special file {} (only regular files and directories)",
+                    source.display()
+                ),
+            });
+        }
+        if meta.blocks() * 512 > self.ghost_limit {
+            return Err(DumpError::Unsupported {
+                what: format!(
+                    "deleted file {} of {} bytes is over the ghost limit {} (--ghost-limit)",
+                    source.display(),
+                    meta.blocks() * 512,
+                    self.ghost_limit
+                ),
+            });
+        }
+        let key = (meta.dev(), meta.ino());
+        let id = match self.ghost_by_inode.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id = self.ghosts.len() as u32 + 1;
+                self.ghost_by_inode.insert(key, id);
+                self.ghosts.push(Ghost {
+                    id,
+                    orig_id,
+                    source: source.to_path_buf(),
+                    meta,
+                });
+                id
+            }
+        };
+        self.remaps.push(RemapFilePathEntry {
+            orig_id,
+            remap_id: id,
+            remap_type: Some(RemapType::Ghost as i32),
+        });
+        Ok(())
+    }
+
+    fn write_ghost(&self, dir: &Path, g: &Ghost) -> Result<(), DumpError> {
+        let m = &g.meta;
+        let chunks = m.file_type().is_file() && m.size() >= GHOST_CHUNKS_THRESH;
+        let gfe = GhostFileEntry {
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode(),
+            dev: Some(m.dev() as u32),
+            ino: Some(m.ino()),
+            rdev: None,
+            atim: Some(Timeval {
+                tv_sec: m.atime() as u64,
+                tv_usec: (m.atime_nsec() / 1000) as u64,
+            }),
+            mtim: Some(Timeval {
+                tv_sec: m.mtime() as u64,
+                tv_usec: (m.mtime_nsec() / 1000) as u64,
+            }),
+            chunks: chunks.then_some(true),
+            size: chunks.then_some(m.size()),
+            symlnk_target: None,
+        };
+        let mut w = ImageWriter::create_in(dir, &names::ghost_file(g.id), magic::GHOST_FILE)?;
+        w.write_entry(&gfe)?;
+        if m.file_type().is_file() {
+            let ferr = |e| DumpError::File {
+                what: format!("read ghost file (id {}) {}", g.orig_id, g.source.display()),
+                source: e,
+            };
+            let mut f = File::open(&g.source).map_err(ferr)?;
+            if chunks {
+                // Data regions only (holes stay holes), each as a chunk header then its bytes.
+                for (off, len) in data_regions(&mut f, m.size()).map_err(ferr)? {
+                    w.write_entry(&GhostChunkEntry { len, off })?;
+                    f.seek(SeekFrom::Start(off)).map_err(ferr)?;
+                    let mut buf = vec![0u8; len as usize];
+                    f.read_exact(&mut buf).map_err(ferr)?;
+                    w.write_extra(&buf)?;
+                }
+            } else {
+                let mut buf = Vec::with_capacity(m.size() as usize);
+                f.read_to_end(&mut buf).map_err(ferr)?;
+                w.write_extra(&buf)?;
+            }
+        }
+        w.finish()?;
+        Ok(())
+    }
+}
+
+impl FileKind for Regular {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Reg
+    }
+
+    fn claims(&self, fd: &DumpFd<'_>) -> bool {
+        let ft = fd.meta.file_type();
+        // `/memfd:NAME (deleted)` is not a deleted file of that name but a memfd, a kind of
+        // its own.
+        fd.name.starts_with('/')
+            && !fd.name.starts_with("/memfd:")
+            && (ft.is_file() || ft.is_dir() || ft.is_char_device())
+    }
+
+    fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
+        let how = Opened {
+            flags: fd.flags(),
+            pos: fd.info.pos,
+            mapped: false,
+        };
+        self.entry(fd.source, fd.meta.clone(), fd.name, how, id)
+    }
+
+    fn write(&self, dir: &Path) -> Result<(), DumpError> {
+        if !self.remaps.is_empty() {
+            criu_images::write_all(
+                dir.join(names::REMAP_FPATH),
+                magic::REMAP_FPATH,
+                &self.remaps,
+            )?;
+        }
+        for g in &self.ghosts {
+            self.write_ghost(dir, g)?;
+        }
+        Ok(())
+    }
+
+    fn parse(
+        &mut self,
+        img: &ImageCtx<'_>,
+        e: &FileEntry,
+        fd: i32,
+    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+        let r = kind_entry(&e.reg, fd, "regular file")?;
+        let flags = r.flags as i32;
+        if let Some(rm) = img.remaps.get(&r.id) {
+            let content = ghost_content(img.dir, rm.remap_id)?;
+            let name = r.name.trim_end_matches(" (deleted)");
+            return Ok(Arc::new(RegularFile::Deleted {
+                path: cpath(&format!("{name}.criu-ghost.{}", rm.remap_id))?,
+                flags,
+                pos: r.pos,
+                mode: r.mode.unwrap_or(0o600) & 0o7777,
+                content,
+            }));
+        }
+        if std::fs::symlink_metadata(&r.name).is_err() {
+            return Err(RestoreError::MissingFile {
+                path: r.name.clone().into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
+        Ok(Arc::new(RegularFile::Path {
+            path: cpath(&r.name)?,
+            flags,
+            pos: r.pos,
+        }))
+    }
+}
+
+/// The refusal of a descriptor no kind takes, naming what it is.
+pub fn refuse(fd: &DumpFd<'_>) -> DumpError {
+    let (pid, n, name) = (fd.pid, fd.fd, fd.name);
+    let what = if let Some(kind) = name.strip_prefix("anon_inode:") {
+        format!("fd {n} of {pid}: anon_inode:{kind}")
+    } else if name.starts_with("/memfd:") {
+        format!("fd {n} of {pid} is a memfd ({name})")
+    } else {
+        format!(
+            "fd {n} of {pid}: {name} (only files, directories and character devices are supported)"
+        )
+    };
+    DumpError::Unsupported { what }
+}
+
+/// A regular file, directory or device to open again.
+#[derive(Debug)]
+pub enum RegularFile {
+    /// Open a path and seek.
+    Path {
+        /// The path.
+        path: CString,
+        /// `open` flags (access mode, `O_APPEND`, `O_NONBLOCK`, ...).
+        flags: i32,
+        /// The offset to seek to.
+        pos: u64,
+    },
+    /// A file deleted while open: recreate it at `path` from `content`, open, unlink.
+    Deleted {
+        /// Where to recreate it (beside its old path).
+        path: CString,
+        /// `open` flags.
+        flags: i32,
+        /// The offset to seek to.
+        pos: u64,
+        /// Permission bits.
+        mode: u32,
+        /// Its saved content.
+        content: Vec<u8>,
+    },
+}
+
+/// Opens `path` with `flags` (close-on-exec, never creating) and seeks to `pos`; `fd` is the
+/// target descriptor, for the report.
+pub fn open_seek(path: &CStr, flags: i32, pos: u64, fd: i32) -> Result<i32, TaskError> {
+    let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    // SAFETY: open with a NUL-terminated path we own.
+    let t = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    let t = check(t as _, fd as u64)? as i32;
+    if pos != 0 {
+        // SAFETY: lseek on the descriptor just opened, which we own.
+        let r = unsafe { libc::lseek(t, pos as libc::off_t, libc::SEEK_SET) };
+        if let Err(e) = check(r as _, fd as u64) {
+            // SAFETY: closing the descriptor we just opened.
+            unsafe { libc::close(t) };
+            return Err(e);
+        }
+    }
+    Ok(t)
+}
+
+/// Creates the file of a descriptor whose file was deleted while open: at `path` (which must
+/// not exist), with permission bits `mode` and the saved `content`. On failure nothing is left
+/// at `path`; `fd` is the target descriptor, for the report.
+pub fn recreate(path: &CString, mode: u32, content: &[u8], fd: i32) -> Result<(), TaskError> {
+    // SAFETY: creates a new file at a NUL-terminated path we own, writes the saved content from
+    // a live slice and closes it; on a failed write the half-written file is removed.
+    unsafe {
+        let w = libc::open(
+            path.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+            mode,
+        );
+        let w = check(w as _, fd as u64)? as i32;
+        let mut done = 0usize;
+        while done < content.len() {
+            let n = libc::write(w, content[done..].as_ptr().cast(), content.len() - done);
+            if n <= 0 {
+                let e = if n < 0 { errno() } else { libc::EIO };
+                libc::close(w);
+                libc::unlink(path.as_ptr());
+                return Err(TaskError {
+                    errno: e,
+                    detail: fd as u64,
+                });
+            }
+            done += n as usize;
+        }
+        libc::close(w);
+    }
+    Ok(())
+}
+
+impl RestoreFile for RegularFile {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Reg
+    }
+
+    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
+        match self {
+            RegularFile::Path { path, flags, pos } => {
+                open_seek(path, *flags, *pos, fd).map(Ends::one)
+            }
+            RegularFile::Deleted {
+                path,
+                flags,
+                pos,
+                mode,
+                content,
+            } => {
+                recreate(path, *mode, content, fd)?;
+                let t = open_seek(path, *flags, *pos, fd);
+                // SAFETY: removes the file we just recreated, as it was deleted when dumped.
+                unsafe { libc::unlink(path.as_ptr()) };
+                t.map(Ends::one)
+            }
+        }
+    }
+
+    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+        let (path, flags, pos) = match self {
+            RegularFile::Path { path, flags, pos } => (path, *flags, *pos),
+            RegularFile::Deleted {
+                path,
+                flags,
+                pos,
+                mode,
+                content,
+            } => {
+                recreate(path, *mode, content, -1).map_err(|f| RestoreError::Sys {
+                    what: "recreating a deleted shared file",
+                    errno: nix::errno::Errno::from_raw(f.errno),
+                })?;
+                let r = open_in_engine(path, *flags, *pos);
+                // SAFETY: removes the file just recreated, as it was deleted when dumped.
+                unsafe { libc::unlink(path.as_ptr()) };
+                return r.map(|f| vec![f]);
+            }
+        };
+        open_in_engine(path, flags, pos).map(|f| vec![f])
+    }
+}
+
+/// Opens `path` in the engine, for tasks to inherit.
+pub fn open_in_engine(path: &CStr, flags: i32, pos: u64) -> Result<OwnedFd, RestoreError> {
+    let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    // SAFETY: open with a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(RestoreError::MissingFile {
+            path: String::from_utf8_lossy(path.to_bytes()).into_owned().into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let fd = crate::restore::owned(fd);
+    if pos != 0 {
+        // SAFETY: lseek on a descriptor we own.
+        if unsafe { libc::lseek(fd.as_raw_fd(), pos as libc::off_t, libc::SEEK_SET) } < 0 {
+            return Err(super::sys("seeking a shared file"));
+        }
+    }
+    Ok(fd)
+}
+
+/// The largest deleted file restored from an image (it is held in memory while restoring).
+const MAX_GHOST: u64 = 1 << 30;
+
+fn ghost_content(d: &criu_images::ImageDir, id: u32) -> Result<Vec<u8>, RestoreError> {
+    let name = names::ghost_file(id);
+    let mut r =
+        ImageReader::open_expect(d.file(&name), magic::GHOST_FILE).map_err(|e| img(&name, e))?;
+    let g: GhostFileEntry = r.read_one().map_err(|e| img(&name, e))?;
+    if g.chunks.unwrap_or(false) {
+        let mut out = Vec::new();
+        while let Some(c) = r
+            .read_entry::<pb::GhostChunkEntry>()
+            .map_err(|e| img(&name, e))?
+        {
+            let data = r.read_extra(c.len).map_err(|e| img(&name, e))?;
+            let at = c.off as usize;
+            let end = at.saturating_add(data.len());
+            if end as u64 > MAX_GHOST {
+                return Err(bad(
+                    &name,
+                    format!("chunk at {at} beyond {MAX_GHOST} bytes"),
+                ));
+            }
+            if out.len() < end {
+                out.resize(end, 0);
+            }
+            out[at..end].copy_from_slice(&data);
+        }
+        if let Some(size) = g.size {
+            if size > MAX_GHOST {
+                return Err(bad(&name, format!("size {size} beyond {MAX_GHOST} bytes")));
+            }
+            out.resize(size as usize, 0);
+        }
+        Ok(out)
+    } else {
+        r.read_rest().map_err(|e| img(&name, e))
+    }
+}
+
+/// The GNU build-id of an ELF file (its `NT_GNU_BUILD_ID` note) as CRIU saves it: the id's
+/// bytes as little-endian 32-bit words. `None` for anything else or anything malformed.
+pub fn elf_build_id(path: &Path) -> Option<Vec<u32>> {
+    let f = File::open(path).ok()?;
+    let mut hdr = [0u8; 64];
+    f.read_exact_at(&mut hdr, 0).ok()?;
+    if &hdr[..4] != b"\x7fELF" || hdr[4] != 2 || hdr[5] != 1 {
+        return None; // not ELF64 little-endian
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    let (phoff, phentsize, phnum) = (u64_at(&hdr, 0x20), u16_at(&hdr, 0x36), u16_at(&hdr, 0x38));
+    if phentsize < 56 || phnum > 256 {
+        return None;
+    }
+    let mut phdrs = vec![0u8; (phentsize * phnum) as usize];
+    f.read_exact_at(&mut phdrs, phoff).ok()?;
+    for ph in phdrs.chunks_exact(phentsize as usize) {
+        const PT_NOTE: u32 = 4;
+        if u32_at(ph, 0) != PT_NOTE {
+            continue;
+        }
+        let (off, size) = (u64_at(ph, 0x08), u64_at(ph, 0x20));
+        if size > 64 << 10 {
+            continue;
+        }
+        let mut notes = vec![0u8; size as usize];
+        f.read_exact_at(&mut notes, off).ok()?;
+        let mut at = 0usize;
+        while at + 12 <= notes.len() {
+            let namesz = u32_at(&notes, at) as usize;
+            let descsz = u32_at(&notes, at + 4) as usize;
+            let ty = u32_at(&notes, at + 8);
+            let name_at = at + 12;
+            let desc_at = name_at + namesz.div_ceil(4) * 4;
+            let end = desc_at + descsz.div_ceil(4) * 4;
+            if end > notes.len() || desc_at + descsz > notes.len() {
+                break;
+            }
+            const NT_GNU_BUILD_ID: u32 = 3;
+            if ty == NT_GNU_BUILD_ID && notes.get(name_at..name_at + namesz) == Some(b"GNU\0") {
+                let id = &notes[desc_at..desc_at + descsz];
+                return Some(
+                    id.chunks(4)
+                        .map(|c| {
+                            let mut w = [0u8; 4];
+                            w[..c.len()].copy_from_slice(c);
+                            u32::from_le_bytes(w)
+                        })
+                        .collect(),
+                );
+            }
+            at = end;
+        }
+    }
+    None
+}
+
+/// The data regions of a file (SEEK_DATA/SEEK_HOLE), or the whole file if the file system
+/// cannot tell.
+fn data_regions(f: &mut File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut off: i64 = 0;
+    while (off as u64) < size {
+        // SAFETY: lseek on a descriptor we own; it only moves the file offset.
+        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            return Ok(vec![(0, size)]);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let hole = if hole < 0 { size as i64 } else { hole };
+        out.push((data as u64, (hole - data) as u64));
+        off = hole;
+    }
+    Ok(out)
+}

@@ -1,0 +1,88 @@
+//! signalfd (`SIGNALFD` entries): the signals it reads and its flags.
+//!
+//! Dump: `sigmask` from fdinfo. Restore: `signalfd4` with the mask in the task.
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+
+use criu_images::pb::{FdTypes, FileEntry, SignalfdEntry};
+
+use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use crate::dump::DumpError;
+use crate::restore::RestoreError;
+use crate::restore::images::kind_entry;
+
+/// The signalfd kind.
+#[derive(Debug, Default)]
+pub struct SignalFd;
+
+impl FileKind for SignalFd {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Signalfd
+    }
+
+    fn claims(&self, fd: &DumpFd<'_>) -> bool {
+        fd.name == "anon_inode:[signalfd]"
+    }
+
+    fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
+        let text = fd.fdinfo_text()?;
+        let mask = text
+            .field("sigmask")
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .ok_or_else(|| text.bad("[signalfd]", "sigmask"))?;
+        Ok(FileEntry {
+            id,
+            r#type: FdTypes::Signalfd as i32,
+            sgfd: Some(SignalfdEntry {
+                id,
+                flags: fd.flags(),
+                fown: fown_zero(),
+                sigmask: mask,
+            }),
+            ..FileEntry::default()
+        })
+    }
+
+    fn parse(
+        &mut self,
+        _img: &ImageCtx<'_>,
+        e: &FileEntry,
+        fd: i32,
+    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+        let e = kind_entry(&e.sgfd, fd, "signalfd")?;
+        Ok(Arc::new(SignalFdFile {
+            mask: e.sigmask,
+            flags: e.flags as i32 & libc::O_NONBLOCK,
+        }))
+    }
+}
+
+/// A signalfd to make again.
+#[derive(Debug)]
+pub struct SignalFdFile {
+    /// Signals it reads.
+    pub mask: u64,
+    /// File status flags (`O_NONBLOCK`).
+    pub flags: i32,
+}
+
+impl RestoreFile for SignalFdFile {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Signalfd
+    }
+
+    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
+        // SAFETY: signalfd4 makes a new descriptor from a live local mask of the kernel's size.
+        let t = unsafe {
+            libc::syscall(
+                libc::SYS_signalfd4,
+                -1,
+                &self.mask as *const u64,
+                8usize,
+                libc::SFD_CLOEXEC | self.flags,
+            )
+        };
+        Ok(Ends::one(check(t as _, fd as u64)? as i32))
+    }
+}

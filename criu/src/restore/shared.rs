@@ -1,0 +1,388 @@
+//! What several tasks of a tree share, made by the engine before the first task is created: the
+//! open files and pipes several tasks hold (each made by its kind, see [`crate::files`]), and
+//! the shared anonymous memory several tasks map; and the pids of the fill helpers. How each
+//! task gets its session and group is in [`super::session`], the page the tasks and the engine
+//! synchronise through in [`super::sync`].
+//!
+//! Everything here is inherited: the engine creates it, the root inherits it when it is cloned
+//! and passes it down as it forks its children; each task keeps what it needs and drops the
+//! rest before its restorer runs.
+#![allow(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use std::sync::Arc;
+
+use super::error::RestoreError;
+use super::layout::{PAGE, page_up};
+use super::plan::{FdSource, TreePlan, VmaKind};
+use crate::files::owned;
+use crate::files::{RestoreFile, kind_name};
+
+/// What one open file is, for sharing: an object made with several files (a pipe) by its kind
+/// and group, anything else by its file id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Group(i32, u64),
+    File(u32),
+}
+
+fn key_of(source: &FdSource, file_id: u32) -> Option<(Key, &Arc<dyn RestoreFile>)> {
+    match source {
+        FdSource::Dup { .. } => None,
+        FdSource::File(f) => {
+            let key = match f.group() {
+                Some(g) => Key::Group(f.fd_type() as i32, g),
+                None => Key::File(file_id),
+            };
+            Some((key, f))
+        }
+    }
+}
+
+/// The objects the engine made for several tasks.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// For each task: target fd -> engine descriptor.
+    pub fds: Vec<HashMap<i32, i32>>,
+    /// shmid -> engine address of the object.
+    pub shm: HashMap<u64, u64>,
+    /// The lowest number the tasks' service descriptors may use.
+    pub fd_floor: i32,
+    owned: Vec<OwnedFd>,
+    maps: Vec<(u64, u64)>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for &(a, len) in &self.maps {
+            // SAFETY: a mapping this module made and nothing of ours points into any more
+            // (tasks have their own copies).
+            unsafe { libc::munmap(a as *mut libc::c_void, len as usize) };
+        }
+    }
+}
+
+fn sys(what: &'static str) -> RestoreError {
+    RestoreError::Sys {
+        what,
+        errno: nix::errno::Errno::last(),
+    }
+}
+
+fn dup_at_least(fd: OwnedFd, min: i32) -> Result<OwnedFd, RestoreError> {
+    // SAFETY: fcntl on a descriptor we own; the copy is ours too.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if r < 0 {
+        return Err(sys("moving a shared descriptor up"));
+    }
+    Ok(owned(r))
+}
+
+impl Shared {
+    /// Makes every open file, pipe and shared anonymous object that more than one task of
+    /// `tree` holds.
+    ///
+    /// # Errors
+    /// [`RestoreError::MissingFile`], [`RestoreError::Sys`], [`RestoreError::Io`].
+    pub fn build(tree: &TreePlan) -> Result<Shared, RestoreError> {
+        let n = tree.tasks.len();
+        let mut out = Shared::default();
+        out.fds = vec![HashMap::new(); n];
+        let max_fd = tree
+            .tasks
+            .iter()
+            .flat_map(|t| t.fds.iter().map(|f| f.fd))
+            .max()
+            .unwrap_or(2)
+            .max(2);
+        let floor = max_fd + 1;
+        // Which tasks hold each open file, and the file ids of each object.
+        let mut holders: HashMap<Key, HashSet<usize>> = HashMap::new();
+        let mut objects: HashMap<Key, &Arc<dyn RestoreFile>> = HashMap::new();
+        let mut key_of_file: HashMap<u32, Key> = HashMap::new();
+        for (i, t) in tree.alive() {
+            for f in &t.fds {
+                if let Some((k, file)) = key_of(&f.source, f.file_id) {
+                    holders.entry(k).or_default().insert(i);
+                    objects.entry(k).or_insert(file);
+                    key_of_file.insert(f.file_id, k);
+                }
+            }
+        }
+        // What the engine makes: objects several tasks hold, and those their kind has the
+        // engine make.
+        let in_engine = |k: &Key| {
+            holders.get(k).is_some_and(|h| h.len() > 1)
+                || objects.get(k).is_some_and(|f| f.made_by_engine())
+        };
+        let mut made: HashMap<Key, Vec<i32>> = HashMap::new();
+        for (_, t) in tree.alive() {
+            for f in &t.fds {
+                let Some((k, _)) = key_of(&f.source, f.file_id) else {
+                    continue;
+                };
+                if in_engine(&k) {
+                    out.make_with_deps(
+                        k,
+                        &objects,
+                        &key_of_file,
+                        &mut made,
+                        floor,
+                        &mut Vec::new(),
+                    )?;
+                }
+            }
+        }
+        for (i, t) in tree.alive() {
+            for f in &t.fds {
+                let Some((k, file)) = key_of(&f.source, f.file_id) else {
+                    continue;
+                };
+                if let Some(ends) = made.get(&k) {
+                    let from = ends.get(file.end()).or(ends.first());
+                    if let Some(&from) = from {
+                        out.fds[i].insert(f.fd, from);
+                    }
+                }
+            }
+        }
+        out.fd_floor = out
+            .owned
+            .iter()
+            .map(|f| f.as_raw_fd() + 1)
+            .max()
+            .unwrap_or(floor)
+            .max(floor);
+        out.shared_memory(tree)?;
+        Ok(out)
+    }
+
+    /// Makes object `k` in the engine (once), after the objects of the file ids it needs
+    /// ([`RestoreFile::after_files`]); `path` holds the objects being made, to refuse a loop.
+    fn make_with_deps(
+        &mut self,
+        k: Key,
+        objects: &HashMap<Key, &Arc<dyn RestoreFile>>,
+        key_of_file: &HashMap<u32, Key>,
+        made: &mut HashMap<Key, Vec<i32>>,
+        min: i32,
+        path: &mut Vec<Key>,
+    ) -> Result<(), RestoreError> {
+        if made.contains_key(&k) {
+            return Ok(());
+        }
+        let Some(file) = objects.get(&k) else {
+            return Ok(());
+        };
+        if path.contains(&k) {
+            return Err(RestoreError::Unsupported {
+                what: format!(
+                    "an open file of type {} that depends on itself",
+                    kind_name(file.fd_type())
+                ),
+            });
+        }
+        path.push(k);
+        for id in file.after_files() {
+            if let Some(&dep) = key_of_file.get(id) {
+                self.make_with_deps(dep, objects, key_of_file, made, min, path)?;
+            }
+        }
+        path.pop();
+        let mut ends = Vec::new();
+        for fd in file.make_in_engine()? {
+            let fd = dup_at_least(fd, min)?;
+            ends.push(fd.as_raw_fd());
+            self.owned.push(fd);
+        }
+        made.insert(k, ends);
+        Ok(())
+    }
+
+    /// Maps and fills every shared anonymous object that more than one task maps.
+    fn shared_memory(&mut self, tree: &TreePlan) -> Result<(), RestoreError> {
+        let mut users: HashMap<u64, (HashSet<usize>, u64)> = HashMap::new();
+        for (i, t) in tree.alive() {
+            for v in &t.vmas {
+                if let VmaKind::AnonShared { shmid } = v.kind {
+                    let e = users.entry(shmid).or_default();
+                    e.0.insert(i);
+                    e.1 = e.1.max(v.pgoff + v.len());
+                }
+            }
+        }
+        let mut ids: Vec<u64> = users
+            .iter()
+            .filter(|(_, (who, _))| who.len() > 1)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for shmid in ids {
+            let size = page_up(users[&shmid].1);
+            // SAFETY: a fresh shared anonymous mapping wherever the kernel likes.
+            let a = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    size as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if a == libc::MAP_FAILED {
+                return Err(sys("mapping shared anonymous memory"));
+            }
+            self.maps.push((a as u64, size));
+            self.shm.insert(shmid, a as u64);
+            self.fill(tree, shmid, a as u64, size)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the saved pages of object `shmid` into its mapping at `base`.
+    fn fill(&self, tree: &TreePlan, shmid: u64, base: u64, size: u64) -> Result<(), RestoreError> {
+        // Pages of the object already read (several tasks' runs cover the same pages).
+        let mut filled = vec![false; (size / PAGE) as usize];
+        let mut files: HashMap<std::path::PathBuf, std::fs::File> = HashMap::new();
+        for (_, t) in tree.alive() {
+            for v in &t.vmas {
+                if v.kind != (VmaKind::AnonShared { shmid }) {
+                    continue;
+                }
+                for run in &t.pages {
+                    let a = run.vaddr.max(v.start);
+                    let b = (run.vaddr + run.nr_pages * PAGE).min(v.end);
+                    if a >= b {
+                        continue;
+                    }
+                    let path = &t.page_files[run.file];
+                    if !files.contains_key(path) {
+                        let f = std::fs::File::open(path).map_err(|e| RestoreError::Io {
+                            what: format!("opening {}", path.display()),
+                            error: e,
+                        })?;
+                        files.insert(path.clone(), f);
+                    }
+                    // Each stretch of pages of [a, b) not read yet, in one read.
+                    let mut page = a;
+                    while page < b {
+                        let first = ((v.pgoff + (page - v.start)) / PAGE) as usize;
+                        if filled.get(first).is_none_or(|f| *f) {
+                            page += PAGE;
+                            continue;
+                        }
+                        let mut end = page;
+                        while end < b {
+                            let k = ((v.pgoff + (end - v.start)) / PAGE) as usize;
+                            match filled.get_mut(k) {
+                                Some(f) if !*f => *f = true,
+                                _ => break,
+                            }
+                            end += PAGE;
+                        }
+                        let obj_off = v.pgoff + (page - v.start);
+                        // SAFETY: [obj_off, obj_off + (end - page)) are pages of the object
+                        // (checked against `filled`, sized by it), mapped readable and
+                        // writable above and ours alone until the tasks are created.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                (base + obj_off) as *mut u8,
+                                (end - page) as usize,
+                            )
+                        };
+                        let off = run.offset + (page - run.vaddr);
+                        std::os::unix::fs::FileExt::read_exact_at(&files[path], dst, off).map_err(
+                            |e| RestoreError::Io {
+                                what: format!("reading shared memory from {}", path.display()),
+                                error: e,
+                            },
+                        )?;
+                        page = end;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Up to `n` pids that are free and that the tree does not need, from the top of the pid range
+/// down, for the helpers that share big fills: a pid there is handed out by the kernel only
+/// when it wraps around, so a helper neither takes a pid the tree needs nor races another
+/// process for one.
+pub fn helper_pids(tree: &TreePlan, n: usize) -> Vec<i32> {
+    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    let taken: HashSet<i32> = tree.all_ids().collect();
+    (300..max)
+        .rev()
+        .filter(|p| !taken.contains(p) && !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .take(n)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::pipe::PipeEnd;
+    use crate::restore::plan::{Fd, TaskPlan};
+
+    #[test]
+    fn a_pipe_two_tasks_hold_is_made_once_with_an_fd_per_end() {
+        let end = |write| {
+            FdSource::File(Arc::new(PipeEnd {
+                id: 5,
+                write,
+                flags: 0,
+                data: b"queued".to_vec(),
+                size: 0,
+            }))
+        };
+        let task = |pid, fds: Vec<(i32, u32, bool)>| TaskPlan {
+            pid,
+            fds: fds
+                .into_iter()
+                .map(|(fd, file_id, write)| Fd {
+                    fd,
+                    file_id,
+                    cloexec: false,
+                    source: end(write),
+                })
+                .collect(),
+            ..TaskPlan::default()
+        };
+        // The parent reads at fd 3; the child writes at fd 4 and also holds the read end at 5.
+        let tree = TreePlan {
+            tasks: vec![
+                task(100, vec![(3, 1, false)]),
+                task(101, vec![(4, 2, true), (5, 1, false)]),
+            ],
+            parent: vec![None, Some(0)],
+            children: vec![vec![1], vec![]],
+            order: vec![0, 1],
+        };
+        let shared = Shared::build(&tree).unwrap();
+        let (r, w) = (shared.fds[0][&3], shared.fds[1][&4]);
+        assert_eq!(shared.fds[1][&5], r, "one read end for both tasks");
+        assert_ne!(r, w);
+        assert!(
+            r > 5 && w > 5 && shared.fd_floor > r.max(w),
+            "above every task fd"
+        );
+        // The saved bytes were put back, and the ends are connected.
+        let mut buf = [0u8; 16];
+        // SAFETY: reads from the engine's read end into a live local buffer.
+        let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(&buf[..n as usize], b"queued");
+        // SAFETY: writes a live local buffer to the engine's write end.
+        assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
+        // SAFETY: as above.
+        let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(&buf[..n as usize], b"x");
+    }
+}

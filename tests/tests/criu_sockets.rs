@@ -1,0 +1,170 @@
+//! `criu dump` then `criu restore` of unix sockets in many shapes (pairs, names, listeners with
+//! queued connections, queued data, shutdowns, closed peers, options, a socket shared with a
+//! child): the restored victim checks each one itself. Also: a restore twice in a row from the
+//! same images, the images in CRIU's format, and a refused kind (TCP) leaving the victim running.
+
+use std::path::Path;
+use std::time::Duration;
+
+use compel_criu_tests::{
+    Spawned, ask_check, become_subreaper, children_of, criu_dump, dump_and_reap, pid_exists,
+    restore_detached, skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
+};
+use criu_images::pb::{FdTypes, FileEntry, SkPacketEntry};
+use criu_images::{ImageReader, magic, names};
+
+struct Run {
+    dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn new() -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("work")).unwrap();
+        Run { dir }
+    }
+
+    fn p(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn spawn(&self, extra: &[&str]) -> (Spawned, Spawned) {
+        let (out, ready, work) = (self.p("out"), self.p("ready"), self.p("work"));
+        let mut args = vec![
+            out.to_str().unwrap(),
+            ready.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let v = Spawned::spawn(
+            env!("CARGO_BIN_EXE_criu-victim-sockets"),
+            &args,
+            &self.p("victim.log"),
+            None,
+        );
+        wait_file(&ready, Duration::from_secs(10));
+        let kid = Spawned::guard(child_of(v.pid()));
+        (v, kid)
+    }
+
+    fn verdict(&self, pid: i32) -> String {
+        let _ = std::fs::remove_file(self.p("out"));
+        ask_check(pid, &self.p("out"))
+    }
+}
+
+fn child_of(pid: i32) -> i32 {
+    for _ in 0..500 {
+        if let Some(&k) = children_of(pid).first() {
+            return k;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the victim {pid} has no child");
+}
+
+/// Restores `img` detached; returns guards for the restored victim and its child.
+fn restore(img: &Path, pid: i32, kid: i32) -> (Spawned, Spawned) {
+    let _ = std::fs::remove_file(img.join("restored.pid"));
+    let r = restore_detached(img, &[]);
+    assert_eq!(r, pid, "restored with another pid");
+    let rv = Spawned::guard(r);
+    assert_eq!(children_of(r), vec![kid], "the restored child");
+    (rv, Spawned::guard(kid))
+}
+
+/// Without a dump the victim's own check passes (so a `bad` after restore is the restore's).
+#[test]
+fn socket_victim_checks_pass_untouched() {
+    let _g = test_lock();
+    become_subreaper();
+    let run = Run::new();
+    let (v, _k) = run.spawn(&[]);
+    assert_eq!(run.verdict(v.pid()), "check ok");
+}
+
+#[test]
+fn unix_sockets_come_back_twice_from_the_same_images() {
+    skip_if_not_root!("unix_sockets_come_back_twice_from_the_same_images");
+    let _g = test_lock();
+    become_subreaper();
+    let run = Run::new();
+    let (mut v, mut k) = run.spawn(&[]);
+    let (pid, kid) = (v.pid(), k.pid());
+    let img = run.p("img");
+    dump_and_reap(&mut v, &img, &[]);
+    assert!(
+        k.wait(Duration::from_secs(5)).is_some(),
+        "the child was not killed"
+    );
+
+    // CRIU's format: UNIXSK entries, sk-queues with the stream pair's bytes for its receiver.
+    let files: Vec<FileEntry> =
+        criu_images::read_all(img.join(names::FILES), magic::FILES).unwrap();
+    let unix: Vec<_> = files
+        .iter()
+        .filter(|f| f.r#type == FdTypes::Unixsk as i32)
+        .filter_map(|f| f.usk.as_ref())
+        .collect();
+    assert!(unix.len() >= 18, "{} unix sockets in files.img", unix.len());
+    let listener = unix
+        .iter()
+        .find(|u| u.state == 10 && u.name.first() == Some(&0))
+        .expect("the abstract listener");
+    assert_eq!(listener.name, format!("\0criu-sk-{pid}").into_bytes());
+    let gone = unix
+        .iter()
+        .find(|u| u.name.ends_with(b"gone.sock\0") || u.name.ends_with(b"gone.sock"))
+        .expect("the removed name");
+    assert_eq!(gone.deleted, Some(true));
+    let rel = unix
+        .iter()
+        .find(|u| u.name.starts_with(b"rel.sock"))
+        .unwrap();
+    assert_eq!(
+        rel.name_dir.as_deref(),
+        Some(run.p("work").to_str().unwrap())
+    );
+    let mut r = ImageReader::open_expect(img.join(names::SK_QUEUES), magic::SK_QUEUES).unwrap();
+    let mut queued = 0;
+    let mut total = 0;
+    while let Some(e) = r.read_entry::<SkPacketEntry>().unwrap() {
+        let data = r.read_extra(u64::from(e.length)).unwrap();
+        assert!(files.iter().any(|f| f.id == e.id_for && f.usk.is_some()));
+        queued += 1;
+        total += data.len();
+    }
+    assert!(queued >= 10, "{queued} queued messages");
+    assert!(total >= 3000 + 4 + 4, "{total} queued bytes");
+
+    for round in 0..2 {
+        let (rv, rk) = restore(&img, pid, kid);
+        assert_eq!(run.verdict(rv.pid()), "check ok", "round {round}");
+        drop(rv);
+        drop(rk);
+        assert!(!pid_exists(pid) && !pid_exists(kid));
+    }
+}
+
+#[test]
+fn a_tcp_socket_is_refused_by_name_and_the_victim_runs_on() {
+    skip_if_not_root!("a_tcp_socket_is_refused_by_name_and_the_victim_runs_on");
+    let _g = test_lock();
+    become_subreaper();
+    let run = Run::new();
+    let (v, _k) = run.spawn(&["tcp"]);
+    let img = run.p("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let o = criu_dump(v.pid(), &img, &["-o", "dump.log", "-v4"]);
+    assert!(!o.status.success(), "the dump of a TCP socket succeeded");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("AF_INET") && err.contains("socket:["),
+        "stderr: {err}"
+    );
+    assert_eq!(
+        wait_exit_timeout(v.pid(), Duration::from_millis(200)),
+        Ok(None)
+    );
+    assert_eq!(run.verdict(v.pid()), "check ok");
+}

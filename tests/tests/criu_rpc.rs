@@ -343,21 +343,7 @@ fn swrk_refuses_a_descriptor_that_is_not_a_seqpacket_socket() {
 fn the_service_serves_connections_on_a_private_socket_and_removes_it_on_exit() {
     let d = open_dir();
     let addr = d.path().join("criu.sk");
-    let mut svc = Command::new(criu_bin())
-        .arg("service")
-        .arg("--address")
-        .arg(&addr)
-        .arg("-W")
-        .arg(d.path())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !addr.exists() && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Listening once the mode is right (chmod comes before listen).
-    std::thread::sleep(Duration::from_millis(50));
+    let svc = start_service(d.path(), &addr);
     let mode = std::fs::metadata(&addr).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the service socket is open to others");
     for _ in 0..2 {
@@ -404,13 +390,7 @@ fn the_service_serves_connections_on_a_private_socket_and_removes_it_on_exit() {
         assert!(!r.success);
         assert!(r.cr_errmsg.unwrap().contains("standalone service"));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(svc.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let st = svc.wait().unwrap();
-    assert!(st.success(), "criu service ended with {st:?}");
+    svc.stop();
     assert!(!addr.exists(), "the socket file is left behind");
 }
 
@@ -641,4 +621,148 @@ fn the_service_goes_to_the_background_with_daemon_and_writes_its_pidfile() {
     let mut service = service;
     service.mark_reaped();
     assert!(!addr.exists(), "the socket file is left behind");
+}
+
+/// A `criu service` child: stopped with SIGTERM by [`Service::stop`], killed if a test fails
+/// before that.
+struct Service(Option<Child>);
+
+impl Service {
+    /// SIGTERM, then its exit status must be success.
+    fn stop(mut self) {
+        let mut c = self.0.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let st = c.wait().unwrap();
+        assert!(st.success(), "criu service ended with {st:?}");
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `criu service` at `addr` as a child of the test and waits for its socket.
+fn start_service(d: &Path, addr: &Path) -> Service {
+    let svc = Command::new(criu_bin())
+        .arg("service")
+        .arg("--address")
+        .arg(addr)
+        .arg("-W")
+        .arg(d)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !addr.exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    Service(Some(svc))
+}
+
+fn service_request(addr: &Path, q: &CriuReq) -> CriuResp {
+    let sk = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(sk.as_raw_fd(), &UnixAddr::new(addr).unwrap()).unwrap();
+    setsockopt(&sk, sockopt::ReceiveTimeout, &TimeVal::new(10, 0)).unwrap();
+    send(sk.as_raw_fd(), &q.encode_to_vec(), MsgFlags::empty()).unwrap();
+    recv_resp(sk.as_fd()).expect("an answer")
+}
+
+#[test]
+fn the_service_dumps_and_restores_with_the_client_s_images_descriptor() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let img = d.path().join("img");
+    std::fs::create_dir(&img).unwrap();
+    let addr = d.path().join("criu.sk");
+    let svc = start_service(d.path(), &addr);
+    let mut v = spawn_counter(d.path());
+    let dir = std::fs::File::open(&img).unwrap();
+    let opts = |pid: Option<i32>, log: &str| CriuOpts {
+        images_dir_fd: dir.as_raw_fd(),
+        pid,
+        log_file: Some(log.into()),
+        log_level: Some(4),
+        ..Default::default()
+    };
+    let mut q = req(CriuReqType::Dump);
+    q.opts = Some(opts(Some(v.pid()), "dump.log"));
+    let r = service_request(&addr, &q);
+    let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
+    assert!(r.success, "{r:?}\n{log}");
+    assert_eq!(
+        wait_exit_timeout(v.pid(), Duration::from_secs(5)),
+        Ok(Some(Exit::Signal(libc::SIGKILL)))
+    );
+    v.mark_reaped();
+    let mut q = req(CriuReqType::Restore);
+    q.opts = Some(opts(None, "restore.log"));
+    let r = service_request(&addr, &q);
+    let restored = Spawned::guard(v.pid());
+    let log = std::fs::read_to_string(img.join("restore.log")).unwrap_or_default();
+    assert!(r.success, "{r:?}\n{log}");
+    assert_eq!(r.restore.map(|x| x.pid), Some(v.pid()));
+    assert_counting_on(d.path());
+    drop(restored);
+    svc.stop();
+}
+
+#[test]
+fn a_client_that_refuses_pre_restore_gets_nothing_restored() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let img = d.path().join("img");
+    std::fs::create_dir(&img).unwrap();
+    let mut v = spawn_counter(d.path());
+    let dir = std::fs::File::open(&img).unwrap();
+    let mut c = rust_criu();
+    c.set_pid(v.pid());
+    c.set_images_dir_fd(dir.as_raw_fd());
+    c.set_log_file("dump.log".into());
+    assert!(c.dump().is_ok());
+    assert_eq!(
+        wait_exit_timeout(v.pid(), Duration::from_secs(5)),
+        Ok(Some(Exit::Signal(libc::SIGKILL)))
+    );
+    v.mark_reaped();
+
+    let s = Swrk::start();
+    let mut q = req(CriuReqType::Restore);
+    q.opts = Some(CriuOpts {
+        images_dir_fd: dir.as_raw_fd(),
+        notify_scripts: Some(true),
+        log_file: Some("restore.log".into()),
+        log_level: Some(4),
+        ..Default::default()
+    });
+    s.send(&q);
+    expect_notify(&s, "pre-restore");
+    ack(&s, false);
+    let r = s.recv().expect("the restore's answer");
+    assert_eq!(r.r#type, CriuReqType::Restore as i32);
+    assert!(!r.success);
+    assert_eq!(r.restore.map(|x| x.pid), Some(-1));
+    assert!(r.cr_errmsg.unwrap_or_default().contains("pre-restore"));
+    assert_eq!(s.finish(), Some(0));
+    assert!(
+        !Path::new(&format!("/proc/{}", v.pid())).exists(),
+        "a refused restore brought the process back"
+    );
 }

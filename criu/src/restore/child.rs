@@ -274,6 +274,13 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
     protect(p)?;
     close_others(p);
     fds(p)?;
+    for (fd, st) in &p.settle {
+        st.apply(*fd).map_err(|e| Fail {
+            stage: CHILD_FDS,
+            errno: e.errno,
+            detail: e.detail,
+        })?;
+    }
     for &fd in &p.inherited {
         // SAFETY: the engine's shared descriptors are placed by now; the copies go.
         unsafe { libc::close(fd) };
@@ -1062,6 +1069,20 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                         },
                     }
                 }
+            }
+            FdOp::Reopen {
+                fd,
+                path,
+                flags,
+                cloexec,
+            } => {
+                // SAFETY: opens a NUL-terminated path the parent prepared.
+                let t = unsafe {
+                    libc::open(path.as_ptr(), *flags | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                };
+                let t = ok(CHILD_FDS, t as _, *fd as u64)? as i32;
+                let t = lift(p, t, *fd)?;
+                place(t, *fd, *cloexec)?;
             }
             FdOp::Dup { fd, of, cloexec } => {
                 // SAFETY: fcntl on a descriptor created earlier in this loop or inherited from

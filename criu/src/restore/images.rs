@@ -967,6 +967,7 @@ fn descriptors(
                 file_id: fi.id,
                 cloexec,
                 source: FdSource::Dup { of },
+                status: None,
             });
             continue;
         }
@@ -988,6 +989,7 @@ fn descriptors(
             file_id: fi.id,
             cloexec,
             source,
+            status: crate::files::FileStatus::of(fe),
         });
     }
     plan.fds = fds;

@@ -115,6 +115,8 @@ pub struct Fd {
     pub cloexec: bool,
     /// Where it comes from.
     pub source: FdSource,
+    /// Status flags and owner of its open file (set on the first descriptor of the file).
+    pub status: Option<crate::files::FileStatus>,
 }
 
 /// Credentials with the supplementary groups.

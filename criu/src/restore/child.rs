@@ -1098,13 +1098,14 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
 
 fn fs(p: &ChildPlan) -> Result<(), Fail> {
     // SAFETY: chroot/chdir/umask with NUL-terminated strings we own; they change only this
-    // process's filesystem context.
+    // process's filesystem context. Both paths are as seen from criu's root: the cwd is entered
+    // first, and stays the cwd through the chroot.
     unsafe {
-        if let Some(root) = &p.root {
-            ok(CHILD_FS, libc::chroot(root.as_ptr()) as _, 1)?;
-        }
         if let Some(cwd) = &p.cwd {
             ok(CHILD_FS, libc::chdir(cwd.as_ptr()) as _, 2)?;
+        }
+        if let Some(root) = &p.root {
+            ok(CHILD_FS, libc::chroot(root.as_ptr()) as _, 1)?;
         }
         libc::umask(p.umask as libc::mode_t);
     }

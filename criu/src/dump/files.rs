@@ -305,6 +305,8 @@ impl FileTable {
                         None if self.regular.claims(&probe) => self.regular.dump(&probe, id)?,
                         None => return Err(regular::refuse(&probe)),
                     };
+                    let mut e = e;
+                    crate::files::set_fown(&mut e, owner(pid, fd)?);
                     let ty = e.r#type;
                     self.entries.push(e);
                     self.seen.entry(key).or_default().push((pid, fd, id));
@@ -381,6 +383,14 @@ impl std::fmt::Debug for FileTable {
             .field("locks", &self.locks.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The owner for signals (`F_GETOWN_EX`, `F_GETSIG`) of the open file behind fd `fd` of `pid`,
+/// read on a copy of it (`pidfd_getfd`): it belongs to the open file, whatever its kind.
+fn owner(pid: i32, fd: i32) -> Result<criu_images::pb::FownEntry, DumpError> {
+    use std::os::fd::AsRawFd;
+    let f = crate::files::socket::steal(pid, fd).map_err(crate::files::sockets::dump_err)?;
+    Ok(crate::files::socket::read_fown(f.as_raw_fd()))
 }
 
 /// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` are the same open file description

@@ -151,7 +151,8 @@ impl FdinfoText {
     }
 }
 
-/// The `fown` of an entry: nobody owns the file (`F_SETOWN` is not dumped yet).
+/// The `fown` an entry is made with: nobody. The dump fills in the real owner of every kind
+/// afterwards ([`set_fown`]).
 pub fn fown_zero() -> FownEntry {
     FownEntry {
         uid: 0,
@@ -345,4 +346,98 @@ pub(crate) fn owned(fd: i32) -> OwnedFd {
     use std::os::fd::FromRawFd;
     // SAFETY: callers pass a descriptor they just created and own exclusively.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The `flags` and `fown` fields of an entry, whatever its kind.
+fn status_fields(e: &mut FileEntry) -> Option<(&mut u32, &mut FownEntry)> {
+    macro_rules! pick {
+        ($($f:ident),*) => {
+            $(if let Some(x) = e.$f.as_mut() {
+                return Some((&mut x.flags, &mut x.fown));
+            })*
+        };
+    }
+    pick!(reg, pipe, efd, epfd, sgfd, tfd, tty, usk, nlsk, psk);
+    None
+}
+
+/// Dump: records the owner `fown` (`F_SETOWN_EX`, `F_SETSIG`) of the open file of entry `e`,
+/// whatever its kind, unless the kind recorded one itself.
+pub fn set_fown(e: &mut FileEntry, fown: FownEntry) {
+    if let Some((_, f)) = status_fields(e)
+        && f.pid == 0
+        && f.signum == 0
+    {
+        *f = fown;
+    }
+}
+
+/// What belongs to an open file description whatever its kind, applied to each descriptor
+/// once it is made: its status flags and its owner for signals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileStatus {
+    /// `open` flags as dumped (access mode and status flags).
+    pub flags: i32,
+    /// `F_OWNER_TID`, `F_OWNER_PID` or `F_OWNER_PGRP` (with `owner_pid` not 0).
+    pub owner_type: i32,
+    /// The owner (0: nobody).
+    pub owner_pid: i32,
+    /// The signal sent instead of `SIGIO` (0: `SIGIO`).
+    pub signum: i32,
+}
+
+/// Status flags `F_SETFL` changes.
+const SETFL_MASK: i32 = libc::O_APPEND | libc::O_ASYNC | libc::O_NOATIME | libc::O_NONBLOCK;
+
+impl FileStatus {
+    /// The status of entry `e`, whatever its kind (`None` for kinds without one).
+    pub fn of(e: &FileEntry) -> Option<FileStatus> {
+        let mut e = e.clone();
+        let (flags, f) = status_fields(&mut e)?;
+        Some(FileStatus {
+            flags: *flags as i32,
+            owner_type: f.pid_type as i32,
+            owner_pid: f.pid as i32,
+            signum: f.signum as i32,
+        })
+    }
+
+    /// Gives descriptor `fd` (just made, in the task that holds it) its owner, signal and
+    /// status flags (`O_NONBLOCK`, `O_ASYNC`, `O_APPEND`, ...), which belong to the open file,
+    /// not to the object it is open on. Runs in a freshly forked task: no allocation.
+    ///
+    /// # Errors
+    /// The failing `fcntl`'s errno.
+    pub fn apply(&self, fd: i32) -> Result<(), TaskError> {
+        /// `struct f_owner_ex`.
+        #[repr(C)]
+        struct OwnerEx {
+            ty: i32,
+            pid: i32,
+        }
+        const F_SETOWN_EX: i32 = 15;
+        const F_SETSIG: i32 = 10;
+        let d = fd as u64;
+        if self.signum != 0 {
+            // SAFETY: F_SETSIG takes an int.
+            check(unsafe { libc::fcntl(fd, F_SETSIG, self.signum) } as _, d)?;
+        }
+        if self.owner_pid != 0 {
+            let ex = OwnerEx {
+                ty: self.owner_type,
+                pid: self.owner_pid,
+            };
+            // SAFETY: F_SETOWN_EX reads a live f_owner_ex.
+            let r = unsafe { libc::fcntl(fd, F_SETOWN_EX, &ex as *const OwnerEx) };
+            check(r as _, d)?;
+        }
+        // SAFETY: F_GETFL takes no argument.
+        let cur = check(unsafe { libc::fcntl(fd, libc::F_GETFL) } as _, d)? as i32;
+        let want = (cur & !SETFL_MASK) | (self.flags & SETFL_MASK);
+        if want != cur {
+            // SAFETY: F_SETFL takes an int.
+            check(unsafe { libc::fcntl(fd, libc::F_SETFL, want) } as _, d)?;
+        }
+        Ok(())
+    }
 }

@@ -52,10 +52,9 @@ impl FileKind for Pipe {
         let ino = fd.meta.ino();
         if !self.seen.contains(&ino) {
             self.seen.push(ino);
+            // Every pipe gets an entry: its size matters even when it is empty.
             let (data, size) = peek_pipe(fd.pid, fd.fd)?;
-            if !data.is_empty() {
-                self.data.push((ino as u32, PipeData { size, bytes: data }));
-            }
+            self.data.push((ino as u32, PipeData { size, bytes: data }));
         }
         Ok(FileEntry {
             r#type: FdTypes::Pipe as i32,
@@ -184,14 +183,14 @@ impl RestoreFile for PipeEnd {
     }
 }
 
-/// Gives a new pipe its dumped capacity `size` (when above the default; a refused grow is left to
-/// the write to report) and writes its saved bytes into its write end `wt`.
+/// Gives a new pipe its dumped capacity `size` (0: unknown, left as made) and writes its saved
+/// bytes into its write end `wt`.
 pub fn refill(wt: i32, data: &[u8], size: u32, first: i32) -> Result<(), TaskError> {
-    if size > 65536 {
-        // SAFETY: fcntl on the pipe end we just created; failure only leaves the default size.
-        unsafe {
-            libc::fcntl(wt, libc::F_SETPIPE_SZ, size as libc::c_int);
-        }
+    // SAFETY: fcntl on the pipe end we just created.
+    if size != 0 && unsafe { libc::fcntl(wt, libc::F_GETPIPE_SZ) } != size as libc::c_int {
+        // SAFETY: as above.
+        let r = unsafe { libc::fcntl(wt, libc::F_SETPIPE_SZ, size as libc::c_int) };
+        check(r as _, first as u64)?;
     }
     let mut off = 0;
     while off < data.len() {

@@ -24,10 +24,13 @@ use criu_images::pb::{
 };
 use criu_images::{ImageReader, ImageWriter, magic, names};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, errno, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, cpath, img, kind_entry};
+
+/// Ghost contents are copied in pieces of this size.
+const GHOST_PIECE: usize = 1 << 20;
 
 /// CRIU writes ghost files of at least this size in chunks.
 const GHOST_CHUNKS_THRESH: u64 = 3 * 4096;
@@ -120,8 +123,13 @@ impl Regular {
         {
             reg.build_id = bid;
         }
-        // A file deleted while open (nlink 0) is saved with its contents.
-        if deleted && meta.nlink() == 0 {
+        // A file deleted while open is saved with its contents: no link left (nlink 0), or its
+        // name unlinked while another hard link remains (its old name is gone).
+        let name_gone = || {
+            std::fs::symlink_metadata(path)
+                .map_or(true, |m| (m.dev(), m.ino()) != (meta.dev(), meta.ino()))
+        };
+        if deleted && (meta.nlink() == 0 || name_gone()) {
             self.add_ghost(id, source, meta)?;
         }
         Ok(FileEntry {
@@ -138,15 +146,17 @@ impl Regular {
         source: &Path,
         meta: std::fs::Metadata,
     ) -> Result<(), DumpError> {
-        if !(meta.file_type().is_file() || meta.file_type().is_dir()) {
+        let ft = meta.file_type();
+        if !(ft.is_file() || ft.is_dir() || ft.is_char_device() || ft.is_block_device()) {
             return Err(DumpError::Unsupported {
                 what: format!(
-                    "deleted special file {} (only regular files and directories)",
+                    "deleted special file {} (only regular files, directories and device nodes)",
                     source.display()
                 ),
             });
         }
-        if meta.blocks() * 512 > self.ghost_limit {
+        // Only a regular file has content to save: a directory or device node is made again.
+        if ft.is_file() && meta.blocks() * 512 > self.ghost_limit {
             return Err(DumpError::Unsupported {
                 what: format!(
                     "deleted file {} of {} bytes is over the ghost limit {} (--ghost-limit)",
@@ -188,7 +198,8 @@ impl Regular {
             mode: m.mode(),
             dev: Some(m.dev() as u32),
             ino: Some(m.ino()),
-            rdev: None,
+            rdev: (m.file_type().is_char_device() || m.file_type().is_block_device())
+                .then_some(m.rdev() as u32),
             atim: Some(Timeval {
                 tv_sec: m.atime() as u64,
                 tv_usec: (m.atime_nsec() / 1000) as u64,
@@ -211,12 +222,18 @@ impl Regular {
             let mut f = File::open(&g.source).map_err(ferr)?;
             if chunks {
                 // Data regions only (holes stay holes), each as a chunk header then its bytes.
+                // Streamed in pieces: a region may be larger than memory.
+                let mut buf = vec![0u8; GHOST_PIECE];
                 for (off, len) in data_regions(&mut f, m.size()).map_err(ferr)? {
                     w.write_entry(&GhostChunkEntry { len, off })?;
                     f.seek(SeekFrom::Start(off)).map_err(ferr)?;
-                    let mut buf = vec![0u8; len as usize];
-                    f.read_exact(&mut buf).map_err(ferr)?;
-                    w.write_extra(&buf)?;
+                    let mut left = len;
+                    while left > 0 {
+                        let n = left.min(GHOST_PIECE as u64) as usize;
+                        f.read_exact(&mut buf[..n]).map_err(ferr)?;
+                        w.write_extra(&buf[..n])?;
+                        left -= n as u64;
+                    }
                 }
             } else {
                 let mut buf = Vec::with_capacity(m.size() as usize);
@@ -275,14 +292,10 @@ impl FileKind for Regular {
         let r = kind_entry(&e.reg, fd, "regular file")?;
         let flags = r.flags as i32;
         if let Some(rm) = img.remaps.get(&r.id) {
-            let content = ghost_content(img.dir, rm.remap_id)?;
-            let name = r.name.trim_end_matches(" (deleted)");
             return Ok(Arc::new(RegularFile::Deleted {
-                path: cpath(&format!("{name}.criu-ghost.{}", rm.remap_id))?,
+                ghost: ghost_file(img.dir, rm.remap_id, &r.name)?,
                 flags,
                 pos: r.pos,
-                mode: r.mode.unwrap_or(0o600) & 0o7777,
-                content,
             }));
         }
         if std::fs::symlink_metadata(&r.name).is_err() {
@@ -326,25 +339,32 @@ pub enum RegularFile {
         /// The offset to seek to.
         pos: u64,
     },
-    /// A file deleted while open: recreate it at `path` from `content`, open, unlink.
+    /// A file deleted while open: open the file the engine recreated for it (once for every
+    /// open file of it, [`ghost_file`]).
     Deleted {
-        /// Where to recreate it (beside its old path).
-        path: CString,
+        /// The recreated file.
+        ghost: Arc<GhostFile>,
         /// `open` flags.
         flags: i32,
         /// The offset to seek to.
         pos: u64,
-        /// Permission bits.
-        mode: u32,
-        /// Its saved content.
-        content: Vec<u8>,
     },
+}
+
+/// The flags to open a file again with, from the flags it was opened with: never creating or
+/// truncating, and a file made with `O_TMPFILE` is opened as the plain file it is now.
+pub fn reopen_flags(flags: i32) -> i32 {
+    let mut f = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    if f & libc::O_TMPFILE == libc::O_TMPFILE {
+        f &= !libc::O_TMPFILE;
+    }
+    f
 }
 
 /// Opens `path` with `flags` (close-on-exec, never creating) and seeks to `pos`; `fd` is the
 /// target descriptor, for the report.
 pub fn open_seek(path: &CStr, flags: i32, pos: u64, fd: i32) -> Result<i32, TaskError> {
-    let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    let flags = reopen_flags(flags);
     // SAFETY: open with a NUL-terminated path we own.
     let t = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
     let t = check(t as _, fd as u64)? as i32;
@@ -360,38 +380,6 @@ pub fn open_seek(path: &CStr, flags: i32, pos: u64, fd: i32) -> Result<i32, Task
     Ok(t)
 }
 
-/// Creates the file of a descriptor whose file was deleted while open: at `path` (which must
-/// not exist), with permission bits `mode` and the saved `content`. On failure nothing is left
-/// at `path`; `fd` is the target descriptor, for the report.
-pub fn recreate(path: &CString, mode: u32, content: &[u8], fd: i32) -> Result<(), TaskError> {
-    // SAFETY: creates a new file at a NUL-terminated path we own, writes the saved content from
-    // a live slice and closes it; on a failed write the half-written file is removed.
-    unsafe {
-        let w = libc::open(
-            path.as_ptr(),
-            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-            mode,
-        );
-        let w = check(w as _, fd as u64)? as i32;
-        let mut done = 0usize;
-        while done < content.len() {
-            let n = libc::write(w, content[done..].as_ptr().cast(), content.len() - done);
-            if n <= 0 {
-                let e = if n < 0 { errno() } else { libc::EIO };
-                libc::close(w);
-                libc::unlink(path.as_ptr());
-                return Err(TaskError {
-                    errno: e,
-                    detail: fd as u64,
-                });
-            }
-            done += n as usize;
-        }
-        libc::close(w);
-    }
-    Ok(())
-}
-
 impl RestoreFile for RegularFile {
     fn fd_type(&self) -> FdTypes {
         FdTypes::Reg
@@ -402,18 +390,8 @@ impl RestoreFile for RegularFile {
             RegularFile::Path { path, flags, pos } => {
                 open_seek(path, *flags, *pos, fd).map(Ends::one)
             }
-            RegularFile::Deleted {
-                path,
-                flags,
-                pos,
-                mode,
-                content,
-            } => {
-                recreate(path, *mode, content, fd)?;
-                let t = open_seek(path, *flags, *pos, fd);
-                // SAFETY: removes the file we just recreated, as it was deleted when dumped.
-                unsafe { libc::unlink(path.as_ptr()) };
-                t.map(Ends::one)
+            RegularFile::Deleted { ghost, flags, pos } => {
+                open_seek(&ghost.path, *flags, *pos, fd).map(Ends::one)
             }
         }
     }
@@ -421,22 +399,7 @@ impl RestoreFile for RegularFile {
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
         let (path, flags, pos) = match self {
             RegularFile::Path { path, flags, pos } => (path, *flags, *pos),
-            RegularFile::Deleted {
-                path,
-                flags,
-                pos,
-                mode,
-                content,
-            } => {
-                recreate(path, *mode, content, -1).map_err(|f| RestoreError::Sys {
-                    what: "recreating a deleted shared file",
-                    errno: nix::errno::Errno::from_raw(f.errno),
-                })?;
-                let r = open_in_engine(path, *flags, *pos);
-                // SAFETY: removes the file just recreated, as it was deleted when dumped.
-                unsafe { libc::unlink(path.as_ptr()) };
-                return r.map(|f| vec![f]);
-            }
+            RegularFile::Deleted { ghost, flags, pos } => (&ghost.path, *flags, *pos),
         };
         open_in_engine(path, flags, pos).map(|f| vec![f])
     }
@@ -444,7 +407,7 @@ impl RestoreFile for RegularFile {
 
 /// Opens `path` in the engine, for tasks to inherit.
 pub fn open_in_engine(path: &CStr, flags: i32, pos: u64) -> Result<OwnedFd, RestoreError> {
-    let flags = flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    let flags = reopen_flags(flags);
     // SAFETY: open with a NUL-terminated path.
     let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -463,44 +426,159 @@ pub fn open_in_engine(path: &CStr, flags: i32, pos: u64) -> Result<OwnedFd, Rest
     Ok(fd)
 }
 
-/// The largest deleted file restored from an image (it is held in memory while restoring).
-const MAX_GHOST: u64 = 1 << 30;
+/// A file deleted while open, made again by the engine once for the whole restore (every open
+/// file of it, in every task, opens this one), beside its old path; removed again when the
+/// last plan using it is dropped, after the tasks opened it.
+#[derive(Debug)]
+pub struct GhostFile {
+    /// Where it was made.
+    pub path: CString,
+    dir: bool,
+}
 
-fn ghost_content(d: &criu_images::ImageDir, id: u32) -> Result<Vec<u8>, RestoreError> {
+impl Drop for GhostFile {
+    fn drop(&mut self) {
+        // SAFETY: removes the file or directory this restore made, by a path we own.
+        unsafe {
+            if self.dir {
+                libc::rmdir(self.path.as_ptr());
+            } else {
+                libc::unlink(self.path.as_ptr());
+            }
+        }
+    }
+}
+
+/// Ghosts made so far, by their image: one file per deleted inode, however many open it.
+static GHOSTS: std::sync::Mutex<Vec<(PathBuf, std::sync::Weak<GhostFile>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The file made again for ghost `id` of `d` (made the first time it is asked for), a deleted
+/// file once named `name`: a regular file with its content (holes kept), a directory or a
+/// device node, with the owner, mode and times the dump saved.
+///
+/// # Errors
+/// [`RestoreError::Image`]/[`RestoreError::BadImage`] for its image, [`RestoreError::Sys`]
+/// for making it.
+pub fn ghost_file(
+    d: &criu_images::ImageDir,
+    id: u32,
+    name: &str,
+) -> Result<Arc<GhostFile>, RestoreError> {
+    let key = d.file(&names::ghost_file(id));
+    let mut all = GHOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(g) = all
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(g);
+    }
+    let name = name.trim_end_matches(" (deleted)");
+    let path = format!("{name}.criu-ghost.{id}");
+    let g = make_ghost(d, id, &path)?;
+    all.push((key, Arc::downgrade(&g)));
+    Ok(g)
+}
+
+fn make_ghost(
+    d: &criu_images::ImageDir,
+    id: u32,
+    path: &str,
+) -> Result<Arc<GhostFile>, RestoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let name = names::ghost_file(id);
+    let sys = |what: &'static str| {
+        move |e: std::io::Error| RestoreError::Sys {
+            what,
+            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    };
     let mut r =
         ImageReader::open_expect(d.file(&name), magic::GHOST_FILE).map_err(|e| img(&name, e))?;
     let g: GhostFileEntry = r.read_one().map_err(|e| img(&name, e))?;
-    if g.chunks.unwrap_or(false) {
-        let mut out = Vec::new();
-        while let Some(c) = r
-            .read_entry::<pb::GhostChunkEntry>()
-            .map_err(|e| img(&name, e))?
-        {
-            let data = r.read_extra(c.len).map_err(|e| img(&name, e))?;
-            let at = c.off as usize;
-            let end = at.saturating_add(data.len());
-            if end as u64 > MAX_GHOST {
-                return Err(bad(
-                    &name,
-                    format!("chunk at {at} beyond {MAX_GHOST} bytes"),
-                ));
+    let perm = g.mode & 0o7777;
+    let cpath = cpath(path)?;
+    let fmt = g.mode & libc::S_IFMT;
+    let ghost = Arc::new(GhostFile {
+        path: cpath.clone(),
+        dir: fmt == libc::S_IFDIR,
+    });
+    // From here on, a failure removes what was made (dropping `ghost`).
+    let mut file = None;
+    match fmt {
+        libc::S_IFDIR => std::fs::DirBuilder::new()
+            .mode(perm)
+            .create(path)
+            .map_err(sys("making a deleted directory again"))?,
+        libc::S_IFCHR | libc::S_IFBLK => {
+            let dev = g
+                .rdev
+                .ok_or_else(|| bad(&name, "device node without its device"))?;
+            // SAFETY: mknod with a NUL-terminated path we own.
+            if unsafe { libc::mknod(cpath.as_ptr(), fmt | perm, libc::dev_t::from(dev)) } != 0 {
+                return Err(crate::files::sys("making a deleted device node again"));
             }
-            if out.len() < end {
-                out.resize(end, 0);
-            }
-            out[at..end].copy_from_slice(&data);
         }
-        if let Some(size) = g.size {
-            if size > MAX_GHOST {
-                return Err(bad(&name, format!("size {size} beyond {MAX_GHOST} bytes")));
+        libc::S_IFREG => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(perm)
+                .open(path)
+                .map_err(sys("making a deleted file again"))?;
+            let wr = sys("writing a deleted file again");
+            if g.chunks.unwrap_or(false) {
+                while let Some(c) = r
+                    .read_entry::<pb::GhostChunkEntry>()
+                    .map_err(|e| img(&name, e))?
+                {
+                    let mut at = c.off;
+                    let mut left = c.len;
+                    while left > 0 {
+                        let n = left.min(GHOST_PIECE as u64);
+                        let data = r.read_extra(n).map_err(|e| img(&name, e))?;
+                        f.write_all_at(&data, at).map_err(wr)?;
+                        at = at.saturating_add(n);
+                        left -= n;
+                    }
+                }
+                if let Some(size) = g.size {
+                    f.set_len(size).map_err(wr)?;
+                }
+            } else {
+                let data = r.read_rest().map_err(|e| img(&name, e))?;
+                f.write_all_at(&data, 0).map_err(wr)?;
             }
-            out.resize(size as usize, 0);
+            file = Some(f);
         }
-        Ok(out)
-    } else {
-        r.read_rest().map_err(|e| img(&name, e))
+        other => return Err(bad(&name, format!("file type {other:o}"))),
     }
+    // Owner first (it clears set-id bits), then the mode, then the times.
+    std::os::unix::fs::lchown(path, Some(g.uid), Some(g.gid))
+        .map_err(sys("giving a deleted file its owner"))?;
+    // SAFETY: chmod with a NUL-terminated path we own.
+    if unsafe { libc::chmod(cpath.as_ptr(), perm) } != 0 {
+        return Err(crate::files::sys("giving a deleted file its mode"));
+    }
+    let ts = |t: &Option<pb::Timeval>| match t {
+        Some(t) => libc::timespec {
+            tv_sec: t.tv_sec as libc::time_t,
+            tv_nsec: (t.tv_usec.min(999_999) * 1000) as libc::c_long,
+        },
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    };
+    let times = [ts(&g.atim), ts(&g.mtim)];
+    // SAFETY: utimensat with a NUL-terminated path and a live array of two timespecs.
+    if unsafe { libc::utimensat(libc::AT_FDCWD, cpath.as_ptr(), times.as_ptr(), 0) } != 0 {
+        return Err(crate::files::sys("giving a deleted file its times"));
+    }
+    drop(file);
+    Ok(ghost)
 }
 
 /// The GNU build-id of an ELF file (its `NT_GNU_BUILD_ID` note) as CRIU saves it: the id's

@@ -264,6 +264,13 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
     protect(p)?;
     close_others(p);
     fds(p)?;
+    for (fd, st) in &p.settle {
+        st.apply(*fd).map_err(|e| Fail {
+            stage: CHILD_FDS,
+            errno: e.errno,
+            detail: e.detail,
+        })?;
+    }
     for &fd in &p.inherited {
         // SAFETY: the engine's shared descriptors are placed by now; the copies go.
         unsafe { libc::close(fd) };
@@ -544,6 +551,20 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
                     }
                 }
             }
+            FdOp::Reopen {
+                fd,
+                path,
+                flags,
+                cloexec,
+            } => {
+                // SAFETY: opens a NUL-terminated path the parent prepared.
+                let t = unsafe {
+                    libc::open(path.as_ptr(), *flags | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                };
+                let t = ok(CHILD_FDS, t as _, *fd as u64)? as i32;
+                let t = lift(p, t, *fd)?;
+                place(t, *fd, *cloexec)?;
+            }
             FdOp::Dup { fd, of, cloexec } => {
                 // SAFETY: fcntl on a descriptor created earlier in this loop or inherited from
                 // the engine and kept open.
@@ -558,13 +579,14 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
 
 fn fs(p: &ChildPlan) -> Result<(), Fail> {
     // SAFETY: chroot/chdir/umask with NUL-terminated strings we own; they change only this
-    // process's filesystem context.
+    // process's filesystem context. Both paths are as seen from criu's root: the cwd is entered
+    // first, and stays the cwd through the chroot.
     unsafe {
-        if let Some(root) = &p.root {
-            ok(CHILD_FS, libc::chroot(root.as_ptr()) as _, 1)?;
-        }
         if let Some(cwd) = &p.cwd {
             ok(CHILD_FS, libc::chdir(cwd.as_ptr()) as _, 2)?;
+        }
+        if let Some(root) = &p.root {
+            ok(CHILD_FS, libc::chroot(root.as_ptr()) as _, 1)?;
         }
         libc::umask(p.umask as libc::mode_t);
     }

@@ -106,6 +106,18 @@ pub enum FdOp {
         /// The first target fd, for reports.
         first: i32,
     },
+    /// Open again, as a new open file, the object an fd created earlier is open on (through
+    /// `path`, `/proc/self/fd/N`).
+    Reopen {
+        /// Target fd.
+        fd: i32,
+        /// `/proc/self/fd/N` of the earlier fd.
+        path: std::ffi::CString,
+        /// Access mode.
+        flags: i32,
+        /// `FD_CLOEXEC`.
+        cloexec: bool,
+    },
     /// Duplicate an fd created earlier, or one the engine made for several tasks and this
     /// task inherited (same open file description).
     Dup {
@@ -138,6 +150,8 @@ pub struct ChildPlan {
     /// Descriptors kept open while the others are closed: the ones the restorer needs (status
     /// pipe, exe) and the shared ones in [`ChildPlan::inherited`].
     pub service_fds: Vec<i32>,
+    /// Status flags and owner to give each open file once placed (at its first descriptor).
+    pub settle: Vec<(i32, crate::files::FileStatus)>,
     /// Open files made by the engine for several tasks, closed once placed.
     pub inherited: Vec<i32>,
     /// Temporary descriptors go at or above this number.

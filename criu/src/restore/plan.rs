@@ -115,6 +115,8 @@ pub struct Fd {
     pub cloexec: bool,
     /// Where it comes from.
     pub source: FdSource,
+    /// Status flags and owner of its open file (set on the first descriptor of the file).
+    pub status: Option<crate::files::FileStatus>,
 }
 
 /// Credentials with the supplementary groups.
@@ -205,6 +207,8 @@ pub struct SeccompPlan {
 pub struct TaskPlan {
     /// The pid to recreate.
     pub pid: i32,
+    /// Deleted directories made again for its cwd or root, removed once the plan is dropped.
+    pub ghosts: Vec<std::sync::Arc<crate::files::regular::GhostFile>>,
     /// Its parent's pid (0 for the root of the tree).
     pub ppid: i32,
     /// A zombie: the raw exit status it ends with (`exit_code` of its core); nothing else of

@@ -106,7 +106,10 @@ fn fd_ops(plan: &TaskPlan, shared_fds: &HashMap<i32, i32>) -> Vec<FdOp> {
         groups_done.push(key);
         // Every descriptor of this task on the object: the first of each end is placed when
         // it is made, the others are dups of it.
+        // A second open file on the same end (reopened through `/proc/self/fd/N`) is opened
+        // again the same way, not shared.
         let mut dups = Vec::new();
+        let mut ids = [None; MAX_ENDS];
         for g in &plan.fds {
             let FdSource::File(o) = &g.source else {
                 continue;
@@ -117,11 +120,21 @@ fn fd_ops(plan: &TaskPlan, shared_fds: &HashMap<i32, i32>) -> Vec<FdOp> {
             if o.group() != Some(group) || o.fd_type() != file.fd_type() {
                 continue;
             }
-            match at.get_mut(o.end()) {
-                Some(slot @ None) => *slot = Some((g.fd, g.cloexec)),
-                Some(Some((first, _))) => dups.push(FdOp::Dup {
+            let end = o.end();
+            match at.get_mut(end) {
+                Some(slot @ None) => {
+                    *slot = Some((g.fd, g.cloexec));
+                    ids[end] = Some(g.file_id);
+                }
+                Some(Some((first, _))) if ids[end] == Some(g.file_id) => dups.push(FdOp::Dup {
                     fd: g.fd,
                     of: *first,
+                    cloexec: g.cloexec,
+                }),
+                Some(Some((first, _))) => dups.push(FdOp::Reopen {
+                    fd: g.fd,
+                    path: CString::new(format!("/proc/self/fd/{first}")).unwrap_or_default(),
+                    flags: g.status.map_or(0, |s| s.flags) & libc::O_ACCMODE,
                     cloexec: g.cloexec,
                 }),
                 None => {}
@@ -683,6 +696,11 @@ fn build(
         collapse,
         uffd: ctx.uffd,
         fds: fd_ops(plan, &ctx.shared_fds),
+        settle: plan
+            .fds
+            .iter()
+            .filter_map(|f| Some((f.fd, f.status?)))
+            .collect(),
         service_fds,
         inherited,
         tmp_fd_base,

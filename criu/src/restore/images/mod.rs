@@ -300,17 +300,27 @@ fn load_task(
         Vec::new()
     };
     descriptors(&mut plan, d, &fdinfo, by_id, remaps, shell_job)?;
-    let reg_path = |id: u32, what: &str| -> Result<CString, RestoreError> {
+    // A cwd or root removed while in use is made again, as any deleted file.
+    let mut reg_path = |id: u32, what: &str| -> Result<CString, RestoreError> {
         match by_id.get(&id).and_then(|f| f.reg.as_ref()) {
-            Some(r) => cpath(&r.name),
+            Some(r) => match remaps.get(&id) {
+                Some(rm) => {
+                    let g = crate::files::regular::ghost_file(d, rm.remap_id, &r.name)?;
+                    let p = g.path.clone();
+                    plan.ghosts.push(g);
+                    Ok(p)
+                }
+                None => cpath(&r.name),
+            },
             None => Err(bad(
                 &names::fs(pid),
                 format!("{what} refers to missing file id {id}"),
             )),
         }
     };
-    plan.cwd = Some(reg_path(fs.cwd_id, "cwd")?);
+    let cwd = reg_path(fs.cwd_id, "cwd")?;
     let root = reg_path(fs.root_id, "root")?;
+    plan.cwd = Some(cwd);
     if root.as_bytes() != b"/" {
         plan.root = Some(root);
     }
@@ -367,6 +377,7 @@ fn descriptors(
                 file_id: fi.id,
                 cloexec,
                 source: FdSource::Dup { of },
+                status: None,
             });
             continue;
         }
@@ -388,6 +399,7 @@ fn descriptors(
             file_id: fi.id,
             cloexec,
             source,
+            status: crate::files::FileStatus::of(fe),
         });
     }
     plan.fds = fds;

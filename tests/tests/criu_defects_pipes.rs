@@ -1,0 +1,75 @@
+//! Issue 20, items 11 to 13: what belongs to each open file of a pipe (status flags, owner
+//! for signals) and to the pipe (its size, even empty) survives `criu dump` and `criu
+//! restore`. Each victim checks itself from the inside after the restore.
+
+use std::path::Path;
+use std::time::Duration;
+
+use compel_criu_tests::{
+    Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, test_lock, wait_file,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_criu-victim-defects-pipes");
+
+fn spawn(mode: &str, d: &Path) -> Spawned {
+    let (out, ready) = (d.join("out"), d.join("ready"));
+    let v = Spawned::spawn(
+        BIN,
+        &[mode, out.to_str().unwrap(), ready.to_str().unwrap()],
+        &d.join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    v
+}
+
+/// Dumps the victim of `mode`, restores it and asks it to check itself.
+fn dump_restore_check(mode: &str) {
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let mut v = spawn(mode, d.path());
+    let img = d.path().join("img");
+    dump_and_reap(&mut v, &img, &[]);
+    let restored = restore_detached(&img, &[]);
+    let r = Spawned::guard(restored);
+    assert_eq!(
+        ask_check(r.pid(), &d.path().join("out")),
+        "ok",
+        "mode {mode}"
+    );
+}
+
+/// Without a dump every victim's own check passes (so a `bad` after restore is the restore's).
+#[test]
+fn pipe_defect_victims_pass_untouched() {
+    let _g = test_lock();
+    for mode in ["flags", "size", "sigio"] {
+        let d = tempfile::tempdir().unwrap();
+        let v = spawn(mode, d.path());
+        assert_eq!(
+            ask_check(v.pid(), &d.path().join("out")),
+            "ok",
+            "mode {mode}"
+        );
+    }
+}
+
+/// Item 11: status flags belong to each open file, not to the pipe (and a pipe end reopened
+/// through `/proc/self/fd/N` is a second open file of the same pipe).
+#[test]
+fn pipe_end_flags_are_per_open_file() {
+    dump_restore_check("flags");
+}
+
+/// Item 12: an empty pipe keeps its size, grown or shrunk.
+#[test]
+fn empty_pipe_keeps_its_size() {
+    dump_restore_check("size");
+}
+
+/// Item 13: `O_ASYNC`, the owner and the signal of a pipe end survive: input still signals.
+#[test]
+fn pipe_sigio_owner_and_signal_survive() {
+    dump_restore_check("sigio");
+}

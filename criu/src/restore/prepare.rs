@@ -786,6 +786,7 @@ mod tests {
             file_id,
             cloexec: false,
             source,
+            status: None,
         };
         let plan = TaskPlan {
             fds: vec![
@@ -794,7 +795,8 @@ mod tests {
                 fd(5, 3, efd),
                 fd(6, 2, FdSource::Dup { of: 4 }),
                 fd(7, 4, end(true)),
-                // A second open file on the read end: a dup of the first.
+                // A second open file on the read end (its own flags and offset): reopened
+                // through the first, not a dup of it.
                 fd(8, 5, end(false)),
                 fd(9, 6, end(true)),
             ],
@@ -810,13 +812,14 @@ mod tests {
                     format!("make {:?} {at:?} first {first}", file.fd_type())
                 }
                 FdOp::Dup { fd, of, .. } => format!("dup {fd} of {of}"),
+                FdOp::Reopen { fd, path, .. } => format!("reopen {fd} {path:?}"),
             })
             .collect();
         assert_eq!(
             shape,
             [
                 "make Pipe [Some((3, false)), Some((7, false))] first 3",
-                "dup 8 of 3",
+                "reopen 8 \"/proc/self/fd/3\"",
                 "make Eventfd [Some((5, false)), None] first 5",
                 "dup 9 of 100",
                 "make Eventpoll [Some((4, false)), None] first 4",

@@ -352,6 +352,7 @@ mod tests {
                     file_id,
                     cloexec: false,
                     source: end(write),
+                    status: None,
                 })
                 .collect(),
             ..TaskPlan::default()

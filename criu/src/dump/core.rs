@@ -4,7 +4,6 @@
 use compel::{UserRegs, Xsave};
 use compel_arch::{
     XFEATURE_AVX512_HI16_ZMM, XFEATURE_AVX512_OPMASK, XFEATURE_AVX512_ZMM_HI256, XFEATURE_YMM,
-    restart,
 };
 use criu_images::pb::{
     CoreEntry, CoreEntryMarch, CredsEntry, ItimerEntry, PosixTimerEntry, RlimitEntry, RseqEntry,
@@ -19,22 +18,12 @@ use super::proc::{PosixTimerInfo, ProcStat, ProcStatus};
 use super::self_state::{SelfState, ThreadSelfState};
 
 /// `__NR_restart_syscall`.
-const NR_RESTART_SYSCALL: u64 = 219;
-
 /// The registers to save for a thread stopped in the kernel: a syscall interrupted by our stop
 /// with a restart code is rewound so that it runs again when the task resumes (as the kernel
 /// would have done on the way out), like CRIU saves them.
 pub fn saved_regs(r: &UserRegs) -> UserRegs {
     let mut r = *r;
-    let ret = r.rax as i64;
-    if (r.orig_rax as i64) >= 0 && restart::is_restart(ret) {
-        if -ret == restart::ERESTART_RESTARTBLOCK {
-            r.rax = NR_RESTART_SYSCALL;
-        } else {
-            r.rax = r.orig_rax;
-        }
-        r.rip = r.rip.wrapping_sub(compel_arch::SYSCALL_INSN_LEN);
-    }
+    r.rewind_restart();
     r
 }
 
@@ -395,7 +384,7 @@ mod tests {
             ..UserRegs::default()
         };
         let s = saved_regs(&r);
-        assert_eq!((s.rax, s.rip), (NR_RESTART_SYSCALL, 0x2000));
+        assert_eq!((s.rax, s.rip), (compel_arch::RESTART_SYSCALL_NR, 0x2000));
         // Not in a syscall, or a syscall that returned: untouched.
         let r = UserRegs {
             rax: (-4i64) as u64,

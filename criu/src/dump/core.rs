@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn restart_rewinds() {
         let r = UserRegs {
-            rax: (-(restart::ERESTARTNOHAND)) as u64,
+            rax: (-(compel_arch::restart::ERESTARTNOHAND)) as u64,
             orig_rax: 34,
             rip: 0x1002,
             ..UserRegs::default()
@@ -378,7 +378,7 @@ mod tests {
         let s = saved_regs(&r);
         assert_eq!((s.rax, s.rip), (34, 0x1000));
         let r = UserRegs {
-            rax: (-(restart::ERESTART_RESTARTBLOCK)) as u64,
+            rax: (-(compel_arch::restart::ERESTART_RESTARTBLOCK)) as u64,
             orig_rax: 35,
             rip: 0x2002,
             ..UserRegs::default()

@@ -9,7 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: criu-dvictim-churn COUNTER_FILE");
+        eprintln!("usage: criu-victim-churning-tree COUNTER_FILE");
         std::process::exit(2);
     };
     let mut out = std::fs::File::create(&path).expect("counter file");

@@ -1,6 +1,6 @@
 //! criu restore victim: a child subreaper with an orphan it adopted.
 //!
-//! `criu-rvictim-orphan READY RESULT`: the root becomes a child subreaper and forks A; A forks
+//! `criu-victim-subreaper-orphan READY RESULT`: the root becomes a child subreaper and forks A; A forks
 //! B and exits; the root reaps A, so B is the root's child now (an orphan it adopted). The root
 //! writes `ready ROOT B` into READY and then reaps children in a loop (`waitpid(-1)`), writing
 //! `reaped PID STATUS` into RESULT for each.
@@ -67,7 +67,7 @@ fn b_main(result: &str) -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(ready), Some(result)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: criu-rvictim-orphan READY RESULT");
+        eprintln!("usage: criu-victim-subreaper-orphan READY RESULT");
         std::process::exit(2);
     };
     // SAFETY: prctl on ourselves.

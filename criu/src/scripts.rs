@@ -18,8 +18,8 @@
 //! resumes the task and fails the dump.
 //!
 //! ```no_run
-//! use criu::scripts::{ActionScripts, ScriptAction};
-//! let log = criu::log::LogSink::open(None).unwrap();
+//! use criu::{ActionScripts, ScriptAction};
+//! let log = criu::LogSink::open(None).unwrap();
 //! let scripts = ActionScripts::new(vec!["/usr/local/bin/hook".into()],
 //!                                  std::path::Path::new("/tmp/img"), &log).unwrap();
 //! scripts.run(ScriptAction::PreDump, Some(1234)).unwrap();
@@ -161,7 +161,7 @@ impl ScriptError {
 /// another.
 ///
 /// ```
-/// use criu::scripts::{Notify, ScriptAction, ScriptError};
+/// use criu::{Notify, ScriptAction, ScriptError};
 /// let refuse_restore = |a: ScriptAction, _pid: Option<i32>| match a {
 ///     ScriptAction::PreRestore => Err(ScriptError::Refused { action: a.name() }),
 ///     _ => Ok(()),

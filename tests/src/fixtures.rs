@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use criu::restore::{RestoreError, RestoreOptions};
+use criu::RestoreOptions;
 
 use crate::process::pid_exists;
 
@@ -128,7 +128,7 @@ pub fn fixture_usable() -> Option<FixtureBinary> {
     }
     let bin = install_fixture_binary();
     let dir = fixtures_dir().join("single");
-    let tree = criu::restore::images::load(&dir, false).expect("fixture images load");
+    let tree = criu::images_plan::load(&dir, false).expect("fixture images load");
     if let Some(reason) = fpu_misfit(&tree) {
         eprintln!("skipped: the fixture's FPU state does not fit this CPU: {reason}");
         return None;
@@ -138,15 +138,8 @@ pub fn fixture_usable() -> Option<FixtureBinary> {
 
 /// Why the tasks of `tree` cannot be restored on this CPU even with `--cpu-cap=none` (saved
 /// register state this CPU lays out differently), if they cannot.
-pub fn fpu_misfit(tree: &criu::restore::plan::TreePlan) -> Option<String> {
-    let ours =
-        criu::restore::layout::Special::from_maps(&criu::restore::layout::self_maps().unwrap());
-    tree.alive().find_map(|(_, t)| {
-        match criu::restore::prepare::preflight_against(t, &ours, false) {
-            Err(RestoreError::Fpu { reason }) => Some(reason),
-            _ => None,
-        }
-    })
+pub fn fpu_misfit(tree: &criu::images_plan::TreePlan) -> Option<String> {
+    criu::images_plan::fpu_misfit(tree).expect("read our own maps")
 }
 
 /// Whether this CPU lacks registers the `single` fixture has saved state for (it was written
@@ -159,14 +152,8 @@ pub fn fixture_needs_cpu_cap_none() -> bool {
 /// Whether a task or thread in the images in `dir` has saved state for registers this CPU
 /// lacks (false if the images do not load: the restore then fails on its own).
 pub fn needs_cpu_cap_none(dir: &Path) -> bool {
-    criu::restore::images::load(dir, false).is_ok_and(|tree| {
-        tree.alive().any(|(_, t)| {
-            t.threads
-                .iter()
-                .map(|th| &th.fpu)
-                .any(|f| matches!(criu::restore::fpu::build(f), Err(RestoreError::Fpu { .. })))
-        })
-    })
+    criu::images_plan::load(dir, false)
+        .is_ok_and(|tree| criu::images_plan::needs_cpu_cap_none(&tree))
 }
 
 /// `--cpu-cap=none` when the fixture needs it, else nothing.

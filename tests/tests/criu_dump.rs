@@ -74,7 +74,7 @@ fn dump_kills_counter_and_images_decode() {
     );
     let dir = ImageDir::new(&img);
     assert!(img.join(names::INVENTORY).exists());
-    assert!(!img.join(criu::dump::INCOMPLETE_MARKER).exists());
+    assert!(!img.join(criu::INCOMPLETE_MARKER).exists());
     let inv = dir.read_inventory().unwrap();
     assert_eq!(inv.img_version, 2);
     let tree = dir.read_pstree().unwrap();
@@ -442,7 +442,7 @@ fn handlers_timers_limits_and_creds() {
             "-o",
             "d.log",
         ],
-        &[(criu::dump::INSIDE_METHOD_ENV, "syscalls")],
+        &[(criu::INSIDE_METHOD_ENV, "syscalls")],
     );
     assert_ok(&o, "dump with remote syscalls");
     let log = std::fs::read_to_string(img3.join("d.log")).unwrap();
@@ -701,7 +701,7 @@ fn failing_scripts_leave_the_victim_running() {
             !img.join(names::INVENTORY).exists(),
             "{stage}: inventory left behind"
         );
-        let marker = std::fs::read_to_string(img.join(criu::dump::INCOMPLETE_MARKER)).unwrap();
+        let marker = std::fs::read_to_string(img.join(criu::INCOMPLETE_MARKER)).unwrap();
         assert!(marker.contains("action script"), "{marker}");
     }
 }
@@ -719,7 +719,7 @@ fn dead_pid_fails_clearly() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&format!("no process {pid}")), "{err}");
     assert!(!img.join(names::INVENTORY).exists());
-    assert!(img.join(criu::dump::INCOMPLETE_MARKER).exists());
+    assert!(img.join(criu::INCOMPLETE_MARKER).exists());
     // A zombie is refused.
     let child = Command::new("true").spawn().unwrap();
     let zpid = child.id() as i32;

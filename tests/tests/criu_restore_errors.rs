@@ -13,7 +13,7 @@ use compel_criu_tests::{
     SINGLE_PID, become_subreaper, copy_dir, detached, fixture_usable, fixtures_dir,
     install_fixture_binary, pid_exists, skip_if_not_root, test_lock,
 };
-use criu::restore::{RestoreError, restore};
+use criu::{RestoreError, restore};
 
 #[test]
 fn busy_pid_fails_before_anything_runs() {
@@ -94,7 +94,7 @@ fn damaged_images_never_panic_the_reader() {
     let _g = test_lock();
     let _bin = install_fixture_binary();
     let src = fixtures_dir().join("single");
-    assert!(criu::restore::images::load(&src, false).is_ok());
+    assert!(criu::images_plan::load(&src, false).is_ok());
     let files: Vec<PathBuf> = fs::read_dir(&src)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -138,7 +138,7 @@ fn damaged_images_never_panic_the_reader() {
             }
         }
         fs::write(t.path().join(name), &b).unwrap();
-        let r = std::panic::catch_unwind(|| criu::restore::images::load(t.path(), false));
+        let r = std::panic::catch_unwind(|| criu::images_plan::load(t.path(), false));
         let r =
             r.unwrap_or_else(|_| panic!("the reader panicked on damaged {name:?} (round {round})"));
         errors += r.is_err() as usize;

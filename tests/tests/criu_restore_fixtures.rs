@@ -16,7 +16,7 @@ use compel_criu_tests::{
     fixture_needs_cpu_cap_none, fixture_usable, fixtures_dir, fpu_misfit, hex_field, pid_exists,
     read_mem, skip_if_not_root, stat_ids, status_field, test_lock, wait_exit_timeout, wait_state,
 };
-use criu::restore::{RestoreOptions, RestoreOutcome, restore};
+use criu::{RestoreOptions, RestoreOutcome, restore};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -298,19 +298,19 @@ fn the_ns_last_pid_fallback_gives_the_same_pid() {
 /// tree comes back with every pid, parent, group and session, still sharing its page.
 #[test]
 fn criu_4_2_tree_fixture_plans_and_restores() {
-    use criu::restore::plan::{SessionOp, VmaKind};
+    use criu::images_plan::{SessionOp, VmaKind};
     skip_if_not_root!("criu_4_2_tree_fixture_plans_and_restores");
     let _g = test_lock();
     become_subreaper();
     let dir = fixtures_dir().join("tree");
     let _bin = FixtureBinary::install("tree");
-    let tree = criu::restore::images::load(&dir, false).expect("tree fixture loads");
+    let tree = criu::images_plan::load(&dir, false).expect("tree fixture loads");
     let pids: Vec<i32> = tree.tasks.iter().map(|t| t.pid).collect();
     assert_eq!(pids, [12809, 12811, 12812]);
     assert_eq!(tree.parent, [None, Some(0), Some(0)]);
     assert_eq!(tree.order, [0, 1, 2]);
     assert_eq!(tree.tasks[0].others().len(), 1, "the root's second thread");
-    let ops = criu::restore::session::session_ops(&tree, false).unwrap();
+    let ops = criu::images_plan::session_ops(&tree, false).unwrap();
     assert_eq!(
         ops,
         [SessionOp::Setsid, SessionOp::Inherit, SessionOp::Setpgid(0)]

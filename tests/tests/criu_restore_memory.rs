@@ -222,7 +222,7 @@ fn a_dump_onto_a_full_tmpfs_fails_and_the_victim_runs_on() {
                 err.contains("pages-1.img") && err.contains("No space left"),
                 "{opts}: {err}"
             );
-            let marker = small.join(criu::dump::INCOMPLETE_MARKER);
+            let marker = small.join(criu::INCOMPLETE_MARKER);
             assert!(marker.exists(), "{opts}: no {marker:?}");
             assert!(!small.join("inventory.img").exists(), "{opts}");
             // The partial pages file is gone, so the marker could say why.

@@ -15,7 +15,7 @@ use compel_criu_tests::{
     SINGLE_PID, Spawned, assert_ok, become_subreaper, criu as run_criu, detached, fixture_cpu_cap,
     fixture_usable, fixtures_dir, hex_field, pid_exists, skip_if_not_root, test_lock, wait_state,
 };
-use criu::restore::{RestoreOutcome, restore};
+use criu::{RestoreOutcome, restore};
 
 /// An action script that records `ACTION PID` lines into `log` and fails at `fail_at`.
 fn hook_script(dir: &Path, log: &Path, fail_at: &str) -> PathBuf {
@@ -33,9 +33,9 @@ fn hook_script(dir: &Path, log: &Path, fail_at: &str) -> PathBuf {
     p
 }
 
-fn scripts_for(script: &Path, dir: &Path) -> criu::scripts::ActionScripts {
-    let sink = criu::log::LogSink::open(None).unwrap();
-    criu::scripts::ActionScripts::new(vec![script.to_path_buf()], dir, &sink).unwrap()
+fn scripts_for(script: &Path, dir: &Path) -> criu::ActionScripts {
+    let sink = criu::LogSink::open(None).unwrap();
+    criu::ActionScripts::new(vec![script.to_path_buf()], dir, &sink).unwrap()
 }
 
 #[test]

@@ -14,7 +14,7 @@ use compel_criu_tests::{
     fixture_usable, fixtures_dir, hex_field, pid_exists, restore_d, restore_in_background,
     skip_if_not_root, status_field, test_lock, wait_file, wait_state,
 };
-use criu::restore::{RestoreError, restore};
+use criu::{RestoreError, restore};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

@@ -36,22 +36,6 @@ pub struct PageStats {
     pub written: u64,
 }
 
-/// Writes `pagemap-PID.img` and `pages-1.img` for the private pages of `vmas`, and
-/// `pagemap-shmem-SHMID.img` + `pages-N.img` (N = 2, 3, ...) for each shared anonymous object.
-///
-/// # Errors
-/// [`DumpError::Memory`] if the task's memory or pagemap cannot be read, [`DumpError::Image`],
-/// [`DumpError::File`] on write errors.
-pub fn dump_pages(pid: i32, vmas: &[Vma], dir: &Path) -> Result<PageStats, DumpError> {
-    let mut stats = dump_private_pages(pid, vmas, dir, 1)?;
-    let mut shared = SharedObjects::default();
-    shared.add(pid, vmas)?;
-    let s = shared.write(dir, 2)?;
-    stats.scanned += s.scanned;
-    stats.written += s.written;
-    Ok(stats)
-}
-
 fn open_pagemap(pid: i32) -> Result<File, DumpError> {
     File::open(format!("/proc/{pid}/pagemap")).map_err(|e| DumpError::Memory {
         pid,
@@ -172,16 +156,6 @@ impl SharedObjects {
             spm.write(dir.join(names::pagemap_shmem(*shmid)))?;
         }
         Ok(stats)
-    }
-
-    /// How many objects there are (each takes one pages id).
-    pub fn len(&self) -> usize {
-        self.objects.len()
-    }
-
-    /// Whether there is none.
-    pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
     }
 }
 

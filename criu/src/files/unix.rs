@@ -113,21 +113,11 @@ fn kdev_to_st(dev: u32) -> u64 {
 }
 
 impl UnixDump {
-    /// An empty set; sock_diag is asked once, when the first unix socket is met.
-    pub fn new() -> UnixDump {
-        UnixDump::default()
-    }
-
     fn diag(&mut self) -> Result<&HashMap<u32, UnixDiag>, SocketError> {
         if self.diag.is_none() {
             self.diag = Some(sockdiag::unix_sockets()?);
         }
         Ok(self.diag.get_or_insert_with(HashMap::new))
-    }
-
-    /// Whether the socket with inode `ino` was dumped already.
-    pub fn has(&self, ino: u32) -> bool {
-        self.socks.contains_key(&ino)
     }
 
     /// Dumps the unix socket `sk` (criu's copy of fd `fd` of `pid`, inode `ino`, file status

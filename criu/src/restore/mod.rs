@@ -23,7 +23,7 @@
 //! 6. Without `--restore-detached` criu waits for the root and reports how it ended.
 //!
 //! ```no_run
-//! use criu::restore::{restore, RestoreOptions};
+//! use criu::{restore, RestoreOptions};
 //! let opts = RestoreOptions::new("/tmp/img");
 //! let outcome = restore(&opts, None).unwrap();
 //! println!("{outcome:?}");

@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! // What `criu swrk 3` does.
-//! criu::rpc::swrk("3").unwrap();
+//! criu::service::swrk("3").unwrap();
 //! ```
 
 pub mod opts;
@@ -28,7 +28,7 @@ pub mod wire;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 pub use opts::Mode;
-pub use server::{criu_version as version, notify, serve};
+pub use server::{criu_version as version, serve};
 pub use service::ServiceOptions;
 
 /// The CRIU release whose formats and behaviour this criu matches (what `VERSION` reports).

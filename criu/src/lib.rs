@@ -45,6 +45,10 @@
 //! criu::dump(&dump_opts, None).unwrap();
 //! ```
 
+// Unsafe code is refused except in the modules that opt in with `#![allow(unsafe_code)]` and say
+// why (system calls and memory the kernel or another process shares, without a safe wrapper).
+#![deny(unsafe_code)]
+
 pub(crate) mod cgroups;
 pub(crate) mod check;
 pub(crate) mod dump;
@@ -128,7 +132,7 @@ pub mod images_plan {
     }
 
     /// Whether a task or thread of `tree` has saved state for registers this CPU lacks: its
-    /// restore then needs `--cpu-cap=none` ([`RestoreOptions::no_fpu_check`](crate::RestoreOptions)).
+    /// restore then needs `--cpu-cap=none` (`no_fpu_check` in [`RestoreOptions`](crate::RestoreOptions)).
     pub fn needs_cpu_cap_none(tree: &TreePlan) -> bool {
         tree.alive().any(|(_, t)| {
             t.threads

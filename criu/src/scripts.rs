@@ -24,6 +24,8 @@
 //!                                  std::path::Path::new("/tmp/img"), &log).unwrap();
 //! scripts.run(ScriptAction::PreDump, Some(1234)).unwrap();
 //! ```
+// Unsafe code: closes stdin in the forked child before exec (pre_exec).
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -1,6 +1,9 @@
 //! Running `criu`: the binary, its dump and restore commands with their logs, [`Spawned`]
 //! (a victim for criu: output to a log file, killed and reaped on drop), and asking a criu victim
 //! to check itself.
+// Unsafe code: the victim's pre-exec step (closing inherited descriptors, the parent-death
+// signal) runs between fork and exec.
+#![allow(unsafe_code)]
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

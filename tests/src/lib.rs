@@ -55,6 +55,8 @@
 //! // ... act on victim.pid() ...
 //! // Dropping the guard kills and reaps the victim if it still runs.
 //! ```
+// Unsafe code is refused except in the modules that opt in and say why.
+#![deny(unsafe_code)]
 
 mod avx;
 mod criu_cmd;

@@ -1,6 +1,9 @@
 //! Processes: the test lock, the subreaper, waiting for and reaping by pid, [`Victim`] (a
 //! victim with piped stdio), `/proc` queries (state, tracer, children, ids), running code as an
 //! unprivileged user, and where this workspace's binaries are.
+// Unsafe code: prctl, fork, ptrace and waitid on the test's own children, which nix does not
+// cover the way these helpers need.
+#![allow(unsafe_code)]
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};

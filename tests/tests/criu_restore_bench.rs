@@ -1,8 +1,8 @@
 //! Restore benchmark: `criu restore -d` of a tiny process and of one with 1 GiB of touched
 //! memory, images on tmpfs, against the floor of reading the same page bytes back into fresh
 //! memory in the same run; and restore of many tasks (one process with 100 threads, a tree of
-//! 50 processes: `criu-victim-sleeper-pool`) against spawning the same victim fresh (fork+exec until
-//! it reports ready), with the cost per task and the ratio restore/spawn.
+//! 50 processes: `criu-victim-sleeper-pool`) against spawning the same victim fresh (fork+exec
+//! until it reports ready), with the cost per task and the ratio restore/spawn.
 //!
 //! `cargo test -p compel-criu-tests --test criu_restore_bench` runs a quick sanity round (one
 //! restore of a tiny and a 64 MiB process, each checking its memory itself; one restore of 4

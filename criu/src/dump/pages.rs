@@ -7,6 +7,8 @@
 //! live in their files and `[vvar]` is the kernel's. Which pages of a VMA hold data comes from the
 //! `PAGEMAP_SCAN` ioctl (or `/proc/PID/pagemap`); their contents are copied into the pages files
 //! by the `pages_file` module.
+// Unsafe code: maps the scratch area that page contents are read into (mmap).
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

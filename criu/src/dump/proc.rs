@@ -557,6 +557,8 @@ pub fn read_posix_timers(pid: i32) -> Result<Vec<PosixTimerInfo>, ProcError> {
 }
 
 #[cfg(test)]
+// Unsafe code: the tests compare with what getrlimit says directly.
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
 

@@ -22,6 +22,9 @@
 //! Not covered (refused by name at dump time): file descriptors in flight (`SCM_RIGHTS`), a
 //! queued connection that holds unread data or comes from outside the tree, peers outside the
 //! tree without `--ext-unix-sk`.
+// Unsafe code: unix socket addresses (sockaddr_un) and bind/connect/recvmsg with raw structures, in
+// the restored task.
+#![allow(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;

@@ -28,6 +28,7 @@
 //! let outcome = restore(&opts, None).unwrap();
 //! println!("{outcome:?}");
 //! ```
+// Unsafe code: the subreaper flag (prctl) and the forked root's exit path (getpid, _exit).
 #![allow(unsafe_code)]
 
 /// The restorer's ABI: the argument block and status records shared with the restorer blob.

@@ -1,6 +1,7 @@
 //! Checks of a task's plan against this machine, made for every task of a tree before anything
 //! is created: pids free, hard limits reachable, FPU state fitting, the same vDSO layout,
 //! capabilities the task's state needs.
+// Unsafe code: reads our own hard limits with getrlimit64.
 #![allow(unsafe_code)]
 
 use super::abi;

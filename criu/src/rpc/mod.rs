@@ -19,6 +19,8 @@
 //! // What `criu swrk 3` does.
 //! criu::service::swrk("3").unwrap();
 //! ```
+// Unsafe code: adopts the inherited swrk socket descriptor and sets its flags with fcntl.
+#![allow(unsafe_code)]
 
 pub mod opts;
 mod server;

@@ -1,7 +1,7 @@
 //! criu test victim: pipes holding unread data across a dump and restore.
 //!
-//! `criu-victim-pipes-data OUT READY`: makes three pipes, fills the first with 5000 bytes, grows the
-//! second to 256 KiB and fills it with 200000 bytes, leaves the third empty, and writes
+//! `criu-victim-pipes-data OUT READY`: makes three pipes, fills the first with 5000 bytes, grows
+//! the second to 256 KiB and fills it with 200000 bytes, leaves the third empty, and writes
 //! `ready PID` into READY. On SIGUSR1 it drains every pipe and writes `ok` into OUT if each held
 //! exactly its bytes in order (and the second is still large enough), else `bad: WHY`. Then it
 //! sleeps until killed.

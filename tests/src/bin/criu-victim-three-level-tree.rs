@@ -1,8 +1,8 @@
 //! criu restore victim: a tree of three levels, one session and two process groups, in which
 //! every process checks itself.
 //!
-//! `criu-victim-three-level-tree READY RESULT`: the root calls `setsid()` and forks child A (stays in the
-//! root's group) and child B (leads a group of its own); A forks grandchild A1, B forks
+//! `criu-victim-three-level-tree READY RESULT`: the root calls `setsid()` and forks child A (stays
+//! in the root's group) and child B (leads a group of its own); A forks grandchild A1, B forks
 //! grandchildren B1 and B2 (in B's group). Every process counts rounds of a 1 ms sleep, in a
 //! static and in a heap cell, and keeps 64 KiB of its own pattern on its heap. Each non-root
 //! process appends `up PID PPID` to `READY.up` once set up; when all five are up the root

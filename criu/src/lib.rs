@@ -48,6 +48,8 @@
 // Unsafe code is refused except in the modules that opt in with `#![allow(unsafe_code)]` and say
 // why (system calls and memory the kernel or another process shares, without a safe wrapper).
 #![deny(unsafe_code)]
+// Everything the facade below makes public is documented.
+#![warn(missing_docs)]
 
 pub(crate) mod cgroups;
 pub(crate) mod check;

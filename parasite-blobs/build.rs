@@ -81,6 +81,9 @@ fn run() -> Result<(), String> {
         );
         let proto = dir.join("src/proto.rs");
         if proto.is_file() {
+            // Its types implement compel_proto's unsafe `Plain` marker: plain old data that
+            // crosses into and out of the parasite's memory as bytes.
+            let _ = writeln!(index, "    #[allow(unsafe_code)]");
             let _ = writeln!(index, "    #[path = {:?}]", proto.display().to_string());
             let _ = writeln!(index, "    pub mod proto;");
         }

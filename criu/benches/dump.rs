@@ -25,14 +25,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use criu::options::{DumpOptions, FinalState};
+use criu::{DumpOptions, FinalState};
 
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn dump_once(pid: i32, dir: &Path, _log: &criu::log::LogSink) -> (Duration, u64) {
+fn dump_once(pid: i32, dir: &Path, _log: &criu::LogSink) -> (Duration, u64) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     let opts = DumpOptions {
@@ -40,7 +40,7 @@ fn dump_once(pid: i32, dir: &Path, _log: &criu::log::LogSink) -> (Duration, u64)
         ..DumpOptions::new(pid, dir)
     };
     let t = Instant::now();
-    let s = criu::dump::dump(&opts, None).expect("dump");
+    let s = criu::dump(&opts, None).expect("dump");
     (t.elapsed(), s.pages_written)
 }
 
@@ -288,13 +288,7 @@ struct BigRounds {
     runs: String,
 }
 
-fn big_rounds(
-    pid: i32,
-    dir: &Path,
-    runs: usize,
-    buf: &[u8],
-    log: &criu::log::LogSink,
-) -> BigRounds {
+fn big_rounds(pid: i32, dir: &Path, runs: usize, buf: &[u8], log: &criu::LogSink) -> BigRounds {
     let mut dumps = Vec::new();
     let mut floors = Vec::new();
     let mut written = 0;
@@ -402,7 +396,7 @@ fn main() {
         PathBuf::from(format!("/tmp/criu-bench-huge-{}", std::process::id())),
         2 * big + (256 << 20),
     );
-    let log = criu::log::LogSink::open(None).unwrap();
+    let log = criu::LogSink::open(None).unwrap();
     // The tree's grandchildren come to us when their parents die: reap them here.
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this process.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };

@@ -3,7 +3,7 @@
 //! cgroups are not criu's own, for the binary to warn about before a dump.
 //!
 //! ```no_run
-//! for d in criu::cgroups::differing(1234) {
+//! for d in criu::differing_cgroups(1234) {
 //!     eprintln!("pid {} is in {}:{}, criu in {}", d.pid, d.controllers, d.theirs, d.ours);
 //! }
 //! ```

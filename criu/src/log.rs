@@ -6,8 +6,8 @@
 //! [`LogSink::fd`] gives the descriptor that action scripts write their output into.
 //!
 //! ```no_run
-//! let sink = criu::log::LogSink::open(Some(std::path::Path::new("dump.log"))).unwrap();
-//! criu::log::install(4, &sink);
+//! let sink = criu::LogSink::open(Some(std::path::Path::new("dump.log"))).unwrap();
+//! criu::install_log(4, &sink);
 //! tracing::info!("written into dump.log with a timestamp");
 //! ```
 

@@ -1,9 +1,6 @@
 //! `--pidfile FILE`: the pid written as decimal without a newline into a file that must not
-//! exist yet (created exclusively, as CRIU does), relative to the work dir.
-//!
-//! ```no_run
-//! criu::pidfile::write_pidfile(std::path::Path::new("restored.pid"), 4242).unwrap();
-//! ```
+//! exist yet (created exclusively, as CRIU does), relative to the work dir. The restore writes
+//! it ([`write_pidfile`]) once the tree runs; `RestoreOptions::pidfile` names it.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

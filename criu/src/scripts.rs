@@ -18,12 +18,14 @@
 //! resumes the task and fails the dump.
 //!
 //! ```no_run
-//! use criu::scripts::{ActionScripts, ScriptAction};
-//! let log = criu::log::LogSink::open(None).unwrap();
+//! use criu::{ActionScripts, ScriptAction};
+//! let log = criu::LogSink::open(None).unwrap();
 //! let scripts = ActionScripts::new(vec!["/usr/local/bin/hook".into()],
 //!                                  std::path::Path::new("/tmp/img"), &log).unwrap();
 //! scripts.run(ScriptAction::PreDump, Some(1234)).unwrap();
 //! ```
+// Unsafe code: closes stdin in the forked child before exec (pre_exec).
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -161,7 +163,7 @@ impl ScriptError {
 /// another.
 ///
 /// ```
-/// use criu::scripts::{Notify, ScriptAction, ScriptError};
+/// use criu::{Notify, ScriptAction, ScriptError};
 /// let refuse_restore = |a: ScriptAction, _pid: Option<i32>| match a {
 ///     ScriptAction::PreRestore => Err(ScriptError::Refused { action: a.name() }),
 ///     _ => Ok(()),

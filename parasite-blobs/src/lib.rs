@@ -20,5 +20,7 @@
 //! let hello = parasite_blobs::demo::proto::CMD_HELLO;
 //! # let _ = hello;
 //! ```
+// Unsafe code is refused except in the parasites' `proto` modules (see build.rs).
+#![deny(unsafe_code)]
 
 include!(concat!(env!("OUT_DIR"), "/parasites.rs"));

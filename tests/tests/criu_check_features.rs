@@ -8,8 +8,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, Spawned, assert_ok_log, become_subreaper, criu_dump, skip_if_not_root, test_lock,
-    wait_file, workspace_bin,
+    Exit, Spawned, assert_ok_log, become_subreaper, criu_dump, skip_if_not_root, stderr_text,
+    stdout_text, test_lock, wait_file, workspace_bin,
 };
 
 fn criu(args: &[&str]) -> Output {
@@ -22,21 +22,13 @@ fn criu(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// A feature probed on the kernel (a lock taken here shows in fdinfo) and handled (file locks
 /// are dumped and restored) is supported.
 #[test]
 fn probed_and_handled_feature_is_supported() {
     let o = criu(&["check", "--feature", "fdinfo_lock"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "fdinfo_lock is supported\n");
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    assert_eq!(stdout_text(&o), "fdinfo_lock is supported\n");
 }
 
 /// The kernel here has time namespaces and tun devices, but this criu handles neither: not
@@ -45,9 +37,9 @@ fn probed_and_handled_feature_is_supported() {
 fn unhandled_feature_is_not_supported() {
     for name in ["timens", "tun"] {
         let o = criu(&["check", "--feature", name]);
-        assert_eq!(o.status.code(), Some(1), "{name}: {}", stdout(&o));
-        assert_eq!(stdout(&o), "", "{name}");
-        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stdout_text(&o));
+        assert_eq!(stdout_text(&o), "", "{name}");
+        let err = stderr_text(&o);
         assert!(
             err.contains(&format!("{name} is not supported: the kernel has it")),
             "{err}"
@@ -61,8 +53,8 @@ fn unhandled_feature_is_not_supported() {
 #[test]
 fn list_names_every_criu_feature_and_each_answers() {
     let o = criu(&["check", "--feature", "list"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    let out = stdout_text(&o);
     let names: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(names.len(), 45, "{out}");
     assert_eq!(names.first(), Some(&"mnt_id"));
@@ -78,9 +70,9 @@ fn list_names_every_criu_feature_and_each_answers() {
     }
     for name in &names {
         let o = criu(&["check", "--feature", name]);
-        let said = format!("{}{}", stdout(&o), stderr(&o));
+        let said = format!("{}{}", stdout_text(&o), stderr_text(&o));
         if o.status.success() {
-            assert_eq!(stdout(&o), format!("{name} is supported\n"));
+            assert_eq!(stdout_text(&o), format!("{name} is supported\n"));
         } else {
             assert_eq!(o.status.code(), Some(1));
             assert!(said.contains(&format!("{name} is not supported")), "{said}");
@@ -92,11 +84,11 @@ fn list_names_every_criu_feature_and_each_answers() {
 fn unknown_feature_is_an_error() {
     let o = criu(&["check", "--feature", "no_such_feature"]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stdout(&o), "");
+    assert_eq!(stdout_text(&o), "");
     assert!(
-        stderr(&o).contains("unknown feature no_such_feature"),
+        stderr_text(&o).contains("unknown feature no_such_feature"),
         "{}",
-        stderr(&o)
+        stderr_text(&o)
     );
 }
 
@@ -224,7 +216,7 @@ fn cgroup_options_are_warned_about() {
         "--cgroup-yard",
         "/yard",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr_text(&o));
     let log = std::fs::read_to_string(d.path().join("check.log")).unwrap();
     for opt in [
         "--manage-cgroups=full",
@@ -243,5 +235,9 @@ fn cgroup_options_are_warned_about() {
     // A bad mode is refused, not ignored.
     let o = criu(&["check", "--manage-cgroups=sometimes"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("--manage-cgroups"), "{}", stderr(&o));
+    assert!(
+        stderr_text(&o).contains("--manage-cgroups"),
+        "{}",
+        stderr_text(&o)
+    );
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use compel_criu_tests::workspace_bin;
+use compel_criu_tests::{stderr_text, stdout_text, workspace_bin};
 
 fn criu_in(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(workspace_bin("criu", "criu"));
@@ -21,66 +21,58 @@ fn criu(args: &[&str]) -> Output {
     criu_in(args, &[])
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn check_says_looks_good() {
     let o = criu(&["check"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "Looks good.\n");
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    assert_eq!(stdout_text(&o), "Looks good.\n");
 }
 
 #[test]
 fn check_features() {
     let o = criu(&["check", "--feature", "seccomp_filters"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "seccomp_filters is supported\n");
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    assert_eq!(stdout_text(&o), "seccomp_filters is supported\n");
     let o = criu(&["check", "--feature=clone3_set_tid"]);
     assert!(o.status.success());
     // This kernel has no soft-dirty tracking.
     let o = criu(&["check", "--feature", "mem_dirty_track"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("mem_dirty_track is not supported"),
+        stderr_text(&o).contains("mem_dirty_track is not supported"),
         "{}",
-        stderr(&o)
+        stderr_text(&o)
     );
     let o = criu(&["check", "--feature", "no_such_feature"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("unknown feature no_such_feature"));
+    assert!(stderr_text(&o).contains("unknown feature no_such_feature"));
     let o = criu(&["check", "--feature", "list"]);
-    assert!(stdout(&o).contains("timens") && stdout(&o).contains("pidfd_store"));
+    assert!(stdout_text(&o).contains("timens") && stdout_text(&o).contains("pidfd_store"));
 }
 
 #[test]
 fn help_version_and_bad_usage() {
     let o = criu(&["--help"]);
     assert!(o.status.success());
-    assert!(stdout(&o).contains("criu dump"));
+    assert!(stdout_text(&o).contains("criu dump"));
     let o = criu(&["-V"]);
     assert!(o.status.success());
-    assert!(stdout(&o).starts_with("Version: "));
+    assert!(stdout_text(&o).starts_with("Version: "));
     let o = criu(&["check", "--bogus-option"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("unrecognized option '--bogus-option'"));
+    assert!(stderr_text(&o).contains("unrecognized option '--bogus-option'"));
     let o = criu(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("unknown command"));
+    assert!(stderr_text(&o).contains("unknown command"));
     let o = criu(&["dump", "extra", "-D", "/tmp"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("excessive parameter"));
+    assert!(stderr_text(&o).contains("excessive parameter"));
     let o = criu(&[]);
     assert_eq!(o.status.code(), Some(1));
     let d = tempfile::tempdir().unwrap();
     let o = criu(&["dump", "-D", d.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("-t PID"), "{}", stderr(&o));
+    assert!(stderr_text(&o).contains("-t PID"), "{}", stderr_text(&o));
 }
 
 fn log_lines(p: &Path) -> Vec<String> {
@@ -97,7 +89,7 @@ fn log_file_is_relative_to_the_work_dir_and_timestamped() {
     let w = d.path().join("work");
     std::fs::create_dir(&w).unwrap();
     let o = criu(&["check", "-W", w.to_str().unwrap(), "-o", "check.log", "-v4"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr_text(&o));
     let lines = log_lines(&w.join("check.log"));
     assert!(lines.len() >= 3, "{lines:?}");
     let pid_field = |l: &str| l.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
@@ -141,7 +133,7 @@ fn log_file_is_relative_to_the_work_dir_and_timestamped() {
         "30",
         "--no-default-config",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr_text(&o));
     let log = std::fs::read_to_string(w.join("opts.log")).unwrap();
     assert!(log.contains("--manage-cgroups=ignore accepted"), "{log}");
 }
@@ -163,7 +155,7 @@ fn configuration_files() {
     .unwrap();
     // $HOME/.criu/default.conf is read.
     let o = criu_in(&["check"], &[("HOME", &home)]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr_text(&o));
     assert!(
         log_lines(&w.join("home.log"))
             .iter()
@@ -214,7 +206,7 @@ fn configuration_files() {
         &[("HOME", &home)],
     );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cmd.conf"), "{}", stderr(&o));
+    assert!(stderr_text(&o).contains("cmd.conf"), "{}", stderr_text(&o));
 }
 
 /// A restore from a directory without images says which file is missing and why, once: the
@@ -224,7 +216,7 @@ fn restore_from_an_empty_directory_says_what_is_missing_once() {
     let d = tempfile::tempdir().unwrap();
     let o = criu(&["restore", "-D", d.path().to_str().unwrap()]);
     assert!(!o.status.success());
-    let err = stderr(&o);
+    let err = stderr_text(&o);
     assert!(
         err.contains("inventory.img: open failed: No such file or directory"),
         "{err}"

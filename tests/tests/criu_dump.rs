@@ -10,35 +10,18 @@ use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
     Exit, Spawned, UNPRIVILEGED_ID, ask_check, assert_ok, become_subreaper, criu, criu_dump,
-    criu_env, proc_state, signal, test_lock, tracer_pid, wait_exit, wait_exit_timeout, wait_file,
+    criu_env, criu_victim, open_dir, proc_state, signal, test_lock, tracer_pid, wait_exit,
+    wait_exit_timeout, wait_file,
 };
 use criu_images::pb::{CoreEntry, FdTypes, FileEntry, GhostFileEntry, RemapFilePathEntry};
 use criu_images::{ImageDir, ImageReader, magic, names, sigaction_slot};
 use nix::sys::signal::Signal;
-
-fn bin(name: &str) -> String {
-    match name {
-        "counter" => env!("CARGO_BIN_EXE_criu-victim-counter"),
-        "memory" => env!("CARGO_BIN_EXE_criu-victim-memory"),
-        "state" => env!("CARGO_BIN_EXE_criu-victim-state"),
-        "files" => env!("CARGO_BIN_EXE_criu-victim-files"),
-        _ => unreachable!(),
-    }
-    .to_string()
-}
 
 fn lines_of(p: &Path) -> usize {
     std::fs::read_to_string(p)
         .unwrap_or_default()
         .lines()
         .count()
-}
-
-/// A fresh directory every user may write (victims may run as nobody).
-fn open_dir() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    d
 }
 
 fn images(d: &Path) -> PathBuf {
@@ -75,7 +58,7 @@ fn dump_kills_counter_and_images_decode() {
     let out = d.path().join("count");
     let ready = d.path().join("ready");
     let mut v = Spawned::spawn_dying_with_us(
-        bin("counter"),
+        criu_victim("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -91,7 +74,7 @@ fn dump_kills_counter_and_images_decode() {
     );
     let dir = ImageDir::new(&img);
     assert!(img.join(names::INVENTORY).exists());
-    assert!(!img.join(criu::dump::INCOMPLETE_MARKER).exists());
+    assert!(!img.join(criu::INCOMPLETE_MARKER).exists());
     let inv = dir.read_inventory().unwrap();
     assert_eq!(inv.img_version, 2);
     let tree = dir.read_pstree().unwrap();
@@ -131,7 +114,7 @@ fn dump_kills_counter_and_images_decode() {
     // Memory: VMAs, the executable, pages.
     let mm = dir.read_mm(v.pid() as u32).unwrap();
     let exe = files.iter().find(|f| f.id == mm.exe_file_id).unwrap();
-    assert_eq!(exe.reg.as_ref().unwrap().name, bin("counter"));
+    assert_eq!(exe.reg.as_ref().unwrap().name, criu_victim("counter"));
     assert!(mm.vmas.iter().any(|v| v.status & (1 << 3) != 0), "no vdso");
     assert!(mm.vmas.iter().any(|v| v.status & (1 << 12) != 0), "no vvar");
     let pm = dir.read_pagemap(v.pid() as u32).unwrap();
@@ -175,7 +158,7 @@ fn leave_running_and_leave_stopped() {
     let out = d.path().join("count");
     let ready = d.path().join("ready");
     let v = Spawned::spawn_dying_with_us(
-        bin("counter"),
+        criu_victim("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -216,7 +199,7 @@ fn memory_patterns_are_in_the_pages() {
     let data = d.path().join("data");
     let ready = d.path().join("ready");
     let v = Spawned::spawn_dying_with_us(
-        bin("memory"),
+        criu_victim("memory"),
         &[data.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -397,7 +380,7 @@ fn handlers_timers_limits_and_creds() {
     let d = open_dir();
     let ready = d.path().join("ready");
     let mut v = Spawned::spawn_dying_with_us(
-        bin("state"),
+        criu_victim("state"),
         &[ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -459,7 +442,7 @@ fn handlers_timers_limits_and_creds() {
             "-o",
             "d.log",
         ],
-        &[(criu::dump::INSIDE_METHOD_ENV, "syscalls")],
+        &[(criu::INSIDE_METHOD_ENV, "syscalls")],
     );
     assert_ok(&o, "dump with remote syscalls");
     let log = std::fs::read_to_string(img3.join("d.log")).unwrap();
@@ -506,7 +489,7 @@ fn other_uid_without_cap_sys_resource() {
     let d = open_dir();
     let ready = d.path().join("ready");
     let v = Spawned::spawn_dying_with_us(
-        bin("state"),
+        criu_victim("state"),
         &[ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         Some(UNPRIVILEGED_ID),
@@ -555,7 +538,7 @@ fn files_at_offsets_and_a_deleted_file() {
     std::fs::create_dir(&fdir).unwrap();
     let ready = d.path().join("ready");
     let v = Spawned::spawn_dying_with_us(
-        bin("files"),
+        criu_victim("files"),
         &[fdir.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -638,7 +621,7 @@ fn action_scripts_see_stage_pid_and_images() {
     let out = d.path().join("count");
     let ready = d.path().join("ready");
     let mut v = Spawned::spawn_dying_with_us(
-        bin("counter"),
+        criu_victim("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -683,7 +666,7 @@ fn failing_scripts_leave_the_victim_running() {
     let out = d.path().join("count");
     let ready = d.path().join("ready");
     let v = Spawned::spawn_dying_with_us(
-        bin("counter"),
+        criu_victim("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -718,7 +701,7 @@ fn failing_scripts_leave_the_victim_running() {
             !img.join(names::INVENTORY).exists(),
             "{stage}: inventory left behind"
         );
-        let marker = std::fs::read_to_string(img.join(criu::dump::INCOMPLETE_MARKER)).unwrap();
+        let marker = std::fs::read_to_string(img.join(criu::INCOMPLETE_MARKER)).unwrap();
         assert!(marker.contains("action script"), "{marker}");
     }
 }
@@ -736,7 +719,7 @@ fn dead_pid_fails_clearly() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&format!("no process {pid}")), "{err}");
     assert!(!img.join(names::INVENTORY).exists());
-    assert!(img.join(criu::dump::INCOMPLETE_MARKER).exists());
+    assert!(img.join(criu::INCOMPLETE_MARKER).exists());
     // A zombie is refused.
     let child = Command::new("true").spawn().unwrap();
     let zpid = child.id() as i32;
@@ -769,7 +752,7 @@ fn stopped_task_is_dumped_as_stopped() {
     let out = d.path().join("count");
     let ready = d.path().join("ready");
     let v = Spawned::spawn_dying_with_us(
-        bin("counter"),
+        criu_victim("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         &d.path().join("victim.log"),
         None,
@@ -802,7 +785,7 @@ fn pipes_are_dumped_with_their_waiting_bytes() {
     let ready = d.path().join("ready");
     // stdin and stdout are pipes to this test; stdin holds bytes the victim never reads.
     let mut v = compel_criu_tests::Victim::spawn(
-        bin("counter"),
+        criu_victim("counter"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
     )
     .unwrap();
@@ -1226,7 +1209,7 @@ fn own_namespace_is_refused_and_runs_on() {
     let out = d.path().join("count");
     let ready = d.path().join("ready");
     // The counter in a UTS namespace of its own.
-    let path = bin("counter");
+    let path = criu_victim("counter");
     let mut cmd = Command::new(&path);
     cmd.args([out.to_str().unwrap(), ready.to_str().unwrap()])
         .stdin(Stdio::null())

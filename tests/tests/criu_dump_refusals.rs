@@ -101,7 +101,7 @@ fn refused(tree: &TimensTree, pid: i32, why: &str) {
     assert!(!o.status.success(), "dump of {pid} succeeded: {err}");
     assert!(err.contains(why), "{err}");
     assert!(!img.join("inventory.img").exists());
-    let marker = std::fs::read_to_string(img.join(criu::dump::INCOMPLETE_MARKER)).unwrap();
+    let marker = std::fs::read_to_string(img.join(criu::INCOMPLETE_MARKER)).unwrap();
     assert!(marker.contains(why), "{marker}");
 }
 

@@ -1,36 +1,19 @@
 //! `criu dump` then `criu restore`: the victim comes back with the same pid and continues, and
 //! its own checks of its state pass.
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, UNPRIVILEGED_ID, ask_check, assert_ok_log, become_subreaper, criu, dump_and_reap,
-    restore_detached, signal, test_lock, wait_file,
+    Spawned, UNPRIVILEGED_ID, ask_check, assert_ok_log, become_subreaper, criu, criu_victim,
+    dump_and_reap, open_dir, restore_detached, signal, test_lock, wait_file,
 };
 use nix::sys::signal::Signal;
 
-fn bin(name: &str) -> &'static str {
-    match name {
-        "counter" => env!("CARGO_BIN_EXE_criu-victim-counter"),
-        "memory" => env!("CARGO_BIN_EXE_criu-victim-memory"),
-        "state" => env!("CARGO_BIN_EXE_criu-victim-state"),
-        "files" => env!("CARGO_BIN_EXE_criu-victim-files"),
-        _ => unreachable!(),
-    }
-}
-
 fn spawn(name: &str, args: &[&str], log: &Path, uid: Option<u32>) -> Spawned {
-    Spawned::spawn(bin(name), args, log, uid)
-}
-
-fn open_dir() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    d
+    Spawned::spawn(criu_victim(name), args, log, uid)
 }
 
 /// Dumps `v` (killing it), checks it died, restores it detached, and returns the restored
@@ -194,7 +177,7 @@ fn shell_job_on_a_terminal() {
             .open(&pts)
             .unwrap()
     };
-    let mut cmd = Command::new(bin("counter"));
+    let mut cmd = Command::new(criu_victim("counter"));
     cmd.args([out.to_str().unwrap(), ready.to_str().unwrap()])
         .stdin(tty())
         .stdout(tty())

@@ -36,7 +36,7 @@ fn advances(counter: &Path, after: u64) -> bool {
 fn our_victims() -> Vec<i32> {
     our_children()
         .into_iter()
-        .filter(|&p| comm_of(p).starts_with("criu-dvictim"))
+        .filter(|&p| comm_of(p).starts_with("criu-victim"))
         .collect()
 }
 
@@ -70,7 +70,7 @@ fn churning_tree_dumps_consistently_or_fails_cleanly() {
     let counter = d.path().join("rounds");
     let _orphans = ReapOrphans;
     let mut v = Victim::spawn(
-        env!("CARGO_BIN_EXE_criu-dvictim-churn"),
+        env!("CARGO_BIN_EXE_criu-victim-churning-tree"),
         &[counter.to_str().unwrap()],
     )
     .unwrap();
@@ -218,7 +218,7 @@ fn parent_in_waitpid_and_zombie_child_match_proc() {
     let d = tempfile::tempdir().unwrap();
     let ready = d.path().join("ready");
     let mut v = Victim::spawn(
-        env!("CARGO_BIN_EXE_criu-dvictim-wait"),
+        env!("CARGO_BIN_EXE_criu-victim-wait-signals-timers"),
         &[ready.to_str().unwrap()],
     )
     .unwrap();
@@ -312,7 +312,7 @@ fn action_scripts_run_once_for_the_tree_in_order() {
     let d = tempfile::tempdir().unwrap();
     let ready = d.path().join("ready");
     let mut v = Victim::spawn(
-        env!("CARGO_BIN_EXE_criu-dvictim-wait"),
+        env!("CARGO_BIN_EXE_criu-victim-wait-signals-timers"),
         &[ready.to_str().unwrap()],
     )
     .unwrap();

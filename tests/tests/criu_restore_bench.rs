@@ -1,8 +1,8 @@
 //! Restore benchmark: `criu restore -d` of a tiny process and of one with 1 GiB of touched
 //! memory, images on tmpfs, against the floor of reading the same page bytes back into fresh
 //! memory in the same run; and restore of many tasks (one process with 100 threads, a tree of
-//! 50 processes: `criu-bvictim-pool`) against spawning the same victim fresh (fork+exec until
-//! it reports ready), with the cost per task and the ratio restore/spawn.
+//! 50 processes: `criu-victim-sleeper-pool`) against spawning the same victim fresh (fork+exec
+//! until it reports ready), with the cost per task and the ratio restore/spawn.
 //!
 //! `cargo test -p compel-criu-tests --test criu_restore_bench` runs a quick sanity round (one
 //! restore of a tiny and a 64 MiB process, each checking its memory itself; one restore of 4
@@ -63,7 +63,7 @@ fn make_images(mib: usize, work: &Path, img: &Path) -> i32 {
     fs::create_dir_all(img).unwrap();
     let ready = work.join(format!("ready-{mib}"));
     let mut victim = Spawned::spawn(
-        env!("CARGO_BIN_EXE_criu-rvictim-big"),
+        env!("CARGO_BIN_EXE_criu-victim-big-memory"),
         &[&mib.to_string(), &ready.display().to_string()],
         Path::new("/dev/null"),
         None,
@@ -262,7 +262,7 @@ fn bench(mib: usize, runs: usize, base: &Path, on: &str) {
     let _ = fs::remove_dir_all(&img);
 }
 
-/// The tasks of one pool victim (`criu-bvictim-pool`): its pids, root first, then children,
+/// The tasks of one pool victim (`criu-victim-sleeper-pool`): its pids, root first, then children,
 /// then grandchildren. Dropping it kills them all and reaps them in that order (each level is
 /// ours once its parent has exited, the bench being a subreaper), unless that was done already.
 struct Pool {
@@ -287,11 +287,11 @@ impl Drop for Pool {
     }
 }
 
-/// Starts `criu-bvictim-pool KIND N READY` and waits (polling every 20 µs) until it wrote
+/// Starts `criu-victim-sleeper-pool KIND N READY` and waits (polling every 20 µs) until it wrote
 /// READY; returns the pool and the time from fork to READY.
 fn spawn_pool(kind: &str, n: usize, ready: &Path) -> (Pool, f64) {
     let _ = fs::remove_file(ready);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_criu-bvictim-pool"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_criu-victim-sleeper-pool"));
     cmd.args([kind, &n.to_string(), ready.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -305,7 +305,7 @@ fn spawn_pool(kind: &str, n: usize, ready: &Path) -> (Pool, f64) {
     }
     let t = Instant::now();
     // Reaped by pid through `Pool`, not through `Child`.
-    let root = cmd.spawn().expect("spawn criu-bvictim-pool").id() as i32;
+    let root = cmd.spawn().expect("spawn criu-victim-sleeper-pool").id() as i32;
     let mut pool = Pool { pids: vec![root] };
     let end = t + Duration::from_secs(60);
     let text = loop {

@@ -11,7 +11,7 @@ use compel_criu_tests::{
 
 fn spawn_victim(out: &Path, ready: &Path, log: &Path) -> Spawned {
     Spawned::spawn(
-        env!("CARGO_BIN_EXE_criu-tvictim-pipe"),
+        env!("CARGO_BIN_EXE_criu-victim-pipes-data"),
         &[out.to_str().unwrap(), ready.to_str().unwrap()],
         log,
         None,

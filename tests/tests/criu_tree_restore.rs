@@ -16,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Exit, StatIds, become_subreaper, comm_of, criu, our_children, pid_exists, proc_state,
-    skip_if_not_root, stat_ids, tail, test_lock, tracer_pid, wait_exit_timeout,
+    Exit, StatIds, become_subreaper, comm_of, criu, criu_victim, our_children, pid_exists,
+    proc_state, skip_if_not_root, stat_ids, tail, test_lock, tracer_pid, wait_exit_timeout,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -53,7 +53,7 @@ impl Tree {
         targets.extend(
             our_children()
                 .into_iter()
-                .filter(|&p| comm_of(p).starts_with("criu-rvictim")),
+                .filter(|&p| comm_of(p).starts_with("criu-victim")),
         );
         for p in targets {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
@@ -287,15 +287,6 @@ fn record(pids: &[i32]) -> Vec<(i32, StatIds)> {
         .collect()
 }
 
-fn bin(name: &str) -> &'static str {
-    match name {
-        "tree3" => env!("CARGO_BIN_EXE_criu-rvictim-tree3"),
-        "shcount" => env!("CARGO_BIN_EXE_criu-rvictim-shcount"),
-        "zwait" => env!("CARGO_BIN_EXE_criu-rvictim-zwait"),
-        other => panic!("no victim {other}"),
-    }
-}
-
 /// Paths of one test: work dir, image dir, ready, result and log files.
 struct Files {
     _dir: tempfile::TempDir,
@@ -323,7 +314,12 @@ fn arg(p: &Path) -> &str {
 
 /// Starts tree3 and checks its shape in /proc: `[root, a, a1, b, b1, b2]`.
 fn start_tree3(f: &Files) -> (Tree, Vec<i32>) {
-    let mut tree = spawn(bin("tree3"), &[arg(&f.ready), arg(&f.result)], &f.log, true);
+    let mut tree = spawn(
+        &criu_victim("three-level-tree"),
+        &[arg(&f.ready), arg(&f.result)],
+        &f.log,
+        true,
+    );
     let pids = wait_ready(&f.ready, &f.log);
     assert_eq!(pids.len(), 6, "ready line {pids:?}");
     assert_eq!(pids[0], tree.pids[0], "the root is the process we started");
@@ -399,7 +395,7 @@ fn a_page_shared_by_parent_and_child_is_shared_again() {
     become_subreaper();
     let f = files();
     let mut tree = spawn(
-        bin("shcount"),
+        &criu_victim("shared-counter"),
         &[arg(&f.ready), arg(&f.result)],
         &f.log,
         false,
@@ -451,7 +447,12 @@ fn a_parent_in_waitpid_reaps_its_children_after_restore() {
     let _g = test_lock();
     become_subreaper();
     let f = files();
-    let mut tree = spawn(bin("zwait"), &[arg(&f.ready), arg(&f.result)], &f.log, true);
+    let mut tree = spawn(
+        &criu_victim("zombie-wait"),
+        &[arg(&f.ready), arg(&f.result)],
+        &f.log,
+        true,
+    );
     let pids = wait_ready(&f.ready, &f.log);
     assert_eq!(pids.len(), 3, "ready line {pids:?}");
     let (root, z, w) = (pids[0], pids[1], pids[2]);
@@ -604,7 +605,7 @@ fn a_tree_dumped_while_it_forks_runs_on_after_restore() {
         let f = files();
         let counter = f.result.clone();
         let tree = spawn(
-            env!("CARGO_BIN_EXE_criu-dvictim-churn"),
+            env!("CARGO_BIN_EXE_criu-victim-churning-tree"),
             &[arg(&counter)],
             &f.log,
             false,
@@ -734,7 +735,7 @@ fn a_subreaper_keeps_its_adopted_orphan_and_adopts_again() {
     become_subreaper();
     let f = files();
     let mut tree = spawn(
-        env!("CARGO_BIN_EXE_criu-rvictim-orphan"),
+        env!("CARGO_BIN_EXE_criu-victim-subreaper-orphan"),
         &[arg(&f.ready), arg(&f.result)],
         &f.log,
         false,
@@ -815,7 +816,7 @@ fn pending_signals_stay_with_their_process_and_thread() {
     become_subreaper();
     let f = files();
     let mut tree = spawn(
-        env!("CARGO_BIN_EXE_criu-dvictim-wait"),
+        env!("CARGO_BIN_EXE_criu-victim-wait-signals-timers"),
         &[arg(&f.ready)],
         &f.log,
         true,

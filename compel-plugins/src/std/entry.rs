@@ -69,7 +69,8 @@ pub unsafe extern "C" fn __export_parasite_main(init: *mut ParasiteInit) -> u64 
     // SAFETY: init points at the args area header (caller contract); read by value once.
     let hdr = unsafe { core::ptr::read_volatile(init) };
     let fail = |e: Errno| {
-        // SAFETY: as above; trap_ret is a field of the header, written once.
+        // SAFETY: init points at the args area header (the caller's contract); trap_ret is a
+        // field of it, written once.
         unsafe { core::ptr::write_volatile(&raw mut (*init).trap_ret, -e.0) };
     };
     if hdr.magic != INIT_MAGIC || hdr.version != INIT_VERSION {

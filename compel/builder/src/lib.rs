@@ -28,6 +28,7 @@
 //!     .map_err(|cause| compel_builder::BuildError::Io { path: out.join("hello.rs"), cause })?;
 //! # Ok::<(), compel_builder::BuildError>(())
 //! ```
+#![forbid(unsafe_code)]
 
 mod blob;
 mod compile;

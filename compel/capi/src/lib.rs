@@ -279,12 +279,14 @@ pub unsafe extern "C" fn compel_infect(
     blob: *const CBlobDesc,
     args_size: c_ulong,
 ) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     let ctl = match unsafe { ctl_mut(ctl) } {
         Ok(c) => c,
         Err(e) => return e,
     };
-    // SAFETY: caller contract: null or a valid descriptor.
+    // SAFETY: `blob` is null or points at a valid descriptor (this function's safety
+    // contract).
     let Some(d) = (unsafe { blob.as_ref() }) else {
         return fail(libc::EINVAL, "null blob descriptor".into());
     };
@@ -314,7 +316,8 @@ pub unsafe extern "C" fn compel_infect(
             if s.name.is_null() {
                 continue;
             }
-            // SAFETY: symbol names are NUL-terminated C strings (caller contract).
+            // SAFETY: symbol names are NUL-terminated C strings that outlive the call (this
+            // function's safety contract).
             let name = unsafe { CStr::from_ptr(s.name) }
                 .to_string_lossy()
                 .into_owned();
@@ -351,7 +354,8 @@ pub unsafe extern "C" fn compel_infect_packed(
     len: c_ulong,
     args_size: c_ulong,
 ) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     let ctl = match unsafe { ctl_mut(ctl) } {
         Ok(c) => c,
         Err(e) => return e,
@@ -359,7 +363,7 @@ pub unsafe extern "C" fn compel_infect_packed(
     if data.is_null() {
         return fail(libc::EINVAL, "null blob data".into());
     }
-    // SAFETY: data is valid for len bytes (caller contract).
+    // SAFETY: `data` is valid for `len` bytes (this function's safety contract).
     let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len as usize) };
     match BlobDesc::parse(bytes) {
         Ok(desc) => do_infect(ctl, &desc, args_size as usize),
@@ -373,7 +377,8 @@ pub unsafe extern "C" fn compel_infect_packed(
 /// `ctl` comes from [`compel_prepare`]. The pointer is valid until the cure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_parasite_args_p(ctl: *mut CompelCtl) -> *mut c_void {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     match unsafe { ctl_mut(ctl) }.map(parasite_of) {
         Ok(Ok(p)) => p.payload_mut().as_mut_ptr().cast(),
         _ => std::ptr::null_mut(),
@@ -386,7 +391,8 @@ pub unsafe extern "C" fn compel_parasite_args_p(ctl: *mut CompelCtl) -> *mut c_v
 /// `ctl` comes from [`compel_prepare`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_parasite_args_s(ctl: *mut CompelCtl) -> c_ulong {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     match unsafe { ctl_mut(ctl) }.map(parasite_of) {
         Ok(Ok(p)) => p.payload().len() as c_ulong,
         _ => 0,
@@ -399,7 +405,8 @@ pub unsafe extern "C" fn compel_parasite_args_s(ctl: *mut CompelCtl) -> c_ulong 
 /// `ctl` comes from [`compel_prepare`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_rpc_call(cmd: c_uint, ctl: *mut CompelCtl) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     let p = match unsafe { ctl_mut(ctl) }.and_then(parasite_of) {
         Ok(p) => p,
         Err(e) => return e,
@@ -417,7 +424,8 @@ pub unsafe extern "C" fn compel_rpc_call(cmd: c_uint, ctl: *mut CompelCtl) -> c_
 /// `ctl` comes from [`compel_prepare`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_rpc_sync(cmd: c_uint, ctl: *mut CompelCtl) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     let ctl = match unsafe { ctl_mut(ctl) } {
         Ok(c) => c,
         Err(e) => return e,
@@ -441,12 +449,12 @@ pub unsafe extern "C" fn compel_rpc_sync(cmd: c_uint, ctl: *mut CompelCtl) -> c_
 /// `ctl` comes from [`compel_prepare`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_rpc_call_sync(cmd: c_uint, ctl: *mut CompelCtl) -> c_int {
-    // SAFETY: caller contract (passed on).
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, as compel_rpc_call needs.
     let r = unsafe { compel_rpc_call(cmd, ctl) };
     if r < 0 {
         return r;
     }
-    // SAFETY: caller contract (passed on).
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, as compel_rpc_sync needs.
     unsafe { compel_rpc_sync(cmd, ctl) }
 }
 
@@ -456,7 +464,8 @@ pub unsafe extern "C" fn compel_rpc_call_sync(cmd: c_uint, ctl: *mut CompelCtl) 
 /// `ctl` comes from [`compel_prepare`]; `fd` is an open fd of this process.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_util_send_fd(ctl: *mut CompelCtl, fd: c_int) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     let p = match unsafe { ctl_mut(ctl) }.and_then(parasite_of) {
         Ok(p) => p,
         Err(e) => return e,
@@ -464,7 +473,8 @@ pub unsafe extern "C" fn compel_util_send_fd(ctl: *mut CompelCtl, fd: c_int) -> 
     if fd < 0 {
         return fail(libc::EBADF, format!("bad fd {fd}"));
     }
-    // SAFETY: fd is open for the duration of this call (caller contract).
+    // SAFETY: `fd` is an open descriptor of this process for the whole call (this function's
+    // safety contract).
     let b = unsafe { BorrowedFd::borrow_raw(fd) };
     match p.send_fds(&[b]) {
         Ok(()) => 0,
@@ -478,7 +488,8 @@ pub unsafe extern "C" fn compel_util_send_fd(ctl: *mut CompelCtl, fd: c_int) -> 
 /// `ctl` comes from [`compel_prepare`]; `pfd` is writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_util_recv_fd(ctl: *mut CompelCtl, pfd: *mut c_int) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     let ctl = match unsafe { ctl_mut(ctl) } {
         Ok(c) => c,
         Err(e) => return e,
@@ -498,7 +509,7 @@ pub unsafe extern "C" fn compel_util_recv_fd(ctl: *mut CompelCtl, pfd: *mut c_in
     }
     match ctl.fds.pop_front() {
         Some(fd) => {
-            // SAFETY: pfd is writable (checked non-null; caller contract).
+            // SAFETY: `pfd` is writable (this function's safety contract) and was checked non-null.
             unsafe { *pfd = fd.into_raw_fd() };
             0
         }
@@ -517,7 +528,8 @@ pub unsafe extern "C" fn compel_run_in_thread(
     tid: c_int,
     cmd: c_uint,
 ) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     let p = match unsafe { ctl_mut(ctl) }.and_then(parasite_of) {
         Ok(p) => p,
         Err(e) => return e,
@@ -539,7 +551,8 @@ pub unsafe extern "C" fn compel_threads(
     tids: *mut c_int,
     max: c_ulong,
 ) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     let ctl = match unsafe { ctl_mut(ctl) } {
         Ok(c) => c,
         Err(e) => return e,
@@ -576,7 +589,8 @@ pub unsafe extern "C" fn compel_syscall(
     a5: c_ulong,
     a6: c_ulong,
 ) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     let ctl = match unsafe { ctl_mut(ctl) } {
         Ok(c) => c,
         Err(e) => return e,
@@ -594,7 +608,7 @@ pub unsafe extern "C" fn compel_syscall(
     };
     match r {
         Ok(v) => {
-            // SAFETY: ret is writable (checked non-null; caller contract).
+            // SAFETY: `ret` is writable (this function's safety contract) and was checked non-null.
             unsafe { *ret = v as c_long };
             0
         }
@@ -609,7 +623,8 @@ pub unsafe extern "C" fn compel_syscall(
 /// `ctl` comes from [`compel_prepare`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_cure_remote(ctl: *mut CompelCtl) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     let ctl = match unsafe { ctl_mut(ctl) } {
         Ok(c) => c,
         Err(e) => return e,
@@ -661,9 +676,10 @@ pub unsafe extern "C" fn compel_cure_local(ctl: *mut CompelCtl) -> c_int {
 /// `ctl` comes from [`compel_prepare`] and is not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_cure(ctl: *mut CompelCtl) -> c_int {
-    // SAFETY: caller contract (passed on).
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, as compel_cure_remote needs.
     let r = unsafe { compel_cure_remote(ctl) };
-    // SAFETY: caller contract (passed on); frees ctl in every case.
+    // SAFETY: `ctl` is null or the same live handle, as compel_cure_local needs; it frees it in
+    // every case and nothing uses it afterwards.
     let l = unsafe { compel_cure_local(ctl) };
     if r < 0 { r } else { l }
 }
@@ -674,7 +690,8 @@ pub unsafe extern "C" fn compel_cure(ctl: *mut CompelCtl) -> c_int {
 /// `ctl` comes from [`compel_prepare`]; call before [`compel_infect`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_set_timeout(ctl: *mut CompelCtl, ms: c_ulong) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this
+    // function's safety contract); ctl_mut refuses null.
     match unsafe { ctl_mut(ctl) } {
         Ok(c) => {
             c.timeout = Duration::from_millis(ms);

@@ -1,6 +1,7 @@
 //! The `compel` command line (package `compel-cli`, binary `compel`): a thin layer over the
 //! compel and compel-builder libraries. It lives in its own crate so that the `compel` library
 //! does not pull in clap, anyhow, tracing-subscriber and the builder for its users.
+#![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 

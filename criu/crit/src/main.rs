@@ -19,6 +19,7 @@
 //!
 //! Errors are one line on stderr naming the file and the offset (or JSON location) at fault,
 //! and the exit status is 1.
+#![forbid(unsafe_code)]
 
 mod explore;
 

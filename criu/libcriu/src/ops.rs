@@ -440,7 +440,8 @@ pub unsafe extern "C" fn criu_local_feature_check(
     // SAFETY: `opts` is NULL or a live set.
     let ret = unsafe { operation(opts, op, finish) };
     if ret == 0 {
-        // SAFETY: as above, `size` bytes of `features` are writable.
+        // SAFETY: `features` holds `size` <= sizeof writable bytes (the caller's contract) and
+        // does not overlap `asked`, a local.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 (&answer as *const criu_feature_check).cast::<u8>(),

@@ -1,9 +1,11 @@
 //! The `criu` command line: parse options, set up the work dir and the log, run the command.
+// Unsafe code is refused; the one exception (ignoring SIGPIPE at startup) says why.
+#![deny(unsafe_code)]
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use criu::options::{
+use criu::{
     CgroupMode, Command, DirRef, DumpOptions, InsideMethod, Options, OptionsError, PidMethod,
     RestoreOptions, USAGE,
 };
@@ -12,7 +14,10 @@ fn main() -> ExitCode {
     // Writing into a closed log pipe must fail a write, not kill criu.
     // SAFETY: setting SIGPIPE to SIG_IGN installs no handler code and is process-wide state
     // this single-threaded startup owns.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN)
+    };
     let opts = match Options::parse(std::env::args()) {
         Ok(o) => o,
         Err(e) => {
@@ -25,7 +30,7 @@ fn main() -> ExitCode {
         print!("{USAGE}");
         println!(
             "\nFeatures for check --feature (or list):\n  {}",
-            criu::check::feature_names().join(", ")
+            criu::feature_names().join(", ")
         );
         return ExitCode::SUCCESS;
     }
@@ -91,10 +96,10 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
     std::env::set_current_dir(&work)
         .with_context(|| format!("can't change directory to {}", work.display()))
         .map_err(|e| (e, Logged::Not))?;
-    let sink = criu::log::LogSink::open(opts.log_file.as_deref())
+    let sink = criu::LogSink::open(opts.log_file.as_deref())
         .context("cannot set up the log")
         .map_err(|e| (e, Logged::Not))?;
-    criu::log::install(opts.log_level, &sink);
+    criu::install_log(opts.log_level, &sink);
     let logged_to = sink.path().map(|p| work.join(p));
     let fail = |e: anyhow::Error| match &logged_to {
         Some(p) => (e, Logged::To(p.clone())),
@@ -119,38 +124,35 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 if f == "list" {
                     // CRIU 3.x's `--feature list`: every name followed by a space.
                     let mut line = String::new();
-                    for n in criu::check::feature_names() {
+                    for n in criu::feature_names() {
                         line.push_str(n);
                         line.push(' ');
                     }
                     println!("{line}");
                     return Ok(ExitCode::SUCCESS);
                 }
-                criu::check::check_feature(f).map_err(|e| fail(e.into()))?;
+                criu::check_feature(f).map_err(|e| fail(e.into()))?;
                 println!("{f} is supported");
             } else {
-                criu::check::check_all().map_err(|e| fail(e.into()))?;
+                criu::check_all().map_err(|e| fail(e.into()))?;
                 println!("Looks good.");
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Dump => {
             let mut dopts = DumpOptions::from_options(&opts);
-            if std::env::var(criu::dump::INSIDE_METHOD_ENV).is_ok_and(|m| m == "syscalls") {
+            if std::env::var(criu::INSIDE_METHOD_ENV).is_ok_and(|m| m == "syscalls") {
                 dopts.inside_method = InsideMethod::Syscalls;
             }
             dopts.validate().map_err(|e| fail(e.into()))?;
             if let Some(pid) = dopts.tree {
                 warn_foreign_cgroups(pid);
             }
-            let scripts = criu::scripts::ActionScripts::new(
-                opts.action_scripts.clone(),
-                &dopts.images_dir,
-                &sink,
-            )
-            .context("setting up action scripts")
-            .map_err(fail)?;
-            criu::dump::dump(&dopts, Some(&scripts))
+            let scripts =
+                criu::ActionScripts::new(opts.action_scripts.clone(), &dopts.images_dir, &sink)
+                    .context("setting up action scripts")
+                    .map_err(fail)?;
+            criu::dump(&dopts, Some(&scripts))
                 .map_err(|e| fail(anyhow::Error::new(e).context("dump failed")))?;
             tracing::info!("Dumping finished successfully");
             if let Some(kb) = peak_rss_kb() {
@@ -161,7 +163,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
         Command::Restore => restore(&opts, &sink).map_err(fail),
         Command::Swrk => {
             let fd = opts.command_args.first().map_or("", String::as_str);
-            criu::rpc::swrk(fd).map_err(|e| fail(e.into()))?;
+            criu::service::swrk(fd).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Service => {
@@ -170,12 +172,12 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             let address = address
                 .and_then(|(_, v)| v.as_deref())
                 .map(std::path::Path::new);
-            let service = criu::rpc::ServiceOptions {
-                address: criu::rpc::service::address_or_default(address),
+            let service = criu::service::ServiceOptions {
+                address: criu::service::address_or_default(address),
                 daemon: opts.restore_detached,
                 pidfile: opts.pidfile.clone(),
             };
-            criu::rpc::service(&service, &sink).map_err(|e| fail(e.into()))?;
+            criu::service::run(&service, &sink).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
         other => Err(fail(
@@ -194,14 +196,13 @@ fn peak_rss_kb() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn restore(opts: &Options, sink: &criu::log::LogSink) -> anyhow::Result<ExitCode> {
+fn restore(opts: &Options, sink: &criu::LogSink) -> anyhow::Result<ExitCode> {
     let mut ropts = RestoreOptions::from_options(opts);
     restore_switches_from_env(&mut ropts);
     ropts.validate()?;
-    let scripts =
-        criu::scripts::ActionScripts::new(opts.action_scripts.clone(), &ropts.images_dir, sink)
-            .context("setting up action scripts")?;
-    let outcome = criu::restore::restore(&ropts, Some(&scripts)).context("restore failed")?;
+    let scripts = criu::ActionScripts::new(opts.action_scripts.clone(), &ropts.images_dir, sink)
+        .context("setting up action scripts")?;
+    let outcome = criu::restore(&ropts, Some(&scripts)).context("restore failed")?;
     tracing::info!("restore finished: {outcome:?}");
     Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))
 }
@@ -260,7 +261,7 @@ fn warn_unmanaged_cgroups(opts: &Options) {
 /// Cgroups are not dumped yet: warn (`-v2`) for every task of the tree whose cgroup differs
 /// from criu's, since a restore puts it in the restoring criu's cgroup instead.
 fn warn_foreign_cgroups(root: i32) {
-    for d in criu::cgroups::differing(root) {
+    for d in criu::differing_cgroups(root) {
         let ours = if d.ours.is_empty() { "none" } else { &d.ours };
         tracing::warn!(
             "pid {} is in cgroup {} ({}), criu in {ours}: cgroups are not dumped, a restore puts \

@@ -8,7 +8,7 @@
 //! the kernel has time namespaces.
 //!
 //! ```no_run
-//! match criu::check::check_feature("clone3_set_tid") {
+//! match criu::check_feature("clone3_set_tid") {
 //!     Ok(()) => println!("clone3_set_tid is supported"),
 //!     Err(e) => eprintln!("{e}"),
 //! }

@@ -1,5 +1,8 @@
 //! Network probes of `criu check`: sockets, socket options, netlink (rtnetlink and sock_diag),
 //! tun, iptables.
+// Unsafe code: probes the kernel with socket ioctls and netlink send/recv that nix does not wrap,
+// and adopts the descriptors.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;

@@ -1,5 +1,8 @@
 //! Kernel probes of `criu check` that need no network: system calls, /proc files, a mount
 //! namespace of a throwaway thread.
+// Unsafe code: probes kernel features with raw system calls (syscall, ioctl, timerfd, flock, mmap)
+// and adopts the descriptors they return.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;

@@ -22,7 +22,8 @@ use super::proc::{self, FdInfo, Mapping};
 use crate::files::regular::{self, Opened, Regular};
 use crate::files::{DumpFd, FileKind};
 
-pub use crate::files::regular::elf_build_id;
+#[cfg(test)]
+use crate::files::regular::elf_build_id;
 
 #[cfg(test)]
 use criu_images::pb::{GhostFileEntry, RemapFilePathEntry};
@@ -91,6 +92,7 @@ impl FileTable {
     }
 
     /// All `files.img` entries, in id order.
+    #[cfg(test)]
     pub fn entries(&self) -> &[FileEntry] {
         &self.entries
     }

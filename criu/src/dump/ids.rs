@@ -3,6 +3,8 @@
 //! inventory's root ids record them, and the time namespace's clocks (`timens-0.img`).
 //! Namespaces are not dumped yet: a task in one of its own, or one that made a time namespace
 //! for its children, is refused here, by name.
+// Unsafe code: a forked helper waits in pause() until it is killed.
+#![allow(unsafe_code)]
 
 use criu_images::pb::{TaskKobjIdsEntry, TimensEntry, Timespec};
 

@@ -32,11 +32,11 @@
 //! the images directory keeps no `inventory.img` and holds the marker with the error.
 //!
 //! ```no_run
-//! let opts = criu::options::Options::parse(
+//! let opts = criu::Options::parse(
 //!     ["criu", "dump", "-t", "4242", "-D", "/tmp/img", "-R"].iter().map(|s| s.to_string()),
 //! ).unwrap();
-//! let dump_opts = criu::options::DumpOptions::from_options(&opts);
-//! let summary = criu::dump::dump(&dump_opts, None).unwrap();
+//! let dump_opts = criu::DumpOptions::from_options(&opts);
+//! let summary = criu::dump(&dump_opts, None).unwrap();
 //! println!("{} pages written", summary.pages_written);
 //! ```
 

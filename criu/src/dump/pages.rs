@@ -7,6 +7,8 @@
 //! live in their files and `[vvar]` is the kernel's. Which pages of a VMA hold data comes from the
 //! `PAGEMAP_SCAN` ioctl (or `/proc/PID/pagemap`); their contents are copied into the pages files
 //! by the `pages_file` module.
+// Unsafe code: maps the scratch area that page contents are read into (mmap).
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -34,22 +36,6 @@ pub struct PageStats {
     pub scanned: u64,
     /// Pages written.
     pub written: u64,
-}
-
-/// Writes `pagemap-PID.img` and `pages-1.img` for the private pages of `vmas`, and
-/// `pagemap-shmem-SHMID.img` + `pages-N.img` (N = 2, 3, ...) for each shared anonymous object.
-///
-/// # Errors
-/// [`DumpError::Memory`] if the task's memory or pagemap cannot be read, [`DumpError::Image`],
-/// [`DumpError::File`] on write errors.
-pub fn dump_pages(pid: i32, vmas: &[Vma], dir: &Path) -> Result<PageStats, DumpError> {
-    let mut stats = dump_private_pages(pid, vmas, dir, 1)?;
-    let mut shared = SharedObjects::default();
-    shared.add(pid, vmas)?;
-    let s = shared.write(dir, 2)?;
-    stats.scanned += s.scanned;
-    stats.written += s.written;
-    Ok(stats)
 }
 
 fn open_pagemap(pid: i32) -> Result<File, DumpError> {
@@ -172,16 +158,6 @@ impl SharedObjects {
             spm.write(dir.join(names::pagemap_shmem(*shmid)))?;
         }
         Ok(stats)
-    }
-
-    /// How many objects there are (each takes one pages id).
-    pub fn len(&self) -> usize {
-        self.objects.len()
-    }
-
-    /// Whether there is none.
-    pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
     }
 }
 

@@ -4,6 +4,9 @@
 //! pages, a large file is filled through mappings of it instead of `write(2)`. A file that
 //! cannot be completed is removed, giving its space (memory, on tmpfs) back. Which pages go in is
 //! [`super::pages`]'s business.
+// Unsafe code: fills the pages image through a shared mapping of the file (fallocate, mmap,
+// munmap).
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -432,6 +432,7 @@ pub fn read_number(pid: i32, what: &str) -> Result<i64, ProcError> {
         .map_err(|_| parse_err(&path, t.trim().to_string()))
 }
 
+#[cfg(test)]
 /// `/proc/PID/limits` as `(soft, hard)` pairs in `RLIMIT_*` order (`unlimited` is `u64::MAX`).
 /// The file is readable by anyone, so this works where `prlimit` on the task would fail with
 /// `EPERM` (another uid, no `CAP_SYS_RESOURCE`).
@@ -556,6 +557,8 @@ pub fn read_posix_timers(pid: i32) -> Result<Vec<PosixTimerInfo>, ProcError> {
 }
 
 #[cfg(test)]
+// Unsafe code: the tests compare with what getrlimit says directly.
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
 

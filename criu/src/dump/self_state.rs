@@ -187,11 +187,6 @@ impl Scratch {
         Ok(Scratch { addr: addr as u64 })
     }
 
-    /// The scratch page's address in the task (so the dump can leave it out).
-    pub fn addr(&self) -> u64 {
-        self.addr
-    }
-
     /// Unmaps the page.
     ///
     /// # Errors

@@ -2,6 +2,8 @@
 //! the robust list, queued signals, and what each thread keeps for itself (alternate signal
 //! stack, parent-death signal, clear-tid address, read in that thread through a scratch page);
 //! one `core` entry per thread, the leader first, with its seccomp mode and filters.
+// Unsafe code: reads a thread's robust futex list with the raw get_robust_list system call.
+#![allow(unsafe_code)]
 
 use compel::Task;
 use criu_images::pb::{CoreEntry, SeccompFilter};

@@ -3,6 +3,8 @@
 //! Dump: the `tfd:` lines of fdinfo (target descriptor, events, data). Restore: made in the
 //! task after its targets ([`RestoreFile::after_fds`]), each target added with its events and
 //! data.
+// Unsafe code: makes the epoll instance and adds its targets with raw system calls inside the new
+// task.
 #![allow(unsafe_code)]
 
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //!
 //! Dump: `eventfd-count` from fdinfo. Restore: made empty and non-blocking in the task, the
 //! counter written in (it may not fit the initial value's 32 bits), then the saved flags.
+// Unsafe code: makes the eventfd and writes its counter with raw system calls inside the new task.
 #![allow(unsafe_code)]
 
 use std::sync::Arc;

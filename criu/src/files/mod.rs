@@ -39,6 +39,8 @@
 //! `restore::shared`, `restore::child`) keep only what all kinds share: file ids, descriptions
 //! shared by several descriptors or tasks (kcmp), file locks, the order descriptors are made in,
 //! and placing each made descriptor at its number.
+// Unsafe code: adopts descriptors returned by raw system calls (from_raw_fd).
+#![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::fs::Metadata;

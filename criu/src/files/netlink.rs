@@ -7,6 +7,8 @@
 //!
 //! Restore: a socket of the protocol, bound to the same port id (a port id another socket
 //! took fails the restore, naming it), joined to the same groups, connected as before.
+// Unsafe code: makes and binds netlink sockets with a raw sockaddr_nl and adopts their descriptors.
+#![allow(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -9,6 +9,8 @@
 //!
 //! Restore: the socket with its settings, bound to the interface, memberships added, fanout
 //! joined.
+// Unsafe code: makes and binds packet sockets with a raw sockaddr_ll and adopts their descriptors.
+#![allow(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

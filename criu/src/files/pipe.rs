@@ -6,6 +6,8 @@
 //! ([`RestoreFile::group`] is the pipe id, [`RestoreFile::end`] 0 for the read end, 1 for the
 //! write end), made once by the task that holds them, or by the engine when several tasks do;
 //! the saved bytes are written back before either end is placed.
+// Unsafe code: makes pipes (pipe2), writes their saved bytes and sets their flags with raw system
+// calls inside the new task.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;

@@ -7,6 +7,8 @@
 //! and removes it again. Restore: the task (or the engine, for a file several tasks hold)
 //! opens the path and seeks. This kind is also the dump's fallback: a descriptor no other kind
 //! claims is refused here by name.
+// Unsafe code: opens, seeks and unlinks files with raw system calls inside the new task (no
+// allocation, no std).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -657,7 +659,7 @@ fn data_regions(f: &mut File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
             }
             return Ok(vec![(0, size)]);
         }
-        // SAFETY: as above.
+        // SAFETY: lseek on a descriptor we own; it only moves the file offset.
         let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
         let hole = if hole < 0 { size as i64 } else { hole };
         out.push((data as u64, (hole - data) as u64));

@@ -1,6 +1,7 @@
 //! signalfd (`SIGNALFD` entries): the signals it reads and its flags.
 //!
 //! Dump: `sigmask` from fdinfo. Restore: `signalfd4` with the mask in the task.
+// Unsafe code: makes the signalfd with the raw signalfd4 system call inside the new task.
 #![allow(unsafe_code)]
 
 use std::sync::Arc;

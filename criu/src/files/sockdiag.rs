@@ -4,6 +4,8 @@
 //!
 //! Replies are parsed as untrusted data: a short or malformed message ends the dump with
 //! [`DiagError::Malformed`] instead of a panic.
+// Unsafe code: talks sock_diag over netlink with raw sockaddr_nl and recv into byte buffers.
+#![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

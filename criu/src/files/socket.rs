@@ -2,6 +2,8 @@
 //! reads queues and options through it, so the task's own descriptor stays as it was), socket
 //! options as CRIU's `sk_opts_entry` (read with `getsockopt`, set again on restore), and the
 //! error type of the socket modules.
+// Unsafe code: raw socket system calls (socket options, fcntl) and adopting their descriptors.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 

@@ -4,6 +4,7 @@
 //! is the time left, relative even for an absolute timer). Restore: made in the task and armed
 //! again (an absolute timer at now plus the time that was left), its ticks set with
 //! `TFD_IOC_SET_TICKS`.
+// Unsafe code: makes the timerfd and sets it with raw system calls inside the new task.
 #![allow(unsafe_code)]
 
 use std::sync::Arc;

@@ -20,7 +20,7 @@
 //! `--name value`, and a long option may be abbreviated to any unambiguous prefix.
 //!
 //! ```
-//! use criu::options::{Command, FinalState, Options};
+//! use criu::{Command, FinalState, Options};
 //!
 //! let args = ["criu", "dump", "-t", "42", "-D", "/tmp/img", "-R", "-v4", "--no-default-config"];
 //! let opts = Options::parse(args.iter().map(|s| s.to_string())).unwrap();

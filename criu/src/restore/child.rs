@@ -11,6 +11,8 @@
 //! This module holds the sequence of stages; the memory work is in `mem.rs`, the page
 //! shared with the engine and the other tasks in [`super::sync`], and each kind of open file
 //! makes itself ([`crate::files::RestoreFile::make_in_task`]).
+// Unsafe code: the new task's own steps: raw system calls between clone and the restorer, where std
+// cannot be used.
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -334,7 +336,8 @@ fn locks(p: &ChildPlan) -> Result<(), Fail> {
             } else {
                 libc::F_SETLK
             };
-            // SAFETY: as above, on a descriptor of this process.
+            // SAFETY: fcntl reads the one struct flock `fl`, a live local filled in above, for a
+            // descriptor of this process.
             unsafe { libc::fcntl(l.fd, cmd, &fl) }
         };
         ok(CHILD_LOCKS, r as _, l.fd as u64)?;
@@ -489,7 +492,8 @@ fn close_others(p: &ChildPlan) {
         }
         lo = fd as u32 + 1;
     }
-    // SAFETY: as above.
+    // SAFETY: the child owns its copy of the descriptor table; nothing it still needs lives
+    // above its last service descriptor.
     unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0) };
 }
 

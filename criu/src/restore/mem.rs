@@ -3,6 +3,8 @@
 //! with huge pages and `UFFDIO_COPY` where they pay off), mapping the areas that share an
 //! object, and setting the final protections. The fill can be shared with a helper process
 //! (see [`super::child`]); [`Worker`] is one share.
+// Unsafe code: premapping and filling the task's memory: mmap, mremap, madvise, mprotect and writes
+// through raw pointers.
 #![allow(unsafe_code)]
 
 use super::layout::HUGE;

@@ -23,11 +23,12 @@
 //! 6. Without `--restore-detached` criu waits for the root and reports how it ended.
 //!
 //! ```no_run
-//! use criu::restore::{restore, RestoreOptions};
+//! use criu::{restore, RestoreOptions};
 //! let opts = RestoreOptions::new("/tmp/img");
 //! let outcome = restore(&opts, None).unwrap();
 //! println!("{outcome:?}");
 //! ```
+// Unsafe code: the subreaper flag (prctl) and the forked root's exit path (getpid, _exit).
 #![allow(unsafe_code)]
 
 /// The restorer's ABI: the argument block and status records shared with the restorer blob.

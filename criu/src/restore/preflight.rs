@@ -1,30 +1,23 @@
 //! Checks of a task's plan against this machine, made for every task of a tree before anything
 //! is created: pids free, hard limits reachable, FPU state fitting, the same vDSO layout,
 //! capabilities the task's state needs.
+// Unsafe code: reads our own hard limits with getrlimit64.
 #![allow(unsafe_code)]
 
 use super::abi;
 use super::error::RestoreError;
 use super::fpu;
-use super::layout::{self, Special};
+use super::layout::Special;
 use super::plan::{TaskPlan, VmaKind};
 
-/// Checks the plan against this machine: pid free, hard limits reachable, FPU state fitting,
-/// vDSO layout the same.
-///
-/// # Errors
-/// [`RestoreError::PidBusy`], [`RestoreError::Rlimit`], [`RestoreError::Fpu`],
-/// [`RestoreError::Vdso`], [`RestoreError::Io`] (our own maps unreadable).
-pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
-    preflight_against(plan, &Special::from_maps(&layout::self_maps()?), true)
-}
-
-/// [`preflight`] against `ours`, our own special mappings ([`Special::from_maps`]), read once
-/// for all the tasks of a tree; FPU state this CPU cannot hold is refused only when
+/// Checks the plan against this machine: pids free, hard limits reachable, FPU state fitting,
+/// vDSO layout the same as `ours`, our own special mappings ([`Special::from_maps`], read once
+/// for all the tasks of a tree); FPU state this CPU cannot hold is refused only when
 /// `fpu_check` (see [`fpu::build_checked`]).
 ///
 /// # Errors
-/// As [`preflight`].
+/// [`RestoreError::PidBusy`], [`RestoreError::Rlimit`], [`RestoreError::Fpu`],
+/// [`RestoreError::Vdso`].
 pub fn preflight_against(
     plan: &TaskPlan,
     ours: &Special,

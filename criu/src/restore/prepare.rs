@@ -14,8 +14,8 @@ use super::error::RestoreError;
 use super::layout::{self, HUGE, PAGE, Special, page_up};
 use super::ops::{ChildPlan, FdOp, FillHelper, FillOp, PremapOp, TaskCtx};
 use super::plan::{FdSource, Rseq, TaskPlan, VmaKind};
+pub use super::preflight::preflight_against;
 use super::preflight::vdso_moves;
-pub use super::preflight::{preflight, preflight_against};
 use super::restorer::{
     LeaderState, Reservation, STACK_SIZE, THREAD_STACK_SIZE, Task, map_restorer, restorer_args,
     restorer_blob, seccomp_size, sym, task_fpu,

@@ -1,6 +1,7 @@
 //! The restorer's side of a task's reservation: the blob, placed and relocated, and its
 //! argument area ([`RestorerArgs`] and everything it points at: areas to move, timers, groups,
 //! signals, seccomp filters, auxv, each thread's signal frame and record).
+// Unsafe code: lays the restorer's argument area out in memory mapped for it, through raw pointers.
 #![allow(unsafe_code)]
 
 use compel_arch::RT_SIGFRAME_UC_OFFSET;

@@ -7,6 +7,8 @@
 //! Everything here is inherited: the engine creates it, the root inherits it when it is cloned
 //! and passes it down as it forks its children; each task keeps what it needs and drops the
 //! rest before its restorer runs.
+// Unsafe code: shared objects made before the tasks: mappings (mmap, munmap), raw reads and
+// writes, descriptor flags.
 #![allow(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -382,7 +384,7 @@ mod tests {
         assert_eq!(&buf[..n as usize], b"queued");
         // SAFETY: writes a live local buffer to the engine's write end.
         assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
-        // SAFETY: as above.
+        // SAFETY: reads from the engine's read end into a live local buffer.
         let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
         assert_eq!(&buf[..n as usize], b"x");
     }

@@ -1,6 +1,8 @@
 //! The page the engine and the tasks of a tree synchronise through while the tree is created:
 //! one slot of futex words per task and an abort slot, mapped shared before the first task is
 //! cloned and inherited by all.
+// Unsafe code: the futex page shared by all tasks of the restore (mapped, read and written through
+// raw pointers).
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -17,8 +17,10 @@
 //!
 //! ```no_run
 //! // What `criu swrk 3` does.
-//! criu::rpc::swrk("3").unwrap();
+//! criu::service::swrk("3").unwrap();
 //! ```
+// Unsafe code: adopts the inherited swrk socket descriptor and sets its flags with fcntl.
+#![allow(unsafe_code)]
 
 pub mod opts;
 mod server;
@@ -28,7 +30,7 @@ pub mod wire;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 pub use opts::Mode;
-pub use server::{criu_version as version, notify, serve};
+pub use server::{criu_version as version, serve};
 pub use service::ServiceOptions;
 
 /// The CRIU release whose formats and behaviour this criu matches (what `VERSION` reports).

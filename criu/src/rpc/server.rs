@@ -1,6 +1,8 @@
 //! One client's session: read a request, answer it, and go on while the client asks to keep the
 //! connection open (`keep_open`), as CRIU's `swrk` does. Every request gets an answer: what is
 //! not built yet is answered with `success = false`, `cr_errno` and `cr_errmsg` naming it.
+// Unsafe code: waits for the request's child with waitpid.
+#![allow(unsafe_code)]
 
 use std::os::fd::BorrowedFd;
 

@@ -191,13 +191,14 @@ fn main() {
             }
             // SAFETY: pages of our 4-page shared anonymous mapping.
             let (p2, p3) = unsafe { (sha.add(2 * PAGE), sha.add(3 * PAGE)) };
-            // SAFETY: as above; page 2 must read as zeros.
+            // SAFETY: p2 is page 2 of our 4-page shared anonymous mapping, mapped and readable
+            // (it must read as zeros); i stays within the page.
             let p2_zero = (0..PAGE).all(|i| unsafe { *p2.add(i) } == 0);
             if !check(sha, 2 * PAGE, 6, 1) || !check(p3, PAGE, 6 + (3 * PAGE as u8), 1) || !p2_zero
             {
                 bad.push("shared_anon");
             }
-            // SAFETY: as above.
+            // SAFETY: pn is the start of our own 2-page mapping; nothing here reads it afterwards.
             unsafe { libc::mprotect(pn as *mut libc::c_void, 2 * PAGE, libc::PROT_NONE) };
             let msg = if bad.is_empty() {
                 "check ok".to_string()

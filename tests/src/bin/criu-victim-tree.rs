@@ -50,14 +50,14 @@ fn main() {
         }
         sleep_forever();
     }
-    // SAFETY: as above.
+    // SAFETY: the root is single-threaded; the child only calls setpgid and sleeps.
     let c2 = unsafe { libc::fork() };
     if c2 == 0 {
         // SAFETY: setpgid on ourselves.
         unsafe { libc::setpgid(0, 0) };
         sleep_forever();
     }
-    // SAFETY: as above; the child exits at once.
+    // SAFETY: the root is single-threaded; the child exits at once.
     let c3 = unsafe { libc::fork() };
     if c3 == 0 {
         // SAFETY: ending the child without running the parent's exit handlers.

@@ -23,7 +23,7 @@ fn handle(cmd: u32, payload: &mut [u8]) -> Result<(), Errno> {
     let fd = info.fd as usize;
     // SAFETY: fcntl F_GETFD/F_GETFL only read the fd table; a bad fd is EBADF.
     info.fd_flags = sys::result(unsafe { syscall2(nr::FCNTL, fd, F_GETFD) })? as i32;
-    // SAFETY: as above.
+    // SAFETY: fcntl F_GETFL only reads the file's status flags; a bad fd is EBADF.
     info.status_flags = sys::result(unsafe { syscall2(nr::FCNTL, fd, F_GETFL) })? as i32;
     // SAFETY: lseek by 0 from the current position changes nothing; pipes answer ESPIPE.
     info.offset = unsafe { syscall3(nr::LSEEK, fd, 0, SEEK_CUR) } as i64;

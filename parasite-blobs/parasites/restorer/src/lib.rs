@@ -390,7 +390,7 @@ fn timers(a: &RestorerArgs) -> Res {
         let r = unsafe { syscall4(nr::TIMER_SETTIME, id as usize, 0, spec.as_ptr() as usize, 0) };
         check(STAGE_POSIX_TIMER, r, t.id as u64)?;
     }
-    // SAFETY: as above, switching the id mode back.
+    // SAFETY: prctl with integer arguments only, switching the timer id mode back.
     let r = unsafe { syscall5(nr::PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0) };
     check(STAGE_POSIX_TIMER, r, 0)
 }

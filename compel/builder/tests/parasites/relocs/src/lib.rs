@@ -53,7 +53,8 @@ impl Write for Buf<'_> {
 /// `buf` is valid for `len` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn __export_describe(buf: *mut u8, len: usize, x: u64) -> usize {
-    // SAFETY: caller contract.
+    // SAFETY: `buf` is valid for `len` bytes (this function's safety contract) and nothing
+    // else uses it during the call.
     let buf = unsafe { core::slice::from_raw_parts_mut(buf, len) };
     let mut w = Buf { buf, len: 0 };
     let n = __export_calls.fetch_add(1, Ordering::Relaxed) + 1;

@@ -1,6 +1,6 @@
 //! criu restore victim: a process with worker threads that checks them itself.
 //!
-//! `criu-rvictim-threads N READY`: starts N workers named `worker-I`; worker I blocks signal
+//! `criu-victim-worker-threads N READY`: starts N workers named `worker-I`; worker I blocks signal
 //! `SIGRTMIN + I` in its own mask, keeps `I * 1000 + 7` in a thread-local, and counts rounds of
 //! a 1 ms sleep. Writes `ready PID TID...` into READY and polls. On `SIGUSR1` (taken by the main
 //! thread, the workers block it) it checks that every worker still counts, still has its
@@ -87,7 +87,7 @@ fn main() {
         args.get(1).and_then(|s| s.parse::<usize>().ok()),
         args.get(2),
     ) else {
-        eprintln!("usage: criu-rvictim-threads N READY");
+        eprintln!("usage: criu-victim-worker-threads N READY");
         std::process::exit(2);
     };
     let n = n.min(8);

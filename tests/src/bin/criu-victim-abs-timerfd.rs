@@ -1,12 +1,12 @@
 //! criu restore victim: a timerfd set with an absolute time.
 //!
-//! `criu-rvictim-abstimer READY`: arms a `CLOCK_REALTIME` timerfd for now + 100 s with
+//! `criu-victim-abs-timerfd READY`: arms a `CLOCK_REALTIME` timerfd for now + 100 s with
 //! `TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET` (the latter needs an absolute time), writes
 //! `ready PID FD` into READY and sleeps.
 
 fn main() {
     let Some(ready) = std::env::args().nth(1) else {
-        eprintln!("usage: criu-rvictim-abstimer READY");
+        eprintln!("usage: criu-victim-abs-timerfd READY");
         std::process::exit(2);
     };
     // SAFETY: plain libc calls on a descriptor this program owns, with live arguments.

@@ -1,7 +1,7 @@
 //! criu test victim: pipes holding unread data across a dump and restore.
 //!
-//! `criu-tvictim-pipe OUT READY`: makes three pipes, fills the first with 5000 bytes, grows the
-//! second to 256 KiB and fills it with 200000 bytes, leaves the third empty, and writes
+//! `criu-victim-pipes-data OUT READY`: makes three pipes, fills the first with 5000 bytes, grows
+//! the second to 256 KiB and fills it with 200000 bytes, leaves the third empty, and writes
 //! `ready PID` into READY. On SIGUSR1 it drains every pipe and writes `ok` into OUT if each held
 //! exactly its bytes in order (and the second is still large enough), else `bad: WHY`. Then it
 //! sleeps until killed.
@@ -77,7 +77,7 @@ fn check(a: i32, b: i32, c: i32) -> Result<(), String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(out), Some(ready)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: criu-tvictim-pipe OUT READY");
+        eprintln!("usage: criu-victim-pipes-data OUT READY");
         std::process::exit(2);
     };
     // SAFETY: installs a handler that only stores to an atomic.

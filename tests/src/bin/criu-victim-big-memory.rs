@@ -1,6 +1,6 @@
 //! criu restore victim: a process with a lot of touched memory that checks it itself.
 //!
-//! `criu-rvictim-big MIB READY [holes] [nothp]`: maps MIB MiB of anonymous private memory,
+//! `criu-victim-big-memory MIB READY [holes] [nothp]`: maps MIB MiB of anonymous private memory,
 //! writes byte `(page * 31 + i) & 0xff` at offset `i` of every page, writes `ready PID ADDR`
 //! (the area's start, hex) into READY and sleeps. With `holes`, page 700 of every 1024 (one
 //! page in each 4 MiB) is dropped again and must read as zeros; with `nothp` it turns huge
@@ -30,7 +30,7 @@ fn main() {
         args.get(1).and_then(|s| s.parse::<usize>().ok()),
         args.get(2),
     ) else {
-        eprintln!("usage: criu-rvictim-big MIB READY [holes] [nothp]");
+        eprintln!("usage: criu-victim-big-memory MIB READY [holes] [nothp]");
         std::process::exit(2);
     };
     let holes = args.iter().skip(3).any(|a| a == "holes");

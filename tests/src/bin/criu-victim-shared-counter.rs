@@ -1,6 +1,6 @@
 //! criu restore victim: a parent and a child that count in one shared anonymous page.
 //!
-//! `criu-rvictim-shcount READY RESULT`: the parent maps one page `MAP_SHARED | MAP_ANONYMOUS`
+//! `criu-victim-shared-counter READY RESULT`: the parent maps one page `MAP_SHARED | MAP_ANONYMOUS`
 //! and forks one child. Every 1 ms each of them increments its own slot in the page (parent
 //! slot 0, child slot 1) and a private copy of it. Once the child's slot moves the parent
 //! writes `ready PARENT CHILD ADDR` into READY. On `SIGUSR1` each checks that its slot still
@@ -88,7 +88,7 @@ fn run(page: *mut u8, me: usize, result: &str) -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(ready), Some(result)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: criu-rvictim-shcount READY RESULT");
+        eprintln!("usage: criu-victim-shared-counter READY RESULT");
         std::process::exit(2);
     };
     // SAFETY: a fresh shared anonymous mapping of one page; nothing else refers to it.

@@ -1,7 +1,7 @@
 //! criu restore victim: a session leader blocked in `waitpid` for one child, next to a zombie
 //! child it reaps afterwards.
 //!
-//! `criu-rvictim-zwait READY RESULT`: the root calls `setsid()` and forks child Z, which exits
+//! `criu-victim-zombie-wait READY RESULT`: the root calls `setsid()` and forks child Z, which exits
 //! with status 5 at once, and child W, which sleeps until `SIGUSR2` and then exits with status 9.
 //! Once Z is a zombie the root writes `ready ROOT Z W` into READY and blocks in `waitpid(W)`.
 //! When that returns it reaps Z with `waitpid(Z)`, appends `reaped W STATUS` and
@@ -32,7 +32,7 @@ fn reap(label: &str, pid: i32) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(ready), Some(result)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: criu-rvictim-zwait READY RESULT");
+        eprintln!("usage: criu-victim-zombie-wait READY RESULT");
         std::process::exit(2);
     };
     // SAFETY: setsid has no memory-safety preconditions.

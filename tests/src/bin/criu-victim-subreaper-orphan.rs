@@ -1,8 +1,8 @@
 //! criu restore victim: a child subreaper with an orphan it adopted.
 //!
-//! `criu-rvictim-orphan READY RESULT`: the root becomes a child subreaper and forks A; A forks
-//! B and exits; the root reaps A, so B is the root's child now (an orphan it adopted). The root
-//! writes `ready ROOT B` into READY and then reaps children in a loop (`waitpid(-1)`), writing
+//! `criu-victim-subreaper-orphan READY RESULT`: the root becomes a child subreaper and forks A; A
+//! forks B and exits; the root reaps A, so B is the root's child now (an orphan it adopted). The
+//! root writes `ready ROOT B` into READY and then reaps children in a loop (`waitpid(-1)`), writing
 //! `reaped PID STATUS` into RESULT for each.
 //!
 //! On `SIGUSR1`, B forks C and exits 4. C waits until B is gone and writes `orphan C PPID` into
@@ -48,10 +48,10 @@ fn b_main(result: &str) -> ! {
     let c = unsafe { libc::fork() };
     if c == 0 {
         loop {
-            // SAFETY: as above.
+            // SAFETY: getppid has no preconditions.
             let p = unsafe { libc::getppid() };
             if p != b {
-                // SAFETY: as above.
+                // SAFETY: getpid has no preconditions.
                 append(result, &format!("orphan {} {p}", unsafe { libc::getpid() }));
                 loop {
                     sleep_ms(1000);
@@ -67,7 +67,7 @@ fn b_main(result: &str) -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(ready), Some(result)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: criu-rvictim-orphan READY RESULT");
+        eprintln!("usage: criu-victim-subreaper-orphan READY RESULT");
         std::process::exit(2);
     };
     // SAFETY: prctl on ourselves.
@@ -84,7 +84,7 @@ fn main() {
     // SAFETY: single-threaded; the children only make plain calls.
     let a = unsafe { libc::fork() };
     if a == 0 {
-        // SAFETY: as above.
+        // SAFETY: A is single-threaded; B only makes plain calls.
         let b = unsafe { libc::fork() };
         if b == 0 {
             // SAFETY: closing pipe ends B does not use.

@@ -1,6 +1,6 @@
 //! criu restore victim: threads under seccomp in each way a program can be.
 //!
-//! `criu-rvictim-seccomp READY`:
+//! `criu-victim-seccomp-threads READY`:
 //! - an `early` thread is started before any filter and stays free;
 //! - a `strict` thread enters strict mode and blocks reading a pipe nobody writes;
 //! - the process sets no_new_privs and installs two filters: the first makes `getppid` fail
@@ -99,7 +99,7 @@ fn call(nr: libc::c_long, arg: libc::c_long) -> (i64, i32) {
 
 fn main() {
     let Some(ready) = std::env::args().nth(1) else {
-        eprintln!("usage: criu-rvictim-seccomp READY");
+        eprintln!("usage: criu-victim-seccomp-threads READY");
         std::process::exit(2);
     };
     let early = thread(sleep_forever);

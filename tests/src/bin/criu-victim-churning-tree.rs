@@ -9,7 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: criu-dvictim-churn COUNTER_FILE");
+        eprintln!("usage: criu-victim-churning-tree COUNTER_FILE");
         std::process::exit(2);
     };
     let mut out = std::fs::File::create(&path).expect("counter file");
@@ -31,7 +31,7 @@ fn main() {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             if nested {
-                // SAFETY: as above, in the child.
+                // SAFETY: the child is single-threaded and the grandchild only calls _exit.
                 let g = unsafe { libc::fork() };
                 if g == 0 {
                     // SAFETY: _exit ends the grandchild at once.
@@ -40,7 +40,7 @@ fn main() {
                 let mut st = 0;
                 // SAFETY: waits for its own child g only.
                 if g < 0 || unsafe { libc::waitpid(g, &mut st, 0) } != g {
-                    // SAFETY: as above.
+                    // SAFETY: _exit ends the child at once, without the parent's exit handlers.
                     unsafe { libc::_exit(99) };
                 }
             }

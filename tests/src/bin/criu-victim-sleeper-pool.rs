@@ -1,12 +1,12 @@
 //! criu bench victim: many tasks that only sleep.
 //!
-//! - `criu-bvictim-pool threads N READY`: one process that starts N threads besides its main
+//! - `criu-victim-sleeper-pool threads N READY`: one process that starts N threads besides its main
 //!   thread; every thread sleeps in a loop. Writes `ready PID` into READY once all N run.
-//! - `criu-bvictim-pool tree N READY`: a tree of N processes: the root forks `ceil(sqrt(N-1))`
-//!   children, which between them fork the remaining processes as their own children (so 50
-//!   is a root, 7 children and 6 grandchildren under each). Every process sleeps in `pause`.
-//!   Each reports its pid to the root through a pipe (closed again by all, so the tree holds
-//!   no pipe); the root then writes `ready ROOT PIDS...` into READY, children before
+//! - `criu-victim-sleeper-pool tree N READY`: a tree of N processes: the root forks
+//!   `ceil(sqrt(N-1))` children, which between them fork the remaining processes as their own
+//!   children (so 50 is a root, 7 children and 6 grandchildren under each). Every process sleeps in
+//!   `pause`. Each reports its pid to the root through a pipe (closed again by all, so the tree
+//!   holds no pipe); the root then writes `ready ROOT PIDS...` into READY, children before
 //!   grandchildren (the order in which to reap them).
 //!
 //! READY is written as READY.tmp and renamed, so a reader never sees it half written.
@@ -76,7 +76,7 @@ fn tree(n: usize, ready: &str) -> ! {
         assert!(pid >= 0, "fork");
         if pid == 0 {
             for _ in 0..mine {
-                // SAFETY: as above.
+                // SAFETY: the child is single-threaded; the grandchildren only make raw syscalls.
                 if unsafe { libc::fork() } == 0 {
                     // SAFETY: a forked child of a single-threaded process.
                     unsafe { report_and_sleep(fds, 2) };
@@ -115,7 +115,7 @@ fn main() {
         (Some("threads"), Some(n), Some(ready)) => threads(n, ready),
         (Some("tree"), Some(n), Some(ready)) if n >= 1 => tree(n, ready),
         _ => {
-            eprintln!("usage: criu-bvictim-pool threads|tree N READY");
+            eprintln!("usage: criu-victim-sleeper-pool threads|tree N READY");
             std::process::exit(2);
         }
     }

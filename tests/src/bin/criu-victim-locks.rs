@@ -1,6 +1,6 @@
 //! criu restore victim: a process holding one file lock of each kind.
 //!
-//! `criu-rvictim-locks DIR READY` creates `DIR/a`, `DIR/b` and `DIR/c` (64 bytes each), then
+//! `criu-victim-locks DIR READY` creates `DIR/a`, `DIR/b` and `DIR/c` (64 bytes each), then
 //! holds an exclusive flock on `a` (fd 3), a POSIX write lock on bytes 10..30 of `b` (fd 4; fd 5
 //! is `b` again, read-only: closing it would drop the process's lock), and an OFD read
 //! lock on all of `c` (fd 6). Then it forks a child that inherits the descriptors (and so shares
@@ -24,7 +24,7 @@ fn lock(fd: i32, cmd: i32, ltype: i32, start: i64, len: i64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(dir), Some(ready)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: criu-rvictim-locks DIR READY");
+        eprintln!("usage: criu-victim-locks DIR READY");
         std::process::exit(2);
     };
     let open = |name: &str, write: bool| {

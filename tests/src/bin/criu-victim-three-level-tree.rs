@@ -1,8 +1,8 @@
 //! criu restore victim: a tree of three levels, one session and two process groups, in which
 //! every process checks itself.
 //!
-//! `criu-rvictim-tree3 READY RESULT`: the root calls `setsid()` and forks child A (stays in the
-//! root's group) and child B (leads a group of its own); A forks grandchild A1, B forks
+//! `criu-victim-three-level-tree READY RESULT`: the root calls `setsid()` and forks child A (stays
+//! in the root's group) and child B (leads a group of its own); A forks grandchild A1, B forks
 //! grandchildren B1 and B2 (in B's group). Every process counts rounds of a 1 ms sleep, in a
 //! static and in a heap cell, and keeps 64 KiB of its own pattern on its heap. Each non-root
 //! process appends `up PID PPID` to `READY.up` once set up; when all five are up the root
@@ -144,7 +144,7 @@ fn fork(body: impl FnOnce()) -> i32 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(ready), Some(result)) = (args.get(1).cloned(), args.get(2).cloned()) else {
-        eprintln!("usage: criu-rvictim-tree3 READY RESULT");
+        eprintln!("usage: criu-victim-three-level-tree READY RESULT");
         std::process::exit(2);
     };
     let up = format!("{ready}.up");
@@ -236,7 +236,7 @@ fn wait_for_tree(ready: &str, up: &str, root: i32, a: i32, b: i32) {
         std::thread::sleep(Duration::from_millis(1));
     }
     if a1 == 0 || bs.len() != 2 {
-        eprintln!("criu-rvictim-tree3: the tree did not come up");
+        eprintln!("criu-victim-three-level-tree: the tree did not come up");
         std::process::exit(6);
     }
     let tmp = format!("{ready}.tmp");

@@ -1,6 +1,6 @@
 //! criu restore victim: shared anonymous memory that checks itself.
 //!
-//! `criu-rvictim-shared READY`: maps 4 pages `MAP_SHARED | MAP_ANONYMOUS`, writes byte
+//! `criu-victim-shared-anon READY`: maps 4 pages `MAP_SHARED | MAP_ANONYMOUS`, writes byte
 //! `(page * 13 + i) & 0xff` into pages 0, 1 and 3 (page 2 stays untouched) and makes page 1
 //! read-only, so that one shared object backs three areas; writes `ready PID ADDR` into READY
 //! and polls. On `SIGUSR1` it checks the bytes (page 2 must read as zeros), that the areas are
@@ -89,7 +89,7 @@ fn check(base: *mut u8) -> Result<(), String> {
 
 fn main() {
     let Some(ready) = std::env::args().nth(1) else {
-        eprintln!("usage: criu-rvictim-shared READY");
+        eprintln!("usage: criu-victim-shared-anon READY");
         std::process::exit(2);
     };
     // SAFETY: a fresh shared anonymous mapping; nothing else refers to it.

@@ -38,7 +38,7 @@ fn itimer(secs: i64) {
 
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: criu-dvictim-wait READY_FILE");
+        eprintln!("usage: criu-victim-wait-signals-timers READY_FILE");
         std::process::exit(2);
     };
     // SAFETY: setsid has no memory-safety preconditions.

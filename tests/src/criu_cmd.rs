@@ -1,0 +1,456 @@
+//! Running `criu`: the binary, its dump and restore commands with their logs, [`Spawned`]
+//! (a victim for criu: output to a log file, killed and reaped on drop), and asking a criu victim
+//! to check itself.
+// Unsafe code: the victim's pre-exec step (closing inherited descriptors, the parent-death
+// signal) runs between fork and exec.
+#![allow(unsafe_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::process::pid_exists;
+use crate::process::{
+    Exit, make_world_executable, wait_exit, wait_exit_timeout, wait_file, workspace_bin,
+};
+use std::fs;
+
+/// The workspace's `criu` binary, built first if needed (see [`workspace_bin`]).
+pub fn criu_bin() -> PathBuf {
+    workspace_bin("criu", "criu")
+}
+
+/// Runs `criu ARGS` with stdin from /dev/null and returns what it did (status, stdout, stderr).
+///
+/// # Panics
+/// If criu cannot be started.
+pub fn criu(args: &[&str]) -> Output {
+    criu_env(args, &[])
+}
+
+/// [`criu()`] with extra environment variables.
+///
+/// # Panics
+/// If criu cannot be started.
+pub fn criu_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(criu_bin());
+    c.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run criu")
+}
+
+/// Runs `criu dump -t PID -D IMG EXTRA...` (see [`criu()`]).
+///
+/// # Panics
+/// If criu cannot be started or `img` is not UTF-8.
+pub fn criu_dump(pid: i32, img: &Path, extra: &[&str]) -> Output {
+    let pid = pid.to_string();
+    let mut args = vec![
+        "dump",
+        "-t",
+        &pid,
+        "-D",
+        img.to_str().expect("utf-8 image path"),
+    ];
+    args.extend_from_slice(extra);
+    criu(&args)
+}
+
+/// Asserts that a command succeeded; the message names `what` and shows its status, stdout
+/// and stderr.
+pub fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// [`assert_ok`] that also shows the log file `log` (criu's `-o` log, say) when it fails.
+pub fn assert_ok_log(o: &Output, what: &str, log: &Path) {
+    assert!(
+        o.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}\nlog: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A process for `criu` to dump: started with stdin from /dev/null, stdout and stderr into a log
+/// file and no descriptor beyond 0..2 (closed in the child before exec). Or any process this
+/// test must not leave behind ([`Spawned::guard`], e.g. a restored task). On drop it is killed
+/// and reaped by pid, unless it was reaped already.
+pub struct Spawned {
+    pid: i32,
+    reaped: bool,
+    // Kept so that std closes nothing early; the process is reaped by pid, never through std.
+    _child: Option<Child>,
+}
+
+impl Spawned {
+    /// Starts `bin ARGS` with its output into `log`, as user and group `uid` if given (then the
+    /// binary is made world-executable first). No parent-death signal: it would be part of the
+    /// dumped state, and a restored task's parent (`criu restore -d`) exits right away.
+    ///
+    /// # Panics
+    /// If the log cannot be created or the program cannot be started.
+    pub fn spawn(bin: impl AsRef<Path>, args: &[&str], log: &Path, uid: Option<u32>) -> Spawned {
+        Spawned::start(bin.as_ref(), args, log, uid, false)
+    }
+
+    /// [`Spawned::spawn`], but the process also gets `PR_SET_PDEATHSIG(SIGKILL)`, so that it
+    /// dies with the spawning thread if the test process is killed outright.
+    ///
+    /// # Panics
+    /// As for [`Spawned::spawn`].
+    pub fn spawn_dying_with_us(
+        bin: impl AsRef<Path>,
+        args: &[&str],
+        log: &Path,
+        uid: Option<u32>,
+    ) -> Spawned {
+        Spawned::start(bin.as_ref(), args, log, uid, true)
+    }
+
+    fn start(bin: &Path, args: &[&str], log: &Path, uid: Option<u32>, pdeathsig: bool) -> Spawned {
+        let out = std::fs::File::create(log).expect("create the victim's log");
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("duplicate the log descriptor"))
+            .stderr(out);
+        if let Some(u) = uid {
+            make_world_executable(bin).expect("make the victim world-executable");
+            cmd.uid(u).gid(u);
+        }
+        // SAFETY: the closure only makes async-signal-safe syscalls in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                if pdeathsig {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                }
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn the victim");
+        Spawned {
+            pid: child.id() as i32,
+            reaped: false,
+            _child: Some(child),
+        }
+    }
+
+    /// A guard for a child started with a command of the test's own (and the same care: output
+    /// into a file, no descriptor beyond 0..2).
+    pub fn from_child(child: Child) -> Spawned {
+        Spawned {
+            pid: child.id() as i32,
+            reaped: false,
+            _child: Some(child),
+        }
+    }
+
+    /// A guard for process `pid` started some other way (a restored task, say): killed and
+    /// reaped on drop like a spawned one.
+    pub fn guard(pid: i32) -> Spawned {
+        Spawned {
+            pid,
+            reaped: false,
+            _child: None,
+        }
+    }
+
+    /// The process's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits (up to `timeout`) for the process to exit and reaps it; `None` if it still runs
+    /// (or is not a child of ours).
+    pub fn wait(&mut self, timeout: Duration) -> Option<Exit> {
+        let r = wait_exit_timeout(self.pid, timeout).ok().flatten();
+        if r.is_some() {
+            self.reaped = true;
+        }
+        r
+    }
+
+    /// Records that the process was reaped elsewhere, so that drop leaves its pid alone.
+    pub fn mark_reaped(&mut self) {
+        self.reaped = true;
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            // Waits for that pid only; returns at once (ECHILD) if it is not our child.
+            let _ = wait_exit(self.pid);
+            self.reaped = true;
+        }
+    }
+}
+
+/// Sends `sig` to `pid`.
+///
+/// # Panics
+/// If the process is gone (or may not be signalled).
+pub fn signal(pid: i32, sig: Signal) {
+    kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("{sig:?} to {pid}: {e}"));
+}
+
+/// Asks a criu test victim to check its own state (SIGUSR1) and returns the verdict it writes
+/// into `file` (`check ok` when all is well), waiting up to 10 s for it.
+///
+/// # Panics
+/// If the victim is gone or writes nothing in time.
+pub fn ask_check(pid: i32, file: &Path) -> String {
+    signal(pid, Signal::SIGUSR1);
+    wait_file(file, Duration::from_secs(10))
+}
+
+/// Dumps `v` into `img` (created if needed) with `criu dump -t PID -D IMG -o dump.log -v4
+/// EXTRA...`, which kills it; asserts that the dump succeeded (showing `dump.log` if not) and
+/// that the victim died of SIGKILL within 5 s, and reaps it, so that its pid is free again.
+pub fn dump_and_reap(v: &mut Spawned, img: &Path, extra: &[&str]) {
+    std::fs::create_dir_all(img).expect("create the image directory");
+    let mut args = vec!["-o", "dump.log", "-v4"];
+    args.extend_from_slice(extra);
+    assert_ok_log(
+        &criu_dump(v.pid(), img, &args),
+        "criu dump",
+        &img.join("dump.log"),
+    );
+    assert_eq!(
+        wait_exit_timeout(v.pid(), Duration::from_secs(5)),
+        Ok(Some(Exit::Signal(libc::SIGKILL))),
+        "the dump did not kill the victim"
+    );
+    v.mark_reaped();
+}
+
+/// Restores `img` with `criu restore -D IMG -o restore.log -v4 EXTRA... -d --pidfile
+/// restored.pid`; asserts that it succeeded (showing `restore.log` if not) and returns the pid
+/// that criu wrote into the pidfile.
+pub fn restore_detached(img: &Path, extra: &[&str]) -> i32 {
+    let mut args = vec![
+        "restore",
+        "-D",
+        img.to_str().expect("utf-8 image path"),
+        "-o",
+        "restore.log",
+        "-v4",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-d", "--pidfile", "restored.pid"]);
+    assert_ok_log(&criu(&args), "criu restore", &img.join("restore.log"));
+    let text = std::fs::read_to_string(img.join("restored.pid")).expect("read the pidfile");
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("pidfile {text:?}: {e}"))
+}
+
+/// The numbers of a victim's ready line after its first `skip` words (`ready PID A B ...`).
+pub fn ready_numbers(said: &str, skip: usize) -> Vec<i32> {
+    said.split_whitespace()
+        .skip(skip)
+        .map(|w| w.parse().unwrap_or_else(|_| panic!("ready line {said}")))
+        .collect()
+}
+
+/// A test's scratch directory: `img/` for the images, `ready` for the victim's ready file, and
+/// `victim.log` for its output (where [`restore_and_check`] looks for it).
+pub struct Scratch {
+    tmp: tempfile::TempDir,
+    /// The image directory (`img/`, created empty).
+    pub img: PathBuf,
+    /// The victim's ready file (`ready`; its check verdict goes to `ready.2`).
+    pub ready: PathBuf,
+}
+
+impl Scratch {
+    /// Creates the scratch directory and its `img/`.
+    ///
+    /// # Panics
+    /// If the temporary directory cannot be created.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Scratch {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("img");
+        fs::create_dir(&img).unwrap();
+        let ready = tmp.path().join("ready");
+        Scratch { tmp, img, ready }
+    }
+
+    /// The scratch directory itself.
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// `name` in the scratch directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Starts `bin ARGS` (as user and group `uid` if given) with its output into `victim.log`,
+    /// waits up to `timeout` for the ready file and returns the victim and what the file says.
+    pub fn spawn_victim(
+        &self,
+        bin: &str,
+        args: &[&str],
+        uid: Option<u32>,
+        timeout: Duration,
+    ) -> (Spawned, String) {
+        let v = Spawned::spawn(bin, args, &self.path("victim.log"), uid);
+        let said = wait_file(&self.ready, timeout);
+        (v, said)
+    }
+
+    /// Starts `bin ARGS`, lets it run `settle` once it is ready, dumps it (which kills it),
+    /// restores it and has it check itself ([`restore_and_check`]).
+    pub fn round_trip(&self, bin: &str, args: &[&str], timeout: Duration, settle: Duration) {
+        let (mut v, _) = self.spawn_victim(bin, args, None, timeout);
+        std::thread::sleep(settle);
+        dump_and_reap(&mut v, &self.img, &[]);
+        restore_and_check(v.pid(), &self.img, &self.ready);
+    }
+}
+
+/// `criu restore -d -D IMG`, asserted to succeed; returns a guard for the restored task `pid`.
+pub fn restore_d(img: &Path, pid: i32) -> Spawned {
+    let o = criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert_ok(&o, "criu restore -d");
+    Spawned::guard(pid)
+}
+
+/// `criu restore` without `-d`, in the background: it stays the task's parent.
+pub fn restore_in_background(img: &Path) -> std::process::Child {
+    std::process::Command::new(criu_bin())
+        .args([
+            "restore",
+            "-D",
+            img.to_str().unwrap(),
+            "-o",
+            "restore.log",
+            "-v4",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `pid` runs as itself, untraced (the restore is over), or panics with criu's log.
+pub fn wait_resumed(pid: i32, img: &Path, criu: &mut std::process::Child) {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let traced = st
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .map(|v| v.trim() != "0")
+            .unwrap_or(true);
+        // Before the restorer renames it, the new task is a copy of criu (and untraced for a
+        // moment right after the clone): wait for its own name and no tracer.
+        let own_name = !st.is_empty() && !st.starts_with("Name:\tcriu\n");
+        if own_name && !traced && !st.contains("State:\tZ") {
+            return;
+        }
+        if let Ok(Some(status)) = criu.try_wait() {
+            let log = fs::read_to_string(img.join("restore.log")).unwrap_or_default();
+            panic!("criu restore ended early ({status:?}):\n{log}");
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "pid {pid} did not resume:\n{}",
+            fs::read_to_string(img.join("restore.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Restores `img` with criu staying the parent, asks the victim (pid `pid`) to check itself
+/// with SIGUSR1, expects `check ok` in `ready.2`, then kills it and checks criu's exit code.
+pub fn restore_and_check(pid: i32, img: &Path, ready: &Path) {
+    let mut criu = restore_in_background(img);
+    wait_resumed(pid, img, &mut criu);
+    let check = ready.with_extension("2");
+    let _ = fs::remove_file(&check);
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    // Generous: a debug-built victim checking megabytes byte by byte on a loaded machine.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let verdict = loop {
+        if let Ok(s) = fs::read_to_string(&check)
+            && !s.is_empty()
+        {
+            break s;
+        }
+        if std::time::Instant::now() > end {
+            let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let status = criu.wait();
+            panic!(
+                "no verdict from pid {pid}; criu {status:?}\nstatus:\n{st}\nvictim log:\n{}\nrestore log:\n{}",
+                fs::read_to_string(img.parent().unwrap().join("victim.log")).unwrap_or_default(),
+                fs::read_to_string(img.join("restore.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let status = criu.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGKILL),
+        "criu restore's exit status"
+    );
+    assert!(!pid_exists(pid));
+    assert_eq!(
+        verdict.trim(),
+        "check ok",
+        "the restored victim's own check"
+    );
+}
+
+/// The path of this package's criu victim `criu-victim-KIND` (built with the tests; see
+/// [`bin_path`](crate::bin_path)), as a string to pass as a program or compare with an image.
+pub fn criu_victim(kind: &str) -> String {
+    crate::bin_path(&format!("criu-victim-{kind}"))
+        .to_str()
+        .expect("utf-8 target dir")
+        .to_string()
+}
+
+/// A fresh temporary directory every user may write (victims may run as `nobody`).
+///
+/// # Panics
+/// If it cannot be created.
+pub fn open_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().expect("create a temporary directory");
+    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777))
+        .expect("make the temporary directory world-writable");
+    d
+}
+
+/// What a command wrote to stdout, as text.
+pub fn stdout_text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// What a command wrote to stderr, as text.
+pub fn stderr_text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -29,9 +29,9 @@ fn child(pairs: usize) -> i32 {
     let mut ready = [0i32; 2];
     // SAFETY: pipe writes two descriptors into a live array.
     assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
-    // SAFETY: the bench is single-threaded here; the child only makes raw syscalls on its own
-    // descriptors and a live stack buffer.
+    // SAFETY: the bench is single-threaded here; the child only makes raw syscalls.
     match unsafe { libc::fork() } {
+        // SAFETY: raw syscalls on the child's own descriptors and a live stack buffer.
         0 => unsafe {
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
             libc::dup2(null, 0);

@@ -107,8 +107,9 @@ fn fixture_needs_cpu_cap_none() -> bool {
 fn needs_cpu_cap_none(dir: &Path) -> bool {
     criu::restore::images::load(dir, false).is_ok_and(|tree| {
         tree.alive().any(|(_, t)| {
-            std::iter::once(&t.fpu)
-                .chain(t.threads.iter().map(|th| &th.fpu))
+            t.threads
+                .iter()
+                .map(|th| &th.fpu)
                 .any(|f| matches!(criu::restore::fpu::build(f), Err(RestoreError::Fpu { .. })))
         })
     })
@@ -1940,8 +1941,8 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
     assert_eq!(pids, [12809, 12811, 12812]);
     assert_eq!(tree.parent, [None, Some(0), Some(0)]);
     assert_eq!(tree.order, [0, 1, 2]);
-    assert_eq!(tree.tasks[0].threads.len(), 1, "the root's second thread");
-    let ops = criu::restore::tree::session_ops(&tree, false).unwrap();
+    assert_eq!(tree.tasks[0].others().len(), 1, "the root's second thread");
+    let ops = criu::restore::session::session_ops(&tree, false).unwrap();
     assert_eq!(
         ops,
         [SessionOp::Setsid, SessionOp::Inherit, SessionOp::Setpgid(0)]

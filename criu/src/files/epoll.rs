@@ -87,12 +87,10 @@ impl FileKind for Epoll {
                 data: t.data,
             });
         }
-        let target_fds = targets.iter().map(|t| t.fd).collect();
-        Ok(Arc::new(EpollFile {
-            flags: e.flags as i32 & libc::O_NONBLOCK,
+        Ok(Arc::new(EpollFile::new(
+            e.flags as i32 & libc::O_NONBLOCK,
             targets,
-            target_fds,
-        }))
+        )))
     }
 }
 
@@ -116,6 +114,18 @@ pub struct EpollFile {
     pub targets: Vec<EpollTarget>,
     /// The watched descriptors ([`RestoreFile::after_fds`]).
     target_fds: Vec<i32>,
+}
+
+impl EpollFile {
+    /// An epoll instance with status flags `flags` watching `targets`.
+    pub fn new(flags: i32, targets: Vec<EpollTarget>) -> EpollFile {
+        let target_fds = targets.iter().map(|t| t.fd).collect();
+        EpollFile {
+            flags,
+            targets,
+            target_fds,
+        }
+    }
 }
 
 impl RestoreFile for EpollFile {

@@ -36,7 +36,7 @@
 //! listening socket before a connection to it).
 //!
 //! The dump ([`crate::dump::files`]) and the restore (`restore::images`, `restore::prepare`,
-//! `restore::tree`, `restore::child`) keep only what all kinds share: file ids, descriptions
+//! `restore::shared`, `restore::child`) keep only what all kinds share: file ids, descriptions
 //! shared by several descriptors or tasks (kcmp), file locks, the order descriptors are made in,
 //! and placing each made descriptor at its number.
 
@@ -338,4 +338,11 @@ pub(crate) fn sys(what: &'static str) -> RestoreError {
         what,
         errno: nix::errno::Errno::last(),
     }
+}
+
+/// Wraps a raw descriptor the caller owns.
+pub(crate) fn owned(fd: i32) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: callers pass a descriptor they just created and own exclusively.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }

@@ -30,10 +30,10 @@ use crate::restore::images::{bad, img, kind_entry};
 pub struct Pipe {
     /// Pipes met by the dump, by inode.
     seen: Vec<u64>,
-    /// `(pipe inode, pipe size, waiting bytes)` of pipes holding data.
-    data: Vec<(u32, u32, Vec<u8>)>,
-    /// Restore: pipe id -> (capacity, bytes).
-    saved: Option<HashMap<u32, (u32, Vec<u8>)>>,
+    /// Pipes holding data, by pipe id (the inode).
+    data: Vec<(u32, PipeData)>,
+    /// Restore: what `pipes-data.img` holds, by pipe id.
+    saved: Option<HashMap<u32, PipeData>>,
 }
 
 impl FileKind for Pipe {
@@ -54,7 +54,7 @@ impl FileKind for Pipe {
             self.seen.push(ino);
             let (data, size) = peek_pipe(fd.pid, fd.fd)?;
             if !data.is_empty() {
-                self.data.push((ino as u32, size, data));
+                self.data.push((ino as u32, PipeData { size, bytes: data }));
             }
         }
         Ok(FileEntry {
@@ -73,13 +73,13 @@ impl FileKind for Pipe {
     fn write(&self, dir: &Path) -> Result<(), DumpError> {
         if !self.data.is_empty() {
             let mut w = ImageWriter::create_in(dir, names::PIPES_DATA, magic::PIPES_DATA)?;
-            for (pipe_id, size, data) in &self.data {
+            for (pipe_id, d) in &self.data {
                 w.write_entry(&PipeDataEntry {
                     pipe_id: *pipe_id,
-                    bytes: data.len() as u32,
-                    size: Some(*size),
+                    bytes: d.bytes.len() as u32,
+                    size: Some(d.size),
                 })?;
-                w.write_extra(data)?;
+                w.write_extra(&d.bytes)?;
             }
             w.finish()?;
         }
@@ -97,7 +97,7 @@ impl FileKind for Pipe {
         if self.saved.is_none() {
             self.saved = Some(pipes_data(img.dir)?);
         }
-        let (size, data) = self
+        let PipeData { size, bytes: data } = self
             .saved
             .as_ref()
             .and_then(|m| m.get(&p.pipe_id))
@@ -111,6 +111,15 @@ impl FileKind for Pipe {
             size,
         }))
     }
+}
+
+/// The bytes waiting in a pipe and its capacity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipeData {
+    /// The pipe's capacity (`F_GETPIPE_SZ`; 0: unknown).
+    pub size: u32,
+    /// The bytes, in order.
+    pub bytes: Vec<u8>,
 }
 
 /// One end of a pipe (ends with the same `id` are connected).
@@ -203,8 +212,8 @@ pub fn refill(wt: i32, data: &[u8], size: u32, first: i32) -> Result<(), TaskErr
 /// The most bytes one pipe may hold on restore (the kernel's default maximum pipe size).
 const MAX_PIPE_DATA: u32 = 1 << 20;
 
-/// Reads `pipes-data.img` (absent: no pipe had data) into pipe id -> (capacity, bytes).
-fn pipes_data(d: &ImageDir) -> Result<HashMap<u32, (u32, Vec<u8>)>, RestoreError> {
+/// Reads `pipes-data.img` (absent: no pipe had data), by pipe id.
+fn pipes_data(d: &ImageDir) -> Result<HashMap<u32, PipeData>, RestoreError> {
     let name = names::PIPES_DATA;
     let mut out = HashMap::new();
     let path = d.file(name);
@@ -226,7 +235,13 @@ fn pipes_data(d: &ImageDir) -> Result<HashMap<u32, (u32, Vec<u8>)>, RestoreError
             ));
         }
         let data = r.read_extra(u64::from(e.bytes)).map_err(|x| img(name, x))?;
-        out.insert(e.pipe_id, (e.size.unwrap_or(0), data));
+        out.insert(
+            e.pipe_id,
+            PipeData {
+                size: e.size.unwrap_or(0),
+                bytes: data,
+            },
+        );
     }
     Ok(out)
 }

@@ -7,258 +7,22 @@
 //! prepared by the parent before the clone ([`ChildPlan`]); the child itself only issues system
 //! calls through `libc` and never allocates, so a parent with other threads cannot leave it
 //! stuck on a lock.
+//!
+//! This module holds the sequence of stages; the memory work is in `mem.rs`, the page
+//! shared with the engine and the other tasks in [`super::sync`], and each kind of open file
+//! makes itself ([`crate::files::RestoreFile::make_in_task`]).
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use std::sync::Arc;
-
 use super::abi;
-use super::plan::SessionOp;
-use super::prepare::HUGE;
-use crate::files::{MAX_ENDS, RestoreFile};
-
-/// Child stages, reported in [`abi::Status::stage`] (the restorer's own stages are below 100).
-pub const CHILD_SESSION: u32 = 100;
-/// Premapping an area.
-pub const CHILD_PREMAP: u32 = 101;
-/// Reading page contents.
-pub const CHILD_FILL: u32 = 102;
-/// Final protections and madvise.
-pub const CHILD_PROTECT: u32 = 103;
-/// Reopening descriptors.
-pub const CHILD_FDS: u32 = 104;
-/// Root, cwd, umask.
-pub const CHILD_FS: u32 = 105;
-/// oom_score_adj.
-pub const CHILD_OOM: u32 = 106;
-/// Scheduling policy and nice value.
-pub const CHILD_SCHED: u32 = 107;
-/// Creating a child with its pid.
-pub const CHILD_CLONE: u32 = 108;
-/// Waiting for a zombie child to end.
-pub const CHILD_ZOMBIE: u32 = 109;
-/// Taking file locks.
-pub const CHILD_LOCKS: u32 = 110;
-
-/// A short name for a child stage.
-pub fn stage_name(stage: u32) -> &'static str {
-    match stage {
-        CHILD_SESSION => "session setup",
-        CHILD_PREMAP => "premapping memory",
-        CHILD_FILL => "reading page contents",
-        CHILD_PROTECT => "memory protections",
-        CHILD_FDS => "reopening files",
-        CHILD_FS => "root, cwd and umask",
-        CHILD_OOM => "oom_score_adj",
-        CHILD_SCHED => "scheduling policy and nice value",
-        CHILD_CLONE => "creating a child with its pid",
-        CHILD_ZOMBIE => "making a zombie child",
-        CHILD_LOCKS => "taking file locks",
-        s => abi::stage_name(s),
-    }
-}
-
-/// A file lock to take through a descriptor of the new task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LockOp {
-    /// `flock` (2), a POSIX record lock (1) or an OFD record lock (4): CRIU's kinds.
-    pub kind: u32,
-    /// `F_RDLCK` or `F_WRLCK`.
-    pub ltype: u32,
-    /// The descriptor.
-    pub fd: i32,
-    /// First byte (record locks).
-    pub start: i64,
-    /// Length, 0 for "to the end" (record locks).
-    pub len: i64,
-}
-
-/// One area to premap.
-#[derive(Debug)]
-pub struct PremapOp {
-    /// Address inside the reservation.
-    pub addr: u64,
-    /// Length.
-    pub len: u64,
-    /// Final protection.
-    pub prot: i32,
-    /// `MAP_*` flags (without `MAP_FIXED`).
-    pub map_flags: i32,
-    /// File to map: path and open flags.
-    pub file: Option<(CString, i32)>,
-    /// File offset.
-    pub pgoff: u64,
-    /// Pages will be written into it (map it writable first).
-    pub fill: bool,
-    /// madvise advice bits.
-    pub madv: u64,
-    /// Instead of mapping: share `len` bytes at this address of a shared object mapped earlier
-    /// (`mremap` with old size 0), so that several areas map one object.
-    pub dup_of: Option<u64>,
-    /// A whole shared object mapped only to be filled and shared by `dup_of` areas; unmapped
-    /// before the jump.
-    pub temporary: bool,
-}
-
-/// One run of page contents to read.
-#[derive(Debug)]
-pub struct FillOp {
-    /// Index into [`ChildPlan::page_files`].
-    pub file: usize,
-    /// Offset in that file.
-    pub offset: u64,
-    /// Destination (premapped address).
-    pub addr: u64,
-    /// Length.
-    pub len: u64,
-    /// The destination is private anonymous memory (it can be filled with `UFFDIO_COPY`).
-    pub anon: bool,
-}
-
-/// One descriptor to create.
-#[derive(Debug)]
-pub enum FdOp {
-    /// Make an open file of some kind (all of its ends at once) and place the ends this task
-    /// holds; the others are closed.
-    Make {
-        /// What to make.
-        file: Arc<dyn RestoreFile>,
-        /// For each end: its target fd and `FD_CLOEXEC`.
-        at: [Option<(i32, bool)>; MAX_ENDS],
-        /// The first target fd, for reports.
-        first: i32,
-    },
-    /// Duplicate an fd created earlier, or one the engine made for several tasks and this
-    /// task inherited (same open file description).
-    Dup {
-        /// Target fd.
-        fd: i32,
-        /// The fd it shares its file with.
-        of: i32,
-        /// `FD_CLOEXEC`.
-        cloexec: bool,
-    },
-}
-
-/// Everything the child does, prepared by the parent.
-#[derive(Debug)]
-pub struct ChildPlan {
-    /// Areas to premap, in address order.
-    pub premap: Vec<PremapOp>,
-    /// Page runs.
-    pub fills: Vec<FillOp>,
-    /// Page files.
-    pub page_files: Vec<CString>,
-    /// Share the fill with a helper process.
-    pub fill_helper: Option<FillHelper>,
-    /// Sorted ranges of whole 2 MiB blocks that get a huge page each before they are filled.
-    pub collapse: Vec<(u64, u64)>,
-    /// Fill private anonymous memory with `UFFDIO_COPY` where it can.
-    pub uffd: bool,
-    /// Descriptors, in creation order.
-    pub fds: Vec<FdOp>,
-    /// Descriptors kept open while the others are closed: the ones the restorer needs (status
-    /// pipe, exe) and the shared ones in [`ChildPlan::inherited`].
-    pub service_fds: Vec<i32>,
-    /// Open files made by the engine for several tasks, closed once placed.
-    pub inherited: Vec<i32>,
-    /// Temporary descriptors go at or above this number.
-    pub tmp_fd_base: i32,
-    /// chroot target.
-    pub root: Option<CString>,
-    /// chdir target.
-    pub cwd: Option<CString>,
-    /// umask.
-    pub umask: u32,
-    /// oom_score_adj to write.
-    pub oom_score_adj: Option<CString>,
-    /// Scheduling: nice value, policy, real-time priority.
-    pub sched: Option<(i32, u32, u32)>,
-    /// File locks to take once the descriptors are in place.
-    pub locks: Vec<LockOp>,
-    /// Where the status pipe is.
-    pub status_fd: i32,
-    /// The engine's rseq registration to drop before the jump: (area, len, signature).
-    pub old_rseq: Option<(u64, u32, u32)>,
-    /// Restorer entry point.
-    pub entry: u64,
-    /// Restorer stack top (16-byte aligned).
-    pub stack_top: u64,
-    /// Argument block address.
-    pub args: u64,
-}
-
-/// A failed step: stage, errno, detail.
-pub(crate) struct Fail(pub(crate) u32, pub(crate) i32, pub(crate) u64);
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-}
-
-fn ok(stage: u32, ret: libc::c_long, detail: u64) -> Result<libc::c_long, Fail> {
-    if ret < 0 {
-        Err(Fail(stage, errno(), detail))
-    } else {
-        Ok(ret)
-    }
-}
-
-/// The state one task shares with the engine and the other tasks while the tree is created
-/// (one slot per task in a shared page; the words are futexes).
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct SyncSlot {
-    /// Set by the task once it exists (its pid is taken).
-    pub born: AtomicU32,
-    /// Set by the engine once it traces the task: it may go on.
-    pub go: AtomicU32,
-    /// Set by the task once it and all its descendants exist with their sessions and groups.
-    pub created: AtomicU32,
-    /// Set by the task when it failed before its restorer ran (then `stage`, `errno`,
-    /// `detail` say why); in the slot after the last task: everybody gives up.
-    pub failed: AtomicU32,
-    /// The failed step.
-    pub stage: AtomicU32,
-    /// Its errno.
-    pub errno: AtomicU32,
-    /// The address, fd or pid involved.
-    pub detail: AtomicU64,
-    /// Set by the task once it has its session and group (members of its group wait for it).
-    /// In the slot after the last task: the number of tasks born so far.
-    pub grouped: AtomicU32,
-    /// Padding.
-    pub pad: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<SyncSlot>() == 40);
-
-/// One task of the tree as its creator sees it.
-#[derive(Debug)]
-pub struct Node {
-    /// Its pid.
-    pub pid: i32,
-    /// How it gets its session and group.
-    pub session: SessionOp,
-    /// For [`SessionOp::Setpgid`] of another task's group: that task (it must have its group
-    /// before this one joins it).
-    pub leader: Option<usize>,
-    /// Its children (indices), created in this order.
-    pub children: Vec<usize>,
-    /// A zombie: ends at once with this raw wait status.
-    pub zombie: Option<u32>,
-    /// What a live task does next (`None` for zombies).
-    pub plan: Option<ChildPlan>,
-    /// Its reservation `(start, len)` in the engine's address space (empty for zombies).
-    pub resv: (u64, u64),
-    /// Its position in the creation order (depth first: its subtree follows it).
-    pub pre: usize,
-    /// The size of its subtree, itself included.
-    pub size: usize,
-}
+use super::layout::HELPER_STACK;
+use super::mem::{MAX_PAGE_FILES, Worker, close_all, dups, premap, protect};
+pub use super::ops::stage_name;
+use super::ops::*;
+use super::plan::{Rseq, Sched, SessionOp};
+use super::sync::{Slots, raise, wait_word, wake};
+use crate::files::MAX_ENDS;
 
 /// Says which reservations the next fork copies: only those of the subtree of the child
 /// about to be made (`order[from..to]`), not the parent's own or its other children's, so that
@@ -281,86 +45,6 @@ fn inherit_only(nodes: &[Node], order: &[usize], me: &Node, from: usize, to: usi
     }
 }
 
-/// The shared slots: `n` tasks and the abort slot.
-#[derive(Clone, Copy, Debug)]
-pub struct Slots {
-    /// Address of slot 0 in a shared mapping every task inherits.
-    pub addr: u64,
-    /// Number of tasks.
-    pub n: usize,
-}
-
-impl Slots {
-    /// Slot `i` (`i == n`: the abort slot).
-    pub fn slot(&self, i: usize) -> &SyncSlot {
-        assert!(i <= self.n);
-        // SAFETY: the engine mapped n + 1 zeroed slots at `addr`, shared and never unmapped while
-        // tasks run criu's code; every field is an atomic, so shared access is sound.
-        unsafe { &*((self.addr as *const SyncSlot).add(i)) }
-    }
-
-    /// Whether someone gave up.
-    pub fn aborted(&self) -> bool {
-        self.slot(self.n).failed.load(Ordering::SeqCst) != 0
-    }
-
-    /// Makes everybody give up (waiters notice within their poll interval).
-    pub fn abort(&self) {
-        self.slot(self.n).failed.store(1, Ordering::SeqCst);
-    }
-}
-
-/// Sets `word` and wakes whoever waits on it.
-pub fn raise(word: &AtomicU32) {
-    word.store(1, Ordering::SeqCst);
-    wake(word);
-}
-
-/// Wakes whoever waits on `word`.
-fn wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE on a live, aligned u32 in shared memory.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            i32::MAX,
-            0usize,
-            0usize,
-            0u32,
-        );
-    }
-}
-
-/// Waits up to `ms` milliseconds for `word` to become non-zero; returns whether it is.
-pub fn wait_word(word: &AtomicU32, ms: i64) -> bool {
-    if word.load(Ordering::SeqCst) != 0 {
-        return true;
-    }
-    wait_change(word, 0, ms);
-    word.load(Ordering::SeqCst) != 0
-}
-
-/// Waits up to `ms` milliseconds while `word` still holds `seen`.
-pub fn wait_change(word: &AtomicU32, seen: u32, ms: i64) {
-    let ts = libc::timespec {
-        tv_sec: ms / 1000,
-        tv_nsec: (ms % 1000) * 1_000_000,
-    };
-    // SAFETY: FUTEX_WAIT on a live, aligned u32 in shared memory with a live timeout.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            seen,
-            &raw const ts,
-            0usize,
-            0u32,
-        );
-    }
-}
-
 /// How long a task waits for the engine or a child before giving up (the engine's own
 /// deadlines are shorter; this only ends tasks the engine forgot).
 const TASK_WAIT_MS: i64 = 300_000;
@@ -380,9 +64,9 @@ fn wait_or_quit(s: &Slots, word: &AtomicU32) {
 /// Records a failure in task `i`'s slot, makes the tree give up and ends this process.
 fn fail_slot(s: &Slots, i: usize, f: Fail) -> ! {
     let slot = s.slot(i);
-    slot.stage.store(f.0, Ordering::SeqCst);
-    slot.errno.store(f.1 as u32, Ordering::SeqCst);
-    slot.detail.store(f.2, Ordering::SeqCst);
+    slot.stage.store(f.stage, Ordering::SeqCst);
+    slot.errno.store(f.errno as u32, Ordering::SeqCst);
+    slot.detail.store(f.detail, Ordering::SeqCst);
     raise(&slot.failed);
     s.abort();
     // SAFETY: ends this process without running the engine's exit handlers.
@@ -463,7 +147,7 @@ fn await_zombie(pid: i32) -> Result<(), Fail> {
             return Ok(());
         }
         if errno() != libc::EINTR {
-            return Err(Fail(CHILD_ZOMBIE, errno(), pid as u64));
+            return Err(Fail::last(CHILD_ZOMBIE, pid as u64));
         }
     }
 }
@@ -563,7 +247,12 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     let Some(p) = &me.plan else {
         die(me.zombie.unwrap_or(0))
     };
-    if let Err(Fail(stage, e, detail)) = setup(p) {
+    if let Err(Fail {
+        stage,
+        errno: e,
+        detail,
+    }) = setup(p)
+    {
         let st = abi::Status {
             stage,
             errno: e,
@@ -596,7 +285,7 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
     }
     fs(p)?;
     locks(p)?;
-    if let Some((nice, policy, prio)) = p.sched {
+    if let Some(Sched { nice, policy, prio }) = p.sched {
         // SAFETY: scheduling calls on this process with a live local parameter.
         unsafe {
             if policy != 0 {
@@ -661,49 +350,14 @@ fn locks(p: &ChildPlan) -> Result<(), Fail> {
     Ok(())
 }
 
-fn premap(p: &ChildPlan) -> Result<(), Fail> {
-    for op in p.premap.iter().filter(|op| op.dup_of.is_none()) {
-        let prot = if op.fill {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            op.prot
-        };
-        let flags = op.map_flags | libc::MAP_FIXED;
-        let fd = match &op.file {
-            Some((path, oflags)) => {
-                // SAFETY: open with a NUL-terminated path we own.
-                let fd = unsafe { libc::open(path.as_ptr(), oflags | libc::O_CLOEXEC) };
-                ok(CHILD_PREMAP, fd as _, op.addr)? as i32
-            }
-            None => -1,
-        };
-        // SAFETY: the target range lies inside the reservation this process inherited from the
-        // engine, which holds nothing else; MAP_FIXED replaces the reservation there.
-        let r = unsafe {
-            libc::mmap(
-                op.addr as *mut libc::c_void,
-                op.len as usize,
-                prot,
-                flags,
-                fd,
-                op.pgoff as libc::off_t,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: closing the descriptor opened above; the mapping keeps the file.
-            unsafe { libc::close(fd) };
-        }
-        if r == libc::MAP_FAILED {
-            return Err(Fail(CHILD_PREMAP, errno(), op.addr));
-        }
-    }
-    Ok(())
-}
-
 fn fill(p: &ChildPlan) -> Result<(), Fail> {
     let mut fds = [-1i32; MAX_PAGE_FILES];
     if p.page_files.len() > fds.len() {
-        return Err(Fail(CHILD_FILL, libc::E2BIG, 0));
+        return Err(Fail {
+            stage: CHILD_FILL,
+            errno: libc::E2BIG,
+            detail: 0,
+        });
     }
     for (i, path) in p.page_files.iter().enumerate() {
         // SAFETY: open with a NUL-terminated path we own.
@@ -739,7 +393,11 @@ fn fill(p: &ChildPlan) -> Result<(), Fail> {
             waited?;
             let r = job.result.load(Ordering::SeqCst);
             if r != 0 {
-                return Err(Fail(CHILD_FILL, (r >> 48) as i32, r & ((1 << 48) - 1)));
+                return Err(Fail {
+                    stage: CHILD_FILL,
+                    errno: (r >> 48) as i32,
+                    detail: r & ((1 << 48) - 1),
+                });
             }
             return Ok(());
         }
@@ -753,416 +411,6 @@ fn fill(p: &ChildPlan) -> Result<(), Fail> {
     r
 }
 
-fn close_all(fds: &[i32]) {
-    for fd in fds.iter().filter(|fd| **fd >= 0) {
-        // SAFETY: closing page files opened by fill().
-        unsafe { libc::close(*fd) };
-    }
-}
-
-/// One share of a fill: runs to read from the page files into place.
-#[derive(Clone, Copy)]
-struct Worker<'a> {
-    fds: &'a [i32],
-    runs: &'a [FillOp],
-    /// Whole 2 MiB blocks to give a huge page first (sorted).
-    collapse: &'a [(u64, u64)],
-    /// Use `UFFDIO_COPY` for small pages of private anonymous memory.
-    uffd: bool,
-}
-
-impl Worker<'_> {
-    /// Fills the runs 2 MiB block by block: a block in `collapse` first gets a huge page (one
-    /// page table entry instead of 512, which is most of the cost of fresh memory) and is read
-    /// into; any other piece of 64 KiB or more of private anonymous memory is copied in with
-    /// `UFFDIO_COPY` (see [`Uffd`]), or else faulted in writable and read into (one call
-    /// instead of a fault per page while copying). Only what was saved gets pages, so holes
-    /// stay holes; small pieces are just read.
-    ///
-    /// Huge pages stop for the rest of this share when the kernel refuses one, or when they
-    /// have taken more than [`SLOW_HUGE_NS`] each on average (with one block of slack): under
-    /// a hypervisor that has taken back the guest's free memory, a huge page can cost more
-    /// than 512 small pages. So they never cost much more in all than small pages would have.
-    fn fill(&self) -> Result<(), Fail> {
-        let mut uffd = Uffd::new();
-        let r = self.fill_with(&mut uffd);
-        uffd.close();
-        r
-    }
-
-    fn fill_with(&self, uffd: &mut Uffd) -> Result<(), Fail> {
-        let mut huge_ok = !self.collapse.is_empty();
-        let (mut spent, mut budget) = (0u64, SLOW_HUGE_NS);
-        for f in self.runs {
-            let fd = self.fds[f.file];
-            let end = f.addr + f.len;
-            let mut a = f.addr;
-            while a < end {
-                let b = end.min((a | (HUGE - 1)) + 1);
-                let off = f.offset + (a - f.addr);
-                let mut huge = None;
-                if huge_ok && a % HUGE == 0 && self.huge(a) {
-                    let t = now_ns();
-                    huge = Some(collapse(a));
-                    spent += now_ns().saturating_sub(t);
-                    budget += SLOW_HUGE_NS;
-                    huge_ok = huge == Some(true) && spent <= budget;
-                }
-                // A block tried for a huge page holds a page already: read into it.
-                if huge.is_none()
-                    && self.uffd
-                    && f.anon
-                    && b - a >= PREFAULT_MIN
-                    && uffd.copy(f.file, fd, a, b - a, off)
-                {
-                    a = b;
-                    continue;
-                }
-                if huge != Some(true) && b - a >= PREFAULT_MIN {
-                    // SAFETY: advice on a writable premapped range of this process; a kernel
-                    // without MADV_POPULATE_WRITE refuses it and the read faults the pages.
-                    unsafe {
-                        compel_arch::syscall3(
-                            compel_arch::nr::MADVISE,
-                            a as usize,
-                            (b - a) as usize,
-                            MADV_POPULATE_WRITE,
-                        )
-                    };
-                }
-                read_at(fd, a, b - a, off)?;
-                a = b;
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether the 2 MiB block at `a` is one to give a huge page.
-    fn huge(&self, a: u64) -> bool {
-        let i = self.collapse.partition_point(|r| r.0 + r.1 <= a);
-        self.collapse.get(i).is_some_and(|r| r.0 <= a)
-    }
-}
-
-/// Filling empty private anonymous memory with `UFFDIO_COPY` from a mapping of the page file:
-/// each page is allocated and copied in one step, without being cleared first and without a
-/// fault per page (a fifth less time than faulting pages in and reading into them). Made on
-/// first use; any refusal (no userfaultfd here, a file shorter than the run) turns it off and
-/// the caller reads instead.
-struct Uffd {
-    /// The userfaultfd (-1: not made yet; -2: unusable).
-    fd: i32,
-    /// Per page file: where this worker mapped it and how long it is (0: not mapped).
-    maps: [(u64, u64); MAX_PAGE_FILES],
-}
-
-/// At most this many page files.
-const MAX_PAGE_FILES: usize = 256;
-
-/// [`Uffd::maps`] entry of a page file that could not be mapped.
-const UNMAPPABLE: u64 = u64::MAX;
-
-impl Uffd {
-    fn new() -> Uffd {
-        Uffd {
-            fd: -1,
-            maps: [(0, 0); MAX_PAGE_FILES],
-        }
-    }
-
-    /// Copies `len` bytes at `off` of page file `file` (open as `fd`) to `addr`, which is
-    /// empty private anonymous memory. False if it could not (then nothing is mapped there
-    /// that a read would not overwrite, and the range is no longer registered).
-    fn copy(&mut self, file: usize, fd: i32, addr: u64, len: u64, off: u64) -> bool {
-        if !self.open() || file >= MAX_PAGE_FILES {
-            return false;
-        }
-        let Some(src) = self.source(file, fd, off, len) else {
-            return false;
-        };
-        let range = UffdRange { start: addr, len };
-        let mut reg = UffdRegister {
-            range,
-            mode: UFFDIO_REGISTER_MODE_MISSING,
-            ioctls: 0,
-        };
-        // SAFETY: registers a range of our own writable premapped memory with our userfaultfd;
-        // the kernel writes back into `reg` only.
-        if unsafe { sys_ioctl(self.fd, UFFDIO_REGISTER, &raw mut reg as usize) } != 0 {
-            self.disable();
-            return false;
-        }
-        let mut done = 0;
-        let (mut ok, mut present) = (true, false);
-        while done < len {
-            let mut c = UffdCopy {
-                dst: addr + done,
-                src: src + done,
-                len: len - done,
-                mode: 0,
-                copy: 0,
-            };
-            // SAFETY: fills registered empty pages of ours from a read-only mapping of the
-            // page file that covers `src..src + len`; the kernel writes back into `c` only.
-            let r = unsafe { sys_ioctl(self.fd, UFFDIO_COPY, &raw mut c as usize) };
-            if c.copy > 0 {
-                done += c.copy as u64;
-            }
-            if r == 0 {
-                break;
-            }
-            if r != -(libc::EAGAIN as isize) || c.copy <= 0 {
-                // A page there already (a huge page the other worker made for a block both
-                // fill): read this range; anything else turns the copying off.
-                present = r == -(libc::EEXIST as isize);
-                ok = false;
-                break;
-            }
-        }
-        let mut range = range;
-        // SAFETY: unregisters the range registered above.
-        let un = unsafe { sys_ioctl(self.fd, UFFDIO_UNREGISTER, &raw mut range as usize) };
-        if un != 0 || !(ok || present) {
-            self.disable();
-        }
-        ok && un == 0
-    }
-
-    /// Makes the userfaultfd on first use.
-    fn open(&mut self) -> bool {
-        if self.fd == -1 {
-            // SAFETY: userfaultfd with plain flags; a descriptor of ours or an error.
-            let fd = unsafe {
-                compel_arch::syscall1(
-                    compel_arch::nr::USERFAULTFD,
-                    (libc::O_CLOEXEC | libc::O_NONBLOCK) as usize,
-                )
-            };
-            self.fd = if fd < 0 { -2 } else { fd as i32 };
-            if self.fd >= 0 {
-                let mut api = UffdApi {
-                    api: UFFD_API,
-                    features: 0,
-                    ioctls: 0,
-                };
-                // SAFETY: the API handshake on our new userfaultfd; writes into `api` only.
-                if unsafe { sys_ioctl(self.fd, UFFDIO_API, &raw mut api as usize) } != 0 {
-                    self.disable();
-                }
-            }
-        }
-        self.fd >= 0
-    }
-
-    /// Where bytes `off..off + len` of page file `file` are mapped (mapping it whole on first
-    /// use); None if the file is shorter or cannot be mapped.
-    fn source(&mut self, file: usize, fd: i32, off: u64, len: u64) -> Option<u64> {
-        if self.maps[file].0 == 0 {
-            // Tried once: a file that cannot be mapped stays unmapped (size 0).
-            self.maps[file] = (UNMAPPABLE, 0);
-            // SAFETY: fstat of our own descriptor into a stat we own (all-zero is a valid
-            // `struct stat`).
-            let size = unsafe {
-                let mut st: libc::stat = std::mem::zeroed();
-                if compel_arch::syscall2(compel_arch::nr::FSTAT, fd as usize, &raw mut st as usize)
-                    != 0
-                {
-                    return None;
-                }
-                st.st_size as u64
-            };
-            if size == 0 {
-                return None;
-            }
-            // SAFETY: a new read-only shared mapping of a page file, where the kernel chooses
-            // (outside our reservation, which is mapped); unmapped in close().
-            let m = unsafe {
-                compel_arch::syscall6(
-                    compel_arch::nr::MMAP,
-                    0,
-                    size as usize,
-                    libc::PROT_READ as usize,
-                    libc::MAP_SHARED as usize,
-                    fd as usize,
-                    0,
-                )
-            };
-            if m < 0 {
-                return None;
-            }
-            self.maps[file] = (m as u64, size);
-        }
-        let (base, size) = self.maps[file];
-        (base != UNMAPPABLE && off.checked_add(len)? <= size).then_some(base + off)
-    }
-
-    fn disable(&mut self) {
-        if self.fd >= 0 {
-            // SAFETY: closing the userfaultfd this worker made.
-            unsafe { compel_arch::syscall1(compel_arch::nr::CLOSE, self.fd as usize) };
-        }
-        self.fd = -2;
-    }
-
-    /// Unmaps the page files and closes the userfaultfd.
-    fn close(&mut self) {
-        for m in self
-            .maps
-            .iter_mut()
-            .filter(|m| m.0 != 0 && m.0 != UNMAPPABLE)
-        {
-            // SAFETY: unmaps a page-file mapping made in source().
-            unsafe { compel_arch::syscall2(compel_arch::nr::MUNMAP, m.0 as usize, m.1 as usize) };
-            *m = (0, 0);
-        }
-        self.disable();
-    }
-}
-
-/// ioctl as a raw system call (no errno: see [`read_at`]); 0 or a negative errno.
-///
-/// # Safety
-/// `arg` must be what `req` expects on `fd`.
-unsafe fn sys_ioctl(fd: i32, req: u64, arg: usize) -> isize {
-    // SAFETY: the caller's promise.
-    unsafe { compel_arch::syscall3(compel_arch::nr::IOCTL, fd as usize, req as usize, arg) }
-}
-
-/// `struct uffdio_api`.
-#[repr(C)]
-struct UffdApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-
-/// `struct uffdio_range`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct UffdRange {
-    start: u64,
-    len: u64,
-}
-
-/// `struct uffdio_register`.
-#[repr(C)]
-struct UffdRegister {
-    range: UffdRange,
-    mode: u64,
-    ioctls: u64,
-}
-
-/// `struct uffdio_copy`.
-#[repr(C)]
-struct UffdCopy {
-    dst: u64,
-    src: u64,
-    len: u64,
-    mode: u64,
-    copy: i64,
-}
-
-const UFFD_API: u64 = 0xaa;
-const UFFDIO_API: u64 = 0xc018_aa3f;
-const UFFDIO_REGISTER: u64 = 0xc020_aa00;
-const UFFDIO_UNREGISTER: u64 = 0x8010_aa01;
-const UFFDIO_COPY: u64 = 0xc028_aa03;
-const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
-
-/// Gives the 2 MiB block at `a` (writable, premapped, still empty) one huge page: its first
-/// page is written so that there is something to collapse, then `MADV_COLLAPSE` replaces it.
-/// False when the kernel would not (no THP, no huge page free, an older kernel): the block
-/// then gets small pages as it is filled.
-fn collapse(a: u64) -> bool {
-    // SAFETY: `a` is the start of a writable premapped block of this process that is filled
-    // right after; the zero written is overwritten by that fill.
-    unsafe { std::ptr::write_volatile(a as *mut u8, 0) };
-    // SAFETY: advice on that block of our own memory; it changes which pages back the block,
-    // not what it holds.
-    let r = unsafe {
-        compel_arch::syscall3(
-            compel_arch::nr::MADVISE,
-            a as usize,
-            HUGE as usize,
-            MADV_COLLAPSE,
-        )
-    };
-    r == 0
-}
-
-/// Reads `len` bytes at `off` of `fd` to `addr`. A raw system call: the fill helper shares
-/// this thread's TLS, so nothing here may touch errno.
-fn read_at(fd: i32, addr: u64, len: u64, off: u64) -> Result<(), Fail> {
-    let mut done = 0u64;
-    while done < len {
-        // SAFETY: the destination is a writable premapped range of at least `len` bytes (the
-        // parent checked every run against the areas).
-        let n = unsafe {
-            compel_arch::syscall4(
-                compel_arch::nr::PREAD64,
-                fd as usize,
-                (addr + done) as usize,
-                (len - done) as usize,
-                (off + done) as usize,
-            )
-        };
-        if n == -(libc::EINTR as isize) {
-            continue;
-        }
-        if n < 0 {
-            return Err(Fail(CHILD_FILL, -n as i32, addr + done));
-        }
-        if n == 0 {
-            return Err(Fail(CHILD_FILL, libc::ENODATA, addr + done));
-        }
-        done += n as u64;
-    }
-    Ok(())
-}
-
-/// What getting a huge page may cost to be worth it: about what 512 small pages cost beyond
-/// the copy into them. Measured on a 2-vCPU VM: 0.25 to 0.5 ms for a huge page the host still
-/// backs, 3 to 8 ms for one it must back again first; a 2 MiB block on small pages with
-/// `UFFDIO_COPY` 1.3 ms, of which about half is the copy.
-const SLOW_HUGE_NS: u64 = 600_000;
-
-/// CLOCK_MONOTONIC in nanoseconds (a raw system call: no errno, see [`read_at`]).
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `ts`, which we own.
-    unsafe {
-        compel_arch::syscall2(
-            compel_arch::nr::CLOCK_GETTIME,
-            libc::CLOCK_MONOTONIC as usize,
-            &raw mut ts as usize,
-        )
-    };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Pieces at least this long are faulted in before they are read.
-const PREFAULT_MIN: u64 = 64 << 10;
-
-/// `madvise` advice: make huge pages of a range now, whatever the THP settings say.
-const MADV_COLLAPSE: usize = 25;
-
-/// `madvise` advice: fault a range in writable.
-const MADV_POPULATE_WRITE: usize = 23;
-
-/// Where the fill helper runs: its pid (free, chosen by the engine) and its stack.
-#[derive(Debug)]
-pub struct FillHelper {
-    /// The pid to create it with (`set_tid`), so that it cannot take a pid the tree needs.
-    pub pid: i32,
-    /// The top of a stack nothing else uses while it runs (16-byte aligned).
-    pub stack_top: u64,
-    /// Its share: the runs from this index on.
-    pub from: usize,
-}
-
 /// What the helper does; lives on the task's stack until the helper was reaped.
 struct HelperJob<'a> {
     work: Worker<'a>,
@@ -1174,7 +422,10 @@ extern "C" fn helper_main(job: u64) -> ! {
     // SAFETY: the task passed the address of a HelperJob it keeps alive until it reaped us; we
     // share its memory (CLONE_VM).
     let job = unsafe { &*(job as *const HelperJob<'_>) };
-    if let Err(Fail(_, e, detail)) = job.work.fill() {
+    if let Err(Fail {
+        errno: e, detail, ..
+    }) = job.work.fill()
+    {
         job.result.store(
             ((e as u64) << 48) | (detail & ((1 << 48) - 1)),
             Ordering::SeqCst,
@@ -1229,9 +480,6 @@ fn spawn_helper(h: &FillHelper, job: &HelperJob<'_>) -> Option<i32> {
     (ret > 0).then_some(ret as i32)
 }
 
-/// The fill helper's stack.
-pub const HELPER_STACK: u64 = 32 << 10;
-
 /// Waits for the fill helper to end.
 fn reap_helper(pid: i32) -> Result<(), Fail> {
     loop {
@@ -1242,59 +490,17 @@ fn reap_helper(pid: i32) -> Result<(), Fail> {
             return if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
                 Ok(())
             } else {
-                Err(Fail(CHILD_FILL, libc::ECHILD, pid as u64))
+                Err(Fail {
+                    stage: CHILD_FILL,
+                    errno: libc::ECHILD,
+                    detail: pid as u64,
+                })
             };
         }
         if r < 0 && errno() != libc::EINTR {
-            return Err(Fail(CHILD_FILL, errno(), pid as u64));
+            return Err(Fail::last(CHILD_FILL, pid as u64));
         }
     }
-}
-
-/// Maps the areas that share an object filled earlier.
-fn dups(p: &ChildPlan) -> Result<(), Fail> {
-    for op in &p.premap {
-        let Some(from) = op.dup_of else { continue };
-        // SAFETY: `from` lies in a shared object this process mapped; old size 0 makes mremap
-        // create a second mapping of it at `addr`, inside our reservation (MREMAP_FIXED).
-        let r = unsafe {
-            libc::mremap(
-                from as *mut libc::c_void,
-                0,
-                op.len as usize,
-                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                op.addr as *mut libc::c_void,
-            )
-        };
-        if r == libc::MAP_FAILED {
-            return Err(Fail(CHILD_PREMAP, errno(), op.addr));
-        }
-    }
-    for op in p.premap.iter().filter(|op| op.temporary) {
-        // SAFETY: the temporary object mapping is ours; the dups keep the object alive.
-        unsafe { libc::munmap(op.addr as *mut libc::c_void, op.len as usize) };
-    }
-    Ok(())
-}
-
-fn protect(p: &ChildPlan) -> Result<(), Fail> {
-    for op in p.premap.iter().filter(|op| !op.temporary) {
-        if op.fill || op.dup_of.is_some() {
-            // SAFETY: changes the protection of an area this process premapped itself.
-            let r =
-                unsafe { libc::mprotect(op.addr as *mut libc::c_void, op.len as usize, op.prot) };
-            ok(CHILD_PROTECT, r as _, op.addr)?;
-        }
-        for advice in 0..64 {
-            if op.madv & (1u64 << advice) != 0 {
-                // SAFETY: advice on an area this process premapped itself.
-                let r =
-                    unsafe { libc::madvise(op.addr as *mut libc::c_void, op.len as usize, advice) };
-                ok(CHILD_PROTECT, r as _, op.addr)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn close_others(p: &ChildPlan) {
@@ -1350,9 +556,11 @@ fn fds(p: &ChildPlan) -> Result<(), Fail> {
     for op in &p.fds {
         match op {
             FdOp::Make { file, at, first } => {
-                let ends = file
-                    .make_in_task(*first)
-                    .map_err(|e| Fail(CHILD_FDS, e.errno, e.detail))?;
+                let ends = file.make_in_task(*first).map_err(|e| Fail {
+                    stage: CHILD_FDS,
+                    errno: e.errno,
+                    detail: e.detail,
+                })?;
                 let n = ends.n.min(MAX_ENDS);
                 let mut tmp = [-1i32; MAX_ENDS];
                 for (t, &made) in tmp.iter_mut().zip(&ends.fds[..n]) {
@@ -1396,7 +604,7 @@ fn fs(p: &ChildPlan) -> Result<(), Fail> {
 }
 
 fn jump(p: &ChildPlan) -> ! {
-    if let Some((area, len, sig)) = p.old_rseq {
+    if let Some(Rseq { area, len, sig }) = p.old_rseq {
         // SAFETY: unregisters the rseq area glibc registered for this thread, with the
         // values it used; nothing in this process relies on rseq from here on.
         unsafe {

@@ -112,16 +112,6 @@ pub fn component_name(n: u32) -> &'static str {
     }
 }
 
-/// Packs little-endian `u32` words.
-pub fn words32(w: &[u32]) -> Vec<u8> {
-    w.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Packs little-endian `u64` words.
-pub fn words64(w: &[u64]) -> Vec<u8> {
-    w.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

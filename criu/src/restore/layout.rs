@@ -2,7 +2,7 @@
 //! this kernel, and a place free both here and in the restored task's layout where the premapped
 //! memory and the restorer live until everything moves into place.
 
-use super::RestoreError;
+use super::error::RestoreError;
 
 /// Page size.
 pub const PAGE: u64 = 4096;
@@ -127,6 +127,12 @@ fn fit(lower: u64, upper: u64, size: u64) -> Option<u64> {
 pub fn page_up(v: u64) -> u64 {
     v.div_ceil(PAGE) * PAGE
 }
+
+/// The PMD size on x86_64: what one huge page or one page table covers.
+pub const HUGE: u64 = 2 << 20;
+
+/// The fill helper's stack (see [`super::ops::FillHelper`]).
+pub const HELPER_STACK: u64 = 32 << 10;
 
 #[cfg(test)]
 mod tests {

@@ -4,10 +4,10 @@
 //! 1. [`images::load`] reads and checks every image into a [`plan::TreePlan`] (one
 //!    [`plan::TaskPlan`] per process, zombies included); then every task is checked against
 //!    this machine (pids free, limits reachable, same vDSO layout, FPU state fits) and
-//!    [`tree::session_ops`] works out how each task gets its session and group. Nothing runs
+//!    [`session::session_ops`] works out how each task gets its session and group. Nothing runs
 //!    before all of that passed.
 //! 2. The `pre-restore` action scripts run.
-//! 3. [`tree::Shared`] makes what several tasks share (open files, pipes, shared anonymous
+//! 3. [`shared::Shared`] makes what several tasks share (open files, pipes, shared anonymous
 //!    memory) once, each open file through its kind's module in [`crate::files`]; [`prepare`] reserves, for each task, an address range free both here and in
 //!    the task's layout, lays the restorer blob, its argument block and the final signal frames
 //!    out in it, and prepares the task's work list.
@@ -33,15 +33,24 @@
 #[path = "../../../parasite-blobs/parasites/restorer/src/abi.rs"]
 pub mod abi;
 pub mod child;
+mod error;
 pub mod fpu;
 pub mod images;
 pub mod layout;
+mod mem;
+pub mod ops;
 pub mod plan;
+pub mod preflight;
 pub mod prepare;
+mod restorer;
+pub mod session;
+pub mod shared;
+pub mod sync;
 pub mod trace;
-pub mod tree;
 
-use std::os::fd::{FromRawFd, OwnedFd};
+pub use error::RestoreError;
+
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -49,168 +58,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::scripts::{ActionScripts, ScriptAction, ScriptError};
-
-/// `": CAUSE"` for an image error that has an underlying (OS) error.
-fn os_cause(e: &criu_images::ImageError) -> String {
-    std::error::Error::source(e).map_or(String::new(), |c| format!(": {c}"))
-}
-
-/// What went wrong in a restore.
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    /// An image cannot be read or decoded (the reader's message names the file, and the
-    /// message ends with the OS error, if any: it is not a separate cause, so that a printed
-    /// chain of causes does not say it twice).
-    #[error("reading images: {error}{}", os_cause(error))]
-    Image {
-        /// The image file.
-        file: String,
-        /// The reader's error.
-        error: criu_images::ImageError,
-    },
-    /// An image decodes but its content is wrong.
-    #[error("image {file}: {reason}")]
-    BadImage {
-        /// The image file.
-        file: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The images hold state this restore cannot bring back.
-    #[error("unsupported: {what}")]
-    Unsupported {
-        /// What.
-        what: String,
-    },
-    /// A file the task had open or mapped is missing.
-    #[error("file {path} is missing")]
-    MissingFile {
-        /// The file.
-        path: PathBuf,
-        /// The lookup error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A file the task mapped changed since the dump.
-    #[error("file {path} changed since the dump: {found} bytes, {expected} expected")]
-    FileChanged {
-        /// The file.
-        path: PathBuf,
-        /// The size at dump time.
-        expected: u64,
-        /// The size now.
-        found: u64,
-    },
-    /// The pid is taken.
-    #[error("pid {pid} is in use")]
-    PidBusy {
-        /// The pid.
-        pid: i32,
-    },
-    /// A resource limit cannot be restored here.
-    #[error(
-        "rlimit {resource}: hard limit {wanted} is above ours ({have}) and we lack CAP_SYS_RESOURCE"
-    )]
-    Rlimit {
-        /// The resource number.
-        resource: usize,
-        /// The saved hard limit.
-        wanted: u64,
-        /// Our hard limit.
-        have: u64,
-    },
-    /// The FPU state does not fit this CPU.
-    #[error("fpu state: {reason}")]
-    Fpu {
-        /// Why.
-        reason: String,
-    },
-    /// The vDSO of this kernel does not match the task's.
-    #[error("vdso: {reason}")]
-    Vdso {
-        /// Why.
-        reason: String,
-    },
-    /// No free address range for the restorer and the premapped memory.
-    #[error("no free address range of {size:#x} bytes for the restore")]
-    NoRoom {
-        /// The size needed.
-        size: u64,
-    },
-    /// The restorer blob is unusable.
-    #[error("restorer blob: {reason}")]
-    Blob {
-        /// Why.
-        reason: String,
-    },
-    /// An I/O error in criu itself (the OS error is part of the message, not a separate cause).
-    #[error("{what}: {error}")]
-    Io {
-        /// What criu was doing.
-        what: String,
-        /// The error.
-        error: std::io::Error,
-    },
-    /// A system call in criu itself failed.
-    #[error("{what}: {errno}")]
-    Sys {
-        /// What criu was doing.
-        what: &'static str,
-        /// The error.
-        errno: Errno,
-    },
-    /// The task could not be created with its pid.
-    #[error("cannot create pid {pid}: {errno}")]
-    Clone {
-        /// The pid.
-        pid: i32,
-        /// The error.
-        errno: Errno,
-    },
-    /// The task failed while restoring itself.
-    #[error("pid {pid}: {stage} failed: {errno} (detail {detail:#x})")]
-    Task {
-        /// The pid.
-        pid: i32,
-        /// The step.
-        stage: &'static str,
-        /// The error.
-        errno: Errno,
-        /// The address, fd or signal involved.
-        detail: u64,
-    },
-    /// The task did not finish restoring itself in time (it was killed).
-    #[error("pid {pid} did not finish restoring in time")]
-    Timeout {
-        /// The pid.
-        pid: i32,
-    },
-    /// The task died while being restored.
-    #[error("pid {pid} died during restore: {status}")]
-    Died {
-        /// The pid.
-        pid: i32,
-        /// How.
-        status: String,
-    },
-    /// Tracing the task at the end of the restore failed.
-    #[error("pid {pid}: {what}: {errno}")]
-    Trace {
-        /// The pid.
-        pid: i32,
-        /// The step.
-        what: &'static str,
-        /// The error.
-        errno: Errno,
-    },
-    /// An action script failed.
-    #[error(transparent)]
-    Script(#[from] ScriptError),
-    /// The pidfile could not be written.
-    #[error(transparent)]
-    Pidfile(#[from] crate::pidfile::PidfileError),
-}
+use crate::scripts::{ActionScripts, ScriptAction};
 
 /// How to restore.
 #[derive(Clone, Debug, Default)]
@@ -315,17 +163,17 @@ pub fn restore(
     );
     let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
-        prepare::preflight_against(t, &ours, !opts.no_fpu_check)?;
+        preflight::preflight_against(t, &ours, !opts.no_fpu_check)?;
     }
     for t in tree.tasks.iter().filter(|t| t.zombie.is_some()) {
         if Path::new(&format!("/proc/{}", t.pid)).exists() {
             return Err(RestoreError::PidBusy { pid: t.pid });
         }
     }
-    let sessions = tree::session_ops(&tree, opts.shell_job)?;
+    let sessions = session::session_ops(&tree, opts.shell_job)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
     raise_nofile();
-    let shared = tree::Shared::build(&tree)?;
+    let shared = shared::Shared::build(&tree)?;
     // `CRIU_RESTORE_FILL_HELPER=0` turns the fill helpers off (to measure what they bring).
     let no_helpers = std::env::var_os("CRIU_RESTORE_FILL_HELPER").is_some_and(|v| v == "0");
     // Only tasks with that much saved memory can use one: a pid for each of them.
@@ -337,7 +185,7 @@ pub fn restore(
     } else {
         tree.tasks.iter().filter(|t| big(t)).count()
     };
-    let mut helpers = tree::helper_pids(&tree, helper_count).into_iter();
+    let mut helpers = shared::helper_pids(&tree, helper_count).into_iter();
     let huge_pages = huge_pages_allowed();
     // `CRIU_RESTORE_UFFD=0`: fault pages in and read into them instead (to measure).
     let uffd = std::env::var_os("CRIU_RESTORE_UFFD").is_none_or(|v| v != "0");
@@ -347,7 +195,7 @@ pub fn restore(
             preps.push(None);
             continue;
         }
-        let ctx = prepare::TaskCtx {
+        let ctx = ops::TaskCtx {
             root: i == 0,
             fd_floor: shared.fd_floor,
             shared_fds: shared.fds[i].clone(),
@@ -369,7 +217,7 @@ pub fn restore(
             }
         }
     }
-    let sync = tree::SyncPage::new(tree.tasks.len())?;
+    let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
     let created = spawn(&tree, &sessions, preps, shared, &sync)?;
     let root = created.root;
@@ -451,8 +299,8 @@ fn spawn(
     tree: &plan::TreePlan,
     sessions: &[plan::SessionOp],
     preps: Vec<Option<prepare::Prepared>>,
-    shared: tree::Shared,
-    sync: &tree::SyncPage,
+    shared: shared::Shared,
+    sync: &sync::SyncPage,
 ) -> Result<Created, RestoreError> {
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());
@@ -483,7 +331,7 @@ fn spawn(
             }
             _ => None,
         };
-        nodes.push(child::Node {
+        nodes.push(ops::Node {
             pid: t.pid,
             session: sessions[i],
             leader,
@@ -552,13 +400,13 @@ fn spawn(
 }
 
 /// The error a task recorded in its slot, if any.
-fn slot_error(tree: &plan::TreePlan, slots: child::Slots) -> Option<RestoreError> {
+fn slot_error(tree: &plan::TreePlan, slots: sync::Slots) -> Option<RestoreError> {
     use std::sync::atomic::Ordering;
     (0..tree.tasks.len()).find_map(|i| {
         let s = slots.slot(i);
         (s.failed.load(Ordering::SeqCst) != 0).then(|| RestoreError::Task {
             pid: tree.tasks[i].pid,
-            stage: child::stage_name(s.stage.load(Ordering::SeqCst)),
+            stage: ops::stage_name(s.stage.load(Ordering::SeqCst)),
             errno: Errno::from_raw(s.errno.load(Ordering::SeqCst) as i32),
             detail: s.detail.load(Ordering::SeqCst),
         })
@@ -568,12 +416,12 @@ fn slot_error(tree: &plan::TreePlan, slots: child::Slots) -> Option<RestoreError
 /// Waits for `word` of task `i`, watching for failures of any task and for the root's death.
 fn await_word(
     tree: &plan::TreePlan,
-    slots: child::Slots,
+    slots: sync::Slots,
     word: &std::sync::atomic::AtomicU32,
     root: i32,
     deadline: std::time::Instant,
 ) -> Result<(), RestoreError> {
-    while !child::wait_word(word, 20) {
+    while !sync::wait_word(word, 20) {
         check_creation(tree, slots, root, deadline)?;
     }
     Ok(())
@@ -582,7 +430,7 @@ fn await_word(
 /// Fails when a task recorded a failure, the root died or the deadline passed.
 fn check_creation(
     tree: &plan::TreePlan,
-    slots: child::Slots,
+    slots: sync::Slots,
     root: i32,
     deadline: std::time::Instant,
 ) -> Result<(), RestoreError> {
@@ -628,7 +476,7 @@ fn check_creation(
 fn finish(
     tree: &plan::TreePlan,
     c: &Created,
-    sync: &tree::SyncPage,
+    sync: &sync::SyncPage,
     opts: &RestoreOptions,
     scripts: Option<&ActionScripts>,
 ) -> Result<i32, RestoreError> {
@@ -647,14 +495,14 @@ fn finish(
             let slot = slots.slot(i);
             if i == 0 || slot.born.load(std::sync::atomic::Ordering::SeqCst) != 0 {
                 trace::seize(tree.tasks[i].pid, tree.tasks[i].under_seccomp())?;
-                child::raise(&slot.go);
+                sync::raise(&slot.go);
                 waiting.swap_remove(k);
             } else {
                 k += 1;
             }
         }
         if waiting.len() == before {
-            child::wait_change(births, seen, 20);
+            sync::wait_change(births, seen, 20);
             check_creation(tree, slots, root, create_by)?;
         }
     }
@@ -662,7 +510,7 @@ fn finish(
     tracing::debug!(root, "tree created");
     for (i, t) in tree.alive() {
         let Some(r) = &c.tasks[i] else { continue };
-        let threads: Vec<i32> = t.threads.iter().map(|t| t.tid).collect();
+        let threads: Vec<i32> = t.others().iter().map(|t| t.tid).collect();
         trace::wait_ready(t.pid, &threads, &r.status_r, c.deadline)?;
     }
     tracing::info!(root, "tree restored, waiting to resume");
@@ -682,7 +530,7 @@ fn finish(
         .alive()
         .filter(|&(i, _)| c.tasks[i].is_some())
         .flat_map(|(_, t)| {
-            t.threads
+            t.others()
                 .iter()
                 .map(|t| t.tid)
                 .chain(std::iter::once(t.pid))
@@ -698,7 +546,7 @@ fn finish(
             let r = c.tasks[i].as_ref()?;
             Some(trace::Resumable {
                 pid: t.pid,
-                threads: t.threads.iter().map(|t| t.tid).collect(),
+                threads: t.others().iter().map(|t| t.tid).collect(),
                 syscall_insn: r.syscall_insn,
                 restorer: r.restorer,
                 stop_signal: t.stop_signal,
@@ -713,7 +561,7 @@ fn finish(
 /// Kills every task of the tree that exists (announced itself in its slot) and reaps them all:
 /// the root as our child, the others as tracees or as orphans handed to us (we are a child
 /// subreaper while restoring).
-fn kill_tree(tree: &plan::TreePlan, sync: &tree::SyncPage, root: i32) {
+fn kill_tree(tree: &plan::TreePlan, sync: &sync::SyncPage, root: i32) {
     use std::sync::atomic::Ordering;
     let slots = sync.slots();
     slots.abort();
@@ -828,11 +676,7 @@ fn clone_via_last_pid(pid: i32) -> Result<i32, RestoreError> {
     Ok(r as i32)
 }
 
-/// Wraps a raw descriptor the caller owns.
-pub(crate) fn owned(fd: i32) -> OwnedFd {
-    // SAFETY: callers pass a descriptor they just created and own exclusively.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
+pub(crate) use crate::files::owned;
 
 /// Whether wholly saved 2 MiB blocks of private anonymous memory are given huge pages when
 /// they are filled: not when the administrator turned transparent huge pages off

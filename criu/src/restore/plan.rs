@@ -137,7 +137,7 @@ pub struct FpuPlan {
     pub components: Vec<(u32, Vec<u8>)>,
 }
 
-/// One more thread of the task (besides the leader, whose state is in [`TaskPlan`]).
+/// One thread of a task: its registers and what the kernel keeps per thread.
 #[derive(Clone, Debug, Default)]
 pub struct ThreadPlan {
     /// Its thread id.
@@ -149,13 +149,13 @@ pub struct ThreadPlan {
     /// Blocked signals.
     pub sigmask: u64,
     /// Alternate signal stack (`ss_sp`, `ss_flags`, `ss_size`).
-    pub altstack: Option<(u64, i32, u64)>,
+    pub altstack: Option<AltStack>,
     /// `set_tid_address` value.
     pub clear_tid_addr: u64,
     /// Robust futex list (head, len).
-    pub robust_list: (u64, u64),
+    pub robust_list: RobustList,
     /// rseq registration (area, len, signature).
-    pub rseq: Option<(u64, u32, u32)>,
+    pub rseq: Option<Rseq>,
     /// Pending signals of this thread.
     pub pending: Vec<[u8; abi::SIGINFO_SIZE]>,
     /// Credentials.
@@ -171,9 +171,19 @@ pub struct ThreadPlan {
 }
 
 impl TaskPlan {
-    /// Whether the leader or another thread goes back under seccomp.
+    /// Whether a thread goes back under seccomp.
     pub fn under_seccomp(&self) -> bool {
-        self.seccomp.is_some() || self.threads.iter().any(|t| t.seccomp.is_some())
+        self.threads.iter().any(|t| t.seccomp.is_some())
+    }
+
+    /// The leader thread (`None` only for a zombie).
+    pub fn leader(&self) -> Option<&ThreadPlan> {
+        self.threads.first()
+    }
+
+    /// The threads besides the leader.
+    pub fn others(&self) -> &[ThreadPlan] {
+        self.threads.get(1..).unwrap_or(&[])
     }
 }
 
@@ -189,8 +199,8 @@ pub struct SeccompPlan {
     pub filters: Vec<(Vec<u8>, u32)>,
 }
 
-/// Everything needed to bring back one task (its leader thread here, the others in
-/// [`TaskPlan::threads`]).
+/// Everything needed to bring back one task: what the whole process shares here, what each
+/// thread has of its own in [`TaskPlan::threads`] (the leader first).
 #[derive(Clone, Debug, Default)]
 pub struct TaskPlan {
     /// The pid to recreate.
@@ -226,14 +236,6 @@ pub struct TaskPlan {
     pub mm: Option<abi::MmMap>,
     /// Saved auxiliary vector words.
     pub auxv: Vec<u64>,
-    /// General registers.
-    pub regs: UserRegs,
-    /// FPU state.
-    pub fpu: FpuPlan,
-    /// Blocked signals.
-    pub sigmask: u64,
-    /// Alternate signal stack (`ss_sp`, `ss_flags`, `ss_size`).
-    pub altstack: Option<(u64, i32, u64)>,
     /// Handlers of signals 1..=64 (empty: leave).
     pub sigactions: Vec<abi::KSigaction>,
     /// Resource limits (resource `i` at index `i`).
@@ -242,41 +244,25 @@ pub struct TaskPlan {
     pub itimers: [Option<abi::Itimerval>; 3],
     /// POSIX timers.
     pub posix_timers: Vec<abi::PosixTimer>,
-    /// Credentials.
-    pub creds: Option<CredsPlan>,
     /// Personality.
     pub personality: Option<u32>,
     /// Dumpable.
     pub dumpable: Option<i32>,
-    /// Parent-death signal.
-    pub pdeath_sig: Option<i32>,
-    /// no_new_privs.
-    pub no_new_privs: bool,
-    /// The leader's seccomp mode and filters.
-    pub seccomp: Option<SeccompPlan>,
     /// File locks to take once its descriptors are in place.
-    pub locks: Vec<crate::restore::child::LockOp>,
+    pub locks: Vec<LockOp>,
     /// THP disabled.
     pub thp_disabled: Option<bool>,
     /// Child subreaper.
     pub child_subreaper: Option<bool>,
-    /// `set_tid_address` value.
-    pub clear_tid_addr: u64,
-    /// Robust futex list (head, len).
-    pub robust_list: (u64, u64),
-    /// rseq registration (area, len, signature).
-    pub rseq: Option<(u64, u32, u32)>,
     /// Process-wide pending signals (raw `siginfo_t`s).
     pub pending_shared: Vec<[u8; abi::SIGINFO_SIZE]>,
-    /// Thread pending signals.
-    pub pending_thread: Vec<[u8; abi::SIGINFO_SIZE]>,
     /// `oom_score_adj`.
     pub oom_score_adj: Option<i32>,
     /// The task was job-control stopped by this signal: it is stopped again after the restore.
     pub stop_signal: Option<i32>,
     /// Scheduling: nice value, policy and real-time priority.
-    pub sched: Option<(i32, u32, u32)>,
-    /// The other threads.
+    pub sched: Option<Sched>,
+    /// Its threads, the leader first (none for a zombie).
     pub threads: Vec<ThreadPlan>,
 }
 
@@ -315,7 +301,7 @@ impl TreePlan {
     pub fn all_ids(&self) -> impl Iterator<Item = i32> + '_ {
         self.tasks
             .iter()
-            .flat_map(|t| std::iter::once(t.pid).chain(t.threads.iter().map(|th| th.tid)))
+            .flat_map(|t| std::iter::once(t.pid).chain(t.others().iter().map(|th| th.tid)))
     }
 
     /// The tasks that come back alive (not zombies).
@@ -325,4 +311,61 @@ impl TreePlan {
             .enumerate()
             .filter(|(_, t)| t.zombie.is_none())
     }
+}
+
+/// A file lock to take through a descriptor of the new task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockOp {
+    /// `flock` (2), a POSIX record lock (1) or an OFD record lock (4): CRIU's kinds.
+    pub kind: u32,
+    /// `F_RDLCK` or `F_WRLCK`.
+    pub ltype: u32,
+    /// The descriptor.
+    pub fd: i32,
+    /// First byte (record locks).
+    pub start: i64,
+    /// Length, 0 for "to the end" (record locks).
+    pub len: i64,
+}
+
+/// An rseq registration: the area, its length and the signature of its abort handlers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rseq {
+    /// The `struct rseq` area.
+    pub area: u64,
+    /// Its registered length.
+    pub len: u32,
+    /// The signature.
+    pub sig: u32,
+}
+
+/// An alternate signal stack (`sigaltstack`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AltStack {
+    /// `ss_sp`.
+    pub sp: u64,
+    /// `ss_flags`.
+    pub flags: i32,
+    /// `ss_size`.
+    pub size: u64,
+}
+
+/// A robust futex list (`set_robust_list`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RobustList {
+    /// The list head.
+    pub head: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+/// Scheduling: nice value, policy and real-time priority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sched {
+    /// The nice value.
+    pub nice: i32,
+    /// `SCHED_*`.
+    pub policy: u32,
+    /// Real-time priority.
+    pub prio: u32,
 }

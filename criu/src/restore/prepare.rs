@@ -6,22 +6,24 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use compel_arch::RT_SIGFRAME_UC_OFFSET;
-use compel_arch::{SigStack, SigframeState, rt_sigframe_size, write_rt_sigframe};
+use compel_arch::rt_sigframe_size;
 use compel_proto::blob::BlobDesc;
-use nix::errno::Errno;
 
 use super::abi::{self, RestorerArgs};
-use super::child::{ChildPlan, FdOp, FillOp, PremapOp};
-use super::layout::{self, PAGE, Special, TASK_SIZE, page_up};
-use super::plan::{FdSource, TaskPlan, VmaKind};
-use super::{RestoreError, RestoreOptions, fpu, owned};
+use super::error::RestoreError;
+use super::layout::{self, HUGE, PAGE, Special, page_up};
+use super::ops::{ChildPlan, FdOp, FillHelper, FillOp, PremapOp, TaskCtx};
+use super::plan::{FdSource, Rseq, TaskPlan, VmaKind};
+use super::preflight::vdso_moves;
+pub use super::preflight::{preflight, preflight_against};
+use super::restorer::{
+    LeaderState, Reservation, STACK_SIZE, THREAD_STACK_SIZE, Task, map_restorer, restorer_args,
+    restorer_blob, seccomp_size, sym, task_fpu,
+};
+use super::{RestoreOptions, fpu};
 use crate::files::MAX_ENDS;
+use crate::files::owned;
 
-/// Stack of the restorer.
-const STACK_SIZE: u64 = 64 << 10;
-/// Stack of each other thread in the restorer.
-const THREAD_STACK_SIZE: u64 = 16 << 10;
 /// glibc's rseq signature on x86_64.
 const GLIBC_RSEQ_SIG: u32 = 0x5305_3053;
 
@@ -39,226 +41,6 @@ pub struct Prepared {
     pub syscall_insn: u64,
     /// The restorer's own area `(start, len)` (unmapped once the task is back).
     pub restorer: (u64, u64),
-}
-
-/// Checks the plan against this machine: pid free, hard limits reachable, FPU state fitting,
-/// vDSO layout the same.
-///
-/// # Errors
-/// [`RestoreError::PidBusy`], [`RestoreError::Rlimit`], [`RestoreError::Fpu`],
-/// [`RestoreError::Vdso`], [`RestoreError::Io`] (our own maps unreadable).
-pub fn preflight(plan: &TaskPlan) -> Result<(), RestoreError> {
-    preflight_against(plan, &Special::from_maps(&layout::self_maps()?), true)
-}
-
-/// [`preflight`] against `ours`, our own special mappings ([`Special::from_maps`]), read once
-/// for all the tasks of a tree; FPU state this CPU cannot hold is refused only when
-/// `fpu_check` (see [`fpu::build_checked`]).
-///
-/// # Errors
-/// As [`preflight`].
-pub fn preflight_against(
-    plan: &TaskPlan,
-    ours: &Special,
-    fpu_check: bool,
-) -> Result<(), RestoreError> {
-    for id in std::iter::once(plan.pid).chain(plan.threads.iter().map(|t| t.tid)) {
-        if std::path::Path::new(&format!("/proc/{id}")).exists() {
-            return Err(RestoreError::PidBusy { pid: id });
-        }
-    }
-    for t in &plan.threads {
-        fpu::build_checked(&t.fpu, fpu_check)?;
-    }
-    let cap_resource = has_cap(24);
-    for (res, l) in plan.rlimits.iter().enumerate() {
-        if l.cur > l.max {
-            return Err(RestoreError::BadImage {
-                file: format!("core-{}.img", plan.pid),
-                reason: format!("rlimit {res}: soft {} above hard {}", l.cur, l.max),
-            });
-        }
-        if let Some(have) = our_hard_limit(res)
-            && l.max > have
-            && !cap_resource
-            && !MACHINE_SIZED_RLIMITS.contains(&res)
-        {
-            return Err(RestoreError::Rlimit {
-                resource: res,
-                wanted: l.max,
-                have,
-            });
-        }
-    }
-    fpu::build_checked(&plan.fpu, fpu_check)?;
-    vdso_moves(plan, ours)?;
-    // CAP_SYS_ADMIN (21): the engine traces tasks under seccomp with PTRACE_O_SUSPEND_SECCOMP.
-    if plan.under_seccomp() && !has_cap(21) {
-        return Err(RestoreError::Unsupported {
-            what: format!(
-                "task {} runs under seccomp: restoring it needs CAP_SYS_ADMIN",
-                plan.pid
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// The xsave area of thread `tid`: with `--cpu-cap=none`, state this CPU has no registers for
-/// is left out, with a warning naming it.
-fn task_fpu(
-    tid: i32,
-    fpu: &super::plan::FpuPlan,
-    opts: &RestoreOptions,
-) -> Result<fpu::Xsave, RestoreError> {
-    let (x, dropped) = fpu::build_checked(fpu, !opts.no_fpu_check)?;
-    for n in dropped {
-        tracing::warn!(
-            tid,
-            component = n,
-            what = fpu::component_name(n),
-            "saved register state left out: this CPU has no such registers (--cpu-cap=none)"
-        );
-    }
-    Ok(x)
-}
-
-/// Our own hard limit of `res`.
-fn our_hard_limit(res: usize) -> Option<u64> {
-    let mut have = libc::rlimit64 {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit64 writes one struct into a live local.
-    (unsafe { libc::getrlimit64(res as _, &mut have) } == 0).then_some(have.rlim_max)
-}
-
-/// `RLIMIT_NPROC` and `RLIMIT_SIGPENDING`: their default hard limits follow the machine's memory
-/// size, so a task dumped on a slightly bigger machine comes back with ours (and a warning)
-/// instead of failing.
-const MACHINE_SIZED_RLIMITS: [usize; 2] = [6, 11];
-
-/// The limits to install: the saved ones, except that a machine-sized hard limit above ours is
-/// lowered to ours when we cannot raise it.
-fn reachable_rlimits(plan: &TaskPlan) -> Vec<abi::Rlimit> {
-    let cap_resource = has_cap(24);
-    let mut out = plan.rlimits.clone();
-    for &res in &MACHINE_SIZED_RLIMITS {
-        let Some(l) = out.get_mut(res) else { continue };
-        if let Some(have) = our_hard_limit(res)
-            && l.max > have
-            && !cap_resource
-        {
-            tracing::warn!(
-                pid = plan.pid,
-                resource = res,
-                saved = l.max,
-                ours = have,
-                "hard limit lowered to this machine's"
-            );
-            l.max = have;
-            l.cur = l.cur.min(l.max);
-        }
-    }
-    out
-}
-
-fn has_cap(cap: u32) -> bool {
-    // Our capabilities do not change while we restore: read them once.
-    static EFFECTIVE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let eff = EFFECTIVE.get_or_init(|| compel::proc::self_effective_caps().unwrap_or(0));
-    eff & (1 << cap) != 0
-}
-
-/// The moves that put this kernel's special mappings where the task had them.
-fn vdso_moves(plan: &TaskPlan, cur: &Special) -> Result<Vec<abi::Move>, RestoreError> {
-    let span = |k: VmaKind| -> Option<(u64, u64)> {
-        let mut it = plan.vmas.iter().filter(|v| v.kind == k);
-        let first = it.next()?;
-        let mut s = (first.start, first.end);
-        for v in it {
-            if v.start == s.1 {
-                s.1 = v.end;
-            }
-        }
-        Some(s)
-    };
-    let t_vdso = span(VmaKind::Vdso);
-    let t_vvar = span(VmaKind::Vvar);
-    let mut moves = Vec::new();
-    let vdso_err = |reason: String| RestoreError::Vdso { reason };
-    if let Some((ts, te)) = t_vdso {
-        let (cs, ce) = cur
-            .vdso
-            .ok_or_else(|| vdso_err("this process has no vdso".into()))?;
-        if ce - cs != te - ts {
-            return Err(vdso_err(format!(
-                "vdso is {:#x} bytes here, {:#x} in the image (another kernel?)",
-                ce - cs,
-                te - ts
-            )));
-        }
-        moves.push(abi::Move {
-            from: cs,
-            to: ts,
-            len: te - ts,
-        });
-    }
-    if let Some((ts, te)) = t_vvar {
-        let (cs, ce) = cur
-            .vvar_span()
-            .ok_or_else(|| vdso_err("this process has no vvar".into()))?;
-        if ce - cs != te - ts {
-            return Err(vdso_err(format!(
-                "vvar is {:#x} bytes here, {:#x} in the image (another kernel?)",
-                ce - cs,
-                te - ts
-            )));
-        }
-        if let (Some((tds, _)), Some((cds, _))) = (t_vdso, cur.vdso)
-            && tds.wrapping_sub(ts) != cds.wrapping_sub(cs)
-        {
-            return Err(vdso_err(
-                "vvar and vdso are placed differently by this kernel".into(),
-            ));
-        }
-        for part in [cur.vvar, cur.vvar_vclock].into_iter().flatten() {
-            moves.push(abi::Move {
-                from: part.0,
-                to: ts + (part.0 - cs),
-                len: part.1 - part.0,
-            });
-        }
-    } else {
-        // The task had no vvar: this kernel's is unmapped with the rest.
-    }
-    if moves.len() > abi::MAX_VDSO {
-        return Err(vdso_err("too many special mappings".into()));
-    }
-    Ok(moves)
-}
-
-/// What a task shares with the others of its tree, made by the engine before the first task
-/// is created.
-#[derive(Debug, Default)]
-pub struct TaskCtx {
-    /// The root of the tree (criu is its parent).
-    pub root: bool,
-    /// Service descriptors go at or above this number (above every task's descriptors and the
-    /// shared ones).
-    pub fd_floor: i32,
-    /// Target fd -> the engine's descriptor of the open file it shares with other tasks.
-    pub shared_fds: std::collections::HashMap<i32, i32>,
-    /// shmid -> the engine's mapping of a shared anonymous object other tasks map too (already
-    /// filled).
-    pub shm: std::collections::HashMap<u64, u64>,
-    /// A free pid for a helper process that shares a big fill (none: the task fills alone).
-    pub helper_pid: Option<i32>,
-    /// Give wholly saved 2 MiB blocks of private anonymous memory a huge page each
-    /// (`MADV_COLLAPSE`) before filling them.
-    pub huge_pages: bool,
-    /// Fill small pages of private anonymous memory with `UFFDIO_COPY` where it can.
-    pub uffd: bool,
 }
 
 /// Fills of at least this many bytes are shared with a helper process.
@@ -329,6 +111,9 @@ fn fd_ops(plan: &TaskPlan, shared_fds: &HashMap<i32, i32>) -> Vec<FdOp> {
             let FdSource::File(o) = &g.source else {
                 continue;
             };
+            if shared_fds.contains_key(&g.fd) {
+                continue;
+            }
             if o.group() != Some(group) || o.fd_type() != file.fd_type() {
                 continue;
             }
@@ -466,119 +251,11 @@ fn split_fills(fills: &mut Vec<FillOp>) -> usize {
     fills.len()
 }
 
-/// The PMD size on x86_64: what one huge page or one page table covers.
-pub(crate) const HUGE: u64 = 2 << 20;
-
-/// A growable byte area with a known base address in the task.
-struct Area {
-    base: u64,
-    bytes: Vec<u8>,
-}
-
-impl Area {
-    fn align(&mut self, a: usize) {
-        let n = self.bytes.len().next_multiple_of(a);
-        self.bytes.resize(n, 0);
-    }
-
-    fn push(&mut self, data: &[u8], align: usize) -> u64 {
-        self.align(align);
-        let at = self.base + self.bytes.len() as u64;
-        self.bytes.extend_from_slice(data);
-        at
-    }
-}
-
-/// Bytes the argument area needs for a thread's seccomp filters (records and programs).
-fn seccomp_size(s: Option<&super::plan::SeccompPlan>) -> usize {
-    s.map_or(0, |s| {
-        s.filters
-            .iter()
-            .map(|(prog, _)| prog.len() + std::mem::size_of::<abi::SeccompFilter>() + 8)
-            .sum::<usize>()
-            + 8
-    })
-}
-
-/// Places a thread's seccomp filters in the argument area; returns its record for the
-/// restorer.
-fn push_seccomp(area: &mut Area, s: Option<&super::plan::SeccompPlan>) -> abi::Seccomp {
-    let Some(s) = s else {
-        return abi::Seccomp::default();
-    };
-    let recs: Vec<abi::SeccompFilter> = s
-        .filters
-        .iter()
-        .map(|(prog, flags)| abi::SeccompFilter {
-            prog: area.push(prog, 8),
-            len: (prog.len() / 8) as u32,
-            flags: *flags,
-        })
-        .collect();
-    abi::Seccomp {
-        mode: s.mode,
-        n_filters: recs.len() as u32,
-        filters: area.push(&slice_bytes(&recs), 8),
-    }
-}
-
-/// Bytes of a plain `repr(C)` value made only of integers.
-fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
-    // SAFETY: callers pass `repr(C)` types of integer fields without padding (the abi types,
-    // whose sizes are pinned to the sum of their fields), so every byte is initialised.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-        .to_vec()
-}
-
-fn slice_bytes<T: Copy>(v: &[T]) -> Vec<u8> {
-    v.iter().flat_map(|x| bytes_of(x)).collect()
-}
-
-fn restorer_blob() -> Result<BlobDesc<'static>, RestoreError> {
-    // A blob file named by CRIU_RESTORER_BLOB replaces the built-in one (for debugging).
-    let b = match std::env::var_os("CRIU_RESTORER_BLOB") {
-        Some(path) => {
-            let data = std::fs::read(&path).map_err(|e| RestoreError::Io {
-                what: format!("reading {}", std::path::Path::new(&path).display()),
-                error: e,
-            })?;
-            let data: &'static [u8] = Box::leak(data.into_boxed_slice());
-            BlobDesc::parse(data).map_err(|e| RestoreError::Blob {
-                reason: format!("{e:?}"),
-            })?
-        }
-        None => builtin_blob()?,
-    };
-    b.validate().map_err(|e| RestoreError::Blob {
-        reason: format!("{e:?}"),
-    })?;
-    Ok(b)
-}
-
-fn builtin_blob() -> Result<BlobDesc<'static>, RestoreError> {
-    Ok(parasite_blobs::restorer::blob())
-}
-
-fn sym(b: &BlobDesc<'_>, name: &str) -> Result<u64, RestoreError> {
-    b.symbol(name)
-        .map(|o| o as u64)
-        .ok_or_else(|| RestoreError::Blob {
-            reason: format!("no symbol {name}"),
-        })
-}
-
-fn sys_err(what: &'static str) -> RestoreError {
-    RestoreError::Sys {
-        what,
-        errno: Errno::last(),
-    }
-}
-
 fn pipe() -> Result<(OwnedFd, OwnedFd), RestoreError> {
     let mut p = [0i32; 2];
     // SAFETY: pipe2 writes two descriptors into a live local array.
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(sys_err("creating a pipe"));
+        return Err(RestoreError::last_sys("creating a pipe"));
     }
     Ok((owned(p[0]), owned(p[1])))
 }
@@ -588,7 +265,7 @@ fn dup_above(fd: &OwnedFd, min: i32) -> Result<OwnedFd, RestoreError> {
     // SAFETY: fcntl F_DUPFD_CLOEXEC on a descriptor we own creates a new one we own.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
     if r < 0 {
-        return Err(sys_err("moving a service descriptor"));
+        return Err(RestoreError::last_sys("moving a service descriptor"));
     }
     Ok(owned(r))
 }
@@ -615,7 +292,11 @@ pub fn prepare(
     let maps = layout::self_maps()?;
     let special = Special::from_maps(&maps);
     let vdso = vdso_moves(plan, &special)?;
-    let xsave = task_fpu(plan.pid, &plan.fpu, opts)?;
+    let leader = plan.leader().ok_or_else(|| RestoreError::BadImage {
+        file: format!("core-{}.img", plan.pid),
+        reason: "a live task without threads".into(),
+    })?;
+    let xsave = task_fpu(plan.pid, &leader.fpu, opts)?;
 
     // Sizes.
     let premapped: Vec<&super::plan::Vma> = plan.vmas.iter().filter(|v| v.premapped()).collect();
@@ -624,12 +305,12 @@ pub fn prepare(
     let frame_size = rt_sigframe_size(xsave.bytes.len()) as u64;
     let extra = (premapped.len() * 24
         + plan.posix_timers.len() * 64
-        + plan.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
-        + (plan.pending_shared.len() + plan.pending_thread.len()) * abi::SIGINFO_SIZE
+        + leader.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
+        + (plan.pending_shared.len() + leader.pending.len()) * abi::SIGINFO_SIZE
         + plan.auxv.len() * 8
-        + seccomp_size(plan.seccomp.as_ref())) as u64;
+        + seccomp_size(leader.seccomp.as_ref())) as u64;
     let thread_extra: u64 = plan
-        .threads
+        .others()
         .iter()
         .map(|t| {
             (std::mem::size_of::<abi::ThreadArgs>()
@@ -646,7 +327,7 @@ pub fn prepare(
     );
     let scratch_size: u64 = vdso.iter().map(|m| m.len).sum::<u64>().max(PAGE);
     let restorer_len =
-        blob_size + args_size + STACK_SIZE + plan.threads.len() as u64 * THREAD_STACK_SIZE;
+        blob_size + args_size + STACK_SIZE + plan.others().len() as u64 * THREAD_STACK_SIZE;
     let total = premap_size + PAGE + restorer_len + scratch_size;
 
     let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
@@ -667,23 +348,18 @@ pub fn prepare(
         )
     };
     if r == libc::MAP_FAILED || r as u64 != base {
-        return Err(sys_err("reserving the restore area"));
+        return Err(RestoreError::last_sys("reserving the restore area"));
     }
     let resv = (base, total);
-    match build(
-        plan,
-        opts,
-        ctx,
-        &blob,
+    let lay = Reservation {
         base,
         premap_size,
         blob_size,
         args_size,
         restorer_len,
-        &vdso,
-        &xsave,
-        &premapped,
-    ) {
+    };
+    let task = Task { plan, opts, ctx };
+    match build(task, &blob, &lay, &vdso, &xsave, &premapped) {
         Ok(mut p) => {
             p.resv = resv;
             // Unmapped as a whole at the end: by then only the restorer and the gap page are left.
@@ -699,26 +375,29 @@ pub fn prepare(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build(
-    plan: &TaskPlan,
-    opts: &RestoreOptions,
-    ctx: &TaskCtx,
-    blob: &BlobDesc<'_>,
-    base: u64,
-    premap_size: u64,
-    blob_size: u64,
-    args_size: u64,
-    restorer_len: u64,
-    vdso: &[abi::Move],
-    xsave: &fpu::Xsave,
-    premapped: &[&super::plan::Vma],
-) -> Result<Prepared, RestoreError> {
-    let rbase = base + premap_size + PAGE;
-    let args_base = rbase + blob_size;
-    let stack_top = args_base + args_size + STACK_SIZE;
-    let scratch = rbase + restorer_len;
+/// The task's memory work: the areas to premap and the page runs to read into them.
+struct MemoryPlan {
+    /// Premap addresses of the premapped areas, in order.
+    premap_addr: Vec<u64>,
+    /// The areas and temporary shared objects to premap.
+    premap: Vec<PremapOp>,
+    /// The page runs.
+    fills: Vec<FillOp>,
+    /// Whole 2 MiB blocks to give a huge page first.
+    collapse: Vec<(u64, u64)>,
+    /// The fill helper's pid, when the fill is big enough to share.
+    helper: Option<i32>,
+    /// The helper's share: the runs from this index on.
+    helper_from: usize,
+}
 
+/// Lays out the premapped areas of the task at `base` and splits its page runs over them.
+fn memory_plan(
+    plan: &TaskPlan,
+    ctx: &TaskCtx,
+    premapped: &[&super::plan::Vma],
+    base: u64,
+) -> MemoryPlan {
     // Premap addresses, in order; then the shared objects that several areas map.
     let objects = shared_objects(premapped, ctx);
     let (area_off, object_off, _) = premap_layout(premapped, &objects);
@@ -857,6 +536,36 @@ fn build(
         });
     }
 
+    MemoryPlan {
+        premap_addr,
+        premap,
+        fills,
+        collapse,
+        helper,
+        helper_from,
+    }
+}
+
+/// The descriptors the task keeps while it closes the others.
+struct ServiceFds {
+    /// Our end of the status pipe.
+    status_r: OwnedFd,
+    /// Descriptors only the child needs (the status pipe's write end first, the executable).
+    child_only: Vec<OwnedFd>,
+    /// The executable's descriptor (`u32::MAX`: none).
+    exe_fd: u32,
+    /// The engine's shared descriptors this task inherits.
+    inherited: Vec<i32>,
+    /// All descriptors kept, sorted.
+    service_fds: Vec<i32>,
+    /// The status pipe's write end.
+    status_fd: i32,
+    /// Temporary descriptors go at or above this number.
+    tmp_fd_base: i32,
+}
+
+/// Opens the status pipe and the executable above every descriptor number the task uses.
+fn service_fds(plan: &TaskPlan, ctx: &TaskCtx) -> Result<ServiceFds, RestoreError> {
     // Service descriptors above every target number (and above the shared ones).
     let max_fd = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
     let floor = ctx.fd_floor.max(max_fd + 1);
@@ -891,280 +600,71 @@ fn build(
     let status_fd = child_only[0].as_raw_fd();
     let tmp_fd_base = service_fds.last().copied().unwrap_or(max_fd) + 1;
 
-    // Descriptors.
-    let fds = fd_ops(plan, &ctx.shared_fds);
+    Ok(ServiceFds {
+        status_r,
+        child_only,
+        exe_fd,
+        inherited,
+        service_fds,
+        status_fd,
+        tmp_fd_base,
+    })
+}
 
-    // The argument block and everything it points at.
-    let mut area = Area {
-        base: args_base,
-        bytes: vec![0u8; std::mem::size_of::<RestorerArgs>()],
-    };
+/// Builds the task's work list and its restorer's area inside the reservation `lay`.
+fn build(
+    t: Task<'_>,
+    blob: &BlobDesc<'_>,
+    lay: &Reservation,
+    vdso: &[abi::Move],
+    xsave: &fpu::Xsave,
+    premapped: &[&super::plan::Vma],
+) -> Result<Prepared, RestoreError> {
+    let Task { plan, ctx, .. } = t;
+    let mem = memory_plan(plan, ctx, premapped, lay.base);
+    let fds = service_fds(plan, ctx)?;
     let moves: Vec<abi::Move> = premapped
         .iter()
-        .enumerate()
-        .map(|(i, v)| abi::Move {
-            from: premap_addr[i],
+        .zip(&mem.premap_addr)
+        .map(|(v, &from)| abi::Move {
+            from,
             to: v.start,
             len: v.len(),
         })
         .collect();
-    let vmas_at = area.push(&slice_bytes(&moves), 8);
-    let timers_at = area.push(&slice_bytes(&plan.posix_timers), 8);
-    let mut creds = abi::Creds::default();
-    if let Some(c) = &plan.creds {
-        creds = c.creds;
-        creds.ngroups = c.groups.len() as u32;
-        creds.groups = area.push(&slice_bytes(&c.groups), 8);
-    }
-    let mut sig_bytes = Vec::new();
-    for s in plan.pending_shared.iter().chain(&plan.pending_thread) {
-        sig_bytes.extend_from_slice(s);
-    }
-    let siginfo_at = area.push(&sig_bytes, 8);
-    let seccomp = push_seccomp(&mut area, plan.seccomp.as_ref());
-    let auxv_at = area.push(&slice_bytes(&plan.auxv), 8);
-    area.align(compel_arch::FPSTATE_ALIGN);
-    let frame_at = area.base + area.bytes.len() as u64;
-    let mut frame = vec![0u8; rt_sigframe_size(xsave.bytes.len())];
-    let state = SigframeState {
-        regs: &plan.regs,
-        xsave: &xsave.bytes,
-        xfeatures: xsave.xfeatures,
-        sigmask: plan.sigmask,
-        altstack: plan.altstack.map(|(sp, flags, size)| SigStack {
-            ss_sp: sp,
-            ss_flags: flags,
-            pad: 0,
-            ss_size: size,
-        }),
-    };
-    write_rt_sigframe(&mut frame, frame_at, &state).map_err(|e| RestoreError::Fpu {
-        reason: format!("signal frame: {e:?}"),
+    let thread = plan.leader().ok_or_else(|| RestoreError::BadImage {
+        file: format!("core-{}.img", plan.pid),
+        reason: "a live task without threads".into(),
     })?;
-    area.bytes.extend_from_slice(&frame);
-
-    // The other threads: their frames, signals, groups and argument records.
-    let mut targs: Vec<abi::ThreadArgs> = Vec::with_capacity(plan.threads.len());
-    for (i, t) in plan.threads.iter().enumerate() {
-        let tx = task_fpu(t.tid, &t.fpu, opts)?;
-        area.align(compel_arch::FPSTATE_ALIGN);
-        let t_frame_at = area.base + area.bytes.len() as u64;
-        let mut frame = vec![0u8; rt_sigframe_size(tx.bytes.len())];
-        let state = SigframeState {
-            regs: &t.regs,
-            xsave: &tx.bytes,
-            xfeatures: tx.xfeatures,
-            sigmask: t.sigmask,
-            altstack: t.altstack.map(|(sp, flags, size)| SigStack {
-                ss_sp: sp,
-                ss_flags: flags,
-                pad: 0,
-                ss_size: size,
-            }),
-        };
-        write_rt_sigframe(&mut frame, t_frame_at, &state).map_err(|e| RestoreError::Fpu {
-            reason: format!("signal frame of thread {}: {e:?}", t.tid),
-        })?;
-        area.bytes.extend_from_slice(&frame);
-        let sig: Vec<u8> = t.pending.iter().flatten().copied().collect();
-        let t_siginfo = area.push(&sig, 8);
-        let t_seccomp = push_seccomp(&mut area, t.seccomp.as_ref());
-        let mut creds = abi::Creds::default();
-        if let Some(c) = &t.creds {
-            creds = c.creds;
-            creds.ngroups = c.groups.len() as u32;
-            creds.groups = area.push(&slice_bytes(&c.groups), 8);
-        }
-        let mut comm = [0u8; 16];
-        if let Some(name) = &t.comm {
-            for (d, s) in comm.iter_mut().zip(name.bytes().take(15)) {
-                *d = s;
-            }
-        }
-        let stack_top = args_base + args_size + STACK_SIZE + (i as u64 + 1) * THREAD_STACK_SIZE;
-        targs.push(abi::ThreadArgs {
-            tid: t.tid,
-            set_creds: t.creds.is_some() as u32,
-            stack_top,
-            stack_size: THREAD_STACK_SIZE,
-            sigframe_sp: t_frame_at + RT_SIGFRAME_UC_OFFSET as u64,
-            fs_base: t.regs.fs_base,
-            gs_base: t.regs.gs_base,
-            clear_tid_addr: t.clear_tid_addr,
-            robust_list: t.robust_list.0,
-            robust_list_len: t.robust_list.1,
-            rseq: t.rseq.map_or(0, |r| r.0),
-            rseq_len: t.rseq.map_or(0, |r| r.1),
-            rseq_sig: t.rseq.map_or(0, |r| r.2),
-            siginfo: t_siginfo,
-            n_siginfo: t.pending.len() as u32,
-            pdeath_sig: if opts.detach && ctx.root {
-                abi::KEEP
-            } else {
-                t.pdeath_sig.unwrap_or(abi::KEEP)
-            },
-            comm,
-            creds,
-            no_new_privs: t.no_new_privs as i32,
-            pad: 0,
-            seccomp: t_seccomp,
-        });
-    }
-    let threads_at = area.push(&slice_bytes(&targs), 8);
-    if area.bytes.len() as u64 > args_size {
-        return Err(RestoreError::Blob {
-            reason: "argument area overflow".into(),
-        });
-    }
-
-    let opt = |v: Option<i32>| v.unwrap_or(abi::KEEP);
-    // The parent-death signal fires when the task's parent goes: criu, right away, when it
-    // detaches. Then the task keeps running without it, like a child of init.
-    let pdeath_sig = match plan.pdeath_sig {
-        Some(sig) if sig != 0 && opts.detach && ctx.root => {
-            tracing::warn!(
-                pid = plan.pid,
-                sig,
-                "parent-death signal not restored: criu detaches and would trigger it"
-            );
-            abi::KEEP
-        }
-        other => opt(other),
+    let leader = LeaderState {
+        thread,
+        vdso,
+        xsave,
+        moves: &moves,
+        status_fd: fds.status_fd,
+        exe_fd: fds.exe_fd,
     };
-    let mut comm = [0u8; 16];
-    for (d, s) in comm.iter_mut().zip(plan.comm.bytes().take(15)) {
-        *d = s;
-    }
-    let mut keep = [abi::Range::default(); abi::MAX_KEEP];
-    keep[0] = abi::Range {
-        start: base,
-        end: base
-            + premap_size
-            + PAGE
-            + restorer_len
-            + vdso.iter().map(|m| m.len).sum::<u64>().max(PAGE),
-    };
-    let mut vdso_arr = [abi::Move::default(); abi::MAX_VDSO];
-    vdso_arr[..vdso.len()].copy_from_slice(vdso);
-    let mut sigactions = [abi::KSigaction::default(); abi::NSIG];
-    if !plan.sigactions.is_empty() {
-        sigactions.copy_from_slice(&plan.sigactions[..abi::NSIG]);
-    }
-    let mut rlimits = [abi::Rlimit::default(); abi::NRLIMITS];
-    rlimits[..plan.rlimits.len()].copy_from_slice(&reachable_rlimits(plan));
-    let mut itimers = [abi::Itimerval::default(); 3];
-    let mut itimers_mask = 0;
-    for (i, t) in plan.itimers.iter().enumerate() {
-        if let Some(t) = t {
-            itimers[i] = *t;
-            itimers_mask |= 1 << i;
-        }
-    }
-    let mm = plan.mm.map(|mut m| {
-        m.auxv = auxv_at;
-        m.auxv_size = (plan.auxv.len() * 8) as u32;
-        m.exe_fd = exe_fd;
-        m
-    });
-    let args = RestorerArgs {
-        magic: abi::ARGS_MAGIC,
-        version: abi::ARGS_VERSION,
-        size: std::mem::size_of::<RestorerArgs>() as u32,
+    let area = restorer_args(t, lay, &leader)?;
+    map_restorer(blob, lay, &area, plan.others().len())?;
+    let stack_top = lay.stack_top();
+    let args_base = lay.args_base();
+    let ServiceFds {
+        status_r,
+        child_only,
+        inherited,
+        service_fds,
         status_fd,
-        n_keep: 1,
-        keep,
-        task_size: TASK_SIZE,
-        old_rseq: 0,
-        old_rseq_len: 0,
-        old_rseq_sig: 0,
-        n_vdso: vdso.len() as u32,
-        pad0: 0,
-        vdso: vdso_arr,
-        vdso_scratch: scratch,
-        vmas: vmas_at,
-        n_vmas: moves.len() as u64,
-        mm: mm.unwrap_or_default(),
-        set_mm: mm.is_some() as u32,
-        set_sigactions: !plan.sigactions.is_empty() as u32,
-        sigactions,
-        n_rlimits: plan.rlimits.len() as u32,
-        itimers_mask,
-        rlimits,
-        itimers,
-        posix_timers: timers_at,
-        n_posix_timers: plan.posix_timers.len() as u32,
-        set_creds: plan.creds.is_some() as u32,
-        creds,
-        personality: plan.personality.map_or(abi::KEEP, |p| p as i32),
-        dumpable: opt(plan.dumpable),
-        pdeath_sig,
-        no_new_privs: plan.no_new_privs as i32,
-        thp_disabled: opt(plan.thp_disabled.map(i32::from)),
-        child_subreaper: opt(plan.child_subreaper.map(i32::from)),
-        comm,
-        clear_tid_addr: plan.clear_tid_addr,
-        robust_list: plan.robust_list.0,
-        robust_list_len: plan.robust_list.1,
-        rseq: plan.rseq.map_or(0, |r| r.0),
-        rseq_len: plan.rseq.map_or(0, |r| r.1),
-        rseq_sig: plan.rseq.map_or(0, |r| r.2),
-        siginfo: siginfo_at,
-        n_siginfo_shared: plan.pending_shared.len() as u32,
-        n_siginfo_thread: plan.pending_thread.len() as u32,
-        fs_base: plan.regs.fs_base,
-        gs_base: plan.regs.gs_base,
-        sigframe_sp: frame_at + RT_SIGFRAME_UC_OFFSET as u64,
-        stop_before_return: 1,
-        n_threads: targs.len() as u32,
-        threads: threads_at,
-        threads_ready: 0,
-        pad2: 0,
-        seccomp,
-    };
-    let ab = bytes_of(&args);
-    area.bytes[..ab.len()].copy_from_slice(&ab);
-
-    // Map the restorer's area (blob, arguments, stack) and fill it.
-    let rw_len = (blob_size + args_size + STACK_SIZE) as usize
-        + plan.threads.len() * THREAD_STACK_SIZE as usize;
-    // SAFETY: the range is inside our own reservation, which nothing else uses.
-    let r = unsafe {
-        libc::mmap(
-            rbase as *mut libc::c_void,
-            rw_len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    if r == libc::MAP_FAILED {
-        return Err(sys_err("mapping the restorer"));
-    }
-    // SAFETY: the range was just mapped readable and writable and is ours alone.
-    let mem = unsafe { std::slice::from_raw_parts_mut(rbase as *mut u8, rw_len) };
-    blob.copy_into(&mut mem[..blob_size as usize])
-        .map_err(|e| RestoreError::Blob {
-            reason: format!("{e:?}"),
-        })?;
-    blob.apply_relocs(&mut mem[..blob_size as usize], rbase)
-        .map_err(|e| RestoreError::Blob {
-            reason: format!("{e:?}"),
-        })?;
-    mem[blob_size as usize..blob_size as usize + area.bytes.len()].copy_from_slice(&area.bytes);
-    let text = page_up(blob.text_size as u64) as usize;
-    // SAFETY: changes the protection of the blob's text inside our reservation.
-    if unsafe {
-        libc::mprotect(
-            rbase as *mut libc::c_void,
-            text,
-            libc::PROT_READ | libc::PROT_EXEC,
-        )
-    } != 0
-    {
-        return Err(sys_err("protecting the restorer's code"));
-    }
-
+        tmp_fd_base,
+        ..
+    } = fds;
+    let MemoryPlan {
+        premap,
+        fills,
+        collapse,
+        helper,
+        helper_from,
+        ..
+    } = mem;
     let old_rseq = glibc_rseq();
     let child = ChildPlan {
         premap,
@@ -1174,7 +674,7 @@ fn build(
             .iter()
             .map(|p| CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default())
             .collect(),
-        fill_helper: helper.map(|pid| super::child::FillHelper {
+        fill_helper: helper.map(|pid| FillHelper {
             pid,
             // The restorer's stack: unused until the jump, after the helper ended.
             stack_top: stack_top & !15,
@@ -1182,7 +682,7 @@ fn build(
         }),
         collapse,
         uffd: ctx.uffd,
-        fds,
+        fds: fd_ops(plan, &ctx.shared_fds),
         service_fds,
         inherited,
         tmp_fd_base,
@@ -1204,9 +704,9 @@ fn build(
         child,
         status_r,
         child_only,
-        resv: (base, 0), // set by prepare()
-        syscall_insn: 0, // set by prepare()
-        restorer: (rbase, restorer_len),
+        resv: (lay.base, 0), // set by prepare()
+        syscall_insn: 0,     // set by prepare()
+        restorer: (lay.rbase(), lay.restorer_len),
     })
 }
 
@@ -1216,7 +716,7 @@ unsafe extern "C" {
 }
 
 /// The rseq area glibc registered for this thread, if any.
-fn glibc_rseq() -> Option<(u64, u32, u32)> {
+fn glibc_rseq() -> Option<Rseq> {
     // SAFETY: glibc (2.35 and later) exports these two read-only variables, set at start-up.
     let (off, size) = unsafe { (__rseq_offset, __rseq_size) };
     if size == 0 {
@@ -1224,7 +724,11 @@ fn glibc_rseq() -> Option<(u64, u32, u32)> {
     }
     // SAFETY: pthread_self has no preconditions; with glibc it is the thread pointer.
     let tp = unsafe { libc::pthread_self() } as u64;
-    Some((tp.wrapping_add(off as u64), size.max(32), GLIBC_RSEQ_SIG))
+    Some(Rseq {
+        area: tp.wrapping_add(off as u64),
+        len: size.max(32),
+        sig: GLIBC_RSEQ_SIG,
+    })
 }
 
 #[cfg(test)]
@@ -1232,10 +736,75 @@ mod tests {
     use super::*;
 
     #[test]
-    fn abi_bytes_match_struct_size() {
-        let r = abi::Range { start: 1, end: 2 };
-        assert_eq!(bytes_of(&r).len(), 16);
-        assert_eq!(slice_bytes(&[r, r]).len(), 32);
+    fn fd_ops_make_each_object_once_and_epolls_after_their_targets() {
+        use crate::files::epoll::{EpollFile, EpollTarget};
+        use crate::files::eventfd::EventFdFile;
+        use crate::files::pipe::PipeEnd;
+        use crate::restore::plan::Fd;
+        use std::sync::Arc;
+        let end = |write| {
+            FdSource::File(Arc::new(PipeEnd {
+                id: 9,
+                write,
+                flags: 0,
+                data: Vec::new(),
+                size: 0,
+            }))
+        };
+        let epoll = FdSource::File(Arc::new(EpollFile::new(
+            0,
+            vec![EpollTarget {
+                fd: 5,
+                events: 1,
+                data: 7,
+            }],
+        )));
+        let efd = FdSource::File(Arc::new(EventFdFile {
+            counter: 0,
+            flags: 0,
+        }));
+        let fd = |fd, file_id, source| Fd {
+            fd,
+            file_id,
+            cloexec: false,
+            source,
+        };
+        let plan = TaskPlan {
+            fds: vec![
+                fd(3, 1, end(false)),
+                fd(4, 2, epoll),
+                fd(5, 3, efd),
+                fd(6, 2, FdSource::Dup { of: 4 }),
+                fd(7, 4, end(true)),
+                // A second open file on the read end: a dup of the first.
+                fd(8, 5, end(false)),
+                fd(9, 6, end(true)),
+            ],
+            ..TaskPlan::default()
+        };
+        // fd 9 was made by the engine for several tasks: inherited as engine fd 100.
+        let shared = HashMap::from([(9, 100)]);
+        let ops = fd_ops(&plan, &shared);
+        let shape: Vec<String> = ops
+            .iter()
+            .map(|op| match op {
+                FdOp::Make { file, at, first } => {
+                    format!("make {:?} {at:?} first {first}", file.fd_type())
+                }
+                FdOp::Dup { fd, of, .. } => format!("dup {fd} of {of}"),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "make Pipe [Some((3, false)), Some((7, false))] first 3",
+                "dup 8 of 3",
+                "make Eventfd [Some((5, false)), None] first 5",
+                "dup 9 of 100",
+                "make Eventpoll [Some((4, false)), None] first 4",
+                "dup 6 of 4",
+            ]
+        );
     }
 
     fn run(addr: u64, len: u64) -> FillOp {

@@ -1,7 +1,8 @@
-//! What the tasks of a tree share, worked out and made by the engine before the first task is
-//! created: how every task gets its session and process group, the open files and pipes several
-//! tasks hold, the shared anonymous memory several tasks map, and the shared page the tasks
-//! and the engine synchronise through.
+//! What several tasks of a tree share, made by the engine before the first task is created: the
+//! open files and pipes several tasks hold (each made by its kind, see [`crate::files`]), and
+//! the shared anonymous memory several tasks map; and the pids of the fill helpers. How each
+//! task gets its session and group is in [`super::session`], the page the tasks and the engine
+//! synchronise through in [`super::sync`].
 //!
 //! Everything here is inherited: the engine creates it, the root inherits it when it is cloned
 //! and passes it down as it forks its children; each task keeps what it needs and drops the
@@ -13,89 +14,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use std::sync::Arc;
 
-use super::child::{Slots, SyncSlot};
+use super::error::RestoreError;
 use super::layout::{PAGE, page_up};
-use super::plan::{FdSource, SessionOp, TreePlan, VmaKind};
-use super::{RestoreError, owned};
+use super::plan::{FdSource, TreePlan, VmaKind};
+use crate::files::owned;
 use crate::files::{RestoreFile, kind_name};
-
-/// Works out how each task of `tree` gets its session and group when its parent creates it.
-///
-/// # Errors
-/// [`RestoreError::Unsupported`] for a task whose session or group cannot be reached that way
-/// (a session led by no task of the tree, a group whose leader comes later).
-pub fn session_ops(tree: &TreePlan, shell_job: bool) -> Result<Vec<SessionOp>, RestoreError> {
-    let mut ops = vec![SessionOp::Inherit; tree.tasks.len()];
-    let root = tree.root();
-    ops[0] = if shell_job {
-        // A shell job stays in criu's session and process group (the terminal's job).
-        SessionOp::Inherit
-    } else if root.sid == root.pid {
-        SessionOp::Setsid
-    } else if root.pgid == root.pid {
-        SessionOp::Setpgid(0)
-    } else {
-        SessionOp::Inherit
-    };
-    if !shell_job && root.sid != root.pid {
-        tracing::warn!(
-            pid = root.pid,
-            sid = root.sid,
-            "the root was not a session leader; it joins criu's session"
-        );
-    }
-    let position: HashMap<usize, usize> = tree
-        .order
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| (i, k))
-        .collect();
-    let by_pid: HashMap<i32, usize> = tree
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.pid, i))
-        .collect();
-    for &i in tree.order.iter().skip(1) {
-        let t = &tree.tasks[i];
-        let Some(p) = tree.parent[i] else { continue };
-        let parent = &tree.tasks[p];
-        let unsupported = |what: String| RestoreError::Unsupported { what };
-        ops[i] = if t.sid == t.pid {
-            if t.pgid != t.pid {
-                return Err(unsupported(format!(
-                    "pid {} leads session {} but is in group {}",
-                    t.pid, t.sid, t.pgid
-                )));
-            }
-            SessionOp::Setsid
-        } else if t.sid != parent.sid {
-            return Err(unsupported(format!(
-                "pid {} is in session {}, its parent {} in session {} (no task of the tree \
-                 leads it)",
-                t.pid, t.sid, parent.pid, parent.sid
-            )));
-        } else if t.pgid == parent.pgid {
-            SessionOp::Inherit
-        } else if t.pgid == t.pid {
-            SessionOp::Setpgid(0)
-        } else {
-            let leader = by_pid.get(&t.pgid).copied().filter(|&l| {
-                position[&l] < position[&i]
-                    && tree.tasks[l].pgid == t.pgid
-                    && tree.tasks[l].sid == t.sid
-            });
-            if leader.is_none() {
-                return Err(unsupported(format!(
-                    "pid {} is in process group {}, which has no leader restored before it",
-                    t.pid, t.pgid
-                )));
-            }
-            SessionOp::Setpgid(t.pgid)
-        };
-    }
-    Ok(ops)
-}
 
 /// What one open file is, for sharing: an object made with several files (a pipe) by its kind
 /// and group, anything else by its file id.
@@ -386,58 +309,6 @@ impl Shared {
     }
 }
 
-/// The shared page of [`SyncSlot`]s.
-pub struct SyncPage {
-    addr: u64,
-    len: u64,
-    /// Number of tasks.
-    pub n: usize,
-}
-
-impl SyncPage {
-    /// Maps zeroed slots for `n` tasks and the abort slot.
-    ///
-    /// # Errors
-    /// [`RestoreError::Sys`].
-    pub fn new(n: usize) -> Result<SyncPage, RestoreError> {
-        let len = page_up(((n + 1) * std::mem::size_of::<SyncSlot>()) as u64);
-        // SAFETY: a fresh shared anonymous mapping (zeroed) wherever the kernel likes.
-        let a = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if a == libc::MAP_FAILED {
-            return Err(sys("mapping the tree's sync page"));
-        }
-        Ok(SyncPage {
-            addr: a as u64,
-            len,
-            n,
-        })
-    }
-
-    /// The slots.
-    pub fn slots(&self) -> Slots {
-        Slots {
-            addr: self.addr,
-            n: self.n,
-        }
-    }
-}
-
-impl Drop for SyncPage {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in new(); the borrows of Slots end with self.
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
-    }
-}
-
 /// Up to `n` pids that are free and that the tree does not need, from the top of the pid range
 /// down, for the helpers that share big fills: a pid there is handed out by the kernel only
 /// when it wraps around, so a helper neither takes a pid the tree needs nor races another
@@ -453,4 +324,65 @@ pub fn helper_pids(tree: &TreePlan, n: usize) -> Vec<i32> {
         .filter(|p| !taken.contains(p) && !std::path::Path::new(&format!("/proc/{p}")).exists())
         .take(n)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::pipe::PipeEnd;
+    use crate::restore::plan::{Fd, TaskPlan};
+
+    #[test]
+    fn a_pipe_two_tasks_hold_is_made_once_with_an_fd_per_end() {
+        let end = |write| {
+            FdSource::File(Arc::new(PipeEnd {
+                id: 5,
+                write,
+                flags: 0,
+                data: b"queued".to_vec(),
+                size: 0,
+            }))
+        };
+        let task = |pid, fds: Vec<(i32, u32, bool)>| TaskPlan {
+            pid,
+            fds: fds
+                .into_iter()
+                .map(|(fd, file_id, write)| Fd {
+                    fd,
+                    file_id,
+                    cloexec: false,
+                    source: end(write),
+                })
+                .collect(),
+            ..TaskPlan::default()
+        };
+        // The parent reads at fd 3; the child writes at fd 4 and also holds the read end at 5.
+        let tree = TreePlan {
+            tasks: vec![
+                task(100, vec![(3, 1, false)]),
+                task(101, vec![(4, 2, true), (5, 1, false)]),
+            ],
+            parent: vec![None, Some(0)],
+            children: vec![vec![1], vec![]],
+            order: vec![0, 1],
+        };
+        let shared = Shared::build(&tree).unwrap();
+        let (r, w) = (shared.fds[0][&3], shared.fds[1][&4]);
+        assert_eq!(shared.fds[1][&5], r, "one read end for both tasks");
+        assert_ne!(r, w);
+        assert!(
+            r > 5 && w > 5 && shared.fd_floor > r.max(w),
+            "above every task fd"
+        );
+        // The saved bytes were put back, and the ends are connected.
+        let mut buf = [0u8; 16];
+        // SAFETY: reads from the engine's read end into a live local buffer.
+        let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(&buf[..n as usize], b"queued");
+        // SAFETY: writes a live local buffer to the engine's write end.
+        assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
+        // SAFETY: as above.
+        let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(&buf[..n as usize], b"x");
+    }
 }

@@ -1,0 +1,348 @@
+//! A task's memory from its images: the areas of `mm-PID.img` checked against the files they
+//! map, and the saved pages of `pagemap-PID.img` (and shared memory's own pagemaps).
+
+use std::collections::HashMap;
+
+use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
+use criu_images::pb::{self, FileEntry, MmEntry, RegFileEntry};
+use criu_images::{ImageDir, names};
+
+use super::super::abi;
+use super::super::error::RestoreError;
+use super::super::layout::{PAGE, TASK_SIZE};
+use super::super::plan::*;
+use super::{bad, cpath, img};
+
+const VMA_AREA_REGULAR: u32 = 1 << 0;
+const VMA_AREA_VSYSCALL: u32 = 1 << 2;
+const VMA_AREA_VDSO: u32 = 1 << 3;
+const VMA_FILE_PRIVATE: u32 = 1 << 6;
+const VMA_FILE_SHARED: u32 = 1 << 7;
+const VMA_ANON_SHARED: u32 = 1 << 8;
+const VMA_ANON_PRIVATE: u32 = 1 << 9;
+const VMA_AREA_SYSVIPC: u32 = 1 << 10;
+const VMA_AREA_SOCKET: u32 = 1 << 11;
+const VMA_AREA_VVAR: u32 = 1 << 12;
+const VMA_AREA_AIORING: u32 = 1 << 13;
+const VMA_AREA_MEMFD: u32 = 1 << 14;
+const VMA_AREA_SHSTK: u32 = 1 << 15;
+const VMA_UNSUPP: u32 = 1 << 31;
+
+fn reg_of<'a>(
+    by_id: &HashMap<u32, &'a FileEntry>,
+    id: u32,
+    file: &str,
+) -> Result<&'a RegFileEntry, RestoreError> {
+    by_id.get(&id).and_then(|f| f.reg.as_ref()).ok_or_else(|| {
+        bad(
+            file,
+            format!("file id {id} is not a regular file in files.img"),
+        )
+    })
+}
+
+/// Checks that a file the task maps is still the one it mapped (same size).
+fn check_mapped_file(r: &RegFileEntry) -> Result<(), RestoreError> {
+    let md = std::fs::metadata(&r.name).map_err(|e| RestoreError::MissingFile {
+        path: r.name.clone().into(),
+        source: e,
+    })?;
+    if let Some(size) = r.size
+        && md.is_file()
+        && md.len() != size
+    {
+        return Err(RestoreError::FileChanged {
+            path: r.name.clone().into(),
+            expected: size,
+            found: md.len(),
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn memory(
+    plan: &mut TaskPlan,
+    d: &ImageDir,
+    mm: &MmEntry,
+    by_id: &HashMap<u32, &FileEntry>,
+    file: &str,
+    checked: &mut std::collections::HashSet<u32>,
+) -> Result<(), RestoreError> {
+    let mut check = |id: u32| -> Result<&RegFileEntry, RestoreError> {
+        let r = reg_of(by_id, id, file)?;
+        if checked.insert(id) {
+            check_mapped_file(r)?;
+        }
+        Ok(r)
+    };
+    let mut prev_end = 0u64;
+    for v in &mm.vmas {
+        let st = v.status;
+        if v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 {
+            return Err(bad(
+                file,
+                format!("area {:#x}-{:#x} is malformed", v.start, v.end),
+            ));
+        }
+        if v.start < prev_end {
+            return Err(bad(
+                file,
+                format!("area {:#x} overlaps the previous one", v.start),
+            ));
+        }
+        prev_end = v.end;
+        let unsupported = |what: &str| RestoreError::Unsupported {
+            what: format!("{what} at {:#x}", v.start),
+        };
+        if st & VMA_AREA_VSYSCALL != 0 {
+            plan.vmas.push(mk_vma(v, VmaKind::Vsyscall));
+            continue;
+        }
+        if v.end > TASK_SIZE {
+            return Err(bad(
+                file,
+                format!("area {:#x}-{:#x} beyond user space", v.start, v.end),
+            ));
+        }
+        if st & VMA_UNSUPP != 0 {
+            return Err(unsupported("an area CRIU marked unsupported"));
+        }
+        if st & VMA_AREA_MEMFD != 0 {
+            // CRIU writes shared anonymous memory as a mapping of a memfd named /dev/zero.
+            let shmid = anon_shared_memfd(d, by_id, v.shmid as u32, file)?
+                .ok_or_else(|| unsupported("a memfd mapping"))?;
+            let mut vma = mk_vma(v, VmaKind::AnonShared { shmid });
+            vma.flags |= libc::MAP_ANONYMOUS;
+            plan.vmas.push(vma);
+            continue;
+        }
+        if st & (VMA_AREA_SYSVIPC | VMA_AREA_SOCKET | VMA_AREA_AIORING | VMA_AREA_SHSTK) != 0 {
+            return Err(unsupported(
+                "a System V shm, socket, aio or shadow-stack mapping",
+            ));
+        }
+        if st & VMA_AREA_REGULAR == 0 {
+            return Err(unsupported("an irregular area"));
+        }
+        let kind = if st & VMA_AREA_VVAR != 0 {
+            VmaKind::Vvar
+        } else if st & VMA_AREA_VDSO != 0 {
+            VmaKind::Vdso
+        } else if st & VMA_FILE_PRIVATE != 0 {
+            let r = check(v.shmid as u32)?;
+            VmaKind::FilePrivate {
+                path: cpath(&r.name)?,
+            }
+        } else if st & VMA_FILE_SHARED != 0 {
+            let r = check(v.shmid as u32)?;
+            let acc = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32 & libc::O_ACCMODE;
+            VmaKind::FileShared {
+                path: cpath(&r.name)?,
+                writable: acc != libc::O_RDONLY,
+            }
+        } else if st & VMA_ANON_SHARED != 0 {
+            VmaKind::AnonShared { shmid: v.shmid }
+        } else if st & VMA_ANON_PRIVATE != 0 {
+            VmaKind::AnonPrivate
+        } else {
+            return Err(unsupported("an area of unknown kind"));
+        };
+        plan.vmas.push(mk_vma(v, kind));
+    }
+    // The kernel keeps at most AT_VECTOR_SIZE (52 on x86_64) auxv words.
+    if mm.mm_saved_auxv.len() > 52 {
+        return Err(bad(file, format!("{} auxv words", mm.mm_saved_auxv.len())));
+    }
+    plan.auxv = mm.mm_saved_auxv.clone();
+    plan.dumpable = mm.dumpable;
+    plan.thp_disabled = mm.thp_disabled;
+    let exe = check(mm.exe_file_id)?;
+    plan.exe = Some(cpath(&exe.name)?);
+    plan.mm = Some(abi::MmMap {
+        start_code: mm.mm_start_code,
+        end_code: mm.mm_end_code,
+        start_data: mm.mm_start_data,
+        end_data: mm.mm_end_data,
+        start_brk: mm.mm_start_brk,
+        brk: mm.mm_brk,
+        start_stack: mm.mm_start_stack,
+        arg_start: mm.mm_arg_start,
+        arg_end: mm.mm_arg_end,
+        env_start: mm.mm_env_start,
+        env_end: mm.mm_env_end,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: u32::MAX,
+    });
+    pages(plan, d)?;
+    Ok(())
+}
+
+/// The shmem id of the shared anonymous object behind CRIU's memfd file `id`, or `None` when
+/// it is a real memfd.
+fn anon_shared_memfd(
+    d: &ImageDir,
+    by_id: &HashMap<u32, &FileEntry>,
+    id: u32,
+    file: &str,
+) -> Result<Option<u64>, RestoreError> {
+    let m = by_id
+        .get(&id)
+        .and_then(|f| f.memfd.as_ref())
+        .ok_or_else(|| {
+            bad(
+                file,
+                format!("memfd mapping refers to missing file id {id}"),
+            )
+        })?;
+    let inodes = d.read_memfd().map_err(|e| img("memfd.img", e))?;
+    let inode = inodes
+        .iter()
+        .find(|i| i.inode_id == u64::from(m.inode_id))
+        .ok_or_else(|| bad("memfd.img", format!("no inode {}", m.inode_id)))?;
+    Ok((inode.name == "/dev/zero").then_some(u64::from(inode.shmid)))
+}
+
+fn mk_vma(v: &pb::VmaEntry, kind: VmaKind) -> Vma {
+    Vma {
+        start: v.start,
+        end: v.end,
+        pgoff: v.pgoff,
+        prot: v.prot as i32,
+        flags: v.flags as i32,
+        madv: v.madv.unwrap_or(0),
+        kind,
+    }
+}
+
+/// Reads the task's pagemap (and the shared-memory pagemaps) into page runs, checking each
+/// run against the areas and the page files' sizes.
+fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
+    let pid = plan.pid as u32;
+    let pm_name = names::pagemap(pid);
+    let pm = d.read_pagemap(pid).map_err(|e| img(&pm_name, e))?;
+    let add_file = |plan: &mut TaskPlan, pages_id: u32| -> usize {
+        let p = d.pages_path(pages_id);
+        match plan.page_files.iter().position(|f| *f == p) {
+            Some(i) => i,
+            None => {
+                plan.page_files.push(p);
+                plan.page_files.len() - 1
+            }
+        }
+    };
+    let mut used: HashMap<usize, u64> = HashMap::new();
+    let fi = add_file(plan, pm.pages_id);
+    let mut off = 0u64;
+    for e in &pm.entries {
+        let flags = e.effective_flags();
+        let n = e.pages();
+        let end = e
+            .end()
+            .ok_or_else(|| bad(&pm_name, format!("entry at {:#x} overflows", e.vaddr)))?;
+        if flags & PE_PARENT != 0 {
+            return Err(RestoreError::Unsupported {
+                what: format!("pages in a parent image ({pm_name} at {:#x})", e.vaddr),
+            });
+        }
+        if flags & PE_PRESENT == 0 {
+            continue;
+        }
+        if !covered(&plan.vmas, e.vaddr, end) {
+            return Err(bad(
+                &pm_name,
+                format!("pages {:#x}-{end:#x} lie outside the task's areas", e.vaddr),
+            ));
+        }
+        plan.pages.push(PageRun {
+            vaddr: e.vaddr,
+            nr_pages: n,
+            file: fi,
+            offset: off,
+        });
+        off += n * PAGE;
+    }
+    used.insert(fi, off);
+    // Shared anonymous memory: pagemap-shmem-SHMID.img, offsets relative to the object; each
+    // object's pages go to every area that maps them.
+    let shared: Vec<(u64, u64, u64, u64)> = plan
+        .vmas
+        .iter()
+        .filter_map(|v| match v.kind {
+            VmaKind::AnonShared { shmid } => Some((shmid, v.start, v.end, v.pgoff)),
+            _ => None,
+        })
+        .collect();
+    let mut shmids: Vec<u64> = shared.iter().map(|s| s.0).collect();
+    shmids.sort_unstable();
+    shmids.dedup();
+    for shmid in shmids {
+        let name = names::pagemap_shmem(shmid);
+        if !d.file(&name).exists() {
+            continue;
+        }
+        let pm = criu_images::Pagemap::read(d.file(&name)).map_err(|e| img(&name, e))?;
+        let fi = add_file(plan, pm.pages_id);
+        let mut off = used.get(&fi).copied().unwrap_or(0);
+        for e in &pm.entries {
+            if e.effective_flags() & PE_PRESENT == 0 {
+                continue;
+            }
+            let len = e
+                .end()
+                .ok_or_else(|| bad(&name, format!("entry at {:#x} overflows", e.vaddr)))?
+                - e.vaddr;
+            for &(_, start, vend, pgoff) in shared.iter().filter(|s| s.0 == shmid) {
+                // The run's part that falls inside this mapping of the object.
+                let a = e.vaddr.max(pgoff);
+                let b = e
+                    .vaddr
+                    .saturating_add(len)
+                    .min(pgoff.saturating_add(vend - start));
+                if a < b {
+                    plan.pages.push(PageRun {
+                        vaddr: start + (a - pgoff),
+                        nr_pages: (b - a) / PAGE,
+                        file: fi,
+                        offset: off + (a - e.vaddr),
+                    });
+                }
+            }
+            off = off.saturating_add(len);
+        }
+        used.insert(fi, off);
+    }
+    for (fi, need) in used {
+        let path = &plan.page_files[fi];
+        let have = std::fs::metadata(path)
+            .map_err(|e| RestoreError::MissingFile {
+                path: path.clone(),
+                source: e,
+            })?
+            .len();
+        if have < need {
+            return Err(bad(
+                &path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                format!("holds {have} bytes, the pagemap needs {need}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `[a, b)` is entirely inside areas (adjacent areas may share a run).
+fn covered(vmas: &[Vma], a: u64, b: u64) -> bool {
+    let mut cur = a;
+    for v in vmas {
+        if v.start <= cur && cur < v.end {
+            cur = v.end;
+            if cur >= b {
+                return true;
+            }
+        }
+    }
+    cur >= b
+}

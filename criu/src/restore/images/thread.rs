@@ -1,0 +1,319 @@
+//! One thread's state from its core image: registers and FPU state, signal mask and pending
+//! signals, robust list, rseq, creds, seccomp; and, from the leader's core, the task-wide
+//! part (sigactions, limits, timers, personality, ...).
+
+use criu_images::pb::{self, CoreEntry};
+use criu_images::{names, sigaction_slot};
+
+use super::super::abi;
+use super::super::error::RestoreError;
+use super::super::plan::*;
+use super::{TASK_ALIVE, TASK_STOPPED, bad};
+
+/// The state of a thread other than the leader (whose core alone holds the task-wide part).
+pub(super) fn thread_plan(
+    leader: &CoreEntry,
+    core: &CoreEntry,
+    tid: u32,
+    file: &str,
+) -> Result<ThreadPlan, RestoreError> {
+    let tid = i32::try_from(tid).map_err(|_| bad(names::PSTREE, format!("tid {tid}")))?;
+    let mut c = core.clone();
+    let mut tc = c.tc.take().or_else(|| leader.tc.clone());
+    if let Some(tc) = tc.as_mut() {
+        // Process-wide pending signals belong to the leader.
+        tc.signals_s = None;
+    }
+    c.tc = tc;
+    let mut thr = ThreadPlan {
+        tid,
+        comm: core.thread_core.as_ref().and_then(|t| t.comm.clone()),
+        ..ThreadPlan::default()
+    };
+    task_state(&mut TaskPlan::default(), &mut thr, &c, file)?;
+    Ok(thr)
+}
+
+pub(super) fn task_state(
+    plan: &mut TaskPlan,
+    thr: &mut ThreadPlan,
+    core: &CoreEntry,
+    file: &str,
+) -> Result<(), RestoreError> {
+    if core.mtype != pb::CoreEntryMarch::X8664 as i32 {
+        return Err(RestoreError::Unsupported {
+            what: format!("architecture {} in {file}", core.mtype),
+        });
+    }
+    let ti = core
+        .thread_info
+        .as_ref()
+        .ok_or_else(|| bad(file, "no x86 thread info"))?;
+    let tc = core.tc.as_ref().ok_or_else(|| bad(file, "no task core"))?;
+    let th = core.thread_core.as_ref();
+    // Seccomp state in the task core is the layout of old images (per thread since CRIU 3.x).
+    if let Some(m) = tc.old_seccomp_mode.filter(|m| *m != 0) {
+        return Err(RestoreError::Unsupported {
+            what: format!("seccomp mode {m} in the task core of {file} (an old image layout)"),
+        });
+    }
+    let g = &ti.gpregs;
+    if g.mode.unwrap_or(1) != 1 {
+        return Err(RestoreError::Unsupported {
+            what: "a 32-bit (compat) task".into(),
+        });
+    }
+    thr.regs = compel_arch::UserRegs {
+        r15: g.r15,
+        r14: g.r14,
+        r13: g.r13,
+        r12: g.r12,
+        rbp: g.bp,
+        rbx: g.bx,
+        r11: g.r11,
+        r10: g.r10,
+        r9: g.r9,
+        r8: g.r8,
+        rax: g.ax,
+        rcx: g.cx,
+        rdx: g.dx,
+        rsi: g.si,
+        rdi: g.di,
+        orig_rax: g.orig_ax,
+        rip: g.ip,
+        cs: g.cs,
+        eflags: g.flags,
+        rsp: g.sp,
+        ss: g.ss,
+        fs_base: g.fs_base,
+        gs_base: g.gs_base,
+        ds: g.ds,
+        es: g.es,
+        fs: g.fs,
+        gs: g.gs,
+    };
+    let f = &ti.fpregs;
+    let mut legacy = vec![0u8; 512];
+    legacy[0..2].copy_from_slice(&(f.cwd as u16).to_le_bytes());
+    legacy[2..4].copy_from_slice(&(f.swd as u16).to_le_bytes());
+    legacy[4..6].copy_from_slice(&(f.twd as u16).to_le_bytes());
+    legacy[6..8].copy_from_slice(&(f.fop as u16).to_le_bytes());
+    legacy[8..16].copy_from_slice(&f.rip.to_le_bytes());
+    legacy[16..24].copy_from_slice(&f.rdp.to_le_bytes());
+    legacy[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
+    legacy[28..32].copy_from_slice(&f.mxcsr_mask.to_le_bytes());
+    if f.st_space.len() > 32 || f.xmm_space.len() > 64 {
+        return Err(bad(file, "oversized x87/SSE register arrays"));
+    }
+    let st = words32(&f.st_space);
+    legacy[32..32 + st.len()].copy_from_slice(&st);
+    let xmm = words32(&f.xmm_space);
+    legacy[160..160 + xmm.len()].copy_from_slice(&xmm);
+    let mut fpu = FpuPlan {
+        legacy,
+        xstate_bv: 0b11,
+        components: Vec::new(),
+    };
+    if let Some(x) = &f.xsave {
+        fpu.xstate_bv = x.xstate_bv;
+        let comps: [(u32, Vec<u8>); 7] = [
+            (2, words32(&x.ymmh_space)),
+            (3, words64(&x.bndreg_state)),
+            (4, words64(&x.bndcsr_state)),
+            (5, words64(&x.opmask_reg)),
+            (6, words64(&x.zmm_upper)),
+            (7, words64(&x.hi16_zmm)),
+            (9, words32(&x.pkru)),
+        ];
+        fpu.components = comps.into_iter().filter(|(_, b)| !b.is_empty()).collect();
+    }
+    thr.fpu = fpu;
+    match tc.task_state {
+        TASK_ALIVE => {}
+        TASK_STOPPED => {
+            let sig = tc.stop_signo.map_or(libc::SIGSTOP, |s| s as i32);
+            // A stop signal the task blocks would only pend: stop it with SIGSTOP then.
+            let blocked = sig > 0 && sig <= 64 && thr.sigmask & (1 << (sig - 1)) != 0;
+            plan.stop_signal = Some(if blocked || !(1..=64).contains(&sig) {
+                libc::SIGSTOP
+            } else {
+                sig
+            });
+        }
+        other => {
+            return Err(RestoreError::Unsupported {
+                what: format!("task state {other} in {file} (only alive and stopped tasks)"),
+            });
+        }
+    }
+    thr.clear_tid_addr = ti.clear_tid_addr;
+    plan.comm = tc.comm.clone();
+    plan.personality = Some(tc.personality);
+    thr.sigmask = th.and_then(|t| t.blk_sigset).unwrap_or(tc.blk_sigset);
+    // Handlers.
+    if !tc.sigactions.is_empty() {
+        let mut acts = vec![abi::KSigaction::default(); abi::NSIG];
+        for sig in 1..=abi::NSIG as u32 {
+            let Some(slot) = sigaction_slot(sig) else {
+                continue;
+            };
+            if let Some(sa) = tc.sigactions.get(slot) {
+                acts[sig as usize - 1] = abi::KSigaction {
+                    handler: sa.sigaction,
+                    flags: sa.flags,
+                    restorer: sa.restorer,
+                    mask: sa.mask,
+                };
+            }
+        }
+        plan.sigactions = acts;
+    }
+    if let Some(rl) = &tc.rlimits {
+        if rl.rlimits.len() > abi::NRLIMITS {
+            return Err(bad(file, format!("{} rlimits", rl.rlimits.len())));
+        }
+        plan.rlimits = rl
+            .rlimits
+            .iter()
+            .map(|r| abi::Rlimit {
+                cur: r.cur,
+                max: r.max,
+            })
+            .collect();
+    }
+    if let Some(t) = &tc.timers {
+        for (i, it) in [&t.real, &t.virt, &t.prof].into_iter().enumerate() {
+            plan.itimers[i] = Some(abi::Itimerval {
+                interval_sec: it.isec as i64,
+                interval_usec: it.iusec as i64,
+                value_sec: it.vsec as i64,
+                value_usec: it.vusec as i64,
+            });
+        }
+        for p in &t.posix {
+            plan.posix_timers.push(abi::PosixTimer {
+                id: p.it_id as i32,
+                clock_id: p.clock_id as i32,
+                notify: p.it_sigev_notify as i32,
+                signo: p.si_signo as i32,
+                notify_tid: p.notify_thread_id.unwrap_or(0),
+                pad: 0,
+                value: p.sival_ptr,
+                interval_sec: p.isec as i64,
+                interval_nsec: p.insec as i64,
+                value_sec: p.vsec as i64,
+                value_nsec: p.vnsec as i64,
+            });
+        }
+    }
+    plan.child_subreaper = tc.child_subreaper;
+    plan.oom_score_adj = tc.oom_score_adj.filter(|v| *v != 0);
+    let siginfos = |q: Option<&pb::SignalQueueEntry>| -> Result<Vec<[u8; 128]>, RestoreError> {
+        let mut out = Vec::new();
+        for s in q.map(|q| q.signals.as_slice()).unwrap_or(&[]) {
+            let arr: [u8; 128] = s
+                .siginfo
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad(file, format!("siginfo of {} bytes", s.siginfo.len())))?;
+            out.push(arr);
+        }
+        Ok(out)
+    };
+    plan.pending_shared = siginfos(tc.signals_s.as_ref())?;
+    if let Some(th) = th {
+        thr.pending = siginfos(th.signals_p.as_ref())?;
+        thr.robust_list = RobustList {
+            head: th.futex_rla,
+            len: th.futex_rla_len as u64,
+        };
+        let nice = th.sched_nice.unwrap_or(0);
+        let policy = th.sched_policy.unwrap_or(0);
+        if !(-20..=19).contains(&nice) {
+            return Err(bad(file, format!("nice value {nice}")));
+        }
+        if nice != 0 || policy != 0 {
+            plan.sched = Some(Sched {
+                nice,
+                policy,
+                prio: th.sched_prio.unwrap_or(0),
+            });
+        }
+        thr.pdeath_sig = th.pdeath_sig.map(|s| s as i32);
+        if let Some(sas) = &th.sas {
+            thr.altstack = Some(AltStack {
+                sp: sas.ss_sp,
+                flags: sas.ss_flags as i32,
+                size: sas.ss_size,
+            });
+        }
+        if let Some(r) = &th.rseq_entry
+            && r.rseq_abi_pointer != 0
+        {
+            thr.rseq = Some(Rseq {
+                area: r.rseq_abi_pointer,
+                len: r.rseq_abi_size,
+                sig: r.signature,
+            });
+        }
+        match (th.seccomp_mode.unwrap_or(0), th.seccomp_filter) {
+            (0, _) => {}
+            (1, _) => {
+                thr.seccomp = Some(SeccompPlan {
+                    mode: 1,
+                    ..SeccompPlan::default()
+                })
+            }
+            (2, Some(newest)) => {
+                thr.seccomp = Some(SeccompPlan {
+                    mode: 2,
+                    newest: Some(newest),
+                    filters: Vec::new(),
+                })
+            }
+            (2, None) => return Err(bad(file, "seccomp filter mode without a filter")),
+            (m, _) => return Err(bad(file, format!("seccomp mode {m}"))),
+        }
+        if let Some(c) = &th.creds {
+            let two = |v: &[u32]| {
+                [
+                    v.first().copied().unwrap_or(0),
+                    v.get(1).copied().unwrap_or(0),
+                ]
+            };
+            thr.no_new_privs = c.no_new_privs.unwrap_or(0) != 0;
+            thr.creds = Some(CredsPlan {
+                creds: abi::Creds {
+                    uid: c.uid,
+                    euid: c.euid,
+                    suid: c.suid,
+                    fsuid: c.fsuid,
+                    gid: c.gid,
+                    egid: c.egid,
+                    sgid: c.sgid,
+                    fsgid: c.fsgid,
+                    secbits: c.secbits,
+                    ngroups: 0,
+                    groups: 0,
+                    cap_inh: two(&c.cap_inh),
+                    cap_prm: two(&c.cap_prm),
+                    cap_eff: two(&c.cap_eff),
+                    cap_bnd: two(&c.cap_bnd),
+                    cap_amb: two(&c.cap_amb),
+                },
+                groups: c.groups.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Packs little-endian `u32` words.
+pub fn words32(w: &[u32]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Packs little-endian `u64` words.
+pub fn words64(w: &[u64]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
+}

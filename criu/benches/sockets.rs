@@ -38,7 +38,11 @@ fn child(pairs: usize) -> i32 {
             libc::dup2(null, 1);
             libc::dup2(null, 2);
             libc::close(null);
-            libc::close(ready[0]);
+            // Nothing inherited but the ready pipe (at 3): an inherited descriptor (a lock
+            // file of the caller's, say) would be dumped with the child.
+            libc::dup2(ready[1], 3);
+            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+            let ready = [-1, 3];
             let buf = [0x5au8; QUEUED];
             for _ in 0..pairs {
                 let mut sv = [0i32; 2];

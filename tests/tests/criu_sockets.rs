@@ -146,6 +146,23 @@ fn unix_sockets_come_back_twice_from_the_same_images() {
         drop(rk);
         assert!(!pid_exists(pid) && !pid_exists(kid));
     }
+
+    // A truncated sk-queues.img fails the restore before anything runs, naming file and offset.
+    let q = img.join(names::SK_QUEUES);
+    let len = std::fs::metadata(&q).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&q).unwrap();
+    f.set_len(len - 3).unwrap();
+    let o = compel_criu_tests::criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(
+        !o.status.success(),
+        "a restore from a truncated sk-queues.img"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sk-queues.img") && err.contains("offset"),
+        "stderr: {err}"
+    );
+    assert!(!pid_exists(pid) && !pid_exists(kid));
 }
 
 #[test]

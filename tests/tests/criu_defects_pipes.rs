@@ -1,4 +1,4 @@
-//! Issue 20, items 11 to 13: what belongs to each open file of a pipe (status flags, owner
+//! Issue 20, items 11 to 13 and 15 to 17: what belongs to each open file of a pipe (status flags, owner
 //! for signals) and to the pipe (its size, even empty) survives `criu dump` and `criu
 //! restore`. Each victim checks itself from the inside after the restore.
 
@@ -44,7 +44,7 @@ fn dump_restore_check(mode: &str) {
 #[test]
 fn pipe_defect_victims_pass_untouched() {
     let _g = test_lock();
-    for mode in ["flags", "size", "sigio"] {
+    for mode in ["flags", "size", "sigio", "epoll", "shared", "timerfd"] {
         let d = tempfile::tempdir().unwrap();
         let v = spawn(mode, d.path());
         assert_eq!(
@@ -72,4 +72,22 @@ fn empty_pipe_keeps_its_size() {
 #[test]
 fn pipe_sigio_owner_and_signal_survive() {
     dump_restore_check("sigio");
+}
+
+/// Item 15: epoll targets are their files, not the numbers they were added under.
+#[test]
+fn epoll_targets_found_by_file() {
+    dump_restore_check("epoll");
+}
+
+/// Item 16: eventfd, signalfd, timerfd and epoll held by a parent and its child stay shared.
+#[test]
+fn anon_files_shared_by_parent_and_child() {
+    dump_restore_check("shared");
+}
+
+/// Item 17: a periodic timerfd that fired and was not read keeps its interval and ticks.
+#[test]
+fn fired_periodic_timerfd_keeps_running() {
+    dump_restore_check("timerfd");
 }

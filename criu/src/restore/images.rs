@@ -283,7 +283,7 @@ fn load_task(
         let tcore = d.read_core(tid).map_err(|e| img(&name, e))?;
         plan.threads.push(thread_plan(&core, &tcore, tid, &name)?);
     }
-    memory(&mut plan, d, &mm, by_id, &mm_name, checked)?;
+    memory(&mut plan, d, &mm, by_id, remaps, &mm_name, checked)?;
     let files_id = ids.files_id;
     let fdinfo_name = names::fdinfo(files_id);
     let fdinfo = if d.file(&fdinfo_name).exists() {
@@ -666,15 +666,25 @@ fn memory(
     d: &ImageDir,
     mm: &MmEntry,
     by_id: &HashMap<u32, &FileEntry>,
+    remaps: &HashMap<u32, RemapFilePathEntry>,
     file: &str,
     checked: &mut std::collections::HashSet<u32>,
 ) -> Result<(), RestoreError> {
-    let mut check = |id: u32| -> Result<&RegFileEntry, RestoreError> {
+    // The path a mapped file is opened by: a file deleted while mapped is made again (once for
+    // the restore), any other is checked to be the one that was mapped.
+    let mut ghosts = Vec::new();
+    let mut check = |id: u32| -> Result<CString, RestoreError> {
         let r = reg_of(by_id, id, file)?;
+        if let Some(rm) = remaps.get(&id) {
+            let g = crate::files::regular::ghost_file(d, rm.remap_id, &r.name)?;
+            let p = g.path.clone();
+            ghosts.push(g);
+            return Ok(p);
+        }
         if checked.insert(id) {
             check_mapped_file(r)?;
         }
-        Ok(r)
+        cpath(&r.name)
     };
     let mut prev_end = 0u64;
     for v in &mm.vmas {
@@ -730,15 +740,14 @@ fn memory(
         } else if st & status::VDSO != 0 {
             VmaKind::Vdso
         } else if st & status::FILE_PRIVATE != 0 {
-            let r = check(v.shmid as u32)?;
             VmaKind::FilePrivate {
-                path: cpath(&r.name)?,
+                path: check(v.shmid as u32)?,
             }
         } else if st & status::FILE_SHARED != 0 {
-            let r = check(v.shmid as u32)?;
+            let path = check(v.shmid as u32)?;
             let acc = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32 & libc::O_ACCMODE;
             VmaKind::FileShared {
-                path: cpath(&r.name)?,
+                path,
                 writable: acc != libc::O_RDONLY,
             }
         } else if st & status::ANON_SHARED != 0 {
@@ -757,8 +766,8 @@ fn memory(
     plan.auxv = mm.mm_saved_auxv.clone();
     plan.dumpable = mm.dumpable;
     plan.thp_disabled = mm.thp_disabled;
-    let exe = check(mm.exe_file_id)?;
-    plan.exe = Some(cpath(&exe.name)?);
+    plan.exe = Some(check(mm.exe_file_id)?);
+    plan.ghosts.extend(ghosts);
     plan.mm = Some(abi::MmMap {
         start_code: mm.mm_start_code,
         end_code: mm.mm_end_code,

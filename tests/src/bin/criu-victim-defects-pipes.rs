@@ -222,7 +222,7 @@ fn epoll() -> Check {
     })
 }
 
-fn shared() -> Check {
+fn shared(out: &str) -> Check {
     // SAFETY: plain creation calls with live locals.
     let (efd, sfd, tfd, ep) = unsafe {
         let efd = libc::eventfd(5, 0);
@@ -249,6 +249,10 @@ fn shared() -> Check {
     let parent = std::process::id() as i32;
     // SAFETY: the child only sleeps and polls its parent, then exits.
     let child = unsafe { libc::fork() };
+    if child > 0 {
+        // The test reaps the child (it is orphaned to the test when the dump kills the tree).
+        std::fs::write(format!("{out}.child"), child.to_string()).expect("child file");
+    }
     if child == 0 {
         loop {
             // SAFETY: getppid/_exit take nothing.
@@ -344,7 +348,7 @@ fn main() {
         "size" => size(),
         "sigio" => sigio(),
         "epoll" => epoll(),
-        "shared" => shared(),
+        "shared" => shared(out),
         "timerfd" => timerfd(),
         other => {
             eprintln!("unknown mode {other}");

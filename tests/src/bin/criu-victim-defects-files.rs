@@ -12,6 +12,7 @@
 //! - `hardlink`: an open file whose name was unlinked while another hard link remains;
 //! - `devnode`: a device node (`/dev/null`'s numbers) deleted while open;
 //! - `mapdel`: a file mapped shared and private, then deleted;
+//! - `procself`: a descriptor on `/proc/self/status`;
 //! - `mapzero`: shared anonymous memory mapped again `MAP_PRIVATE` through
 //!   `/proc/self/map_files`.
 
@@ -302,6 +303,18 @@ fn mapzero(_dir: &str) -> Check {
     })
 }
 
+fn procself(_dir: &str) -> Check {
+    let fd = open("/proc/self/status", libc::O_RDONLY, 0);
+    let me = std::process::id();
+    Box::new(move || {
+        let text = String::from_utf8_lossy(&pread(fd, 4096, 0)).into_owned();
+        if !text.lines().any(|l| l == format!("Pid:\t{me}")) {
+            return Err("the descriptor is not on this process's status".into());
+        }
+        Ok(())
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, mode, dir, out, ready] = &args[..] else {
@@ -322,6 +335,7 @@ fn main() {
         "devnode" => devnode(dir),
         "mapdel" => mapdel(dir),
         "mapzero" => mapzero(dir),
+        "procself" => procself(dir),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2);

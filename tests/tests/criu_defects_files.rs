@@ -1,4 +1,4 @@
-//! Issue 20, items 2 to 10: files and directories a dump saves come back the same after
+//! Issue 20, items 1 to 10: files and directories a dump saves come back the same after
 //! `criu restore`. Each victim checks itself from the inside after the restore.
 
 use std::path::Path;
@@ -65,7 +65,8 @@ fn file_defect_victims_pass_untouched() {
     skip_if_not_root!("file_defect_victims_pass_untouched");
     let _g = test_lock();
     for mode in [
-        "tmpfile", "chroot", "ghost", "sparse", "rmdir", "hardlink", "devnode",
+        "tmpfile", "chroot", "ghost", "sparse", "rmdir", "hardlink", "devnode", "mapdel",
+        "mapzero", "procself",
     ] {
         let d = tempfile::tempdir().unwrap();
         let v = spawn(mode, d.path());
@@ -121,4 +122,24 @@ fn sparse_deleted_file_keeps_holes_past_1gib() {
 fn deleted_device_node() {
     skip_if_not_root!("deleted_device_node");
     dump_restore_check("devnode", &[]);
+}
+
+/// Item 6: a file mapped shared and private, then deleted.
+#[test]
+fn mapped_deleted_file() {
+    dump_restore_check("mapdel", &[]);
+}
+
+/// Item 6: a `MAP_PRIVATE` mapping of shared anonymous memory made through
+/// `/proc/self/map_files` reads what the memory held, not zeros.
+#[test]
+fn private_map_of_shared_anon_through_map_files() {
+    skip_if_not_root!("private_map_of_shared_anon_through_map_files");
+    dump_restore_check("mapzero", &[]);
+}
+
+/// Item 1: a descriptor on `/proc/self/...` is reopened by the restored process itself.
+#[test]
+fn proc_self_descriptor() {
+    dump_restore_check("procself", &[]);
 }

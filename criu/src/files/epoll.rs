@@ -33,6 +33,10 @@ impl FileKind for Epoll {
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         let text = fd.fdinfo_text()?;
         let mut tfds = Vec::new();
+        // The task's descriptors, to find each target by its file (listed once, when needed).
+        let mut held: Option<Vec<i32>> = None;
+        // The numbers targets were added under, so far (`toff` tells same numbers apart).
+        let mut added: Vec<u32> = Vec::new();
         for l in text.text.lines().filter(|l| l.starts_with("tfd:")) {
             // tfd: N events: HEX data: HEX  pos:N ino:HEX sdev:HEX
             let words: Vec<&str> = l.split_whitespace().collect();
@@ -48,6 +52,38 @@ impl FileKind for Epoll {
             let data = after("data:").and_then(|v| u64::from_str_radix(v, 16).ok());
             let (Some(tfd), Some(events), Some(data)) = (tfd, events, data) else {
                 return Err(text.bad("[eventpoll]", "an epoll target"));
+            };
+            // A target is its file, not the number it was added under (since closed, or now
+            // another file): it is saved as a descriptor holding that file now.
+            let toff = added.iter().filter(|&&t| t == tfd).count() as u32;
+            added.push(tfd);
+            let tfd = if same_target(fd.pid, fd.fd, tfd, toff, tfd as i32) {
+                tfd
+            } else {
+                let fds = match &mut held {
+                    Some(f) => f,
+                    None => held.insert(
+                        crate::dump::proc::list_fds(fd.pid)?
+                            .into_iter()
+                            .map(|(n, _)| n)
+                            .collect(),
+                    ),
+                };
+                let found = fds
+                    .iter()
+                    .copied()
+                    .find(|&n| n != fd.fd && same_target(fd.pid, fd.fd, tfd, toff, n));
+                match found {
+                    Some(n) => n as u32,
+                    None => {
+                        return Err(DumpError::Unsupported {
+                            what: format!(
+                                "fd {} of {} (epoll) watches a file no descriptor holds (added as fd {tfd})",
+                                fd.fd, fd.pid
+                            ),
+                        });
+                    }
+                }
             };
             tfds.push(EventpollTfdEntry {
                 id,
@@ -96,6 +132,36 @@ impl FileKind for Epoll {
     }
 }
 
+/// Whether the file of descriptor `n` of `pid` is the target epoll `epfd` of `pid` watches as
+/// (`tfd`, `toff`) (`KCMP_EPOLL_TFD`).
+fn same_target(pid: i32, epfd: i32, tfd: u32, toff: u32, n: i32) -> bool {
+    /// `struct kcmp_epoll_slot`.
+    #[repr(C)]
+    struct Slot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+    const KCMP_EPOLL_TFD: libc::c_long = 7;
+    let slot = Slot {
+        efd: epfd as u32,
+        tfd,
+        toff,
+    };
+    // SAFETY: kcmp reads a live kcmp_epoll_slot and touches no other memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid as libc::c_long,
+            pid as libc::c_long,
+            KCMP_EPOLL_TFD,
+            n as libc::c_long,
+            &slot as *const Slot,
+        )
+    };
+    r == 0
+}
+
 /// One descriptor an epoll instance watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EpollTarget {
@@ -137,6 +203,21 @@ impl RestoreFile for EpollFile {
 
     fn after_fds(&self) -> &[i32] {
         &self.target_fds
+    }
+
+    /// Shared by several processes, an instance is made by the engine: only one that watches
+    /// nothing, as the engine does not hold the targets at their numbers.
+    fn make_in_engine(&self) -> Result<Vec<std::os::fd::OwnedFd>, RestoreError> {
+        if !self.targets.is_empty() {
+            return Err(RestoreError::Unsupported {
+                what: "an epoll instance watching files, shared by several processes".into(),
+            });
+        }
+        let e = self.make_in_task(-1).map_err(|e| RestoreError::Sys {
+            what: "making a shared epoll instance",
+            errno: nix::errno::Errno::from_raw(e.errno),
+        })?;
+        Ok(vec![super::owned(e.fds[0])])
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {

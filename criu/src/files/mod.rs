@@ -318,15 +318,22 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
     /// The failing call's errno.
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError>;
 
-    /// Makes the object in the engine, for tasks to inherit: one descriptor per end.
+    /// Makes the object in the engine, for tasks to inherit: one descriptor per end. By
+    /// default the way a task makes it ([`RestoreFile::make_in_task`]): an object made from
+    /// its entry alone (an eventfd, a timerfd) is the same whoever makes it.
     ///
     /// # Errors
-    /// [`RestoreError::Unsupported`] for kinds the engine cannot make (the default), and what
-    /// making it fails with.
+    /// [`RestoreError::Unsupported`] for kinds the engine cannot make, and what making it
+    /// fails with.
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        Err(RestoreError::Unsupported {
-            what: format!("{} shared by several processes", kind_name(self.fd_type())),
-        })
+        let ends = self.make_in_task(-1).map_err(|e| RestoreError::Sys {
+            what: "making a file shared by several processes",
+            errno: nix::errno::Errno::from_raw(e.errno),
+        })?;
+        Ok(ends.fds[..ends.n.min(MAX_ENDS)]
+            .iter()
+            .map(|&fd| owned(fd))
+            .collect())
     }
 }
 

@@ -300,7 +300,9 @@ impl FileKind for Regular {
                 pos: r.pos,
             }));
         }
-        if std::fs::symlink_metadata(&r.name).is_err() {
+        // A file of a process (`/proc/PID/...`, also what `/proc/self/...` was) exists only once
+        // the restored process does: the task opening it reports a missing one.
+        if !of_a_process(&r.name) && std::fs::symlink_metadata(&r.name).is_err() {
             return Err(RestoreError::MissingFile {
                 path: r.name.clone().into(),
                 source: std::io::Error::from_raw_os_error(libc::ENOENT),
@@ -312,6 +314,13 @@ impl FileKind for Regular {
             pos: r.pos,
         }))
     }
+}
+
+/// Whether `path` is under `/proc/PID/`.
+fn of_a_process(path: &str) -> bool {
+    path.strip_prefix("/proc/")
+        .and_then(|p| p.split('/').next())
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The refusal of a descriptor no kind takes, naming what it is.

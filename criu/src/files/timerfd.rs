@@ -73,19 +73,27 @@ impl FileKind for TimerFd {
         if e.vnsec >= 1_000_000_000 || e.insec >= 1_000_000_000 {
             return Err(bad(names::FILES, format!("fd {fd}: timerfd nanoseconds")));
         }
+        let interval = Timespec {
+            sec: e.isec as i64,
+            nsec: e.insec as i64,
+        };
+        let mut value = Timespec {
+            sec: e.vsec as i64,
+            nsec: e.vnsec as i64,
+        };
+        // A periodic timer that fired and was not read yet is not running (the kernel moves it
+        // on when it is read): it shows no time left, only its ticks. It goes on one interval
+        // from now.
+        if value == Timespec::default() && interval != Timespec::default() && e.ticks != 0 {
+            value = interval;
+        }
         Ok(Arc::new(TimerFdFile {
             clock: e.clockid as i32,
             flags: e.flags as i32 & libc::O_NONBLOCK,
             ticks: e.ticks,
             settime_flags: e.settime_flags as i32,
-            value: Timespec {
-                sec: e.vsec as i64,
-                nsec: e.vnsec as i64,
-            },
-            interval: Timespec {
-                sec: e.isec as i64,
-                nsec: e.insec as i64,
-            },
+            value,
+            interval,
         }))
     }
 }

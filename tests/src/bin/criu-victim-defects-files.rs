@@ -10,7 +10,11 @@
 //! - `sparse`: a deleted sparse file with data at 0 and past 1.5 GiB;
 //! - `rmdir`: cwd and an open descriptor on a directory that was removed;
 //! - `hardlink`: an open file whose name was unlinked while another hard link remains;
-//! - `devnode`: a device node (`/dev/null`'s numbers) deleted while open.
+//! - `devnode`: a device node (`/dev/null`'s numbers) deleted while open;
+//! - `mapdel`: a file mapped shared and private, then deleted;
+//! - `procself`: a descriptor on `/proc/self/status`;
+//! - `mapzero`: shared anonymous memory mapped again `MAP_PRIVATE` through
+//!   `/proc/self/map_files`.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -237,6 +241,80 @@ fn devnode(dir: &str) -> Check {
     })
 }
 
+fn map(fd: i32, flags: i32) -> *mut u8 {
+    // SAFETY: a new mapping of one page wherever the kernel likes.
+    let a = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
+    };
+    assert_ne!(a, libc::MAP_FAILED, "mmap");
+    a.cast()
+}
+
+fn page(a: usize, len: usize) -> Vec<u8> {
+    // SAFETY: `a` is a live mapping of at least one page, never unmapped.
+    unsafe { std::slice::from_raw_parts(a as *const u8, len) }.to_vec()
+}
+
+fn mapdel(dir: &str) -> Check {
+    let p = format!("{dir}/mapped");
+    let fd = open(&p, libc::O_CREAT | libc::O_RDWR, 0o600);
+    let mut data = vec![b'm'; 4096];
+    data[..11].copy_from_slice(b"mapped data");
+    pwrite(fd, &data, 0);
+    let sh = map(fd, libc::MAP_SHARED) as usize;
+    let pr = map(fd, libc::MAP_PRIVATE) as usize;
+    // SAFETY: closing our own descriptor; the mappings keep the file.
+    unsafe { libc::close(fd) };
+    std::fs::remove_file(&p).unwrap();
+    Box::new(move || {
+        if page(sh, 4096) != data || page(pr, 4096) != data {
+            return Err("a mapping of the deleted file lost its content".into());
+        }
+        Ok(())
+    })
+}
+
+fn mapzero(_dir: &str) -> Check {
+    let sh = map(-1, libc::MAP_SHARED | libc::MAP_ANONYMOUS);
+    // SAFETY: `sh` is a live writable page.
+    unsafe { std::ptr::copy_nonoverlapping(b"shared anon".as_ptr(), sh, 11) };
+    let a = sh as usize;
+    let fd = open(
+        &format!("/proc/self/map_files/{:x}-{:x}", a, a + 4096),
+        libc::O_RDWR,
+        0,
+    );
+    let pr = map(fd, libc::MAP_PRIVATE) as usize;
+    // SAFETY: closing our own descriptor; the mapping keeps the object.
+    unsafe { libc::close(fd) };
+    Box::new(move || {
+        let got = page(pr, 11);
+        if got != b"shared anon" {
+            return Err(format!("private copy reads {got:?}"));
+        }
+        Ok(())
+    })
+}
+
+fn procself(_dir: &str) -> Check {
+    let fd = open("/proc/self/status", libc::O_RDONLY, 0);
+    let me = std::process::id();
+    Box::new(move || {
+        let text = String::from_utf8_lossy(&pread(fd, 4096, 0)).into_owned();
+        if !text.lines().any(|l| l == format!("Pid:\t{me}")) {
+            return Err("the descriptor is not on this process's status".into());
+        }
+        Ok(())
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, mode, dir, out, ready] = &args[..] else {
@@ -255,6 +333,9 @@ fn main() {
         "rmdir" => rmdir(dir),
         "hardlink" => hardlink(dir),
         "devnode" => devnode(dir),
+        "mapdel" => mapdel(dir),
+        "mapzero" => mapzero(dir),
+        "procself" => procself(dir),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2);

@@ -8,7 +8,12 @@
 //!   end was reopened through `/proc/self/fd/N` as a second, non-blocking open file;
 //! - `size`: an empty pipe grown to 1 MiB and one shrunk to 4 KiB;
 //! - `sigio`: a pipe read end set up for a signal on input (`O_ASYNC`, `F_SETOWN_EX`,
-//!   `F_SETSIG`): writing into the pipe must raise that signal.
+//!   `F_SETSIG`): writing into the pipe must raise that signal;
+//! - `epoll`: an epoll instance whose targets were added under numbers since closed (the file
+//!   still held by a dup) or since reused by another file;
+//! - `shared`: an eventfd, signalfd, timerfd and (empty) epoll instance made before a `fork`,
+//!   held by the victim and its child;
+//! - `timerfd`: a periodic timerfd that fired and was not read.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -172,6 +177,164 @@ fn sigio() -> Check {
     })
 }
 
+fn epoll() -> Check {
+    let a = pipe(libc::O_NONBLOCK);
+    let b = pipe(libc::O_NONBLOCK);
+    // SAFETY: epoll calls on our own descriptors with live locals.
+    let ep = unsafe { libc::epoll_create1(0) };
+    assert!(ep >= 0);
+    let add = |fd: i32, data: u64| {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: data,
+        };
+        // SAFETY: epoll_ctl on our own descriptors with a live event.
+        let r = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        assert_eq!(r, 0);
+    };
+    add(a[0], 0xa);
+    add(b[0], 0xb);
+    // Pipe a's read end moves to another number; pipe b's read end number is reused by a
+    // new pipe's read end (b's file is still held through its dup).
+    // SAFETY: dup/close/pipe on our own descriptors.
+    let (a_now, b_now, c) = unsafe {
+        let a_now = libc::dup(a[0]);
+        libc::close(a[0]);
+        let b_now = libc::dup(b[0]);
+        libc::close(b[0]);
+        let c = pipe(libc::O_NONBLOCK);
+        (a_now, b_now, c)
+    };
+    let _ = (a_now, b_now, c);
+    Box::new(move || {
+        write1(a[1], 1);
+        write1(b[1], 2);
+        write1(c[1], 3);
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: epoll_wait writes at most 8 events into a live array.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 8, 1000) };
+        let mut got: Vec<u64> = evs[..n.max(0) as usize].iter().map(|e| e.u64).collect();
+        got.sort_unstable();
+        if got != [0xa, 0xb] {
+            return Err(format!("epoll reports {got:x?}, not [a, b]"));
+        }
+        Ok(())
+    })
+}
+
+fn shared(out: &str) -> Check {
+    // SAFETY: plain creation calls with live locals.
+    let (efd, sfd, tfd, ep) = unsafe {
+        let efd = libc::eventfd(5, 0);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        let sfd = libc::signalfd(-1, &set, 0);
+        let tfd = libc::timerfd_create(libc::CLOCK_MONOTONIC, 0);
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 100,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: 100,
+                tv_nsec: 0,
+            },
+        };
+        libc::timerfd_settime(tfd, 0, &spec, std::ptr::null_mut());
+        let ep = libc::epoll_create1(0);
+        (efd, sfd, tfd, ep)
+    };
+    assert!(efd >= 0 && sfd >= 0 && tfd >= 0 && ep >= 0);
+    let parent = std::process::id() as i32;
+    // SAFETY: the child only sleeps and polls its parent, then exits.
+    let child = unsafe { libc::fork() };
+    if child > 0 {
+        // The test reaps the child (it is orphaned to the test when the dump kills the tree).
+        std::fs::write(format!("{out}.child"), child.to_string()).expect("child file");
+    }
+    if child == 0 {
+        loop {
+            // SAFETY: getppid/_exit take nothing.
+            if unsafe { libc::getppid() } != parent {
+                // SAFETY: ends the child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    Box::new(move || {
+        const KCMP_FILE: i32 = 0;
+        for (what, fd) in [
+            ("eventfd", efd),
+            ("signalfd", sfd),
+            ("timerfd", tfd),
+            ("epoll", ep),
+        ] {
+            // SAFETY: kcmp compares kernel objects; no memory is passed.
+            let r = unsafe { libc::syscall(libc::SYS_kcmp, parent, child, KCMP_FILE, fd, fd) };
+            if r != 0 {
+                return Err(format!("{what} is not shared with the child (kcmp {r})"));
+            }
+        }
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into a live u64.
+        unsafe { libc::read(efd, (&raw mut v).cast(), 8) };
+        if v != 5 {
+            return Err(format!("eventfd holds {v}"));
+        }
+        Ok(())
+    })
+}
+
+fn timerfd() -> Check {
+    // SAFETY: timerfd calls with live locals.
+    let t = unsafe {
+        let t = libc::timerfd_create(libc::CLOCK_MONOTONIC, 0);
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            },
+            it_value: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 10_000_000,
+            },
+        };
+        assert_eq!(libc::timerfd_settime(t, 0, &spec, std::ptr::null_mut()), 0);
+        t
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    Box::new(move || {
+        // SAFETY: itimerspec is plain old data; all-zero is a valid value.
+        let mut cur: libc::itimerspec = unsafe { std::mem::zeroed() };
+        // SAFETY: timerfd_gettime writes a live itimerspec.
+        unsafe { libc::timerfd_gettime(t, &mut cur) };
+        if cur.it_interval.tv_nsec != 100_000_000 || cur.it_interval.tv_sec != 0 {
+            return Err(format!(
+                "interval {}.{:09}",
+                cur.it_interval.tv_sec, cur.it_interval.tv_nsec
+            ));
+        }
+        let mut ticks = 0u64;
+        // SAFETY: reads 8 bytes into a live u64 (blocking: the timer fired).
+        let n = unsafe { libc::read(t, (&raw mut ticks).cast(), 8) };
+        if n != 8 || ticks == 0 {
+            return Err("the timer had not fired".into());
+        }
+        let mut fds = libc::pollfd {
+            fd: t,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one live pollfd.
+        if unsafe { libc::poll(&mut fds, 1, 2000) } != 1 {
+            return Err("the timer stopped".into());
+        }
+        Ok(())
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mode), Some(out), Some(ready)) = (args.get(1), args.get(2), args.get(3)) else {
@@ -184,6 +347,9 @@ fn main() {
         "flags" => flags(),
         "size" => size(),
         "sigio" => sigio(),
+        "epoll" => epoll(),
+        "shared" => shared(out),
+        "timerfd" => timerfd(),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2);

@@ -5,7 +5,7 @@ use criu_images::vma::status;
 use std::collections::HashMap;
 
 use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
-use criu_images::pb::{self, FileEntry, MmEntry, RegFileEntry};
+use criu_images::pb::{self, FileEntry, MmEntry, RegFileEntry, RemapFilePathEntry};
 use criu_images::{ImageDir, names};
 
 use super::super::abi;
@@ -51,15 +51,25 @@ pub(super) fn memory(
     d: &ImageDir,
     mm: &MmEntry,
     by_id: &HashMap<u32, &FileEntry>,
+    remaps: &HashMap<u32, RemapFilePathEntry>,
     file: &str,
     checked: &mut std::collections::HashSet<u32>,
 ) -> Result<(), RestoreError> {
-    let mut check = |id: u32| -> Result<&RegFileEntry, RestoreError> {
+    // The path a mapped file is opened by: a file deleted while mapped is made again (once for
+    // the restore), any other is checked to be the one that was mapped.
+    let mut ghosts = Vec::new();
+    let mut check = |id: u32| -> Result<std::ffi::CString, RestoreError> {
         let r = reg_of(by_id, id, file)?;
+        if let Some(rm) = remaps.get(&id) {
+            let g = crate::files::regular::ghost_file(d, rm.remap_id, &r.name)?;
+            let p = g.path.clone();
+            ghosts.push(g);
+            return Ok(p);
+        }
         if checked.insert(id) {
             check_mapped_file(r)?;
         }
-        Ok(r)
+        cpath(&r.name)
     };
     let mut prev_end = 0u64;
     for v in &mm.vmas {
@@ -115,15 +125,14 @@ pub(super) fn memory(
         } else if st & status::VDSO != 0 {
             VmaKind::Vdso
         } else if st & status::FILE_PRIVATE != 0 {
-            let r = check(v.shmid as u32)?;
             VmaKind::FilePrivate {
-                path: cpath(&r.name)?,
+                path: check(v.shmid as u32)?,
             }
         } else if st & status::FILE_SHARED != 0 {
-            let r = check(v.shmid as u32)?;
+            let path = check(v.shmid as u32)?;
             let acc = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32 & libc::O_ACCMODE;
             VmaKind::FileShared {
-                path: cpath(&r.name)?,
+                path,
                 writable: acc != libc::O_RDONLY,
             }
         } else if st & status::ANON_SHARED != 0 {
@@ -142,8 +151,8 @@ pub(super) fn memory(
     plan.auxv = mm.mm_saved_auxv.clone();
     plan.dumpable = mm.dumpable;
     plan.thp_disabled = mm.thp_disabled;
-    let exe = check(mm.exe_file_id)?;
-    plan.exe = Some(cpath(&exe.name)?);
+    plan.exe = Some(check(mm.exe_file_id)?);
+    plan.ghosts.extend(ghosts);
     plan.mm = Some(abi::MmMap {
         start_code: mm.mm_start_code,
         end_code: mm.mm_end_code,

@@ -291,7 +291,7 @@ fn load_task(
         let tcore = d.read_core(tid).map_err(|e| img(&name, e))?;
         plan.threads.push(thread_plan(&core, &tcore, tid, &name)?);
     }
-    memory(&mut plan, d, &mm, by_id, &mm_name, checked)?;
+    memory(&mut plan, d, &mm, by_id, remaps, &mm_name, checked)?;
     let files_id = ids.files_id;
     let fdinfo_name = names::fdinfo(files_id);
     let fdinfo = if d.file(&fdinfo_name).exists() {

@@ -294,6 +294,11 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
             ok(CHILD_SCHED, r as _, nice as u64)?;
         }
     }
+    if let Some(v) = &p.loginuid {
+        // Before the credentials are dropped: a set login uid changes only with
+        // CAP_AUDIT_CONTROL.
+        write_proc(c"/proc/self/loginuid", v, CHILD_LOGINUID)?;
+    }
     if let Some(v) = &p.oom_score_adj {
         let path = c"/proc/self/oom_score_adj";
         // SAFETY: plain open/write/close of a proc file with NUL-terminated strings we own.
@@ -307,6 +312,22 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
             libc::close(fd as i32);
             ok(CHILD_OOM, n as _, 0)?;
         }
+    }
+    Ok(())
+}
+
+/// Writes `v` into the proc file `path` of this process.
+fn write_proc(path: &std::ffi::CStr, v: &std::ffi::CStr, stage: u32) -> Result<(), Fail> {
+    // SAFETY: plain open/write/close of a proc file with NUL-terminated strings we own.
+    unsafe {
+        let fd = ok(
+            stage,
+            libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) as _,
+            0,
+        )?;
+        let n = libc::write(fd as i32, v.as_ptr().cast(), v.to_bytes().len());
+        libc::close(fd as i32);
+        ok(stage, n as _, 0)?;
     }
     Ok(())
 }

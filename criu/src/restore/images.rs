@@ -524,6 +524,7 @@ fn task_state(plan: &mut TaskPlan, core: &CoreEntry, file: &str) -> Result<(), R
     }
     plan.child_subreaper = tc.child_subreaper;
     plan.oom_score_adj = tc.oom_score_adj.filter(|v| *v != 0);
+    plan.loginuid = tc.loginuid;
     let siginfos = |q: Option<&pb::SignalQueueEntry>| -> Result<Vec<[u8; 128]>, RestoreError> {
         let mut out = Vec::new();
         for s in q.map(|q| q.signals.as_slice()).unwrap_or(&[]) {

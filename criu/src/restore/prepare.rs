@@ -1193,6 +1193,15 @@ fn build(
         oom_score_adj: plan
             .oom_score_adj
             .and_then(|v| CString::new(v.to_string()).ok()),
+        loginuid: plan
+            .loginuid
+            .filter(|&v| {
+                std::fs::read_to_string("/proc/self/loginuid")
+                    .ok()
+                    .as_deref()
+                    != Some(&v.to_string())
+            })
+            .and_then(|v| CString::new(v.to_string()).ok()),
         status_fd,
         old_rseq,
         entry: 0, // set by prepare(), which knows the blob's symbols

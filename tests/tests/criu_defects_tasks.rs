@@ -1,0 +1,72 @@
+//! criu dump + restore of task and memory state that used to come back different (issue 20,
+//! items 18..30): each test has `criu-victim-defects-tasks` set the state up, dumps it (which
+//! kills it), restores it detached and has the restored task check itself from the inside.
+//!
+//! Every test runs as root, under the test lock and as a child subreaper.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use compel_criu_tests::{
+    Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, skip_if_not_root,
+    test_lock, wait_file,
+};
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_criu-victim-defects-tasks");
+
+/// A test's scratch directory: `img/` for the images, `ready` for the victim's ready file.
+struct Scratch {
+    tmp: tempfile::TempDir,
+    img: PathBuf,
+    ready: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        let ready = tmp.path().join("ready");
+        Scratch { tmp, img, ready }
+    }
+}
+
+/// Starts the victim with `modes`, waits until it is ready, lets it run `settle`, dumps it,
+/// restores it detached and returns its verdict about itself.
+fn round_trip(modes: &[&str], settle: Duration) -> String {
+    let dir = Scratch::new();
+    let mut args = vec![dir.ready.to_str().unwrap()];
+    args.extend_from_slice(modes);
+    let log = dir.tmp.path().join("victim.log");
+    let mut v = Spawned::spawn(VICTIM, &args, &log, None);
+    wait_file(&dir.ready, Duration::from_secs(10));
+    std::thread::sleep(settle);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let pid = restore_detached(&dir.img, &[]);
+    let _task = Spawned::guard(pid);
+    ask_check(pid, &dir.ready.with_extension("2"))
+        .trim()
+        .to_string()
+}
+
+/// Item 26: the audit login uid comes back.
+#[test]
+fn loginuid_comes_back() {
+    skip_if_not_root!("loginuid_comes_back");
+    if !std::path::Path::new("/proc/self/loginuid").exists() {
+        eprintln!("skipped: no audit login uids in this kernel");
+        return;
+    }
+    let _g = test_lock();
+    become_subreaper();
+    assert_eq!(round_trip(&["loginuid"], Duration::ZERO), "check ok");
+}
+
+/// Item 27: `SCHED_RESET_ON_FORK` (not shown in `/proc/PID/stat`) comes back with the policy.
+#[test]
+fn sched_reset_on_fork_comes_back() {
+    skip_if_not_root!("sched_reset_on_fork_comes_back");
+    let _g = test_lock();
+    become_subreaper();
+    assert_eq!(round_trip(&["sched"], Duration::ZERO), "check ok");
+}

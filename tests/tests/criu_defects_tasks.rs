@@ -70,3 +70,22 @@ fn sched_reset_on_fork_comes_back() {
     become_subreaper();
     assert_eq!(round_trip(&["sched"], Duration::ZERO), "check ok");
 }
+
+/// Item 21: `mlock`ed and `MAP_LOCKED` memory comes back locked, with its contents.
+#[test]
+fn locked_memory_comes_back_locked() {
+    skip_if_not_root!("locked_memory_comes_back_locked");
+    let _g = test_lock();
+    become_subreaper();
+    assert_eq!(round_trip(&["mlock"], Duration::ZERO), "check ok");
+}
+
+/// Item 24: a read-only `MAP_SHARED` mapping of a file opened `O_RDWR` can be made writable
+/// after the restore (the file is reopened with its own open mode, not the protection's).
+#[test]
+fn read_only_shared_mapping_of_a_read_write_file_can_be_made_writable() {
+    skip_if_not_root!("read_only_shared_mapping_of_a_read_write_file_can_be_made_writable");
+    let _g = test_lock();
+    become_subreaper();
+    assert_eq!(round_trip(&["shared-rw"], Duration::ZERO), "check ok");
+}

@@ -147,8 +147,8 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                         what: format!("shared memory mapping {name} at {:#x} of {pid}", m.start),
                     });
                 }
-                let fdflags = if m.shared() && m.writable() {
-                    libc::O_RDWR as u32
+                let fdflags = if m.shared() {
+                    shared_open_mode(pid, m)
                 } else {
                     libc::O_RDONLY as u32
                 };
@@ -168,6 +168,22 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
         });
     }
     Ok(out)
+}
+
+/// The open mode of the file behind a shared file mapping: the mode of its
+/// `/proc/PID/map_files` link shows the file's (`0400` read, `0200` write), which the
+/// mapping's current protection does not (a read-only mapping of a file opened `O_RDWR` may
+/// be made writable later). Falls back to the protection when the link cannot be read.
+fn shared_open_mode(pid: i32, m: &Mapping) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start.0, m.end.0);
+    match std::fs::symlink_metadata(link).map(|md| md.permissions().mode() & 0o600) {
+        Ok(0o600) => libc::O_RDWR as u32,
+        Ok(0o200) => libc::O_WRONLY as u32,
+        Ok(0o400) => libc::O_RDONLY as u32,
+        _ if m.writable() => libc::O_RDWR as u32,
+        _ => libc::O_RDONLY as u32,
+    }
 }
 
 #[cfg(test)]

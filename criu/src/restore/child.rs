@@ -373,7 +373,8 @@ fn premap(p: &ChildPlan) -> Result<(), Fail> {
         } else {
             op.prot
         };
-        let flags = op.map_flags | libc::MAP_FIXED;
+        // A locked area is locked once it is filled (see `protect`).
+        let flags = (op.map_flags & !libc::MAP_LOCKED) | libc::MAP_FIXED;
         let fd = match &op.file {
             Some((path, oflags)) => {
                 // SAFETY: open with a NUL-terminated path we own.
@@ -1006,6 +1007,11 @@ fn protect(p: &ChildPlan) -> Result<(), Fail> {
                     unsafe { libc::madvise(op.addr as *mut libc::c_void, op.len as usize, advice) };
                 ok(CHILD_PROTECT, r as _, op.addr)?;
             }
+        }
+        if op.map_flags & libc::MAP_LOCKED != 0 {
+            // SAFETY: locks an area this process premapped and filled; mremap keeps the lock.
+            let r = unsafe { libc::mlock(op.addr as *const libc::c_void, op.len as usize) };
+            ok(CHILD_PROTECT, r as _, op.addr)?;
         }
     }
     Ok(())

@@ -809,6 +809,8 @@ fn build(
         .enumerate()
         .map(|(i, v)| {
             let grows = v.flags & libc::MAP_GROWSDOWN;
+            // Locked (mlock, MAP_LOCKED) areas are locked again once filled.
+            let locked = v.flags & libc::MAP_LOCKED;
             let (map_flags, file) = match &v.kind {
                 VmaKind::AnonShared { .. } => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, None),
                 VmaKind::FilePrivate { path } => {
@@ -831,7 +833,7 @@ fn build(
                 addr: premap_addr[i],
                 len: v.len(),
                 prot: v.prot,
-                map_flags,
+                map_flags: map_flags | locked,
                 file,
                 pgoff: v.pgoff,
                 fill: filled[i],

@@ -25,6 +25,81 @@ extern "C" fn on_usr1(_: libc::c_int) {
 
 type Check = Box<dyn Fn(&mut Vec<String>)>;
 
+const PAGE: usize = 4096;
+
+/// `mmap` of `len` bytes, asserted to succeed.
+fn map(len: usize, prot: i32, flags: i32, fd: i32) -> usize {
+    // SAFETY: a fresh mapping chosen by the kernel; nothing of ours is replaced.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    p as usize
+}
+
+/// Fills `len` bytes at `addr` with a pattern seeded by `seed`.
+fn fill(addr: usize, len: usize, seed: u8) {
+    for i in 0..len {
+        // SAFETY: the caller owns `len` writable bytes at `addr`.
+        unsafe { *((addr + i) as *mut u8) = (i as u8).wrapping_mul(7).wrapping_add(seed) };
+    }
+}
+
+/// Whether the pattern of [`fill`] is still at `addr`.
+fn filled(addr: usize, len: usize, seed: u8) -> bool {
+    // SAFETY: the caller owns `len` readable bytes at `addr`.
+    (0..len).all(
+        |i| unsafe { *((addr + i) as *const u8) } == (i as u8).wrapping_mul(7).wrapping_add(seed),
+    )
+}
+
+/// The `/proc/self/smaps` block of the area starting at `addr`: its lines after the header.
+fn smaps_of(addr: usize) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let head = format!("{addr:x}-");
+    let mut out = Vec::new();
+    let mut inside = false;
+    for l in text.lines() {
+        let is_head = l
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.contains('-') && !w.ends_with(':'));
+        if is_head {
+            inside = l.starts_with(&head);
+        } else if inside {
+            out.push(l.to_string());
+        }
+    }
+    out
+}
+
+/// Whether the area at `addr` has VM flag `flag` (two letters of smaps' `VmFlags`).
+fn has_vm_flag(addr: usize, flag: &str) -> bool {
+    smaps_of(addr).iter().any(|l| {
+        l.strip_prefix("VmFlags:")
+            .is_some_and(|f| f.split_whitespace().any(|w| w == flag))
+    })
+}
+
+/// smaps' `KEY:` of the area at `addr`, in kB.
+fn smaps_kb(addr: usize, key: &str) -> u64 {
+    smaps_of(addr)
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(':')?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(u64::MAX)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
@@ -41,6 +116,8 @@ fn main() {
         checks.push(match m.as_str() {
             "loginuid" => loginuid(),
             "sched" => sched(),
+            "mlock" => mlock(),
+            "shared-rw" => shared_rw(ready),
             other => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);
@@ -100,6 +177,67 @@ fn sched() -> Check {
         }
         if nice != 3 {
             bad.push(format!("nice={nice}"));
+        }
+    })
+}
+
+fn mlock() -> Check {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let priv_anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    let a = map(4 * PAGE, rw, priv_anon, -1);
+    fill(a, 4 * PAGE, 1);
+    // SAFETY: locks our own fresh area.
+    assert_eq!(
+        unsafe { libc::mlock(a as *const libc::c_void, 4 * PAGE) },
+        0
+    );
+    let b = map(2 * PAGE, rw, priv_anon | libc::MAP_LOCKED, -1);
+    fill(b, 2 * PAGE, 2);
+    Box::new(move |bad| {
+        for (addr, len, seed, what) in [(a, 4 * PAGE, 1, "mlock"), (b, 2 * PAGE, 2, "map_locked")] {
+            if !has_vm_flag(addr, "lo") {
+                bad.push(format!("{what}-not-locked"));
+            }
+            if smaps_kb(addr, "Locked") != (len / 1024) as u64 {
+                bad.push(format!("{what}-locked-kb={}", smaps_kb(addr, "Locked")));
+            }
+            if !filled(addr, len, seed) {
+                bad.push(format!("{what}-contents"));
+            }
+        }
+    })
+}
+
+fn shared_rw(ready: &str) -> Check {
+    let path = format!("{ready}.shared-rw");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("create the shared file");
+    f.set_len(PAGE as u64).expect("size the shared file");
+    use std::os::fd::AsRawFd;
+    let a = map(PAGE, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd());
+    drop(f);
+    Box::new(move |bad| {
+        // SAFETY: our own shared file mapping of one page; written only once it is writable.
+        unsafe {
+            let r = libc::mprotect(
+                a as *mut libc::c_void,
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            );
+            if r != 0 {
+                bad.push(format!("mprotect={}", std::io::Error::last_os_error()));
+                return;
+            }
+            *(a as *mut u8) = b'x';
+            libc::msync(a as *mut libc::c_void, PAGE, libc::MS_SYNC);
+        }
+        if std::fs::read(&path).ok().and_then(|d| d.first().copied()) != Some(b'x') {
+            bad.push("shared-write-lost".into());
         }
     })
 }

@@ -89,3 +89,16 @@ fn read_only_shared_mapping_of_a_read_write_file_can_be_made_writable() {
     become_subreaper();
     assert_eq!(round_trip(&["shared-rw"], Duration::ZERO), "check ok");
 }
+
+/// Item 18: a `SIGEV_THREAD` POSIX timer (glibc points it at its helper thread with
+/// `SIGEV_THREAD_ID`) comes back and keeps running its function.
+#[test]
+fn sigev_thread_posix_timer_keeps_firing() {
+    skip_if_not_root!("sigev_thread_posix_timer_keeps_firing");
+    let _g = test_lock();
+    become_subreaper();
+    assert_eq!(
+        round_trip(&["posix-timer-thread"], Duration::from_millis(50)),
+        "check ok"
+    );
+}

@@ -15,7 +15,7 @@
 //! - `membarrier`: registered for `MEMBARRIER_CMD_PRIVATE_EXPEDITED`;
 //! - `guard`: a guard region (`MADV_GUARD_INSTALL`) in the middle of a written area.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static CHECK: AtomicBool = AtomicBool::new(false);
 
@@ -118,6 +118,7 @@ fn main() {
             "sched" => sched(),
             "mlock" => mlock(),
             "shared-rw" => shared_rw(ready),
+            "posix-timer-thread" => posix_timer_thread(),
             other => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);
@@ -238,6 +239,60 @@ fn shared_rw(ready: &str) -> Check {
         }
         if std::fs::read(&path).ok().and_then(|d| d.first().copied()) != Some(b'x') {
             bad.push("shared-write-lost".into());
+        }
+    })
+}
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_tick(_: libc::sigval) {
+    TICKS.fetch_add(1, Ordering::SeqCst);
+}
+
+fn posix_timer_thread() -> Check {
+    // struct sigevent on x86_64: sigev_value, sigev_signo, sigev_notify, then (for
+    // SIGEV_THREAD) the function and its attributes; 64 bytes in all.
+    let mut sev = [0u64; 8];
+    sev[1] = (libc::SIGEV_THREAD as u32 as u64) << 32;
+    sev[2] = on_tick as *const () as u64;
+    let mut timer: libc::timer_t = std::ptr::null_mut();
+    let every = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 20_000_000,
+    };
+    // SAFETY: `sev` is a complete struct sigevent; the timer id goes into a live local.
+    unsafe {
+        assert_eq!(
+            libc::timer_create(libc::CLOCK_MONOTONIC, sev.as_mut_ptr().cast(), &mut timer),
+            0,
+            "timer_create: {}",
+            std::io::Error::last_os_error()
+        );
+        let its = libc::itimerspec {
+            it_interval: every,
+            it_value: every,
+        };
+        assert_eq!(libc::timer_settime(timer, 0, &its, std::ptr::null_mut()), 0);
+    }
+    // Wait until glibc's helper thread has delivered a first tick.
+    while TICKS.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let timer = timer as usize;
+    Box::new(move |bad| {
+        let before = TICKS.load(Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let after = TICKS.load(Ordering::SeqCst);
+        if after < before + 3 {
+            bad.push(format!("ticks {before}->{after}"));
+        }
+        // SAFETY: reads the timer's setting into a zeroed local.
+        let mut its: libc::itimerspec = unsafe { std::mem::zeroed() };
+        // SAFETY: as above, for our own timer id.
+        if unsafe { libc::timer_gettime(timer as libc::timer_t, &mut its) } != 0
+            || its.it_interval.tv_nsec != 20_000_000
+        {
+            bad.push("timer-interval".into());
         }
     })
 }

@@ -102,3 +102,12 @@ fn sigev_thread_posix_timer_keeps_firing() {
         "check ok"
     );
 }
+
+/// Item 25: `membarrier` registrations (private expedited, sync-core) come back.
+#[test]
+fn membarrier_registrations_come_back() {
+    skip_if_not_root!("membarrier_registrations_come_back");
+    let _g = test_lock();
+    become_subreaper();
+    assert_eq!(round_trip(&["membarrier"], Duration::ZERO), "check ok");
+}

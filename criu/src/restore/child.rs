@@ -294,6 +294,15 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
             ok(CHILD_SCHED, r as _, nice as u64)?;
         }
     }
+    // Registrations belong to the memory, which this process keeps through the restorer.
+    for bit in 0..32 {
+        let cmd = 1u32 << bit;
+        if p.membarrier & cmd != 0 {
+            // SAFETY: a membarrier registration of this process's memory; no memory is touched.
+            let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd as i32, 0u32, 0i32) };
+            ok(CHILD_MEMBARRIER, r as _, cmd as u64)?;
+        }
+    }
     if let Some(v) = &p.loginuid {
         // Before the credentials are dropped: a set login uid changes only with
         // CAP_AUDIT_CONTROL.

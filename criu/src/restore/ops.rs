@@ -34,6 +34,8 @@ pub const CHILD_ZOMBIE: u32 = 109;
 pub const CHILD_LOCKS: u32 = 110;
 /// Writing the audit login uid.
 pub const CHILD_LOGINUID: u32 = 111;
+/// Registering for `membarrier`.
+pub const CHILD_MEMBARRIER: u32 = 112;
 
 /// A short name for a child stage.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -50,6 +52,7 @@ pub fn stage_name(stage: u32) -> &'static str {
         CHILD_ZOMBIE => "making a zombie child",
         CHILD_LOCKS => "taking file locks",
         CHILD_LOGINUID => "audit login uid",
+        CHILD_MEMBARRIER => "membarrier registration",
         s => abi::stage_name(s),
     }
 }
@@ -155,6 +158,8 @@ pub struct ChildPlan {
     pub oom_score_adj: Option<CString>,
     /// The audit login uid to write (decimal), when it differs from the one inherited.
     pub loginuid: Option<CString>,
+    /// `membarrier` registration commands to issue (one bit each).
+    pub membarrier: u32,
     /// Scheduling: nice value, policy, real-time priority.
     pub sched: Option<(i32, u32, u32)>,
     /// File locks to take once the descriptors are in place.

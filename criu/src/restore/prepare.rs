@@ -1195,6 +1195,7 @@ fn build(
         oom_score_adj: plan
             .oom_score_adj
             .and_then(|v| CString::new(v.to_string()).ok()),
+        membarrier: plan.membarrier,
         loginuid: plan
             .loginuid
             .filter(|&v| {

@@ -119,6 +119,7 @@ fn main() {
             "mlock" => mlock(),
             "shared-rw" => shared_rw(ready),
             "posix-timer-thread" => posix_timer_thread(),
+            "membarrier" => membarrier(),
             other => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);
@@ -293,6 +294,37 @@ fn posix_timer_thread() -> Check {
             || its.it_interval.tv_nsec != 20_000_000
         {
             bad.push("timer-interval".into());
+        }
+    })
+}
+
+fn membarrier_cmd(cmd: i32) -> i64 {
+    // SAFETY: membarrier with integer arguments only.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) }
+}
+
+fn membarrier() -> Check {
+    const PRIVATE_EXPEDITED: i32 = 1 << 3;
+    const REGISTER_PRIVATE_EXPEDITED: i32 = 1 << 4;
+    const PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 5;
+    const REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 6;
+    const GET_REGISTRATIONS: i32 = 1 << 9;
+    assert_eq!(membarrier_cmd(REGISTER_PRIVATE_EXPEDITED), 0);
+    assert_eq!(membarrier_cmd(REGISTER_PRIVATE_EXPEDITED_SYNC_CORE), 0);
+    Box::new(|bad| {
+        if membarrier_cmd(PRIVATE_EXPEDITED) != 0 {
+            bad.push(format!(
+                "private-expedited={}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if membarrier_cmd(PRIVATE_EXPEDITED_SYNC_CORE) != 0 {
+            bad.push(format!("sync-core={}", std::io::Error::last_os_error()));
+        }
+        let want = (REGISTER_PRIVATE_EXPEDITED | REGISTER_PRIVATE_EXPEDITED_SYNC_CORE) as i64;
+        let got = membarrier_cmd(GET_REGISTRATIONS);
+        if got != want {
+            bad.push(format!("registrations={got:#x}"));
         }
     })
 }

@@ -111,3 +111,13 @@ fn membarrier_registrations_come_back() {
     become_subreaper();
     assert_eq!(round_trip(&["membarrier"], Duration::ZERO), "check ok");
 }
+
+/// Item 23: guard regions (`MADV_GUARD_INSTALL`) come back: their pages fault, the pages
+/// around them keep their contents.
+#[test]
+fn guard_regions_come_back() {
+    skip_if_not_root!("guard_regions_come_back");
+    let _g = test_lock();
+    become_subreaper();
+    assert_eq!(round_trip(&["guard"], Duration::ZERO), "check ok");
+}

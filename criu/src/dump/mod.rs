@@ -366,6 +366,8 @@ struct Collected {
     pid: i32,
     stat: proc::ProcStat,
     vmas: Vec<vma::Vma>,
+    /// `MADV_GUARD_INSTALL` ranges.
+    guards: Vec<(u64, u64)>,
     fdinfo: Vec<criu_images::pb::FdinfoEntry>,
     exe_id: u32,
     cwd_id: u32,
@@ -395,6 +397,7 @@ fn collect(
     let maps = proc::read_smaps(pid)?;
     let exe_id = files.add_exe(pid)?;
     let vmas = vma::classify(pid, &maps, files)?;
+    let guards = pages::guard_regions(pid)?;
     let fdinfo = files.add_fds(pid, opts.shell_job)?;
     if !opts.file_locks
         && let Some(l) = files.locks().first()
@@ -444,6 +447,7 @@ fn collect(
         pid,
         stat,
         vmas,
+        guards,
         fdinfo,
         exe_id,
         cwd_id,
@@ -504,7 +508,24 @@ fn write_images(
             mm_env_end: process.stat.env_end,
             exe_file_id: process.exe_id,
             mm_saved_auxv: process.auxv.clone(),
-            vmas: process.vmas.iter().map(|v| v.entry.clone()).collect(),
+            // Guard ranges after every real area, as CRIU writes them.
+            vmas: process
+                .vmas
+                .iter()
+                .map(|v| v.entry.clone())
+                .chain(
+                    process
+                        .guards
+                        .iter()
+                        .map(|&(start, end)| criu_images::pb::VmaEntry {
+                            start,
+                            end,
+                            status: criu_images::vma::status::GUARD,
+                            fd: -1,
+                            ..Default::default()
+                        }),
+                )
+                .collect(),
             dumpable: Some(process.dumpable),
             aios: Vec::new(),
             thp_disabled: Some(process.thp_disabled),

@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PRESENT};
-use criu_images::vma::status;
+use criu_images::vma::{TASK_SIZE, status};
 use criu_images::{Pagemap, names};
 
 use super::DumpError;
@@ -622,6 +622,65 @@ fn scan_pages(pagemap: &File, v: &Vma) -> std::io::Result<Vec<(u64, u64)>> {
         at = arg.walk_end;
     }
     Ok(runs)
+}
+
+/// The ranges `(start, end)` of `MADV_GUARD_INSTALL` guard pages in `pid`'s address space,
+/// found with `PAGEMAP_SCAN`'s `PAGE_IS_GUARD` (empty where the kernel has neither).
+///
+/// # Errors
+/// [`DumpError::Memory`] if the pagemap cannot be scanned.
+pub fn guard_regions(pid: i32) -> Result<Vec<(u64, u64)>, DumpError> {
+    use std::os::fd::AsRawFd;
+    let pagemap = open_pagemap(pid)?;
+    let mut regions = vec![PageRegion::default(); 512];
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0u64;
+    while at < TASK_SIZE {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            start: at,
+            end: TASK_SIZE,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            category_mask: PAGE_IS_GUARD,
+            return_mask: PAGE_IS_GUARD,
+            ..PmScanArg::default()
+        };
+        // SAFETY: the kernel reads `arg` and writes at most `vec_len` page regions into
+        // `regions` (its length), both alive for the call.
+        let n = unsafe {
+            libc::ioctl(
+                pagemap.as_raw_fd(),
+                PAGEMAP_SCAN,
+                &mut arg as *mut PmScanArg,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
+            ) {
+                return Ok(Vec::new());
+            }
+            return Err(DumpError::Memory {
+                pid,
+                addr: at,
+                source: e,
+            });
+        }
+        for r in &regions[..(n as usize).min(regions.len())] {
+            match out.last_mut() {
+                Some((_, end)) if *end == r.start => *end = r.end,
+                _ => out.push((r.start, r.end)),
+            }
+        }
+        if arg.walk_end <= at {
+            break;
+        }
+        at = arg.walk_end;
+    }
+    Ok(out)
 }
 
 /// [`scan_pages`] the slow way: `/proc/PID/pagemap` words, 64 Ki pages at a time.

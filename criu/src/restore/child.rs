@@ -1023,6 +1023,13 @@ fn protect(p: &ChildPlan) -> Result<(), Fail> {
             ok(CHILD_PROTECT, r as _, op.addr)?;
         }
     }
+    const MADV_GUARD_INSTALL: i32 = 102;
+    for &(addr, len) in &p.guards {
+        // SAFETY: guard pages inside an area this process premapped; they hold no saved page.
+        let r =
+            unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, MADV_GUARD_INSTALL) };
+        ok(CHILD_PROTECT, r as _, addr)?;
+    }
     Ok(())
 }
 

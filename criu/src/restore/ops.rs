@@ -160,6 +160,8 @@ pub struct ChildPlan {
     pub loginuid: Option<CString>,
     /// `membarrier` registration commands to issue (one bit each).
     pub membarrier: u32,
+    /// Guard pages to install once the areas are filled: (premapped address, length).
+    pub guards: Vec<(u64, u64)>,
     /// Scheduling: nice value, policy, real-time priority.
     pub sched: Option<(i32, u32, u32)>,
     /// File locks to take once the descriptors are in place.

@@ -276,6 +276,8 @@ pub struct TaskPlan {
     pub loginuid: Option<u32>,
     /// The `membarrier` registration commands its memory is registered for.
     pub membarrier: u32,
+    /// `MADV_GUARD_INSTALL` ranges `(start, end)` inside its areas.
+    pub guards: Vec<(u64, u64)>,
     /// The task was job-control stopped by this signal: it is stopped again after the restore.
     pub stop_signal: Option<i32>,
     /// Scheduling: nice value, policy and real-time priority.

@@ -751,6 +751,17 @@ fn build(
             })
     };
 
+    // Guard ranges, at the premapped copies of their areas (mremap moves the guards along).
+    let mut guards = Vec::new();
+    for &(s, e) in &plan.guards {
+        for (i, v) in premapped.iter().enumerate() {
+            let (a, b) = (s.max(v.start), e.min(v.end));
+            if a < b {
+                guards.push((premap_addr[i] + (a - v.start), b - a));
+            }
+        }
+    }
+
     // Page runs, split at area boundaries.
     let mut fills = Vec::new();
     let mut filled = vec![false; premapped.len()];
@@ -1196,6 +1207,7 @@ fn build(
             .oom_score_adj
             .and_then(|v| CString::new(v.to_string()).ok()),
         membarrier: plan.membarrier,
+        guards,
         loginuid: plan
             .loginuid
             .filter(|&v| {

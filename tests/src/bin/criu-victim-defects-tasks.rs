@@ -120,6 +120,7 @@ fn main() {
             "shared-rw" => shared_rw(ready),
             "posix-timer-thread" => posix_timer_thread(),
             "membarrier" => membarrier(),
+            "guard" => guard(),
             other => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);
@@ -325,6 +326,68 @@ fn membarrier() -> Check {
         let got = membarrier_cmd(GET_REGISTRATIONS);
         if got != want {
             bad.push(format!("registrations={got:#x}"));
+        }
+    })
+}
+
+/// Whether reading the byte at `addr` kills a forked child with `SIGSEGV`.
+fn read_faults(addr: usize) -> bool {
+    // SAFETY: the child only reads one byte and calls _exit; the parent reaps it.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            let v = std::ptr::read_volatile(addr as *const u8);
+            libc::_exit(i32::from(v == 0xff));
+        }
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV
+    }
+}
+
+fn guard() -> Check {
+    const MADV_GUARD_INSTALL: i32 = 102;
+    let a = map(
+        8 * PAGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    );
+    fill(a, 8 * PAGE, 3);
+    // SAFETY: guard pages in the middle of our own area.
+    let r = unsafe {
+        libc::madvise(
+            (a + 3 * PAGE) as *mut libc::c_void,
+            2 * PAGE,
+            MADV_GUARD_INSTALL,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "MADV_GUARD_INSTALL: {}",
+        std::io::Error::last_os_error()
+    );
+    assert!(read_faults(a + 3 * PAGE));
+    Box::new(move |bad| {
+        for page in [3, 4] {
+            if !read_faults(a + page * PAGE) {
+                bad.push(format!("guard-page-{page}-readable"));
+            }
+        }
+        if read_faults(a + 2 * PAGE) || read_faults(a + 5 * PAGE) {
+            bad.push("neighbour-faults".into());
+        }
+        if !filled(a, 3 * PAGE, 3) {
+            bad.push("below-guard-contents".into());
+        }
+        let above = a + 5 * PAGE;
+        // The pattern of [`fill`] continues from offset 5 pages.
+        // SAFETY: our own readable pages above the guard.
+        let same = (0..3 * PAGE).all(|i| unsafe { *((above + i) as *const u8) }
+            == ((5 * PAGE + i) as u8).wrapping_mul(7).wrapping_add(3));
+        if !same {
+            bad.push("above-guard-contents".into());
         }
     })
 }

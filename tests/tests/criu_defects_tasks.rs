@@ -121,3 +121,13 @@ fn guard_regions_come_back() {
     become_subreaper();
     assert_eq!(round_trip(&["guard"], Duration::ZERO), "check ok");
 }
+
+/// Item 22: `MAP_DROPPABLE` memory comes back droppable, without the old contents (as after
+/// the kernel dropped them, which it may do at any time).
+#[test]
+fn droppable_memory_comes_back_droppable() {
+    skip_if_not_root!("droppable_memory_comes_back_droppable");
+    let _g = test_lock();
+    become_subreaper();
+    assert_eq!(round_trip(&["droppable"], Duration::ZERO), "check ok");
+}

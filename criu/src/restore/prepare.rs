@@ -838,6 +838,8 @@ fn build(
                         },
                     )),
                 ),
+                // MAP_DROPPABLE (0x08) is a mapping type of its own.
+                _ if v.flags & 0x0f == 0x08 => (0x08 | libc::MAP_ANONYMOUS, None),
                 _ => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows, None),
             };
             PremapOp {

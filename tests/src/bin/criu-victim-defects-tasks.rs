@@ -13,7 +13,9 @@
 //! - `posix-timer-thread`: a `SIGEV_THREAD` POSIX timer (glibc's helper thread gets it
 //!   through `SIGEV_THREAD_ID`) that fires every 20 ms;
 //! - `membarrier`: registered for `MEMBARRIER_CMD_PRIVATE_EXPEDITED`;
-//! - `guard`: a guard region (`MADV_GUARD_INSTALL`) in the middle of a written area.
+//! - `guard`: a guard region (`MADV_GUARD_INSTALL`) in the middle of a written area;
+//! - `droppable`: a written `MAP_DROPPABLE` area (it must come back droppable, and empty as
+//!   after a drop).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -121,6 +123,7 @@ fn main() {
             "posix-timer-thread" => posix_timer_thread(),
             "membarrier" => membarrier(),
             "guard" => guard(),
+            "droppable" => droppable(),
             other => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);
@@ -388,6 +391,30 @@ fn guard() -> Check {
             == ((5 * PAGE + i) as u8).wrapping_mul(7).wrapping_add(3));
         if !same {
             bad.push("above-guard-contents".into());
+        }
+    })
+}
+
+fn droppable() -> Check {
+    const MAP_DROPPABLE: i32 = 0x08;
+    let a = map(
+        4 * PAGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        MAP_DROPPABLE | libc::MAP_ANONYMOUS,
+        -1,
+    );
+    fill(a, 4 * PAGE, 4);
+    Box::new(move |bad| {
+        if !has_vm_flag(a, "dp") {
+            bad.push("not-droppable".into());
+        }
+        // SAFETY: our own readable area of 4 pages.
+        if !(0..4 * PAGE).all(|i| unsafe { *((a + i) as *const u8) } == 0) {
+            bad.push("old-contents".into());
+        }
+        fill(a, 4 * PAGE, 5);
+        if !filled(a, 4 * PAGE, 5) {
+            bad.push("not-writable".into());
         }
     })
 }

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, skip_if_not_root,
-    test_lock, wait_file,
+    Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, restore_detached,
+    skip_if_not_root, test_lock, wait_file,
 };
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_criu-victim-defects-tasks");
@@ -130,4 +130,54 @@ fn droppable_memory_comes_back_droppable() {
     let _g = test_lock();
     become_subreaper();
     assert_eq!(round_trip(&["droppable"], Duration::ZERO), "check ok");
+}
+
+/// Item 30: a thread caught inside an rseq critical section restarts at the section's abort
+/// handler (as the kernel would have done), so the section works on after the restore.
+#[test]
+fn thread_inside_rseq_critical_section_restarts_at_abort_handler() {
+    skip_if_not_root!("thread_inside_rseq_critical_section_restarts_at_abort_handler");
+    let _g = test_lock();
+    become_subreaper();
+    assert_eq!(round_trip(&["rseq"], Duration::from_millis(50)), "check ok");
+}
+
+/// Item 29: `MAP_SHARED | MAP_ANONYMOUS` pages that no process has in its page tables come
+/// back (they are taken from the shared object, not from each process's page map).
+#[test]
+fn shared_anonymous_pages_not_faulted_in_come_back() {
+    skip_if_not_root!("shared_anonymous_pages_not_faulted_in_come_back");
+    let _g = test_lock();
+    become_subreaper();
+    assert_eq!(
+        round_trip(&["shared-unfaulted"], Duration::ZERO),
+        "check ok"
+    );
+}
+
+/// Item 29, the part not restored: pages of a shared anonymous object outside every mapping
+/// of it (a mapping shrunk with `mremap`) make the dump refuse, by name, and the process runs
+/// on with its pages.
+#[test]
+fn shared_anonymous_pages_beyond_every_mapping_are_refused() {
+    skip_if_not_root!("shared_anonymous_pages_beyond_every_mapping_are_refused");
+    let _g = test_lock();
+    become_subreaper();
+    let dir = Scratch::new();
+    let log = dir.tmp.path().join("victim.log");
+    let v = Spawned::spawn(
+        VICTIM,
+        &[dir.ready.to_str().unwrap(), "shared-shrunk"],
+        &log,
+        None,
+    );
+    wait_file(&dir.ready, Duration::from_secs(10));
+    let o = criu_dump(v.pid(), &dir.img, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the dump succeeded");
+    assert!(err.contains("outside every mapping"), "{err}");
+    assert_eq!(
+        ask_check(v.pid(), &dir.ready.with_extension("2")).trim(),
+        "check ok"
+    );
 }

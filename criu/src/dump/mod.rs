@@ -390,6 +390,8 @@ fn collect(
     files: &mut files::FileTable,
     own_ns: &[(String, u64)],
 ) -> Result<Collected, DumpError> {
+    // First, before anything runs in the task.
+    thread::rseq_abort(task, pid)?;
     let stat = proc::read_stat(pid)?;
     let status = proc::read_status(pid)?;
     let ns = ids::ns_inodes(&pid.to_string());
@@ -581,6 +583,7 @@ fn write_images(
         });
         img.write_core(*z as u32, &core::zombie_core(st))?;
     }
+    shared.check_unmapped()?;
     let shared_stats = shared.write(dir, 1 + procs.len() as u32)?;
     stats.scanned += shared_stats.scanned;
     stats.written += shared_stats.written;

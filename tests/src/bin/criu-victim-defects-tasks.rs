@@ -15,7 +15,13 @@
 //! - `membarrier`: registered for `MEMBARRIER_CMD_PRIVATE_EXPEDITED`;
 //! - `guard`: a guard region (`MADV_GUARD_INSTALL`) in the middle of a written area;
 //! - `droppable`: a written `MAP_DROPPABLE` area (it must come back droppable, and empty as
-//!   after a drop).
+//!   after a drop);
+//! - `rseq`: a thread that spends its life inside an rseq critical section (glibc's
+//!   registration), counting the aborts that signals to it cause;
+//! - `shared-unfaulted`: `MAP_SHARED | MAP_ANONYMOUS` pages written, then dropped from this
+//!   process's page tables (`MADV_DONTNEED`): they live on in the object only;
+//! - `shared-shrunk`: the same, but shrunk with `mremap` (its dump is refused) and grown
+//!   again when checked.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -124,6 +130,9 @@ fn main() {
             "membarrier" => membarrier(),
             "guard" => guard(),
             "droppable" => droppable(),
+            "rseq" => rseq(),
+            "shared-unfaulted" => shared_unfaulted(),
+            "shared-shrunk" => shared_shrunk(),
             other => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);
@@ -416,5 +425,139 @@ fn droppable() -> Check {
         if !filled(a, 4 * PAGE, 5) {
             bad.push("not-writable".into());
         }
+    })
+}
+
+static ABORTS: AtomicU64 = AtomicU64::new(0);
+static SPINNER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+unsafe extern "C" {
+    /// glibc's offset of the thread's rseq area from the thread pointer.
+    static __rseq_offset: isize;
+    /// glibc's registered rseq area size (0: glibc did not register).
+    static __rseq_size: u32;
+    /// Enters the critical section below forever: points the `rseq_cs` field at `field` to
+    /// the section and spins inside it; each abort adds one to `*aborts` and enters again.
+    fn victim_rseq_spin(field: *mut u64, aborts: *const AtomicU64) -> !;
+}
+
+// The section [start, post) is one jump to itself; the abort handler, behind the x86 rseq
+// signature, counts and enters again. Its struct rseq_cs (32-byte aligned) is in .data.
+core::arch::global_asm!(
+    ".pushsection .text.victim_rseq_spin,\"ax\",@progbits",
+    ".globl victim_rseq_spin",
+    "victim_rseq_spin:",
+    "1:",
+    "lea rax, [rip + victim_rseq_cs]",
+    "mov [rdi], rax",
+    "victim_rseq_start:",
+    "jmp victim_rseq_start",
+    "victim_rseq_post:",
+    ".long 0x53053053",
+    "victim_rseq_abort:",
+    "lock inc qword ptr [rsi]",
+    "jmp 1b",
+    ".popsection",
+    ".pushsection .data.victim_rseq_cs,\"aw\",@progbits",
+    ".balign 32",
+    "victim_rseq_cs:",
+    ".long 0, 0",
+    ".quad victim_rseq_start",
+    ".quad victim_rseq_post - victim_rseq_start",
+    ".quad victim_rseq_abort",
+    ".popsection",
+);
+
+extern "C" fn on_usr2(_: libc::c_int) {}
+
+/// Sends `n` SIGUSR2s to the spinner, 10 ms apart (each delivery aborts its section).
+fn poke_spinner(n: usize) {
+    let tid = SPINNER.load(Ordering::SeqCst);
+    for _ in 0..n {
+        // SAFETY: a signal with an empty handler to a thread of this process.
+        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR2) };
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn rseq() -> Check {
+    // SAFETY: glibc's exported rseq facts, constant after start-up.
+    let (offset, size) = unsafe { (__rseq_offset, __rseq_size) };
+    assert!(
+        size >= 32,
+        "glibc did not register rseq (GLIBC_TUNABLES=glibc.pthread.rseq=0?)"
+    );
+    // SAFETY: installs an empty handler.
+    unsafe { libc::signal(libc::SIGUSR2, on_usr2 as *const () as libc::sighandler_t) };
+    std::thread::spawn(move || {
+        let tp: u64;
+        // SAFETY: reads the thread pointer (its first word points at itself on x86_64).
+        unsafe { core::arch::asm!("mov {}, fs:0", out(reg) tp) };
+        // SAFETY: gettid has no arguments.
+        SPINNER.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+        let field = (tp as i64 + offset as i64 + 8) as *mut u64;
+        // SAFETY: `field` is this thread's own rseq_cs field in glibc's registered area.
+        unsafe { victim_rseq_spin(field, &ABORTS) }
+    });
+    while SPINNER.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    while ABORTS.load(Ordering::SeqCst) < 3 {
+        poke_spinner(1);
+    }
+    Box::new(|bad| {
+        let before = ABORTS.load(Ordering::SeqCst);
+        poke_spinner(20);
+        let after = ABORTS.load(Ordering::SeqCst);
+        if after < before + 10 {
+            bad.push(format!("rseq-aborts {before}->{after}"));
+        }
+    })
+}
+
+fn shared_unfaulted() -> Check {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let a = map(4 * PAGE, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1);
+    fill(a, 4 * PAGE, 6);
+    // SAFETY: drops our own page-table entries; the pages stay in the shared object.
+    assert_eq!(
+        unsafe {
+            libc::madvise(
+                (a + PAGE) as *mut libc::c_void,
+                2 * PAGE,
+                libc::MADV_DONTNEED,
+            )
+        },
+        0
+    );
+    Box::new(move |bad| {
+        if !filled(a, 4 * PAGE, 6) {
+            bad.push("shared-pages-lost".into());
+        }
+    })
+}
+
+fn shared_shrunk() -> Check {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let a = map(4 * PAGE, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1);
+    fill(a, 4 * PAGE, 7);
+    // SAFETY: shrinks our own mapping in place.
+    let p = unsafe { libc::mremap(a as *mut libc::c_void, 4 * PAGE, 2 * PAGE, 0) };
+    assert_eq!(p as usize, a);
+    Box::new(move |bad| {
+        // SAFETY: grows our own mapping again, wherever the kernel finds room.
+        let p = unsafe {
+            libc::mremap(
+                a as *mut libc::c_void,
+                2 * PAGE,
+                4 * PAGE,
+                libc::MREMAP_MAYMOVE,
+            )
+        };
+        if p == libc::MAP_FAILED || !filled(p as usize, 4 * PAGE, 7) {
+            bad.push("shrunk-pages-lost".into());
+        }
+        // SAFETY: back to the shrunk size, for the next check.
+        unsafe { libc::mremap(p, 4 * PAGE, 2 * PAGE, 0) };
     })
 }

@@ -202,10 +202,8 @@ fn mlock() -> Check {
     let a = map(4 * PAGE, rw, priv_anon, -1);
     fill(a, 4 * PAGE, 1);
     // SAFETY: locks our own fresh area.
-    assert_eq!(
-        unsafe { libc::mlock(a as *const libc::c_void, 4 * PAGE) },
-        0
-    );
+    let r = unsafe { libc::mlock(a as *const libc::c_void, 4 * PAGE) };
+    assert_eq!(r, 0);
     let b = map(2 * PAGE, rw, priv_anon | libc::MAP_LOCKED, -1);
     fill(b, 2 * PAGE, 2);
     Box::new(move |bad| {
@@ -519,17 +517,10 @@ fn shared_unfaulted() -> Check {
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     let a = map(4 * PAGE, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1);
     fill(a, 4 * PAGE, 6);
+    let at = (a + PAGE) as *mut libc::c_void;
     // SAFETY: drops our own page-table entries; the pages stay in the shared object.
-    assert_eq!(
-        unsafe {
-            libc::madvise(
-                (a + PAGE) as *mut libc::c_void,
-                2 * PAGE,
-                libc::MADV_DONTNEED,
-            )
-        },
-        0
-    );
+    let r = unsafe { libc::madvise(at, 2 * PAGE, libc::MADV_DONTNEED) };
+    assert_eq!(r, 0);
     Box::new(move |bad| {
         if !filled(a, 4 * PAGE, 6) {
             bad.push("shared-pages-lost".into());

@@ -270,6 +270,41 @@ fn begin_images(dir: &Path) -> Result<(), DumpError> {
     }
 }
 
+/// Refuses a tree with a process in a group whose leader has exited (gone, or a zombie of the
+/// tree): restoring it needs a helper task to lead the group for it, which the restore does
+/// not make yet. The root's own group is exempt (it may be a shell's job).
+fn refuse_leaderless_groups(
+    root: i32,
+    alive: impl Iterator<Item = i32>,
+    zombies: &[(i32, proc::ProcStat)],
+) -> Result<(), DumpError> {
+    let mut pgids: Vec<(i32, i32)> = Vec::new();
+    for p in alive {
+        pgids.push((p, proc::read_stat(p)?.pgid));
+    }
+    let root_pgid = pgids.iter().find(|(p, _)| *p == root).map(|(_, g)| *g);
+    for &(p, g) in &pgids {
+        if p == root || g == p || Some(g) == root_pgid {
+            continue;
+        }
+        let leader_alive = pgids.iter().any(|&(q, _)| q == g);
+        if !leader_alive {
+            let how = if zombies.iter().any(|(z, _)| *z == g) {
+                "is a zombie"
+            } else {
+                "has exited"
+            };
+            return Err(DumpError::Unsupported {
+                what: format!(
+                    "pid {p} is in process group {g}, whose leader {how}: restoring it needs a \
+                     helper group leader, which is not supported yet"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn dump_inner(
     opts: &DumpOptions,
     pid: i32,
@@ -306,6 +341,8 @@ fn dump_inner(
                 .map_err(|e| DumpError::from(e).at("collecting the process state"))?,
         ));
     }
+    refuse_leaderless_groups(pid, tasks.iter().map(|(p, _)| *p), &zombies)
+        .map_err(|e| e.at("checking the process tree"))?;
     let mut files = files::FileTable::new(opts.ghost_limit);
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.

@@ -21,7 +21,9 @@
 //! - `shared-unfaulted`: `MAP_SHARED | MAP_ANONYMOUS` pages written, then dropped from this
 //!   process's page tables (`MADV_DONTNEED`): they live on in the object only;
 //! - `shared-shrunk`: the same, but shrunk with `mremap` (its dump is refused) and grown
-//!   again when checked.
+//!   again when checked;
+//! - `pgrp-zombie-leader`: a child L leading its own process group, a child M in L's group,
+//!   and L killed (a zombie, not reaped); writes `L M` into READY.pids.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -133,6 +135,7 @@ fn main() {
             "rseq" => rseq(),
             "shared-unfaulted" => shared_unfaulted(),
             "shared-shrunk" => shared_shrunk(),
+            "pgrp-zombie-leader" => pgrp_zombie_leader(ready),
             other => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);
@@ -550,5 +553,45 @@ fn shared_shrunk() -> Check {
         }
         // SAFETY: back to the shrunk size, for the next check.
         unsafe { libc::mremap(p, 4 * PAGE, 2 * PAGE, 0) };
+    })
+}
+
+fn pgrp_zombie_leader(ready: &str) -> Check {
+    // SAFETY: each child only pauses until killed; the parent sets the groups.
+    let (l, m) = unsafe {
+        let l = libc::fork();
+        if l == 0 {
+            loop {
+                libc::pause();
+            }
+        }
+        assert_eq!(libc::setpgid(l, l), 0);
+        let m = libc::fork();
+        if m == 0 {
+            loop {
+                libc::pause();
+            }
+        }
+        assert_eq!(libc::setpgid(m, l), 0);
+        libc::kill(l, libc::SIGKILL);
+        (l, m)
+    };
+    loop {
+        let st = std::fs::read_to_string(format!("/proc/{l}/stat")).unwrap_or_default();
+        if st
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    std::fs::write(format!("{ready}.pids"), format!("{l} {m}")).expect("pids");
+    Box::new(move |bad| {
+        // SAFETY: getpgid of our own child.
+        let g = unsafe { libc::getpgid(m) };
+        if g != l {
+            bad.push(format!("group-of-m={g}"));
+        }
     })
 }

@@ -392,7 +392,14 @@ impl SharedObjects {
                     "/proc/{pid}/map_files/{:x}-{:x}",
                     v.entry.start, v.entry.end
                 );
-                slot.insert((File::open(link).map_err(mem_err)?, Vec::new()));
+                // Without CAP_CHECKPOINT_RESTORE the link cannot be opened: then only the
+                // pages in page tables are saved, as before.
+                match File::open(&link) {
+                    Ok(f) => {
+                        slot.insert((f, Vec::new()));
+                    }
+                    Err(e) => tracing::debug!(pid, %link, "shared object not opened: {e}"),
+                }
             }
             if let Some((f, windows)) = self.files.get_mut(&v.entry.shmid) {
                 windows.push((off, end));

@@ -41,6 +41,9 @@ pub mod status {
     pub const MEMFD: u32 = 1 << 14;
     /// A shadow stack (`VMA_AREA_SHSTK`).
     pub const SHSTK: u32 = 1 << 15;
+    /// Not an area: a range of `MADV_GUARD_INSTALL` guard pages inside the areas
+    /// (`VMA_AREA_GUARD`); such entries come after every real area.
+    pub const GUARD: u32 = 1 << 16;
     /// `[uprobes]` (`VMA_AREA_UPROBES`).
     pub const UPROBES: u32 = 1 << 17;
     /// An area CRIU could not classify (`VMA_UNSUPP`).

@@ -302,7 +302,7 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
         child_subreaper: Some(own.child_subreaper),
         blk_sigset_extended: None,
         stop_signo: process.stop_signo,
-        membarrier_registration_mask: None,
+        membarrier_registration_mask: (own.membarrier_mask != 0).then_some(own.membarrier_mask),
     };
     let thread_core = ThreadCoreEntry {
         futex_rla: c.robust_list.0,

@@ -278,6 +278,41 @@ fn begin_images(dir: &Path) -> Result<(), DumpError> {
     }
 }
 
+/// Refuses a tree with a process in a group whose leader has exited (gone, or a zombie of the
+/// tree): restoring it needs a helper task to lead the group for it, which the restore does
+/// not make yet. The root's own group is exempt (it may be a shell's job).
+fn refuse_leaderless_groups(
+    root: i32,
+    alive: impl Iterator<Item = i32>,
+    zombies: &[(i32, proc::ProcStat)],
+) -> Result<(), DumpError> {
+    let mut pgids: Vec<(i32, i32)> = Vec::new();
+    for p in alive {
+        pgids.push((p, proc::read_stat(p)?.pgid));
+    }
+    let root_pgid = pgids.iter().find(|(p, _)| *p == root).map(|(_, g)| *g);
+    for &(p, g) in &pgids {
+        if p == root || g == p || Some(g) == root_pgid {
+            continue;
+        }
+        let leader_alive = pgids.iter().any(|&(q, _)| q == g);
+        if !leader_alive {
+            let how = if zombies.iter().any(|(z, _)| *z == g) {
+                "is a zombie"
+            } else {
+                "has exited"
+            };
+            return Err(DumpError::Unsupported {
+                what: format!(
+                    "pid {p} is in process group {g}, whose leader {how}: restoring it needs a \
+                     helper group leader, which is not supported yet"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn dump_inner(
     opts: &DumpOptions,
     pid: i32,
@@ -314,6 +349,8 @@ fn dump_inner(
                 .map_err(|e| DumpError::from(e).at("collecting the process state"))?,
         ));
     }
+    refuse_leaderless_groups(pid, tasks.iter().map(|(p, _)| *p), &zombies)
+        .map_err(|e| e.at("checking the process tree"))?;
     let mut files = files::FileTable::new(opts.ghost_limit);
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.
@@ -374,6 +411,8 @@ struct Collected {
     pid: i32,
     stat: proc::ProcStat,
     vmas: Vec<vma::Vma>,
+    /// `MADV_GUARD_INSTALL` ranges.
+    guards: Vec<(u64, u64)>,
     fdinfo: Vec<criu_images::pb::FdinfoEntry>,
     exe_id: u32,
     cwd_id: u32,
@@ -396,6 +435,8 @@ fn collect(
     files: &mut files::FileTable,
     own_ns: &[(String, u64)],
 ) -> Result<Collected, DumpError> {
+    // First, before anything runs in the task.
+    thread::rseq_abort(task, pid)?;
     let stat = proc::read_stat(pid)?;
     let status = proc::read_status(pid)?;
     let ns = ids::ns_inodes(&pid.to_string());
@@ -403,6 +444,7 @@ fn collect(
     let maps = proc::read_smaps(pid)?;
     let exe_id = files.add_exe(pid)?;
     let vmas = vma::classify(pid, &maps, files)?;
+    let guards = pages::guard_regions(pid)?;
     let fdinfo = files.add_fds(pid, opts.shell_job)?;
     if !opts.file_locks
         && let Some(l) = files.locks().first()
@@ -452,6 +494,7 @@ fn collect(
         pid,
         stat,
         vmas,
+        guards,
         fdinfo,
         exe_id,
         cwd_id,
@@ -512,7 +555,24 @@ fn write_images(
             mm_env_end: process.stat.env_end,
             exe_file_id: process.exe_id,
             mm_saved_auxv: process.auxv.clone(),
-            vmas: process.vmas.iter().map(|v| v.entry.clone()).collect(),
+            // Guard ranges after every real area, as CRIU writes them.
+            vmas: process
+                .vmas
+                .iter()
+                .map(|v| v.entry.clone())
+                .chain(
+                    process
+                        .guards
+                        .iter()
+                        .map(|&(start, end)| criu_images::pb::VmaEntry {
+                            start,
+                            end,
+                            status: criu_images::vma::status::GUARD,
+                            fd: -1,
+                            ..Default::default()
+                        }),
+                )
+                .collect(),
             dumpable: Some(process.dumpable),
             aios: Vec::new(),
             thp_disabled: Some(process.thp_disabled),
@@ -568,6 +628,7 @@ fn write_images(
         });
         img.write_core(*z as u32, &core::zombie_core(st))?;
     }
+    shared.check_unmapped()?;
     let shared_stats = shared.write(dir, 1 + procs.len() as u32)?;
     stats.scanned += shared_stats.scanned;
     stats.written += shared_stats.written;

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PRESENT};
-use criu_images::vma::status;
+use criu_images::vma::{TASK_SIZE, status};
 use criu_images::{Pagemap, names};
 
 use super::DumpError;
@@ -90,7 +90,42 @@ pub fn dump_private_pages(
 #[derive(Debug, Default)]
 pub struct SharedObjects {
     objects: std::collections::BTreeMap<u64, std::collections::BTreeMap<u64, (i32, u64, bool)>>,
+    /// Each object's file (opened through a `map_files` link) and the windows
+    /// `(offset, end)` its mappings cover.
+    files: std::collections::BTreeMap<u64, (File, Vec<(u64, u64)>)>,
     stats: PageStats,
+}
+
+/// The data ranges `(start, end)` of `f` within `from..to` (`SEEK_DATA`/`SEEK_HOLE`: pages the
+/// object holds, in memory or swapped out, whether or not anyone maps them now).
+fn data_ranges(f: &File, from: u64, to: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < to {
+        // SAFETY: lseek on a descriptor we own.
+        let d = unsafe { libc::lseek(f.as_raw_fd(), at as i64, libc::SEEK_DATA) };
+        if d < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            return Err(e);
+        }
+        let d = d as u64;
+        if d >= to {
+            break;
+        }
+        // SAFETY: as above.
+        let h = unsafe { libc::lseek(f.as_raw_fd(), d as i64, libc::SEEK_HOLE) };
+        if h < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let h = (h as u64).min(to);
+        out.push((d & !(PAGE_SIZE - 1), h.div_ceil(PAGE_SIZE) * PAGE_SIZE));
+        at = h.max(d + PAGE_SIZE);
+    }
+    Ok(out)
 }
 
 impl SharedObjects {
@@ -112,6 +147,72 @@ impl SharedObjects {
                     let addr = start + i * PAGE_SIZE;
                     let off = v.entry.pgoff + (addr - v.entry.start);
                     obj.entry(off).or_insert((pid, addr, v.readable));
+                }
+            }
+            // Pages of the object this process has not faulted in (another process wrote
+            // them, or a mapping since shrunk did): found in the object itself, read through
+            // this mapping.
+            let (off, end) = (v.entry.pgoff, v.entry.pgoff + (v.entry.end - v.entry.start));
+            let mem_err = |e: std::io::Error| DumpError::Memory {
+                pid,
+                addr: v.entry.start,
+                source: e,
+            };
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                self.files.entry(v.entry.shmid)
+            {
+                let link = format!(
+                    "/proc/{pid}/map_files/{:x}-{:x}",
+                    v.entry.start, v.entry.end
+                );
+                // Without CAP_CHECKPOINT_RESTORE the link cannot be opened: then only the
+                // pages in page tables are saved, as before.
+                match File::open(&link) {
+                    Ok(f) => {
+                        slot.insert((f, Vec::new()));
+                    }
+                    Err(e) => tracing::debug!(pid, %link, "shared object not opened: {e}"),
+                }
+            }
+            if let Some((f, windows)) = self.files.get_mut(&v.entry.shmid) {
+                windows.push((off, end));
+                for (a, b) in data_ranges(f, off, end).map_err(mem_err)? {
+                    for page in (a..b).step_by(PAGE_SIZE as usize) {
+                        let addr = v.entry.start + (page - off);
+                        obj.entry(page).or_insert((pid, addr, v.readable));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses objects holding pages outside every mapping of them (a mapping shrunk with
+    /// `mremap` leaves its pages in the object, reachable again by growing it): the restore
+    /// sizes each object by its mappings and could not bring them back.
+    ///
+    /// # Errors
+    /// [`DumpError::Unsupported`] naming the object, [`DumpError::Memory`].
+    pub fn check_unmapped(&self) -> Result<(), DumpError> {
+        for (shmid, (f, windows)) in &self.files {
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let ranges = data_ranges(f, 0, size).map_err(|e| DumpError::Memory {
+                pid: 0,
+                addr: 0,
+                source: e,
+            })?;
+            for (a, b) in ranges {
+                let mut page = a;
+                while page < b {
+                    if !windows.iter().any(|&(s, e)| s <= page && page < e) {
+                        return Err(DumpError::Unsupported {
+                            what: format!(
+                                "shared anonymous memory {shmid} holds pages at offset {page:#x}, \
+                                 outside every mapping of it (a mapping shrunk with mremap)"
+                            ),
+                        });
+                    }
+                    page += PAGE_SIZE;
                 }
             }
         }
@@ -273,6 +374,65 @@ fn scan_pages(pagemap: &File, v: &Vma) -> std::io::Result<Vec<(u64, u64)>> {
         at = arg.walk_end;
     }
     Ok(runs)
+}
+
+/// The ranges `(start, end)` of `MADV_GUARD_INSTALL` guard pages in `pid`'s address space,
+/// found with `PAGEMAP_SCAN`'s `PAGE_IS_GUARD` (empty where the kernel has neither).
+///
+/// # Errors
+/// [`DumpError::Memory`] if the pagemap cannot be scanned.
+pub fn guard_regions(pid: i32) -> Result<Vec<(u64, u64)>, DumpError> {
+    use std::os::fd::AsRawFd;
+    let pagemap = open_pagemap(pid)?;
+    let mut regions = vec![PageRegion::default(); 512];
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0u64;
+    while at < TASK_SIZE {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            start: at,
+            end: TASK_SIZE,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            category_mask: PAGE_IS_GUARD,
+            return_mask: PAGE_IS_GUARD,
+            ..PmScanArg::default()
+        };
+        // SAFETY: the kernel reads `arg` and writes at most `vec_len` page regions into
+        // `regions` (its length), both alive for the call.
+        let n = unsafe {
+            libc::ioctl(
+                pagemap.as_raw_fd(),
+                PAGEMAP_SCAN,
+                &mut arg as *mut PmScanArg,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
+            ) {
+                return Ok(Vec::new());
+            }
+            return Err(DumpError::Memory {
+                pid,
+                addr: at,
+                source: e,
+            });
+        }
+        for r in &regions[..(n as usize).min(regions.len())] {
+            match out.last_mut() {
+                Some((_, end)) if *end == r.start => *end = r.end,
+                _ => out.push((r.start, r.end)),
+            }
+        }
+        if arg.walk_end <= at {
+            break;
+        }
+        at = arg.walk_end;
+    }
+    Ok(out)
 }
 
 /// [`scan_pages`] the slow way: `/proc/PID/pagemap` words, 64 Ki pages at a time.

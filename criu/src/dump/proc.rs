@@ -2,6 +2,8 @@
 //!
 //! Everything here is text (or binary) another process controls in part (its `comm`, its file
 //! names), so parsing never panics: a malformed line is a [`ProcError::Parse`] naming the file.
+// sched_getattr has no libc wrapper: it is called through libc::syscall.
+#![allow(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -98,7 +100,45 @@ pub struct ProcStat {
 /// [`ProcError`] if it cannot be read or has too few fields.
 pub fn read_stat(pid: i32) -> Result<ProcStat, ProcError> {
     let path = proc_path(pid, "stat");
-    parse_stat(&path, &read_text(&path)?)
+    let mut st = parse_stat(&path, &read_text(&path)?)?;
+    if let Some((policy, prio)) = sched_attr(pid) {
+        st.policy = policy;
+        st.rt_priority = prio;
+    }
+    Ok(st)
+}
+
+/// `SCHED_RESET_ON_FORK`, as `sched_setscheduler` takes it ORed into the policy (and CRIU
+/// saves it in `sched_policy`).
+pub const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
+
+/// The thread's policy (with [`SCHED_RESET_ON_FORK`] ORed in when its flag is set) and
+/// real-time priority, from `sched_getattr`: `/proc/PID/stat` does not show the flag.
+fn sched_attr(tid: i32) -> Option<(u32, u32)> {
+    const SCHED_FLAG_RESET_ON_FORK: u64 = 1;
+    // struct sched_attr (SCHED_ATTR_SIZE_VER1): size, policy, flags, nice, priority,
+    // runtime, deadline, period, util_min, util_max.
+    let mut attr = [0u32; 14];
+    // SAFETY: sched_getattr writes at most the given 56 bytes into the local array.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            tid,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr) as u32,
+            0u32,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let flags = attr[2] as u64 | ((attr[3] as u64) << 32);
+    let reset = if flags & SCHED_FLAG_RESET_ON_FORK != 0 {
+        SCHED_RESET_ON_FORK
+    } else {
+        0
+    };
+    Some((attr[1] | reset, attr[5]))
 }
 
 fn parse_stat(path: &Path, text: &str) -> Result<ProcStat, ProcError> {

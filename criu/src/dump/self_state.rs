@@ -81,6 +81,8 @@ pub struct SelfState {
     pub securebits: u32,
     /// `PR_GET_THP_DISABLE`.
     pub thp_disabled: bool,
+    /// `MEMBARRIER_CMD_GET_REGISTRATIONS`: the registration commands in effect.
+    pub membarrier_mask: u32,
     /// `brk(0)`.
     pub brk: u64,
     /// The leader's own thread state.
@@ -328,6 +330,15 @@ pub fn read_by_syscalls(
         nr::PRCTL,
         [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0],
     )? != 0;
+    // MEMBARRIER_CMD_GET_REGISTRATIONS; a kernel without it leaves the mask 0.
+    let r = remote(
+        task,
+        pid,
+        "membarrier",
+        nr::MEMBARRIER,
+        [1 << 9, 0, 0, 0, 0, 0],
+    )?;
+    st.membarrier_mask = if r >= 0 { r as u32 } else { 0 };
     st.brk = remote_ok(task, pid, "brk", nr::BRK, [0; 6])? as u64;
     st.leader = read_thread(task, pid, scratch)?;
     Ok(st)
@@ -429,6 +440,7 @@ pub fn read_by_parasite(
     st.child_subreaper = m.child_subreaper != 0;
     st.securebits = m.securebits;
     st.thp_disabled = m.thp_disabled != 0;
+    st.membarrier_mask = m.membarrier_mask;
     st.leader.clear_tid_addr = m.clear_tid_addr;
     st.brk = m.brk;
     Ok(st)

@@ -119,6 +119,55 @@ pub(super) fn dump_threads(
     Ok(out)
 }
 
+/// Moves every thread of `pid` that was stopped inside an rseq critical section to the
+/// section's abort handler, as the kernel does when it preempts or signals such a thread (and
+/// clears `rseq_cs`, which it does by itself once the thread runs outside the section). Must
+/// run before any code is run in the task: that makes the kernel clear `rseq_cs` and the
+/// section could no longer be found. The new instruction pointer is both dumped and, for a
+/// task left running, where it resumes.
+///
+/// # Errors
+/// [`DumpError::Registers`] if a thread's registers cannot be read or set.
+pub(super) fn rseq_abort(task: &mut Task, pid: i32) -> Result<(), DumpError> {
+    for tid in task.threads() {
+        let Some((area, _, _)) = rseq_configuration(tid) else {
+            continue;
+        };
+        // struct rseq: cpu_id_start, cpu_id (u32 each), then the rseq_cs pointer (u64).
+        let mut w = [0u8; 8];
+        if task.read_mem(compel::RemoteAddr(area + 8), &mut w).is_err() {
+            continue;
+        }
+        let cs = u64::from_le_bytes(w);
+        if cs == 0 {
+            continue;
+        }
+        // struct rseq_cs: version, flags (u32 each), start_ip, post_commit_offset, abort_ip.
+        let mut b = [0u8; 32];
+        if task.read_mem(compel::RemoteAddr(cs), &mut b).is_err() {
+            continue;
+        }
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let (start, len, abort) = (word(8), word(16), word(24));
+        let mut regs = task
+            .regs(tid)
+            .map_err(|source| DumpError::Registers { pid: tid, source })?;
+        if regs.rip >= start && regs.rip - start < len {
+            tracing::info!(
+                pid,
+                tid,
+                ip = regs.rip,
+                abort,
+                "thread inside an rseq critical section: restarting it at the abort handler"
+            );
+            regs.rip = abort;
+            task.set_regs(tid, &regs)
+                .map_err(|source| DumpError::Registers { pid: tid, source })?;
+        }
+    }
+    Ok(())
+}
+
 /// The rseq registration of a thread we hold stopped under ptrace (compel's
 /// `PTRACE_GET_RSEQ_CONFIGURATION`): `(pointer, size, signature)`, `None` when it has none or
 /// the kernel cannot say.

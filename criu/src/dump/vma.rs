@@ -14,6 +14,10 @@ use super::proc::Mapping;
 const MAP_SHARED: u32 = libc::MAP_SHARED as u32;
 const MAP_PRIVATE: u32 = libc::MAP_PRIVATE as u32;
 const MAP_ANONYMOUS: u32 = libc::MAP_ANONYMOUS as u32;
+/// `MAP_DROPPABLE`: a mapping type of its own (in `MAP_TYPE`, like shared and private).
+pub const MAP_DROPPABLE: u32 = 0x08;
+/// The mapping type bits of mmap's flags.
+const MAP_TYPE: u32 = 0x0f;
 
 /// One VMA of the dump with what its pages need.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,7 +36,10 @@ impl Vma {
 
     /// Whether this VMA's pages go into the pages image.
     pub fn dumps_pages(&self) -> bool {
+        // Droppable memory's pages are the kernel's to drop at any time (and a fork wipes
+        // them): it comes back empty, as after a drop.
         (self.is(status::ANON_PRIVATE) || self.is(status::FILE_PRIVATE))
+            && self.entry.flags & MAP_TYPE != MAP_DROPPABLE
             && !self.is(status::VVAR)
             && self.entry.end <= TASK_SIZE
     }
@@ -64,6 +71,7 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                 b"lo" => flags |= libc::MAP_LOCKED as u32,
                 b"nr" => flags |= libc::MAP_NORESERVE as u32,
                 b"ht" => flags |= libc::MAP_HUGETLB as u32,
+                b"dp" => flags = (flags & !MAP_TYPE) | MAP_DROPPABLE,
                 b"sr" => madv |= 1 << libc::MADV_SEQUENTIAL,
                 b"rr" => madv |= 1 << libc::MADV_RANDOM,
                 b"dc" => madv |= 1 << libc::MADV_DONTFORK,
@@ -147,8 +155,8 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                         what: format!("shared memory mapping {name} at {:#x} of {pid}", m.start),
                     });
                 }
-                let fdflags = if m.shared() && m.writable() {
-                    libc::O_RDWR as u32
+                let fdflags = if m.shared() {
+                    shared_open_mode(pid, m)
                 } else {
                     libc::O_RDONLY as u32
                 };
@@ -168,6 +176,22 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
         });
     }
     Ok(out)
+}
+
+/// The open mode of the file behind a shared file mapping: the mode of its
+/// `/proc/PID/map_files` link shows the file's (`0400` read, `0200` write), which the
+/// mapping's current protection does not (a read-only mapping of a file opened `O_RDWR` may
+/// be made writable later). Falls back to the protection when the link cannot be read.
+fn shared_open_mode(pid: i32, m: &Mapping) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start.0, m.end.0);
+    match std::fs::symlink_metadata(link).map(|md| md.permissions().mode() & 0o600) {
+        Ok(0o600) => libc::O_RDWR as u32,
+        Ok(0o200) => libc::O_WRONLY as u32,
+        Ok(0o400) => libc::O_RDONLY as u32,
+        _ if m.writable() => libc::O_RDWR as u32,
+        _ => libc::O_RDONLY as u32,
+    }
 }
 
 #[cfg(test)]

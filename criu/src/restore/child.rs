@@ -293,6 +293,20 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
             ok(CHILD_SCHED, r as _, nice as u64)?;
         }
     }
+    // Registrations belong to the memory, which this process keeps through the restorer.
+    for bit in 0..32 {
+        let cmd = 1u32 << bit;
+        if p.membarrier & cmd != 0 {
+            // SAFETY: a membarrier registration of this process's memory; no memory is touched.
+            let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd as i32, 0u32, 0i32) };
+            ok(CHILD_MEMBARRIER, r as _, cmd as u64)?;
+        }
+    }
+    if let Some(v) = &p.loginuid {
+        // Before the credentials are dropped: a set login uid changes only with
+        // CAP_AUDIT_CONTROL.
+        write_proc(c"/proc/self/loginuid", v, CHILD_LOGINUID)?;
+    }
     if let Some(v) = &p.oom_score_adj {
         let path = c"/proc/self/oom_score_adj";
         // SAFETY: plain open/write/close of a proc file with NUL-terminated strings we own.
@@ -306,6 +320,22 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
             libc::close(fd as i32);
             ok(CHILD_OOM, n as _, 0)?;
         }
+    }
+    Ok(())
+}
+
+/// Writes `v` into the proc file `path` of this process.
+fn write_proc(path: &std::ffi::CStr, v: &std::ffi::CStr, stage: u32) -> Result<(), Fail> {
+    // SAFETY: plain open/write/close of a proc file with NUL-terminated strings we own.
+    unsafe {
+        let fd = ok(
+            stage,
+            libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) as _,
+            0,
+        )?;
+        let n = libc::write(fd as i32, v.as_ptr().cast(), v.to_bytes().len());
+        libc::close(fd as i32);
+        ok(stage, n as _, 0)?;
     }
     Ok(())
 }

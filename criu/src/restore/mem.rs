@@ -18,7 +18,8 @@ pub(super) fn premap(p: &ChildPlan) -> Result<(), Fail> {
         } else {
             op.prot
         };
-        let flags = op.map_flags | libc::MAP_FIXED;
+        // A locked area is locked once it is filled (see `protect`).
+        let flags = (op.map_flags & !libc::MAP_LOCKED) | libc::MAP_FIXED;
         let fd = match &op.file {
             Some((path, oflags)) => {
                 // SAFETY: open with a NUL-terminated path we own.
@@ -93,6 +94,18 @@ pub(super) fn protect(p: &ChildPlan) -> Result<(), Fail> {
                 ok(CHILD_PROTECT, r as _, op.addr)?;
             }
         }
+        if op.map_flags & libc::MAP_LOCKED != 0 {
+            // SAFETY: locks an area this process premapped and filled; mremap keeps the lock.
+            let r = unsafe { libc::mlock(op.addr as *const libc::c_void, op.len as usize) };
+            ok(CHILD_PROTECT, r as _, op.addr)?;
+        }
+    }
+    const MADV_GUARD_INSTALL: i32 = 102;
+    for &(addr, len) in &p.guards {
+        // SAFETY: guard pages inside an area this process premapped; they hold no saved page.
+        let r =
+            unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, MADV_GUARD_INSTALL) };
+        ok(CHILD_PROTECT, r as _, addr)?;
     }
     Ok(())
 }

@@ -32,6 +32,10 @@ pub const CHILD_CLONE: u32 = 108;
 pub const CHILD_ZOMBIE: u32 = 109;
 /// Taking file locks.
 pub const CHILD_LOCKS: u32 = 110;
+/// Writing the audit login uid.
+pub const CHILD_LOGINUID: u32 = 111;
+/// Registering for `membarrier`.
+pub const CHILD_MEMBARRIER: u32 = 112;
 
 /// A short name for a child stage.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -47,6 +51,8 @@ pub fn stage_name(stage: u32) -> &'static str {
         CHILD_CLONE => "creating a child with its pid",
         CHILD_ZOMBIE => "making a zombie child",
         CHILD_LOCKS => "taking file locks",
+        CHILD_LOGINUID => "audit login uid",
+        CHILD_MEMBARRIER => "membarrier registration",
         s => abi::stage_name(s),
     }
 }
@@ -164,6 +170,12 @@ pub struct ChildPlan {
     pub umask: u32,
     /// oom_score_adj to write.
     pub oom_score_adj: Option<CString>,
+    /// The audit login uid to write (decimal), when it differs from the one inherited.
+    pub loginuid: Option<CString>,
+    /// `membarrier` registration commands to issue (one bit each).
+    pub membarrier: u32,
+    /// Guard pages to install once the areas are filled: (premapped address, length).
+    pub guards: Vec<(u64, u64)>,
     /// Scheduling: nice value, policy, real-time priority.
     pub sched: Option<Sched>,
     /// File locks to take once the descriptors are in place.

@@ -262,6 +262,12 @@ pub struct TaskPlan {
     pub pending_shared: Vec<[u8; abi::SIGINFO_SIZE]>,
     /// `oom_score_adj`.
     pub oom_score_adj: Option<i32>,
+    /// The audit login uid (`/proc/PID/loginuid`; `u32::MAX` is unset).
+    pub loginuid: Option<u32>,
+    /// The `membarrier` registration commands its memory is registered for.
+    pub membarrier: u32,
+    /// `MADV_GUARD_INSTALL` ranges `(start, end)` inside its areas.
+    pub guards: Vec<(u64, u64)>,
     /// The task was job-control stopped by this signal: it is stopped again after the restore.
     pub stop_signal: Option<i32>,
     /// Scheduling: nice value, policy and real-time priority.

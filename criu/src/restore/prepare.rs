@@ -402,6 +402,8 @@ struct MemoryPlan {
     helper: Option<i32>,
     /// The helper's share: the runs from this index on.
     helper_from: usize,
+    /// Guard ranges (`MADV_GUARD_INSTALL`) at the premapped copies of their areas.
+    guards: Vec<(u64, u64)>,
 }
 
 /// Lays out the premapped areas of the task at `base` and splits its page runs over them.
@@ -443,6 +445,17 @@ fn memory_plan(
                 (i, at + (addr - v.start))
             })
     };
+
+    // Guard ranges, at the premapped copies of their areas (mremap moves the guards along).
+    let mut guards = Vec::new();
+    for &(s, e) in &plan.guards {
+        for (i, v) in premapped.iter().enumerate() {
+            let (a, b) = (s.max(v.start), e.min(v.end));
+            if a < b {
+                guards.push((premap_addr[i] + (a - v.start), b - a));
+            }
+        }
+    }
 
     // Page runs, split at area boundaries.
     let mut fills = Vec::new();
@@ -502,6 +515,8 @@ fn memory_plan(
         .enumerate()
         .map(|(i, v)| {
             let grows = v.flags & libc::MAP_GROWSDOWN;
+            // Locked (mlock, MAP_LOCKED) areas are locked again once filled.
+            let locked = v.flags & libc::MAP_LOCKED;
             let (map_flags, file) = match &v.kind {
                 VmaKind::AnonShared { .. } => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, None),
                 VmaKind::FilePrivate { path } => {
@@ -518,13 +533,15 @@ fn memory_plan(
                         },
                     )),
                 ),
+                // MAP_DROPPABLE (0x08) is a mapping type of its own.
+                _ if v.flags & 0x0f == 0x08 => (0x08 | libc::MAP_ANONYMOUS, None),
                 _ => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows, None),
             };
             PremapOp {
                 addr: premap_addr[i],
                 len: v.len(),
                 prot: v.prot,
-                map_flags,
+                map_flags: map_flags | locked,
                 file,
                 pgoff: v.pgoff,
                 fill: filled[i],
@@ -556,6 +573,7 @@ fn memory_plan(
         collapse,
         helper,
         helper_from,
+        guards,
     }
 }
 
@@ -711,6 +729,17 @@ fn build(
         locks: plan.locks.clone(),
         oom_score_adj: plan
             .oom_score_adj
+            .and_then(|v| CString::new(v.to_string()).ok()),
+        membarrier: plan.membarrier,
+        guards: mem.guards.clone(),
+        loginuid: plan
+            .loginuid
+            .filter(|&v| {
+                std::fs::read_to_string("/proc/self/loginuid")
+                    .ok()
+                    .as_deref()
+                    != Some(&v.to_string())
+            })
             .and_then(|v| CString::new(v.to_string()).ok()),
         status_fd,
         old_rseq,

@@ -74,6 +74,17 @@ pub(super) fn memory(
     let mut prev_end = 0u64;
     for v in &mm.vmas {
         let st = v.status;
+        if st & status::GUARD != 0 {
+            // Not an area: guard pages inside the areas (listed after all of them).
+            if v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 || v.end > TASK_SIZE {
+                return Err(bad(
+                    file,
+                    format!("guard range {:#x}-{:#x} is malformed", v.start, v.end),
+                ));
+            }
+            plan.guards.push((v.start, v.end));
+            continue;
+        }
         if v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 {
             return Err(bad(
                 file,

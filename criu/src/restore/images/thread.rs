@@ -208,6 +208,8 @@ pub(super) fn task_state(
     }
     plan.child_subreaper = tc.child_subreaper;
     plan.oom_score_adj = tc.oom_score_adj.filter(|v| *v != 0);
+    plan.loginuid = tc.loginuid;
+    plan.membarrier = tc.membarrier_registration_mask.unwrap_or(0);
     let siginfos = |q: Option<&pb::SignalQueueEntry>| -> Result<Vec<[u8; 128]>, RestoreError> {
         let mut out = Vec::new();
         for s in q.map(|q| q.signals.as_slice()).unwrap_or(&[]) {

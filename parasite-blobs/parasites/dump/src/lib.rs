@@ -6,7 +6,7 @@
 
 mod proto;
 
-use compel_arch::{nr, syscall1, syscall2, syscall4, syscall5};
+use compel_arch::{nr, syscall1, syscall2, syscall3, syscall4, syscall5};
 use compel_plugins::std::{Errno, read_args, sys, write_args};
 use proto::{CMD_DUMP_MISC, MAX_TIMERS, Misc};
 
@@ -30,6 +30,7 @@ const PR_GET_SECUREBITS: usize = 27;
 const PR_GET_CHILD_SUBREAPER: usize = 37;
 const PR_GET_TID_ADDRESS: usize = 40;
 const PR_GET_THP_DISABLE: usize = 42;
+const MEMBARRIER_CMD_GET_REGISTRATIONS: usize = 1 << 9;
 
 /// `prctl(option, arg2, 0, 0, 0)`: some options insist that unused arguments are zero.
 ///
@@ -106,6 +107,10 @@ fn dump_misc(m: &mut Misc) -> Result<(), Errno> {
     m.securebits = sys::result(unsafe { prctl(PR_GET_SECUREBITS, 0) })? as u32;
     // SAFETY: PR_GET_THP_DISABLE returns the flag and touches no memory.
     m.thp_disabled = sys::result(unsafe { prctl(PR_GET_THP_DISABLE, 0) })? as u32;
+    // SAFETY: MEMBARRIER_CMD_GET_REGISTRATIONS returns a mask and touches no memory; a kernel
+    // without it fails and the mask stays 0.
+    let r = unsafe { syscall3(nr::MEMBARRIER, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0) };
+    m.membarrier_mask = if r >= 0 { r as u32 } else { 0 };
     let mut tid_addr: u64 = 0;
     // SAFETY: PR_GET_TID_ADDRESS writes one pointer into `tid_addr`; without
     // CONFIG_CHECKPOINT_RESTORE it fails and the address stays 0.

@@ -47,8 +47,9 @@ pub struct Misc {
     pub securebits: u32,
     /// `PR_GET_THP_DISABLE`.
     pub thp_disabled: u32,
-    /// Padding (zero).
-    pub pad1: u32,
+    /// `membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)`: the registration commands this
+    /// process's memory is registered for (0 where the kernel lacks the query).
+    pub membarrier_mask: u32,
     /// `PR_GET_TID_ADDRESS` (0 where the kernel lacks it).
     pub clear_tid_addr: u64,
     /// `brk(0)`.
@@ -76,7 +77,7 @@ impl Default for Misc {
             child_subreaper: 0,
             securebits: 0,
             thp_disabled: 0,
-            pad1: 0,
+            membarrier_mask: 0,
             clear_tid_addr: 0,
             brk: 0,
         }

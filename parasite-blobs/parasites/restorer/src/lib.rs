@@ -184,10 +184,13 @@ fn restore(a: &RestorerArgs) -> Res {
     }
     sigactions(a)?;
     rlimits(a)?;
-    timers(a)?;
     // The other threads, created while this one still has the capabilities clone3 with set_tid
     // needs; each then installs its own credentials.
     threads(a)?;
+    // After the threads: a timer that signals one thread (`SIGEV_THREAD_ID`, as glibc's
+    // `SIGEV_THREAD` timers do) needs that thread to exist. Every thread blocks all signals
+    // until its own mask comes back with its registers, so none fires early.
+    timers(a)?;
     // Before the credentials: installing a filter takes CAP_SYS_ADMIN or no_new_privs.
     seccomp(&a.seccomp, 0)?;
     if a.set_creds != 0 {

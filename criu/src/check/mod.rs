@@ -149,11 +149,7 @@ static FEATURES: &[Feature] = &[
     handled("fdinfo_lock", fdinfo_lock),
     handled("seccomp_suspend", || kernel_at_least(4, 3)),
     handled("seccomp_filters", || kernel_at_least(4, 4)),
-    not_yet(
-        "loginuid",
-        || path_exists("/proc/self/loginuid"),
-        "restoring the audit login uid",
-    ),
+    handled("loginuid", || path_exists("/proc/self/loginuid")),
     not_yet(
         "cgroupns",
         || path_exists("/proc/self/ns/cgroup"),
@@ -258,11 +254,7 @@ static FEATURES: &[Feature] = &[
         || raw_syscall_works(libc::SYS_openat2, [-1, 0, 0, 0, 0], "openat2", true),
         "openat2 path resolution",
     ),
-    not_yet(
-        "get_rseq_conf",
-        || kernel_at_least(5, 13),
-        "threads caught inside an rseq critical section",
-    ),
+    handled("get_rseq_conf", || kernel_at_least(5, 13)),
     not_yet("ipv6_freebind", ipv6_freebind, "IPv6 sockets"),
     handled("pagemap_scan", pagemap_scan),
     not_yet(
@@ -286,11 +278,7 @@ static FEATURES: &[Feature] = &[
         || kernel_at_least(2, 6),
         "hardware breakpoints",
     ),
-    not_yet(
-        "pagemap_scan_guard_pages",
-        || kernel_at_least(6, 14),
-        "guard pages (MADV_GUARD_INSTALL)",
-    ),
+    handled("pagemap_scan_guard_pages", || kernel_at_least(6, 14)),
 ];
 
 /// Runs the required checks; the first failure is the error.

@@ -9,6 +9,8 @@
 //! | [`signalfd`] | signalfd with its mask | `SIGNALFD` |
 //! | [`timerfd`] | timerfd with its clock, setting and ticks | `TIMERFD` |
 //! | [`epoll`] | epoll instance with its targets (made after them) | `EVENTPOLL` |
+//! | [`memfd`] | memfd descriptors: name, size, mode, seals, content once per inode (`memfd.img`, `pagemap-shmem-SHMID.img`) | `MEMFD` |
+//! | [`fifo`] | named pipes by path, with the bytes waiting in them (`fifo-data.img`) | `FIFO` (+ `REG` for the path) |
 //! | [`tty`] | the terminal of a shell job (`--shell-job`) | `TTY` (restore) |
 //! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`]; others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK` |
 //!
@@ -55,6 +57,8 @@ use crate::restore::RestoreError;
 
 pub mod epoll;
 pub mod eventfd;
+pub mod fifo;
+pub mod memfd;
 pub mod netlink;
 pub mod packet;
 pub mod pipe;
@@ -78,6 +82,8 @@ pub fn kinds() -> Vec<Box<dyn FileKind>> {
         Box::new(timerfd::TimerFd),
         Box::new(epoll::Epoll),
         Box::new(tty::Tty),
+        Box::new(memfd::Memfd::default()),
+        Box::new(fifo::Fifo::default()),
         Box::new(sockets::Sockets::default()),
         Box::new(sockets::NetlinkKind),
         Box::new(sockets::PacketKind),

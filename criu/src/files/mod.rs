@@ -11,6 +11,7 @@
 //! | [`epoll`] | epoll instance with its targets (made after them) | `EVENTPOLL` |
 //! | [`memfd`] | memfd descriptors: name, size, mode, seals, content once per inode (`memfd.img`, `pagemap-shmem-SHMID.img`) | `MEMFD` |
 //! | [`fifo`] | named pipes by path, with the bytes waiting in them (`fifo-data.img`) | `FIFO` (+ `REG` for the path) |
+//! | [`inotify`] | inotify instances with their watches (by file handle and path), masks and watch descriptors | `INOTIFY` |
 //! | [`tty`] | the terminal of a shell job (`--shell-job`) | `TTY` (restore) |
 //! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`]; others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK` |
 //!
@@ -58,6 +59,7 @@ use crate::restore::RestoreError;
 pub mod epoll;
 pub mod eventfd;
 pub mod fifo;
+pub mod inotify;
 pub mod memfd;
 pub mod netlink;
 pub mod packet;
@@ -84,6 +86,7 @@ pub fn kinds() -> Vec<Box<dyn FileKind>> {
         Box::new(tty::Tty),
         Box::new(memfd::Memfd::default()),
         Box::new(fifo::Fifo::default()),
+        Box::new(inotify::Inotify),
         Box::new(sockets::Sockets::default()),
         Box::new(sockets::NetlinkKind),
         Box::new(sockets::PacketKind),

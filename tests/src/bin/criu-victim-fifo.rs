@@ -98,10 +98,8 @@ fn main() {
     let wr = open(&a, libc::O_WRONLY);
     let b = open(&format!("{dir}/b"), libc::O_RDWR);
     // SAFETY: writes a static slice into our own FIFO.
-    assert_eq!(
-        unsafe { libc::write(wr, DATA.as_ptr().cast(), DATA.len()) },
-        DATA.len() as isize
-    );
+    let n = unsafe { libc::write(wr, DATA.as_ptr().cast(), DATA.len()) };
+    assert_eq!(n, DATA.len() as isize);
     if args.get(4).map(String::as_str) == Some("unlink") {
         std::fs::remove_file(format!("{dir}/b")).unwrap();
     }

@@ -266,13 +266,9 @@ impl RestoreFile for InotifyFile {
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let nb = if self.flags & libc::O_NONBLOCK != 0 {
-            libc::IN_NONBLOCK
-        } else {
-            0
-        };
+        // Non-blocking while it is made, to drain what making it queued.
         // SAFETY: inotify_init1 takes flags only.
-        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | nb) };
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
         if fd < 0 {
             return Err(super::sys("inotify_init1"));
         }
@@ -294,6 +290,14 @@ impl RestoreFile for InotifyFile {
                 });
             }
             add_watch_at(fd.as_raw_fd(), w, &shown)?;
+        }
+        // The watches removed on the way queued IN_IGNORED events: pending events are dropped.
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a live local buffer from our own non-blocking instance.
+        while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        // SAFETY: fcntl on our own descriptor.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, self.flags) } != 0 {
+            return Err(super::sys("setting an inotify's flags"));
         }
         Ok(vec![fd])
     }

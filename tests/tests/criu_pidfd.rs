@@ -42,9 +42,14 @@ fn pidfds_survive_dump_and_restore() {
     let mut v = spawn_victim(d.path(), &[]);
     let child = children_of(v.pid());
     assert_eq!(child.len(), 1, "the victim has one child");
-    let _c = Spawned::guard(child[0]);
+    let mut c = Spawned::guard(child[0]);
     let img = d.path().join("img");
     dump_and_reap(&mut v, &img, &[]);
+    // The child, killed with the tree, was handed to us (the subreaper): reap it, freeing its pid.
+    assert!(
+        c.wait(Duration::from_secs(5)).is_some(),
+        "the child outlived the dump"
+    );
     let files = criu_images::ImageDir::new(&img)
         .read_files()
         .expect("read files.img");
@@ -59,6 +64,8 @@ fn pidfds_survive_dump_and_restore() {
     assert_eq!(targets, want);
     let restored = restore_detached(&img, &[]);
     let r = Spawned::guard(restored);
+    // The restored child, should the check not end it.
+    let _rc = Spawned::guard(child[0]);
     assert_eq!(ask_check(r.pid(), &d.path().join("out")), "ok");
 }
 

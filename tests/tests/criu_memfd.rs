@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use compel_criu_tests::{
     Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, pid_exists, restore_detached,
-    test_lock, wait_file,
+    test_lock, wait_file, workspace_bin,
 };
 
 fn spawn_victim(out: &Path, ready: &Path, log: &Path, extra: &[&str]) -> Spawned {
@@ -54,6 +54,19 @@ fn memfd_content_seals_and_sharing_survive_dump_and_restore() {
     assert_eq!(pm.present_pages(), 5, "pages saved: {:?}", pm.entries);
     let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
     assert!(log.contains("memfd"), "the -v4 log does not name the memfd");
+    // Our crit prints it in CRIU's JSON shape (as CRIU's crit printed the 4.2 fixture).
+    let crit = std::process::Command::new(workspace_bin("crit", "crit"))
+        .args(["decode", "--pretty", "-i"])
+        .arg(img.join("memfd.img"))
+        .output()
+        .expect("run crit");
+    let json = String::from_utf8_lossy(&crit.stdout);
+    assert!(
+        json.contains("\"magic\": \"MEMFD_INODE\"")
+            && json.contains("\"name\": \"kinds-memfd\"")
+            && json.contains("\"seals\": \"F_SEAL_SHRINK | F_SEAL_GROW\""),
+        "crit decode of memfd.img: {json}"
+    );
     let restored = restore_detached(&img, &[]);
     let r = Spawned::guard(restored);
     assert_eq!(restored, v.pid(), "restored with another pid");

@@ -1,11 +1,11 @@
 //! criu test victim: an inotify instance with watches.
 //!
-//! `criu-victim-inotify OUT READY DIR` makes DIR/file and DIR/sub, and a non-blocking inotify
+//! `criu-victim-inotify OUT READY DIR [fanotify]` makes DIR/file and DIR/sub, and a non-blocking inotify
 //! instance watching DIR/file for `IN_MODIFY` (wd 1), DIR/sub for `IN_CREATE` (wd 3; wd 2 was
 //! added and removed again). Writes `ready PID` into READY. On SIGUSR1 it checks that the
 //! instance is still non-blocking and empty, that writing DIR/file gives `IN_MODIFY` on wd 1 and
 //! creating DIR/sub/new gives `IN_CREATE` named `new` on wd 3, and writes `ok` or `bad: WHY`
-//! into OUT.
+//! into OUT. With `fanotify` it also holds a fanotify group (which the dump refuses).
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,7 +71,7 @@ fn check(fd: i32, dir: &str) -> Result<(), String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: criu-victim-inotify OUT READY DIR");
+        eprintln!("usage: criu-victim-inotify OUT READY DIR [fanotify]");
         std::process::exit(2);
     }
     let (out, ready, dir) = (&args[1], &args[2], &args[3]);
@@ -88,6 +88,11 @@ fn main() {
     assert_eq!(watch(fd, &format!("{dir}/sub"), libc::IN_CREATE), 3);
     // Drain the IN_IGNORED of the removed watch.
     let _ = events(fd);
+    if args.get(4).map(String::as_str) == Some("fanotify") {
+        // SAFETY: fanotify_init takes flags only.
+        let f = unsafe { libc::fanotify_init(libc::FAN_CLASS_NOTIF, libc::O_RDONLY as u32) };
+        assert!(f >= 0, "fanotify_init");
+    }
     // SAFETY: installs an async-signal-safe handler that only stores an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
     let t = format!("{ready}.tmp");

@@ -9,6 +9,11 @@
 //! | [`signalfd`] | signalfd with its mask | `SIGNALFD` |
 //! | [`timerfd`] | timerfd with its clock, setting and ticks | `TIMERFD` |
 //! | [`epoll`] | epoll instance with its targets (made after them) | `EVENTPOLL` |
+//! | [`memfd`] | memfd descriptors: name, size, mode, seals, content once per inode (`memfd.img`, `pagemap-shmem-SHMID.img`) | `MEMFD` |
+//! | [`fifo`] | named pipes by path, with the bytes waiting in them (`fifo-data.img`) | `FIFO` (+ `REG` for the path) |
+//! | [`inotify`] | inotify instances with their watches (by file handle and path), masks and watch descriptors | `INOTIFY` |
+//! | [`pidfd`] | pidfds of the holder or its descendants, by pid | `PIDFD` |
+//! | [`nsfile`] | `/proc/PID/ns/*` descriptors of criu's own namespaces; others refused by name | `NS` |
 //! | [`tty`] | the terminal of a shell job (`--shell-job`) | `TTY` (restore) |
 //! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`]; others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK` |
 //!
@@ -57,8 +62,13 @@ use crate::restore::RestoreError;
 
 pub mod epoll;
 pub mod eventfd;
+pub mod fifo;
+pub mod inotify;
+pub mod memfd;
 pub mod netlink;
+pub mod nsfile;
 pub mod packet;
+pub mod pidfd;
 pub mod pipe;
 pub mod regular;
 pub mod signalfd;
@@ -80,6 +90,11 @@ pub fn kinds() -> Vec<Box<dyn FileKind>> {
         Box::new(timerfd::TimerFd),
         Box::new(epoll::Epoll),
         Box::new(tty::Tty),
+        Box::new(memfd::Memfd::default()),
+        Box::new(fifo::Fifo::default()),
+        Box::new(inotify::Inotify),
+        Box::new(pidfd::Pidfd),
+        Box::new(nsfile::NsFile),
         Box::new(sockets::Sockets::default()),
         Box::new(sockets::NetlinkKind),
         Box::new(sockets::PacketKind),

@@ -250,7 +250,7 @@ fn pipes_data(d: &ImageDir) -> Result<HashMap<u32, PipeData>, RestoreError> {
 /// The bytes waiting in the pipe behind fd `fd` of `pid`, without taking them: the pipe is
 /// opened through `/proc/PID/fd/FD` and `tee`d into a pipe of ours. Also returns the pipe's
 /// size (`F_GETPIPE_SZ`).
-fn peek_pipe(pid: i32, fd: i32) -> Result<(Vec<u8>, u32), DumpError> {
+pub(crate) fn peek_pipe(pid: i32, fd: i32) -> Result<(Vec<u8>, u32), DumpError> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::fs::OpenOptionsExt;
     let src_path = format!("/proc/{pid}/fd/{fd}");

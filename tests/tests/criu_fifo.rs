@@ -1,0 +1,92 @@
+//! `criu dump` then `criu restore` of a process holding named pipes: each descriptor comes back
+//! on its path with its access mode, the unread bytes arrive once (`fifo-data.img`, as CRIU
+//! writes it), an empty FIFO stays empty. A FIFO removed while open is refused by name, and the
+//! tree runs on.
+
+use std::path::Path;
+use std::time::Duration;
+
+use compel_criu_tests::{
+    Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, pid_exists, restore_detached,
+    test_lock, wait_file,
+};
+
+fn spawn_victim(d: &Path, extra: &[&str]) -> Spawned {
+    let fifos = d.join("fifos");
+    std::fs::create_dir_all(&fifos).unwrap();
+    let (out, ready) = (d.join("out"), d.join("ready"));
+    let mut args = vec![
+        out.to_str().unwrap(),
+        ready.to_str().unwrap(),
+        fifos.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let v = Spawned::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-fifo"),
+        &args,
+        &d.join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    v
+}
+
+/// Without a dump the victim's own check passes (so a `bad` after restore is the restore's).
+#[test]
+fn fifo_victim_checks_pass_untouched() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let v = spawn_victim(d.path(), &[]);
+    assert_eq!(ask_check(v.pid(), &d.path().join("out")), "ok");
+}
+
+#[test]
+fn fifo_data_and_modes_survive_dump_and_restore() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let mut v = spawn_victim(d.path(), &[]);
+    let img = d.path().join("img");
+    dump_and_reap(&mut v, &img, &[]);
+    assert!(
+        img.join("fifo-data.img").exists(),
+        "the dump wrote no fifo data"
+    );
+    let files = criu_images::ImageDir::new(&img)
+        .read_files()
+        .expect("read files.img");
+    let fifos: Vec<_> = files.iter().filter_map(|e| e.fifo.as_ref()).collect();
+    assert_eq!(fifos.len(), 4, "one FIFO entry per description");
+    for f in &fifos {
+        let reg = f
+            .regf_id
+            .and_then(|r| files.iter().find(|e| e.id == r))
+            .and_then(|e| e.reg.as_ref())
+            .expect("a FIFO entry without its REG entry");
+        assert!(reg.name.ends_with("/fifos/a") || reg.name.ends_with("/fifos/b"));
+    }
+    let restored = restore_detached(&img, &[]);
+    let r = Spawned::guard(restored);
+    assert_eq!(restored, v.pid(), "restored with another pid");
+    assert_eq!(ask_check(r.pid(), &d.path().join("out")), "ok");
+}
+
+#[test]
+fn fifo_removed_while_open_is_refused_by_name_and_the_tree_runs_on() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let v = spawn_victim(d.path(), &["unlink"]);
+    let img = d.path().join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let o = criu_dump(v.pid(), &img, &["-o", "dump.log"]);
+    assert!(!o.status.success(), "a removed fifo was dumped");
+    let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
+    let text = format!("{}{log}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("fifo removed while open") && text.contains("/fifos/b"),
+        "the refusal does not name the fifo: {text}"
+    );
+    assert!(pid_exists(v.pid()), "the victim died");
+}

@@ -11,6 +11,10 @@ mod syscall;
 #[derive(Parser, Debug)]
 #[command(name = "compel", version, about, long_about = None)]
 struct Cli {
+    /// With `libs`: print the static library (and what it needs) instead of `-lcompel`, as
+    /// CRIU's `compel --static libs` does.
+    #[arg(short = 's', long = "static", global = true)]
+    static_libs: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,7 +31,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Syscall(args) => syscall::run(args),
-        Command::Build(cmd) => build::run(cmd),
+        Command::Build(cmd) => build::run(cmd, cli.static_libs),
     };
     match result {
         Ok(code) => code,

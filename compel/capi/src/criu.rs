@@ -1,0 +1,232 @@
+//! CRIU compel's host API names (`<compel/infect.h>`, `<compel/log.h>`) on the same runtime,
+//! for C hosts written against CRIU's libcompel: they build with our `compel includes` and
+//! `compel libs` unchanged. Where the two APIs share a name and a signature (compel_prepare,
+//! compel_rpc_*, compel_syscall, compel_cure*, compel_util_*_fd, compel_parasite_args_p) the
+//! symbol in lib.rs serves both; the ones here differ or exist only in CRIU's API.
+
+use std::ffi::{c_int, c_uint, c_ulong, c_void};
+
+use crate::{CBlobDesc, CompelCtl, LOG, LogFn, ctl_mut, fail, infect_desc, parasite_of};
+
+/// `COMPEL_BLOB_CHEADER`: a blob built into the host by a generated header.
+const COMPEL_BLOB_CHEADER: c_uint = 1;
+
+/// `struct parasite_blob_desc` of our `<compel/infect.h>`.
+#[repr(C)]
+pub struct ParasiteBlobDesc {
+    parasite_type: c_uint,
+    desc: CBlobDesc,
+}
+
+impl Default for ParasiteBlobDesc {
+    fn default() -> Self {
+        Self {
+            parasite_type: 0,
+            desc: CBlobDesc {
+                image: std::ptr::null(),
+                image_size: 0,
+                text_size: 0,
+                bss_size: 0,
+                entry: 0,
+                relocs: std::ptr::null(),
+                nr_relocs: 0,
+                symbols: std::ptr::null(),
+                nr_symbols: 0,
+            },
+        }
+    }
+}
+
+/// Storage for CRIU's `struct infect_ctx` (the header asserts it fits in 512 bytes). The
+/// runtime reads none of it: callers may set the fields they set for CRIU's compel.
+#[repr(C, align(16))]
+pub struct InfectCtx([u8; 512]);
+
+impl Default for InfectCtx {
+    fn default() -> Self {
+        Self([0; 512])
+    }
+}
+
+/// The task states of `<compel/task-state.h>`.
+const COMPEL_TASK_ALIVE: c_int = 0x01;
+const COMPEL_TASK_DEAD: c_int = 0x02;
+const COMPEL_TASK_STOPPED: c_int = 0x03;
+const COMPEL_TASK_ZOMBIE: c_int = 0x06;
+
+/// The state letter of `/proc/<pid>/stat` (the field after the parenthesised name).
+fn state_letter(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The state of task `pid` as `<compel/task-state.h>` names it, or `-errno`. Unlike CRIU's it
+/// does not seize the task: [`crate::compel_prepare`] does.
+#[unsafe(no_mangle)]
+pub extern "C" fn compel_stop_task(pid: c_int) -> c_int {
+    if pid <= 0 {
+        return fail(libc::ESRCH, format!("no task {pid}"));
+    }
+    let path = format!("/proc/{pid}/stat");
+    let stat = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            let errno = match e.raw_os_error() {
+                Some(libc::ENOENT) | None => libc::ESRCH,
+                Some(n) => n,
+            };
+            return fail(errno, format!("task {pid}: {path}: {e}"));
+        }
+    };
+    match state_letter(&stat) {
+        Some('T' | 't') => COMPEL_TASK_STOPPED,
+        Some('Z') => COMPEL_TASK_ZOMBIE,
+        Some('X' | 'x') => COMPEL_TASK_DEAD,
+        Some(_) => COMPEL_TASK_ALIVE,
+        None => fail(libc::EIO, format!("task {pid}: cannot parse {path}")),
+    }
+}
+
+/// Nothing left to do: [`crate::compel_cure`] released the task already (a stopped task stays
+/// stopped). Returns 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn compel_resume_task(_pid: c_int, _orig_state: c_int, _state: c_int) -> c_int {
+    0
+}
+
+/// [`crate::compel_prepare`]: there is no infection context to fill.
+#[unsafe(no_mangle)]
+pub extern "C" fn compel_prepare_noctx(pid: c_int) -> *mut CompelCtl {
+    crate::compel_prepare(pid)
+}
+
+/// CRIU's `struct parasite_blob_desc` of `ctl`, for `<prefix>_setup_c_header()` to fill.
+///
+/// # Safety
+/// `ctl` comes from [`crate::compel_prepare`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_parasite_blob_desc(ctl: *mut CompelCtl) -> *mut ParasiteBlobDesc {
+    // SAFETY: caller contract.
+    match unsafe { ctl_mut(ctl) } {
+        Ok(c) => &raw mut c.criu_blob,
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+/// CRIU's `struct infect_ctx` of `ctl` (storage the caller may fill; see [`InfectCtx`]).
+///
+/// # Safety
+/// `ctl` comes from [`crate::compel_prepare`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_infect_ctx(ctl: *mut CompelCtl) -> *mut c_void {
+    // SAFETY: caller contract.
+    match unsafe { ctl_mut(ctl) } {
+        Ok(c) => (&raw mut c.criu_ictx).cast(),
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+/// CRIU's `compel_infect()`: infects the task with the blob `compel_parasite_blob_desc()`
+/// describes, with `args_size` bytes of argument area. The parasite serves commands from the
+/// main thread; `nr_threads` is not needed.
+///
+/// # Safety
+/// `ctl` comes from [`crate::compel_prepare`]; the descriptor was filled by a generated header
+/// (its arrays live as long as the program).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_infect(
+    ctl: *mut CompelCtl,
+    _nr_threads: c_ulong,
+    args_size: c_ulong,
+) -> c_int {
+    // SAFETY: caller contract.
+    let ctl = match unsafe { ctl_mut(ctl) } {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    if ctl.criu_blob.parasite_type != COMPEL_BLOB_CHEADER {
+        return fail(
+            libc::EINVAL,
+            format!(
+                "task {}: no parasite blob (call <prefix>_setup_c_header(ctl) first)",
+                ctl.pid
+            ),
+        );
+    }
+    let d: *const CBlobDesc = &raw const ctl.criu_blob.desc;
+    // SAFETY: d points into ctl (boxed, alive for the call) and is only read; infect_desc does
+    // not touch ctl.criu_blob. The arrays it names are the generated header's statics.
+    unsafe { infect_desc(ctl, &*d, args_size) }
+}
+
+/// CRIU's `compel_parasite_args_s()`: the argument area if it holds `size` bytes, else NULL.
+///
+/// # Safety
+/// `ctl` comes from [`crate::compel_prepare`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_parasite_args_sized(
+    ctl: *mut CompelCtl,
+    size: c_ulong,
+) -> *mut c_void {
+    // SAFETY: caller contract.
+    match unsafe { ctl_mut(ctl) }.map(parasite_of) {
+        Ok(Ok(p)) if p.payload().len() as c_ulong >= size => p.payload_mut().as_mut_ptr().cast(),
+        Ok(Ok(p)) => {
+            let have = p.payload().len();
+            fail(
+                libc::E2BIG,
+                format!("argument area holds {have} bytes, {size} asked"),
+            );
+            std::ptr::null_mut()
+        }
+        _ => std::ptr::null_mut(),
+    }
+}
+
+/// CRIU's `compel_stop_daemon()`: returns 0 for an infected task; the parasite's command loop
+/// ends in [`crate::compel_cure_remote`], which restores the task in the same step.
+///
+/// # Safety
+/// `ctl` comes from [`crate::compel_prepare`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_stop_daemon(ctl: *mut CompelCtl) -> c_int {
+    // SAFETY: caller contract.
+    match unsafe { ctl_mut(ctl) }.map(parasite_of) {
+        Ok(Ok(_)) => 0,
+        Ok(Err(e)) | Err(e) => e,
+    }
+}
+
+/// `<compel.h>`'s `compel_log_init()` under the name `<compel/log.h>`'s printf-style shim calls.
+#[unsafe(no_mangle)]
+pub extern "C" fn compel_log_init_msg(f: Option<LogFn>, level: c_uint) {
+    crate::compel_log_init(f, level);
+}
+
+/// The level of the last `compel_log_init()` (0 if logging is off).
+#[unsafe(no_mangle)]
+pub extern "C" fn compel_log_get_loglevel() -> c_uint {
+    LOG.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .map_or(0, |(_, l)| l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_letters() {
+        assert_eq!(state_letter("12 (a b) c) S 1 2"), Some('S'));
+        assert_eq!(state_letter("12 (x) T 1"), Some('T'));
+        assert_eq!(state_letter("garbage"), None);
+    }
+
+    #[test]
+    fn our_own_state() {
+        assert_eq!(
+            compel_stop_task(std::process::id() as c_int),
+            COMPEL_TASK_ALIVE
+        );
+        assert!(compel_stop_task(0) < 0);
+    }
+}

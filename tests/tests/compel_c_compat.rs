@@ -1,0 +1,436 @@
+//! C programs written the way CRIU's compel test programs (compel/test/infect, rsys, fdspy) are
+//! written, against CRIU's header names and API, built by Makefiles that only know
+//! `COMPEL=<path>` (`compel includes/cflags/ldflags/plugins/--static libs/hgen`), run against a
+//! live C victim that must carry on afterwards. The programs are our own; only the API they use
+//! is CRIU's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use compel_criu_tests::{
+    Exit, Victim, become_subreaper, bin_dir, test_lock, wait_state, workspace_bin,
+};
+
+const T: Duration = Duration::from_secs(10);
+
+/// A victim that answers every stdin line with its session id, and lets a parasite write to
+/// its stdout (unbuffered, so lines stay in order).
+const VICTIM: &str = r#"#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int main(void)
+{
+	char line[256];
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	printf("ready %d\n", getpid());
+	while (fgets(line, sizeof(line), stdin)) {
+		line[strcspn(line, "\n")] = 0;
+		printf("echo %s sid %d\n", line, (int)getsid(0));
+	}
+	return 0;
+}
+"#;
+
+/// The Makefile rules CRIU's compel/test/*/Makefile use, COMPEL= being the only knob.
+const MAKEFILE: &str = "CC\t:= gcc
+CFLAGS\t?= -O2 -g -Wall -Werror
+COMPEL\t:= compel
+
+all: spy
+
+spy: spy.c parasite.h
+\t$(CC) $(CFLAGS) $(shell $(COMPEL) includes) -o $@ $< $(shell $(COMPEL) --static libs)
+
+parasite.h: parasite.po
+\t$(COMPEL) hgen -o $@ -f $<
+
+parasite.po: parasite.o
+\tld $(shell $(COMPEL) ldflags) -o $@ $^ $(shell $(COMPEL) plugins)
+
+parasite.o: parasite.c
+\t$(CC) $(CFLAGS) -c $(shell $(COMPEL) cflags) -o $@ $^
+";
+
+/// A host without a parasite (CRIU's rsys): only includes and libs.
+const MAKEFILE_NO_PARASITE: &str = "CC\t:= gcc
+CFLAGS\t?= -O2 -g -Wall -Werror
+COMPEL\t:= compel
+
+spy: spy.c
+\t$(CC) $(CFLAGS) $(shell $(COMPEL) includes) -o $@ $^ $(shell $(COMPEL) --static libs)
+";
+
+/// A counting parasite: the std plugin's entry points, user commands, sys_* and std_printf
+/// into the victim's stdout, print_on_level to the host's log.
+const INFECT_PARASITE: &str = r#"#include <errno.h>
+
+#include <compel/plugins/std.h>
+#include <infect-rpc.h>
+
+int parasite_trap_cmd(int cmd, void *args)
+{
+	return 0;
+}
+
+void parasite_cleanup(void)
+{
+}
+
+#define CMD_INC PARASITE_USER_CMDS
+#define CMD_DEC (PARASITE_USER_CMDS + 1)
+#define CMD_FAIL (PARASITE_USER_CMDS + 2)
+
+int parasite_daemon_cmd(int cmd, void *args)
+{
+	int *v = args;
+
+	switch (cmd) {
+	case CMD_INC:
+		*v += 1;
+		break;
+	case CMD_DEC:
+		*v -= 1;
+		break;
+	case CMD_FAIL:
+		return 1;
+	default:
+		return -EINVAL;
+	}
+	std_printf("parasite %d in %ld\n", *v, sys_getpid());
+	print_on_level(COMPEL_LOG_INFO, "counted to %d\n", *v);
+	return 0;
+}
+"#;
+
+/// Its host: two whole infection cycles from one process.
+const INFECT_SPY: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <compel/log.h>
+#include <compel/infect-rpc.h>
+
+#include "parasite.h"
+
+#define CMD_INC PARASITE_USER_CMDS
+#define CMD_DEC (PARASITE_USER_CMDS + 1)
+#define CMD_FAIL (PARASITE_USER_CMDS + 2)
+
+static int counted;
+
+static void log_cb(unsigned int lvl, const char *fmt, va_list ap)
+{
+	char buf[512];
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (strstr(buf, "counted to"))
+		counted++;
+}
+
+#define die(msg)                              \
+	do {                                  \
+		fprintf(stderr, "%s\n", msg); \
+		return -1;                    \
+	} while (0)
+
+static int infect_once(int pid)
+{
+	struct parasite_ctl *ctl;
+	struct infect_ctx *ictx;
+	int state, *arg;
+
+	state = compel_stop_task(pid);
+	if (state < 0)
+		die("stop");
+	ctl = compel_prepare(pid);
+	if (!ctl)
+		die("prepare");
+	ictx = compel_infect_ctx(ctl);
+	ictx->log_fd = STDERR_FILENO;
+	parasite_setup_c_header(ctl);
+	if (compel_infect(ctl, 1, sizeof(int)))
+		die("infect");
+	arg = compel_parasite_args(ctl, int);
+	*arg = 137;
+	if (compel_rpc_call_sync(CMD_INC, ctl))
+		die("inc");
+	printf("inc %d\n", *arg);
+	*arg = 404;
+	if (compel_rpc_call_sync(CMD_DEC, ctl))
+		die("dec");
+	printf("dec %d\n", *arg);
+	printf("fail %s\n", compel_rpc_call_sync(CMD_FAIL, ctl) ? "reported" : "missed");
+	if (compel_cure(ctl))
+		die("cure");
+	if (compel_resume_task(pid, state, state))
+		die("resume");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int pid = atoi(argv[1]);
+
+	compel_log_init(log_cb, COMPEL_LOG_DEBUG);
+	if (infect_once(pid) || infect_once(pid))
+		return 1;
+	printf("state %d log %d\n", compel_stop_task(pid), counted);
+	return 0;
+}
+"#;
+
+/// Remote syscalls without a parasite.
+const RSYS_SPY: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#include <compel/log.h>
+#include <compel/infect.h>
+
+int main(int argc, char **argv)
+{
+	int pid = atoi(argv[1]), state;
+	struct parasite_ctl *ctl;
+	long ret = -1000;
+
+	state = compel_stop_task(pid);
+	if (state < 0)
+		return 1;
+	ctl = compel_prepare(pid);
+	if (!ctl)
+		return 2;
+	if (compel_syscall(ctl, __NR_getpid, &ret, 0, 0, 0, 0, 0, 0) < 0)
+		return 3;
+	printf("getpid %ld\n", ret);
+	if (compel_syscall(ctl, __NR_setsid, &ret, 0, 0, 0, 0, 0, 0) < 0)
+		return 4;
+	printf("setsid %ld\n", ret);
+	if (compel_cure(ctl) || compel_resume_task(pid, state, state))
+		return 5;
+	return 0;
+}
+"#;
+
+/// A parasite that hands one of the victim's fds to the host (the fds plugin).
+const FDSPY_PARASITE: &str = r#"#include <compel/infect-rpc.h>
+#include <compel/plugins/plugin-fds.h>
+
+int parasite_trap_cmd(int cmd, void *args)
+{
+	return 0;
+}
+
+void parasite_cleanup(void)
+{
+}
+
+int parasite_daemon_cmd(int cmd, void *args)
+{
+	if (cmd == PARASITE_USER_CMDS)
+		return fds_send_fd(*(int *)args) < 0;
+	return 0;
+}
+"#;
+
+const FDSPY_SPY: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <compel/log.h>
+#include <compel/infect-rpc.h>
+#include <compel/infect-util.h>
+
+#include "parasite.h"
+
+int main(int argc, char **argv)
+{
+	int pid = atoi(argv[1]), state, fd = -1;
+	struct parasite_ctl *ctl;
+	struct stat a, b;
+	char path[64];
+	const char *msg = "stolen fd works\n";
+
+	state = compel_stop_task(pid);
+	ctl = compel_prepare(pid);
+	if (state < 0 || !ctl)
+		return 1;
+	parasite_setup_c_header(ctl);
+	if (compel_infect(ctl, 1, sizeof(int)))
+		return 2;
+	*compel_parasite_args(ctl, int) = 1;
+	if (compel_rpc_call(PARASITE_USER_CMDS, ctl))
+		return 3;
+	if (compel_util_recv_fd(ctl, &fd))
+		return 4;
+	if (compel_rpc_sync(PARASITE_USER_CMDS, ctl))
+		return 5;
+	if (compel_cure(ctl) || compel_resume_task(pid, state, state))
+		return 6;
+	snprintf(path, sizeof(path), "/proc/%d/fd/1", pid);
+	if (fstat(fd, &a) || stat(path, &b))
+		return 7;
+	printf("same %d\n", a.st_ino == b.st_ino && a.st_dev == b.st_dev);
+	if (write(fd, msg, strlen(msg)) != (ssize_t)strlen(msg))
+		return 8;
+	return 0;
+}
+"#;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Our `compel` binary, with libcompel.a built next to it (what `compel --static libs` names).
+fn compel() -> PathBuf {
+    let bin = workspace_bin("compel-cli", "compel");
+    let dir = bin_dir();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "libcompel"])
+        .env("CARGO_TARGET_DIR", dir.parent().unwrap())
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if dir.file_name().and_then(|p| p.to_str()) == Some("release") {
+        cmd.arg("--release");
+    }
+    run(&mut cmd);
+    assert!(dir.join("libcompel.a").exists());
+    bin
+}
+
+/// Writes `files` into `dir` and runs `make COMPEL=<our compel>` there; returns `dir/spy`.
+fn make(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    run(Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(dir)
+        .arg(format!("COMPEL={}", compel().display())));
+    dir.join("spy")
+}
+
+fn build_victim(work: &Path) -> PathBuf {
+    std::fs::write(work.join("victim.c"), VICTIM).unwrap();
+    let out = work.join("victim");
+    run(Command::new("gcc")
+        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(work.join("victim.c")));
+    out
+}
+
+/// Starts the victim and waits until it sleeps in read(2); returns it and its pid.
+fn start_victim(path: &Path) -> (Victim, i32) {
+    let mut v = Victim::spawn(path, &[]).unwrap();
+    let ready = v.expect_line("ready ", T).unwrap();
+    let pid: i32 = ready["ready ".len()..].trim().parse().unwrap();
+    assert_eq!(pid, v.pid());
+    wait_state(pid, "S", T);
+    std::thread::sleep(Duration::from_millis(20));
+    (v, pid)
+}
+
+/// The victim answers a line afterwards (it runs on, its stdin and stdout intact) and exits
+/// normally on EOF.
+fn victim_carries_on(mut v: Victim, sid: i32) {
+    v.write_stdin(b"after\n").unwrap();
+    assert_eq!(
+        v.expect_line("echo", T).unwrap(),
+        format!("echo after sid {sid}")
+    );
+    v.close_stdin();
+    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+}
+
+fn our_sid() -> i32 {
+    // SAFETY: getsid(0) only reads the caller's session id.
+    unsafe { libc::getsid(0) }
+}
+
+#[test]
+fn criu_style_infect_counts_through_user_commands_twice_from_one_host() {
+    let _g = test_lock();
+    become_subreaper();
+    let work = tempfile::tempdir().unwrap();
+    let victim = build_victim(work.path());
+    let spy = make(
+        &work.path().join("infect"),
+        &[
+            ("Makefile", MAKEFILE),
+            ("parasite.c", INFECT_PARASITE),
+            ("spy.c", INFECT_SPY),
+        ],
+    );
+    let (mut v, pid) = start_victim(&victim);
+    let out = run(Command::new(&spy).arg(pid.to_string()));
+    assert_eq!(
+        out,
+        "inc 138\ndec 403\nfail reported\ninc 138\ndec 403\nfail reported\nstate 1 log 4\n"
+    );
+    for want in [138, 403, 138, 403] {
+        assert_eq!(
+            v.expect_line("parasite", T).unwrap(),
+            format!("parasite {want} in {pid}")
+        );
+    }
+    victim_carries_on(v, our_sid());
+}
+
+#[test]
+fn criu_style_rsys_runs_syscalls_without_a_parasite() {
+    let _g = test_lock();
+    become_subreaper();
+    let work = tempfile::tempdir().unwrap();
+    let victim = build_victim(work.path());
+    let spy = make(
+        &work.path().join("rsys"),
+        &[("Makefile", MAKEFILE_NO_PARASITE), ("spy.c", RSYS_SPY)],
+    );
+    let (mut v, pid) = start_victim(&victim);
+    v.write_stdin(b"before\n").unwrap();
+    assert_eq!(
+        v.expect_line("echo", T).unwrap(),
+        format!("echo before sid {}", our_sid())
+    );
+    let out = run(Command::new(&spy).arg(pid.to_string()));
+    assert_eq!(out, format!("getpid {pid}\nsetsid {pid}\n"));
+    victim_carries_on(v, pid);
+}
+
+#[test]
+fn criu_style_fdspy_steals_an_fd_through_the_fds_plugin() {
+    let _g = test_lock();
+    become_subreaper();
+    let work = tempfile::tempdir().unwrap();
+    let victim = build_victim(work.path());
+    let spy = make(
+        &work.path().join("fdspy"),
+        &[
+            ("Makefile", MAKEFILE),
+            ("parasite.c", FDSPY_PARASITE),
+            ("spy.c", FDSPY_SPY),
+        ],
+    );
+    let (mut v, pid) = start_victim(&victim);
+    let out = run(Command::new(&spy).arg(pid.to_string()));
+    assert_eq!(out, "same 1\n");
+    // The host wrote into the victim's stdout through the fd it took.
+    assert_eq!(v.expect_line("stolen", T).unwrap(), "stolen fd works");
+    victim_carries_on(v, our_sid());
+}

@@ -283,6 +283,119 @@ int main(int argc, char **argv)
 }
 "#;
 
+/// A victim with a second thread that sleeps in pause(); prints both ids.
+const VICTIM_THREADS: &str = r#"#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+static int fds[2];
+
+static void *sleeper(void *arg)
+{
+	int tid = (int)syscall(SYS_gettid);
+
+	if (write(fds[1], &tid, sizeof(tid)) != sizeof(tid))
+		return NULL;
+	for (;;)
+		pause();
+	return arg;
+}
+
+int main(void)
+{
+	char line[256];
+	pthread_t t;
+	int tid;
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	if (pipe(fds) || pthread_create(&t, NULL, sleeper, NULL) ||
+	    read(fds[0], &tid, sizeof(tid)) != sizeof(tid))
+		return 1;
+	printf("ready %d %d\n", getpid(), tid);
+	while (fgets(line, sizeof(line), stdin)) {
+		line[strcspn(line, "\n")] = 0;
+		printf("echo %s sid %d\n", line, (int)getsid(0));
+	}
+	return 0;
+}
+"#;
+
+/// A parasite that says which thread runs a command, as daemon or trap command.
+const THREADS_PARASITE: &str = r#"#include <compel/plugins/std.h>
+#include <infect-rpc.h>
+
+struct where {
+	long tid;
+	long trap;
+};
+
+int parasite_trap_cmd(int cmd, void *args)
+{
+	struct where *w = args;
+
+	w->tid = sys_gettid();
+	w->trap = cmd;
+	return 0;
+}
+
+void parasite_cleanup(void)
+{
+}
+
+int parasite_daemon_cmd(int cmd, void *args)
+{
+	struct where *w = args;
+
+	w->tid = sys_gettid();
+	w->trap = 0;
+	return 0;
+}
+"#;
+
+const THREADS_SPY: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+
+#include <compel/infect.h>
+#include <compel/infect-rpc.h>
+
+#include "parasite.h"
+
+struct where {
+	long tid;
+	long trap;
+};
+
+int main(int argc, char **argv)
+{
+	int pid = atoi(argv[1]), tid = atoi(argv[2]), state;
+	struct parasite_thread_ctl *tctl;
+	struct parasite_ctl *ctl;
+	struct where *w;
+
+	state = compel_stop_task(pid);
+	ctl = compel_prepare(pid);
+	if (state < 0 || !ctl)
+		return 1;
+	parasite_setup_c_header(ctl);
+	if (compel_infect(ctl, 2, sizeof(*w)))
+		return 2;
+	w = compel_parasite_args(ctl, struct where);
+	if (compel_rpc_call_sync(PARASITE_USER_CMDS, ctl))
+		return 3;
+	printf("daemon %ld %ld\n", w->tid, w->trap);
+	tctl = compel_prepare_thread(ctl, tid);
+	if (!tctl || compel_run_in_thread(tctl, PARASITE_USER_CMDS + 7))
+		return 4;
+	printf("trap %ld %ld\n", w->tid, w->trap);
+	compel_release_thread(tctl);
+	if (compel_cure(ctl) || compel_resume_task(pid, state, state))
+		return 5;
+	return 0;
+}
+"#;
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -326,24 +439,39 @@ fn make(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
 }
 
 fn build_victim(work: &Path) -> PathBuf {
-    std::fs::write(work.join("victim.c"), VICTIM).unwrap();
-    let out = work.join("victim");
+    build_c(work, "victim", VICTIM)
+}
+
+fn build_c(work: &Path, name: &str, text: &str) -> PathBuf {
+    let src = work.join(format!("{name}.c"));
+    std::fs::write(&src, text).unwrap();
+    let out = work.join(name);
     run(Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
         .arg(&out)
-        .arg(work.join("victim.c")));
+        .arg(&src));
     out
 }
 
 /// Starts the victim and waits until it sleeps in read(2); returns it and its pid.
 fn start_victim(path: &Path) -> (Victim, i32) {
+    let (v, ids) = start_victim_ids(path);
+    (v, ids[0])
+}
+
+/// The same, with every id the victim's ready line gives (its pid first).
+fn start_victim_ids(path: &Path) -> (Victim, Vec<i32>) {
     let mut v = Victim::spawn(path, &[]).unwrap();
     let ready = v.expect_line("ready ", T).unwrap();
-    let pid: i32 = ready["ready ".len()..].trim().parse().unwrap();
+    let ids: Vec<i32> = ready["ready ".len()..]
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let pid = ids[0];
     assert_eq!(pid, v.pid());
     wait_state(pid, "S", T);
     std::thread::sleep(Duration::from_millis(20));
-    (v, pid)
+    (v, ids)
 }
 
 /// The victim answers a line afterwards (it runs on, its stdin and stdout intact) and exits
@@ -432,5 +560,26 @@ fn criu_style_fdspy_steals_an_fd_through_the_fds_plugin() {
     assert_eq!(out, "same 1\n");
     // The host wrote into the victim's stdout through the fd it took.
     assert_eq!(v.expect_line("stolen", T).unwrap(), "stolen fd works");
+    victim_carries_on(v, our_sid());
+}
+
+#[test]
+fn criu_style_run_in_thread_reaches_the_trap_command() {
+    let _g = test_lock();
+    become_subreaper();
+    let work = tempfile::tempdir().unwrap();
+    let victim = build_c(work.path(), "victim-threads", VICTIM_THREADS);
+    let spy = make(
+        &work.path().join("threads"),
+        &[
+            ("Makefile", MAKEFILE),
+            ("parasite.c", THREADS_PARASITE),
+            ("spy.c", THREADS_SPY),
+        ],
+    );
+    let (v, ids) = start_victim_ids(&victim);
+    let (pid, tid) = (ids[0], ids[1]);
+    let out = run(Command::new(&spy).args([pid.to_string(), tid.to_string()]));
+    assert_eq!(out, format!("daemon {pid} 0\ntrap {tid} 71\n"));
     victim_carries_on(v, our_sid());
 }

@@ -196,6 +196,51 @@ pub unsafe extern "C" fn compel_stop_daemon(ctl: *mut CompelCtl) -> c_int {
     }
 }
 
+/// CRIU's `struct parasite_thread_ctl`: a thread of an infected task.
+pub struct ThreadCtl {
+    ctl: *mut CompelCtl,
+    tid: c_int,
+}
+
+/// A handle for thread `tid` of `ctl`'s task (checked when a command runs), or NULL.
+///
+/// # Safety
+/// `ctl` comes from [`crate::compel_prepare`] and outlives the handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_prepare_thread(ctl: *mut CompelCtl, tid: c_int) -> *mut ThreadCtl {
+    // SAFETY: caller contract.
+    if unsafe { ctl_mut(ctl) }.is_err() {
+        return std::ptr::null_mut();
+    }
+    Box::into_raw(Box::new(ThreadCtl { ctl, tid }))
+}
+
+/// Frees a handle from [`compel_prepare_thread`] (NULL is ignored).
+///
+/// # Safety
+/// `tctl` is NULL or comes from [`compel_prepare_thread`] and is not used afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_release_thread(tctl: *mut ThreadCtl) {
+    if !tctl.is_null() {
+        // SAFETY: tctl came from Box::into_raw in compel_prepare_thread (caller contract).
+        drop(unsafe { Box::from_raw(tctl) });
+    }
+}
+
+/// CRIU's `compel_run_in_thread(tctl, cmd)`: runs `cmd` once in the handle's thread.
+///
+/// # Safety
+/// `tctl` comes from [`compel_prepare_thread`] and its `ctl` is still alive.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_run_in_thread_ctl(tctl: *mut ThreadCtl, cmd: c_uint) -> c_int {
+    // SAFETY: caller contract: null or a live handle.
+    let Some(t) = (unsafe { tctl.as_ref() }) else {
+        return fail(libc::EINVAL, "null parasite_thread_ctl".into());
+    };
+    // SAFETY: t.ctl is alive (caller contract).
+    unsafe { crate::compel_run_in_thread(t.ctl, t.tid, cmd) }
+}
+
 /// `<compel.h>`'s `compel_log_init()` under the name `<compel/log.h>`'s printf-style shim calls.
 #[unsafe(no_mangle)]
 pub extern "C" fn compel_log_init_msg(f: Option<LogFn>, level: c_uint) {

@@ -4,7 +4,8 @@
  *
  * In a parasite (a freestanding build with `compel cflags`) this header also provides the
  * entry point compel's std plugin calls for each command, which hands the command to the
- * parasite's parasite_daemon_cmd() (see <compel/plugins/std/infect.h>). Define
+ * parasite's parasite_daemon_cmd(), or to parasite_trap_cmd() for a command the host ran with
+ * compel_run_in_thread() (see <compel/plugins/std/infect.h>). Define
  * COMPEL_NO_CRIU_ENTRY before including it to keep only compel_parasite_handle().
  */
 #ifndef COMPEL_INFECT_RPC_H
@@ -25,6 +26,7 @@ int compel_rpc_call_sync(unsigned int cmd, struct parasite_ctl *ctl);
 #elif !defined(COMPEL_NO_CRIU_ENTRY)
 
 #include <compel/plugins/std/infect.h>
+#include <compel/plugins/std/syscall.h>
 
 int compel_parasite_handle(unsigned int cmd, void *payload, unsigned long len);
 
@@ -34,9 +36,14 @@ int compel_parasite_handle(unsigned int cmd, void *payload, unsigned long len);
  */
 __attribute__((weak)) int compel_parasite_handle(unsigned int cmd, void *payload, unsigned long len)
 {
-	int ret = parasite_daemon_cmd((int)cmd, payload);
+	int ret;
 
 	(void)len;
+	/* The daemon serves from the main thread; compel_run_in_thread() runs in another one. */
+	if (sys_gettid() == sys_getpid())
+		ret = parasite_daemon_cmd((int)cmd, payload);
+	else
+		ret = parasite_trap_cmd((int)cmd, payload);
 	/* CRIU's parasites return any nonzero value on failure; the host wants -errno. */
 	return ret > 0 ? -ret : ret;
 }

@@ -7,7 +7,8 @@
  * - compel_stop_task() only checks the task and reports its state; compel_prepare() seizes it,
  *   compel_cure() releases it (a task that was stopped stays stopped), so compel_resume_task()
  *   has nothing left to do.
- * - The parasite always runs as a daemon in the main thread; nr_threads is ignored.
+ * - The parasite serves daemon commands in the main thread; nr_threads is ignored;
+ *   compel_run_in_thread() works in the task's other threads.
  * - struct infect_ctx is accepted as storage: the runtime picks its own injection method,
  *   handles faults and logs through compel_log_init(); the hooks and flags are not used.
  * - Failures return a negative errno (CRIU: -1) and are described by compel_last_error().
@@ -60,6 +61,18 @@ void *compel_parasite_args_sized(struct parasite_ctl *ctl, unsigned long args_si
 /* Runs syscall nr in the task; *ret gets its raw result. 0, or -errno if it could not run. */
 int compel_syscall(struct parasite_ctl *ctl, int nr, long *ret, unsigned long arg1, unsigned long arg2,
 		   unsigned long arg3, unsigned long arg4, unsigned long arg5, unsigned long arg6);
+
+/*
+ * Another thread of the infected task (not the main one, which serves the daemon commands):
+ * compel_run_in_thread() runs cmd there once, through the parasite's parasite_trap_cmd(),
+ * with the same argument area.
+ */
+struct parasite_thread_ctl;
+struct parasite_thread_ctl *compel_prepare_thread(struct parasite_ctl *ctl, int pid);
+void compel_release_thread(struct parasite_thread_ctl *tctl);
+int compel_run_in_thread_ctl(struct parasite_thread_ctl *tctl, unsigned int cmd);
+#undef compel_run_in_thread
+#define compel_run_in_thread(tctl, cmd) compel_run_in_thread_ctl((tctl), (cmd))
 
 /* What the calling thread's last failure was (never NULL). */
 const char *compel_last_error(void);

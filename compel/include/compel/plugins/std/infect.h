@@ -3,9 +3,9 @@
  * (<compel/plugins/std/infect.h>). Include <infect-rpc.h> (or <compel/infect-rpc.h>) in the
  * parasite and define parasite_daemon_cmd(): it runs every command the host sends with
  * compel_rpc_call(), with the argument area as args, and returns 0 or an error (a negative
- * errno, or any other nonzero value for a plain failure). parasite_trap_cmd() and
- * parasite_cleanup() are accepted and not called: the parasite always runs as a daemon and
- * compel restores the task on its own at cure.
+ * errno, or any other nonzero value for a plain failure). parasite_trap_cmd() runs a command
+ * the host sends to another thread with compel_run_in_thread(). parasite_cleanup() is accepted
+ * and not called: compel restores the task on its own at cure.
  */
 #ifndef COMPEL_PLUGIN_STD_INFECT_H
 #define COMPEL_PLUGIN_STD_INFECT_H

@@ -583,3 +583,41 @@ fn criu_style_run_in_thread_reaches_the_trap_command() {
     assert_eq!(out, format!("daemon {pid} 0\ntrap {tid} 71\n"));
     victim_carries_on(v, our_sid());
 }
+
+/// A C-API infection and cure (two of them) keep the whole AVX-512 state of a task asleep in
+/// read(2): the victim compares its registers after the read and says `ok N` or `mismatch`.
+#[test]
+fn criu_style_cure_keeps_the_avx512_state() {
+    let _g = test_lock();
+    become_subreaper();
+    let work = tempfile::tempdir().unwrap();
+    let spy = make(
+        &work.path().join("infect"),
+        &[
+            ("Makefile", MAKEFILE),
+            ("parasite.c", INFECT_PARASITE),
+            ("spy.c", INFECT_SPY),
+        ],
+    );
+    let mut v = Victim::spawn(env!("CARGO_BIN_EXE_victim-infect-avx"), &[]).unwrap();
+    let Ok(ready) = v.expect_line("ready", T) else {
+        // Exit code 2: no AVX-512 on this CPU, nothing to check.
+        assert_eq!(v.wait(T), Some(Exit::Code(2)));
+        return;
+    };
+    let pid: i32 = ready["ready ".len()..].trim().parse().unwrap();
+    wait_state(pid, "S", T);
+    std::thread::sleep(Duration::from_millis(20));
+    let out = run(Command::new(&spy).arg(pid.to_string()));
+    assert!(out.ends_with("state 1 log 4\n"), "{out}");
+    for want in [138, 403, 138, 403] {
+        assert_eq!(
+            v.expect_line("parasite", T).unwrap(),
+            format!("parasite {want} in {pid}")
+        );
+    }
+    v.write_stdin(b"after\n").unwrap();
+    assert_eq!(v.expect_line("", T).unwrap(), "ok 6");
+    v.close_stdin();
+    assert_eq!(v.wait(T), Some(Exit::Code(0)));
+}

@@ -396,6 +396,96 @@ int main(int argc, char **argv)
 }
 "#;
 
+/// A parasite that reports where its stack is (CRIU's compel/test/stack checks the same).
+const STACK_PARASITE: &str = r#"#include <compel/plugins/std.h>
+#include <infect-rpc.h>
+
+int parasite_trap_cmd(int cmd, void *args)
+{
+	return 0;
+}
+
+void parasite_cleanup(void)
+{
+}
+
+int parasite_daemon_cmd(int cmd, void *args)
+{
+	volatile char local[64];
+
+	local[0] = (char)cmd;
+	*(unsigned long *)args = (unsigned long)&local[0];
+	return 0;
+}
+"#;
+
+/// Its host: the stack lies in the parasite's own mapping (above compel_get_stack()'s start),
+/// not in the task's [stack].
+const STACK_SPY: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <compel/infect.h>
+#include <compel/infect-rpc.h>
+
+#include "parasite.h"
+
+static int in_mapping(int pid, unsigned long addr, char *name, size_t n)
+{
+	char path[64], line[512];
+	unsigned long lo, hi;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && lo <= addr && addr < hi) {
+			char *p = strrchr(line, ' ');
+
+			snprintf(name, n, "%s", p ? p + 1 : "");
+			name[strcspn(name, "\n")] = 0;
+			fclose(f);
+			return 1;
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int pid = atoi(argv[1]), state;
+	void *rstack = NULL, *rtstack = NULL;
+	struct parasite_ctl *ctl;
+	unsigned long *arg, sp;
+	char name[256];
+
+	state = compel_stop_task(pid);
+	ctl = compel_prepare(pid);
+	if (state < 0 || !ctl)
+		return 1;
+	parasite_setup_c_header(ctl);
+	if (compel_infect_no_daemon(ctl, 1, sizeof(*arg)))
+		return 2;
+	compel_get_stack(ctl, &rstack, &rtstack);
+	if (!rstack || !rtstack || compel_start_daemon(ctl))
+		return 3;
+	arg = compel_parasite_args(ctl, unsigned long);
+	if (compel_rpc_call_sync(PARASITE_USER_CMDS, ctl))
+		return 4;
+	sp = *arg;
+	printf("above start %d\n", sp > (unsigned long)rstack && sp - (unsigned long)rstack < (1UL << 20));
+	printf("mapped %d\n", in_mapping(pid, sp, name, sizeof(name)));
+	printf("task stack %d\n", strcmp(name, "[stack]") == 0);
+	if (compel_cure(ctl) || compel_resume_task(pid, state, state))
+		return 5;
+	printf("gone %d\n", !in_mapping(pid, sp, name, sizeof(name)));
+	return 0;
+}
+"#;
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -620,4 +710,24 @@ fn criu_style_cure_keeps_the_avx512_state() {
     assert_eq!(v.expect_line("", T).unwrap(), "ok 6");
     v.close_stdin();
     assert_eq!(v.wait(T), Some(Exit::Code(0)));
+}
+
+#[test]
+fn criu_style_stack_parasite_runs_on_its_own_stack() {
+    let _g = test_lock();
+    become_subreaper();
+    let work = tempfile::tempdir().unwrap();
+    let victim = build_victim(work.path());
+    let spy = make(
+        &work.path().join("stack"),
+        &[
+            ("Makefile", MAKEFILE),
+            ("parasite.c", STACK_PARASITE),
+            ("spy.c", STACK_SPY),
+        ],
+    );
+    let (v, pid) = start_victim(&victim);
+    let out = run(Command::new(&spy).arg(pid.to_string()));
+    assert_eq!(out, "above start 1\nmapped 1\ntask stack 0\ngone 1\n");
+    victim_carries_on(v, our_sid());
 }

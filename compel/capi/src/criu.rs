@@ -196,6 +196,65 @@ pub unsafe extern "C" fn compel_stop_daemon(ctl: *mut CompelCtl) -> c_int {
     }
 }
 
+/// CRIU's `compel_infect_no_daemon()`: the same as [`compel_infect`] (the daemon is always
+/// started; [`compel_start_daemon`] then has nothing to do).
+///
+/// # Safety
+/// As [`compel_infect`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_infect_no_daemon(
+    ctl: *mut CompelCtl,
+    nr_threads: c_ulong,
+    args_size: c_ulong,
+) -> c_int {
+    // SAFETY: caller contract, as compel_infect's.
+    unsafe { compel_infect(ctl, nr_threads, args_size) }
+}
+
+/// CRIU's `compel_start_daemon()`: 0 for an infected task (its daemon already serves).
+///
+/// # Safety
+/// `ctl` comes from [`crate::compel_prepare`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_start_daemon(ctl: *mut CompelCtl) -> c_int {
+    // SAFETY: caller contract.
+    unsafe { compel_stop_daemon(ctl) }
+}
+
+/// CRIU's `compel_get_stack()`: the lowest addresses of the parasite's stacks in the task, the
+/// daemon's in `*rstack` and the one for commands in other threads in `*r_thread_stack` (NULL
+/// for a task that is not infected). Below each lies a guard page.
+///
+/// # Safety
+/// `ctl` comes from [`crate::compel_prepare`]; `rstack` and `r_thread_stack` are NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_get_stack(
+    ctl: *mut CompelCtl,
+    rstack: *mut *mut c_void,
+    r_thread_stack: *mut *mut c_void,
+) {
+    // SAFETY: caller contract.
+    let (daemon, thread) = match unsafe { ctl_mut(ctl) }.map(parasite_of) {
+        Ok(Ok(p)) => {
+            let base = p.remote_base().get();
+            let l = p.layout();
+            (base + l.stack_off as u64, base + l.tstack_off as u64)
+        }
+        _ => (0, 0),
+    };
+    // SAFETY: each pointer is NULL or writable (caller contract); the values are addresses
+    // in the task, only handed back to the caller.
+    unsafe {
+        if !rstack.is_null() {
+            *rstack = daemon as usize as *mut c_void;
+        }
+        if !r_thread_stack.is_null() {
+            *r_thread_stack = thread as usize as *mut c_void;
+        }
+    }
+}
+
 /// CRIU's `struct parasite_thread_ctl`: a thread of an infected task.
 pub struct ThreadCtl {
     ctl: *mut CompelCtl,

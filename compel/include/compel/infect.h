@@ -44,6 +44,13 @@ struct parasite_ctl *compel_prepare_noctx(int pid);
  */
 int compel_infect(struct parasite_ctl *ctl, unsigned long nr_threads, unsigned long args_size);
 
+/* The same as compel_infect() (the daemon always starts); compel_start_daemon() returns 0. */
+int compel_infect_no_daemon(struct parasite_ctl *ctl, unsigned long nr_threads, unsigned long args_size);
+int compel_start_daemon(struct parasite_ctl *ctl);
+
+/* The lowest addresses of the parasite's daemon stack and thread-command stack in the task. */
+void compel_get_stack(struct parasite_ctl *ctl, void **rstack, void **r_thread_stack);
+
 /* Stops the parasite's command loop (compel_cure_remote() does it too). */
 int compel_stop_daemon(struct parasite_ctl *ctl);
 /* Restores the task; releases it and frees ctl; both. */

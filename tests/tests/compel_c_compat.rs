@@ -419,8 +419,8 @@ int parasite_daemon_cmd(int cmd, void *args)
 }
 "#;
 
-/// Its host: the stack lies in the parasite's own mapping (above compel_get_stack()'s start),
-/// not in the task's [stack].
+/// Its host: the stack lies in the parasite's own mapping (below compel_get_stack()'s start,
+/// where it grows down from), not in the task's [stack].
 const STACK_SPY: &str = r#"#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -476,7 +476,7 @@ int main(int argc, char **argv)
 	if (compel_rpc_call_sync(PARASITE_USER_CMDS, ctl))
 		return 4;
 	sp = *arg;
-	printf("above start %d\n", sp > (unsigned long)rstack && sp - (unsigned long)rstack < (1UL << 20));
+	printf("below start %d\n", sp < (unsigned long)rstack && (unsigned long)rstack - sp < (1UL << 20));
 	printf("mapped %d\n", in_mapping(pid, sp, name, sizeof(name)));
 	printf("task stack %d\n", strcmp(name, "[stack]") == 0);
 	if (compel_cure(ctl) || compel_resume_task(pid, state, state))
@@ -728,6 +728,6 @@ fn criu_style_stack_parasite_runs_on_its_own_stack() {
     );
     let (v, pid) = start_victim(&victim);
     let out = run(Command::new(&spy).arg(pid.to_string()));
-    assert_eq!(out, "above start 1\nmapped 1\ntask stack 0\ngone 1\n");
+    assert_eq!(out, "below start 1\nmapped 1\ntask stack 0\ngone 1\n");
     victim_carries_on(v, our_sid());
 }

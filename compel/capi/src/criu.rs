@@ -221,9 +221,10 @@ pub unsafe extern "C" fn compel_start_daemon(ctl: *mut CompelCtl) -> c_int {
     unsafe { compel_stop_daemon(ctl) }
 }
 
-/// CRIU's `compel_get_stack()`: the lowest addresses of the parasite's stacks in the task, the
+/// CRIU's `compel_get_stack()`: the first stack pointers of the parasite in the task, the
 /// daemon's in `*rstack` and the one for commands in other threads in `*r_thread_stack` (NULL
-/// for a task that is not infected). Below each lies a guard page.
+/// for a task that is not infected). Above each lie `PARASITE_STACK_REDZONE` (128) bytes the
+/// parasite never writes; the stack grows down from there.
 ///
 /// # Safety
 /// `ctl` comes from [`crate::compel_prepare`]; `rstack` and `r_thread_stack` are NULL or
@@ -239,7 +240,7 @@ pub unsafe extern "C" fn compel_get_stack(
         Ok(Ok(p)) => {
             let base = p.remote_base().get();
             let l = p.layout();
-            (base + l.stack_off as u64, base + l.tstack_off as u64)
+            (base + l.stack_top() as u64, base + l.tstack_top() as u64)
         }
         _ => (0, 0),
     };

@@ -19,6 +19,7 @@
 
 #include <signal.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <compel/blob.h>
 #include <compel/infect-rpc.h>
@@ -48,7 +49,11 @@ int compel_infect(struct parasite_ctl *ctl, unsigned long nr_threads, unsigned l
 int compel_infect_no_daemon(struct parasite_ctl *ctl, unsigned long nr_threads, unsigned long args_size);
 int compel_start_daemon(struct parasite_ctl *ctl);
 
-/* The lowest addresses of the parasite's daemon stack and thread-command stack in the task. */
+/*
+ * The first stack pointers of the parasite's daemon and of commands run in other threads; the
+ * PARASITE_STACK_REDZONE bytes above each are never written by the parasite.
+ */
+#define PARASITE_STACK_REDZONE 128
 void compel_get_stack(struct parasite_ctl *ctl, void **rstack, void **r_thread_stack);
 
 /* Stops the parasite's command loop (compel_cure_remote() does it too). */

@@ -283,8 +283,10 @@ int main(int argc, char **argv)
 }
 "#;
 
-/// A victim with a second thread that sleeps in pause(); prints both ids.
+/// A victim with a second thread that sleeps in pause(); prints both ids. Each thread blocks
+/// a different signal.
 const VICTIM_THREADS: &str = r#"#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -295,6 +297,11 @@ static int fds[2];
 static void *sleeper(void *arg)
 {
 	int tid = (int)syscall(SYS_gettid);
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	if (write(fds[1], &tid, sizeof(tid)) != sizeof(tid))
 		return NULL;
@@ -310,9 +317,14 @@ int main(void)
 	int tid;
 
 	setvbuf(stdout, NULL, _IONBF, 0);
+	sigset_t set;
+
 	if (pipe(fds) || pthread_create(&t, NULL, sleeper, NULL) ||
 	    read(fds[0], &tid, sizeof(tid)) != sizeof(tid))
 		return 1;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR2);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	printf("ready %d %d\n", getpid(), tid);
 	while (fgets(line, sizeof(line), stdin)) {
 		line[strcspn(line, "\n")] = 0;
@@ -389,6 +401,7 @@ int main(int argc, char **argv)
 	if (!tctl || compel_run_in_thread(tctl, PARASITE_USER_CMDS + 7))
 		return 4;
 	printf("trap %ld %ld\n", w->tid, w->trap);
+	printf("masks %lx %lx\n", compel_task_sigmask(ctl)->sig[0], compel_thread_sigmask(tctl)->sig[0]);
 	compel_release_thread(tctl);
 	if (compel_cure(ctl) || compel_resume_task(pid, state, state))
 		return 5;
@@ -670,7 +683,11 @@ fn criu_style_run_in_thread_reaches_the_trap_command() {
     let (v, ids) = start_victim_ids(&victim);
     let (pid, tid) = (ids[0], ids[1]);
     let out = run(Command::new(&spy).args([pid.to_string(), tid.to_string()]));
-    assert_eq!(out, format!("daemon {pid} 0\ntrap {tid} 71\n"));
+    // Blocked by the victim: SIGUSR2 (12) in the main thread, SIGUSR1 (10) in the other.
+    assert_eq!(
+        out,
+        format!("daemon {pid} 0\ntrap {tid} 71\nmasks 800 200\n")
+    );
     victim_carries_on(v, our_sid());
 }
 

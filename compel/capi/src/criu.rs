@@ -256,10 +256,46 @@ pub unsafe extern "C" fn compel_get_stack(
     }
 }
 
+/// The blocked signals of thread `tid` as the task had them before any infection.
+fn sigmask_of(ctl: &mut CompelCtl, tid: c_int) -> Result<u64, c_int> {
+    let pid = ctl.pid;
+    if let Some(p) = ctl.parasite.as_mut()
+        && tid == p.tid()
+    {
+        return Ok(p.saved_state().sigmask);
+    }
+    let Some(task) = ctl.task() else {
+        return Err(fail(libc::ESRCH, format!("task {pid} is released")));
+    };
+    task.sigmask(tid)
+        .map_err(|e| fail(crate::task_errno(&e), e.to_string()))
+}
+
+/// CRIU's `compel_task_sigmask()`: the main thread's blocked signals as found (a
+/// `k_rtsigset_t`, valid until the next call with `ctl`), or NULL.
+///
+/// # Safety
+/// `ctl` comes from [`crate::compel_prepare`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_task_sigmask(ctl: *mut CompelCtl) -> *mut u64 {
+    // SAFETY: caller contract.
+    let Ok(ctl) = (unsafe { ctl_mut(ctl) }) else {
+        return std::ptr::null_mut();
+    };
+    match sigmask_of(ctl, ctl.pid) {
+        Ok(m) => {
+            ctl.criu_sigmask = m;
+            &raw mut ctl.criu_sigmask
+        }
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
 /// CRIU's `struct parasite_thread_ctl`: a thread of an infected task.
 pub struct ThreadCtl {
     ctl: *mut CompelCtl,
     tid: c_int,
+    sigmask: u64,
 }
 
 /// A handle for thread `tid` of `ctl`'s task (checked when a command runs), or NULL.
@@ -272,7 +308,11 @@ pub unsafe extern "C" fn compel_prepare_thread(ctl: *mut CompelCtl, tid: c_int) 
     if unsafe { ctl_mut(ctl) }.is_err() {
         return std::ptr::null_mut();
     }
-    Box::into_raw(Box::new(ThreadCtl { ctl, tid }))
+    Box::into_raw(Box::new(ThreadCtl {
+        ctl,
+        tid,
+        sigmask: 0,
+    }))
 }
 
 /// Frees a handle from [`compel_prepare_thread`] (NULL is ignored).
@@ -284,6 +324,30 @@ pub unsafe extern "C" fn compel_release_thread(tctl: *mut ThreadCtl) {
     if !tctl.is_null() {
         // SAFETY: tctl came from Box::into_raw in compel_prepare_thread (caller contract).
         drop(unsafe { Box::from_raw(tctl) });
+    }
+}
+
+/// CRIU's `compel_thread_sigmask()`: the thread's blocked signals (valid until the next call
+/// with `tctl`), or NULL.
+///
+/// # Safety
+/// `tctl` comes from [`compel_prepare_thread`] and its `ctl` is still alive.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_thread_sigmask(tctl: *mut ThreadCtl) -> *mut u64 {
+    // SAFETY: caller contract: null or a live handle.
+    let Some(t) = (unsafe { tctl.as_mut() }) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: t.ctl is alive (caller contract).
+    let Ok(ctl) = (unsafe { ctl_mut(t.ctl) }) else {
+        return std::ptr::null_mut();
+    };
+    match sigmask_of(ctl, t.tid) {
+        Ok(m) => {
+            t.sigmask = m;
+            &raw mut t.sigmask
+        }
+        Err(_) => std::ptr::null_mut(),
     }
 }
 

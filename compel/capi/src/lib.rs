@@ -47,6 +47,8 @@ pub struct CompelCtl {
     criu_blob: criu::ParasiteBlobDesc,
     /// Storage for CRIU's `struct infect_ctx` (`compel_infect_ctx()`).
     criu_ictx: criu::InfectCtx,
+    /// What `compel_task_sigmask()` last returned a pointer to.
+    criu_sigmask: u64,
 }
 
 impl CompelCtl {
@@ -220,6 +222,7 @@ pub extern "C" fn compel_prepare(pid: c_int) -> *mut CompelCtl {
             timeout: Duration::from_secs(10),
             criu_blob: criu::ParasiteBlobDesc::default(),
             criu_ictx: criu::InfectCtx::default(),
+            criu_sigmask: 0,
         })),
         Err(e) => {
             fail(task_errno(&e), e.to_string());

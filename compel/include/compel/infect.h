@@ -86,6 +86,13 @@ int compel_run_in_thread_ctl(struct parasite_thread_ctl *tctl, unsigned int cmd)
 #undef compel_run_in_thread
 #define compel_run_in_thread(tctl, cmd) compel_run_in_thread_ctl((tctl), (cmd))
 
+/* A kernel signal set (x86_64: 64 signals) and the blocked signals of the task / a thread. */
+typedef struct {
+	unsigned long sig[1];
+} k_rtsigset_t;
+k_rtsigset_t *compel_task_sigmask(struct parasite_ctl *ctl);
+k_rtsigset_t *compel_thread_sigmask(struct parasite_thread_ctl *tctl);
+
 /* What the calling thread's last failure was (never NULL). */
 const char *compel_last_error(void);
 

@@ -264,6 +264,8 @@ int main(int argc, char **argv)
 	parasite_setup_c_header(ctl);
 	if (compel_infect(ctl, 1, sizeof(int)))
 		return 2;
+	if (fstat(compel_rpc_sock(ctl), &a) || !S_ISSOCK(a.st_mode))
+		return 9;
 	*compel_parasite_args(ctl, int) = 1;
 	if (compel_rpc_call(PARASITE_USER_CMDS, ctl))
 		return 3;

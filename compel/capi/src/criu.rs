@@ -182,6 +182,20 @@ pub unsafe extern "C" fn compel_parasite_args_sized(
     }
 }
 
+/// CRIU's `compel_rpc_sock()`: the host's end of the control socket (owned by `ctl`), or -1.
+///
+/// # Safety
+/// `ctl` comes from [`crate::compel_prepare`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn compel_rpc_sock(ctl: *mut CompelCtl) -> c_int {
+    use std::os::fd::AsRawFd;
+    // SAFETY: caller contract.
+    match unsafe { ctl_mut(ctl) }.map(parasite_of) {
+        Ok(Ok(p)) => p.ctl_sock().map_or(-1, |fd| fd.as_raw_fd()),
+        _ => -1,
+    }
+}
+
 /// CRIU's `compel_stop_daemon()`: returns 0 for an infected task; the parasite's command loop
 /// ends in [`crate::compel_cure_remote`], which restores the task in the same step.
 ///

@@ -22,6 +22,8 @@ struct parasite_ctl;
 int compel_rpc_call(unsigned int cmd, struct parasite_ctl *ctl);
 int compel_rpc_sync(unsigned int cmd, struct parasite_ctl *ctl);
 int compel_rpc_call_sync(unsigned int cmd, struct parasite_ctl *ctl);
+/* The host's end of the control socket (libcompel closes it at cure), or -1. */
+int compel_rpc_sock(struct parasite_ctl *ctl);
 
 #elif !defined(COMPEL_NO_CRIU_ENTRY)
 

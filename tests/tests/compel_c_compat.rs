@@ -501,6 +501,69 @@ int main(int argc, char **argv)
 }
 "#;
 
+/// The smallest parasite for timing a whole cycle.
+const BENCH_PARASITE: &str = r#"#include <compel/plugins/std.h>
+#include <infect-rpc.h>
+
+int parasite_trap_cmd(int cmd, void *args)
+{
+	return 0;
+}
+
+void parasite_cleanup(void)
+{
+}
+
+int parasite_daemon_cmd(int cmd, void *args)
+{
+	*(int *)args += 1;
+	return 0;
+}
+"#;
+
+/// Times N whole cycles (stop, prepare, infect, one command, cure, resume): ns per line.
+const BENCH_SPY: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "parasite.h"
+
+static long now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+int main(int argc, char **argv)
+{
+	int pid = atoi(argv[1]), n = atoi(argv[2]), i, state;
+	struct parasite_ctl *ctl;
+	int *arg;
+
+	for (i = 0; i < n; i++) {
+		long t0 = now();
+
+		state = compel_stop_task(pid);
+		ctl = compel_prepare(pid);
+		if (state < 0 || !ctl)
+			return 1;
+		parasite_setup_c_header(ctl);
+		if (compel_infect(ctl, 1, sizeof(int)))
+			return 2;
+		arg = compel_parasite_args(ctl, int);
+		*arg = i;
+		if (compel_rpc_call_sync(PARASITE_USER_CMDS, ctl) || *arg != i + 1)
+			return 3;
+		if (compel_cure(ctl) || compel_resume_task(pid, state, state))
+			return 4;
+		printf("%ld\n", now() - t0);
+	}
+	return 0;
+}
+"#;
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -748,5 +811,74 @@ fn criu_style_stack_parasite_runs_on_its_own_stack() {
     let (v, pid) = start_victim(&victim);
     let out = run(Command::new(&spy).arg(pid.to_string()));
     assert_eq!(out, "below start 1\nmapped 1\ntask stack 0\ngone 1\n");
+    victim_carries_on(v, our_sid());
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Bench, not run by default (timing on a shared machine): the C API's whole cycle (stop,
+/// prepare, infect, one command, cure, resume) against the Rust API's with the same parasite,
+/// rounds alternating so that load drift hits both alike. Prints the medians and their ratio
+/// (the issue's target: within 10 %); checks only that every command ran.
+/// `cargo test -p compel-criu-tests --test compel_c_compat -- --ignored --nocapture`
+#[test]
+#[ignore = "timing bench: run alone with --ignored --nocapture"]
+fn criu_style_cycle_costs_what_the_rust_api_costs() {
+    use compel::Task;
+    use compel::infect::{InfectOptions, Parasite};
+    use compel_proto::blob::BlobDesc;
+
+    let _g = test_lock();
+    become_subreaper();
+    let work = tempfile::tempdir().unwrap();
+    let victim = build_victim(work.path());
+    let dir = work.path().join("bench");
+    let spy = make(
+        &dir,
+        &[
+            ("Makefile", MAKEFILE),
+            ("parasite.c", BENCH_PARASITE),
+            ("spy.c", BENCH_SPY),
+        ],
+    );
+    let packed = dir.join("parasite.blob");
+    run(Command::new(compel())
+        .args(["pack", "-f"])
+        .arg(dir.join("parasite.po"))
+        .arg("-o")
+        .arg(&packed));
+    let bytes = std::fs::read(&packed).unwrap();
+    let blob = BlobDesc::parse(&bytes).unwrap();
+    let (v, pid) = start_victim(&victim);
+    let (mut c, mut rust) = (Vec::new(), Vec::new());
+    for _round in 0..5 {
+        let out = run(Command::new(&spy).args([pid.to_string(), "10".into()]));
+        c.extend(out.lines().map(|l| l.parse::<u64>().unwrap()));
+        for i in 0..10u32 {
+            let t0 = std::time::Instant::now();
+            let task = Task::seize(pid).unwrap();
+            let opts = InfectOptions {
+                payload_size: 64,
+                ..InfectOptions::default()
+            };
+            let mut p = Parasite::infect(task, &blob, opts).unwrap();
+            p.payload_mut()[..4].copy_from_slice(&(i as i32).to_ne_bytes());
+            p.call(64).unwrap();
+            assert_eq!(p.payload()[..4], (i as i32 + 1).to_ne_bytes());
+            p.cure().unwrap();
+            rust.push(t0.elapsed().as_nanos() as u64);
+        }
+    }
+    assert_eq!((c.len(), rust.len()), (50, 50));
+    let (c, rust) = (median(&mut c), median(&mut rust));
+    eprintln!(
+        "cycle median: C API {} us, Rust API {} us, ratio {:.2}",
+        c / 1000,
+        rust / 1000,
+        c as f64 / rust as f64
+    );
     victim_carries_on(v, our_sid());
 }

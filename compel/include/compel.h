@@ -80,7 +80,9 @@ int compel_threads(compel_ctl_t *ctl, int *tids, unsigned long max);
  * the parasite's service loop in the main thread. On failure the process is released and only
  * compel_cure_local() may follow.
  */
-int compel_infect(compel_ctl_t *ctl, const struct compel_blob_desc *blob, unsigned long args_size);
+int compel_infect_blob(compel_ctl_t *ctl, const struct compel_blob_desc *blob, unsigned long args_size);
+/* (The library's compel_infect symbol is CRIU's, see <compel/infect.h>.) */
+#define compel_infect compel_infect_blob
 
 /* The same with a blob file's contents as `compel pack` writes them. */
 int compel_infect_packed(compel_ctl_t *ctl, const void *data, unsigned long len,

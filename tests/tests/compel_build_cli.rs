@@ -39,7 +39,13 @@ fn hgen_matches_the_golden_outputs() {
         let input = fixtures().join(img);
         for (ext, lang) in [("rs", "rust"), ("h", "c")] {
             let out = d.path().join(format!("{img}.{ext}"));
-            ok(&["hgen", "-f", s(&input), "-o", s(&out), "--lang", lang]);
+            // The goldens use the default C prefix `parasite`; without -p the C prefix comes
+            // from the output's file name (as in CRIU's compel).
+            let mut args = vec!["hgen", "-f", s(&input), "-o", s(&out), "--lang", lang];
+            if lang == "c" {
+                args.extend(["-p", "parasite"]);
+            }
+            ok(&args);
             let golden = fixtures().join(format!("{img}.{ext}.golden"));
             assert_eq!(
                 std::fs::read_to_string(&out).unwrap(),

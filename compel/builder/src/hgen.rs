@@ -263,6 +263,34 @@ impl Blob {
         let _ = writeln!(o, "\td->nr_symbols = {p}_nr_symbols;");
         let _ = writeln!(o, "}}");
         let _ = writeln!(o);
+        // CRIU compel's names for hosts written against its API (<compel/infect.h>); a host
+        // that includes <compel.h> first keeps only the descriptor above.
+        let _ = writeln!(o, "#ifndef COMPEL_H");
+        let _ = writeln!(o, "#include <compel/infect.h>");
+        let _ = writeln!(o, "#endif");
+        let _ = writeln!(o, "#ifdef COMPEL_CRIU_INFECT_H");
+        let _ = writeln!(
+            o,
+            "static inline void {p}_setup_c_header_desc(struct parasite_blob_desc *pbd, int native)"
+        );
+        let _ = writeln!(o, "{{");
+        let _ = writeln!(o, "\t(void)native;");
+        let _ = writeln!(o, "\tpbd->parasite_type = COMPEL_BLOB_CHEADER;");
+        let _ = writeln!(o, "\t{p}_get_blob_desc(&pbd->desc);");
+        let _ = writeln!(o, "}}");
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "static inline void {p}_setup_c_header(struct parasite_ctl *ctl)"
+        );
+        let _ = writeln!(o, "{{");
+        let _ = writeln!(
+            o,
+            "\t{p}_setup_c_header_desc(compel_parasite_blob_desc(ctl), 1);"
+        );
+        let _ = writeln!(o, "}}");
+        let _ = writeln!(o, "#endif");
+        let _ = writeln!(o);
         let _ = writeln!(o, "#endif /* {guard} */");
         o
     }

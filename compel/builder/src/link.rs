@@ -106,6 +106,10 @@ pub fn cflags(include: &Path) -> Vec<String> {
     ]
     .into_iter()
     .map(str::to_owned)
-    .chain([format!("-I{}", include.display())])
+    // The second directory lets a parasite written for CRIU's compel say `#include <infect-rpc.h>`.
+    .chain([
+        format!("-I{}", include.display()),
+        format!("-I{}", include.join("compel").display()),
+    ])
     .collect()
 }

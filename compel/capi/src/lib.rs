@@ -10,7 +10,7 @@
 //! struct compel_blob_desc blob;
 //! compel_ctl_t *ctl = compel_prepare(pid);
 //! parasite_get_blob_desc(&blob);
-//! if (!ctl || compel_infect(ctl, &blob, 4096) < 0)
+//! if (!ctl || compel_infect(ctl, &blob, 4096) < 0)   /* compel_infect_blob() */
 //!         fprintf(stderr, "%s\n", compel_last_error());
 //! *(long *)compel_parasite_args_p(ctl) = 42;
 //! compel_rpc_call_sync(COMPEL_CMD_USER, ctl);
@@ -34,6 +34,8 @@ use compel_rt::infect::{InfectError, InfectOptions, Parasite, RpcError};
 use compel_rt::{Task, TaskError};
 use nix::errno::Errno;
 
+mod criu;
+
 /// An infection handle: the seized task and, once infected, the parasite in it.
 pub struct CompelCtl {
     pid: i32,
@@ -41,6 +43,12 @@ pub struct CompelCtl {
     parasite: Option<Parasite<Task>>,
     fds: VecDeque<OwnedFd>,
     timeout: Duration,
+    /// CRIU's `struct parasite_blob_desc`, filled by `<prefix>_setup_c_header()`.
+    criu_blob: criu::ParasiteBlobDesc,
+    /// Storage for CRIU's `struct infect_ctx` (`compel_infect_ctx()`).
+    criu_ictx: criu::InfectCtx,
+    /// What `compel_task_sigmask()` last returned a pointer to.
+    criu_sigmask: u64,
 }
 
 impl CompelCtl {
@@ -212,6 +220,9 @@ pub extern "C" fn compel_prepare(pid: c_int) -> *mut CompelCtl {
             parasite: None,
             fds: VecDeque::new(),
             timeout: Duration::from_secs(10),
+            criu_blob: criu::ParasiteBlobDesc::default(),
+            criu_ictx: criu::InfectCtx::default(),
+            criu_sigmask: 0,
         })),
         Err(e) => {
             fail(task_errno(&e), e.to_string());
@@ -266,7 +277,7 @@ fn do_infect(ctl: &mut CompelCtl, blob: &BlobDesc<'_>, args_size: usize) -> c_in
     }
 }
 
-/// Infects the task with `blob` (filled by a `compel hgen --lang c` header's
+/// Infects the task with `blob` (`compel_infect()` of `<compel.h>`, filled by a `compel hgen --lang c` header's
 /// `<prefix>_get_blob_desc()`), with at least `args_size` bytes of command payload, and starts
 /// the parasite's service loop in the main thread. On failure the task is released.
 ///
@@ -274,7 +285,7 @@ fn do_infect(ctl: &mut CompelCtl, blob: &BlobDesc<'_>, args_size: usize) -> c_in
 /// `ctl` comes from [`compel_prepare`]; `blob` points at a descriptor whose arrays are valid for
 /// the sizes it gives.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn compel_infect(
+pub unsafe extern "C" fn compel_infect_blob(
     ctl: *mut CompelCtl,
     blob: *const CBlobDesc,
     args_size: c_ulong,
@@ -290,6 +301,15 @@ pub unsafe extern "C" fn compel_infect(
     let Some(d) = (unsafe { blob.as_ref() }) else {
         return fail(libc::EINVAL, "null blob descriptor".into());
     };
+    // SAFETY: caller contract: the descriptor's arrays are valid for the sizes it gives.
+    unsafe { infect_desc(ctl, d, args_size) }
+}
+
+/// Infects `ctl`'s task with the blob `d` describes.
+///
+/// # Safety
+/// `d`'s image, relocations and symbols are valid for the sizes it gives.
+unsafe fn infect_desc(ctl: &mut CompelCtl, d: &CBlobDesc, args_size: c_ulong) -> c_int {
     if d.image.is_null() || (d.relocs.is_null() && d.nr_relocs > 0) {
         return fail(
             libc::EINVAL,
@@ -343,7 +363,7 @@ pub unsafe extern "C" fn compel_infect(
 }
 
 /// Infects the task with a blob file's contents as `compel pack` writes them (`len` bytes at
-/// `data`); otherwise as [`compel_infect`].
+/// `data`); otherwise as [`compel_infect_blob`].
 ///
 /// # Safety
 /// `ctl` comes from [`compel_prepare`]; `data` is valid for `len` bytes.
@@ -687,7 +707,7 @@ pub unsafe extern "C" fn compel_cure(ctl: *mut CompelCtl) -> c_int {
 /// Sets how long to wait for any answer of the parasite (default 10000 ms).
 ///
 /// # Safety
-/// `ctl` comes from [`compel_prepare`]; call before [`compel_infect`].
+/// `ctl` comes from [`compel_prepare`]; call before [`compel_infect_blob`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_set_timeout(ctl: *mut CompelCtl, ms: c_ulong) -> c_int {
     // SAFETY: `ctl` is null or a live handle from compel_prepare, not freed yet (this

@@ -25,7 +25,8 @@ pub enum Command {
         /// Where to write the module or header.
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
-        /// Prefix of the generated names (C default: `parasite`).
+        /// Prefix of the generated names (C default: the output's file name, `parasite.h` gives
+        /// `parasite`, as in CRIU's compel).
         #[arg(short = 'p', long = "prefix", default_value = "")]
         prefix: String,
         /// Output language (default: C if OUTPUT ends in `.h`, else Rust).
@@ -52,7 +53,7 @@ pub enum Command {
     },
     /// Print the include flags for compel's C headers.
     Includes,
-    /// Print the linker flags for a C host program using libcompel.
+    /// Print the linker flags for a C host program using libcompel (`--static`: the archive).
     Libs,
 }
 
@@ -72,7 +73,36 @@ fn infer_lang(lang: Option<LangArg>, output: &std::path::Path) -> Lang {
     }
 }
 
-pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+/// The prefix of a C header's names when none is given: the output's file name up to its first
+/// dot, non-identifier characters as `_` (CRIU's compel does the same), else `parasite`.
+fn c_prefix(output: &std::path::Path) -> String {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.split('.').next().unwrap_or_default();
+    let p: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if p.is_empty() || p.starts_with(|c: char| c.is_ascii_digit()) {
+        "parasite".to_owned()
+    } else {
+        p
+    }
+}
+
+/// What a C host links: `-L<dir> -lcompel`, or with `--static` the archive and the system
+/// libraries the Rust runtime inside it needs.
+fn libs_line(dir: &str, static_libs: bool) -> String {
+    if static_libs {
+        format!("{dir}/libcompel.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc")
+    } else {
+        format!("-L{dir} -lcompel")
+    }
+}
+
+pub fn run(cmd: Command, static_libs: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Hgen {
             input,
@@ -80,7 +110,13 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             prefix,
             lang,
         } => {
-            compel_builder::hgen_file(&input, &output, infer_lang(lang, &output), &prefix)?;
+            let lang = infer_lang(lang, &output);
+            let prefix = if prefix.is_empty() && lang == Lang::C {
+                c_prefix(&output)
+            } else {
+                prefix
+            };
+            compel_builder::hgen_file(&input, &output, lang, &prefix)?;
         }
         Command::Pack { input, output } => compel_builder::pack_file(&input, &output)?,
         Command::Cflags => println!("{}", c_support()?.cflags().join(" ")),
@@ -99,7 +135,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 .parent()
                 .map(|d| d.display().to_string())
                 .unwrap_or_default();
-            println!("-L{dir} -lcompel");
+            println!("{}", libs_line(&dir, static_libs));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -185,18 +221,34 @@ mod tests {
     }
 
     #[test]
+    fn c_prefix_is_the_output_name() {
+        assert_eq!(c_prefix("x/parasite.h".as_ref()), "parasite");
+        assert_eq!(c_prefix("fd-spy.blob.h".as_ref()), "fd_spy");
+        assert_eq!(c_prefix("9.h".as_ref()), "parasite");
+    }
+
+    #[test]
+    fn static_libs_name_the_archive() {
+        assert_eq!(libs_line("/l", false), "-L/l -lcompel");
+        assert!(libs_line("/l", true).starts_with("/l/libcompel.a -l"));
+    }
+
+    #[test]
     fn hgen_fails_cleanly_on_a_bad_input() {
         let dir = std::env::temp_dir().join(format!("compel-cli-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let input = dir.join("not-elf.txt");
         std::fs::write(&input, "hello").unwrap();
         let output = dir.join("out.h");
-        let err = run(Command::Hgen {
-            input: input.clone(),
-            output: output.clone(),
-            prefix: String::new(),
-            lang: None,
-        })
+        let err = run(
+            Command::Hgen {
+                input: input.clone(),
+                output: output.clone(),
+                prefix: String::new(),
+                lang: None,
+            },
+            false,
+        )
         .unwrap_err();
         assert_eq!(
             format!("{err:#}"),

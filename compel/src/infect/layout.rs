@@ -21,6 +21,11 @@ use compel_proto::rpc::ARGS_PAYLOAD_OFFSET;
 
 const PAGE: usize = BLOB_PAGE_SIZE;
 
+/// Bytes at the end of each parasite stack that the parasite never touches (its first stack
+/// pointer is below them), as CRIU's compel leaves (PARASITE_STACK_REDZONE); libcompel's
+/// `compel_get_stack()` points at them.
+pub const STACK_REDZONE: usize = 128;
+
 fn pages(n: usize) -> usize {
     n.div_ceil(PAGE) * PAGE
 }
@@ -102,14 +107,14 @@ impl Layout {
     }
 
     /// The initial stack pointer of the daemon (16-byte aligned, as at a function's entry
-    /// before the return address is pushed).
+    /// before the return address is pushed), [`STACK_REDZONE`] below the stack's end.
     pub fn stack_top(&self) -> usize {
-        self.stack_off + self.stack_size
+        self.stack_off + self.stack_size - STACK_REDZONE
     }
 
-    /// The initial stack pointer of a trap-mode run.
+    /// The initial stack pointer of a trap-mode run ([`STACK_REDZONE`] below the end).
     pub fn tstack_top(&self) -> usize {
-        self.tstack_off + self.tstack_size
+        self.tstack_off + self.tstack_size - STACK_REDZONE
     }
 
     /// The ranges whose protection differs from read+write and that infection sets up:
@@ -161,7 +166,7 @@ mod tests {
         assert_eq!(l.tstack_off, l.tguard_off + PAGE);
         assert!(l.stack_size >= 60_000 && l.tstack_size >= 20_000);
         assert_eq!(l.stack_top() % 16, 0);
-        assert_eq!(l.tstack_top(), l.len);
+        assert_eq!(l.tstack_top() + STACK_REDZONE, l.len);
     }
 
     #[test]

@@ -314,6 +314,13 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         self.base.offset(off as u64)
     }
 
+    /// The host's end of the control socket (`None` once the parasite is cured), for callers
+    /// that talk to the parasite themselves (libcompel's `compel_rpc_sock()`).
+    pub fn ctl_sock(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.ctl.as_ref().map(|c| c.sock.as_fd())
+    }
+
     /// The command payload area (shared with the parasite).
     pub fn payload(&self) -> &[u8] {
         let off = self.layout.payload_off();

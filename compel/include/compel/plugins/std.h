@@ -12,11 +12,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Log levels. */
+/* Log levels (CRIU compel's values; COMPEL_LOG_MSG is always printed). */
+#ifndef COMPEL_LOG_ERROR
+#define COMPEL_LOG_MSG 0
 #define COMPEL_LOG_ERROR 1
 #define COMPEL_LOG_WARN 2
 #define COMPEL_LOG_INFO 3
 #define COMPEL_LOG_DEBUG 4
+#define COMPEL_DEFAULT_LOGLEVEL COMPEL_LOG_WARN
+#endif
 
 /* Commands below this number are compel's own. */
 #define COMPEL_CMD_FINI 1
@@ -30,28 +34,7 @@
  */
 int compel_parasite_handle(unsigned int cmd, void *payload, unsigned long len);
 
-/* A raw system call: the result, or -errno. */
-long compel_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
-
-#define compel_syscall0(nr) compel_syscall6((nr), 0, 0, 0, 0, 0, 0)
-#define compel_syscall1(nr, a) compel_syscall6((nr), (long)(a), 0, 0, 0, 0, 0)
-#define compel_syscall2(nr, a, b) compel_syscall6((nr), (long)(a), (long)(b), 0, 0, 0, 0)
-#define compel_syscall3(nr, a, b, c) compel_syscall6((nr), (long)(a), (long)(b), (long)(c), 0, 0, 0)
-
-/* x86_64 system call numbers of the wrappers below. */
-#define COMPEL_NR_read 0
-#define COMPEL_NR_write 1
-#define COMPEL_NR_close 3
-#define COMPEL_NR_getpid 39
-#define COMPEL_NR_getcwd 79
-#define COMPEL_NR_gettid 186
-
-static inline long sys_read(int fd, void *buf, unsigned long n) { return compel_syscall3(COMPEL_NR_read, fd, buf, n); }
-static inline long sys_write(int fd, const void *buf, unsigned long n) { return compel_syscall3(COMPEL_NR_write, fd, buf, n); }
-static inline long sys_close(int fd) { return compel_syscall1(COMPEL_NR_close, fd); }
-static inline long sys_getpid(void) { return compel_syscall0(COMPEL_NR_getpid); }
-static inline long sys_gettid(void) { return compel_syscall0(COMPEL_NR_gettid); }
-static inline long sys_getcwd(char *buf, unsigned long n) { return compel_syscall2(COMPEL_NR_getcwd, buf, n); }
+#include <compel/plugins/std/syscall.h>
 
 /* One log line to the host (if it gave a log fd and level is enabled). */
 void compel_log(unsigned int level, const char *msg);
@@ -77,5 +60,10 @@ size_t strnlen(const char *s, size_t max);
 int strcmp(const char *a, const char *b);
 int strncmp(const char *a, const char *b, size_t n);
 char *strchr(const char *s, int c);
+
+/* CRIU compel's parasite-side names: string and printf-style output, entry points, log. */
+#include <compel/plugins/std/string.h>
+#include <compel/plugins/std/infect.h>
+#include <compel/plugins/std/log.h>
 
 #endif /* COMPEL_PLUGIN_STD_H */

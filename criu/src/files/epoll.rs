@@ -76,11 +76,10 @@ impl FileKind for Epoll {
                 match found {
                     Some(n) => n as u32,
                     None => {
-                        return Err(DumpError::Unsupported {
-                            what: format!(
-                                "fd {} of {} (epoll) watches a file no descriptor holds (added as fd {tfd})",
-                                fd.fd, fd.pid
-                            ),
+                        return Err(DumpError::EpollTarget {
+                            pid: fd.pid,
+                            fd: fd.fd,
+                            target: tfd,
                         });
                     }
                 }

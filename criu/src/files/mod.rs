@@ -144,11 +144,11 @@ impl FdinfoText {
 
     /// The error for a value of a `kind` descriptor (`[eventfd]`, ...) that cannot be parsed.
     pub fn bad(&self, kind: &str, what: &str) -> DumpError {
-        DumpError::Unsupported {
-            what: format!(
-                "fd {} of {} ({kind}): cannot parse {what} in its fdinfo",
-                self.fd, self.pid
-            ),
+        DumpError::Fdinfo {
+            pid: self.pid,
+            fd: self.fd,
+            kind: kind.to_string(),
+            what: what.to_string(),
         }
     }
 }

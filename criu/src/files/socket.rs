@@ -40,6 +40,18 @@ pub enum SocketError {
     },
 }
 
+impl SocketError {
+    /// The errno an RPC reply carries for this error: the OS error of a failed call,
+    /// `EOPNOTSUPP` for a state not handled, `EBADMSG` for a wrong image entry.
+    pub fn errno(&self) -> i32 {
+        match self {
+            SocketError::Sys { source, .. } => crate::errno::io(source),
+            SocketError::Diag(_) | SocketError::Unsupported { .. } => libc::EOPNOTSUPP,
+            SocketError::BadImage { .. } => libc::EBADMSG,
+        }
+    }
+}
+
 /// `SocketError::Sys` with the OS error of the last call.
 pub fn sys(what: impl Into<String>) -> SocketError {
     SocketError::Sys {

@@ -23,11 +23,8 @@ use crate::restore::RestoreError;
 /// A socket module's error as a dump error.
 pub fn dump_err(e: SocketError) -> DumpError {
     match e {
-        SocketError::Unsupported { what } => DumpError::Unsupported { what },
         SocketError::Sys { what, source } => DumpError::File { what, source },
-        other => DumpError::Unsupported {
-            what: other.to_string(),
-        },
+        other => DumpError::Socket(other),
     }
 }
 
@@ -236,8 +233,9 @@ impl FileKind for UnixKind {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::Unsupported {
-            what: format!("fd {} of {}: not claimed by the socket kind", fd.fd, fd.pid),
+        Err(DumpError::NotClaimed {
+            pid: fd.pid,
+            fd: fd.fd,
         })
     }
 
@@ -323,8 +321,9 @@ impl FileKind for NetlinkKind {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::Unsupported {
-            what: format!("fd {} of {}: not claimed by the socket kind", fd.fd, fd.pid),
+        Err(DumpError::NotClaimed {
+            pid: fd.pid,
+            fd: fd.fd,
         })
     }
 
@@ -382,8 +381,9 @@ impl FileKind for PacketKind {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::Unsupported {
-            what: format!("fd {} of {}: not claimed by the socket kind", fd.fd, fd.pid),
+        Err(DumpError::NotClaimed {
+            pid: fd.pid,
+            fd: fd.fd,
         })
     }
 

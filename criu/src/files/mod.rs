@@ -220,7 +220,8 @@ pub trait FileKind {
     ///
     /// # Errors
     /// [`RestoreError::BadImage`] for an entry that contradicts itself,
-    /// [`RestoreError::Unsupported`] for one this restore cannot bring back.
+    /// [`RestoreError::Unsupported`] (or a typed refusal such as [`RestoreError::Socket`]) for
+    /// one this restore cannot bring back.
     fn parse(
         &mut self,
         img: &ImageCtx<'_>,

@@ -31,15 +31,14 @@ pub fn dump_err(e: SocketError) -> DumpError {
 /// A socket module's error as a restore error.
 pub fn restore_err(e: SocketError) -> RestoreError {
     match e {
-        SocketError::Unsupported { what } => RestoreError::Unsupported { what },
         SocketError::Sys { what, source } => RestoreError::Io {
             what,
             error: source,
         },
         SocketError::BadImage { file, reason } => RestoreError::BadImage { file, reason },
-        SocketError::Diag(d) => RestoreError::Unsupported {
-            what: d.to_string(),
-        },
+        other @ (SocketError::Unsupported { .. } | SocketError::Diag(_)) => {
+            RestoreError::Socket(other)
+        }
     }
 }
 
@@ -249,9 +248,10 @@ impl FileKind for UnixKind {
         if self.set.is_none() {
             self.set = Some(Arc::new(UnixSet::load(img)?));
         }
-        let set = self.set.clone().ok_or_else(|| RestoreError::Unsupported {
-            what: "unix sockets".into(),
-        })?;
+        let set = self
+            .set
+            .clone()
+            .ok_or_else(|| RestoreError::NoUnixSockets)?;
         let Some(index) = set.ids.iter().position(|&i| i == u.id) else {
             return Err(crate::restore::images::bad(
                 criu_images::names::FILES,
@@ -299,9 +299,10 @@ impl RestoreFile for UnixFile {
             .map_err(restore_err)?;
         let mut out = Vec::with_capacity(self.set.ids.len());
         for id in &self.set.ids {
-            out.push(made.remove(id).ok_or_else(|| RestoreError::Unsupported {
-                what: format!("unix socket id {id} was not made"),
-            })?);
+            out.push(
+                made.remove(id)
+                    .ok_or_else(|| RestoreError::UnixNotMade { id: *id })?,
+            );
         }
         Ok(out)
     }

@@ -976,3 +976,63 @@ fn run_id() -> String {
         &h[20..32]
     )
 }
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_not_supported_and_read_as_before() {
+        let e = DumpError::FdKind {
+            pid: 7,
+            fd: 3,
+            name: "anon_inode:[io_uring]".into(),
+        };
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        assert_eq!(
+            e.to_string(),
+            "unsupported: fd 3 of 7: anon_inode:[io_uring]"
+        );
+        let e = DumpError::GroupLeaderGone {
+            pid: 8,
+            pgid: 5,
+            zombie: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "unsupported: pid 8 is in process group 5, whose leader is a zombie: restoring it \
+             needs a helper group leader, which is not supported yet"
+        );
+        let e = DumpError::FileLocks { pid: 7, fd: 4 };
+        assert!(e.to_string().contains("holds file locks (fd 4 first)"));
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+    }
+
+    #[test]
+    fn a_failed_step_carries_the_errno_of_its_cause() {
+        let e = DumpError::Seize {
+            pid: 7,
+            source: TaskError::NoSuchTask { pid: 7 },
+        }
+        .at("seizing");
+        assert_eq!(e.errno(), libc::ESRCH);
+        assert_eq!(DumpError::NoProcess { pid: 7 }.errno(), libc::ESRCH);
+        let e = DumpError::SeccompUnreadable {
+            tid: 7,
+            request: "PTRACE_SECCOMP_GET_FILTER",
+            errno: nix::errno::Errno::EACCES,
+        };
+        assert_eq!(e.errno(), libc::EACCES);
+        assert!(
+            e.to_string()
+                .ends_with("(reading them needs CAP_SYS_ADMIN)"),
+            "{e}"
+        );
+        let e = DumpError::File {
+            what: "opening".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert_eq!(e.errno(), libc::ENOSPC);
+        assert_eq!(DumpError::NoPid.errno(), libc::EINVAL);
+    }
+}

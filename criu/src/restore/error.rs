@@ -358,3 +358,67 @@ impl RestoreError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_not_supported_and_read_as_before() {
+        let e = RestoreError::GroupUnreachable { pid: 7, pgid: 5 };
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        assert_eq!(
+            e.to_string(),
+            "unsupported: pid 7 is in process group 5, which has no leader restored before it"
+        );
+        let e = RestoreError::Vma {
+            what: "an irregular area",
+            start: 0x1000,
+        };
+        assert_eq!(e.to_string(), "unsupported: an irregular area at 0x1000");
+        assert_eq!(RestoreError::Compat.errno(), libc::EOPNOTSUPP);
+        assert_eq!(RestoreError::SharedEpoll.errno(), libc::EOPNOTSUPP);
+    }
+
+    #[test]
+    fn privileges_bad_images_and_dead_tasks_have_their_own_errno() {
+        assert_eq!(
+            RestoreError::SeccompNeedsAdmin { pid: 1 }.errno(),
+            libc::EPERM
+        );
+        let bad = RestoreError::BadImage {
+            file: "core-1.img".into(),
+            reason: "no task core".into(),
+        };
+        assert_eq!(bad.errno(), libc::EBADMSG);
+        let died = RestoreError::Died {
+            pid: 1,
+            status: "killed by signal 9".into(),
+        };
+        assert_eq!(died.errno(), libc::ESRCH);
+        assert_eq!(RestoreError::PidBusy { pid: 1 }.errno(), libc::EEXIST);
+    }
+
+    #[test]
+    fn os_errors_carried_are_passed_on() {
+        let e = RestoreError::Clone {
+            pid: 1,
+            errno: Errno::EEXIST,
+        };
+        assert_eq!(e.errno(), libc::EEXIST);
+        let e = RestoreError::Io {
+            what: "opening".into(),
+            error: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert_eq!(e.errno(), libc::EACCES);
+        let e = RestoreError::Image {
+            file: "inventory.img".into(),
+            error: criu_images::ImageError::Io {
+                file: "inventory.img".into(),
+                op: "open",
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            },
+        };
+        assert_eq!(e.errno(), libc::ENOENT);
+    }
+}

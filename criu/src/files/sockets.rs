@@ -36,9 +36,7 @@ pub fn restore_err(e: SocketError) -> RestoreError {
             error: source,
         },
         SocketError::BadImage { file, reason } => RestoreError::BadImage { file, reason },
-        other @ (SocketError::Unsupported { .. } | SocketError::Diag(_)) => {
-            RestoreError::Socket(other)
-        }
+        other => RestoreError::Socket(other),
     }
 }
 

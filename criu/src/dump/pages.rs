@@ -206,7 +206,7 @@ impl SharedObjects {
                 while page < b {
                     if !windows.iter().any(|&(s, e)| s <= page && page < e) {
                         return Err(DumpError::ShmemOutside {
-                            shmid: u64::from(*shmid),
+                            shmid: *shmid,
                             offset: page,
                         });
                     }

@@ -246,10 +246,7 @@ impl FileKind for UnixKind {
         if self.set.is_none() {
             self.set = Some(Arc::new(UnixSet::load(img)?));
         }
-        let set = self
-            .set
-            .clone()
-            .ok_or_else(|| RestoreError::NoUnixSockets)?;
+        let set = self.set.clone().ok_or(RestoreError::NoUnixSockets)?;
         let Some(index) = set.ids.iter().position(|&i| i == u.id) else {
             return Err(crate::restore::images::bad(
                 criu_images::names::FILES,
@@ -299,7 +296,7 @@ impl RestoreFile for UnixFile {
         for id in &self.set.ids {
             out.push(
                 made.remove(id)
-                    .ok_or_else(|| RestoreError::UnixNotMade { id: *id })?,
+                    .ok_or(RestoreError::UnixNotMade { id: *id })?,
             );
         }
         Ok(out)

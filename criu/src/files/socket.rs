@@ -32,6 +32,17 @@ pub enum SocketError {
         what: String,
     },
     // Dump: a socket of a task in a state not dumped.
+    /// A socket of a family not dumped.
+    #[error(
+        "fd {} of {}: socket:[{}] of family {family} (only unix, netlink and packet sockets are dumped)",
+        at.fd, at.pid, at.ino
+    )]
+    Family {
+        /// The socket.
+        at: SockAt,
+        /// The family's name.
+        family: String,
+    },
     /// A socket sock_diag does not list (another network namespace?).
     #[error("{at}: {family} socket unknown to sock_diag (another network namespace?)")]
     NotInDiag {
@@ -205,6 +216,7 @@ impl SocketError {
             SocketError::BadImage { .. } => libc::EBADMSG,
             SocketError::Diag(_)
             | SocketError::Unsupported { .. }
+            | SocketError::Family { .. }
             | SocketError::NotInDiag { .. }
             | SocketError::PacketRing { .. }
             | SocketError::UnixType { .. }

@@ -87,11 +87,9 @@ impl Sockets {
                 e.psk = Some(self.packet.add(pid, fd, &sk, ino, flags, id)?);
             }
             f => {
-                return Err(SocketError::Unsupported {
-                    what: format!(
-                        "fd {fd} of {pid}: socket:[{ino}] of family {} (only unix, netlink and packet sockets are dumped)",
-                        socket::family_name(f)
-                    ),
+                return Err(SocketError::Family {
+                    at: socket::SockAt { pid, fd, ino },
+                    family: socket::family_name(f),
                 });
             }
         }

@@ -54,6 +54,7 @@
 pub(crate) mod cgroups;
 pub(crate) mod check;
 pub(crate) mod dump;
+pub(crate) mod errno;
 pub(crate) mod files;
 pub(crate) mod log;
 pub(crate) mod options;

@@ -119,10 +119,10 @@ impl FileTable {
                 "FLOCK" => lock_kind::FLOCK,
                 "OFDLCK" => lock_kind::OFD,
                 other => {
-                    return Err(DumpError::Unsupported {
-                        what: format!(
-                            "fd {fd} of {pid} holds a {other} lock (only flock, POSIX and OFD locks are dumped)"
-                        ),
+                    return Err(DumpError::LockClass {
+                        pid,
+                        fd,
+                        class: other.to_string(),
                     });
                 }
             };
@@ -130,8 +130,11 @@ impl FileTable {
                 "READ" => libc::F_RDLCK as u32,
                 "WRITE" => libc::F_WRLCK as u32,
                 other => {
-                    return Err(DumpError::Unsupported {
-                        what: format!("fd {fd} of {pid} holds a {} lock of type {other}", l.class),
+                    return Err(DumpError::LockType {
+                        pid,
+                        fd,
+                        class: l.class.clone(),
+                        ty: other.to_string(),
                     });
                 }
             };
@@ -230,7 +233,7 @@ impl FileTable {
     /// once per file and flags for the whole tree); returns its id.
     ///
     /// # Errors
-    /// [`DumpError::File`], [`DumpError::Unsupported`] for a file that is not regular.
+    /// [`DumpError::File`], [`DumpError::MappedNotRegular`].
     pub fn add_mapped(&mut self, pid: i32, m: &Mapping, flags: u32) -> Result<u32, DumpError> {
         let key = (m.dev_major, m.dev_minor, m.inode, flags, m.name.clone());
         if let Some(&id) = self.mapped_by_maps.get(&key) {
@@ -242,8 +245,9 @@ impl FileTable {
             source: e,
         })?;
         if !meta.is_file() {
-            return Err(DumpError::Unsupported {
-                what: format!("mapping of non-regular file {} at {:#x}", m.name, m.start),
+            return Err(DumpError::MappedNotRegular {
+                name: m.name.clone(),
+                start: m.start,
             });
         }
         let id = self.add_reg_stat(&src, meta, &m.name, flags, 0, true)?;
@@ -267,7 +271,7 @@ impl FileTable {
     /// Adds every open descriptor of `pid`; returns the `fdinfo` entries in fd order.
     ///
     /// # Errors
-    /// [`DumpError::Unsupported`] for descriptors of a kind not handled yet (pipes, sockets,
+    /// [`DumpError::FdKind`] for descriptors of a kind not handled yet (pipes, sockets,
     /// ...), [`DumpError::File`], [`DumpError::Proc`].
     ///
     /// Terminals (the controlling terminal of a shell job, any pty or tty) are only dumped with
@@ -356,7 +360,7 @@ impl FileTable {
     /// socket's peer is in the tree, or with `ext_unix_sk` an outside peer gets an entry).
     ///
     /// # Errors
-    /// [`DumpError::Unsupported`] naming the file.
+    /// [`DumpError::Socket`] naming the file.
     pub fn finish_sockets(&mut self, ext_unix_sk: Option<&[u32]>) -> Result<(), DumpError> {
         for k in self.kinds.iter_mut() {
             k.finish(&mut self.entries, ext_unix_sk)?;

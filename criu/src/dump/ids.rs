@@ -37,7 +37,7 @@ pub(super) fn ns_inodes(pid: &str) -> Vec<(String, u64)> {
 /// children it creates after a restore, would come back in criu's, silently.
 ///
 /// # Errors
-/// [`DumpError::Unsupported`] naming the process and the namespace kind.
+/// [`DumpError::OwnNamespace`], [`DumpError::TimeNsForChildren`].
 pub(super) fn refuse_own_namespaces(
     pid: i32,
     ns: &[(String, u64)],
@@ -47,15 +47,14 @@ pub(super) fn refuse_own_namespaces(
         if let Some((_, mine)) = own_ns.iter().find(|(k, _)| k == kind)
             && mine != ino
         {
-            let what = if kind == TIME_FOR_CHILDREN {
-                format!(
-                    "{pid} made a time namespace for its children (unshare(CLONE_NEWTIME)); \
-                     namespaces are not dumped yet"
-                )
+            return Err(if kind == TIME_FOR_CHILDREN {
+                DumpError::TimeNsForChildren { pid }
             } else {
-                format!("{pid} is in a {kind} namespace of its own (namespaces are not dumped yet)")
-            };
-            return Err(DumpError::Unsupported { what });
+                DumpError::OwnNamespace {
+                    pid,
+                    kind: kind.clone(),
+                }
+            });
         }
     }
     Ok(())

@@ -55,7 +55,7 @@ pub mod vma;
 pub(crate) use ids::kcmp;
 pub use self_state::INSIDE_METHOD_ENV;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use compel::{InitialStop, Task, TaskError, TaskState};
@@ -161,11 +161,226 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
-    /// State criu cannot dump yet.
+    /// State criu cannot dump yet, said in free text (kinds not converted to a typed variant).
     #[error("unsupported: {what}")]
     Unsupported {
         /// What.
         what: String,
+    },
+    // Files: a kind, a state or a sharing of an open file that is not handled.
+    /// A descriptor no file kind takes.
+    #[error("unsupported: {}", refused_fd(*pid, *fd, name))]
+    FdKind {
+        /// The process.
+        pid: i32,
+        /// The descriptor.
+        fd: i32,
+        /// What `/proc/PID/fd/FD` links to.
+        name: String,
+    },
+    /// A descriptor's fdinfo has a value its kind cannot parse.
+    #[error("unsupported: fd {fd} of {pid} ({kind}): cannot parse {what} in its fdinfo")]
+    Fdinfo {
+        /// The process.
+        pid: i32,
+        /// The descriptor.
+        fd: i32,
+        /// The kind (`[eventfd]`, ...).
+        kind: String,
+        /// The value.
+        what: String,
+    },
+    /// A descriptor the socket kind was asked to dump without claiming it.
+    #[error("unsupported: fd {fd} of {pid}: not claimed by the socket kind")]
+    NotClaimed {
+        /// The process.
+        pid: i32,
+        /// The descriptor.
+        fd: i32,
+    },
+    /// A deleted file that is neither regular, a directory nor a device node.
+    #[error(
+        "unsupported: deleted special file {} (only regular files, directories and device nodes)",
+        path.display()
+    )]
+    DeletedSpecial {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A deleted file too large to be saved in the images.
+    #[error(
+        "unsupported: deleted file {} of {size} bytes is over the ghost limit {limit} (--ghost-limit)",
+        path.display()
+    )]
+    GhostLimit {
+        /// The file.
+        path: PathBuf,
+        /// Its size on disk.
+        size: u64,
+        /// `--ghost-limit`.
+        limit: u64,
+    },
+    /// A file mapped into memory that is not a regular file.
+    #[error("unsupported: mapping of non-regular file {name} at {start:#x}")]
+    MappedNotRegular {
+        /// The file's name in `/proc/PID/maps`.
+        name: String,
+        /// The start of the mapping.
+        start: compel::RemoteAddr,
+    },
+    /// A file lock of a class that is not dumped (a lease, ...).
+    #[error(
+        "unsupported: fd {fd} of {pid} holds a {class} lock (only flock, POSIX and OFD locks are dumped)"
+    )]
+    LockClass {
+        /// The process.
+        pid: i32,
+        /// The descriptor.
+        fd: i32,
+        /// The class in fdinfo.
+        class: String,
+    },
+    /// A file lock of a type that is not dumped.
+    #[error("unsupported: fd {fd} of {pid} holds a {class} lock of type {ty}")]
+    LockType {
+        /// The process.
+        pid: i32,
+        /// The descriptor.
+        fd: i32,
+        /// The class in fdinfo.
+        class: String,
+        /// The type in fdinfo.
+        ty: String,
+    },
+    /// File locks held without `--file-locks`.
+    #[error("unsupported: pid {pid} holds file locks (fd {fd} first); dump them with --file-locks")]
+    FileLocks {
+        /// The process.
+        pid: i32,
+        /// Its first descriptor with a lock.
+        fd: i32,
+    },
+    /// An epoll instance watches a file that no descriptor holds any more.
+    #[error(
+        "unsupported: fd {fd} of {pid} (epoll) watches a file no descriptor holds (added as fd {target})"
+    )]
+    EpollTarget {
+        /// The process.
+        pid: i32,
+        /// The epoll descriptor.
+        fd: i32,
+        /// The descriptor number the target was added with.
+        target: u32,
+    },
+    /// A socket in a state that is not dumped (the socket error says which).
+    #[error("unsupported: {0}")]
+    Socket(crate::files::socket::SocketError),
+    // Tree shape, namespaces.
+    /// A process whose group leader is gone (restoring it needs a helper leader).
+    #[error(
+        "unsupported: pid {pid} is in process group {pgid}, whose leader {}: restoring it needs a \
+         helper group leader, which is not supported yet",
+        if *zombie { "is a zombie" } else { "has exited" }
+    )]
+    GroupLeaderGone {
+        /// The process.
+        pid: i32,
+        /// Its group.
+        pgid: i32,
+        /// Whether the leader is a zombie (else it has exited).
+        zombie: bool,
+    },
+    /// A process in a namespace of its own.
+    #[error(
+        "unsupported: {pid} is in a {kind} namespace of its own (namespaces are not dumped yet)"
+    )]
+    OwnNamespace {
+        /// The process.
+        pid: i32,
+        /// The namespace kind (`net`, `mnt`, ...).
+        kind: String,
+    },
+    /// A process that made a time namespace for its children.
+    #[error(
+        "unsupported: {pid} made a time namespace for its children (unshare(CLONE_NEWTIME)); \
+         namespaces are not dumped yet"
+    )]
+    TimeNsForChildren {
+        /// The process.
+        pid: i32,
+    },
+    // Memory.
+    /// A uprobes area.
+    #[error("unsupported: uprobes vma {start:#x}-{end:#x}")]
+    Uprobes {
+        /// Start.
+        start: compel::RemoteAddr,
+        /// End.
+        end: compel::RemoteAddr,
+    },
+    /// A shared anonymous mapping of a kind not dumped.
+    #[error("unsupported: shared anonymous mapping {start:#x}-{end:#x} of {pid}")]
+    SharedAnon {
+        /// The process.
+        pid: i32,
+        /// Start.
+        start: compel::RemoteAddr,
+        /// End.
+        end: compel::RemoteAddr,
+    },
+    /// A System V shared memory mapping.
+    #[error("unsupported: shared memory mapping {name} at {start:#x} of {pid}")]
+    SysvShm {
+        /// The process.
+        pid: i32,
+        /// The name in `/proc/PID/maps`.
+        name: String,
+        /// Start.
+        start: compel::RemoteAddr,
+    },
+    /// Shared anonymous memory with pages outside every mapping of it.
+    #[error(
+        "unsupported: shared anonymous memory {shmid} holds pages at offset {offset:#x}, \
+         outside every mapping of it (a mapping shrunk with mremap)"
+    )]
+    ShmemOutside {
+        /// The object's id.
+        shmid: u64,
+        /// The offset of the first such page.
+        offset: u64,
+    },
+    // Seccomp.
+    /// The seccomp filters of a thread cannot be read.
+    #[error(
+        "unsupported: thread {tid} runs under seccomp filters and {request} failed: {}{}",
+        std::io::Error::from(*errno),
+        if *errno == nix::errno::Errno::EACCES { " (reading them needs CAP_SYS_ADMIN)" } else { "" }
+    )]
+    SeccompUnreadable {
+        /// The thread.
+        tid: i32,
+        /// The ptrace request.
+        request: &'static str,
+        /// The kernel's error.
+        errno: nix::errno::Errno,
+    },
+    /// A seccomp filter that notifies a supervisor.
+    #[error(
+        "unsupported: thread {tid}: seccomp filter {filter} hands system calls to a supervisor \
+         (SECCOMP_RET_USER_NOTIF), whose listener cannot be dumped"
+    )]
+    SeccompUserNotif {
+        /// The thread.
+        tid: i32,
+        /// The filter's index.
+        filter: u64,
+    },
+    // The images directory.
+    /// The images directory is not a directory.
+    #[error("unsupported: images directory {} is not a directory", dir.display())]
+    ImagesNotDir {
+        /// The path given.
+        dir: PathBuf,
     },
     /// The task's memory could not be read.
     #[error("cannot read memory of {pid} at {addr:#x}")]
@@ -195,7 +410,65 @@ pub enum DumpError {
     },
 }
 
+/// What a refused descriptor is, for [`DumpError::FdKind`].
+fn refused_fd(pid: i32, n: i32, name: &str) -> String {
+    if let Some(kind) = name.strip_prefix("anon_inode:") {
+        format!("fd {n} of {pid}: anon_inode:{kind}")
+    } else if name.starts_with("/memfd:") {
+        format!("fd {n} of {pid} is a memfd ({name})")
+    } else {
+        format!(
+            "fd {n} of {pid}: {name} (only files, directories and character devices are supported)"
+        )
+    }
+}
+
 impl DumpError {
+    /// The errno an RPC reply carries for this error (`cr_errno`): `EOPNOTSUPP` for state criu
+    /// does not dump, `ESRCH` for a process that is gone, the OS error where one is carried,
+    /// `EBADMSG` for an image that does not decode.
+    pub fn errno(&self) -> i32 {
+        match self {
+            DumpError::NoPid => libc::EINVAL,
+            DumpError::NoProcess { .. } | DumpError::Zombie { .. } => libc::ESRCH,
+            DumpError::Unstable { .. } => libc::EAGAIN,
+            DumpError::Seize { source, .. }
+            | DumpError::Registers { source, .. }
+            | DumpError::Remote { source, .. } => crate::errno::task(source),
+            DumpError::Ptrace { source, .. } => *source as i32,
+            DumpError::RemoteFailed { errno, .. } => *errno,
+            DumpError::Proc(e) => e.errno(),
+            DumpError::File { source, .. } | DumpError::Memory { source, .. } => {
+                crate::errno::io(source)
+            }
+            DumpError::Image(e) => crate::errno::image(e),
+            DumpError::Script(e) => e.errno(),
+            DumpError::Step { source, .. } => source.errno(),
+            DumpError::Socket(e) => e.errno(),
+            DumpError::SeccompUnreadable { errno, .. } => *errno as i32,
+            DumpError::ImagesNotDir { .. } => libc::ENOTDIR,
+            DumpError::Unsupported { .. }
+            | DumpError::FdKind { .. }
+            | DumpError::Fdinfo { .. }
+            | DumpError::NotClaimed { .. }
+            | DumpError::DeletedSpecial { .. }
+            | DumpError::GhostLimit { .. }
+            | DumpError::MappedNotRegular { .. }
+            | DumpError::LockClass { .. }
+            | DumpError::LockType { .. }
+            | DumpError::FileLocks { .. }
+            | DumpError::EpollTarget { .. }
+            | DumpError::GroupLeaderGone { .. }
+            | DumpError::OwnNamespace { .. }
+            | DumpError::TimeNsForChildren { .. }
+            | DumpError::Uprobes { .. }
+            | DumpError::SharedAnon { .. }
+            | DumpError::SysvShm { .. }
+            | DumpError::ShmemOutside { .. }
+            | DumpError::SeccompUserNotif { .. } => libc::EOPNOTSUPP,
+        }
+    }
+
     fn at(self, step: &'static str) -> DumpError {
         DumpError::Step {
             step,
@@ -264,8 +537,8 @@ fn begin_images(dir: &Path) -> Result<(), DumpError> {
     let md =
         std::fs::metadata(dir).map_err(file_err(format!("images directory {}", dir.display())))?;
     if !md.is_dir() {
-        return Err(DumpError::Unsupported {
-            what: format!("images directory {} is not a directory", dir.display()),
+        return Err(DumpError::ImagesNotDir {
+            dir: dir.to_path_buf(),
         });
     }
     std::fs::write(dir.join(INCOMPLETE_MARKER), "dump in progress\n").map_err(file_err(
@@ -297,16 +570,10 @@ fn refuse_leaderless_groups(
         }
         let leader_alive = pgids.iter().any(|&(q, _)| q == g);
         if !leader_alive {
-            let how = if zombies.iter().any(|(z, _)| *z == g) {
-                "is a zombie"
-            } else {
-                "has exited"
-            };
-            return Err(DumpError::Unsupported {
-                what: format!(
-                    "pid {p} is in process group {g}, whose leader {how}: restoring it needs a \
-                     helper group leader, which is not supported yet"
-                ),
+            return Err(DumpError::GroupLeaderGone {
+                pid: p,
+                pgid: g,
+                zombie: zombies.iter().any(|(z, _)| *z == g),
             });
         }
     }
@@ -449,11 +716,9 @@ fn collect(
     if !opts.file_locks
         && let Some(l) = files.locks().first()
     {
-        return Err(DumpError::Unsupported {
-            what: format!(
-                "pid {} holds file locks (fd {} first); dump them with --file-locks",
-                l.pid, l.fd
-            ),
+        return Err(DumpError::FileLocks {
+            pid: l.pid,
+            fd: l.fd,
         });
     }
     let cwd_id = files.add_dir_link(pid, "cwd")?;
@@ -710,4 +975,64 @@ fn run_id() -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_not_supported_and_read_as_before() {
+        let e = DumpError::FdKind {
+            pid: 7,
+            fd: 3,
+            name: "anon_inode:[io_uring]".into(),
+        };
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        assert_eq!(
+            e.to_string(),
+            "unsupported: fd 3 of 7: anon_inode:[io_uring]"
+        );
+        let e = DumpError::GroupLeaderGone {
+            pid: 8,
+            pgid: 5,
+            zombie: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "unsupported: pid 8 is in process group 5, whose leader is a zombie: restoring it \
+             needs a helper group leader, which is not supported yet"
+        );
+        let e = DumpError::FileLocks { pid: 7, fd: 4 };
+        assert!(e.to_string().contains("holds file locks (fd 4 first)"));
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+    }
+
+    #[test]
+    fn a_failed_step_carries_the_errno_of_its_cause() {
+        let e = DumpError::Seize {
+            pid: 7,
+            source: TaskError::NoSuchTask { pid: 7 },
+        }
+        .at("seizing");
+        assert_eq!(e.errno(), libc::ESRCH);
+        assert_eq!(DumpError::NoProcess { pid: 7 }.errno(), libc::ESRCH);
+        let e = DumpError::SeccompUnreadable {
+            tid: 7,
+            request: "PTRACE_SECCOMP_GET_FILTER",
+            errno: nix::errno::Errno::EACCES,
+        };
+        assert_eq!(e.errno(), libc::EACCES);
+        assert!(
+            e.to_string()
+                .ends_with("(reading them needs CAP_SYS_ADMIN)"),
+            "{e}"
+        );
+        let e = DumpError::File {
+            what: "opening".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert_eq!(e.errno(), libc::ENOSPC);
+        assert_eq!(DumpError::NoPid.errno(), libc::EINVAL);
+    }
 }

@@ -192,7 +192,7 @@ impl SharedObjects {
     /// sizes each object by its mappings and could not bring them back.
     ///
     /// # Errors
-    /// [`DumpError::Unsupported`] naming the object, [`DumpError::Memory`].
+    /// [`DumpError::ShmemOutside`], [`DumpError::Memory`].
     pub fn check_unmapped(&self) -> Result<(), DumpError> {
         for (shmid, (f, windows)) in &self.files {
             let size = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -205,11 +205,9 @@ impl SharedObjects {
                 let mut page = a;
                 while page < b {
                     if !windows.iter().any(|&(s, e)| s <= page && page < e) {
-                        return Err(DumpError::Unsupported {
-                            what: format!(
-                                "shared anonymous memory {shmid} holds pages at offset {page:#x}, \
-                                 outside every mapping of it (a mapping shrunk with mremap)"
-                            ),
+                        return Err(DumpError::ShmemOutside {
+                            shmid: *shmid,
+                            offset: page,
                         });
                     }
                     page += PAGE_SIZE;

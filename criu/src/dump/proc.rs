@@ -31,6 +31,17 @@ pub enum ProcError {
     },
 }
 
+impl ProcError {
+    /// The errno of the failure: the OS error of a read (`ENOENT`/`ESRCH` for a process that
+    /// is gone), `EBADMSG` for a line that does not parse.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ProcError::Read { source, .. } => crate::errno::io(source),
+            ProcError::Parse { .. } => libc::EBADMSG,
+        }
+    }
+}
+
 fn proc_path(pid: i32, what: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{what}"))
 }

@@ -47,16 +47,10 @@ impl SeccompTable {
 /// the first installed), with their flags (`PTRACE_SECCOMP_GET_FILTER` and `_GET_METADATA`,
 /// which need CAP_SYS_ADMIN).
 pub(super) fn filters(tid: i32) -> Result<Vec<SeccompFilter>, DumpError> {
-    let fail = |what: &str, e: nix::errno::Errno| DumpError::Unsupported {
-        what: format!(
-            "thread {tid} runs under seccomp filters and {what} failed: {}{}",
-            std::io::Error::from(e),
-            if e == nix::errno::Errno::EACCES {
-                " (reading them needs CAP_SYS_ADMIN)"
-            } else {
-                ""
-            }
-        ),
+    let fail = |request: &'static str, errno: nix::errno::Errno| DumpError::SeccompUnreadable {
+        tid,
+        request,
+        errno,
     };
     let mut out = Vec::new();
     for i in 0u64.. {
@@ -68,12 +62,7 @@ pub(super) fn filters(tid: i32) -> Result<Vec<SeccompFilter>, DumpError> {
         let flags = compel::ptrace::seccomp_filter_flags(tid, i)
             .map_err(|e| fail("PTRACE_SECCOMP_GET_METADATA", e))?;
         if notifies_user_space(&prog) {
-            return Err(DumpError::Unsupported {
-                what: format!(
-                    "thread {tid}: seccomp filter {i} hands system calls to a supervisor \
-                     (SECCOMP_RET_USER_NOTIF), whose listener cannot be dumped"
-                ),
-            });
+            return Err(DumpError::SeccompUserNotif { tid, filter: i });
         }
         out.push(SeccompFilter {
             filter: prog,

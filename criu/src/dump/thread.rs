@@ -31,7 +31,7 @@ pub(super) struct ThreadDump {
 ///
 /// # Errors
 /// [`DumpError::Registers`], [`DumpError::Ptrace`], [`DumpError::Remote`],
-/// [`DumpError::Proc`], [`DumpError::Unsupported`] for seccomp filters that cannot be read.
+/// [`DumpError::Proc`], [`DumpError::SeccompUnreadable`], [`DumpError::SeccompUserNotif`].
 pub(super) fn dump_threads(
     task: &mut Task,
     pid: i32,

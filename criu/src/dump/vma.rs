@@ -48,8 +48,8 @@ impl Vma {
 /// Turns `/proc/PID/smaps` lines into CRIU's VMA entries, registering mapped files in `files`.
 ///
 /// # Errors
-/// [`DumpError::Unsupported`] for mappings criu cannot dump (devices, shared anonymous memory,
-/// SysV shm), [`DumpError::File`] if a mapped file cannot be reached.
+/// [`DumpError::Uprobes`], [`DumpError::SharedAnon`], [`DumpError::SysvShm`] for mappings
+/// criu cannot dump, [`DumpError::File`] if a mapped file cannot be reached.
 pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec<Vma>, DumpError> {
     let mut out: Vec<Vma> = Vec::with_capacity(maps.len());
     for m in maps {
@@ -125,18 +125,18 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                 anon(&mut e);
             }
             "[uprobes]" => {
-                return Err(DumpError::Unsupported {
-                    what: format!("uprobes vma {:#x}-{:#x}", m.start, m.end),
+                return Err(DumpError::Uprobes {
+                    start: m.start,
+                    end: m.end,
                 });
             }
             _ if m.inode == 0 && !m.name.starts_with('/') => {
                 // Anonymous ([stack], [anon:...], or unnamed).
                 if m.shared() {
-                    return Err(DumpError::Unsupported {
-                        what: format!(
-                            "shared anonymous mapping {:#x}-{:#x} of {pid}",
-                            m.start, m.end
-                        ),
+                    return Err(DumpError::SharedAnon {
+                        pid,
+                        start: m.start,
+                        end: m.end,
                     });
                 }
                 e.status = status::REGULAR;
@@ -151,8 +151,10 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
             }
             name => {
                 if name.starts_with("/SYSV") || name.starts_with("/memfd:") {
-                    return Err(DumpError::Unsupported {
-                        what: format!("shared memory mapping {name} at {:#x} of {pid}", m.start),
+                    return Err(DumpError::SysvShm {
+                        pid,
+                        name: name.to_string(),
+                        start: m.start,
                     });
                 }
                 let fdflags = if m.shared() {

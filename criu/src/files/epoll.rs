@@ -76,11 +76,10 @@ impl FileKind for Epoll {
                 match found {
                     Some(n) => n as u32,
                     None => {
-                        return Err(DumpError::Unsupported {
-                            what: format!(
-                                "fd {} of {} (epoll) watches a file no descriptor holds (added as fd {tfd})",
-                                fd.fd, fd.pid
-                            ),
+                        return Err(DumpError::EpollTarget {
+                            pid: fd.pid,
+                            fd: fd.fd,
+                            target: tfd,
                         });
                     }
                 }
@@ -209,9 +208,7 @@ impl RestoreFile for EpollFile {
     /// nothing, as the engine does not hold the targets at their numbers.
     fn make_in_engine(&self) -> Result<Vec<std::os::fd::OwnedFd>, RestoreError> {
         if !self.targets.is_empty() {
-            return Err(RestoreError::Unsupported {
-                what: "an epoll instance watching files, shared by several processes".into(),
-            });
+            return Err(RestoreError::SharedEpoll);
         }
         let e = self.make_in_task(-1).map_err(|e| RestoreError::Sys {
             what: "making a shared epoll instance",

@@ -159,11 +159,11 @@ impl FdinfoText {
 
     /// The error for a value of a `kind` descriptor (`[eventfd]`, ...) that cannot be parsed.
     pub fn bad(&self, kind: &str, what: &str) -> DumpError {
-        DumpError::Unsupported {
-            what: format!(
-                "fd {} of {} ({kind}): cannot parse {what} in its fdinfo",
-                self.fd, self.pid
-            ),
+        DumpError::Fdinfo {
+            pid: self.pid,
+            fd: self.fd,
+            kind: kind.to_string(),
+            what: what.to_string(),
         }
     }
 }
@@ -235,7 +235,8 @@ pub trait FileKind {
     ///
     /// # Errors
     /// [`RestoreError::BadImage`] for an entry that contradicts itself,
-    /// [`RestoreError::Unsupported`] for one this restore cannot bring back.
+    /// [`RestoreError::Unsupported`] (or a typed refusal such as [`RestoreError::Socket`]) for
+    /// one this restore cannot bring back.
     fn parse(
         &mut self,
         img: &ImageCtx<'_>,

@@ -17,7 +17,7 @@ use criu_images::names;
 use criu_images::pb::NetlinkSkEntry;
 
 use super::sockdiag::{self, NetlinkDiag};
-use super::socket::{self, SocketError, sys};
+use super::socket::{self, SockAt, SocketError, sys};
 
 /// The netlink sockets met by one dump.
 #[derive(Debug, Default)]
@@ -59,10 +59,9 @@ impl NetlinkDump {
         }
         let w = format!("fd {fd} of {pid} (socket:[{ino}])");
         let Some(d) = self.diag.as_ref().and_then(|m| m.get(&ino)).cloned() else {
-            return Err(SocketError::Unsupported {
-                what: format!(
-                    "{w}: netlink socket unknown to sock_diag (another network namespace?)"
-                ),
+            return Err(SocketError::NotInDiag {
+                at: SockAt { pid, fd, ino },
+                family: "netlink",
             });
         };
         if has_data(sk.as_raw_fd()) {

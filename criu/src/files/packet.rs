@@ -19,7 +19,7 @@ use criu_images::names;
 use criu_images::pb::{PacketMclist, PacketSockEntry};
 
 use super::sockdiag::{self, PacketDiag};
-use super::socket::{self, SocketError, sys};
+use super::socket::{self, SockAt, SocketError, sys};
 
 /// The packet sockets met by one dump.
 #[derive(Debug, Default)]
@@ -51,20 +51,16 @@ impl PacketDump {
         if self.diag.is_none() {
             self.diag = Some(sockdiag::packet_sockets()?);
         }
-        let w = format!("fd {fd} of {pid} (socket:[{ino}])");
+        let at = SockAt { pid, fd, ino };
+        let w = at.to_string();
         let Some(d) = self.diag.as_ref().and_then(|m| m.get(&ino)).cloned() else {
-            return Err(SocketError::Unsupported {
-                what: format!(
-                    "{w}: packet socket unknown to sock_diag (another network namespace?)"
-                ),
+            return Err(SocketError::NotInDiag {
+                at,
+                family: "packet",
             });
         };
         if d.rx_ring.is_some() || d.tx_ring.is_some() {
-            return Err(SocketError::Unsupported {
-                what: format!(
-                    "{w}: packet socket with a PACKET_RX_RING/PACKET_TX_RING ring (not dumped yet)"
-                ),
-            });
+            return Err(SocketError::PacketRing { at });
         }
         let [ifindex, version, reserve, copy_thresh, tstamp, pflags] = d.info.unwrap_or_default();
         Ok(PacketSockEntry {
@@ -103,7 +99,7 @@ impl PacketDump {
 /// Checks packet entries before anything is created.
 ///
 /// # Errors
-/// [`SocketError::BadImage`], or [`SocketError::Unsupported`] for rings.
+/// [`SocketError::BadImage`], or [`SocketError::PacketRings`].
 pub fn check(entries: &[PacketSockEntry]) -> Result<(), SocketError> {
     for e in entries {
         let bad = |what: &str| SocketError::BadImage {
@@ -120,9 +116,7 @@ pub fn check(entries: &[PacketSockEntry]) -> Result<(), SocketError> {
             return Err(bad("membership address"));
         }
         if e.rx_ring.is_some() || e.tx_ring.is_some() {
-            return Err(SocketError::Unsupported {
-                what: format!("packet socket id {} with rings", e.id),
-            });
+            return Err(SocketError::PacketRings { id: e.id });
         }
     }
     Ok(())
@@ -197,11 +191,9 @@ pub fn create_all(
         }
         if e.ifindex != 0 {
             if e.r#type == SOCK_PACKET {
-                return Err(SocketError::Unsupported {
-                    what: format!(
-                        "{who}: a SOCK_PACKET socket bound to interface {}",
-                        e.ifindex
-                    ),
+                return Err(SocketError::SockPacketBound {
+                    id: e.id,
+                    ifindex: e.ifindex,
                 });
             }
             // SAFETY: a zeroed sockaddr_ll is a valid value.

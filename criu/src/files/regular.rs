@@ -89,7 +89,7 @@ impl Regular {
     /// file deleted while open (link count 0) becomes a ghost.
     ///
     /// # Errors
-    /// [`DumpError::Unsupported`] for a deleted special file or one over the ghost limit.
+    /// [`DumpError::DeletedSpecial`], [`DumpError::GhostLimit`].
     pub fn entry(
         &mut self,
         source: &Path,
@@ -150,22 +150,16 @@ impl Regular {
     ) -> Result<(), DumpError> {
         let ft = meta.file_type();
         if !(ft.is_file() || ft.is_dir() || ft.is_char_device() || ft.is_block_device()) {
-            return Err(DumpError::Unsupported {
-                what: format!(
-                    "deleted special file {} (only regular files, directories and device nodes)",
-                    source.display()
-                ),
+            return Err(DumpError::DeletedSpecial {
+                path: source.to_path_buf(),
             });
         }
         // Only a regular file has content to save: a directory or device node is made again.
         if ft.is_file() && meta.blocks() * 512 > self.ghost_limit {
-            return Err(DumpError::Unsupported {
-                what: format!(
-                    "deleted file {} of {} bytes is over the ghost limit {} (--ghost-limit)",
-                    source.display(),
-                    meta.blocks() * 512,
-                    self.ghost_limit
-                ),
+            return Err(DumpError::GhostLimit {
+                path: source.to_path_buf(),
+                size: meta.blocks() * 512,
+                limit: self.ghost_limit,
             });
         }
         let key = (meta.dev(), meta.ino());
@@ -325,17 +319,11 @@ fn of_a_process(path: &str) -> bool {
 
 /// The refusal of a descriptor no kind takes, naming what it is.
 pub fn refuse(fd: &DumpFd<'_>) -> DumpError {
-    let (pid, n, name) = (fd.pid, fd.fd, fd.name);
-    let what = if let Some(kind) = name.strip_prefix("anon_inode:") {
-        format!("fd {n} of {pid}: anon_inode:{kind}")
-    } else if name.starts_with("/memfd:") {
-        format!("fd {n} of {pid} is a memfd ({name})")
-    } else {
-        format!(
-            "fd {n} of {pid}: {name} (only files, directories and character devices are supported)"
-        )
-    };
-    DumpError::Unsupported { what }
+    DumpError::FdKind {
+        pid: fd.pid,
+        fd: fd.fd,
+        name: fd.name.to_string(),
+    }
 }
 
 /// A regular file, directory or device to open again.

@@ -24,11 +24,161 @@ pub enum SocketError {
     /// sock_diag failed.
     #[error(transparent)]
     Diag(#[from] super::sockdiag::DiagError),
-    /// A socket in a state criu does not dump or restore.
+    /// A socket in a state criu does not dump or restore, said in free text (kinds not
+    /// converted to a typed variant).
     #[error("{what}")]
     Unsupported {
         /// What, naming the socket.
         what: String,
+    },
+    // Dump: a socket of a task in a state not dumped.
+    /// A socket of a family not dumped.
+    #[error(
+        "fd {} of {}: socket:[{}] of family {family} (only unix, netlink and packet sockets are dumped)",
+        at.fd, at.pid, at.ino
+    )]
+    Family {
+        /// The socket.
+        at: SockAt,
+        /// The family's name.
+        family: String,
+    },
+    /// A socket sock_diag does not list (another network namespace?).
+    #[error("{at}: {family} socket unknown to sock_diag (another network namespace?)")]
+    NotInDiag {
+        /// The socket.
+        at: SockAt,
+        /// `unix`, `packet`, `netlink`.
+        family: &'static str,
+    },
+    /// A packet socket with a ring.
+    #[error("{at}: packet socket with a PACKET_RX_RING/PACKET_TX_RING ring (not dumped yet)")]
+    PacketRing {
+        /// The socket.
+        at: SockAt,
+    },
+    /// A unix socket of a type other than stream, datagram or seqpacket.
+    #[error("{at}: unix socket of type {ty}")]
+    UnixType {
+        /// The socket.
+        at: SockAt,
+        /// Its type.
+        ty: i32,
+    },
+    /// A unix socket with an owner for signals.
+    #[error("{at}: unix socket with an owner for signals (F_SETOWN {owner})")]
+    Owner {
+        /// The socket.
+        at: SockAt,
+        /// The owner.
+        owner: u32,
+    },
+    /// A client whose connection is not accepted yet and holds unread data.
+    #[error(
+        "{at}: its connection to {name} is not accepted yet and holds unread data (it cannot be read without accepting it)"
+    )]
+    UnacceptedData {
+        /// The socket.
+        at: SockAt,
+        /// The listener's name.
+        name: String,
+    },
+    /// Descriptors in flight in a queue.
+    #[error("{at}: file descriptors in flight (SCM_RIGHTS) in its queue are not dumped yet")]
+    FdsInFlight {
+        /// The socket.
+        at: SockAt,
+    },
+    /// A queued message too large to be read.
+    #[error("{at}: a queued message of {size} bytes")]
+    MessageSize {
+        /// The socket.
+        at: SockAt,
+        /// Its size.
+        size: usize,
+    },
+    /// A connection to a listener outside the tree, not accepted yet.
+    #[error("{at}: connection to {name} outside the tree, not accepted yet")]
+    ExtUnaccepted {
+        /// The socket.
+        at: SockAt,
+        /// The listener's name.
+        name: String,
+    },
+    /// A listener with connections queued from outside the tree.
+    #[error("{at}: listening socket {name} has {count} connection(s) queued from outside the tree")]
+    ExtQueued {
+        /// The socket.
+        at: SockAt,
+        /// Its name.
+        name: String,
+        /// How many connections come from outside.
+        count: usize,
+    },
+    /// A socket connected to one outside the tree, without `--ext-unix-sk`.
+    #[error(
+        "{at}: unix socket connected to socket:[{peer}] {name} outside the dumped tree (allow with --ext-unix-sk)"
+    )]
+    ExtPeer {
+        /// The socket.
+        at: SockAt,
+        /// The peer's inode.
+        peer: u32,
+        /// The peer's name.
+        name: String,
+    },
+    /// Data queued from a peer outside the tree.
+    #[error("{at}: data queued from its peer {name} outside the tree (it could not be sent again)")]
+    ExtPeerData {
+        /// The socket.
+        at: SockAt,
+        /// The peer's name.
+        name: String,
+    },
+    /// A peer outside the tree without a name.
+    #[error("{at}: its peer socket:[{peer}] outside the tree has no name to connect to again")]
+    ExtPeerUnnamed {
+        /// The socket.
+        at: SockAt,
+        /// The peer's inode.
+        peer: u32,
+    },
+    // Restore: image entries this restore does not make again.
+    /// A packet socket with rings.
+    #[error("packet socket id {id} with rings")]
+    PacketRings {
+        /// The socket's id.
+        id: u32,
+    },
+    /// A `SOCK_PACKET` socket bound to an interface.
+    #[error("packet socket id {id}: a SOCK_PACKET socket bound to interface {ifindex}")]
+    SockPacketBound {
+        /// The socket's id.
+        id: u32,
+        /// The interface.
+        ifindex: u32,
+    },
+    /// A unix socket connected to one without a name.
+    #[error("unix socket id {id} is connected to id {peer}, which has no name")]
+    PeerUnnamed {
+        /// The socket's id.
+        id: u32,
+        /// The peer's id.
+        peer: u32,
+    },
+    /// A bound unix socket whose peer was closed.
+    #[error("unix socket id {id} bound to {name} whose peer was closed")]
+    PeerClosed {
+        /// The socket's id.
+        id: u32,
+        /// Its name.
+        name: String,
+    },
+    /// Queued data that no socket can send again.
+    #[error("unix socket id {id}: queued data and no socket that can send it again")]
+    NoSender {
+        /// The socket's id.
+        id: u32,
     },
     /// An image entry is wrong.
     #[error("{file}: {reason}")]
@@ -38,6 +188,54 @@ pub enum SocketError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// A socket of a task: its descriptor, the process and the socket's inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockAt {
+    /// The process.
+    pub pid: i32,
+    /// The descriptor.
+    pub fd: i32,
+    /// The socket's inode.
+    pub ino: u32,
+}
+
+impl std::fmt::Display for SockAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fd {} of {} (socket:[{}])", self.fd, self.pid, self.ino)
+    }
+}
+
+impl SocketError {
+    /// The errno an RPC reply carries for this error: the OS error of a failed call,
+    /// `EOPNOTSUPP` for a state not handled, `EBADMSG` for a wrong image entry.
+    pub fn errno(&self) -> i32 {
+        match self {
+            SocketError::Sys { source, .. } => crate::errno::io(source),
+            SocketError::BadImage { .. } => libc::EBADMSG,
+            SocketError::Diag(_)
+            | SocketError::Unsupported { .. }
+            | SocketError::Family { .. }
+            | SocketError::NotInDiag { .. }
+            | SocketError::PacketRing { .. }
+            | SocketError::UnixType { .. }
+            | SocketError::Owner { .. }
+            | SocketError::UnacceptedData { .. }
+            | SocketError::FdsInFlight { .. }
+            | SocketError::MessageSize { .. }
+            | SocketError::ExtUnaccepted { .. }
+            | SocketError::ExtQueued { .. }
+            | SocketError::ExtPeer { .. }
+            | SocketError::ExtPeerData { .. }
+            | SocketError::ExtPeerUnnamed { .. }
+            | SocketError::PacketRings { .. }
+            | SocketError::SockPacketBound { .. }
+            | SocketError::PeerUnnamed { .. }
+            | SocketError::PeerClosed { .. }
+            | SocketError::NoSender { .. } => libc::EOPNOTSUPP,
+        }
+    }
 }
 
 /// `SocketError::Sys` with the OS error of the last call.
@@ -453,5 +651,31 @@ mod tests {
         let me = std::process::id() as i32;
         let copy = steal(me, fd).unwrap();
         assert_eq!(family(copy.as_raw_fd()).unwrap(), libc::AF_UNIX);
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn socket_refusals_name_the_socket_and_say_not_supported() {
+        let at = SockAt {
+            pid: 7,
+            fd: 4,
+            ino: 99,
+        };
+        let e = SocketError::ExtPeerUnnamed { at, peer: 100 };
+        assert_eq!(
+            e.to_string(),
+            "fd 4 of 7 (socket:[99]): its peer socket:[100] outside the tree has no name to \
+             connect to again"
+        );
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        let e = SocketError::Sys {
+            what: "pidfd_getfd fd 4 of 7".into(),
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert_eq!(e.errno(), libc::EPERM);
     }
 }

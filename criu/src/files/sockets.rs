@@ -23,26 +23,20 @@ use crate::restore::RestoreError;
 /// A socket module's error as a dump error.
 pub fn dump_err(e: SocketError) -> DumpError {
     match e {
-        SocketError::Unsupported { what } => DumpError::Unsupported { what },
         SocketError::Sys { what, source } => DumpError::File { what, source },
-        other => DumpError::Unsupported {
-            what: other.to_string(),
-        },
+        other => DumpError::Socket(other),
     }
 }
 
 /// A socket module's error as a restore error.
 pub fn restore_err(e: SocketError) -> RestoreError {
     match e {
-        SocketError::Unsupported { what } => RestoreError::Unsupported { what },
         SocketError::Sys { what, source } => RestoreError::Io {
             what,
             error: source,
         },
         SocketError::BadImage { file, reason } => RestoreError::BadImage { file, reason },
-        SocketError::Diag(d) => RestoreError::Unsupported {
-            what: d.to_string(),
-        },
+        other => RestoreError::Socket(other),
     }
 }
 
@@ -93,11 +87,9 @@ impl Sockets {
                 e.psk = Some(self.packet.add(pid, fd, &sk, ino, flags, id)?);
             }
             f => {
-                return Err(SocketError::Unsupported {
-                    what: format!(
-                        "fd {fd} of {pid}: socket:[{ino}] of family {} (only unix, netlink and packet sockets are dumped)",
-                        socket::family_name(f)
-                    ),
+                return Err(SocketError::Family {
+                    at: socket::SockAt { pid, fd, ino },
+                    family: socket::family_name(f),
                 });
             }
         }
@@ -236,8 +228,9 @@ impl FileKind for UnixKind {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::Unsupported {
-            what: format!("fd {} of {}: not claimed by the socket kind", fd.fd, fd.pid),
+        Err(DumpError::NotClaimed {
+            pid: fd.pid,
+            fd: fd.fd,
         })
     }
 
@@ -251,9 +244,7 @@ impl FileKind for UnixKind {
         if self.set.is_none() {
             self.set = Some(Arc::new(UnixSet::load(img)?));
         }
-        let set = self.set.clone().ok_or_else(|| RestoreError::Unsupported {
-            what: "unix sockets".into(),
-        })?;
+        let set = self.set.clone().ok_or(RestoreError::NoUnixSockets)?;
         let Some(index) = set.ids.iter().position(|&i| i == u.id) else {
             return Err(crate::restore::images::bad(
                 criu_images::names::FILES,
@@ -301,9 +292,10 @@ impl RestoreFile for UnixFile {
             .map_err(restore_err)?;
         let mut out = Vec::with_capacity(self.set.ids.len());
         for id in &self.set.ids {
-            out.push(made.remove(id).ok_or_else(|| RestoreError::Unsupported {
-                what: format!("unix socket id {id} was not made"),
-            })?);
+            out.push(
+                made.remove(id)
+                    .ok_or(RestoreError::UnixNotMade { id: *id })?,
+            );
         }
         Ok(out)
     }
@@ -323,8 +315,9 @@ impl FileKind for NetlinkKind {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::Unsupported {
-            what: format!("fd {} of {}: not claimed by the socket kind", fd.fd, fd.pid),
+        Err(DumpError::NotClaimed {
+            pid: fd.pid,
+            fd: fd.fd,
         })
     }
 
@@ -382,8 +375,9 @@ impl FileKind for PacketKind {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::Unsupported {
-            what: format!("fd {} of {}: not claimed by the socket kind", fd.fd, fd.pid),
+        Err(DumpError::NotClaimed {
+            pid: fd.pid,
+            fd: fd.fd,
         })
     }
 

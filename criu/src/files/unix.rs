@@ -37,7 +37,7 @@ use criu_images::pb::{FilePermsEntry, SkPacketEntry, UnixSkEntry};
 use criu_images::{ImageReader, ImageWriter, magic, names};
 
 use super::sockdiag::{self, UnixDiag};
-use super::socket::{self, SocketError, sys};
+use super::socket::{self, SockAt, SocketError, sys};
 
 /// `unix_sk_entry.uflags`: the peer is outside the dumped tree (`--ext-unix-sk`).
 pub const USK_EXTERN: u32 = 1;
@@ -75,8 +75,8 @@ pub struct UnixDump {
     buf: Vec<u8>,
 }
 
-fn who(pid: i32, fd: i32, ino: u32) -> String {
-    format!("fd {fd} of {pid} (socket:[{ino}])")
+fn who(pid: i32, fd: i32, ino: u32) -> SockAt {
+    SockAt { pid, fd, ino }
 }
 
 /// A printable form of a socket name: the path, or `@name` for an abstract one.
@@ -142,18 +142,15 @@ impl UnixDump {
         let d = match self.diag()?.get(&ino) {
             Some(d) => d.clone(),
             None => {
-                return Err(SocketError::Unsupported {
-                    what: format!(
-                        "{w}: unix socket unknown to sock_diag (another network namespace?)"
-                    ),
+                return Err(SocketError::NotInDiag {
+                    at: w,
+                    family: "unix",
                 });
             }
         };
         let ty = i32::from(d.ty);
         if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&ty) {
-            return Err(SocketError::Unsupported {
-                what: format!("{w}: unix socket of type {ty}"),
-            });
+            return Err(SocketError::UnixType { at: w, ty });
         }
         let state = u32::from(d.state);
         // A stream client connected to a connection not accepted yet: the server end (an
@@ -164,11 +161,9 @@ impl UnixDump {
         if stream && state == ST_ESTABLISHED && d.peer == Some(0) && d.shutdown != 3 {
             let name = peer_name(sk.as_raw_fd());
             if d.rqlen.is_some_and(|r| r.1 > 0) {
-                return Err(SocketError::Unsupported {
-                    what: format!(
-                        "{w}: its connection to {} is not accepted yet and holds unread data (it cannot be read without accepting it)",
-                        printable(&name)
-                    ),
+                return Err(SocketError::UnacceptedData {
+                    at: w,
+                    name: printable(&name),
                 });
             }
             queued_on = Some(name);
@@ -183,17 +178,15 @@ impl UnixDump {
             backlog: d.rqlen.map_or(0, |r| r.1),
             peer: d.peer.unwrap_or(0),
             fown: socket::read_fown(sk.as_raw_fd()),
-            opts: socket::read_opts(sk.as_raw_fd(), &w)?,
+            opts: socket::read_opts(sk.as_raw_fd(), &w.to_string())?,
             name: d.name.clone(),
             shutdown: (d.shutdown != 0).then_some(i32::from(d.shutdown & 3)),
             ..UnixSkEntry::default()
         };
         if entry.fown.pid != 0 {
-            return Err(SocketError::Unsupported {
-                what: format!(
-                    "{w}: unix socket with an owner for signals (F_SETOWN {})",
-                    entry.fown.pid
-                ),
+            return Err(SocketError::Owner {
+                at: w,
+                owner: entry.fown.pid,
             });
         }
         if let Some(&first) = d.name.first()
@@ -202,7 +195,7 @@ impl UnixDump {
             self.resolve_name(pid, &d, &mut entry);
         }
         if state != ST_LISTEN {
-            self.peek_queue(sk.as_raw_fd(), ty, id, &w)?;
+            self.peek_queue(sk.as_raw_fd(), ty, id, w)?;
         }
         self.socks.insert(
             ino,
@@ -247,7 +240,7 @@ impl UnixDump {
 
     /// Peeks every message waiting in `sk` (its peek offset saved and put back) into
     /// `sk-queues` entries for file `id`.
-    fn peek_queue(&mut self, sk: RawFd, ty: i32, id: u32, w: &str) -> Result<(), SocketError> {
+    fn peek_queue(&mut self, sk: RawFd, ty: i32, id: u32, w: SockAt) -> Result<(), SocketError> {
         let old = socket::get_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(|source| {
             SocketError::Sys {
                 what: format!("SO_PEEK_OFF of {w}"),
@@ -269,7 +262,7 @@ impl UnixDump {
         })
     }
 
-    fn peek_all(&mut self, sk: RawFd, ty: i32, id: u32, w: &str) -> Result<(), SocketError> {
+    fn peek_all(&mut self, sk: RawFd, ty: i32, id: u32, w: SockAt) -> Result<(), SocketError> {
         if self.buf.is_empty() {
             self.buf = vec![0u8; 256 << 10];
         }
@@ -326,18 +319,12 @@ impl UnixDump {
                 }
             }
             if rights {
-                return Err(SocketError::Unsupported {
-                    what: format!(
-                        "{w}: file descriptors in flight (SCM_RIGHTS) in its queue are not dumped yet"
-                    ),
-                });
+                return Err(SocketError::FdsInFlight { at: w });
             }
             if dgram && n > self.buf.len() {
                 // Truncated: peek this message again with room for it.
                 if n > MAX_MSG {
-                    return Err(SocketError::Unsupported {
-                        what: format!("{w}: a queued message of {n} bytes"),
-                    });
+                    return Err(SocketError::MessageSize { at: w, size: n });
                 }
                 self.buf.resize(n, 0);
                 socket::set_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off as i32).map_err(
@@ -405,12 +392,9 @@ impl UnixDump {
                     *queued.entry(l).or_default() += 1;
                 }
                 None => {
-                    return Err(SocketError::Unsupported {
-                        what: format!(
-                            "{}: connection to {} outside the tree, not accepted yet",
-                            who(d.pid, d.fd, ino),
-                            printable(&name)
-                        ),
+                    return Err(SocketError::ExtUnaccepted {
+                        at: who(d.pid, d.fd, ino),
+                        name: printable(&name),
                     });
                 }
             }
@@ -423,13 +407,10 @@ impl UnixDump {
             let n = diag.get(&d.entry.ino).map_or(0, |e| e.icons.len());
             let ours = queued.get(&d.entry.ino).copied().unwrap_or(0);
             if n > ours {
-                return Err(SocketError::Unsupported {
-                    what: format!(
-                        "{}: listening socket {} has {} connection(s) queued from outside the tree",
-                        who(d.pid, d.fd, d.entry.ino),
-                        printable(&d.entry.name),
-                        n - ours
-                    ),
+                return Err(SocketError::ExtQueued {
+                    at: who(d.pid, d.fd, d.entry.ino),
+                    name: printable(&d.entry.name),
+                    count: n - ours,
                 });
             }
         }
@@ -445,29 +426,22 @@ impl UnixDump {
             let allowed =
                 ext.is_some_and(|l| l.is_empty() || l.contains(&ino) || l.contains(&peer));
             if !allowed {
-                return Err(SocketError::Unsupported {
-                    what: format!(
-                        "{}: unix socket connected to socket:[{peer}] {} outside the dumped tree (allow with --ext-unix-sk)",
-                        who(d.pid, d.fd, ino),
-                        printable(&pd.name)
-                    ),
+                return Err(SocketError::ExtPeer {
+                    at: who(d.pid, d.fd, ino),
+                    peer,
+                    name: printable(&pd.name),
                 });
             }
             if self.queues.iter().any(|(q, _)| q.id_for == d.entry.id) {
-                return Err(SocketError::Unsupported {
-                    what: format!(
-                        "{}: data queued from its peer {} outside the tree (it could not be sent again)",
-                        who(d.pid, d.fd, ino),
-                        printable(&pd.name)
-                    ),
+                return Err(SocketError::ExtPeerData {
+                    at: who(d.pid, d.fd, ino),
+                    name: printable(&pd.name),
                 });
             }
             if pd.name.is_empty() {
-                return Err(SocketError::Unsupported {
-                    what: format!(
-                        "{}: its peer socket:[{peer}] outside the tree has no name to connect to again",
-                        who(d.pid, d.fd, ino)
-                    ),
+                return Err(SocketError::ExtPeerUnnamed {
+                    at: who(d.pid, d.fd, ino),
+                    peer,
                 });
             }
             if let std::collections::hash_map::Entry::Vacant(v) = ext_done.entry(peer) {
@@ -927,11 +901,9 @@ pub fn create_all(
                     continue;
                 }
                 if p.name.is_empty() {
-                    return Err(SocketError::Unsupported {
-                        what: format!(
-                            "unix socket id {} is connected to id {}, which has no name",
-                            e.id, p.id
-                        ),
+                    return Err(SocketError::PeerUnnamed {
+                        id: e.id,
+                        peer: p.id,
                     });
                 }
                 let s = match fds.remove(&e.ino) {
@@ -974,12 +946,9 @@ pub fn create_all(
                 if let Some(old) = fds.remove(&e.ino) {
                     drop(old);
                     if !e.name.is_empty() {
-                        return Err(SocketError::Unsupported {
-                            what: format!(
-                                "unix socket id {} bound to {} whose peer was closed",
-                                e.id,
-                                printable(&e.name)
-                            ),
+                        return Err(SocketError::PeerClosed {
+                            id: e.id,
+                            name: printable(&e.name),
                         });
                     }
                 }
@@ -1034,9 +1003,7 @@ pub fn create_all(
                 tmp.as_raw_fd()
             }
             _ => {
-                return Err(SocketError::Unsupported {
-                    what: format!("{what}: queued data and no socket that can send it again"),
-                });
+                return Err(SocketError::NoSender { id: e.id });
             }
         };
         for m in msgs {

@@ -32,11 +32,146 @@ pub enum RestoreError {
         /// What is wrong.
         reason: String,
     },
-    /// The images hold state this restore cannot bring back.
+    /// The images hold state this restore cannot bring back, said in free text (kinds not
+    /// converted to a typed variant).
     #[error("unsupported: {what}")]
     Unsupported {
         /// What.
         what: String,
+    },
+    // Image content this restore does not handle.
+    /// A task of another architecture.
+    #[error("unsupported: architecture {mtype} in {file}")]
+    Arch {
+        /// The `mtype` of the core image.
+        mtype: i32,
+        /// The core image.
+        file: String,
+    },
+    /// A 32-bit (compat) task.
+    #[error("unsupported: a 32-bit (compat) task")]
+    Compat,
+    /// A task state other than alive or stopped.
+    #[error("unsupported: task state {state} in {file} (only alive and stopped tasks)")]
+    TaskState {
+        /// The state in the core image.
+        state: u32,
+        /// The core image.
+        file: String,
+    },
+    /// Seccomp state in the old (per-task) layout.
+    #[error("unsupported: seccomp mode {mode} in the task core of {file} (an old image layout)")]
+    OldSeccomp {
+        /// The mode.
+        mode: i32,
+        /// The core image.
+        file: String,
+    },
+    /// Pages in a parent image (an incremental dump).
+    #[error("unsupported: pages in a parent image ({file} at {vaddr:#x})")]
+    ParentPages {
+        /// The pagemap image.
+        file: String,
+        /// The first page.
+        vaddr: u64,
+    },
+    /// A memory area of a kind this restore does not make.
+    #[error("unsupported: {what} at {start:#x}")]
+    Vma {
+        /// The kind of area.
+        what: &'static str,
+        /// Its start.
+        start: u64,
+    },
+    // Files.
+    /// A descriptor of a file type no kind restores.
+    #[error("unsupported: fd {fd} of type {ty}")]
+    FdType {
+        /// The descriptor.
+        fd: i32,
+        /// The `fd_types` value.
+        ty: i32,
+    },
+    /// A file lock of a kind this restore does not take again.
+    #[error("unsupported: a file lock of kind {flag} in {file}")]
+    LockKind {
+        /// The kind in the image.
+        flag: u32,
+        /// The image.
+        file: String,
+    },
+    /// An open file that depends on itself.
+    #[error("unsupported: an open file of type {kind} that depends on itself")]
+    SelfDependent {
+        /// The kind's name.
+        kind: String,
+    },
+    /// An epoll instance watching files, shared by several processes.
+    #[error("unsupported: an epoll instance watching files, shared by several processes")]
+    SharedEpoll,
+    /// Unix sockets in the descriptors but none in the images.
+    #[error("unsupported: unix sockets")]
+    NoUnixSockets,
+    /// A unix socket the set of sockets did not make.
+    #[error("unsupported: unix socket id {id} was not made")]
+    UnixNotMade {
+        /// The socket's id.
+        id: u32,
+    },
+    /// A socket this restore cannot make again (the socket error says which).
+    #[error("unsupported: {0}")]
+    Socket(crate::files::socket::SocketError),
+    // Tree shape.
+    /// A session leader in a group it does not lead.
+    #[error("unsupported: pid {pid} leads session {sid} but is in group {pgid}")]
+    SessionLeaderInGroup {
+        /// The task.
+        pid: i32,
+        /// Its session.
+        sid: i32,
+        /// Its group.
+        pgid: i32,
+    },
+    /// A task in a session no task of the tree leads.
+    #[error(
+        "unsupported: pid {pid} is in session {sid}, its parent {parent} in session {parent_sid} \
+         (no task of the tree leads it)"
+    )]
+    SessionUnreachable {
+        /// The task.
+        pid: i32,
+        /// Its session.
+        sid: i32,
+        /// Its parent.
+        parent: i32,
+        /// The parent's session.
+        parent_sid: i32,
+    },
+    /// A task in a group whose leader is not restored before it.
+    #[error(
+        "unsupported: pid {pid} is in process group {pgid}, which has no leader restored before it"
+    )]
+    GroupUnreachable {
+        /// The task.
+        pid: i32,
+        /// Its group.
+        pgid: i32,
+    },
+    // Seccomp.
+    /// A task under seccomp, and criu lacks CAP_SYS_ADMIN.
+    #[error("unsupported: task {pid} runs under seccomp: restoring it needs CAP_SYS_ADMIN")]
+    SeccompNeedsAdmin {
+        /// The task.
+        pid: i32,
+    },
+    /// Tracing a task under seccomp was refused (`PTRACE_O_SUSPEND_SECCOMP`).
+    #[error(
+        "unsupported: task {pid} runs under seccomp: restoring it needs CAP_SYS_ADMIN \
+         (PTRACE_O_SUSPEND_SECCOMP)"
+    )]
+    SeccompSuspend {
+        /// The task.
+        pid: i32,
     },
     /// A file the task had open or mapped is missing.
     #[error("file {path} is missing")]
@@ -168,11 +303,122 @@ pub enum RestoreError {
 }
 
 impl RestoreError {
+    /// The errno an RPC reply carries for this error (`cr_errno`): `EOPNOTSUPP` for state this
+    /// restore does not bring back, `EBADMSG` for images that do not decode or contradict
+    /// themselves, `EPERM` for a privilege criu lacks, `ESRCH` for a task that died, the OS
+    /// error where one is carried.
+    pub fn errno(&self) -> i32 {
+        match self {
+            RestoreError::Image { error, .. } => crate::errno::image(error),
+            RestoreError::BadImage { .. } => libc::EBADMSG,
+            RestoreError::MissingFile { source, .. } => crate::errno::io(source),
+            RestoreError::FileChanged { .. } => libc::ESTALE,
+            RestoreError::PidBusy { .. } => libc::EEXIST,
+            RestoreError::Rlimit { .. }
+            | RestoreError::SeccompNeedsAdmin { .. }
+            | RestoreError::SeccompSuspend { .. } => libc::EPERM,
+            RestoreError::NoRoom { .. } => libc::ENOMEM,
+            RestoreError::Blob { .. } => libc::EINVAL,
+            RestoreError::Io { error, .. } => crate::errno::io(error),
+            RestoreError::Sys { errno, .. }
+            | RestoreError::Clone { errno, .. }
+            | RestoreError::Task { errno, .. }
+            | RestoreError::Trace { errno, .. } => *errno as i32,
+            RestoreError::Timeout { .. } => libc::ETIMEDOUT,
+            RestoreError::Died { .. } => libc::ESRCH,
+            RestoreError::Script(e) => e.errno(),
+            RestoreError::Pidfile(e) => e.errno(),
+            RestoreError::Socket(e) => e.errno(),
+            RestoreError::Unsupported { .. }
+            | RestoreError::Fpu { .. }
+            | RestoreError::Vdso { .. }
+            | RestoreError::Arch { .. }
+            | RestoreError::Compat
+            | RestoreError::TaskState { .. }
+            | RestoreError::OldSeccomp { .. }
+            | RestoreError::ParentPages { .. }
+            | RestoreError::Vma { .. }
+            | RestoreError::FdType { .. }
+            | RestoreError::LockKind { .. }
+            | RestoreError::SelfDependent { .. }
+            | RestoreError::SharedEpoll
+            | RestoreError::NoUnixSockets
+            | RestoreError::UnixNotMade { .. }
+            | RestoreError::SessionLeaderInGroup { .. }
+            | RestoreError::SessionUnreachable { .. }
+            | RestoreError::GroupUnreachable { .. } => libc::EOPNOTSUPP,
+        }
+    }
+
     /// A failed system call of the engine: `what` it did, with the last errno.
     pub(crate) fn last_sys(what: &'static str) -> RestoreError {
         RestoreError::Sys {
             what,
             errno: Errno::last(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_not_supported_and_read_as_before() {
+        let e = RestoreError::GroupUnreachable { pid: 7, pgid: 5 };
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        assert_eq!(
+            e.to_string(),
+            "unsupported: pid 7 is in process group 5, which has no leader restored before it"
+        );
+        let e = RestoreError::Vma {
+            what: "an irregular area",
+            start: 0x1000,
+        };
+        assert_eq!(e.to_string(), "unsupported: an irregular area at 0x1000");
+        assert_eq!(RestoreError::Compat.errno(), libc::EOPNOTSUPP);
+        assert_eq!(RestoreError::SharedEpoll.errno(), libc::EOPNOTSUPP);
+    }
+
+    #[test]
+    fn privileges_bad_images_and_dead_tasks_have_their_own_errno() {
+        assert_eq!(
+            RestoreError::SeccompNeedsAdmin { pid: 1 }.errno(),
+            libc::EPERM
+        );
+        let bad = RestoreError::BadImage {
+            file: "core-1.img".into(),
+            reason: "no task core".into(),
+        };
+        assert_eq!(bad.errno(), libc::EBADMSG);
+        let died = RestoreError::Died {
+            pid: 1,
+            status: "killed by signal 9".into(),
+        };
+        assert_eq!(died.errno(), libc::ESRCH);
+        assert_eq!(RestoreError::PidBusy { pid: 1 }.errno(), libc::EEXIST);
+    }
+
+    #[test]
+    fn os_errors_carried_are_passed_on() {
+        let e = RestoreError::Clone {
+            pid: 1,
+            errno: Errno::EEXIST,
+        };
+        assert_eq!(e.errno(), libc::EEXIST);
+        let e = RestoreError::Io {
+            what: "opening".into(),
+            error: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert_eq!(e.errno(), libc::EACCES);
+        let e = RestoreError::Image {
+            file: "inventory.img".into(),
+            error: criu_images::ImageError::Io {
+                file: "inventory.img".into(),
+                op: "open",
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            },
+        };
+        assert_eq!(e.errno(), libc::ENOENT);
     }
 }

@@ -57,12 +57,7 @@ pub fn preflight_against(
     vdso_moves(plan, ours)?;
     // CAP_SYS_ADMIN (21): the engine traces tasks under seccomp with PTRACE_O_SUSPEND_SECCOMP.
     if plan.under_seccomp() && !has_cap(21) {
-        return Err(RestoreError::Unsupported {
-            what: format!(
-                "task {} runs under seccomp: restoring it needs CAP_SYS_ADMIN",
-                plan.pid
-            ),
-        });
+        return Err(RestoreError::SeccompNeedsAdmin { pid: plan.pid });
     }
     Ok(())
 }

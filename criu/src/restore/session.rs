@@ -9,7 +9,8 @@ use super::plan::{SessionOp, TreePlan};
 /// Works out how each task of `tree` gets its session and group when its parent creates it.
 ///
 /// # Errors
-/// [`RestoreError::Unsupported`] for a task whose session or group cannot be reached that way
+/// [`RestoreError::SessionLeaderInGroup`], [`RestoreError::SessionUnreachable`],
+/// [`RestoreError::GroupUnreachable`] for a task whose session or group cannot be reached that way
 /// (a session led by no task of the tree, a group whose leader comes later).
 pub fn session_ops(tree: &TreePlan, shell_job: bool) -> Result<Vec<SessionOp>, RestoreError> {
     let mut ops = vec![SessionOp::Inherit; tree.tasks.len()];
@@ -47,21 +48,22 @@ pub fn session_ops(tree: &TreePlan, shell_job: bool) -> Result<Vec<SessionOp>, R
         let t = &tree.tasks[i];
         let Some(p) = tree.parent[i] else { continue };
         let parent = &tree.tasks[p];
-        let unsupported = |what: String| RestoreError::Unsupported { what };
         ops[i] = if t.sid == t.pid {
             if t.pgid != t.pid {
-                return Err(unsupported(format!(
-                    "pid {} leads session {} but is in group {}",
-                    t.pid, t.sid, t.pgid
-                )));
+                return Err(RestoreError::SessionLeaderInGroup {
+                    pid: t.pid,
+                    sid: t.sid,
+                    pgid: t.pgid,
+                });
             }
             SessionOp::Setsid
         } else if t.sid != parent.sid {
-            return Err(unsupported(format!(
-                "pid {} is in session {}, its parent {} in session {} (no task of the tree \
-                 leads it)",
-                t.pid, t.sid, parent.pid, parent.sid
-            )));
+            return Err(RestoreError::SessionUnreachable {
+                pid: t.pid,
+                sid: t.sid,
+                parent: parent.pid,
+                parent_sid: parent.sid,
+            });
         } else if t.pgid == parent.pgid {
             SessionOp::Inherit
         } else if t.pgid == t.pid {
@@ -73,10 +75,10 @@ pub fn session_ops(tree: &TreePlan, shell_job: bool) -> Result<Vec<SessionOp>, R
                     && tree.tasks[l].sid == t.sid
             });
             if leader.is_none() {
-                return Err(unsupported(format!(
-                    "pid {} is in process group {}, which has no leader restored before it",
-                    t.pid, t.pgid
-                )));
+                return Err(RestoreError::GroupUnreachable {
+                    pid: t.pid,
+                    pgid: t.pgid,
+                });
             }
             SessionOp::Setpgid(t.pgid)
         };

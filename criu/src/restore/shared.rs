@@ -179,11 +179,8 @@ impl Shared {
             return Ok(());
         };
         if path.contains(&k) {
-            return Err(RestoreError::Unsupported {
-                what: format!(
-                    "an open file of type {} that depends on itself",
-                    kind_name(file.fd_type())
-                ),
+            return Err(RestoreError::SelfDependent {
+                kind: kind_name(file.fd_type()),
             });
         }
         path.push(k);

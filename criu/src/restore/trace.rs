@@ -53,7 +53,7 @@ fn compel_err(e: TaskError) -> RestoreError {
 /// dies with us if criu dies while tracing it.
 ///
 /// # Errors
-/// [`RestoreError::Trace`].
+/// [`RestoreError::Trace`], [`RestoreError::SeccompSuspend`].
 ///
 /// With `suspend_seccomp` (a task whose threads go back under seccomp), the filters the
 /// restorer installs bind only once the task is let go (`PTRACE_O_SUSPEND_SECCOMP`, which needs
@@ -64,12 +64,7 @@ pub fn seize(pid: i32, suspend_seccomp: bool) -> Result<(), RestoreError> {
         opts |= options::SUSPEND_SECCOMP;
     }
     cptrace::seize(pid, opts).map_err(|e| match e {
-        Errno::EPERM if suspend_seccomp => RestoreError::Unsupported {
-            what: format!(
-                "task {pid} runs under seccomp: restoring it needs CAP_SYS_ADMIN \
-                 (PTRACE_O_SUSPEND_SECCOMP)"
-            ),
-        },
+        Errno::EPERM if suspend_seccomp => RestoreError::SeccompSuspend { pid },
         e => terr(pid, "PTRACE_SEIZE")(e),
     })
 }

@@ -223,7 +223,7 @@ fn dump(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32) -> Option<Cri
                 let dopts = DumpOptions::from_options(o);
                 dopts.validate().map_err(options_failure)?;
                 crate::dump::dump(&dopts, notifier.as_ref().map(|n| n as &dyn Notify))
-                    .map_err(|e| Failure::new(None, chain(&e)))
+                    .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))
             })
         });
     let mut r = match result {
@@ -249,7 +249,7 @@ fn restore(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32) -> CriuRes
                 ropts.detach = true;
                 ropts.validate().map_err(options_failure)?;
                 crate::restore::restore(&ropts, notifier.as_ref().map(|n| n as &dyn Notify))
-                    .map_err(|e| Failure::new(None, chain(&e)))
+                    .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))
             })
         });
     match result {

@@ -98,8 +98,9 @@ pub(super) fn memory(
             ));
         }
         prev_end = v.end;
-        let unsupported = |what: &str| RestoreError::Unsupported {
-            what: format!("{what} at {:#x}", v.start),
+        let unsupported = |what: &'static str| RestoreError::Vma {
+            what,
+            start: v.start,
         };
         if st & status::VSYSCALL != 0 {
             plan.vmas.push(mk_vma(v, VmaKind::Vsyscall));
@@ -247,8 +248,9 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
             .end()
             .ok_or_else(|| bad(&pm_name, format!("entry at {:#x} overflows", e.vaddr)))?;
         if flags & PE_PARENT != 0 {
-            return Err(RestoreError::Unsupported {
-                what: format!("pages in a parent image ({pm_name} at {:#x})", e.vaddr),
+            return Err(RestoreError::ParentPages {
+                file: pm_name.clone(),
+                vaddr: e.vaddr,
             });
         }
         if flags & PE_PRESENT == 0 {

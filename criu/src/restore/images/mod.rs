@@ -44,8 +44,9 @@ pub(crate) fn cpath(s: &str) -> Result<CString, RestoreError> {
 ///
 /// # Errors
 /// [`RestoreError::Image`] for unreadable or malformed files, [`RestoreError::BadImage`] for
-/// content that contradicts itself or this machine, [`RestoreError::Unsupported`] for state this
-/// restore cannot bring back.
+/// content that contradicts itself or this machine, the typed refusals of [`RestoreError`]
+/// ([`RestoreError::Arch`], [`RestoreError::FdType`], ...) for state this restore cannot bring
+/// back.
 pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
     let d = ImageDir::new(dir);
     let inv = d.read_inventory().map_err(|e| img(names::INVENTORY, e))?;
@@ -108,8 +109,9 @@ fn file_locks(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError> {
     for l in locks {
         let what = |why: &str| bad(name, format!("lock of pid {} on fd {}: {why}", l.pid, l.fd));
         if ![1, 2, 4].contains(&l.flag) {
-            return Err(RestoreError::Unsupported {
-                what: format!("a file lock of kind {} in {name}", l.flag),
+            return Err(RestoreError::LockKind {
+                flag: l.flag,
+                file: name.into(),
             });
         }
         if l.r#type != libc::F_RDLCK as u32 && l.r#type != libc::F_WRLCK as u32 {
@@ -389,9 +391,7 @@ fn descriptors(
             ));
         };
         let Some(kind) = kinds.iter_mut().find(|k| k.fd_type() as i32 == fi.r#type) else {
-            return Err(RestoreError::Unsupported {
-                what: format!("fd {fd} of type {}", fi.r#type),
-            });
+            return Err(RestoreError::FdType { fd, ty: fi.r#type });
         };
         let source = FdSource::File(kind.parse(&ctx, fe, fd)?);
         fds.push(Fd {

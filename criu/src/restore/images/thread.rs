@@ -41,8 +41,9 @@ pub(super) fn task_state(
     file: &str,
 ) -> Result<(), RestoreError> {
     if core.mtype != pb::CoreEntryMarch::X8664 as i32 {
-        return Err(RestoreError::Unsupported {
-            what: format!("architecture {} in {file}", core.mtype),
+        return Err(RestoreError::Arch {
+            mtype: core.mtype,
+            file: file.into(),
         });
     }
     let ti = core
@@ -53,15 +54,14 @@ pub(super) fn task_state(
     let th = core.thread_core.as_ref();
     // Seccomp state in the task core is the layout of old images (per thread since CRIU 3.x).
     if let Some(m) = tc.old_seccomp_mode.filter(|m| *m != 0) {
-        return Err(RestoreError::Unsupported {
-            what: format!("seccomp mode {m} in the task core of {file} (an old image layout)"),
+        return Err(RestoreError::OldSeccomp {
+            mode: m,
+            file: file.into(),
         });
     }
     let g = &ti.gpregs;
     if g.mode.unwrap_or(1) != 1 {
-        return Err(RestoreError::Unsupported {
-            what: "a 32-bit (compat) task".into(),
-        });
+        return Err(RestoreError::Compat);
     }
     thr.regs = compel_arch::UserRegs {
         r15: g.r15,
@@ -141,8 +141,9 @@ pub(super) fn task_state(
             });
         }
         other => {
-            return Err(RestoreError::Unsupported {
-                what: format!("task state {other} in {file} (only alive and stopped tasks)"),
+            return Err(RestoreError::TaskState {
+                state: other,
+                file: file.into(),
             });
         }
     }

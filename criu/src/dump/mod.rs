@@ -167,6 +167,15 @@ pub enum DumpError {
         /// What.
         what: String,
     },
+    /// An open file in a state its kind does not handle (a memfd that is mapped, a FIFO removed
+    /// while open, a pidfd of a process outside the holder's subtree, ...).
+    #[error("unsupported: {what}")]
+    FileState {
+        /// The file kind (`memfd`, `fifo`, `inotify`, `pidfd`, `nsfs`, ...).
+        kind: &'static str,
+        /// What, naming the process, the descriptor and the state.
+        what: String,
+    },
     // Files: a kind, a state or a sharing of an open file that is not handled.
     /// A descriptor no file kind takes.
     #[error("unsupported: {}", refused_fd(*pid, *fd, name))]
@@ -448,6 +457,7 @@ impl DumpError {
             DumpError::SeccompUnreadable { errno, .. } => *errno as i32,
             DumpError::ImagesNotDir { .. } => libc::ENOTDIR,
             DumpError::Unsupported { .. }
+            | DumpError::FileState { .. }
             | DumpError::FdKind { .. }
             | DumpError::Fdinfo { .. }
             | DumpError::NotClaimed { .. }

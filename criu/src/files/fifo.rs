@@ -56,7 +56,8 @@ impl FileKind for Fifo {
 
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         if fd.name.ends_with(" (deleted)") {
-            return Err(DumpError::Unsupported {
+            return Err(DumpError::FileState {
+                kind: "fifo",
                 what: format!(
                     "fd {} of {} is a fifo removed while open ({})",
                     fd.fd, fd.pid, fd.name
@@ -169,7 +170,8 @@ impl FileKind for Fifo {
             source,
         })?;
         if !meta.file_type().is_fifo() {
-            return Err(RestoreError::Unsupported {
+            return Err(RestoreError::FileState {
+                kind: "fifo",
                 what: format!("fifo {}: the path is no longer a fifo", reg.name),
             });
         }

@@ -48,7 +48,8 @@ impl FileKind for Inotify {
                 continue;
             };
             let w = parse_watch(rest, id).ok_or_else(|| text.bad("inotify", "a watch"))?;
-            let path = resolve(&w.f_handle, w.s_dev).map_err(|why| DumpError::Unsupported {
+            let path = resolve(&w.f_handle, w.s_dev).map_err(|why| DumpError::FileState {
+                kind: "inotify",
                 what: format!(
                     "fd {} of {} (inotify): watch {} on inode {} of device {:#x}: {why}",
                     fd.fd, fd.pid, w.wd, w.i_ino, w.s_dev
@@ -86,7 +87,8 @@ impl FileKind for Inotify {
                 .f_handle
                 .path
                 .as_deref()
-                .ok_or_else(|| RestoreError::Unsupported {
+                .ok_or_else(|| RestoreError::FileState {
+                    kind: "inotify",
                     what: format!("inotify watch {} (fd {fd}) without a path", w.wd),
                 })?;
             if w.wd == 0 || w.wd > i32::MAX as u32 {
@@ -280,7 +282,8 @@ impl RestoreFile for InotifyFile {
                 source,
             })?;
             if meta.ino() != w.ino {
-                return Err(RestoreError::Unsupported {
+                return Err(RestoreError::FileState {
+                    kind: "inotify",
                     what: format!(
                         "inotify watch {} on {shown}: inode {} is now {}",
                         w.wd,
@@ -322,7 +325,8 @@ fn add_watch_at(fd: i32, w: &Watch, shown: &str) -> Result<(), RestoreError> {
             break;
         }
     }
-    Err(RestoreError::Unsupported {
+    Err(RestoreError::FileState {
+        kind: "inotify",
         what: format!("inotify watch {} on {shown}: descriptor not reached", w.wd),
     })
 }

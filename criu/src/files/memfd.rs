@@ -154,7 +154,8 @@ impl FileKind for Memfd {
 /// Reads the inode behind `fd`: name, size, owner, mode, seals and the pages holding data.
 fn dump_inode(fd: &DumpFd<'_>, inode_id: u64) -> Result<DumpedInode, DumpError> {
     let (pid, n) = (fd.pid, fd.fd);
-    let refuse = |why: &str| DumpError::Unsupported {
+    let refuse = |why: &str| DumpError::FileState {
+        kind: "memfd",
         what: format!("fd {n} of {pid} is a memfd ({}): {why}", fd.name),
     };
     let err = |what: &str| {
@@ -278,7 +279,8 @@ fn read_inodes(d: &criu_images::ImageDir) -> Result<HashMap<u32, Arc<MemfdInode>
         let id = u32::try_from(e.inode_id)
             .map_err(|_| bad(name, format!("inode id {} out of range", e.inode_id)))?;
         if e.hugetlb_flag.is_some_and(|h| h != 0) {
-            return Err(RestoreError::Unsupported {
+            return Err(RestoreError::FileState {
+                kind: "memfd",
                 what: format!("hugetlb memfd {:?}", e.name),
             });
         }
@@ -331,7 +333,8 @@ fn read_content(
     for p in &pm.entries {
         let flags = p.effective_flags();
         if flags & PE_PARENT != 0 {
-            return Err(RestoreError::Unsupported {
+            return Err(RestoreError::FileState {
+                kind: "memfd",
                 what: format!("memfd pages in a parent image ({pm_name})"),
             });
         }

@@ -66,7 +66,8 @@ impl FileKind for NsFile {
             })?;
         let ino = fd.meta.ino();
         if ino != own {
-            return Err(DumpError::Unsupported {
+            return Err(DumpError::FileState {
+                kind: "nsfs",
                 what: format!(
                     "fd {} of {}: {} is a namespace other than criu's",
                     fd.fd, fd.pid, fd.name

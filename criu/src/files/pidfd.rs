@@ -41,7 +41,8 @@ impl FileKind for Pidfd {
             .field("Pid")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| text.bad("pidfd", "Pid"))?;
-        let refuse = |why: String| DumpError::Unsupported {
+        let refuse = |why: String| DumpError::FileState {
+            kind: "pidfd",
             what: format!("fd {} of {} (pidfd): {why}", fd.fd, fd.pid),
         };
         if target <= 0 {
@@ -84,7 +85,8 @@ impl FileKind for Pidfd {
             ));
         }
         if p.flags & PIDFD_THREAD != 0 {
-            return Err(RestoreError::Unsupported {
+            return Err(RestoreError::FileState {
+                kind: "pidfd",
                 what: format!("pidfd fd {fd} of thread {}", p.nspid),
             });
         }

@@ -39,6 +39,15 @@ pub enum RestoreError {
         /// What.
         what: String,
     },
+    /// An open file in the images in a state its kind cannot bring back (a hugetlb memfd, an
+    /// inotify watch whose inode changed, a FIFO path that is no longer a FIFO, ...).
+    #[error("unsupported: {what}")]
+    FileState {
+        /// The file kind (`memfd`, `fifo`, `inotify`, `pidfd`, ...).
+        kind: &'static str,
+        /// What, naming the file and the state.
+        what: String,
+    },
     // Image content this restore does not handle.
     /// A task of another architecture.
     #[error("unsupported: architecture {mtype} in {file}")]
@@ -330,6 +339,7 @@ impl RestoreError {
             RestoreError::Pidfile(e) => e.errno(),
             RestoreError::Socket(e) => e.errno(),
             RestoreError::Unsupported { .. }
+            | RestoreError::FileState { .. }
             | RestoreError::Fpu { .. }
             | RestoreError::Vdso { .. }
             | RestoreError::Arch { .. }

@@ -53,6 +53,42 @@ mod thread;
 pub mod vma;
 
 pub(crate) use ids::kcmp;
+
+/// Refuses a descriptor table or fs info shared by processes that are not parent and child
+/// along the tree (`(pid, ppid, files_id, fs_id)` per live process): a restore creates each
+/// process from its parent, so only a parent can hand its own to a child.
+fn check_sharing(procs: &[(i32, i32, u32, u32)]) -> Result<(), DumpError> {
+    let of = |pid: i32| procs.iter().find(|p| p.0 == pid);
+    for &(pid, ppid, files, fs) in procs {
+        let parent = of(ppid);
+        for (what, id, pick) in [
+            ("descriptor table (CLONE_FILES)", files, 2usize),
+            ("fs info (CLONE_FS)", fs, 3usize),
+        ] {
+            let key = |p: &(i32, i32, u32, u32)| if pick == 2 { p.2 } else { p.3 };
+            let Some(other) = procs.iter().find(|p| p.0 != pid && key(p) == id) else {
+                continue;
+            };
+            if parent.is_some_and(|p| key(p) == id) {
+                continue;
+            }
+            // The one that shares no parent's must be the top of its group: no other member
+            // may be its ancestor-less peer.
+            if procs
+                .iter()
+                .any(|p| p.0 != pid && key(p) == id && of(p.1).is_none_or(|pp| key(pp) != id))
+            {
+                return Err(DumpError::Unsupported {
+                    what: format!(
+                        "{pid} shares its {what} with {}, which is not its parent or child",
+                        other.0
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
 pub use self_state::INSIDE_METHOD_ENV;
 
 use std::path::{Path, PathBuf};
@@ -797,6 +833,7 @@ fn write_images(
     let mut kobj_ids = ids::KobjIds::default();
     let mut seccomp_table = seccomp::SeccompTable::default();
     let mut fdinfo_written = Vec::new();
+    let mut sharing = Vec::with_capacity(procs.len());
     let own_ns = &procs[0].own_ns;
     let in_tree = |pid: i32| procs.iter().any(|p| p.pid == pid);
     let mut tree = Vec::with_capacity(procs.len());
@@ -884,6 +921,7 @@ fn write_images(
         } else {
             process.stat.ppid as u32
         };
+        sharing.push((pid, ppid as i32, task_ids.files_id, task_ids.fs_id));
         tree.push(PstreeEntry {
             pid: upid,
             ppid,
@@ -892,6 +930,7 @@ fn write_images(
             threads: process.threads.iter().map(|t| t.tid as u32).collect(),
         });
     }
+    check_sharing(&sharing)?;
     // Zombies: a pstree entry and a core with the task's end, as CRIU saves them.
     for (z, st) in zombies {
         tree.push(PstreeEntry {

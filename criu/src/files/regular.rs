@@ -100,6 +100,16 @@ impl Regular {
     ) -> Result<FileEntry, DumpError> {
         let Opened { flags, pos, mapped } = how;
         let (path, deleted) = split_deleted(name);
+        // A `/proc/PID` directory (or a file in it) of a process that has exited: nothing can
+        // be opened there again, and a directory of that name cannot be made in /proc.
+        if deleted && of_a_process(path) && on_procfs(&meta) {
+            return Err(DumpError::Unsupported {
+                what: format!(
+                    "{} is {path} of a process that has exited",
+                    source.display()
+                ),
+            });
+        }
         let ft = meta.file_type();
         let size = (ft.is_file()).then_some(meta.size());
         let mut reg = RegFileEntry {
@@ -310,6 +320,11 @@ impl FileKind for Regular {
     }
 }
 
+/// Whether `meta` is of a file on procfs (the device of criu's `/proc`).
+fn on_procfs(meta: &std::fs::Metadata) -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|p| p.dev() == meta.dev())
+}
+
 /// Whether `path` is under `/proc/PID/`.
 fn of_a_process(path: &str) -> bool {
     path.strip_prefix("/proc/")
@@ -400,7 +415,22 @@ impl RestoreFile for RegularFile {
             RegularFile::Path { path, flags, pos } => (path, *flags, *pos),
             RegularFile::Deleted { ghost, flags, pos } => (&ghost.path, *flags, *pos),
         };
-        open_in_engine(path, flags, pos).map(|f| vec![f])
+        open_in_engine(path, flags, pos)
+            .map(|f| vec![f])
+            .map_err(|e| match e {
+                // Opened once for several tasks, before any task exists: a file of a process
+                // of the tree is not there yet.
+                RestoreError::MissingFile { path, .. } if of_a_process(&path.to_string_lossy()) => {
+                    RestoreError::Unsupported {
+                        what: format!(
+                            "{} is open in several tasks and belongs to a process of the tree \
+                             (not there before the tree is made)",
+                            path.display()
+                        ),
+                    }
+                }
+                e => e,
+            })
     }
 }
 

@@ -92,10 +92,11 @@ pub(crate) fn fork3(args: &CloneArgs) -> i64 {
     }
 }
 
-/// Forks a child with pid `pid`; 0 in the child.
-fn fork_with_pid(pid: i32) -> Result<i32, Fail> {
+/// Forks a child with pid `pid` (sharing what `flags` say); 0 in the child.
+fn fork_with_pid(pid: i32, flags: u64) -> Result<i32, Fail> {
     let tid = [pid];
     let args = CloneArgs {
+        flags,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: tid.as_ptr() as u64,
         set_tid_size: 1,
@@ -211,7 +212,14 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     for &c in &me.children {
         let child = &nodes[c];
         inherit_only(nodes, order, me, child.pre, child.pre + child.size);
-        match fork_with_pid(child.pid) {
+        let mut flags = 0;
+        if child.share_files {
+            flags |= libc::CLONE_FILES as u64;
+        }
+        if child.share_fs {
+            flags |= libc::CLONE_FS as u64;
+        }
+        match fork_with_pid(child.pid, flags) {
             Ok(0) => run(nodes, order, s, c),
             Ok(_) => {}
             Err(f) => fail_slot(&s, i, f),
@@ -234,11 +242,24 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     let Some(p) = &me.plan else {
         die(me.zombie.unwrap_or(0))
     };
+    // Children sharing our descriptor table or fs info set themselves up first: ours are
+    // then set up once, with nothing of theirs opening or closing in between.
+    for &c in me
+        .children
+        .iter()
+        .filter(|&&c| nodes[c].share_files || nodes[c].share_fs)
+    {
+        wait_or_quit(&s, &s.slot(c).settled);
+    }
+    let r = setup(p, me.share_files, me.share_fs);
+    if r.is_ok() && (me.share_files || me.share_fs) {
+        raise(&slot.settled);
+    }
     if let Err(Fail {
         stage,
         errno: e,
         detail,
-    }) = setup(p)
+    }) = r
     {
         let st = abi::Status {
             stage,
@@ -259,26 +280,34 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     jump(p)
 }
 
-fn setup(p: &ChildPlan) -> Result<(), Fail> {
+/// Sets up the task; its descriptors (and locks) when it has a table of its own, its fs
+/// info when that is its own (`shared_*`: its parent's, which the parent sets up).
+fn setup(p: &ChildPlan, shared_files: bool, shared_fs: bool) -> Result<(), Fail> {
     premap(p)?;
     fill(p)?;
     dups(p)?;
     protect(p)?;
-    close_others(p);
-    fds(p)?;
-    for (fd, st) in &p.settle {
-        st.apply(*fd).map_err(|e| Fail {
-            stage: CHILD_FDS,
-            errno: e.errno,
-            detail: e.detail,
-        })?;
+    if !shared_files {
+        close_others(p);
+        fds(p)?;
+        for (fd, st) in &p.settle {
+            st.apply(*fd).map_err(|e| Fail {
+                stage: CHILD_FDS,
+                errno: e.errno,
+                detail: e.detail,
+            })?;
+        }
+        for &fd in &p.inherited {
+            // SAFETY: the engine's shared descriptors are placed by now; the copies go.
+            unsafe { libc::close(fd) };
+        }
     }
-    for &fd in &p.inherited {
-        // SAFETY: the engine's shared descriptors are placed by now; the copies go.
-        unsafe { libc::close(fd) };
+    if !shared_fs {
+        fs(p)?;
     }
-    fs(p)?;
-    locks(p)?;
+    if !shared_files {
+        locks(p)?;
+    }
     if let Some(Sched { nice, policy, prio }) = p.sched {
         // SAFETY: scheduling calls on this process with a live local parameter.
         unsafe {

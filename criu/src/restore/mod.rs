@@ -259,6 +259,42 @@ struct Resumable {
     restorer: (u64, u64),
 }
 
+/// Marks the live tasks that share their live parent's descriptor table or fs info (equal
+/// ids in the images), and has such a parent keep the sharing child's service descriptors
+/// (they live in the one table) when it closes everything else.
+fn share_with_parents(tree: &plan::TreePlan, nodes: &mut [ops::Node]) {
+    // Children first: a chain of sharing tasks hands its service descriptors up to the top.
+    for &i in tree.order.iter().rev() {
+        let Some(p) = tree.parent[i] else { continue };
+        let (t, pt) = (&tree.tasks[i], &tree.tasks[p]);
+        if nodes[i].plan.is_none() || nodes[p].plan.is_none() {
+            continue;
+        }
+        nodes[i].share_files = t.files_id != 0 && t.files_id == pt.files_id;
+        nodes[i].share_fs = t.fs_id != 0 && t.fs_id == pt.fs_id;
+        if !nodes[i].share_files {
+            continue;
+        }
+        let (theirs, inherited) = nodes[i]
+            .plan
+            .as_ref()
+            .map(|c| (c.service_fds.clone(), c.inherited.clone()))
+            .unwrap_or_default();
+        if let Some(pp) = nodes[p].plan.as_mut() {
+            pp.service_fds.extend(theirs);
+            // The engine's copies of shared files the child would have closed.
+            pp.inherited.extend(inherited);
+            pp.inherited.sort_unstable();
+            pp.inherited.dedup();
+            pp.service_fds.sort_unstable();
+            pp.service_fds.dedup();
+            if let Some(&last) = pp.service_fds.last() {
+                pp.tmp_fd_base = pp.tmp_fd_base.max(last + 1);
+            }
+        }
+    }
+}
+
 fn spawn(
     tree: &plan::TreePlan,
     sessions: &[plan::SessionOp],
@@ -306,9 +342,12 @@ fn spawn(
             resv,
             pre: 0,
             size: 1,
+            share_files: false,
+            share_fs: false,
         });
         rest.push(r);
     }
+    share_with_parents(tree, &mut nodes);
     // Subtree sizes, children after parents in `order`: add each task's size to its parent's.
     for (k, &i) in tree.order.iter().enumerate() {
         nodes[i].pre = k;

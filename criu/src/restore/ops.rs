@@ -225,6 +225,11 @@ pub struct Node {
     pub pre: usize,
     /// The size of its subtree, itself included.
     pub size: usize,
+    /// It shares its parent's descriptor table (made with `CLONE_FILES`; the parent places
+    /// the descriptors once this task's own setup is over).
+    pub share_files: bool,
+    /// It shares its parent's cwd, root and umask (made with `CLONE_FS`; set by the parent).
+    pub share_fs: bool,
 }
 
 /// A failed step of a task before its restorer runs, as reported in its sync slot.

@@ -274,6 +274,10 @@ pub struct TaskPlan {
     pub sched: Option<Sched>,
     /// Its threads, the leader first (none for a zombie).
     pub threads: Vec<ThreadPlan>,
+    /// The id of its descriptor table (`ids-PID.img`; equal ids: one table, `CLONE_FILES`).
+    pub files_id: u32,
+    /// The id of its fs info (cwd, root, umask; equal ids: one, `CLONE_FS`).
+    pub fs_id: u32,
 }
 
 /// How a task gets its session and process group when it is created (by its parent, which has

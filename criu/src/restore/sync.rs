@@ -33,8 +33,9 @@ pub struct SyncSlot {
     /// Set by the task once it has its session and group (members of its group wait for it).
     /// In the slot after the last task: the number of tasks born so far.
     pub grouped: AtomicU32,
-    /// Padding.
-    pub pad: u32,
+    /// Set by a task that shares its parent's descriptor table or fs info once its own setup
+    /// is over (the parent sets up the shared ones after that).
+    pub settled: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<SyncSlot>() == 40);

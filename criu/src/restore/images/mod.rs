@@ -295,6 +295,8 @@ fn load_task(
     }
     memory(&mut plan, d, &mm, by_id, remaps, &mm_name, checked)?;
     let files_id = ids.files_id;
+    plan.files_id = files_id;
+    plan.fs_id = ids.fs_id;
     let fdinfo_name = names::fdinfo(files_id);
     let fdinfo = if d.file(&fdinfo_name).exists() {
         d.read_fdinfo(files_id).map_err(|e| img(&fdinfo_name, e))?

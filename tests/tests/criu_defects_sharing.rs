@@ -1,0 +1,173 @@
+//! criu dump + restore of processes that share one descriptor table (`CLONE_FILES`) or fs
+//! info (`CLONE_FS`) (issue 20, item 14): they must share them again after a restore, and a
+//! sharing the restore cannot recreate (not along parent and child) is refused at dump.
+//!
+//! Every test runs as root, under the test lock and as a child subreaper.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use compel_criu_tests::{
+    Spawned, ask_check, become_subreaper, criu, criu_dump, dump_and_reap, restore_detached,
+    skip_if_not_root, test_lock, wait_file,
+};
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_criu-victim-defects-sharing");
+
+/// A test's scratch directory: `img/` for the images, `ready` for the victim's ready file.
+struct Scratch {
+    tmp: tempfile::TempDir,
+    img: PathBuf,
+    ready: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        let ready = tmp.path().join("ready");
+        Scratch { tmp, img, ready }
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.ready.with_extension("pids"))
+            .unwrap()
+            .split_whitespace()
+            .map(|w| w.parse().unwrap())
+            .collect()
+    }
+}
+
+/// kcmp(2) of `kind` between two processes: 0 when they share the object.
+fn kcmp(a: i32, b: i32, kind: libc::c_long) -> libc::c_long {
+    // SAFETY: kcmp compares kernel objects by pid and touches no memory of ours.
+    unsafe { libc::syscall(libc::SYS_kcmp, a, b, kind, 0usize, 0usize) }
+}
+
+const KCMP_FILES: libc::c_long = 2;
+const KCMP_FS: libc::c_long = 3;
+
+/// A child made with `CLONE_FILES | CLONE_FS` shares both again after a restore: an fd the
+/// parent opens is seen by the child, a chdir of the child moves the parent.
+#[test]
+fn clone_files_and_clone_fs_are_shared_again_after_restore() {
+    skip_if_not_root!("clone_files_and_clone_fs_are_shared_again_after_restore");
+    let _g = test_lock();
+    become_subreaper();
+    let dir = Scratch::new();
+    let log = dir.tmp.path().join("victim.log");
+    let mut v = Spawned::spawn(
+        VICTIM,
+        &[dir.ready.to_str().unwrap(), "files-fs"],
+        &log,
+        None,
+    );
+    wait_file(&dir.ready, Duration::from_secs(10));
+    let pids = dir.pids();
+    assert_eq!(kcmp(pids[0], pids[1], KCMP_FILES), 0, "not shared before");
+    let child = Spawned::guard(pids[1]);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    drop(child);
+    let pid = restore_detached(&dir.img, &[]);
+    let _task = Spawned::guard(pid);
+    let _child = Spawned::guard(pids[1]);
+    assert_eq!(pid, pids[0]);
+    assert_eq!(kcmp(pids[0], pids[1], KCMP_FILES), 0, "fd table not shared");
+    assert_eq!(kcmp(pids[0], pids[1], KCMP_FS), 0, "fs info not shared");
+    assert_eq!(
+        ask_check(pid, &dir.ready.with_extension("2")).trim(),
+        "check ok"
+    );
+}
+
+/// A process sharing the descriptor table of its sibling (made with `CLONE_PARENT |
+/// CLONE_FILES`) cannot be recreated so: the dump refuses it by name and the tree runs on.
+#[test]
+fn table_shared_with_a_sibling_is_refused_at_dump() {
+    skip_if_not_root!("table_shared_with_a_sibling_is_refused_at_dump");
+    let _g = test_lock();
+    become_subreaper();
+    let dir = Scratch::new();
+    let log = dir.tmp.path().join("victim.log");
+    let v = Spawned::spawn(
+        VICTIM,
+        &[dir.ready.to_str().unwrap(), "sibling"],
+        &log,
+        None,
+    );
+    wait_file(&dir.ready, Duration::from_secs(10));
+    let pids = dir.pids();
+    let _children: Vec<Spawned> = pids.iter().map(|&p| Spawned::guard(p)).collect();
+    let o = criu_dump(v.pid(), &dir.img, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the dump succeeded");
+    assert!(err.contains("descriptor table (CLONE_FILES)"), "{err}");
+    assert!(err.contains("not its parent or child"), "{err}");
+    // The tree is left running.
+    assert_eq!(kcmp(pids[0], pids[1], KCMP_FILES), 0);
+    drop(v);
+}
+
+/// Item 1: a descriptor on `/proc/C/status` of a child C, held by the parent and another
+/// child D, cannot be opened before the tree exists: the restore refuses it by name, before
+/// any task is made.
+#[test]
+fn proc_file_of_a_child_held_by_several_tasks_is_refused_at_restore() {
+    skip_if_not_root!("proc_file_of_a_child_held_by_several_tasks_is_refused_at_restore");
+    let _g = test_lock();
+    become_subreaper();
+    let dir = Scratch::new();
+    let log = dir.tmp.path().join("victim.log");
+    let mut v = Spawned::spawn(
+        VICTIM,
+        &[dir.ready.to_str().unwrap(), "proc-child-shared"],
+        &log,
+        None,
+    );
+    wait_file(&dir.ready, Duration::from_secs(10));
+    let pids = dir.pids();
+    let children: Vec<Spawned> = pids.iter().map(|&p| Spawned::guard(p)).collect();
+    dump_and_reap(&mut v, &dir.img, &[]);
+    drop(children);
+    let o = criu(&["restore", "-D", dir.img.to_str().unwrap(), "-d"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the restore succeeded");
+    let name = format!("/proc/{}/status is open in several tasks", pids[0]);
+    assert!(err.contains(&name), "{err}");
+    for p in [v.pid(), pids[0], pids[1]] {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "pid {p} exists after a refused restore"
+        );
+    }
+}
+
+/// Item 1: a cwd that is `/proc/C` of a process that has exited cannot be entered again: the
+/// dump refuses it by name and the process runs on.
+#[test]
+fn cwd_in_proc_of_an_exited_process_is_refused_at_dump() {
+    skip_if_not_root!("cwd_in_proc_of_an_exited_process_is_refused_at_dump");
+    let _g = test_lock();
+    become_subreaper();
+    let dir = Scratch::new();
+    let log = dir.tmp.path().join("victim.log");
+    let v = Spawned::spawn(
+        VICTIM,
+        &[dir.ready.to_str().unwrap(), "cwd-dead-proc"],
+        &log,
+        None,
+    );
+    wait_file(&dir.ready, Duration::from_secs(10));
+    let c = dir.pids()[0];
+    let o = criu_dump(v.pid(), &dir.img, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the dump succeeded");
+    let name = format!(
+        "/proc/{}/cwd is /proc/{c} of a process that has exited",
+        v.pid()
+    );
+    assert!(err.contains(&name), "{err}");
+    assert!(std::path::Path::new(&format!("/proc/{}", v.pid())).exists());
+    drop(v);
+}

@@ -69,7 +69,8 @@ impl LogSink {
                 .create(true)
                 .truncate(true)
                 .write(true)
-                .custom_flags(libc::O_APPEND)
+                // Never through a symlink someone left in the work directory.
+                .custom_flags(libc::O_APPEND | libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(p)
                 .map_err(|source| LogError::Open {

@@ -551,6 +551,24 @@ pub fn check(
         if e.name.len() > 108 {
             return Err(bad(e.id, format!("name of {} bytes", e.name.len())));
         }
+        // A path name (and the directory it is relative to) never climbs or hides a NUL: a
+        // bind makes a file there.
+        let climbs = |b: &[u8]| {
+            Path::new(std::ffi::OsStr::from_bytes(b))
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        };
+        if e.name.first().is_some_and(|b| *b != 0)
+            && (trim_nul(&e.name).contains(&0) || climbs(trim_nul(&e.name)))
+        {
+            return Err(bad(e.id, format!("name {:?}", printable(&e.name))));
+        }
+        if e.name_dir
+            .as_deref()
+            .is_some_and(|d| d.contains('\0') || climbs(d.as_bytes()))
+        {
+            return Err(bad(e.id, "name_dir with '..' or a NUL byte".into()));
+        }
         if e.shutdown.is_some_and(|s| !(0..=3).contains(&s)) {
             return Err(bad(e.id, "shutdown".into()));
         }

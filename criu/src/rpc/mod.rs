@@ -23,6 +23,7 @@
 #![allow(unsafe_code)]
 
 pub mod opts;
+pub mod peer;
 mod server;
 pub mod service;
 pub mod wire;

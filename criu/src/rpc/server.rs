@@ -12,6 +12,7 @@ use criu_images::pb::{
 };
 
 use super::opts::{Mode, OptsError, to_options};
+use super::peer::{Client, Denied};
 use super::wire::{self, Incoming};
 use super::{RpcError, version};
 use crate::log::LogSink;
@@ -31,6 +32,22 @@ impl Failure {
             msg: msg.into(),
         }
     }
+}
+
+impl From<Denied> for Failure {
+    fn from(d: Denied) -> Failure {
+        tracing::warn!("refused: {d}");
+        Failure::new(Some(d.errno()), d.to_string())
+    }
+}
+
+/// The session's client, or why it could not be identified (then dumps and restores are
+/// refused).
+type Who = Result<Client, String>;
+
+fn who(w: &Who) -> Result<&Client, Failure> {
+    w.as_ref()
+        .map_err(|why| Failure::new(Some(libc::EPERM), why.clone()))
 }
 
 impl From<OptsError> for Failure {
@@ -73,6 +90,16 @@ fn fail(ty: CriuReqType, f: Failure) -> CriuResp {
 /// [`RpcError`] when the socket fails; a bad request is answered, not an error here.
 pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
     let peer = wire::peer_pid(sk)?;
+    // Identified once, pinned by a pidfd for the whole session.
+    let client: Who = Client::of_socket(sk).map_err(|d| d.to_string());
+    if let Ok(c) = &client {
+        tracing::info!(
+            "client pid {} uid {}{}",
+            c.pid,
+            c.creds.uid[0],
+            if c.privileged() { " (privileged)" } else { "" }
+        );
+    }
     loop {
         let req = match wire::recv_request(sk)? {
             Incoming::Closed => return Ok(()),
@@ -86,7 +113,7 @@ pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
             Incoming::Request(r) => *r,
         };
         let keep_open = req.keep_open == Some(true);
-        if let Some(r) = handle(sk, &req, mode, peer) {
+        if let Some(r) = handle(sk, &req, mode, peer, &client) {
             wire::send_response(sk, &r, None)?;
         }
         if !keep_open {
@@ -96,7 +123,13 @@ pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
 }
 
 /// Answers one request; `None` when no answer is due (a client that dumped itself and is gone).
-fn handle(sk: BorrowedFd<'_>, req: &CriuReq, mode: Mode, peer: i32) -> Option<CriuResp> {
+fn handle(
+    sk: BorrowedFd<'_>,
+    req: &CriuReq,
+    mode: Mode,
+    peer: i32,
+    client: &Who,
+) -> Option<CriuResp> {
     let Ok(ty) = CriuReqType::try_from(req.r#type) else {
         let f = Failure::new(
             Some(libc::EBADRQC),
@@ -120,8 +153,8 @@ fn handle(sk: BorrowedFd<'_>, req: &CriuReq, mode: Mode, peer: i32) -> Option<Cr
             Ok(()) => resp(ty, true),
             Err(f) => fail(ty, f),
         },
-        CriuReqType::Dump => return dump(sk, opts, mode, peer),
-        CriuReqType::Restore => restore(sk, opts, mode, peer),
+        CriuReqType::Dump => return dump(sk, opts, mode, peer, client),
+        CriuReqType::Restore => restore(sk, opts, mode, peer, client),
         CriuReqType::WaitPid => wait_pid(req.pid),
         CriuReqType::Notify => fail(
             ty,
@@ -210,13 +243,31 @@ fn check(req: &CriuOpts, mode: Mode, peer: i32) -> Result<(), Failure> {
     })
 }
 
-fn dump(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32) -> Option<CriuResp> {
+/// The directories of a request, checked as the client: it must be able to `mode` them itself.
+fn may_use_dirs(c: &Client, opts: &Options, mode: i32, what: &'static str) -> Result<(), Failure> {
+    c.may_access(&opts.images_dir.path(), mode, what)?;
+    if let Some(w) = &opts.work_dir {
+        c.may_access(&w.path(), libc::W_OK | libc::X_OK, "write logs to")?;
+    }
+    Ok(())
+}
+
+fn dump(
+    sk: BorrowedFd<'_>,
+    req: &CriuOpts,
+    mode: Mode,
+    peer: i32,
+    client: &Who,
+) -> Option<CriuResp> {
     let notifier = (req.notify_scripts == Some(true)).then_some(RpcNotify { sk });
     let ty = CriuReqType::Dump;
     let mut gone = false;
     let result = to_options(req, Command::Dump, mode, peer)
         .map_err(Failure::from)
         .and_then(|mut opts| {
+            let c = who(client)?;
+            may_use_dirs(c, &opts, libc::W_OK | libc::X_OK, "write images to")?;
+            c.may_dump(opts.tree.unwrap_or(peer))?;
             // A client that dumped itself without leave_running is dead: no answer is due.
             gone = opts.tree == Some(peer) && opts.final_state == FinalState::Dead;
             with_run(&mut opts, |o, _| {
@@ -237,12 +288,20 @@ fn dump(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32) -> Option<Cri
     Some(r)
 }
 
-fn restore(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32) -> CriuResp {
+fn restore(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32, client: &Who) -> CriuResp {
     let notifier = (req.notify_scripts == Some(true)).then_some(RpcNotify { sk });
     let ty = CriuReqType::Restore;
     let result = to_options(req, Command::Restore, mode, peer)
         .map_err(Failure::from)
         .and_then(|mut opts| {
+            let c = who(client)?;
+            may_use_dirs(c, &opts, libc::R_OK | libc::X_OK, "read images from")?;
+            if !c.privileged() && opts.work_dir.is_none() {
+                // The log goes to the images directory.
+                c.may_access(&opts.images_dir.path(), libc::W_OK, "write logs to")?;
+            }
+            // Before anything runs: the images ask only for what the client has.
+            c.may_restore(&opts.images_dir.path())?;
             with_run(&mut opts, |o, _| {
                 // A restore over RPC always leaves the tree to run on its own.
                 let mut ropts = RestoreOptions::from_options(o);

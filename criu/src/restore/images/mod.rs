@@ -37,6 +37,14 @@ pub(crate) fn bad(file: &str, reason: impl Into<String>) -> RestoreError {
 }
 
 pub(crate) fn cpath(s: &str) -> Result<CString, RestoreError> {
+    // A path from an image never climbs: '..' could lead a restore (and the ghost files it
+    // makes) anywhere.
+    if std::path::Path::new(s)
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(bad("files.img", format!("path {s:?} has a '..' component")));
+    }
     CString::new(s.as_bytes()).map_err(|_| bad("files.img", format!("path {s:?} holds a NUL byte")))
 }
 

@@ -1,0 +1,333 @@
+//! Who may make a root `criu service` do what (issue 23).
+//!
+//! A root `criu service` listens on a socket handed to user `nobody` for the test (chown: the
+//! service itself makes it 0600). A client forked here drops to `nobody` and asks:
+//!
+//! - to dump a root-owned counter: refused with `EPERM` naming the rule, the counter counts on
+//!   and no image is written;
+//! - to dump its own counter (`leave_running`): done, the counter counts on;
+//! - to restore its own dump whose core image was edited to ask for uid 0 and every
+//!   capability: refused with `EPERM` before anything runs (the pid stays free);
+//! - to restore its own dump whose files image names a path with `..`: refused, nothing runs;
+//! - and, as a control, to restore the untouched dump: done, the counter counts on as nobody.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use compel_criu_tests::{
+    Exit, Spawned, UNPRIVILEGED_ID, become_subreaper, criu_bin, open_dir, run_as_user,
+    status_field, test_lock, wait_exit_timeout, wait_file,
+};
+use criu_images::ImageDir;
+use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, recv, send, setsockopt, socket,
+    sockopt,
+};
+use nix::sys::time::TimeVal;
+use prost::Message;
+
+const COUNTER: &str = env!("CARGO_BIN_EXE_criu-victim-counter");
+const NOBODY: u32 = UNPRIVILEGED_ID;
+
+/// A root `criu service` child: killed and reaped on drop.
+struct Service {
+    child: Child,
+    addr: PathBuf,
+}
+
+impl Service {
+    /// Starts it in `d` and hands its socket to nobody.
+    fn start(d: &Path) -> Service {
+        let addr = d.join("criu.sk");
+        let child = Command::new(criu_bin())
+            .arg("service")
+            .arg("--address")
+            .arg(&addr)
+            .arg("-W")
+            .arg(d)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while !addr.exists() && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let mode = std::fs::metadata(&addr).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the service socket is open to others");
+        std::os::unix::fs::chown(&addr, Some(NOBODY), Some(NOBODY)).unwrap();
+        Service { child, addr }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `q` to the service from a child running as nobody and returns the answer.
+fn ask_as_nobody(addr: &Path, q: &CriuReq) -> CriuResp {
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    let bytes = q.encode_to_vec();
+    let addr = addr.to_path_buf();
+    let code = run_as_user(NOBODY, NOBODY, move || {
+        let sk = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        if connect(sk.as_raw_fd(), &UnixAddr::new(&addr).unwrap()).is_err() {
+            return 3;
+        }
+        setsockopt(&sk, sockopt::ReceiveTimeout, &TimeVal::new(30, 0)).unwrap();
+        send(sk.as_raw_fd(), &bytes, MsgFlags::empty()).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let Ok(n) = recv(sk.as_raw_fd(), &mut buf, MsgFlags::empty()) else {
+            return 4;
+        };
+        let _ = nix::unistd::write(&wr, &buf[..n]);
+        0
+    })
+    .unwrap();
+    assert_eq!(code, 0, "the client as nobody failed ({code})");
+    let mut out = Vec::new();
+    std::fs::File::from(rd).read_to_end(&mut out).unwrap();
+    CriuResp::decode(out.as_slice()).expect("a criu_resp from the service")
+}
+
+fn request(ty: CriuReqType, opts: CriuOpts) -> CriuReq {
+    CriuReq {
+        r#type: ty as i32,
+        opts: Some(opts),
+        ..Default::default()
+    }
+}
+
+fn opts(img: &Path, pid: Option<i32>, log: &str) -> CriuOpts {
+    CriuOpts {
+        images_dir_fd: -1,
+        images_dir: Some(img.display().to_string()),
+        pid,
+        log_file: Some(log.into()),
+        log_level: Some(4),
+        ..Default::default()
+    }
+}
+
+/// A directory `name` in `d` that only nobody may use.
+fn nobody_dir(d: &Path, name: &str) -> PathBuf {
+    let p = d.join(name);
+    std::fs::create_dir(&p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+    p
+}
+
+/// Starts the counter in `d` (as `uid` if given, its files then nobody's) and waits until it
+/// counts.
+fn spawn_counter(d: &Path, uid: Option<u32>) -> Spawned {
+    let (out, ready, log) = (d.join("count"), d.join("ready"), d.join("victim.log"));
+    std::fs::File::create(&log).unwrap();
+    if let Some(u) = uid {
+        std::os::unix::fs::chown(&log, Some(u), Some(u)).unwrap();
+    }
+    let v = Spawned::spawn(
+        COUNTER,
+        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &log,
+        uid,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    v
+}
+
+/// The counter in `d` counts on.
+fn counting_on(d: &Path) -> bool {
+    let n = || {
+        std::fs::read_to_string(d.join("count"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = n();
+    std::thread::sleep(Duration::from_millis(200));
+    n() > before + 5
+}
+
+fn assert_refused(r: &CriuResp, errno: i32, says: &str) {
+    assert!(!r.success, "the service did it: {r:?}");
+    assert_eq!(r.cr_errno, Some(errno), "{r:?}");
+    let msg = r.cr_errmsg.as_deref().unwrap_or("");
+    assert!(
+        msg.contains(says),
+        "the refusal does not say {says:?}: {msg}"
+    );
+}
+
+#[test]
+fn nobody_may_not_dump_a_root_process_through_a_root_service() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let svc = Service::start(d.path());
+    let img = nobody_dir(d.path(), "img");
+    let v = spawn_counter(d.path(), None);
+    let r = ask_as_nobody(
+        &svc.addr,
+        &request(CriuReqType::Dump, opts(&img, Some(v.pid()), "d.log")),
+    );
+    assert_refused(&r, libc::EPERM, &format!("may not dump pid {}", v.pid()));
+    assert!(counting_on(d.path()), "the root counter stopped");
+    assert_eq!(status_field(v.pid(), "TracerPid:"), "0");
+    assert!(
+        !img.join("inventory.img").exists() && !img.join(format!("core-{}.img", v.pid())).exists(),
+        "images were written"
+    );
+}
+
+#[test]
+fn nobody_may_not_have_images_written_where_it_cannot_write() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let svc = Service::start(d.path());
+    // Root's directory, 0755: nobody cannot write there.
+    let img = d.path().join("root-img");
+    std::fs::create_dir(&img).unwrap();
+    let v = spawn_counter(d.path(), Some(NOBODY));
+    let mut o = opts(&img, Some(v.pid()), "d.log");
+    o.leave_running = Some(true);
+    let r = ask_as_nobody(&svc.addr, &request(CriuReqType::Dump, o));
+    assert_refused(&r, libc::EACCES, "cannot write images to");
+    assert!(counting_on(d.path()));
+    assert_eq!(
+        std::fs::read_dir(&img).unwrap().count(),
+        0,
+        "something was written"
+    );
+}
+
+/// Nobody dumps its own counter through the service; returns the images and the dead
+/// counter's pid.
+fn nobody_dumps_its_counter(d: &Path, svc: &Service, leave_running: bool) -> (PathBuf, Spawned) {
+    let img = nobody_dir(d, "img");
+    let mut v = spawn_counter(d, Some(NOBODY));
+    let mut o = opts(&img, Some(v.pid()), "dump.log");
+    o.leave_running = Some(leave_running);
+    let r = ask_as_nobody(&svc.addr, &request(CriuReqType::Dump, o));
+    let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
+    assert!(r.success, "nobody's dump of its own counter: {r:?}\n{log}");
+    assert!(img.join(format!("core-{}.img", v.pid())).exists());
+    if !leave_running {
+        assert_eq!(
+            wait_exit_timeout(v.pid(), Duration::from_secs(5)),
+            Ok(Some(Exit::Signal(libc::SIGKILL)))
+        );
+        v.mark_reaped();
+    }
+    (img, v)
+}
+
+#[test]
+fn nobody_dumps_its_own_process_and_it_runs_on() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let svc = Service::start(d.path());
+    let (_img, v) = nobody_dumps_its_counter(d.path(), &svc, true);
+    assert!(
+        counting_on(d.path()),
+        "nobody's counter stopped after a leave_running dump"
+    );
+    assert_eq!(status_field(v.pid(), "TracerPid:"), "0");
+}
+
+#[test]
+fn a_restore_asking_for_root_is_refused_before_anything_runs_and_the_honest_one_works() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let svc = Service::start(d.path());
+    let (img, v) = nobody_dumps_its_counter(d.path(), &svc, false);
+    let pid = v.pid();
+
+    // The same images, the leader's core asking for uid 0 and every capability.
+    let evil = nobody_dir(d.path(), "evil");
+    for e in std::fs::read_dir(&img).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".img") {
+            std::fs::copy(e.path(), evil.join(e.file_name())).unwrap();
+        }
+    }
+    let dir = ImageDir::new(&evil);
+    let mut core = dir.read_core(pid as u32).unwrap();
+    let creds = core
+        .thread_core
+        .as_mut()
+        .and_then(|t| t.creds.as_mut())
+        .expect("the dump wrote creds");
+    (creds.uid, creds.euid, creds.suid, creds.fsuid) = (0, 0, 0, 0);
+    creds.cap_prm = vec![u32::MAX, 0x1ff];
+    creds.cap_eff = vec![u32::MAX, 0x1ff];
+    dir.write_core(pid as u32, &core).unwrap();
+    let r = ask_as_nobody(
+        &svc.addr,
+        &request(CriuReqType::Restore, opts(&evil, None, "r.log")),
+    );
+    assert_refused(&r, libc::EPERM, "uid 0");
+    assert!(r.cr_errmsg.unwrap().contains(&format!("core-{pid}.img")));
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "a task {pid} runs"
+    );
+
+    // The untouched images: restored, the counter runs on as nobody.
+    let r = ask_as_nobody(
+        &svc.addr,
+        &request(CriuReqType::Restore, opts(&img, None, "r.log")),
+    );
+    let restored = Spawned::guard(pid);
+    let log = std::fs::read_to_string(img.join("r.log")).unwrap_or_default();
+    assert!(r.success, "nobody's honest restore: {r:?}\n{log}");
+    assert!(counting_on(d.path()), "the restored counter does not count");
+    assert!(status_field(pid, "Uid:").starts_with(&NOBODY.to_string()));
+    drop(restored);
+}
+
+#[test]
+fn a_restore_whose_files_climb_with_dot_dot_is_refused() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let svc = Service::start(d.path());
+    let (img, v) = nobody_dumps_its_counter(d.path(), &svc, false);
+    let pid = v.pid();
+    let dir = ImageDir::new(&img);
+    let mut files = dir.read_files().unwrap();
+    let reg = files
+        .iter_mut()
+        .filter_map(|f| f.reg.as_mut())
+        .find(|r| r.name.ends_with("/count"))
+        .expect("the counter's file in files.img");
+    let climbing = reg.name.replace("/count", "/../../etc/count");
+    reg.name = climbing.clone();
+    dir.write_files(&files).unwrap();
+    let r = ask_as_nobody(
+        &svc.addr,
+        &request(CriuReqType::Restore, opts(&img, None, "r.log")),
+    );
+    assert_refused(&r, libc::EPERM, "'..'");
+    assert!(r.cr_errmsg.unwrap().contains(&climbing));
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "a task {pid} runs"
+    );
+}

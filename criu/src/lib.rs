@@ -69,8 +69,8 @@ pub use dump::{DumpError, DumpSummary, INCOMPLETE_MARKER, INSIDE_METHOD_ENV, dum
 pub use log::{LogError, LogSink, install as install_log};
 pub use options::{
     CgroupMode, CgroupRoot, Command, CpuCap, DEFAULT_LOG_LEVEL, DEFAULT_TIMEOUT, DirRef,
-    DumpOptions, External, FinalState, InheritFd, InsideMethod, Options, OptionsError, PidMethod,
-    RestoreOptions, USAGE,
+    DumpOptions, External, FinalState, InheritFd, InsideMethod, OptionSpec, Options, OptionsError,
+    PidMethod, RestoreOptions, USAGE, option_specs,
 };
 pub use restore::{RestoreError, RestoreOutcome, restore};
 pub use scripts::{ActionScripts, Notify, ScriptAction, ScriptError, ScriptStatus};

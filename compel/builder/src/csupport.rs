@@ -11,6 +11,11 @@ use std::process::Command;
 /// The plugins a C parasite can ask for (all live in one archive; `std` is always needed).
 pub const PLUGINS: [&str; 3] = ["std", "fds", "shmem"];
 
+/// Where an installed compel keeps its plugin archive and linker script, under the prefix.
+pub const INSTALLED_LIB_DIR: &str = "lib/compel";
+/// Where an installed compel keeps its C headers, under the prefix.
+pub const INSTALLED_INCLUDE_DIR: &str = "include/compel";
+
 /// The files a C parasite build uses.
 #[derive(Clone, Debug)]
 pub struct CSupport {
@@ -65,6 +70,20 @@ impl CSupport {
         }
         tracing::info!(dir = %dir.display(), "built compel plugins for C");
         Ok(support)
+    }
+
+    /// The C support files of an installed compel under `prefix` (what `make install` puts
+    /// there: `lib/compel/{libcompel_plugins.a,compel.lds}` and `include/compel/`), if they
+    /// are all there.
+    pub fn installed(prefix: &Path) -> Option<Self> {
+        let dir = prefix.join(INSTALLED_LIB_DIR);
+        let support = Self {
+            archive: dir.join("libcompel_plugins.a"),
+            script: dir.join("compel.lds"),
+            include: prefix.join(INSTALLED_INCLUDE_DIR),
+        };
+        (support.archive.is_file() && support.script.is_file() && support.include.is_dir())
+            .then_some(support)
     }
 
     /// `gcc` flags for C parasite code.

@@ -40,7 +40,9 @@ mod link;
 
 pub use blob::Blob;
 pub use compile::{Builder, Built, ParasiteOptions, Sources, Toolchain};
-pub use csupport::{CSupport, PLUGINS, default_cache_dir};
+pub use csupport::{
+    CSupport, INSTALLED_INCLUDE_DIR, INSTALLED_LIB_DIR, PLUGINS, default_cache_dir,
+};
 pub use error::{BuildError, ElfError};
 pub use hgen::Lang;
 pub use link::{LINKER_SCRIPT, cflags, ldflags};

@@ -57,7 +57,22 @@ pub enum Command {
     Libs,
 }
 
+/// The prefix compel is installed under, when it runs from `<prefix>/bin/compel` and
+/// `make install` put its C support files there; `None` inside the checkout (`target/<profile>`).
+fn installed_prefix() -> Option<(PathBuf, CSupport)> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?;
+    if bin.file_name()? != "bin" {
+        return None;
+    }
+    let prefix = bin.parent()?;
+    CSupport::installed(prefix).map(|s| (prefix.to_path_buf(), s))
+}
+
 fn c_support() -> anyhow::Result<CSupport> {
+    if let Some((_, support)) = installed_prefix() {
+        return Ok(support);
+    }
     let cache = default_cache_dir();
     CSupport::ensure(&Toolchain::from_env(), &Sources::from_workspace(), &cache)
         .with_context(|| format!("building the C plugin archive in {}", cache.display()))
@@ -127,14 +142,23 @@ pub fn run(cmd: Command, static_libs: bool) -> anyhow::Result<ExitCode> {
             println!("{}", files.join(" "));
         }
         Command::Includes => {
-            println!("-I{}", Sources::from_workspace().include_dir().display());
+            let include = match installed_prefix() {
+                Some((_, support)) => support.include,
+                None => Sources::from_workspace().include_dir(),
+            };
+            println!("-I{}", include.display());
         }
         Command::Libs => {
-            let exe = std::env::current_exe().context("locating the compel binary")?;
-            let dir = exe
-                .parent()
-                .map(|d| d.display().to_string())
-                .unwrap_or_default();
+            // Installed: `<prefix>/lib`; in the checkout, next to the binary (target/<profile>).
+            let dir = match installed_prefix() {
+                Some((prefix, _)) => prefix.join("lib").display().to_string(),
+                None => {
+                    let exe = std::env::current_exe().context("locating the compel binary")?;
+                    exe.parent()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default()
+                }
+            };
             println!("{}", libs_line(&dir, static_libs));
         }
     }

@@ -3,7 +3,7 @@
 //! does not pull in clap, anyhow, tracing-subscriber and the builder for its users.
 #![forbid(unsafe_code)]
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod build;
 mod syscall;
@@ -32,6 +32,63 @@ enum Command {
     Syscall(syscall::Args),
     #[command(flatten)]
     Build(build::Command),
+    /// Print this program's man page (roff) or bash completion, generated from this parser.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generate,
+    },
+}
+
+/// What `compel generate` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Generate {
+    /// compel(1) in roff.
+    Man,
+    /// A bash completion script.
+    Bash,
+}
+
+/// compel(1), from the parser above.
+fn page() -> clidoc::Page {
+    let mut page = clidoc::Page::from_clap(&Cli::command(), "1");
+    page.summary = "parasite code injection into live Linux tasks".to_owned();
+    page.description = vec![
+        "compel runs code inside a live task: it stops the task with ptrace, maps a parasite \
+         blob into it, and talks to the parasite over a socket. The build commands describe and \
+         link parasites (Rust or C) and print the flags a C program needs to use libcompel."
+            .to_owned(),
+        "The global options go before the command.".to_owned(),
+    ];
+    page.sections = vec![
+        (
+            "Files".to_owned(),
+            vec![
+                "Installed, compel prints paths under its prefix (the directory above the one \
+                 holding the binary): PREFIX/lib/compel/libcompel_plugins.a, \
+                 PREFIX/lib/compel/compel.lds, PREFIX/include/compel and PREFIX/lib. Run from a \
+                 build tree, it builds the plugin archive into $COMPEL_CACHE_DIR (else \
+                 $XDG_CACHE_HOME/compel, else ~/.cache/compel)."
+                    .to_owned(),
+            ],
+        ),
+        (
+            "Examples".to_owned(),
+            vec![
+                "  gcc $(compel cflags) -c parasite.c -o parasite.o\n  \
+                 ld $(compel ldflags) parasite.o $(compel plugins) -o parasite.elf\n  \
+                 compel hgen -f parasite.elf -o parasite.h\n  \
+                 gcc $(compel includes) host.c $(compel libs) -o host\n  \
+                 compel syscall -p PID getpid"
+                    .to_owned(),
+            ],
+        ),
+        (
+            "Exit status".to_owned(),
+            vec!["0 on success, 1 on an error (printed on stderr), 2 on a usage error.".to_owned()],
+        ),
+    ];
+    page
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +100,13 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Syscall(args) => syscall::run(args),
         Command::Build(cmd) => build::run(cmd, cli.static_libs),
+        Command::Generate { what } => {
+            match what {
+                Generate::Man => print!("{}", page().roff()),
+                Generate::Bash => print!("{}", page().bash()),
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

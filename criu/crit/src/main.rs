@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use criu_images::json::{self, DecodeOptions, JsonError};
 use criu_images::{ImageError, pagemap::PAGE_SIZE};
 
@@ -89,6 +89,55 @@ enum Cmd {
         #[arg(long)]
         nopl: bool,
     },
+    /// Print this program's man page (roff) or bash completion, generated from this parser.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generate,
+    },
+}
+
+/// What `crit generate` prints.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Generate {
+    /// crit(1) in roff.
+    Man,
+    /// A bash completion script.
+    Bash,
+}
+
+/// crit(1), from the parser above.
+fn page() -> clidoc::Page {
+    let mut page = clidoc::Page::from_clap(&Cli::command(), "1");
+    page.summary = "decode, encode and explore CRIU checkpoint images".to_owned();
+    page.description = vec![
+        "crit turns the binary images criu writes into JSON and back, and explores an image \
+         directory (process tree, files, memory maps, saved pages). Its JSON has the shape of \
+         CRIU's crit, so scripts written for it work."
+            .to_owned(),
+        "For x, the second argument is one of ps, fds, mems, rss.".to_owned(),
+    ];
+    page.sections = vec![
+        (
+            "Examples".to_owned(),
+            vec![
+                "  crit show /tmp/img/core-42.img\n  \
+                 crit decode -i fs-42.img --pretty -o fs.json\n  \
+                 crit encode -i fs.json -o fs-42.img\n  \
+                 crit x /tmp/img ps"
+                    .to_owned(),
+            ],
+        ),
+        (
+            "Exit status".to_owned(),
+            vec![
+                "0 on success; 1 on an error, printed as one line on stderr naming the file \
+                 and the offset at fault; 2 on a usage error."
+                    .to_owned(),
+            ],
+        ),
+    ];
+    page
 }
 
 /// The explorers of `crit x`.
@@ -221,6 +270,14 @@ fn run(cli: Cli) -> Result<()> {
                 Explorer::Rss => x.rss(&mut out)?,
             }
             write_output(None, &out)
+        }
+        Cmd::Generate { what } => {
+            let page = page();
+            let text = match what {
+                Generate::Man => page.roff(),
+                Generate::Bash => page.bash(),
+            };
+            write_output(None, text.as_bytes())
         }
     }
 }

@@ -166,6 +166,33 @@ impl OptionsError {
     }
 }
 
+/// One row of the option table, as the man page and the shell completion see it (they are
+/// generated from the table, so an option added to it appears in both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionSpec {
+    /// The long name, without dashes.
+    pub long: &'static str,
+    /// The short letter.
+    pub short: Option<char>,
+    /// It takes an argument.
+    pub takes_value: bool,
+    /// The argument may be left out (`--opt=value` only).
+    pub optional_value: bool,
+    /// A `--no-NAME` form exists.
+    pub negatable: bool,
+}
+
+/// Every row of the option table, in its order.
+pub fn option_specs() -> impl Iterator<Item = OptionSpec> {
+    table::TABLE.iter().map(|d| OptionSpec {
+        long: d.long,
+        short: d.short,
+        takes_value: d.arg != Arg::No,
+        optional_value: d.arg == Arg::Optional,
+        negatable: d.negatable,
+    })
+}
+
 /// The command word of a criu run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -190,6 +217,19 @@ pub enum Command {
 }
 
 impl Command {
+    /// Every command, in the order criu(8) lists them.
+    pub const ALL: [Command; 9] = [
+        Command::Dump,
+        Command::PreDump,
+        Command::Restore,
+        Command::Check,
+        Command::PageServer,
+        Command::LazyPages,
+        Command::Service,
+        Command::Swrk,
+        Command::CpuInfo,
+    ];
+
     /// Parses a command word as criu(8) spells it.
     pub fn from_word(word: &str) -> Option<Command> {
         Some(match word {

@@ -181,37 +181,3 @@ fn shared_anonymous_pages_beyond_every_mapping_are_refused() {
         "check ok"
     );
 }
-
-/// Item 19 (refused for now, by name, at dump time instead of at restore): a process in a
-/// group whose leader has exited (here a zombie of the tree). The tree runs on.
-#[test]
-fn group_whose_leader_is_a_zombie_is_refused_at_dump() {
-    skip_if_not_root!("group_whose_leader_is_a_zombie_is_refused_at_dump");
-    let _g = test_lock();
-    become_subreaper();
-    let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let v = Spawned::spawn(
-        VICTIM,
-        &[dir.ready.to_str().unwrap(), "pgrp-zombie-leader"],
-        &log,
-        None,
-    );
-    wait_file(&dir.ready, Duration::from_secs(10));
-    let pids: Vec<i32> = std::fs::read_to_string(dir.ready.with_extension("pids"))
-        .unwrap()
-        .split_whitespace()
-        .map(|w| w.parse().unwrap())
-        .collect();
-    // Dropped after the victim: its children come to us (subreaper) and are reaped.
-    let _children: Vec<Spawned> = pids.iter().map(|&p| Spawned::guard(p)).collect();
-    let o = criu_dump(v.pid(), &dir.img, &[]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "the dump succeeded");
-    assert!(err.contains("whose leader is a zombie"), "{err}");
-    assert_eq!(
-        ask_check(v.pid(), &dir.ready.with_extension("2")).trim(),
-        "check ok"
-    );
-    drop(v);
-}

@@ -597,9 +597,9 @@ fn begin_images(dir: &Path) -> Result<(), DumpError> {
     }
 }
 
-/// Refuses a tree with a process in a group whose leader has exited (gone, or a zombie of the
-/// tree): restoring it needs a helper task to lead the group for it, which the restore does
-/// not make yet. The root's own group is exempt (it may be a shell's job).
+/// Refuses a tree with a process in a group whose leader has exited and is gone (a zombie of
+/// the tree leads it again at restore): restoring it needs a helper task to lead the group for
+/// it, which the restore does not make yet. The root's own group is exempt (it may be a shell's job).
 fn refuse_leaderless_groups(
     root: i32,
     alive: impl Iterator<Item = i32>,
@@ -614,12 +614,15 @@ fn refuse_leaderless_groups(
         if p == root || g == p || Some(g) == root_pgid {
             continue;
         }
-        let leader_alive = pgids.iter().any(|&(q, _)| q == g);
-        if !leader_alive {
+        // A zombie of the tree leads its group again: it is restored as a zombie (after
+        // setting up its group), and the group lives on while it is not reaped.
+        let leader_here =
+            pgids.iter().any(|&(q, _)| q == g) || zombies.iter().any(|(z, _)| *z == g);
+        if !leader_here {
             return Err(DumpError::GroupLeaderGone {
                 pid: p,
                 pgid: g,
-                zombie: zombies.iter().any(|(z, _)| *z == g),
+                zombie: false,
             });
         }
     }

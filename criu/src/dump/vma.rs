@@ -149,6 +149,16 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                 e.status = status::REGULAR | status::ANON_SHARED;
                 e.shmid = m.inode;
             }
+            name if name.starts_with("/anon_hugepage") => {
+                // Anonymous MAP_HUGETLB memory: pages of the hugetlb pool, not a file to save.
+                return Err(DumpError::Unsupported {
+                    what: format!(
+                        "anonymous MAP_HUGETLB mapping {:#x}-{:#x} of {pid} (hugetlb memory is \
+                         not dumped yet)",
+                        m.start, m.end
+                    ),
+                });
+            }
             name => {
                 if name.starts_with("/SYSV") || name.starts_with("/memfd:") {
                     return Err(DumpError::SysvShm {

@@ -232,6 +232,11 @@ fn link_tree(plan: &mut TreePlan) -> Result<(), RestoreError> {
         plan.parent[i] = Some(p);
         plan.children[p].push(i);
     }
+    // Group leaders are made before their brothers and sisters, who may join their groups
+    // (a zombie leader comes last in the images, after the live tasks).
+    for kids in &mut plan.children {
+        kids.sort_by_key(|&k| plan.tasks[k].pgid != plan.tasks[k].pid);
+    }
     let mut order = Vec::with_capacity(n);
     let mut stack = vec![0usize];
     while let Some(i) = stack.pop() {

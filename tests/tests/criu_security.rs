@@ -10,6 +10,10 @@
 //!   capability: refused with `EPERM` before anything runs (the pid stays free);
 //! - to restore its own dump whose files image names a path with `..`: refused, nothing runs;
 //! - and, as a control, to restore the untouched dump: done, the counter counts on as nobody.
+//!
+//! From the command line, as root: images asking for root in a world-writable directory are
+//! restored with a warning naming them (none for root's own directory); a file path with `..`
+//! in `files.img` is refused before anything runs.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -19,8 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Exit, Spawned, UNPRIVILEGED_ID, become_subreaper, criu_bin, open_dir, run_as_user,
-    status_field, test_lock, wait_exit_timeout, wait_file,
+    Exit, Spawned, UNPRIVILEGED_ID, become_subreaper, criu, criu_bin, dump_and_reap, open_dir,
+    restore_detached, run_as_user, status_field, test_lock, wait_exit_timeout, wait_file,
 };
 use criu_images::ImageDir;
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
@@ -326,6 +330,78 @@ fn a_restore_whose_files_climb_with_dot_dot_is_refused() {
     );
     assert_refused(&r, libc::EPERM, "'..'");
     assert!(r.cr_errmsg.unwrap().contains(&climbing));
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "a task {pid} runs"
+    );
+}
+
+#[test]
+fn root_restoring_root_images_from_a_world_writable_dir_is_warned() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let img = d.path().join("img");
+    std::fs::create_dir(&img).unwrap();
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut v = spawn_counter(d.path(), None);
+    let pid = v.pid();
+    dump_and_reap(&mut v, &img, &[]);
+    let warning = "ask for root";
+    // Root's own directory: no warning.
+    let restored = Spawned::guard(restore_detached(&img, &[]));
+    assert!(counting_on(d.path()));
+    let log = std::fs::read_to_string(img.join("restore.log")).unwrap();
+    assert!(
+        !log.contains(warning),
+        "warned for root's own directory:\n{log}"
+    );
+    drop(restored);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    // The same images in a directory everyone may write: warned, naming the image.
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::remove_file(img.join("restored.pid")).unwrap();
+    let restored = Spawned::guard(restore_detached(&img, &[]));
+    let log = std::fs::read_to_string(img.join("restore.log")).unwrap();
+    assert!(
+        log.contains(warning) && log.contains(&format!("core-{pid}.img")),
+        "no warning for root images in a world-writable directory:\n{log}"
+    );
+    drop(restored);
+}
+
+#[test]
+fn a_command_line_restore_of_a_file_path_with_dot_dot_is_refused() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let img = d.path().join("img");
+    let mut v = spawn_counter(d.path(), None);
+    let pid = v.pid();
+    dump_and_reap(&mut v, &img, &[]);
+    let dir = ImageDir::new(&img);
+    let mut files = dir.read_files().unwrap();
+    let reg = files
+        .iter_mut()
+        .filter_map(|f| f.reg.as_mut())
+        .find(|r| r.name.ends_with("/count"))
+        .expect("the counter's file in files.img");
+    reg.name = reg.name.replace("/count", "/../../etc/count");
+    dir.write_files(&files).unwrap();
+    let o = criu(&[
+        "restore",
+        "-D",
+        img.to_str().unwrap(),
+        "-o",
+        "restore.log",
+        "-d",
+    ]);
+    let log = std::fs::read_to_string(img.join("restore.log")).unwrap_or_default();
+    assert!(!o.status.success(), "the restore went through:\n{log}");
+    assert!(
+        log.contains("'..' component"),
+        "the refusal does not say why:\n{log}"
+    );
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "a task {pid} runs"

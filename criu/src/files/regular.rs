@@ -297,6 +297,8 @@ impl FileKind for Regular {
     ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
         let r = kind_entry(&e.reg, fd, "regular file")?;
         let flags = r.flags as i32;
+        // A name with '..' or a NUL is refused before anything is looked up or made.
+        let path = cpath(&r.name)?;
         if let Some(rm) = img.remaps.get(&r.id) {
             return Ok(Arc::new(RegularFile::Deleted {
                 ghost: ghost_file(img.dir, rm.remap_id, &r.name)?,
@@ -313,7 +315,7 @@ impl FileKind for Regular {
             });
         }
         Ok(Arc::new(RegularFile::Path {
-            path: cpath(&r.name)?,
+            path,
             flags,
             pos: r.pos,
         }))

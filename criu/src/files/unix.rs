@@ -1078,3 +1078,35 @@ pub fn create_all(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(name: &[u8], dir: Option<&str>) -> UnixSkEntry {
+        UnixSkEntry {
+            id: 1,
+            ino: 7,
+            r#type: libc::SOCK_STREAM as u32,
+            state: ST_LISTEN,
+            name: name.to_vec(),
+            name_dir: dir.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn socket_names_that_climb_or_hide_a_nul_are_refused() {
+        let ok = |e: UnixSkEntry| check(&[e], &HashMap::new()).is_ok();
+        assert!(ok(bound(b"/tmp/a.sock", None)));
+        assert!(
+            ok(bound(b"\0abstract/../x", None)),
+            "abstract names are no paths"
+        );
+        assert!(ok(bound(b"a.sock\0", Some("/tmp/d"))));
+        assert!(!ok(bound(b"/tmp/../etc/a.sock", None)));
+        assert!(!ok(bound(b"../a.sock", Some("/tmp/d"))));
+        assert!(!ok(bound(b"/tmp/a\0b", None)));
+        assert!(!ok(bound(b"a.sock", Some("/tmp/../etc"))));
+    }
+}

@@ -48,6 +48,7 @@ pub mod session;
 pub mod shared;
 pub mod sync;
 pub mod trace;
+pub mod trust;
 
 pub use error::RestoreError;
 
@@ -118,6 +119,7 @@ pub fn restore(
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
+    trust::warn_untrusted(&opts.images_dir);
     let tree = images::load(&opts.images_dir, opts.shell_job)?;
     tracing::info!(
         root = tree.root().pid,

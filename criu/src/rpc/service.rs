@@ -1,6 +1,7 @@
 //! `criu service`: a unix `SOCK_SEQPACKET` socket at `--address` (mode 0600: only the owner
-//! connects; peer credential checks come with issue 23), each connection served by a process
-//! of its own, the socket file removed when the service is told to stop (`SIGTERM`, `SIGINT`).
+//! connects; every request is checked against the client's credentials, see `peer`), each
+//! connection served by a process of its own, the socket file removed when the service is told
+//! to stop (`SIGTERM`, `SIGINT`).
 // Unsafe code: daemonizes (daemon, dup2) and polls the listening socket.
 #![allow(unsafe_code)]
 

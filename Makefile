@@ -126,10 +126,12 @@ uninstall:
 			d=$$(dirname "$$d"); done; \
 	done < $(DESTDIR)$(MANIFEST)
 
-# A Debian package from a DESTDIR install (PREFIX=/usr).
+# A Debian package from a DESTDIR install (PREFIX=/usr); run `make` first, like install.
 DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DEB_ROOT := $(TARGET_DIR)/deb-root
-deb: all
+# e.g. DEB_FLAGS=-Zgzip for a quicker build
+DEB_FLAGS ?=
+deb:
 	rm -rf $(DEB_ROOT)
 	$(MAKE) install PREFIX=/usr DESTDIR=$(DEB_ROOT) PROFILE=$(PROFILE)
 	rm -f $(DEB_ROOT)/usr/share/compel-criu/install-manifest && rmdir $(DEB_ROOT)/usr/share/compel-criu
@@ -142,7 +144,7 @@ deb: all
 		' criu (checkpoint/restore in user space), crit (image tool) and compel' \
 		' (parasite injection), with libcriu, libcompel and their headers.' \
 		> $(DEB_ROOT)/DEBIAN/control
-	dpkg-deb --root-owner-group --build $(DEB_ROOT) $(TARGET_DIR)/compel-criu_$(VERSION)_$(DEB_ARCH).deb
+	dpkg-deb $(DEB_FLAGS) --root-owner-group --build $(DEB_ROOT) $(TARGET_DIR)/compel-criu_$(VERSION)_$(DEB_ARCH).deb
 	rm -rf $(DEB_ROOT)
 
 clean-dist:

@@ -540,3 +540,48 @@ fn bash_completions_load_and_complete_options_and_commands() {
     assert_eq!(complete("crit", &["crit", "show", "--no"]), "--nopl");
     inst.uninstall();
 }
+
+#[test]
+fn deb_installs_into_a_dpkg_root_runs_and_removes_cleanly() {
+    built();
+    let deb = bin_dir().parent().unwrap().join(format!(
+        "compel-criu_{}_amd64.deb",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let _ = std::fs::remove_file(&deb);
+    make(&["deb", "DEB_FLAGS=-Zgzip -z1"]);
+    let info = run(Command::new("dpkg-deb").arg("-I").arg(&deb));
+    assert!(info.contains("Package: compel-criu"), "{info}");
+    assert!(info.contains(&format!("Version: {}", env!("CARGO_PKG_VERSION"))));
+
+    // A dpkg database of our own, so the machine's packages are not touched.
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("var/lib/dpkg/updates")).unwrap();
+    std::fs::create_dir_all(r.join("var/lib/dpkg/info")).unwrap();
+    std::fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
+    let dpkg = |args: &[&str]| {
+        run(Command::new("dpkg")
+            .arg(format!("--root={}", r.display()))
+            .args([
+                "--force-depends",
+                "--force-script-chrootless",
+                "--force-not-root",
+            ])
+            .args(args))
+    };
+    dpkg(&["-i", deb.to_str().unwrap()]);
+    let v = run(Command::new(r.join("usr/sbin/criu")).arg("--version"));
+    assert!(v.contains(env!("CARGO_PKG_VERSION")), "{v}");
+    assert_eq!(
+        run(Command::new(r.join("usr/bin/compel")).arg("plugins")).trim(),
+        r.join("usr/lib/compel/libcompel_plugins.a")
+            .display()
+            .to_string()
+    );
+    man_renders(&r.join("usr/share/man/man8/criu.8.gz"));
+    dpkg(&["-r", "compel-criu"]);
+    let left: Vec<String> = files_under(&r.join("usr")).into_iter().collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_file(&deb).unwrap();
+}

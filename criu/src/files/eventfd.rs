@@ -28,11 +28,7 @@ impl FileKind for EventFd {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
-        let text = fd.fdinfo_text()?;
-        let counter = text
-            .field("eventfd-count")
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .ok_or_else(|| text.bad("[eventfd]", "eventfd-count"))?;
+        let counter = fd.fdinfo_hex("[eventfd]", "eventfd-count")?;
         Ok(FileEntry {
             id,
             r#type: FdTypes::Eventfd as i32,

@@ -260,11 +260,7 @@ impl RestoreFile for InotifyFile {
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        // The engine makes every inotify instance (made_by_engine).
-        Err(TaskError {
-            errno: libc::ENOTSUP,
-            detail: fd as u64,
-        })
+        super::engine_makes_it(fd)
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {

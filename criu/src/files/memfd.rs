@@ -433,17 +433,12 @@ impl RestoreFile for MemfdFile {
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        // The engine makes every memfd (made_by_engine).
-        Err(TaskError {
-            errno: libc::ENOTSUP,
-            detail: fd as u64,
-        })
+        super::engine_makes_it(fd)
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
         let m = self.inode.get()?;
-        let path = crate::restore::images::cpath(&format!("/proc/self/fd/{m}"))?;
-        super::regular::open_in_engine(&path, self.flags, self.pos).map(|f| vec![f])
+        super::regular::reopen_in_engine(m, self.flags, self.pos).map(|f| vec![f])
     }
 }
 

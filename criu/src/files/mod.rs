@@ -126,6 +126,17 @@ impl DumpFd<'_> {
         self.info.flags & !(libc::O_CLOEXEC as u32)
     }
 
+    /// The hexadecimal value of fdinfo line `field` of a `kind` descriptor (`[eventfd]`, ...).
+    ///
+    /// # Errors
+    /// [`DumpError::Proc`], and [`DumpError::Fdinfo`] when the line is missing or not hex.
+    pub fn fdinfo_hex(&self, kind: &str, field: &str) -> Result<u64, DumpError> {
+        let text = self.fdinfo_text()?;
+        text.field(field)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .ok_or_else(|| text.bad(kind, field))
+    }
+
     /// The text of `/proc/PID/fdinfo/FD`, for kinds that read more than [`FdInfo`] holds.
     ///
     /// # Errors
@@ -265,6 +276,26 @@ impl Ends {
             n: 1,
         }
     }
+
+    /// The one descriptor a call returned (`ret`), or its errno about target descriptor `fd`.
+    ///
+    /// # Errors
+    /// The call's errno when `ret` is negative.
+    pub fn made(ret: libc::c_long, fd: i32) -> Result<Ends, TaskError> {
+        Ok(Ends::one(check(ret, fd as u64)? as i32))
+    }
+}
+
+/// [`RestoreFile::make_in_task`] of a file the engine always makes
+/// ([`RestoreFile::made_by_engine`]): never called, `ENOTSUP` about target descriptor `fd`.
+///
+/// # Errors
+/// Always.
+pub fn engine_makes_it(fd: i32) -> Result<Ends, TaskError> {
+    Err(TaskError {
+        errno: libc::ENOTSUP,
+        detail: fd as u64,
+    })
 }
 
 /// A failed call while a task makes a file: the errno and a detail for the report (the target

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use criu_images::pb::{FdTypes, FileEntry, NsFileEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check};
+use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, cpath, kind_entry};
@@ -133,7 +133,7 @@ impl RestoreFile for NsFileOpen {
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
         // SAFETY: open with a NUL-terminated path made before the fork.
         let r = unsafe { libc::open(self.path.as_ptr(), self.flags | libc::O_CLOEXEC) };
-        Ok(Ends::one(check(r as _, fd as u64)? as i32))
+        Ends::made(r as _, fd)
     }
 }
 

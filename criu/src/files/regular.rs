@@ -425,6 +425,16 @@ pub fn open_in_engine(path: &CStr, flags: i32, pos: u64) -> Result<OwnedFd, Rest
     Ok(fd)
 }
 
+/// Opens the file behind descriptor `held` of the engine again, through `/proc/self/fd` (a new
+/// open file description, as [`open_in_engine`] with `flags` and `pos`).
+///
+/// # Errors
+/// As [`open_in_engine`].
+pub fn reopen_in_engine(held: i32, flags: i32, pos: u64) -> Result<OwnedFd, RestoreError> {
+    let path = crate::restore::images::cpath(&format!("/proc/self/fd/{held}"))?;
+    open_in_engine(&path, flags, pos)
+}
+
 /// A file deleted while open, made again by the engine once for the whole restore (every open
 /// file of it, in every task, opens this one), beside its old path; removed again when the
 /// last plan using it is dropped, after the tasks opened it.

@@ -60,6 +60,7 @@ use crate::dump::DumpError;
 use crate::dump::proc::FdInfo;
 use crate::restore::RestoreError;
 
+pub(crate) mod common;
 pub mod epoll;
 pub mod eventfd;
 pub mod fifo;

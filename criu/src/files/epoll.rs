@@ -12,7 +12,7 @@ use std::sync::Arc;
 use criu_images::names;
 use criu_images::pb::{EventpollFileEntry, EventpollTfdEntry, FdTypes, FileEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, kind_entry};
@@ -107,12 +107,7 @@ impl FileKind for Epoll {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let e = kind_entry(&e.epfd, fd, "epoll")?;
         let mut targets = Vec::with_capacity(e.tfd.len());
         for t in &e.tfd {

@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use criu_images::pb::{EventfdFileEntry, FdTypes, FileEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
 use crate::dump::DumpError;
-use crate::restore::RestoreError;
 use crate::restore::images::kind_entry;
 
 /// The eventfd kind.
@@ -42,12 +41,7 @@ impl FileKind for EventFd {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let e = kind_entry(&e.efd, fd, "eventfd")?;
         Ok(Arc::new(EventFdFile {
             counter: e.counter,

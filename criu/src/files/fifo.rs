@@ -22,7 +22,7 @@ use criu_images::pb::{FdTypes, FifoEntry, FileEntry, RegFileEntry};
 use criu_images::{ImageDir, magic, names};
 
 use super::pipe::PipeData;
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, cpath, img, kind_entry};
@@ -127,12 +127,7 @@ impl FileKind for Fifo {
         super::pipe::write_data(dir, names::FIFO_DATA, magic::FIFO_DATA, &self.data)
     }
 
-    fn parse(
-        &mut self,
-        ctx: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, ctx: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let f = kind_entry(&e.fifo, fd, "fifo")?;
         if self.images.is_none() {
             let regs = ctx

@@ -25,7 +25,7 @@ use criu_images::pagemap::{PAGE_SIZE, PE_PARENT, PE_PRESENT};
 use criu_images::pb::{FdTypes, FileEntry, MemfdFileEntry, MemfdInodeEntry};
 use criu_images::{Pagemap, names};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, img, kind_entry};
@@ -122,12 +122,7 @@ impl FileKind for Memfd {
         Ok(())
     }
 
-    fn parse(
-        &mut self,
-        img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let m = kind_entry(&e.memfd, fd, "memfd")?;
         if self.inodes.is_none() {
             self.inodes = Some(read_inodes(img.dir)?);

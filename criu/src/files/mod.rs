@@ -204,6 +204,9 @@ pub struct ImageCtx<'a> {
     pub shell_job: bool,
 }
 
+/// What [`FileKind::parse`] gives: the file to bring back, or why it cannot be.
+pub type Parsed = Result<Arc<dyn RestoreFile>, RestoreError>;
+
 /// One kind of open file: its dump side and how its image entries are read back.
 pub trait FileKind {
     /// The `files.img` (and `fdinfo`) type of its entries.
@@ -249,12 +252,7 @@ pub trait FileKind {
     /// [`RestoreError::BadImage`] for an entry that contradicts itself,
     /// [`RestoreError::Unsupported`] (or a typed refusal such as [`RestoreError::Socket`]) for
     /// one this restore cannot bring back.
-    fn parse(
-        &mut self,
-        img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError>;
+    fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed;
 }
 
 /// The most descriptors one object is made with (a pipe's two ends).

@@ -14,9 +14,8 @@ use std::sync::Arc;
 
 use criu_images::pb::{FdTypes, FileEntry, NsFileEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError};
 use crate::dump::DumpError;
-use crate::restore::RestoreError;
 use crate::restore::images::{bad, cpath, kind_entry};
 
 /// The namespace kinds: link prefix, `/proc/self/ns` name, `CLONE_NEW*` flag.
@@ -93,12 +92,7 @@ impl FileKind for NsFile {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let n = kind_entry(&e.nsf, fd, "namespace")?;
         let (_, file, _) = KINDS
             .iter()

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use criu_images::pb::{FdTypes, FileEntry, PidfdEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, kind_entry};
@@ -71,12 +71,7 @@ impl FileKind for Pidfd {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let p = kind_entry(&e.pidfd, fd, "pidfd")?;
         if p.nspid <= 0 {
             return Err(bad(

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use criu_images::pb::{self, FdTypes, FileEntry, PipeDataEntry, PipeEntry};
 use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, img, kind_entry};
@@ -75,12 +75,7 @@ impl FileKind for Pipe {
         write_data(dir, names::PIPES_DATA, magic::PIPES_DATA, &self.data)
     }
 
-    fn parse(
-        &mut self,
-        img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let p = kind_entry(&e.pipe, fd, "pipe")?;
         let acc = p.flags as i32 & libc::O_ACCMODE;
         if self.saved.is_none() {

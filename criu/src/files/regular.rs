@@ -26,7 +26,7 @@ use criu_images::pb::{
 };
 use criu_images::{ImageReader, ImageWriter, magic, names};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, cpath, img, kind_entry};
@@ -279,12 +279,7 @@ impl FileKind for Regular {
         Ok(())
     }
 
-    fn parse(
-        &mut self,
-        img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let r = kind_entry(&e.reg, fd, "regular file")?;
         let flags = r.flags as i32;
         if let Some(rm) = img.remaps.get(&r.id) {

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use criu_images::pb::{FdTypes, FileEntry, SignalfdEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
-use crate::restore::RestoreError;
 use crate::restore::images::kind_entry;
 
 /// The signalfd kind.
@@ -41,12 +40,7 @@ impl FileKind for SignalFd {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let e = kind_entry(&e.sgfd, fd, "signalfd")?;
         Ok(Arc::new(SignalFdFile {
             mask: e.sigmask,

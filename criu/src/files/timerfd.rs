@@ -12,9 +12,8 @@ use std::sync::Arc;
 use criu_images::names;
 use criu_images::pb::{FdTypes, FileEntry, TimerfdEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
 use crate::dump::DumpError;
-use crate::restore::RestoreError;
 use crate::restore::images::{bad, kind_entry};
 
 /// The timerfd kind.
@@ -63,12 +62,7 @@ impl FileKind for TimerFd {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let e = kind_entry(&e.tfd, fd, "timerfd")?;
         if e.vnsec >= 1_000_000_000 || e.insec >= 1_000_000_000 {
             return Err(bad(names::FILES, format!("fd {fd}: timerfd nanoseconds")));

@@ -285,6 +285,26 @@ impl Ends {
     }
 }
 
+/// The one descriptor a call returned (`ret`), set up by `setup` (its status, its content);
+/// closed again when setting it up fails. `fd` is the target descriptor, for reports. Runs in
+/// a freshly forked task: no allocation.
+///
+/// # Errors
+/// The errno of the call or of `setup`.
+pub fn made_with(
+    ret: libc::c_long,
+    fd: i32,
+    setup: impl FnOnce(i32) -> Result<(), TaskError>,
+) -> Result<Ends, TaskError> {
+    let t = check(ret, fd as u64)? as i32;
+    if let Err(e) = setup(t) {
+        // SAFETY: closing the descriptor just made, which nothing else holds.
+        unsafe { libc::close(t) };
+        return Err(e);
+    }
+    Ok(Ends::one(t))
+}
+
 /// [`RestoreFile::make_in_task`] of a file the engine always makes
 /// ([`RestoreFile::made_by_engine`]): never called, `ENOTSUP` about target descriptor `fd`.
 ///

@@ -324,28 +324,55 @@ struct PageRegion {
 }
 
 fn scan_pages(pagemap: &File, v: &Vma) -> std::io::Result<Vec<(u64, u64)>> {
-    use std::os::fd::AsRawFd;
     // Wanted: present or swapped; and none of: the zero page, a guard page, and (private file
     // mappings) a page that is still the file's.
     let mut unwanted = PAGE_IS_PFNZERO | PAGE_IS_GUARD;
     if v.is(status::FILE_PRIVATE) {
         unwanted |= PAGE_IS_FILE;
     }
-    let mut regions = vec![PageRegion::default(); 512];
+    let want = PmScanArg {
+        category_inverted: unwanted,
+        category_mask: unwanted,
+        category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        ..PmScanArg::default()
+    };
     let mut runs: Vec<(u64, u64)> = Vec::new();
-    let mut at = v.entry.start;
-    while at < v.entry.end {
+    pm_scan(pagemap, v.entry.start, v.entry.end, want, |r| {
+        let pages = (r.end - r.start) / PAGE_SIZE;
+        match runs.last_mut() {
+            Some((s, k)) if *s + *k * PAGE_SIZE == r.start => *k += pages,
+            _ => runs.push((r.start, pages)),
+        }
+    })
+    .map_err(|(_, e)| e)?;
+    Ok(runs)
+}
+
+/// Walks `[start, end)` of `pagemap` with `PAGEMAP_SCAN`, asking for the categories of `want`
+/// (its range and buffer are filled in here), and calls `each` on every page region found,
+/// in address order.
+///
+/// # Errors
+/// The address the failing scan started at, and the ioctl's error.
+fn pm_scan(
+    pagemap: &File,
+    start: u64,
+    end: u64,
+    want: PmScanArg,
+    mut each: impl FnMut(&PageRegion),
+) -> Result<(), (u64, std::io::Error)> {
+    use std::os::fd::AsRawFd;
+    let mut regions = vec![PageRegion::default(); 512];
+    let mut at = start;
+    while at < end {
         let mut arg = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
             start: at,
-            end: v.entry.end,
+            end,
             vec: regions.as_mut_ptr() as u64,
             vec_len: regions.len() as u64,
-            category_inverted: unwanted,
-            category_mask: unwanted,
-            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            ..PmScanArg::default()
+            ..want
         };
         // SAFETY: the kernel reads `arg` and writes at most `vec_len` page regions into
         // `regions` (its length), both alive for the call.
@@ -357,21 +384,17 @@ fn scan_pages(pagemap: &File, v: &Vma) -> std::io::Result<Vec<(u64, u64)>> {
             )
         };
         if n < 0 {
-            return Err(std::io::Error::last_os_error());
+            return Err((at, std::io::Error::last_os_error()));
         }
-        for r in &regions[..(n as usize).min(regions.len())] {
-            let pages = (r.end - r.start) / PAGE_SIZE;
-            match runs.last_mut() {
-                Some((s, k)) if *s + *k * PAGE_SIZE == r.start => *k += pages,
-                _ => runs.push((r.start, pages)),
-            }
-        }
+        regions[..(n as usize).min(regions.len())]
+            .iter()
+            .for_each(&mut each);
         if arg.walk_end <= at {
             break;
         }
         at = arg.walk_end;
     }
-    Ok(runs)
+    Ok(())
 }
 
 /// The ranges `(start, end)` of `MADV_GUARD_INSTALL` guard pages in `pid`'s address space,
@@ -380,55 +403,29 @@ fn scan_pages(pagemap: &File, v: &Vma) -> std::io::Result<Vec<(u64, u64)>> {
 /// # Errors
 /// [`DumpError::Memory`] if the pagemap cannot be scanned.
 pub fn guard_regions(pid: i32) -> Result<Vec<(u64, u64)>, DumpError> {
-    use std::os::fd::AsRawFd;
     let pagemap = open_pagemap(pid)?;
-    let mut regions = vec![PageRegion::default(); 512];
+    let want = PmScanArg {
+        category_mask: PAGE_IS_GUARD,
+        return_mask: PAGE_IS_GUARD,
+        ..PmScanArg::default()
+    };
     let mut out: Vec<(u64, u64)> = Vec::new();
-    let mut at = 0u64;
-    while at < TASK_SIZE {
-        let mut arg = PmScanArg {
-            size: std::mem::size_of::<PmScanArg>() as u64,
-            start: at,
-            end: TASK_SIZE,
-            vec: regions.as_mut_ptr() as u64,
-            vec_len: regions.len() as u64,
-            category_mask: PAGE_IS_GUARD,
-            return_mask: PAGE_IS_GUARD,
-            ..PmScanArg::default()
-        };
-        // SAFETY: the kernel reads `arg` and writes at most `vec_len` page regions into
-        // `regions` (its length), both alive for the call.
-        let n = unsafe {
-            libc::ioctl(
-                pagemap.as_raw_fd(),
-                PAGEMAP_SCAN,
-                &mut arg as *mut PmScanArg,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
-            ) {
-                return Ok(Vec::new());
-            }
-            return Err(DumpError::Memory {
-                pid,
-                addr: at,
-                source: e,
-            });
+    let scanned = pm_scan(&pagemap, 0, TASK_SIZE, want, |r| match out.last_mut() {
+        Some((_, end)) if *end == r.start => *end = r.end,
+        _ => out.push((r.start, r.end)),
+    });
+    if let Err((at, e)) = scanned {
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
+        ) {
+            return Ok(Vec::new());
         }
-        for r in &regions[..(n as usize).min(regions.len())] {
-            match out.last_mut() {
-                Some((_, end)) if *end == r.start => *end = r.end,
-                _ => out.push((r.start, r.end)),
-            }
-        }
-        if arg.walk_end <= at {
-            break;
-        }
-        at = arg.walk_end;
+        return Err(DumpError::Memory {
+            pid,
+            addr: at,
+            source: e,
+        });
     }
     Ok(out)
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use criu_images::names;
 use criu_images::pb::{EventpollFileEntry, EventpollTfdEntry, FdTypes, FileEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{
+    DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero, made_with,
+};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, kind_entry};
@@ -107,12 +109,7 @@ impl FileKind for Epoll {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let e = kind_entry(&e.epfd, fd, "epoll")?;
         let mut targets = Vec::with_capacity(e.tfd.len());
         for t in &e.tfd {
@@ -219,11 +216,11 @@ impl RestoreFile for EpollFile {
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
         let d = fd as u64;
-        // SAFETY: epoll_create1/fcntl/epoll_ctl on the instance made here, with live locals.
-        unsafe {
-            let t = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-            let t = check(t as _, d)? as i32;
-            let done = (|| {
+        // SAFETY: epoll_create1 takes flags only.
+        let t = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        made_with(t as _, fd, |t| {
+            // SAFETY: fcntl/epoll_ctl on the instance made here, with live locals.
+            unsafe {
                 if self.flags != 0 {
                     check(libc::fcntl(t, libc::F_SETFL, self.flags) as _, d)?;
                 }
@@ -235,13 +232,8 @@ impl RestoreFile for EpollFile {
                     let r = libc::epoll_ctl(t, libc::EPOLL_CTL_ADD, tg.fd, &mut ev);
                     check(r as _, tg.fd as u64)?;
                 }
-                Ok(())
-            })();
-            if let Err(e) = done {
-                libc::close(t);
-                return Err(e);
             }
-            Ok(Ends::one(t))
-        }
+            Ok(())
+        })
     }
 }

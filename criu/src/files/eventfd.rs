@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use criu_images::pb::{EventfdFileEntry, FdTypes, FileEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{
+    DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero, made_with,
+};
 use crate::dump::DumpError;
-use crate::restore::RestoreError;
 use crate::restore::images::kind_entry;
 
 /// The eventfd kind.
@@ -28,11 +29,7 @@ impl FileKind for EventFd {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
-        let text = fd.fdinfo_text()?;
-        let counter = text
-            .field("eventfd-count")
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .ok_or_else(|| text.bad("[eventfd]", "eventfd-count"))?;
+        let counter = fd.fdinfo_hex("[eventfd]", "eventfd-count")?;
         Ok(FileEntry {
             id,
             r#type: FdTypes::Eventfd as i32,
@@ -46,12 +43,7 @@ impl FileKind for EventFd {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let e = kind_entry(&e.efd, fd, "eventfd")?;
         Ok(Arc::new(EventFdFile {
             counter: e.counter,
@@ -76,22 +68,18 @@ impl RestoreFile for EventFdFile {
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
         let d = fd as u64;
-        // SAFETY: eventfd/write/fcntl on a descriptor made here, from a live local counter.
-        unsafe {
-            let t = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
-            let t = check(t as _, d)? as i32;
-            let done = (|| {
+        // SAFETY: eventfd takes integers only.
+        let t = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        made_with(t as _, fd, |t| {
+            // SAFETY: write/fcntl on the eventfd made here, from a live local counter.
+            unsafe {
                 if self.counter != 0 {
                     let n = libc::write(t, (&self.counter as *const u64).cast(), 8);
                     check(n as _, d)?;
                 }
-                check(libc::fcntl(t, libc::F_SETFL, self.flags) as _, d)
-            })();
-            if let Err(e) = done {
-                libc::close(t);
-                return Err(e);
+                check(libc::fcntl(t, libc::F_SETFL, self.flags) as _, d)?;
             }
-            Ok(Ends::one(t))
-        }
+            Ok(())
+        })
     }
 }

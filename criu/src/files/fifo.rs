@@ -18,11 +18,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use criu_images::pb::{self, FdTypes, FifoEntry, FileEntry, PipeDataEntry, RegFileEntry};
-use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
+use criu_images::pb::{FdTypes, FifoEntry, FileEntry, RegFileEntry};
+use criu_images::{ImageDir, magic, names};
 
 use super::pipe::PipeData;
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, cpath, img, kind_entry};
@@ -124,27 +124,10 @@ impl FileKind for Fifo {
     }
 
     fn write(&self, dir: &Path) -> Result<(), DumpError> {
-        if !self.data.is_empty() {
-            let mut w = ImageWriter::create_in(dir, names::FIFO_DATA, magic::FIFO_DATA)?;
-            for (pipe_id, d) in &self.data {
-                w.write_entry(&PipeDataEntry {
-                    pipe_id: *pipe_id,
-                    bytes: d.bytes.len() as u32,
-                    size: Some(d.size),
-                })?;
-                w.write_extra(&d.bytes)?;
-            }
-            w.finish()?;
-        }
-        Ok(())
+        super::pipe::write_data(dir, names::FIFO_DATA, magic::FIFO_DATA, &self.data)
     }
 
-    fn parse(
-        &mut self,
-        ctx: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, ctx: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let f = kind_entry(&e.fifo, fd, "fifo")?;
         if self.images.is_none() {
             let regs = ctx
@@ -196,36 +179,7 @@ impl FileKind for Fifo {
 
 /// Reads `fifo-data.img` (absent: no FIFO had data), by pipe id.
 fn fifo_data(d: &ImageDir) -> Result<HashMap<u32, PipeData>, RestoreError> {
-    let name = names::FIFO_DATA;
-    let mut out = HashMap::new();
-    let path = d.file(name);
-    if !path.exists() {
-        return Ok(out);
-    }
-    let mut r = ImageReader::open_expect(path, magic::FIFO_DATA).map_err(|e| img(name, e))?;
-    while let Some(e) = r
-        .read_entry::<pb::PipeDataEntry>()
-        .map_err(|e| img(name, e))?
-    {
-        if e.bytes > MAX_FIFO_DATA {
-            return Err(bad(
-                name,
-                format!(
-                    "fifo {} holds {} bytes (max {MAX_FIFO_DATA})",
-                    e.pipe_id, e.bytes
-                ),
-            ));
-        }
-        let bytes = r.read_extra(u64::from(e.bytes)).map_err(|x| img(name, x))?;
-        out.insert(
-            e.pipe_id,
-            PipeData {
-                size: e.size.unwrap_or(0),
-                bytes,
-            },
-        );
-    }
-    Ok(out)
+    super::pipe::read_data(d, names::FIFO_DATA, magic::FIFO_DATA, "fifo", MAX_FIFO_DATA)
 }
 
 /// One FIFO as the engine holds it while restoring: opened read-write once, its bytes written.
@@ -295,19 +249,14 @@ impl RestoreFile for FifoFile {
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        // The engine makes every FIFO descriptor (made_by_engine).
-        Err(TaskError {
-            errno: libc::ENOTSUP,
-            detail: fd as u64,
-        })
+        super::engine_makes_it(fd)
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
         let h = self.held.get()?;
         // Opening through the held read-write descriptor: a read-only or write-only open finds
         // the other side present and does not block.
-        let path = cpath(&format!("/proc/self/fd/{h}"))?;
-        super::regular::open_in_engine(&path, self.flags, 0).map(|f| vec![f])
+        super::regular::reopen_in_engine(h, self.flags, 0).map(|f| vec![f])
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use criu_images::pb::{FdTypes, FhEntry, FileEntry, InotifyFileEntry, InotifyWdEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, cpath, kind_entry};
@@ -74,12 +74,7 @@ impl FileKind for Inotify {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let f = kind_entry(&e.ify, fd, "inotify")?;
         let mut watches = Vec::new();
         for w in &f.wd {
@@ -260,11 +255,7 @@ impl RestoreFile for InotifyFile {
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        // The engine makes every inotify instance (made_by_engine).
-        Err(TaskError {
-            errno: libc::ENOTSUP,
-            detail: fd as u64,
-        })
+        super::engine_makes_it(fd)
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {

@@ -25,7 +25,7 @@ use criu_images::pagemap::{PAGE_SIZE, PE_PARENT, PE_PRESENT};
 use criu_images::pb::{FdTypes, FileEntry, MemfdFileEntry, MemfdInodeEntry};
 use criu_images::{Pagemap, names};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, img, kind_entry};
@@ -122,12 +122,7 @@ impl FileKind for Memfd {
         Ok(())
     }
 
-    fn parse(
-        &mut self,
-        img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let m = kind_entry(&e.memfd, fd, "memfd")?;
         if self.inodes.is_none() {
             self.inodes = Some(read_inodes(img.dir)?);
@@ -433,17 +428,12 @@ impl RestoreFile for MemfdFile {
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        // The engine makes every memfd (made_by_engine).
-        Err(TaskError {
-            errno: libc::ENOTSUP,
-            detail: fd as u64,
-        })
+        super::engine_makes_it(fd)
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
         let m = self.inode.get()?;
-        let path = crate::restore::images::cpath(&format!("/proc/self/fd/{m}"))?;
-        super::regular::open_in_engine(&path, self.flags, self.pos).map(|f| vec![f])
+        super::regular::reopen_in_engine(m, self.flags, self.pos).map(|f| vec![f])
     }
 }
 

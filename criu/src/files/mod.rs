@@ -60,6 +60,7 @@ use crate::dump::DumpError;
 use crate::dump::proc::FdInfo;
 use crate::restore::RestoreError;
 
+pub(crate) mod common;
 pub mod epoll;
 pub mod eventfd;
 pub mod fifo;
@@ -124,6 +125,17 @@ impl DumpFd<'_> {
     /// The file status flags the entry records (without the descriptor's `O_CLOEXEC`).
     pub fn flags(&self) -> u32 {
         self.info.flags & !(libc::O_CLOEXEC as u32)
+    }
+
+    /// The hexadecimal value of fdinfo line `field` of a `kind` descriptor (`[eventfd]`, ...).
+    ///
+    /// # Errors
+    /// [`DumpError::Proc`], and [`DumpError::Fdinfo`] when the line is missing or not hex.
+    pub fn fdinfo_hex(&self, kind: &str, field: &str) -> Result<u64, DumpError> {
+        let text = self.fdinfo_text()?;
+        text.field(field)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .ok_or_else(|| text.bad(kind, field))
     }
 
     /// The text of `/proc/PID/fdinfo/FD`, for kinds that read more than [`FdInfo`] holds.
@@ -192,6 +204,9 @@ pub struct ImageCtx<'a> {
     pub shell_job: bool,
 }
 
+/// What [`FileKind::parse`] gives: the file to bring back, or why it cannot be.
+pub type Parsed = Result<Arc<dyn RestoreFile>, RestoreError>;
+
 /// One kind of open file: its dump side and how its image entries are read back.
 pub trait FileKind {
     /// The `files.img` (and `fdinfo`) type of its entries.
@@ -237,12 +252,7 @@ pub trait FileKind {
     /// [`RestoreError::BadImage`] for an entry that contradicts itself,
     /// [`RestoreError::Unsupported`] (or a typed refusal such as [`RestoreError::Socket`]) for
     /// one this restore cannot bring back.
-    fn parse(
-        &mut self,
-        img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError>;
+    fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed;
 }
 
 /// The most descriptors one object is made with (a pipe's two ends).
@@ -265,6 +275,46 @@ impl Ends {
             n: 1,
         }
     }
+
+    /// The one descriptor a call returned (`ret`), or its errno about target descriptor `fd`.
+    ///
+    /// # Errors
+    /// The call's errno when `ret` is negative.
+    pub fn made(ret: libc::c_long, fd: i32) -> Result<Ends, TaskError> {
+        Ok(Ends::one(check(ret, fd as u64)? as i32))
+    }
+}
+
+/// The one descriptor a call returned (`ret`), set up by `setup` (its status, its content);
+/// closed again when setting it up fails. `fd` is the target descriptor, for reports. Runs in
+/// a freshly forked task: no allocation.
+///
+/// # Errors
+/// The errno of the call or of `setup`.
+pub fn made_with(
+    ret: libc::c_long,
+    fd: i32,
+    setup: impl FnOnce(i32) -> Result<(), TaskError>,
+) -> Result<Ends, TaskError> {
+    let t = check(ret, fd as u64)? as i32;
+    if let Err(e) = setup(t) {
+        // SAFETY: closing the descriptor just made, which nothing else holds.
+        unsafe { libc::close(t) };
+        return Err(e);
+    }
+    Ok(Ends::one(t))
+}
+
+/// [`RestoreFile::make_in_task`] of a file the engine always makes
+/// ([`RestoreFile::made_by_engine`]): never called, `ENOTSUP` about target descriptor `fd`.
+///
+/// # Errors
+/// Always.
+pub fn engine_makes_it(fd: i32) -> Result<Ends, TaskError> {
+    Err(TaskError {
+        errno: libc::ENOTSUP,
+        detail: fd as u64,
+    })
 }
 
 /// A failed call while a task makes a file: the errno and a detail for the report (the target

@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use criu_images::names;
 use criu_images::pb::NetlinkSkEntry;
 
+use super::common::diag_of;
 use super::sockdiag::{self, NetlinkDiag};
 use super::socket::{self, SockAt, SocketError, sys};
 
@@ -54,16 +55,9 @@ impl NetlinkDump {
         flags: u32,
         id: u32,
     ) -> Result<NetlinkSkEntry, SocketError> {
-        if self.diag.is_none() {
-            self.diag = Some(sockdiag::netlink_sockets()?);
-        }
-        let w = format!("fd {fd} of {pid} (socket:[{ino}])");
-        let Some(d) = self.diag.as_ref().and_then(|m| m.get(&ino)).cloned() else {
-            return Err(SocketError::NotInDiag {
-                at: SockAt { pid, fd, ino },
-                family: "netlink",
-            });
-        };
+        let at = SockAt { pid, fd, ino };
+        let d = diag_of(&mut self.diag, sockdiag::netlink_sockets, at, "netlink")?;
+        let w = at.to_string();
         if has_data(sk.as_raw_fd()) {
             tracing::info!(
                 pid,

@@ -14,9 +14,8 @@ use std::sync::Arc;
 
 use criu_images::pb::{FdTypes, FileEntry, NsFileEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError};
 use crate::dump::DumpError;
-use crate::restore::RestoreError;
 use crate::restore::images::{bad, cpath, kind_entry};
 
 /// The namespace kinds: link prefix, `/proc/self/ns` name, `CLONE_NEW*` flag.
@@ -93,12 +92,7 @@ impl FileKind for NsFile {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let n = kind_entry(&e.nsf, fd, "namespace")?;
         let (_, file, _) = KINDS
             .iter()
@@ -133,7 +127,7 @@ impl RestoreFile for NsFileOpen {
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
         // SAFETY: open with a NUL-terminated path made before the fork.
         let r = unsafe { libc::open(self.path.as_ptr(), self.flags | libc::O_CLOEXEC) };
-        Ok(Ends::one(check(r as _, fd as u64)? as i32))
+        Ends::made(r as _, fd)
     }
 }
 

@@ -18,6 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use criu_images::names;
 use criu_images::pb::{PacketMclist, PacketSockEntry};
 
+use super::common::diag_of;
 use super::sockdiag::{self, PacketDiag};
 use super::socket::{self, SockAt, SocketError, sys};
 
@@ -48,17 +49,9 @@ impl PacketDump {
         flags: u32,
         id: u32,
     ) -> Result<PacketSockEntry, SocketError> {
-        if self.diag.is_none() {
-            self.diag = Some(sockdiag::packet_sockets()?);
-        }
         let at = SockAt { pid, fd, ino };
+        let d = diag_of(&mut self.diag, sockdiag::packet_sockets, at, "packet")?;
         let w = at.to_string();
-        let Some(d) = self.diag.as_ref().and_then(|m| m.get(&ino)).cloned() else {
-            return Err(SocketError::NotInDiag {
-                at,
-                family: "packet",
-            });
-        };
         if d.rx_ring.is_some() || d.tx_ring.is_some() {
             return Err(SocketError::PacketRing { at });
         }

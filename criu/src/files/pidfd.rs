@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use criu_images::pb::{FdTypes, FileEntry, PidfdEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, kind_entry};
@@ -71,12 +71,7 @@ impl FileKind for Pidfd {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let p = kind_entry(&e.pidfd, fd, "pidfd")?;
         if p.nspid <= 0 {
             return Err(bad(
@@ -144,6 +139,6 @@ impl RestoreFile for PidfdFile {
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
         // SAFETY: pidfd_open takes integers only; the new descriptor is close-on-exec.
         let r = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, self.flags) };
-        Ok(Ends::one(check(r as _, fd as u64)? as i32))
+        Ends::made(r as _, fd)
     }
 }

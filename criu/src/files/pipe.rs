@@ -21,7 +21,7 @@ use std::sync::Arc;
 use criu_images::pb::{self, FdTypes, FileEntry, PipeDataEntry, PipeEntry};
 use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, img, kind_entry};
@@ -72,27 +72,10 @@ impl FileKind for Pipe {
     }
 
     fn write(&self, dir: &Path) -> Result<(), DumpError> {
-        if !self.data.is_empty() {
-            let mut w = ImageWriter::create_in(dir, names::PIPES_DATA, magic::PIPES_DATA)?;
-            for (pipe_id, d) in &self.data {
-                w.write_entry(&PipeDataEntry {
-                    pipe_id: *pipe_id,
-                    bytes: d.bytes.len() as u32,
-                    size: Some(d.size),
-                })?;
-                w.write_extra(&d.bytes)?;
-            }
-            w.finish()?;
-        }
-        Ok(())
+        write_data(dir, names::PIPES_DATA, magic::PIPES_DATA, &self.data)
     }
 
-    fn parse(
-        &mut self,
-        img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let p = kind_entry(&e.pipe, fd, "pipe")?;
         let acc = p.flags as i32 & libc::O_ACCMODE;
         if self.saved.is_none() {
@@ -215,36 +198,76 @@ const MAX_PIPE_DATA: u32 = 1 << 20;
 
 /// Reads `pipes-data.img` (absent: no pipe had data), by pipe id.
 fn pipes_data(d: &ImageDir) -> Result<HashMap<u32, PipeData>, RestoreError> {
-    let name = names::PIPES_DATA;
+    read_data(
+        d,
+        names::PIPES_DATA,
+        magic::PIPES_DATA,
+        "pipe",
+        MAX_PIPE_DATA,
+    )
+}
+
+/// Reads a pipe data image (`pipes-data.img`, `fifo-data.img`: `name`, `magic`; absent: none
+/// had data), by pipe id, refusing a `what` (`pipe`, `fifo`) holding more than `max` bytes.
+pub(super) fn read_data(
+    d: &ImageDir,
+    name: &'static str,
+    magic: u32,
+    what: &str,
+    max: u32,
+) -> Result<HashMap<u32, PipeData>, RestoreError> {
     let mut out = HashMap::new();
     let path = d.file(name);
     if !path.exists() {
         return Ok(out);
     }
-    let mut r = ImageReader::open_expect(path, magic::PIPES_DATA).map_err(|e| img(name, e))?;
+    let mut r = ImageReader::open_expect(path, magic).map_err(|e| img(name, e))?;
     while let Some(e) = r
         .read_entry::<pb::PipeDataEntry>()
         .map_err(|e| img(name, e))?
     {
-        if e.bytes > MAX_PIPE_DATA {
+        if e.bytes > max {
             return Err(bad(
                 name,
-                format!(
-                    "pipe {} holds {} bytes (max {MAX_PIPE_DATA})",
-                    e.pipe_id, e.bytes
-                ),
+                format!("{what} {} holds {} bytes (max {max})", e.pipe_id, e.bytes),
             ));
         }
-        let data = r.read_extra(u64::from(e.bytes)).map_err(|x| img(name, x))?;
+        let bytes = r.read_extra(u64::from(e.bytes)).map_err(|x| img(name, x))?;
         out.insert(
             e.pipe_id,
             PipeData {
                 size: e.size.unwrap_or(0),
-                bytes: data,
+                bytes,
             },
         );
     }
     Ok(out)
+}
+
+/// Writes a pipe data image (`pipes-data.img`, `fifo-data.img`: `name`, `magic`) into `dir`
+/// when any pipe held data: each pipe id's bytes and capacity.
+///
+/// # Errors
+/// [`DumpError::Image`].
+pub(super) fn write_data(
+    dir: &Path,
+    name: &str,
+    magic: u32,
+    data: &[(u32, PipeData)],
+) -> Result<(), DumpError> {
+    if !data.is_empty() {
+        let mut w = ImageWriter::create_in(dir, name, magic)?;
+        for (pipe_id, d) in data {
+            w.write_entry(&PipeDataEntry {
+                pipe_id: *pipe_id,
+                bytes: d.bytes.len() as u32,
+                size: Some(d.size),
+            })?;
+            w.write_extra(&d.bytes)?;
+        }
+        w.finish()?;
+    }
+    Ok(())
 }
 
 /// The bytes waiting in the pipe behind fd `fd` of `pid`, without taking them: the pipe is

@@ -26,7 +26,7 @@ use criu_images::pb::{
 };
 use criu_images::{ImageReader, ImageWriter, magic, names};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::{bad, cpath, img, kind_entry};
@@ -289,12 +289,7 @@ impl FileKind for Regular {
         Ok(())
     }
 
-    fn parse(
-        &mut self,
-        img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let r = kind_entry(&e.reg, fd, "regular file")?;
         let flags = r.flags as i32;
         // A name with '..' or a NUL is refused before anything is looked up or made.
@@ -455,6 +450,16 @@ pub fn open_in_engine(path: &CStr, flags: i32, pos: u64) -> Result<OwnedFd, Rest
         }
     }
     Ok(fd)
+}
+
+/// Opens the file behind descriptor `held` of the engine again, through `/proc/self/fd` (a new
+/// open file description, as [`open_in_engine`] with `flags` and `pos`).
+///
+/// # Errors
+/// As [`open_in_engine`].
+pub fn reopen_in_engine(held: i32, flags: i32, pos: u64) -> Result<OwnedFd, RestoreError> {
+    let path = crate::restore::images::cpath(&format!("/proc/self/fd/{held}"))?;
+    open_in_engine(&path, flags, pos)
 }
 
 /// A file deleted while open, made again by the engine once for the whole restore (every open

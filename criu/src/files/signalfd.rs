@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use criu_images::pb::{FdTypes, FileEntry, SignalfdEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
-use crate::restore::RestoreError;
 use crate::restore::images::kind_entry;
 
 /// The signalfd kind.
@@ -27,11 +26,7 @@ impl FileKind for SignalFd {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
-        let text = fd.fdinfo_text()?;
-        let mask = text
-            .field("sigmask")
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .ok_or_else(|| text.bad("[signalfd]", "sigmask"))?;
+        let mask = fd.fdinfo_hex("[signalfd]", "sigmask")?;
         Ok(FileEntry {
             id,
             r#type: FdTypes::Signalfd as i32,
@@ -45,12 +40,7 @@ impl FileKind for SignalFd {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let e = kind_entry(&e.sgfd, fd, "signalfd")?;
         Ok(Arc::new(SignalFdFile {
             mask: e.sigmask,
@@ -84,6 +74,6 @@ impl RestoreFile for SignalFdFile {
                 libc::SFD_CLOEXEC | self.flags,
             )
         };
-        Ok(Ends::one(check(t as _, fd as u64)? as i32))
+        Ends::made(t as _, fd)
     }
 }

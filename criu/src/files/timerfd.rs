@@ -12,9 +12,10 @@ use std::sync::Arc;
 use criu_images::names;
 use criu_images::pb::{FdTypes, FileEntry, TimerfdEntry};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, check, fown_zero};
+use super::{
+    DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero, made_with,
+};
 use crate::dump::DumpError;
-use crate::restore::RestoreError;
 use crate::restore::images::{bad, kind_entry};
 
 /// The timerfd kind.
@@ -63,12 +64,7 @@ impl FileKind for TimerFd {
         })
     }
 
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let e = kind_entry(&e.tfd, fd, "timerfd")?;
         if e.vnsec >= 1_000_000_000 || e.insec >= 1_000_000_000 {
             return Err(bad(names::FILES, format!("fd {fd}: timerfd nanoseconds")));
@@ -178,15 +174,8 @@ impl RestoreFile for TimerFdFile {
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        let d = fd as u64;
         // SAFETY: timerfd_create makes a new descriptor; no memory is passed.
         let t = unsafe { libc::timerfd_create(self.clock, libc::TFD_CLOEXEC | self.flags) };
-        let t = check(t as _, d)? as i32;
-        if let Err(e) = self.arm(t, d) {
-            // SAFETY: closing the timer just made.
-            unsafe { libc::close(t) };
-            return Err(e);
-        }
-        Ok(Ends::one(t))
+        made_with(t as _, fd, |t| self.arm(t, fd as u64))
     }
 }

@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use compel_arch::RT_SIGFRAME_UC_OFFSET;
-use compel_arch::{SigStack, SigframeState, rt_sigframe_size, write_rt_sigframe};
+use compel_arch::{SigStack, SigframeError, SigframeState, rt_sigframe_size, write_rt_sigframe};
 use compel_proto::blob::BlobDesc;
 
 use super::RestoreOptions;
@@ -229,25 +229,9 @@ pub(super) fn restorer_args(
     let siginfo_at = area.push(&sig_bytes, 8);
     let seccomp = push_seccomp(&mut area, th.seccomp.as_ref());
     let auxv_at = area.push(&slice_bytes(&plan.auxv), 8);
-    area.align(compel_arch::FPSTATE_ALIGN);
-    let frame_at = area.base + area.bytes.len() as u64;
-    let mut frame = vec![0u8; rt_sigframe_size(xsave.bytes.len())];
-    let state = SigframeState {
-        regs: &th.regs,
-        xsave: &xsave.bytes,
-        xfeatures: xsave.xfeatures,
-        sigmask: th.sigmask,
-        altstack: th.altstack.map(|AltStack { sp, flags, size }| SigStack {
-            ss_sp: sp,
-            ss_flags: flags,
-            pad: 0,
-            ss_size: size,
-        }),
-    };
-    write_rt_sigframe(&mut frame, frame_at, &state).map_err(|e| RestoreError::Fpu {
+    let frame_at = push_sigframe(&mut area, th, xsave).map_err(|e| RestoreError::Fpu {
         reason: format!("signal frame: {e:?}"),
     })?;
-    area.bytes.extend_from_slice(&frame);
 
     let targs = thread_args(t, lay, &mut area)?;
     let threads_at = area.push(&slice_bytes(&targs), 8);
@@ -367,6 +351,29 @@ pub(super) fn restorer_args(
     Ok(area)
 }
 
+/// Pushes the signal frame thread `t` resumes from (its registers, FPU state `x`, signal mask
+/// and alternate stack) into `area`, aligned for the FPU state; its address.
+fn push_sigframe(area: &mut Area, t: &ThreadPlan, x: &fpu::Xsave) -> Result<u64, SigframeError> {
+    area.align(compel_arch::FPSTATE_ALIGN);
+    let at = area.base + area.bytes.len() as u64;
+    let mut frame = vec![0u8; rt_sigframe_size(x.bytes.len())];
+    let state = SigframeState {
+        regs: &t.regs,
+        xsave: &x.bytes,
+        xfeatures: x.xfeatures,
+        sigmask: t.sigmask,
+        altstack: t.altstack.map(|AltStack { sp, flags, size }| SigStack {
+            ss_sp: sp,
+            ss_flags: flags,
+            pad: 0,
+            ss_size: size,
+        }),
+    };
+    write_rt_sigframe(&mut frame, at, &state)?;
+    area.bytes.extend_from_slice(&frame);
+    Ok(at)
+}
+
 /// Each other thread's signal frame, pending signals, seccomp filters and groups into `area`;
 /// returns their records.
 fn thread_args(
@@ -378,25 +385,9 @@ fn thread_args(
     let mut targs: Vec<abi::ThreadArgs> = Vec::with_capacity(plan.others().len());
     for (i, t) in plan.others().iter().enumerate() {
         let tx = task_fpu(t.tid, &t.fpu, opts)?;
-        area.align(compel_arch::FPSTATE_ALIGN);
-        let t_frame_at = area.base + area.bytes.len() as u64;
-        let mut frame = vec![0u8; rt_sigframe_size(tx.bytes.len())];
-        let state = SigframeState {
-            regs: &t.regs,
-            xsave: &tx.bytes,
-            xfeatures: tx.xfeatures,
-            sigmask: t.sigmask,
-            altstack: t.altstack.map(|AltStack { sp, flags, size }| SigStack {
-                ss_sp: sp,
-                ss_flags: flags,
-                pad: 0,
-                ss_size: size,
-            }),
-        };
-        write_rt_sigframe(&mut frame, t_frame_at, &state).map_err(|e| RestoreError::Fpu {
+        let t_frame_at = push_sigframe(area, t, &tx).map_err(|e| RestoreError::Fpu {
             reason: format!("signal frame of thread {}: {e:?}", t.tid),
         })?;
-        area.bytes.extend_from_slice(&frame);
         let sig: Vec<u8> = t.pending.iter().flatten().copied().collect();
         let t_siginfo = area.push(&sig, 8);
         let t_seccomp = push_seccomp(area, t.seccomp.as_ref());

@@ -89,7 +89,7 @@ pub fn kinds() -> Vec<Box<dyn FileKind>> {
         Box::new(signalfd::SignalFd),
         Box::new(timerfd::TimerFd),
         Box::new(epoll::Epoll),
-        Box::new(tty::Tty),
+        Box::new(tty::Tty::default()),
         Box::new(memfd::Memfd::default()),
         Box::new(fifo::Fifo::default()),
         Box::new(inotify::Inotify),

@@ -34,7 +34,14 @@ fn tty_victim_checks_pass_untouched() {
     become_subreaper();
     let d = tempfile::tempdir().unwrap();
     let v = spawn_victim(d.path(), &["ctty"]);
-    assert_eq!(ask_check(v.pid(), &d.path().join("out")), "ok");
+    let verdict = ask_check(v.pid(), &d.path().join("out"));
+    for c in children(v.pid()) {
+        // SAFETY: kill of the victim's child, which pauses forever.
+        unsafe { libc::kill(c, libc::SIGKILL) };
+    }
+    drop(v);
+    reap_orphans();
+    assert_eq!(verdict, "ok");
 }
 
 #[test]
@@ -62,7 +69,10 @@ fn pty_pair_with_waiting_bytes_and_settings_survives_dump_and_restore() {
         infos.push(e);
     }
     assert_eq!(infos.len(), 2, "one tty-info entry per end");
-    let master = infos.iter().find(|i| i.rdev == (5 << 8 | 2)).expect("master");
+    let master = infos
+        .iter()
+        .find(|i| i.rdev == (5 << 8 | 2))
+        .expect("master");
     assert!(master.packet_mode && !master.locked);
     let ws = master.winsize.as_ref().expect("winsize");
     assert_eq!((ws.ws_row, ws.ws_col), (33, 77));
@@ -98,11 +108,67 @@ fn controlling_terminal_and_foreground_group_survive_dump_and_restore() {
     become_subreaper();
     let d = tempfile::tempdir().unwrap();
     let mut v = spawn_victim(d.path(), &["ctty"]);
+    let child = children(v.pid());
+    assert_eq!(child.len(), 1, "the victim has one child");
     let img = d.path().join("img");
     dump_and_reap(&mut v, &img, &[]);
+    reap_orphans();
+    let mut r = criu_images::ImageReader::open_expect(
+        img.join("tty-info.img"),
+        criu_images::magic::TTY_INFO,
+    )
+    .expect("tty-info.img");
+    let mut sessions = Vec::new();
+    while let Some(e) = r
+        .read_entry::<criu_images::pb::TtyInfoEntry>()
+        .expect("tty-info entry")
+    {
+        if e.sid != 0 {
+            sessions.push((e.sid as i32, e.pgrp as i32));
+        }
+    }
+    assert_eq!(
+        sessions,
+        vec![(child[0], child[0])],
+        "the pty's session and group"
+    );
     let restored = restore_detached(&img, &[]);
     let r = Spawned::guard(restored);
-    assert_eq!(ask_check(r.pid(), &d.path().join("out")), "ok");
+    let verdict = ask_check(r.pid(), &d.path().join("out"));
+    let kids = children(restored);
+    for &c in &kids {
+        // SAFETY: kill of the restored child, which pauses forever.
+        unsafe { libc::kill(c, libc::SIGKILL) };
+    }
+    drop(r);
+    reap_orphans();
+    assert_eq!(kids, child, "the child came back with its pid");
+    assert_eq!(verdict, "ok");
+}
+
+/// The children of `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+/// Reaps the victims' children left to this subreaper, until none is left or 5 s pass.
+fn reap_orphans() {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < end {
+        let mut st = 0;
+        // SAFETY: waitpid with a live status local.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) };
+        if r < 0 {
+            return;
+        }
+        if r == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// A pty slave whose master this test holds (outside the dumped tree).

@@ -325,6 +325,13 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
         false
     }
 
+    /// For a terminal that was the controlling terminal of a session: `(session, foreground
+    /// process group)`; the session leader makes it its terminal again once its descriptors
+    /// are placed.
+    fn ctty(&self) -> Option<(i32, i32)> {
+        None
+    }
+
     /// Makes the object in the task that holds it (target descriptor `fd`, for reports): all
     /// its ends, close-on-exec, at any numbers. Runs in a freshly forked task: no allocation,
     /// no locks.

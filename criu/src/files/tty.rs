@@ -15,8 +15,8 @@
 //! index, end 0 the master, 1 the slave): `/dev/ptmx` is opened until the kernel hands out the
 //! dumped index (it gives the lowest free one; the extra masters are closed), the slave is
 //! opened with `TIOCGPTPEER`, settings are set, the saved bytes written, then the lock and
-//! exclusive mode. A slave whose master is outside the tree is reopened by path
-//! (`/dev/pts/N`) with `--shell-job`, refused otherwise. Other terminals (`/dev/tty`,
+//! exclusive mode. A slave whose master is outside the tree is dumped only with `--shell-job`
+//! and reopened by path (`/dev/pts/N`). Other terminals (`/dev/tty`,
 //! consoles, serial lines) keep today's rule: with `--shell-job` the regular kind records their
 //! path, without it they are refused by name. CRIU's `TTY` entries without a pty restore as
 //! criu's own terminal (`/dev/tty`) with `--shell-job`.
@@ -48,6 +48,8 @@ pub struct Tty {
     data: Vec<TtyDataEntry>,
     /// Dump: slaves met, for the check that their master is in the tree (pid, fd, index).
     slaves: Vec<(i32, i32, u32)>,
+    /// Dump: the path and mode of each `TTY` entry, by file id.
+    paths: Vec<(u32, String, u32)>,
     /// Dump: `--shell-job`.
     shell_job: bool,
     /// Restore: `tty-info.img` by id and `tty-data.img` by tty id, read when first needed.
@@ -149,20 +151,17 @@ impl KTermios {
     }
 }
 
-/// `TIOCGPKT`, `TIOCGPTLCK`, `TIOCGEXCL` (read an int).
-const TIOCGPKT: u64 = 0x8004_5438;
-const TIOCGPTLCK: u64 = 0x8004_5439;
-const TIOCGEXCL: u64 = 0x8004_5440;
+use libc::{TIOCGEXCL, TIOCGPKT, TIOCGPTLCK};
 
 /// An int-valued tty ioctl (`None` on failure).
-fn get_int(fd: RawFd, req: u64) -> Option<i32> {
+fn get_int(fd: RawFd, req: libc::Ioctl) -> Option<i32> {
     let mut v: libc::c_int = 0;
     // SAFETY: the request writes one int into a live local.
     let r = unsafe { libc::ioctl(fd, req as _, &mut v as *mut libc::c_int) };
     (r == 0).then_some(v)
 }
 
-fn get_termios(fd: RawFd, req: u64) -> std::io::Result<KTermios> {
+fn get_termios(fd: RawFd, req: libc::Ioctl) -> std::io::Result<KTermios> {
     let mut t = KTermios::default();
     // SAFETY: TCGETS / TIOCGLCKTRMIOS write one kernel termios into a live local of that layout.
     let r = unsafe { libc::ioctl(fd, req as _, &mut t as *mut KTermios) };
@@ -172,7 +171,7 @@ fn get_termios(fd: RawFd, req: u64) -> std::io::Result<KTermios> {
     Ok(t)
 }
 
-fn set_termios(fd: RawFd, req: u64, t: &KTermios) -> std::io::Result<()> {
+fn set_termios(fd: RawFd, req: libc::Ioctl, t: &KTermios) -> std::io::Result<()> {
     // SAFETY: TCSETS / TIOCSLCKTRMIOS read one kernel termios from a live local.
     let r = unsafe { libc::ioctl(fd, req as _, t as *const KTermios) };
     if r != 0 {
@@ -237,7 +236,10 @@ fn peer(m: RawFd, flags: i32) -> std::io::Result<OwnedFd> {
 
 impl Tty {
     fn info_id(&self, key: (bool, u32)) -> Option<u32> {
-        self.infos.iter().find(|(k, _)| *k == key).map(|(_, i)| i.id)
+        self.infos
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, i)| i.id)
     }
 
     /// The `tty-info.img` entry of one end of a pty, read from the tree's copy `f`.
@@ -251,8 +253,8 @@ impl Tty {
             let what = format!("{what} (tty fd {n} of {pid})");
             move |source| DumpError::File { what, source }
         };
-        let termios = get_termios(f, libc::TCGETS as u64).map_err(err("TCGETS"))?;
-        let locked = get_termios(f, libc::TIOCGLCKTRMIOS as u64).unwrap_or_default();
+        let termios = get_termios(f, libc::TCGETS).map_err(err("TCGETS"))?;
+        let locked = get_termios(f, libc::TIOCGLCKTRMIOS).unwrap_or_default();
         let mut ws: libc::winsize = libc::winsize {
             ws_row: 0,
             ws_col: 0,
@@ -340,7 +342,10 @@ impl Tty {
         };
         for (id, bytes) in [(mid, to_master), (sid, to_slave)] {
             if !bytes.is_empty() {
-                self.data.push(TtyDataEntry { tty_id: id, data: bytes });
+                self.data.push(TtyDataEntry {
+                    tty_id: id,
+                    data: bytes,
+                });
             }
         }
         Ok(())
@@ -368,8 +373,9 @@ impl FileKind for Tty {
         self.shell_job = fd.shell_job;
         let term = terminal(fd);
         if term == Term::Other {
-            let what =
-                format!("fd {n} of {pid} is the terminal {name}: dump a shell job with --shell-job");
+            let what = format!(
+                "fd {n} of {pid} is the terminal {name}: dump a shell job with --shell-job"
+            );
             return Err(DumpError::Unsupported { what });
         }
         let f = super::socket::steal(pid, n).map_err(|e| DumpError::Unsupported {
@@ -382,7 +388,7 @@ impl FileKind for Tty {
                 (false, index)
             }
             _ => {
-                let index = get_int(f, libc::TIOCGPTN as u64).ok_or_else(|| DumpError::File {
+                let index = get_int(f, libc::TIOCGPTN).ok_or_else(|| DumpError::File {
                     what: format!("TIOCGPTN (pty master fd {n} of {pid})"),
                     source: std::io::Error::last_os_error(),
                 })? as u32;
@@ -395,6 +401,7 @@ impl FileKind for Tty {
             let pkt = self.infos.iter().any(|(k, i)| *k == key && i.packet_mode);
             self.data(fd, f, key.1, pkt)?;
         }
+        self.paths.push((id, name.to_string(), fd.meta.mode()));
         Ok(FileEntry {
             r#type: FdTypes::Tty as i32,
             id,
@@ -410,9 +417,10 @@ impl FileKind for Tty {
     }
 
     /// A slave whose master is not in the tree needs `--shell-job` (it is reopened by path).
+    /// Each `TTY` entry gets a `REG` entry with its path (`regf_id`), as CRIU writes them.
     fn finish(
         &mut self,
-        _entries: &mut Vec<FileEntry>,
+        entries: &mut Vec<FileEntry>,
         _ext: Option<&[u32]>,
     ) -> Result<(), DumpError> {
         for &(pid, fd, index) in &self.slaves {
@@ -424,6 +432,33 @@ impl FileKind for Tty {
                     ),
                 });
             }
+        }
+        let mut next = entries.iter().map(|e| e.id).max().unwrap_or(0);
+        for (id, name, mode) in &self.paths {
+            next += 1;
+            let Some(t) = entries
+                .iter_mut()
+                .find(|e| e.id == *id)
+                .and_then(|e| e.tty.as_mut())
+            else {
+                continue;
+            };
+            t.regf_id = Some(next);
+            let reg = criu_images::pb::RegFileEntry {
+                id: next,
+                flags: t.flags,
+                pos: 0,
+                fown: fown_zero(),
+                name: name.clone(),
+                mode: Some(*mode),
+                ..Default::default()
+            };
+            entries.push(FileEntry {
+                r#type: FdTypes::Reg as i32,
+                id: next,
+                reg: Some(reg),
+                ..FileEntry::default()
+            });
         }
         Ok(())
     }
@@ -456,7 +491,10 @@ impl FileKind for Tty {
         if self.saved.is_none() {
             self.saved = Some(read_saved(img.dir)?);
         }
-        let saved = self.saved.as_ref().map_or_else(|| unreachable_saved(), Ok)?;
+        let saved = self
+            .saved
+            .as_ref()
+            .map_or_else(|| unreachable_saved(), Ok)?;
         let pty = saved
             .infos
             .get(&t.tty_info_id)
@@ -482,14 +520,8 @@ impl FileKind for Tty {
             })
         };
         let Some(mi) = find(true) else {
-            if !img.shell_job {
-                return Err(RestoreError::Unsupported {
-                    what: format!(
-                        "/dev/pts/{index} at fd {fd}: its master was outside the tree \
-                         (restore a shell job with --shell-job)"
-                    ),
-                });
-            }
+            // A shell job's terminal (the dump asked for --shell-job): reopened by path, as
+            // the regular kind reopens files.
             let path = std::ffi::CString::new(format!("/dev/pts/{index}"))
                 .map_err(|_| bad(names::TTY_INFO, "pty path"))?;
             return Ok(Arc::new(TtyFile {
@@ -605,9 +637,11 @@ const MAX_PTY_TRIES: u32 = 4096;
 
 impl PtyPair {
     fn make(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let sys = |what: &'static str| move |e: std::io::Error| RestoreError::Sys {
-            what,
-            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        let sys = |what: &'static str| {
+            move |e: std::io::Error| RestoreError::Sys {
+                what,
+                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
         };
         let mut extra = Vec::new();
         let m = loop {
@@ -627,7 +661,7 @@ impl PtyPair {
                 return Err(super::sys("opening /dev/ptmx"));
             }
             let m = super::owned(r);
-            match get_int(r, libc::TIOCGPTN as u64) {
+            match get_int(r, libc::TIOCGPTN) {
                 Some(i) if i as u32 == self.index => break m,
                 Some(i) if i as u32 > self.index => {
                     return Err(RestoreError::Unsupported {
@@ -650,14 +684,12 @@ impl PtyPair {
         for (f, info) in [(mf, Some(&self.master)), (sf, self.slave.as_ref())] {
             let Some(info) = info else { continue };
             if let Some(t) = &info.termios {
-                set_termios(f, libc::TCSETS as u64, &KTermios::from_entry(t))
-                    .map_err(sys("TCSETS"))?;
+                set_termios(f, libc::TCSETS, &KTermios::from_entry(t)).map_err(sys("TCSETS"))?;
             }
             if let Some(t) = &info.termios_locked {
                 let k = KTermios::from_entry(t);
                 if k.iflag | k.oflag | k.cflag | k.lflag != 0 {
-                    set_termios(f, libc::TIOCSLCKTRMIOS as u64, &k)
-                        .map_err(sys("TIOCSLCKTRMIOS"))?;
+                    set_termios(f, libc::TIOCSLCKTRMIOS, &k).map_err(sys("TIOCSLCKTRMIOS"))?;
                 }
             }
         }
@@ -675,7 +707,7 @@ impl PtyPair {
         }
         put(sf, &self.to_master).map_err(sys("refilling a pty (master side)"))?;
         put(mf, &self.to_slave).map_err(sys("refilling a pty (slave side)"))?;
-        let int_ioctl = |f: RawFd, req: u64, v: libc::c_int, what: &'static str| {
+        let int_ioctl = |f: RawFd, req: libc::Ioctl, v: libc::c_int, what: &'static str| {
             // SAFETY: the request reads one int from a live local.
             if unsafe { libc::ioctl(f, req as _, &v as *const libc::c_int) } != 0 {
                 return Err(super::sys(what));
@@ -683,10 +715,10 @@ impl PtyPair {
             Ok(())
         };
         if self.master.packet_mode {
-            int_ioctl(mf, libc::TIOCPKT as u64, 1, "TIOCPKT")?;
+            int_ioctl(mf, libc::TIOCPKT, 1, "TIOCPKT")?;
         }
         if self.master.locked {
-            int_ioctl(mf, libc::TIOCSPTLCK as u64, 1, "TIOCSPTLCK")?;
+            int_ioctl(mf, libc::TIOCSPTLCK, 1, "TIOCSPTLCK")?;
         }
         if self.slave.as_ref().is_some_and(|s| s.exclusive) {
             // SAFETY: TIOCEXCL takes no argument.
@@ -713,6 +745,12 @@ impl RestoreFile for PtyEnd {
 
     fn made_by_engine(&self) -> bool {
         true
+    }
+
+    /// The slave of a pty that was a session's terminal.
+    fn ctty(&self) -> Option<(i32, i32)> {
+        let m = &self.pair.master;
+        (!self.master && m.sid != 0).then_some((m.sid as i32, m.pgrp as i32))
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {

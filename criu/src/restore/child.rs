@@ -277,6 +277,20 @@ fn setup(p: &ChildPlan) -> Result<(), Fail> {
         // SAFETY: the engine's shared descriptors are placed by now; the copies go.
         unsafe { libc::close(fd) };
     }
+    if let Some((fd, pgrp)) = p.ctty {
+        // SAFETY: this session leader takes the terminal at its own descriptor `fd` and gives
+        // it the foreground group (the groups of its subtree exist by now).
+        unsafe {
+            ok(
+                CHILD_FDS,
+                libc::ioctl(fd, libc::TIOCSCTTY, 0) as _,
+                fd as u64,
+            )?;
+            if pgrp != 0 && pgrp != libc::getpid() {
+                ok(CHILD_FDS, libc::tcsetpgrp(fd, pgrp) as _, pgrp as u64)?;
+            }
+        }
+    }
     fs(p)?;
     locks(p)?;
     if let Some(Sched { nice, policy, prio }) = p.sched {

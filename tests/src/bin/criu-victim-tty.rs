@@ -129,7 +129,12 @@ fn check(st: &State) -> Result<(), String> {
         let mut sb: libc::stat = unsafe_zeroed_stat();
         // SAFETY: fstat writes into a live local.
         unsafe { libc::fstat(st.s, &mut sb) };
-        let want = (st.child as i64, st.child as i64, sb.st_rdev as i64, st.child as i64);
+        let want = (
+            st.child as i64,
+            st.child as i64,
+            sb.st_rdev as i64,
+            st.child as i64,
+        );
         let got = (num(2), num(3), num(4), num(5));
         if got != want {
             return Err(format!(
@@ -160,7 +165,12 @@ fn main() {
     let idx = index(m);
     let path = std::ffi::CString::new(format!("/dev/pts/{idx}")).unwrap();
     // SAFETY: open with a NUL-terminated path.
-    let s = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK) };
+    let s = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK,
+        )
+    };
     assert!(s >= 0, "open slave");
     // SAFETY: a zeroed termios is a valid value to be overwritten.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };

@@ -14,7 +14,7 @@
 //! | [`inotify`] | inotify instances with their watches (by file handle and path), masks and watch descriptors | `INOTIFY` |
 //! | [`pidfd`] | pidfds of the holder or its descendants, by pid | `PIDFD` |
 //! | [`nsfile`] | `/proc/PID/ns/*` descriptors of criu's own namespaces; others refused by name | `NS` |
-//! | [`tty`] | the terminal of a shell job (`--shell-job`) | `TTY` (restore) |
+//! | [`tty`] | pty pairs (index, settings, waiting bytes, session and foreground group: `tty-info.img`, `tty-data.img`); a shell job's slave by path | `TTY` (+ `REG` for the path) |
 //! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`]; others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK` |
 //!
 //! The socket modules share [`sockdiag`] (one sock_diag dump per family and criu dump) and

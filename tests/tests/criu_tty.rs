@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use compel_criu_tests::{
     Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, pid_exists, restore_detached,
-    test_lock, wait_file,
+    test_lock, wait_file, workspace_bin,
 };
 
 fn spawn_victim(d: &Path, extra: &[&str]) -> Spawned {
@@ -96,6 +96,26 @@ fn pty_pair_with_waiting_bytes_and_settings_survives_dump_and_restore() {
         data,
         vec![(false, b"to-slave".to_vec()), (true, b"to-master".to_vec())]
     );
+    // Our crit prints both images with the fields CRIU's crit printed for the 4.2 fixture
+    // (whose pty held the same two messages).
+    let fixture = compel_criu_tests::fixtures_dir().join("files/crit-json");
+    for name in ["tty-info.img", "tty-data.img"] {
+        let crit = std::process::Command::new(workspace_bin("crit", "crit"))
+            .args(["decode", "--pretty", "-i"])
+            .arg(img.join(name))
+            .output()
+            .expect("run crit");
+        let ours = String::from_utf8_lossy(&crit.stdout).to_string();
+        let theirs = std::fs::read_to_string(fixture.join(format!("{name}.json")))
+            .expect("the fixture's crit json");
+        assert_eq!(keys(&ours), keys(&theirs), "crit decode of {name}: {ours}");
+        if name == "tty-data.img" {
+            assert!(
+                ours.contains("dG8tbWFzdGVy") && ours.contains("dG8tc2xhdmU="),
+                "{ours}"
+            );
+        }
+    }
     let restored = restore_detached(&img, &[]);
     let r = Spawned::guard(restored);
     assert_eq!(restored, v.pid(), "restored with another pid");
@@ -144,6 +164,20 @@ fn controlling_terminal_and_foreground_group_survive_dump_and_restore() {
     reap_orphans();
     assert_eq!(kids, child, "the child came back with its pid");
     assert_eq!(verdict, "ok");
+}
+
+/// The JSON keys of a crit output, sorted, without repeats.
+fn keys(json: &str) -> Vec<String> {
+    let mut k: Vec<String> = json
+        .split('"')
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[1].trim_start().starts_with(':'))
+        .map(|w| w[0].to_string())
+        .collect();
+    k.sort();
+    k.dedup();
+    k
 }
 
 /// The children of `pid`.

@@ -1,7 +1,8 @@
 //! `criu dump` then `criu restore` of a process holding a pseudo-terminal pair: the pty index,
 //! termios, window size and packet mode come back, the bytes waiting in each direction arrive
 //! once, the pair is still connected both ways; with a child whose controlling terminal is the
-//! slave, its session, terminal and foreground group come back. `tty-info.img` and
+//! slave and whose grandchild's group is the foreground one, the session, its terminal and
+//! foreground group come back. `tty-info.img` and
 //! `tty-data.img` are written as CRIU 4.2 writes them. A pty slave whose master is outside the
 //! tree is refused by name without `--shell-job`, and the tree runs on.
 
@@ -35,7 +36,9 @@ fn tty_victim_checks_pass_untouched() {
     let d = tempfile::tempdir().unwrap();
     let v = spawn_victim(d.path(), &["ctty"]);
     let verdict = ask_check(v.pid(), &d.path().join("out"));
-    for c in children(v.pid()) {
+    let kids = children(v.pid());
+    let grandkids: Vec<i32> = kids.iter().flat_map(|&c| children(c)).collect();
+    for c in kids.into_iter().chain(grandkids) {
         // SAFETY: kill of the victim's child, which pauses forever.
         unsafe { libc::kill(c, libc::SIGKILL) };
     }
@@ -130,6 +133,8 @@ fn controlling_terminal_and_foreground_group_survive_dump_and_restore() {
     let mut v = spawn_victim(d.path(), &["ctty"]);
     let child = children(v.pid());
     assert_eq!(child.len(), 1, "the victim has one child");
+    let grandchild = children(child[0]);
+    assert_eq!(grandchild.len(), 1, "the child has one child");
     let img = d.path().join("img");
     dump_and_reap(&mut v, &img, &[]);
     reap_orphans();
@@ -149,20 +154,25 @@ fn controlling_terminal_and_foreground_group_survive_dump_and_restore() {
     }
     assert_eq!(
         sessions,
-        vec![(child[0], child[0])],
-        "the pty's session and group"
+        vec![(child[0], grandchild[0])],
+        "the pty's session and foreground group"
     );
     let restored = restore_detached(&img, &[]);
     let r = Spawned::guard(restored);
     let verdict = ask_check(r.pid(), &d.path().join("out"));
     let kids = children(restored);
-    for &c in &kids {
+    let grandkids: Vec<i32> = kids.iter().flat_map(|&c| children(c)).collect();
+    for &c in kids.iter().chain(&grandkids) {
         // SAFETY: kill of the restored child, which pauses forever.
         unsafe { libc::kill(c, libc::SIGKILL) };
     }
     drop(r);
     reap_orphans();
     assert_eq!(kids, child, "the child came back with its pid");
+    assert_eq!(
+        grandkids, grandchild,
+        "the grandchild came back with its pid"
+    );
     assert_eq!(verdict, "ok");
 }
 

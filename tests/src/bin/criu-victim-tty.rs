@@ -3,8 +3,8 @@
 //! `criu-victim-tty OUT READY [ctty]` opens a pty (master and slave), puts the slave in raw
 //! mode with `VMIN` 3, sets the window size to 33x77 and packet mode on the master, and leaves
 //! `to-slave` waiting to be read from the slave and `to-master` from the master. With `ctty` a
-//! child starts a session whose controlling terminal is the slave (its process group is the
-//! foreground one) and sleeps. Writes `ready PID` into READY. On SIGUSR1 it checks that the
+//! child starts a session whose controlling terminal is the slave, makes the group of a
+//! grandchild of its own the foreground one, and both sleep. Writes `ready PID` into READY. On SIGUSR1 it checks that the
 //! pty index, termios, window size and packet mode are unchanged, that each waiting message
 //! arrives once, that the pair is still connected both ways and (with `ctty`) that the child's
 //! session, terminal and foreground group are right, and writes `ok` or `bad: WHY` into OUT.
@@ -129,12 +129,13 @@ fn check(st: &State) -> Result<(), String> {
         let mut sb: libc::stat = unsafe_zeroed_stat();
         // SAFETY: fstat writes into a live local.
         unsafe { libc::fstat(st.s, &mut sb) };
-        let want = (
-            st.child as i64,
-            st.child as i64,
-            sb.st_rdev as i64,
-            st.child as i64,
-        );
+        // The foreground group is the grandchild's own.
+        let gc = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", st.child))
+            .unwrap_or_default()
+            .trim()
+            .parse::<i64>()
+            .unwrap_or(-2);
+        let want = (st.child as i64, st.child as i64, sb.st_rdev as i64, gc);
         let got = (num(2), num(3), num(4), num(5));
         if got != want {
             return Err(format!(
@@ -200,10 +201,22 @@ fn main() {
         child = unsafe { libc::fork() };
         assert!(child >= 0, "fork");
         if child == 0 {
-            // SAFETY: a new session whose terminal is the slave; then sleep.
+            // SAFETY: a new session whose terminal is the slave, a grandchild in a group of
+            // its own made the foreground group; then both sleep (async-signal-safe calls).
             unsafe {
                 libc::setsid();
                 libc::ioctl(s, libc::TIOCSCTTY, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let gc = libc::fork();
+                if gc == 0 {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    libc::setpgid(0, 0);
+                    loop {
+                        libc::pause();
+                    }
+                }
+                libc::setpgid(gc, gc);
+                libc::tcsetpgrp(s, gc);
                 loop {
                     libc::pause();
                 }
@@ -213,7 +226,13 @@ fn main() {
         for _ in 0..200 {
             let mut sid: libc::pid_t = 0;
             // SAFETY: TIOCGSID on the master writes one pid into a live local.
-            if unsafe { libc::ioctl(m, libc::TIOCGSID, &mut sid) } == 0 && sid == child {
+            let mut pg: libc::pid_t = 0;
+            // SAFETY: TIOCGSID/TIOCGPGRP on the master write one pid into a live local.
+            if unsafe { libc::ioctl(m, libc::TIOCGSID, &mut sid) } == 0
+                && sid == child
+                && unsafe { libc::ioctl(m, libc::TIOCGPGRP, &mut pg) } == 0
+                && pg != child
+            {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));

@@ -224,15 +224,13 @@ fn main() {
         }
         // The child's session owns the terminal once it has taken it.
         for _ in 0..200 {
-            let mut sid: libc::pid_t = 0;
-            // SAFETY: TIOCGSID on the master writes one pid into a live local.
-            let mut pg: libc::pid_t = 0;
-            // SAFETY: TIOCGSID/TIOCGPGRP on the master write one pid into a live local.
-            if unsafe { libc::ioctl(m, libc::TIOCGSID, &mut sid) } == 0
-                && sid == child
-                && unsafe { libc::ioctl(m, libc::TIOCGPGRP, &mut pg) } == 0
-                && pg != child
-            {
+            let (mut sid, mut pg): (libc::pid_t, libc::pid_t) = (0, 0);
+            // SAFETY: TIOCGSID/TIOCGPGRP on the master write one pid into a live local each.
+            let ok = unsafe {
+                libc::ioctl(m, libc::TIOCGSID, &mut sid) == 0
+                    && libc::ioctl(m, libc::TIOCGPGRP, &mut pg) == 0
+            };
+            if ok && sid == child && pg != child {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));

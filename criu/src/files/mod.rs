@@ -14,7 +14,7 @@
 //! | [`inotify`] | inotify instances with their watches (by file handle and path), masks and watch descriptors | `INOTIFY` |
 //! | [`pidfd`] | pidfds of the holder or its descendants, by pid | `PIDFD` |
 //! | [`nsfile`] | `/proc/PID/ns/*` descriptors of criu's own namespaces; others refused by name | `NS` |
-//! | [`tty`] | the terminal of a shell job (`--shell-job`) | `TTY` (restore) |
+//! | [`tty`] | pty pairs (index, settings, waiting bytes, session and foreground group: `tty-info.img`, `tty-data.img`); a shell job's slave by path | `TTY` (+ `REG` for the path) |
 //! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`]; others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK` |
 //!
 //! The socket modules share [`sockdiag`] (one sock_diag dump per family and criu dump) and
@@ -90,7 +90,7 @@ pub fn kinds() -> Vec<Box<dyn FileKind>> {
         Box::new(signalfd::SignalFd),
         Box::new(timerfd::TimerFd),
         Box::new(epoll::Epoll),
-        Box::new(tty::Tty),
+        Box::new(tty::Tty::default()),
         Box::new(memfd::Memfd::default()),
         Box::new(fifo::Fifo::default()),
         Box::new(inotify::Inotify),
@@ -374,6 +374,13 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
     /// must be made together across tasks, or that need other tasks' files first).
     fn made_by_engine(&self) -> bool {
         false
+    }
+
+    /// For a terminal that was the controlling terminal of a session: `(session, foreground
+    /// process group)`; the session leader makes it its terminal again once its descriptors
+    /// are placed.
+    fn ctty(&self) -> Option<(i32, i32)> {
+        None
     }
 
     /// Makes the object in the task that holds it (target descriptor `fd`, for reports): all

@@ -1,35 +1,355 @@
-//! Terminals. A shell job (`--shell-job`) keeps its controlling terminal: the dump records it
-//! as its path (a `REG` entry, by [`super::regular`]); CRIU's `TTY` entries are restored as
-//! criu's own terminal (`/dev/tty`). Without `--shell-job` a terminal is refused, as is a pty
-//! master (ptys are a kind of their own, not done yet).
+//! Terminals (`TTY` entries, each pointing at a `tty-info.img` entry; unread bytes in
+//! `tty-data.img`).
+//!
+//! Pseudo-terminals: a `/dev/ptmx` master and its `/dev/pts/N` slave each get one
+//! `tty-info.img` entry per pty (keyed by end and index) with the termios and locked termios,
+//! window size, packet mode and lock state (master), exclusive mode (slave), the session and
+//! foreground group the pty is the controlling terminal of, and the pty index. When the master
+//! is in the tree, the bytes waiting in each direction are read (the master's copy is taken
+//! with `pidfd_getfd`, the slave reached with `TIOCGPTPEER`) and written back at once through
+//! the other end, so the tree keeps them; this is exact when the line discipline passes bytes
+//! unchanged (raw mode). `c_cc` is stored as CRIU 4.2 stores it: the 19 control characters
+//! packed four to a `u32`, little-endian.
+//!
+//! Restore: both ends of a pty are one object made by the engine ([`RestoreFile::group`] is the
+//! index, end 0 the master, 1 the slave): `/dev/ptmx` is opened until the kernel hands out the
+//! dumped index (it gives the lowest free one; the extra masters are closed), the slave is
+//! opened with `TIOCGPTPEER`, settings are set, the saved bytes written, then the lock and
+//! exclusive mode. A slave whose master is outside the tree is dumped only with `--shell-job`
+//! and reopened by path (`/dev/pts/N`). Other terminals (`/dev/tty`,
+//! consoles, serial lines) keep today's rule: with `--shell-job` the regular kind records their
+//! path, without it they are refused by name. CRIU's `TTY` entries without a pty restore as
+//! criu's own terminal (`/dev/tty`) with `--shell-job`.
 #![allow(unsafe_code)]
 
-use std::os::fd::OwnedFd;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 use std::sync::Arc;
 
-use criu_images::pb::{FdTypes, FileEntry};
+use criu_images::pb::{
+    FdTypes, FileEntry, TermiosEntry, TtyDataEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry,
+    Ttytype, WinsizeEntry,
+};
+use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
 
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError};
+use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
+use crate::restore::images::{bad, img, kind_entry};
 
-/// The terminal kind.
+/// The terminal kind: what the dump met (infos, data) or the restore read.
 #[derive(Debug, Default)]
-pub struct Tty;
+pub struct Tty {
+    /// Dump: `tty-info.img` entries, with their key (master, index).
+    infos: Vec<((bool, u32), TtyInfoEntry)>,
+    /// Dump: `tty-data.img` entries.
+    data: Vec<TtyDataEntry>,
+    /// Dump: slaves met, for the check that their master is in the tree (pid, fd, index).
+    slaves: Vec<(i32, i32, u32)>,
+    /// Dump: the path and mode of each `TTY` entry, by file id.
+    paths: Vec<(u32, String, u32)>,
+    /// Dump: `--shell-job`.
+    shell_job: bool,
+    /// Restore: `tty-info.img` by id and `tty-data.img` by tty id, read when first needed.
+    saved: Option<Saved>,
+    /// Restore: the pairs made so far, by index (one state shared by both ends).
+    pairs: HashMap<u32, Arc<PtyPair>>,
+}
 
-/// `(pty master, terminal)` for a character device.
-fn terminal(fd: &DumpFd<'_>) -> (bool, bool) {
+/// What the restore read from the tty images.
+#[derive(Debug, Default)]
+struct Saved {
+    infos: HashMap<u32, TtyInfoEntry>,
+    data: HashMap<u32, Vec<u8>>,
+}
+
+/// Major of `/dev/tty`, `/dev/console`, `/dev/ptmx`.
+const TTYAUX_MAJOR: u32 = 5;
+/// Minor of `/dev/ptmx`.
+const PTMX_MINOR: u32 = 2;
+/// First major of pty slaves (`/dev/pts/N`; 8 majors of 256 minors).
+const PTS_MAJOR: u32 = 136;
+
+/// What a character device is, as far as terminals go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Term {
+    /// Not a terminal.
+    No,
+    /// A pty master (`/dev/ptmx`).
+    Master,
+    /// A pty slave, with its index.
+    Slave(u32),
+    /// Another terminal (`/dev/tty`, consoles, serial lines).
+    Other,
+}
+
+fn terminal(fd: &DumpFd<'_>) -> Term {
     if !fd.meta.file_type().is_char_device() {
-        return (false, false);
+        return Term::No;
     }
     let rdev = fd.meta.rdev();
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-    // 4: virtual consoles and serial ttys, 5: /dev/tty, /dev/console, /dev/ptmx,
-    // 136..=143: pty slaves (/dev/pts/N).
-    let ptmx = major == 5 && minor == 2;
-    let tty = major == 4 || major == 5 || (136..=143).contains(&major);
-    (ptmx, tty)
+    if major == TTYAUX_MAJOR && minor == PTMX_MINOR {
+        Term::Master
+    } else if (PTS_MAJOR..PTS_MAJOR + 8).contains(&major) {
+        Term::Slave((major - PTS_MAJOR) * 256 + minor)
+    } else if major == 4 || major == TTYAUX_MAJOR {
+        Term::Other
+    } else {
+        Term::No
+    }
+}
+
+/// The kernel's `struct termios` (what `TCGETS` and `TIOCGLCKTRMIOS` read).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct KTermios {
+    iflag: u32,
+    oflag: u32,
+    cflag: u32,
+    lflag: u32,
+    line: u8,
+    cc: [u8; NCC],
+}
+
+/// Control characters in the kernel's termios.
+const NCC: usize = 19;
+
+impl KTermios {
+    fn entry(&self) -> TermiosEntry {
+        let mut cc = vec![0u32; NCC];
+        for (i, b) in self.cc.iter().enumerate() {
+            cc[i / 4] |= u32::from(*b) << (8 * (i % 4));
+        }
+        TermiosEntry {
+            c_iflag: self.iflag,
+            c_oflag: self.oflag,
+            c_cflag: self.cflag,
+            c_lflag: self.lflag,
+            c_line: u32::from(self.line),
+            c_ispeed: 0,
+            c_ospeed: 0,
+            c_cc: cc,
+        }
+    }
+
+    fn from_entry(e: &TermiosEntry) -> KTermios {
+        let mut t = KTermios {
+            iflag: e.c_iflag,
+            oflag: e.c_oflag,
+            cflag: e.c_cflag,
+            lflag: e.c_lflag,
+            line: e.c_line as u8,
+            cc: [0; NCC],
+        };
+        for (i, b) in t.cc.iter_mut().enumerate() {
+            *b = e.c_cc.get(i / 4).map_or(0, |w| (w >> (8 * (i % 4))) as u8);
+        }
+        t
+    }
+}
+
+use libc::{TIOCGEXCL, TIOCGPKT, TIOCGPTLCK};
+
+/// An int-valued tty ioctl (`None` on failure).
+fn get_int(fd: RawFd, req: libc::Ioctl) -> Option<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the request writes one int into a live local.
+    let r = unsafe { libc::ioctl(fd, req as _, &mut v as *mut libc::c_int) };
+    (r == 0).then_some(v)
+}
+
+fn get_termios(fd: RawFd, req: libc::Ioctl) -> std::io::Result<KTermios> {
+    let mut t = KTermios::default();
+    // SAFETY: TCGETS / TIOCGLCKTRMIOS write one kernel termios into a live local of that layout.
+    let r = unsafe { libc::ioctl(fd, req as _, &mut t as *mut KTermios) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(t)
+}
+
+fn set_termios(fd: RawFd, req: libc::Ioctl, t: &KTermios) -> std::io::Result<()> {
+    // SAFETY: TCSETS / TIOCSLCKTRMIOS read one kernel termios from a live local.
+    let r = unsafe { libc::ioctl(fd, req as _, t as *const KTermios) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads every byte waiting on `fd` without blocking (its file's `O_NONBLOCK` is set for the
+/// time of the reads and put back).
+fn drain(fd: RawFd) -> std::io::Result<Vec<u8>> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own a copy of.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let res = loop {
+        // SAFETY: reads into a live local buffer of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            out.extend_from_slice(&buf[..n as usize]);
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        if n == 0 || matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EIO)) {
+            break Ok(out);
+        }
+        break Err(e);
+    };
+    // SAFETY: as above: the flags the file had.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
+    res
+}
+
+/// Writes all of `data` to `fd`.
+fn put(fd: RawFd, data: &[u8]) -> std::io::Result<()> {
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: writes from a live slice's remainder.
+        let n = unsafe { libc::write(fd, data[off..].as_ptr().cast(), data.len() - off) };
+        if n <= 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        off += n as usize;
+    }
+    Ok(())
+}
+
+/// The slave of master `m` (`TIOCGPTPEER`), not becoming our terminal.
+fn peer(m: RawFd, flags: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor.
+    let r = unsafe { libc::ioctl(m, libc::TIOCGPTPEER as _, flags | libc::O_NOCTTY) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(super::owned(r))
+}
+
+impl Tty {
+    fn info_id(&self, key: (bool, u32)) -> Option<u32> {
+        self.infos
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, i)| i.id)
+    }
+
+    /// The `tty-info.img` entry of one end of a pty, read from the tree's copy `f`.
+    fn info(&mut self, fd: &DumpFd<'_>, f: RawFd, key: (bool, u32)) -> Result<u32, DumpError> {
+        if let Some(id) = self.info_id(key) {
+            return Ok(id);
+        }
+        let (master, index) = key;
+        let (pid, n) = (fd.pid, fd.fd);
+        let err = |what: &str| {
+            let what = format!("{what} (tty fd {n} of {pid})");
+            move |source| DumpError::File { what, source }
+        };
+        let termios = get_termios(f, libc::TCGETS).map_err(err("TCGETS"))?;
+        let locked = get_termios(f, libc::TIOCGLCKTRMIOS).unwrap_or_default();
+        let mut ws: libc::winsize = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes one winsize into a live local.
+        if unsafe { libc::ioctl(f, libc::TIOCGWINSZ, &mut ws as *mut libc::winsize) } != 0 {
+            return Err(err("TIOCGWINSZ")(std::io::Error::last_os_error()));
+        }
+        let (mut sid, mut pgrp) = (0, 0);
+        if master {
+            // Asked of the master, these name the slave's session whoever asks.
+            let mut v: libc::pid_t = 0;
+            // SAFETY: TIOCGSID/TIOCGPGRP write one pid into a live local.
+            if unsafe { libc::ioctl(f, libc::TIOCGSID, &mut v as *mut libc::pid_t) } == 0 {
+                sid = v as u32;
+                // SAFETY: as above.
+                if unsafe { libc::ioctl(f, libc::TIOCGPGRP, &mut v as *mut libc::pid_t) } == 0 {
+                    pgrp = v as u32;
+                }
+            }
+        }
+        let id = self.infos.len() as u32 + 1;
+        let entry = TtyInfoEntry {
+            id,
+            r#type: Ttytype::Pty as i32,
+            locked: master && get_int(f, TIOCGPTLCK).unwrap_or(0) != 0,
+            exclusive: !master && get_int(f, TIOCGEXCL).unwrap_or(0) != 0,
+            packet_mode: master && get_int(f, TIOCGPKT).unwrap_or(0) != 0,
+            sid,
+            pgrp,
+            rdev: fd.meta.rdev() as u32,
+            termios: Some(termios.entry()),
+            termios_locked: Some(locked.entry()),
+            winsize: Some(WinsizeEntry {
+                ws_row: u32::from(ws.ws_row),
+                ws_col: u32::from(ws.ws_col),
+                ws_xpixel: u32::from(ws.ws_xpixel),
+                ws_ypixel: u32::from(ws.ws_ypixel),
+            }),
+            pty: Some(TtyPtyEntry { index }),
+            dev: Some(fd.meta.dev() as u32),
+            uid: Some(fd.meta.uid()),
+            gid: Some(fd.meta.gid()),
+        };
+        self.infos.push((key, entry));
+        Ok(id)
+    }
+
+    /// The bytes waiting in both directions of the pty whose master the tree holds at `m`,
+    /// written back at once (the tree keeps them). `pkt`: packet mode, off while reading.
+    fn data(&mut self, fd: &DumpFd<'_>, m: RawFd, index: u32, pkt: bool) -> Result<(), DumpError> {
+        let (pid, n) = (fd.pid, fd.fd);
+        let err = |what: &str| {
+            let what = format!("{what} (pty master fd {n} of {pid}, index {index})");
+            move |source| DumpError::File { what, source }
+        };
+        let s = peer(m, libc::O_RDWR).map_err(err("TIOCGPTPEER"))?;
+        let s = s.as_raw_fd();
+        let set_pkt = |on: libc::c_int| {
+            // SAFETY: TIOCPKT reads one int from a live local.
+            unsafe { libc::ioctl(m, libc::TIOCPKT, &on as *const libc::c_int) };
+        };
+        if pkt {
+            set_pkt(0);
+        }
+        let to_master = drain(m);
+        if pkt {
+            set_pkt(1);
+        }
+        let to_master = to_master.map_err(err("reading the master"))?;
+        put(s, &to_master).map_err(err("writing back to the slave"))?;
+        let to_slave = drain(s).map_err(err("reading the slave"))?;
+        put(m, &to_slave).map_err(err("writing back to the master"))?;
+        let mid = self.info_id((true, index)).unwrap_or(0);
+        let sid = match self.info_id((false, index)) {
+            Some(id) => id,
+            None => {
+                // The slave is not open in the tree: its settings still belong to the pty.
+                let st = std::fs::metadata(format!("/proc/self/fd/{s}")).map_err(err("stat"))?;
+                let dfd = DumpFd { meta: &st, ..*fd };
+                self.info(&dfd, s, (false, index))?
+            }
+        };
+        for (id, bytes) in [(mid, to_master), (sid, to_slave)] {
+            if !bytes.is_empty() {
+                self.data.push(TtyDataEntry {
+                    tty_id: id,
+                    data: bytes,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl FileKind for Tty {
@@ -37,21 +357,128 @@ impl FileKind for Tty {
         FdTypes::Tty
     }
 
-    /// Takes the terminals it refuses: a pty master, or any terminal without `--shell-job`
-    /// (a shell job's terminal is left to the regular kind, which records its path).
+    /// Takes ptys (both ends) and the other terminals it refuses (any without `--shell-job`;
+    /// a shell job's terminal is left to the regular kind, which records its path).
     fn claims(&self, fd: &DumpFd<'_>) -> bool {
-        let (ptmx, tty) = terminal(fd);
-        fd.name.starts_with('/') && (ptmx || (tty && !fd.shell_job))
+        fd.name.starts_with('/')
+            && match terminal(fd) {
+                Term::Master | Term::Slave(_) => true,
+                Term::Other => !fd.shell_job,
+                Term::No => false,
+            }
     }
 
-    fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
+    fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         let (pid, n, name) = (fd.pid, fd.fd, fd.name);
-        let what = if terminal(fd).0 {
-            format!("fd {n} of {pid} is a pty master ({name})")
-        } else {
-            format!("fd {n} of {pid} is the terminal {name}: dump a shell job with --shell-job")
+        self.shell_job = fd.shell_job;
+        let term = terminal(fd);
+        if term == Term::Other {
+            let what = format!(
+                "fd {n} of {pid} is the terminal {name}: dump a shell job with --shell-job"
+            );
+            return Err(DumpError::Unsupported { what });
+        }
+        let f = super::socket::steal(pid, n).map_err(|e| DumpError::Unsupported {
+            what: format!("fd {n} of {pid} ({name}): {e}"),
+        })?;
+        let f = f.as_raw_fd();
+        let key = match term {
+            Term::Slave(index) => {
+                self.slaves.push((pid, n, index));
+                (false, index)
+            }
+            _ => {
+                let index = get_int(f, libc::TIOCGPTN).ok_or_else(|| DumpError::File {
+                    what: format!("TIOCGPTN (pty master fd {n} of {pid})"),
+                    source: std::io::Error::last_os_error(),
+                })? as u32;
+                (true, index)
+            }
         };
-        Err(DumpError::Unsupported { what })
+        let first = self.info_id(key).is_none();
+        let info = self.info(fd, f, key)?;
+        if key.0 && first {
+            let pkt = self.infos.iter().any(|(k, i)| *k == key && i.packet_mode);
+            self.data(fd, f, key.1, pkt)?;
+        }
+        self.paths.push((id, name.to_string(), fd.meta.mode()));
+        Ok(FileEntry {
+            r#type: FdTypes::Tty as i32,
+            id,
+            tty: Some(TtyFileEntry {
+                id,
+                tty_info_id: info,
+                flags: fd.flags(),
+                fown: fown_zero(),
+                regf_id: None,
+            }),
+            ..FileEntry::default()
+        })
+    }
+
+    /// A slave whose master is not in the tree needs `--shell-job` (it is reopened by path).
+    /// Each `TTY` entry gets a `REG` entry with its path (`regf_id`), as CRIU writes them.
+    fn finish(
+        &mut self,
+        entries: &mut Vec<FileEntry>,
+        _ext: Option<&[u32]>,
+    ) -> Result<(), DumpError> {
+        for &(pid, fd, index) in &self.slaves {
+            if !self.shell_job && self.info_id((true, index)).is_none() {
+                return Err(DumpError::Unsupported {
+                    what: format!(
+                        "fd {fd} of {pid} is /dev/pts/{index}, whose master is outside the tree: \
+                         dump a shell job with --shell-job"
+                    ),
+                });
+            }
+        }
+        let mut next = entries.iter().map(|e| e.id).max().unwrap_or(0);
+        for (id, name, mode) in &self.paths {
+            next += 1;
+            let Some(t) = entries
+                .iter_mut()
+                .find(|e| e.id == *id)
+                .and_then(|e| e.tty.as_mut())
+            else {
+                continue;
+            };
+            t.regf_id = Some(next);
+            let reg = criu_images::pb::RegFileEntry {
+                id: next,
+                flags: t.flags,
+                pos: 0,
+                fown: fown_zero(),
+                name: name.clone(),
+                mode: Some(*mode),
+                ..Default::default()
+            };
+            entries.push(FileEntry {
+                r#type: FdTypes::Reg as i32,
+                id: next,
+                reg: Some(reg),
+                ..FileEntry::default()
+            });
+        }
+        Ok(())
+    }
+
+    fn write(&self, dir: &Path) -> Result<(), DumpError> {
+        if !self.infos.is_empty() {
+            let mut w = ImageWriter::create_in(dir, names::TTY_INFO, magic::TTY_INFO)?;
+            for (_, i) in &self.infos {
+                w.write_entry(i)?;
+            }
+            w.finish()?;
+        }
+        if !self.data.is_empty() {
+            let mut w = ImageWriter::create_in(dir, names::TTY_DATA, magic::TTY_DATA)?;
+            for d in &self.data {
+                w.write_entry(d)?;
+            }
+            w.finish()?;
+        }
+        Ok(())
     }
 
     fn parse(
@@ -60,23 +487,109 @@ impl FileKind for Tty {
         e: &FileEntry,
         fd: i32,
     ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        if !img.shell_job {
-            return Err(RestoreError::Unsupported {
-                what: format!("terminal at fd {fd} without --shell-job"),
-            });
+        let t = kind_entry(&e.tty, fd, "tty")?;
+        if self.saved.is_none() {
+            self.saved = Some(read_saved(img.dir)?);
         }
-        let flags = e
-            .tty
+        let saved = self
+            .saved
             .as_ref()
-            .map(|t| t.flags as i32)
-            .unwrap_or(libc::O_RDWR);
-        Ok(Arc::new(TtyFile { flags }))
+            .map_or_else(|| unreachable_saved(), Ok)?;
+        let pty = saved
+            .infos
+            .get(&t.tty_info_id)
+            .filter(|i| i.r#type == Ttytype::Pty as i32)
+            .and_then(|i| Some((i, i.pty.as_ref()?.index)));
+        let Some((info, index)) = pty else {
+            if !img.shell_job {
+                return Err(RestoreError::Unsupported {
+                    what: format!("terminal at fd {fd} without --shell-job"),
+                });
+            }
+            return Ok(Arc::new(TtyFile {
+                path: c"/dev/tty".into(),
+                flags: t.flags as i32,
+            }));
+        };
+        let master = libc::major(u64::from(info.rdev)) == TTYAUX_MAJOR;
+        let find = |m: bool| {
+            saved.infos.values().find(|i| {
+                i.r#type == Ttytype::Pty as i32
+                    && i.pty.as_ref().is_some_and(|p| p.index == index)
+                    && (libc::major(u64::from(i.rdev)) == TTYAUX_MAJOR) == m
+            })
+        };
+        let Some(mi) = find(true) else {
+            // A shell job's terminal (the dump asked for --shell-job): reopened by path, as
+            // the regular kind reopens files.
+            let path = std::ffi::CString::new(format!("/dev/pts/{index}"))
+                .map_err(|_| bad(names::TTY_INFO, "pty path"))?;
+            return Ok(Arc::new(TtyFile {
+                path,
+                flags: t.flags as i32,
+            }));
+        };
+        let pair = match self.pairs.get(&index) {
+            Some(p) => p.clone(),
+            None => {
+                let si = find(false);
+                let p = Arc::new(PtyPair {
+                    index,
+                    master: mi.clone(),
+                    slave: si.cloned(),
+                    to_master: saved.data.get(&mi.id).cloned().unwrap_or_default(),
+                    to_slave: si
+                        .and_then(|s| saved.data.get(&s.id).cloned())
+                        .unwrap_or_default(),
+                });
+                self.pairs.insert(index, p.clone());
+                p
+            }
+        };
+        Ok(Arc::new(PtyEnd { pair, master }))
     }
 }
 
-/// The controlling terminal of a shell job: criu's own terminal, opened again.
+fn unreachable_saved() -> Result<&'static Saved, RestoreError> {
+    Err(bad(names::TTY_INFO, "not read"))
+}
+
+/// The most bytes one direction of a pty may hold on restore.
+const MAX_TTY_DATA: usize = 1 << 20;
+
+/// Reads `tty-info.img` and `tty-data.img` (either may be absent).
+fn read_saved(d: &ImageDir) -> Result<Saved, RestoreError> {
+    let mut s = Saved::default();
+    let path = d.file(names::TTY_INFO);
+    if path.exists() {
+        let name = names::TTY_INFO;
+        let mut r = ImageReader::open_expect(path, magic::TTY_INFO).map_err(|e| img(name, e))?;
+        while let Some(e) = r.read_entry::<TtyInfoEntry>().map_err(|e| img(name, e))? {
+            if e.r#type == Ttytype::Pty as i32 && e.pty.is_none() {
+                return Err(bad(name, format!("pty {} has no index", e.id)));
+            }
+            s.infos.insert(e.id, e);
+        }
+    }
+    let path = d.file(names::TTY_DATA);
+    if path.exists() {
+        let name = names::TTY_DATA;
+        let mut r = ImageReader::open_expect(path, magic::TTY_DATA).map_err(|e| img(name, e))?;
+        while let Some(e) = r.read_entry::<TtyDataEntry>().map_err(|e| img(name, e))? {
+            if e.data.len() > MAX_TTY_DATA || !s.infos.contains_key(&e.tty_id) {
+                return Err(bad(name, format!("bad data for tty {}", e.tty_id)));
+            }
+            s.data.insert(e.tty_id, e.data);
+        }
+    }
+    Ok(s)
+}
+
+/// A terminal reopened by path: criu's own (`/dev/tty`) or a shell job's pty slave.
 #[derive(Debug)]
 pub struct TtyFile {
+    /// The path.
+    pub path: std::ffi::CString,
     /// `open` flags.
     pub flags: i32,
 }
@@ -87,10 +600,167 @@ impl RestoreFile for TtyFile {
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        super::regular::open_seek(c"/dev/tty", self.flags, 0, fd).map(Ends::one)
+        super::regular::open_seek(&self.path, self.flags, 0, fd).map(Ends::one)
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        super::regular::open_in_engine(c"/dev/tty", self.flags, 0).map(|f| vec![f])
+        super::regular::open_in_engine(&self.path, self.flags, 0).map(|f| vec![f])
+    }
+}
+
+/// A pty to make: both ends' saved state.
+#[derive(Debug)]
+pub struct PtyPair {
+    /// The index (`/dev/pts/N`).
+    pub index: u32,
+    /// The master's entry.
+    pub master: TtyInfoEntry,
+    /// The slave's entry (absent: the slave was not seen).
+    pub slave: Option<TtyInfoEntry>,
+    /// Bytes waiting to be read from the master.
+    pub to_master: Vec<u8>,
+    /// Bytes waiting to be read from the slave.
+    pub to_slave: Vec<u8>,
+}
+
+/// One end of a pty.
+#[derive(Debug)]
+pub struct PtyEnd {
+    /// The pty.
+    pub pair: Arc<PtyPair>,
+    /// The master end (else the slave).
+    pub master: bool,
+}
+
+/// The most masters opened while looking for a pty index.
+const MAX_PTY_TRIES: u32 = 4096;
+
+impl PtyPair {
+    fn make(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+        let sys = |what: &'static str| {
+            move |e: std::io::Error| RestoreError::Sys {
+                what,
+                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
+        };
+        let mut extra = Vec::new();
+        let m = loop {
+            if extra.len() as u32 > self.index.min(MAX_PTY_TRIES) {
+                return Err(RestoreError::Unsupported {
+                    what: format!("pty index {} is in use", self.index),
+                });
+            }
+            // SAFETY: opens a new master from a static path.
+            let r = unsafe {
+                libc::open(
+                    c"/dev/ptmx".as_ptr(),
+                    libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+                )
+            };
+            if r < 0 {
+                return Err(super::sys("opening /dev/ptmx"));
+            }
+            let m = super::owned(r);
+            match get_int(r, libc::TIOCGPTN) {
+                Some(i) if i as u32 == self.index => break m,
+                Some(i) if i as u32 > self.index => {
+                    return Err(RestoreError::Unsupported {
+                        what: format!("pty index {} is in use", self.index),
+                    });
+                }
+                Some(_) => extra.push(m),
+                None => return Err(super::sys("TIOCGPTN")),
+            }
+        };
+        drop(extra);
+        let mf = m.as_raw_fd();
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK reads one int from a live local.
+        if unsafe { libc::ioctl(mf, libc::TIOCSPTLCK, &unlock as *const libc::c_int) } != 0 {
+            return Err(super::sys("TIOCSPTLCK"));
+        }
+        let s = peer(mf, libc::O_RDWR | libc::O_CLOEXEC).map_err(sys("TIOCGPTPEER"))?;
+        let sf = s.as_raw_fd();
+        for (f, info) in [(mf, Some(&self.master)), (sf, self.slave.as_ref())] {
+            let Some(info) = info else { continue };
+            if let Some(t) = &info.termios {
+                set_termios(f, libc::TCSETS, &KTermios::from_entry(t)).map_err(sys("TCSETS"))?;
+            }
+            if let Some(t) = &info.termios_locked {
+                let k = KTermios::from_entry(t);
+                if k.iflag | k.oflag | k.cflag | k.lflag != 0 {
+                    set_termios(f, libc::TIOCSLCKTRMIOS, &k).map_err(sys("TIOCSLCKTRMIOS"))?;
+                }
+            }
+        }
+        if let Some(w) = self.master.winsize.as_ref() {
+            let ws = libc::winsize {
+                ws_row: w.ws_row as u16,
+                ws_col: w.ws_col as u16,
+                ws_xpixel: w.ws_xpixel as u16,
+                ws_ypixel: w.ws_ypixel as u16,
+            };
+            // SAFETY: TIOCSWINSZ reads one winsize from a live local.
+            if unsafe { libc::ioctl(mf, libc::TIOCSWINSZ, &ws as *const libc::winsize) } != 0 {
+                return Err(super::sys("TIOCSWINSZ"));
+            }
+        }
+        put(sf, &self.to_master).map_err(sys("refilling a pty (master side)"))?;
+        put(mf, &self.to_slave).map_err(sys("refilling a pty (slave side)"))?;
+        let int_ioctl = |f: RawFd, req: libc::Ioctl, v: libc::c_int, what: &'static str| {
+            // SAFETY: the request reads one int from a live local.
+            if unsafe { libc::ioctl(f, req as _, &v as *const libc::c_int) } != 0 {
+                return Err(super::sys(what));
+            }
+            Ok(())
+        };
+        if self.master.packet_mode {
+            int_ioctl(mf, libc::TIOCPKT, 1, "TIOCPKT")?;
+        }
+        if self.master.locked {
+            int_ioctl(mf, libc::TIOCSPTLCK, 1, "TIOCSPTLCK")?;
+        }
+        if self.slave.as_ref().is_some_and(|s| s.exclusive) {
+            // SAFETY: TIOCEXCL takes no argument.
+            if unsafe { libc::ioctl(sf, libc::TIOCEXCL) } != 0 {
+                return Err(super::sys("TIOCEXCL"));
+            }
+        }
+        Ok(vec![m, s])
+    }
+}
+
+impl RestoreFile for PtyEnd {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Tty
+    }
+
+    fn group(&self) -> Option<u64> {
+        Some(u64::from(self.pair.index))
+    }
+
+    fn end(&self) -> usize {
+        usize::from(!self.master)
+    }
+
+    fn made_by_engine(&self) -> bool {
+        true
+    }
+
+    /// The slave of a pty that was a session's terminal.
+    fn ctty(&self) -> Option<(i32, i32)> {
+        let m = &self.pair.master;
+        (!self.master && m.sid != 0).then_some((m.sid as i32, m.pgrp as i32))
+    }
+
+    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
+        Err(TaskError {
+            errno: libc::ENOTSUP,
+            detail: fd as u64,
+        })
+    }
+
+    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+        self.pair.make()
     }
 }

@@ -308,6 +308,20 @@ fn setup(p: &ChildPlan, shared_files: bool, shared_fs: bool) -> Result<(), Fail>
     if !shared_files {
         locks(p)?;
     }
+    if let Some((fd, pgrp)) = p.ctty {
+        // SAFETY: this session leader takes the terminal at its own descriptor `fd` and gives
+        // it the foreground group (the groups of its subtree exist by now).
+        unsafe {
+            ok(
+                CHILD_FDS,
+                libc::ioctl(fd, libc::TIOCSCTTY, 0) as _,
+                fd as u64,
+            )?;
+            if pgrp != 0 && pgrp != libc::getpid() {
+                ok(CHILD_FDS, libc::tcsetpgrp(fd, pgrp) as _, pgrp as u64)?;
+            }
+        }
+    }
     if let Some(Sched { nice, policy, prio }) = p.sched {
         // SAFETY: scheduling calls on this process with a live local parameter.
         unsafe {

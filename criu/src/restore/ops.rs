@@ -158,6 +158,9 @@ pub struct ChildPlan {
     pub service_fds: Vec<i32>,
     /// Status flags and owner to give each open file once placed (at its first descriptor).
     pub settle: Vec<(i32, crate::files::FileStatus)>,
+    /// The descriptor of this session leader's controlling terminal, with the foreground
+    /// process group to give it (0: its own).
+    pub ctty: Option<(i32, i32)>,
     /// Open files made by the engine for several tasks, closed once placed.
     pub inherited: Vec<i32>,
     /// Temporary descriptors go at or above this number.

@@ -719,6 +719,13 @@ fn build(
             .iter()
             .filter_map(|f| Some((f.fd, f.status?)))
             .collect(),
+        ctty: plan.fds.iter().find_map(|f| match &f.source {
+            super::plan::FdSource::File(x) => x
+                .ctty()
+                .filter(|&(sid, _)| sid == plan.pid)
+                .map(|(_, pgrp)| (f.fd, pgrp)),
+            super::plan::FdSource::Dup { .. } => None,
+        }),
         service_fds,
         inherited,
         tmp_fd_base,

@@ -368,3 +368,7 @@ pub unsafe extern "C" fn libsoccr_restore(
     unsafe { data.write_unaligned(d) };
     if r.is_some() { 0 } else { -1 }
 }
+
+// The layouts soccr.h promises.
+const _: () = assert!(size_of::<SkData>() == 68);
+const _: () = assert!(size_of::<SockAddr>() == size_of::<libc::sockaddr_in6>());

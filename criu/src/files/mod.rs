@@ -15,7 +15,7 @@
 //! | [`pidfd`] | pidfds of the holder or its descendants, by pid | `PIDFD` |
 //! | [`nsfile`] | `/proc/PID/ns/*` descriptors of criu's own namespaces; others refused by name | `NS` |
 //! | [`tty`] | the terminal of a shell job (`--shell-job`) | `TTY` (restore) |
-//! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`]; others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK` |
+//! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`], [`inet`] (TCP and UDP; established connections in `tcp-stream-INO.img`, [`tcp`]); others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK`, `INETSK` |
 //!
 //! The socket modules share [`sockdiag`] (one sock_diag dump per family and criu dump) and
 //! [`socket`] (a copy of the task's socket taken with `pidfd_getfd`, socket options).
@@ -63,6 +63,7 @@ use crate::restore::RestoreError;
 pub mod epoll;
 pub mod eventfd;
 pub mod fifo;
+pub mod inet;
 pub mod inotify;
 pub mod memfd;
 pub mod netlink;
@@ -75,6 +76,7 @@ pub mod signalfd;
 pub mod sockdiag;
 pub mod socket;
 pub mod sockets;
+pub mod tcp;
 pub mod timerfd;
 pub mod tty;
 pub mod unix;
@@ -98,6 +100,7 @@ pub fn kinds() -> Vec<Box<dyn FileKind>> {
         Box::new(sockets::Sockets::default()),
         Box::new(sockets::NetlinkKind),
         Box::new(sockets::PacketKind),
+        Box::new(sockets::InetKind::default()),
     ]
 }
 
@@ -118,6 +121,8 @@ pub struct DumpFd<'a> {
     pub info: &'a FdInfo,
     /// `--shell-job`: the task's terminal may be dumped.
     pub shell_job: bool,
+    /// `--tcp-established`: established TCP connections may be dumped.
+    pub tcp_established: bool,
 }
 
 impl DumpFd<'_> {
@@ -222,6 +227,10 @@ pub trait FileKind {
     ) -> Result<(), DumpError> {
         Ok(())
     }
+
+    /// Dump: called once the dump is over; `killed` when the tree was killed (a kind holding
+    /// state of the tree's files, like TCP connections in repair mode, lets it go).
+    fn dump_done(&mut self, _killed: bool) {}
 
     /// Dump: writes the images of the kind's own (besides `files.img`) into `dir`.
     ///
@@ -381,7 +390,7 @@ fn status_fields(e: &mut FileEntry) -> Option<(&mut u32, &mut FownEntry)> {
             })*
         };
     }
-    pick!(reg, pipe, efd, epfd, sgfd, tfd, tty, usk, nlsk, psk);
+    pick!(reg, pipe, efd, epfd, sgfd, tfd, tty, usk, nlsk, psk, isk);
     None
 }
 

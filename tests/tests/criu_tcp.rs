@@ -136,3 +136,29 @@ fn an_established_connection_is_refused_without_tcp_established() {
         assert_eq!(verdict(dir.path(), v.pid()), "check ok");
     });
 }
+
+#[test]
+fn a_tree_left_running_after_the_dump_keeps_its_connection() {
+    skip_if_not_root!("a_tree_left_running_after_the_dump_keeps_its_connection");
+    let _g = test_lock();
+    become_subreaper();
+    in_netns(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let v = spawn(dir.path());
+        let img = dir.path().join("img");
+        std::fs::create_dir_all(&img).unwrap();
+        let o = criu_dump(
+            v.pid(),
+            &img,
+            &["-o", "dump.log", "-v4", "--tcp-established", "-R"],
+        );
+        assert!(
+            o.status.success(),
+            "{}",
+            std::fs::read_to_string(img.join("dump.log")).unwrap_or_default()
+        );
+        assert!(img.join(names::FILES).exists());
+        // Repair mode was turned off again: queued bytes arrive, the connection goes on.
+        assert_eq!(verdict(dir.path(), v.pid()), "check ok");
+    });
+}

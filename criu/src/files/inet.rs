@@ -46,17 +46,22 @@ pub struct InetDump {
     keep_repair: bool,
 }
 
-impl Drop for InetDump {
-    fn drop(&mut self) {
-        if self.keep_repair {
-            return;
-        }
-        for fd in &self.paused {
+impl InetDump {
+    fn unpause(&mut self) {
+        for fd in self.paused.drain(..) {
             if let Ok(r) = soccr::Repair::pause(fd.as_fd())
                 && let Err(e) = r.resume()
             {
                 tracing::warn!("turning tcp repair off after the dump: {e}");
             }
+        }
+    }
+}
+
+impl Drop for InetDump {
+    fn drop(&mut self) {
+        if !self.keep_repair {
+            self.unpause();
         }
     }
 }
@@ -186,6 +191,10 @@ impl InetDump {
     /// stay in repair mode until they are closed).
     pub fn dump_done(&mut self, killed: bool) {
         self.keep_repair = killed;
+        if !killed {
+            // Before the tree runs again.
+            self.unpause();
+        }
     }
 
     /// Dumps the inet socket `sk` (criu's copy of fd `fd` of `pid`, family `family`) as file

@@ -41,10 +41,16 @@ fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
 }
 
 fn spawn(dir: &Path) -> Spawned {
+    spawn_with(dir, &[])
+}
+
+fn spawn_with(dir: &Path, extra: &[&str]) -> Spawned {
     let (out, ready) = (dir.join("out"), dir.join("ready"));
+    let mut args = vec![out.to_str().unwrap(), ready.to_str().unwrap()];
+    args.extend_from_slice(extra);
     let v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-tcp"),
-        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &args,
         &dir.join("victim.log"),
         None,
     );
@@ -160,5 +166,40 @@ fn a_tree_left_running_after_the_dump_keeps_its_connection() {
         assert!(img.join(names::FILES).exists());
         // Repair mode was turned off again: queued bytes arrive, the connection goes on.
         assert_eq!(verdict(dir.path(), v.pid()), "check ok");
+    });
+}
+
+/// The real migration case: the peer stays outside the tree (here, in the test) and keeps its
+/// end open through dump and restore; bytes it sent before the dump are read after the
+/// restore, and the connection goes on.
+#[test]
+fn a_connection_to_a_peer_outside_the_tree_survives() {
+    skip_if_not_root!("a_connection_to_a_peer_outside_the_tree_survives");
+    let _g = test_lock();
+    become_subreaper();
+    in_netns(|| {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port().to_string();
+        let mut v = spawn_with(dir.path(), &[&port]);
+        let (mut peer, _) = l.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut b = [0u8; 8];
+        peer.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"outside;");
+        peer.write_all(b"from outside").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let pid = v.pid();
+        let img = dir.path().join("img");
+        dump_and_reap(&mut v, &img, &["--tcp-established"]);
+        let r = restore_detached(&img, &[]);
+        assert_eq!(r, pid);
+        let _rv = Spawned::guard(r);
+        assert_eq!(verdict(dir.path(), r), "check ok");
+        let mut b = [0u8; 4];
+        peer.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"back");
     });
 }

@@ -7,6 +7,10 @@
 //! order, that the connection goes on both ways, that the listener still accepts on its port
 //! and that a datagram still goes from the connected UDP socket to the bound one, and writes
 //! `check ok` or `bad: WHY` into OUT.
+//!
+//! `criu-victim-tcp OUT READY PORT`: also connects to 127.0.0.1:PORT (a peer outside the
+//! tree) and writes "outside;" to it; the check then reads "from outside" there (sent by the
+//! peer before the dump) and answers "back".
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -27,6 +31,7 @@ struct Socks {
     recv: UdpSocket,
     recv_addr: SocketAddr,
     send: UdpSocket,
+    outside: Option<TcpStream>,
 }
 
 fn read_n(s: &mut TcpStream, n: usize, what: &str) -> Result<Vec<u8>, String> {
@@ -97,14 +102,23 @@ fn check(s: &mut Socks) -> Result<(), String> {
     if &b[..n] != b"dgram" || Some(from) != s.send.local_addr().ok() {
         return Err(format!("udp got {:?} from {from}", &b[..n]));
     }
+    if let Some(o) = s.outside.as_mut() {
+        expect(o, b"from outside", "bytes from the outside peer")?;
+        o.write_all(b"back")
+            .map_err(|e| format!("write to the outside peer: {e}"))?;
+    }
     Ok(())
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, out, ready] = &args[..] else {
-        eprintln!("usage: criu-victim-tcp OUT READY");
-        std::process::exit(2);
+    let (out, ready, peer_port) = match &args[..] {
+        [_, out, ready] => (out, ready, None),
+        [_, out, ready, port] => (out, ready, Some(port.parse::<u16>().unwrap())),
+        _ => {
+            eprintln!("usage: criu-victim-tcp OUT READY [PORT]");
+            std::process::exit(2);
+        }
     };
     // SAFETY: installs a handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
@@ -122,6 +136,12 @@ fn main() {
     let recv_addr = recv.local_addr().unwrap();
     let send = UdpSocket::bind("127.0.0.1:0").unwrap();
     send.connect(recv_addr).unwrap();
+    let outside = peer_port.map(|p| {
+        let o = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        o.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        (&o).write_all(b"outside;").unwrap();
+        o
+    });
     std::thread::sleep(Duration::from_millis(100));
     let mut socks = Socks {
         listener,
@@ -131,6 +151,7 @@ fn main() {
         recv,
         recv_addr,
         send,
+        outside,
     };
     let pid = std::process::id();
     let tmp = format!("{ready}.tmp");

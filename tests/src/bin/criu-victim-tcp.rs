@@ -1,6 +1,7 @@
 //! criu test victim: TCP and UDP sockets on loopback, checking itself after a restore.
 //!
-//! `criu-victim-tcp OUT READY`: listens on 127.0.0.1, connects to itself and accepts, then
+//! `criu-victim-tcp OUT READY`: listens on 127.0.0.1 (and on ::1, with a connection whose
+//! client has "over v6" unread), connects to itself and accepts, then
 //! writes bytes both ways that nobody reads yet ("to client" into the client's receive queue,
 //! "to server;" into the server's); binds a UDP socket and connects a second one to it; writes
 //! `ready PID` into READY. On SIGUSR1 it checks that each queued byte arrives once and in
@@ -32,6 +33,8 @@ struct Socks {
     recv_addr: SocketAddr,
     send: UdpSocket,
     outside: Option<TcpStream>,
+    /// An IPv6 listener and connection ("over v6" unread by its client).
+    v6: (TcpListener, TcpStream, TcpStream),
 }
 
 fn read_n(s: &mut TcpStream, n: usize, what: &str) -> Result<Vec<u8>, String> {
@@ -102,6 +105,15 @@ fn check(s: &mut Socks) -> Result<(), String> {
     if &b[..n] != b"dgram" || Some(from) != s.send.local_addr().ok() {
         return Err(format!("udp got {:?} from {from}", &b[..n]));
     }
+    let (l6, c6, s6) = &mut s.v6;
+    expect(c6, b"over v6", "IPv6 client's queued bytes")?;
+    c6.write_all(b"ack6")
+        .map_err(|e| format!("v6 write: {e}"))?;
+    expect(s6, b"ack6", "IPv6 server, data written after")?;
+    let n6 = TcpStream::connect(l6.local_addr().map_err(|e| e.to_string())?)
+        .map_err(|e| format!("connect to the IPv6 listener: {e}"))?;
+    l6.accept().map_err(|e| format!("IPv6 accept: {e}"))?;
+    drop(n6);
     if let Some(o) = s.outside.as_mut() {
         expect(o, b"from outside", "bytes from the outside peer")?;
         o.write_all(b"back")
@@ -136,6 +148,13 @@ fn main() {
     let recv_addr = recv.local_addr().unwrap();
     let send = UdpSocket::bind("127.0.0.1:0").unwrap();
     send.connect(recv_addr).unwrap();
+    let l6 = TcpListener::bind("[::1]:0").unwrap();
+    let c6 = TcpStream::connect(l6.local_addr().unwrap()).unwrap();
+    let (s6, _) = l6.accept().unwrap();
+    for s in [&c6, &s6] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    (&s6).write_all(b"over v6").unwrap();
     let outside = peer_port.map(|p| {
         let o = TcpStream::connect(("127.0.0.1", p)).unwrap();
         o.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -152,6 +171,7 @@ fn main() {
         recv_addr,
         send,
         outside,
+        v6: (l6, c6, s6),
     };
     let pid = std::process::id();
     let tmp = format!("{ready}.tmp");

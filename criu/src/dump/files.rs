@@ -60,6 +60,8 @@ pub struct FileTable {
     locks: Vec<FileLockEntry>,
     /// What makes each of `locks` one lock (flock/OFD: open file; POSIX: process and inode).
     lock_keys: std::collections::HashSet<(u32, i32, u64, u32, i64, i64)>,
+    /// `--tcp-established`.
+    pub tcp_established: bool,
 }
 
 /// CRIU's lock kinds (`file_lock_entry.flag`).
@@ -84,6 +86,14 @@ impl FileTable {
             seen: HashMap::new(),
             locks: Vec::new(),
             lock_keys: Default::default(),
+            tcp_established: false,
+        }
+    }
+
+    /// The dump is over (`killed`: the tree was killed); kinds let go of what they hold.
+    pub fn dump_done(&mut self, killed: bool) {
+        for k in self.kinds.iter_mut() {
+            k.dump_done(killed);
         }
     }
 
@@ -300,6 +310,7 @@ impl FileTable {
                 meta: &meta,
                 info: &info,
                 shell_job,
+                tcp_established: self.tcp_established,
             };
             let key = (meta.dev(), meta.ino());
             let (id, ty) = match self.find_open(key, pid, fd) {

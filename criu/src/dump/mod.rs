@@ -668,6 +668,7 @@ fn dump_inner(
     refuse_leaderless_groups(pid, tasks.iter().map(|(p, _)| *p), &zombies)
         .map_err(|e| e.at("checking the process tree"))?;
     let mut files = files::FileTable::new(opts.ghost_limit);
+    files.tcp_established = opts.tcp_established;
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.
     let own_ns = ids::ns_inodes("self");
@@ -691,6 +692,8 @@ fn dump_inner(
         drop(tasks);
         return Err(DumpError::from(e).at("post-dump action script"));
     }
+    // Saved TCP connections stay in repair mode when the tree dies (closing sends nothing).
+    files.dump_done(opts.final_state == FinalState::Dead);
     for (p, task) in tasks {
         match opts.final_state {
             FinalState::Dead => {

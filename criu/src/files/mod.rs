@@ -15,7 +15,7 @@
 //! | [`pidfd`] | pidfds of the holder or its descendants, by pid | `PIDFD` |
 //! | [`nsfile`] | `/proc/PID/ns/*` descriptors of criu's own namespaces; others refused by name | `NS` |
 //! | [`tty`] | pty pairs (index, settings, waiting bytes, session and foreground group: `tty-info.img`, `tty-data.img`); a shell job's slave by path | `TTY` (+ `REG` for the path) |
-//! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`]; others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK` |
+//! | [`sockets`] | every socket, dispatched on its family: [`unix`] (names, pairs, backlogs, queued data in `sk-queues.img`), [`netlink`], [`packet`], [`inet`] (TCP and UDP; established connections in `tcp-stream-INO.img`, [`tcp`]); others refused by name | `UNIXSK`, `NETLINKSK`, `PACKETSK`, `INETSK` |
 //!
 //! The socket modules share [`sockdiag`] (one sock_diag dump per family and criu dump) and
 //! [`socket`] (a copy of the task's socket taken with `pidfd_getfd`, socket options).
@@ -64,6 +64,7 @@ pub(crate) mod common;
 pub mod epoll;
 pub mod eventfd;
 pub mod fifo;
+pub mod inet;
 pub mod inotify;
 pub mod memfd;
 pub mod netlink;
@@ -76,6 +77,7 @@ pub mod signalfd;
 pub mod sockdiag;
 pub mod socket;
 pub mod sockets;
+pub mod tcp;
 pub mod timerfd;
 pub mod tty;
 pub mod unix;
@@ -99,6 +101,7 @@ pub fn kinds() -> Vec<Box<dyn FileKind>> {
         Box::new(sockets::Sockets::default()),
         Box::new(sockets::NetlinkKind),
         Box::new(sockets::PacketKind),
+        Box::new(sockets::InetKind::default()),
     ]
 }
 
@@ -119,6 +122,8 @@ pub struct DumpFd<'a> {
     pub info: &'a FdInfo,
     /// `--shell-job`: the task's terminal may be dumped.
     pub shell_job: bool,
+    /// `--tcp-established`: established TCP connections may be dumped.
+    pub tcp_established: bool,
 }
 
 impl DumpFd<'_> {
@@ -237,6 +242,10 @@ pub trait FileKind {
     ) -> Result<(), DumpError> {
         Ok(())
     }
+
+    /// Dump: called once the dump is over; `killed` when the tree was killed (a kind holding
+    /// state of the tree's files, like TCP connections in repair mode, lets it go).
+    fn dump_done(&mut self, _killed: bool) {}
 
     /// Dump: writes the images of the kind's own (besides `files.img`) into `dir`.
     ///
@@ -439,7 +448,7 @@ fn status_fields(e: &mut FileEntry) -> Option<(&mut u32, &mut FownEntry)> {
             })*
         };
     }
-    pick!(reg, pipe, efd, epfd, sgfd, tfd, tty, usk, nlsk, psk);
+    pick!(reg, pipe, efd, epfd, sgfd, tfd, tty, usk, nlsk, psk, isk);
     None
 }
 

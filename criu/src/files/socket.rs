@@ -34,7 +34,7 @@ pub enum SocketError {
     // Dump: a socket of a task in a state not dumped.
     /// A socket of a family not dumped.
     #[error(
-        "fd {} of {}: socket:[{}] of family {family} (only unix, netlink and packet sockets are dumped)",
+        "fd {} of {}: socket:[{}] of family {family} (only unix, netlink, packet and inet sockets are dumped)",
         at.fd, at.pid, at.ino
     )]
     Family {

@@ -13,10 +13,14 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use criu_images::pb::{FdTypes, FileEntry, NetlinkSkEntry, PacketSockEntry, UnixSkEntry};
+use criu_images::pb::{
+    FdTypes, FileEntry, InetSkEntry, NetlinkSkEntry, PacketSockEntry, UnixSkEntry,
+};
 
 use super::socket::{self, SocketError};
-use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, netlink, packet, unix};
+use super::{
+    DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, inet, netlink, packet, tcp, unix,
+};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
 
@@ -49,6 +53,8 @@ pub struct Sockets {
     pub netlink: netlink::NetlinkDump,
     /// Packet sockets.
     pub packet: packet::PacketDump,
+    /// Inet sockets.
+    pub inet: inet::InetDump,
 }
 
 impl Sockets {
@@ -86,6 +92,10 @@ impl Sockets {
                 e.r#type = FdTypes::Packetsk as i32;
                 e.psk = Some(self.packet.add(pid, fd, &sk, ino, flags, id)?);
             }
+            libc::AF_INET | libc::AF_INET6 => {
+                e.r#type = FdTypes::Inetsk as i32;
+                e.isk = Some(self.inet.add(pid, fd, &sk, ino, flags, id, family)?);
+            }
             f => {
                 return Err(SocketError::Family {
                     at: socket::SockAt { pid, fd, ino },
@@ -116,6 +126,7 @@ impl FileKind for Sockets {
 
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         let ino = socket_ino(fd.name).unwrap_or(0);
+        self.inet.tcp_established = fd.tcp_established;
         self.add(fd.pid, fd.fd, ino, fd.info.flags, id)
             .map_err(dump_err)
     }
@@ -152,8 +163,13 @@ impl FileKind for Sockets {
         Ok(())
     }
 
+    fn dump_done(&mut self, killed: bool) {
+        self.inet.dump_done(killed);
+    }
+
     fn write(&self, dir: &Path) -> Result<(), DumpError> {
         self.unix.write_queues(dir)?;
+        self.inet.write(dir).map_err(dump_err)?;
         Ok(())
     }
 
@@ -418,5 +434,140 @@ impl RestoreFile for PacketFile {
         let mut m =
             packet::create_all(std::slice::from_ref(&self.0), &wanted, 3).map_err(restore_err)?;
         Ok(m.remove(&self.0.id).into_iter().collect())
+    }
+}
+
+/// The inet sockets of the images, made once for the whole tree (connections leave repair
+/// mode only once every socket is made).
+#[derive(Debug)]
+pub struct InetSet {
+    entries: Vec<InetSkEntry>,
+    streams: HashMap<u32, tcp::Stream>,
+}
+
+impl InetSet {
+    /// Reads and checks every inet socket entry of `files.img` and its `tcp-stream` image.
+    ///
+    /// # Errors
+    /// [`RestoreError::BadImage`] naming the file, [`RestoreError::Unsupported`].
+    pub fn load(img: &ImageCtx<'_>) -> Result<InetSet, RestoreError> {
+        let files = img
+            .dir
+            .read_files()
+            .map_err(|e| crate::restore::images::img(criu_images::names::FILES, e))?;
+        let mut entries = Vec::new();
+        for f in &files {
+            if f.r#type == FdTypes::Inetsk as i32 {
+                entries.push(f.isk.clone().ok_or_else(|| {
+                    crate::restore::images::bad(
+                        criu_images::names::FILES,
+                        format!("file id {}: INETSK entry without its socket", f.id),
+                    )
+                })?);
+            }
+        }
+        inet::check(&entries).map_err(restore_err)?;
+        let mut streams = HashMap::new();
+        for e in &entries {
+            if e.proto == libc::IPPROTO_TCP as u32 && e.state == inet::TCP_ESTABLISHED {
+                streams.insert(
+                    e.ino,
+                    tcp::read(img.dir.path(), e.ino).map_err(restore_err)?,
+                );
+            }
+        }
+        Ok(InetSet { entries, streams })
+    }
+}
+
+/// The restore side of inet sockets (`INETSK` entries).
+#[derive(Debug, Default)]
+pub struct InetKind {
+    set: Option<Arc<InetSet>>,
+}
+
+impl FileKind for InetKind {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Inetsk
+    }
+
+    fn claims(&self, _fd: &DumpFd<'_>) -> bool {
+        false
+    }
+
+    fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
+        Err(DumpError::Unsupported {
+            what: format!("fd {} of {}: not claimed by the socket kind", fd.fd, fd.pid),
+        })
+    }
+
+    fn parse(
+        &mut self,
+        img: &ImageCtx<'_>,
+        e: &FileEntry,
+        fd: i32,
+    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+        let i = crate::restore::images::kind_entry(&e.isk, fd, "inet socket")?;
+        if self.set.is_none() {
+            self.set = Some(Arc::new(InetSet::load(img)?));
+        }
+        let set = self.set.clone().ok_or_else(|| RestoreError::Unsupported {
+            what: "inet sockets".into(),
+        })?;
+        let Some(index) = set.entries.iter().position(|x| x.id == i.id) else {
+            return Err(crate::restore::images::bad(
+                criu_images::names::FILES,
+                format!("fd {fd}: inet socket id {} not in files.img", i.id),
+            ));
+        };
+        Ok(Arc::new(InetFile { set, index }))
+    }
+}
+
+/// One inet socket of a task: end `index` of the object made of every inet socket.
+#[derive(Debug)]
+pub struct InetFile {
+    set: Arc<InetSet>,
+    index: usize,
+}
+
+impl RestoreFile for InetFile {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Inetsk
+    }
+
+    fn group(&self) -> Option<u64> {
+        Some(0)
+    }
+
+    fn end(&self) -> usize {
+        self.index
+    }
+
+    fn made_by_engine(&self) -> bool {
+        true
+    }
+
+    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
+        Err(TaskError {
+            errno: libc::EOPNOTSUPP,
+            detail: fd as u64,
+        })
+    }
+
+    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+        let wanted: HashSet<u32> = self.set.entries.iter().map(|e| e.id).collect();
+        let mut made = inet::create_all(&self.set.entries, &wanted, &self.set.streams, 3)
+            .map_err(restore_err)?;
+        let mut out = Vec::with_capacity(self.set.entries.len());
+        for e in &self.set.entries {
+            out.push(
+                made.remove(&e.id)
+                    .ok_or_else(|| RestoreError::Unsupported {
+                        what: format!("inet socket id {} was not made", e.id),
+                    })?,
+            );
+        }
+        Ok(out)
     }
 }

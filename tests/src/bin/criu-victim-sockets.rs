@@ -17,7 +17,7 @@
 //! - a stream pair with one end shut down for writing;
 //! - a child process holding one end of a stream pair, echoing what it reads in upper case;
 //!
-//! with `tcp`, also a TCP socket (which criu refuses); with `scm`, a stream pair with a pipe's
+//! with `tcp`, also a raw ICMP inet socket (which criu refuses; TCP listeners are dumped now); with `scm`, a stream pair with a pipe's
 //! descriptor in flight (refused too); with `ext=PATH`, a stream socket connected to the
 //! listener at PATH outside the tree, which sends "again" on it when checking. Writes `ready PID` into READY. On
 //! SIGUSR1 it checks every socket (queued bytes in order and once, both directions, names,
@@ -432,10 +432,12 @@ fn main() {
     // SAFETY: the parent does not use the child's end.
     unsafe { libc::close(echo.1) };
 
-    let _tcp = rest
-        .iter()
-        .any(|a| a == "tcp")
-        .then(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let _tcp = rest.iter().any(|a| a == "tcp").then(|| {
+        // SAFETY: socket() takes no pointers; the result is checked.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+        assert!(s >= 0, "raw socket");
+        s
+    });
 
     if rest.iter().any(|a| a == "scm") {
         let (a, b) = pair(libc::SOCK_STREAM);

@@ -1,0 +1,531 @@
+//! Inet sockets (`AF_INET`, `AF_INET6`), both sides, as CRIU's `inet_sk_entry`.
+//!
+//! Dump, through criu's `pidfd_getfd` copy of the task's socket: TCP sockets never connected
+//! (bound or not), listeners (their accept queue must be empty: connections not yet accepted
+//! are refused by name), established connections with `--tcp-established` only (refused by
+//! name without it, as criu(8) does), saved with [`soccr`] into `tcp-stream-INO.img`
+//! ([`super::tcp`]); UDP sockets, bound or connected (datagrams waiting in their receive queue
+//! are dropped, as CRIU does). Other protocols (raw, ICMP, UDP-Lite) and other TCP states are
+//! refused by name. A saved connection stays in repair mode until the tree is killed (its close
+//! then sends nothing); when the tree runs on (`-R`) or the dump fails, repair is turned off.
+//!
+//! Restore: every inet socket of the images is made by the engine at once, listeners first
+//! (a connection accepted from a listener shares its port), connections rebuilt with soccr and
+//! taken out of repair mode only once all are made, so that no restored end talks to a peer not
+//! yet there.
+// Unsafe code: raw socket calls (bind, connect, listen, getsockname) with sockaddrs.
+#![allow(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use criu_images::names;
+use criu_images::pb::{InetSkEntry, TcpOptsEntry};
+
+use super::socket::{self, SocketError, sys};
+use super::tcp;
+
+/// TCP states (include/net/tcp_states.h).
+pub const TCP_ESTABLISHED: u32 = 1;
+/// Closed (never connected, or reset).
+pub const TCP_CLOSE: u32 = 7;
+/// Listening.
+pub const TCP_LISTEN: u32 = 10;
+
+/// The inet sockets met by one dump.
+#[derive(Debug, Default)]
+pub struct InetDump {
+    /// `--tcp-established`.
+    pub tcp_established: bool,
+    /// The saved connections: socket inode, stream.
+    pub streams: Vec<(u32, tcp::Stream)>,
+    /// criu's copies of the saved connections, in repair mode.
+    paused: Vec<OwnedFd>,
+    /// The tree is killed: keep them in repair mode (their close then sends nothing).
+    keep_repair: bool,
+}
+
+impl InetDump {
+    fn unpause(&mut self) {
+        for fd in self.paused.drain(..) {
+            if let Ok(r) = soccr::Repair::pause(fd.as_fd())
+                && let Err(e) = r.resume()
+            {
+                tracing::warn!("turning tcp repair off after the dump: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for InetDump {
+    fn drop(&mut self) {
+        if !self.keep_repair {
+            self.unpause();
+        }
+    }
+}
+
+fn int(fd: RawFd, level: i32, opt: i32, w: &str, name: &str) -> Result<u32, SocketError> {
+    socket::get_int(fd, level, opt)
+        .map(|v| v as u32)
+        .map_err(|source| SocketError::Sys {
+            what: format!("{name} of {w}"),
+            source,
+        })
+}
+
+/// The first 32 bytes of `struct tcp_info` (state at 0, unacked at 24, sacked at 28).
+fn tcp_info(fd: RawFd, w: &str) -> Result<[u8; 32], SocketError> {
+    let mut b = [0u8; 32];
+    let mut len = b.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most len bytes into b.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_TCP,
+            libc::TCP_INFO,
+            b.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 || len < 32 {
+        return Err(sys(format!("TCP_INFO of {w}")));
+    }
+    Ok(b)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The socket's own or peer address (`None`: not connected).
+fn name(fd: RawFd, peer: bool) -> Option<SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr union.
+    let mut s: soccr::SockAddr = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<soccr::SockAddr>() as libc::socklen_t;
+    let p = (&mut s as *mut soccr::SockAddr).cast::<libc::sockaddr>();
+    // SAFETY: p is writable for len bytes.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    if r < 0 { None } else { s.to_std() }
+}
+
+/// An address as CRIU's `src_addr`/`dst_addr` words (the bytes in network order, read as
+/// native u32s: one word for IPv4, four for IPv6).
+fn words(ip: IpAddr) -> Vec<u32> {
+    match ip {
+        IpAddr::V4(a) => vec![u32::from_ne_bytes(a.octets())],
+        IpAddr::V6(a) => a
+            .octets()
+            .chunks(4)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    }
+}
+
+/// The address of entry words back (`None` for a wrong number of words).
+fn addr(family: u32, w: &[u32], port: u32) -> Option<SocketAddr> {
+    let port = u16::try_from(port).ok()?;
+    match (family as i32, w.len()) {
+        (libc::AF_INET, 1) => Some(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(w[0].to_ne_bytes()),
+            port,
+        ))),
+        (libc::AF_INET, 0) => Some(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::UNSPECIFIED,
+            port,
+        ))),
+        (libc::AF_INET6, 4) => {
+            let mut b = [0u8; 16];
+            for (i, x) in w.iter().enumerate() {
+                b[i * 4..i * 4 + 4].copy_from_slice(&x.to_ne_bytes());
+            }
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(b),
+                port,
+                0,
+                0,
+            )))
+        }
+        (libc::AF_INET6, 0) => Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::UNSPECIFIED,
+            port,
+            0,
+            0,
+        ))),
+        _ => None,
+    }
+}
+
+fn proto_name(p: u32) -> String {
+    match p as i32 {
+        libc::IPPROTO_TCP => "TCP".into(),
+        libc::IPPROTO_UDP => "UDP".into(),
+        libc::IPPROTO_UDPLITE => "UDP-Lite".into(),
+        libc::IPPROTO_ICMP => "ICMP".into(),
+        libc::IPPROTO_ICMPV6 => "ICMPv6".into(),
+        libc::IPPROTO_RAW => "raw IP".into(),
+        o => format!("protocol {o}"),
+    }
+}
+
+fn read_tcp_opts(fd: RawFd, w: &str) -> Result<TcpOptsEntry, SocketError> {
+    let g = |opt, name| int(fd, libc::SOL_TCP, opt, w, name);
+    Ok(TcpOptsEntry {
+        cork: Some(g(libc::TCP_CORK, "TCP_CORK")? != 0).filter(|&b| b),
+        nodelay: Some(g(libc::TCP_NODELAY, "TCP_NODELAY")? != 0).filter(|&b| b),
+        keepcnt: Some(g(libc::TCP_KEEPCNT, "TCP_KEEPCNT")?),
+        keepidle: Some(g(libc::TCP_KEEPIDLE, "TCP_KEEPIDLE")?),
+        keepintvl: Some(g(libc::TCP_KEEPINTVL, "TCP_KEEPINTVL")?),
+    })
+}
+
+impl InetDump {
+    /// Called once the dump is over: `killed` when the tree was killed (saved connections then
+    /// stay in repair mode until they are closed).
+    pub fn dump_done(&mut self, killed: bool) {
+        self.keep_repair = killed;
+        if !killed {
+            // Before the tree runs again.
+            self.unpause();
+        }
+    }
+
+    /// Dumps the inet socket `sk` (criu's copy of fd `fd` of `pid`, family `family`) as file
+    /// `id`.
+    ///
+    /// # Errors
+    /// [`SocketError::Unsupported`] naming the socket, its family, protocol and state for what
+    /// is not handled.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        sk: &OwnedFd,
+        ino: u32,
+        flags: u32,
+        id: u32,
+        family: i32,
+    ) -> Result<InetSkEntry, SocketError> {
+        let raw = sk.as_raw_fd();
+        let fam = socket::family_name(family);
+        let w = format!("fd {fd} of {pid} (socket:[{ino}], {fam})");
+        let ty = int(raw, libc::SOL_SOCKET, libc::SO_TYPE, &w, "SO_TYPE")?;
+        let proto = int(raw, libc::SOL_SOCKET, libc::SO_PROTOCOL, &w, "SO_PROTOCOL")?;
+        let refuse = |what: String| SocketError::Unsupported {
+            what: format!("{w}: {} {what}", proto_name(proto)),
+        };
+        let src = name(raw, false);
+        let dst = name(raw, true);
+        let mut state = TCP_CLOSE;
+        let mut backlog = 0;
+        let tcp_opts;
+        match (ty as i32, proto as i32) {
+            (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
+                let ti = tcp_info(raw, &w)?;
+                state = u32::from(ti[0]);
+                match state {
+                    TCP_LISTEN => {
+                        let pending = u32_at(&ti, 24);
+                        if pending != 0 {
+                            return Err(refuse(format!(
+                                "listener with {pending} connection(s) not yet accepted (not dumped yet)"
+                            )));
+                        }
+                        backlog = u32_at(&ti, 28);
+                    }
+                    TCP_CLOSE => {}
+                    TCP_ESTABLISHED => {
+                        let (Some(s), Some(d)) = (src, dst) else {
+                            return Err(refuse("connection without addresses".into()));
+                        };
+                        if !self.tcp_established {
+                            return Err(refuse(format!(
+                                "connection {s} -> {d} is established (dump it with --tcp-established)"
+                            )));
+                        }
+                        let copy = sk.try_clone().map_err(|source| SocketError::Sys {
+                            what: format!("dup of {w}"),
+                            source,
+                        })?;
+                        let r = soccr::Repair::pause(copy.as_fd())
+                            .map_err(|e| refuse(format!("tcp repair: {e}")))?;
+                        // Kept paused from here on (the Drop of the dump turns it back).
+                        self.paused
+                            .push(copy.try_clone().map_err(|source| SocketError::Sys {
+                                what: format!("dup of {w}"),
+                                source,
+                            })?);
+                        let saved = r.save().map_err(|e| refuse(format!("tcp repair: {e}")))?;
+                        r.release();
+                        let mut st = tcp::Stream::from_saved(&saved);
+                        st.entry.nodelay = Some(
+                            int(raw, libc::SOL_TCP, libc::TCP_NODELAY, &w, "TCP_NODELAY")? != 0,
+                        );
+                        st.entry.cork =
+                            Some(int(raw, libc::SOL_TCP, libc::TCP_CORK, &w, "TCP_CORK")? != 0);
+                        self.streams.push((ino, st));
+                    }
+                    s => {
+                        return Err(refuse(format!(
+                            "socket in state {} (not dumped yet)",
+                            soccr::state::name(s)
+                        )));
+                    }
+                }
+                tcp_opts = Some(read_tcp_opts(raw, &w)?);
+            }
+            (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => {
+                if dst.is_some() {
+                    state = TCP_ESTABLISHED;
+                }
+                tcp_opts = Some(TcpOptsEntry::default());
+            }
+            _ => return Err(refuse("sockets are not dumped yet".into())),
+        }
+        let unspec = |f: i32| {
+            if f == libc::AF_INET6 {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            }
+        };
+        let v6only = if family == libc::AF_INET6 {
+            Some(
+                int(
+                    raw,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_V6ONLY,
+                    &w,
+                    "IPV6_V6ONLY",
+                )? != 0,
+            )
+        } else {
+            None
+        };
+        Ok(InetSkEntry {
+            id,
+            ino,
+            family: family as u32,
+            r#type: ty,
+            proto,
+            state,
+            src_port: src.map_or(0, |a| u32::from(a.port())),
+            dst_port: dst.map_or(0, |a| u32::from(a.port())),
+            flags: flags & !(libc::O_CLOEXEC as u32),
+            backlog,
+            src_addr: words(src.map_or(unspec(family), |a| a.ip())),
+            dst_addr: words(dst.map_or(unspec(family), |a| a.ip())),
+            fown: socket::read_fown(raw),
+            opts: socket::read_opts(raw, &w)?,
+            v6only,
+            ip_opts: None,
+            ifname: None,
+            ns_id: None,
+            shutdown: None,
+            tcp_opts,
+        })
+    }
+
+    /// Writes `tcp-stream-INO.img` of every saved connection into `dir`.
+    ///
+    /// # Errors
+    /// [`SocketError::Sys`] naming the image.
+    pub fn write(&self, dir: &std::path::Path) -> Result<(), SocketError> {
+        for (ino, st) in &self.streams {
+            tcp::write(dir, *ino, st)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks inet entries before anything is made.
+///
+/// # Errors
+/// [`SocketError::BadImage`], or [`SocketError::Unsupported`] naming what is not restored.
+pub fn check(entries: &[InetSkEntry]) -> Result<(), SocketError> {
+    for e in entries {
+        let bad = |what: &str| SocketError::BadImage {
+            file: names::FILES.into(),
+            reason: format!("inet socket id {}: {what}", e.id),
+        };
+        if e.family != libc::AF_INET as u32 && e.family != libc::AF_INET6 as u32 {
+            return Err(bad("family"));
+        }
+        if addr(e.family, &e.src_addr, e.src_port).is_none()
+            || addr(e.family, &e.dst_addr, e.dst_port).is_none()
+        {
+            return Err(bad("address"));
+        }
+        let ok = match (e.r#type as i32, e.proto as i32) {
+            (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
+                matches!(e.state, TCP_CLOSE | TCP_LISTEN | TCP_ESTABLISHED)
+            }
+            (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => matches!(e.state, TCP_CLOSE | TCP_ESTABLISHED),
+            _ => false,
+        };
+        if !ok {
+            return Err(SocketError::Unsupported {
+                what: format!(
+                    "inet socket id {}: {} socket in state {} (not restored yet)",
+                    e.id,
+                    proto_name(e.proto),
+                    soccr::state::name(e.state)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn bind_or_connect(fd: RawFd, a: SocketAddr, connect: bool) -> Result<(), ()> {
+    let s = soccr::SockAddr::from(a);
+    let len = if a.is_ipv6() {
+        std::mem::size_of::<libc::sockaddr_in6>()
+    } else {
+        std::mem::size_of::<libc::sockaddr_in>()
+    } as libc::socklen_t;
+    let p = (&s as *const soccr::SockAddr).cast::<libc::sockaddr>();
+    // SAFETY: p points at a live sockaddr of len bytes.
+    let r = unsafe {
+        if connect {
+            libc::connect(fd, p, len)
+        } else {
+            libc::bind(fd, p, len)
+        }
+    };
+    if r < 0 { Err(()) } else { Ok(()) }
+}
+
+/// Makes every inet socket of `entries` held by a task (`wanted` file ids), numbered `min` or
+/// above; `streams` are the saved connections by socket inode. Connections leave repair mode
+/// once all are made.
+///
+/// # Errors
+/// [`SocketError`] naming the socket.
+pub fn create_all(
+    entries: &[InetSkEntry],
+    wanted: &HashSet<u32>,
+    streams: &HashMap<u32, tcp::Stream>,
+    min: i32,
+) -> Result<HashMap<u32, OwnedFd>, SocketError> {
+    let mut out = HashMap::new();
+    let mut repaired = Vec::new();
+    let mut order: Vec<&InetSkEntry> = entries.iter().filter(|e| wanted.contains(&e.id)).collect();
+    // Listeners first: a connection accepted from one binds its port again.
+    order.sort_by_key(|e| e.state != TCP_LISTEN);
+    for e in order {
+        let who = format!("inet socket id {} (socket:[{}])", e.id, e.ino);
+        let src = addr(e.family, &e.src_addr, e.src_port).ok_or_else(|| SocketError::BadImage {
+            file: names::FILES.into(),
+            reason: format!("{who}: address"),
+        })?;
+        let dst = addr(e.family, &e.dst_addr, e.dst_port).ok_or_else(|| SocketError::BadImage {
+            file: names::FILES.into(),
+            reason: format!("{who}: address"),
+        })?;
+        // SAFETY: socket() takes no pointers; the result is checked and owned.
+        let fd = unsafe {
+            libc::socket(
+                e.family as i32,
+                e.r#type as i32 | libc::SOCK_CLOEXEC,
+                e.proto as i32,
+            )
+        };
+        if fd < 0 {
+            return Err(sys(format!("creating {who}")));
+        }
+        // SAFETY: fd was just created and is owned by nothing else.
+        let s = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sk = s.as_raw_fd();
+        socket::write_opts(sk, &e.opts, &who)?;
+        let set = |level: i32, opt: i32, v: u32, name: &str| {
+            socket::set_int(sk, level, opt, v as i32).map_err(|source| SocketError::Sys {
+                what: format!("setsockopt {name} on {who}"),
+                source,
+            })
+        };
+        if let Some(v) = e.v6only {
+            set(
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                v as u32,
+                "IPV6_V6ONLY",
+            )?;
+        }
+        let tcp = e.proto == libc::IPPROTO_TCP as u32;
+        if tcp && let Some(t) = &e.tcp_opts {
+            for (v, opt, name) in [
+                (t.keepcnt, libc::TCP_KEEPCNT, "TCP_KEEPCNT"),
+                (t.keepidle, libc::TCP_KEEPIDLE, "TCP_KEEPIDLE"),
+                (t.keepintvl, libc::TCP_KEEPINTVL, "TCP_KEEPINTVL"),
+                (t.nodelay.map(u32::from), libc::TCP_NODELAY, "TCP_NODELAY"),
+            ] {
+                if let Some(v) = v.filter(|&v| v != 0) {
+                    set(libc::SOL_TCP, opt, v, name)?;
+                }
+            }
+        }
+        match (tcp, e.state) {
+            (true, TCP_ESTABLISHED) => {
+                let st = streams.get(&e.ino).ok_or_else(|| SocketError::BadImage {
+                    file: names::tcp_stream(e.ino),
+                    reason: format!("{who}: missing"),
+                })?;
+                let saved = st.to_saved(src, dst);
+                let r = soccr::Repair::pause(s.as_fd()).map_err(|e| SocketError::Unsupported {
+                    what: format!("{who}: {e}"),
+                })?;
+                r.restore(&saved).map_err(|e| SocketError::Unsupported {
+                    what: format!("{who}: {e}"),
+                })?;
+                r.release();
+                if st.entry.cork == Some(true) {
+                    set(libc::SOL_TCP, libc::TCP_CORK, 1, "TCP_CORK")?;
+                }
+            }
+            (_, TCP_LISTEN) => {
+                bind_or_connect(sk, src, false).map_err(|()| sys(format!("binding {who}")))?;
+                // SAFETY: listen takes no pointers.
+                if unsafe { libc::listen(sk, e.backlog.min(i32::MAX as u32) as i32) } < 0 {
+                    return Err(sys(format!("listening on {who}")));
+                }
+            }
+            _ => {
+                if e.src_port != 0 {
+                    bind_or_connect(sk, src, false).map_err(|()| sys(format!("binding {who}")))?;
+                }
+                if !tcp && e.dst_port != 0 {
+                    bind_or_connect(sk, dst, true)
+                        .map_err(|()| sys(format!("connecting {who}")))?;
+                }
+            }
+        }
+        let fl = e.flags as i32 & (libc::O_NONBLOCK | libc::O_ASYNC);
+        // SAFETY: fcntl on a socket we own.
+        if fl != 0 && unsafe { libc::fcntl(sk, libc::F_SETFL, fl) } < 0 {
+            return Err(sys(format!("setting the flags of {who}")));
+        }
+        let s = socket::move_up(s, min)?;
+        if tcp && e.state == TCP_ESTABLISHED {
+            repaired.push((e.id, s.as_raw_fd()));
+        }
+        out.insert(e.id, s);
+    }
+    for (id, fd) in repaired {
+        // SAFETY: fd belongs to a socket in `out`, alive for this borrow.
+        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let r = soccr::Repair::pause(b).and_then(|r| r.resume());
+        r.map_err(|e| SocketError::Unsupported {
+            what: format!("inet socket id {id}: {e}"),
+        })?;
+    }
+    Ok(out)
+}

@@ -308,7 +308,9 @@ fn criu_4_2_tree_fixture_plans_and_restores() {
     let pids: Vec<i32> = tree.tasks.iter().map(|t| t.pid).collect();
     assert_eq!(pids, [12809, 12811, 12812]);
     assert_eq!(tree.parent, [None, Some(0), Some(0)]);
-    assert_eq!(tree.order, [0, 1, 2]);
+    // Group leaders are created before their siblings (a group whose leader is a zombie needs
+    // it): 12812 leads its own group, so it comes before 12811.
+    assert_eq!(tree.order, [0, 2, 1]);
     assert_eq!(tree.tasks[0].others().len(), 1, "the root's second thread");
     let ops = criu::images_plan::session_ops(&tree, false).unwrap();
     assert_eq!(

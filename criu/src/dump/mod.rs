@@ -78,11 +78,10 @@ fn check_sharing(procs: &[(i32, i32, u32, u32)]) -> Result<(), DumpError> {
                 .iter()
                 .any(|p| p.0 != pid && key(p) == id && of(p.1).is_none_or(|pp| key(pp) != id))
             {
-                return Err(DumpError::Unsupported {
-                    what: format!(
-                        "{pid} shares its {what} with {}, which is not its parent or child",
-                        other.0
-                    ),
+                return Err(DumpError::SharedTable {
+                    pid,
+                    table: what,
+                    other: other.0,
                 });
             }
         }
@@ -197,11 +196,29 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
-    /// State criu cannot dump yet, said in free text (kinds not converted to a typed variant).
-    #[error("unsupported: {what}")]
-    Unsupported {
-        /// What.
-        what: String,
+    /// A process sharing its descriptor table or fs info with one that is not its parent or
+    /// child (the restore can only share them along the tree).
+    #[error("unsupported: {pid} shares its {table} with {other}, which is not its parent or child")]
+    SharedTable {
+        /// The process.
+        pid: i32,
+        /// What it shares: its descriptor table or its fs info.
+        table: &'static str,
+        /// The process it shares it with.
+        other: i32,
+    },
+    /// Anonymous `MAP_HUGETLB` memory.
+    #[error(
+        "unsupported: anonymous MAP_HUGETLB mapping {start:#x}-{end:#x} of {pid} (hugetlb memory \
+         is not dumped yet)"
+    )]
+    Hugetlb {
+        /// The process.
+        pid: i32,
+        /// Start of the area.
+        start: u64,
+        /// End of the area.
+        end: u64,
     },
     /// An open file in a state its kind does not handle (a memfd that is mapped, a FIFO removed
     /// while open, a pidfd of a process outside the holder's subtree, ...).
@@ -492,7 +509,8 @@ impl DumpError {
             DumpError::Socket(e) => e.errno(),
             DumpError::SeccompUnreadable { errno, .. } => *errno as i32,
             DumpError::ImagesNotDir { .. } => libc::ENOTDIR,
-            DumpError::Unsupported { .. }
+            DumpError::SharedTable { .. }
+            | DumpError::Hugetlb { .. }
             | DumpError::FileState { .. }
             | DumpError::FdKind { .. }
             | DumpError::Fdinfo { .. }

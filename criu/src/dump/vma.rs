@@ -151,12 +151,10 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
             }
             name if name.starts_with("/anon_hugepage") => {
                 // Anonymous MAP_HUGETLB memory: pages of the hugetlb pool, not a file to save.
-                return Err(DumpError::Unsupported {
-                    what: format!(
-                        "anonymous MAP_HUGETLB mapping {:#x}-{:#x} of {pid} (hugetlb memory is \
-                         not dumped yet)",
-                        m.start, m.end
-                    ),
+                return Err(DumpError::Hugetlb {
+                    pid,
+                    start: m.start.0,
+                    end: m.end.0,
                 });
             }
             name => {

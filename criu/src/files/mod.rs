@@ -224,7 +224,7 @@ pub trait FileKind {
     /// met for the first time in the tree.
     ///
     /// # Errors
-    /// [`DumpError::Unsupported`] for a state of the kind that cannot be dumped, and whatever
+    /// [`DumpError::FileState`] for a state of the kind that cannot be dumped, and whatever
     /// reading it fails with.
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError>;
 
@@ -234,7 +234,7 @@ pub trait FileKind {
     /// `--ext-unix-sk` (the inodes it lists; empty: all).
     ///
     /// # Errors
-    /// [`DumpError::Unsupported`] naming the file.
+    /// [`DumpError::FileState`] naming the file.
     fn finish(
         &mut self,
         _entries: &mut Vec<FileEntry>,
@@ -259,7 +259,7 @@ pub trait FileKind {
     ///
     /// # Errors
     /// [`RestoreError::BadImage`] for an entry that contradicts itself,
-    /// [`RestoreError::Unsupported`] (or a typed refusal such as [`RestoreError::Socket`]) for
+    /// [`RestoreError::FileState`] (or a typed refusal such as [`RestoreError::Socket`]) for
     /// one this restore cannot bring back.
     fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed;
 }
@@ -405,7 +405,7 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
     /// its entry alone (an eventfd, a timerfd) is the same whoever makes it.
     ///
     /// # Errors
-    /// [`RestoreError::Unsupported`] for kinds the engine cannot make, and what making it
+    /// [`RestoreError::FileState`] for kinds the engine cannot make, and what making it
     /// fails with.
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
         let ends = self.make_in_task(-1).map_err(|e| RestoreError::Sys {

@@ -103,7 +103,8 @@ impl Regular {
         // A `/proc/PID` directory (or a file in it) of a process that has exited: nothing can
         // be opened there again, and a directory of that name cannot be made in /proc.
         if deleted && of_a_process(path) && on_procfs(&meta) {
-            return Err(DumpError::Unsupported {
+            return Err(DumpError::FileState {
+                kind: "regular",
                 what: format!(
                     "{} is {path} of a process that has exited",
                     source.display()
@@ -418,7 +419,8 @@ impl RestoreFile for RegularFile {
                 // Opened once for several tasks, before any task exists: a file of a process
                 // of the tree is not there yet.
                 RestoreError::MissingFile { path, .. } if of_a_process(&path.to_string_lossy()) => {
-                    RestoreError::Unsupported {
+                    RestoreError::FileState {
+                        kind: "regular",
                         what: format!(
                             "{} is open in several tasks and belongs to a process of the tree \
                              (not there before the tree is made)",

@@ -449,7 +449,7 @@ impl InetSet {
     /// Reads and checks every inet socket entry of `files.img` and its `tcp-stream` image.
     ///
     /// # Errors
-    /// [`RestoreError::BadImage`] naming the file, [`RestoreError::Unsupported`].
+    /// [`RestoreError::BadImage`] naming the file, [`RestoreError::FileState`].
     pub fn load(img: &ImageCtx<'_>) -> Result<InetSet, RestoreError> {
         let files = img
             .dir
@@ -496,7 +496,8 @@ impl FileKind for InetKind {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::Unsupported {
+        Err(DumpError::FileState {
+            kind: "inet",
             what: format!("fd {} of {}: not claimed by the socket kind", fd.fd, fd.pid),
         })
     }
@@ -511,7 +512,8 @@ impl FileKind for InetKind {
         if self.set.is_none() {
             self.set = Some(Arc::new(InetSet::load(img)?));
         }
-        let set = self.set.clone().ok_or_else(|| RestoreError::Unsupported {
+        let set = self.set.clone().ok_or_else(|| RestoreError::FileState {
+            kind: "inet",
             what: "inet sockets".into(),
         })?;
         let Some(index) = set.entries.iter().position(|x| x.id == i.id) else {
@@ -561,12 +563,10 @@ impl RestoreFile for InetFile {
             .map_err(restore_err)?;
         let mut out = Vec::with_capacity(self.set.entries.len());
         for e in &self.set.entries {
-            out.push(
-                made.remove(&e.id)
-                    .ok_or_else(|| RestoreError::Unsupported {
-                        what: format!("inet socket id {} was not made", e.id),
-                    })?,
-            );
+            out.push(made.remove(&e.id).ok_or_else(|| RestoreError::FileState {
+                kind: "inet",
+                what: format!("inet socket id {} was not made", e.id),
+            })?);
         }
         Ok(out)
     }

@@ -376,9 +376,10 @@ impl FileKind for Tty {
             let what = format!(
                 "fd {n} of {pid} is the terminal {name}: dump a shell job with --shell-job"
             );
-            return Err(DumpError::Unsupported { what });
+            return Err(DumpError::FileState { kind: "tty", what });
         }
-        let f = super::socket::steal(pid, n).map_err(|e| DumpError::Unsupported {
+        let f = super::socket::steal(pid, n).map_err(|e| DumpError::FileState {
+            kind: "tty",
             what: format!("fd {n} of {pid} ({name}): {e}"),
         })?;
         let f = f.as_raw_fd();
@@ -425,7 +426,8 @@ impl FileKind for Tty {
     ) -> Result<(), DumpError> {
         for &(pid, fd, index) in &self.slaves {
             if !self.shell_job && self.info_id((true, index)).is_none() {
-                return Err(DumpError::Unsupported {
+                return Err(DumpError::FileState {
+                    kind: "tty",
                     what: format!(
                         "fd {fd} of {pid} is /dev/pts/{index}, whose master is outside the tree: \
                          dump a shell job with --shell-job"
@@ -502,7 +504,8 @@ impl FileKind for Tty {
             .and_then(|i| Some((i, i.pty.as_ref()?.index)));
         let Some((info, index)) = pty else {
             if !img.shell_job {
-                return Err(RestoreError::Unsupported {
+                return Err(RestoreError::FileState {
+                    kind: "tty",
                     what: format!("terminal at fd {fd} without --shell-job"),
                 });
             }
@@ -646,7 +649,8 @@ impl PtyPair {
         let mut extra = Vec::new();
         let m = loop {
             if extra.len() as u32 > self.index.min(MAX_PTY_TRIES) {
-                return Err(RestoreError::Unsupported {
+                return Err(RestoreError::FileState {
+                    kind: "tty",
                     what: format!("pty index {} is in use", self.index),
                 });
             }
@@ -664,7 +668,8 @@ impl PtyPair {
             match get_int(r, libc::TIOCGPTN) {
                 Some(i) if i as u32 == self.index => break m,
                 Some(i) if i as u32 > self.index => {
-                    return Err(RestoreError::Unsupported {
+                    return Err(RestoreError::FileState {
+                        kind: "tty",
                         what: format!("pty index {} is in use", self.index),
                     });
                 }

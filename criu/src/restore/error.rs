@@ -32,13 +32,6 @@ pub enum RestoreError {
         /// What is wrong.
         reason: String,
     },
-    /// The images hold state this restore cannot bring back, said in free text (kinds not
-    /// converted to a typed variant).
-    #[error("unsupported: {what}")]
-    Unsupported {
-        /// What.
-        what: String,
-    },
     /// An open file in the images in a state its kind cannot bring back (a hugetlb memfd, an
     /// inotify watch whose inode changed, a FIFO path that is no longer a FIFO, ...).
     #[error("unsupported: {what}")]
@@ -338,8 +331,7 @@ impl RestoreError {
             RestoreError::Script(e) => e.errno(),
             RestoreError::Pidfile(e) => e.errno(),
             RestoreError::Socket(e) => e.errno(),
-            RestoreError::Unsupported { .. }
-            | RestoreError::FileState { .. }
+            RestoreError::FileState { .. }
             | RestoreError::Fpu { .. }
             | RestoreError::Vdso { .. }
             | RestoreError::Arch { .. }

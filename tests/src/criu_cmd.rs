@@ -433,6 +433,24 @@ pub fn criu_victim(kind: &str) -> String {
         .to_string()
 }
 
+/// Starts victim `bin` as `bin DIR/out DIR/ready ARGS...` (the shape of the file-kind victims:
+/// they answer checks in `out` and create `ready` once set up), its output in `DIR/victim.log`,
+/// and waits for `ready`.
+///
+/// # Panics
+/// If the victim cannot be started or does not get ready within 10 s.
+pub fn spawn_ready(bin: &str, d: &Path, args: &[&str]) -> Spawned {
+    let (out, ready) = (d.join("out"), d.join("ready"));
+    let mut all = vec![
+        out.to_str().expect("utf-8 path"),
+        ready.to_str().expect("utf-8 path"),
+    ];
+    all.extend_from_slice(args);
+    let v = crate::Spawned::spawn(bin, &all, &d.join("victim.log"), None);
+    crate::wait_file(&ready, std::time::Duration::from_secs(10));
+    v
+}
+
 /// A fresh temporary directory every user may write (victims may run as `nobody`).
 ///
 /// # Panics

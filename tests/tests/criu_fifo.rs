@@ -4,31 +4,18 @@
 //! tree runs on.
 
 use std::path::Path;
-use std::time::Duration;
 
 use compel_criu_tests::{
     Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, pid_exists, restore_detached,
-    test_lock, wait_file,
+    spawn_ready, test_lock,
 };
 
 fn spawn_victim(d: &Path, extra: &[&str]) -> Spawned {
-    let fifos = d.join("fifos");
-    std::fs::create_dir_all(&fifos).unwrap();
-    let (out, ready) = (d.join("out"), d.join("ready"));
-    let mut args = vec![
-        out.to_str().unwrap(),
-        ready.to_str().unwrap(),
-        fifos.to_str().unwrap(),
-    ];
+    let dir = d.join("fifos");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut args = vec![dir.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let v = Spawned::spawn(
-        env!("CARGO_BIN_EXE_criu-victim-fifo"),
-        &args,
-        &d.join("victim.log"),
-        None,
-    );
-    wait_file(&ready, Duration::from_secs(10));
-    v
+    spawn_ready(env!("CARGO_BIN_EXE_criu-victim-fifo"), d, &args)
 }
 
 /// Without a dump the victim's own check passes (so a `bad` after restore is the restore's).

@@ -4,31 +4,18 @@
 //! group (not handled yet) is refused by name, and the tree runs on.
 
 use std::path::Path;
-use std::time::Duration;
 
 use compel_criu_tests::{
     Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, is_root, pid_exists,
-    restore_detached, test_lock, wait_file,
+    restore_detached, spawn_ready, test_lock,
 };
 
 fn spawn_victim(d: &Path, extra: &[&str]) -> Spawned {
-    let w = d.join("watched");
-    std::fs::create_dir_all(&w).unwrap();
-    let (out, ready) = (d.join("out"), d.join("ready"));
-    let mut args = vec![
-        out.to_str().unwrap(),
-        ready.to_str().unwrap(),
-        w.to_str().unwrap(),
-    ];
+    let dir = d.join("watched");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut args = vec![dir.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let v = Spawned::spawn(
-        env!("CARGO_BIN_EXE_criu-victim-inotify"),
-        &args,
-        &d.join("victim.log"),
-        None,
-    );
-    wait_file(&ready, Duration::from_secs(10));
-    v
+    spawn_ready(env!("CARGO_BIN_EXE_criu-victim-inotify"), d, &args)
 }
 
 /// Without a dump the victim's own check passes (so a `bad` after restore is the restore's).

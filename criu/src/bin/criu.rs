@@ -35,7 +35,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if opts.version {
-        println!("Version: {}", env!("CARGO_PKG_VERSION"));
+        // CRIU's first line, with the release matched (what clients parse), then ours.
+        println!("Version: {}", criu::service::criu_release());
+        println!("Implementation: {}", criu::service::implementation());
         return ExitCode::SUCCESS;
     }
     let Some(cmd) = opts.command else {

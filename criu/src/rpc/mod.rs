@@ -39,6 +39,17 @@ pub const CRIU_VERSION_MAJOR: i32 = 4;
 /// See [`CRIU_VERSION_MAJOR`].
 pub const CRIU_VERSION_MINOR: i32 = 2;
 
+/// The CRIU release matched, as `criu --version` prints it (`4.2`).
+pub fn criu_release() -> String {
+    format!("{CRIU_VERSION_MAJOR}.{CRIU_VERSION_MINOR}")
+}
+
+/// This implementation and its own version (`compel-criu 0.1.0`): the `name` of the RPC
+/// `VERSION` reply and the `Implementation:` line of `criu --version`.
+pub fn implementation() -> String {
+    format!("compel-criu {}", env!("CARGO_PKG_VERSION"))
+}
+
 /// Errors of the RPC front end (a bad request is answered, not one of these).
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {

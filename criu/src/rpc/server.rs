@@ -416,15 +416,17 @@ pub fn notify(
     }
 }
 
-/// The `criu_version` criu reports: the CRIU release whose formats and behaviour it matches,
-/// with this implementation's own version as the git id.
+/// The `criu_version` criu reports: the CRIU release whose formats and behaviour it matches
+/// (4.2, sublevel 0, as a CRIU release build reports it), with this implementation's own
+/// version in `name`. No git id: clients (libcriu, go-criu, runc, rust-criu) read a git id as
+/// "the next minor release in development" and would compute 4.3.
 pub fn criu_version() -> CriuVersion {
     CriuVersion {
         major_number: super::CRIU_VERSION_MAJOR,
         minor_number: super::CRIU_VERSION_MINOR,
-        gitid: Some(format!("compel-criu-{}", env!("CARGO_PKG_VERSION"))),
-        sublevel: None,
+        gitid: None,
+        sublevel: Some(0),
         extra: None,
-        name: None,
+        name: Some(super::implementation()),
     }
 }

@@ -53,6 +53,7 @@
 
 pub(crate) mod cgroups;
 pub(crate) mod check;
+pub mod cpuinfo;
 pub(crate) mod dump;
 pub(crate) mod errno;
 pub(crate) mod files;

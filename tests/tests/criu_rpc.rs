@@ -239,8 +239,6 @@ fn requests_not_built_yet_are_refused_and_keep_open_serves_the_next() {
         CriuReqType::SinglePreDump,
         CriuReqType::PageServer,
         CriuReqType::PageServerChld,
-        CriuReqType::CpuinfoDump,
-        CriuReqType::CpuinfoCheck,
     ] {
         let mut q = req(ty);
         q.keep_open = Some(true);

@@ -13,7 +13,7 @@
 //! A request's `criu_opts` fill the same [`crate::options::Options`] the command line fills
 //! ([`opts::to_options`]), so dump and restore run exactly as `criu dump`/`criu restore` would.
 //! Every request type gets an answer; those not built yet (`PRE_DUMP`, `PAGE_SERVER`,
-//! `CPUINFO_*`, ...) are answered with `success = false`, `cr_errno` and `cr_errmsg`.
+//! ...) are answered with `success = false`, `cr_errno` and `cr_errmsg`.
 //!
 //! ```no_run
 //! // What `criu swrk 3` does.

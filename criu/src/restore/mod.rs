@@ -120,7 +120,8 @@ pub fn restore(
     scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
     trust::warn_untrusted(&opts.images_dir);
-    let tree = images::load(&opts.images_dir, opts.shell_job)?;
+    let mut tree = images::load(&opts.images_dir, opts.shell_job)?;
+    session::add_group_helpers(&mut tree)?;
     tracing::info!(
         root = tree.root().pid,
         tasks = tree.tasks.len(),
@@ -349,6 +350,7 @@ fn spawn(
             leader,
             children: tree.children[i].clone(),
             zombie: t.zombie,
+            helper: t.helper,
             plan,
             resv,
             pre: 0,

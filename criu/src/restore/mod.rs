@@ -166,6 +166,7 @@ pub fn restore(
             root: i == 0,
             fd_floor: shared.fd_floor,
             shared_fds: shared.fds[i].clone(),
+            late_fds: shared.late_fds(),
             shm: shared.shm.clone(),
             helper_pid: if big(t) { helpers.next() } else { None },
             huge_pages,
@@ -252,6 +253,8 @@ impl Drop for Subreaper {
 struct Created {
     root: i32,
     tasks: Vec<Option<Resumable>>,
+    /// Files the engine opens once every task is born, for the tasks to take.
+    late: Vec<shared::Late>,
     /// When to give up waiting for the tasks to restore themselves.
     deadline: std::time::Instant,
 }
@@ -302,10 +305,11 @@ fn spawn(
     tree: &plan::TreePlan,
     sessions: &[plan::SessionOp],
     preps: Vec<Option<prepare::Prepared>>,
-    shared: shared::Shared,
+    mut shared: shared::Shared,
     sync: &sync::SyncPage,
     pid_method: PidMethod,
 ) -> Result<Created, RestoreError> {
+    let late = std::mem::take(&mut shared.late);
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());
     let mut keep = Vec::new();
@@ -373,6 +377,11 @@ fn spawn(
         Some(&mut old),
     )
     .is_ok();
+    // The tasks take the files that need the tree from this process.
+    slots.slot(slots.n).detail.store(
+        std::process::id() as u64,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     let cloned = clone_task(tree.root().pid, pid_method);
     if let Ok(0) = cloned {
         child::run(&nodes, &tree.order, slots, 0);
@@ -402,6 +411,7 @@ fn spawn(
     Ok(Created {
         root: pid,
         tasks: rest,
+        late,
         deadline: std::time::Instant::now()
             + std::time::Duration::from_secs(60 + pages * 4096 / (100 << 20)),
     })
@@ -514,6 +524,16 @@ fn finish(
             check_creation(tree, slots, root, create_by)?;
         }
     }
+    // Every task is born (zombies too): files under their /proc directories exist now.
+    if !c.late.is_empty() {
+        for i in 0..tree.tasks.len() {
+            await_word(tree, slots, &slots.slot(i).born, root, create_by)?;
+        }
+        for l in &c.late {
+            l.open()?;
+        }
+    }
+    sync::raise(&slots.slot(slots.n).settled);
     await_word(tree, slots, &slots.slot(0).created, root, create_by)?;
     tracing::debug!(root, "tree created");
     for (i, t) in tree.alive() {

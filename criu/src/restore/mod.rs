@@ -166,6 +166,7 @@ pub fn restore(
             root: i == 0,
             fd_floor: shared.fd_floor,
             shared_fds: shared.fds[i].clone(),
+            late_fds: shared.late_fds(),
             shm: shared.shm.clone(),
             helper_pid: if big(t) { helpers.next() } else { None },
             huge_pages,
@@ -260,6 +261,8 @@ impl Drop for Subreaper {
 struct Created {
     root: i32,
     tasks: Vec<Option<Resumable>>,
+    /// Files the engine opens once every task is born, for the tasks to take.
+    late: Vec<shared::Late>,
     /// When to give up waiting for the tasks to restore themselves.
     deadline: std::time::Instant,
 }
@@ -310,11 +313,12 @@ fn spawn(
     tree: &plan::TreePlan,
     sessions: &[plan::SessionOp],
     preps: Vec<Option<prepare::Prepared>>,
-    shared: shared::Shared,
+    mut shared: shared::Shared,
     sync: &sync::SyncPage,
     pid_method: PidMethod,
     sibling: bool,
 ) -> Result<Created, RestoreError> {
+    let late = std::mem::take(&mut shared.late);
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());
     let mut keep = Vec::new();
@@ -382,6 +386,11 @@ fn spawn(
         Some(&mut old),
     )
     .is_ok();
+    // The tasks take the files that need the tree from this process.
+    slots.slot(slots.n).detail.store(
+        std::process::id() as u64,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     // `--restore-sibling` (RPC `rst_sibling`): the root becomes a child of criu's parent, the
     // client that asked (CLONE_PARENT). criu watches it as its tracer from its first step.
     let parent_flag = if sibling {
@@ -418,6 +427,7 @@ fn spawn(
     Ok(Created {
         root: pid,
         tasks: rest,
+        late,
         deadline: std::time::Instant::now()
             + std::time::Duration::from_secs(60 + pages * 4096 / (100 << 20)),
     })
@@ -530,6 +540,16 @@ fn finish(
             check_creation(tree, slots, root, create_by)?;
         }
     }
+    // Every task is born (zombies too): files under their /proc directories exist now.
+    if !c.late.is_empty() {
+        for i in 0..tree.tasks.len() {
+            await_word(tree, slots, &slots.slot(i).born, root, create_by)?;
+        }
+        for l in &c.late {
+            l.open()?;
+        }
+    }
+    sync::raise(&slots.slot(slots.n).settled);
     await_word(tree, slots, &slots.slot(0).created, root, create_by)?;
     tracing::debug!(root, "tree created");
     for (i, t) in tree.alive() {

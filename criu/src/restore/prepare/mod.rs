@@ -322,7 +322,7 @@ fn build(
         }),
         collapse,
         uffd: ctx.uffd,
-        fds: fd_ops(plan, &ctx.shared_fds),
+        fds: fd_ops(plan, &ctx.shared_fds, &ctx.late_fds),
         settle: plan
             .fds
             .iter()

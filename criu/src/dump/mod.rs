@@ -12,8 +12,8 @@
 //!    while they are seized are kept as zombies, auto-reaped ones skipped), then re-list the
 //!    frozen tree until a pass finds nothing new ([`DumpError::Unstable`] after a few passes);
 //! 3. collect each process: `/proc` ([`proc`]: stat, status, smaps, fds, cwd/root, auxv,
-//!    timers); its namespaces against criu's (`ids`: one of its own, or a time namespace made
-//!    for its children, is refused by name); its VMAs classified ([`vma`]) and its open files
+//!    timers); its namespaces against criu's and the root's (`ids` and [`crate::namespaces`]:
+//!    what cannot be brought back is refused by name); its VMAs classified ([`vma`]) and its open files
 //!    ([`files`]); what only the task can read about itself, through the dump parasite or
 //!    remote syscalls ([`self_state`]); per thread (`thread`): registers with xsave and the
 //!    blocked mask, rseq, the robust list, queued signals, the alternate signal stack, and the
@@ -24,7 +24,8 @@
 //!    and signal handlers shared between processes found with kcmp), `fs`, `fdinfo`; for the
 //!    tree `files` (one id per open file description, shared ones found with kcmp), ghost
 //!    files, pipe data, shared anonymous memory once per object, `pstree`, `seccomp` (each
-//!    filter once), `timens`, `stats-dump`, and last `inventory`;
+//!    filter once), `timens`, the root's own namespaces (one module per kind in
+//!    [`crate::namespaces`]), `stats-dump`, and last `inventory`;
 //! 5. run the `post-dump` scripts, then kill the tree (default), leave it running (`-R`) or
 //!    stopped (`-s`), and detach.
 //!
@@ -352,25 +353,9 @@ pub enum DumpError {
         /// Whether the leader is a zombie (else it has exited).
         zombie: bool,
     },
-    /// A process in a namespace of its own.
-    #[error(
-        "unsupported: {pid} is in a {kind} namespace of its own (namespaces are not dumped yet)"
-    )]
-    OwnNamespace {
-        /// The process.
-        pid: i32,
-        /// The namespace kind (`net`, `mnt`, ...).
-        kind: String,
-    },
-    /// A process that made a time namespace for its children.
-    #[error(
-        "unsupported: {pid} made a time namespace for its children (unshare(CLONE_NEWTIME)); \
-         namespaces are not dumped yet"
-    )]
-    TimeNsForChildren {
-        /// The process.
-        pid: i32,
-    },
+    /// A namespace that cannot be dumped, or failed to (the error names the kind and task).
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NsError),
     // Memory.
     /// A uprobes area.
     #[error("unsupported: uprobes vma {start:#x}-{end:#x}")]
@@ -507,6 +492,7 @@ impl DumpError {
             DumpError::Script(e) => e.errno(),
             DumpError::Step { source, .. } => source.errno(),
             DumpError::Socket(e) => e.errno(),
+            DumpError::Namespace(e) => e.errno(),
             DumpError::SeccompUnreadable { errno, .. } => *errno as i32,
             DumpError::ImagesNotDir { .. } => libc::ENOTDIR,
             DumpError::SharedTable { .. }
@@ -523,8 +509,6 @@ impl DumpError {
             | DumpError::FileLocks { .. }
             | DumpError::EpollTarget { .. }
             | DumpError::GroupLeaderGone { .. }
-            | DumpError::OwnNamespace { .. }
-            | DumpError::TimeNsForChildren { .. }
             | DumpError::Uprobes { .. }
             | DumpError::SharedAnon { .. }
             | DumpError::SysvShm { .. }
@@ -690,9 +674,10 @@ fn dump_inner(
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.
     let own_ns = ids::ns_inodes("self");
+    let root_ns = ids::ns_inodes(&pid.to_string());
     for (p, task) in tasks.iter_mut() {
         procs.push(
-            collect(task, *p, opts, &mut files, &own_ns)
+            collect(task, *p, opts, &mut files, &own_ns, &root_ns)
                 .map_err(|e| e.at("collecting the process state"))?,
         );
     }
@@ -701,6 +686,8 @@ fn dump_inner(
         .map_err(|e| e.at("collecting the process state"))?;
     let stats =
         write_images(dir, &procs, &zombies, &files).map_err(|e| e.at("writing the images"))?;
+    crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir)
+        .map_err(|e| DumpError::from(e).at("dumping the namespaces"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;
     write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
     write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
@@ -771,13 +758,14 @@ fn collect(
     opts: &DumpOptions,
     files: &mut files::FileTable,
     own_ns: &[(String, u64)],
+    root_ns: &[(String, u64)],
 ) -> Result<Collected, DumpError> {
     // First, before anything runs in the task.
     thread::rseq_abort(task, pid)?;
     let stat = proc::read_stat(pid)?;
     let status = proc::read_status(pid)?;
     let ns = ids::ns_inodes(&pid.to_string());
-    ids::refuse_own_namespaces(pid, &ns, own_ns)?;
+    ids::refuse_own_namespaces(pid, &ns, own_ns, root_ns)?;
     let maps = proc::read_smaps(pid)?;
     let exe_id = files.add_exe(pid)?;
     let vmas = vma::classify(pid, &maps, files)?;

@@ -138,6 +138,8 @@ pub fn restore(
     }
     let sessions = session::session_ops(&tree, opts.shell_job)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
+    // The tree's own namespaces, rebuilt before any of its tasks exists.
+    let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir)?;
     raise_nofile();
     let shared = shared::Shared::build(&tree)?;
     // The fill helpers can be turned off (to measure what they bring).
@@ -185,7 +187,15 @@ pub fn restore(
     }
     let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
-    let created = spawn(&tree, &sessions, preps, shared, &sync, opts.pid_method)?;
+    let created = spawn(
+        &tree,
+        &sessions,
+        preps,
+        shared,
+        &sync,
+        opts.pid_method,
+        &mut namespaces,
+    )?;
     let root = created.root;
     let pid = match finish(&tree, &created, &sync, opts, scripts) {
         Ok(pid) => pid,
@@ -304,6 +314,7 @@ fn spawn(
     shared: shared::Shared,
     sync: &sync::SyncPage,
     pid_method: PidMethod,
+    namespaces: &mut crate::namespaces::Prepared,
 ) -> Result<Created, RestoreError> {
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());
@@ -371,7 +382,18 @@ fn spawn(
         Some(&mut old),
     )
     .is_ok();
-    let cloned = clone_task(tree.root().pid, pid_method);
+    // The root inherits the rebuilt namespaces the engine enters around its clone.
+    let cloned = namespaces
+        .enter()
+        .map_err(RestoreError::from)
+        .and_then(|entered| {
+            let r = clone_task(tree.root().pid, pid_method, namespaces.clone_flags());
+            if matches!(r, Ok(0)) {
+                // The new root stays in them.
+                std::mem::forget(entered);
+            }
+            r
+        });
     if let Ok(0) = cloned {
         child::run(&nodes, &tree.order, slots, 0);
     }
@@ -390,6 +412,11 @@ fn spawn(
     }
     let pid = cloned?;
     tracing::debug!(pid, "root created");
+    if let Err(e) = namespaces.after_clone(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL));
+        return Err(e.into());
+    }
     // Generous: a minute, plus a second per 100 MiB of pages to read.
     let pages: u64 = tree
         .tasks
@@ -626,12 +653,13 @@ fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
 /// How the pid is obtained: `clone3` with `set_tid`, unless `method` is
 /// [`PidMethod::NsLastPid`] (the fallback for kernels without `set_tid`, also selectable to
 /// exercise it).
-fn clone_task(pid: i32, method: PidMethod) -> Result<i32, RestoreError> {
-    if method == PidMethod::NsLastPid {
+fn clone_task(pid: i32, method: PidMethod, ns_flags: u64) -> Result<i32, RestoreError> {
+    if method == PidMethod::NsLastPid && ns_flags == 0 {
         return clone_via_last_pid(pid);
     }
     let tid = [pid];
     let args = child::CloneArgs {
+        flags: ns_flags,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: tid.as_ptr() as u64,
         set_tid_size: 1,
@@ -643,7 +671,9 @@ fn clone_task(pid: i32, method: PidMethod) -> Result<i32, RestoreError> {
     }
     match Errno::last() {
         Errno::EEXIST => Err(RestoreError::PidBusy { pid }),
-        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL => clone_via_last_pid(pid),
+        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL if ns_flags == 0 => {
+            clone_via_last_pid(pid)
+        }
         errno => Err(RestoreError::Clone { pid, errno }),
     }
 }

@@ -55,12 +55,15 @@ fn sem_name(id: u32) -> String {
     format!("ipcns-sem-{id}.img")
 }
 
+/// A message queue with its messages (each with its text).
+type Queue = (IpcMsgEntry, Vec<(IpcMsg, Vec<u8>)>);
+
 /// Everything of one namespace.
 #[derive(Default)]
 struct Objects {
     var: IpcVarEntry,
     shm: Vec<(IpcShmEntry, Vec<u8>)>,
-    msg: Vec<(IpcMsgEntry, Vec<(IpcMsg, Vec<u8>)>)>,
+    msg: Vec<Queue>,
     sem: Vec<(IpcSemEntry, Vec<u16>)>,
 }
 
@@ -228,7 +231,7 @@ fn read_shm() -> Result<Vec<(IpcShmEntry, Vec<u8>)>, NsError> {
 
 /// Every message queue of the calling thread's namespace, with its messages (copied in place
 /// with `MSG_COPY`: the queue keeps them).
-fn read_msg() -> Result<Vec<(IpcMsgEntry, Vec<(IpcMsg, Vec<u8>)>)>, NsError> {
+fn read_msg() -> Result<Vec<Queue>, NsError> {
     // SAFETY: plain data.
     let mut info: libc::msqid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: MSG_INFO fills a `struct msginfo`, smaller than `msqid_ds`.

@@ -245,7 +245,7 @@ pub(crate) struct NsOps {
 }
 
 /// The kinds dumped and restored, one line each.
-pub(crate) static OPS: &[&NsOps] = &[&uts::OPS, &ipc::OPS];
+pub(crate) static OPS: &[&NsOps] = &[&uts::OPS, &ipc::OPS, &time::OPS];
 
 /// The operations of `kind`, if this criu dumps it.
 pub(crate) fn ops(kind: Kind) -> Option<&'static NsOps> {

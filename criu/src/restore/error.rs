@@ -312,6 +312,10 @@ pub enum RestoreError {
     /// The pidfile could not be written.
     #[error(transparent)]
     Pidfile(#[from] crate::pidfile::PidfileError),
+    /// A namespace of the images that cannot be rebuilt, or failed to be (the error names the
+    /// kind).
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NsError),
 }
 
 impl RestoreError {
@@ -338,6 +342,7 @@ impl RestoreError {
             | RestoreError::Trace { errno, .. } => *errno as i32,
             RestoreError::Timeout { .. } => libc::ETIMEDOUT,
             RestoreError::Died { .. } => libc::ESRCH,
+            RestoreError::Namespace(e) => e.errno(),
             RestoreError::Script(e) => e.errno(),
             RestoreError::Pidfile(e) => e.errno(),
             RestoreError::Socket(e) => e.errno(),

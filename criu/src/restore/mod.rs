@@ -139,6 +139,8 @@ pub fn restore(
     }
     let sessions = session::session_ops(&tree, opts.shell_job)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
+    // The tree's own namespaces, rebuilt before any of its tasks exists.
+    let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir)?;
     raise_nofile();
     let shared = shared::Shared::build(&tree)?;
     // The fill helpers can be turned off (to measure what they bring).
@@ -195,6 +197,7 @@ pub fn restore(
         &sync,
         opts.pid_method,
         opts.sibling,
+        &mut namespaces,
     )?;
     let root = created.root;
     let pid = match finish(&tree, &created, &sync, opts, scripts) {
@@ -317,6 +320,7 @@ fn spawn(
     sync: &sync::SyncPage,
     pid_method: PidMethod,
     sibling: bool,
+    namespaces: &mut crate::namespaces::Prepared,
 ) -> Result<Created, RestoreError> {
     let late = std::mem::take(&mut shared.late);
     let mut nodes = Vec::with_capacity(preps.len());
@@ -398,7 +402,22 @@ fn spawn(
     } else {
         0
     };
-    let cloned = clone_task(tree.root().pid, pid_method, parent_flag);
+    // The root inherits the rebuilt namespaces the engine enters around its clone.
+    let cloned = namespaces
+        .enter()
+        .map_err(RestoreError::from)
+        .and_then(|entered| {
+            let r = clone_task(
+                tree.root().pid,
+                pid_method,
+                parent_flag | namespaces.clone_flags(),
+            );
+            if matches!(r, Ok(0)) {
+                // The new root stays in them.
+                std::mem::forget(entered);
+            }
+            r
+        });
     if let Ok(0) = cloned {
         child::run(&nodes, &tree.order, slots, 0);
     }
@@ -417,6 +436,11 @@ fn spawn(
     }
     let pid = cloned?;
     tracing::debug!(pid, "root created");
+    if let Err(e) = namespaces.after_clone(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL));
+        return Err(e.into());
+    }
     // Generous: a minute, plus a second per 100 MiB of pages to read.
     let pages: u64 = tree
         .tasks
@@ -688,9 +712,11 @@ fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
 /// How the pid is obtained: `clone3` with `set_tid`, unless `method` is
 /// [`PidMethod::NsLastPid`] (the fallback for kernels without `set_tid`, also selectable to
 /// exercise it).
-/// `flags` are added to the clone (`CLONE_PARENT` for a sibling of criu).
+/// `flags` are added to the clone (`CLONE_PARENT` for a sibling of criu, the `CLONE_NEW*` of
+/// the namespaces the root is born into; with those there is no `ns_last_pid` fallback).
 fn clone_task(pid: i32, method: PidMethod, flags: u64) -> Result<i32, RestoreError> {
-    if method == PidMethod::NsLastPid {
+    let ns_flags = flags & !(libc::CLONE_PARENT as u64);
+    if method == PidMethod::NsLastPid && ns_flags == 0 {
         return clone_via_last_pid(pid, flags);
     }
     let tid = [pid];
@@ -707,7 +733,7 @@ fn clone_task(pid: i32, method: PidMethod, flags: u64) -> Result<i32, RestoreErr
     }
     match Errno::last() {
         Errno::EEXIST => Err(RestoreError::PidBusy { pid }),
-        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL => {
+        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL if ns_flags == 0 => {
             clone_via_last_pid(pid, flags)
         }
         errno => Err(RestoreError::Clone { pid, errno }),

@@ -57,6 +57,7 @@ pub(crate) mod dump;
 pub(crate) mod errno;
 pub(crate) mod files;
 pub(crate) mod log;
+pub(crate) mod namespaces;
 pub(crate) mod options;
 pub(crate) mod pidfile;
 pub(crate) mod restore;

@@ -44,6 +44,10 @@ pub(super) fn refuse_own_namespaces(
     own_ns: &[(String, u64)],
 ) -> Result<(), DumpError> {
     for (kind, ino) in ns {
+        // The tree's own mount namespace is dumped (namespaces::mnt).
+        if kind == "mnt" {
+            continue;
+        }
         if let Some((_, mine)) = own_ns.iter().find(|(k, _)| k == kind)
             && mine != ino
         {

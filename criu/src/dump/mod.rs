@@ -461,6 +461,9 @@ pub enum DumpError {
     /// An action script failed.
     #[error(transparent)]
     Script(#[from] ScriptError),
+    /// The mount namespace could not be saved.
+    #[error(transparent)]
+    Mount(#[from] crate::namespaces::mnt::MntError),
     /// A step of the dump failed.
     #[error("{step} failed")]
     Step {
@@ -505,6 +508,7 @@ impl DumpError {
             }
             DumpError::Image(e) => crate::errno::image(e),
             DumpError::Script(e) => e.errno(),
+            DumpError::Mount(e) => e.errno(),
             DumpError::Step { source, .. } => source.errno(),
             DumpError::Socket(e) => e.errno(),
             DumpError::SeccompUnreadable { errno, .. } => *errno as i32,
@@ -699,6 +703,15 @@ fn dump_inner(
     files
         .finish_sockets(opts.ext_unix_sk.then_some(&[][..]))
         .map_err(|e| e.at("collecting the process state"))?;
+    let mnt_ns_id = ids::task_ids(&procs[0].ns, &procs[0].own_ns, 0).mnt_ns_id;
+    crate::namespaces::mnt::dump_for_tree(
+        procs.iter().map(|p| (p.pid, &p.ns[..])),
+        &own_ns,
+        mnt_ns_id,
+        dir,
+        &opts.external,
+    )
+    .map_err(|e| DumpError::from(e).at("dumping the mount namespace"))?;
     let stats =
         write_images(dir, &procs, &zombies, &files).map_err(|e| e.at("writing the images"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;

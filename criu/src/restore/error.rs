@@ -299,6 +299,9 @@ pub enum RestoreError {
     /// An action script failed.
     #[error(transparent)]
     Script(#[from] ScriptError),
+    /// The tree's mount namespace could not be made.
+    #[error(transparent)]
+    Mount(#[from] crate::namespaces::mnt::MntError),
     /// The pidfile could not be written.
     #[error(transparent)]
     Pidfile(#[from] crate::pidfile::PidfileError),
@@ -329,6 +332,7 @@ impl RestoreError {
             RestoreError::Timeout { .. } => libc::ETIMEDOUT,
             RestoreError::Died { .. } => libc::ESRCH,
             RestoreError::Script(e) => e.errno(),
+            RestoreError::Mount(e) => e.errno(),
             RestoreError::Pidfile(e) => e.errno(),
             RestoreError::Socket(e) => e.errno(),
             RestoreError::FileState { .. }

@@ -120,7 +120,17 @@ pub fn restore(
     scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
     trust::warn_untrusted(&opts.images_dir);
-    let tree = images::load(&opts.images_dir, opts.shell_job)?;
+    // The tree's own mount namespace, rebuilt first: its files are opened there.
+    let mut mntns = crate::namespaces::mnt::MountNs::prepare(
+        &opts.images_dir,
+        opts.root.as_deref(),
+        &opts.external,
+    )?;
+    let tree = images::load_under(
+        &opts.images_dir,
+        opts.shell_job,
+        mntns.as_ref().map(|m| m.yard()),
+    )?;
     tracing::info!(
         root = tree.root().pid,
         tasks = tree.tasks.len(),
@@ -187,7 +197,7 @@ pub fn restore(
     let subreaper = Subreaper::set();
     let created = spawn(&tree, &sessions, preps, shared, &sync, opts.pid_method)?;
     let root = created.root;
-    let pid = match finish(&tree, &created, &sync, opts, scripts) {
+    let pid = match finish(&tree, &created, &sync, opts, scripts, mntns.as_mut()) {
         Ok(pid) => pid,
         Err(e) => {
             kill_tree(&tree, &sync, root);
@@ -485,6 +495,7 @@ fn finish(
     sync: &sync::SyncPage,
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
+    mntns: Option<&mut crate::namespaces::mnt::MountNs>,
 ) -> Result<i32, RestoreError> {
     let slots = sync.slots();
     let root = c.root;
@@ -520,6 +531,9 @@ fn finish(
         trace::wait_ready(t.pid, &threads, &r.status_r, c.deadline)?;
     }
     tracing::info!(root, "tree restored, waiting to resume");
+    if let Some(ns) = mntns {
+        ns.finish()?;
+    }
     if tracing::enabled!(tracing::Level::DEBUG) {
         for (_, t) in tree.alive() {
             log_memory(t.pid);

@@ -1,0 +1,3 @@
+//! Namespaces, one module per kind, each with both sides (dump and restore).
+pub mod mnt;
+pub mod mounts;

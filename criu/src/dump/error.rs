@@ -366,6 +366,9 @@ pub enum DumpError {
     /// The mount namespace could not be saved.
     #[error(transparent)]
     Mount(#[from] crate::namespaces::mnt::MntError),
+    /// The network namespace could not be saved.
+    #[error(transparent)]
+    Net(#[from] crate::namespaces::net::NetError),
     /// A step of the dump failed.
     #[error("{step} failed")]
     Step {
@@ -411,6 +414,7 @@ impl DumpError {
             DumpError::Image(e) => crate::errno::image(e),
             DumpError::Script(e) => e.errno(),
             DumpError::Mount(e) => e.errno(),
+            DumpError::Net(e) => e.errno(),
             DumpError::Step { source, .. } => source.errno(),
             DumpError::Socket(e) => e.errno(),
             DumpError::SeccompUnreadable { errno, .. } => *errno as i32,

@@ -44,8 +44,8 @@ pub(super) fn refuse_own_namespaces(
     own_ns: &[(String, u64)],
 ) -> Result<(), DumpError> {
     for (kind, ino) in ns {
-        // The tree's own mount namespace is dumped (namespaces::mnt).
-        if kind == "mnt" {
+        // The tree's own mount and network namespaces are dumped (namespaces::mnt, ::net).
+        if kind == "mnt" || kind == "net" {
             continue;
         }
         if let Some((_, mine)) = own_ns.iter().find(|(k, _)| k == kind)

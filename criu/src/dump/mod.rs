@@ -227,6 +227,13 @@ fn dump_inner(
         &opts.external,
     )
     .map_err(|e| DumpError::from(e).at("dumping the mount namespace"))?;
+    crate::namespaces::net::dump_for_tree(
+        procs.iter().map(|p| (p.pid, &p.ns[..])),
+        &own_ns,
+        ids::task_ids(&procs[0].ns, &procs[0].own_ns, 0).net_ns_id,
+        dir,
+    )
+    .map_err(|e| DumpError::from(e).at("dumping the network namespace"))?;
     let stats =
         write_images(dir, &procs, &zombies, &files).map_err(|e| e.at("writing the images"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;

@@ -26,6 +26,7 @@
 pub(crate) mod ipc;
 pub mod mnt;
 pub mod mounts;
+pub mod net;
 pub(crate) mod time;
 pub(crate) mod uts;
 

@@ -302,6 +302,9 @@ pub enum RestoreError {
     /// The tree's mount namespace could not be made.
     #[error(transparent)]
     Mount(#[from] crate::namespaces::mnt::MntError),
+    /// The tree's network namespace could not be made.
+    #[error(transparent)]
+    Net(#[from] crate::namespaces::net::NetError),
     /// The pidfile could not be written.
     #[error(transparent)]
     Pidfile(#[from] crate::pidfile::PidfileError),
@@ -333,6 +336,7 @@ impl RestoreError {
             RestoreError::Died { .. } => libc::ESRCH,
             RestoreError::Script(e) => e.errno(),
             RestoreError::Mount(e) => e.errno(),
+            RestoreError::Net(e) => e.errno(),
             RestoreError::Pidfile(e) => e.errno(),
             RestoreError::Socket(e) => e.errno(),
             RestoreError::FileState { .. }

@@ -126,6 +126,11 @@ pub fn restore(
         opts.root.as_deref(),
         &opts.external,
     )?;
+    let mut netns = crate::namespaces::net::NetNs::prepare(
+        &opts.images_dir,
+        &opts.external,
+        opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
+    )?;
     let tree = images::load_under(
         &opts.images_dir,
         opts.shell_job,
@@ -197,6 +202,13 @@ pub fn restore(
     let subreaper = Subreaper::set();
     let created = spawn(&tree, &sessions, preps, shared, &sync, opts.pid_method)?;
     let root = created.root;
+    // The tasks are in the tree's network namespace now.
+    if let Some(ns) = netns.as_mut()
+        && let Err(e) = ns.finish()
+    {
+        kill_tree(&tree, &sync, root);
+        return Err(e.into());
+    }
     let pid = match finish(&tree, &created, &sync, opts, scripts, mntns.as_mut()) {
         Ok(pid) => pid,
         Err(e) => {

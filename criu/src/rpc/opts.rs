@@ -213,6 +213,14 @@ pub fn to_options(
                 value: e.clone(),
             })?);
     }
+    o.empty_ns = req.empty_ns.unwrap_or(0);
+    for v in &req.veths {
+        o.external.push(External {
+            kind: "veth".into(),
+            id: v.if_in.clone(),
+            value: Some(v.if_out.clone()),
+        });
+    }
     for m in &req.ext_mnt {
         o.external.push(External {
             kind: "mnt".into(),
@@ -261,8 +269,11 @@ pub fn to_options(
     refuse_if(req.tls == Some(true), "tls")?;
     refuse_if(!req.exec_cmd.is_empty(), "exec_cmd")?;
     refuse_if(!req.join_ns.is_empty(), "join_ns")?;
-    refuse_if(!req.veths.is_empty(), "veths")?;
-    refuse_if(req.empty_ns.is_some_and(|n| n != 0), "empty_ns")?;
+    refuse_if(
+        req.empty_ns
+            .is_some_and(|n| n & !(libc::CLONE_NEWNET as u32) != 0),
+        "empty_ns other than CLONE_NEWNET",
+    )?;
     refuse_if(req.orphan_pts_master == Some(true), "orphan_pts_master")?;
     refuse_if(req.lsm_profile.is_some(), "lsm_profile")?;
     refuse_if(req.lsm_mount_context.is_some(), "lsm_mount_context")?;

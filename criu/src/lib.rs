@@ -53,6 +53,7 @@
 
 pub(crate) mod cgroups;
 pub(crate) mod check;
+pub mod cpuinfo;
 pub(crate) mod dump;
 pub(crate) mod errno;
 pub(crate) mod files;
@@ -83,7 +84,7 @@ pub use scripts::{ActionScripts, Notify, ScriptAction, ScriptError, ScriptStatus
 pub mod service {
     use std::path::{Path, PathBuf};
 
-    pub use crate::rpc::{RpcError, ServiceOptions, swrk};
+    pub use crate::rpc::{RpcError, ServiceOptions, criu_release, implementation, swrk};
 
     /// Runs `criu service`: listens on `opts.address` and serves each connection in a child
     /// process, logging into `log`.

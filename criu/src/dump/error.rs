@@ -240,20 +240,6 @@ pub enum DumpError {
     #[error("unsupported: {0}")]
     Socket(crate::files::socket::SocketError),
     // Tree shape, namespaces.
-    /// A process whose group leader is gone (restoring it needs a helper leader).
-    #[error(
-        "unsupported: pid {pid} is in process group {pgid}, whose leader {}: restoring it needs a \
-         helper group leader, which is not supported yet",
-        if *zombie { "is a zombie" } else { "has exited" }
-    )]
-    GroupLeaderGone {
-        /// The process.
-        pid: i32,
-        /// Its group.
-        pgid: i32,
-        /// Whether the leader is a zombie (else it has exited).
-        zombie: bool,
-    },
     /// A process in a namespace of its own.
     #[error(
         "unsupported: {pid} is in a {kind} namespace of its own (namespaces are not dumped yet)"
@@ -432,7 +418,6 @@ impl DumpError {
             | DumpError::LockType { .. }
             | DumpError::FileLocks { .. }
             | DumpError::EpollTarget { .. }
-            | DumpError::GroupLeaderGone { .. }
             | DumpError::OwnNamespace { .. }
             | DumpError::TimeNsForChildren { .. }
             | DumpError::Uprobes { .. }
@@ -480,16 +465,6 @@ mod error_tests {
         assert_eq!(
             e.to_string(),
             "unsupported: fd 3 of 7: anon_inode:[io_uring]"
-        );
-        let e = DumpError::GroupLeaderGone {
-            pid: 8,
-            pgid: 5,
-            zombie: true,
-        };
-        assert_eq!(
-            e.to_string(),
-            "unsupported: pid 8 is in process group 5, whose leader is a zombie: restoring it \
-             needs a helper group leader, which is not supported yet"
         );
         let e = DumpError::FileLocks { pid: 7, fd: 4 };
         assert!(e.to_string().contains("holds file locks (fd 4 first)"));

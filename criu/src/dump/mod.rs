@@ -134,38 +134,6 @@ fn begin_images(dir: &Path) -> Result<(), DumpError> {
     }
 }
 
-/// Refuses a tree with a process in a group whose leader has exited and is gone (a zombie of
-/// the tree leads it again at restore): restoring it needs a helper task to lead the group for
-/// it, which the restore does not make yet. The root's own group is exempt (it may be a shell's job).
-fn refuse_leaderless_groups(
-    root: i32,
-    alive: impl Iterator<Item = i32>,
-    zombies: &[(i32, proc::ProcStat)],
-) -> Result<(), DumpError> {
-    let mut pgids: Vec<(i32, i32)> = Vec::new();
-    for p in alive {
-        pgids.push((p, proc::read_stat(p)?.pgid));
-    }
-    let root_pgid = pgids.iter().find(|(p, _)| *p == root).map(|(_, g)| *g);
-    for &(p, g) in &pgids {
-        if p == root || g == p || Some(g) == root_pgid {
-            continue;
-        }
-        // A zombie of the tree leads its group again: it is restored as a zombie (after
-        // setting up its group), and the group lives on while it is not reaped.
-        let leader_here =
-            pgids.iter().any(|&(q, _)| q == g) || zombies.iter().any(|(z, _)| *z == g);
-        if !leader_here {
-            return Err(DumpError::GroupLeaderGone {
-                pid: p,
-                pgid: g,
-                zombie: false,
-            });
-        }
-    }
-    Ok(())
-}
-
 fn dump_inner(
     opts: &DumpOptions,
     pid: i32,
@@ -202,8 +170,6 @@ fn dump_inner(
                 .map_err(|e| DumpError::from(e).at("collecting the process state"))?,
         ));
     }
-    refuse_leaderless_groups(pid, tasks.iter().map(|(p, _)| *p), &zombies)
-        .map_err(|e| e.at("checking the process tree"))?;
     let mut files = files::FileTable::new(opts.ghost_limit);
     files.tcp_established = opts.tcp_established;
     let mut procs = Vec::with_capacity(tasks.len());

@@ -140,6 +140,20 @@ fn await_zombie(pid: i32) -> Result<(), Fail> {
     }
 }
 
+/// Reaps child `pid` (a helper that ended).
+fn reap(pid: i32) -> Result<(), Fail> {
+    loop {
+        // SAFETY: waitpid on our own child; no status wanted.
+        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
+        if r == pid {
+            return Ok(());
+        }
+        if r < 0 && errno() != libc::EINTR {
+            return Err(Fail::last(CHILD_ZOMBIE, pid as u64));
+        }
+    }
+}
+
 /// Takes the `SIGCHLD`s our zombie children sent off the queue: the task gets back the
 /// pending signals it had when dumped, not new ones.
 fn drain_sigchld() {
@@ -234,6 +248,12 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
             fail_slot(&s, i, f);
         }
         zombies = true;
+    }
+    // Helpers leading a group for others go once the subtree exists (its members joined).
+    for &c in me.children.iter().filter(|c| nodes[**c].helper) {
+        if let Err(f) = reap(nodes[c].pid) {
+            fail_slot(&s, i, f);
+        }
     }
     if zombies {
         drain_sigchld();

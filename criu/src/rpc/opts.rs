@@ -271,10 +271,16 @@ pub fn to_options(
             .is_some_and(|n| n & !(libc::CLONE_NEWNET as u32) != 0),
         "empty_ns other than CLONE_NEWNET",
     )?;
-    refuse_if(req.orphan_pts_master == Some(true), "orphan_pts_master")?;
     refuse_if(req.lsm_profile.is_some(), "lsm_profile")?;
     refuse_if(req.lsm_mount_context.is_some(), "lsm_mount_context")?;
-    refuse_if(req.config_file.is_some(), "config_file")?;
+    // runc names /etc/criu/runc.conf whether it exists or not; a missing one is ignored, as
+    // CRIU does.
+    refuse_if(
+        req.config_file
+            .as_ref()
+            .is_some_and(|f| std::path::Path::new(f).exists()),
+        "config_file",
+    )?;
     refuse_if(req.auto_dedup == Some(true), "auto_dedup")?;
 
     // Accepted and logged: they change nothing in what this criu does (no cgroup, mount or
@@ -291,6 +297,9 @@ pub fn to_options(
         !req.cgroup_dump_controller.is_empty(),
     );
     ignored("freeze-cgroup", req.freeze_cgroup.is_some());
+    // runc always sets it; it only matters for a pty slave whose master is outside the tree,
+    // which the tty module refuses by name.
+    ignored("orphan-pts-master", req.orphan_pts_master == Some(true));
     ignored("evasive-devices", req.evasive_devices.is_some());
     ignored("force-irmap", req.force_irmap.is_some());
     ignored("irmap-scan-path", !req.irmap_scan_paths.is_empty());

@@ -333,6 +333,12 @@ pub enum DumpError {
     /// An action script failed.
     #[error(transparent)]
     Script(#[from] ScriptError),
+    /// The mount namespace could not be saved.
+    #[error(transparent)]
+    Mount(#[from] crate::namespaces::mnt::MntError),
+    /// The network namespace could not be saved.
+    #[error(transparent)]
+    Net(#[from] crate::namespaces::net::NetError),
     /// A step of the dump failed.
     #[error("{step} failed")]
     Step {
@@ -377,6 +383,8 @@ impl DumpError {
             }
             DumpError::Image(e) => crate::errno::image(e),
             DumpError::Script(e) => e.errno(),
+            DumpError::Mount(e) => e.errno(),
+            DumpError::Net(e) => e.errno(),
             DumpError::Step { source, .. } => source.errno(),
             DumpError::Socket(e) => e.errno(),
             DumpError::Namespace(e) => e.errno(),

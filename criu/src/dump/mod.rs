@@ -186,6 +186,22 @@ fn dump_inner(
     files
         .finish_sockets(opts.ext_unix_sk.then_some(&[][..]))
         .map_err(|e| e.at("collecting the process state"))?;
+    let mnt_ns_id = ids::task_ids(&procs[0].ns, &procs[0].own_ns, 0).mnt_ns_id;
+    crate::namespaces::mnt::dump_for_tree(
+        procs.iter().map(|p| (p.pid, &p.ns[..])),
+        &own_ns,
+        mnt_ns_id,
+        dir,
+        &opts.external,
+    )
+    .map_err(|e| DumpError::from(e).at("dumping the mount namespace"))?;
+    crate::namespaces::net::dump_for_tree(
+        procs.iter().map(|p| (p.pid, &p.ns[..])),
+        &own_ns,
+        ids::task_ids(&procs[0].ns, &procs[0].own_ns, 0).net_ns_id,
+        dir,
+    )
+    .map_err(|e| DumpError::from(e).at("dumping the network namespace"))?;
     let stats =
         write_images(dir, &procs, &zombies, &files).map_err(|e| e.at("writing the images"))?;
     crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir)

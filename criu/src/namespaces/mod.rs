@@ -24,6 +24,9 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod ipc;
+pub mod mnt;
+pub mod mounts;
+pub mod net;
 pub(crate) mod time;
 pub(crate) mod uts;
 
@@ -375,6 +378,10 @@ pub(crate) fn check_task(
         ));
     }
     for kind in Kind::ALL {
+        // The tree's mount and network namespaces are dumped by [`mnt`] and [`net`] directly.
+        if matches!(kind, Kind::Mnt | Kind::Net) {
+            continue;
+        }
         let Some(mine) = ino_of(ns, kind.name()) else {
             continue;
         };

@@ -338,6 +338,9 @@ pub struct Options {
     pub ghost_limit: u64,
     /// `-r/--root DIR` for restore.
     pub root: Option<PathBuf>,
+    /// `--empty-ns net` (RPC `empty_ns`): `CLONE_NEW*` flags of namespaces made empty at
+    /// restore (the runtime sets them up).
+    pub empty_ns: u32,
     /// `--inherit-fd fd[N]:RESOURCE`, repeatable.
     pub inherit_fds: Vec<InheritFd>,
     /// `--external KIND[ID]:VALUE`, repeatable.
@@ -394,6 +397,7 @@ impl Default for Options {
             link_remap: false,
             ghost_limit: 1 << 20,
             root: None,
+            empty_ns: 0,
             inherit_fds: Vec::new(),
             external: Vec::new(),
             status_fd: None,

@@ -309,6 +309,12 @@ pub enum RestoreError {
     /// An action script failed.
     #[error(transparent)]
     Script(#[from] ScriptError),
+    /// The tree's mount namespace could not be made.
+    #[error(transparent)]
+    Mount(#[from] crate::namespaces::mnt::MntError),
+    /// The tree's network namespace could not be made.
+    #[error(transparent)]
+    Net(#[from] crate::namespaces::net::NetError),
     /// The pidfile could not be written.
     #[error(transparent)]
     Pidfile(#[from] crate::pidfile::PidfileError),
@@ -344,6 +350,8 @@ impl RestoreError {
             RestoreError::Died { .. } => libc::ESRCH,
             RestoreError::Namespace(e) => e.errno(),
             RestoreError::Script(e) => e.errno(),
+            RestoreError::Mount(e) => e.errno(),
+            RestoreError::Net(e) => e.errno(),
             RestoreError::Pidfile(e) => e.errno(),
             RestoreError::Socket(e) => e.errno(),
             RestoreError::FileState { .. }

@@ -120,7 +120,22 @@ pub fn restore(
     scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
     trust::warn_untrusted(&opts.images_dir);
-    let mut tree = images::load(&opts.images_dir, opts.shell_job)?;
+    // The tree's own mount namespace, rebuilt first: its files are opened there.
+    let mut mntns = crate::namespaces::mnt::MountNs::prepare(
+        &opts.images_dir,
+        opts.root.as_deref(),
+        &opts.external,
+    )?;
+    let mut netns = crate::namespaces::net::NetNs::prepare(
+        &opts.images_dir,
+        &opts.external,
+        opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
+    )?;
+    let mut tree = images::load_under(
+        &opts.images_dir,
+        opts.shell_job,
+        mntns.as_ref().map(|m| m.yard()),
+    )?;
     session::add_group_helpers(&mut tree)?;
     tracing::info!(
         root = tree.root().pid,
@@ -200,7 +215,14 @@ pub fn restore(
         &mut namespaces,
     )?;
     let root = created.root;
-    let pid = match finish(&tree, &created, &sync, opts, scripts) {
+    // The tasks are in the tree's network namespace now.
+    if let Some(ns) = netns.as_mut()
+        && let Err(e) = ns.finish()
+    {
+        kill_tree(&tree, &sync, root);
+        return Err(e.into());
+    }
+    let pid = match finish(&tree, &created, &sync, opts, scripts, mntns.as_mut()) {
         Ok(pid) => pid,
         Err(e) => {
             kill_tree(&tree, &sync, root);
@@ -537,6 +559,7 @@ fn finish(
     sync: &sync::SyncPage,
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
+    mntns: Option<&mut crate::namespaces::mnt::MountNs>,
 ) -> Result<i32, RestoreError> {
     let slots = sync.slots();
     let root = c.root;
@@ -582,6 +605,9 @@ fn finish(
         trace::wait_ready(t.pid, &threads, &r.status_r, c.deadline)?;
     }
     tracing::info!(root, "tree restored, waiting to resume");
+    if let Some(ns) = mntns {
+        ns.finish()?;
+    }
     if tracing::enabled!(tracing::Level::DEBUG) {
         for (_, t) in tree.alive() {
             log_memory(t.pid);

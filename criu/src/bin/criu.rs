@@ -160,6 +160,18 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::PreDump => {
+            let dopts = DumpOptions::from_options(&opts);
+            dopts.validate().map_err(|e| fail(e.into()))?;
+            let s = criu::pre_dump(&dopts)
+                .map_err(|e| fail(anyhow::Error::new(e).context("pre-dump failed")))?;
+            tracing::info!(
+                "Pre-dumping finished successfully ({} pages written, frozen {} us)",
+                s.pages_written,
+                s.frozen_us
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Restore => restore(&opts, &sink).map_err(fail),
         Command::Swrk => {
             let fd = opts.command_args.first().map_or("", String::as_str);
@@ -167,11 +179,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Service => {
-            // --address is not a field of Options yet: it is among the accepted options.
-            let address = opts.ignored.iter().rev().find(|(n, _)| n == "address");
-            let address = address
-                .and_then(|(_, v)| v.as_deref())
-                .map(std::path::Path::new);
+            let address = opts.live.address.as_deref().map(std::path::Path::new);
             let service = criu::service::ServiceOptions {
                 address: criu::service::address_or_default(address),
                 daemon: opts.restore_detached,

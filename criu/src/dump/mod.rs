@@ -45,11 +45,13 @@ pub mod files;
 mod ids;
 pub mod pages;
 mod pages_file;
+mod predump;
 pub mod proc;
 mod seccomp;
 mod seize;
 pub mod self_state;
 mod thread;
+pub(crate) mod track;
 pub mod vma;
 
 pub(crate) use ids::kcmp;
@@ -88,6 +90,7 @@ fn check_sharing(procs: &[(i32, i32, u32, u32)]) -> Result<(), DumpError> {
     }
     Ok(())
 }
+pub use predump::pre_dump;
 pub use self_state::INSIDE_METHOD_ENV;
 
 use std::path::{Path, PathBuf};
@@ -664,6 +667,10 @@ fn dump_inner(
         .notify(ScriptAction::PreDump, Some(pid))
         .map_err(|e| DumpError::from(e).at("pre-dump action script"))?;
 
+    if let Some(prev) = &opts.prev_images_dir {
+        track::link_parent(dir, prev).map_err(|e| e.at("linking the parent images"))?;
+    }
+    let prev = track::parent_record(dir, opts.prev_images_dir.as_deref());
     let t0 = Instant::now();
     // Every process of the tree, the root first; each detaches on every return path (compel's
     // Task does on drop), so the tree runs on if anything fails.
@@ -687,6 +694,7 @@ fn dump_inner(
         .map_err(|e| e.at("checking the process tree"))?;
     let mut files = files::FileTable::new(opts.ghost_limit);
     files.tcp_established = opts.tcp_established;
+    files.skip_uffd = prev.values().map(|r| r.ino).collect();
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.
     let own_ns = ids::ns_inodes("self");
@@ -699,8 +707,18 @@ fn dump_inner(
     files
         .finish_sockets(opts.ext_unix_sk.then_some(&[][..]))
         .map_err(|e| e.at("collecting the process state"))?;
-    let stats =
-        write_images(dir, &procs, &zombies, &files).map_err(|e| e.at("writing the images"))?;
+    let trackers = if opts.track_mem {
+        track::open_all(&mut tasks, &prev).map_err(|e| e.at("tracking memory changes"))?
+    } else {
+        track::Trackers::default()
+    };
+    let stats = write_images(dir, &procs, &zombies, &files, &trackers)
+        .map_err(|e| e.at("writing the images"))?;
+    if opts.track_mem {
+        track::write_record(dir, &trackers).map_err(|e| e.at("writing the images"))?;
+    } else if opts.final_state != FinalState::Dead {
+        track::close_recorded(&mut tasks, &prev);
+    }
     let frozen_us = t0.elapsed().as_micros() as u64;
     write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
     write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
@@ -850,6 +868,7 @@ fn write_images(
     procs: &[Collected],
     zombies: &[(i32, proc::ProcStat)],
     files: &files::FileTable,
+    trackers: &track::Trackers,
 ) -> Result<pages::PageStats, DumpError> {
     let img = ImageDir::new(dir);
     let mut stats = pages::PageStats::default();
@@ -864,9 +883,11 @@ fn write_images(
     for (n, process) in procs.iter().enumerate() {
         let pid = process.pid;
         let upid = pid as u32;
-        let private = pages::dump_private_pages(pid, &process.vmas, dir, 1 + n as u32)?;
+        let private =
+            pages::dump_private_pages(pid, &process.vmas, dir, 1 + n as u32, trackers.get(pid))?;
         stats.scanned += private.scanned;
         stats.written += private.written;
+        stats.parent += private.parent;
         shared.add(pid, &process.vmas)?;
         let heap_end = process
             .vmas
@@ -994,7 +1015,7 @@ fn write_stats(dir: &Path, s: &pages::PageStats, frozen_us: u64) -> Result<(), D
             memdump_time: 0,
             memwrite_time: 0,
             pages_scanned: s.scanned,
-            pages_skipped_parent: 0,
+            pages_skipped_parent: s.parent,
             pages_written: s.written,
             ..DumpStatsEntry::default()
         }),

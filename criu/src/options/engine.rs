@@ -62,6 +62,8 @@ pub struct DumpOptions {
     pub track_mem: bool,
     /// `--prev-images-dir`.
     pub prev_images_dir: Option<PathBuf>,
+    /// `--pre-dump-mode` (for `pre_dump`).
+    pub pre_dump_mode: super::PreDumpMode,
     /// `--cpu-cap`.
     pub cpu_cap: CpuCap,
     /// How the inside state is read.
@@ -101,6 +103,7 @@ impl DumpOptions {
             timeout: o.timeout,
             track_mem: o.track_mem,
             prev_images_dir: o.prev_images_dir.clone(),
+            pre_dump_mode: o.live.pre_dump_mode,
             cpu_cap: o.cpu_cap,
             inside_method: InsideMethod::default(),
         }

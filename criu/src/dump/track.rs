@@ -558,57 +558,6 @@ pub fn split(present: &[(u64, u64)], written: &[(u64, u64)]) -> Vec<(u64, u64, b
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const P: u64 = PAGE_SIZE;
-
-    #[test]
-    fn split_marks_written_pages_dirty() {
-        // Present: pages 0..10 and 20..25; written: 2..4, 8..22.
-        let present = [(0, 10), (20 * P, 5)];
-        let written = [(2 * P, 2), (8 * P, 14)];
-        assert_eq!(
-            split(&present, &written),
-            vec![
-                (0, 2, false),
-                (2 * P, 2, true),
-                (4 * P, 4, false),
-                (8 * P, 2, true),
-                (20 * P, 2, true),
-                (22 * P, 3, false),
-            ]
-        );
-        assert_eq!(
-            split(&present, &[]),
-            vec![(0, 10, false), (20 * P, 5, false)]
-        );
-        // Written pages that are not present (freed since) are not dumped.
-        assert_eq!(split(&[(5 * P, 1)], &[(0, 4)]), vec![(5 * P, 1, false)]);
-    }
-
-    #[test]
-    fn record_lines_are_parsed_strictly() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(RECORD),
-            "# header\n12 1000 77\nbogus\n13 -1 5\n14 1 2 3\n",
-        )
-        .unwrap();
-        let r = read_record(dir.path());
-        assert_eq!(r.len(), 1);
-        assert_eq!(
-            r[&12],
-            Recorded {
-                fd: 1000,
-                ino: 77,
-                complete: true
-            }
-        );
-    }
-}
-
 /// The tracking record of the parent images (`--prev-images-dir`, relative to `dir`), empty
 /// without one.
 pub fn parent_record(dir: &Path, prev: Option<&Path>) -> HashMap<i32, Recorded> {
@@ -826,5 +775,56 @@ fn want_copy(w: &PmScanArg) -> PmScanArg {
         category_mask: w.category_mask,
         return_mask: w.return_mask,
         ..PmScanArg::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: u64 = PAGE_SIZE;
+
+    #[test]
+    fn split_marks_written_pages_dirty() {
+        // Present: pages 0..10 and 20..25; written: 2..4, 8..22.
+        let present = [(0, 10), (20 * P, 5)];
+        let written = [(2 * P, 2), (8 * P, 14)];
+        assert_eq!(
+            split(&present, &written),
+            vec![
+                (0, 2, false),
+                (2 * P, 2, true),
+                (4 * P, 4, false),
+                (8 * P, 2, true),
+                (20 * P, 2, true),
+                (22 * P, 3, false),
+            ]
+        );
+        assert_eq!(
+            split(&present, &[]),
+            vec![(0, 10, false), (20 * P, 5, false)]
+        );
+        // Written pages that are not present (freed since) are not dumped.
+        assert_eq!(split(&[(5 * P, 1)], &[(0, 4)]), vec![(5 * P, 1, false)]);
+    }
+
+    #[test]
+    fn record_lines_are_parsed_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(RECORD),
+            "# header\n12 1000 77\nbogus\n13 -1 5\n14 1 2 3\n",
+        )
+        .unwrap();
+        let r = read_record(dir.path());
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[&12],
+            Recorded {
+                fd: 1000,
+                ino: 77,
+                complete: true
+            }
+        );
     }
 }

@@ -178,8 +178,14 @@ fn main() {
         "predump bench: {} MiB, 10 % written between pre-dump and dump, {rounds} rounds, images on /dev/shm",
         bytes >> 20
     );
-    println!("  full dump          frozen {:>9.1} ms  ({full_pages} pages)", f.as_secs_f64() * 1e3);
-    println!("  pre-dump (splice)  frozen {:>9.1} ms", p.as_secs_f64() * 1e3);
+    println!(
+        "  full dump          frozen {:>9.1} ms  ({full_pages} pages)",
+        f.as_secs_f64() * 1e3
+    );
+    println!(
+        "  pre-dump (splice)  frozen {:>9.1} ms",
+        p.as_secs_f64() * 1e3
+    );
     println!(
         "  incremental dump   frozen {:>9.1} ms  ({incr_pages} pages)  = {:.3} x full",
         i.as_secs_f64() * 1e3,

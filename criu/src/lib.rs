@@ -58,6 +58,7 @@ pub(crate) mod errno;
 pub(crate) mod files;
 pub(crate) mod log;
 pub(crate) mod options;
+pub(crate) mod pageserver;
 pub(crate) mod pidfile;
 pub(crate) mod restore;
 pub(crate) mod rpc;
@@ -72,6 +73,7 @@ pub use options::{
     DumpOptions, External, FinalState, InheritFd, InsideMethod, LiveOptions, OptionSpec, Options,
     OptionsError, PidMethod, PreDumpMode, RestoreOptions, USAGE, option_specs,
 };
+pub use pageserver::{PageServerError, ServerOptions as PageServerOptions, run_page_server};
 pub use restore::{RestoreError, RestoreOutcome, restore};
 pub use scripts::{ActionScripts, Notify, ScriptAction, ScriptError, ScriptStatus};
 

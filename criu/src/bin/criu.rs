@@ -73,7 +73,10 @@ type Failure = (anyhow::Error, Logged);
 
 fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
     // The images directory is resolved before changing into the work dir, as CRIU opens it first.
-    if matches!(cmd, Command::Dump | Command::PreDump | Command::Restore) {
+    if matches!(
+        cmd,
+        Command::Dump | Command::PreDump | Command::Restore | Command::PageServer
+    ) {
         let dir = std::fs::canonicalize(opts.images_dir.path())
             .with_context(|| format!("couldn't open image dir {}", opts.images_dir))
             .map_err(|e| (e, Logged::Not))?;
@@ -170,6 +173,19 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 s.pages_written,
                 s.frozen_us
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PageServer => {
+            let so = criu::PageServerOptions {
+                dir: opts.images_dir.path(),
+                address: opts.live.address.clone(),
+                port: opts.live.port.unwrap_or(0),
+                daemon: opts.restore_detached,
+                status_fd: opts.status_fd,
+                pidfile: opts.pidfile.clone(),
+                prev_images_dir: opts.prev_images_dir.clone(),
+            };
+            criu::run_page_server(&so).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore => restore(&opts, &sink).map_err(fail),

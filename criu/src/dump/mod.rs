@@ -461,6 +461,9 @@ pub enum DumpError {
     /// Writing an image failed.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// Sending pages to the page server failed.
+    #[error(transparent)]
+    PageServer(#[from] crate::pageserver::PageServerError),
     /// An action script failed.
     #[error(transparent)]
     Script(#[from] ScriptError),
@@ -507,6 +510,7 @@ impl DumpError {
                 crate::errno::io(source)
             }
             DumpError::Image(e) => crate::errno::image(e),
+            DumpError::PageServer(e) => e.errno(),
             DumpError::Script(e) => e.errno(),
             DumpError::Step { source, .. } => source.errno(),
             DumpError::Socket(e) => e.errno(),
@@ -712,8 +716,19 @@ fn dump_inner(
     } else {
         track::Trackers::default()
     };
-    let stats = write_images(dir, &procs, &zombies, &files, &trackers)
+    let mut ps = match &opts.page_server {
+        Some((a, p)) => Some(
+            crate::pageserver::PageClient::connect(a, *p)
+                .map_err(|e| DumpError::from(e).at("connecting to the page server"))?,
+        ),
+        None => None,
+    };
+    let stats = write_images(dir, &procs, &zombies, &files, &trackers, ps.as_mut())
         .map_err(|e| e.at("writing the images"))?;
+    if let Some(ps) = ps {
+        ps.close()
+            .map_err(|e| DumpError::from(e).at("closing the page server session"))?;
+    }
     if opts.track_mem {
         track::write_record(dir, &trackers).map_err(|e| e.at("writing the images"))?;
     } else if opts.final_state != FinalState::Dead {
@@ -869,6 +884,7 @@ fn write_images(
     zombies: &[(i32, proc::ProcStat)],
     files: &files::FileTable,
     trackers: &track::Trackers,
+    mut ps: Option<&mut crate::pageserver::PageClient>,
 ) -> Result<pages::PageStats, DumpError> {
     let img = ImageDir::new(dir);
     let mut stats = pages::PageStats::default();
@@ -883,8 +899,18 @@ fn write_images(
     for (n, process) in procs.iter().enumerate() {
         let pid = process.pid;
         let upid = pid as u32;
-        let private =
-            pages::dump_private_pages(pid, &process.vmas, dir, 1 + n as u32, trackers.get(pid))?;
+        let private = match ps.as_deref_mut() {
+            // The pages go to the page server; the other images stay here.
+            Some(ps) => {
+                let (pm, _, st) =
+                    pages::plan_private_pages(pid, &process.vmas, 1 + n as u32, trackers.get(pid))?;
+                ps.send_pagemap(pid, &pm)?;
+                st
+            }
+            None => {
+                pages::dump_private_pages(pid, &process.vmas, dir, 1 + n as u32, trackers.get(pid))?
+            }
+        };
         stats.scanned += private.scanned;
         stats.written += private.written;
         stats.parent += private.parent;

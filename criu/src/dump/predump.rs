@@ -82,6 +82,14 @@ fn inner(opts: &DumpOptions, pid: i32, dir: &Path) -> Result<DumpSummary, DumpEr
     // directory then has no inventory, and a later run does not take it for a parent).
     track::write_record(dir, &trackers).map_err(|e| e.at("writing the images"))?;
     let copy = |plans: &[(i32, criu_images::Pagemap, Vec<pages_file::Segment>)]| {
+        if let Some((a, port)) = &opts.page_server {
+            let mut ps = crate::pageserver::PageClient::connect(a, *port)?;
+            for (p, pm, _) in plans {
+                ps.send_pagemap(*p, pm)?;
+            }
+            ps.close()?;
+            return Ok(());
+        }
         for (p, pm, segs) in plans {
             pages_file::write_one(*p, segs, dir, pm.pages_id)?;
             pm.write(dir.join(names::pagemap(*p as u32)))?;

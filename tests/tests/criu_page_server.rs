@@ -179,7 +179,8 @@ fn page_server_refuses_broken_clients() {
         b
     };
     let dst = (4242u64 << 8) | 1;
-    let cases: [(&str, Box<dyn Fn(&mut TcpStream)>); 3] = [
+    type Client = Box<dyn Fn(&mut TcpStream)>;
+    let cases: [(&str, Client); 3] = [
         (
             "went away",
             Box::new(move |c: &mut TcpStream| {

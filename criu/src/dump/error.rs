@@ -330,6 +330,9 @@ pub enum DumpError {
     /// Writing an image failed.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// Sending pages to the page server failed.
+    #[error(transparent)]
+    PageServer(#[from] crate::pageserver::PageServerError),
     /// An action script failed.
     #[error(transparent)]
     Script(#[from] ScriptError),
@@ -382,6 +385,7 @@ impl DumpError {
                 crate::errno::io(source)
             }
             DumpError::Image(e) => crate::errno::image(e),
+            DumpError::PageServer(e) => e.errno(),
             DumpError::Script(e) => e.errno(),
             DumpError::Mount(e) => e.errno(),
             DumpError::Net(e) => e.errno(),

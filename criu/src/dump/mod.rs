@@ -48,11 +48,13 @@ pub mod files;
 mod ids;
 pub mod pages;
 mod pages_file;
+mod predump;
 pub mod proc;
 mod seccomp;
 mod seize;
 pub mod self_state;
 mod thread;
+pub(crate) mod track;
 pub mod vma;
 mod write;
 
@@ -60,6 +62,7 @@ pub use error::DumpError;
 use error::{chain, file_err};
 
 pub(crate) use ids::kcmp;
+pub use predump::pre_dump;
 pub use self_state::INSIDE_METHOD_ENV;
 
 use collect::collect;
@@ -152,6 +155,10 @@ fn dump_inner(
         .notify(ScriptAction::PreDump, Some(pid))
         .map_err(|e| DumpError::from(e).at("pre-dump action script"))?;
 
+    if let Some(prev) = &opts.prev_images_dir {
+        track::link_parent(dir, prev).map_err(|e| e.at("linking the parent images"))?;
+    }
+    let prev = track::parent_record(dir, opts.prev_images_dir.as_deref());
     let t0 = Instant::now();
     // Every process of the tree, the root first; each detaches on every return path (compel's
     // Task does on drop), so the tree runs on if anything fails.
@@ -173,6 +180,7 @@ fn dump_inner(
     }
     let mut files = files::FileTable::new(opts.ghost_limit);
     files.tcp_established = opts.tcp_established;
+    files.skip_uffd = prev.values().map(|r| r.ino).collect();
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.
     let own_ns = ids::ns_inodes("self");
@@ -202,8 +210,29 @@ fn dump_inner(
         dir,
     )
     .map_err(|e| DumpError::from(e).at("dumping the network namespace"))?;
-    let stats =
-        write_images(dir, &procs, &zombies, &files).map_err(|e| e.at("writing the images"))?;
+    let trackers = if opts.track_mem {
+        track::open_all(&mut tasks, &prev).map_err(|e| e.at("tracking memory changes"))?
+    } else {
+        track::Trackers::default()
+    };
+    let mut ps = match &opts.page_server {
+        Some((a, p)) => Some(
+            crate::pageserver::PageClient::connect(a, *p)
+                .map_err(|e| DumpError::from(e).at("connecting to the page server"))?,
+        ),
+        None => None,
+    };
+    let stats = write_images(dir, &procs, &zombies, &files, &trackers, ps.as_mut())
+        .map_err(|e| e.at("writing the images"))?;
+    if let Some(ps) = ps {
+        ps.close()
+            .map_err(|e| DumpError::from(e).at("closing the page server session"))?;
+    }
+    if opts.track_mem {
+        track::write_record(dir, &trackers).map_err(|e| e.at("writing the images"))?;
+    } else if opts.final_state != FinalState::Dead {
+        track::close_recorded(&mut tasks, &prev);
+    }
     crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir)
         .map_err(|e| DumpError::from(e).at("dumping the namespaces"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;

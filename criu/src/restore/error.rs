@@ -69,13 +69,13 @@ pub enum RestoreError {
         /// The core image.
         file: String,
     },
-    /// Pages in a parent image (an incremental dump).
-    #[error("unsupported: pages in a parent image ({file} at {vaddr:#x})")]
-    ParentPages {
-        /// The pagemap image.
-        file: String,
-        /// The first page.
-        vaddr: u64,
+    /// The parent images of an incremental dump cannot give the pages it leaves to them.
+    #[error("broken parent images chain at {}: {reason}", dir.display())]
+    ParentChain {
+        /// The images directory where the chain breaks.
+        dir: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// A memory area of a kind this restore does not make.
     #[error("unsupported: {what} at {start:#x}")]
@@ -332,7 +332,9 @@ impl RestoreError {
     pub fn errno(&self) -> i32 {
         match self {
             RestoreError::Image { error, .. } => crate::errno::image(error),
-            RestoreError::BadImage { .. } | RestoreError::SharedEpollTarget { .. } => libc::EBADMSG,
+            RestoreError::BadImage { .. }
+            | RestoreError::SharedEpollTarget { .. }
+            | RestoreError::ParentChain { .. } => libc::EBADMSG,
             RestoreError::MissingFile { source, .. } => crate::errno::io(source),
             RestoreError::FileChanged { .. } => libc::ESTALE,
             RestoreError::PidBusy { .. } => libc::EEXIST,
@@ -361,7 +363,6 @@ impl RestoreError {
             | RestoreError::Compat
             | RestoreError::TaskState { .. }
             | RestoreError::OldSeccomp { .. }
-            | RestoreError::ParentPages { .. }
             | RestoreError::Vma { .. }
             | RestoreError::FdType { .. }
             | RestoreError::LockKind { .. }

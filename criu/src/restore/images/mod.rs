@@ -16,6 +16,7 @@ use criu_images::{ImageDir, magic, names};
 use super::error::RestoreError;
 use super::plan::*;
 
+mod chain;
 mod memory;
 mod thread;
 

@@ -219,33 +219,6 @@ fn group_whose_leader_is_a_zombie_comes_back() {
     );
 }
 
-/// Item 19 (refused for now, by name, at dump time): a process in a group whose leader has
-/// exited and was reaped would need a helper leader. The tree runs on.
-#[test]
-fn group_whose_leader_is_gone_is_refused_at_dump() {
-    skip_if_not_root!("group_whose_leader_is_gone_is_refused_at_dump");
-    let _g = test_lock();
-    become_subreaper();
-    let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let v = Spawned::spawn(
-        VICTIM,
-        &[dir.ready.to_str().unwrap(), "pgrp-gone-leader"],
-        &log,
-        None,
-    );
-    wait_file(&dir.ready, Duration::from_secs(10));
-    let pids = dir.pids();
-    let _member = Spawned::guard(pids[1]);
-    let o = criu_dump(v.pid(), &dir.img, &[]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "the dump succeeded");
-    let name = format!("is in process group {}, whose leader has exited", pids[0]);
-    assert!(err.contains(&name), "{err}");
-    assert_eq!(state_and_pgid(pids[1]), ('S', pids[0]));
-    drop(v);
-}
-
 /// Item 10 (refused for now, by name): anonymous `MAP_HUGETLB` memory. Skipped (and says so)
 /// on a machine without huge pages in the pool, where such memory cannot be made at all.
 #[test]

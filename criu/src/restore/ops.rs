@@ -220,6 +220,9 @@ pub struct Node {
     pub children: Vec<usize>,
     /// A zombie: ends at once with this raw wait status.
     pub zombie: Option<u32>,
+    /// A helper leading a group for others (ends like a zombie; its parent reaps it once its
+    /// subtree is created and the members joined the group).
+    pub helper: bool,
     /// What a live task does next (`None` for zombies).
     pub plan: Option<ChildPlan>,
     /// Its reservation `(start, len)` in the engine's address space (empty for zombies).

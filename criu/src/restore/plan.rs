@@ -217,6 +217,10 @@ pub struct TaskPlan {
     /// A zombie: the raw exit status it ends with (`exit_code` of its core); nothing else of
     /// the plan is used then.
     pub zombie: Option<u32>,
+    /// Not a task of the images but a helper with the pid of a group leader that had exited:
+    /// it makes the group for the tree's members of it, then ends and its parent reaps it
+    /// (with [`TaskPlan::zombie`] set, as it ends like a zombie).
+    pub helper: bool,
     /// Its process group.
     pub pgid: i32,
     /// Its session.

@@ -243,9 +243,10 @@ pub(super) fn restorer_args(
 
     let opt = |v: Option<i32>| v.unwrap_or(abi::KEEP);
     // The parent-death signal fires when the task's parent goes: criu, right away, when it
-    // detaches. Then the task keeps running without it, like a child of init.
+    // detaches. Then the task keeps running without it, like a child of init. A sibling of
+    // criu (`--restore-sibling`) has the client for its parent and keeps it.
     let pdeath_sig = match th.pdeath_sig {
-        Some(sig) if sig != 0 && opts.detach && ctx.root => {
+        Some(sig) if sig != 0 && opts.detach && !opts.sibling && ctx.root => {
             tracing::warn!(
                 pid = plan.pid,
                 sig,
@@ -420,7 +421,7 @@ fn thread_args(
             rseq_sig: t.rseq.map_or(0, |r| r.sig),
             siginfo: t_siginfo,
             n_siginfo: t.pending.len() as u32,
-            pdeath_sig: if opts.detach && ctx.root {
+            pdeath_sig: if opts.detach && !opts.sibling && ctx.root {
                 abi::KEEP
             } else {
                 t.pdeath_sig.unwrap_or(abi::KEEP)

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::error::RestoreError;
 use super::layout::{PAGE, page_up};
-use super::plan::{FdSource, TreePlan, VmaKind};
+use super::plan::{FdSource, TaskPlan, TreePlan, VmaKind};
 use crate::files::owned;
 use crate::files::{RestoreFile, kind_name};
 
@@ -41,6 +41,20 @@ fn key_of(source: &FdSource, file_id: u32) -> Option<(Key, &Arc<dyn RestoreFile>
             Some((key, f))
         }
     }
+}
+
+/// The object (and which of its ends) behind descriptor `n` of task `t`, through its dups.
+fn resolve(t: &TaskPlan, mut n: i32) -> Option<(Key, usize)> {
+    for _ in 0..=t.fds.len() {
+        let f = t.fds.iter().find(|f| f.fd == n)?;
+        match &f.source {
+            FdSource::Dup { of } => n = *of,
+            FdSource::File(_) => {
+                return key_of(&f.source, f.file_id).map(|(k, file)| (k, file.end()));
+            }
+        }
+    }
+    None
 }
 
 /// The objects the engine made for several tasks.
@@ -119,6 +133,34 @@ impl Shared {
             holders.get(k).is_some_and(|h| h.len() > 1)
                 || objects.get(k).is_some_and(|f| f.made_by_engine())
         };
+        // The files a shared epoll watches: its targets are numbers of the first task holding
+        // it (the one the dump met it in); the engine makes those files too, before it.
+        let mut targets: HashMap<Key, Vec<(Key, usize)>> = HashMap::new();
+        for (k, file) in &objects {
+            let want = file.engine_targets();
+            if want.is_empty() || !in_engine(k) {
+                continue;
+            }
+            let mut who: Vec<usize> = holders.get(k).into_iter().flatten().copied().collect();
+            who.sort_unstable();
+            let found = who.iter().find_map(|&i| {
+                want.iter()
+                    .map(|&n| resolve(&tree.tasks[i], n))
+                    .collect::<Option<Vec<_>>>()
+            });
+            match found {
+                Some(v) => {
+                    targets.insert(*k, v);
+                }
+                None => {
+                    let i = who.first().copied().unwrap_or(0);
+                    return Err(RestoreError::SharedEpollTarget {
+                        pid: tree.tasks[i].pid,
+                        fd: want.first().copied().unwrap_or(-1),
+                    });
+                }
+            }
+        }
         let mut made: HashMap<Key, Vec<i32>> = HashMap::new();
         for (_, t) in tree.alive() {
             for f in &t.fds {
@@ -130,6 +172,7 @@ impl Shared {
                         k,
                         &objects,
                         &key_of_file,
+                        &targets,
                         &mut made,
                         floor,
                         &mut Vec::new(),
@@ -168,6 +211,7 @@ impl Shared {
         k: Key,
         objects: &HashMap<Key, &Arc<dyn RestoreFile>>,
         key_of_file: &HashMap<u32, Key>,
+        targets: &HashMap<Key, Vec<(Key, usize)>>,
         made: &mut HashMap<Key, Vec<i32>>,
         min: i32,
         path: &mut Vec<Key>,
@@ -186,12 +230,28 @@ impl Shared {
         path.push(k);
         for id in file.after_files() {
             if let Some(&dep) = key_of_file.get(id) {
-                self.make_with_deps(dep, objects, key_of_file, made, min, path)?;
+                self.make_with_deps(dep, objects, key_of_file, targets, made, min, path)?;
             }
         }
+        for &(dep, _) in targets.get(&k).into_iter().flatten() {
+            self.make_with_deps(dep, objects, key_of_file, targets, made, min, path)?;
+        }
         path.pop();
+        let files = match targets.get(&k) {
+            Some(t) => {
+                let fds: Vec<i32> = t
+                    .iter()
+                    .filter_map(|(dep, end)| {
+                        let e = made.get(dep)?;
+                        e.get(*end).or(e.first()).copied()
+                    })
+                    .collect();
+                file.make_in_engine_with(&fds)?
+            }
+            None => file.make_in_engine()?,
+        };
         let mut ends = Vec::new();
-        for fd in file.make_in_engine()? {
+        for fd in files {
             let fd = dup_at_least(fd, min)?;
             ends.push(fd.as_raw_fd());
             self.owned.push(fd);

@@ -265,6 +265,57 @@ impl FileTable {
         Ok(id)
     }
 
+    /// Adds the memfd area `m` of `pid` maps as a `MEMFD` file opened with `flags` (one per
+    /// memfd and flags for the tree; the memfd's inode and content are the memfd kind's, shared
+    /// with its descriptors); returns its id.
+    ///
+    /// # Errors
+    /// [`DumpError::File`], and the memfd kind's refusals.
+    pub fn add_mapped_memfd(
+        &mut self,
+        pid: i32,
+        m: &Mapping,
+        flags: u32,
+    ) -> Result<u32, DumpError> {
+        let key = (m.dev_major, m.dev_minor, m.inode, flags, m.name.clone());
+        if let Some(&id) = self.mapped_by_maps.get(&key) {
+            return Ok(id);
+        }
+        let src = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+        let meta = std::fs::metadata(&src).map_err(|e| DumpError::File {
+            what: format!("stat mapped memfd {} at {:#x}", m.name, m.start),
+            source: e,
+        })?;
+        let info = FdInfo {
+            flags,
+            ino: meta.ino(),
+            ..FdInfo::default()
+        };
+        let probe = DumpFd {
+            pid,
+            fd: -1,
+            name: &m.name,
+            source: &src,
+            meta: &meta,
+            info: &info,
+            shell_job: false,
+            tcp_established: false,
+        };
+        let id = self.next_id();
+        let kind = self
+            .kinds
+            .iter_mut()
+            .find(|k| k.fd_type() == FdTypes::Memfd && k.claims(&probe))
+            .ok_or_else(|| DumpError::MappedNotRegular {
+                name: m.name.clone(),
+                start: m.start,
+            })?;
+        let e = kind.dump(&probe, id)?;
+        self.entries.push(e);
+        self.mapped_by_maps.insert(key, id);
+        Ok(id)
+    }
+
     /// Adds a directory reached through a `/proc/PID/{cwd,root}` link; returns its id.
     ///
     /// # Errors

@@ -379,6 +379,29 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
         &[]
     }
 
+    /// Descriptors of the holding task whose files the engine makes first, and hands to
+    /// [`RestoreFile::make_in_engine_with`], when it makes this file for several tasks (an
+    /// epoll's targets: the engine then makes them too, and the tasks inherit them).
+    fn engine_targets(&self) -> &[i32] {
+        &[]
+    }
+
+    /// [`RestoreFile::make_in_engine`] given the engine's descriptors of the files of
+    /// [`RestoreFile::engine_targets`], in that order.
+    ///
+    /// # Errors
+    /// As [`RestoreFile::make_in_engine`].
+    fn make_in_engine_with(&self, targets: &[i32]) -> Result<Vec<OwnedFd>, RestoreError> {
+        let _ = targets;
+        self.make_in_engine()
+    }
+
+    /// Whether it exists only once the tree does (a file under `/proc/PID` of a task of the
+    /// tree): made by the engine for several tasks, it is opened after every task is born.
+    fn needs_tree(&self) -> bool {
+        false
+    }
+
     /// Whether the engine always makes it, even when one task holds it (objects whose ends
     /// must be made together across tasks, or that need other tasks' files first).
     fn made_by_engine(&self) -> bool {

@@ -212,7 +212,7 @@ pub enum Command {
     Service,
     /// `criu swrk FD` (not supported yet).
     Swrk,
-    /// `criu cpuinfo` (not supported yet).
+    /// `criu cpuinfo dump|check`.
     CpuInfo,
 }
 
@@ -556,7 +556,10 @@ impl Options {
         opts.apply(&argv, true)?;
         if let Some(cmd) = opts.command
             && cmd != Command::Swrk
-            && let Some(extra) = opts.command_args.first()
+            // `cpuinfo` takes its action word (`dump`, `check`).
+            && let Some(extra) = opts
+                .command_args
+                .get(usize::from(cmd == Command::CpuInfo))
         {
             return Err(OptionsError::Excessive {
                 command: cmd.word().to_string(),

@@ -140,6 +140,20 @@ fn await_zombie(pid: i32) -> Result<(), Fail> {
     }
 }
 
+/// Reaps child `pid` (a helper that ended).
+fn reap(pid: i32) -> Result<(), Fail> {
+    loop {
+        // SAFETY: waitpid on our own child; no status wanted.
+        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
+        if r == pid {
+            return Ok(());
+        }
+        if r < 0 && errno() != libc::EINTR {
+            return Err(Fail::last(CHILD_ZOMBIE, pid as u64));
+        }
+    }
+}
+
 /// Takes the `SIGCHLD`s our zombie children sent off the queue: the task gets back the
 /// pending signals it had when dumped, not new ones.
 fn drain_sigchld() {
@@ -235,6 +249,12 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
         }
         zombies = true;
     }
+    // Helpers leading a group for others go once the subtree exists (its members joined).
+    for &c in me.children.iter().filter(|c| nodes[**c].helper) {
+        if let Err(f) = reap(nodes[c].pid) {
+            fail_slot(&s, i, f);
+        }
+    }
     if zombies {
         drain_sigchld();
     }
@@ -251,7 +271,7 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     {
         wait_or_quit(&s, &s.slot(c).settled);
     }
-    let r = setup(p, me.share_files, me.share_fs);
+    let r = setup(p, &s, me.share_files, me.share_fs);
     if r.is_ok() && (me.share_files || me.share_fs) {
         raise(&slot.settled);
     }
@@ -282,14 +302,14 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
 
 /// Sets up the task; its descriptors (and locks) when it has a table of its own, its fs
 /// info when that is its own (`shared_*`: its parent's, which the parent sets up).
-fn setup(p: &ChildPlan, shared_files: bool, shared_fs: bool) -> Result<(), Fail> {
+fn setup(p: &ChildPlan, s: &Slots, shared_files: bool, shared_fs: bool) -> Result<(), Fail> {
     premap(p)?;
     fill(p)?;
     dups(p)?;
     protect(p)?;
     if !shared_files {
         close_others(p);
-        fds(p)?;
+        fds(p, s)?;
         for (fd, st) in &p.settle {
             st.apply(*fd).map_err(|e| Fail {
                 stage: CHILD_FDS,
@@ -604,9 +624,40 @@ fn lift(p: &ChildPlan, fd: i32, target: i32) -> Result<i32, Fail> {
     }
 }
 
-fn fds(p: &ChildPlan) -> Result<(), Fail> {
+/// Takes descriptor `of` of the engine, once the engine opened there what needs the tree.
+fn from_engine(s: &Slots, of: i32, fd: i32) -> Result<i32, Fail> {
+    let engine = s.slot(s.n);
+    wait_or_quit(s, &engine.settled);
+    let pid = engine.detail.load(Ordering::SeqCst) as libc::c_long;
+    // SAFETY: pidfd_open/pidfd_getfd/close with plain numbers; the pidfd is ours and closed.
+    unsafe {
+        let pidfd = ok(
+            CHILD_FDS,
+            libc::syscall(libc::SYS_pidfd_open, pid, 0),
+            fd as u64,
+        )?;
+        let t = libc::syscall(libc::SYS_pidfd_getfd, pidfd, of as libc::c_long, 0);
+        let e = errno();
+        libc::close(pidfd as i32);
+        if t < 0 {
+            return Err(Fail {
+                stage: CHILD_FDS,
+                errno: e,
+                detail: fd as u64,
+            });
+        }
+        Ok(t as i32)
+    }
+}
+
+fn fds(p: &ChildPlan, s: &Slots) -> Result<(), Fail> {
     for op in &p.fds {
         match op {
+            FdOp::FromEngine { fd, of, cloexec } => {
+                let t = from_engine(s, *of, *fd)?;
+                let t = lift(p, t, *fd)?;
+                place(t, *fd, *cloexec)?;
+            }
             FdOp::Make { file, at, first } => {
                 let ends = file.make_in_task(*first).map_err(|e| Fail {
                     stage: CHILD_FDS,

@@ -111,6 +111,16 @@ pub enum RestoreError {
     /// An epoll instance watching files, shared by several processes.
     #[error("unsupported: an epoll instance watching files, shared by several processes")]
     SharedEpoll,
+    /// A shared epoll instance watching a descriptor its holder does not have.
+    #[error(
+        "bad image: epoll of {pid}, shared by several processes, watches fd {fd}, which {pid} does not hold"
+    )]
+    SharedEpollTarget {
+        /// The first process holding the epoll instance.
+        pid: i32,
+        /// The target descriptor.
+        fd: i32,
+    },
     /// Unix sockets in the descriptors but none in the images.
     #[error("unsupported: unix sockets")]
     NoUnixSockets,
@@ -312,7 +322,7 @@ impl RestoreError {
     pub fn errno(&self) -> i32 {
         match self {
             RestoreError::Image { error, .. } => crate::errno::image(error),
-            RestoreError::BadImage { .. } => libc::EBADMSG,
+            RestoreError::BadImage { .. } | RestoreError::SharedEpollTarget { .. } => libc::EBADMSG,
             RestoreError::MissingFile { source, .. } => crate::errno::io(source),
             RestoreError::FileChanged { .. } => libc::ESTALE,
             RestoreError::PidBusy { .. } => libc::EEXIST,

@@ -175,11 +175,8 @@ pub fn to_options(
         if mode == Mode::Service {
             return Err(OptsError::SwrkOnly("rst_sibling"));
         }
-        // The restored root would have to be made the client's child (CLONE_PARENT); the
-        // engine does not do that yet.
-        return Err(unsupported(
-            "rst_sibling (restoring the tree as the client's child)",
-        ));
+        // The restored root becomes the client's child (criu is the client's child in swrk).
+        o.restore_sibling = true;
     }
 
     // Flags the engine knows.

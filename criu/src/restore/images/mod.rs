@@ -300,6 +300,8 @@ fn load_task(
         ..ThreadPlan::default()
     };
     task_state(&mut plan, &mut leader, &core, &core_name)?;
+    // The leader's name is the task's.
+    leader.comm = Some(plan.comm.clone());
     plan.threads.push(leader);
     for &tid in task.threads.iter().filter(|t| **t != pid) {
         let name = names::core(tid);

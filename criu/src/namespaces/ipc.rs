@@ -1,0 +1,1 @@
+//! IPC namespaces: placeholder, filled in below.

@@ -1,0 +1,1 @@
+//! Time namespaces: placeholder, filled in below.

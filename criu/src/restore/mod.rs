@@ -210,8 +210,7 @@ pub fn restore(
         preps,
         shared,
         &sync,
-        opts.pid_method,
-        opts.sibling,
+        opts,
         &mut namespaces,
     )?;
     let root = created.root;
@@ -340,10 +339,10 @@ fn spawn(
     preps: Vec<Option<prepare::Prepared>>,
     mut shared: shared::Shared,
     sync: &sync::SyncPage,
-    pid_method: PidMethod,
-    sibling: bool,
+    opts: &RestoreOptions,
     namespaces: &mut crate::namespaces::Prepared,
 ) -> Result<Created, RestoreError> {
+    let (pid_method, sibling) = (opts.pid_method, opts.sibling);
     let late = std::mem::take(&mut shared.late);
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());

@@ -120,6 +120,8 @@ pub fn restore(
     scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
     trust::warn_untrusted(&opts.images_dir);
+    // The inventory first: it says whether this is an images directory at all.
+    images::check_inventory(&opts.images_dir)?;
     // The tree's own mount namespace, rebuilt first: its files are opened there.
     let mut mntns = crate::namespaces::mnt::MountNs::prepare(
         &opts.images_dir,

@@ -253,6 +253,20 @@ pub enum SocketError {
     },
 }
 
+/// A socket being dumped: where the task holds it, criu's copy of it, the descriptor's file
+/// status flags and the file id it becomes.
+#[derive(Clone, Copy, Debug)]
+pub struct DumpSock<'a> {
+    /// The process, the descriptor and the socket's inode.
+    pub at: SockAt,
+    /// criu's copy of the task's socket ([`steal`]).
+    pub sk: &'a OwnedFd,
+    /// The file status flags of the task's descriptor.
+    pub flags: u32,
+    /// The `files.img` id it becomes.
+    pub id: u32,
+}
+
 /// A socket of a task: its descriptor, the process and the socket's inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockAt {

@@ -111,9 +111,6 @@ pub enum RestoreError {
     /// An epoll instance watching files, shared by several processes.
     #[error("unsupported: an epoll instance watching files, shared by several processes")]
     SharedEpoll,
-    /// Unix sockets in the descriptors but none in the images.
-    #[error("unsupported: unix sockets")]
-    NoUnixSockets,
     /// A unix socket the set of sockets did not make.
     #[error("unsupported: unix socket id {id} was not made")]
     UnixNotMade {
@@ -344,7 +341,6 @@ impl RestoreError {
             | RestoreError::LockKind { .. }
             | RestoreError::SelfDependent { .. }
             | RestoreError::SharedEpoll
-            | RestoreError::NoUnixSockets
             | RestoreError::UnixNotMade { .. }
             | RestoreError::SessionLeaderInGroup { .. }
             | RestoreError::SessionUnreachable { .. }

@@ -56,6 +56,8 @@ pub struct Sockets {
     pub packet: packet::PacketDump,
     /// Inet sockets.
     pub inet: inet::InetDump,
+    /// Restore: the unix sockets of the images, read once for every entry.
+    restore_unix: UnixKind,
 }
 
 impl Sockets {
@@ -187,7 +189,7 @@ impl FileKind for Sockets {
         e: &FileEntry,
         fd: i32,
     ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        UnixKind::default().parse(img, e, fd)
+        self.restore_unix.parse(img, e, fd)
     }
 }
 

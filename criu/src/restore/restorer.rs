@@ -360,9 +360,10 @@ fn thread_states(
             }
         }
         // The parent-death signal fires when the task's parent goes: criu, right away, when it
-        // detaches. Then the task keeps running without it, like a child of init.
+        // detaches. Then the task keeps running without it, like a child of init. A sibling of
+        // criu (`--restore-sibling`) has the client for its parent and keeps it.
         let pdeath_sig = match t.pdeath_sig {
-            Some(sig) if sig != 0 && opts.detach && ctx.root => {
+            Some(sig) if sig != 0 && opts.detach && !opts.sibling && ctx.root => {
                 tracing::warn!(
                     pid = plan.pid,
                     tid = t.tid,

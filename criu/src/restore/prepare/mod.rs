@@ -213,8 +213,13 @@ fn service_fds(plan: &TaskPlan, ctx: &TaskCtx) -> Result<ServiceFds, RestoreErro
             });
         }
         let fd = dup_above(&owned(fd), floor)?;
-        exe_fd = fd.as_raw_fd() as u32;
-        child_only.push(fd);
+        // The task is a fork of ours, so its executable is already ours: when that is the same
+        // file, leave it (the kernel refuses a new exe file with EBUSY while the old one is
+        // mapped, and the restored memory maps it when a program restores its own fork).
+        if !same_file_as_ours(&fd) {
+            exe_fd = fd.as_raw_fd() as u32;
+            child_only.push(fd);
+        }
     }
     let mut inherited: Vec<i32> = plan
         .fds
@@ -239,6 +244,16 @@ fn service_fds(plan: &TaskPlan, ctx: &TaskCtx) -> Result<ServiceFds, RestoreErro
         status_fd,
         tmp_fd_base,
     })
+}
+
+/// Whether `fd` is the file this process runs (same device and inode as `/proc/self/exe`).
+fn same_file_as_ours(fd: &OwnedFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ours = std::fs::metadata("/proc/self/exe");
+    let theirs = fd
+        .try_clone()
+        .and_then(|f| std::fs::File::from(f).metadata());
+    matches!((ours, theirs), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
 }
 
 /// Builds the task's work list and its restorer's area inside the reservation `lay`.
@@ -306,7 +321,7 @@ fn build(
         }),
         collapse,
         uffd: ctx.uffd,
-        fds: fd_ops(plan, &ctx.shared_fds),
+        fds: fd_ops(plan, &ctx.shared_fds, &ctx.late_fds),
         settle: plan
             .fds
             .iter()

@@ -106,7 +106,10 @@ fn main() {
         (1, 64usize << 20)
     };
     // CRIU_BENCH_MIB=N: another size; CRIU_BENCH_LOG=1: criu's log (-v4) on stderr.
-    if let Some(m) = std::env::var("CRIU_BENCH_MIB").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(m) = std::env::var("CRIU_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         bytes = m << 20;
     }
     let sink = criu::LogSink::open(None).unwrap();

@@ -53,10 +53,12 @@
 
 pub(crate) mod cgroups;
 pub(crate) mod check;
+pub mod cpuinfo;
 pub(crate) mod dump;
 pub(crate) mod errno;
 pub(crate) mod files;
 pub(crate) mod log;
+pub(crate) mod namespaces;
 pub(crate) mod options;
 pub(crate) mod pageserver;
 pub(crate) mod pidfile;
@@ -82,7 +84,7 @@ pub use scripts::{ActionScripts, Notify, ScriptAction, ScriptError, ScriptStatus
 pub mod service {
     use std::path::{Path, PathBuf};
 
-    pub use crate::rpc::{RpcError, ServiceOptions, swrk};
+    pub use crate::rpc::{RpcError, ServiceOptions, criu_release, implementation, swrk};
 
     /// Runs `criu service`: listens on `opts.address` and serves each connection in a child
     /// process, logging into `log`.

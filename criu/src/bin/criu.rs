@@ -35,7 +35,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if opts.version {
-        println!("Version: {}", env!("CARGO_PKG_VERSION"));
+        // CRIU's first line, with the release matched (what clients parse), then ours.
+        println!("Version: {}", criu::service::criu_release());
+        println!("Implementation: {}", criu::service::implementation());
         return ExitCode::SUCCESS;
     }
     let Some(cmd) = opts.command else {
@@ -75,7 +77,11 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
     // The images directory is resolved before changing into the work dir, as CRIU opens it first.
     if matches!(
         cmd,
-        Command::Dump | Command::PreDump | Command::Restore | Command::PageServer
+        Command::Dump
+            | Command::PreDump
+            | Command::Restore
+            | Command::CpuInfo
+            | Command::PageServer
     ) {
         let dir = std::fs::canonicalize(opts.images_dir.path())
             .with_context(|| format!("couldn't open image dir {}", opts.images_dir))
@@ -202,6 +208,21 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 pidfile: opts.pidfile.clone(),
             };
             criu::service::run(&service, &sink).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CpuInfo => {
+            let dir = opts.images_dir.path();
+            match opts.command_args.first().map(String::as_str) {
+                Some("dump") => criu::cpuinfo::dump(&dir).map_err(|e| fail(e.into()))?,
+                Some("check") => criu::cpuinfo::check(&dir, criu::cpuinfo::check_cap(opts.cpu_cap))
+                    .map_err(|e| fail(e.into()))?,
+                other => {
+                    return Err(fail(anyhow::anyhow!(
+                        "cpuinfo: {} (dump or check)",
+                        other.map_or("no action".to_string(), |a| format!("unknown action {a}"))
+                    )));
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         other => Err(fail(

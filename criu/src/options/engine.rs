@@ -150,6 +150,8 @@ pub struct RestoreOptions {
     pub no_fpu_check: bool,
     /// `-r/--root`.
     pub root: Option<PathBuf>,
+    /// `--empty-ns`: `CLONE_NEW*` flags of namespaces made empty.
+    pub empty_ns: u32,
     /// `--inherit-fd`.
     pub inherit_fds: Vec<InheritFd>,
     /// `--external`.
@@ -185,6 +187,7 @@ impl Default for RestoreOptions {
             pidfile: None,
             no_fpu_check: false,
             root: None,
+            empty_ns: 0,
             inherit_fds: Vec::new(),
             external: Vec::new(),
             ext_unix_sk: false,
@@ -220,6 +223,7 @@ impl RestoreOptions {
             pidfile: o.pidfile.as_ref().map(|p| o.effective_work_dir().join(p)),
             no_fpu_check: !o.cpu_cap.fpu(),
             root: o.root.clone(),
+            empty_ns: o.empty_ns,
             inherit_fds: o.inherit_fds.clone(),
             external: o.external.clone(),
             ext_unix_sk: o.ext_unix_sk,

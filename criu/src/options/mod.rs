@@ -214,7 +214,7 @@ pub enum Command {
     Service,
     /// `criu swrk FD` (not supported yet).
     Swrk,
-    /// `criu cpuinfo` (not supported yet).
+    /// `criu cpuinfo dump|check`.
     CpuInfo,
 }
 
@@ -340,6 +340,9 @@ pub struct Options {
     pub ghost_limit: u64,
     /// `-r/--root DIR` for restore.
     pub root: Option<PathBuf>,
+    /// `--empty-ns net` (RPC `empty_ns`): `CLONE_NEW*` flags of namespaces made empty at
+    /// restore (the runtime sets them up).
+    pub empty_ns: u32,
     /// `--inherit-fd fd[N]:RESOURCE`, repeatable.
     pub inherit_fds: Vec<InheritFd>,
     /// `--external KIND[ID]:VALUE`, repeatable.
@@ -398,6 +401,7 @@ impl Default for Options {
             link_remap: false,
             ghost_limit: 1 << 20,
             root: None,
+            empty_ns: 0,
             inherit_fds: Vec::new(),
             external: Vec::new(),
             status_fd: None,
@@ -561,7 +565,10 @@ impl Options {
         opts.apply(&argv, true)?;
         if let Some(cmd) = opts.command
             && cmd != Command::Swrk
-            && let Some(extra) = opts.command_args.first()
+            // `cpuinfo` takes its action word (`dump`, `check`).
+            && let Some(extra) = opts
+                .command_args
+                .get(usize::from(cmd == Command::CpuInfo))
         {
             return Err(OptionsError::Excessive {
                 command: cmd.word().to_string(),

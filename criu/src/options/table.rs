@@ -288,7 +288,14 @@ pub(crate) static TABLE: &[OptDef] = &[
             .push(External::parse(g.arg()?).ok_or_else(|| g.bad())?);
         Ok(())
     }),
-    o("empty-ns", None, Arg::Required, accepted),
+    o("empty-ns", None, Arg::Required, |o, g| {
+        // Only the network namespace can be made empty (as CRIU).
+        match g.value {
+            Some("net") => o.empty_ns |= libc::CLONE_NEWNET as u32,
+            _ => return Err(g.bad()),
+        }
+        Ok(())
+    }),
     o("lazy-pages", None, Arg::No, accepted),
     b("extra", None, |o, g| {
         o.check_extra = g.on;

@@ -111,6 +111,16 @@ pub enum RestoreError {
     /// An epoll instance watching files, shared by several processes.
     #[error("unsupported: an epoll instance watching files, shared by several processes")]
     SharedEpoll,
+    /// A shared epoll instance watching a descriptor its holder does not have.
+    #[error(
+        "bad image: epoll of {pid}, shared by several processes, watches fd {fd}, which {pid} does not hold"
+    )]
+    SharedEpollTarget {
+        /// The first process holding the epoll instance.
+        pid: i32,
+        /// The target descriptor.
+        fd: i32,
+    },
     /// Unix sockets in the descriptors but none in the images.
     #[error("unsupported: unix sockets")]
     NoUnixSockets,
@@ -299,9 +309,19 @@ pub enum RestoreError {
     /// An action script failed.
     #[error(transparent)]
     Script(#[from] ScriptError),
+    /// The tree's mount namespace could not be made.
+    #[error(transparent)]
+    Mount(#[from] crate::namespaces::mnt::MntError),
+    /// The tree's network namespace could not be made.
+    #[error(transparent)]
+    Net(#[from] crate::namespaces::net::NetError),
     /// The pidfile could not be written.
     #[error(transparent)]
     Pidfile(#[from] crate::pidfile::PidfileError),
+    /// A namespace of the images that cannot be rebuilt, or failed to be (the error names the
+    /// kind).
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NsError),
 }
 
 impl RestoreError {
@@ -312,7 +332,9 @@ impl RestoreError {
     pub fn errno(&self) -> i32 {
         match self {
             RestoreError::Image { error, .. } => crate::errno::image(error),
-            RestoreError::BadImage { .. } | RestoreError::ParentChain { .. } => libc::EBADMSG,
+            RestoreError::BadImage { .. }
+            | RestoreError::SharedEpollTarget { .. }
+            | RestoreError::ParentChain { .. } => libc::EBADMSG,
             RestoreError::MissingFile { source, .. } => crate::errno::io(source),
             RestoreError::FileChanged { .. } => libc::ESTALE,
             RestoreError::PidBusy { .. } => libc::EEXIST,
@@ -328,7 +350,10 @@ impl RestoreError {
             | RestoreError::Trace { errno, .. } => *errno as i32,
             RestoreError::Timeout { .. } => libc::ETIMEDOUT,
             RestoreError::Died { .. } => libc::ESRCH,
+            RestoreError::Namespace(e) => e.errno(),
             RestoreError::Script(e) => e.errno(),
+            RestoreError::Mount(e) => e.errno(),
+            RestoreError::Net(e) => e.errno(),
             RestoreError::Pidfile(e) => e.errno(),
             RestoreError::Socket(e) => e.errno(),
             RestoreError::FileState { .. }

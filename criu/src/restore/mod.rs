@@ -120,7 +120,23 @@ pub fn restore(
     scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
     trust::warn_untrusted(&opts.images_dir);
-    let tree = images::load(&opts.images_dir, opts.shell_job)?;
+    // The tree's own mount namespace, rebuilt first: its files are opened there.
+    let mut mntns = crate::namespaces::mnt::MountNs::prepare(
+        &opts.images_dir,
+        opts.root.as_deref(),
+        &opts.external,
+    )?;
+    let mut netns = crate::namespaces::net::NetNs::prepare(
+        &opts.images_dir,
+        &opts.external,
+        opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
+    )?;
+    let mut tree = images::load_under(
+        &opts.images_dir,
+        opts.shell_job,
+        mntns.as_ref().map(|m| m.yard()),
+    )?;
+    session::add_group_helpers(&mut tree)?;
     tracing::info!(
         root = tree.root().pid,
         tasks = tree.tasks.len(),
@@ -138,6 +154,8 @@ pub fn restore(
     }
     let sessions = session::session_ops(&tree, opts.shell_job)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
+    // The tree's own namespaces, rebuilt before any of its tasks exists.
+    let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir)?;
     raise_nofile();
     let shared = shared::Shared::build(&tree)?;
     // The fill helpers can be turned off (to measure what they bring).
@@ -165,6 +183,7 @@ pub fn restore(
             root: i == 0,
             fd_floor: shared.fd_floor,
             shared_fds: shared.fds[i].clone(),
+            late_fds: shared.late_fds(),
             shm: shared.shm.clone(),
             helper_pid: if big(t) { helpers.next() } else { None },
             huge_pages,
@@ -185,9 +204,24 @@ pub fn restore(
     }
     let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
-    let created = spawn(&tree, &sessions, preps, shared, &sync, opts.pid_method)?;
+    let created = spawn(
+        &tree,
+        &sessions,
+        preps,
+        shared,
+        &sync,
+        opts,
+        &mut namespaces,
+    )?;
     let root = created.root;
-    let pid = match finish(&tree, &created, &sync, opts, scripts) {
+    // The tasks are in the tree's network namespace now.
+    if let Some(ns) = netns.as_mut()
+        && let Err(e) = ns.finish()
+    {
+        kill_tree(&tree, &sync, root);
+        return Err(e.into());
+    }
+    let pid = match finish(&tree, &created, &sync, opts, scripts, mntns.as_mut()) {
         Ok(pid) => pid,
         Err(e) => {
             kill_tree(&tree, &sync, root);
@@ -251,6 +285,8 @@ impl Drop for Subreaper {
 struct Created {
     root: i32,
     tasks: Vec<Option<Resumable>>,
+    /// Files the engine opens once every task is born, for the tasks to take.
+    late: Vec<shared::Late>,
     /// When to give up waiting for the tasks to restore themselves.
     deadline: std::time::Instant,
 }
@@ -301,10 +337,13 @@ fn spawn(
     tree: &plan::TreePlan,
     sessions: &[plan::SessionOp],
     preps: Vec<Option<prepare::Prepared>>,
-    shared: shared::Shared,
+    mut shared: shared::Shared,
     sync: &sync::SyncPage,
-    pid_method: PidMethod,
+    opts: &RestoreOptions,
+    namespaces: &mut crate::namespaces::Prepared,
 ) -> Result<Created, RestoreError> {
+    let (pid_method, sibling) = (opts.pid_method, opts.sibling);
+    let late = std::mem::take(&mut shared.late);
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());
     let mut keep = Vec::new();
@@ -340,6 +379,7 @@ fn spawn(
             leader,
             children: tree.children[i].clone(),
             zombie: t.zombie,
+            helper: t.helper,
             plan,
             resv,
             pre: 0,
@@ -371,7 +411,34 @@ fn spawn(
         Some(&mut old),
     )
     .is_ok();
-    let cloned = clone_task(tree.root().pid, pid_method);
+    // The tasks take the files that need the tree from this process.
+    slots.slot(slots.n).detail.store(
+        std::process::id() as u64,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    // `--restore-sibling` (RPC `rst_sibling`): the root becomes a child of criu's parent, the
+    // client that asked (CLONE_PARENT). criu watches it as its tracer from its first step.
+    let parent_flag = if sibling {
+        libc::CLONE_PARENT as u64
+    } else {
+        0
+    };
+    // The root inherits the rebuilt namespaces the engine enters around its clone.
+    let cloned = namespaces
+        .enter()
+        .map_err(RestoreError::from)
+        .and_then(|entered| {
+            let r = clone_task(
+                tree.root().pid,
+                pid_method,
+                parent_flag | namespaces.clone_flags(),
+            );
+            if matches!(r, Ok(0)) {
+                // The new root stays in them.
+                std::mem::forget(entered);
+            }
+            r
+        });
     if let Ok(0) = cloned {
         child::run(&nodes, &tree.order, slots, 0);
     }
@@ -390,6 +457,11 @@ fn spawn(
     }
     let pid = cloned?;
     tracing::debug!(pid, "root created");
+    if let Err(e) = namespaces.after_clone(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL));
+        return Err(e.into());
+    }
     // Generous: a minute, plus a second per 100 MiB of pages to read.
     let pages: u64 = tree
         .tasks
@@ -400,6 +472,7 @@ fn spawn(
     Ok(Created {
         root: pid,
         tasks: rest,
+        late,
         deadline: std::time::Instant::now()
             + std::time::Duration::from_secs(60 + pages * 4096 / (100 << 20)),
     })
@@ -485,6 +558,7 @@ fn finish(
     sync: &sync::SyncPage,
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
+    mntns: Option<&mut crate::namespaces::mnt::MountNs>,
 ) -> Result<i32, RestoreError> {
     let slots = sync.slots();
     let root = c.root;
@@ -512,6 +586,16 @@ fn finish(
             check_creation(tree, slots, root, create_by)?;
         }
     }
+    // Every task is born (zombies too): files under their /proc directories exist now.
+    if !c.late.is_empty() {
+        for i in 0..tree.tasks.len() {
+            await_word(tree, slots, &slots.slot(i).born, root, create_by)?;
+        }
+        for l in &c.late {
+            l.open()?;
+        }
+    }
+    sync::raise(&slots.slot(slots.n).settled);
     await_word(tree, slots, &slots.slot(0).created, root, create_by)?;
     tracing::debug!(root, "tree created");
     for (i, t) in tree.alive() {
@@ -520,6 +604,9 @@ fn finish(
         trace::wait_ready(t.pid, &threads, &r.status_r, c.deadline)?;
     }
     tracing::info!(root, "tree restored, waiting to resume");
+    if let Some(ns) = mntns {
+        ns.finish()?;
+    }
     if tracing::enabled!(tracing::Level::DEBUG) {
         for (_, t) in tree.alive() {
             log_memory(t.pid);
@@ -586,11 +673,13 @@ fn kill_tree(tree: &plan::TreePlan, sync: &sync::SyncPage, root: i32) {
     let mut left = pids;
     while !left.is_empty() && std::time::Instant::now() < until {
         left.retain(|&p| {
-            let _ = waitpid(
+            let reaped = waitpid(
                 Pid::from_raw(p),
                 Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
             );
-            Path::new(&format!("/proc/{p}")).exists()
+            // A root restored as a sibling is its own parent's to reap once dead.
+            !(reaped == Err(Errno::ECHILD) && is_zombie(p))
+                && Path::new(&format!("/proc/{p}")).exists()
         });
         if !left.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -599,6 +688,28 @@ fn kill_tree(tree: &plan::TreePlan, sync: &sync::SyncPage, root: i32) {
     if !left.is_empty() {
         tracing::warn!(?left, "tasks of the failed restore could not be reaped");
     }
+}
+
+/// The exit signal of a clone with `flags`: SIGCHLD for our child; none with `CLONE_PARENT`
+/// (`clone3` refuses one: the child signals its parent as criu does to its own).
+fn exit_signal(flags: u64) -> u64 {
+    if flags & libc::CLONE_PARENT as u64 != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
+    }
+}
+
+/// Whether `pid` is dead and waits for its parent to reap it.
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|e| s.get(e + 1..))
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
@@ -626,13 +737,17 @@ fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
 /// How the pid is obtained: `clone3` with `set_tid`, unless `method` is
 /// [`PidMethod::NsLastPid`] (the fallback for kernels without `set_tid`, also selectable to
 /// exercise it).
-fn clone_task(pid: i32, method: PidMethod) -> Result<i32, RestoreError> {
-    if method == PidMethod::NsLastPid {
-        return clone_via_last_pid(pid);
+/// `flags` are added to the clone (`CLONE_PARENT` for a sibling of criu, the `CLONE_NEW*` of
+/// the namespaces the root is born into; with those there is no `ns_last_pid` fallback).
+fn clone_task(pid: i32, method: PidMethod, flags: u64) -> Result<i32, RestoreError> {
+    let ns_flags = flags & !(libc::CLONE_PARENT as u64);
+    if method == PidMethod::NsLastPid && ns_flags == 0 {
+        return clone_via_last_pid(pid, flags);
     }
     let tid = [pid];
     let args = child::CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
+        flags,
+        exit_signal: exit_signal(flags),
         set_tid: tid.as_ptr() as u64,
         set_tid_size: 1,
         ..Default::default()
@@ -643,21 +758,24 @@ fn clone_task(pid: i32, method: PidMethod) -> Result<i32, RestoreError> {
     }
     match Errno::last() {
         Errno::EEXIST => Err(RestoreError::PidBusy { pid }),
-        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL => clone_via_last_pid(pid),
+        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL if ns_flags == 0 => {
+            clone_via_last_pid(pid, flags)
+        }
         errno => Err(RestoreError::Clone { pid, errno }),
     }
 }
 
 /// The fallback: set `ns_last_pid` to `pid - 1` and fork; the kernel hands out `pid` next
 /// unless another process forks in between (then the new task is killed and this fails).
-fn clone_via_last_pid(pid: i32) -> Result<i32, RestoreError> {
+fn clone_via_last_pid(pid: i32, flags: u64) -> Result<i32, RestoreError> {
     let path = Path::new("/proc/sys/kernel/ns_last_pid");
     std::fs::write(path, format!("{}", pid - 1)).map_err(|e| RestoreError::Io {
         what: format!("writing {}", path.display()),
         error: e,
     })?;
     let args = child::CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
+        flags,
+        exit_signal: exit_signal(flags),
         ..Default::default()
     };
     let r = child::fork3(&args);

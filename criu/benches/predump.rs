@@ -100,11 +100,22 @@ fn fresh(dir: &Path) {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (rounds, bytes) = if full {
+    let (rounds, mut bytes) = if full {
         (7, 1usize << 30)
     } else {
         (1, 64usize << 20)
     };
+    // CRIU_BENCH_MIB=N: another size; CRIU_BENCH_LOG=1: criu's log (-v4) on stderr.
+    if let Some(m) = std::env::var("CRIU_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        bytes = m << 20;
+    }
+    let sink = criu::LogSink::open(None).unwrap();
+    if std::env::var_os("CRIU_BENCH_LOG").is_some() {
+        criu::install_log(4, &sink);
+    }
     let base = PathBuf::from("/dev/shm").join(format!("criu-bench-predump-{}", std::process::id()));
     std::fs::create_dir_all(&base).unwrap();
     struct Cleanup(PathBuf, i32);

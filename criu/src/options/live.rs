@@ -1,4 +1,4 @@
-//! The options of live migration: pre-dumps, the page server and lazy pages.
+//! The options of live migration: pre-dumps and the page server.
 
 /// `--pre-dump-mode`: how a pre-dump copies memory (CRIU's `PRE_DUMP_SPLICE` and
 /// `PRE_DUMP_READ`, the numbers its inventory stores).
@@ -31,7 +31,7 @@ impl PreDumpMode {
     }
 }
 
-/// Pre-dump, page server and lazy-pages options.
+/// Pre-dump and page server options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LiveOptions {
     /// `--pre-dump-mode`.
@@ -42,8 +42,4 @@ pub struct LiveOptions {
     pub address: Option<String>,
     /// `--port`.
     pub port: Option<u16>,
-    /// `--lazy-pages`.
-    pub lazy_pages: bool,
-    /// `--auto-dedup`.
-    pub auto_dedup: bool,
 }

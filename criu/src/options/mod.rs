@@ -204,11 +204,11 @@ pub enum Command {
     Check,
     /// `criu dump`: checkpoint a process.
     Dump,
-    /// `criu pre-dump`: copy memory ahead of a dump (not supported yet).
+    /// `criu pre-dump`: copy memory ahead of a dump.
     PreDump,
     /// `criu restore`: bring a process back.
     Restore,
-    /// `criu page-server` (not supported yet).
+    /// `criu page-server`.
     PageServer,
     /// `criu lazy-pages` (not supported yet).
     LazyPages,

@@ -39,11 +39,12 @@ pub struct ServerOptions {
 pub const FIRST_PAGES_ID: u32 = 0x10000;
 
 /// Runs `criu page-server`: listens, tells `--status-fd`, goes to the background with
-/// `--daemon` (the foreground process returns `Ok(Some(pid))` at once), serves one session.
+/// `--daemon` (the foreground process returns `Ok(Some((pid, port)))` at once; the background
+/// one exits when its session ends), serves one session.
 ///
 /// # Errors
 /// [`PageServerError`] if it cannot listen or the session fails.
-pub fn run_page_server(opts: &ServerOptions) -> Result<Option<i32>, PageServerError> {
+pub fn run_page_server(opts: &ServerOptions) -> Result<Option<(i32, u16)>, PageServerError> {
     if let Some(prev) = &opts.prev_images_dir {
         let link = opts.dir.join("parent");
         let _ = std::fs::remove_file(&link);
@@ -71,10 +72,25 @@ pub fn run_page_server(opts: &ServerOptions) -> Result<Option<i32>, PageServerEr
                     .map_err(io_err(format!("write {}", p.display())))?;
             }
             tell_status(opts.status_fd);
-            return Ok(Some(pid));
+            return Ok(Some((pid, local.port())));
         }
         // SAFETY: setsid takes no arguments.
         unsafe { libc::setsid() };
+        let code = match listener.accept() {
+            Ok((sock, _)) => {
+                drop(listener);
+                match serve(sock, &opts.dir) {
+                    Ok(()) => 0,
+                    Err(_) => 1,
+                }
+            }
+            Err(e) => {
+                tracing::error!("accept: {e}");
+                1
+            }
+        };
+        // The background server never returns into its caller (an RPC session, say).
+        std::process::exit(code);
     } else {
         if let Some(p) = &opts.pidfile {
             std::fs::write(p, format!("{}\n", std::process::id()))

@@ -259,9 +259,32 @@ pub fn to_options(
         o.status_fd = Some(fd);
     }
 
+    if let Some(ps) = &req.ps {
+        o.live.page_server = true;
+        o.live.address = ps.address.clone();
+        o.live.port = match ps.port {
+            Some(p) => Some(u16::try_from(p).map_err(|_| OptsError::BadValue {
+                option: "ps.port",
+                value: p.to_string(),
+            })?),
+            None => None,
+        };
+    }
+    if let Some(m) = req.pre_dump_mode {
+        o.live.pre_dump_mode = match m {
+            1 => crate::options::PreDumpMode::Splice,
+            2 => crate::options::PreDumpMode::Read,
+            _ => {
+                return Err(OptsError::BadValue {
+                    option: "pre_dump_mode",
+                    value: m.to_string(),
+                });
+            }
+        };
+    }
+
     // Options for work still to come: refused when set to something that would matter.
     let refuse_if = |set: bool, what: &str| if set { Err(unsupported(what)) } else { Ok(()) };
-    refuse_if(req.ps.is_some(), "page server (ps)")?;
     refuse_if(req.lazy_pages == Some(true), "lazy_pages")?;
     refuse_if(req.tls == Some(true), "tls")?;
     refuse_if(!req.exec_cmd.is_empty(), "exec_cmd")?;
@@ -312,7 +335,6 @@ pub fn to_options(
     ignored("tcp-close", req.tcp_close.is_some());
     ignored("weak-sysctls", req.weak_sysctls.is_some());
     ignored("network-lock", req.network_lock.is_some());
-    ignored("pre-dump-mode", req.pre_dump_mode.is_some());
     ignored("pidfd-store", req.pidfd_store_sk.is_some());
     ignored("mntns-compat-mode", req.mntns_compat_mode.is_some());
     ignored("skip-file-rwx-check", req.skip_file_rwx_check.is_some());

@@ -20,6 +20,8 @@ use crate::log::LogSink;
 use crate::options::{Command, DumpOptions, FinalState, Options, RestoreOptions};
 use crate::scripts::{Notify, ScriptAction, ScriptError};
 
+mod live;
+
 /// A failed request: what the client reads in `cr_errno` (when known) and `cr_errmsg`.
 struct Failure {
     errno: Option<i32>,
@@ -101,7 +103,9 @@ pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
             }
             Incoming::Request(r) => *r,
         };
-        let keep_open = req.keep_open == Some(true);
+        // A PRE_DUMP session stays open for the next pre-dump or the final dump (CRIU's
+        // pre-dump loop).
+        let keep_open = req.keep_open == Some(true) || req.r#type == CriuReqType::PreDump as i32;
         if let Some(r) = handle(sk, &req, mode, peer, &client) {
             wire::send_response(sk, &r, None)?;
         }
@@ -156,32 +160,28 @@ fn handle(
             ty,
             Failure::new(Some(libc::EBADRQC), "invalid request type EMPTY"),
         ),
+        CriuReqType::PreDump | CriuReqType::SinglePreDump => {
+            live::pre_dump(ty, opts, mode, peer, client)
+        }
+        CriuReqType::PageServer | CriuReqType::PageServerChld => {
+            live::page_server(ty, opts, mode, peer, client)
+        }
         CriuReqType::CpuinfoDump | CriuReqType::CpuinfoCheck => {
             match cpuinfo(ty, opts, mode, peer, client) {
                 Ok(()) => resp(ty, true),
                 Err(f) => fail(ty, f),
             }
         }
-        CriuReqType::PreDump
-        | CriuReqType::SinglePreDump
-        | CriuReqType::PageServer
-        | CriuReqType::PageServerChld => fail(
-            ty,
-            Failure::new(
-                Some(libc::EOPNOTSUPP),
-                format!("{} is not supported by this criu yet", ty.as_str_name()),
-            ),
-        ),
     })
 }
 
-/// The features a client can ask about; none of them is built yet (memory tracking needs
-/// pre-dump, lazy pages a page server, the pidfd store iterative dumps), so each asked is false.
+/// The features a client can ask about: memory tracking when the kernel has what pre-dump
+/// uses (userfaultfd write-protect tracking); lazy pages and the pidfd store are not built.
 fn feature_check(asked: Option<&CriuFeatures>) -> CriuResp {
     let asked = asked.cloned().unwrap_or_default();
     let mut r = resp(CriuReqType::FeatureCheck, true);
     r.features = Some(CriuFeatures {
-        mem_track: asked.mem_track.map(|_| false),
+        mem_track: asked.mem_track.map(|_| crate::dump::track::probe().is_ok()),
         lazy_pages: asked.lazy_pages.map(|_| false),
         pidfd_store: asked.pidfd_store.map(|_| false),
     });

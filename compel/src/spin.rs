@@ -50,7 +50,9 @@ pub(crate) fn spin<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
         return None;
     }
     if MISSES.load(Ordering::Relaxed) >= MISSES_OFF
-        && SKIPPED.fetch_add(1, Ordering::Relaxed) % RETRY_EVERY != 0
+        && !SKIPPED
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(RETRY_EVERY)
     {
         return ready();
     }

@@ -62,6 +62,8 @@ pub struct FileTable {
     lock_keys: std::collections::HashSet<(u32, i32, u64, u32, i64, i64)>,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// Inodes of criu's own memory-tracking userfaultfds (`dump::track`): never dumped.
+    pub skip_uffd: Vec<u64>,
 }
 
 /// CRIU's lock kinds (`file_lock_entry.flag`).
@@ -92,6 +94,7 @@ impl FileTable {
             locks: Vec::new(),
             lock_keys: Default::default(),
             tcp_established: false,
+            skip_uffd: Vec::new(),
         }
     }
 
@@ -372,6 +375,9 @@ impl FileTable {
                 what: format!("stat fd {fd} of {pid} ({name})"),
                 source: e,
             })?;
+            if name == "anon_inode:[userfaultfd]" && self.skip_uffd.contains(&meta.ino()) {
+                continue;
+            }
             if !info.locks.is_empty() {
                 locked.push((fd, meta.ino(), info.locks.clone()));
             }

@@ -399,6 +399,12 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
         self.make_in_engine()
     }
 
+    /// Whether it exists only once the tree does (a file under `/proc/PID` of a task of the
+    /// tree): made by the engine for several tasks, it is opened after every task is born.
+    fn needs_tree(&self) -> bool {
+        false
+    }
+
     /// Whether the engine always makes it, even when one task holds it (objects whose ends
     /// must be made together across tasks, or that need other tasks' files first).
     fn made_by_engine(&self) -> bool {

@@ -1,7 +1,8 @@
 //! `criu dump` then `criu restore` of a process holding an inotify instance: its watches come
 //! back with their watch descriptors (including one after a removed watch) and masks, found by
 //! file handle (the path beside it in the image, as CRIU writes it), and still fire. A fanotify
-//! group (not handled yet) is refused by name, and the tree runs on.
+//! group with a filesystem mark (which CRIU's format has no kind for) is refused by name, and
+//! the tree runs on (fanotify groups otherwise: `criu_fanotify.rs`).
 
 use std::path::Path;
 
@@ -59,7 +60,7 @@ fn inotify_watches_survive_dump_and_restore() {
 }
 
 #[test]
-fn fanotify_group_is_refused_by_name_and_the_tree_runs_on() {
+fn fanotify_filesystem_mark_is_refused_by_name_and_the_tree_runs_on() {
     if !is_root() {
         eprintln!("skipped: fanotify_init needs CAP_SYS_ADMIN");
         return;
@@ -71,12 +72,12 @@ fn fanotify_group_is_refused_by_name_and_the_tree_runs_on() {
     let img = d.path().join("img");
     std::fs::create_dir_all(&img).unwrap();
     let o = criu_dump(v.pid(), &img, &["-o", "dump.log"]);
-    assert!(!o.status.success(), "a fanotify group was dumped");
+    assert!(!o.status.success(), "a fanotify filesystem mark was dumped");
     let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
     let text = format!("{}{log}", String::from_utf8_lossy(&o.stderr));
     assert!(
-        text.contains("fanotify"),
-        "the refusal does not name fanotify: {text}"
+        text.contains("fanotify") && text.contains("filesystem mark"),
+        "the refusal does not name the fanotify filesystem mark: {text}"
     );
     assert!(pid_exists(v.pid()), "the victim died");
     assert_eq!(ask_check(v.pid(), &d.path().join("out")), "ok");

@@ -418,6 +418,12 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
         None
     }
 
+    /// Made in the task only once its session has its controlling terminal again (`/dev/tty`,
+    /// which opens that terminal).
+    fn after_ctty(&self) -> bool {
+        false
+    }
+
     /// Makes the object in the task that holds it (target descriptor `fd`, for reports): all
     /// its ends, close-on-exec, at any numbers. Runs in a freshly forked task: no allocation,
     /// no locks.

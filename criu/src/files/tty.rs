@@ -52,6 +52,8 @@ pub struct Tty {
     paths: Vec<(u32, String, u32)>,
     /// Dump: `--shell-job`.
     shell_job: bool,
+    /// Dump: holders of `/dev/tty` (pid, fd), session leaders.
+    cttys: Vec<(i32, i32)>,
     /// Restore: `tty-info.img` by id and `tty-data.img` by tty id, read when first needed.
     saved: Option<Saved>,
     /// Restore: the pairs made so far, by index (one state shared by both ends).
@@ -64,6 +66,9 @@ struct Saved {
     infos: HashMap<u32, TtyInfoEntry>,
     data: HashMap<u32, Vec<u8>>,
 }
+
+/// The key of the one `tty-info.img` entry of `/dev/tty` among the ptys' (master, index).
+const CTTY_KEY: (bool, u32) = (true, u32::MAX);
 
 /// Major of `/dev/tty`, `/dev/console`, `/dev/ptmx`.
 const TTYAUX_MAJOR: u32 = 5;
@@ -242,6 +247,66 @@ impl Tty {
             .map(|(_, i)| i.id)
     }
 
+    /// `/dev/tty` (the holder's controlling terminal) as CRIU's `CTTY` terminal: one
+    /// `tty-info.img` entry for every such descriptor, reopened by path once the session has its
+    /// terminal again. Only a session leader's comes back (the others' sessions get their
+    /// terminal after they exist); [`FileKind::finish`] checks that terminal is a pty of the
+    /// tree.
+    fn dump_ctty(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
+        let (pid, n) = (fd.pid, fd.fd);
+        // SAFETY: getsid takes a pid, no memory.
+        let sid = unsafe { libc::getsid(pid) };
+        if sid != pid {
+            return Err(DumpError::FileState {
+                kind: "tty",
+                what: format!(
+                    "fd {n} of {pid} is /dev/tty, held by a member of session {sid} (only a                      session leader's is dumped)"
+                ),
+            });
+        }
+        let info = match self.info_id(CTTY_KEY) {
+            Some(i) => i,
+            None => {
+                let i = self.infos.len() as u32 + 1;
+                let entry = TtyInfoEntry {
+                    id: i,
+                    r#type: Ttytype::Ctty as i32,
+                    locked: false,
+                    exclusive: false,
+                    packet_mode: false,
+                    sid: 0,
+                    pgrp: 0,
+                    rdev: fd.meta.rdev() as u32,
+                    termios: None,
+                    termios_locked: None,
+                    winsize: None,
+                    pty: None,
+                    dev: Some(fd.meta.dev() as u32),
+                    uid: Some(fd.meta.uid()),
+                    gid: Some(fd.meta.gid()),
+                };
+                self.infos.push((CTTY_KEY, entry));
+                i
+            }
+        };
+        tracing::debug!(pid, fd = n, "/dev/tty (controlling terminal)");
+        self.cttys.push((pid, n));
+        self.paths
+            .push((id, "/dev/tty".to_string(), fd.meta.mode()));
+        Ok(FileEntry {
+            r#type: FdTypes::Tty as i32,
+            id,
+            tty: Some(TtyFileEntry {
+                id,
+                tty_info_id: info,
+                flags: fd.flags(),
+                fown: fown_zero(),
+                regf_id: None,
+            }),
+            ..FileEntry::default()
+        })
+    }
+
     /// The `tty-info.img` entry of one end of a pty, read from the tree's copy `f`.
     fn info(&mut self, fd: &DumpFd<'_>, f: RawFd, key: (bool, u32)) -> Result<u32, DumpError> {
         if let Some(id) = self.info_id(key) {
@@ -372,6 +437,9 @@ impl FileKind for Tty {
         let (pid, n, name) = (fd.pid, fd.fd, fd.name);
         self.shell_job = fd.shell_job;
         let term = terminal(fd);
+        if term == Term::Other && fd.meta.rdev() == libc::makedev(TTYAUX_MAJOR, 0) {
+            return self.dump_ctty(fd, id);
+        }
         if term == Term::Other {
             let what = format!(
                 "fd {n} of {pid} is the terminal {name}: dump a shell job with --shell-job"
@@ -431,6 +499,20 @@ impl FileKind for Tty {
                     what: format!(
                         "fd {fd} of {pid} is /dev/pts/{index}, whose master is outside the tree: \
                          dump a shell job with --shell-job"
+                    ),
+                });
+            }
+        }
+        for &(pid, fd) in &self.cttys {
+            let has_pty = self
+                .infos
+                .iter()
+                .any(|(k, i)| k.0 && *k != CTTY_KEY && i.sid == pid as u32);
+            if !has_pty {
+                return Err(DumpError::FileState {
+                    kind: "tty",
+                    what: format!(
+                        "fd {fd} of {pid} is /dev/tty, and its session's terminal is not a pty                          whose master the tree holds"
                     ),
                 });
             }
@@ -497,6 +579,17 @@ impl FileKind for Tty {
             .saved
             .as_ref()
             .map_or_else(|| unreachable_saved(), Ok)?;
+        if saved
+            .infos
+            .get(&t.tty_info_id)
+            .is_some_and(|i| i.r#type == Ttytype::Ctty as i32)
+        {
+            return Ok(Arc::new(TtyFile {
+                path: c"/dev/tty".into(),
+                flags: t.flags as i32,
+                ctty: true,
+            }));
+        }
         let pty = saved
             .infos
             .get(&t.tty_info_id)
@@ -512,6 +605,7 @@ impl FileKind for Tty {
             return Ok(Arc::new(TtyFile {
                 path: c"/dev/tty".into(),
                 flags: t.flags as i32,
+                ctty: false,
             }));
         };
         let master = libc::major(u64::from(info.rdev)) == TTYAUX_MAJOR;
@@ -530,6 +624,7 @@ impl FileKind for Tty {
             return Ok(Arc::new(TtyFile {
                 path,
                 flags: t.flags as i32,
+                ctty: false,
             }));
         };
         let pair = match self.pairs.get(&index) {
@@ -595,11 +690,17 @@ pub struct TtyFile {
     pub path: std::ffi::CString,
     /// `open` flags.
     pub flags: i32,
+    /// `/dev/tty` dumped as CRIU's `CTTY`: opened once the session has its terminal.
+    pub ctty: bool,
 }
 
 impl RestoreFile for TtyFile {
     fn fd_type(&self) -> FdTypes {
         FdTypes::Tty
+    }
+
+    fn after_ctty(&self) -> bool {
+        self.ctty
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {

@@ -5,7 +5,8 @@
 //! added and removed again). Writes `ready PID` into READY. On SIGUSR1 it checks that the
 //! instance is still non-blocking and empty, that writing DIR/file gives `IN_MODIFY` on wd 1 and
 //! creating DIR/sub/new gives `IN_CREATE` named `new` on wd 3, and writes `ok` or `bad: WHY`
-//! into OUT. With `fanotify` it also holds a fanotify group (which the dump refuses).
+//! into OUT. With `fanotify` it also holds a fanotify group with a filesystem mark (which the
+//! dump refuses).
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,6 +93,18 @@ fn main() {
         // SAFETY: fanotify_init takes flags only.
         let f = unsafe { libc::fanotify_init(libc::FAN_CLASS_NOTIF, libc::O_RDONLY as u32) };
         assert!(f >= 0, "fanotify_init");
+        let c = CString::new(dir.as_str()).unwrap();
+        // SAFETY: fanotify_mark on our own group with a NUL-terminated path.
+        let r = unsafe {
+            libc::fanotify_mark(
+                f,
+                libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+                libc::FAN_CLOSE_WRITE,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+            )
+        };
+        assert_eq!(r, 0, "fanotify_mark (filesystem)");
     }
     // SAFETY: installs an async-signal-safe handler that only stores an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };

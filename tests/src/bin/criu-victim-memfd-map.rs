@@ -59,6 +59,12 @@ fn slice(p: *mut u8) -> &'static mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(p, SIZE) }
 }
 
+/// The 8 bytes at `off` of a shared mapping another process writes.
+fn volatile8(p: *mut u8, off: usize) -> [u8; 8] {
+    // SAFETY: `off + 8` is inside the SIZE-byte mapping at `p`; any bytes are valid.
+    unsafe { std::ptr::read_volatile(p.add(off).cast::<[u8; 8]>()) }
+}
+
 fn pread(fd: i32, off: usize, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     // SAFETY: reads into a live buffer of `len` bytes.
@@ -135,7 +141,7 @@ fn check(m: &Maps, round: u8) -> Result<(), String> {
     let token = [round, 0xa5, 0x5a, round, 1, 2, 3, round];
     s1[100..108].copy_from_slice(&token);
     let end = Instant::now() + Duration::from_secs(5);
-    while s2[200..208] != token {
+    while volatile8(m.shared2, 200) != token {
         if Instant::now() > end {
             return Err("the child does not share map-shared".into());
         }
@@ -181,8 +187,10 @@ fn main() {
         let (s1, s2) = (slice(shared1), slice(shared2));
         // SAFETY: getppid takes no arguments.
         while unsafe { libc::getppid() } == me {
-            let v: [u8; 8] = s1[100..108].try_into().unwrap_or([0; 8]);
-            s2[200..208].copy_from_slice(&v);
+            let v = volatile8(s1.as_mut_ptr(), 100);
+            // SAFETY: 8 bytes inside the SIZE-byte shared mapping, written as the other
+            // process reads them.
+            unsafe { std::ptr::write_volatile(s2.as_mut_ptr().add(200).cast::<[u8; 8]>(), v) };
             std::thread::sleep(Duration::from_millis(10));
         }
         std::process::exit(0);

@@ -50,14 +50,6 @@ pub enum SocketError {
         /// Its type.
         ty: i32,
     },
-    /// A unix socket with an owner for signals.
-    #[error("{at}: unix socket with an owner for signals (F_SETOWN {owner})")]
-    Owner {
-        /// The socket.
-        at: SockAt,
-        /// The owner.
-        owner: u32,
-    },
     /// A client whose connection is not accepted yet and holds unread data.
     #[error(
         "{at}: its connection to {name} is not accepted yet and holds unread data (it cannot be read without accepting it)"
@@ -286,7 +278,6 @@ impl SocketError {
             | SocketError::NotInDiag { .. }
             | SocketError::PacketRing { .. }
             | SocketError::UnixType { .. }
-            | SocketError::Owner { .. }
             | SocketError::UnacceptedData { .. }
             | SocketError::FdsInFlight { .. }
             | SocketError::MessageSize { .. }

@@ -74,7 +74,7 @@ impl UnixDump {
     ///
     /// # Errors
     /// [`SocketError::NotInDiag`], [`SocketError::UnixType`], [`SocketError::UnacceptedData`],
-    /// [`SocketError::Owner`], [`SocketError::FdsInFlight`], [`SocketError::MessageSize`]
+    /// [`SocketError::FdsInFlight`], [`SocketError::MessageSize`]
     /// naming the socket for states not covered; [`SocketError::Sys`], [`SocketError::Diag`].
     pub fn add(&mut self, s: &DumpSock<'_>) -> Result<UnixSkEntry, SocketError> {
         let DumpSock {
@@ -129,10 +129,9 @@ impl UnixDump {
             ..UnixSkEntry::default()
         };
         if entry.fown.pid != 0 {
-            return Err(SocketError::Owner {
-                at: w,
-                owner: entry.fown.pid,
-            });
+            // The owner for signals (`F_SETOWN`, `F_SETSIG`) comes back with the descriptor's
+            // status (`FileStatus`); tasks keep their pids.
+            tracing::debug!(%w, owner = entry.fown.pid, signum = entry.fown.signum, "unix socket owner");
         }
         if let Some(&first) = d.name.first()
             && first != 0

@@ -163,11 +163,14 @@ impl Shared {
                 }
             }
         }
-        // What the engine makes: objects several tasks hold, and those their kind has the
-        // engine make.
+        // What the engine makes: objects several tasks hold, those their kind has the engine
+        // make, and files that exist only with the tree (opened once every task is born,
+        // whichever task holds them and wherever the process they name sits in the tree).
         let in_engine = |k: &Key| {
             holders.get(k).is_some_and(|h| h.len() > 1)
-                || objects.get(k).is_some_and(|f| f.made_by_engine())
+                || objects
+                    .get(k)
+                    .is_some_and(|f| f.made_by_engine() || f.needs_tree())
         };
         // The files a shared epoll watches: its targets are numbers of the first task holding
         // it (the one the dump met it in); the engine makes those files too, before it.

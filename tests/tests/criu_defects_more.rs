@@ -1,4 +1,4 @@
-//! Issue 20, items 1, 16 and 19: what several processes of a tree share comes back shared
+//! Issue 20, items 1, 6, 16 and 19 (and `criu check --feature`): what several processes of a tree share comes back shared
 //! after `criu dump` and `criu restore`. Each victim checks itself from the inside after the
 //! restore; the test checks what is seen from outside.
 //!
@@ -63,6 +63,13 @@ fn dump_restore_check(mode: &str, outside: impl FnOnce(&[i32])) {
         "ok",
         "mode {mode}"
     );
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("criu-ghost"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the restore left {left:?}");
     outside(&pids);
 }
 
@@ -72,7 +79,7 @@ fn more_defect_victims_pass_untouched() {
     skip_if_not_root!("more_defect_victims_pass_untouched");
     let _g = test_lock();
     become_subreaper();
-    for mode in ["epoll-shared", "pgrp-helper", "proc-shared"] {
+    for mode in ["epoll-shared", "pgrp-helper", "proc-shared", "mapdel-fd"] {
         let d = tempfile::tempdir().unwrap();
         let (v, pids) = spawn(mode, d.path());
         let _children = guards(&pids);
@@ -133,4 +140,31 @@ fn proc_files_of_the_tree_shared_and_zombie_cwd() {
     dump_restore_check("proc-shared", |pids| {
         assert_eq!(state_pgid_sid(pids[2]).0, 'Z', "Z is a zombie again");
     });
+}
+
+/// Item 6: a file mapped shared and private, then deleted while a descriptor on it stays
+/// open: the mappings and the descriptor come back as one deleted file (a write through the
+/// descriptor shows in the shared mapping), and nothing is left in its directory.
+#[test]
+fn mapped_deleted_file_with_an_open_descriptor() {
+    skip_if_not_root!("mapped_deleted_file_with_an_open_descriptor");
+    dump_restore_check("mapdel-fd", |_| {});
+}
+
+/// `criu check --feature`: epoll targets found by kcmp and `SO_BUF_LOCK` are handled here,
+/// so both answer supported on this kernel.
+#[test]
+fn check_features_now_handled_are_supported() {
+    for name in ["kcmp_epoll", "sockopt_buf_lock"] {
+        let o = compel_criu_tests::criu(&["check", "--feature", name]);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            compel_criu_tests::stderr_text(&o)
+        );
+        assert_eq!(
+            compel_criu_tests::stdout_text(&o),
+            format!("{name} is supported\n")
+        );
+    }
 }

@@ -74,8 +74,8 @@ fn rust_criu() -> rust_criu::Criu {
 
 #[test]
 fn rust_criu_reads_the_version() {
-    // 4.2 with a git id: runc's and rust-criu's arithmetic makes that 4.3 "in development".
-    assert_eq!(rust_criu().get_criu_version().unwrap(), 40300);
+    // The CRIU release matched, 4.2, as a release build (no git id) reports it.
+    assert_eq!(rust_criu().get_criu_version().unwrap(), 40200);
 }
 
 #[test]
@@ -239,8 +239,6 @@ fn requests_not_built_yet_are_refused_and_keep_open_serves_the_next() {
         CriuReqType::SinglePreDump,
         CriuReqType::PageServer,
         CriuReqType::PageServerChld,
-        CriuReqType::CpuinfoDump,
-        CriuReqType::CpuinfoCheck,
     ] {
         let mut q = req(ty);
         q.keep_open = Some(true);

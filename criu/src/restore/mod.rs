@@ -120,7 +120,22 @@ pub fn restore(
     scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
     trust::warn_untrusted(&opts.images_dir);
-    let mut tree = images::load(&opts.images_dir, opts.shell_job)?;
+    // The tree's own mount namespace, rebuilt first: its files are opened there.
+    let mut mntns = crate::namespaces::mnt::MountNs::prepare(
+        &opts.images_dir,
+        opts.root.as_deref(),
+        &opts.external,
+    )?;
+    let mut netns = crate::namespaces::net::NetNs::prepare(
+        &opts.images_dir,
+        &opts.external,
+        opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
+    )?;
+    let mut tree = images::load_under(
+        &opts.images_dir,
+        opts.shell_job,
+        mntns.as_ref().map(|m| m.yard()),
+    )?;
     session::add_group_helpers(&mut tree)?;
     tracing::info!(
         root = tree.root().pid,
@@ -139,6 +154,8 @@ pub fn restore(
     }
     let sessions = session::session_ops(&tree, opts.shell_job)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
+    // The tree's own namespaces, rebuilt before any of its tasks exists.
+    let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir)?;
     raise_nofile();
     let shared = shared::Shared::build(&tree)?;
     // The fill helpers can be turned off (to measure what they bring).
@@ -187,9 +204,24 @@ pub fn restore(
     }
     let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
-    let created = spawn(&tree, &sessions, preps, shared, &sync, opts.pid_method)?;
+    let created = spawn(
+        &tree,
+        &sessions,
+        preps,
+        shared,
+        &sync,
+        opts,
+        &mut namespaces,
+    )?;
     let root = created.root;
-    let pid = match finish(&tree, &created, &sync, opts, scripts) {
+    // The tasks are in the tree's network namespace now.
+    if let Some(ns) = netns.as_mut()
+        && let Err(e) = ns.finish()
+    {
+        kill_tree(&tree, &sync, root);
+        return Err(e.into());
+    }
+    let pid = match finish(&tree, &created, &sync, opts, scripts, mntns.as_mut()) {
         Ok(pid) => pid,
         Err(e) => {
             kill_tree(&tree, &sync, root);
@@ -307,8 +339,10 @@ fn spawn(
     preps: Vec<Option<prepare::Prepared>>,
     mut shared: shared::Shared,
     sync: &sync::SyncPage,
-    pid_method: PidMethod,
+    opts: &RestoreOptions,
+    namespaces: &mut crate::namespaces::Prepared,
 ) -> Result<Created, RestoreError> {
+    let (pid_method, sibling) = (opts.pid_method, opts.sibling);
     let late = std::mem::take(&mut shared.late);
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());
@@ -382,7 +416,29 @@ fn spawn(
         std::process::id() as u64,
         std::sync::atomic::Ordering::SeqCst,
     );
-    let cloned = clone_task(tree.root().pid, pid_method);
+    // `--restore-sibling` (RPC `rst_sibling`): the root becomes a child of criu's parent, the
+    // client that asked (CLONE_PARENT). criu watches it as its tracer from its first step.
+    let parent_flag = if sibling {
+        libc::CLONE_PARENT as u64
+    } else {
+        0
+    };
+    // The root inherits the rebuilt namespaces the engine enters around its clone.
+    let cloned = namespaces
+        .enter()
+        .map_err(RestoreError::from)
+        .and_then(|entered| {
+            let r = clone_task(
+                tree.root().pid,
+                pid_method,
+                parent_flag | namespaces.clone_flags(),
+            );
+            if matches!(r, Ok(0)) {
+                // The new root stays in them.
+                std::mem::forget(entered);
+            }
+            r
+        });
     if let Ok(0) = cloned {
         child::run(&nodes, &tree.order, slots, 0);
     }
@@ -401,6 +457,11 @@ fn spawn(
     }
     let pid = cloned?;
     tracing::debug!(pid, "root created");
+    if let Err(e) = namespaces.after_clone(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL));
+        return Err(e.into());
+    }
     // Generous: a minute, plus a second per 100 MiB of pages to read.
     let pages: u64 = tree
         .tasks
@@ -497,6 +558,7 @@ fn finish(
     sync: &sync::SyncPage,
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
+    mntns: Option<&mut crate::namespaces::mnt::MountNs>,
 ) -> Result<i32, RestoreError> {
     let slots = sync.slots();
     let root = c.root;
@@ -542,6 +604,9 @@ fn finish(
         trace::wait_ready(t.pid, &threads, &r.status_r, c.deadline)?;
     }
     tracing::info!(root, "tree restored, waiting to resume");
+    if let Some(ns) = mntns {
+        ns.finish()?;
+    }
     if tracing::enabled!(tracing::Level::DEBUG) {
         for (_, t) in tree.alive() {
             log_memory(t.pid);
@@ -608,11 +673,13 @@ fn kill_tree(tree: &plan::TreePlan, sync: &sync::SyncPage, root: i32) {
     let mut left = pids;
     while !left.is_empty() && std::time::Instant::now() < until {
         left.retain(|&p| {
-            let _ = waitpid(
+            let reaped = waitpid(
                 Pid::from_raw(p),
                 Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
             );
-            Path::new(&format!("/proc/{p}")).exists()
+            // A root restored as a sibling is its own parent's to reap once dead.
+            !(reaped == Err(Errno::ECHILD) && is_zombie(p))
+                && Path::new(&format!("/proc/{p}")).exists()
         });
         if !left.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -621,6 +688,28 @@ fn kill_tree(tree: &plan::TreePlan, sync: &sync::SyncPage, root: i32) {
     if !left.is_empty() {
         tracing::warn!(?left, "tasks of the failed restore could not be reaped");
     }
+}
+
+/// The exit signal of a clone with `flags`: SIGCHLD for our child; none with `CLONE_PARENT`
+/// (`clone3` refuses one: the child signals its parent as criu does to its own).
+fn exit_signal(flags: u64) -> u64 {
+    if flags & libc::CLONE_PARENT as u64 != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
+    }
+}
+
+/// Whether `pid` is dead and waits for its parent to reap it.
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|e| s.get(e + 1..))
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
@@ -648,13 +737,17 @@ fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
 /// How the pid is obtained: `clone3` with `set_tid`, unless `method` is
 /// [`PidMethod::NsLastPid`] (the fallback for kernels without `set_tid`, also selectable to
 /// exercise it).
-fn clone_task(pid: i32, method: PidMethod) -> Result<i32, RestoreError> {
-    if method == PidMethod::NsLastPid {
-        return clone_via_last_pid(pid);
+/// `flags` are added to the clone (`CLONE_PARENT` for a sibling of criu, the `CLONE_NEW*` of
+/// the namespaces the root is born into; with those there is no `ns_last_pid` fallback).
+fn clone_task(pid: i32, method: PidMethod, flags: u64) -> Result<i32, RestoreError> {
+    let ns_flags = flags & !(libc::CLONE_PARENT as u64);
+    if method == PidMethod::NsLastPid && ns_flags == 0 {
+        return clone_via_last_pid(pid, flags);
     }
     let tid = [pid];
     let args = child::CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
+        flags,
+        exit_signal: exit_signal(flags),
         set_tid: tid.as_ptr() as u64,
         set_tid_size: 1,
         ..Default::default()
@@ -665,21 +758,24 @@ fn clone_task(pid: i32, method: PidMethod) -> Result<i32, RestoreError> {
     }
     match Errno::last() {
         Errno::EEXIST => Err(RestoreError::PidBusy { pid }),
-        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL => clone_via_last_pid(pid),
+        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL if ns_flags == 0 => {
+            clone_via_last_pid(pid, flags)
+        }
         errno => Err(RestoreError::Clone { pid, errno }),
     }
 }
 
 /// The fallback: set `ns_last_pid` to `pid - 1` and fork; the kernel hands out `pid` next
 /// unless another process forks in between (then the new task is killed and this fails).
-fn clone_via_last_pid(pid: i32) -> Result<i32, RestoreError> {
+fn clone_via_last_pid(pid: i32, flags: u64) -> Result<i32, RestoreError> {
     let path = Path::new("/proc/sys/kernel/ns_last_pid");
     std::fs::write(path, format!("{}", pid - 1)).map_err(|e| RestoreError::Io {
         what: format!("writing {}", path.display()),
         error: e,
     })?;
     let args = child::CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
+        flags,
+        exit_signal: exit_signal(flags),
         ..Default::default()
     };
     let r = child::fork3(&args);

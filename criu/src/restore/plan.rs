@@ -209,6 +209,9 @@ pub struct TaskPlan {
     pub pid: i32,
     /// Deleted directories made again for its cwd or root, removed once the plan is dropped.
     pub ghosts: Vec<std::sync::Arc<crate::files::regular::GhostFile>>,
+    /// memfds its areas map (made by the engine, reached through its descriptors), kept until
+    /// the plan is dropped.
+    pub memfds: Vec<std::sync::Arc<crate::files::memfd::MemfdInode>>,
     /// Its parent's pid (0 for the root of the tree).
     pub ppid: i32,
     /// A zombie: the raw exit status it ends with (`exit_code` of its core); nothing else of

@@ -13,7 +13,7 @@
 //! A request's `criu_opts` fill the same [`crate::options::Options`] the command line fills
 //! ([`opts::to_options`]), so dump and restore run exactly as `criu dump`/`criu restore` would.
 //! Every request type gets an answer; those not built yet (`PRE_DUMP`, `PAGE_SERVER`,
-//! `CPUINFO_*`, ...) are answered with `success = false`, `cr_errno` and `cr_errmsg`.
+//! ...) are answered with `success = false`, `cr_errno` and `cr_errmsg`.
 //!
 //! ```no_run
 //! // What `criu swrk 3` does.
@@ -38,6 +38,17 @@ pub use service::ServiceOptions;
 pub const CRIU_VERSION_MAJOR: i32 = 4;
 /// See [`CRIU_VERSION_MAJOR`].
 pub const CRIU_VERSION_MINOR: i32 = 2;
+
+/// The CRIU release matched, as `criu --version` prints it (`4.2`).
+pub fn criu_release() -> String {
+    format!("{CRIU_VERSION_MAJOR}.{CRIU_VERSION_MINOR}")
+}
+
+/// This implementation and its own version (`compel-criu 0.1.0`): the `name` of the RPC
+/// `VERSION` reply and the `Implementation:` line of `criu --version`.
+pub fn implementation() -> String {
+    format!("compel-criu {}", env!("CARGO_PKG_VERSION"))
+}
 
 /// Errors of the RPC front end (a bad request is answered, not one of these).
 #[derive(Debug, thiserror::Error)]

@@ -167,12 +167,16 @@ fn handle(
             ty,
             Failure::new(Some(libc::EBADRQC), "invalid request type EMPTY"),
         ),
+        CriuReqType::CpuinfoDump | CriuReqType::CpuinfoCheck => {
+            match cpuinfo(ty, opts, mode, peer, client) {
+                Ok(()) => resp(ty, true),
+                Err(f) => fail(ty, f),
+            }
+        }
         CriuReqType::PreDump
         | CriuReqType::SinglePreDump
         | CriuReqType::PageServer
-        | CriuReqType::PageServerChld
-        | CriuReqType::CpuinfoDump
-        | CriuReqType::CpuinfoCheck => fail(
+        | CriuReqType::PageServerChld => fail(
             ty,
             Failure::new(
                 Some(libc::EOPNOTSUPP),
@@ -240,6 +244,34 @@ fn check(req: &CriuOpts, mode: Mode, peer: i32) -> Result<(), Failure> {
     }
     with_run(&mut opts, |_, _| {
         crate::check::check_all().map_err(|e| Failure::new(Some(e.errno()), chain(&e)))
+    })
+}
+
+/// `CPUINFO_DUMP` (this CPU into the images directory's `cpuinfo.img`) and `CPUINFO_CHECK`
+/// (that image against this CPU, all checks unless `cpu_cap` names some), as `criu cpuinfo`.
+fn cpuinfo(
+    ty: CriuReqType,
+    req: &CriuOpts,
+    mode: Mode,
+    peer: i32,
+    client: &Who,
+) -> Result<(), Failure> {
+    let mut opts = to_options(req, Command::CpuInfo, mode, peer)?;
+    let c = who(client)?;
+    let dumping = ty == CriuReqType::CpuinfoDump;
+    if dumping {
+        may_use_dirs(c, &opts, libc::W_OK | libc::X_OK, "write images to")?;
+    } else {
+        may_use_dirs(c, &opts, libc::R_OK | libc::X_OK, "read images from")?;
+    }
+    with_run(&mut opts, |o, _| {
+        let dir = o.images_dir.path();
+        let r = if dumping {
+            crate::cpuinfo::dump(&dir)
+        } else {
+            crate::cpuinfo::check(&dir, crate::cpuinfo::check_cap(o.cpu_cap))
+        };
+        r.map_err(|e| Failure::new(Some(e.errno()), chain(&e)))
     })
 }
 
@@ -416,15 +448,17 @@ pub fn notify(
     }
 }
 
-/// The `criu_version` criu reports: the CRIU release whose formats and behaviour it matches,
-/// with this implementation's own version as the git id.
+/// The `criu_version` criu reports: the CRIU release whose formats and behaviour it matches
+/// (4.2, sublevel 0, as a CRIU release build reports it), with this implementation's own
+/// version in `name`. No git id: clients (libcriu, go-criu, runc, rust-criu) read a git id as
+/// "the next minor release in development" and would compute 4.3.
 pub fn criu_version() -> CriuVersion {
     CriuVersion {
         major_number: super::CRIU_VERSION_MAJOR,
         minor_number: super::CRIU_VERSION_MINOR,
-        gitid: Some(format!("compel-criu-{}", env!("CARGO_PKG_VERSION"))),
-        sublevel: None,
+        gitid: None,
+        sublevel: Some(0),
         extra: None,
-        name: None,
+        name: Some(super::implementation()),
     }
 }

@@ -1,4 +1,4 @@
-//! Issue 20, items 1, 16 and 19: what several processes of a tree share comes back shared
+//! Issue 20, items 1, 6, 16 and 19 (and `criu check --feature`): what several processes of a tree share comes back shared
 //! after `criu dump` and `criu restore`. Each victim checks itself from the inside after the
 //! restore; the test checks what is seen from outside.
 //!
@@ -63,6 +63,13 @@ fn dump_restore_check(mode: &str, outside: impl FnOnce(&[i32])) {
         "ok",
         "mode {mode}"
     );
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("criu-ghost"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the restore left {left:?}");
     outside(&pids);
 }
 
@@ -72,7 +79,7 @@ fn more_defect_victims_pass_untouched() {
     skip_if_not_root!("more_defect_victims_pass_untouched");
     let _g = test_lock();
     become_subreaper();
-    for mode in ["epoll-shared", "pgrp-helper", "proc-shared"] {
+    for mode in ["epoll-shared", "pgrp-helper", "proc-shared", "mapdel-fd"] {
         let d = tempfile::tempdir().unwrap();
         let (v, pids) = spawn(mode, d.path());
         let _children = guards(&pids);
@@ -133,4 +140,88 @@ fn proc_files_of_the_tree_shared_and_zombie_cwd() {
     dump_restore_check("proc-shared", |pids| {
         assert_eq!(state_pgid_sid(pids[2]).0, 'Z', "Z is a zombie again");
     });
+}
+
+/// Item 6: a file mapped shared and private, then deleted while a descriptor on it stays
+/// open: the mappings and the descriptor come back as one deleted file (a write through the
+/// descriptor shows in the shared mapping), and nothing is left in its directory.
+#[test]
+fn mapped_deleted_file_with_an_open_descriptor() {
+    skip_if_not_root!("mapped_deleted_file_with_an_open_descriptor");
+    dump_restore_check("mapdel-fd", |_| {});
+}
+
+/// `criu check --feature`: epoll targets found by kcmp and `SO_BUF_LOCK` are handled here,
+/// so both answer supported on this kernel.
+#[test]
+fn check_features_now_handled_are_supported() {
+    for name in ["kcmp_epoll", "sockopt_buf_lock"] {
+        let o = compel_criu_tests::criu(&["check", "--feature", name]);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            compel_criu_tests::stderr_text(&o)
+        );
+        assert_eq!(
+            compel_criu_tests::stdout_text(&o),
+            format!("{name} is supported\n")
+        );
+    }
+}
+
+/// The huge page pool (`/proc/sys/vm/nr_hugepages`) grown for a test, given back on drop
+/// (also when the test fails).
+struct HugePool {
+    old: String,
+}
+
+impl HugePool {
+    const PATH: &str = "/proc/sys/vm/nr_hugepages";
+
+    /// At least one free huge page in the pool, or `None` (the pool is as it was) when the
+    /// kernel cannot find one.
+    fn grow() -> Option<HugePool> {
+        let old = std::fs::read_to_string(Self::PATH).ok()?;
+        let n: u64 = old.trim().parse().ok()?;
+        let pool = HugePool { old };
+        std::fs::write(Self::PATH, (n + 1).to_string()).ok()?;
+        let free = std::fs::read_to_string("/proc/meminfo")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("HugePages_Free:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        (free > 0).then_some(pool)
+    }
+}
+
+impl Drop for HugePool {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.old.trim());
+    }
+}
+
+/// Item 10: anonymous `MAP_HUGETLB` memory is refused by name at dump (its pages are the
+/// pool's, not a file to save), and the process runs on. The test grows the pool by one huge
+/// page for the victim and gives it back.
+#[test]
+fn anonymous_hugetlb_memory_is_refused_by_name() {
+    skip_if_not_root!("anonymous_hugetlb_memory_is_refused_by_name");
+    let _g = test_lock();
+    become_subreaper();
+    let Some(pool) = HugePool::grow() else {
+        eprintln!("skipped: the kernel found no huge page for the pool");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (v, _) = spawn("hugetlb", d.path());
+    let img = d.path().join("img");
+    std::fs::create_dir(&img).unwrap();
+    let o = compel_criu_tests::criu_dump(v.pid(), &img, &[]);
+    let err = compel_criu_tests::stderr_text(&o);
+    assert!(!o.status.success(), "the dump succeeded");
+    assert!(err.contains("anonymous MAP_HUGETLB mapping"), "{err}");
+    assert_eq!(ask_check(v.pid(), &d.path().join("out")), "ok");
+    drop(v);
+    drop(pool);
 }

@@ -184,31 +184,3 @@ fn group_whose_leader_is_a_zombie_comes_back() {
         "check ok"
     );
 }
-
-/// Item 10 (refused for now, by name): anonymous `MAP_HUGETLB` memory. Skipped (and says so)
-/// on a machine without huge pages in the pool, where such memory cannot be made at all.
-#[test]
-fn anonymous_hugetlb_memory_is_refused_by_name() {
-    skip_if_not_root!("anonymous_hugetlb_memory_is_refused_by_name");
-    let pool = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
-    if pool.trim().parse::<u64>().unwrap_or(0) == 0 {
-        eprintln!("skipped: no huge pages in the pool (/proc/sys/vm/nr_hugepages is 0)");
-        return;
-    }
-    let _g = test_lock();
-    become_subreaper();
-    let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let v = Spawned::spawn(
-        VICTIM,
-        &[dir.ready.to_str().unwrap(), "hugetlb"],
-        &log,
-        None,
-    );
-    wait_file(&dir.ready, Duration::from_secs(10));
-    let o = criu_dump(v.pid(), &dir.img, &[]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "the dump succeeded");
-    assert!(err.contains("anonymous MAP_HUGETLB mapping"), "{err}");
-    drop(v);
-}

@@ -160,7 +160,11 @@ static FEATURES: &[Feature] = &[
         || line_in("/proc/filesystems", "nodev\tautofs", "no autofs filesystem"),
         "autofs mounts",
     ),
-    not_yet("tcp_half_closed", tcp_half_closed, "TCP sockets"),
+    not_yet(
+        "tcp_half_closed",
+        tcp_half_closed,
+        "half-closed and closing TCP connections",
+    ),
     not_yet(
         "compat_cr",
         || path_exists("/proc/sys/abi/vsyscall32"),
@@ -193,15 +197,16 @@ static FEATURES: &[Feature] = &[
         || path_exists("/proc/self/ns/net"),
         "network namespaces",
     ),
-    not_yet("sk_unix_file", sk_unix_file, "unix sockets"),
+    not_yet(
+        "sk_unix_file",
+        sk_unix_file,
+        "reaching a unix socket's bound file through the socket (SIOCUNIXFILE); unix sockets \
+         are dumped by the name sock_diag reports",
+    ),
     not_yet("net_diag_raw", net_diag_raw, "raw sockets"),
     not_yet("nsid", netns_ids, "network namespaces"),
     not_yet("link_nsid", netns_ids, "network namespaces"),
-    not_yet(
-        "kcmp_epoll",
-        || kernel_at_least(4, 13),
-        "epoll targets by KCMP_EPOLL_TFD",
-    ),
+    handled("kcmp_epoll", kcmp_epoll),
     not_yet(
         "timens",
         || path_exists("/proc/self/ns/time"),
@@ -238,11 +243,7 @@ static FEATURES: &[Feature] = &[
         || path_exists("/proc/net/netfilter"),
         "nftables network locking",
     ),
-    not_yet(
-        "sockopt_buf_lock",
-        sockopt_buf_lock,
-        "SO_BUF_LOCK on sockets",
-    ),
+    handled("sockopt_buf_lock", sockopt_buf_lock),
     not_yet("memfd_hugetlb", || kernel_at_least(4, 14), "hugetlb memfds"),
     not_yet(
         "move_mount_set_group",
@@ -255,7 +256,11 @@ static FEATURES: &[Feature] = &[
         "openat2 path resolution",
     ),
     handled("get_rseq_conf", || kernel_at_least(5, 13)),
-    not_yet("ipv6_freebind", ipv6_freebind, "IPv6 sockets"),
+    not_yet(
+        "ipv6_freebind",
+        ipv6_freebind,
+        "binding IPv6 sockets to addresses not configured yet (IPV6_FREEBIND)",
+    ),
     handled("pagemap_scan", pagemap_scan),
     not_yet(
         "timer_cr_ids",
@@ -333,6 +338,8 @@ mod tests {
         check_feature("clone3_set_tid").unwrap();
         check_feature("pagemap_scan").unwrap();
         check_feature("seccomp_filters").unwrap();
+        check_feature("kcmp_epoll").unwrap();
+        check_feature("sockopt_buf_lock").unwrap();
         // No soft-dirty, but userfaultfd write-protect tracking (what pre-dump uses here).
         check_feature("mem_dirty_track").unwrap();
         // The kernel has these; this criu does not handle what they gate.
@@ -341,7 +348,6 @@ mod tests {
             "tun",
             "aio_remap",
             "ipv6_freebind",
-            "sockopt_buf_lock",
             "sk_unix_file",
             "tcp_half_closed",
             "newifindex",

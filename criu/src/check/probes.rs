@@ -210,6 +210,73 @@ pub(super) fn timerfd() -> Result<(), Missing> {
     }
 }
 
+/// `kcmp(KCMP_EPOLL_TFD)` finds the file an epoll instance watches (the dump finds epoll
+/// targets by their file with it).
+pub(super) fn kcmp_epoll() -> Result<(), Missing> {
+    /// `struct kcmp_epoll_slot`.
+    #[repr(C)]
+    struct Slot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+    const KCMP_EPOLL_TFD: libc::c_long = 7;
+    // SAFETY: epoll_create1/eventfd take no pointers; the descriptors are owned right away.
+    let (ep, ev) = unsafe {
+        (
+            libc::epoll_create1(libc::EPOLL_CLOEXEC),
+            libc::eventfd(0, libc::EFD_CLOEXEC),
+        )
+    };
+    if ep < 0 || ev < 0 {
+        return Err(Missing::Sys {
+            what: "epoll_create1/eventfd",
+            errno: Errno::last(),
+        });
+    }
+    // SAFETY: both were just created and are owned by nobody else.
+    let (ep, ev) = unsafe { (OwnedFd::from_raw_fd(ep), OwnedFd::from_raw_fd(ev)) };
+    let mut e = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 0,
+    };
+    // SAFETY: epoll_ctl on our own descriptors with a live event.
+    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, ev.as_raw_fd(), &mut e) } != 0
+    {
+        return Err(Missing::Sys {
+            what: "epoll_ctl",
+            errno: Errno::last(),
+        });
+    }
+    let slot = Slot {
+        efd: ep.as_raw_fd() as u32,
+        tfd: ev.as_raw_fd() as u32,
+        toff: 0,
+    };
+    let pid = std::process::id() as libc::c_long;
+    // SAFETY: kcmp reads a live kcmp_epoll_slot and touches no other memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_EPOLL_TFD,
+            ev.as_raw_fd() as libc::c_long,
+            &slot as *const Slot,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        r if r < 0 => Err(Missing::Sys {
+            what: "kcmp(KCMP_EPOLL_TFD)",
+            errno: Errno::last(),
+        }),
+        _ => Err(Missing::Absent {
+            what: "kcmp(KCMP_EPOLL_TFD) does not find the target",
+        }),
+    }
+}
+
 /// A lock shows in the holder's fdinfo.
 pub(super) fn fdinfo_lock() -> Result<(), Missing> {
     let fd = nix::sys::memfd::memfd_create(c"criu-check", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)

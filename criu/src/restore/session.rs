@@ -14,7 +14,8 @@ use super::plan::{SessionOp, TaskPlan, TreePlan};
 /// The root's own group is left alone (the root joins criu's unless it leads it).
 ///
 /// # Errors
-/// [`RestoreError::GroupUnreachable`] when no such ancestor is in the members' session.
+/// [`RestoreError::GroupUnreachable`] when no such ancestor is in the members' session, or
+/// the leader led the members' session too.
 pub fn add_group_helpers(tree: &mut TreePlan) -> Result<(), RestoreError> {
     let pids: HashSet<i32> = tree.tasks.iter().map(|t| t.pid).collect();
     let root_pgid = tree.root().pgid;
@@ -44,6 +45,14 @@ pub fn add_group_helpers(tree: &mut TreePlan) -> Result<(), RestoreError> {
             common.retain(|a| theirs.contains(a));
         }
         let sid = tree.tasks[first].sid;
+        // A leader that led the session too: its session cannot be made again for others
+        // by a helper (a new session gets new members only by fork).
+        if sid == pgid {
+            return Err(RestoreError::GroupUnreachable {
+                pid: tree.tasks[first].pid,
+                pgid,
+            });
+        }
         let parent = common
             .into_iter()
             .find(|&a| tree.tasks[a].pgid != pgid)
@@ -158,4 +167,63 @@ pub fn session_ops(tree: &TreePlan, shell_job: bool) -> Result<Vec<SessionOp>, R
         };
     }
     Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(pid: i32, ppid: i32, pgid: i32, sid: i32) -> TaskPlan {
+        TaskPlan {
+            pid,
+            ppid,
+            pgid,
+            sid,
+            ..TaskPlan::default()
+        }
+    }
+
+    /// Root 100; its child 101 and grandchild 102 in group 200, whose leader is gone.
+    fn tree(sid: i32) -> TreePlan {
+        TreePlan {
+            tasks: vec![
+                task(100, 0, 100, 100),
+                task(101, 100, 200, sid),
+                task(102, 101, 200, sid),
+            ],
+            parent: vec![None, Some(0), Some(1)],
+            children: vec![vec![1], vec![2], vec![]],
+            order: vec![0, 1, 2],
+        }
+    }
+
+    #[test]
+    fn a_gone_leader_gets_a_helper_under_the_members_common_ancestor() {
+        let mut t = tree(100);
+        add_group_helpers(&mut t).unwrap();
+        assert_eq!(t.tasks.len(), 4);
+        let h = &t.tasks[3];
+        assert_eq!(
+            (h.pid, h.ppid, h.pgid, h.zombie, h.helper),
+            (200, 100, 200, Some(0), true)
+        );
+        assert_eq!(t.children[0], [3, 1]);
+        assert_eq!(t.order, [0, 3, 1, 2]);
+        let ops = session_ops(&t, false).unwrap();
+        assert_eq!(ops[3], SessionOp::Setpgid(0));
+        assert_eq!(ops[1], SessionOp::Setpgid(200));
+        assert_eq!(ops[2], SessionOp::Inherit);
+    }
+
+    #[test]
+    fn a_gone_leader_of_the_session_too_is_refused() {
+        let mut t = tree(200);
+        assert!(matches!(
+            add_group_helpers(&mut t),
+            Err(RestoreError::GroupUnreachable {
+                pid: 101,
+                pgid: 200
+            })
+        ));
+    }
 }

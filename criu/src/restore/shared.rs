@@ -43,6 +43,14 @@ fn key_of(source: &FdSource, file_id: u32) -> Option<(Key, &Arc<dyn RestoreFile>
     }
 }
 
+/// What the engine knows of the objects it makes: each object's file, the object of each
+/// file id, and a shared epoll's targets (object and end).
+struct Graph<'a> {
+    objects: &'a HashMap<Key, &'a Arc<dyn RestoreFile>>,
+    key_of_file: &'a HashMap<u32, Key>,
+    targets: &'a HashMap<Key, Vec<(Key, usize)>>,
+}
+
 /// The object (and which of its ends) behind descriptor `n` of task `t`, through its dups.
 fn resolve(t: &TaskPlan, mut n: i32) -> Option<(Key, usize)> {
     for _ in 0..=t.fds.len() {
@@ -163,11 +171,14 @@ impl Shared {
                 }
             }
         }
-        // What the engine makes: objects several tasks hold, and those their kind has the
-        // engine make.
+        // What the engine makes: objects several tasks hold, those their kind has the engine
+        // make, and files that exist only with the tree (opened once every task is born,
+        // whichever task holds them and wherever the process they name sits in the tree).
         let in_engine = |k: &Key| {
             holders.get(k).is_some_and(|h| h.len() > 1)
-                || objects.get(k).is_some_and(|f| f.made_by_engine())
+                || objects
+                    .get(k)
+                    .is_some_and(|f| f.made_by_engine() || f.needs_tree())
         };
         // The files a shared epoll watches: its targets are numbers of the first task holding
         // it (the one the dump met it in); the engine makes those files too, before it.
@@ -197,6 +208,11 @@ impl Shared {
                 }
             }
         }
+        let graph = Graph {
+            objects: &objects,
+            key_of_file: &key_of_file,
+            targets: &targets,
+        };
         let mut made: HashMap<Key, Vec<i32>> = HashMap::new();
         for (_, t) in tree.alive() {
             for f in &t.fds {
@@ -204,15 +220,7 @@ impl Shared {
                     continue;
                 };
                 if in_engine(&k) {
-                    out.make_with_deps(
-                        k,
-                        &objects,
-                        &key_of_file,
-                        &targets,
-                        &mut made,
-                        floor,
-                        &mut Vec::new(),
-                    )?;
+                    out.make_with_deps(k, &graph, &mut made, floor, &mut Vec::new())?;
                 }
             }
         }
@@ -246,9 +254,7 @@ impl Shared {
     fn make_with_deps(
         &mut self,
         k: Key,
-        objects: &HashMap<Key, &Arc<dyn RestoreFile>>,
-        key_of_file: &HashMap<u32, Key>,
-        targets: &HashMap<Key, Vec<(Key, usize)>>,
+        g: &Graph<'_>,
         made: &mut HashMap<Key, Vec<i32>>,
         min: i32,
         path: &mut Vec<Key>,
@@ -256,7 +262,7 @@ impl Shared {
         if made.contains_key(&k) {
             return Ok(());
         }
-        let Some(file) = objects.get(&k) else {
+        let Some(file) = g.objects.get(&k) else {
             return Ok(());
         };
         if path.contains(&k) {
@@ -266,12 +272,12 @@ impl Shared {
         }
         path.push(k);
         for id in file.after_files() {
-            if let Some(&dep) = key_of_file.get(id) {
-                self.make_with_deps(dep, objects, key_of_file, targets, made, min, path)?;
+            if let Some(&dep) = g.key_of_file.get(id) {
+                self.make_with_deps(dep, g, made, min, path)?;
             }
         }
-        for &(dep, _) in targets.get(&k).into_iter().flatten() {
-            self.make_with_deps(dep, objects, key_of_file, targets, made, min, path)?;
+        for &(dep, _) in g.targets.get(&k).into_iter().flatten() {
+            self.make_with_deps(dep, g, made, min, path)?;
         }
         path.pop();
         if file.needs_tree() {
@@ -289,7 +295,7 @@ impl Shared {
             });
             return Ok(());
         }
-        let files = match targets.get(&k) {
+        let files = match g.targets.get(&k) {
             Some(t) => {
                 let fds: Vec<i32> = t
                     .iter()

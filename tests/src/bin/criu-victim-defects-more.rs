@@ -11,7 +11,11 @@
 //!   then L killed and reaped: M's and N's group has no leader (`OUT.pids`: `L M N`);
 //! - `proc-shared`: a child C; a descriptor on `/proc/C/status` inherited by a child D; a
 //!   descriptor on `/proc/D/status` of D's own; a zombie child Z whose `/proc/Z` is the
-//!   victim's cwd (`OUT.pids`: `C D Z`).
+//!   victim's cwd (`OUT.pids`: `C D Z`);
+//! - `mapdel-fd`: a file `OUT.mapped` mapped shared and private, then deleted while a
+//!   descriptor on it stays open: the mappings and the descriptor must be one file;
+//! - `hugetlb`: 2 MiB of written anonymous `MAP_HUGETLB` memory (needs a huge page in the
+//!   pool, `/proc/sys/vm/nr_hugepages`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -155,10 +159,8 @@ fn pgrp_helper() -> (Check, Vec<i32>) {
     write_all(ask[1], &l.to_ne_bytes());
     let mut b = [0u8; 4];
     // SAFETY: reads 4 bytes into a live local.
-    assert_eq!(
-        unsafe { libc::read(answer[0], b.as_mut_ptr().cast(), 4) },
-        4
-    );
+    let got = unsafe { libc::read(answer[0], b.as_mut_ptr().cast(), 4) };
+    assert_eq!(got, 4);
     let n = i32::from_ne_bytes(b);
     // SAFETY: a kill and a reap of our own child, closing our own pipes.
     unsafe {
@@ -272,6 +274,101 @@ fn proc_shared(out: &str) -> (Check, Vec<i32>) {
     (check, vec![c, d, z])
 }
 
+fn map(fd: i32, flags: i32) -> usize {
+    // SAFETY: a new mapping of one page wherever the kernel likes.
+    let a = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
+    };
+    assert_ne!(a, libc::MAP_FAILED, "mmap");
+    a as usize
+}
+
+fn page(a: usize, len: usize) -> Vec<u8> {
+    // SAFETY: `a` is a live mapping of at least one page, never unmapped.
+    unsafe { std::slice::from_raw_parts(a as *const u8, len) }.to_vec()
+}
+
+fn ino(path: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+fn mapdel_fd(out: &str) -> (Check, Vec<i32>) {
+    let p = format!("{out}.mapped");
+    let c = std::ffi::CString::new(p.clone()).unwrap();
+    // SAFETY: open with a NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_CREAT | libc::O_RDWR, 0o600) };
+    assert!(fd >= 0, "open");
+    let mut data = vec![b'm'; 4096];
+    data[..11].copy_from_slice(b"mapped data");
+    // SAFETY: writes from a live buffer.
+    let wrote = unsafe { libc::pwrite(fd, data.as_ptr().cast(), 4096, 0) };
+    assert_eq!(wrote, 4096);
+    let sh = map(fd, libc::MAP_SHARED);
+    let pr = map(fd, libc::MAP_PRIVATE);
+    std::fs::remove_file(&p).unwrap();
+    let check: Check = Box::new(move || {
+        if page(sh, 4096) != data || page(pr, 4096) != data {
+            return Err("a mapping of the deleted file lost its content".into());
+        }
+        let fd_ino = ino(&format!("/proc/self/fd/{fd}"));
+        let sh_ino = ino(&format!("/proc/self/map_files/{:x}-{:x}", sh, sh + 4096));
+        let pr_ino = ino(&format!("/proc/self/map_files/{:x}-{:x}", pr, pr + 4096));
+        if fd_ino.is_none() || fd_ino != sh_ino || fd_ino != pr_ino {
+            return Err(format!(
+                "the descriptor and the mappings are different files ({fd_ino:?} {sh_ino:?} {pr_ino:?})"
+            ));
+        }
+        // SAFETY: a zeroed stat is valid for fstat to fill.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat of our descriptor into a live stat.
+        unsafe { libc::fstat(fd, &mut st) };
+        if st.st_nlink != 0 {
+            return Err(format!("the file has {} links", st.st_nlink));
+        }
+        // SAFETY: writes from a live buffer.
+        unsafe { libc::pwrite(fd, b"NEW".as_ptr().cast(), 3, 0) };
+        if page(sh, 3) != b"NEW" {
+            return Err("a write through the descriptor is not in the shared mapping".into());
+        }
+        Ok(())
+    });
+    (check, Vec::new())
+}
+
+fn hugetlb() -> (Check, Vec<i32>) {
+    const LEN: usize = 2 << 20;
+    // SAFETY: a fresh mapping chosen by the kernel; nothing of ours is replaced.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap MAP_HUGETLB");
+    // SAFETY: the mapping is ours and LEN bytes long.
+    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0x5a, LEN) };
+    let a = p as usize;
+    let check: Check = Box::new(move || {
+        if page(a, 4096).iter().any(|&b| b != 0x5a) {
+            return Err("the huge page lost its content".into());
+        }
+        Ok(())
+    });
+    (check, Vec::new())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mode), Some(out), Some(ready)) = (args.get(1), args.get(2), args.get(3)) else {
@@ -284,6 +381,8 @@ fn main() {
         "epoll-shared" => epoll_shared(),
         "pgrp-helper" => pgrp_helper(),
         "proc-shared" => proc_shared(out),
+        "mapdel-fd" => mapdel_fd(out),
+        "hugetlb" => hugetlb(),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2);

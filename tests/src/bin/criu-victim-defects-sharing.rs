@@ -10,8 +10,6 @@
 //!   number; the child enters READY.d2 and the parent must be there too.
 //! - `sibling`: a child A, which makes a child C with `CLONE_PARENT | CLONE_FILES` (C shares
 //!   A's table, but its parent is ours): a dump must refuse it. READY.pids holds `A C`.
-//! - `hugetlb`: 2 MiB of written anonymous `MAP_HUGETLB` memory (needs huge pages in the
-//!   pool, `/proc/sys/vm/nr_hugepages`). READY.pids holds `0 0`.
 //! - `cwd-dead-proc`: a child C, then this process enters `/proc/C`, kills C and reaps it:
 //!   its cwd is the `/proc` directory of a process that has exited. READY.pids holds `C 0`.
 
@@ -83,7 +81,6 @@ fn main() {
         "files-fs" => files_fs(&ready),
         "sibling" => sibling(&ready),
         "cwd-dead-proc" => cwd_dead_proc(&ready),
-        "hugetlb" => hugetlb(&ready),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2);
@@ -213,25 +210,5 @@ fn cwd_dead_proc(ready: &str) {
         libc::waitpid(c, std::ptr::null_mut(), 0);
     }
     write_ready(ready, (c, 0));
-    sleep_forever();
-}
-
-fn hugetlb(ready: &str) {
-    const LEN: usize = 2 << 20;
-    // SAFETY: a fresh mapping chosen by the kernel; nothing of ours is replaced.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            LEN,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED, "mmap MAP_HUGETLB");
-    // SAFETY: the mapping is ours and LEN bytes long.
-    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0x5a, LEN) };
-    write_ready(ready, (0, 0));
     sleep_forever();
 }

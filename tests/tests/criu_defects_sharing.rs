@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, become_subreaper, criu, criu_dump, dump_and_reap, restore_detached,
+    Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, restore_detached,
     skip_if_not_root, test_lock, wait_file,
 };
 
@@ -109,40 +109,6 @@ fn table_shared_with_a_sibling_is_refused_at_dump() {
     drop(v);
 }
 
-/// Item 1: a descriptor on `/proc/C/status` of a child C, held by the parent and another
-/// child D, cannot be opened before the tree exists: the restore refuses it by name, before
-/// any task is made.
-#[test]
-fn proc_file_of_a_child_held_by_several_tasks_is_refused_at_restore() {
-    skip_if_not_root!("proc_file_of_a_child_held_by_several_tasks_is_refused_at_restore");
-    let _g = test_lock();
-    become_subreaper();
-    let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let mut v = Spawned::spawn(
-        VICTIM,
-        &[dir.ready.to_str().unwrap(), "proc-child-shared"],
-        &log,
-        None,
-    );
-    wait_file(&dir.ready, Duration::from_secs(10));
-    let pids = dir.pids();
-    let children: Vec<Spawned> = pids.iter().map(|&p| Spawned::guard(p)).collect();
-    dump_and_reap(&mut v, &dir.img, &[]);
-    drop(children);
-    let o = criu(&["restore", "-D", dir.img.to_str().unwrap(), "-d"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "the restore succeeded");
-    let name = format!("/proc/{}/status is open in several tasks", pids[0]);
-    assert!(err.contains(&name), "{err}");
-    for p in [v.pid(), pids[0], pids[1]] {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{p}")).exists(),
-            "pid {p} exists after a refused restore"
-        );
-    }
-}
-
 /// Item 1: a cwd that is `/proc/C` of a process that has exited cannot be entered again: the
 /// dump refuses it by name and the process runs on.
 #[test]
@@ -217,33 +183,6 @@ fn group_whose_leader_is_a_zombie_comes_back() {
         ask_check(pid, &dir.ready.with_extension("2")).trim(),
         "check ok"
     );
-}
-
-/// Item 19 (refused for now, by name, at dump time): a process in a group whose leader has
-/// exited and was reaped would need a helper leader. The tree runs on.
-#[test]
-fn group_whose_leader_is_gone_is_refused_at_dump() {
-    skip_if_not_root!("group_whose_leader_is_gone_is_refused_at_dump");
-    let _g = test_lock();
-    become_subreaper();
-    let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let v = Spawned::spawn(
-        VICTIM,
-        &[dir.ready.to_str().unwrap(), "pgrp-gone-leader"],
-        &log,
-        None,
-    );
-    wait_file(&dir.ready, Duration::from_secs(10));
-    let pids = dir.pids();
-    let _member = Spawned::guard(pids[1]);
-    let o = criu_dump(v.pid(), &dir.img, &[]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "the dump succeeded");
-    let name = format!("is in process group {}, whose leader has exited", pids[0]);
-    assert!(err.contains(&name), "{err}");
-    assert_eq!(state_and_pgid(pids[1]), ('S', pids[0]));
-    drop(v);
 }
 
 /// Item 10 (refused for now, by name): anonymous `MAP_HUGETLB` memory. Skipped (and says so)

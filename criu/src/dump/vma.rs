@@ -158,7 +158,7 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                 });
             }
             name => {
-                if name.starts_with("/SYSV") || name.starts_with("/memfd:") {
+                if name.starts_with("/SYSV") {
                     return Err(DumpError::SysvShm {
                         pid,
                         name: name.to_string(),
@@ -170,9 +170,15 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                 } else {
                     libc::O_RDONLY as u32
                 };
-                e.shmid = u64::from(files.add_mapped(pid, m, fdflags)?);
+                e.shmid = if name.starts_with("/memfd:") {
+                    // A memfd: a MEMFD file (its content saved once, with its descriptors').
+                    e.status |= status::MEMFD;
+                    u64::from(files.add_mapped_memfd(pid, m, fdflags)?)
+                } else {
+                    u64::from(files.add_mapped(pid, m, fdflags)?)
+                };
                 e.fdflags = Some(fdflags);
-                e.status = status::REGULAR
+                e.status |= status::REGULAR
                     | if m.shared() {
                         status::FILE_SHARED
                     } else {

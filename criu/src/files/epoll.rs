@@ -201,17 +201,54 @@ impl RestoreFile for EpollFile {
         &self.target_fds
     }
 
-    /// Shared by several processes, an instance is made by the engine: only one that watches
-    /// nothing, as the engine does not hold the targets at their numbers.
+    fn engine_targets(&self) -> &[i32] {
+        &self.target_fds
+    }
+
+    /// Shared by several processes, an instance is made by the engine after its targets
+    /// ([`RestoreFile::make_in_engine_with`]); without them only one that watches nothing.
     fn make_in_engine(&self) -> Result<Vec<std::os::fd::OwnedFd>, RestoreError> {
         if !self.targets.is_empty() {
             return Err(RestoreError::SharedEpoll);
         }
-        let e = self.make_in_task(-1).map_err(|e| RestoreError::Sys {
+        self.make_in_engine_with(&[])
+    }
+
+    /// Made by the engine for several processes: each target is added through the engine's
+    /// descriptor of its file (`targets`, in the order of [`EpollFile::targets`]).
+    fn make_in_engine_with(
+        &self,
+        targets: &[i32],
+    ) -> Result<Vec<std::os::fd::OwnedFd>, RestoreError> {
+        if targets.len() != self.targets.len() {
+            return Err(RestoreError::SharedEpoll);
+        }
+        let fail = |e: TaskError| RestoreError::Sys {
             what: "making a shared epoll instance",
             errno: nix::errno::Errno::from_raw(e.errno),
-        })?;
-        Ok(vec![super::owned(e.fds[0])])
+        };
+        // SAFETY: epoll_create1 takes flags only.
+        let t = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        let made = made_with(t as _, -1, |t| {
+            // SAFETY: fcntl/epoll_ctl on the instance made here and on descriptors the engine
+            // holds, with live locals.
+            unsafe {
+                if self.flags != 0 {
+                    check(libc::fcntl(t, libc::F_SETFL, self.flags) as _, t as u64)?;
+                }
+                for (tg, &efd) in self.targets.iter().zip(targets) {
+                    let mut ev = libc::epoll_event {
+                        events: tg.events,
+                        u64: tg.data,
+                    };
+                    let r = libc::epoll_ctl(t, libc::EPOLL_CTL_ADD, efd, &mut ev);
+                    check(r as _, tg.fd as u64)?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(fail)?;
+        Ok(vec![super::owned(made.fds[0])])
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {

@@ -1,16 +1,22 @@
-//! memfd descriptors (`MEMFD` entries): the name, size, mode, owner, seals and content of each
-//! memfd once per inode (`memfd.img` + `pagemap-shmem-SHMID.img` + a pages file, as CRIU 4.2
-//! writes them), and per descriptor its flags and position.
+//! memfd descriptors and mappings (`MEMFD` entries): the name, size, mode, owner, seals and
+//! content of each memfd once per inode (`memfd.img` + `pagemap-shmem-SHMID.img` + a pages
+//! file, as CRIU 4.2 writes them), and per descriptor its flags and position.
 //!
-//! Dump: a descriptor whose link reads `/memfd:NAME (deleted)`; the first time an inode is met
-//! its seals (`F_GET_SEALS`) and content are read through `/proc/PID/fd/N` (a new open file
+//! Dump: a descriptor whose link reads `/memfd:NAME (deleted)`, or an area mapping one (the
+//! VMA dump asks this kind for a `MEMFD` entry through `/proc/PID/map_files`, and marks the
+//! area `VMA_AREA_MEMFD` with that entry's id, as CRIU does); the first time an inode is met
+//! its seals (`F_GET_SEALS`) and content are read through the `/proc` link (a new open file
 //! description: the task's position is untouched); holes and pages of zeros are not saved.
-//! hugetlb memfds are refused by name. Restore: the engine makes each inode once
-//! (`memfd_create` with sealing allowed, size, content, mode, owner, then the seals) and opens
-//! every descriptor's own description on it through `/proc/self/fd`, with its flags and
-//! position; the tasks inherit them.
+//! hugetlb memfds are refused by name. Restore: the engine makes each inode once per restore
+//! ([`inode`]: `memfd_create` with sealing allowed, size, content, mode, owner, then the
+//! seals) and opens every descriptor's own description on it through `/proc/self/fd`, with
+//! its flags and position; the tasks inherit them. A task maps the same inode by opening the
+//! engine's descriptor through `/proc/ENGINE/fd/N` ([`mapping_path`]), so shared mappings,
+//! descriptors and other tasks see one memfd; the pages a private mapping changed come from
+//! the task's own pagemap.
 //!
-//! Not yet: mappings of a memfd (refused by the VMA dump, naming the memfd).
+//! Not yet: a memfd sealed with `F_SEAL_FUTURE_WRITE` that a task still maps writable and
+//! shared (the seal is set before the task maps it again, and the mapping then fails).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -18,8 +24,8 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use criu_images::pagemap::{PAGE_SIZE, PE_PARENT, PE_PRESENT};
 use criu_images::pb::{FdTypes, FileEntry, MemfdFileEntry, MemfdInodeEntry};
@@ -48,12 +54,10 @@ struct DumpedInode {
     pages: Vec<(u64, Vec<u8>)>,
 }
 
-/// The memfd kind: the inodes met by a dump, or those of `memfd.img` at restore.
+/// The memfd kind: the inodes met by a dump (at restore, [`inode`] finds them).
 #[derive(Debug, Default)]
 pub struct Memfd {
     dumped: Vec<DumpedInode>,
-    /// Restore: the inodes by `inode_id`, read from the images the first time a memfd is met.
-    inodes: Option<HashMap<u32, Arc<MemfdInode>>>,
 }
 
 impl FileKind for Memfd {
@@ -124,20 +128,7 @@ impl FileKind for Memfd {
 
     fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let m = kind_entry(&e.memfd, fd, "memfd")?;
-        if self.inodes.is_none() {
-            self.inodes = Some(read_inodes(img.dir)?);
-        }
-        let inode = self
-            .inodes
-            .as_ref()
-            .and_then(|all| all.get(&m.inode_id))
-            .cloned()
-            .ok_or_else(|| {
-                bad(
-                    names::MEMFD,
-                    format!("fd {fd}: no memfd inode {}", m.inode_id),
-                )
-            })?;
+        let inode = inode(img.dir, m.inode_id)?;
         Ok(Arc::new(MemfdFile {
             inode,
             flags: m.flags as i32,
@@ -148,13 +139,19 @@ impl FileKind for Memfd {
 
 /// Reads the inode behind `fd`: name, size, owner, mode, seals and the pages holding data.
 fn dump_inode(fd: &DumpFd<'_>, inode_id: u64) -> Result<DumpedInode, DumpError> {
-    let (pid, n) = (fd.pid, fd.fd);
+    let pid = fd.pid;
+    // A mapping has no descriptor (fd -1): name its area's file instead.
+    let held = if fd.fd < 0 {
+        format!("an area of {pid}")
+    } else {
+        format!("fd {} of {pid}", fd.fd)
+    };
     let refuse = |why: &str| DumpError::FileState {
         kind: "memfd",
-        what: format!("fd {n} of {pid} is a memfd ({}): {why}", fd.name),
+        what: format!("{held} is a memfd ({}): {why}", fd.name),
     };
     let err = |what: &str| {
-        let what = format!("{what} (memfd fd {n} of {pid})");
+        let what = format!("{what} (memfd, {held})");
         move |source| DumpError::File { what, source }
     };
     let f = std::fs::OpenOptions::new()
@@ -263,6 +260,46 @@ pub struct MemfdInode {
     pub pages: Vec<(u64, Vec<u8>)>,
     /// The memfd, once made.
     made: Mutex<Option<OwnedFd>>,
+}
+
+/// memfd inodes made so far, by their image: one memfd per inode however many tasks,
+/// descriptors and mappings of a restore use it (let go once nothing holds it).
+static MADE: Mutex<Vec<(PathBuf, u32, Weak<MemfdInode>)>> = Mutex::new(Vec::new());
+
+/// memfd inode `id` of the images in `d`, read (and checked, with its content) the first time
+/// it is asked for while nothing else holds it.
+///
+/// # Errors
+/// [`RestoreError::BadImage`] and the image errors of `memfd.img` and its pages.
+pub fn inode(d: &criu_images::ImageDir, id: u32) -> Result<Arc<MemfdInode>, RestoreError> {
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    made.retain(|(_, _, w)| w.strong_count() > 0);
+    let path = d.path().to_path_buf();
+    if let Some(i) = made
+        .iter()
+        .find(|(p, i, _)| *p == path && *i == id)
+        .and_then(|(_, _, w)| w.upgrade())
+    {
+        return Ok(i);
+    }
+    let i = read_inodes(d)?
+        .remove(&id)
+        .ok_or_else(|| bad(names::MEMFD, format!("no memfd inode {id}")))?;
+    made.push((path, id, Arc::downgrade(&i)));
+    Ok(i)
+}
+
+/// The path a task opens to map memfd `inode` (made now if it is not yet): the engine's
+/// descriptor of it, through `/proc`, which opens the same inode.
+///
+/// # Errors
+/// [`RestoreError::Sys`] when the memfd cannot be made.
+pub fn mapping_path(inode: &MemfdInode) -> Result<CString, RestoreError> {
+    let fd = inode.get()?;
+    CString::new(format!("/proc/{}/fd/{fd}", std::process::id())).map_err(|_| RestoreError::Sys {
+        what: "a memfd path",
+        errno: nix::errno::Errno::EINVAL,
+    })
 }
 
 /// Reads `memfd.img` and each inode's `pagemap-shmem-SHMID.img` and pages, checking them.

@@ -55,13 +55,16 @@ pub struct Sockets {
     pub packet: packet::PacketDump,
     /// Inet sockets.
     pub inet: inet::InetDump,
+    /// Restore: the unix sockets of the images, read once for every entry.
+    restore_unix: UnixKind,
 }
 
 impl Sockets {
     /// Dumps socket `ino` (fd `fd` of `pid`, file status flags `flags`) as file `id`.
     ///
     /// # Errors
-    /// [`SocketError::Unsupported`] naming the socket and its family for kinds not covered.
+    /// [`SocketError::Family`] naming the socket and its family for kinds not covered; the
+    /// refusals of each family's module.
     pub fn add(
         &mut self,
         pid: i32,
@@ -179,7 +182,7 @@ impl FileKind for Sockets {
         e: &FileEntry,
         fd: i32,
     ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        UnixKind::default().parse(img, e, fd)
+        self.restore_unix.parse(img, e, fd)
     }
 }
 

@@ -62,6 +62,10 @@ pub struct DumpOptions {
     pub track_mem: bool,
     /// `--prev-images-dir`.
     pub prev_images_dir: Option<PathBuf>,
+    /// `--page-server --address A --port P`: pages go to that page server.
+    pub page_server: Option<(String, u16)>,
+    /// `--pre-dump-mode` (for `pre_dump`).
+    pub pre_dump_mode: super::PreDumpMode,
     /// `--cpu-cap`.
     pub cpu_cap: CpuCap,
     /// How the inside state is read.
@@ -101,6 +105,13 @@ impl DumpOptions {
             timeout: o.timeout,
             track_mem: o.track_mem,
             prev_images_dir: o.prev_images_dir.clone(),
+            pre_dump_mode: o.live.pre_dump_mode,
+            page_server: o.live.page_server.then(|| {
+                (
+                    o.live.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                    o.live.port.unwrap_or(0),
+                )
+            }),
             cpu_cap: o.cpu_cap,
             inside_method: InsideMethod::default(),
         }
@@ -139,6 +150,8 @@ pub struct RestoreOptions {
     pub no_fpu_check: bool,
     /// `-r/--root`.
     pub root: Option<PathBuf>,
+    /// `--empty-ns`: `CLONE_NEW*` flags of namespaces made empty.
+    pub empty_ns: u32,
     /// `--inherit-fd`.
     pub inherit_fds: Vec<InheritFd>,
     /// `--external`.
@@ -174,6 +187,7 @@ impl Default for RestoreOptions {
             pidfile: None,
             no_fpu_check: false,
             root: None,
+            empty_ns: 0,
             inherit_fds: Vec::new(),
             external: Vec::new(),
             ext_unix_sk: false,
@@ -209,6 +223,7 @@ impl RestoreOptions {
             pidfile: o.pidfile.as_ref().map(|p| o.effective_work_dir().join(p)),
             no_fpu_check: !o.cpu_cap.fpu(),
             root: o.root.clone(),
+            empty_ns: o.empty_ns,
             inherit_fds: o.inherit_fds.clone(),
             external: o.external.clone(),
             ext_unix_sk: o.ext_unix_sk,

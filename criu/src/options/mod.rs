@@ -31,12 +31,14 @@
 //! ```
 
 mod engine;
+pub mod live;
 mod table;
 pub mod values;
 
 use std::path::{Path, PathBuf};
 
 pub use engine::{DumpOptions, InsideMethod, PidMethod, RestoreOptions};
+pub use live::{LiveOptions, PreDumpMode};
 pub use values::{CgroupMode, CgroupRoot, CpuCap, DirRef, External, InheritFd};
 
 use table::{Arg, Given};
@@ -338,6 +340,9 @@ pub struct Options {
     pub ghost_limit: u64,
     /// `-r/--root DIR` for restore.
     pub root: Option<PathBuf>,
+    /// `--empty-ns net` (RPC `empty_ns`): `CLONE_NEW*` flags of namespaces made empty at
+    /// restore (the runtime sets them up).
+    pub empty_ns: u32,
     /// `--inherit-fd fd[N]:RESOURCE`, repeatable.
     pub inherit_fds: Vec<InheritFd>,
     /// `--external KIND[ID]:VALUE`, repeatable.
@@ -355,6 +360,8 @@ pub struct Options {
     pub cgroup_roots: Vec<CgroupRoot>,
     /// `--cgroup-yard PATH` (not acted on yet).
     pub cgroup_yard: Option<PathBuf>,
+    /// Pre-dump, page server and lazy-pages options.
+    pub live: LiveOptions,
     /// Options accepted for compatibility that change nothing here, as `(name, argument)`, so
     /// the run can log them.
     pub ignored: Vec<(String, Option<String>)>,
@@ -394,10 +401,12 @@ impl Default for Options {
             link_remap: false,
             ghost_limit: 1 << 20,
             root: None,
+            empty_ns: 0,
             inherit_fds: Vec::new(),
             external: Vec::new(),
             status_fd: None,
             unprivileged: false,
+            live: LiveOptions::default(),
             cpu_cap: CpuCap::default(),
             manage_cgroups: None,
             cgroup_roots: Vec::new(),

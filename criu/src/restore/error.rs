@@ -92,13 +92,13 @@ pub enum RestoreError {
         /// The core image.
         file: String,
     },
-    /// Pages in a parent image (an incremental dump).
-    #[error("unsupported: pages in a parent image ({file} at {vaddr:#x})")]
-    ParentPages {
-        /// The pagemap image.
-        file: String,
-        /// The first page.
-        vaddr: u64,
+    /// The parent images of an incremental dump cannot give the pages it leaves to them.
+    #[error("broken parent images chain at {}: {reason}", dir.display())]
+    ParentChain {
+        /// The images directory where the chain breaks.
+        dir: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// A memory area of a kind this restore does not make.
     #[error("unsupported: {what} at {start:#x}")]
@@ -134,6 +134,16 @@ pub enum RestoreError {
     /// An epoll instance watching files, shared by several processes.
     #[error("unsupported: an epoll instance watching files, shared by several processes")]
     SharedEpoll,
+    /// A shared epoll instance watching a descriptor its holder does not have.
+    #[error(
+        "bad image: epoll of {pid}, shared by several processes, watches fd {fd}, which {pid} does not hold"
+    )]
+    SharedEpollTarget {
+        /// The first process holding the epoll instance.
+        pid: i32,
+        /// The target descriptor.
+        fd: i32,
+    },
     /// Unix sockets in the descriptors but none in the images.
     #[error("unsupported: unix sockets")]
     NoUnixSockets,
@@ -322,9 +332,19 @@ pub enum RestoreError {
     /// An action script failed.
     #[error(transparent)]
     Script(#[from] ScriptError),
+    /// The tree's mount namespace could not be made.
+    #[error(transparent)]
+    Mount(#[from] crate::namespaces::mnt::MntError),
+    /// The tree's network namespace could not be made.
+    #[error(transparent)]
+    Net(#[from] crate::namespaces::net::NetError),
     /// The pidfile could not be written.
     #[error(transparent)]
     Pidfile(#[from] crate::pidfile::PidfileError),
+    /// A namespace of the images that cannot be rebuilt, or failed to be (the error names the
+    /// kind).
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NsError),
 }
 
 impl RestoreError {
@@ -337,7 +357,9 @@ impl RestoreError {
             RestoreError::Image { error, .. } => crate::errno::image(error),
             RestoreError::BadImage { .. }
             | RestoreError::PagemapOverlap { .. }
-            | RestoreError::PagemapOutside { .. } => libc::EBADMSG,
+            | RestoreError::PagemapOutside { .. }
+            | RestoreError::SharedEpollTarget { .. }
+            | RestoreError::ParentChain { .. } => libc::EBADMSG,
             RestoreError::MissingFile { source, .. } => crate::errno::io(source),
             RestoreError::FileChanged { .. } => libc::ESTALE,
             RestoreError::PidBusy { .. } => libc::EEXIST,
@@ -353,7 +375,10 @@ impl RestoreError {
             | RestoreError::Trace { errno, .. } => *errno as i32,
             RestoreError::Timeout { .. } => libc::ETIMEDOUT,
             RestoreError::Died { .. } => libc::ESRCH,
+            RestoreError::Namespace(e) => e.errno(),
             RestoreError::Script(e) => e.errno(),
+            RestoreError::Mount(e) => e.errno(),
+            RestoreError::Net(e) => e.errno(),
             RestoreError::Pidfile(e) => e.errno(),
             RestoreError::Socket(e) => e.errno(),
             RestoreError::FileState { .. }
@@ -363,7 +388,6 @@ impl RestoreError {
             | RestoreError::Compat
             | RestoreError::TaskState { .. }
             | RestoreError::OldSeccomp { .. }
-            | RestoreError::ParentPages { .. }
             | RestoreError::Vma { .. }
             | RestoreError::FdType { .. }
             | RestoreError::LockKind { .. }

@@ -124,6 +124,16 @@ pub enum FdOp {
         /// `FD_CLOEXEC`.
         cloexec: bool,
     },
+    /// Take descriptor `of` of the engine (`pidfd_getfd`) once the engine opened there a file
+    /// that exists only with the tree (a file under `/proc/PID` several tasks hold).
+    FromEngine {
+        /// Target fd.
+        fd: i32,
+        /// The engine's descriptor.
+        of: i32,
+        /// `FD_CLOEXEC`.
+        cloexec: bool,
+    },
     /// Duplicate an fd created earlier, or one the engine made for several tasks and this
     /// task inherited (same open file description).
     Dup {
@@ -220,6 +230,9 @@ pub struct Node {
     pub children: Vec<usize>,
     /// A zombie: ends at once with this raw wait status.
     pub zombie: Option<u32>,
+    /// A helper leading a group for others (ends like a zombie; its parent reaps it once its
+    /// subtree is created and the members joined the group).
+    pub helper: bool,
     /// What a live task does next (`None` for zombies).
     pub plan: Option<ChildPlan>,
     /// Its reservation `(start, len)` in the engine's address space (empty for zombies).
@@ -284,6 +297,9 @@ pub struct TaskCtx {
     pub fd_floor: i32,
     /// Target fd -> the engine's descriptor of the open file it shares with other tasks.
     pub shared_fds: std::collections::HashMap<i32, i32>,
+    /// Of those engine descriptors, the ones opened only once the tree exists
+    /// ([`FdOp::FromEngine`]).
+    pub late_fds: std::collections::HashSet<i32>,
     /// shmid -> the engine's mapping of a shared anonymous object other tasks map too (already
     /// filled).
     pub shm: std::collections::HashMap<u64, u64>,

@@ -209,11 +209,18 @@ pub struct TaskPlan {
     pub pid: i32,
     /// Deleted directories made again for its cwd or root, removed once the plan is dropped.
     pub ghosts: Vec<std::sync::Arc<crate::files::regular::GhostFile>>,
+    /// memfds its areas map (made by the engine, reached through its descriptors), kept until
+    /// the plan is dropped.
+    pub memfds: Vec<std::sync::Arc<crate::files::memfd::MemfdInode>>,
     /// Its parent's pid (0 for the root of the tree).
     pub ppid: i32,
     /// A zombie: the raw exit status it ends with (`exit_code` of its core); nothing else of
     /// the plan is used then.
     pub zombie: Option<u32>,
+    /// Not a task of the images but a helper with the pid of a group leader that had exited:
+    /// it makes the group for the tree's members of it, then ends and its parent reaps it
+    /// (with [`TaskPlan::zombie`] set, as it ends like a zombie).
+    pub helper: bool,
     /// Its process group.
     pub pgid: i32,
     /// Its session.

@@ -1,10 +1,84 @@
 //! How every task of a tree gets its session and process group when its parent creates it:
 //! worked out from the images before the first task is created.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::error::RestoreError;
-use super::plan::{SessionOp, TreePlan};
+use super::plan::{SessionOp, TaskPlan, TreePlan};
+
+/// Adds a helper task for every process group of `tree` whose leader is not in it (it exited
+/// and was reaped), as CRIU's `TASK_HELPER`: a task with the leader's pid, made by the nearest
+/// common ancestor of the members that is not in the group itself (so the members are in its
+/// subtree, and in its session), first among its children. It leads the group, ends, and its
+/// parent reaps it once its subtree exists: the members keep the group, its leader gone again.
+/// The root's own group is left alone (the root joins criu's unless it leads it).
+///
+/// # Errors
+/// [`RestoreError::GroupUnreachable`] when no such ancestor is in the members' session.
+pub fn add_group_helpers(tree: &mut TreePlan) -> Result<(), RestoreError> {
+    let pids: HashSet<i32> = tree.tasks.iter().map(|t| t.pid).collect();
+    let root_pgid = tree.root().pgid;
+    let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for (i, t) in tree.tasks.iter().enumerate() {
+        if t.pgid > 0 && t.pgid != root_pgid && !pids.contains(&t.pgid) {
+            groups.entry(t.pgid).or_default().push(i);
+        }
+    }
+    for (pgid, members) in groups {
+        let ancestors = |mut i: usize| {
+            let mut up = vec![i];
+            while let Some(p) = tree.parent.get(i).copied().flatten() {
+                if up.contains(&p) {
+                    break;
+                }
+                up.push(p);
+                i = p;
+            }
+            up
+        };
+        let first = members[0];
+        // The first member's ancestors, nearest first, that are everybody's.
+        let mut common = ancestors(first);
+        for &m in &members[1..] {
+            let theirs = ancestors(m);
+            common.retain(|a| theirs.contains(a));
+        }
+        let sid = tree.tasks[first].sid;
+        let parent = common
+            .into_iter()
+            .find(|&a| tree.tasks[a].pgid != pgid)
+            .filter(|&a| tree.tasks[a].sid == sid && tree.tasks[a].zombie.is_none())
+            .ok_or(RestoreError::GroupUnreachable {
+                pid: tree.tasks[first].pid,
+                pgid,
+            })?;
+        tracing::info!(
+            pgid,
+            parent = tree.tasks[parent].pid,
+            "a helper leads the group"
+        );
+        let h = tree.tasks.len();
+        tree.tasks.push(TaskPlan {
+            pid: pgid,
+            ppid: tree.tasks[parent].pid,
+            pgid,
+            sid,
+            zombie: Some(0),
+            helper: true,
+            ..TaskPlan::default()
+        });
+        tree.parent.push(Some(parent));
+        tree.children.push(Vec::new());
+        tree.children[parent].insert(0, h);
+        let at = tree
+            .order
+            .iter()
+            .position(|&x| x == parent)
+            .map_or(0, |k| k + 1);
+        tree.order.insert(at, h);
+    }
+    Ok(())
+}
 
 /// Works out how each task of `tree` gets its session and group when its parent creates it.
 ///

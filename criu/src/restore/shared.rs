@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::error::RestoreError;
 use super::layout::{PAGE, page_up};
-use super::plan::{FdSource, TreePlan, VmaKind};
+use super::plan::{FdSource, TaskPlan, TreePlan, VmaKind};
 use crate::files::owned;
 use crate::files::{RestoreFile, kind_name};
 
@@ -43,6 +43,20 @@ fn key_of(source: &FdSource, file_id: u32) -> Option<(Key, &Arc<dyn RestoreFile>
     }
 }
 
+/// The object (and which of its ends) behind descriptor `n` of task `t`, through its dups.
+fn resolve(t: &TaskPlan, mut n: i32) -> Option<(Key, usize)> {
+    for _ in 0..=t.fds.len() {
+        let f = t.fds.iter().find(|f| f.fd == n)?;
+        match &f.source {
+            FdSource::Dup { of } => n = *of,
+            FdSource::File(_) => {
+                return key_of(&f.source, f.file_id).map(|(k, file)| (k, file.end()));
+            }
+        }
+    }
+    None
+}
+
 /// The objects the engine made for several tasks.
 #[derive(Debug, Default)]
 pub struct Shared {
@@ -53,7 +67,43 @@ pub struct Shared {
     /// The lowest number the tasks' service descriptors may use.
     pub fd_floor: i32,
     owned: Vec<OwnedFd>,
+    /// Files that exist only once the tree does ([`RestoreFile::needs_tree`]), held by
+    /// several tasks: a placeholder descriptor each for now, which the engine replaces with
+    /// the file once every task is born ([`Late::open`]); the tasks take it from the engine
+    /// then (`pidfd_getfd`), not from what they inherited.
+    pub late: Vec<Late>,
     maps: Vec<(u64, u64)>,
+}
+
+/// A file the engine opens for several tasks once the tree exists, at a number it holds now.
+#[derive(Debug)]
+pub struct Late {
+    /// The engine's descriptor: a placeholder until [`Late::open`].
+    pub fd: OwnedFd,
+    file: Arc<dyn RestoreFile>,
+}
+
+impl Late {
+    /// Opens the file (the tree exists now) at the placeholder's number.
+    ///
+    /// # Errors
+    /// What opening it fails with ([`RestoreError::MissingFile`], ...), [`RestoreError::Sys`].
+    pub fn open(&self) -> Result<(), RestoreError> {
+        let made = self.file.make_in_engine()?;
+        let Some(f) = made.first() else {
+            return Err(RestoreError::Sys {
+                what: "opening a file of the tree for several tasks",
+                errno: nix::errno::Errno::ENOENT,
+            });
+        };
+        // SAFETY: dup3 between two descriptors the engine owns; the placeholder's number now
+        // holds the file.
+        let r = unsafe { libc::dup3(f.as_raw_fd(), self.fd.as_raw_fd(), libc::O_CLOEXEC) };
+        if r < 0 {
+            return Err(sys("placing a file of the tree for several tasks"));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Shared {
@@ -119,6 +169,34 @@ impl Shared {
             holders.get(k).is_some_and(|h| h.len() > 1)
                 || objects.get(k).is_some_and(|f| f.made_by_engine())
         };
+        // The files a shared epoll watches: its targets are numbers of the first task holding
+        // it (the one the dump met it in); the engine makes those files too, before it.
+        let mut targets: HashMap<Key, Vec<(Key, usize)>> = HashMap::new();
+        for (k, file) in &objects {
+            let want = file.engine_targets();
+            if want.is_empty() || !in_engine(k) {
+                continue;
+            }
+            let mut who: Vec<usize> = holders.get(k).into_iter().flatten().copied().collect();
+            who.sort_unstable();
+            let found = who.iter().find_map(|&i| {
+                want.iter()
+                    .map(|&n| resolve(&tree.tasks[i], n))
+                    .collect::<Option<Vec<_>>>()
+            });
+            match found {
+                Some(v) => {
+                    targets.insert(*k, v);
+                }
+                None => {
+                    let i = who.first().copied().unwrap_or(0);
+                    return Err(RestoreError::SharedEpollTarget {
+                        pid: tree.tasks[i].pid,
+                        fd: want.first().copied().unwrap_or(-1),
+                    });
+                }
+            }
+        }
         let mut made: HashMap<Key, Vec<i32>> = HashMap::new();
         for (_, t) in tree.alive() {
             for f in &t.fds {
@@ -130,6 +208,7 @@ impl Shared {
                         k,
                         &objects,
                         &key_of_file,
+                        &targets,
                         &mut made,
                         floor,
                         &mut Vec::new(),
@@ -153,6 +232,7 @@ impl Shared {
         out.fd_floor = out
             .owned
             .iter()
+            .chain(out.late.iter().map(|l| &l.fd))
             .map(|f| f.as_raw_fd() + 1)
             .max()
             .unwrap_or(floor)
@@ -168,6 +248,7 @@ impl Shared {
         k: Key,
         objects: &HashMap<Key, &Arc<dyn RestoreFile>>,
         key_of_file: &HashMap<u32, Key>,
+        targets: &HashMap<Key, Vec<(Key, usize)>>,
         made: &mut HashMap<Key, Vec<i32>>,
         min: i32,
         path: &mut Vec<Key>,
@@ -186,18 +267,54 @@ impl Shared {
         path.push(k);
         for id in file.after_files() {
             if let Some(&dep) = key_of_file.get(id) {
-                self.make_with_deps(dep, objects, key_of_file, made, min, path)?;
+                self.make_with_deps(dep, objects, key_of_file, targets, made, min, path)?;
             }
         }
+        for &(dep, _) in targets.get(&k).into_iter().flatten() {
+            self.make_with_deps(dep, objects, key_of_file, targets, made, min, path)?;
+        }
         path.pop();
+        if file.needs_tree() {
+            // A placeholder for now, at the number the tasks will take the file from.
+            // SAFETY: open with a NUL-terminated literal path.
+            let ph = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            if ph < 0 {
+                return Err(sys("opening a placeholder for a file of the tree"));
+            }
+            let fd = dup_at_least(owned(ph), min)?;
+            made.insert(k, vec![fd.as_raw_fd()]);
+            self.late.push(Late {
+                fd,
+                file: Arc::clone(file),
+            });
+            return Ok(());
+        }
+        let files = match targets.get(&k) {
+            Some(t) => {
+                let fds: Vec<i32> = t
+                    .iter()
+                    .filter_map(|(dep, end)| {
+                        let e = made.get(dep)?;
+                        e.get(*end).or(e.first()).copied()
+                    })
+                    .collect();
+                file.make_in_engine_with(&fds)?
+            }
+            None => file.make_in_engine()?,
+        };
         let mut ends = Vec::new();
-        for fd in file.make_in_engine()? {
+        for fd in files {
             let fd = dup_at_least(fd, min)?;
             ends.push(fd.as_raw_fd());
             self.owned.push(fd);
         }
         made.insert(k, ends);
         Ok(())
+    }
+
+    /// The engine's descriptors of [`Shared::late`] files.
+    pub fn late_fds(&self) -> HashSet<i32> {
+        self.late.iter().map(|l| l.fd.as_raw_fd()).collect()
     }
 
     /// Maps and fills every shared anonymous object that more than one task maps.

@@ -210,6 +210,14 @@ pub fn to_options(
                 value: e.clone(),
             })?);
     }
+    o.empty_ns = req.empty_ns.unwrap_or(0);
+    for v in &req.veths {
+        o.external.push(External {
+            kind: "veth".into(),
+            id: v.if_in.clone(),
+            value: Some(v.if_out.clone()),
+        });
+    }
     for m in &req.ext_mnt {
         o.external.push(External {
             kind: "mnt".into(),
@@ -258,12 +266,21 @@ pub fn to_options(
     refuse_if(req.tls == Some(true), "tls")?;
     refuse_if(!req.exec_cmd.is_empty(), "exec_cmd")?;
     refuse_if(!req.join_ns.is_empty(), "join_ns")?;
-    refuse_if(!req.veths.is_empty(), "veths")?;
-    refuse_if(req.empty_ns.is_some_and(|n| n != 0), "empty_ns")?;
-    refuse_if(req.orphan_pts_master == Some(true), "orphan_pts_master")?;
+    refuse_if(
+        req.empty_ns
+            .is_some_and(|n| n & !(libc::CLONE_NEWNET as u32) != 0),
+        "empty_ns other than CLONE_NEWNET",
+    )?;
     refuse_if(req.lsm_profile.is_some(), "lsm_profile")?;
     refuse_if(req.lsm_mount_context.is_some(), "lsm_mount_context")?;
-    refuse_if(req.config_file.is_some(), "config_file")?;
+    // runc names /etc/criu/runc.conf whether it exists or not; a missing one is ignored, as
+    // CRIU does.
+    refuse_if(
+        req.config_file
+            .as_ref()
+            .is_some_and(|f| std::path::Path::new(f).exists()),
+        "config_file",
+    )?;
     refuse_if(req.auto_dedup == Some(true), "auto_dedup")?;
 
     // Accepted and logged: they change nothing in what this criu does (no cgroup, mount or
@@ -280,6 +297,9 @@ pub fn to_options(
         !req.cgroup_dump_controller.is_empty(),
     );
     ignored("freeze-cgroup", req.freeze_cgroup.is_some());
+    // runc always sets it; it only matters for a pty slave whose master is outside the tree,
+    // which the tty module refuses by name.
+    ignored("orphan-pts-master", req.orphan_pts_master == Some(true));
     ignored("evasive-devices", req.evasive_devices.is_some());
     ignored("force-irmap", req.force_irmap.is_some());
     ignored("irmap-scan-path", !req.irmap_scan_paths.is_empty());

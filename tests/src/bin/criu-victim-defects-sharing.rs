@@ -10,10 +10,6 @@
 //!   number; the child enters READY.d2 and the parent must be there too.
 //! - `sibling`: a child A, which makes a child C with `CLONE_PARENT | CLONE_FILES` (C shares
 //!   A's table, but its parent is ours): a dump must refuse it. READY.pids holds `A C`.
-//! - `proc-child-shared`: a child C (sleeping), a descriptor on `/proc/C/status`, then a
-//!   child D that inherits it: READY.pids holds `C D`.
-//! - `pgrp-gone-leader`: a child L leading its own group, a child M in L's group, and L
-//!   killed and reaped: M's group has no leader. READY.pids holds `L M`.
 //! - `hugetlb`: 2 MiB of written anonymous `MAP_HUGETLB` memory (needs huge pages in the
 //!   pool, `/proc/sys/vm/nr_hugepages`). READY.pids holds `0 0`.
 //! - `cwd-dead-proc`: a child C, then this process enters `/proc/C`, kills C and reaps it:
@@ -86,10 +82,8 @@ fn main() {
     match args[2].as_str() {
         "files-fs" => files_fs(&ready),
         "sibling" => sibling(&ready),
-        "proc-child-shared" => proc_child_shared(&ready),
         "cwd-dead-proc" => cwd_dead_proc(&ready),
         "hugetlb" => hugetlb(&ready),
-        "pgrp-gone-leader" => pgrp_gone_leader(&ready),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2);
@@ -207,22 +201,6 @@ fn sleep_forever() -> ! {
     }
 }
 
-fn proc_child_shared(ready: &str) {
-    let c = clone(0);
-    if c == 0 {
-        sleep_forever();
-    }
-    let f = std::fs::File::open(format!("/proc/{c}/status")).expect("open /proc/C/status");
-    let d = clone(0);
-    if d == 0 {
-        let _keep = f;
-        sleep_forever();
-    }
-    write_ready(ready, (c, d));
-    let _keep = f;
-    sleep_forever();
-}
-
 fn cwd_dead_proc(ready: &str) {
     let c = clone(0);
     if c == 0 {
@@ -235,26 +213,6 @@ fn cwd_dead_proc(ready: &str) {
         libc::waitpid(c, std::ptr::null_mut(), 0);
     }
     write_ready(ready, (c, 0));
-    sleep_forever();
-}
-
-fn pgrp_gone_leader(ready: &str) {
-    let l = clone(0);
-    if l == 0 {
-        sleep_forever();
-    }
-    let m = clone(0);
-    if m == 0 {
-        sleep_forever();
-    }
-    // SAFETY: group changes, a kill and a reap of our own children.
-    unsafe {
-        assert_eq!(libc::setpgid(l, l), 0);
-        assert_eq!(libc::setpgid(m, l), 0);
-        libc::kill(l, libc::SIGKILL);
-        libc::waitpid(l, std::ptr::null_mut(), 0);
-    }
-    write_ready(ready, (l, m));
     sleep_forever();
 }
 

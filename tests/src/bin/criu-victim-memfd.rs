@@ -5,7 +5,7 @@
 //! 5 and the tail a second pattern; seals it with `F_SEAL_SHRINK | F_SEAL_GROW`; opens a second
 //! description of it read-only through `/proc/self/fd` at position 1234, and dups the first at
 //! position 77. A second memfd `kinds-plain` (`MFD_CLOEXEC`, no sealing: `F_SEAL_SEAL`) holds
-//! `plain`. With `map`, the first memfd is also mapped shared (which the dump refuses). Writes
+//! `plain`. With `map`, the first memfd is also mapped shared. Writes
 //! `ready PID` into READY. On SIGUSR1 it checks all of that (names, sizes, content, seals,
 //! flags, positions, shared inode and description) and writes `ok` or `bad: WHY` into OUT.
 

@@ -3,6 +3,9 @@
 
 use criu_images::vma::status;
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::files::memfd::MemfdInode;
 
 use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
 use criu_images::pb::{self, FileEntry, MmEntry, RegFileEntry, RemapFilePathEntry};
@@ -116,12 +119,32 @@ pub(super) fn memory(
             return Err(unsupported("an area CRIU marked unsupported"));
         }
         if st & status::MEMFD != 0 {
-            // CRIU writes shared anonymous memory as a mapping of a memfd named /dev/zero.
-            let shmid = anon_shared_memfd(d, by_id, v.shmid as u32, file)?
-                .ok_or_else(|| unsupported("a memfd mapping"))?;
-            let mut vma = mk_vma(v, VmaKind::AnonShared { shmid });
-            vma.flags |= libc::MAP_ANONYMOUS;
-            plan.vmas.push(vma);
+            match memfd_of(d, by_id, v.shmid as u32, file)? {
+                // CRIU writes shared anonymous memory as a mapping of a memfd named /dev/zero.
+                Ok(shmid) => {
+                    let mut vma = mk_vma(v, VmaKind::AnonShared { shmid });
+                    vma.flags |= libc::MAP_ANONYMOUS;
+                    plan.vmas.push(vma);
+                }
+                // A real memfd: the engine's one, mapped through its descriptor.
+                Err(inode) => {
+                    let path = crate::files::memfd::mapping_path(&inode)?;
+                    plan.memfds.push(inode);
+                    let kind = if st & status::FILE_SHARED != 0 {
+                        let acc =
+                            v.fdflags.unwrap_or(libc::O_RDONLY as u32) as i32 & libc::O_ACCMODE;
+                        VmaKind::FileShared {
+                            path,
+                            writable: acc != libc::O_RDONLY,
+                        }
+                    } else if st & status::FILE_PRIVATE != 0 {
+                        VmaKind::FilePrivate { path }
+                    } else {
+                        return Err(unsupported("a memfd area neither shared nor private"));
+                    };
+                    plan.vmas.push(mk_vma(v, kind));
+                }
+            }
             continue;
         }
         if st & (status::SYSVIPC | status::SOCKET | status::AIORING | status::SHSTK) != 0 {
@@ -185,14 +208,15 @@ pub(super) fn memory(
     Ok(())
 }
 
-/// The shmem id of the shared anonymous object behind CRIU's memfd file `id`, or `None` when
-/// it is a real memfd.
-fn anon_shared_memfd(
+/// What CRIU's memfd file `id` that an area maps is: the shmem id of a shared anonymous
+/// object (`Ok`), or a real memfd's inode (`Err`).
+#[allow(clippy::type_complexity)]
+fn memfd_of(
     d: &ImageDir,
     by_id: &HashMap<u32, &FileEntry>,
     id: u32,
     file: &str,
-) -> Result<Option<u64>, RestoreError> {
+) -> Result<Result<u64, Arc<MemfdInode>>, RestoreError> {
     let m = by_id
         .get(&id)
         .and_then(|f| f.memfd.as_ref())
@@ -207,7 +231,10 @@ fn anon_shared_memfd(
         .iter()
         .find(|i| i.inode_id == u64::from(m.inode_id))
         .ok_or_else(|| bad("memfd.img", format!("no inode {}", m.inode_id)))?;
-    Ok((inode.name == "/dev/zero").then_some(u64::from(inode.shmid)))
+    if inode.name == "/dev/zero" {
+        return Ok(Ok(u64::from(inode.shmid)));
+    }
+    Ok(Err(crate::files::memfd::inode(d, m.inode_id)?))
 }
 
 fn mk_vma(v: &pb::VmaEntry, kind: VmaKind) -> Vma {
@@ -228,8 +255,7 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
     let pid = plan.pid as u32;
     let pm_name = names::pagemap(pid);
     let pm = d.read_pagemap(pid).map_err(|e| img(&pm_name, e))?;
-    let add_file = |plan: &mut TaskPlan, pages_id: u32| -> usize {
-        let p = d.pages_path(pages_id);
+    let add_path = |plan: &mut TaskPlan, p: std::path::PathBuf| -> usize {
         match plan.page_files.iter().position(|f| *f == p) {
             Some(i) => i,
             None => {
@@ -238,7 +264,9 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
             }
         }
     };
+    let add_file = |plan: &mut TaskPlan, pages_id: u32| add_path(plan, d.pages_path(pages_id));
     let mut used: HashMap<usize, u64> = HashMap::new();
+    let mut parents = super::chain::Parents::new(d.path(), pid);
     let fi = add_file(plan, pm.pages_id);
     let mut off = 0u64;
     let mut prev_end = 0u64;
@@ -264,10 +292,28 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
         }
         prev_end = end;
         if flags & PE_PARENT != 0 {
-            return Err(RestoreError::ParentPages {
-                file: pm_name.clone(),
-                vaddr: e.vaddr,
-            });
+            if !covered(&plan.vmas, e.vaddr, end) {
+                return Err(RestoreError::PagemapOutside {
+                    file: pm_name.clone(),
+                    vaddr: e.vaddr,
+                    end,
+                });
+            }
+            let mut found = Vec::new();
+            parents.resolve(0, e.vaddr, end, &mut found)?;
+            found.sort_by_key(|f| f.0);
+            for (vaddr, nr_pages, path, offset) in found {
+                let file = add_path(plan, path);
+                let need = used.entry(file).or_insert(0);
+                *need = (*need).max(offset + nr_pages * PAGE);
+                plan.pages.push(PageRun {
+                    vaddr,
+                    nr_pages,
+                    file,
+                    offset,
+                });
+            }
+            continue;
         }
         if flags & PE_PRESENT == 0 {
             continue;
@@ -287,7 +333,8 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
         });
         off += n * PAGE;
     }
-    used.insert(fi, off);
+    let need = used.entry(fi).or_insert(0);
+    *need = (*need).max(off);
     // Shared anonymous memory: pagemap-shmem-SHMID.img, offsets relative to the object; each
     // object's pages go to every area that maps them.
     let shared: Vec<(u64, u64, u64, u64)> = plan

@@ -16,6 +16,7 @@ use criu_images::{ImageDir, magic, names};
 use super::error::RestoreError;
 use super::plan::*;
 
+mod chain;
 mod memory;
 mod thread;
 
@@ -56,6 +57,19 @@ pub(crate) fn cpath(s: &str) -> Result<CString, RestoreError> {
 /// ([`RestoreError::Arch`], [`RestoreError::FdType`], ...) for state this restore cannot bring
 /// back.
 pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
+    load_under(dir, shell_job, None)
+}
+
+/// As [`load`], with every file path of the tree under `yard` (where its mount namespace is
+/// rebuilt until the restore pivots into it).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_under(
+    dir: &Path,
+    shell_job: bool,
+    yard: Option<&Path>,
+) -> Result<TreePlan, RestoreError> {
     let d = ImageDir::new(dir);
     let inv = d.read_inventory().map_err(|e| img(names::INVENTORY, e))?;
     if inv.img_version != 2 {
@@ -79,11 +93,18 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
             }
         }
     }
-    let files = if d.file(names::FILES).exists() {
+    let mut files = if d.file(names::FILES).exists() {
         d.read_files().map_err(|e| img(names::FILES, e))?
     } else {
         Vec::new()
     };
+    if let Some(y) = yard {
+        for r in files.iter_mut().filter_map(|f| f.reg.as_mut()) {
+            if r.name.starts_with('/') {
+                r.name = format!("{}{}", y.display(), r.name.trim_end_matches('/'));
+            }
+        }
+    }
     let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
     let remaps = read_remaps(&d)?;
     let mut plan = TreePlan::default();
@@ -116,13 +137,18 @@ fn file_locks(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError> {
         criu_images::read_all(d.file(name), magic::FILE_LOCKS).map_err(|e| img(name, e))?;
     for l in locks {
         let what = |why: &str| bad(name, format!("lock of pid {} on fd {}: {why}", l.pid, l.fd));
-        if ![1, 2, 4].contains(&l.flag) {
+        if ![1, 2, 4, 8].contains(&l.flag) {
             return Err(RestoreError::LockKind {
                 flag: l.flag,
                 file: name.into(),
             });
         }
-        if l.r#type != libc::F_RDLCK as u32 && l.r#type != libc::F_WRLCK as u32 {
+        // A lease may be being broken (CRIU's bit 4) towards a read lease or none.
+        let lease_breaking = [4, 4 | libc::F_UNLCK as u32];
+        if l.r#type != libc::F_RDLCK as u32
+            && l.r#type != libc::F_WRLCK as u32
+            && !(l.flag == 8 && lease_breaking.contains(&l.r#type))
+        {
             return Err(what(&format!("type {}", l.r#type)));
         }
         if l.start < 0 || l.len < 0 {
@@ -300,6 +326,8 @@ fn load_task(
         ..ThreadPlan::default()
     };
     task_state(&mut plan, &mut leader, &core, &core_name)?;
+    // The leader's name is the task's.
+    leader.comm = Some(plan.comm.clone());
     plan.threads.push(leader);
     for &tid in task.threads.iter().filter(|t| **t != pid) {
         let name = names::core(tid);

@@ -1,0 +1,271 @@
+//! The images written from what was collected: per process `core`, `mm`, pages, `ids`, `fs`,
+//! `fdinfo`; for the tree `files`, `pstree`, `seccomp`, `timens`, `stats-dump`, `inventory`.
+
+use std::path::Path;
+
+use criu_images::pb::{
+    DumpStatsEntry, FsEntry, InventoryEntry, Lsmtype, MmEntry, PluginsEntry, PstreeEntry,
+    SeccompEntry, StatsEntry,
+};
+use criu_images::{ImageDir, magic, names};
+
+use super::collect::Collected;
+use super::{DumpError, core, files, ids, pages, proc, seccomp};
+
+/// Refuses a descriptor table or fs info shared by processes that are not parent and child
+/// along the tree (`(pid, ppid, files_id, fs_id)` per live process): a restore creates each
+/// process from its parent, so only a parent can hand its own to a child.
+fn check_sharing(procs: &[(i32, i32, u32, u32)]) -> Result<(), DumpError> {
+    let of = |pid: i32| procs.iter().find(|p| p.0 == pid);
+    for &(pid, ppid, files, fs) in procs {
+        let parent = of(ppid);
+        for (what, id, pick) in [
+            ("descriptor table (CLONE_FILES)", files, 2usize),
+            ("fs info (CLONE_FS)", fs, 3usize),
+        ] {
+            let key = |p: &(i32, i32, u32, u32)| if pick == 2 { p.2 } else { p.3 };
+            let Some(other) = procs.iter().find(|p| p.0 != pid && key(p) == id) else {
+                continue;
+            };
+            if parent.is_some_and(|p| key(p) == id) {
+                continue;
+            }
+            // The one that shares no parent's must be the top of its group: no other member
+            // may be its ancestor-less peer.
+            if procs
+                .iter()
+                .any(|p| p.0 != pid && key(p) == id && of(p.1).is_none_or(|pp| key(pp) != id))
+            {
+                return Err(DumpError::SharedTable {
+                    pid,
+                    table: what,
+                    other: other.0,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn write_images(
+    dir: &Path,
+    procs: &[Collected],
+    zombies: &[(i32, proc::ProcStat)],
+    files: &files::FileTable,
+    trackers: &super::track::Trackers,
+    mut ps: Option<&mut crate::pageserver::PageClient>,
+) -> Result<pages::PageStats, DumpError> {
+    let img = ImageDir::new(dir);
+    let mut stats = pages::PageStats::default();
+    let mut shared = pages::SharedObjects::default();
+    let mut kobj_ids = ids::KobjIds::default();
+    let mut seccomp_table = seccomp::SeccompTable::default();
+    let mut fdinfo_written = Vec::new();
+    let mut sharing = Vec::with_capacity(procs.len());
+    let own_ns = &procs[0].own_ns;
+    let in_tree = |pid: i32| procs.iter().any(|p| p.pid == pid);
+    let mut tree = Vec::with_capacity(procs.len());
+    for (n, process) in procs.iter().enumerate() {
+        let pid = process.pid;
+        let upid = pid as u32;
+        let private = match ps.as_deref_mut() {
+            // The pages go to the page server; the other images stay here.
+            Some(ps) => {
+                let (pm, _, st) =
+                    pages::plan_private_pages(pid, &process.vmas, 1 + n as u32, trackers.get(pid))?;
+                ps.send_pagemap(pid, &pm)?;
+                st
+            }
+            None => {
+                pages::dump_private_pages(pid, &process.vmas, dir, 1 + n as u32, trackers.get(pid))?
+            }
+        };
+        stats.scanned += private.scanned;
+        stats.written += private.written;
+        stats.parent += private.parent;
+        shared.add(pid, &process.vmas)?;
+        let heap_end = process
+            .vmas
+            .iter()
+            .find(|v| v.is(criu_images::vma::status::HEAP))
+            .map(|v| v.entry.end);
+        let mm_entry = MmEntry {
+            mm_start_code: process.stat.start_code,
+            mm_end_code: process.stat.end_code,
+            mm_start_data: process.stat.start_data,
+            mm_end_data: process.stat.end_data,
+            mm_start_stack: process.stat.start_stack,
+            mm_start_brk: process.stat.start_brk,
+            mm_brk: if process.brk != 0 {
+                process.brk
+            } else {
+                heap_end.unwrap_or(process.stat.start_brk)
+            },
+            mm_arg_start: process.stat.arg_start,
+            mm_arg_end: process.stat.arg_end,
+            mm_env_start: process.stat.env_start,
+            mm_env_end: process.stat.env_end,
+            exe_file_id: process.exe_id,
+            mm_saved_auxv: process.auxv.clone(),
+            // Guard ranges after every real area, as CRIU writes them.
+            vmas: process
+                .vmas
+                .iter()
+                .map(|v| v.entry.clone())
+                .chain(
+                    process
+                        .guards
+                        .iter()
+                        .map(|&(start, end)| criu_images::pb::VmaEntry {
+                            start,
+                            end,
+                            status: criu_images::vma::status::GUARD,
+                            fd: -1,
+                            ..Default::default()
+                        }),
+                )
+                .collect(),
+            dumpable: Some(process.dumpable),
+            aios: Vec::new(),
+            thp_disabled: Some(process.thp_disabled),
+        };
+        img.write_mm(upid, &mm_entry)?;
+        for t in &process.threads {
+            let mut core = t.core.clone();
+            if let Some(th) = core.thread_core.as_mut()
+                && t.seccomp_mode != 0
+            {
+                th.seccomp_mode = Some(t.seccomp_mode as i32);
+                th.seccomp_filter = seccomp_table.add(&t.seccomp_filters);
+            }
+            img.write_core(t.tid as u32, &core)?;
+        }
+        let mut task_ids = ids::task_ids(&process.ns, own_ns, 0);
+        kobj_ids.assign(pid, &mut task_ids);
+        img.write_ids(upid, &task_ids)?;
+        img.write_fs(
+            upid,
+            &FsEntry {
+                cwd_id: process.cwd_id,
+                root_id: process.root_id,
+                umask: Some(process.umask),
+            },
+        )?;
+        // Processes sharing one descriptor table (CLONE_FILES) share one fdinfo image.
+        if !fdinfo_written.contains(&task_ids.files_id) {
+            img.write_fdinfo(task_ids.files_id, &process.fdinfo)?;
+            fdinfo_written.push(task_ids.files_id);
+        }
+        let ppid = if n == 0 || !in_tree(process.stat.ppid) {
+            0
+        } else {
+            process.stat.ppid as u32
+        };
+        sharing.push((pid, ppid as i32, task_ids.files_id, task_ids.fs_id));
+        tree.push(PstreeEntry {
+            pid: upid,
+            ppid,
+            pgid: process.stat.pgid as u32,
+            sid: process.stat.sid as u32,
+            threads: process.threads.iter().map(|t| t.tid as u32).collect(),
+        });
+    }
+    check_sharing(&sharing)?;
+    // Zombies: a pstree entry and a core with the task's end, as CRIU saves them.
+    for (z, st) in zombies {
+        tree.push(PstreeEntry {
+            pid: *z as u32,
+            ppid: if in_tree(st.ppid) { st.ppid as u32 } else { 0 },
+            pgid: st.pgid as u32,
+            sid: st.sid as u32,
+            threads: vec![*z as u32],
+        });
+        img.write_core(*z as u32, &core::zombie_core(st))?;
+    }
+    shared.check_unmapped()?;
+    let shared_stats = shared.write(dir, 1 + procs.len() as u32)?;
+    stats.scanned += shared_stats.scanned;
+    stats.written += shared_stats.written;
+    files.write(dir)?;
+    img.write_pstree(&tree)?;
+    if !files.locks().is_empty() {
+        criu_images::write_all(
+            dir.join(names::FILE_LOCKS),
+            magic::FILE_LOCKS,
+            files.locks(),
+        )?;
+    }
+    img.write_seccomp(&SeccompEntry {
+        seccomp_filters: seccomp_table.filters,
+    })?;
+    img.write_timens(0, &ids::timens_now())?;
+    Ok(stats)
+}
+
+pub(super) fn write_stats(
+    dir: &Path,
+    s: &pages::PageStats,
+    frozen_us: u64,
+) -> Result<(), DumpError> {
+    let e = StatsEntry {
+        dump: Some(DumpStatsEntry {
+            freezing_time: 0,
+            frozen_time: frozen_us as u32,
+            memdump_time: 0,
+            memwrite_time: 0,
+            pages_scanned: s.scanned,
+            pages_skipped_parent: s.parent,
+            pages_written: s.written,
+            ..DumpStatsEntry::default()
+        }),
+        restore: None,
+    };
+    criu_images::write_all(dir.join(names::STATS_DUMP), magic::STATS, [&e])?;
+    Ok(())
+}
+
+pub(super) fn write_inventory(dir: &Path, root: &Collected) -> Result<(), DumpError> {
+    let inv = InventoryEntry {
+        img_version: magic::IMAGES_V1_1,
+        fdinfo_per_id: Some(true),
+        root_ids: Some(ids::task_ids(&root.own_ns, &root.own_ns, 1)),
+        ns_per_id: Some(true),
+        root_cg_set: None,
+        lsmtype: Some(Lsmtype::NoLsm as i32),
+        dump_uptime: None,
+        pre_dump_mode: None,
+        tcp_close: None,
+        network_lock_method: Some(0),
+        plugins_entry: Some(PluginsEntry::default()),
+        dump_criu_run_id: Some(run_id()),
+        allow_uprobes: None,
+    };
+    ImageDir::new(dir).write_inventory(&inv)?;
+    Ok(())
+}
+
+/// A random UUID-shaped run id, as CRIU writes into the inventory.
+fn run_id() -> String {
+    let mut b = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = t.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}

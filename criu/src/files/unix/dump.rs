@@ -1,0 +1,435 @@
+//! The dump side of unix sockets: what sock_diag and the socket itself say, the queued data
+//! peeked in order, the peers checked once the whole tree was met.
+
+// Unsafe code: getpeername and recvmsg with raw structures on criu's copy of the socket.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use criu_images::pb::{FilePermsEntry, SkPacketEntry, UnixSkEntry};
+use criu_images::{ImageWriter, magic, names};
+
+use crate::files::sockdiag::{self, UnixDiag};
+use crate::files::socket::{self, SockAt, SocketError};
+
+use super::{MAX_MSG, ST_ESTABLISHED, ST_LISTEN, USK_EXTERN, printable, trim_nul};
+
+/// One dumped socket of the tree.
+#[derive(Clone, Debug)]
+struct Dumped {
+    pid: i32,
+    fd: i32,
+    entry: UnixSkEntry,
+    /// For a client whose connection is still queued on a listener (not accepted: the server
+    /// end has no inode, so sock_diag shows peer 0): the listener's name (`getpeername`).
+    queued_on: Option<Vec<u8>>,
+}
+
+/// The unix sockets met by one dump.
+#[derive(Debug, Default)]
+pub struct UnixDump {
+    diag: Option<HashMap<u32, UnixDiag>>,
+    socks: HashMap<u32, Dumped>,
+    order: Vec<u32>,
+    /// `sk-queues.img` entries and their bytes, in the order met.
+    queues: Vec<(SkPacketEntry, Vec<u8>)>,
+    buf: Vec<u8>,
+}
+
+fn who(pid: i32, fd: i32, ino: u32) -> SockAt {
+    SockAt { pid, fd, ino }
+}
+/// The name of the socket `sk` is connected to (`getpeername`), raw; empty if none.
+fn peer_name(sk: RawFd) -> Vec<u8> {
+    // SAFETY: a zeroed sockaddr_un is a valid value.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: getpeername writes at most `len` bytes into a live sockaddr_un.
+    if unsafe { libc::getpeername(sk, (&mut a as *mut libc::sockaddr_un).cast(), &mut len) } < 0 {
+        return Vec::new();
+    }
+    let n = (len as usize).saturating_sub(2).min(108);
+    a.sun_path[..n].iter().map(|&c| c as u8).collect()
+}
+
+/// Kernel `dev_t` (major << 20 | minor) to the `st_dev` encoding.
+fn kdev_to_st(dev: u32) -> u64 {
+    libc::makedev(dev >> 20, dev & 0xfffff)
+}
+
+impl UnixDump {
+    fn diag(&mut self) -> Result<&HashMap<u32, UnixDiag>, SocketError> {
+        if self.diag.is_none() {
+            self.diag = Some(sockdiag::unix_sockets()?);
+        }
+        Ok(self.diag.get_or_insert_with(HashMap::new))
+    }
+
+    /// Dumps the unix socket `sk` (criu's copy of fd `fd` of `pid`, inode `ino`, file status
+    /// flags `flags`) as file `id`; returns its entry.
+    ///
+    /// # Errors
+    /// [`SocketError::NotInDiag`], [`SocketError::UnixType`], [`SocketError::UnacceptedData`],
+    /// [`SocketError::Owner`], [`SocketError::FdsInFlight`], [`SocketError::MessageSize`]
+    /// naming the socket for states not covered; [`SocketError::Sys`], [`SocketError::Diag`].
+    pub fn add(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        sk: &OwnedFd,
+        ino: u32,
+        flags: u32,
+        id: u32,
+    ) -> Result<UnixSkEntry, SocketError> {
+        let w = who(pid, fd, ino);
+        let d = match self.diag()?.get(&ino) {
+            Some(d) => d.clone(),
+            None => {
+                return Err(SocketError::NotInDiag {
+                    at: w,
+                    family: "unix",
+                });
+            }
+        };
+        let ty = i32::from(d.ty);
+        if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&ty) {
+            return Err(SocketError::UnixType { at: w, ty });
+        }
+        let state = u32::from(d.state);
+        // A stream client connected to a connection not accepted yet: the server end (an
+        // embryo without inode) shows as peer 0 without the shutdown of a closed peer. Its
+        // listener is found by name; data it sent cannot be read without accepting.
+        let stream = ty != libc::SOCK_DGRAM;
+        let mut queued_on = None;
+        if stream && state == ST_ESTABLISHED && d.peer == Some(0) && d.shutdown != 3 {
+            let name = peer_name(sk.as_raw_fd());
+            if d.rqlen.is_some_and(|r| r.1 > 0) {
+                return Err(SocketError::UnacceptedData {
+                    at: w,
+                    name: printable(&name),
+                });
+            }
+            queued_on = Some(name);
+        }
+        let mut entry = UnixSkEntry {
+            id,
+            ino,
+            r#type: ty as u32,
+            state,
+            flags: flags & !(libc::O_CLOEXEC as u32),
+            uflags: 0,
+            backlog: d.rqlen.map_or(0, |r| r.1),
+            peer: d.peer.unwrap_or(0),
+            fown: socket::read_fown(sk.as_raw_fd()),
+            opts: socket::read_opts(sk.as_raw_fd(), &w.to_string())?,
+            name: d.name.clone(),
+            shutdown: (d.shutdown != 0).then_some(i32::from(d.shutdown & 3)),
+            ..UnixSkEntry::default()
+        };
+        if entry.fown.pid != 0 {
+            return Err(SocketError::Owner {
+                at: w,
+                owner: entry.fown.pid,
+            });
+        }
+        if let Some(&first) = d.name.first()
+            && first != 0
+        {
+            self.resolve_name(pid, &d, &mut entry);
+        }
+        if state != ST_LISTEN {
+            self.peek_queue(sk.as_raw_fd(), ty, id, w)?;
+        }
+        self.socks.insert(
+            ino,
+            Dumped {
+                pid,
+                fd,
+                entry: entry.clone(),
+                queued_on,
+            },
+        );
+        self.order.push(ino);
+        Ok(entry)
+    }
+
+    /// Sets `name_dir`, `deleted` and `file_perms` of a socket bound to a path.
+    fn resolve_name(&self, pid: i32, d: &UnixDiag, e: &mut UnixSkEntry) {
+        let path = Path::new(std::ffi::OsStr::from_bytes(trim_nul(&d.name)));
+        let full: PathBuf = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            // Relative to the binder's cwd: the holder's cwd is the best guess criu has.
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            e.name_dir = Some(cwd.to_string_lossy().into_owned());
+            cwd.join(path)
+        };
+        let same = |m: &std::fs::Metadata| {
+            d.vfs
+                .is_some_and(|(dev, ino)| m.ino() == u64::from(ino) && m.dev() == kdev_to_st(dev))
+        };
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if same(&m) => {
+                e.file_perms = Some(FilePermsEntry {
+                    mode: m.mode(),
+                    uid: m.uid(),
+                    gid: m.gid(),
+                });
+            }
+            // Removed after bind, or another file took the path since.
+            _ => e.deleted = Some(true),
+        }
+    }
+
+    /// Peeks every message waiting in `sk` (its peek offset saved and put back) into
+    /// `sk-queues` entries for file `id`.
+    fn peek_queue(&mut self, sk: RawFd, ty: i32, id: u32, w: SockAt) -> Result<(), SocketError> {
+        let old = socket::get_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(|source| {
+            SocketError::Sys {
+                what: format!("SO_PEEK_OFF of {w}"),
+                source,
+            }
+        })?;
+        socket::set_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(|source| {
+            SocketError::Sys {
+                what: format!("setting SO_PEEK_OFF of {w}"),
+                source,
+            }
+        })?;
+        let r = self.peek_all(sk, ty, id, w);
+        let back = socket::set_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old);
+        r?;
+        back.map_err(|source| SocketError::Sys {
+            what: format!("restoring SO_PEEK_OFF of {w}"),
+            source,
+        })
+    }
+
+    fn peek_all(&mut self, sk: RawFd, ty: i32, id: u32, w: SockAt) -> Result<(), SocketError> {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 256 << 10];
+        }
+        let mut off: i64 = 0;
+        let dgram = ty != libc::SOCK_STREAM;
+        loop {
+            let mut ctl = [0u64; 64];
+            let mut iov = libc::iovec {
+                iov_base: self.buf.as_mut_ptr().cast(),
+                iov_len: self.buf.len(),
+            };
+            // SAFETY: a zeroed msghdr is valid; the pointers set below are live locals.
+            let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+            mh.msg_iov = &mut iov;
+            mh.msg_iovlen = 1;
+            mh.msg_control = ctl.as_mut_ptr().cast();
+            mh.msg_controllen = std::mem::size_of_val(&ctl);
+            let fl = libc::MSG_PEEK
+                | libc::MSG_DONTWAIT
+                | libc::MSG_CMSG_CLOEXEC
+                | if dgram { libc::MSG_TRUNC } else { 0 };
+            // SAFETY: recvmsg writes into the buffers msghdr points at, all live and sized.
+            let n = unsafe { libc::recvmsg(sk, &mut mh, fl) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(()),
+                    Some(libc::EINTR) => continue,
+                    _ => {
+                        return Err(SocketError::Sys {
+                            what: format!("peeking the queue of {w}"),
+                            source: e,
+                        });
+                    }
+                }
+            }
+            let n = n as usize;
+            // Descriptors in flight came to us with the peek: close them, refuse.
+            let mut rights = false;
+            // SAFETY: CMSG_FIRSTHDR/NXTHDR walk the control buffer the kernel filled, within
+            // msg_controllen.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&mh);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                        rights = true;
+                        let data = libc::CMSG_DATA(c) as *const i32;
+                        let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                        for k in 0..count {
+                            libc::close(std::ptr::read_unaligned(data.add(k)));
+                        }
+                    }
+                    c = libc::CMSG_NXTHDR(&mh, c);
+                }
+            }
+            if rights {
+                return Err(SocketError::FdsInFlight { at: w });
+            }
+            if dgram && n > self.buf.len() {
+                // Truncated: peek this message again with room for it.
+                if n > MAX_MSG {
+                    return Err(SocketError::MessageSize { at: w, size: n });
+                }
+                self.buf.resize(n, 0);
+                socket::set_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off as i32).map_err(
+                    |source| SocketError::Sys {
+                        what: format!("setting SO_PEEK_OFF of {w}"),
+                        source,
+                    },
+                )?;
+                continue;
+            }
+            if n == 0 {
+                // End of a stream (or an empty datagram, which is not kept).
+                return Ok(());
+            }
+            off += n as i64;
+            self.queues.push((
+                SkPacketEntry {
+                    id_for: id,
+                    length: n as u32,
+                    scm: Vec::new(),
+                },
+                self.buf[..n].to_vec(),
+            ));
+        }
+    }
+
+    /// Checks the peers once every socket of the tree was met: each peer is a socket of the
+    /// tree, a connection queued on a listener of the tree, or gone. Peers outside the tree are
+    /// refused unless `ext` allows them (`--ext-unix-sk`, all or the listed inodes); then an
+    /// entry for the outside peer (flag [`USK_EXTERN`]) is returned for `files.img`, with ids
+    /// from `next_id`.
+    ///
+    /// # Errors
+    /// [`SocketError::ExtUnaccepted`], [`SocketError::ExtQueued`], [`SocketError::ExtPeer`],
+    /// [`SocketError::ExtPeerData`], [`SocketError::ExtPeerUnnamed`] naming the socket and its
+    /// peer.
+    pub fn finish(
+        &mut self,
+        ext: Option<&[u32]>,
+        mut next_id: impl FnMut() -> u32,
+    ) -> Result<Vec<UnixSkEntry>, SocketError> {
+        let Some(diag) = self.diag.as_ref() else {
+            return Ok(Vec::new());
+        };
+        // A client whose connection is still queued names the listener as its peer (the
+        // queued server end has no descriptor and no entry).
+        let listeners: Vec<(Vec<u8>, u32, u32)> = self
+            .socks
+            .values()
+            .filter(|d| d.entry.state == ST_LISTEN)
+            .map(|d| (d.entry.name.clone(), d.entry.r#type, d.entry.ino))
+            .collect();
+        let mut queued: HashMap<u32, usize> = HashMap::new();
+        for ino in self.order.clone() {
+            let Some(d) = self.socks.get_mut(&ino) else {
+                continue;
+            };
+            let Some(name) = d.queued_on.clone() else {
+                continue;
+            };
+            match listeners
+                .iter()
+                .find(|(n, t, _)| *n == name && *t == d.entry.r#type)
+            {
+                Some(&(_, _, l)) => {
+                    d.entry.peer = l;
+                    *queued.entry(l).or_default() += 1;
+                }
+                None => {
+                    return Err(SocketError::ExtUnaccepted {
+                        at: who(d.pid, d.fd, ino),
+                        name: printable(&name),
+                    });
+                }
+            }
+        }
+        // Every connection queued on a listener of the tree comes from a client of the tree.
+        for d in self.socks.values() {
+            if d.entry.state != ST_LISTEN {
+                continue;
+            }
+            let n = diag.get(&d.entry.ino).map_or(0, |e| e.icons.len());
+            let ours = queued.get(&d.entry.ino).copied().unwrap_or(0);
+            if n > ours {
+                return Err(SocketError::ExtQueued {
+                    at: who(d.pid, d.fd, d.entry.ino),
+                    name: printable(&d.entry.name),
+                    count: n - ours,
+                });
+            }
+        }
+        let mut extra = Vec::new();
+        let mut ext_done: HashMap<u32, u32> = HashMap::new();
+        for ino in self.order.clone() {
+            let d = &self.socks[&ino];
+            let peer = d.entry.peer;
+            if peer == 0 || self.socks.contains_key(&peer) {
+                continue;
+            }
+            let pd = diag.get(&peer).cloned().unwrap_or_default();
+            let allowed =
+                ext.is_some_and(|l| l.is_empty() || l.contains(&ino) || l.contains(&peer));
+            if !allowed {
+                return Err(SocketError::ExtPeer {
+                    at: who(d.pid, d.fd, ino),
+                    peer,
+                    name: printable(&pd.name),
+                });
+            }
+            if self.queues.iter().any(|(q, _)| q.id_for == d.entry.id) {
+                return Err(SocketError::ExtPeerData {
+                    at: who(d.pid, d.fd, ino),
+                    name: printable(&pd.name),
+                });
+            }
+            if pd.name.is_empty() {
+                return Err(SocketError::ExtPeerUnnamed {
+                    at: who(d.pid, d.fd, ino),
+                    peer,
+                });
+            }
+            if let std::collections::hash_map::Entry::Vacant(v) = ext_done.entry(peer) {
+                let id = next_id();
+                v.insert(id);
+                extra.push(UnixSkEntry {
+                    id,
+                    ino: peer,
+                    r#type: u32::from(pd.ty),
+                    state: u32::from(pd.state),
+                    uflags: USK_EXTERN,
+                    name: pd.name.clone(),
+                    flags: libc::O_RDWR as u32,
+                    ..UnixSkEntry::default()
+                });
+            }
+        }
+        Ok(extra)
+    }
+
+    /// The entry of a dumped socket (after [`UnixDump::finish`], with its final flags).
+    pub fn entry(&self, ino: u32) -> Option<&UnixSkEntry> {
+        self.socks.get(&ino).map(|d| &d.entry)
+    }
+
+    /// Writes `sk-queues.img` (only when some socket had data).
+    ///
+    /// # Errors
+    /// [`criu_images::ImageError`].
+    pub fn write_queues(&self, dir: &Path) -> Result<(), criu_images::ImageError> {
+        if self.queues.is_empty() {
+            return Ok(());
+        }
+        let mut w = ImageWriter::create_in(dir, names::SK_QUEUES, magic::SK_QUEUES)?;
+        for (e, data) in &self.queues {
+            w.write_entry(e)?;
+            w.write_extra(data)?;
+        }
+        w.finish()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! Reading and checking the unix socket images (`files.img` entries, `sk-queues.img`) before
+//! anything is created.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use criu_images::pb::{SkPacketEntry, UnixSkEntry};
+use criu_images::{ImageReader, magic, names};
+
+use crate::files::socket::SocketError;
+
+use super::{MAX_MSG, ST_CLOSE, ST_ESTABLISHED, ST_LISTEN, printable, trim_nul};
+
+/// The queued messages of `sk-queues.img` by receiving file id, in order (an absent file: no
+/// data). A truncated or inconsistent entry is refused with the file and offset.
+///
+/// # Errors
+/// [`SocketError::BadImage`].
+pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Vec<u8>>>, SocketError> {
+    let path = dir.join(names::SK_QUEUES);
+    let mut out: HashMap<u32, Vec<Vec<u8>>> = HashMap::new();
+    if !path.exists() {
+        return Ok(out);
+    }
+    let bad = |e: criu_images::ImageError| SocketError::BadImage {
+        file: names::SK_QUEUES.into(),
+        reason: e.to_string(),
+    };
+    let mut r = ImageReader::open_expect(&path, magic::SK_QUEUES).map_err(bad)?;
+    loop {
+        let at = r.offset();
+        let Some(e) = r.read_entry::<SkPacketEntry>().map_err(bad)? else {
+            break;
+        };
+        if e.length as usize > MAX_MSG {
+            return Err(SocketError::BadImage {
+                file: names::SK_QUEUES.into(),
+                reason: format!("offset {at}: a message of {} bytes", e.length),
+            });
+        }
+        if !e.scm.is_empty() {
+            return Err(SocketError::BadImage {
+                file: names::SK_QUEUES.into(),
+                reason: format!(
+                    "offset {at}: control messages (file descriptors in flight) are not restored yet"
+                ),
+            });
+        }
+        let data = r.read_extra(u64::from(e.length)).map_err(bad)?;
+        out.entry(e.id_for).or_default().push(data);
+    }
+    Ok(out)
+}
+
+/// Checks the unix socket entries of `files.img` before anything is created: types, states,
+/// names, peers, queue owners. `path` names the file in messages.
+///
+/// # Errors
+/// [`SocketError::BadImage`].
+pub fn check(
+    entries: &[UnixSkEntry],
+    queues: &HashMap<u32, Vec<Vec<u8>>>,
+) -> Result<(), SocketError> {
+    let bad = |id: u32, reason: String| SocketError::BadImage {
+        file: names::FILES.into(),
+        reason: format!("unix socket id {id}: {reason}"),
+    };
+    let mut inos = HashSet::new();
+    for e in entries {
+        let ty = e.r#type as i32;
+        if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&ty) {
+            return Err(bad(e.id, format!("type {}", e.r#type)));
+        }
+        if ![ST_ESTABLISHED, ST_CLOSE, ST_LISTEN].contains(&e.state) {
+            return Err(bad(e.id, format!("state {}", e.state)));
+        }
+        if e.name.len() > 108 {
+            return Err(bad(e.id, format!("name of {} bytes", e.name.len())));
+        }
+        // A path name (and the directory it is relative to) never climbs or hides a NUL: a
+        // bind makes a file there.
+        let climbs = |b: &[u8]| {
+            Path::new(std::ffi::OsStr::from_bytes(b))
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        };
+        if e.name.first().is_some_and(|b| *b != 0)
+            && (trim_nul(&e.name).contains(&0) || climbs(trim_nul(&e.name)))
+        {
+            return Err(bad(e.id, format!("name {:?}", printable(&e.name))));
+        }
+        if e.name_dir
+            .as_deref()
+            .is_some_and(|d| d.contains('\0') || climbs(d.as_bytes()))
+        {
+            return Err(bad(e.id, "name_dir with '..' or a NUL byte".into()));
+        }
+        if e.shutdown.is_some_and(|s| !(0..=3).contains(&s)) {
+            return Err(bad(e.id, "shutdown".into()));
+        }
+        if !inos.insert(e.ino) {
+            return Err(bad(e.id, format!("inode {} appears twice", e.ino)));
+        }
+    }
+    let ids: HashSet<u32> = entries.iter().map(|e| e.id).collect();
+    for id in queues.keys() {
+        if !ids.contains(id) {
+            return Err(SocketError::BadImage {
+                file: names::SK_QUEUES.into(),
+                reason: format!("queued data for file id {id}, which is no unix socket"),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(name: &[u8], dir: Option<&str>) -> UnixSkEntry {
+        UnixSkEntry {
+            id: 1,
+            ino: 7,
+            r#type: libc::SOCK_STREAM as u32,
+            state: ST_LISTEN,
+            name: name.to_vec(),
+            name_dir: dir.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn socket_names_that_climb_or_hide_a_nul_are_refused() {
+        let ok = |e: UnixSkEntry| check(&[e], &HashMap::new()).is_ok();
+        assert!(ok(bound(b"/tmp/a.sock", None)));
+        assert!(
+            ok(bound(b"\0abstract/../x", None)),
+            "abstract names are no paths"
+        );
+        assert!(ok(bound(b"a.sock\0", Some("/tmp/d"))));
+        assert!(!ok(bound(b"/tmp/../etc/a.sock", None)));
+        assert!(!ok(bound(b"../a.sock", Some("/tmp/d"))));
+        assert!(!ok(bound(b"/tmp/a\0b", None)));
+        assert!(!ok(bound(b"a.sock", Some("/tmp/../etc"))));
+    }
+}

@@ -22,6 +22,8 @@ INCLUDEDIR ?= $(PREFIX)/include
 DATADIR ?= $(PREFIX)/share
 MANDIR ?= $(DATADIR)/man
 BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPDIR ?= $(DATADIR)/zsh/vendor-completions
+FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 # Fixed relative to PREFIX: the installed compel finds them from its own location.
 COMPELLIBDIR = $(PREFIX)/lib/compel
@@ -58,7 +60,7 @@ build:
 # target/), man pages and completions. The pkg-config files are written by install (they
 # name PREFIX).
 generate: build
-	rm -rf $(GEN) && mkdir -p $(GEN)/compel $(GEN)/man $(GEN)/bash
+	rm -rf $(GEN) && mkdir -p $(GEN)/compel $(GEN)/man $(GEN)/bash $(GEN)/zsh $(GEN)/fish
 	archive=$$(COMPEL_CACHE_DIR=$(TARGET_DIR)/compel-cache $(OUT)/compel plugins) && \
 		cp "$$archive" $(GEN)/compel/libcompel_plugins.a && \
 		cp "$$(dirname "$$archive")/compel.lds" $(GEN)/compel/compel.lds
@@ -68,6 +70,12 @@ generate: build
 	$(OUT)/crit generate bash > $(GEN)/bash/crit
 	$(OUT)/compel generate man > $(GEN)/man/compel.1
 	$(OUT)/compel generate bash > $(GEN)/bash/compel
+	$(OUT)/criu-doc zsh > $(GEN)/zsh/_criu
+	$(OUT)/crit generate zsh > $(GEN)/zsh/_crit
+	$(OUT)/compel generate zsh > $(GEN)/zsh/_compel
+	$(OUT)/criu-doc fish > $(GEN)/fish/criu.fish
+	$(OUT)/crit generate fish > $(GEN)/fish/crit.fish
+	$(OUT)/compel generate fish > $(GEN)/fish/compel.fish
 
 # `inst MODE SRC DEST`: install one file and record it in the manifest.
 define inst
@@ -81,12 +89,12 @@ install:
 	$(call inst,755,$(OUT)/criu,$(SBINDIR)/criu)
 	$(call inst,755,$(OUT)/crit,$(BINDIR)/crit)
 	$(call inst,755,$(OUT)/compel,$(BINDIR)/compel)
-	$(call inst,755,$(OUT)/libcompel.so,$(LIBDIR)/libcompel.so)
+	$(call inst,644,$(OUT)/libcompel.so,$(LIBDIR)/libcompel.so)
 	$(call inst,644,$(OUT)/libcompel.a,$(LIBDIR)/libcompel.a)
-	$(call inst,755,$(OUT)/libcriu.so,$(LIBDIR)/libcriu.so)
+	$(call inst,644,$(OUT)/libcriu.so,$(LIBDIR)/libcriu.so)
 	$(call inst,644,$(OUT)/libcriu.a,$(LIBDIR)/libcriu.a)
 ifneq ($(HAVE_SOCCR),)
-	$(call inst,755,$(OUT)/libsoccr.so,$(LIBDIR)/libsoccr.so)
+	$(call inst,644,$(OUT)/libsoccr.so,$(LIBDIR)/libsoccr.so)
 	$(call inst,644,$(OUT)/libsoccr.a,$(LIBDIR)/libsoccr.a)
 	for h in $$(cd criu/soccr/include && find . -name '*.h' -printf '%P\n' | sort); do \
 		$(call inst,644,criu/soccr/include/$$h,$(INCLUDEDIR)/soccr/$$h) || exit 1; done
@@ -113,6 +121,8 @@ endif
 	$(call inst,644,$(GEN)/man/crit.1,$(MANDIR)/man1/crit.1)
 	$(call inst,644,$(GEN)/man/compel.1,$(MANDIR)/man1/compel.1)
 	for c in criu crit compel; do $(call inst,644,$(GEN)/bash/$$c,$(BASHCOMPDIR)/$$c) || exit 1; done
+	for c in criu crit compel; do $(call inst,644,$(GEN)/zsh/_$$c,$(ZSHCOMPDIR)/_$$c) || exit 1; done
+	for c in criu crit compel; do $(call inst,644,$(GEN)/fish/$$c.fish,$(FISHCOMPDIR)/$$c.fish) || exit 1; done
 	echo '$(MANIFEST)' >> $(DESTDIR)$(MANIFEST).tmp
 	mv $(DESTDIR)$(MANIFEST).tmp $(DESTDIR)$(MANIFEST)
 
@@ -136,7 +146,20 @@ deb:
 	$(MAKE) install PREFIX=/usr DESTDIR=$(DEB_ROOT) PROFILE=$(PROFILE)
 	rm -f $(DEB_ROOT)/usr/share/compel-criu/install-manifest && rmdir $(DEB_ROOT)/usr/share/compel-criu
 	gzip -9n $(DEB_ROOT)/usr/share/man/man*/*.[18]
+	strip --strip-unneeded --remove-section=.comment --remove-section=.note \
+		$(DEB_ROOT)/usr/sbin/criu $(DEB_ROOT)/usr/bin/crit $(DEB_ROOT)/usr/bin/compel $(DEB_ROOT)/usr/lib/lib*.so
+	strip --strip-debug $(DEB_ROOT)/usr/lib/lib*.a $(DEB_ROOT)/usr/lib/compel/*.a
+	mkdir -p $(DEB_ROOT)/usr/share/doc/compel-criu
+	printf '%s\n' 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/' \
+		'Upstream-Name: compel-criu' '' 'Files: *' 'Copyright: 2026 The compel/criu authors' \
+		'License: MIT' > $(DEB_ROOT)/usr/share/doc/compel-criu/copyright
+	sed -e '1,2d' -e 's/^$$/ ./' -e 's/^/ /' LICENSE >> $(DEB_ROOT)/usr/share/doc/compel-criu/copyright
+	printf '%s\n' 'compel-criu ($(VERSION)) unstable; urgency=medium' '' \
+		'  * Package built from the repository (make deb).' '' \
+		" -- compel-criu developers <compel-criu@example.invalid>  $$(date -R -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)})" \
+		| gzip -9n > $(DEB_ROOT)/usr/share/doc/compel-criu/changelog.gz
 	mkdir -p $(DEB_ROOT)/DEBIAN
+	echo 'activate-noawait ldconfig' > $(DEB_ROOT)/DEBIAN/triggers
 	printf '%s\n' 'Package: compel-criu' 'Version: $(VERSION)' 'Architecture: $(DEB_ARCH)' \
 		'Maintainer: compel-criu developers <compel-criu@example.invalid>' \
 		'Depends: libc6, libgcc-s1' 'Recommends: gcc, binutils' 'Section: admin' 'Priority: optional' \

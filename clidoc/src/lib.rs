@@ -225,6 +225,120 @@ impl Page {
     }
 }
 
+/// The first sentence of a help text, on one line.
+fn first_sentence(help: &str) -> String {
+    let one = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one.find(". ") {
+        Some(i) => one[..i].to_owned(),
+        None => one.trim_end_matches('.').to_owned(),
+    }
+}
+
+/// The first word of each command line (`dump`, `restore`, ...) with its help.
+fn command_words(page: &Page) -> Vec<(String, String)> {
+    page.commands
+        .iter()
+        .filter_map(|(c, h)| Some((c.split_whitespace().next()?.to_owned(), first_sentence(h))))
+        .collect()
+}
+
+impl Page {
+    /// A zsh completion script (`#compdef`, for a directory on `$fpath` as `_NAME`): the
+    /// commands with their help as the first word, every option with its help and whether it
+    /// takes a value, file names elsewhere.
+    pub fn zsh(&self) -> String {
+        // Inside '...' in zsh: a quote is '\''; inside an _arguments spec [..] and :..: need
+        // their brackets and colons escaped.
+        let q = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('[', "\\[")
+                .replace(']', "\\]")
+                .replace(':', "\\:")
+                .replace('\'', "'\\''")
+        };
+        let func = format!("_{}", self.name.replace('-', "_"));
+        let mut r = format!(
+            "#compdef {name}\n# zsh completion for {name}, generated from its option table\n\n\
+             {func}() {{\n\tlocal -a commands\n\tcommands=(\n",
+            name = self.name
+        );
+        for (w, h) in command_words(self) {
+            let _ = writeln!(r, "\t\t'{}:{}'", q(&w), q(&h));
+        }
+        r.push_str("\t)\n\t_arguments -s \\\n");
+        for o in &self.options {
+            let help = q(&first_sentence(&o.help));
+            let arg = match (&o.value, o.optional_value) {
+                (Some(v), true) => format!("::{}:_files", q(v)),
+                (Some(v), false) => format!(":{}:_files", q(v)),
+                (None, _) => String::new(),
+            };
+            let eq = match (&o.value, o.optional_value) {
+                (Some(_), true) => "=-",
+                (Some(_), false) => "=",
+                (None, _) => "",
+            };
+            let _ = writeln!(r, "\t\t'--{}{eq}[{help}]{arg}' \\", o.long);
+            if let Some(c) = o.short {
+                let plus = if o.value.is_some() && !o.optional_value {
+                    "+"
+                } else {
+                    ""
+                };
+                let _ = writeln!(r, "\t\t'-{c}{plus}[{help}]{arg}' \\");
+            }
+            if o.negatable {
+                let _ = writeln!(r, "\t\t'--no-{}[{help}]' \\", o.long);
+            }
+        }
+        if self.commands.is_empty() {
+            r.push_str("\t\t'*:file:_files'\n");
+        } else {
+            r.push_str("\t\t'1:command:{_describe command commands}' \\\n\t\t'*:file:_files'\n");
+        }
+        let _ = write!(r, "}}\n\n{func} \"$@\"\n");
+        r
+    }
+
+    /// A fish completion script (for `vendor_completions.d/NAME.fish`): the commands with their
+    /// help while none is given, every option with its help and whether it takes a value.
+    pub fn fish(&self) -> String {
+        let q = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+        let name = &self.name;
+        let mut r = format!("# fish completion for {name}, generated from its option table\n");
+        let words = command_words(self);
+        if !words.is_empty() {
+            let all: Vec<&str> = words.iter().map(|(w, _)| w.as_str()).collect();
+            let cond = q(&format!(
+                "not __fish_seen_subcommand_from {}",
+                all.join(" ")
+            ));
+            for (w, h) in &words {
+                let _ = writeln!(r, "complete -c {name} -f -n {cond} -a {} -d {}", q(w), q(h));
+            }
+        }
+        for o in &self.options {
+            let mut line = format!("complete -c {name}");
+            if let Some(c) = o.short {
+                let _ = write!(line, " -s {c}");
+            }
+            let _ = write!(line, " -l {}", o.long);
+            if o.value.is_some() && !o.optional_value {
+                line.push_str(" -r");
+            }
+            let help = first_sentence(&o.help);
+            if !help.is_empty() {
+                let _ = write!(line, " -d {}", q(&help));
+            }
+            let _ = writeln!(r, "{line}");
+            if o.negatable {
+                let _ = writeln!(r, "complete -c {name} -l no-{} -d {}", o.long, q(&help));
+            }
+        }
+        r
+    }
+}
+
 fn paragraphs(r: &mut String, title: &str, paras: &[String]) {
     if paras.is_empty() {
         return;

@@ -32,7 +32,7 @@ enum Command {
     Syscall(syscall::Args),
     #[command(flatten)]
     Build(build::Command),
-    /// Print this program's man page (roff) or bash completion, generated from this parser.
+    /// Print this program's man page (roff) or shell completion (bash, zsh, fish), generated from this parser.
     #[command(hide = true)]
     Generate {
         #[arg(value_enum)]
@@ -47,6 +47,10 @@ enum Generate {
     Man,
     /// A bash completion script.
     Bash,
+    /// A zsh completion script.
+    Zsh,
+    /// A fish completion script.
+    Fish,
 }
 
 /// compel(1), from the parser above.
@@ -104,6 +108,8 @@ fn main() -> std::process::ExitCode {
             match what {
                 Generate::Man => print!("{}", page().roff()),
                 Generate::Bash => print!("{}", page().bash()),
+                Generate::Zsh => print!("{}", page().zsh()),
+                Generate::Fish => print!("{}", page().fish()),
             }
             Ok(std::process::ExitCode::SUCCESS)
         }

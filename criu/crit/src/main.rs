@@ -89,7 +89,7 @@ enum Cmd {
         #[arg(long)]
         nopl: bool,
     },
-    /// Print this program's man page (roff) or bash completion, generated from this parser.
+    /// Print this program's man page (roff) or shell completion (bash, zsh, fish), generated from this parser.
     #[command(hide = true)]
     Generate {
         #[arg(value_enum)]
@@ -104,6 +104,10 @@ enum Generate {
     Man,
     /// A bash completion script.
     Bash,
+    /// A zsh completion script.
+    Zsh,
+    /// A fish completion script.
+    Fish,
 }
 
 /// crit(1), from the parser above.
@@ -276,6 +280,8 @@ fn run(cli: Cli) -> Result<()> {
             let text = match what {
                 Generate::Man => page.roff(),
                 Generate::Bash => page.bash(),
+                Generate::Zsh => page.zsh(),
+                Generate::Fish => page.fish(),
             };
             write_output(None, text.as_bytes())
         }

@@ -1,4 +1,4 @@
-//! `criu-doc man|bash`: criu(8) in roff, or criu's bash completion, generated from the option
+//! `criu-doc man|bash|zsh|fish`: criu(8) in roff, or criu's bash, zsh or fish completion, generated from the option
 //! table `criu` parses ([`criu::option_specs`]) and the help text it prints ([`criu::USAGE`]),
 //! so an option added to the table appears in both. `make` runs it; it is not installed.
 #![forbid(unsafe_code)]
@@ -150,8 +150,10 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("man") => print!("{}", page().roff()),
         Some("bash") => print!("{}", page().bash()),
+        Some("zsh") => print!("{}", page().zsh()),
+        Some("fish") => print!("{}", page().fish()),
         _ => {
-            eprintln!("usage: criu-doc man|bash");
+            eprintln!("usage: criu-doc man|bash|zsh|fish");
             return ExitCode::from(2);
         }
     }

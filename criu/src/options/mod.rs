@@ -212,9 +212,9 @@ pub enum Command {
     PageServer,
     /// `criu lazy-pages` (not supported yet).
     LazyPages,
-    /// `criu service` (not supported yet).
+    /// `criu service`: RPC on a unix socket.
     Service,
-    /// `criu swrk FD` (not supported yet).
+    /// `criu swrk FD`: RPC on an inherited socket.
     Swrk,
     /// `criu cpuinfo dump|check`.
     CpuInfo,
@@ -661,11 +661,16 @@ Usage:
   criu dump|pre-dump -t PID [<options>]
   criu restore [<options>]
   criu check [--feature FEAT]
+  criu cpuinfo dump|check
+  criu service [--address PATH] | criu swrk FD
 
 Commands:
   dump           checkpoint a process tree identified by pid
   restore        restore a process tree
   check          checks whether the kernel supports what criu needs
+  cpuinfo        dump this CPU's description, or check an image's against it
+  service        serve RPC requests on a unix socket
+  swrk           serve one RPC client on an inherited socket
 
 Options:
   -t|--tree PID         checkpoint the process tree rooted at PID

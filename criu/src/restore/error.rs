@@ -32,6 +32,29 @@ pub enum RestoreError {
         /// What is wrong.
         reason: String,
     },
+    /// A pagemap entry that starts before the one ahead of it ends: entries are in address
+    /// order and disjoint, so one page is never filled twice.
+    #[error(
+        "image {file}: pages at {vaddr:#x} overlap the entry before, which ends at {prev_end:#x}"
+    )]
+    PagemapOverlap {
+        /// The pagemap image.
+        file: String,
+        /// The entry's first page.
+        vaddr: u64,
+        /// Where the entry before it ends.
+        prev_end: u64,
+    },
+    /// Pagemap pages outside every memory area of the task, or not page-aligned.
+    #[error("image {file}: pages {vaddr:#x}-{end:#x} lie outside the task's areas")]
+    PagemapOutside {
+        /// The pagemap image.
+        file: String,
+        /// The entry's first page.
+        vaddr: u64,
+        /// Its end.
+        end: u64,
+    },
     /// An open file in the images in a state its kind cannot bring back (a hugetlb memfd, an
     /// inotify watch whose inode changed, a FIFO path that is no longer a FIFO, ...).
     #[error("unsupported: {what}")]
@@ -330,6 +353,8 @@ impl RestoreError {
         match self {
             RestoreError::Image { error, .. } => crate::errno::image(error),
             RestoreError::BadImage { .. }
+            | RestoreError::PagemapOverlap { .. }
+            | RestoreError::PagemapOutside { .. }
             | RestoreError::SharedEpollTarget { .. }
             | RestoreError::ParentChain { .. } => libc::EBADMSG,
             RestoreError::MissingFile { source, .. } => crate::errno::io(source),

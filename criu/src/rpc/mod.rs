@@ -77,6 +77,18 @@ pub enum RpcError {
         #[source]
         source: std::io::Error,
     },
+    /// criu runs with more privilege than the user who started it (installed setuid-root or
+    /// with file capabilities): serving RPC so would hand root's power to that user.
+    #[error(
+        "criu {mode}: refusing to run setuid or with file capabilities for uid {uid} \
+         (install criu without them; root clients run it as root)"
+    )]
+    Elevated {
+        /// `swrk` or `service`.
+        mode: &'static str,
+        /// The real uid of the caller.
+        uid: u32,
+    },
     /// The client did not acknowledge a notification.
     #[error("notification {action}: {why}")]
     NotifyRefused {
@@ -93,6 +105,7 @@ pub enum RpcError {
 /// [`RpcError::BadSwrkFd`] when `fd` names no `SOCK_SEQPACKET` socket; [`RpcError::Socket`]
 /// when the socket fails.
 pub fn swrk(fd: &str) -> Result<(), RpcError> {
+    refuse_elevated("swrk")?;
     let bad = || RpcError::BadSwrkFd {
         arg: fd.to_string(),
     };
@@ -120,5 +133,19 @@ pub fn swrk(fd: &str) -> Result<(), RpcError> {
 /// # Errors
 /// As [`service::run`].
 pub fn service(opts: &ServiceOptions, log: &crate::log::LogSink) -> Result<(), RpcError> {
+    refuse_elevated("service")?;
     service::run(opts, log)
+}
+
+/// Refuses to serve when the kernel started criu with more privilege than its caller has
+/// (`AT_SECURE`: a setuid or setgid binary, or file capabilities) and the caller is not root:
+/// every check of the service compares the client with criu's own power, which would then be
+/// borrowed.
+fn refuse_elevated(mode: &'static str) -> Result<(), RpcError> {
+    // SAFETY: getauxval and getuid only read this process's auxiliary vector and credentials.
+    let (secure, uid) = unsafe { (libc::getauxval(libc::AT_SECURE) != 0, libc::getuid()) };
+    if secure && uid != 0 {
+        return Err(RpcError::Elevated { mode, uid });
+    }
+    Ok(())
 }

@@ -269,18 +269,35 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
     let mut parents = super::chain::Parents::new(d.path(), pid);
     let fi = add_file(plan, pm.pages_id);
     let mut off = 0u64;
+    let mut prev_end = 0u64;
     for e in &pm.entries {
         let flags = e.effective_flags();
         let n = e.pages();
         let end = e
             .end()
             .ok_or_else(|| bad(&pm_name, format!("entry at {:#x} overflows", e.vaddr)))?;
+        if e.vaddr % PAGE != 0 {
+            return Err(RestoreError::PagemapOutside {
+                file: pm_name.clone(),
+                vaddr: e.vaddr,
+                end,
+            });
+        }
+        if e.vaddr < prev_end {
+            return Err(RestoreError::PagemapOverlap {
+                file: pm_name.clone(),
+                vaddr: e.vaddr,
+                prev_end,
+            });
+        }
+        prev_end = end;
         if flags & PE_PARENT != 0 {
             if !covered(&plan.vmas, e.vaddr, end) {
-                return Err(bad(
-                    &pm_name,
-                    format!("pages {:#x}-{end:#x} lie outside the task's areas", e.vaddr),
-                ));
+                return Err(RestoreError::PagemapOutside {
+                    file: pm_name.clone(),
+                    vaddr: e.vaddr,
+                    end,
+                });
             }
             let mut found = Vec::new();
             parents.resolve(0, e.vaddr, end, &mut found)?;
@@ -302,10 +319,11 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
             continue;
         }
         if !covered(&plan.vmas, e.vaddr, end) {
-            return Err(bad(
-                &pm_name,
-                format!("pages {:#x}-{end:#x} lie outside the task's areas", e.vaddr),
-            ));
+            return Err(RestoreError::PagemapOutside {
+                file: pm_name.clone(),
+                vaddr: e.vaddr,
+                end,
+            });
         }
         plan.pages.push(PageRun {
             vaddr: e.vaddr,

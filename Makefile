@@ -44,7 +44,7 @@ GEN := $(TARGET_DIR)/dist-$(PROFILE)
 PACKAGES := -p criu -p crit -p compel-cli -p libcompel -p libcriu
 HAVE_SOCCR := $(wildcard criu/soccr/Cargo.toml)
 ifneq ($(HAVE_SOCCR),)
-PACKAGES += -p soccr
+PACKAGES += -p libsoccr
 endif
 
 .PHONY: all build generate install uninstall deb clean-dist

@@ -11,7 +11,8 @@
 //! - **cycle**: `Task::seize`, `Parasite::infect` (testkit blob: memfd, mappings, sockets,
 //!   frame, start, ping), one `call_with(CMD_ADD)`, `cure`, `detach`, with the default options
 //!   (log channel on);
-//! - **cycle, no log**: the same without the log channel (two fewer remote syscalls);
+//! - **cycle, no log**: the same without the log channel (one socket pair fewer, made by the
+//!   parasite itself);
 //! - **infect+call+cure**: the cycle inside an already seized task.
 //!
 //! Baseline and compel alternate in rounds so that load drift hits both alike. Prints medians,

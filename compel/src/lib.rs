@@ -38,6 +38,7 @@ pub mod infect;
 mod mem;
 pub mod proc;
 pub mod ptrace;
+mod spin;
 pub mod syscall_stop;
 mod task;
 pub mod vdso;

@@ -465,6 +465,21 @@ pub fn decode(status: i32) -> Stop {
 
 /// Waits for task `tid` only (`waitpid(tid, __WALL)`), retrying on `EINTR`.
 pub fn wait(tid: i32) -> Result<Stop, Errno> {
+    // A stop usually comes within microseconds: look without blocking first (see `spin`).
+    let early = crate::spin::spin(|| {
+        let mut status = 0;
+        // SAFETY: status is a live local int; WNOHANG returns at once.
+        let rc = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        match rc {
+            0 => None,
+            rc if rc == tid => Some(Ok(decode(status))),
+            // EINTR and errors: the blocking wait below sees and reports them.
+            _ => Some(Err(())),
+        }
+    });
+    if let Some(Ok(stop)) = early {
+        return Ok(stop);
+    }
     loop {
         let mut status = 0;
         // SAFETY: status is a live local int.

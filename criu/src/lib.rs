@@ -58,10 +58,9 @@ pub(crate) mod dump;
 pub(crate) mod errno;
 pub(crate) mod files;
 pub(crate) mod log;
-// Wired into dump and restore by the next commits.
-#[allow(dead_code)]
 pub(crate) mod namespaces;
 pub(crate) mod options;
+pub(crate) mod pageserver;
 pub(crate) mod pidfile;
 pub(crate) mod restore;
 pub(crate) mod rpc;
@@ -69,13 +68,14 @@ pub(crate) mod scripts;
 
 pub use cgroups::{Differs, differing as differing_cgroups};
 pub use check::{CheckError, Missing, check_all, check_feature, feature_names};
-pub use dump::{DumpError, DumpSummary, INCOMPLETE_MARKER, INSIDE_METHOD_ENV, dump};
+pub use dump::{DumpError, DumpSummary, INCOMPLETE_MARKER, INSIDE_METHOD_ENV, dump, pre_dump};
 pub use log::{LogError, LogSink, install as install_log};
 pub use options::{
     CgroupMode, CgroupRoot, Command, CpuCap, DEFAULT_LOG_LEVEL, DEFAULT_TIMEOUT, DirRef,
-    DumpOptions, External, FinalState, InheritFd, InsideMethod, OptionSpec, Options, OptionsError,
-    PidMethod, RestoreOptions, USAGE, option_specs,
+    DumpOptions, External, FinalState, InheritFd, InsideMethod, LiveOptions, OptionSpec, Options,
+    OptionsError, PidMethod, PreDumpMode, RestoreOptions, USAGE, option_specs,
 };
+pub use pageserver::{PageServerError, ServerOptions as PageServerOptions, run_page_server};
 pub use restore::{RestoreError, RestoreOutcome, restore};
 pub use scripts::{ActionScripts, Notify, ScriptAction, ScriptError, ScriptStatus};
 

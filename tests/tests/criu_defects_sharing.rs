@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, become_subreaper, criu, criu_dump, dump_and_reap, restore_detached,
+    Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, restore_detached,
     skip_if_not_root, test_lock, wait_file,
 };
 
@@ -107,40 +107,6 @@ fn table_shared_with_a_sibling_is_refused_at_dump() {
     // The tree is left running.
     assert_eq!(kcmp(pids[0], pids[1], KCMP_FILES), 0);
     drop(v);
-}
-
-/// Item 1: a descriptor on `/proc/C/status` of a child C, held by the parent and another
-/// child D, cannot be opened before the tree exists: the restore refuses it by name, before
-/// any task is made.
-#[test]
-fn proc_file_of_a_child_held_by_several_tasks_is_refused_at_restore() {
-    skip_if_not_root!("proc_file_of_a_child_held_by_several_tasks_is_refused_at_restore");
-    let _g = test_lock();
-    become_subreaper();
-    let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let mut v = Spawned::spawn(
-        VICTIM,
-        &[dir.ready.to_str().unwrap(), "proc-child-shared"],
-        &log,
-        None,
-    );
-    wait_file(&dir.ready, Duration::from_secs(10));
-    let pids = dir.pids();
-    let children: Vec<Spawned> = pids.iter().map(|&p| Spawned::guard(p)).collect();
-    dump_and_reap(&mut v, &dir.img, &[]);
-    drop(children);
-    let o = criu(&["restore", "-D", dir.img.to_str().unwrap(), "-d"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "the restore succeeded");
-    let name = format!("/proc/{}/status is open in several tasks", pids[0]);
-    assert!(err.contains(&name), "{err}");
-    for p in [v.pid(), pids[0], pids[1]] {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{p}")).exists(),
-            "pid {p} exists after a refused restore"
-        );
-    }
 }
 
 /// Item 1: a cwd that is `/proc/C` of a process that has exited cannot be entered again: the

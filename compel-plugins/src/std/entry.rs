@@ -10,7 +10,8 @@
 use super::service::{self, Ended};
 use super::sys::{self, Errno};
 use compel_proto::rpc::{
-    ARGS_PAYLOAD_OFFSET, INIT_MAGIC, INIT_VERSION, MODE_DAEMON, MODE_TRAP, ParasiteInit,
+    ARGS_PAYLOAD_OFFSET, INIT_FINI_TRAP, INIT_MAGIC, INIT_SETUP, INIT_VERSION, MODE_DAEMON,
+    MODE_TRAP, ParasiteInit, STOP_SIGNAL,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -100,6 +101,20 @@ pub unsafe extern "C" fn __export_parasite_main(init: *mut ParasiteInit) -> u64 
             0
         }
         MODE_DAEMON => {
+            let mut hdr = hdr;
+            if hdr.flags & INIT_SETUP != 0 {
+                // SAFETY: init points at the args area header (caller contract).
+                match unsafe { setup(init, &mut hdr) } {
+                    Ok(()) => super::log::set_log(hdr.log_fd, hdr.log_level),
+                    Err(e) => {
+                        fail(e);
+                        // Nothing of ours is left open: the host restores the task's state,
+                        // or (gone) the frame does.
+                        stop_for_host();
+                        return hdr.sigframe;
+                    }
+                }
+            }
             let sock = if hdr.ctl_fd >= 0 {
                 hdr.ctl_fd
             } else {
@@ -128,6 +143,14 @@ pub unsafe extern "C" fn __export_parasite_main(init: *mut ParasiteInit) -> u64 
                 let _ = sys::close(log); // received with CMD_SET_LOG: ours to close
             }
             super::log::set_log(-1, 0);
+            if matches!(ended, Ended::Fini) && hdr.flags & INIT_FINI_TRAP != 0 {
+                if hdr.log_fd >= 0 {
+                    let _ = sys::close(hdr.log_fd);
+                }
+                // The host restores the task's state here; if it went away meanwhile, the
+                // frame does.
+                stop_for_host();
+            }
             hdr.sigframe
         }
         _ => {
@@ -135,6 +158,69 @@ pub unsafe extern "C" fn __export_parasite_main(init: *mut ParasiteInit) -> u64 
             0
         }
     }
+}
+
+/// Stops this thread for the host: a signal-delivery-stop for [`STOP_SIGNAL`] raised here, which
+/// the host suppresses. Not a breakpoint: should the host die while the thread is held there,
+/// the kernel delivers the pending signal, and `SIGURG` is ignored by default (a task's own
+/// handler sees one spurious call) where `SIGTRAP` would kill the task.
+fn stop_for_host() {
+    if sys::unblock_signal(STOP_SIGNAL).is_ok() {
+        let _ = sys::raise(STOP_SIGNAL);
+    }
+}
+
+/// [`INIT_SETUP`]: closes `close_fd`, guards the page below the stack, makes the socket pairs,
+/// publishes their fds in `init` and stops for the host to take its ends; then closes the
+/// host's ends here. On failure everything made is closed again.
+///
+/// # Safety
+/// `init` points at the args area header, which the host reads and writes only while this
+/// thread is stopped at the trap.
+unsafe fn setup(init: *mut ParasiteInit, hdr: &mut ParasiteInit) -> Result<(), Errno> {
+    if hdr.close_fd >= 0 {
+        let _ = sys::close(hdr.close_fd);
+    }
+    if hdr.guard != 0 {
+        // SAFETY: the host reserved this range of its region as a guard: nothing uses it.
+        unsafe { sys::mprotect(hdr.guard as usize, hdr.guard_len as usize, 0)? };
+    }
+    const AF_UNIX: i32 = 1;
+    const SOCK_DGRAM: i32 = 2;
+    const SOCK_SEQPACKET: i32 = 5;
+    const SOCK_CLOEXEC: i32 = 0o2000000;
+    let ctl = sys::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)?;
+    let log = if hdr.setup_log != 0 {
+        match sys::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = sys::close(ctl[0]);
+                let _ = sys::close(ctl[1]);
+                return Err(e);
+            }
+        }
+    } else {
+        [-1, -1]
+    };
+    hdr.ctl_fd = ctl[1];
+    hdr.host_ctl = ctl[0];
+    hdr.log_fd = log[1];
+    hdr.host_log = log[0];
+    // SAFETY: init points at the header (caller contract); the host reads it at the trap.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*init).ctl_fd, ctl[1]);
+        core::ptr::write_volatile(&raw mut (*init).host_ctl, ctl[0]);
+        core::ptr::write_volatile(&raw mut (*init).log_fd, log[1]);
+        core::ptr::write_volatile(&raw mut (*init).host_log, log[0]);
+        core::ptr::write_volatile(&raw mut (*init).trap_ret, 0);
+    }
+    // The host takes its ends out of this task while we are stopped here.
+    stop_for_host();
+    let _ = sys::close(ctl[0]);
+    if log[0] >= 0 {
+        let _ = sys::close(log[0]);
+    }
+    Ok(())
 }
 
 #[panic_handler]

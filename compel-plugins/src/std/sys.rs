@@ -246,6 +246,74 @@ pub unsafe fn munmap(addr: usize, len: usize) -> Result<(), Errno> {
     result(unsafe { syscall2(nr::MUNMAP, addr, len) }).map(drop)
 }
 
+/// `mprotect(addr, len, prot)`.
+///
+/// # Safety
+/// Taking access away from memory in use faults its users; the caller decides what may lose it.
+///
+/// # Errors
+/// The kernel's.
+pub unsafe fn mprotect(addr: usize, len: usize, prot: usize) -> Result<(), Errno> {
+    // SAFETY: the caller guarantees nothing needs the access taken away.
+    result(unsafe { syscall3(nr::MPROTECT, addr, len, prot) }).map(drop)
+}
+
+/// `socketpair(domain, ty, protocol)`: the two connected fds.
+///
+/// # Errors
+/// The kernel's.
+pub fn socketpair(domain: i32, ty: i32, protocol: i32) -> Result<[i32; 2], Errno> {
+    let mut sv = [-1i32; 2];
+    // SAFETY: the kernel writes two ints into sv, a live local array of two ints.
+    result(unsafe {
+        syscall4(
+            nr::SOCKETPAIR,
+            domain as usize,
+            ty as usize,
+            protocol as usize,
+            sv.as_mut_ptr() as usize,
+        )
+    })?;
+    Ok(sv)
+}
+
+/// Unblocks signal `sig` in the calling thread (`rt_sigprocmask(SIG_UNBLOCK)`).
+///
+/// # Errors
+/// The kernel's.
+pub fn unblock_signal(sig: i32) -> Result<(), Errno> {
+    const SIG_UNBLOCK: usize = 1;
+    let set: u64 = 1 << (sig - 1);
+    // SAFETY: the kernel reads one 8-byte mask from a live local; no old mask is written.
+    result(unsafe {
+        syscall4(
+            nr::RT_SIGPROCMASK,
+            SIG_UNBLOCK,
+            &raw const set as usize,
+            0,
+            8,
+        )
+    })
+    .map(drop)
+}
+
+/// Sends signal `sig` to the calling thread (`tgkill(getpid(), gettid(), sig)`).
+///
+/// # Errors
+/// The kernel's.
+pub fn raise(sig: i32) -> Result<(), Errno> {
+    // SAFETY: no memory is passed.
+    result(unsafe {
+        syscall3(
+            nr::TGKILL,
+            getpid() as usize,
+            gettid() as usize,
+            sig as usize,
+        )
+    })
+    .map(drop)
+}
+
 /// `memfd_create(name, flags)`; `name` must end with a NUL byte.
 ///
 /// # Errors

@@ -307,8 +307,8 @@ pub unsafe extern "C" fn compel_task_sigmask(ctl: *mut CompelCtl) -> *mut u64 {
 
 /// CRIU's `struct parasite_thread_ctl`: a thread of an infected task.
 pub struct ThreadCtl {
-    ctl: *mut CompelCtl,
-    tid: c_int,
+    pub(crate) ctl: *mut CompelCtl,
+    pub(crate) tid: c_int,
     sigmask: u64,
 }
 

@@ -35,6 +35,7 @@ use compel_rt::{Task, TaskError};
 use nix::errno::Errno;
 
 mod criu;
+mod criu_regs;
 
 /// An infection handle: the seized task and, once infected, the parasite in it.
 pub struct CompelCtl {

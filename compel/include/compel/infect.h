@@ -136,4 +136,71 @@ struct parasite_blob_desc {
 
 struct parasite_blob_desc *compel_parasite_blob_desc(struct parasite_ctl *ctl);
 
+/*
+ * Registers, in CRIU's layout: the 64-bit set (struct user_regs_struct) in a union with the
+ * 32-bit one, and a flag user_regs_native() tests.
+ */
+typedef struct {
+	uint64_t r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags,
+		sp, ss, fs_base, gs_base, ds, es, fs, gs;
+} user_regs_struct64;
+typedef struct {
+	uint32_t bx, cx, dx, si, di, bp, ax, ds, es, fs, gs, orig_ax, ip, cs, flags, sp, ss;
+} user_regs_struct32;
+typedef struct {
+	union {
+		user_regs_struct64 native;
+		user_regs_struct32 compat;
+	};
+	short __is_native;
+} user_regs_struct_t;
+#define NATIVE_MAGIC 0x0A
+#define COMPAT_MAGIC 0x0C
+#define user_regs_native(pregs) ((pregs)->__is_native == NATIVE_MAGIC)
+
+/*
+ * The task's registers: those it resumes with (after infection: those the cure puts back).
+ * compel_set_leader_ip() works before infection only.
+ */
+uint64_t compel_get_leader_sp(struct parasite_ctl *ctl);
+uint64_t compel_get_leader_ip(struct parasite_ctl *ctl);
+void compel_set_leader_ip(struct parasite_ctl *ctl, uint64_t v);
+uint64_t compel_get_thread_sp(struct parasite_thread_ctl *tctl);
+uint64_t compel_get_thread_ip(struct parasite_thread_ctl *tctl);
+void compel_set_thread_ip(struct parasite_thread_ctl *tctl, uint64_t v);
+/* save(arg, user_regs_struct_t *, xsave area of at least 4096 bytes); returns what save returns. */
+int compel_get_thread_regs(struct parasite_thread_ctl *tctl, save_regs_t save, void *arg);
+
+/*
+ * Runs the seized, not infected task from ip until it traps (int3); ret_regs (may be NULL)
+ * gets the registers at the trap, the task gets its own back. -EFAULT if it stops otherwise.
+ */
+int compel_run_at(struct parasite_ctl *ctl, unsigned long ip, user_regs_struct_t *ret_regs);
+/* Runs the seized, not infected task from addr until its munmap() returns; registers put back. */
+int compel_unmap(struct parasite_ctl *ctl, unsigned long addr);
+/* 1: the task runs 64-bit code. */
+int compel_mode_native(struct parasite_ctl *ctl);
+unsigned long compel_task_size(void);
+
+/* Seize-time helpers: compel_prepare() seizes, these check and report (see above). */
+struct seize_task_status {
+	unsigned long long sigpnd;
+	unsigned long long shdpnd;
+	unsigned long long sigblk;
+	char state;
+	int vpid;
+	int ppid;
+	int seccomp_mode;
+};
+/* 0 if the task exists and is alive, else -errno. */
+int compel_interrupt_task(int pid);
+/* The task's state (COMPEL_TASK_*) and status (get_status, or /proc when NULL); -EINVAL if
+ * ppid is not -1 and not the task's parent. */
+int compel_wait_task(int pid, int ppid, int (*get_status)(int pid, struct seize_task_status *, void *data),
+		     void (*free_status)(int pid, struct seize_task_status *, void *data),
+		     struct seize_task_status *st, void *data);
+/* The signal of the stop the caller's tracee is in. */
+int compel_parse_stop_signo(int pid);
+int compel_resume_task_sig(pid_t pid, int orig_state, int state, int stop_signo);
+
 #endif /* COMPEL_INFECT_H */

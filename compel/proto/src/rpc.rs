@@ -14,8 +14,20 @@
 //!   receives a [`CtlMsg`] `{cmd, ack: 0, err: 0}`, runs the command with the payload area, and
 //!   answers `{cmd, ack: cmd, err}` (`err` a positive errno, 0 for success). [`CMD_FINI`] is
 //!   answered, then the parasite closes the socket and calls `rt_sigreturn` with its stack
-//!   pointer at [`ParasiteInit::sigframe`] (a breakpoint if that is 0). If the host goes away
-//!   (the socket reads end-of-file), the parasite does the same on its own.
+//!   pointer at [`ParasiteInit::sigframe`] (a breakpoint if that is 0; with [`INIT_FINI_TRAP`]
+//!   it first also closes its log fd and stops itself with [`STOP_SIGNAL`], and the host puts
+//!   the task's state back itself). If the host goes away (the socket reads end-of-file), the
+//!   parasite returns through the frame on its own.
+//!
+//! With [`INIT_SETUP`] (daemon mode) the parasite prepares its own surroundings before serving,
+//! which saves the host one ptrace round trip per step: it closes [`ParasiteInit::close_fd`],
+//! makes the page at [`ParasiteInit::guard`] inaccessible, creates the control socket pair
+//! (and a log pair when [`ParasiteInit::setup_log`] is set), stores the task's ends in
+//! `ctl_fd`/`log_fd` and the host's ends in `host_ctl`/`host_log`, sets `trap_ret` to 0 (or a
+//! negative errno, having closed what it made) and stops itself with [`STOP_SIGNAL`]. The host
+//! takes its
+//! ends out of the task (`pidfd_getfd`) and resumes the thread; the parasite closes
+//! `host_ctl`/`host_log` in the task and serves.
 //!
 //! File descriptors travel over the control socket as one [`FdsMsg`] per batch of at most
 //! [`FDS_PER_MSG`] fds, attached as `SCM_RIGHTS`. A shared-memory region is announced with a
@@ -26,9 +38,19 @@ use crate::Plain;
 /// [`ParasiteInit::magic`]: "CPAR".
 pub const INIT_MAGIC: u32 = u32::from_le_bytes(*b"CPAR");
 /// [`ParasiteInit::version`].
-pub const INIT_VERSION: u32 = 1;
+pub const INIT_VERSION: u32 = 2;
 /// Offset of the command payload in the args area (after the [`ParasiteInit`]).
 pub const ARGS_PAYLOAD_OFFSET: usize = 256;
+
+/// The signal a parasite raises in itself to stop for the host ([`INIT_SETUP`],
+/// [`INIT_FINI_TRAP`]); the host suppresses it. `SIGURG`: ignored by default, so a task whose
+/// host dies while it is held in that stop is not killed (as `SIGTRAP` would), and the parasite
+/// returns through its frame.
+pub const STOP_SIGNAL: i32 = 23;
+/// [`ParasiteInit::flags`]: stop for the host at [`CMD_FINI`] instead of `rt_sigreturn`.
+pub const INIT_FINI_TRAP: u32 = 1;
+/// [`ParasiteInit::flags`]: prepare the sockets and the guard page at start (see above).
+pub const INIT_SETUP: u32 = 2;
 
 /// Serve commands from the control socket until [`CMD_FINI`].
 pub const MODE_DAEMON: u32 = 0;
@@ -85,12 +107,24 @@ pub struct ParasiteInit {
     pub payload_size: u64,
     /// Bytes of `sock_addr` used (a `sockaddr_un` length as passed to `connect`).
     pub sock_addr_len: u32,
-    /// Reserved, zero.
-    pub reserved0: u32,
+    /// [`INIT_FINI_TRAP`], [`INIT_SETUP`].
+    pub flags: u32,
     /// A `struct sockaddr_un` (family `AF_UNIX`, then the path; abstract if it starts with 0).
     pub sock_addr: [u8; 112],
+    /// [`INIT_SETUP`]: an fd the parasite closes first (-1 for none).
+    pub close_fd: i32,
+    /// [`INIT_SETUP`]: 1 to make a log socket pair too.
+    pub setup_log: u32,
+    /// [`INIT_SETUP`], written by the parasite: the host's end of the control pair.
+    pub host_ctl: i32,
+    /// [`INIT_SETUP`], written by the parasite: the host's end of the log pair, or -1.
+    pub host_log: i32,
+    /// [`INIT_SETUP`]: the address of a region to make inaccessible (0 for none).
+    pub guard: u64,
+    /// [`INIT_SETUP`]: its length in bytes.
+    pub guard_len: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 11],
+    pub reserved: [u64; 7],
 }
 const _: () = assert!(core::mem::size_of::<ParasiteInit>() == ARGS_PAYLOAD_OFFSET);
 // SAFETY: repr(C), integers and integer arrays laid out without padding (56 + 112 + 88 = 256).
@@ -112,9 +146,15 @@ impl ParasiteInit {
             sigframe: 0,
             payload_size: 0,
             sock_addr_len: 0,
-            reserved0: 0,
+            flags: 0,
             sock_addr: [0; 112],
-            reserved: [0; 11],
+            close_fd: -1,
+            setup_log: 0,
+            host_ctl: -1,
+            host_log: -1,
+            guard: 0,
+            guard_len: 0,
+            reserved: [0; 7],
         }
     }
 

@@ -83,6 +83,7 @@ impl Ctl {
     /// Receives one message, forwarding log lines and watching the daemon thread meanwhile.
     pub fn recv(&mut self, what: &'static str) -> Result<Received, RpcError> {
         let deadline = Instant::now() + self.timeout;
+        let mut spin = true;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -94,7 +95,8 @@ impl Ctl {
                 });
             }
             let slice = left.min(WATCH_SLICE);
-            let (sock_ready, log_ready) = self.poll(slice)?;
+            let (sock_ready, log_ready) = self.poll(slice, spin)?;
+            spin = log_ready; // keep spinning only while the parasite is busy logging
             if log_ready {
                 self.drain_log();
             }
@@ -165,7 +167,23 @@ impl Ctl {
         Ok(())
     }
 
-    fn poll(&self, slice: Duration) -> Result<(bool, bool), RpcError> {
+    /// Polls both sockets for `slice` at most; with `spin`, looks without blocking for a while
+    /// first (an answer usually comes within microseconds, see `crate::spin`).
+    fn poll(&self, slice: Duration, spin: bool) -> Result<(bool, bool), RpcError> {
+        if spin
+            && let Some(ready) = crate::spin::spin(|| match self.poll_once(0) {
+                Ok((false, false)) => None,
+                other => Some(other),
+            })
+        {
+            return ready;
+        }
+        let ms = slice.as_millis().clamp(1, i32::MAX as u128) as i32;
+        self.poll_once(ms)
+    }
+
+    /// One `poll` of the control socket and the log channel, `ms` milliseconds at most.
+    fn poll_once(&self, ms: i32) -> Result<(bool, bool), RpcError> {
         let mut fds = [
             libc::pollfd {
                 fd: self.sock.as_raw_fd(),
@@ -178,7 +196,6 @@ impl Ctl {
                 revents: 0,
             },
         ];
-        let ms = slice.as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: fds is a live local array of two pollfd (a negative fd is ignored).
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if rc < 0 {

@@ -4,7 +4,7 @@
 use std::borrow::BorrowMut;
 
 use compel_arch::{UserRegs, nr, restart};
-use compel_proto::rpc::{CMD_FINI, CtlMsg};
+use compel_proto::rpc::{CMD_FINI, CtlMsg, STOP_SIGNAL};
 
 use super::{InfectError, Parasite, Stage, daemon_quiet, park, rsys, tk};
 use crate::ptrace::{Stop, SyscallInfo};
@@ -50,6 +50,18 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         if self.cured {
             return Ok(());
         }
+        if self.running && !self.in_flight && self.ctl.is_some() {
+            // The usual way: FINI, the parasite closes its sockets and stops, and the task's
+            // state is put back here (no syscall-by-syscall following of the parasite).
+            match self.fini_trap() {
+                Ok(()) => return self.finish_cure(None),
+                Err(e) => {
+                    tracing::debug!(pid = self.pid, error = %e, "FINI did not end in the stop");
+                    // Whatever the parasite is doing now, do not wait for it.
+                    self.in_flight = true;
+                }
+            }
+        }
         let known = if self.running {
             match self.stop_daemon() {
                 Ok((stop, _)) => Some(stop),
@@ -63,6 +75,36 @@ impl<T: BorrowMut<Task>> Parasite<T> {
             None
         };
         self.finish_cure(known)
+    }
+
+    /// Sends FINI and waits for the parasite's final stop (`INIT_FINI_TRAP`: it answered,
+    /// closed its control socket and log fd, and raised `STOP_SIGNAL`), then restores the
+    /// saved state with ptrace.
+    /// On error the daemon thread is running or stopped in a stop not yet collected.
+    fn fini_trap(&mut self) -> Result<(), InfectError> {
+        let tid = self.tid;
+        let ctl = self.ctl()?;
+        ctl.send(&CtlMsg::cmd(CMD_FINI), &[])?;
+        self.stage(Stage::FiniSent);
+        self.in_flight = true;
+        self.ctl()?.recv_ack(CMD_FINI)?;
+        let stop = tk(&mut self.task).wait_stop(tid)?;
+        let ip = crate::ptrace::get_regs(tid)
+            .map_err(TaskError::ptrace("GETREGS", tid))?
+            .ip();
+        let text = (self.base.0, self.base.0 + self.layout.text_size as u64);
+        self.in_flight = false;
+        self.running = false;
+        self.ctl_closed = true;
+        if stop != Stop::Signal(STOP_SIGNAL) || !(text.0..text.1).contains(&ip) {
+            return self.force_restore(stop);
+        }
+        // The parasite's own stop signal: never the task's to see.
+        tk(&mut self.task).discard_last_kept_signal(tid);
+        self.remote_log = -1; // closed by the parasite
+        self.restore_by_ptrace()?;
+        self.stage(Stage::Returned);
+        Ok(())
     }
 
     /// Cures when the daemon thread is known to be stopped in `stop`.
@@ -211,7 +253,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         Ok(())
     }
 
-    fn force_restore(&mut self, stop: Stop) -> Result<(), InfectError> {
+    pub(super) fn force_restore(&mut self, stop: Stop) -> Result<(), InfectError> {
         let tid = self.tid;
         if let Stop::Signal(sig) = stop
             && sig != libc::SIGTRAP
@@ -236,7 +278,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         })
     }
 
-    fn restore_by_ptrace(&mut self) -> Result<(), InfectError> {
+    pub(super) fn restore_by_ptrace(&mut self) -> Result<(), InfectError> {
         let tid = self.tid;
         let task = tk(&mut self.task);
         task.set_regs(tid, &self.saved.regs)?;

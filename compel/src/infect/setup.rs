@@ -8,8 +8,8 @@ use compel_arch::{
     RED_ZONE, RT_SIGFRAME_UC_OFFSET, SigStack, SigframeState, nr, write_rt_sigframe,
 };
 use compel_proto::blob::BlobDesc;
-use compel_proto::rpc::{CMD_PING, CtlMsg, MODE_DAEMON, ParasiteInit};
-use compel_proto::{read_plain, write_plain};
+use compel_proto::rpc::{INIT_FINI_TRAP, INIT_SETUP, MODE_DAEMON, ParasiteInit, STOP_SIGNAL};
+use compel_proto::write_plain;
 use nix::errno::Errno;
 
 use super::ctl::Ctl;
@@ -20,6 +20,7 @@ use super::{
     EFLAGS_TF_DF, InfectError, InfectOptions, Parasite, SavedState, ShmMethod, Stage, park, rsys,
     tk,
 };
+use crate::ptrace::Stop;
 use crate::{RemoteAddr, Resume, Task, TaskError};
 
 /// What exists in the task while an infection is being set up (undone on failure).
@@ -81,7 +82,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
             &mut stage,
             hooked,
         );
-        let (layout, base, map, ctl, remote_ctl, remote_log) = match built {
+        let (layout, base, map) = match built {
             Ok(b) => b,
             Err(e) => {
                 partial.undo(t, tid);
@@ -95,10 +96,10 @@ impl<T: BorrowMut<Task>> Parasite<T> {
             base,
             layout,
             map,
-            ctl: Some(ctl),
+            ctl: None,
             saved,
-            remote_ctl,
-            remote_log,
+            remote_ctl: -1,
+            remote_log: -1,
             entry: blob.entry,
             hook,
             running: false,
@@ -107,7 +108,7 @@ impl<T: BorrowMut<Task>> Parasite<T> {
             in_flight: false,
             trap_guarded: false,
         };
-        if let Err(e) = p.start() {
+        if let Err(e) = p.start(&opts, partial.remote_fds.first().copied()) {
             if let Err(c) = p.cure_inner() {
                 tracing::warn!(pid, error = %c, "cure after failed start");
             }
@@ -117,9 +118,14 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         Ok(p)
     }
 
-    /// Starts the parasite in the daemon thread and checks that it answers.
-    fn start(&mut self) -> Result<(), InfectError> {
+    /// Starts the parasite in the daemon thread: it prepares its sockets and guard page itself
+    /// and stops ([`INIT_SETUP`]); the host's socket ends are taken out of the task there and
+    /// the parasite resumed to serve. `memfd` is the task's fd of the region, which the
+    /// parasite closes first. On failure the task's own state is back in place and what is
+    /// left in the task (the region, fds) is recorded for the cure to undo.
+    fn start(&mut self, opts: &InfectOptions, memfd: Option<i32>) -> Result<(), InfectError> {
         let tid = self.tid;
+        let pid = self.pid;
         let mut regs = self.saved.regs;
         regs.clear_syscall_nr();
         regs.set_ip(self.base.offset(self.entry as u64).0);
@@ -128,21 +134,80 @@ impl<T: BorrowMut<Task>> Parasite<T> {
         regs.rax = 0;
         regs.eflags &= !(EFLAGS_TF_DF); // no trap flag, direction flag clear
         let task = tk(&mut self.task);
-        let mut opts = crate::ptrace::options::TRACESYSGOOD;
+        let mut popts = crate::ptrace::options::TRACESYSGOOD;
         if task.seccomp_suspended() {
-            opts |= crate::ptrace::options::SUSPEND_SECCOMP;
+            popts |= crate::ptrace::options::SUSPEND_SECCOMP;
         }
-        crate::ptrace::set_options(tid, opts).map_err(TaskError::ptrace("SETOPTIONS", tid))?;
+        crate::ptrace::set_options(tid, popts).map_err(TaskError::ptrace("SETOPTIONS", tid))?;
         task.set_sigmask(tid, crate::ptrace::REMOTE_CODE_SIGMASK)?;
         task.set_regs(tid, &regs)?;
         task.resume(tid, Resume::Continue)?;
+        let stop = task.wait_stop(tid)?;
+        let ip = crate::ptrace::get_regs(tid)
+            .map_err(TaskError::ptrace("GETREGS", tid))?
+            .ip();
+        let init = self.init_mut();
+        let text = (self.base.0, self.base.0 + self.layout.text_size as u64);
+        if stop != Stop::Signal(STOP_SIGNAL) || !(text.0..text.1).contains(&ip) {
+            // Faulted, stopped or killed before its setup stop: what it made is unknown.
+            tracing::warn!(pid, ?stop, ip, "parasite did not reach its setup stop");
+            return self.force_restore(stop);
+        }
+        // The parasite's own stop signal: never the task's to see.
+        tk(&mut self.task).discard_last_kept_signal(tid);
+        if init.trap_ret != 0 {
+            // The parasite closed what it made (and the memfd) before trapping.
+            self.restore_by_ptrace()?;
+            return Err(InfectError::RemoteSyscall {
+                pid,
+                call: "parasite setup",
+                source: Errno::from_raw(-init.trap_ret),
+            });
+        }
+        let _ = memfd; // closed by the parasite
+        self.remote_ctl = init.ctl_fd;
+        self.remote_log = init.log_fd;
+        let take = |fd: i32| -> Result<Option<OwnedFd>, InfectError> {
+            if fd < 0 {
+                return Ok(None);
+            }
+            shm::take_fd(pid, fd)
+                .map(Some)
+                .map_err(|source| InfectError::TakeFd { pid, fd, source })
+        };
+        let ends = take(init.host_ctl).and_then(|c| Ok((c, take(init.host_log)?)));
+        let (host_ctl, host_log) = match ends {
+            Ok((Some(c), l)) => (c, l),
+            other => {
+                // The parasite stays stopped: close its sockets from the task's own state.
+                self.restore_by_ptrace()?;
+                let task = tk(&mut self.task);
+                for fd in [init.host_ctl, init.host_log] {
+                    if fd >= 0 {
+                        let _ = rsys(task, tid, "close", nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0]);
+                    }
+                }
+                return Err(match other {
+                    Err(e) => e,
+                    Ok(_) => InfectError::TakeFd {
+                        pid,
+                        fd: init.host_ctl,
+                        source: Errno::EBADF,
+                    },
+                });
+            }
+        };
+        if let Some(l) = &host_log {
+            // The parasite only writes; nothing it writes may block it for long.
+            // SAFETY: fcntl on an fd we own.
+            unsafe { libc::fcntl(l.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        }
+        self.ctl = Some(Ctl::new(pid, tid, host_ctl, host_log, opts.timeout));
+        // Leaving the stop (its signal suppressed), the parasite closes the host's ends in the
+        // task and serves.
+        tk(&mut self.task).resume(tid, Resume::Continue)?;
         self.running = true;
-        tracing::debug!(pid = self.pid, tid, base = %self.base, "parasite started");
-        self.in_flight = true;
-        let ctl = self.ctl()?;
-        ctl.send(&CtlMsg::cmd(CMD_PING), &[])?;
-        ctl.recv_ack(CMD_PING)?;
-        self.in_flight = false;
+        tracing::debug!(pid, tid, base = %self.base, "parasite started");
         Ok(())
     }
 }
@@ -160,7 +225,7 @@ fn save_state(task: &mut Task, tid: i32) -> Result<SavedState, InfectError> {
     })
 }
 
-type Built = (Layout, RemoteAddr, LocalMap, Ctl, i32, i32);
+type Built = (Layout, RemoteAddr, LocalMap);
 
 /// Writes `data` on the thread's stack below the red zone, runs `f` with its address, and
 /// puts the old bytes back.
@@ -220,8 +285,7 @@ fn build(
                     [0, len, rw, libc::MAP_SHARED as u64, fd as u64, 0],
                 )?;
                 partial.base = Some((RemoteAddr(base as u64), layout.len));
-                rsys(task, tid, "close", nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0])?;
-                partial.remote_fds.retain(|&f| f != fd);
+                // The memfd stays open in the task until the parasite closes it (INIT_SETUP).
                 mapped = Some((RemoteAddr(base as u64), host));
             }
             Err(e) if opts.shm == ShmMethod::Memfd => return Err(e),
@@ -263,7 +327,9 @@ fn build(
         source,
     })?;
     drop(host);
-    for (off, plen, prot) in layout.protections() {
+    // The text is made executable here; the guard page is the parasite's to make (INIT_SETUP).
+    let [text, guard] = layout.protections();
+    for (off, plen, prot) in [text] {
         if plen > 0 {
             rsys(
                 task,
@@ -284,31 +350,8 @@ fn build(
         .map_err(InfectError::Blob)?;
     blob.apply_relocs(&mut mem[..layout.blob_size], base.0)
         .map_err(InfectError::Blob)?;
-    // 3. The alternate signal stack, as the frame must restore it.
-    let scratch = base.offset(layout.payload_off() as u64);
-    rsys(
-        task,
-        tid,
-        "sigaltstack",
-        nr::SIGALTSTACK,
-        [0, scratch.0, 0, 0, 0, 0],
-    )?;
-    let ss: [u64; 3] = read_plain(&map.bytes()[layout.payload_off()..]).unwrap_or_default();
-    let altstack = SigStack {
-        ss_sp: ss[0],
-        ss_flags: ss[1] as u32 as i32,
-        pad: 0,
-        ss_size: ss[2],
-    };
-    // 4. Sockets: made in the task, the host's ends taken out of it.
-    let (host_ctl, remote_ctl) = make_socketpair(task, tid, &map, &layout, base, partial, false)?;
-    let (host_log, remote_log) = if opts.log_level.is_some() {
-        let (h, r) = make_socketpair(task, tid, &map, &layout, base, partial, true)?;
-        (Some(h), r)
-    } else {
-        (None, -1)
-    };
-    // 5. The frame and the init header.
+    // 3. The frame and the init header. The frame leaves the alternate signal stack as it
+    //    is (`SS_KEEP_CURRENT`): the parasite never changes it.
     let frame_addr = base.offset(layout.frame_off as u64);
     let fregs = frame_regs(&saved.regs);
     // The frame carries only what the task's own xsave buffer can take back (see
@@ -319,7 +362,7 @@ fn build(
         xsave: &saved.xsave.bytes()[..xlen.min(saved.xsave.bytes().len())],
         xfeatures,
         sigmask: saved.sigmask,
-        altstack: Some(altstack),
+        altstack: None,
     };
     let frame_buf = &mut map.bytes_mut()[layout.frame_off..layout.frame_off + layout.frame_size];
     write_rt_sigframe(frame_buf, frame_addr.0, &state).map_err(|e| InfectError::Sigframe {
@@ -332,21 +375,22 @@ fn build(
     })?;
     let mut init = ParasiteInit::new();
     init.mode = MODE_DAEMON;
-    init.ctl_fd = remote_ctl;
-    init.log_fd = remote_log;
+    init.flags = INIT_SETUP | INIT_FINI_TRAP;
+    init.trap_ret = 1; // the parasite writes 0 (or -errno) before its setup trap
+    init.close_fd = partial.remote_fds.first().copied().unwrap_or(-1);
+    init.setup_log = u32::from(opts.log_level.is_some());
+    init.guard = base.0 + guard.0 as u64;
+    init.guard_len = guard.1 as u64;
     init.log_level = opts.log_level.unwrap_or(0);
     init.sigframe = frame_addr.0 + RT_SIGFRAME_UC_OFFSET as u64;
     init.payload_size = layout.payload_size as u64;
     write_plain(&mut map.bytes_mut()[layout.args_off..], &init);
     map.bytes_mut()[layout.payload_off()..layout.payload_off() + 64].fill(0);
-    partial.remote_fds.clear();
-    partial.base = None;
-    let ctl = Ctl::new(pid, tid, host_ctl, host_log, opts.timeout);
     if hooked {
         park(task, tid)?;
     }
     stage(Stage::Loaded);
-    Ok((layout, base, map, ctl, remote_ctl, remote_log))
+    Ok((layout, base, map))
 }
 
 /// Creates a memfd of `len` bytes in the task; returns its fd there and a copy here.
@@ -394,46 +438,4 @@ fn make_memfd(task: &mut Task, tid: i32, len: u64) -> Result<(i32, OwnedFd), Inf
         });
     }
     Ok((fd, host))
-}
-
-/// Makes a unix socket pair in the task (`SOCK_SEQPACKET` for control, `SOCK_DGRAM` for the
-/// log), takes the first end here and closes it there; returns (host end, task's end).
-fn make_socketpair(
-    task: &mut Task,
-    tid: i32,
-    map: &LocalMap,
-    layout: &Layout,
-    base: RemoteAddr,
-    partial: &mut Partial,
-    log: bool,
-) -> Result<(OwnedFd, i32), InfectError> {
-    let pid = task.pid();
-    let ty = if log {
-        libc::SOCK_DGRAM
-    } else {
-        libc::SOCK_SEQPACKET
-    } | libc::SOCK_CLOEXEC;
-    let scratch = base.offset(layout.payload_off() as u64);
-    rsys(
-        task,
-        tid,
-        "socketpair",
-        nr::SOCKETPAIR,
-        [libc::AF_UNIX as u64, ty as u64, 0, scratch.0, 0, 0],
-    )?;
-    let sv: [i32; 2] = read_plain(&map.bytes()[layout.payload_off()..]).unwrap_or([-1, -1]);
-    partial.remote_fds.extend(sv);
-    let host = shm::take_fd(pid, sv[0]).map_err(|source| InfectError::TakeFd {
-        pid,
-        fd: sv[0],
-        source,
-    })?;
-    rsys(task, tid, "close", nr::CLOSE, [sv[0] as u64, 0, 0, 0, 0, 0])?;
-    partial.remote_fds.retain(|&f| f != sv[0]);
-    if log {
-        // The parasite only writes; nothing it writes may block it for long.
-        // SAFETY: fcntl on an fd we own.
-        unsafe { libc::fcntl(host.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    }
-    Ok((host, sv[1]))
 }

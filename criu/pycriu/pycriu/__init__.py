@@ -1,6 +1,7 @@
 """pycriu: drive criu from Python over its RPC protocol, with the interface of CRIU's pycriu.
 
-``pycriu.criu`` is the client class, ``pycriu.rpc`` the protocol's messages.
+``pycriu.criu`` is the client class, ``pycriu.rpc`` the protocol's messages, ``pycriu.images``
+reads and writes image files as crit's dicts (on the native module ``pycriu._images``).
 
     import pycriu
     c = pycriu.criu()
@@ -10,7 +11,8 @@
     c.dump()
 """
 
+from . import images
 from . import rpc_pb2 as rpc
 from .criu import (CRIUException, CRIUExceptionExternal, CRIUExceptionInternal, criu)
 
-__all__ = ['rpc', 'criu', 'CRIUException', 'CRIUExceptionInternal', 'CRIUExceptionExternal']
+__all__ = ['images', 'rpc', 'criu', 'CRIUException', 'CRIUExceptionInternal', 'CRIUExceptionExternal']

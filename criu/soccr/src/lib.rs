@@ -12,7 +12,9 @@
 //! resume (a network lock), as with CRIU's libsoccr. Supported states: ESTABLISHED, and
 //! FIN_WAIT1 with the FIN not yet acknowledged; others are refused by name.
 //!
-//! The C ABI in [`capi`] has the names and struct layouts of CRIU's libsoccr (`include/soccr.h`).
+//! The C ABI with the names and struct layouts of CRIU's libsoccr (`include/soccr.h`) is the
+//! `libsoccr` package (`capi/`, `libsoccr.so` and `libsoccr.a`), built on the single steps
+//! below ([`set_repair`], [`save_data`], [`read_queue`], [`sock_name`], [`restore_data`]).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -20,8 +22,6 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
-
-pub mod capi;
 
 /// Socket options and ioctls of TCP repair (linux/tcp.h, linux/sockios.h).
 pub mod sys {
@@ -206,7 +206,12 @@ impl<'a> Repair<'a> {
     pub fn release(self) {}
 }
 
-pub(crate) fn set_repair(fd: RawFd, on: bool) -> Result<()> {
+/// Turns TCP repair mode of `fd` on or off (what [`Repair::pause`] and [`Repair::resume`] do;
+/// a single step for callers that keep the socket themselves, as the C ABI does).
+///
+/// # Errors
+/// [`Error::Sys`] naming the step.
+pub fn set_repair(fd: RawFd, on: bool) -> Result<()> {
     setsockopt_u32(fd, sys::TCP_REPAIR, on as u32).map_err(|_| {
         Error::sys(
             fd,
@@ -277,7 +282,7 @@ fn fin_in_sndq(state: u32) -> bool {
 
 /// Reads state, queue lengths, options and window (not the queues themselves nor the
 /// sequence numbers: [`read_queue`] does those).
-pub(crate) fn save_data(fd: RawFd) -> Result<SkData> {
+pub fn save_data(fd: RawFd) -> Result<SkData> {
     let mut d = SkData::default();
     // The first bytes of struct tcp_info: state, ca_state, retransmits, probes, backoff,
     // options, then snd_wscale:4 | rcv_wscale:4.
@@ -333,7 +338,7 @@ pub(crate) fn save_data(fd: RawFd) -> Result<SkData> {
 }
 
 /// Selects `queue`, reads its sequence number (rcv_nxt or write_seq) and peeks its `len` bytes.
-pub(crate) fn read_queue(fd: RawFd, queue: i32, len: u32) -> Result<(u32, Vec<u8>)> {
+pub fn read_queue(fd: RawFd, queue: i32, len: u32) -> Result<(u32, Vec<u8>)> {
     let qname = if queue == sys::TCP_RECV_QUEUE {
         "receive"
     } else {
@@ -451,7 +456,11 @@ impl From<SocketAddr> for SockAddr {
     }
 }
 
-fn sock_name(fd: RawFd, peer: bool) -> Result<SocketAddr> {
+/// The local (`peer` false) or remote address of `fd`.
+///
+/// # Errors
+/// [`Error::Sys`] naming the step.
+pub fn sock_name(fd: RawFd, peer: bool) -> Result<SocketAddr> {
     // SAFETY: all-zero is a valid SockAddr.
     let mut s: SockAddr = unsafe { zeroed() };
     let mut len = size_of::<SockAddr>() as libc::socklen_t;
@@ -505,7 +514,7 @@ fn send_all(fd: RawFd, mut buf: &[u8], what: &'static str) -> Result<()> {
 /// The restore steps on a paused fresh socket: bind, sequence numbers, repair connect, options,
 /// queues, window, and a FIN_WAIT1 socket's FIN. `data` is updated the way CRIU's libsoccr
 /// updates it.
-pub(crate) fn restore_data(
+pub fn restore_data(
     fd: RawFd,
     data: &mut SkData,
     src: &SockAddr,

@@ -77,7 +77,11 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
     // The images directory is resolved before changing into the work dir, as CRIU opens it first.
     if matches!(
         cmd,
-        Command::Dump | Command::PreDump | Command::Restore | Command::CpuInfo
+        Command::Dump
+            | Command::PreDump
+            | Command::Restore
+            | Command::CpuInfo
+            | Command::PageServer
     ) {
         let dir = std::fs::canonicalize(opts.images_dir.path())
             .with_context(|| format!("couldn't open image dir {}", opts.images_dir))
@@ -165,6 +169,31 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::PreDump => {
+            let dopts = DumpOptions::from_options(&opts);
+            dopts.validate().map_err(|e| fail(e.into()))?;
+            let s = criu::pre_dump(&dopts)
+                .map_err(|e| fail(anyhow::Error::new(e).context("pre-dump failed")))?;
+            tracing::info!(
+                "Pre-dumping finished successfully ({} pages written, frozen {} us)",
+                s.pages_written,
+                s.frozen_us
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PageServer => {
+            let so = criu::PageServerOptions {
+                dir: opts.images_dir.path(),
+                address: opts.live.address.clone(),
+                port: opts.live.port.unwrap_or(0),
+                daemon: opts.restore_detached,
+                status_fd: opts.status_fd,
+                pidfile: opts.pidfile.clone(),
+                prev_images_dir: opts.prev_images_dir.clone(),
+            };
+            criu::run_page_server(&so).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Restore => restore(&opts, &sink).map_err(fail),
         Command::Swrk => {
             let fd = opts.command_args.first().map_or("", String::as_str);
@@ -172,11 +201,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Service => {
-            // --address is not a field of Options yet: it is among the accepted options.
-            let address = opts.ignored.iter().rev().find(|(n, _)| n == "address");
-            let address = address
-                .and_then(|(_, v)| v.as_deref())
-                .map(std::path::Path::new);
+            let address = opts.live.address.as_deref().map(std::path::Path::new);
             let service = criu::service::ServiceOptions {
                 address: criu::service::address_or_default(address),
                 daemon: opts.restore_detached,

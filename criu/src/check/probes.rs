@@ -156,28 +156,14 @@ pub(super) fn process_vm_readv() -> Result<(), Missing> {
     }
 }
 
-pub(super) fn soft_dirty() -> Result<(), Missing> {
-    use std::io::{Read, Seek, SeekFrom};
-    // Clear the soft-dirty bits, dirty one page, and look for bit 55 in its pagemap entry:
-    // kernels without CONFIG_MEM_SOFT_DIRTY accept the write but never set the bit.
-    std::fs::write("/proc/self/clear_refs", "4").map_err(io("clear_refs 4"))?;
-    let mut page = vec![0u8; 8192];
-    let addr = page.as_mut_ptr() as usize;
-    let aligned = (addr + 4095) & !4095;
-    page[aligned - addr] = 1;
-    std::hint::black_box(&page);
-    let mut f = std::fs::File::open("/proc/self/pagemap").map_err(io("opening pagemap"))?;
-    f.seek(SeekFrom::Start((aligned / 4096 * 8) as u64))
-        .map_err(io("reading pagemap"))?;
-    let mut b = [0u8; 8];
-    f.read_exact(&mut b).map_err(io("reading pagemap"))?;
-    if u64::from_le_bytes(b) & (1 << 55) != 0 {
-        Ok(())
-    } else {
-        Err(Missing::Absent {
-            what: "the kernel does not track soft-dirty pages",
-        })
-    }
+/// Memory-change tracking as pre-dump and `--track-mem` use it: asynchronous userfaultfd
+/// write-protection read back with `PAGEMAP_SCAN` (soft-dirty bits are not used, so a kernel
+/// with only those does not count).
+pub(super) fn dirty_track() -> Result<(), Missing> {
+    crate::dump::track::probe().map_err(|(what, e)| Missing::Sys {
+        what,
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })
 }
 
 pub(super) fn line_in(path: &'static str, prefix: &str, what: &'static str) -> Result<(), Missing> {

@@ -36,13 +36,14 @@ pub(super) fn collect(
     opts: &DumpOptions,
     files: &mut files::FileTable,
     own_ns: &[(String, u64)],
+    root_ns: &[(String, u64)],
 ) -> Result<Collected, DumpError> {
     // First, before anything runs in the task.
     thread::rseq_abort(task, pid)?;
     let stat = proc::read_stat(pid)?;
     let status = proc::read_status(pid)?;
     let ns = ids::ns_inodes(&pid.to_string());
-    ids::refuse_own_namespaces(pid, &ns, own_ns)?;
+    ids::refuse_own_namespaces(pid, &ns, own_ns, root_ns)?;
     let maps = proc::read_smaps(pid)?;
     let exe_id = files.add_exe(pid)?;
     let vmas = vma::classify(pid, &maps, files)?;

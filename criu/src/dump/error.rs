@@ -240,25 +240,9 @@ pub enum DumpError {
     #[error("unsupported: {0}")]
     Socket(crate::files::socket::SocketError),
     // Tree shape, namespaces.
-    /// A process in a namespace of its own.
-    #[error(
-        "unsupported: {pid} is in a {kind} namespace of its own (namespaces are not dumped yet)"
-    )]
-    OwnNamespace {
-        /// The process.
-        pid: i32,
-        /// The namespace kind (`net`, `mnt`, ...).
-        kind: String,
-    },
-    /// A process that made a time namespace for its children.
-    #[error(
-        "unsupported: {pid} made a time namespace for its children (unshare(CLONE_NEWTIME)); \
-         namespaces are not dumped yet"
-    )]
-    TimeNsForChildren {
-        /// The process.
-        pid: i32,
-    },
+    /// A namespace that cannot be dumped, or failed to (the error names the kind and task).
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NsError),
     // Memory.
     /// A uprobes area.
     #[error("unsupported: uprobes vma {start:#x}-{end:#x}")]
@@ -346,6 +330,9 @@ pub enum DumpError {
     /// Writing an image failed.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// Sending pages to the page server failed.
+    #[error(transparent)]
+    PageServer(#[from] crate::pageserver::PageServerError),
     /// An action script failed.
     #[error(transparent)]
     Script(#[from] ScriptError),
@@ -398,11 +385,13 @@ impl DumpError {
                 crate::errno::io(source)
             }
             DumpError::Image(e) => crate::errno::image(e),
+            DumpError::PageServer(e) => e.errno(),
             DumpError::Script(e) => e.errno(),
             DumpError::Mount(e) => e.errno(),
             DumpError::Net(e) => e.errno(),
             DumpError::Step { source, .. } => source.errno(),
             DumpError::Socket(e) => e.errno(),
+            DumpError::Namespace(e) => e.errno(),
             DumpError::SeccompUnreadable { errno, .. } => *errno as i32,
             DumpError::ImagesNotDir { .. } => libc::ENOTDIR,
             DumpError::SharedTable { .. }
@@ -418,8 +407,6 @@ impl DumpError {
             | DumpError::LockType { .. }
             | DumpError::FileLocks { .. }
             | DumpError::EpollTarget { .. }
-            | DumpError::OwnNamespace { .. }
-            | DumpError::TimeNsForChildren { .. }
             | DumpError::Uprobes { .. }
             | DumpError::SharedAnon { .. }
             | DumpError::SysvShm { .. }

@@ -62,6 +62,8 @@ pub struct FileTable {
     lock_keys: std::collections::HashSet<(u32, i32, u64, u32, i64, i64)>,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// Inodes of criu's own memory-tracking userfaultfds (`dump::track`): never dumped.
+    pub skip_uffd: Vec<u64>,
 }
 
 /// CRIU's lock kinds (`file_lock_entry.flag`).
@@ -72,7 +74,12 @@ pub mod lock_kind {
     pub const FLOCK: u32 = 2;
     /// Open file description record locks (F_OFD_SETLK).
     pub const OFD: u32 = 4;
+    /// File leases (F_SETLEASE), owned by the open file.
+    pub const LEASE: u32 = 8;
 }
+
+/// CRIU's bit in a lease's type for a lease being broken (the rest is the type it goes to).
+pub const LEASE_BREAKING: u32 = 4;
 
 impl FileTable {
     /// An empty table; deleted files larger than `ghost_limit` bytes are refused, as CRIU does.
@@ -87,6 +94,7 @@ impl FileTable {
             locks: Vec::new(),
             lock_keys: Default::default(),
             tcp_established: false,
+            skip_uffd: Vec::new(),
         }
     }
 
@@ -128,6 +136,7 @@ impl FileTable {
                 "POSIX" => lock_kind::POSIX,
                 "FLOCK" => lock_kind::FLOCK,
                 "OFDLCK" => lock_kind::OFD,
+                "LEASE" => lock_kind::LEASE,
                 other => {
                     return Err(DumpError::LockClass {
                         pid,
@@ -136,10 +145,23 @@ impl FileTable {
                     });
                 }
             };
-            let ltype = match l.kind.as_str() {
-                "READ" => libc::F_RDLCK as u32,
-                "WRITE" => libc::F_WRLCK as u32,
-                other => {
+            let ltype = match (kind, l.mode.as_str(), l.kind.as_str()) {
+                // A lease being broken: the type it goes to (`F_GETLEASE` says; fdinfo shows
+                // the type it had) with CRIU's `LEASE_BREAKING` bit.
+                (lock_kind::LEASE, "BREAKING", _) => {
+                    crate::files::common::lease_target(pid, fd)? | LEASE_BREAKING
+                }
+                (lock_kind::LEASE, mode, _) if mode != "ACTIVE" => {
+                    return Err(DumpError::LockType {
+                        pid,
+                        fd,
+                        class: l.class.clone(),
+                        ty: mode.to_string(),
+                    });
+                }
+                (_, _, "READ") => libc::F_RDLCK as u32,
+                (_, _, "WRITE") => libc::F_WRLCK as u32,
+                (_, _, other) => {
                     return Err(DumpError::LockType {
                         pid,
                         fd,
@@ -152,6 +174,9 @@ impl FileTable {
             let len = l
                 .end
                 .map_or(0, |e| e.saturating_sub(l.start).saturating_add(1));
+            if kind == lock_kind::LEASE {
+                tracing::debug!(pid, fd, ltype, "lease");
+            }
             let key = if kind == lock_kind::POSIX {
                 (kind, pid, ino, ltype, l.start, len)
             } else {
@@ -350,6 +375,9 @@ impl FileTable {
                 what: format!("stat fd {fd} of {pid} ({name})"),
                 source: e,
             })?;
+            if name == "anon_inode:[userfaultfd]" && self.skip_uffd.contains(&meta.ino()) {
+                continue;
+            }
             if !info.locks.is_empty() {
                 locked.push((fd, meta.ino(), info.locks.clone()));
             }

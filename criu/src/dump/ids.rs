@@ -1,8 +1,7 @@
 //! Ids of the kernel objects a task holds: its mm, fd table, fs and signal handlers (shared ones
 //! found with kcmp) and its namespaces (numbered against criu's own), as `ids-PID.img` and the
 //! inventory's root ids record them, and the time namespace's clocks (`timens-0.img`).
-//! Namespaces are not dumped yet: a task in one of its own, or one that made a time namespace
-//! for its children, is refused here, by name.
+//! Which namespaces a task may be in is [`crate::namespaces`]'s to say.
 // Unsafe code: a forked helper waits in pause() until it is killed.
 #![allow(unsafe_code)]
 
@@ -32,36 +31,21 @@ pub(super) fn ns_inodes(pid: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Refuses a process in a namespace of its own (not criu's), or one that made a time namespace
-/// for its children (`unshare(CLONE_NEWTIME)`): namespaces are not dumped yet, so it, or the
-/// children it creates after a restore, would come back in criu's, silently.
+/// Refuses a process whose namespaces the dump cannot bring back: the root in a namespace of
+/// its own of a kind no module dumps, any other task in a namespace other than the root's (of a
+/// kind whose module does not take several), and a task that made a time namespace for its
+/// children (`unshare(CLONE_NEWTIME)`): the children it creates after a restore would come back
+/// in the wrong one, silently. `root_ns` is the root's (the root's own check passes it its own).
 ///
 /// # Errors
-/// [`DumpError::OwnNamespace`], [`DumpError::TimeNsForChildren`].
+/// [`DumpError::Namespace`] with a refusal naming the task and the kind.
 pub(super) fn refuse_own_namespaces(
     pid: i32,
     ns: &[(String, u64)],
     own_ns: &[(String, u64)],
+    root_ns: &[(String, u64)],
 ) -> Result<(), DumpError> {
-    for (kind, ino) in ns {
-        // The tree's own mount and network namespaces are dumped (namespaces::mnt, ::net).
-        if kind == "mnt" || kind == "net" {
-            continue;
-        }
-        if let Some((_, mine)) = own_ns.iter().find(|(k, _)| k == kind)
-            && mine != ino
-        {
-            return Err(if kind == TIME_FOR_CHILDREN {
-                DumpError::TimeNsForChildren { pid }
-            } else {
-                DumpError::OwnNamespace {
-                    pid,
-                    kind: kind.clone(),
-                }
-            });
-        }
-    }
-    Ok(())
+    crate::namespaces::check_task(pid, ns, own_ns, root_ns).map_err(DumpError::from)
 }
 
 /// Numbers the mm, fd table, fs and signal handlers of each process from 2 on (criu's own are
@@ -158,39 +142,26 @@ impl KobjIds {
 }
 
 /// Ids of a task's kernel objects: its own mm/files/fs/sighand get `own`, namespaces are
-/// numbered 1.. in [`NS_KINDS`] order after criu's own (a namespace shared with criu gets the
-/// same number criu's has).
+/// numbered as [`crate::namespaces::ns_ids`] does (criu's 1..=8, the tree's own from 9 on).
 pub(super) fn task_ids(
     ns: &[(String, u64)],
     own_ns: &[(String, u64)],
     own: u32,
 ) -> TaskKobjIdsEntry {
-    let id_of = |kind: &str| -> Option<u32> {
-        let ino = ns.iter().find(|(k, _)| k == kind)?.1;
-        let mut next = 1u32;
-        for k in NS_KINDS {
-            let criu_ino = own_ns.iter().find(|(kk, _)| kk == k).map(|e| e.1);
-            if k == kind && criu_ino == Some(ino) {
-                return Some(next);
-            }
-            next += 1;
-        }
-        // A namespace of its own: numbered after criu's.
-        Some(next + NS_KINDS.iter().position(|k| *k == kind).unwrap_or(0) as u32)
-    };
+    let ids = crate::namespaces::ns_ids(ns, own_ns);
     TaskKobjIdsEntry {
         vm_id: own,
         files_id: own,
         fs_id: own,
         sighand_id: own,
-        pid_ns_id: id_of("pid"),
-        net_ns_id: id_of("net"),
-        ipc_ns_id: id_of("ipc"),
-        uts_ns_id: id_of("uts"),
-        mnt_ns_id: id_of("mnt"),
-        user_ns_id: id_of("user"),
-        cgroup_ns_id: id_of("cgroup"),
-        time_ns_id: id_of("time"),
+        pid_ns_id: ids[0],
+        net_ns_id: ids[1],
+        ipc_ns_id: ids[2],
+        uts_ns_id: ids[3],
+        time_ns_id: ids[4],
+        mnt_ns_id: ids[5],
+        user_ns_id: ids[6],
+        cgroup_ns_id: ids[7],
     }
 }
 

@@ -12,8 +12,8 @@
 //!    while they are seized are kept as zombies, auto-reaped ones skipped), then re-list the
 //!    frozen tree until a pass finds nothing new ([`DumpError::Unstable`] after a few passes);
 //! 3. collect each process (`collect`): `/proc` ([`proc`]: stat, status, smaps, fds, cwd/root,
-//!    auxv, timers); its namespaces against criu's (`ids`: one of its own, or a time namespace
-//!    made for its children, is refused by name); its VMAs classified ([`vma`]) and its open
+//!    auxv, timers); its namespaces against criu's and the root's (`ids` and
+//!    [`crate::namespaces`]: what cannot be brought back is refused by name); its VMAs classified ([`vma`]) and its open
 //!    files ([`files`]); what only the task can read about itself, through the dump parasite or
 //!    remote syscalls ([`self_state`]); per thread (`thread`): registers with xsave and the
 //!    blocked mask, rseq, the robust list, queued signals, the alternate signal stack, and the
@@ -23,8 +23,9 @@
 //!    `process_vm_readv`), `ids` (`ids`: mm, fd table, fs and signal handlers shared between
 //!    processes found with kcmp), `fs`, `fdinfo`; for the tree `files` (one id per open file
 //!    description, shared ones found with kcmp), ghost files, pipe data, shared anonymous
-//!    memory once per object, `pstree`, `seccomp` (each filter once), `timens`, `stats-dump`,
-//!    and last `inventory`;
+//!    memory once per object, `pstree`, `seccomp` (each filter once), `timens`, the root's own
+//!    namespaces (one module per kind in [`crate::namespaces`]), `stats-dump`, and last
+//!    `inventory`;
 //! 5. run the `post-dump` scripts, then kill the tree (default), leave it running (`-R`) or
 //!    stopped (`-s`), and detach.
 //!
@@ -47,11 +48,13 @@ pub mod files;
 mod ids;
 pub mod pages;
 mod pages_file;
+mod predump;
 pub mod proc;
 mod seccomp;
 mod seize;
 pub mod self_state;
 mod thread;
+pub(crate) mod track;
 pub mod vma;
 mod write;
 
@@ -59,6 +62,7 @@ pub use error::DumpError;
 use error::{chain, file_err};
 
 pub(crate) use ids::kcmp;
+pub use predump::pre_dump;
 pub use self_state::INSIDE_METHOD_ENV;
 
 use collect::collect;
@@ -151,6 +155,10 @@ fn dump_inner(
         .notify(ScriptAction::PreDump, Some(pid))
         .map_err(|e| DumpError::from(e).at("pre-dump action script"))?;
 
+    if let Some(prev) = &opts.prev_images_dir {
+        track::link_parent(dir, prev).map_err(|e| e.at("linking the parent images"))?;
+    }
+    let prev = track::parent_record(dir, opts.prev_images_dir.as_deref());
     let t0 = Instant::now();
     // Every process of the tree, the root first; each detaches on every return path (compel's
     // Task does on drop), so the tree runs on if anything fails.
@@ -172,12 +180,14 @@ fn dump_inner(
     }
     let mut files = files::FileTable::new(opts.ghost_limit);
     files.tcp_established = opts.tcp_established;
+    files.skip_uffd = prev.values().map(|r| r.ino).collect();
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.
     let own_ns = ids::ns_inodes("self");
+    let root_ns = ids::ns_inodes(&pid.to_string());
     for (p, task) in tasks.iter_mut() {
         procs.push(
-            collect(task, *p, opts, &mut files, &own_ns)
+            collect(task, *p, opts, &mut files, &own_ns, &root_ns)
                 .map_err(|e| e.at("collecting the process state"))?,
         );
     }
@@ -200,8 +210,31 @@ fn dump_inner(
         dir,
     )
     .map_err(|e| DumpError::from(e).at("dumping the network namespace"))?;
-    let stats =
-        write_images(dir, &procs, &zombies, &files).map_err(|e| e.at("writing the images"))?;
+    let trackers = if opts.track_mem {
+        track::open_all(&mut tasks, &prev).map_err(|e| e.at("tracking memory changes"))?
+    } else {
+        track::Trackers::default()
+    };
+    let mut ps = match &opts.page_server {
+        Some((a, p)) => Some(
+            crate::pageserver::PageClient::connect(a, *p)
+                .map_err(|e| DumpError::from(e).at("connecting to the page server"))?,
+        ),
+        None => None,
+    };
+    let stats = write_images(dir, &procs, &zombies, &files, &trackers, ps.as_mut())
+        .map_err(|e| e.at("writing the images"))?;
+    if let Some(ps) = ps {
+        ps.close()
+            .map_err(|e| DumpError::from(e).at("closing the page server session"))?;
+    }
+    if opts.track_mem {
+        track::write_record(dir, &trackers).map_err(|e| e.at("writing the images"))?;
+    } else if opts.final_state != FinalState::Dead {
+        track::close_recorded(&mut tasks, &prev);
+    }
+    crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir)
+        .map_err(|e| DumpError::from(e).at("dumping the namespaces"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;
     write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
     write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;

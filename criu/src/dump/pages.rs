@@ -14,7 +14,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PRESENT};
+use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT};
 use criu_images::vma::{TASK_SIZE, status};
 use criu_images::{Pagemap, names};
 
@@ -36,6 +36,8 @@ pub struct PageStats {
     pub scanned: u64,
     /// Pages written.
     pub written: u64,
+    /// Pages left in the parent images (`PE_PARENT`).
+    pub parent: u64,
 }
 
 fn open_pagemap(pid: i32) -> Result<File, DumpError> {
@@ -46,7 +48,8 @@ fn open_pagemap(pid: i32) -> Result<File, DumpError> {
     })
 }
 
-/// Writes `pagemap-PID.img` and `pages-PAGES_ID.img` for the private pages of `vmas` of `pid`.
+/// Writes `pagemap-PID.img` and `pages-PAGES_ID.img` for the private pages of `vmas` of `pid`;
+/// with `track`, only the pages written since the parent dump (see [`super::track`]).
 ///
 /// # Errors
 /// As [`dump_pages`].
@@ -55,7 +58,26 @@ pub fn dump_private_pages(
     vmas: &[Vma],
     dir: &Path,
     pages_id: u32,
+    track: Option<&super::track::TaskTracker>,
 ) -> Result<PageStats, DumpError> {
+    let (pm, segs, stats) = plan_private_pages(pid, vmas, pages_id, track)?;
+    pages_file::write_one(pid, &segs, dir, pages_id)?;
+    pm.write(dir.join(names::pagemap(pid as u32)))?;
+    Ok(stats)
+}
+
+/// The pagemap of the private pages of `vmas` of `pid` and the memory runs to copy into
+/// `pages-PAGES_ID.img`, in order. With `track`, pages not written since the parent dump are
+/// `PE_PARENT` entries, and the tracker is armed for the next dump.
+///
+/// # Errors
+/// [`DumpError::Memory`] if the pagemap cannot be read.
+pub(super) fn plan_private_pages(
+    pid: i32,
+    vmas: &[Vma],
+    pages_id: u32,
+    track: Option<&super::track::TaskTracker>,
+) -> Result<(Pagemap, Vec<Segment>, PageStats), DumpError> {
     let pagemap = open_pagemap(pid)?;
     let mut stats = PageStats::default();
     let mut pm = Pagemap {
@@ -63,14 +85,34 @@ pub fn dump_private_pages(
         entries: Vec::new(),
     };
     let mut segs: Vec<Segment> = Vec::new();
+    let mut tracked: Vec<u64> = Vec::new();
     for v in vmas.iter().filter(|v| v.dumps_pages()) {
         let lazy = if v.is(status::ANON_PRIVATE) && !v.is(status::VDSO) {
             PE_LAZY
         } else {
             0
         };
-        let runs = select_pages(pid, &pagemap, v, &mut stats)?;
-        for &(start, n) in &runs {
+        let written = match track {
+            Some(t) => t.written(&pagemap, v)?,
+            None => None,
+        };
+        let mut runs = select_pages(pid, &pagemap, v, &mut stats)?;
+        if let Some(t) = track {
+            runs = t.without_markers(&pagemap, v, runs)?;
+        }
+        let parts = match &written {
+            Some(w) => {
+                tracked.push(v.entry.start);
+                super::track::split(&runs, w)
+            }
+            None => runs.iter().map(|&(s, n)| (s, n, true)).collect(),
+        };
+        for (start, n, dirty) in parts {
+            if !dirty {
+                pm.push(start, n, PE_PARENT | lazy);
+                stats.parent += n;
+                continue;
+            }
             pm.push(start, n, PE_PRESENT | lazy);
             stats.written += n;
             segs.push(Segment {
@@ -80,9 +122,10 @@ pub fn dump_private_pages(
             });
         }
     }
-    pages_file::write_one(pid, &segs, dir, pages_id)?;
-    pm.write(dir.join(names::pagemap(pid as u32)))?;
-    Ok(stats)
+    if let Some(t) = track {
+        t.arm(vmas, &tracked);
+    }
+    Ok((pm, segs, stats))
 }
 
 /// Shared anonymous objects met in one or more processes: for each object (by shmid) the pages
@@ -264,7 +307,7 @@ impl SharedObjects {
 /// except the zero page, guard pages, and (in private file mappings) pages still the file's.
 /// Uses the `PAGEMAP_SCAN` ioctl, which skips unpopulated ranges at once (a huge `PROT_NONE`
 /// reservation costs nothing), and falls back to reading `/proc/PID/pagemap` in windows.
-fn select_pages(
+pub(super) fn select_pages(
     pid: i32,
     pagemap: &File,
     v: &Vma,
@@ -299,27 +342,27 @@ const PAGE_IS_GUARD: u64 = 1 << 8;
 
 #[repr(C)]
 #[derive(Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
+pub(super) struct PmScanArg {
+    pub(super) size: u64,
+    pub(super) flags: u64,
+    pub(super) start: u64,
+    pub(super) end: u64,
+    pub(super) walk_end: u64,
+    pub(super) vec: u64,
+    pub(super) vec_len: u64,
+    pub(super) max_pages: u64,
+    pub(super) category_inverted: u64,
+    pub(super) category_mask: u64,
+    pub(super) category_anyof_mask: u64,
+    pub(super) return_mask: u64,
 }
 const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
 
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
-struct PageRegion {
-    start: u64,
-    end: u64,
+pub(super) struct PageRegion {
+    pub(super) start: u64,
+    pub(super) end: u64,
     categories: u64,
 }
 
@@ -355,7 +398,7 @@ fn scan_pages(pagemap: &File, v: &Vma) -> std::io::Result<Vec<(u64, u64)>> {
 ///
 /// # Errors
 /// The address the failing scan started at, and the ioctl's error.
-fn pm_scan(
+pub(super) fn pm_scan(
     pagemap: &File,
     start: u64,
     end: u64,

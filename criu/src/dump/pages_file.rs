@@ -173,8 +173,10 @@ fn copy_segments_mapped(
         return Err(file_err("allocate")(std::io::Error::last_os_error()));
     }
     let fd = f.as_raw_fd();
-    // Each thread fills one half of the file, split at a multiple of CHUNK, one window at a time.
-    let mid = (len / 2) / CHUNK * CHUNK;
+    // Each thread fills one half of the file, split at a multiple of 2 MiB (whole huge folios),
+    // one window at a time.
+    const HUGE: usize = 2 << 20;
+    let mid = (len / 2) / HUGE * HUGE;
     let fill = |from: usize, to: usize| -> Result<(), DumpError> {
         let mut mem: Option<File> = None;
         let mut w = from;
@@ -274,8 +276,12 @@ pub(super) struct Segment {
     pub len: u64,
 }
 
-/// The size of the buffers the copy pipeline passes around.
-const CHUNK: usize = 2 << 20;
+/// The size of the buffers the copy pipeline passes around: large enough that a write costs
+/// far more than the syscall, small enough that the dumper stays small.
+const CHUNK: usize = 1 << 20;
+
+/// How many such buffers the pipeline has: one being filled while the other is written.
+const BUFFERS: usize = 2;
 
 /// Copies `segs` of task memory, in order, into `out` (a fresh pages file).
 fn copy_segments(pid: i32, segs: &[Segment], out: &mut PagesFile) -> Result<(), DumpError> {
@@ -294,9 +300,10 @@ fn copy_segments(pid: i32, segs: &[Segment], out: &mut PagesFile) -> Result<(), 
     // Big copies run as a pipeline: a reader thread fills buffers from the task while this
     // thread writes the previous ones out, so reading and writing overlap.
     std::thread::scope(|sc| {
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>, DumpError>>(2);
+        let (full_tx, full_rx) =
+            std::sync::mpsc::sync_channel::<Result<Vec<u8>, DumpError>>(BUFFERS);
         let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        for _ in 0..3 {
+        for _ in 0..BUFFERS {
             let _ = empty_tx.send(vec![0u8; CHUNK]);
         }
         sc.spawn(move || {

@@ -336,8 +336,10 @@ pub struct FdInfo {
 pub struct FdLock {
     /// `FLOCK`, `POSIX`, `OFDLCK`, `LEASE`, ...
     pub class: String,
-    /// `READ` or `WRITE` (or a lease's state).
+    /// `READ`, `WRITE` or `UNLCK`.
     pub kind: String,
+    /// The word before the type: `ADVISORY` for locks, a lease's state (`ACTIVE`, `BREAKING`).
+    pub mode: String,
     /// First byte.
     pub start: i64,
     /// Last byte, `None` for `EOF` (to the end, whatever it is).
@@ -349,12 +351,13 @@ fn parse_fd_lock(v: &str) -> Option<FdLock> {
     let rest = v.split_once(':')?.1;
     let w: Vec<&str> = rest.split_whitespace().collect();
     // LEASEs have a state word between class and type ("LEASE  ACTIVE    READ").
-    let [class, _mode, kind, _pid, _dev_ino, start, end] = w.as_slice() else {
+    let [class, mode, kind, _pid, _dev_ino, start, end] = w.as_slice() else {
         return None;
     };
     Some(FdLock {
         class: (*class).to_string(),
         kind: (*kind).to_string(),
+        mode: (*mode).to_string(),
         start: start.parse().ok()?,
         end: if *end == "EOF" {
             None

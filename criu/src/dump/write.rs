@@ -52,6 +52,8 @@ pub(super) fn write_images(
     procs: &[Collected],
     zombies: &[(i32, proc::ProcStat)],
     files: &files::FileTable,
+    trackers: &super::track::Trackers,
+    mut ps: Option<&mut crate::pageserver::PageClient>,
 ) -> Result<pages::PageStats, DumpError> {
     let img = ImageDir::new(dir);
     let mut stats = pages::PageStats::default();
@@ -66,9 +68,21 @@ pub(super) fn write_images(
     for (n, process) in procs.iter().enumerate() {
         let pid = process.pid;
         let upid = pid as u32;
-        let private = pages::dump_private_pages(pid, &process.vmas, dir, 1 + n as u32)?;
+        let private = match ps.as_deref_mut() {
+            // The pages go to the page server; the other images stay here.
+            Some(ps) => {
+                let (pm, _, st) =
+                    pages::plan_private_pages(pid, &process.vmas, 1 + n as u32, trackers.get(pid))?;
+                ps.send_pagemap(pid, &pm)?;
+                st
+            }
+            None => {
+                pages::dump_private_pages(pid, &process.vmas, dir, 1 + n as u32, trackers.get(pid))?
+            }
+        };
         stats.scanned += private.scanned;
         stats.written += private.written;
+        stats.parent += private.parent;
         shared.add(pid, &process.vmas)?;
         let heap_end = process
             .vmas
@@ -200,7 +214,7 @@ pub(super) fn write_stats(
             memdump_time: 0,
             memwrite_time: 0,
             pages_scanned: s.scanned,
-            pages_skipped_parent: 0,
+            pages_skipped_parent: s.parent,
             pages_written: s.written,
             ..DumpStatsEntry::default()
         }),

@@ -201,8 +201,10 @@ impl InetDump {
     /// `id`.
     ///
     /// # Errors
-    /// [`SocketError::Unsupported`] naming the socket, its family, protocol and state for what
-    /// is not handled.
+    /// [`SocketError::InetUnaccepted`], [`SocketError::InetNoAddresses`],
+    /// [`SocketError::TcpEstablished`], [`SocketError::InetStateNotDumped`],
+    /// [`SocketError::InetProtocol`] naming the socket, its family, protocol and state for what
+    /// is not handled; [`SocketError::TcpRepair`], [`SocketError::Sys`].
     #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
@@ -219,8 +221,10 @@ impl InetDump {
         let w = format!("fd {fd} of {pid} (socket:[{ino}], {fam})");
         let ty = int(raw, libc::SOL_SOCKET, libc::SO_TYPE, &w, "SO_TYPE")?;
         let proto = int(raw, libc::SOL_SOCKET, libc::SO_PROTOCOL, &w, "SO_PROTOCOL")?;
-        let refuse = |what: String| SocketError::Unsupported {
-            what: format!("{w}: {} {what}", proto_name(proto)),
+        let pn = proto_name(proto);
+        let repair = |error| SocketError::TcpRepair {
+            who: format!("{w}: {pn} tcp repair"),
+            error,
         };
         let src = name(raw, false);
         let dst = name(raw, true);
@@ -235,35 +239,39 @@ impl InetDump {
                     TCP_LISTEN => {
                         let pending = u32_at(&ti, 24);
                         if pending != 0 {
-                            return Err(refuse(format!(
-                                "listener with {pending} connection(s) not yet accepted (not dumped yet)"
-                            )));
+                            return Err(SocketError::InetUnaccepted {
+                                who: w,
+                                proto: pn,
+                                pending,
+                            });
                         }
                         backlog = u32_at(&ti, 28);
                     }
                     TCP_CLOSE => {}
                     TCP_ESTABLISHED => {
                         let (Some(s), Some(d)) = (src, dst) else {
-                            return Err(refuse("connection without addresses".into()));
+                            return Err(SocketError::InetNoAddresses { who: w, proto: pn });
                         };
                         if !self.tcp_established {
-                            return Err(refuse(format!(
-                                "connection {s} -> {d} is established (dump it with --tcp-established)"
-                            )));
+                            return Err(SocketError::TcpEstablished {
+                                who: w,
+                                proto: pn,
+                                src: s,
+                                dst: d,
+                            });
                         }
                         let copy = sk.try_clone().map_err(|source| SocketError::Sys {
                             what: format!("dup of {w}"),
                             source,
                         })?;
-                        let r = soccr::Repair::pause(copy.as_fd())
-                            .map_err(|e| refuse(format!("tcp repair: {e}")))?;
+                        let r = soccr::Repair::pause(copy.as_fd()).map_err(repair)?;
                         // Kept paused from here on (the Drop of the dump turns it back).
                         self.paused
                             .push(copy.try_clone().map_err(|source| SocketError::Sys {
                                 what: format!("dup of {w}"),
                                 source,
                             })?);
-                        let saved = r.save().map_err(|e| refuse(format!("tcp repair: {e}")))?;
+                        let saved = r.save().map_err(repair)?;
                         r.release();
                         let mut st = tcp::Stream::from_saved(&saved);
                         st.entry.nodelay = Some(
@@ -274,10 +282,11 @@ impl InetDump {
                         self.streams.push((ino, st));
                     }
                     s => {
-                        return Err(refuse(format!(
-                            "socket in state {} (not dumped yet)",
-                            soccr::state::name(s)
-                        )));
+                        return Err(SocketError::InetStateNotDumped {
+                            who: w,
+                            proto: pn,
+                            state: soccr::state::name(s),
+                        });
                     }
                 }
                 tcp_opts = Some(read_tcp_opts(raw, &w)?);
@@ -288,7 +297,7 @@ impl InetDump {
                 }
                 tcp_opts = Some(TcpOptsEntry::default());
             }
-            _ => return Err(refuse("sockets are not dumped yet".into())),
+            _ => return Err(SocketError::InetProtocol { who: w, proto: pn }),
         }
         let unspec = |f: i32| {
             if f == libc::AF_INET6 {
@@ -349,7 +358,8 @@ impl InetDump {
 /// Checks inet entries before anything is made.
 ///
 /// # Errors
-/// [`SocketError::BadImage`], or [`SocketError::Unsupported`] naming what is not restored.
+/// [`SocketError::BadImage`], or [`SocketError::InetStateNotRestored`] naming what is not
+/// restored.
 pub fn check(entries: &[InetSkEntry]) -> Result<(), SocketError> {
     for e in entries {
         let bad = |what: &str| SocketError::BadImage {
@@ -372,13 +382,10 @@ pub fn check(entries: &[InetSkEntry]) -> Result<(), SocketError> {
             _ => false,
         };
         if !ok {
-            return Err(SocketError::Unsupported {
-                what: format!(
-                    "inet socket id {}: {} socket in state {} (not restored yet)",
-                    e.id,
-                    proto_name(e.proto),
-                    soccr::state::name(e.state)
-                ),
+            return Err(SocketError::InetStateNotRestored {
+                id: e.id,
+                proto: proto_name(e.proto),
+                state: soccr::state::name(e.state),
             });
         }
     }
@@ -480,12 +487,12 @@ pub fn create_all(
                     reason: format!("{who}: missing"),
                 })?;
                 let saved = st.to_saved(src, dst);
-                let r = soccr::Repair::pause(s.as_fd()).map_err(|e| SocketError::Unsupported {
-                    what: format!("{who}: {e}"),
-                })?;
-                r.restore(&saved).map_err(|e| SocketError::Unsupported {
-                    what: format!("{who}: {e}"),
-                })?;
+                let repair = |error| SocketError::TcpRepair {
+                    who: who.clone(),
+                    error,
+                };
+                let r = soccr::Repair::pause(s.as_fd()).map_err(repair)?;
+                r.restore(&saved).map_err(repair)?;
                 r.release();
                 if st.entry.cork == Some(true) {
                     set(libc::SOL_TCP, libc::TCP_CORK, 1, "TCP_CORK")?;
@@ -523,8 +530,9 @@ pub fn create_all(
         // SAFETY: fd belongs to a socket in `out`, alive for this borrow.
         let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let r = soccr::Repair::pause(b).and_then(|r| r.resume());
-        r.map_err(|e| SocketError::Unsupported {
-            what: format!("inet socket id {id}: {e}"),
+        r.map_err(|error| SocketError::TcpRepair {
+            who: format!("inet socket id {id}"),
+            error,
         })?;
     }
     Ok(out)

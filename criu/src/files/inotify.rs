@@ -153,7 +153,7 @@ fn parse_watch(s: &str, id: u32) -> Option<InotifyWdEntry> {
 
 /// The path file handle `h` of the file system on kernel device `s_dev` resolves to, through a
 /// mount of that device in criu's `/proc/self/mountinfo`.
-fn resolve(h: &FhEntry, s_dev: u32) -> Result<String, String> {
+pub(super) fn resolve(h: &FhEntry, s_dev: u32) -> Result<String, String> {
     let dev = format!("{}:{}", s_dev >> 20, s_dev & 0xfffff);
     let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
     let mounts: Vec<&str> = info
@@ -205,7 +205,7 @@ fn resolve(h: &FhEntry, s_dev: u32) -> Result<String, String> {
 }
 
 /// A mountinfo path with its octal escapes (`\040` for a space) undone.
-fn unescape(s: &str) -> Vec<u8> {
+pub(super) fn unescape(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -12,6 +12,7 @@
 //! | [`memfd`] | memfd descriptors: name, size, mode, seals, content once per inode (`memfd.img`, `pagemap-shmem-SHMID.img`) | `MEMFD` |
 //! | [`fifo`] | named pipes by path, with the bytes waiting in them (`fifo-data.img`) | `FIFO` (+ `REG` for the path) |
 //! | [`inotify`] | inotify instances with their watches (by file handle and path), masks and watch descriptors | `INOTIFY` |
+//! | [`fanotify`] | fanotify groups with their inode and mount marks (by file handle and path, by mount point) | `FANOTIFY` |
 //! | [`pidfd`] | pidfds of the holder or its descendants, by pid | `PIDFD` |
 //! | [`nsfile`] | `/proc/PID/ns/*` descriptors of criu's own namespaces; others refused by name | `NS` |
 //! | [`tty`] | pty pairs (index, settings, waiting bytes, session and foreground group: `tty-info.img`, `tty-data.img`); a shell job's slave by path | `TTY` (+ `REG` for the path) |
@@ -63,6 +64,7 @@ use crate::restore::RestoreError;
 pub(crate) mod common;
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod fifo;
 pub mod inet;
 pub mod inotify;
@@ -96,6 +98,7 @@ pub fn kinds() -> Vec<Box<dyn FileKind>> {
         Box::new(memfd::Memfd::default()),
         Box::new(fifo::Fifo::default()),
         Box::new(inotify::Inotify),
+        Box::new(fanotify::Fanotify),
         Box::new(pidfd::Pidfd),
         Box::new(nsfile::NsFile),
         Box::new(sockets::Sockets::default()),
@@ -396,6 +399,12 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
         self.make_in_engine()
     }
 
+    /// Whether it exists only once the tree does (a file under `/proc/PID` of a task of the
+    /// tree): made by the engine for several tasks, it is opened after every task is born.
+    fn needs_tree(&self) -> bool {
+        false
+    }
+
     /// Whether the engine always makes it, even when one task holds it (objects whose ends
     /// must be made together across tasks, or that need other tasks' files first).
     fn made_by_engine(&self) -> bool {
@@ -465,7 +474,9 @@ fn status_fields(e: &mut FileEntry) -> Option<(&mut u32, &mut FownEntry)> {
             })*
         };
     }
-    pick!(reg, pipe, efd, epfd, sgfd, tfd, tty, usk, nlsk, psk, isk);
+    pick!(
+        reg, pipe, efd, epfd, sgfd, tfd, tty, usk, nlsk, psk, isk, ffy
+    );
     None
 }
 

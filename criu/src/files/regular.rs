@@ -397,6 +397,12 @@ impl RestoreFile for RegularFile {
         FdTypes::Reg
     }
 
+    /// A file under `/proc/PID` names a process of the tree (pids come back as they were, so
+    /// the path names the same task): it is opened once the tree exists.
+    fn needs_tree(&self) -> bool {
+        matches!(self, RegularFile::Path { path, .. } if of_a_process(&path.to_string_lossy()))
+    }
+
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
         match self {
             RegularFile::Path { path, flags, pos } => {
@@ -413,23 +419,7 @@ impl RestoreFile for RegularFile {
             RegularFile::Path { path, flags, pos } => (path, *flags, *pos),
             RegularFile::Deleted { ghost, flags, pos } => (&ghost.path, *flags, *pos),
         };
-        open_in_engine(path, flags, pos)
-            .map(|f| vec![f])
-            .map_err(|e| match e {
-                // Opened once for several tasks, before any task exists: a file of a process
-                // of the tree is not there yet.
-                RestoreError::MissingFile { path, .. } if of_a_process(&path.to_string_lossy()) => {
-                    RestoreError::FileState {
-                        kind: "regular",
-                        what: format!(
-                            "{} is open in several tasks and belongs to a process of the tree \
-                             (not there before the tree is made)",
-                            path.display()
-                        ),
-                    }
-                }
-                e => e,
-            })
+        open_in_engine(path, flags, pos).map(|f| vec![f])
     }
 }
 

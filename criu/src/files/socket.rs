@@ -24,13 +24,6 @@ pub enum SocketError {
     /// sock_diag failed.
     #[error(transparent)]
     Diag(#[from] super::sockdiag::DiagError),
-    /// A socket in a state criu does not dump or restore, said in free text (kinds not
-    /// converted to a typed variant).
-    #[error("{what}")]
-    Unsupported {
-        /// What, naming the socket.
-        what: String,
-    },
     // Dump: a socket of a task in a state not dumped.
     /// A socket of a family not dumped.
     #[error(
@@ -143,7 +136,77 @@ pub enum SocketError {
         /// The peer's inode.
         peer: u32,
     },
+    /// A TCP listener with connections not accepted yet.
+    #[error(
+        "{who}: {proto} listener with {pending} connection(s) not yet accepted (not dumped yet)"
+    )]
+    InetUnaccepted {
+        /// The socket (descriptor, process, inode, family).
+        who: String,
+        /// `TCP`.
+        proto: String,
+        /// How many connections wait.
+        pending: u32,
+    },
+    /// A connected inet socket without both addresses.
+    #[error("{who}: {proto} connection without addresses")]
+    InetNoAddresses {
+        /// The socket.
+        who: String,
+        /// Its protocol.
+        proto: String,
+    },
+    /// An established TCP connection, without `--tcp-established`.
+    #[error(
+        "{who}: {proto} connection {src} -> {dst} is established (dump it with --tcp-established)"
+    )]
+    TcpEstablished {
+        /// The socket.
+        who: String,
+        /// `TCP`.
+        proto: String,
+        /// Its local address.
+        src: std::net::SocketAddr,
+        /// Its peer's address.
+        dst: std::net::SocketAddr,
+    },
+    /// An inet socket in a state not dumped.
+    #[error("{who}: {proto} socket in state {state} (not dumped yet)")]
+    InetStateNotDumped {
+        /// The socket.
+        who: String,
+        /// Its protocol.
+        proto: String,
+        /// The state's name.
+        state: &'static str,
+    },
+    /// An inet socket of a protocol not dumped.
+    #[error("{who}: {proto} sockets are not dumped yet")]
+    InetProtocol {
+        /// The socket.
+        who: String,
+        /// The protocol's name.
+        proto: String,
+    },
+    /// TCP repair mode (saving, restoring or resuming a connection) failed.
+    #[error("{who}: {error}")]
+    TcpRepair {
+        /// The socket and the step.
+        who: String,
+        /// What soccr said.
+        error: soccr::Error,
+    },
     // Restore: image entries this restore does not make again.
+    /// An inet socket in a state not restored.
+    #[error("inet socket id {id}: {proto} socket in state {state} (not restored yet)")]
+    InetStateNotRestored {
+        /// The socket's id.
+        id: u32,
+        /// Its protocol.
+        proto: String,
+        /// The state's name.
+        state: &'static str,
+    },
     /// A packet socket with rings.
     #[error("packet socket id {id} with rings")]
     PacketRings {
@@ -208,14 +271,25 @@ impl std::fmt::Display for SockAt {
 }
 
 impl SocketError {
-    /// The errno an RPC reply carries for this error: the OS error of a failed call,
-    /// `EOPNOTSUPP` for a state not handled, `EBADMSG` for a wrong image entry.
+    /// The errno an RPC reply carries for this error: the OS error of a failed call (also
+    /// inside TCP repair), `EOPNOTSUPP` for a state not handled, `EBADMSG` for a wrong image
+    /// entry.
     pub fn errno(&self) -> i32 {
         match self {
             SocketError::Sys { source, .. } => crate::errno::io(source),
+            SocketError::TcpRepair {
+                error: soccr::Error::Sys { source, .. },
+                ..
+            } => crate::errno::io(source),
             SocketError::BadImage { .. } => libc::EBADMSG,
             SocketError::Diag(_)
-            | SocketError::Unsupported { .. }
+            | SocketError::TcpRepair { .. }
+            | SocketError::InetUnaccepted { .. }
+            | SocketError::InetNoAddresses { .. }
+            | SocketError::TcpEstablished { .. }
+            | SocketError::InetStateNotDumped { .. }
+            | SocketError::InetProtocol { .. }
+            | SocketError::InetStateNotRestored { .. }
             | SocketError::Family { .. }
             | SocketError::NotInDiag { .. }
             | SocketError::PacketRing { .. }
@@ -677,5 +751,50 @@ mod error_tests {
             source: std::io::Error::from_raw_os_error(libc::EPERM),
         };
         assert_eq!(e.errno(), libc::EPERM);
+    }
+
+    #[test]
+    fn inet_refusals_read_as_before_and_repair_failures_carry_their_errno() {
+        let who = "fd 5 of 7 (socket:[99], AF_INET)".to_string();
+        let e = SocketError::TcpEstablished {
+            who: who.clone(),
+            proto: "TCP".into(),
+            src: "127.0.0.1:1000".parse().unwrap(),
+            dst: "127.0.0.1:2000".parse().unwrap(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "fd 5 of 7 (socket:[99], AF_INET): TCP connection 127.0.0.1:1000 -> 127.0.0.1:2000 \
+             is established (dump it with --tcp-established)"
+        );
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        let e = SocketError::InetStateNotRestored {
+            id: 3,
+            proto: "TCP".into(),
+            state: "SYN_SENT",
+        };
+        assert_eq!(
+            e.to_string(),
+            "inet socket id 3: TCP socket in state SYN_SENT (not restored yet)"
+        );
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        let e = SocketError::TcpRepair {
+            who: format!("{who}: TCP tcp repair"),
+            error: soccr::Error::Sys {
+                fd: 5,
+                what: "TCP_REPAIR",
+                source: std::io::Error::from_raw_os_error(libc::EPERM),
+            },
+        };
+        assert!(
+            e.to_string()
+                .starts_with("fd 5 of 7 (socket:[99], AF_INET): TCP tcp repair: fd 5: TCP_REPAIR")
+        );
+        assert_eq!(e.errno(), libc::EPERM);
+        let e = SocketError::TcpRepair {
+            who: "inet socket id 3".into(),
+            error: soccr::Error::State { fd: 5, state: 2 },
+        };
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
     }
 }

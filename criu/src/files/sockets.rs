@@ -63,7 +63,8 @@ impl Sockets {
     /// Dumps socket `ino` (fd `fd` of `pid`, file status flags `flags`) as file `id`.
     ///
     /// # Errors
-    /// [`SocketError::Unsupported`] naming the socket and its family for kinds not covered.
+    /// [`SocketError::Family`] naming the socket and its family for kinds not covered; the
+    /// refusals of each family's module.
     pub fn add(
         &mut self,
         pid: i32,

@@ -89,16 +89,6 @@ impl Kind {
             Kind::Cgroup => libc::CLONE_NEWCGROUP,
         }
     }
-
-    /// The kind named `name` (`/proc/PID/ns/` names).
-    pub(crate) fn from_name(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Its position in [`Kind::ALL`].
-    pub(crate) fn index(self) -> usize {
-        Kind::ALL.iter().position(|k| *k == self).unwrap_or(0)
-    }
 }
 
 /// What failed with a namespace.
@@ -146,8 +136,8 @@ pub enum NsError {
         /// What is wrong.
         reason: String,
     },
-    /// Something this criu does not dump or restore, named.
-    #[error("unsupported: {kind} namespace: {what}")]
+    /// Something this criu does not dump or restore, named (`what` names the kind).
+    #[error("unsupported: {what}")]
     Unsupported {
         /// The namespace kind.
         kind: &'static str,
@@ -258,7 +248,7 @@ pub(crate) struct NsOps {
 }
 
 /// The kinds dumped and restored, one line each.
-pub(crate) static OPS: &[&NsOps] = &[&uts::OPS];
+pub(crate) static OPS: &[&NsOps] = &[&uts::OPS, &ipc::OPS, &time::OPS];
 
 /// The operations of `kind`, if this criu dumps it.
 pub(crate) fn ops(kind: Kind) -> Option<&'static NsOps> {
@@ -356,4 +346,273 @@ pub(crate) fn setns(fd: &impl AsRawFd, kind: Kind) -> Result<(), NsError> {
         return Err(NsError::sys(kind, "setns", Errno::last()));
     }
     Ok(())
+}
+
+/// The inode of namespace `kind` in a list read by `dump::ids::ns_inodes`.
+fn ino_of(ns: &[(String, u64)], name: &str) -> Option<u64> {
+    ns.iter().find(|(k, _)| k == name).map(|e| e.1)
+}
+
+/// Checks that task `pid` (namespaces `ns`) lives where the restore can bring it back: each
+/// of its namespaces is the root's (`root_ns`) unless the kind takes several, a namespace of the
+/// root that is not criu's (`own_ns`) is of a kind some module dumps, and it did not make a
+/// time namespace for its children.
+///
+/// # Errors
+/// [`NsError::Unsupported`] naming the task and the kind.
+pub(crate) fn check_task(
+    pid: i32,
+    ns: &[(String, u64)],
+    own_ns: &[(String, u64)],
+    root_ns: &[(String, u64)],
+) -> Result<(), NsError> {
+    let time = ino_of(ns, "time");
+    let for_children = ino_of(ns, "time_for_children");
+    if for_children.is_some() && for_children != time {
+        return Err(NsError::unsupported(
+            Kind::Time,
+            format!(
+                "{pid} made a time namespace for its children (unshare(CLONE_NEWTIME)); \
+                 nested time namespaces are not restored"
+            ),
+        ));
+    }
+    for kind in Kind::ALL {
+        // The tree's mount and network namespaces are dumped by [`mnt`] and [`net`] directly.
+        if matches!(kind, Kind::Mnt | Kind::Net) {
+            continue;
+        }
+        let Some(mine) = ino_of(ns, kind.name()) else {
+            continue;
+        };
+        let ops = ops(kind);
+        let root = ino_of(root_ns, kind.name());
+        if root != Some(mine) && !ops.is_some_and(|o| o.nested) {
+            return Err(NsError::unsupported(
+                kind,
+                format!(
+                    "{pid} is in a {} namespace other than the root's (nested {} namespaces \
+                     are not restored)",
+                    kind.name(),
+                    kind.name()
+                ),
+            ));
+        }
+        if ino_of(own_ns, kind.name()) != Some(mine) && ops.is_none() {
+            return Err(NsError::unsupported(
+                kind,
+                format!(
+                    "{pid} is in a {} namespace of its own ({} namespaces are not dumped yet)",
+                    kind.name(),
+                    kind.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The namespace ids of a task in [`Kind::ALL`] order (`None` for a kind the kernel does not
+/// show): criu's own namespaces are 1..=8 by kind, the others numbered from 9 on in kind order,
+/// as CRIU numbers them (criu's first, then the root's as they are met).
+pub(crate) fn ns_ids(ns: &[(String, u64)], own_ns: &[(String, u64)]) -> [Option<u32>; 8] {
+    let mut out = [None; 8];
+    let mut next = Kind::ALL.len() as u32 + 1;
+    for (i, kind) in Kind::ALL.into_iter().enumerate() {
+        let Some(mine) = ino_of(ns, kind.name()) else {
+            continue;
+        };
+        if ino_of(own_ns, kind.name()) == Some(mine) {
+            out[i] = Some(i as u32 + 1);
+        } else {
+            out[i] = Some(next);
+            next += 1;
+        }
+    }
+    out
+}
+
+/// Dumps every namespace of the root (`pid`, namespaces `root_ns`) that is not criu's
+/// (`own_ns`), through its kind's module.
+///
+/// # Errors
+/// The kind's [`NsError`]; [`NsError::Unsupported`] for a kind no module dumps.
+pub(crate) fn dump_all(
+    pid: i32,
+    root_ns: &[(String, u64)],
+    own_ns: &[(String, u64)],
+    dir: &Path,
+) -> Result<(), NsError> {
+    let ids = ns_ids(root_ns, own_ns);
+    for (i, kind) in Kind::ALL.into_iter().enumerate() {
+        let Some(id) = ids[i] else { continue };
+        if id as usize == i + 1 {
+            continue;
+        }
+        let Some(ops) = ops(kind) else {
+            return Err(NsError::unsupported(
+                kind,
+                format!("{pid} is in a {} namespace of its own", kind.name()),
+            ));
+        };
+        tracing::info!(pid, id, kind = kind.name(), "dumping a namespace");
+        (ops.dump)(&DumpCtx { pid, id, dir })?;
+    }
+    Ok(())
+}
+
+/// The namespaces a restore rebuilds, made before the root task exists.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    /// One per rebuilt namespace, in [`Kind::ALL`] order.
+    rebuilt: Vec<(Kind, Rebuilt)>,
+}
+
+/// The kind ids of a `TaskKobjIdsEntry` in [`Kind::ALL`] order.
+fn entry_ids(e: &criu_images::pb::TaskKobjIdsEntry) -> [Option<u32>; 8] {
+    [
+        e.pid_ns_id,
+        e.net_ns_id,
+        e.ipc_ns_id,
+        e.uts_ns_id,
+        e.time_ns_id,
+        e.mnt_ns_id,
+        e.user_ns_id,
+        e.cgroup_ns_id,
+    ]
+}
+
+/// Reads which namespaces the images' tree lives in (the inventory's `root_ids` are the dumping
+/// criu's, each task's `ids-PID.img` its own) and rebuilds those of the root that were not the
+/// dumping criu's, each through its kind's module. Nothing of the tree runs yet.
+///
+/// # Errors
+/// [`NsError::Unsupported`] for a task in a namespace other than the root's of a kind that does
+/// not take several, or a kind no module restores; [`NsError::Image`] for unreadable images;
+/// the kind's error when a namespace cannot be rebuilt (what was made before is dropped).
+pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
+    let d = criu_images::ImageDir::new(dir);
+    let file = criu_images::names::INVENTORY;
+    let inv = d
+        .read_inventory()
+        .map_err(|e| NsError::image(Kind::Pid, file, e))?;
+    let criu_ids = inv.root_ids.as_ref().map(entry_ids).unwrap_or_default();
+    let tree = d
+        .read_pstree()
+        .map_err(|e| NsError::image(Kind::Pid, criu_images::names::PSTREE, e))?;
+    let mut root_ids: Option<[Option<u32>; 8]> = None;
+    for t in &tree {
+        let name = criu_images::names::ids(t.pid);
+        let path = d.file(&name);
+        // Zombies have no ids image.
+        if !path.exists() {
+            continue;
+        }
+        let ids = entry_ids(
+            &d.read_ids(t.pid)
+                .map_err(|e| NsError::image(Kind::Pid, name, e))?,
+        );
+        let Some(root) = root_ids else {
+            root_ids = Some(ids);
+            continue;
+        };
+        for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            if ids[i] != root[i] && !ops(kind).is_some_and(|o| o.nested) {
+                return Err(NsError::unsupported(
+                    kind,
+                    format!(
+                        "pid {} is in a {} namespace other than the root's (nested {} \
+                         namespaces are not restored)",
+                        t.pid,
+                        kind.name(),
+                        kind.name()
+                    ),
+                ));
+            }
+        }
+    }
+    let mut out = Prepared::default();
+    let Some(root) = root_ids else {
+        return Ok(out);
+    };
+    for (i, kind) in Kind::ALL.into_iter().enumerate() {
+        let Some(id) = root[i] else { continue };
+        // Images without root ids, or the namespace the dumping criu was in.
+        if criu_ids[i].is_none_or(|c| c == id) {
+            continue;
+        }
+        let Some(ops) = ops(kind) else {
+            return Err(NsError::unsupported(
+                kind,
+                format!(
+                    "the tree's root is in a {} namespace of its own ({}), which this criu \
+                     does not restore",
+                    kind.name(),
+                    id
+                ),
+            ));
+        };
+        tracing::info!(id, kind = kind.name(), "rebuilding a namespace");
+        out.rebuilt
+            .push((kind, (ops.restore)(&RestoreCtx { id, dir })?));
+    }
+    Ok(out)
+}
+
+impl Prepared {
+    /// The `CLONE_NEW*` flags the root is cloned with.
+    pub(crate) fn clone_flags(&self) -> u64 {
+        self.rebuilt.iter().fold(0, |a, (_, r)| a | r.clone_flags)
+    }
+
+    /// Enters the rebuilt namespaces the root inherits; the guard returns the engine to its own
+    /// when dropped (right after the clone).
+    ///
+    /// # Errors
+    /// [`NsError::Io`], [`NsError::Sys`] (what was entered is left again).
+    pub(crate) fn enter(&self) -> Result<Entered, NsError> {
+        let mut back = Entered { old: Vec::new() };
+        for (kind, r) in &self.rebuilt {
+            let Some(fd) = &r.join else { continue };
+            let name = if *kind == Kind::Time {
+                "time_for_children"
+            } else {
+                kind.name()
+            };
+            let path = format!("/proc/thread-self/ns/{name}");
+            let old = std::fs::File::open(&path)
+                .map_err(|e| NsError::io(*kind, format!("opening {path}"), e))?;
+            setns(fd, *kind)?;
+            back.old.push((*kind, OwnedFd::from(old)));
+        }
+        Ok(back)
+    }
+
+    /// Runs the steps that wait for the root to exist (`root` as criu sees it).
+    ///
+    /// # Errors
+    /// The kind's error.
+    pub(crate) fn after_clone(&mut self, root: i32) -> Result<(), NsError> {
+        for (_, r) in &mut self.rebuilt {
+            if let Some(f) = r.after_clone.take() {
+                f(root)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The engine inside rebuilt namespaces; back in its own on drop.
+pub(crate) struct Entered {
+    old: Vec<(Kind, OwnedFd)>,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        for (kind, fd) in self.old.drain(..).rev() {
+            if let Err(e) = setns(&fd, kind) {
+                tracing::error!(kind = kind.name(), "returning to criu's namespace: {e}");
+            }
+        }
+    }
 }

@@ -62,6 +62,10 @@ pub struct DumpOptions {
     pub track_mem: bool,
     /// `--prev-images-dir`.
     pub prev_images_dir: Option<PathBuf>,
+    /// `--page-server --address A --port P`: pages go to that page server.
+    pub page_server: Option<(String, u16)>,
+    /// `--pre-dump-mode` (for `pre_dump`).
+    pub pre_dump_mode: super::PreDumpMode,
     /// `--cpu-cap`.
     pub cpu_cap: CpuCap,
     /// How the inside state is read.
@@ -101,6 +105,13 @@ impl DumpOptions {
             timeout: o.timeout,
             track_mem: o.track_mem,
             prev_images_dir: o.prev_images_dir.clone(),
+            pre_dump_mode: o.live.pre_dump_mode,
+            page_server: o.live.page_server.then(|| {
+                (
+                    o.live.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                    o.live.port.unwrap_or(0),
+                )
+            }),
             cpu_cap: o.cpu_cap,
             inside_method: InsideMethod::default(),
         }

@@ -31,12 +31,14 @@
 //! ```
 
 mod engine;
+pub mod live;
 mod table;
 pub mod values;
 
 use std::path::{Path, PathBuf};
 
 pub use engine::{DumpOptions, InsideMethod, PidMethod, RestoreOptions};
+pub use live::{LiveOptions, PreDumpMode};
 pub use values::{CgroupMode, CgroupRoot, CpuCap, DirRef, External, InheritFd};
 
 use table::{Arg, Given};
@@ -358,6 +360,8 @@ pub struct Options {
     pub cgroup_roots: Vec<CgroupRoot>,
     /// `--cgroup-yard PATH` (not acted on yet).
     pub cgroup_yard: Option<PathBuf>,
+    /// Pre-dump, page server and lazy-pages options.
+    pub live: LiveOptions,
     /// Options accepted for compatibility that change nothing here, as `(name, argument)`, so
     /// the run can log them.
     pub ignored: Vec<(String, Option<String>)>,
@@ -402,6 +406,7 @@ impl Default for Options {
             external: Vec::new(),
             status_fd: None,
             unprivileged: false,
+            live: LiveOptions::default(),
             cpu_cap: CpuCap::default(),
             manage_cgroups: None,
             cgroup_roots: Vec::new(),

@@ -214,9 +214,18 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.file_locks = g.on;
         Ok(())
     }),
-    b("page-server", None, accepted),
-    o("address", None, Arg::Required, accepted),
-    o("port", None, Arg::Required, accepted),
+    b("page-server", None, |o, g| {
+        o.live.page_server = g.on;
+        Ok(())
+    }),
+    o("address", None, Arg::Required, |o, g| {
+        o.live.address = Some(g.arg()?.to_string());
+        Ok(())
+    }),
+    o("port", None, Arg::Required, |o, g| {
+        o.live.port = Some(g.arg()?.trim().parse().map_err(|_| g.bad())?);
+        Ok(())
+    }),
     o("prev-images-dir", None, Arg::Required, |o, g| {
         o.prev_images_dir = Some(g.path()?);
         Ok(())
@@ -230,7 +239,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.track_mem = g.on;
         Ok(())
     }),
-    b("auto-dedup", None, accepted),
+    b("auto-dedup", None, |o, g| {
+        o.live.auto_dedup = g.on;
+        Ok(())
+    }),
     o("libdir", Some('L'), Arg::Required, accepted),
     o("cpu-cap", None, Arg::Optional, |o, g| {
         o.cpu_cap = CpuCap::parse(g.value).ok_or_else(|| g.bad())?;
@@ -337,7 +349,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.cgroup_yard = Some(g.path()?);
         Ok(())
     }),
-    o("pre-dump-mode", None, Arg::Required, accepted),
+    o("pre-dump-mode", None, Arg::Required, |o, g| {
+        o.live.pre_dump_mode = super::PreDumpMode::parse(g.arg()?).ok_or_else(|| g.bad())?;
+        Ok(())
+    }),
     o("file-validation", None, Arg::Required, accepted),
     b("skip-file-rwx-check", None, accepted),
     o("lsm-mount-context", None, Arg::Required, accepted),

@@ -69,13 +69,13 @@ pub enum RestoreError {
         /// The core image.
         file: String,
     },
-    /// Pages in a parent image (an incremental dump).
-    #[error("unsupported: pages in a parent image ({file} at {vaddr:#x})")]
-    ParentPages {
-        /// The pagemap image.
-        file: String,
-        /// The first page.
-        vaddr: u64,
+    /// The parent images of an incremental dump cannot give the pages it leaves to them.
+    #[error("broken parent images chain at {}: {reason}", dir.display())]
+    ParentChain {
+        /// The images directory where the chain breaks.
+        dir: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// A memory area of a kind this restore does not make.
     #[error("unsupported: {what} at {start:#x}")]
@@ -318,6 +318,10 @@ pub enum RestoreError {
     /// The pidfile could not be written.
     #[error(transparent)]
     Pidfile(#[from] crate::pidfile::PidfileError),
+    /// A namespace of the images that cannot be rebuilt, or failed to be (the error names the
+    /// kind).
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NsError),
 }
 
 impl RestoreError {
@@ -328,7 +332,9 @@ impl RestoreError {
     pub fn errno(&self) -> i32 {
         match self {
             RestoreError::Image { error, .. } => crate::errno::image(error),
-            RestoreError::BadImage { .. } | RestoreError::SharedEpollTarget { .. } => libc::EBADMSG,
+            RestoreError::BadImage { .. }
+            | RestoreError::SharedEpollTarget { .. }
+            | RestoreError::ParentChain { .. } => libc::EBADMSG,
             RestoreError::MissingFile { source, .. } => crate::errno::io(source),
             RestoreError::FileChanged { .. } => libc::ESTALE,
             RestoreError::PidBusy { .. } => libc::EEXIST,
@@ -344,6 +350,7 @@ impl RestoreError {
             | RestoreError::Trace { errno, .. } => *errno as i32,
             RestoreError::Timeout { .. } => libc::ETIMEDOUT,
             RestoreError::Died { .. } => libc::ESRCH,
+            RestoreError::Namespace(e) => e.errno(),
             RestoreError::Script(e) => e.errno(),
             RestoreError::Mount(e) => e.errno(),
             RestoreError::Net(e) => e.errno(),
@@ -356,7 +363,6 @@ impl RestoreError {
             | RestoreError::Compat
             | RestoreError::TaskState { .. }
             | RestoreError::OldSeccomp { .. }
-            | RestoreError::ParentPages { .. }
             | RestoreError::Vma { .. }
             | RestoreError::FdType { .. }
             | RestoreError::LockKind { .. }

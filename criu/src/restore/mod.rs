@@ -154,6 +154,8 @@ pub fn restore(
     }
     let sessions = session::session_ops(&tree, opts.shell_job)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
+    // The tree's own namespaces, rebuilt before any of its tasks exists.
+    let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir)?;
     raise_nofile();
     let shared = shared::Shared::build(&tree)?;
     // The fill helpers can be turned off (to measure what they bring).
@@ -181,6 +183,7 @@ pub fn restore(
             root: i == 0,
             fd_floor: shared.fd_floor,
             shared_fds: shared.fds[i].clone(),
+            late_fds: shared.late_fds(),
             shm: shared.shm.clone(),
             helper_pid: if big(t) { helpers.next() } else { None },
             huge_pages,
@@ -209,6 +212,7 @@ pub fn restore(
         &sync,
         opts.pid_method,
         opts.sibling,
+        &mut namespaces,
     )?;
     let root = created.root;
     // The tasks are in the tree's network namespace now.
@@ -282,6 +286,8 @@ impl Drop for Subreaper {
 struct Created {
     root: i32,
     tasks: Vec<Option<Resumable>>,
+    /// Files the engine opens once every task is born, for the tasks to take.
+    late: Vec<shared::Late>,
     /// When to give up waiting for the tasks to restore themselves.
     deadline: std::time::Instant,
 }
@@ -332,11 +338,13 @@ fn spawn(
     tree: &plan::TreePlan,
     sessions: &[plan::SessionOp],
     preps: Vec<Option<prepare::Prepared>>,
-    shared: shared::Shared,
+    mut shared: shared::Shared,
     sync: &sync::SyncPage,
     pid_method: PidMethod,
     sibling: bool,
+    namespaces: &mut crate::namespaces::Prepared,
 ) -> Result<Created, RestoreError> {
+    let late = std::mem::take(&mut shared.late);
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());
     let mut keep = Vec::new();
@@ -404,6 +412,11 @@ fn spawn(
         Some(&mut old),
     )
     .is_ok();
+    // The tasks take the files that need the tree from this process.
+    slots.slot(slots.n).detail.store(
+        std::process::id() as u64,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     // `--restore-sibling` (RPC `rst_sibling`): the root becomes a child of criu's parent, the
     // client that asked (CLONE_PARENT). criu watches it as its tracer from its first step.
     let parent_flag = if sibling {
@@ -411,7 +424,22 @@ fn spawn(
     } else {
         0
     };
-    let cloned = clone_task(tree.root().pid, pid_method, parent_flag);
+    // The root inherits the rebuilt namespaces the engine enters around its clone.
+    let cloned = namespaces
+        .enter()
+        .map_err(RestoreError::from)
+        .and_then(|entered| {
+            let r = clone_task(
+                tree.root().pid,
+                pid_method,
+                parent_flag | namespaces.clone_flags(),
+            );
+            if matches!(r, Ok(0)) {
+                // The new root stays in them.
+                std::mem::forget(entered);
+            }
+            r
+        });
     if let Ok(0) = cloned {
         child::run(&nodes, &tree.order, slots, 0);
     }
@@ -430,6 +458,11 @@ fn spawn(
     }
     let pid = cloned?;
     tracing::debug!(pid, "root created");
+    if let Err(e) = namespaces.after_clone(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL));
+        return Err(e.into());
+    }
     // Generous: a minute, plus a second per 100 MiB of pages to read.
     let pages: u64 = tree
         .tasks
@@ -440,6 +473,7 @@ fn spawn(
     Ok(Created {
         root: pid,
         tasks: rest,
+        late,
         deadline: std::time::Instant::now()
             + std::time::Duration::from_secs(60 + pages * 4096 / (100 << 20)),
     })
@@ -553,6 +587,16 @@ fn finish(
             check_creation(tree, slots, root, create_by)?;
         }
     }
+    // Every task is born (zombies too): files under their /proc directories exist now.
+    if !c.late.is_empty() {
+        for i in 0..tree.tasks.len() {
+            await_word(tree, slots, &slots.slot(i).born, root, create_by)?;
+        }
+        for l in &c.late {
+            l.open()?;
+        }
+    }
+    sync::raise(&slots.slot(slots.n).settled);
     await_word(tree, slots, &slots.slot(0).created, root, create_by)?;
     tracing::debug!(root, "tree created");
     for (i, t) in tree.alive() {
@@ -694,9 +738,11 @@ fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
 /// How the pid is obtained: `clone3` with `set_tid`, unless `method` is
 /// [`PidMethod::NsLastPid`] (the fallback for kernels without `set_tid`, also selectable to
 /// exercise it).
-/// `flags` are added to the clone (`CLONE_PARENT` for a sibling of criu).
+/// `flags` are added to the clone (`CLONE_PARENT` for a sibling of criu, the `CLONE_NEW*` of
+/// the namespaces the root is born into; with those there is no `ns_last_pid` fallback).
 fn clone_task(pid: i32, method: PidMethod, flags: u64) -> Result<i32, RestoreError> {
-    if method == PidMethod::NsLastPid {
+    let ns_flags = flags & !(libc::CLONE_PARENT as u64);
+    if method == PidMethod::NsLastPid && ns_flags == 0 {
         return clone_via_last_pid(pid, flags);
     }
     let tid = [pid];
@@ -713,7 +759,7 @@ fn clone_task(pid: i32, method: PidMethod, flags: u64) -> Result<i32, RestoreErr
     }
     match Errno::last() {
         Errno::EEXIST => Err(RestoreError::PidBusy { pid }),
-        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL => {
+        Errno::ENOSYS | Errno::E2BIG | Errno::EPERM | Errno::EINVAL if ns_flags == 0 => {
             clone_via_last_pid(pid, flags)
         }
         errno => Err(RestoreError::Clone { pid, errno }),

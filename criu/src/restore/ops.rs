@@ -124,6 +124,16 @@ pub enum FdOp {
         /// `FD_CLOEXEC`.
         cloexec: bool,
     },
+    /// Take descriptor `of` of the engine (`pidfd_getfd`) once the engine opened there a file
+    /// that exists only with the tree (a file under `/proc/PID` several tasks hold).
+    FromEngine {
+        /// Target fd.
+        fd: i32,
+        /// The engine's descriptor.
+        of: i32,
+        /// `FD_CLOEXEC`.
+        cloexec: bool,
+    },
     /// Duplicate an fd created earlier, or one the engine made for several tasks and this
     /// task inherited (same open file description).
     Dup {
@@ -287,6 +297,9 @@ pub struct TaskCtx {
     pub fd_floor: i32,
     /// Target fd -> the engine's descriptor of the open file it shares with other tasks.
     pub shared_fds: std::collections::HashMap<i32, i32>,
+    /// Of those engine descriptors, the ones opened only once the tree exists
+    /// ([`FdOp::FromEngine`]).
+    pub late_fds: std::collections::HashSet<i32>,
     /// shmid -> the engine's mapping of a shared anonymous object other tasks map too (already
     /// filled).
     pub shm: std::collections::HashMap<u64, u64>,

@@ -181,13 +181,10 @@ pub(super) struct Task<'a> {
     pub(super) ctx: &'a TaskCtx,
 }
 
-/// The leader's state as the restorer sets it: its signal frame and the restorer's register
-/// independent state.
-pub(super) struct LeaderState<'a> {
-    /// The leader thread.
-    pub(super) thread: &'a ThreadPlan,
+/// What the restorer sets for the whole process besides the plan: the special mappings and
+/// premapped areas to move, the service descriptors.
+pub(super) struct ProcessArgs<'a> {
     pub(super) vdso: &'a [abi::Move],
-    pub(super) xsave: &'a fpu::Xsave,
     /// Where the premapped areas go.
     pub(super) moves: &'a [abi::Move],
     /// The status pipe's write end in the task.
@@ -197,16 +194,18 @@ pub(super) struct LeaderState<'a> {
 }
 
 /// The restorer's argument area: [`RestorerArgs`] and everything it points at (areas to move,
-/// timers, groups, signals, seccomp filters, auxv, the signal frames, the threads' records).
+/// timers, signals, auxv, and every thread's record with its signal frame, signals, groups and
+/// seccomp filters). `xsaves` are the threads' FPU states, in the order of
+/// [`TaskPlan::threads`].
 pub(super) fn restorer_args(
     t: Task<'_>,
     lay: &Reservation,
-    leader: &LeaderState<'_>,
+    process: &ProcessArgs<'_>,
+    xsaves: &[fpu::Xsave],
 ) -> Result<Area, RestoreError> {
-    let Task { plan, opts, ctx } = t;
-    let th = leader.thread;
-    let (vdso, xsave, moves) = (leader.vdso, leader.xsave, leader.moves);
-    let (status_fd, exe_fd) = (leader.status_fd, leader.exe_fd);
+    let Task { plan, .. } = t;
+    let (vdso, moves) = (process.vdso, process.moves);
+    let (status_fd, exe_fd) = (process.status_fd, process.exe_fd);
     let (base, premap_size, restorer_len) = (lay.base, lay.premap_size, lay.restorer_len);
     let scratch = lay.rbase() + restorer_len;
     // The argument block and everything it points at.
@@ -216,25 +215,11 @@ pub(super) fn restorer_args(
     };
     let vmas_at = area.push(&slice_bytes(moves), 8);
     let timers_at = area.push(&slice_bytes(&plan.posix_timers), 8);
-    let mut creds = abi::Creds::default();
-    if let Some(c) = &th.creds {
-        creds = c.creds;
-        creds.ngroups = c.groups.len() as u32;
-        creds.groups = area.push(&slice_bytes(&c.groups), 8);
-    }
-    let mut sig_bytes = Vec::new();
-    for s in plan.pending_shared.iter().chain(&th.pending) {
-        sig_bytes.extend_from_slice(s);
-    }
-    let siginfo_at = area.push(&sig_bytes, 8);
-    let seccomp = push_seccomp(&mut area, th.seccomp.as_ref());
+    let shared_siginfo_at = area.push(&plan.pending_shared.concat(), 8);
     let auxv_at = area.push(&slice_bytes(&plan.auxv), 8);
-    let frame_at = push_sigframe(&mut area, th, xsave).map_err(|e| RestoreError::Fpu {
-        reason: format!("signal frame: {e:?}"),
-    })?;
 
-    let targs = thread_args(t, lay, &mut area)?;
-    let threads_at = area.push(&slice_bytes(&targs), 8);
+    let states = thread_states(t, lay, xsaves, &mut area)?;
+    let threads_at = area.push(&slice_bytes(&states), 8);
     if area.bytes.len() as u64 > lay.args_size {
         return Err(RestoreError::Blob {
             reason: "argument area overflow".into(),
@@ -242,24 +227,6 @@ pub(super) fn restorer_args(
     }
 
     let opt = |v: Option<i32>| v.unwrap_or(abi::KEEP);
-    // The parent-death signal fires when the task's parent goes: criu, right away, when it
-    // detaches. Then the task keeps running without it, like a child of init. A sibling of
-    // criu (`--restore-sibling`) has the client for its parent and keeps it.
-    let pdeath_sig = match th.pdeath_sig {
-        Some(sig) if sig != 0 && opts.detach && !opts.sibling && ctx.root => {
-            tracing::warn!(
-                pid = plan.pid,
-                sig,
-                "parent-death signal not restored: criu detaches and would trigger it"
-            );
-            abi::KEEP
-        }
-        other => opt(other),
-    };
-    let mut comm = [0u8; 16];
-    for (d, s) in comm.iter_mut().zip(plan.comm.bytes().take(15)) {
-        *d = s;
-    }
     let mut keep = [abi::Range::default(); abi::MAX_KEEP];
     keep[0] = abi::Range {
         start: base,
@@ -318,33 +285,17 @@ pub(super) fn restorer_args(
         itimers,
         posix_timers: timers_at,
         n_posix_timers: plan.posix_timers.len() as u32,
-        set_creds: th.creds.is_some() as u32,
-        creds,
         personality: plan.personality.map_or(abi::KEEP, |p| p as i32),
         dumpable: opt(plan.dumpable),
-        pdeath_sig,
-        no_new_privs: th.no_new_privs as i32,
         thp_disabled: opt(plan.thp_disabled.map(i32::from)),
         child_subreaper: opt(plan.child_subreaper.map(i32::from)),
-        comm,
-        clear_tid_addr: th.clear_tid_addr,
-        robust_list: th.robust_list.head,
-        robust_list_len: th.robust_list.len,
-        rseq: th.rseq.map_or(0, |r| r.area),
-        rseq_len: th.rseq.map_or(0, |r| r.len),
-        rseq_sig: th.rseq.map_or(0, |r| r.sig),
-        siginfo: siginfo_at,
-        n_siginfo_shared: plan.pending_shared.len() as u32,
-        n_siginfo_thread: th.pending.len() as u32,
-        fs_base: th.regs.fs_base,
-        gs_base: th.regs.gs_base,
-        sigframe_sp: frame_at + RT_SIGFRAME_UC_OFFSET as u64,
         stop_before_return: 1,
-        n_threads: targs.len() as u32,
+        shared_siginfo: shared_siginfo_at,
+        n_siginfo_shared: plan.pending_shared.len() as u32,
+        n_threads: states.len() as u32,
         threads: threads_at,
         threads_ready: 0,
         pad2: 0,
-        seccomp,
     };
     let ab = bytes_of(&args);
     area.bytes[..ab.len()].copy_from_slice(&ab);
@@ -375,23 +326,27 @@ fn push_sigframe(area: &mut Area, t: &ThreadPlan, x: &fpu::Xsave) -> Result<u64,
     Ok(at)
 }
 
-/// Each other thread's signal frame, pending signals, seccomp filters and groups into `area`;
-/// returns their records.
-fn thread_args(
+/// Every thread's signal frame, pending signals, seccomp filters and groups into `area`;
+/// returns their records, the leader's first. The leader runs on the restorer's own stack,
+/// each other thread on one of its own after it.
+fn thread_states(
     t: Task<'_>,
     lay: &Reservation,
+    xsaves: &[fpu::Xsave],
     area: &mut Area,
-) -> Result<Vec<abi::ThreadArgs>, RestoreError> {
+) -> Result<Vec<abi::ThreadState>, RestoreError> {
     let Task { plan, opts, ctx } = t;
-    let mut targs: Vec<abi::ThreadArgs> = Vec::with_capacity(plan.others().len());
-    for (i, t) in plan.others().iter().enumerate() {
-        let tx = task_fpu(t.tid, &t.fpu, opts)?;
-        let t_frame_at = push_sigframe(area, t, &tx).map_err(|e| RestoreError::Fpu {
-            reason: format!("signal frame of thread {}: {e:?}", t.tid),
+    let mut states: Vec<abi::ThreadState> = Vec::with_capacity(plan.threads.len());
+    for (i, (t, x)) in plan.threads.iter().zip(xsaves).enumerate() {
+        let frame_at = push_sigframe(area, t, x).map_err(|e| RestoreError::Fpu {
+            reason: if i == 0 {
+                format!("signal frame: {e:?}")
+            } else {
+                format!("signal frame of thread {}: {e:?}", t.tid)
+            },
         })?;
-        let sig: Vec<u8> = t.pending.iter().flatten().copied().collect();
-        let t_siginfo = area.push(&sig, 8);
-        let t_seccomp = push_seccomp(area, t.seccomp.as_ref());
+        let siginfo = area.push(&t.pending.concat(), 8);
+        let seccomp = push_seccomp(area, t.seccomp.as_ref());
         let mut creds = abi::Creds::default();
         if let Some(c) = &t.creds {
             creds = c.creds;
@@ -404,13 +359,35 @@ fn thread_args(
                 *d = s;
             }
         }
-        let stack_top = lay.stack_top() + (i as u64 + 1) * THREAD_STACK_SIZE;
-        targs.push(abi::ThreadArgs {
+        // The parent-death signal fires when the task's parent goes: criu, right away, when it
+        // detaches. Then the task keeps running without it, like a child of init. A sibling of
+        // criu (`--restore-sibling`) has the client for its parent and keeps it.
+        let pdeath_sig = match t.pdeath_sig {
+            Some(sig) if sig != 0 && opts.detach && !opts.sibling && ctx.root => {
+                tracing::warn!(
+                    pid = plan.pid,
+                    tid = t.tid,
+                    sig,
+                    "parent-death signal not restored: criu detaches and would trigger it"
+                );
+                abi::KEEP
+            }
+            other => other.unwrap_or(abi::KEEP),
+        };
+        let (stack_top, stack_size) = if i == 0 {
+            (lay.stack_top(), STACK_SIZE)
+        } else {
+            (
+                lay.stack_top() + i as u64 * THREAD_STACK_SIZE,
+                THREAD_STACK_SIZE,
+            )
+        };
+        states.push(abi::ThreadState {
             tid: t.tid,
             set_creds: t.creds.is_some() as u32,
             stack_top,
-            stack_size: THREAD_STACK_SIZE,
-            sigframe_sp: t_frame_at + RT_SIGFRAME_UC_OFFSET as u64,
+            stack_size,
+            sigframe_sp: frame_at + RT_SIGFRAME_UC_OFFSET as u64,
             fs_base: t.regs.fs_base,
             gs_base: t.regs.gs_base,
             clear_tid_addr: t.clear_tid_addr,
@@ -419,21 +396,17 @@ fn thread_args(
             rseq: t.rseq.map_or(0, |r| r.area),
             rseq_len: t.rseq.map_or(0, |r| r.len),
             rseq_sig: t.rseq.map_or(0, |r| r.sig),
-            siginfo: t_siginfo,
+            siginfo,
             n_siginfo: t.pending.len() as u32,
-            pdeath_sig: if opts.detach && !opts.sibling && ctx.root {
-                abi::KEEP
-            } else {
-                t.pdeath_sig.unwrap_or(abi::KEEP)
-            },
+            pdeath_sig,
             comm,
             creds,
             no_new_privs: t.no_new_privs as i32,
             pad: 0,
-            seccomp: t_seccomp,
+            seccomp,
         });
     }
-    Ok(targs)
+    Ok(states)
 }
 
 /// Maps the restorer's area (blob, arguments, stacks) at its place in the reservation, copies

@@ -67,7 +67,43 @@ pub struct Shared {
     /// The lowest number the tasks' service descriptors may use.
     pub fd_floor: i32,
     owned: Vec<OwnedFd>,
+    /// Files that exist only once the tree does ([`RestoreFile::needs_tree`]), held by
+    /// several tasks: a placeholder descriptor each for now, which the engine replaces with
+    /// the file once every task is born ([`Late::open`]); the tasks take it from the engine
+    /// then (`pidfd_getfd`), not from what they inherited.
+    pub late: Vec<Late>,
     maps: Vec<(u64, u64)>,
+}
+
+/// A file the engine opens for several tasks once the tree exists, at a number it holds now.
+#[derive(Debug)]
+pub struct Late {
+    /// The engine's descriptor: a placeholder until [`Late::open`].
+    pub fd: OwnedFd,
+    file: Arc<dyn RestoreFile>,
+}
+
+impl Late {
+    /// Opens the file (the tree exists now) at the placeholder's number.
+    ///
+    /// # Errors
+    /// What opening it fails with ([`RestoreError::MissingFile`], ...), [`RestoreError::Sys`].
+    pub fn open(&self) -> Result<(), RestoreError> {
+        let made = self.file.make_in_engine()?;
+        let Some(f) = made.first() else {
+            return Err(RestoreError::Sys {
+                what: "opening a file of the tree for several tasks",
+                errno: nix::errno::Errno::ENOENT,
+            });
+        };
+        // SAFETY: dup3 between two descriptors the engine owns; the placeholder's number now
+        // holds the file.
+        let r = unsafe { libc::dup3(f.as_raw_fd(), self.fd.as_raw_fd(), libc::O_CLOEXEC) };
+        if r < 0 {
+            return Err(sys("placing a file of the tree for several tasks"));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Shared {
@@ -196,6 +232,7 @@ impl Shared {
         out.fd_floor = out
             .owned
             .iter()
+            .chain(out.late.iter().map(|l| &l.fd))
             .map(|f| f.as_raw_fd() + 1)
             .max()
             .unwrap_or(floor)
@@ -237,6 +274,21 @@ impl Shared {
             self.make_with_deps(dep, objects, key_of_file, targets, made, min, path)?;
         }
         path.pop();
+        if file.needs_tree() {
+            // A placeholder for now, at the number the tasks will take the file from.
+            // SAFETY: open with a NUL-terminated literal path.
+            let ph = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            if ph < 0 {
+                return Err(sys("opening a placeholder for a file of the tree"));
+            }
+            let fd = dup_at_least(owned(ph), min)?;
+            made.insert(k, vec![fd.as_raw_fd()]);
+            self.late.push(Late {
+                fd,
+                file: Arc::clone(file),
+            });
+            return Ok(());
+        }
         let files = match targets.get(&k) {
             Some(t) => {
                 let fds: Vec<i32> = t
@@ -258,6 +310,11 @@ impl Shared {
         }
         made.insert(k, ends);
         Ok(())
+    }
+
+    /// The engine's descriptors of [`Shared::late`] files.
+    pub fn late_fds(&self) -> HashSet<i32> {
+        self.late.iter().map(|l| l.fd.as_raw_fd()).collect()
     }
 
     /// Maps and fills every shared anonymous object that more than one task maps.

@@ -34,7 +34,9 @@ pub struct SyncSlot {
     /// In the slot after the last task: the number of tasks born so far.
     pub grouped: AtomicU32,
     /// Set by a task that shares its parent's descriptor table or fs info once its own setup
-    /// is over (the parent sets up the shared ones after that).
+    /// is over (the parent sets up the shared ones after that). In the slot after the last
+    /// task: set by the engine once it opened the files that exist only with the tree (then
+    /// `detail` there is the engine's pid, to take them from).
     pub settled: AtomicU32,
 }
 

@@ -10,8 +10,6 @@
 //!   number; the child enters READY.d2 and the parent must be there too.
 //! - `sibling`: a child A, which makes a child C with `CLONE_PARENT | CLONE_FILES` (C shares
 //!   A's table, but its parent is ours): a dump must refuse it. READY.pids holds `A C`.
-//! - `proc-child-shared`: a child C (sleeping), a descriptor on `/proc/C/status`, then a
-//!   child D that inherits it: READY.pids holds `C D`.
 //! - `hugetlb`: 2 MiB of written anonymous `MAP_HUGETLB` memory (needs huge pages in the
 //!   pool, `/proc/sys/vm/nr_hugepages`). READY.pids holds `0 0`.
 //! - `cwd-dead-proc`: a child C, then this process enters `/proc/C`, kills C and reaps it:
@@ -84,7 +82,6 @@ fn main() {
     match args[2].as_str() {
         "files-fs" => files_fs(&ready),
         "sibling" => sibling(&ready),
-        "proc-child-shared" => proc_child_shared(&ready),
         "cwd-dead-proc" => cwd_dead_proc(&ready),
         "hugetlb" => hugetlb(&ready),
         other => {
@@ -202,22 +199,6 @@ fn sleep_forever() -> ! {
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
-}
-
-fn proc_child_shared(ready: &str) {
-    let c = clone(0);
-    if c == 0 {
-        sleep_forever();
-    }
-    let f = std::fs::File::open(format!("/proc/{c}/status")).expect("open /proc/C/status");
-    let d = clone(0);
-    if d == 0 {
-        let _keep = f;
-        sleep_forever();
-    }
-    write_ready(ready, (c, d));
-    let _keep = f;
-    sleep_forever();
 }
 
 fn cwd_dead_proc(ready: &str) {

@@ -73,8 +73,9 @@ impl UnixDump {
     /// flags `flags`) as file `id`; returns its entry.
     ///
     /// # Errors
-    /// [`SocketError::Unsupported`] naming the socket for states not covered,
-    /// [`SocketError::Sys`], [`SocketError::Diag`].
+    /// [`SocketError::NotInDiag`], [`SocketError::UnixType`], [`SocketError::UnacceptedData`],
+    /// [`SocketError::Owner`], [`SocketError::FdsInFlight`], [`SocketError::MessageSize`]
+    /// naming the socket for states not covered; [`SocketError::Sys`], [`SocketError::Diag`].
     pub fn add(
         &mut self,
         pid: i32,
@@ -304,7 +305,9 @@ impl UnixDump {
     /// from `next_id`.
     ///
     /// # Errors
-    /// [`SocketError::Unsupported`] naming the socket and its peer.
+    /// [`SocketError::ExtUnaccepted`], [`SocketError::ExtQueued`], [`SocketError::ExtPeer`],
+    /// [`SocketError::ExtPeerData`], [`SocketError::ExtPeerUnnamed`] naming the socket and its
+    /// peer.
     pub fn finish(
         &mut self,
         ext: Option<&[u32]>,

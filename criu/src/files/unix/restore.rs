@@ -216,7 +216,8 @@ fn send_all(fd: RawFd, data: &[u8], to: Option<&[u8]>, what: &str) -> Result<(),
 ///
 /// # Errors
 /// [`SocketError::Sys`] naming the socket and what failed (a name that cannot be bound again
-/// is named), [`SocketError::Unsupported`].
+/// is named), [`SocketError::PeerUnnamed`], [`SocketError::PeerClosed`],
+/// [`SocketError::NoSender`], [`SocketError::BadImage`].
 pub fn create_all(
     entries: &[UnixSkEntry],
     wanted: &HashSet<u32>,

@@ -255,8 +255,7 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
     let pid = plan.pid as u32;
     let pm_name = names::pagemap(pid);
     let pm = d.read_pagemap(pid).map_err(|e| img(&pm_name, e))?;
-    let add_file = |plan: &mut TaskPlan, pages_id: u32| -> usize {
-        let p = d.pages_path(pages_id);
+    let add_path = |plan: &mut TaskPlan, p: std::path::PathBuf| -> usize {
         match plan.page_files.iter().position(|f| *f == p) {
             Some(i) => i,
             None => {
@@ -265,7 +264,9 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
             }
         }
     };
+    let add_file = |plan: &mut TaskPlan, pages_id: u32| add_path(plan, d.pages_path(pages_id));
     let mut used: HashMap<usize, u64> = HashMap::new();
+    let mut parents = super::chain::Parents::new(d.path(), pid);
     let fi = add_file(plan, pm.pages_id);
     let mut off = 0u64;
     for e in &pm.entries {
@@ -275,10 +276,27 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
             .end()
             .ok_or_else(|| bad(&pm_name, format!("entry at {:#x} overflows", e.vaddr)))?;
         if flags & PE_PARENT != 0 {
-            return Err(RestoreError::ParentPages {
-                file: pm_name.clone(),
-                vaddr: e.vaddr,
-            });
+            if !covered(&plan.vmas, e.vaddr, end) {
+                return Err(bad(
+                    &pm_name,
+                    format!("pages {:#x}-{end:#x} lie outside the task's areas", e.vaddr),
+                ));
+            }
+            let mut found = Vec::new();
+            parents.resolve(0, e.vaddr, end, &mut found)?;
+            found.sort_by_key(|f| f.0);
+            for (vaddr, nr_pages, path, offset) in found {
+                let file = add_path(plan, path);
+                let need = used.entry(file).or_insert(0);
+                *need = (*need).max(offset + nr_pages * PAGE);
+                plan.pages.push(PageRun {
+                    vaddr,
+                    nr_pages,
+                    file,
+                    offset,
+                });
+            }
+            continue;
         }
         if flags & PE_PRESENT == 0 {
             continue;
@@ -297,7 +315,8 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
         });
         off += n * PAGE;
     }
-    used.insert(fi, off);
+    let need = used.entry(fi).or_insert(0);
+    *need = (*need).max(off);
     // Shared anonymous memory: pagemap-shmem-SHMID.img, offsets relative to the object; each
     // object's pages go to every area that maps them.
     let shared: Vec<(u64, u64, u64, u64)> = plan

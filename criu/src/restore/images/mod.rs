@@ -16,6 +16,7 @@ use criu_images::{ImageDir, magic, names};
 use super::error::RestoreError;
 use super::plan::*;
 
+mod chain;
 mod memory;
 mod thread;
 
@@ -136,13 +137,18 @@ fn file_locks(d: &ImageDir, plan: &mut TreePlan) -> Result<(), RestoreError> {
         criu_images::read_all(d.file(name), magic::FILE_LOCKS).map_err(|e| img(name, e))?;
     for l in locks {
         let what = |why: &str| bad(name, format!("lock of pid {} on fd {}: {why}", l.pid, l.fd));
-        if ![1, 2, 4].contains(&l.flag) {
+        if ![1, 2, 4, 8].contains(&l.flag) {
             return Err(RestoreError::LockKind {
                 flag: l.flag,
                 file: name.into(),
             });
         }
-        if l.r#type != libc::F_RDLCK as u32 && l.r#type != libc::F_WRLCK as u32 {
+        // A lease may be being broken (CRIU's bit 4) towards a read lease or none.
+        let lease_breaking = [4, 4 | libc::F_UNLCK as u32];
+        if l.r#type != libc::F_RDLCK as u32
+            && l.r#type != libc::F_WRLCK as u32
+            && !(l.flag == 8 && lease_breaking.contains(&l.r#type))
+        {
             return Err(what(&format!("type {}", l.r#type)));
         }
         if l.start < 0 || l.len < 0 {
@@ -320,6 +326,8 @@ fn load_task(
         ..ThreadPlan::default()
     };
     task_state(&mut plan, &mut leader, &core, &core_name)?;
+    // The leader's name is the task's.
+    leader.comm = Some(plan.comm.clone());
     plan.threads.push(leader);
     for &tid in task.threads.iter().filter(|t| **t != pid) {
         let name = names::core(tid);

@@ -1,6 +1,6 @@
 //! The descriptors a task makes, in the order it makes them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 
 use crate::files::MAX_ENDS;
@@ -12,7 +12,14 @@ use crate::restore::plan::{FdSource, TaskPlan};
 /// (`shared_fds`: target fd -> inherited descriptor) as dups; files that need other
 /// descriptors first ([`crate::files::RestoreFile::after_fds`], an epoll's targets), and dups of
 /// them, after all the others.
-pub(super) fn fd_ops(plan: &TaskPlan, shared_fds: &HashMap<i32, i32>) -> Vec<FdOp> {
+///
+/// Of the engine's descriptors, those in `after_tree` hold the file only once the tree exists: the
+/// task takes them from the engine then ([`FdOp::FromEngine`]).
+pub(super) fn fd_ops(
+    plan: &TaskPlan,
+    shared_fds: &HashMap<i32, i32>,
+    after_tree: &HashSet<i32>,
+) -> Vec<FdOp> {
     let mut fds = Vec::new();
     let mut late = Vec::new();
     let mut late_fds: Vec<i32> = Vec::new();
@@ -20,10 +27,18 @@ pub(super) fn fd_ops(plan: &TaskPlan, shared_fds: &HashMap<i32, i32>) -> Vec<FdO
     let mut groups_done: Vec<(i32, u64)> = Vec::new();
     for f in &plan.fds {
         if let Some(&from) = shared_fds.get(&f.fd) {
-            fds.push(FdOp::Dup {
-                fd: f.fd,
-                of: from,
-                cloexec: f.cloexec,
+            fds.push(if after_tree.contains(&from) {
+                FdOp::FromEngine {
+                    fd: f.fd,
+                    of: from,
+                    cloexec: f.cloexec,
+                }
+            } else {
+                FdOp::Dup {
+                    fd: f.fd,
+                    of: from,
+                    cloexec: f.cloexec,
+                }
             });
             continue;
         }
@@ -168,7 +183,7 @@ mod tests {
         };
         // fd 9 was made by the engine for several tasks: inherited as engine fd 100.
         let shared = HashMap::from([(9, 100)]);
-        let ops = fd_ops(&plan, &shared);
+        let ops = fd_ops(&plan, &shared, &HashSet::new());
         let shape: Vec<String> = ops
             .iter()
             .map(|op| match op {
@@ -177,6 +192,7 @@ mod tests {
                 }
                 FdOp::Dup { fd, of, .. } => format!("dup {fd} of {of}"),
                 FdOp::Reopen { fd, path, .. } => format!("reopen {fd} {path:?}"),
+                FdOp::FromEngine { fd, of, .. } => format!("from engine {fd} of {of}"),
             })
             .collect();
         assert_eq!(
@@ -189,6 +205,12 @@ mod tests {
                 "make Eventpoll [Some((4, false)), None] first 4",
                 "dup 6 of 4",
             ]
+        );
+        // Opened by the engine once the tree exists: taken from the engine, not inherited.
+        let ops = fd_ops(&plan, &shared, &HashSet::from([100]));
+        assert!(
+            ops.iter()
+                .any(|op| matches!(op, FdOp::FromEngine { fd: 9, of: 100, .. }))
         );
     }
 }

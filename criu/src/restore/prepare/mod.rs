@@ -24,7 +24,7 @@ use super::plan::{Rseq, TaskPlan};
 pub use super::preflight::preflight_against;
 use super::preflight::vdso_moves;
 use super::restorer::{
-    LeaderState, Reservation, STACK_SIZE, THREAD_STACK_SIZE, Task, map_restorer, restorer_args,
+    ProcessArgs, Reservation, STACK_SIZE, THREAD_STACK_SIZE, Task, map_restorer, restorer_args,
     restorer_blob, seccomp_size, sym, task_fpu,
 };
 use super::{RestoreOptions, fpu};
@@ -89,39 +89,44 @@ pub fn prepare(
     let maps = layout::self_maps()?;
     let special = Special::from_maps(&maps);
     let vdso = vdso_moves(plan, &special)?;
-    let leader = plan.leader().ok_or_else(|| RestoreError::BadImage {
-        file: format!("core-{}.img", plan.pid),
-        reason: "a live task without threads".into(),
-    })?;
-    let xsave = task_fpu(plan.pid, &leader.fpu, opts)?;
+    if plan.threads.is_empty() {
+        return Err(RestoreError::BadImage {
+            file: format!("core-{}.img", plan.pid),
+            reason: "a live task without threads".into(),
+        });
+    }
+    // Every thread's FPU state, in the order of `plan.threads` (the leader first).
+    let xsaves = plan
+        .threads
+        .iter()
+        .map(|t| task_fpu(t.tid, &t.fpu, opts))
+        .collect::<Result<Vec<_>, _>>()?;
 
     // Sizes.
     let premapped: Vec<&super::plan::Vma> = plan.vmas.iter().filter(|v| v.premapped()).collect();
     let premap_size = premap_layout(&premapped, &shared_objects(&premapped, ctx)).2;
     let blob_size = page_up(blob.map_size() as u64);
-    let frame_size = rt_sigframe_size(xsave.bytes.len()) as u64;
     let extra = (premapped.len() * 24
         + plan.posix_timers.len() * 64
-        + leader.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
-        + (plan.pending_shared.len() + leader.pending.len()) * abi::SIGINFO_SIZE
-        + plan.auxv.len() * 8
-        + seccomp_size(leader.seccomp.as_ref())) as u64;
+        + plan.pending_shared.len() * abi::SIGINFO_SIZE
+        + plan.auxv.len() * 8) as u64;
+    // Each thread's record, signals, groups, filters and signal frame (with room to align).
     let thread_extra: u64 = plan
-        .others()
+        .threads
         .iter()
-        .map(|t| {
-            (std::mem::size_of::<abi::ThreadArgs>()
+        .zip(&xsaves)
+        .map(|(t, x)| {
+            (std::mem::size_of::<abi::ThreadState>()
                 + t.pending.len() * abi::SIGINFO_SIZE
                 + t.creds.as_ref().map_or(0, |c| c.groups.len() * 4)
                 + seccomp_size(t.seccomp.as_ref())
                 + 64) as u64
-                + frame_size
+                + rt_sigframe_size(x.bytes.len()) as u64
                 + 64
         })
         .sum();
-    let args_size = page_up(
-        std::mem::size_of::<RestorerArgs>() as u64 + extra + frame_size + thread_extra + 1024,
-    );
+    let args_size =
+        page_up(std::mem::size_of::<RestorerArgs>() as u64 + extra + thread_extra + 1024);
     let scratch_size: u64 = vdso.iter().map(|m| m.len).sum::<u64>().max(PAGE);
     let restorer_len =
         blob_size + args_size + STACK_SIZE + plan.others().len() as u64 * THREAD_STACK_SIZE;
@@ -156,7 +161,7 @@ pub fn prepare(
         restorer_len,
     };
     let task = Task { plan, opts, ctx };
-    match build(task, &blob, &lay, &vdso, &xsave, &premapped) {
+    match build(task, &blob, &lay, &vdso, &xsaves, &premapped) {
         Ok(mut p) => {
             p.resv = resv;
             // Unmapped as a whole at the end: by then only the restorer and the gap page are left.
@@ -208,8 +213,13 @@ fn service_fds(plan: &TaskPlan, ctx: &TaskCtx) -> Result<ServiceFds, RestoreErro
             });
         }
         let fd = dup_above(&owned(fd), floor)?;
-        exe_fd = fd.as_raw_fd() as u32;
-        child_only.push(fd);
+        // The task is a fork of ours, so its executable is already ours: when that is the same
+        // file, leave it (the kernel refuses a new exe file with EBUSY while the old one is
+        // mapped, and the restored memory maps it when a program restores its own fork).
+        if !same_file_as_ours(&fd) {
+            exe_fd = fd.as_raw_fd() as u32;
+            child_only.push(fd);
+        }
     }
     let mut inherited: Vec<i32> = plan
         .fds
@@ -236,13 +246,23 @@ fn service_fds(plan: &TaskPlan, ctx: &TaskCtx) -> Result<ServiceFds, RestoreErro
     })
 }
 
+/// Whether `fd` is the file this process runs (same device and inode as `/proc/self/exe`).
+fn same_file_as_ours(fd: &OwnedFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ours = std::fs::metadata("/proc/self/exe");
+    let theirs = fd
+        .try_clone()
+        .and_then(|f| std::fs::File::from(f).metadata());
+    matches!((ours, theirs), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+}
+
 /// Builds the task's work list and its restorer's area inside the reservation `lay`.
 fn build(
     t: Task<'_>,
     blob: &BlobDesc<'_>,
     lay: &Reservation,
     vdso: &[abi::Move],
-    xsave: &fpu::Xsave,
+    xsaves: &[fpu::Xsave],
     premapped: &[&super::plan::Vma],
 ) -> Result<Prepared, RestoreError> {
     let Task { plan, ctx, .. } = t;
@@ -257,19 +277,13 @@ fn build(
             len: v.len(),
         })
         .collect();
-    let thread = plan.leader().ok_or_else(|| RestoreError::BadImage {
-        file: format!("core-{}.img", plan.pid),
-        reason: "a live task without threads".into(),
-    })?;
-    let leader = LeaderState {
-        thread,
+    let process = ProcessArgs {
         vdso,
-        xsave,
         moves: &moves,
         status_fd: fds.status_fd,
         exe_fd: fds.exe_fd,
     };
-    let area = restorer_args(t, lay, &leader)?;
+    let area = restorer_args(t, lay, &process, xsaves)?;
     map_restorer(blob, lay, &area, plan.others().len())?;
     let stack_top = lay.stack_top();
     let args_base = lay.args_base();
@@ -307,7 +321,7 @@ fn build(
         }),
         collapse,
         uffd: ctx.uffd,
-        fds: fd_ops(plan, &ctx.shared_fds),
+        fds: fd_ops(plan, &ctx.shared_fds, &ctx.late_fds),
         settle: plan
             .fds
             .iter()

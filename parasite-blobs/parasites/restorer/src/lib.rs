@@ -51,7 +51,7 @@ const FUTEX_WAIT_PRIVATE: usize = 128;
 const FUTEX_WAKE_PRIVATE: usize = 129;
 const THREAD_FLAGS: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x1_0000 | 0x4_0000; // VM FS FILES SIGHAND THREAD SYSVSEM
 
-/// The argument block, for the other threads (which get only their own [`ThreadArgs`]).
+/// The argument block, for the other threads (which get only their own [`ThreadState`]).
 static ARGS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// A failed step: the stage, the errno and a detail.
@@ -108,6 +108,9 @@ pub unsafe extern "C" fn __export_restorer_main(args: *const RestorerArgs) -> ! 
     if let Err(f) = restore(a) {
         die(a.status_fd, f);
     }
+    // SAFETY: `restore` checked that the block holds at least one thread record (the leader's)
+    // at `threads`, inside the argument area.
+    let l = unsafe { &*(a.threads as *const ThreadState) };
     report(a.status_fd, &Status::default());
     // SAFETY: closing our own status pipe; the engine sees end of file after the report.
     unsafe {
@@ -123,13 +126,19 @@ pub unsafe extern "C" fn __export_restorer_main(args: *const RestorerArgs) -> ! 
     }
     // SAFETY: from here on no code of ours uses the thread pointer; the bases are the task's.
     unsafe {
-        syscall2(nr::ARCH_PRCTL, ARCH_SET_FS, a.fs_base as usize);
-        if a.gs_base != 0 {
-            syscall2(nr::ARCH_PRCTL, ARCH_SET_GS, a.gs_base as usize);
+        syscall2(nr::ARCH_PRCTL, ARCH_SET_FS, l.fs_base as usize);
+        if l.gs_base != 0 {
+            syscall2(nr::ARCH_PRCTL, ARCH_SET_GS, l.gs_base as usize);
         }
     }
     // SAFETY: the engine built a complete frame at `sigframe_sp` (with `write_rt_sigframe`).
-    unsafe { compel_arch::rt_sigreturn(a.sigframe_sp as usize) }
+    unsafe { compel_arch::rt_sigreturn(l.sigframe_sp as usize) }
+}
+
+/// Every thread's record, the leader's first (at least one: checked by [`restore`]).
+fn thread_states(a: &RestorerArgs) -> &[ThreadState] {
+    // SAFETY: the engine placed `n_threads` records at `threads`, inside the argument area.
+    unsafe { core::slice::from_raw_parts(a.threads as *const ThreadState, a.n_threads as usize) }
 }
 
 fn restore(a: &RestorerArgs) -> Res {
@@ -138,6 +147,8 @@ fn restore(a: &RestorerArgs) -> Res {
         || a.size as usize != core::mem::size_of::<RestorerArgs>()
         || a.n_keep as usize > MAX_KEEP
         || a.n_vdso as usize > MAX_VDSO
+        || a.n_threads == 0
+        || a.threads == 0
     {
         return Err(Fail(STAGE_ARGS, 22, a.magic));
     }
@@ -191,14 +202,16 @@ fn restore(a: &RestorerArgs) -> Res {
     // `SIGEV_THREAD` timers do) needs that thread to exist. Every thread blocks all signals
     // until its own mask comes back with its registers, so none fires early.
     timers(a)?;
+    let l = &thread_states(a)[0];
     // Before the credentials: installing a filter takes CAP_SYS_ADMIN or no_new_privs.
-    seccomp(&a.seccomp, 0)?;
-    if a.set_creds != 0 {
-        creds(&a.creds)?;
+    seccomp(&l.seccomp, 0)?;
+    if l.set_creds != 0 {
+        creds(&l.creds)?;
     }
-    misc(a)?;
-    thread(a)?;
-    sigqueue(a)?;
+    process_settings(a)?;
+    thread_settings(l)?;
+    sigqueue_shared(a)?;
+    sigqueue_own(l)?;
     wait_threads(a);
     Ok(())
 }
@@ -498,82 +511,92 @@ fn prctl2(opt: usize, v: i32) -> Res {
     check(STAGE_PRCTL, r, opt as u64)
 }
 
-fn misc(a: &RestorerArgs) -> Res {
+/// The process-wide settings (after the credentials, which reset some of them).
+fn process_settings(a: &RestorerArgs) -> Res {
     if a.personality != KEEP {
         // SAFETY: personality only changes this task's execution domain flags.
         let r = unsafe { syscall1(nr::PERSONALITY, a.personality as u32 as usize) };
         check(STAGE_PRCTL, r, 0)?;
     }
-    if a.comm[0] != 0 {
-        // SAFETY: PR_SET_NAME reads at most 16 bytes of the argument area.
-        let r = unsafe { syscall2(nr::PRCTL, PR_SET_NAME, a.comm.as_ptr() as usize) };
+    prctl2(PR_SET_DUMPABLE, a.dumpable)?;
+    prctl2(PR_SET_THP_DISABLE, a.thp_disabled)?;
+    prctl2(PR_SET_CHILD_SUBREAPER, a.child_subreaper)
+}
+
+/// A thread's own settings (after its credentials): name, parent-death signal,
+/// no_new_privs, clear-tid address, robust list, rseq.
+fn thread_settings(t: &ThreadState) -> Res {
+    if t.comm[0] != 0 {
+        // SAFETY: PR_SET_NAME reads at most 16 bytes of the thread's record.
+        let r = unsafe { syscall5(nr::PRCTL, PR_SET_NAME, t.comm.as_ptr() as usize, 0, 0, 0) };
         check(STAGE_PRCTL, r, PR_SET_NAME as u64)?;
     }
-    prctl2(PR_SET_DUMPABLE, a.dumpable)?;
-    prctl2(PR_SET_PDEATHSIG, a.pdeath_sig)?;
-    prctl2(PR_SET_THP_DISABLE, a.thp_disabled)?;
-    prctl2(PR_SET_CHILD_SUBREAPER, a.child_subreaper)?;
-    if a.no_new_privs == 1 {
-        // SAFETY: no_new_privs is a one-way flag on this task.
+    prctl2(PR_SET_PDEATHSIG, t.pdeath_sig)?;
+    if t.no_new_privs == 1 {
+        // SAFETY: no_new_privs is a one-way flag on this thread.
         let r = unsafe { syscall5(nr::PRCTL, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
         check(STAGE_PRCTL, r, PR_SET_NO_NEW_PRIVS as u64)?;
     }
-    Ok(())
-}
-
-fn thread(a: &RestorerArgs) -> Res {
-    // SAFETY: these calls record user addresses of the task in the kernel; they are the
-    // task's own saved values, and nothing of ours is read or written.
+    // SAFETY: these calls record the thread's own saved user addresses in the kernel; nothing
+    // of ours is read or written.
     unsafe {
-        if a.clear_tid_addr != 0 {
-            syscall1(nr::SET_TID_ADDRESS, a.clear_tid_addr as usize);
+        if t.clear_tid_addr != 0 {
+            syscall1(nr::SET_TID_ADDRESS, t.clear_tid_addr as usize);
         }
-        if a.robust_list != 0 {
+        if t.robust_list != 0 {
             let r = syscall2(
                 nr::SET_ROBUST_LIST,
-                a.robust_list as usize,
-                a.robust_list_len as usize,
+                t.robust_list as usize,
+                t.robust_list_len as usize,
             );
-            check(STAGE_THREAD, r, a.robust_list)?;
+            check(STAGE_THREAD, r, t.robust_list)?;
         }
-        if a.rseq != 0 {
+        if t.rseq != 0 {
             let r = syscall4(
                 nr::RSEQ,
-                a.rseq as usize,
-                a.rseq_len as usize,
+                t.rseq as usize,
+                t.rseq_len as usize,
                 0,
-                a.rseq_sig as usize,
+                t.rseq_sig as usize,
             );
-            check(STAGE_THREAD, r, a.rseq)?;
+            check(STAGE_THREAD, r, t.rseq)?;
         }
     }
     Ok(())
 }
 
-fn sigqueue(a: &RestorerArgs) -> Res {
-    let n = (a.n_siginfo_shared + a.n_siginfo_thread) as usize;
-    if n == 0 {
-        return Ok(());
-    }
-    // SAFETY: getpid/gettid have no arguments.
-    let (pid, tid) = unsafe { (syscall1(nr::GETPID, 0), syscall1(nr::GETTID, 0)) };
-    for i in 0..n {
-        let info = a.siginfo + (i * SIGINFO_SIZE) as u64;
+/// Queues the process-wide pending signals.
+fn sigqueue_shared(a: &RestorerArgs) -> Res {
+    // SAFETY: getpid has no arguments.
+    let pid = unsafe { syscall1(nr::GETPID, 0) };
+    for i in 0..a.n_siginfo_shared as usize {
+        let info = a.shared_siginfo + (i * SIGINFO_SIZE) as u64;
         // SAFETY: `info` is one siginfo_t in the argument area; its first word is si_signo.
         let sig = unsafe { *(info as *const i32) } as usize;
         // SAFETY: queueing a signal to ourselves with the saved siginfo (read by the kernel).
+        let r = unsafe { syscall3(nr::RT_SIGQUEUEINFO, pid as usize, sig, info as usize) };
+        check(STAGE_SIGQUEUE, r, sig as u64)?;
+    }
+    Ok(())
+}
+
+/// Queues a thread's own pending signals.
+fn sigqueue_own(t: &ThreadState) -> Res {
+    // SAFETY: getpid has no arguments.
+    let pid = unsafe { syscall1(nr::GETPID, 0) };
+    for i in 0..t.n_siginfo as usize {
+        let info = t.siginfo + (i * SIGINFO_SIZE) as u64;
+        // SAFETY: `info` is one siginfo_t in the argument area; its first word is si_signo.
+        let sig = unsafe { *(info as *const i32) } as usize;
+        // SAFETY: queues a signal to this thread with the saved siginfo (read by the kernel).
         let r = unsafe {
-            if i < a.n_siginfo_shared as usize {
-                syscall3(nr::RT_SIGQUEUEINFO, pid as usize, sig, info as usize)
-            } else {
-                syscall4(
-                    nr::RT_TGSIGQUEUEINFO,
-                    pid as usize,
-                    tid as usize,
-                    sig,
-                    info as usize,
-                )
-            }
+            syscall4(
+                nr::RT_TGSIGQUEUEINFO,
+                pid as usize,
+                t.tid as usize,
+                sig,
+                info as usize,
+            )
         };
         check(STAGE_SIGQUEUE, r, sig as u64)?;
     }
@@ -586,20 +609,18 @@ fn threads_ready(a: &RestorerArgs) -> &core::sync::atomic::AtomicU32 {
     unsafe { core::sync::atomic::AtomicU32::from_ptr((&raw const a.threads_ready).cast_mut()) }
 }
 
-/// Creates the other threads with their old tids; each starts in [`thread_main`].
+/// Creates the threads besides the leader with their old tids; each starts in
+/// [`thread_main`].
 fn threads(a: &RestorerArgs) -> Res {
-    if a.n_threads == 0 {
+    let others = &thread_states(a)[1..];
+    if others.is_empty() {
         return Ok(());
     }
     ARGS.store(
         a as *const RestorerArgs as u64,
         core::sync::atomic::Ordering::SeqCst,
     );
-    // SAFETY: the engine placed `n_threads` entries at `threads`, inside the argument area.
-    let ts = unsafe {
-        core::slice::from_raw_parts(a.threads as *const ThreadArgs, a.n_threads as usize)
-    };
-    for t in ts {
+    for t in others {
         let tid: [i32; 1] = [t.tid];
         // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
         // stack_size, tls, set_tid, set_tid_size, cgroup.
@@ -618,7 +639,7 @@ fn threads(a: &RestorerArgs) -> Res {
         ];
         let r: isize;
         // SAFETY: clone3 creates a thread sharing this memory on the stack the engine reserved
-        // for it; the new thread (rax 0) calls thread_main with its ThreadArgs (r12, preserved
+        // for it; the new thread (rax 0) calls thread_main with its ThreadState (r12, preserved
         // by the kernel) and never comes back here; this thread gets the new tid and goes on.
         unsafe {
             core::arch::asm!(
@@ -633,7 +654,7 @@ fn threads(a: &RestorerArgs) -> Res {
                 inlateout("rax") nr::CLONE3 as isize => r,
                 in("rdi") cargs.as_ptr(),
                 in("rsi") core::mem::size_of_val(&cargs),
-                in("r12") t as *const ThreadArgs,
+                in("r12") t as *const ThreadState,
                 lateout("rcx") _,
                 lateout("r11") _,
                 options(nostack),
@@ -649,7 +670,7 @@ fn wait_threads(a: &RestorerArgs) {
     let ready = threads_ready(a);
     loop {
         let v = ready.load(core::sync::atomic::Ordering::SeqCst);
-        if v >= a.n_threads {
+        if v >= a.n_threads - 1 {
             return;
         }
         // SAFETY: a futex wait on the live counter word; spurious wake-ups loop.
@@ -667,7 +688,7 @@ fn wait_threads(a: &RestorerArgs) {
 
 /// The life of every other thread: its credentials and settings, its pending signals, a stop
 /// for the engine, then its own registers.
-extern "C" fn thread_main(t: &ThreadArgs) -> ! {
+extern "C" fn thread_main(t: &ThreadState) -> ! {
     let a_addr = ARGS.load(core::sync::atomic::Ordering::SeqCst);
     // SAFETY: the leader stored the address of the live argument block before the clone.
     let a = unsafe { &*(a_addr as *const RestorerArgs) };
@@ -696,65 +717,13 @@ extern "C" fn thread_main(t: &ThreadArgs) -> ! {
     unsafe { compel_arch::rt_sigreturn(t.sigframe_sp as usize) }
 }
 
-fn thread_setup(t: &ThreadArgs) -> Res {
+fn thread_setup(t: &ThreadState) -> Res {
     seccomp(&t.seccomp, t.tid as u64)?;
     if t.set_creds != 0 {
         creds(&t.creds)?;
     }
-    if t.comm[0] != 0 {
-        // SAFETY: PR_SET_NAME reads at most 16 bytes of the thread's arguments.
-        let r = unsafe { syscall5(nr::PRCTL, PR_SET_NAME, t.comm.as_ptr() as usize, 0, 0, 0) };
-        check(STAGE_PRCTL, r, PR_SET_NAME as u64)?;
-    }
-    prctl2(PR_SET_PDEATHSIG, t.pdeath_sig)?;
-    if t.no_new_privs == 1 {
-        // SAFETY: no_new_privs is a one-way flag on this thread.
-        let r = unsafe { syscall5(nr::PRCTL, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-        check(STAGE_PRCTL, r, PR_SET_NO_NEW_PRIVS as u64)?;
-    }
-    // SAFETY: these calls record the thread's own saved user addresses in the kernel.
-    unsafe {
-        if t.clear_tid_addr != 0 {
-            syscall1(nr::SET_TID_ADDRESS, t.clear_tid_addr as usize);
-        }
-        if t.robust_list != 0 {
-            let r = syscall2(
-                nr::SET_ROBUST_LIST,
-                t.robust_list as usize,
-                t.robust_list_len as usize,
-            );
-            check(STAGE_THREAD, r, t.robust_list)?;
-        }
-        if t.rseq != 0 {
-            let r = syscall4(
-                nr::RSEQ,
-                t.rseq as usize,
-                t.rseq_len as usize,
-                0,
-                t.rseq_sig as usize,
-            );
-            check(STAGE_THREAD, r, t.rseq)?;
-        }
-    }
-    // SAFETY: getpid has no arguments.
-    let pid = unsafe { syscall1(nr::GETPID, 0) };
-    for i in 0..t.n_siginfo as usize {
-        let info = t.siginfo + (i * SIGINFO_SIZE) as u64;
-        // SAFETY: `info` is one siginfo_t in the argument area; its first word is si_signo.
-        let sig = unsafe { *(info as *const i32) } as usize;
-        // SAFETY: queues a signal to this thread with the saved siginfo (read by the kernel).
-        let r = unsafe {
-            syscall4(
-                nr::RT_TGSIGQUEUEINFO,
-                pid as usize,
-                t.tid as usize,
-                sig,
-                info as usize,
-            )
-        };
-        check(STAGE_SIGQUEUE, r, sig as u64)?;
-    }
-    Ok(())
+    thread_settings(t)?;
+    sigqueue_own(t)
 }
 
 // A `syscall` instruction the engine points the restored task at, through ptrace, to unmap this
@@ -804,4 +773,3 @@ fn seccomp(s: &Seccomp, who: u64) -> Res {
         }
     }
 }
-

@@ -13,7 +13,7 @@ use core::mem::size_of;
 /// `RestorerArgs::magic`: "RSTORER1" (little-endian bytes).
 pub const ARGS_MAGIC: u64 = u64::from_le_bytes(*b"RSTORER1");
 /// `RestorerArgs::version`: bumped on every layout change.
-pub const ARGS_VERSION: u32 = 3;
+pub const ARGS_VERSION: u32 = 4;
 /// The most address ranges the restorer keeps while it unmaps everything else.
 pub const MAX_KEEP: usize = 8;
 /// The most special mappings (`[vvar]`, `[vvar_vclock]`, `[vdso]`) moved into place.
@@ -233,62 +233,30 @@ pub struct RestorerArgs {
     pub posix_timers: u64,
     /// Number of POSIX timers.
     pub n_posix_timers: u32,
-    /// Whether `creds` is to be applied.
-    pub set_creds: u32,
-    /// Credentials.
-    pub creds: Creds,
     /// `personality(2)` value, or [`KEEP`].
     pub personality: i32,
     /// `PR_SET_DUMPABLE` value, or [`KEEP`].
     pub dumpable: i32,
-    /// `PR_SET_PDEATHSIG` value, or [`KEEP`].
-    pub pdeath_sig: i32,
-    /// 1: set no_new_privs.
-    pub no_new_privs: i32,
     /// `PR_SET_THP_DISABLE` value, or [`KEEP`].
     pub thp_disabled: i32,
     /// `PR_SET_CHILD_SUBREAPER` value, or [`KEEP`].
     pub child_subreaper: i32,
-    /// The task's name (`PR_SET_NAME`), NUL-padded; empty: keep.
-    pub comm: [u8; 16],
-    /// `set_tid_address` value, or 0.
-    pub clear_tid_addr: u64,
-    /// `set_robust_list` head, or 0.
-    pub robust_list: u64,
-    /// Its length.
-    pub robust_list_len: u64,
-    /// The task's rseq area, or 0.
-    pub rseq: u64,
-    /// Its length.
-    pub rseq_len: u32,
-    /// Its signature.
-    pub rseq_sig: u32,
-    /// Address of the pending signals' `siginfo_t`s ([`SIGINFO_SIZE`] bytes each): first the
-    /// process-wide ones, then the thread's.
-    pub siginfo: u64,
-    /// Number of process-wide pending signals.
-    pub n_siginfo_shared: u32,
-    /// Number of per-thread pending signals.
-    pub n_siginfo_thread: u32,
-    /// The fs base (TLS) to install last.
-    pub fs_base: u64,
-    /// The gs base.
-    pub gs_base: u64,
-    /// The stack pointer for the final `rt_sigreturn` (the frame's `uc`).
-    pub sigframe_sp: u64,
     /// Stop (`SIGSTOP` to itself) after reporting [`STAGE_READY`], so that the engine, which
     /// traces the task, can run its hooks and catch the final `rt_sigreturn`.
     pub stop_before_return: u32,
-    /// Number of [`ThreadArgs`] at `threads` (the threads besides this one).
+    /// Address of the process-wide pending signals' `siginfo_t`s ([`SIGINFO_SIZE`] bytes each).
+    pub shared_siginfo: u64,
+    /// How many.
+    pub n_siginfo_shared: u32,
+    /// Number of [`ThreadState`]s at `threads` (every thread, the leader first: at least one).
     pub n_threads: u32,
-    /// Address of the other threads' [`ThreadArgs`].
+    /// Address of the threads' [`ThreadState`]s, the leader's first.
     pub threads: u64,
-    /// How many other threads are in place (each adds one; a futex word for the leader).
+    /// How many threads besides the leader are in place (each adds one; a futex word for the
+    /// leader).
     pub threads_ready: u32,
     /// Padding.
     pub pad2: u32,
-    /// This thread's seccomp state, installed after the other threads exist.
-    pub seccomp: Seccomp,
 }
 
 /// A thread's seccomp state. Installed while the engine traces the task with
@@ -316,16 +284,18 @@ pub struct SeccompFilter {
     pub flags: u32,
 }
 
-/// One more thread of the task: created by the leader with its old tid, it installs its own
-/// state and returns into its own registers.
+/// One thread's own state, the same record for every thread: the leader installs its own after
+/// the process-wide state; each other thread is created by the leader with its old tid on its
+/// own stack, installs its state and returns into its own registers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct ThreadArgs {
+pub struct ThreadState {
     /// The thread id to recreate.
     pub tid: i32,
     /// Whether `creds` is to be applied.
     pub set_creds: u32,
-    /// Top of the thread's restorer stack (16-byte aligned).
+    /// Top of the thread's restorer stack (16-byte aligned; the leader runs on the restorer's
+    /// own stack).
     pub stack_top: u64,
     /// Its size.
     pub stack_size: u64,
@@ -450,5 +420,5 @@ const _: () = assert!(size_of::<MmMap>() == 104);
 const _: () = assert!(size_of::<Status>() == 16);
 const _: () = assert!(size_of::<Seccomp>() == 16);
 const _: () = assert!(size_of::<SeccompFilter>() == 16);
-const _: () = assert!(size_of::<RestorerArgs>() == 3088);
-const _: () = assert!(size_of::<ThreadArgs>() == 232);
+const _: () = assert!(size_of::<RestorerArgs>() == 2888);
+const _: () = assert!(size_of::<ThreadState>() == 232);

@@ -7,7 +7,7 @@ use std::mem::size_of;
 use std::ptr;
 use std::sync::Mutex;
 
-use crate::{SkData, SockAddr, sys};
+use soccr_rt::{SkData, SockAddr, sys};
 
 pub const SOCCR_LOG_ERR: c_uint = 1;
 pub const SOCCR_LOG_DBG: c_uint = 2;
@@ -52,7 +52,7 @@ fn log(level: c_uint, msg: &str) {
     unsafe { f(level, c"%s".as_ptr(), text.as_ptr()) };
 }
 
-fn fail<T>(r: crate::Result<T>) -> Option<T> {
+fn fail<T>(r: soccr_rt::Result<T>) -> Option<T> {
     match r {
         Ok(v) => Some(v),
         Err(e) => {
@@ -75,7 +75,7 @@ pub struct LibsoccrSk {
 /// Turns repair mode on for `fd`; returns the handle, or NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn libsoccr_pause(fd: c_int) -> *mut LibsoccrSk {
-    fail(crate::set_repair(fd, true)).map_or(ptr::null_mut(), |()| {
+    fail(soccr_rt::set_repair(fd, true)).map_or(ptr::null_mut(), |()| {
         Box::into_raw(Box::new(LibsoccrSk {
             fd,
             flags: 0,
@@ -98,7 +98,7 @@ pub unsafe extern "C" fn libsoccr_resume(sk: *mut LibsoccrSk) {
     }
     // SAFETY: the caller passes a live handle.
     let fd = unsafe { (*sk).fd };
-    let _ = fail(crate::set_repair(fd, false));
+    let _ = fail(soccr_rt::set_repair(fd, false));
     // SAFETY: as above; release takes ownership.
     unsafe { libsoccr_release(sk) };
 }
@@ -161,14 +161,14 @@ pub unsafe extern "C" fn libsoccr_save(
     let sk = unsafe { &mut *sk };
     // SAFETY: as above.
     unsafe { ptr::write_bytes(data.cast::<u8>(), 0, data_size as usize) };
-    let Some(mut d) = fail(crate::save_data(sk.fd)) else {
+    let Some(mut d) = fail(soccr_rt::save_data(sk.fd)) else {
         return -2;
     };
-    let Some((seq, rq)) = fail(crate::read_queue(sk.fd, sys::TCP_RECV_QUEUE, d.inq_len)) else {
+    let Some((seq, rq)) = fail(soccr_rt::read_queue(sk.fd, sys::TCP_RECV_QUEUE, d.inq_len)) else {
         return -5;
     };
     d.inq_seq = seq;
-    let Some((seq, sq)) = fail(crate::read_queue(sk.fd, sys::TCP_SEND_QUEUE, d.outq_len)) else {
+    let Some((seq, sq)) = fail(soccr_rt::read_queue(sk.fd, sys::TCP_SEND_QUEUE, d.outq_len)) else {
         return -6;
     };
     d.outq_seq = seq;
@@ -236,7 +236,7 @@ pub unsafe extern "C" fn libsoccr_get_addr(
     }
     // SAFETY: the caller passes a live handle.
     let sk = unsafe { &mut *sk };
-    let Some(a) = fail(crate::sock_name(sk.fd, self_ == 0)) else {
+    let Some(a) = fail(soccr_rt::sock_name(sk.fd, self_ == 0)) else {
         return ptr::null_mut();
     };
     let a = SockAddr::from(a);
@@ -363,7 +363,7 @@ pub unsafe extern "C" fn libsoccr_restore(
     let sq = queue(sk.send_queue, d.outq_len);
     // SAFETY: both addresses were set by the caller and are live.
     let (src, dst) = unsafe { (&*sk.src_addr, &*sk.dst_addr) };
-    let r = fail(crate::restore_data(sk.fd, &mut d, src, dst, rq, sq));
+    let r = fail(soccr_rt::restore_data(sk.fd, &mut d, src, dst, rq, sq));
     // SAFETY: as above.
     unsafe { data.write_unaligned(d) };
     if r.is_some() { 0 } else { -1 }

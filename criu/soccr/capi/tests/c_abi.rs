@@ -11,7 +11,7 @@ fn lib_dir() -> PathBuf {
     let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "soccr"])
+    cmd.args(["build", "--quiet", "-p", "libsoccr"])
         .env("CARGO_TARGET_DIR", dir.parent().unwrap())
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     if dir.file_name().and_then(|p| p.to_str()) == Some("release") {
@@ -38,7 +38,7 @@ fn gcc(work: &Path, out: &str, link: &[&str]) -> PathBuf {
     let exe = work.join(out);
     run(Command::new("gcc")
         .args(["-O2", "-Wall", "-Werror", "-I"])
-        .arg(manifest.join("include"))
+        .arg(manifest.join("../include"))
         .arg("-o")
         .arg(&exe)
         .arg(manifest.join("tests/c/migrate.c"))

@@ -1,0 +1,49 @@
+//! The options of live migration: pre-dumps, the page server and lazy pages.
+
+/// `--pre-dump-mode`: how a pre-dump copies memory (CRIU's `PRE_DUMP_SPLICE` and
+/// `PRE_DUMP_READ`, the numbers its inventory stores).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PreDumpMode {
+    /// `splice`: the pages are copied while the tree is frozen (CRIU's default).
+    #[default]
+    Splice,
+    /// `read`: the tree runs on while its pages are read (`process_vm_readv`); pages written
+    /// meanwhile are caught by the next dump's tracking.
+    Read,
+}
+
+impl PreDumpMode {
+    /// The mode named `s` (`splice` or `read`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "splice" => Some(PreDumpMode::Splice),
+            "read" => Some(PreDumpMode::Read),
+            _ => None,
+        }
+    }
+
+    /// The number CRIU's inventory stores (`pre_dump_mode`).
+    pub fn number(self) -> u32 {
+        match self {
+            PreDumpMode::Splice => 1,
+            PreDumpMode::Read => 2,
+        }
+    }
+}
+
+/// Pre-dump, page server and lazy-pages options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveOptions {
+    /// `--pre-dump-mode`.
+    pub pre_dump_mode: PreDumpMode,
+    /// `--page-server` (dump and pre-dump send their pages to `--address`:`--port`).
+    pub page_server: bool,
+    /// `--address`.
+    pub address: Option<String>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--lazy-pages`.
+    pub lazy_pages: bool,
+    /// `--auto-dedup`.
+    pub auto_dedup: bool,
+}

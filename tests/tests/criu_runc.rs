@@ -40,7 +40,7 @@ impl Container {
     fn runc(&self, args: &[&str]) -> Output {
         let log = self.dir.path().join("runc.log");
         let _ = std::fs::remove_file(&log);
-        let mut o = Command::new("runc")
+        let o = Command::new("runc")
             .arg("--root")
             .arg(self.state_dir())
             .arg("--log")
@@ -52,8 +52,24 @@ impl Container {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .output()
+            .spawn()
             .expect("run runc");
+        // A runc that hangs fails the test (and is killed) instead of hanging it.
+        let pid = o.id() as i32;
+        let watchdog = std::thread::spawn(move || {
+            for _ in 0..600 {
+                std::thread::sleep(Duration::from_millis(100));
+                if std::fs::metadata(format!("/proc/{pid}")).is_err() {
+                    return;
+                }
+            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        });
+        let mut o = o.wait_with_output().expect("wait for runc");
+        let _ = watchdog;
         o.stderr = std::fs::read(&log).unwrap_or_default();
         o
     }
@@ -105,11 +121,13 @@ impl Drop for Container {
             .ok()
             .and_then(|v| v["pid"].as_i64())
             .unwrap_or(0) as i32;
+        let reaper = (pid > 0)
+            .then(|| std::thread::spawn(move || wait_exit_timeout(pid, Duration::from_secs(10))));
         let _ = self.runc(&["kill", &self.id, "KILL"]);
-        if pid > 0 {
-            let _ = wait_exit_timeout(pid, Duration::from_secs(5));
-        }
         let _ = self.runc(&["delete", "-f", &self.id]);
+        if let Some(r) = reaper {
+            let _ = r.join();
+        }
     }
 }
 
@@ -137,10 +155,14 @@ fn make_container() -> Container {
         "i=0; while :; do i=$((i+1)); echo $i >> /count; sleep 0.02; done"
     ]);
     v["root"]["readonly"] = false.into();
-    v.as_object_mut().unwrap().remove("hostname");
-    // The namespaces this criu brings back (pid, ipc and uts are another module's).
+    // The namespaces this criu brings back: all of runc's default ones but pid.
     if let Some(ns) = v["linux"]["namespaces"].as_array_mut() {
-        ns.retain(|n| matches!(n["type"].as_str(), Some("mount" | "network")));
+        ns.retain(|n| {
+            matches!(
+                n["type"].as_str(),
+                Some("mount" | "network" | "uts" | "ipc")
+            )
+        });
     }
     std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
     c
@@ -168,6 +190,10 @@ fn checkpoint_restore(c: &Container, round: usize) {
     let img = format!("img{round}");
     let work = format!("work{round}");
     let (img_p, work_p) = (c.dir.path().join(&img), c.dir.path().join(&work));
+    // The container process is ours (the test is a subreaper and runc has exited): reaped
+    // while runc checkpoint runs, which waits for the container's cgroup to empty (a zombie
+    // stays in it) before it returns.
+    let reaper = std::thread::spawn(move || wait_exit_timeout(pid, Duration::from_secs(60)));
     c.ok(
         &[
             "checkpoint",
@@ -179,9 +205,7 @@ fn checkpoint_restore(c: &Container, round: usize) {
         ],
         Some(&work),
     );
-    // The container process was ours (restored as runc's child, runc exited): reap it so that
-    // its pid is free for the restore.
-    let _ = wait_exit_timeout(pid, Duration::from_secs(5));
+    let _ = reaper.join();
     let at_dump = c.counts().len();
     assert!(at_dump > 0);
     assert!(

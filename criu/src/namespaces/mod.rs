@@ -449,6 +449,10 @@ pub(crate) fn dump_all(
         if id as usize == i + 1 {
             continue;
         }
+        // The tree's mount and network namespaces are dumped by [`mnt`] and [`net`] directly.
+        if matches!(kind, Kind::Mnt | Kind::Net) {
+            continue;
+        }
         let Some(ops) = ops(kind) else {
             return Err(NsError::unsupported(
                 kind,
@@ -539,6 +543,10 @@ pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
         let Some(id) = root[i] else { continue };
         // Images without root ids, or the namespace the dumping criu was in.
         if criu_ids[i].is_none_or(|c| c == id) {
+            continue;
+        }
+        // Rebuilt by [`mnt`] and [`net`] directly (restore/mod.rs).
+        if matches!(kind, Kind::Mnt | Kind::Net) {
             continue;
         }
         let Some(ops) = ops(kind) else {

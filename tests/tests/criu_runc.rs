@@ -39,6 +39,7 @@ impl Container {
     /// them on `run -d`).
     fn runc(&self, args: &[&str]) -> Output {
         let log = self.dir.path().join("runc.log");
+        let out = self.dir.path().join("runc.out");
         let _ = std::fs::remove_file(&log);
         let o = Command::new("runc")
             .arg("--root")
@@ -50,7 +51,14 @@ impl Container {
             .args(args)
             .current_dir(self.bundle())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            // A file, not a pipe: `run -d` hands runc's stdio to the container, which would
+            // hold a pipe open for good.
+            .stdout(if args.first() == Some(&"run") {
+                // The container's own stdout: /dev/null, which it finds again after a restore.
+                Stdio::null()
+            } else {
+                Stdio::from(std::fs::File::create(&out).expect("runc output file"))
+            })
             .stderr(Stdio::null())
             .spawn()
             .expect("run runc");
@@ -70,6 +78,7 @@ impl Container {
         });
         let mut o = o.wait_with_output().expect("wait for runc");
         let _ = watchdog;
+        o.stdout = std::fs::read(&out).unwrap_or_default();
         o.stderr = std::fs::read(&log).unwrap_or_default();
         o
     }

@@ -5,6 +5,18 @@
 use compel::TaskError;
 use criu_images::ImageError;
 
+/// The error and its causes on one line (an RPC reply's message, a failed dump's marker).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// The OS error of `e`, or `EIO` when it carries none.
 pub(crate) fn io(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)

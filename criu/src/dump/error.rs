@@ -425,17 +425,6 @@ impl DumpError {
 pub(super) fn file_err(what: String) -> impl FnOnce(std::io::Error) -> DumpError {
     move |source| DumpError::File { what, source }
 }
-/// The error and its causes on one line.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 #[cfg(test)]
 mod error_tests {

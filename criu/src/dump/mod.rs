@@ -59,7 +59,7 @@ pub mod vma;
 mod write;
 
 pub use error::DumpError;
-use error::{chain, file_err};
+use error::file_err;
 
 pub(crate) use ids::kcmp;
 pub use predump::pre_dump;
@@ -75,6 +75,7 @@ use compel::TaskState;
 
 use criu_images::names;
 
+use crate::errno::chain;
 use crate::options::{DumpOptions, FinalState};
 use crate::scripts::{Notify, ScriptAction, ScriptError};
 

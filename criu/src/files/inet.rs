@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use criu_images::names;
 use criu_images::pb::{InetSkEntry, TcpOptsEntry};
 
-use super::socket::{self, SocketError, sys};
+use super::socket::{self, DumpSock, SockAt, SocketError, sys};
 use super::tcp;
 
 /// TCP states (include/net/tcp_states.h).
@@ -197,25 +197,17 @@ impl InetDump {
         }
     }
 
-    /// Dumps the inet socket `sk` (criu's copy of fd `fd` of `pid`, family `family`) as file
-    /// `id`.
+    /// Dumps the inet socket `s` (criu's copy `s.sk` of the task's descriptor `s.at`, family
+    /// `family`) as file `s.id`.
     ///
     /// # Errors
     /// [`SocketError::InetUnaccepted`], [`SocketError::InetNoAddresses`],
     /// [`SocketError::TcpEstablished`], [`SocketError::InetStateNotDumped`],
     /// [`SocketError::InetProtocol`] naming the socket, its family, protocol and state for what
     /// is not handled; [`SocketError::TcpRepair`], [`SocketError::Sys`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn add(
-        &mut self,
-        pid: i32,
-        fd: i32,
-        sk: &OwnedFd,
-        ino: u32,
-        flags: u32,
-        id: u32,
-        family: i32,
-    ) -> Result<InetSkEntry, SocketError> {
+    pub fn add(&mut self, s: &DumpSock<'_>, family: i32) -> Result<InetSkEntry, SocketError> {
+        let DumpSock { at, sk, flags, id } = *s;
+        let SockAt { pid, fd, ino } = at;
         let raw = sk.as_raw_fd();
         let fam = socket::family_name(family);
         let w = format!("fd {fd} of {pid} (socket:[{ino}], {fam})");

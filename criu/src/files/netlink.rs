@@ -18,7 +18,7 @@ use criu_images::pb::NetlinkSkEntry;
 
 use super::common::diag_of;
 use super::sockdiag::{self, NetlinkDiag};
-use super::socket::{self, SockAt, SocketError, sys};
+use super::socket::{self, DumpSock, SockAt, SocketError, sys};
 
 /// The netlink sockets met by one dump.
 #[derive(Debug, Default)]
@@ -42,20 +42,14 @@ fn has_data(sk: RawFd) -> bool {
 }
 
 impl NetlinkDump {
-    /// Dumps the netlink socket `sk` (criu's copy of fd `fd` of `pid`) as file `id`.
+    /// Dumps the netlink socket `s` (criu's copy `s.sk` of the task's descriptor `s.at`) as
+    /// file `s.id`.
     ///
     /// # Errors
     /// [`SocketError`] naming the socket.
-    pub fn add(
-        &mut self,
-        pid: i32,
-        fd: i32,
-        sk: &OwnedFd,
-        ino: u32,
-        flags: u32,
-        id: u32,
-    ) -> Result<NetlinkSkEntry, SocketError> {
-        let at = SockAt { pid, fd, ino };
+    pub fn add(&mut self, s: &DumpSock<'_>) -> Result<NetlinkSkEntry, SocketError> {
+        let DumpSock { at, sk, flags, id } = *s;
+        let SockAt { pid, fd, ino } = at;
         let d = diag_of(&mut self.diag, sockdiag::netlink_sockets, at, "netlink")?;
         let w = at.to_string();
         if has_data(sk.as_raw_fd()) {

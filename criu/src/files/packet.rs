@@ -20,7 +20,7 @@ use criu_images::pb::{PacketMclist, PacketSockEntry};
 
 use super::common::diag_of;
 use super::sockdiag::{self, PacketDiag};
-use super::socket::{self, SockAt, SocketError, sys};
+use super::socket::{self, DumpSock, SocketError, sys};
 
 /// The packet sockets met by one dump.
 #[derive(Debug, Default)]
@@ -36,20 +36,13 @@ const PDI_LOSS: u32 = 0x10;
 const SOCK_PACKET: u32 = 10;
 
 impl PacketDump {
-    /// Dumps the packet socket `sk` (criu's copy of fd `fd` of `pid`) as file `id`.
+    /// Dumps the packet socket `s` (criu's copy `s.sk` of the task's descriptor `s.at`) as file
+    /// `s.id`.
     ///
     /// # Errors
     /// [`SocketError`] naming the socket; rings are refused.
-    pub fn add(
-        &mut self,
-        pid: i32,
-        fd: i32,
-        sk: &OwnedFd,
-        ino: u32,
-        flags: u32,
-        id: u32,
-    ) -> Result<PacketSockEntry, SocketError> {
-        let at = SockAt { pid, fd, ino };
+    pub fn add(&mut self, s: &DumpSock<'_>) -> Result<PacketSockEntry, SocketError> {
+        let DumpSock { at, sk, flags, id } = *s;
         let d = diag_of(&mut self.diag, sockdiag::packet_sockets, at, "packet")?;
         let w = at.to_string();
         if d.rx_ring.is_some() || d.tx_ring.is_some() {

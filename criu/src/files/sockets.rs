@@ -6,7 +6,8 @@
 //! Every socket is made by the engine before the tasks exist, and the tasks inherit it. The
 //! unix sockets of the images are made together, as one object ([`RestoreFile::group`] 0, one
 //! end per socket), because connecting them, refilling their queues and rebuilding backlogs
-//! needs all of them at once; netlink and packet sockets are objects of their own.
+//! needs all of them at once; netlink and packet sockets are objects of their own, one generic
+//! kind and file over their entries ([`EngineSocket`], [`SocketFile`]).
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -82,22 +83,28 @@ impl Sockets {
             id,
             ..FileEntry::default()
         };
+        let s = socket::DumpSock {
+            at: socket::SockAt { pid, fd, ino },
+            sk: &sk,
+            flags,
+            id,
+        };
         match family {
             libc::AF_UNIX => {
                 e.r#type = FdTypes::Unixsk as i32;
-                e.usk = Some(self.unix.add(pid, fd, &sk, ino, flags, id)?);
+                e.usk = Some(self.unix.add(&s)?);
             }
             libc::AF_NETLINK => {
                 e.r#type = FdTypes::Netlinksk as i32;
-                e.nlsk = Some(self.netlink.add(pid, fd, &sk, ino, flags, id)?);
+                e.nlsk = Some(self.netlink.add(&s)?);
             }
             libc::AF_PACKET => {
                 e.r#type = FdTypes::Packetsk as i32;
-                e.psk = Some(self.packet.add(pid, fd, &sk, ino, flags, id)?);
+                e.psk = Some(self.packet.add(&s)?);
             }
             libc::AF_INET | libc::AF_INET6 => {
                 e.r#type = FdTypes::Inetsk as i32;
-                e.isk = Some(self.inet.add(pid, fd, &sk, ino, flags, id, family)?);
+                e.isk = Some(self.inet.add(&s, family)?);
             }
             f => {
                 return Err(SocketError::Family {
@@ -186,6 +193,141 @@ impl FileKind for Sockets {
     }
 }
 
+/// The entries of type `ty` in `files.img` (`part` picks the entry's own message, `what` names
+/// the type in messages).
+fn entries_of<T: Clone>(
+    img: &ImageCtx<'_>,
+    ty: FdTypes,
+    part: impl Fn(&FileEntry) -> &Option<T>,
+    what: &str,
+) -> Result<Vec<T>, RestoreError> {
+    let files = img
+        .dir
+        .read_files()
+        .map_err(|e| crate::restore::images::img(criu_images::names::FILES, e))?;
+    let mut entries = Vec::new();
+    for f in &files {
+        if f.r#type == ty as i32 {
+            entries.push(part(f).clone().ok_or_else(|| {
+                crate::restore::images::bad(
+                    criu_images::names::FILES,
+                    format!("file id {}: {what} entry without its socket", f.id),
+                )
+            })?);
+        }
+    }
+    Ok(entries)
+}
+
+/// A socket family whose sockets of the whole tree are made together, as one object whose ends
+/// the tasks hold (unix: connections, queues and backlogs need every socket; inet: connections
+/// leave repair mode only once every socket is made). [`SetKind`] and [`SetFile`] are shared.
+pub trait SocketSet: std::fmt::Debug + Send + Sync + Sized + 'static {
+    /// Its entry in `files.img`.
+    type Entry;
+    /// Its `files.img` type.
+    const FD_TYPE: FdTypes;
+    /// Its name in messages.
+    const WHAT: &'static str;
+    /// Its part of a `files.img` entry.
+    fn entry(e: &FileEntry) -> &Option<Self::Entry>;
+    /// Reads and checks every entry of the family in the images.
+    ///
+    /// # Errors
+    /// [`RestoreError::BadImage`] naming the file, and the family's own checks.
+    fn load(img: &ImageCtx<'_>) -> Result<Self, RestoreError>;
+    /// The end that fd `fd` of a task (entry `e`) is.
+    ///
+    /// # Errors
+    /// [`RestoreError::BadImage`] for an entry no task can hold.
+    fn end_of(&self, e: &Self::Entry, fd: i32) -> Result<usize, RestoreError>;
+    /// Makes every socket of the set: one descriptor per end, in end order.
+    ///
+    /// # Errors
+    /// The family's errors, naming the socket.
+    fn make_all(&self) -> Result<Vec<OwnedFd>, RestoreError>;
+}
+
+/// The restore side of a [`SocketSet`] family: the set is loaded once, with its first entry.
+#[derive(Debug)]
+pub struct SetKind<S> {
+    set: Option<Arc<S>>,
+}
+
+impl<S> Default for SetKind<S> {
+    fn default() -> Self {
+        SetKind { set: None }
+    }
+}
+
+impl<S: SocketSet> FileKind for SetKind<S> {
+    fn fd_type(&self) -> FdTypes {
+        S::FD_TYPE
+    }
+
+    fn claims(&self, _fd: &DumpFd<'_>) -> bool {
+        false
+    }
+
+    fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
+        Err(DumpError::NotClaimed {
+            pid: fd.pid,
+            fd: fd.fd,
+        })
+    }
+
+    fn parse(
+        &mut self,
+        img: &ImageCtx<'_>,
+        e: &FileEntry,
+        fd: i32,
+    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
+        let entry = crate::restore::images::kind_entry(S::entry(e), fd, S::WHAT)?;
+        let set = match &self.set {
+            Some(set) => set.clone(),
+            None => self.set.insert(Arc::new(S::load(img)?)).clone(),
+        };
+        let index = set.end_of(entry, fd)?;
+        Ok(Arc::new(SetFile { set, index }))
+    }
+}
+
+/// One socket of a task: end `index` of the object made of every socket of its set.
+#[derive(Debug)]
+pub struct SetFile<S> {
+    set: Arc<S>,
+    index: usize,
+}
+
+impl<S: SocketSet> RestoreFile for SetFile<S> {
+    fn fd_type(&self) -> FdTypes {
+        S::FD_TYPE
+    }
+
+    fn group(&self) -> Option<u64> {
+        Some(0)
+    }
+
+    fn end(&self) -> usize {
+        self.index
+    }
+
+    fn made_by_engine(&self) -> bool {
+        true
+    }
+
+    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
+        Err(TaskError {
+            errno: libc::EOPNOTSUPP,
+            detail: fd as u64,
+        })
+    }
+
+    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+        self.set.make_all()
+    }
+}
+
 /// The unix sockets of the images, made once for the whole tree.
 #[derive(Debug)]
 pub struct UnixSet {
@@ -195,27 +337,18 @@ pub struct UnixSet {
     ids: Vec<u32>,
 }
 
-impl UnixSet {
+impl SocketSet for UnixSet {
+    type Entry = UnixSkEntry;
+    const FD_TYPE: FdTypes = FdTypes::Unixsk;
+    const WHAT: &'static str = "unix socket";
+
+    fn entry(e: &FileEntry) -> &Option<UnixSkEntry> {
+        &e.usk
+    }
+
     /// Reads and checks every unix socket entry of `files.img` and `sk-queues.img`.
-    ///
-    /// # Errors
-    /// [`RestoreError::BadImage`] naming the file (and offset).
-    pub fn load(img: &ImageCtx<'_>) -> Result<UnixSet, RestoreError> {
-        let files = img
-            .dir
-            .read_files()
-            .map_err(|e| crate::restore::images::img(criu_images::names::FILES, e))?;
-        let mut entries = Vec::new();
-        for f in &files {
-            if f.r#type == FdTypes::Unixsk as i32 {
-                entries.push(f.usk.clone().ok_or_else(|| {
-                    crate::restore::images::bad(
-                        criu_images::names::FILES,
-                        format!("file id {}: UNIXSK entry without its socket", f.id),
-                    )
-                })?);
-            }
-        }
+    fn load(img: &ImageCtx<'_>) -> Result<UnixSet, RestoreError> {
+        let entries = entries_of(img, FdTypes::Unixsk, |f| &f.usk, "UNIXSK")?;
         let queues = unix::read_queues(img.dir.path()).map_err(restore_err)?;
         unix::check(&entries, &queues).map_err(restore_err)?;
         let ids = entries
@@ -229,88 +362,22 @@ impl UnixSet {
             ids,
         })
     }
-}
 
-/// The restore side of unix sockets (`UNIXSK` entries).
-#[derive(Debug, Default)]
-pub struct UnixKind {
-    set: Option<Arc<UnixSet>>,
-}
-
-impl FileKind for UnixKind {
-    fn fd_type(&self) -> FdTypes {
-        FdTypes::Unixsk
-    }
-
-    fn claims(&self, _fd: &DumpFd<'_>) -> bool {
-        false
-    }
-
-    fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::NotClaimed {
-            pid: fd.pid,
-            fd: fd.fd,
-        })
-    }
-
-    fn parse(
-        &mut self,
-        img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        let u = crate::restore::images::kind_entry(&e.usk, fd, "unix socket")?;
-        if self.set.is_none() {
-            self.set = Some(Arc::new(UnixSet::load(img)?));
-        }
-        let set = self.set.clone().ok_or(RestoreError::NoUnixSockets)?;
-        let Some(index) = set.ids.iter().position(|&i| i == u.id) else {
-            return Err(crate::restore::images::bad(
+    fn end_of(&self, u: &UnixSkEntry, fd: i32) -> Result<usize, RestoreError> {
+        self.ids.iter().position(|&i| i == u.id).ok_or_else(|| {
+            crate::restore::images::bad(
                 criu_images::names::FILES,
                 format!("fd {fd}: unix socket id {} is an outside peer", u.id),
-            ));
-        };
-        Ok(Arc::new(UnixFile { set, index }))
-    }
-}
-
-/// One unix socket of a task: end `index` of the object made of every unix socket.
-#[derive(Debug)]
-pub struct UnixFile {
-    set: Arc<UnixSet>,
-    index: usize,
-}
-
-impl RestoreFile for UnixFile {
-    fn fd_type(&self) -> FdTypes {
-        FdTypes::Unixsk
-    }
-
-    fn group(&self) -> Option<u64> {
-        Some(0)
-    }
-
-    fn end(&self) -> usize {
-        self.index
-    }
-
-    fn made_by_engine(&self) -> bool {
-        true
-    }
-
-    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        Err(TaskError {
-            errno: libc::EOPNOTSUPP,
-            detail: fd as u64,
+            )
         })
     }
 
-    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let wanted: HashSet<u32> = self.set.ids.iter().copied().collect();
-        let mut made = unix::create_all(&self.set.entries, &wanted, &self.set.queues, 3)
-            .map_err(restore_err)?;
-        let mut out = Vec::with_capacity(self.set.ids.len());
-        for id in &self.set.ids {
+    fn make_all(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+        let wanted: HashSet<u32> = self.ids.iter().copied().collect();
+        let mut made =
+            unix::create_all(&self.entries, &wanted, &self.queues, 3).map_err(restore_err)?;
+        let mut out = Vec::with_capacity(self.ids.len());
+        for id in &self.ids {
             out.push(
                 made.remove(id)
                     .ok_or(RestoreError::UnixNotMade { id: *id })?,
@@ -320,125 +387,8 @@ impl RestoreFile for UnixFile {
     }
 }
 
-/// The restore side of netlink sockets (`NETLINKSK` entries).
-#[derive(Debug, Default)]
-pub struct NetlinkKind;
-
-impl FileKind for NetlinkKind {
-    fn fd_type(&self) -> FdTypes {
-        FdTypes::Netlinksk
-    }
-
-    fn claims(&self, _fd: &DumpFd<'_>) -> bool {
-        false
-    }
-
-    fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::NotClaimed {
-            pid: fd.pid,
-            fd: fd.fd,
-        })
-    }
-
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        let n = crate::restore::images::kind_entry(&e.nlsk, fd, "netlink socket")?;
-        netlink::check(std::slice::from_ref(n)).map_err(restore_err)?;
-        Ok(Arc::new(NetlinkFile(n.clone())))
-    }
-}
-
-/// One netlink socket.
-#[derive(Debug)]
-pub struct NetlinkFile(NetlinkSkEntry);
-
-impl RestoreFile for NetlinkFile {
-    fn fd_type(&self) -> FdTypes {
-        FdTypes::Netlinksk
-    }
-
-    fn made_by_engine(&self) -> bool {
-        true
-    }
-
-    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        Err(TaskError {
-            errno: libc::EOPNOTSUPP,
-            detail: fd as u64,
-        })
-    }
-
-    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let wanted = HashSet::from([self.0.id]);
-        let mut m =
-            netlink::create_all(std::slice::from_ref(&self.0), &wanted, 3).map_err(restore_err)?;
-        Ok(m.remove(&self.0.id).into_iter().collect())
-    }
-}
-
-/// The restore side of packet sockets (`PACKETSK` entries).
-#[derive(Debug, Default)]
-pub struct PacketKind;
-
-impl FileKind for PacketKind {
-    fn fd_type(&self) -> FdTypes {
-        FdTypes::Packetsk
-    }
-
-    fn claims(&self, _fd: &DumpFd<'_>) -> bool {
-        false
-    }
-
-    fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::NotClaimed {
-            pid: fd.pid,
-            fd: fd.fd,
-        })
-    }
-
-    fn parse(
-        &mut self,
-        _img: &ImageCtx<'_>,
-        e: &FileEntry,
-        fd: i32,
-    ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        let p = crate::restore::images::kind_entry(&e.psk, fd, "packet socket")?;
-        packet::check(std::slice::from_ref(p)).map_err(restore_err)?;
-        Ok(Arc::new(PacketFile(p.clone())))
-    }
-}
-
-/// One packet socket.
-#[derive(Debug)]
-pub struct PacketFile(PacketSockEntry);
-
-impl RestoreFile for PacketFile {
-    fn fd_type(&self) -> FdTypes {
-        FdTypes::Packetsk
-    }
-
-    fn made_by_engine(&self) -> bool {
-        true
-    }
-
-    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        Err(TaskError {
-            errno: libc::EOPNOTSUPP,
-            detail: fd as u64,
-        })
-    }
-
-    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let wanted = HashSet::from([self.0.id]);
-        let mut m =
-            packet::create_all(std::slice::from_ref(&self.0), &wanted, 3).map_err(restore_err)?;
-        Ok(m.remove(&self.0.id).into_iter().collect())
-    }
-}
+/// The restore side of unix sockets (`UNIXSK` entries).
+pub type UnixKind = SetKind<UnixSet>;
 
 /// The inet sockets of the images, made once for the whole tree (connections leave repair
 /// mode only once every socket is made).
@@ -448,27 +398,18 @@ pub struct InetSet {
     streams: HashMap<u32, tcp::Stream>,
 }
 
-impl InetSet {
+impl SocketSet for InetSet {
+    type Entry = InetSkEntry;
+    const FD_TYPE: FdTypes = FdTypes::Inetsk;
+    const WHAT: &'static str = "inet socket";
+
+    fn entry(e: &FileEntry) -> &Option<InetSkEntry> {
+        &e.isk
+    }
+
     /// Reads and checks every inet socket entry of `files.img` and its `tcp-stream` image.
-    ///
-    /// # Errors
-    /// [`RestoreError::BadImage`] naming the file, [`RestoreError::FileState`].
-    pub fn load(img: &ImageCtx<'_>) -> Result<InetSet, RestoreError> {
-        let files = img
-            .dir
-            .read_files()
-            .map_err(|e| crate::restore::images::img(criu_images::names::FILES, e))?;
-        let mut entries = Vec::new();
-        for f in &files {
-            if f.r#type == FdTypes::Inetsk as i32 {
-                entries.push(f.isk.clone().ok_or_else(|| {
-                    crate::restore::images::bad(
-                        criu_images::names::FILES,
-                        format!("file id {}: INETSK entry without its socket", f.id),
-                    )
-                })?);
-            }
-        }
+    fn load(img: &ImageCtx<'_>) -> Result<InetSet, RestoreError> {
+        let entries = entries_of(img, FdTypes::Inetsk, |f| &f.isk, "INETSK")?;
         inet::check(&entries).map_err(restore_err)?;
         let mut streams = HashMap::new();
         for e in &entries {
@@ -481,17 +422,71 @@ impl InetSet {
         }
         Ok(InetSet { entries, streams })
     }
+
+    fn end_of(&self, i: &InetSkEntry, fd: i32) -> Result<usize, RestoreError> {
+        self.entries
+            .iter()
+            .position(|x| x.id == i.id)
+            .ok_or_else(|| {
+                crate::restore::images::bad(
+                    criu_images::names::FILES,
+                    format!("fd {fd}: inet socket id {} not in files.img", i.id),
+                )
+            })
+    }
+
+    fn make_all(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+        let wanted: HashSet<u32> = self.entries.iter().map(|e| e.id).collect();
+        let mut made =
+            inet::create_all(&self.entries, &wanted, &self.streams, 3).map_err(restore_err)?;
+        let mut out = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            out.push(made.remove(&e.id).ok_or_else(|| RestoreError::FileState {
+                kind: "inet",
+                what: format!("inet socket id {} was not made", e.id),
+            })?);
+        }
+        Ok(out)
+    }
 }
 
 /// The restore side of inet sockets (`INETSK` entries).
-#[derive(Debug, Default)]
-pub struct InetKind {
-    set: Option<Arc<InetSet>>,
+pub type InetKind = SetKind<InetSet>;
+
+/// A socket family whose sockets are objects of their own, each made by the engine from its
+/// entry alone (netlink, packet): what differs between them is the entry, its checks and how
+/// it is made; [`FileKind`] (restore side only: [`Sockets`] dumps them) and [`SocketFile`]
+/// are shared.
+pub trait EngineSocket: std::fmt::Debug + Send + Sync + 'static {
+    /// Its entry in `files.img`.
+    type Entry: Clone + std::fmt::Debug + Send + Sync + 'static;
+    /// Its `files.img` type.
+    const FD_TYPE: FdTypes;
+    /// Its name in messages.
+    const WHAT: &'static str;
+    /// Its part of a `files.img` entry.
+    fn entry(e: &FileEntry) -> &Option<Self::Entry>;
+    /// The file id of an entry.
+    fn id(e: &Self::Entry) -> u32;
+    /// Checks entries before anything is made.
+    ///
+    /// # Errors
+    /// [`SocketError::BadImage`] naming the entry.
+    fn check(entries: &[Self::Entry]) -> Result<(), SocketError>;
+    /// Makes the sockets of `entries` that `wanted` names, numbered `min` or above.
+    ///
+    /// # Errors
+    /// [`SocketError`] naming the socket and what failed.
+    fn create_all(
+        entries: &[Self::Entry],
+        wanted: &HashSet<u32>,
+        min: i32,
+    ) -> Result<HashMap<u32, OwnedFd>, SocketError>;
 }
 
-impl FileKind for InetKind {
+impl<K: EngineSocket> FileKind for K {
     fn fd_type(&self) -> FdTypes {
-        FdTypes::Inetsk
+        K::FD_TYPE
     }
 
     fn claims(&self, _fd: &DumpFd<'_>) -> bool {
@@ -499,54 +494,31 @@ impl FileKind for InetKind {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, _id: u32) -> Result<FileEntry, DumpError> {
-        Err(DumpError::FileState {
-            kind: "inet",
-            what: format!("fd {} of {}: not claimed by the socket kind", fd.fd, fd.pid),
+        Err(DumpError::NotClaimed {
+            pid: fd.pid,
+            fd: fd.fd,
         })
     }
 
     fn parse(
         &mut self,
-        img: &ImageCtx<'_>,
+        _img: &ImageCtx<'_>,
         e: &FileEntry,
         fd: i32,
     ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        let i = crate::restore::images::kind_entry(&e.isk, fd, "inet socket")?;
-        if self.set.is_none() {
-            self.set = Some(Arc::new(InetSet::load(img)?));
-        }
-        let set = self.set.clone().ok_or_else(|| RestoreError::FileState {
-            kind: "inet",
-            what: "inet sockets".into(),
-        })?;
-        let Some(index) = set.entries.iter().position(|x| x.id == i.id) else {
-            return Err(crate::restore::images::bad(
-                criu_images::names::FILES,
-                format!("fd {fd}: inet socket id {} not in files.img", i.id),
-            ));
-        };
-        Ok(Arc::new(InetFile { set, index }))
+        let n = crate::restore::images::kind_entry(K::entry(e), fd, K::WHAT)?;
+        K::check(std::slice::from_ref(n)).map_err(restore_err)?;
+        Ok(Arc::new(SocketFile::<K>(n.clone())))
     }
 }
 
-/// One inet socket of a task: end `index` of the object made of every inet socket.
+/// One socket of a family of [`EngineSocket`]s.
 #[derive(Debug)]
-pub struct InetFile {
-    set: Arc<InetSet>,
-    index: usize,
-}
+pub struct SocketFile<K: EngineSocket>(K::Entry);
 
-impl RestoreFile for InetFile {
+impl<K: EngineSocket> RestoreFile for SocketFile<K> {
     fn fd_type(&self) -> FdTypes {
-        FdTypes::Inetsk
-    }
-
-    fn group(&self) -> Option<u64> {
-        Some(0)
-    }
-
-    fn end(&self) -> usize {
-        self.index
+        K::FD_TYPE
     }
 
     fn made_by_engine(&self) -> bool {
@@ -561,16 +533,70 @@ impl RestoreFile for InetFile {
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let wanted: HashSet<u32> = self.set.entries.iter().map(|e| e.id).collect();
-        let mut made = inet::create_all(&self.set.entries, &wanted, &self.set.streams, 3)
-            .map_err(restore_err)?;
-        let mut out = Vec::with_capacity(self.set.entries.len());
-        for e in &self.set.entries {
-            out.push(made.remove(&e.id).ok_or_else(|| RestoreError::FileState {
-                kind: "inet",
-                what: format!("inet socket id {} was not made", e.id),
-            })?);
-        }
-        Ok(out)
+        let id = K::id(&self.0);
+        let wanted = HashSet::from([id]);
+        let mut m =
+            K::create_all(std::slice::from_ref(&self.0), &wanted, 3).map_err(restore_err)?;
+        Ok(m.remove(&id).into_iter().collect())
+    }
+}
+
+/// The restore side of netlink sockets (`NETLINKSK` entries).
+#[derive(Debug, Default)]
+pub struct NetlinkKind;
+
+impl EngineSocket for NetlinkKind {
+    type Entry = NetlinkSkEntry;
+    const FD_TYPE: FdTypes = FdTypes::Netlinksk;
+    const WHAT: &'static str = "netlink socket";
+
+    fn entry(e: &FileEntry) -> &Option<NetlinkSkEntry> {
+        &e.nlsk
+    }
+
+    fn id(e: &NetlinkSkEntry) -> u32 {
+        e.id
+    }
+
+    fn check(entries: &[NetlinkSkEntry]) -> Result<(), SocketError> {
+        netlink::check(entries)
+    }
+
+    fn create_all(
+        entries: &[NetlinkSkEntry],
+        wanted: &HashSet<u32>,
+        min: i32,
+    ) -> Result<HashMap<u32, OwnedFd>, SocketError> {
+        netlink::create_all(entries, wanted, min)
+    }
+}
+
+/// The restore side of packet sockets (`PACKETSK` entries).
+#[derive(Debug, Default)]
+pub struct PacketKind;
+
+impl EngineSocket for PacketKind {
+    type Entry = PacketSockEntry;
+    const FD_TYPE: FdTypes = FdTypes::Packetsk;
+    const WHAT: &'static str = "packet socket";
+
+    fn entry(e: &FileEntry) -> &Option<PacketSockEntry> {
+        &e.psk
+    }
+
+    fn id(e: &PacketSockEntry) -> u32 {
+        e.id
+    }
+
+    fn check(entries: &[PacketSockEntry]) -> Result<(), SocketError> {
+        packet::check(entries)
+    }
+
+    fn create_all(
+        entries: &[PacketSockEntry],
+        wanted: &HashSet<u32>,
+        min: i32,
+    ) -> Result<HashMap<u32, OwnedFd>, SocketError> {
+        packet::create_all(entries, wanted, min)
     }
 }

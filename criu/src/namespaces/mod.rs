@@ -446,7 +446,8 @@ pub(crate) fn dump_all(
     let ids = ns_ids(root_ns, own_ns);
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
         let Some(id) = ids[i] else { continue };
-        if id as usize == i + 1 {
+        // Criu's own, or dumped by [`mnt`] and [`net`] directly.
+        if id as usize == i + 1 || matches!(kind, Kind::Mnt | Kind::Net) {
             continue;
         }
         // The tree's mount and network namespaces are dumped by [`mnt`] and [`net`] directly.
@@ -541,8 +542,9 @@ pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
     };
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
         let Some(id) = root[i] else { continue };
-        // Images without root ids, or the namespace the dumping criu was in.
-        if criu_ids[i].is_none_or(|c| c == id) {
+        // Images without root ids, or the namespace the dumping criu was in; the mount and
+        // network namespaces are rebuilt by [`mnt`] and [`net`] directly.
+        if criu_ids[i].is_none_or(|c| c == id) || matches!(kind, Kind::Mnt | Kind::Net) {
             continue;
         }
         // Rebuilt by [`mnt`] and [`net`] directly (restore/mod.rs).

@@ -121,9 +121,6 @@ pub enum RestoreError {
         /// The target descriptor.
         fd: i32,
     },
-    /// Unix sockets in the descriptors but none in the images.
-    #[error("unsupported: unix sockets")]
-    NoUnixSockets,
     /// A unix socket the set of sockets did not make.
     #[error("unsupported: unix socket id {id} was not made")]
     UnixNotMade {
@@ -368,7 +365,6 @@ impl RestoreError {
             | RestoreError::LockKind { .. }
             | RestoreError::SelfDependent { .. }
             | RestoreError::SharedEpoll
-            | RestoreError::NoUnixSockets
             | RestoreError::UnixNotMade { .. }
             | RestoreError::SessionLeaderInGroup { .. }
             | RestoreError::SessionUnreachable { .. }

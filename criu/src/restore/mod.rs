@@ -120,6 +120,8 @@ pub fn restore(
     scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
     trust::warn_untrusted(&opts.images_dir);
+    // The inventory first: it says whether this is an images directory at all.
+    images::check_inventory(&opts.images_dir)?;
     // The tree's own mount namespace, rebuilt first: its files are opened there.
     let mut mntns = crate::namespaces::mnt::MountNs::prepare(
         &opts.images_dir,
@@ -210,8 +212,7 @@ pub fn restore(
         preps,
         shared,
         &sync,
-        opts.pid_method,
-        opts.sibling,
+        opts,
         &mut namespaces,
     )?;
     let root = created.root;
@@ -340,10 +341,10 @@ fn spawn(
     preps: Vec<Option<prepare::Prepared>>,
     mut shared: shared::Shared,
     sync: &sync::SyncPage,
-    pid_method: PidMethod,
-    sibling: bool,
+    opts: &RestoreOptions,
     namespaces: &mut crate::namespaces::Prepared,
 ) -> Result<Created, RestoreError> {
+    let (pid_method, sibling) = (opts.pid_method, opts.sibling);
     let late = std::mem::take(&mut shared.late);
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());

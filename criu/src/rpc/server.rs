@@ -15,6 +15,7 @@ use super::opts::{Mode, OptsError, to_options};
 use super::peer::{Client, Denied};
 use super::wire::{self, Incoming};
 use super::{RpcError, version};
+use crate::errno::chain;
 use crate::log::LogSink;
 use crate::options::{Command, DumpOptions, FinalState, Options, RestoreOptions};
 use crate::scripts::{Notify, ScriptAction, ScriptError};
@@ -54,18 +55,6 @@ impl From<OptsError> for Failure {
     fn from(e: OptsError) -> Failure {
         Failure::new(Some(e.errno()), chain(&e))
     }
-}
-
-/// The error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn resp(ty: CriuReqType, success: bool) -> CriuResp {

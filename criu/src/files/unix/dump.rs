@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use criu_images::pb::{FilePermsEntry, SkPacketEntry, UnixSkEntry};
 use criu_images::{ImageWriter, magic, names};
 
 use crate::files::sockdiag::{self, UnixDiag};
-use crate::files::socket::{self, SockAt, SocketError};
+use crate::files::socket::{self, DumpSock, SockAt, SocketError};
 
 use super::{MAX_MSG, ST_ESTABLISHED, ST_LISTEN, USK_EXTERN, printable, trim_nul};
 
@@ -69,23 +69,21 @@ impl UnixDump {
         Ok(self.diag.get_or_insert_with(HashMap::new))
     }
 
-    /// Dumps the unix socket `sk` (criu's copy of fd `fd` of `pid`, inode `ino`, file status
-    /// flags `flags`) as file `id`; returns its entry.
+    /// Dumps the unix socket `s` (criu's copy `s.sk` of the task's descriptor `s.at`, file
+    /// status flags `s.flags`) as file `s.id`; returns its entry.
     ///
     /// # Errors
     /// [`SocketError::NotInDiag`], [`SocketError::UnixType`], [`SocketError::UnacceptedData`],
     /// [`SocketError::Owner`], [`SocketError::FdsInFlight`], [`SocketError::MessageSize`]
     /// naming the socket for states not covered; [`SocketError::Sys`], [`SocketError::Diag`].
-    pub fn add(
-        &mut self,
-        pid: i32,
-        fd: i32,
-        sk: &OwnedFd,
-        ino: u32,
-        flags: u32,
-        id: u32,
-    ) -> Result<UnixSkEntry, SocketError> {
-        let w = who(pid, fd, ino);
+    pub fn add(&mut self, s: &DumpSock<'_>) -> Result<UnixSkEntry, SocketError> {
+        let DumpSock {
+            at: w,
+            sk,
+            flags,
+            id,
+        } = *s;
+        let SockAt { pid, fd, ino } = w;
         let d = match self.diag()?.get(&ino) {
             Some(d) => d.clone(),
             None => {

@@ -60,6 +60,25 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
     load_under(dir, shell_job, None)
 }
 
+/// Reads `inventory.img` of `dir` and checks its image version: the first image a restore
+/// reads, so an empty or foreign directory is named by the file that says what it is.
+///
+/// # Errors
+/// [`RestoreError::Image`] when it cannot be read, [`RestoreError::BadImage`] for another
+/// image version.
+pub(crate) fn check_inventory(dir: &Path) -> Result<criu_images::pb::InventoryEntry, RestoreError> {
+    let inv = ImageDir::new(dir)
+        .read_inventory()
+        .map_err(|e| img(names::INVENTORY, e))?;
+    if inv.img_version != 2 {
+        return Err(bad(
+            names::INVENTORY,
+            format!("image version {} (expected 2)", inv.img_version),
+        ));
+    }
+    Ok(inv)
+}
+
 /// As [`load`], with every file path of the tree under `yard` (where its mount namespace is
 /// rebuilt until the restore pivots into it).
 ///
@@ -71,13 +90,7 @@ pub fn load_under(
     yard: Option<&Path>,
 ) -> Result<TreePlan, RestoreError> {
     let d = ImageDir::new(dir);
-    let inv = d.read_inventory().map_err(|e| img(names::INVENTORY, e))?;
-    if inv.img_version != 2 {
-        return Err(bad(
-            names::INVENTORY,
-            format!("image version {} (expected 2)", inv.img_version),
-        ));
-    }
+    check_inventory(dir)?;
     let tree = d.read_pstree().map_err(|e| img(names::PSTREE, e))?;
     if tree.is_empty() {
         return Err(bad(names::PSTREE, "no processes"));

@@ -450,6 +450,10 @@ pub(crate) fn dump_all(
         if id as usize == i + 1 || matches!(kind, Kind::Mnt | Kind::Net) {
             continue;
         }
+        // The tree's mount and network namespaces are dumped by [`mnt`] and [`net`] directly.
+        if matches!(kind, Kind::Mnt | Kind::Net) {
+            continue;
+        }
         let Some(ops) = ops(kind) else {
             return Err(NsError::unsupported(
                 kind,
@@ -541,6 +545,10 @@ pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
         // Images without root ids, or the namespace the dumping criu was in; the mount and
         // network namespaces are rebuilt by [`mnt`] and [`net`] directly.
         if criu_ids[i].is_none_or(|c| c == id) || matches!(kind, Kind::Mnt | Kind::Net) {
+            continue;
+        }
+        // Rebuilt by [`mnt`] and [`net`] directly (restore/mod.rs).
+        if matches!(kind, Kind::Mnt | Kind::Net) {
             continue;
         }
         let Some(ops) = ops(kind) else {

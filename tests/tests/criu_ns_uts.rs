@@ -40,6 +40,8 @@ fn uts_namespace_comes_back_with_its_names() {
             .ino()
     };
     assert_ne!(ns(pids[0]), ns(std::process::id() as i32));
+    // The child (the dumped one, then the restored one) is killed and reaped whatever happens.
+    let _child = Spawned::guard(pids[1]);
     dump_and_reap(&mut v, &dir.img, &[]);
     // The child, killed by the dump, came to us (a subreaper): reap it to free its pid.
     let _ = wait_exit_timeout(pids[1], Duration::from_secs(5));
@@ -63,7 +65,5 @@ fn uts_namespace_comes_back_with_its_names() {
         (e.nodename.as_str(), e.domainname.as_str()),
         ("crtest-uts", "crtest.domain")
     );
-    // The restored child is killed and reaped whatever happens.
-    let _child = Spawned::guard(pids[1]);
     restore_and_check(pids[0], &dir.img, &dir.ready);
 }

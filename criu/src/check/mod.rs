@@ -202,11 +202,7 @@ static FEATURES: &[Feature] = &[
         || kernel_at_least(4, 13),
         "epoll targets by KCMP_EPOLL_TFD",
     ),
-    not_yet(
-        "timens",
-        || path_exists("/proc/self/ns/time"),
-        "time namespaces",
-    ),
+    handled("timens", || path_exists("/proc/self/ns/time")),
     not_yet("external_net_ns", || Ok(()), "external network namespaces"),
     handled("clone3_set_tid", || kernel_at_least(5, 5)),
     not_yet("newifindex", newifindex, "network devices"),
@@ -217,17 +213,13 @@ static FEATURES: &[Feature] = &[
     ),
     not_yet("has_ipt_legacy", ipt_legacy, "iptables network locking"),
     not_yet("pidfd_store", pidfd_open, "the RPC pidfd store"),
-    not_yet(
-        "ns_pid",
-        || {
-            line_in(
-                "/proc/self/status",
-                "NSpid:",
-                "no NSpid in /proc/self/status",
-            )
-        },
-        "pid namespaces",
-    ),
+    handled("ns_pid", || {
+        line_in(
+            "/proc/self/status",
+            "NSpid:",
+            "no NSpid in /proc/self/status",
+        )
+    }),
     not_yet(
         "apparmor_stacking",
         || path_exists("/sys/kernel/security/apparmor"),
@@ -333,13 +325,15 @@ mod tests {
         check_feature("clone3_set_tid").unwrap();
         check_feature("pagemap_scan").unwrap();
         check_feature("seccomp_filters").unwrap();
+        // Trees in their own time and pid namespaces are dumped and restored.
+        check_feature("timens").unwrap();
+        check_feature("ns_pid").unwrap();
         assert!(matches!(
             check_feature("mem_dirty_track"),
             Err(CheckError::Kernel { .. })
         ));
         // The kernel has these; this criu does not handle what they gate.
         for name in [
-            "timens",
             "tun",
             "aio_remap",
             "ipv6_freebind",

@@ -24,6 +24,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod ipc;
+pub(crate) mod pid;
 pub(crate) mod time;
 pub(crate) mod uts;
 
@@ -245,7 +246,7 @@ pub(crate) struct NsOps {
 }
 
 /// The kinds dumped and restored, one line each.
-pub(crate) static OPS: &[&NsOps] = &[&uts::OPS, &ipc::OPS, &time::OPS];
+pub(crate) static OPS: &[&NsOps] = &[&pid::OPS, &uts::OPS, &ipc::OPS, &time::OPS];
 
 /// The operations of `kind`, if this criu dumps it.
 pub(crate) fn ops(kind: Kind) -> Option<&'static NsOps> {
@@ -553,6 +554,20 @@ pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
 }
 
 impl Prepared {
+    /// Whether the tree gets a pid namespace of its own (its pids are free there).
+    pub(crate) fn new_pid_ns(&self) -> bool {
+        self.clone_flags() & libc::CLONE_NEWPID as u64 != 0
+    }
+
+    /// The engine's view of the tree's pids once the root (`root` as the engine sees it) exists.
+    pub(crate) fn pid_map(&self, root: i32) -> pid::PidMap {
+        if self.new_pid_ns() {
+            pid::PidMap::under(root)
+        } else {
+            pid::PidMap::identity()
+        }
+    }
+
     /// The `CLONE_NEW*` flags the root is cloned with.
     pub(crate) fn clone_flags(&self) -> u64 {
         self.rebuilt.iter().fold(0, |a, (_, r)| a | r.clone_flags)

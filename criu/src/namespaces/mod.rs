@@ -23,6 +23,7 @@
 // Unsafe code: setns/unshare in a helper thread (they change only that thread's namespaces).
 #![allow(unsafe_code)]
 
+pub(crate) mod cgroup;
 pub(crate) mod ipc;
 pub(crate) mod pid;
 pub(crate) mod time;
@@ -437,6 +438,9 @@ pub(crate) fn dump_all(
     own_ns: &[(String, u64)],
     dir: &Path,
 ) -> Result<(), NsError> {
+    // Membership first: it reads the tasks by the pids criu sees, which a pid namespace's
+    // dump then rewrites.
+    cgroup::dump(dir)?;
     let ids = ns_ids(root_ns, own_ns);
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
         let Some(id) = ids[i] else { continue };

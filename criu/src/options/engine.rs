@@ -162,6 +162,10 @@ pub struct RestoreOptions {
     pub pid_method: PidMethod,
     /// A restorer blob file that replaces the built-in one (`CRIU_RESTORER_BLOB`, debugging).
     pub restorer_blob: Option<PathBuf>,
+    /// `--manage-cgroups` (`None`: CRIU's default, `soft`).
+    pub manage_cgroups: Option<super::CgroupMode>,
+    /// `--cgroup-root [CTL:]PATH`.
+    pub cgroup_roots: Vec<super::CgroupRoot>,
 }
 
 impl Default for RestoreOptions {
@@ -185,6 +189,8 @@ impl Default for RestoreOptions {
             huge_pages: true,
             pid_method: PidMethod::default(),
             restorer_blob: None,
+            manage_cgroups: None,
+            cgroup_roots: Vec::new(),
         }
     }
 }
@@ -215,6 +221,8 @@ impl RestoreOptions {
             ext_unix_sk_inodes: o.ext_unix_sk_inodes.clone(),
             tcp_established: o.tcp_established,
             file_locks: o.file_locks,
+            manage_cgroups: o.manage_cgroups,
+            cgroup_roots: o.cgroup_roots.clone(),
             ..Default::default()
         }
     }

@@ -131,6 +131,11 @@ pub fn restore(
     let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir)?;
     // In a new pid namespace every pid is free.
     let own_pids = namespaces.new_pid_ns();
+    let cgroups = crate::namespaces::cgroup::prepare_restore(
+        &opts.images_dir,
+        opts.manage_cgroups,
+        &opts.cgroup_roots,
+    )?;
     let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
         preflight::preflight_against(t, &ours, !opts.no_fpu_check, !own_pids)?;
@@ -204,7 +209,7 @@ pub fn restore(
     )?;
     let root = created.root;
     let pids = namespaces.pid_map(root);
-    let pid = match finish(&tree, &created, &sync, opts, scripts, &pids) {
+    let pid = match finish(&tree, &created, &sync, opts, scripts, &pids, &cgroups) {
         Ok(pid) => pid,
         Err(e) => {
             kill_tree(&tree, &sync, root, &pids);
@@ -520,6 +525,7 @@ fn finish(
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
     pids: &crate::namespaces::pid::PidMap,
+    cgroups: &crate::namespaces::cgroup::Placement,
 ) -> Result<i32, RestoreError> {
     let slots = sync.slots();
     let root = c.root;
@@ -535,7 +541,10 @@ fn finish(
             let i = waiting[k];
             let slot = slots.slot(i);
             if i == 0 || slot.born.load(std::sync::atomic::Ordering::SeqCst) != 0 {
-                trace::seize(pids.host(tree.tasks[i].pid), tree.tasks[i].under_seccomp())?;
+                let host = pids.host(tree.tasks[i].pid);
+                trace::seize(host, tree.tasks[i].under_seccomp())?;
+                // Into its cgroups before it runs any code of its own.
+                cgroups.place(tree.tasks[i].pid, host)?;
                 sync::raise(&slot.go);
                 waiting.swap_remove(k);
             } else {

@@ -1,5 +1,5 @@
 //! Cgroup membership: a tree in a v2 cgroup the test made is dumped (`cgroup.img`, the cores'
-//! `cg_set`) and restored into it; with `--manage-cgroups=strict` a cgroup that is gone is
+//! `cg_set`) and restored into it; with `--manage-cgroups=none` a cgroup that is gone is
 //! refused before any task exists, the default (`soft`) makes it again. The test's cgroup is
 //! removed whatever happens; no other cgroup is touched.
 
@@ -94,17 +94,20 @@ fn cgroup_membership_comes_back() {
             .any(|m| m.name.is_empty() && m.path == cg.name()),
         "{s:?}"
     );
-    // Gone: strict refuses it before any task exists.
+    // Gone: `none` (which needs it) refuses it before any task exists.
     cg.remove();
     let o = criu(&[
         "restore",
         "-D",
         dir.img.to_str().unwrap(),
         "-d",
-        "--manage-cgroups=strict",
+        "--manage-cgroups=none",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "strict restore into a missing cgroup");
+    assert!(
+        !o.status.success(),
+        "restore into a missing cgroup with none"
+    );
     assert!(err.contains("does not exist"), "{err}");
     assert!(!pid_exists(n[0]) && !pid_exists(n[1]));
     assert!(!cg.0.exists());

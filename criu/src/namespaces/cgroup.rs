@@ -6,10 +6,10 @@
 //! (`tc.cg_set`), and `cgroup.img` lists the sets and the hierarchies (`cg_controller_entry`).
 //! Cgroup properties (limits) are not saved.
 //!
-//! Restore (`--manage-cgroups`, CRIU's modes): `ignore` and `none` leave the tasks in criu's
-//! cgroups; `soft` (the default), `full` and `props` put each task into its saved cgroup in each
-//! hierarchy where that differs from criu's, making missing directories first; `strict`
-//! refuses a missing directory. `--cgroup-root [CTL:]PATH` puts the root task's cgroup at
+//! Restore (`--manage-cgroups`, CRIU's modes): `ignore` leaves the tasks in criu's cgroups;
+//! every other mode puts each task into its saved cgroup in each hierarchy where that differs
+//! from criu's: `none` and `props` require the cgroup to exist, `soft` (the default) and `full`
+//! make a missing one, `strict` makes them all and refuses one that exists already. `--cgroup-root [CTL:]PATH` puts the root task's cgroup at
 //! PATH (for CTL, or every hierarchy) and the others below it as they were below the root's.
 //! Directories are made and checked before any task exists; a task is moved in by the engine
 //! before it runs any code of its own (its children, made after, start there too).
@@ -179,7 +179,7 @@ pub(crate) fn prepare_restore(
 ) -> Result<Placement, NsError> {
     let mode = mode.unwrap_or(CgroupMode::Soft);
     let mut out = Placement::default();
-    if matches!(mode, CgroupMode::Ignore | CgroupMode::None) || !dir.join(names::CGROUP).exists() {
+    if mode == CgroupMode::Ignore || !dir.join(names::CGROUP).exists() {
         return Ok(out);
     }
     let entry: CgroupEntry = criu_images::read_single(dir.join(names::CGROUP), magic::CGROUP)
@@ -194,6 +194,8 @@ pub(crate) fn prepare_restore(
     let tree = d
         .read_pstree()
         .map_err(|e| NsError::image(K, names::PSTREE, e))?;
+    // Cgroups this restore made.
+    let mut made: Vec<PathBuf> = Vec::new();
     // The root's saved path per hierarchy, for --cgroup-root.
     let mut root_paths: HashMap<String, String> = HashMap::new();
     for (n, t) in tree.iter().enumerate() {
@@ -262,17 +264,32 @@ pub(crate) fn prepare_restore(
                 ));
             };
             let cg = mnt.join(path.trim_start_matches('/'));
-            if !cg.is_dir() {
-                if mode == CgroupMode::Strict {
+            let exists = cg.is_dir();
+            let made_here = made.contains(&cg);
+            if mode == CgroupMode::Strict && exists && !made_here {
+                return Err(NsError::unsupported(
+                    K,
+                    format!(
+                        "pid {}: cgroup {} exists already (--manage-cgroups=strict makes them \
+                         all)",
+                        t.pid,
+                        cg.display()
+                    ),
+                ));
+            }
+            if !exists {
+                if matches!(mode, CgroupMode::None | CgroupMode::Props) {
                     return Err(NsError::unsupported(
                         K,
                         format!(
-                            "pid {}: cgroup {} does not exist (--manage-cgroups=strict)",
+                            "pid {}: cgroup {} does not exist (--manage-cgroups={} needs it)",
                             t.pid,
-                            cg.display()
+                            cg.display(),
+                            mode.word()
                         ),
                     ));
                 }
+                made.push(cg.clone());
                 std::fs::create_dir_all(&cg)
                     .map_err(|e| NsError::io(K, format!("making cgroup {}", cg.display()), e))?;
                 tracing::info!(cgroup = %cg.display(), "cgroup made");

@@ -488,7 +488,11 @@ fn entry_ids(e: &criu_images::pb::TaskKobjIdsEntry) -> [Option<u32>; 8] {
 /// [`NsError::Unsupported`] for a task in a namespace other than the root's of a kind that does
 /// not take several, or a kind no module restores; [`NsError::Image`] for unreadable images;
 /// the kind's error when a namespace cannot be rebuilt (what was made before is dropped).
-pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
+pub(crate) fn prepare_restore(dir: &Path, join_ns: &[String]) -> Result<Prepared, NsError> {
+    let joins = join_ns
+        .iter()
+        .map(|j| parse_join(j))
+        .collect::<Result<Vec<_>, _>>()?;
     let d = criu_images::ImageDir::new(dir);
     let file = criu_images::names::INVENTORY;
     let inv = d
@@ -530,11 +534,25 @@ pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
         }
     }
     let mut out = Prepared::default();
+    for (kind, fd) in joins {
+        tracing::info!(kind = kind.name(), "joining a namespace (--join-ns)");
+        out.rebuilt.push((
+            kind,
+            Rebuilt {
+                join: Some(fd),
+                ..Rebuilt::default()
+            },
+        ));
+    }
     let Some(root) = root_ids else {
         return Ok(out);
     };
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
         let Some(id) = root[i] else { continue };
+        // Joined instead.
+        if out.rebuilt.iter().any(|(k, _)| *k == kind) {
+            continue;
+        }
         // Images without root ids, or the namespace the dumping criu was in.
         if criu_ids[i].is_none_or(|c| c == id) {
             continue;
@@ -555,6 +573,57 @@ pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
             .push((kind, (ops.restore)(&RestoreCtx { id, dir })?));
     }
     Ok(out)
+}
+
+/// `--join-ns NS:{PID|FILE}[,EXTRA]`: the kind and a descriptor of the namespace. Kinds this
+/// criu joins: uts, ipc, time; others are refused by name.
+///
+/// # Errors
+/// [`NsError::Unsupported`] for another kind or extra options, [`NsError::Io`] when the
+/// namespace cannot be opened or is not of that kind.
+fn parse_join(spec: &str) -> Result<(Kind, OwnedFd), NsError> {
+    let bad =
+        |kind: Kind, why: String| NsError::unsupported(kind, format!("--join-ns {spec}: {why}"));
+    let Some((name, rest)) = spec.split_once(':') else {
+        return Err(bad(Kind::Uts, "expected NS:PID or NS:FILE".into()));
+    };
+    let (target, extra) = rest
+        .split_once(',')
+        .map_or((rest, None), |(t, e)| (t, Some(e)));
+    let kind = match name {
+        "uts" => Kind::Uts,
+        "ipc" => Kind::Ipc,
+        "time" => Kind::Time,
+        "net" | "user" | "pid" | "mnt" | "cgroup" => {
+            let k = Kind::ALL
+                .into_iter()
+                .find(|k| k.name() == name)
+                .unwrap_or(Kind::Uts);
+            return Err(bad(
+                k,
+                format!("joining a {name} namespace is not supported"),
+            ));
+        }
+        _ => return Err(bad(Kind::Uts, format!("unknown namespace kind {name:?}"))),
+    };
+    if extra.is_some() {
+        return Err(bad(kind, "extra options are for user namespaces".into()));
+    }
+    let path = if !target.is_empty() && target.bytes().all(|b| b.is_ascii_digit()) {
+        format!("/proc/{target}/ns/{name}")
+    } else {
+        target.to_string()
+    };
+    let f =
+        std::fs::File::open(&path).map_err(|e| NsError::io(kind, format!("opening {path}"), e))?;
+    // The descriptor must be a namespace of that kind (NS_GET_NSTYPE).
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl on a descriptor we own, with no argument.
+    let t = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_NSTYPE) };
+    if t != kind.cflag() {
+        return Err(bad(kind, format!("{path} is not a {name} namespace")));
+    }
+    Ok((kind, OwnedFd::from(f)))
 }
 
 impl Prepared {

@@ -166,6 +166,9 @@ pub struct RestoreOptions {
     pub manage_cgroups: Option<super::CgroupMode>,
     /// `--cgroup-root [CTL:]PATH`.
     pub cgroup_roots: Vec<super::CgroupRoot>,
+    /// `--join-ns NS:{PID|FILE}[,EXTRA]`: namespaces the tree joins instead of getting them
+    /// from the images.
+    pub join_ns: Vec<String>,
 }
 
 impl Default for RestoreOptions {
@@ -191,6 +194,7 @@ impl Default for RestoreOptions {
             restorer_blob: None,
             manage_cgroups: None,
             cgroup_roots: Vec::new(),
+            join_ns: Vec::new(),
         }
     }
 }
@@ -223,6 +227,7 @@ impl RestoreOptions {
             file_locks: o.file_locks,
             manage_cgroups: o.manage_cgroups,
             cgroup_roots: o.cgroup_roots.clone(),
+            join_ns: o.join_ns.clone(),
             ..Default::default()
         }
     }

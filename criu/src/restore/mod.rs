@@ -128,7 +128,7 @@ pub fn restore(
         "images read"
     );
     // The tree's own namespaces, rebuilt before any of its tasks exists.
-    let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir)?;
+    let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir, &opts.join_ns)?;
     // In a new pid namespace every pid is free.
     let own_pids = namespaces.new_pid_ns();
     let cgroups = crate::namespaces::cgroup::prepare_restore(

@@ -1,6 +1,6 @@
-//! Cgroups, as far as this criu goes: it does not dump or restore them yet (a restored tree
-//! joins the restoring criu's cgroups), so [`differing`] finds the tasks of a tree whose
-//! cgroups are not criu's own, for the binary to warn about before a dump.
+//! Comparing a tree's cgroups with criu's: [`differing`] finds the tasks of a tree whose cgroups
+//! are not criu's own (a tool's question; the membership itself is dumped and restored by
+//! `namespaces::cgroup`).
 //!
 //! ```no_run
 //! for d in criu::differing_cgroups(1234) {

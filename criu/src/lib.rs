@@ -131,7 +131,7 @@ pub mod images_plan {
         let ours =
             crate::restore::layout::Special::from_maps(&crate::restore::layout::self_maps()?);
         Ok(tree.alive().find_map(|(_, t)| {
-            match crate::restore::prepare::preflight_against(t, &ours, false) {
+            match crate::restore::prepare::preflight_against(t, &ours, false, false) {
                 Err(RestoreError::Fpu { reason }) => Some(reason),
                 _ => None,
             }

@@ -33,6 +33,8 @@ fn sysv_objects_come_back_in_their_ipc_namespace() {
         Duration::from_secs(10),
     );
     let n = ready_numbers(&said, 1);
+    // The child (the dumped one, then the restored one) is killed and reaped whatever happens.
+    let _child = Spawned::guard(n[1]);
     dump_and_reap(&mut v, &dir.img, &[]);
     let _ = wait_exit_timeout(n[1], Duration::from_secs(5));
     let d = criu_images::ImageDir::new(&dir.img);
@@ -53,7 +55,6 @@ fn sysv_objects_come_back_in_their_ipc_namespace() {
             assert!(text.contains("\"mtype\": 42"), "{text}");
         }
     }
-    let _child = Spawned::guard(n[1]);
     restore_and_check(n[0], &dir.img, &dir.ready);
 }
 

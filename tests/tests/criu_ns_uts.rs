@@ -40,6 +40,8 @@ fn uts_namespace_comes_back_with_its_names() {
             .ino()
     };
     assert_ne!(ns(pids[0]), ns(std::process::id() as i32));
+    // The child (the dumped one, then the restored one) is killed and reaped whatever happens.
+    let _child = Spawned::guard(pids[1]);
     dump_and_reap(&mut v, &dir.img, &[]);
     // The child, killed by the dump, came to us (a subreaper): reap it to free its pid.
     let _ = wait_exit_timeout(pids[1], Duration::from_secs(5));
@@ -63,7 +65,69 @@ fn uts_namespace_comes_back_with_its_names() {
         (e.nodename.as_str(), e.domainname.as_str()),
         ("crtest-uts", "crtest.domain")
     );
-    // The restored child is killed and reaped whatever happens.
-    let _child = Spawned::guard(pids[1]);
     restore_and_check(pids[0], &dir.img, &dir.ready);
+}
+
+/// `--join-ns uts:PID`: the restored tree goes into the given namespace instead of a new one.
+#[test]
+fn join_ns_puts_the_tree_into_a_given_uts_namespace() {
+    skip_if_not_root!("join_ns_puts_the_tree_into_a_given_uts_namespace");
+    let _g = test_lock();
+    become_subreaper();
+    let dir = Scratch::new();
+    let ns = |p: i32| {
+        std::fs::metadata(format!("/proc/{p}/ns/uts"))
+            .unwrap()
+            .ino()
+    };
+    let outer = ns(std::process::id() as i32).to_string();
+    let (mut v, said) = dir.spawn_victim(
+        &criu_victim("ns-uts"),
+        &[
+            dir.ready.to_str().unwrap(),
+            "crtest-uts",
+            "crtest.domain",
+            &outer,
+        ],
+        None,
+        Duration::from_secs(10),
+    );
+    let pids = ready_numbers(&said, 1);
+    let _child = Spawned::guard(pids[1]);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let _ = wait_exit_timeout(pids[1], Duration::from_secs(5));
+    // A namespace to join, held by a sleeper.
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--uts", "sleep", "600"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let holder = Spawned::from_child(cmd.spawn().unwrap());
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while ns(holder.pid()) == ns(std::process::id() as i32) {
+        assert!(
+            std::time::Instant::now() < end,
+            "unshare --uts did not get going"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let join = format!("uts:{}", holder.pid());
+    let root = compel_criu_tests::restore_detached(&dir.img, &["--join-ns", &join]);
+    let _r = Spawned::guard(root);
+    assert_eq!(ns(root), ns(holder.pid()), "the root's uts namespace");
+    assert_eq!(ns(pids[1]), ns(holder.pid()), "the child's uts namespace");
+    // A kind it cannot join is refused by name.
+    let o = compel_criu_tests::criu(&[
+        "restore",
+        "-D",
+        dir.img.to_str().unwrap(),
+        "--join-ns",
+        "user:1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("joining a user namespace is not supported"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use criu::{
-    CgroupMode, Command, DirRef, DumpOptions, InsideMethod, Options, OptionsError, PidMethod,
-    RestoreOptions, USAGE,
+    Command, DirRef, DumpOptions, InsideMethod, Options, OptionsError, PidMethod, RestoreOptions,
+    USAGE,
 };
 
 fn main() -> ExitCode {
@@ -154,9 +154,6 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 dopts.inside_method = InsideMethod::Syscalls;
             }
             dopts.validate().map_err(|e| fail(e.into()))?;
-            if let Some(pid) = dopts.tree {
-                warn_foreign_cgroups(pid);
-            }
             let scripts =
                 criu::ActionScripts::new(opts.action_scripts.clone(), &dopts.images_dir, &sink)
                     .context("setting up action scripts")
@@ -274,50 +271,20 @@ fn restore_switches_from_env(r: &mut RestoreOptions) {
     }
 }
 
-/// The cgroup options are accepted but not acted on yet: say so at `-v2` (warning), since a
-/// tree restored with them comes back in criu's cgroup, not where the options put it.
-/// `--manage-cgroups=ignore` asks for what happens anyway.
+/// `--cgroup-yard` is accepted but not acted on: say so at `-v2` (warning). (`--manage-cgroups`
+/// and `--cgroup-root` act on the restore.)
 fn warn_unmanaged_cgroups(opts: &Options) {
-    const WHY: &str = "this criu does not manage cgroups: restored tasks join criu's cgroup";
-    match opts.manage_cgroups {
-        Some(CgroupMode::Ignore) => {
-            tracing::info!("option --manage-cgroups=ignore accepted, it changes nothing here")
-        }
-        Some(m) => tracing::warn!("option --manage-cgroups={} accepted, but {WHY}", m.word()),
-        None => {}
-    }
-    for r in &opts.cgroup_roots {
-        match &r.controller {
-            Some(c) => tracing::warn!(
-                "option --cgroup-root={c}:{} accepted, but {WHY}",
-                r.path.display()
-            ),
-            None => tracing::warn!(
-                "option --cgroup-root={} accepted, but {WHY}",
-                r.path.display()
-            ),
-        }
+    if let Some(m) = opts.manage_cgroups {
+        tracing::info!(
+            "option --manage-cgroups={} accepted (a restore acts on it)",
+            m.word()
+        );
     }
     if let Some(y) = &opts.cgroup_yard {
-        tracing::warn!("option --cgroup-yard={} accepted, but {WHY}", y.display());
-    }
-}
-
-/// Cgroups are not dumped yet: warn (`-v2`) for every task of the tree whose cgroup differs
-/// from criu's, since a restore puts it in the restoring criu's cgroup instead.
-fn warn_foreign_cgroups(root: i32) {
-    for d in criu::differing_cgroups(root) {
-        let ours = if d.ours.is_empty() { "none" } else { &d.ours };
         tracing::warn!(
-            "pid {} is in cgroup {} ({}), criu in {ours}: cgroups are not dumped, a restore puts \
-             the task in the restoring criu's cgroup",
-            d.pid,
-            d.theirs,
-            if d.controllers.is_empty() {
-                "v2"
-            } else {
-                &d.controllers
-            },
+            "option --cgroup-yard={} accepted, but this criu does not use a cgroup yard: \
+             cgroups are reached through their mounts",
+            y.display()
         );
     }
 }

@@ -207,11 +207,7 @@ static FEATURES: &[Feature] = &[
     not_yet("nsid", netns_ids, "network namespaces"),
     not_yet("link_nsid", netns_ids, "network namespaces"),
     handled("kcmp_epoll", kcmp_epoll),
-    not_yet(
-        "timens",
-        || path_exists("/proc/self/ns/time"),
-        "time namespaces",
-    ),
+    handled("timens", || path_exists("/proc/self/ns/time")),
     not_yet("external_net_ns", || Ok(()), "external network namespaces"),
     handled("clone3_set_tid", || kernel_at_least(5, 5)),
     not_yet("newifindex", newifindex, "network devices"),
@@ -222,17 +218,13 @@ static FEATURES: &[Feature] = &[
     ),
     not_yet("has_ipt_legacy", ipt_legacy, "iptables network locking"),
     not_yet("pidfd_store", pidfd_open, "the RPC pidfd store"),
-    not_yet(
-        "ns_pid",
-        || {
-            line_in(
-                "/proc/self/status",
-                "NSpid:",
-                "no NSpid in /proc/self/status",
-            )
-        },
-        "pid namespaces",
-    ),
+    handled("ns_pid", || {
+        line_in(
+            "/proc/self/status",
+            "NSpid:",
+            "no NSpid in /proc/self/status",
+        )
+    }),
     not_yet(
         "apparmor_stacking",
         || path_exists("/sys/kernel/security/apparmor"),
@@ -342,9 +334,11 @@ mod tests {
         check_feature("sockopt_buf_lock").unwrap();
         // No soft-dirty, but userfaultfd write-protect tracking (what pre-dump uses here).
         check_feature("mem_dirty_track").unwrap();
+        // Trees in their own time and pid namespaces are dumped and restored.
+        check_feature("timens").unwrap();
+        check_feature("ns_pid").unwrap();
         // The kernel has these; this criu does not handle what they gate.
         for name in [
-            "timens",
             "tun",
             "aio_remap",
             "ipv6_freebind",

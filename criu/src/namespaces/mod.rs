@@ -23,10 +23,12 @@
 // Unsafe code: setns/unshare in a helper thread (they change only that thread's namespaces).
 #![allow(unsafe_code)]
 
+pub(crate) mod cgroup;
 pub(crate) mod ipc;
 pub mod mnt;
 pub mod mounts;
 pub mod net;
+pub(crate) mod pid;
 pub(crate) mod time;
 pub(crate) mod uts;
 
@@ -248,7 +250,7 @@ pub(crate) struct NsOps {
 }
 
 /// The kinds dumped and restored, one line each.
-pub(crate) static OPS: &[&NsOps] = &[&uts::OPS, &ipc::OPS, &time::OPS];
+pub(crate) static OPS: &[&NsOps] = &[&pid::OPS, &uts::OPS, &ipc::OPS, &time::OPS];
 
 /// The operations of `kind`, if this criu dumps it.
 pub(crate) fn ops(kind: Kind) -> Option<&'static NsOps> {
@@ -443,6 +445,9 @@ pub(crate) fn dump_all(
     own_ns: &[(String, u64)],
     dir: &Path,
 ) -> Result<(), NsError> {
+    // Membership first: it reads the tasks by the pids criu sees, which a pid namespace's
+    // dump then rewrites.
+    cgroup::dump(dir)?;
     let ids = ns_ids(root_ns, own_ns);
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
         let Some(id) = ids[i] else { continue };
@@ -495,7 +500,11 @@ fn entry_ids(e: &criu_images::pb::TaskKobjIdsEntry) -> [Option<u32>; 8] {
 /// [`NsError::Unsupported`] for a task in a namespace other than the root's of a kind that does
 /// not take several, or a kind no module restores; [`NsError::Image`] for unreadable images;
 /// the kind's error when a namespace cannot be rebuilt (what was made before is dropped).
-pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
+pub(crate) fn prepare_restore(dir: &Path, join_ns: &[String]) -> Result<Prepared, NsError> {
+    let joins = join_ns
+        .iter()
+        .map(|j| parse_join(j))
+        .collect::<Result<Vec<_>, _>>()?;
     let d = criu_images::ImageDir::new(dir);
     let file = criu_images::names::INVENTORY;
     let inv = d
@@ -537,18 +546,28 @@ pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
         }
     }
     let mut out = Prepared::default();
+    for (kind, fd) in joins {
+        tracing::info!(kind = kind.name(), "joining a namespace (--join-ns)");
+        out.rebuilt.push((
+            kind,
+            Rebuilt {
+                join: Some(fd),
+                ..Rebuilt::default()
+            },
+        ));
+    }
     let Some(root) = root_ids else {
         return Ok(out);
     };
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
         let Some(id) = root[i] else { continue };
-        // Images without root ids, or the namespace the dumping criu was in; the mount and
-        // network namespaces are rebuilt by [`mnt`] and [`net`] directly.
-        if criu_ids[i].is_none_or(|c| c == id) || matches!(kind, Kind::Mnt | Kind::Net) {
+        // Joined instead.
+        if out.rebuilt.iter().any(|(k, _)| *k == kind) {
             continue;
         }
-        // Rebuilt by [`mnt`] and [`net`] directly (restore/mod.rs).
-        if matches!(kind, Kind::Mnt | Kind::Net) {
+        // Images without root ids, or the namespace the dumping criu was in; the mount and
+        // network namespaces are rebuilt by [`mnt`] and [`net`] directly (restore/mod.rs).
+        if criu_ids[i].is_none_or(|c| c == id) || matches!(kind, Kind::Mnt | Kind::Net) {
             continue;
         }
         let Some(ops) = ops(kind) else {
@@ -569,7 +588,72 @@ pub(crate) fn prepare_restore(dir: &Path) -> Result<Prepared, NsError> {
     Ok(out)
 }
 
+/// `--join-ns NS:{PID|FILE}[,EXTRA]`: the kind and a descriptor of the namespace. Kinds this
+/// criu joins: uts, ipc, time; others are refused by name.
+///
+/// # Errors
+/// [`NsError::Unsupported`] for another kind or extra options, [`NsError::Io`] when the
+/// namespace cannot be opened or is not of that kind.
+fn parse_join(spec: &str) -> Result<(Kind, OwnedFd), NsError> {
+    let bad =
+        |kind: Kind, why: String| NsError::unsupported(kind, format!("--join-ns {spec}: {why}"));
+    let Some((name, rest)) = spec.split_once(':') else {
+        return Err(bad(Kind::Uts, "expected NS:PID or NS:FILE".into()));
+    };
+    let (target, extra) = rest
+        .split_once(',')
+        .map_or((rest, None), |(t, e)| (t, Some(e)));
+    let kind = match name {
+        "uts" => Kind::Uts,
+        "ipc" => Kind::Ipc,
+        "time" => Kind::Time,
+        "net" | "user" | "pid" | "mnt" | "cgroup" => {
+            let k = Kind::ALL
+                .into_iter()
+                .find(|k| k.name() == name)
+                .unwrap_or(Kind::Uts);
+            return Err(bad(
+                k,
+                format!("joining a {name} namespace is not supported"),
+            ));
+        }
+        _ => return Err(bad(Kind::Uts, format!("unknown namespace kind {name:?}"))),
+    };
+    if extra.is_some() {
+        return Err(bad(kind, "extra options are for user namespaces".into()));
+    }
+    let path = if !target.is_empty() && target.bytes().all(|b| b.is_ascii_digit()) {
+        format!("/proc/{target}/ns/{name}")
+    } else {
+        target.to_string()
+    };
+    let f =
+        std::fs::File::open(&path).map_err(|e| NsError::io(kind, format!("opening {path}"), e))?;
+    // The descriptor must be a namespace of that kind (NS_GET_NSTYPE).
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl on a descriptor we own, with no argument.
+    let t = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_NSTYPE) };
+    if t != kind.cflag() {
+        return Err(bad(kind, format!("{path} is not a {name} namespace")));
+    }
+    Ok((kind, OwnedFd::from(f)))
+}
+
 impl Prepared {
+    /// Whether the tree gets a pid namespace of its own (its pids are free there).
+    pub(crate) fn new_pid_ns(&self) -> bool {
+        self.clone_flags() & libc::CLONE_NEWPID as u64 != 0
+    }
+
+    /// The engine's view of the tree's pids once the root (`root` as the engine sees it) exists.
+    pub(crate) fn pid_map(&self, root: i32) -> pid::PidMap {
+        if self.new_pid_ns() {
+            pid::PidMap::under(root)
+        } else {
+            pid::PidMap::identity()
+        }
+    }
+
     /// The `CLONE_NEW*` flags the root is cloned with.
     pub(crate) fn clone_flags(&self) -> u64 {
         self.rebuilt.iter().fold(0, |a, (_, r)| a | r.clone_flags)

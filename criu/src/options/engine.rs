@@ -175,6 +175,13 @@ pub struct RestoreOptions {
     pub pid_method: PidMethod,
     /// A restorer blob file that replaces the built-in one (`CRIU_RESTORER_BLOB`, debugging).
     pub restorer_blob: Option<PathBuf>,
+    /// `--manage-cgroups` (`None`: CRIU's default, `soft`).
+    pub manage_cgroups: Option<super::CgroupMode>,
+    /// `--cgroup-root [CTL:]PATH`.
+    pub cgroup_roots: Vec<super::CgroupRoot>,
+    /// `--join-ns NS:{PID|FILE}[,EXTRA]`: namespaces the tree joins instead of getting them
+    /// from the images.
+    pub join_ns: Vec<String>,
 }
 
 impl Default for RestoreOptions {
@@ -199,6 +206,9 @@ impl Default for RestoreOptions {
             huge_pages: true,
             pid_method: PidMethod::default(),
             restorer_blob: None,
+            manage_cgroups: None,
+            cgroup_roots: Vec::new(),
+            join_ns: Vec::new(),
         }
     }
 }
@@ -230,6 +240,9 @@ impl RestoreOptions {
             ext_unix_sk_inodes: o.ext_unix_sk_inodes.clone(),
             tcp_established: o.tcp_established,
             file_locks: o.file_locks,
+            manage_cgroups: o.manage_cgroups,
+            cgroup_roots: o.cgroup_roots.clone(),
+            join_ns: o.join_ns.clone(),
             ..Default::default()
         }
     }

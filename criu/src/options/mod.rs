@@ -356,10 +356,12 @@ pub struct Options {
     /// `--cpu-cap[=CAPS]`: CRIU's mask; without the FPU bit (`--cpu-cap=none`) restore leaves
     /// out saved register state this CPU has no registers for.
     pub cpu_cap: CpuCap,
-    /// `--manage-cgroups[=MODE]` (not acted on yet: restored tasks stay in criu's cgroup).
+    /// `--manage-cgroups[=MODE]`.
     pub manage_cgroups: Option<CgroupMode>,
-    /// `--cgroup-root [CTL:]PATH`, repeatable (not acted on yet).
+    /// `--cgroup-root [CTL:]PATH`, repeatable.
     pub cgroup_roots: Vec<CgroupRoot>,
+    /// `--join-ns NS:{PID|FILE}[,EXTRA]`, repeatable, as given.
+    pub join_ns: Vec<String>,
     /// `--cgroup-yard PATH` (not acted on yet).
     pub cgroup_yard: Option<PathBuf>,
     /// Pre-dump, page server and lazy-pages options.
@@ -412,6 +414,7 @@ impl Default for Options {
             cpu_cap: CpuCap::default(),
             manage_cgroups: None,
             cgroup_roots: Vec::new(),
+            join_ns: Vec::new(),
             cgroup_yard: None,
             ignored: Vec::new(),
             help: false,

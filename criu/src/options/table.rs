@@ -165,7 +165,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.log_file = Some(g.path()?);
         Ok(())
     }),
-    o("join-ns", Some('J'), Arg::Required, accepted),
+    o("join-ns", Some('J'), Arg::Required, |o, g| {
+        o.join_ns.push(g.arg()?.to_string());
+        Ok(())
+    }),
     o("root", Some('r'), Arg::Required, |o, g| {
         o.root = Some(g.path()?);
         Ok(())

@@ -145,19 +145,30 @@ pub fn restore(
         zombies = tree.tasks.iter().filter(|t| t.zombie.is_some()).count(),
         "images read"
     );
+    // The tree's own namespaces, rebuilt before any of its tasks exists.
+    let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir, &opts.join_ns)?;
+    // In a new pid namespace every pid is free.
+    let own_pids = namespaces.new_pid_ns();
+    let cgroups = crate::namespaces::cgroup::prepare_restore(
+        &opts.images_dir,
+        opts.manage_cgroups,
+        &opts.cgroup_roots,
+    )?;
     let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
-        preflight::preflight_against(t, &ours, !opts.no_fpu_check)?;
+        preflight::preflight_against(t, &ours, !opts.no_fpu_check, !own_pids)?;
     }
-    for t in tree.tasks.iter().filter(|t| t.zombie.is_some()) {
+    for t in tree
+        .tasks
+        .iter()
+        .filter(|t| t.zombie.is_some() && !own_pids)
+    {
         if Path::new(&format!("/proc/{}", t.pid)).exists() {
             return Err(RestoreError::PidBusy { pid: t.pid });
         }
     }
     let sessions = session::session_ops(&tree, opts.shell_job)?;
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
-    // The tree's own namespaces, rebuilt before any of its tasks exists.
-    let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir)?;
     raise_nofile();
     let shared = shared::Shared::build(&tree)?;
     // The fill helpers can be turned off (to measure what they bring).
@@ -216,17 +227,27 @@ pub fn restore(
         &mut namespaces,
     )?;
     let root = created.root;
+    let pids = namespaces.pid_map(root);
     // The tasks are in the tree's network namespace now.
     if let Some(ns) = netns.as_mut()
         && let Err(e) = ns.finish()
     {
-        kill_tree(&tree, &sync, root);
+        kill_tree(&tree, &sync, root, &pids);
         return Err(e.into());
     }
-    let pid = match finish(&tree, &created, &sync, opts, scripts, mntns.as_mut()) {
+    let pid = match finish(
+        &tree,
+        &created,
+        &sync,
+        opts,
+        scripts,
+        mntns.as_mut(),
+        &pids,
+        &cgroups,
+    ) {
         Ok(pid) => pid,
         Err(e) => {
-            kill_tree(&tree, &sync, root);
+            kill_tree(&tree, &sync, root, &pids);
             drop(subreaper);
             return Err(e);
         }
@@ -561,6 +582,8 @@ fn finish(
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
     mntns: Option<&mut crate::namespaces::mnt::MountNs>,
+    pids: &crate::namespaces::pid::PidMap,
+    cgroups: &crate::namespaces::cgroup::Placement,
 ) -> Result<i32, RestoreError> {
     let slots = sync.slots();
     let root = c.root;
@@ -576,7 +599,10 @@ fn finish(
             let i = waiting[k];
             let slot = slots.slot(i);
             if i == 0 || slot.born.load(std::sync::atomic::Ordering::SeqCst) != 0 {
-                trace::seize(tree.tasks[i].pid, tree.tasks[i].under_seccomp())?;
+                let host = pids.host(tree.tasks[i].pid);
+                trace::seize(host, tree.tasks[i].under_seccomp())?;
+                // Into its cgroups before it runs any code of its own.
+                cgroups.place(tree.tasks[i].pid, host)?;
                 sync::raise(&slot.go);
                 waiting.swap_remove(k);
             } else {
@@ -603,7 +629,7 @@ fn finish(
     for (i, t) in tree.alive() {
         let Some(r) = &c.tasks[i] else { continue };
         let threads: Vec<i32> = t.others().iter().map(|t| t.tid).collect();
-        trace::wait_ready(t.pid, &threads, &r.status_r, c.deadline)?;
+        trace::wait_ready(pids.host(t.pid), &threads, &r.status_r, c.deadline)?;
     }
     tracing::info!(root, "tree restored, waiting to resume");
     if let Some(ns) = mntns {
@@ -611,7 +637,7 @@ fn finish(
     }
     if tracing::enabled!(tracing::Level::DEBUG) {
         for (_, t) in tree.alive() {
-            log_memory(t.pid);
+            log_memory(pids.host(t.pid));
         }
     }
     if let Some(p) = &opts.pidfile {
@@ -628,7 +654,7 @@ fn finish(
             t.others()
                 .iter()
                 .map(|t| t.tid)
-                .chain(std::iter::once(t.pid))
+                .chain(std::iter::once(pids.host(t.pid)))
         })
         .collect();
     trace::run_to_sigreturn(&stopped)?;
@@ -640,7 +666,7 @@ fn finish(
             let t = &tree.tasks[i];
             let r = c.tasks[i].as_ref()?;
             Some(trace::Resumable {
-                pid: t.pid,
+                pid: pids.host(t.pid),
                 threads: t.others().iter().map(|t| t.tid).collect(),
                 syscall_insn: r.syscall_insn,
                 restorer: r.restorer,
@@ -656,14 +682,19 @@ fn finish(
 /// Kills every task of the tree that exists (announced itself in its slot) and reaps them all:
 /// the root as our child, the others as tracees or as orphans handed to us (we are a child
 /// subreaper while restoring).
-fn kill_tree(tree: &plan::TreePlan, sync: &sync::SyncPage, root: i32) {
+fn kill_tree(
+    tree: &plan::TreePlan,
+    sync: &sync::SyncPage,
+    root: i32,
+    pids_of: &crate::namespaces::pid::PidMap,
+) {
     use std::sync::atomic::Ordering;
     let slots = sync.slots();
     slots.abort();
     let mut pids = vec![root];
     for (i, t) in tree.tasks.iter().enumerate().skip(1) {
         if slots.slot(i).born.load(Ordering::SeqCst) != 0 {
-            pids.push(t.pid);
+            pids.push(pids_of.host(t.pid));
         }
     }
     for &p in &pids {

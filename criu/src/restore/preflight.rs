@@ -13,7 +13,8 @@ use super::plan::{TaskPlan, VmaKind};
 /// Checks the plan against this machine: pids free, hard limits reachable, FPU state fitting,
 /// vDSO layout the same as `ours`, our own special mappings ([`Special::from_maps`], read once
 /// for all the tasks of a tree); FPU state this CPU cannot hold is refused only when
-/// `fpu_check` (see [`fpu::build_checked`]).
+/// `fpu_check` (see [`fpu::build_checked`]). Pids are checked free only when `pids_here` (a
+/// tree in a new pid namespace of its own has all of them).
 ///
 /// # Errors
 /// [`RestoreError::PidBusy`], [`RestoreError::Rlimit`], [`RestoreError::Fpu`],
@@ -22,8 +23,12 @@ pub fn preflight_against(
     plan: &TaskPlan,
     ours: &Special,
     fpu_check: bool,
+    pids_here: bool,
 ) -> Result<(), RestoreError> {
-    for id in std::iter::once(plan.pid).chain(plan.others().iter().map(|t| t.tid)) {
+    for id in std::iter::once(plan.pid)
+        .chain(plan.others().iter().map(|t| t.tid))
+        .filter(|_| pids_here)
+    {
         if std::path::Path::new(&format!("/proc/{id}")).exists() {
             return Err(RestoreError::PidBusy { pid: id });
         }

@@ -1,0 +1,118 @@
+//! Cgroup membership: a tree in a v2 cgroup the test made is dumped (`cgroup.img`, the cores'
+//! `cg_set`) and restored into it; with `--manage-cgroups=none` a cgroup that is gone is
+//! refused before any task exists, the default (`soft`) makes it again. The test's cgroup is
+//! removed whatever happens; no other cgroup is touched.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use compel_criu_tests::{
+    Scratch, Spawned, become_subreaper, criu, criu_victim, dump_and_reap, pid_exists,
+    ready_numbers, restore_and_check, skip_if_not_root, test_lock, wait_exit_timeout,
+};
+
+/// A v2 cgroup of the test's own, removed on drop (once its tasks are gone).
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    fn make() -> Option<TestCgroup> {
+        let unified = Path::new("/sys/fs/cgroup/unified");
+        let root = if unified.join("cgroup.procs").exists() {
+            unified
+        } else {
+            Path::new("/sys/fs/cgroup")
+        };
+        let dir = root.join(format!("crtest-nscore-{}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => Some(TestCgroup(dir)),
+            Err(e) => {
+                eprintln!("skipped: cannot make a v2 cgroup: {e}");
+                None
+            }
+        }
+    }
+
+    /// The path `/proc/PID/cgroup` shows for it.
+    fn name(&self) -> String {
+        format!("/{}", self.0.file_name().unwrap().to_string_lossy())
+    }
+
+    fn remove(&self) {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while self.0.exists() && std::fs::remove_dir(&self.0).is_err() {
+            if std::time::Instant::now() > end {
+                eprintln!("could not remove {}", self.0.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[test]
+fn cgroup_membership_comes_back() {
+    skip_if_not_root!("cgroup_membership_comes_back");
+    let _g = test_lock();
+    become_subreaper();
+    let Some(cg) = TestCgroup::make() else { return };
+    let dir = Scratch::new();
+    let procs = cg.0.join("cgroup.procs");
+    let (mut v, said) = dir.spawn_victim(
+        &criu_victim("ns-cgroup"),
+        &[
+            dir.ready.to_str().unwrap(),
+            procs.to_str().unwrap(),
+            &cg.name(),
+        ],
+        None,
+        Duration::from_secs(10),
+    );
+    let n = ready_numbers(&said, 1);
+    let _child = Spawned::guard(n[1]);
+    dump_and_reap(&mut v, &dir.img, &[]);
+    let _ = wait_exit_timeout(n[1], Duration::from_secs(5));
+    let d = criu_images::ImageDir::new(&dir.img);
+    let set = d
+        .read_core(n[0] as u32)
+        .unwrap()
+        .tc
+        .unwrap()
+        .cg_set
+        .unwrap();
+    let e: criu_images::pb::CgroupEntry =
+        criu_images::read_single(dir.img.join("cgroup.img"), criu_images::magic::CGROUP).unwrap();
+    let s = e.sets.iter().find(|s| s.id == set).unwrap();
+    assert!(
+        s.ctls
+            .iter()
+            .any(|m| m.name.is_empty() && m.path == cg.name()),
+        "{s:?}"
+    );
+    // Gone: `none` (which needs it) refuses it before any task exists.
+    cg.remove();
+    let o = criu(&[
+        "restore",
+        "-D",
+        dir.img.to_str().unwrap(),
+        "-d",
+        "--manage-cgroups=none",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "restore into a missing cgroup with none"
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!pid_exists(n[0]) && !pid_exists(n[1]));
+    assert!(!cg.0.exists());
+    // The default makes it again and puts the tree into it.
+    restore_and_check(n[0], &dir.img, &dir.ready);
+    drop(_child);
+    assert!(cg.0.exists());
+}

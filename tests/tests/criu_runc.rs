@@ -213,10 +213,11 @@ fn checkpoint_restore(c: &Container, round: usize) {
                 let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
                 let rest = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
                 let f: Vec<&str> = rest.split(' ').collect();
-                if f.first() == Some(&"Z") && f.get(1) == Some(&me.as_str()) {
-                    if let Ok(z) = e.file_name().to_string_lossy().parse::<i32>() {
-                        let _ = wait_exit_timeout(z, Duration::from_millis(10));
-                    }
+                if f.first() == Some(&"Z")
+                    && f.get(1) == Some(&me.as_str())
+                    && let Ok(z) = e.file_name().to_string_lossy().parse::<i32>()
+                {
+                    let _ = wait_exit_timeout(z, Duration::from_millis(10));
                 }
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -241,9 +241,11 @@ pub fn restore(
         &sync,
         opts,
         scripts,
-        mntns.as_mut(),
-        &pids,
-        &cgroups,
+        TreeNs {
+            mntns: mntns.as_mut(),
+            pids: &pids,
+            cgroups: &cgroups,
+        },
     ) {
         Ok(pid) => pid,
         Err(e) => {
@@ -575,16 +577,28 @@ fn check_creation(
     Ok(())
 }
 
+/// What the tree's namespaces and cgroups bring to [`finish`]: the mount namespace to pivot
+/// into once every task waits, the pids inside a pid namespace against the host's, and the
+/// cgroups each task goes into before it runs.
+struct TreeNs<'a> {
+    mntns: Option<&'a mut crate::namespaces::mnt::MountNs>,
+    pids: &'a crate::namespaces::pid::PidMap,
+    cgroups: &'a crate::namespaces::cgroup::Placement,
+}
+
 fn finish(
     tree: &plan::TreePlan,
     c: &Created,
     sync: &sync::SyncPage,
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
-    mntns: Option<&mut crate::namespaces::mnt::MountNs>,
-    pids: &crate::namespaces::pid::PidMap,
-    cgroups: &crate::namespaces::cgroup::Placement,
+    ns: TreeNs<'_>,
 ) -> Result<i32, RestoreError> {
+    let TreeNs {
+        mntns,
+        pids,
+        cgroups,
+    } = ns;
     let slots = sync.slots();
     let root = c.root;
     let create_by = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -427,6 +427,8 @@ mod tests {
             "/some/path",
             "soft",
             "all",
+            "net",
+            "read",
         ];
         let mut names = std::collections::HashSet::new();
         for d in TABLE {

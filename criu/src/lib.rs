@@ -61,6 +61,7 @@ pub(crate) mod log;
 pub(crate) mod namespaces;
 pub(crate) mod options;
 pub(crate) mod pageserver;
+pub(crate) mod pidfd;
 pub(crate) mod pidfile;
 pub(crate) mod restore;
 pub(crate) mod rpc;

@@ -247,10 +247,14 @@ fn dump_inner(
     }
     // Saved TCP connections stay in repair mode when the tree dies (closing sends nothing).
     files.dump_done(opts.final_state == FinalState::Dead);
+    let mut killed = Vec::new();
     for (p, task) in tasks {
         match opts.final_state {
             FinalState::Dead => {
                 tracing::info!(pid = p, "killing the dumped process");
+                if let Ok(fd) = crate::pidfd::open(p) {
+                    killed.push((p, fd));
+                }
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(p),
                     nix::sys::signal::Signal::SIGKILL,
@@ -268,6 +272,17 @@ fn dump_inner(
             && opts.final_state != FinalState::Dead
         {
             tracing::warn!(pid = p, "detaching after the dump: {e}");
+        }
+    }
+    // SIGKILL is delivered asynchronously: the dump is over only once the tree has ended, so
+    // that whoever asked (runc looks at the container's init next) never sees it running.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    for (p, fd) in &killed {
+        if !crate::pidfd::wait_exit(fd, deadline) {
+            tracing::warn!(
+                pid = p,
+                "the dumped process has not ended 5 s after SIGKILL"
+            );
         }
     }
     Ok(DumpSummary {

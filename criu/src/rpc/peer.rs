@@ -23,7 +23,7 @@
 
 use std::collections::HashSet;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -175,34 +175,12 @@ pub struct Client {
     _pidfd: OwnedFd,
 }
 
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes integers only; it returns a new close-on-exec descriptor.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor was just made and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
-
-/// Whether the process of `pidfd` has exited (its pidfd polls readable then).
-fn exited(pidfd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll reads and writes one live pollfd; timeout 0 does not block.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n != 0
-}
-
 /// Pins `pid` with a pidfd and reads its credentials; `None` if it is gone or was replaced
 /// while being read.
 fn pinned_creds(pid: i32) -> Result<(OwnedFd, Creds), String> {
-    let fd = pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
+    let fd = crate::pidfd::open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
     let c = Creds::of(pid)?;
-    if exited(&fd) {
+    if crate::pidfd::exited(&fd) {
         return Err("exited while being checked".into());
     }
     Ok((fd, c))
@@ -323,7 +301,7 @@ impl Client {
                         .filter_map(|k| k.parse::<i32>().ok()),
                 );
             }
-            if exited(&pidfd) {
+            if crate::pidfd::exited(&pidfd) {
                 return Err(deny(pid, "exited while being checked".into()));
             }
         }

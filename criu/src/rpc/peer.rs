@@ -553,7 +553,7 @@ mod tests {
         Client {
             pid: 1,
             creds: Creds::parse(STATUS).unwrap(),
-            _pidfd: pidfd_open(std::process::id() as i32).unwrap(),
+            _pidfd: crate::pidfd::open(std::process::id() as i32).unwrap(),
         }
     }
 

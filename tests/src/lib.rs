@@ -62,11 +62,13 @@ mod avx;
 mod criu_cmd;
 mod fixtures;
 mod process;
+mod swrk;
 
 pub use avx::*;
 pub use criu_cmd::*;
 pub use fixtures::*;
 pub use process::*;
+pub use swrk::{Swrk, recv_resp};
 
 /// Skips the rest of the current test (returns from it) unless running as root, printing why.
 #[macro_export]

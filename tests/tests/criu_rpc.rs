@@ -11,19 +11,20 @@
 //! - `criu service` listens on a 0600 socket, serves a connection, and removes the socket file
 //!   when told to stop.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Exit, Spawned, become_subreaper, criu_bin, test_lock, wait_exit_timeout, wait_file,
+    Exit, Spawned, Swrk, become_subreaper, criu_bin, recv_resp, test_lock, wait_exit_timeout,
+    wait_file,
 };
 use criu_images::pb::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, recv, send, setsockopt, socket,
-    socketpair, sockopt,
+    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, send, setsockopt, socket,
+    sockopt,
 };
 use nix::sys::time::TimeVal;
 use prost::Message;
@@ -124,73 +125,6 @@ fn rust_criu_dumps_and_restores_a_counter() {
     drop(r);
 }
 
-/// A raw client: `criu swrk FD` on one end of a socketpair made here.
-struct Swrk {
-    sk: OwnedFd,
-    child: Child,
-}
-
-impl Swrk {
-    fn start() -> Swrk {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
-        // The child's end must survive exec: duplicate it without close-on-exec.
-        let fd = nix::unistd::dup(&theirs).unwrap();
-        let child = Command::new(criu_bin())
-            .arg("swrk")
-            .arg(fd.as_raw_fd().to_string())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        drop(fd);
-        drop(theirs);
-        setsockopt(&ours, sockopt::ReceiveTimeout, &TimeVal::new(10, 0)).unwrap();
-        Swrk { sk: ours, child }
-    }
-
-    fn send_raw(&self, bytes: &[u8]) {
-        send(self.sk.as_raw_fd(), bytes, MsgFlags::empty()).unwrap();
-    }
-
-    fn send(&self, req: &CriuReq) {
-        self.send_raw(&req.encode_to_vec());
-    }
-
-    /// The next response, `None` when criu closed the socket.
-    fn recv(&self) -> Option<CriuResp> {
-        recv_resp(self.sk.as_fd())
-    }
-
-    /// Closes our end and waits for criu to exit; returns its exit code.
-    fn finish(mut self) -> Option<i32> {
-        drop(self.sk);
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        panic!("criu swrk did not exit");
-    }
-}
-
-fn recv_resp(sk: std::os::fd::BorrowedFd<'_>) -> Option<CriuResp> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let n = recv(sk.as_raw_fd(), &mut buf, MsgFlags::empty()).expect("no answer from criu");
-    if n == 0 {
-        return None;
-    }
-    Some(CriuResp::decode(&buf[..n]).expect("criu sent something that is not a criu_resp"))
-}
-
 fn req(ty: CriuReqType) -> CriuReq {
     CriuReq {
         r#type: ty as i32,
@@ -200,7 +134,7 @@ fn req(ty: CriuReqType) -> CriuReq {
 
 #[test]
 fn a_packet_that_is_not_a_request_gets_an_error_reply() {
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(10));
     // Field 1 as a length-delimited field with a length past the end.
     s.send_raw(&[0x0a, 0x7f, 0x01]);
     let r = s.recv().expect("an answer");
@@ -219,7 +153,7 @@ fn a_packet_that_is_not_a_request_gets_an_error_reply() {
 
 #[test]
 fn an_unknown_request_type_gets_an_error_reply() {
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(10));
     let mut q = req(CriuReqType::Empty);
     q.r#type = 99;
     s.send(&q);
@@ -233,7 +167,7 @@ fn an_unknown_request_type_gets_an_error_reply() {
 
 #[test]
 fn requests_not_built_yet_are_refused_and_keep_open_serves_the_next() {
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(10));
     // Every request type is served now (PRE_DUMP and PAGE_SERVER: tests/tests/criu_rpc_live.rs):
     // keep_open still serves the next request.
     let mut q = req(CriuReqType::FeatureCheck);
@@ -264,7 +198,7 @@ fn requests_not_built_yet_are_refused_and_keep_open_serves_the_next() {
 
 #[test]
 fn a_dump_without_an_images_directory_is_refused() {
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(10));
     let mut q = req(CriuReqType::Dump);
     q.opts = Some(CriuOpts {
         images_dir_fd: -1,
@@ -285,7 +219,7 @@ fn a_dump_without_an_images_directory_is_refused() {
 fn a_dump_of_a_missing_process_fails_with_the_reason() {
     let d = open_dir();
     let dir = std::fs::File::open(d.path()).unwrap();
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(10));
     let mut q = req(CriuReqType::Dump);
     q.opts = Some(CriuOpts {
         images_dir_fd: dir.as_raw_fd(),
@@ -490,7 +424,7 @@ fn a_client_that_refuses_post_dump_stops_the_dump_and_the_victim_runs_on() {
     std::fs::create_dir(&img).unwrap();
     let v = spawn_counter(d.path());
     let dir = std::fs::File::open(&img).unwrap();
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(10));
     dump_with_notify(&s, v.pid(), &dir);
     expect_notify(&s, "pre-dump");
     ack(&s, true);
@@ -519,7 +453,7 @@ fn a_client_that_goes_away_at_pre_dump_leaves_the_victim_running() {
     std::fs::create_dir(&img).unwrap();
     let v = spawn_counter(d.path());
     let dir = std::fs::File::open(&img).unwrap();
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(10));
     dump_with_notify(&s, v.pid(), &dir);
     expect_notify(&s, "pre-dump");
     s.finish();
@@ -723,7 +657,7 @@ fn a_client_that_refuses_pre_restore_gets_nothing_restored() {
     );
     v.mark_reaped();
 
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(10));
     let mut q = req(CriuReqType::Restore);
     q.opts = Some(CriuOpts {
         images_dir_fd: dir.as_raw_fd(),

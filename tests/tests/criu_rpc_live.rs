@@ -5,63 +5,15 @@
 //!
 //! Runs as root, under the test lock and as a child subreaper; kills and reaps what it started.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Scratch, Spawned, ask_check, assert_ok_log, become_subreaper, criu, criu_bin, pid_exists,
+    Scratch, Spawned, Swrk, ask_check, assert_ok_log, become_subreaper, criu, pid_exists,
     skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
 };
-use criu_images::pb::{CriuOpts, CriuPageServerInfo, CriuReq, CriuReqType, CriuResp};
+use criu_images::pb::{CriuOpts, CriuPageServerInfo, CriuReq, CriuReqType};
 use nix::sys::signal::Signal;
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt,
-};
-use nix::sys::time::TimeVal;
-use prost::Message;
-
-struct Swrk {
-    sk: OwnedFd,
-    child: Child,
-}
-
-impl Swrk {
-    fn start() -> Swrk {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
-        let fd = nix::unistd::dup(&theirs).unwrap();
-        let child = Command::new(criu_bin())
-            .arg("swrk")
-            .arg(fd.as_raw_fd().to_string())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        drop(fd);
-        drop(theirs);
-        setsockopt(&ours, sockopt::ReceiveTimeout, &TimeVal::new(30, 0)).unwrap();
-        Swrk { sk: ours, child }
-    }
-
-    fn call(&self, req: &CriuReq) -> CriuResp {
-        send(self.sk.as_raw_fd(), &req.encode_to_vec(), MsgFlags::empty()).unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = recv(self.sk.as_fd().as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
-        assert!(n > 0, "criu closed the session");
-        CriuResp::decode(&buf[..n]).unwrap()
-    }
-
-    fn finish(mut self) {
-        drop(self.sk);
-        let _ = self.child.wait();
-    }
-}
 
 fn opts(dir: &Path, pid: i32) -> CriuOpts {
     CriuOpts {
@@ -105,7 +57,7 @@ fn pre_dump_then_dump_over_rpc() {
     let (d1, d2) = (s.img.join("1"), s.img.join("2"));
     std::fs::create_dir_all(&d1).unwrap();
     std::fs::create_dir_all(&d2).unwrap();
-    let w = Swrk::start();
+    let w = Swrk::start(Duration::from_secs(30));
     let r = w.call(&request(CriuReqType::PreDump, opts(&d1, pid)));
     assert!(r.success, "{r:?}");
     assert!(pid_exists(pid));
@@ -154,7 +106,7 @@ fn page_server_over_rpc() {
     let (src, dst) = (s.img.join("src"), s.img.join("dst"));
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(&dst).unwrap();
-    let w = Swrk::start();
+    let w = Swrk::start(Duration::from_secs(30));
     let mut o = opts(&dst, 0);
     o.pid = None;
     o.ps = Some(CriuPageServerInfo {

@@ -2,80 +2,17 @@
 //! not criu's, and keeps its parent-death signal) and the version (the CRIU release matched,
 //! 4.2, in the `VERSION` reply and in `criu --version`).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, Spawned, become_subreaper, criu, criu_bin, open_dir, stat_ids, stdout_text, test_lock,
+    Exit, Spawned, Swrk, become_subreaper, criu, open_dir, stat_ids, stdout_text, test_lock,
     wait_exit_timeout, wait_file,
 };
-use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt,
-};
-use nix::sys::time::TimeVal;
-use prost::Message;
+use criu_images::pb::{CriuOpts, CriuReq, CriuReqType};
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_criu-victim-counter");
-
-/// `criu swrk FD` on one end of a socketpair made here.
-struct Swrk {
-    sk: OwnedFd,
-    child: Child,
-}
-
-impl Swrk {
-    fn start() -> Swrk {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
-        let fd = nix::unistd::dup(&theirs).unwrap();
-        let child = Command::new(criu_bin())
-            .arg("swrk")
-            .arg(fd.as_raw_fd().to_string())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        drop(fd);
-        drop(theirs);
-        setsockopt(&ours, sockopt::ReceiveTimeout, &TimeVal::new(20, 0)).unwrap();
-        Swrk { sk: ours, child }
-    }
-
-    fn call(&self, req: &CriuReq) -> CriuResp {
-        send(self.sk.as_raw_fd(), &req.encode_to_vec(), MsgFlags::empty()).unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = recv(self.sk.as_fd().as_raw_fd(), &mut buf, MsgFlags::empty())
-            .expect("no answer from criu");
-        assert!(n > 0, "criu closed the socket without an answer");
-        CriuResp::decode(&buf[..n]).expect("not a criu_resp")
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Closes our end and reaps criu.
-    fn finish(mut self) -> Option<i32> {
-        drop(self.sk);
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        panic!("criu swrk did not exit");
-    }
-}
 
 fn request(ty: CriuReqType, opts: Option<CriuOpts>, keep_open: bool) -> CriuReq {
     CriuReq {
@@ -102,7 +39,7 @@ fn log(img: &Path, name: &str) -> String {
 
 /// Dumps `v` over swrk into `img` and reaps it.
 fn dump_over_rpc(v: &mut Spawned, dir: &std::fs::File, img: &Path) {
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(20));
     let r = s.call(&request(
         CriuReqType::Dump,
         Some(opts(dir, Some(v.pid()), "dump.log")),
@@ -144,7 +81,7 @@ fn rst_sibling_makes_the_restored_root_the_client_s_child() {
 
     // Without rst_sibling the root is criu's child while criu runs (the session is kept open
     // to look): the reference point.
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(20));
     let r = s.call(&request(
         CriuReqType::Restore,
         Some(opts(&dir, None, "restore1.log")),
@@ -159,7 +96,7 @@ fn rst_sibling_makes_the_restored_root_the_client_s_child() {
     assert!(!Path::new(&format!("/proc/{}", v.pid())).exists());
 
     // With it, the root is ours at once, while criu still runs, and counts on.
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(20));
     let mut o = opts(&dir, None, "restore2.log");
     o.rst_sibling = Some(true);
     let r = s.call(&request(CriuReqType::Restore, Some(o), true));
@@ -218,7 +155,7 @@ fn a_sibling_keeps_its_parent_death_signal() {
     // signal fires when it ends (criu has exited before).
     let raw = dir.as_raw_fd();
     let pid = std::thread::spawn(move || {
-        let s = Swrk::start();
+        let s = Swrk::start(Duration::from_secs(20));
         let mut o = CriuOpts {
             images_dir_fd: raw,
             log_file: Some("restore.log".into()),
@@ -257,7 +194,7 @@ fn restore_sibling_on_the_command_line_needs_restore_detached() {
 #[test]
 fn version_reports_the_criu_release_matched_and_our_own_version_apart() {
     let _g = test_lock();
-    let s = Swrk::start();
+    let s = Swrk::start(Duration::from_secs(20));
     let r = s.call(&request(CriuReqType::Version, None, false));
     assert_eq!(s.finish(), Some(0));
     assert!(r.success);

@@ -39,13 +39,10 @@ pub fn sys(what: impl Into<String>) -> SocketError {
 /// # Errors
 /// [`SocketError::Sys`].
 pub fn steal(pid: i32, fd: i32) -> Result<OwnedFd, SocketError> {
-    // SAFETY: pidfd_open takes a pid and flags, no pointers.
-    let p = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if p < 0 {
-        return Err(sys(format!("pidfd_open {pid}")));
-    }
-    // SAFETY: p is a new descriptor owned by nothing else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(p as RawFd) };
+    let pidfd = crate::pidfd::open(pid).map_err(|source| SocketError::Sys {
+        what: format!("pidfd_open {pid}"),
+        source,
+    })?;
     // SAFETY: pidfd_getfd takes descriptors and flags, no pointers.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
     if r < 0 {

@@ -1,0 +1,100 @@
+//! A raw RPC client: `criu swrk FD` on one end of a socketpair made here, speaking rpc.proto
+//! one packet per message, as runc and libcriu do.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criu_images::pb::{CriuReq, CriuResp};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt,
+};
+use nix::sys::time::TimeVal;
+use prost::Message;
+
+use crate::criu_bin;
+
+/// A `criu swrk` session.
+pub struct Swrk {
+    /// Our end of the session's socket.
+    pub sk: OwnedFd,
+    child: Child,
+}
+
+impl Swrk {
+    /// Starts `criu swrk`; each answer must come within `timeout`.
+    pub fn start(timeout: Duration) -> Swrk {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        // The child's end must survive exec: duplicate it without close-on-exec.
+        let fd = nix::unistd::dup(&theirs).unwrap();
+        let child = Command::new(criu_bin())
+            .arg("swrk")
+            .arg(fd.as_raw_fd().to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        drop(fd);
+        drop(theirs);
+        let tv = TimeVal::new(timeout.as_secs() as _, 0);
+        setsockopt(&ours, sockopt::ReceiveTimeout, &tv).unwrap();
+        Swrk { sk: ours, child }
+    }
+
+    /// The pid of the `criu swrk` process.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `bytes` as one packet, whatever they hold.
+    pub fn send_raw(&self, bytes: &[u8]) {
+        send(self.sk.as_raw_fd(), bytes, MsgFlags::empty()).unwrap();
+    }
+
+    /// Sends a request.
+    pub fn send(&self, req: &CriuReq) {
+        self.send_raw(&req.encode_to_vec());
+    }
+
+    /// The next response, `None` when criu closed the socket.
+    pub fn recv(&self) -> Option<CriuResp> {
+        recv_resp(self.sk.as_fd())
+    }
+
+    /// Sends a request and reads its answer.
+    pub fn call(&self, req: &CriuReq) -> CriuResp {
+        self.send(req);
+        self.recv()
+            .expect("criu closed the socket without an answer")
+    }
+
+    /// Closes our end and waits for criu to exit; returns its exit code.
+    pub fn finish(mut self) -> Option<i32> {
+        drop(self.sk);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("criu swrk did not exit");
+    }
+}
+
+/// The next response on an RPC socket, `None` when criu closed it.
+pub fn recv_resp(sk: BorrowedFd<'_>) -> Option<CriuResp> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = recv(sk.as_raw_fd(), &mut buf, MsgFlags::empty()).expect("no answer from criu");
+    if n == 0 {
+        return None;
+    }
+    Some(CriuResp::decode(&buf[..n]).expect("criu sent something that is not a criu_resp"))
+}

@@ -34,7 +34,10 @@ use criu_images::pagemap::PAGE_SIZE;
 use criu_images::vma::status;
 
 use super::DumpError;
-use super::pages::{PmScanArg, pm_scan};
+use super::pagemap_scan::{
+    PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC,
+    PM_SCAN_WP_MATCHING, PmScanArg, pm_scan,
+};
 use super::vma::Vma;
 
 /// The file in an images directory naming each task's tracking userfaultfd: lines of
@@ -57,13 +60,6 @@ const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
 const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
 /// `_IOWR(0xaa, 0x06, struct uffdio_writeprotect)`.
 const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xc018_aa06;
-// PAGEMAP_SCAN (linux/fs.h).
-const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
-const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
-const PAGE_IS_WRITTEN: u64 = 1 << 1;
-const PAGE_IS_PRESENT: u64 = 1 << 3;
-const PAGE_IS_PFNZERO: u64 = 1 << 5;
-const PAGE_IS_GUARD: u64 = 1 << 8;
 // /proc/PID/pagemap: a swap entry's type is in the low 5 bits of its frame field, and pte
 // markers (userfaultfd write-protect of an empty entry) use the last type.
 const PM_SWAP: u64 = 1 << 62;

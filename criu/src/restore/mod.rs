@@ -329,8 +329,6 @@ fn wait_exit(pid: i32) -> Result<RestoreOutcome, RestoreError> {
     }
 }
 
-pub(crate) use crate::files::owned;
-
 /// Whether wholly saved 2 MiB blocks of private anonymous memory are given huge pages when
 /// they are filled: not when the administrator turned transparent huge pages off
 /// (`never`), nor when the options turn them off (`wanted`).

@@ -40,7 +40,7 @@ use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
 use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
-use crate::restore::images::{bad, img, kind_entry};
+use crate::restore::images::entry::{bad, img, kind_entry};
 use restore::{PtyEnd, PtyPair, TtyFile, read_saved, unreachable_saved};
 use termios::*;
 

@@ -308,8 +308,8 @@ impl Container {
         let (status, restored) = self.state();
         assert_eq!(status, "running", "round {round}");
         if self.pid_ns {
-            let status = std::fs::read_to_string(format!("/proc/{restored}/status"))
-                .unwrap_or_default();
+            let status =
+                std::fs::read_to_string(format!("/proc/{restored}/status")).unwrap_or_default();
             let nspid = status
                 .lines()
                 .find_map(|l| l.strip_prefix("NSpid:"))
@@ -320,7 +320,10 @@ impl Container {
                 "round {round}: the restored init is not pid 1 of its namespace ({nspid})"
             );
         } else {
-            assert_eq!(restored, old_pid, "round {round}: the container's pid changed");
+            assert_eq!(
+                restored, old_pid,
+                "round {round}: the container's pid changed"
+            );
         }
     }
 

@@ -46,7 +46,9 @@ fn runc_checkpoint_and_restore_with_this_criu_twice() {
     }
     let _g = test_lock();
     become_subreaper();
-    twice(Container::counter(Some(&["mount", "network", "uts", "ipc"])));
+    twice(Container::counter(Some(&[
+        "mount", "network", "uts", "ipc",
+    ])));
 }
 
 /// runc's default spec: the container's init is pid 1 of a pid namespace of its own, which

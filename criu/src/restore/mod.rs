@@ -138,6 +138,7 @@ pub fn restore(
         opts.shell_job,
         mntns.as_ref().map(|m| m.yard()),
     )?;
+    session::add_session_helpers(&mut tree)?;
     session::add_group_helpers(&mut tree)?;
     tracing::info!(
         root = tree.root().pid,
@@ -405,6 +406,9 @@ fn spawn(
             children: tree.children[i].clone(),
             zombie: t.zombie,
             helper: t.helper,
+            adopts: tree.children[i]
+                .iter()
+                .any(|&c| tree.tasks[c].helper && !tree.children[c].is_empty()),
             plan,
             resv,
             pre: 0,

@@ -4,9 +4,10 @@
  *	gcc $(compel includes) host.c -o host $(compel --static libs)
  *
  * Differences a caller may notice:
- * - compel_stop_task() only checks the task and reports its state; compel_prepare() seizes it,
+ * - compel_stop_task() seizes the task and reports its state; compel_prepare() on the same
+ *   thread takes it over (or seizes it itself when compel_stop_task() was not called);
  *   compel_cure() releases it (a task that was stopped stays stopped), so compel_resume_task()
- *   has nothing left to do.
+ *   only lets go of a task compel_stop_task() seized and no compel_prepare() took.
  * - The parasite serves daemon commands in the main thread; nr_threads is ignored;
  *   compel_run_in_thread() works in the task's other threads.
  * - struct infect_ctx is accepted as storage: the runtime picks its own injection method,
@@ -30,9 +31,12 @@
 
 struct parasite_ctl;
 
-/* The state of task pid (COMPEL_TASK_*), or -errno if it cannot be looked at. */
+/*
+ * Seizes task pid and returns its state (COMPEL_TASK_*), or -errno. A zombie or dead task is
+ * only reported.
+ */
 int compel_stop_task(int pid);
-/* Returns 0: compel_cure() already let the task go. */
+/* Lets go of a task compel_stop_task() seized and nothing took over; 0 after compel_cure(). */
 int compel_resume_task(pid_t pid, int orig_state, int state);
 
 /* Seizes every thread of process pid; NULL on failure. */

@@ -18,7 +18,7 @@ const COMPEL_BLOB_CHEADER: c_uint = 1;
 #[repr(C)]
 pub struct ParasiteBlobDesc {
     parasite_type: c_uint,
-    desc: CBlobDesc,
+    pub(crate) desc: CBlobDesc,
 }
 
 impl Default for ParasiteBlobDesc {

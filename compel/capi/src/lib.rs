@@ -34,7 +34,9 @@ use compel_rt::infect::{InfectError, InfectOptions, Parasite, RpcError};
 use compel_rt::{Task, TaskError};
 use nix::errno::Errno;
 
+mod cpu;
 mod criu;
+mod criu_extra;
 mod criu_regs;
 
 /// An infection handle: the seized task and, once infected, the parasite in it.

@@ -26,6 +26,7 @@
 #include <compel/infect-rpc.h>
 #include <compel/infect-util.h>
 #include <compel/task-state.h>
+#include <compel/asm/infect-types.h>
 
 #define COMPEL_CRIU_INFECT_H 1
 
@@ -203,6 +204,15 @@ int compel_interrupt_task(int pid);
 int compel_wait_task(int pid, int ppid, int (*get_status)(int pid, struct seize_task_status *, void *data),
 		     void (*free_status)(int pid, struct seize_task_status *, void *data),
 		     struct seize_task_status *st, void *data);
+/*
+ * Lets `tasks` of the caller's tracees (continued with PTRACE_SYSCALL, or towards a
+ * breakpoint, flushed when hit) run until each has finished syscall sys_nr; each is left in
+ * the stop at its exit. Only ptrace stops are waited for: no child of the caller is reaped.
+ */
+int compel_stop_on_syscall(int tasks, int sys_nr, int sys_nr_compat);
+/* Relocates a copy of pbd's blob at mem (image_size bytes) for running at vbase. */
+void compel_relocs_apply(void *mem, void *vbase, struct parasite_blob_desc *pbd);
+
 /* The signal of the stop the caller's tracee is in. */
 int compel_parse_stop_signo(int pid);
 int compel_resume_task_sig(pid_t pid, int orig_state, int state, int stop_signo);

@@ -141,6 +141,7 @@ pub fn restore(
         opts.shell_job,
         mntns.as_ref().map(|m| m.yard()),
     )?;
+    session::add_session_helpers(&mut tree)?;
     session::add_group_helpers(&mut tree)?;
     tracing::info!(
         root = tree.root().pid,

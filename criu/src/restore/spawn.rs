@@ -114,6 +114,9 @@ pub(super) fn spawn(
             children: tree.children[i].clone(),
             zombie: t.zombie,
             helper: t.helper,
+            adopts: tree.children[i]
+                .iter()
+                .any(|&c| tree.tasks[c].helper && !tree.children[c].is_empty()),
             plan,
             resv,
             pre: 0,

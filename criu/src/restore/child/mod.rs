@@ -229,6 +229,13 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
         fail_slot(&s, i, f);
     }
     raise(&slot.grouped);
+    if me.adopts {
+        // SAFETY: prctl on this process's own flag (the restorer sets the saved value later).
+        let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+        if let Err(f) = ok(CHILD_SESSION, r as libc::c_long, 0) {
+            fail_slot(&s, i, f);
+        }
+    }
     for &c in &me.children {
         let child = &nodes[c];
         inherit_only(nodes, order, me, child.pre, child.pre + child.size);

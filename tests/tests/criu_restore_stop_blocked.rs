@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use compel_criu_tests::{
-    SINGLE_PID, Spawned, become_subreaper, copy_dir, detached, fixture_usable, fixtures_dir,
-    hex_field, proc_state, skip_if_not_root, test_lock, wait_state,
+    SINGLE_PID, Spawned, become_subreaper, detached, hex_field, proc_state, single_fixture_copy,
+    skip_if_not_root, test_lock, wait_state,
 };
 use criu::restore;
 use nix::sys::signal::{Signal, kill};
@@ -22,12 +22,9 @@ fn a_task_stopped_by_a_signal_it_blocks_comes_back_stopped() {
     skip_if_not_root!("a_task_stopped_by_a_signal_it_blocks_comes_back_stopped");
     let _g = test_lock();
     become_subreaper();
-    let Some(_bin) = fixture_usable() else {
+    let Some((_bin, t, d)) = single_fixture_copy() else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
-    copy_dir(&fixtures_dir().join("single"), t.path());
-    let d = criu_images::ImageDir::new(t.path());
     let mut core = d.read_core(SINGLE_PID as u32).unwrap();
     // Stopped by SIGTSTP, which the task blocks (as a task stopped inside sigsuspend shows).
     let tstp = 1u64 << (libc::SIGTSTP - 1);

@@ -28,7 +28,7 @@
 //! restore (images into a plan, preflight, shared objects, creating the tree, the task's own
 //! steps, the restorer, resuming). Each module has one job and stays under about 700 lines; a
 //! module that grows past that becomes a folder of its jobs (`restore/child/`, `files/tty/`,
-//! `dump/track/`). Imports run one way: no two modules of the crate import each other (a
+//! `dump/track/`, `namespaces/ipc/`, `namespaces/net/`). Imports run one way: no two modules of the crate import each other (a
 //! parent's own submodules aside), and what both sides of a would-be circle need sits in a leaf
 //! (`dump/pagemap_scan`, `restore/images/entry`).
 //! Open files are in `files`, one module per kind (regular files, pipes, eventfd, epoll, ...)

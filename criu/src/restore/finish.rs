@@ -69,10 +69,10 @@ fn check_creation(
             });
         }
         Ok(WaitStatus::Stopped(_, sig)) => {
-            let _ = nix::sys::ptrace::cont(Pid::from_raw(root), sig);
+            let _ = compel::ptrace::cont(root, sig as i32);
         }
         Ok(_) => {
-            let _ = nix::sys::ptrace::cont(Pid::from_raw(root), None);
+            let _ = compel::ptrace::cont(root, 0);
         }
         Err(errno) => {
             return Err(RestoreError::Sys {

@@ -46,6 +46,7 @@ pub mod core;
 mod error;
 pub mod files;
 mod ids;
+mod pagemap_scan;
 pub mod pages;
 mod pages_file;
 mod predump;

@@ -7,7 +7,11 @@
 //! - `session`: the victim becomes a child subreaper and forks A; A calls `setsid` and forks
 //!   B (in A's group), C (leading a group of its own) and C's child D (which joins A's group),
 //!   then A exits and the victim reaps it: B and C are the victim's, in a session (and B and
-//!   D in a group) whose leader is gone (`OUT.pids`: `A B C D`).
+//!   D in a group) whose leader is gone (`OUT.pids`: `A B C D`);
+//! - `hugetlb`: 4 MiB of written private anonymous `MAP_HUGETLB` memory (two 2 MiB huge
+//!   pages from the pool, `/proc/sys/vm/nr_hugepages`), checked for its content and for
+//!   still being hugetlb memory with 2 MiB pages;
+//! - `hugetlb-shared`: 2 MiB of written shared anonymous `MAP_HUGETLB` memory (one page).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -139,6 +143,77 @@ fn session() -> (Check, Vec<i32>) {
     (check, vec![a, b, c, d])
 }
 
+/// The `KernelPageSize` (kB) and `VmFlags` of our own area at `addr` in `/proc/self/smaps`.
+fn own_area(addr: usize) -> Option<(u64, String)> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    let mut kps = None;
+    for l in smaps.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            inside = a <= addr && addr < b;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        if let Some(v) = l.strip_prefix("KernelPageSize:") {
+            kps = v.trim().trim_end_matches("kB").trim().parse().ok();
+        }
+        if let Some(v) = l.strip_prefix("VmFlags:") {
+            return Some((kps?, v.trim().to_string()));
+        }
+    }
+    None
+}
+
+fn hugetlb(shared: bool) -> (Check, Vec<i32>) {
+    let len: usize = if shared { 2 << 20 } else { 4 << 20 };
+    let kind = if shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    // SAFETY: a fresh mapping chosen by the kernel; nothing of ours is replaced.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            kind | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | (21 << libc::MAP_HUGE_SHIFT),
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap MAP_HUGETLB");
+    let a = p as usize;
+    let pattern = |i: usize| (i / 4096 * 7 + i % 251) as u8;
+    // SAFETY: the mapping is ours and `len` bytes long.
+    let mem = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) };
+    for (i, b) in mem.iter_mut().enumerate() {
+        *b = pattern(i);
+    }
+    let check: Check = Box::new(move || {
+        // SAFETY: the mapping is still ours (the victim never unmaps it).
+        let mem = unsafe { std::slice::from_raw_parts_mut(a as *mut u8, len) };
+        if let Some(i) = (0..len).find(|&i| mem[i] != pattern(i)) {
+            return Err(format!("byte {i} is {}, not {}", mem[i], pattern(i)));
+        }
+        match own_area(a) {
+            Some((2048, flags)) if flags.split_whitespace().any(|f| f == "ht") => {}
+            other => return Err(format!("not 2 MiB hugetlb memory: {other:?}")),
+        }
+        mem[len - 1] = 0xee;
+        if mem[len - 1] != 0xee {
+            return Err("a write after the restore did not stick".into());
+        }
+        Ok(())
+    });
+    (check, Vec::new())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mode), Some(out), Some(ready)) = (args.get(1), args.get(2), args.get(3)) else {
@@ -149,6 +224,8 @@ fn main() {
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
     let (check, pids) = match mode.as_str() {
         "session" => session(),
+        "hugetlb" => hugetlb(false),
+        "hugetlb-shared" => hugetlb(true),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2);

@@ -5,6 +5,18 @@ use crate::restore::layout::{HUGE, PAGE, page_up};
 use crate::restore::ops::{FillOp, PremapOp, TaskCtx};
 use crate::restore::plan::{TaskPlan, Vma, VmaKind};
 
+/// The `MAP_HUGE_*` bits of `mmap`'s flags: the log2 of the huge page size.
+const MAP_HUGE_MASK: i32 = 0x3f << 26;
+
+/// `MAP_HUGETLB` and its page size bits for an anonymous hugetlb area, 0 for any other.
+pub(crate) fn hugetlb_flags(v: &Vma) -> i32 {
+    if v.flags & libc::MAP_HUGETLB != 0 && matches!(v.kind, VmaKind::AnonPrivate) {
+        v.flags & (libc::MAP_HUGETLB | MAP_HUGE_MASK)
+    } else {
+        0
+    }
+}
+
 /// Fills of at least this many bytes are shared with a helper process.
 pub(crate) const HELPER_MIN_FILL: u64 = 64 << 20;
 /// Shared anonymous objects mapped by more than one area of this task and not made by the
@@ -214,7 +226,7 @@ pub(super) fn memory_plan(
                     addr: pa,
                     len: b - a,
                     anon: matches!(v.kind, VmaKind::AnonPrivate)
-                        && v.flags & libc::MAP_GROWSDOWN == 0,
+                        && v.flags & (libc::MAP_GROWSDOWN | libc::MAP_HUGETLB) == 0,
                 });
                 fill_area.push(i);
                 filled[i] = true;
@@ -229,7 +241,7 @@ pub(super) fn memory_plan(
         huge_chunks(&fills, &fill_area, |i| {
             let v = premapped[i];
             matches!(v.kind, VmaKind::AnonPrivate)
-                && v.flags & libc::MAP_GROWSDOWN == 0
+                && v.flags & (libc::MAP_GROWSDOWN | libc::MAP_HUGETLB) == 0
                 && v.madv & (1 << libc::MADV_NOHUGEPAGE) == 0
         })
     } else {
@@ -245,6 +257,8 @@ pub(super) fn memory_plan(
         .enumerate()
         .map(|(i, v)| {
             let grows = v.flags & libc::MAP_GROWSDOWN;
+            // Anonymous hugetlb memory: MAP_HUGETLB and the page size, as dumped.
+            let huge = hugetlb_flags(v);
             // Locked (mlock, MAP_LOCKED) areas are locked again once filled.
             let locked = v.flags & libc::MAP_LOCKED;
             let (map_flags, file) = match &v.kind {
@@ -265,7 +279,7 @@ pub(super) fn memory_plan(
                 ),
                 // MAP_DROPPABLE (0x08) is a mapping type of its own.
                 _ if v.flags & 0x0f == 0x08 => (0x08 | libc::MAP_ANONYMOUS, None),
-                _ => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows, None),
+                _ => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows | huge, None),
             };
             PremapOp {
                 addr: premap_addr[i],

@@ -205,6 +205,11 @@ pub fn restore(
             helper_pid: if big(t) { helpers.next() } else { None },
             huge_pages,
             uffd,
+            // A parent prepared before its child: the child may take its areas over.
+            cow_from: tree.parent[i]
+                .and_then(|p| preps.get(p)?.as_ref())
+                .map(|p| p.cow_areas.clone())
+                .unwrap_or_default(),
         };
         match prepare::prepare(t, opts, &ctx) {
             Ok(p) => {
@@ -219,6 +224,7 @@ pub fn restore(
             }
         }
     }
+    prepare::mark_cow_sources(&tree, &mut preps);
     let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
     let created = spawn(

@@ -57,8 +57,8 @@ pub struct Tty {
     paths: Vec<(u32, String, u32)>,
     /// Dump: `--shell-job`.
     shell_job: bool,
-    /// Dump: holders of `/dev/tty` (pid, fd), session leaders.
-    cttys: Vec<(i32, i32)>,
+    /// Dump: holders of `/dev/tty` (pid, fd, session).
+    cttys: Vec<(i32, i32, i32)>,
     /// Restore: `tty-info.img` by id and `tty-data.img` by tty id, read when first needed.
     saved: Option<Saved>,
     /// Restore: the pairs made so far, by index (one state shared by both ends).
@@ -124,21 +124,12 @@ impl Tty {
 
     /// `/dev/tty` (the holder's controlling terminal) as CRIU's `CTTY` terminal: one
     /// `tty-info.img` entry for every such descriptor, reopened by path once the session has its
-    /// terminal again. Only a session leader's comes back (the others' sessions get their
-    /// terminal after they exist); [`FileKind::finish`] checks that terminal is a pty of the
-    /// tree.
+    /// terminal again (by the leader, or a member of the session: it waits for the leader);
+    /// [`FileKind::finish`] checks that terminal is a pty of the tree.
     fn dump_ctty(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         let (pid, n) = (fd.pid, fd.fd);
         // SAFETY: getsid takes a pid, no memory.
         let sid = unsafe { libc::getsid(pid) };
-        if sid != pid {
-            return Err(DumpError::FileState {
-                kind: "tty",
-                what: format!(
-                    "fd {n} of {pid} is /dev/tty, held by a member of session {sid} (only a                      session leader's is dumped)"
-                ),
-            });
-        }
         let info = match self.info_id(CTTY_KEY) {
             Some(i) => i,
             None => {
@@ -164,8 +155,8 @@ impl Tty {
                 i
             }
         };
-        tracing::debug!(pid, fd = n, "/dev/tty (controlling terminal)");
-        self.cttys.push((pid, n));
+        tracing::debug!(pid, fd = n, sid, "/dev/tty (controlling terminal)");
+        self.cttys.push((pid, n, sid));
         self.paths
             .push((id, "/dev/tty".to_string(), fd.meta.mode()));
         Ok(FileEntry {
@@ -378,11 +369,11 @@ impl FileKind for Tty {
                 });
             }
         }
-        for &(pid, fd) in &self.cttys {
+        for &(pid, fd, sid) in &self.cttys {
             let has_pty = self
                 .infos
                 .iter()
-                .any(|(k, i)| k.0 && *k != CTTY_KEY && i.sid == pid as u32);
+                .any(|(k, i)| k.0 && *k != CTTY_KEY && i.sid == sid as u32);
             if !has_pty {
                 return Err(DumpError::FileState {
                     kind: "tty",

@@ -61,7 +61,24 @@ impl RestoreFile for TtyFile {
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        super::super::regular::open_seek(&self.path, self.flags, 0, fd).map(Ends::one)
+        // A member of a session opens `/dev/tty` once its leader made the pty the session's
+        // terminal again (it runs on its own): until then the open fails with ENXIO. 5 s at
+        // most.
+        let mut tries = 0;
+        loop {
+            match super::super::regular::open_seek(&self.path, self.flags, 0, fd) {
+                Err(e) if self.ctty && e.errno == libc::ENXIO && tries < 5000 => {
+                    tries += 1;
+                    let t = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 1_000_000,
+                    };
+                    // SAFETY: nanosleep reads a live local timespec.
+                    unsafe { libc::nanosleep(&t, std::ptr::null_mut()) };
+                }
+                r => return r.map(Ends::one),
+            }
+        }
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {

@@ -398,6 +398,17 @@ impl UnixDump {
         for (pid, fd, lino, ty) in listeners {
             let l = socket::steal(pid, fd)?;
             loop {
+                // The listener is the task's open file (its blocking mode too): accept only
+                // what is queued now.
+                let mut pfd = libc::pollfd {
+                    fd: l.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll on one live pollfd, not waiting.
+                if unsafe { libc::poll(&mut pfd, 1, 0) } != 1 {
+                    break;
+                }
                 // SAFETY: accept4 without an address, on criu's copy of the listener.
                 let a = unsafe {
                     libc::accept4(

@@ -91,9 +91,22 @@ enum Term {
     Master,
     /// A pty slave, with its index.
     Slave(u32),
-    /// Another terminal (`/dev/tty`, consoles, serial lines).
+    /// `/dev/console`.
+    Console,
+    /// A virtual console (`/dev/ttyN`, major 4, minors below 64).
+    Vt,
+    /// A serial line (`/dev/ttySN`, major 4 from minor 64).
+    Serial,
+    /// Another terminal (`/dev/tty`).
     Other,
 }
+
+/// Major of virtual consoles and the first serial lines.
+const TTY_MAJOR: u32 = 4;
+/// First minor of serial lines under [`TTY_MAJOR`].
+const SERIAL_MINOR: u32 = 64;
+/// Minor of `/dev/console` under [`TTYAUX_MAJOR`].
+const CONSOLE_MINOR: u32 = 1;
 
 fn terminal(fd: &DumpFd<'_>) -> Term {
     if !fd.meta.file_type().is_char_device() {
@@ -105,7 +118,13 @@ fn terminal(fd: &DumpFd<'_>) -> Term {
         Term::Master
     } else if (PTS_MAJOR..PTS_MAJOR + 8).contains(&major) {
         Term::Slave((major - PTS_MAJOR) * 256 + minor)
-    } else if major == 4 || major == TTYAUX_MAJOR {
+    } else if major == TTYAUX_MAJOR && minor == CONSOLE_MINOR {
+        Term::Console
+    } else if major == TTY_MAJOR && minor < SERIAL_MINOR {
+        Term::Vt
+    } else if major == TTY_MAJOR {
+        Term::Serial
+    } else if major == TTYAUX_MAJOR {
         Term::Other
     } else {
         Term::No
@@ -159,6 +178,57 @@ impl Tty {
         self.cttys.push((pid, n, sid));
         self.paths
             .push((id, "/dev/tty".to_string(), fd.meta.mode()));
+        Ok(FileEntry {
+            r#type: FdTypes::Tty as i32,
+            id,
+            tty: Some(TtyFileEntry {
+                id,
+                tty_info_id: info,
+                flags: fd.flags(),
+                fown: fown_zero(),
+                regf_id: None,
+            }),
+            ..FileEntry::default()
+        })
+    }
+
+    /// `/dev/console` or a virtual console (CRIU's `CONSOLE` and `VT` terminals): one
+    /// `tty-info.img` entry per device, with its settings; reopened by path on restore, as the
+    /// character device it is.
+    fn dump_device(
+        &mut self,
+        fd: &DumpFd<'_>,
+        id: u32,
+        term: Term,
+    ) -> Result<FileEntry, DumpError> {
+        let (pid, n, name) = (fd.pid, fd.fd, fd.name);
+        let rdev = fd.meta.rdev();
+        // A key of its own among the ptys' (master, index): no pty index comes near.
+        let key = (
+            false,
+            0x8000_0000 | (libc::minor(rdev) & 0xffff) | (libc::major(rdev) << 16),
+        );
+        let info = match self.info_id(key) {
+            Some(i) => i,
+            None => {
+                let f = super::socket::steal(pid, n).map_err(|e| DumpError::FileState {
+                    kind: "tty",
+                    what: format!("fd {n} of {pid} ({name}): {e}"),
+                })?;
+                let i = self.info(fd, f.as_raw_fd(), key)?;
+                if let Some((_, e)) = self.infos.iter_mut().find(|(k, _)| *k == key) {
+                    e.r#type = if term == Term::Console {
+                        Ttytype::Console as i32
+                    } else {
+                        Ttytype::Vt as i32
+                    };
+                    e.pty = None;
+                }
+                i
+            }
+        };
+        tracing::debug!(pid, fd = n, name, "console terminal");
+        self.paths.push((id, name.to_string(), fd.meta.mode()));
         Ok(FileEntry {
             r#type: FdTypes::Tty as i32,
             id,
@@ -293,8 +363,8 @@ impl FileKind for Tty {
     fn claims(&self, fd: &DumpFd<'_>) -> bool {
         fd.name.starts_with('/')
             && match terminal(fd) {
-                Term::Master | Term::Slave(_) => true,
-                Term::Other => !fd.shell_job,
+                Term::Master | Term::Slave(_) | Term::Console | Term::Vt => true,
+                Term::Other | Term::Serial => !fd.shell_job,
                 Term::No => false,
             }
     }
@@ -311,6 +381,16 @@ impl FileKind for Tty {
                 "fd {n} of {pid} is the terminal {name}: dump a shell job with --shell-job"
             );
             return Err(DumpError::FileState { kind: "tty", what });
+        }
+        if term == Term::Serial {
+            let what = format!(
+                "fd {n} of {pid} is the serial line {name} (serial terminals are not dumped; \
+                 a shell job's terminal is reopened by path with --shell-job)"
+            );
+            return Err(DumpError::FileState { kind: "tty", what });
+        }
+        if let Term::Console | Term::Vt = term {
+            return self.dump_device(fd, id, term);
         }
         let f = super::socket::steal(pid, n).map_err(|e| DumpError::FileState {
             kind: "tty",
@@ -454,6 +534,32 @@ impl FileKind for Tty {
                 path: c"/dev/tty".into(),
                 flags: t.flags as i32,
                 ctty: true,
+            }));
+        }
+        if let Some(i) = saved
+            .infos
+            .get(&t.tty_info_id)
+            .filter(|i| i.r#type == Ttytype::Console as i32 || i.r#type == Ttytype::Vt as i32)
+        {
+            let (major, minor) = (
+                libc::major(u64::from(i.rdev)),
+                libc::minor(u64::from(i.rdev)),
+            );
+            let path = match (major, minor) {
+                (TTYAUX_MAJOR, CONSOLE_MINOR) => "/dev/console".to_string(),
+                (TTY_MAJOR, m) if m < SERIAL_MINOR => format!("/dev/tty{m}"),
+                _ => {
+                    return Err(bad(
+                        names::TTY_INFO,
+                        format!("console terminal id {} with device {major}:{minor}", i.id),
+                    ));
+                }
+            };
+            let path = std::ffi::CString::new(path).map_err(|_| bad(names::TTY_INFO, "path"))?;
+            return Ok(Arc::new(TtyFile {
+                path,
+                flags: t.flags as i32,
+                ctty: false,
             }));
         }
         let pty = saved

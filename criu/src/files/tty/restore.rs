@@ -66,7 +66,9 @@ impl RestoreFile for TtyFile {
         // most.
         let mut tries = 0;
         loop {
-            match super::super::regular::open_seek(&self.path, self.flags, 0, fd) {
+            // Never the session's terminal by accident (`/dev/tty` opens the one it has).
+            let flags = self.flags | libc::O_NOCTTY;
+            match super::super::regular::open_seek(&self.path, flags, 0, fd) {
                 Err(e) if self.ctty && e.errno == libc::ENXIO && tries < 5000 => {
                     tries += 1;
                     let t = libc::timespec {
@@ -82,7 +84,8 @@ impl RestoreFile for TtyFile {
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        super::super::regular::open_in_engine(&self.path, self.flags, 0).map(|f| vec![f])
+        super::super::regular::open_in_engine(&self.path, self.flags | libc::O_NOCTTY, 0)
+            .map(|f| vec![f])
     }
 }
 

@@ -371,6 +371,9 @@ pub fn check(ret: libc::c_long, detail: u64) -> Result<libc::c_long, TaskError> 
     }
 }
 
+/// Files by file id, each parsed from its entry ([`RestoreFile::engine_files`]).
+pub type FilesById = [(u32, Arc<dyn RestoreFile>)];
+
 /// One open file to bring back, as parsed from the images.
 pub trait RestoreFile: std::fmt::Debug + Send + Sync {
     /// Its kind.
@@ -419,7 +422,7 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
     /// the files in flight in a socket's queue, sent again with their message. They are made
     /// by the engine even when no task holds them; a task that holds one inherits the same
     /// open file.
-    fn engine_files(&self) -> &[(u32, Arc<dyn RestoreFile>)] {
+    fn engine_files(&self) -> &FilesById {
         &[]
     }
 

@@ -20,7 +20,8 @@ use criu_images::pb::{
 
 use super::socket::{self, SocketError};
 use super::{
-    DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, inet, netlink, packet, tcp, unix,
+    DumpFd, Ends, FileKind, FilesById, ImageCtx, RestoreFile, TaskError, inet, netlink, packet,
+    tcp, unix,
 };
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
@@ -258,7 +259,7 @@ pub trait SocketSet: std::fmt::Debug + Send + Sync + Sized + 'static {
     }
     /// The files other than sockets of the set that the set needs made first (files in
     /// flight in its queues), by file id ([`RestoreFile::engine_files`]).
-    fn engine_files(&self) -> &[(u32, Arc<dyn RestoreFile>)] {
+    fn engine_files(&self) -> &FilesById {
         &[]
     }
     /// [`SocketSet::make_all`] given the engine's descriptors of [`SocketSet::engine_files`],
@@ -348,7 +349,7 @@ impl<S: SocketSet> RestoreFile for SetFile<S> {
         self.set.make_all()
     }
 
-    fn engine_files(&self) -> &[(u32, Arc<dyn RestoreFile>)] {
+    fn engine_files(&self) -> &FilesById {
         self.set.engine_files()
     }
 
@@ -367,7 +368,7 @@ pub struct UnixSet {
     ids: Vec<u32>,
     /// The files in flight in the queues that are no unix socket of the set, parsed from
     /// their entries.
-    flight: Vec<(u32, Arc<dyn RestoreFile>)>,
+    flight: Box<FilesById>,
 }
 
 /// The files other than unix sockets in flight in `queues`, each parsed from its `files.img`
@@ -376,7 +377,7 @@ fn parse_flight(
     img: &ImageCtx<'_>,
     entries: &[UnixSkEntry],
     queues: &HashMap<u32, Vec<unix::Queued>>,
-) -> Result<Vec<(u32, Arc<dyn RestoreFile>)>, RestoreError> {
+) -> Result<Box<FilesById>, RestoreError> {
     let socks: HashSet<u32> = entries.iter().map(|e| e.id).collect();
     let mut ids: Vec<u32> = queues
         .values()
@@ -385,7 +386,7 @@ fn parse_flight(
         .filter(|id| !socks.contains(id))
         .collect();
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Box::default());
     }
     ids.sort_unstable();
     ids.dedup();
@@ -414,7 +415,7 @@ fn parse_flight(
         tracing::debug!(id, kind = %super::kind_name(kind.fd_type()), "a file in flight");
         out.push((id, kind.parse(img, fe, -1)?));
     }
-    Ok(out)
+    Ok(out.into_boxed_slice())
 }
 
 impl SocketSet for UnixSet {
@@ -455,7 +456,7 @@ impl SocketSet for UnixSet {
         })
     }
 
-    fn engine_files(&self) -> &[(u32, Arc<dyn RestoreFile>)] {
+    fn engine_files(&self) -> &FilesById {
         &self.flight
     }
 

@@ -178,6 +178,29 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_connection_is_told_from_an_accepted_one() {
+        let sk = |ino, state, peer, name: &[u8]| UnixSkEntry {
+            id: ino,
+            ino,
+            r#type: libc::SOCK_STREAM as u32,
+            state,
+            peer,
+            name: name.to_vec(),
+            ..Default::default()
+        };
+        let entries = [
+            sk(1, ST_LISTEN, 0, b"/l"),
+            // Accepted: its client names it as its peer.
+            sk(2, ST_ESTABLISHED, 3, b"/l"),
+            sk(3, ST_ESTABLISHED, 2, b""),
+            // Still queued: its client names the listener.
+            sk(4, ST_ESTABLISHED, 5, b"/l"),
+            sk(5, ST_ESTABLISHED, 1, b""),
+        ];
+        assert_eq!(embryos(&entries), HashSet::from([4]));
+    }
+
+    #[test]
     fn socket_names_that_climb_or_hide_a_nul_are_refused() {
         let ok = |e: UnixSkEntry| check(&[e], &HashMap::new()).is_ok();
         assert!(ok(bound(b"/tmp/a.sock", None)));

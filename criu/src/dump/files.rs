@@ -66,6 +66,8 @@ pub struct FileTable {
     pub skip_uffd: Vec<u64>,
     /// The dump ends the tree ([`FileKind::take_in_flight`]).
     pub tree_dies: bool,
+    /// `--orphan-pts-master`.
+    pub orphan_pts_master: bool,
     /// criu's copies of files in flight, kept open while the dump compares descriptions.
     in_flight: Vec<std::os::fd::OwnedFd>,
 }
@@ -100,6 +102,7 @@ impl FileTable {
             tcp_established: false,
             skip_uffd: Vec::new(),
             tree_dies: false,
+            orphan_pts_master: false,
             in_flight: Vec::new(),
         }
     }
@@ -331,6 +334,7 @@ impl FileTable {
             info: &info,
             shell_job: false,
             tcp_established: false,
+            orphan_pts_master: false,
         };
         let id = self.next_id();
         let kind = self
@@ -396,6 +400,7 @@ impl FileTable {
                 info: &info,
                 shell_job,
                 tcp_established: self.tcp_established,
+                orphan_pts_master: self.orphan_pts_master,
             };
             let key = (meta.dev(), meta.ino());
             let (id, ty) = match self.find_open(key, pid, fd) {
@@ -472,6 +477,7 @@ impl FileTable {
             info: &info,
             shell_job: false,
             tcp_established: self.tcp_established,
+            orphan_pts_master: self.orphan_pts_master,
         };
         let (id, _) = self.add_new(&probe, key)?;
         self.in_flight.push(f);

@@ -127,6 +127,8 @@ pub struct DumpFd<'a> {
     pub shell_job: bool,
     /// `--tcp-established`: established TCP connections may be dumped.
     pub tcp_established: bool,
+    /// `--orphan-pts-master`: a pty slave whose master is outside the tree may be dumped.
+    pub orphan_pts_master: bool,
 }
 
 impl DumpFd<'_> {

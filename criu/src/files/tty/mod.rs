@@ -42,6 +42,7 @@ use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::entry::{bad, img, kind_entry};
 use restore::{PtyEnd, PtyPair, TtyFile, read_saved, unreachable_saved};
+pub use restore::{set_orphan_pts_master, take_orphan_masters};
 use termios::*;
 
 /// The terminal kind: what the dump met (infos, data) or the restore read.
@@ -57,6 +58,8 @@ pub struct Tty {
     paths: Vec<(u32, String, u32)>,
     /// Dump: `--shell-job`.
     shell_job: bool,
+    /// Dump: `--orphan-pts-master`.
+    orphan: bool,
     /// Dump: holders of `/dev/tty` (pid, fd, session).
     cttys: Vec<(i32, i32, i32)>,
     /// Restore: `tty-info.img` by id and `tty-data.img` by tty id, read when first needed.
@@ -372,6 +375,7 @@ impl FileKind for Tty {
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         let (pid, n, name) = (fd.pid, fd.fd, fd.name);
         self.shell_job = fd.shell_job;
+        self.orphan = fd.orphan_pts_master;
         let term = terminal(fd);
         if term == Term::Other && fd.meta.rdev() == libc::makedev(TTYAUX_MAJOR, 0) {
             return self.dump_ctty(fd, id);
@@ -439,12 +443,12 @@ impl FileKind for Tty {
         _ext: Option<&[u32]>,
     ) -> Result<(), DumpError> {
         for &(pid, fd, index) in &self.slaves {
-            if !self.shell_job && self.info_id((true, index)).is_none() {
+            if !self.shell_job && !self.orphan && self.info_id((true, index)).is_none() {
                 return Err(DumpError::FileState {
                     kind: "tty",
                     what: format!(
                         "fd {fd} of {pid} is /dev/pts/{index}, whose master is outside the tree: \
-                         dump a shell job with --shell-job"
+                         dump a shell job with --shell-job (or --orphan-pts-master)"
                     ),
                 });
             }
@@ -588,7 +592,14 @@ impl FileKind for Tty {
                     && (libc::major(u64::from(i.rdev)) == TTYAUX_MAJOR) == m
             })
         };
-        let Some(mi) = find(true) else {
+        let orphan = restore::orphan_pts_master();
+        let mi = match find(true) {
+            // `--orphan-pts-master`: a new pty whose master goes to the `orphan-pts-master`
+            // notification, with the slave's settings on both ends.
+            None if orphan && !master => Some(info),
+            m => m,
+        };
+        let Some(mi) = mi else {
             // A shell job's terminal (the dump asked for --shell-job): reopened by path, as
             // the regular kind reopens files.
             let path = std::ffi::CString::new(format!("/dev/pts/{index}"))
@@ -603,11 +614,21 @@ impl FileKind for Tty {
             Some(p) => p.clone(),
             None => {
                 let si = find(false);
+                let orphan = find(true).is_none();
+                let mut mi = mi.clone();
+                if orphan {
+                    (mi.sid, mi.pgrp, mi.locked, mi.packet_mode) = (0, 0, false, false);
+                }
                 let p = Arc::new(PtyPair {
                     index,
+                    orphan,
                     master: mi.clone(),
                     slave: si.cloned(),
-                    to_master: saved.data.get(&mi.id).cloned().unwrap_or_default(),
+                    to_master: if orphan {
+                        Vec::new()
+                    } else {
+                        saved.data.get(&mi.id).cloned().unwrap_or_default()
+                    },
                     to_slave: si
                         .and_then(|s| saved.data.get(&s.id).cloned())
                         .unwrap_or_default(),

@@ -4,6 +4,8 @@
 #![allow(unsafe_code)]
 
 use super::*;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(super) fn unreachable_saved() -> Result<&'static Saved, RestoreError> {
     Err(bad(names::TTY_INFO, "not read"))
@@ -89,11 +91,37 @@ impl RestoreFile for TtyFile {
     }
 }
 
+/// `--orphan-pts-master` for this restore ([`set_orphan_pts_master`]).
+static ORPHAN_PTS_MASTER: AtomicBool = AtomicBool::new(false);
+/// The masters made for slaves whose master was outside the tree, with their index, until the
+/// restore hands them over ([`take_orphan_masters`]).
+static ORPHAN_MASTERS: Mutex<Vec<(u32, OwnedFd)>> = Mutex::new(Vec::new());
+
+/// Sets `--orphan-pts-master` for the restore about to read its images (one restore per
+/// criu process).
+pub fn set_orphan_pts_master(on: bool) {
+    ORPHAN_PTS_MASTER.store(on, Ordering::SeqCst);
+}
+
+/// Whether `--orphan-pts-master` was set.
+pub fn orphan_pts_master() -> bool {
+    ORPHAN_PTS_MASTER.load(Ordering::SeqCst)
+}
+
+/// The masters made for slaves whose master was outside the tree (index, master), for the
+/// `orphan-pts-master` notification.
+pub fn take_orphan_masters() -> Vec<(u32, OwnedFd)> {
+    std::mem::take(&mut *ORPHAN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// A pty to make: both ends' saved state.
 #[derive(Debug)]
 pub struct PtyPair {
     /// The index (`/dev/pts/N`).
     pub index: u32,
+    /// Its master was outside the tree (`--orphan-pts-master`): any index will do when the
+    /// dumped one is taken, and a copy of the master is kept for the notification.
+    pub orphan: bool,
     /// The master's entry.
     pub master: TtyInfoEntry,
     /// The slave's entry (absent: the slave was not seen).
@@ -118,12 +146,46 @@ const MAX_PTY_TRIES: u32 = 4096;
 
 impl PtyPair {
     fn make(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let sys = |what: &'static str| {
-            move |e: std::io::Error| RestoreError::Sys {
-                what,
-                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        let m = match self.open_index() {
+            Ok(m) => m,
+            Err(RestoreError::FileState { .. }) if self.orphan => {
+                // SAFETY: opens a new master from a static path.
+                let r = unsafe {
+                    libc::open(
+                        c"/dev/ptmx".as_ptr(),
+                        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+                    )
+                };
+                if r < 0 {
+                    return Err(super::super::sys("opening /dev/ptmx"));
+                }
+                super::super::owned(r)
             }
+            Err(e) => return Err(e),
         };
+        let ends = self.set_up(m)?;
+        if self.orphan {
+            let copy = ends[0].try_clone().map_err(|e| RestoreError::Io {
+                what: "keeping an orphan pty master".into(),
+                error: e,
+            })?;
+            let index = get_int(copy.as_raw_fd(), libc::TIOCGPTN).unwrap_or(-1) as u32;
+            tracing::info!(
+                index,
+                was = self.index,
+                "a new master for an orphan pty slave"
+            );
+            ORPHAN_MASTERS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((index, copy));
+        }
+        Ok(ends)
+    }
+
+    /// A master of the dumped index (the kernel hands out the lowest free one: masters are
+    /// opened until it comes).
+    fn open_index(&self) -> Result<OwnedFd, RestoreError> {
         let mut extra = Vec::new();
         let m = loop {
             if extra.len() as u32 > self.index.min(MAX_PTY_TRIES) {
@@ -156,6 +218,17 @@ impl PtyPair {
             }
         };
         drop(extra);
+        Ok(m)
+    }
+
+    /// Unlocks master `m`, opens its slave, and sets both up as dumped.
+    fn set_up(&self, m: OwnedFd) -> Result<Vec<OwnedFd>, RestoreError> {
+        let sys = |what: &'static str| {
+            move |e: std::io::Error| RestoreError::Sys {
+                what,
+                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
+        };
         let mf = m.as_raw_fd();
         let unlock: libc::c_int = 0;
         // SAFETY: TIOCSPTLCK reads one int from a live local.

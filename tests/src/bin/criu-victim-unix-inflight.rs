@@ -282,8 +282,9 @@ fn check_backlog(b: &Backlog) -> Result<(), String> {
             b"again",
         )?;
     }
-    // SAFETY: as above.
+    // SAFETY: fcntl on our own listener (it blocks otherwise), then accept4 as above.
     let more = unsafe {
+        libc::fcntl(b.l, libc::F_SETFL, libc::O_NONBLOCK);
         libc::accept4(
             b.l,
             std::ptr::null_mut(),

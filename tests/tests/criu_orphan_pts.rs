@@ -111,7 +111,7 @@ fn the_action_script_gets_the_new_master_as_its_stdin() {
         format!(
             "#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" = orphan-pts-master ] || exit 0\n\
              [ -e /proc/self/fd/0 ] || exit 3\n\
-             sleep 60 <&0 >/dev/null 2>&1 &\necho $! > {}\n",
+             exec 3<&0\n sleep 60 <&3 >/dev/null 2>&1 &\necho $! > {}\n",
             holder.display()
         ),
     )

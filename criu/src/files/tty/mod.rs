@@ -538,6 +538,7 @@ impl FileKind for Tty {
                 path: c"/dev/tty".into(),
                 flags: t.flags as i32,
                 ctty: true,
+                noctty: false,
             }));
         }
         if let Some(i) = saved
@@ -564,6 +565,7 @@ impl FileKind for Tty {
                 path,
                 flags: t.flags as i32,
                 ctty: false,
+                noctty: true,
             }));
         }
         let pty = saved
@@ -582,6 +584,7 @@ impl FileKind for Tty {
                 path: c"/dev/tty".into(),
                 flags: t.flags as i32,
                 ctty: false,
+                noctty: false,
             }));
         };
         let master = libc::major(u64::from(info.rdev)) == TTYAUX_MAJOR;
@@ -608,6 +611,7 @@ impl FileKind for Tty {
                 path,
                 flags: t.flags as i32,
                 ctty: false,
+                noctty: false,
             }));
         };
         let pair = match self.pairs.get(&index) {

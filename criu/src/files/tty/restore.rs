@@ -51,6 +51,19 @@ pub struct TtyFile {
     pub flags: i32,
     /// `/dev/tty` dumped as CRIU's `CTTY`: opened once the session has its terminal.
     pub ctty: bool,
+    /// Opened with `O_NOCTTY` (a console: never a session's terminal by accident; a shell
+    /// job's pty slave, opened without it, becomes its session leader's terminal again).
+    pub noctty: bool,
+}
+
+impl TtyFile {
+    fn open_flags(&self) -> i32 {
+        if self.noctty {
+            self.flags | libc::O_NOCTTY
+        } else {
+            self.flags
+        }
+    }
 }
 
 impl RestoreFile for TtyFile {
@@ -68,8 +81,7 @@ impl RestoreFile for TtyFile {
         // most.
         let mut tries = 0;
         loop {
-            // Never the session's terminal by accident (`/dev/tty` opens the one it has).
-            let flags = self.flags | libc::O_NOCTTY;
+            let flags = self.open_flags();
             match super::super::regular::open_seek(&self.path, flags, 0, fd) {
                 Err(e) if self.ctty && e.errno == libc::ENXIO && tries < 5000 => {
                     tries += 1;
@@ -86,8 +98,7 @@ impl RestoreFile for TtyFile {
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        super::super::regular::open_in_engine(&self.path, self.flags | libc::O_NOCTTY, 0)
-            .map(|f| vec![f])
+        super::super::regular::open_in_engine(&self.path, self.open_flags(), 0).map(|f| vec![f])
     }
 }
 

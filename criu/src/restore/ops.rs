@@ -200,6 +200,10 @@ pub struct ChildPlan {
     /// The descriptor of this session leader's controlling terminal, with the foreground
     /// process group to give it (0: its own).
     pub ctty: Option<(i32, i32)>,
+    /// The engine's descriptor of that terminal (made by the engine, inherited): the leader
+    /// takes it as its terminal before creating its children, which then inherit it, as the
+    /// members of the dumped session did (`TIOCSCTTY` gives it to the caller alone).
+    pub ctty_early: Option<i32>,
     /// Open files made by the engine for several tasks, closed once placed.
     pub inherited: Vec<i32>,
     /// Temporary descriptors go at or above this number.

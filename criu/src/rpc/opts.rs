@@ -329,9 +329,9 @@ pub fn to_options(
         !req.cgroup_dump_controller.is_empty(),
     );
     ignored("freeze-cgroup", req.freeze_cgroup.is_some());
-    // runc always sets it; it only matters for a pty slave whose master is outside the tree,
-    // which the tty module refuses by name.
-    ignored("orphan-pts-master", req.orphan_pts_master == Some(true));
+    // runc always sets it: a pty slave whose master is outside the tree gets a new master,
+    // sent to the client with the `orphan-pts-master` notification.
+    o.orphan_pts_master = req.orphan_pts_master == Some(true);
     ignored("evasive-devices", req.evasive_devices.is_some());
     ignored("force-irmap", req.force_irmap.is_some());
     ignored("irmap-scan-path", !req.irmap_scan_paths.is_empty());

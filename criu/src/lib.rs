@@ -57,6 +57,7 @@ pub mod cpuinfo;
 pub(crate) mod dump;
 pub(crate) mod errno;
 pub(crate) mod files;
+pub mod lazy;
 pub(crate) mod log;
 pub(crate) mod namespaces;
 pub(crate) mod options;

@@ -245,6 +245,12 @@ fn dump_inner(
         drop(tasks);
         return Err(DumpError::from(e).at("post-dump action script"));
     }
+    // `--lazy-pages`: the tree stays frozen while its pages are served; if that fails it
+    // resumes (dropping the tasks detaches them) and the dump fails.
+    if let Some((a, p)) = &opts.lazy_pages {
+        crate::pageserver::lazy::serve_dump(dir, a, *p)
+            .map_err(|e| DumpError::from(e).at("serving lazy pages"))?;
+    }
     // Saved TCP connections stay in repair mode when the tree dies (closing sends nothing).
     files.dump_done(opts.final_state == FinalState::Dead);
     let mut killed = Vec::new();

@@ -66,6 +66,9 @@ pub struct DumpOptions {
     pub page_server: Option<(String, u16)>,
     /// `--pre-dump-mode` (for `pre_dump`).
     pub pre_dump_mode: super::PreDumpMode,
+    /// `--lazy-pages --address A --port P`: once the images are written, the tree stays
+    /// frozen while a page server there serves its pages to a remote `criu lazy-pages`.
+    pub lazy_pages: Option<(String, u16)>,
     /// `--cpu-cap`.
     pub cpu_cap: CpuCap,
     /// How the inside state is read.
@@ -107,6 +110,12 @@ impl DumpOptions {
             prev_images_dir: o.prev_images_dir.clone(),
             pre_dump_mode: o.live.pre_dump_mode,
             page_server: o.live.page_server.then(|| {
+                (
+                    o.live.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                    o.live.port.unwrap_or(0),
+                )
+            }),
+            lazy_pages: (o.live.lazy_pages && !o.live.page_server).then(|| {
                 (
                     o.live.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
                     o.live.port.unwrap_or(0),
@@ -182,6 +191,9 @@ pub struct RestoreOptions {
     /// `--join-ns NS:{PID|FILE}[,EXTRA]`: namespaces the tree joins instead of getting them
     /// from the images.
     pub join_ns: Vec<String>,
+    /// `--lazy-pages`: the socket of the `criu lazy-pages` daemon (`lazy-pages.socket` in the
+    /// work directory) that fills the tasks' private anonymous memory after they resume.
+    pub lazy_pages: Option<PathBuf>,
 }
 
 impl Default for RestoreOptions {
@@ -209,6 +221,7 @@ impl Default for RestoreOptions {
             manage_cgroups: None,
             cgroup_roots: Vec::new(),
             join_ns: Vec::new(),
+            lazy_pages: None,
         }
     }
 }
@@ -243,6 +256,10 @@ impl RestoreOptions {
             manage_cgroups: o.manage_cgroups,
             cgroup_roots: o.cgroup_roots.clone(),
             join_ns: o.join_ns.clone(),
+            lazy_pages: o
+                .live
+                .lazy_pages
+                .then(|| o.effective_work_dir().join(crate::lazy::SOCKET_NAME)),
             ..Default::default()
         }
     }

@@ -296,7 +296,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         }
         Ok(())
     }),
-    o("lazy-pages", None, Arg::No, accepted),
+    o("lazy-pages", None, Arg::No, |o, _| {
+        o.live.lazy_pages = true;
+        Ok(())
+    }),
     b("extra", None, |o, g| {
         o.check_extra = g.on;
         Ok(())

@@ -70,6 +70,7 @@ pub(crate) mod scripts;
 
 pub use cgroups::{Differs, differing as differing_cgroups};
 pub use check::{CheckError, Missing, check_all, check_feature, feature_names};
+pub use dump::dedup::{DedupError, DedupStats, dedup};
 pub use dump::{DumpError, DumpSummary, INCOMPLETE_MARKER, INSIDE_METHOD_ENV, dump, pre_dump};
 pub use log::{LogError, LogSink, install as install_log};
 pub use options::{

@@ -83,6 +83,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             | Command::CpuInfo
             | Command::PageServer
             | Command::LazyPages
+            | Command::Dedup
     ) {
         let dir = std::fs::canonicalize(opts.images_dir.path())
             .with_context(|| format!("couldn't open image dir {}", opts.images_dir))
@@ -211,6 +212,15 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             };
             criu::lazy::run_lazy_pages(&lo)
                 .map_err(|e| fail(anyhow::Error::new(e).context("lazy-pages failed")))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dedup => {
+            let st = criu::dedup(&opts.images_dir.path())
+                .map_err(|e| fail(anyhow::Error::new(e).context("dedup failed")))?;
+            tracing::info!(
+                "Deduplication finished ({} bytes punched out of the parent images)",
+                st.punched
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore => restore(&opts, &sink).map_err(fail),

@@ -43,6 +43,7 @@
 
 mod collect;
 pub mod core;
+pub mod dedup;
 mod error;
 pub mod files;
 mod ids;
@@ -240,6 +241,9 @@ fn dump_inner(
     let frozen_us = t0.elapsed().as_micros() as u64;
     write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
     write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
+    if opts.auto_dedup {
+        dedup::after_dump(dir);
+    }
 
     if let Err(e) = scripts.notify(ScriptAction::PostDump, Some(pid)) {
         // The tree resumes (dropping the tasks detaches them) and the dump fails.

@@ -66,6 +66,8 @@ pub struct DumpOptions {
     pub page_server: Option<(String, u16)>,
     /// `--pre-dump-mode` (for `pre_dump`).
     pub pre_dump_mode: super::PreDumpMode,
+    /// `--auto-dedup`: punch the pages this dump holds out of its parents' pages files.
+    pub auto_dedup: bool,
     /// `--lazy-pages --address A --port P`: once the images are written, the tree stays
     /// frozen while a page server there serves its pages to a remote `criu lazy-pages`.
     pub lazy_pages: Option<(String, u16)>,
@@ -115,6 +117,7 @@ impl DumpOptions {
                     o.live.port.unwrap_or(0),
                 )
             }),
+            auto_dedup: o.live.auto_dedup,
             lazy_pages: (o.live.lazy_pages && !o.live.page_server).then(|| {
                 (
                     o.live.address.clone().unwrap_or_else(|| "127.0.0.1".into()),

@@ -45,4 +45,6 @@ pub struct LiveOptions {
     /// `--lazy-pages` (restore: leave private anonymous memory to `criu lazy-pages`; dump:
     /// serve it from the frozen tree; page-server: serve it from the images).
     pub lazy_pages: bool,
+    /// `--auto-dedup`: dump and pre-dump punch what they hold out of the parent images.
+    pub auto_dedup: bool,
 }

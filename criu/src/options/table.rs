@@ -242,7 +242,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.track_mem = g.on;
         Ok(())
     }),
-    b("auto-dedup", None, accepted),
+    b("auto-dedup", None, |o, g| {
+        o.live.auto_dedup = g.on;
+        Ok(())
+    }),
     o("libdir", Some('L'), Arg::Required, accepted),
     o("cpu-cap", None, Arg::Optional, |o, g| {
         o.cpu_cap = CpuCap::parse(g.value).ok_or_else(|| g.bad())?;

@@ -285,6 +285,7 @@ pub fn to_options(
 
     // Lazy restore (the daemon's socket is in the work directory), dump --lazy-pages.
     o.live.lazy_pages = req.lazy_pages == Some(true);
+    o.live.auto_dedup = req.auto_dedup == Some(true);
     // Options for work still to come: refused when set to something that would matter.
     let refuse_if = |set: bool, what: &str| if set { Err(unsupported(what)) } else { Ok(()) };
     refuse_if(req.tls == Some(true), "tls")?;
@@ -305,7 +306,6 @@ pub fn to_options(
             .is_some_and(|f| std::path::Path::new(f).exists()),
         "config_file",
     )?;
-    refuse_if(req.auto_dedup == Some(true), "auto_dedup")?;
 
     // Accepted and logged: they change nothing in what this criu does (no cgroup, mount or
     // network-namespace handling yet, ptrace freezes the tree either way).

@@ -10,7 +10,8 @@
 //!   `madvise(MADV_DONTNEED)` drop it (those pages read as zeros from then on);
 //! - once the restore said it finished, and no event waits, the rest is pushed 1 MiB at a
 //!   time, task by task. When nothing is left the daemon exits, and the kernel forgets the
-//!   registrations (a later fault is an ordinary one).
+//!   registrations (a later fault is an ordinary one). A restored task that ends (its pidfd
+//!   says so) takes what it still missed with it.
 //!
 //! Pages come from the images in `-D` (through the parent chain), or with `--page-server`
 //! from a `criu page-server --lazy-pages` or `criu dump --lazy-pages` at `--address:--port`,
@@ -67,6 +68,8 @@ pub struct LazyStats {
     pub fault_pages: u64,
     /// Pages pushed in the background.
     pub pushed_pages: u64,
+    /// Pages never sent because their task ended first.
+    pub dropped_pages: u64,
     /// Zero pages given on a fault.
     pub zero_pages: u64,
 }
@@ -99,6 +102,9 @@ struct Task {
     fd: OwnedFd,
     /// The pid whose images hold its pages.
     pid: i32,
+    /// A pidfd of the restored task (none for a fork: its pid is not known), readable once it
+    /// ended.
+    pidfd: Option<OwnedFd>,
     areas: Vec<Area>,
     /// Image ranges whose saved pages are still to come: start -> end.
     pending: BTreeMap<u64, u64>,
@@ -109,6 +115,7 @@ impl Task {
         Task {
             fd,
             pid,
+            pidfd: pidfd(pid),
             areas: tl
                 .areas
                 .iter()
@@ -327,6 +334,7 @@ impl Daemon {
             Some(i) => Task {
                 fd,
                 pid,
+                pidfd: None,
                 areas: self.tasks[i].areas.clone(),
                 pending: self.tasks[i].pending.clone(),
             },
@@ -593,6 +601,7 @@ pub fn run_lazy_pages(o: &LazyOptions) -> Result<LazyStats, LazyError> {
                 fault_pages = d.stats.fault_pages,
                 pushed_pages = d.stats.pushed_pages,
                 zero_pages = d.stats.zero_pages,
+                dropped_pages = d.stats.dropped_pages,
                 "all lazy pages are in"
             );
         }
@@ -626,6 +635,12 @@ fn serve(d: &mut Daemon, listener: &UnixListener, push: bool) -> Result<(), Lazy
         pfds.push(ev(listener.as_raw_fd()));
         pfds.extend(conns.iter().map(|c| ev(c.sock.as_raw_fd())));
         pfds.extend(d.tasks.iter().map(|t| ev(t.fd.as_raw_fd())));
+        // Each task's pidfd (or the uffd again where there is none, which is harmless).
+        pfds.extend(
+            d.tasks
+                .iter()
+                .map(|t| ev(t.pidfd.as_ref().unwrap_or(&t.fd).as_raw_fd())),
+        );
         // SAFETY: polls a live array of pollfds of descriptors we own.
         let n = unsafe {
             libc::poll(
@@ -657,14 +672,23 @@ fn serve(d: &mut Daemon, listener: &UnixListener, push: bool) -> Result<(), Lazy
         }
         // Tasks first: a waiting fault matters most.
         let base = 1 + conns.len();
+        let nt = d.tasks.len();
         let mut gone = Vec::new();
-        for i in 0..d.tasks.len() {
+        for i in 0..nt {
             if pfds[base + i].revents != 0 && !d.events(i)? {
+                gone.push(i);
+            } else if d.tasks[i].pidfd.is_some() && pfds[base + nt + i].revents != 0 {
+                tracing::info!(pid = d.tasks[i].pid, "a restored task ended");
                 gone.push(i);
             }
         }
         for i in gone.into_iter().rev() {
-            d.tasks.remove(i);
+            let t = d.tasks.remove(i);
+            d.stats.dropped_pages += t
+                .pending
+                .iter()
+                .map(|(a, b)| (b - a) / PAGE_SIZE)
+                .sum::<u64>();
         }
         let mut closed = Vec::new();
         for (k, c) in conns.iter_mut().enumerate() {

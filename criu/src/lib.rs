@@ -62,6 +62,7 @@ pub mod cpuinfo;
 pub(crate) mod dump;
 pub(crate) mod errno;
 pub(crate) mod files;
+pub mod lazy;
 pub(crate) mod log;
 pub(crate) mod namespaces;
 pub(crate) mod options;
@@ -74,6 +75,7 @@ pub(crate) mod scripts;
 
 pub use cgroups::{Differs, differing as differing_cgroups};
 pub use check::{CheckError, Missing, check_all, check_feature, feature_names};
+pub use dump::dedup::{DedupError, DedupStats, dedup};
 pub use dump::{DumpError, DumpSummary, INCOMPLETE_MARKER, INSIDE_METHOD_ENV, dump, pre_dump};
 pub use log::{LogError, LogSink, install as install_log};
 pub use options::{

@@ -43,6 +43,7 @@
 
 mod collect;
 pub mod core;
+pub mod dedup;
 mod error;
 pub mod files;
 mod ids;
@@ -242,11 +243,20 @@ fn dump_inner(
     let frozen_us = t0.elapsed().as_micros() as u64;
     write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
     write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
+    if opts.auto_dedup {
+        dedup::after_dump(dir);
+    }
 
     if let Err(e) = scripts.notify(ScriptAction::PostDump, Some(pid)) {
         // The tree resumes (dropping the tasks detaches them) and the dump fails.
         drop(tasks);
         return Err(DumpError::from(e).at("post-dump action script"));
+    }
+    // `--lazy-pages`: the tree stays frozen while its pages are served; if that fails it
+    // resumes (dropping the tasks detaches them) and the dump fails.
+    if let Some((a, p)) = &opts.lazy_pages {
+        crate::pageserver::lazy::serve_dump(dir, a, *p)
+            .map_err(|e| DumpError::from(e).at("serving lazy pages"))?;
     }
     // Saved TCP connections stay in repair mode when the tree dies (closing sends nothing).
     files.dump_done(opts.final_state == FinalState::Dead);

@@ -293,9 +293,11 @@ pub fn to_options(
         };
     }
 
+    // Lazy restore (the daemon's socket is in the work directory), dump --lazy-pages.
+    o.live.lazy_pages = req.lazy_pages == Some(true);
+    o.live.auto_dedup = req.auto_dedup == Some(true);
     // Options for work still to come: refused when set to something that would matter.
     let refuse_if = |set: bool, what: &str| if set { Err(unsupported(what)) } else { Ok(()) };
-    refuse_if(req.lazy_pages == Some(true), "lazy_pages")?;
     refuse_if(req.tls == Some(true), "tls")?;
     refuse_if(!req.exec_cmd.is_empty(), "exec_cmd")?;
     refuse_if(
@@ -313,7 +315,6 @@ pub fn to_options(
             .is_some_and(|f| std::path::Path::new(f).exists()),
         "config_file",
     )?;
-    refuse_if(req.auto_dedup == Some(true), "auto_dedup")?;
 
     // Accepted and logged: they change nothing in what this criu does (no cgroup, mount or
     // network-namespace handling yet, ptrace freezes the tree either way).
@@ -448,8 +449,12 @@ mod tests {
         assert_eq!(e.errno(), libc::EBADRQC);
         let mut r = opts(d.path());
         r.lazy_pages = Some(true);
-        let e = to_options(&r, Command::Restore, Mode::Swrk, 1).unwrap_err();
-        assert_eq!(e.errno(), libc::EOPNOTSUPP);
-        assert!(e.to_string().contains("lazy_pages"), "{e}");
+        let o = to_options(&r, Command::Restore, Mode::Swrk, 1).unwrap();
+        assert!(o.live.lazy_pages);
+        let ro = crate::options::RestoreOptions::from_options(&o);
+        assert_eq!(
+            ro.lazy_pages.as_deref(),
+            Some(o.effective_work_dir().join("lazy-pages.socket").as_path())
+        );
     }
 }

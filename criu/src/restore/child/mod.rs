@@ -375,6 +375,13 @@ fn setup(
     }
     dups(p)?;
     protect(p)?;
+    if let Some(l) = &p.lazy {
+        crate::lazy::restore::child_send(l).map_err(|(errno, detail)| Fail {
+            stage: CHILD_LAZY,
+            errno,
+            detail,
+        })?;
+    }
     if !shared_files {
         close_others(p);
         fds(p, s, false)?;

@@ -285,6 +285,7 @@ fn build(
 ) -> Result<Prepared, RestoreError> {
     let Task { plan, ctx, .. } = t;
     let mem = memory_plan(plan, ctx, premapped, lay.base);
+    let lazy = ctx.lazy.as_ref().map(|l| l.at(premapped, &mem.premap_addr));
     let fds = service_fds(plan, ctx)?;
     let moves: Vec<abi::Move> = premapped
         .iter()
@@ -346,6 +347,7 @@ fn build(
         }),
         collapse,
         uffd: ctx.uffd,
+        lazy,
         fds: fd_ops(plan, &ctx.shared_fds, &ctx.late_fds),
         settle: plan
             .fds

@@ -66,7 +66,7 @@ pub use predump::pre_dump;
 pub use self_state::INSIDE_METHOD_ENV;
 
 use collect::collect;
-use write::{write_images, write_inventory, write_stats};
+use write::{write_images, write_inventory};
 
 use std::path::Path;
 use std::time::Instant;
@@ -160,11 +160,13 @@ fn dump_inner(
         track::link_parent(dir, prev).map_err(|e| e.at("linking the parent images"))?;
     }
     let prev = track::parent_record(dir, opts.prev_images_dir.as_deref());
+    crate::stats::reset();
     let t0 = Instant::now();
     // Every process of the tree, the root first; each detaches on every return path (compel's
     // Task does on drop), so the tree runs on if anything fails.
     let (mut tasks, zombie_pids) =
         seize::seize_tree(pid).map_err(|e| e.at("seizing the process tree"))?;
+    let freezing = t0.elapsed();
     tracing::info!(
         pid,
         processes = tasks.len(),
@@ -223,7 +225,7 @@ fn dump_inner(
         ),
         None => None,
     };
-    let stats = write_images(dir, &procs, &zombies, &files, &trackers, ps.as_mut())
+    let (stats, shared_stats) = write_images(dir, &procs, &zombies, &files, &trackers, ps.as_mut())
         .map_err(|e| e.at("writing the images"))?;
     if let Some(ps) = ps {
         ps.close()
@@ -237,7 +239,16 @@ fn dump_inner(
     crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir)
         .map_err(|e| DumpError::from(e).at("dumping the namespaces"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;
-    write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
+    let counts = crate::stats::DumpCounts {
+        freezing,
+        frozen: t0.elapsed().saturating_sub(freezing),
+        pages_scanned: stats.scanned.saturating_sub(shared_stats.scanned),
+        pages_skipped_parent: stats.parent,
+        pages_written: stats.written.saturating_sub(shared_stats.written),
+        shpages: (shared_stats.scanned, shared_stats.written),
+    };
+    crate::stats::write_dump(dir, &counts)
+        .map_err(|e| DumpError::from(e).at("writing the images"))?;
     write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
 
     if let Err(e) = scripts.notify(ScriptAction::PostDump, Some(pid)) {

@@ -1,11 +1,11 @@
 //! The images written from what was collected: per process `core`, `mm`, pages, `ids`, `fs`,
-//! `fdinfo`; for the tree `files`, `pstree`, `seccomp`, `timens`, `stats-dump`, `inventory`.
+//! `fdinfo`; for the tree `files`, `pstree`, `seccomp`, `timens`, `inventory`
+//! (`stats-dump` is written by [`crate::stats`]).
 
 use std::path::Path;
 
 use criu_images::pb::{
-    DumpStatsEntry, FsEntry, InventoryEntry, Lsmtype, MmEntry, PluginsEntry, PstreeEntry,
-    SeccompEntry, StatsEntry,
+    FsEntry, InventoryEntry, Lsmtype, MmEntry, PluginsEntry, PstreeEntry, SeccompEntry,
 };
 use criu_images::{ImageDir, magic, names};
 
@@ -54,7 +54,7 @@ pub(super) fn write_images(
     files: &files::FileTable,
     trackers: &super::track::Trackers,
     mut ps: Option<&mut crate::pageserver::PageClient>,
-) -> Result<pages::PageStats, DumpError> {
+) -> Result<(pages::PageStats, pages::PageStats), DumpError> {
     let img = ImageDir::new(dir);
     let mut stats = pages::PageStats::default();
     let mut shared = pages::SharedObjects::default();
@@ -199,29 +199,7 @@ pub(super) fn write_images(
         seccomp_filters: seccomp_table.filters,
     })?;
     img.write_timens(0, &ids::timens_now())?;
-    Ok(stats)
-}
-
-pub(super) fn write_stats(
-    dir: &Path,
-    s: &pages::PageStats,
-    frozen_us: u64,
-) -> Result<(), DumpError> {
-    let e = StatsEntry {
-        dump: Some(DumpStatsEntry {
-            freezing_time: 0,
-            frozen_time: frozen_us as u32,
-            memdump_time: 0,
-            memwrite_time: 0,
-            pages_scanned: s.scanned,
-            pages_skipped_parent: s.parent,
-            pages_written: s.written,
-            ..DumpStatsEntry::default()
-        }),
-        restore: None,
-    };
-    criu_images::write_all(dir.join(names::STATS_DUMP), magic::STATS, [&e])?;
-    Ok(())
+    Ok((stats, shared_stats))
 }
 
 pub(super) fn write_inventory(dir: &Path, root: &Collected) -> Result<(), DumpError> {

@@ -373,6 +373,8 @@ pub struct Options {
     pub help: bool,
     /// `-V/--version` was given.
     pub version: bool,
+    /// `--display-stats`: print the dump's or restore's statistics at the end.
+    pub display_stats: bool,
 }
 
 impl Default for Options {
@@ -419,6 +421,7 @@ impl Default for Options {
             ignored: Vec::new(),
             help: false,
             version: false,
+            display_stats: false,
         }
     }
 }
@@ -695,6 +698,7 @@ Options:
   --config FILE         read options from FILE (no default config files then)
   --no-default-config   do not read /etc/criu/default.conf and ~/.criu/default.conf
   --feature NAME        with check: check one kernel feature
+  --display-stats       print the dump's or restore's statistics at the end
   -h|--help             show this text
   -V|--version          show the version
 ";

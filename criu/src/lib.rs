@@ -72,6 +72,7 @@ pub(crate) mod pidfile;
 pub(crate) mod restore;
 pub(crate) mod rpc;
 pub(crate) mod scripts;
+pub mod stats;
 
 pub use cgroups::{Differs, differing as differing_cgroups};
 pub use check::{CheckError, Missing, check_all, check_feature, feature_names};

@@ -111,6 +111,13 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
         .context("cannot set up the log")
         .map_err(|e| (e, Logged::Not))?;
     criu::install_log(opts.log_level, &sink);
+    // Progress of big dumps on a terminal, at the default verbosity and above.
+    if opts.log_level >= 2
+        && matches!(cmd, Command::Dump | Command::PreDump)
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        criu::stats::set_progress(show_progress);
+    }
     let logged_to = sink.path().map(|p| work.join(p));
     let fail = |e: anyhow::Error| match &logged_to {
         Some(p) => (e, Logged::To(p.clone())),
@@ -163,6 +170,9 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             criu::dump(&dopts, Some(&scripts))
                 .map_err(|e| fail(anyhow::Error::new(e).context("dump failed")))?;
             tracing::info!("Dumping finished successfully");
+            if opts.display_stats {
+                display_stats(&dopts.images_dir, criu::stats::Kind::Dump);
+            }
             if let Some(kb) = peak_rss_kb() {
                 tracing::debug!("peak memory of this criu: {kb} kB (VmHWM)");
             }
@@ -178,6 +188,9 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 s.pages_written,
                 s.frozen_us
             );
+            if opts.display_stats {
+                display_stats(&dopts.images_dir, criu::stats::Kind::Dump);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::PageServer => {
@@ -257,6 +270,28 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
     }
 }
 
+/// `--display-stats`: the statistics the run wrote into the images directory, on stdout.
+fn display_stats(dir: &std::path::Path, kind: criu::stats::Kind) {
+    match criu::stats::read(dir, kind) {
+        Ok(e) => print!("{}", criu::stats::display(&e)),
+        Err(e) => tracing::warn!("cannot display the statistics: {e}"),
+    }
+}
+
+/// Draws a dump's progress on one line of the terminal (stderr), ended when the copy is done.
+fn show_progress(p: criu::stats::Progress) {
+    use std::io::Write;
+    let pct = (p.done * 100).checked_div(p.total).unwrap_or(100);
+    let end = if p.done >= p.total { "\n" } else { "" };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\rpid {}: {} of {} pages written ({pct} %){end}",
+        p.pid, p.done, p.total
+    );
+    let _ = err.flush();
+}
+
 /// This process's peak resident memory (`VmHWM`), in kB.
 fn peak_rss_kb() -> Option<u64> {
     let st = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -271,6 +306,9 @@ fn restore(opts: &Options, sink: &criu::LogSink) -> anyhow::Result<ExitCode> {
     let scripts = criu::ActionScripts::new(opts.action_scripts.clone(), &ropts.images_dir, sink)
         .context("setting up action scripts")?;
     let outcome = criu::restore(&ropts, Some(&scripts)).context("restore failed")?;
+    if opts.display_stats {
+        display_stats(&ropts.images_dir, criu::stats::Kind::Restore);
+    }
     tracing::info!("restore finished: {outcome:?}");
     Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))
 }

@@ -384,6 +384,8 @@ pub struct Options {
     pub help: bool,
     /// `-V/--version` was given.
     pub version: bool,
+    /// `--display-stats`: print the dump's or restore's statistics at the end.
+    pub display_stats: bool,
 }
 
 impl Default for Options {
@@ -431,6 +433,7 @@ impl Default for Options {
             ignored: Vec::new(),
             help: false,
             version: false,
+            display_stats: false,
         }
     }
 }

@@ -321,7 +321,10 @@ pub(crate) static TABLE: &[OptDef] = &[
     o("cgroup-dump-controller", None, Arg::Required, accepted),
     b("skip-in-flight", None, accepted),
     b("deprecated", None, accepted),
-    b("display-stats", None, accepted),
+    b("display-stats", None, |o, g| {
+        o.display_stats = g.on;
+        Ok(())
+    }),
     b("weak-sysctls", None, accepted),
     o("status-fd", None, Arg::Required, |o, g| {
         o.status_fd = Some(g.arg()?.trim().parse().map_err(|_| g.bad())?);

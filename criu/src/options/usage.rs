@@ -42,6 +42,7 @@ Options:
   --config FILE         read options from FILE (no default config files then)
   --no-default-config   do not read /etc/criu/default.conf and ~/.criu/default.conf
   --feature NAME        with check: check one kernel feature
+  --display-stats       print the dump's or restore's statistics at the end
   -h|--help             show this text
   -V|--version          show the version
 ";

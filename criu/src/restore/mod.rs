@@ -122,6 +122,7 @@ pub fn restore(
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
+    let started = std::time::Instant::now();
     trust::warn_untrusted(&opts.images_dir);
     // The inventory first: it says whether this is an images directory at all.
     images::check_inventory(&opts.images_dir)?;
@@ -257,6 +258,7 @@ pub fn restore(
     prepare::mark_cow_sources(&tree, &mut preps);
     let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
+    let forking = std::time::Instant::now();
     let created = spawn(
         &tree,
         &sessions,
@@ -266,6 +268,7 @@ pub fn restore(
         opts,
         &mut namespaces,
     )?;
+    let forking = forking.elapsed();
     let root = created.root;
     let pids = namespaces.pid_map(root);
     // The tasks are in the tree's network namespace now.
@@ -301,6 +304,12 @@ pub fn restore(
         tracing::error!(error = %e, "the lazy-pages daemon went away");
     }
     drop(subreaper);
+    let pages = tree
+        .alive()
+        .flat_map(|(_, t)| &t.pages)
+        .map(|r| r.nr_pages)
+        .sum();
+    crate::stats::write_restore(&opts.images_dir, forking, started.elapsed(), pages);
     if let Err(e) = run_scripts(scripts, ScriptAction::PostResume, Some(pid)) {
         tracing::warn!(error = %e, "post-resume scripts failed");
     }

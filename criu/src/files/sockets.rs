@@ -517,7 +517,7 @@ impl SocketSet for InetSet {
         inet::check(&entries).map_err(restore_err)?;
         let mut streams = HashMap::new();
         for e in &entries {
-            if e.proto == libc::IPPROTO_TCP as u32 && e.state == inet::TCP_ESTABLISHED {
+            if e.proto == libc::IPPROTO_TCP as u32 && soccr::supported(e.state) {
                 streams.insert(
                     e.ino,
                     tcp::read(img.dir.path(), e.ino).map_err(restore_err)?,

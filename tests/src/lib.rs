@@ -62,6 +62,7 @@ mod avx;
 mod criu_cmd;
 mod fixtures;
 mod process;
+pub mod runc;
 mod swrk;
 
 pub use avx::*;

@@ -46,6 +46,7 @@ pub mod core;
 mod error;
 pub mod files;
 mod ids;
+mod pagemap_scan;
 pub mod pages;
 mod pages_file;
 mod predump;
@@ -248,10 +249,14 @@ fn dump_inner(
     // Saved TCP connections stay in repair mode when the tree dies (closing sends nothing).
     files.dump_done(opts.final_state == FinalState::Dead);
     let mut killed = Vec::new();
+    let mut tracees = Vec::new();
     for (p, task) in tasks {
         match opts.final_state {
             FinalState::Dead => {
                 tracing::info!(pid = p, "killing the dumped process");
+                // Threads first: a leader's exit is reported after its threads'.
+                tracees.extend(task.threads().into_iter().filter(|&t| t != p));
+                tracees.push(p);
                 if let Ok(fd) = crate::pidfd::open(p) {
                     killed.push((p, fd));
                 }
@@ -277,6 +282,7 @@ fn dump_inner(
     // SIGKILL is delivered asynchronously: the dump is over only once the tree has ended, so
     // that whoever asked (runc looks at the container's init next) never sees it running.
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    crate::pidfd::collect_killed_tracees(&tracees, deadline);
     for (p, fd) in &killed {
         if !crate::pidfd::wait_exit(fd, deadline) {
             tracing::warn!(

@@ -204,12 +204,12 @@ fn entries_of<T: Clone>(
     let files = img
         .dir
         .read_files()
-        .map_err(|e| crate::restore::images::img(criu_images::names::FILES, e))?;
+        .map_err(|e| crate::restore::images::entry::img(criu_images::names::FILES, e))?;
     let mut entries = Vec::new();
     for f in &files {
         if f.r#type == ty as i32 {
             entries.push(part(f).clone().ok_or_else(|| {
-                crate::restore::images::bad(
+                crate::restore::images::entry::bad(
                     criu_images::names::FILES,
                     format!("file id {}: {what} entry without its socket", f.id),
                 )
@@ -282,7 +282,7 @@ impl<S: SocketSet> FileKind for SetKind<S> {
         e: &FileEntry,
         fd: i32,
     ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        let entry = crate::restore::images::kind_entry(S::entry(e), fd, S::WHAT)?;
+        let entry = crate::restore::images::entry::kind_entry(S::entry(e), fd, S::WHAT)?;
         let set = match &self.set {
             Some(set) => set.clone(),
             None => self.set.insert(Arc::new(S::load(img)?)).clone(),
@@ -365,7 +365,7 @@ impl SocketSet for UnixSet {
 
     fn end_of(&self, u: &UnixSkEntry, fd: i32) -> Result<usize, RestoreError> {
         self.ids.iter().position(|&i| i == u.id).ok_or_else(|| {
-            crate::restore::images::bad(
+            crate::restore::images::entry::bad(
                 criu_images::names::FILES,
                 format!("fd {fd}: unix socket id {} is an outside peer", u.id),
             )
@@ -428,7 +428,7 @@ impl SocketSet for InetSet {
             .iter()
             .position(|x| x.id == i.id)
             .ok_or_else(|| {
-                crate::restore::images::bad(
+                crate::restore::images::entry::bad(
                     criu_images::names::FILES,
                     format!("fd {fd}: inet socket id {} not in files.img", i.id),
                 )
@@ -506,7 +506,7 @@ impl<K: EngineSocket> FileKind for K {
         e: &FileEntry,
         fd: i32,
     ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        let n = crate::restore::images::kind_entry(K::entry(e), fd, K::WHAT)?;
+        let n = crate::restore::images::entry::kind_entry(K::entry(e), fd, K::WHAT)?;
         K::check(std::slice::from_ref(n)).map_err(restore_err)?;
         Ok(Arc::new(SocketFile::<K>(n.clone())))
     }

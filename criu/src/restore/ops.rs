@@ -233,6 +233,9 @@ pub struct Node {
     /// A helper leading a group for others (ends like a zombie; its parent reaps it once its
     /// subtree is created and the members joined the group).
     pub helper: bool,
+    /// It becomes a child subreaper before creating its children: a helper among them leads
+    /// a session for its members and ends, and this task adopts them.
+    pub adopts: bool,
     /// What a live task does next (`None` for zombies).
     pub plan: Option<ChildPlan>,
     /// Its reservation `(start, len)` in the engine's address space (empty for zombies).

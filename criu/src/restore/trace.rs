@@ -273,7 +273,7 @@ impl ChldFd {
                 return None;
             }
             Some(ChldFd {
-                fd: super::owned(fd),
+                fd: crate::files::owned(fd),
                 old,
             })
         }

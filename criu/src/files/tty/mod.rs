@@ -22,6 +22,9 @@
 //! criu's own terminal (`/dev/tty`) with `--shell-job`.
 #![allow(unsafe_code)]
 
+mod restore;
+mod termios;
+
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -29,15 +32,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criu_images::pb::{
-    FdTypes, FileEntry, TermiosEntry, TtyDataEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry,
-    Ttytype, WinsizeEntry,
+    FdTypes, FileEntry, TtyDataEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry, Ttytype,
+    WinsizeEntry,
 };
 use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
-use crate::restore::images::{bad, img, kind_entry};
+use crate::restore::images::entry::{bad, img, kind_entry};
+use restore::{PtyEnd, PtyPair, TtyFile, read_saved, unreachable_saved};
+use termios::*;
 
 /// The terminal kind: what the dump met (infos, data) or the restore read.
 #[derive(Debug, Default)]
@@ -107,137 +112,7 @@ fn terminal(fd: &DumpFd<'_>) -> Term {
     }
 }
 
-/// The kernel's `struct termios` (what `TCGETS` and `TIOCGLCKTRMIOS` read).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct KTermios {
-    iflag: u32,
-    oflag: u32,
-    cflag: u32,
-    lflag: u32,
-    line: u8,
-    cc: [u8; NCC],
-}
-
-/// Control characters in the kernel's termios.
-const NCC: usize = 19;
-
-impl KTermios {
-    fn entry(&self) -> TermiosEntry {
-        let mut cc = vec![0u32; NCC];
-        for (i, b) in self.cc.iter().enumerate() {
-            cc[i / 4] |= u32::from(*b) << (8 * (i % 4));
-        }
-        TermiosEntry {
-            c_iflag: self.iflag,
-            c_oflag: self.oflag,
-            c_cflag: self.cflag,
-            c_lflag: self.lflag,
-            c_line: u32::from(self.line),
-            c_ispeed: 0,
-            c_ospeed: 0,
-            c_cc: cc,
-        }
-    }
-
-    fn from_entry(e: &TermiosEntry) -> KTermios {
-        let mut t = KTermios {
-            iflag: e.c_iflag,
-            oflag: e.c_oflag,
-            cflag: e.c_cflag,
-            lflag: e.c_lflag,
-            line: e.c_line as u8,
-            cc: [0; NCC],
-        };
-        for (i, b) in t.cc.iter_mut().enumerate() {
-            *b = e.c_cc.get(i / 4).map_or(0, |w| (w >> (8 * (i % 4))) as u8);
-        }
-        t
-    }
-}
-
 use libc::{TIOCGEXCL, TIOCGPKT, TIOCGPTLCK};
-
-/// An int-valued tty ioctl (`None` on failure).
-fn get_int(fd: RawFd, req: libc::Ioctl) -> Option<i32> {
-    let mut v: libc::c_int = 0;
-    // SAFETY: the request writes one int into a live local.
-    let r = unsafe { libc::ioctl(fd, req as _, &mut v as *mut libc::c_int) };
-    (r == 0).then_some(v)
-}
-
-fn get_termios(fd: RawFd, req: libc::Ioctl) -> std::io::Result<KTermios> {
-    let mut t = KTermios::default();
-    // SAFETY: TCGETS / TIOCGLCKTRMIOS write one kernel termios into a live local of that layout.
-    let r = unsafe { libc::ioctl(fd, req as _, &mut t as *mut KTermios) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(t)
-}
-
-fn set_termios(fd: RawFd, req: libc::Ioctl, t: &KTermios) -> std::io::Result<()> {
-    // SAFETY: TCSETS / TIOCSLCKTRMIOS read one kernel termios from a live local.
-    let r = unsafe { libc::ioctl(fd, req as _, t as *const KTermios) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Reads every byte waiting on `fd` without blocking (its file's `O_NONBLOCK` is set for the
-/// time of the reads and put back).
-fn drain(fd: RawFd) -> std::io::Result<Vec<u8>> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own a copy of.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if fl < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let res = loop {
-        // SAFETY: reads into a live local buffer of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            out.extend_from_slice(&buf[..n as usize]);
-            continue;
-        }
-        let e = std::io::Error::last_os_error();
-        if n == 0 || matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EIO)) {
-            break Ok(out);
-        }
-        break Err(e);
-    };
-    // SAFETY: as above: the flags the file had.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
-    res
-}
-
-/// Writes all of `data` to `fd`.
-fn put(fd: RawFd, data: &[u8]) -> std::io::Result<()> {
-    let mut off = 0;
-    while off < data.len() {
-        // SAFETY: writes from a live slice's remainder.
-        let n = unsafe { libc::write(fd, data[off..].as_ptr().cast(), data.len() - off) };
-        if n <= 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        off += n as usize;
-    }
-    Ok(())
-}
-
-/// The slave of master `m` (`TIOCGPTPEER`), not becoming our terminal.
-fn peer(m: RawFd, flags: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor.
-    let r = unsafe { libc::ioctl(m, libc::TIOCGPTPEER as _, flags | libc::O_NOCTTY) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(super::owned(r))
-}
 
 impl Tty {
     fn info_id(&self, key: (bool, u32)) -> Option<u32> {
@@ -645,228 +520,5 @@ impl FileKind for Tty {
             }
         };
         Ok(Arc::new(PtyEnd { pair, master }))
-    }
-}
-
-fn unreachable_saved() -> Result<&'static Saved, RestoreError> {
-    Err(bad(names::TTY_INFO, "not read"))
-}
-
-/// The most bytes one direction of a pty may hold on restore.
-const MAX_TTY_DATA: usize = 1 << 20;
-
-/// Reads `tty-info.img` and `tty-data.img` (either may be absent).
-fn read_saved(d: &ImageDir) -> Result<Saved, RestoreError> {
-    let mut s = Saved::default();
-    let path = d.file(names::TTY_INFO);
-    if path.exists() {
-        let name = names::TTY_INFO;
-        let mut r = ImageReader::open_expect(path, magic::TTY_INFO).map_err(|e| img(name, e))?;
-        while let Some(e) = r.read_entry::<TtyInfoEntry>().map_err(|e| img(name, e))? {
-            if e.r#type == Ttytype::Pty as i32 && e.pty.is_none() {
-                return Err(bad(name, format!("pty {} has no index", e.id)));
-            }
-            s.infos.insert(e.id, e);
-        }
-    }
-    let path = d.file(names::TTY_DATA);
-    if path.exists() {
-        let name = names::TTY_DATA;
-        let mut r = ImageReader::open_expect(path, magic::TTY_DATA).map_err(|e| img(name, e))?;
-        while let Some(e) = r.read_entry::<TtyDataEntry>().map_err(|e| img(name, e))? {
-            if e.data.len() > MAX_TTY_DATA || !s.infos.contains_key(&e.tty_id) {
-                return Err(bad(name, format!("bad data for tty {}", e.tty_id)));
-            }
-            s.data.insert(e.tty_id, e.data);
-        }
-    }
-    Ok(s)
-}
-
-/// A terminal reopened by path: criu's own (`/dev/tty`) or a shell job's pty slave.
-#[derive(Debug)]
-pub struct TtyFile {
-    /// The path.
-    pub path: std::ffi::CString,
-    /// `open` flags.
-    pub flags: i32,
-    /// `/dev/tty` dumped as CRIU's `CTTY`: opened once the session has its terminal.
-    pub ctty: bool,
-}
-
-impl RestoreFile for TtyFile {
-    fn fd_type(&self) -> FdTypes {
-        FdTypes::Tty
-    }
-
-    fn after_ctty(&self) -> bool {
-        self.ctty
-    }
-
-    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        super::regular::open_seek(&self.path, self.flags, 0, fd).map(Ends::one)
-    }
-
-    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        super::regular::open_in_engine(&self.path, self.flags, 0).map(|f| vec![f])
-    }
-}
-
-/// A pty to make: both ends' saved state.
-#[derive(Debug)]
-pub struct PtyPair {
-    /// The index (`/dev/pts/N`).
-    pub index: u32,
-    /// The master's entry.
-    pub master: TtyInfoEntry,
-    /// The slave's entry (absent: the slave was not seen).
-    pub slave: Option<TtyInfoEntry>,
-    /// Bytes waiting to be read from the master.
-    pub to_master: Vec<u8>,
-    /// Bytes waiting to be read from the slave.
-    pub to_slave: Vec<u8>,
-}
-
-/// One end of a pty.
-#[derive(Debug)]
-pub struct PtyEnd {
-    /// The pty.
-    pub pair: Arc<PtyPair>,
-    /// The master end (else the slave).
-    pub master: bool,
-}
-
-/// The most masters opened while looking for a pty index.
-const MAX_PTY_TRIES: u32 = 4096;
-
-impl PtyPair {
-    fn make(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let sys = |what: &'static str| {
-            move |e: std::io::Error| RestoreError::Sys {
-                what,
-                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            }
-        };
-        let mut extra = Vec::new();
-        let m = loop {
-            if extra.len() as u32 > self.index.min(MAX_PTY_TRIES) {
-                return Err(RestoreError::FileState {
-                    kind: "tty",
-                    what: format!("pty index {} is in use", self.index),
-                });
-            }
-            // SAFETY: opens a new master from a static path.
-            let r = unsafe {
-                libc::open(
-                    c"/dev/ptmx".as_ptr(),
-                    libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-                )
-            };
-            if r < 0 {
-                return Err(super::sys("opening /dev/ptmx"));
-            }
-            let m = super::owned(r);
-            match get_int(r, libc::TIOCGPTN) {
-                Some(i) if i as u32 == self.index => break m,
-                Some(i) if i as u32 > self.index => {
-                    return Err(RestoreError::FileState {
-                        kind: "tty",
-                        what: format!("pty index {} is in use", self.index),
-                    });
-                }
-                Some(_) => extra.push(m),
-                None => return Err(super::sys("TIOCGPTN")),
-            }
-        };
-        drop(extra);
-        let mf = m.as_raw_fd();
-        let unlock: libc::c_int = 0;
-        // SAFETY: TIOCSPTLCK reads one int from a live local.
-        if unsafe { libc::ioctl(mf, libc::TIOCSPTLCK, &unlock as *const libc::c_int) } != 0 {
-            return Err(super::sys("TIOCSPTLCK"));
-        }
-        let s = peer(mf, libc::O_RDWR | libc::O_CLOEXEC).map_err(sys("TIOCGPTPEER"))?;
-        let sf = s.as_raw_fd();
-        for (f, info) in [(mf, Some(&self.master)), (sf, self.slave.as_ref())] {
-            let Some(info) = info else { continue };
-            if let Some(t) = &info.termios {
-                set_termios(f, libc::TCSETS, &KTermios::from_entry(t)).map_err(sys("TCSETS"))?;
-            }
-            if let Some(t) = &info.termios_locked {
-                let k = KTermios::from_entry(t);
-                if k.iflag | k.oflag | k.cflag | k.lflag != 0 {
-                    set_termios(f, libc::TIOCSLCKTRMIOS, &k).map_err(sys("TIOCSLCKTRMIOS"))?;
-                }
-            }
-        }
-        if let Some(w) = self.master.winsize.as_ref() {
-            let ws = libc::winsize {
-                ws_row: w.ws_row as u16,
-                ws_col: w.ws_col as u16,
-                ws_xpixel: w.ws_xpixel as u16,
-                ws_ypixel: w.ws_ypixel as u16,
-            };
-            // SAFETY: TIOCSWINSZ reads one winsize from a live local.
-            if unsafe { libc::ioctl(mf, libc::TIOCSWINSZ, &ws as *const libc::winsize) } != 0 {
-                return Err(super::sys("TIOCSWINSZ"));
-            }
-        }
-        put(sf, &self.to_master).map_err(sys("refilling a pty (master side)"))?;
-        put(mf, &self.to_slave).map_err(sys("refilling a pty (slave side)"))?;
-        let int_ioctl = |f: RawFd, req: libc::Ioctl, v: libc::c_int, what: &'static str| {
-            // SAFETY: the request reads one int from a live local.
-            if unsafe { libc::ioctl(f, req as _, &v as *const libc::c_int) } != 0 {
-                return Err(super::sys(what));
-            }
-            Ok(())
-        };
-        if self.master.packet_mode {
-            int_ioctl(mf, libc::TIOCPKT, 1, "TIOCPKT")?;
-        }
-        if self.master.locked {
-            int_ioctl(mf, libc::TIOCSPTLCK, 1, "TIOCSPTLCK")?;
-        }
-        if self.slave.as_ref().is_some_and(|s| s.exclusive) {
-            // SAFETY: TIOCEXCL takes no argument.
-            if unsafe { libc::ioctl(sf, libc::TIOCEXCL) } != 0 {
-                return Err(super::sys("TIOCEXCL"));
-            }
-        }
-        Ok(vec![m, s])
-    }
-}
-
-impl RestoreFile for PtyEnd {
-    fn fd_type(&self) -> FdTypes {
-        FdTypes::Tty
-    }
-
-    fn group(&self) -> Option<u64> {
-        Some(u64::from(self.pair.index))
-    }
-
-    fn end(&self) -> usize {
-        usize::from(!self.master)
-    }
-
-    fn made_by_engine(&self) -> bool {
-        true
-    }
-
-    /// The slave of a pty that was a session's terminal.
-    fn ctty(&self) -> Option<(i32, i32)> {
-        let m = &self.pair.master;
-        (!self.master && m.sid != 0).then_some((m.sid as i32, m.pgrp as i32))
-    }
-
-    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        Err(TaskError {
-            errno: libc::ENOTSUP,
-            detail: fd as u64,
-        })
-    }
-
-    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        self.pair.make()
     }
 }

@@ -98,8 +98,7 @@ fn the_c_abi_refuses_a_task_its_caller_could_not_ptrace() {
     v.expect_line("ready", T).unwrap();
     let pid = v.pid();
     wait_state(pid, "S", T);
-    let out =
-        run(&mut command_as_user(&host, UNPRIVILEGED_ID, UNPRIVILEGED_ID).arg(pid.to_string()));
+    let out = run(command_as_user(&host, UNPRIVILEGED_ID, UNPRIVILEGED_ID).arg(pid.to_string()));
     assert!(out.starts_with("refused: "), "{out}");
     assert!(out.contains(&pid.to_string()), "{out}");
     // Untouched: not traced, and it answers.

@@ -1,7 +1,8 @@
 //! Whole restores of damaged images, fuzzed: CRIU 4.2's `single` fixture with one image file
 //! mutated (bit flips, interesting bytes, truncation, insertion), restored by `criu restore -d`
 //! inside a throwaway pid + mount + net namespace made for each run (`unshare`), where every
-//! mount but a scratch tmpfs on `/tmp/fx` is read-only. criu must end by itself (no hang, no
+//! mount (of the namespace's own `/proc`, `/proc/sys`) is read-only and a scratch tmpfs
+//! holding the images and the fixture's program is put over `/tmp`. criu must end by itself (no hang, no
 //! panic, no signal), and nothing may be left behind: the namespace takes whatever a restore
 //! that still succeeded started with it, the tmpfs takes what it wrote, and the test checks
 //! that no child, no task with the fixture's pid and nothing new in the images copy remain.
@@ -15,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    SINGLE_PID, become_subreaper, copy_dir, criu_bin, fixture_usable, fixtures_dir,
-    needs_cpu_cap_none, our_children, pid_exists, skip_if_not_root, test_lock,
+    SINGLE_PID, become_subreaper, copy_dir, criu_bin, fixtures_dir, fpu_misfit, needs_cpu_cap_none,
+    our_children, pid_exists, skip_if_not_root, test_lock,
 };
 
 /// How long one restore may take before it counts as a hang.
@@ -78,16 +79,23 @@ fn mutate(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
     d
 }
 
-/// The script run as the namespace's first process: every mount read-only, a tmpfs on
-/// `/tmp/fx` with the fixture's program, then criu as pid 1 of the new pid namespace.
+/// The script run as the namespace's first process: every mount read-only (of `/proc`, the
+/// namespace's own, only `/proc/sys`); a tmpfs with the images and the fixture's program put
+/// over `/tmp` (the program where the images say it was, `/tmp/fx/single`); then criu as pid 1
+/// of the new pid namespace, its log in the tmpfs.
 const IN_NS: &str = r#"set -e
 mount --make-rprivate /
-awk '{print $2}' /proc/self/mounts | while read -r m; do
+awk '$2 != "/proc" {print $2}' /proc/self/mounts | while read -r m; do
 	mount -o remount,bind,ro "$m" 2>/dev/null || true
 done
-mount -t tmpfs -o size=64m fuzz /tmp/fx
-cp "$PROGRAM" /tmp/fx/single
-exec "$CRIU" restore -D "$IMAGES" -d -W /tmp/fx -o restore.log -v4 $CPU_CAP
+mount --bind /proc/sys /proc/sys
+mount -o remount,bind,ro /proc/sys
+mount -t tmpfs -o size=64m fuzz "$SCRATCH"
+cp -r "$IMAGES" "$SCRATCH/img"
+mkdir "$SCRATCH/fx"
+cp "$PROGRAM" "$SCRATCH/fx/single"
+mount --move "$SCRATCH" /tmp
+exec "$CRIU" restore -D /tmp/img -d -W /tmp/fx -o restore.log -v4 $CPU_CAP
 "#;
 
 /// One restore of `images` in a fresh namespace; what ended it (exit code or signal).
@@ -105,6 +113,7 @@ fn restore_in_ns(images: &Path) -> Result<i32, String> {
         .env("PROGRAM", fixtures_dir().join("programs/single"))
         .env("CRIU", criu_bin())
         .env("IMAGES", images)
+        .env("SCRATCH", images.with_extension("ns"))
         .env(
             "CPU_CAP",
             if needs_cpu_cap_none(&fixtures_dir().join("single")) {
@@ -141,10 +150,12 @@ fn restore_in_ns(images: &Path) -> Result<i32, String> {
 fn fuzz(seed: u64, n: usize) -> Option<(usize, usize)> {
     let _g = test_lock();
     become_subreaper();
-    // The fixture's program must exist at /tmp/fx for the unmutated control run's sake, and
-    // /tmp/fx is where the namespace mounts its tmpfs; the guard removes what it created.
-    let _bin = fixture_usable()?;
     let src = fixtures_dir().join("single");
+    let tree = criu::images_plan::load(&src, false).expect("fixture images load");
+    if let Some(reason) = fpu_misfit(&tree) {
+        eprintln!("skipped: the fixture's FPU state does not fit this CPU: {reason}");
+        return None;
+    }
     let files: Vec<_> = std::fs::read_dir(&src)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -154,6 +165,7 @@ fn fuzz(seed: u64, n: usize) -> Option<(usize, usize)> {
     // Control: the images as they are restore in the namespace.
     let images = work.path().join("control");
     std::fs::create_dir(&images).unwrap();
+    std::fs::create_dir(images.with_extension("ns")).unwrap();
     copy_dir(&src, &images);
     assert_eq!(restore_in_ns(&images), Ok(0), "the unmutated fixture");
     let mut rng = Rng(seed);
@@ -161,6 +173,7 @@ fn fuzz(seed: u64, n: usize) -> Option<(usize, usize)> {
     for i in 0..n {
         let images = work.path().join(format!("run{i}"));
         std::fs::create_dir(&images).unwrap();
+        std::fs::create_dir(images.with_extension("ns")).unwrap();
         copy_dir(&src, &images);
         let victim = &files[rng.below(files.len())];
         let name = victim.file_name().unwrap();
@@ -188,6 +201,14 @@ fn fuzz(seed: u64, n: usize) -> Option<(usize, usize)> {
             "run {i} added files to the images"
         );
         std::fs::remove_dir_all(&images).unwrap();
+        // The tmpfs went with the namespace: its mount point is empty.
+        assert_eq!(
+            std::fs::read_dir(images.with_extension("ns"))
+                .unwrap()
+                .count(),
+            0,
+            "run {i} left files behind"
+        );
         // Nothing runs on: no child of ours, no task with the fixture's pid in our namespace.
         assert_eq!(our_children(), Vec::<i32>::new(), "run {i} left children");
         assert!(!pid_exists(SINGLE_PID), "run {i} left pid {SINGLE_PID}");

@@ -58,10 +58,18 @@ fn a_dump_does_not_write_through_symlinks_in_the_images_dir() {
         let o = criu_dump(pid, &img, &["--leave-running"]);
         let target_now = std::fs::read_to_string(&target).unwrap();
         assert_eq!(target_now, "precious\n", "{name}: written through the link");
-        // Every dump writes each of these files, so it reaches the link and stops there.
-        assert!(!o.status.success(), "{name}: the dump went on");
+        // A link left in place stopped the dump, which named it; the dump may also remove
+        // a name before it writes it (inventory.img), so the link is gone, not followed.
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains(&name), "{name}: {err}");
+        let still_link =
+            std::fs::symlink_metadata(img.join(&name)).is_ok_and(|m| m.file_type().is_symlink());
+        if still_link {
+            assert!(
+                !o.status.success(),
+                "{name}: the dump went on past the link"
+            );
+            assert!(err.contains(&name), "{name}: {err}");
+        }
         assert!(counting_on(d), "{name}: the counter stopped");
     }
     drop(v);

@@ -183,6 +183,8 @@ fn dump_inner(
     }
     let mut files = files::FileTable::new(opts.ghost_limit);
     files.tcp_established = opts.tcp_established;
+    files.tree_dies = opts.final_state == FinalState::Dead;
+    files.orphan_pts_master = opts.orphan_pts_master;
     files.skip_uffd = prev.values().map(|r| r.ino).collect();
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.

@@ -42,6 +42,8 @@ pub struct DumpOptions {
     pub final_state: FinalState,
     /// `--shell-job`.
     pub shell_job: bool,
+    /// `--orphan-pts-master`: a pty slave whose master is outside the tree is dumped.
+    pub orphan_pts_master: bool,
     /// `--file-locks`.
     pub file_locks: bool,
     /// `--tcp-established`.
@@ -95,6 +97,7 @@ impl DumpOptions {
             images_dir: o.images_dir.path(),
             final_state: o.final_state,
             shell_job: o.shell_job,
+            orphan_pts_master: o.orphan_pts_master,
             file_locks: o.file_locks,
             tcp_established: o.tcp_established,
             ext_unix_sk: o.ext_unix_sk,
@@ -143,6 +146,9 @@ pub struct RestoreOptions {
     pub sibling: bool,
     /// `--shell-job`: the task keeps criu's session and terminal.
     pub shell_job: bool,
+    /// `--orphan-pts-master`: a pty slave whose master was outside the tree gets a new pty;
+    /// its master goes to the `orphan-pts-master` notification.
+    pub orphan_pts_master: bool,
     /// `--pidfile`: where to write the restored pid.
     pub pidfile: Option<PathBuf>,
     /// `--cpu-cap=none` (no FPU bit): leave out saved register state this CPU has no registers
@@ -191,6 +197,7 @@ impl Default for RestoreOptions {
             detach: false,
             sibling: false,
             shell_job: false,
+            orphan_pts_master: false,
             pidfile: None,
             no_fpu_check: false,
             root: None,
@@ -230,6 +237,7 @@ impl RestoreOptions {
             detach: o.restore_detached,
             sibling: o.restore_sibling,
             shell_job: o.shell_job,
+            orphan_pts_master: o.orphan_pts_master,
             pidfile: o.pidfile.as_ref().map(|p| o.effective_work_dir().join(p)),
             no_fpu_check: !o.cpu_cap.fpu(),
             root: o.root.clone(),

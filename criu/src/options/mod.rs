@@ -315,6 +315,9 @@ pub struct Options {
     pub final_state: FinalState,
     /// `-j/--shell-job`: the task's session and terminal are the caller's.
     pub shell_job: bool,
+    /// `--orphan-pts-master`: a pty slave whose master is outside the tree gets a new master,
+    /// handed to the `orphan-pts-master` action script (or the RPC client).
+    pub orphan_pts_master: bool,
     /// `--action-script FILE`, repeatable, in the order given.
     pub action_scripts: Vec<PathBuf>,
     /// `--timeout SECONDS`.
@@ -393,6 +396,7 @@ impl Default for Options {
             restore_sibling: false,
             final_state: FinalState::Dead,
             shell_job: false,
+            orphan_pts_master: false,
             action_scripts: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             no_default_config: false,

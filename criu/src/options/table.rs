@@ -213,6 +213,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.shell_job = g.on;
         Ok(())
     }),
+    b("orphan-pts-master", None, |o, g| {
+        o.orphan_pts_master = g.on;
+        Ok(())
+    }),
     b("file-locks", Some('l'), |o, g| {
         o.file_locks = g.on;
         Ok(())

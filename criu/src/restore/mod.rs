@@ -136,6 +136,7 @@ pub fn restore(
         &opts.external,
         opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
     )?;
+    crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
     let mut tree = images::load_under(
         &opts.images_dir,
         opts.shell_job,
@@ -175,6 +176,18 @@ pub fn restore(
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
     raise_nofile();
     let shared = shared::Shared::build(&tree)?;
+    // `--orphan-pts-master`: each new master goes to the notification (the scripts' stdin, or
+    // the RPC client).
+    for (index, m) in crate::files::tty::take_orphan_masters() {
+        tracing::info!(index, "orphan-pts-master");
+        if let Some(s) = scripts {
+            s.notify_fd(
+                ScriptAction::OrphanPtsMaster,
+                None,
+                std::os::fd::AsFd::as_fd(&m),
+            )?;
+        }
+    }
     // The fill helpers can be turned off (to measure what they bring).
     let no_helpers = !opts.fill_helpers;
     // Only tasks with that much saved memory can use one: a pid for each of them.
@@ -205,6 +218,11 @@ pub fn restore(
             helper_pid: if big(t) { helpers.next() } else { None },
             huge_pages,
             uffd,
+            // A parent prepared before its child: the child may take its areas over.
+            cow_from: tree.parent[i]
+                .and_then(|p| preps.get(p)?.as_ref())
+                .map(|p| p.cow_areas.clone())
+                .unwrap_or_default(),
         };
         match prepare::prepare(t, opts, &ctx) {
             Ok(p) => {
@@ -219,6 +237,7 @@ pub fn restore(
             }
         }
     }
+    prepare::mark_cow_sources(&tree, &mut preps);
     let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
     let created = spawn(

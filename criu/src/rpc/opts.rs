@@ -211,6 +211,16 @@ pub fn to_options(
             })?);
     }
     o.empty_ns = req.empty_ns.unwrap_or(0);
+    // `join_ns` entries become `--join-ns NS:FILE[,EXTRA]`, checked where the command line's
+    // are (the restore refuses kinds it does not join, by name).
+    for j in &req.join_ns {
+        let mut spec = format!("{}:{}", j.ns, j.ns_file);
+        if let Some(x) = &j.extra_opt {
+            spec.push(',');
+            spec.push_str(x);
+        }
+        o.join_ns.push(spec);
+    }
     for v in &req.veths {
         o.external.push(External {
             kind: "veth".into(),
@@ -288,7 +298,6 @@ pub fn to_options(
     refuse_if(req.lazy_pages == Some(true), "lazy_pages")?;
     refuse_if(req.tls == Some(true), "tls")?;
     refuse_if(!req.exec_cmd.is_empty(), "exec_cmd")?;
-    refuse_if(!req.join_ns.is_empty(), "join_ns")?;
     refuse_if(
         req.empty_ns
             .is_some_and(|n| n & !(libc::CLONE_NEWNET as u32) != 0),
@@ -320,9 +329,9 @@ pub fn to_options(
         !req.cgroup_dump_controller.is_empty(),
     );
     ignored("freeze-cgroup", req.freeze_cgroup.is_some());
-    // runc always sets it; it only matters for a pty slave whose master is outside the tree,
-    // which the tty module refuses by name.
-    ignored("orphan-pts-master", req.orphan_pts_master == Some(true));
+    // runc always sets it: a pty slave whose master is outside the tree gets a new master,
+    // sent to the client with the `orphan-pts-master` notification.
+    o.orphan_pts_master = req.orphan_pts_master == Some(true);
     ignored("evasive-devices", req.evasive_devices.is_some());
     ignored("force-irmap", req.force_irmap.is_some());
     ignored("irmap-scan-path", !req.irmap_scan_paths.is_empty());
@@ -378,6 +387,24 @@ mod tests {
             DirRef::Path(std::fs::canonicalize(d.path()).unwrap())
         );
         assert_eq!(o.external, vec![External::parse("mnt[/a]:A").unwrap()]);
+    }
+
+    #[test]
+    fn join_ns_becomes_the_command_line_s_join_ns() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = opts(d.path());
+        r.join_ns.push(criu_images::pb::JoinNamespace {
+            ns: "uts".into(),
+            ns_file: "/proc/42/ns/uts".into(),
+            extra_opt: None,
+        });
+        r.join_ns.push(criu_images::pb::JoinNamespace {
+            ns: "user".into(),
+            ns_file: "43".into(),
+            extra_opt: Some("0,0".into()),
+        });
+        let o = to_options(&r, Command::Restore, Mode::Swrk, 7).unwrap();
+        assert_eq!(o.join_ns, ["uts:/proc/42/ns/uts", "user:43,0,0"]);
     }
 
     #[test]

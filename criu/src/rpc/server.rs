@@ -401,6 +401,20 @@ impl Notify for RpcNotify<'_> {
             }
         })
     }
+
+    fn notify_fd(
+        &self,
+        action: ScriptAction,
+        pid: Option<i32>,
+        fd: BorrowedFd<'_>,
+    ) -> Result<(), ScriptError> {
+        notify(self.sk, action.name(), pid, Some(fd)).map_err(|e| {
+            tracing::error!("{e}");
+            ScriptError::Refused {
+                action: action.name(),
+            }
+        })
+    }
 }
 
 /// Sends the notification for `action` (with `pid` and an optional descriptor) and waits for the

@@ -18,6 +18,9 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, s
 
 use super::RpcError;
 
+/// The most log datagrams one [`Ctl::drain_log`] reads.
+const MAX_LOG_DATAGRAMS: usize = 1024;
+
 /// How often a wait for the parasite checks on the thread it runs in.
 const WATCH_SLICE: Duration = Duration::from_millis(20);
 
@@ -307,7 +310,9 @@ impl Ctl {
     pub fn drain_log(&mut self) {
         let Some(log) = &self.log else { return };
         let mut buf = [0u8; 4096];
-        loop {
+        // Bounded: a parasite that logs without end cannot keep the host here (the rest is
+        // read on the next wake-up, after the deadline and the thread were checked).
+        for _ in 0..MAX_LOG_DATAGRAMS {
             // SAFETY: buf is a live local buffer of buf.len() bytes; MSG_DONTWAIT never blocks.
             let n = unsafe {
                 libc::recv(

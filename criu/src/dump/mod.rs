@@ -116,7 +116,8 @@ pub fn dump(opts: &DumpOptions, notify: Option<&dyn Notify>) -> Result<DumpSumma
         }
         Err(e) => {
             let _ = std::fs::remove_file(dir.join(names::INVENTORY));
-            let _ = std::fs::write(&marker, format!("dump of {pid} failed: {}\n", chain(e)));
+            let _ =
+                criu_images::write_file(&marker, format!("dump of {pid} failed: {}\n", chain(e)));
             tracing::debug!("dump of {pid} failed: {}", chain(e));
         }
     }
@@ -131,9 +132,9 @@ fn begin_images(dir: &Path) -> Result<(), DumpError> {
             dir: dir.to_path_buf(),
         });
     }
-    std::fs::write(dir.join(INCOMPLETE_MARKER), "dump in progress\n").map_err(file_err(
-        format!("write {}", dir.join(INCOMPLETE_MARKER).display()),
-    ))?;
+    criu_images::write_file(&dir.join(INCOMPLETE_MARKER), "dump in progress\n").map_err(
+        file_err(format!("write {}", dir.join(INCOMPLETE_MARKER).display())),
+    )?;
     match std::fs::remove_file(dir.join(names::INVENTORY)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

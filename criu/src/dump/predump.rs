@@ -40,7 +40,10 @@ pub fn pre_dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
         }
         Err(e) => {
             let _ = std::fs::remove_file(dir.join(names::INVENTORY));
-            let _ = std::fs::write(&marker, format!("pre-dump of {pid} failed: {}\n", chain(e)));
+            let _ = criu_images::write_file(
+                &marker,
+                format!("pre-dump of {pid} failed: {}\n", chain(e)),
+            );
         }
     }
     result

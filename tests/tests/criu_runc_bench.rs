@@ -68,7 +68,7 @@ fn phases(path: &Path, marks: &[(&str, &str, bool)]) -> Vec<f64> {
         .iter()
         .map(|(_, m, last)| {
             let mut hits = text.lines().filter(|l| l.contains(m)).filter_map(at);
-            let t = if *last { hits.last() } else { hits.next() };
+            let t = if *last { hits.next_back() } else { hits.next() };
             let t = t.unwrap_or(prev).max(prev);
             let d = t - prev;
             prev = t;

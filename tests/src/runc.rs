@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{criu_bin, is_root, wait_exit_timeout};
 
@@ -26,6 +26,12 @@ pub fn runc_usable() -> bool {
         eprintln!("skipped: needs root, runc and busybox-static (.ci/test installs them)");
     }
     ok
+}
+
+/// The criu runc runs: `CRIU_BENCH_BIN` if set (a release build, for the bench), else the
+/// workspace's.
+pub fn runc_criu() -> PathBuf {
+    std::env::var_os("CRIU_BENCH_BIN").map_or_else(criu_bin, PathBuf::from)
 }
 
 /// The counter every container runs by default.
@@ -127,7 +133,7 @@ impl Container {
             .arg("--log")
             .arg(&log)
             .arg("--criu")
-            .arg(criu_bin())
+            .arg(runc_criu())
             .args(args)
             .current_dir(self.bundle())
             .stdin(Stdio::null())
@@ -239,8 +245,8 @@ impl Container {
     /// `runc checkpoint --image-path IMG --work-path WORK EXTRA ID` for round `round`. Unless
     /// `--leave-running` is in `extra`, the container's processes (ours: the test is a
     /// subreaper and runc has exited) are reaped while it runs: runc waits for the container's
-    /// cgroup to empty, and a zombie stays in it.
-    pub fn checkpoint(&self, round: usize, extra: &[&str]) {
+    /// cgroup to empty, and a zombie stays in it. Returns how long runc took.
+    pub fn checkpoint(&self, round: usize, extra: &[&str]) -> Duration {
         let (img, work, wname) = self.round_dirs(round);
         let (_, pid) = self.state();
         let leave = extra.contains(&"--leave-running");
@@ -256,7 +262,9 @@ impl Container {
         ];
         args.extend_from_slice(extra);
         args.push(&self.id);
+        let t0 = Instant::now();
         let o = self.runc(&args);
+        let took = t0.elapsed();
         done.store(true, Ordering::SeqCst);
         if let Some(r) = reaper {
             let _ = r.join();
@@ -273,13 +281,15 @@ impl Container {
             img.join("inventory.img").exists(),
             "no images after runc checkpoint"
         );
+        took
     }
 
     /// `runc restore -d --image-path IMG --work-path WORK --bundle B EXTRA ID` for round
     /// `round`; checks that runc says running and that the init is the same task (the same pid
-    /// when the container shares our pid namespace, pid 1 of a new one otherwise).
-    pub fn restore(&self, round: usize, old_pid: i32, extra: &[&str]) {
-        self.restore_with(round, old_pid, extra, |_| {});
+    /// when the container shares our pid namespace, pid 1 of a new one otherwise). Returns how
+    /// long runc took.
+    pub fn restore(&self, round: usize, old_pid: i32, extra: &[&str]) -> Duration {
+        self.restore_with(round, old_pid, extra, |_| {})
     }
 
     /// [`Container::restore`] with a last change to the runc command.
@@ -289,7 +299,7 @@ impl Container {
         old_pid: i32,
         extra: &[&str],
         cmd: impl FnOnce(&mut Command),
-    ) {
+    ) -> Duration {
         let (img, work, wname) = self.round_dirs(round);
         let bundle = self.bundle();
         let mut args = vec![
@@ -304,7 +314,9 @@ impl Container {
         ];
         args.extend_from_slice(extra);
         args.push(&self.id);
+        let t0 = Instant::now();
         self.ok_with(&args, Some(&wname), cmd);
+        let took = t0.elapsed();
         let (status, restored) = self.state();
         assert_eq!(status, "running", "round {round}");
         if self.pid_ns {
@@ -325,6 +337,7 @@ impl Container {
                 "round {round}: the container's pid changed"
             );
         }
+        took
     }
 
     /// `runc kill --all ID KILL`, reaps what dies (ours: this process is the subreaper), then
@@ -338,20 +351,28 @@ impl Container {
 
     /// One checkpoint (killing the container) and restore of a counting container: the count
     /// carries on from where it was, unbroken.
-    pub fn round_trip(&self, round: usize, ckpt_extra: &[&str], restore_extra: &[&str]) {
+    /// Returns how long runc took to checkpoint and to restore.
+    pub fn round_trip(
+        &self,
+        round: usize,
+        ckpt_extra: &[&str],
+        restore_extra: &[&str],
+    ) -> (Duration, Duration) {
         let (_, pid) = self.state();
-        self.checkpoint(round, ckpt_extra);
+        let ckpt = self.checkpoint(round, ckpt_extra);
         let at_dump = self.counts().len();
         assert!(at_dump > 0);
-        self.restore(round, pid, restore_extra);
+        let rst = self.restore(round, pid, restore_extra);
         wait_counting(self, at_dump);
         assert_unbroken(self);
+        (ckpt, rst)
     }
 }
 
 /// Reaps every zombie child of ours (the container's init and its children, reparented to this
-/// subreaper) until `done`, then waits for `pid` and for the late ones.
-fn reap_until(pid: i32, done: &AtomicBool) {
+/// subreaper) until `done`, then waits for `pid` (5 s at most) and for the late ones (until this
+/// process has no children left, 5 s at most).
+pub fn reap_until(pid: i32, done: &AtomicBool) {
     let me = std::process::id().to_string();
     // Reaps the zombie children of ours; says how many children (alive or not) there were.
     let sweep = || {

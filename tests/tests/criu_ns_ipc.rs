@@ -1,15 +1,14 @@
 //! `criu dump` then `criu restore` of a tree in an IPC namespace of its own: its SysV shared
 //! memory segments (with content), message queues (with messages) and semaphore sets (with
 //! values) come back under their ids and keys, in a new namespace the tree shares; `crit`
-//! reads the images. A POSIX message queue in the namespace is refused by name.
+//! reads the images. POSIX message queues: `criu_mqueue.rs`.
 
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Scratch, Spawned, become_subreaper, criu_dump, criu_victim, dump_and_reap, pid_exists,
-    ready_numbers, restore_and_check, skip_if_not_root, test_lock, wait_exit_timeout,
-    workspace_bin,
+    Scratch, Spawned, become_subreaper, criu_victim, dump_and_reap, ready_numbers,
+    restore_and_check, skip_if_not_root, test_lock, wait_exit_timeout, workspace_bin,
 };
 
 fn outer() -> String {
@@ -56,35 +55,4 @@ fn sysv_objects_come_back_in_their_ipc_namespace() {
         }
     }
     restore_and_check(n[0], &dir.img, &dir.ready);
-}
-
-#[test]
-fn posix_queue_in_the_ipc_namespace_is_refused_by_name() {
-    skip_if_not_root!("posix_queue_in_the_ipc_namespace_is_refused_by_name");
-    let _g = test_lock();
-    become_subreaper();
-    let dir = Scratch::new();
-    // A shell in a new IPC namespace that opens a POSIX queue and sleeps.
-    let script = format!(
-        "python3 -c 'import os,ctypes; l=ctypes.CDLL(\"librt.so.1\", use_errno=True); \
-         assert l.mq_open(b\"/crtest\", os.O_CREAT|os.O_RDWR, 0o600, None) >= 0; \
-         open(\"{r}.tmp\",\"w\").write(\"ready %d\" % os.getpid()); \
-         os.rename(\"{r}.tmp\", \"{r}\"); import time; time.sleep(600)'",
-        r = dir.ready.display()
-    );
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["--ipc", "sh", "-c", &format!("exec {script}")])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let v = Spawned::from_child(cmd.spawn().unwrap());
-    let said = compel_criu_tests::wait_file(&dir.ready, Duration::from_secs(20));
-    let pid = ready_numbers(&said, 1)[0];
-    assert_eq!(pid, v.pid());
-    let o = criu_dump(pid, &dir.img, &[]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "dumped a POSIX queue");
-    assert!(err.contains("POSIX message queue /crtest"), "{err}");
-    assert!(pid_exists(pid), "the victim died");
-    assert!(!dir.img.join("inventory.img").exists());
 }

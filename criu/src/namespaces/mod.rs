@@ -27,6 +27,7 @@ pub(crate) mod cgroup;
 pub(crate) mod ipc;
 pub mod mnt;
 pub mod mounts;
+pub(crate) mod mqueue;
 pub mod net;
 pub(crate) mod pid;
 pub(crate) mod time;

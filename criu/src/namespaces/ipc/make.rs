@@ -108,6 +108,7 @@ pub(super) fn read_images(dir: &std::path::Path, id: u32) -> Result<Objects, NsE
             .collect();
         objs.sem.push((e, values));
     }
+    objs.posix = crate::namespaces::mqueue::read(dir, id)?;
     Ok(objs)
 }
 

@@ -12,9 +12,10 @@
 //! new namespace and creates each object with its old id (`kernel/*_next_id`), key, mode and
 //! owner, then its content; the engine enters the namespace around the clone of the root.
 //!
-//! Not handled, refused by name: POSIX message queues (`mq_open`; the dump checks the
-//! namespace's mqueue filesystem through its own mount of it in a helper process), segments
-//! on huge pages, segments a task has attached (the mapping, `VMA_AREA_SYSVIPC`, is refused by
+//! POSIX message queues, found through the namespace's mqueue filesystem (mounted by a helper
+//! process in a mount namespace of its own), are saved with their messages by [`super::mqueue`].
+//!
+//! Not handled, refused by name: segments on huge pages, segments a task has attached (the mapping, `VMA_AREA_SYSVIPC`, is refused by
 //! the memory dump). Semaphore undo lists are not saved (CRIU saves none either).
 // Unsafe code: the SysV IPC system calls, on buffers we own.
 #![allow(unsafe_code)]
@@ -70,6 +71,8 @@ struct Objects {
     shm: Vec<(IpcShmEntry, Vec<u8>)>,
     msg: Vec<Queue>,
     sem: Vec<(IpcSemEntry, Vec<u16>)>,
+    /// POSIX message queues ([`super::mqueue`]).
+    posix: Vec<super::mqueue::PosixQueue>,
 }
 
 fn desc(id: i32, p: &libc::ipc_perm) -> IpcDescEntry {
@@ -113,22 +116,13 @@ fn sysctl_write(path: &str, value: &str) -> Result<(), NsError> {
 
 fn dump(ctx: &DumpCtx<'_>) -> Result<(), NsError> {
     let queues = posix_queues(ctx.pid)?;
-    if let Some(q) = queues.first() {
-        return Err(NsError::unsupported(
-            K,
-            format!(
-                "POSIX message queue /{q} in the ipc namespace of {} (POSIX queues are not \
-                 dumped)",
-                ctx.pid
-            ),
-        ));
-    }
-    let objs = super::in_ns_of(ctx.pid, &[K], || {
+    let objs = super::in_ns_of(ctx.pid, &[K], move || {
         Ok(Objects {
             var: read_var()?,
             shm: read_shm()?,
             msg: read_msg()?,
             sem: read_sem()?,
+            posix: super::mqueue::read_queues(&queues)?,
         })
     })?;
     tracing::info!(
@@ -136,8 +130,10 @@ fn dump(ctx: &DumpCtx<'_>) -> Result<(), NsError> {
         shm = objs.shm.len(),
         msg = objs.msg.len(),
         sem = objs.sem.len(),
+        posix_mq = objs.posix.len(),
         "ipc namespace"
     );
+    super::mqueue::write(ctx.dir, ctx.id, &objs.posix)?;
     let img = img_err;
     let var = names::ipcns_var(ctx.id);
     criu_images::write_all(ctx.dir.join(&var), magic::IPC_VAR, [&objs.var]).map_err(img(&var))?;
@@ -218,7 +214,11 @@ fn free_pages_id(dir: &std::path::Path) -> u32 {
 
 fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
     let objs = read_images(ctx.dir, ctx.id)?;
-    let (_, mut fds) = super::in_fresh_ns(&[K], move || make_objects(&objs))?;
+    // The queues after the namespace's limits (make_objects sets them last).
+    let (_, mut fds) = super::in_fresh_ns(&[K], move || {
+        make_objects(&objs)?;
+        super::mqueue::make(&objs.posix)
+    })?;
     Ok(Rebuilt {
         join: fds.pop(),
         ..Rebuilt::default()

@@ -1,8 +1,9 @@
 //! criu test victim: `/dev/tty` held by a member of a session who is not its leader.
 //!
-//! `criu-victim-ctty-member OUT READY` starts a session whose terminal is a pty of its own
-//! (master and slave held by the leader), then forks a child (a member of the session, not its
-//! leader) that opens `/dev/tty`. Writes `ready LEADER CHILD` into READY. On SIGUSR1 the child
+//! `criu-victim-ctty-member OUT READY [shared]` starts a session whose terminal is a pty of its
+//! own (master and slave held by the leader), then forks a child (a member of the session, not
+//! its leader) that opens `/dev/tty`; with `shared`, the leader opens `/dev/tty` before the
+//! fork and both hold it. Writes `ready LEADER CHILD` into READY. On SIGUSR1 the child
 //! checks that its descriptor names `/dev/tty`, that it is not the session leader, and that
 //! `/dev/tty` is the pty (a line written to the master is read from it, bytes written to it
 //! come out of the master), and writes `ok` or `bad: WHY` into OUT.
@@ -89,6 +90,9 @@ fn main() {
         assert_eq!(libc::ioctl(s, libc::TIOCSCTTY, 0), 0, "TIOCSCTTY");
         m
     };
+    let shared = args.get(3).map(String::as_str) == Some("shared");
+    // SAFETY: open with a NUL-terminated literal path.
+    let early = shared.then(|| unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) });
     // SAFETY: the child only opens a file, installs a handler and loops.
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork");
@@ -102,7 +106,7 @@ fn main() {
         }
     }
     // SAFETY: open with a NUL-terminated literal path.
-    let tty = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) };
+    let tty = early.unwrap_or_else(|| unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) });
     assert!(
         tty >= 0,
         "open /dev/tty: {}",

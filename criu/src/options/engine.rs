@@ -68,6 +68,11 @@ pub struct DumpOptions {
     pub page_server: Option<(String, u16)>,
     /// `--pre-dump-mode` (for `pre_dump`).
     pub pre_dump_mode: super::PreDumpMode,
+    /// `--auto-dedup`: punch the pages this dump holds out of its parents' pages files.
+    pub auto_dedup: bool,
+    /// `--lazy-pages --address A --port P`: once the images are written, the tree stays
+    /// frozen while a page server there serves its pages to a remote `criu lazy-pages`.
+    pub lazy_pages: Option<(String, u16)>,
     /// `--cpu-cap`.
     pub cpu_cap: CpuCap,
     /// How the inside state is read.
@@ -110,6 +115,13 @@ impl DumpOptions {
             prev_images_dir: o.prev_images_dir.clone(),
             pre_dump_mode: o.live.pre_dump_mode,
             page_server: o.live.page_server.then(|| {
+                (
+                    o.live.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                    o.live.port.unwrap_or(0),
+                )
+            }),
+            auto_dedup: o.live.auto_dedup,
+            lazy_pages: (o.live.lazy_pages && !o.live.page_server).then(|| {
                 (
                     o.live.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
                     o.live.port.unwrap_or(0),
@@ -188,6 +200,9 @@ pub struct RestoreOptions {
     /// `--join-ns NS:{PID|FILE}[,EXTRA]`: namespaces the tree joins instead of getting them
     /// from the images.
     pub join_ns: Vec<String>,
+    /// `--lazy-pages`: the socket of the `criu lazy-pages` daemon (`lazy-pages.socket` in the
+    /// work directory) that fills the tasks' private anonymous memory after they resume.
+    pub lazy_pages: Option<PathBuf>,
 }
 
 impl Default for RestoreOptions {
@@ -216,6 +231,7 @@ impl Default for RestoreOptions {
             manage_cgroups: None,
             cgroup_roots: Vec::new(),
             join_ns: Vec::new(),
+            lazy_pages: None,
         }
     }
 }
@@ -251,6 +267,10 @@ impl RestoreOptions {
             manage_cgroups: o.manage_cgroups,
             cgroup_roots: o.cgroup_roots.clone(),
             join_ns: o.join_ns.clone(),
+            lazy_pages: o
+                .live
+                .lazy_pages
+                .then(|| o.effective_work_dir().join(crate::lazy::SOCKET_NAME)),
             ..Default::default()
         }
     }

@@ -213,8 +213,10 @@ pub enum Command {
     Restore,
     /// `criu page-server`.
     PageServer,
-    /// `criu lazy-pages` (not supported yet).
+    /// `criu lazy-pages`: serve the memory of a lazy restore.
     LazyPages,
+    /// `criu dedup`: punch the pages a dump holds out of its parent images.
+    Dedup,
     /// `criu service`: RPC on a unix socket.
     Service,
     /// `criu swrk FD`: RPC on an inherited socket.
@@ -225,13 +227,14 @@ pub enum Command {
 
 impl Command {
     /// Every command, in the order criu(8) lists them.
-    pub const ALL: [Command; 9] = [
+    pub const ALL: [Command; 10] = [
         Command::Dump,
         Command::PreDump,
         Command::Restore,
         Command::Check,
         Command::PageServer,
         Command::LazyPages,
+        Command::Dedup,
         Command::Service,
         Command::Swrk,
         Command::CpuInfo,
@@ -246,6 +249,7 @@ impl Command {
             "restore" => Command::Restore,
             "page-server" => Command::PageServer,
             "lazy-pages" => Command::LazyPages,
+            "dedup" => Command::Dedup,
             "service" => Command::Service,
             "swrk" => Command::Swrk,
             "cpuinfo" => Command::CpuInfo,
@@ -262,6 +266,7 @@ impl Command {
             Command::Restore => "restore",
             Command::PageServer => "page-server",
             Command::LazyPages => "lazy-pages",
+            Command::Dedup => "dedup",
             Command::Service => "service",
             Command::Swrk => "swrk",
             Command::CpuInfo => "cpuinfo",
@@ -379,6 +384,8 @@ pub struct Options {
     pub help: bool,
     /// `-V/--version` was given.
     pub version: bool,
+    /// `--display-stats`: print the dump's or restore's statistics at the end.
+    pub display_stats: bool,
 }
 
 impl Default for Options {
@@ -426,6 +433,7 @@ impl Default for Options {
             ignored: Vec::new(),
             help: false,
             version: false,
+            display_stats: false,
         }
     }
 }

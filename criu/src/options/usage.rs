@@ -14,6 +14,8 @@ Commands:
   restore        restore a process tree
   check          checks whether the kernel supports what criu needs
   cpuinfo        dump this CPU's description, or check an image's against it
+  lazy-pages     serve the memory of a restore with --lazy-pages
+  dedup          punch the pages a dump holds out of its parent images
   service        serve RPC requests on a unix socket
   swrk           serve one RPC client on an inherited socket
 
@@ -40,6 +42,7 @@ Options:
   --config FILE         read options from FILE (no default config files then)
   --no-default-config   do not read /etc/criu/default.conf and ~/.criu/default.conf
   --feature NAME        with check: check one kernel feature
+  --display-stats       print the dump's or restore's statistics at the end
   -h|--help             show this text
   -V|--version          show the version
 ";

@@ -276,7 +276,7 @@ impl Tty {
             // SAFETY: TIOCGSID/TIOCGPGRP write one pid into a live local.
             if unsafe { libc::ioctl(f, libc::TIOCGSID, &mut v as *mut libc::pid_t) } == 0 {
                 sid = v as u32;
-                // SAFETY: as above.
+                // SAFETY: TIOCGPGRP writes one pid into the live local `v`.
                 if unsafe { libc::ioctl(f, libc::TIOCGPGRP, &mut v as *mut libc::pid_t) } == 0 {
                     pgrp = v as u32;
                 }

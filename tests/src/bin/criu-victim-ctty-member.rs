@@ -3,7 +3,7 @@
 //! `criu-victim-ctty-member OUT READY [shared]` starts a session whose terminal is a pty of its
 //! own (master and slave held by the leader), then forks a child (a member of the session, not
 //! its leader) that opens `/dev/tty`; with `shared`, the leader opens `/dev/tty` before the
-//! fork and both hold it. Writes `ready LEADER CHILD` into READY. On SIGUSR1 the child
+//! fork and both hold it. The child writes `ready LEADER CHILD` into READY. On SIGUSR1 the child
 //! checks that its descriptor names `/dev/tty`, that it is not the session leader, and that
 //! `/dev/tty` is the pty (a line written to the master is read from it, bytes written to it
 //! come out of the master), and writes `ok` or `bad: WHY` into OUT.
@@ -97,9 +97,6 @@ fn main() {
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork");
     if child > 0 {
-        let tmp = format!("{ready}.tmp");
-        std::fs::write(&tmp, format!("ready {} {child}", std::process::id())).unwrap();
-        std::fs::rename(&tmp, ready).unwrap();
         loop {
             // SAFETY: pause is async-signal-safe.
             unsafe { libc::pause() };
@@ -114,6 +111,12 @@ fn main() {
     );
     // SAFETY: installs an async-signal-safe handler that only stores an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+    // Ready once the handler is in place (the test signals this member).
+    // SAFETY: getppid takes no arguments.
+    let leader = unsafe { libc::getppid() };
+    let tmp = format!("{ready}.tmp");
+    std::fs::write(&tmp, format!("ready {leader} {}", std::process::id())).unwrap();
+    std::fs::rename(&tmp, ready).unwrap();
     loop {
         if GO.swap(false, Ordering::SeqCst) {
             let verdict = match check(master, tty) {

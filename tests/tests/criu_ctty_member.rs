@@ -19,13 +19,27 @@ fn check(pid: i32, out: &Path) -> String {
 #[test]
 fn dev_tty_of_a_session_member_comes_back() {
     skip_if_not_root!("dev_tty_of_a_session_member_comes_back");
+    round_trip(&[]);
+}
+
+/// `/dev/tty` opened by the leader and inherited by the member: each gets it again (the
+/// engine, outside the session, cannot open it for both).
+#[test]
+fn dev_tty_shared_by_the_leader_and_a_member_comes_back() {
+    skip_if_not_root!("dev_tty_shared_by_the_leader_and_a_member_comes_back");
+    round_trip(&["shared"]);
+}
+
+fn round_trip(extra: &[&str]) {
     let _g = test_lock();
     become_subreaper();
     let d = tempfile::tempdir().unwrap();
     let (out, ready) = (d.path().join("out"), d.path().join("ready"));
+    let mut args = vec![out.to_str().unwrap(), ready.to_str().unwrap()];
+    args.extend_from_slice(extra);
     let mut v = Spawned::spawn(
         env!("CARGO_BIN_EXE_criu-victim-ctty-member"),
-        &[out.to_str().unwrap(), ready.to_str().unwrap()],
+        &args,
         &d.path().join("victim.log"),
         None,
     );

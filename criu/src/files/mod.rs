@@ -434,6 +434,12 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
         false
     }
 
+    /// Whether each task holding it makes its own, even when several share it (`/dev/tty`:
+    /// only a task of the session can open it; the tasks then hold one open file each).
+    fn per_task(&self) -> bool {
+        false
+    }
+
     /// Whether the engine always makes it, even when one task holds it (objects whose ends
     /// must be made together across tasks, or that need other tasks' files first).
     fn made_by_engine(&self) -> bool {

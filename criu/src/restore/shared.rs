@@ -200,6 +200,7 @@ impl Shared {
         // the tree).
         let in_engine = |k: &Key| {
             holders.get(k).is_some_and(|h| h.len() > 1)
+                && !objects.get(k).is_some_and(|f| f.per_task())
                 || in_flight.contains(k)
                 || objects
                     .get(k)

@@ -1,8 +1,9 @@
 //! criu test victim: `/dev/tty` held by a member of a session who is not its leader.
 //!
-//! `criu-victim-ctty-member OUT READY` starts a session whose terminal is a pty of its own
-//! (master and slave held by the leader), then forks a child (a member of the session, not its
-//! leader) that opens `/dev/tty`. Writes `ready LEADER CHILD` into READY. On SIGUSR1 the child
+//! `criu-victim-ctty-member OUT READY [shared]` starts a session whose terminal is a pty of its
+//! own (master and slave held by the leader), then forks a child (a member of the session, not
+//! its leader) that opens `/dev/tty`; with `shared`, the leader opens `/dev/tty` before the
+//! fork and both hold it. The child writes `ready LEADER CHILD` into READY. On SIGUSR1 the child
 //! checks that its descriptor names `/dev/tty`, that it is not the session leader, and that
 //! `/dev/tty` is the pty (a line written to the master is read from it, bytes written to it
 //! come out of the master), and writes `ok` or `bad: WHY` into OUT.
@@ -89,20 +90,20 @@ fn main() {
         assert_eq!(libc::ioctl(s, libc::TIOCSCTTY, 0), 0, "TIOCSCTTY");
         m
     };
+    let shared = args.get(3).map(String::as_str) == Some("shared");
+    // SAFETY: open with a NUL-terminated literal path.
+    let early = shared.then(|| unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) });
     // SAFETY: the child only opens a file, installs a handler and loops.
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork");
     if child > 0 {
-        let tmp = format!("{ready}.tmp");
-        std::fs::write(&tmp, format!("ready {} {child}", std::process::id())).unwrap();
-        std::fs::rename(&tmp, ready).unwrap();
         loop {
             // SAFETY: pause is async-signal-safe.
             unsafe { libc::pause() };
         }
     }
     // SAFETY: open with a NUL-terminated literal path.
-    let tty = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) };
+    let tty = early.unwrap_or_else(|| unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) });
     assert!(
         tty >= 0,
         "open /dev/tty: {}",
@@ -110,6 +111,12 @@ fn main() {
     );
     // SAFETY: installs an async-signal-safe handler that only stores an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+    // Ready once the handler is in place (the test signals this member).
+    // SAFETY: getppid takes no arguments.
+    let leader = unsafe { libc::getppid() };
+    let tmp = format!("{ready}.tmp");
+    std::fs::write(&tmp, format!("ready {leader} {}", std::process::id())).unwrap();
+    std::fs::rename(&tmp, ready).unwrap();
     loop {
         if GO.swap(false, Ordering::SeqCst) {
             let verdict = match check(master, tty) {

@@ -16,10 +16,13 @@
 //! dumped index (it gives the lowest free one; the extra masters are closed), the slave is
 //! opened with `TIOCGPTPEER`, settings are set, the saved bytes written, then the lock and
 //! exclusive mode. A slave whose master is outside the tree is dumped only with `--shell-job`
-//! and reopened by path (`/dev/pts/N`). Other terminals (`/dev/tty`,
-//! consoles, serial lines) keep today's rule: with `--shell-job` the regular kind records their
-//! path, without it they are refused by name. CRIU's `TTY` entries without a pty restore as
-//! criu's own terminal (`/dev/tty`) with `--shell-job`.
+//! (reopened by path, `/dev/pts/N`) or `--orphan-pts-master` (a new pty; its master goes to the
+//! `orphan-pts-master` notification, [`take_orphan_masters`]). `/dev/tty` of the leader or a
+//! member of a session whose terminal is a pty of the tree is CRIU's `CTTY` terminal, opened by
+//! each holder once the session has its terminal again. `/dev/console` and virtual consoles
+//! are CRIU's `CONSOLE` and `VT` terminals, reopened by path; serial lines are refused by
+//! name, and other terminals need `--shell-job` (the regular kind records their path). CRIU's
+//! `TTY` entries without a pty restore as criu's own terminal (`/dev/tty`) with `--shell-job`.
 #![allow(unsafe_code)]
 
 mod restore;

@@ -75,6 +75,10 @@ impl RestoreFile for TtyFile {
         self.ctty
     }
 
+    fn per_task(&self) -> bool {
+        self.ctty
+    }
+
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
         // A member of a session opens `/dev/tty` once its leader made the pty the session's
         // terminal again (it runs on its own): until then the open fails with ENXIO. 5 s at

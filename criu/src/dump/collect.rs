@@ -78,6 +78,45 @@ pub(super) fn read_proc(
     })
 }
 
+/// Collects every seized task into `procs`, in order. With more than one, what `/proc` alone
+/// tells about each ([`read_proc`]) is read ahead on a second thread, in the same order, while
+/// this thread (the tracer: ptrace requests must come from the thread that attached) infects
+/// and reads the tasks before it.
+pub(super) fn collect_all(
+    tasks: &mut [(i32, Task)],
+    procs: &mut Vec<Collected>,
+    opts: &DumpOptions,
+    files: &mut files::FileTable,
+    own_ns: &[(String, u64)],
+    root_ns: &[(String, u64)],
+) -> Result<(), DumpError> {
+    if tasks.len() < 2 {
+        for (p, task) in tasks.iter_mut() {
+            let view = read_proc(*p, own_ns, root_ns);
+            procs.push(collect(task, *p, opts, files, own_ns, view)?);
+        }
+        return Ok(());
+    }
+    let pids: Vec<i32> = tasks.iter().map(|(p, _)| *p).collect();
+    std::thread::scope(|sc| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pids = &pids;
+        sc.spawn(move || {
+            for &p in pids {
+                if tx.send(read_proc(p, own_ns, root_ns)).is_err() {
+                    return;
+                }
+            }
+        });
+        for (p, task) in tasks.iter_mut() {
+            // The reader sends one view per task, in order; it only stops early if we do.
+            let view = rx.recv().unwrap_or_else(|_| read_proc(*p, own_ns, root_ns));
+            procs.push(collect(task, *p, opts, files, own_ns, view)?);
+        }
+        Ok(())
+    })
+}
+
 /// Collects one frozen task: `view` is its [`read_proc`] (or that function's error, reported
 /// after the task's restartable sequence was aborted, as before anything else).
 pub(super) fn collect(

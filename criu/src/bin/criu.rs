@@ -82,6 +82,8 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             | Command::Restore
             | Command::CpuInfo
             | Command::PageServer
+            | Command::LazyPages
+            | Command::Dedup
     ) {
         let dir = std::fs::canonicalize(opts.images_dir.path())
             .with_context(|| format!("couldn't open image dir {}", opts.images_dir))
@@ -200,8 +202,38 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 status_fd: opts.status_fd,
                 pidfile: opts.pidfile.clone(),
                 prev_images_dir: opts.prev_images_dir.clone(),
+                lazy: opts.live.lazy_pages,
             };
             criu::run_page_server(&so).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::LazyPages => {
+            let lo = criu::lazy::LazyOptions {
+                dir: opts.images_dir.path(),
+                work_dir: opts.effective_work_dir(),
+                page_server: opts.live.page_server.then(|| {
+                    (
+                        opts.live
+                            .address
+                            .clone()
+                            .unwrap_or_else(|| "127.0.0.1".into()),
+                        opts.live.port.unwrap_or(0),
+                    )
+                }),
+                status_fd: opts.status_fd,
+                push: std::env::var("CRIU_LAZY_PUSH").as_deref() != Ok("0"),
+            };
+            criu::lazy::run_lazy_pages(&lo)
+                .map_err(|e| fail(anyhow::Error::new(e).context("lazy-pages failed")))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dedup => {
+            let st = criu::dedup(&opts.images_dir.path())
+                .map_err(|e| fail(anyhow::Error::new(e).context("dedup failed")))?;
+            tracing::info!(
+                "Deduplication finished ({} bytes punched out of the parent images)",
+                st.punched
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore => restore(&opts, &sink).map_err(fail),
@@ -235,12 +267,6 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(fail(
-            OptionsError::CommandNotSupported {
-                command: other.word(),
-            }
-            .into(),
-        )),
     }
 }
 

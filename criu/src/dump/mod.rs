@@ -43,6 +43,7 @@
 
 mod collect;
 pub mod core;
+pub mod dedup;
 mod error;
 pub mod files;
 mod ids;
@@ -115,7 +116,8 @@ pub fn dump(opts: &DumpOptions, notify: Option<&dyn Notify>) -> Result<DumpSumma
         }
         Err(e) => {
             let _ = std::fs::remove_file(dir.join(names::INVENTORY));
-            let _ = std::fs::write(&marker, format!("dump of {pid} failed: {}\n", chain(e)));
+            let _ =
+                criu_images::write_file(&marker, format!("dump of {pid} failed: {}\n", chain(e)));
             tracing::debug!("dump of {pid} failed: {}", chain(e));
         }
     }
@@ -130,9 +132,9 @@ fn begin_images(dir: &Path) -> Result<(), DumpError> {
             dir: dir.to_path_buf(),
         });
     }
-    std::fs::write(dir.join(INCOMPLETE_MARKER), "dump in progress\n").map_err(file_err(
-        format!("write {}", dir.join(INCOMPLETE_MARKER).display()),
-    ))?;
+    criu_images::write_file(&dir.join(INCOMPLETE_MARKER), "dump in progress\n").map_err(
+        file_err(format!("write {}", dir.join(INCOMPLETE_MARKER).display())),
+    )?;
     match std::fs::remove_file(dir.join(names::INVENTORY)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -184,6 +186,8 @@ fn dump_inner(
     }
     let mut files = files::FileTable::new(opts.ghost_limit);
     files.tcp_established = opts.tcp_established;
+    files.tree_dies = opts.final_state == FinalState::Dead;
+    files.orphan_pts_master = opts.orphan_pts_master;
     files.skip_uffd = prev.values().map(|r| r.ino).collect();
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.
@@ -259,11 +263,20 @@ fn dump_inner(
     crate::stats::write_dump(dir, &counts)
         .map_err(|e| DumpError::from(e).at("writing the images"))?;
     write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
+    if opts.auto_dedup {
+        dedup::after_dump(dir);
+    }
 
     if let Err(e) = scripts.notify(ScriptAction::PostDump, Some(pid)) {
         // The tree resumes (dropping the tasks detaches them) and the dump fails.
         drop(tasks);
         return Err(DumpError::from(e).at("post-dump action script"));
+    }
+    // `--lazy-pages`: the tree stays frozen while its pages are served; if that fails it
+    // resumes (dropping the tasks detaches them) and the dump fails.
+    if let Some((a, p)) = &opts.lazy_pages {
+        crate::pageserver::lazy::serve_dump(dir, a, *p)
+            .map_err(|e| DumpError::from(e).at("serving lazy pages"))?;
     }
     // Saved TCP connections stay in repair mode when the tree dies (closing sends nothing).
     files.dump_done(opts.final_state == FinalState::Dead);

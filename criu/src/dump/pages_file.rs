@@ -407,7 +407,7 @@ struct PagesFile {
 impl PagesFile {
     fn create(dir: &Path, id: u32) -> Result<PagesFile, DumpError> {
         let path = dir.join(names::pages(id));
-        let f = File::create(&path).map_err(|e| DumpError::File {
+        let f = criu_images::create_file(&path).map_err(|e| DumpError::File {
             what: format!("create {}", path.display()),
             source: e,
         })?;

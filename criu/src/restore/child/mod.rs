@@ -23,7 +23,7 @@ mod locks;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::abi;
-use super::mem::{dups, premap, protect};
+use super::mem::{cow_fill, dups, premap, protect};
 pub use super::ops::stage_name;
 use super::ops::*;
 use super::plan::{Rseq, Sched, SessionOp};
@@ -236,9 +236,38 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
             fail_slot(&s, i, f);
         }
     }
+    // Memory first when children take areas over (they inherit them filled at the fork) or
+    // this task takes areas over from its parent (then it moves them into place before its
+    // own children could inherit them where the parent had them).
+    let early = me.plan.as_ref().filter(|p| p.early_memory);
+    if let Some(p) = early
+        && let Err(f) = memory(p)
+    {
+        fail_slot(&s, i, f);
+    }
+    if let Some(fd) = me.plan.as_ref().and_then(|p| p.ctty_early) {
+        // SAFETY: TIOCSCTTY on the engine's descriptor this process inherited.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+        if let Err(f) = ok(CHILD_FDS, r as libc::c_long, fd as u64) {
+            fail_slot(&s, i, f);
+        }
+    }
     for &c in &me.children {
         let child = &nodes[c];
         inherit_only(nodes, order, me, child.pre, child.pre + child.size);
+        for op in child.plan.iter().flat_map(|cp| &cp.premap) {
+            if let Some(from) = op.inherit_from {
+                // SAFETY: advice on an area this task premapped and filled; the next fork
+                // copies it (shared copy-on-write) for the child to take over.
+                unsafe {
+                    libc::madvise(
+                        from as *mut libc::c_void,
+                        op.len as usize,
+                        libc::MADV_DOFORK,
+                    )
+                };
+            }
+        }
         let mut flags = 0;
         if child.share_files {
             flags |= libc::CLONE_FILES as u64;
@@ -251,6 +280,17 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
             Ok(_) => {}
             Err(f) => fail_slot(&s, i, f),
         }
+    }
+    if early.is_some() && me.resv.1 != 0 {
+        // SAFETY: advice on our own reservation: the premapped areas in it are copied by a
+        // fork again (their saved advice is applied once they are protected).
+        unsafe {
+            libc::madvise(
+                me.resv.0 as *mut libc::c_void,
+                me.resv.1 as usize,
+                libc::MADV_DOFORK,
+            )
+        };
     }
     for &c in &me.children {
         wait_or_quit(&s, &s.slot(c).created);
@@ -284,42 +324,64 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     {
         wait_or_quit(&s, &s.slot(c).settled);
     }
-    let r = setup(p, &s, me.share_files, me.share_fs);
+    let r = setup(p, &s, me.share_files, me.share_fs, early.is_some());
     if r.is_ok() && (me.share_files || me.share_fs) {
         raise(&slot.settled);
     }
-    if let Err(Fail {
-        stage,
-        errno: e,
-        detail,
-    }) = r
-    {
-        let st = abi::Status {
-            stage,
-            errno: e,
-            detail,
-        };
-        // SAFETY: writes the bytes of a live repr(C) value to our status pipe, then ends this
-        // process without running any of the parent's exit handlers.
-        unsafe {
-            libc::write(
-                p.status_fd,
-                (&raw const st).cast(),
-                std::mem::size_of::<abi::Status>(),
-            );
-            libc::_exit(1);
-        }
+    if let Err(f) = r {
+        report(p, f)
     }
     jump(p)
 }
 
-/// Sets up the task; its descriptors (and locks) when it has a table of its own, its fs
-/// info when that is its own (`shared_*`: its parent's, which the parent sets up).
-fn setup(p: &ChildPlan, s: &Slots, shared_files: bool, shared_fs: bool) -> Result<(), Fail> {
+/// Reports a failed step on the status pipe and ends this process.
+fn report(p: &ChildPlan, f: Fail) -> ! {
+    let st = abi::Status {
+        stage: f.stage,
+        errno: f.errno,
+        detail: f.detail,
+    };
+    // SAFETY: writes the bytes of a live repr(C) value to our status pipe, then ends this
+    // process without running any of the parent's exit handlers.
+    unsafe {
+        libc::write(
+            p.status_fd,
+            (&raw const st).cast(),
+            std::mem::size_of::<abi::Status>(),
+        );
+        libc::_exit(1)
+    }
+}
+
+/// Premaps and fills the task's memory.
+fn memory(p: &ChildPlan) -> Result<(), Fail> {
     premap(p)?;
     fill(p)?;
+    cow_fill(p)
+}
+
+/// Sets up the task; its descriptors (and locks) when it has a table of its own, its fs
+/// info when that is its own (`shared_*`: its parent's, which the parent sets up); its memory
+/// unless that was done before its children were created (`memory_done`).
+fn setup(
+    p: &ChildPlan,
+    s: &Slots,
+    shared_files: bool,
+    shared_fs: bool,
+    memory_done: bool,
+) -> Result<(), Fail> {
+    if !memory_done {
+        memory(p)?;
+    }
     dups(p)?;
     protect(p)?;
+    if let Some(l) = &p.lazy {
+        crate::lazy::restore::child_send(l).map_err(|(errno, detail)| Fail {
+            stage: CHILD_LAZY,
+            errno,
+            detail,
+        })?;
+    }
     if !shared_files {
         close_others(p);
         fds(p, s, false)?;

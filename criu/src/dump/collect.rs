@@ -30,11 +30,8 @@ pub(super) struct Collected {
     pub(super) own_ns: Vec<(String, u64)>,
 }
 
-/// The name of the memfd compel maps a parasite from, as `/proc/PID/maps` shows it.
-const PARASITE_MEMFD: &str = "memfd:compel-parasite";
-
-/// What is read about a frozen task from `/proc` alone (no ptrace, no file table): read ahead
-/// of [`collect`], on another thread, while the tracer works on the tasks before it.
+/// What is read about a frozen task from `/proc` alone (no ptrace, no file table), before
+/// [`collect`] takes the task.
 pub(super) struct ProcView {
     stat: proc::ProcStat,
     status: proc::ProcStatus,
@@ -78,8 +75,30 @@ pub(super) fn read_proc(
     })
 }
 
+/// Collects every seized task into `procs`, in order, on this thread (the tracer: ptrace
+/// requests must come from the thread that attached).
+///
+/// Reading the [`ProcView`]s ahead on a second thread was measured slower on this 2-CPU
+/// machine kind: the infect cycle already keeps both CPUs busy (the tracer on one, the tracee
+/// on the other), and a reader on either delays the tracee's wake-ups.
+pub(super) fn collect_all(
+    tasks: &mut [(i32, Task)],
+    procs: &mut Vec<Collected>,
+    opts: &DumpOptions,
+    files: &mut files::FileTable,
+    own_ns: &[(String, u64)],
+    root_ns: &[(String, u64)],
+) -> Result<(), DumpError> {
+    for (p, task) in tasks.iter_mut() {
+        let view = read_proc(*p, own_ns, root_ns);
+        procs.push(collect(task, *p, opts, files, own_ns, view)?);
+    }
+    Ok(())
+}
+
 /// Collects one frozen task: `view` is its [`read_proc`] (or that function's error, reported
-/// after the task's restartable sequence was aborted, as before anything else).
+/// after the task's restartable sequence was aborted, as before anything else), read after
+/// the tasks before it were cured.
 pub(super) fn collect(
     task: &mut Task,
     pid: i32,
@@ -103,13 +122,6 @@ pub(super) fn collect(
         loginuid,
         oom_score_adj,
     } = view?;
-    // A task sharing its memory with one infected while its map was read ahead (CLONE_VM
-    // without threads) may show that parasite's region: read its map again now.
-    let (maps, guards) = if maps.iter().any(|m| m.name.contains(PARASITE_MEMFD)) {
-        (proc::read_smaps(pid)?, pages::guard_regions(pid)?)
-    } else {
-        (maps, guards)
-    };
     let exe_id = files.add_exe(pid)?;
     let vmas = vma::classify(pid, &maps, files)?;
     let fdinfo = files.add_fds(pid, opts.shell_job)?;

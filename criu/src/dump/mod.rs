@@ -67,7 +67,7 @@ pub(crate) use ids::kcmp;
 pub use predump::pre_dump;
 pub use self_state::INSIDE_METHOD_ENV;
 
-use collect::collect;
+use collect::collect_all;
 use write::{write_images, write_inventory};
 
 use std::path::Path;
@@ -193,32 +193,8 @@ fn dump_inner(
     // criu's own namespaces, read once for the whole tree.
     let own_ns = ids::ns_inodes("self");
     let root_ns = ids::ns_inodes(&pid.to_string());
-    // What /proc alone tells about each task is read ahead on a second thread, in the order
-    // the tasks are collected, while this thread (the tracer: ptrace requests must come from
-    // it) infects and reads the tasks before it.
-    let pids: Vec<i32> = tasks.iter().map(|(p, _)| *p).collect();
-    std::thread::scope(|sc| -> Result<(), DumpError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (own_ns, root_ns, pids) = (&own_ns, &root_ns, &pids);
-        sc.spawn(move || {
-            for &p in pids {
-                if tx.send(collect::read_proc(p, own_ns, root_ns)).is_err() {
-                    return;
-                }
-            }
-        });
-        for (p, task) in tasks.iter_mut() {
-            // The reader sends one view per task, in order; it only stops early if we do.
-            let view = rx
-                .recv()
-                .unwrap_or_else(|_| collect::read_proc(*p, own_ns, root_ns));
-            procs.push(
-                collect(task, *p, opts, &mut files, own_ns, view)
-                    .map_err(|e| e.at("collecting the process state"))?,
-            );
-        }
-        Ok(())
-    })?;
+    collect_all(&mut tasks, &mut procs, opts, &mut files, &own_ns, &root_ns)
+        .map_err(|e| e.at("collecting the process state"))?;
     files
         .finish_sockets(opts.ext_unix_sk.then_some(&[][..]))
         .map_err(|e| e.at("collecting the process state"))?;

@@ -12,6 +12,8 @@
 //!   pages from the pool, `/proc/sys/vm/nr_hugepages`), checked for its content and for
 //!   still being hugetlb memory with 2 MiB pages;
 //! - `hugetlb-shared`: 2 MiB of written shared anonymous `MAP_HUGETLB` memory (one page);
+//! - `hugetlb-shared-fork`: the same, then a child forked that maps it too (`OUT.pids`: the
+//!   child);
 //! - `cow`: 32 MiB of private anonymous memory written, then a child C forked that changes
 //!   page 5 and empties page 7: the other pages are shared copy-on-write. The check (which
 //!   needs root, to read page frame numbers) wants the same frames for every other page in
@@ -402,6 +404,10 @@ fn main() {
         "session" => session(),
         "hugetlb" => hugetlb(false),
         "hugetlb-shared" => hugetlb(true),
+        "hugetlb-shared-fork" => {
+            let (check, _) = hugetlb(true);
+            (check, vec![fork_child(|| sleep_forever())])
+        }
         "cow" => cow(),
         m if m.starts_with("cow-tree:") => {
             let w: Vec<usize> = m.split(':').skip(1).flat_map(|x| x.parse()).collect();

@@ -18,6 +18,7 @@
 //! - `fixtures`: CRIU 4.2's fixture images ([`fixtures_dir`], [`FixtureBinary`],
 //!   [`fixture_usable`], [`detached`] restore options, [`copy_dir`]) and [`OwnTmpfs`].
 //! - `avx`: the vector-register patterns of the AVX victims.
+//! - `netns`: [`in_netns`], a network namespace of the test's own (loopback only).
 //!
 //! A test file for a new kind of file or state copies this shape (one file per feature under
 //! `tests/tests/`, a victim `criu-victim-WHAT` under `src/bin/` that writes `ready PID ...` and
@@ -61,6 +62,7 @@
 mod avx;
 mod criu_cmd;
 mod fixtures;
+mod netns;
 mod process;
 pub mod runc;
 mod swrk;
@@ -68,6 +70,7 @@ mod swrk;
 pub use avx::*;
 pub use criu_cmd::*;
 pub use fixtures::*;
+pub use netns::in_netns;
 pub use process::*;
 pub use swrk::{Swrk, recv_resp};
 

@@ -327,6 +327,15 @@ impl Container {
         }
     }
 
+    /// `runc kill --all ID KILL`, reaps what dies (ours: this process is the subreaper), then
+    /// `runc delete ID`.
+    pub fn kill_and_delete(&self) {
+        let (_, pid) = self.state();
+        self.ok(&["kill", "--all", &self.id, "KILL"], None);
+        reap_until(pid, &AtomicBool::new(true));
+        self.ok(&["delete", &self.id], None);
+    }
+
     /// One checkpoint (killing the container) and restore of a counting container: the count
     /// carries on from where it was, unbroken.
     pub fn round_trip(&self, round: usize, ckpt_extra: &[&str], restore_extra: &[&str]) {

@@ -6,25 +6,17 @@
 //! Every test runs as root, under the test lock and as a child subreaper.
 
 use std::path::Path;
-use std::time::Duration;
 
 use compel_criu_tests::{
     Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, skip_if_not_root,
-    test_lock, wait_file,
+    spawn_ready_with, test_lock,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_criu-victim-defects-more");
 
 /// The victim of `mode` in `d`, ready, and guards for the processes it made.
 fn spawn(mode: &str, d: &Path) -> (Spawned, Vec<i32>) {
-    let (out, ready) = (d.join("out"), d.join("ready"));
-    let v = Spawned::spawn(
-        BIN,
-        &[mode, out.to_str().unwrap(), ready.to_str().unwrap()],
-        &d.join("victim.log"),
-        None,
-    );
-    wait_file(&ready, Duration::from_secs(10));
+    let v = spawn_ready_with(BIN, d, &[mode], &[]);
     let pids = std::fs::read_to_string(d.join("out.pids"))
         .unwrap()
         .split_whitespace()

@@ -3,42 +3,15 @@
 //! established loopback connection with unread bytes both ways (`--tcp-established`), a bound
 //! and a connected UDP socket. The restored victim checks each itself.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, restore_detached,
+    Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, in_netns, restore_detached,
     skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
 };
 use criu_images::pb::{FdTypes, FileEntry, TcpStreamEntry};
 use criu_images::{ImageReader, magic, names};
-
-/// Runs `f` on a thread of its own in a new network namespace whose `lo` is up; processes it
-/// starts (the victim, criu) are in that namespace too.
-fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's namespaces.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
-        // SAFETY: a plain socket(2); checked below.
-        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-        assert!(s >= 0);
-        // SAFETY: s is a fresh fd we own.
-        let s = unsafe { OwnedFd::from_raw_fd(s) };
-        // SAFETY: all-zero is a valid ifreq.
-        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-            *d = *c as libc::c_char;
-        }
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as i16;
-        // SAFETY: SIOCSIFFLAGS reads the ifreq we pass.
-        let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) };
-        assert_eq!(r, 0, "lo up");
-        f()
-    })
-    .join()
-    .unwrap()
-}
 
 fn spawn(dir: &Path) -> Spawned {
     spawn_with(dir, &[])

@@ -4,6 +4,8 @@
 //! Waiting for an answer also watches the thread the parasite runs in: if it stops (a fault in
 //! the parasite, a signal) or dies, the wait ends with an error instead of hanging, so that the
 //! caller can cure.
+// Unsafe code: poll on the control socket, zeroed siginfo.
+#![allow(unsafe_code)]
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -9,8 +9,12 @@
 //! sends neither FIN nor RST).
 //!
 //! The caller must make sure no packet reaches or leaves the connection between pause and
-//! resume (a network lock), as with CRIU's libsoccr. Supported states: ESTABLISHED, and
-//! FIN_WAIT1 with the FIN not yet acknowledged; others are refused by name.
+//! resume (a network lock), as with CRIU's libsoccr. Supported states: ESTABLISHED and the
+//! closing ones, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING ([`supported`]); others
+//! are refused by name. A closing connection is rebuilt as CRIU's libsoccr does: as an
+//! established one whose sequence numbers leave room for the FINs, then our FIN queued with
+//! `shutdown(2)` in repair mode and the peer's FIN (and its acknowledgement of ours) sent to
+//! the socket as hand-made packets through a raw socket ([`raw`], `CAP_NET_RAW`).
 //!
 //! The C ABI with the names and struct layouts of CRIU's libsoccr (`include/soccr.h`) is the
 //! `libsoccr` package (`capi/`, `libsoccr.so` and `libsoccr.a`), built on the single steps
@@ -22,6 +26,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
+
+pub mod raw;
 
 /// Socket options and ioctls of TCP repair (linux/tcp.h, linux/sockios.h).
 pub mod sys {
@@ -183,18 +189,33 @@ impl<'a> Repair<'a> {
         })
     }
 
-    /// Rebuilds `saved` into this socket (fresh, unbound, of the addresses' family).
+    /// Rebuilds `saved` into this socket (fresh, unbound, of the addresses' family), closing
+    /// states included (their FINs: see [`restore_fins`]).
     pub fn restore(&self, saved: &Saved) -> Result<()> {
+        self.restore_deferred(saved)?.finish(self)
+    }
+
+    /// Rebuilds `saved` like [`Repair::restore`] but for the FINs of a closing connection,
+    /// which [`Fins::finish`] sends: a caller that restores both ends of a connection calls it
+    /// once both exist (an end answering a FIN with nobody there would be reset).
+    pub fn restore_deferred(&self, saved: &Saved) -> Result<Fins> {
         let fd = self.fd.as_raw_fd();
         let mut data = saved.data;
+        let (src, dst) = (SockAddr::from(saved.src), SockAddr::from(saved.dst));
         restore_data(
             fd,
             &mut data,
-            &SockAddr::from(saved.src),
-            &SockAddr::from(saved.dst),
+            &src,
+            &dst,
             Some(&saved.recv_queue),
             Some(&saved.send_queue),
-        )
+        )?;
+        Ok(Fins {
+            data,
+            src,
+            dst,
+            send_queue: saved.send_queue.clone(),
+        })
     }
 
     /// Turns repair mode off: the connection runs again.
@@ -204,6 +225,53 @@ impl<'a> Repair<'a> {
 
     /// Forgets the socket, leaving it in repair mode.
     pub fn release(self) {}
+}
+
+/// What is left of a closing connection's restore ([`Repair::restore_deferred`]).
+#[derive(Clone)]
+pub struct Fins {
+    data: SkData,
+    src: SockAddr,
+    dst: SockAddr,
+    send_queue: Vec<u8>,
+}
+
+impl std::fmt::Debug for Fins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fins")
+            .field("state", &state::name(self.data.state))
+            .field("src", &self.src.to_std())
+            .field("dst", &self.dst.to_std())
+            .finish()
+    }
+}
+
+impl Fins {
+    /// Sends the FINs (and the acknowledgement) of [`restore_fins`] to the socket of `r`, the
+    /// one the restore was made into.
+    pub fn finish(mut self, r: &Repair<'_>) -> Result<()> {
+        let fd = r.fd.as_raw_fd();
+        restore_fins(
+            fd,
+            &mut self.data,
+            &self.src,
+            &self.dst,
+            Some(&self.send_queue),
+        )
+    }
+
+    /// The same for a socket that is no longer held as a [`Repair`] (it must be the one the
+    /// restore was made into, still in repair mode).
+    pub fn finish_fd(mut self, fd: BorrowedFd<'_>) -> Result<()> {
+        let fd = fd.as_raw_fd();
+        restore_fins(
+            fd,
+            &mut self.data,
+            &self.src,
+            &self.dst,
+            Some(&self.send_queue),
+        )
+    }
 }
 
 /// Turns TCP repair mode of `fd` on or off (what [`Repair::pause`] and [`Repair::resume`] do;
@@ -280,6 +348,35 @@ fn fin_in_sndq(state: u32) -> bool {
     )
 }
 
+/// The connected states soccr saves and restores: established and the closing ones (one or
+/// both FINs sent or received, not both acknowledged).
+pub fn supported(s: u32) -> bool {
+    matches!(
+        s,
+        state::ESTABLISHED
+            | state::FIN_WAIT1
+            | state::FIN_WAIT2
+            | state::CLOSE_WAIT
+            | state::LAST_ACK
+            | state::CLOSING
+    )
+}
+
+/// Our FIN is restored before the peer's (we closed first).
+fn first_fin_ours(s: u32) -> bool {
+    matches!(s, state::FIN_WAIT1 | state::FIN_WAIT2 | state::CLOSING)
+}
+
+/// The peer's FIN is in the receive queue.
+fn peer_fin(s: u32) -> bool {
+    matches!(s, state::CLOSE_WAIT | state::LAST_ACK | state::CLOSING)
+}
+
+/// Our FIN was acknowledged by the peer.
+fn our_fin_acked(s: u32) -> bool {
+    s == state::FIN_WAIT2
+}
+
 /// Reads state, queue lengths, options and window (not the queues themselves nor the
 /// sequence numbers: [`read_queue`] does those).
 pub fn save_data(fd: RawFd) -> Result<SkData> {
@@ -298,7 +395,7 @@ pub fn save_data(fd: RawFd) -> Result<SkData> {
         Err(()) => return Err(Error::sys(fd, "tcp_info")),
     }
     d.state = ti[0] as u32;
-    if d.state != state::ESTABLISHED && d.state != state::FIN_WAIT1 {
+    if !supported(d.state) {
         return Err(Error::State { fd, state: d.state });
     }
     d.outq_len = ioctl_int(fd, sys::SIOCOUTQ, "send queue size")?;
@@ -498,7 +595,7 @@ fn send_all(fd: RawFd, mut buf: &[u8], what: &'static str) -> Result<()> {
     while !buf.is_empty() {
         let n = chunk.min(buf.len());
         // SAFETY: buf is readable for n bytes.
-        let r = unsafe { libc::send(fd, buf.as_ptr().cast(), n, 0) };
+        let r = unsafe { libc::send(fd, buf.as_ptr().cast(), n, libc::MSG_DONTWAIT) };
         if r <= 0 {
             if chunk > 1024 {
                 chunk /= 2;
@@ -522,7 +619,7 @@ pub fn restore_data(
     recv_queue: Option<&[u8]>,
     send_queue: Option<&[u8]>,
 ) -> Result<()> {
-    if data.state != state::ESTABLISHED && data.state != state::FIN_WAIT1 {
+    if !supported(data.state) {
         return Err(Error::State {
             fd,
             state: data.state,
@@ -553,6 +650,9 @@ pub fn restore_data(
     // SAFETY: p points at a SockAddr at least src.len() bytes long.
     if unsafe { libc::bind(fd, p, src.len()) } < 0 {
         return Err(Error::sys(fd, "bind"));
+    }
+    if peer_fin(data.state) {
+        data.inq_seq = data.inq_seq.wrapping_sub(1);
     }
     if fin_in_sndq(data.state) {
         data.outq_seq = data.outq_seq.wrapping_sub(1);
@@ -621,36 +721,191 @@ pub fn restore_data(
                 .map_err(|_| Error::sys(fd, "select repair queue"))?;
             send_all(fd, &q[..sent], "refill send queue")?;
         }
-        if data.unsq_len > 0 {
-            // Never sent: written as a program would, with repair off.
-            set_repair(fd, false)?;
-            send_all(
-                fd,
-                &q[sent..data.outq_len as usize],
-                "refill unsent send queue",
-            )?;
-            set_repair(fd, true)?;
-        }
     }
 
     if data.flags & FLAGS_WINDOW != 0 {
+        // The peer's FIN, sent below, takes one more sequence number of the window.
+        let fin = u32::from(peer_fin(data.state));
         let w = [
             data.snd_wl1,
             data.snd_wnd,
             data.max_window,
-            data.rcv_wnd,
-            data.rcv_wup,
+            data.rcv_wnd.wrapping_add(fin),
+            data.rcv_wup.wrapping_sub(fin),
         ];
         setsockopt_raw(fd, sys::TCP_REPAIR_WINDOW, &w)
             .map_err(|_| Error::sys(fd, "tcp repair window"))?;
     }
 
-    if data.state == state::FIN_WAIT1 {
-        // Our FIN, not yet acknowledged: queued by shutdown as a program would.
-        // SAFETY: plain syscall on fd.
-        if unsafe { libc::shutdown(fd, libc::SHUT_WR) } < 0 {
-            return Err(Error::sys(fd, "shutdown"));
+    if our_fin_acked(data.state) {
+        // Acknowledged, so nothing unsent comes before it.
+        shutdown_fin(fd, true)?;
+    }
+    Ok(())
+}
+
+/// Puts our FIN into the send queue with `shutdown(SHUT_WR)`; an `acked` one as already sent
+/// (the send queue selected), so the peer's acknowledgement then matches it.
+fn shutdown_fin(fd: RawFd, acked: bool) -> Result<()> {
+    if acked {
+        setsockopt_u32(fd, sys::TCP_REPAIR_QUEUE, sys::TCP_SEND_QUEUE as u32)
+            .map_err(|_| Error::sys(fd, "select repair queue"))?;
+    }
+    // SAFETY: plain syscall on fd.
+    let r = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    let err = Error::sys(fd, "shutdown");
+    if acked {
+        setsockopt_u32(fd, sys::TCP_REPAIR_QUEUE, sys::TCP_NO_QUEUE as u32)
+            .map_err(|_| Error::sys(fd, "select repair queue"))?;
+    }
+    if r < 0 {
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// `SO_BUF_LOCK` (Linux 5.14).
+const SO_BUF_LOCK: i32 = 72;
+
+fn get_sol_socket(fd: RawFd, opt: i32) -> Option<u32> {
+    let mut v: u32 = 0;
+    let mut len = size_of::<u32>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most len bytes into a live u32.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut u32).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+fn set_sol_socket(fd: RawFd, opt: i32, v: u32) -> std::result::Result<(), ()> {
+    // SAFETY: setsockopt reads a u32 from a live local.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const u32).cast(),
+            size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if r < 0 { Err(()) } else { Ok(()) }
+}
+
+/// The send buffer size and the buffer lock bits of `fd`.
+fn sndbuf(fd: RawFd) -> Option<(u32, u32)> {
+    Some((
+        get_sol_socket(fd, libc::SO_SNDBUF)?,
+        get_sol_socket(fd, SO_BUF_LOCK).unwrap_or(0),
+    ))
+}
+
+/// The second half of a restore, after [`restore_data`] on the same `data`, once the peer's
+/// end can answer (a caller that restores both ends calls it when both exist, before repair is
+/// turned off): the bytes never sent (`send_queue`'s last `unsq_len`) are written as a program
+/// would, with repair off for that moment, so they go out; then a closing connection's FINs:
+/// ours when it was not acknowledged yet (`shutdown(2)`, after those bytes), the peer's (a
+/// hand-made packet from `dst` through a raw socket, which needs `CAP_NET_RAW`), ours of a
+/// connection that closed second, and the peer's acknowledgement of ours where it had arrived.
+///
+/// # Errors
+/// [`Error::Sys`] or [`Error::Invalid`] naming the step.
+pub fn restore_fins(
+    fd: RawFd,
+    data: &mut SkData,
+    src: &SockAddr,
+    dst: &SockAddr,
+    send_queue: Option<&[u8]>,
+) -> Result<()> {
+    let st = data.state;
+    if let Some(q) = send_queue
+        && data.unsq_len > 0
+    {
+        let (from, to) = (
+            (data.outq_len - data.unsq_len) as usize,
+            data.outq_len as usize,
+        );
+        let Some(unsent) = q.get(from..to) else {
+            return Err(Error::Queue {
+                fd,
+                queue: "send",
+                got: q.len(),
+                want: to,
+            });
+        };
+        // The bytes refilled in repair mode may already fill the send buffer the program had
+        // (they were written while acknowledgements freed room): room for these too, for this
+        // moment only.
+        let old = sndbuf(fd);
+        if let Some((size, _)) = old {
+            let want = (data.outq_len as usize)
+                .saturating_mul(2)
+                .saturating_add(size as usize)
+                .min(i32::MAX as usize) as u32;
+            let _ = set_sol_socket(fd, libc::SO_SNDBUFFORCE, want / 2);
         }
+        set_repair(fd, false)?;
+        let r = send_all(fd, unsent, "refill unsent send queue");
+        set_repair(fd, true)?;
+        if let Some((size, lock)) = old {
+            let _ = set_sol_socket(fd, libc::SO_SNDBUFFORCE, size / 2);
+            let _ = set_sol_socket(fd, SO_BUF_LOCK, lock);
+        }
+        r?;
+    }
+    if first_fin_ours(st) && !our_fin_acked(st) {
+        shutdown_fin(fd, false)?;
+    }
+    if !(peer_fin(st) || our_fin_acked(st)) {
+        return Ok(());
+    }
+    let (Some(s), Some(d)) = (src.to_std(), dst.to_std()) else {
+        return Err(Error::Invalid {
+            fd,
+            msg: "addresses are not inet".into(),
+        });
+    };
+    let window = (data.snd_wnd >> data.snd_wscale.min(14)).min(0xffff) as u16;
+    let window = if window == 0 { 0xffff } else { window };
+    let seg = |seq, ack, flags| {
+        raw::send_tcp(
+            d,
+            s,
+            raw::TcpHeader {
+                seq,
+                ack,
+                flags,
+                window,
+            },
+        )
+        .map_err(|source| Error::Sys {
+            fd,
+            what: "sending the peer's fin",
+            source,
+        })
+    };
+    if peer_fin(st) {
+        seg(
+            data.inq_seq,
+            data.outq_seq.wrapping_sub(data.outq_len),
+            raw::TH_FIN | raw::TH_ACK,
+        )?;
+    }
+    if st == state::LAST_ACK {
+        shutdown_fin(fd, false)?;
+    }
+    if our_fin_acked(st) {
+        data.outq_seq = data.outq_seq.wrapping_add(1);
+        seg(
+            data.inq_seq,
+            data.outq_seq.wrapping_sub(data.outq_len),
+            raw::TH_ACK,
+        )?;
     }
     Ok(())
 }

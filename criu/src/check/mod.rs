@@ -160,33 +160,21 @@ static FEATURES: &[Feature] = &[
         || line_in("/proc/filesystems", "nodev\tautofs", "no autofs filesystem"),
         "autofs mounts",
     ),
-    not_yet(
-        "tcp_half_closed",
-        tcp_half_closed,
-        "half-closed and closing TCP connections",
-    ),
+    handled("tcp_half_closed", tcp_half_closed),
     not_yet(
         "compat_cr",
         || path_exists("/proc/sys/abi/vsyscall32"),
         "32-bit tasks",
     ),
-    not_yet(
-        "uffd",
-        || {
-            raw_syscall_works(
-                libc::SYS_userfaultfd,
-                [libc::O_CLOEXEC as _, 0, 0, 0, 0],
-                "userfaultfd",
-                true,
-            )
-        },
-        "lazy pages (criu lazy-pages, --lazy-pages)",
-    ),
-    not_yet(
-        "uffd-noncoop",
-        || kernel_at_least(4, 11),
-        "lazy pages (criu lazy-pages, --lazy-pages)",
-    ),
+    handled("uffd", || {
+        raw_syscall_works(
+            libc::SYS_userfaultfd,
+            [libc::O_CLOEXEC as _, 0, 0, 0, 0],
+            "userfaultfd",
+            true,
+        )
+    }),
+    handled("uffd-noncoop", lazy_pages),
     not_yet(
         "can_map_vdso",
         || kernel_at_least(4, 9),
@@ -248,11 +236,7 @@ static FEATURES: &[Feature] = &[
         "openat2 path resolution",
     ),
     handled("get_rseq_conf", || kernel_at_least(5, 13)),
-    not_yet(
-        "ipv6_freebind",
-        ipv6_freebind,
-        "binding IPv6 sockets to addresses not configured yet (IPV6_FREEBIND)",
-    ),
+    handled("ipv6_freebind", ipv6_freebind),
     handled("pagemap_scan", pagemap_scan),
     not_yet(
         "timer_cr_ids",
@@ -337,13 +321,13 @@ mod tests {
         // Trees in their own time and pid namespaces are dumped and restored.
         check_feature("timens").unwrap();
         check_feature("ns_pid").unwrap();
+        check_feature("tcp_half_closed").unwrap();
+        check_feature("ipv6_freebind").unwrap();
         // The kernel has these; this criu does not handle what they gate.
         for name in [
             "tun",
             "aio_remap",
-            "ipv6_freebind",
             "sk_unix_file",
-            "tcp_half_closed",
             "newifindex",
             "move_mount_set_group",
             "net_diag_raw",

@@ -109,9 +109,21 @@ pub(super) fn plan_private_pages(
                 tracked.push(v.entry.start);
                 super::track::split(&runs, w)
             }
-            None => runs.iter().map(|&(s, n)| (s, n, true)).collect(),
+            None => runs
+                .iter()
+                .map(|&(start, pages)| super::track::Part {
+                    start,
+                    pages,
+                    dirty: true,
+                })
+                .collect(),
         };
-        for (start, n, dirty) in parts {
+        for super::track::Part {
+            start,
+            pages: n,
+            dirty,
+        } in parts
+        {
             if !dirty {
                 pm.push(start, n, PE_PARENT | lazy);
                 stats.parent += n;

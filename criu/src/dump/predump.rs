@@ -128,6 +128,9 @@ fn inner(opts: &DumpOptions, pid: i32, dir: &Path) -> Result<DumpSummary, DumpEr
     ImageDir::new(dir)
         .write_inventory(&inv)
         .map_err(|e| DumpError::from(e).at("writing the images"))?;
+    if opts.auto_dedup {
+        super::dedup::after_dump(dir);
+    }
     Ok(DumpSummary {
         pid,
         pages_scanned: stats.scanned,

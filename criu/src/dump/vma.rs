@@ -130,6 +130,15 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                     end: m.end,
                 });
             }
+            n if n.starts_with("/[aio]") => {
+                return Err(DumpError::FileState {
+                    kind: "aio",
+                    what: format!(
+                        "an AIO ring (io_setup) of {pid} at {:#x}-{:#x} (not dumped yet)",
+                        m.start.0, m.end.0
+                    ),
+                });
+            }
             _ if m.inode == 0 && !m.name.starts_with('/') => {
                 // Anonymous ([stack], [anon:...], or unnamed).
                 if m.shared() {

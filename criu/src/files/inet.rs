@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use criu_images::names;
-use criu_images::pb::{InetSkEntry, TcpOptsEntry};
+use criu_images::pb::{InetSkEntry, IpOptsEntry, TcpOptsEntry};
 
 use super::socket::{self, DumpSock, SockAt, SocketError, sys};
 use super::tcp;
@@ -186,6 +186,78 @@ fn read_tcp_opts(fd: RawFd, w: &str) -> Result<TcpOptsEntry, SocketError> {
     })
 }
 
+/// `IP_FREEBIND`, `IP_PKTINFO`, `IP_TOS` and `IP_TTL` (IPv4), `IPV6_FREEBIND` and
+/// `IPV6_RECVPKTINFO` (IPv6) as CRIU's `ip_opts_entry` (set ones only, as CRIU writes them).
+fn read_ip_opts(fd: RawFd, family: i32, w: &str) -> Result<IpOptsEntry, SocketError> {
+    let g = |level, opt, name| int(fd, level, opt, w, name);
+    let (freebind, pktinfo, tos, ttl) = if family == libc::AF_INET6 {
+        (
+            g(libc::SOL_IPV6, libc::IPV6_FREEBIND, "IPV6_FREEBIND")?,
+            g(libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO")?,
+            0,
+            0,
+        )
+    } else {
+        (
+            g(libc::SOL_IP, libc::IP_FREEBIND, "IP_FREEBIND")?,
+            g(libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO")?,
+            g(libc::SOL_IP, libc::IP_TOS, "IP_TOS")?,
+            g(libc::SOL_IP, libc::IP_TTL, "IP_TTL")?,
+        )
+    };
+    Ok(IpOptsEntry {
+        freebind: (freebind != 0).then_some(true),
+        raw: None,
+        pktinfo: (pktinfo != 0).then_some(true),
+        tos: (tos != 0).then_some(tos),
+        ttl: (ttl != 0).then_some(ttl),
+    })
+}
+
+/// Sets what [`read_ip_opts`] read.
+fn write_ip_opts(fd: RawFd, family: i32, o: &IpOptsEntry, who: &str) -> Result<(), SocketError> {
+    let set = |level: i32, opt: i32, v: u32, name: &str| {
+        socket::set_int(fd, level, opt, v as i32).map_err(|source| SocketError::Sys {
+            what: format!("setsockopt {name} on {who}"),
+            source,
+        })
+    };
+    let v6 = family == libc::AF_INET6;
+    if let Some(b) = o.freebind {
+        if v6 {
+            set(
+                libc::SOL_IPV6,
+                libc::IPV6_FREEBIND,
+                b.into(),
+                "IPV6_FREEBIND",
+            )?;
+        } else {
+            set(libc::SOL_IP, libc::IP_FREEBIND, b.into(), "IP_FREEBIND")?;
+        }
+    }
+    if let Some(b) = o.pktinfo {
+        if v6 {
+            set(
+                libc::SOL_IPV6,
+                libc::IPV6_RECVPKTINFO,
+                b.into(),
+                "IPV6_RECVPKTINFO",
+            )?;
+        } else {
+            set(libc::SOL_IP, libc::IP_PKTINFO, b.into(), "IP_PKTINFO")?;
+        }
+    }
+    if !v6 {
+        if let Some(t) = o.tos {
+            set(libc::SOL_IP, libc::IP_TOS, t, "IP_TOS")?;
+        }
+        if let Some(t) = o.ttl {
+            set(libc::SOL_IP, libc::IP_TTL, t, "IP_TTL")?;
+        }
+    }
+    Ok(())
+}
+
 impl InetDump {
     /// Called once the dump is over: `killed` when the tree was killed (saved connections then
     /// stay in repair mode until they are closed).
@@ -240,7 +312,7 @@ impl InetDump {
                         backlog = u32_at(&ti, 28);
                     }
                     TCP_CLOSE => {}
-                    TCP_ESTABLISHED => {
+                    s if soccr::supported(s) => {
                         let (Some(s), Some(d)) = (src, dst) else {
                             return Err(SocketError::InetNoAddresses { who: w, proto: pn });
                         };
@@ -327,7 +399,7 @@ impl InetDump {
             fown: socket::read_fown(raw),
             opts: socket::read_opts(raw, &w)?,
             v6only,
-            ip_opts: None,
+            ip_opts: Some(read_ip_opts(raw, family, &w)?),
             ifname: None,
             ns_id: None,
             shutdown: None,
@@ -368,7 +440,7 @@ pub fn check(entries: &[InetSkEntry]) -> Result<(), SocketError> {
         }
         let ok = match (e.r#type as i32, e.proto as i32) {
             (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
-                matches!(e.state, TCP_CLOSE | TCP_LISTEN | TCP_ESTABLISHED)
+                matches!(e.state, TCP_CLOSE | TCP_LISTEN) || soccr::supported(e.state)
             }
             (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => matches!(e.state, TCP_CLOSE | TCP_ESTABLISHED),
             _ => false,
@@ -444,6 +516,7 @@ pub fn create_all(
         // SAFETY: fd was just created and is owned by nothing else.
         let s = unsafe { OwnedFd::from_raw_fd(fd) };
         let sk = s.as_raw_fd();
+        let mut fins = None;
         socket::write_opts(sk, &e.opts, &who)?;
         let set = |level: i32, opt: i32, v: u32, name: &str| {
             socket::set_int(sk, level, opt, v as i32).map_err(|source| SocketError::Sys {
@@ -451,6 +524,9 @@ pub fn create_all(
                 source,
             })
         };
+        if let Some(o) = &e.ip_opts {
+            write_ip_opts(sk, e.family as i32, o, &who)?;
+        }
         if let Some(v) = e.v6only {
             set(
                 libc::IPPROTO_IPV6,
@@ -472,20 +548,22 @@ pub fn create_all(
                 }
             }
         }
+        let connected = tcp && soccr::supported(e.state);
         match (tcp, e.state) {
-            (true, TCP_ESTABLISHED) => {
+            (true, st) if soccr::supported(st) => {
                 let st = streams.get(&e.ino).ok_or_else(|| SocketError::BadImage {
                     file: names::tcp_stream(e.ino),
                     reason: format!("{who}: missing"),
                 })?;
-                let saved = st.to_saved(src, dst);
+                let saved = st.to_saved(e.state, src, dst);
                 let repair = |error| SocketError::TcpRepair {
                     who: who.clone(),
                     error,
                 };
                 let r = soccr::Repair::pause(s.as_fd()).map_err(repair)?;
-                r.restore(&saved).map_err(repair)?;
+                let f = r.restore_deferred(&saved).map_err(repair)?;
                 r.release();
+                fins = Some(f);
                 if st.entry.cork == Some(true) {
                     set(libc::SOL_TCP, libc::TCP_CORK, 1, "TCP_CORK")?;
                 }
@@ -513,12 +591,23 @@ pub fn create_all(
             return Err(sys(format!("setting the flags of {who}")));
         }
         let s = socket::move_up(s, min)?;
-        if tcp && e.state == TCP_ESTABLISHED {
-            repaired.push((e.id, s.as_raw_fd()));
+        if connected {
+            repaired.push((e.id, s.as_raw_fd(), fins));
         }
         out.insert(e.id, s);
     }
-    for (id, fd) in repaired {
+    // Both ends of a closing connection exist now: the FINs they exchanged go in.
+    for (id, fd, fins) in &mut repaired {
+        if let Some(f) = fins.take() {
+            // SAFETY: fd belongs to a socket in `out`, alive for this borrow.
+            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+            f.finish_fd(b).map_err(|error| SocketError::TcpRepair {
+                who: format!("inet socket id {id}: fins"),
+                error,
+            })?;
+        }
+    }
+    for (id, fd, _) in repaired {
         // SAFETY: fd belongs to a socket in `out`, alive for this borrow.
         let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let r = soccr::Repair::pause(b).and_then(|r| r.resume());

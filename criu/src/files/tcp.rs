@@ -51,8 +51,8 @@ impl Stream {
         }
     }
 
-    /// What soccr restores, with the connection's addresses.
-    pub fn to_saved(&self, src: SocketAddr, dst: SocketAddr) -> soccr::Saved {
+    /// What soccr restores: the connection in TCP state `state` with its addresses.
+    pub fn to_saved(&self, state: u32, src: SocketAddr, dst: SocketAddr) -> soccr::Saved {
         let e = &self.entry;
         let win = e.snd_wl1.is_some()
             && e.snd_wnd.is_some()
@@ -61,7 +61,7 @@ impl Stream {
             && e.rcv_wup.is_some();
         soccr::Saved {
             data: soccr::SkData {
-                state: soccr::state::ESTABLISHED,
+                state,
                 inq_len: e.inq_len,
                 inq_seq: e.inq_seq,
                 outq_len: e.outq_len,
@@ -163,6 +163,7 @@ mod tests {
             assert_eq!(st.inq.len(), st.entry.inq_len as usize);
             inqs.push(String::from_utf8_lossy(&st.inq).into_owned());
             let back = st.to_saved(
+                e.state,
                 "127.0.0.1:1".parse().unwrap(),
                 "127.0.0.1:2".parse().unwrap(),
             );

@@ -213,8 +213,10 @@ pub enum Command {
     Restore,
     /// `criu page-server`.
     PageServer,
-    /// `criu lazy-pages` (not supported yet).
+    /// `criu lazy-pages`: serve the memory of a lazy restore.
     LazyPages,
+    /// `criu dedup`: punch the pages a dump holds out of its parent images.
+    Dedup,
     /// `criu service`: RPC on a unix socket.
     Service,
     /// `criu swrk FD`: RPC on an inherited socket.
@@ -225,13 +227,14 @@ pub enum Command {
 
 impl Command {
     /// Every command, in the order criu(8) lists them.
-    pub const ALL: [Command; 9] = [
+    pub const ALL: [Command; 10] = [
         Command::Dump,
         Command::PreDump,
         Command::Restore,
         Command::Check,
         Command::PageServer,
         Command::LazyPages,
+        Command::Dedup,
         Command::Service,
         Command::Swrk,
         Command::CpuInfo,
@@ -246,6 +249,7 @@ impl Command {
             "restore" => Command::Restore,
             "page-server" => Command::PageServer,
             "lazy-pages" => Command::LazyPages,
+            "dedup" => Command::Dedup,
             "service" => Command::Service,
             "swrk" => Command::Swrk,
             "cpuinfo" => Command::CpuInfo,
@@ -262,6 +266,7 @@ impl Command {
             Command::Restore => "restore",
             Command::PageServer => "page-server",
             Command::LazyPages => "lazy-pages",
+            Command::Dedup => "dedup",
             Command::Service => "service",
             Command::Swrk => "swrk",
             Command::CpuInfo => "cpuinfo",
@@ -315,6 +320,9 @@ pub struct Options {
     pub final_state: FinalState,
     /// `-j/--shell-job`: the task's session and terminal are the caller's.
     pub shell_job: bool,
+    /// `--orphan-pts-master`: a pty slave whose master is outside the tree gets a new master,
+    /// handed to the `orphan-pts-master` action script (or the RPC client).
+    pub orphan_pts_master: bool,
     /// `--action-script FILE`, repeatable, in the order given.
     pub action_scripts: Vec<PathBuf>,
     /// `--timeout SECONDS`.
@@ -376,6 +384,8 @@ pub struct Options {
     pub help: bool,
     /// `-V/--version` was given.
     pub version: bool,
+    /// `--display-stats`: print the dump's or restore's statistics at the end.
+    pub display_stats: bool,
 }
 
 impl Default for Options {
@@ -393,6 +403,7 @@ impl Default for Options {
             restore_sibling: false,
             final_state: FinalState::Dead,
             shell_job: false,
+            orphan_pts_master: false,
             action_scripts: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             no_default_config: false,
@@ -422,6 +433,7 @@ impl Default for Options {
             ignored: Vec::new(),
             help: false,
             version: false,
+            display_stats: false,
         }
     }
 }

@@ -14,6 +14,8 @@ Commands:
   restore        restore a process tree
   check          checks whether the kernel supports what criu needs
   cpuinfo        dump this CPU's description, or check an image's against it
+  lazy-pages     serve the memory of a restore with --lazy-pages
+  dedup          punch the pages a dump holds out of its parent images
   service        serve RPC requests on a unix socket
   swrk           serve one RPC client on an inherited socket
 
@@ -29,6 +31,9 @@ Options:
   -s|--leave-stopped    leave the dumped tasks stopped
   -d|--restore-detached detach from the restored tasks
   -j|--shell-job        allow a process attached to the caller's terminal
+  --orphan-pts-master   a pty slave whose master is outside the tree gets a new
+                        master, passed to the orphan-pts-master action script
+                        (as its stdin) or to the RPC client
   --pidfile FILE        write the restored root task's pid to FILE
   --action-script FILE  run FILE at each stage (repeatable)
   --timeout SECONDS     how long freezing may take (default 10)
@@ -37,6 +42,7 @@ Options:
   --config FILE         read options from FILE (no default config files then)
   --no-default-config   do not read /etc/criu/default.conf and ~/.criu/default.conf
   --feature NAME        with check: check one kernel feature
+  --display-stats       print the dump's or restore's statistics at the end
   -h|--help             show this text
   -V|--version          show the version
 ";

@@ -69,10 +69,10 @@ fn check_creation(
             });
         }
         Ok(WaitStatus::Stopped(_, sig)) => {
-            let _ = nix::sys::ptrace::cont(Pid::from_raw(root), sig);
+            let _ = compel::ptrace::cont(root, sig as i32);
         }
         Ok(_) => {
-            let _ = nix::sys::ptrace::cont(Pid::from_raw(root), None);
+            let _ = compel::ptrace::cont(root, 0);
         }
         Err(errno) => {
             return Err(RestoreError::Sys {
@@ -227,6 +227,7 @@ pub(super) fn kill_tree(
     // A task is gone once its pid is: until then it is ours to reap, as a child, a tracee, or
     // an orphan handed to us when its parent died (not yet our child is no reason to stop).
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let ours = pids.clone();
     let mut left = pids;
     while !left.is_empty() && std::time::Instant::now() < until {
         left.retain(|&p| {
@@ -234,9 +235,12 @@ pub(super) fn kill_tree(
                 Pid::from_raw(p),
                 Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
             );
-            // A root restored as a sibling is its own parent's to reap once dead.
-            !(reaped == Err(Errno::ECHILD) && is_zombie(p))
-                && Path::new(&format!("/proc/{p}")).exists()
+            // A zombie that is not ours to reap: a root restored as a sibling is its own
+            // parent's once dead. A zombie whose parent is a dying task of the tree comes to
+            // us when that parent is gone, so it is waited for.
+            let others = reaped == Err(Errno::ECHILD)
+                && zombie_parent(p).is_some_and(|pp| !ours.contains(&pp));
+            !others && Path::new(&format!("/proc/{p}")).exists()
         });
         if !left.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -247,16 +251,15 @@ pub(super) fn kill_tree(
     }
 }
 
-/// Whether `pid` is dead and waits for its parent to reap it.
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|e| s.get(e + 1..))
-                .map(|r| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+/// The parent of `pid` when `pid` is dead and waits for that parent to reap it.
+fn zombie_parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = rest.split_whitespace();
+    if fields.next()? != "Z" {
+        return None;
+    }
+    fields.next()?.parse().ok()
 }
 
 /// Logs how a restored task's memory came back: resident and on huge pages.

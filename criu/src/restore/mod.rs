@@ -122,6 +122,7 @@ pub fn restore(
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
 ) -> Result<RestoreOutcome, RestoreError> {
+    let started = std::time::Instant::now();
     trust::warn_untrusted(&opts.images_dir);
     // The inventory first: it says whether this is an images directory at all.
     images::check_inventory(&opts.images_dir)?;
@@ -136,11 +137,21 @@ pub fn restore(
         &opts.external,
         opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
     )?;
+    crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
     let mut tree = images::load_under(
         &opts.images_dir,
         opts.shell_job,
         mntns.as_ref().map(|m| m.yard()),
     )?;
+    // Lazy restore: the lazy pages are left out of the fill, for the daemon.
+    let mut lazy = match &opts.lazy_pages {
+        Some(sock) => Some(crate::lazy::restore::LazyRestore::prepare(
+            &opts.images_dir,
+            sock,
+            &mut tree,
+        )?),
+        None => None,
+    };
     session::add_session_helpers(&mut tree)?;
     session::add_group_helpers(&mut tree)?;
     tracing::info!(
@@ -175,6 +186,18 @@ pub fn restore(
     run_scripts(scripts, ScriptAction::PreRestore, None)?;
     raise_nofile();
     let shared = shared::Shared::build(&tree)?;
+    // `--orphan-pts-master`: each new master goes to the notification (the scripts' stdin, or
+    // the RPC client).
+    for (index, m) in crate::files::tty::take_orphan_masters() {
+        tracing::info!(index, "orphan-pts-master");
+        if let Some(s) = scripts {
+            s.notify_fd(
+                ScriptAction::OrphanPtsMaster,
+                None,
+                std::os::fd::AsFd::as_fd(&m),
+            )?;
+        }
+    }
     // The fill helpers can be turned off (to measure what they bring).
     let no_helpers = !opts.fill_helpers;
     // Only tasks with that much saved memory can use one: a pid for each of them.
@@ -205,11 +228,19 @@ pub fn restore(
             helper_pid: if big(t) { helpers.next() } else { None },
             huge_pages,
             uffd,
-            // A parent prepared before its child: the child may take its areas over.
-            cow_from: tree.parent[i]
-                .and_then(|p| preps.get(p)?.as_ref())
-                .map(|p| p.cow_areas.clone())
-                .unwrap_or_default(),
+            // A parent prepared before its child: the child may take its areas over. Not in
+            // a lazy restore: there the pages arrive later, per task, through its own uffd.
+            cow_from: match lazy {
+                Some(_) => Vec::new(),
+                None => tree.parent[i]
+                    .and_then(|p| preps.get(p)?.as_ref())
+                    .map(|p| p.cow_areas.clone())
+                    .unwrap_or_default(),
+            },
+            lazy: match lazy.as_mut() {
+                Some(l) => l.task(t.pid)?,
+                None => None,
+            },
         };
         match prepare::prepare(t, opts, &ctx) {
             Ok(p) => {
@@ -227,6 +258,7 @@ pub fn restore(
     prepare::mark_cow_sources(&tree, &mut preps);
     let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
+    let forking = std::time::Instant::now();
     let created = spawn(
         &tree,
         &sessions,
@@ -236,6 +268,7 @@ pub fn restore(
         opts,
         &mut namespaces,
     )?;
+    let forking = forking.elapsed();
     let root = created.root;
     let pids = namespaces.pid_map(root);
     // The tasks are in the tree's network namespace now.
@@ -264,7 +297,19 @@ pub fn restore(
             return Err(e);
         }
     };
+    if let Some(l) = lazy.as_mut()
+        && let Err(e) = l.finish()
+    {
+        // The daemon's watchdog kills the tree when the daemon is gone.
+        tracing::error!(error = %e, "the lazy-pages daemon went away");
+    }
     drop(subreaper);
+    let pages = tree
+        .alive()
+        .flat_map(|(_, t)| &t.pages)
+        .map(|r| r.nr_pages)
+        .sum();
+    crate::stats::write_restore(&opts.images_dir, forking, started.elapsed(), pages);
     if let Err(e) = run_scripts(scripts, ScriptAction::PostResume, Some(pid)) {
         tracing::warn!(error = %e, "post-resume scripts failed");
     }

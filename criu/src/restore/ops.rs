@@ -36,6 +36,8 @@ pub const CHILD_LOCKS: u32 = 110;
 pub const CHILD_LOGINUID: u32 = 111;
 /// Registering for `membarrier`.
 pub const CHILD_MEMBARRIER: u32 = 112;
+/// Handing lazy memory to the lazy-pages daemon.
+pub const CHILD_LAZY: u32 = 113;
 
 /// A short name for a child stage.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -53,6 +55,7 @@ pub fn stage_name(stage: u32) -> &'static str {
         CHILD_LOCKS => "taking file locks",
         CHILD_LOGINUID => "audit login uid",
         CHILD_MEMBARRIER => "membarrier registration",
+        CHILD_LAZY => "handing memory to the lazy-pages daemon",
         s => abi::stage_name(s),
     }
 }
@@ -190,6 +193,8 @@ pub struct ChildPlan {
     pub collapse: Vec<(u64, u64)>,
     /// Fill private anonymous memory with `UFFDIO_COPY` where it can.
     pub uffd: bool,
+    /// Lazy restore: the areas the lazy-pages daemon fills (`--lazy-pages`).
+    pub lazy: Option<crate::lazy::restore::ChildLazy>,
     /// Descriptors, in creation order.
     pub fds: Vec<FdOp>,
     /// Descriptors kept open while the others are closed: the ones the restorer needs (status
@@ -200,6 +205,10 @@ pub struct ChildPlan {
     /// The descriptor of this session leader's controlling terminal, with the foreground
     /// process group to give it (0: its own).
     pub ctty: Option<(i32, i32)>,
+    /// The engine's descriptor of that terminal (made by the engine, inherited): the leader
+    /// takes it as its terminal before creating its children, which then inherit it, as the
+    /// members of the dumped session did (`TIOCSCTTY` gives it to the caller alone).
+    pub ctty_early: Option<i32>,
     /// Open files made by the engine for several tasks, closed once placed.
     pub inherited: Vec<i32>,
     /// Temporary descriptors go at or above this number.
@@ -344,4 +353,6 @@ pub struct TaskCtx {
     pub uffd: bool,
     /// The parent's areas this task may take over (see [`CowArea`]).
     pub cow_from: Vec<CowArea>,
+    /// Lazy restore: the task's lazy areas at their final addresses and its connection.
+    pub lazy: Option<crate::lazy::restore::ChildLazy>,
 }

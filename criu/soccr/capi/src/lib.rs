@@ -363,7 +363,10 @@ pub unsafe extern "C" fn libsoccr_restore(
     let sq = queue(sk.send_queue, d.outq_len);
     // SAFETY: both addresses were set by the caller and are live.
     let (src, dst) = unsafe { (&*sk.src_addr, &*sk.dst_addr) };
-    let r = fail(soccr_rt::restore_data(sk.fd, &mut d, src, dst, rq, sq));
+    let r = fail(
+        soccr_rt::restore_data(sk.fd, &mut d, src, dst, rq, sq)
+            .and_then(|()| soccr_rt::restore_fins(sk.fd, &mut d, src, dst, sq)),
+    );
     // SAFETY: as above.
     unsafe { data.write_unaligned(d) };
     if r.is_some() { 0 } else { -1 }

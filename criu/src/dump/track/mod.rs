@@ -296,7 +296,12 @@ impl TaskTracker {
             _ => out.push((addr, 1)),
         };
         let mut word = [0u8; 8];
-        for (start, n, is_present) in split(&runs, &present) {
+        for Part {
+            start,
+            pages: n,
+            dirty: is_present,
+        } in split(&runs, &present)
+        {
             for i in 0..n {
                 let addr = start + i * PAGE_SIZE;
                 if is_present {
@@ -413,17 +418,35 @@ fn nofile_limit(pid: i32) -> u64 {
         .unwrap_or(1024)
 }
 
+/// A run of present pages, written since the parent dump (`dirty`: copied) or not (the
+/// parent's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The first page's address.
+    pub start: u64,
+    /// How many pages.
+    pub pages: u64,
+    /// Written since the parent dump.
+    pub dirty: bool,
+}
+
 /// Splits `present` runs `(start, pages)` by `written` runs (both in address order) into
-/// `(start, pages, dirty)`: dirty parts are copied, the others are the parent's.
-pub fn split(present: &[(u64, u64)], written: &[(u64, u64)]) -> Vec<(u64, u64, bool)> {
-    let mut out: Vec<(u64, u64, bool)> = Vec::new();
+/// [`Part`]s: dirty parts are copied, the others are the parent's.
+pub fn split(present: &[(u64, u64)], written: &[(u64, u64)]) -> Vec<Part> {
+    let mut out: Vec<Part> = Vec::new();
     let mut push = |a: u64, b: u64, dirty: bool| {
         if a >= b {
             return;
         }
         match out.last_mut() {
-            Some((s, n, d)) if *d == dirty && *s + *n * PAGE_SIZE == a => *n += (b - a) / PAGE_SIZE,
-            _ => out.push((a, (b - a) / PAGE_SIZE, dirty)),
+            Some(p) if p.dirty == dirty && p.start + p.pages * PAGE_SIZE == a => {
+                p.pages += (b - a) / PAGE_SIZE
+            }
+            _ => out.push(Part {
+                start: a,
+                pages: (b - a) / PAGE_SIZE,
+                dirty,
+            }),
         }
     };
     let mut w = 0usize;
@@ -502,13 +525,17 @@ mod tests {
 
     const P: u64 = PAGE_SIZE;
 
+    fn tuples(parts: Vec<Part>) -> Vec<(u64, u64, bool)> {
+        parts.iter().map(|p| (p.start, p.pages, p.dirty)).collect()
+    }
+
     #[test]
     fn split_marks_written_pages_dirty() {
         // Present: pages 0..10 and 20..25; written: 2..4, 8..22.
         let present = [(0, 10), (20 * P, 5)];
         let written = [(2 * P, 2), (8 * P, 14)];
         assert_eq!(
-            split(&present, &written),
+            tuples(split(&present, &written)),
             vec![
                 (0, 2, false),
                 (2 * P, 2, true),
@@ -519,11 +546,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            split(&present, &[]),
+            tuples(split(&present, &[])),
             vec![(0, 10, false), (20 * P, 5, false)]
         );
         // Written pages that are not present (freed since) are not dumped.
-        assert_eq!(split(&[(5 * P, 1)], &[(0, 4)]), vec![(5 * P, 1, false)]);
+        assert_eq!(
+            tuples(split(&[(5 * P, 1)], &[(0, 4)])),
+            vec![(5 * P, 1, false)]
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use criu_images::names::PARENT_LINK;
+
 use super::super::DumpError;
 use super::{RECORD, Trackers};
 
@@ -123,6 +125,3 @@ pub fn link_parent(dir: &Path, prev: &Path) -> Result<(), DumpError> {
         source,
     })
 }
-
-/// The name of the link to the parent images directory (CRIU's `CR_PARENT_LINK`).
-pub const PARENT_LINK: &str = "parent";

@@ -184,6 +184,51 @@ fn get_filter(fd: RawFd) -> std::io::Result<Vec<u64>> {
         .collect())
 }
 
+/// The device a socket is bound to (`SO_BINDTODEVICE`), if any.
+fn get_bound_dev(fd: RawFd) -> std::io::Result<Option<String>> {
+    let mut b = [0u8; libc::IFNAMSIZ];
+    let mut len = b.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most len bytes into b.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            b.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let b = &b[..(len as usize).min(b.len())];
+    let name = b.split(|&c| c == 0).next().unwrap_or_default();
+    Ok((!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()))
+}
+
+/// The linger time in seconds of a socket with `SO_LINGER` on.
+fn get_linger(fd: RawFd) -> std::io::Result<Option<u32>> {
+    let mut l = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most len bytes into a live linger.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&mut l as *mut libc::linger).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((l.l_onoff != 0).then_some(l.l_linger.max(0) as u32))
+}
+
 /// The options of socket `fd` as CRIU's `sk_opts_entry` (what CRIU saves for a unix, netlink
 /// or packet socket).
 ///
@@ -227,7 +272,7 @@ pub fn read_opts(fd: RawFd, who: &str) -> Result<SkOptsEntry, SocketError> {
         so_passsec: maybe(libc::SO_PASSSEC, "SO_PASSSEC")?,
         so_dontroute: Some(int(libc::SO_DONTROUTE, "SO_DONTROUTE")? != 0),
         so_no_check: Some(int(libc::SO_NO_CHECK, "SO_NO_CHECK")? != 0),
-        so_bound_dev: None,
+        so_bound_dev: get_bound_dev(fd).map_err(e("SO_BINDTODEVICE"))?,
         so_filter: filter,
         so_reuseport: Some(int(libc::SO_REUSEPORT, "SO_REUSEPORT")? != 0),
         so_broadcast: Some(int(libc::SO_BROADCAST, "SO_BROADCAST")? != 0),
@@ -236,7 +281,7 @@ pub fn read_opts(fd: RawFd, who: &str) -> Result<SkOptsEntry, SocketError> {
         tcp_keepidle: None,
         tcp_keepintvl: None,
         so_oobinline: Some(int(libc::SO_OOBINLINE, "SO_OOBINLINE")? as u32),
-        so_linger: None,
+        so_linger: get_linger(fd).map_err(e("SO_LINGER"))?,
         so_buf_lock: Some(get_int(fd, libc::SOL_SOCKET, SO_BUF_LOCK).unwrap_or(0) as u32),
     })
 }
@@ -311,6 +356,40 @@ pub fn write_opts(fd: RawFd, o: &SkOptsEntry, who: &str) -> Result<(), SocketErr
     }
     if let Some(v) = o.so_oobinline.filter(|&v| v != 0) {
         set(libc::SO_OOBINLINE, v as i32, "SO_OOBINLINE")?;
+    }
+    if let Some(dev) = o.so_bound_dev.as_deref().filter(|d| !d.is_empty()) {
+        // SAFETY: setsockopt reads dev.len() bytes of a live string.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                dev.as_ptr().cast(),
+                dev.len() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(sys(format!("setsockopt SO_BINDTODEVICE {dev} on {who}")));
+        }
+    }
+    if let Some(secs) = o.so_linger {
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: secs.min(i32::MAX as u32) as i32,
+        };
+        // SAFETY: setsockopt reads a live linger.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&l as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(sys(format!("setsockopt SO_LINGER on {who}")));
+        }
     }
     if !o.so_filter.is_empty() {
         let mut prog: Vec<libc::sock_filter> = o

@@ -42,6 +42,7 @@ use crate::dump::DumpError;
 use crate::restore::RestoreError;
 use crate::restore::images::entry::{bad, img, kind_entry};
 use restore::{PtyEnd, PtyPair, TtyFile, read_saved, unreachable_saved};
+pub use restore::{set_orphan_pts_master, take_orphan_masters};
 use termios::*;
 
 /// The terminal kind: what the dump met (infos, data) or the restore read.
@@ -57,8 +58,10 @@ pub struct Tty {
     paths: Vec<(u32, String, u32)>,
     /// Dump: `--shell-job`.
     shell_job: bool,
-    /// Dump: holders of `/dev/tty` (pid, fd), session leaders.
-    cttys: Vec<(i32, i32)>,
+    /// Dump: `--orphan-pts-master`.
+    orphan: bool,
+    /// Dump: holders of `/dev/tty` (pid, fd, session).
+    cttys: Vec<(i32, i32, i32)>,
     /// Restore: `tty-info.img` by id and `tty-data.img` by tty id, read when first needed.
     saved: Option<Saved>,
     /// Restore: the pairs made so far, by index (one state shared by both ends).
@@ -91,9 +94,22 @@ enum Term {
     Master,
     /// A pty slave, with its index.
     Slave(u32),
-    /// Another terminal (`/dev/tty`, consoles, serial lines).
+    /// `/dev/console`.
+    Console,
+    /// A virtual console (`/dev/ttyN`, major 4, minors below 64).
+    Vt,
+    /// A serial line (`/dev/ttySN`, major 4 from minor 64).
+    Serial,
+    /// Another terminal (`/dev/tty`).
     Other,
 }
+
+/// Major of virtual consoles and the first serial lines.
+const TTY_MAJOR: u32 = 4;
+/// First minor of serial lines under [`TTY_MAJOR`].
+const SERIAL_MINOR: u32 = 64;
+/// Minor of `/dev/console` under [`TTYAUX_MAJOR`].
+const CONSOLE_MINOR: u32 = 1;
 
 fn terminal(fd: &DumpFd<'_>) -> Term {
     if !fd.meta.file_type().is_char_device() {
@@ -105,7 +121,13 @@ fn terminal(fd: &DumpFd<'_>) -> Term {
         Term::Master
     } else if (PTS_MAJOR..PTS_MAJOR + 8).contains(&major) {
         Term::Slave((major - PTS_MAJOR) * 256 + minor)
-    } else if major == 4 || major == TTYAUX_MAJOR {
+    } else if major == TTYAUX_MAJOR && minor == CONSOLE_MINOR {
+        Term::Console
+    } else if major == TTY_MAJOR && minor < SERIAL_MINOR {
+        Term::Vt
+    } else if major == TTY_MAJOR {
+        Term::Serial
+    } else if major == TTYAUX_MAJOR {
         Term::Other
     } else {
         Term::No
@@ -124,21 +146,12 @@ impl Tty {
 
     /// `/dev/tty` (the holder's controlling terminal) as CRIU's `CTTY` terminal: one
     /// `tty-info.img` entry for every such descriptor, reopened by path once the session has its
-    /// terminal again. Only a session leader's comes back (the others' sessions get their
-    /// terminal after they exist); [`FileKind::finish`] checks that terminal is a pty of the
-    /// tree.
+    /// terminal again (by the leader, or a member of the session: it waits for the leader);
+    /// [`FileKind::finish`] checks that terminal is a pty of the tree.
     fn dump_ctty(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         let (pid, n) = (fd.pid, fd.fd);
         // SAFETY: getsid takes a pid, no memory.
         let sid = unsafe { libc::getsid(pid) };
-        if sid != pid {
-            return Err(DumpError::FileState {
-                kind: "tty",
-                what: format!(
-                    "fd {n} of {pid} is /dev/tty, held by a member of session {sid} (only a                      session leader's is dumped)"
-                ),
-            });
-        }
         let info = match self.info_id(CTTY_KEY) {
             Some(i) => i,
             None => {
@@ -164,10 +177,61 @@ impl Tty {
                 i
             }
         };
-        tracing::debug!(pid, fd = n, "/dev/tty (controlling terminal)");
-        self.cttys.push((pid, n));
+        tracing::debug!(pid, fd = n, sid, "/dev/tty (controlling terminal)");
+        self.cttys.push((pid, n, sid));
         self.paths
             .push((id, "/dev/tty".to_string(), fd.meta.mode()));
+        Ok(FileEntry {
+            r#type: FdTypes::Tty as i32,
+            id,
+            tty: Some(TtyFileEntry {
+                id,
+                tty_info_id: info,
+                flags: fd.flags(),
+                fown: fown_zero(),
+                regf_id: None,
+            }),
+            ..FileEntry::default()
+        })
+    }
+
+    /// `/dev/console` or a virtual console (CRIU's `CONSOLE` and `VT` terminals): one
+    /// `tty-info.img` entry per device, with its settings; reopened by path on restore, as the
+    /// character device it is.
+    fn dump_device(
+        &mut self,
+        fd: &DumpFd<'_>,
+        id: u32,
+        term: Term,
+    ) -> Result<FileEntry, DumpError> {
+        let (pid, n, name) = (fd.pid, fd.fd, fd.name);
+        let rdev = fd.meta.rdev();
+        // A key of its own among the ptys' (master, index): no pty index comes near.
+        let key = (
+            false,
+            0x8000_0000 | (libc::minor(rdev) & 0xffff) | (libc::major(rdev) << 16),
+        );
+        let info = match self.info_id(key) {
+            Some(i) => i,
+            None => {
+                let f = super::socket::steal(pid, n).map_err(|e| DumpError::FileState {
+                    kind: "tty",
+                    what: format!("fd {n} of {pid} ({name}): {e}"),
+                })?;
+                let i = self.info(fd, f.as_raw_fd(), key)?;
+                if let Some((_, e)) = self.infos.iter_mut().find(|(k, _)| *k == key) {
+                    e.r#type = if term == Term::Console {
+                        Ttytype::Console as i32
+                    } else {
+                        Ttytype::Vt as i32
+                    };
+                    e.pty = None;
+                }
+                i
+            }
+        };
+        tracing::debug!(pid, fd = n, name, "console terminal");
+        self.paths.push((id, name.to_string(), fd.meta.mode()));
         Ok(FileEntry {
             r#type: FdTypes::Tty as i32,
             id,
@@ -212,7 +276,7 @@ impl Tty {
             // SAFETY: TIOCGSID/TIOCGPGRP write one pid into a live local.
             if unsafe { libc::ioctl(f, libc::TIOCGSID, &mut v as *mut libc::pid_t) } == 0 {
                 sid = v as u32;
-                // SAFETY: as above.
+                // SAFETY: TIOCGPGRP writes one pid into the live local `v`.
                 if unsafe { libc::ioctl(f, libc::TIOCGPGRP, &mut v as *mut libc::pid_t) } == 0 {
                     pgrp = v as u32;
                 }
@@ -302,8 +366,8 @@ impl FileKind for Tty {
     fn claims(&self, fd: &DumpFd<'_>) -> bool {
         fd.name.starts_with('/')
             && match terminal(fd) {
-                Term::Master | Term::Slave(_) => true,
-                Term::Other => !fd.shell_job,
+                Term::Master | Term::Slave(_) | Term::Console | Term::Vt => true,
+                Term::Other | Term::Serial => !fd.shell_job,
                 Term::No => false,
             }
     }
@@ -311,6 +375,7 @@ impl FileKind for Tty {
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         let (pid, n, name) = (fd.pid, fd.fd, fd.name);
         self.shell_job = fd.shell_job;
+        self.orphan = fd.orphan_pts_master;
         let term = terminal(fd);
         if term == Term::Other && fd.meta.rdev() == libc::makedev(TTYAUX_MAJOR, 0) {
             return self.dump_ctty(fd, id);
@@ -320,6 +385,16 @@ impl FileKind for Tty {
                 "fd {n} of {pid} is the terminal {name}: dump a shell job with --shell-job"
             );
             return Err(DumpError::FileState { kind: "tty", what });
+        }
+        if term == Term::Serial {
+            let what = format!(
+                "fd {n} of {pid} is the serial line {name} (serial terminals are not dumped; \
+                 a shell job's terminal is reopened by path with --shell-job)"
+            );
+            return Err(DumpError::FileState { kind: "tty", what });
+        }
+        if let Term::Console | Term::Vt = term {
+            return self.dump_device(fd, id, term);
         }
         let f = super::socket::steal(pid, n).map_err(|e| DumpError::FileState {
             kind: "tty",
@@ -368,21 +443,21 @@ impl FileKind for Tty {
         _ext: Option<&[u32]>,
     ) -> Result<(), DumpError> {
         for &(pid, fd, index) in &self.slaves {
-            if !self.shell_job && self.info_id((true, index)).is_none() {
+            if !self.shell_job && !self.orphan && self.info_id((true, index)).is_none() {
                 return Err(DumpError::FileState {
                     kind: "tty",
                     what: format!(
                         "fd {fd} of {pid} is /dev/pts/{index}, whose master is outside the tree: \
-                         dump a shell job with --shell-job"
+                         dump a shell job with --shell-job (or --orphan-pts-master)"
                     ),
                 });
             }
         }
-        for &(pid, fd) in &self.cttys {
+        for &(pid, fd, sid) in &self.cttys {
             let has_pty = self
                 .infos
                 .iter()
-                .any(|(k, i)| k.0 && *k != CTTY_KEY && i.sid == pid as u32);
+                .any(|(k, i)| k.0 && *k != CTTY_KEY && i.sid == sid as u32);
             if !has_pty {
                 return Err(DumpError::FileState {
                     kind: "tty",
@@ -463,6 +538,34 @@ impl FileKind for Tty {
                 path: c"/dev/tty".into(),
                 flags: t.flags as i32,
                 ctty: true,
+                noctty: false,
+            }));
+        }
+        if let Some(i) = saved
+            .infos
+            .get(&t.tty_info_id)
+            .filter(|i| i.r#type == Ttytype::Console as i32 || i.r#type == Ttytype::Vt as i32)
+        {
+            let (major, minor) = (
+                libc::major(u64::from(i.rdev)),
+                libc::minor(u64::from(i.rdev)),
+            );
+            let path = match (major, minor) {
+                (TTYAUX_MAJOR, CONSOLE_MINOR) => "/dev/console".to_string(),
+                (TTY_MAJOR, m) if m < SERIAL_MINOR => format!("/dev/tty{m}"),
+                _ => {
+                    return Err(bad(
+                        names::TTY_INFO,
+                        format!("console terminal id {} with device {major}:{minor}", i.id),
+                    ));
+                }
+            };
+            let path = std::ffi::CString::new(path).map_err(|_| bad(names::TTY_INFO, "path"))?;
+            return Ok(Arc::new(TtyFile {
+                path,
+                flags: t.flags as i32,
+                ctty: false,
+                noctty: true,
             }));
         }
         let pty = saved
@@ -481,6 +584,7 @@ impl FileKind for Tty {
                 path: c"/dev/tty".into(),
                 flags: t.flags as i32,
                 ctty: false,
+                noctty: false,
             }));
         };
         let master = libc::major(u64::from(info.rdev)) == TTYAUX_MAJOR;
@@ -491,7 +595,14 @@ impl FileKind for Tty {
                     && (libc::major(u64::from(i.rdev)) == TTYAUX_MAJOR) == m
             })
         };
-        let Some(mi) = find(true) else {
+        let orphan = restore::orphan_pts_master();
+        let mi = match find(true) {
+            // `--orphan-pts-master`: a new pty whose master goes to the `orphan-pts-master`
+            // notification, with the slave's settings on both ends.
+            None if orphan && !master => Some(info),
+            m => m,
+        };
+        let Some(mi) = mi else {
             // A shell job's terminal (the dump asked for --shell-job): reopened by path, as
             // the regular kind reopens files.
             let path = std::ffi::CString::new(format!("/dev/pts/{index}"))
@@ -500,17 +611,28 @@ impl FileKind for Tty {
                 path,
                 flags: t.flags as i32,
                 ctty: false,
+                noctty: false,
             }));
         };
         let pair = match self.pairs.get(&index) {
             Some(p) => p.clone(),
             None => {
                 let si = find(false);
+                let orphan = find(true).is_none();
+                let mut mi = mi.clone();
+                if orphan {
+                    (mi.sid, mi.pgrp, mi.locked, mi.packet_mode) = (0, 0, false, false);
+                }
                 let p = Arc::new(PtyPair {
                     index,
+                    orphan,
                     master: mi.clone(),
                     slave: si.cloned(),
-                    to_master: saved.data.get(&mi.id).cloned().unwrap_or_default(),
+                    to_master: if orphan {
+                        Vec::new()
+                    } else {
+                        saved.data.get(&mi.id).cloned().unwrap_or_default()
+                    },
                     to_slave: si
                         .and_then(|s| saved.data.get(&s.id).cloned())
                         .unwrap_or_default(),

@@ -4,6 +4,8 @@
 #![allow(unsafe_code)]
 
 use super::*;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(super) fn unreachable_saved() -> Result<&'static Saved, RestoreError> {
     Err(bad(names::TTY_INFO, "not read"))
@@ -49,6 +51,19 @@ pub struct TtyFile {
     pub flags: i32,
     /// `/dev/tty` dumped as CRIU's `CTTY`: opened once the session has its terminal.
     pub ctty: bool,
+    /// Opened with `O_NOCTTY` (a console: never a session's terminal by accident; a shell
+    /// job's pty slave, opened without it, becomes its session leader's terminal again).
+    pub noctty: bool,
+}
+
+impl TtyFile {
+    fn open_flags(&self) -> i32 {
+        if self.noctty {
+            self.flags | libc::O_NOCTTY
+        } else {
+            self.flags
+        }
+    }
 }
 
 impl RestoreFile for TtyFile {
@@ -61,12 +76,53 @@ impl RestoreFile for TtyFile {
     }
 
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        super::super::regular::open_seek(&self.path, self.flags, 0, fd).map(Ends::one)
+        // A member of a session opens `/dev/tty` once its leader made the pty the session's
+        // terminal again (it runs on its own): until then the open fails with ENXIO. 5 s at
+        // most.
+        let mut tries = 0;
+        loop {
+            let flags = self.open_flags();
+            match super::super::regular::open_seek(&self.path, flags, 0, fd) {
+                Err(e) if self.ctty && e.errno == libc::ENXIO && tries < 5000 => {
+                    tries += 1;
+                    let t = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 1_000_000,
+                    };
+                    // SAFETY: nanosleep reads a live local timespec.
+                    unsafe { libc::nanosleep(&t, std::ptr::null_mut()) };
+                }
+                r => return r.map(Ends::one),
+            }
+        }
     }
 
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        super::super::regular::open_in_engine(&self.path, self.flags, 0).map(|f| vec![f])
+        super::super::regular::open_in_engine(&self.path, self.open_flags(), 0).map(|f| vec![f])
     }
+}
+
+/// `--orphan-pts-master` for this restore ([`set_orphan_pts_master`]).
+static ORPHAN_PTS_MASTER: AtomicBool = AtomicBool::new(false);
+/// The masters made for slaves whose master was outside the tree, with their index, until the
+/// restore hands them over ([`take_orphan_masters`]).
+static ORPHAN_MASTERS: Mutex<Vec<(u32, OwnedFd)>> = Mutex::new(Vec::new());
+
+/// Sets `--orphan-pts-master` for the restore about to read its images (one restore per
+/// criu process).
+pub fn set_orphan_pts_master(on: bool) {
+    ORPHAN_PTS_MASTER.store(on, Ordering::SeqCst);
+}
+
+/// Whether `--orphan-pts-master` was set.
+pub fn orphan_pts_master() -> bool {
+    ORPHAN_PTS_MASTER.load(Ordering::SeqCst)
+}
+
+/// The masters made for slaves whose master was outside the tree (index, master), for the
+/// `orphan-pts-master` notification.
+pub fn take_orphan_masters() -> Vec<(u32, OwnedFd)> {
+    std::mem::take(&mut *ORPHAN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// A pty to make: both ends' saved state.
@@ -74,6 +130,9 @@ impl RestoreFile for TtyFile {
 pub struct PtyPair {
     /// The index (`/dev/pts/N`).
     pub index: u32,
+    /// Its master was outside the tree (`--orphan-pts-master`): any index will do when the
+    /// dumped one is taken, and a copy of the master is kept for the notification.
+    pub orphan: bool,
     /// The master's entry.
     pub master: TtyInfoEntry,
     /// The slave's entry (absent: the slave was not seen).
@@ -98,12 +157,46 @@ const MAX_PTY_TRIES: u32 = 4096;
 
 impl PtyPair {
     fn make(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let sys = |what: &'static str| {
-            move |e: std::io::Error| RestoreError::Sys {
-                what,
-                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        let m = match self.open_index() {
+            Ok(m) => m,
+            Err(RestoreError::FileState { .. }) if self.orphan => {
+                // SAFETY: opens a new master from a static path.
+                let r = unsafe {
+                    libc::open(
+                        c"/dev/ptmx".as_ptr(),
+                        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+                    )
+                };
+                if r < 0 {
+                    return Err(super::super::sys("opening /dev/ptmx"));
+                }
+                super::super::owned(r)
             }
+            Err(e) => return Err(e),
         };
+        let ends = self.set_up(m)?;
+        if self.orphan {
+            let copy = ends[0].try_clone().map_err(|e| RestoreError::Io {
+                what: "keeping an orphan pty master".into(),
+                error: e,
+            })?;
+            let index = get_int(copy.as_raw_fd(), libc::TIOCGPTN).unwrap_or(-1) as u32;
+            tracing::info!(
+                index,
+                was = self.index,
+                "a new master for an orphan pty slave"
+            );
+            ORPHAN_MASTERS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((index, copy));
+        }
+        Ok(ends)
+    }
+
+    /// A master of the dumped index (the kernel hands out the lowest free one: masters are
+    /// opened until it comes).
+    fn open_index(&self) -> Result<OwnedFd, RestoreError> {
         let mut extra = Vec::new();
         let m = loop {
             if extra.len() as u32 > self.index.min(MAX_PTY_TRIES) {
@@ -136,6 +229,17 @@ impl PtyPair {
             }
         };
         drop(extra);
+        Ok(m)
+    }
+
+    /// Unlocks master `m`, opens its slave, and sets both up as dumped.
+    fn set_up(&self, m: OwnedFd) -> Result<Vec<OwnedFd>, RestoreError> {
+        let sys = |what: &'static str| {
+            move |e: std::io::Error| RestoreError::Sys {
+                what,
+                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
+        };
         let mf = m.as_raw_fd();
         let unlock: libc::c_int = 0;
         // SAFETY: TIOCSPTLCK reads one int from a live local.

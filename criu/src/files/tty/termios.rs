@@ -91,7 +91,7 @@ pub(super) fn drain(fd: RawFd) -> std::io::Result<Vec<u8>> {
     if fl < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: as above.
+    // SAFETY: F_SETFL takes an int of flags, no pointer; `fd` is a descriptor we own a copy of.
     unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -108,7 +108,8 @@ pub(super) fn drain(fd: RawFd) -> std::io::Result<Vec<u8>> {
         }
         break Err(e);
     };
-    // SAFETY: as above: the flags the file had.
+    // SAFETY: F_SETFL takes an int of flags (the ones the file had), no pointer; `fd` is a
+    // descriptor we own a copy of.
     unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
     res
 }

@@ -245,6 +245,13 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     {
         fail_slot(&s, i, f);
     }
+    if let Some(fd) = me.plan.as_ref().and_then(|p| p.ctty_early) {
+        // SAFETY: TIOCSCTTY on the engine's descriptor this process inherited.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+        if let Err(f) = ok(CHILD_FDS, r as libc::c_long, fd as u64) {
+            fail_slot(&s, i, f);
+        }
+    }
     for &c in &me.children {
         let child = &nodes[c];
         inherit_only(nodes, order, me, child.pre, child.pre + child.size);
@@ -368,6 +375,13 @@ fn setup(
     }
     dups(p)?;
     protect(p)?;
+    if let Some(l) = &p.lazy {
+        crate::lazy::restore::child_send(l).map_err(|(errno, detail)| Fail {
+            stage: CHILD_LAZY,
+            errno,
+            detail,
+        })?;
+    }
     if !shared_files {
         close_others(p);
         fds(p, s, false)?;

@@ -310,11 +310,7 @@ fn load_task(
     let mm = d.read_mm(pid).map_err(|e| img(&mm_name, e))?;
     let ids = d.read_ids(pid).map_err(|e| img(&names::ids(pid), e))?;
     let fs = d.read_fs(pid).map_err(|e| img(&names::fs(pid), e))?;
-    let mut leader = ThreadPlan {
-        tid: pid as i32,
-        ..ThreadPlan::default()
-    };
-    task_state(&mut plan, &mut leader, &core, &core_name)?;
+    let mut leader = task_state(&mut plan, &core, &core_name)?;
     // The leader's name is the task's.
     leader.comm = Some(plan.comm.clone());
     plan.threads.push(leader);

@@ -285,6 +285,7 @@ fn build(
 ) -> Result<Prepared, RestoreError> {
     let Task { plan, ctx, .. } = t;
     let mem = memory_plan(plan, ctx, premapped, lay.base);
+    let lazy = ctx.lazy.as_ref().map(|l| l.at(premapped, &mem.premap_addr));
     let fds = service_fds(plan, ctx)?;
     let moves: Vec<abi::Move> = premapped
         .iter()
@@ -346,19 +347,15 @@ fn build(
         }),
         collapse,
         uffd: ctx.uffd,
+        lazy,
         fds: fd_ops(plan, &ctx.shared_fds, &ctx.late_fds),
         settle: plan
             .fds
             .iter()
             .filter_map(|f| Some((f.fd, f.status?)))
             .collect(),
-        ctty: plan.fds.iter().find_map(|f| match &f.source {
-            crate::restore::plan::FdSource::File(x) => x
-                .ctty()
-                .filter(|&(sid, _)| sid == plan.pid)
-                .map(|(_, pgrp)| (f.fd, pgrp)),
-            crate::restore::plan::FdSource::Dup { .. } => None,
-        }),
+        ctty: ctty_of(plan),
+        ctty_early: ctty_of(plan).and_then(|(fd, _)| ctx.shared_fds.get(&fd).copied()),
         service_fds,
         inherited,
         tmp_fd_base,
@@ -416,5 +413,17 @@ fn glibc_rseq() -> Option<Rseq> {
         area: tp.wrapping_add(off as u64),
         len: size.max(32),
         sig: GLIBC_RSEQ_SIG,
+    })
+}
+
+/// The descriptor of a session leader's controlling terminal and the foreground group to give
+/// it.
+fn ctty_of(plan: &TaskPlan) -> Option<(i32, i32)> {
+    plan.fds.iter().find_map(|f| match &f.source {
+        crate::restore::plan::FdSource::File(x) => x
+            .ctty()
+            .filter(|&(sid, _)| sid == plan.pid)
+            .map(|(_, pgrp)| (f.fd, pgrp)),
+        crate::restore::plan::FdSource::Dup { .. } => None,
     })
 }

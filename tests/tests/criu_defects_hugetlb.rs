@@ -1,7 +1,6 @@
-//! Issue 20, item 10: private anonymous `MAP_HUGETLB` memory is dumped like other private
+//! Issue 20, item 10: anonymous `MAP_HUGETLB` memory, private and shared, is dumped like other
 //! anonymous memory (MAP_HUGETLB and the page size in its VMA flags, as CRIU writes them) and
-//! comes back as hugetlb memory with its page size and contents; shared anonymous hugetlb
-//! memory is still refused by name at dump, and the process runs on.
+//! comes back as hugetlb memory with its page size and contents.
 //!
 //! Each test grows the huge page pool (`/proc/sys/vm/nr_hugepages`) for its victim and gives
 //! it back on drop, also when the test fails. Runs as root, under the test lock and as a child
@@ -92,10 +91,11 @@ fn private_hugetlb_memory_comes_back_with_its_page_size_and_contents() {
     drop(pool);
 }
 
-/// Shared hugetlb memory is refused by name at dump, and the process runs on.
+/// Shared hugetlb memory (one mapping of the object): dumped as shared anonymous memory with
+/// MAP_HUGETLB, restored as hugetlb memory with 2 MiB pages and its contents.
 #[test]
-fn shared_hugetlb_memory_is_refused_by_name() {
-    skip_if_not_root!("shared_hugetlb_memory_is_refused_by_name");
+fn shared_hugetlb_memory_comes_back_with_its_page_size_and_contents() {
+    skip_if_not_root!("shared_hugetlb_memory_comes_back_with_its_page_size_and_contents");
     let _g = test_lock();
     become_subreaper();
     let Some(pool) = HugePool::grow(1) else {
@@ -103,17 +103,50 @@ fn shared_hugetlb_memory_is_refused_by_name() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    let v = spawn("hugetlb-shared", d.path());
+    let mut v = spawn("hugetlb-shared", d.path());
     let img = d.path().join("img");
-    std::fs::create_dir(&img).unwrap();
-    let o = compel_criu_tests::criu_dump(v.pid(), &img, &[]);
+    dump_and_reap(&mut v, &img, &[]);
+    let restored = restore_detached(&img, &[]);
+    let r = Spawned::guard(restored);
+    assert_eq!(restored, v.pid());
+    assert_eq!(ask_check(r.pid(), &d.path().join("out")), "ok");
+    drop(r);
+    drop(pool);
+}
+
+/// Shared hugetlb memory mapped by two processes is dumped, and refused by name at restore
+/// (one object cannot be mapped again from another mapping of hugetlb memory) before any
+/// process was created.
+#[test]
+fn shared_hugetlb_memory_of_two_processes_is_refused_at_restore() {
+    skip_if_not_root!("shared_hugetlb_memory_of_two_processes_is_refused_at_restore");
+    let _g = test_lock();
+    become_subreaper();
+    let Some(pool) = HugePool::grow(1) else {
+        eprintln!("skipped: the kernel found no 2 MiB huge page for the pool");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let mut v = spawn("hugetlb-shared-fork", d.path());
+    let child: i32 = std::fs::read_to_string(d.path().join("out.pids"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let img = d.path().join("img");
+    {
+        let _child = Spawned::guard(child);
+        dump_and_reap(&mut v, &img, &[]);
+    }
+    let o = compel_criu_tests::criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
     let err = compel_criu_tests::stderr_text(&o);
-    assert!(!o.status.success(), "the dump succeeded");
-    assert!(
-        err.contains("shared anonymous MAP_HUGETLB mapping"),
-        "{err}"
-    );
-    assert_eq!(ask_check(v.pid(), &d.path().join("out")), "ok");
-    drop(v);
+    assert!(!o.status.success(), "the restore succeeded");
+    assert!(err.contains("mapped by several processes"), "{err}");
+    for pid in [v.pid(), child] {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} exists after the refused restore"
+        );
+    }
     drop(pool);
 }

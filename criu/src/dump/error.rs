@@ -109,19 +109,6 @@ pub enum DumpError {
         /// The process it shares it with.
         other: i32,
     },
-    /// Shared anonymous `MAP_HUGETLB` memory.
-    #[error(
-        "unsupported: shared anonymous MAP_HUGETLB mapping {start:#x}-{end:#x} of {pid} (shared \
-         hugetlb memory is not dumped yet)"
-    )]
-    Hugetlb {
-        /// The process.
-        pid: i32,
-        /// Start of the area.
-        start: u64,
-        /// End of the area.
-        end: u64,
-    },
     /// An open file in a state its kind does not handle (a memfd that is mapped, a FIFO removed
     /// while open, a pidfd of a process outside the holder's subtree, ...).
     #[error("unsupported: {what}")]
@@ -395,7 +382,6 @@ impl DumpError {
             DumpError::SeccompUnreadable { errno, .. } => *errno as i32,
             DumpError::ImagesNotDir { .. } => libc::ENOTDIR,
             DumpError::SharedTable { .. }
-            | DumpError::Hugetlb { .. }
             | DumpError::FileState { .. }
             | DumpError::FdKind { .. }
             | DumpError::Fdinfo { .. }

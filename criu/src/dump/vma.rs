@@ -159,18 +159,17 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                 e.shmid = m.inode;
             }
             name if name.starts_with("/anon_hugepage") => {
-                // Anonymous MAP_HUGETLB memory (a file of the kernel's hugetlbfs). Private: as
-                // CRIU, anonymous private memory with MAP_HUGETLB and the page size in the
-                // flags, its pages saved like any other's.
-                if m.shared() {
-                    return Err(DumpError::Hugetlb {
-                        pid,
-                        start: m.start.0,
-                        end: m.end.0,
-                    });
-                }
+                // Anonymous MAP_HUGETLB memory (a file of the kernel's hugetlbfs), as CRIU
+                // writes it without a memfd: anonymous memory with MAP_HUGETLB and the page size
+                // in the flags; shared, an object named by its inode like other shared
+                // anonymous memory. Its pages are saved like any other's.
                 e.flags |= MAP_ANONYMOUS | libc::MAP_HUGETLB as u32 | hugetlb_size_flag(pid, m);
-                e.status = status::REGULAR | status::ANON_PRIVATE;
+                if m.shared() {
+                    e.status = status::REGULAR | status::ANON_SHARED;
+                    e.shmid = m.inode;
+                } else {
+                    e.status = status::REGULAR | status::ANON_PRIVATE;
+                }
             }
             name => {
                 if name.starts_with("/SYSV") {

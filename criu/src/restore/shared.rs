@@ -370,6 +370,18 @@ impl Shared {
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
+        // Hugetlb memory cannot be mapped again from one object (`mremap` of size 0).
+        for (_, t) in tree.alive() {
+            if let Some(v) = t.vmas.iter().find(|v| {
+                v.flags & libc::MAP_HUGETLB != 0
+                    && matches!(v.kind, VmaKind::AnonShared { shmid } if ids.contains(&shmid))
+            }) {
+                return Err(RestoreError::Vma {
+                    what: "shared anonymous hugetlb memory mapped by several processes",
+                    start: v.start,
+                });
+            }
+        }
         for shmid in ids {
             let size = page_up(users[&shmid].1);
             // SAFETY: a fresh shared anonymous mapping wherever the kernel likes.

@@ -12,6 +12,8 @@
 //!   pages from the pool, `/proc/sys/vm/nr_hugepages`), checked for its content and for
 //!   still being hugetlb memory with 2 MiB pages;
 //! - `hugetlb-shared`: 2 MiB of written shared anonymous `MAP_HUGETLB` memory (one page);
+//! - `hugetlb-shared-fork`: the same, then a child forked that maps it too (`OUT.pids`: the
+//!   child);
 //! - `cow`: 32 MiB of private anonymous memory written, then a child C forked that changes
 //!   page 5 and empties page 7: the other pages are shared copy-on-write. The check (which
 //!   needs root, to read page frame numbers) wants the same frames for every other page in
@@ -224,16 +226,10 @@ fn hugetlb(shared: bool) -> (Check, Vec<i32>) {
 const COW_LEN: usize = 32 << 20;
 const PAGE: usize = 4096;
 
-/// The byte a page of the `cow` area starts with in the victim (the rest of the page is
-/// that byte plus the offset, wrapping).
-fn cow_byte(page: usize) -> u8 {
-    (page * 13 + 1) as u8
-}
-
-fn cow_page(page: usize) -> Vec<u8> {
-    (0..PAGE)
-        .map(|k| cow_byte(page).wrapping_add(k as u8))
-        .collect()
+/// A page of the `cow` area as the victim wrote it: one byte repeated, different from its
+/// neighbours' (a plain fill and compare: quick in a debug build).
+fn cow_page(page: usize) -> [u8; PAGE] {
+    [(page * 13 + 1) as u8; PAGE]
 }
 
 /// The page frame numbers of `pages` pages from `addr` in `pid` (0 for a page not present).
@@ -326,8 +322,8 @@ fn cow() -> (Check, Vec<i32>) {
             }
             let theirs = &child[i * PAGE..(i + 1) * PAGE];
             let want = match i {
-                5 => vec![0xc5; PAGE],
-                7 => vec![0; PAGE],
+                5 => [0xc5; PAGE],
+                7 => [0; PAGE],
                 _ => cow_page(i),
             };
             if theirs != want {
@@ -402,6 +398,10 @@ fn main() {
         "session" => session(),
         "hugetlb" => hugetlb(false),
         "hugetlb-shared" => hugetlb(true),
+        "hugetlb-shared-fork" => {
+            let (check, _) = hugetlb(true);
+            (check, vec![fork_child(|| sleep_forever())])
+        }
         "cow" => cow(),
         m if m.starts_with("cow-tree:") => {
             let w: Vec<usize> = m.split(':').skip(1).flat_map(|x| x.parse()).collect();

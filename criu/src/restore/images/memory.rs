@@ -171,8 +171,21 @@ pub(super) fn memory(
                 writable: acc != libc::O_RDONLY,
             }
         } else if st & status::ANON_SHARED != 0 {
+            // One mapping of the object only: several are made as one object mapped again
+            // (`mremap` of size 0), which hugetlb memory does not allow.
             if v.flags & libc::MAP_HUGETLB as u32 != 0 {
-                return Err(unsupported("shared anonymous hugetlb memory"));
+                if (v.flags >> 26) & 0x3f > 21 {
+                    return Err(unsupported("hugetlb memory with pages over 2 MiB"));
+                }
+                if plan
+                    .vmas
+                    .iter()
+                    .any(|o| o.kind == VmaKind::AnonShared { shmid: v.shmid })
+                {
+                    return Err(unsupported(
+                        "shared anonymous hugetlb memory mapped more than once",
+                    ));
+                }
             }
             VmaKind::AnonShared { shmid: v.shmid }
         } else if st & status::ANON_PRIVATE != 0 {

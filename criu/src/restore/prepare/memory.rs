@@ -10,7 +10,9 @@ const MAP_HUGE_MASK: i32 = 0x3f << 26;
 
 /// `MAP_HUGETLB` and its page size bits for an anonymous hugetlb area, 0 for any other.
 pub(crate) fn hugetlb_flags(v: &Vma) -> i32 {
-    if v.flags & libc::MAP_HUGETLB != 0 && matches!(v.kind, VmaKind::AnonPrivate) {
+    if v.flags & libc::MAP_HUGETLB != 0
+        && matches!(v.kind, VmaKind::AnonPrivate | VmaKind::AnonShared { .. })
+    {
         v.flags & (libc::MAP_HUGETLB | MAP_HUGE_MASK)
     } else {
         0
@@ -355,7 +357,7 @@ pub(super) fn memory_plan(
             // Locked (mlock, MAP_LOCKED) areas are locked again once filled.
             let locked = v.flags & libc::MAP_LOCKED;
             let (map_flags, file) = match &v.kind {
-                VmaKind::AnonShared { .. } => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, None),
+                VmaKind::AnonShared { .. } => (libc::MAP_SHARED | libc::MAP_ANONYMOUS | huge, None),
                 VmaKind::FilePrivate { path } => {
                     (libc::MAP_PRIVATE, Some((path.clone(), libc::O_RDONLY)))
                 }

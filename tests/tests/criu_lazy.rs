@@ -470,3 +470,59 @@ fn iov(cmd: u32, flags: u32, nr: u64, vaddr: u64, dst: u64) -> [u8; 32] {
     b[24..32].copy_from_slice(&dst.to_ne_bytes());
     b
 }
+
+/// CRIU 4.2's own images (the `single` fixture: its heap and anonymous areas are `PE_LAZY`
+/// entries as CRIU wrote them) restored lazily by ours: every page the restore left out comes
+/// in through the daemon, and the task's heap then holds exactly the bytes of CRIU's pages
+/// file.
+#[test]
+fn lazy_restore_of_criu_4_2_single_fixture() {
+    use std::os::unix::fs::FileExt;
+    skip_if_not_root!("lazy_restore_of_criu_4_2_single_fixture");
+    let _g = test_lock();
+    become_subreaper();
+    let Some(_bin) = compel_criu_tests::fixture_usable() else {
+        return;
+    };
+    let s = Scratch::new();
+    compel_criu_tests::copy_dir(&compel_criu_tests::fixtures_dir().join("single"), &s.img);
+    let mut daemon = lazy_pages(&s.img, true, &[]);
+    let mut extra = vec!["--lazy-pages"];
+    extra.extend_from_slice(compel_criu_tests::fixture_cpu_cap());
+    let pid = restore_detached(&s.img, &extra);
+    assert_eq!(pid, compel_criu_tests::SINGLE_PID);
+    let _task = compel_criu_tests::Spawned::guard(pid);
+    let left = lazy_pages_left(&s.img);
+    assert!(left > 0, "nothing left to the daemon");
+    let done = daemon_done(&mut daemon, &s.img);
+    assert_eq!(
+        stat(&done, "fault_pages") + stat(&done, "pushed_pages"),
+        left,
+        "{done}"
+    );
+    let pm = criu_images::Pagemap::read(s.img.join(format!("pagemap-{pid}.img"))).unwrap();
+    let pages = fs::File::open(s.img.join(pm.pages_file_name())).unwrap();
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mm = criu_images::ImageDir::new(&s.img)
+        .read_mm(pid as u32)
+        .unwrap();
+    let mut checked = 0;
+    for r in pm.runs().unwrap() {
+        // The heap: the program does not touch it while it sleeps (other areas hold its
+        // thread's rseq area, which the kernel updates).
+        let in_heap = mm.vmas.iter().any(|v| {
+            v.start <= r.vaddr && r.vaddr < v.end && v.status & criu_images::vma::status::HEAP != 0
+        });
+        if r.flags & criu_images::pagemap::PE_LAZY == 0 || !in_heap {
+            continue;
+        }
+        let mut want = vec![0u8; r.len() as usize];
+        let mut got = vec![0u8; r.len() as usize];
+        pages.read_exact_at(&mut want, r.file_offset).unwrap();
+        mem.read_exact_at(&mut got, r.vaddr).unwrap();
+        assert!(want == got, "lazy run at {:#x} differs", r.vaddr);
+        checked += r.nr_pages;
+    }
+    assert!(checked >= 16, "{checked} heap pages checked");
+    assert!(pid_exists(pid));
+}

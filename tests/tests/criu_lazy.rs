@@ -84,6 +84,18 @@ fn stat(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {line}"))
 }
 
+/// Kills and reaps a daemon left running when a test fails (a no-op once it was waited for).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+}
+
 /// The daemon's closing line (`all lazy pages are in ...`), once it ended successfully.
 fn daemon_done(daemon: &mut Child, img: &Path) -> String {
     let log = img.join("lazy.log");
@@ -139,6 +151,7 @@ fn lazy_restore_on_faults_from_the_images() {
     become_subreaper();
     let (s, pid) = dumped_victim();
     let mut daemon = lazy_pages(&s.img, false, &[]);
+    let _kill = KillOnDrop(daemon.id() as i32);
     let restored = restore_detached(&s.img, &["--lazy-pages"]);
     assert_eq!(restored, pid);
     let left = lazy_pages_left(&s.img);
@@ -202,6 +215,7 @@ fn lazy_restore_pushes_the_rest() {
     become_subreaper();
     let (s, pid) = dumped_victim();
     let mut daemon = lazy_pages(&s.img, true, &[]);
+    let _kill = KillOnDrop(daemon.id() as i32);
     assert_eq!(restore_detached(&s.img, &["--lazy-pages"]), pid);
     let left = lazy_pages_left(&s.img);
     let verdict = ask_check(pid, &s.ready.with_extension("2"));
@@ -291,6 +305,7 @@ fn lazy_restore_through_a_page_server_in_a_netns() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _kill = KillOnDrop(daemon.id() as i32);
     let mut b = [1u8; 1];
     let n = fs::File::open(&fifo).unwrap().read(&mut b).unwrap();
     assert_eq!(
@@ -328,6 +343,7 @@ fn lazy_restore_daemon_death_kills_the_tree() {
     become_subreaper();
     let (s, pid) = dumped_victim();
     let mut daemon = lazy_pages(&s.img, false, &[]);
+    let _kill = KillOnDrop(daemon.id() as i32);
     assert_eq!(restore_detached(&s.img, &["--lazy-pages"]), pid);
     daemon.kill().unwrap();
     daemon.wait().unwrap();
@@ -487,6 +503,7 @@ fn lazy_restore_of_criu_4_2_single_fixture() {
     let s = Scratch::new();
     compel_criu_tests::copy_dir(&compel_criu_tests::fixtures_dir().join("single"), &s.img);
     let mut daemon = lazy_pages(&s.img, true, &[]);
+    let _kill = KillOnDrop(daemon.id() as i32);
     let mut extra = vec!["--lazy-pages"];
     extra.extend_from_slice(compel_criu_tests::fixture_cpu_cap());
     let pid = restore_detached(&s.img, &extra);

@@ -84,6 +84,18 @@ fn stat(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {line}"))
 }
 
+/// Kills and reaps a daemon left running when a test fails (a no-op once it was waited for).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+}
+
 /// The daemon's closing line (`all lazy pages are in ...`), once it ended successfully.
 fn daemon_done(daemon: &mut Child, img: &Path) -> String {
     let log = img.join("lazy.log");
@@ -139,6 +151,7 @@ fn lazy_restore_on_faults_from_the_images() {
     become_subreaper();
     let (s, pid) = dumped_victim();
     let mut daemon = lazy_pages(&s.img, false, &[]);
+    let _kill = KillOnDrop(daemon.id() as i32);
     let restored = restore_detached(&s.img, &["--lazy-pages"]);
     assert_eq!(restored, pid);
     let left = lazy_pages_left(&s.img);
@@ -202,6 +215,7 @@ fn lazy_restore_pushes_the_rest() {
     become_subreaper();
     let (s, pid) = dumped_victim();
     let mut daemon = lazy_pages(&s.img, true, &[]);
+    let _kill = KillOnDrop(daemon.id() as i32);
     assert_eq!(restore_detached(&s.img, &["--lazy-pages"]), pid);
     let left = lazy_pages_left(&s.img);
     let verdict = ask_check(pid, &s.ready.with_extension("2"));
@@ -291,6 +305,7 @@ fn lazy_restore_through_a_page_server_in_a_netns() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _kill = KillOnDrop(daemon.id() as i32);
     let mut b = [1u8; 1];
     let n = fs::File::open(&fifo).unwrap().read(&mut b).unwrap();
     assert_eq!(
@@ -328,6 +343,7 @@ fn lazy_restore_daemon_death_kills_the_tree() {
     become_subreaper();
     let (s, pid) = dumped_victim();
     let mut daemon = lazy_pages(&s.img, false, &[]);
+    let _kill = KillOnDrop(daemon.id() as i32);
     assert_eq!(restore_detached(&s.img, &["--lazy-pages"]), pid);
     daemon.kill().unwrap();
     daemon.wait().unwrap();
@@ -469,4 +485,61 @@ fn iov(cmd: u32, flags: u32, nr: u64, vaddr: u64, dst: u64) -> [u8; 32] {
     b[16..24].copy_from_slice(&vaddr.to_ne_bytes());
     b[24..32].copy_from_slice(&dst.to_ne_bytes());
     b
+}
+
+/// CRIU 4.2's own images (the `single` fixture: its heap and anonymous areas are `PE_LAZY`
+/// entries as CRIU wrote them) restored lazily by ours: every page the restore left out comes
+/// in through the daemon, and the task's heap then holds exactly the bytes of CRIU's pages
+/// file.
+#[test]
+fn lazy_restore_of_criu_4_2_single_fixture() {
+    use std::os::unix::fs::FileExt;
+    skip_if_not_root!("lazy_restore_of_criu_4_2_single_fixture");
+    let _g = test_lock();
+    become_subreaper();
+    let Some(_bin) = compel_criu_tests::fixture_usable() else {
+        return;
+    };
+    let s = Scratch::new();
+    compel_criu_tests::copy_dir(&compel_criu_tests::fixtures_dir().join("single"), &s.img);
+    let mut daemon = lazy_pages(&s.img, true, &[]);
+    let _kill = KillOnDrop(daemon.id() as i32);
+    let mut extra = vec!["--lazy-pages"];
+    extra.extend_from_slice(compel_criu_tests::fixture_cpu_cap());
+    let pid = restore_detached(&s.img, &extra);
+    assert_eq!(pid, compel_criu_tests::SINGLE_PID);
+    let _task = compel_criu_tests::Spawned::guard(pid);
+    let left = lazy_pages_left(&s.img);
+    assert!(left > 0, "nothing left to the daemon");
+    let done = daemon_done(&mut daemon, &s.img);
+    assert_eq!(
+        stat(&done, "fault_pages") + stat(&done, "pushed_pages"),
+        left,
+        "{done}"
+    );
+    let pm = criu_images::Pagemap::read(s.img.join(format!("pagemap-{pid}.img"))).unwrap();
+    let pages = fs::File::open(s.img.join(pm.pages_file_name())).unwrap();
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mm = criu_images::ImageDir::new(&s.img)
+        .read_mm(pid as u32)
+        .unwrap();
+    let mut checked = 0;
+    for r in pm.runs().unwrap() {
+        // The heap: the program does not touch it while it sleeps (other areas hold its
+        // thread's rseq area, which the kernel updates).
+        let in_heap = mm.vmas.iter().any(|v| {
+            v.start <= r.vaddr && r.vaddr < v.end && v.status & criu_images::vma::status::HEAP != 0
+        });
+        if r.flags & criu_images::pagemap::PE_LAZY == 0 || !in_heap {
+            continue;
+        }
+        let mut want = vec![0u8; r.len() as usize];
+        let mut got = vec![0u8; r.len() as usize];
+        pages.read_exact_at(&mut want, r.file_offset).unwrap();
+        mem.read_exact_at(&mut got, r.vaddr).unwrap();
+        assert!(want == got, "lazy run at {:#x} differs", r.vaddr);
+        checked += r.nr_pages;
+    }
+    assert!(checked >= 16, "{checked} heap pages checked");
+    assert!(pid_exists(pid));
 }

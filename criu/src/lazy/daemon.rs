@@ -542,7 +542,7 @@ struct Conn {
 pub fn run_lazy_pages(o: &LazyOptions) -> Result<LazyStats, LazyError> {
     // First, so that it holds nothing but what it is given (a copy of the listening socket
     // would accept a restore after the daemon died).
-    let watchdog = spawn_watchdog()?;
+    let (watchdog, watchdog_pid) = spawn_watchdog()?;
     let path = o.work_dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&path);
     let listener =
@@ -607,7 +607,12 @@ pub fn run_lazy_pages(o: &LazyOptions) -> Result<LazyStats, LazyError> {
         }
         Err(e) => tracing::error!("{e}; the watchdog kills the restored tasks"),
     }
-    r.map(|()| d.stats)
+    let stats = d.stats;
+    // Closing our end lets the watchdog go (and kill, unless it heard `D`); it is our child.
+    drop(d);
+    // SAFETY: waits for our own child; no status is read.
+    unsafe { libc::waitpid(watchdog_pid, std::ptr::null_mut(), 0) };
+    r.map(|()| stats)
 }
 
 fn serve(d: &mut Daemon, listener: &UnixListener, push: bool) -> Result<(), LazyError> {
@@ -804,7 +809,7 @@ fn recv_fd(sock: RawFd) -> Result<OwnedFd, i32> {
 /// Forks the watchdog (see the module's documentation); returns the daemon's end of its
 /// socket (`SOCK_SEQPACKET`). Messages: a descriptor with the `i32` pid to kill (0: none) as
 /// its data, or the one byte `D` (done: let go without killing).
-fn spawn_watchdog() -> Result<OwnedFd, LazyError> {
+fn spawn_watchdog() -> Result<(OwnedFd, i32), LazyError> {
     let mut sv = [0i32; 2];
     // SAFETY: socketpair writes two descriptors into our array.
     if unsafe {
@@ -832,7 +837,7 @@ fn spawn_watchdog() -> Result<OwnedFd, LazyError> {
         watchdog(theirs);
     }
     drop(theirs);
-    Ok(ours)
+    Ok((ours, pid))
 }
 
 fn watchdog(sock: OwnedFd) -> ! {

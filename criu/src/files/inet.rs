@@ -517,6 +517,10 @@ pub fn create_all(
         let s = unsafe { OwnedFd::from_raw_fd(fd) };
         let sk = s.as_raw_fd();
         let mut fins = None;
+        // IP_TOS first: setting it changes SO_PRIORITY, which the socket options then set.
+        if let Some(o) = &e.ip_opts {
+            write_ip_opts(sk, e.family as i32, o, &who)?;
+        }
         socket::write_opts(sk, &e.opts, &who)?;
         let set = |level: i32, opt: i32, v: u32, name: &str| {
             socket::set_int(sk, level, opt, v as i32).map_err(|source| SocketError::Sys {
@@ -524,9 +528,6 @@ pub fn create_all(
                 source,
             })
         };
-        if let Some(o) = &e.ip_opts {
-            write_ip_opts(sk, e.family as i32, o, &who)?;
-        }
         if let Some(v) = e.v6only {
             set(
                 libc::IPPROTO_IPV6,

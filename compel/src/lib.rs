@@ -31,6 +31,9 @@
 //! a task at a time. Unprivileged use works on the caller's own processes where the kernel's
 //! ptrace rules allow it; suspending a task's seccomp filter needs `CAP_SYS_ADMIN`.
 
+// Unsafe code is refused except in the modules that opt in with `#![allow(unsafe_code)]` and say
+// why.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod error;

@@ -4,6 +4,8 @@
 //!
 //! These are building blocks; most users want [`crate::Task`], which keeps the task consistent
 //! (registers and signal mask restored, signals re-delivered) around them.
+// Unsafe code: the ptrace requests, each passing the kernel a pointer to a local.
+#![allow(unsafe_code)]
 
 use compel_arch::UserRegs;
 use nix::errno::Errno;

@@ -12,6 +12,8 @@
 //! waits for a CPU) or the waits are for slow events, every spin is wasted CPU that others
 //! need; so after [`MISSES_OFF`] spins in a row that ended without the event, only one wait
 //! in [`RETRY_EVERY`] spins (to notice when things are fast again) until one succeeds.
+// Unsafe code: sched_yield between spins.
+#![allow(unsafe_code)]
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

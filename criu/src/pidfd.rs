@@ -45,3 +45,51 @@ pub(crate) fn wait_exit(pidfd: &OwnedFd, deadline: Instant) -> bool {
 pub(crate) fn exited(pidfd: &OwnedFd) -> bool {
     wait_exit(pidfd, Instant::now())
 }
+
+/// Collects the exits of killed tracees `tids` (threads and leaders of processes this process
+/// traces), until each is collected or `deadline` passes.
+///
+/// A tracee woken by SIGKILL has left its ptrace-stop, so `PTRACE_DETACH` fails and the trace
+/// link stays until the tracer waits for the exit: until then the real parent cannot reap it
+/// (and the init of a pid namespace, which reaps every task of the namespace before it ends,
+/// waits for it). The leaders of our own children are left to their waiting parent (us).
+pub(crate) fn collect_killed_tracees(tids: &[i32], deadline: Instant) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let me = std::process::id().to_string();
+    // Only a leader (Tgid == its tid) can be our child; a thread's PPid is its process's.
+    let ours = |tid: i32| {
+        let s = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        field("PPid:").as_deref() == Some(me.as_str())
+            && field("Tgid:").as_deref() == Some(tid.to_string().as_str())
+    };
+    let mut pending: Vec<i32> = tids.iter().copied().filter(|&t| !ours(t)).collect();
+    let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+    while !pending.is_empty() {
+        pending.retain(|&tid| {
+            match waitpid(nix::unistd::Pid::from_raw(tid), Some(flags)) {
+                // Not yet (a leader's exit waits for its threads').
+                Ok(WaitStatus::StillAlive) => true,
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => false,
+                // A stop on the way out (none is asked for): let it go on.
+                Ok(_) => {
+                    let _ = nix::sys::ptrace::cont(nix::unistd::Pid::from_raw(tid), None);
+                    true
+                }
+                // ECHILD: detached after all, or collected already.
+                Err(_) => false,
+            }
+        });
+        if pending.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if !pending.is_empty() {
+        tracing::warn!(?pending, "killed tracees not collected");
+    }
+}

@@ -178,6 +178,22 @@ pub trait Notify {
     /// Whatever the receiver says: [`ScriptError::Failed`] for scripts,
     /// [`ScriptError::Refused`] for a callback that says no.
     fn notify(&self, action: ScriptAction, pid: Option<i32>) -> Result<(), ScriptError>;
+
+    /// Tells the stage `action` handing over descriptor `fd` (`orphan-pts-master`: the new
+    /// master of a pty whose master was outside the tree). By default as
+    /// [`Notify::notify`], without the descriptor.
+    ///
+    /// # Errors
+    /// As [`Notify::notify`].
+    fn notify_fd(
+        &self,
+        action: ScriptAction,
+        pid: Option<i32>,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), ScriptError> {
+        let _ = fd;
+        self.notify(action, pid)
+    }
 }
 
 impl<F: Fn(ScriptAction, Option<i32>) -> Result<(), ScriptError>> Notify for F {
@@ -189,6 +205,16 @@ impl<F: Fn(ScriptAction, Option<i32>) -> Result<(), ScriptError>> Notify for F {
 impl Notify for ActionScripts {
     fn notify(&self, action: ScriptAction, pid: Option<i32>) -> Result<(), ScriptError> {
         self.run(action, pid)
+    }
+
+    /// The scripts get `fd` as their standard input.
+    fn notify_fd(
+        &self,
+        action: ScriptAction,
+        pid: Option<i32>,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), ScriptError> {
+        self.run_with(action, pid, Some(fd))
     }
 }
 
@@ -252,6 +278,19 @@ impl ActionScripts {
     /// [`ScriptError::Failed`] if any script exits non-zero, is killed, or cannot be run (all
     /// scripts still run).
     pub fn run(&self, action: ScriptAction, init_pid: Option<i32>) -> Result<(), ScriptError> {
+        self.run_with(action, init_pid, None)
+    }
+
+    /// [`ActionScripts::run`], each script with `stdin` as its standard input (else closed).
+    ///
+    /// # Errors
+    /// As [`ActionScripts::run`].
+    pub fn run_with(
+        &self,
+        action: ScriptAction,
+        init_pid: Option<i32>,
+        stdin: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<(), ScriptError> {
         if self.scripts.is_empty() {
             return Ok(());
         }
@@ -261,7 +300,7 @@ impl ActionScripts {
         let mut failed = 0;
         for script in self.scripts.iter().rev() {
             tracing::debug!("\t[{}]", script.display());
-            let outcome = self.run_one(script, action, &image_dir, init_pid);
+            let outcome = self.run_one(script, action, &image_dir, init_pid, stdin);
             if let Err(status) = outcome {
                 tracing::error!("script {} exited with {status}", script.display());
                 failed += 1;
@@ -287,6 +326,7 @@ impl ActionScripts {
         action: ScriptAction,
         image_dir: &str,
         init_pid: Option<i32>,
+        stdin: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> Result<(), ScriptStatus> {
         let mut cmd = Command::new(script);
         cmd.env("CRTOOLS_SCRIPT_ACTION", action.name())
@@ -299,13 +339,18 @@ impl ActionScripts {
             let err = log.try_clone().map_err(ScriptStatus::CannotRun)?;
             cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
         }
-        // SAFETY: the closure runs in the forked child before exec and only calls close(2),
-        // which is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::close(0);
-                Ok(())
-            });
+        if let Some(fd) = stdin {
+            let fd = fd.try_clone_to_owned().map_err(ScriptStatus::CannotRun)?;
+            cmd.stdin(Stdio::from(fd));
+        } else {
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // close(2), which is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::close(0);
+                    Ok(())
+                });
+            }
         }
         let status = cmd.status().map_err(ScriptStatus::CannotRun)?;
         if status.success() {

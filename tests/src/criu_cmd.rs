@@ -318,6 +318,18 @@ impl Scratch {
         (v, said)
     }
 
+    /// The pids a victim wrote next to its ready file (`ready.pids`, whitespace-separated).
+    ///
+    /// # Panics
+    /// If the file is missing or holds something else than pids.
+    pub fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.ready.with_extension("pids"))
+            .expect("read the victim's pids file")
+            .split_whitespace()
+            .map(|w| w.parse().expect("a pid"))
+            .collect()
+    }
+
     /// Starts `bin ARGS`, lets it run `settle` once it is ready, dumps it (which kills it),
     /// restores it and has it check itself ([`restore_and_check`]).
     pub fn round_trip(&self, bin: &str, args: &[&str], timeout: Duration, settle: Duration) {
@@ -440,15 +452,62 @@ pub fn criu_victim(kind: &str) -> String {
 /// # Panics
 /// If the victim cannot be started or does not get ready within 10 s.
 pub fn spawn_ready(bin: &str, d: &Path, args: &[&str]) -> Spawned {
+    spawn_ready_with(bin, d, &[], args)
+}
+
+/// Starts victim `bin` as `bin BEFORE... DIR/out DIR/ready AFTER...` (victims that take a mode
+/// or a directory first), its output in `DIR/victim.log`, and waits for `ready`.
+///
+/// # Panics
+/// If the victim cannot be started or does not get ready within 10 s.
+pub fn spawn_ready_with(bin: &str, d: &Path, before: &[&str], after: &[&str]) -> Spawned {
     let (out, ready) = (d.join("out"), d.join("ready"));
-    let mut all = vec![
-        out.to_str().expect("utf-8 path"),
-        ready.to_str().expect("utf-8 path"),
-    ];
-    all.extend_from_slice(args);
+    let mut all = before.to_vec();
+    all.push(out.to_str().expect("utf-8 path"));
+    all.push(ready.to_str().expect("utf-8 path"));
+    all.extend_from_slice(after);
     let v = crate::Spawned::spawn(bin, &all, &d.join("victim.log"), None);
     crate::wait_file(&ready, std::time::Duration::from_secs(10));
     v
+}
+
+/// Starts the counting victim `bin` (`criu-victim-counter`) as `bin DIR/count DIR/ready`, as
+/// user and group `uid` if given (its log `DIR/victim.log` is theirs then), and waits up to
+/// 10 s for `ready`. It appends the next number to `DIR/count` every few milliseconds.
+///
+/// # Panics
+/// If the victim cannot be started or does not get ready in time.
+pub fn spawn_counter(bin: &str, d: &Path, uid: Option<u32>) -> Spawned {
+    let (out, ready, log) = (d.join("count"), d.join("ready"), d.join("victim.log"));
+    fs::File::create(&log).expect("create the victim's log");
+    if let Some(u) = uid {
+        std::os::unix::fs::chown(&log, Some(u), Some(u)).expect("hand the log to the user");
+    }
+    let v = Spawned::spawn(
+        bin,
+        &[
+            out.to_str().expect("utf-8 path"),
+            ready.to_str().expect("utf-8 path"),
+        ],
+        &log,
+        uid,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    v
+}
+
+/// Creates the directory `DIR/sub` and starts victim `bin` as `bin DIR/out DIR/ready DIR/sub
+/// EXTRA...` (the victims that set up files of their kind in a directory of their own), as
+/// [`spawn_ready`].
+///
+/// # Panics
+/// If the directory cannot be made, or as [`spawn_ready`].
+pub fn spawn_ready_in(bin: &str, d: &Path, sub: &str, extra: &[&str]) -> Spawned {
+    let dir = d.join(sub);
+    fs::create_dir_all(&dir).expect("create the victim's directory");
+    let mut args = vec![dir.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    spawn_ready(bin, d, &args)
 }
 
 /// A fresh temporary directory every user may write (victims may run as `nobody`).

@@ -190,3 +190,17 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The `single` fixture ready to be edited and restored: the guard of its installed binary
+/// ([`fixture_usable`]), a scratch copy of its images and that copy opened. `None` (with the
+/// reason printed) when the fixture cannot be restored here.
+///
+/// # Panics
+/// If the scratch directory cannot be made or the images cannot be copied.
+pub fn single_fixture_copy() -> Option<(FixtureBinary, tempfile::TempDir, criu_images::ImageDir)> {
+    let bin = fixture_usable()?;
+    let t = tempfile::tempdir().expect("create a scratch directory");
+    copy_dir(&fixtures_dir().join("single"), t.path());
+    let d = criu_images::ImageDir::new(t.path());
+    Some((bin, t, d))
+}

@@ -64,6 +64,7 @@ mod criu_cmd;
 mod fixtures;
 mod netns;
 mod process;
+pub mod runc;
 mod swrk;
 
 pub use avx::*;

@@ -39,11 +39,15 @@ fn check_features() {
     let o = criu(&["check", "--feature", "mem_dirty_track"]);
     assert!(o.status.success(), "{}", stderr_text(&o));
     assert_eq!(stdout_text(&o), "mem_dirty_track is supported\n");
-    // Lazy pages are not handled yet.
+    // Lazy pages are handled (a userfaultfd with the non-cooperative events).
     let o = criu(&["check", "--feature", "uffd-noncoop"]);
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    assert_eq!(stdout_text(&o), "uffd-noncoop is supported\n");
+    // Tun devices are not handled yet.
+    let o = criu(&["check", "--feature", "tun"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr_text(&o).contains("uffd-noncoop is not supported"),
+        stderr_text(&o).contains("tun is not supported"),
         "{}",
         stderr_text(&o)
     );

@@ -2,31 +2,18 @@
 //! `criu restore`. Each victim checks itself from the inside after the restore.
 
 use std::path::Path;
-use std::time::Duration;
 
 use compel_criu_tests::{
     Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, skip_if_not_root,
-    test_lock, wait_file,
+    spawn_ready_with, test_lock,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_criu-victim-defects-files");
 
 fn spawn(mode: &str, d: &Path) -> Spawned {
-    let (out, ready, work) = (d.join("out"), d.join("ready"), d.join("work"));
+    let work = d.join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let v = Spawned::spawn(
-        BIN,
-        &[
-            mode,
-            work.to_str().unwrap(),
-            out.to_str().unwrap(),
-            ready.to_str().unwrap(),
-        ],
-        &d.join("victim.log"),
-        None,
-    );
-    wait_file(&ready, Duration::from_secs(10));
-    v
+    spawn_ready_with(BIN, d, &[mode, work.to_str().unwrap()], &[])
 }
 
 /// Dumps the victim of `mode` (with `extra` dump options), restores it and asks it to check

@@ -6,22 +6,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, test_lock,
-    wait_exit_timeout, wait_file,
+    Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, spawn_ready_with,
+    test_lock, wait_exit_timeout,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_criu-victim-defects-pipes");
 
 fn spawn(mode: &str, d: &Path) -> Spawned {
-    let (out, ready) = (d.join("out"), d.join("ready"));
-    let v = Spawned::spawn(
-        BIN,
-        &[mode, out.to_str().unwrap(), ready.to_str().unwrap()],
-        &d.join("victim.log"),
-        None,
-    );
-    wait_file(&ready, Duration::from_secs(10));
-    v
+    spawn_ready_with(BIN, d, &[mode], &[])
 }
 
 /// Dumps the victim of `mode`, restores it and asks it to check itself.

@@ -4,40 +4,14 @@
 //!
 //! Every test runs as root, under the test lock and as a child subreaper.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, restore_detached,
-    skip_if_not_root, test_lock, wait_file,
+    Scratch, Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, restore_detached,
+    skip_if_not_root, test_lock,
 };
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_criu-victim-defects-sharing");
-
-/// A test's scratch directory: `img/` for the images, `ready` for the victim's ready file.
-struct Scratch {
-    tmp: tempfile::TempDir,
-    img: PathBuf,
-    ready: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let tmp = tempfile::tempdir().unwrap();
-        let img = tmp.path().join("img");
-        std::fs::create_dir(&img).unwrap();
-        let ready = tmp.path().join("ready");
-        Scratch { tmp, img, ready }
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.ready.with_extension("pids"))
-            .unwrap()
-            .split_whitespace()
-            .map(|w| w.parse().unwrap())
-            .collect()
-    }
-}
 
 /// kcmp(2) of `kind` between two processes: 0 when they share the object.
 fn kcmp(a: i32, b: i32, kind: libc::c_long) -> libc::c_long {
@@ -56,14 +30,12 @@ fn clone_files_and_clone_fs_are_shared_again_after_restore() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let mut v = Spawned::spawn(
+    let (mut v, _) = dir.spawn_victim(
         VICTIM,
         &[dir.ready.to_str().unwrap(), "files-fs"],
-        &log,
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&dir.ready, Duration::from_secs(10));
     let pids = dir.pids();
     assert_eq!(kcmp(pids[0], pids[1], KCMP_FILES), 0, "not shared before");
     let child = Spawned::guard(pids[1]);
@@ -89,14 +61,12 @@ fn table_shared_with_a_sibling_is_refused_at_dump() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let v = Spawned::spawn(
+    let (v, _) = dir.spawn_victim(
         VICTIM,
         &[dir.ready.to_str().unwrap(), "sibling"],
-        &log,
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&dir.ready, Duration::from_secs(10));
     let pids = dir.pids();
     let _children: Vec<Spawned> = pids.iter().map(|&p| Spawned::guard(p)).collect();
     let o = criu_dump(v.pid(), &dir.img, &[]);
@@ -117,14 +87,12 @@ fn cwd_in_proc_of_an_exited_process_is_refused_at_dump() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let v = Spawned::spawn(
+    let (v, _) = dir.spawn_victim(
         VICTIM,
         &[dir.ready.to_str().unwrap(), "cwd-dead-proc"],
-        &log,
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&dir.ready, Duration::from_secs(10));
     let c = dir.pids()[0];
     let o = criu_dump(v.pid(), &dir.img, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -161,14 +129,12 @@ fn group_whose_leader_is_a_zombie_comes_back() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let mut v = Spawned::spawn(
+    let (mut v, _) = dir.spawn_victim(
         TASKS_VICTIM,
         &[dir.ready.to_str().unwrap(), "pgrp-zombie-leader"],
-        &log,
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&dir.ready, Duration::from_secs(10));
     let pids = dir.pids();
     let (l, m) = (pids[0], pids[1]);
     let children: Vec<Spawned> = pids.iter().map(|&p| Spawned::guard(p)).collect();

@@ -4,32 +4,14 @@
 //!
 //! Every test runs as root, under the test lock and as a child subreaper.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, restore_detached,
-    skip_if_not_root, test_lock, wait_file,
+    Scratch, Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, restore_detached,
+    skip_if_not_root, test_lock,
 };
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_criu-victim-defects-tasks");
-
-/// A test's scratch directory: `img/` for the images, `ready` for the victim's ready file.
-struct Scratch {
-    tmp: tempfile::TempDir,
-    img: PathBuf,
-    ready: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let tmp = tempfile::tempdir().unwrap();
-        let img = tmp.path().join("img");
-        std::fs::create_dir(&img).unwrap();
-        let ready = tmp.path().join("ready");
-        Scratch { tmp, img, ready }
-    }
-}
 
 /// Starts the victim with `modes`, waits until it is ready, lets it run `settle`, dumps it,
 /// restores it detached and returns its verdict about itself.
@@ -37,9 +19,7 @@ fn round_trip(modes: &[&str], settle: Duration) -> String {
     let dir = Scratch::new();
     let mut args = vec![dir.ready.to_str().unwrap()];
     args.extend_from_slice(modes);
-    let log = dir.tmp.path().join("victim.log");
-    let mut v = Spawned::spawn(VICTIM, &args, &log, None);
-    wait_file(&dir.ready, Duration::from_secs(10));
+    let (mut v, _) = dir.spawn_victim(VICTIM, &args, None, Duration::from_secs(10));
     std::thread::sleep(settle);
     dump_and_reap(&mut v, &dir.img, &[]);
     let pid = restore_detached(&dir.img, &[]);
@@ -164,14 +144,12 @@ fn shared_anonymous_pages_beyond_every_mapping_are_refused() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let log = dir.tmp.path().join("victim.log");
-    let v = Spawned::spawn(
+    let (v, _) = dir.spawn_victim(
         VICTIM,
         &[dir.ready.to_str().unwrap(), "shared-shrunk"],
-        &log,
         None,
+        Duration::from_secs(10),
     );
-    wait_file(&dir.ready, Duration::from_secs(10));
     let o = criu_dump(v.pid(), &dir.img, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "the dump succeeded");

@@ -8,15 +8,16 @@ use std::path::Path;
 
 use compel_criu_tests::{
     Spawned, ask_check, become_subreaper, criu_dump, dump_and_reap, is_root, pid_exists,
-    restore_detached, spawn_ready, test_lock,
+    restore_detached, spawn_ready_in, test_lock,
 };
 
 fn spawn_victim(d: &Path, extra: &[&str]) -> Spawned {
-    let dir = d.join("watched");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut args = vec![dir.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    spawn_ready(env!("CARGO_BIN_EXE_criu-victim-inotify"), d, &args)
+    spawn_ready_in(
+        env!("CARGO_BIN_EXE_criu-victim-inotify"),
+        d,
+        "watched",
+        extra,
+    )
 }
 
 /// Without a dump the victim's own check passes (so a `bad` after restore is the restore's).

@@ -181,8 +181,8 @@ fn requests_not_built_yet_are_refused_and_keep_open_serves_the_next() {
     let r = s.recv().expect("an answer");
     assert!(r.success);
     let f = r.features.unwrap();
-    // Memory tracking (pre-dump) is there on this kernel; lazy pages are not.
-    assert_eq!((f.mem_track, f.lazy_pages), (Some(true), Some(false)));
+    // Memory tracking (pre-dump) and lazy pages are there on this kernel.
+    assert_eq!((f.mem_track, f.lazy_pages), (Some(true), Some(true)));
     // The last request has no keep_open: criu answers it and exits.
     s.send(&req(CriuReqType::Version));
     let r = s.recv().expect("an answer");

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, Spawned, become_subreaper, criu_bin, test_lock, wait_exit_timeout, wait_file,
+    Exit, Spawned, become_subreaper, criu_bin, spawn_counter, test_lock, wait_exit_timeout,
 };
 
 #[test]
@@ -26,14 +26,7 @@ fn a_python_script_on_pycriu_dumps_and_restores_a_victim() {
     let img = d.path().join("img");
     std::fs::create_dir(&img).unwrap();
     let out = d.path().join("count");
-    let ready = d.path().join("ready");
-    let mut v = Spawned::spawn(
-        env!("CARGO_BIN_EXE_criu-victim-counter"),
-        &[out.to_str().unwrap(), ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
-        None,
-    );
-    wait_file(&ready, Duration::from_secs(10));
+    let mut v = spawn_counter(env!("CARGO_BIN_EXE_criu-victim-counter"), d.path(), None);
 
     let mut child = Command::new("python3")
         .arg(root.join("py/pycriu_client.py"))

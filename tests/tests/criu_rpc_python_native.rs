@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, Spawned, become_subreaper, bin_dir, criu_bin, open_dir, test_lock, wait_exit_timeout,
-    wait_file,
+    Exit, Spawned, become_subreaper, bin_dir, criu_bin, open_dir, spawn_counter, test_lock,
+    wait_exit_timeout,
 };
 
 /// `pycriu/` with the Python files and the freshly built native module, in `into`.
@@ -53,14 +53,8 @@ fn a_python_script_dumps_reads_the_images_natively_and_restores() {
     let path = assemble_package(py.path());
     let img = d.path().join("img");
     std::fs::create_dir(&img).unwrap();
-    let (out, ready) = (d.path().join("count"), d.path().join("ready"));
-    let mut v = Spawned::spawn(
-        env!("CARGO_BIN_EXE_criu-victim-counter"),
-        &[out.to_str().unwrap(), ready.to_str().unwrap()],
-        &d.path().join("victim.log"),
-        None,
-    );
-    wait_file(&ready, Duration::from_secs(10));
+    let out = d.path().join("count");
+    let mut v = spawn_counter(env!("CARGO_BIN_EXE_criu-victim-counter"), d.path(), None);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new("python3")

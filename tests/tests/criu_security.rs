@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
     Exit, Spawned, UNPRIVILEGED_ID, become_subreaper, criu, criu_bin, dump_and_reap, open_dir,
-    restore_detached, run_as_user, status_field, test_lock, wait_exit_timeout, wait_file,
+    restore_detached, run_as_user, status_field, test_lock, wait_exit_timeout,
 };
 use criu_images::ImageDir;
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
@@ -139,19 +139,7 @@ fn nobody_dir(d: &Path, name: &str) -> PathBuf {
 /// Starts the counter in `d` (as `uid` if given, its files then nobody's) and waits until it
 /// counts.
 fn spawn_counter(d: &Path, uid: Option<u32>) -> Spawned {
-    let (out, ready, log) = (d.join("count"), d.join("ready"), d.join("victim.log"));
-    std::fs::File::create(&log).unwrap();
-    if let Some(u) = uid {
-        std::os::unix::fs::chown(&log, Some(u), Some(u)).unwrap();
-    }
-    let v = Spawned::spawn(
-        COUNTER,
-        &[out.to_str().unwrap(), ready.to_str().unwrap()],
-        &log,
-        uid,
-    );
-    wait_file(&ready, Duration::from_secs(10));
-    v
+    compel_criu_tests::spawn_counter(COUNTER, d, uid)
 }
 
 /// The counter in `d` counts on.

@@ -4,7 +4,10 @@
 //! compel_rpc_*, compel_syscall, compel_cure*, compel_util_*_fd, compel_parasite_args_p) the
 //! symbol in lib.rs serves both; the ones here differ or exist only in CRIU's API.
 
+use std::cell::RefCell;
 use std::ffi::{c_int, c_uint, c_ulong, c_void};
+
+use compel_rt::{Task, TaskState};
 
 use crate::{CBlobDesc, CompelCtl, LOG, LogFn, ctl_mut, fail, infect_desc, parasite_of};
 
@@ -15,7 +18,7 @@ const COMPEL_BLOB_CHEADER: c_uint = 1;
 #[repr(C)]
 pub struct ParasiteBlobDesc {
     parasite_type: c_uint,
-    desc: CBlobDesc,
+    pub(crate) desc: CBlobDesc,
 }
 
 impl Default for ParasiteBlobDesc {
@@ -59,10 +62,9 @@ fn state_letter(stat: &str) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-/// The state of task `pid` as `<compel/task-state.h>` names it, or `-errno`. Unlike CRIU's it
-/// does not seize the task: [`crate::compel_prepare`] does.
-#[unsafe(no_mangle)]
-pub extern "C" fn compel_stop_task(pid: c_int) -> c_int {
+/// The state of task `pid` as `/proc/<pid>/stat` shows it (`COMPEL_TASK_*`), or `-errno`;
+/// the task is not touched.
+pub(crate) fn proc_task_state(pid: c_int) -> c_int {
     if pid <= 0 {
         return fail(libc::ESRCH, format!("no task {pid}"));
     }
@@ -86,11 +88,71 @@ pub extern "C" fn compel_stop_task(pid: c_int) -> c_int {
     }
 }
 
-/// Nothing left to do: [`crate::compel_cure`] released the task already (a stopped task stays
-/// stopped). Returns 0.
+thread_local! {
+    /// Tasks `compel_stop_task()` seized on this thread (ptrace's tracer is a thread) and no
+    /// `compel_prepare()` took yet; `compel_resume_task()` lets a leftover one go.
+    static STOPPED: RefCell<Vec<Task>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The task `compel_stop_task(pid)` seized on this thread, if any: `compel_prepare()` goes on
+/// with it instead of seizing a second time.
+pub(crate) fn take_stopped(pid: c_int) -> Option<Task> {
+    STOPPED.with(|s| {
+        let mut s = s.borrow_mut();
+        let i = s.iter().position(|t| t.pid() == pid)?;
+        Some(s.swap_remove(i))
+    })
+}
+
+/// CRIU's `compel_stop_task()`: seizes every thread of task `pid` (it stays in a ptrace stop
+/// until `compel_prepare()` takes it over or `compel_resume_task()` lets it go) and returns
+/// its state as `<compel/task-state.h>` names it, or `-errno`. A task that cannot be seized
+/// (a zombie, a task traced by another process) is reported from `/proc` instead, untouched.
 #[unsafe(no_mangle)]
-pub extern "C" fn compel_resume_task(_pid: c_int, _orig_state: c_int, _state: c_int) -> c_int {
-    0
+pub extern "C" fn compel_stop_task(pid: c_int) -> c_int {
+    if pid <= 0 {
+        return fail(libc::ESRCH, format!("no task {pid}"));
+    }
+    if let Some(t) = take_stopped(pid) {
+        // Already stopped by an earlier call: report it again, keep it.
+        let state = task_state(&t);
+        STOPPED.with(|s| s.borrow_mut().push(t));
+        return state;
+    }
+    match Task::seize(pid) {
+        Ok(t) => {
+            let state = task_state(&t);
+            STOPPED.with(|s| s.borrow_mut().push(t));
+            state
+        }
+        Err(e) => match proc_task_state(pid) {
+            COMPEL_TASK_ALIVE | COMPEL_TASK_STOPPED => fail(crate::task_errno(&e), e.to_string()),
+            other => other,
+        },
+    }
+}
+
+fn task_state(t: &Task) -> c_int {
+    match t.state() {
+        TaskState::Stopped => COMPEL_TASK_STOPPED,
+        TaskState::Zombie => COMPEL_TASK_ZOMBIE,
+        TaskState::Dead => COMPEL_TASK_DEAD,
+        _ => COMPEL_TASK_ALIVE,
+    }
+}
+
+/// CRIU's `compel_resume_task()`: lets go of a task `compel_stop_task()` seized and no
+/// `compel_prepare()` took (a stopped task stays stopped); after `compel_cure()` there is
+/// nothing left to do. Returns 0 or `-errno`.
+#[unsafe(no_mangle)]
+pub extern "C" fn compel_resume_task(pid: c_int, _orig_state: c_int, _state: c_int) -> c_int {
+    match take_stopped(pid) {
+        Some(t) => match t.detach() {
+            Ok(()) => 0,
+            Err(e) => fail(crate::task_errno(&e), e.to_string()),
+        },
+        None => 0,
+    }
 }
 
 /// [`crate::compel_prepare`]: there is no infection context to fill.
@@ -407,9 +469,10 @@ mod tests {
     #[test]
     fn our_own_state() {
         assert_eq!(
-            compel_stop_task(std::process::id() as c_int),
+            proc_task_state(std::process::id() as c_int),
             COMPEL_TASK_ALIVE
         );
+        assert!(proc_task_state(0) < 0);
         assert!(compel_stop_task(0) < 0);
     }
 }

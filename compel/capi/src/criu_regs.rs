@@ -383,7 +383,7 @@ pub extern "C" fn compel_task_size() -> c_ulong {
 /// `-errno`. The task is seized by `compel_prepare()`, not here.
 #[unsafe(no_mangle)]
 pub extern "C" fn compel_interrupt_task(pid: c_int) -> c_int {
-    match crate::criu::compel_stop_task(pid) {
+    match crate::criu::proc_task_state(pid) {
         e if e < 0 => e,
         0x02 | 0x06 => fail(libc::ESRCH, format!("task {pid} is dead")),
         _ => 0,
@@ -447,7 +447,7 @@ pub unsafe extern "C" fn compel_wait_task(
     let Some(out) = (unsafe { st.as_mut() }) else {
         return fail(libc::EINVAL, "null seize_task_status".into());
     };
-    let state = crate::criu::compel_stop_task(pid);
+    let state = crate::criu::proc_task_state(pid);
     if state < 0 {
         return state;
     }

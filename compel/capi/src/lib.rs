@@ -34,7 +34,9 @@ use compel_rt::infect::{InfectError, InfectOptions, Parasite, RpcError};
 use compel_rt::{Task, TaskError};
 use nix::errno::Errno;
 
+mod cpu;
 mod criu;
+mod criu_extra;
 mod criu_regs;
 
 /// An infection handle: the seized task and, once infected, the parasite in it.
@@ -210,11 +212,16 @@ pub extern "C" fn compel_log_init(f: Option<LogFn>, level: c_uint) {
     });
 }
 
-/// Seizes every thread of process `pid`. Returns a handle, or NULL with
-/// [`compel_last_error`] set.
+/// Seizes every thread of process `pid` (or takes over the task `compel_stop_task()` seized
+/// on this thread). Returns a handle, or NULL with [`compel_last_error`] set.
 #[unsafe(no_mangle)]
 pub extern "C" fn compel_prepare(pid: c_int) -> *mut CompelCtl {
-    match Task::seize(pid) {
+    // A task `compel_stop_task()` seized on this thread is taken over as it is.
+    let seized = match criu::take_stopped(pid) {
+        Some(t) => Ok(t),
+        None => Task::seize(pid),
+    };
+    match seized {
         Ok(task) => Box::into_raw(Box::new(CompelCtl {
             pid,
             task: Some(task),
@@ -329,8 +336,11 @@ unsafe fn infect_desc(ctl: &mut CompelCtl, d: &CBlobDesc, args_size: c_ulong) ->
             },
         )
     };
-    let mut names = Vec::new();
+    // Symbol names are borrowed from the descriptor (no copies on the infect path); a name
+    // that is not UTF-8 cannot be one the runtime looks up, and is left out.
+    let mut syms: Vec<Symbol<'_>> = Vec::new();
     if !d.symbols.is_null() {
+        syms.reserve(d.nr_symbols as usize);
         for i in 0..d.nr_symbols as usize {
             // SAFETY: i < nr_symbols, within the caller's array.
             let s = unsafe { &*d.symbols.add(i) };
@@ -339,19 +349,14 @@ unsafe fn infect_desc(ctl: &mut CompelCtl, d: &CBlobDesc, args_size: c_ulong) ->
             }
             // SAFETY: symbol names are NUL-terminated C strings that outlive the call (this
             // function's safety contract).
-            let name = unsafe { CStr::from_ptr(s.name) }
-                .to_string_lossy()
-                .into_owned();
-            names.push((name, s.offset as usize));
+            if let Ok(name) = unsafe { CStr::from_ptr(s.name) }.to_str() {
+                syms.push(Symbol {
+                    name,
+                    offset: s.offset as usize,
+                });
+            }
         }
     }
-    let syms: Vec<Symbol<'_>> = names
-        .iter()
-        .map(|(n, o)| Symbol {
-            name: n,
-            offset: *o,
-        })
-        .collect();
     let desc = BlobDesc {
         image,
         text_size: d.text_size as usize,

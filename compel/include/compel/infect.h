@@ -4,9 +4,10 @@
  *	gcc $(compel includes) host.c -o host $(compel --static libs)
  *
  * Differences a caller may notice:
- * - compel_stop_task() only checks the task and reports its state; compel_prepare() seizes it,
+ * - compel_stop_task() seizes the task and reports its state; compel_prepare() on the same
+ *   thread takes it over (or seizes it itself when compel_stop_task() was not called);
  *   compel_cure() releases it (a task that was stopped stays stopped), so compel_resume_task()
- *   has nothing left to do.
+ *   only lets go of a task compel_stop_task() seized and no compel_prepare() took.
  * - The parasite serves daemon commands in the main thread; nr_threads is ignored;
  *   compel_run_in_thread() works in the task's other threads.
  * - struct infect_ctx is accepted as storage: the runtime picks its own injection method,
@@ -25,14 +26,18 @@
 #include <compel/infect-rpc.h>
 #include <compel/infect-util.h>
 #include <compel/task-state.h>
+#include <compel/asm/infect-types.h>
 
 #define COMPEL_CRIU_INFECT_H 1
 
 struct parasite_ctl;
 
-/* The state of task pid (COMPEL_TASK_*), or -errno if it cannot be looked at. */
+/*
+ * Seizes task pid and returns its state (COMPEL_TASK_*), or -errno. A zombie or dead task is
+ * only reported.
+ */
 int compel_stop_task(int pid);
-/* Returns 0: compel_cure() already let the task go. */
+/* Lets go of a task compel_stop_task() seized and nothing took over; 0 after compel_cure(). */
 int compel_resume_task(pid_t pid, int orig_state, int state);
 
 /* Seizes every thread of process pid; NULL on failure. */
@@ -199,6 +204,15 @@ int compel_interrupt_task(int pid);
 int compel_wait_task(int pid, int ppid, int (*get_status)(int pid, struct seize_task_status *, void *data),
 		     void (*free_status)(int pid, struct seize_task_status *, void *data),
 		     struct seize_task_status *st, void *data);
+/*
+ * Lets `tasks` of the caller's tracees (continued with PTRACE_SYSCALL, or towards a
+ * breakpoint, flushed when hit) run until each has finished syscall sys_nr; each is left in
+ * the stop at its exit. Only ptrace stops are waited for: no child of the caller is reaped.
+ */
+int compel_stop_on_syscall(int tasks, int sys_nr, int sys_nr_compat);
+/* Relocates a copy of pbd's blob at mem (image_size bytes) for running at vbase. */
+void compel_relocs_apply(void *mem, void *vbase, struct parasite_blob_desc *pbd);
+
 /* The signal of the stop the caller's tracee is in. */
 int compel_parse_stop_signo(int pid);
 int compel_resume_task_sig(pid_t pid, int orig_state, int state, int stop_signo);

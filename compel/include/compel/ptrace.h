@@ -8,6 +8,7 @@
 
 #include <sys/ptrace.h>
 #include <sys/types.h>
+#include <compel/asm/breakpoints.h>
 
 #ifndef PTRACE_SEIZE
 #define PTRACE_SEIZE 0x4206

@@ -4,6 +4,8 @@
 //! Waiting for an answer also watches the thread the parasite runs in: if it stops (a fault in
 //! the parasite, a signal) or dies, the wait ends with an error instead of hanging, so that the
 //! caller can cure.
+// Unsafe code: poll on the control socket, zeroed siginfo.
+#![allow(unsafe_code)]
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -15,6 +17,9 @@ use nix::errno::Errno;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
 use super::RpcError;
+
+/// The most log datagrams one [`Ctl::drain_log`] reads.
+const MAX_LOG_DATAGRAMS: usize = 1024;
 
 /// How often a wait for the parasite checks on the thread it runs in.
 const WATCH_SLICE: Duration = Duration::from_millis(20);
@@ -305,7 +310,9 @@ impl Ctl {
     pub fn drain_log(&mut self) {
         let Some(log) = &self.log else { return };
         let mut buf = [0u8; 4096];
-        loop {
+        // Bounded: a parasite that logs without end cannot keep the host here (the rest is
+        // read on the next wake-up, after the deadline and the thread were checked).
+        for _ in 0..MAX_LOG_DATAGRAMS {
             // SAFETY: buf is a live local buffer of buf.len() bytes; MSG_DONTWAIT never blocks.
             let n = unsafe {
                 libc::recv(

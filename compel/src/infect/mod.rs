@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod answer;
 mod ctl;
 mod cure;
 mod errors;

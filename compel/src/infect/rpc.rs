@@ -5,7 +5,7 @@ use std::borrow::BorrowMut;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use compel_arch::{UserRegs, nr};
-use compel_proto::rpc::{CtlMsg, FdsMsg, MODE_DAEMON, MODE_TRAP};
+use compel_proto::rpc::{CtlMsg, MODE_DAEMON, MODE_TRAP};
 use compel_proto::{Plain, read_plain, write_plain};
 use nix::errno::Errno;
 
@@ -109,46 +109,8 @@ impl<T: BorrowMut<Task>> Parasite<T> {
     }
 
     fn collect_answer(&mut self, cmd: u32) -> Result<Vec<OwnedFd>, RpcError> {
-        let ctl = self.ctl()?;
-        let pid = ctl.pid;
-        let mut fds = Vec::new();
-        loop {
-            let got = ctl.recv("an answer")?;
-            if got.bytes.len() == std::mem::size_of::<FdsMsg>() {
-                let hdr: FdsMsg = read_plain(&got.bytes).ok_or(RpcError::BadFds {
-                    pid,
-                    what: "short fds message",
-                })?;
-                if hdr.count as usize != got.fds.len() || got.fds.is_empty() {
-                    return Err(RpcError::BadFds {
-                        pid,
-                        what: "fd count does not match the attached fds",
-                    });
-                }
-                fds.extend(got.fds);
-                continue;
-            }
-            let msg: CtlMsg = read_plain(&got.bytes).ok_or(RpcError::BadReply {
-                pid,
-                cmd,
-                what: "short message",
-            })?;
-            if msg.cmd != cmd || msg.ack != cmd {
-                return Err(RpcError::BadReply {
-                    pid,
-                    cmd,
-                    what: "answer to another command",
-                });
-            }
-            if msg.err != 0 {
-                return Err(RpcError::Failed {
-                    pid,
-                    cmd,
-                    errno: Errno::from_raw(msg.err),
-                });
-            }
-            return Ok(fds);
-        }
+        // The checks on what the parasite sends back live in `answer`.
+        self.ctl()?.collect_answer(cmd)
     }
 
     /// Sends fds to the parasite outside a command (for a handler that is already waiting for

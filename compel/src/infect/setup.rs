@@ -1,5 +1,7 @@
 //! Infecting a task: saving its state, mapping the parasite, making the sockets, writing the
 //! frame that restores the task, and starting the daemon.
+// Unsafe code: fcntl and ftruncate on descriptors we own.
+#![allow(unsafe_code)]
 
 use std::borrow::BorrowMut;
 use std::os::fd::{AsRawFd, OwnedFd};

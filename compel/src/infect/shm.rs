@@ -4,6 +4,8 @@
 //! it needs the same `PTRACE_MODE_ATTACH` rights we already used to seize the task); where that
 //! syscall is missing, a regular file or memfd is reopened through `/proc/PID/fd/N`. The shared
 //! region itself is mapped with `MAP_SHARED` here and in the task, so both see the same pages.
+// Unsafe code: mapping the region shared with the task (mmap, pidfd_getfd) and viewing it as slices.
+#![allow(unsafe_code)]
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -334,14 +334,40 @@ pub struct ImageWriter<W: Write = BufWriter<File>> {
     offset: u64,
 }
 
+/// Creates (or truncates) a file criu writes into an images directory, never through a
+/// symlink (`O_NOFOLLOW`: a link planted by whoever can write the directory fails with
+/// `ELOOP` instead of sending root's write to its target), with the caller's umask.
+///
+/// # Errors
+/// I/O errors (`ELOOP` for a symlink).
+pub fn create_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Writes `data` as the whole content of `path` (see [`create_file`]).
+///
+/// # Errors
+/// I/O errors (`ELOOP` for a symlink).
+pub fn write_file(path: &Path, data: impl AsRef<[u8]>) -> std::io::Result<()> {
+    use std::io::Write;
+    create_file(path)?.write_all(data.as_ref())
+}
+
 impl ImageWriter<BufWriter<File>> {
-    /// Creates (or truncates) an image file and writes the header for `magic`.
+    /// Creates (or truncates) an image file and writes the header for `magic`; a symlink in
+    /// its place is refused ([`create_file`]).
     ///
     /// # Errors
     /// I/O errors.
     pub fn create(path: impl AsRef<Path>, magic: u32) -> Result<Self, ImageError> {
         let path = path.as_ref();
-        let f = File::create(path).map_err(|source| ImageError::Io {
+        let f = create_file(path).map_err(|source| ImageError::Io {
             file: path.into(),
             op: "create",
             source,
@@ -473,4 +499,29 @@ pub fn write_all<'a, M: Message + 'a>(
     }
     w.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_file_refuses_a_symlink_and_leaves_its_target() {
+        let d = std::env::temp_dir().join(format!("criu-images-nofollow-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let target = d.join("target");
+        std::fs::write(&target, "keep").unwrap();
+        let link = d.join("core-1.img");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = create_file(&link).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        assert!(ImageWriter::create(&link, 0x1234).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        // A plain name is created, and truncated when it exists.
+        let plain = d.join("plain");
+        write_file(&plain, "a long first content").unwrap();
+        write_file(&plain, "b").unwrap();
+        assert_eq!(std::fs::read_to_string(&plain).unwrap(), "b");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

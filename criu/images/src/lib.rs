@@ -47,6 +47,8 @@ pub mod vma;
 
 pub use dir::{ImageDir, SIGACTION_SLOTS, sigaction_slot};
 pub use error::ImageError;
-pub use image::{ImageReader, ImageWriter, read_all, read_single, write_all};
+pub use image::{
+    ImageReader, ImageWriter, create_file, read_all, read_single, write_all, write_file,
+};
 pub use pagemap::Pagemap;
 pub use schema::Described;

@@ -1,5 +1,7 @@
 //! File names of the images in an image directory, as CRIU names them.
 
+/// The link from an incremental dump's directory to its parent's (CRIU's `CR_PARENT_LINK`).
+pub const PARENT_LINK: &str = "parent";
 /// `inventory.img`
 pub const INVENTORY: &str = "inventory.img";
 /// `pstree.img`

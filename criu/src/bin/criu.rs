@@ -82,6 +82,8 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             | Command::Restore
             | Command::CpuInfo
             | Command::PageServer
+            | Command::LazyPages
+            | Command::Dedup
     ) {
         let dir = std::fs::canonicalize(opts.images_dir.path())
             .with_context(|| format!("couldn't open image dir {}", opts.images_dir))
@@ -109,6 +111,13 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
         .context("cannot set up the log")
         .map_err(|e| (e, Logged::Not))?;
     criu::install_log(opts.log_level, &sink);
+    // Progress of big dumps on a terminal, at the default verbosity and above.
+    if opts.log_level >= 2
+        && matches!(cmd, Command::Dump | Command::PreDump)
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        criu::stats::set_progress(show_progress);
+    }
     let logged_to = sink.path().map(|p| work.join(p));
     let fail = |e: anyhow::Error| match &logged_to {
         Some(p) => (e, Logged::To(p.clone())),
@@ -161,6 +170,9 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             criu::dump(&dopts, Some(&scripts))
                 .map_err(|e| fail(anyhow::Error::new(e).context("dump failed")))?;
             tracing::info!("Dumping finished successfully");
+            if opts.display_stats {
+                display_stats(&dopts.images_dir, criu::stats::Kind::Dump);
+            }
             if let Some(kb) = peak_rss_kb() {
                 tracing::debug!("peak memory of this criu: {kb} kB (VmHWM)");
             }
@@ -176,6 +188,9 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 s.pages_written,
                 s.frozen_us
             );
+            if opts.display_stats {
+                display_stats(&dopts.images_dir, criu::stats::Kind::Dump);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::PageServer => {
@@ -187,8 +202,38 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 status_fd: opts.status_fd,
                 pidfile: opts.pidfile.clone(),
                 prev_images_dir: opts.prev_images_dir.clone(),
+                lazy: opts.live.lazy_pages,
             };
             criu::run_page_server(&so).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::LazyPages => {
+            let lo = criu::lazy::LazyOptions {
+                dir: opts.images_dir.path(),
+                work_dir: opts.effective_work_dir(),
+                page_server: opts.live.page_server.then(|| {
+                    (
+                        opts.live
+                            .address
+                            .clone()
+                            .unwrap_or_else(|| "127.0.0.1".into()),
+                        opts.live.port.unwrap_or(0),
+                    )
+                }),
+                status_fd: opts.status_fd,
+                push: std::env::var("CRIU_LAZY_PUSH").as_deref() != Ok("0"),
+            };
+            criu::lazy::run_lazy_pages(&lo)
+                .map_err(|e| fail(anyhow::Error::new(e).context("lazy-pages failed")))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dedup => {
+            let st = criu::dedup(&opts.images_dir.path())
+                .map_err(|e| fail(anyhow::Error::new(e).context("dedup failed")))?;
+            tracing::info!(
+                "Deduplication finished ({} bytes punched out of the parent images)",
+                st.punched
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore => restore(&opts, &sink).map_err(fail),
@@ -222,13 +267,29 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(fail(
-            OptionsError::CommandNotSupported {
-                command: other.word(),
-            }
-            .into(),
-        )),
     }
+}
+
+/// `--display-stats`: the statistics the run wrote into the images directory, on stdout.
+fn display_stats(dir: &std::path::Path, kind: criu::stats::Kind) {
+    match criu::stats::read(dir, kind) {
+        Ok(e) => print!("{}", criu::stats::display(&e)),
+        Err(e) => tracing::warn!("cannot display the statistics: {e}"),
+    }
+}
+
+/// Draws a dump's progress on one line of the terminal (stderr), ended when the copy is done.
+fn show_progress(p: criu::stats::Progress) {
+    use std::io::Write;
+    let pct = (p.done * 100).checked_div(p.total).unwrap_or(100);
+    let end = if p.done >= p.total { "\n" } else { "" };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\rpid {}: {} of {} pages written ({pct} %){end}",
+        p.pid, p.done, p.total
+    );
+    let _ = err.flush();
 }
 
 /// This process's peak resident memory (`VmHWM`), in kB.
@@ -245,6 +306,9 @@ fn restore(opts: &Options, sink: &criu::LogSink) -> anyhow::Result<ExitCode> {
     let scripts = criu::ActionScripts::new(opts.action_scripts.clone(), &ropts.images_dir, sink)
         .context("setting up action scripts")?;
     let outcome = criu::restore(&ropts, Some(&scripts)).context("restore failed")?;
+    if opts.display_stats {
+        display_stats(&ropts.images_dir, criu::stats::Kind::Restore);
+    }
     tracing::info!("restore finished: {outcome:?}");
     Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))
 }

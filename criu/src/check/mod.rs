@@ -166,23 +166,15 @@ static FEATURES: &[Feature] = &[
         || path_exists("/proc/sys/abi/vsyscall32"),
         "32-bit tasks",
     ),
-    not_yet(
-        "uffd",
-        || {
-            raw_syscall_works(
-                libc::SYS_userfaultfd,
-                [libc::O_CLOEXEC as _, 0, 0, 0, 0],
-                "userfaultfd",
-                true,
-            )
-        },
-        "lazy pages (criu lazy-pages, --lazy-pages)",
-    ),
-    not_yet(
-        "uffd-noncoop",
-        || kernel_at_least(4, 11),
-        "lazy pages (criu lazy-pages, --lazy-pages)",
-    ),
+    handled("uffd", || {
+        raw_syscall_works(
+            libc::SYS_userfaultfd,
+            [libc::O_CLOEXEC as _, 0, 0, 0, 0],
+            "userfaultfd",
+            true,
+        )
+    }),
+    handled("uffd-noncoop", lazy_pages),
     not_yet(
         "can_map_vdso",
         || kernel_at_least(4, 9),

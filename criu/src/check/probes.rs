@@ -166,6 +166,24 @@ pub(super) fn dirty_track() -> Result<(), Missing> {
     })
 }
 
+/// Lazy restore: a userfaultfd with the fork, remap, remove and unmap events.
+pub(super) fn lazy_pages() -> Result<(), Missing> {
+    match crate::lazy::uffd::open(crate::lazy::uffd::LAZY_FEATURES) {
+        Ok((_, got))
+            if got & crate::lazy::uffd::LAZY_FEATURES == crate::lazy::uffd::LAZY_FEATURES =>
+        {
+            Ok(())
+        }
+        Ok(_) => Err(Missing::Absent {
+            what: "userfaultfd fork, remap, remove and unmap events",
+        }),
+        Err(e) => Err(Missing::Sys {
+            what: "userfaultfd",
+            errno: Errno::from_raw(e),
+        }),
+    }
+}
+
 pub(super) fn line_in(path: &'static str, prefix: &str, what: &'static str) -> Result<(), Missing> {
     let s = std::fs::read_to_string(path).map_err(io(path))?;
     if s.lines().any(|l| l.starts_with(prefix)) {

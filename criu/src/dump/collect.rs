@@ -30,24 +30,88 @@ pub(super) struct Collected {
     pub(super) own_ns: Vec<(String, u64)>,
 }
 
+/// The name of the memfd compel maps a parasite from, as `/proc/PID/maps` shows it.
+const PARASITE_MEMFD: &str = "memfd:compel-parasite";
+
+/// What is read about a frozen task from `/proc` alone (no ptrace, no file table): read ahead
+/// of [`collect`], on another thread, while the tracer works on the tasks before it.
+pub(super) struct ProcView {
+    stat: proc::ProcStat,
+    status: proc::ProcStatus,
+    ns: Vec<(String, u64)>,
+    maps: Vec<proc::Mapping>,
+    guards: Vec<(u64, u64)>,
+    /// Read after the files in the order of [`collect`]; their errors are reported then.
+    auxv: Result<Vec<u64>, DumpError>,
+    timers: Result<Vec<proc::PosixTimerInfo>, DumpError>,
+    personality: Result<u32, DumpError>,
+    loginuid: Option<u32>,
+    oom_score_adj: Option<i32>,
+}
+
+/// Reads the [`ProcView`] of `pid`, refusing its namespaces first as [`collect`] did before it
+/// read its memory map; the first error in that order.
+pub(super) fn read_proc(
+    pid: i32,
+    own_ns: &[(String, u64)],
+    root_ns: &[(String, u64)],
+) -> Result<ProcView, DumpError> {
+    let stat = proc::read_stat(pid)?;
+    let status = proc::read_status(pid)?;
+    let ns = ids::ns_inodes(&pid.to_string());
+    ids::refuse_own_namespaces(pid, &ns, own_ns, root_ns)?;
+    let maps = proc::read_smaps(pid)?;
+    let guards = pages::guard_regions(pid)?;
+    Ok(ProcView {
+        stat,
+        status,
+        ns,
+        maps,
+        guards,
+        auxv: proc::read_auxv(pid).map_err(DumpError::from),
+        timers: proc::read_posix_timers(pid).map_err(DumpError::from),
+        personality: proc::read_personality(pid).map_err(DumpError::from),
+        loginuid: proc::read_number(pid, "loginuid").ok().map(|v| v as u32),
+        oom_score_adj: proc::read_number(pid, "oom_score_adj")
+            .ok()
+            .map(|v| v as i32),
+    })
+}
+
+/// Collects one frozen task: `view` is its [`read_proc`] (or that function's error, reported
+/// after the task's restartable sequence was aborted, as before anything else).
 pub(super) fn collect(
     task: &mut Task,
     pid: i32,
     opts: &DumpOptions,
     files: &mut files::FileTable,
     own_ns: &[(String, u64)],
-    root_ns: &[(String, u64)],
+    view: Result<ProcView, DumpError>,
 ) -> Result<Collected, DumpError> {
+    let t0 = std::time::Instant::now();
     // First, before anything runs in the task.
     thread::rseq_abort(task, pid)?;
-    let stat = proc::read_stat(pid)?;
-    let status = proc::read_status(pid)?;
-    let ns = ids::ns_inodes(&pid.to_string());
-    ids::refuse_own_namespaces(pid, &ns, own_ns, root_ns)?;
-    let maps = proc::read_smaps(pid)?;
+    let ProcView {
+        stat,
+        status,
+        ns,
+        maps,
+        guards,
+        auxv,
+        timers,
+        personality,
+        loginuid,
+        oom_score_adj,
+    } = view?;
+    // A task sharing its memory with one infected while its map was read ahead (CLONE_VM
+    // without threads) may show that parasite's region: read its map again now.
+    let (maps, guards) = if maps.iter().any(|m| m.name.contains(PARASITE_MEMFD)) {
+        (proc::read_smaps(pid)?, pages::guard_regions(pid)?)
+    } else {
+        (maps, guards)
+    };
     let exe_id = files.add_exe(pid)?;
     let vmas = vma::classify(pid, &maps, files)?;
-    let guards = pages::guard_regions(pid)?;
     let fdinfo = files.add_fds(pid, opts.shell_job)?;
     if !opts.file_locks
         && let Some(l) = files.locks().first()
@@ -59,13 +123,9 @@ pub(super) fn collect(
     }
     let cwd_id = files.add_dir_link(pid, "cwd")?;
     let root_id = files.add_dir_link(pid, "root")?;
-    let auxv = proc::read_auxv(pid)?;
-    let timers = proc::read_posix_timers(pid)?;
-    let personality = proc::read_personality(pid)?;
-    let loginuid = proc::read_number(pid, "loginuid").ok().map(|v| v as u32);
-    let oom_score_adj = proc::read_number(pid, "oom_score_adj")
-        .ok()
-        .map(|v| v as i32);
+    let auxv = auxv?;
+    let timers = timers?;
+    let personality = personality?;
 
     let (task_state, stop_signo) = match task.initial_stop(pid) {
         Some(InitialStop::GroupStopped(sig)) => (task_state::STOPPED, Some(sig as u32)),
@@ -73,7 +133,9 @@ pub(super) fn collect(
     };
     let pending_shared = thread::pending_signals(pid, true)?;
     let timer_ids: Vec<i32> = timers.iter().map(|t| t.id).collect();
+    let t_proc = t0.elapsed();
     let own = self_state::read(task, pid, &timer_ids, opts.timeout, opts.inside_method)?;
+    let t_inside = t0.elapsed();
 
     let threads = thread::dump_threads(
         task,
@@ -91,6 +153,13 @@ pub(super) fn collect(
             pending_shared,
         },
     )?;
+    tracing::debug!(
+        pid,
+        proc_us = t_proc.as_micros() as u64,
+        inside_us = (t_inside - t_proc).as_micros() as u64,
+        threads_us = (t0.elapsed() - t_inside).as_micros() as u64,
+        "collected"
+    );
     Ok(Collected {
         pid,
         stat,

@@ -109,10 +109,10 @@ pub enum DumpError {
         /// The process it shares it with.
         other: i32,
     },
-    /// Anonymous `MAP_HUGETLB` memory.
+    /// Shared anonymous `MAP_HUGETLB` memory.
     #[error(
-        "unsupported: anonymous MAP_HUGETLB mapping {start:#x}-{end:#x} of {pid} (hugetlb memory \
-         is not dumped yet)"
+        "unsupported: shared anonymous MAP_HUGETLB mapping {start:#x}-{end:#x} of {pid} (shared \
+         hugetlb memory is not dumped yet)"
     )]
     Hugetlb {
         /// The process.

@@ -64,6 +64,12 @@ pub struct FileTable {
     pub tcp_established: bool,
     /// Inodes of criu's own memory-tracking userfaultfds (`dump::track`): never dumped.
     pub skip_uffd: Vec<u64>,
+    /// The dump ends the tree ([`FileKind::take_in_flight`]).
+    pub tree_dies: bool,
+    /// `--orphan-pts-master`.
+    pub orphan_pts_master: bool,
+    /// criu's copies of files in flight, kept open while the dump compares descriptions.
+    in_flight: Vec<std::os::fd::OwnedFd>,
 }
 
 /// CRIU's lock kinds (`file_lock_entry.flag`).
@@ -95,6 +101,9 @@ impl FileTable {
             lock_keys: Default::default(),
             tcp_established: false,
             skip_uffd: Vec::new(),
+            tree_dies: false,
+            orphan_pts_master: false,
+            in_flight: Vec::new(),
         }
     }
 
@@ -325,6 +334,7 @@ impl FileTable {
             info: &info,
             shell_job: false,
             tcp_established: false,
+            orphan_pts_master: false,
         };
         let id = self.next_id();
         let kind = self
@@ -390,24 +400,12 @@ impl FileTable {
                 info: &info,
                 shell_job,
                 tcp_established: self.tcp_established,
+                orphan_pts_master: self.orphan_pts_master,
             };
             let key = (meta.dev(), meta.ino());
             let (id, ty) = match self.find_open(key, pid, fd) {
                 Some(id) => (id, self.type_of(id)),
-                None => {
-                    let id = self.next_id();
-                    let e = match self.kinds.iter_mut().find(|k| k.claims(&probe)) {
-                        Some(kind) => kind.dump(&probe, id)?,
-                        None if self.regular.claims(&probe) => self.regular.dump(&probe, id)?,
-                        None => return Err(regular::refuse(&probe)),
-                    };
-                    let mut e = e;
-                    crate::files::set_fown(&mut e, owner(pid, fd)?);
-                    let ty = e.r#type;
-                    self.entries.push(e);
-                    self.seen.entry(key).or_default().push((pid, fd, id));
-                    (id, ty)
-                }
+                None => self.add_new(&probe, key)?,
             };
             out.push(FdinfoEntry {
                 id,
@@ -428,6 +426,85 @@ impl FileTable {
             }
         }
         Ok(out)
+    }
+
+    /// Adds the open file description behind `probe`, met for the first time (`key`: its
+    /// device and inode); returns its id and type.
+    fn add_new(&mut self, probe: &DumpFd<'_>, key: (u64, u64)) -> Result<(u32, i32), DumpError> {
+        let id = self.next_id();
+        let mut e = match self.kinds.iter_mut().find(|k| k.claims(probe)) {
+            Some(kind) => kind.dump(probe, id)?,
+            None if self.regular.claims(probe) => self.regular.dump(probe, id)?,
+            None => return Err(regular::refuse(probe)),
+        };
+        crate::files::set_fown(&mut e, owner(probe.pid, probe.fd)?);
+        let ty = e.r#type;
+        self.entries.push(e);
+        self.seen
+            .entry(key)
+            .or_default()
+            .push((probe.pid, probe.fd, id));
+        Ok((id, ty))
+    }
+
+    /// Adds a file criu itself holds a copy of (a descriptor in flight in a socket's queue):
+    /// the id of the tree's open file description it is, or a new one.
+    fn add_own(&mut self, f: std::os::fd::OwnedFd) -> Result<u32, DumpError> {
+        use std::os::fd::AsRawFd;
+        let (pid, fd) = (std::process::id() as i32, f.as_raw_fd());
+        let src = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+        let name = std::fs::read_link(&src).map_err(|e| DumpError::File {
+            what: format!("readlink {} (a file in flight)", src.display()),
+            source: e,
+        })?;
+        let name = name.to_string_lossy().into_owned();
+        let info: FdInfo = proc::read_fdinfo(pid, fd)?;
+        let meta = std::fs::metadata(&src).map_err(|e| DumpError::File {
+            what: format!("stat {name} (a file in flight)"),
+            source: e,
+        })?;
+        let key = (meta.dev(), meta.ino());
+        if let Some(id) = self.find_open(key, pid, fd) {
+            return Ok(id);
+        }
+        tracing::debug!(name, "a file in flight, held by no task");
+        let probe = DumpFd {
+            pid,
+            fd,
+            name: &name,
+            source: &src,
+            meta: &meta,
+            info: &info,
+            shell_job: false,
+            tcp_established: self.tcp_established,
+            orphan_pts_master: self.orphan_pts_master,
+        };
+        let (id, _) = self.add_new(&probe, key)?;
+        self.in_flight.push(f);
+        Ok(id)
+    }
+
+    /// Dumps the files in flight the kinds met ([`FileKind::take_in_flight`]) until none is
+    /// left (a socket in flight may carry more).
+    fn add_in_flight(&mut self) -> Result<(), DumpError> {
+        loop {
+            let mut more = false;
+            for k in 0..self.kinds.len() {
+                let fds = self.kinds[k].take_in_flight(self.tree_dies)?;
+                if fds.is_empty() {
+                    continue;
+                }
+                more = true;
+                let mut ids = Vec::with_capacity(fds.len());
+                for f in fds {
+                    ids.push(self.add_own(f)?);
+                }
+                self.kinds[k].in_flight_ids(&ids);
+            }
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
     /// The id of an already added open file description that fd `fd` of `pid` also refers to.
@@ -452,6 +529,7 @@ impl FileTable {
     /// # Errors
     /// [`DumpError::Socket`] naming the file.
     pub fn finish_sockets(&mut self, ext_unix_sk: Option<&[u32]>) -> Result<(), DumpError> {
+        self.add_in_flight()?;
         for k in self.kinds.iter_mut() {
             k.finish(&mut self.entries, ext_unix_sk)?;
         }

@@ -43,9 +43,11 @@
 
 mod collect;
 pub mod core;
+pub mod dedup;
 mod error;
 pub mod files;
 mod ids;
+mod pagemap_scan;
 pub mod pages;
 mod pages_file;
 mod predump;
@@ -66,7 +68,7 @@ pub use predump::pre_dump;
 pub use self_state::INSIDE_METHOD_ENV;
 
 use collect::collect;
-use write::{write_images, write_inventory, write_stats};
+use write::{write_images, write_inventory};
 
 use std::path::Path;
 use std::time::Instant;
@@ -114,7 +116,8 @@ pub fn dump(opts: &DumpOptions, notify: Option<&dyn Notify>) -> Result<DumpSumma
         }
         Err(e) => {
             let _ = std::fs::remove_file(dir.join(names::INVENTORY));
-            let _ = std::fs::write(&marker, format!("dump of {pid} failed: {}\n", chain(e)));
+            let _ =
+                criu_images::write_file(&marker, format!("dump of {pid} failed: {}\n", chain(e)));
             tracing::debug!("dump of {pid} failed: {}", chain(e));
         }
     }
@@ -129,9 +132,9 @@ fn begin_images(dir: &Path) -> Result<(), DumpError> {
             dir: dir.to_path_buf(),
         });
     }
-    std::fs::write(dir.join(INCOMPLETE_MARKER), "dump in progress\n").map_err(file_err(
-        format!("write {}", dir.join(INCOMPLETE_MARKER).display()),
-    ))?;
+    criu_images::write_file(&dir.join(INCOMPLETE_MARKER), "dump in progress\n").map_err(
+        file_err(format!("write {}", dir.join(INCOMPLETE_MARKER).display())),
+    )?;
     match std::fs::remove_file(dir.join(names::INVENTORY)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -160,11 +163,13 @@ fn dump_inner(
         track::link_parent(dir, prev).map_err(|e| e.at("linking the parent images"))?;
     }
     let prev = track::parent_record(dir, opts.prev_images_dir.as_deref());
+    crate::stats::reset();
     let t0 = Instant::now();
     // Every process of the tree, the root first; each detaches on every return path (compel's
     // Task does on drop), so the tree runs on if anything fails.
     let (mut tasks, zombie_pids) =
         seize::seize_tree(pid).map_err(|e| e.at("seizing the process tree"))?;
+    let freezing = t0.elapsed();
     tracing::info!(
         pid,
         processes = tasks.len(),
@@ -181,20 +186,43 @@ fn dump_inner(
     }
     let mut files = files::FileTable::new(opts.ghost_limit);
     files.tcp_established = opts.tcp_established;
+    files.tree_dies = opts.final_state == FinalState::Dead;
+    files.orphan_pts_master = opts.orphan_pts_master;
     files.skip_uffd = prev.values().map(|r| r.ino).collect();
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.
     let own_ns = ids::ns_inodes("self");
     let root_ns = ids::ns_inodes(&pid.to_string());
-    for (p, task) in tasks.iter_mut() {
-        procs.push(
-            collect(task, *p, opts, &mut files, &own_ns, &root_ns)
-                .map_err(|e| e.at("collecting the process state"))?,
-        );
-    }
+    // What /proc alone tells about each task is read ahead on a second thread, in the order
+    // the tasks are collected, while this thread (the tracer: ptrace requests must come from
+    // it) infects and reads the tasks before it.
+    let pids: Vec<i32> = tasks.iter().map(|(p, _)| *p).collect();
+    std::thread::scope(|sc| -> Result<(), DumpError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (own_ns, root_ns, pids) = (&own_ns, &root_ns, &pids);
+        sc.spawn(move || {
+            for &p in pids {
+                if tx.send(collect::read_proc(p, own_ns, root_ns)).is_err() {
+                    return;
+                }
+            }
+        });
+        for (p, task) in tasks.iter_mut() {
+            // The reader sends one view per task, in order; it only stops early if we do.
+            let view = rx
+                .recv()
+                .unwrap_or_else(|_| collect::read_proc(*p, own_ns, root_ns));
+            procs.push(
+                collect(task, *p, opts, &mut files, own_ns, view)
+                    .map_err(|e| e.at("collecting the process state"))?,
+            );
+        }
+        Ok(())
+    })?;
     files
         .finish_sockets(opts.ext_unix_sk.then_some(&[][..]))
         .map_err(|e| e.at("collecting the process state"))?;
+    let collected = t0.elapsed();
     let mnt_ns_id = ids::task_ids(&procs[0].ns, &procs[0].own_ns, 0).mnt_ns_id;
     crate::namespaces::mnt::dump_for_tree(
         procs.iter().map(|p| (p.pid, &p.ns[..])),
@@ -223,7 +251,8 @@ fn dump_inner(
         ),
         None => None,
     };
-    let stats = write_images(dir, &procs, &zombies, &files, &trackers, ps.as_mut())
+    let before_write = t0.elapsed();
+    let (stats, shared_stats) = write_images(dir, &procs, &zombies, &files, &trackers, ps.as_mut())
         .map_err(|e| e.at("writing the images"))?;
     if let Some(ps) = ps {
         ps.close()
@@ -234,24 +263,56 @@ fn dump_inner(
     } else if opts.final_state != FinalState::Dead {
         track::close_recorded(&mut tasks, &prev);
     }
+    let written = t0.elapsed();
     crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir)
         .map_err(|e| DumpError::from(e).at("dumping the namespaces"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;
-    write_stats(dir, &stats, frozen_us).map_err(|e| e.at("writing the images"))?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    tracing::debug!(
+        seize_ms = ms(freezing),
+        collect_ms = ms(collected - freezing),
+        tree_ns_ms = ms(before_write - collected),
+        write_ms = ms(written - before_write),
+        ns_ms = ms(t0.elapsed() - written),
+        "dump phases"
+    );
+    let counts = crate::stats::DumpCounts {
+        freezing,
+        frozen: t0.elapsed().saturating_sub(freezing),
+        pages_scanned: stats.scanned.saturating_sub(shared_stats.scanned),
+        pages_skipped_parent: stats.parent,
+        pages_written: stats.written.saturating_sub(shared_stats.written),
+        shpages: (shared_stats.scanned, shared_stats.written),
+    };
+    crate::stats::write_dump(dir, &counts)
+        .map_err(|e| DumpError::from(e).at("writing the images"))?;
     write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
+    if opts.auto_dedup {
+        dedup::after_dump(dir);
+    }
 
     if let Err(e) = scripts.notify(ScriptAction::PostDump, Some(pid)) {
         // The tree resumes (dropping the tasks detaches them) and the dump fails.
         drop(tasks);
         return Err(DumpError::from(e).at("post-dump action script"));
     }
+    // `--lazy-pages`: the tree stays frozen while its pages are served; if that fails it
+    // resumes (dropping the tasks detaches them) and the dump fails.
+    if let Some((a, p)) = &opts.lazy_pages {
+        crate::pageserver::lazy::serve_dump(dir, a, *p)
+            .map_err(|e| DumpError::from(e).at("serving lazy pages"))?;
+    }
     // Saved TCP connections stay in repair mode when the tree dies (closing sends nothing).
     files.dump_done(opts.final_state == FinalState::Dead);
     let mut killed = Vec::new();
+    let mut tracees = Vec::new();
     for (p, task) in tasks {
         match opts.final_state {
             FinalState::Dead => {
                 tracing::info!(pid = p, "killing the dumped process");
+                // Threads first: a leader's exit is reported after its threads'.
+                tracees.extend(task.threads().into_iter().filter(|&t| t != p));
+                tracees.push(p);
                 if let Ok(fd) = crate::pidfd::open(p) {
                     killed.push((p, fd));
                 }
@@ -277,6 +338,7 @@ fn dump_inner(
     // SIGKILL is delivered asynchronously: the dump is over only once the tree has ended, so
     // that whoever asked (runc looks at the container's init next) never sees it running.
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    crate::pidfd::collect_killed_tracees(&tracees, deadline);
     for (p, fd) in &killed {
         if !crate::pidfd::wait_exit(fd, deadline) {
             tracing::warn!(

@@ -53,6 +53,7 @@ pub(super) fn write_one(
             Ok(())
         } else {
             let mut out = PagesFile::create(dir, pages_id)?;
+            out.progress = crate::stats::ProgressMeter::new(pid, total);
             copy_segments(pid, segs, &mut out)?;
             out.finish()
         }
@@ -177,6 +178,7 @@ fn copy_segments_mapped(
     // one window at a time.
     const HUGE: usize = 2 << 20;
     let mid = (len / 2) / HUGE * HUGE;
+    let progress = std::sync::Mutex::new(crate::stats::ProgressMeter::new(pid, total));
     let fill = |from: usize, to: usize| -> Result<(), DumpError> {
         let mut mem: Option<File> = None;
         let mut w = from;
@@ -199,6 +201,11 @@ fn copy_segments_mapped(
                 }
             }
             w += n;
+            if let Ok(mut p) = progress.lock()
+                && let Some(p) = p.as_mut()
+            {
+                p.add(n as u64);
+            }
         }
         Ok(())
     };
@@ -358,6 +365,16 @@ fn read_into(
     buf: &mut [u8],
     mem: &mut Option<File>,
 ) -> Result<(), DumpError> {
+    crate::stats::memdump(|| read_task(pid, readable, addr, buf, mem))
+}
+
+fn read_task(
+    pid: i32,
+    readable: bool,
+    addr: u64,
+    buf: &mut [u8],
+    mem: &mut Option<File>,
+) -> Result<(), DumpError> {
     if readable {
         return read_remote(pid, addr, buf);
     }
@@ -383,30 +400,37 @@ fn read_into(
 struct PagesFile {
     path: std::path::PathBuf,
     out: BufWriter<File>,
+    /// Where the bytes written are reported, for a big file.
+    progress: Option<crate::stats::ProgressMeter>,
 }
 
 impl PagesFile {
     fn create(dir: &Path, id: u32) -> Result<PagesFile, DumpError> {
         let path = dir.join(names::pages(id));
-        let f = File::create(&path).map_err(|e| DumpError::File {
+        let f = criu_images::create_file(&path).map_err(|e| DumpError::File {
             what: format!("create {}", path.display()),
             source: e,
         })?;
         Ok(PagesFile {
             path,
             out: BufWriter::with_capacity(1 << 20, f),
+            progress: None,
         })
     }
 
     fn write(&mut self, b: &[u8]) -> Result<(), DumpError> {
-        self.out.write_all(b).map_err(|e| DumpError::File {
+        crate::stats::memwrite(|| self.out.write_all(b)).map_err(|e| DumpError::File {
             what: format!("write {}", self.path.display()),
             source: e,
-        })
+        })?;
+        if let Some(p) = self.progress.as_mut() {
+            p.add(b.len() as u64);
+        }
+        Ok(())
     }
 
     fn finish(mut self) -> Result<(), DumpError> {
-        self.out.flush().map_err(|e| DumpError::File {
+        crate::stats::memwrite(|| self.out.flush()).map_err(|e| DumpError::File {
             what: format!("write {}", self.path.display()),
             source: e,
         })

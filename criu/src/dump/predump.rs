@@ -40,7 +40,10 @@ pub fn pre_dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
         }
         Err(e) => {
             let _ = std::fs::remove_file(dir.join(names::INVENTORY));
-            let _ = std::fs::write(&marker, format!("pre-dump of {pid} failed: {}\n", chain(e)));
+            let _ = criu_images::write_file(
+                &marker,
+                format!("pre-dump of {pid} failed: {}\n", chain(e)),
+            );
         }
     }
     result
@@ -128,6 +131,9 @@ fn inner(opts: &DumpOptions, pid: i32, dir: &Path) -> Result<DumpSummary, DumpEr
     ImageDir::new(dir)
         .write_inventory(&inv)
         .map_err(|e| DumpError::from(e).at("writing the images"))?;
+    if opts.auto_dedup {
+        super::dedup::after_dump(dir);
+    }
     Ok(DumpSummary {
         pid,
         pages_scanned: stats.scanned,

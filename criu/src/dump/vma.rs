@@ -130,6 +130,15 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                     end: m.end,
                 });
             }
+            n if n.starts_with("/[aio]") => {
+                return Err(DumpError::FileState {
+                    kind: "aio",
+                    what: format!(
+                        "an AIO ring (io_setup) of {pid} at {:#x}-{:#x} (not dumped yet)",
+                        m.start.0, m.end.0
+                    ),
+                });
+            }
             _ if m.inode == 0 && !m.name.starts_with('/') => {
                 // Anonymous ([stack], [anon:...], or unnamed).
                 if m.shared() {
@@ -150,12 +159,18 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                 e.shmid = m.inode;
             }
             name if name.starts_with("/anon_hugepage") => {
-                // Anonymous MAP_HUGETLB memory: pages of the hugetlb pool, not a file to save.
-                return Err(DumpError::Hugetlb {
-                    pid,
-                    start: m.start.0,
-                    end: m.end.0,
-                });
+                // Anonymous MAP_HUGETLB memory (a file of the kernel's hugetlbfs). Private: as
+                // CRIU, anonymous private memory with MAP_HUGETLB and the page size in the
+                // flags, its pages saved like any other's.
+                if m.shared() {
+                    return Err(DumpError::Hugetlb {
+                        pid,
+                        start: m.start.0,
+                        end: m.end.0,
+                    });
+                }
+                e.flags |= MAP_ANONYMOUS | libc::MAP_HUGETLB as u32 | hugetlb_size_flag(pid, m);
+                e.status = status::REGULAR | status::ANON_PRIVATE;
             }
             name => {
                 if name.starts_with("/SYSV") {
@@ -192,6 +207,37 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
         });
     }
     Ok(out)
+}
+
+/// `MAP_HUGE_SHIFT`: where `mmap` takes the log2 of the huge page size in its flags (CRIU
+/// keeps the same bits in a VMA entry's flags).
+pub const MAP_HUGE_SHIFT: u32 = 26;
+
+/// The huge page size of hugetlb area `m` in `MAP_HUGE_*` form: the block size of the
+/// hugetlbfs file behind it (its `map_files` link), else the system's default huge page size
+/// (`Hugepagesize` in `/proc/meminfo`), else 2 MiB.
+fn hugetlb_size_flag(pid: i32, m: &Mapping) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start.0, m.end.0);
+    let size = std::fs::metadata(link)
+        .map(|md| md.blksize())
+        .ok()
+        .filter(|b| b.is_power_of_two() && *b > 4096)
+        .or_else(|| {
+            std::fs::read_to_string("/proc/meminfo")
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("Hugepagesize:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|kb| kb << 10)
+                .filter(|b| b.is_power_of_two())
+        })
+        .unwrap_or(2 << 20);
+    size.trailing_zeros() << MAP_HUGE_SHIFT
 }
 
 /// The open mode of the file behind a shared file mapping: the mode of its

@@ -1,11 +1,11 @@
 //! The images written from what was collected: per process `core`, `mm`, pages, `ids`, `fs`,
-//! `fdinfo`; for the tree `files`, `pstree`, `seccomp`, `timens`, `stats-dump`, `inventory`.
+//! `fdinfo`; for the tree `files`, `pstree`, `seccomp`, `timens`, `inventory`
+//! (`stats-dump` is written by [`crate::stats`]).
 
 use std::path::Path;
 
 use criu_images::pb::{
-    DumpStatsEntry, FsEntry, InventoryEntry, Lsmtype, MmEntry, PluginsEntry, PstreeEntry,
-    SeccompEntry, StatsEntry,
+    FsEntry, InventoryEntry, Lsmtype, MmEntry, PluginsEntry, PstreeEntry, SeccompEntry,
 };
 use criu_images::{ImageDir, magic, names};
 
@@ -47,6 +47,69 @@ fn check_sharing(procs: &[(i32, i32, u32, u32)]) -> Result<(), DumpError> {
     Ok(())
 }
 
+/// Writes the private pages of every process of `procs` (`pages-N.img` with N its index plus 1,
+/// and its pagemap), spread over up to one thread per CPU; the page counts in process order,
+/// or the error of the first process (in order) that failed.
+fn private_pages_parallel(
+    dir: &Path,
+    procs: &[Collected],
+    trackers: &super::track::Trackers,
+) -> Result<Vec<pages::PageStats>, DumpError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(procs.len());
+    let one = |n: usize| {
+        let p = &procs[n];
+        pages::dump_private_pages(p.pid, &p.vmas, dir, 1 + n as u32, trackers.get(p.pid))
+    };
+    if workers <= 1 {
+        return (0..procs.len()).map(one).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n >= procs.len() {
+                return done;
+            }
+            let r = one(n);
+            let failed = r.is_err();
+            done.push((n, r));
+            if failed {
+                // The others stop taking work too.
+                next.store(procs.len(), std::sync::atomic::Ordering::Relaxed);
+                return done;
+            }
+        }
+    };
+    let mut all: Vec<(usize, Result<pages::PageStats, DumpError>)> = std::thread::scope(|sc| {
+        let helpers: Vec<_> = (1..workers).map(|_| sc.spawn(work)).collect();
+        let mut all = work();
+        for h in helpers {
+            // A worker that panicked left its processes undone: they are missing below.
+            all.extend(h.join().unwrap_or_default());
+        }
+        all
+    });
+    all.sort_by_key(|(n, _)| *n);
+    let mut out = Vec::with_capacity(procs.len());
+    for (n, r) in all {
+        if n != out.len() {
+            // A process was never copied: a worker failed on an earlier one or panicked.
+            break;
+        }
+        out.push(r?);
+    }
+    if out.len() < procs.len() {
+        // Only reached after a panic (an error returned above); copy the rest here.
+        for n in out.len()..procs.len() {
+            out.push(one(n)?);
+        }
+    }
+    Ok(out)
+}
+
 pub(super) fn write_images(
     dir: &Path,
     procs: &[Collected],
@@ -54,7 +117,7 @@ pub(super) fn write_images(
     files: &files::FileTable,
     trackers: &super::track::Trackers,
     mut ps: Option<&mut crate::pageserver::PageClient>,
-) -> Result<pages::PageStats, DumpError> {
+) -> Result<(pages::PageStats, pages::PageStats), DumpError> {
     let img = ImageDir::new(dir);
     let mut stats = pages::PageStats::default();
     let mut shared = pages::SharedObjects::default();
@@ -65,18 +128,26 @@ pub(super) fn write_images(
     let own_ns = &procs[0].own_ns;
     let in_tree = |pid: i32| procs.iter().any(|p| p.pid == pid);
     let mut tree = Vec::with_capacity(procs.len());
+    // Without a page server, every process's private pages are copied first, by as many
+    // threads as there are CPUs (each process has a pages file of its own).
+    let mut early = match ps {
+        Some(_) => Vec::new(),
+        None => private_pages_parallel(dir, procs, trackers)?,
+    }
+    .into_iter();
     for (n, process) in procs.iter().enumerate() {
         let pid = process.pid;
         let upid = pid as u32;
-        let private = match ps.as_deref_mut() {
+        let private = match (ps.as_deref_mut(), early.next()) {
+            (None, Some(st)) => st,
             // The pages go to the page server; the other images stay here.
-            Some(ps) => {
+            (Some(ps), _) => {
                 let (pm, _, st) =
                     pages::plan_private_pages(pid, &process.vmas, 1 + n as u32, trackers.get(pid))?;
                 ps.send_pagemap(pid, &pm)?;
                 st
             }
-            None => {
+            (None, None) => {
                 pages::dump_private_pages(pid, &process.vmas, dir, 1 + n as u32, trackers.get(pid))?
             }
         };
@@ -199,29 +270,7 @@ pub(super) fn write_images(
         seccomp_filters: seccomp_table.filters,
     })?;
     img.write_timens(0, &ids::timens_now())?;
-    Ok(stats)
-}
-
-pub(super) fn write_stats(
-    dir: &Path,
-    s: &pages::PageStats,
-    frozen_us: u64,
-) -> Result<(), DumpError> {
-    let e = StatsEntry {
-        dump: Some(DumpStatsEntry {
-            freezing_time: 0,
-            frozen_time: frozen_us as u32,
-            memdump_time: 0,
-            memwrite_time: 0,
-            pages_scanned: s.scanned,
-            pages_skipped_parent: s.parent,
-            pages_written: s.written,
-            ..DumpStatsEntry::default()
-        }),
-        restore: None,
-    };
-    criu_images::write_all(dir.join(names::STATS_DUMP), magic::STATS, [&e])?;
-    Ok(())
+    Ok((stats, shared_stats))
 }
 
 pub(super) fn write_inventory(dir: &Path, root: &Collected) -> Result<(), DumpError> {

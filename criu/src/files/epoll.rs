@@ -17,7 +17,7 @@ use super::{
 };
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
-use crate::restore::images::{bad, kind_entry};
+use crate::restore::images::entry::{bad, kind_entry};
 
 /// The epoll kind.
 #[derive(Debug, Default)]

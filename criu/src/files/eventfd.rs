@@ -13,7 +13,7 @@ use super::{
     DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero, made_with,
 };
 use crate::dump::DumpError;
-use crate::restore::images::kind_entry;
+use crate::restore::images::entry::kind_entry;
 
 /// The eventfd kind.
 #[derive(Debug, Default)]

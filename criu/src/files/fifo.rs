@@ -25,7 +25,7 @@ use super::pipe::PipeData;
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
-use crate::restore::images::{bad, cpath, img, kind_entry};
+use crate::restore::images::entry::{bad, cpath, img, kind_entry};
 
 /// The most bytes one FIFO may hold on restore (the kernel's default maximum pipe size).
 const MAX_FIFO_DATA: u32 = 1 << 20;

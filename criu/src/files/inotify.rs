@@ -19,7 +19,7 @@ use criu_images::pb::{FdTypes, FhEntry, FileEntry, InotifyFileEntry, InotifyWdEn
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
-use crate::restore::images::{bad, cpath, kind_entry};
+use crate::restore::images::entry::{bad, cpath, kind_entry};
 
 /// The longest file handle CRIU keeps (16 words).
 const MAX_HANDLE: usize = 128;

@@ -34,7 +34,7 @@ use criu_images::{Pagemap, names};
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
-use crate::restore::images::{bad, img, kind_entry};
+use crate::restore::images::entry::{bad, img, kind_entry};
 
 /// `HUGETLBFS_MAGIC`: a memfd made with `MFD_HUGETLB` lives there.
 const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;

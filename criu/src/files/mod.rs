@@ -127,6 +127,8 @@ pub struct DumpFd<'a> {
     pub shell_job: bool,
     /// `--tcp-established`: established TCP connections may be dumped.
     pub tcp_established: bool,
+    /// `--orphan-pts-master`: a pty slave whose master is outside the tree may be dumped.
+    pub orphan_pts_master: bool,
 }
 
 impl DumpFd<'_> {
@@ -246,6 +248,21 @@ pub trait FileKind {
         Ok(())
     }
 
+    /// Dump: criu's own copies of files this kind met in flight (descriptors queued in a
+    /// socket, `SCM_RIGHTS`), to be dumped as files of the tree; asked again until no kind
+    /// gives any (a socket in flight may carry more). Each gets a file id, handed back in the
+    /// same order by [`FileKind::in_flight_ids`]. `tree_dies`: the dump ends the tree (what it
+    /// reads may change the tree's state then).
+    ///
+    /// # Errors
+    /// What reading them fails with.
+    fn take_in_flight(&mut self, _tree_dies: bool) -> Result<Vec<OwnedFd>, DumpError> {
+        Ok(Vec::new())
+    }
+
+    /// Dump: the file ids of the files of the last [`FileKind::take_in_flight`], in order.
+    fn in_flight_ids(&mut self, _ids: &[u32]) {}
+
     /// Dump: called once the dump is over; `killed` when the tree was killed (a kind holding
     /// state of the tree's files, like TCP connections in repair mode, lets it go).
     fn dump_done(&mut self, _killed: bool) {}
@@ -356,6 +373,9 @@ pub fn check(ret: libc::c_long, detail: u64) -> Result<libc::c_long, TaskError> 
     }
 }
 
+/// Files by file id, each parsed from its entry ([`RestoreFile::engine_files`]).
+pub type FilesById = [(u32, Arc<dyn RestoreFile>)];
+
 /// One open file to bring back, as parsed from the images.
 pub trait RestoreFile: std::fmt::Debug + Send + Sync {
     /// Its kind.
@@ -397,6 +417,15 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
     fn make_in_engine_with(&self, targets: &[i32]) -> Result<Vec<OwnedFd>, RestoreError> {
         let _ = targets;
         self.make_in_engine()
+    }
+
+    /// Files the engine makes before it and hands to [`RestoreFile::make_in_engine_with`]
+    /// after those of [`RestoreFile::engine_targets`], by file id, parsed from their entries:
+    /// the files in flight in a socket's queue, sent again with their message. They are made
+    /// by the engine even when no task holds them; a task that holds one inherits the same
+    /// open file.
+    fn engine_files(&self) -> &FilesById {
+        &[]
     }
 
     /// Whether it exists only once the tree does (a file under `/proc/PID` of a task of the

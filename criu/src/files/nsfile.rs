@@ -16,7 +16,7 @@ use criu_images::pb::{FdTypes, FileEntry, NsFileEntry};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError};
 use crate::dump::DumpError;
-use crate::restore::images::{bad, cpath, kind_entry};
+use crate::restore::images::entry::{bad, cpath, kind_entry};
 
 /// The namespace kinds: link prefix, `/proc/self/ns` name, `CLONE_NEW*` flag.
 const KINDS: [(&str, &str, i32); 8] = [

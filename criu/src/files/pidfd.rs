@@ -17,7 +17,7 @@ use criu_images::pb::{FdTypes, FileEntry, PidfdEntry};
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
-use crate::restore::images::{bad, kind_entry};
+use crate::restore::images::entry::{bad, kind_entry};
 
 /// `PIDFD_THREAD` (`O_EXCL`).
 const PIDFD_THREAD: u32 = libc::O_EXCL as u32;

@@ -24,7 +24,7 @@ use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
-use crate::restore::images::{bad, img, kind_entry};
+use crate::restore::images::entry::{bad, img, kind_entry};
 
 /// The pipes of one dump (the bytes waiting in them) or one restore (`pipes-data.img`, read
 /// when the first pipe is met).
@@ -156,10 +156,7 @@ impl RestoreFile for PipeEnd {
         if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | self.flags) } != 0 {
             return Err(super::sys("creating a shared pipe"));
         }
-        let (r, w) = (
-            crate::restore::owned(ends[0]),
-            crate::restore::owned(ends[1]),
-        );
+        let (r, w) = (crate::files::owned(ends[0]), crate::files::owned(ends[1]));
         refill(w.as_raw_fd(), &self.data, self.size, 0).map_err(|f| RestoreError::Sys {
             what: "refilling a shared pipe",
             errno: nix::errno::Errno::from_raw(f.errno),

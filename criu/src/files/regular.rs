@@ -29,7 +29,7 @@ use criu_images::{ImageReader, ImageWriter, magic, names};
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
-use crate::restore::images::{bad, cpath, img, kind_entry};
+use crate::restore::images::entry::{bad, cpath, img, kind_entry};
 
 /// Ghost contents are copied in pieces of this size.
 const GHOST_PIECE: usize = 1 << 20;
@@ -434,7 +434,7 @@ pub fn open_in_engine(path: &CStr, flags: i32, pos: u64) -> Result<OwnedFd, Rest
             source: std::io::Error::last_os_error(),
         });
     }
-    let fd = crate::restore::owned(fd);
+    let fd = crate::files::owned(fd);
     if pos != 0 {
         // SAFETY: lseek on a descriptor we own.
         if unsafe { libc::lseek(fd.as_raw_fd(), pos as libc::off_t, libc::SEEK_SET) } < 0 {
@@ -450,7 +450,7 @@ pub fn open_in_engine(path: &CStr, flags: i32, pos: u64) -> Result<OwnedFd, Rest
 /// # Errors
 /// As [`open_in_engine`].
 pub fn reopen_in_engine(held: i32, flags: i32, pos: u64) -> Result<OwnedFd, RestoreError> {
-    let path = crate::restore::images::cpath(&format!("/proc/self/fd/{held}"))?;
+    let path = crate::restore::images::entry::cpath(&format!("/proc/self/fd/{held}"))?;
     open_in_engine(&path, flags, pos)
 }
 

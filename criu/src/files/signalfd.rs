@@ -10,7 +10,7 @@ use criu_images::pb::{FdTypes, FileEntry, SignalfdEntry};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
-use crate::restore::images::kind_entry;
+use crate::restore::images::entry::kind_entry;
 
 /// The signalfd kind.
 #[derive(Debug, Default)]

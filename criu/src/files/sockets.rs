@@ -20,7 +20,8 @@ use criu_images::pb::{
 
 use super::socket::{self, SocketError};
 use super::{
-    DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, inet, netlink, packet, tcp, unix,
+    DumpFd, Ends, FileKind, FilesById, ImageCtx, RestoreFile, TaskError, inet, netlink, packet,
+    tcp, unix,
 };
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
@@ -173,6 +174,14 @@ impl FileKind for Sockets {
         Ok(())
     }
 
+    fn take_in_flight(&mut self, tree_dies: bool) -> Result<Vec<OwnedFd>, DumpError> {
+        self.unix.take_in_flight(tree_dies).map_err(dump_err)
+    }
+
+    fn in_flight_ids(&mut self, ids: &[u32]) {
+        self.unix.set_in_flight_ids(ids);
+    }
+
     fn dump_done(&mut self, killed: bool) {
         self.inet.dump_done(killed);
     }
@@ -204,12 +213,12 @@ fn entries_of<T: Clone>(
     let files = img
         .dir
         .read_files()
-        .map_err(|e| crate::restore::images::img(criu_images::names::FILES, e))?;
+        .map_err(|e| crate::restore::images::entry::img(criu_images::names::FILES, e))?;
     let mut entries = Vec::new();
     for f in &files {
         if f.r#type == ty as i32 {
             entries.push(part(f).clone().ok_or_else(|| {
-                crate::restore::images::bad(
+                crate::restore::images::entry::bad(
                     criu_images::names::FILES,
                     format!("file id {}: {what} entry without its socket", f.id),
                 )
@@ -245,7 +254,20 @@ pub trait SocketSet: std::fmt::Debug + Send + Sync + Sized + 'static {
     ///
     /// # Errors
     /// The family's errors, naming the socket.
-    fn make_all(&self) -> Result<Vec<OwnedFd>, RestoreError>;
+    fn make_all(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+        self.make_all_with(&[])
+    }
+    /// The files other than sockets of the set that the set needs made first (files in
+    /// flight in its queues), by file id ([`RestoreFile::engine_files`]).
+    fn engine_files(&self) -> &FilesById {
+        &[]
+    }
+    /// [`SocketSet::make_all`] given the engine's descriptors of [`SocketSet::engine_files`],
+    /// in that order.
+    ///
+    /// # Errors
+    /// The family's errors, naming the socket.
+    fn make_all_with(&self, files: &[i32]) -> Result<Vec<OwnedFd>, RestoreError>;
 }
 
 /// The restore side of a [`SocketSet`] family: the set is loaded once, with its first entry.
@@ -282,7 +304,7 @@ impl<S: SocketSet> FileKind for SetKind<S> {
         e: &FileEntry,
         fd: i32,
     ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        let entry = crate::restore::images::kind_entry(S::entry(e), fd, S::WHAT)?;
+        let entry = crate::restore::images::entry::kind_entry(S::entry(e), fd, S::WHAT)?;
         let set = match &self.set {
             Some(set) => set.clone(),
             None => self.set.insert(Arc::new(S::load(img)?)).clone(),
@@ -326,15 +348,74 @@ impl<S: SocketSet> RestoreFile for SetFile<S> {
     fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
         self.set.make_all()
     }
+
+    fn engine_files(&self) -> &FilesById {
+        self.set.engine_files()
+    }
+
+    fn make_in_engine_with(&self, targets: &[i32]) -> Result<Vec<OwnedFd>, RestoreError> {
+        self.set.make_all_with(targets)
+    }
 }
 
 /// The unix sockets of the images, made once for the whole tree.
 #[derive(Debug)]
 pub struct UnixSet {
     entries: Vec<UnixSkEntry>,
-    queues: HashMap<u32, Vec<Vec<u8>>>,
-    /// File ids of the sockets the tasks hold (every entry but outside peers), in end order.
+    queues: HashMap<u32, Vec<unix::Queued>>,
+    /// File ids of the sockets the tasks hold (every entry but outside peers and connections
+    /// still queued on a listener), in end order.
     ids: Vec<u32>,
+    /// The files in flight in the queues that are no unix socket of the set, parsed from
+    /// their entries.
+    flight: Box<FilesById>,
+}
+
+/// The files other than unix sockets in flight in `queues`, each parsed from its `files.img`
+/// entry by its kind.
+fn parse_flight(
+    img: &ImageCtx<'_>,
+    entries: &[UnixSkEntry],
+    queues: &HashMap<u32, Vec<unix::Queued>>,
+) -> Result<Box<FilesById>, RestoreError> {
+    let socks: HashSet<u32> = entries.iter().map(|e| e.id).collect();
+    let mut ids: Vec<u32> = queues
+        .values()
+        .flatten()
+        .flat_map(|m| m.rights.iter().copied())
+        .filter(|id| !socks.contains(id))
+        .collect();
+    if ids.is_empty() {
+        return Ok(Box::default());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let files = img
+        .dir
+        .read_files()
+        .map_err(|e| crate::restore::images::img(criu_images::names::FILES, e))?;
+    let mut kinds = super::kinds();
+    kinds.push(Box::new(super::regular::Regular::default()));
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let bad = |why: String| {
+            crate::restore::images::bad(
+                criu_images::names::SK_QUEUES,
+                format!("a file in flight, id {id}: {why}"),
+            )
+        };
+        let fe = files
+            .iter()
+            .find(|f| f.id == id)
+            .ok_or_else(|| bad("no entry in files.img".into()))?;
+        let kind = kinds
+            .iter_mut()
+            .find(|k| k.fd_type() as i32 == fe.r#type)
+            .ok_or_else(|| bad(format!("type {}", fe.r#type)))?;
+        tracing::debug!(id, kind = %super::kind_name(kind.fd_type()), "a file in flight");
+        out.push((id, kind.parse(img, fe, -1)?));
+    }
+    Ok(out.into_boxed_slice())
 }
 
 impl SocketSet for UnixSet {
@@ -351,31 +432,54 @@ impl SocketSet for UnixSet {
         let entries = entries_of(img, FdTypes::Unixsk, |f| &f.usk, "UNIXSK")?;
         let queues = unix::read_queues(img.dir.path()).map_err(restore_err)?;
         unix::check(&entries, &queues).map_err(restore_err)?;
+        let queued = unix::embryos(&entries);
         let ids = entries
             .iter()
-            .filter(|e| e.uflags & unix::USK_EXTERN == 0)
+            .filter(|e| e.uflags & unix::USK_EXTERN == 0 && !queued.contains(&e.ino))
             .map(|e| e.id)
             .collect();
+        let flight = parse_flight(img, &entries, &queues)?;
         Ok(UnixSet {
             entries,
             queues,
             ids,
+            flight,
         })
     }
 
     fn end_of(&self, u: &UnixSkEntry, fd: i32) -> Result<usize, RestoreError> {
         self.ids.iter().position(|&i| i == u.id).ok_or_else(|| {
-            crate::restore::images::bad(
+            crate::restore::images::entry::bad(
                 criu_images::names::FILES,
                 format!("fd {fd}: unix socket id {} is an outside peer", u.id),
             )
         })
     }
 
-    fn make_all(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+    fn engine_files(&self) -> &FilesById {
+        &self.flight
+    }
+
+    fn make_all_with(&self, files: &[i32]) -> Result<Vec<OwnedFd>, RestoreError> {
+        if files.len() != self.flight.len() {
+            return Err(RestoreError::FileState {
+                kind: "unix",
+                what: format!(
+                    "{} of {} files in flight were made",
+                    files.len(),
+                    self.flight.len()
+                ),
+            });
+        }
+        let flight: HashMap<u32, i32> = self
+            .flight
+            .iter()
+            .map(|(id, _)| *id)
+            .zip(files.iter().copied())
+            .collect();
         let wanted: HashSet<u32> = self.ids.iter().copied().collect();
-        let mut made =
-            unix::create_all(&self.entries, &wanted, &self.queues, 3).map_err(restore_err)?;
+        let mut made = unix::create_all(&self.entries, &wanted, &self.queues, &flight, 3)
+            .map_err(restore_err)?;
         let mut out = Vec::with_capacity(self.ids.len());
         for id in &self.ids {
             out.push(
@@ -428,14 +532,14 @@ impl SocketSet for InetSet {
             .iter()
             .position(|x| x.id == i.id)
             .ok_or_else(|| {
-                crate::restore::images::bad(
+                crate::restore::images::entry::bad(
                     criu_images::names::FILES,
                     format!("fd {fd}: inet socket id {} not in files.img", i.id),
                 )
             })
     }
 
-    fn make_all(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+    fn make_all_with(&self, _files: &[i32]) -> Result<Vec<OwnedFd>, RestoreError> {
         let wanted: HashSet<u32> = self.entries.iter().map(|e| e.id).collect();
         let mut made =
             inet::create_all(&self.entries, &wanted, &self.streams, 3).map_err(restore_err)?;
@@ -506,7 +610,7 @@ impl<K: EngineSocket> FileKind for K {
         e: &FileEntry,
         fd: i32,
     ) -> Result<Arc<dyn RestoreFile>, RestoreError> {
-        let n = crate::restore::images::kind_entry(K::entry(e), fd, K::WHAT)?;
+        let n = crate::restore::images::entry::kind_entry(K::entry(e), fd, K::WHAT)?;
         K::check(std::slice::from_ref(n)).map_err(restore_err)?;
         Ok(Arc::new(SocketFile::<K>(n.clone())))
     }

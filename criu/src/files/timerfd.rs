@@ -16,7 +16,7 @@ use super::{
     DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero, made_with,
 };
 use crate::dump::DumpError;
-use crate::restore::images::{bad, kind_entry};
+use crate::restore::images::entry::{bad, kind_entry};
 
 /// The timerfd kind.
 #[derive(Debug, Default)]

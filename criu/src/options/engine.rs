@@ -42,6 +42,8 @@ pub struct DumpOptions {
     pub final_state: FinalState,
     /// `--shell-job`.
     pub shell_job: bool,
+    /// `--orphan-pts-master`: a pty slave whose master is outside the tree is dumped.
+    pub orphan_pts_master: bool,
     /// `--file-locks`.
     pub file_locks: bool,
     /// `--tcp-established`.
@@ -66,6 +68,11 @@ pub struct DumpOptions {
     pub page_server: Option<(String, u16)>,
     /// `--pre-dump-mode` (for `pre_dump`).
     pub pre_dump_mode: super::PreDumpMode,
+    /// `--auto-dedup`: punch the pages this dump holds out of its parents' pages files.
+    pub auto_dedup: bool,
+    /// `--lazy-pages --address A --port P`: once the images are written, the tree stays
+    /// frozen while a page server there serves its pages to a remote `criu lazy-pages`.
+    pub lazy_pages: Option<(String, u16)>,
     /// `--cpu-cap`.
     pub cpu_cap: CpuCap,
     /// How the inside state is read.
@@ -95,6 +102,7 @@ impl DumpOptions {
             images_dir: o.images_dir.path(),
             final_state: o.final_state,
             shell_job: o.shell_job,
+            orphan_pts_master: o.orphan_pts_master,
             file_locks: o.file_locks,
             tcp_established: o.tcp_established,
             ext_unix_sk: o.ext_unix_sk,
@@ -107,6 +115,13 @@ impl DumpOptions {
             prev_images_dir: o.prev_images_dir.clone(),
             pre_dump_mode: o.live.pre_dump_mode,
             page_server: o.live.page_server.then(|| {
+                (
+                    o.live.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                    o.live.port.unwrap_or(0),
+                )
+            }),
+            auto_dedup: o.live.auto_dedup,
+            lazy_pages: (o.live.lazy_pages && !o.live.page_server).then(|| {
                 (
                     o.live.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
                     o.live.port.unwrap_or(0),
@@ -143,6 +158,9 @@ pub struct RestoreOptions {
     pub sibling: bool,
     /// `--shell-job`: the task keeps criu's session and terminal.
     pub shell_job: bool,
+    /// `--orphan-pts-master`: a pty slave whose master was outside the tree gets a new pty;
+    /// its master goes to the `orphan-pts-master` notification.
+    pub orphan_pts_master: bool,
     /// `--pidfile`: where to write the restored pid.
     pub pidfile: Option<PathBuf>,
     /// `--cpu-cap=none` (no FPU bit): leave out saved register state this CPU has no registers
@@ -182,6 +200,9 @@ pub struct RestoreOptions {
     /// `--join-ns NS:{PID|FILE}[,EXTRA]`: namespaces the tree joins instead of getting them
     /// from the images.
     pub join_ns: Vec<String>,
+    /// `--lazy-pages`: the socket of the `criu lazy-pages` daemon (`lazy-pages.socket` in the
+    /// work directory) that fills the tasks' private anonymous memory after they resume.
+    pub lazy_pages: Option<PathBuf>,
 }
 
 impl Default for RestoreOptions {
@@ -191,6 +212,7 @@ impl Default for RestoreOptions {
             detach: false,
             sibling: false,
             shell_job: false,
+            orphan_pts_master: false,
             pidfile: None,
             no_fpu_check: false,
             root: None,
@@ -209,6 +231,7 @@ impl Default for RestoreOptions {
             manage_cgroups: None,
             cgroup_roots: Vec::new(),
             join_ns: Vec::new(),
+            lazy_pages: None,
         }
     }
 }
@@ -230,6 +253,7 @@ impl RestoreOptions {
             detach: o.restore_detached,
             sibling: o.restore_sibling,
             shell_job: o.shell_job,
+            orphan_pts_master: o.orphan_pts_master,
             pidfile: o.pidfile.as_ref().map(|p| o.effective_work_dir().join(p)),
             no_fpu_check: !o.cpu_cap.fpu(),
             root: o.root.clone(),
@@ -243,6 +267,10 @@ impl RestoreOptions {
             manage_cgroups: o.manage_cgroups,
             cgroup_roots: o.cgroup_roots.clone(),
             join_ns: o.join_ns.clone(),
+            lazy_pages: o
+                .live
+                .lazy_pages
+                .then(|| o.effective_work_dir().join(crate::lazy::SOCKET_NAME)),
             ..Default::default()
         }
     }

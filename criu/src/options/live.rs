@@ -42,4 +42,9 @@ pub struct LiveOptions {
     pub address: Option<String>,
     /// `--port`.
     pub port: Option<u16>,
+    /// `--lazy-pages` (restore: leave private anonymous memory to `criu lazy-pages`; dump:
+    /// serve it from the frozen tree; page-server: serve it from the images).
+    pub lazy_pages: bool,
+    /// `--auto-dedup`: dump and pre-dump punch what they hold out of the parent images.
+    pub auto_dedup: bool,
 }

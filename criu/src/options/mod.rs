@@ -33,8 +33,12 @@
 mod config;
 mod engine;
 pub mod live;
+mod parse;
 mod table;
+mod usage;
 pub mod values;
+
+pub use usage::USAGE;
 
 use std::path::{Path, PathBuf};
 
@@ -42,8 +46,7 @@ pub use engine::{DumpOptions, InsideMethod, PidMethod, RestoreOptions};
 pub use live::{LiveOptions, PreDumpMode};
 pub use values::{CgroupMode, CgroupRoot, CpuCap, DirRef, External, InheritFd};
 
-use config::{default_config_files, read_config};
-use table::{Arg, Given};
+use table::Arg;
 
 /// Errors from parsing options, reading configuration files or checking the options of a
 /// command. [`OptionsError::errno`] is the errno an RPC reply carries for each.
@@ -210,8 +213,10 @@ pub enum Command {
     Restore,
     /// `criu page-server`.
     PageServer,
-    /// `criu lazy-pages` (not supported yet).
+    /// `criu lazy-pages`: serve the memory of a lazy restore.
     LazyPages,
+    /// `criu dedup`: punch the pages a dump holds out of its parent images.
+    Dedup,
     /// `criu service`: RPC on a unix socket.
     Service,
     /// `criu swrk FD`: RPC on an inherited socket.
@@ -222,13 +227,14 @@ pub enum Command {
 
 impl Command {
     /// Every command, in the order criu(8) lists them.
-    pub const ALL: [Command; 9] = [
+    pub const ALL: [Command; 10] = [
         Command::Dump,
         Command::PreDump,
         Command::Restore,
         Command::Check,
         Command::PageServer,
         Command::LazyPages,
+        Command::Dedup,
         Command::Service,
         Command::Swrk,
         Command::CpuInfo,
@@ -243,6 +249,7 @@ impl Command {
             "restore" => Command::Restore,
             "page-server" => Command::PageServer,
             "lazy-pages" => Command::LazyPages,
+            "dedup" => Command::Dedup,
             "service" => Command::Service,
             "swrk" => Command::Swrk,
             "cpuinfo" => Command::CpuInfo,
@@ -259,6 +266,7 @@ impl Command {
             Command::Restore => "restore",
             Command::PageServer => "page-server",
             Command::LazyPages => "lazy-pages",
+            Command::Dedup => "dedup",
             Command::Service => "service",
             Command::Swrk => "swrk",
             Command::CpuInfo => "cpuinfo",
@@ -312,6 +320,9 @@ pub struct Options {
     pub final_state: FinalState,
     /// `-j/--shell-job`: the task's session and terminal are the caller's.
     pub shell_job: bool,
+    /// `--orphan-pts-master`: a pty slave whose master is outside the tree gets a new master,
+    /// handed to the `orphan-pts-master` action script (or the RPC client).
+    pub orphan_pts_master: bool,
     /// `--action-script FILE`, repeatable, in the order given.
     pub action_scripts: Vec<PathBuf>,
     /// `--timeout SECONDS`.
@@ -373,6 +384,8 @@ pub struct Options {
     pub help: bool,
     /// `-V/--version` was given.
     pub version: bool,
+    /// `--display-stats`: print the dump's or restore's statistics at the end.
+    pub display_stats: bool,
 }
 
 impl Default for Options {
@@ -390,6 +403,7 @@ impl Default for Options {
             restore_sibling: false,
             final_state: FinalState::Dead,
             shell_job: false,
+            orphan_pts_master: false,
             action_scripts: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             no_default_config: false,
@@ -419,460 +433,10 @@ impl Default for Options {
             ignored: Vec::new(),
             help: false,
             version: false,
+            display_stats: false,
         }
     }
 }
-
-impl Options {
-    /// Parses `argv` (program name first) together with the configuration files criu reads,
-    /// taking `$HOME` and `$CRIU_CONFIG_FILE` from the environment.
-    ///
-    /// # Errors
-    /// Unknown or malformed options, unreadable or malformed configuration files.
-    pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Options, OptionsError> {
-        let home = std::env::var_os("HOME").map(PathBuf::from);
-        let env_cfg = std::env::var_os("CRIU_CONFIG_FILE").map(PathBuf::from);
-        Self::parse_with(argv, home.as_deref(), env_cfg.as_deref())
-    }
-
-    /// [`Options::parse`] with `$HOME` and `$CRIU_CONFIG_FILE` given explicitly.
-    ///
-    /// # Errors
-    /// As [`Options::parse`].
-    pub fn parse_with<I: IntoIterator<Item = String>>(
-        argv: I,
-        home: Option<&Path>,
-        env_config: Option<&Path>,
-    ) -> Result<Options, OptionsError> {
-        let argv: Vec<String> = argv.into_iter().skip(1).collect();
-        // Pre-parse, as CRIU does: --config and --no-default-config decide which files count.
-        let mut no_default = false;
-        let mut cfg_file: Option<PathBuf> = None;
-        for (i, a) in argv.iter().enumerate() {
-            if a == "--no-default-config" {
-                no_default = true;
-            } else if a == "--config" {
-                cfg_file = argv.get(i + 1).map(PathBuf::from);
-                no_default = true;
-            } else if let Some(v) = a.strip_prefix("--config=") {
-                cfg_file = Some(PathBuf::from(v));
-                no_default = true;
-            }
-        }
-        let mut opts = Options {
-            no_default_config: no_default,
-            ..Options::default()
-        };
-        if !no_default {
-            for f in default_config_files(home) {
-                if let Some(args) = read_config(&f, false)? {
-                    opts.apply(&args, false)?;
-                }
-            }
-        }
-        if let Some(f) = env_config
-            && let Some(args) = read_config(f, false)?
-        {
-            opts.apply(&args, false)?;
-        }
-        if let Some(f) = &cfg_file {
-            if let Some(args) = read_config(f, true)? {
-                opts.apply(&args, false)?;
-            }
-            opts.config_file = Some(f.clone());
-        }
-        opts.apply(&argv, true)?;
-        if let Some(cmd) = opts.command
-            && cmd != Command::Swrk
-            // `cpuinfo` takes its action word (`dump`, `check`).
-            && let Some(extra) = opts
-                .command_args
-                .get(usize::from(cmd == Command::CpuInfo))
-        {
-            return Err(OptionsError::Excessive {
-                command: cmd.word().to_string(),
-                extra: extra.clone(),
-            });
-        }
-        Ok(opts)
-    }
-
-    /// The directory criu changes into: `-W`, else the images directory.
-    pub fn effective_work_dir(&self) -> PathBuf {
-        self.work_dir.as_ref().unwrap_or(&self.images_dir).path()
-    }
-
-    /// Sets one option by its criu(8) long name (`tree`, `leave-running`, `no-shell-job`,
-    /// `ext-unix-sk`, ...), with its argument as text: the way an RPC request's fields or a
-    /// library caller fill the same options the command line does. Prefixes are not accepted
-    /// here.
-    ///
-    /// # Errors
-    /// [`OptionsError::Unknown`] for a name criu does not know, [`OptionsError::BadValue`] and
-    /// friends as on the command line.
-    pub fn set(&mut self, name: &str, value: Option<&str>) -> Result<(), OptionsError> {
-        let shown = format!("--{name}");
-        let (def, negated) = match table::TABLE.iter().find(|d| d.long == name) {
-            Some(d) => (d, false),
-            None => match name
-                .strip_prefix("no-")
-                .and_then(|rest| table::TABLE.iter().find(|d| d.negatable && d.long == rest))
-            {
-                Some(d) => (d, true),
-                None => return Err(OptionsError::Unknown { option: shown }),
-            },
-        };
-        match (def.arg, value) {
-            (Arg::No, Some(_)) => {
-                return Err(OptionsError::UnexpectedArgument {
-                    option: name.to_string(),
-                });
-            }
-            (Arg::Required, None) => return Err(OptionsError::MissingArgument { option: shown }),
-            _ => {}
-        }
-        self.apply_one(def, negated, value, &shown)
-    }
-
-    fn apply_one(
-        &mut self,
-        def: &table::OptDef,
-        negated: bool,
-        value: Option<&str>,
-        shown: &str,
-    ) -> Result<(), OptionsError> {
-        let name = if negated {
-            format!("no-{}", def.long)
-        } else {
-            def.long.to_string()
-        };
-        (def.set)(
-            self,
-            &Given {
-                on: !negated,
-                value,
-                shown,
-                name: &name,
-            },
-        )
-    }
-
-    /// Applies one list of arguments (a config file's, or the command line's).
-    fn apply(&mut self, args: &[String], positional_ok: bool) -> Result<(), OptionsError> {
-        let mut i = 0;
-        let mut only_positional = false;
-        while i < args.len() {
-            let a = &args[i];
-            i += 1;
-            if only_positional || a == "-" || !a.starts_with('-') {
-                if !positional_ok {
-                    // getopt stops at the first non-option; CRIU ignores what follows in a file.
-                    continue;
-                }
-                if self.command.is_none() {
-                    self.command = Some(
-                        Command::from_word(a)
-                            .ok_or_else(|| OptionsError::UnknownCommand { command: a.clone() })?,
-                    );
-                } else {
-                    self.command_args.push(a.clone());
-                }
-                continue;
-            }
-            if a == "--" {
-                only_positional = true;
-                continue;
-            }
-            if let Some(body) = a.strip_prefix("--") {
-                let (name, inline) = match body.split_once('=') {
-                    Some((n, v)) => (n, Some(v.to_string())),
-                    None => (body, None),
-                };
-                let (spec, negated) = table::find_long(name, a)?;
-                let value = match spec.arg {
-                    Arg::No => {
-                        if inline.is_some() {
-                            return Err(OptionsError::UnexpectedArgument {
-                                option: spec.long.to_string(),
-                            });
-                        }
-                        None
-                    }
-                    // In a configuration file `verbosity 4` means level 4: the statement's
-                    // value belongs to the option even where getopt would want `=`.
-                    Arg::Optional if inline.is_none() && !positional_ok => match args.get(i) {
-                        Some(v) if !v.starts_with("--") => {
-                            i += 1;
-                            Some(v.clone())
-                        }
-                        _ => None,
-                    },
-                    Arg::Optional => inline,
-                    Arg::Required => match inline {
-                        Some(v) => Some(v),
-                        None => {
-                            let v = args.get(i).cloned().ok_or_else(|| {
-                                OptionsError::MissingArgument { option: a.clone() }
-                            })?;
-                            i += 1;
-                            Some(v)
-                        }
-                    },
-                };
-                self.apply_one(spec, negated, value.as_deref(), &format!("--{}", spec.long))?;
-                continue;
-            }
-            // A bundle of short options.
-            let chars: Vec<char> = a[1..].chars().collect();
-            let mut k = 0;
-            while k < chars.len() {
-                let c = chars[k];
-                k += 1;
-                let spec = table::find_short(c)?;
-                let attached: String = chars[k..].iter().collect();
-                let value = match spec.arg {
-                    Arg::No => None,
-                    Arg::Optional => {
-                        k = chars.len();
-                        (!attached.is_empty()).then_some(attached)
-                    }
-                    Arg::Required => {
-                        k = chars.len();
-                        if attached.is_empty() {
-                            let v = args.get(i).cloned().ok_or_else(|| {
-                                OptionsError::MissingArgument {
-                                    option: format!("-{c}"),
-                                }
-                            })?;
-                            i += 1;
-                            Some(v)
-                        } else {
-                            Some(attached)
-                        }
-                    }
-                };
-                self.apply_one(spec, false, value.as_deref(), &format!("-{c}"))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The usage text `criu --help` prints.
-pub const USAGE: &str = "\
-Usage:
-  criu dump|pre-dump -t PID [<options>]
-  criu restore [<options>]
-  criu check [--feature FEAT]
-  criu cpuinfo dump|check
-  criu service [--address PATH] | criu swrk FD
-
-Commands:
-  dump           checkpoint a process tree identified by pid
-  restore        restore a process tree
-  check          checks whether the kernel supports what criu needs
-  cpuinfo        dump this CPU's description, or check an image's against it
-  service        serve RPC requests on a unix socket
-  swrk           serve one RPC client on an inherited socket
-
-Options:
-  -t|--tree PID         checkpoint the process tree rooted at PID
-  -D|--images-dir DIR   directory for image files (default .)
-  -W|--work-dir DIR     directory to cd into and to write logs and pidfiles in
-  -o|--log-file FILE    log file name (relative to the work dir)
-  -v[v...]|-vNUM|--verbosity=NUM
-                        verbosity: 0 messages, 1 errors, 2 warnings (default),
-                        3 info, 4 debug
-  -R|--leave-running    leave the dumped tasks running
-  -s|--leave-stopped    leave the dumped tasks stopped
-  -d|--restore-detached detach from the restored tasks
-  -j|--shell-job        allow a process attached to the caller's terminal
-  --pidfile FILE        write the restored root task's pid to FILE
-  --action-script FILE  run FILE at each stage (repeatable)
-  --timeout SECONDS     how long freezing may take (default 10)
-  --cpu-cap[=CAPS]      restore: with none, leave out saved register state this
-                        CPU has no registers for instead of refusing
-  --config FILE         read options from FILE (no default config files then)
-  --no-default-config   do not read /etc/criu/default.conf and ~/.criu/default.conf
-  --feature NAME        with check: check one kernel feature
-  -h|--help             show this text
-  -V|--version          show the version
-";
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(args: &[&str]) -> Result<Options, OptionsError> {
-        let mut v = vec!["criu".to_string()];
-        v.extend(args.iter().map(|s| s.to_string()));
-        Options::parse_with(v, None, None)
-    }
-
-    #[test]
-    fn dump_basics() {
-        let o = p(&["dump", "-t", "12", "-D", "img", "-W", "wd", "-o", "d.log"]).unwrap();
-        assert_eq!(o.command, Some(Command::Dump));
-        assert_eq!(o.tree, Some(12));
-        assert_eq!(o.images_dir, DirRef::Path(PathBuf::from("img")));
-        assert_eq!(o.effective_work_dir(), Path::new("wd"));
-        assert_eq!(o.log_file, Some(PathBuf::from("d.log")));
-        assert_eq!(o.final_state, FinalState::Dead);
-        let o = p(&["-t12", "--images-dir=x", "dump"]).unwrap();
-        assert_eq!(o.tree, Some(12));
-        assert_eq!(o.effective_work_dir(), Path::new("x"));
-        assert!(p(&["dump", "-t", "0"]).is_err());
-        assert!(p(&["dump", "-t", "abc"]).is_err());
-        assert!(p(&["dump", "-t"]).is_err());
-    }
-
-    #[test]
-    fn verbosity_spellings() {
-        assert_eq!(p(&["check"]).unwrap().log_level, 2);
-        assert_eq!(p(&["check", "-v"]).unwrap().log_level, 3);
-        assert_eq!(p(&["check", "-v4"]).unwrap().log_level, 4);
-        assert_eq!(p(&["check", "-vvv"]).unwrap().log_level, 5);
-        assert_eq!(p(&["check", "-v", "-v"]).unwrap().log_level, 4);
-        assert_eq!(p(&["check", "--verbosity=1"]).unwrap().log_level, 1);
-        assert_eq!(p(&["check", "--verbosity"]).unwrap().log_level, 3);
-        assert_eq!(p(&["check", "-verbosity=0"]).unwrap().log_level, 0);
-        assert_eq!(p(&["check", "-v0"]).unwrap().log_level, 0);
-    }
-
-    #[test]
-    fn bundles_flags_and_states() {
-        let o = p(&["dump", "-Rj", "-t1"]).unwrap();
-        assert_eq!(o.final_state, FinalState::Alive);
-        assert!(o.shell_job);
-        assert_eq!(p(&["dump", "-s"]).unwrap().final_state, FinalState::Stopped);
-        let o = p(&["restore", "-d", "--pidfile", "pf"]).unwrap();
-        assert!(o.restore_detached);
-        assert_eq!(o.pidfile, Some(PathBuf::from("pf")));
-        let o = p(&["restore", "--restore-detached", "--no-restore-detached"]).unwrap();
-        assert!(!o.restore_detached);
-        let o = p(&["dump", "--shell-job", "--tcp-established", "--file-locks"]).unwrap();
-        assert!(o.shell_job && o.tcp_established && o.file_locks);
-        // Unambiguous prefix, ambiguous prefix, unknown.
-        assert_eq!(p(&["dump", "--tre", "5"]).unwrap().tree, Some(5));
-        assert!(matches!(
-            p(&["dump", "--tcp"]),
-            Err(OptionsError::Ambiguous { .. })
-        ));
-        assert!(matches!(
-            p(&["dump", "--bogus"]),
-            Err(OptionsError::Unknown { .. })
-        ));
-        assert!(matches!(
-            p(&["dump", "-q"]),
-            Err(OptionsError::Unknown { .. })
-        ));
-        assert!(matches!(
-            p(&["frobnicate"]),
-            Err(OptionsError::UnknownCommand { .. })
-        ));
-        assert!(matches!(
-            p(&["dump", "extra"]),
-            Err(OptionsError::Excessive { .. })
-        ));
-        assert!(matches!(
-            p(&["dump", "--leave-running=1"]),
-            Err(OptionsError::UnexpectedArgument { .. })
-        ));
-    }
-
-    #[test]
-    fn repeatable_and_ignored() {
-        let o = p(&[
-            "dump",
-            "--action-script",
-            "/a",
-            "--action-script=/b",
-            "--timeout",
-            "30",
-            "--manage-cgroups=ignore",
-            "--ext-mount-map",
-            "auto",
-            "--no-evasive-devices",
-        ])
-        .unwrap();
-        assert_eq!(
-            o.action_scripts,
-            vec![PathBuf::from("/a"), PathBuf::from("/b")]
-        );
-        assert_eq!(o.timeout, 30);
-        assert_eq!(o.manage_cgroups, Some(CgroupMode::Ignore));
-        assert!(
-            o.ignored
-                .contains(&("ext-mount-map".to_string(), Some("auto".to_string())))
-        );
-        assert!(
-            o.ignored
-                .contains(&("no-evasive-devices".to_string(), None))
-        );
-    }
-
-    #[test]
-    fn cpu_cap() {
-        assert!(p(&["restore"]).unwrap().cpu_cap.fpu());
-        assert!(p(&["restore", "--cpu-cap"]).unwrap().cpu_cap.fpu());
-        assert!(p(&["restore", "--cpu-cap=fpu,cpu"]).unwrap().cpu_cap.fpu());
-        assert!(!p(&["restore", "--cpu-cap=none"]).unwrap().cpu_cap.fpu());
-        assert!(!p(&["restore", "--cpu-cap=cpu,ins"]).unwrap().cpu_cap.fpu());
-        assert!(p(&["restore", "--cpu-cap=avx"]).is_err());
-    }
-
-    #[test]
-    fn typed_values_and_set() {
-        let o = p(&[
-            "restore",
-            "--inherit-fd",
-            "fd[5]:pipe:[77]",
-            "--external",
-            "mnt[/data]:vol",
-            "-x12,13",
-            "--cgroup-root",
-            "cpu:/new",
-            "--cgroup-yard",
-            "/yard",
-        ])
-        .unwrap();
-        assert_eq!(
-            o.inherit_fds,
-            vec![InheritFd {
-                fd: 5,
-                key: "pipe:[77]".into()
-            }]
-        );
-        assert_eq!(o.external[0].kind, "mnt");
-        assert!(o.ext_unix_sk);
-        assert_eq!(o.ext_unix_sk_inodes, vec![12, 13]);
-        assert_eq!(o.cgroup_roots[0].controller.as_deref(), Some("cpu"));
-        assert_eq!(o.cgroup_yard, Some(PathBuf::from("/yard")));
-        assert!(matches!(
-            p(&["restore", "--inherit-fd", "5:x"]),
-            Err(OptionsError::BadValue { .. })
-        ));
-        assert!(matches!(
-            p(&["restore", "--external", "noshape"]),
-            Err(OptionsError::BadValue { .. })
-        ));
-        assert!(matches!(
-            p(&["dump", "--ms"]),
-            Err(OptionsError::Deprecated { .. })
-        ));
-        // The same options filled by name, as an RPC request does.
-        let mut o = Options::default();
-        o.set("tree", Some("42")).unwrap();
-        o.set("leave-running", None).unwrap();
-        o.set("shell-job", None).unwrap();
-        o.set("no-shell-job", None).unwrap();
-        o.set("cpu-cap", Some("none")).unwrap();
-        assert_eq!(o.tree, Some(42));
-        assert_eq!(o.final_state, FinalState::Alive);
-        assert!(!o.shell_job && !o.cpu_cap.fpu());
-        assert_eq!(o.set("tre", Some("1")).unwrap_err().errno(), libc::EINVAL);
-        assert!(o.set("tree", None).is_err());
-        assert!(o.set("leave-running", Some("1")).is_err());
-        assert_eq!(o.set("ms", None).unwrap_err().errno(), libc::EOPNOTSUPP);
-    }
-}
+mod tests;

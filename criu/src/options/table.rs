@@ -213,6 +213,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.shell_job = g.on;
         Ok(())
     }),
+    b("orphan-pts-master", None, |o, g| {
+        o.orphan_pts_master = g.on;
+        Ok(())
+    }),
     b("file-locks", Some('l'), |o, g| {
         o.file_locks = g.on;
         Ok(())
@@ -242,7 +246,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.track_mem = g.on;
         Ok(())
     }),
-    b("auto-dedup", None, accepted),
+    b("auto-dedup", None, |o, g| {
+        o.live.auto_dedup = g.on;
+        Ok(())
+    }),
     o("libdir", Some('L'), Arg::Required, accepted),
     o("cpu-cap", None, Arg::Optional, |o, g| {
         o.cpu_cap = CpuCap::parse(g.value).ok_or_else(|| g.bad())?;
@@ -296,7 +303,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         }
         Ok(())
     }),
-    o("lazy-pages", None, Arg::No, accepted),
+    o("lazy-pages", None, Arg::No, |o, _| {
+        o.live.lazy_pages = true;
+        Ok(())
+    }),
     b("extra", None, |o, g| {
         o.check_extra = g.on;
         Ok(())
@@ -311,7 +321,10 @@ pub(crate) static TABLE: &[OptDef] = &[
     o("cgroup-dump-controller", None, Arg::Required, accepted),
     b("skip-in-flight", None, accepted),
     b("deprecated", None, accepted),
-    b("display-stats", None, accepted),
+    b("display-stats", None, |o, g| {
+        o.display_stats = g.on;
+        Ok(())
+    }),
     b("weak-sysctls", None, accepted),
     o("status-fd", None, Arg::Required, |o, g| {
         o.status_fd = Some(g.arg()?.trim().parse().map_err(|_| g.bad())?);

@@ -11,6 +11,7 @@
 //! unfinished pagemap is removed.
 
 pub mod client;
+pub mod lazy;
 pub mod server;
 pub mod wire;
 

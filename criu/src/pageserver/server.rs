@@ -32,6 +32,9 @@ pub struct ServerOptions {
     pub pidfile: Option<PathBuf>,
     /// `--prev-images-dir`: the parent images (a `parent` link is made to it).
     pub prev_images_dir: Option<PathBuf>,
+    /// `--lazy-pages`: serve the pages of the images to a remote `criu lazy-pages` instead of
+    /// receiving a dump (see [`super::lazy`]).
+    pub lazy: bool,
 }
 
 /// Pages ids of the server's pages files start here (CRIU's page server does the same), so
@@ -79,7 +82,7 @@ pub fn run_page_server(opts: &ServerOptions) -> Result<Option<(i32, u16)>, PageS
         let code = match listener.accept() {
             Ok((sock, _)) => {
                 drop(listener);
-                match serve(sock, &opts.dir) {
+                match serve_session(sock, opts) {
                     Ok(()) => 0,
                     Err(_) => 1,
                 }
@@ -101,8 +104,16 @@ pub fn run_page_server(opts: &ServerOptions) -> Result<Option<(i32, u16)>, PageS
     let (sock, peer) = listener.accept().map_err(io_err("accept"))?;
     drop(listener);
     tracing::info!(%peer, "page server session");
-    serve(sock, &opts.dir)?;
+    serve_session(sock, opts)?;
     Ok(None)
+}
+
+fn serve_session(sock: TcpStream, opts: &ServerOptions) -> Result<(), PageServerError> {
+    if opts.lazy {
+        super::lazy::serve_lazy(sock, &opts.dir).map(|_| ())
+    } else {
+        serve(sock, &opts.dir)
+    }
 }
 
 fn tell_status(fd: Option<i32>) {
@@ -214,7 +225,9 @@ pub fn serve(mut sock: TcpStream, dir: &Path) -> Result<(), PageServerError> {
                 }
                 PS_IOV_GET => {
                     return Err(PageServerError::Protocol(
-                        "PS_IOV_GET: serving pages for lazy restore is not supported".into(),
+                        "PS_IOV_GET outside a lazy-pages session (start the server with \
+                         --lazy-pages)"
+                            .into(),
                     ));
                 }
                 other => {

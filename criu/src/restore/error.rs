@@ -342,6 +342,9 @@ pub enum RestoreError {
     /// kind).
     #[error(transparent)]
     Namespace(#[from] crate::namespaces::NsError),
+    /// Lazy restore could not be set up (`--lazy-pages`).
+    #[error(transparent)]
+    Lazy(#[from] crate::lazy::LazyError),
 }
 
 impl RestoreError {
@@ -373,6 +376,7 @@ impl RestoreError {
             RestoreError::Timeout { .. } => libc::ETIMEDOUT,
             RestoreError::Died { .. } => libc::ESRCH,
             RestoreError::Namespace(e) => e.errno(),
+            RestoreError::Lazy(e) => e.errno(),
             RestoreError::Script(e) => e.errno(),
             RestoreError::Mount(e) => e.errno(),
             RestoreError::Net(e) => e.errno(),

@@ -7,12 +7,30 @@
 // through raw pointers.
 #![allow(unsafe_code)]
 
-use super::layout::HUGE;
+use super::layout::{HUGE, PAGE};
 use super::ops::*;
 
 /// Premaps every area that is not a second mapping of a shared object.
 pub(super) fn premap(p: &ChildPlan) -> Result<(), Fail> {
     for op in p.premap.iter().filter(|op| op.dup_of.is_none()) {
+        if let Some(from) = op.inherit_from {
+            // SAFETY: `from` is the parent's premapped copy of this area, inherited at the fork
+            // (the parent marked it MADV_DOFORK) and used by nothing else here; the target lies
+            // inside our own reservation. Moving keeps the pages shared with the parent.
+            let r = unsafe {
+                libc::mremap(
+                    from as *mut libc::c_void,
+                    op.len as usize,
+                    op.len as usize,
+                    libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                    op.addr as *mut libc::c_void,
+                )
+            };
+            if r == libc::MAP_FAILED {
+                return Err(Fail::last(CHILD_PREMAP, op.addr));
+            }
+            continue;
+        }
         let prot = if op.fill {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
@@ -47,6 +65,67 @@ pub(super) fn premap(p: &ChildPlan) -> Result<(), Fail> {
         if r == libc::MAP_FAILED {
             return Err(Fail::last(CHILD_PREMAP, op.addr));
         }
+    }
+    Ok(())
+}
+
+/// Pages read per call while filling areas taken over from the parent.
+const COW_CHUNK: usize = 16 * PAGE as usize;
+
+/// Fills the areas taken over from the parent: each saved page is read aside and written
+/// only where it differs from what the parent left there (so identical pages stay shared
+/// copy-on-write); then what the parent saved and this task did not is emptied again.
+pub(super) fn cow_fill(p: &ChildPlan) -> Result<(), Fail> {
+    if p.cow_fills.is_empty() && p.cow_zero.is_empty() {
+        return Ok(());
+    }
+    let mut fds = [-1i32; MAX_PAGE_FILES];
+    for (i, path) in p.page_files.iter().enumerate().take(MAX_PAGE_FILES) {
+        // SAFETY: open with a NUL-terminated path we own.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        fds[i] = fd;
+    }
+    let r = cow_fill_with(p, &fds);
+    close_all(&fds);
+    r
+}
+
+fn cow_fill_with(p: &ChildPlan, fds: &[i32]) -> Result<(), Fail> {
+    let mut buf = [0u8; COW_CHUNK];
+    for f in &p.cow_fills {
+        let fd = match fds.get(f.file) {
+            Some(&fd) if fd >= 0 => fd,
+            _ => {
+                return Err(Fail {
+                    stage: CHILD_FILL,
+                    errno: libc::EBADF,
+                    detail: f.addr,
+                });
+            }
+        };
+        let mut done = 0u64;
+        while done < f.len {
+            let n = (f.len - done).min(COW_CHUNK as u64);
+            read_at(fd, buf.as_mut_ptr() as u64, n, f.offset + done)?;
+            for (k, page) in buf[..n as usize].chunks(PAGE as usize).enumerate() {
+                let dst = f.addr + done + k as u64 * PAGE;
+                // SAFETY: `dst` is a page of an area this task took over and holds readable
+                // and writable (the parent premapped it so), inside the run the parent checked
+                // against the areas; nothing else uses it while the task restores.
+                let here = unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, page.len()) };
+                if here != page {
+                    here.copy_from_slice(page);
+                }
+            }
+            done += n;
+        }
+    }
+    for &(addr, len) in &p.cow_zero {
+        // SAFETY: drops pages of a private anonymous area this task took over: they read as
+        // zeros again, as they did when dumped.
+        let r =
+            unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, libc::MADV_DONTNEED) };
+        ok(CHILD_FILL, r as _, addr)?;
     }
     Ok(())
 }

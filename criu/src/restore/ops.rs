@@ -36,6 +36,8 @@ pub const CHILD_LOCKS: u32 = 110;
 pub const CHILD_LOGINUID: u32 = 111;
 /// Registering for `membarrier`.
 pub const CHILD_MEMBARRIER: u32 = 112;
+/// Handing lazy memory to the lazy-pages daemon.
+pub const CHILD_LAZY: u32 = 113;
 
 /// A short name for a child stage.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -53,6 +55,7 @@ pub fn stage_name(stage: u32) -> &'static str {
         CHILD_LOCKS => "taking file locks",
         CHILD_LOGINUID => "audit login uid",
         CHILD_MEMBARRIER => "membarrier registration",
+        CHILD_LAZY => "handing memory to the lazy-pages daemon",
         s => abi::stage_name(s),
     }
 }
@@ -82,6 +85,26 @@ pub struct PremapOp {
     /// A whole shared object mapped only to be filled and shared by `dup_of` areas; unmapped
     /// before the jump.
     pub temporary: bool,
+    /// Instead of mapping: take over the parent's premapped copy of the same area, inherited
+    /// at the fork at this address (`mremap`), so that the pages both hold stay shared
+    /// copy-on-write; only the pages that differ are written ([`ChildPlan::cow_fills`]).
+    pub inherit_from: Option<u64>,
+}
+
+/// A private anonymous area of a task, premapped and filled before it creates its children,
+/// which a child with the same area takes over instead of filling its own.
+#[derive(Clone, Debug, Default)]
+pub struct CowArea {
+    /// First address (final).
+    pub start: u64,
+    /// One past the last address (final).
+    pub end: u64,
+    /// `MAP_*` flags as dumped.
+    pub flags: i32,
+    /// Where the task premaps it.
+    pub addr: u64,
+    /// The runs `[start, end)` (final addresses, sorted) of the task's saved pages in it.
+    pub pages: Vec<(u64, u64)>,
 }
 
 /// One run of page contents to read.
@@ -153,6 +176,15 @@ pub struct ChildPlan {
     pub premap: Vec<PremapOp>,
     /// Page runs.
     pub fills: Vec<FillOp>,
+    /// Page runs into areas taken over from the parent: each page is written only where it
+    /// differs from the parent's.
+    pub cow_fills: Vec<FillOp>,
+    /// Ranges (premapped addresses) of areas taken over from the parent that the parent saved
+    /// pages for and this task did not: emptied (`MADV_DONTNEED`).
+    pub cow_zero: Vec<(u64, u64)>,
+    /// Premap and fill before creating the children: this task takes areas over from its
+    /// parent or hands its own to children.
+    pub early_memory: bool,
     /// Page files.
     pub page_files: Vec<CString>,
     /// Share the fill with a helper process.
@@ -161,6 +193,8 @@ pub struct ChildPlan {
     pub collapse: Vec<(u64, u64)>,
     /// Fill private anonymous memory with `UFFDIO_COPY` where it can.
     pub uffd: bool,
+    /// Lazy restore: the areas the lazy-pages daemon fills (`--lazy-pages`).
+    pub lazy: Option<crate::lazy::restore::ChildLazy>,
     /// Descriptors, in creation order.
     pub fds: Vec<FdOp>,
     /// Descriptors kept open while the others are closed: the ones the restorer needs (status
@@ -171,6 +205,10 @@ pub struct ChildPlan {
     /// The descriptor of this session leader's controlling terminal, with the foreground
     /// process group to give it (0: its own).
     pub ctty: Option<(i32, i32)>,
+    /// The engine's descriptor of that terminal (made by the engine, inherited): the leader
+    /// takes it as its terminal before creating its children, which then inherit it, as the
+    /// members of the dumped session did (`TIOCSCTTY` gives it to the caller alone).
+    pub ctty_early: Option<i32>,
     /// Open files made by the engine for several tasks, closed once placed.
     pub inherited: Vec<i32>,
     /// Temporary descriptors go at or above this number.
@@ -233,6 +271,9 @@ pub struct Node {
     /// A helper leading a group for others (ends like a zombie; its parent reaps it once its
     /// subtree is created and the members joined the group).
     pub helper: bool,
+    /// It becomes a child subreaper before creating its children: a helper among them leads
+    /// a session for its members and ends, and this task adopts them.
+    pub adopts: bool,
     /// What a live task does next (`None` for zombies).
     pub plan: Option<ChildPlan>,
     /// Its reservation `(start, len)` in the engine's address space (empty for zombies).
@@ -310,4 +351,8 @@ pub struct TaskCtx {
     pub huge_pages: bool,
     /// Fill small pages of private anonymous memory with `UFFDIO_COPY` where it can.
     pub uffd: bool,
+    /// The parent's areas this task may take over (see [`CowArea`]).
+    pub cow_from: Vec<CowArea>,
+    /// Lazy restore: the task's lazy areas at their final addresses and its connection.
+    pub lazy: Option<crate::lazy::restore::ChildLazy>,
 }

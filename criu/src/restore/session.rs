@@ -6,6 +6,84 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::error::RestoreError;
 use super::plan::{SessionOp, TaskPlan, TreePlan};
 
+/// Adds a helper task for every session of `tree` whose leader is not in it (it exited), as
+/// CRIU does: a task with the leader's pid, made by the members' parent, that calls `setsid`,
+/// creates the members (they become its children while the tree is made), then ends. Its
+/// parent, a child subreaper as it must have been to adopt them, adopts them again and reaps
+/// it. Run before [`add_group_helpers`]: the helper also leads the session's first group, and
+/// a group helper for a gone leader inside the session goes below it.
+///
+/// # Errors
+/// [`RestoreError::SessionUnreachable`] when the members' parent was not a child subreaper
+/// (it could not have adopted them) or members of one session have different parents.
+pub fn add_session_helpers(tree: &mut TreePlan) -> Result<(), RestoreError> {
+    let pids: HashSet<i32> = tree.tasks.iter().map(|t| t.pid).collect();
+    // sid -> (the members' parent, the members).
+    let mut sessions: BTreeMap<i32, (usize, Vec<usize>)> = BTreeMap::new();
+    for &i in tree.order.iter().skip(1) {
+        let Some(p) = tree.parent[i] else { continue };
+        let (t, parent) = (&tree.tasks[i], &tree.tasks[p]);
+        if t.sid <= 0 || t.sid == t.pid || t.sid == parent.sid || pids.contains(&t.sid) {
+            continue;
+        }
+        let unreachable = RestoreError::SessionUnreachable {
+            pid: t.pid,
+            sid: t.sid,
+            parent: parent.pid,
+            parent_sid: parent.sid,
+        };
+        if parent.child_subreaper != Some(true) || parent.zombie.is_some() {
+            return Err(unreachable);
+        }
+        let (at, members) = sessions.entry(t.sid).or_insert((p, Vec::new()));
+        if *at != p {
+            return Err(unreachable);
+        }
+        members.push(i);
+    }
+    for (sid, (p, members)) in sessions {
+        tracing::info!(
+            sid,
+            parent = tree.tasks[p].pid,
+            members = members.len(),
+            "a helper leads the session"
+        );
+        let h = tree.tasks.len();
+        tree.tasks.push(TaskPlan {
+            pid: sid,
+            ppid: tree.tasks[p].pid,
+            pgid: sid,
+            sid,
+            zombie: Some(0),
+            helper: true,
+            ..TaskPlan::default()
+        });
+        tree.parent.push(Some(p));
+        tree.children[p].retain(|c| !members.contains(c));
+        tree.children[p].insert(0, h);
+        for &m in &members {
+            tree.parent[m] = Some(h);
+        }
+        tree.children.push(members);
+    }
+    relink_order(tree);
+    Ok(())
+}
+
+/// The creation order again after the tree changed: depth first, parents before children.
+fn relink_order(tree: &mut TreePlan) {
+    let mut order = Vec::with_capacity(tree.tasks.len());
+    let mut stack = vec![0usize];
+    while let Some(i) = stack.pop() {
+        if order.len() >= tree.tasks.len() {
+            break;
+        }
+        order.push(i);
+        stack.extend(tree.children[i].iter().rev());
+    }
+    tree.order = order;
+}
+
 /// Adds a helper task for every process group of `tree` whose leader is not in it (it exited
 /// and was reaped), as CRIU's `TASK_HELPER`: a task with the leader's pid, made by the nearest
 /// common ancestor of the members that is not in the group itself (so the members are in its
@@ -56,7 +134,10 @@ pub fn add_group_helpers(tree: &mut TreePlan) -> Result<(), RestoreError> {
         let parent = common
             .into_iter()
             .find(|&a| tree.tasks[a].pgid != pgid)
-            .filter(|&a| tree.tasks[a].sid == sid && tree.tasks[a].zombie.is_none())
+            .filter(|&a| {
+                let a = &tree.tasks[a];
+                a.sid == sid && (a.zombie.is_none() || a.helper)
+            })
             .ok_or(RestoreError::GroupUnreachable {
                 pid: tree.tasks[first].pid,
                 pgid,
@@ -223,6 +304,59 @@ mod tests {
             Err(RestoreError::GroupUnreachable {
                 pid: 101,
                 pgid: 200
+            })
+        ));
+    }
+
+    /// Root 100 (a child subreaper) with children 101 and 102 in session 200, whose leader
+    /// is gone; 101 in group 200, 102 leading its own, 102's child 103 in group 200.
+    fn orphans(subreaper: bool) -> TreePlan {
+        let mut root = task(100, 0, 100, 100);
+        root.child_subreaper = Some(subreaper);
+        TreePlan {
+            tasks: vec![
+                root,
+                task(101, 100, 200, 200),
+                task(102, 100, 102, 200),
+                task(103, 102, 200, 200),
+            ],
+            parent: vec![None, Some(0), Some(0), Some(2)],
+            children: vec![vec![1, 2], vec![], vec![3], vec![]],
+            order: vec![0, 1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn a_gone_session_leader_gets_a_helper_that_makes_the_members() {
+        let mut t = orphans(true);
+        add_session_helpers(&mut t).unwrap();
+        add_group_helpers(&mut t).unwrap();
+        assert_eq!(t.tasks.len(), 5);
+        let h = &t.tasks[4];
+        assert_eq!(
+            (h.pid, h.ppid, h.pgid, h.sid, h.zombie, h.helper),
+            (200, 100, 200, 200, Some(0), true)
+        );
+        assert_eq!(t.children[0], [4]);
+        assert_eq!(t.children[4], [1, 2]);
+        assert_eq!(t.parent[1], Some(4));
+        assert_eq!(t.order, [0, 4, 1, 2, 3]);
+        let ops = session_ops(&t, false).unwrap();
+        assert_eq!(ops[4], SessionOp::Setsid);
+        assert_eq!(ops[1], SessionOp::Inherit);
+        assert_eq!(ops[2], SessionOp::Setpgid(0));
+        assert_eq!(ops[3], SessionOp::Setpgid(200));
+    }
+
+    #[test]
+    fn a_gone_session_leader_under_a_parent_that_adopts_nothing_is_refused() {
+        let mut t = orphans(false);
+        assert!(matches!(
+            add_session_helpers(&mut t),
+            Err(RestoreError::SessionUnreachable {
+                pid: 101,
+                sid: 200,
+                ..
             })
         ));
     }

@@ -171,11 +171,36 @@ impl Shared {
                 }
             }
         }
+        // Files in flight in a socket's queue ([`RestoreFile::engine_files`]): made by the
+        // engine before the object that sends them, whether a task holds them or not.
+        let mut flight: HashMap<Key, Vec<(Key, usize)>> = HashMap::new();
+        let senders: Vec<(Key, &Arc<dyn RestoreFile>)> =
+            objects.iter().map(|(k, f)| (*k, *f)).collect();
+        for (k, file) in senders {
+            for (id, f) in file.engine_files() {
+                let key = match key_of_file.get(id) {
+                    Some(&key) => key,
+                    None => {
+                        let key = match f.group() {
+                            Some(g) => Key::Group(f.fd_type() as i32, g),
+                            None => Key::File(*id),
+                        };
+                        objects.entry(key).or_insert(f);
+                        key_of_file.insert(*id, key);
+                        key
+                    }
+                };
+                flight.entry(k).or_default().push((key, f.end()));
+            }
+        }
+        let in_flight: HashSet<Key> = flight.values().flatten().map(|(k, _)| *k).collect();
         // What the engine makes: objects several tasks hold, those their kind has the engine
-        // make, and files that exist only with the tree (opened once every task is born,
-        // whichever task holds them and wherever the process they name sits in the tree).
+        // make, files in flight, and files that exist only with the tree (opened once every
+        // task is born, whichever task holds them and wherever the process they name sits in
+        // the tree).
         let in_engine = |k: &Key| {
             holders.get(k).is_some_and(|h| h.len() > 1)
+                || in_flight.contains(k)
                 || objects
                     .get(k)
                     .is_some_and(|f| f.made_by_engine() || f.needs_tree())
@@ -207,6 +232,9 @@ impl Shared {
                     });
                 }
             }
+        }
+        for (k, v) in flight {
+            targets.entry(k).or_default().extend(v);
         }
         let graph = Graph {
             objects: &objects,

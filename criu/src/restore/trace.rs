@@ -9,7 +9,6 @@ use compel::syscall_stop::{SyscallRun, await_syscall_stop};
 use compel::{RemoteAddr, TaskError};
 use compel_arch::nr;
 use nix::errno::Errno;
-use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -155,10 +154,10 @@ pub fn wait_ready(
                                 return Err(died(pid, ws));
                             }
                             Ok(WaitStatus::Stopped(_, sig)) => {
-                                let _ = ptrace::cont(p, sig);
+                                let _ = cptrace::cont(p.as_raw(), sig as i32);
                             }
                             Ok(_) | Err(Errno::EINTR) => {
-                                let _ = ptrace::cont(p, None);
+                                let _ = cptrace::cont(p.as_raw(), 0);
                             }
                             Err(e) => return Err(terr(pid, "waitpid")(e)),
                         }
@@ -190,11 +189,11 @@ pub fn wait_ready(
             }
             Ok(WaitStatus::Stopped(_, sig)) => {
                 tracing::debug!(pid, ?sig, "signal during restore, passed on");
-                ptrace::cont(p, sig).map_err(terr(pid, "PTRACE_CONT"))?;
+                cptrace::cont(p.as_raw(), sig as i32).map_err(terr(pid, "PTRACE_CONT"))?;
             }
             Ok(_) => {
                 // Clone events of the leader and the like.
-                ptrace::cont(p, None).map_err(terr(pid, "PTRACE_CONT"))?;
+                cptrace::cont(p.as_raw(), 0).map_err(terr(pid, "PTRACE_CONT"))?;
             }
             Err(Errno::EINTR) => {}
             Err(e) => return Err(terr(pid, "waitpid")(e)),
@@ -210,13 +209,13 @@ pub fn wait_ready(
             match waitpid(t, Some(WaitPidFlag::__WALL)) {
                 Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => break,
                 Ok(WaitStatus::Stopped(_, sig)) => {
-                    ptrace::cont(t, sig).map_err(terr(tid, "PTRACE_CONT"))?;
+                    cptrace::cont(t.as_raw(), sig as i32).map_err(terr(tid, "PTRACE_CONT"))?;
                 }
                 Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
                     return Err(died(pid, ws));
                 }
                 Ok(_) => {
-                    ptrace::cont(t, None).map_err(terr(tid, "PTRACE_CONT"))?;
+                    cptrace::cont(t.as_raw(), 0).map_err(terr(tid, "PTRACE_CONT"))?;
                 }
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(terr(tid, "waitpid")(e)),
@@ -273,7 +272,7 @@ impl ChldFd {
                 return None;
             }
             Some(ChldFd {
-                fd: super::owned(fd),
+                fd: crate::files::owned(fd),
                 old,
             })
         }
@@ -304,10 +303,12 @@ fn poll_thread(tid: i32, parked: &mut Vec<i32>) -> Result<(), RestoreError> {
             parked.push(tid);
             Ok(())
         }
-        Ok(WaitStatus::Stopped(_, sig)) => ptrace::cont(t, sig).map_err(terr(tid, "PTRACE_CONT")),
+        Ok(WaitStatus::Stopped(_, sig)) => {
+            cptrace::cont(t.as_raw(), sig as i32).map_err(terr(tid, "PTRACE_CONT"))
+        }
         // The leader reports how the task ended.
         Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => Ok(()),
-        Ok(_) => ptrace::cont(t, None).map_err(terr(tid, "PTRACE_CONT")),
+        Ok(_) => cptrace::cont(t.as_raw(), 0).map_err(terr(tid, "PTRACE_CONT")),
         Err(e) => Err(terr(tid, "waitpid")(e)),
     }
 }

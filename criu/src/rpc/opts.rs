@@ -211,6 +211,16 @@ pub fn to_options(
             })?);
     }
     o.empty_ns = req.empty_ns.unwrap_or(0);
+    // `join_ns` entries become `--join-ns NS:FILE[,EXTRA]`, checked where the command line's
+    // are (the restore refuses kinds it does not join, by name).
+    for j in &req.join_ns {
+        let mut spec = format!("{}:{}", j.ns, j.ns_file);
+        if let Some(x) = &j.extra_opt {
+            spec.push(',');
+            spec.push_str(x);
+        }
+        o.join_ns.push(spec);
+    }
     for v in &req.veths {
         o.external.push(External {
             kind: "veth".into(),
@@ -283,12 +293,13 @@ pub fn to_options(
         };
     }
 
+    // Lazy restore (the daemon's socket is in the work directory), dump --lazy-pages.
+    o.live.lazy_pages = req.lazy_pages == Some(true);
+    o.live.auto_dedup = req.auto_dedup == Some(true);
     // Options for work still to come: refused when set to something that would matter.
     let refuse_if = |set: bool, what: &str| if set { Err(unsupported(what)) } else { Ok(()) };
-    refuse_if(req.lazy_pages == Some(true), "lazy_pages")?;
     refuse_if(req.tls == Some(true), "tls")?;
     refuse_if(!req.exec_cmd.is_empty(), "exec_cmd")?;
-    refuse_if(!req.join_ns.is_empty(), "join_ns")?;
     refuse_if(
         req.empty_ns
             .is_some_and(|n| n & !(libc::CLONE_NEWNET as u32) != 0),
@@ -304,7 +315,6 @@ pub fn to_options(
             .is_some_and(|f| std::path::Path::new(f).exists()),
         "config_file",
     )?;
-    refuse_if(req.auto_dedup == Some(true), "auto_dedup")?;
 
     // Accepted and logged: they change nothing in what this criu does (no cgroup, mount or
     // network-namespace handling yet, ptrace freezes the tree either way).
@@ -320,9 +330,9 @@ pub fn to_options(
         !req.cgroup_dump_controller.is_empty(),
     );
     ignored("freeze-cgroup", req.freeze_cgroup.is_some());
-    // runc always sets it; it only matters for a pty slave whose master is outside the tree,
-    // which the tty module refuses by name.
-    ignored("orphan-pts-master", req.orphan_pts_master == Some(true));
+    // runc always sets it: a pty slave whose master is outside the tree gets a new master,
+    // sent to the client with the `orphan-pts-master` notification.
+    o.orphan_pts_master = req.orphan_pts_master == Some(true);
     ignored("evasive-devices", req.evasive_devices.is_some());
     ignored("force-irmap", req.force_irmap.is_some());
     ignored("irmap-scan-path", !req.irmap_scan_paths.is_empty());
@@ -381,6 +391,24 @@ mod tests {
     }
 
     #[test]
+    fn join_ns_becomes_the_command_line_s_join_ns() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = opts(d.path());
+        r.join_ns.push(criu_images::pb::JoinNamespace {
+            ns: "uts".into(),
+            ns_file: "/proc/42/ns/uts".into(),
+            extra_opt: None,
+        });
+        r.join_ns.push(criu_images::pb::JoinNamespace {
+            ns: "user".into(),
+            ns_file: "43".into(),
+            extra_opt: Some("0,0".into()),
+        });
+        let o = to_options(&r, Command::Restore, Mode::Swrk, 7).unwrap();
+        assert_eq!(o.join_ns, ["uts:/proc/42/ns/uts", "user:43,0,0"]);
+    }
+
+    #[test]
     fn the_defaults_are_criu_s_rpc_defaults() {
         let d = tempfile::tempdir().unwrap();
         let o = to_options(&opts(d.path()), Command::Dump, Mode::Swrk, 7).unwrap();
@@ -421,8 +449,12 @@ mod tests {
         assert_eq!(e.errno(), libc::EBADRQC);
         let mut r = opts(d.path());
         r.lazy_pages = Some(true);
-        let e = to_options(&r, Command::Restore, Mode::Swrk, 1).unwrap_err();
-        assert_eq!(e.errno(), libc::EOPNOTSUPP);
-        assert!(e.to_string().contains("lazy_pages"), "{e}");
+        let o = to_options(&r, Command::Restore, Mode::Swrk, 1).unwrap();
+        assert!(o.live.lazy_pages);
+        let ro = crate::options::RestoreOptions::from_options(&o);
+        assert_eq!(
+            ro.lazy_pages.as_deref(),
+            Some(o.effective_work_dir().join("lazy-pages.socket").as_path())
+        );
     }
 }

@@ -176,13 +176,16 @@ fn handle(
 }
 
 /// The features a client can ask about: memory tracking when the kernel has what pre-dump
-/// uses (userfaultfd write-protect tracking); lazy pages and the pidfd store are not built.
+/// uses (userfaultfd write-protect tracking), lazy pages when it has a userfaultfd with the
+/// events lazy restore needs; the pidfd store is not built.
 fn feature_check(asked: Option<&CriuFeatures>) -> CriuResp {
     let asked = asked.cloned().unwrap_or_default();
     let mut r = resp(CriuReqType::FeatureCheck, true);
     r.features = Some(CriuFeatures {
         mem_track: asked.mem_track.map(|_| crate::dump::track::probe().is_ok()),
-        lazy_pages: asked.lazy_pages.map(|_| false),
+        lazy_pages: asked
+            .lazy_pages
+            .map(|_| crate::check::check_feature("uffd-noncoop").is_ok()),
         pidfd_store: asked.pidfd_store.map(|_| false),
     });
     r
@@ -395,6 +398,20 @@ struct RpcNotify<'a> {
 impl Notify for RpcNotify<'_> {
     fn notify(&self, action: ScriptAction, pid: Option<i32>) -> Result<(), ScriptError> {
         notify(self.sk, action.name(), pid, None).map_err(|e| {
+            tracing::error!("{e}");
+            ScriptError::Refused {
+                action: action.name(),
+            }
+        })
+    }
+
+    fn notify_fd(
+        &self,
+        action: ScriptAction,
+        pid: Option<i32>,
+        fd: BorrowedFd<'_>,
+    ) -> Result<(), ScriptError> {
+        notify(self.sk, action.name(), pid, Some(fd)).map_err(|e| {
             tracing::error!("{e}");
             ScriptError::Refused {
                 action: action.name(),

@@ -13,9 +13,7 @@
 //!   descriptor on `/proc/D/status` of D's own; a zombie child Z whose `/proc/Z` is the
 //!   victim's cwd (`OUT.pids`: `C D Z`);
 //! - `mapdel-fd`: a file `OUT.mapped` mapped shared and private, then deleted while a
-//!   descriptor on it stays open: the mappings and the descriptor must be one file;
-//! - `hugetlb`: 2 MiB of written anonymous `MAP_HUGETLB` memory (needs a huge page in the
-//!   pool, `/proc/sys/vm/nr_hugepages`).
+//!   descriptor on it stays open: the mappings and the descriptor must be one file.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -343,32 +341,6 @@ fn mapdel_fd(out: &str) -> (Check, Vec<i32>) {
     (check, Vec::new())
 }
 
-fn hugetlb() -> (Check, Vec<i32>) {
-    const LEN: usize = 2 << 20;
-    // SAFETY: a fresh mapping chosen by the kernel; nothing of ours is replaced.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            LEN,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED, "mmap MAP_HUGETLB");
-    // SAFETY: the mapping is ours and LEN bytes long.
-    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0x5a, LEN) };
-    let a = p as usize;
-    let check: Check = Box::new(move || {
-        if page(a, 4096).iter().any(|&b| b != 0x5a) {
-            return Err("the huge page lost its content".into());
-        }
-        Ok(())
-    });
-    (check, Vec::new())
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mode), Some(out), Some(ready)) = (args.get(1), args.get(2), args.get(3)) else {
@@ -382,7 +354,6 @@ fn main() {
         "pgrp-helper" => pgrp_helper(),
         "proc-shared" => proc_shared(out),
         "mapdel-fd" => mapdel_fd(out),
-        "hugetlb" => hugetlb(),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2);

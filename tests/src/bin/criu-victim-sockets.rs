@@ -18,7 +18,7 @@
 //! - a child process holding one end of a stream pair, echoing what it reads in upper case;
 //!
 //! with `tcp`, also a raw ICMP inet socket (which criu refuses; TCP listeners are dumped now); with `scm`, a stream pair with a pipe's
-//! descriptor in flight (refused too); with `ext=PATH`, a stream socket connected to the
+//! descriptor in flight (dumped; criu_unix_scm restores such descriptors); with `ext=PATH`, a stream socket connected to the
 //! listener at PATH outside the tree, which sends "again" on it when checking. Writes `ready PID` into READY. On
 //! SIGUSR1 it checks every socket (queued bytes in order and once, both directions, names,
 //! options, nothing left on disk) and writes `check ok` or `bad: WHY` into OUT.

@@ -52,7 +52,7 @@ pub enum SocketError {
     },
     /// A client whose connection is not accepted yet and holds unread data.
     #[error(
-        "{at}: its connection to {name} is not accepted yet and holds unread data (it cannot be read without accepting it)"
+        "{at}: its connection to {name} is not accepted yet and holds unread data (criu reads it by accepting the connection, only when the dump ends the tree)"
     )]
     UnacceptedData {
         /// The socket.
@@ -60,8 +60,11 @@ pub enum SocketError {
         /// The listener's name.
         name: String,
     },
-    /// Descriptors in flight in a queue.
-    #[error("{at}: file descriptors in flight (SCM_RIGHTS) in its queue are not dumped yet")]
+    /// Descriptors in flight in a queue that cannot be read: more than one message carries
+    /// (the peek's control data was cut), or in an empty datagram.
+    #[error(
+        "{at}: file descriptors in flight (SCM_RIGHTS) in its queue that cannot be read (an empty datagram, or more than one message carries)"
+    )]
     FdsInFlight {
         /// The socket.
         at: SockAt,

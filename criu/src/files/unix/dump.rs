@@ -5,12 +5,12 @@
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use criu_images::pb::{FilePermsEntry, SkPacketEntry, UnixSkEntry};
+use criu_images::pb::{FilePermsEntry, ScmEntry, SkPacketEntry, UnixSkEntry};
 use criu_images::{ImageWriter, magic, names};
 
 use crate::files::sockdiag::{self, UnixDiag};
@@ -27,6 +27,22 @@ struct Dumped {
     /// For a client whose connection is still queued on a listener (not accepted: the server
     /// end has no inode, so sock_diag shows peer 0): the listener's name (`getpeername`).
     queued_on: Option<Vec<u8>>,
+    /// Such a client sent data its queued connection holds.
+    queued_data: bool,
+}
+
+/// The server end of a connection still queued on a listener (an embryo), which criu accepted
+/// on its copy of the listener to read the data waiting in it.
+#[derive(Debug)]
+struct Embryo {
+    /// Its inode.
+    ino: u32,
+    /// The listener's inode.
+    listener: u32,
+    /// The client's inode (its peer).
+    client: u32,
+    /// The `sk-queues` entries of its data (their `id_for` is set once it has a file id).
+    queued: std::ops::Range<usize>,
 }
 
 /// The unix sockets met by one dump.
@@ -38,6 +54,15 @@ pub struct UnixDump {
     /// `sk-queues.img` entries and their bytes, in the order met.
     queues: Vec<(SkPacketEntry, Vec<u8>)>,
     buf: Vec<u8>,
+    /// Descriptors in flight (`SCM_RIGHTS`) peeked from the queues, not yet given file ids:
+    /// the index of their message in `queues`, and criu's copies of them.
+    flight: Vec<(usize, Vec<OwnedFd>)>,
+    /// Messages waiting for the file ids of their descriptors in flight, in the order
+    /// [`UnixDump::take_in_flight`] handed them out: (index in `queues`, how many).
+    flight_wait: Vec<(usize, usize)>,
+    /// Connections criu accepted for their data.
+    embryos: Vec<Embryo>,
+    embryos_done: bool,
 }
 
 fn who(pid: i32, fd: i32, ino: u32) -> SockAt {
@@ -103,14 +128,12 @@ impl UnixDump {
         // listener is found by name; data it sent cannot be read without accepting.
         let stream = ty != libc::SOCK_DGRAM;
         let mut queued_on = None;
+        let mut queued_data = false;
         if stream && state == ST_ESTABLISHED && d.peer == Some(0) && d.shutdown != 3 {
             let name = peer_name(sk.as_raw_fd());
-            if d.rqlen.is_some_and(|r| r.1 > 0) {
-                return Err(SocketError::UnacceptedData {
-                    at: w,
-                    name: printable(&name),
-                });
-            }
+            // Data it sent waits in the queued connection: read once the whole tree was met
+            // ([`UnixDump::take_in_flight`]), or refused then.
+            queued_data = d.rqlen.is_some_and(|r| r.1 > 0);
             queued_on = Some(name);
         }
         let mut entry = UnixSkEntry {
@@ -148,6 +171,7 @@ impl UnixDump {
                 fd,
                 entry: entry.clone(),
                 queued_on,
+                queued_data,
             },
         );
         self.order.push(ino);
@@ -213,7 +237,9 @@ impl UnixDump {
         let mut off: i64 = 0;
         let dgram = ty != libc::SOCK_STREAM;
         loop {
-            let mut ctl = [0u64; 64];
+            // Room for the most descriptors one message carries (SCM_MAX_FD, 253) and
+            // credentials.
+            let mut ctl = [0u64; 160];
             let mut iov = libc::iovec {
                 iov_base: self.buf.as_mut_ptr().cast(),
                 iov_len: self.buf.len(),
@@ -244,25 +270,26 @@ impl UnixDump {
                 }
             }
             let n = n as usize;
-            // Descriptors in flight came to us with the peek: close them, refuse.
-            let mut rights = false;
+            // Descriptors in flight came to us with the peek: criu's copies of the files,
+            // dumped as files of the tree once every task was met.
+            let mut rights: Vec<OwnedFd> = Vec::new();
             // SAFETY: CMSG_FIRSTHDR/NXTHDR walk the control buffer the kernel filled, within
-            // msg_controllen.
+            // msg_controllen; each SCM_RIGHTS descriptor is new and ours alone.
             unsafe {
                 let mut c = libc::CMSG_FIRSTHDR(&mh);
                 while !c.is_null() {
                     if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                        rights = true;
                         let data = libc::CMSG_DATA(c) as *const i32;
                         let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
                         for k in 0..count {
-                            libc::close(std::ptr::read_unaligned(data.add(k)));
+                            rights
+                                .push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(k))));
                         }
                     }
                     c = libc::CMSG_NXTHDR(&mh, c);
                 }
             }
-            if rights {
+            if mh.msg_flags & libc::MSG_CTRUNC != 0 {
                 return Err(SocketError::FdsInFlight { at: w });
             }
             if dgram && n > self.buf.len() {
@@ -280,10 +307,18 @@ impl UnixDump {
                 continue;
             }
             if n == 0 {
-                // End of a stream (or an empty datagram, which is not kept).
+                // End of a stream (or an empty datagram, which is not kept: the peek offset
+                // cannot move past it; one carrying descriptors is refused).
+                if !rights.is_empty() {
+                    return Err(SocketError::FdsInFlight { at: w });
+                }
                 return Ok(());
             }
             off += n as i64;
+            if !rights.is_empty() {
+                tracing::debug!(%w, count = rights.len(), "descriptors in flight");
+                self.flight.push((self.queues.len(), rights));
+            }
             self.queues.push((
                 SkPacketEntry {
                     id_for: id,
@@ -293,6 +328,139 @@ impl UnixDump {
                 self.buf[..n].to_vec(),
             ));
         }
+    }
+
+    /// The descriptors in flight peeked from the queues since the last call (criu's copies),
+    /// to be dumped as files of the tree; [`UnixDump::set_in_flight_ids`] then gets their file
+    /// ids in the same order. When the dump ends the tree (`tree_dies`), the first call also
+    /// accepts the connections still queued on a listener of the tree that hold data, to read
+    /// it (otherwise [`UnixDump::finish`] refuses them).
+    ///
+    /// # Errors
+    /// [`SocketError::Sys`], [`SocketError::Diag`], and the queue reading's refusals.
+    pub fn take_in_flight(&mut self, tree_dies: bool) -> Result<Vec<OwnedFd>, SocketError> {
+        if !self.embryos_done {
+            self.embryos_done = true;
+            if tree_dies {
+                self.accept_queued()?;
+            }
+        }
+        let mut out = Vec::new();
+        for (at, fds) in std::mem::take(&mut self.flight) {
+            self.flight_wait.push((at, fds.len()));
+            out.extend(fds);
+        }
+        Ok(out)
+    }
+
+    /// The file ids of the descriptors [`UnixDump::take_in_flight`] handed out, in order: each
+    /// message gets its `SCM_RIGHTS` entry.
+    pub fn set_in_flight_ids(&mut self, ids: &[u32]) {
+        let mut at = 0;
+        for (q, n) in std::mem::take(&mut self.flight_wait) {
+            let rights = ids.get(at..at + n).unwrap_or_default().to_vec();
+            at += n;
+            if let Some((e, _)) = self.queues.get_mut(q) {
+                e.scm = vec![ScmEntry {
+                    r#type: libc::SCM_RIGHTS as u32,
+                    rights,
+                }];
+            }
+        }
+    }
+
+    /// Accepts, on criu's copy of a listener, every connection queued on it when a client of
+    /// the tree sent data into one (the data cannot be read otherwise), and peeks that data.
+    /// Only done when the dump ends the tree: the connections are gone from the listener.
+    fn accept_queued(&mut self) -> Result<(), SocketError> {
+        let with_data: Vec<(Vec<u8>, u32)> = self
+            .socks
+            .values()
+            .filter(|d| d.queued_data)
+            .filter_map(|d| Some((d.queued_on.clone()?, d.entry.r#type)))
+            .collect();
+        if with_data.is_empty() {
+            return Ok(());
+        }
+        let listeners: Vec<(i32, i32, u32, u32)> = self
+            .order
+            .iter()
+            .filter_map(|ino| self.socks.get(ino))
+            .filter(|d| {
+                d.entry.state == ST_LISTEN
+                    && with_data
+                        .iter()
+                        .any(|(n, t)| *n == d.entry.name && *t == d.entry.r#type)
+            })
+            .map(|d| (d.pid, d.fd, d.entry.ino, d.entry.r#type))
+            .collect();
+        let mut accepted = Vec::new();
+        for (pid, fd, lino, ty) in listeners {
+            let l = socket::steal(pid, fd)?;
+            loop {
+                // The listener is the task's open file (its blocking mode too): accept only
+                // what is queued now.
+                let mut pfd = libc::pollfd {
+                    fd: l.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll on one live pollfd, not waiting.
+                if unsafe { libc::poll(&mut pfd, 1, 0) } != 1 {
+                    break;
+                }
+                // SAFETY: accept4 without an address, on criu's copy of the listener.
+                let a = unsafe {
+                    libc::accept4(
+                        l.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    )
+                };
+                if a < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::EAGAIN) {
+                        break;
+                    }
+                    return Err(SocketError::Sys {
+                        what: format!("accepting a queued connection on {}", who(pid, fd, lino)),
+                        source: e,
+                    });
+                }
+                // SAFETY: a is a new descriptor owned by nothing else.
+                let a = unsafe { OwnedFd::from_raw_fd(a) };
+                let st = nix::sys::stat::fstat(&a).map_err(|e| SocketError::Sys {
+                    what: format!("fstat of a connection accepted on {}", who(pid, fd, lino)),
+                    source: e.into(),
+                })?;
+                tracing::debug!(
+                    listener = lino,
+                    ino = st.st_ino,
+                    "accepted a queued connection for its data"
+                );
+                accepted.push((pid, fd, lino, ty, st.st_ino as u32, a));
+            }
+        }
+        // The accepted sockets' peers (the clients), as sock_diag says now.
+        let now = sockdiag::unix_sockets()?;
+        for (pid, fd, listener, ty, ino, a) in accepted {
+            let Some(client) = now.get(&ino).and_then(|d| d.peer).filter(|&p| p != 0) else {
+                continue;
+            };
+            if !self.socks.get(&client).is_some_and(|c| c.queued_data) {
+                continue;
+            }
+            let first = self.queues.len();
+            self.peek_queue(a.as_raw_fd(), ty as i32, 0, who(pid, fd, ino))?;
+            self.embryos.push(Embryo {
+                ino,
+                listener,
+                client,
+                queued: first..self.queues.len(),
+            });
+        }
+        Ok(())
     }
 
     /// Checks the peers once every socket of the tree was met: each peer is a socket of the
@@ -322,6 +490,7 @@ impl UnixDump {
             .map(|d| (d.entry.name.clone(), d.entry.r#type, d.entry.ino))
             .collect();
         let mut queued: HashMap<u32, usize> = HashMap::new();
+        let read: Vec<u32> = self.embryos.iter().map(|e| e.client).collect();
         for ino in self.order.clone() {
             let Some(d) = self.socks.get_mut(&ino) else {
                 continue;
@@ -333,9 +502,15 @@ impl UnixDump {
                 .iter()
                 .find(|(n, t, _)| *n == name && *t == d.entry.r#type)
             {
-                Some(&(_, _, l)) => {
+                Some(&(_, _, l)) if !d.queued_data || read.contains(&ino) => {
                     d.entry.peer = l;
                     *queued.entry(l).or_default() += 1;
+                }
+                Some(_) => {
+                    return Err(SocketError::UnacceptedData {
+                        at: who(d.pid, d.fd, ino),
+                        name: printable(&name),
+                    });
                 }
                 None => {
                     return Err(SocketError::ExtUnaccepted {
@@ -361,6 +536,28 @@ impl UnixDump {
             }
         }
         let mut extra = Vec::new();
+        // The server ends criu accepted for their data: entries no task holds, named as their
+        // listener and connected to their client, which names the listener as its peer.
+        for em in &self.embryos {
+            let (Some(c), Some(l)) = (self.socks.get(&em.client), self.socks.get(&em.listener))
+            else {
+                continue;
+            };
+            let id = next_id();
+            for (q, _) in &mut self.queues[em.queued.clone()] {
+                q.id_for = id;
+            }
+            extra.push(UnixSkEntry {
+                id,
+                ino: em.ino,
+                r#type: c.entry.r#type,
+                state: ST_ESTABLISHED,
+                flags: libc::O_RDWR as u32,
+                peer: em.client,
+                name: l.entry.name.clone(),
+                ..UnixSkEntry::default()
+            });
+        }
         let mut ext_done: HashMap<u32, u32> = HashMap::new();
         for ino in self.order.clone() {
             let d = &self.socks[&ino];

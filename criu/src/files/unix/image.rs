@@ -12,14 +12,23 @@ use crate::files::socket::SocketError;
 
 use super::{MAX_MSG, ST_CLOSE, ST_ESTABLISHED, ST_LISTEN, printable, trim_nul};
 
+/// One queued message: its bytes and the file ids of the descriptors in flight with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// The files sent with it (`SCM_RIGHTS`), by file id, in order.
+    pub rights: Vec<u32>,
+}
+
 /// The queued messages of `sk-queues.img` by receiving file id, in order (an absent file: no
 /// data). A truncated or inconsistent entry is refused with the file and offset.
 ///
 /// # Errors
 /// [`SocketError::BadImage`].
-pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Vec<u8>>>, SocketError> {
+pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Queued>>, SocketError> {
     let path = dir.join(names::SK_QUEUES);
-    let mut out: HashMap<u32, Vec<Vec<u8>>> = HashMap::new();
+    let mut out: HashMap<u32, Vec<Queued>> = HashMap::new();
     if !path.exists() {
         return Ok(out);
     }
@@ -39,16 +48,24 @@ pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Vec<u8>>>, SocketError
                 reason: format!("offset {at}: a message of {} bytes", e.length),
             });
         }
-        if !e.scm.is_empty() {
-            return Err(SocketError::BadImage {
-                file: names::SK_QUEUES.into(),
-                reason: format!(
-                    "offset {at}: control messages (file descriptors in flight) are not restored yet"
-                ),
-            });
-        }
+        // One SCM_RIGHTS entry at most (the kernel merges them), with at most SCM_MAX_FD
+        // descriptors.
+        let rights = match e.scm.as_slice() {
+            [] => Vec::new(),
+            [s] if s.r#type == libc::SCM_RIGHTS as u32 && s.rights.len() <= 253 => s.rights.clone(),
+            _ => {
+                return Err(SocketError::BadImage {
+                    file: names::SK_QUEUES.into(),
+                    reason: format!(
+                        "offset {at}: control messages other than one SCM_RIGHTS of at most 253 files"
+                    ),
+                });
+            }
+        };
         let data = r.read_extra(u64::from(e.length)).map_err(bad)?;
-        out.entry(e.id_for).or_default().push(data);
+        out.entry(e.id_for)
+            .or_default()
+            .push(Queued { data, rights });
     }
     Ok(out)
 }
@@ -60,7 +77,7 @@ pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Vec<u8>>>, SocketError
 /// [`SocketError::BadImage`].
 pub fn check(
     entries: &[UnixSkEntry],
-    queues: &HashMap<u32, Vec<Vec<u8>>>,
+    queues: &HashMap<u32, Vec<Queued>>,
 ) -> Result<(), SocketError> {
     let bad = |id: u32, reason: String| SocketError::BadImage {
         file: names::FILES.into(),
@@ -115,6 +132,35 @@ pub fn check(
     Ok(())
 }
 
+/// The inodes of the entries that are connections still queued on a listener of the images,
+/// not accepted (criu accepted them at dump time to read their data): named as a listener of
+/// the same type, whose client names the listener as its peer. No task holds them; the
+/// client connects again and sends their data.
+pub fn embryos(entries: &[UnixSkEntry]) -> HashSet<u32> {
+    let by_ino: HashMap<u32, &UnixSkEntry> = entries.iter().map(|e| (e.ino, e)).collect();
+    entries
+        .iter()
+        .filter(|e| {
+            e.state == ST_ESTABLISHED
+                && e.r#type != libc::SOCK_DGRAM as u32
+                && !e.name.is_empty()
+                && e.uflags & super::USK_EXTERN == 0
+        })
+        .filter(|e| {
+            let Some(client) = by_ino.get(&e.peer) else {
+                return false;
+            };
+            entries.iter().any(|l| {
+                l.state == ST_LISTEN
+                    && l.name == e.name
+                    && l.r#type == e.r#type
+                    && client.peer == l.ino
+            })
+        })
+        .map(|e| e.ino)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +175,29 @@ mod tests {
             name_dir: dir.map(str::to_string),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_queued_connection_is_told_from_an_accepted_one() {
+        let sk = |ino, state, peer, name: &[u8]| UnixSkEntry {
+            id: ino,
+            ino,
+            r#type: libc::SOCK_STREAM as u32,
+            state,
+            peer,
+            name: name.to_vec(),
+            ..Default::default()
+        };
+        let entries = [
+            sk(1, ST_LISTEN, 0, b"/l"),
+            // Accepted: its client names it as its peer.
+            sk(2, ST_ESTABLISHED, 3, b"/l"),
+            sk(3, ST_ESTABLISHED, 2, b""),
+            // Still queued: its client names the listener.
+            sk(4, ST_ESTABLISHED, 5, b"/l"),
+            sk(5, ST_ESTABLISHED, 1, b""),
+        ];
+        assert_eq!(embryos(&entries), HashSet::from([4]));
     }
 
     #[test]

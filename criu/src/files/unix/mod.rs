@@ -19,16 +19,24 @@
 //! (or from a temporary socket to the receiver's name); then shutdowns, then peers that were
 //! closed are closed, then options and file flags.
 //!
-//! Not covered (refused by name at dump time): file descriptors in flight (`SCM_RIGHTS`), a
-//! queued connection that holds unread data or comes from outside the tree, peers outside the
-//! tree without `--ext-unix-sk`.
+//! Descriptors in flight (`SCM_RIGHTS`) come to criu with the peek: the dump makes each a file
+//! of the tree ([`crate::files::FileKind::take_in_flight`]) and names its file id in the
+//! message's `scm` entry; the restore makes those files first (the engine's
+//! [`crate::files::RestoreFile::engine_files`]) and sends them with their message. A
+//! connection still queued on a listener that holds data is read by accepting it on criu's
+//! copy of the listener, only when the dump ends the tree: its server end becomes an entry no
+//! task holds ([`embryos`]), whose client connects again and sends the data on restore.
+//!
+//! Not covered (refused by name at dump time): descriptors in flight in an empty datagram, a
+//! queued connection that holds data when the tree runs on (`-R`) or that comes from outside
+//! the tree, peers outside the tree without `--ext-unix-sk`.
 
 mod dump;
 mod image;
 mod restore;
 
 pub use dump::UnixDump;
-pub use image::{check, read_queues};
+pub use image::{Queued, check, embryos, read_queues};
 pub use restore::create_all;
 
 /// `unix_sk_entry.uflags`: the peer is outside the dumped tree (`--ext-unix-sk`).

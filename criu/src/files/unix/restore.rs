@@ -17,6 +17,7 @@ use criu_images::pb::UnixSkEntry;
 
 use crate::files::socket::{self, SocketError, sys};
 
+use super::image::{Queued, embryos};
 use super::{ST_ESTABLISHED, ST_LISTEN, USK_EXTERN, printable, trim_nul};
 
 /// A `sockaddr_un` for `name` (as the kernel reports it); `None` for an empty name.
@@ -210,9 +211,70 @@ fn send_all(fd: RawFd, data: &[u8], to: Option<&[u8]>, what: &str) -> Result<(),
     }
 }
 
+/// Sends `m` on `fd` (to `to` if given), with the descriptors `rights` in flight with its
+/// first bytes (`SCM_RIGHTS`).
+fn send_msg(
+    fd: RawFd,
+    m: &[u8],
+    rights: &[RawFd],
+    to: Option<&[u8]>,
+    what: &str,
+) -> Result<(), SocketError> {
+    if rights.is_empty() {
+        return send_all(fd, m, to, what);
+    }
+    let mut addr = to.and_then(sockaddr);
+    let mut ctl = [0u64; 160];
+    // cmsghdr (16 bytes) and the descriptors, rounded up as CMSG_SPACE does.
+    let space = (std::mem::size_of::<libc::cmsghdr>() + 4 * rights.len()).next_multiple_of(8);
+    if space > std::mem::size_of_val(&ctl) {
+        return Err(SocketError::BadImage {
+            file: names::SK_QUEUES.into(),
+            reason: format!("{what}: {} files in flight with one message", rights.len()),
+        });
+    }
+    let mut iov = libc::iovec {
+        iov_base: m.as_ptr() as *mut libc::c_void,
+        iov_len: m.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; every pointer set below is a live local, the control
+    // buffer is big enough for one SCM_RIGHTS header and `rights` (checked above).
+    let n = unsafe {
+        let mut mh: libc::msghdr = std::mem::zeroed();
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        if let Some((a, len)) = addr.as_mut() {
+            mh.msg_name = (a as *mut libc::sockaddr_un).cast();
+            mh.msg_namelen = *len;
+        }
+        mh.msg_control = ctl.as_mut_ptr().cast();
+        mh.msg_controllen = libc::CMSG_SPACE(4 * rights.len() as u32) as usize;
+        let c = libc::CMSG_FIRSTHDR(&mh);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4 * rights.len() as u32) as usize;
+        let data = libc::CMSG_DATA(c) as *mut i32;
+        for (k, &r) in rights.iter().enumerate() {
+            std::ptr::write_unaligned(data.add(k), r);
+        }
+        libc::sendmsg(fd, &mh, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if n < 0 {
+        return Err(sys(format!(
+            "refilling the queue of {what} (with files in flight)"
+        )));
+    }
+    let n = n as usize;
+    if n < m.len() {
+        return send_all(fd, &m[n..], to, what);
+    }
+    Ok(())
+}
+
 /// Creates every unix socket of `entries` that `wanted` names (file ids held by a task),
 /// connected, bound, queued and set up as dumped (see the module docs for the order). The
-/// descriptors are numbered `min` or above.
+/// files in flight in the queues are unix sockets of `entries` or the engine's descriptors
+/// `flight` (by file id). The descriptors are numbered `min` or above.
 ///
 /// # Errors
 /// [`SocketError::Sys`] naming the socket and what failed (a name that cannot be bound again
@@ -221,13 +283,19 @@ fn send_all(fd: RawFd, data: &[u8], to: Option<&[u8]>, what: &str) -> Result<(),
 pub fn create_all(
     entries: &[UnixSkEntry],
     wanted: &HashSet<u32>,
-    queues: &HashMap<u32, Vec<Vec<u8>>>,
+    queues: &HashMap<u32, Vec<Queued>>,
+    flight: &HashMap<u32, RawFd>,
     min: i32,
 ) -> Result<HashMap<u32, OwnedFd>, SocketError> {
     let by_ino: HashMap<u32, &UnixSkEntry> = entries.iter().map(|e| (e.ino, e)).collect();
+    // Connections still queued on a listener, with data: not made, their clients connect
+    // again and send it.
+    let queued_ends = embryos(entries);
     let mine: Vec<&UnixSkEntry> = entries
         .iter()
-        .filter(|e| wanted.contains(&e.id) && e.uflags & USK_EXTERN == 0)
+        .filter(|e| {
+            wanted.contains(&e.id) && e.uflags & USK_EXTERN == 0 && !queued_ends.contains(&e.ino)
+        })
         .collect();
     let in_mine: HashSet<u32> = mine.iter().map(|e| e.ino).collect();
     let dgram = |e: &UnixSkEntry| e.r#type == libc::SOCK_DGRAM as u32;
@@ -427,14 +495,22 @@ pub fn create_all(
         }
     }
     // D. Queues, in order: sent by the peer (or the stand-in of a closed one), or, for a
-    //    datagram socket nobody is connected to, from a temporary socket to its name.
-    for e in &mine {
+    //    datagram socket nobody is connected to, from a temporary socket to its name; the
+    //    data of a queued connection by its client. Files in flight go with their message.
+    let id_ino: HashMap<u32, u32> = mine.iter().map(|e| (e.id, e.ino)).collect();
+    let queued_conns: Vec<&UnixSkEntry> = entries
+        .iter()
+        .filter(|e| queued_ends.contains(&e.ino))
+        .collect();
+    for e in mine.iter().chain(queued_conns.iter()) {
         let Some(msgs) = queues.get(&e.id) else {
             continue;
         };
         let what = format!("unix socket id {}", e.id);
         let (from, to): (Option<RawFd>, Option<&[u8]>) = if let Some(s) = standin.get(&e.ino) {
             (Some(s.as_raw_fd()), None)
+        } else if queued_ends.contains(&e.ino) {
+            (fds.get(&e.peer).map(|f| f.as_raw_fd()), None)
         } else if let Some(p) = peer_of(e) {
             let f = fds.get(&p.ino).map(|f| f.as_raw_fd());
             if !dgram(e) || p.peer == e.ino {
@@ -457,7 +533,20 @@ pub fn create_all(
             }
         };
         for m in msgs {
-            send_all(from, m, to, &what)?;
+            let mut rights = Vec::with_capacity(m.rights.len());
+            for id in &m.rights {
+                let fd = match id_ino.get(id).and_then(|ino| fds.get(ino)) {
+                    Some(f) => f.as_raw_fd(),
+                    None => *flight.get(id).ok_or_else(|| SocketError::BadImage {
+                        file: names::SK_QUEUES.into(),
+                        reason: format!(
+                            "a message queued for {what} carries file id {id}, which was not made"
+                        ),
+                    })?,
+                };
+                rights.push(fd);
+            }
+            send_msg(from, &m.data, &rights, to, &what)?;
         }
     }
     // E. Shutdowns, closed peers, names removed after bind, flags.

@@ -7,12 +7,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use criu_images::Pagemap;
+use criu_images::names::PARENT_LINK;
 use criu_images::pagemap::{PAGE_SIZE, PE_PARENT, PE_PRESENT, PageRun};
 
 use super::super::error::RestoreError;
-
-/// The name of the link to the parent images directory (CRIU's `CR_PARENT_LINK`).
-const PARENT_LINK: &str = "parent";
 
 /// Pages found in a parent: `(vaddr, pages, pages file, offset in it)`.
 pub(super) type Found = (u64, u64, PathBuf, u64);

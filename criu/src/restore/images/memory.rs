@@ -171,8 +171,15 @@ pub(super) fn memory(
                 writable: acc != libc::O_RDONLY,
             }
         } else if st & status::ANON_SHARED != 0 {
+            if v.flags & libc::MAP_HUGETLB as u32 != 0 {
+                return Err(unsupported("shared anonymous hugetlb memory"));
+            }
             VmaKind::AnonShared { shmid: v.shmid }
         } else if st & status::ANON_PRIVATE != 0 {
+            // Premapped in a reservation aligned to 2 MiB: larger huge pages do not fit.
+            if v.flags & libc::MAP_HUGETLB as u32 != 0 && (v.flags >> 26) & 0x3f > 21 {
+                return Err(unsupported("hugetlb memory with pages over 2 MiB"));
+            }
             VmaKind::AnonPrivate
         } else {
             return Err(unsupported("an area of unknown kind"));

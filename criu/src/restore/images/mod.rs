@@ -17,37 +17,13 @@ use super::error::RestoreError;
 use super::plan::*;
 
 mod chain;
+pub(crate) mod entry;
 mod memory;
 mod thread;
 
+pub(crate) use entry::{bad, cpath, img};
 use memory::memory;
 use thread::{task_state, thread_plan};
-
-pub(crate) fn img(file: &str, e: criu_images::ImageError) -> RestoreError {
-    RestoreError::Image {
-        file: file.to_string(),
-        error: e,
-    }
-}
-
-pub(crate) fn bad(file: &str, reason: impl Into<String>) -> RestoreError {
-    RestoreError::BadImage {
-        file: file.to_string(),
-        reason: reason.into(),
-    }
-}
-
-pub(crate) fn cpath(s: &str) -> Result<CString, RestoreError> {
-    // A path from an image never climbs: '..' could lead a restore (and the ghost files it
-    // makes) anywhere.
-    if std::path::Path::new(s)
-        .components()
-        .any(|c| c == std::path::Component::ParentDir)
-    {
-        return Err(bad("files.img", format!("path {s:?} has a '..' component")));
-    }
-    CString::new(s.as_bytes()).map_err(|_| bad("files.img", format!("path {s:?} holds a NUL byte")))
-}
 
 /// Reads the images of `dir` into a plan for its whole tree.
 ///
@@ -334,11 +310,7 @@ fn load_task(
     let mm = d.read_mm(pid).map_err(|e| img(&mm_name, e))?;
     let ids = d.read_ids(pid).map_err(|e| img(&names::ids(pid), e))?;
     let fs = d.read_fs(pid).map_err(|e| img(&names::fs(pid), e))?;
-    let mut leader = ThreadPlan {
-        tid: pid as i32,
-        ..ThreadPlan::default()
-    };
-    task_state(&mut plan, &mut leader, &core, &core_name)?;
+    let mut leader = task_state(&mut plan, &core, &core_name)?;
     // The leader's name is the task's.
     leader.comm = Some(plan.comm.clone());
     plan.threads.push(leader);
@@ -394,16 +366,6 @@ fn read_remaps(d: &ImageDir) -> Result<HashMap<u32, RemapFilePathEntry>, Restore
     let v: Vec<RemapFilePathEntry> =
         criu_images::read_all(d.file(name), magic::REMAP_FPATH).map_err(|e| img(name, e))?;
     Ok(v.into_iter().map(|r| (r.orig_id, r)).collect())
-}
-
-/// The kind-specific part of descriptor `fd`'s file entry (`what` names it in the error).
-pub(crate) fn kind_entry<'a, T>(
-    part: &'a Option<T>,
-    fd: i32,
-    what: &str,
-) -> Result<&'a T, RestoreError> {
-    part.as_ref()
-        .ok_or_else(|| bad(names::FILES, format!("fd {fd}: no {what} entry")))
 }
 
 fn descriptors(

@@ -2,8 +2,52 @@
 //! reservation, the page runs read into them, and the share of a fill helper.
 
 use crate::restore::layout::{HUGE, PAGE, page_up};
-use crate::restore::ops::{FillOp, PremapOp, TaskCtx};
+use crate::restore::ops::{CowArea, FillOp, PremapOp, TaskCtx};
 use crate::restore::plan::{TaskPlan, Vma, VmaKind};
+
+/// The `MAP_HUGE_*` bits of `mmap`'s flags: the log2 of the huge page size.
+const MAP_HUGE_MASK: i32 = 0x3f << 26;
+
+/// `MAP_HUGETLB` and its page size bits for an anonymous hugetlb area, 0 for any other.
+pub(crate) fn hugetlb_flags(v: &Vma) -> i32 {
+    if v.flags & libc::MAP_HUGETLB != 0 && matches!(v.kind, VmaKind::AnonPrivate) {
+        v.flags & (libc::MAP_HUGETLB | MAP_HUGE_MASK)
+    } else {
+        0
+    }
+}
+
+/// Whether area `v` can be shared copy-on-write with a parent's or a child's same area:
+/// plain private anonymous memory (not a stack growing down, not hugetlb, not droppable).
+fn cow_eligible(v: &Vma) -> bool {
+    matches!(v.kind, VmaKind::AnonPrivate)
+        && v.flags & 0x0f == libc::MAP_PRIVATE
+        && v.flags & (libc::MAP_GROWSDOWN | libc::MAP_HUGETLB) == 0
+}
+
+/// `runs` less `minus` (both sorted, disjoint `[start, end)`).
+fn subtract(runs: &[(u64, u64)], minus: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(s, e) in runs {
+        let mut a = s;
+        for &(ms, me) in minus {
+            if me <= a || ms >= e {
+                continue;
+            }
+            if ms > a {
+                out.push((a, ms));
+            }
+            a = a.max(me);
+            if a >= e {
+                break;
+            }
+        }
+        if a < e {
+            out.push((a, e));
+        }
+    }
+    out
+}
 
 /// Fills of at least this many bytes are shared with a helper process.
 pub(crate) const HELPER_MIN_FILL: u64 = 64 << 20;
@@ -126,6 +170,12 @@ pub(super) struct MemoryPlan {
     pub(super) premap: Vec<PremapOp>,
     /// The page runs.
     pub(super) fills: Vec<FillOp>,
+    /// The page runs into areas taken over from the parent.
+    pub(super) cow_fills: Vec<FillOp>,
+    /// Ranges of those areas to empty.
+    pub(super) cow_zero: Vec<(u64, u64)>,
+    /// This task's areas its children may take over.
+    pub(super) cow_areas: Vec<CowArea>,
     /// Whole 2 MiB blocks to give a huge page first.
     pub(super) collapse: Vec<(u64, u64)>,
     /// The fill helper's pid, when the fill is big enough to share.
@@ -176,6 +226,20 @@ pub(super) fn memory_plan(
             })
     };
 
+    // Areas taken over from the parent: the same area, premapped and filled there.
+    let inherit: Vec<Option<&CowArea>> = premapped
+        .iter()
+        .map(|v| {
+            if !cow_eligible(v) {
+                return None;
+            }
+            ctx.cow_from
+                .iter()
+                .find(|c| c.start == v.start && c.end == v.end && c.flags == v.flags)
+                .filter(|c| !c.pages.is_empty())
+        })
+        .collect();
+
     // Guard ranges, at the premapped copies of their areas (mremap moves the guards along).
     let mut guards = Vec::new();
     for &(s, e) in &plan.guards {
@@ -189,6 +253,9 @@ pub(super) fn memory_plan(
 
     // Page runs, split at area boundaries.
     let mut fills = Vec::new();
+    let mut cow_fills = Vec::new();
+    // Each area's runs of saved pages (final addresses).
+    let mut own_runs: Vec<Vec<(u64, u64)>> = vec![Vec::new(); premapped.len()];
     let mut filled = vec![false; premapped.len()];
     let mut fill_bytes = 0u64;
     let mut fill_area = Vec::new();
@@ -207,14 +274,25 @@ pub(super) fn memory_plan(
             };
             let v = premapped[i];
             let b = v.end.min(end);
-            if !matches!(v.kind, VmaKind::FileShared { .. }) && !engine_filled(v) {
+            if inherit[i].is_some() {
+                own_runs[i].push((a, b));
+                cow_fills.push(FillOp {
+                    file: run.file,
+                    offset: run.offset + (a - run.vaddr),
+                    addr: pa,
+                    len: b - a,
+                    anon: false,
+                });
+                filled[i] = true;
+            } else if !matches!(v.kind, VmaKind::FileShared { .. }) && !engine_filled(v) {
+                own_runs[i].push((a, b));
                 fills.push(FillOp {
                     file: run.file,
                     offset: run.offset + (a - run.vaddr),
                     addr: pa,
                     len: b - a,
                     anon: matches!(v.kind, VmaKind::AnonPrivate)
-                        && v.flags & libc::MAP_GROWSDOWN == 0,
+                        && v.flags & (libc::MAP_GROWSDOWN | libc::MAP_HUGETLB) == 0,
                 });
                 fill_area.push(i);
                 filled[i] = true;
@@ -223,13 +301,40 @@ pub(super) fn memory_plan(
             a = b;
         }
     }
+    // What the parent saved and this task did not reads as zeros here again.
+    let mut cow_zero = Vec::new();
+    for (i, c) in inherit.iter().enumerate() {
+        if let Some(c) = c {
+            let mut mine = own_runs[i].clone();
+            mine.sort_unstable();
+            for (a, b) in subtract(&c.pages, &mine) {
+                cow_zero.push((premap_addr[i] + (a - premapped[i].start), b - a));
+            }
+        }
+    }
+    let cow_areas: Vec<CowArea> = premapped
+        .iter()
+        .enumerate()
+        .filter(|&(i, v)| cow_eligible(v) && !own_runs[i].is_empty())
+        .map(|(i, v)| {
+            let mut pages = own_runs[i].clone();
+            pages.sort_unstable();
+            CowArea {
+                start: v.start,
+                end: v.end,
+                flags: v.flags,
+                addr: premap_addr[i],
+                pages,
+            }
+        })
+        .collect();
     let helper = ctx.helper_pid.filter(|_| fill_bytes >= HELPER_MIN_FILL);
     // Not for a process that turned huge pages off for itself (PR_SET_THP_DISABLE).
     let collapse = if ctx.huge_pages && plan.thp_disabled != Some(true) {
         huge_chunks(&fills, &fill_area, |i| {
             let v = premapped[i];
             matches!(v.kind, VmaKind::AnonPrivate)
-                && v.flags & libc::MAP_GROWSDOWN == 0
+                && v.flags & (libc::MAP_GROWSDOWN | libc::MAP_HUGETLB) == 0
                 && v.madv & (1 << libc::MADV_NOHUGEPAGE) == 0
         })
     } else {
@@ -245,6 +350,8 @@ pub(super) fn memory_plan(
         .enumerate()
         .map(|(i, v)| {
             let grows = v.flags & libc::MAP_GROWSDOWN;
+            // Anonymous hugetlb memory: MAP_HUGETLB and the page size, as dumped.
+            let huge = hugetlb_flags(v);
             // Locked (mlock, MAP_LOCKED) areas are locked again once filled.
             let locked = v.flags & libc::MAP_LOCKED;
             let (map_flags, file) = match &v.kind {
@@ -265,7 +372,7 @@ pub(super) fn memory_plan(
                 ),
                 // MAP_DROPPABLE (0x08) is a mapping type of its own.
                 _ if v.flags & 0x0f == 0x08 => (0x08 | libc::MAP_ANONYMOUS, None),
-                _ => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows, None),
+                _ => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | grows | huge, None),
             };
             PremapOp {
                 addr: premap_addr[i],
@@ -278,6 +385,7 @@ pub(super) fn memory_plan(
                 dup_of: shared_at(v),
                 temporary: false,
                 madv: v.madv,
+                inherit_from: inherit[i].map(|c| c.addr),
             }
         })
         .collect();
@@ -293,6 +401,7 @@ pub(super) fn memory_plan(
             madv: 0,
             dup_of: None,
             temporary: true,
+            inherit_from: None,
         });
     }
 
@@ -300,6 +409,9 @@ pub(super) fn memory_plan(
         premap_addr,
         premap,
         fills,
+        cow_fills,
+        cow_zero,
+        cow_areas,
         collapse,
         helper,
         helper_from,
@@ -335,6 +447,70 @@ mod tests {
         // 2..8 MiB from the first span; 12..13.5 MiB holds no whole block.
         assert_eq!(got, vec![(2 * m, 6 * m)]);
         assert!(huge_chunks(&fills, &[0, 0, 0, 1], |_| false).is_empty());
+    }
+
+    #[test]
+    fn a_child_takes_over_its_parents_same_area_and_writes_only_its_own_pages() {
+        let m = 1 << 20;
+        let area = Vma {
+            start: 0x7f00_0000_0000,
+            end: 0x7f00_0000_0000 + 4 * m,
+            pgoff: 0,
+            prot: libc::PROT_READ | libc::PROT_WRITE,
+            flags: libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            madv: 0,
+            kind: VmaKind::AnonPrivate,
+        };
+        let s = area.start;
+        // The child saved the first 2 MiB; the parent saved all 4 MiB.
+        let plan = TaskPlan {
+            vmas: vec![area.clone()],
+            pages: vec![crate::restore::plan::PageRun {
+                vaddr: s,
+                nr_pages: 2 * m / PAGE,
+                file: 0,
+                offset: 0,
+            }],
+            ..TaskPlan::default()
+        };
+        let parent = CowArea {
+            start: area.start,
+            end: area.end,
+            flags: area.flags,
+            addr: 0x1000_0000,
+            pages: vec![(s, s + 4 * m)],
+        };
+        let ctx = TaskCtx {
+            cow_from: vec![parent],
+            ..TaskCtx::default()
+        };
+        let base = 0x2000_0000;
+        let mp = memory_plan(&plan, &ctx, &[&area], base);
+        assert_eq!(mp.premap[0].inherit_from, Some(0x1000_0000));
+        assert!(mp.premap[0].fill);
+        assert!(mp.fills.is_empty());
+        assert_eq!(mp.cow_fills.len(), 1);
+        assert_eq!((mp.cow_fills[0].addr, mp.cow_fills[0].len), (base, 2 * m));
+        assert_eq!(mp.cow_zero, vec![(base + 2 * m, 2 * m)]);
+        assert_eq!(mp.cow_areas.len(), 1);
+        assert_eq!(mp.cow_areas[0].pages, vec![(s, s + 2 * m)]);
+        // A stack (growing down) is never taken over.
+        let stack = Vma {
+            flags: area.flags | libc::MAP_GROWSDOWN,
+            ..area.clone()
+        };
+        let mp = memory_plan(&plan, &ctx, &[&stack], base);
+        assert_eq!(mp.premap[0].inherit_from, None);
+        assert_eq!(mp.fills.len(), 1);
+        assert!(mp.cow_fills.is_empty() && mp.cow_zero.is_empty());
+    }
+
+    #[test]
+    fn subtract_leaves_what_the_other_runs_do_not_cover() {
+        let got = subtract(&[(0, 10), (20, 30)], &[(2, 4), (8, 22), (25, 26)]);
+        assert_eq!(got, vec![(0, 2), (4, 8), (22, 25), (26, 30)]);
+        assert_eq!(subtract(&[(0, 10)], &[]), vec![(0, 10)]);
+        assert!(subtract(&[(5, 10)], &[(0, 20)]).is_empty());
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Prepared {
     pub syscall_insn: u64,
     /// The restorer's own area `(start, len)` (unmapped once the task is back).
     pub restorer: (u64, u64),
+    /// Its private anonymous areas with saved pages, which its children may take over.
+    pub cow_areas: Vec<super::ops::CowArea>,
 }
 fn pipe() -> Result<(OwnedFd, OwnedFd), RestoreError> {
     let mut p = [0i32; 2];
@@ -65,6 +67,22 @@ fn dup_above(fd: &OwnedFd, min: i32) -> Result<OwnedFd, RestoreError> {
         return Err(RestoreError::last_sys("moving a service descriptor"));
     }
     Ok(owned(r))
+}
+
+/// Has every task whose child takes areas over from it premap and fill its memory before it
+/// creates its children (the child inherits the filled areas at the fork).
+pub fn mark_cow_sources(tree: &super::plan::TreePlan, preps: &mut [Option<Prepared>]) {
+    for i in 0..preps.len() {
+        let takes = preps[i]
+            .as_ref()
+            .is_some_and(|p| p.child.premap.iter().any(|op| op.inherit_from.is_some()));
+        if takes
+            && let Some(p) = tree.parent.get(i).copied().flatten()
+            && let Some(Some(parent)) = preps.get_mut(p)
+        {
+            parent.child.early_memory = true;
+        }
+    }
 }
 
 /// Unmaps the reservation in this process.
@@ -267,6 +285,7 @@ fn build(
 ) -> Result<Prepared, RestoreError> {
     let Task { plan, ctx, .. } = t;
     let mem = memory_plan(plan, ctx, premapped, lay.base);
+    let lazy = ctx.lazy.as_ref().map(|l| l.at(premapped, &mem.premap_addr));
     let fds = service_fds(plan, ctx)?;
     let moves: Vec<abi::Move> = premapped
         .iter()
@@ -299,15 +318,22 @@ fn build(
     let MemoryPlan {
         premap,
         fills,
+        cow_fills,
+        cow_zero,
+        cow_areas,
         collapse,
         helper,
         helper_from,
         ..
     } = mem;
     let old_rseq = glibc_rseq();
+    let early_memory = premap.iter().any(|op| op.inherit_from.is_some());
     let child = ChildPlan {
         premap,
         fills,
+        cow_fills,
+        cow_zero,
+        early_memory,
         page_files: plan
             .page_files
             .iter()
@@ -321,19 +347,15 @@ fn build(
         }),
         collapse,
         uffd: ctx.uffd,
+        lazy,
         fds: fd_ops(plan, &ctx.shared_fds, &ctx.late_fds),
         settle: plan
             .fds
             .iter()
             .filter_map(|f| Some((f.fd, f.status?)))
             .collect(),
-        ctty: plan.fds.iter().find_map(|f| match &f.source {
-            crate::restore::plan::FdSource::File(x) => x
-                .ctty()
-                .filter(|&(sid, _)| sid == plan.pid)
-                .map(|(_, pgrp)| (f.fd, pgrp)),
-            crate::restore::plan::FdSource::Dup { .. } => None,
-        }),
+        ctty: ctty_of(plan),
+        ctty_early: ctty_of(plan).and_then(|(fd, _)| ctx.shared_fds.get(&fd).copied()),
         service_fds,
         inherited,
         tmp_fd_base,
@@ -369,6 +391,7 @@ fn build(
         resv: (lay.base, 0), // set by prepare()
         syscall_insn: 0,     // set by prepare()
         restorer: (lay.rbase(), lay.restorer_len),
+        cow_areas,
     })
 }
 
@@ -390,5 +413,17 @@ fn glibc_rseq() -> Option<Rseq> {
         area: tp.wrapping_add(off as u64),
         len: size.max(32),
         sig: GLIBC_RSEQ_SIG,
+    })
+}
+
+/// The descriptor of a session leader's controlling terminal and the foreground group to give
+/// it.
+fn ctty_of(plan: &TaskPlan) -> Option<(i32, i32)> {
+    plan.fds.iter().find_map(|f| match &f.source {
+        crate::restore::plan::FdSource::File(x) => x
+            .ctty()
+            .filter(|&(sid, _)| sid == plan.pid)
+            .map(|(_, pgrp)| (f.fd, pgrp)),
+        crate::restore::plan::FdSource::Dup { .. } => None,
     })
 }

@@ -67,6 +67,7 @@ pub(super) fn page_server(
                     status_fd: None,
                     pidfile: None,
                     prev_images_dir: o.prev_images_dir.clone(),
+                    lazy: o.live.lazy_pages,
                 };
                 match crate::pageserver::run_page_server(&so) {
                     Ok(Some(started)) => Ok(started),

@@ -22,6 +22,9 @@
 //! criu's own terminal (`/dev/tty`) with `--shell-job`.
 #![allow(unsafe_code)]
 
+mod restore;
+mod termios;
+
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -29,15 +32,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criu_images::pb::{
-    FdTypes, FileEntry, TermiosEntry, TtyDataEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry,
-    Ttytype, WinsizeEntry,
+    FdTypes, FileEntry, TtyDataEntry, TtyFileEntry, TtyInfoEntry, TtyPtyEntry, Ttytype,
+    WinsizeEntry,
 };
 use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
 use crate::dump::DumpError;
 use crate::restore::RestoreError;
-use crate::restore::images::{bad, img, kind_entry};
+use crate::restore::images::entry::{bad, img, kind_entry};
+use restore::{PtyEnd, PtyPair, TtyFile, read_saved, unreachable_saved};
+pub use restore::{set_orphan_pts_master, take_orphan_masters};
+use termios::*;
 
 /// The terminal kind: what the dump met (infos, data) or the restore read.
 #[derive(Debug, Default)]
@@ -52,8 +58,10 @@ pub struct Tty {
     paths: Vec<(u32, String, u32)>,
     /// Dump: `--shell-job`.
     shell_job: bool,
-    /// Dump: holders of `/dev/tty` (pid, fd), session leaders.
-    cttys: Vec<(i32, i32)>,
+    /// Dump: `--orphan-pts-master`.
+    orphan: bool,
+    /// Dump: holders of `/dev/tty` (pid, fd, session).
+    cttys: Vec<(i32, i32, i32)>,
     /// Restore: `tty-info.img` by id and `tty-data.img` by tty id, read when first needed.
     saved: Option<Saved>,
     /// Restore: the pairs made so far, by index (one state shared by both ends).
@@ -86,9 +94,22 @@ enum Term {
     Master,
     /// A pty slave, with its index.
     Slave(u32),
-    /// Another terminal (`/dev/tty`, consoles, serial lines).
+    /// `/dev/console`.
+    Console,
+    /// A virtual console (`/dev/ttyN`, major 4, minors below 64).
+    Vt,
+    /// A serial line (`/dev/ttySN`, major 4 from minor 64).
+    Serial,
+    /// Another terminal (`/dev/tty`).
     Other,
 }
+
+/// Major of virtual consoles and the first serial lines.
+const TTY_MAJOR: u32 = 4;
+/// First minor of serial lines under [`TTY_MAJOR`].
+const SERIAL_MINOR: u32 = 64;
+/// Minor of `/dev/console` under [`TTYAUX_MAJOR`].
+const CONSOLE_MINOR: u32 = 1;
 
 fn terminal(fd: &DumpFd<'_>) -> Term {
     if !fd.meta.file_type().is_char_device() {
@@ -100,144 +121,20 @@ fn terminal(fd: &DumpFd<'_>) -> Term {
         Term::Master
     } else if (PTS_MAJOR..PTS_MAJOR + 8).contains(&major) {
         Term::Slave((major - PTS_MAJOR) * 256 + minor)
-    } else if major == 4 || major == TTYAUX_MAJOR {
+    } else if major == TTYAUX_MAJOR && minor == CONSOLE_MINOR {
+        Term::Console
+    } else if major == TTY_MAJOR && minor < SERIAL_MINOR {
+        Term::Vt
+    } else if major == TTY_MAJOR {
+        Term::Serial
+    } else if major == TTYAUX_MAJOR {
         Term::Other
     } else {
         Term::No
     }
 }
 
-/// The kernel's `struct termios` (what `TCGETS` and `TIOCGLCKTRMIOS` read).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct KTermios {
-    iflag: u32,
-    oflag: u32,
-    cflag: u32,
-    lflag: u32,
-    line: u8,
-    cc: [u8; NCC],
-}
-
-/// Control characters in the kernel's termios.
-const NCC: usize = 19;
-
-impl KTermios {
-    fn entry(&self) -> TermiosEntry {
-        let mut cc = vec![0u32; NCC];
-        for (i, b) in self.cc.iter().enumerate() {
-            cc[i / 4] |= u32::from(*b) << (8 * (i % 4));
-        }
-        TermiosEntry {
-            c_iflag: self.iflag,
-            c_oflag: self.oflag,
-            c_cflag: self.cflag,
-            c_lflag: self.lflag,
-            c_line: u32::from(self.line),
-            c_ispeed: 0,
-            c_ospeed: 0,
-            c_cc: cc,
-        }
-    }
-
-    fn from_entry(e: &TermiosEntry) -> KTermios {
-        let mut t = KTermios {
-            iflag: e.c_iflag,
-            oflag: e.c_oflag,
-            cflag: e.c_cflag,
-            lflag: e.c_lflag,
-            line: e.c_line as u8,
-            cc: [0; NCC],
-        };
-        for (i, b) in t.cc.iter_mut().enumerate() {
-            *b = e.c_cc.get(i / 4).map_or(0, |w| (w >> (8 * (i % 4))) as u8);
-        }
-        t
-    }
-}
-
 use libc::{TIOCGEXCL, TIOCGPKT, TIOCGPTLCK};
-
-/// An int-valued tty ioctl (`None` on failure).
-fn get_int(fd: RawFd, req: libc::Ioctl) -> Option<i32> {
-    let mut v: libc::c_int = 0;
-    // SAFETY: the request writes one int into a live local.
-    let r = unsafe { libc::ioctl(fd, req as _, &mut v as *mut libc::c_int) };
-    (r == 0).then_some(v)
-}
-
-fn get_termios(fd: RawFd, req: libc::Ioctl) -> std::io::Result<KTermios> {
-    let mut t = KTermios::default();
-    // SAFETY: TCGETS / TIOCGLCKTRMIOS write one kernel termios into a live local of that layout.
-    let r = unsafe { libc::ioctl(fd, req as _, &mut t as *mut KTermios) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(t)
-}
-
-fn set_termios(fd: RawFd, req: libc::Ioctl, t: &KTermios) -> std::io::Result<()> {
-    // SAFETY: TCSETS / TIOCSLCKTRMIOS read one kernel termios from a live local.
-    let r = unsafe { libc::ioctl(fd, req as _, t as *const KTermios) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Reads every byte waiting on `fd` without blocking (its file's `O_NONBLOCK` is set for the
-/// time of the reads and put back).
-fn drain(fd: RawFd) -> std::io::Result<Vec<u8>> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own a copy of.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if fl < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let res = loop {
-        // SAFETY: reads into a live local buffer of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            out.extend_from_slice(&buf[..n as usize]);
-            continue;
-        }
-        let e = std::io::Error::last_os_error();
-        if n == 0 || matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EIO)) {
-            break Ok(out);
-        }
-        break Err(e);
-    };
-    // SAFETY: as above: the flags the file had.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
-    res
-}
-
-/// Writes all of `data` to `fd`.
-fn put(fd: RawFd, data: &[u8]) -> std::io::Result<()> {
-    let mut off = 0;
-    while off < data.len() {
-        // SAFETY: writes from a live slice's remainder.
-        let n = unsafe { libc::write(fd, data[off..].as_ptr().cast(), data.len() - off) };
-        if n <= 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        off += n as usize;
-    }
-    Ok(())
-}
-
-/// The slave of master `m` (`TIOCGPTPEER`), not becoming our terminal.
-fn peer(m: RawFd, flags: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor.
-    let r = unsafe { libc::ioctl(m, libc::TIOCGPTPEER as _, flags | libc::O_NOCTTY) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(super::owned(r))
-}
 
 impl Tty {
     fn info_id(&self, key: (bool, u32)) -> Option<u32> {
@@ -249,21 +146,12 @@ impl Tty {
 
     /// `/dev/tty` (the holder's controlling terminal) as CRIU's `CTTY` terminal: one
     /// `tty-info.img` entry for every such descriptor, reopened by path once the session has its
-    /// terminal again. Only a session leader's comes back (the others' sessions get their
-    /// terminal after they exist); [`FileKind::finish`] checks that terminal is a pty of the
-    /// tree.
+    /// terminal again (by the leader, or a member of the session: it waits for the leader);
+    /// [`FileKind::finish`] checks that terminal is a pty of the tree.
     fn dump_ctty(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         let (pid, n) = (fd.pid, fd.fd);
         // SAFETY: getsid takes a pid, no memory.
         let sid = unsafe { libc::getsid(pid) };
-        if sid != pid {
-            return Err(DumpError::FileState {
-                kind: "tty",
-                what: format!(
-                    "fd {n} of {pid} is /dev/tty, held by a member of session {sid} (only a                      session leader's is dumped)"
-                ),
-            });
-        }
         let info = match self.info_id(CTTY_KEY) {
             Some(i) => i,
             None => {
@@ -289,10 +177,61 @@ impl Tty {
                 i
             }
         };
-        tracing::debug!(pid, fd = n, "/dev/tty (controlling terminal)");
-        self.cttys.push((pid, n));
+        tracing::debug!(pid, fd = n, sid, "/dev/tty (controlling terminal)");
+        self.cttys.push((pid, n, sid));
         self.paths
             .push((id, "/dev/tty".to_string(), fd.meta.mode()));
+        Ok(FileEntry {
+            r#type: FdTypes::Tty as i32,
+            id,
+            tty: Some(TtyFileEntry {
+                id,
+                tty_info_id: info,
+                flags: fd.flags(),
+                fown: fown_zero(),
+                regf_id: None,
+            }),
+            ..FileEntry::default()
+        })
+    }
+
+    /// `/dev/console` or a virtual console (CRIU's `CONSOLE` and `VT` terminals): one
+    /// `tty-info.img` entry per device, with its settings; reopened by path on restore, as the
+    /// character device it is.
+    fn dump_device(
+        &mut self,
+        fd: &DumpFd<'_>,
+        id: u32,
+        term: Term,
+    ) -> Result<FileEntry, DumpError> {
+        let (pid, n, name) = (fd.pid, fd.fd, fd.name);
+        let rdev = fd.meta.rdev();
+        // A key of its own among the ptys' (master, index): no pty index comes near.
+        let key = (
+            false,
+            0x8000_0000 | (libc::minor(rdev) & 0xffff) | (libc::major(rdev) << 16),
+        );
+        let info = match self.info_id(key) {
+            Some(i) => i,
+            None => {
+                let f = super::socket::steal(pid, n).map_err(|e| DumpError::FileState {
+                    kind: "tty",
+                    what: format!("fd {n} of {pid} ({name}): {e}"),
+                })?;
+                let i = self.info(fd, f.as_raw_fd(), key)?;
+                if let Some((_, e)) = self.infos.iter_mut().find(|(k, _)| *k == key) {
+                    e.r#type = if term == Term::Console {
+                        Ttytype::Console as i32
+                    } else {
+                        Ttytype::Vt as i32
+                    };
+                    e.pty = None;
+                }
+                i
+            }
+        };
+        tracing::debug!(pid, fd = n, name, "console terminal");
+        self.paths.push((id, name.to_string(), fd.meta.mode()));
         Ok(FileEntry {
             r#type: FdTypes::Tty as i32,
             id,
@@ -337,7 +276,7 @@ impl Tty {
             // SAFETY: TIOCGSID/TIOCGPGRP write one pid into a live local.
             if unsafe { libc::ioctl(f, libc::TIOCGSID, &mut v as *mut libc::pid_t) } == 0 {
                 sid = v as u32;
-                // SAFETY: as above.
+                // SAFETY: TIOCGPGRP writes one pid into the live local `v`.
                 if unsafe { libc::ioctl(f, libc::TIOCGPGRP, &mut v as *mut libc::pid_t) } == 0 {
                     pgrp = v as u32;
                 }
@@ -427,8 +366,8 @@ impl FileKind for Tty {
     fn claims(&self, fd: &DumpFd<'_>) -> bool {
         fd.name.starts_with('/')
             && match terminal(fd) {
-                Term::Master | Term::Slave(_) => true,
-                Term::Other => !fd.shell_job,
+                Term::Master | Term::Slave(_) | Term::Console | Term::Vt => true,
+                Term::Other | Term::Serial => !fd.shell_job,
                 Term::No => false,
             }
     }
@@ -436,6 +375,7 @@ impl FileKind for Tty {
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         let (pid, n, name) = (fd.pid, fd.fd, fd.name);
         self.shell_job = fd.shell_job;
+        self.orphan = fd.orphan_pts_master;
         let term = terminal(fd);
         if term == Term::Other && fd.meta.rdev() == libc::makedev(TTYAUX_MAJOR, 0) {
             return self.dump_ctty(fd, id);
@@ -445,6 +385,16 @@ impl FileKind for Tty {
                 "fd {n} of {pid} is the terminal {name}: dump a shell job with --shell-job"
             );
             return Err(DumpError::FileState { kind: "tty", what });
+        }
+        if term == Term::Serial {
+            let what = format!(
+                "fd {n} of {pid} is the serial line {name} (serial terminals are not dumped; \
+                 a shell job's terminal is reopened by path with --shell-job)"
+            );
+            return Err(DumpError::FileState { kind: "tty", what });
+        }
+        if let Term::Console | Term::Vt = term {
+            return self.dump_device(fd, id, term);
         }
         let f = super::socket::steal(pid, n).map_err(|e| DumpError::FileState {
             kind: "tty",
@@ -493,21 +443,21 @@ impl FileKind for Tty {
         _ext: Option<&[u32]>,
     ) -> Result<(), DumpError> {
         for &(pid, fd, index) in &self.slaves {
-            if !self.shell_job && self.info_id((true, index)).is_none() {
+            if !self.shell_job && !self.orphan && self.info_id((true, index)).is_none() {
                 return Err(DumpError::FileState {
                     kind: "tty",
                     what: format!(
                         "fd {fd} of {pid} is /dev/pts/{index}, whose master is outside the tree: \
-                         dump a shell job with --shell-job"
+                         dump a shell job with --shell-job (or --orphan-pts-master)"
                     ),
                 });
             }
         }
-        for &(pid, fd) in &self.cttys {
+        for &(pid, fd, sid) in &self.cttys {
             let has_pty = self
                 .infos
                 .iter()
-                .any(|(k, i)| k.0 && *k != CTTY_KEY && i.sid == pid as u32);
+                .any(|(k, i)| k.0 && *k != CTTY_KEY && i.sid == sid as u32);
             if !has_pty {
                 return Err(DumpError::FileState {
                     kind: "tty",
@@ -588,6 +538,34 @@ impl FileKind for Tty {
                 path: c"/dev/tty".into(),
                 flags: t.flags as i32,
                 ctty: true,
+                noctty: false,
+            }));
+        }
+        if let Some(i) = saved
+            .infos
+            .get(&t.tty_info_id)
+            .filter(|i| i.r#type == Ttytype::Console as i32 || i.r#type == Ttytype::Vt as i32)
+        {
+            let (major, minor) = (
+                libc::major(u64::from(i.rdev)),
+                libc::minor(u64::from(i.rdev)),
+            );
+            let path = match (major, minor) {
+                (TTYAUX_MAJOR, CONSOLE_MINOR) => "/dev/console".to_string(),
+                (TTY_MAJOR, m) if m < SERIAL_MINOR => format!("/dev/tty{m}"),
+                _ => {
+                    return Err(bad(
+                        names::TTY_INFO,
+                        format!("console terminal id {} with device {major}:{minor}", i.id),
+                    ));
+                }
+            };
+            let path = std::ffi::CString::new(path).map_err(|_| bad(names::TTY_INFO, "path"))?;
+            return Ok(Arc::new(TtyFile {
+                path,
+                flags: t.flags as i32,
+                ctty: false,
+                noctty: true,
             }));
         }
         let pty = saved
@@ -606,6 +584,7 @@ impl FileKind for Tty {
                 path: c"/dev/tty".into(),
                 flags: t.flags as i32,
                 ctty: false,
+                noctty: false,
             }));
         };
         let master = libc::major(u64::from(info.rdev)) == TTYAUX_MAJOR;
@@ -616,7 +595,14 @@ impl FileKind for Tty {
                     && (libc::major(u64::from(i.rdev)) == TTYAUX_MAJOR) == m
             })
         };
-        let Some(mi) = find(true) else {
+        let orphan = restore::orphan_pts_master();
+        let mi = match find(true) {
+            // `--orphan-pts-master`: a new pty whose master goes to the `orphan-pts-master`
+            // notification, with the slave's settings on both ends.
+            None if orphan && !master => Some(info),
+            m => m,
+        };
+        let Some(mi) = mi else {
             // A shell job's terminal (the dump asked for --shell-job): reopened by path, as
             // the regular kind reopens files.
             let path = std::ffi::CString::new(format!("/dev/pts/{index}"))
@@ -625,17 +611,28 @@ impl FileKind for Tty {
                 path,
                 flags: t.flags as i32,
                 ctty: false,
+                noctty: false,
             }));
         };
         let pair = match self.pairs.get(&index) {
             Some(p) => p.clone(),
             None => {
                 let si = find(false);
+                let orphan = find(true).is_none();
+                let mut mi = mi.clone();
+                if orphan {
+                    (mi.sid, mi.pgrp, mi.locked, mi.packet_mode) = (0, 0, false, false);
+                }
                 let p = Arc::new(PtyPair {
                     index,
+                    orphan,
                     master: mi.clone(),
                     slave: si.cloned(),
-                    to_master: saved.data.get(&mi.id).cloned().unwrap_or_default(),
+                    to_master: if orphan {
+                        Vec::new()
+                    } else {
+                        saved.data.get(&mi.id).cloned().unwrap_or_default()
+                    },
                     to_slave: si
                         .and_then(|s| saved.data.get(&s.id).cloned())
                         .unwrap_or_default(),
@@ -645,228 +642,5 @@ impl FileKind for Tty {
             }
         };
         Ok(Arc::new(PtyEnd { pair, master }))
-    }
-}
-
-fn unreachable_saved() -> Result<&'static Saved, RestoreError> {
-    Err(bad(names::TTY_INFO, "not read"))
-}
-
-/// The most bytes one direction of a pty may hold on restore.
-const MAX_TTY_DATA: usize = 1 << 20;
-
-/// Reads `tty-info.img` and `tty-data.img` (either may be absent).
-fn read_saved(d: &ImageDir) -> Result<Saved, RestoreError> {
-    let mut s = Saved::default();
-    let path = d.file(names::TTY_INFO);
-    if path.exists() {
-        let name = names::TTY_INFO;
-        let mut r = ImageReader::open_expect(path, magic::TTY_INFO).map_err(|e| img(name, e))?;
-        while let Some(e) = r.read_entry::<TtyInfoEntry>().map_err(|e| img(name, e))? {
-            if e.r#type == Ttytype::Pty as i32 && e.pty.is_none() {
-                return Err(bad(name, format!("pty {} has no index", e.id)));
-            }
-            s.infos.insert(e.id, e);
-        }
-    }
-    let path = d.file(names::TTY_DATA);
-    if path.exists() {
-        let name = names::TTY_DATA;
-        let mut r = ImageReader::open_expect(path, magic::TTY_DATA).map_err(|e| img(name, e))?;
-        while let Some(e) = r.read_entry::<TtyDataEntry>().map_err(|e| img(name, e))? {
-            if e.data.len() > MAX_TTY_DATA || !s.infos.contains_key(&e.tty_id) {
-                return Err(bad(name, format!("bad data for tty {}", e.tty_id)));
-            }
-            s.data.insert(e.tty_id, e.data);
-        }
-    }
-    Ok(s)
-}
-
-/// A terminal reopened by path: criu's own (`/dev/tty`) or a shell job's pty slave.
-#[derive(Debug)]
-pub struct TtyFile {
-    /// The path.
-    pub path: std::ffi::CString,
-    /// `open` flags.
-    pub flags: i32,
-    /// `/dev/tty` dumped as CRIU's `CTTY`: opened once the session has its terminal.
-    pub ctty: bool,
-}
-
-impl RestoreFile for TtyFile {
-    fn fd_type(&self) -> FdTypes {
-        FdTypes::Tty
-    }
-
-    fn after_ctty(&self) -> bool {
-        self.ctty
-    }
-
-    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        super::regular::open_seek(&self.path, self.flags, 0, fd).map(Ends::one)
-    }
-
-    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        super::regular::open_in_engine(&self.path, self.flags, 0).map(|f| vec![f])
-    }
-}
-
-/// A pty to make: both ends' saved state.
-#[derive(Debug)]
-pub struct PtyPair {
-    /// The index (`/dev/pts/N`).
-    pub index: u32,
-    /// The master's entry.
-    pub master: TtyInfoEntry,
-    /// The slave's entry (absent: the slave was not seen).
-    pub slave: Option<TtyInfoEntry>,
-    /// Bytes waiting to be read from the master.
-    pub to_master: Vec<u8>,
-    /// Bytes waiting to be read from the slave.
-    pub to_slave: Vec<u8>,
-}
-
-/// One end of a pty.
-#[derive(Debug)]
-pub struct PtyEnd {
-    /// The pty.
-    pub pair: Arc<PtyPair>,
-    /// The master end (else the slave).
-    pub master: bool,
-}
-
-/// The most masters opened while looking for a pty index.
-const MAX_PTY_TRIES: u32 = 4096;
-
-impl PtyPair {
-    fn make(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let sys = |what: &'static str| {
-            move |e: std::io::Error| RestoreError::Sys {
-                what,
-                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            }
-        };
-        let mut extra = Vec::new();
-        let m = loop {
-            if extra.len() as u32 > self.index.min(MAX_PTY_TRIES) {
-                return Err(RestoreError::FileState {
-                    kind: "tty",
-                    what: format!("pty index {} is in use", self.index),
-                });
-            }
-            // SAFETY: opens a new master from a static path.
-            let r = unsafe {
-                libc::open(
-                    c"/dev/ptmx".as_ptr(),
-                    libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-                )
-            };
-            if r < 0 {
-                return Err(super::sys("opening /dev/ptmx"));
-            }
-            let m = super::owned(r);
-            match get_int(r, libc::TIOCGPTN) {
-                Some(i) if i as u32 == self.index => break m,
-                Some(i) if i as u32 > self.index => {
-                    return Err(RestoreError::FileState {
-                        kind: "tty",
-                        what: format!("pty index {} is in use", self.index),
-                    });
-                }
-                Some(_) => extra.push(m),
-                None => return Err(super::sys("TIOCGPTN")),
-            }
-        };
-        drop(extra);
-        let mf = m.as_raw_fd();
-        let unlock: libc::c_int = 0;
-        // SAFETY: TIOCSPTLCK reads one int from a live local.
-        if unsafe { libc::ioctl(mf, libc::TIOCSPTLCK, &unlock as *const libc::c_int) } != 0 {
-            return Err(super::sys("TIOCSPTLCK"));
-        }
-        let s = peer(mf, libc::O_RDWR | libc::O_CLOEXEC).map_err(sys("TIOCGPTPEER"))?;
-        let sf = s.as_raw_fd();
-        for (f, info) in [(mf, Some(&self.master)), (sf, self.slave.as_ref())] {
-            let Some(info) = info else { continue };
-            if let Some(t) = &info.termios {
-                set_termios(f, libc::TCSETS, &KTermios::from_entry(t)).map_err(sys("TCSETS"))?;
-            }
-            if let Some(t) = &info.termios_locked {
-                let k = KTermios::from_entry(t);
-                if k.iflag | k.oflag | k.cflag | k.lflag != 0 {
-                    set_termios(f, libc::TIOCSLCKTRMIOS, &k).map_err(sys("TIOCSLCKTRMIOS"))?;
-                }
-            }
-        }
-        if let Some(w) = self.master.winsize.as_ref() {
-            let ws = libc::winsize {
-                ws_row: w.ws_row as u16,
-                ws_col: w.ws_col as u16,
-                ws_xpixel: w.ws_xpixel as u16,
-                ws_ypixel: w.ws_ypixel as u16,
-            };
-            // SAFETY: TIOCSWINSZ reads one winsize from a live local.
-            if unsafe { libc::ioctl(mf, libc::TIOCSWINSZ, &ws as *const libc::winsize) } != 0 {
-                return Err(super::sys("TIOCSWINSZ"));
-            }
-        }
-        put(sf, &self.to_master).map_err(sys("refilling a pty (master side)"))?;
-        put(mf, &self.to_slave).map_err(sys("refilling a pty (slave side)"))?;
-        let int_ioctl = |f: RawFd, req: libc::Ioctl, v: libc::c_int, what: &'static str| {
-            // SAFETY: the request reads one int from a live local.
-            if unsafe { libc::ioctl(f, req as _, &v as *const libc::c_int) } != 0 {
-                return Err(super::sys(what));
-            }
-            Ok(())
-        };
-        if self.master.packet_mode {
-            int_ioctl(mf, libc::TIOCPKT, 1, "TIOCPKT")?;
-        }
-        if self.master.locked {
-            int_ioctl(mf, libc::TIOCSPTLCK, 1, "TIOCSPTLCK")?;
-        }
-        if self.slave.as_ref().is_some_and(|s| s.exclusive) {
-            // SAFETY: TIOCEXCL takes no argument.
-            if unsafe { libc::ioctl(sf, libc::TIOCEXCL) } != 0 {
-                return Err(super::sys("TIOCEXCL"));
-            }
-        }
-        Ok(vec![m, s])
-    }
-}
-
-impl RestoreFile for PtyEnd {
-    fn fd_type(&self) -> FdTypes {
-        FdTypes::Tty
-    }
-
-    fn group(&self) -> Option<u64> {
-        Some(u64::from(self.pair.index))
-    }
-
-    fn end(&self) -> usize {
-        usize::from(!self.master)
-    }
-
-    fn made_by_engine(&self) -> bool {
-        true
-    }
-
-    /// The slave of a pty that was a session's terminal.
-    fn ctty(&self) -> Option<(i32, i32)> {
-        let m = &self.pair.master;
-        (!self.master && m.sid != 0).then_some((m.sid as i32, m.pgrp as i32))
-    }
-
-    fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
-        Err(TaskError {
-            errno: libc::ENOTSUP,
-            detail: fd as u64,
-        })
-    }
-
-    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        self.pair.make()
     }
 }

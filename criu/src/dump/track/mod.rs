@@ -23,19 +23,27 @@
 // Unsafe code: userfaultfd ioctls on criu's copy of the task's userfaultfd.
 #![allow(unsafe_code)]
 
+mod record;
+mod uffd;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use compel::Task;
 use criu_images::pagemap::PAGE_SIZE;
 use criu_images::vma::status;
 
 use super::DumpError;
-use super::pages::{PmScanArg, pm_scan};
+use super::pagemap_scan::{
+    PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC,
+    PM_SCAN_WP_MATCHING, PmScanArg, pm_scan,
+};
 use super::vma::Vma;
+pub use record::{Recorded, link_parent, parent_record, write_record};
+pub(crate) use uffd::probe;
+use uffd::*;
 
 /// The file in an images directory naming each task's tracking userfaultfd: lines of
 /// `PID FD INODE`.
@@ -45,118 +53,11 @@ pub const RECORD: &str = "criu-track-mem";
 /// task's `RLIMIT_NOFILE` (CRIU keeps its service descriptors there too).
 pub const TRACK_FD_FLOOR: u64 = 64;
 
-// userfaultfd ABI (linux/userfaultfd.h).
-const UFFD_API: u64 = 0xaa;
-const UFFD_USER_MODE_ONLY: u64 = 1;
-const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
-const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
-/// `_IOWR(0xaa, 0x3f, struct uffdio_api)`.
-const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
-/// `_IOWR(0xaa, 0x00, struct uffdio_register)`.
-const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
-/// `_IOWR(0xaa, 0x06, struct uffdio_writeprotect)`.
-const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xc018_aa06;
-// PAGEMAP_SCAN (linux/fs.h).
-const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
-const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
-const PAGE_IS_WRITTEN: u64 = 1 << 1;
-const PAGE_IS_PRESENT: u64 = 1 << 3;
-const PAGE_IS_PFNZERO: u64 = 1 << 5;
-const PAGE_IS_GUARD: u64 = 1 << 8;
 // /proc/PID/pagemap: a swap entry's type is in the low 5 bits of its frame field, and pte
 // markers (userfaultfd write-protect of an empty entry) use the last type.
 const PM_SWAP: u64 = 1 << 62;
 const SWP_TYPE_MASK: u64 = 0x1f;
 const SWP_PTE_MARKER: u64 = 0x1f;
-
-#[repr(C)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-const _: () = assert!(std::mem::size_of::<UffdioApi>() == 24);
-
-#[repr(C)]
-struct UffdioRegister {
-    start: u64,
-    len: u64,
-    mode: u64,
-    ioctls: u64,
-}
-const _: () = assert!(std::mem::size_of::<UffdioRegister>() == 32);
-
-#[repr(C)]
-struct UffdioWriteprotect {
-    start: u64,
-    len: u64,
-    mode: u64,
-}
-const _: () = assert!(std::mem::size_of::<UffdioWriteprotect>() == 24);
-
-/// One task's tracking descriptor as [`RECORD`] names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Recorded {
-    /// The descriptor in the task.
-    pub fd: i32,
-    /// The userfaultfd's inode (each userfaultfd has its own).
-    pub ino: u64,
-    /// Whether the directory holding the record is a complete dump (has `inventory.img`), so
-    /// that pages not written since can be left to it.
-    pub complete: bool,
-}
-
-/// Reads [`RECORD`] of `dir` (empty when there is none; malformed lines are skipped with a
-/// warning, which only costs a full copy of that task's memory).
-pub fn read_record(dir: &Path) -> HashMap<i32, Recorded> {
-    let mut out = HashMap::new();
-    let Ok(text) = std::fs::read_to_string(dir.join(RECORD)) else {
-        return out;
-    };
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match (
-            f.first().and_then(|s| s.parse::<i32>().ok()),
-            f.get(1).and_then(|s| s.parse::<i32>().ok()),
-            f.get(2).and_then(|s| s.parse::<u64>().ok()),
-        ) {
-            (Some(pid), Some(fd), Some(ino)) if f.len() == 3 && fd >= 0 => {
-                out.insert(
-                    pid,
-                    Recorded {
-                        fd,
-                        ino,
-                        complete: true,
-                    },
-                );
-            }
-            _ => tracing::warn!("{}: malformed line {line:?} ignored", RECORD),
-        }
-    }
-    out
-}
-
-/// Writes [`RECORD`] into `dir` for `trackers`.
-///
-/// # Errors
-/// [`DumpError::File`].
-pub fn write_record(dir: &Path, trackers: &Trackers) -> Result<(), DumpError> {
-    let mut s = String::from("# criu memory tracking: pid fd userfaultfd-inode\n");
-    let mut pids: Vec<&i32> = trackers.tasks.keys().collect();
-    pids.sort();
-    for pid in pids {
-        let t = &trackers.tasks[pid];
-        s.push_str(&format!("{pid} {} {}\n", t.remote_fd, t.ino));
-    }
-    std::fs::write(dir.join(RECORD), s).map_err(|source| DumpError::File {
-        what: format!("write {}", dir.join(RECORD).display()),
-        source,
-    })
-}
 
 /// The trackers of a tree, by pid.
 #[derive(Debug, Default)]
@@ -395,7 +296,12 @@ impl TaskTracker {
             _ => out.push((addr, 1)),
         };
         let mut word = [0u8; 8];
-        for (start, n, is_present) in split(&runs, &present) {
+        for Part {
+            start,
+            pages: n,
+            dirty: is_present,
+        } in split(&runs, &present)
+        {
             for i in 0..n {
                 let addr = start + i * PAGE_SIZE;
                 if is_present {
@@ -512,17 +418,35 @@ fn nofile_limit(pid: i32) -> u64 {
         .unwrap_or(1024)
 }
 
+/// A run of present pages, written since the parent dump (`dirty`: copied) or not (the
+/// parent's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The first page's address.
+    pub start: u64,
+    /// How many pages.
+    pub pages: u64,
+    /// Written since the parent dump.
+    pub dirty: bool,
+}
+
 /// Splits `present` runs `(start, pages)` by `written` runs (both in address order) into
-/// `(start, pages, dirty)`: dirty parts are copied, the others are the parent's.
-pub fn split(present: &[(u64, u64)], written: &[(u64, u64)]) -> Vec<(u64, u64, bool)> {
-    let mut out: Vec<(u64, u64, bool)> = Vec::new();
+/// [`Part`]s: dirty parts are copied, the others are the parent's.
+pub fn split(present: &[(u64, u64)], written: &[(u64, u64)]) -> Vec<Part> {
+    let mut out: Vec<Part> = Vec::new();
     let mut push = |a: u64, b: u64, dirty: bool| {
         if a >= b {
             return;
         }
         match out.last_mut() {
-            Some((s, n, d)) if *d == dirty && *s + *n * PAGE_SIZE == a => *n += (b - a) / PAGE_SIZE,
-            _ => out.push((a, (b - a) / PAGE_SIZE, dirty)),
+            Some(p) if p.dirty == dirty && p.start + p.pages * PAGE_SIZE == a => {
+                p.pages += (b - a) / PAGE_SIZE
+            }
+            _ => out.push(Part {
+                start: a,
+                pages: (b - a) / PAGE_SIZE,
+                dirty,
+            }),
         }
     };
     let mut w = 0usize;
@@ -558,27 +482,6 @@ pub fn split(present: &[(u64, u64)], written: &[(u64, u64)]) -> Vec<(u64, u64, b
     out
 }
 
-/// The tracking record of the parent images (`--prev-images-dir`, relative to `dir`), empty
-/// without one.
-pub fn parent_record(dir: &Path, prev: Option<&Path>) -> HashMap<i32, Recorded> {
-    let Some(p) = prev else {
-        return HashMap::new();
-    };
-    let pdir = dir.join(p);
-    let mut r = read_record(&pdir);
-    if !pdir.join(criu_images::names::INVENTORY).exists() {
-        tracing::warn!(
-            "{} is not a complete dump (no inventory): all pages are copied",
-            pdir.display()
-        );
-        r.values_mut().for_each(|v| v.complete = false);
-    }
-    r
-}
-
-/// Opens (or makes) the tracker of every task of `tasks`, the recorded ones of `prev` first.
-///
-/// # Errors
 /// As [`TaskTracker::open`].
 pub fn open_all(
     tasks: &mut [(i32, Task)],
@@ -615,174 +518,16 @@ pub fn close_recorded(tasks: &mut [(i32, Task)], prev: &HashMap<i32, Recorded>) 
     t.close_in(tasks);
 }
 
-/// Makes the `parent` link of `dir` point at `prev` (as given: relative to `dir`, as CRIU
-/// writes it), after checking that it is an images directory.
-///
-/// # Errors
-/// [`DumpError::File`] if `prev` is not a readable directory or the link cannot be made.
-pub fn link_parent(dir: &Path, prev: &Path) -> Result<(), DumpError> {
-    let target = dir.join(prev);
-    let md = std::fs::metadata(&target).map_err(|source| DumpError::File {
-        what: format!("previous images directory {}", target.display()),
-        source,
-    })?;
-    if !md.is_dir() {
-        return Err(DumpError::ImagesNotDir { dir: target });
-    }
-    if prev.is_absolute() {
-        tracing::warn!(
-            "absolute parent link {}: it may not work on restore elsewhere",
-            prev.display()
-        );
-    }
-    let link = dir.join(PARENT_LINK);
-    match std::fs::symlink_metadata(&link) {
-        Ok(m) if m.file_type().is_symlink() => {
-            let _ = std::fs::remove_file(&link);
-        }
-        _ => {}
-    }
-    std::os::unix::fs::symlink(prev, &link).map_err(|source| DumpError::File {
-        what: format!("link {} to {}", link.display(), prev.display()),
-        source,
-    })
-}
-
-/// The name of the link to the parent images directory (CRIU's `CR_PARENT_LINK`).
-pub const PARENT_LINK: &str = "parent";
-
-/// Whether this kernel tracks writes the way [`TaskTracker`] needs: a userfaultfd of criu's
-/// own with `UFFD_FEATURE_WP_ASYNC`, one page registered and write-protected, written, and
-/// found written (and protected again) by `PAGEMAP_SCAN` with `PM_SCAN_CHECK_WPASYNC`.
-///
-/// # Errors
-/// The step that failed and the kernel's error.
-pub(crate) fn probe() -> Result<(), (&'static str, std::io::Error)> {
-    use std::os::fd::FromRawFd;
-    let last = |what: &'static str| (what, std::io::Error::last_os_error());
-    // SAFETY: userfaultfd takes flags only.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_userfaultfd,
-            libc::O_CLOEXEC as u64 | UFFD_USER_MODE_ONLY,
-        )
-    };
-    if fd < 0 {
-        return Err(last("userfaultfd"));
-    }
-    // SAFETY: a new descriptor owned by nothing else.
-    let uffd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut api = UffdioApi {
-        api: UFFD_API,
-        features: UFFD_FEATURE_WP_ASYNC,
-        ioctls: 0,
-    };
-    // SAFETY: UFFDIO_API reads and writes one `struct uffdio_api`.
-    if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api as *mut UffdioApi) } < 0 {
-        return Err(last("UFFDIO_API with UFFD_FEATURE_WP_ASYNC"));
-    }
-    let len = PAGE_SIZE as usize;
-    // SAFETY: a fresh private anonymous page, unmapped below; it aliases no Rust object.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(last("mmap"));
-    }
-    let r = (|| {
-        // SAFETY: the page is ours and writable.
-        unsafe { (p as *mut u8).write_volatile(1) };
-        let mut reg = UffdioRegister {
-            start: p as u64,
-            len: len as u64,
-            mode: UFFDIO_REGISTER_MODE_WP,
-            ioctls: 0,
-        };
-        // SAFETY: UFFDIO_REGISTER reads and writes one `struct uffdio_register`.
-        if unsafe {
-            libc::ioctl(
-                uffd.as_raw_fd(),
-                UFFDIO_REGISTER,
-                &mut reg as *mut UffdioRegister,
-            )
-        } < 0
-        {
-            return Err(last("UFFDIO_REGISTER_MODE_WP"));
-        }
-        let mut wp = UffdioWriteprotect {
-            start: p as u64,
-            len: len as u64,
-            mode: UFFDIO_WRITEPROTECT_MODE_WP,
-        };
-        // SAFETY: UFFDIO_WRITEPROTECT reads one `struct uffdio_writeprotect`.
-        if unsafe {
-            libc::ioctl(
-                uffd.as_raw_fd(),
-                UFFDIO_WRITEPROTECT,
-                &mut wp as *mut UffdioWriteprotect,
-            )
-        } < 0
-        {
-            return Err(last("UFFDIO_WRITEPROTECT"));
-        }
-        // SAFETY: as above; with WP_ASYNC the write does not block.
-        unsafe { (p as *mut u8).write_volatile(2) };
-        let pagemap = File::open("/proc/self/pagemap").map_err(|e| ("open pagemap", e))?;
-        let want = PmScanArg {
-            flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
-            category_mask: PAGE_IS_WRITTEN,
-            return_mask: PAGE_IS_WRITTEN,
-            ..PmScanArg::default()
-        };
-        let mut found = 0u64;
-        let scan = |found: &mut u64| {
-            pm_scan(
-                &pagemap,
-                p as u64,
-                p as u64 + len as u64,
-                want_copy(&want),
-                |r| *found += (r.end - r.start) / PAGE_SIZE,
-            )
-            .map_err(|(_, e)| ("PAGEMAP_SCAN with PM_SCAN_WP_MATCHING", e))
-        };
-        scan(&mut found)?;
-        let first = found;
-        found = 0;
-        scan(&mut found)?;
-        if first != 1 || found != 0 {
-            return Err((
-                "PAGEMAP_SCAN: a written page not reported once",
-                std::io::Error::from_raw_os_error(libc::EINVAL),
-            ));
-        }
-        Ok(())
-    })();
-    // SAFETY: unmapping the page mapped above.
-    unsafe { libc::munmap(p, len) };
-    r
-}
-
-fn want_copy(w: &PmScanArg) -> PmScanArg {
-    PmScanArg {
-        flags: w.flags,
-        category_mask: w.category_mask,
-        return_mask: w.return_mask,
-        ..PmScanArg::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::record::read_record;
     use super::*;
 
     const P: u64 = PAGE_SIZE;
+
+    fn tuples(parts: Vec<Part>) -> Vec<(u64, u64, bool)> {
+        parts.iter().map(|p| (p.start, p.pages, p.dirty)).collect()
+    }
 
     #[test]
     fn split_marks_written_pages_dirty() {
@@ -790,7 +535,7 @@ mod tests {
         let present = [(0, 10), (20 * P, 5)];
         let written = [(2 * P, 2), (8 * P, 14)];
         assert_eq!(
-            split(&present, &written),
+            tuples(split(&present, &written)),
             vec![
                 (0, 2, false),
                 (2 * P, 2, true),
@@ -801,11 +546,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            split(&present, &[]),
+            tuples(split(&present, &[])),
             vec![(0, 10, false), (20 * P, 5, false)]
         );
         // Written pages that are not present (freed since) are not dumped.
-        assert_eq!(split(&[(5 * P, 1)], &[(0, 4)]), vec![(5 * P, 1, false)]);
+        assert_eq!(
+            tuples(split(&[(5 * P, 1)], &[(0, 4)])),
+            vec![(5 * P, 1, false)]
+        );
     }
 
     #[test]

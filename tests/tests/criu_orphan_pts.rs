@@ -1,0 +1,230 @@
+//! `--orphan-pts-master`: a process holding a pty slave whose master is outside the tree is
+//! dumped, and on restore its slave is a new pty whose master goes to the `orphan-pts-master`
+//! notification: the action script gets it as its standard input (CLI), the RPC client gets
+//! it with the notification (`SCM_RIGHTS`, swrk). Whoever holds it then talks to the restored
+//! process through it.
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use compel_criu_tests::{
+    Spawned, Swrk, become_subreaper, criu_dump, dump_and_reap, restore_detached, signal,
+    skip_if_not_root, test_lock, wait_file,
+};
+use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
+use nix::sys::signal::Signal;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use prost::Message;
+
+/// A pty of the test's own: (master, slave path).
+fn pty() -> (OwnedFd, String) {
+    // SAFETY: pty calls with plain values; ptsname's string is copied at once.
+    unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(
+            m >= 0 && libc::grantpt(m) == 0 && libc::unlockpt(m) == 0,
+            "openpt"
+        );
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(m))
+            .to_string_lossy()
+            .into_owned();
+        (OwnedFd::from_raw_fd(m), name)
+    }
+}
+
+fn spawn(d: &Path, slave: &str) -> Spawned {
+    let (out, ready) = (d.join("out"), d.join("ready"));
+    let v = Spawned::spawn(
+        env!("CARGO_BIN_EXE_criu-victim-orphan-pts"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap(), slave],
+        &d.join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    v
+}
+
+/// Asks the victim to check itself while we say "ping" on `master`; returns its verdict and
+/// what came out of the master.
+fn talk(pid: i32, master: &OwnedFd, out: &Path) -> (String, String) {
+    let _ = std::fs::remove_file(out);
+    signal(pid, Signal::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: writes a live literal to our master.
+    unsafe { libc::write(master.as_raw_fd(), b"ping\n".as_ptr().cast(), 5) };
+    let verdict = wait_file(out, Duration::from_secs(10));
+    let mut seen = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&seen).contains("pong") && std::time::Instant::now() < end {
+        let mut pfd = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut b = [0u8; 256];
+        // SAFETY: poll on one live pollfd; read into a live local buffer.
+        unsafe {
+            if libc::poll(&mut pfd, 1, 500) == 1 {
+                let n = libc::read(master.as_raw_fd(), b.as_mut_ptr().cast(), b.len());
+                seen.extend_from_slice(&b[..n.max(0) as usize]);
+            }
+        }
+    }
+    (verdict, String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// Dumps a victim whose slave's master we hold, then closes that master.
+fn dumped(d: &Path) -> (i32, std::path::PathBuf) {
+    let (master, slave) = pty();
+    let mut v = spawn(d, &slave);
+    let (verdict, seen) = talk(v.pid(), &master, &d.join("out"));
+    assert!(verdict.starts_with("ok"), "before the dump: {verdict}");
+    assert!(seen.contains("pong"), "the master read {seen:?}");
+    let img = d.join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let o = criu_dump(v.pid(), &img, &["-o", "dump.log"]);
+    assert!(
+        !o.status.success(),
+        "an orphan slave was dumped without the option"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--orphan-pts-master"), "stderr: {err}");
+    dump_and_reap(&mut v, &img, &["--orphan-pts-master"]);
+    drop(master);
+    (v.pid(), img)
+}
+
+#[test]
+fn the_action_script_gets_the_new_master_as_its_stdin() {
+    skip_if_not_root!("the_action_script_gets_the_new_master_as_its_stdin");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let (pid, img) = dumped(d.path());
+    // The script hands the master on to a process that keeps it, whose pid it writes down.
+    let script = d.path().join("hook.sh");
+    let holder = d.path().join("holder.pid");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" = orphan-pts-master ] || exit 0\n\
+             [ -e /proc/self/fd/0 ] || exit 3\n\
+             exec 3<&0\n sleep 60 <&3 >/dev/null 2>&1 &\necho $! > {}\n",
+            holder.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = restore_detached(
+        &img,
+        &[
+            "--orphan-pts-master",
+            "--action-script",
+            script.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r, pid);
+    let _rv = Spawned::guard(r);
+    let hpid: i32 = wait_file(&holder, Duration::from_secs(5))
+        .trim()
+        .parse()
+        .unwrap();
+    let _h = Spawned::guard(hpid);
+    // SAFETY: pidfd_open and pidfd_getfd take integers, no pointers; the pidfd is ours.
+    let m = unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, hpid, 0) as i32;
+        assert!(pidfd >= 0, "pidfd_open {hpid}");
+        let m = libc::syscall(libc::SYS_pidfd_getfd, pidfd, 0, 0);
+        libc::close(pidfd);
+        m
+    };
+    assert!(m >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+    // SAFETY: m is a new descriptor, ours alone.
+    let master = unsafe { OwnedFd::from_raw_fd(m as i32) };
+    let (verdict, seen) = talk(r, &master, &d.path().join("out"));
+    assert!(
+        verdict.starts_with("ok /dev/pts/"),
+        "after restore: {verdict}"
+    );
+    assert!(seen.contains("pong"), "the new master read {seen:?}");
+}
+
+/// Receives one response and the descriptor that may come with it.
+fn recv_with_fd(sk: &OwnedFd) -> (CriuResp, Option<OwnedFd>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([i32; 1]);
+    let msg = recvmsg::<()>(
+        sk.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("no answer from criu");
+    let n = msg.bytes;
+    let mut fd = None;
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(v) = c {
+            // SAFETY: descriptors just received, ours alone.
+            fd = v.first().map(|&f| unsafe { OwnedFd::from_raw_fd(f) });
+        }
+    }
+    (CriuResp::decode(&buf[..n]).unwrap(), fd)
+}
+
+#[test]
+fn the_rpc_client_gets_the_new_master_with_the_notification() {
+    skip_if_not_root!("the_rpc_client_gets_the_new_master_with_the_notification");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let (pid, img) = dumped(d.path());
+    let dir = std::fs::File::open(&img).unwrap();
+    let s = Swrk::start(Duration::from_secs(30));
+    s.send(&CriuReq {
+        r#type: CriuReqType::Restore as i32,
+        opts: Some(CriuOpts {
+            images_dir_fd: dir.as_raw_fd(),
+            notify_scripts: Some(true),
+            orphan_pts_master: Some(true),
+            log_file: Some("restore.log".into()),
+            log_level: Some(4),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut master = None;
+    let resp = loop {
+        let (r, fd) = recv_with_fd(&s.sk);
+        if r.r#type != CriuReqType::Notify as i32 {
+            break r;
+        }
+        let script = r.notify.and_then(|n| n.script).unwrap_or_default();
+        if script == "orphan-pts-master" {
+            assert!(fd.is_some(), "orphan-pts-master came without a descriptor");
+            master = fd;
+        }
+        s.send(&CriuReq {
+            r#type: CriuReqType::Notify as i32,
+            notify_success: Some(true),
+            ..Default::default()
+        });
+    };
+    assert!(
+        resp.success,
+        "restore over RPC failed: {:?}\n{}",
+        resp.cr_errmsg,
+        std::fs::read_to_string(img.join("restore.log")).unwrap_or_default()
+    );
+    let master = master.expect("no orphan-pts-master notification");
+    let _rv = Spawned::guard(pid);
+    let _ = s.finish();
+    let (verdict, seen) = talk(pid, &master, &d.path().join("out"));
+    assert!(
+        verdict.starts_with("ok /dev/pts/"),
+        "after restore: {verdict}"
+    );
+    assert!(seen.contains("pong"), "the new master read {seen:?}");
+}

@@ -3,16 +3,17 @@
 //! Dump, through criu's `pidfd_getfd` copy of the task's socket: TCP sockets never connected
 //! (bound or not), listeners (their accept queue must be empty: connections not yet accepted
 //! are refused by name), established connections with `--tcp-established` only (refused by
-//! name without it, as criu(8) does), saved with [`soccr`] into `tcp-stream-INO.img`
-//! ([`super::tcp`]); UDP sockets, bound or connected (datagrams waiting in their receive queue
-//! are dropped, as CRIU does). Other protocols (raw, ICMP, UDP-Lite) and other TCP states are
-//! refused by name. A saved connection stays in repair mode until the tree is killed (its close
+//! name without it, as criu(8) does) and closing ones (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK,
+//! CLOSING) the same way, saved with [`soccr`] into `tcp-stream-INO.img` ([`super::tcp`]);
+//! UDP sockets, bound or connected (datagrams waiting in their receive queue are dropped, as
+//! CRIU does); CRIU's `ip_opts` (`IP_TOS`, `IP_TTL`, freebind, pktinfo). Other protocols (raw,
+//! ICMP, UDP-Lite) and other TCP states are refused by name. A saved connection stays in repair mode until the tree is killed (its close
 //! then sends nothing); when the tree runs on (`-R`) or the dump fails, repair is turned off.
 //!
 //! Restore: every inet socket of the images is made by the engine at once, listeners first
 //! (a connection accepted from a listener shares its port), connections rebuilt with soccr and
 //! taken out of repair mode only once all are made, so that no restored end talks to a peer not
-//! yet there.
+//! yet there (the FINs of closing connections and bytes never sent go in at that moment too).
 // Unsafe code: raw socket calls (bind, connect, listen, getsockname) with sockaddrs.
 #![allow(unsafe_code)]
 
@@ -517,6 +518,10 @@ pub fn create_all(
         let s = unsafe { OwnedFd::from_raw_fd(fd) };
         let sk = s.as_raw_fd();
         let mut fins = None;
+        // IP_TOS first: setting it changes SO_PRIORITY, which the socket options then set.
+        if let Some(o) = &e.ip_opts {
+            write_ip_opts(sk, e.family as i32, o, &who)?;
+        }
         socket::write_opts(sk, &e.opts, &who)?;
         let set = |level: i32, opt: i32, v: u32, name: &str| {
             socket::set_int(sk, level, opt, v as i32).map_err(|source| SocketError::Sys {
@@ -524,9 +529,6 @@ pub fn create_all(
                 source,
             })
         };
-        if let Some(o) = &e.ip_opts {
-            write_ip_opts(sk, e.family as i32, o, &who)?;
-        }
         if let Some(v) = e.v6only {
             set(
                 libc::IPPROTO_IPV6,

@@ -65,6 +65,7 @@ mod criu_cmd;
 mod fixtures;
 mod netns;
 mod process;
+pub mod rng;
 pub mod runc;
 mod swrk;
 

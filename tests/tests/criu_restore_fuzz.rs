@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use compel_criu_tests::rng::Rng;
 use compel_criu_tests::{
     SINGLE_PID, become_subreaper, copy_dir, criu_bin, fixture_usable, fixtures_dir,
     needs_cpu_cap_none, our_children, pid_exists, skip_if_not_root, test_lock,
@@ -22,28 +23,6 @@ use compel_criu_tests::{
 
 /// How long one restore may take before it counts as a hang.
 const RUN: Duration = Duration::from_secs(30);
-
-/// xorshift64*: deterministic, reproducible by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
 
 const INTERESTING: [u8; 8] = [0, 1, 0x7f, 0x80, 0xff, 0x10, 0x40, 0x0a];
 
@@ -71,7 +50,7 @@ fn mutate(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
             _ => {
                 let at = keep + rng.below(span + 1);
                 let n = 1 + rng.below(12);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.bits() as u8).collect();
                 d.splice(at..at, bytes);
             }
         }

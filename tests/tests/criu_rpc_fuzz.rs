@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::criu_bin;
+use compel_criu_tests::rng::Rng;
 use criu_images::pb::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -28,28 +29,6 @@ use prost::Message;
 const ANSWER: Duration = Duration::from_secs(20);
 /// Requests sent in one swrk session before it is closed and a new one started.
 const PER_SESSION: usize = 25;
-
-/// xorshift64*: deterministic, reproducible by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
 
 /// Pids no process can have (above any pid_max, or negative).
 const NO_PIDS: [i32; 3] = [0x3fff_fff0, i32::MAX, -7];
@@ -117,7 +96,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
             3 => {
                 let at = rng.below(len + 1);
                 let n = 1 + rng.below(16);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.bits() as u8).collect();
                 d.splice(at..at, bytes);
             }
             4 => {

@@ -11,29 +11,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use compel_criu_tests::fixtures_dir;
+use compel_criu_tests::rng::Rng;
 use criu_images::json::{DecodeOptions, decode_image};
-
-/// xorshift64*: a small deterministic generator (no dependency, reproducible by seed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
 
 const INTERESTING: [u64; 10] = [
     0,
@@ -75,7 +54,7 @@ fn mutate(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
             3 => {
                 let i = keep + rng.below(span + 1);
                 let n = 1 + rng.below(16);
-                let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let junk: Vec<u8> = (0..n).map(|_| rng.bits() as u8).collect();
                 d.splice(i..i, junk);
             }
             4 if span > 0 => {

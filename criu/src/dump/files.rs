@@ -62,6 +62,10 @@ pub struct FileTable {
     lock_keys: std::collections::HashSet<(u32, i32, u64, u32, i64, i64)>,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--tcp-close`.
+    pub tcp_close: bool,
+    /// `--skip-in-flight`.
+    pub skip_in_flight: bool,
     /// Inodes of criu's own memory-tracking userfaultfds (`dump::track`): never dumped.
     pub skip_uffd: Vec<u64>,
     /// The dump ends the tree ([`FileKind::take_in_flight`]).
@@ -100,6 +104,8 @@ impl FileTable {
             locks: Vec::new(),
             lock_keys: Default::default(),
             tcp_established: false,
+            tcp_close: false,
+            skip_in_flight: false,
             skip_uffd: Vec::new(),
             tree_dies: false,
             orphan_pts_master: false,
@@ -334,6 +340,8 @@ impl FileTable {
             info: &info,
             shell_job: false,
             tcp_established: false,
+            tcp_close: false,
+            skip_in_flight: false,
             orphan_pts_master: false,
         };
         let id = self.next_id();
@@ -400,6 +408,8 @@ impl FileTable {
                 info: &info,
                 shell_job,
                 tcp_established: self.tcp_established,
+                tcp_close: self.tcp_close,
+                skip_in_flight: self.skip_in_flight,
                 orphan_pts_master: self.orphan_pts_master,
             };
             let key = (meta.dev(), meta.ino());
@@ -477,6 +487,8 @@ impl FileTable {
             info: &info,
             shell_job: false,
             tcp_established: self.tcp_established,
+            tcp_close: self.tcp_close,
+            skip_in_flight: self.skip_in_flight,
             orphan_pts_master: self.orphan_pts_master,
         };
         let (id, _) = self.add_new(&probe, key)?;

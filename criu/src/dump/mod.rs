@@ -186,6 +186,8 @@ fn dump_inner(
     }
     let mut files = files::FileTable::new(opts.ghost_limit);
     files.tcp_established = opts.tcp_established;
+    files.tcp_close = opts.tcp_close;
+    files.skip_in_flight = opts.skip_in_flight;
     files.tree_dies = opts.final_state == FinalState::Dead;
     files.orphan_pts_master = opts.orphan_pts_master;
     files.skip_uffd = prev.values().map(|r| r.ino).collect();
@@ -262,7 +264,7 @@ fn dump_inner(
     };
     crate::stats::write_dump(dir, &counts)
         .map_err(|e| DumpError::from(e).at("writing the images"))?;
-    write_inventory(dir, &procs[0]).map_err(|e| e.at("writing the images"))?;
+    write_inventory(dir, &procs[0], opts.tcp_close).map_err(|e| e.at("writing the images"))?;
     if opts.auto_dedup {
         dedup::after_dump(dir);
     }

@@ -273,7 +273,11 @@ pub(super) fn write_images(
     Ok((stats, shared_stats))
 }
 
-pub(super) fn write_inventory(dir: &Path, root: &Collected) -> Result<(), DumpError> {
+pub(super) fn write_inventory(
+    dir: &Path,
+    root: &Collected,
+    tcp_close: bool,
+) -> Result<(), DumpError> {
     let inv = InventoryEntry {
         img_version: magic::IMAGES_V1_1,
         fdinfo_per_id: Some(true),
@@ -283,7 +287,7 @@ pub(super) fn write_inventory(dir: &Path, root: &Collected) -> Result<(), DumpEr
         lsmtype: Some(Lsmtype::NoLsm as i32),
         dump_uptime: None,
         pre_dump_mode: None,
-        tcp_close: None,
+        tcp_close: tcp_close.then_some(true),
         network_lock_method: Some(0),
         plugins_entry: Some(PluginsEntry::default()),
         dump_criu_run_id: Some(run_id()),

@@ -2,9 +2,11 @@
 //!
 //! Dump, through criu's `pidfd_getfd` copy of the task's socket: TCP sockets never connected
 //! (bound or not), listeners (their accept queue must be empty: connections not yet accepted
-//! are refused by name), established connections with `--tcp-established` only (refused by
-//! name without it, as criu(8) does) and closing ones (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK,
-//! CLOSING) the same way, saved with [`soccr`] into `tcp-stream-INO.img` ([`super::tcp`]);
+//! are refused by name unless `--skip-in-flight` drops them), established connections with
+//! `--tcp-established` only (refused by name without it, as criu(8) does) and closing ones
+//! (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) the same way, saved with [`soccr`] into
+//! `tcp-stream-INO.img` ([`super::tcp`]); with `--tcp-close` they are dumped without their
+//! state (no stream image, the inventory's `tcp_close` set) and restored closed;
 //! UDP sockets, bound or connected (datagrams waiting in their receive queue are dropped, as
 //! CRIU does); CRIU's `ip_opts` (`IP_TOS`, `IP_TTL`, freebind, pktinfo). Other protocols (raw,
 //! ICMP, UDP-Lite) and other TCP states are refused by name. A saved connection stays in repair mode until the tree is killed (its close
@@ -39,6 +41,10 @@ pub const TCP_LISTEN: u32 = 10;
 pub struct InetDump {
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--tcp-close`: connections are dumped without their state (restored closed).
+    pub tcp_close: bool,
+    /// `--skip-in-flight`: connections in a listener's accept queue are dropped.
+    pub skip_in_flight: bool,
     /// The saved connections: socket inode, stream.
     pub streams: Vec<(u32, tcp::Stream)>,
     /// criu's copies of the saved connections, in repair mode.
@@ -303,7 +309,9 @@ impl InetDump {
                 match state {
                     TCP_LISTEN => {
                         let pending = u32_at(&ti, 24);
-                        if pending != 0 {
+                        if pending != 0 && self.skip_in_flight {
+                            tracing::info!("{w}: skipping {pending} in-flight connection(s)");
+                        } else if pending != 0 {
                             return Err(SocketError::InetUnaccepted {
                                 who: w,
                                 proto: pn,
@@ -317,34 +325,40 @@ impl InetDump {
                         let (Some(s), Some(d)) = (src, dst) else {
                             return Err(SocketError::InetNoAddresses { who: w, proto: pn });
                         };
-                        if !self.tcp_established {
+                        if self.tcp_close {
+                            // Restored closed: nothing of the connection is saved, and it is
+                            // never put in repair mode (killing the tree closes it normally).
+                            tracing::info!("{w}: {s} -> {d} dumped to be restored closed");
+                        } else if !self.tcp_established {
                             return Err(SocketError::TcpEstablished {
                                 who: w,
                                 proto: pn,
                                 src: s,
                                 dst: d,
                             });
-                        }
-                        let copy = sk.try_clone().map_err(|source| SocketError::Sys {
-                            what: format!("dup of {w}"),
-                            source,
-                        })?;
-                        let r = soccr::Repair::pause(copy.as_fd()).map_err(repair)?;
-                        // Kept paused from here on (the Drop of the dump turns it back).
-                        self.paused
-                            .push(copy.try_clone().map_err(|source| SocketError::Sys {
+                        } else {
+                            let copy = sk.try_clone().map_err(|source| SocketError::Sys {
                                 what: format!("dup of {w}"),
                                 source,
+                            })?;
+                            let r = soccr::Repair::pause(copy.as_fd()).map_err(repair)?;
+                            // Kept paused from here on (the Drop of the dump turns it back).
+                            self.paused.push(copy.try_clone().map_err(|source| {
+                                SocketError::Sys {
+                                    what: format!("dup of {w}"),
+                                    source,
+                                }
                             })?);
-                        let saved = r.save().map_err(repair)?;
-                        r.release();
-                        let mut st = tcp::Stream::from_saved(&saved);
-                        st.entry.nodelay = Some(
-                            int(raw, libc::SOL_TCP, libc::TCP_NODELAY, &w, "TCP_NODELAY")? != 0,
-                        );
-                        st.entry.cork =
-                            Some(int(raw, libc::SOL_TCP, libc::TCP_CORK, &w, "TCP_CORK")? != 0);
-                        self.streams.push((ino, st));
+                            let saved = r.save().map_err(repair)?;
+                            r.release();
+                            let mut st = tcp::Stream::from_saved(&saved);
+                            st.entry.nodelay = Some(
+                                int(raw, libc::SOL_TCP, libc::TCP_NODELAY, &w, "TCP_NODELAY")? != 0,
+                            );
+                            st.entry.cork =
+                                Some(int(raw, libc::SOL_TCP, libc::TCP_CORK, &w, "TCP_CORK")? != 0);
+                            self.streams.push((ino, st));
+                        }
                     }
                     s => {
                         return Err(SocketError::InetStateNotDumped {
@@ -550,8 +564,19 @@ pub fn create_all(
                 }
             }
         }
-        let connected = tcp && soccr::supported(e.state);
+        let closed = tcp && soccr::supported(e.state) && !streams.contains_key(&e.ino);
+        let connected = tcp && soccr::supported(e.state) && !closed;
         match (tcp, e.state) {
+            // Dumped with --tcp-close: a socket shut down both ways, neither bound nor
+            // connected, so that its reads see the end of the stream and its writes EPIPE.
+            (true, _) if closed => {
+                // SAFETY: shutdown takes no pointers.
+                if unsafe { libc::shutdown(sk, libc::SHUT_RDWR) } < 0
+                    && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOTCONN)
+                {
+                    return Err(sys(format!("shutting down {who}")));
+                }
+            }
             (true, st) if soccr::supported(st) => {
                 let st = streams.get(&e.ino).ok_or_else(|| SocketError::BadImage {
                     file: names::tcp_stream(e.ino),

@@ -127,6 +127,10 @@ pub struct DumpFd<'a> {
     pub shell_job: bool,
     /// `--tcp-established`: established TCP connections may be dumped.
     pub tcp_established: bool,
+    /// `--tcp-close`: established TCP connections are dumped without their state.
+    pub tcp_close: bool,
+    /// `--skip-in-flight`: connections not yet accepted are dropped.
+    pub skip_in_flight: bool,
     /// `--orphan-pts-master`: a pty slave whose master is outside the tree may be dumped.
     pub orphan_pts_master: bool,
 }

@@ -138,6 +138,8 @@ impl FileKind for Sockets {
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
         let ino = socket_ino(fd.name).unwrap_or(0);
         self.inet.tcp_established = fd.tcp_established;
+        self.inet.tcp_close = fd.tcp_close;
+        self.inet.skip_in_flight = fd.skip_in_flight;
         self.add(fd.pid, fd.fd, ino, fd.info.flags, id)
             .map_err(dump_err)
     }
@@ -516,8 +518,13 @@ impl SocketSet for InetSet {
         let entries = entries_of(img, FdTypes::Inetsk, |f| &f.isk, "INETSK")?;
         inet::check(&entries).map_err(restore_err)?;
         let mut streams = HashMap::new();
+        // Dumped with --tcp-close: connections have no stream image and come back closed.
+        let tcp_close = img
+            .dir
+            .read_inventory()
+            .is_ok_and(|i| i.tcp_close == Some(true));
         for e in &entries {
-            if e.proto == libc::IPPROTO_TCP as u32 && soccr::supported(e.state) {
+            if e.proto == libc::IPPROTO_TCP as u32 && soccr::supported(e.state) && !tcp_close {
                 streams.insert(
                     e.ino,
                     tcp::read(img.dir.path(), e.ino).map_err(restore_err)?,

@@ -48,6 +48,10 @@ pub struct DumpOptions {
     pub file_locks: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--tcp-close`.
+    pub tcp_close: bool,
+    /// `--skip-in-flight`.
+    pub skip_in_flight: bool,
     /// `--ext-unix-sk`.
     pub ext_unix_sk: bool,
     /// `--ext-unix-sk=INO,...`.
@@ -105,6 +109,8 @@ impl DumpOptions {
             orphan_pts_master: o.orphan_pts_master,
             file_locks: o.file_locks,
             tcp_established: o.tcp_established,
+            tcp_close: o.tcp_close,
+            skip_in_flight: o.skip_in_flight,
             ext_unix_sk: o.ext_unix_sk,
             ext_unix_sk_inodes: o.ext_unix_sk_inodes.clone(),
             external: o.external.clone(),

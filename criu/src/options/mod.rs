@@ -337,6 +337,11 @@ pub struct Options {
     pub check_extra: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--tcp-close`: established TCP connections are dumped without their state and restored
+    /// closed.
+    pub tcp_close: bool,
+    /// `--skip-in-flight`: connections in a listener's accept queue are dropped.
+    pub skip_in_flight: bool,
     /// `-l/--file-locks`.
     pub file_locks: bool,
     /// `-x/--ext-unix-sk[=INODES]`: external unix sockets are allowed.
@@ -411,6 +416,8 @@ impl Default for Options {
             feature: None,
             check_extra: false,
             tcp_established: false,
+            tcp_close: false,
+            skip_in_flight: false,
             file_locks: false,
             ext_unix_sk: false,
             ext_unix_sk_inodes: Vec::new(),

@@ -319,7 +319,10 @@ pub(crate) static TABLE: &[OptDef] = &[
     o("cgroup-props", None, Arg::Required, accepted),
     o("cgroup-props-file", None, Arg::Required, accepted),
     o("cgroup-dump-controller", None, Arg::Required, accepted),
-    b("skip-in-flight", None, accepted),
+    b("skip-in-flight", None, |o, g| {
+        o.skip_in_flight = g.on;
+        Ok(())
+    }),
     b("deprecated", None, accepted),
     b("display-stats", None, |o, g| {
         o.display_stats = g.on;
@@ -330,7 +333,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.status_fd = Some(g.arg()?.trim().parse().map_err(|_| g.bad())?);
         Ok(())
     }),
-    b("tcp-close", None, accepted),
+    b("tcp-close", None, |o, g| {
+        o.tcp_close = g.on;
+        Ok(())
+    }),
     o("verbosity", Some('v'), Arg::Optional, |o, g| {
         match g.value {
             // -vvvv: one for the -v itself and one per further v.

@@ -341,8 +341,8 @@ pub fn to_options(
     ignored("ext-masters", req.ext_masters.is_some());
     ignored("skip-mnt", !req.skip_mnt.is_empty());
     ignored("enable-fs", !req.enable_fs.is_empty());
-    ignored("tcp-skip-in-flight", req.tcp_skip_in_flight.is_some());
-    ignored("tcp-close", req.tcp_close.is_some());
+    o.skip_in_flight = flag(req.tcp_skip_in_flight, false);
+    o.tcp_close = flag(req.tcp_close, false);
     ignored("weak-sysctls", req.weak_sysctls.is_some());
     ignored("network-lock", req.network_lock.is_some());
     ignored("pidfd-store", req.pidfd_store_sk.is_some());

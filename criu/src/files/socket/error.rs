@@ -125,7 +125,8 @@ pub enum SocketError {
     },
     /// A TCP listener with connections not accepted yet.
     #[error(
-        "{who}: {proto} listener with {pending} connection(s) not yet accepted (not dumped yet)"
+        "{who}: {proto} listener with {pending} connection(s) not yet accepted (not dumped yet; \
+         --skip-in-flight drops them)"
     )]
     InetUnaccepted {
         /// The socket (descriptor, process, inode, family).

@@ -46,6 +46,7 @@ pub mod core;
 pub mod dedup;
 mod error;
 pub mod files;
+mod freeze;
 mod ids;
 mod pagemap_scan;
 pub mod pages;
@@ -168,7 +169,7 @@ fn dump_inner(
     // Every process of the tree, the root first; each detaches on every return path (compel's
     // Task does on drop), so the tree runs on if anything fails.
     let (mut tasks, zombie_pids) =
-        seize::seize_tree(pid).map_err(|e| e.at("seizing the process tree"))?;
+        freeze::seize(pid, opts).map_err(|e| e.at("seizing the process tree"))?;
     let freezing = t0.elapsed();
     tracing::info!(
         pid,

@@ -18,7 +18,7 @@ use criu_images::{ImageDir, magic, names};
 
 use super::pages::{PageStats, plan_private_pages};
 use super::track::{self, TaskTracker};
-use super::{DumpError, DumpSummary, INCOMPLETE_MARKER, chain, pages_file, proc, seize, thread};
+use super::{DumpError, DumpSummary, INCOMPLETE_MARKER, chain, freeze, pages_file, proc, thread};
 use crate::options::{DumpOptions, PreDumpMode};
 
 /// Pre-dumps the tree `opts.tree` into `opts.images_dir`, leaving it running.
@@ -56,7 +56,7 @@ fn inner(opts: &DumpOptions, pid: i32, dir: &Path) -> Result<DumpSummary, DumpEr
     let prev = track::parent_record(dir, opts.prev_images_dir.as_deref());
     let t0 = Instant::now();
     let (mut tasks, _zombies) =
-        seize::seize_tree(pid).map_err(|e| e.at("seizing the process tree"))?;
+        freeze::seize(pid, opts).map_err(|e| e.at("seizing the process tree"))?;
     let mut trackers = track::Trackers::default();
     let mut plans = Vec::with_capacity(tasks.len());
     let mut stats = PageStats::default();

@@ -68,6 +68,8 @@ pub struct DumpOptions {
     pub track_mem: bool,
     /// `--prev-images-dir`.
     pub prev_images_dir: Option<PathBuf>,
+    /// `--freeze-cgroup`.
+    pub freeze_cgroup: Option<PathBuf>,
     /// `--page-server --address A --port P`: pages go to that page server.
     pub page_server: Option<(String, u16)>,
     /// `--pre-dump-mode` (for `pre_dump`).
@@ -119,6 +121,7 @@ impl DumpOptions {
             timeout: o.timeout,
             track_mem: o.track_mem,
             prev_images_dir: o.prev_images_dir.clone(),
+            freeze_cgroup: o.freeze_cgroup.clone(),
             pre_dump_mode: o.live.pre_dump_mode,
             page_server: o.live.page_server.then(|| {
                 (

@@ -352,6 +352,8 @@ pub struct Options {
     pub track_mem: bool,
     /// `--prev-images-dir DIR`.
     pub prev_images_dir: Option<PathBuf>,
+    /// `--freeze-cgroup PATH`: a cgroup v2 directory frozen while the tree is seized.
+    pub freeze_cgroup: Option<PathBuf>,
     /// `--link-remap`.
     pub link_remap: bool,
     /// `--ghost-limit SIZE` in bytes (default 1 MiB, as CRIU).
@@ -423,6 +425,7 @@ impl Default for Options {
             ext_unix_sk_inodes: Vec::new(),
             track_mem: false,
             prev_images_dir: None,
+            freeze_cgroup: None,
             link_remap: false,
             ghost_limit: 1 << 20,
             root: None,

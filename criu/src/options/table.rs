@@ -279,7 +279,10 @@ pub(crate) static TABLE: &[OptDef] = &[
     o("enable-fs", None, Arg::Required, accepted),
     o("enable-external-sharing", None, Arg::No, accepted),
     o("enable-external-masters", None, Arg::No, accepted),
-    o("freeze-cgroup", None, Arg::Required, accepted),
+    o("freeze-cgroup", None, Arg::Required, |o, g| {
+        o.freeze_cgroup = Some(g.path()?);
+        Ok(())
+    }),
     o("ghost-limit", None, Arg::Required, |o, g| {
         o.ghost_limit = parse_size(g.arg()?).ok_or_else(|| g.bad())?;
         Ok(())

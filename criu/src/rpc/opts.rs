@@ -329,7 +329,9 @@ pub fn to_options(
         "cgroup-dump-controller",
         !req.cgroup_dump_controller.is_empty(),
     );
-    ignored("freeze-cgroup", req.freeze_cgroup.is_some());
+    if let Some(p) = &req.freeze_cgroup {
+        o.freeze_cgroup = Some(PathBuf::from(p));
+    }
     // runc always sets it: a pty slave whose master is outside the tree gets a new master,
     // sent to the client with the `orphan-pts-master` notification.
     o.orphan_pts_master = req.orphan_pts_master == Some(true);

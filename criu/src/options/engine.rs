@@ -48,6 +48,8 @@ pub struct DumpOptions {
     pub file_locks: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--network-lock`.
+    pub network_lock: crate::namespaces::net::NetLockMethod,
     /// `--ext-unix-sk`.
     pub ext_unix_sk: bool,
     /// `--ext-unix-sk=INO,...`.
@@ -105,6 +107,7 @@ impl DumpOptions {
             orphan_pts_master: o.orphan_pts_master,
             file_locks: o.file_locks,
             tcp_established: o.tcp_established,
+            network_lock: o.network_lock,
             ext_unix_sk: o.ext_unix_sk,
             ext_unix_sk_inodes: o.ext_unix_sk_inodes.clone(),
             external: o.external.clone(),
@@ -180,6 +183,8 @@ pub struct RestoreOptions {
     pub ext_unix_sk_inodes: Vec<u64>,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--network-lock`.
+    pub network_lock: crate::namespaces::net::NetLockMethod,
     /// `--file-locks`.
     pub file_locks: bool,
     /// Fill helpers for large memories (off: `CRIU_RESTORE_FILL_HELPER=0`, to measure).
@@ -222,6 +227,7 @@ impl Default for RestoreOptions {
             ext_unix_sk: false,
             ext_unix_sk_inodes: Vec::new(),
             tcp_established: false,
+            network_lock: Default::default(),
             file_locks: false,
             fill_helpers: true,
             uffd: true,
@@ -263,6 +269,7 @@ impl RestoreOptions {
             ext_unix_sk: o.ext_unix_sk,
             ext_unix_sk_inodes: o.ext_unix_sk_inodes.clone(),
             tcp_established: o.tcp_established,
+            network_lock: o.network_lock,
             file_locks: o.file_locks,
             manage_cgroups: o.manage_cgroups,
             cgroup_roots: o.cgroup_roots.clone(),

@@ -337,6 +337,8 @@ pub struct Options {
     pub check_extra: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--network-lock`.
+    pub network_lock: crate::namespaces::net::NetLockMethod,
     /// `-l/--file-locks`.
     pub file_locks: bool,
     /// `-x/--ext-unix-sk[=INODES]`: external unix sockets are allowed.
@@ -411,6 +413,7 @@ impl Default for Options {
             feature: None,
             check_extra: false,
             tcp_established: false,
+            network_lock: Default::default(),
             file_locks: false,
             ext_unix_sk: false,
             ext_unix_sk_inodes: Vec::new(),

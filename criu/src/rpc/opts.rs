@@ -185,8 +185,7 @@ pub fn to_options(
     o.ext_unix_sk = flag(req.ext_unix_sk, false);
     o.tcp_established = flag(req.tcp_established, false);
     if let Some(m) = req.network_lock {
-        o.network_lock =
-            crate::namespaces::net::NetLockMethod::from_rpc(m as i32).unwrap_or_default();
+        o.network_lock = crate::namespaces::net::NetLockMethod::from_rpc(m).unwrap_or_default();
     }
     o.file_locks = flag(req.file_locks, false);
     o.track_mem = flag(req.track_mem, false);

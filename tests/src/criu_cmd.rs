@@ -471,6 +471,29 @@ pub fn spawn_ready_with(bin: &str, d: &Path, before: &[&str], after: &[&str]) ->
     v
 }
 
+/// Starts victim `bin` in mode `mode` as [`spawn_ready_with`] does, and reads the pids of the
+/// processes it made from `DIR/out.pids` (whitespace-separated, written before `ready`).
+///
+/// # Panics
+/// If the victim does not get ready in time or `out.pids` is missing or malformed.
+pub fn spawn_mode_with_pids(bin: &str, d: &Path, mode: &str) -> (Spawned, Vec<i32>) {
+    let v = spawn_ready_with(bin, d, &[mode], &[]);
+    let pids = fs::read_to_string(d.join("out.pids"))
+        .expect("the victim's out.pids")
+        .split_whitespace()
+        .map(|w| w.parse().expect("a pid in out.pids"))
+        .collect();
+    (v, pids)
+}
+
+/// Guards (kill and reap on drop) for those of `pids` that exist now.
+pub fn guards(pids: &[i32]) -> Vec<Spawned> {
+    pids.iter()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .map(|&p| Spawned::guard(p))
+        .collect()
+}
+
 /// Starts the counting victim `bin` (`criu-victim-counter`) as `bin DIR/count DIR/ready`, as
 /// user and group `uid` if given (its log `DIR/victim.log` is theirs then), and waits up to
 /// 10 s for `ready`. It appends the next number to `DIR/count` every few milliseconds.

@@ -60,6 +60,7 @@
 #![deny(unsafe_code)]
 
 mod avx;
+pub mod c_host;
 mod criu_cmd;
 mod fixtures;
 mod netns;

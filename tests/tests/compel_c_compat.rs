@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use compel_criu_tests::{
-    Exit, Victim, become_subreaper, bin_dir, test_lock, wait_state, workspace_bin,
-};
+use compel_criu_tests::c_host::{compel_with_libcompel, run_ok};
+use compel_criu_tests::{Exit, Victim, become_subreaper, test_lock, wait_state};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -569,45 +568,19 @@ int main(int argc, char **argv)
 }
 "#;
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Our `compel` binary, with libcompel.a built next to it (what `compel --static libs` names).
-fn compel() -> PathBuf {
-    let bin = workspace_bin("compel-cli", "compel");
-    let dir = bin_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "libcompel"])
-        .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.file_name().and_then(|p| p.to_str()) == Some("release") {
-        cmd.arg("--release");
-    }
-    run(&mut cmd);
-    assert!(dir.join("libcompel.a").exists());
-    bin
-}
-
 /// Writes `files` into `dir` and runs `make COMPEL=<our compel>` there; returns `dir/spy`.
 fn make(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     for (name, text) in files {
         std::fs::write(dir.join(name), text).unwrap();
     }
-    run(Command::new("make")
-        .arg("-s")
-        .arg("-C")
-        .arg(dir)
-        .arg(format!("COMPEL={}", compel().display())));
+    run_ok(
+        Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(dir)
+            .arg(format!("COMPEL={}", compel_with_libcompel().display())),
+    );
     dir.join("spy")
 }
 
@@ -619,10 +592,12 @@ fn build_c(work: &Path, name: &str, text: &str) -> PathBuf {
     let src = work.join(format!("{name}.c"));
     std::fs::write(&src, text).unwrap();
     let out = work.join(name);
-    run(Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
-        .arg(&out)
-        .arg(&src));
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
+            .arg(&out)
+            .arg(&src),
+    );
     out
 }
 
@@ -679,7 +654,7 @@ fn criu_style_infect_counts_through_user_commands_twice_from_one_host() {
         ],
     );
     let (mut v, pid) = start_victim(&victim);
-    let out = run(Command::new(&spy).arg(pid.to_string()));
+    let out = run_ok(Command::new(&spy).arg(pid.to_string()));
     assert_eq!(
         out,
         "inc 138\ndec 403\nfail reported\ninc 138\ndec 403\nfail reported\nstate 1 log 4\n"
@@ -709,7 +684,7 @@ fn criu_style_rsys_runs_syscalls_without_a_parasite() {
         v.expect_line("echo", T).unwrap(),
         format!("echo before sid {}", our_sid())
     );
-    let out = run(Command::new(&spy).arg(pid.to_string()));
+    let out = run_ok(Command::new(&spy).arg(pid.to_string()));
     assert_eq!(out, format!("getpid {pid}\nsetsid {pid}\n"));
     victim_carries_on(v, pid);
 }
@@ -729,7 +704,7 @@ fn criu_style_fdspy_steals_an_fd_through_the_fds_plugin() {
         ],
     );
     let (mut v, pid) = start_victim(&victim);
-    let out = run(Command::new(&spy).arg(pid.to_string()));
+    let out = run_ok(Command::new(&spy).arg(pid.to_string()));
     assert_eq!(out, "same 1\n");
     // The host wrote into the victim's stdout through the fd it took.
     assert_eq!(v.expect_line("stolen", T).unwrap(), "stolen fd works");
@@ -752,7 +727,7 @@ fn criu_style_run_in_thread_reaches_the_trap_command() {
     );
     let (v, ids) = start_victim_ids(&victim);
     let (pid, tid) = (ids[0], ids[1]);
-    let out = run(Command::new(&spy).args([pid.to_string(), tid.to_string()]));
+    let out = run_ok(Command::new(&spy).args([pid.to_string(), tid.to_string()]));
     // Blocked by the victim: SIGUSR2 (12) in the main thread, SIGUSR1 (10) in the other.
     assert_eq!(
         out,
@@ -785,7 +760,7 @@ fn criu_style_cure_keeps_the_avx512_state() {
     let pid: i32 = ready["ready ".len()..].trim().parse().unwrap();
     wait_state(pid, "S", T);
     std::thread::sleep(Duration::from_millis(20));
-    let out = run(Command::new(&spy).arg(pid.to_string()));
+    let out = run_ok(Command::new(&spy).arg(pid.to_string()));
     assert!(out.ends_with("state 1 log 4\n"), "{out}");
     for want in [138, 403, 138, 403] {
         assert_eq!(
@@ -814,7 +789,7 @@ fn criu_style_stack_parasite_runs_on_its_own_stack() {
         ],
     );
     let (v, pid) = start_victim(&victim);
-    let out = run(Command::new(&spy).arg(pid.to_string()));
+    let out = run_ok(Command::new(&spy).arg(pid.to_string()));
     assert_eq!(out, "below start 1\nmapped 1\ntask stack 0\ngone 1\n");
     victim_carries_on(v, our_sid());
 }
@@ -871,11 +846,13 @@ fn criu_style_cycle_costs_what_the_rust_api_costs() {
         ],
     );
     let packed = dir.join("parasite.blob");
-    run(Command::new(compel())
-        .args(["pack", "-f"])
-        .arg(dir.join("parasite.po"))
-        .arg("-o")
-        .arg(&packed));
+    run_ok(
+        Command::new(compel_with_libcompel())
+            .args(["pack", "-f"])
+            .arg(dir.join("parasite.po"))
+            .arg("-o")
+            .arg(&packed),
+    );
     let bytes = std::fs::read(&packed).unwrap();
     let blob = BlobDesc::parse(&bytes).unwrap();
     let (v, pid) = start_victim(&victim);
@@ -891,7 +868,8 @@ fn criu_style_cycle_costs_what_the_rust_api_costs() {
         for _round in 0..ROUNDS {
             // One cold cycle per C process (its first touches of the library's pages) is
             // left out, as the Rust side's warm-up is.
-            let out = run(Command::new(&spy).args([pid.to_string(), (PER_ROUND + 1).to_string()]));
+            let out =
+                run_ok(Command::new(&spy).args([pid.to_string(), (PER_ROUND + 1).to_string()]));
             for line in out.lines().skip(1) {
                 let ns: Vec<u64> = line.split(' ').map(|w| w.parse().unwrap()).collect();
                 assert_eq!(ns.len(), 5, "{line}");

@@ -4,13 +4,11 @@
 //! own report (`/proc/cpuinfo`) and against a live victim that carries on afterwards.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use compel_criu_tests::{
-    Exit, Victim, become_subreaper, bin_dir, test_lock, wait_state, workspace_bin,
-};
+use compel_criu_tests::c_host::{build_c_host, compel_with_libcompel, run_ok};
+use compel_criu_tests::{Exit, Victim, become_subreaper, test_lock, wait_state};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -198,53 +196,6 @@ parasite.o: parasite.c
 \t$(CC) $(CFLAGS) -c $(shell $(COMPEL) cflags) -o $@ $^
 ";
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Our `compel` binary, with libcompel.a built next to it (what `compel --static libs` names).
-fn compel() -> PathBuf {
-    let bin = workspace_bin("compel-cli", "compel");
-    let dir = bin_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "libcompel"])
-        .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.file_name().and_then(|p| p.to_str()) == Some("release") {
-        cmd.arg("--release");
-    }
-    run(&mut cmd);
-    assert!(dir.join("libcompel.a").exists());
-    bin
-}
-
-/// gcc `src` against our headers and static libcompel.
-fn build_host(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let compel = compel();
-    std::fs::create_dir_all(dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, text).unwrap();
-    let includes = run(Command::new(&compel).arg("includes"));
-    let libs = run(Command::new(&compel).args(["--static", "libs"]));
-    let out = dir.join(name);
-    run(Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror"])
-        .args(includes.split_whitespace())
-        .arg("-o")
-        .arg(&out)
-        .arg(&c)
-        .args(libs.split_whitespace()));
-    out
-}
-
 /// The flags line of /proc/cpuinfo has `flag`.
 fn cpuinfo_has(flag: &str) -> bool {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap();
@@ -261,8 +212,8 @@ fn cpuinfo_field(key: &str) -> String {
 #[test]
 fn cpu_queries_match_what_the_kernel_reports() {
     let work = tempfile::tempdir().unwrap();
-    let bin = build_host(work.path(), "cpu", CPU_C);
-    let out = run(&mut Command::new(bin));
+    let bin = build_c_host(work.path(), "cpu", CPU_C);
+    let out = run_ok(&mut Command::new(bin));
     let get = |k: &str| -> String {
         out.lines()
             .find_map(|l| l.strip_prefix(&format!("{k} ")))
@@ -318,17 +269,21 @@ fn breakpoint_stop_on_syscall_tls_and_relocs_on_a_live_victim() {
     ] {
         std::fs::write(dir.join(name), text).unwrap();
     }
-    run(Command::new("make")
-        .arg("-s")
-        .arg("-C")
-        .arg(&dir)
-        .arg(format!("COMPEL={}", compel().display())));
+    run_ok(
+        Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(&dir)
+            .arg(format!("COMPEL={}", compel_with_libcompel().display())),
+    );
     let victim = work.path().join("victim");
     std::fs::write(work.path().join("victim.c"), VICTIM_C).unwrap();
-    run(Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror", "-o"])
-        .arg(&victim)
-        .arg(work.path().join("victim.c")));
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-Werror", "-o"])
+            .arg(&victim)
+            .arg(work.path().join("victim.c")),
+    );
     let mut v = Victim::spawn(&victim, &[]).unwrap();
     let ready = v.expect_line("ready ", T).unwrap();
     let f: Vec<&str> = ready.split_whitespace().collect();

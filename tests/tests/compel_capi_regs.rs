@@ -7,13 +7,12 @@
 //! `compel_parse_stop_signo`), and the `<compel/ptrace.h>` memory helpers. The victim carries on
 //! afterwards, its page unmapped by its own code.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use compel_criu_tests::{
-    Exit, Victim, become_subreaper, bin_dir, test_lock, wait_state, workspace_bin,
-};
+use compel_criu_tests::c_host::{compel_with_libcompel, run_ok};
+use compel_criu_tests::{Exit, Victim, become_subreaper, test_lock, wait_state};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -122,36 +121,8 @@ int main(int argc, char **argv)
 }
 "#;
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({:?}):\n{stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Our `compel` with libcompel.a built beside it.
-fn compel() -> PathBuf {
-    let bin = workspace_bin("compel-cli", "compel");
-    let dir = bin_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "libcompel"])
-        .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.file_name().and_then(|p| p.to_str()) == Some("release") {
-        cmd.arg("--release");
-    }
-    run(&mut cmd);
-    bin
-}
-
 fn words(compel: &Path, arg: &[&str]) -> Vec<String> {
-    run(Command::new(compel).args(arg))
+    run_ok(Command::new(compel).args(arg))
         .split_whitespace()
         .map(str::to_owned)
         .collect()
@@ -162,22 +133,26 @@ fn criu_style_registers_run_at_unmap_and_ptrace_areas() {
     let _g = test_lock();
     become_subreaper();
     let work = tempfile::tempdir().unwrap();
-    let c = compel();
+    let c = compel_with_libcompel();
     let victim = work.path().join("victim");
     std::fs::write(work.path().join("victim.c"), VICTIM).unwrap();
-    run(Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror", "-no-pie", "-o"])
-        .arg(&victim)
-        .arg(work.path().join("victim.c")));
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-Werror", "-no-pie", "-o"])
+            .arg(&victim)
+            .arg(work.path().join("victim.c")),
+    );
     let spy = work.path().join("spy");
     std::fs::write(work.path().join("spy.c"), SPY).unwrap();
-    run(Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror"])
-        .args(words(&c, &["includes"]))
-        .arg("-o")
-        .arg(&spy)
-        .arg(work.path().join("spy.c"))
-        .args(words(&c, &["--static", "libs"])));
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-Werror"])
+            .args(words(&c, &["includes"]))
+            .arg("-o")
+            .arg(&spy)
+            .arg(work.path().join("spy.c"))
+            .args(words(&c, &["--static", "libs"])),
+    );
 
     let mut v = Victim::spawn(&victim, &[]).unwrap();
     let ready = v.expect_line("ready ", T).unwrap();
@@ -192,7 +167,7 @@ fn criu_style_registers_run_at_unmap_and_ptrace_areas() {
         "no page {page}"
     );
 
-    let out = run(Command::new(&spy).args([pid, probe, unmapper]));
+    let out = run_ok(Command::new(&spy).args([pid, probe, unmapper]));
     assert_eq!(
         out,
         "wait 1 state S ppid-ok 1\n\

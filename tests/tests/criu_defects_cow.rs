@@ -8,39 +8,17 @@
 //! test lock and as a child subreaper.
 
 use std::path::Path;
-use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, skip_if_not_root,
-    test_lock, wait_file,
+    Spawned, ask_check, become_subreaper, dump_and_reap, guards, restore_detached,
+    skip_if_not_root, spawn_mode_with_pids, test_lock,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_criu-victim-defects-left");
 
 /// The victim of `mode` in `d`, ready, and the pids it made.
 fn spawn(mode: &str, d: &Path) -> (Spawned, Vec<i32>) {
-    let (out, ready) = (d.join("out"), d.join("ready"));
-    let v = Spawned::spawn(
-        BIN,
-        &[mode, out.to_str().unwrap(), ready.to_str().unwrap()],
-        &d.join("victim.log"),
-        None,
-    );
-    wait_file(&ready, Duration::from_secs(10));
-    let pids = std::fs::read_to_string(d.join("out.pids"))
-        .unwrap()
-        .split_whitespace()
-        .map(|w| w.parse().unwrap())
-        .collect();
-    (v, pids)
-}
-
-/// Guards (kill and reap on drop) for those of `pids` that exist.
-fn guards(pids: &[i32]) -> Vec<Spawned> {
-    pids.iter()
-        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
-        .map(|&p| Spawned::guard(p))
-        .collect()
+    spawn_mode_with_pids(BIN, d, mode)
 }
 
 /// Without a dump the victim's own check passes (the pages are shared after a plain fork).

@@ -8,29 +8,15 @@
 use std::path::Path;
 
 use compel_criu_tests::{
-    Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, skip_if_not_root,
-    spawn_ready_with, test_lock,
+    Spawned, ask_check, become_subreaper, dump_and_reap, guards, restore_detached,
+    skip_if_not_root, spawn_mode_with_pids, test_lock,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_criu-victim-defects-more");
 
-/// The victim of `mode` in `d`, ready, and guards for the processes it made.
+/// The victim of `mode` in `d`, ready, and the pids it made.
 fn spawn(mode: &str, d: &Path) -> (Spawned, Vec<i32>) {
-    let v = spawn_ready_with(BIN, d, &[mode], &[]);
-    let pids = std::fs::read_to_string(d.join("out.pids"))
-        .unwrap()
-        .split_whitespace()
-        .map(|w| w.parse().unwrap())
-        .collect();
-    (v, pids)
-}
-
-/// Guards (kill and reap on drop) for those of `pids` that exist.
-fn guards(pids: &[i32]) -> Vec<Spawned> {
-    pids.iter()
-        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
-        .map(|&p| Spawned::guard(p))
-        .collect()
+    spawn_mode_with_pids(BIN, d, mode)
 }
 
 /// Dumps the victim of `mode`, restores it and asks it to check itself; `outside` then checks

@@ -4,15 +4,15 @@
 //! at once, and its sockets have no name another process could connect to (a socket pair made
 //! inside the task, the host's end taken over its pidfd).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use compel::Task;
 use compel::infect::{InfectOptions, Parasite};
+use compel_criu_tests::c_host::{build_c_host, run_ok};
 use compel_criu_tests::{
-    UNPRIVILEGED_ID, Victim, become_subreaper, bin_dir, command_as_user, make_world_executable,
-    skip_if_not_root, test_lock, wait_state, workspace_bin,
+    UNPRIVILEGED_ID, Victim, become_subreaper, command_as_user, make_world_executable,
+    skip_if_not_root, test_lock, wait_state,
 };
 use parasite_blobs::testkit::{self, proto as tk};
 
@@ -38,67 +38,20 @@ int main(int argc, char **argv)
 }
 "#;
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Our `compel` binary, with libcompel.a built next to it (what `compel --static libs` names).
-fn compel() -> PathBuf {
-    let bin = workspace_bin("compel-cli", "compel");
-    let dir = bin_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "libcompel"])
-        .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.file_name().and_then(|p| p.to_str()) == Some("release") {
-        cmd.arg("--release");
-    }
-    run(&mut cmd);
-    assert!(dir.join("libcompel.a").exists());
-    bin
-}
-
-/// gcc `src` against our headers and static libcompel.
-fn build_host(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let compel = compel();
-    std::fs::create_dir_all(dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, text).unwrap();
-    let includes = run(Command::new(&compel).arg("includes"));
-    let libs = run(Command::new(&compel).args(["--static", "libs"]));
-    let out = dir.join(name);
-    run(Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror"])
-        .args(includes.split_whitespace())
-        .arg("-o")
-        .arg(&out)
-        .arg(&c)
-        .args(libs.split_whitespace()));
-    out
-}
-
 #[test]
 fn the_c_abi_refuses_a_task_its_caller_could_not_ptrace() {
     skip_if_not_root!("the_c_abi_refuses_a_task_its_caller_could_not_ptrace");
     let _g = test_lock();
     become_subreaper();
     let work = tempfile::tempdir().unwrap();
-    let host = build_host(work.path(), "prepare", PREPARE_C);
+    let host = build_c_host(work.path(), "prepare", PREPARE_C);
     make_world_executable(&host).unwrap();
     // A root-owned victim: nobody may not ptrace it.
     let mut v = Victim::spawn(BLOCK, &["read"]).unwrap();
     v.expect_line("ready", T).unwrap();
     let pid = v.pid();
     wait_state(pid, "S", T);
-    let out = run(command_as_user(&host, UNPRIVILEGED_ID, UNPRIVILEGED_ID).arg(pid.to_string()));
+    let out = run_ok(command_as_user(&host, UNPRIVILEGED_ID, UNPRIVILEGED_ID).arg(pid.to_string()));
     assert!(out.starts_with("refused: "), "{out}");
     assert!(out.contains(&pid.to_string()), "{out}");
     // Untouched: not traced, and it answers.
@@ -106,7 +59,7 @@ fn the_c_abi_refuses_a_task_its_caller_could_not_ptrace() {
     v.write_stdin(b"x\n").unwrap();
     assert_eq!(v.read_line(T).as_deref(), Some("got x"));
     // Root's own run of the same program prepares it.
-    let out = run(Command::new(&host).arg(pid.to_string()));
+    let out = run_ok(Command::new(&host).arg(pid.to_string()));
     assert_eq!(out, "prepared\n");
     v.write_stdin(b"y\n").unwrap();
     assert_eq!(v.read_line(T).as_deref(), Some("got y"));

@@ -446,6 +446,7 @@ mod tests {
             "all",
             "net",
             "read",
+            "nftables",
         ];
         let mut names = std::collections::HashSet::new();
         for d in TABLE {

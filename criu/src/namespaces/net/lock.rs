@@ -168,7 +168,7 @@ fn add(method: Method) -> Result<(), NetError> {
             run("nft", &[&cmd], None).map(drop)
         }
         Method::Iptables => {
-            for tool in IPTABLES {
+            for tool in iptables() {
                 if run(tool, &["-w", "-C", "INPUT", "-j", CHAIN], None).is_ok() {
                     continue;
                 }
@@ -182,6 +182,15 @@ fn add(method: Method) -> Result<(), NetError> {
             }
             Ok(())
         }
+    }
+}
+
+/// The iptables tools to use: `ip6tables` only where the kernel has IPv6.
+fn iptables() -> &'static [&'static str] {
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        &IPTABLES
+    } else {
+        &IPTABLES[..1]
     }
 }
 
@@ -207,7 +216,7 @@ fn remove(method: Method) -> Result<(), NetError> {
         }
         Method::Iptables => {
             let mut first = Ok(());
-            for tool in IPTABLES {
+            for tool in iptables() {
                 // Every jump (a restored ruleset and a second lock may both have one).
                 for base in ["INPUT", "OUTPUT"] {
                     for _ in 0..16 {
@@ -227,5 +236,22 @@ fn remove(method: Method) -> Result<(), NetError> {
             }
             first
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Method;
+
+    #[test]
+    fn methods_parse_by_name_and_rpc_value() {
+        assert_eq!(Method::parse("iptables"), Some(Method::Iptables));
+        assert_eq!(Method::parse("nftables"), Some(Method::Nftables));
+        assert_eq!(Method::parse("skip"), Some(Method::Skip));
+        assert_eq!(Method::parse("ipfw"), None);
+        assert_eq!(Method::default(), Method::Iptables);
+        assert_eq!(Method::from_rpc(2), Some(Method::Nftables));
+        assert_eq!(Method::from_rpc(3), Some(Method::Skip));
+        assert_eq!(Method::from_rpc(0), None);
     }
 }

@@ -159,6 +159,9 @@ fn dump_inner(
     scripts
         .notify(ScriptAction::PreDump, Some(pid))
         .map_err(|e| DumpError::from(e).at("pre-dump action script"))?;
+    // Unlocked on every error return (dropped); kept when the tree dies.
+    let net_lock = crate::namespaces::net::NetLock::take(pid, opts.network_lock, Some(scripts))
+        .map_err(|e| DumpError::from(e).at("locking the network"))?;
 
     if let Some(prev) = &opts.prev_images_dir {
         track::link_parent(dir, prev).map_err(|e| e.at("linking the parent images"))?;
@@ -283,6 +286,13 @@ fn dump_inner(
     }
     // Saved TCP connections stay in repair mode when the tree dies (closing sends nothing).
     files.dump_done(opts.final_state == FinalState::Dead);
+    match net_lock {
+        Some(l) if opts.final_state == FinalState::Dead => l.keep(),
+        Some(l) => l
+            .release(Some(scripts))
+            .map_err(|e| DumpError::from(e).at("unlocking the network"))?,
+        None => {}
+    }
     let mut killed = Vec::new();
     let mut tracees = Vec::new();
     for (p, task) in tasks {

@@ -52,6 +52,8 @@ pub struct DumpOptions {
     pub tcp_close: bool,
     /// `--skip-in-flight`.
     pub skip_in_flight: bool,
+    /// `--network-lock`.
+    pub network_lock: crate::namespaces::net::NetLockMethod,
     /// `--ext-unix-sk`.
     pub ext_unix_sk: bool,
     /// `--ext-unix-sk=INO,...`.
@@ -113,6 +115,7 @@ impl DumpOptions {
             tcp_established: o.tcp_established,
             tcp_close: o.tcp_close,
             skip_in_flight: o.skip_in_flight,
+            network_lock: o.network_lock,
             ext_unix_sk: o.ext_unix_sk,
             ext_unix_sk_inodes: o.ext_unix_sk_inodes.clone(),
             external: o.external.clone(),
@@ -189,6 +192,8 @@ pub struct RestoreOptions {
     pub ext_unix_sk_inodes: Vec<u64>,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--network-lock`.
+    pub network_lock: crate::namespaces::net::NetLockMethod,
     /// `--file-locks`.
     pub file_locks: bool,
     /// Fill helpers for large memories (off: `CRIU_RESTORE_FILL_HELPER=0`, to measure).
@@ -231,6 +236,7 @@ impl Default for RestoreOptions {
             ext_unix_sk: false,
             ext_unix_sk_inodes: Vec::new(),
             tcp_established: false,
+            network_lock: Default::default(),
             file_locks: false,
             fill_helpers: true,
             uffd: true,
@@ -272,6 +278,7 @@ impl RestoreOptions {
             ext_unix_sk: o.ext_unix_sk,
             ext_unix_sk_inodes: o.ext_unix_sk_inodes.clone(),
             tcp_established: o.tcp_established,
+            network_lock: o.network_lock,
             file_locks: o.file_locks,
             manage_cgroups: o.manage_cgroups,
             cgroup_roots: o.cgroup_roots.clone(),

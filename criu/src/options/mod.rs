@@ -342,6 +342,8 @@ pub struct Options {
     pub tcp_close: bool,
     /// `--skip-in-flight`: connections in a listener's accept queue are dropped.
     pub skip_in_flight: bool,
+    /// `--network-lock`.
+    pub network_lock: crate::namespaces::net::NetLockMethod,
     /// `-l/--file-locks`.
     pub file_locks: bool,
     /// `-x/--ext-unix-sk[=INODES]`: external unix sockets are allowed.
@@ -420,6 +422,7 @@ impl Default for Options {
             tcp_established: false,
             tcp_close: false,
             skip_in_flight: false,
+            network_lock: Default::default(),
             file_locks: false,
             ext_unix_sk: false,
             ext_unix_sk_inodes: Vec::new(),

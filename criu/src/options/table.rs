@@ -378,7 +378,11 @@ pub(crate) static TABLE: &[OptDef] = &[
     o("file-validation", None, Arg::Required, accepted),
     b("skip-file-rwx-check", None, accepted),
     o("lsm-mount-context", None, Arg::Required, accepted),
-    o("network-lock", None, Arg::Required, accepted),
+    o("network-lock", None, Arg::Required, |o, g| {
+        o.network_lock =
+            crate::namespaces::net::NetLockMethod::parse(g.arg()?).ok_or_else(|| g.bad())?;
+        Ok(())
+    }),
     b("mntns-compat-mode", None, accepted),
     b("unprivileged", None, |o, g| {
         o.unprivileged = g.on;
@@ -451,6 +455,7 @@ mod tests {
             "all",
             "net",
             "read",
+            "nftables",
         ];
         let mut names = std::collections::HashSet::new();
         for d in TABLE {

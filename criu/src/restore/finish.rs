@@ -167,7 +167,13 @@ pub(super) fn finish(
     if let Some(p) = &opts.pidfile {
         crate::pidfile::write_pidfile(p, root)?;
     }
+    // The namespace's rules came back locked when the dump locked it; made sure of here, lifted
+    // (after the `network-unlock` scripts) before the tree runs.
+    let net_lock = crate::namespaces::net::NetLock::take(root, opts.network_lock, None)?;
     run_scripts(scripts, ScriptAction::PostRestore, Some(root))?;
+    if let Some(l) = net_lock {
+        l.release(scripts)?;
+    }
     run_scripts(scripts, ScriptAction::PreResume, Some(root))?;
     // Every thread of every task out of its restorer at once, then the restorers unmapped and the
     // tasks detached, children first: when a parent runs on, its children are back already.

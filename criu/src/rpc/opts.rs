@@ -184,6 +184,9 @@ pub fn to_options(
     o.shell_job = flag(req.shell_job, false);
     o.ext_unix_sk = flag(req.ext_unix_sk, false);
     o.tcp_established = flag(req.tcp_established, false);
+    if let Some(m) = req.network_lock {
+        o.network_lock = crate::namespaces::net::NetLockMethod::from_rpc(m).unwrap_or_default();
+    }
     o.file_locks = flag(req.file_locks, false);
     o.track_mem = flag(req.track_mem, false);
     o.link_remap = flag(req.link_remap, false);
@@ -346,7 +349,6 @@ pub fn to_options(
     o.skip_in_flight = flag(req.tcp_skip_in_flight, false);
     o.tcp_close = flag(req.tcp_close, false);
     ignored("weak-sysctls", req.weak_sysctls.is_some());
-    ignored("network-lock", req.network_lock.is_some());
     ignored("pidfd-store", req.pidfd_store_sk.is_some());
     ignored("mntns-compat-mode", req.mntns_compat_mode.is_some());
     ignored("skip-file-rwx-check", req.skip_file_rwx_check.is_some());

@@ -22,6 +22,8 @@
 // Unsafe code: unshare/setns of criu's network namespace (one thread at a time).
 #![allow(unsafe_code)]
 
+mod lock;
+pub use lock::{Method as NetLockMethod, NetLock};
 mod restore;
 
 use std::collections::HashMap;

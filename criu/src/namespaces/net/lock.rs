@@ -1,0 +1,257 @@
+//! `--network-lock iptables|nftables|skip`: while a tree in a network namespace of its own is
+//! dumped, and while it is restored, nothing reaches or leaves that namespace but packets
+//! carrying the TCP-repair mark `0xC114`.
+//!
+//! - `nftables`: a table `inet CRIU` with an input and an output base chain, policy drop, that
+//!   accept the mark.
+//! - `iptables` (the default, as in criu(8)): a chain `CRIU` in the `filter` table (IPv4 and
+//!   IPv6) that accepts the mark and drops the rest, jumped to first from `INPUT` and `OUTPUT`.
+//! - `skip`: no rules; the `network-lock`/`network-unlock` action scripts still run.
+//!
+//! The `network-lock` script runs before the rules are added and `network-unlock` before they
+//! are removed. A tree in criu's own network namespace is not locked (its connections are
+//! criu's neighbours' too). The rules are in place while the namespace is dumped, so the saved
+//! ruleset has them and a restored namespace is locked from the moment its rules are back.
+
+use std::os::fd::OwnedFd;
+
+use super::{NetError, in_netns, io, run};
+use crate::scripts::{Notify, ScriptAction};
+
+/// The mark TCP-repair sockets carry; the lock lets it through.
+const MARK: &str = "0xC114";
+/// The nftables table (family and name).
+const NFT_TABLE: [&str; 2] = ["inet", "CRIU"];
+/// The iptables chain.
+const CHAIN: &str = "CRIU";
+/// The iptables tools, IPv4 and IPv6.
+const IPTABLES: [&str; 2] = ["iptables", "ip6tables"];
+
+/// How the network is locked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    /// iptables rules (criu(8)'s default).
+    #[default]
+    Iptables,
+    /// An nftables table.
+    Nftables,
+    /// No rules, only the action scripts.
+    Skip,
+}
+
+impl Method {
+    /// `iptables`, `nftables` or `skip`.
+    pub fn parse(s: &str) -> Option<Method> {
+        match s {
+            "iptables" => Some(Method::Iptables),
+            "nftables" => Some(Method::Nftables),
+            "skip" => Some(Method::Skip),
+            _ => None,
+        }
+    }
+
+    /// The RPC enum's value (`IPTABLES = 1`, `NFTABLES = 2`, `SKIP = 3`).
+    pub fn from_rpc(v: i32) -> Option<Method> {
+        match v {
+            1 => Some(Method::Iptables),
+            2 => Some(Method::Nftables),
+            3 => Some(Method::Skip),
+            _ => None,
+        }
+    }
+}
+
+/// A locked network namespace; dropping it removes the rules (without the `network-unlock`
+/// script): the failure path. [`NetLock::release`] is the orderly way out.
+pub struct NetLock {
+    ns: OwnedFd,
+    method: Method,
+    pid: i32,
+    held: bool,
+}
+
+impl NetLock {
+    /// Locks the network namespace of `pid` when it is not criu's own: the `network-lock`
+    /// script, then the rules. `None` when there is nothing to lock.
+    ///
+    /// # Errors
+    /// The script's failure, or a tool's ([`NetError::Tool`]); no rule is left behind.
+    pub fn take(
+        pid: i32,
+        method: Method,
+        scripts: Option<&dyn Notify>,
+    ) -> Result<Option<NetLock>, NetError> {
+        let Some(ns) = own_netns(pid)? else {
+            return Ok(None);
+        };
+        if let Some(s) = scripts {
+            s.notify(ScriptAction::NetworkLock, Some(pid))
+                .map_err(|e| NetError::Unsupported(format!("network-lock action script: {e}")))?;
+        }
+        let mut l = NetLock {
+            ns,
+            method,
+            pid,
+            held: false,
+        };
+        // Set first, so that a half-made lock is taken down by the drop.
+        l.held = true;
+        in_netns(&l.ns, move || add(method))?;
+        tracing::info!(pid, ?method, "network locked");
+        Ok(Some(l))
+    }
+
+    /// Leaves the rules in place (the tree was killed; its namespace goes with it).
+    pub fn keep(mut self) {
+        self.held = false;
+    }
+
+    /// The `network-unlock` script, then the rules removed.
+    ///
+    /// # Errors
+    /// The script's failure or a tool's; the rules are removed either way.
+    pub fn release(mut self, scripts: Option<&dyn Notify>) -> Result<(), NetError> {
+        let script = match scripts {
+            Some(s) => s
+                .notify(ScriptAction::NetworkUnlock, Some(self.pid))
+                .map_err(|e| NetError::Unsupported(format!("network-unlock action script: {e}"))),
+            None => Ok(()),
+        };
+        self.held = false;
+        let method = self.method;
+        let removed = in_netns(&self.ns, move || remove(method));
+        tracing::info!(pid = self.pid, "network unlocked");
+        script.and(removed)
+    }
+}
+
+impl Drop for NetLock {
+    fn drop(&mut self) {
+        if self.held {
+            let method = self.method;
+            if let Err(e) = in_netns(&self.ns, move || remove(method)) {
+                tracing::warn!(pid = self.pid, "unlocking the network: {e}");
+            }
+        }
+    }
+}
+
+/// The network namespace of `pid` when it differs from criu's.
+fn own_netns(pid: i32) -> Result<Option<OwnedFd>, NetError> {
+    let path = format!("/proc/{pid}/ns/net");
+    let theirs = std::fs::read_link(&path).map_err(io(format!("reading {path}")))?;
+    let mine = std::fs::read_link("/proc/self/ns/net").map_err(io("reading our netns"))?;
+    if theirs == mine {
+        return Ok(None);
+    }
+    let f = std::fs::File::open(&path).map_err(io(format!("opening {path}")))?;
+    Ok(Some(OwnedFd::from(f)))
+}
+
+/// Adds the lock in the calling thread's namespace; a namespace locked already (its rules came
+/// back from the images) is left as it is.
+fn add(method: Method) -> Result<(), NetError> {
+    match method {
+        Method::Skip => Ok(()),
+        Method::Nftables => {
+            if nft_locked() {
+                return Ok(());
+            }
+            let [f, t] = NFT_TABLE;
+            let chain = |hook: &str| {
+                format!(
+                    "add chain {f} {t} {hook} {{ type filter hook {hook} priority 0; policy drop; }}; \
+                     add rule {f} {t} {hook} meta mark {MARK} accept"
+                )
+            };
+            let cmd = format!("add table {f} {t}; {}; {}", chain("output"), chain("input"));
+            run("nft", &[&cmd], None).map(drop)
+        }
+        Method::Iptables => {
+            for tool in iptables() {
+                if run(tool, &["-w", "-C", "INPUT", "-j", CHAIN], None).is_ok() {
+                    continue;
+                }
+                run(tool, &["-w", "-N", CHAIN], None)?;
+                let mark = ["-w", "-A", CHAIN, "-m", "mark", "--mark", MARK];
+                run(tool, &[&mark[..], &["-j", "ACCEPT"]].concat(), None)?;
+                run(tool, &["-w", "-A", CHAIN, "-j", "DROP"], None)?;
+                for base in ["INPUT", "OUTPUT"] {
+                    run(tool, &["-w", "-I", base, "-j", CHAIN], None)?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The iptables tools to use: `ip6tables` only where the kernel has IPv6.
+fn iptables() -> &'static [&'static str] {
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        &IPTABLES
+    } else {
+        &IPTABLES[..1]
+    }
+}
+
+fn nft_locked() -> bool {
+    run("nft", &["list", "table", NFT_TABLE[0], NFT_TABLE[1]], None).is_ok()
+}
+
+/// Removes every rule [`add`] may have made (a half-made lock too); the first failure is
+/// reported after everything was tried.
+fn remove(method: Method) -> Result<(), NetError> {
+    match method {
+        Method::Skip => Ok(()),
+        Method::Nftables => {
+            if !nft_locked() {
+                return Ok(());
+            }
+            run(
+                "nft",
+                &["delete", "table", NFT_TABLE[0], NFT_TABLE[1]],
+                None,
+            )
+            .map(drop)
+        }
+        Method::Iptables => {
+            let mut first = Ok(());
+            for tool in iptables() {
+                // Every jump (a restored ruleset and a second lock may both have one).
+                for base in ["INPUT", "OUTPUT"] {
+                    for _ in 0..16 {
+                        if run(tool, &["-w", "-D", base, "-j", CHAIN], None).is_err() {
+                            break;
+                        }
+                    }
+                }
+                if run(tool, &["-w", "-S", CHAIN], None).is_err() {
+                    continue;
+                }
+                for args in [["-w", "-F", CHAIN], ["-w", "-X", CHAIN]] {
+                    if let Err(e) = run(tool, &args, None) {
+                        first = first.and(Err(e));
+                    }
+                }
+            }
+            first
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Method;
+
+    #[test]
+    fn methods_parse_by_name_and_rpc_value() {
+        assert_eq!(Method::parse("iptables"), Some(Method::Iptables));
+        assert_eq!(Method::parse("nftables"), Some(Method::Nftables));
+        assert_eq!(Method::parse("skip"), Some(Method::Skip));
+        assert_eq!(Method::parse("ipfw"), None);
+        assert_eq!(Method::default(), Method::Iptables);
+        assert_eq!(Method::from_rpc(2), Some(Method::Nftables));
+        assert_eq!(Method::from_rpc(3), Some(Method::Skip));
+        assert_eq!(Method::from_rpc(0), None);
+    }
+}

@@ -1,7 +1,9 @@
 //! `--freeze-cgroup PATH`: the tree's cgroup (v2) is frozen before the tree is seized, so no
 //! process of it can fork while the tree is walked, and thawed once every process is seized
 //! (the seized tasks stay stopped by ptrace). On any error the cgroup is thawed and the tree
-//! runs on. A cgroup that was frozen already is left frozen.
+//! runs on. A cgroup that was frozen already is left frozen. A v1 freezer directory
+//! (`freezer.state`, as runc passes on a v1 host) is not used: the tree is seized task by task,
+//! with a warning.
 //!
 //! The v2 freezer lets ptrace stops through: `PTRACE_INTERRUPT` of a frozen task makes it leave
 //! the freezer trap and stop for the tracer.
@@ -20,6 +22,15 @@ pub(super) fn seize(pid: i32, opts: &DumpOptions) -> Result<SeizedTree, DumpErro
     let Some(cg) = &opts.freeze_cgroup else {
         return seize_tree(pid);
     };
+    if !cg.join("cgroup.freeze").exists() && cg.join("freezer.state").exists() {
+        // A v1 freezer (runc passes one on hosts with the v1 hierarchy): its frozen tasks
+        // do not stop for ptrace until thawed, so the tree is seized task by task instead.
+        tracing::warn!(
+            cgroup = %cg.display(),
+            "--freeze-cgroup: the v1 freezer is not used; the tree is seized task by task"
+        );
+        return seize_tree(pid);
+    }
     let frozen = Frozen::freeze(cg, opts.timeout)?;
     // On an error `frozen` drops and thaws the cgroup; the seized tasks detach.
     let tree = seize_tree(pid)?;

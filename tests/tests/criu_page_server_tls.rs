@@ -320,6 +320,7 @@ fn tls_refuses_foreign_certificates() {
             assert!(!o.status.success(), "{what}: the dump succeeded");
             assert!(err.contains("TLS"), "{what}: {err}");
             let (ok, serr) = finish(ps);
+            eprintln!("{what}: dump: {err}{what}: page server: {serr}");
             assert!(!ok, "{what}: the page server succeeded");
             assert!(serr.contains("TLS"), "{what}: {serr}");
             assert!(

@@ -203,6 +203,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 pidfile: opts.pidfile.clone(),
                 prev_images_dir: opts.prev_images_dir.clone(),
                 lazy: opts.live.lazy_pages,
+                tls: opts.live.tls.clone(),
             };
             criu::run_page_server(&so).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)

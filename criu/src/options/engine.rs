@@ -74,6 +74,8 @@ pub struct DumpOptions {
     pub freeze_cgroup: Option<PathBuf>,
     /// `--page-server --address A --port P`: pages go to that page server.
     pub page_server: Option<(String, u16)>,
+    /// `--tls` and its files, for the page server connection.
+    pub page_server_tls: super::TlsOptions,
     /// `--pre-dump-mode` (for `pre_dump`).
     pub pre_dump_mode: super::PreDumpMode,
     /// `--auto-dedup`: punch the pages this dump holds out of its parents' pages files.
@@ -132,6 +134,7 @@ impl DumpOptions {
                     o.live.port.unwrap_or(0),
                 )
             }),
+            page_server_tls: o.live.tls.clone(),
             auto_dedup: o.live.auto_dedup,
             lazy_pages: (o.live.lazy_pages && !o.live.page_server).then(|| {
                 (

@@ -47,4 +47,25 @@ pub struct LiveOptions {
     pub lazy_pages: bool,
     /// `--auto-dedup`: dump and pre-dump punch what they hold out of the parent images.
     pub auto_dedup: bool,
+    /// `--tls` and its files: the page server connection.
+    pub tls: TlsOptions,
+}
+
+/// `--tls`, `--tls-cacert`, `--tls-cacrl`, `--tls-cert`, `--tls-key`, `--tls-no-cn-verify`:
+/// the page server connection is TLS, both sides present certificates signed by the CA.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// `--tls`.
+    pub enabled: bool,
+    /// `--tls-cacert` (default `/etc/pki/CA/cacert.pem`).
+    pub cacert: Option<std::path::PathBuf>,
+    /// `--tls-cacrl`: revoked certificates (none by default).
+    pub cacrl: Option<std::path::PathBuf>,
+    /// `--tls-cert` (default `/etc/pki/criu/cert.pem`).
+    pub cert: Option<std::path::PathBuf>,
+    /// `--tls-key` (default `/etc/pki/criu/private/key.pem`).
+    pub key: Option<std::path::PathBuf>,
+    /// `--tls-no-cn-verify`: the client does not check the server's certificate names the
+    /// address it connects to.
+    pub no_cn_verify: bool,
 }

@@ -43,7 +43,7 @@ pub use usage::USAGE;
 use std::path::{Path, PathBuf};
 
 pub use engine::{DumpOptions, InsideMethod, PidMethod, RestoreOptions};
-pub use live::{LiveOptions, PreDumpMode};
+pub use live::{LiveOptions, PreDumpMode, TlsOptions};
 pub use values::{CgroupMode, CgroupRoot, CpuCap, DirRef, External, InheritFd};
 
 use table::Arg;

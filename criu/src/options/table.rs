@@ -361,12 +361,30 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.no_default_config = true;
         Ok(())
     }),
-    o("tls-cacert", None, Arg::Required, accepted),
-    o("tls-cacrl", None, Arg::Required, accepted),
-    o("tls-cert", None, Arg::Required, accepted),
-    o("tls-key", None, Arg::Required, accepted),
-    b("tls", None, accepted),
-    o("tls-no-cn-verify", None, Arg::No, accepted),
+    o("tls-cacert", None, Arg::Required, |o, g| {
+        o.live.tls.cacert = Some(g.path()?);
+        Ok(())
+    }),
+    o("tls-cacrl", None, Arg::Required, |o, g| {
+        o.live.tls.cacrl = Some(g.path()?);
+        Ok(())
+    }),
+    o("tls-cert", None, Arg::Required, |o, g| {
+        o.live.tls.cert = Some(g.path()?);
+        Ok(())
+    }),
+    o("tls-key", None, Arg::Required, |o, g| {
+        o.live.tls.key = Some(g.path()?);
+        Ok(())
+    }),
+    b("tls", None, |o, g| {
+        o.live.tls.enabled = g.on;
+        Ok(())
+    }),
+    o("tls-no-cn-verify", None, Arg::No, |o, _| {
+        o.live.tls.no_cn_verify = true;
+        Ok(())
+    }),
     o("cgroup-yard", None, Arg::Required, |o, g| {
         o.cgroup_yard = Some(g.path()?);
         Ok(())

@@ -5,6 +5,8 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+
+use crate::options::TlsOptions;
 use std::os::unix::fs::FileExt;
 
 use criu_images::Pagemap;
@@ -16,21 +18,31 @@ use super::{PageServerError, io_err};
 /// A connection to a page server.
 #[derive(Debug)]
 pub struct PageClient {
-    sock: TcpStream,
+    sock: super::tls::Stream,
     peer: String,
 }
 
 impl PageClient {
-    /// Connects to the page server at `address`:`port`.
+    /// Connects to the page server at `address`:`port`, over TLS with `tls.enabled`.
     ///
     /// # Errors
-    /// [`PageServerError::Io`] if it cannot be reached.
-    pub fn connect(address: &str, port: u16) -> Result<PageClient, PageServerError> {
+    /// [`PageServerError::Io`] if it cannot be reached, [`PageServerError::Protocol`] if the
+    /// TLS handshake fails.
+    pub fn connect(
+        address: &str,
+        port: u16,
+        tls: &TlsOptions,
+    ) -> Result<PageClient, PageServerError> {
         let peer = format!("{address}:{port}");
         let sock =
             TcpStream::connect((address, port)).map_err(io_err(format!("connect to {peer}")))?;
         let _ = sock.set_nodelay(true);
         tracing::info!(%peer, "connected to the page server");
+        let sock = if tls.enabled {
+            super::tls::client(sock, address, tls)?
+        } else {
+            super::tls::Stream::Plain(sock)
+        };
         Ok(PageClient { sock, peer })
     }
 

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 
 use criu_images::pagemap::{PAGE_SIZE, PE_PRESENT};
@@ -29,8 +28,7 @@ const MAX_GET: u64 = 16 << 20;
 /// # Errors
 /// [`PageServerError::Protocol`] for a request the images cannot answer or another command,
 /// [`PageServerError::Io`] for the socket.
-pub fn serve_lazy(mut sock: TcpStream, dir: &Path) -> Result<u64, PageServerError> {
-    let _ = sock.set_nodelay(true);
+pub fn serve_lazy(mut sock: impl Read + Write, dir: &Path) -> Result<u64, PageServerError> {
     let mut tasks: HashMap<u64, LocalPages> = HashMap::new();
     let mut buf = vec![0u8; MAX_GET as usize];
     let mut sent = 0u64;
@@ -122,5 +120,6 @@ pub fn serve_dump(dir: &Path, address: &str, port: u16) -> Result<u64, PageServe
     let (sock, peer) = listener.accept().map_err(io_err("accept"))?;
     drop(listener);
     tracing::info!(%peer, "lazy-pages client");
+    let _ = sock.set_nodelay(true);
     serve_lazy(sock, dir)
 }

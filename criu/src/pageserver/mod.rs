@@ -13,6 +13,7 @@
 pub mod client;
 pub mod lazy;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 pub use client::PageClient;

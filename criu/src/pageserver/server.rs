@@ -35,6 +35,8 @@ pub struct ServerOptions {
     /// `--lazy-pages`: serve the pages of the images to a remote `criu lazy-pages` instead of
     /// receiving a dump (see [`super::lazy`]).
     pub lazy: bool,
+    /// `--tls` and its files: the session is TLS, the client must present a certificate.
+    pub tls: crate::options::TlsOptions,
 }
 
 /// Pages ids of the server's pages files start here (CRIU's page server does the same), so
@@ -109,6 +111,15 @@ pub fn run_page_server(opts: &ServerOptions) -> Result<Option<(i32, u16)>, PageS
 }
 
 fn serve_session(sock: TcpStream, opts: &ServerOptions) -> Result<(), PageServerError> {
+    let _ = sock.set_nodelay(true);
+    let sock = if opts.tls.enabled {
+        let peer = sock
+            .peer_addr()
+            .map_or_else(|_| "the client".to_string(), |a| a.to_string());
+        super::tls::server(sock, &peer, &opts.tls)?
+    } else {
+        super::tls::Stream::Plain(sock)
+    };
     if opts.lazy {
         super::lazy::serve_lazy(sock, &opts.dir).map(|_| ())
     } else {
@@ -161,8 +172,7 @@ const MAX_PAGES: u64 = (1 << 47) / PAGE_SIZE;
 /// # Errors
 /// [`PageServerError::Protocol`] for a broken or unfinished session, [`PageServerError::Io`]
 /// and [`PageServerError::Image`] for the files; the unfinished pagemap is removed.
-pub fn serve(mut sock: TcpStream, dir: &Path) -> Result<(), PageServerError> {
-    let _ = sock.set_nodelay(true);
+pub fn serve(mut sock: impl Read + Write, dir: &Path) -> Result<(), PageServerError> {
     let mut cur: Option<Open> = None;
     let mut next_id = FIRST_PAGES_ID;
     let r = (|| {
@@ -248,7 +258,7 @@ pub fn serve(mut sock: TcpStream, dir: &Path) -> Result<(), PageServerError> {
 }
 
 /// Reads exactly `b`; `Ok(false)` on a clean end of stream before the first byte.
-fn read_full(sock: &mut TcpStream, b: &mut [u8]) -> std::io::Result<bool> {
+fn read_full(sock: &mut impl Read, b: &mut [u8]) -> std::io::Result<bool> {
     let mut got = 0;
     while got < b.len() {
         match sock.read(&mut b[got..]) {
@@ -301,7 +311,7 @@ fn open(dir: &Path, dst: u64, next_id: &mut u32) -> Result<Open, PageServerError
     })
 }
 
-fn add(sock: &mut TcpStream, o: &mut Open, iov: &PsIov, flags: u32) -> Result<(), PageServerError> {
+fn add(sock: &mut impl Read, o: &mut Open, iov: &PsIov, flags: u32) -> Result<(), PageServerError> {
     if !iov.vaddr.is_multiple_of(PAGE_SIZE)
         || iov.nr_pages == 0
         || iov.nr_pages > MAX_PAGES

@@ -299,9 +299,16 @@ pub fn to_options(
     // Lazy restore (the daemon's socket is in the work directory), dump --lazy-pages.
     o.live.lazy_pages = req.lazy_pages == Some(true);
     o.live.auto_dedup = req.auto_dedup == Some(true);
+    o.live.tls = crate::options::TlsOptions {
+        enabled: req.tls == Some(true),
+        cacert: req.tls_cacert.as_ref().map(Into::into),
+        cacrl: req.tls_cacrl.as_ref().map(Into::into),
+        cert: req.tls_cert.as_ref().map(Into::into),
+        key: req.tls_key.as_ref().map(Into::into),
+        no_cn_verify: req.tls_no_cn_verify == Some(true),
+    };
     // Options for work still to come: refused when set to something that would matter.
     let refuse_if = |set: bool, what: &str| if set { Err(unsupported(what)) } else { Ok(()) };
-    refuse_if(req.tls == Some(true), "tls")?;
     refuse_if(!req.exec_cmd.is_empty(), "exec_cmd")?;
     refuse_if(
         req.empty_ns

@@ -68,6 +68,7 @@ pub(super) fn page_server(
                     pidfile: None,
                     prev_images_dir: o.prev_images_dir.clone(),
                     lazy: o.live.lazy_pages,
+                    tls: o.live.tls.clone(),
                 };
                 match crate::pageserver::run_page_server(&so) {
                     Ok(Some(started)) => Ok(started),

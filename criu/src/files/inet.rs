@@ -8,8 +8,9 @@
 //! `tcp-stream-INO.img` ([`super::tcp`]); with `--tcp-close` they are dumped without their
 //! state (no stream image, the inventory's `tcp_close` set) and restored closed;
 //! UDP sockets, bound or connected (datagrams waiting in their receive queue are dropped, as
-//! CRIU does); CRIU's `ip_opts` (`IP_TOS`, `IP_TTL`, freebind, pktinfo). Other protocols (raw,
-//! ICMP, UDP-Lite) and other TCP states are refused by name. A saved connection stays in repair mode until the tree is killed (its close
+//! CRIU does); ICMP "ping" sockets the same way (their peer, which getpeername does not give,
+//! read from `/proc/PID/net/icmp`); CRIU's `ip_opts` (`IP_TOS`, `IP_TTL`, freebind, pktinfo).
+//! Other protocols (raw, UDP-Lite) and other TCP states are refused by name. A saved connection stays in repair mode until the tree is killed (its close
 //! then sends nothing); when the tree runs on (`-R`) or the dump fails, repair is turned off.
 //!
 //! Restore: every inet socket of the images is made by the engine at once, listeners first
@@ -182,6 +183,38 @@ fn proto_name(p: u32) -> String {
     }
 }
 
+/// The peer of connected ping socket `ino` of `pid`, from `/proc/PID/net/icmp` (or `icmp6`),
+/// whose lines are those of `/proc/net/udp`: local and remote address in hex, state, ...,
+/// inode in the tenth column.
+fn ping_peer(pid: i32, family: i32, ino: u32) -> Option<SocketAddr> {
+    let v6 = family == libc::AF_INET6;
+    let file = format!("/proc/{pid}/net/icmp{}", if v6 { "6" } else { "" });
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().skip(1).find(|l| {
+        l.split_whitespace()
+            .nth(9)
+            .is_some_and(|i| i.parse() == Ok(ino))
+    })?;
+    let mut cols = line.split_whitespace();
+    let rem = cols.nth(2)?;
+    if cols.next()? != "01" {
+        return None;
+    }
+    let (a, _) = rem.split_once(':')?;
+    // Each 32-bit word printed as the host reads it (%08X of the raw network-order word).
+    let mut bytes = Vec::new();
+    for i in (0..a.len()).step_by(8) {
+        let w = u32::from_str_radix(a.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&w.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 if !v6 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 if v6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, 0))
+}
+
 fn read_tcp_opts(fd: RawFd, w: &str) -> Result<TcpOptsEntry, SocketError> {
     let g = |opt, name| int(fd, libc::SOL_TCP, opt, w, name);
     Ok(TcpOptsEntry {
@@ -298,7 +331,7 @@ impl InetDump {
             error,
         };
         let src = name(raw, false);
-        let dst = name(raw, true);
+        let mut dst = name(raw, true);
         let mut state = TCP_CLOSE;
         let mut backlog = 0;
         let tcp_opts;
@@ -370,7 +403,12 @@ impl InetDump {
                 }
                 tcp_opts = Some(read_tcp_opts(raw, &w)?);
             }
-            (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => {
+            // UDP, and ICMP "ping" sockets (their bound port is the echo id).
+            (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
+                if proto as i32 != libc::IPPROTO_UDP {
+                    // getpeername fails on a connected ping socket (its peer has no port).
+                    dst = ping_peer(pid, family, ino);
+                }
                 if dst.is_some() {
                     state = TCP_ESTABLISHED;
                 }
@@ -457,7 +495,9 @@ pub fn check(entries: &[InetSkEntry]) -> Result<(), SocketError> {
             (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
                 matches!(e.state, TCP_CLOSE | TCP_LISTEN) || soccr::supported(e.state)
             }
-            (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => matches!(e.state, TCP_CLOSE | TCP_ESTABLISHED),
+            (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
+                matches!(e.state, TCP_CLOSE | TCP_ESTABLISHED)
+            }
             _ => false,
         };
         if !ok {
@@ -606,7 +646,8 @@ pub fn create_all(
                 if e.src_port != 0 {
                     bind_or_connect(sk, src, false).map_err(|()| sys(format!("binding {who}")))?;
                 }
-                if !tcp && e.dst_port != 0 {
+                // A connected ping socket's peer has no port.
+                if !tcp && (e.dst_port != 0 || e.state == TCP_ESTABLISHED) {
                     bind_or_connect(sk, dst, true)
                         .map_err(|()| sys(format!("connecting {who}")))?;
                 }

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    become_subreaper, criu, criu_dump, skip_if_not_root, tail, test_lock, tracer_pid,
-    wait_exit_timeout,
+    become_subreaper, comm_of, criu, criu_dump, our_children, proc_state, skip_if_not_root, tail,
+    test_lock, tracer_pid, wait_exit_timeout,
 };
 
 /// A v2 cgroup of the test's own, below the one the test runs in. On drop its tasks are
@@ -91,12 +91,23 @@ impl Drop for OwnCgroup {
                 break;
             }
         }
+        reap_our_victims();
         while std::fs::remove_dir(&self.0).is_err() {
             if Instant::now() > end {
                 eprintln!("could not remove {}", self.0.display());
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Reaps the churning victims that came to us as subreaper and have exited (zombies are not
+/// listed in cgroup.procs).
+fn reap_our_victims() {
+    for p in our_children() {
+        if comm_of(p).starts_with("criu-victim-ch") && proc_state(p) == Some('Z') {
+            let _ = wait_exit_timeout(p, Duration::from_secs(1));
         }
     }
 }
@@ -277,7 +288,13 @@ fn full_dump_and_restore(
             .is_some(),
         "dumped root not reaped"
     );
-    // Its last children come to us (subreaper): wait until the cgroup is empty.
+    // Its children come to us (subreaper) and die: reap them (a zombie is no longer listed
+    // in cgroup.procs, but its pid is still taken) and wait until the cgroup is empty.
+    let tree = criu_images::ImageDir::new(img).read_pstree().unwrap();
+    for t in &tree[1..] {
+        let _ = wait_exit_timeout(t.pid as i32, Duration::from_secs(5));
+    }
+    reap_our_victims();
     let end = Instant::now() + Duration::from_secs(10);
     while !cg.procs().is_empty() {
         for p in cg.procs() {

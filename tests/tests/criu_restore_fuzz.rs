@@ -60,8 +60,9 @@ fn mutate(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
 
 /// The script run as the namespace's first process: every mount read-only (of `/proc`, the
 /// namespace's own, only `/proc/sys`); a tmpfs with the images and the fixture's program put
-/// over `/tmp` (the program where the images say it was, `/tmp/fx/single`); then criu as pid 1
-/// of the new pid namespace, its log in the tmpfs.
+/// over `/tmp` (the program where the images say it was, `/tmp/fx/single`), with a copy of criu
+/// (the checkout itself may live under `/tmp`); then criu as pid 1 of the new pid namespace,
+/// its log in the tmpfs.
 const IN_NS: &str = r#"set -e
 mount -n --make-rprivate /
 awk '$2 != "/proc" {print $2}' /proc/self/mounts | while read -r m; do
@@ -69,12 +70,13 @@ awk '$2 != "/proc" {print $2}' /proc/self/mounts | while read -r m; do
 done
 mount -n --bind /proc/sys /proc/sys
 mount -n -o remount,bind,ro /proc/sys
-mount -n -t tmpfs -o size=64m fuzz "$SCRATCH"
+mount -n -t tmpfs -o size=128m fuzz "$SCRATCH"
 cp -r "$IMAGES" "$SCRATCH/img"
 mkdir "$SCRATCH/fx"
 cp "$PROGRAM" "$SCRATCH/fx/single"
+cp "$CRIU" "$SCRATCH/criu"
 mount -n --move "$SCRATCH" /tmp
-exec "$CRIU" restore -D /tmp/img -d -W /tmp/fx -o restore.log -v4 $CPU_CAP
+exec /tmp/criu restore -D /tmp/img -d -W /tmp/fx -o restore.log -v4 $CPU_CAP
 "#;
 
 /// One restore of `images` in a fresh namespace; what ended it (exit code or signal).

@@ -647,14 +647,19 @@ fn snap_thread(task: &mut Task, tid: i32) -> ThreadSnap {
     }
 }
 
-/// The fd table: number, what it points at, its flags and position.
+/// The fd table: number, what it points at, its flags and position. A descriptor closed while
+/// the table is read (the parasite still settling in, during infection) is left out.
 fn snap_fds(pid: i32) -> Vec<(i32, String, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
         let e = e.unwrap();
         let fd: i32 = e.file_name().to_str().unwrap().parse().unwrap();
-        let target = std::fs::read_link(e.path()).unwrap();
-        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+        let (Ok(target), Ok(info)) = (
+            std::fs::read_link(e.path()),
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")),
+        ) else {
+            continue;
+        };
         let keep: Vec<&str> = info
             .lines()
             .filter(|l| l.starts_with("pos:") || l.starts_with("flags:"))

@@ -494,6 +494,40 @@ pub fn guards(pids: &[i32]) -> Vec<Spawned> {
         .collect()
 }
 
+/// The inode of `pid`'s uts namespace.
+///
+/// # Panics
+/// If the process is gone (so that comparing namespaces of a dead process cannot pass).
+pub fn uts_ns(pid: i32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}/ns/uts"))
+        .unwrap_or_else(|e| panic!("uts namespace of pid {pid}: {e}"))
+        .ino()
+}
+
+/// A process holding a uts namespace of its own (`unshare --uts sleep 600`), once it is in it;
+/// killed and reaped on drop.
+///
+/// # Panics
+/// If `unshare` cannot be started or has not entered its namespace within 10 s.
+pub fn spawn_uts_holder() -> Spawned {
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--uts", "sleep", "600"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let holder = Spawned::from_child(cmd.spawn().expect("start unshare --uts"));
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while uts_ns(holder.pid()) == uts_ns(std::process::id() as i32) {
+        assert!(
+            std::time::Instant::now() < end,
+            "unshare --uts did not get going"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    holder
+}
+
 /// Starts the counting victim `bin` (`criu-victim-counter`) as `bin DIR/count DIR/ready`, as
 /// user and group `uid` if given (its log `DIR/victim.log` is theirs then), and waits up to
 /// 10 s for `ready`. It appends the next number to `DIR/count` every few milliseconds.

@@ -75,12 +75,18 @@ fn private_hugetlb_memory_comes_back_with_its_page_size_and_contents() {
     skip_if_not_root!("private_hugetlb_memory_comes_back_with_its_page_size_and_contents");
     let _g = test_lock();
     become_subreaper();
-    let Some(pool) = HugePool::grow(2) else {
-        eprintln!("skipped: the kernel found no two 2 MiB huge pages for the pool");
+    round_trip_in_pool("hugetlb", 2);
+}
+
+/// Dumps the victim of `mode` with `pages` huge pages added to the pool, restores it and has it
+/// check itself; the pool is put back afterwards. Skipped when the kernel finds no such pages.
+fn round_trip_in_pool(mode: &str, pages: u64) {
+    let Some(pool) = HugePool::grow(pages) else {
+        eprintln!("skipped: the kernel found no {pages} free 2 MiB huge page(s) for the pool");
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    let mut v = spawn("hugetlb", d.path());
+    let mut v = spawn(mode, d.path());
     let img = d.path().join("img");
     dump_and_reap(&mut v, &img, &[]);
     let restored = restore_detached(&img, &[]);
@@ -98,20 +104,7 @@ fn shared_hugetlb_memory_comes_back_with_its_page_size_and_contents() {
     skip_if_not_root!("shared_hugetlb_memory_comes_back_with_its_page_size_and_contents");
     let _g = test_lock();
     become_subreaper();
-    let Some(pool) = HugePool::grow(1) else {
-        eprintln!("skipped: the kernel found no 2 MiB huge page for the pool");
-        return;
-    };
-    let d = tempfile::tempdir().unwrap();
-    let mut v = spawn("hugetlb-shared", d.path());
-    let img = d.path().join("img");
-    dump_and_reap(&mut v, &img, &[]);
-    let restored = restore_detached(&img, &[]);
-    let r = Spawned::guard(restored);
-    assert_eq!(restored, v.pid());
-    assert_eq!(ask_check(r.pid(), &d.path().join("out")), "ok");
-    drop(r);
-    drop(pool);
+    round_trip_in_pool("hugetlb-shared", 1);
 }
 
 /// Shared hugetlb memory mapped by two processes is dumped, and refused by name at restore

@@ -2,12 +2,11 @@
 //! dumped once (`utsns-ID.img`, the tasks' ids name it) and made again before the tree, which
 //! finds its host and domain name, and its child in the same namespace.
 
-use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use compel_criu_tests::{
     Scratch, Spawned, become_subreaper, criu_victim, dump_and_reap, ready_numbers,
-    restore_and_check, skip_if_not_root, test_lock, wait_exit_timeout,
+    restore_and_check, skip_if_not_root, spawn_uts_holder, test_lock, uts_ns, wait_exit_timeout,
 };
 
 #[test]
@@ -16,12 +15,7 @@ fn uts_namespace_comes_back_with_its_names() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let ns = |p: i32| {
-        std::fs::metadata(format!("/proc/{p}/ns/uts"))
-            .unwrap()
-            .ino()
-    };
-    let outer = ns(std::process::id() as i32).to_string();
+    let outer = uts_ns(std::process::id() as i32).to_string();
     let (mut v, said) = dir.spawn_victim(
         &criu_victim("ns-uts"),
         &[
@@ -34,12 +28,7 @@ fn uts_namespace_comes_back_with_its_names() {
         Duration::from_secs(10),
     );
     let pids = ready_numbers(&said, 1);
-    let ns = |p: i32| {
-        std::fs::metadata(format!("/proc/{p}/ns/uts"))
-            .unwrap()
-            .ino()
-    };
-    assert_ne!(ns(pids[0]), ns(std::process::id() as i32));
+    assert_ne!(uts_ns(pids[0]), uts_ns(std::process::id() as i32));
     // The child (the dumped one, then the restored one) is killed and reaped whatever happens.
     let _child = Spawned::guard(pids[1]);
     dump_and_reap(&mut v, &dir.img, &[]);
@@ -75,12 +64,7 @@ fn join_ns_puts_the_tree_into_a_given_uts_namespace() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let ns = |p: i32| {
-        std::fs::metadata(format!("/proc/{p}/ns/uts"))
-            .unwrap()
-            .ino()
-    };
-    let outer = ns(std::process::id() as i32).to_string();
+    let outer = uts_ns(std::process::id() as i32).to_string();
     let (mut v, said) = dir.spawn_victim(
         &criu_victim("ns-uts"),
         &[
@@ -97,25 +81,20 @@ fn join_ns_puts_the_tree_into_a_given_uts_namespace() {
     dump_and_reap(&mut v, &dir.img, &[]);
     let _ = wait_exit_timeout(pids[1], Duration::from_secs(5));
     // A namespace to join, held by a sleeper.
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["--uts", "sleep", "600"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let holder = Spawned::from_child(cmd.spawn().unwrap());
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    while ns(holder.pid()) == ns(std::process::id() as i32) {
-        assert!(
-            std::time::Instant::now() < end,
-            "unshare --uts did not get going"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let holder = spawn_uts_holder();
     let join = format!("uts:{}", holder.pid());
     let root = compel_criu_tests::restore_detached(&dir.img, &["--join-ns", &join]);
     let _r = Spawned::guard(root);
-    assert_eq!(ns(root), ns(holder.pid()), "the root's uts namespace");
-    assert_eq!(ns(pids[1]), ns(holder.pid()), "the child's uts namespace");
+    assert_eq!(
+        uts_ns(root),
+        uts_ns(holder.pid()),
+        "the root's uts namespace"
+    );
+    assert_eq!(
+        uts_ns(pids[1]),
+        uts_ns(holder.pid()),
+        "the child's uts namespace"
+    );
     // A kind it cannot join is refused by name.
     let o = compel_criu_tests::criu(&[
         "restore",

@@ -3,20 +3,13 @@
 //! one, as with `--join-ns` on the command line; a kind criu cannot join is refused by name.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use compel_criu_tests::{
     Scratch, Spawned, Swrk, become_subreaper, criu_victim, dump_and_reap, ready_numbers,
-    skip_if_not_root, test_lock, wait_exit_timeout,
+    skip_if_not_root, spawn_uts_holder, test_lock, uts_ns, wait_exit_timeout,
 };
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, JoinNamespace};
-
-fn uts(p: i32) -> u64 {
-    std::fs::metadata(format!("/proc/{p}/ns/uts"))
-        .map(|m| m.ino())
-        .unwrap_or(0)
-}
 
 fn restore_request(dir: &std::fs::File, ns: &str, file: String, log: &str) -> CriuReq {
     CriuReq {
@@ -42,7 +35,7 @@ fn join_ns_over_rpc_puts_the_tree_into_a_given_uts_namespace() {
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
-    let outer = uts(std::process::id() as i32).to_string();
+    let outer = uts_ns(std::process::id() as i32).to_string();
     let (mut v, said) = dir.spawn_victim(
         &criu_victim("ns-uts"),
         &[
@@ -59,20 +52,7 @@ fn join_ns_over_rpc_puts_the_tree_into_a_given_uts_namespace() {
     dump_and_reap(&mut v, &dir.img, &[]);
     let _ = wait_exit_timeout(pids[1], Duration::from_secs(5));
     // A namespace to join, held by a sleeper.
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["--uts", "sleep", "600"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let holder = Spawned::from_child(cmd.spawn().unwrap());
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    while uts(holder.pid()) == uts(std::process::id() as i32) {
-        assert!(
-            std::time::Instant::now() < end,
-            "unshare --uts did not get going"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let holder = spawn_uts_holder();
     let images = std::fs::File::open(&dir.img).unwrap();
     let log = |name: &str| std::fs::read_to_string(dir.img.join(name)).unwrap_or_default();
 
@@ -100,7 +80,15 @@ fn join_ns_over_rpc_puts_the_tree_into_a_given_uts_namespace() {
     assert!(r.success, "{r:?}\n{}", log("restore.log"));
     assert_eq!(r.restore.map(|x| x.pid), Some(pids[0]));
     assert_eq!(s.finish(), Some(0));
-    assert_eq!(uts(pids[0]), uts(holder.pid()), "the root's uts namespace");
-    assert_eq!(uts(pids[1]), uts(holder.pid()), "the child's uts namespace");
+    assert_eq!(
+        uts_ns(pids[0]),
+        uts_ns(holder.pid()),
+        "the root's uts namespace"
+    );
+    assert_eq!(
+        uts_ns(pids[1]),
+        uts_ns(holder.pid()),
+        "the child's uts namespace"
+    );
     drop(root);
 }

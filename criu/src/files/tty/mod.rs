@@ -182,20 +182,7 @@ impl Tty {
         };
         tracing::debug!(pid, fd = n, sid, "/dev/tty (controlling terminal)");
         self.cttys.push((pid, n, sid));
-        self.paths
-            .push((id, "/dev/tty".to_string(), fd.meta.mode()));
-        Ok(FileEntry {
-            r#type: FdTypes::Tty as i32,
-            id,
-            tty: Some(TtyFileEntry {
-                id,
-                tty_info_id: info,
-                flags: fd.flags(),
-                fown: fown_zero(),
-                regf_id: None,
-            }),
-            ..FileEntry::default()
-        })
+        Ok(self.entry(fd, id, info, "/dev/tty".to_string()))
     }
 
     /// `/dev/console` or a virtual console (CRIU's `CONSOLE` and `VT` terminals): one
@@ -234,8 +221,14 @@ impl Tty {
             }
         };
         tracing::debug!(pid, fd = n, name, "console terminal");
-        self.paths.push((id, name.to_string(), fd.meta.mode()));
-        Ok(FileEntry {
+        Ok(self.entry(fd, id, info, name.to_string()))
+    }
+
+    /// Records the path `name` of file `id` (its `REG` entry, written by [`Self::finish`]) and
+    /// makes its `TTY` entry on `tty-info.img` entry `info`.
+    fn entry(&mut self, fd: &DumpFd<'_>, id: u32, info: u32, name: String) -> FileEntry {
+        self.paths.push((id, name, fd.meta.mode()));
+        FileEntry {
             r#type: FdTypes::Tty as i32,
             id,
             tty: Some(TtyFileEntry {
@@ -246,7 +239,7 @@ impl Tty {
                 regf_id: None,
             }),
             ..FileEntry::default()
-        })
+        }
     }
 
     /// The `tty-info.img` entry of one end of a pty, read from the tree's copy `f`.
@@ -423,19 +416,7 @@ impl FileKind for Tty {
             let pkt = self.infos.iter().any(|(k, i)| *k == key && i.packet_mode);
             self.data(fd, f, key.1, pkt)?;
         }
-        self.paths.push((id, name.to_string(), fd.meta.mode()));
-        Ok(FileEntry {
-            r#type: FdTypes::Tty as i32,
-            id,
-            tty: Some(TtyFileEntry {
-                id,
-                tty_info_id: info,
-                flags: fd.flags(),
-                fown: fown_zero(),
-                regf_id: None,
-            }),
-            ..FileEntry::default()
-        })
+        Ok(self.entry(fd, id, info, name.to_string()))
     }
 
     /// A slave whose master is not in the tree needs `--shell-job` (it is reopened by path).

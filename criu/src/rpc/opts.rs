@@ -185,7 +185,12 @@ pub fn to_options(
     o.ext_unix_sk = flag(req.ext_unix_sk, false);
     o.tcp_established = flag(req.tcp_established, false);
     if let Some(m) = req.network_lock {
-        o.network_lock = crate::namespaces::net::NetLockMethod::from_rpc(m).unwrap_or_default();
+        o.network_lock = crate::namespaces::net::NetLockMethod::from_rpc(m).ok_or_else(|| {
+            OptsError::BadValue {
+                option: "network_lock",
+                value: m.to_string(),
+            }
+        })?;
     }
     o.file_locks = flag(req.file_locks, false);
     o.track_mem = flag(req.track_mem, false);
@@ -458,6 +463,15 @@ mod tests {
             "inherit_fd is not allowed in a standalone service"
         );
         assert_eq!(e.errno(), libc::EBADRQC);
+        let mut r = opts(d.path());
+        r.network_lock = Some(7);
+        assert!(matches!(
+            to_options(&r, Command::Dump, Mode::Swrk, 1),
+            Err(OptsError::BadValue {
+                option: "network_lock",
+                ..
+            })
+        ));
         let mut r = opts(d.path());
         r.lazy_pages = Some(true);
         let o = to_options(&r, Command::Restore, Mode::Swrk, 1).unwrap();

@@ -243,7 +243,7 @@ pub unsafe extern "C" fn compel_cpuid(info: *mut CpuInfo) -> c_int {
     if info.is_null() {
         return crate::fail(libc::EINVAL, "null compel_cpuinfo_t".into());
     }
-    // SAFETY: a writable compel_cpuinfo_t (caller contract); a plain-data write.
+    // SAFETY: a writable compel_cpuinfo_t (as this function requires); a plain-data write.
     unsafe { info.write(probe()) };
     0
 }
@@ -296,7 +296,7 @@ pub unsafe extern "C" fn compel_cpu_copy_cpuinfo(c: *mut CpuInfo) {
         return;
     }
     let info = with_rt(|i| *i);
-    // SAFETY: a writable compel_cpuinfo_t (caller contract).
+    // SAFETY: a writable compel_cpuinfo_t (as this function requires).
     unsafe { c.write(info) };
 }
 

@@ -170,7 +170,7 @@ impl RestoreFile for PipeEnd {
 pub fn refill(wt: i32, data: &[u8], size: u32, first: i32) -> Result<(), TaskError> {
     // SAFETY: fcntl on the pipe end we just created.
     if size != 0 && unsafe { libc::fcntl(wt, libc::F_GETPIPE_SZ) } != size as libc::c_int {
-        // SAFETY: as above.
+        // SAFETY: fcntl with plain values on the pipe end we just created.
         let r = unsafe { libc::fcntl(wt, libc::F_SETPIPE_SZ, size as libc::c_int) };
         check(r as _, first as u64)?;
     }

@@ -61,6 +61,7 @@
 
 mod avx;
 pub mod c_host;
+pub mod cgroups;
 mod criu_cmd;
 mod fixtures;
 mod netns;

@@ -157,6 +157,7 @@ pub fn restore(
         &opts.images_dir,
         opts.manage_cgroups,
         &opts.cgroup_roots,
+        opts.cgroup_yard.as_deref(),
     )?;
     let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
@@ -279,7 +280,10 @@ pub fn restore(
             cgroups: &cgroups,
         },
     ) {
-        Ok(pid) => pid,
+        Ok(pid) => {
+            cgroups.keep();
+            pid
+        }
         Err(e) => {
             kill_tree(&tree, &sync, root, &pids);
             drop(subreaper);

@@ -63,4 +63,3 @@ pub fn talk(pid: i32, master: &OwnedFd, out: &Path) -> (String, String) {
     }
     (verdict, String::from_utf8_lossy(&seen).into_owned())
 }
-

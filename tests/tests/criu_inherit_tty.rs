@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, assert_ok_log, become_subreaper, criu_bin, dump_and_reap, pty, skip_if_not_root,
-    talk, test_lock, wait_file,
+    Spawned, assert_ok_log, become_subreaper, criu_bin, dump_and_reap, pty, skip_if_not_root, talk,
+    test_lock, wait_file,
 };
 
 fn spawn(d: &Path, slave: &str) -> Spawned {

@@ -139,7 +139,10 @@ pub fn restore(
     )?;
     crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
     crate::files::tty::set_inherit_fds(
-        opts.inherit_fds.iter().map(|i| (i.key.clone(), i.fd)).collect(),
+        opts.inherit_fds
+            .iter()
+            .map(|i| (i.key.clone(), i.fd))
+            .collect(),
     );
     let mut tree = images::load_under(
         &opts.images_dir,

@@ -127,6 +127,12 @@ pub fn restore(
         opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
     )?;
     crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
+    crate::files::tty::set_inherit_fds(
+        opts.inherit_fds
+            .iter()
+            .map(|i| (i.key.clone(), i.fd))
+            .collect(),
+    );
     let mut tree = images::load_under(
         &opts.images_dir,
         opts.shell_job,

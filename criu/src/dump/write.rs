@@ -198,7 +198,7 @@ pub(super) fn write_images(
                 )
                 .collect(),
             dumpable: Some(process.dumpable),
-            aios: Vec::new(),
+            aios: crate::files::aio::entries(&process.vmas),
             thp_disabled: Some(process.thp_disabled),
         };
         img.write_mm(upid, &mm_entry)?;

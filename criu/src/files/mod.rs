@@ -61,6 +61,7 @@ use crate::dump::error::DumpError;
 use crate::dump::proc::FdInfo;
 use crate::restore::error::RestoreError;
 
+pub mod aio;
 pub(crate) mod common;
 pub mod epoll;
 pub mod eventfd;

@@ -69,6 +69,7 @@ pub(crate) mod options;
 pub(crate) mod pageserver;
 pub(crate) mod pidfd;
 pub(crate) mod pidfile;
+pub(crate) mod regs;
 pub(crate) mod restore;
 pub(crate) mod rpc;
 pub(crate) mod scripts;

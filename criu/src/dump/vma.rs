@@ -261,6 +261,14 @@ fn shared_open_mode(pid: i32, m: &Mapping) -> u32 {
     }
 }
 
+/// The `aio_ring_entry`s of the AIO rings among a task's areas (see `crate::files::aio`).
+pub fn aio_rings(vmas: &[Vma]) -> Vec<criu_images::pb::AioRingEntry> {
+    vmas.iter()
+        .filter(|v| v.is(status::AIORING))
+        .filter_map(|v| crate::files::aio::ring_entry(v.entry.start, v.entry.end))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,7 +198,7 @@ pub(super) fn write_images(
                 )
                 .collect(),
             dumpable: Some(process.dumpable),
-            aios: crate::files::aio::entries(&process.vmas),
+            aios: super::vma::aio_rings(&process.vmas),
             thp_disabled: Some(process.thp_disabled),
         };
         img.write_mm(upid, &mm_entry)?;

@@ -80,14 +80,6 @@ pub fn ring_entry(start: u64, end: u64) -> Option<AioRingEntry> {
     })
 }
 
-/// The `aio_ring_entry`s of the rings among a task's areas.
-pub fn entries(vmas: &[crate::dump::vma::Vma]) -> Vec<AioRingEntry> {
-    vmas.iter()
-        .filter(|v| v.is(criu_images::vma::status::AIORING))
-        .filter_map(|v| ring_entry(v.entry.start, v.entry.end))
-        .collect()
-}
-
 /// One ring to make again in the restored task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingOp {

@@ -18,7 +18,7 @@ use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT};
 use criu_images::vma::{TASK_SIZE, status};
 use criu_images::{Pagemap, names};
 
-use super::DumpError;
+use super::error::DumpError;
 use super::pagemap_scan::{
     PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PmScanArg,
     pm_scan,

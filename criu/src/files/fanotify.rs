@@ -23,8 +23,8 @@ use criu_images::pb::{
 };
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, cpath, kind_entry};
 
 /// The longest file handle CRIU keeps (16 words).

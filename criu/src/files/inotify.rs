@@ -17,8 +17,8 @@ use std::sync::Arc;
 use criu_images::pb::{FdTypes, FhEntry, FileEntry, InotifyFileEntry, InotifyWdEntry};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, cpath, kind_entry};
 
 /// The longest file handle CRIU keeps (16 words).

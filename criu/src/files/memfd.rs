@@ -32,8 +32,8 @@ use criu_images::pb::{FdTypes, FileEntry, MemfdFileEntry, MemfdInodeEntry};
 use criu_images::{Pagemap, names};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, img, kind_entry};
 
 /// `HUGETLBFS_MAGIC`: a memfd made with `MFD_HUGETLB` lives there.

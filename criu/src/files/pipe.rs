@@ -22,8 +22,8 @@ use criu_images::pb::{self, FdTypes, FileEntry, PipeDataEntry, PipeEntry};
 use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, img, kind_entry};
 
 /// The pipes of one dump (the bytes waiting in them) or one restore (`pipes-data.img`, read

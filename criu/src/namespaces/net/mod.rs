@@ -35,7 +35,7 @@ use criu_images::pb::{NetDeviceEntry, NetnsEntry, SysctlEntry};
 use criu_images::{ImageError, magic, names};
 use nix::errno::Errno;
 
-use crate::options::External;
+use crate::options::values::External;
 pub use restore::NetNs;
 
 /// CRIU's order of the IPv4 per-device `conf` sysctls (net.c `devconfs4`).

@@ -61,6 +61,7 @@
 
 mod avx;
 pub mod c_host;
+mod cgroup;
 mod criu_cmd;
 mod fixtures;
 mod netns;
@@ -70,6 +71,7 @@ pub mod runc;
 mod swrk;
 
 pub use avx::*;
+pub use cgroup::TestCgroup;
 pub use criu_cmd::*;
 pub use fixtures::*;
 pub use netns::in_netns;

@@ -112,7 +112,7 @@ pub(crate) fn dump(dir: &Path) -> Result<(), NsError> {
 
 /// Where each hierarchy is mounted here: controllers ("" for v2, else the comma list as
 /// `/proc/PID/cgroup` shows it, sorted) → mount point.
-fn mounts() -> Result<HashMap<String, PathBuf>, NsError> {
+pub(crate) fn mounts() -> Result<HashMap<String, PathBuf>, NsError> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| NsError::io(K, "reading /proc/self/mountinfo", e))?;
     let mut out = HashMap::new();
@@ -152,7 +152,7 @@ fn mounts() -> Result<HashMap<String, PathBuf>, NsError> {
     Ok(out)
 }
 
-fn sorted_key(controllers: &str) -> String {
+pub(crate) fn sorted_key(controllers: &str) -> String {
     let mut c: Vec<&str> = controllers.split(',').filter(|s| !s.is_empty()).collect();
     c.sort();
     c.join(",")

@@ -62,6 +62,7 @@
 mod avx;
 pub mod c_host;
 pub mod cgroups;
+mod cgroup;
 mod criu_cmd;
 mod fixtures;
 mod netns;
@@ -72,6 +73,7 @@ pub mod runc;
 mod swrk;
 
 pub use avx::*;
+pub use cgroup::TestCgroup;
 pub use criu_cmd::*;
 pub use fixtures::*;
 pub use netns::in_netns;

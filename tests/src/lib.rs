@@ -61,8 +61,8 @@
 
 mod avx;
 pub mod c_host;
-pub mod cgroups;
 mod cgroup;
+pub mod cgroups;
 mod criu_cmd;
 mod fixtures;
 mod netns;

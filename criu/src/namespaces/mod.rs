@@ -24,8 +24,8 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod cgroup;
-pub(crate) mod cgroup_props;
 pub(crate) mod cgroup_ns;
+pub(crate) mod cgroup_props;
 pub(crate) mod ipc;
 pub mod mnt;
 pub mod mounts;

@@ -7,7 +7,7 @@
 use criu_images::pb::VmaEntry;
 use criu_images::vma::{TASK_SIZE, status};
 
-use super::DumpError;
+use super::error::DumpError;
 use super::files::FileTable;
 use super::proc::Mapping;
 

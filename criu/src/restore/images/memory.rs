@@ -15,7 +15,7 @@ use super::super::abi;
 use super::super::error::RestoreError;
 use super::super::layout::{PAGE, TASK_SIZE};
 use super::super::plan::*;
-use super::{bad, cpath, img};
+use super::entry::{bad, cpath, img};
 
 fn reg_of<'a>(
     by_id: &HashMap<u32, &'a FileEntry>,

@@ -336,20 +336,9 @@ fn restore_switches_from_env(r: &mut RestoreOptions) {
     }
 }
 
-/// `--cgroup-yard` is accepted but not acted on: say so at `-v2` (warning). (`--manage-cgroups`
-/// and `--cgroup-root` act on the restore.)
+/// `--manage-cgroups` acts on dump and restore: say so at `-v2`.
 fn warn_unmanaged_cgroups(opts: &Options) {
     if let Some(m) = opts.manage_cgroups {
-        tracing::info!(
-            "option --manage-cgroups={} accepted (a restore acts on it)",
-            m.word()
-        );
-    }
-    if let Some(y) = &opts.cgroup_yard {
-        tracing::warn!(
-            "option --cgroup-yard={} accepted, but this criu does not use a cgroup yard: \
-             cgroups are reached through their mounts",
-            y.display()
-        );
+        tracing::info!("option --manage-cgroups={} accepted", m.word());
     }
 }

@@ -141,20 +141,12 @@ static FEATURES: &[Feature] = &[
     handled("timerfd", timerfd),
     not_yet("tun", tun, "tun devices"),
     not_yet("tun_ns", || kernel_at_least(5, 2), "tun devices"),
-    not_yet(
-        "userns",
-        || path_exists("/proc/self/ns/user"),
-        "user namespaces",
-    ),
+    handled("userns", || path_exists("/proc/self/ns/user")),
     handled("fdinfo_lock", fdinfo_lock),
     handled("seccomp_suspend", || kernel_at_least(4, 3)),
     handled("seccomp_filters", || kernel_at_least(4, 4)),
     handled("loginuid", || path_exists("/proc/self/loginuid")),
-    not_yet(
-        "cgroupns",
-        || path_exists("/proc/self/ns/cgroup"),
-        "cgroups and cgroup namespaces",
-    ),
+    handled("cgroupns", || path_exists("/proc/self/ns/cgroup")),
     not_yet(
         "autofs",
         || line_in("/proc/filesystems", "nodev\tautofs", "no autofs filesystem"),

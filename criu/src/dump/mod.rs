@@ -235,6 +235,8 @@ fn dump_inner(
     let written = t0.elapsed();
     crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir)
         .map_err(|e| DumpError::from(e).at("dumping the namespaces"))?;
+    crate::namespaces::cgroup_props::dump(dir, &opts.cgroup_dump_cfg())
+        .map_err(|e| DumpError::from(e).at("dumping the cgroups"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(

@@ -24,6 +24,8 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod cgroup;
+pub(crate) mod cgroup_ns;
+pub(crate) mod cgroup_props;
 pub(crate) mod ipc;
 pub mod mnt;
 pub mod mounts;
@@ -252,7 +254,14 @@ pub(crate) struct NsOps {
 }
 
 /// The kinds dumped and restored, one line each.
-pub(crate) static OPS: &[&NsOps] = &[&pid::OPS, &uts::OPS, &ipc::OPS, &time::OPS, &user::OPS];
+pub(crate) static OPS: &[&NsOps] = &[
+    &pid::OPS,
+    &uts::OPS,
+    &ipc::OPS,
+    &time::OPS,
+    &user::OPS,
+    &cgroup_ns::OPS,
+];
 
 /// The operations of `kind`, if this criu dumps it.
 pub(crate) fn ops(kind: Kind) -> Option<&'static NsOps> {

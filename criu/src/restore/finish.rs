@@ -139,6 +139,8 @@ pub(super) fn finish(
             check_creation(tree, slots, root, create_by)?;
         }
     }
+    // Every task is in its cgroups: their limits now.
+    cgroups.apply_props()?;
     // Every task is born (zombies too): files under their /proc directories exist now.
     if !c.late.is_empty() {
         for i in 0..tree.tasks.len() {

@@ -127,6 +127,12 @@ pub fn restore(
         opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
     )?;
     crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
+    crate::files::tty::set_inherit_fds(
+        opts.inherit_fds
+            .iter()
+            .map(|i| (i.key.clone(), i.fd))
+            .collect(),
+    );
     let mut tree = images::load_under(
         &opts.images_dir,
         opts.shell_job,
@@ -157,6 +163,7 @@ pub fn restore(
         &opts.images_dir,
         opts.manage_cgroups,
         &opts.cgroup_roots,
+        opts.cgroup_yard.as_deref(),
     )?;
     let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
@@ -279,7 +286,10 @@ pub fn restore(
             cgroups: &cgroups,
         },
     ) {
-        Ok(pid) => pid,
+        Ok(pid) => {
+            cgroups.keep();
+            pid
+        }
         Err(e) => {
             kill_tree(&tree, &sync, root, &pids);
             drop(subreaper);

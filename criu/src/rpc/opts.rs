@@ -338,12 +338,9 @@ pub fn to_options(
             o.ignored.push((name.to_string(), None));
         }
     };
-    ignored("cgroup-props", req.cgroup_props.is_some());
-    ignored("cgroup-props-file", req.cgroup_props_file.is_some());
-    ignored(
-        "cgroup-dump-controller",
-        !req.cgroup_dump_controller.is_empty(),
-    );
+    o.cgroup_props.inline = req.cgroup_props.clone();
+    o.cgroup_props.file = req.cgroup_props_file.as_ref().map(PathBuf::from);
+    o.cgroup_props.dump_controllers = req.cgroup_dump_controller.clone();
     if let Some(p) = &req.freeze_cgroup {
         o.freeze_cgroup = Some(PathBuf::from(p));
     }

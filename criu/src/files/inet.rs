@@ -46,6 +46,8 @@ pub struct InetDump {
     pub tcp_close: bool,
     /// `--skip-in-flight`: connections in a listener's accept queue are dropped.
     pub skip_in_flight: bool,
+    /// Tree in criu's network namespace: each saved connection is locked here first.
+    pub conn_lock: Option<crate::namespaces::net::conns::Shared>,
     /// The saved connections: socket inode, stream.
     pub streams: Vec<(u32, tcp::Stream)>,
     /// criu's copies of the saved connections, in repair mode.
@@ -374,6 +376,15 @@ impl InetDump {
                                 what: format!("dup of {w}"),
                                 source,
                             })?;
+                            // Before repair mode: from here nothing the peer sends is answered
+                            // with a reset once the socket is gone.
+                            if let Some(l) = &self.conn_lock {
+                                let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
+                                l.lock(s, d).map_err(|error| SocketError::ConnLock {
+                                    who: w.clone(),
+                                    error,
+                                })?;
+                            }
                             let r = soccr::Repair::pause(copy.as_fd()).map_err(repair)?;
                             // Kept paused from here on (the Drop of the dump turns it back).
                             self.paused.push(copy.try_clone().map_err(|source| {

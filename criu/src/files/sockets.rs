@@ -140,6 +140,7 @@ impl FileKind for Sockets {
         self.inet.tcp_established = fd.tcp_established;
         self.inet.tcp_close = fd.tcp_close;
         self.inet.skip_in_flight = fd.skip_in_flight;
+        self.inet.conn_lock = fd.conn_lock.cloned();
         self.add(fd.pid, fd.fd, ino, fd.info.flags, id)
             .map_err(dump_err)
     }

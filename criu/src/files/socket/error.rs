@@ -184,6 +184,14 @@ pub enum SocketError {
         /// What soccr said.
         error: soccr::Error,
     },
+    /// Locking a connection before it is saved failed.
+    #[error("{who}: locking the connection: {error}")]
+    ConnLock {
+        /// The socket.
+        who: String,
+        /// What the tool said.
+        error: crate::namespaces::net::NetError,
+    },
     // Restore: image entries this restore does not make again.
     /// An inet socket in a state not restored.
     #[error("inet socket id {id}: {proto} socket in state {state} (not restored yet)")]
@@ -272,6 +280,7 @@ impl SocketError {
             SocketError::BadImage { .. } => libc::EBADMSG,
             SocketError::Diag(_)
             | SocketError::TcpRepair { .. }
+            | SocketError::ConnLock { .. }
             | SocketError::InetUnaccepted { .. }
             | SocketError::InetNoAddresses { .. }
             | SocketError::TcpEstablished { .. }

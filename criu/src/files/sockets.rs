@@ -525,7 +525,11 @@ impl SocketSet for InetSet {
             .read_inventory()
             .is_ok_and(|i| i.tcp_close == Some(true));
         for e in &entries {
-            if e.proto == libc::IPPROTO_TCP as u32 && soccr::supported(e.state) && !tcp_close {
+            if e.proto == libc::IPPROTO_TCP as u32
+                && e.r#type == libc::SOCK_STREAM as u32
+                && soccr::supported(e.state)
+                && !tcp_close
+            {
                 streams.insert(
                     e.ino,
                     tcp::read(img.dir.path(), e.ino).map_err(restore_err)?,

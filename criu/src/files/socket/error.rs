@@ -184,6 +184,16 @@ pub enum SocketError {
         /// What soccr said.
         error: soccr::Error,
     },
+    /// A corked UDP socket with a datagram being built (its bytes cannot be read back).
+    #[error("{who}: corked {proto} socket with {pending} bytes pending (not dumped)")]
+    UdpCorked {
+        /// The socket.
+        who: String,
+        /// Its protocol.
+        proto: String,
+        /// The bytes waiting for the cork.
+        pending: u32,
+    },
     /// Locking a connection before it is saved failed.
     #[error("{who}: locking the connection: {error}")]
     ConnLock {
@@ -281,6 +291,7 @@ impl SocketError {
             SocketError::Diag(_)
             | SocketError::TcpRepair { .. }
             | SocketError::ConnLock { .. }
+            | SocketError::UdpCorked { .. }
             | SocketError::InetUnaccepted { .. }
             | SocketError::InetNoAddresses { .. }
             | SocketError::TcpEstablished { .. }

@@ -96,7 +96,10 @@ impl<'a> NetLock<'a> {
         let ns = own_netns(pid)?;
         if let Some(s) = scripts {
             s.notify(ScriptAction::NetworkLock, Some(pid))
-                .map_err(|e| NetError::Unsupported(format!("network-lock action script: {e}")))?;
+                .map_err(|source| NetError::Script {
+                    action: "network-lock",
+                    source,
+                })?;
         }
         let Some(ns) = ns else {
             return Ok(Some(NetLock {
@@ -172,7 +175,10 @@ impl<'a> NetLock<'a> {
         let script = match scripts {
             Some(s) => s
                 .notify(ScriptAction::NetworkUnlock, Some(self.pid))
-                .map_err(|e| NetError::Unsupported(format!("network-unlock action script: {e}"))),
+                .map_err(|source| NetError::Script {
+                    action: "network-unlock",
+                    source,
+                }),
             None => Ok(()),
         };
         self.held = false;

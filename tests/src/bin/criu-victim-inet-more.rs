@@ -120,7 +120,7 @@ fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
     // SAFETY: fd is fresh and ours.
     let c = unsafe { TcpStream::from_raw_fd(fd) };
     set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
-    let a = SocketAddr::from(l.local_addr().unwrap());
+    let a = l.local_addr().unwrap();
     let SocketAddr::V4(a4) = a else { panic!() };
     let sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,

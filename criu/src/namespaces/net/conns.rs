@@ -129,8 +129,7 @@ fn ipt_rules(own: SocketAddr, peer: SocketAddr) -> (&'static str, [Vec<String>; 
 /// Inserts (`-I`) or deletes (`-D`) the rule pair of a connection.
 fn ipt(op: &str, own: SocketAddr, peer: SocketAddr) -> Result<(), NetError> {
     let (tool, rules) = ipt_rules(own, peer);
-    let mut done = 0;
-    for r in &rules {
+    for (done, r) in rules.iter().enumerate() {
         if let Err(e) = ipt_one(tool, op, r) {
             // Inserting: take the half made back out.
             if op == "-I" && done == 1 {
@@ -138,7 +137,6 @@ fn ipt(op: &str, own: SocketAddr, peer: SocketAddr) -> Result<(), NetError> {
             }
             return Err(e);
         }
-        done += 1;
     }
     Ok(())
 }

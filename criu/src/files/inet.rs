@@ -7,10 +7,14 @@
 //! (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) the same way, saved with [`soccr`] into
 //! `tcp-stream-INO.img` ([`super::tcp`]); with `--tcp-close` they are dumped without their
 //! state (no stream image, the inventory's `tcp_close` set) and restored closed;
-//! UDP sockets, bound or connected (datagrams waiting in their receive queue are dropped, as
-//! CRIU does); ICMP "ping" sockets the same way (their peer, which getpeername does not give,
-//! read from `/proc/PID/net/icmp`); CRIU's `ip_opts` (`IP_TOS`, `IP_TTL`, freebind, pktinfo).
-//! Other protocols (raw, UDP-Lite) and other TCP states are refused by name. A saved connection stays in repair mode until the tree is killed (its close
+//! connections in SYN_SENT the same way (their peer read from `/proc/PID/net/tcp`);
+//! UDP and UDP-Lite sockets, bound or connected (datagrams waiting in their receive queue are
+//! dropped, as CRIU does; an empty corked one keeps its cork in `tcp_opts.cork`, one with a
+//! datagram being built is refused by name); ICMP "ping" sockets the same way (their peer, which
+//! getpeername does not give, read from `/proc/PID/net/icmp`); raw IP sockets of any protocol
+//! (peer from `/proc/PID/net/raw`, CRIU's `ip_opts.raw`); CRIU's `ip_opts` (`IP_TOS`, `IP_TTL`,
+//! freebind, pktinfo). Other types and TCP states are refused by name. In criu's own network
+//! namespace each saved connection is locked first (`namespaces::net::conns`). A saved connection stays in repair mode until the tree is killed (its close
 //! then sends nothing); when the tree runs on (`-R`) or the dump fails, repair is turned off.
 //!
 //! Restore: every inet socket of the images is made by the engine at once, listeners first

@@ -179,6 +179,7 @@ fn dump_inner(
     files.tcp_established = opts.tcp_established;
     files.tcp_close = opts.tcp_close;
     files.skip_in_flight = opts.skip_in_flight;
+    files.conn_lock = net_lock.as_ref().and_then(|l| l.conns());
     files.tree_dies = opts.final_state == FinalState::Dead;
     files.orphan_pts_master = opts.orphan_pts_master;
     files.skip_uffd = prev.values().map(|r| r.ino).collect();

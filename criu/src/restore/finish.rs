@@ -172,7 +172,8 @@ pub(super) fn finish(
     }
     // The namespace's rules came back locked when the dump locked it; made sure of here, lifted
     // (after the `network-unlock` scripts) before the tree runs.
-    let net_lock = crate::namespaces::net::NetLock::take(root, opts.network_lock, None)?;
+    let net_lock =
+        crate::namespaces::net::NetLock::take_restored(root, opts.network_lock, &opts.images_dir)?;
     run_scripts(scripts, ScriptAction::PostRestore, Some(root))?;
     if let Some(l) = net_lock {
         l.release(scripts)?;

@@ -111,9 +111,9 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
         .context("cannot set up the log")
         .map_err(|e| (e, Logged::Not))?;
     criu::install_log(opts.log_level, &sink);
-    // Progress of big dumps on a terminal, at the default verbosity and above.
+    // Progress of big dumps and restores on a terminal, at the default verbosity and above.
     if opts.log_level >= 2
-        && matches!(cmd, Command::Dump | Command::PreDump)
+        && matches!(cmd, Command::Dump | Command::PreDump | Command::Restore)
         && std::io::IsTerminal::is_terminal(&std::io::stderr())
     {
         criu::stats::set_progress(show_progress);
@@ -279,7 +279,8 @@ fn display_stats(dir: &std::path::Path, kind: criu::stats::Kind) {
     }
 }
 
-/// Draws a dump's progress on one line of the terminal (stderr), ended when the copy is done.
+/// Draws a dump's or restore's progress on one line of the terminal (stderr), ended when the
+/// copy is done.
 fn show_progress(p: criu::stats::Progress) {
     use std::io::Write;
     let pct = (p.done * 100).checked_div(p.total).unwrap_or(100);
@@ -287,8 +288,11 @@ fn show_progress(p: criu::stats::Progress) {
     let mut err = std::io::stderr().lock();
     let _ = write!(
         err,
-        "\rpid {}: {} of {} pages written ({pct} %){end}",
-        p.pid, p.done, p.total
+        "\rpid {}: {} of {} pages {} ({pct} %){end}",
+        p.pid,
+        p.done,
+        p.total,
+        p.kind.word()
     );
     let _ = err.flush();
 }

@@ -44,6 +44,7 @@ pub mod ops;
 pub mod plan;
 pub mod preflight;
 pub mod prepare;
+mod progress;
 mod restorer;
 pub mod session;
 pub mod shared;
@@ -256,6 +257,12 @@ pub fn restore(
         }
     }
     prepare::mark_cow_sources(&tree, &mut preps);
+    let fill_bytes: u64 = preps
+        .iter()
+        .flatten()
+        .flat_map(|p| p.child.fills.iter().chain(&p.child.cow_fills))
+        .map(|f| f.len)
+        .sum();
     let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
     let forking = std::time::Instant::now();
@@ -278,6 +285,7 @@ pub fn restore(
         kill_tree(&tree, &sync, root, &pids);
         return Err(e.into());
     }
+    let filling = progress::watch(sync.slots(), root, fill_bytes);
     let pid = match finish(
         &tree,
         &created,
@@ -290,8 +298,12 @@ pub fn restore(
             cgroups: &cgroups,
         },
     ) {
-        Ok(pid) => pid,
+        Ok(pid) => {
+            drop(filling);
+            pid
+        }
         Err(e) => {
+            drop(filling);
             kill_tree(&tree, &sync, root, &pids);
             drop(subreaper);
             return Err(e);

@@ -290,6 +290,7 @@ pub fn restore(
         &tree,
         &created,
         &sync,
+        filling,
         opts,
         scripts,
         TreeNs {
@@ -298,12 +299,8 @@ pub fn restore(
             cgroups: &cgroups,
         },
     ) {
-        Ok(pid) => {
-            drop(filling);
-            pid
-        }
+        Ok(pid) => pid,
         Err(e) => {
-            drop(filling);
             kill_tree(&tree, &sync, root, &pids);
             drop(subreaper);
             return Err(e);

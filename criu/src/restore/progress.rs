@@ -2,6 +2,8 @@
 //! installs ([`crate::stats::set_progress`], the same meter a dump reports through): the tasks
 //! count the bytes they put in place in their sync slots ([`super::sync::SyncSlot::filled`]),
 //! and a thread of the engine adds them up every few milliseconds while the tree is created.
+//! The thread ends once every task is ready, before criu goes back to its own mount namespace
+//! (which a process with more than one thread cannot enter).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

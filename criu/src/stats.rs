@@ -156,6 +156,21 @@ pub fn read(dir: &Path, kind: Kind) -> Result<StatsEntry, ImageError> {
     criu_images::read_single(dir.join(name), magic::STATS)
 }
 
+/// `--display-stats` (and `display_stats` of an RPC request): prints the statistics of `kind`
+/// in `dir` on criu's standard output, as CRIU does (in `swrk` mode that is the client's). A
+/// missing or unreadable file is logged, not fatal: the run itself succeeded.
+pub fn show(dir: &Path, kind: Kind) {
+    use std::io::Write;
+    match read(dir, kind) {
+        Ok(e) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(display(&e).as_bytes());
+            let _ = out.flush();
+        }
+        Err(e) => tracing::warn!("cannot display the statistics: {e}"),
+    }
+}
+
 /// The statistics as `criu --display-stats` prints them at the end of a run, one per line, in
 /// CRIU's words and order (page counts in decimal and hex).
 pub fn display(e: &StatsEntry) -> String {

@@ -171,7 +171,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 .map_err(|e| fail(anyhow::Error::new(e).context("dump failed")))?;
             tracing::info!("Dumping finished successfully");
             if opts.display_stats {
-                display_stats(&dopts.images_dir, criu::stats::Kind::Dump);
+                criu::stats::show(&dopts.images_dir, criu::stats::Kind::Dump);
             }
             if let Some(kb) = peak_rss_kb() {
                 tracing::debug!("peak memory of this criu: {kb} kB (VmHWM)");
@@ -189,7 +189,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 s.frozen_us
             );
             if opts.display_stats {
-                display_stats(&dopts.images_dir, criu::stats::Kind::Dump);
+                criu::stats::show(&dopts.images_dir, criu::stats::Kind::Dump);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -272,13 +272,6 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
 }
 
 /// `--display-stats`: the statistics the run wrote into the images directory, on stdout.
-fn display_stats(dir: &std::path::Path, kind: criu::stats::Kind) {
-    match criu::stats::read(dir, kind) {
-        Ok(e) => print!("{}", criu::stats::display(&e)),
-        Err(e) => tracing::warn!("cannot display the statistics: {e}"),
-    }
-}
-
 /// Draws a dump's or restore's progress on one line of the terminal (stderr), ended when the
 /// copy is done.
 fn show_progress(p: criu::stats::Progress) {
@@ -312,7 +305,7 @@ fn restore(opts: &Options, sink: &criu::LogSink) -> anyhow::Result<ExitCode> {
         .context("setting up action scripts")?;
     let outcome = criu::restore(&ropts, Some(&scripts)).context("restore failed")?;
     if opts.display_stats {
-        display_stats(&ropts.images_dir, criu::stats::Kind::Restore);
+        criu::stats::show(&ropts.images_dir, criu::stats::Kind::Restore);
     }
     tracing::info!("restore finished: {outcome:?}");
     Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))

@@ -359,12 +359,13 @@ pub fn to_options(
     ignored("skip-mnt", !req.skip_mnt.is_empty());
     ignored("enable-fs", !req.enable_fs.is_empty());
     o.skip_in_flight = flag(req.tcp_skip_in_flight, false);
+    // Printed on criu's standard output at the end, as the command line's `--display-stats`.
+    o.display_stats = flag(req.display_stats, false);
     o.tcp_close = flag(req.tcp_close, false);
     ignored("weak-sysctls", req.weak_sysctls.is_some());
     ignored("pidfd-store", req.pidfd_store_sk.is_some());
     ignored("mntns-compat-mode", req.mntns_compat_mode.is_some());
     ignored("skip-file-rwx-check", req.skip_file_rwx_check.is_some());
-    ignored("display-stats", req.display_stats.is_some());
     Ok(o)
 }
 

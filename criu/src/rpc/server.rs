@@ -297,8 +297,12 @@ fn dump(
             with_run(&mut opts, |o, _| {
                 let dopts = DumpOptions::from_options(o);
                 dopts.validate().map_err(options_failure)?;
-                crate::dump::dump(&dopts, notifier.as_ref().map(|n| n as &dyn Notify))
-                    .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))
+                let r = crate::dump::dump(&dopts, notifier.as_ref().map(|n| n as &dyn Notify))
+                    .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))?;
+                if o.display_stats {
+                    crate::stats::show(&dopts.images_dir, crate::stats::Kind::Dump);
+                }
+                Ok(r)
             })
         });
     let mut r = match result {
@@ -331,8 +335,13 @@ fn restore(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32, client: &W
                 let mut ropts = RestoreOptions::from_options(o);
                 ropts.detach = true;
                 ropts.validate().map_err(options_failure)?;
-                crate::restore::restore(&ropts, notifier.as_ref().map(|n| n as &dyn Notify))
-                    .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))
+                let r =
+                    crate::restore::restore(&ropts, notifier.as_ref().map(|n| n as &dyn Notify))
+                        .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))?;
+                if o.display_stats {
+                    crate::stats::show(&ropts.images_dir, crate::stats::Kind::Restore);
+                }
+                Ok(r)
             })
         });
     match result {

@@ -274,6 +274,19 @@ pub fn restore(
         kill_tree(&tree, &sync, root, &pids);
         return Err(e.into());
     }
+    // A tree with namespaces of its own: the root is in them and waits (`setup-namespaces`,
+    // then `post-setup-namespaces` once criu is out of the network one, with the root's pid).
+    if namespaces.clone_flags() != 0 || mntns.is_some() || netns.is_some() {
+        for action in [
+            ScriptAction::SetupNamespaces,
+            ScriptAction::PostSetupNamespaces,
+        ] {
+            if let Err(e) = run_scripts(scripts, action, Some(root)) {
+                kill_tree(&tree, &sync, root, &pids);
+                return Err(e);
+            }
+        }
+    }
     let filling = progress::watch(sync.slots(), root, fill_bytes);
     let pid = match finish(
         &tree,

@@ -123,6 +123,9 @@ pub enum ScriptError {
         /// The stage.
         action: &'static str,
     },
+    /// The answer to `query-ext-files` named an external resource that does not parse.
+    #[error("query-ext-files: invalid external {0:?}")]
+    BadExternal(String),
 }
 
 /// How one action script failed.
@@ -152,6 +155,7 @@ impl ScriptError {
                 ..
             } => e.raw_os_error().unwrap_or(libc::EIO),
             ScriptError::Failed { .. } | ScriptError::Refused { .. } => libc::ECANCELED,
+            ScriptError::BadExternal(_) => libc::EINVAL,
         }
     }
 }
@@ -193,6 +197,16 @@ pub trait Notify {
     ) -> Result<(), ScriptError> {
         let _ = fd;
         self.notify(action, pid)
+    }
+
+    /// `query-ext-files`: asks for more external resources (`--external` entries) once the
+    /// tree is frozen, before its files are collected. Only an RPC client answers (with the
+    /// `external` of the `opts` in its acknowledgement, as CRIU's clients do); by default none.
+    ///
+    /// # Errors
+    /// As [`Notify::notify`]; [`ScriptError::BadExternal`] for an entry that does not parse.
+    fn query_external(&self) -> Result<Vec<crate::options::External>, ScriptError> {
+        Ok(Vec::new())
     }
 }
 

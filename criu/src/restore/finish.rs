@@ -101,6 +101,7 @@ pub(super) fn finish(
     tree: &plan::TreePlan,
     c: &Created,
     sync: &sync::SyncPage,
+    filling: Option<super::progress::Watch>,
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
     ns: TreeNs<'_>,
@@ -158,6 +159,9 @@ pub(super) fn finish(
         let threads: Vec<i32> = t.others().iter().map(|t| t.tid).collect();
         trace::wait_ready(pids.host(t.pid), &threads, &r.status_r, c.deadline)?;
     }
+    // Every task's memory is in: the progress ends here, and criu is one thread again (a
+    // mount namespace is entered only by a process that shares its fs info with no thread).
+    drop(filling);
     tracing::info!(root, "tree restored, waiting to resume");
     if let Some(ns) = mntns {
         ns.finish()?;

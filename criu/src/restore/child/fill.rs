@@ -10,7 +10,7 @@ use super::super::mem::{MAX_PAGE_FILES, Worker, close_all};
 use super::super::ops::*;
 use super::{CloneArgs, drain_sigchld};
 
-pub(super) fn fill(p: &ChildPlan) -> Result<(), Fail> {
+pub(super) fn fill(p: &ChildPlan, filled: &AtomicU64) -> Result<(), Fail> {
     let mut fds = [-1i32; MAX_PAGE_FILES];
     if p.page_files.len() > fds.len() {
         return Err(Fail {
@@ -32,6 +32,7 @@ pub(super) fn fill(p: &ChildPlan) -> Result<(), Fail> {
         runs: &p.fills[..split],
         collapse: &p.collapse,
         uffd: p.uffd,
+        filled,
     };
     if let Some(h) = &p.fill_helper
         && 0 < split

@@ -118,6 +118,16 @@ pub fn read(dir: &Path, ino: u32) -> Result<Stream, SocketError> {
     let mut r = ImageReader::open_expect(dir.join(&name), magic::TCP_STREAM)
         .map_err(|e| img_err(&name, e))?;
     let entry: TcpStreamEntry = r.read_one().map_err(|e| img_err(&name, e))?;
+    let max = crate::files::unix::MAX_QUEUE;
+    if entry.inq_len as usize > max || entry.outq_len as usize > max {
+        return Err(SocketError::BadImage {
+            file: name,
+            reason: format!(
+                "queues of {} and {} bytes (max {max})",
+                entry.inq_len, entry.outq_len
+            ),
+        });
+    }
     if entry.unsq_len.unwrap_or(0) > entry.outq_len {
         return Err(SocketError::BadImage {
             file: name,

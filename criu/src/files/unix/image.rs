@@ -21,6 +21,14 @@ pub struct Queued {
     pub rights: Vec<u32>,
 }
 
+/// The most bytes queued for one socket a restore sends again: a unix socket's queue is bounded
+/// by its sender's buffer, at most `INT_MAX` even with `SO_SNDBUFFORCE`; 256 MiB is far above
+/// the default limits (`wmem_max`, 208 KiB).
+pub const MAX_QUEUE: usize = 256 << 20;
+/// The most messages queued for one socket (the kernel's `max_dgram_qlen` is 512 by default;
+/// each message costs a buffer even when empty).
+pub const MAX_QUEUED_MSGS: usize = 1 << 16;
+
 /// The queued messages of `sk-queues.img` by receiving file id, in order (an absent file: no
 /// data). A truncated or inconsistent entry is refused with the file and offset.
 ///
@@ -37,6 +45,7 @@ pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Queued>>, SocketError>
         reason: e.to_string(),
     };
     let mut r = ImageReader::open_expect(&path, magic::SK_QUEUES).map_err(bad)?;
+    let mut totals: HashMap<u32, usize> = HashMap::new();
     loop {
         let at = r.offset();
         let Some(e) = r.read_entry::<SkPacketEntry>().map_err(bad)? else {
@@ -63,9 +72,19 @@ pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Queued>>, SocketError>
             }
         };
         let data = r.read_extra(u64::from(e.length)).map_err(bad)?;
-        out.entry(e.id_for)
-            .or_default()
-            .push(Queued { data, rights });
+        let q = out.entry(e.id_for).or_default();
+        let total = totals.entry(e.id_for).or_insert(0usize);
+        *total += data.len();
+        if *total > MAX_QUEUE || q.len() >= MAX_QUEUED_MSGS {
+            return Err(SocketError::BadImage {
+                file: names::SK_QUEUES.into(),
+                reason: format!(
+                    "offset {at}: more than {MAX_QUEUE} bytes or {MAX_QUEUED_MSGS} messages queued for file id {}",
+                    e.id_for
+                ),
+            });
+        }
+        q.push(Queued { data, rights });
     }
     Ok(out)
 }

@@ -189,4 +189,23 @@ mod tests {
         inqs.sort();
         assert!(inqs.contains(&"tcp-reply".to_string()), "{inqs:?}");
     }
+
+    /// A queue length beyond the limit is refused naming the image, before its bytes are read.
+    #[test]
+    fn a_huge_queue_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            ImageWriter::create_in(dir.path(), &names::tcp_stream(9), magic::TCP_STREAM).unwrap();
+        w.write_entry(&TcpStreamEntry {
+            inq_len: u32::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+        w.finish().unwrap();
+        let e = read(dir.path(), 9).unwrap_err().to_string();
+        assert!(
+            e.contains("tcp-stream-9.img") && e.contains("4294967295"),
+            "{e}"
+        );
+    }
 }

@@ -233,4 +233,28 @@ mod tests {
         assert!(!ok(bound(b"/tmp/a\0b", None)));
         assert!(!ok(bound(b"a.sock", Some("/tmp/../etc"))));
     }
+
+    /// More messages queued for one socket than the limit: refused naming the image and the
+    /// socket, though each message is empty.
+    #[test]
+    fn too_many_queued_messages_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            criu_images::ImageWriter::create_in(dir.path(), names::SK_QUEUES, magic::SK_QUEUES)
+                .unwrap();
+        for _ in 0..=MAX_QUEUED_MSGS {
+            w.write_entry(&SkPacketEntry {
+                id_for: 5,
+                length: 0,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+        let e = read_queues(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("sk-queues.img") && e.contains("messages queued for file id 5"),
+            "{e}"
+        );
+    }
 }

@@ -19,6 +19,8 @@ pub struct Queued {
     pub data: Vec<u8>,
     /// The files sent with it (`SCM_RIGHTS`), by file id, in order.
     pub rights: Vec<u32>,
+    /// The sender's credentials (`SCM_CREDENTIALS`: pid, uid, gid), when the dump saw them.
+    pub ucred: Option<super::creds::Ucred>,
 }
 
 /// The most bytes queued for one socket a restore sends again: a unix socket's queue is bounded
@@ -84,7 +86,11 @@ pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Queued>>, SocketError>
                 ),
             });
         }
-        q.push(Queued { data, rights });
+        q.push(Queued {
+            data,
+            rights,
+            ucred: e.ucred.map(|u| (u.pid as i32, u.uid, u.gid)),
+        });
     }
     Ok(out)
 }

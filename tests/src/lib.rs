@@ -68,6 +68,7 @@ mod process;
 pub mod rng;
 pub mod runc;
 mod swrk;
+pub mod tls_certs;
 
 pub use avx::*;
 pub use criu_cmd::*;

@@ -268,7 +268,7 @@ fn dump_inner(
     // `--lazy-pages`: the tree stays frozen while its pages are served; if that fails it
     // resumes (dropping the tasks detaches them) and the dump fails.
     if let Some((a, p)) = &opts.lazy_pages {
-        crate::pageserver::lazy::serve_dump(dir, a, *p)
+        crate::pageserver::lazy::serve_dump(dir, a, *p, &opts.page_server_tls)
             .map_err(|e| DumpError::from(e).at("serving lazy pages"))?;
     }
     // Saved TCP connections stay in repair mode when the tree dies (closing sends nothing).

@@ -108,11 +108,17 @@ pub fn serve_lazy(mut sock: impl Read + Write, dir: &Path) -> Result<u64, PageSe
 }
 
 /// `criu dump --lazy-pages`: listens at `address:port`, serves one lazy-pages session from
-/// the images just written in `dir`, and returns when the client closed it.
+/// the images just written in `dir` (over TLS with `tls.enabled`), and returns when the
+/// client closed it.
 ///
 /// # Errors
 /// [`PageServerError`] if it cannot listen or the session fails.
-pub fn serve_dump(dir: &Path, address: &str, port: u16) -> Result<u64, PageServerError> {
+pub fn serve_dump(
+    dir: &Path,
+    address: &str,
+    port: u16,
+    tls: &crate::options::TlsOptions,
+) -> Result<u64, PageServerError> {
     let listener = std::net::TcpListener::bind((address, port))
         .map_err(io_err(format!("listen on {address}:{port}")))?;
     let local = listener.local_addr().map_err(io_err("local address"))?;
@@ -121,5 +127,9 @@ pub fn serve_dump(dir: &Path, address: &str, port: u16) -> Result<u64, PageServe
     drop(listener);
     tracing::info!(%peer, "lazy-pages client");
     let _ = sock.set_nodelay(true);
-    serve_lazy(sock, dir)
+    if tls.enabled {
+        serve_lazy(super::tls::server(sock, &peer.to_string(), tls)?, dir)
+    } else {
+        serve_lazy(sock, dir)
+    }
 }

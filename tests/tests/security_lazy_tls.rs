@@ -123,7 +123,7 @@ fn lazy_pages_over_tls_and_a_wrong_ca_refused() {
         &lazy_args(&dst, port, tls_args(&c, "evil", "intruder")),
         &[],
     )
-    .expect_err(\"the intruder's daemon started\");
+    .expect_err("the intruder's daemon started");
     let (ok, err) = finish(daemon);
     assert!(!ok);
     let log = fs::read_to_string(dst.join("lazy.log")).unwrap_or_default();
@@ -218,7 +218,7 @@ fn dump_lazy_pages_over_tls_refuses_a_wrong_ca_and_the_tree_runs_on() {
         &lazy_args(&dst, port, tls_args(&c, "evil", "intruder")),
         &[],
     )
-    .expect_err(\"the intruder's daemon started\");
+    .expect_err("the intruder's daemon started");
     let (ok, _) = finish(daemon);
     assert!(!ok);
     let (ok, err) = finish(dump);

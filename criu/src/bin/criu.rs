@@ -221,6 +221,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                         opts.live.port.unwrap_or(0),
                     )
                 }),
+                tls: opts.live.tls.clone(),
                 status_fd: opts.status_fd,
                 push: std::env::var("CRIU_LAZY_PUSH").as_deref() != Ok("0"),
             };

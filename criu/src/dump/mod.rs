@@ -277,7 +277,7 @@ fn dump_inner(
     // `--lazy-pages`: the tree stays frozen while its pages are served; if that fails it
     // resumes (dropping the tasks detaches them) and the dump fails.
     if let Some((a, p)) = &opts.lazy_pages {
-        crate::pageserver::lazy::serve_dump(dir, a, *p, || {
+        crate::pageserver::lazy::serve_dump(dir, a, *p, &opts.page_server_tls, || {
             // Listening: `status-ready` (scripts, the RPC client), then `--status-fd`.
             scripts.notify(ScriptAction::StatusReady, Some(pid))?;
             crate::pageserver::server::tell_status(opts.status_fd);

@@ -84,7 +84,12 @@ pub(super) fn cow_fill(p: &ChildPlan, filled: &AtomicU64) -> Result<(), Fail> {
     let mut fds = [-1i32; MAX_PAGE_FILES];
     for (i, path) in p.page_files.iter().enumerate().take(MAX_PAGE_FILES) {
         // SAFETY: open with a NUL-terminated path we own.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        };
         fds[i] = fd;
     }
     let r = cow_fill_with(p, &fds, filled);

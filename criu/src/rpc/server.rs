@@ -91,6 +91,11 @@ pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
             if c.privileged() { " (privileged)" } else { "" }
         );
     }
+    // A service worker (forked for this client) makes files for the client with the client's
+    // umask, as a criu the client ran would; swrk inherited it already.
+    if let (Mode::Service, Ok(c)) = (mode, &client) {
+        super::peer::adopt_umask(c.pid);
+    }
     loop {
         let req = match wire::recv_request(sk)? {
             Incoming::Closed => return Ok(()),

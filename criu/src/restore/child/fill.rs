@@ -21,7 +21,12 @@ pub(super) fn fill(p: &ChildPlan, filled: &AtomicU64) -> Result<(), Fail> {
     }
     for (i, path) in p.page_files.iter().enumerate() {
         // SAFETY: open with a NUL-terminated path we own.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        };
         fds[i] = ok(CHILD_FILL, fd as _, i as u64)? as i32;
     }
     // Big fills are shared with a helper on the other CPU: it takes the runs from `from` on

@@ -137,7 +137,7 @@ const fn not_yet(name: &'static str, probe: Probe, gates: &'static str) -> Featu
 static FEATURES: &[Feature] = &[
     handled("mnt_id", mnt_id),
     handled("mem_dirty_track", dirty_track),
-    not_yet("aio_remap", aio_remap, "AIO rings"),
+    handled("aio_remap", aio_remap),
     handled("timerfd", timerfd),
     not_yet("tun", tun, "tun devices"),
     not_yet("tun_ns", || kernel_at_least(5, 2), "tun devices"),
@@ -323,10 +323,10 @@ mod tests {
         check_feature("ns_pid").unwrap();
         check_feature("tcp_half_closed").unwrap();
         check_feature("ipv6_freebind").unwrap();
+        check_feature("aio_remap").unwrap();
         // The kernel has these; this criu does not handle what they gate.
         for name in [
             "tun",
-            "aio_remap",
             "sk_unix_file",
             "newifindex",
             "move_mount_set_group",

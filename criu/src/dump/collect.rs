@@ -6,7 +6,8 @@ use criu_images::task_state;
 
 use crate::options::DumpOptions;
 
-use super::{DumpError, core, files, ids, pages, proc, self_state, thread, vma};
+use super::error::DumpError;
+use super::{core, files, ids, pages, proc, self_state, thread, vma};
 
 /// Everything collected from a frozen task.
 pub(super) struct Collected {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use criu_images::pb::{FdTypes, FdinfoEntry, FileEntry, FileLockEntry};
 use criu_images::{magic, names};
 
-use super::DumpError;
+use super::error::DumpError;
 use super::proc::{self, FdInfo, Mapping};
 use crate::files::regular::{self, Opened, Regular};
 use crate::files::{DumpFd, FileKind};

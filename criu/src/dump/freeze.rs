@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::options::DumpOptions;
 
+use super::error::{DumpError, file_err};
 use super::seize::{SeizedTree, seize_tree};
-use super::{DumpError, file_err};
 
 /// Seizes the tree of `pid` as [`seize_tree`] does, inside a frozen `opts.freeze_cgroup` if
 /// one is given.

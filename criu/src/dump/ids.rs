@@ -7,7 +7,7 @@
 
 use criu_images::pb::{TaskKobjIdsEntry, TimensEntry, Timespec};
 
-use super::DumpError;
+use super::error::DumpError;
 
 /// Namespace kinds in the order CRIU numbers them in `ids`.
 pub(super) const NS_KINDS: [&str; 8] =

@@ -44,7 +44,7 @@
 mod collect;
 pub mod core;
 pub mod dedup;
-mod error;
+pub(crate) mod error;
 pub mod files;
 mod freeze;
 mod ids;
@@ -56,6 +56,7 @@ pub mod proc;
 mod seccomp;
 mod seize;
 pub mod self_state;
+mod summary;
 mod thread;
 pub(crate) mod track;
 pub mod vma;
@@ -67,6 +68,7 @@ use error::file_err;
 pub(crate) use ids::kcmp;
 pub use predump::pre_dump;
 pub use self_state::INSIDE_METHOD_ENV;
+pub use summary::{DumpSummary, INCOMPLETE_MARKER};
 
 use collect::collect_all;
 use write::{write_images, write_inventory};
@@ -82,21 +84,6 @@ use crate::errno::chain;
 use crate::options::{DumpOptions, FinalState};
 use crate::scripts::{Notify, ScriptAction, ScriptError};
 
-/// The file a dump leaves in the images directory while it runs and when it fails (holding the
-/// error); a complete dump has `inventory.img` and no marker.
-pub const INCOMPLETE_MARKER: &str = "criu-dump-incomplete";
-/// What a successful dump did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DumpSummary {
-    /// The dumped pid.
-    pub pid: i32,
-    /// Pages scanned in private VMAs.
-    pub pages_scanned: u64,
-    /// Pages written into `pages-1.img`.
-    pub pages_written: u64,
-    /// Time the task was frozen, in microseconds.
-    pub frozen_us: u64,
-}
 /// Dumps the process `opts.tree` into `opts.images_dir` (see the module docs for the steps).
 ///
 /// # Errors

@@ -18,7 +18,7 @@ use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT};
 use criu_images::vma::{TASK_SIZE, status};
 use criu_images::{Pagemap, names};
 
-use super::DumpError;
+use super::error::DumpError;
 use super::pagemap_scan::{
     PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PmScanArg,
     pm_scan,
@@ -175,7 +175,7 @@ fn data_ranges(f: &File, from: u64, to: u64) -> std::io::Result<Vec<(u64, u64)>>
         if d >= to {
             break;
         }
-        // SAFETY: as above.
+        // SAFETY: lseek on a descriptor we own; it takes plain values.
         let h = unsafe { libc::lseek(f.as_raw_fd(), d as i64, libc::SEEK_HOLE) };
         if h < 0 {
             return Err(std::io::Error::last_os_error());

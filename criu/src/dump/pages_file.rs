@@ -15,7 +15,7 @@ use std::path::Path;
 
 use criu_images::names;
 
-use super::DumpError;
+use super::error::DumpError;
 
 /// Writes `pages-PAGES_ID.img` with `segs` of the memory of `pid`, in order.
 ///

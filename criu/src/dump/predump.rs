@@ -16,9 +16,12 @@ use std::time::Instant;
 use criu_images::pb::{DumpStatsEntry, InventoryEntry, Lsmtype, StatsEntry};
 use criu_images::{ImageDir, magic, names};
 
+use super::error::DumpError;
 use super::pages::{PageStats, plan_private_pages};
+use super::summary::{DumpSummary, INCOMPLETE_MARKER};
 use super::track::{self, TaskTracker};
-use super::{DumpError, DumpSummary, INCOMPLETE_MARKER, chain, freeze, pages_file, proc, thread};
+use super::{freeze, pages_file, proc, thread};
+use crate::errno::chain;
 use crate::options::{DumpOptions, PreDumpMode};
 
 /// Pre-dumps the tree `opts.tree` into `opts.images_dir`, leaving it running.

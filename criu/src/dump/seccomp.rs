@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use criu_images::pb::SeccompFilter;
 
-use super::DumpError;
+use super::error::DumpError;
 
 /// The seccomp filters of the tree as `seccomp.img` lists them: each once, naming the filter
 /// installed before it (`prev`); chains that start alike share their entries.

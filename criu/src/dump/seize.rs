@@ -4,7 +4,7 @@
 
 use compel::{Task, TaskError, TaskState};
 
-use super::{DumpError, file_err};
+use super::error::{DumpError, file_err};
 
 /// The seized processes of a tree, the root first, and the pids of its zombies.
 pub(super) type SeizedTree = (Vec<(i32, Task)>, Vec<i32>);

@@ -19,7 +19,8 @@ use compel::{RemoteAddr, Task, TaskError};
 use compel_arch::nr;
 use parasite_blobs::dump::proto::{CMD_DUMP_MISC, MAX_TIMERS, Misc};
 
-use super::{DumpError, chain};
+use super::error::DumpError;
+use crate::errno::chain;
 use crate::options::InsideMethod;
 
 /// A page mapped in the task for syscall results.

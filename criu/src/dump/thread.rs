@@ -8,8 +8,8 @@
 use compel::Task;
 use criu_images::pb::{CoreEntry, SeccompFilter};
 
-use super::DumpError;
 use super::core::{self, CoreInput, ProcessInput};
+use super::error::DumpError;
 use super::proc::{self, ProcStat, ProcStatus};
 use super::seccomp;
 use super::self_state::{self, Scratch, ThreadSelfState};

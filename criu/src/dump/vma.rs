@@ -7,7 +7,7 @@
 use criu_images::pb::VmaEntry;
 use criu_images::vma::{TASK_SIZE, status};
 
-use super::DumpError;
+use super::error::DumpError;
 use super::files::FileTable;
 use super::proc::Mapping;
 
@@ -38,7 +38,7 @@ impl Vma {
     pub fn dumps_pages(&self) -> bool {
         // Droppable memory's pages are the kernel's to drop at any time (and a fork wipes
         // them): it comes back empty, as after a drop.
-        (self.is(status::ANON_PRIVATE) || self.is(status::FILE_PRIVATE))
+        (self.is(status::ANON_PRIVATE) || self.is(status::FILE_PRIVATE) || self.is(status::AIORING))
             && self.entry.flags & MAP_TYPE != MAP_DROPPABLE
             && !self.is(status::VVAR)
             && self.entry.end <= TASK_SIZE
@@ -131,13 +131,19 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                 });
             }
             n if n.starts_with("/[aio]") => {
-                return Err(DumpError::FileState {
-                    kind: "aio",
-                    what: format!(
-                        "an AIO ring (io_setup) of {pid} at {:#x}-{:#x} (not dumped yet)",
-                        m.start.0, m.end.0
-                    ),
-                });
+                // An AIO ring (crate::files::aio): its pages saved as private memory.
+                if crate::files::aio::ring_entry(m.start.0, m.end.0).is_none() {
+                    return Err(DumpError::FileState {
+                        kind: "aio",
+                        what: format!(
+                            "an AIO ring (io_setup) of {pid} at {:#x}-{:#x} of a size no ring has",
+                            m.start.0, m.end.0
+                        ),
+                    });
+                }
+                tracing::debug!(pid, start = m.start.0, end = m.end.0, "AIO ring");
+                e.flags = libc::MAP_PRIVATE as u32 | MAP_ANONYMOUS;
+                e.status = status::AIORING;
             }
             _ if m.inode == 0 && !m.name.starts_with('/') => {
                 // Anonymous ([stack], [anon:...], or unnamed).

@@ -10,7 +10,8 @@ use criu_images::pb::{
 use criu_images::{ImageDir, magic, names};
 
 use super::collect::Collected;
-use super::{DumpError, core, files, ids, pages, proc, seccomp};
+use super::error::DumpError;
+use super::{core, files, ids, pages, proc, seccomp};
 
 /// Refuses a descriptor table or fs info shared by processes that are not parent and child
 /// along the tree (`(pid, ppid, files_id, fs_id)` per live process): a restore creates each
@@ -197,7 +198,7 @@ pub(super) fn write_images(
                 )
                 .collect(),
             dumpable: Some(process.dumpable),
-            aios: Vec::new(),
+            aios: crate::files::aio::entries(&process.vmas),
             thp_disabled: Some(process.thp_disabled),
         };
         img.write_mm(upid, &mm_entry)?;

@@ -30,18 +30,18 @@ pub(super) fn diag_of<T: Clone>(
 /// the open file: `F_RDLCK` or `F_UNLCK`).
 ///
 /// # Errors
-/// [`crate::dump::DumpError::File`] naming the descriptor.
-pub(crate) fn lease_target(pid: i32, fd: i32) -> Result<u32, crate::dump::DumpError> {
+/// [`crate::dump::error::DumpError::File`] naming the descriptor.
+pub(crate) fn lease_target(pid: i32, fd: i32) -> Result<u32, crate::dump::error::DumpError> {
     use std::os::fd::AsRawFd;
     let what = format!("F_GETLEASE of fd {fd} of {pid}");
-    let f = super::socket::steal(pid, fd).map_err(|e| crate::dump::DumpError::File {
+    let f = super::socket::steal(pid, fd).map_err(|e| crate::dump::error::DumpError::File {
         what: what.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
     // SAFETY: fcntl query on a descriptor we own.
     let t = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLEASE) };
     if t < 0 {
-        return Err(crate::dump::DumpError::File {
+        return Err(crate::dump::error::DumpError::File {
             what,
             source: std::io::Error::last_os_error(),
         });

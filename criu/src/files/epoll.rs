@@ -15,8 +15,8 @@ use criu_images::pb::{EventpollFileEntry, EventpollTfdEntry, FdTypes, FileEntry}
 use super::{
     DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero, made_with,
 };
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, kind_entry};
 
 /// The epoll kind.

@@ -12,7 +12,7 @@ use criu_images::pb::{EventfdFileEntry, FdTypes, FileEntry};
 use super::{
     DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero, made_with,
 };
-use crate::dump::DumpError;
+use crate::dump::error::DumpError;
 use crate::restore::images::entry::kind_entry;
 
 /// The eventfd kind.

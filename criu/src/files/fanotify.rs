@@ -23,8 +23,8 @@ use criu_images::pb::{
 };
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, cpath, kind_entry};
 
 /// The longest file handle CRIU keeps (16 words).
@@ -396,7 +396,7 @@ fn mark(fd: i32, m: &Mark) -> Result<(), RestoreError> {
             libc::FAN_MARK_IGNORED_MASK
         };
         let flags = base | ignore | (m.mflags & libc::FAN_MARK_IGNORED_SURV_MODIFY);
-        // SAFETY: as above.
+        // SAFETY: fanotify_mark on our own group with a NUL-terminated path.
         let r = unsafe {
             libc::fanotify_mark(
                 fd,

@@ -23,8 +23,8 @@ use criu_images::{ImageDir, magic, names};
 
 use super::pipe::PipeData;
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, cpath, img, kind_entry};
 
 /// The most bytes one FIFO may hold on restore (the kernel's default maximum pipe size).

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use criu_images::pb::{FdTypes, FhEntry, FileEntry, InotifyFileEntry, InotifyWdEntry};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, cpath, kind_entry};
 
 /// The longest file handle CRIU keeps (16 words).
@@ -336,7 +336,7 @@ mod tests {
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
         assert!(fd >= 0);
         let fd = crate::files::owned(fd);
-        // SAFETY: as above.
+        // SAFETY: inotify_add_watch on our own new instance with a NUL-terminated path.
         let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
         assert_eq!(wd, 1);
         let text =

@@ -32,8 +32,8 @@ use criu_images::pb::{FdTypes, FileEntry, MemfdFileEntry, MemfdInodeEntry};
 use criu_images::{Pagemap, names};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, img, kind_entry};
 
 /// `HUGETLBFS_MAGIC`: a memfd made with `MFD_HUGETLB` lives there.
@@ -159,9 +159,9 @@ fn dump_inode(fd: &DumpFd<'_>, inode_id: u64) -> Result<DumpedInode, DumpError> 
         .custom_flags(libc::O_NONBLOCK)
         .open(fd.source)
         .map_err(err("open"))?;
-    // SAFETY: fstatfs fills a zeroed local struct from a descriptor we own.
+    // SAFETY: statfs is plain data; all-zero is a valid value.
     let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: fstatfs fills a live local struct from a descriptor we own.
     if unsafe { libc::fstatfs(f.as_raw_fd(), &mut sfs) } != 0 {
         return Err(err("fstatfs")(std::io::Error::last_os_error()));
     }

@@ -57,10 +57,11 @@ use std::sync::Arc;
 use criu_images::ImageDir;
 use criu_images::pb::{FdTypes, FileEntry, FownEntry, RemapFilePathEntry};
 
-use crate::dump::DumpError;
+use crate::dump::error::DumpError;
 use crate::dump::proc::FdInfo;
-use crate::restore::RestoreError;
+use crate::restore::error::RestoreError;
 
+pub mod aio;
 pub(crate) mod common;
 pub mod epoll;
 pub mod eventfd;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use criu_images::pb::{FdTypes, FileEntry, NsFileEntry};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError};
-use crate::dump::DumpError;
+use crate::dump::error::DumpError;
 use crate::restore::images::entry::{bad, cpath, kind_entry};
 
 /// The namespace kinds: link prefix, `/proc/self/ns` name, `CLONE_NEW*` flag.

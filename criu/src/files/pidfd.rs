@@ -15,8 +15,8 @@ use std::sync::Arc;
 use criu_images::pb::{FdTypes, FileEntry, PidfdEntry};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, kind_entry};
 
 /// `PIDFD_THREAD` (`O_EXCL`).

@@ -22,8 +22,8 @@ use criu_images::pb::{self, FdTypes, FileEntry, PipeDataEntry, PipeEntry};
 use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, img, kind_entry};
 
 /// The pipes of one dump (the bytes waiting in them) or one restore (`pipes-data.img`, read
@@ -170,7 +170,7 @@ impl RestoreFile for PipeEnd {
 pub fn refill(wt: i32, data: &[u8], size: u32, first: i32) -> Result<(), TaskError> {
     // SAFETY: fcntl on the pipe end we just created.
     if size != 0 && unsafe { libc::fcntl(wt, libc::F_GETPIPE_SZ) } != size as libc::c_int {
-        // SAFETY: as above.
+        // SAFETY: fcntl with plain values on the pipe end we just created.
         let r = unsafe { libc::fcntl(wt, libc::F_SETPIPE_SZ, size as libc::c_int) };
         check(r as _, first as u64)?;
     }

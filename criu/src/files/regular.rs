@@ -27,8 +27,8 @@ use criu_images::pb::{
 use criu_images::{ImageReader, ImageWriter, magic, names};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, cpath, img, kind_entry};
 
 /// Ghost contents are copied in pieces of this size.

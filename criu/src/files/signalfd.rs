@@ -9,7 +9,7 @@ use std::sync::Arc;
 use criu_images::pb::{FdTypes, FileEntry, SignalfdEntry};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fown_zero};
-use crate::dump::DumpError;
+use crate::dump::error::DumpError;
 use crate::restore::images::entry::kind_entry;
 
 /// The signalfd kind.

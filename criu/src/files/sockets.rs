@@ -23,8 +23,8 @@ use super::{
     DumpFd, Ends, FileKind, FilesById, ImageCtx, RestoreFile, TaskError, inet, netlink, packet,
     tcp, unix,
 };
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 
 /// A socket module's error as a dump error.
 pub fn dump_err(e: SocketError) -> DumpError {
@@ -395,13 +395,13 @@ fn parse_flight(
     let files = img
         .dir
         .read_files()
-        .map_err(|e| crate::restore::images::img(criu_images::names::FILES, e))?;
+        .map_err(|e| crate::restore::images::entry::img(criu_images::names::FILES, e))?;
     let mut kinds = super::kinds();
     kinds.push(Box::new(super::regular::Regular::default()));
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let bad = |why: String| {
-            crate::restore::images::bad(
+            crate::restore::images::entry::bad(
                 criu_images::names::SK_QUEUES,
                 format!("a file in flight, id {id}: {why}"),
             )

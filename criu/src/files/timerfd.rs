@@ -15,7 +15,7 @@ use criu_images::pb::{FdTypes, FileEntry, TimerfdEntry};
 use super::{
     DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, check, fown_zero, made_with,
 };
-use crate::dump::DumpError;
+use crate::dump::error::DumpError;
 use crate::restore::images::entry::{bad, kind_entry};
 
 /// The timerfd kind.

@@ -15,33 +15,29 @@
 //!
 //! Pages come from the images in `-D` (through the parent chain), or with `--page-server`
 //! from a `criu page-server --lazy-pages` or `criu dump --lazy-pages` at `--address:--port`,
-//! asked with `PS_IOV_GET` for the task's pid.
+//! asked with `PS_IOV_GET` for the task's pid ([`super::source`]).
 //!
-//! # When the daemon dies
-//! The kernel would then drop the registrations and the tasks would read zero pages where
-//! their data was. So before it takes any descriptor the daemon forks a watchdog that holds a
-//! copy of each; when the daemon's end of their socket closes without the word that all is
-//! in, the watchdog kills (`SIGKILL`) every task it was given and all their descendants,
-//! waits until they are gone (5 s at most) and only then lets go of the descriptors. A thread
-//! waiting on a fault is woken by the kill. The same happens when the daemon fails (a page
-//! server that went away, an image that cannot be read): it says why in its log and exits
-//! with an error.
+//! Before it takes any descriptor it forks a watchdog ([`super::watchdog`]) that kills the
+//! restored tasks if the daemon dies before all their pages are in.
 
-// Unsafe code: fork, poll, SCM_RIGHTS, kill and pidfds.
+// Unsafe code: poll, writes to the status descriptor, the watchdog's socket and waitpid.
 #![allow(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
-use criu_images::pagemap::{PAGE_SIZE, PE_PRESENT};
+use criu_images::pagemap::PAGE_SIZE;
 
-use super::images::{LocalPages, TaskLazy, task_lazy};
-use super::{LazyError, RESTORE_FINISHED, SOCKET_NAME, io_err, uffd};
-use crate::pageserver::wire::{IOV_SIZE, PS_IOV_ADD_F, PS_IOV_CLOSE, PS_IOV_GET, PsIov};
+use super::images::{LocalPages, task_lazy};
+use super::recv::{Msg, recv_msg};
+use super::source::Source;
+use super::task::Task;
+use super::{LazyError, SOCKET_NAME, io_err, uffd, watchdog};
+use crate::pageserver::wire::{PS_IOV_CLOSE, PsIov};
 
 /// What `criu lazy-pages` was asked.
 #[derive(Clone, Debug)]
@@ -88,235 +84,6 @@ impl Default for LazyOptions {
 
 const FAULT_CHUNK: u64 = 64 << 10;
 const PUSH_CHUNK: u64 = 1 << 20;
-
-/// One area of a task, where it is now and where it was in the images.
-#[derive(Clone, Copy, Debug)]
-struct Area {
-    cur: u64,
-    len: u64,
-    img: u64,
-}
-
-/// One userfaultfd being served.
-struct Task {
-    fd: OwnedFd,
-    /// The pid whose images hold its pages.
-    pid: i32,
-    /// A pidfd of the restored task (none for a fork: its pid is not known), readable once it
-    /// ended.
-    pidfd: Option<OwnedFd>,
-    areas: Vec<Area>,
-    /// Image ranges whose saved pages are still to come: start -> end.
-    pending: BTreeMap<u64, u64>,
-}
-
-impl Task {
-    fn new(fd: OwnedFd, pid: i32, tl: &TaskLazy) -> Task {
-        Task {
-            fd,
-            pid,
-            pidfd: pidfd(pid),
-            areas: tl
-                .areas
-                .iter()
-                .map(|&(s, e)| Area {
-                    cur: s,
-                    len: e - s,
-                    img: s,
-                })
-                .collect(),
-            pending: tl.pages.iter().copied().collect(),
-        }
-    }
-
-    /// The image address of `cur` and the end of its area (image addresses).
-    fn to_img(&self, cur: u64) -> Option<(u64, u64)> {
-        self.areas
-            .iter()
-            .find(|a| a.cur <= cur && cur < a.cur + a.len)
-            .map(|a| (a.img + (cur - a.cur), a.img + a.len))
-    }
-
-    /// Where image address `img` is now, and the end of that piece (image addresses).
-    fn to_cur(&self, img: u64) -> Option<(u64, u64)> {
-        self.areas
-            .iter()
-            .find(|a| a.img <= img && img < a.img + a.len)
-            .map(|a| (a.cur + (img - a.img), a.img + a.len))
-    }
-
-    /// The pending range holding `img`, cut to `[img, limit)`.
-    fn pending_at(&self, img: u64, limit: u64) -> Option<u64> {
-        let (_, &e) = self.pending.range(..=img).next_back()?;
-        (e > img).then(|| e.min(limit))
-    }
-
-    /// Marks image range `[a, b)` as no longer pending.
-    fn done(&mut self, a: u64, b: u64) {
-        let mut cut = Vec::new();
-        for (&s, &e) in self.pending.range(..b) {
-            if e > a {
-                cut.push((s, e));
-            }
-        }
-        for (s, e) in cut {
-            self.pending.remove(&s);
-            if s < a {
-                self.pending.insert(s, a);
-            }
-            if e > b {
-                self.pending.insert(b, e);
-            }
-        }
-    }
-
-    /// The task moved `[from, from + len)` to `to`: pieces of areas inside move along.
-    /// Moves of nothing we know (the restorer putting a premapped area in place) change
-    /// nothing.
-    fn remap(&mut self, from: u64, to: u64, len: u64) {
-        let end = from + len;
-        let mut out = Vec::with_capacity(self.areas.len() + 2);
-        for a in &self.areas {
-            let (s, e) = (a.cur, a.cur + a.len);
-            let (x, y) = (s.max(from), e.min(end));
-            if x >= y {
-                out.push(*a);
-                continue;
-            }
-            if s < x {
-                out.push(Area {
-                    cur: s,
-                    len: x - s,
-                    img: a.img,
-                });
-            }
-            out.push(Area {
-                cur: to + (x - from),
-                len: y - x,
-                img: a.img + (x - s),
-            });
-            if y < e {
-                out.push(Area {
-                    cur: y,
-                    len: e - y,
-                    img: a.img + (y - s),
-                });
-            }
-        }
-        self.areas = out;
-    }
-
-    /// `[a, b)` was unmapped (`unmap`) or emptied: what was to come there is dropped.
-    fn remove(&mut self, a: u64, b: u64, unmap: bool) {
-        let mut drop = Vec::new();
-        for ar in &self.areas {
-            let (x, y) = (ar.cur.max(a), (ar.cur + ar.len).min(b));
-            if x < y {
-                drop.push((ar.img + (x - ar.cur), ar.img + (y - ar.cur)));
-            }
-        }
-        for (x, y) in drop {
-            self.done(x, y);
-        }
-        if unmap {
-            // Keep the pieces outside [a, b): a remap of nothing we know is harmless, so
-            // model the unmap as a move far away and a drop.
-            let mut out = Vec::new();
-            for ar in &self.areas {
-                let (s, e) = (ar.cur, ar.cur + ar.len);
-                if e <= a || s >= b {
-                    out.push(*ar);
-                    continue;
-                }
-                if s < a {
-                    out.push(Area {
-                        cur: s,
-                        len: a - s,
-                        img: ar.img,
-                    });
-                }
-                if e > b {
-                    out.push(Area {
-                        cur: b,
-                        len: e - b,
-                        img: ar.img + (b - s),
-                    });
-                }
-            }
-            self.areas = out;
-        }
-    }
-}
-
-/// Where pages come from.
-enum Source {
-    Local(HashMap<i32, LocalPages>),
-    Remote { sock: TcpStream, peer: String },
-}
-
-impl Source {
-    /// Reads saved pages of `pid` from image address `img` into `buf` (its whole length,
-    /// which lies inside one saved run).
-    fn fetch(
-        &mut self,
-        dir: &std::path::Path,
-        pid: i32,
-        img: u64,
-        buf: &mut [u8],
-    ) -> Result<(), LazyError> {
-        match self {
-            Source::Local(map) => {
-                let lp = match map.entry(pid) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(LocalPages::open(dir, pid)?)
-                    }
-                };
-                let mut at = 0;
-                while at < buf.len() {
-                    let n = lp.read(img + at as u64, &mut buf[at..])?;
-                    if n == 0 {
-                        return Err(LazyError::Image {
-                            file: criu_images::names::pagemap(pid as u32),
-                            reason: format!(
-                                "lazy page {:#x} is not in the images (its pages are on a page \
-                                 server: use --page-server)",
-                                img + at as u64
-                            ),
-                        });
-                    }
-                    at += n;
-                }
-                Ok(())
-            }
-            Source::Remote { sock, peer } => {
-                let nr = buf.len() as u64 / PAGE_SIZE;
-                let req = PsIov::new(PS_IOV_GET, 0, nr, img, pid as u64);
-                sock.write_all(&req.encode())
-                    .map_err(io_err(format!("ask the page server {peer} for pages")))?;
-                let mut b = [0u8; IOV_SIZE];
-                sock.read_exact(&mut b)
-                    .map_err(io_err(format!("the page server {peer} does not answer")))?;
-                let r = PsIov::decode(&b);
-                if r.command() != PS_IOV_ADD_F
-                    || r.flags() & PE_PRESENT == 0
-                    || r.vaddr != img
-                    || r.nr_pages != nr
-                {
-                    return Err(LazyError::Protocol(format!(
-                        "the page server {peer} answered {} pages at {:#x} (command {:#x}) \
-                         for {nr} pages of task {pid} at {img:#x}",
-                        r.nr_pages, r.vaddr, r.cmd
-                    )));
-                }
-                sock.read_exact(buf).map_err(io_err(format!(
-                    "receive pages of task {pid} at {img:#x} from {peer}"
-                )))?;
-                Ok(())
-            }
-        }
-    }
-}
 
 struct Daemon {
     dir: PathBuf,
@@ -542,7 +309,7 @@ struct Conn {
 pub fn run_lazy_pages(o: &LazyOptions) -> Result<LazyStats, LazyError> {
     // First, so that it holds nothing but what it is given (a copy of the listening socket
     // would accept a restore after the daemon died).
-    let (watchdog, watchdog_pid) = spawn_watchdog()?;
+    let (watchdog, watchdog_pid) = watchdog::spawn()?;
     let path = o.work_dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&path);
     let listener =
@@ -728,186 +495,4 @@ fn serve(d: &mut Daemon, listener: &UnixListener, push: bool) -> Result<(), Lazy
             }
         }
     }
-}
-
-enum Msg {
-    Eof,
-    Finished,
-    Zombie(i32),
-    Task(i32, OwnedFd),
-}
-
-fn recv_msg(sock: &mut UnixStream) -> Result<Msg, LazyError> {
-    let mut b = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match sock.read(&mut b[got..]) {
-            Ok(0) if got == 0 => return Ok(Msg::Eof),
-            Ok(0) => return Err(LazyError::Protocol("a restore sent half a pid".into())),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err("read from a restore")(e)),
-        }
-    }
-    let v = i32::from_ne_bytes(b);
-    if v as u32 == RESTORE_FINISHED {
-        return Ok(Msg::Finished);
-    }
-    if v <= 0 {
-        return Ok(Msg::Zombie(-v));
-    }
-    let fd = recv_fd(sock.as_raw_fd()).map_err(|e| LazyError::Io {
-        what: format!("receive the userfaultfd of task {v}"),
-        source: std::io::Error::from_raw_os_error(e),
-    })?;
-    Ok(Msg::Task(v, fd))
-}
-
-/// Receives up to 4 bytes carrying a descriptor; returns the descriptor and the bytes as a
-/// native `i32`. `Err(Some(b))`: a message of one byte `b` without a descriptor;
-/// `Err(None)`: end of stream or an error.
-fn recv_fd_byte(sock: RawFd) -> Result<(OwnedFd, i32), Option<u8>> {
-    let mut b = [0u8; 4];
-    let mut iov = libc::iovec {
-        iov_base: b.as_mut_ptr().cast(),
-        iov_len: 4,
-    };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: all-zero is a valid msghdr.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-    // SAFETY: receives into live buffers described by `msg`.
-    let n = unsafe { libc::recvmsg(sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n <= 0 {
-        return Err(None);
-    }
-    // SAFETY: the kernel filled the control buffer; the CMSG macros stay inside it.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if c.is_null()
-            || (*c).cmsg_level != libc::SOL_SOCKET
-            || (*c).cmsg_type != libc::SCM_RIGHTS
-            || (*c).cmsg_len < libc::CMSG_LEN(4) as _
-        {
-            return Err(Some(b[0]));
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>());
-        Ok((OwnedFd::from_raw_fd(fd), i32::from_ne_bytes(b)))
-    }
-}
-
-/// Receives the one byte that carries a task's userfaultfd.
-fn recv_fd(sock: RawFd) -> Result<OwnedFd, i32> {
-    recv_fd_byte(sock)
-        .map(|(fd, _)| fd)
-        .map_err(|_| libc::EBADMSG)
-}
-
-/// Forks the watchdog (see the module's documentation); returns the daemon's end of its
-/// socket (`SOCK_SEQPACKET`). Messages: a descriptor with the `i32` pid to kill (0: none) as
-/// its data, or the one byte `D` (done: let go without killing).
-fn spawn_watchdog() -> Result<(OwnedFd, i32), LazyError> {
-    let mut sv = [0i32; 2];
-    // SAFETY: socketpair writes two descriptors into our array.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            sv.as_mut_ptr(),
-        )
-    } != 0
-    {
-        return Err(io_err("make the watchdog's socket")(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: both descriptors were just made for us.
-    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
-    // SAFETY: the daemon is single-threaded here; the child only runs `watchdog` and exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io_err("fork the watchdog")(std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(ours);
-        watchdog(theirs);
-    }
-    drop(theirs);
-    Ok((ours, pid))
-}
-
-fn watchdog(sock: OwnedFd) -> ! {
-    // Not stopped by a terminal's ^C meant for the daemon alone.
-    // SAFETY: setsid takes no arguments.
-    unsafe { libc::setsid() };
-    let mut held: Vec<OwnedFd> = Vec::new();
-    let mut pids: Vec<i32> = Vec::new();
-    let done = loop {
-        match recv_fd_byte(sock.as_raw_fd()) {
-            Ok((fd, pid)) => {
-                held.push(fd);
-                if pid > 0 {
-                    pids.push(pid);
-                }
-            }
-            Err(Some(b'D')) => break true,
-            Err(_) => break false,
-        }
-    };
-    if !done && !pids.is_empty() {
-        tracing::error!(
-            ?pids,
-            "the lazy-pages daemon is gone before all pages were in: killing the restored tasks"
-        );
-        let mut all = Vec::new();
-        for &p in &pids {
-            descendants(p, &mut all);
-        }
-        let fds: Vec<OwnedFd> = all.iter().filter_map(|&p| pidfd(p)).collect();
-        for &p in &all {
-            // SAFETY: kill takes plain values.
-            unsafe { libc::kill(p, libc::SIGKILL) };
-        }
-        for fd in &fds {
-            let mut pfd = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: polls one live pollfd of a pidfd of ours.
-            unsafe { libc::poll(&raw mut pfd, 1, 5000) };
-        }
-    }
-    drop(held);
-    std::process::exit(0);
-}
-
-/// `pid` and all its descendants (through every thread's `children`), parents first.
-fn descendants(pid: i32, out: &mut Vec<i32>) {
-    if out.contains(&pid) || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        return;
-    }
-    out.push(pid);
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return;
-    };
-    for t in tasks.flatten() {
-        let p = t.path().join("children");
-        if let Ok(s) = std::fs::read_to_string(p) {
-            for c in s.split_whitespace().filter_map(|c| c.parse().ok()) {
-                descendants(c, out);
-            }
-        }
-    }
-}
-
-fn pidfd(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open with plain values returns a new descriptor of ours or an error.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a descriptor just returned to us.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }

@@ -28,8 +28,12 @@
 
 pub mod daemon;
 pub(crate) mod images;
+mod recv;
 pub(crate) mod restore;
+mod source;
+mod task;
 pub(crate) mod uffd;
+mod watchdog;
 
 pub use daemon::{LazyOptions, run_lazy_pages};
 

@@ -8,8 +8,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::error::RestoreError;
 use super::spawn::Created;
-use super::{RestoreError, ops, plan, run_scripts, sync, trace};
+use super::{ops, plan, sync, trace};
 use crate::options::RestoreOptions;
 use crate::scripts::{Notify, ScriptAction};
 
@@ -287,4 +288,16 @@ fn log_memory(pid: i32) {
         anon_huge_kb = kb("AnonHugePages:"),
         "memory restored"
     );
+}
+
+/// Runs the action scripts (or the caller's notification) for `action`, if any.
+pub(super) fn run_scripts(
+    scripts: Option<&dyn Notify>,
+    action: ScriptAction,
+    pid: Option<i32>,
+) -> Result<(), RestoreError> {
+    match scripts {
+        Some(s) => Ok(s.notify(action, pid)?),
+        None => Ok(()),
+    }
 }

@@ -6,7 +6,7 @@ use compel_arch::{
     xsave_enabled_features, xsave_size_for,
 };
 
-use super::RestoreError;
+use super::error::RestoreError;
 use super::plan::FpuPlan;
 
 /// The area and the feature mask to declare in the frame.

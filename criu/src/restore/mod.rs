@@ -34,7 +34,7 @@
 /// The restorer's ABI: the argument block and status records shared with the restorer blob.
 pub use parasite_blobs::restorer::proto as abi;
 pub mod child;
-mod error;
+pub(crate) mod error;
 mod finish;
 pub mod fpu;
 pub mod images;
@@ -54,7 +54,7 @@ pub mod trust;
 
 pub use error::RestoreError;
 
-use finish::{TreeNs, finish, kill_tree};
+use finish::{TreeNs, finish, kill_tree, run_scripts};
 use spawn::spawn;
 
 use std::path::Path;
@@ -99,17 +99,6 @@ impl RestoreOutcome {
             RestoreOutcome::Exited { code, .. } => code,
             RestoreOutcome::Killed { signal, .. } => 128 + signal,
         }
-    }
-}
-
-fn run_scripts(
-    scripts: Option<&dyn Notify>,
-    action: ScriptAction,
-    pid: Option<i32>,
-) -> Result<(), RestoreError> {
-    match scripts {
-        Some(s) => Ok(s.notify(action, pid)?),
-        None => Ok(()),
     }
 }
 

@@ -11,7 +11,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
-use super::{RestoreError, child, ops, plan, prepare, shared, sync};
+use super::error::RestoreError;
+use super::{child, ops, plan, prepare, shared, sync};
 use crate::options::{PidMethod, RestoreOptions};
 
 /// The tree once its root exists: the root's pid and, for each live task, the parent's end of

@@ -14,7 +14,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::abi::{self, Status};
-use super::{RestoreError, child};
+use super::child;
+use super::error::RestoreError;
 
 fn terr(pid: i32, what: &'static str) -> impl Fn(Errno) -> RestoreError {
     move |errno| RestoreError::Trace { pid, what, errno }

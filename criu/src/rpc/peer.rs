@@ -508,7 +508,8 @@ pub fn access_as(c: &Creds, path: &Path, mode: i32) -> Result<(), nix::errno::Er
         return Err(nix::errno::Errno::last());
     }
     if child == 0 {
-        // SAFETY: credential syscalls and access on live buffers, then _exit; see above.
+        // SAFETY: in the forked child: async-signal-safe credential calls and access on buffers
+        // prepared before the fork, then _exit.
         unsafe {
             let code = if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                 || libc::setresgid(c.gid[0], c.gid[1], c.gid[2]) != 0

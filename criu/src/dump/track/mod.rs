@@ -35,7 +35,7 @@ use compel::Task;
 use criu_images::pagemap::PAGE_SIZE;
 use criu_images::vma::status;
 
-use super::DumpError;
+use super::error::DumpError;
 use super::pagemap_scan::{
     PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC,
     PM_SCAN_WP_MATCHING, PmScanArg, pm_scan,

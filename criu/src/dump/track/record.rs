@@ -6,8 +6,8 @@ use std::path::Path;
 
 use criu_images::names::PARENT_LINK;
 
-use super::super::DumpError;
 use super::{RECORD, Trackers};
+use crate::dump::error::DumpError;
 
 /// One task's tracking descriptor as [`RECORD`] names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

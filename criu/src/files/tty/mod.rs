@@ -41,8 +41,8 @@ use criu_images::pb::{
 use criu_images::{ImageDir, ImageReader, ImageWriter, magic, names};
 
 use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero};
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
+use crate::dump::error::DumpError;
+use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, img, kind_entry};
 use restore::{PtyEnd, PtyPair, TtyFile, read_saved, unreachable_saved};
 pub use restore::{set_orphan_pts_master, take_orphan_masters};

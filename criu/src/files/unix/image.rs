@@ -19,6 +19,8 @@ pub struct Queued {
     pub data: Vec<u8>,
     /// The files sent with it (`SCM_RIGHTS`), by file id, in order.
     pub rights: Vec<u32>,
+    /// The sender's credentials (`SCM_CREDENTIALS`: pid, uid, gid), when the dump saw them.
+    pub ucred: Option<super::creds::Ucred>,
 }
 
 /// The queued messages of `sk-queues.img` by receiving file id, in order (an absent file: no
@@ -63,9 +65,11 @@ pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Queued>>, SocketError>
             }
         };
         let data = r.read_extra(u64::from(e.length)).map_err(bad)?;
-        out.entry(e.id_for)
-            .or_default()
-            .push(Queued { data, rights });
+        out.entry(e.id_for).or_default().push(Queued {
+            data,
+            rights,
+            ucred: e.ucred.map(|u| (u.pid as i32, u.uid, u.gid)),
+        });
     }
     Ok(out)
 }

@@ -31,6 +31,7 @@
 //! queued connection that holds data when the tree runs on (`-R`) or that comes from outside
 //! the tree, peers outside the tree without `--ext-unix-sk`.
 
+mod creds;
 mod dump;
 mod image;
 mod restore;

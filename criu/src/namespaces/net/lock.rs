@@ -86,7 +86,10 @@ impl NetLock {
         };
         if let Some(s) = scripts {
             s.notify(ScriptAction::NetworkLock, Some(pid))
-                .map_err(|e| NetError::Unsupported(format!("network-lock action script: {e}")))?;
+                .map_err(|source| NetError::Script {
+                    action: "network-lock",
+                    source,
+                })?;
         }
         let mut l = NetLock {
             ns,
@@ -114,7 +117,10 @@ impl NetLock {
         let script = match scripts {
             Some(s) => s
                 .notify(ScriptAction::NetworkUnlock, Some(self.pid))
-                .map_err(|e| NetError::Unsupported(format!("network-unlock action script: {e}"))),
+                .map_err(|source| NetError::Script {
+                    action: "network-unlock",
+                    source,
+                }),
             None => Ok(()),
         };
         self.held = false;

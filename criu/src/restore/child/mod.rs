@@ -373,6 +373,13 @@ fn setup(
     if !memory_done {
         memory(p)?;
     }
+    for r in &p.aio {
+        crate::files::aio::restore_ring(r).map_err(|errno| Fail {
+            stage: CHILD_AIO,
+            errno,
+            detail: r.at,
+        })?;
+    }
     dups(p)?;
     protect(p)?;
     if let Some(l) = &p.lazy {

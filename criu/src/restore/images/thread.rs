@@ -8,7 +8,7 @@ use criu_images::{names, sigaction_slot};
 use super::super::abi;
 use super::super::error::RestoreError;
 use super::super::plan::*;
-use super::bad;
+use super::entry::bad;
 
 /// The state of a thread other than the leader, from its own core. A thread's core may lack
 /// the task core: the leader's stands in for what a thread takes from it (the blocked-signal

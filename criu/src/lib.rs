@@ -69,6 +69,7 @@ pub(crate) mod options;
 pub(crate) mod pageserver;
 pub(crate) mod pidfd;
 pub(crate) mod pidfile;
+pub(crate) mod privilege;
 pub(crate) mod regs;
 pub(crate) mod restore;
 pub(crate) mod rpc;
@@ -87,6 +88,7 @@ pub use options::{
     OptionsError, PidMethod, PreDumpMode, RestoreOptions, USAGE, option_specs,
 };
 pub use pageserver::{PageServerError, ServerOptions as PageServerOptions, run_page_server};
+pub use privilege::{PrivilegeError, check_privilege};
 pub use restore::{RestoreError, RestoreOutcome, restore};
 pub use scripts::{ActionScripts, Notify, ScriptAction, ScriptError, ScriptStatus};
 

@@ -136,6 +136,13 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
         }
     }
     warn_unmanaged_cgroups(&opts);
+    if matches!(cmd, Command::Dump | Command::PreDump | Command::Restore) {
+        criu::check_privilege(opts.unprivileged).map_err(|e| fail(e.into()))?;
+        // As CRIU: an unprivileged criu leaves cgroups alone.
+        if opts.unprivileged && opts.manage_cgroups.is_none() {
+            opts.manage_cgroups = Some(criu::CgroupMode::Ignore);
+        }
+    }
     match cmd {
         Command::Check => {
             if let Some(f) = &opts.feature {

@@ -131,7 +131,10 @@ pub fn serve_dump<E: From<PageServerError>>(
     tracing::info!(%peer, "lazy-pages client");
     let _ = sock.set_nodelay(true);
     if tls.enabled {
-        Ok(serve_lazy(super::tls::server(sock, &peer.to_string(), tls)?, dir)?)
+        Ok(serve_lazy(
+            super::tls::server(sock, &peer.to_string(), tls)?,
+            dir,
+        )?)
     } else {
         Ok(serve_lazy(sock, dir)?)
     }

@@ -71,6 +71,7 @@ pub mod pty;
 pub mod rng;
 pub mod runc;
 mod swrk;
+pub mod tls_certs;
 
 pub use avx::*;
 pub use cgroup::TestCgroup;

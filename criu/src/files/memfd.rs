@@ -355,10 +355,14 @@ fn read_content(
     }
     let pm = Pagemap::read(&path).map_err(|x| img(&pm_name, x))?;
     let pages_path = d.pages_path(pm.pages_id);
-    let pages = File::open(&pages_path).map_err(|source| RestoreError::MissingFile {
-        path: pages_path.clone(),
-        source,
-    })?;
+    let pages = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&pages_path)
+        .map_err(|source| RestoreError::MissingFile {
+            path: pages_path.clone(),
+            source,
+        })?;
     let limit = e.size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     let mut at = 0u64;
     let mut out = Vec::new();

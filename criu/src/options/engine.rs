@@ -83,6 +83,8 @@ pub struct DumpOptions {
     /// `--lazy-pages --address A --port P`: once the images are written, the tree stays
     /// frozen while a page server there serves its pages to a remote `criu lazy-pages`.
     pub lazy_pages: Option<(String, u16)>,
+    /// `--status-fd`: with `--lazy-pages`, one zero byte there once the pages can be fetched.
+    pub status_fd: Option<i32>,
     /// `--cpu-cap`.
     pub cpu_cap: CpuCap,
     /// How the inside state is read.
@@ -154,6 +156,7 @@ impl DumpOptions {
                     o.live.port.unwrap_or(0),
                 )
             }),
+            status_fd: o.status_fd,
             cpu_cap: o.cpu_cap,
             inside_method: InsideMethod::default(),
         }

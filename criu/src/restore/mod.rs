@@ -44,6 +44,7 @@ pub mod ops;
 pub mod plan;
 pub mod preflight;
 pub mod prepare;
+mod progress;
 mod restorer;
 pub mod session;
 pub mod shared;
@@ -252,6 +253,12 @@ pub fn restore(
         }
     }
     prepare::mark_cow_sources(&tree, &mut preps);
+    let fill_bytes: u64 = preps
+        .iter()
+        .flatten()
+        .flat_map(|p| p.child.fills.iter().chain(&p.child.cow_fills))
+        .map(|f| f.len)
+        .sum();
     let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
     let forking = std::time::Instant::now();
@@ -274,10 +281,25 @@ pub fn restore(
         kill_tree(&tree, &sync, root, &pids);
         return Err(e.into());
     }
+    // A tree with namespaces of its own: the root is in them and waits (`setup-namespaces`,
+    // then `post-setup-namespaces` once criu is out of the network one, with the root's pid).
+    if namespaces.clone_flags() != 0 || mntns.is_some() || netns.is_some() {
+        for action in [
+            ScriptAction::SetupNamespaces,
+            ScriptAction::PostSetupNamespaces,
+        ] {
+            if let Err(e) = run_scripts(scripts, action, Some(root)) {
+                kill_tree(&tree, &sync, root, &pids);
+                return Err(e);
+            }
+        }
+    }
+    let filling = progress::watch(sync.slots(), root, fill_bytes);
     let pid = match finish(
         &tree,
         &created,
         &sync,
+        filling,
         opts,
         scripts,
         TreeNs {

@@ -165,6 +165,20 @@ impl Creds {
     }
 }
 
+/// Takes task `pid`'s file mode creation mask (the `Umask:` line of its status) as this
+/// process's; left as it is when the line cannot be read.
+pub fn adopt_umask(pid: i32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|m| u32::from_str_radix(m.trim(), 8).ok());
+    if let Some(m) = mask {
+        tracing::debug!("client umask {m:04o}");
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m & 0o777));
+    }
+}
+
 /// The client of one RPC session.
 #[derive(Debug)]
 pub struct Client {

@@ -37,7 +37,7 @@ mod image;
 mod restore;
 
 pub use dump::UnixDump;
-pub use image::{Queued, check, embryos, read_queues};
+pub use image::{MAX_QUEUE, Queued, check, embryos, read_queues};
 pub use restore::create_all;
 
 /// `unix_sk_entry.uflags`: the peer is outside the dumped tree (`--ext-unix-sk`).

@@ -22,6 +22,7 @@
 // Unsafe code: unshare/setns of criu's network namespace (one thread at a time).
 #![allow(unsafe_code)]
 
+pub mod conns;
 mod lock;
 pub use lock::{Method as NetLockMethod, NetLock};
 mod restore;

@@ -431,12 +431,23 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
     }
     for (fi, need) in used {
         let path = &plan.page_files[fi];
-        let have = std::fs::metadata(path)
-            .map_err(|e| RestoreError::MissingFile {
+        // Never a symlink (the tasks open it with O_NOFOLLOW too): refused here, before
+        // any task exists.
+        let meta = std::fs::symlink_metadata(path).map_err(|e| RestoreError::MissingFile {
+            path: path.clone(),
+            source: e,
+        })?;
+        if !meta.is_file() {
+            return Err(RestoreError::MissingFile {
                 path: path.clone(),
-                source: e,
-            })?
-            .len();
+                source: std::io::Error::from_raw_os_error(if meta.is_symlink() {
+                    libc::ELOOP
+                } else {
+                    libc::EINVAL
+                }),
+            });
+        }
+        let have = meta.len();
         if have < need {
             return Err(bad(
                 &path

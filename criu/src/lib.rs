@@ -152,7 +152,7 @@ pub mod images_plan {
     }
 
     /// Whether a task or thread of `tree` has saved state for registers this CPU lacks: its
-    /// restore then needs `--cpu-cap=none` (`no_fpu_check` in [`RestoreOptions`](crate::RestoreOptions)).
+    /// restore then needs `--cpu-cap=none` (`cpu_cap` in [`RestoreOptions`](crate::RestoreOptions)).
     pub fn needs_cpu_cap_none(tree: &TreePlan) -> bool {
         tree.alive().any(|(_, t)| {
             t.threads

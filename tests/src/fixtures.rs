@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use criu::RestoreOptions;
+use criu::{CpuCap, RestoreOptions};
 
 use crate::process::pid_exists;
 
@@ -171,7 +171,11 @@ pub fn detached(dir: &Path) -> RestoreOptions {
     RestoreOptions {
         images_dir: dir.to_path_buf(),
         detach: true,
-        no_fpu_check: needs_cpu_cap_none(dir),
+        cpu_cap: if needs_cpu_cap_none(dir) {
+            CpuCap(CpuCap::NONE)
+        } else {
+            CpuCap::default()
+        },
         ..Default::default()
     }
 }

@@ -16,7 +16,7 @@ use compel_criu_tests::{
     fixture_needs_cpu_cap_none, fixture_usable, fixtures_dir, fpu_misfit, hex_field, pid_exists,
     read_mem, skip_if_not_root, stat_ids, status_field, test_lock, wait_exit_timeout, wait_state,
 };
-use criu::{RestoreOptions, RestoreOutcome, restore};
+use criu::{CpuCap, RestoreOptions, RestoreOutcome, restore};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -222,7 +222,11 @@ fn without_detach_restore_waits_and_reports_how_the_task_ended() {
         images_dir: dir,
         detach: false,
         pidfile: Some(pidfile.clone()),
-        no_fpu_check: fixture_needs_cpu_cap_none(),
+        cpu_cap: if fixture_needs_cpu_cap_none() {
+            CpuCap(CpuCap::NONE)
+        } else {
+            CpuCap::default()
+        },
         ..Default::default()
     };
     let waiter = std::thread::spawn(move || restore(&opts, None));

@@ -332,13 +332,10 @@ pub(super) fn aio_remap() -> Result<(), Missing> {
         unsafe { libc::syscall(libc::SYS_io_destroy, c) };
     };
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let len = maps.lines().find_map(|l| {
-        let (range, _) = l.split_once(' ')?;
-        let (a, b) = range.split_once('-')?;
-        let a = u64::from_str_radix(a, 16).ok()?;
-        let b = u64::from_str_radix(b, 16).ok()?;
-        (a == ctx as u64).then_some((b - a) as usize)
-    });
+    let len = compel::proc::parse_maps(&maps)
+        .into_iter()
+        .find(|m| m.start.get() == ctx as u64)
+        .map(|m| m.end.get().saturating_sub(m.start.get()) as usize);
     let Some(len) = len else {
         destroy(ctx);
         return Err(Missing::Absent {

@@ -193,9 +193,9 @@ pub struct RestoreOptions {
     pub orphan_pts_master: bool,
     /// `--pidfile`: where to write the restored pid.
     pub pidfile: Option<PathBuf>,
-    /// `--cpu-cap=none` (no FPU bit): leave out saved register state this CPU has no registers
-    /// for, instead of refusing.
-    pub no_fpu_check: bool,
+    /// `--cpu-cap`: without its FPU bit (`--cpu-cap=none`), saved register state this CPU has
+    /// no registers for is left out instead of refused.
+    pub cpu_cap: CpuCap,
     /// `-r/--root`.
     pub root: Option<PathBuf>,
     /// `--empty-ns`: `CLONE_NEW*` flags of namespaces made empty.
@@ -248,7 +248,7 @@ impl Default for RestoreOptions {
             shell_job: false,
             orphan_pts_master: false,
             pidfile: None,
-            no_fpu_check: false,
+            cpu_cap: CpuCap::default(),
             root: None,
             empty_ns: 0,
             inherit_fds: Vec::new(),
@@ -291,7 +291,7 @@ impl RestoreOptions {
             shell_job: o.shell_job,
             orphan_pts_master: o.orphan_pts_master,
             pidfile: o.pidfile.as_ref().map(|p| o.effective_work_dir().join(p)),
-            no_fpu_check: !o.cpu_cap.fpu(),
+            cpu_cap: o.cpu_cap,
             root: o.root.clone(),
             empty_ns: o.empty_ns,
             inherit_fds: o.inherit_fds.clone(),
@@ -349,7 +349,7 @@ mod tests {
         o.set("inherit-fd", Some("fd[3]:a")).unwrap();
         o.set("cpu-cap", Some("none")).unwrap();
         let r = RestoreOptions::from_options(&o);
-        assert!(r.no_fpu_check && r.uffd && r.fill_helpers && r.huge_pages);
+        assert!(!r.cpu_cap.fpu() && r.uffd && r.fill_helpers && r.huge_pages);
         r.validate().unwrap();
         o.set("inherit-fd", Some("fd[3]:b")).unwrap();
         assert!(RestoreOptions::from_options(&o).validate().is_err());

@@ -168,7 +168,7 @@ pub fn restore(
     )?;
     let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
-        preflight::preflight_against(t, &ours, !opts.no_fpu_check, !own_pids)?;
+        preflight::preflight_against(t, &ours, opts.cpu_cap.fpu(), !own_pids)?;
     }
     for t in tree
         .tasks

@@ -28,7 +28,7 @@ pub(super) fn task_fpu(
     fpu: &super::plan::FpuPlan,
     opts: &RestoreOptions,
 ) -> Result<fpu::Xsave, RestoreError> {
-    let (x, dropped) = fpu::build_checked(fpu, !opts.no_fpu_check)?;
+    let (x, dropped) = fpu::build_checked(fpu, opts.cpu_cap.fpu())?;
     for n in dropped {
         tracing::warn!(
             tid,

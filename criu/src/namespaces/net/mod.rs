@@ -187,7 +187,7 @@ pub enum NetError {
         package: &'static str,
     },
     /// The `network-lock` or `network-unlock` action script (or notification) failed.
-    #[error("unsupported: network namespace: {action} action script: {source}")]
+    #[error("network namespace: {action} action script: {source}")]
     Script {
         /// `network-lock` or `network-unlock`.
         action: &'static str,
@@ -242,8 +242,8 @@ impl NetError {
             NetError::MixedNamespaces { .. }
             | NetError::LinkKind { .. }
             | NetError::LinkType { .. }
-            | NetError::MissingTool { .. }
-            | NetError::Script { .. } => libc::EOPNOTSUPP,
+            | NetError::MissingTool { .. } => libc::EOPNOTSUPP,
+            NetError::Script { source, .. } => source.errno(),
             NetError::NoExternal { .. } | NetError::Bad(_) => libc::EINVAL,
             NetError::Tool { .. } => libc::EIO,
             NetError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
@@ -583,15 +583,6 @@ mod tests {
                 },
                 "the images hold netfilter rules and nft is missing (install nftables)",
             ),
-            (
-                NetError::Script {
-                    action: "network-lock",
-                    source: crate::scripts::ScriptError::Refused {
-                        action: "network-lock",
-                    },
-                },
-                "network-lock action script: notification network-lock refused",
-            ),
         ];
         for (e, what) in refusals {
             assert_eq!(
@@ -600,5 +591,18 @@ mod tests {
             );
             assert_eq!(e.errno(), libc::EOPNOTSUPP, "{e}");
         }
+        // A failing network-lock/unlock script is not a refusal: it carries the script
+        // error's own errno, as other failing action scripts do.
+        let e = NetError::Script {
+            action: "network-lock",
+            source: crate::scripts::ScriptError::Refused {
+                action: "network-lock",
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "network namespace: network-lock action script: notification network-lock refused"
+        );
+        assert_eq!(e.errno(), libc::ECANCELED, "{e}");
     }
 }

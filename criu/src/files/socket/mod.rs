@@ -283,6 +283,7 @@ pub fn read_opts(fd: RawFd, who: &str) -> Result<SkOptsEntry, SocketError> {
         so_oobinline: Some(int(libc::SO_OOBINLINE, "SO_OOBINLINE")? as u32),
         so_linger: get_linger(fd).map_err(e("SO_LINGER"))?,
         so_buf_lock: Some(get_int(fd, libc::SOL_SOCKET, SO_BUF_LOCK).unwrap_or(0) as u32),
+        so_lock_filter: maybe(libc::SO_LOCK_FILTER, "SO_LOCK_FILTER")?.filter(|&l| l),
     })
 }
 
@@ -419,6 +420,10 @@ pub fn write_opts(fd: RawFd, o: &SkOptsEntry, who: &str) -> Result<(), SocketErr
         if r < 0 {
             return Err(sys(format!("setsockopt SO_ATTACH_FILTER on {who}")));
         }
+    }
+    if o.so_lock_filter == Some(true) {
+        // After the filter: a locked filter cannot be changed, and neither can the lock.
+        set(libc::SO_LOCK_FILTER, 1, "SO_LOCK_FILTER")?;
     }
     Ok(())
 }

@@ -152,6 +152,9 @@ impl UnixDump {
             opts: socket::read_opts(sk.as_raw_fd(), &w.to_string())?,
             name: d.name.clone(),
             shutdown: (d.shutdown != 0).then_some(i32::from(d.shutdown & 3)),
+            // A datagram socket still connected to a receiver that was closed: sock_diag
+            // names the peer with inode 0 until a send finds it gone (ECONNREFUSED).
+            peer_gone: (!stream && d.peer == Some(0)).then_some(true),
             ..UnixSkEntry::default()
         };
         if entry.fown.pid != 0 {

@@ -75,6 +75,21 @@ fn connect_to(fd: RawFd, name: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The name `fd` is bound to (`getsockname`), raw.
+fn socket_name(fd: RawFd) -> std::io::Result<Vec<u8>> {
+    // SAFETY: a zeroed sockaddr_un is a valid value.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into a live sockaddr_un.
+    if unsafe { libc::getsockname(fd, (&mut a as *mut libc::sockaddr_un).cast(), &mut len) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = (len as usize)
+        .saturating_sub(std::mem::size_of::<libc::sa_family_t>())
+        .min(a.sun_path.len());
+    Ok(a.sun_path[..n].iter().map(|&c| c as u8).collect())
+}
+
 fn bind_raw(fd: RawFd, name: &[u8]) -> std::io::Result<()> {
     let Some((a, len)) = sockaddr(name) else {
         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
@@ -477,6 +492,39 @@ pub fn create_all(
                 }
                 fds.insert(e.ino, a);
                 standin.insert(e.ino, b);
+            }
+            (None, None) if e.peer_gone == Some(true) => {
+                // Connected to a receiver that was closed: connect it to a fresh autobound
+                // socket and close that, so its next send fails with ECONNREFUSED as before.
+                let s = match fds.remove(&e.ino) {
+                    Some(s) => s,
+                    None => new_socket(e.r#type)?,
+                };
+                let gone = new_socket(libc::SOCK_DGRAM as u32)?;
+                let fam = libc::AF_UNIX as libc::sa_family_t;
+                // SAFETY: bind reads the family alone (autobind) from a live local.
+                let r = unsafe {
+                    libc::bind(
+                        gone.as_raw_fd(),
+                        (&fam as *const libc::sa_family_t).cast(),
+                        std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t,
+                    )
+                };
+                if r < 0 {
+                    return Err(sys(format!(
+                        "autobinding the stand-in receiver of unix socket id {}",
+                        e.id
+                    )));
+                }
+                let name = socket_name(gone.as_raw_fd()).map_err(|_| {
+                    sys(format!(
+                        "naming the stand-in receiver of unix socket id {}",
+                        e.id
+                    ))
+                })?;
+                connect_to(s.as_raw_fd(), &name).map_err(conn_err(e.id, &name))?;
+                drop(gone);
+                fds.insert(e.ino, s);
             }
             (None, None) => {
                 // A datagram socket others connected to (the kernel marks it established).

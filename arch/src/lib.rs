@@ -8,6 +8,8 @@
 //! - register sets as ptrace exchanges them: [`UserRegs`] (with arch-neutral accessors such as
 //!   [`UserRegs::ip`] and [`UserRegs::set_syscall`]), [`FpRegs`], and xsave layout facts;
 //! - injected stubs: [`SYSCALL_INSN`], [`BREAKPOINT_INSN`], [`SYSCALL_TRAP_STUB`].
+//! - the CPU: [`cpuid`] and [`CpuId`] (CPUID's words in the kernel's `cpuid_leafs` order, which
+//!   criu maps into `cpuinfo.img` and compel's C API into `compel_cpuinfo_t`).
 //!
 //! ```
 //! use compel_arch::{nr, syscall0, syscall_number};

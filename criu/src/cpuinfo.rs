@@ -34,22 +34,7 @@ const NCAPINTS_V1: usize = 12;
 const NCAPINTS_V2: usize = 19;
 
 // Words of the capability array (the kernel's `cpuid_leafs` order, an ABI of the image).
-const W_1_EDX: usize = 0;
-const W_8000_0001_EDX: usize = 1;
-const W_LNX_1: usize = 3;
-const W_1_ECX: usize = 4;
-const W_C000_0001_EDX: usize = 5;
-const W_8000_0001_ECX: usize = 6;
-const W_7_0_EBX: usize = 9;
-const W_D_1_EAX: usize = 10;
-const W_7_0_ECX: usize = 11;
-const W_F_1_EDX: usize = 12;
-const W_8000_0008_EBX: usize = 13;
-const W_6_EAX: usize = 14;
-const W_8000_000A_EDX: usize = 15;
-const W_F_0_EDX: usize = 16;
-const W_8000_0007_EBX: usize = 17;
-const W_7_0_EDX: usize = 18;
+use compel_arch::cap_word::*;
 
 /// The bits of each word that are instruction-set features (what `--cpu-cap=ins` compares):
 /// fpu tsc cx8 sep cmov clflush mmx fxsr sse sse2 | syscall mmxext rdtscp 3dnowext 3dnow |
@@ -129,70 +114,18 @@ impl CpuinfoError {
     }
 }
 
-fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    // Safe since Rust 1.89: CPUID exists on every x86_64 CPU and has no side effects.
-    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-    [r.eax, r.ebx, r.ecx, r.edx]
-}
-
-/// This CPU, as CRIU describes it in `cpuinfo.img`.
+/// This CPU, as CRIU describes it in `cpuinfo.img`: CPUID's words as `compel_arch` reads them,
+/// mapped to the image (CRIU's vendor numbers, Linux's own word, the user xsave components).
 pub fn collect() -> CpuinfoX86Entry {
-    let [max, b, c, d] = cpuid(0, 0);
-    let mut vendor = Vec::with_capacity(12);
-    for r in [b, d, c] {
-        vendor.extend_from_slice(&r.to_le_bytes());
-    }
-    let vendor_id = match &vendor[..] {
+    let id = compel_arch::CpuId::read();
+    let vendor_id = match &id.vendor {
         b"GenuineIntel" => 1,
         b"AuthenticAMD" | b"HygonGenuine" => 2,
         _ => 0,
     };
-    let ext_max = cpuid(0x8000_0000, 0)[0];
-    let has = |l: u32| l <= max;
-    let has_ext = |l: u32| ext_max >= l && l >= 0x8000_0000;
+    let (family, sig) = (id.family, id.signature);
     let mut cap = [0u32; NCAPINTS_V2];
-    let [sig, _, ecx1, edx1] = cpuid(1, 0);
-    cap[W_1_EDX] = edx1;
-    cap[W_1_ECX] = ecx1;
-    let mut family = (sig >> 8) & 0xf;
-    let mut model = (sig >> 4) & 0xf;
-    if family == 0xf {
-        family += (sig >> 20) & 0xff;
-    }
-    if family >= 6 {
-        model += ((sig >> 16) & 0xf) << 4;
-    }
-    let stepping = sig & 0xf;
-    if has(6) {
-        cap[W_6_EAX] = cpuid(6, 0)[0];
-    }
-    if has(7) {
-        let [_, b, c, d] = cpuid(7, 0);
-        cap[W_7_0_EBX] = b;
-        cap[W_7_0_ECX] = c;
-        cap[W_7_0_EDX] = d;
-    }
-    if has(0xd) {
-        cap[W_D_1_EAX] = cpuid(0xd, 1)[0];
-    }
-    if has(0xf) {
-        cap[W_F_0_EDX] = cpuid(0xf, 0)[3];
-        cap[W_F_1_EDX] = cpuid(0xf, 1)[3];
-    }
-    if has_ext(0x8000_0001) {
-        let [_, _, c, d] = cpuid(0x8000_0001, 0);
-        cap[W_8000_0001_ECX] = c;
-        cap[W_8000_0001_EDX] = d;
-    }
-    if has_ext(0x8000_0007) {
-        cap[W_8000_0007_EBX] = cpuid(0x8000_0007, 0)[1];
-    }
-    if has_ext(0x8000_0008) {
-        cap[W_8000_0008_EBX] = cpuid(0x8000_0008, 0)[1];
-    }
-    if has_ext(0x8000_000a) {
-        cap[W_8000_000A_EDX] = cpuid(0x8000_000a, 0)[3];
-    }
+    cap.copy_from_slice(&id.words[..NCAPINTS_V2]);
     cap[W_C000_0001_EDX] = 0;
     // Linux's own word: cpuid (bit 25) and nopl (bit 20) always on x86_64; rep_good (bit 16)
     // as the kernel's early vendor setup decides it.
@@ -211,9 +144,10 @@ pub fn collect() -> CpuinfoX86Entry {
         cap[W_1_EDX] &= !(1 << 31);
     }
     // The xsave state: what the CPU supports of the user components, and the frame sizes.
-    let xsave = ecx1 & (1 << 26) != 0 && has(0xd);
+    let ecx1 = id.words[W_1_ECX];
+    let xsave = ecx1 & (1 << 26) != 0 && id.max_leaf >= 0xd;
     let (xfeatures_mask, xsave_size, xsave_size_max) = if xsave {
-        let [a, b, c, d] = cpuid(0xd, 0);
+        let [a, b, c, d] = compel_arch::cpuid(0xd, 0);
         let mut m = (u64::from(d) << 32 | u64::from(a)) & XFEATURE_MASK_USER;
         // Components whose CPUID feature is off are off.
         let avx = ecx1 & (1 << 28) != 0;
@@ -234,22 +168,15 @@ pub fn collect() -> CpuinfoX86Entry {
     } else {
         (0, 0, 0)
     };
-    let mut brand = Vec::new();
-    if has_ext(0x8000_0004) {
-        for l in 0x8000_0002..=0x8000_0004u32 {
-            for r in cpuid(l, 0) {
-                brand.extend_from_slice(&r.to_le_bytes());
-            }
-        }
-    }
+    let brand = id.brand.unwrap_or([0; 48]);
     let model_id = String::from_utf8_lossy(&brand)
         .trim_matches(|c: char| c == '\0' || c.is_whitespace())
         .to_string();
     CpuinfoX86Entry {
         vendor_id,
         cpu_family: family,
-        model,
-        stepping,
+        model: id.model,
+        stepping: id.stepping,
         capability_ver: CAPABILITY_VER,
         capability: cap.to_vec(),
         model_id: (!model_id.is_empty()).then_some(model_id),

@@ -69,6 +69,8 @@ pub(crate) mod options;
 pub(crate) mod pageserver;
 pub(crate) mod pidfd;
 pub(crate) mod pidfile;
+pub(crate) mod privilege;
+pub(crate) mod regs;
 pub(crate) mod restore;
 pub(crate) mod rpc;
 pub(crate) mod scripts;
@@ -79,12 +81,14 @@ pub use check::{CheckError, Missing, check_all, check_feature, feature_names};
 pub use dump::dedup::{DedupError, DedupStats, dedup};
 pub use dump::{DumpError, DumpSummary, INCOMPLETE_MARKER, INSIDE_METHOD_ENV, dump, pre_dump};
 pub use log::{LogError, LogSink, install as install_log};
+pub use namespaces::net::NetLockMethod;
 pub use options::{
     CgroupMode, CgroupRoot, Command, CpuCap, DEFAULT_LOG_LEVEL, DEFAULT_TIMEOUT, DirRef,
     DumpOptions, External, FinalState, InheritFd, InsideMethod, LiveOptions, OptionSpec, Options,
     OptionsError, PidMethod, PreDumpMode, RestoreOptions, USAGE, option_specs,
 };
 pub use pageserver::{PageServerError, ServerOptions as PageServerOptions, run_page_server};
+pub use privilege::{PrivilegeError, check_privilege};
 pub use restore::{RestoreError, RestoreOutcome, restore};
 pub use scripts::{ActionScripts, Notify, ScriptAction, ScriptError, ScriptStatus};
 

@@ -2,7 +2,10 @@
 //! restore, the way CRIU runs them.
 //!
 //! Each script is executed directly (not through a shell) with itself as `argv[0]`, stdin
-//! closed, stdout and stderr going into criu's log, and in its environment:
+//! closed (or, at `orphan-pts-master`, the new pty master), stdout and stderr going into
+//! criu's log, and no other descriptor: every descriptor above 2 criu holds (the images
+//! directory, the log, an RPC socket, the restore's helpers) is closed when the script is
+//! executed. In its environment:
 //!
 //! - `CRTOOLS_SCRIPT_ACTION`: the stage ([`ScriptAction::name`]: `pre-dump`, `post-dump`,
 //!   `pre-restore`, `post-restore`, `pre-resume`, `post-resume`, `network-lock`, ...);
@@ -24,7 +27,8 @@
 //!                                  std::path::Path::new("/tmp/img"), &log).unwrap();
 //! scripts.run(ScriptAction::PreDump, Some(1234)).unwrap();
 //! ```
-// Unsafe code: closes stdin in the forked child before exec (pre_exec).
+// Unsafe code: closes stdin and marks every other descriptor close-on-exec in the forked child
+// before exec (pre_exec).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -123,6 +127,9 @@ pub enum ScriptError {
         /// The stage.
         action: &'static str,
     },
+    /// The answer to `query-ext-files` named an external resource that does not parse.
+    #[error("query-ext-files: invalid external {0:?}")]
+    BadExternal(String),
 }
 
 /// How one action script failed.
@@ -152,6 +159,7 @@ impl ScriptError {
                 ..
             } => e.raw_os_error().unwrap_or(libc::EIO),
             ScriptError::Failed { .. } | ScriptError::Refused { .. } => libc::ECANCELED,
+            ScriptError::BadExternal(_) => libc::EINVAL,
         }
     }
 }
@@ -193,6 +201,16 @@ pub trait Notify {
     ) -> Result<(), ScriptError> {
         let _ = fd;
         self.notify(action, pid)
+    }
+
+    /// `query-ext-files`: asks for more external resources (`--external` entries) once the
+    /// tree is frozen, before its files are collected. Only an RPC client answers (with the
+    /// `external` of the `opts` in its acknowledgement, as CRIU's clients do); by default none.
+    ///
+    /// # Errors
+    /// As [`Notify::notify`]; [`ScriptError::BadExternal`] for an entry that does not parse.
+    fn query_external(&self) -> Result<Vec<crate::options::External>, ScriptError> {
+        Ok(Vec::new())
     }
 }
 
@@ -339,18 +357,25 @@ impl ActionScripts {
             let err = log.try_clone().map_err(ScriptStatus::CannotRun)?;
             cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
         }
-        if let Some(fd) = stdin {
-            let fd = fd.try_clone_to_owned().map_err(ScriptStatus::CannotRun)?;
-            cmd.stdin(Stdio::from(fd));
-        } else {
-            // SAFETY: the closure runs in the forked child before exec and only calls
-            // close(2), which is async-signal-safe and touches no memory of the parent.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::close(0);
-                    Ok(())
-                });
+        let close_stdin = match stdin {
+            Some(fd) => {
+                let fd = fd.try_clone_to_owned().map_err(ScriptStatus::CannotRun)?;
+                cmd.stdin(Stdio::from(fd));
+                false
             }
+            None => true,
+        };
+        // SAFETY: the closure runs in the forked child after the standard descriptors are set
+        // up and before exec, and only calls close(2), close_range(2) and fcntl(2), which are
+        // async-signal-safe and touch no memory of the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                if close_stdin {
+                    libc::close(0);
+                }
+                only_std_fds_on_exec();
+                Ok(())
+            });
         }
         let status = cmd.status().map_err(ScriptStatus::CannotRun)?;
         if status.success() {
@@ -363,9 +388,43 @@ impl ActionScripts {
     }
 }
 
+/// Marks every descriptor above 2 close-on-exec (the pipe `Command` reports exec errors on
+/// already is), so a script inherits only its standard descriptors. Runs between fork and exec:
+/// only async-signal-safe calls.
+fn only_std_fds_on_exec() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if r != 0 {
+        // Kernels before 5.11: one fcntl per possible descriptor.
+        // SAFETY: getrlimit writes into a live struct; fcntl on any number is harmless.
+        unsafe {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur.min(1 << 20) as i32
+            } else {
+                1024
+            };
+            for fd in 3..max {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::{AsFd, FromRawFd};
     use std::os::unix::fs::PermissionsExt;
 
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -436,5 +495,37 @@ mod tests {
         assert_eq!(got.matches("a post-dump").count(), 1, "{got}");
         let missing = ActionScripts::new(vec![d.join("nope")], d, &log).unwrap();
         assert!(missing.run(ScriptAction::PreRestore, None).is_err());
+    }
+
+    /// A descriptor criu holds without close-on-exec (as a leaked or inherited one would be)
+    /// does not reach a script, with or without a descriptor for its stdin.
+    #[test]
+    fn scripts_inherit_only_std_fds() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = d.join("out");
+        let log = LogSink::open(Some(&d.join("log"))).unwrap();
+        // SAFETY: dup of stderr; the result (no close-on-exec) is checked and owned.
+        let raw = unsafe { libc::dup(2) };
+        assert!(raw > 2);
+        // SAFETY: a fresh descriptor nothing else owns.
+        let leaky = unsafe { OwnedFd::from_raw_fd(raw) };
+        let s = script(
+            d,
+            "a",
+            &format!(
+                "if [ -e /proc/$$/fd/{raw} ]; then echo leaked >> {o}; else echo clean >> {o}; fi\n\
+                 [ -e /proc/$$/fd/1 ] && echo has-stdout >> {o}",
+                o = out.display()
+            ),
+        );
+        let s = ActionScripts::new(vec![s], d, &log).unwrap();
+        s.run(ScriptAction::PreDump, None).unwrap();
+        let f = File::open(d).unwrap();
+        s.notify_fd(ScriptAction::OrphanPtsMaster, None, f.as_fd())
+            .unwrap();
+        let got = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(got, "clean\nhas-stdout\nclean\nhas-stdout\n");
+        drop(leaky);
     }
 }

@@ -9,8 +9,9 @@
 //! task), `memwrite_time` the time spent writing pages files. They are process-wide counters,
 //! reset at the start of each dump: two dumps run at once by one process share them.
 //!
-//! A dump with a lot of memory can also report its progress, pages written out of pages to
-//! write, through a callback the binary installs ([`set_progress`]); the library prints nothing.
+//! A dump or restore with a lot of memory can also report its progress (pages written out of
+//! pages to write, pages restored out of pages to restore) through a callback the binary
+//! installs ([`set_progress`]); the library prints nothing.
 //!
 //! ```
 //! use criu_images::pb::{DumpStatsEntry, StatsEntry};
@@ -155,6 +156,21 @@ pub fn read(dir: &Path, kind: Kind) -> Result<StatsEntry, ImageError> {
     criu_images::read_single(dir.join(name), magic::STATS)
 }
 
+/// `--display-stats` (and `display_stats` of an RPC request): prints the statistics of `kind`
+/// in `dir` on criu's standard output, as CRIU does (in `swrk` mode that is the client's). A
+/// missing or unreadable file is logged, not fatal: the run itself succeeded.
+pub fn show(dir: &Path, kind: Kind) {
+    use std::io::Write;
+    match read(dir, kind) {
+        Ok(e) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(display(&e).as_bytes());
+            let _ = out.flush();
+        }
+        Err(e) => tracing::warn!("cannot display the statistics: {e}"),
+    }
+}
+
 /// The statistics as `criu --display-stats` prints them at the end of a run, one per line, in
 /// CRIU's words and order (page counts in decimal and hex).
 pub fn display(e: &StatsEntry) -> String {
@@ -194,14 +210,35 @@ pub fn display(e: &StatsEntry) -> String {
     s
 }
 
-/// One report of a dump's progress.
+/// What a [`Progress`] report counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressKind {
+    /// Pages of one process written into its pages file (dump, pre-dump).
+    Written,
+    /// Pages of a restored tree put back into its memory.
+    Restored,
+}
+
+impl ProgressKind {
+    /// The word for the pages counted: `written`, `restored`.
+    pub fn word(self) -> &'static str {
+        match self {
+            ProgressKind::Written => "written",
+            ProgressKind::Restored => "restored",
+        }
+    }
+}
+
+/// One report of a dump's or restore's progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
-    /// The process whose pages are being written.
+    /// What is counted.
+    pub kind: ProgressKind,
+    /// The process whose pages are being written, or the root of the tree being restored.
     pub pid: i32,
-    /// Pages of it written so far.
+    /// Pages done so far.
     pub done: u64,
-    /// Pages of it to write.
+    /// Pages to do.
     pub total: u64,
 }
 
@@ -209,18 +246,21 @@ pub struct Progress {
 type ProgressSink = Box<dyn Fn(Progress) + Send + Sync>;
 static PROGRESS: OnceLock<ProgressSink> = OnceLock::new();
 
-/// The least memory of one process whose copy reports progress (256 MiB).
+/// The least memory of one process whose copy (or of a tree whose restore) reports progress
+/// (256 MiB).
 pub const PROGRESS_MIN_BYTES: u64 = 256 << 20;
 
-/// Installs `sink` to receive the progress of every pages file of at least
-/// [`PROGRESS_MIN_BYTES`]: a report about every 1 % and one at the end. The first call wins
+/// Installs `sink` to receive the progress of every pages file, and of every restored tree, of
+/// at least [`PROGRESS_MIN_BYTES`]: a report about every 1 % and one at the end. The first call wins
 /// (the binary calls it once, when it has a terminal to draw on).
 pub fn set_progress(sink: impl Fn(Progress) + Send + Sync + 'static) {
     let _ = PROGRESS.set(Box::new(sink));
 }
 
-/// Counts the bytes written into one pages file and reports them to the installed sink.
+/// Counts the bytes written into one pages file (or put back into a restored tree) and
+/// reports them to the installed sink.
 pub(crate) struct ProgressMeter {
+    kind: ProgressKind,
     pid: i32,
     total: u64,
     done: u64,
@@ -230,7 +270,17 @@ pub(crate) struct ProgressMeter {
 impl ProgressMeter {
     /// A meter for `total` bytes of `pid`; `None` when nobody listens or the copy is small.
     pub(crate) fn new(pid: i32, total: u64) -> Option<ProgressMeter> {
+        Self::of(ProgressKind::Written, pid, total)
+    }
+
+    /// A meter for `total` bytes restored into the tree of `root`; `None` as for [`Self::new`].
+    pub(crate) fn restoring(root: i32, total: u64) -> Option<ProgressMeter> {
+        Self::of(ProgressKind::Restored, root, total)
+    }
+
+    fn of(kind: ProgressKind, pid: i32, total: u64) -> Option<ProgressMeter> {
         (total >= PROGRESS_MIN_BYTES && PROGRESS.get().is_some()).then_some(ProgressMeter {
+            kind,
             pid,
             total,
             done: 0,
@@ -246,6 +296,7 @@ impl ProgressMeter {
             if let Some(sink) = PROGRESS.get() {
                 let page = criu_images::pagemap::PAGE_SIZE;
                 sink(Progress {
+                    kind: self.kind,
                     pid: self.pid,
                     done: self.done / page,
                     total: self.total / page,

@@ -1,8 +1,8 @@
-//! Running `criu`: the binary, its dump and restore commands with their logs, [`Spawned`]
-//! (a victim for criu: output to a log file, killed and reaped on drop), and asking a criu victim
-//! to check itself.
+//! Running `criu`: the binary, its dump and restore commands with their logs, criu with its
+//! stderr on a terminal, [`Spawned`] (a victim for criu: output to a log file, killed and
+//! reaped on drop), and asking a criu victim to check itself.
 // Unsafe code: the victim's pre-exec step (closing inherited descriptors, the parent-death
-// signal) runs between fork and exec.
+// signal) runs between fork and exec; openpty for criu's terminal.
 #![allow(unsafe_code)]
 
 use std::os::unix::process::CommandExt;
@@ -201,6 +201,52 @@ impl Drop for Spawned {
             self.reaped = true;
         }
     }
+}
+
+/// Runs `criu ARGS` with stderr on a fresh pseudo-terminal and returns its exit status and
+/// what it drew on the terminal (stdin and stdout are `/dev/null`).
+///
+/// # Panics
+/// If no terminal can be made or criu cannot be started.
+pub fn criu_on_terminal(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into live locals; name, termios, winsize are null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0);
+    // SAFETY: openpty just returned both descriptors; each is owned once from here.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = std::process::Command::new(criu_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    // The reader ends with EIO once the child, the slave's last holder, has exited.
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::from(master);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let status = child.wait().unwrap();
+    (status, reader.join().unwrap())
 }
 
 /// Sends `sig` to `pid`.

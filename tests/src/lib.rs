@@ -61,19 +61,25 @@
 
 mod avx;
 pub mod c_host;
+mod cgroup;
+pub mod cgroups;
 mod criu_cmd;
 mod fixtures;
 mod netns;
 mod process;
+pub mod pty;
 pub mod rng;
 pub mod runc;
 mod swrk;
+pub mod tls_certs;
 
 pub use avx::*;
+pub use cgroup::TestCgroup;
 pub use criu_cmd::*;
 pub use fixtures::*;
 pub use netns::in_netns;
 pub use process::*;
+pub use pty::{pty, talk};
 pub use swrk::{Swrk, recv_resp};
 
 /// Skips the rest of the current test (returns from it) unless running as root, printing why.

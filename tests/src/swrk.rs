@@ -24,6 +24,12 @@ pub struct Swrk {
 impl Swrk {
     /// Starts `criu swrk`; each answer must come within `timeout`.
     pub fn start(timeout: Duration) -> Swrk {
+        Swrk::start_with_stdout(timeout, Stdio::inherit())
+    }
+
+    /// [`Swrk::start`] with criu's standard output going to `stdout` ([`Stdio::piped`]: read it
+    /// through [`Swrk::take_stdout`]).
+    pub fn start_with_stdout(timeout: Duration, stdout: Stdio) -> Swrk {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -37,6 +43,7 @@ impl Swrk {
             .arg("swrk")
             .arg(fd.as_raw_fd().to_string())
             .stdin(Stdio::null())
+            .stdout(stdout)
             .spawn()
             .unwrap();
         drop(fd);
@@ -49,6 +56,11 @@ impl Swrk {
     /// The pid of the `criu swrk` process.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// criu's standard output, when it was started with it piped (once).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
     }
 
     /// Sends `bytes` as one packet, whatever they hold.

@@ -23,21 +23,21 @@ fn criu(args: &[&str]) -> Output {
 }
 
 /// A feature probed on the kernel (a lock taken here shows in fdinfo) and handled (file locks
-/// are dumped and restored) is supported; so are time and pid namespaces.
+/// are dumped and restored) is supported; so are time, pid, user and cgroup namespaces.
 #[test]
 fn probed_and_handled_feature_is_supported() {
-    for name in ["fdinfo_lock", "timens", "ns_pid"] {
+    for name in ["fdinfo_lock", "timens", "ns_pid", "userns", "cgroupns"] {
         let o = criu(&["check", "--feature", name]);
         assert!(o.status.success(), "{}", stderr_text(&o));
         assert_eq!(stdout_text(&o), format!("{name} is supported\n"));
     }
 }
 
-/// The kernel here has user namespaces and tun devices, but this criu handles neither: not
-/// supported, exit 1, and the message says which half is missing.
+/// The kernel here has socket namespace ioctls and tun devices, but this criu handles
+/// neither: not supported, exit 1, and the message says which half is missing.
 #[test]
 fn unhandled_feature_is_not_supported() {
-    for name in ["userns", "tun"] {
+    for name in ["sk_ns", "tun"] {
         let o = criu(&["check", "--feature", name]);
         assert_eq!(o.status.code(), Some(1), "{name}: {}", stdout_text(&o));
         assert_eq!(stdout_text(&o), "", "{name}");

@@ -3,64 +3,21 @@
 //! refused before any task exists, the default (`soft`) makes it again. The test's cgroup is
 //! removed whatever happens; no other cgroup is touched.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Scratch, Spawned, become_subreaper, criu, criu_victim, dump_and_reap, pid_exists,
+    Scratch, Spawned, TestCgroup, become_subreaper, criu, criu_victim, dump_and_reap, pid_exists,
     ready_numbers, restore_and_check, skip_if_not_root, test_lock, wait_exit_timeout,
 };
-
-/// A v2 cgroup of the test's own, removed on drop (once its tasks are gone).
-struct TestCgroup(PathBuf);
-
-impl TestCgroup {
-    fn make() -> Option<TestCgroup> {
-        let unified = Path::new("/sys/fs/cgroup/unified");
-        let root = if unified.join("cgroup.procs").exists() {
-            unified
-        } else {
-            Path::new("/sys/fs/cgroup")
-        };
-        let dir = root.join(format!("crtest-nscore-{}", std::process::id()));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => Some(TestCgroup(dir)),
-            Err(e) => {
-                eprintln!("skipped: cannot make a v2 cgroup: {e}");
-                None
-            }
-        }
-    }
-
-    /// The path `/proc/PID/cgroup` shows for it.
-    fn name(&self) -> String {
-        format!("/{}", self.0.file_name().unwrap().to_string_lossy())
-    }
-
-    fn remove(&self) {
-        let end = std::time::Instant::now() + Duration::from_secs(5);
-        while self.0.exists() && std::fs::remove_dir(&self.0).is_err() {
-            if std::time::Instant::now() > end {
-                eprintln!("could not remove {}", self.0.display());
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
 
 #[test]
 fn cgroup_membership_comes_back() {
     skip_if_not_root!("cgroup_membership_comes_back");
     let _g = test_lock();
     become_subreaper();
-    let Some(cg) = TestCgroup::make() else { return };
+    let Some(cg) = TestCgroup::make("nscore") else {
+        return;
+    };
     let dir = Scratch::new();
     let procs = cg.0.join("cgroup.procs");
     let (mut v, said) = dir.spawn_victim(

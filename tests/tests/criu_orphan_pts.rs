@@ -10,29 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, Swrk, become_subreaper, criu_dump, dump_and_reap, restore_detached, signal,
-    skip_if_not_root, test_lock, wait_file,
+    Spawned, Swrk, become_subreaper, criu_dump, dump_and_reap, pty, restore_detached,
+    skip_if_not_root, talk, test_lock, wait_file,
 };
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
-use nix::sys::signal::Signal;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use prost::Message;
-
-/// A pty of the test's own: (master, slave path).
-fn pty() -> (OwnedFd, String) {
-    // SAFETY: pty calls with plain values; ptsname's string is copied at once.
-    unsafe {
-        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(
-            m >= 0 && libc::grantpt(m) == 0 && libc::unlockpt(m) == 0,
-            "openpt"
-        );
-        let name = std::ffi::CStr::from_ptr(libc::ptsname(m))
-            .to_string_lossy()
-            .into_owned();
-        (OwnedFd::from_raw_fd(m), name)
-    }
-}
 
 fn spawn(d: &Path, slave: &str) -> Spawned {
     let (out, ready) = (d.join("out"), d.join("ready"));
@@ -44,35 +27,6 @@ fn spawn(d: &Path, slave: &str) -> Spawned {
     );
     wait_file(&ready, Duration::from_secs(10));
     v
-}
-
-/// Asks the victim to check itself while we say "ping" on `master`; returns its verdict and
-/// what came out of the master.
-fn talk(pid: i32, master: &OwnedFd, out: &Path) -> (String, String) {
-    let _ = std::fs::remove_file(out);
-    signal(pid, Signal::SIGUSR1);
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: writes a live literal to our master.
-    unsafe { libc::write(master.as_raw_fd(), b"ping\n".as_ptr().cast(), 5) };
-    let verdict = wait_file(out, Duration::from_secs(10));
-    let mut seen = Vec::new();
-    let end = std::time::Instant::now() + Duration::from_secs(5);
-    while !String::from_utf8_lossy(&seen).contains("pong") && std::time::Instant::now() < end {
-        let mut pfd = libc::pollfd {
-            fd: master.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let mut b = [0u8; 256];
-        // SAFETY: poll on one live pollfd; read into a live local buffer.
-        unsafe {
-            if libc::poll(&mut pfd, 1, 500) == 1 {
-                let n = libc::read(master.as_raw_fd(), b.as_mut_ptr().cast(), b.len());
-                seen.extend_from_slice(&b[..n.max(0) as usize]);
-            }
-        }
-    }
-    (verdict, String::from_utf8_lossy(&seen).into_owned())
 }
 
 /// Dumps a victim whose slave's master we hold, then closes that master.

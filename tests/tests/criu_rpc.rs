@@ -428,6 +428,9 @@ fn a_client_that_refuses_post_dump_stops_the_dump_and_the_victim_runs_on() {
     dump_with_notify(&s, v.pid(), &dir);
     expect_notify(&s, "pre-dump");
     ack(&s, true);
+    // Asked once the tree is frozen, as CRIU does (an answer without opts adds nothing).
+    expect_notify(&s, "query-ext-files");
+    ack(&s, true);
     expect_notify(&s, "post-dump");
     ack(&s, false);
     let r = s.recv().expect("the dump's answer");

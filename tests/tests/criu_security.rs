@@ -78,10 +78,18 @@ impl Drop for Service {
 
 /// Sends `q` to the service from a child running as nobody and returns the answer.
 fn ask_as_nobody(addr: &Path, q: &CriuReq) -> CriuResp {
+    ask_as_nobody_with_umask(addr, q, None)
+}
+
+/// [`ask_as_nobody`], the client's umask set to `umask` if given.
+fn ask_as_nobody_with_umask(addr: &Path, q: &CriuReq, umask: Option<u32>) -> CriuResp {
     let (rd, wr) = nix::unistd::pipe().unwrap();
     let bytes = q.encode_to_vec();
     let addr = addr.to_path_buf();
     let code = run_as_user(NOBODY, NOBODY, move || {
+        if let Some(m) = umask {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m));
+        }
         let sk = socket(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -394,4 +402,36 @@ fn a_command_line_restore_of_a_file_path_with_dot_dot_is_refused() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "a task {pid} runs"
     );
+}
+
+/// The images a root service writes for nobody get nobody's umask (CRIU 4.2 uses the
+/// service's own): 0600 with umask 077, 0664 with umask 002, while the service runs with the
+/// test's (022). The log stays 0600 either way.
+#[test]
+fn images_written_for_a_client_get_its_umask() {
+    let _g = test_lock();
+    become_subreaper();
+    let d = open_dir();
+    let svc = Service::start(d.path());
+    let v = spawn_counter(d.path(), Some(NOBODY));
+    for (i, (mask, want)) in [(0o077u32, 0o600u32), (0o002, 0o664)]
+        .into_iter()
+        .enumerate()
+    {
+        let img = nobody_dir(d.path(), &format!("img{i}"));
+        let mut o = opts(&img, Some(v.pid()), "dump.log");
+        o.leave_running = Some(true);
+        let r = ask_as_nobody_with_umask(&svc.addr, &request(CriuReqType::Dump, o), Some(mask));
+        assert!(r.success, "{r:?}");
+        let mode = |f: &str| std::fs::metadata(img.join(f)).unwrap().permissions().mode() & 0o777;
+        for f in [
+            format!("core-{}.img", v.pid()),
+            "inventory.img".into(),
+            "pstree.img".into(),
+        ] {
+            assert_eq!(mode(&f), want, "{f} with umask {mask:03o}");
+        }
+        assert_eq!(mode("dump.log"), 0o600);
+    }
+    assert!(counting_on(d.path()));
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Scratch, Spawned, assert_ok_log, become_subreaper, criu, criu_dump, fixtures_dir,
-    skip_if_not_root, stdout_text, test_lock, wait_exit_timeout, workspace_bin,
+    Scratch, Spawned, assert_ok_log, become_subreaper, criu, criu_dump, criu_on_terminal,
+    fixtures_dir, skip_if_not_root, stdout_text, test_lock, wait_exit_timeout, workspace_bin,
 };
 use criu_images::Pagemap;
 use criu_images::pagemap::PE_PRESENT;
@@ -198,49 +198,6 @@ fn stats_are_written_without_being_printed() {
     let o = criu_dump(v.pid(), &s.img, &["--display-stats", "-o", "gone.log"]);
     assert!(!o.status.success(), "dumping a reaped pid must fail");
     assert_eq!(stdout_text(&o), "", "a failed dump displays no statistics");
-}
-
-/// Runs `criu ARGS` with stderr on a fresh pseudo-terminal and returns its exit status and
-/// what it drew on the terminal.
-fn criu_on_terminal(args: &[&str]) -> (std::process::ExitStatus, String) {
-    use std::io::Read;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two descriptors into live locals; name, termios, winsize are null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0);
-    // SAFETY: openpty just returned both descriptors; each is owned once from here.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let mut child = std::process::Command::new(compel_criu_tests::criu_bin())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::from(slave))
-        .spawn()
-        .unwrap();
-    // The reader ends with EIO once the child, the slave's last holder, has exited.
-    let reader = std::thread::spawn(move || {
-        let mut f = std::fs::File::from(master);
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = f.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    });
-    let status = child.wait().unwrap();
-    (status, reader.join().unwrap())
 }
 
 /// A dump of 300 MiB with stderr on a terminal draws its progress there at the default

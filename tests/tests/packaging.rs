@@ -164,10 +164,11 @@ fn install_puts_everything_under_the_prefix_and_uninstall_removes_exactly_that()
     .unwrap();
     let listed: BTreeSet<String> = manifest.lines().map(str::to_owned).collect();
     assert_eq!(listed, files);
-    // The installed binaries run.
-    let v = run(Command::new(inst.usr().join("sbin/criu")).arg("--version"));
-    assert!(v.contains(env!("CARGO_PKG_VERSION")), "{v}");
-    run(Command::new(inst.usr().join("bin/crit")).arg("--version"));
+    // The installed binaries run, and all three name the package's version.
+    for bin in ["sbin/criu", "bin/crit", "bin/compel"] {
+        let v = run(Command::new(inst.usr().join(bin)).arg("--version"));
+        assert!(v.contains(env!("CARGO_PKG_VERSION")), "{bin}: {v}");
+    }
 
     // Something of the user's next to ours survives the uninstall.
     let mine = inst.usr().join("bin/mine");

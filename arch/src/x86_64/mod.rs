@@ -4,6 +4,7 @@
 //! planned), so that callers never need a `cfg(target_arch)`.
 
 mod batch;
+mod cpu;
 #[cfg(feature = "decode")]
 mod decode;
 mod jump;
@@ -14,6 +15,7 @@ mod syscall_table;
 mod xsave;
 
 pub use batch::{BATCH_ENTRY_WORDS, SYSCALL_BATCH_STUB, SYSCALL_BATCH_TRAP};
+pub use cpu::{CpuId, NCAPINTS, cap_word, cpuid};
 #[cfg(feature = "decode")]
 pub use decode::{first_syscall_insn, is_syscall_insn};
 pub use jump::{CloneArgs, call_on_stack, clone3_on_new_stack};

@@ -1,7 +1,7 @@
 //! Facts about the xsave area (`NT_X86_XSTATE`, the standard, non-compacted format that ptrace
 //! and signal frames use) and the CPUID queries that size it.
 
-use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
+use core::arch::x86_64::CpuidResult;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Size of the legacy (fxsave) region at the start of the xsave area.
@@ -75,15 +75,8 @@ static CPUID_CACHE: [CpuidSlot; 66] = [const {
 }; 66];
 
 fn raw_cpuid(leaf: u32, sub: u32) -> CpuidResult {
-    #[allow(unused_unsafe)]
-    // SAFETY: CPUID exists on every x86_64 CPU and has no side effects.
-    unsafe {
-        if sub == 0 {
-            __cpuid(leaf)
-        } else {
-            __cpuid_count(leaf, sub)
-        }
-    }
+    let [eax, ebx, ecx, edx] = super::cpu::cpuid(leaf, sub);
+    CpuidResult { eax, ebx, ecx, edx }
 }
 
 fn osxsave() -> bool {

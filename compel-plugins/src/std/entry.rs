@@ -67,7 +67,7 @@ pub unsafe extern "C" fn __export_parasite_main(init: *mut ParasiteInit) -> u64 
     if init.is_null() {
         return 0;
     }
-    // SAFETY: init points at the args area header (caller contract); read by value once.
+    // SAFETY: init points at the args area header (as this function requires); read by value once.
     let hdr = unsafe { core::ptr::read_volatile(init) };
     let fail = |e: Errno| {
         // SAFETY: init points at the args area header (the caller's contract); trap_ret is a
@@ -80,8 +80,8 @@ pub unsafe extern "C" fn __export_parasite_main(init: *mut ParasiteInit) -> u64 
     }
     super::log::set_log(hdr.log_fd, hdr.log_level);
     SIGFRAME.store(hdr.sigframe, Ordering::Relaxed);
-    // SAFETY: the args area holds payload_size bytes after the header (caller contract), and
-    // nothing else in this task uses them while the parasite runs.
+    // SAFETY: the args area holds payload_size bytes after the header (as this function requires),
+    // and nothing else in this task uses them while the parasite runs.
     let payload = unsafe {
         core::slice::from_raw_parts_mut(
             init.cast::<u8>().add(ARGS_PAYLOAD_OFFSET),
@@ -103,7 +103,7 @@ pub unsafe extern "C" fn __export_parasite_main(init: *mut ParasiteInit) -> u64 
         MODE_DAEMON => {
             let mut hdr = hdr;
             if hdr.flags & INIT_SETUP != 0 {
-                // SAFETY: init points at the args area header (caller contract).
+                // SAFETY: init points at the args area header (as this function requires).
                 match unsafe { setup(init, &mut hdr) } {
                     Ok(()) => super::log::set_log(hdr.log_fd, hdr.log_level),
                     Err(e) => {
@@ -206,7 +206,7 @@ unsafe fn setup(init: *mut ParasiteInit, hdr: &mut ParasiteInit) -> Result<(), E
     hdr.host_ctl = ctl[0];
     hdr.log_fd = log[1];
     hdr.host_log = log[0];
-    // SAFETY: init points at the header (caller contract); the host reads it at the trap.
+    // SAFETY: init points at the header (as this function requires); the host reads it at the trap.
     unsafe {
         core::ptr::write_volatile(&raw mut (*init).ctl_fd, ctl[1]);
         core::ptr::write_volatile(&raw mut (*init).host_ctl, ctl[0]);

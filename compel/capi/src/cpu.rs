@@ -12,32 +12,14 @@
 use std::ffi::{c_char, c_int, c_uint};
 use std::sync::Mutex;
 
-use core::arch::x86_64::__cpuid_count;
+use compel_arch::cap_word::{W_1_ECX, W_D_1_EAX, W_LNX_1};
+use compel_arch::{CpuId, NCAPINTS, cpuid};
 
-/// `NCAPINTS`: 32-bit words of feature bits.
-const NCAPINTS: usize = 19;
 /// `XFEATURE_MAX`: the xsave components CRIU's header knows (FP .. HDC).
 const XFEATURE_MAX: usize = 11;
 /// The user components (`XFEATURE_MASK_USER`): FP, SSE, YMM, BNDREGS, BNDCSR, OPMASK,
 /// ZMM_Hi256, Hi16_ZMM, PKRU.
 const XFEATURE_MASK_USER: u64 = 0b10_1111_1111;
-
-// Words of the capability array.
-const W_1_EDX: usize = 0;
-const W_8000_0001_EDX: usize = 1;
-const W_LNX_1: usize = 3;
-const W_1_ECX: usize = 4;
-const W_8000_0001_ECX: usize = 6;
-const W_7_0_EBX: usize = 9;
-const W_D_1_EAX: usize = 10;
-const W_7_0_ECX: usize = 11;
-const W_F_1_EDX: usize = 12;
-const W_8000_0008_EBX: usize = 13;
-const W_6_EAX: usize = 14;
-const W_8000_000A_EDX: usize = 15;
-const W_F_0_EDX: usize = 16;
-const W_8000_0007_EBX: usize = 17;
-const W_7_0_EDX: usize = 18;
 
 /// `X86_FEATURE_XSAVE` (CPUID 1 ECX bit 26) and `X86_FEATURE_XSAVES` (CPUID 0xd.1 EAX bit 3).
 const FEATURE_XSAVE: u32 = (W_1_ECX as u32) * 32 + 26;
@@ -70,12 +52,6 @@ pub struct CpuInfo {
 // The size gcc gives CRIU's struct on x86_64 (checked by the C test too).
 const _: () = assert!(std::mem::size_of::<CpuInfo>() == 376);
 
-fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    // CPUID exists on every x86_64 CPU and only reads the leaf asked for.
-    let r = __cpuid_count(leaf, sub);
-    [r.eax, r.ebx, r.ecx, r.edx]
-}
-
 fn has(c: &CpuInfo, feature: u32) -> bool {
     let (w, b) = ((feature / 32) as usize, feature % 32);
     w < NCAPINTS && c.x86_capability[w] & (1 << b) != 0
@@ -103,78 +79,29 @@ fn probe() -> CpuInfo {
         xstate_comp_offsets: [0; XFEATURE_MAX],
         xstate_comp_sizes: [0; XFEATURE_MAX],
     };
-    let [max, b, cx, d] = cpuid(0, 0);
-    c.cpuid_level = max as c_int;
-    let vendor: Vec<u8> = [b, d, cx].iter().flat_map(|r| r.to_le_bytes()).collect();
-    for (dst, src) in c.x86_vendor_id.iter_mut().zip(&vendor) {
+    let id = CpuId::read();
+    c.cpuid_level = id.max_leaf as c_int;
+    for (dst, src) in c.x86_vendor_id.iter_mut().zip(&id.vendor) {
         *dst = *src as c_char;
     }
     // X86_VENDOR_INTEL 0, X86_VENDOR_AMD 1, anything else X86_VENDOR_MAX.
-    c.x86_vendor = match &vendor[..] {
+    c.x86_vendor = match &id.vendor {
         b"GenuineIntel" => 0,
         b"AuthenticAMD" => 1,
         _ => 2,
     };
-    if max >= 1 {
-        let [sig, _, ecx, edx] = cpuid(1, 0);
-        let mut family = (sig >> 8) & 0xf;
-        let mut model = (sig >> 4) & 0xf;
-        if family == 0xf {
-            family += (sig >> 20) & 0xff;
-        }
-        if family >= 6 {
-            model += ((sig >> 16) & 0xf) << 4;
-        }
-        c.x86_family = family as u8;
-        c.x86_model = model as u8;
-        c.x86_mask = (sig & 0xf) as u8;
-        c.x86_capability[W_1_EDX] = edx;
-        c.x86_capability[W_1_ECX] = ecx;
-    }
-    if max >= 6 {
-        c.x86_capability[W_6_EAX] = cpuid(6, 0)[0];
-    }
-    if max >= 7 {
-        let [_, b, cx, d] = cpuid(7, 0);
-        c.x86_capability[W_7_0_EBX] = b;
-        c.x86_capability[W_7_0_ECX] = cx;
-        c.x86_capability[W_7_0_EDX] = d;
-    }
-    if max >= 0xd {
-        c.x86_capability[W_D_1_EAX] = cpuid(0xd, 1)[0];
-    }
-    if max >= 0xf {
-        c.x86_capability[W_F_0_EDX] = cpuid(0xf, 0)[3];
-        c.x86_capability[W_F_1_EDX] = cpuid(0xf, 1)[3];
-    }
-    let ext = cpuid(0x8000_0000, 0)[0];
-    c.extended_cpuid_level = ext;
-    if ext >= 0x8000_0001 {
-        let [_, _, cx, d] = cpuid(0x8000_0001, 0);
-        c.x86_capability[W_8000_0001_ECX] = cx;
-        c.x86_capability[W_8000_0001_EDX] = d;
-    }
-    if ext >= 0x8000_0004 {
-        let brand: Vec<u8> = (0x8000_0002..=0x8000_0004)
-            .flat_map(|l| cpuid(l, 0))
-            .flat_map(u32::to_le_bytes)
-            .collect();
+    c.x86_family = id.family as u8;
+    c.x86_model = id.model as u8;
+    c.x86_mask = id.stepping as u8;
+    c.x86_capability = id.words;
+    c.extended_cpuid_level = id.max_ext_leaf;
+    c.x86_power = id.power;
+    if let Some(brand) = id.brand {
         let text = String::from_utf8_lossy(&brand);
         let text = text.trim_matches(|ch: char| ch == '\0' || ch == ' ');
         for (dst, src) in c.x86_model_id[..63].iter_mut().zip(text.bytes()) {
             *dst = src as c_char;
         }
-    }
-    if ext >= 0x8000_0007 {
-        let [_, b, _, d] = cpuid(0x8000_0007, 0);
-        c.x86_capability[W_8000_0007_EBX] = b;
-        c.x86_power = d;
-    }
-    if ext >= 0x8000_0008 {
-        c.x86_capability[W_8000_0008_EBX] = cpuid(0x8000_0008, 0)[1];
-    }
-    if ext >= 0x8000_000a {
-        c.x86_capability[W_8000_000A_EDX] = cpuid(0x8000_000a, 0)[3];
     }
     // Linux's own word: X86_FEATURE_CPUID (bit 25) and X86_FEATURE_NOPL (bit 20) hold on
     // every x86_64.
@@ -243,7 +170,7 @@ pub unsafe extern "C" fn compel_cpuid(info: *mut CpuInfo) -> c_int {
     if info.is_null() {
         return crate::fail(libc::EINVAL, "null compel_cpuinfo_t".into());
     }
-    // SAFETY: a writable compel_cpuinfo_t (caller contract); a plain-data write.
+    // SAFETY: a writable compel_cpuinfo_t (as this function requires); a plain-data write.
     unsafe { info.write(probe()) };
     0
 }
@@ -296,7 +223,7 @@ pub unsafe extern "C" fn compel_cpu_copy_cpuinfo(c: *mut CpuInfo) {
         return;
     }
     let info = with_rt(|i| *i);
-    // SAFETY: a writable compel_cpuinfo_t (caller contract).
+    // SAFETY: a writable compel_cpuinfo_t (as this function requires).
     unsafe { c.write(info) };
 }
 

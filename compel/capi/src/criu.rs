@@ -167,7 +167,7 @@ pub extern "C" fn compel_prepare_noctx(pid: c_int) -> *mut CompelCtl {
 /// `ctl` comes from [`crate::compel_prepare`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_parasite_blob_desc(ctl: *mut CompelCtl) -> *mut ParasiteBlobDesc {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     match unsafe { ctl_mut(ctl) } {
         Ok(c) => &raw mut c.criu_blob,
         Err(_) => std::ptr::null_mut(),
@@ -180,7 +180,7 @@ pub unsafe extern "C" fn compel_parasite_blob_desc(ctl: *mut CompelCtl) -> *mut 
 /// `ctl` comes from [`crate::compel_prepare`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_infect_ctx(ctl: *mut CompelCtl) -> *mut c_void {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     match unsafe { ctl_mut(ctl) } {
         Ok(c) => (&raw mut c.criu_ictx).cast(),
         Err(_) => std::ptr::null_mut(),
@@ -200,7 +200,8 @@ pub unsafe extern "C" fn compel_infect(
     _nr_threads: c_ulong,
     args_size: c_ulong,
 ) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`; the descriptor was filled by a generated header
+    // (its arrays live as long as the program), as this function requires.
     let ctl = match unsafe { ctl_mut(ctl) } {
         Ok(c) => c,
         Err(e) => return e,
@@ -229,7 +230,7 @@ pub unsafe extern "C" fn compel_parasite_args_sized(
     ctl: *mut CompelCtl,
     size: c_ulong,
 ) -> *mut c_void {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     match unsafe { ctl_mut(ctl) }.map(parasite_of) {
         Ok(Ok(p)) if p.payload().len() as c_ulong >= size => p.payload_mut().as_mut_ptr().cast(),
         Ok(Ok(p)) => {
@@ -251,7 +252,7 @@ pub unsafe extern "C" fn compel_parasite_args_sized(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_rpc_sock(ctl: *mut CompelCtl) -> c_int {
     use std::os::fd::AsRawFd;
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     match unsafe { ctl_mut(ctl) }.map(parasite_of) {
         Ok(Ok(p)) => p.ctl_sock().map_or(-1, |fd| fd.as_raw_fd()),
         _ => -1,
@@ -265,7 +266,7 @@ pub unsafe extern "C" fn compel_rpc_sock(ctl: *mut CompelCtl) -> c_int {
 /// `ctl` comes from [`crate::compel_prepare`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_stop_daemon(ctl: *mut CompelCtl) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     match unsafe { ctl_mut(ctl) }.map(parasite_of) {
         Ok(Ok(_)) => 0,
         Ok(Err(e)) | Err(e) => e,
@@ -283,7 +284,8 @@ pub unsafe extern "C" fn compel_infect_no_daemon(
     nr_threads: c_ulong,
     args_size: c_ulong,
 ) -> c_int {
-    // SAFETY: caller contract, as compel_infect's.
+    // SAFETY: `ctl` comes from `compel_prepare()` and its blob descriptor was filled by a generated
+    // header, as this function requires (it is compel_infect's contract).
     unsafe { compel_infect(ctl, nr_threads, args_size) }
 }
 
@@ -293,7 +295,7 @@ pub unsafe extern "C" fn compel_infect_no_daemon(
 /// `ctl` comes from [`crate::compel_prepare`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_start_daemon(ctl: *mut CompelCtl) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     unsafe { compel_stop_daemon(ctl) }
 }
 
@@ -311,7 +313,8 @@ pub unsafe extern "C" fn compel_get_stack(
     rstack: *mut *mut c_void,
     r_thread_stack: *mut *mut c_void,
 ) {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`; `rstack` and `r_thread_stack` are NULL or
+    // writable, as this function requires.
     let (daemon, thread) = match unsafe { ctl_mut(ctl) }.map(parasite_of) {
         Ok(Ok(p)) => {
             let base = p.remote_base().get();
@@ -320,8 +323,8 @@ pub unsafe extern "C" fn compel_get_stack(
         }
         _ => (0, 0),
     };
-    // SAFETY: each pointer is NULL or writable (caller contract); the values are addresses
-    // in the task, only handed back to the caller.
+    // SAFETY: each pointer is NULL or writable (as this function requires); the values are
+    // addresses in the task, only handed back to the caller.
     unsafe {
         if !rstack.is_null() {
             *rstack = daemon as usize as *mut c_void;
@@ -354,7 +357,7 @@ fn sigmask_of(ctl: &mut CompelCtl, tid: c_int) -> Result<u64, c_int> {
 /// `ctl` comes from [`crate::compel_prepare`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_task_sigmask(ctl: *mut CompelCtl) -> *mut u64 {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     let Ok(ctl) = (unsafe { ctl_mut(ctl) }) else {
         return std::ptr::null_mut();
     };
@@ -380,7 +383,8 @@ pub struct ThreadCtl {
 /// `ctl` comes from [`crate::compel_prepare`] and outlives the handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_prepare_thread(ctl: *mut CompelCtl, tid: c_int) -> *mut ThreadCtl {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()` and outlives the handle, as this function
+    // requires.
     if unsafe { ctl_mut(ctl) }.is_err() {
         return std::ptr::null_mut();
     }
@@ -398,7 +402,8 @@ pub unsafe extern "C" fn compel_prepare_thread(ctl: *mut CompelCtl, tid: c_int) 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_release_thread(tctl: *mut ThreadCtl) {
     if !tctl.is_null() {
-        // SAFETY: tctl came from Box::into_raw in compel_prepare_thread (caller contract).
+        // SAFETY: tctl came from Box::into_raw in compel_prepare_thread (as this function
+        // requires).
         drop(unsafe { Box::from_raw(tctl) });
     }
 }
@@ -410,11 +415,12 @@ pub unsafe extern "C" fn compel_release_thread(tctl: *mut ThreadCtl) {
 /// `tctl` comes from [`compel_prepare_thread`] and its `ctl` is still alive.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_thread_sigmask(tctl: *mut ThreadCtl) -> *mut u64 {
-    // SAFETY: caller contract: null or a live handle.
+    // SAFETY: `tctl` comes from `compel_prepare_thread()` and its `ctl` is still alive, as this
+    // function requires.
     let Some(t) = (unsafe { tctl.as_mut() }) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: t.ctl is alive (caller contract).
+    // SAFETY: t.ctl is alive (as this function requires).
     let Ok(ctl) = (unsafe { ctl_mut(t.ctl) }) else {
         return std::ptr::null_mut();
     };
@@ -433,11 +439,12 @@ pub unsafe extern "C" fn compel_thread_sigmask(tctl: *mut ThreadCtl) -> *mut u64
 /// `tctl` comes from [`compel_prepare_thread`] and its `ctl` is still alive.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_run_in_thread_ctl(tctl: *mut ThreadCtl, cmd: c_uint) -> c_int {
-    // SAFETY: caller contract: null or a live handle.
+    // SAFETY: `tctl` comes from `compel_prepare_thread()` and its `ctl` is still alive, as this
+    // function requires.
     let Some(t) = (unsafe { tctl.as_ref() }) else {
         return fail(libc::EINVAL, "null parasite_thread_ctl".into());
     };
-    // SAFETY: t.ctl is alive (caller contract).
+    // SAFETY: t.ctl is alive (as this function requires).
     unsafe { crate::compel_run_in_thread(t.ctl, t.tid, cmd) }
 }
 

@@ -87,7 +87,7 @@ unsafe fn put_tls(out: *mut Tls, descs: Result<[UserDesc; GDT_ENTRY_TLS_NUM], c_
             ..UserDesc::default()
         })
     });
-    // SAFETY: NULL or writable (caller contract).
+    // SAFETY: NULL or writable (as this function requires).
     if let Some(o) = unsafe { out.as_mut() } {
         o.desc = desc;
     }
@@ -101,7 +101,8 @@ unsafe fn put_tls(out: *mut Tls, descs: Result<[UserDesc; GDT_ENTRY_TLS_NUM], c_
 /// `ctl` comes from `compel_prepare()`; `out` is NULL or a writable `tls_t`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_arch_get_tls_task(ctl: *mut CompelCtl, out: *mut Tls) {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`; `out` is NULL or a writable `tls_t`, as this
+    // function requires.
     let descs = match unsafe { ctl_mut(ctl) } {
         Ok(c) if c.parasite.is_some() => Err(fail(
             libc::EBUSY,
@@ -110,7 +111,8 @@ pub unsafe extern "C" fn compel_arch_get_tls_task(ctl: *mut CompelCtl, out: *mut
         Ok(c) => read_tls(c.pid),
         Err(e) => Err(e),
     };
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`; `out` is NULL or a writable `tls_t`, as this
+    // function requires.
     unsafe { put_tls(out, descs) };
 }
 
@@ -120,12 +122,14 @@ pub unsafe extern "C" fn compel_arch_get_tls_task(ctl: *mut CompelCtl, out: *mut
 /// `tctl` comes from `compel_prepare_thread()`; `out` is NULL or a writable `tls_t`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_arch_get_tls_thread(tctl: *mut ThreadCtl, out: *mut Tls) {
-    // SAFETY: caller contract: NULL or a live handle.
+    // SAFETY: `tctl` comes from `compel_prepare_thread()`; `out` is NULL or a writable `tls_t`, as
+    // this function requires.
     let descs = match unsafe { tctl.as_ref() } {
         Some(t) => read_tls(t.tid),
         None => Err(fail(libc::EINVAL, "null parasite_thread_ctl".into())),
     };
-    // SAFETY: caller contract.
+    // SAFETY: `tctl` comes from `compel_prepare_thread()`; `out` is NULL or a writable `tls_t`, as
+    // this function requires.
     unsafe { put_tls(out, descs) };
 }
 
@@ -353,7 +357,7 @@ pub unsafe extern "C" fn compel_relocs_apply(
     vbase: *mut c_void,
     pbd: *mut ParasiteBlobDesc,
 ) {
-    // SAFETY: NULL or a filled descriptor (caller contract).
+    // SAFETY: NULL or a filled descriptor (as this function requires).
     let Some(d) = (unsafe { pbd.as_ref() }) else {
         fail(libc::EINVAL, "null parasite_blob_desc".into());
         return;
@@ -367,7 +371,7 @@ pub unsafe extern "C" fn compel_relocs_apply(
         return;
     }
     // SAFETY: mem is writable for image_size bytes and the relocation array holds nr entries
-    // (caller contract).
+    // (as this function requires).
     let (img, rel) = unsafe {
         (
             std::slice::from_raw_parts_mut(mem.cast::<u8>(), size),

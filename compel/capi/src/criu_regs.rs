@@ -93,7 +93,7 @@ fn with_seized<T>(
 /// `ctl` comes from `compel_prepare()`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_get_leader_ip(ctl: *mut CompelCtl) -> u64 {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     let Ok(c) = (unsafe { ctl_mut(ctl) }) else {
         return 0;
     };
@@ -106,7 +106,7 @@ pub unsafe extern "C" fn compel_get_leader_ip(ctl: *mut CompelCtl) -> u64 {
 /// `ctl` comes from `compel_prepare()`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_get_leader_sp(ctl: *mut CompelCtl) -> u64 {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     let Ok(c) = (unsafe { ctl_mut(ctl) }) else {
         return 0;
     };
@@ -120,7 +120,7 @@ pub unsafe extern "C" fn compel_get_leader_sp(ctl: *mut CompelCtl) -> u64 {
 /// `ctl` comes from `compel_prepare()`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_set_leader_ip(ctl: *mut CompelCtl, v: u64) {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     let Ok(c) = (unsafe { ctl_mut(ctl) }) else {
         return;
     };
@@ -149,7 +149,8 @@ fn thread_regs(t: &ThreadCtl) -> Result<UserRegs, c_int> {
 /// `tctl` comes from `compel_prepare_thread()` and its `ctl` is alive.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_get_thread_ip(tctl: *mut ThreadCtl) -> u64 {
-    // SAFETY: caller contract: null or a live handle.
+    // SAFETY: `tctl` comes from `compel_prepare_thread()` and its `ctl` is alive, as this function
+    // requires.
     let Some(t) = (unsafe { tctl.as_ref() }) else {
         return 0;
     };
@@ -162,7 +163,8 @@ pub unsafe extern "C" fn compel_get_thread_ip(tctl: *mut ThreadCtl) -> u64 {
 /// As [`compel_get_thread_ip`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_get_thread_sp(tctl: *mut ThreadCtl) -> u64 {
-    // SAFETY: caller contract: null or a live handle.
+    // SAFETY: `tctl` is null or comes from `compel_prepare_thread()` and its `ctl` is alive, as
+    // this function requires.
     let Some(t) = (unsafe { tctl.as_ref() }) else {
         return 0;
     };
@@ -175,12 +177,13 @@ pub unsafe extern "C" fn compel_get_thread_sp(tctl: *mut ThreadCtl) -> u64 {
 /// As [`compel_get_thread_ip`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_set_thread_ip(tctl: *mut ThreadCtl, v: u64) {
-    // SAFETY: caller contract: null or a live handle.
+    // SAFETY: `tctl` is null or comes from `compel_prepare_thread()` and its `ctl` is alive, as
+    // this function requires.
     let Some(t) = (unsafe { tctl.as_ref() }) else {
         return;
     };
     let tid = t.tid;
-    // SAFETY: t.ctl is alive (caller contract).
+    // SAFETY: t.ctl is alive (as this function requires).
     let Ok(ctl) = (unsafe { ctl_mut(t.ctl) }) else {
         return;
     };
@@ -210,7 +213,8 @@ pub unsafe extern "C" fn compel_get_thread_regs(
     save: Option<SaveRegs>,
     arg: *mut c_void,
 ) -> c_int {
-    // SAFETY: caller contract: null or a live handle.
+    // SAFETY: `tctl` comes from `compel_prepare_thread()` and its `ctl` is alive; `save` is a valid
+    // function that only reads the two buffers during the call, as this function requires.
     let Some(t) = (unsafe { tctl.as_ref() }) else {
         return fail(libc::EINVAL, "null parasite_thread_ctl".into());
     };
@@ -222,7 +226,7 @@ pub unsafe extern "C" fn compel_get_thread_regs(
         Ok(r) => r,
         Err(e) => return e,
     };
-    // SAFETY: t.ctl is alive (caller contract).
+    // SAFETY: t.ctl is alive (as this function requires).
     let ctl = match unsafe { ctl_mut(t.ctl) } {
         Ok(c) => c,
         Err(e) => return e,
@@ -264,7 +268,8 @@ pub unsafe extern "C" fn compel_run_at(
     ip: c_ulong,
     ret_regs: *mut c_void,
 ) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`; `ret_regs` is NULL or points to a writable
+    // `user_regs_struct_t`, as this function requires.
     let c = match unsafe { ctl_mut(ctl) } {
         Ok(c) => c,
         Err(e) => return e,
@@ -290,7 +295,8 @@ pub unsafe extern "C" fn compel_run_at(
     });
     match r {
         Ok(Ok(regs)) => {
-            // SAFETY: caller contract: NULL or a writable user_regs_struct_t.
+            // SAFETY: `ret_regs` is NULL or a writable user_regs_struct_t, as this function
+            // requires.
             if let Some(out) = unsafe { ret_regs.cast::<CriuRegs>().as_mut() } {
                 *out = CriuRegs {
                     native: regs,
@@ -315,7 +321,7 @@ pub unsafe extern "C" fn compel_run_at(
 /// `ctl` comes from `compel_prepare()`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_unmap(ctl: *mut CompelCtl, addr: c_ulong) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     let c = match unsafe { ctl_mut(ctl) } {
         Ok(c) => c,
         Err(e) => return e,
@@ -365,7 +371,7 @@ pub unsafe extern "C" fn compel_unmap(ctl: *mut CompelCtl, addr: c_ulong) -> c_i
 /// `ctl` comes from `compel_prepare()`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn compel_mode_native(ctl: *mut CompelCtl) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `ctl` comes from `compel_prepare()`, as this function requires.
     let Ok(c) = (unsafe { ctl_mut(ctl) }) else {
         return 0;
     };
@@ -443,7 +449,8 @@ pub unsafe extern "C" fn compel_wait_task(
     st: *mut SeizeTaskStatus,
     data: *mut c_void,
 ) -> c_int {
-    // SAFETY: caller contract.
+    // SAFETY: `st` points to a writable `struct seize_task_status`; the hooks are NULL or valid, as
+    // this function requires.
     let Some(out) = (unsafe { st.as_mut() }) else {
         return fail(libc::EINVAL, "null seize_task_status".into());
     };
@@ -453,7 +460,7 @@ pub unsafe extern "C" fn compel_wait_task(
     }
     match get_status {
         Some(get) => {
-            // SAFETY: the hook fills the caller's structure (caller contract).
+            // SAFETY: the hook fills the caller's structure (as this function requires).
             if unsafe { get(pid, out, data) } < 0 {
                 return fail(libc::ESRCH, format!("no status of task {pid}"));
             }
@@ -565,7 +572,8 @@ pub unsafe extern "C" fn ptrace_peek_area(
                 format!("peek at {at:#x} of {pid}: {e}"),
             );
         }
-        // SAFETY: dst has room for n words (caller contract); unaligned writes are allowed.
+        // SAFETY: dst has room for n words (as this function requires); unaligned writes are
+        // allowed.
         unsafe { dst.cast::<c_long>().add(i).write_unaligned(w) };
     }
     0
@@ -589,7 +597,7 @@ pub unsafe extern "C" fn ptrace_poke_area(
     };
     for i in 0..n {
         let at = (addr as usize).wrapping_add(i * WORD);
-        // SAFETY: src holds n words (caller contract).
+        // SAFETY: src holds n words (as this function requires).
         let w = unsafe { src.cast::<c_long>().add(i).read_unaligned() };
         // SAFETY: POKEDATA writes into the tracee only.
         let r = unsafe { libc::ptrace(libc::PTRACE_POKEDATA, pid, at as *mut c_void, w) };
@@ -626,14 +634,14 @@ pub unsafe extern "C" fn ptrace_swap_area(
     if r < 0 {
         return r;
     }
-    // SAFETY: src holds `bytes` bytes (caller contract).
+    // SAFETY: src holds `bytes` bytes (as this function requires).
     let r = unsafe { ptrace_poke_area(pid, src, dst, bytes) };
     if r < 0 {
         // SAFETY: `old` holds what was there.
         let _ = unsafe { ptrace_poke_area(pid, old.as_mut_ptr().cast(), dst, bytes) };
         return r;
     }
-    // SAFETY: src has room for n words (caller contract).
+    // SAFETY: src has room for n words (as this function requires).
     unsafe { std::ptr::copy_nonoverlapping(old.as_ptr().cast::<u8>(), src.cast::<u8>(), n * WORD) };
     0
 }

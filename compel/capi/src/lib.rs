@@ -309,7 +309,7 @@ pub unsafe extern "C" fn compel_infect_blob(
     let Some(d) = (unsafe { blob.as_ref() }) else {
         return fail(libc::EINVAL, "null blob descriptor".into());
     };
-    // SAFETY: caller contract: the descriptor's arrays are valid for the sizes it gives.
+    // SAFETY: as this function requires, the descriptor's arrays are valid for the sizes it gives.
     unsafe { infect_desc(ctl, d, args_size) }
 }
 

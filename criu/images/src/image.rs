@@ -49,17 +49,25 @@ pub struct ImageReader<R = BufReader<File>> {
 }
 
 impl ImageReader<BufReader<File>> {
-    /// Opens an image file and reads its magic header.
+    /// Opens an image file and reads its magic header. The file itself is never a symlink
+    /// (`O_NOFOLLOW`: a link planted in an images directory fails with `ELOOP` instead of
+    /// having criu read whatever it points to); directories on the way (a `parent` link) are
+    /// followed.
     ///
     /// # Errors
-    /// I/O errors, a truncated header, an unknown magic.
+    /// I/O errors (`ELOOP` for a symlink), a truncated header, an unknown magic.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ImageError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = path.as_ref();
-        let f = File::open(path).map_err(|source| ImageError::Io {
-            file: path.into(),
-            op: "open",
-            source,
-        })?;
+        let f = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|source| ImageError::Io {
+                file: path.into(),
+                op: "open",
+                source,
+            })?;
         Self::new(BufReader::new(f), path)
     }
 

@@ -174,6 +174,12 @@ impl<'a> Repair<'a> {
 
     /// Reads the connection's state, addresses and queues.
     pub fn save(&self) -> Result<Saved> {
+        self.save_as(None)
+    }
+
+    /// [`Repair::save`], with the peer's address given by the caller where getpeername does not
+    /// tell it (a connection still in SYN_SENT; CRIU takes it from sock_diag).
+    pub fn save_as(&self, peer: Option<SocketAddr>) -> Result<Saved> {
         let fd = self.fd.as_raw_fd();
         let mut data = save_data(fd)?;
         let (rq_seq, recv_queue) = read_queue(fd, sys::TCP_RECV_QUEUE, data.inq_len)?;
@@ -183,7 +189,10 @@ impl<'a> Repair<'a> {
         Ok(Saved {
             data,
             src: sock_name(fd, false)?,
-            dst: sock_name(fd, true)?,
+            dst: match peer {
+                Some(p) => p,
+                None => sock_name(fd, true)?,
+            },
             recv_queue,
             send_queue,
         })
@@ -354,6 +363,7 @@ pub fn supported(s: u32) -> bool {
     matches!(
         s,
         state::ESTABLISHED
+            | state::SYN_SENT
             | state::FIN_WAIT1
             | state::FIN_WAIT2
             | state::CLOSE_WAIT
@@ -417,6 +427,10 @@ pub fn save_data(fd: RawFd) -> Result<SkData> {
     }
 
     let mut w = [0u8; 20];
+    // A SYN_SENT connection has no window yet (nor options: its SYN carries them again).
+    if d.state == state::SYN_SENT {
+        return Ok(d);
+    }
     match getsockopt_raw(fd, sys::TCP_REPAIR_WINDOW, &mut w) {
         Ok(20) => {
             let f = |i: usize| u32::from_ne_bytes([w[i], w[i + 1], w[i + 2], w[i + 3]]);
@@ -662,11 +676,19 @@ pub fn restore_data(
         sys::TCP_RECV_QUEUE,
         data.inq_seq.wrapping_sub(data.inq_len),
     )?;
+    let syn_sent = data.state == state::SYN_SENT;
+    // SYN_SENT: the send queue's sequence is the SYN's (it takes one number), which a real
+    // connect with repair off sends again, as CRIU's libsoccr does.
     set_queue_seq(
         fd,
         sys::TCP_SEND_QUEUE,
-        data.outq_seq.wrapping_sub(data.outq_len),
+        data.outq_seq
+            .wrapping_sub(data.outq_len)
+            .wrapping_sub(u32::from(syn_sent)),
     )?;
+    if syn_sent {
+        return connect_syn(fd, dst);
+    }
     let p = (dst as *const SockAddr).cast::<libc::sockaddr>();
     // SAFETY: p points at a SockAddr at least dst.len() bytes long.
     if unsafe { libc::connect(fd, p, dst.len()) } < 0
@@ -742,6 +764,35 @@ pub fn restore_data(
         shutdown_fin(fd, true)?;
     }
     Ok(())
+}
+
+/// A SYN_SENT connection's connect: repair off for a non-blocking connect (its SYN goes out with
+/// the saved sequence number), then repair on again.
+fn connect_syn(fd: RawFd, dst: &SockAddr) -> Result<()> {
+    set_repair(fd, false)?;
+    // SAFETY: fcntl on fd, no pointers.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 {
+        return Err(Error::sys(fd, "get file flags"));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
+        return Err(Error::sys(fd, "set file flags"));
+    }
+    let p = (dst as *const SockAddr).cast::<libc::sockaddr>();
+    // SAFETY: p points at a SockAddr at least dst.len() bytes long.
+    let r = unsafe { libc::connect(fd, p, dst.len()) };
+    let err = io::Error::last_os_error();
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
+    if r < 0 && err.raw_os_error() != Some(libc::EINPROGRESS) {
+        return Err(Error::Sys {
+            fd,
+            what: "connect (syn-sent)",
+            source: err,
+        });
+    }
+    set_repair(fd, true)
 }
 
 /// Puts our FIN into the send queue with `shutdown(SHUT_WR)`; an `acked` one as already sent

@@ -111,9 +111,9 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
         .context("cannot set up the log")
         .map_err(|e| (e, Logged::Not))?;
     criu::install_log(opts.log_level, &sink);
-    // Progress of big dumps on a terminal, at the default verbosity and above.
+    // Progress of big dumps and restores on a terminal, at the default verbosity and above.
     if opts.log_level >= 2
-        && matches!(cmd, Command::Dump | Command::PreDump)
+        && matches!(cmd, Command::Dump | Command::PreDump | Command::Restore)
         && std::io::IsTerminal::is_terminal(&std::io::stderr())
     {
         criu::stats::set_progress(show_progress);
@@ -136,6 +136,13 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
         }
     }
     warn_unmanaged_cgroups(&opts);
+    if matches!(cmd, Command::Dump | Command::PreDump | Command::Restore) {
+        criu::check_privilege(opts.unprivileged).map_err(|e| fail(e.into()))?;
+        // As CRIU: an unprivileged criu leaves cgroups alone.
+        if opts.unprivileged && opts.manage_cgroups.is_none() {
+            opts.manage_cgroups = Some(criu::CgroupMode::Ignore);
+        }
+    }
     match cmd {
         Command::Check => {
             if let Some(f) = &opts.feature {
@@ -171,7 +178,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 .map_err(|e| fail(anyhow::Error::new(e).context("dump failed")))?;
             tracing::info!("Dumping finished successfully");
             if opts.display_stats {
-                display_stats(&dopts.images_dir, criu::stats::Kind::Dump);
+                criu::stats::show(&dopts.images_dir, criu::stats::Kind::Dump);
             }
             if let Some(kb) = peak_rss_kb() {
                 tracing::debug!("peak memory of this criu: {kb} kB (VmHWM)");
@@ -189,7 +196,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 s.frozen_us
             );
             if opts.display_stats {
-                display_stats(&dopts.images_dir, criu::stats::Kind::Dump);
+                criu::stats::show(&dopts.images_dir, criu::stats::Kind::Dump);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -221,6 +228,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                         opts.live.port.unwrap_or(0),
                     )
                 }),
+                tls: opts.live.tls.clone(),
                 status_fd: opts.status_fd,
                 push: std::env::var("CRIU_LAZY_PUSH").as_deref() != Ok("0"),
             };
@@ -272,14 +280,8 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
 }
 
 /// `--display-stats`: the statistics the run wrote into the images directory, on stdout.
-fn display_stats(dir: &std::path::Path, kind: criu::stats::Kind) {
-    match criu::stats::read(dir, kind) {
-        Ok(e) => print!("{}", criu::stats::display(&e)),
-        Err(e) => tracing::warn!("cannot display the statistics: {e}"),
-    }
-}
-
-/// Draws a dump's progress on one line of the terminal (stderr), ended when the copy is done.
+/// Draws a dump's or restore's progress on one line of the terminal (stderr), ended when the
+/// copy is done.
 fn show_progress(p: criu::stats::Progress) {
     use std::io::Write;
     let pct = (p.done * 100).checked_div(p.total).unwrap_or(100);
@@ -287,8 +289,11 @@ fn show_progress(p: criu::stats::Progress) {
     let mut err = std::io::stderr().lock();
     let _ = write!(
         err,
-        "\rpid {}: {} of {} pages written ({pct} %){end}",
-        p.pid, p.done, p.total
+        "\rpid {}: {} of {} pages {} ({pct} %){end}",
+        p.pid,
+        p.done,
+        p.total,
+        p.kind.word()
     );
     let _ = err.flush();
 }
@@ -308,7 +313,7 @@ fn restore(opts: &Options, sink: &criu::LogSink) -> anyhow::Result<ExitCode> {
         .context("setting up action scripts")?;
     let outcome = criu::restore(&ropts, Some(&scripts)).context("restore failed")?;
     if opts.display_stats {
-        display_stats(&ropts.images_dir, criu::stats::Kind::Restore);
+        criu::stats::show(&ropts.images_dir, criu::stats::Kind::Restore);
     }
     tracing::info!("restore finished: {outcome:?}");
     Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))
@@ -336,20 +341,9 @@ fn restore_switches_from_env(r: &mut RestoreOptions) {
     }
 }
 
-/// `--cgroup-yard` is accepted but not acted on: say so at `-v2` (warning). (`--manage-cgroups`
-/// and `--cgroup-root` act on the restore.)
+/// `--manage-cgroups` acts on dump and restore: say so at `-v2`.
 fn warn_unmanaged_cgroups(opts: &Options) {
     if let Some(m) = opts.manage_cgroups {
-        tracing::info!(
-            "option --manage-cgroups={} accepted (a restore acts on it)",
-            m.word()
-        );
-    }
-    if let Some(y) = &opts.cgroup_yard {
-        tracing::warn!(
-            "option --cgroup-yard={} accepted, but this criu does not use a cgroup yard: \
-             cgroups are reached through their mounts",
-            y.display()
-        );
+        tracing::info!("option --manage-cgroups={} accepted", m.word());
     }
 }

@@ -137,24 +137,16 @@ const fn not_yet(name: &'static str, probe: Probe, gates: &'static str) -> Featu
 static FEATURES: &[Feature] = &[
     handled("mnt_id", mnt_id),
     handled("mem_dirty_track", dirty_track),
-    not_yet("aio_remap", aio_remap, "AIO rings"),
+    handled("aio_remap", aio_remap),
     handled("timerfd", timerfd),
     not_yet("tun", tun, "tun devices"),
     not_yet("tun_ns", || kernel_at_least(5, 2), "tun devices"),
-    not_yet(
-        "userns",
-        || path_exists("/proc/self/ns/user"),
-        "user namespaces",
-    ),
+    handled("userns", || path_exists("/proc/self/ns/user")),
     handled("fdinfo_lock", fdinfo_lock),
     handled("seccomp_suspend", || kernel_at_least(4, 3)),
     handled("seccomp_filters", || kernel_at_least(4, 4)),
     handled("loginuid", || path_exists("/proc/self/loginuid")),
-    not_yet(
-        "cgroupns",
-        || path_exists("/proc/self/ns/cgroup"),
-        "cgroups and cgroup namespaces",
-    ),
+    handled("cgroupns", || path_exists("/proc/self/ns/cgroup")),
     not_yet(
         "autofs",
         || line_in("/proc/filesystems", "nodev\tautofs", "no autofs filesystem"),
@@ -323,10 +315,10 @@ mod tests {
         check_feature("ns_pid").unwrap();
         check_feature("tcp_half_closed").unwrap();
         check_feature("ipv6_freebind").unwrap();
+        check_feature("aio_remap").unwrap();
         // The kernel has these; this criu does not handle what they gate.
         for name in [
             "tun",
-            "aio_remap",
             "sk_unix_file",
             "newifindex",
             "move_mount_set_group",

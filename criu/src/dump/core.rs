@@ -1,15 +1,11 @@
-//! Building `core-PID.img`: registers (general, FPU/SSE/AVX/AVX-512 from xsave), TLS, the task
+//! Building `core-PID.img`: registers (mapped by `crate::regs`), TLS, the task
 //! and thread core (signals, timers, rlimits, creds, rseq, ...).
 
 use compel::{UserRegs, Xsave};
-use compel_arch::{
-    XFEATURE_AVX512_HI16_ZMM, XFEATURE_AVX512_OPMASK, XFEATURE_AVX512_ZMM_HI256, XFEATURE_YMM,
-};
 use criu_images::pb::{
     CoreEntry, CoreEntryMarch, CredsEntry, ItimerEntry, PosixTimerEntry, RlimitEntry, RseqEntry,
     SaEntry, SiginfoEntry, SignalQueueEntry, TaskCoreEntry, TaskRlimitsEntry, TaskTimersEntry,
-    ThreadCoreEntry, ThreadInfoX86, ThreadSasEntry, UserDescT, UserX86FpregsEntry,
-    UserX86RegsEntry, UserX86RegsMode, UserX86XsaveEntry,
+    ThreadCoreEntry, ThreadInfoX86, ThreadSasEntry, UserDescT,
 };
 
 use criu_images::task_state;
@@ -25,104 +21,6 @@ pub fn saved_regs(r: &UserRegs) -> UserRegs {
     let mut r = *r;
     r.rewind_restart();
     r
-}
-
-fn u32s(b: &[u8]) -> Vec<u32> {
-    b.chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
-        .collect()
-}
-
-fn u64s(b: &[u8]) -> Vec<u64> {
-    b.chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-        .collect()
-}
-
-fn le16(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 2)
-        .map(|s| u32::from(u16::from_le_bytes([s[0], s[1]])))
-        .unwrap_or(0)
-}
-
-fn le32(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .unwrap_or(0)
-}
-
-fn le64(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
-}
-
-/// The FPU/SSE legacy area and the xsave components, as CRIU's `user_x86_fpregs_entry`.
-pub fn fpregs(x: &Xsave) -> UserX86FpregsEntry {
-    let b = x.bytes();
-    let legacy = |o: usize, n: usize| b.get(o..o + n).map(u32s).unwrap_or_else(|| vec![0; n / 4]);
-    let comp = |n: u32| x.component(n).map(u64s).unwrap_or_default();
-    let xsave = UserX86XsaveEntry {
-        xstate_bv: x.xstate_bv(),
-        ymmh_space: x.component(XFEATURE_YMM).map(u32s).unwrap_or_default(),
-        bndreg_state: Vec::new(),
-        bndcsr_state: Vec::new(),
-        opmask_reg: comp(XFEATURE_AVX512_OPMASK),
-        zmm_upper: comp(XFEATURE_AVX512_ZMM_HI256),
-        hi16_zmm: comp(XFEATURE_AVX512_HI16_ZMM),
-        pkru: x.component(9).map(u32s).unwrap_or_default(),
-        cet: None,
-    };
-    UserX86FpregsEntry {
-        cwd: le16(b, 0),
-        swd: le16(b, 2),
-        twd: le16(b, 4),
-        fop: le16(b, 6),
-        rip: le64(b, 8),
-        rdp: le64(b, 16),
-        mxcsr: le32(b, 24),
-        mxcsr_mask: le32(b, 28),
-        st_space: legacy(32, 128),
-        xmm_space: legacy(160, 256),
-        padding: Vec::new(),
-        xsave: (b.len() > 512).then_some(xsave),
-    }
-}
-
-/// General registers as `user_x86_regs_entry`.
-pub fn gpregs(r: &UserRegs) -> UserX86RegsEntry {
-    UserX86RegsEntry {
-        r15: r.r15,
-        r14: r.r14,
-        r13: r.r13,
-        r12: r.r12,
-        bp: r.rbp,
-        bx: r.rbx,
-        r11: r.r11,
-        r10: r.r10,
-        r9: r.r9,
-        r8: r.r8,
-        ax: r.rax,
-        cx: r.rcx,
-        dx: r.rdx,
-        si: r.rsi,
-        di: r.rdi,
-        orig_ax: r.orig_rax,
-        ip: r.rip,
-        cs: r.cs,
-        flags: r.eflags,
-        sp: r.rsp,
-        ss: r.ss,
-        fs_base: r.fs_base,
-        gs_base: r.gs_base,
-        ds: r.ds,
-        es: r.es,
-        fs: r.fs,
-        gs: r.gs,
-        mode: Some(UserX86RegsMode::Native as i32),
-    }
 }
 
 /// The three GDT TLS slots of a 64-bit task that never called `set_thread_area` (CRIU saves
@@ -335,8 +233,8 @@ pub fn core_entry(c: &CoreInput<'_>) -> CoreEntry {
         mtype: CoreEntryMarch::X8664 as i32,
         thread_info: Some(ThreadInfoX86 {
             clear_tid_addr: c.thread.clear_tid_addr,
-            gpregs: gpregs(&saved_regs(c.regs)),
-            fpregs: fpregs(c.xsave),
+            gpregs: crate::regs::gpregs_entry(&saved_regs(c.regs)),
+            fpregs: crate::regs::fpregs_entry(c.xsave),
             tls: empty_tls(),
         }),
         tc: c.leader.then_some(tc),

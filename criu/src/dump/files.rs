@@ -66,6 +66,8 @@ pub struct FileTable {
     pub tcp_close: bool,
     /// `--skip-in-flight`.
     pub skip_in_flight: bool,
+    /// The lock of each saved TCP connection (tree in criu's network namespace).
+    pub conn_lock: Option<crate::namespaces::net::conns::Shared>,
     /// Inodes of criu's own memory-tracking userfaultfds (`dump::track`): never dumped.
     pub skip_uffd: Vec<u64>,
     /// The dump ends the tree ([`FileKind::take_in_flight`]).
@@ -106,6 +108,7 @@ impl FileTable {
             tcp_established: false,
             tcp_close: false,
             skip_in_flight: false,
+            conn_lock: None,
             skip_uffd: Vec::new(),
             tree_dies: false,
             orphan_pts_master: false,
@@ -342,6 +345,7 @@ impl FileTable {
             tcp_established: false,
             tcp_close: false,
             skip_in_flight: false,
+            conn_lock: None,
             orphan_pts_master: false,
         };
         let id = self.next_id();
@@ -385,6 +389,7 @@ impl FileTable {
         let mut out = Vec::with_capacity(fds.len());
         // Descriptors holding locks: (fd, inode, locks), noted once their file ids are known.
         let mut locked = Vec::new();
+        let conn_lock = self.conn_lock.clone();
         for (fd, target) in fds {
             let name = target.to_string_lossy().into_owned();
             let src = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
@@ -410,6 +415,7 @@ impl FileTable {
                 tcp_established: self.tcp_established,
                 tcp_close: self.tcp_close,
                 skip_in_flight: self.skip_in_flight,
+                conn_lock: conn_lock.as_ref(),
                 orphan_pts_master: self.orphan_pts_master,
             };
             let key = (meta.dev(), meta.ino());
@@ -489,6 +495,7 @@ impl FileTable {
             tcp_established: self.tcp_established,
             tcp_close: self.tcp_close,
             skip_in_flight: self.skip_in_flight,
+            conn_lock: None,
             orphan_pts_master: self.orphan_pts_master,
         };
         let (id, _) = self.add_new(&probe, key)?;

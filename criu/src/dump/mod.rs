@@ -163,6 +163,12 @@ fn dump_inner(
     let (mut tasks, zombie_pids) =
         freeze::seize(pid, opts).map_err(|e| e.at("seizing the process tree"))?;
     let freezing = t0.elapsed();
+    // `query-ext-files`: an RPC client may name more external resources now.
+    let queried = scripts
+        .query_external()
+        .map_err(|e| DumpError::from(e).at("query-ext-files notification"))?;
+    let external: Vec<crate::options::External> =
+        opts.external.iter().cloned().chain(queried).collect();
     tracing::info!(
         pid,
         processes = tasks.len(),
@@ -181,6 +187,7 @@ fn dump_inner(
     files.tcp_established = opts.tcp_established;
     files.tcp_close = opts.tcp_close;
     files.skip_in_flight = opts.skip_in_flight;
+    files.conn_lock = net_lock.as_ref().and_then(|l| l.conns());
     files.tree_dies = opts.final_state == FinalState::Dead;
     files.orphan_pts_master = opts.orphan_pts_master;
     files.skip_uffd = prev.values().map(|r| r.ino).collect();
@@ -201,7 +208,7 @@ fn dump_inner(
         &own_ns,
         mnt_ns_id,
         dir,
-        &opts.external,
+        &external,
     )
     .map_err(|e| DumpError::from(e).at("dumping the mount namespace"))?;
     crate::namespaces::net::dump_for_tree(
@@ -238,6 +245,8 @@ fn dump_inner(
     let written = t0.elapsed();
     crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir)
         .map_err(|e| DumpError::from(e).at("dumping the namespaces"))?;
+    crate::namespaces::cgroup_props::dump(dir, &opts.cgroup_dump_cfg())
+        .map_err(|e| DumpError::from(e).at("dumping the cgroups"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
@@ -271,8 +280,13 @@ fn dump_inner(
     // `--lazy-pages`: the tree stays frozen while its pages are served; if that fails it
     // resumes (dropping the tasks detaches them) and the dump fails.
     if let Some((a, p)) = &opts.lazy_pages {
-        crate::pageserver::lazy::serve_dump(dir, a, *p)
-            .map_err(|e| DumpError::from(e).at("serving lazy pages"))?;
+        crate::pageserver::lazy::serve_dump(dir, a, *p, &opts.page_server_tls, || {
+            // Listening: `status-ready` (scripts, the RPC client), then `--status-fd`.
+            scripts.notify(ScriptAction::StatusReady, Some(pid))?;
+            crate::pageserver::server::tell_status(opts.status_fd);
+            Ok::<_, DumpError>(())
+        })
+        .map_err(|e| e.at("serving lazy pages"))?;
     }
     // Saved TCP connections stay in repair mode when the tree dies (closing sends nothing).
     files.dump_done(opts.final_state == FinalState::Dead);

@@ -175,7 +175,7 @@ fn data_ranges(f: &File, from: u64, to: u64) -> std::io::Result<Vec<(u64, u64)>>
         if d >= to {
             break;
         }
-        // SAFETY: as above.
+        // SAFETY: lseek on a descriptor we own; it takes plain values.
         let h = unsafe { libc::lseek(f.as_raw_fd(), d as i64, libc::SEEK_HOLE) };
         if h < 0 {
             return Err(std::io::Error::last_os_error());

@@ -38,7 +38,7 @@ impl Vma {
     pub fn dumps_pages(&self) -> bool {
         // Droppable memory's pages are the kernel's to drop at any time (and a fork wipes
         // them): it comes back empty, as after a drop.
-        (self.is(status::ANON_PRIVATE) || self.is(status::FILE_PRIVATE))
+        (self.is(status::ANON_PRIVATE) || self.is(status::FILE_PRIVATE) || self.is(status::AIORING))
             && self.entry.flags & MAP_TYPE != MAP_DROPPABLE
             && !self.is(status::VVAR)
             && self.entry.end <= TASK_SIZE
@@ -131,13 +131,19 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                 });
             }
             n if n.starts_with("/[aio]") => {
-                return Err(DumpError::FileState {
-                    kind: "aio",
-                    what: format!(
-                        "an AIO ring (io_setup) of {pid} at {:#x}-{:#x} (not dumped yet)",
-                        m.start.0, m.end.0
-                    ),
-                });
+                // An AIO ring (crate::files::aio): its pages saved as private memory.
+                if crate::files::aio::ring_entry(m.start.0, m.end.0).is_none() {
+                    return Err(DumpError::FileState {
+                        kind: "aio",
+                        what: format!(
+                            "an AIO ring (io_setup) of {pid} at {:#x}-{:#x} of a size no ring has",
+                            m.start.0, m.end.0
+                        ),
+                    });
+                }
+                tracing::debug!(pid, start = m.start.0, end = m.end.0, "AIO ring");
+                e.flags = libc::MAP_PRIVATE as u32 | MAP_ANONYMOUS;
+                e.status = status::AIORING;
             }
             _ if m.inode == 0 && !m.name.starts_with('/') => {
                 // Anonymous ([stack], [anon:...], or unnamed).
@@ -253,6 +259,14 @@ fn shared_open_mode(pid: i32, m: &Mapping) -> u32 {
         _ if m.writable() => libc::O_RDWR as u32,
         _ => libc::O_RDONLY as u32,
     }
+}
+
+/// The `aio_ring_entry`s of the AIO rings among a task's areas (see `crate::files::aio`).
+pub fn aio_rings(vmas: &[Vma]) -> Vec<criu_images::pb::AioRingEntry> {
+    vmas.iter()
+        .filter(|v| v.is(status::AIORING))
+        .filter_map(|v| crate::files::aio::ring_entry(v.entry.start, v.entry.end))
+        .collect()
 }
 
 #[cfg(test)]

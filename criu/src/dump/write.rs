@@ -198,7 +198,7 @@ pub(super) fn write_images(
                 )
                 .collect(),
             dumpable: Some(process.dumpable),
-            aios: Vec::new(),
+            aios: super::vma::aio_rings(&process.vmas),
             thp_disabled: Some(process.thp_disabled),
         };
         img.write_mm(upid, &mm_entry)?;
@@ -291,35 +291,9 @@ pub(super) fn write_inventory(
         tcp_close: tcp_close.then_some(true),
         network_lock_method: Some(0),
         plugins_entry: Some(PluginsEntry::default()),
-        dump_criu_run_id: Some(run_id()),
+        dump_criu_run_id: Some(crate::namespaces::net::conns::run_id().to_string()),
         allow_uprobes: None,
     };
     ImageDir::new(dir).write_inventory(&inv)?;
     Ok(())
-}
-
-/// A random UUID-shaped run id, as CRIU writes into the inventory.
-fn run_id() -> String {
-    let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b = t.to_le_bytes();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }

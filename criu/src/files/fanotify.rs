@@ -396,7 +396,7 @@ fn mark(fd: i32, m: &Mark) -> Result<(), RestoreError> {
             libc::FAN_MARK_IGNORED_MASK
         };
         let flags = base | ignore | (m.mflags & libc::FAN_MARK_IGNORED_SURV_MODIFY);
-        // SAFETY: as above.
+        // SAFETY: fanotify_mark on our own group with a NUL-terminated path.
         let r = unsafe {
             libc::fanotify_mark(
                 fd,

@@ -7,10 +7,14 @@
 //! (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) the same way, saved with [`soccr`] into
 //! `tcp-stream-INO.img` ([`super::tcp`]); with `--tcp-close` they are dumped without their
 //! state (no stream image, the inventory's `tcp_close` set) and restored closed;
-//! UDP sockets, bound or connected (datagrams waiting in their receive queue are dropped, as
-//! CRIU does); ICMP "ping" sockets the same way (their peer, which getpeername does not give,
-//! read from `/proc/PID/net/icmp`); CRIU's `ip_opts` (`IP_TOS`, `IP_TTL`, freebind, pktinfo).
-//! Other protocols (raw, UDP-Lite) and other TCP states are refused by name. A saved connection stays in repair mode until the tree is killed (its close
+//! connections in SYN_SENT the same way (their peer read from `/proc/PID/net/tcp`);
+//! UDP and UDP-Lite sockets, bound or connected (datagrams waiting in their receive queue are
+//! dropped, as CRIU does; an empty corked one keeps its cork in `tcp_opts.cork`, one with a
+//! datagram being built is refused by name); ICMP "ping" sockets the same way (their peer, which
+//! getpeername does not give, read from `/proc/PID/net/icmp`); raw IP sockets of any protocol
+//! (peer from `/proc/PID/net/raw`, CRIU's `ip_opts.raw`); CRIU's `ip_opts` (`IP_TOS`, `IP_TTL`,
+//! freebind, pktinfo). Other types and TCP states are refused by name. In criu's own network
+//! namespace each saved connection is locked first (`namespaces::net::conns`). A saved connection stays in repair mode until the tree is killed (its close
 //! then sends nothing); when the tree runs on (`-R`) or the dump fails, repair is turned off.
 //!
 //! Restore: every inet socket of the images is made by the engine at once, listeners first
@@ -25,7 +29,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use criu_images::names;
-use criu_images::pb::{InetSkEntry, IpOptsEntry, TcpOptsEntry};
+use criu_images::pb::{InetSkEntry, IpOptsEntry, IpOptsRawEntry, TcpOptsEntry};
 
 use super::socket::{self, DumpSock, SockAt, SocketError, sys};
 use super::tcp;
@@ -46,6 +50,8 @@ pub struct InetDump {
     pub tcp_close: bool,
     /// `--skip-in-flight`: connections in a listener's accept queue are dropped.
     pub skip_in_flight: bool,
+    /// Tree in criu's network namespace: each saved connection is locked here first.
+    pub conn_lock: Option<crate::namespaces::net::conns::Shared>,
     /// The saved connections: socket inode, stream.
     pub streams: Vec<(u32, tcp::Stream)>,
     /// criu's copies of the saved connections, in repair mode.
@@ -183,12 +189,13 @@ fn proto_name(p: u32) -> String {
     }
 }
 
-/// The peer of connected ping socket `ino` of `pid`, from `/proc/PID/net/icmp` (or `icmp6`),
-/// whose lines are those of `/proc/net/udp`: local and remote address in hex, state, ...,
-/// inode in the tenth column.
-fn ping_peer(pid: i32, family: i32, ino: u32) -> Option<SocketAddr> {
+/// The peer of socket `ino` of `pid` in TCP state `state` (hex, as printed), from
+/// `/proc/PID/net/KIND` (or `KIND6`: `icmp` for ping sockets, `raw`, `tcp` for a connection in
+/// SYN_SENT), where getpeername does not tell it. The lines are those of `/proc/net/udp`:
+/// local and remote address in hex, state, ..., inode in the tenth column.
+fn proc_peer(pid: i32, kind: &str, family: i32, ino: u32, st: &str) -> Option<SocketAddr> {
     let v6 = family == libc::AF_INET6;
-    let file = format!("/proc/{pid}/net/icmp{}", if v6 { "6" } else { "" });
+    let file = format!("/proc/{pid}/net/{kind}{}", if v6 { "6" } else { "" });
     let text = std::fs::read_to_string(file).ok()?;
     let line = text.lines().skip(1).find(|l| {
         l.split_whitespace()
@@ -197,10 +204,11 @@ fn ping_peer(pid: i32, family: i32, ino: u32) -> Option<SocketAddr> {
     })?;
     let mut cols = line.split_whitespace();
     let rem = cols.nth(2)?;
-    if cols.next()? != "01" {
+    if cols.next()? != st {
         return None;
     }
-    let (a, _) = rem.split_once(':')?;
+    let (a, port) = rem.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
     // Each 32-bit word printed as the host reads it (%08X of the raw network-order word).
     let mut bytes = Vec::new();
     for i in (0..a.len()).step_by(8) {
@@ -212,8 +220,121 @@ fn ping_peer(pid: i32, family: i32, ino: u32) -> Option<SocketAddr> {
         16 if v6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
         _ => return None,
     };
-    Some(SocketAddr::new(ip, 0))
+    Some(SocketAddr::new(ip, port))
 }
+
+/// Bytes waiting in the send queue (`SIOCOUTQ`).
+fn outq(fd: RawFd, w: &str) -> Result<u32, SocketError> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int into n.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } < 0 {
+        return Err(sys(format!("SIOCOUTQ of {w}")));
+    }
+    Ok(n.max(0) as u32)
+}
+
+/// `IP_NODEFRAG` (IPv4), `IPV6_HDRINCL`/`IP_HDRINCL` and the ICMP filter of a raw socket of
+/// that protocol, as CRIU's `ip_opts_raw_entry` (`ICMP_FILTER`: one word; `ICMPV6_FILTER`:
+/// eight).
+fn read_raw_opts(
+    fd: RawFd,
+    family: i32,
+    proto: i32,
+    w: &str,
+) -> Result<IpOptsRawEntry, SocketError> {
+    let v6 = family == libc::AF_INET6;
+    let hdrincl = if v6 {
+        int(fd, libc::SOL_IPV6, IPV6_HDRINCL, w, "IPV6_HDRINCL")?
+    } else {
+        int(fd, libc::SOL_IP, libc::IP_HDRINCL, w, "IP_HDRINCL")?
+    };
+    let nodefrag = if v6 {
+        0
+    } else {
+        int(fd, libc::SOL_IP, IP_NODEFRAG, w, "IP_NODEFRAG")?
+    };
+    let filter = match (v6, proto) {
+        (false, libc::IPPROTO_ICMP) => Some((SOL_RAW, ICMP_FILTER, 1)),
+        (true, libc::IPPROTO_ICMPV6) => Some((libc::IPPROTO_ICMPV6, ICMPV6_FILTER, 8)),
+        _ => None,
+    };
+    let mut icmpv_filter = Vec::new();
+    if let Some((level, opt, words)) = filter {
+        let mut b = vec![0u32; words];
+        let mut len = (words * 4) as libc::socklen_t;
+        // SAFETY: getsockopt writes at most len bytes into b.
+        let r = unsafe { libc::getsockopt(fd, level, opt, b.as_mut_ptr().cast(), &mut len) };
+        if r < 0 {
+            return Err(sys(format!("ICMP filter of {w}")));
+        }
+        icmpv_filter = b;
+    }
+    Ok(IpOptsRawEntry {
+        hdrincl: (hdrincl != 0).then_some(true),
+        nodefrag: (nodefrag != 0).then_some(true),
+        checksum: None,
+        icmpv_filter,
+    })
+}
+
+/// Sets what [`read_raw_opts`] read.
+fn write_raw_opts(
+    fd: RawFd,
+    family: i32,
+    proto: i32,
+    r: &IpOptsRawEntry,
+    who: &str,
+) -> Result<(), SocketError> {
+    let set = |level: i32, opt: i32, v: i32, name: &str| {
+        socket::set_int(fd, level, opt, v).map_err(|source| SocketError::Sys {
+            what: format!("setsockopt {name} on {who}"),
+            source,
+        })
+    };
+    let v6 = family == libc::AF_INET6;
+    if r.nodefrag == Some(true) && !v6 {
+        set(libc::SOL_IP, IP_NODEFRAG, 1, "IP_NODEFRAG")?;
+    }
+    if r.hdrincl == Some(true) {
+        if v6 {
+            set(libc::SOL_IPV6, IPV6_HDRINCL, 1, "IPV6_HDRINCL")?;
+        } else {
+            set(libc::SOL_IP, libc::IP_HDRINCL, 1, "IP_HDRINCL")?;
+        }
+    }
+    let filter = match (v6, proto) {
+        (false, libc::IPPROTO_ICMP) => Some((SOL_RAW, ICMP_FILTER, 1)),
+        (true, libc::IPPROTO_ICMPV6) => Some((libc::IPPROTO_ICMPV6, ICMPV6_FILTER, 8)),
+        _ => None,
+    };
+    if let Some((level, opt, words)) = filter
+        && r.icmpv_filter.len() == words
+    {
+        let b = &r.icmpv_filter;
+        // SAFETY: b holds words u32s, the option's size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                opt,
+                b.as_ptr().cast(),
+                (words * 4) as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(sys(format!("setting the ICMP filter of {who}")));
+        }
+    }
+    Ok(())
+}
+
+/// `SOL_RAW`, `ICMP_FILTER` (linux/icmp.h), `ICMPV6_FILTER` (linux/icmpv6.h), `IP_NODEFRAG`
+/// (linux/in.h), `IPV6_HDRINCL` (linux/in6.h).
+const SOL_RAW: i32 = 255;
+const ICMP_FILTER: i32 = 1;
+const ICMPV6_FILTER: i32 = 1;
+const IP_NODEFRAG: i32 = 22;
+const IPV6_HDRINCL: i32 = 36;
 
 fn read_tcp_opts(fd: RawFd, w: &str) -> Result<TcpOptsEntry, SocketError> {
     let g = |opt, name| int(fd, libc::SOL_TCP, opt, w, name);
@@ -354,7 +475,11 @@ impl InetDump {
                         backlog = u32_at(&ti, 28);
                     }
                     TCP_CLOSE => {}
-                    s if soccr::supported(s) => {
+                    st if soccr::supported(st) => {
+                        if st == soccr::state::SYN_SENT && dst.is_none() {
+                            // getpeername fails before the handshake.
+                            dst = proc_peer(pid, "tcp", family, ino, "02");
+                        }
                         let (Some(s), Some(d)) = (src, dst) else {
                             return Err(SocketError::InetNoAddresses { who: w, proto: pn });
                         };
@@ -374,6 +499,15 @@ impl InetDump {
                                 what: format!("dup of {w}"),
                                 source,
                             })?;
+                            // Before repair mode: from here nothing the peer sends is answered
+                            // with a reset once the socket is gone.
+                            if let Some(l) = &self.conn_lock {
+                                let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
+                                l.lock(s, d).map_err(|error| SocketError::ConnLock {
+                                    who: w.clone(),
+                                    error,
+                                })?;
+                            }
                             let r = soccr::Repair::pause(copy.as_fd()).map_err(repair)?;
                             // Kept paused from here on (the Drop of the dump turns it back).
                             self.paused.push(copy.try_clone().map_err(|source| {
@@ -382,7 +516,7 @@ impl InetDump {
                                     source,
                                 }
                             })?);
-                            let saved = r.save().map_err(repair)?;
+                            let saved = r.save_as(Some(d)).map_err(repair)?;
                             r.release();
                             let mut st = tcp::Stream::from_saved(&saved);
                             st.entry.nodelay = Some(
@@ -403,16 +537,48 @@ impl InetDump {
                 }
                 tcp_opts = Some(read_tcp_opts(raw, &w)?);
             }
-            // UDP, and ICMP "ping" sockets (their bound port is the echo id).
-            (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
-                if proto as i32 != libc::IPPROTO_UDP {
+            // UDP, UDP-Lite, and ICMP "ping" sockets (their bound port is the echo id).
+            (
+                libc::SOCK_DGRAM,
+                libc::IPPROTO_UDP
+                | libc::IPPROTO_UDPLITE
+                | libc::IPPROTO_ICMP
+                | libc::IPPROTO_ICMPV6,
+            ) => {
+                let udp = matches!(proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
+                if !udp {
                     // getpeername fails on a connected ping socket (its peer has no port).
-                    dst = ping_peer(pid, family, ino);
+                    dst = proc_peer(pid, "icmp", family, ino, "01")
+                        .map(|a| SocketAddr::new(a.ip(), 0));
                 }
                 if dst.is_some() {
                     state = TCP_ESTABLISHED;
                 }
-                tcp_opts = Some(TcpOptsEntry::default());
+                let mut t = TcpOptsEntry::default();
+                if udp && int(raw, libc::SOL_UDP, libc::UDP_CORK, &w, "UDP_CORK")? != 0 {
+                    // A corked datagram being built cannot be read back: refused by name. An
+                    // empty corked socket keeps its cork in `tcp_opts.cork`, which CRIU's
+                    // reader ignores for UDP (CRIU refuses every corked socket).
+                    let pending = outq(raw, &w)?;
+                    if pending != 0 {
+                        return Err(SocketError::UdpCorked {
+                            who: w,
+                            proto: pn,
+                            pending,
+                        });
+                    }
+                    t.cork = Some(true);
+                }
+                tcp_opts = Some(t);
+            }
+            // Raw IP sockets, any protocol (their bound "port" is the protocol); the peer of a
+            // connected one is read from /proc, as getpeername needs a port.
+            (libc::SOCK_RAW, _) => {
+                dst = proc_peer(pid, "raw", family, ino, "01");
+                if dst.is_some() {
+                    state = TCP_ESTABLISHED;
+                }
+                tcp_opts = None;
             }
             _ => return Err(SocketError::InetProtocol { who: w, proto: pn }),
         }
@@ -452,7 +618,14 @@ impl InetDump {
             fown: socket::read_fown(raw),
             opts: socket::read_opts(raw, &w)?,
             v6only,
-            ip_opts: Some(read_ip_opts(raw, family, &w)?),
+            ip_opts: Some(IpOptsEntry {
+                raw: if ty as i32 == libc::SOCK_RAW {
+                    Some(read_raw_opts(raw, family, proto as i32, &w)?)
+                } else {
+                    None
+                },
+                ..read_ip_opts(raw, family, &w)?
+            }),
             ifname: None,
             ns_id: None,
             shutdown: None,
@@ -495,9 +668,14 @@ pub fn check(entries: &[InetSkEntry]) -> Result<(), SocketError> {
             (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
                 matches!(e.state, TCP_CLOSE | TCP_LISTEN) || soccr::supported(e.state)
             }
-            (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
-                matches!(e.state, TCP_CLOSE | TCP_ESTABLISHED)
-            }
+            (
+                libc::SOCK_DGRAM,
+                libc::IPPROTO_UDP
+                | libc::IPPROTO_UDPLITE
+                | libc::IPPROTO_ICMP
+                | libc::IPPROTO_ICMPV6,
+            )
+            | (libc::SOCK_RAW, _) => matches!(e.state, TCP_CLOSE | TCP_ESTABLISHED),
             _ => false,
         };
         if !ok {
@@ -575,6 +753,11 @@ pub fn create_all(
         // IP_TOS first: setting it changes SO_PRIORITY, which the socket options then set.
         if let Some(o) = &e.ip_opts {
             write_ip_opts(sk, e.family as i32, o, &who)?;
+            if let Some(r) = &o.raw
+                && e.r#type == libc::SOCK_RAW as u32
+            {
+                write_raw_opts(sk, e.family as i32, e.proto as i32, r, &who)?;
+            }
         }
         socket::write_opts(sk, &e.opts, &who)?;
         let set = |level: i32, opt: i32, v: u32, name: &str| {
@@ -583,7 +766,8 @@ pub fn create_all(
                 source,
             })
         };
-        if let Some(v) = e.v6only {
+        // Raw sockets refuse IPV6_V6ONLY (they have no v4-mapped side).
+        if let Some(v) = e.v6only.filter(|_| e.r#type != libc::SOCK_RAW as u32) {
             set(
                 libc::IPPROTO_IPV6,
                 libc::IPV6_V6ONLY,
@@ -591,7 +775,12 @@ pub fn create_all(
                 "IPV6_V6ONLY",
             )?;
         }
-        let tcp = e.proto == libc::IPPROTO_TCP as u32;
+        let tcp = e.proto == libc::IPPROTO_TCP as u32 && e.r#type == libc::SOCK_STREAM as u32;
+        let udp = e.r#type == libc::SOCK_DGRAM as u32
+            && matches!(e.proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
+        if udp && e.tcp_opts.as_ref().and_then(|t| t.cork) == Some(true) {
+            set(libc::SOL_UDP, libc::UDP_CORK, 1, "UDP_CORK")?;
+        }
         if tcp && let Some(t) = &e.tcp_opts {
             for (v, opt, name) in [
                 (t.keepcnt, libc::TCP_KEEPCNT, "TCP_KEEPCNT"),

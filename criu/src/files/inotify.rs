@@ -336,7 +336,7 @@ mod tests {
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
         assert!(fd >= 0);
         let fd = crate::files::owned(fd);
-        // SAFETY: as above.
+        // SAFETY: inotify_add_watch on our own new instance with a NUL-terminated path.
         let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
         assert_eq!(wd, 1);
         let text =

@@ -159,9 +159,9 @@ fn dump_inode(fd: &DumpFd<'_>, inode_id: u64) -> Result<DumpedInode, DumpError> 
         .custom_flags(libc::O_NONBLOCK)
         .open(fd.source)
         .map_err(err("open"))?;
-    // SAFETY: fstatfs fills a zeroed local struct from a descriptor we own.
+    // SAFETY: statfs is plain data; all-zero is a valid value.
     let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: fstatfs fills a live local struct from a descriptor we own.
     if unsafe { libc::fstatfs(f.as_raw_fd(), &mut sfs) } != 0 {
         return Err(err("fstatfs")(std::io::Error::last_os_error()));
     }
@@ -355,10 +355,14 @@ fn read_content(
     }
     let pm = Pagemap::read(&path).map_err(|x| img(&pm_name, x))?;
     let pages_path = d.pages_path(pm.pages_id);
-    let pages = File::open(&pages_path).map_err(|source| RestoreError::MissingFile {
-        path: pages_path.clone(),
-        source,
-    })?;
+    let pages = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&pages_path)
+        .map_err(|source| RestoreError::MissingFile {
+            path: pages_path.clone(),
+            source,
+        })?;
     let limit = e.size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     let mut at = 0u64;
     let mut out = Vec::new();

@@ -61,6 +61,7 @@ use crate::dump::error::DumpError;
 use crate::dump::proc::FdInfo;
 use crate::restore::error::RestoreError;
 
+pub mod aio;
 pub(crate) mod common;
 pub mod epoll;
 pub mod eventfd;
@@ -131,6 +132,8 @@ pub struct DumpFd<'a> {
     pub tcp_close: bool,
     /// `--skip-in-flight`: connections not yet accepted are dropped.
     pub skip_in_flight: bool,
+    /// The lock of each saved TCP connection (tree in criu's network namespace).
+    pub conn_lock: Option<&'a crate::namespaces::net::conns::Shared>,
     /// `--orphan-pts-master`: a pty slave whose master is outside the tree may be dumped.
     pub orphan_pts_master: bool,
 }

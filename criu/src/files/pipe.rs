@@ -170,7 +170,7 @@ impl RestoreFile for PipeEnd {
 pub fn refill(wt: i32, data: &[u8], size: u32, first: i32) -> Result<(), TaskError> {
     // SAFETY: fcntl on the pipe end we just created.
     if size != 0 && unsafe { libc::fcntl(wt, libc::F_GETPIPE_SZ) } != size as libc::c_int {
-        // SAFETY: as above.
+        // SAFETY: fcntl with plain values on the pipe end we just created.
         let r = unsafe { libc::fcntl(wt, libc::F_SETPIPE_SZ, size as libc::c_int) };
         check(r as _, first as u64)?;
     }
@@ -229,6 +229,19 @@ pub(super) fn read_data(
                 format!("{what} {} holds {} bytes (max {max})", e.pipe_id, e.bytes),
             ));
         }
+        // The capacity F_SETPIPE_SZ is asked for: none (0), or one that holds the bytes and
+        // that the kernel's limit allows (the default 1 MiB, or a raised pipe-max-size).
+        let size = e.size.unwrap_or(0);
+        let limit = max.max(pipe_max_size());
+        if size != 0 && (size < e.bytes || size > limit) {
+            return Err(bad(
+                name,
+                format!(
+                    "{what} {} of {size} bytes capacity holding {} bytes (max {limit})",
+                    e.pipe_id, e.bytes
+                ),
+            ));
+        }
         let bytes = r.read_extra(u64::from(e.bytes)).map_err(|x| img(name, x))?;
         out.insert(
             e.pipe_id,
@@ -239,6 +252,14 @@ pub(super) fn read_data(
         );
     }
     Ok(out)
+}
+
+/// `/proc/sys/fs/pipe-max-size` (0 when unreadable).
+fn pipe_max_size() -> u32 {
+    std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Writes a pipe data image (`pipes-data.img`, `fifo-data.img`: `name`, `magic`) into `dir`

@@ -510,6 +510,11 @@ pub fn ghost_file(
     Ok(g)
 }
 
+/// The largest deleted file a restore makes again (sparse chunks included): far above any
+/// `--ghost-limit` a dump is given in practice, far below what a crafted size could ask of the
+/// filesystem.
+const MAX_GHOST_SIZE: u64 = 1 << 40;
+
 fn make_ghost(
     d: &criu_images::ImageDir,
     id: u32,
@@ -527,6 +532,12 @@ fn make_ghost(
         ImageReader::open_expect(d.file(&name), magic::GHOST_FILE).map_err(|e| img(&name, e))?;
     let g: GhostFileEntry = r.read_one().map_err(|e| img(&name, e))?;
     let perm = g.mode & 0o7777;
+    if let Some(size) = g.size.filter(|s| *s > MAX_GHOST_SIZE) {
+        return Err(bad(
+            &name,
+            format!("a deleted file of {size} bytes (max {MAX_GHOST_SIZE})"),
+        ));
+    }
     let cpath = cpath(path)?;
     let fmt = g.mode & libc::S_IFMT;
     let ghost = Arc::new(GhostFile {
@@ -558,10 +569,26 @@ fn make_ghost(
                 .map_err(sys("making a deleted file again"))?;
             let wr = sys("writing a deleted file again");
             if g.chunks.unwrap_or(false) {
+                let mut written = 0u64;
                 while let Some(c) = r
                     .read_entry::<pb::GhostChunkEntry>()
                     .map_err(|e| img(&name, e))?
                 {
+                    // Chunks in order, disjoint, inside the file's size (or the limit).
+                    let end = c
+                        .off
+                        .checked_add(c.len)
+                        .filter(|e| *e <= g.size.unwrap_or(MAX_GHOST_SIZE) && c.off >= written);
+                    let Some(end) = end else {
+                        return Err(bad(
+                            &name,
+                            format!(
+                                "chunk of {} bytes at {} (the file has {:?} bytes, {written} written)",
+                                c.len, c.off, g.size
+                            ),
+                        ));
+                    };
+                    written = end;
                     let mut at = c.off;
                     let mut left = c.len;
                     while left > 0 {
@@ -583,11 +610,43 @@ fn make_ghost(
         }
         other => return Err(bad(&name, format!("file type {other:o}"))),
     }
-    // Owner first (it clears set-id bits), then the mode, then the times.
-    std::os::unix::fs::lchown(path, Some(g.uid), Some(g.gid))
-        .map_err(sys("giving a deleted file its owner"))?;
+    // Owner first (it clears set-id bits), then the mode, then the times, all through a
+    // descriptor of what was just made: a symlink put in its place meanwhile is never
+    // followed (O_NOFOLLOW, and the type must be the one made).
+    let made = match &file {
+        Some(f) => f.try_clone().map(OwnedFd::from),
+        None => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(path)
+            .map(OwnedFd::from),
+    }
+    .map_err(sys("opening a deleted file made again"))?;
+    let st = nix::sys::stat::fstat(&made).map_err(|e| RestoreError::Sys {
+        what: "opening a deleted file made again",
+        errno: e,
+    })?;
+    if st.st_mode & libc::S_IFMT != fmt {
+        return Err(bad(&name, format!("{path} was replaced while it was made")));
+    }
+    // SAFETY: fchownat on a descriptor we own with an empty NUL-terminated path.
+    if unsafe {
+        libc::fchownat(
+            made.as_raw_fd(),
+            c"".as_ptr(),
+            g.uid,
+            g.gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
+        return Err(crate::files::sys("giving a deleted file its owner"));
+    }
+    // The descriptor's /proc link reaches exactly the inode made (O_PATH has no fchmod).
+    let by_fd = CString::new(format!("/proc/self/fd/{}", made.as_raw_fd()))
+        .map_err(|_| bad(&name, "descriptor path"))?;
     // SAFETY: chmod with a NUL-terminated path we own.
-    if unsafe { libc::chmod(cpath.as_ptr(), perm) } != 0 {
+    if unsafe { libc::chmod(by_fd.as_ptr(), perm) } != 0 {
         return Err(crate::files::sys("giving a deleted file its mode"));
     }
     let ts = |t: &Option<pb::Timeval>| match t {
@@ -602,9 +661,10 @@ fn make_ghost(
     };
     let times = [ts(&g.atim), ts(&g.mtim)];
     // SAFETY: utimensat with a NUL-terminated path and a live array of two timespecs.
-    if unsafe { libc::utimensat(libc::AT_FDCWD, cpath.as_ptr(), times.as_ptr(), 0) } != 0 {
+    if unsafe { libc::utimensat(libc::AT_FDCWD, by_fd.as_ptr(), times.as_ptr(), 0) } != 0 {
         return Err(crate::files::sys("giving a deleted file its times"));
     }
+    drop(made);
     drop(file);
     Ok(ghost)
 }

@@ -140,6 +140,7 @@ impl FileKind for Sockets {
         self.inet.tcp_established = fd.tcp_established;
         self.inet.tcp_close = fd.tcp_close;
         self.inet.skip_in_flight = fd.skip_in_flight;
+        self.inet.conn_lock = fd.conn_lock.cloned();
         self.add(fd.pid, fd.fd, ino, fd.info.flags, id)
             .map_err(dump_err)
     }
@@ -524,7 +525,11 @@ impl SocketSet for InetSet {
             .read_inventory()
             .is_ok_and(|i| i.tcp_close == Some(true));
         for e in &entries {
-            if e.proto == libc::IPPROTO_TCP as u32 && soccr::supported(e.state) && !tcp_close {
+            if e.proto == libc::IPPROTO_TCP as u32
+                && e.r#type == libc::SOCK_STREAM as u32
+                && soccr::supported(e.state)
+                && !tcp_close
+            {
                 streams.insert(
                     e.ino,
                     tcp::read(img.dir.path(), e.ino).map_err(restore_err)?,

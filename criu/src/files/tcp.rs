@@ -118,6 +118,16 @@ pub fn read(dir: &Path, ino: u32) -> Result<Stream, SocketError> {
     let mut r = ImageReader::open_expect(dir.join(&name), magic::TCP_STREAM)
         .map_err(|e| img_err(&name, e))?;
     let entry: TcpStreamEntry = r.read_one().map_err(|e| img_err(&name, e))?;
+    let max = crate::files::unix::MAX_QUEUE;
+    if entry.inq_len as usize > max || entry.outq_len as usize > max {
+        return Err(SocketError::BadImage {
+            file: name,
+            reason: format!(
+                "queues of {} and {} bytes (max {max})",
+                entry.inq_len, entry.outq_len
+            ),
+        });
+    }
     if entry.unsq_len.unwrap_or(0) > entry.outq_len {
         return Err(SocketError::BadImage {
             file: name,
@@ -178,5 +188,24 @@ mod tests {
         }
         inqs.sort();
         assert!(inqs.contains(&"tcp-reply".to_string()), "{inqs:?}");
+    }
+
+    /// A queue length beyond the limit is refused naming the image, before its bytes are read.
+    #[test]
+    fn a_huge_queue_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            ImageWriter::create_in(dir.path(), &names::tcp_stream(9), magic::TCP_STREAM).unwrap();
+        w.write_entry(&TcpStreamEntry {
+            inq_len: u32::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+        w.finish().unwrap();
+        let e = read(dir.path(), 9).unwrap_err().to_string();
+        assert!(
+            e.contains("tcp-stream-9.img") && e.contains("4294967295"),
+            "{e}"
+        );
     }
 }

@@ -48,6 +48,9 @@ pub struct LazyOptions {
     pub work_dir: PathBuf,
     /// `--page-server --address --port`: get the pages from there.
     pub page_server: Option<(String, u16)>,
+    /// `--tls` and its files: the page server connection is TLS (see
+    /// [`crate::pageserver::tls`]).
+    pub tls: crate::options::TlsOptions,
     /// `--status-fd`: one zero byte is written there once listening.
     pub status_fd: Option<i32>,
     /// Push pages in the background once the restore finished (off: `CRIU_LAZY_PUSH=0`,
@@ -76,6 +79,7 @@ impl Default for LazyOptions {
             dir: PathBuf::new(),
             work_dir: PathBuf::new(),
             page_server: None,
+            tls: Default::default(),
             status_fd: None,
             push: true,
         }
@@ -323,7 +327,12 @@ pub fn run_lazy_pages(o: &LazyOptions) -> Result<LazyStats, LazyError> {
             let sock = TcpStream::connect((addr.as_str(), *port))
                 .map_err(io_err(format!("connect to the page server {peer}")))?;
             let _ = sock.set_nodelay(true);
-            tracing::info!(%peer, "pages come from the page server");
+            let sock = if o.tls.enabled {
+                crate::pageserver::tls::client(sock, addr, &o.tls)?
+            } else {
+                crate::pageserver::tls::Stream::Plain(sock)
+            };
+            tracing::info!(%peer, tls = o.tls.enabled, "pages come from the page server");
             Source::Remote { sock, peer }
         }
         None => Source::Local(HashMap::new()),

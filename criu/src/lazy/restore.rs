@@ -202,7 +202,7 @@ pub(crate) fn send_fd_with(sock: i32, fd: i32, data: &[u8]) -> Result<(), i32> {
     c.hdr.cmsg_level = libc::SOL_SOCKET;
     c.hdr.cmsg_type = libc::SCM_RIGHTS;
     c.fd = fd;
-    // SAFETY: as above.
+    // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;

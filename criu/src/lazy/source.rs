@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 
 use criu_images::pagemap::{PAGE_SIZE, PE_PRESENT};
 
@@ -14,7 +13,10 @@ use crate::pageserver::wire::{IOV_SIZE, PS_IOV_ADD_F, PS_IOV_GET, PsIov};
 /// Where pages come from.
 pub(super) enum Source {
     Local(HashMap<i32, LocalPages>),
-    Remote { sock: TcpStream, peer: String },
+    Remote {
+        sock: crate::pageserver::tls::Stream,
+        peer: String,
+    },
 }
 
 impl Source {

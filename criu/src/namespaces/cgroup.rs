@@ -4,7 +4,7 @@
 //! Dump: each task's `/proc/PID/cgroup` becomes a `cg_set_entry` (set 1 is criu's own, the
 //! others numbered from 2, one per distinct membership), the task's core names its set
 //! (`tc.cg_set`), and `cgroup.img` lists the sets and the hierarchies (`cg_controller_entry`).
-//! Cgroup properties (limits) are not saved.
+//! The directories and their properties (limits) are added by [`super::cgroup_props`].
 //!
 //! Restore (`--manage-cgroups`, CRIU's modes): `ignore` leaves the tasks in criu's cgroups;
 //! every other mode puts each task into its saved cgroup in each hierarchy where that differs
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use criu_images::pb::{CgControllerEntry, CgMemberEntry, CgSetEntry, CgroupEntry, CoreEntry};
 use criu_images::{magic, names};
 
-use super::{Kind, NsError};
+use super::{Kind, NsError, cgroup_props};
 use crate::options::{CgroupMode, CgroupRoot};
 
 const K: Kind = Kind::Cgroup;
@@ -95,8 +95,9 @@ pub(crate) fn dump(dir: &Path) -> Result<(), NsError> {
         controllers: controllers
             .into_iter()
             .map(|c| CgControllerEntry {
+                // CRIU names the v2 hierarchy "" (and needs a name in each entry).
                 cnames: if c.is_empty() {
-                    Vec::new()
+                    vec![String::new()]
                 } else {
                     c.split(',').map(str::to_string).collect()
                 },
@@ -112,7 +113,7 @@ pub(crate) fn dump(dir: &Path) -> Result<(), NsError> {
 
 /// Where each hierarchy is mounted here: controllers ("" for v2, else the comma list as
 /// `/proc/PID/cgroup` shows it, sorted) → mount point.
-fn mounts() -> Result<HashMap<String, PathBuf>, NsError> {
+pub(crate) fn mounts() -> Result<HashMap<String, PathBuf>, NsError> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| NsError::io(K, "reading /proc/self/mountinfo", e))?;
     let mut out = HashMap::new();
@@ -152,30 +153,104 @@ fn mounts() -> Result<HashMap<String, PathBuf>, NsError> {
     Ok(out)
 }
 
-fn sorted_key(controllers: &str) -> String {
+pub(crate) fn sorted_key(controllers: &str) -> String {
     let mut c: Vec<&str> = controllers.split(',').filter(|s| !s.is_empty()).collect();
     c.sort();
     c.join(",")
 }
 
-/// Where the restored tasks go, made ready before any task exists.
+/// Where the restored tasks go, made ready before any task exists. Dropped before
+/// [`Placement::keep`], it removes the cgroups it made (those still holding a task stay).
 #[derive(Default)]
 pub(crate) struct Placement {
     /// Task pid (as in the images) → the `cgroup.procs` files to write it into.
     procs: HashMap<u32, Vec<PathBuf>>,
+    /// The cgroups this restore made, parents first.
+    made: Vec<PathBuf>,
+    /// Properties written once every task is in.
+    late: cgroup_props::LateProps,
+    kept: std::cell::Cell<bool>,
+}
+
+/// The root task's cgroup per hierarchy (sorted controllers → path).
+fn root_paths(
+    d: &criu_images::ImageDir,
+    tree: &[criu_images::pb::PstreeEntry],
+    sets: &BTreeMap<u32, &CgSetEntry>,
+) -> Result<HashMap<String, String>, NsError> {
+    let Some(root) = tree.first() else {
+        return Ok(HashMap::new());
+    };
+    let core: CoreEntry = d
+        .read_core(root.pid)
+        .map_err(|e| NsError::image(K, names::core(root.pid), e))?;
+    let set = core
+        .tc
+        .as_ref()
+        .and_then(|tc| tc.cg_set)
+        .and_then(|id| sets.get(&id));
+    Ok(set
+        .map(|s| {
+            s.ctls
+                .iter()
+                .map(|m| (sorted_key(&m.name), m.path.clone()))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// `path` (of hierarchy `key`) moved by `--cgroup-root`: the root task's cgroup becomes the
+/// given path, the cgroups below it follow.
+fn rerooted(
+    key: &str,
+    path: &str,
+    roots: &[CgroupRoot],
+    root_paths: &HashMap<String, String>,
+) -> String {
+    let wanted_root = roots
+        .iter()
+        .find(|r| {
+            r.controller
+                .as_deref()
+                .is_some_and(|c| sorted_key(c) == key)
+        })
+        .or_else(|| roots.iter().find(|r| r.controller.is_none()));
+    let (Some(r), Some(rp)) = (wanted_root, root_paths.get(key)) else {
+        return path.to_string();
+    };
+    let Some(below) = path.strip_prefix(rp.trim_end_matches('/')) else {
+        return path.to_string();
+    };
+    if !below.is_empty() && !below.starts_with('/') {
+        return path.to_string();
+    }
+    let out = format!(
+        "{}{}",
+        r.path.to_string_lossy().trim_end_matches('/'),
+        below
+    );
+    if out.is_empty() { "/".into() } else { out }
+}
+
+fn hierarchy_name(key: &str) -> &str {
+    if key.is_empty() { "cgroup2" } else { key }
 }
 
 /// Reads `cgroup.img` and the cores, and makes ready the cgroups the tasks go into (by `mode`;
-/// CRIU's default is `soft`), mapping the root's cgroup to `roots`.
+/// CRIU's default is `soft`): the saved directories parents first with their owners, modes and
+/// the properties that must precede the tasks, then each task's cgroups; the root's cgroup is
+/// mapped to `roots`. Hierarchies are reached through `yard` (`--cgroup-yard`) or their mounts.
 ///
 /// # Errors
 /// [`NsError::Image`], [`NsError::BadImage`]; [`NsError::Unsupported`] for a missing cgroup
-/// with `strict` or a hierarchy not mounted here; [`NsError::Io`] when a directory cannot be
-/// made.
+/// with `none`/`props`, an existing one with `strict`, or a hierarchy not mounted here;
+/// [`NsError::Io`] when a directory or property cannot be made or written. What was made is
+/// removed again.
 pub(crate) fn prepare_restore(
     dir: &Path,
     mode: Option<CgroupMode>,
     roots: &[CgroupRoot],
+    yard: Option<&Path>,
 ) -> Result<Placement, NsError> {
     let mode = mode.unwrap_or(CgroupMode::Soft);
     let mut out = Placement::default();
@@ -189,16 +264,64 @@ pub(crate) fn prepare_restore(
         .into_iter()
         .map(|(c, p)| (sorted_key(&c), p))
         .collect();
-    let here = mounts()?;
     let d = criu_images::ImageDir::new(dir);
     let tree = d
         .read_pstree()
         .map_err(|e| NsError::image(K, names::PSTREE, e))?;
-    // Cgroups this restore made.
-    let mut made: Vec<PathBuf> = Vec::new();
-    // The root's saved path per hierarchy, for --cgroup-root.
-    let mut root_paths: HashMap<String, String> = HashMap::new();
-    for (n, t) in tree.iter().enumerate() {
+    let root_paths = root_paths(&d, &tree, &sets)?;
+    let keys: Vec<String> = entry
+        .sets
+        .iter()
+        .flat_map(|s| s.ctls.iter().map(|m| sorted_key(&m.name)))
+        .chain(
+            entry
+                .controllers
+                .iter()
+                .map(|c| sorted_key(&c.cnames.join(","))),
+        )
+        .collect();
+    let here = cgroup_props::hierarchies(yard, keys.into_iter())?;
+    let bad_path = |path: &str| {
+        path.split('/').any(|c| c == "..") || path.contains('\0') || !path.starts_with('/')
+    };
+    // The saved directories, parents first.
+    for ctl in &entry.controllers {
+        let key = sorted_key(&ctl.cnames.join(","));
+        for sd in cgroup_props::flatten(&ctl.dirs) {
+            let path = rerooted(&key, &sd.path, roots, &root_paths);
+            if bad_path(&path) {
+                return Err(NsError::bad(
+                    K,
+                    names::CGROUP,
+                    format!("cgroup path {path:?}"),
+                ));
+            }
+            // Criu's own cgroup and the hierarchy's root are left as they are.
+            if path == "/" || own.get(&key) == Some(&path) {
+                continue;
+            }
+            let Some(mnt) = here.get(&key) else {
+                return Err(NsError::unsupported(
+                    K,
+                    format!(
+                        "cgroup hierarchy {:?} is not {}",
+                        hierarchy_name(&key),
+                        if yard.is_some() {
+                            "in the yard"
+                        } else {
+                            "mounted here"
+                        }
+                    ),
+                ));
+            };
+            let cg = mnt.join(path.trim_start_matches('/'));
+            let before = out.made.contains(&cg);
+            if cgroup_props::prepare_dir(&cg, &sd, mode, before, &mut out.late)? {
+                out.made.push(cg);
+            }
+        }
+    }
+    for t in &tree {
         let core_name = names::core(t.pid);
         let core: CoreEntry = d
             .read_core(t.pid)
@@ -216,33 +339,11 @@ pub(crate) fn prepare_restore(
         let mut files = Vec::new();
         for m in &set.ctls {
             let key = sorted_key(&m.name);
-            if n == 0 {
-                root_paths.insert(key.clone(), m.path.clone());
-            }
-            let mut path = m.path.clone();
-            let wanted_root = roots
-                .iter()
-                .find(|r| {
-                    r.controller
-                        .as_deref()
-                        .is_some_and(|c| sorted_key(c) == key)
-                })
-                .or_else(|| roots.iter().find(|r| r.controller.is_none()));
-            if let (Some(r), Some(rp)) = (wanted_root, root_paths.get(&key)) {
-                let below = path.strip_prefix(rp.as_str()).unwrap_or("");
-                path = format!(
-                    "{}{}",
-                    r.path.to_string_lossy().trim_end_matches('/'),
-                    below
-                );
-                if path.is_empty() {
-                    path = "/".into();
-                }
-            }
+            let path = rerooted(&key, &m.path, roots, &root_paths);
             if own.get(&key) == Some(&path) {
                 continue;
             }
-            if path.split('/').any(|c| c == "..") {
+            if bad_path(&path) {
                 return Err(NsError::bad(
                     K,
                     names::CGROUP,
@@ -253,20 +354,21 @@ pub(crate) fn prepare_restore(
                 return Err(NsError::unsupported(
                     K,
                     format!(
-                        "pid {}: cgroup hierarchy {:?} is not mounted here",
+                        "pid {}: cgroup hierarchy {:?} is not {}",
                         t.pid,
-                        if key.is_empty() {
-                            "cgroup2"
+                        hierarchy_name(&key),
+                        if yard.is_some() {
+                            "in the yard"
                         } else {
-                            key.as_str()
+                            "mounted here"
                         }
                     ),
                 ));
             };
             let cg = mnt.join(path.trim_start_matches('/'));
             let exists = cg.is_dir();
-            let made_here = made.contains(&cg);
-            if mode == CgroupMode::Strict && exists && !made_here {
+            let made_here = out.made.contains(&cg);
+            if mode == CgroupMode::Strict && exists && !made_here && path != "/" {
                 return Err(NsError::unsupported(
                     K,
                     format!(
@@ -289,10 +391,22 @@ pub(crate) fn prepare_restore(
                         ),
                     ));
                 }
-                made.push(cg.clone());
-                std::fs::create_dir_all(&cg)
-                    .map_err(|e| NsError::io(K, format!("making cgroup {}", cg.display()), e))?;
-                tracing::info!(cgroup = %cg.display(), "cgroup made");
+                // Parents first, each one recorded as made.
+                let mut missing = Vec::new();
+                let mut p = cg.as_path();
+                while !p.is_dir() {
+                    missing.push(p.to_path_buf());
+                    match p.parent() {
+                        Some(q) if q.starts_with(mnt) => p = q,
+                        _ => break,
+                    }
+                }
+                for m in missing.into_iter().rev() {
+                    std::fs::create_dir(&m)
+                        .map_err(|e| NsError::io(K, format!("making cgroup {}", m.display()), e))?;
+                    tracing::info!(cgroup = %m.display(), "cgroup made");
+                    out.made.push(m);
+                }
             }
             files.push(cg.join("cgroup.procs"));
         }
@@ -314,5 +428,51 @@ impl Placement {
                 .map_err(|e| NsError::io(K, format!("moving {pid} into {}", f.display()), e))?;
         }
         Ok(())
+    }
+
+    /// Writes the properties that wait until every task is in its cgroups (limits such as
+    /// `pids.max` that would stop the tree from being made).
+    ///
+    /// # Errors
+    /// [`NsError::Io`] naming the property.
+    pub(crate) fn apply_props(&self) -> Result<(), NsError> {
+        if !self.late.is_empty() {
+            self.late.apply()?;
+            tracing::info!("cgroup properties restored");
+        }
+        Ok(())
+    }
+
+    /// The restore succeeded: the cgroups made stay.
+    pub(crate) fn keep(&self) {
+        self.kept.set(true);
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        if self.kept.get() {
+            return;
+        }
+        // Children first; the tasks of a failed restore may take a moment to leave.
+        for cg in self.made.iter().rev() {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            loop {
+                match std::fs::remove_dir(cg) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY)
+                            && std::time::Instant::now() < end =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(e) => {
+                        tracing::warn!(cgroup = %cg.display(), error = %e, "cgroup made by the failed restore left");
+                        break;
+                    }
+                }
+            }
+        }
     }
 }

@@ -24,6 +24,8 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod cgroup;
+pub(crate) mod cgroup_ns;
+pub(crate) mod cgroup_props;
 pub(crate) mod ipc;
 pub mod mnt;
 pub mod mounts;
@@ -31,6 +33,7 @@ pub(crate) mod mqueue;
 pub mod net;
 pub(crate) mod pid;
 pub(crate) mod time;
+pub(crate) mod user;
 pub(crate) mod uts;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -251,7 +254,14 @@ pub(crate) struct NsOps {
 }
 
 /// The kinds dumped and restored, one line each.
-pub(crate) static OPS: &[&NsOps] = &[&pid::OPS, &uts::OPS, &ipc::OPS, &time::OPS];
+pub(crate) static OPS: &[&NsOps] = &[
+    &pid::OPS,
+    &uts::OPS,
+    &ipc::OPS,
+    &time::OPS,
+    &user::OPS,
+    &cgroup_ns::OPS,
+];
 
 /// The operations of `kind`, if this criu dumps it.
 pub(crate) fn ops(kind: Kind) -> Option<&'static NsOps> {
@@ -379,6 +389,23 @@ pub(crate) fn check_task(
                  nested time namespaces are not restored"
             ),
         ));
+    }
+    // In a user namespace of its own, a mount or network namespace made by the restore would
+    // be owned by criu's (the tree could not mount or configure links in it).
+    if ino_of(ns, "user") != ino_of(own_ns, "user") {
+        for kind in [Kind::Mnt, Kind::Net] {
+            if ino_of(ns, kind.name()) != ino_of(own_ns, kind.name()) {
+                return Err(NsError::unsupported(
+                    kind,
+                    format!(
+                        "{pid} is in a user namespace and a {} namespace of its own: {} \
+                         namespaces inside a user namespace are not restored",
+                        kind.name(),
+                        kind.name()
+                    ),
+                ));
+            }
+        }
     }
     for kind in Kind::ALL {
         // The tree's mount and network namespaces are dumped by [`mnt`] and [`net`] directly.
@@ -583,8 +610,14 @@ pub(crate) fn prepare_restore(dir: &Path, join_ns: &[String]) -> Result<Prepared
             ));
         };
         tracing::info!(id, kind = kind.name(), "rebuilding a namespace");
-        out.rebuilt
-            .push((kind, (ops.restore)(&RestoreCtx { id, dir })?));
+        let mut r = (ops.restore)(&RestoreCtx { id, dir })?;
+        // In a user namespace of its own the uts namespace is the one the root is cloned
+        // with (a copy of the rebuilt one, names and all), so that the new user namespace
+        // owns it and the tree may change its names.
+        if kind == Kind::Uts && root[6].is_some_and(|u| criu_ids[6].is_some_and(|c| c != u)) {
+            r.clone_flags |= libc::CLONE_NEWUTS as u64;
+        }
+        out.rebuilt.push((kind, r));
     }
     Ok(out)
 }
@@ -688,6 +721,8 @@ impl Prepared {
     /// # Errors
     /// The kind's error.
     pub(crate) fn after_clone(&mut self, root: i32) -> Result<(), NsError> {
+        // The user namespace's maps first: the other steps may act as ids inside it.
+        self.rebuilt.sort_by_key(|(k, _)| *k != Kind::User);
         for (_, r) in &mut self.rebuilt {
             if let Some(f) = r.after_clone.take() {
                 f(root)?;

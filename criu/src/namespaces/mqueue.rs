@@ -291,7 +291,7 @@ pub(crate) fn make(queues: &[PosixQueue]) -> Result<(), NsError> {
                 Errno::last(),
             ));
         }
-        // SAFETY: as above.
+        // SAFETY: fchown with plain values on a descriptor we own.
         if unsafe { libc::fchown(f, q.uid, q.gid) } != 0 {
             return Err(NsError::sys(
                 K,

@@ -34,7 +34,7 @@ fn field(raw: &[libc::c_char]) -> String {
 fn names_here() -> Result<UtsnsEntry, NsError> {
     // SAFETY: utsname is plain data; uname fills the live local.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: uname fills the live local `u`.
     if unsafe { libc::uname(&mut u) } != 0 {
         return Err(NsError::sys(Kind::Uts, "uname", Errno::last()));
     }
@@ -63,7 +63,7 @@ fn set_names(e: &UtsnsEntry) -> Result<(), NsError> {
             Errno::last(),
         ));
     }
-    // SAFETY: as above.
+    // SAFETY: setdomainname reads `d.len()` bytes of the live slice `d`.
     if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
         return Err(NsError::sys(
             Kind::Uts,

@@ -83,10 +83,20 @@ pub struct DumpOptions {
     /// `--lazy-pages --address A --port P`: once the images are written, the tree stays
     /// frozen while a page server there serves its pages to a remote `criu lazy-pages`.
     pub lazy_pages: Option<(String, u16)>,
+    /// `--status-fd`: with `--lazy-pages`, one zero byte there once the pages can be fetched.
+    pub status_fd: Option<i32>,
     /// `--cpu-cap`.
     pub cpu_cap: CpuCap,
     /// How the inside state is read.
     pub inside_method: InsideMethod,
+    /// `--manage-cgroups` (`ignore`: no cgroup directories or properties are saved).
+    pub manage_cgroups: Option<super::CgroupMode>,
+    /// `--cgroup-root [CTL:]PATH`: the directories saved start there.
+    pub cgroup_roots: Vec<super::CgroupRoot>,
+    /// Which cgroup properties are saved.
+    pub cgroup_props: super::CgroupPropsOpts,
+    /// `--cgroup-yard`: where the hierarchies are reached.
+    pub cgroup_yard: Option<PathBuf>,
 }
 
 impl Default for DumpOptions {
@@ -127,6 +137,10 @@ impl DumpOptions {
             track_mem: o.track_mem,
             prev_images_dir: o.prev_images_dir.clone(),
             freeze_cgroup: o.freeze_cgroup.clone(),
+            manage_cgroups: o.manage_cgroups,
+            cgroup_roots: o.cgroup_roots.clone(),
+            cgroup_props: o.cgroup_props.clone(),
+            cgroup_yard: o.cgroup_yard.clone(),
             pre_dump_mode: o.live.pre_dump_mode,
             page_server: o.live.page_server.then(|| {
                 (
@@ -142,6 +156,7 @@ impl DumpOptions {
                     o.live.port.unwrap_or(0),
                 )
             }),
+            status_fd: o.status_fd,
             cpu_cap: o.cpu_cap,
             inside_method: InsideMethod::default(),
         }
@@ -214,6 +229,8 @@ pub struct RestoreOptions {
     pub manage_cgroups: Option<super::CgroupMode>,
     /// `--cgroup-root [CTL:]PATH`.
     pub cgroup_roots: Vec<super::CgroupRoot>,
+    /// `--cgroup-yard`: where the hierarchies are reached.
+    pub cgroup_yard: Option<PathBuf>,
     /// `--join-ns NS:{PID|FILE}[,EXTRA]`: namespaces the tree joins instead of getting them
     /// from the images.
     pub join_ns: Vec<String>,
@@ -248,6 +265,7 @@ impl Default for RestoreOptions {
             restorer_blob: None,
             manage_cgroups: None,
             cgroup_roots: Vec::new(),
+            cgroup_yard: None,
             join_ns: Vec::new(),
             lazy_pages: None,
         }
@@ -285,6 +303,7 @@ impl RestoreOptions {
             file_locks: o.file_locks,
             manage_cgroups: o.manage_cgroups,
             cgroup_roots: o.cgroup_roots.clone(),
+            cgroup_yard: o.cgroup_yard.clone(),
             join_ns: o.join_ns.clone(),
             lazy_pages: o
                 .live

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 
 pub use engine::{DumpOptions, InsideMethod, PidMethod, RestoreOptions};
 pub use live::{LiveOptions, PreDumpMode, TlsOptions};
-pub use values::{CgroupMode, CgroupRoot, CpuCap, DirRef, External, InheritFd};
+pub use values::{CgroupMode, CgroupPropsOpts, CgroupRoot, CpuCap, DirRef, External, InheritFd};
 
 use table::Arg;
 
@@ -382,8 +382,10 @@ pub struct Options {
     pub cgroup_roots: Vec<CgroupRoot>,
     /// `--join-ns NS:{PID|FILE}[,EXTRA]`, repeatable, as given.
     pub join_ns: Vec<String>,
-    /// `--cgroup-yard PATH` (not acted on yet).
+    /// `--cgroup-yard PATH`: a directory holding each hierarchy (`unified`, `cpu`, ...).
     pub cgroup_yard: Option<PathBuf>,
+    /// `--cgroup-props`, `--cgroup-props-file`, `--cgroup-dump-controller`.
+    pub cgroup_props: CgroupPropsOpts,
     /// Pre-dump, page server and lazy-pages options.
     pub live: LiveOptions,
     /// Options accepted for compatibility that change nothing here, as `(name, argument)`, so
@@ -443,6 +445,7 @@ impl Default for Options {
             cgroup_roots: Vec::new(),
             join_ns: Vec::new(),
             cgroup_yard: None,
+            cgroup_props: CgroupPropsOpts::default(),
             ignored: Vec::new(),
             help: false,
             version: false,

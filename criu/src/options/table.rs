@@ -319,9 +319,18 @@ pub(crate) static TABLE: &[OptDef] = &[
         o.check_extra = true;
         Ok(())
     }),
-    o("cgroup-props", None, Arg::Required, accepted),
-    o("cgroup-props-file", None, Arg::Required, accepted),
-    o("cgroup-dump-controller", None, Arg::Required, accepted),
+    o("cgroup-props", None, Arg::Required, |o, g| {
+        o.cgroup_props.inline = Some(g.arg()?.to_string());
+        Ok(())
+    }),
+    o("cgroup-props-file", None, Arg::Required, |o, g| {
+        o.cgroup_props.file = Some(g.path()?);
+        Ok(())
+    }),
+    o("cgroup-dump-controller", None, Arg::Required, |o, g| {
+        o.cgroup_props.dump_controllers.push(g.arg()?.to_string());
+        Ok(())
+    }),
     b("skip-in-flight", None, |o, g| {
         o.skip_in_flight = g.on;
         Ok(())

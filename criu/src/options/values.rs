@@ -167,6 +167,20 @@ impl Default for CpuCap {
     }
 }
 
+/// `--cgroup-props`, `--cgroup-props-file`, `--cgroup-dump-controller`: which cgroup properties
+/// a dump saves (CRIU's built-in lists, changed by the given descriptions) and for which
+/// controllers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupPropsOpts {
+    /// `--cgroup-props STRING`: a description of controller properties.
+    pub inline: Option<String>,
+    /// `--cgroup-props-file FILE`: the same, read from a file.
+    pub file: Option<PathBuf>,
+    /// `--cgroup-dump-controller NAME`, repeatable: only these controllers' directories and
+    /// properties are saved (all when empty).
+    pub dump_controllers: Vec<String>,
+}
+
 /// `--manage-cgroups[=MODE]`: how restore treats the tree's cgroups (CRIU's modes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CgroupMode {

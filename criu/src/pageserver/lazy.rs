@@ -107,19 +107,32 @@ pub fn serve_lazy(mut sock: impl Read + Write, dir: &Path) -> Result<u64, PageSe
     }
 }
 
-/// `criu dump --lazy-pages`: listens at `address:port`, serves one lazy-pages session from
-/// the images just written in `dir`, and returns when the client closed it.
+/// `criu dump --lazy-pages`: listens at `address:port`, calls `ready` once listening (the
+/// `status-ready` notification and `--status-fd`; an error there ends the dump before anything
+/// is served), serves one lazy-pages session from the images just written in `dir` (over TLS
+/// with `tls.enabled`), and returns when the client closed it.
 ///
 /// # Errors
-/// [`PageServerError`] if it cannot listen or the session fails.
-pub fn serve_dump(dir: &Path, address: &str, port: u16) -> Result<u64, PageServerError> {
+/// [`PageServerError`] if it cannot listen or the session fails; `ready`'s error as it is.
+pub fn serve_dump<E: From<PageServerError>>(
+    dir: &Path,
+    address: &str,
+    port: u16,
+    tls: &crate::options::TlsOptions,
+    ready: impl FnOnce() -> Result<(), E>,
+) -> Result<u64, E> {
     let listener = std::net::TcpListener::bind((address, port))
         .map_err(io_err(format!("listen on {address}:{port}")))?;
     let local = listener.local_addr().map_err(io_err("local address"))?;
     tracing::info!(%local, "serving lazy pages: the tree stays frozen until they are all sent");
+    ready()?;
     let (sock, peer) = listener.accept().map_err(io_err("accept"))?;
     drop(listener);
     tracing::info!(%peer, "lazy-pages client");
     let _ = sock.set_nodelay(true);
-    serve_lazy(sock, dir)
+    if tls.enabled {
+        Ok(serve_lazy(super::tls::server(sock, &peer.to_string(), tls)?, dir)?)
+    } else {
+        Ok(serve_lazy(sock, dir)?)
+    }
 }

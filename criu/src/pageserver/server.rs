@@ -127,7 +127,8 @@ fn serve_session(sock: TcpStream, opts: &ServerOptions) -> Result<(), PageServer
     }
 }
 
-fn tell_status(fd: Option<i32>) {
+/// `--status-fd`: one zero byte, then the descriptor is closed (CRIU's `status_ready`).
+pub(crate) fn tell_status(fd: Option<i32>) {
     if let Some(fd) = fd {
         // SAFETY: writes one byte from a live buffer to a descriptor the caller handed us, then
         // closes it (it is ours to close).

@@ -101,6 +101,7 @@ pub(super) fn finish(
     tree: &plan::TreePlan,
     c: &Created,
     sync: &sync::SyncPage,
+    filling: Option<super::progress::Watch>,
     opts: &RestoreOptions,
     scripts: Option<&dyn Notify>,
     ns: TreeNs<'_>,
@@ -139,6 +140,8 @@ pub(super) fn finish(
             check_creation(tree, slots, root, create_by)?;
         }
     }
+    // Every task is in its cgroups: their limits now.
+    cgroups.apply_props()?;
     // Every task is born (zombies too): files under their /proc directories exist now.
     if !c.late.is_empty() {
         for i in 0..tree.tasks.len() {
@@ -156,6 +159,9 @@ pub(super) fn finish(
         let threads: Vec<i32> = t.others().iter().map(|t| t.tid).collect();
         trace::wait_ready(pids.host(t.pid), &threads, &r.status_r, c.deadline)?;
     }
+    // Every task's memory is in: the progress ends here, and criu is one thread again (a
+    // mount namespace is entered only by a process that shares its fs info with no thread).
+    drop(filling);
     tracing::info!(root, "tree restored, waiting to resume");
     if let Some(ns) = mntns {
         ns.finish()?;
@@ -170,7 +176,8 @@ pub(super) fn finish(
     }
     // The namespace's rules came back locked when the dump locked it; made sure of here, lifted
     // (after the `network-unlock` scripts) before the tree runs.
-    let net_lock = crate::namespaces::net::NetLock::take(root, opts.network_lock, None)?;
+    let net_lock =
+        crate::namespaces::net::NetLock::take_restored(root, opts.network_lock, &opts.images_dir)?;
     run_scripts(scripts, ScriptAction::PostRestore, Some(root))?;
     if let Some(l) = net_lock {
         l.release(scripts)?;

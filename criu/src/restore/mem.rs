@@ -7,6 +7,8 @@
 // through raw pointers.
 #![allow(unsafe_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::layout::{HUGE, PAGE};
 use super::ops::*;
 
@@ -75,22 +77,27 @@ const COW_CHUNK: usize = 16 * PAGE as usize;
 /// Fills the areas taken over from the parent: each saved page is read aside and written
 /// only where it differs from what the parent left there (so identical pages stay shared
 /// copy-on-write); then what the parent saved and this task did not is emptied again.
-pub(super) fn cow_fill(p: &ChildPlan) -> Result<(), Fail> {
+pub(super) fn cow_fill(p: &ChildPlan, filled: &AtomicU64) -> Result<(), Fail> {
     if p.cow_fills.is_empty() && p.cow_zero.is_empty() {
         return Ok(());
     }
     let mut fds = [-1i32; MAX_PAGE_FILES];
     for (i, path) in p.page_files.iter().enumerate().take(MAX_PAGE_FILES) {
         // SAFETY: open with a NUL-terminated path we own.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        };
         fds[i] = fd;
     }
-    let r = cow_fill_with(p, &fds);
+    let r = cow_fill_with(p, &fds, filled);
     close_all(&fds);
     r
 }
 
-fn cow_fill_with(p: &ChildPlan, fds: &[i32]) -> Result<(), Fail> {
+fn cow_fill_with(p: &ChildPlan, fds: &[i32], filled: &AtomicU64) -> Result<(), Fail> {
     let mut buf = [0u8; COW_CHUNK];
     for f in &p.cow_fills {
         let fd = match fds.get(f.file) {
@@ -118,6 +125,7 @@ fn cow_fill_with(p: &ChildPlan, fds: &[i32]) -> Result<(), Fail> {
                 }
             }
             done += n;
+            filled.fetch_add(n, Ordering::Relaxed);
         }
     }
     for &(addr, len) in &p.cow_zero {
@@ -207,6 +215,8 @@ pub(super) struct Worker<'a> {
     pub(super) collapse: &'a [(u64, u64)],
     /// Use `UFFDIO_COPY` for small pages of private anonymous memory.
     pub(super) uffd: bool,
+    /// Bytes put in place, added to as blocks are done (the engine reads it for progress).
+    pub(super) filled: &'a AtomicU64,
 }
 
 impl Worker<'_> {
@@ -253,6 +263,7 @@ impl Worker<'_> {
                     && b - a >= PREFAULT_MIN
                     && uffd.copy(f.file, fd, a, b - a, off)
                 {
+                    self.filled.fetch_add(b - a, Ordering::Relaxed);
                     a = b;
                     continue;
                 }
@@ -269,6 +280,7 @@ impl Worker<'_> {
                     };
                 }
                 read_at(fd, a, b - a, off)?;
+                self.filled.fetch_add(b - a, Ordering::Relaxed);
                 a = b;
             }
         }

@@ -44,6 +44,7 @@ pub mod ops;
 pub mod plan;
 pub mod preflight;
 pub mod prepare;
+mod progress;
 mod restorer;
 pub mod session;
 pub mod shared;
@@ -127,6 +128,12 @@ pub fn restore(
         opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
     )?;
     crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
+    crate::files::tty::set_inherit_fds(
+        opts.inherit_fds
+            .iter()
+            .map(|i| (i.key.clone(), i.fd))
+            .collect(),
+    );
     let mut tree = images::load_under(
         &opts.images_dir,
         opts.shell_job,
@@ -157,6 +164,7 @@ pub fn restore(
         &opts.images_dir,
         opts.manage_cgroups,
         &opts.cgroup_roots,
+        opts.cgroup_yard.as_deref(),
     )?;
     let ours = layout::Special::from_maps(&layout::self_maps()?);
     for (_, t) in tree.alive() {
@@ -245,6 +253,12 @@ pub fn restore(
         }
     }
     prepare::mark_cow_sources(&tree, &mut preps);
+    let fill_bytes: u64 = preps
+        .iter()
+        .flatten()
+        .flat_map(|p| p.child.fills.iter().chain(&p.child.cow_fills))
+        .map(|f| f.len)
+        .sum();
     let sync = sync::SyncPage::new(tree.tasks.len())?;
     let subreaper = Subreaper::set();
     let forking = std::time::Instant::now();
@@ -267,10 +281,25 @@ pub fn restore(
         kill_tree(&tree, &sync, root, &pids);
         return Err(e.into());
     }
+    // A tree with namespaces of its own: the root is in them and waits (`setup-namespaces`,
+    // then `post-setup-namespaces` once criu is out of the network one, with the root's pid).
+    if namespaces.clone_flags() != 0 || mntns.is_some() || netns.is_some() {
+        for action in [
+            ScriptAction::SetupNamespaces,
+            ScriptAction::PostSetupNamespaces,
+        ] {
+            if let Err(e) = run_scripts(scripts, action, Some(root)) {
+                kill_tree(&tree, &sync, root, &pids);
+                return Err(e);
+            }
+        }
+    }
+    let filling = progress::watch(sync.slots(), root, fill_bytes);
     let pid = match finish(
         &tree,
         &created,
         &sync,
+        filling,
         opts,
         scripts,
         TreeNs {
@@ -279,7 +308,10 @@ pub fn restore(
             cgroups: &cgroups,
         },
     ) {
-        Ok(pid) => pid,
+        Ok(pid) => {
+            cgroups.keep();
+            pid
+        }
         Err(e) => {
             kill_tree(&tree, &sync, root, &pids);
             drop(subreaper);

@@ -38,6 +38,8 @@ pub const CHILD_LOGINUID: u32 = 111;
 pub const CHILD_MEMBARRIER: u32 = 112;
 /// Handing lazy memory to the lazy-pages daemon.
 pub const CHILD_LAZY: u32 = 113;
+/// Making AIO rings again.
+pub const CHILD_AIO: u32 = 114;
 
 /// A short name for a child stage.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -56,6 +58,7 @@ pub fn stage_name(stage: u32) -> &'static str {
         CHILD_LOGINUID => "audit login uid",
         CHILD_MEMBARRIER => "membarrier registration",
         CHILD_LAZY => "handing memory to the lazy-pages daemon",
+        CHILD_AIO => "making an AIO ring again",
         s => abi::stage_name(s),
     }
 }
@@ -195,6 +198,8 @@ pub struct ChildPlan {
     pub uffd: bool,
     /// Lazy restore: the areas the lazy-pages daemon fills (`--lazy-pages`).
     pub lazy: Option<crate::lazy::restore::ChildLazy>,
+    /// AIO rings to make again over their premapped areas.
+    pub aio: Vec<crate::files::aio::RingOp>,
     /// Descriptors, in creation order.
     pub fds: Vec<FdOp>,
     /// Descriptors kept open while the others are closed: the ones the restorer needs (status

@@ -423,7 +423,12 @@ impl Shared {
                     }
                     let path = &t.page_files[run.file];
                     if !files.contains_key(path) {
-                        let f = std::fs::File::open(path).map_err(|e| RestoreError::Io {
+                        let f = std::os::unix::fs::OpenOptionsExt::custom_flags(
+                            std::fs::File::options().read(true),
+                            libc::O_NOFOLLOW,
+                        )
+                        .open(path)
+                        .map_err(|e| RestoreError::Io {
                             what: format!("opening {}", path.display()),
                             error: e,
                         })?;

@@ -38,9 +38,12 @@ pub struct SyncSlot {
     /// task: set by the engine once it opened the files that exist only with the tree (then
     /// `detail` there is the engine's pid, to take them from).
     pub settled: AtomicU32,
+    /// Bytes of saved memory the task (and its fill helper) put in place so far: what the
+    /// engine reports as the restore's progress.
+    pub filled: AtomicU64,
 }
 
-const _: () = assert!(std::mem::size_of::<SyncSlot>() == 40);
+const _: () = assert!(std::mem::size_of::<SyncSlot>() == 48);
 
 /// The shared slots: `n` tasks and the abort slot.
 #[derive(Clone, Copy, Debug)]

@@ -278,7 +278,19 @@ pub fn to_options(
     }
 
     if let Some(ps) = &req.ps {
-        o.live.page_server = true;
+        // `ps.fd`: a socket already connected to the page server, criu's own (swrk only, as
+        // CRIU). This criu connects by address and port only: refused by name, not dropped.
+        if ps.fd.is_some() && req.lazy_pages != Some(true) {
+            if mode == Mode::Service {
+                return Err(OptsError::SwrkOnly("ps.fd"));
+            }
+            return Err(unsupported(
+                "ps.fd (a page-server socket connected by the client; pass ps.address and ps.port)",
+            ));
+        }
+        // With lazy_pages, `ps` says where the dump serves its pages (CRIU uses it the same
+        // way); otherwise it is the page server the pages go to.
+        o.live.page_server = req.lazy_pages != Some(true);
         o.live.address = ps.address.clone();
         o.live.port = match ps.port {
             Some(p) => Some(u16::try_from(p).map_err(|_| OptsError::BadValue {
@@ -338,12 +350,9 @@ pub fn to_options(
             o.ignored.push((name.to_string(), None));
         }
     };
-    ignored("cgroup-props", req.cgroup_props.is_some());
-    ignored("cgroup-props-file", req.cgroup_props_file.is_some());
-    ignored(
-        "cgroup-dump-controller",
-        !req.cgroup_dump_controller.is_empty(),
-    );
+    o.cgroup_props.inline = req.cgroup_props.clone();
+    o.cgroup_props.file = req.cgroup_props_file.as_ref().map(PathBuf::from);
+    o.cgroup_props.dump_controllers = req.cgroup_dump_controller.clone();
     if let Some(p) = &req.freeze_cgroup {
         o.freeze_cgroup = Some(PathBuf::from(p));
     }
@@ -359,12 +368,13 @@ pub fn to_options(
     ignored("skip-mnt", !req.skip_mnt.is_empty());
     ignored("enable-fs", !req.enable_fs.is_empty());
     o.skip_in_flight = flag(req.tcp_skip_in_flight, false);
+    // Printed on criu's standard output at the end, as the command line's `--display-stats`.
+    o.display_stats = flag(req.display_stats, false);
     o.tcp_close = flag(req.tcp_close, false);
     ignored("weak-sysctls", req.weak_sysctls.is_some());
     ignored("pidfd-store", req.pidfd_store_sk.is_some());
     ignored("mntns-compat-mode", req.mntns_compat_mode.is_some());
     ignored("skip-file-rwx-check", req.skip_file_rwx_check.is_some());
-    ignored("display-stats", req.display_stats.is_some());
     Ok(o)
 }
 
@@ -404,6 +414,40 @@ mod tests {
             DirRef::Path(std::fs::canonicalize(d.path()).unwrap())
         );
         assert_eq!(o.external, vec![External::parse("mnt[/a]:A").unwrap()]);
+    }
+
+    #[test]
+    fn display_stats_lazy_pages_and_ps_map_as_criu_s() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = opts(d.path());
+        r.display_stats = Some(true);
+        r.lazy_pages = Some(true);
+        r.ps = Some(criu_images::pb::CriuPageServerInfo {
+            address: Some("127.0.0.1".into()),
+            port: Some(1234),
+            ..Default::default()
+        });
+        let o = to_options(&r, Command::Dump, Mode::Swrk, 7).unwrap();
+        assert!(o.display_stats);
+        assert!(o.ignored.is_empty(), "{:?}", o.ignored);
+        let dump = crate::options::DumpOptions::from_options(&o);
+        assert_eq!(dump.lazy_pages, Some(("127.0.0.1".into(), 1234)));
+        assert_eq!(dump.page_server, None);
+        r.lazy_pages = None;
+        let dump = crate::options::DumpOptions::from_options(
+            &to_options(&r, Command::Dump, Mode::Swrk, 7).unwrap(),
+        );
+        assert_eq!(dump.page_server, Some(("127.0.0.1".into(), 1234)));
+        assert_eq!(dump.lazy_pages, None);
+        // A socket connected by the client: refused by name, in both modes.
+        r.ps.as_mut().unwrap().fd = Some(5);
+        let e = to_options(&r, Command::Dump, Mode::Swrk, 7).unwrap_err();
+        assert!(e.to_string().contains("ps.fd"), "{e}");
+        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        assert!(matches!(
+            to_options(&r, Command::Dump, Mode::Service, 7),
+            Err(OptsError::SwrkOnly("ps.fd"))
+        ));
     }
 
     #[test]

@@ -165,6 +165,20 @@ impl Creds {
     }
 }
 
+/// Takes task `pid`'s file mode creation mask (the `Umask:` line of its status) as this
+/// process's; left as it is when the line cannot be read.
+pub fn adopt_umask(pid: i32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|m| u32::from_str_radix(m.trim(), 8).ok());
+    if let Some(m) = mask {
+        tracing::debug!("client umask {m:04o}");
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m & 0o777));
+    }
+}
+
 /// The client of one RPC session.
 #[derive(Debug)]
 pub struct Client {
@@ -508,7 +522,8 @@ pub fn access_as(c: &Creds, path: &Path, mode: i32) -> Result<(), nix::errno::Er
         return Err(nix::errno::Errno::last());
     }
     if child == 0 {
-        // SAFETY: credential syscalls and access on live buffers, then _exit; see above.
+        // SAFETY: in the forked child: async-signal-safe credential calls and access on buffers
+        // prepared before the fork, then _exit.
         unsafe {
             let code = if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                 || libc::setresgid(c.gid[0], c.gid[1], c.gid[2]) != 0

@@ -91,6 +91,11 @@ pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
             if c.privileged() { " (privileged)" } else { "" }
         );
     }
+    // A service worker (forked for this client) makes files for the client with the client's
+    // umask, as a criu the client ran would; swrk inherited it already.
+    if let (Mode::Service, Ok(c)) = (mode, &client) {
+        super::peer::adopt_umask(c.pid);
+    }
     loop {
         let req = match wire::recv_request(sk)? {
             Incoming::Closed => return Ok(()),
@@ -297,8 +302,12 @@ fn dump(
             with_run(&mut opts, |o, _| {
                 let dopts = DumpOptions::from_options(o);
                 dopts.validate().map_err(options_failure)?;
-                crate::dump::dump(&dopts, notifier.as_ref().map(|n| n as &dyn Notify))
-                    .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))
+                let r = crate::dump::dump(&dopts, notifier.as_ref().map(|n| n as &dyn Notify))
+                    .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))?;
+                if o.display_stats {
+                    crate::stats::show(&dopts.images_dir, crate::stats::Kind::Dump);
+                }
+                Ok(r)
             })
         });
     let mut r = match result {
@@ -331,8 +340,13 @@ fn restore(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32, client: &W
                 let mut ropts = RestoreOptions::from_options(o);
                 ropts.detach = true;
                 ropts.validate().map_err(options_failure)?;
-                crate::restore::restore(&ropts, notifier.as_ref().map(|n| n as &dyn Notify))
-                    .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))
+                let r =
+                    crate::restore::restore(&ropts, notifier.as_ref().map(|n| n as &dyn Notify))
+                        .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))?;
+                if o.display_stats {
+                    crate::stats::show(&ropts.images_dir, crate::stats::Kind::Restore);
+                }
+                Ok(r)
             })
         });
     match result {
@@ -418,6 +432,28 @@ impl Notify for RpcNotify<'_> {
             }
         })
     }
+
+    fn query_external(&self) -> Result<Vec<crate::options::External>, ScriptError> {
+        let action = ScriptAction::QueryExtFiles;
+        let ack = notify_round(self.sk, action.name(), None, None).map_err(|e| {
+            tracing::error!("{e}");
+            ScriptError::Refused {
+                action: action.name(),
+            }
+        })?;
+        let Some(opts) = ack.opts else {
+            tracing::info!("query-ext-files: no opts in the answer");
+            return Ok(Vec::new());
+        };
+        opts.external
+            .iter()
+            .map(|e| {
+                tracing::info!("adding external object {e}");
+                crate::options::External::parse(e)
+                    .ok_or_else(|| ScriptError::BadExternal(e.clone()))
+            })
+            .collect()
+    }
 }
 
 /// Sends the notification for `action` (with `pid` and an optional descriptor) and waits for the
@@ -432,6 +468,16 @@ pub fn notify(
     pid: Option<i32>,
     fd: Option<BorrowedFd<'_>>,
 ) -> Result<(), RpcError> {
+    notify_round(sk, action, pid, fd).map(|_| ())
+}
+
+/// [`notify`], returning the client's acknowledgement (whose `opts` may carry an answer).
+fn notify_round(
+    sk: BorrowedFd<'_>,
+    action: &str,
+    pid: Option<i32>,
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<Box<criu_images::pb::CriuReq>, RpcError> {
     let mut r = resp(CriuReqType::Notify, true);
     r.notify = Some(CriuNotify {
         script: Some(action.to_string()),
@@ -446,7 +492,7 @@ pub fn notify(
         Incoming::Request(req)
             if req.r#type == CriuReqType::Notify as i32 && req.notify_success == Some(true) =>
         {
-            Ok(())
+            Ok(req)
         }
         Incoming::Request(_) => Err(refused("the client reported a failure")),
         Incoming::Malformed(why) => Err(refused(&why)),

@@ -303,7 +303,7 @@ fn posix_timer_thread() -> Check {
         }
         // SAFETY: reads the timer's setting into a zeroed local.
         let mut its: libc::itimerspec = unsafe { std::mem::zeroed() };
-        // SAFETY: as above, for our own timer id.
+        // SAFETY: timer_gettime fills the live local `its` for our own timer id.
         if unsafe { libc::timer_gettime(timer as libc::timer_t, &mut its) } != 0
             || its.it_interval.tv_nsec != 20_000_000
         {

@@ -57,7 +57,7 @@ fn link(fd: i32) -> String {
 fn ino(fd: i32) -> u64 {
     // SAFETY: fstat fills a zeroed local struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: fstat fills the live local `st`.
     unsafe { libc::fstat(fd, &mut st) };
     st.st_ino
 }

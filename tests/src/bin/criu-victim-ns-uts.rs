@@ -31,7 +31,7 @@ fn ino(path: &str) -> Result<u64, String> {
 fn check(host: &str, domain: &str, child: i32, outer: u64) -> Result<(), String> {
     // SAFETY: utsname is plain data; uname fills the live local.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: uname fills the live local `u`.
     if unsafe { libc::uname(&mut u) } != 0 {
         return Err("uname failed".into());
     }

@@ -70,7 +70,7 @@ fn check(child: i32, cfd: i32, sfd: i32) -> Result<(), String> {
     }
     // SAFETY: waitid fills a zeroed local siginfo.
     let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; P_PIDFD = 3.
+    // SAFETY: waitid fills the live local `si`; P_PIDFD = 3.
     let r = unsafe { libc::waitid(3, cfd as libc::id_t, &mut si, libc::WEXITED) };
     // SAFETY: reading the status of a filled siginfo.
     let (wpid, status) = unsafe { (si.si_pid(), si.si_status()) };

@@ -69,7 +69,7 @@ fn name_of(fd: RawFd) -> Vec<u8> {
     // SAFETY: a zeroed sockaddr_un is valid; getsockname writes at most `len` bytes.
     let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: as above.
+    // SAFETY: getsockname writes at most `len` bytes into the live local `a`.
     unsafe { libc::getsockname(fd, (&mut a as *mut libc::sockaddr_un).cast(), &mut len) };
     let n = (len as usize).saturating_sub(2);
     let mut v: Vec<u8> = a.sun_path[..n].iter().map(|&c| c as u8).collect();

@@ -161,7 +161,7 @@ fn main() {
     // SAFETY: posix_openpt returns a new descriptor (checked); unlockpt on it.
     let m = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK) };
     assert!(m >= 0, "posix_openpt");
-    // SAFETY: as above.
+    // SAFETY: unlockpt on the descriptor posix_openpt just returned.
     assert_eq!(unsafe { libc::unlockpt(m) }, 0);
     let idx = index(m);
     let path = std::ffi::CString::new(format!("/dev/pts/{idx}")).unwrap();

@@ -119,7 +119,7 @@ fn read_now(fd: RawFd) -> Vec<u8> {
     // SAFETY: recv/read into a live buffer of its length.
     let mut n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
     if n < 0 {
-        // SAFETY: as above (not a socket).
+        // SAFETY: read into a live buffer of its length (not a socket).
         n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) };
     }
     b[..n.max(0) as usize].to_vec()
@@ -128,7 +128,7 @@ fn read_now(fd: RawFd) -> Vec<u8> {
 fn ino(fd: RawFd) -> u64 {
     // SAFETY: fstat into a zeroed local.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: fstat fills the live local `st`.
     unsafe { libc::fstat(fd, &mut st) };
     st.st_ino
 }
@@ -282,7 +282,8 @@ fn check_backlog(b: &Backlog) -> Result<(), String> {
             b"again",
         )?;
     }
-    // SAFETY: fcntl on our own listener (it blocks otherwise), then accept4 as above.
+    // SAFETY: fcntl on our own listener (it blocks otherwise), then accept4 on it with no
+    // address wanted.
     let more = unsafe {
         libc::fcntl(b.l, libc::F_SETFL, libc::O_NONBLOCK);
         libc::accept4(

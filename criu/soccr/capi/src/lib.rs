@@ -99,7 +99,8 @@ pub unsafe extern "C" fn libsoccr_resume(sk: *mut LibsoccrSk) {
     // SAFETY: the caller passes a live handle.
     let fd = unsafe { (*sk).fd };
     let _ = fail(soccr_rt::set_repair(fd, false));
-    // SAFETY: as above; release takes ownership.
+    // SAFETY: `sk` is a live handle from libsoccr_pause that the caller does not use again
+    // (this function's contract); release takes ownership.
     unsafe { libsoccr_release(sk) };
 }
 
@@ -159,7 +160,7 @@ pub unsafe extern "C" fn libsoccr_save(
     }
     // SAFETY: the caller passes a live handle and data_size writable bytes at data.
     let sk = unsafe { &mut *sk };
-    // SAFETY: as above.
+    // SAFETY: the caller passes data_size writable bytes at data (this function's contract).
     unsafe { ptr::write_bytes(data.cast::<u8>(), 0, data_size as usize) };
     let Some(mut d) = fail(soccr_rt::save_data(sk.fd)) else {
         return -2;
@@ -367,7 +368,8 @@ pub unsafe extern "C" fn libsoccr_restore(
         soccr_rt::restore_data(sk.fd, &mut d, src, dst, rq, sq)
             .and_then(|()| soccr_rt::restore_fins(sk.fd, &mut d, src, dst, sq)),
     );
-    // SAFETY: as above.
+    // SAFETY: data is writable for data_size bytes (the contract), which hold the 17 fields
+    // (checked above).
     unsafe { data.write_unaligned(d) };
     if r.is_some() { 0 } else { -1 }
 }

@@ -130,7 +130,8 @@ pub(crate) fn probe() -> Result<(), (&'static str, std::io::Error)> {
         {
             return Err(last("UFFDIO_WRITEPROTECT"));
         }
-        // SAFETY: as above; with WP_ASYNC the write does not block.
+        // SAFETY: `p` is the start of our own `len`-byte writable mapping, made above; with
+        // WP_ASYNC the write does not block.
         unsafe { (p as *mut u8).write_volatile(2) };
         let pagemap = File::open("/proc/self/pagemap").map_err(|e| ("open pagemap", e))?;
         let want = PmScanArg {

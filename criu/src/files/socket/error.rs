@@ -184,6 +184,24 @@ pub enum SocketError {
         /// What soccr said.
         error: soccr::Error,
     },
+    /// A corked UDP socket with a datagram being built (its bytes cannot be read back).
+    #[error("{who}: corked {proto} socket with {pending} bytes pending (not dumped)")]
+    UdpCorked {
+        /// The socket.
+        who: String,
+        /// Its protocol.
+        proto: String,
+        /// The bytes waiting for the cork.
+        pending: u32,
+    },
+    /// Locking a connection before it is saved failed.
+    #[error("{who}: locking the connection: {error}")]
+    ConnLock {
+        /// The socket.
+        who: String,
+        /// What the tool said.
+        error: crate::namespaces::net::NetError,
+    },
     // Restore: image entries this restore does not make again.
     /// An inet socket in a state not restored.
     #[error("inet socket id {id}: {proto} socket in state {state} (not restored yet)")]
@@ -272,6 +290,8 @@ impl SocketError {
             SocketError::BadImage { .. } => libc::EBADMSG,
             SocketError::Diag(_)
             | SocketError::TcpRepair { .. }
+            | SocketError::ConnLock { .. }
+            | SocketError::UdpCorked { .. }
             | SocketError::InetUnaccepted { .. }
             | SocketError::InetNoAddresses { .. }
             | SocketError::TcpEstablished { .. }

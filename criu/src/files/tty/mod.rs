@@ -45,7 +45,7 @@ use crate::dump::error::DumpError;
 use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, img, kind_entry};
 use restore::{PtyEnd, PtyPair, TtyFile, read_saved, unreachable_saved};
-pub use restore::{set_orphan_pts_master, take_orphan_masters};
+pub use restore::{set_inherit_fds, set_orphan_pts_master, take_orphan_masters};
 use termios::*;
 
 /// The terminal kind: what the dump met (infos, data) or the restore read.
@@ -586,6 +586,18 @@ impl FileKind for Tty {
             None if orphan && !master => Some(info),
             m => m,
         };
+        let key = format!("tty[{:x}:{:x}]", info.rdev, info.dev.unwrap_or(0));
+        if mi.is_none()
+            && let Some(ifd) = restore::inherited(&key)
+        {
+            // `--inherit-fd fd[N]:tty[RDEV:DEV]`: the caller's terminal stands for it.
+            return Ok(Arc::new(restore::InheritedTty {
+                fd: ifd,
+                key,
+                flags: t.flags as i32,
+                info: info.clone(),
+            }));
+        }
         let Some(mi) = mi else {
             // A shell job's terminal (the dump asked for --shell-job): reopened by path, as
             // the regular kind reopens files.

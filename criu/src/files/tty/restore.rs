@@ -106,6 +106,103 @@ impl RestoreFile for TtyFile {
     }
 }
 
+/// `--inherit-fd fd[N]:tty[RDEV:DEV]` of this restore: criu's descriptor for each key
+/// ([`set_inherit_fds`]).
+static INHERIT_FDS: Mutex<Vec<(String, i32)>> = Mutex::new(Vec::new());
+
+/// Sets the `--inherit-fd` pairs (key, criu's descriptor) of the restore about to read its
+/// images (one restore per criu process).
+pub fn set_inherit_fds(fds: Vec<(String, i32)>) {
+    *INHERIT_FDS.lock().unwrap_or_else(|e| e.into_inner()) = fds;
+}
+
+/// criu's descriptor given for `key` with `--inherit-fd`.
+pub(super) fn inherited(key: &str) -> Option<i32> {
+    INHERIT_FDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|&(_, fd)| fd)
+}
+
+/// A terminal whose other end was outside the tree, given by the caller with `--inherit-fd`
+/// (CRIU's key `tty[RDEV:DEV]`, the dumped terminal's device numbers in hex): the engine
+/// duplicates criu's descriptor and the task inherits it; the saved settings (termios,
+/// window size) are put on it.
+#[derive(Debug)]
+pub struct InheritedTty {
+    /// criu's descriptor.
+    pub fd: i32,
+    /// The key it was given for (in errors).
+    pub key: String,
+    /// `O_NONBLOCK`/`O_ASYNC` of the dumped file.
+    pub flags: i32,
+    /// The dumped terminal's settings.
+    pub info: criu_images::pb::TtyInfoEntry,
+}
+
+impl RestoreFile for InheritedTty {
+    fn fd_type(&self) -> FdTypes {
+        FdTypes::Tty
+    }
+
+    fn made_by_engine(&self) -> bool {
+        true
+    }
+
+    fn make_in_task(&self, _fd: i32) -> Result<Ends, TaskError> {
+        // Made by the engine (made_by_engine).
+        Err(TaskError {
+            errno: libc::EINVAL,
+            detail: self.fd as u64,
+        })
+    }
+
+    fn make_in_engine(&self) -> Result<Vec<OwnedFd>, RestoreError> {
+        let io = |what: &'static str| {
+            let error = std::io::Error::last_os_error();
+            RestoreError::Io {
+                what: format!("{what} (--inherit-fd fd[{}]:{})", self.fd, self.key),
+                error,
+            }
+        };
+        // SAFETY: duplicates criu's descriptor the caller passed; the new one is ours alone.
+        let d = unsafe { libc::fcntl(self.fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if d < 0 {
+            return Err(io("duplicating the inherited terminal"));
+        }
+        // SAFETY: d is a new descriptor owned by nothing else.
+        let f = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d) };
+        // SAFETY: isatty on a live descriptor.
+        if unsafe { libc::isatty(d) } != 1 {
+            return Err(io("the inherited descriptor is not a terminal"));
+        }
+        if let Some(t) = &self.info.termios {
+            set_termios(d, libc::TCSETS, &KTermios::from_entry(t))
+                .map_err(|_| io("the inherited terminal's settings"))?;
+        }
+        if let Some(w) = self.info.winsize.as_ref() {
+            let ws = libc::winsize {
+                ws_row: w.ws_row as u16,
+                ws_col: w.ws_col as u16,
+                ws_xpixel: w.ws_xpixel as u16,
+                ws_ypixel: w.ws_ypixel as u16,
+            };
+            // SAFETY: TIOCSWINSZ reads one winsize from a live local.
+            if unsafe { libc::ioctl(d, libc::TIOCSWINSZ, &ws as *const libc::winsize) } != 0 {
+                return Err(io("the inherited terminal's window size"));
+            }
+        }
+        let fl = self.flags & (libc::O_NONBLOCK | libc::O_ASYNC);
+        // SAFETY: fcntl on our own descriptor.
+        if fl != 0 && unsafe { libc::fcntl(d, libc::F_SETFL, fl) } < 0 {
+            return Err(io("the inherited terminal's flags"));
+        }
+        Ok(vec![f])
+    }
+}
+
 /// `--orphan-pts-master` for this restore ([`set_orphan_pts_master`]).
 static ORPHAN_PTS_MASTER: AtomicBool = AtomicBool::new(false);
 /// The masters made for slaves whose master was outside the tree, with their index, until the

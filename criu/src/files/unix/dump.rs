@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use criu_images::pb::{FilePermsEntry, ScmEntry, SkPacketEntry, UnixSkEntry};
+use criu_images::pb::{FilePermsEntry, ScmEntry, SkPacketEntry, SkUcredEntry, UnixSkEntry};
 use criu_images::{ImageWriter, magic, names};
 
 use crate::files::sockdiag::{self, UnixDiag};
@@ -64,6 +64,9 @@ pub struct UnixDump {
     embryos: Vec<Embryo>,
     embryos_done: bool,
 }
+
+/// `SCM_PIDFD` (Linux 6.5): a pidfd of the sender, given with `SO_PASSPIDFD`; closed.
+const SCM_PIDFD: i32 = 0x04;
 
 fn who(pid: i32, fd: i32, ino: u32) -> SockAt {
     SockAt { pid, fd, ino }
@@ -162,7 +165,13 @@ impl UnixDump {
             self.resolve_name(pid, &d, &mut entry);
         }
         if state != ST_LISTEN {
-            self.peek_queue(sk.as_raw_fd(), ty, id, w)?;
+            let off = self.peek_queue(sk.as_raw_fd(), ty, id, w)?;
+            // SO_PEEK_OFF is -1 until a program sets it: kept only when set (ours, CRIU's
+            // entry has no field for it).
+            if off >= 0 {
+                tracing::debug!(%w, off, "unix socket peek offset");
+                entry.peek_off = Some(off);
+            }
         }
         self.socks.insert(
             ino,
@@ -207,8 +216,8 @@ impl UnixDump {
     }
 
     /// Peeks every message waiting in `sk` (its peek offset saved and put back) into
-    /// `sk-queues` entries for file `id`.
-    fn peek_queue(&mut self, sk: RawFd, ty: i32, id: u32, w: SockAt) -> Result<(), SocketError> {
+    /// `sk-queues` entries for file `id`; returns the peek offset it had (-1: none set).
+    fn peek_queue(&mut self, sk: RawFd, ty: i32, id: u32, w: SockAt) -> Result<i32, SocketError> {
         let old = socket::get_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(|source| {
             SocketError::Sys {
                 what: format!("SO_PEEK_OFF of {w}"),
@@ -227,7 +236,8 @@ impl UnixDump {
         back.map_err(|source| SocketError::Sys {
             what: format!("restoring SO_PEEK_OFF of {w}"),
             source,
-        })
+        })?;
+        Ok(old)
     }
 
     fn peek_all(&mut self, sk: RawFd, ty: i32, id: u32, w: SockAt) -> Result<(), SocketError> {
@@ -273,18 +283,33 @@ impl UnixDump {
             // Descriptors in flight came to us with the peek: criu's copies of the files,
             // dumped as files of the tree once every task was met.
             let mut rights: Vec<OwnedFd> = Vec::new();
+            // The sender's credentials, given when the receiver has SO_PASSCRED.
+            let mut ucred = None;
             // SAFETY: CMSG_FIRSTHDR/NXTHDR walk the control buffer the kernel filled, within
-            // msg_controllen; each SCM_RIGHTS descriptor is new and ours alone.
+            // msg_controllen; each SCM_RIGHTS (and SCM_PIDFD) descriptor is new and ours
+            // alone; an SCM_CREDENTIALS payload is one struct ucred (length checked).
             unsafe {
                 let mut c = libc::CMSG_FIRSTHDR(&mh);
                 while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                    let is = |t| (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == t;
+                    if is(libc::SCM_RIGHTS) || is(SCM_PIDFD) {
                         let data = libc::CMSG_DATA(c) as *const i32;
-                        let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
-                        for k in 0..count {
-                            rights
-                                .push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(k))));
+                        for k in 0..len / 4 {
+                            let f = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(k)));
+                            if is(libc::SCM_RIGHTS) {
+                                rights.push(f);
+                            }
                         }
+                    } else if is(libc::SCM_CREDENTIALS) && len >= std::mem::size_of::<libc::ucred>()
+                    {
+                        let u: libc::ucred =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::ucred);
+                        ucred = Some(SkUcredEntry {
+                            pid: u.pid as u32,
+                            uid: u.uid,
+                            gid: u.gid,
+                        });
                     }
                     c = libc::CMSG_NXTHDR(&mh, c);
                 }
@@ -324,6 +349,7 @@ impl UnixDump {
                     id_for: id,
                     length: n as u32,
                     scm: Vec::new(),
+                    ucred,
                 },
                 self.buf[..n].to_vec(),
             ));

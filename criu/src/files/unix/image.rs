@@ -19,7 +19,17 @@ pub struct Queued {
     pub data: Vec<u8>,
     /// The files sent with it (`SCM_RIGHTS`), by file id, in order.
     pub rights: Vec<u32>,
+    /// The sender's credentials (`SCM_CREDENTIALS`: pid, uid, gid), when the dump saw them.
+    pub ucred: Option<super::creds::Ucred>,
 }
+
+/// The most bytes queued for one socket a restore sends again: a unix socket's queue is bounded
+/// by its sender's buffer, at most `INT_MAX` even with `SO_SNDBUFFORCE`; 256 MiB is far above
+/// the default limits (`wmem_max`, 208 KiB).
+pub const MAX_QUEUE: usize = 256 << 20;
+/// The most messages queued for one socket (the kernel's `max_dgram_qlen` is 512 by default;
+/// each message costs a buffer even when empty).
+pub const MAX_QUEUED_MSGS: usize = 1 << 16;
 
 /// The queued messages of `sk-queues.img` by receiving file id, in order (an absent file: no
 /// data). A truncated or inconsistent entry is refused with the file and offset.
@@ -37,6 +47,7 @@ pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Queued>>, SocketError>
         reason: e.to_string(),
     };
     let mut r = ImageReader::open_expect(&path, magic::SK_QUEUES).map_err(bad)?;
+    let mut totals: HashMap<u32, usize> = HashMap::new();
     loop {
         let at = r.offset();
         let Some(e) = r.read_entry::<SkPacketEntry>().map_err(bad)? else {
@@ -63,9 +74,23 @@ pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Queued>>, SocketError>
             }
         };
         let data = r.read_extra(u64::from(e.length)).map_err(bad)?;
-        out.entry(e.id_for)
-            .or_default()
-            .push(Queued { data, rights });
+        let q = out.entry(e.id_for).or_default();
+        let total = totals.entry(e.id_for).or_insert(0usize);
+        *total += data.len();
+        if *total > MAX_QUEUE || q.len() >= MAX_QUEUED_MSGS {
+            return Err(SocketError::BadImage {
+                file: names::SK_QUEUES.into(),
+                reason: format!(
+                    "offset {at}: more than {MAX_QUEUE} bytes or {MAX_QUEUED_MSGS} messages queued for file id {}",
+                    e.id_for
+                ),
+            });
+        }
+        q.push(Queued {
+            data,
+            rights,
+            ucred: e.ucred.map(|u| (u.pid as i32, u.uid, u.gid)),
+        });
     }
     Ok(out)
 }
@@ -213,5 +238,29 @@ mod tests {
         assert!(!ok(bound(b"../a.sock", Some("/tmp/d"))));
         assert!(!ok(bound(b"/tmp/a\0b", None)));
         assert!(!ok(bound(b"a.sock", Some("/tmp/../etc"))));
+    }
+
+    /// More messages queued for one socket than the limit: refused naming the image and the
+    /// socket, though each message is empty.
+    #[test]
+    fn too_many_queued_messages_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            criu_images::ImageWriter::create_in(dir.path(), names::SK_QUEUES, magic::SK_QUEUES)
+                .unwrap();
+        for _ in 0..=MAX_QUEUED_MSGS {
+            w.write_entry(&SkPacketEntry {
+                id_for: 5,
+                length: 0,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+        let e = read_queues(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("sk-queues.img") && e.contains("messages queued for file id 5"),
+            "{e}"
+        );
     }
 }

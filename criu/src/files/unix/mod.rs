@@ -31,12 +31,13 @@
 //! queued connection that holds data when the tree runs on (`-R`) or that comes from outside
 //! the tree, peers outside the tree without `--ext-unix-sk`.
 
+mod creds;
 mod dump;
 mod image;
 mod restore;
 
 pub use dump::UnixDump;
-pub use image::{Queued, check, embryos, read_queues};
+pub use image::{MAX_QUEUE, Queued, check, embryos, read_queues};
 pub use restore::create_all;
 
 /// `unix_sk_entry.uflags`: the peer is outside the dumped tree (`--ext-unix-sk`).

@@ -212,14 +212,19 @@ fn send_all(fd: RawFd, data: &[u8], to: Option<&[u8]>, what: &str) -> Result<(),
 }
 
 /// Sends `m` on `fd` (to `to` if given), with the descriptors `rights` in flight with its
-/// first bytes (`SCM_RIGHTS`).
+/// first bytes (`SCM_RIGHTS`) and the sender's credentials `ucred` if the dump saw them.
 fn send_msg(
     fd: RawFd,
     m: &[u8],
     rights: &[RawFd],
+    ucred: Option<super::creds::Ucred>,
     to: Option<&[u8]>,
     what: &str,
 ) -> Result<(), SocketError> {
+    if let Some(c) = ucred {
+        let addr = to.and_then(sockaddr);
+        return super::creds::send(fd, m, rights, c, addr.as_ref(), what);
+    }
     if rights.is_empty() {
         return send_all(fd, m, to, what);
     }
@@ -546,7 +551,7 @@ pub fn create_all(
                 };
                 rights.push(fd);
             }
-            send_msg(from, &m.data, &rights, to, &what)?;
+            send_msg(from, &m.data, &rights, m.ucred, to, &what)?;
         }
     }
     // E. Shutdowns, closed peers, names removed after bind, flags.
@@ -588,6 +593,15 @@ pub fn create_all(
         let Some(s) = fds.remove(&e.ino) else {
             continue;
         };
+        if let Some(off) = e.peek_off.filter(|&o| o >= 0) {
+            // The queue is back: reads resume where the dumped socket's peek offset was.
+            socket::set_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, off).map_err(
+                |source| SocketError::Sys {
+                    what: format!("setting SO_PEEK_OFF of unix socket id {}", e.id),
+                    source,
+                },
+            )?;
+        }
         let fl = e.flags as i32 & (libc::O_NONBLOCK | libc::O_ASYNC);
         if fl != 0 {
             // SAFETY: fcntl on a socket we own.

@@ -218,7 +218,8 @@ pub(super) fn posix_queues(pid: i32) -> Result<Vec<String>, NsError> {
         return Err(NsError::sys(K, "forking the mqueue helper", Errno::last()));
     }
     if child == 0 {
-        // SAFETY: as above: raw calls on prepared buffers, then _exit.
+        // SAFETY: in the forked child: raw system calls on buffers prepared before the fork,
+        // then _exit.
         unsafe {
             use std::os::fd::AsRawFd;
             let ok = libc::setns(ipc.as_raw_fd(), libc::CLONE_NEWIPC) == 0

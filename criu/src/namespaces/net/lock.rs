@@ -9,17 +9,20 @@
 //! - `skip`: no rules; the `network-lock`/`network-unlock` action scripts still run.
 //!
 //! The `network-lock` script runs before the rules are added and `network-unlock` before they
-//! are removed. A tree in criu's own network namespace is not locked (its connections are
-//! criu's neighbours' too). The rules are in place while the namespace is dumped, so the saved
+//! are removed. A tree in criu's own network namespace is not locked as a whole (its
+//! connections are criu's neighbours' too): each connection the dump saves is locked on its own
+//! ([`super::conns`]), and the scripts run at the same moments (CRIU 4.2 runs them only for a
+//! namespace of the tree's own). The rules are in place while the namespace is dumped, so the saved
 //! ruleset has them and a restored namespace is locked from the moment its rules are back.
 
 use std::os::fd::OwnedFd;
 
+use super::conns::{self, ConnLock, Shared};
 use super::{NetError, in_netns, io, run};
 use crate::scripts::{Notify, ScriptAction};
 
 /// The mark TCP-repair sockets carry; the lock lets it through.
-const MARK: &str = "0xC114";
+pub(super) const MARK: &str = "0xC114";
 /// The nftables table (family and name).
 const NFT_TABLE: [&str; 2] = ["inet", "CRIU"];
 /// The iptables chain.
@@ -61,49 +64,107 @@ impl Method {
     }
 }
 
-/// A locked network namespace; dropping it removes the rules (without the `network-unlock`
-/// script): the failure path. [`NetLock::release`] is the orderly way out.
-pub struct NetLock {
-    ns: OwnedFd,
+/// A locked network namespace; dropping it (the failure path) runs the `network-unlock` script
+/// given to [`NetLock::take`] and removes the rules, as criu(8) does when a dump fails.
+/// [`NetLock::release`] is the orderly way out.
+pub struct NetLock<'a> {
+    /// The scripts the failure path runs.
+    scripts: Option<&'a dyn Notify>,
+    /// The tree's own namespace, locked as a whole; `None`: criu's, locked by connection.
+    ns: Option<OwnedFd>,
+    /// criu's namespace: the connections the dump locks.
+    conns: Option<Shared>,
     method: Method,
     pid: i32,
     held: bool,
+    /// A restore's images: their connections' rules are lifted with the lock.
+    restored: Option<std::path::PathBuf>,
 }
 
-impl NetLock {
+impl<'a> NetLock<'a> {
     /// Locks the network namespace of `pid` when it is not criu's own: the `network-lock`
-    /// script, then the rules. `None` when there is nothing to lock.
+    /// script, then the rules. In criu's own namespace only the script runs here; the dump
+    /// locks each connection it saves through [`NetLock::conns`].
     ///
     /// # Errors
     /// The script's failure, or a tool's ([`NetError::Tool`]); no rule is left behind.
     pub fn take(
         pid: i32,
         method: Method,
-        scripts: Option<&dyn Notify>,
-    ) -> Result<Option<NetLock>, NetError> {
-        let Some(ns) = own_netns(pid)? else {
-            return Ok(None);
-        };
+        scripts: Option<&'a dyn Notify>,
+    ) -> Result<Option<NetLock<'a>>, NetError> {
+        let ns = own_netns(pid)?;
         if let Some(s) = scripts {
             s.notify(ScriptAction::NetworkLock, Some(pid))
-                .map_err(|e| NetError::Unsupported(format!("network-lock action script: {e}")))?;
+                .map_err(|source| NetError::Script {
+                    action: "network-lock",
+                    source,
+                })?;
         }
+        let Some(ns) = ns else {
+            return Ok(Some(NetLock {
+                scripts,
+                ns: None,
+                conns: Some(ConnLock::shared(method)),
+                method,
+                pid,
+                held: true,
+                restored: None,
+            }));
+        };
         let mut l = NetLock {
-            ns,
+            scripts,
+            ns: Some(ns),
+            conns: None,
             method,
             pid,
             held: false,
+            restored: None,
         };
         // Set first, so that a half-made lock is taken down by the drop.
         l.held = true;
-        in_netns(&l.ns, move || add(method))?;
+        if let Some(ns) = &l.ns {
+            in_netns(ns, move || add(method))?;
+        }
         tracing::info!(pid, ?method, "network locked");
         Ok(Some(l))
     }
 
-    /// Leaves the rules in place (the tree was killed; its namespace goes with it).
+    /// For a restore from `dir`: as [`NetLock::take`] (without scripts: the namespace's rules
+    /// come back with it); in criu's own namespace [`NetLock::release`] lifts the rules the dump
+    /// left for each restored connection.
+    ///
+    /// # Errors
+    /// As [`NetLock::take`].
+    pub fn take_restored(
+        pid: i32,
+        method: Method,
+        dir: &std::path::Path,
+    ) -> Result<Option<NetLock<'a>>, NetError> {
+        let mut l = NetLock::take(pid, method, None)?;
+        if let Some(l) = l.as_mut()
+            && l.ns.is_none()
+        {
+            l.restored = Some(dir.to_path_buf());
+        }
+        Ok(l)
+    }
+
+    /// criu's own namespace: the lock of the connections a dump saves (`None` for a namespace
+    /// of the tree's own, locked as a whole).
+    pub fn conns(&self) -> Option<Shared> {
+        self.conns.clone()
+    }
+
+    /// Leaves the rules in place (the tree was killed: its namespace goes with it, or the
+    /// restore lifts the rules of its connections).
     pub fn keep(mut self) {
         self.held = false;
+        if let Some(c) = &self.conns
+            && let Ok(mut c) = c.lock()
+        {
+            c.keep();
+        }
     }
 
     /// The `network-unlock` script, then the rules removed.
@@ -114,22 +175,46 @@ impl NetLock {
         let script = match scripts {
             Some(s) => s
                 .notify(ScriptAction::NetworkUnlock, Some(self.pid))
-                .map_err(|e| NetError::Unsupported(format!("network-unlock action script: {e}"))),
+                .map_err(|source| NetError::Script {
+                    action: "network-unlock",
+                    source,
+                }),
             None => Ok(()),
         };
         self.held = false;
-        let method = self.method;
-        let removed = in_netns(&self.ns, move || remove(method));
+        let removed = self.unlock();
         tracing::info!(pid = self.pid, "network unlocked");
         script.and(removed)
     }
+
+    fn unlock(&mut self) -> Result<(), NetError> {
+        let method = self.method;
+        let mut r = match &self.ns {
+            Some(ns) => in_netns(ns, move || remove(method)),
+            None => Ok(()),
+        };
+        if let Some(c) = &self.conns {
+            match c.lock() {
+                Ok(mut c) => r = r.and(c.unlock()),
+                Err(_) => tracing::warn!(pid = self.pid, "connection lock poisoned"),
+            }
+        }
+        if let Some(dir) = self.restored.take() {
+            r = r.and(conns::unlock_restored(&dir, method));
+        }
+        r
+    }
 }
 
-impl Drop for NetLock {
+impl Drop for NetLock<'_> {
     fn drop(&mut self) {
         if self.held {
-            let method = self.method;
-            if let Err(e) = in_netns(&self.ns, move || remove(method)) {
+            if let Some(s) = self.scripts
+                && let Err(e) = s.notify(ScriptAction::NetworkUnlock, Some(self.pid))
+            {
+                tracing::warn!(pid = self.pid, "network-unlock action script: {e}");
+            }
+            if let Err(e) = self.unlock() {
                 tracing::warn!(pid = self.pid, "unlocking the network: {e}");
             }
         }

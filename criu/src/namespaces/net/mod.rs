@@ -22,6 +22,7 @@
 // Unsafe code: unshare/setns of criu's network namespace (one thread at a time).
 #![allow(unsafe_code)]
 
+pub mod conns;
 mod lock;
 pub use lock::{Method as NetLockMethod, NetLock};
 mod restore;
@@ -147,9 +148,52 @@ const IFF: &[(&str, u32)] = &[
 /// A network namespace that cannot be saved or made again.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// Something this criu does not dump or restore, named.
-    #[error("unsupported: network namespace: {0}")]
-    Unsupported(String),
+    /// A tree whose tasks are in more than one network namespace.
+    #[error(
+        "unsupported: network namespace: {pid} is in a network namespace other than the tree root's"
+    )]
+    MixedNamespaces {
+        /// The first task outside the root's namespace.
+        pid: i32,
+    },
+    /// A link of a kind that is not dumped (only loopback and veth are).
+    #[error(
+        "unsupported: network namespace: link {name} is a {kind} (only loopback and veth are \
+         restored)"
+    )]
+    LinkKind {
+        /// The link.
+        name: String,
+        /// Its kind as `ip -j link` names it.
+        kind: String,
+    },
+    /// A link in the images of a type that is not restored.
+    #[error("unsupported: network namespace: link {name} of type {nd_type}")]
+    LinkType {
+        /// The link.
+        name: String,
+        /// Its `nd_type` in the image.
+        nd_type: i32,
+    },
+    /// The images hold netfilter rules and the tool to load them is not installed.
+    #[error(
+        "unsupported: network namespace: the images hold netfilter rules and {tool} is missing \
+         (install {package})"
+    )]
+    MissingTool {
+        /// The tool (`iptables-restore`, `nft`, ...).
+        tool: &'static str,
+        /// The package that has it.
+        package: &'static str,
+    },
+    /// The `network-lock` or `network-unlock` action script (or notification) failed.
+    #[error("unsupported: network namespace: {action} action script: {source}")]
+    Script {
+        /// `network-lock` or `network-unlock`.
+        action: &'static str,
+        /// The script's failure.
+        source: crate::scripts::ScriptError,
+    },
     /// A veth whose outer end is not named.
     #[error("veth {inner} needs its outer end: --external veth[{inner}]:OUTER")]
     NoExternal {
@@ -195,7 +239,11 @@ impl NetError {
     /// The errno a client sees.
     pub fn errno(&self) -> i32 {
         match self {
-            NetError::Unsupported(_) => libc::EOPNOTSUPP,
+            NetError::MixedNamespaces { .. }
+            | NetError::LinkKind { .. }
+            | NetError::LinkType { .. }
+            | NetError::MissingTool { .. }
+            | NetError::Script { .. } => libc::EOPNOTSUPP,
             NetError::NoExternal { .. } | NetError::Bad(_) => libc::EINVAL,
             NetError::Tool { .. } => libc::EIO,
             NetError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
@@ -393,9 +441,7 @@ pub(crate) fn dump_for_tree<'a>(
     };
     let theirs = net(root_ns);
     if let Some((pid, _)) = tasks.find(|(_, ns)| net(ns) != theirs) {
-        return Err(NetError::Unsupported(format!(
-            "{pid} is in a network namespace other than the tree root's"
-        )));
+        return Err(NetError::MixedNamespaces { pid });
     }
     if theirs == net(own_ns) {
         return Ok(());
@@ -415,10 +461,10 @@ fn dump_ns(id: u32, dir: &Path) -> Result<(), NetError> {
             "loopback" => ND_LOOPBACK,
             "veth" => ND_VETH,
             k => {
-                return Err(NetError::Unsupported(format!(
-                    "link {} is a {k} (only loopback and veth are restored)",
-                    l.name
-                )));
+                return Err(NetError::LinkKind {
+                    name: l.name.clone(),
+                    kind: k.to_string(),
+                });
             }
         };
         devs.push(NetDeviceEntry {
@@ -507,5 +553,52 @@ mod tests {
         assert_eq!(DEVCONFS4.len(), 30);
         assert_eq!(DEVCONFS6.len(), 42);
         assert_eq!(DEVCONFS4[12], "forwarding");
+    }
+
+    #[test]
+    fn refusals_are_typed_and_carry_eopnotsupp() {
+        let refusals = [
+            (
+                NetError::MixedNamespaces { pid: 7 },
+                "7 is in a network namespace other than the tree root's",
+            ),
+            (
+                NetError::LinkKind {
+                    name: "br0".into(),
+                    kind: "bridge".into(),
+                },
+                "link br0 is a bridge (only loopback and veth are restored)",
+            ),
+            (
+                NetError::LinkType {
+                    name: "x".into(),
+                    nd_type: 9,
+                },
+                "link x of type 9",
+            ),
+            (
+                NetError::MissingTool {
+                    tool: "nft",
+                    package: "nftables",
+                },
+                "the images hold netfilter rules and nft is missing (install nftables)",
+            ),
+            (
+                NetError::Script {
+                    action: "network-lock",
+                    source: crate::scripts::ScriptError::Refused {
+                        action: "network-lock",
+                    },
+                },
+                "network-lock action script: notification network-lock refused",
+            ),
+        ];
+        for (e, what) in refusals {
+            assert_eq!(
+                e.to_string(),
+                format!("unsupported: network namespace: {what}")
+            );
+            assert_eq!(e.errno(), libc::EOPNOTSUPP, "{e}");
+        }
     }
 }

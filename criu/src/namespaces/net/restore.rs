@@ -61,10 +61,10 @@ impl NetNs {
                     });
                 }
                 t => {
-                    return Err(NetError::Unsupported(format!(
-                        "link {} of type {t}",
-                        dev.name
-                    )));
+                    return Err(NetError::LinkType {
+                        name: dev.name.clone(),
+                        nd_type: t,
+                    });
                 }
             }
         }
@@ -250,13 +250,11 @@ impl Drop for NetNs {
 }
 
 /// `tool` must be installed to restore what the images hold.
-fn need(tool: &str, package: &str) -> Result<(), NetError> {
+fn need(tool: &'static str, package: &'static str) -> Result<(), NetError> {
     if have(tool) {
         return Ok(());
     }
-    Err(NetError::Unsupported(format!(
-        "the images hold netfilter rules and {tool} is missing (install {package})"
-    )))
+    Err(NetError::MissingTool { tool, package })
 }
 
 /// `ip addr restore`, the loopback's automatic addresses aside (they exist once it is up).

@@ -10,7 +10,7 @@ use super::super::mem::{MAX_PAGE_FILES, Worker, close_all};
 use super::super::ops::*;
 use super::{CloneArgs, drain_sigchld};
 
-pub(super) fn fill(p: &ChildPlan) -> Result<(), Fail> {
+pub(super) fn fill(p: &ChildPlan, filled: &AtomicU64) -> Result<(), Fail> {
     let mut fds = [-1i32; MAX_PAGE_FILES];
     if p.page_files.len() > fds.len() {
         return Err(Fail {
@@ -21,7 +21,12 @@ pub(super) fn fill(p: &ChildPlan) -> Result<(), Fail> {
     }
     for (i, path) in p.page_files.iter().enumerate() {
         // SAFETY: open with a NUL-terminated path we own.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        };
         fds[i] = ok(CHILD_FILL, fd as _, i as u64)? as i32;
     }
     // Big fills are shared with a helper on the other CPU: it takes the runs from `from` on
@@ -32,6 +37,7 @@ pub(super) fn fill(p: &ChildPlan) -> Result<(), Fail> {
         runs: &p.fills[..split],
         collapse: &p.collapse,
         uffd: p.uffd,
+        filled,
     };
     if let Some(h) = &p.fill_helper
         && 0 < split

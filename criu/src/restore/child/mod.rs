@@ -20,7 +20,7 @@ mod fds;
 mod fill;
 mod locks;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::abi;
 use super::mem::{cow_fill, dups, premap, protect};
@@ -241,7 +241,7 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     // own children could inherit them where the parent had them).
     let early = me.plan.as_ref().filter(|p| p.early_memory);
     if let Some(p) = early
-        && let Err(f) = memory(p)
+        && let Err(f) = memory(p, &slot.filled)
     {
         fail_slot(&s, i, f);
     }
@@ -324,7 +324,8 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     {
         wait_or_quit(&s, &s.slot(c).settled);
     }
-    let r = setup(p, &s, me.share_files, me.share_fs, early.is_some());
+    let memory_now = early.is_none().then_some(&slot.filled);
+    let r = setup(p, &s, me.share_files, me.share_fs, memory_now);
     if r.is_ok() && (me.share_files || me.share_fs) {
         raise(&slot.settled);
     }
@@ -353,25 +354,32 @@ fn report(p: &ChildPlan, f: Fail) -> ! {
     }
 }
 
-/// Premaps and fills the task's memory.
-fn memory(p: &ChildPlan) -> Result<(), Fail> {
+/// Premaps and fills the task's memory, counting the bytes put in place in `filled`.
+fn memory(p: &ChildPlan, filled: &AtomicU64) -> Result<(), Fail> {
     premap(p)?;
-    fill(p)?;
-    cow_fill(p)
+    fill(p, filled)?;
+    cow_fill(p, filled)
 }
 
 /// Sets up the task; its descriptors (and locks) when it has a table of its own, its fs
 /// info when that is its own (`shared_*`: its parent's, which the parent sets up); its memory
-/// unless that was done before its children were created (`memory_done`).
+/// when that was not done before its children were created (`memory_now`: where to count it).
 fn setup(
     p: &ChildPlan,
     s: &Slots,
     shared_files: bool,
     shared_fs: bool,
-    memory_done: bool,
+    memory_now: Option<&AtomicU64>,
 ) -> Result<(), Fail> {
-    if !memory_done {
-        memory(p)?;
+    if let Some(filled) = memory_now {
+        memory(p, filled)?;
+    }
+    for r in &p.aio {
+        crate::files::aio::restore_ring(r).map_err(|errno| Fail {
+            stage: CHILD_AIO,
+            errno,
+            detail: r.at,
+        })?;
     }
     dups(p)?;
     protect(p)?;

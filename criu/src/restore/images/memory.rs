@@ -147,7 +147,32 @@ pub(super) fn memory(
             }
             continue;
         }
-        if st & (status::SYSVIPC | status::SOCKET | status::AIORING | status::SHSTK) != 0 {
+        if st & status::AIORING != 0 {
+            // An AIO ring: premapped and filled as private memory, then made again by the task
+            // over it (crate::files::aio).
+            let Some(e) = mm.aios.iter().find(|a| a.id == v.start) else {
+                return Err(bad(
+                    file,
+                    format!("AIO ring area {:#x} has no aio_ring_entry", v.start),
+                ));
+            };
+            if e.ring_len as u64 != v.end - v.start || e.nr_req == 0 {
+                return Err(bad(
+                    file,
+                    format!(
+                        "AIO ring {:#x}: ring_len or nr_req do not fit its area",
+                        v.start
+                    ),
+                ));
+            }
+            let mut vma = mk_vma(v, VmaKind::AnonPrivate);
+            vma.flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+            vma.prot = libc::PROT_READ | libc::PROT_WRITE;
+            plan.vmas.push(vma);
+            plan.aio.push((v.start, e.nr_req));
+            continue;
+        }
+        if st & (status::SYSVIPC | status::SOCKET | status::SHSTK) != 0 {
             return Err(unsupported(
                 "a System V shm, socket, aio or shadow-stack mapping",
             ));
@@ -406,12 +431,23 @@ fn pages(plan: &mut TaskPlan, d: &ImageDir) -> Result<(), RestoreError> {
     }
     for (fi, need) in used {
         let path = &plan.page_files[fi];
-        let have = std::fs::metadata(path)
-            .map_err(|e| RestoreError::MissingFile {
+        // Never a symlink (the tasks open it with O_NOFOLLOW too): refused here, before
+        // any task exists.
+        let meta = std::fs::symlink_metadata(path).map_err(|e| RestoreError::MissingFile {
+            path: path.clone(),
+            source: e,
+        })?;
+        if !meta.is_file() {
+            return Err(RestoreError::MissingFile {
                 path: path.clone(),
-                source: e,
-            })?
-            .len();
+                source: std::io::Error::from_raw_os_error(if meta.is_symlink() {
+                    libc::ELOOP
+                } else {
+                    libc::EINVAL
+                }),
+            });
+        }
+        let have = meta.len();
         if have < need {
             return Err(bad(
                 &path

@@ -82,71 +82,8 @@ fn thread_state(
     if g.mode.unwrap_or(1) != 1 {
         return Err(RestoreError::Compat);
     }
-    thr.regs = compel_arch::UserRegs {
-        r15: g.r15,
-        r14: g.r14,
-        r13: g.r13,
-        r12: g.r12,
-        rbp: g.bp,
-        rbx: g.bx,
-        r11: g.r11,
-        r10: g.r10,
-        r9: g.r9,
-        r8: g.r8,
-        rax: g.ax,
-        rcx: g.cx,
-        rdx: g.dx,
-        rsi: g.si,
-        rdi: g.di,
-        orig_rax: g.orig_ax,
-        rip: g.ip,
-        cs: g.cs,
-        eflags: g.flags,
-        rsp: g.sp,
-        ss: g.ss,
-        fs_base: g.fs_base,
-        gs_base: g.gs_base,
-        ds: g.ds,
-        es: g.es,
-        fs: g.fs,
-        gs: g.gs,
-    };
-    let f = &ti.fpregs;
-    let mut legacy = vec![0u8; 512];
-    legacy[0..2].copy_from_slice(&(f.cwd as u16).to_le_bytes());
-    legacy[2..4].copy_from_slice(&(f.swd as u16).to_le_bytes());
-    legacy[4..6].copy_from_slice(&(f.twd as u16).to_le_bytes());
-    legacy[6..8].copy_from_slice(&(f.fop as u16).to_le_bytes());
-    legacy[8..16].copy_from_slice(&f.rip.to_le_bytes());
-    legacy[16..24].copy_from_slice(&f.rdp.to_le_bytes());
-    legacy[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
-    legacy[28..32].copy_from_slice(&f.mxcsr_mask.to_le_bytes());
-    if f.st_space.len() > 32 || f.xmm_space.len() > 64 {
-        return Err(bad(file, "oversized x87/SSE register arrays"));
-    }
-    let st = words32(&f.st_space);
-    legacy[32..32 + st.len()].copy_from_slice(&st);
-    let xmm = words32(&f.xmm_space);
-    legacy[160..160 + xmm.len()].copy_from_slice(&xmm);
-    let mut fpu = FpuPlan {
-        legacy,
-        xstate_bv: 0b11,
-        components: Vec::new(),
-    };
-    if let Some(x) = &f.xsave {
-        fpu.xstate_bv = x.xstate_bv;
-        let comps: [(u32, Vec<u8>); 7] = [
-            (2, words32(&x.ymmh_space)),
-            (3, words64(&x.bndreg_state)),
-            (4, words64(&x.bndcsr_state)),
-            (5, words64(&x.opmask_reg)),
-            (6, words64(&x.zmm_upper)),
-            (7, words64(&x.hi16_zmm)),
-            (9, words32(&x.pkru)),
-        ];
-        fpu.components = comps.into_iter().filter(|(_, b)| !b.is_empty()).collect();
-    }
-    thr.fpu = fpu;
+    thr.regs = crate::regs::user_regs(g);
+    thr.fpu = crate::regs::fpu_plan(&ti.fpregs).map_err(|why| bad(file, why))?;
     if !matches!(
         tc.task_state,
         criu_images::task_state::ALIVE | criu_images::task_state::STOPPED
@@ -347,14 +284,4 @@ fn siginfos(q: Option<&pb::SignalQueueEntry>, file: &str) -> Result<Vec<[u8; 128
         out.push(arr);
     }
     Ok(out)
-}
-
-/// Packs little-endian `u32` words.
-pub fn words32(w: &[u32]) -> Vec<u8> {
-    w.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Packs little-endian `u64` words.
-pub fn words64(w: &[u64]) -> Vec<u8> {
-    w.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

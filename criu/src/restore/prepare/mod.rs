@@ -296,6 +296,19 @@ fn build(
             len: v.len(),
         })
         .collect();
+    // AIO rings: made again by the task over their premapped areas, then moved as those.
+    let aio: Vec<crate::files::aio::RingOp> = plan
+        .aio
+        .iter()
+        .filter_map(|&(start, nr_req)| {
+            let i = premapped.iter().position(|v| v.start == start)?;
+            Some(crate::files::aio::RingOp {
+                at: mem.premap_addr[i],
+                len: premapped[i].len(),
+                nr_req,
+            })
+        })
+        .collect();
     let process = ProcessArgs {
         vdso,
         moves: &moves,
@@ -329,6 +342,7 @@ fn build(
     let old_rseq = glibc_rseq();
     let early_memory = premap.iter().any(|op| op.inherit_from.is_some());
     let child = ChildPlan {
+        aio,
         premap,
         fills,
         cow_fills,

@@ -27,7 +27,12 @@ pub(super) fn pre_dump(
                 // A pre-dump always tracks memory, as CRIU's.
                 dopts.track_mem = true;
                 dopts.validate().map_err(options_failure)?;
-                crate::dump::pre_dump(&dopts).map_err(|e| Failure::new(Some(e.errno()), chain(&e)))
+                let r = crate::dump::pre_dump(&dopts)
+                    .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))?;
+                if o.display_stats {
+                    crate::stats::show(&dopts.images_dir, crate::stats::Kind::Dump);
+                }
+                Ok(r)
             })
         });
     let mut r = match result {

@@ -1,0 +1,73 @@
+//! Who may run a dump or a restore (criu(8)'s `--unprivileged`): criu needs
+//! `CAP_CHECKPOINT_RESTORE` (or `CAP_SYS_ADMIN`) in its effective set; as root nothing else is
+//! asked; a non-root criu must be told `--unprivileged` and then accepts its limits (its own
+//! processes only, no cgroup management). Anything it then cannot do is refused by the code
+//! that meets it, naming what was refused.
+//!
+//! ```no_run
+//! criu::check_privilege(true).expect("criu needs CAP_CHECKPOINT_RESTORE");
+//! ```
+
+#![allow(unsafe_code)]
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_CHECKPOINT_RESTORE: u32 = 40;
+
+/// Why this criu may not dump or restore.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    /// Neither capability is effective.
+    #[error(
+        "criu needs the CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN) capability: \
+         setcap cap_checkpoint_restore+eip on the binary, or run it with that ambient capability"
+    )]
+    NoCapability,
+    /// Not root and not told `--unprivileged`.
+    #[error("running as non-root (uid {uid}) requires --unprivileged")]
+    NeedsUnprivileged {
+        /// The effective uid.
+        uid: u32,
+    },
+    /// `/proc/self/status` or `prctl` failed.
+    #[error("checking criu's own capabilities: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+fn cap_eff() -> Result<u64, PrivilegeError> {
+    let s = std::fs::read_to_string("/proc/self/status").map_err(PrivilegeError::Io)?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| {
+            PrivilegeError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no CapEff in /proc/self/status",
+            ))
+        })
+}
+
+/// Checks criu may dump or restore (see the module); a non-root criu with `unprivileged` is made
+/// dumpable again (file capabilities clear it), so that its `/proc/self` is its own.
+///
+/// # Errors
+/// [`PrivilegeError::NoCapability`], [`PrivilegeError::NeedsUnprivileged`].
+pub fn check_privilege(unprivileged: bool) -> Result<(), PrivilegeError> {
+    let eff = cap_eff()?;
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    if !has(CAP_CHECKPOINT_RESTORE) && !has(CAP_SYS_ADMIN) {
+        return Err(PrivilegeError::NoCapability);
+    }
+    // SAFETY: geteuid only reads this process's credentials.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        return Ok(());
+    }
+    if !unprivileged {
+        return Err(PrivilegeError::NeedsUnprivileged { uid });
+    }
+    // SAFETY: PR_SET_DUMPABLE with 1 changes only this process's dumpable flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
+        return Err(PrivilegeError::Io(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

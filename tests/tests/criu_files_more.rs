@@ -54,7 +54,7 @@ fn pidfds_of_a_reaped_process_and_from_clone_pidfd_survive() {
     become_subreaper();
     let d = tempfile::tempdir().unwrap();
     assert_eq!(round_trip(d.path(), "pidfd", false), "ok");
-    let files = criu_images::ImageDir::new(&d.path().join("img"))
+    let files = criu_images::ImageDir::new(d.path().join("img"))
         .read_files()
         .expect("read files.img");
     let nspids: Vec<i32> = files

@@ -57,10 +57,8 @@ struct Socks {
 fn setup() -> Socks {
     let mut sv = [0i32; 2];
     // SAFETY: socketpair writes two descriptors into a live array.
-    assert_eq!(
-        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, sv.as_mut_ptr()) },
-        0
-    );
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, sv.as_mut_ptr()) };
+    assert_eq!(r, 0);
     let locked = sv[0];
     // One instruction: accept the whole packet.
     let mut f = [libc::sock_filter {

@@ -81,7 +81,7 @@ pub use check::{CheckError, Missing, check_all, check_feature, feature_names};
 pub use dump::dedup::{DedupError, DedupStats, dedup};
 pub use dump::{DumpError, DumpSummary, INCOMPLETE_MARKER, INSIDE_METHOD_ENV, dump, pre_dump};
 pub use log::{LogError, LogSink, install as install_log};
-pub use namespaces::net::NetLockMethod;
+pub use options::values::NetLockMethod;
 pub use options::{
     CgroupMode, CgroupRoot, Command, CpuCap, DEFAULT_LOG_LEVEL, DEFAULT_TIMEOUT, DirRef,
     DumpOptions, External, FinalState, InheritFd, InsideMethod, LiveOptions, OptionSpec, Options,

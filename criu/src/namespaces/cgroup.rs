@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use criu_images::pb::{CgControllerEntry, CgMemberEntry, CgSetEntry, CgroupEntry, CoreEntry};
 use criu_images::{magic, names};
 
+use super::cgroup_mounts::sorted_key;
 use super::{Kind, NsError, cgroup_props};
 use crate::options::{CgroupMode, CgroupRoot};
 
@@ -109,54 +110,6 @@ pub(crate) fn dump(dir: &Path) -> Result<(), NsError> {
     tracing::info!(sets = entry.sets.len(), "cgroups");
     criu_images::write_all(dir.join(names::CGROUP), magic::CGROUP, [&entry])
         .map_err(|e| NsError::image(K, names::CGROUP, e))
-}
-
-/// Where each hierarchy is mounted here: controllers ("" for v2, else the comma list as
-/// `/proc/PID/cgroup` shows it, sorted) → mount point.
-pub(crate) fn mounts() -> Result<HashMap<String, PathBuf>, NsError> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| NsError::io(K, "reading /proc/self/mountinfo", e))?;
-    let mut out = HashMap::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let l: Vec<&str> = left.split_whitespace().collect();
-        let r: Vec<&str> = right.split_whitespace().collect();
-        let (Some(point), Some(fstype), Some(sopts)) = (l.get(4), r.first(), r.get(2)) else {
-            continue;
-        };
-        // Only whole hierarchies (root "/").
-        if l.get(3) != Some(&"/") {
-            continue;
-        }
-        let key = match *fstype {
-            "cgroup2" => String::new(),
-            "cgroup" => {
-                let mut c: Vec<&str> = sopts
-                    .split(',')
-                    .filter(|o| {
-                        !matches!(*o, "rw" | "ro")
-                            && !o.starts_with("release_agent")
-                            && *o != "clone_children"
-                            && *o != "noprefix"
-                            && *o != "xattr"
-                    })
-                    .collect();
-                c.sort();
-                c.join(",")
-            }
-            _ => continue,
-        };
-        out.entry(key).or_insert_with(|| PathBuf::from(point));
-    }
-    Ok(out)
-}
-
-pub(crate) fn sorted_key(controllers: &str) -> String {
-    let mut c: Vec<&str> = controllers.split(',').filter(|s| !s.is_empty()).collect();
-    c.sort();
-    c.join(",")
 }
 
 /// Where the restored tasks go, made ready before any task exists. Dropped before

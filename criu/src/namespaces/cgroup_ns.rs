@@ -151,7 +151,7 @@ fn roots(dir: &Path) -> Result<Vec<CString>, NsError> {
             format!("no set {set_id} for the root"),
         ));
     };
-    let here = super::cgroup::mounts()?;
+    let here = super::cgroup_mounts::mounts()?;
     let mut out = Vec::new();
     for m in &set.ctls {
         let at = m.cgns_prefix.unwrap_or(0) as usize;
@@ -169,7 +169,7 @@ fn roots(dir: &Path) -> Result<Vec<CString>, NsError> {
                 format!("cgroup path {ns_root:?}"),
             ));
         }
-        let key = super::cgroup::sorted_key(&m.name);
+        let key = super::cgroup_mounts::sorted_key(&m.name);
         let Some(mnt) = here.get(&key) else {
             return Err(NsError::unsupported(
                 K,

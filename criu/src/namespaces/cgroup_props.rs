@@ -303,7 +303,7 @@ pub(crate) fn hierarchies(
     keys: impl Iterator<Item = String>,
 ) -> Result<HashMap<String, PathBuf>, NsError> {
     match yard {
-        None => super::cgroup::mounts(),
+        None => super::cgroup_mounts::mounts(),
         Some(y) => Ok(keys
             .map(|k| {
                 let name = if k.is_empty() {
@@ -322,7 +322,7 @@ pub(crate) fn hierarchies(
 }
 
 /// Adds the directories and properties of the tree's cgroups to `cgroup.img` (written by
-/// [`super::cgroup::dump`]).
+/// the membership dump in `cgroup.rs`).
 ///
 /// # Errors
 /// [`NsError::Image`], [`NsError::BadImage`] for a malformed `--cgroup-props`; [`NsError::Io`]
@@ -342,7 +342,7 @@ pub(crate) fn dump(dir: &Path, cfg: &DumpCfg<'_>) -> Result<(), NsError> {
         .map(|s| {
             s.ctls
                 .iter()
-                .map(|m| (super::cgroup::sorted_key(&m.name), m.path.clone()))
+                .map(|m| (super::cgroup_mounts::sorted_key(&m.name), m.path.clone()))
                 .collect()
         })
         .unwrap_or_default();
@@ -350,7 +350,7 @@ pub(crate) fn dump(dir: &Path, cfg: &DumpCfg<'_>) -> Result<(), NsError> {
     let mut starts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for s in entry.sets.iter().filter(|s| s.id != 1) {
         for m in &s.ctls {
-            let key = super::cgroup::sorted_key(&m.name);
+            let key = super::cgroup_mounts::sorted_key(&m.name);
             if own.get(&key) == Some(&m.path) || !wanted(&key, &cfg.props.dump_controllers) {
                 continue;
             }
@@ -360,7 +360,7 @@ pub(crate) fn dump(dir: &Path, cfg: &DumpCfg<'_>) -> Result<(), NsError> {
                 .find(|r| {
                     r.controller
                         .as_deref()
-                        .is_some_and(|c| super::cgroup::sorted_key(c) == key)
+                        .is_some_and(|c| super::cgroup_mounts::sorted_key(c) == key)
                 })
                 .or_else(|| cfg.roots.iter().find(|r| r.controller.is_none()));
             let start = match root {
@@ -373,7 +373,7 @@ pub(crate) fn dump(dir: &Path, cfg: &DumpCfg<'_>) -> Result<(), NsError> {
     let here = hierarchies(cfg.yard, starts.keys().cloned())?;
     let mut dirs_total = 0usize;
     for ctl in &mut entry.controllers {
-        let key = super::cgroup::sorted_key(&ctl.cnames.join(","));
+        let key = super::cgroup_mounts::sorted_key(&ctl.cnames.join(","));
         let Some(from) = starts.get(&key) else {
             continue;
         };

@@ -24,6 +24,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod cgroup;
+pub(crate) mod cgroup_mounts;
 pub(crate) mod cgroup_ns;
 pub(crate) mod cgroup_props;
 pub(crate) mod ipc;

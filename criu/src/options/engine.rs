@@ -53,7 +53,7 @@ pub struct DumpOptions {
     /// `--skip-in-flight`.
     pub skip_in_flight: bool,
     /// `--network-lock`.
-    pub network_lock: crate::namespaces::net::NetLockMethod,
+    pub network_lock: crate::options::values::NetLockMethod,
     /// `--ext-unix-sk`.
     pub ext_unix_sk: bool,
     /// `--ext-unix-sk=INO,...`.
@@ -211,7 +211,7 @@ pub struct RestoreOptions {
     /// `--tcp-established`.
     pub tcp_established: bool,
     /// `--network-lock`.
-    pub network_lock: crate::namespaces::net::NetLockMethod,
+    pub network_lock: crate::options::values::NetLockMethod,
     /// `--file-locks`.
     pub file_locks: bool,
     /// Fill helpers for large memories (off: `CRIU_RESTORE_FILL_HELPER=0`, to measure).

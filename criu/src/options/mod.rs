@@ -343,7 +343,7 @@ pub struct Options {
     /// `--skip-in-flight`: connections in a listener's accept queue are dropped.
     pub skip_in_flight: bool,
     /// `--network-lock`.
-    pub network_lock: crate::namespaces::net::NetLockMethod,
+    pub network_lock: crate::options::values::NetLockMethod,
     /// `-l/--file-locks`.
     pub file_locks: bool,
     /// `-x/--ext-unix-sk[=INODES]`: external unix sockets are allowed.

@@ -407,7 +407,7 @@ pub(crate) static TABLE: &[OptDef] = &[
     o("lsm-mount-context", None, Arg::Required, accepted),
     o("network-lock", None, Arg::Required, |o, g| {
         o.network_lock =
-            crate::namespaces::net::NetLockMethod::parse(g.arg()?).ok_or_else(|| g.bad())?;
+            crate::options::values::NetLockMethod::parse(g.arg()?).ok_or_else(|| g.bad())?;
         Ok(())
     }),
     b("mntns-compat-mode", None, accepted),

@@ -259,6 +259,40 @@ pub fn parse_inodes(s: &str) -> Option<Vec<u64>> {
         .collect()
 }
 
+/// How the network is locked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetLockMethod {
+    /// iptables rules (criu(8)'s default).
+    #[default]
+    Iptables,
+    /// An nftables table.
+    Nftables,
+    /// No rules, only the action scripts.
+    Skip,
+}
+
+impl NetLockMethod {
+    /// `iptables`, `nftables` or `skip`.
+    pub fn parse(s: &str) -> Option<NetLockMethod> {
+        match s {
+            "iptables" => Some(NetLockMethod::Iptables),
+            "nftables" => Some(NetLockMethod::Nftables),
+            "skip" => Some(NetLockMethod::Skip),
+            _ => None,
+        }
+    }
+
+    /// The RPC enum's value (`IPTABLES = 1`, `NFTABLES = 2`, `SKIP = 3`).
+    pub fn from_rpc(v: i32) -> Option<NetLockMethod> {
+        match v {
+            1 => Some(NetLockMethod::Iptables),
+            2 => Some(NetLockMethod::Nftables),
+            3 => Some(NetLockMethod::Skip),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

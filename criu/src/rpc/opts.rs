@@ -185,7 +185,7 @@ pub fn to_options(
     o.ext_unix_sk = flag(req.ext_unix_sk, false);
     o.tcp_established = flag(req.tcp_established, false);
     if let Some(m) = req.network_lock {
-        o.network_lock = crate::namespaces::net::NetLockMethod::from_rpc(m).ok_or_else(|| {
+        o.network_lock = crate::options::values::NetLockMethod::from_rpc(m).ok_or_else(|| {
             OptsError::BadValue {
                 option: "network_lock",
                 value: m.to_string(),

@@ -23,8 +23,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use criu_images::ImageDir;
 use criu_images::pb::{FdTypes, InetSkEntry};
 
-use super::lock::{MARK, Method};
 use super::{NetError, run};
+use crate::options::values::NetLockMethod as Method;
+
+/// The mark TCP-repair sockets carry; the lock lets it through.
+pub(super) const MARK: &str = "0xC114";
 
 /// One locked connection: our end, the peer.
 type Conn = (SocketAddr, SocketAddr);

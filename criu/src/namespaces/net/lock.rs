@@ -17,52 +17,17 @@
 
 use std::os::fd::OwnedFd;
 
-use super::conns::{self, ConnLock, Shared};
+use super::conns::{self, ConnLock, MARK, Shared};
 use super::{NetError, in_netns, io, run};
+use crate::options::values::NetLockMethod as Method;
 use crate::scripts::{Notify, ScriptAction};
 
-/// The mark TCP-repair sockets carry; the lock lets it through.
-pub(super) const MARK: &str = "0xC114";
 /// The nftables table (family and name).
 const NFT_TABLE: [&str; 2] = ["inet", "CRIU"];
 /// The iptables chain.
 const CHAIN: &str = "CRIU";
 /// The iptables tools, IPv4 and IPv6.
 const IPTABLES: [&str; 2] = ["iptables", "ip6tables"];
-
-/// How the network is locked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Method {
-    /// iptables rules (criu(8)'s default).
-    #[default]
-    Iptables,
-    /// An nftables table.
-    Nftables,
-    /// No rules, only the action scripts.
-    Skip,
-}
-
-impl Method {
-    /// `iptables`, `nftables` or `skip`.
-    pub fn parse(s: &str) -> Option<Method> {
-        match s {
-            "iptables" => Some(Method::Iptables),
-            "nftables" => Some(Method::Nftables),
-            "skip" => Some(Method::Skip),
-            _ => None,
-        }
-    }
-
-    /// The RPC enum's value (`IPTABLES = 1`, `NFTABLES = 2`, `SKIP = 3`).
-    pub fn from_rpc(v: i32) -> Option<Method> {
-        match v {
-            1 => Some(Method::Iptables),
-            2 => Some(Method::Nftables),
-            3 => Some(Method::Skip),
-            _ => None,
-        }
-    }
-}
 
 /// A locked network namespace; dropping it (the failure path) runs the `network-unlock` script
 /// given to [`NetLock::take`] and removes the rules, as criu(8) does when a dump fails.

@@ -24,7 +24,7 @@
 
 pub mod conns;
 mod lock;
-pub use lock::{Method as NetLockMethod, NetLock};
+pub use lock::NetLock;
 mod restore;
 
 use std::collections::HashMap;

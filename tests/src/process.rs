@@ -399,14 +399,21 @@ pub fn wait_state(pid: i32, states: &str, timeout: Duration) -> Option<char> {
     }
 }
 
+/// How long [`run_as_user`] waits for its child before killing it.
+pub const RUN_AS_USER_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Runs `f` in a forked child that first drops to `uid`/`gid` (no supplementary groups, via
 /// `setgroups`, `setresgid`, `setresuid`) and exits with `f`'s return value (101 if it
 /// panics). Waits for that child only and returns its exit status. The child runs with this
 /// process's memory image: only the forking thread exists there, so `f` must not rely on locks
-/// held by other threads (take [`test_lock`] before calling this).
+/// held by other threads (take [`test_lock`] before calling this). The child itself does not
+/// flush the process-wide stdout/stderr: their locks may have been held by libtest's thread
+/// (printing a result) at the moment of the fork, and a copy of a held lock never opens (a
+/// child hung that way for 8 minutes in `compel_task`). A child that has not ended after
+/// [`RUN_AS_USER_TIMEOUT`] is killed and reported, so a hang fails the test instead of CI.
 ///
 /// # Errors
-/// If fork fails, or the child ends by a signal (then `Err` names it).
+/// If fork fails, the child ends by a signal, or it had to be killed (then `Err` says so).
 pub fn run_as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> Result<i32, String> {
     // SAFETY: the child only calls async-signal-safe credential syscalls before running `f`,
     // which the caller guarantees does not depend on other threads; it always ends in _exit.
@@ -433,14 +440,20 @@ pub fn run_as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> Result<i32, S
                 );
                 102
             };
-            let _ = std::io::stdout().flush();
-            let _ = std::io::stderr().flush();
             // SAFETY: _exit ends the child without running the parent's atexit handlers.
             unsafe { libc::_exit(code) }
         }
-        child => match wait_exit(child) {
-            Ok(Exit::Code(c)) => Ok(c),
-            Ok(Exit::Signal(s)) => Err(format!("child {child} killed by signal {s}")),
+        child => match wait_exit_timeout(child, RUN_AS_USER_TIMEOUT) {
+            Ok(Some(Exit::Code(c))) => Ok(c),
+            Ok(Some(Exit::Signal(s))) => Err(format!("child {child} killed by signal {s}")),
+            Ok(None) => {
+                // SAFETY: `child` is our own unreaped child, so the pid cannot have been reused.
+                unsafe { libc::kill(child, libc::SIGKILL) };
+                let _ = wait_exit(child);
+                Err(format!(
+                    "child {child} still running after {RUN_AS_USER_TIMEOUT:?}: killed"
+                ))
+            }
             Err(e) => Err(format!("waitid {child}: {e}")),
         },
     }

@@ -61,7 +61,6 @@
 
 mod avx;
 pub mod c_host;
-mod cgroup;
 pub mod cgroups;
 mod criu_cmd;
 mod fixtures;
@@ -74,7 +73,6 @@ mod swrk;
 pub mod tls_certs;
 
 pub use avx::*;
-pub use cgroup::TestCgroup;
 pub use criu_cmd::*;
 pub use fixtures::*;
 pub use netns::in_netns;

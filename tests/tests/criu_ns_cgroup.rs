@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use compel_criu_tests::cgroups::TestCgroups;
 use compel_criu_tests::{
-    Scratch, Spawned, TestCgroup, become_subreaper, criu, criu_victim, dump_and_reap, pid_exists,
+    Scratch, Spawned, become_subreaper, criu, criu_victim, dump_and_reap, pid_exists,
     ready_numbers, restore_and_check, skip_if_not_root, test_lock, wait_exit_timeout,
 };
 
@@ -15,17 +16,19 @@ fn cgroup_membership_comes_back() {
     skip_if_not_root!("cgroup_membership_comes_back");
     let _g = test_lock();
     become_subreaper();
-    let Some(cg) = TestCgroup::make("nscore") else {
+    let Some(h) = TestCgroups::v2() else {
         return;
     };
+    let mut cg = TestCgroups::new("nscore");
+    let top = cg.make(h, "");
     let dir = Scratch::new();
-    let procs = cg.0.join("cgroup.procs");
+    let procs = top.join("cgroup.procs");
     let (mut v, said) = dir.spawn_victim(
         &criu_victim("ns-cgroup"),
         &[
             dir.ready.to_str().unwrap(),
             procs.to_str().unwrap(),
-            &cg.name(),
+            &cg.shown(""),
         ],
         None,
         Duration::from_secs(10),
@@ -48,11 +51,11 @@ fn cgroup_membership_comes_back() {
     assert!(
         s.ctls
             .iter()
-            .any(|m| m.name.is_empty() && m.path == cg.name()),
+            .any(|m| m.name.is_empty() && m.path == cg.shown("")),
         "{s:?}"
     );
     // Gone: `none` (which needs it) refuses it before any task exists.
-    cg.remove();
+    cg.remove_all();
     let o = criu(&[
         "restore",
         "-D",
@@ -67,9 +70,9 @@ fn cgroup_membership_comes_back() {
     );
     assert!(err.contains("does not exist"), "{err}");
     assert!(!pid_exists(n[0]) && !pid_exists(n[1]));
-    assert!(!cg.0.exists());
+    assert!(!top.exists());
     // The default makes it again and puts the tree into it.
     restore_and_check(n[0], &dir.img, &dir.ready);
     drop(_child);
-    assert!(cg.0.exists());
+    assert!(top.exists());
 }

@@ -7,8 +7,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
+use compel_criu_tests::cgroups::TestCgroups;
 use compel_criu_tests::{
-    Scratch, Spawned, TestCgroup, become_subreaper, criu_victim, dump_and_reap, ready_numbers,
+    Scratch, Spawned, become_subreaper, criu_victim, dump_and_reap, ready_numbers,
     restore_and_check, skip_if_not_root, test_lock, wait_exit_timeout,
 };
 
@@ -17,12 +18,12 @@ fn cgroup_namespace_reads_the_same_after_restore() {
     skip_if_not_root!("cgroup_namespace_reads_the_same_after_restore");
     let _g = test_lock();
     become_subreaper();
-    let Some(cg) = TestCgroup::make("cgns") else {
+    let Some(h) = TestCgroups::v2() else {
         return;
     };
-    std::fs::create_dir(cg.0.join("sub")).unwrap();
-    // Dropped first: the sub-cgroup goes before its parent.
-    let sub = TestCgroup(cg.0.join("sub"));
+    let mut cg = TestCgroups::new("cgns");
+    let top = cg.make(h, "");
+    let sub = cg.make(h, "sub");
     let outer = std::fs::metadata("/proc/self/ns/cgroup")
         .unwrap()
         .ino()
@@ -30,7 +31,7 @@ fn cgroup_namespace_reads_the_same_after_restore() {
     let dir = Scratch::new();
     let (mut v, said) = dir.spawn_victim(
         &criu_victim("ns-cgroupns"),
-        &[dir.ready.to_str().unwrap(), cg.0.to_str().unwrap(), &outer],
+        &[dir.ready.to_str().unwrap(), top.to_str().unwrap(), &outer],
         None,
         Duration::from_secs(10),
     );
@@ -56,11 +57,11 @@ fn cgroup_namespace_reads_the_same_after_restore() {
         criu_images::read_single(dir.img.join("cgroup.img"), criu_images::magic::CGROUP).unwrap();
     let set = entry.sets.iter().find(|s| s.id == set_id).unwrap();
     let v2 = set.ctls.iter().find(|m| m.name.is_empty()).unwrap();
-    assert_eq!(v2.path, format!("{}/sub", cg.name()));
-    assert_eq!(v2.cgns_prefix, Some(cg.name().len() as u32), "{v2:?}");
+    assert_eq!(v2.path, cg.shown("sub"));
+    assert_eq!(v2.cgns_prefix, Some(cg.shown("").len() as u32), "{v2:?}");
     restore_and_check(n[0], &dir.img, &dir.ready);
     // The restored child is killed and reaped, then the cgroups are removed.
     drop(child);
-    drop(sub);
-    assert!(!cg.0.join("sub").exists(), "the test's sub-cgroup is left");
+    cg.remove_all();
+    assert!(!sub.exists(), "the test's sub-cgroup is left");
 }

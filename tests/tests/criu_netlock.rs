@@ -264,7 +264,18 @@ fn a_failed_dump_leaves_no_lock() {
 
 #[test]
 fn a_bad_method_is_refused() {
-    let o = compel_criu_tests::criu(&["dump", "-t", "1", "-D", "/", "--network-lock", "ipfw"]);
+    // A pid that cannot exist and a throwaway directory: should the option ever be accepted,
+    // the dump finds nothing to take (never init into `/`).
+    let d = tempfile::tempdir().unwrap();
+    let o = compel_criu_tests::criu(&[
+        "dump",
+        "-t",
+        "1073741808",
+        "-D",
+        d.path().to_str().unwrap(),
+        "--network-lock",
+        "ipfw",
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("network-lock"), "{err}");

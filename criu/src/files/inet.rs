@@ -25,12 +25,13 @@
 #![allow(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use criu_images::names;
 use criu_images::pb::{InetSkEntry, IpOptsEntry, IpOptsRawEntry, TcpOptsEntry};
 
+use super::inet_addr::{addr, words};
 use super::socket::{self, DumpSock, SockAt, SocketError, sys};
 use super::tcp;
 
@@ -128,53 +129,6 @@ fn name(fd: RawFd, peer: bool) -> Option<SocketAddr> {
         }
     };
     if r < 0 { None } else { s.to_std() }
-}
-
-/// An address as CRIU's `src_addr`/`dst_addr` words (the bytes in network order, read as
-/// native u32s: one word for IPv4, four for IPv6).
-fn words(ip: IpAddr) -> Vec<u32> {
-    match ip {
-        IpAddr::V4(a) => vec![u32::from_ne_bytes(a.octets())],
-        IpAddr::V6(a) => a
-            .octets()
-            .chunks(4)
-            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    }
-}
-
-/// The address of entry words back (`None` for a wrong number of words).
-fn addr(family: u32, w: &[u32], port: u32) -> Option<SocketAddr> {
-    let port = u16::try_from(port).ok()?;
-    match (family as i32, w.len()) {
-        (libc::AF_INET, 1) => Some(SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::from(w[0].to_ne_bytes()),
-            port,
-        ))),
-        (libc::AF_INET, 0) => Some(SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::UNSPECIFIED,
-            port,
-        ))),
-        (libc::AF_INET6, 4) => {
-            let mut b = [0u8; 16];
-            for (i, x) in w.iter().enumerate() {
-                b[i * 4..i * 4 + 4].copy_from_slice(&x.to_ne_bytes());
-            }
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(b),
-                port,
-                0,
-                0,
-            )))
-        }
-        (libc::AF_INET6, 0) => Some(SocketAddr::V6(SocketAddrV6::new(
-            Ipv6Addr::UNSPECIFIED,
-            port,
-            0,
-            0,
-        ))),
-        _ => None,
-    }
 }
 
 fn proto_name(p: u32) -> String {

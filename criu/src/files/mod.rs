@@ -68,6 +68,7 @@ pub mod eventfd;
 pub mod fanotify;
 pub mod fifo;
 pub mod inet;
+pub(crate) mod inet_addr;
 pub mod inotify;
 pub mod memfd;
 pub mod netlink;

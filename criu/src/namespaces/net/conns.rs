@@ -24,6 +24,7 @@ use criu_images::ImageDir;
 use criu_images::pb::{FdTypes, InetSkEntry};
 
 use super::{NetError, run};
+use crate::files::inet_addr::addr;
 use crate::options::values::NetLockMethod as Method;
 
 /// The mark TCP-repair sockets carry; the lock lets it through.
@@ -301,22 +302,10 @@ fn restored_conns(dir: &Path) -> Result<(Vec<Conn>, Option<String>), NetError> {
 }
 
 fn entry_conn(e: &InetSkEntry) -> Option<Conn> {
-    let a = |w: &[u32], port: u32| -> Option<SocketAddr> {
-        let port = u16::try_from(port).ok()?;
-        let ip = match w.len() {
-            1 => IpAddr::from(w[0].to_ne_bytes()),
-            4 => {
-                let mut b = [0u8; 16];
-                for (i, x) in w.iter().enumerate() {
-                    b[i * 4..i * 4 + 4].copy_from_slice(&x.to_ne_bytes());
-                }
-                IpAddr::from(b)
-            }
-            _ => return None,
-        };
-        Some(SocketAddr::new(ip, port))
-    };
-    Some((a(&e.src_addr, e.src_port)?, a(&e.dst_addr, e.dst_port)?))
+    Some((
+        addr(e.family, &e.src_addr, e.src_port)?,
+        addr(e.family, &e.dst_addr, e.dst_port)?,
+    ))
 }
 
 /// After a restore in criu's own network namespace from `dir`: removes the rules the dump left

@@ -34,16 +34,12 @@ pub enum PrivilegeError {
 }
 
 fn cap_eff() -> Result<u64, PrivilegeError> {
-    let s = std::fs::read_to_string("/proc/self/status").map_err(PrivilegeError::Io)?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .ok_or_else(|| {
-            PrivilegeError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "no CapEff in /proc/self/status",
-            ))
-        })
+    compel::proc::self_effective_caps().ok_or_else(|| {
+        PrivilegeError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no CapEff in /proc/self/status",
+        ))
+    })
 }
 
 /// Checks criu may dump or restore (see the module); a non-root criu with `unprivileged` is made
@@ -57,8 +53,7 @@ pub fn check_privilege(unprivileged: bool) -> Result<(), PrivilegeError> {
     if !has(CAP_CHECKPOINT_RESTORE) && !has(CAP_SYS_ADMIN) {
         return Err(PrivilegeError::NoCapability);
     }
-    // SAFETY: geteuid only reads this process's credentials.
-    let uid = unsafe { libc::geteuid() };
+    let uid = nix::unistd::geteuid().as_raw();
     if uid == 0 {
         return Ok(());
     }

@@ -27,7 +27,7 @@ use crate::options::{CgroupMode, CgroupRoot};
 const K: Kind = Kind::Cgroup;
 
 /// `/proc/WHO/cgroup` as (controllers, path) pairs (controllers "" for the v2 hierarchy).
-fn membership(who: &str) -> Result<Vec<(String, String)>, NsError> {
+pub(super) fn membership(who: &str) -> Result<Vec<(String, String)>, NsError> {
     let path = format!("/proc/{who}/cgroup");
     let text =
         std::fs::read_to_string(&path).map_err(|e| NsError::io(K, format!("reading {path}"), e))?;

@@ -42,16 +42,8 @@ const K: Kind = Kind::Cgroup;
 /// `/proc/PID/cgroup` as controllers → path, read by the calling thread (whose cgroup namespace
 /// decides how the paths read).
 fn membership(pid: i32) -> Result<HashMap<String, String>, NsError> {
-    let path = format!("/proc/{pid}/cgroup");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| NsError::io(K, format!("reading {path}"), e))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(3, ':');
-            let _id = it.next()?;
-            Some((it.next()?.to_string(), it.next()?.to_string()))
-        })
+    Ok(super::cgroup::membership(&pid.to_string())?
+        .into_iter()
         .collect())
 }
 
@@ -229,7 +221,7 @@ fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
             // SAFETY: unshare of this helper's own cgroup namespace.
             if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
                 report([0, u32::MAX, Errno::last_raw() as u32]);
-                // SAFETY: as above.
+                // SAFETY: ends the forked helper without running criu's exit handlers.
                 unsafe { libc::_exit(1) };
             }
             report([MOVED, 0, 0]);

@@ -25,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -323,28 +322,15 @@ pub fn run_lazy_pages(o: &LazyOptions) -> Result<LazyStats, LazyError> {
         .map_err(io_err("set the socket non-blocking"))?;
     let source = match &o.page_server {
         Some((addr, port)) => {
-            let peer = format!("{addr}:{port}");
-            let sock = TcpStream::connect((addr.as_str(), *port))
-                .map_err(io_err(format!("connect to the page server {peer}")))?;
-            let _ = sock.set_nodelay(true);
-            let sock = if o.tls.enabled {
-                crate::pageserver::tls::client(sock, addr, &o.tls)?
-            } else {
-                crate::pageserver::tls::Stream::Plain(sock)
-            };
+            let (sock, peer) =
+                crate::pageserver::PageClient::connect(addr, *port, &o.tls)?.into_parts();
             tracing::info!(%peer, tls = o.tls.enabled, "pages come from the page server");
             Source::Remote { sock, peer }
         }
         None => Source::Local(HashMap::new()),
     };
     tracing::info!(socket = %path.display(), "lazy-pages daemon listening");
-    if let Some(fd) = o.status_fd {
-        // SAFETY: one byte from a live buffer to a descriptor handed to us, then closed.
-        unsafe {
-            libc::write(fd, [0u8].as_ptr().cast(), 1);
-            libc::close(fd);
-        }
-    }
+    crate::pageserver::server::tell_status(o.status_fd);
     let mut d = Daemon {
         dir: o.dir.clone(),
         source,

@@ -36,7 +36,11 @@ pub(super) fn recv_msg(sock: &mut UnixStream) -> Result<Msg, LazyError> {
         return Ok(Msg::Finished);
     }
     if v <= 0 {
-        return Ok(Msg::Zombie(-v));
+        // From the socket's peer: i32::MIN has no positive counterpart.
+        let pid = v
+            .checked_neg()
+            .ok_or_else(|| LazyError::Protocol(format!("a restore sent pid {v}")))?;
+        return Ok(Msg::Zombie(pid));
     }
     let fd = recv_fd(sock.as_raw_fd()).map_err(|e| LazyError::Io {
         what: format!("receive the userfaultfd of task {v}"),

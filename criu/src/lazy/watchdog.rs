@@ -74,9 +74,17 @@ fn watchdog(sock: OwnedFd) -> ! {
             ?pids,
             "the lazy-pages daemon is gone before all pages were in: killing the restored tasks"
         );
-        let mut all = Vec::new();
+        // Each task still there and its descendants, parents first.
+        let mut all: Vec<i32> = Vec::new();
         for &p in &pids {
-            descendants(p, &mut all);
+            if !std::path::Path::new(&format!("/proc/{p}")).exists() {
+                continue;
+            }
+            for q in crate::cgroups::tree_pids(p) {
+                if !all.contains(&q) {
+                    all.push(q);
+                }
+            }
         }
         let fds: Vec<OwnedFd> = all
             .iter()
@@ -98,23 +106,4 @@ fn watchdog(sock: OwnedFd) -> ! {
     }
     drop(held);
     std::process::exit(0);
-}
-
-/// `pid` and all its descendants (through every thread's `children`), parents first.
-fn descendants(pid: i32, out: &mut Vec<i32>) {
-    if out.contains(&pid) || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        return;
-    }
-    out.push(pid);
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return;
-    };
-    for t in tasks.flatten() {
-        let p = t.path().join("children");
-        if let Ok(s) = std::fs::read_to_string(p) {
-            for c in s.split_whitespace().filter_map(|c| c.parse().ok()) {
-                descendants(c, out);
-            }
-        }
-    }
 }

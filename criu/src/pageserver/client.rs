@@ -46,6 +46,12 @@ impl PageClient {
         Ok(PageClient { sock, peer })
     }
 
+    /// The connection and the server's `address:port`, for a caller that speaks its own part of
+    /// the protocol (the lazy-pages daemon asks for pages).
+    pub(crate) fn into_parts(self) -> (super::tls::Stream, String) {
+        (self.sock, self.peer)
+    }
+
     fn send(&mut self, iov: PsIov) -> Result<(), PageServerError> {
         self.sock
             .write_all(&iov.encode())

@@ -135,7 +135,6 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             None => tracing::info!("option --{name} accepted, it changes nothing here"),
         }
     }
-    warn_unmanaged_cgroups(&opts);
     if matches!(cmd, Command::Dump | Command::PreDump | Command::Restore) {
         criu::check_privilege(opts.unprivileged).map_err(|e| fail(e.into()))?;
         // As CRIU: an unprivileged criu leaves cgroups alone.
@@ -338,12 +337,5 @@ fn restore_switches_from_env(r: &mut RestoreOptions) {
     }
     if let Some(blob) = std::env::var_os("CRIU_RESTORER_BLOB") {
         r.restorer_blob = Some(blob.into());
-    }
-}
-
-/// `--manage-cgroups` acts on dump and restore: say so at `-v2`.
-fn warn_unmanaged_cgroups(opts: &Options) {
-    if let Some(m) = opts.manage_cgroups {
-        tracing::info!("option --manage-cgroups={} accepted", m.word());
     }
 }

@@ -219,6 +219,8 @@ pub(super) fn read_data(
         return Ok(out);
     }
     let mut r = ImageReader::open_expect(path, magic).map_err(|e| img(name, e))?;
+    // The kernel's limit, read once for the whole image.
+    let limit = max.max(pipe_max_size());
     while let Some(e) = r
         .read_entry::<pb::PipeDataEntry>()
         .map_err(|e| img(name, e))?
@@ -232,7 +234,6 @@ pub(super) fn read_data(
         // The capacity F_SETPIPE_SZ is asked for: none (0), or one that holds the bytes and
         // that the kernel's limit allows (the default 1 MiB, or a raised pipe-max-size).
         let size = e.size.unwrap_or(0);
-        let limit = max.max(pipe_max_size());
         if size != 0 && (size < e.bytes || size > limit) {
             return Err(bad(
                 name,

@@ -183,16 +183,7 @@ impl RestoreFile for InheritedTty {
                 .map_err(|_| io("the inherited terminal's settings"))?;
         }
         if let Some(w) = self.info.winsize.as_ref() {
-            let ws = libc::winsize {
-                ws_row: w.ws_row as u16,
-                ws_col: w.ws_col as u16,
-                ws_xpixel: w.ws_xpixel as u16,
-                ws_ypixel: w.ws_ypixel as u16,
-            };
-            // SAFETY: TIOCSWINSZ reads one winsize from a live local.
-            if unsafe { libc::ioctl(d, libc::TIOCSWINSZ, &ws as *const libc::winsize) } != 0 {
-                return Err(io("the inherited terminal's window size"));
-            }
+            set_winsize(d, w).map_err(|_| io("the inherited terminal's window size"))?;
         }
         let fl = self.flags & (libc::O_NONBLOCK | libc::O_ASYNC);
         // SAFETY: fcntl on our own descriptor.
@@ -362,16 +353,7 @@ impl PtyPair {
             }
         }
         if let Some(w) = self.master.winsize.as_ref() {
-            let ws = libc::winsize {
-                ws_row: w.ws_row as u16,
-                ws_col: w.ws_col as u16,
-                ws_xpixel: w.ws_xpixel as u16,
-                ws_ypixel: w.ws_ypixel as u16,
-            };
-            // SAFETY: TIOCSWINSZ reads one winsize from a live local.
-            if unsafe { libc::ioctl(mf, libc::TIOCSWINSZ, &ws as *const libc::winsize) } != 0 {
-                return Err(super::super::sys("TIOCSWINSZ"));
-            }
+            set_winsize(mf, w).map_err(|_| super::super::sys("TIOCSWINSZ"))?;
         }
         put(sf, &self.to_master).map_err(sys("refilling a pty (master side)"))?;
         put(mf, &self.to_slave).map_err(sys("refilling a pty (slave side)"))?;

@@ -5,7 +5,7 @@
 
 use std::os::fd::{OwnedFd, RawFd};
 
-use criu_images::pb::TermiosEntry;
+use criu_images::pb::{TermiosEntry, WinsizeEntry};
 
 /// The kernel's `struct termios` (what `TCGETS` and `TIOCGLCKTRMIOS` read).
 #[repr(C)]
@@ -78,6 +78,21 @@ pub(super) fn set_termios(fd: RawFd, req: libc::Ioctl, t: &KTermios) -> std::io:
     // SAFETY: TCSETS / TIOCSLCKTRMIOS read one kernel termios from a live local.
     let r = unsafe { libc::ioctl(fd, req as _, t as *const KTermios) };
     if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the window size of terminal `fd` from the image's entry.
+pub(super) fn set_winsize(fd: RawFd, w: &WinsizeEntry) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: w.ws_row as u16,
+        ws_col: w.ws_col as u16,
+        ws_xpixel: w.ws_xpixel as u16,
+        ws_ypixel: w.ws_ypixel as u16,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from a live local.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws as *const libc::winsize) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

@@ -77,17 +77,16 @@ impl<'a> NetLock<'a> {
                 restored: None,
             }));
         };
-        let mut l = NetLock {
+        // Held from the start, so that a half-made lock is taken down by the drop.
+        let l = NetLock {
             scripts,
             ns: Some(ns),
             conns: None,
             method,
             pid,
-            held: false,
+            held: true,
             restored: None,
         };
-        // Set first, so that a half-made lock is taken down by the drop.
-        l.held = true;
         if let Some(ns) = &l.ns {
             in_netns(ns, move || add(method))?;
         }

@@ -297,18 +297,25 @@ fn build(
         })
         .collect();
     // AIO rings: made again by the task over their premapped areas, then moved as those.
+    // A ring whose area is not premapped would come back as plain memory: refused.
     let aio: Vec<crate::files::aio::RingOp> = plan
         .aio
         .iter()
-        .filter_map(|&(start, nr_req)| {
-            let i = premapped.iter().position(|v| v.start == start)?;
-            Some(crate::files::aio::RingOp {
+        .map(|&(start, nr_req)| {
+            let i = premapped
+                .iter()
+                .position(|v| v.start == start)
+                .ok_or_else(|| RestoreError::BadImage {
+                    file: format!("mm-{}.img", plan.pid),
+                    reason: format!("AIO ring at {start:#x} has no area of its own"),
+                })?;
+            Ok(crate::files::aio::RingOp {
                 at: mem.premap_addr[i],
                 len: premapped[i].len(),
                 nr_req,
             })
         })
-        .collect();
+        .collect::<Result<_, RestoreError>>()?;
     let process = ProcessArgs {
         vdso,
         moves: &moves,

@@ -775,7 +775,7 @@ fn connect_syn(fd: RawFd, dst: &SockAddr) -> Result<()> {
     if fl < 0 {
         return Err(Error::sys(fd, "get file flags"));
     }
-    // SAFETY: as above.
+    // SAFETY: fcntl on fd with an integer argument, no pointers.
     if unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
         return Err(Error::sys(fd, "set file flags"));
     }
@@ -783,7 +783,7 @@ fn connect_syn(fd: RawFd, dst: &SockAddr) -> Result<()> {
     // SAFETY: p points at a SockAddr at least dst.len() bytes long.
     let r = unsafe { libc::connect(fd, p, dst.len()) };
     let err = io::Error::last_os_error();
-    // SAFETY: as above.
+    // SAFETY: fcntl on fd with an integer argument, no pointers.
     unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
     if r < 0 && err.raw_os_error() != Some(libc::EINPROGRESS) {
         return Err(Error::Sys {

@@ -137,7 +137,8 @@ fn init(ready: &str, go: libc::c_int) -> ! {
         eprintln!("{e}");
         std::process::exit(4);
     }
-    // SAFETY: as above.
+    // SAFETY: this process is single-threaded, so the forked child may run anything; it only
+    // changes its own ids and sleeps. The handler only stores to an atomic.
     unsafe {
         libc::setsid();
         if libc::fork() == 0 {

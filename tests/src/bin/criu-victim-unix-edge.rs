@@ -143,7 +143,7 @@ fn check(s: &Socks) -> Result<(), String> {
             errno()
         ));
     }
-    // SAFETY: as above.
+    // SAFETY: send of one byte from a live literal.
     let r = unsafe { libc::send(s.sender, b"x".as_ptr().cast(), 1, libc::MSG_DONTWAIT) };
     if r != -1 || errno() != libc::ENOTCONN {
         return Err(format!(

@@ -1,7 +1,7 @@
 //! `criu dump` then `criu restore` of unix sockets in many shapes (pairs, names, listeners with
 //! queued connections, queued data, shutdowns, closed peers, options, a socket shared with a
 //! child): the restored victim checks each one itself. Also: a restore twice in a row from the
-//! same images, the images in CRIU's format, and a refused kind (TCP) leaving the victim running.
+//! same images, the images in CRIU's format, and a refused kind (`AF_VSOCK`) leaving the victim running.
 
 use std::path::Path;
 use std::time::Duration;
@@ -166,19 +166,22 @@ fn unix_sockets_come_back_twice_from_the_same_images() {
 }
 
 #[test]
-fn a_tcp_socket_is_refused_by_name_and_the_victim_runs_on() {
-    skip_if_not_root!("a_tcp_socket_is_refused_by_name_and_the_victim_runs_on");
+fn a_vsock_socket_is_refused_by_name_and_the_victim_runs_on() {
+    skip_if_not_root!("a_vsock_socket_is_refused_by_name_and_the_victim_runs_on");
     let _g = test_lock();
     become_subreaper();
     let run = Run::new();
-    let (v, _k) = run.spawn(&["tcp"]);
+    let (v, _k) = run.spawn(&["vsock"]);
     let img = run.p("img");
     std::fs::create_dir_all(&img).unwrap();
     let o = criu_dump(v.pid(), &img, &["-o", "dump.log", "-v4"]);
-    assert!(!o.status.success(), "the dump of a TCP socket succeeded");
+    assert!(
+        !o.status.success(),
+        "the dump of an AF_VSOCK socket succeeded"
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("AF_INET") && err.contains("socket:["),
+        err.contains("AF_VSOCK") && err.contains("socket:["),
         "stderr: {err}"
     );
     assert_eq!(

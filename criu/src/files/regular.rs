@@ -262,9 +262,15 @@ impl FileKind for Regular {
         let ft = fd.meta.file_type();
         // `/memfd:NAME (deleted)` is not a deleted file of that name but a memfd, a kind of
         // its own.
+        // An O_PATH descriptor names its node without opening it: a symlink (O_NOFOLLOW) or a
+        // socket's node comes back by the same path and flags (CRIU refuses the socket).
+        let o_path = fd.info.flags & libc::O_PATH as u32 != 0;
         fd.name.starts_with('/')
             && !fd.name.starts_with("/memfd:")
-            && (ft.is_file() || ft.is_dir() || ft.is_char_device())
+            && (ft.is_file()
+                || ft.is_dir()
+                || ft.is_char_device()
+                || (o_path && (ft.is_symlink() || ft.is_socket())))
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {

@@ -1,6 +1,6 @@
 //! criu test victim: unix sockets in many shapes, checking itself after a restore.
 //!
-//! `criu-victim-sockets OUT READY DIR [tcp]`: works in DIR (its cwd) and makes
+//! `criu-victim-sockets OUT READY DIR [vsock|scm]`: works in DIR (its cwd) and makes
 //! - a stream socketpair with "pong" + 3000 pattern bytes queued one way and "ping" the other,
 //!   `SO_PASSCRED`, a 2.5 s receive timeout and a 64 KiB send buffer on one end, `O_NONBLOCK`
 //!   on the other;
@@ -17,7 +17,7 @@
 //! - a stream pair with one end shut down for writing;
 //! - a child process holding one end of a stream pair, echoing what it reads in upper case;
 //!
-//! with `tcp`, also a raw ICMP inet socket (which criu refuses; TCP listeners are dumped now); with `scm`, a stream pair with a pipe's
+//! with `vsock`, also an `AF_VSOCK` stream socket (a family criu refuses); with `scm`, a stream pair with a pipe's
 //! descriptor in flight (dumped; criu_unix_scm restores such descriptors); with `ext=PATH`, a stream socket connected to the
 //! listener at PATH outside the tree, which sends "again" on it when checking. Writes `ready PID` into READY. On
 //! SIGUSR1 it checks every socket (queued bytes in order and once, both directions, names,
@@ -318,7 +318,7 @@ fn check(s: &Shapes) -> Result<(), String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, out, ready, dir, rest @ ..] = &args[..] else {
-        eprintln!("usage: criu-victim-sockets OUT READY DIR [tcp]");
+        eprintln!("usage: criu-victim-sockets OUT READY DIR [vsock|scm]");
         std::process::exit(2);
     };
     std::env::set_current_dir(dir).unwrap();
@@ -432,10 +432,10 @@ fn main() {
     // SAFETY: the parent does not use the child's end.
     unsafe { libc::close(echo.1) };
 
-    let _tcp = rest.iter().any(|a| a == "tcp").then(|| {
+    let _vsock = rest.iter().any(|a| a == "vsock").then(|| {
         // SAFETY: socket() takes no pointers; the result is checked.
-        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
-        assert!(s >= 0, "raw socket");
+        let s = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) };
+        assert!(s >= 0, "vsock socket: {}", std::io::Error::last_os_error());
         s
     });
 

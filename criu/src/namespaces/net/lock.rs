@@ -48,7 +48,7 @@ pub struct NetLock<'a> {
 
 impl<'a> NetLock<'a> {
     /// Locks the network namespace of `pid` when it is not criu's own: the `network-lock`
-    /// script, then the rules. In criu's own namespace only the script runs here; the dump
+    /// script, then the rules. In criu's own namespace no script runs (as in CRIU); the dump
     /// locks each connection it saves through [`NetLock::conns`].
     ///
     /// # Errors
@@ -58,17 +58,11 @@ impl<'a> NetLock<'a> {
         method: Method,
         scripts: Option<&'a dyn Notify>,
     ) -> Result<Option<NetLock<'a>>, NetError> {
-        let ns = own_netns(pid)?;
-        if let Some(s) = scripts {
-            s.notify(ScriptAction::NetworkLock, Some(pid))
-                .map_err(|source| NetError::Script {
-                    action: "network-lock",
-                    source,
-                })?;
-        }
-        let Some(ns) = ns else {
+        // As CRIU: the network-lock and network-unlock scripts run only for a namespace of
+        // the tree's own; in criu's namespace each connection is locked as it is saved.
+        let Some(ns) = own_netns(pid)? else {
             return Ok(Some(NetLock {
-                scripts,
+                scripts: None,
                 ns: None,
                 conns: Some(ConnLock::shared(method)),
                 method,
@@ -77,6 +71,13 @@ impl<'a> NetLock<'a> {
                 restored: None,
             }));
         };
+        if let Some(s) = scripts {
+            s.notify(ScriptAction::NetworkLock, Some(pid))
+                .map_err(|source| NetError::Script {
+                    action: "network-lock",
+                    source,
+                })?;
+        }
         // Held from the start, so that a half-made lock is taken down by the drop.
         let l = NetLock {
             scripts,
@@ -131,12 +132,12 @@ impl<'a> NetLock<'a> {
         }
     }
 
-    /// The `network-unlock` script, then the rules removed.
+    /// The `network-unlock` script (a namespace of the tree's own only), then the rules removed.
     ///
     /// # Errors
     /// The script's failure or a tool's; the rules are removed either way.
     pub fn release(mut self, scripts: Option<&dyn Notify>) -> Result<(), NetError> {
-        let script = match scripts {
+        let script = match scripts.filter(|_| self.ns.is_some()) {
             Some(s) => s
                 .notify(ScriptAction::NetworkUnlock, Some(self.pid))
                 .map_err(|source| NetError::Script {

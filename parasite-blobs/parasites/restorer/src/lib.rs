@@ -31,7 +31,9 @@ const SIGSTOP: usize = 19;
 const PR_SET_PDEATHSIG: usize = 1;
 const PR_SET_DUMPABLE: usize = 4;
 const PR_SET_NAME: usize = 15;
+const PR_CAPBSET_READ: usize = 23;
 const PR_CAPBSET_DROP: usize = 24;
+const PR_GET_SECUREBITS: usize = 27;
 const PR_SET_SECUREBITS: usize = 28;
 const PR_SET_MM: usize = 35;
 const PR_SET_MM_MAP: usize = 14;
@@ -411,66 +413,131 @@ fn timers(a: &RestorerArgs) -> Res {
     check(STAGE_POSIX_TIMER, r, 0)
 }
 
+/// The most supplementary groups compared before a `setgroups` (more are always set).
+const GROUPS_COMPARED: usize = 64;
+
+/// Whether the task's supplementary groups are already `c`'s (an unprivileged restore, or a
+/// user namespace with setgroups denied, cannot set them, and need not).
+///
+/// # Safety
+/// `c.groups` points at `c.ngroups` gids in the argument area.
+unsafe fn groups_match(c: &Creds) -> bool {
+    let mut now = [0u32; GROUPS_COMPARED];
+    // SAFETY: getgroups writes at most GROUPS_COMPARED gids into the live local.
+    let n = unsafe { syscall2(nr::GETGROUPS, GROUPS_COMPARED, now.as_mut_ptr() as usize) };
+    if n < 0 || n as u64 != c.ngroups as u64 {
+        return false;
+    }
+    // SAFETY: the caller's contract: c.ngroups (== n <= GROUPS_COMPARED) gids at c.groups.
+    let want = unsafe { core::slice::from_raw_parts(c.groups as *const u32, n as usize) };
+    now[..n as usize] == *want
+}
+
+/// Whether the task's uids and gids are already `c`'s (then they are not set: setting them,
+/// even to the same values, needs CAP_SETUID/CAP_SETGID an unprivileged restore lacks).
+///
+/// # Safety
+/// Only reads this task's ids.
+unsafe fn ids_match(c: &Creds) -> bool {
+    let (mut u, mut g) = ([0u32; 3], [0u32; 3]);
+    // SAFETY: each call reads one id of this task or writes three u32 into live locals;
+    // setfs[ug]id(-1) changes nothing and returns the current value.
+    unsafe {
+        let fsuid = syscall1(nr::SETFSUID, u32::MAX as usize) as u32;
+        let fsgid = syscall1(nr::SETFSGID, u32::MAX as usize) as u32;
+        let ru = syscall3(
+            nr::GETRESUID,
+            u.as_mut_ptr() as usize,
+            u.as_mut_ptr().add(1) as usize,
+            u.as_mut_ptr().add(2) as usize,
+        );
+        let rg = syscall3(
+            nr::GETRESGID,
+            g.as_mut_ptr() as usize,
+            g.as_mut_ptr().add(1) as usize,
+            g.as_mut_ptr().add(2) as usize,
+        );
+        ru == 0
+            && rg == 0
+            && u == [c.uid, c.euid, c.suid]
+            && g == [c.gid, c.egid, c.sgid]
+            && fsuid == c.fsuid
+            && fsgid == c.fsgid
+    }
+}
+
+/// The task's credentials, as CRIU sets them: each step that would change nothing is left
+/// out, so that a process restored by its own (unprivileged) user gets back what it had.
 fn creds(c: &Creds) -> Res {
     // SAFETY: each call changes only this task's credentials and reads nothing but live
-    // locals or the argument area.
+    // locals or the argument area (c.groups holds c.ngroups gids).
     unsafe {
-        // Keep the capabilities across the uid change; the final securebits come later.
-        check(
-            STAGE_CREDS,
-            syscall5(
-                nr::PRCTL,
-                PR_SET_SECUREBITS,
-                SECBIT_NO_SETUID_FIXUP,
-                0,
-                0,
-                0,
-            ),
-            1,
-        )?;
-        check(
-            STAGE_CREDS,
-            syscall2(nr::SETGROUPS, c.ngroups as usize, c.groups as usize),
-            2,
-        )?;
-        check(
-            STAGE_CREDS,
-            syscall3(
-                nr::SETRESGID,
-                c.gid as usize,
-                c.egid as usize,
-                c.sgid as usize,
-            ),
-            3,
-        )?;
-        syscall1(nr::SETFSGID, c.fsgid as usize);
-        check(
-            STAGE_CREDS,
-            syscall3(
-                nr::SETRESUID,
-                c.uid as usize,
-                c.euid as usize,
-                c.suid as usize,
-            ),
-            4,
-        )?;
-        syscall1(nr::SETFSUID, c.fsuid as usize);
+        if !groups_match(c) {
+            check(
+                STAGE_CREDS,
+                syscall2(nr::SETGROUPS, c.ngroups as usize, c.groups as usize),
+                2,
+            )?;
+        }
+        if !ids_match(c) {
+            // Keep the capabilities across the uid change; the final securebits come later.
+            check(
+                STAGE_CREDS,
+                syscall5(
+                    nr::PRCTL,
+                    PR_SET_SECUREBITS,
+                    SECBIT_NO_SETUID_FIXUP,
+                    0,
+                    0,
+                    0,
+                ),
+                1,
+            )?;
+            check(
+                STAGE_CREDS,
+                syscall3(
+                    nr::SETRESGID,
+                    c.gid as usize,
+                    c.egid as usize,
+                    c.sgid as usize,
+                ),
+                3,
+            )?;
+            syscall1(nr::SETFSGID, c.fsgid as usize);
+            check(
+                STAGE_CREDS,
+                syscall3(
+                    nr::SETRESUID,
+                    c.uid as usize,
+                    c.euid as usize,
+                    c.suid as usize,
+                ),
+                4,
+            )?;
+            syscall1(nr::SETFSUID, c.fsuid as usize);
+        }
         let bnd = (c.cap_bnd[0] as u64) | ((c.cap_bnd[1] as u64) << 32);
         for cap in 0..64usize {
             if bnd & (1 << cap) != 0 {
                 continue;
             }
-            let r = syscall5(nr::PRCTL, PR_CAPBSET_DROP, cap, 0, 0, 0);
-            if r == -22 {
-                break; // past the kernel's last capability
+            // Past the kernel's last capability (EINVAL), or already out of the set: dropping
+            // it (again) would need CAP_SETPCAP, and answers EPERM before EINVAL.
+            match syscall5(nr::PRCTL, PR_CAPBSET_READ, cap, 0, 0, 0) {
+                r if r < 0 => break,
+                0 => continue,
+                _ => {}
             }
-            check(STAGE_CREDS, r, 5)?;
+            let r = syscall5(nr::PRCTL, PR_CAPBSET_DROP, cap, 0, 0, 0);
+            check(STAGE_CREDS, r, 0x500 | cap as u64)?;
         }
-        check(
-            STAGE_CREDS,
-            syscall5(nr::PRCTL, PR_SET_SECUREBITS, c.secbits as usize, 0, 0, 0),
-            6,
-        )?;
+        if syscall5(nr::PRCTL, PR_GET_SECUREBITS, 0, 0, 0, 0) != c.secbits as isize {
+            check(
+                STAGE_CREDS,
+                syscall5(nr::PRCTL, PR_SET_SECUREBITS, c.secbits as usize, 0, 0, 0),
+                6,
+            )?;
+        }
         let hdr: [u32; 2] = [LINUX_CAPABILITY_VERSION_3, 0];
         let data: [u32; 6] = [
             c.cap_eff[0],

@@ -527,10 +527,11 @@ impl SocketSet for InetSet {
         inet::check(&entries).map_err(restore_err)?;
         let mut streams = HashMap::new();
         // Dumped with --tcp-close: connections have no stream image and come back closed.
-        let tcp_close = img
-            .dir
-            .read_inventory()
-            .is_ok_and(|i| i.tcp_close == Some(true));
+        let tcp_close = inet::restore_tcp_close()
+            || img
+                .dir
+                .read_inventory()
+                .is_ok_and(|i| i.tcp_close == Some(true));
         for e in &entries {
             if e.proto == libc::IPPROTO_TCP as u32
                 && e.r#type == libc::SOCK_STREAM as u32

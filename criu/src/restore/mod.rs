@@ -128,6 +128,7 @@ pub fn restore(
         opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
     )?;
     crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
+    crate::files::inet::set_restore_tcp_close(opts.tcp_close);
     crate::files::tty::set_inherit_fds(
         opts.inherit_fds
             .iter()

@@ -2,7 +2,8 @@
 //! (`criu-victim-inet-extra`): `TCP_USER_TIMEOUT`, `TCP_CONGESTION`, `IP_TRANSPARENT`,
 //! `IPV6_TRANSPARENT`, send and receive timeouts, buffer sizes and `IP_TTL` of TCP ends,
 //! `SO_REUSEADDR`/`SO_REUSEPORT` of a listener, a BPF filter, and the shut-down state of UDP
-//! sockets (read from inet sock_diag); and `criu restore --tcp-close` of a dump made with
+//! sockets (read from inet sock_diag), multicast memberships (IPv4 and IPv6, on `lo`, a
+//! datagram to the group still arriving); and `criu restore --tcp-close` of a dump made with
 //! `--tcp-established` (connections come back closed, no lock rule is left). Each inside a
 //! network namespace the test makes (loopback only).
 
@@ -38,7 +39,11 @@ fn more_inet_options_and_udp_shutdown_come_back_after_restore() {
     become_subreaper();
     in_netns(|| {
         let dir = tempfile::tempdir().unwrap();
-        let mut v = spawn(dir.path(), env!("CARGO_BIN_EXE_criu-victim-inet-extra"), &[]);
+        let mut v = spawn(
+            dir.path(),
+            env!("CARGO_BIN_EXE_criu-victim-inet-extra"),
+            &[],
+        );
         assert_eq!(verdict(dir.path(), v.pid()), "check ok");
         let pid = v.pid();
         let img = dir.path().join("img");
@@ -54,6 +59,21 @@ fn more_inet_options_and_udp_shutdown_come_back_after_restore() {
             .collect();
         shut.sort();
         assert_eq!(shut, vec![1, 2, 3]);
+        // So are the multicast memberships: two IPv4 groups, one IPv6, all on lo.
+        let mut groups: Vec<usize> = ImageDir::new(&img)
+            .read_files()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.isk.as_ref())
+            .flat_map(|i| i.mcast.iter().map(|m| m.group.len()))
+            .collect();
+        groups.sort();
+        assert_eq!(
+            groups,
+            vec![4, 4, 16],
+            "{}",
+            std::fs::read_to_string(dir.path().join("victim.log")).unwrap_or_default()
+        );
         let r = restore_detached(&img, &[]);
         assert_eq!(r, pid);
         let _rv = Spawned::guard(r);

@@ -79,8 +79,7 @@ fn queued_connections_with_both_ends_in_the_tree_come_back_queued() {
             .filter(|e| e.state == 10)
             .map(|e| e.id)
             .collect();
-        let queued: Vec<&InetSkEntry> =
-            entries.iter().filter(|e| e.queued_on.is_some()).collect();
+        let queued: Vec<&InetSkEntry> = entries.iter().filter(|e| e.queued_on.is_some()).collect();
         assert_eq!(listeners.len(), 2);
         assert_eq!(queued.len(), 4, "{entries:?}");
         for q in &queued {

@@ -36,6 +36,7 @@ use super::socket::{self, DumpSock, SockAt, SocketError, sys};
 use super::tcp;
 
 mod diag;
+mod mcast;
 mod queue;
 
 /// TCP states (include/net/tcp_states.h).
@@ -389,7 +390,12 @@ fn write_ip_opts(fd: RawFd, family: i32, o: &IpOptsEntry, who: &str) -> Result<(
                 "IPV6_TRANSPARENT",
             )?;
         } else {
-            set(libc::SOL_IP, libc::IP_TRANSPARENT, b.into(), "IP_TRANSPARENT")?;
+            set(
+                libc::SOL_IP,
+                libc::IP_TRANSPARENT,
+                b.into(),
+                "IP_TRANSPARENT",
+            )?;
         }
     }
     if let Some(b) = o.freebind {
@@ -590,8 +596,8 @@ impl InetDump {
                 let udp = matches!(proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
                 if !udp {
                     // getpeername fails on a connected ping socket (its peer has no port).
-                    dst = proc_peer(pid, "icmp", family, ino, 1)
-                        .map(|a| SocketAddr::new(a.ip(), 0));
+                    dst =
+                        proc_peer(pid, "icmp", family, ino, 1).map(|a| SocketAddr::new(a.ip(), 0));
                 }
                 if dst.is_some() {
                     state = TCP_ESTABLISHED;
@@ -640,6 +646,11 @@ impl InetDump {
             }
         };
         let queued_on = self.queued.get(&ino).copied();
+        let mcast = if ty as i32 == libc::SOCK_STREAM {
+            Vec::new()
+        } else {
+            mcast::read(raw, pid, family, &w)
+        };
         let v6only = if family == libc::AF_INET6 {
             Some(
                 int(
@@ -687,7 +698,7 @@ impl InetDump {
             shutdown,
             tcp_opts,
             queued_on,
-            mcast: Vec::new(),
+            mcast,
         })
     }
 
@@ -866,6 +877,9 @@ pub fn create_all(
             )?;
         }
         let tcp = e.proto == libc::IPPROTO_TCP as u32 && e.r#type == libc::SOCK_STREAM as u32;
+        for m in e.mcast.iter().filter(|_| !tcp) {
+            mcast::join(sk, e.family as i32, m, &who)?;
+        }
         let udp = e.r#type == libc::SOCK_DGRAM as u32
             && matches!(e.proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
         if udp && e.tcp_opts.as_ref().and_then(|t| t.cork) == Some(true) {

@@ -12,6 +12,11 @@
 //!   gives the end of stream (0) once reading is shut down, `EAGAIN` otherwise; a send of an
 //!   empty datagram fails with `EPIPE` once sending is shut down.
 //!
+//! - multicast memberships on `lo`: an IPv4 UDP socket joined to 239.1.2.3 (`IP_ADD_MEMBERSHIP`)
+//!   and 239.4.5.6 (`MCAST_JOIN_GROUP`), an IPv6 one to ff15::1234 (`IPV6_JOIN_GROUP`); each
+//!   socket is asked (`MCAST_MSFILTER`) about those groups and 239.9.9.9 / ff15::9 it did not
+//!   join, and a datagram sent to 239.1.2.3 on `lo` must reach the IPv4 one.
+//!
 //! Every value is read once before `ready PID` goes into READY and again on SIGUSR1: `check
 //! ok` when each equals what it was, else `bad: NAME was A, now B` into OUT.
 // Unsafe code: raw socket options, recv/send probes, signal handler.
@@ -114,6 +119,72 @@ fn probe(fd: RawFd, connected: bool) -> Vec<u8> {
 
 type Read = Box<dyn Fn() -> Vec<u8>>;
 
+/// `struct group_filter` with room for one source.
+#[repr(C)]
+struct GroupFilter {
+    interface: u32,
+    group: libc::sockaddr_storage,
+    fmode: u32,
+    numsrc: u32,
+    slist: [libc::sockaddr_storage; 1],
+}
+
+/// `struct group_req`.
+#[repr(C)]
+struct GroupReq {
+    interface: u32,
+    group: libc::sockaddr_storage,
+}
+
+fn storage(group: std::net::IpAddr) -> libc::sockaddr_storage {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match group {
+        std::net::IpAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
+        }
+        std::net::IpAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as u16;
+            sin6.sin6_addr.s6_addr = a.octets();
+        }
+    }
+    ss
+}
+
+/// What the socket says of its membership of `group` on `ifindex`.
+fn member(fd: RawFd, level: i32, ifindex: u32, group: &str) -> Vec<u8> {
+    // SAFETY: all-zero is a valid group_filter.
+    let mut gf: GroupFilter = unsafe { std::mem::zeroed() };
+    gf.interface = ifindex;
+    gf.group = storage(group.parse().unwrap());
+    let mut len = size_of::<GroupFilter>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most len bytes into gf.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            48,
+            (&mut gf as *mut GroupFilter).cast(),
+            &mut len,
+        )
+    };
+    let e = std::io::Error::last_os_error();
+    if r == 0 {
+        format!("member, mode {} sources {}", gf.fmode, gf.numsrc).into_bytes()
+    } else {
+        format!("{e}").into_bytes()
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, out, ready] = &args[..] else {
@@ -171,8 +242,20 @@ fn main() {
         )
     };
     for (f, who) in [(c.as_raw_fd(), "client"), (s.as_raw_fd(), "server")] {
-        set(f, libc::SOL_TCP, libc::TCP_USER_TIMEOUT, 12345, "TCP_USER_TIMEOUT");
-        set_bytes(f, libc::SOL_TCP, libc::TCP_CONGESTION, b"reno", "TCP_CONGESTION");
+        set(
+            f,
+            libc::SOL_TCP,
+            libc::TCP_USER_TIMEOUT,
+            12345,
+            "TCP_USER_TIMEOUT",
+        );
+        set_bytes(
+            f,
+            libc::SOL_TCP,
+            libc::TCP_CONGESTION,
+            b"reno",
+            "TCP_CONGESTION",
+        );
         set_bytes(f, libc::SOL_SOCKET, libc::SO_RCVTIMEO, tvb, "SO_RCVTIMEO");
         set_bytes(f, libc::SOL_SOCKET, libc::SO_SNDTIMEO, tvb, "SO_SNDTIMEO");
         set(f, libc::SOL_SOCKET, libc::SO_RCVBUF, 60000, "SO_RCVBUF");
@@ -260,7 +343,122 @@ fn main() {
         reads.push((format!("udp {name}"), Box::new(move || probe(f, connected))));
     }
 
+    // Multicast memberships on lo.
+    // SAFETY: if_nametoindex reads a live C string.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    let m4 = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let m4f = m4.as_raw_fd();
+    let mreq = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([239, 1, 2, 3]),
+        },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: lo as i32,
+    };
+    // SAFETY: a ip_mreqn is plain bytes.
+    let mb = unsafe {
+        std::slice::from_raw_parts(
+            (&mreq as *const libc::ip_mreqn).cast::<u8>(),
+            size_of::<libc::ip_mreqn>(),
+        )
+    };
+    set_bytes(
+        m4f,
+        libc::IPPROTO_IP,
+        libc::IP_ADD_MEMBERSHIP,
+        mb,
+        "IP_ADD_MEMBERSHIP",
+    );
+    let gr = GroupReq {
+        interface: lo,
+        group: storage("239.4.5.6".parse().unwrap()),
+    };
+    // SAFETY: a group_req is plain bytes.
+    let gb = unsafe {
+        std::slice::from_raw_parts((&gr as *const GroupReq).cast::<u8>(), size_of::<GroupReq>())
+    };
+    set_bytes(m4f, libc::IPPROTO_IP, 42, gb, "MCAST_JOIN_GROUP");
+    let m6 = UdpSocket::bind("[::]:0").unwrap();
+    let m6f = m6.as_raw_fd();
+    let mreq6 = libc::ipv6_mreq {
+        ipv6mr_multiaddr: libc::in6_addr {
+            s6_addr: "ff15::1234".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        },
+        ipv6mr_interface: lo,
+    };
+    // SAFETY: a ipv6_mreq is plain bytes.
+    let mb6 = unsafe {
+        std::slice::from_raw_parts(
+            (&mreq6 as *const libc::ipv6_mreq).cast::<u8>(),
+            size_of::<libc::ipv6_mreq>(),
+        )
+    };
+    set_bytes(
+        m6f,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_ADD_MEMBERSHIP,
+        mb6,
+        "IPV6_JOIN_GROUP",
+    );
+    for g in ["239.1.2.3", "239.4.5.6", "239.9.9.9"] {
+        reads.push((
+            format!("udp {g} membership"),
+            Box::new(move || member(m4f, libc::IPPROTO_IP, lo, g)),
+        ));
+    }
+    for g in ["ff15::1234", "ff15::9"] {
+        reads.push((
+            format!("udp6 {g} membership"),
+            Box::new(move || member(m6f, libc::IPPROTO_IPV6, lo, g)),
+        ));
+    }
+    // A datagram to 239.1.2.3 on lo reaches m4.
+    let port = m4.local_addr().unwrap().port();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ifreq = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: lo as i32,
+    };
+    // SAFETY: a ip_mreqn is plain bytes.
+    let ib = unsafe {
+        std::slice::from_raw_parts(
+            (&ifreq as *const libc::ip_mreqn).cast::<u8>(),
+            size_of::<libc::ip_mreqn>(),
+        )
+    };
+    set_bytes(
+        sender.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_IF,
+        ib,
+        "IP_MULTICAST_IF",
+    );
+    let m4c = m4.try_clone().unwrap();
+    reads.push((
+        "udp 239.1.2.3 delivery".into(),
+        Box::new(move || {
+            m4c.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            if let Err(e) = sender.send_to(b"mc", ("239.1.2.3", port)) {
+                return format!("send: {e}").into_bytes();
+            }
+            let mut b = [0u8; 8];
+            let got = match m4c.recv(&mut b) {
+                Ok(n) => format!("got {:?}", String::from_utf8_lossy(&b[..n])),
+                Err(e) => format!("recv: {e}"),
+            };
+            m4c.set_nonblocking(true).unwrap();
+            while m4c.recv(&mut b).is_ok() {}
+            m4c.set_nonblocking(false).unwrap();
+            got.into_bytes()
+        }),
+    ));
+
     let before: Vec<Vec<u8>> = reads.iter().map(|(_, r)| r()).collect();
+    for (i, (name, _)) in reads.iter().enumerate() {
+        eprintln!("{name}: {}", String::from_utf8_lossy(&before[i]));
+    }
     let pid = std::process::id();
     let tmp = format!("{ready}.tmp");
     std::fs::write(&tmp, format!("ready {pid}")).unwrap();
@@ -291,6 +489,6 @@ fn main() {
         // Empty datagrams the probes sent: drained, so that the peer's queue stays small.
         peer.set_nonblocking(true).unwrap();
         while peer.recv(&mut [0u8; 4]).is_ok() {}
-        let _ = (&l, &c, &s, &u6, &uf, &shut);
+        let _ = (&l, &c, &s, &u6, &uf, &shut, &m4, &m6);
     }
 }

@@ -110,7 +110,10 @@ fn check(t: &mut Tree, marks: &mut Vec<i32>) -> Result<(), String> {
     sb.read_to_end(&mut rest)
         .map_err(|e| format!("b: reading to the end: {e}"))?;
     if rest != b"beta" {
-        return Err(format!("b: read {:?} before the end", String::from_utf8_lossy(&rest)));
+        return Err(format!(
+            "b: read {:?} before the end",
+            String::from_utf8_lossy(&rest)
+        ));
     }
     if read_n(&mut sc, 5, "c")? != b"gamma" {
         return Err("c: bytes differ".into());

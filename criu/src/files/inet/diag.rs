@@ -35,9 +35,14 @@ fn netns_of(sk: BorrowedFd<'_>, pid: i32) -> Option<(u64, OwnedFd)> {
         // SAFETY: r is a new descriptor owned by nothing else.
         unsafe { OwnedFd::from_raw_fd(r) }
     } else {
-        std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()?.into()
+        std::fs::File::open(format!("/proc/{pid}/ns/net"))
+            .ok()?
+            .into()
     };
-    let ino = std::fs::File::from(fd.try_clone().ok()?).metadata().ok()?.ino();
+    let ino = std::fs::File::from(fd.try_clone().ok()?)
+        .metadata()
+        .ok()?
+        .ino();
     Some((ino, fd))
 }
 

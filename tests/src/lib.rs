@@ -63,6 +63,7 @@ mod avx;
 pub mod c_host;
 pub mod cgroups;
 mod criu_cmd;
+mod daemon;
 mod fixtures;
 mod netns;
 mod process;
@@ -74,6 +75,7 @@ pub mod tls_certs;
 
 pub use avx::*;
 pub use criu_cmd::*;
+pub use daemon::{CriuDaemon, free_port};
 pub use fixtures::*;
 pub use netns::in_netns;
 pub use process::*;

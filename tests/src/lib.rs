@@ -72,6 +72,7 @@ pub mod rng;
 pub mod runc;
 mod swrk;
 pub mod tls_certs;
+pub mod victim;
 
 pub use avx::*;
 pub use criu_cmd::*;

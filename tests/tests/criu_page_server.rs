@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    CriuDaemon, Scratch, Spawned, ask_check, assert_ok_log, become_subreaper, criu, free_port,
-    pid_exists, skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
+    CriuDaemon, Scratch, Spawned, ask_check, assert_ok_log, become_subreaper, criu, criu_in,
+    free_port, pid_exists, skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
 };
 use nix::sys::signal::Signal;
 
@@ -37,14 +37,6 @@ fn page_server(dir: &Path, port: u16, extra: &[&str]) -> CriuDaemon {
 
 /// How long a page server may take to end after its client.
 const SERVER_END: Duration = Duration::from_secs(5);
-
-fn run(dir: &Path, name: &str, args: &[&str]) {
-    fs::create_dir_all(dir).unwrap();
-    let log = format!("{name}.log");
-    let mut a: Vec<&str> = args.to_vec();
-    a.extend_from_slice(&["-D", dir.to_str().unwrap(), "-o", &log, "-v4"]);
-    assert_ok_log(&criu(&a), name, &dir.join(&log));
-}
 
 /// Pre-dump and then dump a running victim through page servers on loopback: the pages land
 /// in the destination directories (none in the source ones), the second server keeps only
@@ -72,7 +64,7 @@ fn live_migration_over_loopback() {
     let remote = ["--page-server", "--address", "127.0.0.1", "--port", &p];
     let mut args = vec!["pre-dump", "-t", &t];
     args.extend_from_slice(&remote);
-    run(&src.join("1"), "pre-dump", &args);
+    criu_in(&src.join("1"), "pre-dump", &args);
     let (ok, err) = ps.finish(SERVER_END);
     assert!(ok, "page server: {err}");
     assert!(pid_exists(pid));
@@ -88,7 +80,7 @@ fn live_migration_over_loopback() {
     let remote = ["--page-server", "--address", "127.0.0.1", "--port", &p];
     let mut args = vec!["dump", "-t", &t, "--track-mem", "--prev-images-dir", "../1"];
     args.extend_from_slice(&remote);
-    run(&src.join("2"), "dump", &args);
+    criu_in(&src.join("2"), "dump", &args);
     let (ok, err) = ps.finish(SERVER_END);
     assert!(ok, "page server: {err}");
     let _ = wait_exit_timeout(pid, Duration::from_secs(5));

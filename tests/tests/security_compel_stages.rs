@@ -24,6 +24,9 @@ use parasite_blobs::testkit::{self, proto as tk};
 const T: Duration = Duration::from_secs(10);
 const BLOCK: &str = env!("CARGO_BIN_EXE_victim-block");
 
+/// A stage of the infection and the `W+X` lines of the maps at it.
+type Seen = (Stage, Vec<String>);
+
 /// The `W+X` lines of task `pid`'s maps (empty when there are none).
 fn writable_and_executable(pid: i32) -> Vec<String> {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
@@ -68,7 +71,7 @@ fn infect_and_watch(shm: ShmMethod) {
     v.expect_line("ready", T).unwrap();
     let pid = v.pid();
     wait_state(pid, "S", T);
-    let seen: Rc<RefCell<Vec<(Stage, Vec<String>)>>> = Rc::default();
+    let seen: Rc<RefCell<Vec<Seen>>> = Rc::default();
     let log = Rc::clone(&seen);
     let opts = InfectOptions {
         shm,

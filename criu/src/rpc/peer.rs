@@ -641,6 +641,35 @@ mod tests {
     }
 
     #[test]
+    fn uid_0_without_capabilities_meets_file_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let theirs = d.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let mut root = Creds::of(std::process::id() as i32).unwrap();
+        root.groups.clear();
+        assert_eq!(access_as(&root, &theirs, libc::W_OK), Ok(()));
+        let uncapped = Creds {
+            cap_prm: 0,
+            cap_eff: 0,
+            ..root.clone()
+        };
+        assert!(!uncapped.privileged());
+        assert_eq!(
+            access_as(&uncapped, &theirs, libc::W_OK),
+            Err(nix::errno::Errno::EACCES)
+        );
+        // Its own (root's) directory it may still write, as the owner.
+        assert_eq!(access_as(&uncapped, d.path(), libc::W_OK), Ok(()));
+    }
+
+    #[test]
     fn image_creds_beyond_the_client_s_are_refused() {
         let u = user();
         let mine = CredsEntry {

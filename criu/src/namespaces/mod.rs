@@ -26,6 +26,7 @@
 pub(crate) mod cgroup;
 pub(crate) mod cgroup_mounts;
 pub(crate) mod cgroup_ns;
+pub(crate) mod cgroup_proplists;
 pub(crate) mod cgroup_props;
 pub(crate) mod ipc;
 pub mod mnt;

@@ -1,7 +1,7 @@
 //! Every image kind as untrusted input (issue 23): for each of the kinds criu-images knows
-//! (`criu_images::magic::MAGICS`, 71 of them, not only those in the fixtures), a random but
-//! well-formed image is built from the schema (`compel_criu_tests::image_gen`), checked to
-//! decode, then damaged and fed
+//! (`criu_images::magic::MAGICS`: 68 kinds besides the two header magics and `KDAT`, not only
+//! those in the fixtures), a random but well-formed image is built from the schema
+//! (`compel_criu_tests::image_gen`), checked to decode, then damaged and fed
 //!
 //! - to crit's decoder and encoder and to the raw entry framing, many times per kind;
 //! - to the restore's image loading (`criu::images_plan::load`), under the name a restore reads

@@ -12,13 +12,14 @@
 //!   Nothing runs either time.
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use compel_criu_tests::rpc_service::{Service, ask_with};
 use compel_criu_tests::{
-    Exit, UNPRIVILEGED_ID, become_subreaper, open_dir, pid_exists, run_as_user, skip_if_not_root,
-    spawn_counter, status_field, test_lock, wait_exit_timeout,
+    Exit, Spawned, UNPRIVILEGED_ID, become_subreaper, open_dir, pid_exists, run_as_user,
+    skip_if_not_root, spawn_counter, status_field, test_lock, wait_exit_timeout, wait_file,
 };
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp, GhostFileEntry};
 use criu_images::{ImageDir, ImageWriter, magic, names};
@@ -116,7 +117,20 @@ fn nobody_may_not_dump_its_own_process_once_it_is_not_dumpable() {
     let xo = d.path().join("counter-xo");
     std::fs::copy(COUNTER, &xo).unwrap();
     std::fs::set_permissions(&xo, std::fs::Permissions::from_mode(0o711)).unwrap();
-    let v = spawn_counter(xo.to_str().unwrap(), d.path(), Some(NOBODY));
+    // Started directly (the spawning helpers make a victim world-readable).
+    let (out, ready) = (d.path().join("count"), d.path().join("ready"));
+    let child = std::process::Command::new(&xo)
+        .arg(&out)
+        .arg(&ready)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let v = Spawned::from_child(child);
+    wait_file(&ready, Duration::from_secs(10));
     let pid = v.pid();
     assert!(status_field(pid, "Uid:").starts_with(&NOBODY.to_string()));
     assert_eq!(

@@ -3,9 +3,10 @@
 //! `security_uncapped_root.rs` (uid 0 without capabilities). A client forked as `nobody`:
 //!
 //! - `PRE_DUMP` of a root process: refused with `EPERM` like a dump, the process untouched;
-//! - `DUMP` of its own process that is not dumpable (it executed a program it may not read,
-//!   so the kernel made it non-dumpable and its `/proc` directory root's): refused, "not
-//!   dumpable", the process runs on untraced;
+//! - `DUMP` of its own process that made itself non-dumpable (`PR_SET_DUMPABLE` 0, so its
+//!   `/proc` files are root's): refused, "not dumpable", the process runs on untraced (the
+//!   check used the owner of `/proc/PID`, which recent kernels leave to the task's uid: such a
+//!   process was let through before);
 //! - `RESTORE` of its own dump whose executable was pointed at a setuid-root program
 //!   (`/usr/bin/su`): refused naming the file and its owner; the same dump with a deleted
 //!   character device to make again (`ghost-file-*.img`): refused, "a device node to make".
@@ -19,13 +20,19 @@ use std::time::Duration;
 use compel_criu_tests::rpc_service::{Service, ask_with};
 use compel_criu_tests::{
     Exit, Spawned, UNPRIVILEGED_ID, become_subreaper, open_dir, pid_exists, run_as_user,
-    skip_if_not_root, spawn_counter, status_field, test_lock, wait_exit_timeout, wait_file,
+    skip_if_not_root, spawn_counter, status_field, test_lock, wait_exit_timeout,
 };
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp, GhostFileEntry};
 use criu_images::{ImageDir, ImageWriter, magic, names};
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_criu-victim-counter");
 const NOBODY: u32 = UNPRIVILEGED_ID;
+
+/// perl: not dumpable, then `ready` made, then a line every 10 ms into `count`.
+const NON_DUMPABLE_COUNTER: &str = r#"syscall(157, 4, 0, 0, 0, 0) == 0 or die "prctl";
+open(my $r, ">", $ARGV[1]) or die; close($r);
+open(my $f, ">>", $ARGV[0]) or die; $f->autoflush(1);
+while (1) { print $f "1\n"; select(undef, undef, undef, 0.01); }"#;
 
 fn ask_as_nobody(addr: &Path, q: &CriuReq) -> CriuResp {
     ask_with(addr, q, None, |f| run_as_user(NOBODY, NOBODY, f))
@@ -113,28 +120,42 @@ fn nobody_may_not_dump_its_own_process_once_it_is_not_dumpable() {
     become_subreaper();
     let d = open_dir();
     let svc = Service::start(d.path(), Some(NOBODY));
-    // Execute-only for nobody: executing it makes the process non-dumpable.
-    let xo = d.path().join("counter-xo");
-    std::fs::copy(COUNTER, &xo).unwrap();
-    std::fs::set_permissions(&xo, std::fs::Permissions::from_mode(0o711)).unwrap();
-    // Started directly (the spawning helpers make a victim world-readable).
+    // A counter that makes itself non-dumpable (prctl(PR_SET_DUMPABLE, 0), x86-64's syscall
+    // 157) before it says it is ready.
+    let perl = Path::new("/usr/bin/perl");
+    if !perl.exists() {
+        eprintln!("skipped: no {}", perl.display());
+        return;
+    }
     let (out, ready) = (d.path().join("count"), d.path().join("ready"));
-    let child = std::process::Command::new(&xo)
+    let child = std::process::Command::new(perl)
+        .arg("-e")
+        .arg(NON_DUMPABLE_COUNTER)
         .arg(&out)
         .arg(&ready)
         .uid(NOBODY)
         .gid(NOBODY)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(d.path().join("perl.err")).unwrap())
         .spawn()
         .unwrap();
     let v = Spawned::from_child(child);
-    wait_file(&ready, Duration::from_secs(10));
+    let t0 = std::time::Instant::now();
+    while !ready.exists() {
+        let err = std::fs::read_to_string(d.path().join("perl.err")).unwrap_or_default();
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the counter did not start: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let pid = v.pid();
     assert!(status_field(pid, "Uid:").starts_with(&NOBODY.to_string()));
     assert_eq!(
-        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(format!("/proc/{pid}")).unwrap()),
+        std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(format!("/proc/{pid}/status")).unwrap()
+        ),
         0,
         "the counter is still dumpable"
     );

@@ -293,8 +293,9 @@ impl Client {
                 ));
             }
             let (pidfd, c) = pinned_creds(pid).map_err(|w| deny(pid, w))?;
-            // A task that is not dumpable has its /proc directory owned by root.
-            let owner = std::fs::metadata(format!("/proc/{pid}"))
+            // A task that is not dumpable has its /proc files owned by root (the directory
+            // itself keeps the task's uid on recent kernels: its status file is the witness).
+            let owner = std::fs::metadata(format!("/proc/{pid}/status"))
                 .map(|m| m.uid())
                 .map_err(|e| deny(pid, e.to_string()))?;
             self.may_ptrace(&c, owner == c.uid[1])

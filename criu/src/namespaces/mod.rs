@@ -690,6 +690,12 @@ impl Prepared {
         }
     }
 
+    /// Whether the root gets any namespace rebuilt here (cloned with, or joined before the
+    /// clone), CRIU's non-zero `root_ns_mask` short of the mount and network namespaces.
+    pub(crate) fn any(&self) -> bool {
+        !self.rebuilt.is_empty()
+    }
+
     /// The `CLONE_NEW*` flags the root is cloned with.
     pub(crate) fn clone_flags(&self) -> u64 {
         self.rebuilt.iter().fold(0, |a, (_, r)| a | r.clone_flags)

@@ -283,7 +283,7 @@ pub fn restore(
     }
     // A tree with namespaces of its own: the root is in them and waits (`setup-namespaces`,
     // then `post-setup-namespaces` once criu is out of the network one, with the root's pid).
-    if namespaces.clone_flags() != 0 || mntns.is_some() || netns.is_some() {
+    if namespaces.any() || mntns.is_some() || netns.is_some() {
         for action in [
             ScriptAction::SetupNamespaces,
             ScriptAction::PostSetupNamespaces,

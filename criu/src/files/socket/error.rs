@@ -243,6 +243,16 @@ pub enum SocketError {
         /// Its name.
         name: String,
     },
+    /// A name a unix socket of the tree was bound to is held by someone else now.
+    #[error("unix socket id {id}: its name {name} is taken by {by} (since the dump)")]
+    NameTaken {
+        /// The socket's id.
+        id: u32,
+        /// The name (a path, with the binder's cwd for a relative one, or `@name`).
+        name: String,
+        /// What holds it: another socket, another file.
+        by: &'static str,
+    },
     /// Queued data that no socket can send again.
     #[error("unix socket id {id}: queued data and no socket that can send it again")]
     NoSender {
@@ -288,6 +298,7 @@ impl SocketError {
                 ..
             } => crate::errno::io(source),
             SocketError::BadImage { .. } => libc::EBADMSG,
+            SocketError::NameTaken { .. } => libc::EADDRINUSE,
             SocketError::Diag(_)
             | SocketError::TcpRepair { .. }
             | SocketError::ConnLock { .. }

@@ -113,27 +113,55 @@ fn in_dir<T>(dir: Option<&str>, f: impl FnOnce() -> std::io::Result<T>) -> std::
     r
 }
 
+/// A path name of the tree bound by this restore (removed again if the restore fails).
+struct Bound {
+    path: PathBuf,
+    ino: u64,
+}
+
+/// The name of `e` as a user reads it: the path (under the binder's cwd for a relative one)
+/// or `@name`.
+fn full_name(e: &UnixSkEntry) -> String {
+    match (&e.name_dir, e.name.first()) {
+        (Some(d), Some(c)) if *c != 0 && *c != b'/' => format!("{d}/{}", printable(&e.name)),
+        _ => printable(&e.name),
+    }
+}
+
 /// Binds `fd` to the name of `e`: a stale socket file at a path name (left by the dumped
 /// tree, nobody listening) is replaced; a name removed after bind is bound then unlinked; a
-/// different file now at the path is moved aside for the bind and put back.
-fn bind(fd: RawFd, e: &UnixSkEntry) -> Result<(), SocketError> {
+/// different file now at the path is moved aside for the bind and put back. A path bound
+/// here is added to `bound`.
+fn bind(fd: RawFd, e: &UnixSkEntry, bound: &mut Vec<Bound>) -> Result<(), SocketError> {
     let nm = printable(&e.name);
     let fail = |source: std::io::Error| SocketError::Sys {
         what: format!("binding unix socket id {} to {nm}", e.id),
         source,
     };
+    let taken = |by| SocketError::NameTaken {
+        id: e.id,
+        name: full_name(e),
+        by,
+    };
     let abstract_name = e.name.first() == Some(&0);
     if abstract_name {
-        return bind_raw(fd, &e.name).map_err(fail);
+        return match bind_raw(fd, &e.name) {
+            Err(err) if err.raw_os_error() == Some(libc::EADDRINUSE) => {
+                Err(taken("another socket"))
+            }
+            r => r.map_err(fail),
+        };
     }
     let path = Path::new(std::ffi::OsStr::from_bytes(trim_nul(&e.name))).to_path_buf();
     let deleted = e.deleted == Some(true);
+    let mut by = None;
     in_dir(e.name_dir.as_deref(), || {
         let r = bind_raw(fd, &e.name);
         match r {
             Err(err) if err.raw_os_error() == Some(libc::EADDRINUSE) => {
                 let m = std::fs::symlink_metadata(&path)?;
-                let stale = m.file_type().is_socket_file() && !listening(&e.name);
+                let socket_file = m.file_type().is_socket_file();
+                let stale = socket_file && !listening(&e.name);
                 if stale {
                     std::fs::remove_file(&path)?;
                     bind_raw(fd, &e.name)?;
@@ -148,11 +176,19 @@ fn bind(fd: RawFd, e: &UnixSkEntry) -> Result<(), SocketError> {
                     std::fs::rename(&aside, &path)?;
                     return r;
                 } else {
+                    by = Some(if socket_file {
+                        "another socket"
+                    } else {
+                        "another file"
+                    });
                     return Err(err);
                 }
             }
             r => r?,
         }
+        let abs = std::fs::canonicalize(".")?.join(&path);
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(&path)?);
+        bound.push(Bound { path: abs, ino });
         if !deleted && let Some(p) = &e.file_perms {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(p.mode & 0o7777))?;
             let c = CString::new(path.as_os_str().as_bytes())
@@ -162,7 +198,23 @@ fn bind(fd: RawFd, e: &UnixSkEntry) -> Result<(), SocketError> {
         }
         Ok(())
     })
-    .map_err(fail)
+    .map_err(|err| match by {
+        Some(by) => taken(by),
+        None => fail(err),
+    })
+}
+
+/// Removes the socket files this restore bound (the same inode still at the path): a
+/// failed restore leaves no name behind.
+fn unbind_all(bound: &[Bound]) {
+    for b in bound {
+        if let Ok(m) = std::fs::symlink_metadata(&b.path)
+            && m.file_type().is_socket_file()
+            && std::os::unix::fs::MetadataExt::ino(&m) == b.ino
+        {
+            let _ = std::fs::remove_file(&b.path);
+        }
+    }
 }
 
 fn aside_name(path: &Path) -> PathBuf {
@@ -300,12 +352,31 @@ fn send_msg(
 /// [`SocketError::Sys`] naming the socket and what failed (a name that cannot be bound again
 /// is named), [`SocketError::PeerUnnamed`], [`SocketError::PeerClosed`],
 /// [`SocketError::NoSender`], [`SocketError::BadImage`].
+/// [`SocketError::NameTaken`] for a name someone else holds now. On any error the socket
+/// files this call bound are removed again.
 pub fn create_all(
     entries: &[UnixSkEntry],
     wanted: &HashSet<u32>,
     queues: &HashMap<u32, Vec<Queued>>,
     flight: &HashMap<u32, RawFd>,
     min: i32,
+) -> Result<HashMap<u32, OwnedFd>, SocketError> {
+    let mut bound = Vec::new();
+    let r = create_all_in(entries, wanted, queues, flight, min, &mut bound);
+    if r.is_err() {
+        // The sockets are closed by now (dropped with the error).
+        unbind_all(&bound);
+    }
+    r
+}
+
+fn create_all_in(
+    entries: &[UnixSkEntry],
+    wanted: &HashSet<u32>,
+    queues: &HashMap<u32, Vec<Queued>>,
+    flight: &HashMap<u32, RawFd>,
+    min: i32,
+    bound: &mut Vec<Bound>,
 ) -> Result<HashMap<u32, OwnedFd>, SocketError> {
     let by_ino: HashMap<u32, &UnixSkEntry> = entries.iter().map(|e| (e.ino, e)).collect();
     // Connections still queued on a listener, with data: not made, their clients connect
@@ -369,7 +440,7 @@ pub fn create_all(
         }
         let s = fds[&e.ino].as_raw_fd();
         socket::write_opts(s, &e.opts, &format!("unix socket id {}", e.id))?;
-        bind(s, e)?;
+        bind(s, e, bound)?;
         if e.state == ST_LISTEN {
             // SAFETY: listen on a socket we own.
             if unsafe { libc::listen(s, e.backlog as i32) } < 0 {

@@ -217,6 +217,59 @@ fn unbind_all(bound: &[Bound]) {
     }
 }
 
+/// The name to send to `e` from anywhere: a relative path name joined to the binder's cwd
+/// (when that still fits a `sockaddr_un`), any other name as it is.
+fn reach_name(e: &UnixSkEntry) -> Vec<u8> {
+    match (&e.name_dir, e.name.first()) {
+        (Some(d), Some(c)) if *c != 0 && *c != b'/' => {
+            let mut v = d.as_bytes().to_vec();
+            v.push(b'/');
+            v.extend_from_slice(trim_nul(&e.name));
+            if v.len() <= 108 { v } else { e.name.clone() }
+        }
+        _ => e.name.clone(),
+    }
+}
+
+/// A name as compared between a socket's entry and a queued datagram's sender: a path without
+/// its trailing NULs, an abstract name whole.
+fn name_key(name: &[u8]) -> &[u8] {
+    if name.first() == Some(&0) {
+        name
+    } else {
+        trim_nul(name)
+    }
+}
+
+/// Sends `m` to `to` from a socket of its own bound to `addr` (the name of a sender no socket
+/// of the tree holds now): an abstract name, or an absolute path where nothing is (the file
+/// the bind makes is removed again). `Ok(false)` when the name cannot be taken.
+fn send_as(
+    addr: &[u8],
+    m: &[u8],
+    rights: &[RawFd],
+    ucred: Option<super::creds::Ucred>,
+    to: &[u8],
+    what: &str,
+) -> Result<bool, SocketError> {
+    let path = (addr.first() != Some(&0))
+        .then(|| Path::new(std::ffi::OsStr::from_bytes(trim_nul(addr))).to_path_buf());
+    if let Some(p) = &path
+        && (!p.is_absolute() || std::fs::symlink_metadata(p).is_ok())
+    {
+        return Ok(false);
+    }
+    let s = new_socket(libc::SOCK_DGRAM as u32)?;
+    if bind_raw(s.as_raw_fd(), addr).is_err() {
+        return Ok(false);
+    }
+    let r = send_msg(s.as_raw_fd(), m, rights, ucred, Some(to), what);
+    if let Some(p) = &path {
+        let _ = std::fs::remove_file(p);
+    }
+    r.map(|()| true)
+}
+
 fn aside_name(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_os_string();
     s.push(format!(".criu-aside.{}", std::process::id()));
@@ -622,6 +675,12 @@ fn create_all_in(
     //    datagram socket nobody is connected to, from a temporary socket to its name; the
     //    data of a queued connection by its client. Files in flight go with their message.
     let id_ino: HashMap<u32, u32> = mine.iter().map(|e| (e.id, e.ino)).collect();
+    // Datagram sockets of the tree by name: the senders of queued datagrams that had one.
+    let by_name: HashMap<&[u8], u32> = mine
+        .iter()
+        .filter(|s| dgram(s) && !s.name.is_empty())
+        .map(|s| (name_key(&s.name), s.ino))
+        .collect();
     let queued_conns: Vec<&UnixSkEntry> = entries
         .iter()
         .filter(|e| queued_ends.contains(&e.ino))
@@ -631,6 +690,7 @@ fn create_all_in(
             continue;
         };
         let what = format!("unix socket id {}", e.id);
+        let reach = reach_name(e);
         let (from, to): (Option<RawFd>, Option<&[u8]>) = if let Some(s) = standin.get(&e.ino) {
             (Some(s.as_raw_fd()), None)
         } else if queued_ends.contains(&e.ino) {
@@ -640,10 +700,10 @@ fn create_all_in(
             if !dgram(e) || p.peer == e.ino {
                 (f, None)
             } else {
-                (f, Some(e.name.as_slice()))
+                (f, Some(reach.as_slice()))
             }
         } else {
-            (None, (!e.name.is_empty()).then_some(e.name.as_slice()))
+            (None, (!e.name.is_empty()).then_some(reach.as_slice()))
         };
         let tmp;
         let from = match (from, to) {
@@ -669,6 +729,36 @@ fn create_all_in(
                     })?,
                 };
                 rights.push(fd);
+            }
+            // A datagram from a named sender is sent from that name again, so recvfrom
+            // gives the same address: the tree's socket holding it, or a socket of criu's
+            // bound to it for the send. When neither can send to this receiver, it comes
+            // from the socket that would send it otherwise (said at -v4).
+            if let Some(a) = m.addr.as_deref().filter(|_| dgram(e) && !e.name.is_empty()) {
+                let sender = by_name.get(name_key(a)).and_then(|ino| fds.get(ino));
+                let sent = match sender {
+                    Some(sf) if sf.as_raw_fd() == from => false,
+                    Some(sf) => send_msg(
+                        sf.as_raw_fd(),
+                        &m.data,
+                        &rights,
+                        m.ucred,
+                        Some(&reach),
+                        &what,
+                    )
+                    .is_ok(),
+                    None => send_as(a, &m.data, &rights, m.ucred, &reach, &what)?,
+                };
+                if sent {
+                    continue;
+                }
+                if sender.is_none_or(|sf| sf.as_raw_fd() != from) {
+                    tracing::debug!(
+                        %what,
+                        sender = %printable(a),
+                        "a queued datagram's sender name could not be sent from again"
+                    );
+                }
             }
             send_msg(from, &m.data, &rights, m.ucred, to, &what)?;
         }

@@ -201,10 +201,8 @@ fn main() {
     let b = dgram(&name_b);
     let (ba, blen) = addr(to.as_bytes());
     // SAFETY: connect reads a live sockaddr_un.
-    assert_eq!(
-        unsafe { libc::connect(b, (&ba as *const libc::sockaddr_un).cast(), blen) },
-        0
-    );
+    let r = unsafe { libc::connect(b, (&ba as *const libc::sockaddr_un).cast(), blen) };
+    assert_eq!(r, 0);
     let c = unnamed();
     let d = dgram(&name_d);
     let e = dgram(&name_e);

@@ -36,12 +36,6 @@ pub enum SocketError {
         /// `unix`, `packet`, `netlink`.
         family: &'static str,
     },
-    /// A packet socket with a ring.
-    #[error("{at}: packet socket with a PACKET_RX_RING/PACKET_TX_RING ring (not dumped yet)")]
-    PacketRing {
-        /// The socket.
-        at: SockAt,
-    },
     /// A unix socket of a type other than stream, datagram or seqpacket.
     #[error("{at}: unix socket of type {ty}")]
     UnixType {
@@ -213,12 +207,6 @@ pub enum SocketError {
         /// The state's name.
         state: &'static str,
     },
-    /// A packet socket with rings.
-    #[error("packet socket id {id} with rings")]
-    PacketRings {
-        /// The socket's id.
-        id: u32,
-    },
     /// A `SOCK_PACKET` socket bound to an interface.
     #[error("packet socket id {id}: a SOCK_PACKET socket bound to interface {ifindex}")]
     SockPacketBound {
@@ -311,7 +299,6 @@ impl SocketError {
             | SocketError::InetStateNotRestored { .. }
             | SocketError::Family { .. }
             | SocketError::NotInDiag { .. }
-            | SocketError::PacketRing { .. }
             | SocketError::UnixType { .. }
             | SocketError::UnacceptedData { .. }
             | SocketError::FdsInFlight { .. }
@@ -321,7 +308,6 @@ impl SocketError {
             | SocketError::ExtPeer { .. }
             | SocketError::ExtPeerData { .. }
             | SocketError::ExtPeerUnnamed { .. }
-            | SocketError::PacketRings { .. }
             | SocketError::SockPacketBound { .. }
             | SocketError::PeerUnnamed { .. }
             | SocketError::PeerClosed { .. }

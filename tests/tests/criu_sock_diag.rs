@@ -1,6 +1,8 @@
 //! sock_diag is asked once per socket family and dump, never once per socket: a tree of two
-//! processes holding 640 unix sockets, a netlink and a packet socket is dumped at `-v4`, whose
-//! log has one `sock_diag dump` line per request; the restored victim checks every pair.
+//! processes holding 640 unix sockets, netlink and packet sockets is dumped at `-v4`, whose
+//! log has one `sock_diag dump` line per request; the restored victim checks every pair, a
+//! netlink socket never bound, one whose unread answer was dropped (said at `-v3`) and an
+//! obsolete `SOCK_PACKET` socket.
 
 use std::path::Path;
 use std::time::Duration;
@@ -65,6 +67,12 @@ fn sock_diag_is_one_dump_per_family_for_hundreds_of_sockets() {
     );
     assert_eq!(diag_dumps(&log, "netlink").len(), 1, "netlink dumps");
     assert_eq!(diag_dumps(&log, "packet").len(), 1, "packet dumps");
+    // The netlink socket with an unread answer: dropped, as CRIU does, and said (at -v3).
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO ") && l.contains("receive queue are dropped")),
+        "no -v3 line about the dropped netlink queue"
+    );
 
     restored_checks(&img, d.path(), pid, k.pid());
 }

@@ -442,6 +442,13 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
         false
     }
 
+    /// For a pidfd of a thread other than its process's leader: `(tid, flags)`. The task holds
+    /// a placeholder until the engine opens it in the task once the thread exists
+    /// ([`pidfd::open_thread_pidfds`]).
+    fn thread_pidfd(&self) -> Option<(i32, i32)> {
+        None
+    }
+
     /// Whether each task holding it makes its own, even when several share it (`/dev/tty`:
     /// only a task of the session can open it; the tasks then hold one open file each).
     fn per_task(&self) -> bool {

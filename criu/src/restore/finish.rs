@@ -196,6 +196,12 @@ pub(super) fn finish(
         })
         .collect();
     trace::run_to_sigreturn(&stopped)?;
+    // Every thread exists now: pidfds of threads replace their placeholders.
+    for (i, t) in tree.alive() {
+        if let Some(r) = &c.tasks[i] {
+            crate::files::pidfd::open_thread_pidfds(pids.host(t.pid), r.syscall_insn, &t.fds)?;
+        }
+    }
     let resumable: Vec<trace::Resumable> = tree
         .order
         .iter()

@@ -570,9 +570,17 @@ pub fn guards(pids: &[i32]) -> Vec<Spawned> {
 /// # Panics
 /// If the process is gone (so that comparing namespaces of a dead process cannot pass).
 pub fn uts_ns(pid: i32) -> u64 {
+    ns_ino(pid, "uts")
+}
+
+/// The inode of namespace `kind` (`uts`, `net`, `cgroup`, ...) of process `pid`.
+///
+/// # Panics
+/// If the namespace cannot be read.
+pub fn ns_ino(pid: i32, kind: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata(format!("/proc/{pid}/ns/uts"))
-        .unwrap_or_else(|e| panic!("uts namespace of pid {pid}: {e}"))
+    fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("{kind} namespace of pid {pid}: {e}"))
         .ino()
 }
 
@@ -582,17 +590,31 @@ pub fn uts_ns(pid: i32) -> u64 {
 /// # Panics
 /// If `unshare` cannot be started or has not entered its namespace within 10 s.
 pub fn spawn_uts_holder() -> Spawned {
+    spawn_ns_holder(&["--uts"])
+}
+
+/// A process holding namespaces of its own (`unshare FLAGS sleep 600`, e.g. `--net`,
+/// `--cgroup`), once it is in the first one; killed and reaped on drop.
+///
+/// # Panics
+/// If `unshare` cannot be started or has not entered its namespace within 10 s.
+pub fn spawn_ns_holder(flags: &[&str]) -> Spawned {
+    let kind = match flags.first().copied().unwrap_or("--uts") {
+        "--mount" => "mnt",
+        f => f.trim_start_matches("--"),
+    };
     let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["--uts", "sleep", "600"])
+    cmd.args(flags)
+        .args(["sleep", "600"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let holder = Spawned::from_child(cmd.spawn().expect("start unshare --uts"));
+    let holder = Spawned::from_child(cmd.spawn().expect("start unshare"));
     let end = std::time::Instant::now() + Duration::from_secs(10);
-    while uts_ns(holder.pid()) == uts_ns(std::process::id() as i32) {
+    while ns_ino(holder.pid(), kind) == ns_ino(std::process::id() as i32, kind) {
         assert!(
             std::time::Instant::now() < end,
-            "unshare --uts did not get going"
+            "unshare {flags:?} did not get going"
         );
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -122,11 +122,7 @@ pub fn restore(
         opts.root.as_deref(),
         &opts.external,
     )?;
-    let mut netns = crate::namespaces::net::NetNs::prepare(
-        &opts.images_dir,
-        &opts.external,
-        opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
-    )?;
+    let mut netns = crate::namespaces::net::NetNs::prepare_for(opts)?;
     crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
     crate::files::tty::set_inherit_fds(
         opts.inherit_fds

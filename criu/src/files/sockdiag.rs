@@ -126,7 +126,7 @@ fn sys(what: &'static str, family: &'static str) -> DiagError {
 }
 
 /// Sends one dump request (`req` after the netlink header) and returns every reply payload.
-fn dump(family: &'static str, req: &[u8]) -> Result<Vec<Vec<u8>>, DiagError> {
+pub(crate) fn dump(family: &'static str, req: &[u8]) -> Result<Vec<Vec<u8>>, DiagError> {
     // SAFETY: socket() takes no pointers; the result is checked and owned below.
     let fd = unsafe {
         libc::socket(
@@ -220,7 +220,7 @@ fn dump(family: &'static str, req: &[u8]) -> Result<Vec<Vec<u8>>, DiagError> {
 }
 
 /// The attributes after a fixed header of `hdr` bytes: `(type, value)`.
-fn attrs<'a>(
+pub(crate) fn attrs<'a>(
     family: &'static str,
     msg: &'a [u8],
     hdr: usize,

@@ -124,6 +124,7 @@ pub fn restore(
     )?;
     let mut netns = crate::namespaces::net::NetNs::prepare_for(opts)?;
     crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
+    crate::files::inet::set_restore_tcp_close(opts.tcp_close);
     crate::files::tty::set_inherit_fds(
         opts.inherit_fds
             .iter()

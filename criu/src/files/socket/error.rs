@@ -119,14 +119,25 @@ pub enum SocketError {
     },
     /// A TCP listener with connections not accepted yet.
     #[error(
-        "{who}: {proto} listener with {pending} connection(s) not yet accepted (not dumped yet; \
-         --skip-in-flight drops them)"
+        "{who}: {proto} listener with {pending} connection(s) not yet accepted whose client is \
+         outside the tree (--skip-in-flight drops them)"
     )]
     InetUnaccepted {
         /// The socket (descriptor, process, inode, family).
         who: String,
         /// `TCP`.
         proto: String,
+        /// How many connections wait.
+        pending: u32,
+    },
+    /// A TCP listener with connections not accepted yet, in a tree that keeps running.
+    #[error(
+        "{who}: TCP listener with {pending} connection(s) not yet accepted: they are dumped only \
+         when the dump ends the tree (--skip-in-flight leaves them out)"
+    )]
+    InetUnacceptedLive {
+        /// The socket (descriptor, process, inode, family).
+        who: String,
         /// How many connections wait.
         pending: u32,
     },
@@ -292,6 +303,7 @@ impl SocketError {
             | SocketError::ConnLock { .. }
             | SocketError::UdpCorked { .. }
             | SocketError::InetUnaccepted { .. }
+            | SocketError::InetUnacceptedLive { .. }
             | SocketError::InetNoAddresses { .. }
             | SocketError::TcpEstablished { .. }
             | SocketError::InetStateNotDumped { .. }

@@ -120,13 +120,12 @@ impl ShutdownCache {
     ) -> Option<u8> {
         let (ns_ino, ns) = netns_of(sk, pid)?;
         let key = (ns_ino, family, proto);
-        if !self.tables.contains_key(&key) {
-            let t = dump_in(&ns, ns_ino, family, proto).unwrap_or_else(|e| {
+        let t = self.tables.entry(key).or_insert_with(|| {
+            dump_in(&ns, ns_ino, family, proto).unwrap_or_else(|e| {
                 tracing::warn!("shut-down state of inet sockets not read: {e}");
                 Table::new()
-            });
-            self.tables.insert(key, t);
-        }
-        self.tables.get(&key)?.get(&ino).copied()
+            })
+        });
+        t.get(&ino).copied()
     }
 }

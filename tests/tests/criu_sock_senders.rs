@@ -11,7 +11,7 @@ use compel_criu_tests::{
     spawn_ready_with, test_lock,
 };
 use criu_images::pb::SkPacketEntry;
-use criu_images::{ImageReader, magic, names};
+use criu_images::{ImageReader, ImageWriter, magic, names};
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_criu-victim-sock-senders");
 
@@ -64,4 +64,33 @@ fn queued_datagrams_come_back_from_the_same_sender_names() {
     assert_eq!(r, pid);
     let rv = Spawned::guard(r);
     assert_eq!(ask_check(rv.pid(), &d.path().join("out")), "check ok");
+    drop(rv);
+
+    // A sender name that climbs out of its directory: the restore fails before anything
+    // runs, naming sk-queues.img and the entry's offset.
+    let q = img.join(names::SK_QUEUES);
+    let mut r = ImageReader::open_expect(&q, magic::SK_QUEUES).unwrap();
+    let mut all = Vec::new();
+    while let Some(e) = r.read_entry::<SkPacketEntry>().unwrap() {
+        let data = r.read_extra(u64::from(e.length)).unwrap();
+        all.push((e, data));
+    }
+    drop(r);
+    let named = all.iter().position(|(e, _)| e.addr.is_some()).unwrap();
+    all[named].0.addr = Some(b"/tmp/../etc/x".to_vec());
+    std::fs::remove_file(&q).unwrap();
+    let mut w = ImageWriter::create_in(&img, names::SK_QUEUES, magic::SK_QUEUES).unwrap();
+    for (e, data) in &all {
+        w.write_entry(e).unwrap();
+        w.write_extra(data).unwrap();
+    }
+    w.finish().unwrap();
+    let o = compel_criu_tests::criu(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    let err = compel_criu_tests::stderr_text(&o);
+    assert!(!o.status.success(), "a restore with a climbing sender name");
+    assert!(
+        err.contains("sk-queues.img") && err.contains("offset") && err.contains("climbs"),
+        "stderr: {err}"
+    );
+    assert!(!compel_criu_tests::pid_exists(pid), "a task was left");
 }

@@ -86,6 +86,31 @@ pub fn assert_ok_log(o: &Output, what: &str, log: &Path) {
     );
 }
 
+/// Runs `criu ARGS -D DIR -o NAME.log -v4` (DIR made first) and asserts it succeeded,
+/// showing the log if not.
+pub fn criu_in(dir: &Path, name: &str, args: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = format!("{name}.log");
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend_from_slice(&["-D", dir.to_str().unwrap(), "-o", &log, "-v4"]);
+    assert_ok_log(&criu(&a), name, &dir.join(&log));
+}
+
+/// Asks a dirtying victim (`criu-victim-dirtier`, SIGUSR2) for round `k` of writes and waits
+/// for it to say `round K` in READY.rK.
+pub fn dirty_round(pid: i32, ready: &Path, k: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    let said = crate::wait_file(
+        &ready.with_extension(format!("r{k}")),
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(said.trim(), format!("round {k}"));
+}
+
 /// A process for `criu` to dump: started with stdin from /dev/null, stdout and stderr into a log
 /// file and no descriptor beyond 0..2 (closed in the child before exec). Or any process this
 /// test must not leave behind ([`Spawned::guard`], e.g. a restored task). On drop it is killed
@@ -545,9 +570,17 @@ pub fn guards(pids: &[i32]) -> Vec<Spawned> {
 /// # Panics
 /// If the process is gone (so that comparing namespaces of a dead process cannot pass).
 pub fn uts_ns(pid: i32) -> u64 {
+    ns_ino(pid, "uts")
+}
+
+/// The inode of namespace `kind` (`uts`, `net`, `cgroup`, ...) of process `pid`.
+///
+/// # Panics
+/// If the namespace cannot be read.
+pub fn ns_ino(pid: i32, kind: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata(format!("/proc/{pid}/ns/uts"))
-        .unwrap_or_else(|e| panic!("uts namespace of pid {pid}: {e}"))
+    fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("{kind} namespace of pid {pid}: {e}"))
         .ino()
 }
 
@@ -557,17 +590,31 @@ pub fn uts_ns(pid: i32) -> u64 {
 /// # Panics
 /// If `unshare` cannot be started or has not entered its namespace within 10 s.
 pub fn spawn_uts_holder() -> Spawned {
+    spawn_ns_holder(&["--uts"])
+}
+
+/// A process holding namespaces of its own (`unshare FLAGS sleep 600`, e.g. `--net`,
+/// `--cgroup`), once it is in the first one; killed and reaped on drop.
+///
+/// # Panics
+/// If `unshare` cannot be started or has not entered its namespace within 10 s.
+pub fn spawn_ns_holder(flags: &[&str]) -> Spawned {
+    let kind = match flags.first().copied().unwrap_or("--uts") {
+        "--mount" => "mnt",
+        f => f.trim_start_matches("--"),
+    };
     let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["--uts", "sleep", "600"])
+    cmd.args(flags)
+        .args(["sleep", "600"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let holder = Spawned::from_child(cmd.spawn().expect("start unshare --uts"));
+    let holder = Spawned::from_child(cmd.spawn().expect("start unshare"));
     let end = std::time::Instant::now() + Duration::from_secs(10);
-    while uts_ns(holder.pid()) == uts_ns(std::process::id() as i32) {
+    while ns_ino(holder.pid(), kind) == ns_ino(std::process::id() as i32, kind) {
         assert!(
             std::time::Instant::now() < end,
-            "unshare --uts did not get going"
+            "unshare {flags:?} did not get going"
         );
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -216,6 +216,7 @@ fn dump_inner(
         &own_ns,
         ids::task_ids(&procs[0].ns, &procs[0].own_ns, 0).net_ns_id,
         dir,
+        &external,
     )
     .map_err(|e| DumpError::from(e).at("dumping the network namespace"))?;
     let trackers = if opts.track_mem {

@@ -194,7 +194,12 @@ pub(crate) fn dump(family: &'static str, req: &[u8]) -> Result<Vec<Vec<u8>>, Dia
             }
             let payload = &b[16..mlen];
             match mtype {
-                NLMSG_DONE => return Ok(out),
+                NLMSG_DONE => {
+                    // One line per dump request: a test counts them (one per family and
+                    // dump, never one per socket).
+                    tracing::debug!(family, sockets = out.len(), "sock_diag dump");
+                    return Ok(out);
+                }
                 NLMSG_ERROR => {
                     let errno = payload
                         .get(..4)

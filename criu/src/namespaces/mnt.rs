@@ -359,6 +359,9 @@ impl MountNs {
                     } else {
                         from.clone()
                     };
+                    if *in_yard {
+                        make_pts_slave(Path::new(&src)).map_err(|e| e.at(&what("a pty for")))?;
+                    }
                     mount_raw(Some(&src), &t, None, libc::MS_BIND, None)
                         .map_err(|e| e.at(&what("binding")))?;
                     remount(&t, ro_bits).map_err(|e| e.at(&what("flags of")))?;
@@ -434,6 +437,77 @@ impl Drop for MountNs {
             tracing::error!(error = %e, "cannot leave the restored mount namespace");
         }
     }
+}
+
+/// The pty masters made for pty slaves bound elsewhere (runc binds the console's slave onto
+/// `/dev/console`), by index, until the tty restore takes them ([`take_pts_master`]).
+static PTS_MASTERS: std::sync::Mutex<Vec<(u32, OwnedFd)>> = std::sync::Mutex::new(Vec::new());
+
+/// `DEVPTS_SUPER_MAGIC`.
+const DEVPTS_MAGIC: i64 = 0x1cd1;
+
+/// When `src` is the missing slave `N` of a devpts mounted in the yard (a bind of `/dev/pts/N`),
+/// makes pty `N` there (masters are opened from its `ptmx` until the kernel hands out index
+/// `N`) so that the bind finds its source; the master waits for the tty restore.
+fn make_pts_slave(src: &Path) -> Result<(), Failed> {
+    let (Some(dir), Some(index)) = (
+        src.parent(),
+        src.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok()),
+    ) else {
+        return Ok(());
+    };
+    if src.exists()
+        || !nix::sys::statfs::statfs(dir).is_ok_and(|f| f.filesystem_type().0 == DEVPTS_MAGIC)
+    {
+        return Ok(());
+    }
+    let ptmx = CString::new(dir.join("ptmx").into_os_string().into_encoded_bytes())
+        .map_err(|_| Failed(Errno::EINVAL))?;
+    let mut extra = Vec::new();
+    loop {
+        if extra.len() > 4096 {
+            return Err(Failed(Errno::EBUSY));
+        }
+        // SAFETY: opens a master from a NUL-terminated path we own.
+        let r = unsafe {
+            libc::open(
+                ptmx.as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        };
+        if r < 0 {
+            return Err(Failed(Errno::last()));
+        }
+        // SAFETY: r is a new descriptor owned by nothing else.
+        let m = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r) };
+        let mut n: libc::c_int = -1;
+        // SAFETY: TIOCGPTN writes one int into a live local.
+        if unsafe { libc::ioctl(r, libc::TIOCGPTN, &mut n as *mut libc::c_int) } != 0 {
+            return Err(Failed(Errno::last()));
+        }
+        match u32::try_from(n) {
+            Ok(i) if i == index => {
+                tracing::debug!(index, devpts = %dir.display(), "made a pty for a bound slave");
+                PTS_MASTERS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((index, m));
+                return Ok(());
+            }
+            Ok(i) if i < index => extra.push(m),
+            _ => return Err(Failed(Errno::EBUSY)),
+        }
+    }
+}
+
+/// The master made for pty slave `index` of the restored mount namespace (a slave bound
+/// elsewhere), if any: the tty restore sets it up instead of opening a new one.
+pub fn take_pts_master(index: u32) -> Option<OwnedFd> {
+    let mut m = PTS_MASTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let i = m.iter().position(|(n, _)| *n == index)?;
+    Some(m.swap_remove(i).1)
 }
 
 /// A failed mount call, before it is told where.

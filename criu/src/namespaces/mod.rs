@@ -26,6 +26,7 @@
 pub(crate) mod cgroup;
 pub(crate) mod cgroup_mounts;
 pub(crate) mod cgroup_ns;
+pub(crate) mod cgroup_proplists;
 pub(crate) mod cgroup_props;
 pub(crate) mod ipc;
 pub mod mnt;
@@ -530,9 +531,11 @@ fn entry_ids(e: &criu_images::pb::TaskKobjIdsEntry) -> [Option<u32>; 8] {
 /// not take several, or a kind no module restores; [`NsError::Image`] for unreadable images;
 /// the kind's error when a namespace cannot be rebuilt (what was made before is dropped).
 pub(crate) fn prepare_restore(dir: &Path, join_ns: &[String]) -> Result<Prepared, NsError> {
+    // A network namespace is joined by criu's main thread ([`net::NetNs::prepare_for`]).
     let joins = join_ns
         .iter()
         .map(|j| parse_join(j))
+        .filter(|j| !matches!(j, Ok((Kind::Net, _))))
         .collect::<Result<Vec<_>, _>>()?;
     let d = criu_images::ImageDir::new(dir);
     let file = criu_images::names::INVENTORY;
@@ -623,8 +626,21 @@ pub(crate) fn prepare_restore(dir: &Path, join_ns: &[String]) -> Result<Prepared
     Ok(out)
 }
 
+/// The namespace of kind `name` that `--join-ns` options `join_ns` name, if any.
+///
+/// # Errors
+/// As [`parse_join`].
+pub(crate) fn join_fd(join_ns: &[String], name: &str) -> Result<Option<OwnedFd>, NsError> {
+    for j in join_ns {
+        if j.split_once(':').is_some_and(|(k, _)| k == name) {
+            return parse_join(j).map(|(_, fd)| Some(fd));
+        }
+    }
+    Ok(None)
+}
+
 /// `--join-ns NS:{PID|FILE}[,EXTRA]`: the kind and a descriptor of the namespace. Kinds this
-/// criu joins: uts, ipc, time; others are refused by name.
+/// criu joins: uts, ipc, time, cgroup, net; others are refused by name.
 ///
 /// # Errors
 /// [`NsError::Unsupported`] for another kind or extra options, [`NsError::Io`] when the
@@ -642,7 +658,9 @@ fn parse_join(spec: &str) -> Result<(Kind, OwnedFd), NsError> {
         "uts" => Kind::Uts,
         "ipc" => Kind::Ipc,
         "time" => Kind::Time,
-        "net" | "user" | "pid" | "mnt" | "cgroup" => {
+        "cgroup" => Kind::Cgroup,
+        "net" => Kind::Net,
+        "user" | "pid" | "mnt" => {
             let k = Kind::ALL
                 .into_iter()
                 .find(|k| k.name() == name)
@@ -687,6 +705,12 @@ impl Prepared {
         } else {
             pid::PidMap::identity()
         }
+    }
+
+    /// Whether the root gets any namespace rebuilt here (cloned with, or joined before the
+    /// clone), CRIU's non-zero `root_ns_mask` short of the mount and network namespaces.
+    pub(crate) fn any(&self) -> bool {
+        !self.rebuilt.is_empty()
     }
 
     /// The `CLONE_NEW*` flags the root is cloned with.

@@ -122,11 +122,7 @@ pub fn restore(
         opts.root.as_deref(),
         &opts.external,
     )?;
-    let mut netns = crate::namespaces::net::NetNs::prepare(
-        &opts.images_dir,
-        &opts.external,
-        opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
-    )?;
+    let mut netns = crate::namespaces::net::NetNs::prepare_for(opts)?;
     crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
     crate::files::inet::set_restore_tcp_close(opts.tcp_close);
     crate::files::tty::set_inherit_fds(
@@ -284,7 +280,7 @@ pub fn restore(
     }
     // A tree with namespaces of its own: the root is in them and waits (`setup-namespaces`,
     // then `post-setup-namespaces` once criu is out of the network one, with the root's pid).
-    if namespaces.clone_flags() != 0 || mntns.is_some() || netns.is_some() {
+    if namespaces.any() || mntns.is_some() || netns.is_some() {
         for action in [
             ScriptAction::SetupNamespaces,
             ScriptAction::PostSetupNamespaces,

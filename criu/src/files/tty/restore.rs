@@ -249,7 +249,9 @@ const MAX_PTY_TRIES: u32 = 4096;
 
 impl PtyPair {
     fn make(&self) -> Result<Vec<OwnedFd>, RestoreError> {
-        let m = match self.open_index() {
+        // A slave bound elsewhere in the restored mount namespace exists already.
+        let made = crate::namespaces::mnt::take_pts_master(self.index);
+        let m = match made.map_or_else(|| self.open_index(), Ok) {
             Ok(m) => m,
             Err(RestoreError::FileState { .. }) if self.orphan => {
                 // SAFETY: opens a new master from a static path.

@@ -230,6 +230,15 @@ pub enum NetError {
     /// An image.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// An external network namespace (`--external net[INO]:KEY` at dump) not given back.
+    #[error(
+        "the network namespace was external ({key}): give it with --inherit-fd fd[N]:{key} or \
+         --join-ns net:PATH"
+    )]
+    NoExternalNs {
+        /// The key saved at dump.
+        key: String,
+    },
     /// An image that decodes but makes no sense.
     #[error("network images: {0}")]
     Bad(String),
@@ -244,7 +253,9 @@ impl NetError {
             | NetError::LinkType { .. }
             | NetError::MissingTool { .. } => libc::EOPNOTSUPP,
             NetError::Script { source, .. } => source.errno(),
-            NetError::NoExternal { .. } | NetError::Bad(_) => libc::EINVAL,
+            NetError::NoExternal { .. } | NetError::NoExternalNs { .. } | NetError::Bad(_) => {
+                libc::EINVAL
+            }
             NetError::Tool { .. } => libc::EIO,
             NetError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             NetError::Sys { errno, .. } => *errno as i32,
@@ -434,6 +445,7 @@ pub(crate) fn dump_for_tree<'a>(
     own_ns: &[(String, u64)],
     ns_id: Option<u32>,
     dir: &Path,
+    external: &[External],
 ) -> Result<(), NetError> {
     let net = |ns: &[(String, u64)]| ns.iter().find(|(k, _)| k == "net").map(|n| n.1);
     let Some((root, root_ns)) = tasks.next() else {
@@ -447,6 +459,21 @@ pub(crate) fn dump_for_tree<'a>(
         return Ok(());
     }
     let id = ns_id.ok_or_else(|| NetError::Bad("the root task has no net namespace id".into()))?;
+    // `--external net[INO]:KEY`: the namespace is the caller's; only its key is saved, the
+    // restore joins the namespace given for it with `--inherit-fd fd[N]:KEY`.
+    if let Some(key) = external.iter().find_map(|e| {
+        (e.kind == "net" && theirs.is_some_and(|t| e.id == t.to_string()))
+            .then(|| e.value.clone())
+            .flatten()
+    }) {
+        tracing::info!(id, key, "the network namespace is external");
+        let ns = NetnsEntry {
+            ext_key: Some(key),
+            ..NetnsEntry::default()
+        };
+        criu_images::write_all(dir.join(names::netns(id)), magic::NETNS, [&ns])?;
+        return Ok(());
+    }
     let path = format!("/proc/{root}/ns/net");
     let ns = OwnedFd::from(std::fs::File::open(&path).map_err(io(format!("opening {path}")))?);
     let dir = dir.to_path_buf();

@@ -17,6 +17,92 @@ pub struct NetNs {
 }
 
 impl NetNs {
+    /// The tree's network namespace for restore `opts`: the one `--join-ns net:PATH` names,
+    /// the one `--inherit-fd fd[N]:KEY` gives for an external one (`--external net[INO]:KEY`
+    /// at dump), or one made from the images ([`NetNs::prepare`]). criu's main thread enters
+    /// it (the tree's sockets and tasks are made there) until [`NetNs::finish`].
+    ///
+    /// # Errors
+    /// [`NetError`]; [`NetError::NoExternalNs`] for an external namespace not given back.
+    pub fn prepare_for(opts: &crate::options::RestoreOptions) -> Result<Option<NetNs>, NetError> {
+        let joined = match crate::namespaces::join_fd(&opts.join_ns, "net") {
+            Ok(j) => j,
+            Err(e) => {
+                return Err(NetError::Io {
+                    what: e.to_string(),
+                    source: std::io::Error::from_raw_os_error(e.errno()),
+                });
+            }
+        };
+        let joined = match joined {
+            Some(fd) => Some(fd),
+            None => Self::external(opts)?,
+        };
+        let Some(fd) = joined else {
+            return Self::prepare(
+                &opts.images_dir,
+                &opts.external,
+                opts.empty_ns & libc::CLONE_NEWNET as u32 != 0,
+            );
+        };
+        let orig = OwnedFd::from(
+            std::fs::File::open("/proc/self/ns/net").map_err(io("opening criu's net ns"))?,
+        );
+        // SAFETY: setns of this thread (criu's main one, which creates the tree's sockets and
+        // tasks) into a network namespace we hold; criu holds its old one to go back.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(NetError::Sys {
+                what: "joining the given network namespace",
+                errno: Errno::last(),
+            });
+        }
+        tracing::info!("joined a network namespace for the tree");
+        Ok(Some(NetNs {
+            orig,
+            outer: Vec::new(),
+            left: false,
+            done: false,
+        }))
+    }
+
+    /// The namespace given with `--inherit-fd fd[N]:KEY` when the images say the tree's was
+    /// external (`ext_key`).
+    fn external(opts: &crate::options::RestoreOptions) -> Result<Option<OwnedFd>, NetError> {
+        let d = criu_images::ImageDir::new(&opts.images_dir);
+        let Some(pid) = d.read_pstree()?.first().map(|t| t.pid) else {
+            return Ok(None);
+        };
+        if !d.file(&names::ids(pid)).exists() {
+            return Ok(None);
+        }
+        let Some(id) = d.read_ids(pid)?.net_ns_id else {
+            return Ok(None);
+        };
+        let path = d.file(&names::netns(id));
+        if !path.exists() {
+            return Ok(None);
+        }
+        let netns: Vec<NetnsEntry> = criu_images::read_all(&path, magic::NETNS)?;
+        let Some(key) = netns.first().and_then(|n| n.ext_key.clone()) else {
+            return Ok(None);
+        };
+        let Some(i) = opts.inherit_fds.iter().find(|i| i.key == key) else {
+            return Err(NetError::NoExternalNs { key });
+        };
+        // SAFETY: duplicates criu's descriptor the caller passed; the copy is ours alone.
+        let d = unsafe { libc::fcntl(i.fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if d < 0 {
+            return Err(NetError::Sys {
+                what: "duplicating the inherited network namespace",
+                errno: Errno::last(),
+            });
+        }
+        // SAFETY: d is a new descriptor owned by nothing else.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d) };
+        tracing::info!(key, fd = i.fd, "the external network namespace");
+        Ok(Some(fd))
+    }
+
     /// Makes the tree's network namespace from `dir` when its root had one of its own, criu
     /// entering it. `empty` (`--empty-ns net`): only the namespace, its loopback up.
     ///

@@ -1,8 +1,9 @@
 //! Inet sockets (`AF_INET`, `AF_INET6`), both sides, as CRIU's `inet_sk_entry`.
 //!
 //! Dump, through criu's `pidfd_getfd` copy of the task's socket: TCP sockets never connected
-//! (bound or not), listeners (their accept queue must be empty: connections not yet accepted
-//! are refused by name unless `--skip-in-flight` drops them), established connections with
+//! (bound or not), listeners (connections in their accept queue whose clients are in the tree
+//! are taken when the dump ends the tree and come back queued, module `queue`; others are
+//! refused by name unless `--skip-in-flight` drops them), established connections with
 //! `--tcp-established` only (refused by name without it, as criu(8) does) and closing ones
 //! (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) the same way, saved with [`soccr`] into
 //! `tcp-stream-INO.img` ([`super::tcp`]); with `--tcp-close` they are dumped without their
@@ -13,7 +14,8 @@
 //! datagram being built is refused by name); ICMP "ping" sockets the same way (their peer, which
 //! getpeername does not give, read from `/proc/PID/net/icmp`); raw IP sockets of any protocol
 //! (peer from `/proc/PID/net/raw`, CRIU's `ip_opts.raw`); CRIU's `ip_opts` (`IP_TOS`, `IP_TTL`,
-//! freebind, pktinfo). Other types and TCP states are refused by name. In criu's own network
+//! freebind, pktinfo) and our `transparent`; the shut-down state of UDP sockets (module
+//! `diag`) and multicast memberships (module `mcast`). Other types and TCP states are refused by name. In criu's own network
 //! namespace each saved connection is locked first (`namespaces::net::conns`). A saved connection stays in repair mode until the tree is killed (its close
 //! then sends nothing); when the tree runs on (`-R`) or the dump fails, repair is turned off.
 //!

@@ -455,6 +455,8 @@ impl FileTable {
         };
         crate::files::set_fown(&mut e, owner(probe.pid, probe.fd)?);
         let ty = e.r#type;
+        let kind = FdTypes::try_from(ty).map_or_else(|_| ty.to_string(), crate::files::kind_name);
+        tracing::debug!(pid = probe.pid, fd = probe.fd, id, kind, "dumping file");
         self.entries.push(e);
         self.seen
             .entry(key)

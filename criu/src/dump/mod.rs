@@ -264,7 +264,13 @@ fn dump_inner(
         pages_scanned: stats.scanned.saturating_sub(shared_stats.scanned),
         pages_skipped_parent: stats.parent,
         pages_written: stats.written.saturating_sub(shared_stats.written),
-        shpages: (shared_stats.scanned, shared_stats.written),
+        shpages: {
+            let (scanned, written) = crate::files::memfd::take_shpages();
+            (
+                shared_stats.scanned + scanned,
+                shared_stats.written + written,
+            )
+        },
     };
     crate::stats::write_dump(dir, &counts)
         .map_err(|e| DumpError::from(e).at("writing the images"))?;

@@ -8,6 +8,8 @@
 //! `round K` into READY.rK. On `SIGUSR1` it checks every byte of everything and writes
 //! `check ok` (or `check bad WHAT`) into READY.2.
 
+use compel_criu_tests::victim::publish;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static CHECK: AtomicBool = AtomicBool::new(false);
@@ -79,11 +81,10 @@ fn main() {
         libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t);
         libc::signal(libc::SIGUSR2, on_usr2 as *const () as libc::sighandler_t);
     }
-    std::fs::write(
+    publish(
         ready,
-        format!("ready {} {:x}", std::process::id(), mem.as_ptr() as usize),
-    )
-    .expect("ready");
+        &format!("ready {} {:x}", std::process::id(), mem.as_ptr() as usize),
+    );
     let mut round = 0u32;
     loop {
         // Polling (rather than pause) cannot miss a signal that lands just before the wait.
@@ -108,7 +109,7 @@ fn main() {
             let area = map(64 << 10);
             area.fill(round as u8);
             extra.push((area, round as u8));
-            std::fs::write(format!("{ready}.r{round}"), format!("round {round}")).expect("round");
+            publish(&format!("{ready}.r{round}"), &format!("round {round}"));
         }
         if CHECK.swap(false, Ordering::SeqCst) {
             let mut bad = None;
@@ -138,7 +139,7 @@ fn main() {
                 None => "check ok".to_string(),
                 Some(what) => format!("check bad {what}"),
             };
-            std::fs::write(format!("{ready}.2"), verdict).expect("verdict");
+            publish(&format!("{ready}.2"), &verdict);
         }
     }
 }

@@ -88,7 +88,7 @@ pub use options::{
     OptionsError, PidMethod, PreDumpMode, RestoreOptions, USAGE, option_specs,
 };
 pub use pageserver::{PageServerError, ServerOptions as PageServerOptions, run_page_server};
-pub use privilege::{PrivilegeError, check_privilege};
+pub use privilege::{PrivilegeError, apply_privilege, check_privilege};
 pub use restore::{RestoreError, RestoreOutcome, restore};
 pub use scripts::{ActionScripts, Notify, ScriptAction, ScriptError, ScriptStatus};
 

@@ -87,7 +87,9 @@ pub use options::{
     DumpOptions, External, FinalState, InheritFd, InsideMethod, LiveOptions, OptionSpec, Options,
     OptionsError, PidMethod, PreDumpMode, RestoreOptions, USAGE, option_specs,
 };
-pub use pageserver::{PageServerError, ServerOptions as PageServerOptions, run_page_server};
+pub use pageserver::{
+    PageServerError, ServerOptions as PageServerOptions, run_page_server, run_page_server_with,
+};
 pub use privilege::{PrivilegeError, apply_privilege, check_privilege};
 pub use restore::{RestoreError, RestoreOutcome, restore};
 pub use scripts::{ActionScripts, Notify, ScriptAction, ScriptError, ScriptStatus};

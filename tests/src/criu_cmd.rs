@@ -86,6 +86,31 @@ pub fn assert_ok_log(o: &Output, what: &str, log: &Path) {
     );
 }
 
+/// Runs `criu ARGS -D DIR -o NAME.log -v4` (DIR made first) and asserts it succeeded,
+/// showing the log if not.
+pub fn criu_in(dir: &Path, name: &str, args: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = format!("{name}.log");
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend_from_slice(&["-D", dir.to_str().unwrap(), "-o", &log, "-v4"]);
+    assert_ok_log(&criu(&a), name, &dir.join(&log));
+}
+
+/// Asks a dirtying victim (`criu-victim-dirtier`, SIGUSR2) for round `k` of writes and waits
+/// for it to say `round K` in READY.rK.
+pub fn dirty_round(pid: i32, ready: &Path, k: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    let said = crate::wait_file(
+        &ready.with_extension(format!("r{k}")),
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(said.trim(), format!("round {k}"));
+}
+
 /// A process for `criu` to dump: started with stdin from /dev/null, stdout and stderr into a log
 /// file and no descriptor beyond 0..2 (closed in the child before exec). Or any process this
 /// test must not leave behind ([`Spawned::guard`], e.g. a restored task). On drop it is killed

@@ -33,8 +33,8 @@ fn an_aio_context_works_after_restore() {
     assert_eq!(u64::from(mm.aios[0].ring_len), ring.end - ring.start);
 
     let r = restore_detached(&img, &[]);
-    assert_eq!(r, pid);
     let _rv = Spawned::guard(r);
+    assert_eq!(r, pid);
     let maps = std::fs::read_to_string(format!("/proc/{r}/maps")).unwrap();
     let want = format!("{:x}-{:x}", ring.start, ring.end);
     assert!(

@@ -80,8 +80,8 @@ fn prop<'a>(d: &'a CgroupDirEntry, name: &str) -> Option<&'a str> {
 fn restore(img: &Path, pid: i32, extra: &[&str]) -> Spawned {
     let _ = std::fs::remove_file(img.join("restored.pid"));
     let got = restore_detached(img, extra);
+    let g = Spawned::guard(got);
     assert_eq!(got, pid);
-    let g = Spawned::guard(pid);
     assert!(pid_exists(pid));
     g
 }

@@ -11,29 +11,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Scratch, assert_ok_log, become_subreaper, criu, pid_exists, restore_and_check,
-    skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
+    Scratch, become_subreaper, criu_in, dirty_round, pid_exists, restore_and_check,
+    skip_if_not_root, test_lock, wait_exit_timeout,
 };
-use nix::sys::signal::Signal;
 
 const MIB: usize = 16;
-
-fn run_in(dir: &Path, name: &str, args: &[&str]) {
-    fs::create_dir_all(dir).unwrap();
-    let log = format!("{name}.log");
-    let mut a: Vec<&str> = args.to_vec();
-    a.extend_from_slice(&["-D", dir.to_str().unwrap(), "-o", &log, "-v4"]);
-    assert_ok_log(&criu(&a), name, &dir.join(&log));
-}
-
-fn dirty(pid: i32, ready: &Path, k: u32) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR2).unwrap();
-    let said = wait_file(
-        &ready.with_extension(format!("r{k}")),
-        Duration::from_secs(10),
-    );
-    assert_eq!(said.trim(), format!("round {k}"));
-}
 
 /// Bytes on disk (`st_blocks` * 512) and the size of the pages file of `pid` in `dir`.
 fn pages_file(dir: &Path, pid: i32) -> (u64, u64) {
@@ -62,12 +44,12 @@ fn auto_dedup_and_dedup_shrink_parents_and_the_chain_restores() {
     let (d1, d2, d3) = (s.img.join("1"), s.img.join("2"), s.img.join("3"));
     let tenth = ((MIB as u64) << 20) / 10;
 
-    run_in(&d1, "pre-dump", &["pre-dump", "-t", &t]);
+    criu_in(&d1, "pre-dump", &["pre-dump", "-t", &t]);
     let (disk1, len1) = pages_file(&d1, pid);
     assert!(disk1 >= (MIB as u64) << 20, "{disk1} bytes on disk");
 
-    dirty(pid, &s.ready, 1);
-    run_in(
+    dirty_round(pid, &s.ready, 1);
+    criu_in(
         &d2,
         "pre-dump",
         &[
@@ -89,8 +71,8 @@ fn auto_dedup_and_dedup_shrink_parents_and_the_chain_restores() {
         disk1 - disk1b
     );
 
-    dirty(pid, &s.ready, 2);
-    run_in(
+    dirty_round(pid, &s.ready, 2);
+    criu_in(
         &d3,
         "dump",
         &["dump", "-t", &t, "--track-mem", "--prev-images-dir", "../2"],
@@ -101,7 +83,7 @@ fn auto_dedup_and_dedup_shrink_parents_and_the_chain_restores() {
     );
     v.mark_reaped();
     let (disk2, _) = pages_file(&d2, pid);
-    run_in(&d3, "dedup", &["dedup"]);
+    criu_in(&d3, "dedup", &["dedup"]);
     let (disk2b, _) = pages_file(&d2, pid);
     let (disk1c, _) = pages_file(&d1, pid);
     assert!(

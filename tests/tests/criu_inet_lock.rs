@@ -191,8 +191,8 @@ fn locked_connection_survives(method: &str) {
                 &script,
             ],
         );
-        assert_eq!(r, pid);
         let _rv = Spawned::guard(r);
+        assert_eq!(r, pid);
         no_lock_left(&rules());
         // "from " before the dump, "outside" sent while the tree was gone, once each.
         assert_eq!(verdict(dir.path(), r), "check ok");

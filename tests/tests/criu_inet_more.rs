@@ -60,8 +60,9 @@ fn round_trip(dir: &Path, v: &mut Spawned, extra: &[&str]) -> (Spawned, Vec<(u32
     dump_and_reap(v, &img, extra);
     let entries = inet_entries(&img);
     let r = restore_detached(&img, extra);
+    let g = Spawned::guard(r);
     assert_eq!(r, pid);
-    (Spawned::guard(r), entries)
+    (g, entries)
 }
 
 #[test]
@@ -116,8 +117,8 @@ fn a_connection_in_syn_sent_completes_after_restore() {
         );
         iptables("-D", port);
         let r = restore_detached(&img, &["--tcp-established"]);
-        assert_eq!(r, pid);
         let _r = Spawned::guard(r);
+        assert_eq!(r, pid);
         assert_eq!(verdict(d, r), "check ok");
         let (mut s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -38,8 +38,8 @@ fn inet_socket_options_come_back_after_restore() {
         let img = dir.path().join("img");
         dump_and_reap(&mut v, &img, &["--tcp-established"]);
         let r = restore_detached(&img, &[]);
-        assert_eq!(r, pid);
         let _rv = Spawned::guard(r);
+        assert_eq!(r, pid);
         assert_eq!(ask_check(r, &out), "check ok");
     });
 }

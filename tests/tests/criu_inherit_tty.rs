@@ -84,8 +84,8 @@ fn an_orphan_slave_takes_the_terminal_passed_with_inherit_fd() {
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(r, v.pid());
     let _rv = Spawned::guard(r);
+    assert_eq!(r, v.pid());
     drop(s2);
     let (verdict, seen) = talk(r, &master2, &d.path().join("out"));
     assert_eq!(verdict, format!("ok {slave2}"), "after restore");

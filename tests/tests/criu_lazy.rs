@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Exit, Scratch, ask_check, become_subreaper, criu_bin, dump_and_reap, pid_exists,
+    Exit, Scratch, ask_check, become_subreaper, criu_bin, dump_and_reap, free_port, pid_exists,
     restore_detached, skip_if_not_root, test_lock, wait_exit_timeout,
 };
 
@@ -254,15 +254,6 @@ fn spoil_pages(img: &Path, pid: i32, a: u64, b: u64) -> u64 {
         }
     }
     spoiled
-}
-
-/// A free loopback port (bound and released again).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Post-copy through a page server: `criu page-server --lazy-pages` serves the source images

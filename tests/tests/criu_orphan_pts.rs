@@ -79,8 +79,8 @@ fn the_action_script_gets_the_new_master_as_its_stdin() {
             script.to_str().unwrap(),
         ],
     );
-    assert_eq!(r, pid);
     let _rv = Spawned::guard(r);
+    assert_eq!(r, pid);
     let hpid: i32 = wait_file(&holder, Duration::from_secs(5))
         .trim()
         .parse()

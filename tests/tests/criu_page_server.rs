@@ -7,78 +7,36 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Scratch, Spawned, ask_check, assert_ok_log, become_subreaper, criu, criu_bin, pid_exists,
-    skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
+    CriuDaemon, Scratch, Spawned, ask_check, assert_ok_log, become_subreaper, criu, criu_in,
+    free_port, pid_exists, skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
 };
 use nix::sys::signal::Signal;
 
-/// A free loopback port (bound and released again).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `criu page-server -D DIR --address 127.0.0.1 --port PORT EXTRA` and waits for its
 /// `--status-fd` byte.
-fn page_server(dir: &Path, port: u16, extra: &[&str]) -> Child {
+fn page_server(dir: &Path, port: u16, extra: &[&str]) -> CriuDaemon {
     fs::create_dir_all(dir).unwrap();
-    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
-    let wfd = w.as_raw_fd().to_string();
-    let child = Command::new(criu_bin())
-        .args([
-            "page-server",
-            "-D",
-            dir.to_str().unwrap(),
-            "--address",
-            "127.0.0.1",
-        ])
-        .args(["--port", &port.to_string(), "--status-fd", &wfd])
-        .args(["-o", "page-server.log", "-v4"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(w);
-    let mut b = [1u8; 1];
-    let mut rf = fs::File::from(r);
-    assert_eq!(rf.read(&mut b).unwrap(), 1, "the page server did not start");
-    assert_eq!(b[0], 0);
-    child
+    let p = port.to_string();
+    let mut a = vec![
+        "page-server",
+        "-D",
+        dir.to_str().unwrap(),
+        "--address",
+        "127.0.0.1",
+    ];
+    a.extend_from_slice(&["--port", &p, "-o", "page-server.log", "-v4"]);
+    a.extend_from_slice(extra);
+    CriuDaemon::start(&a, &[])
+        .unwrap_or_else(|d| panic!("the page server did not start: {}", d.finish(SERVER_END).1))
 }
 
-/// Waits for the page server to end and returns whether it succeeded and its stderr.
-fn finish(mut c: Child) -> (bool, String) {
-    for _ in 0..500 {
-        if let Some(st) = c.try_wait().unwrap() {
-            let mut err = String::new();
-            c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (st.success(), err);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-    panic!("the page server did not end");
-}
-
-fn run(dir: &Path, name: &str, args: &[&str]) {
-    fs::create_dir_all(dir).unwrap();
-    let log = format!("{name}.log");
-    let mut a: Vec<&str> = args.to_vec();
-    a.extend_from_slice(&["-D", dir.to_str().unwrap(), "-o", &log, "-v4"]);
-    assert_ok_log(&criu(&a), name, &dir.join(&log));
-}
+/// How long a page server may take to end after its client.
+const SERVER_END: Duration = Duration::from_secs(5);
 
 /// Pre-dump and then dump a running victim through page servers on loopback: the pages land
 /// in the destination directories (none in the source ones), the second server keeps only
@@ -106,8 +64,8 @@ fn live_migration_over_loopback() {
     let remote = ["--page-server", "--address", "127.0.0.1", "--port", &p];
     let mut args = vec!["pre-dump", "-t", &t];
     args.extend_from_slice(&remote);
-    run(&src.join("1"), "pre-dump", &args);
-    let (ok, err) = finish(ps);
+    criu_in(&src.join("1"), "pre-dump", &args);
+    let (ok, err) = ps.finish(SERVER_END);
     assert!(ok, "page server: {err}");
     assert!(pid_exists(pid));
     assert!(dst.join("1").join(format!("pagemap-{pid}.img")).exists());
@@ -122,8 +80,8 @@ fn live_migration_over_loopback() {
     let remote = ["--page-server", "--address", "127.0.0.1", "--port", &p];
     let mut args = vec!["dump", "-t", &t, "--track-mem", "--prev-images-dir", "../1"];
     args.extend_from_slice(&remote);
-    run(&src.join("2"), "dump", &args);
-    let (ok, err) = finish(ps);
+    criu_in(&src.join("2"), "dump", &args);
+    let (ok, err) = ps.finish(SERVER_END);
     assert!(ok, "page server: {err}");
     let _ = wait_exit_timeout(pid, Duration::from_secs(5));
     v.mark_reaped();
@@ -216,7 +174,7 @@ fn page_server_refuses_broken_clients() {
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         client(&mut c);
         drop(c);
-        let (ok, err) = finish(ps);
+        let (ok, err) = ps.finish(SERVER_END);
         assert!(!ok, "{want}: the page server succeeded");
         assert!(err.contains(want), "{want}: {err}");
         assert!(!tmp.path().join("pagemap-4242.img").exists(), "{want}");

@@ -7,65 +7,31 @@
 //! under the test lock and as a child subreaper, and kill and reap what they started.
 
 use std::fs;
-use std::io::Read;
-use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use compel_criu_tests::tls_certs::{make_ca, make_cert, tls_args};
 use compel_criu_tests::{
-    Scratch, Spawned, ask_check, assert_ok_log, become_subreaper, criu, criu_bin, in_netns,
-    pid_exists, skip_if_not_root, test_lock, wait_exit_timeout,
+    CriuDaemon, Scratch, Spawned, ask_check, assert_ok_log, become_subreaper, criu, free_port,
+    in_netns, pid_exists, skip_if_not_root, test_lock, wait_exit_timeout,
 };
-
-/// A free loopback port (bound and released again).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts `criu page-server -D DIR --address 127.0.0.1 --port PORT EXTRA` and waits for its
 /// `--status-fd` byte.
-fn page_server(dir: &Path, port: u16, extra: &[String]) -> Child {
+fn page_server(dir: &Path, port: u16, extra: &[String]) -> CriuDaemon {
     fs::create_dir_all(dir).unwrap();
-    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
-    let wfd = w.as_raw_fd().to_string();
-    let child = Command::new(criu_bin())
-        .args(["page-server", "-D", dir.to_str().unwrap()])
-        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--status-fd", &wfd, "-o", "page-server.log", "-v4"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(w);
-    let mut b = [1u8; 1];
-    let mut rf = fs::File::from(r);
-    assert_eq!(rf.read(&mut b).unwrap(), 1, "the page server did not start");
-    assert_eq!(b[0], 0);
-    child
+    let mut a: Vec<String> = vec!["page-server".into(), "-D".into(), dir.display().to_string()];
+    a.extend(["--address", "127.0.0.1", "--port"].map(String::from));
+    a.push(port.to_string());
+    a.extend(["-o", "page-server.log", "-v4"].map(String::from));
+    a.extend_from_slice(extra);
+    CriuDaemon::start(&a, &[])
+        .unwrap_or_else(|d| panic!("the page server did not start: {}", d.finish(SERVER_END).1))
 }
 
-/// Waits for the page server to end and returns whether it succeeded and its stderr.
-fn finish(mut c: Child) -> (bool, String) {
-    for _ in 0..1000 {
-        if let Some(st) = c.try_wait().unwrap() {
-            let mut err = String::new();
-            c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (st.success(), err);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-    panic!("the page server did not end");
-}
+/// How long a page server may take to end after its client.
+const SERVER_END: Duration = Duration::from_secs(10);
 
 /// `criu dump -t PID --page-server --address 127.0.0.1 --port PORT TLS... -D DIR`.
 fn dump_to(pid: i32, dir: &Path, port: u16, tls: &[String]) -> std::process::Output {
@@ -126,7 +92,7 @@ fn tls_migration_over_loopback() {
         let ps = page_server(&dst, port, &tls_args(&pki, "good", "server"));
         let o = dump_to(pid, &src, port, &tls_args(&pki, "good", "client"));
         assert_ok_log(&o, "criu dump", &src.join("dump.log"));
-        let (ok, err) = finish(ps);
+        let (ok, err) = ps.finish(SERVER_END);
         assert!(ok, "page server: {err}");
         let _ = wait_exit_timeout(pid, Duration::from_secs(5));
         v.mark_reaped();
@@ -195,7 +161,7 @@ fn tls_refuses_foreign_certificates() {
             let err = String::from_utf8_lossy(&o.stderr).to_string();
             assert!(!o.status.success(), "{what}: the dump succeeded");
             assert!(err.contains("TLS"), "{what}: {err}");
-            let (ok, serr) = finish(ps);
+            let (ok, serr) = ps.finish(SERVER_END);
             eprintln!("{what}: dump: {err}{what}: page server: {serr}");
             assert!(!ok, "{what}: the page server succeeded");
             assert!(serr.contains("TLS"), "{what}: {serr}");
@@ -215,7 +181,7 @@ fn tls_refuses_foreign_certificates() {
         args.push("--tls-no-cn-verify".into());
         let o = dump_to(pid, &src, port, &args);
         assert_ok_log(&o, "criu dump --tls-no-cn-verify", &src.join("dump.log"));
-        let (ok, err) = finish(ps);
+        let (ok, err) = ps.finish(SERVER_END);
         assert!(ok, "page server: {err}");
         assert!(dst.join(format!("pagemap-{pid}.img")).exists());
         let _ = wait_exit_timeout(pid, Duration::from_secs(5));

@@ -69,8 +69,8 @@ fn ping_sockets_survive_dump_and_restore_with_their_id_and_peer() {
         assert!(icmp.contains(&(7, u32::from(id))), "{icmp:?} (id {id})");
         assert_eq!(icmp.iter().filter(|i| i.0 == 1).count(), 1, "{icmp:?}");
         let r = restore_detached(&img, &[]);
-        assert_eq!(r, pid);
         let _rv = Spawned::guard(r);
+        assert_eq!(r, pid);
         assert_eq!(ask_check(r, &dir.path().join("out")), "check ok");
     });
 }

@@ -10,12 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Scratch, Spawned, ask_check, assert_ok_log, become_subreaper, criu, pid_exists,
-    skip_if_not_root, test_lock, wait_exit_timeout, wait_file, workspace_bin,
+    Scratch, Spawned, ask_check, assert_ok_log, become_subreaper, criu, criu_in, dirty_round,
+    pid_exists, skip_if_not_root, test_lock, wait_exit_timeout, workspace_bin,
 };
 use criu_images::Pagemap;
 use criu_images::pagemap::{PE_PARENT, PE_PRESENT};
-use nix::sys::signal::Signal;
 
 const MIB: u64 = 64;
 const PAGES: u64 = MIB * 256;
@@ -34,25 +33,6 @@ fn counts(dir: &Path, pid: i32) -> (u64, u64) {
         }
     }
     (present, parent)
-}
-
-/// Runs `criu ARGS -o NAME.log -v4` in `dir` and asserts it succeeded.
-fn run_in(dir: &Path, name: &str, args: &[&str]) {
-    fs::create_dir_all(dir).unwrap();
-    let log = format!("{name}.log");
-    let mut a: Vec<&str> = args.to_vec();
-    a.extend_from_slice(&["-D", dir.to_str().unwrap(), "-o", &log, "-v4"]);
-    assert_ok_log(&criu(&a), name, &dir.join(&log));
-}
-
-/// Asks the victim for round `k` of changes and waits for it.
-fn dirty(pid: i32, ready: &Path, k: u32) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR2).unwrap();
-    let said = wait_file(
-        &ready.with_extension(format!("r{k}")),
-        Duration::from_secs(10),
-    );
-    assert_eq!(said.trim(), format!("round {k}"));
 }
 
 fn restore_from(img: &Path) -> std::process::Output {
@@ -88,7 +68,7 @@ fn predumps_then_dump_store_only_what_changed_and_restore() {
     let t = pid.to_string();
     let (d1, d2, d3) = (s.img.join("1"), s.img.join("2"), s.img.join("3"));
 
-    run_in(&d1, "pre-dump", &["pre-dump", "-t", &t]);
+    criu_in(&d1, "pre-dump", &["pre-dump", "-t", &t]);
     assert!(pid_exists(pid), "pre-dump left the victim running");
     let (present, parent) = counts(&d1, pid);
     assert!(present >= PAGES, "first pre-dump stored {present} pages");
@@ -96,8 +76,8 @@ fn predumps_then_dump_store_only_what_changed_and_restore() {
     assert!(d1.join("inventory.img").exists());
     assert!(!d1.join("parent").exists());
 
-    dirty(pid, &s.ready, 1);
-    run_in(
+    dirty_round(pid, &s.ready, 1);
+    criu_in(
         &d2,
         "pre-dump",
         &[
@@ -124,8 +104,8 @@ fn predumps_then_dump_store_only_what_changed_and_restore() {
         "{parent} pages left to the parent"
     );
 
-    dirty(pid, &s.ready, 2);
-    run_in(
+    dirty_round(pid, &s.ready, 2);
+    criu_in(
         &d3,
         "dump",
         &["dump", "-t", &t, "--track-mem", "--prev-images-dir", "../2"],
@@ -192,9 +172,9 @@ fn chain_errors_and_crit() {
     let pid = v.pid();
     let t = pid.to_string();
     let (d1, d2) = (s.img.join("1"), s.img.join("2"));
-    run_in(&d1, "pre-dump", &["pre-dump", "-t", &t]);
-    dirty(pid, &s.ready, 1);
-    run_in(
+    criu_in(&d1, "pre-dump", &["pre-dump", "-t", &t]);
+    dirty_round(pid, &s.ready, 1);
+    criu_in(
         &d2,
         "dump",
         &["dump", "-t", &t, "--track-mem", "--prev-images-dir", "../1"],

@@ -3,35 +3,22 @@
 //! `criu swrk` one packet each. Every answer must be a well-formed `criu_resp` or a clean
 //! close, within the timeout (no hang), and criu must exit normally (no panic, no signal).
 //!
-//! Requests that decode are made harmless before they are sent: they name only pids that
-//! cannot exist, an empty images directory, no log file, root, exec command or page server,
-//! and page-server requests become version requests, so a mutation can never dump, kill or
-//! restore a real process or write outside the test's directory.
+//! Requests that decode are made harmless before they are sent (`rpc_fuzz::defuse`): they name
+//! only pids that cannot exist, an empty images directory, no log file, root, exec command or
+//! page server, and page-server requests become version requests, so a mutation can never
+//! dump, kill or restore a real process or write outside the test's directory. criu's stderr
+//! must not say "panicked".
 //!
 //! The suite runs a fixed seed and a bounded count; the bench runs longer:
 //! `FUZZ_ITERATIONS=5000 cargo test -p compel-criu-tests --test criu_rpc_fuzz -- --ignored --nocapture`.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use compel_criu_tests::criu_bin;
 use compel_criu_tests::rng::Rng;
-use criu_images::pb::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
-use nix::errno::Errno;
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt,
-};
-use nix::sys::time::TimeVal;
+use compel_criu_tests::rpc_fuzz::{Answer, NO_PIDS, Session, defuse};
+use criu_images::pb::{CriuFeatures, CriuOpts, CriuReq, CriuReqType};
 use prost::Message;
 
-/// How long one answer may take: a hang fails the run.
-const ANSWER: Duration = Duration::from_secs(20);
 /// Requests sent in one swrk session before it is closed and a new one started.
 const PER_SESSION: usize = 25;
-
-/// Pids no process can have (above any pid_max, or negative).
-const NO_PIDS: [i32; 3] = [0x3fff_fff0, i32::MAX, -7];
 
 /// The requests mutations start from: every type, with options set.
 fn seeds(dir: &str) -> Vec<Vec<u8>> {
@@ -116,121 +103,6 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     d
 }
 
-/// Makes a request that decodes harmless (see the module documentation); `None` keeps the
-/// bytes as they are (they do not decode, and criu must say so).
-fn defuse(bytes: &[u8], dir: &str, rng: &mut Rng) -> Option<Vec<u8>> {
-    let mut r = CriuReq::decode(bytes).ok()?;
-    if r.r#type == CriuReqType::PageServer as i32 || r.r#type == CriuReqType::PageServerChld as i32
-    {
-        r.r#type = CriuReqType::Version as i32;
-    }
-    let no_pid = NO_PIDS[rng.below(NO_PIDS.len())];
-    if r.pid.is_some() {
-        r.pid = Some(no_pid as u32);
-    }
-    let mut o = r.opts.take().unwrap_or_default();
-    o.pid = Some(no_pid);
-    o.images_dir_fd = -1;
-    o.images_dir = Some(dir.to_string());
-    o.work_dir_fd = None;
-    o.log_file = None;
-    o.root = None;
-    o.exec_cmd.clear();
-    o.ps = None;
-    o.lsm_profile = None;
-    o.lsm_mount_context = None;
-    o.config_file = None;
-    o.cgroup_yard = None;
-    o.freeze_cgroup = None;
-    o.inherit_fd.clear();
-    o.external.clear();
-    r.opts = Some(o);
-    Some(r.encode_to_vec())
-}
-
-/// A `criu swrk` session on a socketpair, with answers read without panicking.
-struct Session {
-    sk: OwnedFd,
-    child: Child,
-}
-
-enum Answer {
-    Resp,
-    Closed,
-}
-
-impl Session {
-    fn start() -> Session {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
-        let fd = nix::unistd::dup(&theirs).unwrap();
-        let child = Command::new(criu_bin())
-            .arg("swrk")
-            .arg(fd.as_raw_fd().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        drop(fd);
-        drop(theirs);
-        let tv = TimeVal::new(ANSWER.as_secs() as _, 0);
-        setsockopt(&ours, sockopt::ReceiveTimeout, &tv).unwrap();
-        Session { sk: ours, child }
-    }
-
-    /// Sends one packet; false when criu has closed its end.
-    fn send(&self, bytes: &[u8]) -> bool {
-        match send(self.sk.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
-            Ok(_) => true,
-            Err(Errno::EPIPE | Errno::ECONNRESET) => false,
-            Err(e) => panic!("sending a request: {e}"),
-        }
-    }
-
-    /// The answer: a `criu_resp` that decodes, or a clean close. Panics on a hang or on
-    /// bytes that are not a `criu_resp`.
-    fn answer(&self, req: &[u8]) -> Answer {
-        let mut buf = vec![0u8; 256 * 1024];
-        match recv(self.sk.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-            Ok(0) | Err(Errno::ECONNRESET) => Answer::Closed,
-            Ok(n) => match CriuResp::decode(&buf[..n]) {
-                Ok(_) => Answer::Resp,
-                Err(e) => panic!("answer to {req:02x?} is not a criu_resp: {e}"),
-            },
-            Err(Errno::EAGAIN) => panic!("no answer within {ANSWER:?} to {req:02x?}"),
-            Err(e) => panic!("receiving the answer to {req:02x?}: {e}"),
-        }
-    }
-
-    /// Closes our end; criu must exit by itself, normally (a Rust panic exits 101).
-    fn finish(mut self, last: &[u8]) {
-        drop(self.sk);
-        let t0 = Instant::now();
-        let st = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st;
-            }
-            if t0.elapsed() > ANSWER {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("criu swrk did not exit after {last:02x?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        match st.code() {
-            Some(101) => panic!("criu swrk panicked after {last:02x?}"),
-            Some(_) => {}
-            None => panic!("criu swrk was killed by a signal ({st}) after {last:02x?}"),
-        }
-    }
-}
-
 /// Sends `n` mutated requests from seed `seed`; returns (answers, closes).
 fn fuzz(seed: u64, n: usize) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
@@ -238,13 +110,14 @@ fn fuzz(seed: u64, n: usize) -> (usize, usize) {
     let seeds = seeds(&dir_s);
     let mut rng = Rng(seed);
     let (mut answers, mut closes) = (0, 0);
-    let mut session = Session::start();
+    let stderr = dir.path().join("swrk.err");
+    let mut session = Session::start(&stderr);
     let mut in_session = 0;
     let mut last = Vec::new();
     for _ in 0..n {
         let raw = mutate(&mut rng, &seeds);
         let bytes = defuse(&raw, &dir_s, &mut rng).unwrap_or(raw);
-        let answered = session.send(&bytes) && matches!(session.answer(&bytes), Answer::Resp);
+        let answered = session.send(&bytes) && matches!(session.answer(&bytes), Answer::Resp(_));
         last = bytes;
         in_session += 1;
         if answered {
@@ -254,7 +127,7 @@ fn fuzz(seed: u64, n: usize) -> (usize, usize) {
         }
         if !answered || in_session == PER_SESSION {
             session.finish(&last);
-            session = Session::start();
+            session = Session::start(&stderr);
             in_session = 0;
         }
     }
@@ -265,7 +138,10 @@ fn fuzz(seed: u64, n: usize) -> (usize, usize) {
         let name = e.unwrap().file_name();
         let name = name.to_string_lossy();
         assert!(
-            name.ends_with(".log") || name == "criu-dump-incomplete" || name == "cpuinfo.img",
+            name.ends_with(".log")
+                || name == "criu-dump-incomplete"
+                || name == "cpuinfo.img"
+                || name == "swrk.err",
             "criu left {name} in the images dir"
         );
     }

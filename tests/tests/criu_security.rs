@@ -15,66 +15,20 @@
 //! restored with a warning naming them (none for root's own directory); a file path with `..`
 //! in `files.img` is refused before anything runs.
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use compel_criu_tests::rpc_service::{Service, ask_with};
 use compel_criu_tests::{
-    Exit, Spawned, UNPRIVILEGED_ID, become_subreaper, criu, criu_bin, dump_and_reap, open_dir,
+    Exit, Spawned, UNPRIVILEGED_ID, become_subreaper, criu, dump_and_reap, open_dir,
     restore_detached, run_as_user, status_field, test_lock, wait_exit_timeout,
 };
 use criu_images::ImageDir;
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, recv, send, setsockopt, socket,
-    sockopt,
-};
-use nix::sys::time::TimeVal;
-use prost::Message;
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_criu-victim-counter");
 const NOBODY: u32 = UNPRIVILEGED_ID;
-
-/// A root `criu service` child: killed and reaped on drop.
-struct Service {
-    child: Child,
-    addr: PathBuf,
-}
-
-impl Service {
-    /// Starts it in `d` and hands its socket to nobody.
-    fn start(d: &Path) -> Service {
-        let addr = d.join("criu.sk");
-        let child = Command::new(criu_bin())
-            .arg("service")
-            .arg("--address")
-            .arg(&addr)
-            .arg("-W")
-            .arg(d)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t0 = Instant::now();
-        while !addr.exists() && t0.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        let mode = std::fs::metadata(&addr).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "the service socket is open to others");
-        std::os::unix::fs::chown(&addr, Some(NOBODY), Some(NOBODY)).unwrap();
-        Service { child, addr }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Sends `q` to the service from a child running as nobody and returns the answer.
 fn ask_as_nobody(addr: &Path, q: &CriuReq) -> CriuResp {
@@ -83,37 +37,7 @@ fn ask_as_nobody(addr: &Path, q: &CriuReq) -> CriuResp {
 
 /// [`ask_as_nobody`], the client's umask set to `umask` if given.
 fn ask_as_nobody_with_umask(addr: &Path, q: &CriuReq, umask: Option<u32>) -> CriuResp {
-    let (rd, wr) = nix::unistd::pipe().unwrap();
-    let bytes = q.encode_to_vec();
-    let addr = addr.to_path_buf();
-    let code = run_as_user(NOBODY, NOBODY, move || {
-        if let Some(m) = umask {
-            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m));
-        }
-        let sk = socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        if connect(sk.as_raw_fd(), &UnixAddr::new(&addr).unwrap()).is_err() {
-            return 3;
-        }
-        setsockopt(&sk, sockopt::ReceiveTimeout, &TimeVal::new(30, 0)).unwrap();
-        send(sk.as_raw_fd(), &bytes, MsgFlags::empty()).unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        let Ok(n) = recv(sk.as_raw_fd(), &mut buf, MsgFlags::empty()) else {
-            return 4;
-        };
-        let _ = nix::unistd::write(&wr, &buf[..n]);
-        0
-    })
-    .unwrap();
-    assert_eq!(code, 0, "the client as nobody failed ({code})");
-    let mut out = Vec::new();
-    std::fs::File::from(rd).read_to_end(&mut out).unwrap();
-    CriuResp::decode(out.as_slice()).expect("a criu_resp from the service")
+    ask_with(addr, q, umask, |f| run_as_user(NOBODY, NOBODY, f))
 }
 
 fn request(ty: CriuReqType, opts: CriuOpts) -> CriuReq {
@@ -178,7 +102,7 @@ fn nobody_may_not_dump_a_root_process_through_a_root_service() {
     let _g = test_lock();
     become_subreaper();
     let d = open_dir();
-    let svc = Service::start(d.path());
+    let svc = Service::start(d.path(), Some(NOBODY));
     let img = nobody_dir(d.path(), "img");
     let v = spawn_counter(d.path(), None);
     let r = ask_as_nobody(
@@ -199,7 +123,7 @@ fn nobody_may_not_have_images_written_where_it_cannot_write() {
     let _g = test_lock();
     become_subreaper();
     let d = open_dir();
-    let svc = Service::start(d.path());
+    let svc = Service::start(d.path(), Some(NOBODY));
     // Root's directory, 0755: nobody cannot write there.
     let img = d.path().join("root-img");
     std::fs::create_dir(&img).unwrap();
@@ -242,7 +166,7 @@ fn nobody_dumps_its_own_process_and_it_runs_on() {
     let _g = test_lock();
     become_subreaper();
     let d = open_dir();
-    let svc = Service::start(d.path());
+    let svc = Service::start(d.path(), Some(NOBODY));
     let (_img, v) = nobody_dumps_its_counter(d.path(), &svc, true);
     assert!(
         counting_on(d.path()),
@@ -256,7 +180,7 @@ fn a_restore_asking_for_root_is_refused_before_anything_runs_and_the_honest_one_
     let _g = test_lock();
     become_subreaper();
     let d = open_dir();
-    let svc = Service::start(d.path());
+    let svc = Service::start(d.path(), Some(NOBODY));
     let (img, v) = nobody_dumps_its_counter(d.path(), &svc, false);
     let pid = v.pid();
 
@@ -307,7 +231,7 @@ fn a_restore_whose_files_climb_with_dot_dot_is_refused() {
     let _g = test_lock();
     become_subreaper();
     let d = open_dir();
-    let svc = Service::start(d.path());
+    let svc = Service::start(d.path(), Some(NOBODY));
     let (img, v) = nobody_dumps_its_counter(d.path(), &svc, false);
     let pid = v.pid();
     let dir = ImageDir::new(&img);
@@ -412,7 +336,7 @@ fn images_written_for_a_client_get_its_umask() {
     let _g = test_lock();
     become_subreaper();
     let d = open_dir();
-    let svc = Service::start(d.path());
+    let svc = Service::start(d.path(), Some(NOBODY));
     let v = spawn_counter(d.path(), Some(NOBODY));
     for (i, (mask, want)) in [(0o077u32, 0o600u32), (0o002, 0o664)]
         .into_iter()

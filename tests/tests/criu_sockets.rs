@@ -67,8 +67,8 @@ fn child_of(pid: i32) -> i32 {
 fn restore(img: &Path, pid: i32, kid: i32) -> (Spawned, Spawned) {
     let _ = std::fs::remove_file(img.join("restored.pid"));
     let r = restore_detached(img, &[]);
-    assert_eq!(r, pid, "restored with another pid");
     let rv = Spawned::guard(r);
+    assert_eq!(r, pid, "restored with another pid");
     assert_eq!(children_of(r), vec![kid], "the restored child");
     (rv, Spawned::guard(kid))
 }

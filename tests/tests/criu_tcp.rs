@@ -100,8 +100,8 @@ fn established_connection_listener_and_udp_survive_dump_and_restore() {
         );
 
         let r = restore_detached(&img, &[]);
-        assert_eq!(r, pid, "restored with another pid");
         let _rv = Spawned::guard(r);
+        assert_eq!(r, pid, "restored with another pid");
         assert_eq!(verdict(dir.path(), r), "check ok");
     });
 }
@@ -184,8 +184,8 @@ fn a_connection_to_a_peer_outside_the_tree_survives() {
         let img = dir.path().join("img");
         dump_and_reap(&mut v, &img, &["--tcp-established"]);
         let r = restore_detached(&img, &[]);
-        assert_eq!(r, pid);
         let _rv = Spawned::guard(r);
+        assert_eq!(r, pid);
         assert_eq!(verdict(dir.path(), r), "check ok");
         let mut b = [0u8; 4];
         peer.read_exact(&mut b).unwrap();

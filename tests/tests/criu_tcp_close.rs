@@ -78,8 +78,8 @@ fn tcp_close_dumps_a_connection_without_its_state_and_restores_it_closed() {
         let inv = ImageDir::new(&img).read_inventory().unwrap();
         assert_eq!(inv.tcp_close, Some(true));
         let r = restore_detached(&img, &["--tcp-close"]);
-        assert_eq!(r, pid);
         let _rv = Spawned::guard(r);
+        assert_eq!(r, pid);
         assert_eq!(ask_check(r, &dir.path().join("out")), "check ok");
     });
 }
@@ -113,8 +113,8 @@ fn an_in_flight_connection_is_refused_and_dropped_with_skip_in_flight() {
         dump_and_reap(&mut v, &img, &["--skip-in-flight"]);
         assert_eq!(tcp_states(&img), vec![10]);
         let r = restore_detached(&img, &[]);
-        assert_eq!(r, pid);
         let _rv = Spawned::guard(r);
+        assert_eq!(r, pid);
         assert_eq!(ask_check(r, &dir.path().join("out")), "check ok");
         // The restored listener takes new connections.
         let mut late = TcpStream::connect(("127.0.0.1", port)).unwrap();

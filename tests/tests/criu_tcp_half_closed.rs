@@ -71,8 +71,8 @@ fn half_closed_connections_in_the_tree_survive_dump_and_restore() {
         // ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LISTEN, as CRIU writes them.
         assert_eq!(tcp_states(&img), vec![1, 4, 5, 8, 10]);
         let r = restore_detached(&img, &[]);
-        assert_eq!(r, pid);
         let _rv = Spawned::guard(r);
+        assert_eq!(r, pid);
         assert_eq!(ask_check(r, &dir.path().join("out")), "check ok");
     });
 }
@@ -106,8 +106,8 @@ fn half_closed_connections_to_a_peer_outside_the_tree_survive() {
         dump_and_reap(&mut v, &img, &["--tcp-established"]);
         assert_eq!(tcp_states(&img), vec![1, 4, 5, 5, 8, 8, 10]);
         let r = restore_detached(&img, &[]);
-        assert_eq!(r, pid);
         let _rv = Spawned::guard(r);
+        assert_eq!(r, pid);
         a.write_all(b"a-late").unwrap();
         assert_eq!(ask_check(r, &dir.path().join("out")), "check ok");
         let mut got = Vec::new();

@@ -39,8 +39,8 @@ fn queued_connections_come_back_queued_with_their_data() {
     let img = d.path().join("img");
     dump_and_reap(&mut v, &img, &[]);
     let r = restore_detached(&img, &[]);
-    assert_eq!(r, pid);
     let _rv = Spawned::guard(r);
+    assert_eq!(r, pid);
     assert_eq!(ask_check(r, &d.path().join("out")), "check ok");
 }
 

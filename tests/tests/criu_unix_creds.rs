@@ -88,8 +88,8 @@ fn queued_credentials_and_peek_offsets_come_back() {
     assert_eq!(creds, 2, "{json}");
 
     let r = restore_detached(&img, &[]);
-    assert_eq!(r, pid);
     let _rv = Spawned::guard(r);
+    assert_eq!(r, pid);
     let _kids = guards(&[child]);
     assert_eq!(ask_check(r, &d.path().join("out")), "check ok");
 }

@@ -27,7 +27,7 @@ fn locked_filter_and_gone_receiver_come_back() {
     let img = d.path().join("img");
     dump_and_reap(&mut v, &img, &[]);
     let r = restore_detached(&img, &[]);
-    assert_eq!(r, pid);
     let _rv = Spawned::guard(r);
+    assert_eq!(r, pid);
     assert_eq!(ask_check(r, &d.path().join("out")), "check ok");
 }

@@ -28,8 +28,8 @@ fn more_unix_shapes_and_options_come_back() {
     let img = d.path().join("img");
     dump_and_reap(&mut v, &img, &[]);
     let r = restore_detached(&img, &[]);
-    assert_eq!(r, pid);
     let _rv = Spawned::guard(r);
+    assert_eq!(r, pid);
     assert_eq!(ask_check(r, &d.path().join("out")), "check ok");
     // Nothing but the regular file is left at the replaced path, and nothing else in the
     // victim's directory.

@@ -61,7 +61,7 @@ fn descriptors_in_flight_are_sent_again_and_read_through_after_restore() {
     assert_eq!(with_fds, 4, "messages with files in flight");
 
     let r = restore_detached(&img, &[]);
-    assert_eq!(r, pid);
     let _rv = Spawned::guard(r);
+    assert_eq!(r, pid);
     assert_eq!(ask_check(r, &d.path().join("out")), "check ok");
 }

@@ -11,70 +11,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use compel_criu_tests::fixtures_dir;
+use compel_criu_tests::image_gen::mutate;
 use compel_criu_tests::rng::Rng;
 use criu_images::json::{DecodeOptions, decode_image};
-
-const INTERESTING: [u64; 10] = [
-    0,
-    1,
-    0x7f,
-    0xff,
-    0x7fff_ffff,
-    0x8000_0000,
-    0xffff_ffff,
-    0x7fff_ffff_ffff_ffff,
-    u64::MAX,
-    4096,
-];
-
-/// A mutated copy of `data`; the 4-byte magics at the start are kept most of the time, so the
-/// decoders get past them.
-fn mutate(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
-    let mut d = data.to_vec();
-    let keep_magic = rng.below(4) != 0;
-    for _ in 0..1 + rng.below(3) {
-        let keep = if keep_magic { 8.min(d.len()) } else { 0 };
-        let span = d.len() - keep;
-        // An offset in the mutable part (`d.len()` when it is empty).
-        let at = |rng: &mut Rng| keep + rng.below(span);
-        match rng.below(6) {
-            0 if span > 0 => {
-                for _ in 0..1 + rng.below(8) {
-                    let i = at(rng);
-                    d[i] ^= 1 << rng.below(8);
-                }
-            }
-            1 if span >= 8 => {
-                let v = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
-                let w = [1, 2, 4, 8][rng.below(4)];
-                let i = keep + rng.below(span - w + 1);
-                d[i..i + w].copy_from_slice(&v[..w]);
-            }
-            2 => d.truncate(keep + rng.below(span + 1)),
-            3 => {
-                let i = keep + rng.below(span + 1);
-                let n = 1 + rng.below(16);
-                let junk: Vec<u8> = (0..n).map(|_| rng.bits() as u8).collect();
-                d.splice(i..i, junk);
-            }
-            4 if span > 0 => {
-                let a = at(rng);
-                let n = (1 + rng.below(64)).min(d.len() - a);
-                let chunk = d[a..a + n].to_vec();
-                let b = keep + rng.below(span + 1);
-                d.splice(b..b, chunk);
-            }
-            _ if span >= 2 => {
-                // A varint-looking length made huge.
-                let i = keep + rng.below(span - 1);
-                d[i] = 0xff;
-                d[i + 1] = 0xff;
-            }
-            _ => {}
-        }
-    }
-    d
-}
 
 /// Every `.img` under the fixture directories.
 fn fixture_images() -> Vec<PathBuf> {

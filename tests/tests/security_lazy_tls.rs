@@ -8,16 +8,14 @@
 //! under the test lock and as a child subreaper, and kill and reap what they started.
 
 use std::fs;
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::tls_certs::{make_ca, make_cert, tls_args};
 use compel_criu_tests::{
-    Exit, Scratch, Spawned, ask_check, become_subreaper, copy_dir, criu_bin, dump_and_reap,
-    restore_detached, skip_if_not_root, status_field, test_lock, wait_exit_timeout, wait_file,
+    CriuDaemon, Exit, Scratch, Spawned, ask_check, become_subreaper, copy_dir, dump_and_reap,
+    free_port, restore_detached, skip_if_not_root, status_field, test_lock, wait_exit_timeout,
+    wait_file,
 };
 
 /// A good CA with a server and a client certificate, and another CA with an intruder's.
@@ -29,59 +27,18 @@ fn certs(dir: &Path) {
     make_cert(dir, "evil", "intruder", "127.0.0.1");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `criu ARGS --status-fd N` and returns it once it wrote its status byte, or `Err`
-/// with the child if it ended first.
-fn started(args: &[String], env: &[(&str, &str)]) -> Result<Child, Child> {
-    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
-    let child = Command::new(criu_bin())
-        .args(args)
-        .args(["--status-fd", &w.as_raw_fd().to_string()])
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(w);
-    let mut b = [1u8; 1];
-    match fs::File::from(r).read(&mut b).unwrap() {
-        1 => Ok(child),
-        _ => Err(child),
-    }
-}
-
-/// Waits up to 30 s for `c`; returns whether it succeeded and its stderr.
-fn finish(mut c: Child) -> (bool, String) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while c.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = c.kill();
-            let _ = c.wait();
-            panic!("criu did not end");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut err = String::new();
-    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    (c.wait().unwrap().success(), err)
-}
-
 /// Whether a server's output tells of a refused TLS handshake: it refused the peer's
 /// certificate, or the peer refused the server's (TLS 1.3: the client checks first and sends
 /// an `UnknownCA` alert).
+/// How long a criu process may take to end once its peer is done.
+const END: Duration = Duration::from_secs(30);
+
 fn refused_handshake(out: &str) -> bool {
     let out = out.to_lowercase();
     out.contains("tls") && (out.contains("certificate") || out.contains("unknownca"))
 }
 
-fn page_server(src: &Path, port: u16, tls: Vec<String>) -> Child {
+fn page_server(src: &Path, port: u16, tls: Vec<String>) -> CriuDaemon {
     let mut a: Vec<String> = ["page-server", "--lazy-pages", "-D"]
         .iter()
         .map(|s| s.to_string())
@@ -91,7 +48,7 @@ fn page_server(src: &Path, port: u16, tls: Vec<String>) -> Child {
     a.push(port.to_string());
     a.extend(["-o", "page-server.log", "-v4"].map(String::from));
     a.extend(tls);
-    started(&a, &[]).unwrap_or_else(|c| panic!("page server: {}", finish(c).1))
+    CriuDaemon::start(&a, &[]).unwrap_or_else(|c| panic!("page server: {}", c.finish(END).1))
 }
 
 fn lazy_args(dst: &Path, port: u16, tls: Vec<String>) -> Vec<String> {
@@ -127,19 +84,19 @@ fn lazy_pages_over_tls_and_a_wrong_ca_refused() {
     // An intruder's daemon: the page server refuses its certificate, the daemon says so.
     let port = free_port();
     let ps = page_server(&s.img, port, tls_args(&c, "good", "server"));
-    let daemon = started(
+    let daemon = CriuDaemon::start(
         &lazy_args(&dst, port, tls_args(&c, "evil", "intruder")),
         &[],
     )
     .expect_err("the intruder's daemon started");
-    let (ok, err) = finish(daemon);
+    let (ok, err) = daemon.finish(END);
     assert!(!ok);
     let log = fs::read_to_string(dst.join("lazy.log")).unwrap_or_default();
     assert!(
         (err.clone() + &log).to_lowercase().contains("tls"),
         "{err}\n{log}"
     );
-    let (ok, err) = finish(ps);
+    let (ok, err) = ps.finish(END);
     let ps_log = fs::read_to_string(s.img.join("page-server.log")).unwrap_or_default();
     assert!(!ok, "the page server took the intruder: {ps_log}");
     assert!(refused_handshake(&(err + &ps_log)), "{ps_log}");
@@ -147,16 +104,17 @@ fn lazy_pages_over_tls_and_a_wrong_ca_refused() {
     // The right certificates: every page the victim reads comes over TLS.
     let port = free_port();
     let ps = page_server(&s.img, port, tls_args(&c, "good", "server"));
-    let daemon = started(
+    let daemon = CriuDaemon::start(
         &lazy_args(&dst, port, tls_args(&c, "good", "client")),
         &[("CRIU_LAZY_PUSH", "0")],
     )
-    .unwrap_or_else(|c| panic!("daemon: {}", finish(c).1));
-    assert_eq!(restore_detached(&dst, &["--lazy-pages"]), pid);
-    let r = Spawned::guard(pid);
+    .unwrap_or_else(|c| panic!("daemon: {}", c.finish(END).1));
+    let restored = restore_detached(&dst, &["--lazy-pages"]);
+    let r = Spawned::guard(restored);
+    assert_eq!(restored, pid);
     assert_eq!(ask_check(pid, &s.ready.with_extension("2")), "check ok");
     drop(r);
-    let (ok, err) = finish(daemon);
+    let (ok, err) = daemon.finish(END);
     let log = fs::read_to_string(dst.join("lazy.log")).unwrap_or_default();
     assert!(ok, "{err}\n{log}");
     assert!(log.contains("tls=true"), "{log}");
@@ -168,7 +126,7 @@ fn lazy_pages_over_tls_and_a_wrong_ca_refused() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{log}"));
     assert!(faults >= 16 * 256 - 16, "{log}");
-    let (ok, err) = finish(ps);
+    let (ok, err) = ps.finish(END);
     assert!(ok, "{err}");
 }
 
@@ -201,12 +159,7 @@ fn dump_lazy_pages_over_tls_refuses_a_wrong_ca_and_the_tree_runs_on() {
     a.push(port.to_string());
     a.extend(["-o", "dump.log", "-v4"].map(String::from));
     a.extend(tls_args(&c, "good", "server"));
-    let dump = Command::new(criu_bin())
-        .args(&a)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let dump = CriuDaemon::spawn(&a, &[]);
     // Serving once the log says so.
     let end = Instant::now() + Duration::from_secs(30);
     while !fs::read_to_string(s.img.join("dump.log"))
@@ -219,14 +172,14 @@ fn dump_lazy_pages_over_tls_refuses_a_wrong_ca_and_the_tree_runs_on() {
     let dst = s.path("dst");
     fs::create_dir(&dst).unwrap();
     copy_dir(&s.img, &dst);
-    let daemon = started(
+    let daemon = CriuDaemon::start(
         &lazy_args(&dst, port, tls_args(&c, "evil", "intruder")),
         &[],
     )
     .expect_err("the intruder's daemon started");
-    let (ok, _) = finish(daemon);
+    let (ok, _) = daemon.finish(END);
     assert!(!ok);
-    let (ok, err) = finish(dump);
+    let (ok, err) = dump.finish(END);
     let log = fs::read_to_string(s.img.join("dump.log")).unwrap_or_default();
     assert!(!ok, "the dump served the intruder: {log}");
     assert!(refused_handshake(&(err + &log)), "{log}");

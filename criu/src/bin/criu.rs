@@ -205,7 +205,10 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 lazy: opts.live.lazy_pages,
                 tls: opts.live.tls.clone(),
             };
-            criu::run_page_server(&so).map_err(|e| fail(e.into()))?;
+            let scripts = criu::ActionScripts::new(opts.action_scripts.clone(), &so.dir, &sink)
+                .context("setting up action scripts")
+                .map_err(fail)?;
+            criu::run_page_server_with(&so, &scripts).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::LazyPages => {
@@ -225,7 +228,10 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
                 status_fd: opts.status_fd,
                 push: std::env::var("CRIU_LAZY_PUSH").as_deref() != Ok("0"),
             };
-            criu::lazy::run_lazy_pages(&lo)
+            let scripts = criu::ActionScripts::new(opts.action_scripts.clone(), &lo.dir, &sink)
+                .context("setting up action scripts")
+                .map_err(fail)?;
+            criu::lazy::run_lazy_pages_with(&lo, &scripts)
                 .map_err(|e| fail(anyhow::Error::new(e).context("lazy-pages failed")))?;
             Ok(ExitCode::SUCCESS)
         }

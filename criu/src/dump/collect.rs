@@ -126,6 +126,7 @@ pub(super) fn collect(
     let exe_id = files.add_exe(pid)?;
     let vmas = vma::classify(pid, &maps, files)?;
     let fdinfo = files.add_fds(pid, opts.shell_job)?;
+    let vmas = crate::files::packet::ring_areas(pid, vmas, &fdinfo)?;
     if !opts.file_locks
         && let Some(l) = files.locks().first()
     {

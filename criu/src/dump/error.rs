@@ -151,7 +151,7 @@ pub enum DumpError {
     },
     /// A deleted file that is neither regular, a directory nor a device node.
     #[error(
-        "unsupported: deleted special file {} (only regular files, directories and device nodes)",
+        "unsupported: deleted special file {} (only regular files, directories, device nodes and fifos)",
         path.display()
     )]
     DeletedSpecial {

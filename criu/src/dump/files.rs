@@ -551,6 +551,9 @@ impl FileTable {
         self.add_in_flight()?;
         for k in self.kinds.iter_mut() {
             k.finish(&mut self.entries, ext_unix_sk)?;
+            for (id, source, meta) in k.take_ghosts() {
+                self.regular.add_ghost(id, &source, meta)?;
+            }
         }
         Ok(())
     }

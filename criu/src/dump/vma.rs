@@ -177,6 +177,13 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                     e.status = status::REGULAR | status::ANON_PRIVATE;
                 }
             }
+            name if name.starts_with("socket:[") => {
+                // A packet socket's rings mapped by the task (crate::files::packet): no pages
+                // saved, as CRIU does; `shmid` is the socket's inode until the task's
+                // descriptors are dumped, then its file id (collect.rs).
+                e.status = status::REGULAR | status::SOCKET;
+                e.shmid = m.inode;
+            }
             name => {
                 if name.starts_with("/SYSV") {
                     return Err(DumpError::SysvShm {

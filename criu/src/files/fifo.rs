@@ -4,18 +4,24 @@
 //!
 //! Dump: a descriptor whose file is a FIFO with a path; the first time a FIFO is met its waiting
 //! bytes are copied with `tee` (the task keeps them, see [`super::pipe`]); the `REG` entries
-//! are added once all processes were collected. A FIFO removed while open is refused by name.
+//! are added once all processes were collected. A FIFO removed while open is saved as a ghost
+//! (`remap-fpath.img`, `ghost-file-N.img` with its mode, as CRIU saves a deleted file; its
+//! bytes in `fifo-data.img` as for any FIFO).
 //! Restore: the engine opens each FIFO once read-write (which never blocks), writes its bytes
 //! back and keeps that descriptor while the restore runs, so the bytes outlive the moment no
 //! task holds it yet; each descriptor is then its own open of the FIFO through
-//! `/proc/self/fd`, with its flags, and the tasks inherit it.
+//! `/proc/self/fd`, with its flags, and the tasks inherit it. A removed FIFO is made again
+//! beside its old path (`mknod`), linked at its old name while the engine opens it (when that
+//! name is free) so its descriptors name it as before, and removed again: the restored
+//! descriptors read `PATH (deleted)`. A path that is no longer a FIFO, or is gone, fails the
+//! restore before any task runs, naming the path.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use criu_images::pb::{FdTypes, FifoEntry, FileEntry, RegFileEntry};
@@ -37,8 +43,11 @@ pub struct Fifo {
     seen: Vec<u64>,
     /// Dump: FIFOs holding data, by pipe id.
     data: Vec<(u32, PipeData)>,
-    /// Dump: the `REG` entry each FIFO entry (by id) still needs.
-    paths: Vec<(u32, RegFileEntry)>,
+    /// Dump: the `REG` entry each FIFO entry (by id) still needs, and for a FIFO removed
+    /// while open the link that opens it and its `stat`.
+    paths: Vec<(u32, RegFileEntry, Option<Removed>)>,
+    /// Dump: the ghosts of removed FIFOs, by `REG` entry id ([`FileKind::take_ghosts`]).
+    ghosts: Vec<(u32, PathBuf, std::fs::Metadata)>,
     /// Restore: `files.img`'s `REG` entries by id and `fifo-data.img`, read at the first FIFO.
     images: Option<(HashMap<u32, RegFileEntry>, HashMap<u32, PipeData>)>,
     /// Restore: each FIFO's engine-held read-write descriptor, by pipe id.
@@ -55,15 +64,10 @@ impl FileKind for Fifo {
     }
 
     fn dump(&mut self, fd: &DumpFd<'_>, id: u32) -> Result<FileEntry, DumpError> {
-        if fd.name.ends_with(" (deleted)") {
-            return Err(DumpError::FileState {
-                kind: "fifo",
-                what: format!(
-                    "fd {} of {} is a fifo removed while open ({})",
-                    fd.fd, fd.pid, fd.name
-                ),
-            });
-        }
+        let (name, removed) = match fd.name.strip_suffix(" (deleted)") {
+            Some(n) => (n, Some((fd.source.to_path_buf(), fd.meta.clone()))),
+            None => (fd.name, None),
+        };
         let ino = fd.meta.ino();
         if !self.seen.contains(&ino) {
             self.seen.push(ino);
@@ -72,7 +76,14 @@ impl FileKind for Fifo {
                 self.data.push((ino as u32, PipeData { size, bytes }));
             }
         }
-        tracing::debug!(pid = fd.pid, fd = fd.fd, path = fd.name, ino, "fifo");
+        tracing::debug!(
+            pid = fd.pid,
+            fd = fd.fd,
+            path = name,
+            ino,
+            removed = removed.is_some(),
+            "fifo"
+        );
         self.paths.push((
             id,
             RegFileEntry {
@@ -80,10 +91,11 @@ impl FileKind for Fifo {
                 flags: fd.flags(),
                 pos: 0,
                 fown: fown_zero(),
-                name: fd.name.to_string(),
+                name: name.to_string(),
                 mode: Some(fd.meta.mode()),
                 ..RegFileEntry::default()
             },
+            removed,
         ));
         Ok(FileEntry {
             id,
@@ -103,9 +115,12 @@ impl FileKind for Fifo {
         entries: &mut Vec<FileEntry>,
         _ext_unix_sk: Option<&[u32]>,
     ) -> Result<(), DumpError> {
-        for (fifo_id, mut reg) in self.paths.drain(..) {
+        for (fifo_id, mut reg, removed) in self.paths.drain(..) {
             let id = entries.iter().map(|e| e.id).max().unwrap_or(0) + 1;
             reg.id = id;
+            if let Some((source, meta)) = removed {
+                self.ghosts.push((id, source, meta));
+            }
             if let Some(f) = entries
                 .iter_mut()
                 .find(|e| e.id == fifo_id)
@@ -121,6 +136,10 @@ impl FileKind for Fifo {
             });
         }
         Ok(())
+    }
+
+    fn take_ghosts(&mut self) -> Vec<(u32, PathBuf, std::fs::Metadata)> {
+        std::mem::take(&mut self.ghosts)
     }
 
     fn write(&self, dir: &Path) -> Result<(), DumpError> {
@@ -148,23 +167,33 @@ impl FileKind for Fifo {
                 format!("fifo {} (fd {fd}) has no path entry", f.id),
             )
         })?;
-        let meta = std::fs::metadata(&reg.name).map_err(|source| RestoreError::MissingFile {
-            path: reg.name.clone().into(),
+        let path = cpath(&reg.name)?;
+        // Removed while open: made again (once, however many descriptors name it).
+        let ghost = match ctx.remaps.get(&reg.id) {
+            Some(rm) => Some(super::regular::ghost_file(ctx.dir, rm.remap_id, &reg.name)?),
+            None => None,
+        };
+        let at = match &ghost {
+            Some(g) => String::from_utf8_lossy(g.path.to_bytes()).into_owned(),
+            None => reg.name.clone(),
+        };
+        let meta = std::fs::symlink_metadata(&at).map_err(|source| RestoreError::MissingFile {
+            path: at.clone().into(),
             source,
         })?;
         if !meta.file_type().is_fifo() {
             return Err(RestoreError::FileState {
                 kind: "fifo",
-                what: format!("fifo {}: the path is no longer a fifo", reg.name),
+                what: format!("fifo {at}: the path is no longer a fifo"),
             });
         }
-        let path = cpath(&reg.name)?;
         let held = self
             .held
             .entry(f.pipe_id)
             .or_insert_with(|| {
                 Arc::new(Held {
                     path: path.clone(),
+                    ghost,
                     data: data.get(&f.pipe_id).cloned().unwrap_or_default(),
                     fd: Mutex::new(None),
                 })
@@ -182,11 +211,16 @@ fn fifo_data(d: &ImageDir) -> Result<HashMap<u32, PipeData>, RestoreError> {
     super::pipe::read_data(d, names::FIFO_DATA, magic::FIFO_DATA, "fifo", MAX_FIFO_DATA)
 }
 
+/// A FIFO removed while open, as met by a dump: the link that opens it and its `stat`.
+type Removed = (PathBuf, std::fs::Metadata);
+
 /// One FIFO as the engine holds it while restoring: opened read-write once, its bytes written.
 #[derive(Debug)]
 pub struct Held {
     /// Its path.
     pub path: CString,
+    /// A FIFO removed while open, made again beside its path.
+    pub ghost: Option<Arc<super::regular::GhostFile>>,
     /// The bytes it held.
     pub data: PipeData,
     fd: Mutex<Option<OwnedFd>>,
@@ -202,13 +236,38 @@ impl Held {
         if let Some(fd) = held.as_ref() {
             return Ok(fd.as_raw_fd());
         }
+        // A removed FIFO is opened at its old name when that is free (so the descriptors name
+        // it as before), which is removed again at once.
+        let mut at = self.path.as_c_str();
+        let mut linked = false;
+        if let Some(g) = &self.ghost {
+            at = g.path.as_c_str();
+            // SAFETY: linkat with two NUL-terminated paths; fails when the old name is taken.
+            if unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    g.path.as_ptr(),
+                    libc::AT_FDCWD,
+                    self.path.as_ptr(),
+                    0,
+                )
+            } == 0
+            {
+                at = self.path.as_c_str();
+                linked = true;
+            }
+        }
         // SAFETY: open with a NUL-terminated path; read-write opens of a FIFO do not block.
         let fd = unsafe {
             libc::open(
-                self.path.as_ptr(),
+                at.as_ptr(),
                 libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
             )
         };
+        if linked {
+            // SAFETY: removes the name this function linked, by a NUL-terminated path.
+            unsafe { libc::unlink(self.path.as_ptr()) };
+        }
         if fd < 0 {
             return Err(RestoreError::MissingFile {
                 path: String::from_utf8_lossy(self.path.to_bytes())

@@ -35,6 +35,10 @@ use super::inet_addr::{addr, words};
 use super::socket::{self, DumpSock, SockAt, SocketError, sys};
 use super::tcp;
 
+mod diag;
+mod mcast;
+mod queue;
+
 /// TCP states (include/net/tcp_states.h).
 pub const TCP_ESTABLISHED: u32 = 1;
 /// Closed (never connected, or reset).
@@ -59,6 +63,16 @@ pub struct InetDump {
     paused: Vec<OwnedFd>,
     /// The tree is killed: keep them in repair mode (their close then sends nothing).
     keep_repair: bool,
+    /// Listeners with connections not accepted yet, decided once every socket was met.
+    pending: Vec<queue::Pending>,
+    /// Every TCP connection of the tree met so far: own address, peer.
+    conns: Vec<(SocketAddr, SocketAddr)>,
+    /// The queued connections criu accepted, by inode: the listener's file id.
+    queued: HashMap<u32, u32>,
+    /// [`InetDump::take_queued`] ran.
+    queued_taken: bool,
+    /// The shut-down states sock_diag gave.
+    shutdowns: diag::ShutdownCache,
 }
 
 impl InetDump {
@@ -143,38 +157,15 @@ fn proto_name(p: u32) -> String {
     }
 }
 
-/// The peer of socket `ino` of `pid` in TCP state `state` (hex, as printed), from
-/// `/proc/PID/net/KIND` (or `KIND6`: `icmp` for ping sockets, `raw`, `tcp` for a connection in
-/// SYN_SENT), where getpeername does not tell it. The lines are those of `/proc/net/udp`:
-/// local and remote address in hex, state, ..., inode in the tenth column.
-fn proc_peer(pid: i32, kind: &str, family: i32, ino: u32, st: &str) -> Option<SocketAddr> {
-    let v6 = family == libc::AF_INET6;
-    let file = format!("/proc/{pid}/net/{kind}{}", if v6 { "6" } else { "" });
-    let text = std::fs::read_to_string(file).ok()?;
-    let line = text.lines().skip(1).find(|l| {
-        l.split_whitespace()
-            .nth(9)
-            .is_some_and(|i| i.parse() == Ok(ino))
-    })?;
-    let mut cols = line.split_whitespace();
-    let rem = cols.nth(2)?;
-    if cols.next()? != st {
-        return None;
-    }
-    let (a, port) = rem.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    // Each 32-bit word printed as the host reads it (%08X of the raw network-order word).
-    let mut bytes = Vec::new();
-    for i in (0..a.len()).step_by(8) {
-        let w = u32::from_str_radix(a.get(i..i + 8)?, 16).ok()?;
-        bytes.extend_from_slice(&w.to_ne_bytes());
-    }
-    let ip = match bytes.len() {
-        4 if !v6 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?)),
-        16 if v6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
+/// The peer of socket `ino` of `pid` in TCP state `st`, from `/proc/PID/net/KIND` (or `KIND6`:
+/// `icmp` for ping sockets, `raw`, `tcp` for a connection in SYN_SENT), where getpeername
+/// does not tell it.
+fn proc_peer(pid: i32, kind: &str, family: i32, ino: u32, st: u32) -> Option<SocketAddr> {
+    queue::rows(pid, kind, family == libc::AF_INET6)
+        .into_iter()
+        .find(|r| r.ino == ino)
+        .filter(|r| r.state == st)
+        .map(|r| r.remote)
 }
 
 /// Bytes waiting in the send queue (`SIOCOUTQ`).
@@ -298,19 +289,69 @@ fn read_tcp_opts(fd: RawFd, w: &str) -> Result<TcpOptsEntry, SocketError> {
         keepcnt: Some(g(libc::TCP_KEEPCNT, "TCP_KEEPCNT")?),
         keepidle: Some(g(libc::TCP_KEEPIDLE, "TCP_KEEPIDLE")?),
         keepintvl: Some(g(libc::TCP_KEEPINTVL, "TCP_KEEPINTVL")?),
+        user_timeout: Some(g(libc::TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT")?).filter(|&t| t != 0),
+        congestion: congestion(fd),
     })
+}
+
+/// `TCP_CONGESTION`: the name of the socket's congestion control algorithm.
+fn congestion(fd: RawFd) -> Option<String> {
+    let mut b = [0u8; 16];
+    let mut len = b.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most len bytes into b.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_TCP,
+            libc::TCP_CONGESTION,
+            b.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return None;
+    }
+    let b = &b[..(len as usize).min(b.len())];
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    std::str::from_utf8(&b[..end])
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Sets `TCP_CONGESTION` to `name` unless the socket has it already (the default one needs
+/// no privilege; another may need `CAP_NET_ADMIN`).
+fn set_congestion(fd: RawFd, name: &str, who: &str) -> Result<(), SocketError> {
+    if congestion(fd).as_deref() == Some(name) {
+        return Ok(());
+    }
+    // SAFETY: setsockopt reads name.len() bytes from a live string.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(sys(format!("setsockopt TCP_CONGESTION {name} on {who}")));
+    }
+    Ok(())
 }
 
 /// `IP_FREEBIND`, `IP_PKTINFO`, `IP_TOS` and `IP_TTL` (IPv4), `IPV6_FREEBIND` and
 /// `IPV6_RECVPKTINFO` (IPv6) as CRIU's `ip_opts_entry` (set ones only, as CRIU writes them).
 fn read_ip_opts(fd: RawFd, family: i32, w: &str) -> Result<IpOptsEntry, SocketError> {
     let g = |level, opt, name| int(fd, level, opt, w, name);
-    let (freebind, pktinfo, tos, ttl) = if family == libc::AF_INET6 {
+    let (freebind, pktinfo, tos, ttl, transparent) = if family == libc::AF_INET6 {
         (
             g(libc::SOL_IPV6, libc::IPV6_FREEBIND, "IPV6_FREEBIND")?,
             g(libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO")?,
             0,
             0,
+            g(libc::SOL_IPV6, libc::IPV6_TRANSPARENT, "IPV6_TRANSPARENT")?,
         )
     } else {
         (
@@ -318,6 +359,7 @@ fn read_ip_opts(fd: RawFd, family: i32, w: &str) -> Result<IpOptsEntry, SocketEr
             g(libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO")?,
             g(libc::SOL_IP, libc::IP_TOS, "IP_TOS")?,
             g(libc::SOL_IP, libc::IP_TTL, "IP_TTL")?,
+            g(libc::SOL_IP, libc::IP_TRANSPARENT, "IP_TRANSPARENT")?,
         )
     };
     Ok(IpOptsEntry {
@@ -326,6 +368,7 @@ fn read_ip_opts(fd: RawFd, family: i32, w: &str) -> Result<IpOptsEntry, SocketEr
         pktinfo: (pktinfo != 0).then_some(true),
         tos: (tos != 0).then_some(tos),
         ttl: (ttl != 0).then_some(ttl),
+        transparent: (transparent != 0).then_some(true),
     })
 }
 
@@ -338,6 +381,23 @@ fn write_ip_opts(fd: RawFd, family: i32, o: &IpOptsEntry, who: &str) -> Result<(
         })
     };
     let v6 = family == libc::AF_INET6;
+    if let Some(b) = o.transparent {
+        if v6 {
+            set(
+                libc::SOL_IPV6,
+                libc::IPV6_TRANSPARENT,
+                b.into(),
+                "IPV6_TRANSPARENT",
+            )?;
+        } else {
+            set(
+                libc::SOL_IP,
+                libc::IP_TRANSPARENT,
+                b.into(),
+                "IP_TRANSPARENT",
+            )?;
+        }
+    }
     if let Some(b) = o.freebind {
         if v6 {
             set(
@@ -384,6 +444,32 @@ impl InetDump {
         }
     }
 
+    /// Once every socket of the tree was met: criu's accepted copies of the connections
+    /// queued on the tree's listeners whose clients are in the tree (`tree_dies`: the dump
+    /// ends the tree), to be dumped as files held by no task; refused by name otherwise
+    /// (module `queue`).
+    ///
+    /// # Errors
+    /// [`SocketError::InetUnaccepted`], [`SocketError::InetUnacceptedLive`],
+    /// [`SocketError::Sys`].
+    pub fn take_queued(&mut self, tree_dies: bool) -> Result<Vec<OwnedFd>, SocketError> {
+        if std::mem::replace(&mut self.queued_taken, true) || self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pol = queue::Policy {
+            tree_dies,
+            skip_in_flight: self.skip_in_flight,
+            tcp_close: self.tcp_close,
+        };
+        let taken = queue::take(std::mem::take(&mut self.pending), &self.conns, pol)?;
+        let mut out = Vec::with_capacity(taken.len());
+        for (fd, ino, listener) in taken {
+            self.queued.insert(ino, listener);
+            out.push(fd);
+        }
+        Ok(out)
+    }
+
     /// Dumps the inet socket `s` (criu's copy `s.sk` of the task's descriptor `s.at`, family
     /// `family`) as file `s.id`.
     ///
@@ -409,6 +495,7 @@ impl InetDump {
         let mut dst = name(raw, true);
         let mut state = TCP_CLOSE;
         let mut backlog = 0;
+        let mut shutdown = None;
         let tcp_opts;
         match (ty as i32, proto as i32) {
             (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
@@ -416,14 +503,20 @@ impl InetDump {
                 state = u32::from(ti[0]);
                 match state {
                     TCP_LISTEN => {
-                        let pending = u32_at(&ti, 24);
-                        if pending != 0 && self.skip_in_flight {
-                            tracing::info!("{w}: skipping {pending} in-flight connection(s)");
-                        } else if pending != 0 {
-                            return Err(SocketError::InetUnaccepted {
-                                who: w,
-                                proto: pn,
-                                pending,
+                        // Connections not accepted yet: taken, dropped or refused once every
+                        // socket of the tree was met ([`InetDump::take_queued`]).
+                        if u32_at(&ti, 24) != 0
+                            && let Some(local) = src
+                        {
+                            self.pending.push(queue::Pending {
+                                who: w.clone(),
+                                pid,
+                                id,
+                                local,
+                                copy: sk.try_clone().map_err(|source| SocketError::Sys {
+                                    what: format!("dup of {w}"),
+                                    source,
+                                })?,
                             });
                         }
                         backlog = u32_at(&ti, 28);
@@ -432,11 +525,12 @@ impl InetDump {
                     st if soccr::supported(st) => {
                         if st == soccr::state::SYN_SENT && dst.is_none() {
                             // getpeername fails before the handshake.
-                            dst = proc_peer(pid, "tcp", family, ino, "02");
+                            dst = proc_peer(pid, "tcp", family, ino, 2);
                         }
                         let (Some(s), Some(d)) = (src, dst) else {
                             return Err(SocketError::InetNoAddresses { who: w, proto: pn });
                         };
+                        self.conns.push((s, d));
                         if self.tcp_close {
                             // Restored closed: nothing of the connection is saved, and it is
                             // never put in repair mode (killing the tree closes it normally).
@@ -502,11 +596,19 @@ impl InetDump {
                 let udp = matches!(proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
                 if !udp {
                     // getpeername fails on a connected ping socket (its peer has no port).
-                    dst = proc_peer(pid, "icmp", family, ino, "01")
-                        .map(|a| SocketAddr::new(a.ip(), 0));
+                    dst =
+                        proc_peer(pid, "icmp", family, ino, 1).map(|a| SocketAddr::new(a.ip(), 0));
                 }
                 if dst.is_some() {
                     state = TCP_ESTABLISHED;
+                }
+                if udp {
+                    // CRIU's sk_shutdown values are the kernel's (1 read, 2 write, 3 both).
+                    shutdown = self
+                        .shutdowns
+                        .get(sk.as_fd(), pid, ino, family, proto as i32)
+                        .filter(|&s| s != 0)
+                        .map(i32::from);
                 }
                 let mut t = TcpOptsEntry::default();
                 if udp && int(raw, libc::SOL_UDP, libc::UDP_CORK, &w, "UDP_CORK")? != 0 {
@@ -528,7 +630,7 @@ impl InetDump {
             // Raw IP sockets, any protocol (their bound "port" is the protocol); the peer of a
             // connected one is read from /proc, as getpeername needs a port.
             (libc::SOCK_RAW, _) => {
-                dst = proc_peer(pid, "raw", family, ino, "01");
+                dst = proc_peer(pid, "raw", family, ino, 1);
                 if dst.is_some() {
                     state = TCP_ESTABLISHED;
                 }
@@ -542,6 +644,12 @@ impl InetDump {
             } else {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)
             }
+        };
+        let queued_on = self.queued.get(&ino).copied();
+        let mcast = if ty as i32 == libc::SOCK_STREAM {
+            Vec::new()
+        } else {
+            mcast::read(raw, pid, family, &w)
         };
         let v6only = if family == libc::AF_INET6 {
             Some(
@@ -565,7 +673,12 @@ impl InetDump {
             state,
             src_port: src.map_or(0, |a| u32::from(a.port())),
             dst_port: dst.map_or(0, |a| u32::from(a.port())),
-            flags: flags & !(libc::O_CLOEXEC as u32),
+            // A queued connection has no descriptor yet: accept(2) gives its flags.
+            flags: if queued_on.is_some() {
+                0
+            } else {
+                flags & !(libc::O_CLOEXEC as u32)
+            },
             backlog,
             src_addr: words(src.map_or(unspec(family), |a| a.ip())),
             dst_addr: words(dst.map_or(unspec(family), |a| a.ip())),
@@ -582,8 +695,10 @@ impl InetDump {
             }),
             ifname: None,
             ns_id: None,
-            shutdown: None,
+            shutdown,
             tcp_opts,
+            queued_on,
+            mcast,
         })
     }
 
@@ -599,6 +714,21 @@ impl InetDump {
     }
 }
 
+/// `--tcp-close` given to the restore about to read its images (one restore per criu
+/// process): every TCP connection comes back closed, as CRIU does, even one whose state the
+/// dump saved.
+static RESTORE_TCP_CLOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets `--tcp-close` for the restore about to read its images.
+pub fn set_restore_tcp_close(on: bool) {
+    RESTORE_TCP_CLOSE.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether the restore brings TCP connections back closed (`--tcp-close`).
+pub fn restore_tcp_close() -> bool {
+    RESTORE_TCP_CLOSE.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Checks inet entries before anything is made.
 ///
 /// # Errors
@@ -612,6 +742,9 @@ pub fn check(entries: &[InetSkEntry]) -> Result<(), SocketError> {
         };
         if e.family != libc::AF_INET as u32 && e.family != libc::AF_INET6 as u32 {
             return Err(bad("family"));
+        }
+        if e.shutdown.is_some_and(|s| !(0..=3).contains(&s)) {
+            return Err(bad("shutdown"));
         }
         if addr(e.family, &e.src_addr, e.src_port).is_none()
             || addr(e.family, &e.dst_addr, e.dst_port).is_none()
@@ -674,11 +807,25 @@ pub fn create_all(
     streams: &HashMap<u32, tcp::Stream>,
     min: i32,
 ) -> Result<HashMap<u32, OwnedFd>, SocketError> {
-    let mut out = HashMap::new();
+    let mut out: HashMap<u32, OwnedFd> = HashMap::new();
     let mut repaired = Vec::new();
-    let mut order: Vec<&InetSkEntry> = entries.iter().filter(|e| wanted.contains(&e.id)).collect();
-    // Listeners first: a connection accepted from one binds its port again.
-    order.sort_by_key(|e| e.state != TCP_LISTEN);
+    // Clients of connections queued on a listener: connected to it again (module `queue`).
+    let pairs = queue::pairs(entries).map_err(|reason| SocketError::BadImage {
+        file: names::FILES.into(),
+        reason,
+    })?;
+    let queue_pos = |e: &InetSkEntry| {
+        pairs.get(&e.ino).map_or(0, |&(q, _)| {
+            1 + entries.iter().position(|x| x.ino == q).unwrap_or(0)
+        })
+    };
+    let mut order: Vec<&InetSkEntry> = entries
+        .iter()
+        .filter(|e| wanted.contains(&e.id) && e.queued_on.is_none())
+        .collect();
+    // Listeners first: a connection accepted from one binds its port again; the clients of
+    // queued connections last, in queue order.
+    order.sort_by_key(|e| (e.state != TCP_LISTEN, queue_pos(e)));
     for e in order {
         let who = format!("inet socket id {} (socket:[{}])", e.id, e.ino);
         let src = addr(e.family, &e.src_addr, e.src_port).ok_or_else(|| SocketError::BadImage {
@@ -730,6 +877,9 @@ pub fn create_all(
             )?;
         }
         let tcp = e.proto == libc::IPPROTO_TCP as u32 && e.r#type == libc::SOCK_STREAM as u32;
+        for m in e.mcast.iter().filter(|_| !tcp) {
+            mcast::join(sk, e.family as i32, m, &who)?;
+        }
         let udp = e.r#type == libc::SOCK_DGRAM as u32
             && matches!(e.proto as i32, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
         if udp && e.tcp_opts.as_ref().and_then(|t| t.cork) == Some(true) {
@@ -741,15 +891,52 @@ pub fn create_all(
                 (t.keepidle, libc::TCP_KEEPIDLE, "TCP_KEEPIDLE"),
                 (t.keepintvl, libc::TCP_KEEPINTVL, "TCP_KEEPINTVL"),
                 (t.nodelay.map(u32::from), libc::TCP_NODELAY, "TCP_NODELAY"),
+                (t.user_timeout, libc::TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT"),
             ] {
                 if let Some(v) = v.filter(|&v| v != 0) {
                     set(libc::SOL_TCP, opt, v, name)?;
                 }
             }
+            if let Some(c) = &t.congestion {
+                set_congestion(sk, c, &who)?;
+            }
         }
         let closed = tcp && soccr::supported(e.state) && !streams.contains_key(&e.ino);
-        let connected = tcp && soccr::supported(e.state) && !closed;
+        let queued = pairs.get(&e.ino).filter(|_| tcp && !closed);
+        let connected = tcp && soccr::supported(e.state) && !closed && queued.is_none();
         match (tcp, e.state) {
+            // The client of a connection queued on a listener of the tree.
+            (true, _) if queued.is_some() => {
+                let &(qino, lid) = queued.ok_or(SocketError::BadImage {
+                    file: names::FILES.into(),
+                    reason: format!("{who}: queued peer"),
+                })?;
+                let missing = |ino: u32| SocketError::BadImage {
+                    file: names::tcp_stream(ino),
+                    reason: format!("{who}: missing"),
+                };
+                let c = streams.get(&e.ino).ok_or_else(|| missing(e.ino))?;
+                let q = streams.get(&qino).ok_or_else(|| missing(qino))?;
+                let shut = entries
+                    .iter()
+                    .any(|x| x.ino == qino && x.state == soccr::state::CLOSE_WAIT);
+                let l = out.get(&lid).ok_or_else(|| SocketError::BadImage {
+                    file: names::FILES.into(),
+                    reason: format!("{who}: listener id {lid} not made"),
+                })?;
+                queue::reconnect(
+                    sk,
+                    l.as_raw_fd(),
+                    (src, dst),
+                    &[&q.inq, &c.outq],
+                    shut,
+                    e.opts.so_mark.unwrap_or(0),
+                    &who,
+                )?;
+                if c.entry.cork == Some(true) {
+                    set(libc::SOL_TCP, libc::TCP_CORK, 1, "TCP_CORK")?;
+                }
+            }
             // Dumped with --tcp-close: a socket shut down both ways, neither bound nor
             // connected, so that its reads see the end of the stream and its writes EPIPE.
             (true, _) if closed => {
@@ -793,6 +980,16 @@ pub fn create_all(
                 if !tcp && (e.dst_port != 0 || e.state == TCP_ESTABLISHED) {
                     bind_or_connect(sk, dst, true)
                         .map_err(|()| sys(format!("connecting {who}")))?;
+                }
+                // A UDP socket shut down (unconnected: the kernel keeps the state and says
+                // ENOTCONN).
+                if let Some(how) = e.shutdown.filter(|&h| udp && (1..=3).contains(&h)) {
+                    // SAFETY: shutdown takes no pointers.
+                    if unsafe { libc::shutdown(sk, how - 1) } < 0
+                        && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOTCONN)
+                    {
+                        return Err(sys(format!("shutting down {who}")));
+                    }
                 }
             }
         }

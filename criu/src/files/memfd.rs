@@ -15,8 +15,10 @@
 //! descriptors and other tasks see one memfd; the pages a private mapping changed come from
 //! the task's own pagemap.
 //!
-//! Not yet: a memfd sealed with `F_SEAL_FUTURE_WRITE` that a task still maps writable and
-//! shared (the seal is set before the task maps it again, and the mapping then fails).
+//! `F_SEAL_FUTURE_WRITE` (and `F_SEAL_SEAL` with it) is set only once every task has mapped
+//! its memory ([`seal_late`]): a task may still map the memfd shared and writable, as it did
+//! when the seal was added, and keeps writing through that mapping; new writable mappings and
+//! writes then fail as before.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -435,9 +437,10 @@ impl MemfdInode {
                 return Err(super::sys("fchown of a memfd"));
             }
         }
-        if self.seals != 0 {
+        let now = self.seals & !late_seals(self.seals);
+        if now != 0 {
             // SAFETY: fcntl on the memfd we own.
-            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, self.seals as i32) } != 0 {
+            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, now as i32) } != 0 {
                 return Err(super::sys("sealing a memfd"));
             }
         }
@@ -446,6 +449,53 @@ impl MemfdInode {
         *made = Some(fd);
         Ok(raw)
     }
+}
+
+/// The seals of `seals` set only once the tasks have mapped their memory: `F_SEAL_FUTURE_WRITE`
+/// (which forbids new writable shared mappings, which the tasks make again), and `F_SEAL_SEAL`
+/// with it (which would forbid adding it later).
+fn late_seals(seals: u32) -> u32 {
+    let future = libc::F_SEAL_FUTURE_WRITE as u32;
+    if seals & future == 0 {
+        return 0;
+    }
+    seals & (future | libc::F_SEAL_SEAL as u32)
+}
+
+/// Sets the seals held back until every task mapped its memory ([`late_seals`]) on each memfd
+/// this restore of the images in `dir` made.
+///
+/// # Errors
+/// [`RestoreError::Sys`] when `F_ADD_SEALS` fails.
+pub fn seal_late(dir: &Path) -> Result<(), RestoreError> {
+    let live: Vec<Arc<MemfdInode>> = {
+        let made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+        made.iter()
+            .filter(|(p, _, _)| p == dir)
+            .filter_map(|(_, _, w)| w.upgrade())
+            .collect()
+    };
+    for i in live {
+        let late = late_seals(i.seals);
+        if late == 0 {
+            continue;
+        }
+        let made = i.made.lock().map_err(|_| RestoreError::Sys {
+            what: "a memfd lock was poisoned",
+            errno: nix::errno::Errno::EINVAL,
+        })?;
+        let Some(fd) = made.as_ref() else { continue };
+        // SAFETY: fcntl on the memfd the engine holds.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, late as i32) } != 0 {
+            return Err(super::sys("sealing a memfd once it is mapped"));
+        }
+        tracing::debug!(
+            inode = i.inode_id,
+            seals = late,
+            "memfd sealed after mapping"
+        );
+    }
+    Ok(())
 }
 
 /// One descriptor of a memfd: its own open file description on the inode.

@@ -256,6 +256,13 @@ pub trait FileKind {
         Ok(())
     }
 
+    /// Dump, after [`FileKind::finish`]: files deleted while open that this kind's `REG`
+    /// entries name, to be saved as ghosts (`REG` entry id, the `/proc` link that opens the
+    /// file, its `stat`), as regular files are.
+    fn take_ghosts(&mut self) -> Vec<(u32, std::path::PathBuf, Metadata)> {
+        Vec::new()
+    }
+
     /// Dump: criu's own copies of files this kind met in flight (descriptors queued in a
     /// socket, `SCM_RIGHTS`), to be dumped as files of the tree; asked again until no kind
     /// gives any (a socket in flight may carry more). Each gets a file id, handed back in the
@@ -440,6 +447,13 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
     /// tree): made by the engine for several tasks, it is opened after every task is born.
     fn needs_tree(&self) -> bool {
         false
+    }
+
+    /// For a pidfd of a thread other than its process's leader: `(tid, flags)`. The task holds
+    /// a placeholder until the engine opens it in the task once the thread exists
+    /// ([`pidfd::open_thread_pidfds`]).
+    fn thread_pidfd(&self) -> Option<(i32, i32)> {
+        None
     }
 
     /// Whether each task holding it makes its own, even when several share it (`/dev/tty`:

@@ -41,6 +41,15 @@ fn has_data(sk: RawFd) -> bool {
     n >= 0
 }
 
+/// Whether the netlink socket `sk` has no port id yet (never bound).
+fn unbound(sk: RawFd) -> bool {
+    let mut a = nl_addr(0, 0);
+    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into a live sockaddr_nl.
+    let r = unsafe { libc::getsockname(sk, (&mut a as *mut libc::sockaddr_nl).cast(), &mut len) };
+    r == 0 && a.nl_pid == 0
+}
+
 impl NetlinkDump {
     /// Dumps the netlink socket `s` (criu's copy `s.sk` of the task's descriptor `s.at`) as
     /// file `s.id`.
@@ -50,7 +59,20 @@ impl NetlinkDump {
     pub fn add(&mut self, s: &DumpSock<'_>) -> Result<NetlinkSkEntry, SocketError> {
         let DumpSock { at, sk, flags, id } = *s;
         let SockAt { pid, fd, ino } = at;
-        let d = diag_of(&mut self.diag, sockdiag::netlink_sockets, at, "netlink")?;
+        let d = match diag_of(&mut self.diag, sockdiag::netlink_sockets, at, "netlink") {
+            Ok(d) => d,
+            // netlink_diag lists bound sockets only: one never bound (nor sent on, which
+            // binds) is dumped with its protocol alone, as CRIU does.
+            Err(SocketError::NotInDiag { .. }) if unbound(sk.as_raw_fd()) => NetlinkDiag {
+                protocol: socket::get_int(sk.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PROTOCOL)
+                    .map_err(|source| SocketError::Sys {
+                        what: format!("SO_PROTOCOL of {at}"),
+                        source,
+                    })? as u8,
+                ..NetlinkDiag::default()
+            },
+            Err(e) => return Err(e),
+        };
         let w = at.to_string();
         if has_data(sk.as_raw_fd()) {
             tracing::info!(

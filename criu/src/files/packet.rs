@@ -3,12 +3,15 @@
 //!
 //! Dump: type, protocol, bound interface, version, reserve, aux data / orig dev / vnet header /
 //! loss flags, timestamp, copy threshold, memberships and fanout (one packet_diag dump per
-//! criu dump), options, as CRIU's `packet_sock_entry`. Sockets with `PACKET_RX_RING` /
-//! `PACKET_TX_RING` rings are refused by name (not covered yet); the receive queue (packets
-//! captured and not read) is dropped, as CRIU does.
+//! criu dump), options, as CRIU's `packet_sock_entry`; `PACKET_RX_RING` / `PACKET_TX_RING`
+//! rings (TPACKET v1, v2, v3) as the entry's `rx_ring` / `tx_ring` (`packet_ring`), and the
+//! task's mapping of them as a `VMA_AREA_SOCKET` area whose `shmid` is the socket's file id,
+//! as CRIU writes it. The ring's frames are not saved (CRIU neither: the area's pages are
+//! skipped), nor the receive queue (packets captured and not read), as CRIU does.
 //!
-//! Restore: the socket with its settings, bound to the interface, memberships added, fanout
-//! joined.
+//! Restore: the socket with its settings, its rings set up again (empty), bound to the
+//! interface, memberships added, fanout joined; the task maps its socket again at the same
+//! address ([`map_ring`]).
 // Unsafe code: makes and binds packet sockets with a raw sockaddr_ll and adopts their descriptors.
 #![allow(unsafe_code)]
 
@@ -16,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use criu_images::names;
-use criu_images::pb::{PacketMclist, PacketSockEntry};
+use criu_images::pb::{PacketMclist, PacketRing, PacketSockEntry};
 
 use super::common::diag_of;
 use super::sockdiag::{self, PacketDiag};
@@ -45,9 +48,6 @@ impl PacketDump {
         let DumpSock { at, sk, flags, id } = *s;
         let d = diag_of(&mut self.diag, sockdiag::packet_sockets, at, "packet")?;
         let w = at.to_string();
-        if d.rx_ring.is_some() || d.tx_ring.is_some() {
-            return Err(SocketError::PacketRing { at });
-        }
         let [ifindex, version, reserve, copy_thresh, tstamp, pflags] = d.info.unwrap_or_default();
         Ok(PacketSockEntry {
             id,
@@ -75,17 +75,43 @@ impl PacketDump {
                 })
                 .collect(),
             fanout: d.fanout,
-            rx_ring: None,
-            tx_ring: None,
+            rx_ring: d.rx_ring.map(ring_entry),
+            tx_ring: d.tx_ring.map(ring_entry),
             ns_id: None,
         })
     }
 }
 
+/// A ring as packet_diag gives it (`packet_diag_ring`, in its order) as CRIU's `packet_ring`.
+fn ring_entry(r: [u32; 7]) -> PacketRing {
+    let [
+        block_size,
+        block_nr,
+        frame_size,
+        frame_nr,
+        retire_tmo,
+        sizeof_priv,
+        features,
+    ] = r;
+    PacketRing {
+        block_size,
+        block_nr,
+        frame_size,
+        frame_nr,
+        retire_tmo,
+        sizeof_priv,
+        features,
+    }
+}
+
+/// The most bytes of ring one socket gets back (block size × count), far above what programs
+/// ask for: a larger one in an image is refused before anything is made.
+const MAX_RING: u64 = 1 << 30;
+
 /// Checks packet entries before anything is created.
 ///
 /// # Errors
-/// [`SocketError::BadImage`], or [`SocketError::PacketRings`].
+/// [`SocketError::BadImage`].
 pub fn check(entries: &[PacketSockEntry]) -> Result<(), SocketError> {
     for e in entries {
         let bad = |what: &str| SocketError::BadImage {
@@ -101,8 +127,10 @@ pub fn check(entries: &[PacketSockEntry]) -> Result<(), SocketError> {
         if e.mclist.iter().any(|m| m.addr.len() > 8) {
             return Err(bad("membership address"));
         }
-        if e.rx_ring.is_some() || e.tx_ring.is_some() {
-            return Err(SocketError::PacketRings { id: e.id });
+        for r in [&e.rx_ring, &e.tx_ring].into_iter().flatten() {
+            if u64::from(r.block_size) * u64::from(r.block_nr) > MAX_RING {
+                return Err(bad("a ring over 1 GiB"));
+            }
         }
     }
     Ok(())
@@ -174,6 +202,20 @@ pub fn create_all(
                     "PACKET_COPY_THRESH",
                 )?;
             }
+            for (opt, ring, name) in [
+                (libc::PACKET_RX_RING, &e.rx_ring, "PACKET_RX_RING"),
+                (libc::PACKET_TX_RING, &e.tx_ring, "PACKET_TX_RING"),
+            ] {
+                if let Some(r) = ring {
+                    set_ring(sk, opt, r).map_err(|source| SocketError::Sys {
+                        what: format!(
+                            "setsockopt {name} on {who} ({} blocks of {}, {} frames of {})",
+                            r.block_nr, r.block_size, r.frame_nr, r.frame_size
+                        ),
+                        source,
+                    })?;
+                }
+            }
         }
         if e.ifindex != 0 {
             if e.r#type == SOCK_PACKET {
@@ -235,4 +277,109 @@ pub fn create_all(
         out.insert(e.id, socket::move_up(s, min)?);
     }
     Ok(out)
+}
+
+/// Sets up ring `opt` (`PACKET_RX_RING` or `PACKET_TX_RING`) of `sk` as `r` says, with a
+/// `tpacket_req3` (the kernel reads its first four fields for TPACKET v1 and v2).
+fn set_ring(sk: i32, opt: i32, r: &PacketRing) -> std::io::Result<()> {
+    let req = libc::tpacket_req3 {
+        tp_block_size: r.block_size,
+        tp_block_nr: r.block_nr,
+        tp_frame_size: r.frame_size,
+        tp_frame_nr: r.frame_nr,
+        tp_retire_blk_tov: r.retire_tmo,
+        tp_sizeof_priv: r.sizeof_priv,
+        tp_feature_req_word: r.features,
+    };
+    // SAFETY: setsockopt reads a live tpacket_req3 of the size given.
+    let n = unsafe {
+        libc::setsockopt(
+            sk,
+            libc::SOL_PACKET,
+            opt,
+            (&req as *const libc::tpacket_req3).cast(),
+            std::mem::size_of::<libc::tpacket_req3>() as u32,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A task's mapping of a packet socket's rings, made again over its premapped area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingMap {
+    /// The premapped area (moved to its place with the others).
+    pub at: u64,
+    /// Its length.
+    pub len: u64,
+    /// Its protection.
+    pub prot: i32,
+    /// The task's descriptor of the socket (in place by then).
+    pub fd: i32,
+}
+
+/// Maps the rings of the packet socket `m.fd` over the premapped area at `m.at` (`MAP_SHARED`,
+/// as the task mapped them), in the restoring task. Returns the errno on failure.
+///
+/// # Errors
+/// The errno of `mmap`.
+pub fn map_ring(m: &RingMap) -> Result<(), i32> {
+    // SAFETY: `m.at` .. `m.at + m.len` is this task's own premapped placeholder area, which
+    // nothing else uses; MAP_FIXED replaces exactly it.
+    let r = unsafe {
+        libc::mmap(
+            m.at as *mut libc::c_void,
+            m.len as usize,
+            m.prot,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            m.fd,
+            0,
+        )
+    };
+    if r == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL));
+    }
+    Ok(())
+}
+
+/// The areas of `pid` that map a socket (`VMA_AREA_SOCKET`, `shmid` its inode as
+/// [`crate::dump`] met it) get the file id of the task's packet socket on that inode, as CRIU
+/// writes it. A mapping of a socket the task has no descriptor of, or of another kind of
+/// socket, is refused by name.
+///
+/// # Errors
+/// [`crate::dump::DumpError::FileState`] naming the process and the area.
+pub fn ring_areas(
+    pid: i32,
+    mut vmas: Vec<crate::dump::vma::Vma>,
+    fds: &[criu_images::pb::FdinfoEntry],
+) -> Result<Vec<crate::dump::vma::Vma>, crate::dump::DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    let status = criu_images::vma::status::SOCKET;
+    for v in vmas.iter_mut().filter(|v| v.is(status)) {
+        let ino = v.entry.shmid;
+        let id = fds
+            .iter()
+            .filter(|f| f.r#type == criu_images::pb::FdTypes::Packetsk as i32)
+            .find(|f| {
+                std::fs::metadata(format!("/proc/{pid}/fd/{}", f.fd)).is_ok_and(|m| m.ino() == ino)
+            })
+            .map(|f| f.id);
+        let Some(id) = id else {
+            return Err(crate::dump::DumpError::FileState {
+                kind: "packet",
+                what: format!(
+                    "{pid} maps socket:[{ino}] at {:#x} and holds no packet socket descriptor of it (only packet rings of an open socket are dumped)",
+                    v.entry.start
+                ),
+            });
+        };
+        tracing::debug!(pid, start = v.entry.start, ino, id, "packet ring area");
+        v.entry.shmid = u64::from(id);
+    }
+    Ok(vmas)
 }

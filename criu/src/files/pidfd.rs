@@ -6,9 +6,14 @@
 //! makes its descriptors are taken: the holder itself or one of its descendants (restored with
 //! their pids, before the holder's files). A pidfd of a process that has exited and been reaped
 //! (`Pid: -1`) is written with `nspid` -1, as CRIU does. A pidfd of a process outside that
-//! subtree or of a thread (`PIDFD_THREAD`) is refused by name. Restore: the task opens the
-//! pidfd again with `pidfd_open` and the saved flags; for a reaped process it opens one of a
-//! short-lived child of its own and reaps it.
+//! subtree is refused by name. A pidfd of a thread (`PIDFD_THREAD`, kept in the entry's flags
+//! as the kernel shows it, `O_EXCL`) is taken when the thread's process is in that subtree.
+//! Restore: the task opens the pidfd again with `pidfd_open` and the saved flags; for a reaped
+//! process it opens one of a short-lived child of its own and reaps it. A thread other than
+//! its process's leader exists only once the restorer has made it, just before the tree
+//! resumes: the task holds a placeholder pidfd at the number until then, and the engine opens
+//! the thread's pidfd in the task (`pidfd_open` and `dup3` run through ptrace while every
+//! thread is stopped) before it lets the tree go ([`open_thread_pidfds`]).
 #![allow(unsafe_code)]
 
 use std::os::unix::fs::MetadataExt;
@@ -57,19 +62,22 @@ impl FileKind for Pidfd {
                 "its process is not visible here (pid {target})"
             )));
         }
-        if fd.flags() & PIDFD_THREAD != 0 || tgid_of(target) != Some(target) {
-            return Err(refuse(format!("a pidfd of thread {target}")));
-        }
-        if !in_subtree(target, fd.pid) {
+        let Some(tgid) = tgid_of(target) else {
+            return Err(refuse(format!("its process {target} is gone")));
+        };
+        if !in_subtree(tgid, fd.pid) {
             return Err(refuse(format!(
-                "process {target} is neither the holder nor one of its descendants"
+                "process {tgid} is neither the holder nor one of its descendants"
             )));
         }
-        tracing::debug!(pid = fd.pid, fd = fd.fd, target, "pidfd");
+        if tgid != target && fd.flags() & PIDFD_THREAD == 0 {
+            return Err(refuse(format!("thread {target} without PIDFD_THREAD")));
+        }
+        tracing::debug!(pid = fd.pid, fd = fd.fd, target, tgid, "pidfd");
         Ok(pidfd_entry(fd, id, target))
     }
 
-    fn parse(&mut self, _img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
+    fn parse(&mut self, img: &ImageCtx<'_>, e: &FileEntry, fd: i32) -> Parsed {
         let p = kind_entry(&e.pidfd, fd, "pidfd")?;
         if p.nspid <= 0 && p.nspid != -1 {
             return Err(bad(
@@ -77,15 +85,30 @@ impl FileKind for Pidfd {
                 format!("pidfd fd {fd}: pid {}", p.nspid),
             ));
         }
-        if p.flags & PIDFD_THREAD != 0 {
-            return Err(RestoreError::FileState {
-                kind: "pidfd",
-                what: format!("pidfd fd {fd} of thread {}", p.nspid),
-            });
+        let flags = p.flags as i32 & (libc::O_NONBLOCK | PIDFD_THREAD as i32);
+        // A thread other than a leader: made in the task by the engine once it exists.
+        let mut thread = false;
+        if p.flags & PIDFD_THREAD != 0 && p.nspid != -1 {
+            let tree = img
+                .dir
+                .read_pstree()
+                .map_err(|e| bad(criu_images::names::PSTREE, e.to_string()))?;
+            let tid = p.nspid as u32;
+            let Some(t) = tree
+                .iter()
+                .find(|t| t.pid == tid || t.threads.contains(&tid))
+            else {
+                return Err(bad(
+                    criu_images::names::FILES,
+                    format!("pidfd fd {fd}: thread {} is not in the tree", p.nspid),
+                ));
+            };
+            thread = t.pid != tid;
         }
         Ok(Arc::new(PidfdFile {
             pid: p.nspid,
-            flags: p.flags as i32 & libc::O_NONBLOCK,
+            flags,
+            thread,
         }))
     }
 }
@@ -167,8 +190,10 @@ fn dead_pidfd(flags: i32) -> i32 {
 pub struct PidfdFile {
     /// The process.
     pub pid: i32,
-    /// `O_NONBLOCK` (`PIDFD_NONBLOCK`).
+    /// `O_NONBLOCK` (`PIDFD_NONBLOCK`) and `PIDFD_THREAD`.
     pub flags: i32,
+    /// `pid` is a thread other than its process's leader ([`open_thread_pidfds`]).
+    pub thread: bool,
 }
 
 impl RestoreFile for PidfdFile {
@@ -176,12 +201,107 @@ impl RestoreFile for PidfdFile {
         FdTypes::Pidfd
     }
 
+    fn thread_pidfd(&self) -> Option<(i32, i32)> {
+        self.thread.then_some((self.pid, self.flags))
+    }
+
     fn make_in_task(&self, fd: i32) -> Result<Ends, TaskError> {
         if self.pid == -1 {
             return Ends::made(libc::c_long::from(dead_pidfd(self.flags)), fd);
+        }
+        if self.thread {
+            // A placeholder (a pidfd of this task) until the thread exists.
+            // SAFETY: getpid and pidfd_open take integers only.
+            let r = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), self.flags) };
+            return Ends::made(r as _, fd);
         }
         // SAFETY: pidfd_open takes integers only; the new descriptor is close-on-exec.
         let r = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, self.flags) };
         Ends::made(r as _, fd)
     }
+}
+
+/// Opens the pidfds of threads other than leaders ([`RestoreFile::thread_pidfd`]) in the
+/// restored task `pid` (the host's pid of its leader, ptrace-stopped with every thread made),
+/// at the numbers their placeholders hold: `pidfd_open` of the thread, `dup3` onto the number
+/// (and onto every descriptor that duplicates it), `close` of the new number, each run through
+/// the `syscall` instruction at `insn`. The pids are the task's own (the calls run in it).
+///
+/// # Errors
+/// [`RestoreError::Trace`] when running a call fails, [`RestoreError::FileState`] when
+/// `pidfd_open` or `dup3` fails in the task.
+pub(crate) fn open_thread_pidfds(
+    pid: i32,
+    insn: u64,
+    fds: &[crate::restore::plan::Fd],
+) -> Result<(), RestoreError> {
+    use crate::restore::plan::FdSource;
+    for f in fds {
+        let FdSource::File(file) = &f.source else {
+            continue;
+        };
+        let Some((tid, flags)) = file.thread_pidfd() else {
+            continue;
+        };
+        let fail = |what: &str, ret: i64| RestoreError::FileState {
+            kind: "pidfd",
+            what: format!(
+                "fd {} of {pid}: {what} of thread {tid}: {}",
+                f.fd,
+                std::io::Error::from_raw_os_error(-ret as i32)
+            ),
+        };
+        let made = remote(
+            pid,
+            insn,
+            compel_arch::nr::PIDFD_OPEN,
+            [tid as u64, flags as u64, 0],
+        )?;
+        if made < 0 {
+            return Err(fail("pidfd_open", made));
+        }
+        let dups = fds.iter().filter(|d| match d.source {
+            FdSource::Dup { of } => of == f.fd,
+            FdSource::File(_) => d.fd == f.fd,
+        });
+        for d in dups {
+            let cloexec = if d.cloexec { libc::O_CLOEXEC } else { 0 };
+            let r = remote(
+                pid,
+                insn,
+                compel_arch::nr::DUP3,
+                [made as u64, d.fd as u64, cloexec as u64],
+            )?;
+            if r < 0 {
+                return Err(fail("dup3", r));
+            }
+        }
+        remote(pid, insn, compel_arch::nr::CLOSE, [made as u64, 0, 0])?;
+        tracing::debug!(pid, fd = f.fd, tid, "pidfd of a thread opened");
+    }
+    Ok(())
+}
+
+/// Runs system call `nr` with `args` in the stopped thread `tid`; its raw result.
+fn remote(tid: i32, insn: u64, nr: usize, args: [u64; 3]) -> Result<i64, RestoreError> {
+    let err = |what: &'static str| {
+        move |e: compel::TaskError| RestoreError::Trace {
+            pid: tid,
+            what,
+            errno: match e {
+                compel::TaskError::Ptrace { source, .. }
+                | compel::TaskError::Wait { source, .. } => source,
+                _ => nix::errno::Errno::ESRCH,
+            },
+        }
+    };
+    let run = compel::syscall_stop::SyscallRun::start(
+        tid,
+        compel::RemoteAddr(insn),
+        nr,
+        [args[0], args[1], args[2], 0, 0, 0],
+    )
+    .map_err(err("a system call for a thread's pidfd"))?;
+    run.finish()
+        .map_err(err("a system call for a thread's pidfd"))
 }

@@ -153,14 +153,25 @@ impl Regular {
         })
     }
 
-    fn add_ghost(
+    /// Saves the file behind `source` (stat'ed as `meta`), deleted while open, as a ghost
+    /// for the `REG` entry `orig_id`: one ghost per inode, however many entries name it.
+    ///
+    /// # Errors
+    /// [`DumpError::DeletedSpecial`] for a kind of node that cannot be made again,
+    /// [`DumpError::GhostLimit`].
+    pub(crate) fn add_ghost(
         &mut self,
         orig_id: u32,
         source: &Path,
         meta: std::fs::Metadata,
     ) -> Result<(), DumpError> {
         let ft = meta.file_type();
-        if !(ft.is_file() || ft.is_dir() || ft.is_char_device() || ft.is_block_device()) {
+        if !(ft.is_file()
+            || ft.is_dir()
+            || ft.is_char_device()
+            || ft.is_block_device()
+            || ft.is_fifo())
+        {
             return Err(DumpError::DeletedSpecial {
                 path: source.to_path_buf(),
             });
@@ -564,6 +575,12 @@ fn make_ghost(
             // SAFETY: mknod with a NUL-terminated path we own.
             if unsafe { libc::mknod(cpath.as_ptr(), fmt | perm, libc::dev_t::from(dev)) } != 0 {
                 return Err(crate::files::sys("making a deleted device node again"));
+            }
+        }
+        libc::S_IFIFO => {
+            // SAFETY: mknod with a NUL-terminated path we own.
+            if unsafe { libc::mknod(cpath.as_ptr(), fmt | perm, 0) } != 0 {
+                return Err(crate::files::sys("making a deleted fifo again"));
             }
         }
         libc::S_IFREG => {

@@ -126,7 +126,7 @@ fn sys(what: &'static str, family: &'static str) -> DiagError {
 }
 
 /// Sends one dump request (`req` after the netlink header) and returns every reply payload.
-fn dump(family: &'static str, req: &[u8]) -> Result<Vec<Vec<u8>>, DiagError> {
+pub(crate) fn dump(family: &'static str, req: &[u8]) -> Result<Vec<Vec<u8>>, DiagError> {
     // SAFETY: socket() takes no pointers; the result is checked and owned below.
     let fd = unsafe {
         libc::socket(
@@ -194,7 +194,12 @@ fn dump(family: &'static str, req: &[u8]) -> Result<Vec<Vec<u8>>, DiagError> {
             }
             let payload = &b[16..mlen];
             match mtype {
-                NLMSG_DONE => return Ok(out),
+                NLMSG_DONE => {
+                    // One line per dump request: a test counts them (one per family and
+                    // dump, never one per socket).
+                    tracing::debug!(family, sockets = out.len(), "sock_diag dump");
+                    return Ok(out);
+                }
                 NLMSG_ERROR => {
                     let errno = payload
                         .get(..4)
@@ -215,7 +220,7 @@ fn dump(family: &'static str, req: &[u8]) -> Result<Vec<Vec<u8>>, DiagError> {
 }
 
 /// The attributes after a fixed header of `hdr` bytes: `(type, value)`.
-fn attrs<'a>(
+pub(crate) fn attrs<'a>(
     family: &'static str,
     msg: &'a [u8],
     hdr: usize,

@@ -59,6 +59,8 @@ pub struct Sockets {
     pub inet: inet::InetDump,
     /// Restore: the unix sockets of the images, read once for every entry.
     restore_unix: UnixKind,
+    /// How many of the last files in flight were unix ones.
+    unix_in_flight: usize,
 }
 
 impl Sockets {
@@ -178,11 +180,16 @@ impl FileKind for Sockets {
     }
 
     fn take_in_flight(&mut self, tree_dies: bool) -> Result<Vec<OwnedFd>, DumpError> {
-        self.unix.take_in_flight(tree_dies).map_err(dump_err)
+        let mut fds = self.unix.take_in_flight(tree_dies).map_err(dump_err)?;
+        self.unix_in_flight = fds.len();
+        // Connections queued on inet listeners, after the unix files (their ids come first).
+        fds.extend(self.inet.take_queued(tree_dies).map_err(dump_err)?);
+        Ok(fds)
     }
 
     fn in_flight_ids(&mut self, ids: &[u32]) {
-        self.unix.set_in_flight_ids(ids);
+        self.unix
+            .set_in_flight_ids(ids.get(..self.unix_in_flight).unwrap_or(ids));
     }
 
     fn dump_done(&mut self, killed: bool) {
@@ -520,10 +527,11 @@ impl SocketSet for InetSet {
         inet::check(&entries).map_err(restore_err)?;
         let mut streams = HashMap::new();
         // Dumped with --tcp-close: connections have no stream image and come back closed.
-        let tcp_close = img
-            .dir
-            .read_inventory()
-            .is_ok_and(|i| i.tcp_close == Some(true));
+        let tcp_close = inet::restore_tcp_close()
+            || img
+                .dir
+                .read_inventory()
+                .is_ok_and(|i| i.tcp_close == Some(true));
         for e in &entries {
             if e.proto == libc::IPPROTO_TCP as u32
                 && e.r#type == libc::SOCK_STREAM as u32
@@ -542,6 +550,7 @@ impl SocketSet for InetSet {
     fn end_of(&self, i: &InetSkEntry, fd: i32) -> Result<usize, RestoreError> {
         self.entries
             .iter()
+            .filter(|x| x.queued_on.is_none())
             .position(|x| x.id == i.id)
             .ok_or_else(|| {
                 crate::restore::images::entry::bad(
@@ -556,7 +565,8 @@ impl SocketSet for InetSet {
         let mut made =
             inet::create_all(&self.entries, &wanted, &self.streams, 3).map_err(restore_err)?;
         let mut out = Vec::with_capacity(self.entries.len());
-        for e in &self.entries {
+        // Connections queued on a listener are no task's.
+        for e in self.entries.iter().filter(|e| e.queued_on.is_none()) {
             out.push(made.remove(&e.id).ok_or_else(|| RestoreError::FileState {
                 kind: "inet",
                 what: format!("inet socket id {} was not made", e.id),

@@ -37,6 +37,7 @@ use super::source::Source;
 use super::task::Task;
 use super::{LazyError, SOCKET_NAME, io_err, uffd, watchdog};
 use crate::pageserver::wire::{PS_IOV_CLOSE, PsIov};
+use crate::scripts::{Notify, ScriptAction, ScriptError};
 
 /// What `criu lazy-pages` was asked.
 #[derive(Clone, Debug)]
@@ -310,6 +311,17 @@ struct Conn {
 /// [`LazyError`] when it cannot listen, an image or the page server fails, or the restore
 /// ends without finishing; the watchdog then kills what was restored.
 pub fn run_lazy_pages(o: &LazyOptions) -> Result<LazyStats, LazyError> {
+    let quiet = |_: ScriptAction, _: Option<i32>| -> Result<(), ScriptError> { Ok(()) };
+    run_lazy_pages_with(o, &quiet)
+}
+
+/// [`run_lazy_pages`], telling `ready` (the action scripts) at `status-ready`: once it
+/// listens, before `--status-fd`, as CRIU's `status_ready`.
+///
+/// # Errors
+/// As [`run_lazy_pages`]; [`LazyError::StatusReady`] when a script fails (nothing is written
+/// to the status descriptor, the socket is removed).
+pub fn run_lazy_pages_with(o: &LazyOptions, ready: &dyn Notify) -> Result<LazyStats, LazyError> {
     // First, so that it holds nothing but what it is given (a copy of the listening socket
     // would accept a restore after the daemon died).
     let (watchdog, watchdog_pid) = watchdog::spawn()?;
@@ -330,6 +342,10 @@ pub fn run_lazy_pages(o: &LazyOptions) -> Result<LazyStats, LazyError> {
         None => Source::Local(HashMap::new()),
     };
     tracing::info!(socket = %path.display(), "lazy-pages daemon listening");
+    if let Err(e) = ready.notify(ScriptAction::StatusReady, None) {
+        let _ = std::fs::remove_file(&path);
+        return Err(LazyError::StatusReady(e));
+    }
     crate::pageserver::server::tell_status(o.status_fd);
     let mut d = Daemon {
         dir: o.dir.clone(),

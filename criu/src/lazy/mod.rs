@@ -35,7 +35,7 @@ mod task;
 pub(crate) mod uffd;
 mod watchdog;
 
-pub use daemon::{LazyOptions, run_lazy_pages};
+pub use daemon::{LazyOptions, run_lazy_pages, run_lazy_pages_with};
 
 /// The socket's name in the work directory (CRIU's `LAZY_PAGES_SOCK_NAME`).
 pub const SOCKET_NAME: &str = "lazy-pages.socket";
@@ -79,6 +79,9 @@ pub enum LazyError {
     /// The remote page server failed.
     #[error(transparent)]
     PageServer(#[from] crate::pageserver::PageServerError),
+    /// An action script failed at `status-ready`.
+    #[error("lazy pages: status-ready")]
+    StatusReady(#[source] crate::scripts::ScriptError),
 }
 
 impl LazyError {
@@ -90,6 +93,7 @@ impl LazyError {
             LazyError::Protocol(_) => libc::EPROTO,
             LazyError::Uffd { errno, .. } => *errno,
             LazyError::PageServer(e) => e.errno(),
+            LazyError::StatusReady(e) => e.errno(),
         }
     }
 }

@@ -26,6 +26,7 @@
 pub(crate) mod cgroup;
 pub(crate) mod cgroup_mounts;
 pub(crate) mod cgroup_ns;
+pub(crate) mod cgroup_proplists;
 pub(crate) mod cgroup_props;
 pub(crate) mod ipc;
 pub mod mnt;
@@ -704,6 +705,12 @@ impl Prepared {
         } else {
             pid::PidMap::identity()
         }
+    }
+
+    /// Whether the root gets any namespace rebuilt here (cloned with, or joined before the
+    /// clone), CRIU's non-zero `root_ns_mask` short of the mount and network namespaces.
+    pub(crate) fn any(&self) -> bool {
+        !self.rebuilt.is_empty()
     }
 
     /// The `CLONE_NEW*` flags the root is cloned with.

@@ -191,6 +191,8 @@ pub struct RestoreOptions {
     /// `--orphan-pts-master`: a pty slave whose master was outside the tree gets a new pty;
     /// its master goes to the `orphan-pts-master` notification.
     pub orphan_pts_master: bool,
+    /// `--tcp-close`: TCP connections come back closed, whatever the dump saved.
+    pub tcp_close: bool,
     /// `--pidfile`: where to write the restored pid.
     pub pidfile: Option<PathBuf>,
     /// `--cpu-cap`: without its FPU bit (`--cpu-cap=none`), saved register state this CPU has
@@ -247,6 +249,7 @@ impl Default for RestoreOptions {
             sibling: false,
             shell_job: false,
             orphan_pts_master: false,
+            tcp_close: false,
             pidfile: None,
             cpu_cap: CpuCap::default(),
             root: None,
@@ -290,6 +293,7 @@ impl RestoreOptions {
             sibling: o.restore_sibling,
             shell_job: o.shell_job,
             orphan_pts_master: o.orphan_pts_master,
+            tcp_close: o.tcp_close,
             pidfile: o.pidfile.as_ref().map(|p| o.effective_work_dir().join(p)),
             cpu_cap: o.cpu_cap,
             root: o.root.clone(),

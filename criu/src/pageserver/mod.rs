@@ -17,7 +17,7 @@ pub mod tls;
 pub mod wire;
 
 pub use client::PageClient;
-pub use server::{ServerOptions, run_page_server};
+pub use server::{ServerOptions, run_page_server, run_page_server_with};
 
 /// Errors of the page server and its client.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,9 @@ pub enum PageServerError {
     /// An image could not be written.
     #[error("page server: {0}")]
     Image(#[from] criu_images::ImageError),
+    /// An action script failed at `status-ready`, or the RPC client refused it.
+    #[error("page server: status-ready")]
+    StatusReady(#[source] crate::scripts::ScriptError),
 }
 
 impl PageServerError {
@@ -46,6 +49,7 @@ impl PageServerError {
             PageServerError::Io { source, .. } => crate::errno::io(source),
             PageServerError::Protocol(_) => libc::EPROTO,
             PageServerError::Image(e) => crate::errno::image(e),
+            PageServerError::StatusReady(e) => e.errno(),
         }
     }
 }

@@ -14,6 +14,7 @@ use criu_images::pagemap::{PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT};
 
 use super::wire::*;
 use super::{PageServerError, io_err};
+use crate::scripts::{Notify, ScriptAction, ScriptError};
 
 /// What `criu page-server` was asked.
 #[derive(Clone, Debug, Default)]
@@ -50,6 +51,21 @@ pub const FIRST_PAGES_ID: u32 = 0x10000;
 /// # Errors
 /// [`PageServerError`] if it cannot listen or the session fails.
 pub fn run_page_server(opts: &ServerOptions) -> Result<Option<(i32, u16)>, PageServerError> {
+    let quiet = |_: ScriptAction, _: Option<i32>| -> Result<(), ScriptError> { Ok(()) };
+    run_page_server_with(opts, &quiet)
+}
+
+/// [`run_page_server`], telling `ready` (action scripts, an RPC client) at `status-ready`:
+/// once listening, before `--status-fd`, as CRIU's `status_ready`. With `--daemon` the
+/// foreground process tells it, after the pidfile is written and before it returns; a refusal
+/// kills the background server and fails the start.
+///
+/// # Errors
+/// As [`run_page_server`]; [`PageServerError::StatusReady`] when `ready` refuses.
+pub fn run_page_server_with(
+    opts: &ServerOptions,
+    ready: &dyn Notify,
+) -> Result<Option<(i32, u16)>, PageServerError> {
     if let Some(prev) = &opts.prev_images_dir {
         let link = opts.dir.join("parent");
         let _ = std::fs::remove_file(&link);
@@ -72,15 +88,34 @@ pub fn run_page_server(opts: &ServerOptions) -> Result<Option<(i32, u16)>, PageS
             return Err(io_err("fork")(std::io::Error::last_os_error()));
         }
         if pid > 0 {
-            if let Some(p) = &opts.pidfile {
-                std::fs::write(p, format!("{pid}\n"))
-                    .map_err(io_err(format!("write {}", p.display())))?;
+            let started = opts
+                .pidfile
+                .as_ref()
+                .map_or(Ok(()), |p| {
+                    std::fs::write(p, format!("{pid}\n"))
+                        .map_err(io_err(format!("write {}", p.display())))
+                })
+                .and_then(|()| status_ready(ready, opts.status_fd));
+            if let Err(e) = started {
+                // SAFETY: `pid` is the child forked above, not yet reaped: it is killed and
+                // reaped here, nothing else waits for it.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                return Err(e);
             }
-            tell_status(opts.status_fd);
             return Ok(Some((pid, local.port())));
         }
-        // SAFETY: setsid takes no arguments.
-        unsafe { libc::setsid() };
+        // SAFETY: setsid takes no arguments; the status descriptor is the foreground
+        // process's to write and close (this copy of it is closed so that a reader sees the
+        // end of it when that one closes its own).
+        unsafe {
+            libc::setsid();
+            if let Some(fd) = opts.status_fd {
+                libc::close(fd);
+            }
+        }
         let code = match listener.accept() {
             Ok((sock, _)) => {
                 drop(listener);
@@ -101,7 +136,7 @@ pub fn run_page_server(opts: &ServerOptions) -> Result<Option<(i32, u16)>, PageS
             std::fs::write(p, format!("{}\n", std::process::id()))
                 .map_err(io_err(format!("write {}", p.display())))?;
         }
-        tell_status(opts.status_fd);
+        status_ready(ready, opts.status_fd)?;
     }
     let (sock, peer) = listener.accept().map_err(io_err("accept"))?;
     drop(listener);
@@ -127,7 +162,21 @@ fn serve_session(sock: TcpStream, opts: &ServerOptions) -> Result<(), PageServer
     }
 }
 
-/// `--status-fd`: one zero byte, then the descriptor is closed (CRIU's `status_ready`).
+/// CRIU's `status_ready`: the `status-ready` stage (action scripts, an RPC client asked with
+/// `notify_scripts`; no pid, as CRIU's), then the `--status-fd` byte.
+///
+/// # Errors
+/// [`PageServerError::StatusReady`] when a script fails or the client refuses; nothing is
+/// written to the status descriptor then.
+pub(crate) fn status_ready(ready: &dyn Notify, fd: Option<i32>) -> Result<(), PageServerError> {
+    ready
+        .notify(ScriptAction::StatusReady, None)
+        .map_err(PageServerError::StatusReady)?;
+    tell_status(fd);
+    Ok(())
+}
+
+/// `--status-fd`: one zero byte, then the descriptor is closed.
 pub(crate) fn tell_status(fd: Option<i32>) {
     if let Some(fd) = fd {
         // SAFETY: writes one byte from a live buffer to a descriptor the caller handed us, then

@@ -159,6 +159,8 @@ pub(super) fn finish(
         let threads: Vec<i32> = t.others().iter().map(|t| t.tid).collect();
         trace::wait_ready(pids.host(t.pid), &threads, &r.status_r, c.deadline)?;
     }
+    // Every task mapped its memfds: the seals that forbid writable mappings now.
+    crate::files::memfd::seal_late(&opts.images_dir)?;
     // Every task's memory is in: the progress ends here, and criu is one thread again (a
     // mount namespace is entered only by a process that shares its fs info with no thread).
     drop(filling);
@@ -196,6 +198,12 @@ pub(super) fn finish(
         })
         .collect();
     trace::run_to_sigreturn(&stopped)?;
+    // Every thread exists now: pidfds of threads replace their placeholders.
+    for (i, t) in tree.alive() {
+        if let Some(r) = &c.tasks[i] {
+            crate::files::pidfd::open_thread_pidfds(pids.host(t.pid), r.syscall_insn, &t.fds)?;
+        }
+    }
     let resumable: Vec<trace::Resumable> = tree
         .order
         .iter()

@@ -124,6 +124,7 @@ pub fn restore(
     )?;
     let mut netns = crate::namespaces::net::NetNs::prepare_for(opts)?;
     crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
+    crate::files::inet::set_restore_tcp_close(opts.tcp_close);
     crate::files::tty::set_inherit_fds(
         opts.inherit_fds
             .iter()
@@ -279,7 +280,7 @@ pub fn restore(
     }
     // A tree with namespaces of its own: the root is in them and waits (`setup-namespaces`,
     // then `post-setup-namespaces` once criu is out of the network one, with the root's pid).
-    if namespaces.clone_flags() != 0 || mntns.is_some() || netns.is_some() {
+    if namespaces.any() || mntns.is_some() || netns.is_some() {
         for action in [
             ScriptAction::SetupNamespaces,
             ScriptAction::PostSetupNamespaces,

@@ -40,6 +40,8 @@ pub const CHILD_MEMBARRIER: u32 = 112;
 pub const CHILD_LAZY: u32 = 113;
 /// Making AIO rings again.
 pub const CHILD_AIO: u32 = 114;
+/// Mapping packet socket rings again.
+pub const CHILD_PACKET_RING: u32 = 115;
 
 /// A short name for a child stage.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -59,6 +61,7 @@ pub fn stage_name(stage: u32) -> &'static str {
         CHILD_MEMBARRIER => "membarrier registration",
         CHILD_LAZY => "handing memory to the lazy-pages daemon",
         CHILD_AIO => "making an AIO ring again",
+        CHILD_PACKET_RING => "mapping a packet socket's rings again",
         s => abi::stage_name(s),
     }
 }
@@ -200,6 +203,9 @@ pub struct ChildPlan {
     pub lazy: Option<crate::lazy::restore::ChildLazy>,
     /// AIO rings to make again over their premapped areas.
     pub aio: Vec<crate::files::aio::RingOp>,
+    /// Packet socket rings to map again over their premapped areas, once the descriptors
+    /// are in place.
+    pub packet_rings: Vec<crate::files::packet::RingMap>,
     /// Descriptors, in creation order.
     pub fds: Vec<FdOp>,
     /// Descriptors kept open while the others are closed: the ones the restorer needs (status

@@ -265,6 +265,8 @@ pub struct TaskPlan {
     pub thp_disabled: Option<bool>,
     /// AIO rings: the area's start (the context id) and `io_setup`'s request count.
     pub aio: Vec<(u64, u32)>,
+    /// Packet socket rings the task maps: the area's start and the socket's file id.
+    pub packet_rings: Vec<(u64, u32)>,
     /// Child subreaper.
     pub child_subreaper: Option<bool>,
     /// Process-wide pending signals (raw `siginfo_t`s).

@@ -3,7 +3,8 @@
 //! The client is known by `SO_PEERCRED` and pinned by a pidfd opened at once (a pid that dies
 //! and is reused while the request is checked is noticed: the pidfd then reports the exit).
 //! A privileged client (effective uid 0 with `CAP_SYS_PTRACE` and `CAP_SYS_ADMIN`) keeps
-//! criu's full power. Any other client:
+//! criu's full power. Any other client, uid 0 without those capabilities included (what a
+//! process of `setpriv --reuid 0 --inh-caps=-all --bounding-set=-all` is):
 //!
 //! - may dump only a tree whose every task it could `ptrace` itself
 //!   (`PTRACE_MODE_ATTACH_REALCREDS`): the task's real, effective and saved uids and gids are the
@@ -16,7 +17,8 @@
 //! - names directories (images, work) it can itself write (dump) or read (restore).
 //!
 //! Every access check of a path is made by the kernel: a child process takes the client's
-//! credentials and calls `access`.
+//! credentials (its capability sets too, so uid 0 without `CAP_DAC_OVERRIDE` meets file
+//! permissions) and calls `access`.
 // Unsafe code: pidfd_open, poll on the pidfd, and a forked child that drops to the client's
 // credentials to ask the kernel whether it may reach a path.
 #![allow(unsafe_code)]
@@ -291,8 +293,9 @@ impl Client {
                 ));
             }
             let (pidfd, c) = pinned_creds(pid).map_err(|w| deny(pid, w))?;
-            // A task that is not dumpable has its /proc directory owned by root.
-            let owner = std::fs::metadata(format!("/proc/{pid}"))
+            // A task that is not dumpable has its /proc files owned by root (the directory
+            // itself keeps the task's uid on recent kernels: its status file is the witness).
+            let owner = std::fs::metadata(format!("/proc/{pid}/status"))
                 .map(|m| m.uid())
                 .map_err(|e| deny(pid, e.to_string()))?;
             self.may_ptrace(&c, owner == c.uid[1])
@@ -507,28 +510,67 @@ impl Client {
     }
 }
 
+/// `capget`/`capset`'s header (`_LINUX_CAPABILITY_VERSION_3`, this process).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// One 32-bit word of `capget`/`capset`'s data (two of them make the 64 bits).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
 /// Asks the kernel whether a process with credentials `c` may `access(path, mode)`: a child
-/// takes those credentials (groups, gids, uids; capabilities go with uid 0) and tries.
+/// takes those credentials (groups, gids, uids, then no capability beyond the client's
+/// permitted and effective sets: a uid-0 client without capabilities is not let past file
+/// permissions) and tries.
 ///
 /// # Errors
 /// The errno the child got (or `EPERM` when it could not take the credentials).
 pub fn access_as(c: &Creds, path: &Path, mode: i32) -> Result<(), nix::errno::Errno> {
     let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| nix::errno::Errno::EINVAL)?;
     let groups: Vec<libc::gid_t> = c.groups.clone();
+    let (prm, eff) = (c.cap_prm, c.cap_eff & c.cap_prm);
     // SAFETY: the child calls only async-signal-safe functions (setgroups, setresgid,
-    // setresuid, access, _exit) on data prepared before the fork.
+    // setresuid, capget, capset, access, _exit) on data prepared before the fork.
     let child = unsafe { libc::fork() };
     if child < 0 {
         return Err(nix::errno::Errno::last());
     }
     if child == 0 {
-        // SAFETY: in the forked child: async-signal-safe credential calls and access on buffers
-        // prepared before the fork, then _exit.
+        let mut hdr = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        let mut data = [CapData::default(); 2];
+        // SAFETY: in the forked child: async-signal-safe credential calls, capget/capset on the
+        // live header and two-word data array above (the layout of version 3), and access on
+        // buffers prepared before the fork, then _exit.
         unsafe {
-            let code = if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setresgid(c.gid[0], c.gid[1], c.gid[2]) != 0
-                || libc::setresuid(c.uid[0], c.uid[1], c.uid[2]) != 0
-            {
+            let took = libc::setgroups(groups.len(), groups.as_ptr()) == 0
+                && libc::setresgid(c.gid[0], c.gid[1], c.gid[2]) == 0
+                && libc::setresuid(c.uid[0], c.uid[1], c.uid[2]) == 0
+                && libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) == 0;
+            // What is left after the uid change (nothing unless a uid stayed 0), cut to the
+            // client's own sets.
+            let took = took && {
+                for (i, d) in data.iter_mut().enumerate() {
+                    let shift = 32 * i;
+                    d.permitted &= (prm >> shift) as u32;
+                    d.effective &= (eff >> shift) as u32;
+                    d.inheritable = 0;
+                }
+                libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) == 0
+            };
+            let code = if !took {
                 255
             } else if libc::access(cpath.as_ptr(), mode) == 0 {
                 0
@@ -597,6 +639,35 @@ mod tests {
         t = u.creds.clone();
         t.cap_prm = 1 << 21;
         assert!(u.may_ptrace(&t, true).unwrap_err().contains("capabilities"));
+    }
+
+    #[test]
+    fn uid_0_without_capabilities_meets_file_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let theirs = d.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let mut root = Creds::of(std::process::id() as i32).unwrap();
+        root.groups.clear();
+        assert_eq!(access_as(&root, &theirs, libc::W_OK), Ok(()));
+        let uncapped = Creds {
+            cap_prm: 0,
+            cap_eff: 0,
+            ..root.clone()
+        };
+        assert!(!uncapped.privileged());
+        assert_eq!(
+            access_as(&uncapped, &theirs, libc::W_OK),
+            Err(nix::errno::Errno::EACCES)
+        );
+        // Its own (root's) directory it may still write, as the owner.
+        assert_eq!(access_as(&uncapped, d.path(), libc::W_OK), Ok(()));
     }
 
     #[test]

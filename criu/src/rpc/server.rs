@@ -169,7 +169,15 @@ fn handle(
             live::pre_dump(ty, opts, mode, peer, client)
         }
         CriuReqType::PageServer | CriuReqType::PageServerChld => {
-            live::page_server(ty, opts, mode, peer, client)
+            let notifier = (opts.notify_scripts == Some(true)).then_some(RpcNotify { sk });
+            live::page_server(
+                ty,
+                opts,
+                mode,
+                peer,
+                client,
+                notifier.as_ref().map(|n| n as &dyn Notify),
+            )
         }
         CriuReqType::CpuinfoDump | CriuReqType::CpuinfoCheck => {
             match cpuinfo(ty, opts, mode, peer, client) {

@@ -2,10 +2,12 @@
 //!
 //! `criu-victim-fifo OUT READY DIR [unlink]` makes FIFOs DIR/a and DIR/b. DIR/a is opened
 //! read-write, read-only non-blocking and write-only, and `fifo-data` is written into it; DIR/b
-//! is opened read-write and left empty. With `unlink`, DIR/b is removed while open (which the
-//! dump refuses). Writes `ready PID` into READY. On SIGUSR1 it checks the paths, access modes,
-//! that the three descriptors of DIR/a are one FIFO whose bytes arrive once, and that DIR/b is
-//! empty, and writes `ok` or `bad: WHY` into OUT.
+//! is opened read-write and left empty. With `unlink`, `ghost-data` is written into DIR/b,
+//! which is then removed while open. Writes `ready PID` into READY. On SIGUSR1 it checks the
+//! paths, access modes, that the three descriptors of DIR/a are one FIFO whose bytes arrive
+//! once, and that DIR/b is empty (with `unlink`: that its descriptor reads `DIR/b (deleted)`,
+//! no DIR/b exists, DIR holds nothing but `a`, and its bytes arrive once), and writes `ok` or
+//! `bad: WHY` into OUT.
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +38,9 @@ fn read_nb(fd: i32) -> Result<Vec<u8>, i32> {
     Ok(buf[..n as usize].to_vec())
 }
 
-fn check(dir: &str, rw: i32, rd: i32, wr: i32, b: i32) -> Result<(), String> {
+const GHOST: &[u8] = b"ghost-data";
+
+fn check(dir: &str, rw: i32, rd: i32, wr: i32, b: i32, unlinked: bool) -> Result<(), String> {
     let link = |fd: i32| {
         std::fs::read_link(format!("/proc/self/fd/{fd}"))
             .map(|p| p.display().to_string())
@@ -48,8 +52,24 @@ fn check(dir: &str, rw: i32, rd: i32, wr: i32, b: i32) -> Result<(), String> {
             return Err(format!("fd {fd} links to {:?}", link(fd)));
         }
     }
-    if link(b) != format!("{dir}/b") {
+    let b_name = if unlinked {
+        format!("{dir}/b (deleted)")
+    } else {
+        format!("{dir}/b")
+    };
+    if link(b) != b_name {
         return Err(format!("fd {b} links to {:?}", link(b)));
+    }
+    if unlinked {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| format!("read_dir: {e}"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        if names != ["a"] {
+            return Err(format!("{dir} holds {names:?}"));
+        }
     }
     // SAFETY: fcntl queries on our own descriptors.
     let fl = |fd: i32| unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -74,6 +94,9 @@ fn check(dir: &str, rw: i32, rd: i32, wr: i32, b: i32) -> Result<(), String> {
     }
     // SAFETY: fcntl on our own descriptor.
     unsafe { libc::fcntl(b, libc::F_SETFL, libc::O_NONBLOCK) };
+    if unlinked && read_nb(b) != Ok(GHOST.to_vec()) {
+        return Err("the removed fifo's bytes did not arrive".into());
+    }
     if read_nb(b) != Err(libc::EAGAIN) {
         return Err("the empty fifo holds bytes".into());
     }
@@ -100,7 +123,11 @@ fn main() {
     // SAFETY: writes a static slice into our own FIFO.
     let n = unsafe { libc::write(wr, DATA.as_ptr().cast(), DATA.len()) };
     assert_eq!(n, DATA.len() as isize);
-    if args.get(4).map(String::as_str) == Some("unlink") {
+    let unlinked = args.get(4).map(String::as_str) == Some("unlink");
+    if unlinked {
+        // SAFETY: writes a static slice into our own FIFO.
+        let n = unsafe { libc::write(b, GHOST.as_ptr().cast(), GHOST.len()) };
+        assert_eq!(n, GHOST.len() as isize);
         std::fs::remove_file(format!("{dir}/b")).unwrap();
     }
     // SAFETY: installs an async-signal-safe handler that only stores an atomic.
@@ -110,7 +137,7 @@ fn main() {
     std::fs::rename(&tmp, ready).unwrap();
     loop {
         if GO.swap(false, Ordering::SeqCst) {
-            let verdict = match check(dir, rw, rd, wr, b) {
+            let verdict = match check(dir, rw, rd, wr, b, unlinked) {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("bad: {e}"),
             };

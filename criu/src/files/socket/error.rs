@@ -36,12 +36,6 @@ pub enum SocketError {
         /// `unix`, `packet`, `netlink`.
         family: &'static str,
     },
-    /// A packet socket with a ring.
-    #[error("{at}: packet socket with a PACKET_RX_RING/PACKET_TX_RING ring (not dumped yet)")]
-    PacketRing {
-        /// The socket.
-        at: SockAt,
-    },
     /// A unix socket of a type other than stream, datagram or seqpacket.
     #[error("{at}: unix socket of type {ty}")]
     UnixType {
@@ -125,14 +119,25 @@ pub enum SocketError {
     },
     /// A TCP listener with connections not accepted yet.
     #[error(
-        "{who}: {proto} listener with {pending} connection(s) not yet accepted (not dumped yet; \
-         --skip-in-flight drops them)"
+        "{who}: {proto} listener with {pending} connection(s) not yet accepted whose client is \
+         outside the tree (--skip-in-flight drops them)"
     )]
     InetUnaccepted {
         /// The socket (descriptor, process, inode, family).
         who: String,
         /// `TCP`.
         proto: String,
+        /// How many connections wait.
+        pending: u32,
+    },
+    /// A TCP listener with connections not accepted yet, in a tree that keeps running.
+    #[error(
+        "{who}: TCP listener with {pending} connection(s) not yet accepted: they are dumped only \
+         when the dump ends the tree (--skip-in-flight leaves them out)"
+    )]
+    InetUnacceptedLive {
+        /// The socket (descriptor, process, inode, family).
+        who: String,
         /// How many connections wait.
         pending: u32,
     },
@@ -213,12 +218,6 @@ pub enum SocketError {
         /// The state's name.
         state: &'static str,
     },
-    /// A packet socket with rings.
-    #[error("packet socket id {id} with rings")]
-    PacketRings {
-        /// The socket's id.
-        id: u32,
-    },
     /// A `SOCK_PACKET` socket bound to an interface.
     #[error("packet socket id {id}: a SOCK_PACKET socket bound to interface {ifindex}")]
     SockPacketBound {
@@ -242,6 +241,16 @@ pub enum SocketError {
         id: u32,
         /// Its name.
         name: String,
+    },
+    /// A name a unix socket of the tree was bound to is held by someone else now.
+    #[error("unix socket id {id}: its name {name} is taken by {by} (since the dump)")]
+    NameTaken {
+        /// The socket's id.
+        id: u32,
+        /// The name (a path, with the binder's cwd for a relative one, or `@name`).
+        name: String,
+        /// What holds it: another socket, another file.
+        by: &'static str,
     },
     /// Queued data that no socket can send again.
     #[error("unix socket id {id}: queued data and no socket that can send it again")]
@@ -288,11 +297,13 @@ impl SocketError {
                 ..
             } => crate::errno::io(source),
             SocketError::BadImage { .. } => libc::EBADMSG,
+            SocketError::NameTaken { .. } => libc::EADDRINUSE,
             SocketError::Diag(_)
             | SocketError::TcpRepair { .. }
             | SocketError::ConnLock { .. }
             | SocketError::UdpCorked { .. }
             | SocketError::InetUnaccepted { .. }
+            | SocketError::InetUnacceptedLive { .. }
             | SocketError::InetNoAddresses { .. }
             | SocketError::TcpEstablished { .. }
             | SocketError::InetStateNotDumped { .. }
@@ -300,7 +311,6 @@ impl SocketError {
             | SocketError::InetStateNotRestored { .. }
             | SocketError::Family { .. }
             | SocketError::NotInDiag { .. }
-            | SocketError::PacketRing { .. }
             | SocketError::UnixType { .. }
             | SocketError::UnacceptedData { .. }
             | SocketError::FdsInFlight { .. }
@@ -310,7 +320,6 @@ impl SocketError {
             | SocketError::ExtPeer { .. }
             | SocketError::ExtPeerData { .. }
             | SocketError::ExtPeerUnnamed { .. }
-            | SocketError::PacketRings { .. }
             | SocketError::SockPacketBound { .. }
             | SocketError::PeerUnnamed { .. }
             | SocketError::PeerClosed { .. }

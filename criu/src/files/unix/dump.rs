@@ -257,10 +257,17 @@ impl UnixDump {
                 iov_base: self.buf.as_mut_ptr().cast(),
                 iov_len: self.buf.len(),
             };
+            // The sender's name, for a datagram (recvfrom's address).
+            // SAFETY: a zeroed sockaddr_un is a valid value.
+            let mut from: libc::sockaddr_un = unsafe { std::mem::zeroed() };
             // SAFETY: a zeroed msghdr is valid; the pointers set below are live locals.
             let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
             mh.msg_iov = &mut iov;
             mh.msg_iovlen = 1;
+            if ty == libc::SOCK_DGRAM {
+                mh.msg_name = (&mut from as *mut libc::sockaddr_un).cast();
+                mh.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as u32;
+            }
             mh.msg_control = ctl.as_mut_ptr().cast();
             mh.msg_controllen = std::mem::size_of_val(&ctl);
             let fl = libc::MSG_PEEK
@@ -343,6 +350,11 @@ impl UnixDump {
                 return Ok(());
             }
             off += n as i64;
+            let name_len = (mh.msg_namelen as usize)
+                .saturating_sub(std::mem::size_of::<libc::sa_family_t>())
+                .min(from.sun_path.len());
+            let addr = (ty == libc::SOCK_DGRAM && name_len > 0)
+                .then(|| from.sun_path[..name_len].iter().map(|&c| c as u8).collect());
             if !rights.is_empty() {
                 tracing::debug!(%w, count = rights.len(), "descriptors in flight");
                 self.flight.push((self.queues.len(), rights));
@@ -353,6 +365,7 @@ impl UnixDump {
                     length: n as u32,
                     scm: Vec::new(),
                     ucred,
+                    addr,
                 },
                 self.buf[..n].to_vec(),
             ));

@@ -21,6 +21,8 @@ pub struct Queued {
     pub rights: Vec<u32>,
     /// The sender's credentials (`SCM_CREDENTIALS`: pid, uid, gid), when the dump saw them.
     pub ucred: Option<super::creds::Ucred>,
+    /// The name of a datagram's sender (as recvfrom gives it), when it had one.
+    pub addr: Option<Vec<u8>>,
 }
 
 /// The most bytes queued for one socket a restore sends again: a unix socket's queue is bounded
@@ -73,6 +75,23 @@ pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Queued>>, SocketError>
                 });
             }
         };
+        // A sender's name is a sockaddr_un path: at most 108 bytes, no path that climbs.
+        if let Some(a) = &e.addr
+            && (a.is_empty()
+                || a.len() > 108
+                || a[0] != 0
+                    && Path::new(std::ffi::OsStr::from_bytes(super::trim_nul(a)))
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir))
+        {
+            return Err(SocketError::BadImage {
+                file: names::SK_QUEUES.into(),
+                reason: format!(
+                    "offset {at}: a sender name of {} bytes or one that climbs",
+                    a.len()
+                ),
+            });
+        }
         let data = r.read_extra(u64::from(e.length)).map_err(bad)?;
         let q = out.entry(e.id_for).or_default();
         let total = totals.entry(e.id_for).or_insert(0usize);
@@ -90,6 +109,7 @@ pub fn read_queues(dir: &Path) -> Result<HashMap<u32, Vec<Queued>>, SocketError>
             data,
             rights,
             ucred: e.ucred.map(|u| (u.pid as i32, u.uid, u.gid)),
+            addr: e.addr,
         });
     }
     Ok(out)

@@ -113,27 +113,55 @@ fn in_dir<T>(dir: Option<&str>, f: impl FnOnce() -> std::io::Result<T>) -> std::
     r
 }
 
+/// A path name of the tree bound by this restore (removed again if the restore fails).
+struct Bound {
+    path: PathBuf,
+    ino: u64,
+}
+
+/// The name of `e` as a user reads it: the path (under the binder's cwd for a relative one)
+/// or `@name`.
+fn full_name(e: &UnixSkEntry) -> String {
+    match (&e.name_dir, e.name.first()) {
+        (Some(d), Some(c)) if *c != 0 && *c != b'/' => format!("{d}/{}", printable(&e.name)),
+        _ => printable(&e.name),
+    }
+}
+
 /// Binds `fd` to the name of `e`: a stale socket file at a path name (left by the dumped
 /// tree, nobody listening) is replaced; a name removed after bind is bound then unlinked; a
-/// different file now at the path is moved aside for the bind and put back.
-fn bind(fd: RawFd, e: &UnixSkEntry) -> Result<(), SocketError> {
+/// different file now at the path is moved aside for the bind and put back. A path bound
+/// here is added to `bound`.
+fn bind(fd: RawFd, e: &UnixSkEntry, bound: &mut Vec<Bound>) -> Result<(), SocketError> {
     let nm = printable(&e.name);
     let fail = |source: std::io::Error| SocketError::Sys {
         what: format!("binding unix socket id {} to {nm}", e.id),
         source,
     };
+    let taken = |by| SocketError::NameTaken {
+        id: e.id,
+        name: full_name(e),
+        by,
+    };
     let abstract_name = e.name.first() == Some(&0);
     if abstract_name {
-        return bind_raw(fd, &e.name).map_err(fail);
+        return match bind_raw(fd, &e.name) {
+            Err(err) if err.raw_os_error() == Some(libc::EADDRINUSE) => {
+                Err(taken("another socket"))
+            }
+            r => r.map_err(fail),
+        };
     }
     let path = Path::new(std::ffi::OsStr::from_bytes(trim_nul(&e.name))).to_path_buf();
     let deleted = e.deleted == Some(true);
+    let mut by = None;
     in_dir(e.name_dir.as_deref(), || {
         let r = bind_raw(fd, &e.name);
         match r {
             Err(err) if err.raw_os_error() == Some(libc::EADDRINUSE) => {
                 let m = std::fs::symlink_metadata(&path)?;
-                let stale = m.file_type().is_socket_file() && !listening(&e.name);
+                let socket_file = m.file_type().is_socket_file();
+                let stale = socket_file && !listening(&e.name);
                 if stale {
                     std::fs::remove_file(&path)?;
                     bind_raw(fd, &e.name)?;
@@ -148,11 +176,19 @@ fn bind(fd: RawFd, e: &UnixSkEntry) -> Result<(), SocketError> {
                     std::fs::rename(&aside, &path)?;
                     return r;
                 } else {
+                    by = Some(if socket_file {
+                        "another socket"
+                    } else {
+                        "another file"
+                    });
                     return Err(err);
                 }
             }
             r => r?,
         }
+        let abs = std::fs::canonicalize(".")?.join(&path);
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(&path)?);
+        bound.push(Bound { path: abs, ino });
         if !deleted && let Some(p) = &e.file_perms {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(p.mode & 0o7777))?;
             let c = CString::new(path.as_os_str().as_bytes())
@@ -162,7 +198,76 @@ fn bind(fd: RawFd, e: &UnixSkEntry) -> Result<(), SocketError> {
         }
         Ok(())
     })
-    .map_err(fail)
+    .map_err(|err| match by {
+        Some(by) => taken(by),
+        None => fail(err),
+    })
+}
+
+/// Removes the socket files this restore bound (the same inode still at the path): a
+/// failed restore leaves no name behind.
+fn unbind_all(bound: &[Bound]) {
+    for b in bound {
+        if let Ok(m) = std::fs::symlink_metadata(&b.path)
+            && m.file_type().is_socket_file()
+            && std::os::unix::fs::MetadataExt::ino(&m) == b.ino
+        {
+            let _ = std::fs::remove_file(&b.path);
+        }
+    }
+}
+
+/// The name to send to `e` from anywhere: a relative path name joined to the binder's cwd
+/// (when that still fits a `sockaddr_un`), any other name as it is.
+fn reach_name(e: &UnixSkEntry) -> Vec<u8> {
+    match (&e.name_dir, e.name.first()) {
+        (Some(d), Some(c)) if *c != 0 && *c != b'/' => {
+            let mut v = d.as_bytes().to_vec();
+            v.push(b'/');
+            v.extend_from_slice(trim_nul(&e.name));
+            if v.len() <= 108 { v } else { e.name.clone() }
+        }
+        _ => e.name.clone(),
+    }
+}
+
+/// A name as compared between a socket's entry and a queued datagram's sender: a path without
+/// its trailing NULs, an abstract name whole.
+fn name_key(name: &[u8]) -> &[u8] {
+    if name.first() == Some(&0) {
+        name
+    } else {
+        trim_nul(name)
+    }
+}
+
+/// Sends `m` to `to` from a socket of its own bound to `addr` (the name of a sender no socket
+/// of the tree holds now): an abstract name, or an absolute path where nothing is (the file
+/// the bind makes is removed again). `Ok(false)` when the name cannot be taken.
+fn send_as(
+    addr: &[u8],
+    m: &[u8],
+    rights: &[RawFd],
+    ucred: Option<super::creds::Ucred>,
+    to: &[u8],
+    what: &str,
+) -> Result<bool, SocketError> {
+    let path = (addr.first() != Some(&0))
+        .then(|| Path::new(std::ffi::OsStr::from_bytes(trim_nul(addr))).to_path_buf());
+    if let Some(p) = &path
+        && (!p.is_absolute() || std::fs::symlink_metadata(p).is_ok())
+    {
+        return Ok(false);
+    }
+    let s = new_socket(libc::SOCK_DGRAM as u32)?;
+    if bind_raw(s.as_raw_fd(), addr).is_err() {
+        return Ok(false);
+    }
+    let r = send_msg(s.as_raw_fd(), m, rights, ucred, Some(to), what);
+    if let Some(p) = &path {
+        let _ = std::fs::remove_file(p);
+    }
+    r.map(|()| true)
 }
 
 fn aside_name(path: &Path) -> PathBuf {
@@ -300,12 +405,31 @@ fn send_msg(
 /// [`SocketError::Sys`] naming the socket and what failed (a name that cannot be bound again
 /// is named), [`SocketError::PeerUnnamed`], [`SocketError::PeerClosed`],
 /// [`SocketError::NoSender`], [`SocketError::BadImage`].
+/// [`SocketError::NameTaken`] for a name someone else holds now. On any error the socket
+/// files this call bound are removed again.
 pub fn create_all(
     entries: &[UnixSkEntry],
     wanted: &HashSet<u32>,
     queues: &HashMap<u32, Vec<Queued>>,
     flight: &HashMap<u32, RawFd>,
     min: i32,
+) -> Result<HashMap<u32, OwnedFd>, SocketError> {
+    let mut bound = Vec::new();
+    let r = create_all_in(entries, wanted, queues, flight, min, &mut bound);
+    if r.is_err() {
+        // The sockets are closed by now (dropped with the error).
+        unbind_all(&bound);
+    }
+    r
+}
+
+fn create_all_in(
+    entries: &[UnixSkEntry],
+    wanted: &HashSet<u32>,
+    queues: &HashMap<u32, Vec<Queued>>,
+    flight: &HashMap<u32, RawFd>,
+    min: i32,
+    bound: &mut Vec<Bound>,
 ) -> Result<HashMap<u32, OwnedFd>, SocketError> {
     let by_ino: HashMap<u32, &UnixSkEntry> = entries.iter().map(|e| (e.ino, e)).collect();
     // Connections still queued on a listener, with data: not made, their clients connect
@@ -369,7 +493,7 @@ pub fn create_all(
         }
         let s = fds[&e.ino].as_raw_fd();
         socket::write_opts(s, &e.opts, &format!("unix socket id {}", e.id))?;
-        bind(s, e)?;
+        bind(s, e, bound)?;
         if e.state == ST_LISTEN {
             // SAFETY: listen on a socket we own.
             if unsafe { libc::listen(s, e.backlog as i32) } < 0 {
@@ -551,6 +675,12 @@ pub fn create_all(
     //    datagram socket nobody is connected to, from a temporary socket to its name; the
     //    data of a queued connection by its client. Files in flight go with their message.
     let id_ino: HashMap<u32, u32> = mine.iter().map(|e| (e.id, e.ino)).collect();
+    // Datagram sockets of the tree by name: the senders of queued datagrams that had one.
+    let by_name: HashMap<&[u8], u32> = mine
+        .iter()
+        .filter(|s| dgram(s) && !s.name.is_empty())
+        .map(|s| (name_key(&s.name), s.ino))
+        .collect();
     let queued_conns: Vec<&UnixSkEntry> = entries
         .iter()
         .filter(|e| queued_ends.contains(&e.ino))
@@ -560,6 +690,7 @@ pub fn create_all(
             continue;
         };
         let what = format!("unix socket id {}", e.id);
+        let reach = reach_name(e);
         let (from, to): (Option<RawFd>, Option<&[u8]>) = if let Some(s) = standin.get(&e.ino) {
             (Some(s.as_raw_fd()), None)
         } else if queued_ends.contains(&e.ino) {
@@ -569,10 +700,10 @@ pub fn create_all(
             if !dgram(e) || p.peer == e.ino {
                 (f, None)
             } else {
-                (f, Some(e.name.as_slice()))
+                (f, Some(reach.as_slice()))
             }
         } else {
-            (None, (!e.name.is_empty()).then_some(e.name.as_slice()))
+            (None, (!e.name.is_empty()).then_some(reach.as_slice()))
         };
         let tmp;
         let from = match (from, to) {
@@ -598,6 +729,36 @@ pub fn create_all(
                     })?,
                 };
                 rights.push(fd);
+            }
+            // A datagram from a named sender is sent from that name again, so recvfrom
+            // gives the same address: the tree's socket holding it, or a socket of criu's
+            // bound to it for the send. When neither can send to this receiver, it comes
+            // from the socket that would send it otherwise (said at -v4).
+            if let Some(a) = m.addr.as_deref().filter(|_| dgram(e) && !e.name.is_empty()) {
+                let sender = by_name.get(name_key(a)).and_then(|ino| fds.get(ino));
+                let sent = match sender {
+                    Some(sf) if sf.as_raw_fd() == from => false,
+                    Some(sf) => send_msg(
+                        sf.as_raw_fd(),
+                        &m.data,
+                        &rights,
+                        m.ucred,
+                        Some(&reach),
+                        &what,
+                    )
+                    .is_ok(),
+                    None => send_as(a, &m.data, &rights, m.ucred, &reach, &what)?,
+                };
+                if sent {
+                    continue;
+                }
+                if sender.is_none_or(|sf| sf.as_raw_fd() != from) {
+                    tracing::debug!(
+                        %what,
+                        sender = %printable(a),
+                        "a queued datagram's sender name could not be sent from again"
+                    );
+                }
             }
             send_msg(from, &m.data, &rights, m.ucred, to, &what)?;
         }

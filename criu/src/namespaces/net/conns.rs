@@ -293,6 +293,7 @@ fn restored_conns(dir: &Path) -> Result<(Vec<Conn>, Option<String>), NetError> {
         .filter(|e| {
             e.proto == libc::IPPROTO_TCP as u32
                 && e.r#type == libc::SOCK_STREAM as u32
+                && e.queued_on.is_none()
                 && soccr::supported(e.state)
                 && dir.join(criu_images::names::tcp_stream(e.ino)).exists()
         })

@@ -411,6 +411,14 @@ fn setup(
     if !shared_fs {
         fs(p)?;
     }
+    for r in &p.packet_rings {
+        // The descriptors are in place (its own table, or its parent's).
+        crate::files::packet::map_ring(r).map_err(|errno| Fail {
+            stage: CHILD_PACKET_RING,
+            errno,
+            detail: r.at,
+        })?;
+    }
     if !shared_files {
         locks(p)?;
     }

@@ -172,6 +172,15 @@ pub(super) fn memory(
             plan.aio.push((v.start, e.nr_req));
             continue;
         }
+        if st & status::SOCKET != 0 {
+            // A packet socket's rings (crate::files::packet): premapped as a placeholder, the
+            // task maps its socket over it once its descriptors are in place.
+            let mut vma = mk_vma(v, VmaKind::AnonPrivate);
+            vma.flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+            plan.vmas.push(vma);
+            plan.packet_rings.push((v.start, v.shmid as u32));
+            continue;
+        }
         if st & (status::SYSVIPC | status::SOCKET | status::SHSTK) != 0 {
             return Err(unsupported(
                 "a System V shm, socket, aio or shadow-stack mapping",

@@ -316,6 +316,38 @@ fn build(
             })
         })
         .collect::<Result<_, RestoreError>>()?;
+    // Packet socket rings: the task maps its socket over the premapped area, which then
+    // moves to its place with the others.
+    let packet_rings: Vec<crate::files::packet::RingMap> = plan
+        .packet_rings
+        .iter()
+        .map(|&(start, id)| {
+            let bad = |reason: String| RestoreError::BadImage {
+                file: format!("mm-{}.img", plan.pid),
+                reason,
+            };
+            let i = premapped
+                .iter()
+                .position(|v| v.start == start)
+                .ok_or_else(|| bad(format!("packet ring at {start:#x} has no area of its own")))?;
+            let fd = plan
+                .fds
+                .iter()
+                .find(|f| f.file_id == id)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "packet ring at {start:#x} maps file id {id}, which the task does not hold"
+                    ))
+                })?
+                .fd;
+            Ok(crate::files::packet::RingMap {
+                at: mem.premap_addr[i],
+                len: premapped[i].len(),
+                prot: premapped[i].prot,
+                fd,
+            })
+        })
+        .collect::<Result<_, RestoreError>>()?;
     let process = ProcessArgs {
         vdso,
         moves: &moves,
@@ -350,6 +382,7 @@ fn build(
     let early_memory = premap.iter().any(|op| op.inherit_from.is_some());
     let child = ChildPlan {
         aio,
+        packet_rings,
         premap,
         fills,
         cow_fills,

@@ -8,6 +8,7 @@ use criu_images::pb::{CriuDumpResp, CriuOpts, CriuPageServerInfo, CriuReqType, C
 use super::super::opts::{Mode, to_options};
 use super::{Failure, Who, chain, fail, may_use_dirs, options_failure, resp, who, with_run};
 use crate::options::{Command, DumpOptions};
+use crate::scripts::{Notify, ScriptAction, ScriptError};
 
 pub(super) fn pre_dump(
     ty: CriuReqType,
@@ -51,6 +52,7 @@ pub(super) fn page_server(
     mode: Mode,
     peer: i32,
     client: &Who,
+    notifier: Option<&dyn Notify>,
 ) -> CriuResp {
     let result = to_options(req, Command::PageServer, mode, peer)
         .map_err(Failure::from)
@@ -69,13 +71,20 @@ pub(super) fn page_server(
                     address: o.live.address.clone(),
                     port: o.live.port.unwrap_or(0),
                     daemon: true,
-                    status_fd: None,
+                    status_fd: o.status_fd,
                     pidfile: None,
                     prev_images_dir: o.prev_images_dir.clone(),
                     lazy: o.live.lazy_pages,
                     tls: o.live.tls.clone(),
                 };
-                match crate::pageserver::run_page_server(&so) {
+                // `status-ready` goes to the client before the answer (CRIU's background
+                // server sends it from there, racing the answer on the same socket).
+                let quiet = |_: ScriptAction, _: Option<i32>| -> Result<(), ScriptError> { Ok(()) };
+                let ready: &dyn Notify = match notifier {
+                    Some(n) => n,
+                    None => &quiet,
+                };
+                match crate::pageserver::run_page_server_with(&so, ready) {
                     Ok(Some(started)) => Ok(started),
                     Ok(None) => Err(Failure::new(Some(libc::EINVAL), "page server not started")),
                     Err(e) => Err(Failure::new(Some(e.errno()), chain(&e))),

@@ -90,7 +90,7 @@ pub use options::{
 pub use pageserver::{
     PageServerError, ServerOptions as PageServerOptions, run_page_server, run_page_server_with,
 };
-pub use privilege::{PrivilegeError, check_privilege};
+pub use privilege::{PrivilegeError, apply_privilege, check_privilege};
 pub use restore::{RestoreError, RestoreOutcome, restore};
 pub use scripts::{ActionScripts, Notify, ScriptAction, ScriptError, ScriptStatus};
 

@@ -66,3 +66,34 @@ pub fn check_privilege(unprivileged: bool) -> Result<(), PrivilegeError> {
     }
     Ok(())
 }
+
+/// The `--unprivileged` rules for one run with options `o`, on every path (command line, swrk,
+/// service): a dump, pre-dump or restore checks criu's privilege ([`check_privilege`]), and an
+/// unprivileged one leaves cgroups alone unless told otherwise (`--manage-cgroups`), as CRIU.
+///
+/// # Errors
+/// As [`check_privilege`].
+pub fn apply_privilege(o: &mut crate::options::Options) -> Result<(), PrivilegeError> {
+    use crate::options::Command;
+    if !matches!(
+        o.command,
+        Some(Command::Dump | Command::PreDump | Command::Restore)
+    ) {
+        return Ok(());
+    }
+    check_privilege(o.unprivileged)?;
+    if o.unprivileged && o.manage_cgroups.is_none() {
+        o.manage_cgroups = Some(crate::options::CgroupMode::Ignore);
+    }
+    Ok(())
+}
+
+impl PrivilegeError {
+    /// The errno a client sees.
+    pub fn errno(&self) -> i32 {
+        match self {
+            PrivilegeError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EPERM,
+        }
+    }
+}

@@ -30,6 +30,12 @@ impl Swrk {
     /// [`Swrk::start`] with criu's standard output going to `stdout` ([`Stdio::piped`]: read it
     /// through [`Swrk::take_stdout`]).
     pub fn start_with_stdout(timeout: Duration, stdout: Stdio) -> Swrk {
+        Swrk::start_under(timeout, stdout, &[])
+    }
+
+    /// [`Swrk::start_with_stdout`] with criu run by a wrapper: `WRAPPER... criu swrk FD` (e.g.
+    /// `setpriv --reuid ... --`; empty: criu itself).
+    pub fn start_under(timeout: Duration, stdout: Stdio, wrapper: &[&str]) -> Swrk {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -39,7 +45,15 @@ impl Swrk {
         .unwrap();
         // The child's end must survive exec: duplicate it without close-on-exec.
         let fd = nix::unistd::dup(&theirs).unwrap();
-        let child = Command::new(criu_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(criu_bin());
+                c
+            }
+            None => Command::new(criu_bin()),
+        };
+        let child = cmd
             .arg("swrk")
             .arg(fd.as_raw_fd().to_string())
             .stdin(Stdio::null())

@@ -23,10 +23,18 @@ fn criu(args: &[&str]) -> Output {
 }
 
 /// A feature probed on the kernel (a lock taken here shows in fdinfo) and handled (file locks
-/// are dumped and restored) is supported; so are time, pid, user and cgroup namespaces.
+/// are dumped and restored) is supported; so are time, pid, user and cgroup namespaces, and
+/// external network namespaces.
 #[test]
 fn probed_and_handled_feature_is_supported() {
-    for name in ["fdinfo_lock", "timens", "ns_pid", "userns", "cgroupns"] {
+    for name in [
+        "fdinfo_lock",
+        "timens",
+        "ns_pid",
+        "userns",
+        "cgroupns",
+        "external_net_ns",
+    ] {
         let o = criu(&["check", "--feature", name]);
         assert!(o.status.success(), "{}", stderr_text(&o));
         assert_eq!(stdout_text(&o), format!("{name} is supported\n"));

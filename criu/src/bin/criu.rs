@@ -135,13 +135,7 @@ fn run(cmd: Command, mut opts: Options) -> Result<ExitCode, Failure> {
             None => tracing::info!("option --{name} accepted, it changes nothing here"),
         }
     }
-    if matches!(cmd, Command::Dump | Command::PreDump | Command::Restore) {
-        criu::check_privilege(opts.unprivileged).map_err(|e| fail(e.into()))?;
-        // As CRIU: an unprivileged criu leaves cgroups alone.
-        if opts.unprivileged && opts.manage_cgroups.is_none() {
-            opts.manage_cgroups = Some(criu::CgroupMode::Ignore);
-        }
-    }
+    criu::apply_privilege(&mut opts).map_err(|e| fail(e.into()))?;
     match cmd {
         Command::Check => {
             if let Some(f) = &opts.feature {

@@ -188,7 +188,7 @@ static FEATURES: &[Feature] = &[
     not_yet("link_nsid", netns_ids, "network namespaces"),
     handled("kcmp_epoll", kcmp_epoll),
     handled("timens", || path_exists("/proc/self/ns/time")),
-    not_yet("external_net_ns", || Ok(()), "external network namespaces"),
+    handled("external_net_ns", || Ok(())),
     handled("clone3_set_tid", || kernel_at_least(5, 5)),
     not_yet("newifindex", newifindex, "network devices"),
     not_yet(

@@ -12,8 +12,10 @@
 //! writes the maps from outside before the root runs any code of its own, and the restorer
 //! sets each task's credentials inside it.
 //!
-//! Not kept: `/proc/PID/setgroups` (criu writes the maps as a privileged parent, so it stays
-//! `allow`); a namespace made beforehand and joined (ipc, time, cgroup) stays owned by criu's.
+//! `/proc/PID/setgroups` at `deny` is saved as `userns-ID.setgroups` (this criu's own file: CRIU
+//! has no field for it and ignores the file) and written before the maps at restore, so the
+//! tree still cannot call setgroups. Not kept: a namespace made beforehand and joined (ipc,
+//! time, cgroup) stays owned by criu's.
 
 use std::path::Path;
 
@@ -199,8 +201,21 @@ fn dump(ctx: &DumpCtx<'_>) -> Result<(), NsError> {
             }
         }
     }
+    let setgroups = format!("/proc/{}/setgroups", ctx.pid);
+    let state = std::fs::read_to_string(&setgroups)
+        .map_err(|er| NsError::io(K, format!("reading {setgroups}"), er))?;
+    if state.trim() == "deny" {
+        let name = setgroups_name(ctx.id);
+        std::fs::write(ctx.dir.join(&name), "deny\n")
+            .map_err(|er| NsError::io(K, format!("writing {name}"), er))?;
+    }
     criu_images::write_all(ctx.dir.join(&file), magic::USERNS, [&e])
         .map_err(|er| NsError::image(K, file, er))
+}
+
+/// `userns-ID.setgroups`: present (holding `deny`) when the namespace denied setgroups.
+fn setgroups_name(id: u32) -> String {
+    format!("userns-{id}.setgroups")
 }
 
 fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
@@ -209,9 +224,28 @@ fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
         .map_err(|er| NsError::image(K, file.clone(), er))?;
     let uid_map = map_text(&e.uid_map, &file)?;
     let gid_map = map_text(&e.gid_map, &file)?;
+    let sg = setgroups_name(ctx.id);
+    let deny = match std::fs::read_to_string(ctx.dir.join(&sg)) {
+        Ok(t) if t.trim() == "deny" => true,
+        Ok(_) => {
+            return Err(NsError::BadImage {
+                kind: K.name(),
+                file: sg,
+                reason: "expected deny".into(),
+            });
+        }
+        Err(er) if er.kind() == std::io::ErrorKind::NotFound => false,
+        Err(er) => return Err(NsError::io(K, format!("reading {sg}"), er)),
+    };
     Ok(Rebuilt {
         clone_flags: libc::CLONE_NEWUSER as u64,
         after_clone: Some(Box::new(move |root| {
+            // Before gid_map: the kernel takes `deny` only while the map is unwritten.
+            if deny {
+                let path = format!("/proc/{root}/setgroups");
+                std::fs::write(&path, "deny")
+                    .map_err(|er| NsError::io(K, format!("writing {path}"), er))?;
+            }
             for (what, text) in [("uid_map", &uid_map), ("gid_map", &gid_map)] {
                 let path = format!("/proc/{root}/{what}");
                 std::fs::write(&path, text)

@@ -233,7 +233,10 @@ fn with_run<T>(
         for (name, _) in &opts.ignored {
             tracing::info!("option {name} accepted, it changes nothing here");
         }
-        let r = f(opts, &sink);
+        // The `--unprivileged` rules, as on the command line.
+        let r = crate::privilege::apply_privilege(opts)
+            .map_err(|e| Failure::new(Some(e.errno()), e.to_string()))
+            .and_then(|()| f(opts, &sink));
         if let Err(e) = &r {
             tracing::error!("{}", e.msg);
         }

@@ -126,7 +126,7 @@ fn init(ready: &str, go: libc::c_int) -> ! {
     // SAFETY: credential calls on this single-threaded process; the children only sleep.
     unsafe {
         if libc::setresgid(0, 0, 0) != 0
-            || libc::setgroups(0, std::ptr::null()) != 0
+            || (!deny_setgroups() && libc::setgroups(0, std::ptr::null()) != 0)
             || libc::setresuid(0, 0, 0) != 0
         {
             eprintln!("ids inside: {}", std::io::Error::last_os_error());
@@ -167,6 +167,11 @@ fn init(ready: &str, go: libc::c_int) -> ! {
     }
 }
 
+/// `criu-victim-ns-user READY deny`: the namespace denies setgroups (`/proc/PID/setgroups`).
+fn deny_setgroups() -> bool {
+    std::env::args().nth(2).as_deref() == Some("deny")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 2 {
@@ -190,6 +195,9 @@ fn main() {
     if pid < 0 {
         eprintln!("clone(CLONE_NEWUSER): {}", std::io::Error::last_os_error());
         std::process::exit(3);
+    }
+    if deny_setgroups() {
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny").unwrap();
     }
     for f in ["uid_map", "gid_map"] {
         std::fs::write(format!("/proc/{pid}/{f}"), format!("{MAP}\n")).unwrap();

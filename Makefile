@@ -162,7 +162,8 @@ deb:
 	echo 'activate-noawait ldconfig' > $(DEB_ROOT)/DEBIAN/triggers
 	printf '%s\n' 'Package: compel-criu' 'Version: $(VERSION)' 'Architecture: $(DEB_ARCH)' \
 		'Maintainer: compel-criu developers <compel-criu@example.invalid>' \
-		'Depends: libc6, libgcc-s1' 'Recommends: gcc, binutils' 'Section: admin' 'Priority: optional' \
+		'Depends: libc6, libgcc-s1' 'Recommends: gcc, binutils' \
+		'Conflicts: criu' 'Replaces: criu' 'Provides: criu' 'Section: admin' 'Priority: optional' \
 		'Description: checkpoint/restore of Linux processes and parasite code injection' \
 		' criu (checkpoint/restore in user space), crit (image tool) and compel' \
 		' (parasite injection), with libcriu, libcompel and their headers.' \

@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, Spawned, Swrk, become_subreaper, criu_bin, open_dir, skip_if_not_root, test_lock,
+    Exit, Spawned, Swrk, become_subreaper, criu_bin, free_port, open_dir, skip_if_not_root,
+    test_lock,
 };
 use criu_images::pb::{CriuOpts, CriuPageServerInfo, CriuReq, CriuReqType};
 
@@ -71,14 +72,6 @@ fn reap_leftovers() {
 fn assert_no_children() {
     let r = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
     assert!(matches!(r, Err(nix::errno::Errno::ECHILD)), "{r:?}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn listening(port: u16) -> bool {

@@ -114,6 +114,12 @@ fn installed_binaries_check_checkpoint_and_restore_a_counter() {
     std::fs::create_dir(&img).unwrap();
     let mut v = spawn_counter(COUNTER, w, None);
     let pid = v.pid();
+    // The demo's injection step with the installed compel: getpid() run inside the victim.
+    assert_eq!(
+        run(Command::new(p.join("bin/compel")).args(["syscall", "-t", &pid.to_string(), "getpid"]))
+            .trim(),
+        pid.to_string()
+    );
     let out = Command::new(&criu)
         .args(["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()])
         .args(["-o", "dump.log", "-v4"])
@@ -204,6 +210,8 @@ mkdir -p "$W/img"
 "$COUNTER" "$W/count" "$W/ready" </dev/null >"$W/victim.log" 2>&1 &
 pid=$!
 i=0; while [ ! -e "$W/ready" ]; do i=$((i+1)); [ $i -lt 1000 ] || fail "victim not ready"; sleep 0.01; done
+# The demo's injection step with the installed compel: getpid() run inside the victim.
+[ "$(compel syscall -t "$pid" getpid)" = "$pid" ] || fail "compel syscall getpid"
 criu dump -t "$pid" -D "$W/img" -o dump.log -v4 || fail "criu dump"
 wait "$pid" 2>/dev/null || true
 crit show "$W/img/core-$pid.img" | grep -q '"magic": "CORE"' || fail "crit show"

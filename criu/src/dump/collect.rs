@@ -124,9 +124,9 @@ pub(super) fn collect(
         oom_score_adj,
     } = view?;
     let exe_id = files.add_exe(pid)?;
-    let vmas = vma::classify(pid, &maps, files)?;
+    let mut vmas = vma::classify(pid, &maps, files)?;
     let fdinfo = files.add_fds(pid, opts.shell_job)?;
-    let vmas = crate::files::packet::ring_areas(pid, vmas, &fdinfo)?;
+    crate::files::packet::ring_areas(pid, vmas.iter_mut().map(|v| &mut v.entry), &fdinfo)?;
     if !opts.file_locks
         && let Some(l) = files.locks().first()
     {

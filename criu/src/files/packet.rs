@@ -352,16 +352,16 @@ pub fn map_ring(m: &RingMap) -> Result<(), i32> {
 /// socket, is refused by name.
 ///
 /// # Errors
-/// [`crate::dump::DumpError::FileState`] naming the process and the area.
-pub fn ring_areas(
+/// [`crate::dump::error::DumpError::FileState`] naming the process and the area.
+pub fn ring_areas<'a>(
     pid: i32,
-    mut vmas: Vec<crate::dump::vma::Vma>,
+    areas: impl Iterator<Item = &'a mut criu_images::pb::VmaEntry>,
     fds: &[criu_images::pb::FdinfoEntry],
-) -> Result<Vec<crate::dump::vma::Vma>, crate::dump::DumpError> {
+) -> Result<(), crate::dump::error::DumpError> {
     use std::os::unix::fs::MetadataExt;
     let status = criu_images::vma::status::SOCKET;
-    for v in vmas.iter_mut().filter(|v| v.is(status)) {
-        let ino = v.entry.shmid;
+    for v in areas.filter(|v| v.has_status(status)) {
+        let ino = v.shmid;
         let id = fds
             .iter()
             .filter(|f| f.r#type == criu_images::pb::FdTypes::Packetsk as i32)
@@ -370,16 +370,16 @@ pub fn ring_areas(
             })
             .map(|f| f.id);
         let Some(id) = id else {
-            return Err(crate::dump::DumpError::FileState {
+            return Err(crate::dump::error::DumpError::FileState {
                 kind: "packet",
                 what: format!(
                     "{pid} maps socket:[{ino}] at {:#x} and holds no packet socket descriptor of it (only packet rings of an open socket are dumped)",
-                    v.entry.start
+                    v.start
                 ),
             });
         };
-        tracing::debug!(pid, start = v.entry.start, ino, id, "packet ring area");
-        v.entry.shmid = u64::from(id);
+        tracing::debug!(pid, start = v.start, ino, id, "packet ring area");
+        v.shmid = u64::from(id);
     }
-    Ok(vmas)
+    Ok(())
 }

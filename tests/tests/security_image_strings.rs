@@ -16,8 +16,8 @@ use std::path::Path;
 
 use compel_criu_tests::fuzz_ns::restore_in_ns;
 use compel_criu_tests::{
-    SINGLE_PID, become_subreaper, copy_dir, fixture_usable, fixtures_dir, our_children,
-    pid_exists, skip_if_not_root, test_lock,
+    SINGLE_PID, become_subreaper, copy_dir, fixture_usable, fixtures_dir, our_children, pid_exists,
+    skip_if_not_root, test_lock,
 };
 use criu_images::ImageDir;
 
@@ -83,6 +83,9 @@ fn long_strings_in_images_are_cut_or_refused_cleanly() {
     assert_eq!(code, 0, "a 4 KiB thread name: {err}");
     for (name, len) in [("path8k", 8192), ("path64k", 65536)] {
         let code = restore_edited(work.path(), name, |d, pid| long_exe_path(d, pid, len));
-        assert_ne!(code, 0, "{name}: restored with an executable path of {len} bytes");
+        assert_ne!(
+            code, 0,
+            "{name}: restored with an executable path of {len} bytes"
+        );
     }
 }

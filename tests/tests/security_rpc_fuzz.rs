@@ -56,6 +56,10 @@ fn fuzz(seed: u64, per_type: usize) -> (usize, usize) {
             } else {
                 Answer::Closed
             };
+            // criu ends the session after answering a request without keep_open (or one
+            // that does not decode): the next request goes to a new session, not lost.
+            let ends =
+                CriuReq::decode(bytes.as_slice()).map_or(true, |r| r.keep_open != Some(true));
             last = bytes;
             in_session += 1;
             let answered = match answer {
@@ -79,7 +83,7 @@ fn fuzz(seed: u64, per_type: usize) -> (usize, usize) {
                     false
                 }
             };
-            if !answered || in_session == PER_SESSION {
+            if !answered || ends || in_session == PER_SESSION {
                 session.finish(&last);
                 session = Session::start(&stderr);
                 in_session = 0;

@@ -106,9 +106,10 @@ fn fuzz(seed: u64, per_type: usize) -> (usize, usize) {
 fn every_request_type_with_every_option_gets_an_answer_or_a_clean_close() {
     let (answers, closes) = fuzz(0x5eed_0b75, 8);
     eprintln!("{answers} answers, {closes} clean closes");
-    // The unmutated half decodes and is answered.
+    // Nearly every request is answered (a mutant criu cannot read is answered too, with
+    // EBADMSG, before the session ends): closes are rare.
     assert!(
-        answers >= TYPES.len() * 4,
+        answers >= TYPES.len() * 7,
         "{answers} answers, {closes} closes"
     );
 }

@@ -118,6 +118,9 @@ fn fuzz(seed: u64, n: usize) -> (usize, usize) {
         let raw = mutate(&mut rng, &seeds);
         let bytes = defuse(&raw, &dir_s, &mut rng).unwrap_or(raw);
         let answered = session.send(&bytes) && matches!(session.answer(&bytes), Answer::Resp(_));
+        // criu ends the session after answering a request without keep_open (or one that
+        // does not decode): the next request goes to a new session, so it is not lost.
+        let ends = CriuReq::decode(bytes.as_slice()).map_or(true, |r| r.keep_open != Some(true));
         last = bytes;
         in_session += 1;
         if answered {
@@ -125,7 +128,7 @@ fn fuzz(seed: u64, n: usize) -> (usize, usize) {
         } else {
             closes += 1;
         }
-        if !answered || in_session == PER_SESSION {
+        if !answered || ends || in_session == PER_SESSION {
             session.finish(&last);
             session = Session::start(&stderr);
             in_session = 0;

@@ -56,6 +56,10 @@ fn fuzz(seed: u64, per_type: usize) -> (usize, usize) {
             } else {
                 Answer::Closed
             };
+            // criu ends the session after answering a request without keep_open (or one
+            // that does not decode): the next request goes to a new session, not lost.
+            let ends =
+                CriuReq::decode(bytes.as_slice()).map_or(true, |r| r.keep_open != Some(true));
             last = bytes;
             in_session += 1;
             let answered = match answer {
@@ -79,7 +83,7 @@ fn fuzz(seed: u64, per_type: usize) -> (usize, usize) {
                     false
                 }
             };
-            if !answered || in_session == PER_SESSION {
+            if !answered || ends || in_session == PER_SESSION {
                 session.finish(&last);
                 session = Session::start(&stderr);
                 in_session = 0;
@@ -102,9 +106,10 @@ fn fuzz(seed: u64, per_type: usize) -> (usize, usize) {
 fn every_request_type_with_every_option_gets_an_answer_or_a_clean_close() {
     let (answers, closes) = fuzz(0x5eed_0b75, 8);
     eprintln!("{answers} answers, {closes} clean closes");
-    // The unmutated half decodes and is answered.
+    // Nearly every request is answered (a mutant criu cannot read is answered too, with
+    // EBADMSG, before the session ends): closes are rare.
     assert!(
-        answers >= TYPES.len() * 4,
+        answers >= TYPES.len() * 7,
         "{answers} answers, {closes} closes"
     );
 }

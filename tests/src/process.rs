@@ -443,19 +443,7 @@ pub fn run_as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> Result<i32, S
             // SAFETY: _exit ends the child without running the parent's atexit handlers.
             unsafe { libc::_exit(code) }
         }
-        child => match wait_exit_timeout(child, RUN_AS_USER_TIMEOUT) {
-            Ok(Some(Exit::Code(c))) => Ok(c),
-            Ok(Some(Exit::Signal(s))) => Err(format!("child {child} killed by signal {s}")),
-            Ok(None) => {
-                // SAFETY: `child` is our own unreaped child, so the pid cannot have been reused.
-                unsafe { libc::kill(child, libc::SIGKILL) };
-                let _ = wait_exit(child);
-                Err(format!(
-                    "child {child} still running after {RUN_AS_USER_TIMEOUT:?}: killed"
-                ))
-            }
-            Err(e) => Err(format!("waitid {child}: {e}")),
-        },
+        child => reap_forked(child),
     }
 }
 
@@ -658,4 +646,23 @@ pub fn tty_nr(pid: i32) -> u64 {
 /// The fields of `/proc/PID/fdinfo/FD`, line by line.
 pub fn fdinfo(pid: i32, fd: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default()
+}
+
+/// Waits up to [`RUN_AS_USER_TIMEOUT`] for `child`, a child this process forked to run a
+/// closure under other credentials, and returns its exit code; one still running then is
+/// killed and reaped, and reported.
+pub(crate) fn reap_forked(child: i32) -> Result<i32, String> {
+    match wait_exit_timeout(child, RUN_AS_USER_TIMEOUT) {
+        Ok(Some(Exit::Code(c))) => Ok(c),
+        Ok(Some(Exit::Signal(s))) => Err(format!("child {child} killed by signal {s}")),
+        Ok(None) => {
+            // SAFETY: `child` is our own unreaped child, so the pid cannot have been reused.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            let _ = wait_exit(child);
+            Err(format!(
+                "child {child} still running after {RUN_AS_USER_TIMEOUT:?}: killed"
+            ))
+        }
+        Err(e) => Err(format!("waitid {child}: {e}")),
+    }
 }

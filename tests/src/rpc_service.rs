@@ -20,7 +20,7 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 use prost::Message;
 
-use crate::{Exit, RUN_AS_USER_TIMEOUT, criu_bin, wait_exit, wait_exit_timeout};
+use crate::criu_bin;
 
 /// A root `criu service` child: killed and reaped on drop.
 pub struct Service {
@@ -173,18 +173,6 @@ pub fn run_as_uncapped_root(f: impl FnOnce() -> i32) -> Result<i32, String> {
             // SAFETY: _exit ends the child without running the parent's atexit handlers.
             unsafe { libc::_exit(code) }
         }
-        child => match wait_exit_timeout(child, RUN_AS_USER_TIMEOUT) {
-            Ok(Some(Exit::Code(c))) => Ok(c),
-            Ok(Some(Exit::Signal(s))) => Err(format!("child {child} killed by signal {s}")),
-            Ok(None) => {
-                // SAFETY: `child` is our own unreaped child, so the pid cannot have been reused.
-                unsafe { libc::kill(child, libc::SIGKILL) };
-                let _ = wait_exit(child);
-                Err(format!(
-                    "child {child} still running after {RUN_AS_USER_TIMEOUT:?}: killed"
-                ))
-            }
-            Err(e) => Err(format!("waitid {child}: {e}")),
-        },
+        child => crate::process::reap_forked(child),
     }
 }

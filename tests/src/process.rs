@@ -570,6 +570,45 @@ pub fn fork_other_tracer(pid: i32) -> (i32, bool) {
 /// A uid/gid that no account uses here (`nobody`), for tests that drop privileges.
 pub const UNPRIVILEGED_ID: u32 = 65534;
 
+/// Whether `setpriv` (util-linux) is there to run a command as another user with chosen
+/// capabilities.
+pub fn have_setpriv() -> bool {
+    std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A scratch directory owned by [`UNPRIVILEGED_ID`], with an `img/` it owns too.
+pub fn unprivileged_scratch() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let id = Some(UNPRIVILEGED_ID);
+    std::os::unix::fs::chown(t.path(), id, id).unwrap();
+    std::fs::create_dir(t.path().join("img")).unwrap();
+    std::os::unix::fs::chown(t.path().join("img"), id, id).unwrap();
+    t
+}
+
+/// `d/name`, made mode 0700 and owned by [`UNPRIVILEGED_ID`] (a directory only that user may
+/// write).
+pub fn unprivileged_dir(d: &Path, name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = d.join(name);
+    std::fs::create_dir(&p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&p, Some(UNPRIVILEGED_ID), Some(UNPRIVILEGED_ID)).unwrap();
+    p
+}
+
+/// Runs `cmd` with stdin from /dev/null; returns its exit code and stderr.
+pub fn code_and_stderr(mut cmd: std::process::Command) -> (Option<i32>, String) {
+    let o = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 /// Makes `path` and every directory above it traversable and readable by everyone, so that an
 /// unprivileged test child can execute a binary from the target dir.
 ///

@@ -6,8 +6,8 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, Scratch, Spawned, assert_ok_log, become_subreaper, criu, criu_victim, dump_and_reap,
-    ready_numbers, skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
+    Exit, Scratch, Spawned, become_subreaper, criu_victim, dump_and_reap, ready_numbers,
+    restore_detached, skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
 };
 
 #[test]
@@ -48,20 +48,7 @@ fn pid_namespace_tree_comes_back_with_its_pids() {
         ids.pid_ns_id,
         d.read_inventory().unwrap().root_ids.unwrap().pid_ns_id
     );
-    let o = criu(&[
-        "restore",
-        "-D",
-        dir.img.to_str().unwrap(),
-        "-o",
-        "restore.log",
-        "-v4",
-        "-d",
-        "--pidfile",
-        "restored.pid",
-    ]);
-    assert_ok_log(&o, "criu restore", &dir.img.join("restore.log"));
-    let text = std::fs::read_to_string(dir.img.join("restored.pid")).unwrap();
-    let root: i32 = text.trim().parse().unwrap();
+    let root = restore_detached(&dir.img, &[]);
     // The restored init came to us (a subreaper) when criu exited: killed and reaped on drop.
     let _r = Spawned::guard(root);
     let st = std::fs::read_to_string(format!("/proc/{root}/status")).unwrap();

@@ -9,19 +9,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, Swrk, become_subreaper, criu_bin, criu_victim, make_world_executable, pid_exists,
-    skip_if_not_root, spawn_counter, test_lock, wait_exit_timeout,
+    Spawned, Swrk, become_subreaper, criu_bin, criu_victim, have_setpriv, make_world_executable,
+    pid_exists, skip_if_not_root, spawn_counter, test_lock, unprivileged_scratch,
+    wait_exit_timeout,
 };
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
 
 const NOBODY: u32 = 65534;
-
-fn have_setpriv() -> bool {
-    std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// `criu swrk` as uid/gid `NOBODY`, with CAP_CHECKPOINT_RESTORE (ambient) if `cap`.
 fn swrk_as_nobody(cap: bool) -> Swrk {
@@ -67,15 +61,6 @@ fn call(
     r
 }
 
-/// A scratch directory the user owns, with `img/`.
-fn nobody_dir() -> tempfile::TempDir {
-    let t = tempfile::tempdir().unwrap();
-    std::os::unix::fs::chown(t.path(), Some(NOBODY), Some(NOBODY)).unwrap();
-    std::fs::create_dir(t.path().join("img")).unwrap();
-    std::os::unix::fs::chown(t.path().join("img"), Some(NOBODY), Some(NOBODY)).unwrap();
-    t
-}
-
 fn count(d: &Path) -> usize {
     std::fs::read_to_string(d.join("count"))
         .unwrap_or_default()
@@ -92,7 +77,7 @@ fn swrk_applies_the_unprivileged_rules() {
     }
     let _g = test_lock();
     become_subreaper();
-    let t = nobody_dir();
+    let t = unprivileged_scratch();
     let d = t.path();
     let img = d.join("img");
     let mut v = spawn_counter(&criu_victim("counter"), d, Some(NOBODY));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use compel_criu_tests::{
     Exit, Scratch, Spawned, assert_ok_log, become_subreaper, criu, criu_victim, dump_and_reap,
-    ready_numbers, skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
+    ready_numbers, restore_detached, skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
 };
 
 fn words(text: &str) -> Vec<String> {
@@ -69,20 +69,7 @@ fn user_namespace_tree_comes_back_with_its_maps_and_ids() {
             "pid {pid}"
         );
     }
-    let o = criu(&[
-        "restore",
-        "-D",
-        dir.img.to_str().unwrap(),
-        "-o",
-        "restore.log",
-        "-v4",
-        "-d",
-        "--pidfile",
-        "restored.pid",
-    ]);
-    assert_ok_log(&o, "criu restore", &dir.img.join("restore.log"));
-    let text = std::fs::read_to_string(dir.img.join("restored.pid")).unwrap();
-    let root: i32 = text.trim().parse().unwrap();
+    let root = restore_detached(&dir.img, &[]);
     // The restored init came to us (a subreaper) when criu exited: killed and reaped on drop.
     let r = Spawned::guard(root);
     for (f, was) in ["uid_map", "gid_map"].iter().zip(&maps) {

@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, Scratch, Spawned, assert_ok_log, become_subreaper, criu, criu_victim, dump_and_reap,
-    ready_numbers, skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
+    Exit, Scratch, Spawned, become_subreaper, criu_victim, dump_and_reap, ready_numbers,
+    restore_detached, skip_if_not_root, test_lock, wait_exit_timeout, wait_file,
 };
 
 fn setgroups(pid: i32) -> String {
@@ -56,20 +56,7 @@ fn user_namespace_keeps_setgroups_deny() {
             .trim(),
         "deny"
     );
-    let o = criu(&[
-        "restore",
-        "-D",
-        dir.img.to_str().unwrap(),
-        "-o",
-        "restore.log",
-        "-v4",
-        "-d",
-        "--pidfile",
-        "restored.pid",
-    ]);
-    assert_ok_log(&o, "criu restore", &dir.img.join("restore.log"));
-    let text = std::fs::read_to_string(dir.img.join("restored.pid")).unwrap();
-    let root: i32 = text.trim().parse().unwrap();
+    let root = restore_detached(&dir.img, &[]);
     let r = Spawned::guard(root);
     assert_eq!(
         setgroups(root),

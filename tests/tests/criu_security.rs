@@ -22,7 +22,7 @@ use std::time::Duration;
 use compel_criu_tests::rpc_service::{Service, ask_with};
 use compel_criu_tests::{
     Exit, Spawned, UNPRIVILEGED_ID, become_subreaper, criu, dump_and_reap, open_dir,
-    restore_detached, run_as_user, status_field, test_lock, wait_exit_timeout,
+    restore_detached, run_as_user, status_field, test_lock, unprivileged_dir, wait_exit_timeout,
 };
 use criu_images::ImageDir;
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
@@ -57,15 +57,6 @@ fn opts(img: &Path, pid: Option<i32>, log: &str) -> CriuOpts {
         log_level: Some(4),
         ..Default::default()
     }
-}
-
-/// A directory `name` in `d` that only nobody may use.
-fn nobody_dir(d: &Path, name: &str) -> PathBuf {
-    let p = d.join(name);
-    std::fs::create_dir(&p).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
-    p
 }
 
 /// Starts the counter in `d` (as `uid` if given, its files then nobody's) and waits until it
@@ -103,7 +94,7 @@ fn nobody_may_not_dump_a_root_process_through_a_root_service() {
     become_subreaper();
     let d = open_dir();
     let svc = Service::start(d.path(), Some(NOBODY));
-    let img = nobody_dir(d.path(), "img");
+    let img = unprivileged_dir(d.path(), "img");
     let v = spawn_counter(d.path(), None);
     let r = ask_as_nobody(
         &svc.addr,
@@ -143,7 +134,7 @@ fn nobody_may_not_have_images_written_where_it_cannot_write() {
 /// Nobody dumps its own counter through the service; returns the images and the dead
 /// counter's pid.
 fn nobody_dumps_its_counter(d: &Path, svc: &Service, leave_running: bool) -> (PathBuf, Spawned) {
-    let img = nobody_dir(d, "img");
+    let img = unprivileged_dir(d, "img");
     let mut v = spawn_counter(d, Some(NOBODY));
     let mut o = opts(&img, Some(v.pid()), "dump.log");
     o.leave_running = Some(leave_running);
@@ -185,7 +176,7 @@ fn a_restore_asking_for_root_is_refused_before_anything_runs_and_the_honest_one_
     let pid = v.pid();
 
     // The same images, the leader's core asking for uid 0 and every capability.
-    let evil = nobody_dir(d.path(), "evil");
+    let evil = unprivileged_dir(d.path(), "evil");
     for e in std::fs::read_dir(&img).unwrap().flatten() {
         if e.file_name().to_string_lossy().ends_with(".img") {
             std::fs::copy(e.path(), evil.join(e.file_name())).unwrap();
@@ -342,7 +333,7 @@ fn images_written_for_a_client_get_its_umask() {
         .into_iter()
         .enumerate()
     {
-        let img = nobody_dir(d.path(), &format!("img{i}"));
+        let img = unprivileged_dir(d.path(), &format!("img{i}"));
         let mut o = opts(&img, Some(v.pid()), "dump.log");
         o.leave_running = Some(true);
         let r = ask_as_nobody_with_umask(&svc.addr, &request(CriuReqType::Dump, o), Some(mask));

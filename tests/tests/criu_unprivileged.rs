@@ -8,8 +8,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, become_subreaper, criu_bin, criu_victim, make_world_executable, pid_exists,
-    skip_if_not_root, spawn_counter, test_lock, wait_exit_timeout,
+    Spawned, become_subreaper, criu_bin, criu_victim, have_setpriv, make_world_executable,
+    pid_exists, skip_if_not_root, spawn_counter, test_lock, unprivileged_scratch,
+    wait_exit_timeout,
 };
 
 const NOBODY: u32 = 65534;
@@ -40,22 +41,6 @@ fn criu_as_nobody(args: &[&str], cap: bool) -> Output {
     c.stdin(std::process::Stdio::null()).output().unwrap()
 }
 
-fn have_setpriv() -> bool {
-    Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A scratch directory the user owns.
-fn nobody_dir() -> tempfile::TempDir {
-    let t = tempfile::tempdir().unwrap();
-    std::os::unix::fs::chown(t.path(), Some(NOBODY), Some(NOBODY)).unwrap();
-    std::fs::create_dir(t.path().join("img")).unwrap();
-    std::os::unix::fs::chown(t.path().join("img"), Some(NOBODY), Some(NOBODY)).unwrap();
-    t
-}
-
 fn count(d: &Path) -> usize {
     std::fs::read_to_string(d.join("count"))
         .unwrap_or_default()
@@ -70,7 +55,7 @@ fn without_the_flag_or_the_capability_criu_refuses_by_name() {
         eprintln!("skipped: no setpriv");
         return;
     }
-    let t = nobody_dir();
+    let t = unprivileged_scratch();
     let img = t.path().join("img");
     let img = img.to_str().unwrap();
     let o = criu_as_nobody(&["dump", "-t", "1", "-D", img], true);
@@ -96,7 +81,7 @@ fn a_user_with_only_checkpoint_restore_dumps_and_restores_its_own_process() {
     }
     let _g = test_lock();
     become_subreaper();
-    let t = nobody_dir();
+    let t = unprivileged_scratch();
     let d = t.path();
     let img = d.join("img");
     let mut v = spawn_counter(&criu_victim("counter"), d, Some(NOBODY));

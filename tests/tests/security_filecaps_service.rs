@@ -7,17 +7,9 @@
 
 use std::process::{Command, Stdio};
 
-use compel_criu_tests::{command_as_user, criu_bin, is_root, open_dir};
+use compel_criu_tests::{code_and_stderr, command_as_user, criu_bin, is_root, open_dir};
 
 const NOBODY: u32 = 65534;
-
-fn stderr_of(mut cmd: Command) -> (Option<i32>, String) {
-    let o = cmd.stdin(Stdio::null()).output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 fn setcap(args: &[&str]) -> bool {
     Command::new("setcap")
@@ -44,7 +36,7 @@ fn criu_with_file_capabilities_refuses_swrk_and_service_for_other_users() {
     let nobody = |args: &[&str]| {
         let mut c = command_as_user(&bin, NOBODY, NOBODY);
         c.env("HOME", d.path()).current_dir(d.path()).args(args);
-        stderr_of(c)
+        code_and_stderr(c)
     };
     let (code, err) = nobody(&["swrk", "0"]);
     assert_eq!(code, Some(1), "{err}");

@@ -14,13 +14,13 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::rpc_service::{Service, ask_with};
 use compel_criu_tests::{
     Exit, Spawned, UNPRIVILEGED_ID, become_subreaper, open_dir, pid_exists, run_as_user,
-    skip_if_not_root, spawn_counter, status_field, test_lock, wait_exit_timeout,
+    skip_if_not_root, spawn_counter, status_field, test_lock, unprivileged_dir, wait_exit_timeout,
 };
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp, GhostFileEntry};
 use criu_images::{ImageDir, ImageWriter, magic, names};
@@ -54,14 +54,6 @@ fn request(ty: CriuReqType, img: &Path, pid: Option<i32>, leave_running: bool) -
     }
 }
 
-fn nobody_dir(d: &Path, name: &str) -> PathBuf {
-    let p = d.join(name);
-    std::fs::create_dir(&p).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
-    p
-}
-
 fn counting_on(d: &Path) -> bool {
     let n = || {
         std::fs::read_to_string(d.join("count"))
@@ -91,7 +83,7 @@ fn nobody_may_not_pre_dump_a_root_process() {
     become_subreaper();
     let d = open_dir();
     let svc = Service::start(d.path(), Some(NOBODY));
-    let img = nobody_dir(d.path(), "img");
+    let img = unprivileged_dir(d.path(), "img");
     let v = spawn_counter(COUNTER, d.path(), None);
     let r = ask_as_nobody(
         &svc.addr,
@@ -159,7 +151,7 @@ fn nobody_may_not_dump_its_own_process_once_it_is_not_dumpable() {
         0,
         "the counter is still dumpable"
     );
-    let img = nobody_dir(d.path(), "img");
+    let img = unprivileged_dir(d.path(), "img");
     let r = ask_as_nobody(
         &svc.addr,
         &request(CriuReqType::Dump, &img, Some(pid), true),
@@ -181,7 +173,7 @@ fn nobody_may_not_restore_a_setuid_root_executable_or_a_device_node() {
     become_subreaper();
     let d = open_dir();
     let svc = Service::start(d.path(), Some(NOBODY));
-    let img = nobody_dir(d.path(), "img");
+    let img = unprivileged_dir(d.path(), "img");
     let mut v = spawn_counter(COUNTER, d.path(), Some(NOBODY));
     let pid = v.pid();
     let r = ask_as_nobody(

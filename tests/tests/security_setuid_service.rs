@@ -4,19 +4,11 @@
 //! its usual complaint about the descriptor).
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use compel_criu_tests::{command_as_user, criu_bin, is_root, open_dir};
+use compel_criu_tests::{code_and_stderr, command_as_user, criu_bin, is_root, open_dir};
 
 const NOBODY: u32 = 65534;
-
-fn stderr_of(mut cmd: Command) -> (Option<i32>, String) {
-    let o = cmd.stdin(Stdio::null()).output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn setuid_criu_refuses_swrk_and_service_for_other_users() {
@@ -29,7 +21,7 @@ fn setuid_criu_refuses_swrk_and_service_for_other_users() {
     std::fs::copy(criu_bin(), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o4755)).unwrap();
 
-    let (code, err) = stderr_of({
+    let (code, err) = code_and_stderr({
         let mut c = command_as_user(&bin, NOBODY, NOBODY);
         c.env("HOME", d.path());
         c.args(["swrk", "0"]);
@@ -41,7 +33,7 @@ fn setuid_criu_refuses_swrk_and_service_for_other_users() {
         "{err}"
     );
     let addr = d.path().join("sk");
-    let (code, err) = stderr_of({
+    let (code, err) = code_and_stderr({
         let mut c = command_as_user(&bin, NOBODY, NOBODY);
         c.env("HOME", d.path());
         c.arg("service")
@@ -55,7 +47,7 @@ fn setuid_criu_refuses_swrk_and_service_for_other_users() {
     assert!(!addr.exists(), "the service socket was made");
 
     // Root running the setuid copy: nothing is borrowed, the usual checks follow.
-    let (code, err) = stderr_of({
+    let (code, err) = code_and_stderr({
         let mut c = Command::new(&bin);
         c.args(["swrk", "0"]);
         c
@@ -65,7 +57,7 @@ fn setuid_criu_refuses_swrk_and_service_for_other_users() {
 
     // Without the bit, nobody gets the usual complaint too.
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (code, err) = stderr_of({
+    let (code, err) = code_and_stderr({
         let mut c = command_as_user(&bin, NOBODY, NOBODY);
         c.env("HOME", d.path());
         c.args(["swrk", "0"]);

@@ -466,21 +466,6 @@ impl InetDump {
     }
 }
 
-/// `--tcp-close` given to the restore about to read its images (one restore per criu
-/// process): every TCP connection comes back closed, as CRIU does, even one whose state the
-/// dump saved.
-static RESTORE_TCP_CLOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Sets `--tcp-close` for the restore about to read its images.
-pub fn set_restore_tcp_close(on: bool) {
-    RESTORE_TCP_CLOSE.store(on, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Whether the restore brings TCP connections back closed (`--tcp-close`).
-pub fn restore_tcp_close() -> bool {
-    RESTORE_TCP_CLOSE.load(std::sync::atomic::Ordering::SeqCst)
-}
-
 /// Checks inet entries before anything is made.
 ///
 /// # Errors

@@ -218,8 +218,18 @@ pub struct ImageCtx<'a> {
     pub dir: &'a ImageDir,
     /// `remap-fpath.img` by original file id (ghost files).
     pub remaps: &'a HashMap<u32, RemapFilePathEntry>,
+    /// What the restore's options say about open files.
+    pub opts: FileOpts,
+}
+
+/// The restore options the file kinds read from their images' context.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileOpts {
     /// `--shell-job`.
     pub shell_job: bool,
+    /// `--tcp-close`: every TCP connection comes back closed, as CRIU does, even one whose
+    /// state the dump saved.
+    pub tcp_close: bool,
 }
 
 /// What [`FileKind::parse`] gives: the file to bring back, or why it cannot be.

@@ -527,7 +527,7 @@ impl SocketSet for InetSet {
         inet::check(&entries).map_err(restore_err)?;
         let mut streams = HashMap::new();
         // Dumped with --tcp-close: connections have no stream image and come back closed.
-        let tcp_close = inet::restore_tcp_close()
+        let tcp_close = img.opts.tcp_close
             || img
                 .dir
                 .read_inventory()

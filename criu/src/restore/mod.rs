@@ -124,7 +124,6 @@ pub fn restore(
     )?;
     let mut netns = crate::namespaces::net::NetNs::prepare_for(opts)?;
     crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
-    crate::files::inet::set_restore_tcp_close(opts.tcp_close);
     crate::files::tty::set_inherit_fds(
         opts.inherit_fds
             .iter()
@@ -133,7 +132,10 @@ pub fn restore(
     );
     let mut tree = images::load_under(
         &opts.images_dir,
-        opts.shell_job,
+        crate::files::FileOpts {
+            shell_job: opts.shell_job,
+            tcp_close: opts.tcp_close,
+        },
         mntns.as_ref().map(|m| m.yard()),
     )?;
     // Lazy restore: the lazy pages are left out of the fill, for the daemon.

@@ -558,7 +558,7 @@ impl FileKind for Tty {
             .filter(|i| i.r#type == Ttytype::Pty as i32)
             .and_then(|i| Some((i, i.pty.as_ref()?.index)));
         let Some((info, index)) = pty else {
-            if !img.shell_job {
+            if !img.opts.shell_job {
                 return Err(RestoreError::FileState {
                     kind: "tty",
                     what: format!("terminal at fd {fd} without --shell-job"),

@@ -33,7 +33,11 @@ use thread::{task_state, thread_plan};
 /// ([`RestoreError::Arch`], [`RestoreError::FdType`], ...) for state this restore cannot bring
 /// back.
 pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
-    load_under(dir, shell_job, None)
+    let files = crate::files::FileOpts {
+        shell_job,
+        ..Default::default()
+    };
+    load_under(dir, files, None)
 }
 
 /// Reads `inventory.img` of `dir` and checks its image version: the first image a restore
@@ -62,7 +66,7 @@ pub(crate) fn check_inventory(dir: &Path) -> Result<criu_images::pb::InventoryEn
 /// As [`load`].
 pub fn load_under(
     dir: &Path,
-    shell_job: bool,
+    files_opts: crate::files::FileOpts,
     yard: Option<&Path>,
 ) -> Result<TreePlan, RestoreError> {
     let d = ImageDir::new(dir);
@@ -100,7 +104,7 @@ pub fn load_under(
     // Files the tasks map, checked once each (the tasks of a tree share most of them).
     let mut checked = std::collections::HashSet::new();
     for (i, task) in tree.iter().enumerate() {
-        let t = load_task(&d, task, &by_id, &remaps, shell_job, &mut checked)?;
+        let t = load_task(&d, task, &by_id, &remaps, files_opts, &mut checked)?;
         if i == 0 && t.zombie.is_some() {
             return Err(bad(
                 names::PSTREE,
@@ -277,7 +281,7 @@ fn load_task(
     task: &pb::PstreeEntry,
     by_id: &HashMap<u32, &FileEntry>,
     remaps: &HashMap<u32, RemapFilePathEntry>,
-    shell_job: bool,
+    files_opts: crate::files::FileOpts,
     checked: &mut std::collections::HashSet<u32>,
 ) -> Result<TaskPlan, RestoreError> {
     let pid = task.pid;
@@ -329,7 +333,7 @@ fn load_task(
     } else {
         Vec::new()
     };
-    descriptors(&mut plan, d, &fdinfo, by_id, remaps, shell_job)?;
+    descriptors(&mut plan, d, &fdinfo, by_id, remaps, files_opts)?;
     // A cwd or root removed while in use is made again, as any deleted file.
     let mut reg_path = |id: u32, what: &str| -> Result<CString, RestoreError> {
         match by_id.get(&id).and_then(|f| f.reg.as_ref()) {
@@ -374,7 +378,7 @@ fn descriptors(
     fdinfo: &[pb::FdinfoEntry],
     by_id: &HashMap<u32, &FileEntry>,
     remaps: &HashMap<u32, RemapFilePathEntry>,
-    shell_job: bool,
+    opts: crate::files::FileOpts,
 ) -> Result<(), RestoreError> {
     let mut first_fd_of: HashMap<u32, i32> = HashMap::new();
     // Every kind but the regular one, then that one: each parses the entries of its type.
@@ -383,7 +387,7 @@ fn descriptors(
     let ctx = crate::files::ImageCtx {
         dir: d,
         remaps,
-        shell_job,
+        opts,
     };
     let mut fds: Vec<Fd> = Vec::new();
     let mut sorted: Vec<&pb::FdinfoEntry> = fdinfo.iter().collect();

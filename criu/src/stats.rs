@@ -32,11 +32,35 @@ use criu_images::{ImageError, magic, names};
 
 static MEMDUMP_NS: AtomicU64 = AtomicU64::new(0);
 static MEMWRITE_NS: AtomicU64 = AtomicU64::new(0);
+/// Shared-memory pages (memfd content) scanned and written outside the task page dump.
+static SHPAGES_SCANNED: AtomicU64 = AtomicU64::new(0);
+static SHPAGES_WRITTEN: AtomicU64 = AtomicU64::new(0);
 
-/// Sets the memory counters of this process back to zero (at the start of a dump).
+/// Sets the counters of this process back to zero (at the start of a dump).
 pub(crate) fn reset() {
-    MEMDUMP_NS.store(0, Ordering::Relaxed);
-    MEMWRITE_NS.store(0, Ordering::Relaxed);
+    for c in [
+        &MEMDUMP_NS,
+        &MEMWRITE_NS,
+        &SHPAGES_SCANNED,
+        &SHPAGES_WRITTEN,
+    ] {
+        c.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Counts shared-memory pages a file kind scanned and wrote into the images (memfd content):
+/// `shpages_scanned`/`shpages_written` of `stats-dump`, as CRIU counts them.
+pub(crate) fn add_shpages(scanned: u64, written: u64) {
+    SHPAGES_SCANNED.fetch_add(scanned, Ordering::Relaxed);
+    SHPAGES_WRITTEN.fetch_add(written, Ordering::Relaxed);
+}
+
+/// The pages counted with [`add_shpages`] since the last [`reset`]: (scanned, written).
+pub(crate) fn shpages() -> (u64, u64) {
+    (
+        SHPAGES_SCANNED.load(Ordering::Relaxed),
+        SHPAGES_WRITTEN.load(Ordering::Relaxed),
+    )
 }
 
 /// Runs `f`, counting its time as reading task memory.

@@ -265,7 +265,7 @@ fn dump_inner(
         pages_skipped_parent: stats.parent,
         pages_written: stats.written.saturating_sub(shared_stats.written),
         shpages: {
-            let (scanned, written) = crate::files::memfd::take_shpages();
+            let (scanned, written) = crate::stats::shpages();
             (
                 shared_stats.scanned + scanned,
                 shared_stats.written + written,

@@ -27,7 +27,6 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use criu_images::pagemap::{PAGE_SIZE, PE_PARENT, PE_PRESENT};
@@ -38,18 +37,6 @@ use super::{DumpFd, Ends, FileKind, ImageCtx, Parsed, RestoreFile, TaskError, fo
 use crate::dump::error::DumpError;
 use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, img, kind_entry};
-
-/// Pages of memfd content scanned and written by the last dump ([`take_shpages`]).
-static SHPAGES: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
-
-/// The memfd pages a dump scanned and wrote into its images since the last call: shared
-/// memory pages in `stats-dump` (`shpages_scanned`, `shpages_written`), as CRIU counts them.
-pub fn take_shpages() -> (u64, u64) {
-    (
-        SHPAGES.0.swap(0, Ordering::SeqCst),
-        SHPAGES.1.swap(0, Ordering::SeqCst),
-    )
-}
 
 /// `HUGETLBFS_MAGIC`: a memfd made with `MFD_HUGETLB` lives there.
 const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
@@ -125,8 +112,7 @@ impl FileKind for Memfd {
             .flat_map(|i| i.pages.iter())
             .map(|(_, d)| d.len() as u64 / PAGE_SIZE)
             .sum();
-        SHPAGES.0.fetch_add(scanned, Ordering::SeqCst);
-        SHPAGES.1.fetch_add(written, Ordering::SeqCst);
+        crate::stats::add_shpages(scanned, written);
         let entries: Vec<MemfdInodeEntry> = self.dumped.iter().map(|i| i.entry.clone()).collect();
         criu_images::ImageDir::new(dir).write_memfd(&entries)?;
         // The pages files of the tasks and of shared memory are written first: take the next

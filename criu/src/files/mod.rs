@@ -219,17 +219,33 @@ pub struct ImageCtx<'a> {
     /// `remap-fpath.img` by original file id (ghost files).
     pub remaps: &'a HashMap<u32, RemapFilePathEntry>,
     /// What the restore's options say about open files.
-    pub opts: FileOpts,
+    pub opts: &'a FileOpts,
 }
 
 /// The restore options the file kinds read from their images' context.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct FileOpts {
     /// `--shell-job`.
     pub shell_job: bool,
     /// `--tcp-close`: every TCP connection comes back closed, as CRIU does, even one whose
     /// state the dump saved.
     pub tcp_close: bool,
+    /// `--orphan-pts-master`: a pty slave whose master was outside the tree gets a new master,
+    /// handed to the `orphan-pts-master` notification.
+    pub orphan_pts_master: bool,
+    /// `--inherit-fd fd[N]:KEY`: criu's descriptor for each key (`tty[RDEV:DEV]` for a
+    /// terminal outside the tree).
+    pub inherit_fds: Vec<(String, i32)>,
+}
+
+impl FileOpts {
+    /// criu's descriptor given for `key` with `--inherit-fd`.
+    pub fn inherited(&self, key: &str) -> Option<i32> {
+        self.inherit_fds
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|&(_, fd)| fd)
+    }
 }
 
 /// What [`FileKind::parse`] gives: the file to bring back, or why it cannot be.

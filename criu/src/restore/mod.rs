@@ -123,19 +123,19 @@ pub fn restore(
         &opts.external,
     )?;
     let mut netns = crate::namespaces::net::NetNs::prepare_for(opts)?;
-    crate::files::tty::set_orphan_pts_master(opts.orphan_pts_master);
-    crate::files::tty::set_inherit_fds(
-        opts.inherit_fds
+    let files_opts = crate::files::FileOpts {
+        shell_job: opts.shell_job,
+        tcp_close: opts.tcp_close,
+        orphan_pts_master: opts.orphan_pts_master,
+        inherit_fds: opts
+            .inherit_fds
             .iter()
             .map(|i| (i.key.clone(), i.fd))
             .collect(),
-    );
+    };
     let mut tree = images::load_under(
         &opts.images_dir,
-        crate::files::FileOpts {
-            shell_job: opts.shell_job,
-            tcp_close: opts.tcp_close,
-        },
+        &files_opts,
         mntns.as_ref().map(|m| m.yard()),
     )?;
     // Lazy restore: the lazy pages are left out of the fill, for the daemon.

@@ -44,8 +44,8 @@ use super::{DumpFd, Ends, FileKind, ImageCtx, RestoreFile, TaskError, fown_zero}
 use crate::dump::error::DumpError;
 use crate::restore::error::RestoreError;
 use crate::restore::images::entry::{bad, img, kind_entry};
+pub use restore::take_orphan_masters;
 use restore::{PtyEnd, PtyPair, TtyFile, read_saved, unreachable_saved};
-pub use restore::{set_inherit_fds, set_orphan_pts_master, take_orphan_masters};
 use termios::*;
 
 /// The terminal kind: what the dump met (infos, data) or the restore read.
@@ -579,7 +579,7 @@ impl FileKind for Tty {
                     && (libc::major(u64::from(i.rdev)) == TTYAUX_MAJOR) == m
             })
         };
-        let orphan = restore::orphan_pts_master();
+        let orphan = img.opts.orphan_pts_master;
         let mi = match find(true) {
             // `--orphan-pts-master`: a new pty whose master goes to the `orphan-pts-master`
             // notification, with the slave's settings on both ends.
@@ -588,7 +588,7 @@ impl FileKind for Tty {
         };
         let key = format!("tty[{:x}:{:x}]", info.rdev, info.dev.unwrap_or(0));
         if mi.is_none()
-            && let Some(ifd) = restore::inherited(&key)
+            && let Some(ifd) = img.opts.inherited(&key)
         {
             // `--inherit-fd fd[N]:tty[RDEV:DEV]`: the caller's terminal stands for it.
             return Ok(Arc::new(restore::InheritedTty {

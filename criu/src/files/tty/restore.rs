@@ -5,7 +5,6 @@
 
 use super::*;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(super) fn unreachable_saved() -> Result<&'static Saved, RestoreError> {
     Err(bad(names::TTY_INFO, "not read"))
@@ -106,26 +105,6 @@ impl RestoreFile for TtyFile {
     }
 }
 
-/// `--inherit-fd fd[N]:tty[RDEV:DEV]` of this restore: criu's descriptor for each key
-/// ([`set_inherit_fds`]).
-static INHERIT_FDS: Mutex<Vec<(String, i32)>> = Mutex::new(Vec::new());
-
-/// Sets the `--inherit-fd` pairs (key, criu's descriptor) of the restore about to read its
-/// images (one restore per criu process).
-pub fn set_inherit_fds(fds: Vec<(String, i32)>) {
-    *INHERIT_FDS.lock().unwrap_or_else(|e| e.into_inner()) = fds;
-}
-
-/// criu's descriptor given for `key` with `--inherit-fd`.
-pub(super) fn inherited(key: &str) -> Option<i32> {
-    INHERIT_FDS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|&(_, fd)| fd)
-}
-
 /// A terminal whose other end was outside the tree, given by the caller with `--inherit-fd`
 /// (CRIU's key `tty[RDEV:DEV]`, the dumped terminal's device numbers in hex): the engine
 /// duplicates criu's descriptor and the task inherits it; the saved settings (termios,
@@ -194,22 +173,9 @@ impl RestoreFile for InheritedTty {
     }
 }
 
-/// `--orphan-pts-master` for this restore ([`set_orphan_pts_master`]).
-static ORPHAN_PTS_MASTER: AtomicBool = AtomicBool::new(false);
 /// The masters made for slaves whose master was outside the tree, with their index, until the
 /// restore hands them over ([`take_orphan_masters`]).
 static ORPHAN_MASTERS: Mutex<Vec<(u32, OwnedFd)>> = Mutex::new(Vec::new());
-
-/// Sets `--orphan-pts-master` for the restore about to read its images (one restore per
-/// criu process).
-pub fn set_orphan_pts_master(on: bool) {
-    ORPHAN_PTS_MASTER.store(on, Ordering::SeqCst);
-}
-
-/// Whether `--orphan-pts-master` was set.
-pub fn orphan_pts_master() -> bool {
-    ORPHAN_PTS_MASTER.load(Ordering::SeqCst)
-}
 
 /// The masters made for slaves whose master was outside the tree (index, master), for the
 /// `orphan-pts-master` notification.

@@ -37,7 +37,7 @@ pub fn load(dir: &Path, shell_job: bool) -> Result<TreePlan, RestoreError> {
         shell_job,
         ..Default::default()
     };
-    load_under(dir, files, None)
+    load_under(dir, &files, None)
 }
 
 /// Reads `inventory.img` of `dir` and checks its image version: the first image a restore
@@ -66,7 +66,7 @@ pub(crate) fn check_inventory(dir: &Path) -> Result<criu_images::pb::InventoryEn
 /// As [`load`].
 pub fn load_under(
     dir: &Path,
-    files_opts: crate::files::FileOpts,
+    files_opts: &crate::files::FileOpts,
     yard: Option<&Path>,
 ) -> Result<TreePlan, RestoreError> {
     let d = ImageDir::new(dir);
@@ -281,7 +281,7 @@ fn load_task(
     task: &pb::PstreeEntry,
     by_id: &HashMap<u32, &FileEntry>,
     remaps: &HashMap<u32, RemapFilePathEntry>,
-    files_opts: crate::files::FileOpts,
+    files_opts: &crate::files::FileOpts,
     checked: &mut std::collections::HashSet<u32>,
 ) -> Result<TaskPlan, RestoreError> {
     let pid = task.pid;
@@ -378,7 +378,7 @@ fn descriptors(
     fdinfo: &[pb::FdinfoEntry],
     by_id: &HashMap<u32, &FileEntry>,
     remaps: &HashMap<u32, RemapFilePathEntry>,
-    opts: crate::files::FileOpts,
+    opts: &crate::files::FileOpts,
 ) -> Result<(), RestoreError> {
     let mut first_fd_of: HashMap<u32, i32> = HashMap::new();
     // Every kind but the regular one, then that one: each parses the entries of its type.

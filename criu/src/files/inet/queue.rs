@@ -374,7 +374,7 @@ fn handshake(
     super::bind_or_connect(sk, src, false).map_err(|()| sys(format!("binding {who}")))?;
     // SAFETY: fcntl on a socket we own.
     let fl = unsafe { libc::fcntl(sk, libc::F_GETFL) };
-    // SAFETY: as above.
+    // SAFETY: F_SETFL with integer flags on the socket `sk`, which this restore made and owns.
     if fl < 0 || unsafe { libc::fcntl(sk, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
         return Err(sys(format!("setting the flags of {who}")));
     }
@@ -407,7 +407,7 @@ fn handshake(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    // SAFETY: as above.
+    // SAFETY: F_SETFL putting back the flags read from our own socket `sk` above.
     if unsafe { libc::fcntl(sk, libc::F_SETFL, fl) } < 0 {
         return Err(sys(format!("setting the flags of {who}")));
     }

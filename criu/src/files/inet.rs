@@ -78,6 +78,9 @@ pub struct InetDump {
     queued: HashMap<u32, u32>,
     /// [`InetDump::take_queued`] ran.
     queued_taken: bool,
+    /// The multicast groups joined in the namespace of a process, by (pid, IPv6), read from
+    /// `/proc/PID/net/igmp{,6}` once per process and family, not once per socket.
+    mcast_candidates: HashMap<(i32, bool), Vec<(u32, IpAddr)>>,
     /// The shut-down states sock_diag gave.
     shutdowns: diag::ShutdownCache,
 }
@@ -401,7 +404,12 @@ impl InetDump {
         let mcast = if ty as i32 == libc::SOCK_STREAM {
             Vec::new()
         } else {
-            mcast::read(raw, pid, family, &w)
+            let v6 = family == libc::AF_INET6;
+            let groups = self
+                .mcast_candidates
+                .entry((pid, v6))
+                .or_insert_with(|| mcast::candidates(pid, v6));
+            mcast::read(raw, groups, family, &w)
         };
         let v6only = if family == libc::AF_INET6 {
             Some(

@@ -65,7 +65,7 @@ fn storage(group: IpAddr) -> libc::sockaddr_storage {
 }
 
 /// The groups joined on each interface of the namespace of `pid`: (interface index, group).
-fn candidates(pid: i32, v6: bool) -> Vec<(u32, IpAddr)> {
+pub(super) fn candidates(pid: i32, v6: bool) -> Vec<(u32, IpAddr)> {
     let mut out = Vec::new();
     if v6 {
         // `IDX DEV GROUP(32 hex digits) USERS FLAGS TIMER`.
@@ -134,12 +134,18 @@ fn membership(fd: RawFd, v6: bool, ifindex: u32, group: IpAddr) -> Option<(u32, 
     (r == 0).then_some((gf.fmode, gf.numsrc))
 }
 
-/// The memberships of socket `fd` (family `family`) of process `pid`.
-pub(super) fn read(fd: RawFd, pid: i32, family: i32, who: &str) -> Vec<IpMcastEntry> {
+/// The memberships of socket `fd` (family `family`) among `groups`, the [`candidates`] of its
+/// process's namespace.
+pub(super) fn read(
+    fd: RawFd,
+    groups: &[(u32, IpAddr)],
+    family: i32,
+    who: &str,
+) -> Vec<IpMcastEntry> {
     let v6 = family == libc::AF_INET6;
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (ifindex, group) in candidates(pid, v6) {
+    for &(ifindex, group) in groups {
         if !seen.insert((ifindex, group)) {
             continue;
         }

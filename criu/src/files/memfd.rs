@@ -213,7 +213,7 @@ fn dump_inode(fd: &DumpFd<'_>, inode_id: u64) -> Result<DumpedInode, DumpError> 
     if unsafe { libc::fstatfs(f.as_raw_fd(), &mut sfs) } != 0 {
         return Err(err("fstatfs")(std::io::Error::last_os_error()));
     }
-    let hugetlb = (sfs.f_type as i64 == HUGETLBFS_MAGIC).then(|| sfs.f_bsize as u64);
+    let hugetlb = (sfs.f_type as i64 == HUGETLBFS_MAGIC).then_some(sfs.f_bsize as u64);
     if let Some(page) = hugetlb
         && (!page.is_power_of_two() || page.trailing_zeros() > MAX_HUGE_LOG)
     {

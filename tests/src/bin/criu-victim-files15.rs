@@ -122,11 +122,8 @@ fn setup_huge() -> Huge {
     unsafe { *a_map.add(5) = 0 };
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
     // SAFETY: fcntl on our own descriptor.
-    assert_eq!(
-        unsafe { libc::fcntl(a, libc::F_ADD_SEALS, seals) },
-        0,
-        "seal"
-    );
+    let sealed = unsafe { libc::fcntl(a, libc::F_ADD_SEALS, seals) };
+    assert_eq!(sealed, 0, "seal");
     // SAFETY: lseek on our own descriptor.
     assert_eq!(unsafe { libc::lseek(a, 12345, libc::SEEK_SET) }, 12345);
     let b = memfd_huge(c"huge-b", HUGE, 0);
@@ -426,10 +423,8 @@ fn setup_pidfd_shared(out: &str) -> Shared {
         unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD | libc::O_NONBLOCK) } as i32;
     assert!(fd >= 0, "pidfd_open: {}", errno());
     // SAFETY: dup3 of our own descriptor onto a free number.
-    assert_eq!(
-        unsafe { libc::dup3(fd, PIDFD_AT, libc::O_CLOEXEC) },
-        PIDFD_AT
-    );
+    let at = unsafe { libc::dup3(fd, PIDFD_AT, libc::O_CLOEXEC) };
+    assert_eq!(at, PIDFD_AT);
     // SAFETY: closes our own descriptor.
     unsafe { libc::close(fd) };
     // SAFETY: the child only sleeps (async-signal-safe calls) until it is killed.

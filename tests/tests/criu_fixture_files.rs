@@ -67,7 +67,8 @@ fn crit_prints_criu_socket_images_as_criu_crit_did() {
 
 /// What the fixture program needs around it: its binary at `/tmp/fx/files`, the FIFO and the
 /// watched file it made at start, its output file `/tmp/fxw/out` (opened `O_APPEND` at offset
-/// 12, after "ready 32508\n"), and a scratch copy of its images. Dropping it removes all that.
+/// 12, after "ready 32508\n"), and a scratch copy of its images. Dropping it removes all that
+/// (and the name its datagram socket is bound to once restored).
 struct FilesFixture {
     img: tempfile::TempDir,
     _bin: FixtureBinary,
@@ -127,6 +128,8 @@ impl Drop for FilesFixture {
     fn drop(&mut self) {
         let _ = fs::remove_file(FIFO);
         let _ = fs::remove_file(WATCHED);
+        // The datagram receiver's name, bound again by the restore.
+        let _ = fs::remove_file("/tmp/fx/files.dgram");
         let _ = fs::remove_file(OUT);
         let _ = fs::remove_dir(OUT_DIR);
         // The binary's guard then removes /tmp/fx/files and the empty /tmp/fx.
@@ -211,6 +214,15 @@ fn criu_4_2_files_fixture_restores_and_its_own_check_passes() {
         states.iter().filter(|s| **s == "0A").count(),
         1,
         "one listener: {tcp}"
+    );
+
+    // The datagram receiver is bound to its path again.
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata("/tmp/fx/files.dgram")
+            .unwrap()
+            .file_type()
+            .is_socket()
     );
 
     nix::sys::signal::kill(

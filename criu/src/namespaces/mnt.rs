@@ -289,10 +289,25 @@ impl MountNs {
             yard,
             left: true,
         };
-        // SAFETY: unshare of this process's mount namespace; criu keeps a descriptor of the
-        // old one to go back.
-        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-            return Err(sys("unshare(CLONE_NEWNS)"));
+        if let Some(fd) = super::user_owned::premade(super::Kind::Mnt) {
+            // Made inside the tree's user namespace (which then owns it): entered, by a thread
+            // whose fs is its own.
+            // SAFETY: unshare of this thread's fs and setns into a namespace we hold; criu
+            // keeps a descriptor of the old one to go back.
+            unsafe {
+                if libc::unshare(libc::CLONE_FS) != 0 {
+                    return Err(sys("unshare(CLONE_FS)"));
+                }
+                if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                    return Err(sys("entering the mount namespace made for the tree"));
+                }
+            }
+        } else {
+            // SAFETY: unshare of this process's mount namespace; criu keeps a descriptor of
+            // the old one to go back.
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(sys("unshare(CLONE_NEWNS)"));
+            }
         }
         let mut ns = ns;
         ns.left = false;

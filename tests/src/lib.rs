@@ -85,7 +85,7 @@ pub use fixtures::*;
 pub use netns::in_netns;
 pub use process::*;
 pub use pty::{pty, talk};
-pub use swrk::{Swrk, recv_resp};
+pub use swrk::{Swrk, recv_resp, req, swrk_once};
 
 /// Skips the rest of the current test (returns from it) unless running as root, printing why.
 #[macro_export]

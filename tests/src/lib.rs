@@ -67,6 +67,7 @@ mod daemon;
 mod fixtures;
 pub mod fuzz_ns;
 pub mod image_gen;
+pub mod mnt_ns;
 mod netns;
 mod process;
 pub mod pty;

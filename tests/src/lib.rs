@@ -67,6 +67,7 @@ mod daemon;
 mod fixtures;
 pub mod fuzz_ns;
 pub mod image_gen;
+pub mod mounts;
 mod netns;
 mod process;
 pub mod pty;

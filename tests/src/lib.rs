@@ -69,6 +69,7 @@ pub mod fuzz_ns;
 mod hugepool;
 pub mod image_gen;
 pub mod mnt_ns;
+pub mod mounts;
 mod netns;
 mod process;
 pub mod pty;

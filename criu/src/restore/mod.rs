@@ -167,7 +167,8 @@ pub fn restore(
         &opts.cgroup_roots,
         opts.cgroup_yard.as_deref(),
     )?;
-    let ours = layout::Special::from_maps(&layout::self_maps()?);
+    let mut here = prepare::Ours::read()?;
+    let ours = here.special();
     for (_, t) in tree.alive() {
         preflight::preflight_against(t, &ours, opts.cpu_cap.fpu(), !own_pids)?;
     }
@@ -240,7 +241,7 @@ pub fn restore(
                 None => None,
             },
         };
-        match prepare::prepare(t, opts, &ctx) {
+        match prepare::prepare(t, opts, &ctx, &mut here) {
             Ok(p) => {
                 tracing::debug!(pid = t.pid, "task prepared");
                 preps.push(Some(p));

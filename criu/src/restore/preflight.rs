@@ -44,10 +44,11 @@ pub fn preflight_against(
                 reason: format!("rlimit {res}: soft {} above hard {}", l.cur, l.max),
             });
         }
-        if let Some(have) = our_hard_limit(res)
-            && l.max > have
-            && !cap_resource
+        // Our limit is asked for only when it could refuse (a syscall per limit and task).
+        if !cap_resource
             && !MACHINE_SIZED_RLIMITS.contains(&res)
+            && let Some(have) = our_hard_limit(res)
+            && l.max > have
         {
             return Err(RestoreError::Rlimit {
                 resource: res,
@@ -89,9 +90,9 @@ pub(super) fn reachable_rlimits(plan: &TaskPlan) -> Vec<abi::Rlimit> {
     let mut out = plan.rlimits.clone();
     for &res in &MACHINE_SIZED_RLIMITS {
         let Some(l) = out.get_mut(res) else { continue };
-        if let Some(have) = our_hard_limit(res)
+        if !cap_resource
+            && let Some(have) = our_hard_limit(res)
             && l.max > have
-            && !cap_resource
         {
             tracing::warn!(
                 pid = plan.pid,

@@ -35,12 +35,23 @@ use locks::locks;
 /// Says which reservations the next fork copies: only those of the subtree of the child
 /// about to be made (`order[from..to]`), not the parent's own or its other children's, so that
 /// each task inherits (and later unmaps) only what it and its descendants need.
-fn inherit_only(nodes: &[Node], order: &[usize], me: &Node, from: usize, to: usize) {
-    for (k, &d) in order[me.pre..me.pre + me.size].iter().enumerate() {
-        let at = me.pre + k;
-        let (start, len) = nodes[d].resv;
+///
+/// `prev` is the range of the child made before (none for the first): every reservation of the
+/// subtree already has its advice from that round, so only the previous child's range (back to
+/// `MADV_DONTFORK`), this task's own reservation (areas in it may have been marked for the
+/// previous child) and the new child's range change; one call per reservation for the first
+/// child, not one per reservation and child.
+fn inherit_only(
+    nodes: &[Node],
+    order: &[usize],
+    me: &Node,
+    prev: Option<(usize, usize)>,
+    (from, to): (usize, usize),
+) {
+    let advise = |at: usize| {
+        let (start, len) = nodes[order[at]].resv;
         if len == 0 {
-            continue;
+            return;
         }
         let advice = if (from..to).contains(&at) {
             libc::MADV_DOFORK
@@ -50,6 +61,13 @@ fn inherit_only(nodes: &[Node], order: &[usize], me: &Node, from: usize, to: usi
         // SAFETY: advice on a reservation the engine made in this (inherited) address space;
         // it changes only whether the next fork copies it.
         unsafe { libc::madvise(start as *mut libc::c_void, len as usize, advice) };
+    };
+    match prev {
+        None => (me.pre..me.pre + me.size).for_each(advise),
+        Some((pf, pt)) => {
+            advise(me.pre);
+            (pf..pt).chain(from..to).for_each(advise);
+        }
     }
 }
 
@@ -252,9 +270,12 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
             fail_slot(&s, i, f);
         }
     }
+    let mut prev = None;
     for &c in &me.children {
         let child = &nodes[c];
-        inherit_only(nodes, order, me, child.pre, child.pre + child.size);
+        let range = (child.pre, child.pre + child.size);
+        inherit_only(nodes, order, me, prev, range);
+        prev = Some(range);
         for op in child.plan.iter().flat_map(|cp| &cp.premap) {
             if let Some(from) = op.inherit_from {
                 // SAFETY: advice on an area this task premapped and filled; the next fork

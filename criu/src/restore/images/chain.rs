@@ -39,19 +39,21 @@ fn broken(dir: &Path, reason: String) -> RestoreError {
 impl Parents {
     /// The parents of the images in `top` for task `pid`.
     pub(super) fn new(top: &Path, pid: u32) -> Self {
-        let mut seen = HashSet::new();
-        if let Ok(c) = std::fs::canonicalize(top) {
-            seen.insert(c);
-        }
         Parents {
             pid,
             top: top.to_path_buf(),
             levels: Vec::new(),
-            seen,
+            // The top itself goes in once a parent is looked up (most tasks never need one).
+            seen: HashSet::new(),
         }
     }
 
     fn load(&mut self, depth: usize) -> Result<(), RestoreError> {
+        if self.seen.is_empty()
+            && let Ok(c) = std::fs::canonicalize(&self.top)
+        {
+            self.seen.insert(c);
+        }
         while self.levels.len() <= depth {
             let base = self
                 .levels

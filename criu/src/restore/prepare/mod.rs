@@ -85,6 +85,101 @@ pub fn mark_cow_sources(tree: &super::plan::TreePlan, preps: &mut [Option<Prepar
     }
 }
 
+/// What `prepare` needs to know about this process, read once for the whole tree instead of
+/// once per task: its mappings (with the reservations made since), its executable's identity
+/// and its login uid.
+pub struct Ours {
+    /// `/proc/self/maps` as last read.
+    maps: Vec<compel::proc::Mapping>,
+    /// Reservations made since `maps` was read.
+    reserved: Vec<(u64, u64)>,
+    /// Device and inode of `/proc/self/exe`.
+    exe: Option<(u64, u64)>,
+    /// `/proc/self/loginuid`.
+    loginuid: Option<String>,
+}
+
+impl Ours {
+    /// Reads this process's mappings, executable and login uid.
+    ///
+    /// # Errors
+    /// [`RestoreError::Io`] when `/proc/self/maps` cannot be read.
+    pub fn read() -> Result<Ours, RestoreError> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(Ours {
+            maps: layout::self_maps()?,
+            reserved: Vec::new(),
+            exe: std::fs::metadata("/proc/self/exe")
+                .ok()
+                .map(|m| (m.dev(), m.ino())),
+            loginuid: std::fs::read_to_string("/proc/self/loginuid").ok(),
+        })
+    }
+
+    /// This kernel's special mappings here.
+    pub fn special(&self) -> Special {
+        Special::from_maps(&self.maps)
+    }
+
+    /// Reads the mappings again (something else was mapped since).
+    fn refresh(&mut self) -> Result<(), RestoreError> {
+        self.maps = layout::self_maps()?;
+        self.reserved.clear();
+        Ok(())
+    }
+
+    /// Every range in use here, as far as known.
+    fn busy(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.maps
+            .iter()
+            .map(|m| (m.start.0, m.end.0))
+            .chain(self.reserved.iter().copied())
+    }
+}
+
+/// Reserves `total` bytes free both here and in the task's layout (`theirs`). The view of our
+/// own mappings may be older than some mapping made since (the allocator's, a thread's stack):
+/// then the kernel refuses the range, and the mappings are read again for a second try.
+fn reserve(ours: &mut Ours, theirs: &[(u64, u64)], total: u64) -> Result<u64, RestoreError> {
+    let mut refreshed = false;
+    loop {
+        let mut busy: Vec<(u64, u64)> = ours.busy().collect();
+        busy.extend_from_slice(theirs);
+        let base = layout::find_gap(&busy, total)?;
+        // SAFETY: MAP_FIXED_NOREPLACE only takes the range if nothing is mapped there.
+        let r = unsafe {
+            libc::mmap(
+                base as *mut libc::c_void,
+                total as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE
+                    | libc::MAP_ANONYMOUS
+                    | libc::MAP_NORESERVE
+                    | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if r != libc::MAP_FAILED && r as u64 == base {
+            ours.reserved.push((base, base + total));
+            return Ok(base);
+        }
+        let taken = nix::errno::Errno::last() == nix::errno::Errno::EEXIST;
+        let err = RestoreError::last_sys("reserving the restore area");
+        if r != libc::MAP_FAILED {
+            // An old kernel without MAP_FIXED_NOREPLACE placed it elsewhere.
+            // SAFETY: the mapping just made, used by nothing.
+            unsafe { libc::munmap(r, total as usize) };
+            return Err(err);
+        }
+        if refreshed || !taken {
+            return Err(err);
+        }
+        ours.refresh()?;
+        refreshed = true;
+    }
+}
+
 /// Unmaps the reservation in this process.
 pub fn unmap(resv: (u64, u64)) {
     // SAFETY: the range is the reservation this module mapped; nothing of ours points into it.
@@ -100,12 +195,12 @@ pub fn prepare(
     plan: &TaskPlan,
     opts: &RestoreOptions,
     ctx: &TaskCtx,
+    ours: &mut Ours,
 ) -> Result<Prepared, RestoreError> {
     let blob = restorer_blob(opts.restorer_blob.as_deref())?;
     let entry_off = sym(&blob, "__export_restorer_main")?;
     let syscall_off = sym(&blob, "__export_restorer_syscall")?;
-    let maps = layout::self_maps()?;
-    let special = Special::from_maps(&maps);
+    let special = ours.special();
     let vdso = vdso_moves(plan, &special)?;
     if plan.threads.is_empty() {
         return Err(RestoreError::BadImage {
@@ -150,26 +245,8 @@ pub fn prepare(
         blob_size + args_size + STACK_SIZE + plan.others().len() as u64 * THREAD_STACK_SIZE;
     let total = premap_size + PAGE + restorer_len + scratch_size;
 
-    let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start.0, m.end.0)).collect();
-    busy.extend(plan.vmas.iter().map(|v| (v.start, v.end)));
-    let base = layout::find_gap(&busy, total)?;
-    // SAFETY: MAP_FIXED_NOREPLACE only takes the range if nothing is mapped there.
-    let r = unsafe {
-        libc::mmap(
-            base as *mut libc::c_void,
-            total as usize,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE
-                | libc::MAP_ANONYMOUS
-                | libc::MAP_NORESERVE
-                | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
-    if r == libc::MAP_FAILED || r as u64 != base {
-        return Err(RestoreError::last_sys("reserving the restore area"));
-    }
+    let theirs: Vec<(u64, u64)> = plan.vmas.iter().map(|v| (v.start, v.end)).collect();
+    let base = reserve(ours, &theirs, total)?;
     let resv = (base, total);
     let lay = Reservation {
         base,
@@ -179,7 +256,7 @@ pub fn prepare(
         restorer_len,
     };
     let task = Task { plan, opts, ctx };
-    match build(task, &blob, &lay, &vdso, &xsaves, &premapped) {
+    match build(task, ours, &blob, &lay, &vdso, &xsaves, &premapped) {
         Ok(mut p) => {
             p.resv = resv;
             // Unmapped as a whole at the end: by then only the restorer and the gap page are left.
@@ -213,7 +290,7 @@ struct ServiceFds {
 }
 
 /// Opens the status pipe and the executable above every descriptor number the task uses.
-fn service_fds(plan: &TaskPlan, ctx: &TaskCtx) -> Result<ServiceFds, RestoreError> {
+fn service_fds(plan: &TaskPlan, ctx: &TaskCtx, ours: &Ours) -> Result<ServiceFds, RestoreError> {
     // Service descriptors above every target number (and above the shared ones).
     let max_fd = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
     let floor = ctx.fd_floor.max(max_fd + 1);
@@ -234,7 +311,7 @@ fn service_fds(plan: &TaskPlan, ctx: &TaskCtx) -> Result<ServiceFds, RestoreErro
         // The task is a fork of ours, so its executable is already ours: when that is the same
         // file, leave it (the kernel refuses a new exe file with EBUSY while the old one is
         // mapped, and the restored memory maps it when a program restores its own fork).
-        if !same_file_as_ours(&fd) {
+        if !same_file_as_ours(&fd, ours) {
             exe_fd = fd.as_raw_fd() as u32;
             child_only.push(fd);
         }
@@ -265,18 +342,18 @@ fn service_fds(plan: &TaskPlan, ctx: &TaskCtx) -> Result<ServiceFds, RestoreErro
 }
 
 /// Whether `fd` is the file this process runs (same device and inode as `/proc/self/exe`).
-fn same_file_as_ours(fd: &OwnedFd) -> bool {
+fn same_file_as_ours(fd: &OwnedFd, ours: &Ours) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let ours = std::fs::metadata("/proc/self/exe");
     let theirs = fd
         .try_clone()
         .and_then(|f| std::fs::File::from(f).metadata());
-    matches!((ours, theirs), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+    matches!((ours.exe, theirs), (Some(a), Ok(b)) if a == (b.dev(), b.ino()))
 }
 
 /// Builds the task's work list and its restorer's area inside the reservation `lay`.
 fn build(
     t: Task<'_>,
+    ours: &Ours,
     blob: &BlobDesc<'_>,
     lay: &Reservation,
     vdso: &[abi::Move],
@@ -286,7 +363,7 @@ fn build(
     let Task { plan, ctx, .. } = t;
     let mem = memory_plan(plan, ctx, premapped, lay.base);
     let lazy = ctx.lazy.as_ref().map(|l| l.at(premapped, &mem.premap_addr));
-    let fds = service_fds(plan, ctx)?;
+    let fds = service_fds(plan, ctx, ours)?;
     let moves: Vec<abi::Move> = premapped
         .iter()
         .zip(&mem.premap_addr)
@@ -425,12 +502,7 @@ fn build(
         guards: mem.guards.clone(),
         loginuid: plan
             .loginuid
-            .filter(|&v| {
-                std::fs::read_to_string("/proc/self/loginuid")
-                    .ok()
-                    .as_deref()
-                    != Some(&v.to_string())
-            })
+            .filter(|&v| ours.loginuid.as_deref() != Some(&v.to_string()))
             .and_then(|v| CString::new(v.to_string()).ok()),
         status_fd,
         old_rseq,

@@ -68,14 +68,23 @@ pub fn preflight_against(
     Ok(())
 }
 
-/// Our own hard limit of `res`.
+/// Our own hard limit of `res`. Read once (a syscall per limit, and each task of a tree asks
+/// for all of them): criu never changes its own hard limits, only raises a soft one.
 fn our_hard_limit(res: usize) -> Option<u64> {
-    let mut have = libc::rlimit64 {
-        rlim_cur: 0,
-        rlim_max: 0,
+    const KNOWN: usize = 16;
+    static HARD: std::sync::OnceLock<[Option<u64>; KNOWN]> = std::sync::OnceLock::new();
+    let read = |res: usize| {
+        let mut have = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit64 writes one struct into a live local.
+        (unsafe { libc::getrlimit64(res as _, &mut have) } == 0).then_some(have.rlim_max)
     };
-    // SAFETY: getrlimit64 writes one struct into a live local.
-    (unsafe { libc::getrlimit64(res as _, &mut have) } == 0).then_some(have.rlim_max)
+    if res >= KNOWN {
+        return read(res);
+    }
+    HARD.get_or_init(|| std::array::from_fn(read))[res]
 }
 
 /// `RLIMIT_NPROC` and `RLIMIT_SIGPENDING`: their default hard limits follow the machine's memory

@@ -172,3 +172,83 @@ fn macvlan_and_tun_tap_links_come_back_twice() {
         drop(v);
     });
 }
+
+/// The descriptor of `pid` open on `/dev/net/tun` and the device fdinfo says it is attached to.
+fn tun_attached(pid: i32) -> Option<String> {
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        if std::fs::read_link(e.path()).ok()? != Path::new("/dev/net/tun") {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            e.file_name().to_string_lossy()
+        ))
+        .ok()?;
+        return info
+            .lines()
+            .find_map(|l| l.strip_prefix("iff:"))
+            .map(|v| v.trim().to_string());
+    }
+    None
+}
+
+/// A tap that only the task's `/dev/net/tun` descriptor keeps (not persistent): the descriptor
+/// is dumped with the device it is attached to, the restore makes the device, the task attaches
+/// to it again and the device is not persistent any more; twice.
+#[test]
+fn a_tap_held_open_by_the_task_comes_back_attached_twice() {
+    skip_if_not_root!("a_tap_held_open_by_the_task_comes_back_attached_twice");
+    let _g = test_lock();
+    become_subreaper();
+    in_netns(|| {
+        let dir = Scratch::new();
+        let out = dir.root().join("count");
+        let ready = dir.root().join("ready");
+        let victim = env!("CARGO_BIN_EXE_criu-victim-tun");
+        let mut v = Spawned::spawn(
+            "/usr/bin/unshare",
+            &[
+                "-n",
+                "sh",
+                "-c",
+                &format!(
+                    "ip link set lo up && exec {victim} {} {}",
+                    out.display(),
+                    ready.display()
+                ),
+            ],
+            &dir.path("victim.log"),
+            None,
+        );
+        wait_file(&ready, Duration::from_secs(10));
+        let before = snapshot(v.pid());
+        assert!(
+            before
+                .iter()
+                .any(|l| l.starts_with("\"crtapf0\" kind=\"tun\"")
+                    && l.contains("persist=false")
+                    && l.contains("up=true")),
+            "{before:#?}"
+        );
+        assert_eq!(tun_attached(v.pid()).as_deref(), Some("crtapf0"));
+        for round in 0..2 {
+            let img = dir.path(&format!("img{round}"));
+            let at_dump = counts(&out);
+            dump_and_reap(&mut v, &img, &[]);
+            let pid = restore_detached(&img, &[]);
+            v = Spawned::guard(pid);
+            assert_eq!(snapshot(pid), before, "round {round}");
+            assert_eq!(
+                tun_attached(pid).as_deref(),
+                Some("crtapf0"),
+                "round {round}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(
+                counts(&out) > at_dump + 5,
+                "round {round}: the count stopped"
+            );
+        }
+        drop(v);
+    });
+}

@@ -5,8 +5,9 @@
 //! macvlan[NAME]:LOWER`: it is made on LOWER from criu's own namespace right into the tree's,
 //! with its old ifindex. A tun or tap device
 //! (`TunLinkEntry`: `IFF_TUN`/`IFF_TAP`, `IFF_NO_PI`, `IFF_VNET_HDR`, `IFF_MULTI_QUEUE`, owner
-//! and group) is made persistent again with `ip tuntap`; one that is not persistent (held open
-//! by a task, whose descriptor the files layer does not dump) is refused by name.
+//! and group, `IFF_PERSIST` when it was persistent) is made again, persistent, with `ip
+//! tuntap`; one that was held only by the tree's `/dev/net/tun` descriptors is made
+//! non-persistent again when the task attaches ([`crate::files::tun`]).
 
 use std::os::fd::OwnedFd;
 
@@ -78,6 +79,9 @@ pub(super) fn tun_entry(data: &serde_json::Value) -> TunLinkEntry {
     }
     if data["multi_queue"].as_bool() == Some(true) {
         flags |= IFF_MULTI_QUEUE;
+    }
+    if data["persist"].as_bool() == Some(true) {
+        flags |= crate::files::tun::IFF_PERSIST;
     }
     TunLinkEntry {
         flags,
@@ -193,7 +197,10 @@ mod tests {
             &serde_json::json!({"type": "tap", "pi": false, "vnet_hdr": true,
             "multi_queue": false, "persist": true, "user": "0", "group": 5}),
         );
-        assert_eq!(t.flags, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+        assert_eq!(
+            t.flags,
+            IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | crate::files::tun::IFF_PERSIST
+        );
         assert_eq!((t.owner, t.group), (0, 5));
         let mut msg = SAVE_MAGIC.to_ne_bytes().to_vec();
         msg.extend(28u32.to_ne_bytes());

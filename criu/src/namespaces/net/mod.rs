@@ -159,7 +159,7 @@ pub enum NetError {
         /// The first task outside the root's namespace.
         pid: i32,
     },
-    /// A link of a kind that is not dumped (only loopback and veth are).
+    /// A link of a kind that is not dumped.
     #[error(
         "unsupported: network namespace: link {name} is a {kind} (only loopback, veth, macvlan \
          and persistent tun/tap links are restored)"
@@ -501,13 +501,8 @@ fn dump_ns(id: u32, dir: &Path) -> Result<(), NetError> {
             "loopback" => ND_LOOPBACK,
             "veth" => ND_VETH,
             "macvlan" => ND_MACVLAN,
-            "tun" if l.data["persist"].as_bool() == Some(true) => ND_TUN,
-            "tun" => {
-                return Err(NetError::LinkKind {
-                    name: l.name.clone(),
-                    kind: "tun/tap device held open by a task (not persistent)".into(),
-                });
-            }
+            // Persistent, or held by the tree's `/dev/net/tun` descriptors (files::tun).
+            "tun" => ND_TUN,
             k => {
                 return Err(NetError::LinkKind {
                     name: l.name.clone(),

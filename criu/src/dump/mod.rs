@@ -155,8 +155,6 @@ fn dump_inner(
     }
     let prev = track::parent_record(dir, opts.prev_images_dir.as_deref());
     crate::stats::reset();
-    // The first infection's one-time work (decoding the vDSO, CPUID) runs meanwhile.
-    let warm = compel::warm_up();
     let t0 = Instant::now();
     // Every process of the tree, the root first; each detaches on every return path (compel's
     // Task does on drop), so the tree runs on if anything fails.
@@ -200,7 +198,6 @@ fn dump_inner(
     files
         .finish_sockets(opts.ext_unix_sk.then_some(&[][..]))
         .map_err(|e| e.at("collecting the process state"))?;
-    let _ = warm.map(|w| w.join());
     let collected = t0.elapsed();
     let mnt_ns_id = ids::task_ids(&procs[0].ns, &procs[0].own_ns, 0).mnt_ns_id;
     crate::namespaces::mnt::dump_for_tree(

@@ -98,17 +98,39 @@ pub(crate) fn fork3(args: &CloneArgs) -> i64 {
     }
 }
 
-/// Forks a child with pid `pid` (sharing what `flags` say); 0 in the child.
-fn fork_with_pid(pid: i32, flags: u64) -> Result<i32, Fail> {
-    let tid = [pid];
+/// Forks a child with pids `tids` (its own namespace's first, out to the root's; sharing what
+/// `flags` say); 0 in the child.
+fn fork_with_pid(tids: &[i32], flags: u64) -> Result<i32, Fail> {
     let args = CloneArgs {
         flags,
         exit_signal: libc::SIGCHLD as u64,
-        set_tid: tid.as_ptr() as u64,
-        set_tid_size: 1,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: tids.len() as u64,
         ..Default::default()
     };
+    let pid = tids.first().copied().unwrap_or(0);
     ok(CHILD_CLONE, fork3(&args), pid as u64).map(|r| r as i32)
+}
+
+/// Enters namespace `j` (`--join-ns`), then closes the engine's descriptor of it.
+fn join_ns(j: &JoinNs) -> Result<(), Fail> {
+    if j.fd >= 0 {
+        // SAFETY: setns on a descriptor inherited from the engine; this task is single-threaded
+        // and shares no fs info, as entering a mount or user namespace needs.
+        let r = unsafe { libc::setns(j.fd, j.nstype) };
+        ok(CHILD_JOIN_NS, r as libc::c_long, j.nstype as u64)?;
+        // SAFETY: the descriptor is this task's copy, not needed any more.
+        unsafe { libc::close(j.fd) };
+    }
+    if let Some((uid, gid)) = j.ids {
+        // SAFETY: changes only this task's credentials (the restorer sets the saved ones).
+        let r = unsafe { libc::setresgid(gid, gid, gid) };
+        ok(CHILD_JOIN_NS, r as libc::c_long, gid as u64)?;
+        // SAFETY: as above.
+        let r = unsafe { libc::setresuid(uid, uid, uid) };
+        ok(CHILD_JOIN_NS, r as libc::c_long, uid as u64)?;
+    }
+    Ok(())
 }
 
 fn session(op: SessionOp) -> Result<(), Fail> {
@@ -222,6 +244,11 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     if me.zombie.is_none() {
         wait_or_quit(&s, &slot.go);
     }
+    for j in &me.join {
+        if let Err(f) = join_ns(j) {
+            fail_slot(&s, i, f);
+        }
+    }
     if let Some(l) = me.leader {
         wait_or_quit(&s, &s.slot(l).grouped);
     }
@@ -275,7 +302,11 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
         if child.share_fs {
             flags |= libc::CLONE_FS as u64;
         }
-        match fork_with_pid(child.pid, flags) {
+        // One level below this task: the init of a pid namespace this task made.
+        if child.tids.len() > me.tids.len() {
+            flags |= libc::CLONE_NEWPID as u64;
+        }
+        match fork_with_pid(&child.tids, flags) {
             Ok(0) => run(nodes, order, s, c),
             Ok(_) => {}
             Err(f) => fail_slot(&s, i, f),

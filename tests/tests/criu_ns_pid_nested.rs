@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use compel_criu_tests::{
     Exit, Scratch, Spawned, become_subreaper, children_of, criu, criu_victim, dump_and_reap,
-    guards, pid_exists, proc_state, ready_numbers, restore_detached, skip_if_not_root, test_lock,
-    tracer_pid, wait_exit_timeout, wait_file,
+    guards, ns_ino, pid_exists, proc_state, ready_numbers, restore_detached, skip_if_not_root,
+    test_lock, tracer_pid, wait_exit_timeout, wait_file,
 };
 
 /// The `NSpid` of `pid` (as we see it first).
@@ -182,6 +182,15 @@ fn a_pid_namespace_below_a_root_in_ours_comes_back() {
     let _r = Spawned::guard(root);
     let after = tree_levels_all(root);
     assert_eq!(after, before, "pids at every level");
+    // unshare's pid namespace for children is its child's again (it made it for that child).
+    let unshare = children_of(root)[0];
+    let init = children_of(unshare)[0];
+    assert_eq!(
+        ns_ino(unshare, "pid_for_children"),
+        ns_ino(init, "pid"),
+        "unshare's pid namespace for children"
+    );
+    assert_ne!(ns_ino(unshare, "pid"), ns_ino(init, "pid"));
     drop(_r);
     let _ = wait_exit_timeout(root, Duration::from_secs(1));
 }

@@ -521,7 +521,7 @@ pub(crate) struct Prepared {
     /// namespace.
     root_join: Vec<Join>,
     /// Tasks in pid namespaces below the root's: their pids at every level.
-    levels: std::collections::HashMap<u32, Vec<u32>>,
+    levels: pid_levels::Nested,
 }
 
 /// The kind ids of a `TaskKobjIdsEntry` in [`Kind::ALL`] order.
@@ -813,7 +813,7 @@ impl Prepared {
 
     /// Tasks in pid namespaces below the root's: the pid in the root's namespace → the pids
     /// from there down.
-    pub(crate) fn levels(&self) -> &std::collections::HashMap<u32, Vec<u32>> {
+    pub(crate) fn levels(&self) -> &pid_levels::Nested {
         &self.levels
     }
 

@@ -114,7 +114,45 @@ pub(crate) fn check(tree: &[PstreeEntry], levels: &HashMap<u32, Vec<u32>>) -> Re
     Ok(())
 }
 
-/// Writes [`FILE`] for the tasks of `tree` with more than one level (none: no file).
+/// The inode of `/proc/PID/ns/NAME`.
+fn ns_ino(pid: u32, name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/{name}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Tasks of `tree` (pids as criu sees them) whose pid namespace for children is not their own
+/// (`unshare(CLONE_NEWPID)`) but that of a child of theirs, the init of that namespace: task →
+/// that child. Another such task (none of its children is the init) is only warned about: its
+/// children made after a restore go to its own namespace.
+fn for_children(tree: &[PstreeEntry]) -> HashMap<u32, u32> {
+    let mut out = HashMap::new();
+    for t in tree {
+        let Some(fc) = ns_ino(t.pid, "pid_for_children") else {
+            continue;
+        };
+        if Some(fc) == ns_ino(t.pid, "pid") {
+            continue;
+        }
+        match tree
+            .iter()
+            .find(|c| c.ppid == t.pid && ns_ino(c.pid, "pid") == Some(fc))
+        {
+            Some(c) => {
+                out.insert(t.pid, c.pid);
+            }
+            None => tracing::warn!(
+                pid = t.pid,
+                "its pid namespace for children is none of its children's: not kept"
+            ),
+        }
+    }
+    out
+}
+
+/// Writes [`FILE`] for the tasks of `tree` with more than one level (none: no file), and the
+/// tasks whose pid namespace for children is a child's.
 ///
 /// # Errors
 /// [`NsError::Io`].
@@ -123,6 +161,11 @@ pub(crate) fn write(
     tree: &[PstreeEntry],
     levels: &HashMap<u32, Vec<u32>>,
 ) -> Result<(), NsError> {
+    let top = |p: u32| levels.get(&p).and_then(|l| l.first()).copied().unwrap_or(p);
+    let fc: Vec<Value> = for_children(tree)
+        .into_iter()
+        .map(|(t, c)| json!({ "pid": top(t), "child": top(c) }))
+        .collect();
     let tasks: Vec<Value> = tree
         .iter()
         .filter_map(|t| levels.get(&t.pid).filter(|l| l.len() > 1))
@@ -132,22 +175,30 @@ pub(crate) fn write(
         return Ok(());
     }
     tracing::info!(tasks = tasks.len(), "tasks in nested pid namespaces");
-    let text = serde_json::to_vec_pretty(&json!({ "tasks": tasks }))
+    let text = serde_json::to_vec_pretty(&json!({ "tasks": tasks, "for_children": fc }))
         .map_err(|e| NsError::bad(K, FILE, format!("encoding: {e}")))?;
     std::fs::write(dir.join(FILE), text).map_err(|e| NsError::io(K, format!("writing {FILE}"), e))
 }
 
-/// Reads [`FILE`]: the pid in the root's namespace → the pids from there down (empty when the
-/// images have none).
+/// What [`FILE`] says: the pid in the root's namespace → the pids from there down, and the
+/// tasks whose pid namespace for children is a child's (task → child, pids in the root's
+/// namespace).
+#[derive(Default)]
+pub(crate) struct Nested {
+    pub(crate) levels: HashMap<u32, Vec<u32>>,
+    pub(crate) for_children: HashMap<u32, u32>,
+}
+
+/// Reads [`FILE`] (empty when the images have none).
 ///
 /// # Errors
 /// [`NsError::Io`], [`NsError::BadImage`] for a malformed file (a pid of 0, a list whose first
 /// entry is not the task's pid, deeper than the kernel allows).
-pub(crate) fn read(dir: &Path) -> Result<HashMap<u32, Vec<u32>>, NsError> {
+pub(crate) fn read(dir: &Path) -> Result<Nested, NsError> {
     let path = dir.join(FILE);
     let text = match std::fs::read(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Nested::default()),
         Err(e) => return Err(NsError::io(K, format!("reading {FILE}"), e)),
     };
     let bad = |why: String| NsError::bad(K, FILE, why);
@@ -184,7 +235,28 @@ pub(crate) fn read(dir: &Path) -> Result<HashMap<u32, Vec<u32>>, NsError> {
         }
         out.insert(pid, levels);
     }
-    Ok(out)
+    let mut for_children = HashMap::new();
+    for e in v
+        .get("for_children")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let num = |k: &str| {
+            e.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|&p| p > 0)
+        };
+        let (Some(p), Some(c)) = (num("pid"), num("child")) else {
+            return Err(bad("a for_children entry without pid and child".into()));
+        };
+        for_children.insert(p, c);
+    }
+    Ok(Nested {
+        levels: out,
+        for_children,
+    })
 }
 
 /// Gives each node of the tree (its pid in the root's namespace in [`Node::pid`], `parent` its
@@ -198,10 +270,20 @@ pub(crate) fn read(dir: &Path) -> Result<HashMap<u32, Vec<u32>>, NsError> {
 pub(crate) fn apply(
     nodes: &mut [Node],
     parent: &[Option<usize>],
-    levels: &HashMap<u32, Vec<u32>>,
+    nested: &Nested,
 ) -> Result<(), NsError> {
+    let levels = &nested.levels;
     if levels.is_empty() {
         return Ok(());
+    }
+    // A task whose pid namespace for children is a child's enters it once its children exist.
+    let tops: Vec<i32> = nodes.iter().map(|n| n.pid).collect();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n.enter_child_ns = nested
+            .for_children
+            .get(&(tops[i] as u32))
+            .and_then(|&c| tops.iter().position(|&p| p == c as i32))
+            .filter(|&c| parent.get(c).copied().flatten() == Some(i));
     }
     let at = |pid: i32| -> Vec<i32> {
         levels
@@ -261,8 +343,14 @@ mod tests {
         let d = tempdir();
         std::fs::write(d.join(FILE), r#"{"tasks":[{"pid":5,"nspid":[6,1]}]}"#).unwrap();
         assert!(read(&d).is_err());
-        std::fs::write(d.join(FILE), r#"{"tasks":[{"pid":5,"nspid":[5,1]}]}"#).unwrap();
-        assert_eq!(read(&d).unwrap()[&5], [5, 1]);
+        std::fs::write(
+            d.join(FILE),
+            r#"{"tasks":[{"pid":5,"nspid":[5,1]}],"for_children":[{"pid":4,"child":5}]}"#,
+        )
+        .unwrap();
+        let n = read(&d).unwrap();
+        assert_eq!(n.levels[&5], [5, 1]);
+        assert_eq!(n.for_children[&4], 5);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

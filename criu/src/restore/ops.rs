@@ -273,6 +273,9 @@ pub struct FillHelper {
 pub struct Node {
     /// Its pid as its parent sees it.
     pub pid: i32,
+    /// Its child (index) whose pid namespace it enters once its children exist: its pid namespace
+    /// for children was that one (`unshare(CLONE_NEWPID)`, then the child, its init).
+    pub enter_child_ns: Option<usize>,
     /// Namespaces it enters itself before anything else (the root: `--join-ns mnt|user`).
     pub join: Vec<JoinNs>,
     /// Its pids from its own pid namespace out to the root's (`clone3`'s `set_tid`): one unless

@@ -111,6 +111,7 @@ pub(super) fn spawn(
         nodes.push(ops::Node {
             pid: t.pid,
             tids: vec![t.pid],
+            enter_child_ns: None,
             join: if i == 0 {
                 namespaces.root_joins()
             } else {

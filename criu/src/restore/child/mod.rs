@@ -99,10 +99,11 @@ pub(crate) fn fork3(args: &CloneArgs) -> i64 {
 }
 
 /// Forks a child with pids `tids` (its own namespace's first, out to the root's; sharing what
-/// `flags` say); 0 in the child.
-fn fork_with_pid(tids: &[i32], flags: u64) -> Result<i32, Fail> {
+/// `flags` say; with `CLONE_PIDFD` its pidfd goes into `pidfd`); 0 in the child.
+fn fork_with_pid(tids: &[i32], flags: u64, pidfd: &mut i32) -> Result<i32, Fail> {
     let args = CloneArgs {
         flags,
+        pidfd: pidfd as *mut i32 as u64,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: tids.as_ptr() as u64,
         set_tid_size: tids.len() as u64,
@@ -279,6 +280,8 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
             fail_slot(&s, i, f);
         }
     }
+    // The pidfd of the child whose pid namespace becomes this task's for its children.
+    let mut child_ns: i32 = -1;
     for &c in &me.children {
         let child = &nodes[c];
         inherit_only(nodes, order, me, child.pre, child.pre + child.size);
@@ -306,7 +309,11 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
         if child.tids.len() > me.tids.len() {
             flags |= libc::CLONE_NEWPID as u64;
         }
-        match fork_with_pid(&child.tids, flags) {
+        let keep = me.enter_child_ns == Some(c);
+        if keep {
+            flags |= libc::CLONE_PIDFD as u64;
+        }
+        match fork_with_pid(&child.tids, flags, &mut child_ns) {
             Ok(0) => run(nodes, order, s, c),
             Ok(_) => {}
             Err(f) => fail_slot(&s, i, f),
@@ -331,6 +338,15 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
                 libc::MADV_DOFORK,
             )
         };
+    }
+    if child_ns >= 0 {
+        // SAFETY: setns on the pidfd of our child: only where our next children go changes.
+        let r = unsafe { libc::setns(child_ns, libc::CLONE_NEWPID) };
+        if let Err(f) = ok(CHILD_JOIN_NS, r as libc::c_long, libc::CLONE_NEWPID as u64) {
+            fail_slot(&s, i, f);
+        }
+        // SAFETY: our own descriptor, not needed any more.
+        unsafe { libc::close(child_ns) };
     }
     for &c in &me.children {
         wait_or_quit(&s, &s.slot(c).created);

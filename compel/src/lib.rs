@@ -45,7 +45,6 @@ mod spin;
 pub mod syscall_stop;
 mod task;
 pub mod vdso;
-mod warm;
 
 pub use compel_arch::{UserRegs, syscall_name, syscall_number};
 pub use error::TaskError;
@@ -53,4 +52,3 @@ pub use mem::RemoteAddr;
 pub use task::{
     InitialStop, Resume, SeizeOptions, SyscallMethod, Task, TaskState, Xsave, classify,
 };
-pub use warm::warm_up;

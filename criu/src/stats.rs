@@ -35,6 +35,8 @@ static MEMWRITE_NS: AtomicU64 = AtomicU64::new(0);
 /// Shared-memory pages (memfd content) scanned and written outside the task page dump.
 static SHPAGES_SCANNED: AtomicU64 = AtomicU64::new(0);
 static SHPAGES_WRITTEN: AtomicU64 = AtomicU64::new(0);
+/// Time spent finding watched inodes' paths by scanning (CRIU's irmap).
+static IRMAP_NS: AtomicU64 = AtomicU64::new(0);
 
 /// Sets the counters of this process back to zero (at the start of a dump).
 pub(crate) fn reset() {
@@ -43,6 +45,7 @@ pub(crate) fn reset() {
         &MEMWRITE_NS,
         &SHPAGES_SCANNED,
         &SHPAGES_WRITTEN,
+        &IRMAP_NS,
     ] {
         c.store(0, Ordering::Relaxed);
     }
@@ -66,6 +69,11 @@ pub(crate) fn shpages() -> (u64, u64) {
 /// Runs `f`, counting its time as reading task memory.
 pub(crate) fn memdump<T>(f: impl FnOnce() -> T) -> T {
     timed(&MEMDUMP_NS, f)
+}
+
+/// Runs `f`, counting its time as finding a path by a scan (`irmap_resolve`).
+pub(crate) fn irmap<T>(f: impl FnOnce() -> T) -> T {
+    timed(&IRMAP_NS, f)
 }
 
 /// Runs `f`, counting its time as writing pages.
@@ -117,9 +125,8 @@ pub(crate) fn dump_entry(c: &DumpCounts) -> StatsEntry {
             pages_scanned: c.pages_scanned,
             pages_skipped_parent: c.pages_skipped_parent,
             pages_written: c.pages_written,
-            // As CRIU writes them: every optional field present. No inotify path resolution
-            // (irmap) and no page pipes here.
-            irmap_resolve: Some(0),
+            // As CRIU writes them: every optional field present (no page pipes here).
+            irmap_resolve: Some(us_of(&IRMAP_NS)),
             pages_lazy: 0,
             page_pipes: Some(0),
             page_pipe_bufs: Some(0),

@@ -69,3 +69,47 @@ pub fn build_c_host(dir: &Path, name: &str, text: &str) -> PathBuf {
     );
     out
 }
+
+/// Builds libcriu (same profile and target dir as the running test) and returns its directory.
+///
+/// # Panics
+/// If the build fails.
+pub fn build_libcriu() -> PathBuf {
+    let dir = bin_dir();
+    let target = dir.parent().expect("a target dir").to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "libcriu"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if dir.file_name().and_then(|p| p.to_str()) == Some("release") {
+        cmd.arg("--release");
+    }
+    run_ok(&mut cmd);
+    assert!(dir.join("libcriu.so").exists(), "libcriu.so was not built");
+    dir
+}
+
+/// Compiles `tests/c/NAME.c` (a client of CRIU's libcriu interface) as `work/NAME` with gcc
+/// against our `criu.h`, linked with our libcriu.so.
+///
+/// # Panics
+/// If building libcriu or compiling fails.
+pub fn build_libcriu_client(work: &Path, name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = build_libcriu();
+    let include = root.join("../criu/libcriu/include");
+    let exe = work.join(name);
+    run_ok(
+        Command::new("gcc")
+            .args(["-Wall", "-Werror"])
+            .arg(format!("-I{}", include.display()))
+            .arg(root.join(format!("c/{name}.c")))
+            .arg("-o")
+            .arg(&exe)
+            .arg(format!("-L{}", lib.display()))
+            .arg("-lcriu")
+            .arg(format!("-Wl,-rpath,{}", lib.display())),
+    );
+    exe
+}

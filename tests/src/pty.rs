@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::{signal, wait_file};
+use crate::{Spawned, criu_dump, dump_and_reap, signal, wait_file};
 
 /// A pty of the test's own: (master, slave path).
 ///
@@ -62,4 +62,43 @@ pub fn talk(pid: i32, master: &OwnedFd, out: &Path) -> (String, String) {
         }
     }
     (verdict, String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// Starts `criu-victim-orphan-pts` on the pty slave `slave` and waits for it to be ready.
+pub fn spawn_orphan_pts_victim(d: &Path, slave: &str) -> Spawned {
+    let (out, ready) = (d.join("out"), d.join("ready"));
+    let v = Spawned::spawn(
+        crate::bin_dir().join("criu-victim-orphan-pts"),
+        &[out.to_str().unwrap(), ready.to_str().unwrap(), slave],
+        &d.join("victim.log"),
+        None,
+    );
+    wait_file(&ready, Duration::from_secs(10));
+    v
+}
+
+/// Dumps an orphan-pts victim (a pty slave whose master is outside its tree) into `D/img`:
+/// refused without `--orphan-pts-master`, done with it; its master is closed after. Returns
+/// its pid (reaped) and the images directory.
+///
+/// # Panics
+/// If a step fails.
+pub fn dump_orphan_pts_victim(d: &Path) -> (i32, std::path::PathBuf) {
+    let (master, slave) = pty();
+    let mut v = spawn_orphan_pts_victim(d, &slave);
+    let (verdict, seen) = talk(v.pid(), &master, &d.join("out"));
+    assert!(verdict.starts_with("ok"), "before the dump: {verdict}");
+    assert!(seen.contains("pong"), "the master read {seen:?}");
+    let img = d.join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let o = criu_dump(v.pid(), &img, &["-o", "dump.log"]);
+    assert!(
+        !o.status.success(),
+        "an orphan slave was dumped without the option"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--orphan-pts-master"), "stderr: {err}");
+    dump_and_reap(&mut v, &img, &["--orphan-pts-master"]);
+    drop(master);
+    (v.pid(), img)
 }

@@ -110,6 +110,17 @@ fn inotify_watch_whose_handle_does_not_open_is_found_by_a_path_scan() {
         .next()
         .expect("a watch");
     assert_eq!(wd.f_handle.path.as_deref(), file.to_str());
+    // The scan's time is the dump's irmap_resolve, as CRIU counts it.
+    let stats = criu_images::read_all::<criu_images::pb::StatsEntry>(
+        img.join("stats-dump"),
+        criu_images::magic::STATS,
+    )
+    .expect("read stats-dump");
+    let irmap = stats
+        .first()
+        .and_then(|s| s.dump.as_ref())
+        .and_then(|d| d.irmap_resolve);
+    assert!(irmap.is_some_and(|t| t > 0), "irmap_resolve {irmap:?}");
     let restored = restore_detached(&img, &[]);
     let r = Spawned::guard(restored);
     assert_eq!(ask_check(r.pid(), &out), "ok");

@@ -6,49 +6,15 @@
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
 use std::time::Duration;
 
+use compel_criu_tests::pty::dump_orphan_pts_victim;
 use compel_criu_tests::{
-    Spawned, Swrk, become_subreaper, criu_dump, dump_and_reap, pty, restore_detached,
-    skip_if_not_root, talk, test_lock, wait_file,
+    Spawned, Swrk, become_subreaper, restore_detached, skip_if_not_root, talk, test_lock, wait_file,
 };
 use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use prost::Message;
-
-fn spawn(d: &Path, slave: &str) -> Spawned {
-    let (out, ready) = (d.join("out"), d.join("ready"));
-    let v = Spawned::spawn(
-        env!("CARGO_BIN_EXE_criu-victim-orphan-pts"),
-        &[out.to_str().unwrap(), ready.to_str().unwrap(), slave],
-        &d.join("victim.log"),
-        None,
-    );
-    wait_file(&ready, Duration::from_secs(10));
-    v
-}
-
-/// Dumps a victim whose slave's master we hold, then closes that master.
-fn dumped(d: &Path) -> (i32, std::path::PathBuf) {
-    let (master, slave) = pty();
-    let mut v = spawn(d, &slave);
-    let (verdict, seen) = talk(v.pid(), &master, &d.join("out"));
-    assert!(verdict.starts_with("ok"), "before the dump: {verdict}");
-    assert!(seen.contains("pong"), "the master read {seen:?}");
-    let img = d.join("img");
-    std::fs::create_dir_all(&img).unwrap();
-    let o = criu_dump(v.pid(), &img, &["-o", "dump.log"]);
-    assert!(
-        !o.status.success(),
-        "an orphan slave was dumped without the option"
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--orphan-pts-master"), "stderr: {err}");
-    dump_and_reap(&mut v, &img, &["--orphan-pts-master"]);
-    drop(master);
-    (v.pid(), img)
-}
 
 #[test]
 fn the_action_script_gets_the_new_master_as_its_stdin() {
@@ -56,7 +22,7 @@ fn the_action_script_gets_the_new_master_as_its_stdin() {
     let _g = test_lock();
     become_subreaper();
     let d = tempfile::tempdir().unwrap();
-    let (pid, img) = dumped(d.path());
+    let (pid, img) = dump_orphan_pts_victim(d.path());
     // The script hands the master on to a process that keeps it, whose pid it writes down.
     let script = d.path().join("hook.sh");
     let holder = d.path().join("holder.pid");
@@ -134,7 +100,7 @@ fn the_rpc_client_gets_the_new_master_with_the_notification() {
     let _g = test_lock();
     become_subreaper();
     let d = tempfile::tempdir().unwrap();
-    let (pid, img) = dumped(d.path());
+    let (pid, img) = dump_orphan_pts_victim(d.path());
     let dir = std::fs::File::open(&img).unwrap();
     let s = Swrk::start(Duration::from_secs(30));
     s.send(&CriuReq {

@@ -5,57 +5,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use compel_criu_tests::c_host::build_libcriu_client;
 use compel_criu_tests::{
-    Exit, Spawned, become_subreaper, bin_dir, criu_bin, test_lock, wait_exit_timeout, wait_file,
+    Exit, Spawned, become_subreaper, criu_bin, test_lock, wait_exit_timeout, wait_file,
 };
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Builds libcriu (same profile and target dir as this test) and returns its directory.
-fn build_libcriu() -> PathBuf {
-    let dir = bin_dir();
-    let target = dir.parent().unwrap().to_path_buf();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "libcriu"])
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.file_name().and_then(|p| p.to_str()) == Some("release") {
-        cmd.arg("--release");
-    }
-    run(&mut cmd);
-    assert!(dir.join("libcriu.so").exists());
-    dir
-}
-
-fn build_client(work: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = build_libcriu();
-    let include = root.join("../criu/libcriu/include");
-    let exe = work.join("libcriu_client");
-    run(Command::new("gcc")
-        .args(["-Wall", "-Werror"])
-        .arg(format!("-I{}", include.display()))
-        .arg(root.join("c/libcriu_client.c"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(format!("-L{}", lib.display()))
-        .arg("-lcriu")
-        .arg(format!("-Wl,-rpath,{}", lib.display())));
-    exe
-}
 
 #[test]
 fn a_c_program_on_libcriu_dumps_and_restores_a_victim() {
@@ -63,7 +19,7 @@ fn a_c_program_on_libcriu_dumps_and_restores_a_victim() {
     become_subreaper();
     let d = tempfile::tempdir().unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let client = build_client(d.path());
+    let client = build_libcriu_client(d.path(), "libcriu_client");
     let img = d.path().join("img");
     std::fs::create_dir(&img).unwrap();
     let out = d.path().join("count");

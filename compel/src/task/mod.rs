@@ -16,11 +16,6 @@ use crate::{RemoteAddr, TaskError, proc};
 pub use state::{TaskState, classify};
 use syscall::{SiteKind, SyscallSite};
 
-/// Works out (once per process) where the `syscall` instruction of this process's own vDSO
-/// is; see [`crate::warm_up`].
-pub(crate) fn own_vdso_site() -> Option<usize> {
-    syscall::own_vdso().map(|(_, off)| *off)
-}
 pub use xsave::Xsave;
 
 /// How a thread was stopped when it was seized.

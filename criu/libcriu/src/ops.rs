@@ -491,13 +491,19 @@ pub unsafe extern "C" fn criu_local_dump_iters(
         }
         Ok(fd) => {
             let mut ret;
-            let mut req = request(CriuReqType::PreDump, o, true);
+            let mut ty = CriuReqType::PreDump;
             loop {
+                // Every request is made from the set as it is now: the callback may have
+                // changed it (the next images directory, its parent), as CRIU's libcriu,
+                // whose request points at the set, sees.
+                // SAFETY: `opts` is live; no reference to it is held across the callback.
+                let o = unsafe { &*opts };
+                let req = request(ty, o, true);
                 ret = match converse(fd.as_raw_fd(), o, &req, &mut saved) {
                     Ok(r) => ok_or_ebade(&r),
                     Err(e) => e,
                 };
-                if ret != 0 {
+                if ret != 0 || ty == CriuReqType::Dump {
                     break;
                 }
                 // SAFETY: the caller's callback, called with no predump info as CRIU does.
@@ -507,18 +513,16 @@ pub unsafe extern "C" fn criu_local_dump_iters(
                     break;
                 }
                 if u == 0 {
-                    req.r#type = CriuReqType::Dump as i32;
-                    ret = match converse(fd.as_raw_fd(), o, &req, &mut saved) {
-                        Ok(r) => ok_or_ebade(&r),
-                        Err(e) => e,
-                    };
-                    break;
+                    ty = CriuReqType::Dump;
                 }
             }
             ret
         }
     };
-    swrk_wait(o);
+    // SAFETY: `opts` is live (checked above) and no other reference to it is held.
+    if let Some(o) = unsafe { opts.as_mut() } {
+        swrk_wait(o);
+    }
     set_errno(saved);
     ret
 }

@@ -155,8 +155,6 @@ fn dump_inner(
     }
     let prev = track::parent_record(dir, opts.prev_images_dir.as_deref());
     crate::stats::reset();
-    // The first infection's one-time work (decoding the vDSO, CPUID) runs meanwhile.
-    let warm = compel::warm_up();
     let t0 = Instant::now();
     // Every process of the tree, the root first; each detaches on every return path (compel's
     // Task does on drop), so the tree runs on if anything fails.
@@ -200,7 +198,6 @@ fn dump_inner(
     files
         .finish_sockets(opts.ext_unix_sk.then_some(&[][..]))
         .map_err(|e| e.at("collecting the process state"))?;
-    let _ = warm.map(|w| w.join());
     let collected = t0.elapsed();
     let mnt_ns_id = ids::task_ids(&procs[0].ns, &procs[0].own_ns, 0).mnt_ns_id;
     crate::namespaces::mnt::dump_for_tree(
@@ -231,9 +228,35 @@ fn dump_inner(
         ),
         None => None,
     };
+    // Membership by the pids criu sees (a pid namespace's dump rewrites them later), so that
+    // each core is written with its set.
+    let mut cgroups = crate::namespaces::cgroup::collect(
+        procs
+            .iter()
+            .map(|p| p.pid)
+            .chain(zombies.iter().map(|z| z.0)),
+    )
+    .map_err(|e| DumpError::from(e).at("dumping the cgroups"))?;
+    let root_set = cgroups.set_of(pid);
+    crate::namespaces::cgroup_ns::add_prefixes(
+        pid,
+        &root_ns,
+        &own_ns,
+        &mut cgroups.entry,
+        root_set,
+    )
+    .map_err(|e| DumpError::from(e).at("dumping the namespaces"))?;
     let before_write = t0.elapsed();
-    let (stats, shared_stats) = write_images(dir, &procs, &zombies, &files, &trackers, ps.as_mut())
-        .map_err(|e| e.at("writing the images"))?;
+    let (stats, shared_stats) = write_images(
+        dir,
+        &procs,
+        &zombies,
+        &files,
+        &trackers,
+        &cgroups,
+        ps.as_mut(),
+    )
+    .map_err(|e| e.at("writing the images"))?;
     if let Some(ps) = ps {
         ps.close()
             .map_err(|e| DumpError::from(e).at("closing the page server session"))?;
@@ -246,7 +269,7 @@ fn dump_inner(
     let written = t0.elapsed();
     crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir, &external)
         .map_err(|e| DumpError::from(e).at("dumping the namespaces"))?;
-    crate::namespaces::cgroup_props::dump(dir, &opts.cgroup_dump_cfg())
+    crate::namespaces::cgroup_props::dump(dir, &opts.cgroup_dump_cfg(), cgroups.entry)
         .map_err(|e| DumpError::from(e).at("dumping the cgroups"))?;
     let frozen_us = t0.elapsed().as_micros() as u64;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;

@@ -117,6 +117,7 @@ pub(super) fn write_images(
     zombies: &[(i32, proc::ProcStat)],
     files: &files::FileTable,
     trackers: &super::track::Trackers,
+    cgroups: &crate::namespaces::cgroup::CgroupSets,
     mut ps: Option<&mut crate::pageserver::PageClient>,
 ) -> Result<(pages::PageStats, pages::PageStats), DumpError> {
     let img = ImageDir::new(dir);
@@ -210,6 +211,11 @@ pub(super) fn write_images(
                 th.seccomp_mode = Some(t.seccomp_mode as i32);
                 th.seccomp_filter = seccomp_table.add(&t.seccomp_filters);
             }
+            if t.tid == pid
+                && let Some(tc) = core.tc.as_mut()
+            {
+                tc.cg_set = cgroups.set_of(pid);
+            }
             img.write_core(t.tid as u32, &core)?;
         }
         let mut task_ids = ids::task_ids(&process.ns, own_ns, 0);
@@ -252,7 +258,11 @@ pub(super) fn write_images(
             sid: st.sid as u32,
             threads: vec![*z as u32],
         });
-        img.write_core(*z as u32, &core::zombie_core(st))?;
+        let mut core = core::zombie_core(st);
+        if let Some(tc) = core.tc.as_mut() {
+            tc.cg_set = cgroups.set_of(*z);
+        }
+        img.write_core(*z as u32, &core)?;
     }
     shared.check_unmapped()?;
     let shared_stats = shared.write(dir, 1 + procs.len() as u32)?;

@@ -451,7 +451,7 @@ impl InetDump {
                 } else {
                     None
                 },
-                ..read_ip_opts(raw, family, &w)?
+                ..read_ip_opts(raw, family, ty as i32, &w)?
             }),
             ifname: None,
             ns_id: None,

@@ -218,8 +218,14 @@ fn mounts_of(s_dev: u32) -> Result<Vec<Vec<u8>>, String> {
 
 /// A path of inode `ino` on kernel device `s_dev`, found by walking the mounts of that device
 /// breadth first (not following symlinks, not entering other file systems), comparing each
-/// entry's inode number; at most [`SCAN_MAX`] entries are looked at.
+/// entry's inode number; at most [`SCAN_MAX`] entries are looked at. Its time is the dump's
+/// `irmap_resolve`.
 fn scan(s_dev: u32, ino: u64) -> Option<String> {
+    crate::stats::irmap(|| scan_mounts(s_dev, ino))
+}
+
+/// [`scan`], untimed.
+fn scan_mounts(s_dev: u32, ino: u64) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::DirEntryExt;
     let mut seen = 0usize;

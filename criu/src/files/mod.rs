@@ -84,6 +84,7 @@ pub mod sockets;
 pub mod tcp;
 pub mod timerfd;
 pub mod tty;
+pub mod tun;
 pub mod unix;
 
 /// The kinds of open file, in the order the dump asks them whether they take a descriptor.
@@ -92,6 +93,7 @@ pub mod unix;
 pub fn kinds() -> Vec<Box<dyn FileKind>> {
     vec![
         Box::new(pipe::Pipe::default()),
+        Box::new(tun::Tun),
         Box::new(eventfd::EventFd),
         Box::new(signalfd::SignalFd),
         Box::new(timerfd::TimerFd),

@@ -13,7 +13,10 @@
 //! its process's leader exists only once the restorer has made it, just before the tree
 //! resumes: the task holds a placeholder pidfd at the number until then, and the engine opens
 //! the thread's pidfd in the task (`pidfd_open` and `dup3` run through ptrace while every
-//! thread is stopped) before it lets the tree go ([`open_thread_pidfds`]).
+//! thread is stopped) before it lets the tree go ([`open_thread_pidfds`]). A thread's pidfd
+//! several processes hold (inherited over `fork`) is opened in the first of them; the others
+//! take that same open file from it (`pidfd_getfd`, run in each through ptrace), so it stays
+//! one file.
 #![allow(unsafe_code)]
 
 use std::os::unix::fs::MetadataExt;
@@ -221,19 +224,29 @@ impl RestoreFile for PidfdFile {
     }
 }
 
+/// Where the thread pidfds opened so far live, by file id: the pid (in the tree's own
+/// numbering) and descriptor of the first task that holds each ([`open_thread_pidfds`]).
+pub(crate) type ThreadPidfds = std::collections::HashMap<u32, (i32, i32)>;
+
 /// Opens the pidfds of threads other than leaders ([`RestoreFile::thread_pidfd`]) in the
-/// restored task `pid` (the host's pid of its leader, ptrace-stopped with every thread made),
-/// at the numbers their placeholders hold: `pidfd_open` of the thread, `dup3` onto the number
-/// (and onto every descriptor that duplicates it), `close` of the new number, each run through
-/// the `syscall` instruction at `insn`. The pids are the task's own (the calls run in it).
+/// restored task `pid` (the host's pid of its leader, ptrace-stopped with every thread made;
+/// `ns_pid` its pid in the tree), at the numbers their placeholders hold: `pidfd_open` of the
+/// thread, `dup3` onto the number (and onto every descriptor that duplicates it), `close` of
+/// the new number, each run through the `syscall` instruction at `insn`. The pids are the
+/// task's own (the calls run in it). A file another task already opened (`opened`) is taken
+/// from that task instead (`pidfd_open` of it, `pidfd_getfd`), so that both hold one open file;
+/// if the kernel refuses that (the tasks' credentials), the task opens a pidfd of its own, and
+/// the log says so.
 ///
 /// # Errors
 /// [`RestoreError::Trace`] when running a call fails, [`RestoreError::FileState`] when
 /// `pidfd_open` or `dup3` fails in the task.
 pub(crate) fn open_thread_pidfds(
     pid: i32,
+    ns_pid: i32,
     insn: u64,
     fds: &[crate::restore::plan::Fd],
+    opened: &mut ThreadPidfds,
 ) -> Result<(), RestoreError> {
     use crate::restore::plan::FdSource;
     for f in fds {
@@ -251,15 +264,26 @@ pub(crate) fn open_thread_pidfds(
                 std::io::Error::from_raw_os_error(-ret as i32)
             ),
         };
-        let made = remote(
-            pid,
-            insn,
-            compel_arch::nr::PIDFD_OPEN,
-            [tid as u64, flags as u64, 0],
-        )?;
-        if made < 0 {
-            return Err(fail("pidfd_open", made));
-        }
+        let taken = match opened.get(&f.file_id) {
+            Some(&(owner, at)) => take_from(pid, insn, owner, at)?,
+            None => None,
+        };
+        let made = match taken {
+            Some(fd) => fd,
+            None => {
+                let made = remote(
+                    pid,
+                    insn,
+                    compel_arch::nr::PIDFD_OPEN,
+                    [tid as u64, flags as u64, 0],
+                )?;
+                if made < 0 {
+                    return Err(fail("pidfd_open", made));
+                }
+                opened.entry(f.file_id).or_insert((ns_pid, f.fd));
+                made
+            }
+        };
         let dups = fds.iter().filter(|d| match d.source {
             FdSource::Dup { of } => of == f.fd,
             FdSource::File(_) => d.fd == f.fd,
@@ -277,9 +301,49 @@ pub(crate) fn open_thread_pidfds(
             }
         }
         remote(pid, insn, compel_arch::nr::CLOSE, [made as u64, 0, 0])?;
-        tracing::debug!(pid, fd = f.fd, tid, "pidfd of a thread opened");
+        tracing::debug!(
+            pid,
+            fd = f.fd,
+            tid,
+            shared = taken.is_some(),
+            "pidfd of a thread opened"
+        );
     }
     Ok(())
+}
+
+/// Takes descriptor `at` of task `owner` (a pid of the tree's numbering) into the stopped task
+/// `pid`: `pidfd_open` of the owner and `pidfd_getfd`, run in the task. The new descriptor, or
+/// `None` when the kernel refuses (logged).
+fn take_from(pid: i32, insn: u64, owner: i32, at: i32) -> Result<Option<i64>, RestoreError> {
+    let pfd = remote(pid, insn, compel_arch::nr::PIDFD_OPEN, [owner as u64, 0, 0])?;
+    if pfd < 0 {
+        tracing::warn!(
+            pid,
+            owner,
+            errno = -pfd,
+            "a thread's pidfd cannot be shared: pidfd_open of its first holder failed; opening one of its own"
+        );
+        return Ok(None);
+    }
+    let got = remote(
+        pid,
+        insn,
+        compel_arch::nr::PIDFD_GETFD,
+        [pfd as u64, at as u64, 0],
+    )?;
+    remote(pid, insn, compel_arch::nr::CLOSE, [pfd as u64, 0, 0])?;
+    if got < 0 {
+        tracing::warn!(
+            pid,
+            owner,
+            fd = at,
+            errno = -got,
+            "a thread's pidfd cannot be shared: pidfd_getfd from its first holder failed; opening one of its own"
+        );
+        return Ok(None);
+    }
+    Ok(Some(got))
 }
 
 /// Runs system call `nr` with `args` in the stopped thread `tid`; its raw result.

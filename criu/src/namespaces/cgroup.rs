@@ -2,9 +2,10 @@
 //! v2 unified one side by side, as on hybrid layouts), in CRIU's `cgroup.img`.
 //!
 //! Dump: each task's `/proc/PID/cgroup` becomes a `cg_set_entry` (set 1 is criu's own, the
-//! others numbered from 2, one per distinct membership), the task's core names its set
-//! (`tc.cg_set`), and `cgroup.img` lists the sets and the hierarchies (`cg_controller_entry`).
-//! The directories and their properties (limits) are added by [`super::cgroup_props`].
+//! others numbered from 2, one per distinct membership), read before the images are written
+//! ([`collect`]) so that the task's core names its set (`tc.cg_set`) when it is written; the
+//! sets and the hierarchies (`cg_controller_entry`) go to `cgroup.img` with the directories
+//! and their properties (limits), which [`super::cgroup_props`] adds.
 //!
 //! Restore (`--manage-cgroups`, CRIU's modes): `ignore` leaves the tasks in criu's cgroups;
 //! every other mode puts each task into its saved cgroup in each hierarchy where that differs
@@ -43,26 +44,34 @@ pub(super) fn membership(who: &str) -> Result<Vec<(String, String)>, NsError> {
     Ok(out)
 }
 
-/// Writes `cgroup.img` for the tasks of `pstree.img` (pids as criu sees them) and sets each
-/// live task's `tc.cg_set` in its core.
+/// The cgroup sets of a tree being dumped: `cgroup.img`'s entry (before
+/// [`super::cgroup_props`] adds the directories) and the set each process is in.
+pub(crate) struct CgroupSets {
+    /// `cgroup.img`'s one entry: the sets and the hierarchies.
+    pub(crate) entry: CgroupEntry,
+    /// Process pid (as criu sees it) -> its set's id (`tc.cg_set` of its core).
+    set_of: HashMap<i32, u32>,
+}
+
+impl CgroupSets {
+    /// The set of process `pid` (the id its core's `tc.cg_set` names).
+    pub(crate) fn set_of(&self, pid: i32) -> Option<u32> {
+        self.set_of.get(&pid).copied()
+    }
+}
+
+/// The cgroup sets of the processes `pids` (pids as criu sees them), read from each one's
+/// `/proc/PID/cgroup`: set 1 is criu's own, the others numbered from 2, one per distinct
+/// membership. A zombie, which has no cgroups any more, keeps criu's set.
 ///
 /// # Errors
-/// [`NsError::Io`], [`NsError::Image`].
-pub(crate) fn dump(dir: &Path) -> Result<(), NsError> {
-    let d = criu_images::ImageDir::new(dir);
-    let tree = d
-        .read_pstree()
-        .map_err(|e| NsError::image(K, names::PSTREE, e))?;
+/// [`NsError::Io`] if criu's own membership cannot be read.
+pub(crate) fn collect(pids: impl IntoIterator<Item = i32>) -> Result<CgroupSets, NsError> {
     let own = membership("self")?;
     let mut sets: Vec<Vec<(String, String)>> = vec![own.clone()];
-    for t in &tree {
-        let core_name = names::core(t.pid);
-        let mut core: CoreEntry = d
-            .read_core(t.pid)
-            .map_err(|e| NsError::image(K, core_name.clone(), e))?;
-        let Some(tc) = core.tc.as_mut() else { continue };
-        // A zombie has no cgroups any more: it keeps criu's set.
-        let m = membership(&t.pid.to_string()).unwrap_or_else(|_| own.clone());
+    let mut set_of = HashMap::new();
+    for pid in pids {
+        let m = membership(&pid.to_string()).unwrap_or_else(|_| own.clone());
         let id = match sets.iter().position(|s| *s == m) {
             Some(k) => k + 1,
             None => {
@@ -70,9 +79,7 @@ pub(crate) fn dump(dir: &Path) -> Result<(), NsError> {
                 sets.len()
             }
         };
-        tc.cg_set = Some(id as u32);
-        d.write_core(t.pid, &core)
-            .map_err(|e| NsError::image(K, core_name, e))?;
+        set_of.insert(pid, id as u32);
     }
     let mut controllers: Vec<String> = sets.iter().flatten().map(|(c, _)| c.clone()).collect();
     controllers.sort();
@@ -108,8 +115,7 @@ pub(crate) fn dump(dir: &Path) -> Result<(), NsError> {
             .collect(),
     };
     tracing::info!(sets = entry.sets.len(), "cgroups");
-    criu_images::write_all(dir.join(names::CGROUP), magic::CGROUP, [&entry])
-        .map_err(|e| NsError::image(K, names::CGROUP, e))
+    Ok(CgroupSets { entry, set_of })
 }
 
 /// Where the restored tasks go, made ready before any task exists. Dropped before

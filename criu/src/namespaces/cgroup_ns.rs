@@ -71,24 +71,33 @@ fn prefix(outer: &str, inner: &str) -> Option<Result<u32, String>> {
     Some(Ok(at as u32))
 }
 
-fn dump(ctx: &DumpCtx<'_>) -> Result<(), NsError> {
-    let pid = ctx.pid;
+/// Nothing to write of its own: the namespace's roots are the `cgns_prefix` of the root's set
+/// in `cgroup.img`, which [`add_prefixes`] sets before that image is written.
+fn dump(_ctx: &DumpCtx<'_>) -> Result<(), NsError> {
+    Ok(())
+}
+
+/// Sets `cgns_prefix` on the root's set (`set_id`) of the tree's cgroup sets `entry` when the
+/// root (`pid`, namespaces `root_ns`) has a cgroup namespace other than criu's (`own_ns`).
+///
+/// # Errors
+/// [`NsError::BadImage`] if `set_id` is not in `entry`; [`NsError::Unsupported`] naming the
+/// task when its cgroup is outside its namespace's root.
+pub(crate) fn add_prefixes(
+    pid: i32,
+    root_ns: &[(String, u64)],
+    own_ns: &[(String, u64)],
+    entry: &mut CgroupEntry,
+    set_id: Option<u32>,
+) -> Result<(), NsError> {
+    if super::ino_of(root_ns, K.name()) == super::ino_of(own_ns, K.name()) {
+        return Ok(());
+    }
+    let Some(set_id) = set_id else {
+        return Err(NsError::bad(K, names::core(pid as u32), "no cgroup set"));
+    };
     let outer = membership(pid)?;
     let inner = super::in_ns_of(pid, &[K], move || membership(pid))?;
-    let d = criu_images::ImageDir::new(ctx.dir);
-    let tree = d
-        .read_pstree()
-        .map_err(|e| NsError::image(K, names::PSTREE, e))?;
-    let root = tree.first().map(|t| t.pid).unwrap_or(0);
-    let core: CoreEntry = d
-        .read_core(root)
-        .map_err(|e| NsError::image(K, names::core(root), e))?;
-    let Some(set_id) = core.tc.as_ref().and_then(|tc| tc.cg_set) else {
-        return Err(NsError::bad(K, names::core(root), "no cgroup set"));
-    };
-    let path = ctx.dir.join(names::CGROUP);
-    let mut entry: CgroupEntry = criu_images::read_single(&path, magic::CGROUP)
-        .map_err(|e| NsError::image(K, names::CGROUP, e))?;
     let Some(set) = entry.sets.iter_mut().find(|s| s.id == set_id) else {
         return Err(NsError::bad(
             K,
@@ -115,8 +124,7 @@ fn dump(ctx: &DumpCtx<'_>) -> Result<(), NsError> {
             }
         }
     }
-    criu_images::write_all(&path, magic::CGROUP, [&entry])
-        .map_err(|e| NsError::image(K, names::CGROUP, e))
+    Ok(())
 }
 
 /// The namespace's root in each hierarchy of the root task's set: `cgroup.procs` files here.

@@ -84,19 +84,24 @@ pub(crate) fn hierarchies(
     }
 }
 
-/// Adds the directories and properties of the tree's cgroups to `cgroup.img` (written by
-/// the membership dump in `cgroup.rs`).
+/// Writes `cgroup.img`: the tree's sets (`entry`, from the membership in `cgroup.rs`) with
+/// the directories and properties of the tree's cgroups added.
 ///
 /// # Errors
 /// [`NsError::Image`], [`NsError::BadImage`] for a malformed `--cgroup-props`; [`NsError::Io`]
 /// naming the directory or property that cannot be read.
-pub(crate) fn dump(dir: &Path, cfg: &DumpCfg<'_>) -> Result<(), NsError> {
-    if cfg.mode == Some(CgroupMode::Ignore) || !dir.join(names::CGROUP).exists() {
-        return Ok(());
+pub(crate) fn dump(dir: &Path, cfg: &DumpCfg<'_>, mut entry: CgroupEntry) -> Result<(), NsError> {
+    if cfg.mode != Some(CgroupMode::Ignore) {
+        add_dirs(cfg, &mut entry)?;
     }
+    criu_images::write_all(dir.join(names::CGROUP), magic::CGROUP, [&entry])
+        .map_err(|e| NsError::image(K, names::CGROUP, e))
+}
+
+/// Adds to `entry` the directories (and their properties) below the tree's cgroups that are
+/// not criu's own, in each hierarchy mounted here.
+fn add_dirs(cfg: &DumpCfg<'_>, entry: &mut CgroupEntry) -> Result<(), NsError> {
     let lists = PropLists::from_options(cfg.props)?;
-    let mut entry: CgroupEntry = criu_images::read_single(dir.join(names::CGROUP), magic::CGROUP)
-        .map_err(|e| NsError::image(K, names::CGROUP, e))?;
     // Set 1 is criu's own.
     let own: HashMap<String, String> = entry
         .sets
@@ -132,6 +137,11 @@ pub(crate) fn dump(dir: &Path, cfg: &DumpCfg<'_>) -> Result<(), NsError> {
             };
             starts.entry(key).or_default().insert(start);
         }
+    }
+    if starts.is_empty() {
+        // The tree is in criu's own cgroups: nothing to walk (and no mount table to read).
+        tracing::info!(dirs = 0, "cgroup directories saved");
+        return Ok(());
     }
     let here = hierarchies(cfg.yard, starts.keys().cloned())?;
     let mut dirs_total = 0usize;
@@ -198,8 +208,7 @@ pub(crate) fn dump(dir: &Path, cfg: &DumpCfg<'_>) -> Result<(), NsError> {
         ctl.is_threaded = Some(threaded);
     }
     tracing::info!(dirs = dirs_total, "cgroup directories saved");
-    criu_images::write_all(dir.join(names::CGROUP), magic::CGROUP, [&entry])
-        .map_err(|e| NsError::image(K, names::CGROUP, e))
+    Ok(())
 }
 
 fn wanted(key: &str, only: &[String]) -> bool {

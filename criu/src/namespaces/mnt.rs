@@ -113,9 +113,23 @@ fn cstr(p: &str) -> Result<CString, MntError> {
 pub fn external_map(external: &[External]) -> HashMap<String, String> {
     external
         .iter()
-        .filter(|e| e.kind == "mnt")
+        .filter(|e| e.kind == "mnt" && !e.id.is_empty())
         .filter_map(|e| Some((e.id.clone(), e.value.clone()?)))
         .collect()
+}
+
+/// `--external mnt[]` / `--ext-mount-map auto` (auto), and the external masters (`m`) and
+/// sharing (`s`) flags (`mnt[]:FLAGS`; `--enable-external-masters` and `-sharing` give `-m`
+/// and `-s`: the flag alone, as CRIU).
+pub fn auto_flags(external: &[External]) -> (bool, bool, bool) {
+    let mine = || {
+        external
+            .iter()
+            .filter(|e| e.kind == "mnt" && e.id.is_empty())
+    };
+    let auto = mine().any(|e| !e.value.as_deref().unwrap_or("").starts_with('-'));
+    let has = |c: char| mine().any(|e| e.value.as_deref().unwrap_or("").contains(c));
+    (auto, has('m'), has('s'))
 }
 
 /// Dumps the mount namespace of `pid` (the tree's root) as `mountpoints-ID.img` in `dir`,
@@ -130,7 +144,26 @@ pub fn dump(pid: i32, ns_id: u32, dir: &Path, external: &[External]) -> Result<u
         source,
     })?;
     let mounts = mountinfo::parse(&text).map_err(|source| MntError::Mountinfo { pid, source })?;
-    let entries = plan::entries(&mounts, &external_map(external))?;
+    let (auto, masters, sharing) = auto_flags(external);
+    let host = if auto {
+        let text =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| MntError::Io {
+                what: "reading criu's own mountinfo".into(),
+                source,
+            })?;
+        mountinfo::parse(&text).map_err(|source| MntError::Mountinfo {
+            pid: std::process::id() as i32,
+            source,
+        })?
+    } else {
+        Vec::new()
+    };
+    let a = plan::Auto {
+        host: &host,
+        masters,
+        sharing,
+    };
+    let entries = plan::entries_with(&mounts, &external_map(external), auto.then_some(&a))?;
     // Each overlay layer must be found again: in the namespace, or on the host.
     for e in entries
         .iter()
@@ -261,7 +294,13 @@ impl MountNs {
         }
         let entries: Vec<MntEntry> = criu_images::read_all(&img, magic::MNTS)?;
         let root = root.map(|r| r.to_string_lossy().into_owned());
-        let steps = plan::steps(&entries, root.as_deref(), &external_map(external))?;
+        let (auto, masters, _) = auto_flags(external);
+        let steps = plan::steps_with(
+            &entries,
+            root.as_deref(),
+            &external_map(external),
+            plan::RestoreAuto { auto, masters },
+        )?;
         for s in &steps {
             if let Some(dev) = s.tar_dev {
                 let t = d.file(&format!("tmpfs-dev-{dev}.tar.gz"));
@@ -429,6 +468,16 @@ impl MountNs {
                         remount(&t, ro_bits).map_err(|e| e.at(&what("flags of")))?;
                     }
                 }
+                How::Bind {
+                    from,
+                    in_yard: false,
+                } if s.prop.external_master => {
+                    self.bind_from_outside(from, &t)
+                        .map_err(|e| e.at(&what("binding (keeping its master)")))?;
+                    remount(&t, ro_bits).map_err(|e| e.at(&what("flags of")))?;
+                    mount_raw(None, &t, None, libc::MS_SLAVE, None)
+                        .map_err(|e| e.at(&what("making a slave")))?;
+                }
                 How::Bind { from, in_yard } => {
                     let src = if *in_yard {
                         format!("{yard}/{from}")
@@ -450,6 +499,56 @@ impl MountNs {
             let t = self.target(&s.at).to_string_lossy().into_owned();
             mount_raw(None, &t, None, libc::MS_UNBINDABLE, None)
                 .map_err(|e| e.at(&format!("making mount {} unbindable", s.mnt_id)))?;
+        }
+        Ok(())
+    }
+
+    /// Binds `from` as criu's own namespace has it (a clone that keeps its peer group, taken
+    /// there by a helper thread: `open_tree`) onto `target` in the namespace being built.
+    fn bind_from_outside(&self, from: &str, target: &str) -> Result<(), Failed> {
+        let from_c = CString::new(from).map_err(|_| Failed(Errno::EINVAL))?;
+        let orig = self.orig.as_raw_fd();
+        let tree = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                // SAFETY: this helper thread takes its own fs information and enters criu's
+                // original mount namespace (by a descriptor we hold), then clones the mount at
+                // `from` there; the thread ends right after.
+                unsafe {
+                    if libc::unshare(libc::CLONE_FS) != 0
+                        || libc::setns(orig, libc::CLONE_NEWNS) != 0
+                    {
+                        return Err(Failed(Errno::last()));
+                    }
+                    let fd = libc::syscall(
+                        libc::SYS_open_tree,
+                        libc::AT_FDCWD,
+                        from_c.as_ptr(),
+                        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+                    );
+                    if fd < 0 {
+                        return Err(Failed(Errno::last()));
+                    }
+                    Ok(<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32))
+                }
+            })
+            .join()
+            .unwrap_or(Err(Failed(Errno::EFAULT)))
+        })?;
+        let target_c = CString::new(target).map_err(|_| Failed(Errno::EINVAL))?;
+        // SAFETY: move_mount of the detached clone we own onto a path of the namespace criu is
+        // building.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target_c.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r != 0 {
+            return Err(Failed(Errno::last()));
         }
         Ok(())
     }
@@ -591,6 +690,11 @@ pub fn take_pts_master(index: u32) -> Option<OwnedFd> {
     let i = m.iter().position(|(n, _)| *n == index)?;
     Some(m.swap_remove(i).1)
 }
+
+/// `open_tree`'s flag for a clone of the mount.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+/// `move_mount`'s flag: the source is the descriptor itself.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
 /// A failed mount call, before it is told where.
 struct Failed(Errno);

@@ -382,7 +382,7 @@ pub(crate) fn setns(fd: &impl AsRawFd, kind: Kind) -> Result<(), NsError> {
 }
 
 /// The inode of namespace `kind` in a list read by `dump::ids::ns_inodes`.
-fn ino_of(ns: &[(String, u64)], name: &str) -> Option<u64> {
+pub(crate) fn ino_of(ns: &[(String, u64)], name: &str) -> Option<u64> {
     ns.iter().find(|(k, _)| k == name).map(|e| e.1)
 }
 
@@ -477,9 +477,6 @@ pub(crate) fn dump_all(
     dir: &Path,
     external: &[crate::options::External],
 ) -> Result<(), NsError> {
-    // Membership first: it reads the tasks by the pids criu sees, which a pid namespace's
-    // dump then rewrites.
-    cgroup::dump(dir)?;
     let ids = ns_ids(root_ns, own_ns);
     // The root in criu's pid namespace: tasks below it are listed by [`pid_levels`].
     if ids[0] == Some(1) {

@@ -256,7 +256,12 @@ pub(crate) static TABLE: &[OptDef] = &[
         Ok(())
     }),
     b("force-irmap", None, accepted),
-    o("ext-mount-map", Some('M'), Arg::Required, accepted),
+    // CRIU's older spellings of `--external mnt[KEY]:VALUE` and `--external mnt[]` (auto).
+    o("ext-mount-map", Some('M'), Arg::Required, |o, g| {
+        o.external
+            .push(External::ext_mount_map(g.arg()?).ok_or_else(|| g.bad())?);
+        Ok(())
+    }),
     o("exec-cmd", None, Arg::No, accepted),
     o("manage-cgroups", None, Arg::Optional, |o, g| {
         o.manage_cgroups = Some(CgroupMode::parse(g.value).ok_or_else(|| g.bad())?);
@@ -277,8 +282,14 @@ pub(crate) static TABLE: &[OptDef] = &[
     }),
     o("skip-mnt", None, Arg::Required, accepted),
     o("enable-fs", None, Arg::Required, accepted),
-    o("enable-external-sharing", None, Arg::No, accepted),
-    o("enable-external-masters", None, Arg::No, accepted),
+    o("enable-external-sharing", None, Arg::No, |o, _| {
+        o.external.push(External::auto_mnt_flags("-s"));
+        Ok(())
+    }),
+    o("enable-external-masters", None, Arg::No, |o, _| {
+        o.external.push(External::auto_mnt_flags("-m"));
+        Ok(())
+    }),
     o("freeze-cgroup", None, Arg::Required, |o, g| {
         o.freeze_cgroup = Some(g.path()?);
         Ok(())

@@ -101,8 +101,9 @@ fn repeatable_and_ignored() {
     assert_eq!(o.timeout, 30);
     assert_eq!(o.manage_cgroups, Some(CgroupMode::Ignore));
     assert!(
-        o.ignored
-            .contains(&("ext-mount-map".to_string(), Some("auto".to_string())))
+        o.external
+            .iter()
+            .any(|e| e.kind == "mnt" && e.id.is_empty() && e.value.is_none())
     );
     assert!(
         o.ignored

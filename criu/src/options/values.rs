@@ -78,6 +78,34 @@ pub struct External {
 }
 
 impl External {
+    /// `--ext-mount-map KEY:VALUE` (`mnt[KEY]:VALUE`) or `--ext-mount-map auto` (`mnt[]`).
+    pub fn ext_mount_map(s: &str) -> Option<External> {
+        if s == "auto" {
+            return Some(External {
+                kind: "mnt".into(),
+                id: String::new(),
+                value: None,
+            });
+        }
+        let (k, v) = s.split_once(':')?;
+        Some(External {
+            kind: "mnt".into(),
+            id: k.to_string(),
+            value: Some(v.to_string()),
+        })
+    }
+
+    /// `mnt[]:FLAGS`: `m` (external masters), `s` (external sharing); `-m` and `-s` are
+    /// `--enable-external-masters` and `--enable-external-sharing` (the flag without `mnt[]`'s
+    /// auto-detection).
+    pub fn auto_mnt_flags(flags: &str) -> External {
+        External {
+            kind: "mnt".into(),
+            id: String::new(),
+            value: Some(flags.to_string()),
+        }
+    }
+
     /// Parses `KIND[ID]` or `KIND[ID]:VALUE` (`KIND` a non-empty word); `None` otherwise.
     pub fn parse(s: &str) -> Option<External> {
         let (kind, rest) = s.split_once('[')?;

@@ -198,10 +198,18 @@ pub(super) fn finish(
         })
         .collect();
     trace::run_to_sigreturn(&stopped)?;
-    // Every thread exists now: pidfds of threads replace their placeholders.
+    // Every thread exists now: pidfds of threads replace their placeholders (one open file
+    // for the tasks that share one).
+    let mut thread_pidfds = crate::files::pidfd::ThreadPidfds::new();
     for (i, t) in tree.alive() {
         if let Some(r) = &c.tasks[i] {
-            crate::files::pidfd::open_thread_pidfds(pids.host(t.pid), r.syscall_insn, &t.fds)?;
+            crate::files::pidfd::open_thread_pidfds(
+                pids.host(t.pid),
+                t.pid,
+                r.syscall_insn,
+                &t.fds,
+                &mut thread_pidfds,
+            )?;
         }
     }
     let resumable: Vec<trace::Resumable> = tree

@@ -323,9 +323,16 @@ pub fn to_options(
     ignored("evasive-devices", req.evasive_devices.is_some());
     ignored("force-irmap", req.force_irmap.is_some());
     ignored("irmap-scan-path", !req.irmap_scan_paths.is_empty());
-    ignored("auto-ext-mnt", req.auto_ext_mnt.is_some());
-    ignored("ext-sharing", req.ext_sharing.is_some());
-    ignored("ext-masters", req.ext_masters.is_some());
+    // `--ext-mount-map auto`, `--enable-external-sharing`, `--enable-external-masters`.
+    for (on, flags) in [
+        (req.auto_ext_mnt, ""),
+        (req.ext_sharing, "-s"),
+        (req.ext_masters, "-m"),
+    ] {
+        if on == Some(true) {
+            o.external.push(External::auto_mnt_flags(flags));
+        }
+    }
     ignored("skip-mnt", !req.skip_mnt.is_empty());
     ignored("enable-fs", !req.enable_fs.is_empty());
     o.skip_in_flight = flag(req.tcp_skip_in_flight, false);

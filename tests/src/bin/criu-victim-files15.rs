@@ -21,6 +21,15 @@
 //! - `inotify-scan FILE`: an inotify instance (non-blocking) watching FILE (on a file system
 //!   whose file handles do not open again, such as ramfs) for `IN_MODIFY`. The check: writing
 //!   FILE brings an `IN_MODIFY` event on the same watch descriptor.
+//! - `inotify-scan FILE pending`: as `inotify-scan`, with an event made pending before READY;
+//!   the check first asks that the queue be empty (the dump drops pending events).
+//! - `nsfd-all`: descriptors at 60.. of `/proc/self/ns/` `net`, `mnt`, `uts`, `ipc`, `pid`,
+//!   `user`, `time` and `cgroup`. The check: each is the namespace of that kind the process
+//!   lives in (device and inode of `/proc/self/ns/KIND`), and `setns` into the net, uts and ipc
+//!   ones works.
+//! - `pty-locked`: a pty master whose slave was never opened and is still locked
+//!   (`TIOCGPTLCK` 1), and an unlocked pair with both ends open. The check: both indexes as
+//!   they were, the lock states, and bytes written to the pair's master read from its slave.
 //! - `pidfd-thread-shared`: a thread T, a `PIDFD_THREAD | PIDFD_NONBLOCK` pidfd of T at fd 50,
 //!   then a child forked that inherits it (and only sleeps); the child's pid goes into
 //!   `OUT.pids`. The check: fd 50 names T (fdinfo `Pid:`), SIGUSR2 sent through it is pending
@@ -400,6 +409,152 @@ fn check_scan(s: &Scan) -> Result<(), String> {
     Ok(())
 }
 
+// ---- every kind of namespace descriptor ----
+
+const NS_KINDS: [&str; 8] = ["net", "mnt", "uts", "ipc", "pid", "user", "time", "cgroup"];
+
+fn setup_nsfd_all() {
+    for (i, k) in NS_KINDS.iter().enumerate() {
+        let c = std::ffi::CString::new(format!("/proc/self/ns/{k}")).unwrap();
+        // SAFETY: open with a NUL-terminated path; dup3 onto a free number; close of ours.
+        unsafe {
+            let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            assert!(fd >= 0, "open /proc/self/ns/{k}");
+            assert_eq!(libc::dup3(fd, 60 + i as i32, 0), 60 + i as i32);
+            libc::close(fd);
+        }
+    }
+}
+
+fn check_nsfd_all() -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    for (i, k) in NS_KINDS.iter().enumerate() {
+        let fd = 60 + i as i32;
+        let now = std::fs::metadata(format!("/proc/self/ns/{k}")).map_err(|e| e.to_string())?;
+        let held = std::fs::metadata(format!("/proc/self/fd/{fd}")).map_err(|e| e.to_string())?;
+        if (held.dev(), held.ino()) != (now.dev(), now.ino()) {
+            return Err(format!(
+                "fd {fd} is namespace {}, not this process's {k} namespace {}",
+                held.ino(),
+                now.ino()
+            ));
+        }
+        let kind = match *k {
+            "net" => libc::CLONE_NEWNET,
+            "uts" => libc::CLONE_NEWUTS,
+            "ipc" => libc::CLONE_NEWIPC,
+            _ => continue,
+        };
+        // SAFETY: setns into the namespace we are already in, by our own descriptor.
+        if unsafe { libc::setns(fd, kind) } != 0 {
+            return Err(format!("setns {k}: {}", errno()));
+        }
+    }
+    Ok(())
+}
+
+// ---- ptys: one locked and never opened, one pair ----
+
+struct Ptys {
+    locked: i32,
+    locked_at: i32,
+    m: i32,
+    s: i32,
+    at: i32,
+}
+
+fn pty_index(m: i32) -> i32 {
+    let mut n: libc::c_int = -1;
+    // SAFETY: TIOCGPTN writes one int into a live local.
+    unsafe { libc::ioctl(m, libc::TIOCGPTN, &mut n) };
+    n
+}
+
+fn pty_locked(m: i32) -> i32 {
+    let mut n: libc::c_int = -1;
+    // SAFETY: TIOCGPTLCK writes one int into a live local.
+    unsafe { libc::ioctl(m, libc::TIOCGPTLCK, &mut n) };
+    n
+}
+
+fn setup_ptys() -> Ptys {
+    // SAFETY: posix_openpt returns a new descriptor (checked).
+    let locked = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(locked >= 0, "posix_openpt");
+    // SAFETY: as above.
+    let m = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(m >= 0, "posix_openpt");
+    // SAFETY: unlockpt on our own master.
+    assert_eq!(unsafe { libc::unlockpt(m) }, 0);
+    // SAFETY: TIOCGPTPEER opens our own master's slave.
+    let s = unsafe { libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(s >= 0, "TIOCGPTPEER: {}", errno());
+    // Raw, so bytes pass through as they are.
+    // SAFETY: termios is plain data; tcgetattr/cfmakeraw/tcsetattr on our own slave.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        libc::tcgetattr(s, &mut t);
+        libc::cfmakeraw(&mut t);
+        libc::tcsetattr(s, libc::TCSANOW, &t);
+    }
+    Ptys {
+        locked,
+        locked_at: pty_index(locked),
+        m,
+        s,
+        at: pty_index(m),
+    }
+}
+
+fn check_ptys(p: &Ptys) -> Result<(), String> {
+    if pty_index(p.locked) != p.locked_at || pty_index(p.m) != p.at {
+        return Err(format!(
+            "indexes {} {} (were {} {})",
+            pty_index(p.locked),
+            pty_index(p.m),
+            p.locked_at,
+            p.at
+        ));
+    }
+    if pty_locked(p.locked) != 1 || pty_locked(p.m) != 0 {
+        return Err(format!(
+            "lock states {} {} (were 1 0)",
+            pty_locked(p.locked),
+            pty_locked(p.m)
+        ));
+    }
+    // SAFETY: writes from a live literal to our own master.
+    if unsafe { libc::write(p.m, b"ping".as_ptr().cast(), 4) } != 4 {
+        return Err(format!("write to the master: {}", errno()));
+    }
+    let mut buf = [0u8; 16];
+    let mut got = 0usize;
+    for _ in 0..100 {
+        let mut pfd = libc::pollfd {
+            fd: p.s,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one live local pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 20) };
+        if pfd.revents & libc::POLLIN == 0 {
+            continue;
+        }
+        // SAFETY: read into a live local buffer from our own slave, which has data.
+        let n = unsafe { libc::read(p.s, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n > 0 {
+            got += n as usize;
+        }
+        if got >= 4 {
+            break;
+        }
+    }
+    if &buf[..got] != b"ping" {
+        return Err(format!("the slave read {:?}", &buf[..got]));
+    }
+    Ok(())
+}
+
 // ---- a thread's pidfd shared with a child ----
 
 struct Shared {
@@ -539,7 +694,29 @@ fn main() {
         }
         "inotify-scan" => {
             let s = setup_scan(&arg(0));
-            Box::new(move || check_scan(&s))
+            let mut pending = arg(1) == "pending";
+            if pending {
+                std::fs::write(&s.file, b"pending").unwrap();
+            }
+            Box::new(move || {
+                if std::mem::take(&mut pending) {
+                    let mut buf = [0u8; 4096];
+                    // SAFETY: reads into a live local buffer from our own non-blocking instance.
+                    let n = unsafe { libc::read(s.fd, buf.as_mut_ptr().cast(), buf.len()) };
+                    if n > 0 {
+                        return Err("the event pending at the dump is still queued".into());
+                    }
+                }
+                check_scan(&s)
+            })
+        }
+        "nsfd-all" => {
+            setup_nsfd_all();
+            Box::new(check_nsfd_all)
+        }
+        "pty-locked" => {
+            let p = setup_ptys();
+            Box::new(move || check_ptys(&p))
         }
         "pidfd-thread-shared" => {
             let s = setup_pidfd_shared(out);

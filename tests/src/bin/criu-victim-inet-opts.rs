@@ -4,7 +4,10 @@
 //! `IP_FREEBIND`, `IP_PKTINFO`, `SO_PRIORITY`, `SO_MARK`, `SO_BINDTODEVICE` lo, `SO_RCVBUF`
 //! and `SO_SNDBUF` (locked sizes); on both ends of a loopback TCP connection: `TCP_NODELAY`,
 //! `TCP_CORK`, `SO_KEEPALIVE` with `TCP_KEEPIDLE/INTVL/CNT`, `SO_LINGER`, `IP_TOS`; on an IPv6
-//! UDP socket: `IPV6_V6ONLY`, `IPV6_FREEBIND`, `IPV6_RECVPKTINFO`. It reads every one back
+//! UDP socket: `IPV6_V6ONLY`, `IPV6_FREEBIND`, `IPV6_RECVPKTINFO`, `IPV6_TCLASS`,
+//! `IPV6_UNICAST_HOPS`, `IPV6_MULTICAST_IF` (lo), `IPV6_MULTICAST_HOPS`, `IPV6_MULTICAST_LOOP`
+//! off; on the IPv4 UDP socket also `IP_MULTICAST_IF` (127.0.0.1), `IP_MULTICAST_TTL`,
+//! `IP_MULTICAST_LOOP` off. It reads every one back
 //! (getsockopt), writes `ready PID` into READY, and on SIGUSR1 reads them again: `check ok`
 //! when each equals what it was, else `bad: NAME was A, now B` into OUT.
 
@@ -62,6 +65,15 @@ fn main() {
     set(uf, libc::SOL_SOCKET, libc::SO_MARK, 77);
     set(uf, libc::SOL_SOCKET, libc::SO_RCVBUF, 50000);
     set(uf, libc::SOL_SOCKET, libc::SO_SNDBUF, 30000);
+    set(uf, libc::SOL_IP, libc::IP_MULTICAST_TTL, 7);
+    set(uf, libc::SOL_IP, libc::IP_MULTICAST_LOOP, 0);
+    // An in_addr: 127.0.0.1, network order.
+    set(
+        uf,
+        libc::SOL_IP,
+        libc::IP_MULTICAST_IF,
+        i32::from_ne_bytes([127, 0, 0, 1]),
+    );
     // SAFETY: setsockopt reads the 3 bytes of a live string.
     let r = unsafe {
         libc::setsockopt(
@@ -111,6 +123,13 @@ fn main() {
     set(u6f, libc::SOL_IPV6, libc::IPV6_V6ONLY, 1);
     set(u6f, libc::SOL_IPV6, libc::IPV6_FREEBIND, 1);
     set(u6f, libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, 1);
+    set(u6f, libc::SOL_IPV6, libc::IPV6_TCLASS, 0x28);
+    set(u6f, libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS, 17);
+    set(u6f, libc::SOL_IPV6, libc::IPV6_MULTICAST_HOPS, 9);
+    set(u6f, libc::SOL_IPV6, libc::IPV6_MULTICAST_LOOP, 0);
+    // SAFETY: if_nametoindex reads a NUL-terminated literal.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    set(u6f, libc::SOL_IPV6, libc::IPV6_MULTICAST_IF, lo as i32);
 
     let mut opts: Vec<Opt> = vec![
         (uf, libc::SOL_IP, libc::IP_TOS, "udp IP_TOS"),
@@ -122,6 +141,49 @@ fn main() {
         (uf, libc::SOL_SOCKET, libc::SO_RCVBUF, "udp SO_RCVBUF"),
         (uf, libc::SOL_SOCKET, libc::SO_SNDBUF, "udp SO_SNDBUF"),
         (uf, libc::SOL_SOCKET, 72, "udp SO_BUF_LOCK"),
+        (
+            uf,
+            libc::SOL_IP,
+            libc::IP_MULTICAST_TTL,
+            "udp IP_MULTICAST_TTL",
+        ),
+        (
+            uf,
+            libc::SOL_IP,
+            libc::IP_MULTICAST_LOOP,
+            "udp IP_MULTICAST_LOOP",
+        ),
+        (
+            uf,
+            libc::SOL_IP,
+            libc::IP_MULTICAST_IF,
+            "udp IP_MULTICAST_IF",
+        ),
+        (u6f, libc::SOL_IPV6, libc::IPV6_TCLASS, "udp6 IPV6_TCLASS"),
+        (
+            u6f,
+            libc::SOL_IPV6,
+            libc::IPV6_UNICAST_HOPS,
+            "udp6 IPV6_UNICAST_HOPS",
+        ),
+        (
+            u6f,
+            libc::SOL_IPV6,
+            libc::IPV6_MULTICAST_HOPS,
+            "udp6 IPV6_MULTICAST_HOPS",
+        ),
+        (
+            u6f,
+            libc::SOL_IPV6,
+            libc::IPV6_MULTICAST_LOOP,
+            "udp6 IPV6_MULTICAST_LOOP",
+        ),
+        (
+            u6f,
+            libc::SOL_IPV6,
+            libc::IPV6_MULTICAST_IF,
+            "udp6 IPV6_MULTICAST_IF",
+        ),
         (
             uf,
             libc::SOL_SOCKET,

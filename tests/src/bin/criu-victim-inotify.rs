@@ -5,8 +5,7 @@
 //! added and removed again). Writes `ready PID` into READY. On SIGUSR1 it checks that the
 //! instance is still non-blocking and empty, that writing DIR/file gives `IN_MODIFY` on wd 1 and
 //! creating DIR/sub/new gives `IN_CREATE` named `new` on wd 3, and writes `ok` or `bad: WHY`
-//! into OUT. With `fanotify` it also holds a fanotify group with a filesystem mark (which the
-//! dump refuses).
+//! into OUT. With `fanotify` it also holds a fanotify group with a filesystem mark.
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};

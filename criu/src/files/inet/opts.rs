@@ -1,5 +1,6 @@
 //! The options of an inet socket, read at dump and set again at restore: CRIU's `ip_opts`
-//! (`IP_TOS`, `IP_TTL`, freebind, pktinfo, our `transparent`), `ip_opts_raw` of raw sockets
+//! (`IP_TOS`, `IP_TTL`, freebind, pktinfo, and ours: `transparent`, the IPv6 traffic class and
+//! hop limit, the multicast interface, hop limit and loop), `ip_opts_raw` of raw sockets
 //! (`IP_NODEFRAG`, `IPV6_HDRINCL`/`IP_HDRINCL`, the ICMP filters) and `tcp_opts` (nodelay,
 //! cork, keepalive, our user timeout and congestion control).
 
@@ -174,8 +175,16 @@ pub(super) fn set_congestion(fd: RawFd, name: &str, who: &str) -> Result<(), Soc
 }
 
 /// `IP_FREEBIND`, `IP_PKTINFO`, `IP_TOS` and `IP_TTL` (IPv4), `IPV6_FREEBIND` and
-/// `IPV6_RECVPKTINFO` (IPv6) as CRIU's `ip_opts_entry` (set ones only, as CRIU writes them).
-pub(super) fn read_ip_opts(fd: RawFd, family: i32, w: &str) -> Result<IpOptsEntry, SocketError> {
+/// `IPV6_RECVPKTINFO` (IPv6) as CRIU's `ip_opts_entry` (set ones only, as CRIU writes them),
+/// with ours: `IPV6_TCLASS`, `IPV6_UNICAST_HOPS` and the multicast interface, hop limit and
+/// loop of either family, each only when it differs from what a new socket has (see
+/// [`read_mcast_opts`]).
+pub(super) fn read_ip_opts(
+    fd: RawFd,
+    family: i32,
+    ty: i32,
+    w: &str,
+) -> Result<IpOptsEntry, SocketError> {
     let g = |level, opt, name| int(fd, level, opt, w, name);
     let (freebind, pktinfo, tos, ttl, transparent) = if family == libc::AF_INET6 {
         (
@@ -194,14 +203,137 @@ pub(super) fn read_ip_opts(fd: RawFd, family: i32, w: &str) -> Result<IpOptsEntr
             g(libc::SOL_IP, libc::IP_TRANSPARENT, "IP_TRANSPARENT")?,
         )
     };
-    Ok(IpOptsEntry {
+    let mut e = IpOptsEntry {
         freebind: (freebind != 0).then_some(true),
         raw: None,
         pktinfo: (pktinfo != 0).then_some(true),
         tos: (tos != 0).then_some(tos),
         ttl: (ttl != 0).then_some(ttl),
         transparent: (transparent != 0).then_some(true),
-    })
+        ..Default::default()
+    };
+    read_mcast_opts(fd, family, ty, w, &mut e)?;
+    Ok(e)
+}
+
+/// The hop limit a new IPv6 socket reports for `IPV6_UNICAST_HOPS` when nobody set one (the
+/// kernel's default; a socket set to exactly this is kept as unset, which reads the same).
+const DEFAULT_HOPS: u32 = 64;
+
+/// Our options of [`IpOptsEntry`] (fields 1002..1006): `IPV6_TCLASS` and `IPV6_UNICAST_HOPS`
+/// (IPv6), and for both families the multicast interface (`IP_MULTICAST_IF`: the IPv4
+/// address the kernel reports, network order; `IPV6_MULTICAST_IF`: the interface index), hop
+/// limit (`IP_MULTICAST_TTL`, `IPV6_MULTICAST_HOPS`, 1 on a new socket) and loop (on for a
+/// new socket: kept only when turned off). A stream socket has no multicast options a program
+/// can set (the kernel refuses them), and an accepted TCP socket reports the TTL of the SYN
+/// that made it as its multicast TTL: they are not read for stream sockets.
+fn read_mcast_opts(
+    fd: RawFd,
+    family: i32,
+    ty: i32,
+    w: &str,
+    e: &mut IpOptsEntry,
+) -> Result<(), SocketError> {
+    let g = |level, opt, name| int(fd, level, opt, w, name);
+    let stream = ty == libc::SOCK_STREAM;
+    let (mc_if, mc_ttl, mc_loop) = if family == libc::AF_INET6 {
+        let tclass = g(libc::SOL_IPV6, libc::IPV6_TCLASS, "IPV6_TCLASS")?;
+        let hops = g(libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS")?;
+        e.tclass = (tclass != 0).then_some(tclass);
+        e.hops = (hops != DEFAULT_HOPS).then_some(hops);
+        if stream {
+            return Ok(());
+        }
+        (
+            g(libc::SOL_IPV6, libc::IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF")?,
+            g(
+                libc::SOL_IPV6,
+                libc::IPV6_MULTICAST_HOPS,
+                "IPV6_MULTICAST_HOPS",
+            )?,
+            g(
+                libc::SOL_IPV6,
+                libc::IPV6_MULTICAST_LOOP,
+                "IPV6_MULTICAST_LOOP",
+            )?,
+        )
+    } else if stream {
+        return Ok(());
+    } else {
+        (
+            g(libc::SOL_IP, libc::IP_MULTICAST_IF, "IP_MULTICAST_IF")?,
+            g(libc::SOL_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL")?,
+            g(libc::SOL_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP")?,
+        )
+    };
+    e.mc_if = (mc_if != 0).then_some(mc_if);
+    e.mc_ttl = (mc_ttl != 1).then_some(mc_ttl);
+    e.mc_loop = (mc_loop == 0).then_some(false);
+    Ok(())
+}
+
+/// Sets what [`read_mcast_opts`] read.
+fn write_mcast_opts(fd: RawFd, v6: bool, o: &IpOptsEntry, who: &str) -> Result<(), SocketError> {
+    let set = |level: i32, opt: i32, v: u32, name: &str| {
+        socket::set_int(fd, level, opt, v as i32).map_err(|source| SocketError::Sys {
+            what: format!("setsockopt {name} on {who}"),
+            source,
+        })
+    };
+    if v6 {
+        if let Some(t) = o.tclass {
+            set(libc::SOL_IPV6, libc::IPV6_TCLASS, t, "IPV6_TCLASS")?;
+        }
+        if let Some(h) = o.hops {
+            set(
+                libc::SOL_IPV6,
+                libc::IPV6_UNICAST_HOPS,
+                h,
+                "IPV6_UNICAST_HOPS",
+            )?;
+        }
+        if let Some(i) = o.mc_if {
+            set(
+                libc::SOL_IPV6,
+                libc::IPV6_MULTICAST_IF,
+                i,
+                "IPV6_MULTICAST_IF",
+            )?;
+        }
+        if let Some(h) = o.mc_ttl {
+            set(
+                libc::SOL_IPV6,
+                libc::IPV6_MULTICAST_HOPS,
+                h,
+                "IPV6_MULTICAST_HOPS",
+            )?;
+        }
+        if let Some(l) = o.mc_loop {
+            set(
+                libc::SOL_IPV6,
+                libc::IPV6_MULTICAST_LOOP,
+                l.into(),
+                "IPV6_MULTICAST_LOOP",
+            )?;
+        }
+    } else {
+        if let Some(a) = o.mc_if {
+            // An in_addr (4 bytes, network order as read): the kernel finds its interface.
+            set(libc::SOL_IP, libc::IP_MULTICAST_IF, a, "IP_MULTICAST_IF")?;
+        }
+        if let Some(t) = o.mc_ttl {
+            set(libc::SOL_IP, libc::IP_MULTICAST_TTL, t, "IP_MULTICAST_TTL")?;
+        }
+        if let Some(l) = o.mc_loop {
+            set(
+                libc::SOL_IP,
+                libc::IP_MULTICAST_LOOP,
+                l.into(),
+                "IP_MULTICAST_LOOP",
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Sets what [`read_ip_opts`] read.
@@ -267,5 +399,5 @@ pub(super) fn write_ip_opts(
             set(libc::SOL_IP, libc::IP_TTL, t, "IP_TTL")?;
         }
     }
-    Ok(())
+    write_mcast_opts(fd, v6, o, who)
 }

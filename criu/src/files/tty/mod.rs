@@ -313,7 +313,21 @@ impl Tty {
             let what = format!("{what} (pty master fd {n} of {pid}, index {index})");
             move |source| DumpError::File { what, source }
         };
-        let s = peer(m, libc::O_RDWR).map_err(err("TIOCGPTPEER"))?;
+        // A locked pty (its slave never opened, or locked again) opens no slave: unlocked for
+        // the moment it takes to open one (the tree is frozen), then locked again.
+        let locked = get_int(m, TIOCGPTLCK).unwrap_or(0) != 0;
+        let set_lock = |on: libc::c_int| {
+            // SAFETY: TIOCSPTLCK reads one int from a live local.
+            unsafe { libc::ioctl(m, libc::TIOCSPTLCK, &on as *const libc::c_int) }
+        };
+        if locked && set_lock(0) != 0 {
+            return Err(err("unlocking")(std::io::Error::last_os_error()));
+        }
+        let s = peer(m, libc::O_RDWR);
+        if locked && set_lock(1) != 0 {
+            return Err(err("locking again")(std::io::Error::last_os_error()));
+        }
+        let s = s.map_err(err("TIOCGPTPEER"))?;
         let s = s.as_raw_fd();
         let set_pkt = |on: libc::c_int| {
             // SAFETY: TIOCPKT reads one int from a live local.

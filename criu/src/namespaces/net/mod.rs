@@ -23,6 +23,7 @@
 #![allow(unsafe_code)]
 
 pub mod conns;
+mod links;
 mod lock;
 pub use lock::NetLock;
 mod restore;
@@ -122,6 +123,8 @@ const DEVCONFS6: &[&str] = &[
 /// `nd_type` values.
 const ND_LOOPBACK: i32 = 1;
 const ND_VETH: i32 = 2;
+const ND_TUN: i32 = 3;
+const ND_MACVLAN: i32 = 7;
 /// `SysctlType` values.
 const CTL_STR: i32 = 5;
 const CTL_32: i32 = 6;
@@ -156,10 +159,10 @@ pub enum NetError {
         /// The first task outside the root's namespace.
         pid: i32,
     },
-    /// A link of a kind that is not dumped (only loopback and veth are).
+    /// A link of a kind that is not dumped.
     #[error(
-        "unsupported: network namespace: link {name} is a {kind} (only loopback and veth are \
-         restored)"
+        "unsupported: network namespace: link {name} is a {kind} (only loopback, veth, macvlan \
+         and persistent tun/tap links are restored)"
     )]
     LinkKind {
         /// The link.
@@ -193,6 +196,12 @@ pub enum NetError {
         action: &'static str,
         /// The script's failure.
         source: crate::scripts::ScriptError,
+    },
+    /// A macvlan whose lower device is not named.
+    #[error("macvlan {inner} needs its lower device: --external macvlan[{inner}]:LOWER")]
+    NoLower {
+        /// The device inside.
+        inner: String,
     },
     /// A veth whose outer end is not named.
     #[error("veth {inner} needs its outer end: --external veth[{inner}]:OUTER")]
@@ -253,9 +262,10 @@ impl NetError {
             | NetError::LinkType { .. }
             | NetError::MissingTool { .. } => libc::EOPNOTSUPP,
             NetError::Script { source, .. } => source.errno(),
-            NetError::NoExternal { .. } | NetError::NoExternalNs { .. } | NetError::Bad(_) => {
-                libc::EINVAL
-            }
+            NetError::NoExternal { .. }
+            | NetError::NoLower { .. }
+            | NetError::NoExternalNs { .. }
+            | NetError::Bad(_) => libc::EINVAL,
             NetError::Tool { .. } => libc::EIO,
             NetError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             NetError::Sys { errno, .. } => *errno as i32,
@@ -377,6 +387,8 @@ struct Link {
     flags: u32,
     kind: String,
     address: Option<Vec<u8>>,
+    /// `linkinfo.info_data` (the kind's parameters).
+    data: serde_json::Value,
 }
 
 fn parse_links(json: &[u8]) -> Result<Vec<Link>, NetError> {
@@ -417,6 +429,7 @@ fn parse_links(json: &[u8]) -> Result<Vec<Link>, NetError> {
             flags,
             kind,
             address,
+            data: l["linkinfo"]["info_data"].clone(),
         });
     }
     Ok(out)
@@ -487,6 +500,9 @@ fn dump_ns(id: u32, dir: &Path) -> Result<(), NetError> {
         let kind = match l.kind.as_str() {
             "loopback" => ND_LOOPBACK,
             "veth" => ND_VETH,
+            "macvlan" => ND_MACVLAN,
+            // Persistent, or held by the tree's `/dev/net/tun` descriptors (files::tun).
+            "tun" => ND_TUN,
             k => {
                 return Err(NetError::LinkKind {
                     name: l.name.clone(),
@@ -500,11 +516,13 @@ fn dump_ns(id: u32, dir: &Path) -> Result<(), NetError> {
             mtu: l.mtu,
             flags: l.flags,
             name: l.name.clone(),
-            address: if kind == ND_VETH {
+            address: if kind != ND_LOOPBACK {
                 l.address.clone()
             } else {
                 None
             },
+            macvlan: (kind == ND_MACVLAN).then(|| links::macvlan_entry(&l.data)),
+            tun: (kind == ND_TUN).then(|| links::tun_entry(&l.data)),
             conf4: read_sysctl(&format!("{CONF4}/{}", l.name), DEVCONFS4),
             conf6: read_sysctl(&format!("{CONF6}/{}", l.name), DEVCONFS6),
             ..NetDeviceEntry::default()
@@ -594,7 +612,8 @@ mod tests {
                     name: "br0".into(),
                     kind: "bridge".into(),
                 },
-                "link br0 is a bridge (only loopback and veth are restored)",
+                "link br0 is a bridge (only loopback, veth, macvlan and persistent tun/tap links \
+                 are restored)",
             ),
             (
                 NetError::LinkType {

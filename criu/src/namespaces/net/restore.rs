@@ -137,9 +137,20 @@ impl NetNs {
             .filter(|e| e.kind == "veth")
             .filter_map(|e| Some((e.id.clone(), e.value.clone()?)))
             .collect();
+        let lowers: HashMap<String, String> = external
+            .iter()
+            .filter(|e| e.kind == "macvlan")
+            .filter_map(|e| Some((e.id.clone(), e.value.clone()?)))
+            .collect();
         for dev in &devs {
             match dev.r#type {
-                ND_LOOPBACK => {}
+                ND_LOOPBACK | ND_TUN => {}
+                ND_MACVLAN if lowers.contains_key(&dev.name) => {}
+                ND_MACVLAN => {
+                    return Err(NetError::NoLower {
+                        inner: dev.name.clone(),
+                    });
+                }
                 ND_VETH if veths.contains_key(&dev.name) => {}
                 ND_VETH => {
                     return Err(NetError::NoExternal {
@@ -182,7 +193,7 @@ impl NetNs {
         if empty {
             run("ip", &["link", "set", "lo", "up"], None)?;
         } else {
-            ns.build(&d, id, &devs, &veths)?;
+            ns.build(&d, id, &devs, &veths, &lowers)?;
         }
         tracing::info!(links = devs.len(), empty, "network namespace made");
         Ok(Some(ns))
@@ -194,6 +205,7 @@ impl NetNs {
         id: u32,
         devs: &[NetDeviceEntry],
         veths: &HashMap<String, String>,
+        lowers: &HashMap<String, String>,
     ) -> Result<(), NetError> {
         let netns: Vec<NetnsEntry> =
             criu_images::read_all(d.file(&names::netns(id)), magic::NETNS)?;
@@ -207,7 +219,11 @@ impl NetNs {
         write_sysctl("/proc/sys/net/unix", &["max_dgram_qlen"], &n.unix_conf)?;
         write_sysctl("/proc/sys/net/ipv4", &["ping_group_range"], &n.ipv4_sysctl)?;
         let here = format!("/proc/{}/ns/net", std::process::id());
-        for dev in devs {
+        // In the order of their indexes: the saved addresses and routes name links by index,
+        // and a new namespace hands them out in order (a macvlan is given its own).
+        let mut devs: Vec<&NetDeviceEntry> = devs.iter().collect();
+        devs.sort_by_key(|d| d.ifindex);
+        for dev in devs.iter().copied() {
             if dev.r#type == ND_VETH {
                 let outer = &veths[&dev.name];
                 // Made in criu's namespace, the inner end moved into this one.
@@ -225,6 +241,22 @@ impl NetNs {
                     run("ip", &["link", "set", &outer_c, "up"], None).map(|_| ())
                 })?;
                 self.outer.push(outer.clone());
+            }
+            if dev.r#type == ND_MACVLAN {
+                links::make_macvlan(dev, &lowers[&dev.name], &self.orig, &here)?;
+            }
+            if dev.r#type == ND_TUN {
+                links::make_tun(dev)?;
+            }
+            if dev.r#type != ND_LOOPBACK {
+                let now = parse_links(&run("ip", &["-j", "link", "show", &dev.name], None)?)?;
+                if let Some(l) = now.first().filter(|l| l.ifindex != dev.ifindex) {
+                    return Err(NetError::Bad(format!(
+                        "link {} came back as index {}, not {}: its saved addresses and routes \
+                         would not find it",
+                        dev.name, l.ifindex, dev.ifindex
+                    )));
+                }
                 if let Some(a) = &dev.address {
                     let mac: Vec<String> = a.iter().map(|b| format!("{b:02x}")).collect();
                     run(
@@ -277,10 +309,18 @@ impl NetNs {
             restore_ifaddr(f)?;
         }
         if let Some(f) = open(&route.0)? {
-            run("ip", &["route", "restore"], Some(f))?;
+            run(
+                "ip",
+                &["route", "restore"],
+                Some(routes_without_kernel_flags(f)?),
+            )?;
         }
         if let Some(f) = open(&route6.0)? {
-            run("ip", &["-6", "route", "restore"], Some(f))?;
+            run(
+                "ip",
+                &["-6", "route", "restore"],
+                Some(routes_without_kernel_flags(f)?),
+            )?;
         }
         if let Some(f) = open(&rule.0)? {
             // The kernel's default rules would come twice.
@@ -341,6 +381,24 @@ impl Drop for NetNs {
             }
         }
     }
+}
+
+/// A routes image as `ip route restore` takes it ([`links::clean_routes`]), in a memfd.
+fn routes_without_kernel_flags(mut f: std::fs::File) -> Result<std::fs::File, NetError> {
+    use std::io::{Read, Seek, Write};
+    let mut raw = Vec::new();
+    f.read_to_end(&mut raw)
+        .map_err(io("reading a routes image"))?;
+    let fd = nix::sys::memfd::memfd_create(c"criu-routes", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| NetError::Sys {
+            what: "memfd_create for the routes",
+            errno: e,
+        })?;
+    let mut m = std::fs::File::from(fd);
+    m.write_all(&super::links::clean_routes(raw))
+        .and_then(|_| m.rewind())
+        .map_err(io("writing the routes"))?;
+    Ok(m)
 }
 
 /// `tool` must be installed to restore what the images hold.

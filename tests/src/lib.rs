@@ -62,6 +62,7 @@
 mod avx;
 pub mod c_host;
 pub mod cgroups;
+pub mod counting;
 mod criu_cmd;
 mod daemon;
 mod fixtures;

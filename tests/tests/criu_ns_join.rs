@@ -1,47 +1,18 @@
 //! `--join-ns` for network and cgroup namespaces, and an external network namespace
 //! (`--external net[INO]:KEY` at dump, `--inherit-fd fd[N]:KEY` at restore), as criu(8): the
 //! restored tree goes into the namespace given instead of one made from the images, and counts
-//! on there. Kinds criu does not join (pid, mnt, user) are refused by name.
-
-// Unsafe code: dup2 of a namespace descriptor into criu between fork and exec.
-#![allow(unsafe_code)]
+//! on there. What criu cannot join is refused by name.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use compel_criu_tests::counting::{counts, counts_on, restore_with_fd};
 use compel_criu_tests::{
-    Scratch, Spawned, assert_ok_log, become_subreaper, criu, criu_bin, criu_victim, dump_and_reap,
-    ns_ino, skip_if_not_root, spawn_counter, spawn_ns_holder, test_lock, wait_file,
+    Scratch, Spawned, assert_ok_log, become_subreaper, criu, criu_victim, dump_and_reap, ns_ino,
+    skip_if_not_root, spawn_counter, spawn_ns_holder, test_lock, wait_file,
 };
-
-/// The numbers counted into `d/count` so far.
-fn counts(d: &Path) -> usize {
-    std::fs::read_to_string(d.join("count"))
-        .unwrap_or_default()
-        .lines()
-        .count()
-}
-
-/// Waits (5 s at most) for the restored counter to count 20 past `past`, and checks the count
-/// is unbroken.
-fn counts_on(d: &Path, past: usize) {
-    for _ in 0..250 {
-        if counts(d) > past + 20 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let text = std::fs::read_to_string(d.join("count")).unwrap_or_default();
-    let n: Vec<u64> = text.lines().filter_map(|l| l.parse().ok()).collect();
-    assert!(n.len() > past + 20, "the restored counter does not count");
-    for (i, v) in n.iter().enumerate() {
-        assert_eq!(*v, i as u64 + 1, "the count is broken at line {}", i + 1);
-    }
-}
 
 /// `--join-ns net:PID --join-ns cgroup:FILE`: a counter dumped in criu's namespaces comes back
 /// in the network and cgroup namespaces of another process, and counts on.
@@ -77,10 +48,12 @@ fn join_ns_net_and_cgroup_put_the_tree_into_given_namespaces() {
     counts_on(&d, at_dump);
 }
 
-/// Kinds criu cannot join are refused by name, and nothing is restored.
+/// What criu cannot join is refused by name (an unknown kind, extra options for a kind other
+/// than user), and nothing is restored. (pid, mnt and user are joined:
+/// `tests/tests/criu_join_ns.rs`.)
 #[test]
-fn join_ns_refuses_pid_mnt_and_user_by_name() {
-    skip_if_not_root!("join_ns_refuses_pid_mnt_and_user_by_name");
+fn join_ns_refuses_unknown_kinds_and_extra_options_by_name() {
+    skip_if_not_root!("join_ns_refuses_unknown_kinds_and_extra_options_by_name");
     let _g = test_lock();
     become_subreaper();
     let dir = Scratch::new();
@@ -88,51 +61,23 @@ fn join_ns_refuses_pid_mnt_and_user_by_name() {
     let mut v = spawn_counter(&criu_victim("counter"), &d, None);
     let pid = v.pid();
     dump_and_reap(&mut v, &dir.img, &[]);
-    for kind in ["pid", "mnt", "user"] {
-        let spec = format!("{kind}:1");
+    for (spec, why) in [
+        ("bogus:1", "unknown namespace kind \"bogus\""),
+        ("uts:1,0,0", "extra options are for user namespaces"),
+        ("user:1,x", "\"x\" is not an id"),
+    ] {
         let o = criu(&[
             "restore",
             "-D",
             dir.img.to_str().unwrap(),
             "--join-ns",
-            &spec,
+            spec,
         ]);
         assert!(!o.status.success(), "--join-ns {spec} was accepted");
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains(&format!("joining a {kind} namespace is not supported")),
-            "{err}"
-        );
+        assert!(err.contains(why), "{err}");
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
     }
-}
-
-/// `criu restore -D IMG -d --pidfile restored.pid EXTRA`, with `fd` as criu's descriptor 40.
-fn restore_with_fd(img: &Path, fd: i32, extra: &[&str]) -> std::process::Output {
-    let mut c = Command::new(criu_bin());
-    c.args([
-        "restore",
-        "-D",
-        img.to_str().unwrap(),
-        "-o",
-        "restore.log",
-        "-v4",
-        "-d",
-        "--pidfile",
-        "restored.pid",
-    ])
-    .args(extra)
-    .stdin(Stdio::null());
-    // SAFETY: dup2 between fork and exec only duplicates a descriptor we hold.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::dup2(fd, 40) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    c.output().expect("run criu")
 }
 
 /// A counter in a network namespace of its own, dumped with `--external net[INO]:KEY`: only the

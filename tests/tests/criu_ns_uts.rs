@@ -101,11 +101,11 @@ fn join_ns_puts_the_tree_into_a_given_uts_namespace() {
         "-D",
         dir.img.to_str().unwrap(),
         "--join-ns",
-        "user:1",
+        "bogus:1",
     ]);
     assert!(!o.status.success());
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("joining a user namespace is not supported"),
+        String::from_utf8_lossy(&o.stderr).contains("unknown namespace kind \"bogus\""),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

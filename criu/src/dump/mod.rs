@@ -267,7 +267,7 @@ fn dump_inner(
         track::close_recorded(&mut tasks, &prev);
     }
     let written = t0.elapsed();
-    crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir)
+    crate::namespaces::dump_all(pid, &root_ns, &own_ns, dir, &external)
         .map_err(|e| DumpError::from(e).at("dumping the namespaces"))?;
     crate::namespaces::cgroup_props::dump(dir, &opts.cgroup_dump_cfg(), cgroups.entry)
         .map_err(|e| DumpError::from(e).at("dumping the cgroups"))?;

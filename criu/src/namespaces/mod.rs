@@ -34,6 +34,7 @@ pub mod mounts;
 pub(crate) mod mqueue;
 pub mod net;
 pub(crate) mod pid;
+pub(crate) mod pid_levels;
 pub(crate) mod time;
 pub(crate) mod user;
 pub(crate) mod user_owned;
@@ -218,6 +219,8 @@ pub(crate) struct DumpCtx<'a> {
     pub id: u32,
     /// The images directory.
     pub dir: &'a Path,
+    /// `--external` (a kind's namespace named external: only its key is saved).
+    pub external: &'a [crate::options::External],
 }
 
 /// What a kind's restore gets: one namespace to rebuild.
@@ -226,6 +229,8 @@ pub(crate) struct RestoreCtx<'a> {
     pub id: u32,
     /// The images directory.
     pub dir: &'a Path,
+    /// `--inherit-fd fd[N]:KEY`: descriptors of external namespaces.
+    pub inherit_fds: &'a [crate::options::InheritFd],
 }
 
 /// A step run once the root task exists (its pid as criu sees it), before it runs any code of
@@ -470,8 +475,13 @@ pub(crate) fn dump_all(
     root_ns: &[(String, u64)],
     own_ns: &[(String, u64)],
     dir: &Path,
+    external: &[crate::options::External],
 ) -> Result<(), NsError> {
     let ids = ns_ids(root_ns, own_ns);
+    // The root in criu's pid namespace: tasks below it are listed by [`pid_levels`].
+    if ids[0] == Some(1) {
+        pid::dump_nested(dir)?;
+    }
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
         let Some(id) = ids[i] else { continue };
         // Criu's own, or dumped by [`mnt`] and [`net`] directly.
@@ -489,7 +499,12 @@ pub(crate) fn dump_all(
             ));
         };
         tracing::info!(pid, id, kind = kind.name(), "dumping a namespace");
-        (ops.dump)(&DumpCtx { pid, id, dir })?;
+        (ops.dump)(&DumpCtx {
+            pid,
+            id,
+            dir,
+            external,
+        })?;
     }
     Ok(())
 }
@@ -499,6 +514,11 @@ pub(crate) fn dump_all(
 pub(crate) struct Prepared {
     /// One per rebuilt namespace, in [`Kind::ALL`] order.
     rebuilt: Vec<(Kind, Rebuilt)>,
+    /// Namespaces the root enters itself (`--join-ns mnt|user`), with the ids taken in a user
+    /// namespace.
+    root_join: Vec<Join>,
+    /// Tasks in pid namespaces below the root's: their pids at every level.
+    levels: pid_levels::Nested,
 }
 
 /// The kind ids of a `TaskKobjIdsEntry` in [`Kind::ALL`] order.
@@ -523,12 +543,16 @@ fn entry_ids(e: &criu_images::pb::TaskKobjIdsEntry) -> [Option<u32>; 8] {
 /// [`NsError::Unsupported`] for a task in a namespace other than the root's of a kind that does
 /// not take several, or a kind no module restores; [`NsError::Image`] for unreadable images;
 /// the kind's error when a namespace cannot be rebuilt (what was made before is dropped).
-pub(crate) fn prepare_restore(dir: &Path, join_ns: &[String]) -> Result<Prepared, NsError> {
+pub(crate) fn prepare_restore(
+    dir: &Path,
+    join_ns: &[String],
+    inherit_fds: &[crate::options::InheritFd],
+) -> Result<Prepared, NsError> {
     // A network namespace is joined by criu's main thread ([`net::NetNs::prepare_for`]).
     let joins = join_ns
         .iter()
         .map(|j| parse_join(j))
-        .filter(|j| !matches!(j, Ok((Kind::Net, _))))
+        .filter(|j| !matches!(j, Ok((Kind::Net, _, _))))
         .collect::<Result<Vec<_>, _>>()?;
     let d = criu_images::ImageDir::new(dir);
     let file = criu_images::names::INVENTORY;
@@ -570,9 +594,38 @@ pub(crate) fn prepare_restore(dir: &Path, join_ns: &[String]) -> Result<Prepared
             }
         }
     }
-    let mut out = Prepared::default();
-    for (kind, fd) in joins {
+    let mut out = Prepared {
+        levels: pid_levels::read(dir)?,
+        ..Prepared::default()
+    };
+    for (kind, fd, ids) in joins {
         tracing::info!(kind = kind.name(), "joining a namespace (--join-ns)");
+        if kind == Kind::Pid && tree.first().is_some_and(|t| t.pid == 1) {
+            return Err(NsError::unsupported(
+                kind,
+                "--join-ns pid: the tree's root was the init (pid 1) of its pid namespace, and \
+                 an existing namespace cannot be given its init again"
+                    .to_string(),
+            ));
+        }
+        let own_ns = root_ids
+            .zip(Kind::ALL.iter().position(|k| *k == kind))
+            .is_some_and(|(r, i)| r[i].is_some_and(|id| criu_ids[i].is_some_and(|c| c != id)));
+        if kind == Kind::Mnt && own_ns {
+            return Err(NsError::unsupported(
+                kind,
+                "--join-ns mnt: the tree has a mount namespace of its own in the images, which \
+                 is rebuilt instead"
+                    .to_string(),
+            ));
+        }
+        // Mount and user namespaces are entered by the root itself (a process with threads,
+        // as criu may be, cannot enter them); the others by the engine around the root's clone.
+        if matches!(kind, Kind::Mnt | Kind::User) {
+            out.root_join.push((kind, fd, ids));
+            out.rebuilt.push((kind, Rebuilt::default()));
+            continue;
+        }
         out.rebuilt.push((
             kind,
             Rebuilt {
@@ -607,7 +660,11 @@ pub(crate) fn prepare_restore(dir: &Path, join_ns: &[String]) -> Result<Prepared
             ));
         };
         tracing::info!(id, kind = kind.name(), "rebuilding a namespace");
-        let mut r = (ops.restore)(&RestoreCtx { id, dir })?;
+        let mut r = (ops.restore)(&RestoreCtx {
+            id,
+            dir,
+            inherit_fds,
+        })?;
         // In a user namespace of its own the uts namespace is the one the root is cloned
         // with (a copy of the rebuilt one, names and all), so that the new user namespace
         // owns it and the tree may change its names.
@@ -630,19 +687,24 @@ pub(crate) fn prepare_restore(dir: &Path, join_ns: &[String]) -> Result<Prepared
 pub(crate) fn join_fd(join_ns: &[String], name: &str) -> Result<Option<OwnedFd>, NsError> {
     for j in join_ns {
         if j.split_once(':').is_some_and(|(k, _)| k == name) {
-            return parse_join(j).map(|(_, fd)| Some(fd));
+            return parse_join(j).map(|(_, fd, _)| Some(fd));
         }
     }
     Ok(None)
 }
 
-/// `--join-ns NS:{PID|FILE}[,EXTRA]`: the kind and a descriptor of the namespace. Kinds this
-/// criu joins: uts, ipc, time, cgroup, net; others are refused by name.
+/// A namespace given with `--join-ns`: its kind, a descriptor of it, and for a user namespace
+/// the ids taken in it.
+type Join = (Kind, OwnedFd, Option<(u32, u32)>);
+
+/// `--join-ns NS:{PID|FILE}[,EXTRA]`: the kind, a descriptor of the namespace and, for a user
+/// namespace, the ids taken in it (`EXTRA` is `UID[,GID]`; as CRIU, criu's own by default).
+/// Kinds this criu joins: uts, ipc, time, cgroup, net, pid, mnt, user.
 ///
 /// # Errors
-/// [`NsError::Unsupported`] for another kind or extra options, [`NsError::Io`] when the
-/// namespace cannot be opened or is not of that kind.
-fn parse_join(spec: &str) -> Result<(Kind, OwnedFd), NsError> {
+/// [`NsError::Unsupported`] for another kind or extra options for a kind other than user,
+/// [`NsError::Io`] when the namespace cannot be opened or is not of that kind.
+fn parse_join(spec: &str) -> Result<Join, NsError> {
     let bad =
         |kind: Kind, why: String| NsError::unsupported(kind, format!("--join-ns {spec}: {why}"));
     let Some((name, rest)) = spec.split_once(':') else {
@@ -651,27 +713,30 @@ fn parse_join(spec: &str) -> Result<(Kind, OwnedFd), NsError> {
     let (target, extra) = rest
         .split_once(',')
         .map_or((rest, None), |(t, e)| (t, Some(e)));
-    let kind = match name {
-        "uts" => Kind::Uts,
-        "ipc" => Kind::Ipc,
-        "time" => Kind::Time,
-        "cgroup" => Kind::Cgroup,
-        "net" => Kind::Net,
-        "user" | "pid" | "mnt" => {
-            let k = Kind::ALL
-                .into_iter()
-                .find(|k| k.name() == name)
-                .unwrap_or(Kind::Uts);
-            return Err(bad(
-                k,
-                format!("joining a {name} namespace is not supported"),
-            ));
-        }
-        _ => return Err(bad(Kind::Uts, format!("unknown namespace kind {name:?}"))),
+    let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == name) else {
+        return Err(bad(Kind::Uts, format!("unknown namespace kind {name:?}")));
     };
-    if extra.is_some() {
-        return Err(bad(kind, "extra options are for user namespaces".into()));
-    }
+    let ids = match extra {
+        None => None,
+        Some(_) if kind != Kind::User => {
+            return Err(bad(kind, "extra options are for user namespaces".into()));
+        }
+        Some(e) => {
+            let (u, g) = e.split_once(',').map_or((e, None), |(u, g)| (u, Some(g)));
+            let id = |w: &str, own: u32| -> Result<u32, NsError> {
+                if w.is_empty() {
+                    return Ok(own);
+                }
+                w.parse::<u32>()
+                    .ok()
+                    .filter(|&v| v <= 65535)
+                    .ok_or_else(|| bad(kind, format!("{w:?} is not an id (0..=65535)")))
+            };
+            // SAFETY: getuid/getgid have no preconditions.
+            let (own_u, own_g) = unsafe { (libc::getuid(), libc::getgid()) };
+            Some((id(u, own_u)?, id(g.unwrap_or(""), own_g)?))
+        }
+    };
     let path = if !target.is_empty() && target.bytes().all(|b| b.is_ascii_digit()) {
         format!("/proc/{target}/ns/{name}")
     } else {
@@ -679,20 +744,95 @@ fn parse_join(spec: &str) -> Result<(Kind, OwnedFd), NsError> {
     };
     let f =
         std::fs::File::open(&path).map_err(|e| NsError::io(kind, format!("opening {path}"), e))?;
-    // The descriptor must be a namespace of that kind (NS_GET_NSTYPE).
-    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
-    // SAFETY: an ioctl on a descriptor we own, with no argument.
-    let t = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_NSTYPE) };
-    if t != kind.cflag() {
+    if ns_type(&f) != kind.cflag() {
         return Err(bad(kind, format!("{path} is not a {name} namespace")));
     }
-    Ok((kind, OwnedFd::from(f)))
+    Ok((kind, OwnedFd::from(f), ids))
+}
+
+/// Whether namespace descriptor `fd` is criu's own namespace `name`.
+fn same_ns(fd: &OwnedFd, name: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = fd
+        .try_clone()
+        .ok()
+        .and_then(|f| std::fs::File::from(f).metadata().ok())
+        .map(|m| m.ino());
+    let mine = std::fs::metadata(format!("/proc/self/ns/{name}"))
+        .ok()
+        .map(|m| m.ino());
+    theirs.is_some() && theirs == mine
+}
+
+/// The `CLONE_NEW*` type of namespace descriptor `f` (`NS_GET_NSTYPE`), -1 if it is none.
+fn ns_type(f: &impl AsRawFd) -> i32 {
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl on a descriptor the caller holds, with no argument.
+    unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) }
+}
+
+/// A copy of criu's descriptor `fd` (given with `--inherit-fd`), which must be a namespace of
+/// kind `kind`.
+///
+/// # Errors
+/// [`NsError::Sys`] when it cannot be duplicated, [`NsError::Unsupported`] when it is not a
+/// namespace of that kind.
+pub(crate) fn ns_fd_of(kind: Kind, fd: i32) -> Result<OwnedFd, NsError> {
+    // SAFETY: duplicates a descriptor the caller passed to criu; the copy is ours alone.
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if d < 0 {
+        return Err(NsError::sys(
+            kind,
+            format!("duplicating inherited descriptor {fd}"),
+            Errno::last(),
+        ));
+    }
+    // SAFETY: d is a new descriptor owned by nothing else.
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d) };
+    if ns_type(&owned) != kind.cflag() {
+        return Err(NsError::unsupported(
+            kind,
+            format!(
+                "inherited descriptor {fd} is not a {} namespace",
+                kind.name()
+            ),
+        ));
+    }
+    Ok(owned)
 }
 
 impl Prepared {
-    /// Whether the tree gets a pid namespace of its own (its pids are free there).
+    /// Whether the tree gets a pid namespace other than criu's: a new one, or one it joins
+    /// (`--join-ns pid`, an external one); its pids are not criu's to check.
     pub(crate) fn new_pid_ns(&self) -> bool {
-        self.clone_flags() & libc::CLONE_NEWPID as u64 != 0
+        self.rebuilt.iter().any(|(k, _)| *k == Kind::Pid)
+    }
+
+    /// Tasks in pid namespaces below the root's: the pid in the root's namespace → the pids
+    /// from there down.
+    pub(crate) fn levels(&self) -> &pid_levels::Nested {
+        &self.levels
+    }
+
+    /// The namespaces the root enters itself, mount before user.
+    pub(crate) fn root_joins(&self) -> Vec<crate::restore::ops::JoinNs> {
+        let mut v: Vec<_> = self
+            .root_join
+            .iter()
+            .map(|(k, fd, ids)| crate::restore::ops::JoinNs {
+                // criu's own user namespace cannot be entered again (as CRIU, only the ids
+                // are taken).
+                fd: if *k == Kind::User && same_ns(fd, "user") {
+                    -1
+                } else {
+                    fd.as_raw_fd()
+                },
+                nstype: k.cflag(),
+                ids: *ids,
+            })
+            .collect();
+        v.sort_by_key(|j| j.nstype == libc::CLONE_NEWUSER);
+        v
     }
 
     /// The engine's view of the tree's pids once the root (`root` as the engine sees it) exists.

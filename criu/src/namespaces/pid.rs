@@ -1,9 +1,12 @@
 //! Pid namespaces: a tree whose root is the init of a pid namespace of its own comes back in a
-//! new one with the same pids inside it.
+//! new one with the same pids inside it; a tree in an external pid namespace (`--external
+//! pid[INO]:KEY`) is forked into the one given at restore (`--inherit-fd fd[N]:KEY`).
 //!
-//! A pid namespace has no state of its own to save (no image, as in CRIU); what changes is
-//! which pids the images hold: those the tasks have inside their namespace (the last field of
-//! `NSpid` in `/proc/PID/status`), so the root is pid 1. The dump writes its images with the pids
+//! A pid namespace has no state of its own to save (no image, as in CRIU, but for an external
+//! one's key in `pidns-ID.img`); what changes is which pids the images hold: those the tasks
+//! have in the root's namespace (the field of `NSpid` in `/proc/PID/status` at the root's
+//! level), so the root is pid 1 (of an external namespace: any). Tasks in pid namespaces below
+//! the root's get their pids at every level from [`super::pid_levels`]. The dump writes its images with the pids
 //! criu sees, then [`dump`] rewrites them: the per-task images are renamed (`core-`, `ids-`,
 //! `mm-`, `fs-`, `pagemap-`) and every pid field of `pstree.img`, `files.img` (owners, pidfds),
 //! `filelocks.img`, `tty-info.img` and the cores (timer targets) is translated.
@@ -12,8 +15,8 @@
 //! children with their pids inside the namespace as usual; the engine, outside, finds a task's
 //! pid as it sees it through [`PidMap`].
 //!
-//! Refused by name: a root that is not the init of its namespace, tasks in nested pid
-//! namespaces, and (for now) multi-threaded tasks in a pid namespace of their own.
+//! Refused by name: a root that is not the init of its namespace (unless the namespace is
+//! external), and (for now) multi-threaded tasks in a pid namespace of their own.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,18 +30,19 @@ use super::{DumpCtx, Kind, NsError, NsOps, Rebuilt, RestoreCtx};
 /// The pid kind's operations.
 pub(crate) static OPS: NsOps = NsOps {
     kind: Kind::Pid,
-    nested: false,
+    // Tasks in pid namespaces below the root's: [`super::pid_levels`].
+    nested: true,
     dump,
     restore,
 };
 
 const K: Kind = Kind::Pid;
 
-/// The `NSpid` of task `tid` as criu sees it (criu's pid first, the innermost last).
-fn nspid(path: &str) -> Option<Vec<i32>> {
-    let text = std::fs::read_to_string(format!("{path}/status")).ok()?;
-    let line = text.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    line.split_whitespace().map(|w| w.parse().ok()).collect()
+use super::pid_levels::nspid;
+
+/// `pidns-ID.img` (CRIU's `PidnsEntry`): written only for an external pid namespace.
+fn pidns_image(id: u32) -> String {
+    format!("pidns-{id}.img")
 }
 
 /// The per-task images, named by pid.
@@ -108,53 +112,64 @@ fn rewrite(path: &Path, map: &HashMap<i64, i64>) -> Result<(), NsError> {
 
 fn dump(ctx: &DumpCtx<'_>) -> Result<(), NsError> {
     let root = nspid(&format!("/proc/{}", ctx.pid)).unwrap_or_default();
-    if root.last() != Some(&1) {
+    // `--external pid[INO]:KEY`: the namespace is the caller's; the root need not be its init
+    // and only the key is saved (CRIU's `pidns-ID.img`).
+    let ino = std::fs::metadata(format!("/proc/{}/ns/pid", ctx.pid))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .ok();
+    let key = ctx.external.iter().find_map(|e| {
+        (e.kind == "pid" && ino.is_some_and(|i| e.id == i.to_string()))
+            .then(|| e.value.clone())
+            .flatten()
+    });
+    if root.last() != Some(&1) && key.is_none() {
         return Err(NsError::unsupported(
             K,
             format!(
                 "{} is in a pid namespace of its own but is not its init (pid {:?} there): a pid \
-                 namespace is dumped from its init",
+                 namespace is dumped from its init, or named with --external pid[{}]:KEY",
                 ctx.pid,
-                root.last()
+                root.last(),
+                ino.unwrap_or(0)
             ),
         ));
+    }
+    if let Some(key) = &key {
+        tracing::info!(id = ctx.id, key, "the pid namespace is external");
+        let e = criu_images::pb::PidnsEntry {
+            ext_key: Some(key.clone()),
+        };
+        let path = ctx.dir.join(pidns_image(ctx.id));
+        criu_images::write_all(&path, criu_images::magic::PIDNS, [&e])
+            .map_err(|e| NsError::image(K, pidns_image(ctx.id), e))?;
     }
     let d = criu_images::ImageDir::new(ctx.dir);
     let tree = d
         .read_pstree()
         .map_err(|e| NsError::image(K, names::PSTREE, e))?;
-    // criu's pid → the pid inside the namespace, for every task and thread.
-    let mut map = HashMap::new();
-    for t in &tree {
-        if t.threads.len() > 1 {
-            return Err(NsError::unsupported(
-                K,
-                format!(
-                    "{} has {} threads: multi-threaded processes in a pid namespace of their \
-                     own are not restored yet",
-                    t.pid,
-                    t.threads.len()
-                ),
-            ));
-        }
-        for &tid in t.threads.iter().chain(std::iter::once(&t.pid)) {
-            let v = nspid(&format!("/proc/{}/task/{tid}", t.pid))
-                .or_else(|| nspid(&format!("/proc/{tid}")))
-                .and_then(|v| v.last().copied())
-                .ok_or_else(|| {
-                    NsError::io(
-                        K,
-                        format!("reading the NSpid of {tid}"),
-                        std::io::Error::from_raw_os_error(libc::ESRCH),
-                    )
-                })?;
-            map.insert(tid as i64, v as i64);
-        }
+    let levels = super::pid_levels::collect(&tree, root.len())?;
+    super::pid_levels::check(&tree, &levels)?;
+    if let Some(t) = tree.iter().find(|t| t.threads.len() > 1) {
+        return Err(NsError::unsupported(
+            K,
+            format!(
+                "{} has {} threads: multi-threaded processes in a pid namespace of their own \
+                 are not restored yet",
+                t.pid,
+                t.threads.len()
+            ),
+        ));
     }
+    // criu's pid → the pid in the root's namespace, for every task and thread.
+    let map: HashMap<i64, i64> = levels
+        .iter()
+        .map(|(&k, v)| (k as i64, v.first().copied().unwrap_or(k) as i64))
+        .collect();
     tracing::info!(
         tasks = tree.len(),
         "pid namespace: images get the pids inside it"
     );
+    super::pid_levels::write(ctx.dir, &tree, &levels)?;
     // Renames first (pid numbers inside may collide with other tasks' numbers outside: go
     // through temporary names).
     let mut renames = Vec::new();
@@ -190,6 +205,21 @@ fn dump(ctx: &DumpCtx<'_>) -> Result<(), NsError> {
     Ok(())
 }
 
+/// A tree whose root is in criu's pid namespace: its tasks below it (nested pid namespaces) are
+/// checked and listed with their pids at every level ([`super::pid_levels`]); the images keep
+/// the pids criu sees.
+///
+/// # Errors
+/// As [`super::pid_levels::check`]; [`NsError::Image`], [`NsError::Io`].
+pub(crate) fn dump_nested(dir: &Path) -> Result<(), NsError> {
+    let tree = criu_images::ImageDir::new(dir)
+        .read_pstree()
+        .map_err(|e| NsError::image(K, names::PSTREE, e))?;
+    let levels = super::pid_levels::collect(&tree, 1)?;
+    super::pid_levels::check(&tree, &levels)?;
+    super::pid_levels::write(dir, &tree, &levels)
+}
+
 fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
     let d = criu_images::ImageDir::new(ctx.dir);
     let tree = d
@@ -198,15 +228,6 @@ fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
     let Some(root) = tree.first() else {
         return Err(NsError::bad(K, names::PSTREE, "no tasks"));
     };
-    if root.pid != 1 {
-        return Err(NsError::unsupported(
-            K,
-            format!(
-                "the root (pid {}) of a tree in a pid namespace of its own is not its init",
-                root.pid
-            ),
-        ));
-    }
     if let Some(t) = tree.iter().find(|t| t.threads.len() > 1) {
         return Err(NsError::unsupported(
             K,
@@ -215,6 +236,49 @@ fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
                  are not restored yet",
                 t.pid,
                 t.threads.len()
+            ),
+        ));
+    }
+    // An external namespace: the one given with `--inherit-fd fd[N]:KEY`, which the root is
+    // forked into (setns, then clone).
+    let img = ctx.dir.join(pidns_image(ctx.id));
+    if img.exists() {
+        let e: Vec<criu_images::pb::PidnsEntry> =
+            criu_images::read_all(&img, criu_images::magic::PIDNS)
+                .map_err(|e| NsError::image(K, pidns_image(ctx.id), e))?;
+        if let Some(key) = e.first().and_then(|e| e.ext_key.clone()) {
+            if root.pid == 1 {
+                return Err(NsError::unsupported(
+                    K,
+                    format!(
+                        "the external pid namespace {key:?}: the root is pid 1 in it, and a \
+                         namespace cannot be given its init again"
+                    ),
+                ));
+            }
+            let Some(i) = ctx.inherit_fds.iter().find(|i| i.key == key) else {
+                return Err(NsError::unsupported(
+                    K,
+                    format!(
+                        "the tree lived in an external pid namespace {key:?}: give it with \
+                         --inherit-fd fd[N]:{key}"
+                    ),
+                ));
+            };
+            let fd = super::ns_fd_of(K, i.fd)?;
+            tracing::info!(key, fd = i.fd, "the external pid namespace");
+            return Ok(Rebuilt {
+                join: Some(fd),
+                ..Rebuilt::default()
+            });
+        }
+    }
+    if root.pid != 1 {
+        return Err(NsError::unsupported(
+            K,
+            format!(
+                "the root (pid {}) of a tree in a pid namespace of its own is not its init",
+                root.pid
             ),
         ));
     }
@@ -229,6 +293,8 @@ fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
 pub(crate) struct PidMap {
     /// The root as the engine sees it, when the tree has a pid namespace of its own.
     root: Option<i32>,
+    /// The levels of the root's `NSpid` (the images' pids are at the last of them).
+    depth: usize,
     known: RefCell<HashMap<i32, i32>>,
 }
 
@@ -237,17 +303,23 @@ impl PidMap {
     pub(crate) fn identity() -> PidMap {
         PidMap {
             root: None,
+            depth: 0,
             known: RefCell::new(HashMap::new()),
         }
     }
 
-    /// Pids of the tree under `root` (the engine's pid of the namespace's init).
+    /// Pids of the tree under `root` (the engine's pid of the tree's root, which lives in a
+    /// pid namespace other than criu's: the images' pids are those in that namespace).
     pub(crate) fn under(root: i32) -> PidMap {
+        let depth = nspid(&format!("/proc/{root}")).map_or(0, |v| v.len());
         let m = PidMap {
             root: Some(root),
+            depth,
             known: RefCell::new(HashMap::new()),
         };
-        m.known.borrow_mut().insert(1, root);
+        if let Some(v) = nspid(&format!("/proc/{root}")).and_then(|v| v.last().copied()) {
+            m.known.borrow_mut().insert(v, root);
+        }
         m
     }
 
@@ -264,7 +336,9 @@ impl PidMap {
         let mut todo = vec![root];
         let mut known = self.known.borrow_mut();
         while let Some(p) = todo.pop() {
-            if let Some(v) = nspid(&format!("/proc/{p}")).and_then(|v| v.last().copied()) {
+            // The pid at the root's level (a task in a nested namespace has more).
+            let at = self.depth.checked_sub(1);
+            if let Some(v) = nspid(&format!("/proc/{p}")).and_then(|v| v.get(at?).copied()) {
                 known.insert(v, p);
             }
             let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {

@@ -158,7 +158,8 @@ pub fn restore(
         "images read"
     );
     // The tree's own namespaces, rebuilt before any of its tasks exists.
-    let mut namespaces = crate::namespaces::prepare_restore(&opts.images_dir, &opts.join_ns)?;
+    let mut namespaces =
+        crate::namespaces::prepare_restore(&opts.images_dir, &opts.join_ns, &opts.inherit_fds)?;
     // In a new pid namespace every pid is free.
     let own_pids = namespaces.new_pid_ns();
     let cgroups = crate::namespaces::cgroup::prepare_restore(

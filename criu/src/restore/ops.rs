@@ -42,6 +42,8 @@ pub const CHILD_LAZY: u32 = 113;
 pub const CHILD_AIO: u32 = 114;
 /// Mapping packet socket rings again.
 pub const CHILD_PACKET_RING: u32 = 115;
+/// Entering a namespace given with `--join-ns` (the root, before anything else).
+pub const CHILD_JOIN_NS: u32 = 116;
 
 /// A short name for a child stage.
 pub fn stage_name(stage: u32) -> &'static str {
@@ -62,6 +64,7 @@ pub fn stage_name(stage: u32) -> &'static str {
         CHILD_LAZY => "handing memory to the lazy-pages daemon",
         CHILD_AIO => "making an AIO ring again",
         CHILD_PACKET_RING => "mapping a packet socket's rings again",
+        CHILD_JOIN_NS => "entering a namespace given with --join-ns",
         s => abi::stage_name(s),
     }
 }
@@ -268,8 +271,16 @@ pub struct FillHelper {
 /// One task of the tree as its creator sees it.
 #[derive(Debug)]
 pub struct Node {
-    /// Its pid.
+    /// Its pid as its parent sees it.
     pub pid: i32,
+    /// Its child (index) whose pid namespace it enters once its children exist: its pid namespace
+    /// for children was that one (`unshare(CLONE_NEWPID)`, then the child, its init).
+    pub enter_child_ns: Option<usize>,
+    /// Namespaces it enters itself before anything else (the root: `--join-ns mnt|user`).
+    pub join: Vec<JoinNs>,
+    /// Its pids from its own pid namespace out to the root's (`clone3`'s `set_tid`): one unless
+    /// it lives in a pid namespace below the root's (`namespaces::pid_levels`).
+    pub tids: Vec<i32>,
     /// How it gets its session and group.
     pub session: SessionOp,
     /// For [`SessionOp::Setpgid`] of another task's group: that task (it must have its group
@@ -298,6 +309,18 @@ pub struct Node {
     pub share_files: bool,
     /// It shares its parent's cwd, root and umask (made with `CLONE_FS`; set by the parent).
     pub share_fs: bool,
+}
+
+/// A namespace the root enters itself (`setns`) before it does anything else: those that a
+/// multi-threaded engine cannot enter for it (`--join-ns mnt`, `--join-ns user[,UID,GID]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinNs {
+    /// The engine's descriptor of the namespace (inherited by the root, closed once entered).
+    pub fd: i32,
+    /// Its `CLONE_NEW*` type.
+    pub nstype: i32,
+    /// Ids taken right after entering a user namespace (`setresgid`, `setresuid`).
+    pub ids: Option<(u32, u32)>,
 }
 
 /// A failed step of a task before its restorer runs, as reported in its sync slot.

@@ -110,6 +110,13 @@ pub(super) fn spawn(
         };
         nodes.push(ops::Node {
             pid: t.pid,
+            tids: vec![t.pid],
+            enter_child_ns: None,
+            join: if i == 0 {
+                namespaces.root_joins()
+            } else {
+                Vec::new()
+            },
             session: sessions[i],
             leader,
             children: tree.children[i].clone(),
@@ -128,6 +135,7 @@ pub(super) fn spawn(
         rest.push(r);
     }
     share_with_parents(tree, &mut nodes);
+    crate::namespaces::pid_levels::apply(&mut nodes, &tree.parent, namespaces.levels())?;
     // Subtree sizes, children after parents in `order`: add each task's size to its parent's.
     for (k, &i) in tree.order.iter().enumerate() {
         nodes[i].pre = k;

@@ -116,17 +116,40 @@ pub(crate) fn fork3(args: &CloneArgs) -> i64 {
     }
 }
 
-/// Forks a child with pid `pid` (sharing what `flags` say); 0 in the child.
-fn fork_with_pid(pid: i32, flags: u64) -> Result<i32, Fail> {
-    let tid = [pid];
+/// Forks a child with pids `tids` (its own namespace's first, out to the root's; sharing what
+/// `flags` say; with `CLONE_PIDFD` its pidfd goes into `pidfd`); 0 in the child.
+fn fork_with_pid(tids: &[i32], flags: u64, pidfd: &mut i32) -> Result<i32, Fail> {
     let args = CloneArgs {
         flags,
+        pidfd: pidfd as *mut i32 as u64,
         exit_signal: libc::SIGCHLD as u64,
-        set_tid: tid.as_ptr() as u64,
-        set_tid_size: 1,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: tids.len() as u64,
         ..Default::default()
     };
+    let pid = tids.first().copied().unwrap_or(0);
     ok(CHILD_CLONE, fork3(&args), pid as u64).map(|r| r as i32)
+}
+
+/// Enters namespace `j` (`--join-ns`), then closes the engine's descriptor of it.
+fn join_ns(j: &JoinNs) -> Result<(), Fail> {
+    if j.fd >= 0 {
+        // SAFETY: setns on a descriptor inherited from the engine; this task is single-threaded
+        // and shares no fs info, as entering a mount or user namespace needs.
+        let r = unsafe { libc::setns(j.fd, j.nstype) };
+        ok(CHILD_JOIN_NS, r as libc::c_long, j.nstype as u64)?;
+        // SAFETY: the descriptor is this task's copy, not needed any more.
+        unsafe { libc::close(j.fd) };
+    }
+    if let Some((uid, gid)) = j.ids {
+        // SAFETY: changes only this task's credentials (the restorer sets the saved ones).
+        let r = unsafe { libc::setresgid(gid, gid, gid) };
+        ok(CHILD_JOIN_NS, r as libc::c_long, gid as u64)?;
+        // SAFETY: as above.
+        let r = unsafe { libc::setresuid(uid, uid, uid) };
+        ok(CHILD_JOIN_NS, r as libc::c_long, uid as u64)?;
+    }
+    Ok(())
 }
 
 fn session(op: SessionOp) -> Result<(), Fail> {
@@ -240,6 +263,11 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
     if me.zombie.is_none() {
         wait_or_quit(&s, &slot.go);
     }
+    for j in &me.join {
+        if let Err(f) = join_ns(j) {
+            fail_slot(&s, i, f);
+        }
+    }
     if let Some(l) = me.leader {
         wait_or_quit(&s, &s.slot(l).grouped);
     }
@@ -271,6 +299,8 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
         }
     }
     let mut prev = None;
+    // The pidfd of the child whose pid namespace becomes this task's for its children.
+    let mut child_ns: i32 = -1;
     for &c in &me.children {
         let child = &nodes[c];
         let range = (child.pre, child.pre + child.size);
@@ -296,7 +326,15 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
         if child.share_fs {
             flags |= libc::CLONE_FS as u64;
         }
-        match fork_with_pid(child.pid, flags) {
+        // One level below this task: the init of a pid namespace this task made.
+        if child.tids.len() > me.tids.len() {
+            flags |= libc::CLONE_NEWPID as u64;
+        }
+        let keep = me.enter_child_ns == Some(c);
+        if keep {
+            flags |= libc::CLONE_PIDFD as u64;
+        }
+        match fork_with_pid(&child.tids, flags, &mut child_ns) {
             Ok(0) => run(nodes, order, s, c),
             Ok(_) => {}
             Err(f) => fail_slot(&s, i, f),
@@ -321,6 +359,15 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
                 libc::MADV_DOFORK,
             )
         };
+    }
+    if child_ns >= 0 {
+        // SAFETY: setns on the pidfd of our child: only where our next children go changes.
+        let r = unsafe { libc::setns(child_ns, libc::CLONE_NEWPID) };
+        if let Err(f) = ok(CHILD_JOIN_NS, r as libc::c_long, libc::CLONE_NEWPID as u64) {
+            fail_slot(&s, i, f);
+        }
+        // SAFETY: our own descriptor, not needed any more.
+        unsafe { libc::close(child_ns) };
     }
     for &c in &me.children {
         wait_or_quit(&s, &s.slot(c).created);

@@ -543,13 +543,21 @@ fn freeze_cgroup_freezes_for_the_dump_and_timeout_bounds_the_wait() {
         &d.path().join("stuck.log"),
         None,
     );
+    // Stuck for good: `stat` itself (not the shell before its exec, which may sleep briefly in
+    // the kernel too) in an uninterruptible sleep, seen several times in a row.
+    let stuck_now = || {
+        fs::read_to_string(format!("/proc/{}/comm", stuck.pid())).unwrap_or_default() == "stat\n"
+            && compel_criu_tests::status_field(stuck.pid(), "State:").starts_with('D')
+    };
     let t0 = Instant::now();
-    while !compel_criu_tests::status_field(stuck.pid(), "State:").starts_with('D') {
+    let mut seen = 0;
+    while seen < 5 {
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "the task is not stuck"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        seen = if stuck_now() { seen + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(20));
     }
     for t in [1u32, 3] {
         let t0 = Instant::now();

@@ -5,6 +5,9 @@
 //! - inotify events pending at the dump are dropped, as CRIU does, and the watch still fires;
 //! - a pty master whose slave was never opened keeps its index and its lock (`TIOCSPTLCK`), next
 //!   to an unlocked pair;
+//! - a FIFO read here and written by a child (two open files on one FIFO, across processes)
+//!   delivers its unread bytes once after the restore, its writer still there;
+//! - a read lease next to a POSIX lock and a `flock` of the same process all come back;
 //! - corrupt entries of these kinds (an inotify watch descriptor 0, a fanotify mark of an
 //!   unknown type, a pidfd of pid -5) fail the restore before any task runs, naming the kind.
 //!
@@ -48,6 +51,51 @@ fn locked_pty_master_without_its_slave_keeps_index_and_lock() {
     become_subreaper();
     let d = tempfile::tempdir().unwrap();
     round_trip(d.path(), "pty-locked", &[]);
+}
+
+#[test]
+fn fifo_reader_and_writer_in_two_processes_deliver_their_bytes_once() {
+    skip_if_not_root!("fifo_reader_and_writer_in_two_processes_deliver_their_bytes_once");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("f");
+    std::fs::create_dir(&dir).unwrap();
+    let mut v = spawn_ready_with(BIN, d.path(), &["fifo-pair"], &[dir.to_str().unwrap()]);
+    let child: i32 = std::fs::read_to_string(d.path().join("out.pids"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    {
+        let _c = Spawned::guard(child);
+        dump_and_reap(&mut v, &d.path().join("img"), &[]);
+    }
+    let restored = restore_detached(&d.path().join("img"), &[]);
+    let r = Spawned::guard(restored);
+    let _c = Spawned::guard(child);
+    let out = d.path().join("out");
+    assert_eq!(ask_check(r.pid(), &out), "ok", "first read");
+    std::fs::remove_file(&out).unwrap();
+    assert_eq!(ask_check(r.pid(), &out), "ok", "nothing read twice");
+}
+
+#[test]
+fn lease_next_to_posix_and_flock_locks_comes_back() {
+    skip_if_not_root!("lease_next_to_posix_and_flock_locks_comes_back");
+    let _g = test_lock();
+    become_subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("l");
+    std::fs::create_dir(&dir).unwrap();
+    let mut v = spawn_ready_with(BIN, d.path(), &["lease-lock"], &[dir.to_str().unwrap()]);
+    let out = d.path().join("out");
+    assert_eq!(ask_check(v.pid(), &out), "ok");
+    std::fs::remove_file(&out).unwrap();
+    dump_and_reap(&mut v, &d.path().join("img"), &["--file-locks"]);
+    let restored = restore_detached(&d.path().join("img"), &[]);
+    let r = Spawned::guard(restored);
+    assert_eq!(ask_check(r.pid(), &out), "ok");
 }
 
 /// Without a dump the pending event is still there (the check can fail); after a dump and

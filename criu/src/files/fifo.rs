@@ -22,7 +22,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use criu_images::pb::{FdTypes, FifoEntry, FileEntry, RegFileEntry};
 use criu_images::{ImageDir, magic, names};
@@ -187,24 +187,45 @@ impl FileKind for Fifo {
                 what: format!("fifo {at}: the path is no longer a fifo"),
             });
         }
-        let held = self
-            .held
-            .entry(f.pipe_id)
-            .or_insert_with(|| {
-                Arc::new(Held {
-                    path: path.clone(),
-                    ghost,
-                    data: data.get(&f.pipe_id).cloned().unwrap_or_default(),
-                    fd: Mutex::new(None),
-                })
-            })
-            .clone();
+        let held = match self.held.get(&f.pipe_id) {
+            Some(h) => Arc::clone(h),
+            None => {
+                // One per FIFO in the whole restore: another task may have opened it already
+                // (the kinds are made per task).
+                let mut all = HELD.lock().unwrap_or_else(|e| e.into_inner());
+                all.retain(|(_, _, w)| w.strong_count() > 0);
+                let dir = ctx.dir.path().to_path_buf();
+                let found = all
+                    .iter()
+                    .find(|(d, id, _)| *d == dir && *id == f.pipe_id)
+                    .and_then(|(_, _, w)| w.upgrade());
+                let h = match found {
+                    Some(h) => h,
+                    None => {
+                        let h = Arc::new(Held {
+                            path: path.clone(),
+                            ghost,
+                            data: data.get(&f.pipe_id).cloned().unwrap_or_default(),
+                            fd: Mutex::new(None),
+                        });
+                        all.push((dir, f.pipe_id, Arc::downgrade(&h)));
+                        h
+                    }
+                };
+                self.held.insert(f.pipe_id, Arc::clone(&h));
+                h
+            }
+        };
         Ok(Arc::new(FifoFile {
             held,
             flags: reg.flags as i32,
         }))
     }
 }
+
+/// FIFOs the engine holds for a restore, by images directory and pipe id: one per FIFO
+/// however many tasks open it (each task's kinds are its own), so its bytes are written once.
+static HELD: Mutex<Vec<(PathBuf, u32, Weak<Held>)>> = Mutex::new(Vec::new());
 
 /// Reads `fifo-data.img` (absent: no FIFO had data), by pipe id.
 fn fifo_data(d: &ImageDir) -> Result<HashMap<u32, PipeData>, RestoreError> {

@@ -30,6 +30,14 @@
 //! - `pty-locked`: a pty master whose slave was never opened and is still locked
 //!   (`TIOCGPTLCK` 1), and an unlocked pair with both ends open. The check: both indexes as
 //!   they were, the lock states, and bytes written to the pair's master read from its slave.
+//! - `fifo-pair DIR`: FIFO DIR/p opened read-only (non-blocking) here and write-only by a
+//!   child (its pid in `OUT.pids`), which writes `from-child` into it and then only sleeps.
+//!   The check: the bytes arrive once (the next read finds none, and the writer is still
+//!   there: no hang-up), and the child's descriptor is DIR/p, write-only, on the same FIFO.
+//! - `lease-lock DIR`: DIR/leased opened read-only with a read lease, DIR/locked opened
+//!   read-write with a POSIX write lock on bytes 0..10 and DIR/flocked with an exclusive
+//!   `flock`. The check: `F_GETLEASE` is still a read lease, `F_GETLK` from the test's view is
+//!   in `/proc/locks` (a POSIX, a FLOCK and a LEASE entry of this process on those inodes).
 //! - `pidfd-thread-shared`: a thread T, a `PIDFD_THREAD | PIDFD_NONBLOCK` pidfd of T at fd 50,
 //!   then a child forked that inherits it (and only sleeps); the child's pid goes into
 //!   `OUT.pids`. The check: fd 50 names T (fdinfo `Pid:`), SIGUSR2 sent through it is pending
@@ -555,6 +563,181 @@ fn check_ptys(p: &Ptys) -> Result<(), String> {
     Ok(())
 }
 
+// ---- a FIFO with its reader here and its writer in a child ----
+
+struct FifoPair {
+    r: i32,
+    path: String,
+    child: i32,
+    round: u32,
+}
+
+fn setup_fifo_pair(dir: &str, out: &str) -> FifoPair {
+    let path = format!("{dir}/p");
+    let c = std::ffi::CString::new(path.as_str()).unwrap();
+    // SAFETY: mkfifo and open with a NUL-terminated path.
+    let r = unsafe {
+        assert_eq!(libc::mkfifo(c.as_ptr(), 0o600), 0, "mkfifo");
+        libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK)
+    };
+    assert!(r >= 0, "open the reader: {}", errno());
+    // SAFETY: the child only opens, writes and sleeps (async-signal-safe calls).
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: as above; the child ends only when killed.
+        unsafe {
+            libc::close(r);
+            let w = libc::open(c.as_ptr(), libc::O_WRONLY);
+            if w < 0 || libc::write(w, b"from-child".as_ptr().cast(), 10) != 10 {
+                libc::_exit(3);
+            }
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    std::fs::write(format!("{out}.pids"), child.to_string()).unwrap();
+    // The child's bytes are in before READY.
+    for _ in 0..500 {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int into a live local.
+        unsafe { libc::ioctl(r, libc::FIONREAD, &mut n) };
+        if n >= 10 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    FifoPair {
+        r,
+        path,
+        child,
+        round: 0,
+    }
+}
+
+fn check_fifo_pair(f: &mut FifoPair) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    f.round += 1;
+    let mut buf = [0u8; 64];
+    // SAFETY: non-blocking read into a live local buffer from our own reader.
+    let n = unsafe { libc::read(f.r, buf.as_mut_ptr().cast(), buf.len()) };
+    let want: &[u8] = if f.round == 1 { b"from-child" } else { b"" };
+    let got = if n < 0 { &[][..] } else { &buf[..n as usize] };
+    if got != want {
+        return Err(format!("round {}: read {got:?}, not {want:?}", f.round));
+    }
+    let mut pfd = libc::pollfd {
+        fd: f.r,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one live local pollfd.
+    unsafe { libc::poll(&mut pfd, 1, 0) };
+    if pfd.revents & libc::POLLHUP != 0 {
+        return Err("the writer is gone (hang-up)".into());
+    }
+    let link = std::fs::read_link(format!("/proc/{}/fd/3", f.child)).map_err(|e| e.to_string())?;
+    if link.to_string_lossy() != f.path {
+        return Err(format!("the child's fd 3 is {}", link.display()));
+    }
+    let flags = fdinfo_of(f.child, 3, "flags:")
+        .and_then(|v| u32::from_str_radix(&v, 8).ok())
+        .unwrap_or(u32::MAX);
+    if flags & libc::O_ACCMODE as u32 != libc::O_WRONLY as u32 {
+        return Err(format!("the child's fd 3 has flags {flags:o}"));
+    }
+    let theirs = std::fs::metadata(format!("/proc/{}/fd/3", f.child)).map_err(|e| e.to_string())?;
+    let mine = std::fs::metadata(format!("/proc/self/fd/{}", f.r)).map_err(|e| e.to_string())?;
+    if theirs.ino() != mine.ino() {
+        return Err("the two ends are not one FIFO".into());
+    }
+    Ok(())
+}
+
+// ---- a lease next to POSIX and flock locks ----
+
+struct LeaseLock {
+    leased: i32,
+    inodes: [u64; 3],
+}
+
+fn setup_lease_lock(dir: &str) -> LeaseLock {
+    use std::os::unix::fs::MetadataExt;
+    let mut fds = [0i32; 3];
+    let mut inodes = [0u64; 3];
+    for (i, (name, mode)) in [
+        ("leased", libc::O_RDONLY),
+        ("locked", libc::O_RDWR),
+        ("flocked", libc::O_RDONLY),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = format!("{dir}/{name}");
+        std::fs::write(&p, b"0123456789abcdef").unwrap();
+        inodes[i] = std::fs::metadata(&p).unwrap().ino();
+        let c = std::ffi::CString::new(p).unwrap();
+        // SAFETY: open with a NUL-terminated path.
+        fds[i] = unsafe { libc::open(c.as_ptr(), *mode) };
+        assert!(fds[i] >= 0, "open {name}");
+    }
+    // SAFETY: fcntl/flock on our own descriptors; the flock struct is a live local.
+    unsafe {
+        assert_eq!(
+            libc::fcntl(fds[0], libc::F_SETLEASE, libc::F_RDLCK),
+            0,
+            "lease: {}",
+            errno()
+        );
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = libc::F_WRLCK as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        fl.l_start = 0;
+        fl.l_len = 10;
+        assert_eq!(libc::fcntl(fds[1], libc::F_SETLK, &fl), 0, "posix lock");
+        assert_eq!(
+            libc::flock(fds[2], libc::LOCK_EX | libc::LOCK_NB),
+            0,
+            "flock"
+        );
+    }
+    LeaseLock {
+        leased: fds[0],
+        inodes,
+    }
+}
+
+fn check_lease_lock(l: &LeaseLock) -> Result<(), String> {
+    // SAFETY: fcntl query on our own descriptor.
+    let lease = unsafe { libc::fcntl(l.leased, libc::F_GETLEASE) };
+    if lease != libc::F_RDLCK {
+        return Err(format!("F_GETLEASE {lease}"));
+    }
+    let me = std::process::id().to_string();
+    let locks = std::fs::read_to_string("/proc/locks").map_err(|e| e.to_string())?;
+    for (ino, kind, mode) in [
+        (l.inodes[0], "LEASE", "READ"),
+        (l.inodes[1], "POSIX", "WRITE"),
+        (l.inodes[2], "FLOCK", "WRITE"),
+    ] {
+        let found = locks.lines().any(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // N: KIND ADVISORY MODE PID MAJ:MIN:INO START END
+            f.len() >= 6
+                && f.contains(&kind)
+                && f.contains(&mode)
+                && f.contains(&me.as_str())
+                && f.iter().any(|x| x.ends_with(&format!(":{ino}")))
+        });
+        if !found {
+            return Err(format!(
+                "no {kind} {mode} lock of {me} on inode {ino}:\n{locks}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 // ---- a thread's pidfd shared with a child ----
 
 struct Shared {
@@ -717,6 +900,14 @@ fn main() {
         "pty-locked" => {
             let p = setup_ptys();
             Box::new(move || check_ptys(&p))
+        }
+        "fifo-pair" => {
+            let mut f = setup_fifo_pair(&arg(0), out);
+            Box::new(move || check_fifo_pair(&mut f))
+        }
+        "lease-lock" => {
+            let l = setup_lease_lock(&arg(0));
+            Box::new(move || check_lease_lock(&l))
         }
         "pidfd-thread-shared" => {
             let s = setup_pidfd_shared(out);

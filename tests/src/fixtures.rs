@@ -22,6 +22,14 @@ impl OwnTmpfs {
     /// # Errors
     /// A description of the step that failed (the directory is removed again).
     pub fn mount(at: &Path, opts: &str) -> Result<OwnTmpfs, String> {
+        Self::mount_fs(at, "tmpfs", opts)
+    }
+
+    /// As [`OwnTmpfs::mount`], with a file system of type `fstype` (`ramfs`, ...) instead.
+    ///
+    /// # Errors
+    /// A description of the step that failed (the directory is removed again).
+    pub fn mount_fs(at: &Path, fstype: &str, opts: &str) -> Result<OwnTmpfs, String> {
         use nix::mount::{MsFlags, mount};
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
             .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
@@ -29,10 +37,10 @@ impl OwnTmpfs {
         mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
             .map_err(|e| format!("make / private: {e}"))?;
         std::fs::create_dir_all(at).map_err(|e| format!("mkdir {}: {e}", at.display()))?;
-        let tmpfs = Some("tmpfs");
-        if let Err(e) = mount(tmpfs, at, tmpfs, MsFlags::empty(), Some(opts)) {
+        let fs = Some(fstype);
+        if let Err(e) = mount(fs, at, fs, MsFlags::empty(), Some(opts)) {
             let _ = std::fs::remove_dir(at);
-            return Err(format!("mount tmpfs ({opts}) on {}: {e}", at.display()));
+            return Err(format!("mount {fstype} ({opts}) on {}: {e}", at.display()));
         }
         Ok(OwnTmpfs {
             at: at.to_path_buf(),

@@ -66,7 +66,10 @@ mod criu_cmd;
 mod daemon;
 mod fixtures;
 pub mod fuzz_ns;
+mod hugepool;
 pub mod image_gen;
+pub mod mnt_ns;
+pub mod mounts;
 mod netns;
 mod process;
 pub mod pty;
@@ -82,10 +85,11 @@ pub use avx::*;
 pub use criu_cmd::*;
 pub use daemon::{CriuDaemon, free_port};
 pub use fixtures::*;
+pub use hugepool::HugePool;
 pub use netns::in_netns;
 pub use process::*;
 pub use pty::{pty, talk};
-pub use swrk::{Swrk, recv_resp};
+pub use swrk::{Swrk, recv_resp, req, swrk_once};
 
 /// Skips the rest of the current test (returns from it) unless running as root, printing why.
 #[macro_export]

@@ -705,3 +705,19 @@ pub(crate) fn reap_forked(child: i32) -> Result<i32, String> {
         Err(e) => Err(format!("waitid {child}: {e}")),
     }
 }
+
+/// The `lock:` lines of `/proc/PID/fdinfo/FD` without the kernel's running number.
+///
+/// # Panics
+/// If the fdinfo file cannot be read.
+pub fn fd_locks(pid: i32, fd: i32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("lock:"))
+        .map(|l| {
+            let rest = l.split_once(':').map_or(l, |(_, r)| r);
+            rest.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+        .collect()
+}

@@ -425,6 +425,34 @@ impl Drop for Container {
     }
 }
 
+/// The mount yards criu leaves in /tmp (none, when all is well).
+pub fn yards() -> usize {
+    std::fs::read_dir("/tmp")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".criu.mntns."))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs container `c`, checkpoints and restores it twice, and checks that criu left nothing
+/// behind.
+pub fn twice(c: Container) {
+    let before = yards();
+    let ours = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    c.run();
+    c.round_trip(0, &[], &[]);
+    c.round_trip(1, &[], &[]);
+    assert_eq!(yards(), before, "a mount yard was left in /tmp");
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        ours,
+        "criu's mount namespace changed"
+    );
+    drop(c);
+}
+
 /// Waits until the count has gone 10 past `past`; panics after 2 s.
 pub fn wait_counting(c: &Container, past: usize) {
     for _ in 0..100 {

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use criu_images::pb::{CriuReq, CriuResp};
+use criu_images::pb::{CriuOpts, CriuReq, CriuReqType, CriuResp};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt,
 };
@@ -99,6 +99,45 @@ impl Swrk {
             .expect("criu closed the socket without an answer")
     }
 
+    /// The next message, which must be the notification `action`; panics otherwise.
+    pub fn expect_notify(&self, action: &str) -> CriuResp {
+        let r = self.recv().expect("a notification");
+        assert_eq!(r.r#type, CriuReqType::Notify as i32, "{r:?}");
+        assert!(r.success, "{r:?}");
+        assert_eq!(
+            r.notify.as_ref().and_then(|n| n.script.as_deref()),
+            Some(action),
+            "{r:?}"
+        );
+        r
+    }
+
+    /// Acknowledges a notification (`ok`: success).
+    pub fn ack(&self, ok: bool) {
+        self.send(&CriuReq {
+            r#type: CriuReqType::Notify as i32,
+            notify_success: Some(ok),
+            ..Default::default()
+        });
+    }
+
+    /// Answers every notification with success until the final answer, which is returned with
+    /// the actions seen, in order.
+    pub fn call_acking(&self, req: &CriuReq) -> (CriuResp, Vec<String>) {
+        self.send(req);
+        let mut seen = Vec::new();
+        loop {
+            let r = self
+                .recv()
+                .expect("criu closed the socket without an answer");
+            if r.r#type != CriuReqType::Notify as i32 {
+                return (r, seen);
+            }
+            seen.push(r.notify.and_then(|n| n.script).unwrap_or_default());
+            self.ack(true);
+        }
+    }
+
     /// Closes our end and waits for criu to exit; returns its exit code.
     pub fn finish(mut self) -> Option<i32> {
         drop(self.sk);
@@ -113,6 +152,23 @@ impl Swrk {
         let _ = self.child.wait();
         panic!("criu swrk did not exit");
     }
+}
+
+/// A request of type `ty` with `opts`.
+pub fn req(ty: CriuReqType, opts: CriuOpts) -> CriuReq {
+    CriuReq {
+        r#type: ty as i32,
+        opts: Some(opts),
+        ..Default::default()
+    }
+}
+
+/// One request in a `criu swrk` session of its own: its answer (notifications acknowledged) and
+/// criu's exit code.
+pub fn swrk_once(q: &CriuReq) -> (CriuResp, Option<i32>) {
+    let s = Swrk::start(Duration::from_secs(60));
+    let (r, _) = s.call_acking(q);
+    (r, s.finish())
 }
 
 /// The next response on an RPC socket, `None` when criu closed it.

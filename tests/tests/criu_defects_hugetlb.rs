@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached, skip_if_not_root,
-    test_lock, wait_file,
+    HugePool, Spawned, ask_check, become_subreaper, dump_and_reap, restore_detached,
+    skip_if_not_root, test_lock, wait_file,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_criu-victim-defects-left");
@@ -27,45 +27,6 @@ fn spawn(mode: &str, d: &Path) -> Spawned {
     );
     wait_file(&ready, Duration::from_secs(10));
     v
-}
-
-/// The huge page pool grown for a test, given back on drop (also when the test fails).
-struct HugePool {
-    old: String,
-}
-
-impl HugePool {
-    const PATH: &str = "/proc/sys/vm/nr_hugepages";
-
-    /// At least `n` free 2 MiB huge pages in the pool, or `None` (the pool is as it was) when
-    /// the kernel cannot find them or 2 MiB is not the default huge page size.
-    fn grow(n: u64) -> Option<HugePool> {
-        let meminfo = |key: &str| -> Option<u64> {
-            std::fs::read_to_string("/proc/meminfo")
-                .ok()?
-                .lines()
-                .find_map(|l| l.strip_prefix(key))?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        };
-        if meminfo("Hugepagesize:")? != 2048 {
-            return None;
-        }
-        let old = std::fs::read_to_string(Self::PATH).ok()?;
-        let had: u64 = old.trim().parse().ok()?;
-        let pool = HugePool { old };
-        std::fs::write(Self::PATH, (had + n).to_string()).ok()?;
-        (meminfo("HugePages_Free:")? >= n).then_some(pool)
-    }
-}
-
-impl Drop for HugePool {
-    fn drop(&mut self) {
-        let _ = std::fs::write(Self::PATH, self.old.trim());
-    }
 }
 
 /// Private hugetlb memory: dumped, restored, still 2 MiB hugetlb pages with the contents

@@ -7,118 +7,14 @@
 //! namespace is untouched. Twice. A host bind not named external is refused by name and the
 //! counter runs on.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use compel_criu_tests::mnt_ns::{assert_counts_on, counts, spawn_in_ns, table};
 use compel_criu_tests::{
     Spawned, become_subreaper, criu_dump, dump_and_reap, is_root, pid_exists, restore_detached,
-    test_lock, wait_file,
+    test_lock,
 };
-
-/// Starts the counter in its own mount namespace with `root` as its root; returns it and the
-/// host path of its tmpfs as seen through its root.
-fn spawn_in_ns(d: &Path, root: &Path) -> Spawned {
-    let bins = PathBuf::from(env!("CARGO_BIN_EXE_criu-victim-counter"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    for dir in [
-        "usr", "proc", "data", "peer", "slave", "ro", "priv", "t", "old",
-    ] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    for l in ["bin", "lib", "lib64"] {
-        let _ = std::os::unix::fs::symlink(format!("usr/{l}"), root.join(l));
-    }
-    let script = r#"set -e
-R="$1"; B="$2"
-mount --bind "$R" "$R"
-mount --bind /usr "$R/usr"; mount -o remount,bind,ro "$R/usr"
-mount --bind "$B" "$R/t"
-mount -t proc proc "$R/proc"
-mount -t tmpfs -o size=1m,mode=755 data "$R/data"
-echo hello > "$R/data/hello"; mkdir "$R/data/sub"; echo sub > "$R/data/sub/f"
-mount --make-shared "$R/data"
-mount --bind "$R/data" "$R/peer"
-mount --bind "$R/data/sub" "$R/slave"; mount --make-slave "$R/slave"
-mount --bind "$R/data/sub" "$R/ro"; mount --make-private "$R/ro"; mount -o remount,bind,ro "$R/ro"
-mount -t tmpfs -o size=64k priv "$R/priv"; mount --make-unbindable "$R/priv"
-cd "$R"; pivot_root . old; umount -l /old
-exec /t/criu-victim-counter /data/count /data/ready </data/hello >/data/log 2>&1
-"#;
-    // Spawned closes every inherited descriptor but 0..2, which the script replaces.
-    let v = Spawned::spawn(
-        "/usr/bin/unshare",
-        &[
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            root.to_str().unwrap(),
-            bins.to_str().unwrap(),
-        ],
-        &d.join("victim.log"),
-        None,
-    );
-    let ready = PathBuf::from(format!("/proc/{}/root/data/ready", v.pid()));
-    wait_file(&ready, Duration::from_secs(10));
-    v
-}
-
-/// A process's mount table modulo ids: mount point -> (fs type, per-mount options, root,
-/// propagation with peer groups renumbered by first appearance).
-fn table(pid: i32) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
-    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
-    let mut out = BTreeMap::new();
-    for l in text.lines() {
-        let f: Vec<&str> = l.split(' ').collect();
-        let sep = f.iter().position(|x| *x == "-").unwrap();
-        let mut prop: Vec<String> = f[6..sep]
-            .iter()
-            .map(|o| match o.split_once(':') {
-                Some((k, g)) => {
-                    let n = groups.len();
-                    format!("{k}:{}", groups.entry(g.to_string()).or_insert(n))
-                }
-                None => o.to_string(),
-            })
-            .collect();
-        prop.sort();
-        // The root's file system root is where it was bound from: the same in both.
-        out.insert(
-            f[4].to_string(),
-            format!("{} {} {} {}", f[sep + 1], f[5], f[3], prop.join(",")),
-        );
-    }
-    out
-}
-
-fn counts(pid: i32) -> Vec<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/root/data/count"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect()
-}
-
-fn assert_counts_on(pid: i32, at_dump: usize) {
-    std::thread::sleep(Duration::from_millis(300));
-    let c = counts(pid);
-    assert!(
-        c.len() > at_dump + 10,
-        "the count did not go on: {} at dump, {} now",
-        at_dump,
-        c.len()
-    );
-    for (i, n) in c.iter().enumerate() {
-        assert_eq!(*n, i as u64 + 1, "the count is broken at line {}", i + 1);
-    }
-}
 
 fn yards() -> usize {
     std::fs::read_dir("/tmp")

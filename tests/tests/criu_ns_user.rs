@@ -121,38 +121,6 @@ fn start_unshared(dir: &Scratch, args: &[&str]) -> Option<Spawned> {
     None
 }
 
-/// A tree in a user namespace and a mount namespace of its own is refused by name (criu
-/// would make the mount namespace owned by its own user namespace) and runs on.
-#[test]
-fn user_namespace_with_its_own_mount_namespace_is_refused_and_runs_on() {
-    skip_if_not_root!("user_namespace_with_its_own_mount_namespace_is_refused_and_runs_on");
-    let _g = test_lock();
-    become_subreaper();
-    let dir = Scratch::new();
-    let Some(v) = start_unshared(&dir, &["--user", "--map-root-user", "--mount"]) else {
-        return;
-    };
-    let pid = v.pid().to_string();
-    let o = criu(&[
-        "dump",
-        "-t",
-        &pid,
-        "-D",
-        dir.img.to_str().unwrap(),
-        "-o",
-        "dump.log",
-    ]);
-    assert!(!o.status.success(), "the dump succeeded");
-    let log = std::fs::read_to_string(dir.img.join("dump.log")).unwrap_or_default();
-    assert!(
-        log.contains("mnt namespaces inside a user namespace are not restored"),
-        "{log}"
-    );
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let state = st.lines().find(|l| l.starts_with("State:")).unwrap();
-    assert!(state.contains("S (sleeping)"), "{state}");
-}
-
 /// A single process in a user namespace of its own (criu's pid namespace) comes back with its
 /// maps; images whose map the kernel would not take fail the restore by name before any task
 /// exists.

@@ -11,22 +11,9 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Scratch, Spawned, become_subreaper, criu as run_criu, criu_dump, dump_and_reap, pid_exists,
-    restore_d, skip_if_not_root, test_lock,
+    Scratch, Spawned, become_subreaper, criu as run_criu, criu_dump, dump_and_reap, fd_locks,
+    pid_exists, restore_d, skip_if_not_root, test_lock,
 };
-
-/// The `lock:` lines of `/proc/PID/fdinfo/FD` without the kernel's running number.
-fn fd_locks(pid: i32, fd: i32) -> Vec<String> {
-    fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("lock:"))
-        .map(|l| {
-            let rest = l.split_once(':').map_or(l, |(_, r)| r);
-            rest.split_whitespace().collect::<Vec<_>>().join(" ")
-        })
-        .collect()
-}
 
 /// A flock, a POSIX record lock (its file open twice) and an OFD lock, the flock and the OFD
 /// lock shared with a child through inherited open files: a dump without --file-locks refuses

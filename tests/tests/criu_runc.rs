@@ -8,36 +8,8 @@
 //! pid (the init keeps its pid). runc's state lives under the test's temporary directory; the
 //! container, its cgroups and mounts are deleted whatever happens.
 
-use compel_criu_tests::runc::{Container, runc_usable};
+use compel_criu_tests::runc::{Container, runc_usable, twice};
 use compel_criu_tests::{become_subreaper, test_lock};
-
-/// The mount yards criu leaves in /tmp (none, when all is well).
-fn yards() -> usize {
-    std::fs::read_dir("/tmp")
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with(".criu.mntns."))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
-/// Runs container `c`, checkpoints and restores it twice, and checks that criu left nothing
-/// behind.
-fn twice(c: Container) {
-    let before = yards();
-    let ours = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    c.run();
-    c.round_trip(0, &[], &[]);
-    c.round_trip(1, &[], &[]);
-    assert_eq!(yards(), before, "a mount yard was left in /tmp");
-    assert_eq!(
-        std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
-        ours,
-        "criu's mount namespace changed"
-    );
-    drop(c);
-}
 
 #[test]
 fn runc_checkpoint_and_restore_with_this_criu_twice() {

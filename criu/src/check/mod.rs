@@ -216,7 +216,7 @@ static FEATURES: &[Feature] = &[
         "nftables network locking",
     ),
     handled("sockopt_buf_lock", sockopt_buf_lock),
-    not_yet("memfd_hugetlb", || kernel_at_least(4, 14), "hugetlb memfds"),
+    handled("memfd_hugetlb", || kernel_at_least(4, 14)),
     not_yet(
         "move_mount_set_group",
         move_mount_set_group,

@@ -76,6 +76,9 @@ pub struct FileTable {
     pub orphan_pts_master: bool,
     /// criu's copies of files in flight, kept open while the dump compares descriptions.
     in_flight: Vec<std::os::fd::OwnedFd>,
+    /// A pidfd of each process whose descriptors were read (for `pidfd_getfd`), kept for the
+    /// dump: the tree is seized, so no pid is reused meanwhile.
+    pidfds: HashMap<i32, std::os::fd::OwnedFd>,
 }
 
 /// CRIU's lock kinds (`file_lock_entry.flag`).
@@ -113,6 +116,7 @@ impl FileTable {
             tree_dies: false,
             orphan_pts_master: false,
             in_flight: Vec::new(),
+            pidfds: HashMap::new(),
         }
     }
 
@@ -453,7 +457,8 @@ impl FileTable {
             None if self.regular.claims(probe) => self.regular.dump(probe, id)?,
             None => return Err(regular::refuse(probe)),
         };
-        crate::files::set_fown(&mut e, owner(probe.pid, probe.fd)?);
+        let fown = self.owner(probe.pid, probe.fd)?;
+        crate::files::set_fown(&mut e, fown);
         let ty = e.r#type;
         let kind = FdTypes::try_from(ty).map_or_else(|_| ty.to_string(), crate::files::kind_name);
         tracing::debug!(pid = probe.pid, fd = probe.fd, id, kind, "dumping file");
@@ -463,6 +468,26 @@ impl FileTable {
             .or_default()
             .push((probe.pid, probe.fd, id));
         Ok((id, ty))
+    }
+
+    /// The owner for signals (`F_GETOWN_EX`, `F_GETSIG`) of the open file behind fd `fd` of
+    /// `pid`, read on a copy of it (`pidfd_getfd`): it belongs to the open file, whatever its
+    /// kind. One pidfd per process of the tree serves all its descriptors.
+    fn owner(&mut self, pid: i32, fd: i32) -> Result<criu_images::pb::FownEntry, DumpError> {
+        use std::collections::hash_map::Entry;
+        use std::os::fd::{AsFd, AsRawFd};
+        let pidfd = match self.pidfds.entry(pid) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(crate::pidfd::open(pid).map_err(|source| {
+                crate::files::sockets::dump_err(crate::files::socket::SocketError::Sys {
+                    what: format!("pidfd_open {pid}"),
+                    source,
+                })
+            })?),
+        };
+        let f = crate::files::socket::steal_from(pidfd.as_fd(), pid, fd)
+            .map_err(crate::files::sockets::dump_err)?;
+        Ok(crate::files::socket::read_fown(f.as_raw_fd()))
     }
 
     /// Adds a file criu itself holds a copy of (a descriptor in flight in a socket's queue):
@@ -581,14 +606,6 @@ impl std::fmt::Debug for FileTable {
             .field("locks", &self.locks.len())
             .finish_non_exhaustive()
     }
-}
-
-/// The owner for signals (`F_GETOWN_EX`, `F_GETSIG`) of the open file behind fd `fd` of `pid`,
-/// read on a copy of it (`pidfd_getfd`): it belongs to the open file, whatever its kind.
-fn owner(pid: i32, fd: i32) -> Result<criu_images::pb::FownEntry, DumpError> {
-    use std::os::fd::AsRawFd;
-    let f = crate::files::socket::steal(pid, fd).map_err(crate::files::sockets::dump_err)?;
-    Ok(crate::files::socket::read_fown(f.as_raw_fd()))
 }
 
 /// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` are the same open file description

@@ -200,6 +200,10 @@ pub fn classify(pid: i32, maps: &[Mapping], files: &mut FileTable) -> Result<Vec
                 e.shmid = if name.starts_with("/memfd:") {
                     // A memfd: a MEMFD file (its content saved once, with its descriptors').
                     e.status |= status::MEMFD;
+                    if e.flags & libc::MAP_HUGETLB as u32 != 0 {
+                        // A hugetlb memfd: its page size too, as CRIU writes it.
+                        e.flags |= hugetlb_size_flag(pid, m);
+                    }
                     u64::from(files.add_mapped_memfd(pid, m, fdflags)?)
                 } else {
                     u64::from(files.add_mapped(pid, m, fdflags)?)

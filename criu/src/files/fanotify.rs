@@ -1,15 +1,17 @@
 //! fanotify groups (`FANOTIFY` entries) with their marks, as CRIU writes them: the group's
-//! `fanotify_init` flags and event flags, and per mark its kind (inode or mount), mark flags,
-//! mask and ignored mask; an inode mark with the inode's number, device and file handle (and the
-//! path the handle resolves to), a mount mark with its mount id and mount point. Pending events
-//! are dropped, as CRIU does (said at `-v3`).
+//! `fanotify_init` flags and event flags, and per mark its kind (inode, mount or filesystem),
+//! mark flags, mask and ignored mask; an inode mark with the inode's number, device and file
+//! handle (and the path found for it), a mount mark with its mount id and mount point. A
+//! filesystem mark (`FAN_MARK_FILESYSTEM`), which CRIU's format has no kind for, is written as
+//! mark type `FILESYSTEM` (3, ours) with its device in `s_dev` and a mount of that device (id
+//! and mount point) in the mount part. Pending events are dropped, as CRIU does (said at
+//! `-v3`).
 //!
-//! Dump: the `fanotify` lines of the descriptor's fdinfo; an inode mark's file handle is
-//! resolved as an inotify watch's is ([`super::inotify`]); a handle that does not resolve (the
-//! file was deleted) and filesystem marks (`FAN_MARK_FILESYSTEM`, which CRIU's format has no
-//! kind for) are refused by name. Restore: the engine makes the group (`fanotify_init`) and adds
-//! each mark on its path (an inode mark's inode checked against the saved one); the tasks
-//! inherit it.
+//! Dump: the `fanotify` lines of the descriptor's fdinfo; an inode mark's path is found as an
+//! inotify watch's is ([`super::inotify::find_path`]: by file handle, else by a path scan); a
+//! mark on a file removed since is refused by name. Restore: the engine makes the group
+//! (`fanotify_init`) and adds each mark on its path (an inode mark's inode, a filesystem mark's
+//! device checked against the saved one); the tasks inherit it.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -79,10 +81,11 @@ impl FileKind for Fanotify {
                 MarkLine::Inode(mut m) => {
                     let (ino, s_dev) = (m.ie.as_ref().map_or(0, |i| i.i_ino), m.s_dev);
                     if let Some(ie) = m.ie.as_mut() {
-                        let path = super::inotify::resolve(&ie.f_handle, s_dev).map_err(|why| {
-                            refuse(format!("mark on inode {ino} of device {s_dev:#x}: {why}"))
-                        })?;
-                        tracing::debug!(pid = fd.pid, fd = fd.fd, mask = m.mask, path = %path, "fanotify inode mark (by file handle)");
+                        let (path, how) = super::inotify::find_path(&ie.f_handle, s_dev, ino)
+                            .map_err(|why| {
+                                refuse(format!("mark on inode {ino} of device {s_dev:#x}: {why}"))
+                            })?;
+                        tracing::info!(pid = fd.pid, fd = fd.fd, mask = m.mask, path = %path, "fanotify inode mark (path found by {how})");
                         ie.f_handle.path = Some(path);
                     }
                     m
@@ -102,10 +105,20 @@ impl FileKind for Fanotify {
                     }
                     m
                 }
-                MarkLine::Filesystem(s_dev) => {
-                    return Err(refuse(format!(
-                        "a filesystem mark (device {s_dev:#x}) is not supported"
-                    )));
+                MarkLine::Filesystem(mut m) => {
+                    let s_dev = m.s_dev;
+                    let (mnt_id, path) = mount_of_dev(fd.pid, s_dev).ok_or_else(|| {
+                        refuse(format!(
+                            "filesystem mark on device {s_dev:#x}: no mount of it in {}",
+                            fd.pid
+                        ))
+                    })?;
+                    tracing::info!(pid = fd.pid, fd = fd.fd, mask = m.mask, s_dev, path = %path, "fanotify filesystem mark");
+                    m.me = Some(FanotifyMountMarkEntry {
+                        mnt_id,
+                        path: Some(path),
+                    });
+                    m
                 }
             };
             marks.push(m);
@@ -148,7 +161,7 @@ impl FileKind for Fanotify {
             if m.mflags & !MFLAGS_KNOWN != 0 {
                 return Err(bad_mark(format!("mark flags {:#x}", m.mflags)));
             }
-            let (path, ino, mount) = match (MarkType::try_from(m.r#type), &m.ie, &m.me) {
+            let (path, ino, mount, fs_dev) = match (MarkType::try_from(m.r#type), &m.ie, &m.me) {
                 (Ok(MarkType::Inode), Some(ie), _) => {
                     let p = ie
                         .f_handle
@@ -161,7 +174,7 @@ impl FileKind for Fanotify {
                                 ie.i_ino
                             ),
                         })?;
-                    (p, Some(ie.i_ino), false)
+                    (p, Some(ie.i_ino), false, None)
                 }
                 (Ok(MarkType::Mount), _, Some(me)) => {
                     let p = me.path.as_deref().ok_or_else(|| RestoreError::FileState {
@@ -171,7 +184,17 @@ impl FileKind for Fanotify {
                             me.mnt_id
                         ),
                     })?;
-                    (p, None, true)
+                    (p, None, true, None)
+                }
+                (Ok(MarkType::Filesystem), _, Some(me)) => {
+                    let p = me.path.as_deref().ok_or_else(|| RestoreError::FileState {
+                        kind: "fanotify",
+                        what: format!(
+                            "fanotify fd {fd}: a filesystem mark on device {:#x} without a path",
+                            m.s_dev
+                        ),
+                    })?;
+                    (p, None, false, Some(m.s_dev))
                 }
                 _ => {
                     return Err(bad_mark(format!(
@@ -184,6 +207,7 @@ impl FileKind for Fanotify {
                 path: cpath(path)?,
                 ino,
                 mount,
+                fs_dev,
                 mflags: m.mflags,
                 mask: m.mask,
                 ignored: m.ignored_mask,
@@ -217,7 +241,7 @@ impl Fields<'_> {
 enum MarkLine {
     Inode(FanotifyMarkEntry),
     Mount(FanotifyMarkEntry),
-    Filesystem(u32),
+    Filesystem(FanotifyMarkEntry),
 }
 
 /// One `fanotify ino:.. sdev:.. mflags:.. mask:.. ignored_mask:.. fhandle-bytes:..
@@ -269,7 +293,32 @@ fn parse_mark(f: &Fields<'_>, id: u32) -> Option<MarkLine> {
         });
         return Some(MarkLine::Mount(m));
     }
-    Some(MarkLine::Filesystem(f.hex("sdev")? as u32))
+    Some(MarkLine::Filesystem(entry(
+        MarkType::Filesystem,
+        f.hex("sdev")? as u32,
+    )))
+}
+
+/// A mount of kernel device `s_dev` in `pid`'s mountinfo: its id and mount point (the first
+/// one mounting the file system's root, else the first one).
+fn mount_of_dev(pid: i32, s_dev: u32) -> Option<(u32, String)> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    let mut found: Vec<(u32, String, bool)> = info
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (maj, min) = f.get(2)?.split_once(':')?;
+            let dev = (maj.parse::<u32>().ok()? << 20) | min.parse::<u32>().ok()?;
+            if dev != s_dev {
+                return None;
+            }
+            let id = f.first()?.parse::<u32>().ok()?;
+            let path = String::from_utf8(super::inotify::unescape(f.get(4)?)).ok()?;
+            Some((id, path, *f.get(3)? == "/"))
+        })
+        .collect();
+    found.sort_by_key(|(_, _, whole)| !*whole);
+    found.into_iter().next().map(|(id, p, _)| (id, p))
 }
 
 /// The mount point of mount `mnt_id` in `pid`'s mountinfo and its device (the kernel's
@@ -297,6 +346,8 @@ pub struct Mark {
     pub ino: Option<u64>,
     /// A mount mark.
     pub mount: bool,
+    /// A filesystem mark: the kernel device of its file system (checked before marking it).
+    pub fs_dev: Option<u32>,
     /// Mark flags (`FAN_MARK_IGNORED_SURV_MODIFY`, `FAN_MARK_EVICTABLE`, `FAN_MARK_IGNORE`).
     pub mflags: u32,
     /// The events.
@@ -362,6 +413,22 @@ impl RestoreFile for FanotifyFile {
                     });
                 }
             }
+            if let Some(dev) = m.fs_dev {
+                let meta =
+                    std::fs::metadata(&shown).map_err(|source| RestoreError::MissingFile {
+                        path: shown.clone().into(),
+                        source,
+                    })?;
+                let now = (libc::major(meta.dev()) << 20) | libc::minor(meta.dev());
+                if now != dev {
+                    return Err(RestoreError::FileState {
+                        kind: "fanotify",
+                        what: format!(
+                            "fanotify filesystem mark on {shown}: device {dev:#x} is now {now:#x}"
+                        ),
+                    });
+                }
+            }
             mark(fd.as_raw_fd(), m)?;
             tracing::debug!(
                 path = shown,
@@ -379,6 +446,9 @@ fn mark(fd: i32, m: &Mark) -> Result<(), RestoreError> {
     let mut base = libc::FAN_MARK_ADD | (m.mflags & libc::FAN_MARK_EVICTABLE);
     if m.mount {
         base |= libc::FAN_MARK_MOUNT;
+    }
+    if m.fs_dev.is_some() {
+        base |= libc::FAN_MARK_FILESYSTEM;
     }
     if m.mask != 0 {
         // SAFETY: fanotify_mark on our own group with a NUL-terminated path.
@@ -445,7 +515,7 @@ mod tests {
         assert_eq!(m.me.unwrap().mnt_id, 0x1f);
         assert!(matches!(
             parse_mark(&Fields("sdev:800013 mflags:0 mask:8 ignored_mask:0"), 5),
-            Some(MarkLine::Filesystem(0x80_0013))
+            Some(MarkLine::Filesystem(m)) if m.s_dev == 0x80_0013 && m.r#type == MarkType::Filesystem as i32
         ));
     }
 }

@@ -3,8 +3,11 @@
 //! writes them. Pending events are dropped, as CRIU does.
 //!
 //! Dump: the `inotify` lines of the descriptor's fdinfo; each watch's file handle is resolved
-//! (`open_by_handle_at` on a mount of its device) to the path recorded beside it. A handle that
-//! does not resolve is refused by name (no path scan yet). Restore: the engine makes the instance
+//! (`open_by_handle_at` on a mount of its device) to the path recorded beside it. When the
+//! handle does not open (a file system whose handles cannot be opened again, such as ramfs,
+//! sysfs or procfs) the mounts of its device are scanned for the inode's number, as CRIU does
+//! with its irmap ([`find_path`]); `-v3` says which way each path was found. A watch on a file
+//! removed since (still held open somewhere) is refused by name. Restore: the engine makes the instance
 //! with its flags and adds each watch on its path (checking the inode is still the one watched),
 //! adding and removing watches until the kernel hands out the saved watch descriptor.
 #![allow(unsafe_code)]
@@ -12,6 +15,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use criu_images::pb::{FdTypes, FhEntry, FileEntry, InotifyFileEntry, InotifyWdEntry};
@@ -48,14 +52,15 @@ impl FileKind for Inotify {
                 continue;
             };
             let w = parse_watch(rest, id).ok_or_else(|| text.bad("inotify", "a watch"))?;
-            let path = resolve(&w.f_handle, w.s_dev).map_err(|why| DumpError::FileState {
-                kind: "inotify",
-                what: format!(
-                    "fd {} of {} (inotify): watch {} on inode {} of device {:#x}: {why}",
-                    fd.fd, fd.pid, w.wd, w.i_ino, w.s_dev
-                ),
-            })?;
-            tracing::debug!(pid = fd.pid, fd = fd.fd, wd = w.wd, mask = w.mask, path = %path, "inotify watch (by file handle)");
+            let (path, how) =
+                find_path(&w.f_handle, w.s_dev, w.i_ino).map_err(|why| DumpError::FileState {
+                    kind: "inotify",
+                    what: format!(
+                        "fd {} of {} (inotify): watch {} on inode {} of device {:#x}: {why}",
+                        fd.fd, fd.pid, w.wd, w.i_ino, w.s_dev
+                    ),
+                })?;
+            tracing::info!(pid = fd.pid, fd = fd.fd, wd = w.wd, mask = w.mask, path = %path, "inotify watch (path found by {how})");
             let mut w = w;
             w.f_handle.path = Some(path);
             wds.push(w);
@@ -151,21 +156,109 @@ fn parse_watch(s: &str, id: u32) -> Option<InotifyWdEntry> {
     })
 }
 
-/// The path file handle `h` of the file system on kernel device `s_dev` resolves to, through a
-/// mount of that device in criu's `/proc/self/mountinfo`.
-pub(super) fn resolve(h: &FhEntry, s_dev: u32) -> Result<String, String> {
+/// The most directory entries a path scan looks at ([`scan`]).
+const SCAN_MAX: usize = 1 << 20;
+
+/// A watched inode's path, and how it was found (`file handle` or `path scan`): its file handle
+/// `h` opened on a mount of kernel device `s_dev`, else (the handle does not open) a scan of
+/// those mounts for inode `ino`. A path that names another inode, or a file removed since
+/// (the kernel shows `PATH (deleted)`), is refused with the reason.
+pub(super) fn find_path(
+    h: &FhEntry,
+    s_dev: u32,
+    ino: u64,
+) -> Result<(String, &'static str), String> {
+    match resolve(h, s_dev) {
+        Ok(p) => {
+            if same_inode(Path::new(&p), s_dev, ino) {
+                return Ok((p, "file handle"));
+            }
+            if let Some(gone) = p.strip_suffix(" (deleted)") {
+                return Err(format!(
+                    "{gone} was removed while watched (a watch on a removed file is not restored)"
+                ));
+            }
+            scan(s_dev, ino)
+                .map(|p| (p, "path scan"))
+                .ok_or_else(|| format!("{p} is another file now, and a scan of the mounts of its device found no path of the inode"))
+        }
+        Err(why) => scan(s_dev, ino).map(|p| (p, "path scan")).ok_or_else(|| {
+            format!("{why}, and a scan of the mounts of its device found no path of the inode (removed since?)")
+        }),
+    }
+}
+
+/// Whether `p` (not followed if a symlink) is inode `ino` of kernel device `s_dev`.
+fn same_inode(p: &Path, s_dev: u32, ino: u64) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.ino() == ino && kernel_dev(m.dev()) == s_dev)
+}
+
+/// A device number as the kernel encodes it inside (`MAJOR << 20 | MINOR`, fdinfo's `sdev`).
+fn kernel_dev(dev: u64) -> u32 {
+    (libc::major(dev) << 20) | (libc::minor(dev) & 0xfffff)
+}
+
+/// The mount points of kernel device `s_dev` in criu's `/proc/self/mountinfo`, unescaped.
+fn mounts_of(s_dev: u32) -> Result<Vec<Vec<u8>>, String> {
     let dev = format!("{}:{}", s_dev >> 20, s_dev & 0xfffff);
     let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    let mounts: Vec<&str> = info
+    let mounts: Vec<Vec<u8>> = info
         .lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             (f.nth(2) == Some(dev.as_str())).then(|| f.nth(1)).flatten()
         })
+        .map(unescape)
         .collect();
     if mounts.is_empty() {
         return Err(format!("no mount of device {dev}"));
     }
+    Ok(mounts)
+}
+
+/// A path of inode `ino` on kernel device `s_dev`, found by walking the mounts of that device
+/// breadth first (not following symlinks, not entering other file systems), comparing each
+/// entry's inode number; at most [`SCAN_MAX`] entries are looked at.
+fn scan(s_dev: u32, ino: u64) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::DirEntryExt;
+    let mut seen = 0usize;
+    for mp in mounts_of(s_dev).ok()? {
+        let root = PathBuf::from(std::ffi::OsStr::from_bytes(&mp));
+        if same_inode(&root, s_dev, ino) {
+            return Some(root.display().to_string());
+        }
+        let mut queue = std::collections::VecDeque::from([root]);
+        while let Some(dir) = queue.pop_front() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                seen += 1;
+                if seen > SCAN_MAX {
+                    tracing::info!(s_dev, ino, seen, "path scan gave up");
+                    return None;
+                }
+                let p = e.path();
+                if e.ino() == ino && same_inode(&p, s_dev, ino) {
+                    tracing::debug!(s_dev, ino, seen, path = %p.display(), "path scan found the inode");
+                    return Some(p.display().to_string());
+                }
+                if e.file_type().is_ok_and(|t| t.is_dir())
+                    && std::fs::symlink_metadata(&p).is_ok_and(|m| kernel_dev(m.dev()) == s_dev)
+                {
+                    queue.push_back(p);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The path file handle `h` of the file system on kernel device `s_dev` resolves to, through a
+/// mount of that device in criu's `/proc/self/mountinfo`.
+fn resolve(h: &FhEntry, s_dev: u32) -> Result<String, String> {
+    let mounts = mounts_of(s_dev)?;
     // struct file_handle: u32 bytes, i32 type, then the handle.
     let mut buf = [0u8; 8 + MAX_HANDLE];
     buf[..4].copy_from_slice(&h.bytes.to_ne_bytes());
@@ -174,7 +267,7 @@ pub(super) fn resolve(h: &FhEntry, s_dev: u32) -> Result<String, String> {
         buf[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
     }
     for m in mounts {
-        let Ok(mp) = CString::new(unescape(m)) else {
+        let Ok(mp) = CString::new(m) else {
             continue;
         };
         // SAFETY: open with a NUL-terminated path.
@@ -201,7 +294,7 @@ pub(super) fn resolve(h: &FhEntry, s_dev: u32) -> Result<String, String> {
             return Ok(p.display().to_string());
         }
     }
-    Err("its file handle does not resolve (no path scan yet)".into())
+    Err("its file handle does not open".into())
 }
 
 /// A mountinfo path with its octal escapes (`\040` for a space) undone.

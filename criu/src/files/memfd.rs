@@ -7,9 +7,12 @@
 //! area `VMA_AREA_MEMFD` with that entry's id, as CRIU does); the first time an inode is met
 //! its seals (`F_GET_SEALS`) and content are read through the `/proc` link (a new open file
 //! description: the task's position is untouched); holes and pages of zeros are not saved.
-//! hugetlb memfds are refused by name. Restore: the engine makes each inode once per restore
+//! A hugetlb memfd (`MFD_HUGETLB`, a file of hugetlbfs) is saved the same way, with CRIU's
+//! `hugetlb_flag` (`MFD_HUGETLB` and the page size in `MFD_HUGE_*` form, from the file
+//! system's block size); its areas carry `MAP_HUGETLB` and the same page size bits. Restore: the engine makes each inode once per restore
 //! ([`inode`]: `memfd_create` with sealing allowed, size, content, mode, owner, then the
-//! seals) and opens every descriptor's own description on it through `/proc/self/fd`, with
+//! seals; a hugetlb memfd is made with its `hugetlb_flag` and filled through a shared mapping,
+//! since hugetlbfs takes no `write`) and opens every descriptor's own description on it through `/proc/self/fd`, with
 //! its flags and position; the tasks inherit them. A task maps the same inode by opening the
 //! engine's descriptor through `/proc/ENGINE/fd/N` ([`mapping_path`]), so shared mappings,
 //! descriptors and other tasks see one memfd; the pages a private mapping changed come from
@@ -46,6 +49,36 @@ const MAX_NAME: usize = 249;
 
 /// The largest memfd brought back (its content is held in memory while restoring).
 const MAX_SIZE: u64 = 1 << 32;
+
+/// `MFD_HUGETLB`.
+const MFD_HUGETLB: u32 = libc::MFD_HUGETLB;
+
+/// `MFD_HUGE_SHIFT`: where `memfd_create` takes the log2 of the huge page size.
+const MFD_HUGE_SHIFT: u32 = 26;
+
+/// The `MFD_HUGE_*` bits.
+const MFD_HUGE_MASK: u32 = 0x3f << MFD_HUGE_SHIFT;
+
+/// The largest huge page brought back (log2): 1 GiB.
+const MAX_HUGE_LOG: u32 = 30;
+
+/// CRIU's `hugetlb_flag` of a memfd whose huge pages are `page` bytes (a power of two).
+fn hugetlb_flag(page: u64) -> u32 {
+    MFD_HUGETLB | (page.trailing_zeros() << MFD_HUGE_SHIFT)
+}
+
+/// The huge page size a saved `hugetlb_flag` names, if it is one `memfd_create` takes.
+fn huge_page_of(flag: u32) -> Option<u64> {
+    if flag & MFD_HUGETLB == 0 || flag & !(MFD_HUGETLB | MFD_HUGE_MASK) != 0 {
+        return None;
+    }
+    let log = (flag & MFD_HUGE_MASK) >> MFD_HUGE_SHIFT;
+    // 0: the system's default huge page size, as memfd_create takes it.
+    if log == 0 {
+        return Some(0);
+    }
+    (13..=MAX_HUGE_LOG).contains(&log).then(|| 1u64 << log)
+}
 
 /// One memfd inode met by the dump.
 #[derive(Debug)]
@@ -180,8 +213,11 @@ fn dump_inode(fd: &DumpFd<'_>, inode_id: u64) -> Result<DumpedInode, DumpError> 
     if unsafe { libc::fstatfs(f.as_raw_fd(), &mut sfs) } != 0 {
         return Err(err("fstatfs")(std::io::Error::last_os_error()));
     }
-    if sfs.f_type as i64 == HUGETLBFS_MAGIC {
-        return Err(refuse("hugetlb memfds are not supported"));
+    let hugetlb = (sfs.f_type as i64 == HUGETLBFS_MAGIC).then_some(sfs.f_bsize as u64);
+    if let Some(page) = hugetlb
+        && (!page.is_power_of_two() || page.trailing_zeros() > MAX_HUGE_LOG)
+    {
+        return Err(refuse(&format!("hugetlb memfd with {page}-byte pages")));
     }
     // SAFETY: fcntl query on a descriptor we own.
     let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
@@ -210,7 +246,7 @@ fn dump_inode(fd: &DumpFd<'_>, inode_id: u64) -> Result<DumpedInode, DumpError> 
             shmid: meta.ino() as u32,
             seals: seals as u32,
             inode_id,
-            hugetlb_flag: None,
+            hugetlb_flag: hugetlb.map(hugetlb_flag),
             mode: Some(meta.mode()),
         },
         pages,
@@ -273,6 +309,8 @@ pub struct MemfdInode {
     pub seals: u32,
     /// Content: (offset, bytes).
     pub pages: Vec<(u64, Vec<u8>)>,
+    /// `MFD_HUGETLB` and its page size bits for a hugetlb memfd, else 0.
+    pub hugetlb: u32,
     /// The memfd, once made.
     made: Mutex<Option<OwnedFd>>,
 }
@@ -325,11 +363,23 @@ fn read_inodes(d: &criu_images::ImageDir) -> Result<HashMap<u32, Arc<MemfdInode>
     for e in entries {
         let id = u32::try_from(e.inode_id)
             .map_err(|_| bad(name, format!("inode id {} out of range", e.inode_id)))?;
-        if e.hugetlb_flag.is_some_and(|h| h != 0) {
-            return Err(RestoreError::FileState {
-                kind: "memfd",
-                what: format!("hugetlb memfd {:?}", e.name),
-            });
+        let hugetlb = e.hugetlb_flag.unwrap_or(0);
+        if hugetlb != 0 {
+            let page = huge_page_of(hugetlb).ok_or_else(|| {
+                bad(
+                    name,
+                    format!("memfd {:?}: hugetlb flag {hugetlb:#x}", e.name),
+                )
+            })?;
+            if page != 0 && e.size % page != 0 {
+                return Err(bad(
+                    name,
+                    format!(
+                        "hugetlb memfd {:?}: {} bytes, not whole {page}-byte pages",
+                        e.name, e.size
+                    ),
+                ));
+            }
         }
         if e.size > MAX_SIZE {
             return Err(bad(name, format!("memfd {:?}: {} bytes", e.name, e.size)));
@@ -349,6 +399,7 @@ fn read_inodes(d: &criu_images::ImageDir) -> Result<HashMap<u32, Arc<MemfdInode>
             gid: e.gid,
             seals: e.seals,
             pages,
+            hugetlb,
             made: Mutex::new(None),
         };
         if out.insert(id, Arc::new(inode)).is_some() {
@@ -423,7 +474,7 @@ impl MemfdInode {
         let fd = unsafe {
             libc::memfd_create(
                 self.name.as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | self.hugetlb,
             )
         };
         if fd < 0 {
@@ -433,11 +484,15 @@ impl MemfdInode {
         let file = File::from(fd.try_clone().map_err(|_| super::sys("dup of a memfd"))?);
         file.set_len(self.size)
             .map_err(|_| super::sys("setting a memfd's size"))?;
-        for (off, data) in &self.pages {
-            // The last page may reach past the size: write only what lies inside.
-            let n = (self.size.saturating_sub(*off)).min(data.len() as u64) as usize;
-            file.write_all_at(&data[..n], *off)
-                .map_err(|_| super::sys("writing a memfd's content"))?;
+        if self.hugetlb != 0 {
+            self.fill_hugetlb(&file)?;
+        } else {
+            for (off, data) in &self.pages {
+                // The last page may reach past the size: write only what lies inside.
+                let n = (self.size.saturating_sub(*off)).min(data.len() as u64) as usize;
+                file.write_all_at(&data[..n], *off)
+                    .map_err(|_| super::sys("writing a memfd's content"))?;
+            }
         }
         // SAFETY: fchmod/fchown on the memfd we own.
         unsafe {
@@ -457,10 +512,53 @@ impl MemfdInode {
                 return Err(super::sys("sealing a memfd"));
             }
         }
-        tracing::debug!(inode = self.inode_id, name = ?self.name, size = self.size, "memfd made");
+        tracing::debug!(inode = self.inode_id, name = ?self.name, size = self.size, hugetlb = self.hugetlb, "memfd made");
         let raw = fd.as_raw_fd();
         *made = Some(fd);
         Ok(raw)
+    }
+
+    /// Writes the content of a hugetlb memfd (`file`, already of its size) through a shared
+    /// mapping: hugetlbfs takes no `write`. Each page touched takes a huge page from the pool.
+    fn fill_hugetlb(&self, file: &File) -> Result<(), RestoreError> {
+        if self.pages.is_empty() || self.size == 0 {
+            return Ok(());
+        }
+        let len = usize::try_from(self.size).map_err(|_| super::sys("a memfd's size"))?;
+        // SAFETY: a new shared mapping of our own memfd of `len` bytes; the kernel picks the
+        // address; it is unmapped below and nothing else points into it.
+        let m = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if m == libc::MAP_FAILED {
+            return Err(RestoreError::FileState {
+                kind: "memfd",
+                what: format!(
+                    "hugetlb memfd {:?} ({} bytes): mapping it failed ({}; free huge pages in /proc/sys/vm/nr_hugepages?)",
+                    self.name,
+                    self.size,
+                    std::io::Error::last_os_error()
+                ),
+            });
+        }
+        // SAFETY: `m` maps `len` writable bytes until the munmap below; each run lies inside
+        // the size (checked against the size when the images were read) and is cut to it.
+        let dst = unsafe { std::slice::from_raw_parts_mut(m.cast::<u8>(), len) };
+        for (off, data) in &self.pages {
+            let at = (*off as usize).min(len);
+            let n = (len - at).min(data.len());
+            dst[at..at + n].copy_from_slice(&data[..n]);
+        }
+        // SAFETY: unmaps the mapping made above; `dst` is not used after this.
+        unsafe { libc::munmap(m, len) };
+        Ok(())
     }
 }
 

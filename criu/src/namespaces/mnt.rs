@@ -33,6 +33,7 @@ use criu_images::{ImageError, magic, names, pb::MntEntry};
 use nix::errno::Errno;
 
 use super::mounts::mountinfo::{self, MountinfoError};
+use super::mounts::overlay::{self, OVERLAY};
 use super::mounts::plan::{self, How, PlanError, Step};
 use crate::options::External;
 
@@ -130,6 +131,23 @@ pub fn dump(pid: i32, ns_id: u32, dir: &Path, external: &[External]) -> Result<u
     })?;
     let mounts = mountinfo::parse(&text).map_err(|source| MntError::Mountinfo { pid, source })?;
     let entries = plan::entries(&mounts, &external_map(external))?;
+    // Each overlay layer must be found again: in the namespace, or on the host.
+    for e in entries
+        .iter()
+        .filter(|e| e.fstype == OVERLAY && e.ext_key.is_none())
+    {
+        for l in overlay::layers(&e.options) {
+            let inside = Path::new(&format!("/proc/{pid}/root")).join(l.trim_start_matches('/'));
+            if !inside.is_dir() && !Path::new(&l).is_dir() {
+                return Err(PlanError::OverlayLayer {
+                    id: e.mnt_id,
+                    at: e.mountpoint.clone(),
+                    layer: l,
+                }
+                .into());
+            }
+        }
+    }
     let mut archived = std::collections::HashSet::new();
     for (m, e) in mounts.iter().zip(&entries) {
         if e.fstype != plan::TMPFS || m.root != "/" || e.ext_key.is_some() {
@@ -289,10 +307,25 @@ impl MountNs {
             yard,
             left: true,
         };
-        // SAFETY: unshare of this process's mount namespace; criu keeps a descriptor of the
-        // old one to go back.
-        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-            return Err(sys("unshare(CLONE_NEWNS)"));
+        if let Some(fd) = super::user_owned::premade(super::Kind::Mnt) {
+            // Made inside the tree's user namespace (which then owns it): entered, by a thread
+            // whose fs is its own.
+            // SAFETY: unshare of this thread's fs and setns into a namespace we hold; criu
+            // keeps a descriptor of the old one to go back.
+            unsafe {
+                if libc::unshare(libc::CLONE_FS) != 0 {
+                    return Err(sys("unshare(CLONE_FS)"));
+                }
+                if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                    return Err(sys("entering the mount namespace made for the tree"));
+                }
+            }
+        } else {
+            // SAFETY: unshare of this process's mount namespace; criu keeps a descriptor of
+            // the old one to go back.
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(sys("unshare(CLONE_NEWNS)"));
+            }
         }
         let mut ns = ns;
         ns.left = false;
@@ -331,6 +364,49 @@ impl MountNs {
                     remount(&t, ro_bits).map_err(|e| e.at(&what("flags of")))?;
                 }
                 How::Fresh { fs, source, data } => {
+                    // An overlay whose layers are all in the namespace being built: mounted
+                    // from a thread whose root is the yard, so that the layers it keeps (and
+                    // shows) are the namespace's paths, as at dump time.
+                    let layers = overlay::layers(data);
+                    if fs == "overlay"
+                        && !layers.is_empty()
+                        && layers.iter().all(|l| self.target(l).is_dir())
+                    {
+                        mount_in_root(
+                            &self.yard,
+                            source,
+                            &s.at,
+                            fs,
+                            ro_bits & !libc::MS_RDONLY,
+                            data,
+                        )
+                        .map_err(|e| e.at(&what("mounting")))?;
+                        if ro_bits & libc::MS_RDONLY != 0 {
+                            remount(&t, ro_bits).map_err(|e| e.at(&what("flags of")))?;
+                        }
+                        self.propagate(s, &t)?;
+                        continue;
+                    }
+                    // Else each layer in the namespace, or on the host.
+                    let data = if fs == "overlay" {
+                        overlay::rewrite(data, |l| {
+                            let inside = self.target(l);
+                            if inside.is_dir() {
+                                Ok(inside.to_string_lossy().into_owned())
+                            } else if Path::new(l).is_dir() {
+                                Ok(l.to_string())
+                            } else {
+                                Err(MntError::Plan(PlanError::OverlayLayer {
+                                    id: s.mnt_id,
+                                    at: s.at.clone(),
+                                    layer: l.to_string(),
+                                }))
+                            }
+                        })?
+                    } else {
+                        data.clone()
+                    };
+                    let data = &data;
                     mount_raw(
                         Some(source),
                         &t,
@@ -367,22 +443,28 @@ impl MountNs {
                     remount(&t, ro_bits).map_err(|e| e.at(&what("flags of")))?;
                 }
             }
-            for (on, bit, name) in [
-                (s.prop.slave, libc::MS_SLAVE, "slave"),
-                (s.prop.shared, libc::MS_SHARED, "shared"),
-                (s.prop.private, libc::MS_PRIVATE, "private"),
-            ] {
-                if on {
-                    mount_raw(None, &t, None, bit, None)
-                        .map_err(|e| e.at(&what(&format!("making {name}"))))?;
-                }
-            }
+            self.propagate(s, &t)?;
         }
         // Last: nothing is bound from an unbindable mount.
         for s in steps.iter().filter(|s| s.prop.unbindable) {
             let t = self.target(&s.at).to_string_lossy().into_owned();
             mount_raw(None, &t, None, libc::MS_UNBINDABLE, None)
                 .map_err(|e| e.at(&format!("making mount {} unbindable", s.mnt_id)))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the propagation of mount `s`, made at `t`.
+    fn propagate(&self, s: &Step, t: &str) -> Result<(), MntError> {
+        for (on, bit, name) in [
+            (s.prop.slave, libc::MS_SLAVE, "slave"),
+            (s.prop.shared, libc::MS_SHARED, "shared"),
+            (s.prop.private, libc::MS_PRIVATE, "private"),
+        ] {
+            if on {
+                mount_raw(None, t, None, bit, None)
+                    .map_err(|e| e.at(&format!("making mount {} at {} {name}", s.mnt_id, s.at)))?;
+            }
         }
         Ok(())
     }
@@ -550,6 +632,38 @@ fn mount_raw(
         return Err(Failed(Errno::last()));
     }
     Ok(())
+}
+
+/// Mounts file system `fs` at `at` (a path of the namespace) from a helper thread whose root
+/// is `yard` (its own fs information, `unshare(CLONE_FS)`), so that the paths in `data` are
+/// looked up, and kept, as paths of the namespace.
+fn mount_in_root(
+    yard: &Path,
+    src: &str,
+    at: &str,
+    fs: &str,
+    flags: u64,
+    data: &str,
+) -> Result<(), Failed> {
+    let yard =
+        CString::new(yard.as_os_str().as_encoded_bytes()).map_err(|_| Failed(Errno::EINVAL))?;
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            // SAFETY: unshare of this helper thread's fs information, then chroot and chdir of
+            // it alone (criu's other threads keep theirs); the thread ends after the mount.
+            unsafe {
+                if libc::unshare(libc::CLONE_FS) != 0
+                    || libc::chroot(yard.as_ptr()) != 0
+                    || libc::chdir(c"/".as_ptr()) != 0
+                {
+                    return Err(Failed(Errno::last()));
+                }
+            }
+            mount_raw(Some(src), at, Some(fs), flags, Some(data))
+        })
+        .join()
+        .unwrap_or(Err(Failed(Errno::EFAULT)))
+    })
 }
 
 /// Applies per-mount flags to a mount (a bind remount: ro, nosuid, nodev, noexec, atime).

@@ -36,6 +36,7 @@ pub mod net;
 pub(crate) mod pid;
 pub(crate) mod time;
 pub(crate) mod user;
+pub(crate) mod user_owned;
 pub(crate) mod uts;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -315,8 +316,20 @@ pub(crate) fn in_fresh_ns<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NsError> + Send + 'static,
 ) -> Result<(T, Vec<OwnedFd>), NsError> {
     let kinds = kinds.to_vec();
+    // Made inside the tree's user namespace already ([`user_owned`]): entered instead.
+    let premade: Option<Vec<OwnedFd>> = kinds.iter().map(|k| user_owned::premade(*k)).collect();
     let worker = std::thread::spawn(move || {
-        let flags = kinds.iter().fold(0, |a, k| a | k.cflag());
+        if let Some(fds) = &premade {
+            for (fd, k) in fds.iter().zip(&kinds) {
+                setns(fd, *k)?;
+            }
+            user_owned::act_as_ns_root()?;
+        }
+        let flags = if premade.is_some() {
+            0
+        } else {
+            kinds.iter().fold(0, |a, k| a | k.cflag())
+        };
         // SAFETY: unshare changes only this helper thread's namespaces (uts, ipc, net, time
         // for children: all per-thread), and the thread ends when `f` is done.
         if unsafe { libc::unshare(flags) } != 0 {
@@ -391,23 +404,6 @@ pub(crate) fn check_task(
                  nested time namespaces are not restored"
             ),
         ));
-    }
-    // In a user namespace of its own, a mount or network namespace made by the restore would
-    // be owned by criu's (the tree could not mount or configure links in it).
-    if ino_of(ns, "user") != ino_of(own_ns, "user") {
-        for kind in [Kind::Mnt, Kind::Net] {
-            if ino_of(ns, kind.name()) != ino_of(own_ns, kind.name()) {
-                return Err(NsError::unsupported(
-                    kind,
-                    format!(
-                        "{pid} is in a user namespace and a {} namespace of its own: {} \
-                         namespaces inside a user namespace are not restored",
-                        kind.name(),
-                        kind.name()
-                    ),
-                ));
-            }
-        }
     }
     for kind in Kind::ALL {
         // The tree's mount and network namespaces are dumped by [`mnt`] and [`net`] directly.
@@ -618,9 +614,13 @@ pub(crate) fn prepare_restore(dir: &Path, join_ns: &[String]) -> Result<Prepared
         // In a user namespace of its own the uts namespace is the one the root is cloned
         // with (a copy of the rebuilt one, names and all), so that the new user namespace
         // owns it and the tree may change its names.
-        if kind == Kind::Uts && root[6].is_some_and(|u| criu_ids[6].is_some_and(|c| c != u)) {
+        if kind == Kind::Uts
+            && !user_owned::active()
+            && root[6].is_some_and(|u| criu_ids[6].is_some_and(|c| c != u))
+        {
             r.clone_flags |= libc::CLONE_NEWUTS as u64;
         }
+        user_owned::adopt(kind, &mut r);
         out.rebuilt.push((kind, r));
     }
     Ok(out)

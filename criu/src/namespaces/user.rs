@@ -218,14 +218,60 @@ fn setgroups_name(id: u32) -> String {
     format!("userns-{id}.setgroups")
 }
 
-fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
-    let file = image_name(ctx.id);
-    let e: UsernsEntry = criu_images::read_single(ctx.dir.join(&file), magic::USERNS)
+/// A user namespace's maps as the restore writes them.
+pub(crate) struct Maps {
+    uid_map: String,
+    gid_map: String,
+    deny: bool,
+}
+
+impl Maps {
+    /// The ids outside that are uid and gid 0 inside, when the maps cover them.
+    pub(crate) fn root_ids(&self) -> Option<(u32, u32)> {
+        let zero = |text: &str| {
+            text.lines().find_map(|l| {
+                let f: Vec<u32> = l
+                    .split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
+                (f.len() == 3 && f[0] == 0).then(|| f[1])
+            })
+        };
+        Some((zero(&self.uid_map)?, zero(&self.gid_map)?))
+    }
+
+    /// Writes `setgroups` (when denied) and the maps of task `pid`'s user namespace.
+    ///
+    /// # Errors
+    /// [`NsError::Io`] naming the file and the text.
+    pub(crate) fn write(&self, pid: i32) -> Result<(), NsError> {
+        // Before gid_map: the kernel takes `deny` only while the map is unwritten.
+        if self.deny {
+            let path = format!("/proc/{pid}/setgroups");
+            std::fs::write(&path, "deny")
+                .map_err(|er| NsError::io(K, format!("writing {path}"), er))?;
+        }
+        for (what, text) in [("uid_map", &self.uid_map), ("gid_map", &self.gid_map)] {
+            let path = format!("/proc/{pid}/{what}");
+            std::fs::write(&path, text)
+                .map_err(|er| NsError::io(K, format!("writing {path} ({text:?})"), er))?;
+        }
+        Ok(())
+    }
+}
+
+/// The maps of user namespace `id` in `dir`, checked.
+///
+/// # Errors
+/// [`NsError`]: unreadable image, a map the kernel would not take.
+pub(crate) fn maps_for(dir: &Path, id: u32) -> Result<Maps, NsError> {
+    let file = image_name(id);
+    let e: UsernsEntry = criu_images::read_single(dir.join(&file), magic::USERNS)
         .map_err(|er| NsError::image(K, file.clone(), er))?;
     let uid_map = map_text(&e.uid_map, &file)?;
     let gid_map = map_text(&e.gid_map, &file)?;
-    let sg = setgroups_name(ctx.id);
-    let deny = match std::fs::read_to_string(ctx.dir.join(&sg)) {
+    let sg = setgroups_name(id);
+    let deny = match std::fs::read_to_string(dir.join(&sg)) {
         Ok(t) if t.trim() == "deny" => true,
         Ok(_) => {
             return Err(NsError::BadImage {
@@ -237,20 +283,19 @@ fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
         Err(er) if er.kind() == std::io::ErrorKind::NotFound => false,
         Err(er) => return Err(NsError::io(K, format!("reading {sg}"), er)),
     };
+    Ok(Maps {
+        uid_map,
+        gid_map,
+        deny,
+    })
+}
+
+fn restore(ctx: &RestoreCtx<'_>) -> Result<Rebuilt, NsError> {
+    let maps = maps_for(ctx.dir, ctx.id)?;
     Ok(Rebuilt {
         clone_flags: libc::CLONE_NEWUSER as u64,
         after_clone: Some(Box::new(move |root| {
-            // Before gid_map: the kernel takes `deny` only while the map is unwritten.
-            if deny {
-                let path = format!("/proc/{root}/setgroups");
-                std::fs::write(&path, "deny")
-                    .map_err(|er| NsError::io(K, format!("writing {path}"), er))?;
-            }
-            for (what, text) in [("uid_map", &uid_map), ("gid_map", &gid_map)] {
-                let path = format!("/proc/{root}/{what}");
-                std::fs::write(&path, text)
-                    .map_err(|er| NsError::io(K, format!("writing {path} ({text:?})"), er))?;
-            }
+            maps.write(root)?;
             tracing::debug!(root, "user namespace maps written");
             Ok(())
         })),

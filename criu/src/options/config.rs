@@ -94,6 +94,25 @@ pub(super) fn read_config(
     }
 }
 
+impl super::Options {
+    /// Applies the configuration file `path` over these options, as if its lines came after
+    /// what set them (CRIU reads an RPC request's `config_file` this way, after the request's
+    /// own options). Returns whether the file was there: a missing one is skipped.
+    ///
+    /// # Errors
+    /// [`OptionsError::ConfigRead`] for a file that exists but cannot be read,
+    /// [`OptionsError::ConfigSyntax`] and the option errors of the command line for its lines.
+    pub fn apply_config_file(&mut self, path: &Path) -> Result<bool, OptionsError> {
+        match read_config(path, false)? {
+            Some(args) => {
+                self.apply(&args, false)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{FinalState, Options};

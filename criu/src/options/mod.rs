@@ -33,6 +33,7 @@
 mod config;
 mod engine;
 pub mod live;
+pub mod lsm;
 mod parse;
 mod table;
 mod usage;
@@ -44,6 +45,7 @@ use std::path::{Path, PathBuf};
 
 pub use engine::{DumpOptions, InsideMethod, PidMethod, RestoreOptions};
 pub use live::{LiveOptions, PreDumpMode, TlsOptions};
+pub use lsm::LsmOptions;
 pub use values::{CgroupMode, CgroupPropsOpts, CgroupRoot, CpuCap, DirRef, External, InheritFd};
 
 use table::Arg;
@@ -146,6 +148,9 @@ pub enum OptionsError {
         /// 1-based line number.
         line: usize,
     },
+    /// A `--lsm-profile` this host or this criu cannot honour.
+    #[error(transparent)]
+    Lsm(#[from] lsm::LsmError),
 }
 
 impl OptionsError {
@@ -169,6 +174,7 @@ impl OptionsError {
                 libc::EOPNOTSUPP
             }
             OptionsError::ConfigRead { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            OptionsError::Lsm(e) => e.errno(),
         }
     }
 }
@@ -397,6 +403,10 @@ pub struct Options {
     pub version: bool,
     /// `--display-stats`: print the dump's or restore's statistics at the end.
     pub display_stats: bool,
+    /// `--lsm-profile`, `--lsm-mount-context`.
+    pub lsm: LsmOptions,
+    /// RPC `exec_cmd`: the command a restore over RPC becomes once it has answered.
+    pub exec_cmd: Vec<String>,
 }
 
 impl Default for Options {
@@ -450,6 +460,8 @@ impl Default for Options {
             help: false,
             version: false,
             display_stats: false,
+            lsm: LsmOptions::default(),
+            exec_cmd: Vec::new(),
         }
     }
 }

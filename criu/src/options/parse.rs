@@ -66,6 +66,12 @@ impl Options {
             opts.config_file = Some(f.clone());
         }
         opts.apply(&argv, true)?;
+        if matches!(
+            opts.command,
+            Some(Command::Dump | Command::PreDump | Command::Restore)
+        ) {
+            opts.lsm.check(super::lsm::HostLsm::probe())?;
+        }
         if let Some(cmd) = opts.command
             && cmd != Command::Swrk
             // `cpuinfo` takes its action word (`dump`, `check`).
@@ -142,7 +148,11 @@ impl Options {
     }
 
     /// Applies one list of arguments (a config file's, or the command line's).
-    fn apply(&mut self, args: &[String], positional_ok: bool) -> Result<(), OptionsError> {
+    pub(super) fn apply(
+        &mut self,
+        args: &[String],
+        positional_ok: bool,
+    ) -> Result<(), OptionsError> {
         let mut i = 0;
         let mut only_positional = false;
         while i < args.len() {

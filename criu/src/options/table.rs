@@ -288,7 +288,10 @@ pub(crate) static TABLE: &[OptDef] = &[
         Ok(())
     }),
     o("irmap-scan-path", None, Arg::Required, accepted),
-    o("lsm-profile", None, Arg::Required, accepted),
+    o("lsm-profile", None, Arg::Required, |o, g| {
+        o.lsm.profile = Some(g.arg()?.to_string());
+        Ok(())
+    }),
     o("timeout", None, Arg::Required, |o, g| {
         o.timeout = u32::try_from(atoi(g.arg()?)).map_err(|_| g.bad())?;
         Ok(())
@@ -404,7 +407,10 @@ pub(crate) static TABLE: &[OptDef] = &[
     }),
     o("file-validation", None, Arg::Required, accepted),
     b("skip-file-rwx-check", None, accepted),
-    o("lsm-mount-context", None, Arg::Required, accepted),
+    o("lsm-mount-context", None, Arg::Required, |o, g| {
+        o.lsm.mount_context = Some(g.arg()?.to_string());
+        Ok(())
+    }),
     o("network-lock", None, Arg::Required, |o, g| {
         o.network_lock =
             crate::options::values::NetLockMethod::parse(g.arg()?).ok_or_else(|| g.bad())?;

@@ -116,6 +116,8 @@ pub fn restore(
     trust::warn_untrusted(&opts.images_dir);
     // The inventory first: it says whether this is an images directory at all.
     images::check_inventory(&opts.images_dir)?;
+    // A user namespace of the tree's own first when its other namespaces are made inside it.
+    let _userns = crate::namespaces::user_owned::prepare(&opts.images_dir, &opts.join_ns)?;
     // The tree's own mount namespace, rebuilt first: its files are opened there.
     let mut mntns = crate::namespaces::mnt::MountNs::prepare(
         &opts.images_dir,

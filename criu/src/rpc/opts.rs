@@ -6,10 +6,11 @@
 //! must be criu's own (`inherit_fd`, `status_fd`) only make sense in `swrk` mode, where criu
 //! inherited them from the client; the service refuses them, as CRIU's does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use criu_images::pb::CriuOpts;
 
+use crate::options::lsm::{HostLsm, LsmError};
 use crate::options::{
     CgroupMode, CgroupRoot, Command, CpuCap, DirRef, External, FinalState, InheritFd, Options,
 };
@@ -54,6 +55,18 @@ pub enum OptsError {
         /// The value given.
         value: String,
     },
+    /// The request's `config_file` cannot be read or holds a bad option.
+    #[error("config_file {path}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::options::OptionsError,
+    },
+    /// An `lsm_profile` this host or this criu cannot honour.
+    #[error(transparent)]
+    Lsm(#[from] LsmError),
     /// An option for work still to come.
     #[error("{what} is not supported by this criu yet")]
     Unsupported {
@@ -67,6 +80,7 @@ impl OptsError {
     pub fn errno(&self) -> i32 {
         match self {
             OptsError::Unsupported { .. } => libc::EOPNOTSUPP,
+            OptsError::Lsm(e) => e.errno(),
             _ => libc::EBADRQC,
         }
     }
@@ -119,52 +133,7 @@ pub fn to_options(
         no_default_config: true,
         ..Options::default()
     };
-    let peer_fd = |fd: i32| PathBuf::from(format!("/proc/{peer}/fd/{fd}"));
-
-    // Directories. prost gives 0 for a missing required `images_dir_fd`; CRIU's clients send -1
-    // for "none".
-    let images = if req.images_dir_fd >= 0 {
-        Some(peer_fd(req.images_dir_fd))
-    } else {
-        req.images_dir.as_ref().map(PathBuf::from)
-    };
-    match images {
-        Some(p) => {
-            o.images_dir =
-                DirRef::Path(std::fs::canonicalize(&p).map_err(|source| OptsError::Dir {
-                    what: "images dir",
-                    path: p.clone(),
-                    source,
-                })?);
-        }
-        None if cmd == Command::Check => o.images_dir = DirRef::default(),
-        None => return Err(OptsError::NoImagesDir),
-    }
-    if let Some(fd) = req.work_dir_fd {
-        let p = peer_fd(fd);
-        o.work_dir = Some(DirRef::Path(std::fs::canonicalize(&p).map_err(
-            |source| OptsError::Dir {
-                what: "work dir",
-                path: p.clone(),
-                source,
-            },
-        )?));
-    }
-
-    // The log.
-    if req.log_to_stderr == Some(true) && req.log_file.is_none() {
-        o.log_file = None;
-    } else {
-        let name = req.log_file.as_deref().unwrap_or(DEFAULT_LOG_FILE);
-        if name.contains('/') {
-            return Err(OptsError::LogFileSubdir(name.to_string()));
-        }
-        o.log_file = Some(PathBuf::from(name));
-    }
-    o.log_level = req.log_level.unwrap_or(crate::options::DEFAULT_LOG_LEVEL);
-
     // The process and what becomes of it.
-    o.tree = Some(req.pid.unwrap_or(peer));
     if req.leave_running == Some(true) {
         o.final_state = FinalState::Alive;
     }
@@ -326,22 +295,14 @@ pub fn to_options(
     };
     // Options for work still to come: refused when set to something that would matter.
     let refuse_if = |set: bool, what: &str| if set { Err(unsupported(what)) } else { Ok(()) };
-    refuse_if(!req.exec_cmd.is_empty(), "exec_cmd")?;
     refuse_if(
         req.empty_ns
             .is_some_and(|n| n & !(libc::CLONE_NEWNET as u32) != 0),
         "empty_ns other than CLONE_NEWNET",
     )?;
-    refuse_if(req.lsm_profile.is_some(), "lsm_profile")?;
-    refuse_if(req.lsm_mount_context.is_some(), "lsm_mount_context")?;
-    // runc names /etc/criu/runc.conf whether it exists or not; a missing one is ignored, as
-    // CRIU does.
-    refuse_if(
-        req.config_file
-            .as_ref()
-            .is_some_and(|f| std::path::Path::new(f).exists()),
-        "config_file",
-    )?;
+    o.exec_cmd = req.exec_cmd.clone();
+    o.lsm.profile = req.lsm_profile.clone();
+    o.lsm.mount_context = req.lsm_mount_context.clone();
 
     // Accepted and logged: they change nothing in what this criu does (no cgroup, mount or
     // network-namespace handling yet, ptrace freezes the tree either way).
@@ -375,7 +336,110 @@ pub fn to_options(
     ignored("pidfd-store", req.pidfd_store_sk.is_some());
     ignored("mntns-compat-mode", req.mntns_compat_mode.is_some());
     ignored("skip-file-rwx-check", req.skip_file_rwx_check.is_some());
+
+    let peer_fd = |fd: i32| PathBuf::from(format!("/proc/{peer}/fd/{fd}"));
+    // A configuration file overrides the request's own options (runc's runc.conf), the images
+    // and work directory and the log file too; the request's log level and pid stay.
+    let from_config = match &req.config_file {
+        Some(f) => apply_config(&mut o, Path::new(f))?,
+        None => FromConfig::default(),
+    };
+    o.tree = Some(req.pid.unwrap_or(peer));
+
+    // Directories. prost gives 0 for a missing required `images_dir_fd`; CRIU's clients send -1
+    // for "none".
+    let images = if from_config.images_dir {
+        Some(o.images_dir.path())
+    } else if req.images_dir_fd >= 0 {
+        Some(peer_fd(req.images_dir_fd))
+    } else {
+        req.images_dir.as_ref().map(PathBuf::from)
+    };
+    match images {
+        Some(p) => {
+            o.images_dir =
+                DirRef::Path(std::fs::canonicalize(&p).map_err(|source| OptsError::Dir {
+                    what: "images dir",
+                    path: p.clone(),
+                    source,
+                })?);
+        }
+        None if cmd == Command::Check => o.images_dir = DirRef::default(),
+        None => return Err(OptsError::NoImagesDir),
+    }
+    let work = match (&o.work_dir, req.work_dir_fd) {
+        (Some(w), _) if from_config.work_dir => Some(w.path()),
+        (_, Some(fd)) => Some(peer_fd(fd)),
+        _ => None,
+    };
+    if let Some(p) = work {
+        o.work_dir = Some(DirRef::Path(std::fs::canonicalize(&p).map_err(
+            |source| OptsError::Dir {
+                what: "work dir",
+                path: p.clone(),
+                source,
+            },
+        )?));
+    }
+
+    // The log.
+    if from_config.log_file {
+        // Taken as the file says, paths too (CRIU checks only the request's name).
+    } else if req.log_to_stderr == Some(true) && req.log_file.is_none() {
+        o.log_file = None;
+    } else {
+        let name = req.log_file.as_deref().unwrap_or(DEFAULT_LOG_FILE);
+        if name.contains('/') {
+            return Err(OptsError::LogFileSubdir(name.to_string()));
+        }
+        o.log_file = Some(PathBuf::from(name));
+    }
+    o.log_level = req.log_level.unwrap_or(crate::options::DEFAULT_LOG_LEVEL);
+    if matches!(cmd, Command::Dump | Command::PreDump | Command::Restore) {
+        o.lsm.check(HostLsm::probe())?;
+    }
     Ok(o)
+}
+
+/// What a request's configuration file set of the options whose request fields it overrides.
+#[derive(Default)]
+struct FromConfig {
+    images_dir: bool,
+    work_dir: bool,
+    log_file: bool,
+}
+
+/// Applies the request's `config_file` over the options filled from the request (a missing
+/// file is skipped, as CRIU does: runc names `/etc/criu/runc.conf` whether it exists or not).
+fn apply_config(o: &mut Options, file: &Path) -> Result<FromConfig, OptsError> {
+    // Cleared first, so that what the file sets shows.
+    let images = std::mem::replace(&mut o.images_dir, DirRef::Fd(-1));
+    let work = o.work_dir.take();
+    let log = o.log_file.take();
+    let found = o
+        .apply_config_file(file)
+        .map_err(|source| OptsError::Config {
+            path: file.to_path_buf(),
+            source,
+        })?;
+    if found {
+        tracing::debug!("options from {} override the request's", file.display());
+    }
+    let set = FromConfig {
+        images_dir: o.images_dir != DirRef::Fd(-1),
+        work_dir: o.work_dir.is_some(),
+        log_file: o.log_file.is_some(),
+    };
+    if !set.images_dir {
+        o.images_dir = images;
+    }
+    if !set.work_dir {
+        o.work_dir = work;
+    }
+    if !set.log_file {
+        o.log_file = log;
+    }
+    Ok(set)
 }
 
 #[cfg(test)]
@@ -525,5 +589,75 @@ mod tests {
             ro.lazy_pages.as_deref(),
             Some(o.effective_work_dir().join("lazy-pages.socket").as_path())
         );
+    }
+
+    #[test]
+    fn a_config_file_overrides_the_request_but_not_its_pid_and_log_level() {
+        let d = tempfile::tempdir().unwrap();
+        let other = d.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        let cfg = d.path().join("rpc.conf");
+        std::fs::write(
+            &cfg,
+            format!(
+                "leave-running\naction-script /bin/true\ntcp-established\nverbosity 4\n\
+                 tree 1\nimages-dir {}\nlog-file /x/y.log\n",
+                other.display()
+            ),
+        )
+        .unwrap();
+        let mut r = opts(d.path());
+        r.config_file = Some(cfg.display().to_string());
+        r.pid = Some(42);
+        r.log_file = Some("req.log".into());
+        let o = to_options(&r, Command::Dump, Mode::Swrk, 7).unwrap();
+        assert_eq!(o.final_state, FinalState::Alive);
+        assert!(o.tcp_established);
+        assert_eq!(o.action_scripts, [PathBuf::from("/bin/true")]);
+        assert_eq!(o.tree, Some(42), "the request's pid");
+        assert_eq!(o.log_level, crate::options::DEFAULT_LOG_LEVEL);
+        assert_eq!(
+            o.images_dir,
+            DirRef::Path(std::fs::canonicalize(&other).unwrap())
+        );
+        assert_eq!(o.log_file, Some(PathBuf::from("/x/y.log")));
+        // Without those lines the request's directories and log stay.
+        std::fs::write(&cfg, "shell-job\n").unwrap();
+        let o = to_options(&r, Command::Dump, Mode::Swrk, 7).unwrap();
+        assert!(o.shell_job);
+        assert_eq!(
+            o.images_dir,
+            DirRef::Path(std::fs::canonicalize(d.path()).unwrap())
+        );
+        assert_eq!(o.log_file, Some(PathBuf::from("req.log")));
+        // A missing file is skipped, a bad line refused.
+        r.config_file = Some(d.path().join("none.conf").display().to_string());
+        assert!(to_options(&r, Command::Dump, Mode::Swrk, 7).is_ok());
+        std::fs::write(&cfg, "no-such-option\n").unwrap();
+        r.config_file = Some(cfg.display().to_string());
+        let e = to_options(&r, Command::Dump, Mode::Swrk, 7).unwrap_err();
+        assert!(matches!(e, OptsError::Config { .. }), "{e}");
+        assert_eq!(e.errno(), libc::EBADRQC);
+    }
+
+    #[test]
+    fn exec_cmd_and_the_lsm_options_fill_the_options() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = opts(d.path());
+        r.exec_cmd = vec!["sh".into(), "-c".into(), "true".into()];
+        r.lsm_profile = Some("none:x".into());
+        r.lsm_mount_context = Some("system_u:object_r:x:s0".into());
+        let o = to_options(&r, Command::Restore, Mode::Swrk, 7).unwrap();
+        assert_eq!(o.exec_cmd, ["sh", "-c", "true"]);
+        assert_eq!(o.lsm.profile.as_deref(), Some("none:x"));
+        assert_eq!(
+            o.lsm.mount_context.as_deref(),
+            Some("system_u:object_r:x:s0")
+        );
+        r.lsm_profile = Some("bogus".into());
+        let e = to_options(&r, Command::Restore, Mode::Swrk, 7).unwrap_err();
+        assert_eq!(e.to_string(), "invalid argument bogus for --lsm-profile");
+        // A check does not look at it.
+        assert!(to_options(&r, Command::Check, Mode::Swrk, 7).is_ok());
     }
 }

@@ -4,7 +4,7 @@
 // Unsafe code: waits for the request's child with waitpid.
 #![allow(unsafe_code)]
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use criu_images::pb::{
     CriuDumpResp, CriuFeatures, CriuNotify, CriuOpts, CriuReq, CriuReqType, CriuResp,
@@ -18,7 +18,7 @@ use super::{RpcError, version};
 use crate::errno::chain;
 use crate::log::LogSink;
 use crate::options::{Command, DumpOptions, FinalState, Options, RestoreOptions};
-use crate::scripts::{Notify, ScriptAction, ScriptError};
+use crate::scripts::{ActionScripts, Notify, ScriptAction, ScriptError};
 
 mod live;
 
@@ -111,8 +111,13 @@ pub fn serve(sk: BorrowedFd<'_>, mode: Mode) -> Result<(), RpcError> {
         // A PRE_DUMP session stays open for the next pre-dump or the final dump (CRIU's
         // pre-dump loop).
         let keep_open = req.keep_open == Some(true) || req.r#type == CriuReqType::PreDump as i32;
-        if let Some(r) = handle(sk, &req, mode, peer, &client) {
+        let mut exec = None;
+        if let Some(r) = handle(sk, &req, mode, peer, &client, &mut exec) {
             wire::send_response(sk, &r, None)?;
+        }
+        if let Some(e) = exec {
+            // The answer is out: criu becomes the command (the socket closes on exec).
+            return Err(e.run());
         }
         if !keep_open {
             return Ok(());
@@ -127,6 +132,7 @@ fn handle(
     mode: Mode,
     peer: i32,
     client: &Who,
+    exec: &mut Option<Exec>,
 ) -> Option<CriuResp> {
     let Ok(ty) = CriuReqType::try_from(req.r#type) else {
         let f = Failure::new(
@@ -152,7 +158,11 @@ fn handle(
             Err(f) => fail(ty, f),
         },
         CriuReqType::Dump => return dump(sk, opts, mode, peer, client),
-        CriuReqType::Restore => restore(sk, opts, mode, peer, client),
+        CriuReqType::Restore => {
+            let (r, e) = restore(sk, opts, mode, peer, client);
+            *exec = e;
+            r
+        }
         CriuReqType::WaitPid => wait_pid(req.pid),
         CriuReqType::Notify => fail(
             ty,
@@ -310,10 +320,11 @@ fn dump(
             c.may_dump(opts.tree.unwrap_or(peer))?;
             // A client that dumped itself without leave_running is dead: no answer is due.
             gone = opts.tree == Some(peer) && opts.final_state == FinalState::Dead;
-            with_run(&mut opts, |o, _| {
+            with_run(&mut opts, |o, sink| {
                 let dopts = DumpOptions::from_options(o);
                 dopts.validate().map_err(options_failure)?;
-                let r = crate::dump::dump(&dopts, notifier.as_ref().map(|n| n as &dyn Notify))
+                let n = RunNotify::new(notifier, o, &dopts.images_dir, sink)?;
+                let r = crate::dump::dump(&dopts, Some(&n))
                     .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))?;
                 if o.display_stats {
                     crate::stats::show(&dopts.images_dir, crate::stats::Kind::Dump);
@@ -332,7 +343,49 @@ fn dump(
     Some(r)
 }
 
-fn restore(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32, client: &Who) -> CriuResp {
+/// What a restore asked to become once it has answered (`exec_cmd`): the command, and the
+/// log its output goes to.
+struct Exec {
+    argv: Vec<String>,
+    log: OwnedFd,
+}
+
+impl Exec {
+    /// Replaces this criu by the command, its standard output and error going to the log, as
+    /// CRIU does: the restored tree (criu's children) become the command's. Returns only when
+    /// the exec fails.
+    fn run(self) -> RpcError {
+        use std::os::unix::process::CommandExt;
+        let Some((prog, args)) = self.argv.split_first() else {
+            return RpcError::Io {
+                what: "exec_cmd".into(),
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            };
+        };
+        tracing::info!("exec {:?}", self.argv);
+        let err = match (self.log.try_clone(), self.log.try_clone()) {
+            (Ok(out), Ok(err)) => std::process::Command::new(prog)
+                .args(args)
+                .stdout(out)
+                .stderr(err)
+                .exec(),
+            (Err(e), _) | (_, Err(e)) => e,
+        };
+        tracing::error!("failed to exec {prog}: {err}");
+        RpcError::Io {
+            what: format!("exec {prog}"),
+            source: err,
+        }
+    }
+}
+
+fn restore(
+    sk: BorrowedFd<'_>,
+    req: &CriuOpts,
+    mode: Mode,
+    peer: i32,
+    client: &Who,
+) -> (CriuResp, Option<Exec>) {
     let notifier = (req.notify_scripts == Some(true)).then_some(RpcNotify { sk });
     let ty = CriuReqType::Restore;
     let result = to_options(req, Command::Restore, mode, peer)
@@ -346,22 +399,34 @@ fn restore(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32, client: &W
             }
             // Before anything runs: the images ask only for what the client has.
             c.may_restore(&opts.images_dir.path())?;
-            with_run(&mut opts, |o, _| {
+            with_run(&mut opts, |o, sink| {
                 // A restore over RPC always leaves the tree to run on its own.
                 let mut ropts = RestoreOptions::from_options(o);
                 ropts.detach = true;
                 ropts.validate().map_err(options_failure)?;
-                let r =
-                    crate::restore::restore(&ropts, notifier.as_ref().map(|n| n as &dyn Notify))
-                        .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))?;
+                // The log the command's output goes to, taken before anything is restored.
+                let exec = if o.exec_cmd.is_empty() {
+                    None
+                } else {
+                    let log = sink.fd().try_clone_to_owned().map_err(|e| {
+                        Failure::new(e.raw_os_error(), format!("exec_cmd: log descriptor: {e}"))
+                    })?;
+                    Some(Exec {
+                        argv: o.exec_cmd.clone(),
+                        log,
+                    })
+                };
+                let n = RunNotify::new(notifier, o, &ropts.images_dir, sink)?;
+                let r = crate::restore::restore(&ropts, Some(&n))
+                    .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))?;
                 if o.display_stats {
                     crate::stats::show(&ropts.images_dir, crate::stats::Kind::Restore);
                 }
-                Ok(r)
+                Ok((r, exec))
             })
         });
     match result {
-        Ok(outcome) => {
+        Ok((outcome, exec)) => {
             let pid = match outcome {
                 crate::restore::RestoreOutcome::Detached { pid }
                 | crate::restore::RestoreOutcome::Exited { pid, .. }
@@ -369,12 +434,12 @@ fn restore(sk: BorrowedFd<'_>, req: &CriuOpts, mode: Mode, peer: i32, client: &W
             };
             let mut r = resp(ty, true);
             r.restore = Some(CriuRestoreResp { pid });
-            r
+            (r, exec)
         }
         Err(f) => {
             let mut r = fail(ty, f);
             r.restore = Some(CriuRestoreResp { pid: -1 });
-            r
+            (r, None)
         }
     }
 }
@@ -413,9 +478,59 @@ fn options_failure(e: crate::options::OptionsError) -> Failure {
     Failure::new(Some(e.errno()), chain(&e))
 }
 
+/// The notifications of a dump or restore: the client's (`notify_scripts`) and then the action
+/// scripts its options name (a `config_file`'s `action-script`), as CRIU runs both, the client
+/// first. Either one saying no stops the run.
+struct RunNotify<'a> {
+    rpc: Option<RpcNotify<'a>>,
+    scripts: ActionScripts,
+}
+
+impl<'a> RunNotify<'a> {
+    fn new(
+        rpc: Option<RpcNotify<'a>>,
+        o: &Options,
+        images_dir: &std::path::Path,
+        sink: &LogSink,
+    ) -> Result<RunNotify<'a>, Failure> {
+        let scripts = ActionScripts::new(o.action_scripts.clone(), images_dir, sink)
+            .map_err(|e| Failure::new(Some(e.errno()), chain(&e)))?;
+        Ok(RunNotify { rpc, scripts })
+    }
+}
+
+impl Notify for RunNotify<'_> {
+    fn notify(&self, action: ScriptAction, pid: Option<i32>) -> Result<(), ScriptError> {
+        if let Some(r) = &self.rpc {
+            r.notify(action, pid)?;
+        }
+        self.scripts.notify(action, pid)
+    }
+
+    fn notify_fd(
+        &self,
+        action: ScriptAction,
+        pid: Option<i32>,
+        fd: BorrowedFd<'_>,
+    ) -> Result<(), ScriptError> {
+        if let Some(r) = &self.rpc {
+            r.notify_fd(action, pid, fd)?;
+        }
+        self.scripts.notify_fd(action, pid, fd)
+    }
+
+    fn query_external(&self) -> Result<Vec<crate::options::External>, ScriptError> {
+        match &self.rpc {
+            Some(r) => r.query_external(),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
 /// Notifications of a dump or restore whose client asked for them (`notify_scripts`): each
 /// stage is a `NOTIFY` round trip; a client that says no (or goes away) stops the run the way
 /// a failing action script does.
+#[derive(Clone, Copy)]
 struct RpcNotify<'a> {
     sk: BorrowedFd<'a>,
 }

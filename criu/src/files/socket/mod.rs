@@ -5,7 +5,7 @@
 // Unsafe code: raw socket system calls (socket options, fcntl) and adopting their descriptors.
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use criu_images::pb::{FownEntry, SkOptsEntry};
 
@@ -43,6 +43,14 @@ pub fn steal(pid: i32, fd: i32) -> Result<OwnedFd, SocketError> {
         what: format!("pidfd_open {pid}"),
         source,
     })?;
+    steal_from(pidfd.as_fd(), pid, fd)
+}
+
+/// As [`steal`], through a pidfd of `pid` the caller already holds.
+///
+/// # Errors
+/// [`SocketError::Sys`].
+pub fn steal_from(pidfd: BorrowedFd<'_>, pid: i32, fd: i32) -> Result<OwnedFd, SocketError> {
     // SAFETY: pidfd_getfd takes descriptors and flags, no pointers.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
     if r < 0 {

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use criu_images::pb::MntEntry;
 
 use super::mountinfo::{MountInfo, mount_flags, sb_flags};
+use super::overlay::{self, OVERLAY};
 
 /// CRIU's `fstype` codes (images/mnt.proto) with the kernel's names.
 pub const FSTYPES: &[(u32, &str)] = &[
@@ -34,8 +35,8 @@ pub const TMPFS: u32 = 5;
 
 /// The file systems a restore mounts afresh (a new superblock of the same kind and options):
 /// the kernel's own (proc, sysfs, ...), tmpfs (its content comes from its tarball), devpts
-/// (a new instance), mqueue, cgroup hierarchies. Not devtmpfs (the host's devices), not
-/// overlayfs (its layers).
+/// (a new instance), mqueue, cgroup hierarchies. Not devtmpfs (the host's devices); overlayfs
+/// is mounted again too, with its layers ([`super::overlay`]).
 pub fn fresh_mountable(fstype: u32) -> bool {
     matches!(
         fstype,
@@ -137,6 +138,19 @@ pub enum PlanError {
         /// The task.
         pid: i32,
     },
+    /// An overlay whose layer the dump cannot find, in the namespace or on the host.
+    #[error(
+        "unsupported: overlay mount {id} at {at}: layer {layer} is neither in the mount \
+         namespace nor on the host"
+    )]
+    OverlayLayer {
+        /// Mount id.
+        id: u32,
+        /// Mount point.
+        at: String,
+        /// The layer path as the kernel shows it.
+        layer: String,
+    },
     /// Mounts that wait for each other (a bind source that is never made).
     #[error("mount {id} at {at}: the mount it is bound from cannot be made first")]
     Stuck {
@@ -216,7 +230,8 @@ pub fn entries(
                 group: g,
             });
         }
-        let fresh = m.root == "/" && fresh_mountable(code);
+        // An overlay is mounted again with its layers (checked by the dump, mnt.rs).
+        let fresh = m.root == "/" && (fresh_mountable(code) || code == OVERLAY);
         // Bound from another mount of the namespace: one of the same file system whose root
         // holds this one's, itself made afresh, external or the namespace's root.
         let bound = mounts.iter().enumerate().any(|(j, o)| {
@@ -407,7 +422,16 @@ pub fn steps(
                     .and_then(|_| source(shared))
                     .or_else(|| master.and_then(|g| source(Some(g))))
                     .or_else(|| source(None));
-                let fresh = e.root == "/" && fresh_mountable(e.fstype);
+                let fresh = e.root == "/" && (fresh_mountable(e.fstype) || e.fstype == OVERLAY);
+                // An overlay after the mounts its layers are on.
+                if e.fstype == OVERLAY
+                    && pick.is_none()
+                    && !overlay::layers(&e.options)
+                        .iter()
+                        .all(|l| holder(entries, l, i).is_none_or(|j| is_done[j]))
+                {
+                    continue;
+                }
                 match pick {
                     // A fresh mount of a file system seen already would be another superblock:
                     // bind instead (tmpfs content, peer groups).
@@ -488,6 +512,16 @@ pub fn steps(
             });
         }
     }
+}
+
+/// The entry (other than `me`) whose mount point holds `path` most closely, if any.
+fn holder(entries: &[MntEntry], path: &str, me: usize) -> Option<usize> {
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(j, o)| *j != me && is_under(path, &o.mountpoint))
+        .max_by_key(|(_, o)| o.mountpoint.len())
+        .map(|(j, _)| j)
 }
 
 fn how_of(steps: &[Step], id: u32) -> Option<How> {

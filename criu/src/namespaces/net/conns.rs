@@ -15,6 +15,8 @@
 //! The rules stay when the dump kills the tree ([`ConnLock::keep`]); the restore of the images
 //! removes them once the tree is back ([`unlock_restored`]). A dump that leaves the tree running,
 //! or fails, removes them itself.
+// Unsafe code: getrandom for the run id.
+#![allow(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -49,16 +51,21 @@ pub struct ConnLock {
 /// A [`ConnLock`] shared by the dump's network lock and its inet sockets.
 pub type Shared = Arc<Mutex<ConnLock>>;
 
+/// Fills `b` from the kernel's random pool (`getrandom`, no file to open); false if it could
+/// not.
+fn fill_random(b: &mut [u8; 16]) -> bool {
+    // SAFETY: getrandom writes at most `b.len()` bytes into the live buffer `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    n == b.len() as isize
+}
+
 /// This criu's run id, a random UUID (the inventory's `dump_criu_run_id`; the nftables table
 /// of a dump is named after it). One per process: the service forks for each request.
 pub fn run_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
         let mut b = [0u8; 16];
-        if std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-            .is_err()
-        {
+        if !fill_random(&mut b) {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos())

@@ -157,9 +157,17 @@ impl NetNs {
         let orig = OwnedFd::from(
             std::fs::File::open("/proc/self/ns/net").map_err(io("opening criu's net ns"))?,
         );
+        // Made inside the tree's user namespace already: entered instead.
+        let premade = crate::namespaces::user_owned::premade(crate::namespaces::Kind::Net);
         // SAFETY: a new network namespace for this thread (criu's main one, which creates the
-        // tree's sockets and tasks); criu holds its old one to go back.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        // tree's sockets and tasks), or the one made for it; criu holds its old one to go back.
+        let r = unsafe {
+            match &premade {
+                Some(fd) => libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET),
+                None => libc::unshare(libc::CLONE_NEWNET),
+            }
+        };
+        if r != 0 {
             return Err(NetError::Sys {
                 what: "unshare(CLONE_NEWNET)",
                 errno: Errno::last(),

@@ -281,6 +281,15 @@ pub fn run(nodes: &[Node], order: &[usize], s: Slots, i: usize) -> ! {
             Err(f) => fail_slot(&s, i, f),
         }
     }
+    // The tree's user namespace made beforehand (namespaces::user_owned), once the children
+    // exist (they were made with their pids as criu's).
+    if let Err(f) = ok(
+        CHILD_SESSION,
+        crate::namespaces::user_owned::task_enter(),
+        0,
+    ) {
+        fail_slot(&s, i, f);
+    }
     if early.is_some() && me.resv.1 != 0 {
         // SAFETY: advice on our own reservation: the premapped areas in it are copied by a
         // fork again (their saved advice is applied once they are protected).

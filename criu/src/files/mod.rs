@@ -471,6 +471,23 @@ pub trait RestoreFile: std::fmt::Debug + Send + Sync {
         &[]
     }
 
+    /// What the engine does for it once every task is born and before any runs (a unix
+    /// socket's queue holding a sender's pid in the tree's own pid namespace, which can be
+    /// named only now). `host` gives criu's pid of a task of the tree by its pid in the
+    /// images; `init` is criu's pid of the tree's root.
+    ///
+    /// # Errors
+    /// The kind's errors, naming the file.
+    fn after_tree(&self, host: &dyn Fn(i32) -> Option<i32>, init: i32) -> Result<(), RestoreError> {
+        let _ = (host, init);
+        Ok(())
+    }
+
+    /// Whether [`RestoreFile::after_tree`] has work (known once the engine made the file).
+    fn has_after_tree(&self) -> bool {
+        false
+    }
+
     /// Whether it exists only once the tree does (a file under `/proc/PID` of a task of the
     /// tree): made by the engine for several tasks, it is opened after every task is born.
     fn needs_tree(&self) -> bool {

@@ -278,6 +278,19 @@ pub trait SocketSet: std::fmt::Debug + Send + Sync + Sized + 'static {
     /// # Errors
     /// The family's errors, naming the socket.
     fn make_all_with(&self, files: &[i32]) -> Result<Vec<OwnedFd>, RestoreError>;
+    /// What is left to do once every task of the tree is born and before any runs
+    /// ([`RestoreFile::after_tree`]).
+    ///
+    /// # Errors
+    /// The family's errors, naming the socket.
+    fn after_tree(&self, host: &dyn Fn(i32) -> Option<i32>, init: i32) -> Result<(), RestoreError> {
+        let _ = (host, init);
+        Ok(())
+    }
+    /// Whether [`SocketSet::after_tree`] has work.
+    fn has_after_tree(&self) -> bool {
+        false
+    }
 }
 
 /// The restore side of a [`SocketSet`] family: the set is loaded once, with its first entry.
@@ -366,6 +379,14 @@ impl<S: SocketSet> RestoreFile for SetFile<S> {
     fn make_in_engine_with(&self, targets: &[i32]) -> Result<Vec<OwnedFd>, RestoreError> {
         self.set.make_all_with(targets)
     }
+
+    fn after_tree(&self, host: &dyn Fn(i32) -> Option<i32>, init: i32) -> Result<(), RestoreError> {
+        self.set.after_tree(host, init)
+    }
+
+    fn has_after_tree(&self) -> bool {
+        self.set.has_after_tree()
+    }
 }
 
 /// The unix sockets of the images, made once for the whole tree.
@@ -379,6 +400,10 @@ pub struct UnixSet {
     /// The files in flight in the queues that are no unix socket of the set, parsed from
     /// their entries.
     flight: Box<FilesById>,
+    /// Whether the tree gets a pid namespace of its own (its root is pid 1 in the images).
+    own_pid_ns: bool,
+    /// Queues refilled once the tree exists ([`unix::late`]).
+    later: std::sync::Mutex<Vec<unix::late::Deferred>>,
 }
 
 /// The files other than unix sockets in flight in `queues`, each parsed from its `files.img`
@@ -449,11 +474,17 @@ impl SocketSet for UnixSet {
             .map(|e| e.id)
             .collect();
         let flight = parse_flight(img, &entries, &queues)?;
+        let own_pid_ns = img
+            .dir
+            .read_pstree()
+            .is_ok_and(|t| t.first().is_some_and(|r| r.pid == 1));
         Ok(UnixSet {
             entries,
             queues,
             ids,
             flight,
+            own_pid_ns,
+            later: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -488,8 +519,13 @@ impl SocketSet for UnixSet {
             .zip(files.iter().copied())
             .collect();
         let wanted: HashSet<u32> = self.ids.iter().copied().collect();
-        let mut made = unix::create_all(&self.entries, &wanted, &self.queues, &flight, 3)
+        let mut later = Vec::new();
+        let defer = self.own_pid_ns.then_some(&mut later);
+        let mut made = unix::create_all(&self.entries, &wanted, &self.queues, &flight, 3, defer)
             .map_err(restore_err)?;
+        if let Ok(mut l) = self.later.lock() {
+            l.extend(later);
+        }
         let mut out = Vec::with_capacity(self.ids.len());
         for id in &self.ids {
             out.push(
@@ -498,6 +534,20 @@ impl SocketSet for UnixSet {
             );
         }
         Ok(out)
+    }
+    fn after_tree(&self, host: &dyn Fn(i32) -> Option<i32>, init: i32) -> Result<(), RestoreError> {
+        let later = match self.later.lock() {
+            Ok(mut l) => std::mem::take(&mut *l),
+            Err(_) => Vec::new(),
+        };
+        for d in &later {
+            d.refill(host, init).map_err(restore_err)?;
+        }
+        Ok(())
+    }
+
+    fn has_after_tree(&self) -> bool {
+        self.later.lock().is_ok_and(|l| !l.is_empty())
     }
 }
 

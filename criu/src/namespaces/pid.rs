@@ -202,6 +202,10 @@ fn dump(ctx: &DumpCtx<'_>) -> Result<(), NsError> {
     for f in files.iter().filter(|f| f.exists()) {
         rewrite(f, &map)?;
     }
+    // The senders' pids of queued unix messages (SCM_CREDENTIALS), which the dump read as
+    // criu sees them.
+    crate::files::unix::queued_pids_inside(ctx.dir, &map)
+        .map_err(|e| NsError::bad(K, names::SK_QUEUES, e.to_string()))?;
     Ok(())
 }
 

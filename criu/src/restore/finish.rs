@@ -151,6 +151,23 @@ pub(super) fn finish(
             l.open()?;
         }
     }
+    // Every task is born: what the engine's files can do only now (queued credentials naming
+    // a pid of the tree's own pid namespace).
+    let after: Vec<_> = c.after.iter().filter(|f| f.has_after_tree()).collect();
+    if !after.is_empty() {
+        for i in 0..tree.tasks.len() {
+            await_word(tree, slots, &slots.slot(i).born, root, create_by)?;
+        }
+        let host = |vpid: i32| {
+            tree.tasks
+                .iter()
+                .any(|t| t.pid == vpid)
+                .then(|| pids.host(vpid))
+        };
+        for f in after {
+            f.after_tree(&host, root)?;
+        }
+    }
     sync::raise(&slots.slot(slots.n).settled);
     await_word(tree, slots, &slots.slot(0).created, root, create_by)?;
     tracing::debug!(root, "tree created");

@@ -80,6 +80,8 @@ pub struct Shared {
     /// the file once every task is born ([`Late::open`]); the tasks take it from the engine
     /// then (`pidfd_getfd`), not from what they inherited.
     pub late: Vec<Late>,
+    /// The files the engine made, for [`RestoreFile::after_tree`] once every task is born.
+    pub after: Vec<Arc<dyn RestoreFile>>,
     maps: Vec<(u64, u64)>,
 }
 
@@ -337,6 +339,7 @@ impl Shared {
             }
             None => file.make_in_engine()?,
         };
+        self.after.push(Arc::clone(file));
         let mut ends = Vec::new();
         for fd in files {
             let fd = dup_at_least(fd, min)?;

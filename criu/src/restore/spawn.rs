@@ -22,6 +22,8 @@ pub(super) struct Created {
     pub(super) tasks: Vec<Option<Resumable>>,
     /// Files the engine opens once every task is born, for the tasks to take.
     pub(super) late: Vec<shared::Late>,
+    /// The files the engine made, for their work once every task is born.
+    pub(super) after: Vec<std::sync::Arc<dyn crate::files::RestoreFile>>,
     /// When to give up waiting for the tasks to restore themselves.
     pub(super) deadline: std::time::Instant,
 }
@@ -79,6 +81,7 @@ pub(super) fn spawn(
 ) -> Result<Created, RestoreError> {
     let (pid_method, sibling) = (opts.pid_method, opts.sibling);
     let late = std::mem::take(&mut shared.late);
+    let after = std::mem::take(&mut shared.after);
     let mut nodes = Vec::with_capacity(preps.len());
     let mut rest = Vec::with_capacity(preps.len());
     let mut keep = Vec::new();
@@ -219,6 +222,7 @@ pub(super) fn spawn(
         root: pid,
         tasks: rest,
         late,
+        after,
         deadline: std::time::Instant::now()
             + std::time::Duration::from_secs(60 + pages * 4096 / (100 << 20)),
     })

@@ -9,7 +9,8 @@
 //! - a stream pair and a seqpacket pair with "0123456789" queued, `SO_PEEK_OFF` set to 0 and 4
 //!   bytes peeked, so the next peek starts at byte 4.
 //!
-//! The child stays (sleeping, gone once its parent is). Writes `ready PID` into READY and the
+//! With a third argument `gone-reads-0`, the messages of the exited grandchild are expected
+//! with pid 0 (uid and gid as sent). The child stays (sleeping, gone once its parent is). Writes `ready PID` into READY and the
 //! pids of the child and the exited grandchild into `OUT.pids`. On SIGUSR1 it reads every
 //! message with its credentials and peeks the two sockets, and writes `check ok` or
 //! `bad: WHY` into OUT.
@@ -260,9 +261,16 @@ fn main() {
         std::process::exit(2);
     }
     let (out, ready) = (&args[1], &args[2]);
-    let s = setup();
+    let mut s = setup();
     let pids: Vec<String> = s.expect[1..].iter().map(|e| e.1.to_string()).collect();
     std::fs::write(format!("{out}.pids"), pids.join(" ")).unwrap();
+    // `gone-reads-0`: from now on the exited sender's messages are expected with pid 0 (in a
+    // pid namespace of its own nothing can name it again once it exited; see the test).
+    if args.get(3).map(String::as_str) == Some("gone-reads-0") {
+        for e in s.expect.iter_mut().filter(|e| e.0 == b"from-gone") {
+            e.1 = 0;
+        }
+    }
     // SAFETY: installs an async-signal-safe handler that only stores an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
     let t = format!("{ready}.tmp");

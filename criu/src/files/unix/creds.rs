@@ -171,3 +171,89 @@ pub fn send(
         Err(e) => Err(fail(e as i32, "(waiting for its sender)")),
     }
 }
+
+/// Sends `m` on `fd` (to `addr`) with `rights` and credentials naming pid `pid` of the pid
+/// namespace whose init is `init` (its pid as criu sees it), when no task of that namespace
+/// has the pid (a sender that exited before the dump): a helper joins the namespace for its
+/// children (`setns`) and makes one there with that pid (`clone3` with `set_tid`), which
+/// sends the message and exits. The receiver then reads `pid`, as it did before the dump.
+///
+/// # Errors
+/// [`SocketError::Sys`] when the namespace cannot be joined, the pid cannot be taken or the
+/// send fails.
+pub fn send_in_ns(
+    init: i32,
+    fd: RawFd,
+    m: &[u8],
+    rights: &[RawFd],
+    (pid, uid, gid): Ucred,
+    addr: Option<&(libc::sockaddr_un, libc::socklen_t)>,
+    what: &str,
+) -> Result<(), SocketError> {
+    let fail = |errno: i32, how: &str| SocketError::Sys {
+        what: format!(
+            "refilling the queue of {what} (a message from pid {pid} of the tree's pid namespace {how})"
+        ),
+        source: std::io::Error::from_raw_os_error(errno),
+    };
+    // SAFETY: pidfd_open takes no pointers; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, init, 0) } as i32;
+    if pidfd < 0 {
+        return Err(fail(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            "(opening its init)",
+        ));
+    }
+    let cred = libc::ucred { pid, uid, gid };
+    let tid = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    let helper = fork3(&CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    });
+    if helper == 0 {
+        // The helper: raw system calls only. Its children go into the tree's namespace.
+        // SAFETY: setns, clone3, waitpid and _exit with live arguments; the sender child
+        // runs only send_all_raw (raw system calls) and _exit.
+        unsafe {
+            if libc::setns(pidfd, libc::CLONE_NEWPID) < 0 {
+                libc::_exit(*libc::__errno_location() & 0xff);
+            }
+            let r = fork3(&args);
+            if r == 0 {
+                let e = send_all_raw(fd, m, rights, cred, addr);
+                libc::_exit(e & 0xff);
+            }
+            if r < 0 {
+                libc::_exit(*libc::__errno_location() & 0xff);
+            }
+            let mut st = 0;
+            if libc::waitpid(r as i32, &mut st, 0) != r as i32 || !libc::WIFEXITED(st) {
+                libc::_exit(libc::ECHILD);
+            }
+            libc::_exit(libc::WEXITSTATUS(st));
+        }
+    }
+    // SAFETY: closing the pidfd we opened (the helper has its own copy).
+    unsafe { libc::close(pidfd) };
+    if helper < 0 {
+        return Err(fail(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            "(making a helper)",
+        ));
+    }
+    match waitpid(Pid::from_raw(helper as i32), None) {
+        Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+        Ok(WaitStatus::Exited(_, e)) => Err(fail(e, "(sent by a child with that pid)")),
+        Ok(other) => Err(fail(
+            libc::ECHILD,
+            &format!("(its helper ended: {other:?})"),
+        )),
+        Err(e) => Err(fail(e as i32, "(waiting for its helper)")),
+    }
+}

@@ -206,6 +206,55 @@ pub fn embryos(entries: &[UnixSkEntry]) -> HashSet<u32> {
         .collect()
 }
 
+/// Rewrites the senders' pids of `sk-queues.img` in `dir` (criu's pids, as the dump read
+/// them) as the tree's own pid namespace numbers them, by `inside` (criu's pid → the pid
+/// inside, for every task of the tree). A sender that is no task of the tree (it exited
+/// before the dump, or lives outside the namespace) has no number there: its messages keep
+/// their uid and gid with pid 0, which is what such a receiver reads.
+///
+/// # Errors
+/// [`SocketError::BadImage`] when the image cannot be read or written again.
+pub fn queued_pids_inside(dir: &Path, inside: &HashMap<i64, i64>) -> Result<(), SocketError> {
+    let path = dir.join(names::SK_QUEUES);
+    if !path.exists() {
+        return Ok(());
+    }
+    let bad = |e: criu_images::ImageError| SocketError::BadImage {
+        file: names::SK_QUEUES.into(),
+        reason: e.to_string(),
+    };
+    let mut r = ImageReader::open_expect(&path, magic::SK_QUEUES).map_err(bad)?;
+    let mut all = Vec::new();
+    let mut changed = false;
+    while let Some(mut e) = r.read_entry::<SkPacketEntry>().map_err(bad)? {
+        let data = r.read_extra(u64::from(e.length)).map_err(bad)?;
+        if let Some(u) = e.ucred.as_mut()
+            && u.pid != 0
+        {
+            u.pid = inside
+                .get(&i64::from(u.pid))
+                .and_then(|&p| u32::try_from(p).ok())
+                .unwrap_or(0);
+            changed = true;
+        }
+        all.push((e, data));
+    }
+    if !changed {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{}.pidns", names::SK_QUEUES));
+    let mut w = criu_images::ImageWriter::create(&tmp, magic::SK_QUEUES).map_err(bad)?;
+    for (e, data) in &all {
+        w.write_entry(e).map_err(bad)?;
+        w.write_extra(data).map_err(bad)?;
+    }
+    w.finish().map_err(bad)?;
+    std::fs::rename(&tmp, &path).map_err(|e| SocketError::BadImage {
+        file: names::SK_QUEUES.into(),
+        reason: format!("replacing it: {e}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,10 +34,11 @@
 mod creds;
 mod dump;
 mod image;
+pub mod late;
 mod restore;
 
 pub use dump::UnixDump;
-pub use image::{MAX_QUEUE, Queued, check, embryos, read_queues};
+pub use image::{MAX_QUEUE, Queued, check, embryos, queued_pids_inside, read_queues};
 pub use restore::create_all;
 
 /// `unix_sk_entry.uflags`: the peer is outside the dumped tree (`--ext-unix-sk`).

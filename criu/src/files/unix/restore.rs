@@ -21,7 +21,7 @@ use super::image::{Queued, embryos};
 use super::{ST_ESTABLISHED, ST_LISTEN, USK_EXTERN, printable, trim_nul};
 
 /// A `sockaddr_un` for `name` (as the kernel reports it); `None` for an empty name.
-fn sockaddr(name: &[u8]) -> Option<(libc::sockaddr_un, libc::socklen_t)> {
+pub(super) fn sockaddr(name: &[u8]) -> Option<(libc::sockaddr_un, libc::socklen_t)> {
     if name.is_empty() || name.len() > 108 {
         return None;
     }
@@ -333,7 +333,7 @@ fn send_all(fd: RawFd, data: &[u8], to: Option<&[u8]>, what: &str) -> Result<(),
 
 /// Sends `m` on `fd` (to `to` if given), with the descriptors `rights` in flight with its
 /// first bytes (`SCM_RIGHTS`) and the sender's credentials `ucred` if the dump saw them.
-fn send_msg(
+pub(super) fn send_msg(
     fd: RawFd,
     m: &[u8],
     rights: &[RawFd],
@@ -407,15 +407,20 @@ fn send_msg(
 /// [`SocketError::NoSender`], [`SocketError::BadImage`].
 /// [`SocketError::NameTaken`] for a name someone else holds now. On any error the socket
 /// files this call bound are removed again.
+///
+/// With `defer` (the tree gets a pid namespace of its own), the queue of a receiver holding
+/// a message with a sender's pid is not refilled here but pushed there, to be refilled once
+/// the tree exists ([`super::late`]).
 pub fn create_all(
     entries: &[UnixSkEntry],
     wanted: &HashSet<u32>,
     queues: &HashMap<u32, Vec<Queued>>,
     flight: &HashMap<u32, RawFd>,
     min: i32,
+    defer: Option<&mut Vec<super::late::Deferred>>,
 ) -> Result<HashMap<u32, OwnedFd>, SocketError> {
     let mut bound = Vec::new();
-    let r = create_all_in(entries, wanted, queues, flight, min, &mut bound);
+    let r = create_all_in(entries, wanted, queues, flight, min, &mut bound, defer);
     if r.is_err() {
         // The sockets are closed by now (dropped with the error).
         unbind_all(&bound);
@@ -430,6 +435,7 @@ fn create_all_in(
     flight: &HashMap<u32, RawFd>,
     min: i32,
     bound: &mut Vec<Bound>,
+    mut defer: Option<&mut Vec<super::late::Deferred>>,
 ) -> Result<HashMap<u32, OwnedFd>, SocketError> {
     let by_ino: HashMap<u32, &UnixSkEntry> = entries.iter().map(|e| (e.ino, e)).collect();
     // Connections still queued on a listener, with data: not made, their clients connect
@@ -685,6 +691,8 @@ fn create_all_in(
         .iter()
         .filter(|e| queued_ends.contains(&e.ino))
         .collect();
+    // Receivers whose queue waits for the tree (their peek offset waits with it).
+    let mut deferred: HashSet<u32> = HashSet::new();
     for e in mine.iter().chain(queued_conns.iter()) {
         let Some(msgs) = queues.get(&e.id) else {
             continue;
@@ -716,7 +724,7 @@ fn create_all_in(
                 return Err(SocketError::NoSender { id: e.id });
             }
         };
-        for m in msgs {
+        let rights_of = |m: &Queued| -> Result<Vec<RawFd>, SocketError> {
             let mut rights = Vec::with_capacity(m.rights.len());
             for id in &m.rights {
                 let fd = match id_ino.get(id).and_then(|ino| fds.get(ino)) {
@@ -730,6 +738,57 @@ fn create_all_in(
                 };
                 rights.push(fd);
             }
+            Ok(rights)
+        };
+        // A sender's pid in the tree's own pid namespace can be named only once it exists:
+        // the whole queue waits (in order). Not for a queue that a shutdown, a closed peer's
+        // stand-in or a removed name would no longer accept then (sent now: the pid reads 0).
+        if let Some(later) = defer.as_deref_mut()
+            && msgs.iter().any(|m| m.ucred.is_some_and(|c| c.0 > 0))
+            && let Some(receiver) = fds.get(&e.ino)
+            && !standin.contains_key(&e.ino)
+            && e.shutdown.unwrap_or(0) == 0
+            && peer_of(e).is_none_or(|p| p.shutdown.unwrap_or(0) == 0)
+            && (to.is_none() || e.deleted != Some(true))
+        {
+            let mut later_msgs = Vec::with_capacity(msgs.len());
+            for m in msgs {
+                let rights = rights_of(m)?
+                    .into_iter()
+                    .map(super::late::dup)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let sender = m
+                    .addr
+                    .as_deref()
+                    .filter(|_| dgram(e) && !e.name.is_empty())
+                    .and_then(|a| by_name.get(name_key(a)))
+                    .and_then(|ino| fds.get(ino))
+                    .map(|f| f.as_raw_fd())
+                    .filter(|&f| f != from)
+                    .map(super::late::dup)
+                    .transpose()?;
+                later_msgs.push(super::late::Msg {
+                    data: m.data.clone(),
+                    rights,
+                    ucred: m.ucred,
+                    sender,
+                });
+            }
+            tracing::debug!(%what, "queue with a sender's pid in the tree's pid namespace: refilled once the tree exists");
+            later.push(super::late::Deferred {
+                what: what.clone(),
+                from: super::late::dup(from)?,
+                to: to.map(<[u8]>::to_vec),
+                reach: reach.clone(),
+                msgs: later_msgs,
+                receiver: super::late::dup(receiver.as_raw_fd())?,
+                peek_off: e.peek_off,
+            });
+            deferred.insert(e.ino);
+            continue;
+        }
+        for m in msgs {
+            let rights = rights_of(m)?;
             // A datagram from a named sender is sent from that name again, so recvfrom
             // gives the same address: the tree's socket holding it, or a socket of criu's
             // bound to it for the send. When neither can send to this receiver, it comes
@@ -802,7 +861,7 @@ fn create_all_in(
         let Some(s) = fds.remove(&e.ino) else {
             continue;
         };
-        if let Some(off) = e.peek_off.filter(|&o| o >= 0) {
+        if let Some(off) = e.peek_off.filter(|&o| o >= 0 && !deferred.contains(&e.ino)) {
             // The queue is back: reads resume where the dumped socket's peek offset was.
             socket::set_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, off).map_err(
                 |source| SocketError::Sys {

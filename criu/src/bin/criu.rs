@@ -307,6 +307,10 @@ fn peak_rss_kb() -> Option<u64> {
 fn restore(opts: &Options, sink: &criu::LogSink) -> anyhow::Result<ExitCode> {
     let mut ropts = RestoreOptions::from_options(opts);
     restore_switches_from_env(&mut ropts);
+    // `--exec-cmd`: criu does not wait for the tree; it becomes the command, the tree's parent.
+    if !opts.exec_cmd.is_empty() {
+        ropts.detach = true;
+    }
     ropts.validate()?;
     let scripts = criu::ActionScripts::new(opts.action_scripts.clone(), &ropts.images_dir, sink)
         .context("setting up action scripts")?;
@@ -315,6 +319,12 @@ fn restore(opts: &Options, sink: &criu::LogSink) -> anyhow::Result<ExitCode> {
         criu::stats::show(&ropts.images_dir, criu::stats::Kind::Restore);
     }
     tracing::info!("restore finished: {outcome:?}");
+    if let Some((prog, args)) = opts.exec_cmd.split_first() {
+        use std::os::unix::process::CommandExt;
+        tracing::info!("exec {:?}", opts.exec_cmd);
+        let e = std::process::Command::new(prog).args(args).exec();
+        return Err(anyhow::Error::new(e).context(format!("--exec-cmd: exec {prog}")));
+    }
     Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))
 }
 

@@ -148,6 +148,12 @@ pub enum OptionsError {
         /// 1-based line number.
         line: usize,
     },
+    /// `--exec-cmd` used where criu(8) does not allow it.
+    #[error("--exec-cmd {why}")]
+    ExecCmd {
+        /// What is wrong, as criu(8) says it.
+        why: &'static str,
+    },
     /// A `--lsm-profile` this host or this criu cannot honour.
     #[error(transparent)]
     Lsm(#[from] lsm::LsmError),
@@ -169,6 +175,7 @@ impl OptionsError {
             | OptionsError::Excessive { .. }
             | OptionsError::Missing { .. }
             | OptionsError::Requires { .. }
+            | OptionsError::ExecCmd { .. }
             | OptionsError::ConfigSyntax { .. } => libc::EINVAL,
             OptionsError::Deprecated { .. } | OptionsError::CommandNotSupported { .. } => {
                 libc::EOPNOTSUPP
@@ -405,8 +412,11 @@ pub struct Options {
     pub display_stats: bool,
     /// `--lsm-profile`, `--lsm-mount-context`.
     pub lsm: LsmOptions,
-    /// RPC `exec_cmd`: the command a restore over RPC becomes once it has answered.
+    /// RPC `exec_cmd`, or the words after `--` with `--exec-cmd`: the command a restore
+    /// becomes once the tree runs (it is then the restored root's parent).
     pub exec_cmd: Vec<String>,
+    /// `--exec-cmd` was given on the command line (its command is what follows `--`).
+    pub exec_cmd_given: bool,
 }
 
 impl Default for Options {
@@ -462,6 +472,7 @@ impl Default for Options {
             display_stats: false,
             lsm: LsmOptions::default(),
             exec_cmd: Vec::new(),
+            exec_cmd_given: false,
         }
     }
 }

@@ -66,6 +66,25 @@ impl Options {
             opts.config_file = Some(f.clone());
         }
         opts.apply(&argv, true)?;
+        if opts.exec_cmd_given {
+            // As criu(8): `criu restore --exec-cmd -- CMD ARGS...`, not detached.
+            if opts.command != Some(Command::Restore) {
+                return Err(OptionsError::ExecCmd {
+                    why: "is available for the restore command only",
+                });
+            }
+            if opts.command_args.is_empty() {
+                return Err(OptionsError::ExecCmd {
+                    why: "requires a command (after --)",
+                });
+            }
+            if opts.restore_detached {
+                return Err(OptionsError::ExecCmd {
+                    why: "and --restore-detached cannot be used together",
+                });
+            }
+            opts.exec_cmd = std::mem::take(&mut opts.command_args);
+        }
         if matches!(
             opts.command,
             Some(Command::Dump | Command::PreDump | Command::Restore)

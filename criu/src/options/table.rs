@@ -262,7 +262,10 @@ pub(crate) static TABLE: &[OptDef] = &[
             .push(External::ext_mount_map(g.arg()?).ok_or_else(|| g.bad())?);
         Ok(())
     }),
-    o("exec-cmd", None, Arg::No, accepted),
+    o("exec-cmd", None, Arg::No, |o, _| {
+        o.exec_cmd_given = true;
+        Ok(())
+    }),
     o("manage-cgroups", None, Arg::Optional, |o, g| {
         o.manage_cgroups = Some(CgroupMode::parse(g.value).ok_or_else(|| g.bad())?);
         Ok(())

@@ -30,6 +30,8 @@ Options:
   -R|--leave-running    leave the dumped tasks running
   -s|--leave-stopped    leave the dumped tasks stopped
   -d|--restore-detached detach from the restored tasks
+  --exec-cmd -- CMD...  restore: once the tree runs, become CMD (the restored
+                        root's parent); not with -d
   -j|--shell-job        allow a process attached to the caller's terminal
   --orphan-pts-master   a pty slave whose master is outside the tree gets a new
                         master, passed to the orphan-pts-master action script

@@ -124,9 +124,66 @@ fn is_our_uffd(pid: i32, fd: i32, ino: u64) -> bool {
         && std::fs::metadata(&link).is_ok_and(|m| m.ino() == ino)
 }
 
+/// Tracking descriptors an earlier run of criu left in `pid` (fd, inode): userfaultfds with
+/// write-protect tracking (`UFFD_FEATURE_WP_ASYNC` in their fdinfo) at the descriptors criu
+/// places them at (the [`TRACK_FD_FLOOR`] below `RLIMIT_NOFILE`). A pre-dump whose images no
+/// later run names leaves one; it is criu's, not the program's.
+pub fn stale_trackers(pid: i32) -> Vec<(i32, u64)> {
+    let limit = nofile_limit(pid);
+    let floor = limit.saturating_sub(TRACK_FD_FLOOR).max(3);
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if (fd as u64) < floor || (fd as u64) >= limit {
+            continue;
+        }
+        let link = e.path();
+        if std::fs::read_link(&link).map_or(true, |t| t.as_os_str() != "anon_inode:[userfaultfd]") {
+            continue;
+        }
+        // "API:\t<api>:<features>:<ioctls>", hexadecimal.
+        let tracking = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+            .ok()
+            .and_then(|info| {
+                let api = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("API:"))?
+                    .trim()
+                    .to_string();
+                u64::from_str_radix(api.split(':').nth(1)?, 16).ok()
+            })
+            .is_some_and(|features| features & UFFD_FEATURE_WP_ASYNC != 0);
+        if let (true, Ok(m)) = (tracking, std::fs::metadata(&link)) {
+            out.push((fd, m.ino()));
+        }
+    }
+    out
+}
+
+/// Closes in `task` (`pid`) the tracking descriptors an earlier run left there and no record
+/// names ([`stale_trackers`]).
+fn close_stale(task: &mut Task, pid: i32) {
+    for (fd, _) in stale_trackers(pid) {
+        match task.remote_syscall(libc::SYS_close as usize, [fd as u64, 0, 0, 0, 0, 0]) {
+            Ok(0) => tracing::info!(
+                pid,
+                fd,
+                "a tracking descriptor an earlier pre-dump left is closed"
+            ),
+            r => tracing::warn!(pid, fd, "closing an earlier tracking descriptor: {r:?}"),
+        }
+    }
+}
+
 impl TaskTracker {
     /// The tracker of `pid` recorded by the previous run (`prev`), if the task still holds it;
-    /// else a new one made in the task (then [`TaskTracker::has_parent`] is false).
+    /// else a new one made in the task (then [`TaskTracker::has_parent`] is false), after
+    /// closing any an earlier run left there.
     ///
     /// # Errors
     /// [`DumpError::Remote`]/[`DumpError::RemoteFailed`] if the userfaultfd cannot be made in
@@ -154,6 +211,7 @@ impl TaskTracker {
                 "the tracking descriptor of the previous dump is gone: all pages are copied"
             );
         }
+        close_stale(task, pid);
         Self::create(task, pid)
     }
 
@@ -494,11 +552,15 @@ pub fn open_all(
     Ok(out)
 }
 
-/// Closes, in each task of `tasks`, the tracking descriptor `prev` records for it (a dump
-/// without `--track-mem` that leaves the tree running ends the tracking).
+/// Closes, in each task of `tasks`, the tracking descriptor `prev` records for it, or those an
+/// earlier run left there (a dump without `--track-mem` that leaves the tree running ends the
+/// tracking).
 pub fn close_recorded(tasks: &mut [(i32, Task)], prev: &HashMap<i32, Recorded>) {
     let mut t = Trackers::default();
-    for (pid, _) in tasks.iter() {
+    for (pid, task) in tasks.iter_mut() {
+        if !prev.contains_key(pid) {
+            close_stale(task, *pid);
+        }
         if let Some(r) = prev.get(pid)
             && is_our_uffd(*pid, r.fd, r.ino)
             && let Ok(uffd) = steal(*pid, r.fd)

@@ -627,6 +627,20 @@ pub fn spawn_ns_holder(flags: &[&str]) -> Spawned {
 ///
 /// # Panics
 /// If the victim cannot be started or does not get ready in time.
+/// Lines the counter victim in `d` (see [`spawn_counter`]) has written so far.
+pub fn counted(d: &Path) -> usize {
+    fs::read_to_string(d.join("count"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Whether the counter victim in `d` writes more lines within 200 ms.
+pub fn counts_on(d: &Path) -> bool {
+    let before = counted(d);
+    std::thread::sleep(Duration::from_millis(200));
+    counted(d) > before
+}
+
 pub fn spawn_counter(bin: &str, d: &Path, uid: Option<u32>) -> Spawned {
     let (out, ready, log) = (d.join("count"), d.join("ready"), d.join("victim.log"));
     fs::File::create(&log).expect("create the victim's log");

@@ -3,22 +3,14 @@
 //! and the misuses criu(8) refuses (another command, no command, with `--restore-detached`)
 //! are refused before anything is restored.
 
-use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, Spawned, assert_ok, become_subreaper, criu, criu_bin, criu_dump, open_dir,
+    Exit, Spawned, assert_ok, become_subreaper, counts_on, criu, criu_bin, criu_dump, open_dir,
     skip_if_not_root, spawn_counter, test_lock, wait_exit_timeout,
 };
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_criu-victim-counter");
-
-/// Lines the counter has written so far.
-fn count(d: &Path) -> usize {
-    std::fs::read_to_string(d.join("count"))
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
-}
 
 #[test]
 fn exec_cmd_makes_criu_the_command_and_the_restored_root_its_child() {
@@ -60,12 +52,7 @@ fn exec_cmd_makes_criu_the_command_and_the_restored_root_its_child() {
         "the restored root {} is not the command's child: {said}",
         v.pid()
     );
-    let before = count(d.path());
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        count(d.path()) > before,
-        "the restored counter does not count"
-    );
+    assert!(counts_on(d.path()), "the restored counter does not count");
     drop(restored);
 }
 

@@ -12,27 +12,15 @@
 //! what it started.
 
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use compel_criu_tests::{
-    Exit, Spawned, Swrk, become_subreaper, children_of, open_dir, pid_exists, req,
+    Exit, Spawned, Swrk, become_subreaper, children_of, counts_on, open_dir, pid_exists, req,
     skip_if_not_root, spawn_counter, test_lock, tracer_pid, wait_exit_timeout,
 };
 use criu_images::pb::{CriuOpts, CriuReqType};
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_criu-victim-counter");
-
-fn counting(d: &Path) -> bool {
-    let n = || {
-        std::fs::read_to_string(d.join("count"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    };
-    let before = n();
-    std::thread::sleep(Duration::from_millis(200));
-    n() > before
-}
 
 /// Starts a request of `ty`, acknowledges every notification before `stage`, and closes the
 /// socket when `stage` comes. Returns criu's exit code.
@@ -113,7 +101,7 @@ fn a_client_gone_at_any_dump_stage_leaves_the_tree_running() {
         assert!(code.is_some(), "{stage}: criu was killed by a signal");
         assert!(pid_exists(v.pid()), "{stage}: the tree is gone");
         assert_eq!(tracer_pid(v.pid()), Some(0), "{stage}: left traced");
-        assert!(counting(d.path()), "{stage}: the tree does not run on");
+        assert!(counts_on(d.path()), "{stage}: the tree does not run on");
         let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
         assert!(log.contains("went away"), "{stage}: {log}");
     }
@@ -159,7 +147,7 @@ fn a_client_gone_at_a_restore_stage_leaves_nothing_half_restored() {
             // The tree runs already; CRIU only logs a failing post-resume.
             assert!(pid_exists(pid), "post-resume: the running tree was killed");
             assert_eq!(tracer_pid(pid), Some(0), "post-resume: left traced");
-            assert!(counting(d.path()), "post-resume: the tree does not run");
+            assert!(counts_on(d.path()), "post-resume: the tree does not run");
             drop(Spawned::guard(pid));
             assert!(gone(pid));
         } else {
@@ -170,6 +158,6 @@ fn a_client_gone_at_a_restore_stage_leaves_nothing_half_restored() {
     let (r, _) = stages(CriuReqType::Restore, restore_opts(&dir));
     assert!(r.success, "{r:?}");
     let g = Spawned::guard(pid);
-    assert!(counting(d.path()));
+    assert!(counts_on(d.path()));
     drop(g);
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use compel_criu_tests::{
-    Exit, Spawned, Swrk, become_subreaper, open_dir, pid_exists, req, skip_if_not_root,
+    Exit, Spawned, Swrk, become_subreaper, counts_on, open_dir, pid_exists, req, skip_if_not_root,
     spawn_counter, swrk_once, test_lock, wait_exit_timeout,
 };
 use criu_images::pb::{CriuOpts, CriuReqType};
@@ -44,17 +44,6 @@ fn actions(dir: &Path) -> Vec<String> {
         .lines()
         .map(|l| l.split(' ').next().unwrap_or("").to_string())
         .collect()
-}
-
-fn counting(d: &Path) -> bool {
-    let n = || {
-        std::fs::read_to_string(d.join("count"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    };
-    let before = n();
-    std::thread::sleep(Duration::from_millis(200));
-    n() > before
 }
 
 #[test]
@@ -99,7 +88,7 @@ fn a_config_file_s_options_and_action_scripts_apply_over_rpc() {
     assert!(log.contains("dump"), "{log}");
     // leave-running from the file: the victim counts on.
     assert!(pid_exists(v.pid()));
-    assert!(counting(d.path()), "the victim stopped");
+    assert!(counts_on(d.path()), "the victim stopped");
     // The client was told every stage, and the file's script ran at each one too.
     assert_eq!(
         seen.first().map(String::as_str),
@@ -132,7 +121,7 @@ fn a_config_file_s_options_and_action_scripts_apply_over_rpc() {
     assert_eq!(s.finish(), Some(0));
     assert!(r.success, "restore: {r:?}");
     let restored = Spawned::guard(r.restore.as_ref().map_or(-1, |x| x.pid));
-    assert!(counting(d.path()), "the restored victim does not count");
+    assert!(counts_on(d.path()), "the restored victim does not count");
     let ran = actions(d.path());
     for a in ["pre-restore", "post-restore", "pre-resume", "post-resume"] {
         assert!(seen.iter().any(|x| x == a), "{a} not notified: {seen:?}");
@@ -178,7 +167,7 @@ fn a_failing_script_from_the_config_file_stops_the_dump_and_the_victim_runs_on()
         r.cr_errmsg.as_deref().unwrap_or("").contains("post-dump"),
         "{r:?}"
     );
-    assert!(counting(d.path()), "the victim does not run on");
+    assert!(counts_on(d.path()), "the victim does not run on");
     // A file that does not parse is refused before anything is touched.
     std::fs::write(&conf, "leave-running\nno-such-option 1\n").unwrap();
     let (r, _) = swrk_once(&req(
@@ -199,7 +188,7 @@ fn a_failing_script_from_the_config_file_stops_the_dump_and_the_victim_runs_on()
             .contains("no-such-option"),
         "{r:?}"
     );
-    assert!(counting(d.path()), "the victim does not run on");
+    assert!(counts_on(d.path()), "the victim does not run on");
     drop(v);
 }
 
@@ -256,7 +245,7 @@ fn exec_cmd_makes_criu_the_command_with_the_restored_tree_as_its_children() {
         )),
         "{log}"
     );
-    assert!(counting(d.path()), "the restored victim does not count");
+    assert!(counts_on(d.path()), "the restored victim does not count");
     drop(restored);
 }
 
@@ -304,7 +293,7 @@ fn lsm_options_are_checked_as_criu_checks_them_without_an_lsm() {
         let r = dump(profile);
         assert!(!r.success, "{profile}: {r:?}");
         assert_eq!(r.cr_errmsg.as_deref(), Some(msg), "{r:?}");
-        assert!(counting(d.path()), "{profile}: the victim does not run on");
+        assert!(counts_on(d.path()), "{profile}: the victim does not run on");
     }
     // `none:` is no profile; the mount context changes nothing without SELinux mounts.
     let r = dump("none:");
@@ -326,7 +315,7 @@ fn lsm_options_are_checked_as_criu_checks_them_without_an_lsm() {
     ));
     assert!(r.success, "{r:?}");
     let restored = Spawned::guard(r.restore.as_ref().map_or(-1, |x| x.pid));
-    assert!(counting(d.path()), "the restored victim does not count");
+    assert!(counts_on(d.path()), "the restored victim does not count");
     // A restore with a profile of an LSM the kernel does not run is refused before anything.
     drop(restored);
     let (r, _) = swrk_once(&req(

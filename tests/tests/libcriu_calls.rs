@@ -20,22 +20,11 @@ use std::time::Duration;
 use compel_criu_tests::c_host::build_libcriu_client;
 use compel_criu_tests::pty::dump_orphan_pts_victim;
 use compel_criu_tests::{
-    Exit, Spawned, become_subreaper, criu_bin, open_dir, pid_exists, skip_if_not_root,
+    Exit, Spawned, become_subreaper, counts_on, criu_bin, open_dir, pid_exists, skip_if_not_root,
     spawn_counter, test_lock, wait_exit_timeout, wait_file,
 };
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_criu-victim-counter");
-
-fn counting(d: &Path) -> bool {
-    let n = || {
-        std::fs::read_to_string(d.join("count"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    };
-    let before = n();
-    std::thread::sleep(Duration::from_millis(200));
-    n() > before
-}
 
 fn client(work: &Path, mode: &str, dir: &Path, pid: i32) -> Command {
     let mut c = Command::new(build_libcriu_client(work, "libcriu_more"));
@@ -67,7 +56,7 @@ fn criu_set_service_fd_talks_over_the_client_s_own_swrk_socket() {
     assert!(text.lines().any(|l| l == "fd dump 0"), "{why}");
     assert!(text.lines().any(|l| l == "criu exited 0"), "{why}");
     assert!(img.join("inventory.img").exists(), "{why}");
-    assert!(counting(d.path()), "left running, but it stopped");
+    assert!(counts_on(d.path()), "left running, but it stopped");
     drop(v);
 }
 
@@ -157,7 +146,7 @@ fn pre_dump_dump_iters_and_restore_child() {
     );
     assert!(lines.contains(&"not reaped 1"), "{why}");
     assert!(pid_exists(v.pid()));
-    assert!(counting(d.path()), "the restored victim does not count");
+    assert!(counts_on(d.path()), "the restored victim does not count");
     drop(restored);
 }
 

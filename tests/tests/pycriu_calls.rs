@@ -12,11 +12,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use compel_criu_tests::rpc_service::Service;
 use compel_criu_tests::{
-    become_subreaper, criu_bin, open_dir, pid_exists, skip_if_not_root, spawn_counter, test_lock,
+    become_subreaper, counts_on, criu_bin, open_dir, pid_exists, skip_if_not_root, spawn_counter,
+    test_lock,
 };
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_criu-victim-counter");
@@ -54,17 +54,6 @@ fn script(mode: &str, where_: &Path, dir: &Path, pid: i32, logs: &[&Path]) -> Ve
     text.lines().map(str::to_string).collect()
 }
 
-fn counting(d: &Path) -> bool {
-    let n = || {
-        std::fs::read_to_string(d.join("count"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    };
-    let before = n();
-    std::thread::sleep(Duration::from_millis(200));
-    n() > before
-}
-
 fn has_pages(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .unwrap()
@@ -92,7 +81,7 @@ fn use_sk_dumps_through_criu_service() {
         "{lines:?}"
     );
     assert!(img.join("inventory.img").exists() && has_pages(&img));
-    assert!(counting(d.path()), "left running, but it stopped");
+    assert!(counts_on(d.path()), "left running, but it stopped");
     drop(svc);
     drop(v);
 }
@@ -119,7 +108,7 @@ fn use_fd_pre_dumps_over_the_script_s_own_swrk_socket() {
     assert!(lines.iter().any(|l| l == "fd pre_dump ok"), "{lines:?}");
     assert!(lines.iter().any(|l| l == "criu exited 0"), "{lines:?}");
     assert!(has_pages(&img), "the pre-dump wrote no pages");
-    assert!(counting(d.path()), "a pre-dump stopped the victim");
+    assert!(counts_on(d.path()), "a pre-dump stopped the victim");
     drop(v);
 }
 
@@ -163,6 +152,6 @@ fn page_server_chld_takes_a_dump_s_pages_and_wait_pid_reaps_it() {
     assert!(has_pages(&base.join("ps")), "no pages at the page server");
     assert!(!has_pages(&base.join("img")), "pages written locally");
     assert!(base.join("img/inventory.img").exists());
-    assert!(counting(d.path()), "left running, but it stopped");
+    assert!(counts_on(d.path()), "left running, but it stopped");
     drop(v);
 }

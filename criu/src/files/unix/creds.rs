@@ -161,15 +161,7 @@ pub fn send(
             "(making a child with that pid)",
         ));
     }
-    match waitpid(Pid::from_raw(r as i32), None) {
-        Ok(WaitStatus::Exited(_, 0)) => Ok(()),
-        Ok(WaitStatus::Exited(_, e)) => Err(fail(e, "(sent by a child with that pid)")),
-        Ok(other) => Err(fail(
-            libc::ECHILD,
-            &format!("(its sender ended: {other:?})"),
-        )),
-        Err(e) => Err(fail(e as i32, "(waiting for its sender)")),
-    }
+    sent_by(r as i32, "sender", fail)
 }
 
 /// Sends `m` on `fd` (to `addr`) with `rights` and credentials naming pid `pid` of the pid
@@ -247,13 +239,20 @@ pub fn send_in_ns(
             "(making a helper)",
         ));
     }
-    match waitpid(Pid::from_raw(helper as i32), None) {
+    sent_by(helper as i32, "helper", fail)
+}
+
+/// Waits for the child `pid` (`who`: "sender" or "helper") that sent a queued message: its
+/// exit status is the errno of the send (0: sent).
+fn sent_by(
+    pid: i32,
+    who: &str,
+    fail: impl Fn(i32, &str) -> SocketError,
+) -> Result<(), SocketError> {
+    match waitpid(Pid::from_raw(pid), None) {
         Ok(WaitStatus::Exited(_, 0)) => Ok(()),
         Ok(WaitStatus::Exited(_, e)) => Err(fail(e, "(sent by a child with that pid)")),
-        Ok(other) => Err(fail(
-            libc::ECHILD,
-            &format!("(its helper ended: {other:?})"),
-        )),
-        Err(e) => Err(fail(e as i32, "(waiting for its helper)")),
+        Ok(other) => Err(fail(libc::ECHILD, &format!("(its {who} ended: {other:?})"))),
+        Err(e) => Err(fail(e as i32, &format!("(waiting for its {who})"))),
     }
 }

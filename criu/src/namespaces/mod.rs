@@ -223,6 +223,18 @@ pub(crate) struct DumpCtx<'a> {
     pub external: &'a [crate::options::External],
 }
 
+/// A namespace the root enters itself (`setns`) before it does anything else: those that a
+/// multi-threaded engine cannot enter for it (`--join-ns mnt`, `--join-ns user[,UID,GID]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinNs {
+    /// The engine's descriptor of the namespace (inherited by the root, closed once entered).
+    pub fd: i32,
+    /// Its `CLONE_NEW*` type.
+    pub nstype: i32,
+    /// Ids taken right after entering a user namespace (`setresgid`, `setresuid`).
+    pub ids: Option<(u32, u32)>,
+}
+
 /// What a kind's restore gets: one namespace to rebuild.
 pub(crate) struct RestoreCtx<'a> {
     /// The namespace's id in the images.
@@ -815,11 +827,11 @@ impl Prepared {
     }
 
     /// The namespaces the root enters itself, mount before user.
-    pub(crate) fn root_joins(&self) -> Vec<crate::restore::ops::JoinNs> {
+    pub(crate) fn root_joins(&self) -> Vec<JoinNs> {
         let mut v: Vec<_> = self
             .root_join
             .iter()
-            .map(|(k, fd, ids)| crate::restore::ops::JoinNs {
+            .map(|(k, fd, ids)| JoinNs {
                 // criu's own user namespace cannot be entered again (as CRIU, only the ids
                 // are taken).
                 fd: if *k == Kind::User && same_ns(fd, "user") {

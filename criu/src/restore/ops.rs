@@ -311,17 +311,7 @@ pub struct Node {
     pub share_fs: bool,
 }
 
-/// A namespace the root enters itself (`setns`) before it does anything else: those that a
-/// multi-threaded engine cannot enter for it (`--join-ns mnt`, `--join-ns user[,UID,GID]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JoinNs {
-    /// The engine's descriptor of the namespace (inherited by the root, closed once entered).
-    pub fd: i32,
-    /// Its `CLONE_NEW*` type.
-    pub nstype: i32,
-    /// Ids taken right after entering a user namespace (`setresgid`, `setresuid`).
-    pub ids: Option<(u32, u32)>,
-}
+pub use crate::namespaces::JoinNs;
 
 /// A failed step of a task before its restorer runs, as reported in its sync slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

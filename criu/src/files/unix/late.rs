@@ -79,7 +79,7 @@ impl Deferred {
             };
             match m.ucred {
                 Some((pid, uid, gid)) if pid > 0 => {
-                    let addr = name.and_then(super::restore::sockaddr);
+                    let addr = name.and_then(super::send::sockaddr);
                     match host(pid) {
                         Some(h) => super::creds::send(
                             fd,
@@ -100,7 +100,7 @@ impl Deferred {
                         )?,
                     }
                 }
-                c => super::restore::send_msg(fd, &m.data, &rights, c, name, &self.what)?,
+                c => super::send::send_msg(fd, &m.data, &rights, c, name, &self.what)?,
             }
         }
         if let Some(off) = self.peek_off.filter(|&o| o >= 0) {

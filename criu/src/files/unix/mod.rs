@@ -36,6 +36,7 @@ mod dump;
 mod image;
 pub mod late;
 mod restore;
+mod send;
 
 pub use dump::UnixDump;
 pub use image::{MAX_QUEUE, Queued, check, embryos, queued_pids_inside, read_queues};

@@ -154,3 +154,66 @@ fn page_server_over_rpc() {
     assert!(dst.join(format!("pagemap-{pid}.img")).exists());
     drop(v);
 }
+
+/// `ps.fd` (swrk): the client connects to a page server itself and hands the socket over by
+/// number (criu swrk inherits it); the pre-dump's pages go over that connection, and the
+/// server ends with the session having written them.
+#[test]
+fn pre_dump_over_a_page_server_socket_the_client_connected() {
+    skip_if_not_root!("pre_dump_over_a_page_server_socket_the_client_connected");
+    let _g = test_lock();
+    become_subreaper();
+    let s = Scratch::new();
+    let v = spawn(&s);
+    let pid = v.pid();
+    let (src, dst) = (s.img.join("src"), s.img.join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    let w = Swrk::start(Duration::from_secs(30));
+    let mut o = opts(&dst, 0);
+    o.pid = None;
+    o.ps = Some(CriuPageServerInfo {
+        address: Some("127.0.0.1".into()),
+        port: Some(0),
+        pid: None,
+        fd: None,
+    });
+    let r = w.call(&request(CriuReqType::PageServer, o));
+    assert!(r.success, "{r:?}");
+    w.finish();
+    let ps = r.ps.unwrap();
+    let (ps_pid, port) = (ps.pid.unwrap(), ps.port.unwrap());
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+    // Without close-on-exec while criu swrk starts: it inherits the connection.
+    let held = nix::unistd::dup(&sock).unwrap();
+    drop(sock);
+    let w = Swrk::start(Duration::from_secs(30));
+    let mut o = opts(&src, pid);
+    o.ps = Some(CriuPageServerInfo {
+        address: None,
+        port: None,
+        pid: None,
+        fd: Some(std::os::fd::AsRawFd::as_raw_fd(&held)),
+    });
+    drop(held);
+    let r = w.call(&request(CriuReqType::PreDump, o));
+    assert!(r.success, "{r:?}");
+    w.finish();
+    let mut status = 0;
+    for _ in 0..500 {
+        // SAFETY: waitpid on the page server, which was reparented to us.
+        let r = unsafe { libc::waitpid(ps_pid, &mut status, libc::WNOHANG) };
+        if r == ps_pid {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status:#x}"
+    );
+    let pm = criu_images::Pagemap::read(dst.join(format!("pagemap-{pid}.img"))).unwrap();
+    assert!(pm.present_pages() > 0, "no pages reached the page server");
+    assert!(!src.join(format!("pagemap-{pid}.img")).exists());
+    drop(v);
+}

@@ -233,7 +233,7 @@ fn dump_inner(
     };
     let mut ps = match &opts.page_server {
         Some((a, p)) => Some(
-            crate::pageserver::PageClient::connect(a, *p, &opts.page_server_tls)
+            crate::pageserver::PageClient::open(a, *p, opts.page_server_fd, &opts.page_server_tls)
                 .map_err(|e| DumpError::from(e).at("connecting to the page server"))?,
         ),
         None => None,

@@ -89,7 +89,12 @@ fn inner(opts: &DumpOptions, pid: i32, dir: &Path) -> Result<DumpSummary, DumpEr
     track::write_record(dir, &trackers).map_err(|e| e.at("writing the images"))?;
     let copy = |plans: &[(i32, criu_images::Pagemap, Vec<pages_file::Segment>)]| {
         if let Some((a, port)) = &opts.page_server {
-            let mut ps = crate::pageserver::PageClient::connect(a, *port, &opts.page_server_tls)?;
+            let mut ps = crate::pageserver::PageClient::open(
+                a,
+                *port,
+                opts.page_server_fd,
+                &opts.page_server_tls,
+            )?;
             for (p, pm, _) in plans {
                 ps.send_pagemap(*p, pm)?;
             }

@@ -74,6 +74,9 @@ pub struct DumpOptions {
     pub freeze_cgroup: Option<PathBuf>,
     /// `--page-server --address A --port P`: pages go to that page server.
     pub page_server: Option<(String, u16)>,
+    /// RPC `ps.fd`: the page server connection is this descriptor of criu's, made by the
+    /// client (with [`DumpOptions::page_server`] set).
+    pub page_server_fd: Option<i32>,
     /// `--tls` and its files, for the page server connection.
     pub page_server_tls: super::TlsOptions,
     /// `--pre-dump-mode` (for `pre_dump`).
@@ -148,6 +151,7 @@ impl DumpOptions {
                     o.live.port.unwrap_or(0),
                 )
             }),
+            page_server_fd: o.live.page_server_fd,
             page_server_tls: o.live.tls.clone(),
             auto_dedup: o.live.auto_dedup,
             lazy_pages: (o.live.lazy_pages && !o.live.page_server).then(|| {

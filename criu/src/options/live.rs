@@ -42,6 +42,9 @@ pub struct LiveOptions {
     pub address: Option<String>,
     /// `--port`.
     pub port: Option<u16>,
+    /// RPC `ps.fd` (swrk only): a socket the client already connected to the page server,
+    /// criu's own descriptor; used instead of connecting to `address`:`port`.
+    pub page_server_fd: Option<i32>,
     /// `--lazy-pages` (restore: leave private anonymous memory to `criu lazy-pages`; dump:
     /// serve it from the frozen tree; page-server: serve it from the images).
     pub lazy_pages: bool,

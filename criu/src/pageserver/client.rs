@@ -1,6 +1,8 @@
 //! The sending side: a dump's pagemaps and the pages they name, read from the task's memory
 //! (`/proc/PID/mem`, which also reads areas the task may not read itself), sent to a page
 //! server.
+// Unsafe code: borrowing the page server socket a client handed over by number (RPC ps.fd).
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -38,6 +40,43 @@ impl PageClient {
             TcpStream::connect((address, port)).map_err(io_err(format!("connect to {peer}")))?;
         let _ = sock.set_nodelay(true);
         tracing::info!(%peer, "connected to the page server");
+        let sock = if tls.enabled {
+            super::tls::client(sock, address, tls)?
+        } else {
+            super::tls::Stream::Plain(sock)
+        };
+        Ok(PageClient { sock, peer })
+    }
+
+    /// The page server connection a dump or pre-dump uses: descriptor `fd` of criu's when the
+    /// client connected it (RPC `ps.fd`, criu keeps its own copy), else a connection to
+    /// `address`:`port`.
+    ///
+    /// # Errors
+    /// [`PageServerError`] if the descriptor cannot be taken or the connection made.
+    pub fn open(
+        address: &str,
+        port: u16,
+        fd: Option<i32>,
+        tls: &TlsOptions,
+    ) -> Result<PageClient, PageServerError> {
+        let Some(fd) = fd else {
+            return PageClient::connect(address, port, tls);
+        };
+        let peer = format!("fd {fd}");
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes integers only; a number that is not an open
+        // descriptor fails with EBADF.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(io_err(format!("take the page server socket ({peer})"))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `dup` was just made and nothing else owns it.
+        let own = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        let sock = TcpStream::from(own);
+        let _ = sock.set_nodelay(true);
+        tracing::info!(%peer, "page server connection given by the client");
         let sock = if tls.enabled {
             super::tls::client(sock, address, tls)?
         } else {

@@ -247,15 +247,15 @@ pub fn to_options(
     }
 
     if let Some(ps) = &req.ps {
-        // `ps.fd`: a socket already connected to the page server, criu's own (swrk only, as
-        // CRIU). This criu connects by address and port only: refused by name, not dropped.
-        if ps.fd.is_some() && req.lazy_pages != Some(true) {
+        // `ps.fd`: a socket already connected to the page server, criu's own descriptor (swrk
+        // only, as CRIU): the dump's pages go over it instead of a connection of criu's.
+        if let Some(fd) = ps.fd
+            && req.lazy_pages != Some(true)
+        {
             if mode == Mode::Service {
                 return Err(OptsError::SwrkOnly("ps.fd"));
             }
-            return Err(unsupported(
-                "ps.fd (a page-server socket connected by the client; pass ps.address and ps.port)",
-            ));
+            o.live.page_server_fd = Some(fd);
         }
         // With lazy_pages, `ps` says where the dump serves its pages (CRIU uses it the same
         // way); otherwise it is the page server the pages go to.
@@ -510,11 +510,13 @@ mod tests {
         );
         assert_eq!(dump.page_server, Some(("127.0.0.1".into(), 1234)));
         assert_eq!(dump.lazy_pages, None);
-        // A socket connected by the client: refused by name, in both modes.
+        // A socket connected by the client: used over swrk, refused by name in service mode.
         r.ps.as_mut().unwrap().fd = Some(5);
-        let e = to_options(&r, Command::Dump, Mode::Swrk, 7).unwrap_err();
-        assert!(e.to_string().contains("ps.fd"), "{e}");
-        assert_eq!(e.errno(), libc::EOPNOTSUPP);
+        let dump = crate::options::DumpOptions::from_options(
+            &to_options(&r, Command::Dump, Mode::Swrk, 7).unwrap(),
+        );
+        assert_eq!(dump.page_server_fd, Some(5));
+        assert!(dump.page_server.is_some());
         assert!(matches!(
             to_options(&r, Command::Dump, Mode::Service, 7),
             Err(OptsError::SwrkOnly("ps.fd"))

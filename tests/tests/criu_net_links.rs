@@ -252,3 +252,39 @@ fn a_tap_held_open_by_the_task_comes_back_attached_twice() {
         drop(v);
     });
 }
+
+/// A tap held open by a task in criu's own network namespace: nothing saves the device there,
+/// so the dump refuses the descriptor by name (as CRIU does) and the task runs on.
+#[test]
+fn a_tap_in_criu_s_own_network_namespace_is_refused_by_name() {
+    skip_if_not_root!("a_tap_in_criu_s_own_network_namespace_is_refused_by_name");
+    let _g = test_lock();
+    become_subreaper();
+    in_netns(|| {
+        let dir = Scratch::new();
+        let out = dir.root().join("count");
+        let ready = dir.root().join("ready");
+        let v = Spawned::spawn(
+            env!("CARGO_BIN_EXE_criu-victim-tun"),
+            &[out.to_str().unwrap(), ready.to_str().unwrap()],
+            &dir.path("victim.log"),
+            None,
+        );
+        wait_file(&ready, Duration::from_secs(10));
+        let img = dir.path("img");
+        let o = compel_criu_tests::criu_dump(v.pid(), &img, &[]);
+        assert!(!o.status.success(), "a tap in criu's namespace was dumped");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("/dev/net/tun attached to crtapf0 in criu's own network namespace"),
+            "{err}"
+        );
+        let n = counts(&out);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            counts(&out) > n,
+            "the task does not run on after the refusal"
+        );
+        drop(v);
+    });
+}

@@ -2,7 +2,7 @@
 //! `TunfileEntry`: the device's name).
 //!
 //! Dump: the device from fdinfo's `iff:` line (a descriptor not attached to any is refused by
-//! name). The device itself is dumped with the network namespace's links
+//! name, and so is one in criu's own network namespace, where no link is saved). The device itself is dumped with the network namespace's links
 //! ([`crate::namespaces::net`]), persistent or not (`IFF_PERSIST` in its flags). Restore: the
 //! network namespace made the device again, persistent; the task opens `/dev/net/tun` and
 //! attaches with `TUNSETIFF` and the device's saved flags; a device that was not persistent
@@ -50,6 +50,20 @@ impl FileKind for Tun {
             .filter(|d| !d.is_empty())
             .ok_or_else(|| text.bad("/dev/net/tun (attached to no device)", "iff"))?
             .to_string();
+        // The device is saved with the links of a network namespace of the tree's own; in
+        // criu's namespace nothing would make it again (CRIU refuses this at dump too).
+        let ns = |who: String| std::fs::read_link(format!("/proc/{who}/ns/net")).ok();
+        if ns(fd.pid.to_string()).is_some_and(|n| Some(n) == ns("self".into())) {
+            return Err(DumpError::FileState {
+                kind: "tun",
+                what: format!(
+                    "fd {} of {}: /dev/net/tun attached to {dev} in criu's own network namespace \
+                     (a tun or tap device is dumped only with a network namespace of the \
+                     tree's own)",
+                    fd.fd, fd.pid
+                ),
+            });
+        }
         Ok(FileEntry {
             id,
             r#type: FdTypes::Tunf as i32,

@@ -34,6 +34,42 @@ fn request(ty: CriuReqType, o: CriuOpts) -> CriuReq {
     }
 }
 
+/// PAGE_SERVER over swrk writing into `dst`: the server's pid and port.
+fn start_page_server(dst: &Path) -> (i32, i32) {
+    let w = Swrk::start(Duration::from_secs(30));
+    let mut o = opts(dst, 0);
+    o.pid = None;
+    o.ps = Some(CriuPageServerInfo {
+        address: Some("127.0.0.1".into()),
+        port: Some(0),
+        pid: None,
+        fd: None,
+    });
+    let r = w.call(&request(CriuReqType::PageServer, o));
+    assert!(r.success, "{r:?}");
+    w.finish();
+    let ps = r.ps.unwrap();
+    (ps.pid.unwrap(), ps.port.unwrap())
+}
+
+/// The page server `ps_pid` ends with its session, successfully (it is ours to reap: we are
+/// the subreaper).
+fn assert_page_server_ended(ps_pid: i32) {
+    let mut status = 0;
+    for _ in 0..500 {
+        // SAFETY: waitpid on the page server, which was reparented to us.
+        let r = unsafe { libc::waitpid(ps_pid, &mut status, libc::WNOHANG) };
+        if r == ps_pid {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status:#x}"
+    );
+}
+
 fn spawn(s: &Scratch) -> Spawned {
     s.spawn_victim(
         env!("CARGO_BIN_EXE_criu-victim-dirtier"),
@@ -106,21 +142,11 @@ fn page_server_over_rpc() {
     let (src, dst) = (s.img.join("src"), s.img.join("dst"));
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(&dst).unwrap();
-    let w = Swrk::start(Duration::from_secs(30));
-    let mut o = opts(&dst, 0);
-    o.pid = None;
-    o.ps = Some(CriuPageServerInfo {
-        address: Some("127.0.0.1".into()),
-        port: Some(0),
-        pid: None,
-        fd: None,
-    });
-    let r = w.call(&request(CriuReqType::PageServer, o));
-    assert!(r.success, "{r:?}");
-    w.finish();
-    let ps = r.ps.unwrap();
-    let (ps_pid, port) = (ps.pid.unwrap(), ps.port.unwrap());
-    assert!(ps_pid > 0 && port > 0, "{ps:?}");
+    let (ps_pid, port) = start_page_server(&dst);
+    assert!(
+        ps_pid > 0 && port > 0,
+        "page server {ps_pid} on port {port}"
+    );
     let port = port.to_string();
     let o = criu(&[
         "pre-dump",
@@ -138,19 +164,7 @@ fn page_server_over_rpc() {
     ]);
     assert_ok_log(&o, "criu pre-dump", &src.join("pre.log"));
     // The server ends with its session (it is ours to reap: we are the subreaper).
-    let mut status = 0;
-    for _ in 0..500 {
-        // SAFETY: waitpid on the page server, which was reparented to us.
-        let r = unsafe { libc::waitpid(ps_pid, &mut status, libc::WNOHANG) };
-        if r == ps_pid {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{status:#x}"
-    );
+    assert_page_server_ended(ps_pid);
     assert!(dst.join(format!("pagemap-{pid}.img")).exists());
     drop(v);
 }
@@ -169,20 +183,7 @@ fn pre_dump_over_a_page_server_socket_the_client_connected() {
     let (src, dst) = (s.img.join("src"), s.img.join("dst"));
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(&dst).unwrap();
-    let w = Swrk::start(Duration::from_secs(30));
-    let mut o = opts(&dst, 0);
-    o.pid = None;
-    o.ps = Some(CriuPageServerInfo {
-        address: Some("127.0.0.1".into()),
-        port: Some(0),
-        pid: None,
-        fd: None,
-    });
-    let r = w.call(&request(CriuReqType::PageServer, o));
-    assert!(r.success, "{r:?}");
-    w.finish();
-    let ps = r.ps.unwrap();
-    let (ps_pid, port) = (ps.pid.unwrap(), ps.port.unwrap());
+    let (ps_pid, port) = start_page_server(&dst);
     let sock = std::net::TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
     // Without close-on-exec while criu swrk starts: it inherits the connection.
     let held = nix::unistd::dup(&sock).unwrap();
@@ -199,19 +200,7 @@ fn pre_dump_over_a_page_server_socket_the_client_connected() {
     let r = w.call(&request(CriuReqType::PreDump, o));
     assert!(r.success, "{r:?}");
     w.finish();
-    let mut status = 0;
-    for _ in 0..500 {
-        // SAFETY: waitpid on the page server, which was reparented to us.
-        let r = unsafe { libc::waitpid(ps_pid, &mut status, libc::WNOHANG) };
-        if r == ps_pid {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{status:#x}"
-    );
+    assert_page_server_ended(ps_pid);
     let pm = criu_images::Pagemap::read(dst.join(format!("pagemap-{pid}.img"))).unwrap();
     assert!(pm.present_pages() > 0, "no pages reached the page server");
     assert!(!src.join(format!("pagemap-{pid}.img")).exists());

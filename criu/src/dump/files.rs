@@ -402,7 +402,10 @@ impl FileTable {
                 what: format!("stat fd {fd} of {pid} ({name})"),
                 source: e,
             })?;
-            if name == "anon_inode:[userfaultfd]" && self.skip_uffd.contains(&meta.ino()) {
+            // criu's own tracking descriptors: recorded, or left by an earlier run.
+            if name == "anon_inode:[userfaultfd]"
+                && (self.skip_uffd.contains(&meta.ino()) || super::track::is_stale_tracker(pid, fd))
+            {
                 continue;
             }
             if !info.locks.is_empty() {

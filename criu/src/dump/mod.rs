@@ -188,17 +188,9 @@ fn dump_inner(
     files.conn_lock = net_lock.as_ref().and_then(|l| l.conns());
     files.tree_dies = opts.final_state == FinalState::Dead;
     files.orphan_pts_master = opts.orphan_pts_master;
-    // criu's own tracking descriptors: the recorded ones and any an earlier run left.
-    files.skip_uffd = prev
-        .values()
-        .map(|r| r.ino)
-        .chain(
-            tasks
-                .iter()
-                .flat_map(|(p, _)| track::stale_trackers(*p))
-                .map(|(_, ino)| ino),
-        )
-        .collect();
+    // criu's own tracking descriptors (recorded ones; those an earlier run left are told
+    // apart where a userfaultfd is met).
+    files.skip_uffd = prev.values().map(|r| r.ino).collect();
     let mut procs = Vec::with_capacity(tasks.len());
     // criu's own namespaces, read once for the whole tree.
     let own_ns = ids::ns_inodes("self");

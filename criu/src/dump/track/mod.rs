@@ -124,51 +124,55 @@ fn is_our_uffd(pid: i32, fd: i32, ino: u64) -> bool {
         && std::fs::metadata(&link).is_ok_and(|m| m.ino() == ino)
 }
 
-/// Tracking descriptors an earlier run of criu left in `pid` (fd, inode): userfaultfds with
-/// write-protect tracking (`UFFD_FEATURE_WP_ASYNC` in their fdinfo) at the descriptors criu
-/// places them at (the [`TRACK_FD_FLOOR`] below `RLIMIT_NOFILE`). A pre-dump whose images no
-/// later run names leaves one; it is criu's, not the program's.
-pub fn stale_trackers(pid: i32) -> Vec<(i32, u64)> {
-    let limit = nofile_limit(pid);
+/// Whether descriptor `fd` of `pid` is a tracking descriptor an earlier run of criu left: a
+/// userfaultfd with write-protect tracking (`UFFD_FEATURE_WP_ASYNC` in its fdinfo) at the
+/// descriptors criu places them at (the [`TRACK_FD_FLOOR`] below `RLIMIT_NOFILE`). A pre-dump
+/// whose images no later run names leaves one; it is criu's, not the program's.
+pub fn is_stale_tracker(pid: i32, fd: i32) -> bool {
+    tracker_at(pid, fd, nofile_limit(pid))
+}
+
+/// [`is_stale_tracker`] with the task's `RLIMIT_NOFILE` read already.
+fn tracker_at(pid: i32, fd: i32, limit: u64) -> bool {
     let floor = limit.saturating_sub(TRACK_FD_FLOOR).max(3);
+    if fd < 0 || (fd as u64) < floor || (fd as u64) >= limit {
+        return false;
+    }
+    if std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .map_or(true, |t| t.as_os_str() != "anon_inode:[userfaultfd]")
+    {
+        return false;
+    }
+    // "API:\t<api>:<features>:<ioctls>", hexadecimal.
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            let api = info
+                .lines()
+                .find_map(|l| l.strip_prefix("API:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(api.split(':').nth(1)?, 16).ok()
+        })
+        .is_some_and(|features| features & UFFD_FEATURE_WP_ASYNC != 0)
+}
+
+/// The tracking descriptors an earlier run left in `pid` ([`is_stale_tracker`]).
+fn stale_trackers(pid: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for e in dir.flatten() {
-        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if (fd as u64) < floor || (fd as u64) >= limit {
-            continue;
-        }
-        let link = e.path();
-        if std::fs::read_link(&link).map_or(true, |t| t.as_os_str() != "anon_inode:[userfaultfd]") {
-            continue;
-        }
-        // "API:\t<api>:<features>:<ioctls>", hexadecimal.
-        let tracking = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-            .ok()
-            .and_then(|info| {
-                let api = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("API:"))?
-                    .trim()
-                    .to_string();
-                u64::from_str_radix(api.split(':').nth(1)?, 16).ok()
-            })
-            .is_some_and(|features| features & UFFD_FEATURE_WP_ASYNC != 0);
-        if let (true, Ok(m)) = (tracking, std::fs::metadata(&link)) {
-            out.push((fd, m.ino()));
-        }
-    }
-    out
+    let limit = nofile_limit(pid);
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&fd| tracker_at(pid, fd, limit))
+        .collect()
 }
 
 /// Closes in `task` (`pid`) the tracking descriptors an earlier run left there and no record
 /// names ([`stale_trackers`]).
 fn close_stale(task: &mut Task, pid: i32) {
-    for (fd, _) in stale_trackers(pid) {
+    for fd in stale_trackers(pid) {
         match task.remote_syscall(libc::SYS_close as usize, [fd as u64, 0, 0, 0, 0, 0]) {
             Ok(0) => tracing::info!(
                 pid,
